@@ -1,0 +1,249 @@
+"""DICOM reading: header first, frames decoded one at a time through pydicom's codec plugins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from core.errors import ImageLoadError
+from core.imaging.limits import check_size
+from core.imaging.record import ImageRecord, Modality, StudyInfo, WindowPreset
+from core.imaging.windowing import apply_window, percentile_window, rescale_to_uint8
+
+_MODALITY_TAGS = {"MR": Modality.MR, "MG": Modality.MG, "US": Modality.US, "SM": Modality.SM, "GM": Modality.SM}
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_DEFER = "512 KB"  # big elements (pixel data) stay on disk until a frame is asked for
+
+
+def read_dicom(path: Path) -> ImageRecord:
+    """Open a DICOM file; raise ImageLoadError with a reader-friendly reason when it cannot be shown."""
+    try:
+        ds = pydicom.dcmread(path, defer_size=_DEFER, force=True)
+    except InvalidDicomError as exc:
+        raise ImageLoadError(path, f"not a valid DICOM file ({exc})") from exc
+    except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImageLoadError(path, f"the DICOM file is truncated or damaged ({exc})") from exc
+
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise ImageLoadError(path, "the DICOM file holds no image (no Pixel Data): it may be a report or a DICOMDIR")
+    for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
+        if keyword not in ds:
+            raise ImageLoadError(path, f"the DICOM header lacks the required '{keyword}' attribute")
+
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    reason = check_size(int(ds.Rows), int(ds.Columns), frames, samples, max(1, int(ds.BitsAllocated) // 8))
+    if reason:
+        raise ImageLoadError(path, reason)
+
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    is_color = samples == 3 or photometric == "PALETTE COLOR"
+    tsyntax = _transfer_syntax(ds)
+    _require_decoder(path, tsyntax)
+
+    def read_frame(index: int) -> np.ndarray:
+        try:
+            arr = pixel_array(path, index=index if frames > 1 else None, as_rgb=True)
+        except (NotImplementedError, RuntimeError, ImportError) as exc:
+            raise ImageLoadError(
+                path, f"its {tsyntax.name} pixel data could not be decoded: corrupt or an unsupported variant ({exc})"
+            ) from exc
+        except (ValueError, EOFError, OSError, KeyError, AttributeError, TypeError) as exc:
+            raise ImageLoadError(path, f"the pixel data is truncated or does not match the header ({exc})") from exc
+        if photometric == "PALETTE COLOR":
+            arr = apply_color_lut(arr, ds)
+        if is_color:
+            return _color_to_uint8(arr)
+        return apply_modality_lut(arr, ds).astype(np.float32, copy=False)
+
+    presets: list[WindowPreset] = []
+    record = ImageRecord(
+        path=path,
+        file_format="DICOM",
+        modality=_MODALITY_TAGS.get(_modality_tag(ds), Modality.OTHER),
+        modality_source="dicom",
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        frames=frames,
+        samples_per_pixel=3 if is_color else 1,
+        photometric=photometric,
+        bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
+        pixel_spacing_mm=_pixel_spacing(ds),
+        window_presets=presets,
+        study=_study(ds),
+        metadata=_tag_list(ds),
+        _read_frame=read_frame,
+        _default_render=None if is_color else _default_renderer(ds),
+    )
+    if not is_color:
+        first = record.values(0)
+        presets.extend(_window_presets(ds))
+        center, width = percentile_window(first)
+        presets.append(WindowPreset("Auto (0.5-99.5 %)", center, width))
+        presets.append(WindowPreset("Full range", (float(first.max()) + float(first.min())) / 2,
+                                    max(1.0, float(first.max()) - float(first.min()))))
+    else:
+        record.values(0)
+    return record
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return UID(meta.TransferSyntaxUID)
+    return ExplicitVRLittleEndian if not ds.is_implicit_VR else ImplicitVRLittleEndian
+
+
+def _require_decoder(path: Path, tsyntax: UID) -> None:
+    """Fail at open time, by name, when no installed plugin can decode this compression."""
+    if not tsyntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError as exc:
+        raise ImageLoadError(path, f"its compression ({tsyntax.name}) is not supported") from exc
+    if not decoder.is_available:
+        missing = "; ".join(line.strip() for line in decoder.missing_dependencies)
+        raise ImageLoadError(
+            path, f"its compression ({tsyntax.name}) needs a codec plugin that is not installed ({missing})"
+        )
+
+
+def _modality_tag(ds: Dataset) -> str:
+    tag = str(ds.get("Modality", "")).upper()
+    body = str(ds.get("BodyPartExamined", "")).upper()
+    if tag in ("CR", "DX") and body == "BREAST":
+        return "MG"  # mammograms are sometimes stored as plain radiographs
+    return tag
+
+
+def _color_to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    top = float(arr.max()) if arr.size else 0.0
+    shift = 8 if top > 255 else 0
+    return (arr.astype(np.uint32) >> shift).clip(0, 255).astype(np.uint8)
+
+
+def _functional_group(ds: Dataset, sequence: str) -> Dataset | None:
+    """First item of a shared functional-group macro (enhanced multi-frame objects)."""
+    for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(group)
+        if items and sequence in items[0] and items[0][sequence].value:
+            return items[0][sequence][0]
+    return None
+
+
+def _window_presets(ds: Dataset) -> list[WindowPreset]:
+    source = ds if "WindowCenter" in ds else _functional_group(ds, "FrameVOILUTSequence")
+    if source is None or "WindowCenter" not in source or "WindowWidth" not in source:
+        return []
+    centers = _as_list(source.WindowCenter)
+    widths = _as_list(source.WindowWidth)
+    names = _as_list(source.get("WindowCenterWidthExplanation", []))
+    function = str(source.get("VOILUTFunction", "LINEAR")).upper() or "LINEAR"
+    presets = []
+    for i, (c, w) in enumerate(zip(centers, widths)):
+        name = str(names[i]) if i < len(names) and str(names[i]).strip() else f"DICOM window {i + 1}"
+        presets.append(WindowPreset(name, float(c), float(w), function))
+    return presets
+
+
+def _default_renderer(ds: Dataset):
+    """The VOI the file asks for: its VOI LUT sequence, else its first window, else auto."""
+    if "VOILUTSequence" in ds and ds.VOILUTSequence:
+        lut = ds.VOILUTSequence[0]
+        data = np.asarray(lut.LUTData if not isinstance(lut.LUTData, (bytes, bytearray)) else
+                          np.frombuffer(lut.LUTData, np.uint16 if lut.LUTDescriptor[2] > 8 else np.uint8))
+        lo, hi = float(data.min()), float(data.max())
+
+        def render(values: np.ndarray, frame: int) -> np.ndarray:
+            return rescale_to_uint8(apply_voi_lut(values, ds, index=0, prefer_lut=True), lo, hi)
+
+        return render
+    presets = _window_presets(ds)
+    if presets:
+        first = presets[0]
+        return lambda values, frame: apply_window(values, first.center, first.width, first.function)
+
+    def auto(values: np.ndarray, frame: int) -> np.ndarray:
+        center, width = percentile_window(values)
+        return apply_window(values, center, width)
+
+    return auto
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value]
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """(row, column) spacing in mm from the attribute the modality actually uses."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        if keyword in ds and ds[keyword].value:
+            values = _as_list(ds[keyword].value)
+            if len(values) >= 2 and float(values[0]) > 0 and float(values[1]) > 0:
+                return float(values[0]), float(values[1])
+    measures = _functional_group(ds, "PixelMeasuresSequence")
+    if measures is not None and "PixelSpacing" in measures:
+        values = _as_list(measures.PixelSpacing)
+        return float(values[0]), float(values[1])
+    for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
+        # Units code 3 = cm (PS3.3 C.8.5.5.1.15); regions in other units carry no length.
+        if region.get("PhysicalUnitsXDirection") == 3 and region.get("PhysicalUnitsYDirection") == 3:
+            dy, dx = float(region.PhysicalDeltaY), float(region.PhysicalDeltaX)
+            if dx > 0 and dy > 0:
+                return abs(dy) * 10.0, abs(dx) * 10.0
+    return None
+
+
+def _study(ds: Dataset) -> StudyInfo:
+    def text(keyword: str) -> str:
+        return str(ds.get(keyword, "") or "")
+
+    return StudyInfo(
+        patient_name=text("PatientName"),
+        patient_id=text("PatientID"),
+        birth_date=text("PatientBirthDate"),
+        sex=text("PatientSex"),
+        study_date=text("StudyDate"),
+        institution=text("InstitutionName"),
+        accession_number=text("AccessionNumber"),
+        study_instance_uid=text("StudyInstanceUID"),
+        series_instance_uid=text("SeriesInstanceUID"),
+        sop_instance_uid=text("SOPInstanceUID"),
+        study_description=text("StudyDescription"),
+    )
+
+
+def _tag_list(ds: Dataset, limit: int = 160) -> list[tuple[str, str, str]]:
+    """Flat (tag, keyword, value) rows for the metadata browser; sequences are indented."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(dataset: Dataset, depth: int) -> None:
+        for elem in dataset:
+            if elem.keyword in _PIXEL_KEYWORDS or len(rows) > 2000:
+                continue
+            name = ("  " * depth) + (elem.keyword or elem.name)
+            if elem.VR == "SQ":
+                rows.append((str(elem.tag), name, f"<sequence of {len(elem.value)} item(s)>"))
+                for item in elem.value[:4]:
+                    walk(item, depth + 1)
+                continue
+            value = elem.repval if elem.VR in ("OB", "OW", "UN", "OF", "OD") else str(elem.value)
+            rows.append((str(elem.tag), name, value[:limit]))
+
+    if "file_meta" in ds:
+        walk(ds.file_meta, 0)
+    walk(ds, 0)
+    return rows

@@ -1,0 +1,93 @@
+"""The single entry point from a path on disk to an ImageRecord."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import ImageLoadError
+from core.imaging.dicom import read_dicom
+from core.imaging.modality_guess import guess_modality
+from core.imaging.raster import read_raster
+from core.imaging.record import ImageRecord, Modality
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"MM\x00+", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Name the format from the first bytes; the extension is never trusted."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "DICOM"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    # DICOM without the 128-byte preamble starts with a group 0002 or 0008 tag (little endian).
+    if len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00":
+        return "DICOM"
+    return None
+
+
+def load_image(path: str | Path, modality: Modality | str | None = None) -> ImageRecord:
+    """Open any supported image, decode its first frame and settle its modality.
+
+    ``modality`` is the user's choice and wins over the DICOM tag and over the guess.
+    Every failure is raised as ImageLoadError with a message that names the file and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageLoadError(path, "the file does not exist")
+    if path.is_dir():
+        raise ImageLoadError(path, "this is a folder, not an image file (use batch analysis for folders)")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise ImageLoadError(path, f"the file cannot be read ({exc.strerror or exc})") from exc
+    if not head:
+        raise ImageLoadError(path, "the file is empty (0 bytes)")
+    file_format = sniff_format(head)
+    if file_format is None:
+        return _settle_modality(_read_headerless_dicom(path), modality)
+    try:
+        record = read_dicom(path) if file_format == "DICOM" else read_raster(path, file_format)
+    except ImageLoadError:
+        raise
+    except MemoryError as exc:
+        raise ImageLoadError(path, "the image is too large to fit in memory") from exc
+    except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one readable message
+        raise ImageLoadError(path, f"the file is damaged or unsupported ({type(exc).__name__}: {exc})") from exc
+
+    return _settle_modality(record, modality)
+
+
+def _read_headerless_dicom(path: Path) -> ImageRecord:
+    """Last resort for DICOM written without preamble or meta group; anything else is unknown."""
+    try:
+        return read_dicom(path)
+    except Exception as exc:  # noqa: BLE001 - not DICOM after all
+        raise ImageLoadError(path, "not a recognised image format (expected DICOM, PNG, JPEG, TIFF or BMP)") from exc
+
+
+def _settle_modality(record: ImageRecord, modality: Modality | str | None) -> ImageRecord:
+    if modality is not None:
+        record.modality = Modality(modality)
+        record.modality_source = "user"
+    elif record.modality_source == "guess" or _is_untyped_dicom(record):
+        record.modality, record.modality_confidence = guess_modality(record.display(0))
+        record.modality_source = "guess"
+    return record
+
+
+def _is_untyped_dicom(record: ImageRecord) -> bool:
+    """OT/SC DICOMs (screenshots, scanned films) say nothing about their content: guess instead."""
+    if record.modality != Modality.OTHER:
+        return False
+    tag = next((value for _, kw, value in record.metadata if kw == "Modality"), "")
+    return tag in ("OT", "SC", "")

@@ -1,0 +1,152 @@
+"""The image record: pixels ready for display and models plus what a reader needs to know."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.imaging.windowing import apply_window
+
+
+class Modality(str, Enum):
+    """The product's four modalities; OTHER is anything else (CT, X-ray, ...)."""
+
+    MR = "MR"  # brain MRI
+    MG = "MG"  # mammography
+    US = "US"  # breast ultrasound
+    SM = "SM"  # histology (slide microscopy)
+    OTHER = "OT"
+
+    @property
+    def label(self) -> str:
+        return _MODALITY_LABELS[self]
+
+
+_MODALITY_LABELS = {
+    Modality.MR: "Brain MRI",
+    Modality.MG: "Mammography",
+    Modality.US: "Breast ultrasound",
+    Modality.SM: "Histology",
+    Modality.OTHER: "Other",
+}
+
+
+@dataclass(frozen=True)
+class WindowPreset:
+    """A VOI window in modality units (after rescale slope/intercept)."""
+
+    name: str
+    center: float
+    width: float
+    function: str = "LINEAR"
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """Patient and study identifiers, kept apart from pixels so exports can anonymise."""
+
+    patient_name: str = ""
+    patient_id: str = ""
+    birth_date: str = ""
+    sex: str = ""
+    study_date: str = ""
+    institution: str = ""
+    accession_number: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    sop_instance_uid: str = ""
+    study_description: str = ""
+
+
+FrameReader = Callable[[int], np.ndarray]
+DefaultRenderer = Callable[[np.ndarray, int], np.ndarray]
+
+_FRAME_CACHE_SIZE = 8
+
+
+@dataclass
+class ImageRecord:
+    """One opened image file.
+
+    ``values(i)`` gives frame *i* in modality units (float32, greyscale) or as uint8 RGB;
+    ``display(i)`` gives the uint8 picture a reader sees (VOI applied, MONOCHROME1 inverted).
+    Frames are decoded on demand and a few are cached, so large multi-frame files stay cheap.
+    """
+
+    path: Path
+    file_format: str
+    modality: Modality
+    modality_source: str  # "dicom", "user" or "guess"
+    rows: int
+    columns: int
+    frames: int
+    samples_per_pixel: int
+    photometric: str
+    bits_stored: int
+    pixel_spacing_mm: tuple[float, float] | None
+    window_presets: list[WindowPreset]
+    study: StudyInfo
+    metadata: list[tuple[str, str, str]]  # (tag, keyword, value) for the tag browser
+    _read_frame: FrameReader = field(repr=False)
+    _default_render: DefaultRenderer | None = field(default=None, repr=False)
+    modality_confidence: float | None = None
+    _cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict, repr=False)
+
+    @property
+    def is_color(self) -> bool:
+        return self.samples_per_pixel == 3
+
+    @property
+    def inverted(self) -> bool:
+        return self.photometric == "MONOCHROME1"
+
+    def values(self, frame: int = 0) -> np.ndarray:
+        """Frame pixels: float32 modality values for greyscale, uint8 (H, W, 3) for colour."""
+        if not 0 <= frame < self.frames:
+            raise IndexError(f"frame {frame} out of range 0..{self.frames - 1}")
+        if frame in self._cache:
+            self._cache.move_to_end(frame)
+            return self._cache[frame]
+        arr = self._read_frame(frame)
+        self._cache[frame] = arr
+        if len(self._cache) > _FRAME_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return arr
+
+    def display(self, frame: int = 0, window: WindowPreset | None = None) -> np.ndarray:
+        """The 8-bit picture for a viewer and for the models (which were trained on 8-bit images)."""
+        arr = self.values(frame)
+        if self.is_color:
+            return arr
+        if window is None and self._default_render is not None:
+            out = self._default_render(arr, frame)
+        else:
+            preset = window or self.window_presets[0]
+            out = apply_window(arr, preset.center, preset.width, preset.function)
+        return 255 - out if self.inverted else out
+
+    def info(self) -> dict:
+        """The fields of ``main.py info`` (identifiers excluded: they are not image facts)."""
+        return {
+            "path": str(self.path),
+            "format": self.file_format,
+            "modality": self.modality.value,
+            "modality_name": self.modality.label,
+            "modality_source": self.modality_source,
+            "modality_confidence": self.modality_confidence,
+            "rows": self.rows,
+            "columns": self.columns,
+            "frames": self.frames,
+            "samples_per_pixel": self.samples_per_pixel,
+            "photometric": self.photometric,
+            "bits_stored": self.bits_stored,
+            "pixel_spacing_mm": list(self.pixel_spacing_mm) if self.pixel_spacing_mm else None,
+            "window_presets": [
+                {"name": w.name, "center": w.center, "width": w.width} for w in self.window_presets
+            ],
+        }

@@ -1,0 +1,45 @@
+"""VOI windowing to 8 bits, delegated to pydicom so DICOM's exact formulas are used everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_windowing
+
+
+def apply_window(
+    values: np.ndarray, center: float, width: float, function: str = "LINEAR"
+) -> np.ndarray:
+    """Map modality values through a window to uint8 0..255.
+
+    pydicom's ``apply_windowing`` scales into the output range implied by BitsStored; an 8-bit
+    unsigned description makes that range exactly 0..255 whatever the input units are.
+    """
+    function = function.upper()
+    min_width = 1.0 if function == "LINEAR" else 1e-6
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored = 8
+    voi.PixelRepresentation = 0
+    voi.WindowCenter = float(center)
+    voi.WindowWidth = max(float(width), min_width)
+    voi.VOILUTFunction = function
+    out = apply_windowing(np.asarray(values, dtype=np.float64), voi)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def rescale_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Linear map of [lo, hi] onto 0..255 (for VOI LUT output, whose range is the LUT's)."""
+    if hi <= lo:
+        return np.zeros(values.shape, np.uint8)
+    out = (np.asarray(values, np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """(center, width) covering the bulk of the intensities: the auto preset."""
+    sample = values[:: max(1, values.shape[0] // 512), :: max(1, values.shape[1] // 512)]
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        lo, hi = float(sample.min()), float(sample.max()) + 1.0
+    return (float(lo) + float(hi)) / 2.0, float(hi) - float(lo)

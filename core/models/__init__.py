@@ -1,0 +1,1 @@
+"""Model bundles: manifests, shared backbones, preprocessing, registry and loading."""

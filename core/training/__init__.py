@@ -1,0 +1,1 @@
+"""Training and evaluation pipeline that produces the model bundles in ``models/``."""

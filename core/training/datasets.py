@@ -1,0 +1,148 @@
+"""Readers for the data layouts the bundles are trained on; each returns plain sample lists.
+
+A sample carries the label, the grouping key that keeps related images on one side of a split
+(patient, woman, TMA core group, or a near-duplicate cluster), and for segmentation the mask path
+or the annotation circles.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"}
+
+
+@dataclass(frozen=True)
+class Circle:
+    """A mini-MIAS abnormality: centre and radius in pixels of the stored image, origin top-left."""
+
+    x: float
+    y: float
+    r: float
+
+
+@dataclass
+class Sample:
+    path: Path
+    label: str
+    group: str = ""
+    mask_path: Path | None = None
+    circles: tuple[Circle, ...] = field(default_factory=tuple)
+    extra: dict = field(default_factory=dict)
+
+
+def class_folders(root: Path, classes: list[str] | None = None) -> list[Sample]:
+    """``root/<class>/*`` with the class taken from the folder; mask files are skipped."""
+    root = Path(root)
+    classes = classes or sorted(p.name for p in root.iterdir() if p.is_dir())
+    samples = []
+    for label in classes:
+        for path in sorted((root / label).rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in path.stem:
+                samples.append(Sample(path=path, label=label))
+    return samples
+
+
+def image_mask_pairs(root: Path) -> list[Sample]:
+    """BUSI layout: ``<class>/<name>.png`` with its lesion mask ``<class>/<name>_mask.png``."""
+    samples = []
+    for sample in class_folders(root):
+        mask = sample.path.with_name(f"{sample.path.stem}_mask{sample.path.suffix}")
+        samples.append(Sample(path=sample.path, label=sample.label, mask_path=mask if mask.exists() else None))
+    return samples
+
+
+def mini_mias(root: Path) -> list[Sample]:
+    """mini-MIAS: labels normal/abnormal (severity kept), circles flipped to a top-left origin.
+
+    Coordinates in ``annotations.txt`` refer to the original 1024x1024 grid with the origin at the
+    bottom-left; they are scaled to the stored image size. Consecutive references (mdb001+mdb002)
+    are the two breasts of one woman and share a group.
+    """
+    root = Path(root)
+    records: dict[str, dict] = {}
+    for line in (root / "annotations.txt").read_text().splitlines():
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        ref, _tissue, klass = parts[0], parts[1], parts[2]
+        entry = records.setdefault(ref, {"class": klass, "severity": "", "circles": []})
+        if klass != "NORM":
+            entry["class"] = klass
+        if len(parts) >= 4:
+            entry["severity"] = parts[3]
+        if len(parts) >= 7 and parts[4].isdigit():
+            entry["circles"].append((float(parts[4]), float(parts[5]), float(parts[6])))
+    samples = []
+    for ref, entry in sorted(records.items()):
+        path = root / "images" / f"{ref}.png"
+        if not path.exists():
+            continue
+        height, width = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).shape
+        sx, sy = width / 1024.0, height / 1024.0
+        circles = tuple(Circle(x * sx, (1024.0 - y) * sy, r * sx) for x, y, r in entry["circles"])
+        number = int(re.sub(r"\D", "", ref))
+        samples.append(
+            Sample(
+                path=path,
+                label="normal" if entry["class"] == "NORM" else "abnormal",
+                group=f"woman{(number + 1) // 2:03d}",
+                circles=circles,
+                extra={"class": entry["class"], "severity": {"B": "benign", "M": "malignant"}.get(entry["severity"], "")},
+            )
+        )
+    return samples
+
+
+def circles_mask(shape: tuple[int, int], circles: tuple[Circle, ...]) -> np.ndarray:
+    """Binary mask (uint8 0/1) of annotation circles: a rough lesion outline, as the data gives."""
+    mask = np.zeros(shape, np.uint8)
+    for c in circles:
+        cv2.circle(mask, (int(round(c.x)), int(round(c.y))), max(1, int(round(c.r))), 1, thickness=-1)
+    return mask
+
+
+def ucsb_histology(root: Path) -> list[Sample]:
+    """UCSB TMA cores: the group is the ``ytma<N>_<date>`` prefix (one array/date batch)."""
+    samples = class_folders(root)
+    for s in samples:
+        s.group = "_".join(s.path.stem.split("_")[:2])
+    return samples
+
+
+def breakhis(root: Path) -> list[Sample]:
+    """BreakHis: ``benign|malignant/SOB/<subtype>/<patient>/<mag>X/*.png``; group = patient id."""
+    samples = []
+    for path in sorted(Path(root).rglob("*.png")):
+        # File names look like SOB_B_A-14-22549AB-40-001.png: <proc>_<class>_<type>-<year>-<slide>-<mag>-<seq>
+        match = re.match(r"SOB_([BM])_(\w+)-(\d+)-([\w]+)-(\d+)-(\d+)", path.stem)
+        if not match:
+            continue
+        label = "benign" if match.group(1) == "B" else "malignant"
+        samples.append(Sample(path=path, label=label, group=f"patient-{match.group(4)}",
+                              extra={"subtype": match.group(2), "magnification": int(match.group(5))}))
+    return samples
+
+
+def idc_patches(root: Path) -> list[Sample]:
+    """IDC patches: ``<patient>/{0,1}/*.png`` with 1 = invasive ductal carcinoma (malignant)."""
+    samples = []
+    for path in sorted(Path(root).glob("*/[01]/*.png")):
+        samples.append(Sample(path=path, label="malignant" if path.parent.name == "1" else "benign",
+                              group=f"patient-{path.parent.parent.name}"))
+    return samples
+
+
+READERS = {
+    "class_folders": class_folders,
+    "image_mask_pairs": image_mask_pairs,
+    "mini_mias": mini_mias,
+    "ucsb_histology": ucsb_histology,
+    "breakhis": breakhis,
+    "idc_patches": idc_patches,
+}
