@@ -13,7 +13,7 @@ from pathlib import Path
 from core import __version__
 from core.errors import DiagnosticError
 
-SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "brain_mri_glioma.jpg"
+SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "brain_mri_sample.jpg"
 
 
 def _print_json(obj: dict) -> None:
@@ -30,6 +30,70 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 2
     _print_json(record.info())
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from core.models.registry import Registry
+
+    registry = Registry()
+    rows = [b.summary() for b in registry.bundles.values()]
+    if args.json:
+        _print_json({"models": rows, "problems": registry.problems})
+        return 0
+    for row in rows:
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in row["metrics"].items() if k != "n")
+        print(f"{row['id']:<28} v{row['version']:<6} {row['modality']:<3} {row['task']:<15} {row['architecture']:<10} "
+              f"[{', '.join(row['classes'])}] {metrics}")
+    for problem in registry.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from core.imaging import load_image
+    from core.inference.analyzer import Engine
+    from core.inference.overlays import save_heatmap_png, save_mask_png
+
+    engine = Engine()
+    try:
+        record = load_image(args.path, modality=args.modality)
+        analysis = engine.submit(record, frame=args.frame, model_ids=args.model or None, gradcam=True,
+                                 gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta).result()
+    except DiagnosticError as exc:
+        _print_json({"path": str(args.path), "error": str(exc)})
+        return 2
+    finally:
+        engine.shutdown()
+    out = analysis.to_dict()
+    display = record.display(args.frame)
+    for result, summary in zip(analysis.results, out["results"]):
+        if args.heatmap_out and result.heatmap is not None:
+            summary["heatmap_file"] = str(save_heatmap_png(display, result.heatmap, _numbered(args.heatmap_out, result, analysis)))
+        if args.mask_out and result.mask is not None:
+            summary["mask_file"] = str(save_mask_png(result.mask, _numbered(args.mask_out, result, analysis)))
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"{out['path']}  modality {out['modality']} ({out['modality_source']})")
+        for w in out["warnings"]:
+            print(f"  warning: {w}")
+        for r in out["results"]:
+            if r["task"] == "classification":
+                probs = "  ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
+                print(f"  {r['model']} [{r['device']}]: {r['label']} ({r['probability']:.3f})  {probs}")
+            else:
+                area = f", {r['lesion_area_mm2']:.1f} mm2" if r["lesion_area_mm2"] is not None else f", {r['lesion_area_px']} px"
+                print(f"  {r['model']} [{r['device']}]: {r['lesions']} lesion(s){area}" +
+                      (f"  mask {r['mask_file']}" if r.get("mask_file") else ""))
+            for w in r["warnings"]:
+                print(f"    warning: {w}")
+    return 0
+
+
+def _numbered(path: Path, result, analysis) -> Path:
+    """One file per model when several models write the same option."""
+    same_kind = [r for r in analysis.results if (r.heatmap is not None) == (result.heatmap is not None)]
+    return path if len(same_kind) == 1 else path.with_name(f"{path.stem}_{result.model_id}{path.suffix}")
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -50,6 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", type=Path)
     info.add_argument("--modality", choices=["MR", "MG", "US", "SM", "OT"], help="override the modality")
     info.set_defaults(func=cmd_info)
+
+    models = sub.add_parser("models", help="list the installed model bundles")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    analyze = sub.add_parser("analyze", help="run the models on one image")
+    analyze.add_argument("path", type=Path)
+    analyze.add_argument("--model", action="append", metavar="ID", help="model id (repeatable); default: by modality")
+    analyze.add_argument("--modality", choices=["MR", "MG", "US", "SM", "OT"], help="override the modality")
+    analyze.add_argument("--frame", type=int, default=0)
+    analyze.add_argument("--heatmap-out", type=Path, metavar="FILE.png")
+    analyze.add_argument("--mask-out", type=Path, metavar="FILE.png")
+    analyze.add_argument("--target-class", help="Grad-CAM for this class instead of the predicted one")
+    analyze.add_argument("--gradcam-plus", action="store_true", help="Grad-CAM++ instead of Grad-CAM")
+    analyze.add_argument("--tta", action="store_true", help="test-time augmentation with an agreement score")
+    analyze.add_argument("--json", action="store_true")
+    analyze.set_defaults(func=cmd_analyze)
 
     gui = sub.add_parser("gui", help="open the viewer (default when no command is given)")
     gui.add_argument("paths", nargs="*")

@@ -14,7 +14,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from core.errors import ImageLoadError
 from core.imaging.limits import check_size
 from core.imaging.record import ImageRecord, Modality, StudyInfo, WindowPreset
-from core.imaging.windowing import apply_window, percentile_window, rescale_to_uint8
+from core.imaging.windowing import apply_window, full_range_preset, percentile_window, rescale_to_uint8
 
 _MODALITY_TAGS = {"MR": Modality.MR, "MG": Modality.MG, "US": Modality.US, "SM": Modality.SM, "GM": Modality.SM}
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -86,8 +86,7 @@ def read_dicom(path: Path) -> ImageRecord:
         presets.extend(_window_presets(ds))
         center, width = percentile_window(first)
         presets.append(WindowPreset("Auto (0.5-99.5 %)", center, width))
-        presets.append(WindowPreset("Full range", (float(first.max()) + float(first.min())) / 2,
-                                    max(1.0, float(first.max()) - float(first.min()))))
+        presets.append(full_range_preset(first))
     else:
         record.values(0)
     return record

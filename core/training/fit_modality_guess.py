@@ -1,0 +1,71 @@
+"""Fit the NumPy modality guesser on the shared training sets: ``python -m core.training.fit_modality_guess``.
+
+Writes ``resources/modality_guess.npz`` and prints grouped validation accuracy and the one-vs-rest
+ROC AUC of each modality (the number behind the wrong-modality warning).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from core.imaging import load_image
+from core.imaging.modality_guess import WEIGHTS, modality_features
+from core.training.configs import DATA_ROOT
+from core.training.datasets import class_folders, image_mask_pairs, mini_mias, ucsb_histology
+from core.training.splits import split
+
+PER_SOURCE = 400
+
+
+def _collect():
+    rng = np.random.default_rng(0)
+    sources = {
+        "MR": class_folders(DATA_ROOT / "brain_mri_4class" / "train") + class_folders(DATA_ROOT / "brain_mri_yes_no"),
+        "US": image_mask_pairs(DATA_ROOT / "busi"),
+        "MG": mini_mias(DATA_ROOT / "mini_mias"),
+        "SM": ucsb_histology(DATA_ROOT / "histology_ucsb"),
+    }
+    samples = []
+    for modality, items in sources.items():
+        for i in rng.permutation(len(items))[:PER_SOURCE]:
+            s = items[int(i)]
+            s.extra["source_label"] = s.label
+            s.label = modality
+            samples.append(s)
+    return samples
+
+
+def main() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    samples = _collect()
+    train, val = split(samples, 0.25, seed=0)
+
+    def features(items, mirrored: bool):
+        rows, labels = [], []
+        for s in items:
+            display = load_image(s.path).display(0)
+            views = [display, display[:, ::-1]] if mirrored else [display]  # left and right breasts
+            rows.extend(modality_features(v) for v in views)
+            labels.extend(s.label for _ in views)
+        return np.array(rows), np.array(labels)
+
+    x_train, y_train = features(train, mirrored=True)
+    x_val, y_val = features(val, mirrored=False)
+    mean, scale = x_train.mean(0), x_train.std(0) + 1e-6
+    model = LogisticRegression(max_iter=3000, C=0.5, class_weight="balanced")
+    model.fit((x_train - mean) / scale, y_train)
+    probs = model.predict_proba((x_val - mean) / scale)
+    accuracy = float((model.classes_[probs.argmax(1)] == y_val).mean())
+    aucs = {c: float(roc_auc_score(y_val == c, probs[:, i])) for i, c in enumerate(model.classes_)}
+    np.savez_compressed(WEIGHTS, mean=mean.astype(np.float32), scale=scale.astype(np.float32),
+                        coef=model.coef_.astype(np.float32), intercept=model.intercept_.astype(np.float32),
+                        classes=np.array(model.classes_))
+    print(json.dumps({"train": len(train), "validation": len(val), "accuracy": accuracy, "roc_auc": aucs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""PNG, JPEG, TIFF (16-bit, multi-page), BMP, lying extensions, and the shared data sets."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import tifffile
+from PIL import Image
+
+from core.imaging import Modality, load_image
+
+
+def test_shared_images_open_with_right_guess(shared):
+    cases = {
+        next((shared / "brain_mri_4class/train/glioma").glob("*.jpg")): Modality.MR,
+        shared / "busi/benign/benign (1).png": Modality.US,
+        shared / "mini_mias/images/mdb001.png": Modality.MG,
+        next((shared / "histology_ucsb/malignant").glob("*.jpg")): Modality.SM,
+    }
+    for path, modality in cases.items():
+        record = load_image(path)
+        assert record.modality == modality, path
+        assert record.modality_source == "guess" and record.modality_confidence > 0.5
+        shown = record.display(0)
+        assert shown.dtype == np.uint8 and shown.shape[:2] == (record.rows, record.columns)
+
+
+def test_histology_is_colour_and_mri_jpeg_is_grey(shared):
+    histology = load_image(next((shared / "histology_ucsb/benign").glob("*.jpg")))
+    assert histology.is_color and histology.display(0).shape == (768, 896, 3)
+    mri = load_image(next((shared / "brain_mri_4class/train/notumor").glob("*.jpg")))
+    assert not mri.is_color
+
+
+def test_8bit_png_displays_unchanged(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 60), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    record = load_image(tmp_path / "a.png")
+    np.testing.assert_array_equal(record.display(0), pixels)
+    assert record.bits_stored == 8
+
+
+def test_16bit_tiff_keeps_values(tmp_path):
+    pixels = (np.arange(64 * 80).reshape(64, 80) * 13 % 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "deep.tif", pixels)
+    record = load_image(tmp_path / "deep.tif")
+    assert record.bits_stored == 16 and record.file_format == "TIFF"
+    np.testing.assert_array_equal(record.values(0), pixels.astype(np.float32))
+    assert record.display(0).max() == 255 and record.display(0).min() == 0
+
+
+def test_multipage_tiff_frames(tmp_path):
+    stack = np.stack([np.full((20, 30), i * 20, np.uint8) for i in range(5)])
+    tifffile.imwrite(tmp_path / "stack.tiff", stack)
+    record = load_image(tmp_path / "stack.tiff")
+    assert record.frames == 5
+    assert record.values(3).mean() == 60
+
+
+def test_16bit_png(tmp_path):
+    pixels = np.linspace(0, 4095, 50 * 50).reshape(50, 50).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "a16.png"), pixels)
+    record = load_image(tmp_path / "a16.png")
+    np.testing.assert_array_equal(record.values(0), pixels.astype(np.float32))
+
+
+def test_bmp_and_rgba_and_palette(tmp_path):
+    rgb = np.zeros((10, 12, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "c.bmp")
+    np.testing.assert_array_equal(load_image(tmp_path / "c.bmp").display(0), rgb)
+    Image.fromarray(np.dstack([rgb, np.full((10, 12), 128, np.uint8)])).save(tmp_path / "c.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "c.png").display(0), rgb)
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
+    assert load_image(tmp_path / "p.png").display(0)[0, 0, 0] == 200
+
+
+def test_extension_that_lies(tmp_path):
+    pixels = np.full((8, 8), 77, np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "really_png.jpg", format="PNG")
+    record = load_image(tmp_path / "really_png.jpg")
+    assert record.file_format == "PNG"
+    np.testing.assert_array_equal(record.display(0), pixels)
+
+
+def test_dicom_without_extension(pydicom_file, tmp_path):
+    target = tmp_path / "IM0001"
+    target.write_bytes(pydicom_file("MR_small.dcm").read_bytes())
+    assert load_image(target).file_format == "DICOM"
+
+
+def test_user_modality_wins(shared):
+    record = load_image(shared / "busi/benign/benign (1).png", modality="MG")
+    assert record.modality == Modality.MG and record.modality_source == "user"
