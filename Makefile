@@ -4,7 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean qt-system-libs
+
+# Qt's xcb platform plugin needs these X client libraries (Debian names); installed only when missing.
+QT_XCB_LIBS := libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
+	libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +16,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-run: $(STAMP)
+qt-system-libs:
+	@if command -v apt-get >/dev/null && ! ldconfig -p | grep -q libxcb-cursor.so.0; then \
+		echo "installing X11 libraries for Qt"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(QT_XCB_LIBS) >/dev/null; fi
+
+run: $(STAMP) qt-system-libs
 	$(PY) main.py
 
 test: $(STAMP)

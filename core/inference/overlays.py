@@ -30,3 +30,33 @@ def save_mask_png(mask: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), (mask > 0).astype(np.uint8) * 255)
     return path
+
+
+def heatmap_rgba(heatmap: np.ndarray, opacity: float, threshold: float = 0.0,
+                 colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """Heatmap layer for a viewer: colour-mapped, transparent below ``threshold``, alpha ~ value."""
+    value = np.clip(heatmap, 0, 1)
+    rgb = cv2.applyColorMap(np.uint8(value * 255), colormap)[..., ::-1]
+    alpha = np.where(value >= threshold, opacity * 255 * np.clip(value * 1.5, 0, 1), 0)
+    return np.ascontiguousarray(np.dstack([rgb, alpha.astype(np.uint8)]))
+
+
+def mask_rgba(mask: np.ndarray, color: tuple[int, int, int], opacity: float, contour_only: bool = False,
+              thickness: int = 2) -> np.ndarray:
+    """Segmentation layer for a viewer: filled or outlined mask in one colour."""
+    region = mask > 0
+    if contour_only:
+        edges = np.zeros(mask.shape, np.uint8)
+        contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(edges, contours, -1, 1, thickness)
+        region = edges > 0
+    rgba = np.zeros(mask.shape + (4,), np.uint8)
+    rgba[region, :3] = color
+    rgba[region, 3] = int(round(255 * (1.0 if contour_only else opacity)))
+    return rgba
+
+
+def colorbar_rgb(height: int = 256, width: int = 16, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """Vertical colour bar, high values at the top."""
+    ramp = np.linspace(255, 0, height).astype(np.uint8)[:, None].repeat(width, 1)
+    return np.ascontiguousarray(cv2.applyColorMap(ramp, colormap)[..., ::-1])

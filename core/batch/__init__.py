@@ -1,0 +1,1 @@
+"""Batch analysis of folders: discovery, resumable runs, CSV/JSON results."""

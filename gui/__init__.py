@@ -1,0 +1,1 @@
+"""PySide6 front end: thin widgets over the Qt-free core (no model or image maths here)."""

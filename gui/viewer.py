@@ -1,0 +1,167 @@
+"""The image canvas: zoom, pan, window/level drag, overlay layers, cursor readout and scale bar."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtWidgets import (
+    QGraphicsPathItem,
+    QGraphicsPixmapItem,
+    QGraphicsScene,
+    QGraphicsSimpleTextItem,
+    QGraphicsView,
+)
+
+from gui.qimage import to_pixmap
+
+
+class ImageViewer(QGraphicsView):
+    """Layers: image, heatmap, mask, lesion outlines; each can be replaced or hidden independently."""
+
+    cursorMoved = Signal(int, int)  # image x, y (or -1, -1 outside)
+    windowDragged = Signal(float, float)  # d(center), d(width) in display units (0..255 scale)
+    zoomChanged = Signal(float)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setBackgroundBrush(QBrush(QColor(12, 12, 14)))
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setMouseTracking(True)
+        self.setAcceptDrops(False)  # the main window takes drops
+        self.image_item = QGraphicsPixmapItem()
+        self.heatmap_item = QGraphicsPixmapItem()
+        self.mask_item = QGraphicsPixmapItem()
+        for z, item in enumerate((self.image_item, self.heatmap_item, self.mask_item)):
+            item.setZValue(z)
+            item.setTransformationMode(Qt.TransformationMode.SmoothTransformation if z else Qt.TransformationMode.FastTransformation)
+            self.scene().addItem(item)
+        self.lesion_items: list = []
+        self.pixel_spacing_mm: tuple[float, float] | None = None
+        self._wl_origin: QPointF | None = None
+        self._has_image = False
+
+    # ----- layers
+    def set_image(self, display: np.ndarray, reset_view: bool = False) -> None:
+        self.image_item.setPixmap(to_pixmap(display))
+        self.scene().setSceneRect(QRectF(0, 0, display.shape[1], display.shape[0]))
+        if reset_view or not self._has_image:
+            self.fit()
+        self._has_image = True
+
+    def set_heatmap(self, rgba: np.ndarray | None) -> None:
+        self.heatmap_item.setPixmap(to_pixmap(rgba) if rgba is not None else QPixmap())
+
+    def set_mask(self, rgba: np.ndarray | None) -> None:
+        self.mask_item.setPixmap(to_pixmap(rgba) if rgba is not None else QPixmap())
+
+    def set_lesions(self, lesions: list, color: QColor, visible: bool = True) -> None:
+        for item in self.lesion_items:
+            self.scene().removeItem(item)
+        self.lesion_items = []
+        font = QFont()
+        font.setPointSize(9)
+        for lesion in lesions:
+            path = QPainterPath()
+            points = lesion.contour
+            path.moveTo(float(points[0][0]), float(points[0][1]))
+            for x, y in points[1:]:
+                path.lineTo(float(x), float(y))
+            path.closeSubpath()
+            outline = QGraphicsPathItem(path)
+            pen = QPen(color, 2)
+            pen.setCosmetic(True)
+            outline.setPen(pen)
+            outline.setZValue(5)
+            size = (f"{lesion.area_mm2:.1f} mm², Ø {lesion.max_diameter_mm:.1f} mm" if lesion.area_mm2 is not None
+                    else f"{lesion.area_px} px, Ø {lesion.max_diameter_px:.0f} px")
+            label = QGraphicsSimpleTextItem(size)
+            label.setBrush(QBrush(color))
+            label.setFont(font)
+            label.setFlag(QGraphicsSimpleTextItem.GraphicsItemFlag.ItemIgnoresTransformations)
+            x, y, w, h = lesion.bbox
+            label.setPos(x, y + h + 2)
+            label.setZValue(6)
+            for item in (outline, label):
+                item.setVisible(visible)
+                self.scene().addItem(item)
+                self.lesion_items.append(item)
+
+    def set_lesions_visible(self, visible: bool) -> None:
+        for item in self.lesion_items:
+            item.setVisible(visible)
+
+    # ----- view
+    def fit(self) -> None:
+        if not self.scene().sceneRect().isEmpty():
+            self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+            self.zoomChanged.emit(self.transform().m11())
+
+    def actual_size(self) -> None:
+        self.resetTransform()
+        self.zoomChanged.emit(1.0)
+
+    def zoom(self, factor: float) -> None:
+        current = self.transform().m11()
+        factor = max(0.02 / current, min(factor, 64.0 / current))
+        self.scale(factor, factor)
+        self.zoomChanged.emit(self.transform().m11())
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.zoom(1.25 if event.angleDelta().y() > 0 else 0.8)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.RightButton:
+            self._wl_origin = event.position()
+            self.setCursor(Qt.CursorShape.SizeAllCursor)
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self._wl_origin is not None:
+            delta = event.position() - self._wl_origin
+            self._wl_origin = event.position()
+            # Radiology convention: horizontal drag = width, vertical drag = level (centre).
+            self.windowDragged.emit(float(delta.y()), float(delta.x()))
+            return
+        point = self.mapToScene(event.position().toPoint())
+        rect = self.scene().sceneRect()
+        inside = rect.contains(point) and self._has_image
+        self.cursorMoved.emit(int(point.x()) if inside else -1, int(point.y()) if inside else -1)
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.RightButton and self._wl_origin is not None:
+            self._wl_origin = None
+            self.unsetCursor()
+            return
+        super().mouseReleaseEvent(event)
+
+    def contextMenuEvent(self, event) -> None:  # noqa: N802 - right button is window/level
+        event.accept()
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
+        """Scale bar in the lower left when the pixel spacing is known."""
+        if not self.pixel_spacing_mm or not self._has_image:
+            return
+        pixels_per_mm = self.transform().m11() / self.pixel_spacing_mm[1]
+        target_px = self.viewport().width() / 5
+        nice = [1, 2, 5, 10, 20, 50, 100, 200]
+        length_mm = min(nice, key=lambda mm: abs(mm * pixels_per_mm - target_px))
+        length_px = length_mm * pixels_per_mm
+        painter.save()
+        painter.resetTransform()
+        x0, y0 = 16, self.viewport().height() - 20
+        pen = QPen(QColor(240, 240, 240), 3)
+        painter.setPen(pen)
+        painter.drawLine(QPointF(x0, y0), QPointF(x0 + length_px, y0))
+        painter.drawText(QPointF(x0, y0 - 6), f"{length_mm} mm")
+        painter.restore()
+
+    @staticmethod
+    def nice_zoom_text(zoom: float) -> str:
+        return f"{zoom * 100:.0f} %" if zoom >= 0.1 else f"{zoom * 100:.1f} %"

@@ -1,0 +1,42 @@
+"""Futures from worker threads delivered back on the GUI thread as Qt signals."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, Signal
+
+
+class FutureBridge(QObject):
+    """Calls ``on_done(value)`` or ``on_error(exception)`` on the GUI thread when a future ends."""
+
+    finished = Signal(object, object, object)  # future, on_done, on_error
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.finished.connect(self._deliver)
+        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")
+        self.pending = 0
+
+    def watch(self, future: Future, on_done: Callable[[Any], None], on_error: Callable[[BaseException], None]) -> Future:
+        self.pending += 1
+        future.add_done_callback(lambda f: self.finished.emit(f, on_done, on_error))
+        return future
+
+    def run(self, fn: Callable, *args, on_done: Callable, on_error: Callable) -> Future:
+        """Run a non-TensorFlow job (file loading) on the I/O threads."""
+        return self.watch(self._io.submit(fn, *args), on_done, on_error)
+
+    def _deliver(self, future: Future, on_done, on_error) -> None:
+        self.pending -= 1
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            on_error(error)
+        else:
+            on_done(future.result())
+
+    def shutdown(self) -> None:
+        self._io.shutdown(wait=False, cancel_futures=True)
