@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -40,3 +41,28 @@ def shared():
     if not SHARED.exists():
         pytest.skip("../shared/data is not beside the repository")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A models folder with a trained tiny MR classifier and a tiny US segmenter."""
+    from tests.tiny_models import make_classifier_bundle, make_segmenter_bundle
+
+    root = tmp_path_factory.mktemp("models")
+    make_classifier_bundle(root)
+    make_segmenter_bundle(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def planted_png(tmp_path_factory):
+    """A 'lesion' image saved as PNG with the disc centre, for heatmap localisation checks."""
+    from PIL import Image
+
+    from tests.tiny_models import planted_images
+
+    images, labels, centres = planted_images(21, seed=5)
+    index = int(np.flatnonzero(labels == 1)[0])
+    path = tmp_path_factory.mktemp("img") / "planted.png"
+    Image.fromarray(images[index]).save(path)
+    return path, centres[index]

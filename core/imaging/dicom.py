@@ -242,7 +242,8 @@ def _tag_list(ds: Dataset, limit: int = 160) -> list[tuple[str, str, str]]:
             value = elem.repval if elem.VR in ("OB", "OW", "UN", "OF", "OD") else str(elem.value)
             rows.append((str(elem.tag), name, value[:limit]))
 
-    if "file_meta" in ds:
-        walk(ds.file_meta, 0)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        walk(meta, 0)
     walk(ds, 0)
     return rows

@@ -1,0 +1,140 @@
+"""The window, offscreen, with tiny real models: open, analyse, overlays, W/L, bad files, start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from core.inference.analyzer import Analyzer, Engine  # noqa: E402
+from core.models.registry import Registry  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+
+
+def _pixels(window) -> np.ndarray:
+    image = window.viewer.viewport().grab().toImage()
+    ptr = image.constBits()
+    return np.array(ptr, dtype=np.uint8).reshape(image.height(), image.bytesPerLine())[:, : image.width() * 4].copy()
+
+
+@pytest.fixture
+def window(qtbot, tiny_models, tmp_path):
+    registry = Registry([tiny_models])
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("auto_analyse", False)
+    win = MainWindow(engine=Engine(Analyzer(registry)), registry=registry, settings=settings)
+    qtbot.addWidget(win)
+    win.resize(900, 700)
+    win.show()
+    return win
+
+
+def _open(qtbot, window, path, modality_index=None):
+    if modality_index is not None:
+        window.modality_box.setCurrentIndex(modality_index)
+    window.open_path(path)
+    qtbot.waitUntil(lambda: window.record is not None and window.record.path.name == path.name and not window.is_busy,
+                    timeout=20000)
+
+
+def test_open_shows_image(qtbot, window, planted_png):
+    _open(qtbot, window, planted_png[0])
+    assert not window.viewer.image_item.pixmap().isNull()
+    assert window.viewer.image_item.pixmap().width() == 64
+
+
+def test_analyse_fills_panel_and_overlays(qtbot, window, planted_png):
+    _open(qtbot, window, planted_png[0], modality_index=1)  # Brain MRI
+    window.analyse()
+    qtbot.waitUntil(lambda: window.analysis is not None, timeout=60000)
+    bars = window.probabilities.bars
+    assert ("tiny-mr-classifier", "lesion") in bars and bars[("tiny-mr-classifier", "lesion")].value() > 900
+    assert not window.viewer.heatmap_item.pixmap().isNull()
+
+
+def test_toggle_and_opacity_change_rendered_pixels(qtbot, window, planted_png):
+    _open(qtbot, window, planted_png[0], modality_index=1)
+    window.analyse()
+    qtbot.waitUntil(lambda: window.analysis is not None, timeout=60000)
+    with_heatmap = _pixels(window)
+    window.overlays.heatmap_opacity.setValue(100)
+    stronger = _pixels(window)
+    assert np.abs(stronger.astype(int) - with_heatmap).sum() > 0
+    window.overlays.heatmap.setChecked(False)
+    without = _pixels(window)
+    assert np.abs(without.astype(int) - with_heatmap).sum() > 0
+    assert window.viewer.heatmap_item.pixmap().isNull()
+
+
+def test_mask_layer_from_segmenter(qtbot, window, tmp_path):
+    from PIL import Image
+
+    img = np.full((64, 64), 40, np.uint8)
+    img[10:30, 20:40] = 250
+    Image.fromarray(img).save(tmp_path / "us.png")
+    _open(qtbot, window, tmp_path / "us.png", modality_index=3)  # Breast ultrasound
+    window.analyse()
+    qtbot.waitUntil(lambda: window.analysis is not None, timeout=60000)
+    assert not window.viewer.mask_item.pixmap().isNull() and window.viewer.lesion_items
+    before = _pixels(window)
+    window.overlays.mask.setChecked(False)
+    assert np.abs(_pixels(window).astype(int) - before).sum() > 0
+
+
+def test_window_level_drag_changes_display(qtbot, window, pydicom_file):
+    _open(qtbot, window, pydicom_file("MR_small.dcm"))
+    before = _pixels(window)
+    window.viewer.windowDragged.emit(40.0, -60.0)
+    assert window.window is not None and window.window.name == "Custom"
+    assert np.abs(_pixels(window).astype(int) - before).sum() > 0
+    window.reset_window()
+    assert window.window is None
+
+
+def test_bad_file_keeps_previous_image(qtbot, window, planted_png, tmp_path):
+    _open(qtbot, window, planted_png[0])
+    good = window.record
+    (tmp_path / "bad.dcm").write_bytes(b"not an image at all")
+    window.open_path(tmp_path / "bad.dcm")
+    qtbot.waitUntil(lambda: window.last_error is not None, timeout=10000)
+    assert "bad.dcm" in window.last_error
+    assert window.record is good and not window.viewer.image_item.pixmap().isNull()
+
+
+def test_multiframe_slider(qtbot, window, pydicom_file):
+    _open(qtbot, window, pydicom_file("examples_ybr_color.dcm"))
+    assert window.frame_slider.isEnabled() and window.frame_slider.maximum() == 29
+    window.step_frame(3)
+    assert window.frame == 3 and window.frame_label.text() == "4/30"
+
+
+def test_settings_remembered(qtbot, window, planted_png):
+    _open(qtbot, window, planted_png[0])
+    window.overlays.heatmap_opacity.setValue(70)
+    window._refresh_overlays()
+    window.close()
+    assert int(window.settings.value("heatmap_opacity")) == 70
+    assert str(planted_png[0]) in window.settings.value("recent", [], type=list)
+
+
+def test_window_shows_before_tensorflow_is_imported(tmp_path):
+    code = (
+        "import sys, os; os.environ['QT_QPA_PLATFORM']='offscreen'\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from PySide6.QtCore import QSettings\n"
+        "app = QApplication([])\n"
+        "from gui.main_window import MainWindow\n"
+        f"w = MainWindow(settings=QSettings(r'{tmp_path / 's.ini'}', QSettings.Format.IniFormat)); w.show(); app.processEvents()\n"
+        "assert w.isVisible()\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "False False"

@@ -1,0 +1,178 @@
+"""Inference layer with tiny real models: Grad-CAM, calibration, flags, integrity, safe loading, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pydicom
+import pytest
+
+from core.errors import ModelError
+from core.imaging import load_image
+from core.inference.analyzer import Analyzer, Cancelled, Engine
+from core.inference.device import configure_device
+from core.models.registry import Registry
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def analyzer(tiny_models):
+    return Analyzer(Registry([tiny_models]))
+
+
+def test_gradcam_on_nested_model_peaks_inside_planted_lesion(analyzer, planted_png):
+    path, (cx, cy) = planted_png
+    analysis = analyzer.analyze(load_image(path, modality="MR"))
+    result = analysis.results[0]
+    assert result.label == "lesion" and result.probabilities["lesion"] > 0.9
+    assert result.heatmap.shape == (64, 64) and result.heatmap_class == "lesion"
+    py, px = np.unravel_index(np.argmax(result.heatmap), result.heatmap.shape)
+    assert np.hypot(px - cx, py - cy) <= 8, (px, py, cx, cy)
+    assert result.heatmap[cy, cx] > 0.5 and np.median(result.heatmap) < 0.3
+
+
+def test_gradcam_for_a_chosen_class_and_plus_variant(analyzer, planted_png):
+    record = load_image(planted_png[0], modality="MR")
+    other = analyzer.analyze(record, target_class="clear").results[0]
+    assert other.heatmap_class == "clear" and other.label == "lesion"
+    plus = analyzer.analyze(record, gradcam_plus=True).results[0]
+    cx, cy = planted_png[1]
+    py, px = np.unravel_index(np.argmax(plus.heatmap), plus.heatmap.shape)
+    assert plus.heatmap.max() > 0.95 and np.hypot(px - cx, py - cy) <= 8
+    with pytest.raises(ModelError):
+        analyzer.analyze(record, target_class="banana")
+
+
+def test_cam_model_avoids_graph_disconnected(tiny_models):
+    from core.inference.gradcam import cam_model
+
+    model = Registry([tiny_models]).get("tiny-mr-classifier").load()
+    activation, logits = cam_model(model, "last_conv")(np.zeros((1, 64, 64, 3), np.float32))
+    assert activation.shape == (1, 32, 32, 16) and logits.shape == (1, 2)
+
+
+def test_temperature_and_low_confidence_flag(tiny_models, tmp_path, planted_png):
+    folder = tmp_path / "hot"
+    shutil.copytree(tiny_models / "tiny-mr-classifier", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(id="tiny-hot", calibration={"temperature": 500.0})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = Analyzer(Registry([tmp_path])).analyze(load_image(planted_png[0], modality="MR")).results[0]
+    assert max(result.probabilities.values()) < 0.55
+    assert any("Low confidence" in w for w in result.warnings)
+
+
+def test_wrong_modality_is_flagged(analyzer, shared):
+    us = load_image(shared / "busi/malignant/malignant (1).png")
+    flagged = analyzer.analyze(us, model_ids=["tiny-mr-classifier"]).results[0]
+    assert any("wrong modality" in w.lower() for w in flagged.warnings)
+    mri = load_image(next((shared / "brain_mri_4class/train/glioma").glob("*.jpg")))
+    clean = analyzer.analyze(mri, model_ids=["tiny-mr-classifier"]).results[0]
+    assert not any("modality" in w.lower() for w in clean.warnings)
+
+
+def test_dicom_modality_mismatch_is_flagged(analyzer, pydicom_file):
+    ct = load_image(pydicom_file("CT_small.dcm"), modality="US")
+    result = analyzer.analyze(ct, model_ids=["tiny-mr-classifier"]).results[0]
+    assert any("Wrong modality" in w for w in result.warnings)
+
+
+def test_tta_reports_agreement(analyzer, planted_png):
+    result = analyzer.analyze(load_image(planted_png[0], modality="MR"), tta=True).results[0]
+    assert 0.0 <= result.tta_agreement <= 1.0
+
+
+def _dicom_with_square(tmp_path, spacing=0.5):
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
+    pixels = np.full((64, 64), 100, np.uint16)
+    pixels[20:30, 10:30] = 2000  # 10 x 20 px bright block
+    ds.PixelData = pixels.tobytes()
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 0
+    ds.Modality = "US"
+    ds.PixelSpacing = [spacing, spacing]
+    del ds.WindowCenter, ds.WindowWidth
+    path = tmp_path / "square.dcm"
+    ds.save_as(path)
+    return path
+
+
+def test_segmentation_lesions_in_pixels_and_mm(analyzer, tmp_path):
+    record = load_image(_dicom_with_square(tmp_path))
+    result = analyzer.analyze(record).results[0]
+    assert result.task == "segmentation" and result.mask.shape == (64, 64)
+    assert len(result.lesions) == 1
+    lesion = result.lesions[0]
+    assert abs(lesion.area_px - 200) <= 30
+    assert lesion.area_mm2 == pytest.approx(lesion.area_px * 0.25)
+    assert lesion.max_diameter_mm == pytest.approx(lesion.max_diameter_px * 0.5, rel=0.01)
+    x, y, w, h = lesion.bbox
+    assert abs(x - 10) <= 2 and abs(y - 20) <= 2 and abs(w - 20) <= 3 and abs(h - 10) <= 3
+
+
+def test_sha256_mismatch_is_refused(tiny_models, tmp_path):
+    folder = tmp_path / "tampered"
+    shutil.copytree(tiny_models / "tiny-mr-classifier", folder)
+    with open(folder / "model.keras", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelError, match="does not match"):
+        Registry([tmp_path]).get("tiny-mr-classifier").load()
+
+
+def test_safe_mode_refuses_lambda_layer(tmp_path):
+    import keras
+
+    from core.models.storage import save_keras_fp16
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(inputs))
+    folder = tmp_path / "lambda"
+    sha = save_keras_fp16(model, folder / "model.keras")
+    manifest = {"id": "lambda", "version": "1", "modality": "MR", "task": "classification", "classes": ["a"],
+                "weights": {"file": "model.keras", "sha256": sha}, "preprocessing": {}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="could not be loaded safely"):
+        Registry([tmp_path]).get("lambda").load()
+
+
+def test_cpu_path_and_engine_cancel(analyzer, planted_png):
+    import tensorflow as tf
+
+    record = load_image(planted_png[0], modality="MR")
+    engine = Engine(analyzer)
+    result = engine.submit(record).result(timeout=120).results[0]
+    if not tf.config.list_physical_devices("GPU"):
+        assert result.device == "CPU" == configure_device()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        engine.submit(record, cancel=cancel).result(timeout=60)
+    engine.shutdown()
+
+
+def test_analyze_cli_json_and_files(tiny_models, planted_png, tmp_path):
+    env = dict(os.environ, MIDA_USER_MODELS=str(tiny_models))
+    run = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "analyze", str(planted_png[0]), "--modality", "MR", "--json",
+         "--model", "tiny-mr-classifier", "--heatmap-out", str(tmp_path / "heat.png")],
+        capture_output=True, text=True, cwd=REPO, env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    result = out["results"][0]
+    assert result["model"] == "tiny-mr-classifier" and result["label"] == "lesion"
+    assert set(result["probabilities"]) == {"clear", "lesion"} and result["device"]
+    assert (tmp_path / "heat.png").exists() and result["heatmap_file"].endswith("heat.png")
+
+
+def test_analyze_cli_bad_input_is_clean_json(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    run = subprocess.run([sys.executable, str(REPO / "main.py"), "analyze", str(tmp_path / "x.png"), "--json"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "x.png" in json.loads(run.stdout)["error"]
