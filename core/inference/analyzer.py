@@ -78,9 +78,9 @@ class Analyzer:
                 raise Cancelled("analysis cancelled")
             started = time.perf_counter()
             if bundle.task == "classification":
-                result = self._classify(bundle, display, gradcam, gradcam_plus, target_class, tta)
+                result = self.classify(bundle, display, gradcam, gradcam_plus, target_class, tta)
             else:
-                result = self._segment(bundle, display, record.pixel_spacing_mm)
+                result = self.segment(bundle, display, record.pixel_spacing_mm)
             result.warnings[:0] = self._modality_warnings(bundle, record, guessed, guess_p)
             result.seconds = time.perf_counter() - started
             analysis.results.append(result)
@@ -105,7 +105,7 @@ class Analyzer:
             self._gradcams[bundle.id] = GradCam(bundle.load(), bundle.gradcam_layer)
         return self._gradcams[bundle.id]
 
-    def _classify(self, bundle: Bundle, display: np.ndarray, gradcam: bool, plus: bool,
+    def classify(self, bundle: Bundle, display: np.ndarray, gradcam: bool, plus: bool,
                   target_class: str | None, tta: bool) -> ModelResult:
         device = configure_device()
         spec = bundle.spec
@@ -139,7 +139,7 @@ class Analyzer:
                 result.warnings.append(f"Unstable: {result.tta_agreement:.0%} of test-time augmented views agree.")
         return result
 
-    def _segment(self, bundle: Bundle, display: np.ndarray, spacing: tuple[float, float] | None) -> ModelResult:
+    def segment(self, bundle: Bundle, display: np.ndarray, spacing: tuple[float, float] | None) -> ModelResult:
         device = configure_device()
         spec = bundle.spec
         prob = bundle.load().predict(preprocess(display, spec)[None], verbose=0)[0, ..., 0]

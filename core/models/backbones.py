@@ -13,10 +13,18 @@ from pathlib import Path
 TOP_BLOCK_START = {"xception": "block14_sepconv1", "resnet50v2": "conv5_block3_preact_bn"}
 # Grad-CAM target: the last convolutional activation of each backbone.
 LAST_CONV = {"xception": "block14_sepconv2_act", "resnet50v2": "post_relu"}
-# Multi-scale encoder outputs for U-Net skip connections (strides 2, 4, 8, 16).
+# Multi-scale encoder outputs for U-Net skip connections, finest first (strides ~2, 4, 8, 16).
 SKIP_LAYERS = {
     "xception": ["block1_conv2_act", "block3_sepconv2_bn", "block4_sepconv2_bn", "block13_sepconv2_bn"],
 }
+
+
+def encoder(backbone, arch: str, layer_names: list[str] | None = None):
+    """Frozen multi-scale encoder for a U-Net: the image -> the skip feature maps, finest first."""
+    import keras
+
+    outputs = [backbone.get_layer(name).output for name in layer_names or SKIP_LAYERS[arch]]
+    return keras.Model(backbone.input, outputs, name=f"{arch}_encoder")
 
 
 def build_backbone(arch: str, weights: str | Path | None):

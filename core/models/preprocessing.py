@@ -70,6 +70,12 @@ def to_model_pixels(display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return cv2.resize(img, (spec.size, spec.size), interpolation=interp)
 
 
+def to_model_mask(mask: np.ndarray, display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """A label mask at display resolution, cropped and resized exactly like its image (nearest)."""
+    y0, y1, x0, x1 = crop_box(display, spec)
+    return cv2.resize(mask[y0:y1, x0:x1].astype(np.uint8), (spec.size, spec.size), interpolation=cv2.INTER_NEAREST)
+
+
 def scale_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """uint8 model pixels to the float range the backbone was trained with."""
     x = pixels.astype(np.float32)

@@ -98,12 +98,17 @@ class Bundle:
         arch = self.manifest.get("architecture", {})
         if not arch.get("backbone_file"):
             return part
-        from core.models.backbones import build_backbone, split_backbone
+        from core.models.backbones import build_backbone, encoder, split_backbone
 
         backbone_path = self._verified(arch["backbone_file"], arch["backbone_sha256"])
-        trunk, _ = split_backbone(build_backbone(arch["backbone"], backbone_path), arch["backbone"])
-        image = keras.Input(shape=(None, None, 3), name="image")
-        return keras.Model(image, part(trunk(image)), name=self.id)
+        backbone = build_backbone(arch["backbone"], backbone_path)
+        if self.task == "segmentation":
+            frozen = encoder(backbone, arch["backbone"], arch.get("encoder_layers"))
+            image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
+        else:
+            frozen, _ = split_backbone(backbone, arch["backbone"])
+            image = keras.Input(shape=(None, None, 3), name="image")
+        return keras.Model(image, part(frozen(image)), name=self.id)
 
 
 def _validate(folder: Path, manifest: dict) -> None:

@@ -14,13 +14,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bundle", choices=sorted(CONFIGS))
     parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
     args = parser.parse_args(argv)
-    from core.training import classifier
+    from core.training import classifier, segmenter
 
     config = CONFIGS[args.bundle]
+    module = segmenter if config.task == "segmentation" else classifier
     if args.action == "cache":
-        classifier.prepare(config)
+        module.prepare(config)
     else:
-        classifier.train(config, out_root=args.out)
+        module.train(config, out_root=args.out)
     return 0
 
 

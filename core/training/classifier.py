@@ -24,6 +24,8 @@ def load_samples(config: BundleConfig) -> list[Sample]:
     samples = READERS[config.reader](config.data_path)
     for s in samples:
         s.label = config.folder_to_class.get(s.label, s.label)
+    if config.task != "classification":
+        return samples  # segmenters learn from every image, lesion-free ones included
     return [s for s in samples if s.label in config.classes]
 
 

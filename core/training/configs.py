@@ -35,6 +35,7 @@ class BundleConfig:
     lr_finetune: float = 1e-4
     batch_size: int = 32
     mix: str | None = None  # "mixup" or "cutmix" on cached features of the top block input
+    loss: str = "bce+dice"  # segmentation: "bce", "dice", "tversky" or "bce+dice"
     val_fraction: float = 0.2
     seed: int = 0
     version: str = "1.0.0"
@@ -95,6 +96,34 @@ CONFIGS: dict[str, BundleConfig] = {
             classes=["normal", "abnormal"],
             spec=PreprocessSpec(size=299, color="grey3", crop="foreground"),
             augmented_views=4,
+        ),
+        BundleConfig(
+            id="breast-us-lesion-seg",
+            modality="US",
+            task="segmentation",
+            title="Breast ultrasound lesion outline",
+            reader="image_mask_pairs",
+            root="busi",
+            classes=["lesion"],
+            spec=PreprocessSpec(size=256, color="grey3", crop="none"),
+            augmentation="filter",
+            augmented_views=2,
+            epochs_head=14,
+            batch_size=8,
+        ),
+        BundleConfig(
+            id="breast-mg-lesion-seg",
+            modality="MG",
+            task="segmentation",
+            title="Mammography abnormality region (mini-MIAS circles)",
+            reader="mini_mias",
+            root="mini_mias",
+            classes=["normal", "abnormal"],
+            spec=PreprocessSpec(size=256, color="grey3", crop="foreground"),
+            augmentation="filter",
+            augmented_views=3,
+            epochs_head=14,
+            batch_size=8,
         ),
         BundleConfig(
             id="breast-histology-2class",

@@ -14,14 +14,43 @@ import numpy as np
 from tqdm import tqdm
 
 from core.imaging import load_image
-from core.models.preprocessing import PreprocessSpec, scale_pixels, to_model_pixels
+from core.models.preprocessing import PreprocessSpec, scale_pixels, to_model_mask, to_model_pixels
 from core.training.augment import build_augmentation
-from core.training.datasets import Sample
+from core.training.datasets import Sample, circles_mask
 
 
-def model_pixels(sample: Sample, spec: PreprocessSpec) -> np.ndarray:
-    """The uint8 model pixels of a sample, through the same loader and preprocessing as inference."""
-    return to_model_pixels(load_image(sample.path).display(0), spec)
+def sample_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray:
+    """The sample's lesion mask (0/1) at display resolution: a mask file, annotation circles, or empty."""
+    if sample.mask_path is not None:
+        mask = load_image(sample.mask_path).display(0)
+        mask = mask if mask.ndim == 2 else mask.max(axis=2)
+        return (mask > 127).astype(np.uint8)
+    return circles_mask(shape, sample.circles)
+
+
+def model_inputs(sample: Sample, spec: PreprocessSpec, with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 model pixels (and mask) of a sample, through the same loader and preprocessing as inference."""
+    display = load_image(sample.path).display(0)
+    pixels = to_model_pixels(display, spec)
+    if not with_mask:
+        return pixels, None
+    return pixels, to_model_mask(sample_mask(sample, display.shape[:2]), display, spec)
+
+
+def _open_outputs(out: Path, shapes: list[tuple], resume: bool) -> list[np.ndarray]:
+    paths = [out] if len(shapes) == 1 else [out.with_name(f"{out.stem}_{i}.npy") for i in range(len(shapes))]
+    arrays = []
+    for path, shape in zip(paths, shapes):
+        dtype = np.uint8 if path.stem.endswith("_mask") else np.float16
+        if resume and path.exists():
+            array = np.load(path, mmap_mode="r+")
+            if array.shape != shape:
+                raise ValueError(f"{path} holds {array.shape}, expected {shape}: delete it to rebuild")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        arrays.append(array)
+    return arrays
 
 
 def cache_features(
@@ -32,33 +61,45 @@ def cache_features(
     augmentation: str | None = None,
     seed: int = 0,
     batch_size: int = 16,
-) -> np.ndarray:
-    """Trunk features (N, h, w, C) as a float16 memmap at ``out`` (.npy), resumable."""
+    with_masks: bool = False,
+) -> None:
+    """Frozen-model outputs for every sample as float16 memmaps, resumable.
+
+    One output goes to ``out``; several go to ``<stem>_<i>.npy``; masks (uint8, model grid) to
+    ``<stem>_mask.npy``. Augmentation is applied to image and mask together.
+    """
     out = Path(out)
     state_file = out.with_suffix(".json")
     state = json.loads(state_file.read_text()) if state_file.exists() else {"done": 0}
     probe = trunk.predict(np.zeros((1, spec.size, spec.size, 3), np.float32), verbose=0)
-    shape = (len(samples),) + probe.shape[1:]
-    if state["done"] and out.exists():
-        features = np.load(out, mmap_mode="r+")
-        if features.shape != shape:
-            raise ValueError(f"{out} holds {features.shape}, expected {shape}: delete it to rebuild")
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float16, shape=shape)
-        state = {"done": 0}
+    probe = probe if isinstance(probe, list) else [probe]
+    shapes = [(len(samples),) + p.shape[1:] for p in probe]
+    arrays = _open_outputs(out, shapes, resume=state["done"] > 0)
+    masks = _open_outputs(out.with_name(f"{out.stem}_mask.npy"), [(len(samples), spec.size, spec.size)],
+                          resume=state["done"] > 0)[0] if with_masks else None
     augment = build_augmentation(augmentation, seed=seed)
     start = state["done"]
     with tqdm(total=len(samples), initial=start, desc=f"features {out.stem}", unit="img") as bar:
         for begin in range(start, len(samples), batch_size):
             chunk = samples[begin : begin + batch_size]
-            pixels = [model_pixels(s, spec) for s in chunk]
+            pairs = [model_inputs(s, spec, with_masks) for s in chunk]
             if augment is not None:
-                pixels = [augment(image=p)["image"] for p in pixels]
-            batch = np.stack([scale_pixels(p, spec) for p in pixels])
-            features[begin : begin + len(chunk)] = trunk.predict(batch, verbose=0).astype(np.float16)
-            features.flush()
+                pairs = [_augmented(augment, p, m) for p, m in pairs]
+            batch = np.stack([scale_pixels(p, spec) for p, _ in pairs])
+            outputs = trunk.predict(batch, verbose=0)
+            for array, values in zip(arrays, outputs if isinstance(outputs, list) else [outputs]):
+                array[begin : begin + len(chunk)] = values.astype(np.float16)
+                array.flush()
+            if masks is not None:
+                masks[begin : begin + len(chunk)] = np.stack([m for _, m in pairs])
+                masks.flush()
             state["done"] = begin + len(chunk)
             state_file.write_text(json.dumps(state))
             bar.update(len(chunk))
-    return np.load(out, mmap_mode="r")
+
+
+def _augmented(augment, pixels: np.ndarray, mask: np.ndarray | None):
+    if mask is None:
+        return augment(image=pixels)["image"], None
+    out = augment(image=pixels, mask=mask)
+    return out["image"], out["mask"]

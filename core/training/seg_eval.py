@@ -1,0 +1,83 @@
+"""Validation of a written segmenter bundle through the product's Analyzer, at original resolution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from core.imaging import load_image
+from core.training.evaluate import segmentation_metrics
+from core.training.features import sample_mask
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def evaluate_segmenter(folder: Path, plan: dict) -> tuple[float, dict, list[str]]:
+    """(chosen threshold, metrics, plot names) over the plan's validation samples."""
+    from core.inference.analyzer import Analyzer
+    from core.models.registry import Bundle, Registry
+    from core.training.segmenter import _sample
+
+    bundle = Bundle(folder, json.loads((folder / "manifest.json").read_text()))
+    analyzer = Analyzer(Registry([]))
+    probs, truths, displays = [], [], []
+    for d in tqdm(plan["val"], desc="validation", unit="img"):
+        sample = _sample(d)
+        display = load_image(sample.path).display(0)
+        probs.append(analyzer.segment(bundle, display, None).probability_map)
+        truths.append(sample_mask(sample, display.shape[:2]))
+        displays.append(display)
+    has_lesion = [t.any() for t in truths]
+    scores = {}
+    for threshold in THRESHOLDS:
+        preds = [p >= threshold for p in probs]
+        scores[threshold] = segmentation_metrics([p for p, h in zip(preds, has_lesion) if h],
+                                                 [t for t, h in zip(truths, has_lesion) if h])["dice"]
+    best = max(scores, key=scores.get)
+    preds = [p >= best for p in probs]
+    lesion = segmentation_metrics([p for p, h in zip(preds, has_lesion) if h], [t for t, h in zip(truths, has_lesion) if h])
+    everything = segmentation_metrics(preds, truths)
+    normals = [p for p, h in zip(preds, has_lesion) if not h]
+    metrics = {
+        "n": everything["n"],
+        "n_lesion": lesion["n"],
+        "dice": lesion["dice"],
+        "iou": lesion["iou"],
+        "dice_all": everything["dice"],
+        "iou_all": everything["iou"],
+        "false_positive_rate_normal": None if not normals else float(np.mean([p.sum() >= 16 for p in normals])),
+        "dice_by_threshold": {str(k): v for k, v in scores.items()},
+    }
+    return best, metrics, [_plot_examples(folder, displays, truths, preds, has_lesion)]
+
+
+def _plot_examples(folder: Path, displays, truths, preds, has_lesion, count: int = 8) -> str:
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = [i for i, h in enumerate(has_lesion) if h][:count]
+    fig, axes = plt.subplots(2, (len(picks) + 1) // 2, figsize=(3 * ((len(picks) + 1) // 2), 6.4))
+    for ax, i in zip(np.ravel(axes), picks):
+        image = displays[i] if displays[i].ndim == 3 else cv2.cvtColor(displays[i], cv2.COLOR_GRAY2RGB)
+        image = image.copy()
+        for mask, colour in ((truths[i], (0, 255, 0)), (preds[i], (255, 0, 0))):
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(image, contours, -1, colour, max(1, image.shape[0] // 200))
+        inter = np.logical_and(truths[i], preds[i]).sum()
+        total = truths[i].sum() + preds[i].sum()
+        ax.imshow(image)
+        ax.set_title(f"Dice {2 * inter / max(total, 1):.2f}", fontsize=9)
+        ax.axis("off")
+    for ax in np.ravel(axes)[len(picks):]:
+        ax.axis("off")
+    fig.suptitle("Validation examples: truth green, prediction red")
+    fig.tight_layout()
+    fig.savefig(folder / "validation.png", dpi=80)
+    plt.close(fig)
+    return "validation.png"
