@@ -90,6 +90,49 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    import threading
+
+    from tqdm import tqdm
+
+    from core.batch.runner import BatchRun
+    from core.inference.analyzer import Engine
+
+    if not args.folder.is_dir():
+        _print_json({"path": str(args.folder), "error": f"'{args.folder}' is not a folder"})
+        return 2
+    cancel = threading.Event()
+    bar = tqdm(unit="img", desc="batch", file=sys.stderr)
+
+    def progress(p) -> None:
+        bar.total = p.total
+        bar.n = p.done
+        bar.set_postfix_str(p.path.name[-30:])
+        bar.refresh()
+
+    engine = Engine()
+    try:
+        run = BatchRun(args.folder, args.out, analyzer=engine.analyzer, model_ids=args.model, resume=args.resume,
+                       all_frames=args.all_frames, heatmaps=not args.no_heatmaps, cancel=cancel, on_progress=progress)
+        future = engine.call(run.run)
+        while True:
+            try:
+                summary = future.result(timeout=0.5)
+                break
+            except TimeoutError:
+                continue
+            except KeyboardInterrupt:
+                cancel.set()  # finish the current file, keep everything written so far
+    except DiagnosticError as exc:
+        _print_json({"path": str(args.folder), "error": str(exc)})
+        return 2
+    finally:
+        bar.close()
+        engine.shutdown()
+    _print_json(summary)
+    return 0 if summary["complete"] else 3
+
+
 def _numbered(path: Path, result, analysis) -> Path:
     """One file per model when several models write the same option."""
     same_kind = [r for r in analysis.results if (r.heatmap is not None) == (result.heatmap is not None)]
@@ -131,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--tta", action="store_true", help="test-time augmentation with an agreement score")
     analyze.add_argument("--json", action="store_true")
     analyze.set_defaults(func=cmd_analyze)
+
+    batch = sub.add_parser("batch", help="analyse every image in a folder into CSV/JSON (resumable)")
+    batch.add_argument("folder", type=Path)
+    batch.add_argument("--out", type=Path, required=True, help="output folder")
+    batch.add_argument("--model", action="append", metavar="ID", help="model id (repeatable); default: by modality")
+    batch.add_argument("--resume", action="store_true", help="continue a stopped run in the same output folder")
+    batch.add_argument("--all-frames", action="store_true", help="analyse every frame of multi-frame files")
+    batch.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images (faster)")
+    batch.set_defaults(func=cmd_batch)
 
     gui = sub.add_parser("gui", help="open the viewer (default when no command is given)")
     gui.add_argument("paths", nargs="*")

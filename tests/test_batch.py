@@ -1,0 +1,128 @@
+"""Batch: mixed folders with broken files, resume after kill -9, output lock."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from core.batch.discover import discover_images
+from core.batch.runner import BatchRun, OutputLocked, _Lock
+from core.inference.analyzer import Analyzer
+from core.models.registry import Registry
+from tests.conftest import REPO
+from tests.tiny_models import planted_images
+
+MODELS = ["tiny-mr-classifier", "tiny-us-segmenter"]
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, pydicom_file):
+    root = tmp_path / "studies"
+    (root / "patientA" / "series1").mkdir(parents=True)
+    (root / "patientB").mkdir()
+    images, _, _ = planted_images(12, seed=3)
+    for i, img in enumerate(images[:8]):
+        Image.fromarray(img).save(root / ("patientA/series1" if i % 2 else "patientB") / f"img{i:02d}.png")
+    shutil.copy(pydicom_file("MR_small.dcm"), root / "patientA" / "IM0001")  # DICOM without extension
+    shutil.copy(pydicom_file("examples_ybr_color.dcm"), root / "patientB" / "cine.dcm")  # multi-frame
+    (root / "patientB" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (root / "patientB" / "noise.jpg").write_bytes(os.urandom(3000))
+    (root / "patientA" / "truncated.dcm").write_bytes(pydicom_file("MR_small.dcm").read_bytes()[:3000])
+    (root / ".hidden.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (root / "DICOMDIR").write_bytes(b"\0" * 200)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_discovery_ignores_hidden_and_dicomdir(mixed_folder):
+    names = [p.name for p in discover_images(mixed_folder)]
+    assert "IM0001" in names and "cine.dcm" in names and "broken.png" in names and "noise.jpg" in names
+    assert ".hidden.png" not in names and "DICOMDIR" not in names and "notes.txt" not in names
+    assert len(names) == 13
+
+
+def test_mixed_folder_rows_and_errors(mixed_folder, tmp_path, tiny_models):
+    out = tmp_path / "out"
+    summary = BatchRun(mixed_folder, out, Analyzer(Registry([tiny_models])), model_ids=MODELS).run()
+    rows = _rows(out / "results.csv")
+    by_file = {}
+    for row in rows:
+        by_file.setdefault(row["file"], []).append(row)
+    assert len(by_file) == 13 and summary["files_done"] == 13 and summary["complete"]
+    for bad in ("patientB/broken.png", "patientB/noise.jpg", "patientA/truncated.dcm"):
+        assert len(by_file[bad]) == 1 and by_file[bad][0]["error"], bad
+        assert bad.split("/")[-1] in by_file[bad][0]["error"]
+    good = by_file["patientB/img00.png"]
+    assert [r["model"] for r in good] == MODELS and not any(r["error"] for r in good)
+    cls = good[0]
+    assert cls["label"] in ("clear", "lesion") and float(cls["probability"]) == pytest.approx(
+        max(float(cls["p_clear"]), float(cls["p_lesion"])), abs=1e-6)
+    seg = good[1]
+    mask = np.array(Image.open(out / seg["mask_file"]))
+    assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
+    assert (out / cls["heatmap_file"]).exists()
+    assert by_file["patientA/IM0001"][0]["modality"] == "MR"
+    payload = json.loads((out / "results.json").read_text())
+    assert len(payload["rows"]) == len(rows) and summary["errors"] == 3
+
+
+def _cli(folder, out, env, *extra):
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), "batch", str(folder), "--out", str(out), *extra,
+         *sum((["--model", m] for m in MODELS), [])],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_kill_and_resume_equals_uninterrupted_run(tmp_path, tiny_models):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    images, _, _ = planted_images(40, seed=9)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"case{i:03d}.png")
+    env = dict(os.environ, MIDA_USER_MODELS=str(tiny_models))
+    reference = _cli(folder, tmp_path / "ref", env)
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-2000:]
+
+    killed = _cli(folder, tmp_path / "run", env)
+    journal = tmp_path / "run" / "done.txt"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 6):
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert len(journal.read_text().splitlines()) < 40, "run finished before it could be killed"
+    resumed = _cli(folder, tmp_path / "run", env, "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-2000:]
+    assert (tmp_path / "run" / "results.csv").read_text() == (tmp_path / "ref" / "results.csv").read_text()
+
+
+def test_two_runs_cannot_share_output(tmp_path):
+    with _Lock(tmp_path):
+        with pytest.raises(OutputLocked):
+            with _Lock(tmp_path):
+                pass
+    (tmp_path / ".batch.lock").write_text("999999")  # stale lock of a dead process is taken over
+    with _Lock(tmp_path):
+        pass
+
+
+def test_cli_batch_on_missing_folder_is_clean(tmp_path):
+    run = subprocess.run([sys.executable, str(REPO / "main.py"), "batch", str(tmp_path / "nope"), "--out",
+                          str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and "error" in json.loads(run.stdout)
