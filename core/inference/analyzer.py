@@ -21,7 +21,8 @@ from core.inference.device import configure_device
 from core.inference.gradcam import GradCam
 from core.inference.lesions import find_lesions
 from core.inference.results import Analysis, ModelResult
-from core.models.preprocessing import crop_box, preprocess
+from core.models.preprocessing import crop_box, prepare_display, preprocess
+from core.models.tiling import aggregate, tile_boxes, tile_map
 from core.models.registry import Bundle, Registry
 
 LOW_CONFIDENCE = 0.60  # below this calibrated probability the label is flagged as uncertain
@@ -109,12 +110,15 @@ class Analyzer:
                   target_class: str | None, tta: bool) -> ModelResult:
         device = configure_device()
         spec = bundle.spec
-        x = preprocess(display, spec)[None]
+        display = prepare_display(display, spec)
         target = None
         if target_class is not None:
             if target_class not in bundle.classes:
                 raise ModelError(f"'{target_class}' is not a class of {bundle.id} ({', '.join(bundle.classes)})")
             target = bundle.classes.index(target_class)
+        if bundle.tiling is not None:
+            return self._classify_tiles(bundle, display, gradcam, plus, target, device)
+        x = preprocess(display, spec)[None]
         heatmap = None
         if gradcam and bundle.gradcam_layer:
             logits, cams, chosen = self._gradcam(bundle)(x, target, plus)
@@ -128,15 +132,41 @@ class Analyzer:
         result.label = bundle.classes[int(np.argmax(probs))]
         result.heatmap = heatmap
         result.heatmap_class = bundle.classes[int(chosen[0])] if heatmap is not None else None
-        if result.confidence is not None and result.confidence < LOW_CONFIDENCE:
-            result.warnings.append(f"Low confidence: the most likely class '{result.label}' has only "
-                                   f"{result.confidence:.0%} probability.")
+        self._flag_low_confidence(result)
         if tta:
             views = np.concatenate([x, x[:, :, ::-1], np.clip(x * 1.1, -1, 1), np.clip(x * 0.9, -1, 1)])
             tta_probs = _softmax(bundle.load().predict(views, verbose=0) / bundle.temperature)
             result.tta_agreement = float((tta_probs.argmax(1) == np.argmax(probs)).mean())
             if result.tta_agreement < 1.0:
                 result.warnings.append(f"Unstable: {result.tta_agreement:.0%} of test-time augmented views agree.")
+        return result
+
+    @staticmethod
+    def _flag_low_confidence(result: ModelResult) -> None:
+        if result.confidence is not None and result.confidence < LOW_CONFIDENCE:
+            result.warnings.append(f"Low confidence: the most likely class '{result.label}' has only "
+                                   f"{result.confidence:.0%} probability.")
+
+    def _classify_tiles(self, bundle: Bundle, display: np.ndarray, gradcam: bool, plus: bool, target: int | None,
+                        device: str) -> ModelResult:
+        """Large images: classify tissue tiles, average them, map tile probabilities, Grad-CAM the top tile."""
+        tiling, spec = bundle.tiling, bundle.spec
+        boxes = tile_boxes(display, tiling)
+        x = np.stack([preprocess(display[y0:y1, x0:x1], spec) for y0, y1, x0, x1 in boxes])
+        tile_probs = _softmax(bundle.load().predict(x, batch_size=16, verbose=0) / bundle.temperature)
+        probs = aggregate(tile_probs, tiling)
+        result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device, classes=bundle.classes,
+                             probabilities={c: float(p) for c, p in zip(bundle.classes, probs)}, tiles=len(boxes))
+        result.label = bundle.classes[int(np.argmax(probs))]
+        shown = int(np.argmax(probs)) if target is None else target
+        result.heatmap_class = bundle.classes[shown]
+        result.heatmap = tile_map(display.shape[:2], boxes, tile_probs[:, shown])
+        if gradcam and bundle.gradcam_layer:
+            top = int(np.argmax(tile_probs[:, shown]))
+            _, cams, _ = self._gradcam(bundle)(x[top : top + 1], shown, plus)
+            y0, y1, x0, x1 = boxes[top]
+            result.tile_gradcam = _to_image_grid(cams[0], (y0, y1, x0, x1), display.shape[:2])
+        self._flag_low_confidence(result)
         return result
 
     def segment(self, bundle: Bundle, display: np.ndarray, spacing: tuple[float, float] | None) -> ModelResult:

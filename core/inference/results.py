@@ -42,6 +42,8 @@ class ModelResult:
     label: str | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False)  # float 0..1 at image resolution
     heatmap_class: str | None = None
+    tile_gradcam: np.ndarray | None = field(default=None, repr=False)  # Grad-CAM of the top tile, image grid
+    tiles: int = 0  # tiles analysed (tiled bundles: the heatmap is then the tile probability map)
     probability_map: np.ndarray | None = field(default=None, repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)  # uint8 0/1 at image resolution
     lesions: list[Lesion] = field(default_factory=list)
@@ -66,6 +68,8 @@ class ModelResult:
             out.update(probabilities={k: round(v, 6) for k, v in self.probabilities.items()}, label=self.label,
                        probability=None if self.confidence is None else round(self.confidence, 6),
                        heatmap_class=self.heatmap_class)
+            if self.tiles:
+                out["tiles"] = self.tiles
             if self.tta_agreement is not None:
                 out["tta_agreement"] = round(self.tta_agreement, 4)
         else:

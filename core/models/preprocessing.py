@@ -20,6 +20,7 @@ class PreprocessSpec:
     color: str = "grey3"  # "grey3": grey replicated to 3 channels; "rgb": colour kept
     crop: str = "none"  # "foreground": crop to the bright object (skull, breast) before resizing
     scale: str = "xception"  # "xception": [-1, 1] (also ResNet50V2); "unit": [0, 1]
+    stain: str = "none"  # "macenko": H&E stain normalisation of the whole image before tiling
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -27,6 +28,15 @@ class PreprocessSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessSpec":
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def prepare_display(display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Whole-image steps that precede cropping/tiling (stain normalisation for H&E)."""
+    if spec.stain == "macenko" and display.ndim == 3:
+        from core.imaging.stain import macenko_normalise
+
+        return macenko_normalise(display)
+    return display
 
 
 def foreground_box(grey: np.ndarray, threshold: int = 12, margin: float = 0.03) -> tuple[int, int, int, int]:

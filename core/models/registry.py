@@ -12,6 +12,7 @@ from core.errors import ModelError
 from core.imaging.record import Modality
 from core.models.preprocessing import PreprocessSpec
 from core.models.storage import sha256_file
+from core.models.tiling import TilingSpec
 
 BUILTIN_MODELS = Path(__file__).resolve().parents[2] / "models"
 USER_MODELS = Path(os.environ.get("MIDA_USER_MODELS", Path.home() / ".local" / "share" / "mida" / "models"))
@@ -50,6 +51,10 @@ class Bundle:
     @property
     def temperature(self) -> float:
         return float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+
+    @property
+    def tiling(self) -> TilingSpec | None:
+        return TilingSpec.from_dict(self.manifest.get("tiling"))
 
     @property
     def gradcam_layer(self) -> str | None:

@@ -1,11 +1,17 @@
-"""``python -m core.training cache|train ID``: build a bundle from its config."""
+"""``python -m core.training cache|train ID [--reader R --root DIR]``: build a bundle from its config.
+
+A site with BreakHis or IDC data retrains the histology bundle with one command, e.g.
+``python -m core.training train breast-histology-2class --reader breakhis --root /data/BreaKHis_v1``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from core.training.configs import CONFIGS
+from core.training.datasets import READERS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,10 +19,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["cache", "train"])
     parser.add_argument("bundle", choices=sorted(CONFIGS))
     parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
+    parser.add_argument("--reader", choices=sorted(READERS), help="data layout (overrides the config)")
+    parser.add_argument("--root", help="data folder (overrides the config)")
     args = parser.parse_args(argv)
     from core.training import classifier, segmenter
 
     config = CONFIGS[args.bundle]
+    overrides = {k: v for k, v in (("reader", args.reader), ("root", args.root)) if v}
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
     module = segmenter if config.task == "segmentation" else classifier
     if args.action == "cache":
         module.prepare(config)

@@ -29,7 +29,9 @@ def build_augmentation(name: str | None, seed: int = 0):
         A.GridDistortion(p=0.2),
     ]
     stain = [
-        A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=20, val_shift_limit=12, p=0.8),
+        A.HEStain(method="random_preset", intensity_scale_range=(0.7, 1.3), intensity_shift_range=(-0.15, 0.15), p=0.8),
+        A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=15, val_shift_limit=10, p=0.5),
+        A.RandomRotate90(p=1.0),
         A.RandomBrightnessContrast(0.2, 0.2, p=0.5),
         A.VerticalFlip(p=0.5),
     ]

@@ -76,6 +76,8 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     manifest = _common_manifest(config, plan, sha, "head.keras",
                                 "top block (fine-tuned) + GlobalAveragePooling + Dropout(%.2f) + Dense" % config.dropout)
     manifest["architecture"]["top_block_start"] = TOP_BLOCK_START[config.arch]
+    if config.tiling is not None:
+        manifest["tiling"] = config.tiling.to_dict()
     manifest.update(
         classes=config.classes,
         decision_threshold=None,

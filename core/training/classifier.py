@@ -39,21 +39,60 @@ def prepare(config: BundleConfig) -> dict:
         plan = json.loads(split_file.read_text())
     else:
         train, val = split(load_samples(config), config.val_fraction, config.seed)
-        plan = {
-            part: [{"path": str(s.path), "label": s.label, "group": s.group} for s in items]
-            for part, items in (("train", train), ("val", val))
-        }
+        if config.tiling is not None:
+            plan = {"train": _tiles(train, config), "val": _tiles(val, config)}
+        else:
+            plan = {part: [{"path": str(s.path), "label": s.label, "group": s.group} for s in items]
+                    for part, items in (("train", train), ("val", val))}
         split_file.write_text(json.dumps(plan, indent=1))
-    parts = {k: [Sample(Path(d["path"]), d["label"], d["group"]) for d in v] for k, v in plan.items()}
+    parts = {k: [_sample(d) for d in v] for k, v in plan.items()}
     print(f"{config.id}: train {describe(parts['train'])}, validation {describe(parts['val'])}")
     backbone = build_backbone(config.arch, BACKBONES[config.arch])
     trunk, _ = split_backbone(backbone, config.arch)
     cache_features(parts["val"], config.spec, trunk, config.cache_dir / "val_v0.npy")
     cache_features(parts["train"], config.spec, trunk, config.cache_dir / "train_v0.npy")
     for view in range(1, config.augmented_views + 1):
-        cache_features(parts["train"], config.spec, trunk, config.cache_dir / f"train_v{view}.npy",
+        views = _zoomed(parts["train"], config.zoom_out, np.random.default_rng(config.seed + view))
+        cache_features(views, config.spec, trunk, config.cache_dir / f"train_v{view}.npy",
                        augmentation=config.augmentation, seed=config.seed + view)
     return plan
+
+
+def _sample(d: dict) -> Sample:
+    extra = {"box": d["box"], "shape": d["shape"]} if "box" in d else {}
+    return Sample(Path(d["path"]), d["label"], d["group"], extra=extra)
+
+
+def _tiles(samples: list[Sample], config: BundleConfig) -> list[dict]:
+    """One plan entry per tissue tile of each image (tiles inherit the image's label and group)."""
+    from core.imaging import load_image
+    from core.models.preprocessing import prepare_display
+    from core.models.tiling import tile_boxes
+
+    entries = []
+    for s in samples:
+        display = prepare_display(load_image(s.path).display(0), config.spec)
+        for box in tile_boxes(display, config.tiling):
+            entries.append({"path": str(s.path), "label": s.label, "group": s.group, "box": list(box),
+                            "shape": list(display.shape[:2])})
+    return entries
+
+
+def _zoomed(samples: list[Sample], zoom: tuple[float, float], rng: np.random.Generator) -> list[Sample]:
+    """Tiles widened about their centre by a random factor: the same tissue at lower magnification."""
+    if zoom == (1.0, 1.0):
+        return samples
+    out = []
+    for s in samples:
+        if "box" not in s.extra:
+            out.append(s)
+            continue
+        (y0, y1, x0, x1), (h, w) = s.extra["box"], s.extra["shape"]
+        side = min(h, w, int((y1 - y0) * rng.uniform(*zoom)))
+        cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+        ny0, nx0 = min(max(0, cy - side // 2), h - side), min(max(0, cx - side // 2), w - side)
+        out.append(Sample(s.path, s.label, s.group, extra={"box": [ny0, ny0 + side, nx0, nx0 + side], "shape": [h, w]}))
+    return out
 
 
 def build_head(top, n_classes: int, dropout: float):
@@ -158,4 +197,21 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     logits_val = head.predict(x_val, batch_size=64, verbose=0)
     temperature = fit_temperature(logits_val, y_val)
     probs = softmax(logits_val / temperature)
+    if config.tiling is not None:
+        probs, y_val = _per_image(plan["val"], probs, y_val)
     return write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
+
+
+def _per_image(entries: list[dict], probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tile probabilities averaged per image (the bundle's documented aggregation)."""
+    order = sorted({d["path"] for d in entries})
+    index = {p: i for i, p in enumerate(order)}
+    sums = np.zeros((len(order), probs.shape[1]))
+    counts = np.zeros(len(order))
+    labels = np.zeros(len(order), int)
+    for d, p, label in zip(entries, probs, y):
+        i = index[d["path"]]
+        sums[i] += p
+        counts[i] += 1
+        labels[i] = label
+    return sums / counts[:, None], labels

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.models.preprocessing import PreprocessSpec
+from core.models.tiling import TilingSpec
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_ROOT = Path(os.environ.get("MIDA_DATA", REPO.parent / "shared" / "data"))
@@ -36,6 +38,8 @@ class BundleConfig:
     batch_size: int = 32
     mix: str | None = None  # "mixup" or "cutmix" on cached features of the top block input
     loss: str = "bce+dice"  # segmentation: "bce", "dice", "tversky" or "bce+dice"
+    tiling: TilingSpec | None = None  # classify tiles of large images (histology)
+    zoom_out: tuple[float, float] = (1.0, 1.0)  # augmented tiles cover 1x..Nx the tile area (lower magnification)
     val_fraction: float = 0.2
     seed: int = 0
     version: str = "1.0.0"
@@ -47,7 +51,11 @@ class BundleConfig:
 
     @property
     def cache_dir(self) -> Path:
-        return CACHE_ROOT / self.id
+        """Per bundle and data source, so a retrain on other data never reuses stale features."""
+        default = DEFAULT_SOURCES.get(self.id)
+        if default is None or default == (self.reader, self.root):
+            return CACHE_ROOT / self.id
+        return CACHE_ROOT / f"{self.id}-{hashlib.sha1(f'{self.reader}:{self.root}'.encode()).hexdigest()[:8]}"
 
 
 MRI = PreprocessSpec(size=224, color="grey3", crop="foreground")
@@ -133,10 +141,15 @@ CONFIGS: dict[str, BundleConfig] = {
             reader="ucsb_histology",
             root="histology_ucsb",
             classes=["benign", "malignant"],
-            spec=PreprocessSpec(size=224, color="rgb", crop="none"),
+            spec=PreprocessSpec(size=224, color="rgb", crop="none", stain="macenko"),
+            tiling=TilingSpec(tile=224, stride=224, min_tissue=0.4),
             augmentation="stain",
             augmented_views=4,
+            zoom_out=(1.0, 3.0),
             mix="mixup",
+            val_fraction=0.25,
         ),
     ]
 }
+
+DEFAULT_SOURCES = {c.id: (c.reader, c.root) for c in CONFIGS.values()}

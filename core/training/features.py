@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core.imaging import load_image
-from core.models.preprocessing import PreprocessSpec, scale_pixels, to_model_mask, to_model_pixels
+from core.models.preprocessing import PreprocessSpec, prepare_display, scale_pixels, to_model_mask, to_model_pixels
 from core.training.augment import build_augmentation
 from core.training.datasets import Sample, circles_mask
 
@@ -29,8 +29,14 @@ def sample_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray:
 
 
 def model_inputs(sample: Sample, spec: PreprocessSpec, with_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """uint8 model pixels (and mask) of a sample, through the same loader and preprocessing as inference."""
-    display = load_image(sample.path).display(0)
+    """uint8 model pixels (and mask) of a sample, through the same loader and preprocessing as inference.
+
+    A tile sample carries its box (y0, y1, x0, x1) in ``extra["box"]``.
+    """
+    display = prepare_display(load_image(sample.path).display(0), spec)
+    if "box" in sample.extra:
+        y0, y1, x0, x1 = sample.extra["box"]
+        display = display[y0:y1, x0:x1]
     pixels = to_model_pixels(display, spec)
     if not with_mask:
         return pixels, None
