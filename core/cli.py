@@ -52,29 +52,27 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from core.imaging import load_image
     from core.inference.analyzer import Engine
-    from core.inference.overlays import save_heatmap_png, save_mask_png
 
     engine = Engine()
     try:
         record = load_image(args.path, modality=args.modality)
-        analysis = engine.submit(record, frame=args.frame, model_ids=args.model or None, gradcam=True,
-                                 gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta).result()
+        if not 0 <= args.frame < record.frames:
+            raise DiagnosticError(f"frame {args.frame} does not exist: the file has {record.frames} frame(s)")
+        frames = range(record.frames) if args.all_frames else [args.frame]
+        analyses = [engine.submit(record, frame=f, model_ids=args.model or None, gradcam=True,
+                                  gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta).result()
+                    for f in frames]
     except DiagnosticError as exc:
         _print_json({"path": str(args.path), "error": str(exc)})
         return 2
     finally:
         engine.shutdown()
-    out = analysis.to_dict()
-    display = record.display(args.frame)
-    for result, summary in zip(analysis.results, out["results"]):
-        if args.heatmap_out and result.heatmap is not None:
-            summary["heatmap_file"] = str(save_heatmap_png(display, result.heatmap, _numbered(args.heatmap_out, result, analysis)))
-        if args.mask_out and result.mask is not None:
-            summary["mask_file"] = str(save_mask_png(result.mask, _numbered(args.mask_out, result, analysis)))
+    outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1) for a in analyses]
     if args.json:
-        _print_json(out)
-    else:
-        print(f"{out['path']}  modality {out['modality']} ({out['modality_source']})")
+        _print_json(outputs[0] if len(outputs) == 1 else {"path": str(record.path), "frames": outputs})
+        return 0
+    for out in outputs:
+        print(f"{out['path']}  frame {out['frame']}  modality {out['modality']} ({out['modality_source']})")
         for w in out["warnings"]:
             print(f"  warning: {w}")
         for r in out["results"]:
@@ -88,6 +86,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             for w in r["warnings"]:
                 print(f"    warning: {w}")
     return 0
+
+
+def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool) -> dict:
+    """The analysis as JSON, writing the heatmap/mask files the options ask for."""
+    from core.inference.overlays import save_heatmap_png, save_mask_png
+
+    out = analysis.to_dict()
+    display = record.display(analysis.frame)
+    for result, summary in zip(analysis.results, out["results"]):
+        if args.heatmap_out and result.heatmap is not None:
+            target = _numbered(args.heatmap_out, result, analysis, numbered_frames)
+            summary["heatmap_file"] = str(save_heatmap_png(display, result.heatmap, target))
+        if args.mask_out and result.mask is not None:
+            summary["mask_file"] = str(save_mask_png(result.mask, _numbered(args.mask_out, result, analysis, numbered_frames)))
+    return out
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -133,10 +146,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0 if summary["complete"] else 3
 
 
-def _numbered(path: Path, result, analysis) -> Path:
-    """One file per model when several models write the same option."""
+def _numbered(path: Path, result, analysis, numbered_frames: bool) -> Path:
+    """One file per model (and frame) when several results write the same option."""
     same_kind = [r for r in analysis.results if (r.heatmap is not None) == (result.heatmap is not None)]
-    return path if len(same_kind) == 1 else path.with_name(f"{path.stem}_{result.model_id}{path.suffix}")
+    stem = path.stem if len(same_kind) == 1 else f"{path.stem}_{result.model_id}"
+    if numbered_frames:
+        stem += f"_f{analysis.frame}"
+    return path.with_name(stem + path.suffix)
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -166,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("path", type=Path)
     analyze.add_argument("--model", action="append", metavar="ID", help="model id (repeatable); default: by modality")
     analyze.add_argument("--modality", choices=["MR", "MG", "US", "SM", "OT"], help="override the modality")
-    analyze.add_argument("--frame", type=int, default=0)
+    analyze.add_argument("--frame", type=int, default=0, help="frame to analyse (multi-frame files)")
+    analyze.add_argument("--all-frames", action="store_true", help="analyse every frame")
     analyze.add_argument("--heatmap-out", type=Path, metavar="FILE.png")
     analyze.add_argument("--mask-out", type=Path, metavar="FILE.png")
     analyze.add_argument("--target-class", help="Grad-CAM for this class instead of the predicted one")

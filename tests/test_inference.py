@@ -176,3 +176,18 @@ def test_analyze_cli_bad_input_is_clean_json(tmp_path):
                          capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "x.png" in json.loads(run.stdout)["error"]
+
+
+def test_analyze_cli_all_frames(tiny_models, pydicom_file, tmp_path):
+    env = dict(os.environ, MIDA_USER_MODELS=str(tiny_models))
+    run = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "analyze", str(pydicom_file("SC_rgb_rle_2frame.dcm")), "--modality", "MR",
+         "--model", "tiny-mr-classifier", "--all-frames", "--json", "--heatmap-out", str(tmp_path / "h.png")],
+        capture_output=True, text=True, cwd=REPO, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    frames = json.loads(run.stdout)["frames"]
+    assert [f["frame"] for f in frames] == [0, 1]
+    assert (tmp_path / "h_f0.png").exists() and (tmp_path / "h_f1.png").exists()
+    bad = subprocess.run([sys.executable, str(REPO / "main.py"), "analyze", str(pydicom_file("SC_rgb_rle_2frame.dcm")),
+                          "--frame", "5", "--json"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert bad.returncode == 2 and "frame 5" in json.loads(bad.stdout)["error"]
