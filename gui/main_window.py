@@ -137,6 +137,7 @@ class MainWindow(QMainWindow):
         analysis = bar.addMenu("&Analysis")
         self.analyse_action = self._action("&Analyse image", self.analyse, "Ctrl+R")
         analysis.addAction(self.analyse_action)
+        analysis.addAction(self._action("Analyse &folder…", self.batch, "Ctrl+Shift+R"))
         analysis.addAction(self._action("Choose &models…", self.choose_models))
         analysis.addAction(self._action("Analyse automatically on open", self._set_auto, checkable=True, checked=self.auto_analyse))
 
@@ -338,6 +339,15 @@ class MainWindow(QMainWindow):
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.chosen_models = [listing.item(i).data(Qt.ItemDataRole.UserRole) for i in range(listing.count())
                                   if listing.item(i).checkState() == Qt.CheckState.Checked]
+
+    def batch(self):
+        """Open the batch dialog (non-modal: the viewer stays usable while a folder runs)."""
+        from gui.batch_dialog import BatchDialog
+
+        dialog = BatchDialog(self.engine, self.chosen_models, self)
+        dialog.openRequested.connect(self.open_path)
+        dialog.show()
+        return dialog
 
     def _set_auto(self, on: bool) -> None:
         self.auto_analyse = on

@@ -138,3 +138,40 @@ def test_window_shows_before_tensorflow_is_imported(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "False False"
+
+
+def test_batch_dialog_progress_cancel_and_table(qtbot, window, tmp_path):
+    from PIL import Image
+
+    from tests.tiny_models import planted_images
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    images, _, _ = planted_images(30, seed=2)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"c{i:02d}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    dialog = window.batch()
+    qtbot.addWidget(dialog)
+    dialog.folder.setText(str(folder))
+    dialog.out.setText(str(tmp_path / "out"))
+    for i in range(dialog.models.count()):
+        if dialog.models.item(i).data(256) == "tiny-mr-classifier":
+            dialog.models.item(i).setCheckState(dialog.models.item(i).checkState().Checked)
+    dialog.start()
+    qtbot.waitUntil(lambda: dialog.table.rowCount() >= 3, timeout=60000)
+    import time
+
+    started = time.monotonic()
+    dialog.cancel()
+    qtbot.waitUntil(lambda: dialog.summary is not None, timeout=10000)
+    assert time.monotonic() - started < 5
+    assert dialog.summary["cancelled"] and dialog.summary["files_done"] < 31
+    assert dialog.table.rowCount() == dialog.summary["files_done"]
+    dialog.start(resume=True)
+    qtbot.waitUntil(lambda: dialog.summary is not None and not dialog.running, timeout=120000)
+    assert dialog.summary["complete"] and dialog.summary["errors"] == 1
+    opened = []
+    dialog.openRequested.connect(opened.append)
+    dialog._open_row(0, 0)
+    assert opened and opened[0].endswith(".png")

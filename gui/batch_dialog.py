@@ -1,0 +1,176 @@
+"""Analysis ▸ Analyse folder…: choose folders and models, watch progress, cancel, browse results."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from core.batch.runner import BatchRun, Progress
+from core.errors import DiagnosticError
+from core.inference.analyzer import Engine
+from gui.workers import FutureBridge
+
+TABLE_COLUMNS = ["file", "model", "label", "probability", "lesions", "warnings", "error"]
+
+
+class _Relay(QObject):
+    """Carries worker-thread callbacks to the GUI thread."""
+
+    progress = Signal(object)
+    rows = Signal(object)
+
+
+class BatchDialog(QDialog):
+    """Runs core.batch on the engine thread; the window stays responsive and Cancel stops between files."""
+
+    openRequested = Signal(str)
+
+    def __init__(self, engine: Engine, model_ids: list[str], parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Analyse folder")
+        self.resize(900, 600)
+        self.engine = engine
+        self.bridge = FutureBridge(self)
+        self.cancel_event = threading.Event()
+        self.summary: dict | None = None
+        self.error: str | None = None
+        self.relay = _Relay(self)
+        self.relay.progress.connect(self._progress)
+        self.relay.rows.connect(self._add_rows)
+
+        self.folder = QLineEdit()
+        self.out = QLineEdit()
+        self.models = QListWidget()
+        self.models.setMaximumHeight(110)
+        for bundle in engine.analyzer.registry.bundles.values():
+            item = QListWidgetItem(f"{bundle.id} ({bundle.modality.label})")
+            item.setData(Qt.ItemDataRole.UserRole, bundle.id)
+            item.setCheckState(Qt.CheckState.Checked if bundle.id in model_ids else Qt.CheckState.Unchecked)
+            self.models.addItem(item)
+        form = QFormLayout()
+        form.addRow("Folder", self._with_browse(self.folder, "Folder to analyse"))
+        form.addRow("Output folder", self._with_browse(self.out, "Folder for results"))
+        form.addRow("Models (none = by modality)", self.models)
+        self.start_button = QPushButton("Start")
+        self.resume_button = QPushButton("Resume")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.start_button.clicked.connect(lambda: self.start(resume=False))
+        self.resume_button.clicked.connect(lambda: self.start(resume=True))
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.resume_button, self.cancel_button):
+            buttons.addWidget(button)
+        self.bar = QProgressBar()
+        self.status = QLabel("Choose a folder and an output folder.")
+        self.table = QTableWidget(0, len(TABLE_COLUMNS))
+        self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
+        self.table.setSortingEnabled(True)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.cellDoubleClicked.connect(self._open_row)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table, 1)
+
+    def _with_browse(self, edit: QLineEdit, title: str):
+        row = QHBoxLayout()
+        button = QPushButton("Browse…")
+        button.clicked.connect(lambda: edit.setText(QFileDialog.getExistingDirectory(self, title) or edit.text()))
+        row.addWidget(edit, 1)
+        row.addWidget(button)
+        return row
+
+    @property
+    def running(self) -> bool:
+        return self.bridge.pending > 0
+
+    def start(self, resume: bool = False) -> None:
+        folder, out = Path(self.folder.text()), Path(self.out.text())
+        if not folder.is_dir() or not self.out.text():
+            self.status.setText("The folder must exist and an output folder must be given.")
+            return
+        chosen = [self.models.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.models.count())
+                  if self.models.item(i).checkState() == Qt.CheckState.Checked]
+        self.cancel_event.clear()
+        self.summary, self.error = None, None
+        self.table.setRowCount(0)
+        try:
+            run = BatchRun(folder, out, analyzer=self.engine.analyzer, model_ids=chosen or None, resume=resume,
+                           cancel=self.cancel_event, on_progress=self.relay.progress.emit, on_rows=self.relay.rows.emit)
+        except DiagnosticError as exc:
+            self.status.setText(str(exc))
+            return
+        self.output_folder = out
+        self._set_running(True)
+        self.status.setText("Starting (models load on first use)…")
+        self.bridge.watch(self.engine.call(run.run), self._finished, self._failed)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+        self.status.setText("Cancelling after the current file…")
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.resume_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _progress(self, p: Progress) -> None:
+        self.bar.setRange(0, p.total)
+        self.bar.setValue(p.done)
+        left = p.remaining_seconds
+        eta = f", about {left:.0f} s left" if left is not None else ""
+        self.status.setText(f"{p.done}/{p.total} files, {p.rate:.2f} files/s{eta} — {p.path.name}")
+
+    def _add_rows(self, rows: list[dict]) -> None:
+        self.table.setSortingEnabled(False)
+        for row in rows:
+            i = self.table.rowCount()
+            self.table.insertRow(i)
+            for j, column in enumerate(TABLE_COLUMNS):
+                item = QTableWidgetItem(str(row.get(column, "")))
+                if j == 0:
+                    item.setData(Qt.ItemDataRole.UserRole, str(Path(self.folder.text()) / row["file"]))
+                self.table.setItem(i, j, item)
+        self.table.setSortingEnabled(True)
+
+    def _open_row(self, row: int, _column: int) -> None:
+        item = self.table.item(row, 0)
+        if item is not None:
+            self.openRequested.emit(item.data(Qt.ItemDataRole.UserRole))
+
+    def _finished(self, summary: dict) -> None:
+        self._set_running(False)
+        self.summary = summary
+        state = "cancelled" if summary["cancelled"] else "finished"
+        self.status.setText(f"{state}: {summary['files_done']}/{summary['files']} files, {summary['errors']} error(s); "
+                            f"results in {self.output_folder / 'results.csv'}")
+
+    def _failed(self, error: BaseException) -> None:
+        self._set_running(False)
+        self.error = str(error)
+        self.status.setText(f"Stopped: {error}")
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.cancel_event.set()
+        super().closeEvent(event)
