@@ -1,0 +1,108 @@
+"""Segmentation masks as DICOM SEG and overlays as Secondary Capture, referencing the source study.
+
+Non-DICOM sources (PNG, JPEG, ...) are first wrapped in a Secondary Capture so the SEG has a DICOM
+image to reference; that wrapper is written beside the SEG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from highdicom.spatial import get_image_coordinate_system
+from pydicom.sr.codedict import codes
+
+from core import __version__
+from core.export.anonymise import anonymise_dataset
+from core.imaging.record import ImageRecord
+from core.inference.results import ModelResult
+
+MANUFACTURER = "Medical Image Diagnostic Assistant"
+
+
+def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Path) -> Dataset:
+    """The DICOM image an export references.
+
+    A DICOM file is referenced directly, except a multi-frame one without a spatial coordinate
+    system (cine ultrasound), which highdicom cannot segment frame by frame: its analysed frame becomes a
+    Secondary Capture in the same study. A PNG/JPEG/... becomes a Secondary Capture in a new study.
+    """
+    original = pydicom.dcmread(record.path) if record.file_format == "DICOM" else None
+    if original is not None and (record.frames == 1 or get_image_coordinate_system(original) is not None):
+        ds = original
+    else:
+        ds = _frame_capture(record, frame, original)
+        ds.save_as(out_dir / f"{record.path.stem}_f{frame}_source_sc.dcm", enforce_file_format=True)
+    ds = anonymise_dataset(ds) if anonymise else ds
+    for keyword in ("StudyDate", "StudyTime", "StudyID", "ReferringPhysicianName", "AccessionNumber",
+                    "PatientBirthDate", "PatientSex"):
+        if keyword not in ds:
+            setattr(ds, keyword, "")  # type 2 attributes highdicom copies from the source
+    return ds
+
+
+def _frame_capture(record: ImageRecord, frame: int, original: Dataset | None) -> Dataset:
+    pixels = record.display(frame)
+    common = dict(pixel_array=pixels, photometric_interpretation="RGB" if pixels.ndim == 3 else "MONOCHROME2",
+                  bits_allocated=8, coordinate_system="PATIENT", patient_orientation=("L", "P"),
+                  series_instance_uid=hd.UID(), series_number=1, sop_instance_uid=hd.UID(), instance_number=1,
+                  manufacturer=MANUFACTURER)
+    if original is not None:
+        ds = hd.sc.SCImage.from_ref_dataset(ref_dataset=original, **common)
+    else:
+        ds = hd.sc.SCImage(study_instance_uid=hd.UID(), patient_id="", patient_name="", **common)
+    ds.PatientOrientation = ""  # unknown for a captured picture: left empty rather than guessed
+    return ds
+
+
+def export_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int = 0, anonymise: bool = True) -> Path:
+    """A binary DICOM SEG of ``result.mask`` (frame ``frame`` of the source)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source = source_dataset(record, frame, anonymise, out.parent)
+    frames = int(source.get("NumberOfFrames", 1) or 1)
+    mask = result.mask.astype(bool)
+    if frames > 1:  # a multi-frame source with a coordinate system: the other frames stay empty
+        stack = np.zeros((frames,) + mask.shape, bool)
+        stack[frame] = mask
+        mask = stack
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Lesion",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=result.model_id, version=result.version, family=codes.cid7162.ArtificialIntelligence),
+    )
+    seg = hd.seg.Segmentation(
+        source_images=[source], pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description], series_instance_uid=hd.UID(), series_number=900,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        manufacturer_model_name=result.model_id, software_versions=__version__, device_serial_number="0",
+        omit_empty_frames=False,
+    )
+    seg.save_as(out)
+    return out
+
+
+def export_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, frame: int = 0,
+                      anonymise: bool = True) -> Path:
+    """The picture with overlays as an RGB Secondary Capture in the source's study."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source = source_dataset(record, frame, anonymise, out.parent)
+    orientation = tuple(source.get("PatientOrientation", []) or ())
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source, pixel_array=np.ascontiguousarray(overlay_rgb, np.uint8), photometric_interpretation="RGB",
+        bits_allocated=8, coordinate_system="PATIENT",
+        patient_orientation=orientation if len(orientation) == 2 else ("L", "P"),
+        series_instance_uid=hd.UID(), series_number=901, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer=MANUFACTURER,
+    )
+    if len(orientation) != 2:
+        sc.PatientOrientation = ""  # the source did not say: left empty rather than guessed
+    sc.SeriesDescription = "Decision support overlay - not for diagnosis"
+    sc.save_as(out, enforce_file_format=True)
+    return out

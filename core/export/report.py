@@ -1,0 +1,148 @@
+"""PDF reports (matplotlib): one image with its findings, or a whole batch run."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core import __version__
+from core.export.anonymise import anonymise_study
+from core.imaging.record import ImageRecord
+from core.inference.overlays import blend_heatmap
+from core.inference.results import Analysis
+
+DISCLAIMER = ("Decision support only - not a medical device. Findings are model outputs that must be confirmed "
+              "by a qualified reader; they are not a diagnosis.")
+A4 = (8.27, 11.69)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    return plt, PdfPages
+
+
+def overlay_picture(record: ImageRecord, analysis: Analysis) -> np.ndarray:
+    """The image with the first heatmap blended in and lesion outlines drawn (what the report shows)."""
+    display = record.display(analysis.frame)
+    picture = display if display.ndim == 3 else cv2.cvtColor(display, cv2.COLOR_GRAY2RGB)
+    heat = next((r.heatmap for r in analysis.results if r.heatmap is not None), None)
+    if heat is not None:
+        picture = blend_heatmap(picture, heat, 0.4)
+    for result in analysis.results:
+        if result.mask is not None:
+            contours, _ = cv2.findContours(result.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            picture = cv2.drawContours(picture.copy(), contours, -1, (0, 230, 120), max(1, picture.shape[0] // 250))
+    return picture
+
+
+def _footer(fig) -> None:
+    fig.text(0.5, 0.02, "\n".join(textwrap.wrap(DISCLAIMER, 110)), ha="center", va="bottom", fontsize=7, color="#8a1c1c")
+    fig.text(0.98, 0.005, f"Medical Image Diagnostic Assistant {__version__} - {dt.datetime.now():%Y-%m-%d %H:%M}",
+             ha="right", va="bottom", fontsize=6, color="gray")
+
+
+def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anonymise: bool = True) -> Path:
+    plt, PdfPages = _pyplot()
+    study = anonymise_study(record.study) if anonymise else record.study
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with PdfPages(out) as pdf:
+        fig = plt.figure(figsize=A4)
+        fig.text(0.06, 0.965, "Image analysis report", fontsize=16, weight="bold")
+        identity = [
+            f"Patient: {study.patient_name or '-'}   ID: {study.patient_id or '-'}   Sex: {study.sex or '-'}"
+            + ("" if anonymise else f"   Born: {study.birth_date or '-'}"),
+            f"Study date: {study.study_date or '-'}   Study UID: {study.study_instance_uid or '-'}",
+            f"File: {record.path.name}   {record.modality.label} ({record.modality_source})   frame {analysis.frame + 1}/{record.frames}"
+            f"   {record.columns}x{record.rows}"
+            + (f"   spacing {record.pixel_spacing_mm[0]:.3f} mm" if record.pixel_spacing_mm else ""),
+            "Identifiers anonymised for this report." if anonymise else "Identified report: handle as patient data.",
+        ]
+        fig.text(0.06, 0.945, "\n".join(identity), fontsize=8, va="top", family="monospace")
+        ax = fig.add_axes([0.06, 0.47, 0.5, 0.4])
+        ax.imshow(overlay_picture(record, analysis), cmap="gray")
+        ax.set_axis_off()
+        ax.set_title("Image with Grad-CAM / lesion outlines", fontsize=9)
+        y = 0.87
+        for result in analysis.results:
+            if result.task == "classification":
+                bars = fig.add_axes([0.66, y - 0.11, 0.28, 0.09])
+                names = list(result.probabilities)
+                bars.barh(names, [result.probabilities[n] for n in names], color="#3a7bd5")
+                bars.set_xlim(0, 1)
+                bars.tick_params(labelsize=7)
+                bars.set_title(f"{result.model_id}: {result.label} ({result.confidence:.1%})", fontsize=8)
+                y -= 0.16
+        lines = []
+        for result in analysis.results:
+            lines.append(f"{result.model_id} v{result.version} [{result.task}, {result.device}]")
+            if result.task == "classification":
+                lines.append("   " + ", ".join(f"{k} {v:.3f}" for k, v in result.probabilities.items()))
+                if result.heatmap_class:
+                    lines.append(f"   Grad-CAM class: {result.heatmap_class}")
+            else:
+                lines.append(f"   {len(result.lesions)} lesion(s)")
+                for i, lesion in enumerate(result.lesions[:8], 1):
+                    size = (f"{lesion.area_mm2:.1f} mm2, max diameter {lesion.max_diameter_mm:.1f} mm"
+                            if lesion.area_mm2 is not None else
+                            f"{lesion.area_px} px, max diameter {lesion.max_diameter_px:.0f} px (spacing unknown)")
+                    lines.append(f"   #{i}: {size}, box {lesion.bbox}")
+            for warning in result.warnings:
+                lines.extend(textwrap.wrap(f"   WARNING: {warning}", 100))
+        for warning in analysis.warnings:
+            lines.extend(textwrap.wrap(f"WARNING: {warning}", 100))
+        fig.text(0.06, 0.44, "\n".join(lines) or "No model ran on this image.", fontsize=7.5, va="top", family="monospace")
+        _footer(fig)
+        pdf.savefig(fig)
+        plt.close(fig)
+    return out
+
+
+def write_batch_report(batch_dir: Path, out: Path | None = None, rows_per_page: int = 42) -> Path:
+    """Summary page plus a paginated table of ``results.csv`` from a batch output folder."""
+    plt, PdfPages = _pyplot()
+    out = out or batch_dir / "report.pdf"
+    summary = json.loads((batch_dir / "summary.json").read_text())
+    with open(batch_dir / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with PdfPages(out) as pdf:
+        fig = plt.figure(figsize=A4)
+        fig.text(0.06, 0.95, "Batch analysis report", fontsize=16, weight="bold")
+        text = [f"Folder: {summary['folder']}", f"Files: {summary['files_done']} of {summary['files']} analysed",
+                f"Errors: {summary['errors']}   Rows with warnings: {summary['warnings']}",
+                "Paths only: no patient identifiers are printed in batch reports.", ""]
+        for model, counts in summary["labels_by_model"].items():
+            text.append(f"{model}: " + ", ".join(f"{k or '-'} {v}" for k, v in sorted(counts.items())))
+        fig.text(0.06, 0.9, "\n".join(text), fontsize=9, va="top", family="monospace")
+        _footer(fig)
+        pdf.savefig(fig)
+        plt.close(fig)
+        columns = ["file", "model", "label", "probability", "lesions", "lesion_area_mm2", "error"]
+        for start in range(0, len(rows), rows_per_page):
+            fig = plt.figure(figsize=A4)
+            ax = fig.add_axes([0.03, 0.08, 0.94, 0.88])
+            ax.set_axis_off()
+            cells = [[_short(r.get(c, ""), 38 if c in ("file", "error") else 26) for c in columns]
+                     for r in rows[start : start + rows_per_page]]
+            table = ax.table(cellText=cells, colLabels=columns, loc="upper left", cellLoc="left")
+            table.auto_set_font_size(False)
+            table.set_fontsize(6)
+            table.scale(1, 1.15)
+            _footer(fig)
+            pdf.savefig(fig)
+            plt.close(fig)
+    return out
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1):]

@@ -1,0 +1,129 @@
+"""Exports: DICOM SEG / SC reference the source and carry no patient name; PDF reports render; history."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from core.export.dicom_export import export_overlay_sc, export_seg
+from core.export.report import overlay_picture, write_batch_report, write_image_report
+from core.history import History
+from core.imaging import load_image
+from core.inference.analyzer import Analyzer
+from core.models.registry import Registry
+
+PATIENT = "Doe^Jane"
+
+
+@pytest.fixture(scope="module")
+def analyzer(tiny_models):
+    return Analyzer(Registry([tiny_models]))
+
+
+@pytest.fixture
+def identified_dicom(tmp_path, pydicom_file):
+    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
+    pixels = np.full((64, 64), 100, np.uint16)
+    pixels[20:34, 12:30] = 2000
+    ds.PixelData = pixels.tobytes()
+    ds.PixelRepresentation = 0
+    del ds.WindowCenter, ds.WindowWidth
+    ds.Modality = "US"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT, "PID-123", "19600101"
+    ds.InstitutionName = "General Hospital"
+    path = tmp_path / "identified.dcm"
+    ds.save_as(path)
+    return path
+
+
+def _no_identifiers(ds: pydicom.Dataset) -> None:
+    text = str(ds)
+    assert PATIENT.split("^")[0] not in text and "PID-123" not in text and "19600101" not in text
+    assert "General Hospital" not in text and str(ds.PatientName) == "ANONYMOUS"
+
+
+def test_seg_matches_predicted_mask_and_references_study(analyzer, identified_dicom, tmp_path):
+    record = load_image(identified_dicom)
+    result = analyzer.analyze(record).results[0]
+    assert result.mask.sum() > 0
+    out = export_seg(record, result, tmp_path / "out" / "seg.dcm")
+    seg = hd.seg.segread(out)
+    stored = np.asarray(seg.pixel_array).reshape(result.mask.shape)
+    np.testing.assert_array_equal(stored.astype(np.uint8), result.mask)
+    source = pydicom.dcmread(identified_dicom)
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    assert referenced == source.SOPInstanceUID
+    _no_identifiers(pydicom.dcmread(out))
+
+
+def test_overlay_secondary_capture_is_anonymised(analyzer, identified_dicom, tmp_path):
+    record = load_image(identified_dicom)
+    analysis = analyzer.analyze(record)
+    out = export_overlay_sc(record, overlay_picture(record, analysis), tmp_path / "sc.dcm")
+    ds = pydicom.dcmread(out)
+    _no_identifiers(ds)
+    assert ds.StudyInstanceUID == pydicom.dcmread(identified_dicom).StudyInstanceUID
+    assert ds.pixel_array.shape == (64, 64, 3)
+
+
+def test_seg_from_png_and_cine(analyzer, tmp_path, deid_file, planted_png):
+    record = load_image(planted_png[0], modality="US")
+    result = analyzer.analyze(record).results[0]
+    assert hd.seg.segread(export_seg(record, result, tmp_path / "png_seg.dcm")).NumberOfFrames >= 1
+    cine = load_image(deid_file("ultrasounds/ultrasound-multiframe.dcm"))
+    cine_result = analyzer.analyze(cine, frame=3, model_ids=["tiny-us-segmenter"]).results[0]
+    out = export_seg(cine, cine_result, tmp_path / "cine_seg.dcm", frame=3)
+    _no_identifiers(pydicom.dcmread(out))
+
+
+def _render(pdf_path, tmp_path):
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(str(pdf_path))
+    pages = []
+    for i in range(len(document)):
+        image = document[i].render(scale=1).to_pil()
+        image.save(tmp_path / f"page{i}.png")
+        pages.append(np.asarray(image.convert("L")))
+    return pages
+
+
+def test_image_report_renders_and_is_anonymised(analyzer, identified_dicom, tmp_path):
+    record = load_image(identified_dicom)
+    analysis = analyzer.analyze(record)
+    pdf = write_image_report(tmp_path / "report.pdf", record, analysis)
+    pages = _render(pdf, tmp_path)
+    assert len(pages) == 1 and pages[0].std() > 10  # text and picture drawn, not a blank page
+    raw = pdf.read_bytes()
+    assert b"Doe" not in raw and b"PID-123" not in raw
+
+
+def test_batch_report_renders(analyzer, tmp_path, planted_png):
+    from core.batch.runner import BatchRun
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(planted_png[0].read_bytes())
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    BatchRun(folder, tmp_path / "out", analyzer, model_ids=["tiny-mr-classifier"]).run()
+    pages = _render(write_batch_report(tmp_path / "out"), tmp_path)
+    assert len(pages) == 2 and all(p.std() > 5 for p in pages)
+
+
+def test_history_survives_restart_and_finds_same_image(analyzer, planted_png, tmp_path):
+    db = tmp_path / "history.sqlite"
+    record = load_image(planted_png[0], modality="MR")
+    History(db).add(analyzer.analyze(record))
+    copy = tmp_path / "renamed.png"
+    copy.write_bytes(planted_png[0].read_bytes())
+    reopened = History(db)  # a new process would open the same file
+    found = reopened.for_file(copy)
+    assert len(found) == 1 and found[0].models == {"tiny-mr-classifier": "0.0.1"}
+    assert "tiny-mr-classifier: lesion" in found[0].labels
+    History(db).add(analyzer.analyze(record))
+    assert len(History(db).for_file(planted_png[0])) == 2
+    csv_text = reopened.export_csv(tmp_path / "history.csv").read_text()
+    assert "tiny-mr-classifier@0.0.1" in csv_text
