@@ -68,6 +68,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     finally:
         engine.shutdown()
     outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1) for a in analyses]
+    if not args.no_history:
+        from core.history import History
+
+        history = History()
+        for analysis in analyses:
+            history.add(analysis)
     if args.json:
         _print_json(outputs[0] if len(outputs) == 1 else {"path": str(record.path), "frames": outputs})
         return 0
@@ -100,6 +106,17 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
             summary["heatmap_file"] = str(save_heatmap_png(display, result.heatmap, target))
         if args.mask_out and result.mask is not None:
             summary["mask_file"] = str(save_mask_png(result.mask, _numbered(args.mask_out, result, analysis, numbered_frames)))
+        if args.dicom_seg_out and result.mask is not None:
+            from core.export.dicom_export import export_seg
+
+            target = _numbered(args.dicom_seg_out, result, analysis, numbered_frames)
+            summary["dicom_seg_file"] = str(export_seg(record, result, target, analysis.frame, not args.identified))
+    if args.report_out:
+        from core.export.report import write_image_report
+
+        target = args.report_out if not numbered_frames else args.report_out.with_name(
+            f"{args.report_out.stem}_f{analysis.frame}{args.report_out.suffix}")
+        out["report_file"] = str(write_image_report(target, record, analysis, anonymise=not args.identified))
     return out
 
 
@@ -125,8 +142,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     engine = Engine()
     try:
+        history = None
+        if not args.no_history:
+            from core.history import History
+
+            history = History()
         run = BatchRun(args.folder, args.out, analyzer=engine.analyzer, model_ids=args.model, resume=args.resume,
-                       all_frames=args.all_frames, heatmaps=not args.no_heatmaps, cancel=cancel, on_progress=progress)
+                       all_frames=args.all_frames, heatmaps=not args.no_heatmaps, cancel=cancel, on_progress=progress,
+                       history=history)
         future = engine.call(run.run)
         while True:
             try:
@@ -153,6 +176,20 @@ def _numbered(path: Path, result, analysis, numbered_frames: bool) -> Path:
     if numbered_frames:
         stem += f"_f{analysis.frame}"
     return path.with_name(stem + path.suffix)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from core.history import History
+
+    history = History()
+    if args.csv:
+        print(history.export_csv(args.csv))
+        return 0
+    entries = history.for_file(args.path) if args.path else history.all()
+    _print_json({"entries": [{"id": e.id, "analysed_at": e.analysed_at, "path": e.path, "file_sha256": e.file_sha256,
+                              "frame": e.frame, "modality": e.modality, "models": e.models, "findings": e.labels}
+                             for e in entries]})
+    return 0
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -189,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--target-class", help="Grad-CAM for this class instead of the predicted one")
     analyze.add_argument("--gradcam-plus", action="store_true", help="Grad-CAM++ instead of Grad-CAM")
     analyze.add_argument("--tta", action="store_true", help="test-time augmentation with an agreement score")
+    analyze.add_argument("--report-out", type=Path, metavar="FILE.pdf", help="PDF report")
+    analyze.add_argument("--dicom-seg-out", type=Path, metavar="FILE.dcm", help="segmentation as DICOM SEG")
+    analyze.add_argument("--identified", action="store_true", help="keep patient identifiers in exports")
+    analyze.add_argument("--no-history", action="store_true", help="do not record this analysis in the history")
     analyze.add_argument("--json", action="store_true")
     analyze.set_defaults(func=cmd_analyze)
 
@@ -199,7 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--resume", action="store_true", help="continue a stopped run in the same output folder")
     batch.add_argument("--all-frames", action="store_true", help="analyse every frame of multi-frame files")
     batch.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images (faster)")
+    batch.add_argument("--no-history", action="store_true", help="do not record the analyses in the history")
     batch.set_defaults(func=cmd_batch)
+
+    history = sub.add_parser("history", help="earlier analyses (all, or of the same image content)")
+    history.add_argument("path", type=Path, nargs="?")
+    history.add_argument("--csv", type=Path, metavar="FILE.csv", help="export the whole history as CSV")
+    history.set_defaults(func=cmd_history)
 
     gui = sub.add_parser("gui", help="open the viewer (default when no command is given)")
     gui.add_argument("paths", nargs="*")

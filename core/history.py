@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.app_paths import app_home
 from core.inference.results import Analysis
 from core.models.storage import sha256_file
 
-DEFAULT_DB = Path(os.environ.get("MIDA_HOME", Path.home() / ".local" / "share" / "mida")) / "history.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS analyses (
@@ -54,8 +53,8 @@ class HistoryEntry:
 
 
 class History:
-    def __init__(self, db: Path | str = DEFAULT_DB) -> None:
-        self.db = Path(db)
+    def __init__(self, db: Path | str | None = None) -> None:
+        self.db = Path(db) if db is not None else app_home() / "history.sqlite"
         self.db.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             con.executescript(SCHEMA)

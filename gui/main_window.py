@@ -27,10 +27,12 @@ from PySide6.QtWidgets import (
 from core import __version__
 from core.errors import DiagnosticError
 from core.imaging import ImageRecord, Modality, WindowPreset, load_image
-from core.inference.analyzer import Engine
+from core.history import History
+from core.inference.analyzer import Analyzer, Engine
 from core.inference.overlays import colorbar_rgb, heatmap_rgba, mask_rgba
 from core.inference.results import Analysis
 from core.models.registry import Registry
+from gui.history_panel import HistoryPanel
 from gui.panels import MetadataPanel, ModelInfoPanel, OverlayPanel, ProbabilityPanel, WarningsPanel
 from gui.viewer import ImageViewer
 from gui.workers import FutureBridge
@@ -43,12 +45,15 @@ MAX_RECENT = 10
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, engine: Engine | None = None, registry: Registry | None = None, settings: QSettings | None = None) -> None:
+    def __init__(self, engine: Engine | None = None, registry: Registry | None = None, settings: QSettings | None = None,
+                 history: History | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Medical Image Diagnostic Assistant")
         self.settings = settings or QSettings("MIDA", "Medical Image Diagnostic Assistant")
         self.registry = registry or Registry()
-        self.engine = engine or Engine()
+        self.engine = engine or Engine(Analyzer(self.registry))
+        self.history = history or History()
+        self.anonymise_exports = True
         self.bridge = FutureBridge(self)
         self.record: ImageRecord | None = None
         self.frame = 0
@@ -56,6 +61,8 @@ class MainWindow(QMainWindow):
         self.analysis: Analysis | None = None
         self.chosen_models: list[str] = []
         self.last_error: str | None = None
+        self.last_export: Path | None = None
+        self.previous_analyses: list = []
         self.auto_analyse = self.settings.value("auto_analyse", True, type=bool)
         self._busy_jobs = 0
 
@@ -67,6 +74,7 @@ class MainWindow(QMainWindow):
         self.model_info = ModelInfoPanel()
         self.overlays = OverlayPanel()
         self.files = QListWidget()
+        self.history_panel = HistoryPanel(self.history)
         self.docks = {}
         for title, widget, area in (
             ("Findings", self.probabilities, Qt.DockWidgetArea.RightDockWidgetArea),
@@ -75,6 +83,7 @@ class MainWindow(QMainWindow):
             ("Models", self.model_info, Qt.DockWidgetArea.RightDockWidgetArea),
             ("DICOM tags", self.metadata, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("Folder", self.files, Qt.DockWidgetArea.LeftDockWidgetArea),
+            ("History", self.history_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
@@ -84,8 +93,11 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Overlays"], self.docks["Models"])
         self.docks["Overlays"].raise_()
         self.tabifyDockWidget(self.docks["DICOM tags"], self.docks["Folder"])
-        self.docks["DICOM tags"].hide()
-        self.docks["Folder"].hide()
+        self.tabifyDockWidget(self.docks["Folder"], self.docks["History"])
+        for name in ("DICOM tags", "Folder", "History"):
+            self.docks[name].hide()
+        self.history_panel.openRequested.connect(self.open_path)
+        self.history_panel.exportRequested.connect(self.export_history)
 
         self._build_toolbar()
         self._build_menus()
@@ -130,7 +142,13 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self._action("Open &folder…", self.choose_folder, "Ctrl+Shift+O"))
         self.recent_menu = file_menu.addMenu("&Recent files")
         self._refresh_recent()
-        file_menu.addAction(self._action("&Export view and findings…", self.export, "Ctrl+E"))
+        export_menu = file_menu.addMenu("&Export")
+        export_menu.addAction(self._action("View as PNG + findings JSON…", self.export, "Ctrl+E"))
+        export_menu.addAction(self._action("PDF report…", self.export_report, "Ctrl+P"))
+        export_menu.addAction(self._action("Segmentation as DICOM SEG…", self.export_seg))
+        export_menu.addAction(self._action("Overlay as DICOM Secondary Capture…", self.export_sc))
+        export_menu.addSeparator()
+        export_menu.addAction(self._action("Anonymise exports", self._set_anonymise, checkable=True, checked=True))
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
 
@@ -274,8 +292,15 @@ class MainWindow(QMainWindow):
         self._update_wl_label()
         self.statusBar().showMessage(f"Opened {record.path.name}: {record.columns}×{record.rows}, "
                                      f"{record.frames} frame(s), {record.modality.label} ({record.modality_source})", 5000)
+        self.bridge.run(self.history.for_file, record.path, on_done=self._show_earlier, on_error=lambda e: None)
         if self.auto_analyse:
             self.analyse()
+
+    def _show_earlier(self, entries: list) -> None:
+        self.previous_analyses = entries
+        if entries:
+            self.statusBar().showMessage(f"This image was analysed {len(entries)} time(s) before; last on "
+                                         f"{entries[0].analysed_at}: {entries[0].labels}", 10000)
 
     def _load_failed(self, error: BaseException) -> None:
         self._busy(None)
@@ -374,6 +399,9 @@ class MainWindow(QMainWindow):
         self.warnings.show_warnings(analysis.warnings + [w for r in analysis.results for w in r.warnings])
         self.model_info.show_models([self._model_summary(r.model_id) for r in analysis.results])
         self._refresh_overlays()
+        if analysis.results:
+            self.bridge.run(self.history.add, analysis, on_done=lambda _: self.history_panel.refresh(),
+                            on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
 
     def _model_summary(self, model_id: str) -> dict:
         bundle = self.registry.bundles.get(model_id)
@@ -514,6 +542,62 @@ class MainWindow(QMainWindow):
         if self.analysis is not None:
             path.with_suffix(".json").write_text(json.dumps(self.analysis.to_dict(), indent=2))
         self.statusBar().showMessage(f"Exported {path.name}", 5000)
+
+    def _set_anonymise(self, on: bool) -> None:
+        self.anonymise_exports = on
+
+    def _export_target(self, title: str, suffix: str, pattern: str) -> Path | None:
+        if self.record is None or self.analysis is None:
+            self._error("Analyse the image first: there is nothing to export yet.")
+            return None
+        path, _ = QFileDialog.getSaveFileName(self, title, str(self.record.path.with_suffix(suffix)), pattern)
+        return Path(path) if path else None
+
+    def export_report(self, path: Path | None = None) -> None:
+        from core.export.report import write_image_report
+
+        path = path or self._export_target("PDF report", ".report.pdf", "PDF (*.pdf)")
+        if path:
+            self._run_export(write_image_report, path, self.record, self.analysis, self.anonymise_exports)
+
+    def export_seg(self, path: Path | None = None) -> None:
+        from core.export.dicom_export import export_seg
+
+        seg = next((r for r in self.analysis.results if r.mask is not None), None) if self.analysis else None
+        if self.analysis is not None and seg is None:
+            self._error("No segmentation model ran on this image: there is no mask to export.")
+            return
+        path = path or self._export_target("DICOM SEG", ".seg.dcm", "DICOM (*.dcm)")
+        if path:
+            self._run_export(export_seg, self.record, seg, path, self.analysis.frame, self.anonymise_exports)
+
+    def export_sc(self, path: Path | None = None) -> None:
+        from core.export.dicom_export import export_overlay_sc
+        from core.export.report import overlay_picture
+
+        path = path or self._export_target("DICOM Secondary Capture", ".overlay.dcm", "DICOM (*.dcm)")
+        if path:
+            picture = overlay_picture(self.record, self.analysis)
+            self._run_export(export_overlay_sc, self.record, picture, path, self.analysis.frame, self.anonymise_exports)
+
+    def _run_export(self, fn, *args) -> None:
+        self._busy("Exporting…")
+
+        def done(path) -> None:
+            self._busy(None)
+            self.last_export = Path(path)
+            self.statusBar().showMessage(f"Exported {Path(path).name}", 8000)
+
+        def failed(error: BaseException) -> None:
+            self._busy(None)
+            self._error(f"Export failed: {error}")
+
+        self.bridge.run(fn, *args, on_done=done, on_error=failed)
+
+    def export_history(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export history", "history.csv", "CSV (*.csv)")
+        if path:
+            self.history.export_csv(Path(path))
 
     def about(self) -> None:
         import platform

@@ -18,19 +18,22 @@ class FutureBridge(QObject):
         self.finished.connect(self._deliver)
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")
         self.pending = 0
+        self.closed = False
 
     def watch(self, future: Future, on_done: Callable[[Any], None], on_error: Callable[[BaseException], None]) -> Future:
         self.pending += 1
         future.add_done_callback(lambda f: self.finished.emit(f, on_done, on_error))
         return future
 
-    def run(self, fn: Callable, *args, on_done: Callable, on_error: Callable) -> Future:
-        """Run a non-TensorFlow job (file loading) on the I/O threads."""
+    def run(self, fn: Callable, *args, on_done: Callable, on_error: Callable) -> Future | None:
+        """Run a non-TensorFlow job (file loading) on the I/O threads; nothing once the window closed."""
+        if self.closed:
+            return None
         return self.watch(self._io.submit(fn, *args), on_done, on_error)
 
     def _deliver(self, future: Future, on_done, on_error) -> None:
         self.pending -= 1
-        if future.cancelled():
+        if future.cancelled() or self.closed:
             return
         error = future.exception()
         if error is not None:
@@ -39,4 +42,5 @@ class FutureBridge(QObject):
             on_done(future.result())
 
     def shutdown(self) -> None:
+        self.closed = True
         self._io.shutdown(wait=False, cancel_futures=True)

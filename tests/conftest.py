@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# History and user models of the test run stay out of the user's home.
+os.environ["MIDA_HOME"] = tempfile.mkdtemp(prefix="mida-home-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MIDA_DATA", REPO.parent / "shared" / "data"))

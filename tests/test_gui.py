@@ -29,7 +29,10 @@ def window(qtbot, tiny_models, tmp_path):
     registry = Registry([tiny_models])
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     settings.setValue("auto_analyse", False)
-    win = MainWindow(engine=Engine(Analyzer(registry)), registry=registry, settings=settings)
+    from core.history import History
+
+    win = MainWindow(engine=Engine(Analyzer(registry)), registry=registry, settings=settings,
+                     history=History(tmp_path / "history.sqlite"))
     qtbot.addWidget(win)
     win.resize(900, 700)
     win.show()
@@ -175,3 +178,24 @@ def test_batch_dialog_progress_cancel_and_table(qtbot, window, tmp_path):
     dialog.openRequested.connect(opened.append)
     dialog._open_row(0, 0)
     assert opened and opened[0].endswith(".png")
+
+
+def test_exports_and_history_from_the_window(qtbot, window, tmp_path):
+    import pydicom
+    from PIL import Image
+
+    img = np.full((64, 64), 40, np.uint8)
+    img[10:30, 20:40] = 250
+    Image.fromarray(img).save(tmp_path / "us2.png")
+    _open(qtbot, window, tmp_path / "us2.png", modality_index=3)
+    window.analyse()
+    qtbot.waitUntil(lambda: window.analysis is not None, timeout=60000)
+    qtbot.waitUntil(lambda: window.history_panel.table.rowCount() >= 1, timeout=10000)
+    for export, name in ((window.export_report, "r.pdf"), (window.export_seg, "s.dcm"), (window.export_sc, "o.dcm")):
+        window.last_export = None
+        export(tmp_path / name)
+        qtbot.waitUntil(lambda: window.last_export is not None, timeout=30000)
+        assert (tmp_path / name).stat().st_size > 0
+    assert str(pydicom.dcmread(tmp_path / "s.dcm").PatientName) == "ANONYMOUS"
+    _open(qtbot, window, tmp_path / "us2.png", modality_index=3)
+    qtbot.waitUntil(lambda: len(window.previous_analyses) >= 1, timeout=10000)

@@ -91,13 +91,14 @@ class BatchRun:
                  resume: bool = False, all_frames: bool = False, heatmaps: bool = True,
                  cancel: threading.Event | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 on_rows: Callable[[list[dict]], None] | None = None) -> None:
+                 on_rows: Callable[[list[dict]], None] | None = None, history=None) -> None:
         self.root, self.out = Path(root), Path(out)
         self.analyzer = analyzer or Analyzer()
         self.model_ids = model_ids or None
         self.resume, self.all_frames, self.heatmaps = resume, all_frames, heatmaps
         self.cancel = cancel or threading.Event()
         self.on_progress, self.on_rows = on_progress, on_rows
+        self.history = history  # core.history.History, or None
         bundles = [self.analyzer.registry.get(m) for m in self.model_ids] if self.model_ids else \
             list(self.analyzer.registry.bundles.values())
         classes = sorted({c for b in bundles if b.task == "classification" for c in b.classes})
@@ -184,6 +185,8 @@ class BatchRun:
                 analysis = self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids, gradcam=self.heatmaps,
                                                  cancel=self.cancel)
                 rows.extend(self._rows(relative, record, analysis))
+                if self.history is not None and analysis.results:
+                    self.history.add(analysis)
             return rows
         except Cancelled:
             raise
@@ -260,4 +263,7 @@ class BatchRun:
             "complete": files_done == total and not cancelled,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        from core.export.report import write_batch_report
+
+        write_batch_report(self.out)
         return summary

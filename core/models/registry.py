@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.app_paths import user_models
 from core.errors import ModelError
 from core.imaging.record import Modality
 from core.models.preprocessing import PreprocessSpec
@@ -15,7 +15,6 @@ from core.models.storage import sha256_file
 from core.models.tiling import TilingSpec
 
 BUILTIN_MODELS = Path(__file__).resolve().parents[2] / "models"
-USER_MODELS = Path(os.environ.get("MIDA_USER_MODELS", Path.home() / ".local" / "share" / "mida" / "models"))
 REQUIRED = ("id", "version", "modality", "task", "classes", "weights", "preprocessing")
 
 
@@ -129,7 +128,7 @@ class Registry:
     """All bundles found in the built-in and user model folders (user bundles override by id)."""
 
     def __init__(self, folders: list[Path] | None = None) -> None:
-        self.folders = folders if folders is not None else [BUILTIN_MODELS, USER_MODELS]
+        self.folders = folders if folders is not None else [BUILTIN_MODELS, user_models()]
         self.bundles: dict[str, Bundle] = {}
         self.problems: list[str] = []
         for root in self.folders:
