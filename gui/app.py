@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from gui.main_window import MainWindow
@@ -15,6 +17,10 @@ def run(paths: list[str]) -> int:
     app.setOrganizationName("MIDA")
     window = MainWindow()
     window.show()
+    print("window shown", flush=True)
     if paths:
         window.open_path(paths[0])
+    smoke = os.environ.get("MIDA_SMOKE_SECONDS")  # packaging smoke test: close by itself
+    if smoke:
+        QTimer.singleShot(int(float(smoke) * 1000), window.close)
     return app.exec()

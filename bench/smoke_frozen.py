@@ -1,0 +1,65 @@
+"""Headless smoke test of the frozen one-folder build: ``python bench/smoke_frozen.py dist/mida``.
+
+Checks output, not only exit codes: --version, info and analyze on bundled samples, batch on a small
+folder, and the GUI offscreen for a few seconds (window opens, sample shown). Also prints the folder
+size and cold start-up of the frozen app vs running from source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "resources" / "samples" / "brain_mri_sample.jpg"
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+
+
+def main(folder: str) -> int:
+    exe = Path(folder) / "mida"
+    failures = []
+
+    def check(name: str, ok: bool, detail: str = "") -> None:
+        print(f"{'PASS' if ok else 'FAIL'}  {name} {detail}")
+        if not ok:
+            failures.append(name)
+
+    version = _run([str(exe), "--version"])
+    check("--version", version.returncode == 0 and "0." in version.stdout, version.stdout.strip())
+    info = _run([str(exe), "info", str(SAMPLE)])
+    check("info", info.returncode == 0 and json.loads(info.stdout)["modality"] == "MR")
+    start = time.perf_counter()
+    analyze = _run([str(exe), "analyze", str(SAMPLE), "--json", "--no-history"])
+    frozen_first = time.perf_counter() - start
+    payload = json.loads(analyze.stdout) if analyze.returncode == 0 else {}
+    check("analyze", bool(payload.get("results")) and "probabilities" in payload["results"][0], analyze.stderr[-300:])
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "in"
+        data.mkdir()
+        shutil.copy(SAMPLE, data / "a.jpg")
+        (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+        batch = _run([str(exe), "batch", str(data), "--out", str(Path(tmp) / "out"), "--no-history"])
+        rows = (Path(tmp) / "out" / "results.csv").read_text().splitlines() if batch.returncode == 0 else []
+        check("batch", len(rows) >= 3 and "broken.png" in "".join(rows), batch.stderr[-300:])
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen", MIDA_SMOKE_SECONDS="4")
+        gui = _run([str(exe)], env=env)
+        check("gui offscreen", gui.returncode == 0 and "window shown" in gui.stdout, gui.stderr[-300:])
+    start = time.perf_counter()
+    _run([sys.executable, str(REPO / "main.py"), "analyze", str(SAMPLE), "--json", "--no-history"])
+    source_first = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+    print(f"folder size {size / 2**20:.0f} MiB; cold first result: frozen {frozen_first:.1f} s, source {source_first:.1f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
