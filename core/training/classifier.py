@@ -127,6 +127,12 @@ def _class_weights(y: np.ndarray, n: int) -> dict[int, float]:
     return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
+def _weighted(batches, class_weight: np.ndarray):
+    """Attach per-sample weights (inverse class frequency, from the soft labels) to each batch."""
+    for xb, yb in batches:
+        yield xb, yb, yb @ class_weight
+
+
 def _batches(x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator, mix: str | None, n: int):
     """Endless shuffled batches with optional MixUp/CutMix on the cached feature maps."""
     from core.training.augment import mix_batch
@@ -164,35 +170,58 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     _, top = split_backbone(backbone, config.arch)
     head = build_head(top, len(classes), config.dropout)
     weights = _class_weights(y_train, len(classes))
+    sample_weight = np.array([weights[c] for c in range(len(classes))], np.float32)
     loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+    metrics = [keras.metrics.CategoricalAccuracy(name="acc")]
     rng = np.random.default_rng(config.seed)
-    steps = max(1, len(x_train) // config.batch_size)
-    ckpt = config.cache_dir / "checkpoint.weights.h5"
+    y_val_onehot = np.eye(len(classes), dtype=np.float32)[y_val]
+    ckpt, best_file = config.cache_dir / "checkpoint.weights.h5", config.cache_dir / "best.weights.h5"
     progress_file = config.cache_dir / "progress.json"
     progress = json.loads(progress_file.read_text()) if progress_file.exists() else {"epoch": 0, "best": None}
-    schedule = [("head", config.lr_head, False)] * config.epochs_head + [("finetune", config.lr_finetune, True)] * config.epochs_finetune
+    total = config.epochs_head + config.epochs_finetune
+
+    def finish_epoch(epoch: int, phase: str, val_loss: float, val_acc: float) -> None:
+        print(f"epoch {epoch}/{total} [{phase}] val_loss={val_loss:.4f} val_acc={val_acc:.4f}", flush=True)
+        if progress["best"] is None or val_loss < progress["best"]:
+            progress.update(best=val_loss, best_epoch=epoch)
+            head.save_weights(best_file)
+        head.save_weights(ckpt)
+        progress["epoch"] = epoch
+        progress_file.write_text(json.dumps(progress))
+
     if progress["epoch"]:
         head.load_weights(ckpt)
         print(f"resuming after epoch {progress['epoch']}")
-    sample_weight = np.array([weights[c] for c in range(len(classes))], np.float32)
-    best_file = config.cache_dir / "best.weights.h5"
-    for epoch in range(progress["epoch"], len(schedule)):
-        phase, lr, unfreeze = schedule[epoch]
-        _set_top_trainable(top, unfreeze)
-        head.compile(optimizer=keras.optimizers.Adam(lr), loss=loss,
-                     metrics=[keras.metrics.CategoricalAccuracy(name="acc")])
-        batches = ((xb, yb, sample_weight[np.argmax(yb, 1)]) for xb, yb in
-                   _batches(x_train, y_train, config.batch_size, rng, config.mix, len(classes)))
-        history = head.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2,
-                           validation_data=(x_val, np.eye(len(classes))[y_val]))
-        val_loss = float(history.history["val_loss"][-1])
-        print(f"epoch {epoch + 1}/{len(schedule)} [{phase}] val_loss={val_loss:.4f} val_acc={history.history['val_acc'][-1]:.4f}")
-        if progress["best"] is None or val_loss < progress["best"]:
-            progress["best"] = val_loss
-            head.save_weights(best_file)
-        head.save_weights(ckpt)
-        progress["epoch"] = epoch + 1
-        progress_file.write_text(json.dumps(progress))
+    if progress["epoch"] < config.epochs_head:
+        # Phase 1, frozen top block: its pooled output is computed once, only Dropout + Dense train.
+        _set_top_trainable(top, False)
+        pool = keras.Model(top.input, keras.layers.GlobalAveragePooling2D()(top.output))
+        pooled_train = pool.predict(x_train, batch_size=64, verbose=0)
+        pooled_val = pool.predict(x_val, batch_size=64, verbose=0)
+        features = keras.Input(shape=(pooled_train.shape[1],))
+        dense = keras.Model(features, head.get_layer("logits")(head.get_layer("dropout")(features)))
+        dense.compile(optimizer=keras.optimizers.Adam(config.lr_head), loss=loss, metrics=metrics)
+        for epoch in range(progress["epoch"] + 1, config.epochs_head + 1):
+            batches = _weighted(_batches(pooled_train, y_train, config.batch_size, rng, config.mix, len(classes)),
+                                sample_weight)
+            history = dense.fit(batches, steps_per_epoch=max(1, len(pooled_train) // config.batch_size), epochs=1,
+                                verbose=0, validation_data=(pooled_val, y_val_onehot))
+            finish_epoch(epoch, "head", history.history["val_loss"][-1], history.history["val_acc"][-1])
+    # Phase 2: the top block unfrozen (BatchNorm kept frozen) at a low learning rate, cosine-decayed.
+    _set_top_trainable(top, True)
+    steps = max(1, len(x_train) // config.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(config.lr_finetune, decay_steps=steps * max(1, config.epochs_finetune))
+    head.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=metrics)
+    stale = 0
+    for epoch in range(max(progress["epoch"], config.epochs_head) + 1, total + 1):
+        batches = _weighted(_batches(x_train, y_train, config.batch_size, rng, config.mix, len(classes)), sample_weight)
+        history = head.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2, validation_data=(x_val, y_val_onehot))
+        improved = progress["best"] is None or history.history["val_loss"][-1] < progress["best"]
+        finish_epoch(epoch, "finetune", history.history["val_loss"][-1], history.history["val_acc"][-1])
+        stale = 0 if improved else stale + 1
+        if stale >= 3:
+            print("validation loss has not improved for 3 epochs: stopping early")
+            break
     head.load_weights(best_file)
     logits_val = head.predict(x_val, batch_size=64, verbose=0)
     temperature = fit_temperature(logits_val, y_val)
