@@ -448,8 +448,11 @@ class MainWindow(QMainWindow):
         self.overlays.set_colorbar(colorbar_rgb(120, 14, colormap))
         heat = next((r for r in self.analysis.results if r.heatmap is not None), None) if self.analysis else None
         seg = next((r for r in self.analysis.results if r.mask is not None), None) if self.analysis else None
+        self.overlays.tile_cam.setVisible(heat is not None and heat.tile_gradcam is not None)
         if heat is not None and self.overlays.heatmap.isChecked():
-            self.viewer.set_heatmap(heatmap_rgba(heat.heatmap, self.overlays.heatmap_opacity.value() / 100,
+            use_tile = heat.tile_gradcam is not None and self.overlays.tile_cam.isChecked()
+            self.viewer.set_heatmap(heatmap_rgba(heat.tile_gradcam if use_tile else heat.heatmap,
+                                                 self.overlays.heatmap_opacity.value() / 100,
                                                  self.overlays.threshold.value() / 100, colormap))
         else:
             self.viewer.set_heatmap(None)

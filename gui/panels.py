@@ -164,6 +164,7 @@ class OverlayPanel(QWidget):
         form = QFormLayout(self)
         self.heatmap = QCheckBox("Grad-CAM heatmap")
         self.heatmap.setChecked(True)
+        self.tile_cam = QCheckBox("Histology: Grad-CAM of the most suspicious tile")
         self.heatmap_opacity = self._slider(45)
         self.threshold = self._slider(20)
         self.colormap = QComboBox()
@@ -176,6 +177,7 @@ class OverlayPanel(QWidget):
         self.lesions = QCheckBox("Lesion outlines and sizes")
         self.lesions.setChecked(True)
         form.addRow(self.heatmap)
+        form.addRow(self.tile_cam)
         form.addRow("Opacity", self.heatmap_opacity)
         form.addRow("Threshold", self.threshold)
         form.addRow("Colour map", self.colormap)
@@ -184,7 +186,7 @@ class OverlayPanel(QWidget):
         form.addRow("Opacity", self.mask_opacity)
         form.addRow(self.contour)
         form.addRow(self.lesions)
-        for widget in (self.heatmap, self.mask, self.contour, self.lesions):
+        for widget in (self.heatmap, self.tile_cam, self.mask, self.contour, self.lesions):
             widget.toggled.connect(self.changed)
         self.colormap.currentTextChanged.connect(self.changed)
 

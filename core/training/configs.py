@@ -71,6 +71,7 @@ CONFIGS: dict[str, BundleConfig] = {
             root="brain_mri_4class/train",
             classes=["glioma", "meningioma", "notumor", "pituitary"],
             spec=MRI,
+            epochs_finetune=10,
         ),
         BundleConfig(
             id="brain-mri-tumor-yesno",
@@ -93,6 +94,7 @@ CONFIGS: dict[str, BundleConfig] = {
             classes=["benign", "malignant", "normal"],
             spec=PreprocessSpec(size=224, color="grey3", crop="none"),
             augmented_views=2,
+            epochs_finetune=10,
         ),
         BundleConfig(
             id="breast-mg-abnormal",
