@@ -117,8 +117,8 @@ CONFIGS: dict[str, BundleConfig] = {
             classes=["lesion"],
             spec=PreprocessSpec(size=256, color="grey3", crop="none"),
             augmentation="filter",
-            augmented_views=2,
-            epochs_head=14,
+            augmented_views=1,
+            epochs_head=10,
             batch_size=8,
         ),
         BundleConfig(
@@ -131,8 +131,8 @@ CONFIGS: dict[str, BundleConfig] = {
             classes=["normal", "abnormal"],
             spec=PreprocessSpec(size=256, color="grey3", crop="foreground"),
             augmentation="filter",
-            augmented_views=3,
-            epochs_head=14,
+            augmented_views=2,
+            epochs_head=8,
             batch_size=8,
         ),
         BundleConfig(
