@@ -59,18 +59,9 @@ def make_classifier_bundle(root: Path, bundle_id: str = "tiny-mr-classifier", mo
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x, labels, epochs=epochs, batch_size=16, verbose=0)
-    folder = root / bundle_id
-    sha = save_keras_fp16(model, folder / "model.keras")
-    manifest = {
-        "id": bundle_id, "version": "0.0.1", "title": "Tiny test classifier", "modality": modality,
-        "task": "classification", "architecture": {"backbone": "tiny"},
-        "weights": {"file": "model.keras", "sha256": sha}, "input_size": [SIZE, SIZE, 3],
-        "preprocessing": spec.to_dict(), "classes": ["clear", "lesion"], "decision_threshold": None,
-        "calibration": {"temperature": 1.0}, "gradcam_layer": "last_conv",
-        "validation_metrics": {"accuracy": 1.0, "n": 0},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
+    return _write_bundle(root / bundle_id, model, spec, modality, "classification", title="Tiny test classifier",
+                         classes=["clear", "lesion"], decision_threshold=None, calibration={"temperature": 1.0},
+                         gradcam_layer="last_conv", validation_metrics={"accuracy": 1.0, "n": 0})
 
 
 def make_segmenter_bundle(root: Path, bundle_id: str = "tiny-us-segmenter", modality: str = "US") -> Path:
@@ -85,14 +76,16 @@ def make_segmenter_bundle(root: Path, bundle_id: str = "tiny-us-segmenter", moda
     out = conv(image)
     model = keras.Model(image, out)
     conv.set_weights([np.full((1, 1, 3, 1), 40.0 / 3, np.float32), np.array([-20.0], np.float32)])
-    folder = root / bundle_id
+    return _write_bundle(root / bundle_id, model, spec, modality, "segmentation", title="Tiny test segmenter",
+                         classes=["lesion"], decision_threshold=0.5, min_lesion_px=4,
+                         validation_metrics={"dice": 1.0, "n": 0})
+
+
+def _write_bundle(folder: Path, model, spec, modality: str, task: str, **fields) -> Path:
+    """A bundle folder whose manifest has the registry's required fields plus ``fields``."""
     sha = save_keras_fp16(model, folder / "model.keras")
-    manifest = {
-        "id": bundle_id, "version": "0.0.1", "title": "Tiny test segmenter", "modality": modality,
-        "task": "segmentation", "architecture": {"backbone": "tiny"},
-        "weights": {"file": "model.keras", "sha256": sha}, "input_size": [SIZE, SIZE, 3],
-        "preprocessing": spec.to_dict(), "classes": ["lesion"], "decision_threshold": 0.5, "min_lesion_px": 4,
-        "validation_metrics": {"dice": 1.0, "n": 0},
-    }
+    manifest = {"id": folder.name, "version": "0.0.1", "modality": modality, "task": task,
+                "architecture": {"backbone": "tiny"}, "weights": {"file": "model.keras", "sha256": sha},
+                "input_size": [SIZE, SIZE, 3], "preprocessing": spec.to_dict(), **fields}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
