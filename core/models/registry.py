@@ -91,14 +91,20 @@ class Bundle:
                 self._model = self._build()
             return self._model
 
+    def _load_keras(self, relative: str, sha256: str):
+        """A verified Keras file of this bundle, loaded without running any code it might carry."""
+        import keras
+
+        path = self._verified(relative, sha256)
+        try:
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types; the message matters
+            raise ModelError(f"model '{self.id}': {path.name} could not be loaded safely ({exc})") from exc
+
     def _build(self):
         import keras
 
-        weights = self._verified(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
-        try:
-            part = keras.saving.load_model(weights, compile=False, safe_mode=True)
-        except Exception as exc:  # noqa: BLE001 - Keras raises many types; the message matters
-            raise ModelError(f"model '{self.id}': {weights.name} could not be loaded safely ({exc})") from exc
+        part = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
         arch = self.manifest.get("architecture", {})
         if not arch.get("backbone_file"):
             return part
@@ -112,7 +118,14 @@ class Bundle:
         else:
             frozen, _ = split_backbone(backbone, arch["backbone"])
             image = keras.Input(shape=(None, None, 3), name="image")
-        return keras.Model(image, part(frozen(image)), name=self.id)
+        features = frozen(image)
+        if arch.get("feature_bundle"):
+            # Transfer bundle: the parent's (fine-tuned, frozen) head up to its pooling feeds our Dense.
+            parent_head = self._load_keras(f"../{arch['feature_bundle']}/head.keras", arch["feature_bundle_sha256"])
+            pooled = keras.Model(parent_head.input, parent_head.get_layer(arch["feature_layer"]).output,
+                                 name=f"{arch['feature_bundle']}_features")
+            features = pooled(features)
+        return keras.Model(image, part(features), name=self.id)
 
 
 def _validate(folder: Path, manifest: dict) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from core import __version__
 from core.models.backbones import LAST_CONV, SKIP_LAYERS, TOP_BLOCK_START
 from core.models.storage import save_keras_fp16, sha256_file
-from core.training.configs import BACKBONES, DATA_ROOT, REPO, BundleConfig
+from core.training.configs import BACKBONES, CONFIGS, DATA_ROOT, REPO, BundleConfig
 from core.training.evaluate import classification_metrics, classification_plots
 
 
@@ -91,6 +91,37 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     return _write_common(folder, manifest, plan, model_card(manifest))
 
 
+def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.ndarray, y_val: np.ndarray,
+                          temperature: float, extra_validation: dict, out_root: str | Path | None) -> Path:
+    """A bundle that stores only a Dense layer over a parent bundle's pooled features."""
+    folder = Path(out_root or REPO / "models") / config.id
+    folder.mkdir(parents=True, exist_ok=True)
+    sha = save_keras_fp16(dense, folder / "head.keras")
+    parent = json.loads((folder.parent / config.feature_bundle / "manifest.json").read_text())
+    manifest = _common_manifest(config, plan, sha, "head.keras",
+                                f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)")
+    manifest["architecture"].update(feature_bundle=config.feature_bundle,
+                                    feature_bundle_sha256=parent["weights"]["sha256"], feature_layer="gap")
+    manifest.update(
+        classes=config.classes,
+        decision_threshold=None,
+        calibration={"method": "temperature scaling on the validation split", "temperature": temperature},
+        gradcam_layer=LAST_CONV[config.arch],
+        validation_metrics=classification_metrics(probs, y_val, config.classes),
+        additional_validation=extra_validation,
+        plots=classification_plots(probs, y_val, config.classes, folder),
+    )
+    manifest["training"].update(
+        extra_data=f"{CONFIGS[config.feature_bundle].root} training split with classes mapped "
+                   f"{json.dumps(config.feature_class_map)}",
+        epochs={"dense": config.epochs_head}, learning_rates={"dense": config.lr_head})
+    card = model_card(manifest) + (
+        f"\n## Transfer\nFeatures: the fine-tuned top block of `{config.feature_bundle}` (frozen). Training data: this set's "
+        f"training split plus {manifest['training']['extra_data']}.\nOn `{extra_validation['data']}` "
+        f"(n = {extra_validation['n']}): accuracy {extra_validation['accuracy']:.4f}, ROC AUC {extra_validation['roc_auc']:.4f}.\n")
+    return _write_common(folder, manifest, plan, card)
+
+
 def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: str | Path | None) -> Path:
     """Save the decoder, then measure Dice/IoU at original resolution through the product's own Analyzer."""
     from core.training.seg_eval import evaluate_segmenter
@@ -157,7 +188,7 @@ fine-tuned top block and head (`head.keras`, float16 on disk). Input {manifest['
 
 ## Data and split
 `{t['data']}` ({t['reader']}); {t['split']}. Counts: `{json.dumps(t['counts'])}`.
-Augmentation: {t['augmentation']} ({t['augmented_views']} cached augmented views per training image); mix: {t['mix']}.
+Augmentation: {t['augmentation']} ({t['augmented_views']} cached augmented views per training image); mix: {t.get('mix')}.
 Command: `{t['command']}` ({t['date']}).
 
 ## Validation (held-out part of the split above, n = {m['n']})

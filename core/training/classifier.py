@@ -150,6 +150,10 @@ def _batches(x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator,
 
 def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     """Train, calibrate, evaluate and write ``models/<id>/``; resumes from the last epoch checkpoint."""
+    if config.feature_bundle:
+        from core.training.transfer import train_transfer
+
+        return train_transfer(config, out_root)
     import keras
 
     from core.models.backbones import build_backbone, split_backbone

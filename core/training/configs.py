@@ -40,6 +40,10 @@ class BundleConfig:
     loss: str = "bce+dice"  # segmentation: "bce", "dice", "tversky" or "bce+dice"
     tiling: TilingSpec | None = None  # classify tiles of large images (histology)
     zoom_out: tuple[float, float] = (1.0, 1.0)  # augmented tiles cover 1x..Nx the tile area (lower magnification)
+    # Transfer: reuse a trained bundle's fine-tuned top block as a frozen feature extractor and train
+    # only a Dense layer, also on that bundle's training data with its classes mapped to ours.
+    feature_bundle: str | None = None
+    feature_class_map: dict[str, str] = field(default_factory=dict)
     val_fraction: float = 0.2
     seed: int = 0
     version: str = "1.0.0"
@@ -83,6 +87,9 @@ CONFIGS: dict[str, BundleConfig] = {
             classes=["no", "yes"],
             spec=MRI,
             augmented_views=4,
+            feature_bundle="brain-mri-tumor-4class",
+            feature_class_map={"notumor": "no", "glioma": "yes", "meningioma": "yes", "pituitary": "yes"},
+            epochs_head=40,
         ),
         BundleConfig(
             id="breast-us-3class",

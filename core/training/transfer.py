@@ -1,0 +1,69 @@
+"""Transfer from a trained bundle: its fine-tuned top block + pooling as a frozen feature extractor,
+a new Dense layer trained on our data plus the parent's training data with mapped classes.
+
+The brain tumour yes/no bundle is made this way from the 4-class bundle: the 4-class training set
+(4.8k slices) teaches "tumour or not" far better than the 121 yes/no training images alone. The
+bundle stores only the Dense layer and names its parent; the registry composes them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from core.training.classifier import _class_weights, _load_views, prepare
+from core.training.configs import CONFIGS, REPO, BundleConfig
+
+FEATURE_LAYER = "gap"
+
+
+def _parent_features(parent_folder: Path):
+    """A model from the parent's trunk features to its pooled top-block output."""
+    import keras
+
+    head = keras.saving.load_model(parent_folder / "head.keras", compile=False, safe_mode=True)
+    return keras.Model(head.input, head.get_layer(FEATURE_LAYER).output, name="parent_features")
+
+
+def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> Path:
+    import keras
+
+    from core.training.bundle_writer import write_transfer_bundle
+    from core.training.evaluate import classification_metrics, fit_temperature, softmax
+
+    models = Path(out_root or REPO / "models")
+    parent_folder = models / config.feature_bundle
+    parent = CONFIGS[config.feature_bundle]
+    plan, parent_plan = prepare(config), prepare(parent)
+    features = _parent_features(parent_folder)
+    pooled = lambda array: features.predict(array, batch_size=64, verbose=0)  # noqa: E731
+    index = {c: i for i, c in enumerate(config.classes)}
+    views = 1 + config.augmented_views
+    x_own = pooled(_load_views(config, "train", views))
+    y_own = np.tile([index[d["label"]] for d in plan["train"]], views)
+    x_parent = pooled(_load_views(parent, "train", 1))
+    y_parent = np.array([index[config.feature_class_map[d["label"]]] for d in parent_plan["train"]])
+    x_val = pooled(_load_views(config, "val", 1))
+    y_val = np.array([index[d["label"]] for d in plan["val"]])
+    x_parent_val = pooled(_load_views(parent, "val", 1))
+    y_parent_val = np.array([index[config.feature_class_map[d["label"]]] for d in parent_plan["val"]])
+    x_train, y_train = np.concatenate([x_own, x_parent]), np.concatenate([y_own, y_parent])
+
+    keras.utils.set_random_seed(config.seed)
+    inputs = keras.Input(shape=(x_train.shape[1],), name="pooled_features")
+    logits = keras.layers.Dense(len(config.classes), name="logits")(keras.layers.Dropout(config.dropout)(inputs))
+    dense = keras.Model(inputs, logits, name="transfer_head")
+    dense.compile(optimizer=keras.optimizers.Adam(config.lr_head),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    stop = keras.callbacks.EarlyStopping(patience=6, restore_best_weights=True)
+    dense.fit(x_train, y_train, epochs=config.epochs_head, batch_size=config.batch_size, verbose=2,
+              validation_data=(x_val, y_val), class_weight=_class_weights(y_train, len(config.classes)), callbacks=[stop])
+    logits_val = dense.predict(x_val, verbose=0)
+    temperature = fit_temperature(logits_val, y_val)
+    probs = softmax(logits_val / temperature)
+    parent_probs = softmax(dense.predict(x_parent_val, verbose=0) / temperature)
+    extra = {"data": f"{parent.root} validation split, classes mapped {json.dumps(config.feature_class_map)}",
+             **classification_metrics(parent_probs, y_parent_val, config.classes)}
+    return write_transfer_bundle(config, dense, plan, probs, y_val, temperature, extra, out_root)
