@@ -19,7 +19,8 @@ class TilingSpec:
     stride: int = 224
     scale: float = 1.0  # resize factor applied before tiling (to match magnification)
     min_tissue: float = 0.4  # fraction of tissue pixels a tile needs
-    aggregate: str = "mean"  # image probability = mean of tile probabilities
+    aggregate: str = "mean"  # "mean" of tile probabilities, or "max": the most suspicious tile decides
+    # (binary bundles, positive class last: a small lesion in one tile makes the image abnormal)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,9 +67,12 @@ def tile_boxes(rgb: np.ndarray, spec: TilingSpec) -> list[tuple[int, int, int, i
 
 def aggregate(tile_probs: np.ndarray, spec: TilingSpec) -> np.ndarray:
     """Image-level class probabilities from tile probabilities (N, K)."""
-    if spec.aggregate != "mean":
-        raise ValueError(f"unknown aggregation '{spec.aggregate}'")
-    return tile_probs.mean(axis=0)
+    if spec.aggregate == "mean":
+        return tile_probs.mean(axis=0)
+    if spec.aggregate == "max" and tile_probs.shape[1] == 2:
+        positive = float(tile_probs[:, 1].max())
+        return np.array([1.0 - positive, positive])
+    raise ValueError(f"unknown aggregation '{spec.aggregate}' for {tile_probs.shape[1]} classes")
 
 
 def tile_map(shape: tuple[int, int], boxes: list[tuple[int, int, int, int]], values: np.ndarray) -> np.ndarray:

@@ -63,6 +63,7 @@ def _sample(d: dict) -> Sample:
     return Sample(Path(d["path"]), d["label"], d["group"], extra=extra)
 
 
+
 def _tiles(samples: list[Sample], config: BundleConfig) -> list[dict]:
     """One plan entry per tissue tile of each image (tiles inherit the image's label and group)."""
     from core.imaging import load_image
@@ -73,9 +74,18 @@ def _tiles(samples: list[Sample], config: BundleConfig) -> list[dict]:
     for s in samples:
         display = prepare_display(load_image(s.path).display(0), config.spec)
         for box in tile_boxes(display, config.tiling):
-            entries.append({"path": str(s.path), "label": s.label, "group": s.group, "box": list(box),
-                            "shape": list(display.shape[:2])})
+            label = s.label
+            if config.tile_labels_from_circles:
+                label = config.classes[1] if _touches_circle(box, s.circles) else config.classes[0]
+            entries.append({"path": str(s.path), "label": label, "image_label": s.label, "group": s.group,
+                            "box": list(box), "shape": list(display.shape[:2])})
     return entries
+
+
+def _touches_circle(box, circles) -> bool:
+    """Whether an annotation circle reaches into the tile (closest box point within the radius)."""
+    y0, y1, x0, x1 = box
+    return any((min(max(c.x, x0), x1) - c.x) ** 2 + (min(max(c.y, y0), y1) - c.y) ** 2 <= c.r**2 for c in circles)
 
 
 def _zoomed(samples: list[Sample], zoom: tuple[float, float], rng: np.random.Generator) -> list[Sample]:
@@ -231,20 +241,19 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     temperature = fit_temperature(logits_val, y_val)
     probs = softmax(logits_val / temperature)
     if config.tiling is not None:
-        probs, y_val = _per_image(plan["val"], probs, y_val)
+        probs, y_val = _per_image(plan["val"], probs, config)
     return write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
 
 
-def _per_image(entries: list[dict], probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Tile probabilities averaged per image (the bundle's documented aggregation)."""
-    order = sorted({d["path"] for d in entries})
-    index = {p: i for i, p in enumerate(order)}
-    sums = np.zeros((len(order), probs.shape[1]))
-    counts = np.zeros(len(order))
-    labels = np.zeros(len(order), int)
-    for d, p, label in zip(entries, probs, y):
-        i = index[d["path"]]
-        sums[i] += p
-        counts[i] += 1
-        labels[i] = label
-    return sums / counts[:, None], labels
+def _per_image(entries: list[dict], probs: np.ndarray, config: BundleConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Image-level probabilities by the bundle's documented aggregation, with each image's own label."""
+    from core.models.tiling import aggregate
+
+    tiles: dict[str, list[int]] = {}
+    for i, d in enumerate(entries):
+        tiles.setdefault(d["path"], []).append(i)
+    order = sorted(tiles)
+    image_probs = np.stack([aggregate(probs[tiles[p]], config.tiling) for p in order])
+    labels = np.array([config.classes.index(entries[tiles[p][0]].get("image_label", entries[tiles[p][0]]["label"]))
+                       for p in order])
+    return image_probs, labels
