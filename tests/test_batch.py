@@ -80,6 +80,7 @@ def test_mixed_folder_rows_and_errors(mixed_folder, tmp_path, tiny_models):
     assert by_file["patientA/IM0001"][0]["modality"] == "MR"
     payload = json.loads((out / "results.json").read_text())
     assert len(payload["rows"]) == len(rows) and summary["errors"] == 3
+    assert (out / "report.pdf").stat().st_size > 0
 
 
 def _cli(folder, out, env, *extra):

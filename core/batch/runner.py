@@ -263,7 +263,8 @@ class BatchRun:
             "complete": files_done == total and not cancelled,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        from core.export.report import write_batch_report
+        if summary["complete"]:  # a cancelled run stops at once; its report comes when it is resumed
+            from core.export.report import write_batch_report
 
-        write_batch_report(self.out)
+            write_batch_report(self.out)
         return summary
