@@ -92,3 +92,15 @@ def test_dicom_without_extension(pydicom_file, tmp_path):
 def test_user_modality_wins(shared):
     record = load_image(shared / "busi/benign/benign (1).png", modality="MG")
     assert record.modality == Modality.MG and record.modality_source == "user"
+
+
+def test_rgb_tiff_and_multipage_rgb(tmp_path):
+    rgb = np.zeros((16, 20, 3), np.uint8)
+    rgb[..., 2] = 180
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    record = load_image(tmp_path / "rgb.tif")
+    assert record.frames == 1 and record.is_color
+    np.testing.assert_array_equal(record.display(0), rgb)
+    tifffile.imwrite(tmp_path / "rgb_stack.tif", np.stack([rgb, rgb // 2]), photometric="rgb")
+    stack = load_image(tmp_path / "rgb_stack.tif")
+    assert stack.frames == 2 and stack.values(1)[0, 0, 2] == 90

@@ -93,7 +93,6 @@ def _read_tiff(path: Path) -> list[np.ndarray]:
             series = tif.series[0] if tif.series else None
             if series is None:
                 raise ImageLoadError(path, "the TIFF file holds no image")
-            shape = series.shape
             page = tif.pages[0]
             rows, cols = int(page.shape[0]), int(page.shape[1])
             pages = len(tif.pages)
@@ -105,9 +104,11 @@ def _read_tiff(path: Path) -> list[np.ndarray]:
         raise
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
         raise ImageLoadError(path, f"the TIFF file is truncated or corrupt ({exc})") from exc
-    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4) and len(shape) == 3):
+    colour = int(page.samplesperpixel) in (3, 4)
+    per_frame_ndim = 3 if colour else 2
+    if arr.ndim == per_frame_ndim:
         return [_normalise(arr)]
-    return [_normalise(frame) for frame in arr.reshape((-1,) + arr.shape[-(3 if arr.shape[-1] in (3, 4) else 2):])]
+    return [_normalise(frame) for frame in arr.reshape((-1,) + arr.shape[-per_frame_ndim:])]
 
 
 def _normalise(arr: np.ndarray) -> np.ndarray:
