@@ -167,7 +167,8 @@ def test_batch_dialog_progress_cancel_and_table(qtbot, window, tmp_path):
 
     started = time.monotonic()
     dialog.cancel()
-    qtbot.waitUntil(lambda: dialog.summary is not None, timeout=10000)
+    qtbot.waitUntil(lambda: dialog.summary is not None or dialog.error is not None, timeout=10000)
+    assert dialog.error is None, dialog.error
     assert time.monotonic() - started < 5
     assert dialog.summary["cancelled"] and dialog.summary["files_done"] < 31
     assert dialog.table.rowCount() == dialog.summary["files_done"]
