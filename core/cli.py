@@ -42,6 +42,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"models": rows, "problems": registry.problems})
         return 0
+    if args.markdown:
+        print("| bundle | modality | classes | validation (n) | accuracy / Dice | ROC AUC | ECE |\n|---|---|---|---|---|---|---|")
+        for row in rows:
+            m = row["metrics"]
+            main_metric = m.get("accuracy", m.get("dice"))
+            cells = [f"{main_metric:.3f}" if main_metric is not None else "-"]
+            cells += [f"{m[k]:.3f}" if k in m else "-" for k in ("roc_auc", "ece")]
+            print(f"| `{row['id']}` | {row['modality']} | {', '.join(row['classes'])} | {m.get('n', '-')} | " + " | ".join(cells) + " |")
+        return 0
     for row in rows:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in row["metrics"].items() if k != "n")
         print(f"{row['id']:<28} v{row['version']:<6} {row['modality']:<3} {row['task']:<15} {row['architecture']:<10} "
@@ -215,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the installed model bundles")
     models.add_argument("--json", action="store_true")
+    models.add_argument("--markdown", action="store_true", help="a Markdown table (for the README)")
     models.set_defaults(func=cmd_models)
 
     analyze = sub.add_parser("analyze", help="run the models on one image")
