@@ -53,7 +53,7 @@ class ProbabilityPanel(QWidget):
         self.clear()
         self.placeholder.hide()
         for result in analysis.results:
-            box = QGroupBox(titles.get(result.model_id, result.model_id))
+            box = QGroupBox(titles.get(result.model_id, result.model_id).replace("&", "&&"))  # & is a mnemonic
             form = QVBoxLayout(box)
             if result.task == "classification":
                 self._classification(result, form)
