@@ -23,7 +23,8 @@ def save_keras_fp16(model, path: str | Path) -> str:
     """Save ``model`` as a .keras archive whose float32 weights are stored as float16.
 
     Keras casts on assignment when loading, so the model computes in float32 as before; the file
-    is half the size. Returns the file's sha256.
+    is half the size. Optimizer state (twice the weights for Adam) is dropped: bundles are loaded
+    with ``compile=False`` for inference. Returns the file's sha256.
     """
     import h5py
 
@@ -56,6 +57,8 @@ def _copy_halved(src, dst) -> None:
     for key, value in src.attrs.items():
         dst.attrs[key] = value
     for name, obj in src.items():
+        if name == "optimizer" and src.name == "/":
+            continue
         if isinstance(obj, h5py.Group):
             _copy_halved(obj, dst.create_group(name))
         else:
@@ -65,3 +68,10 @@ def _copy_halved(src, dst) -> None:
             dst.create_dataset(name, data=data)
             for key, value in obj.attrs.items():
                 dst[name].attrs[key] = value
+
+
+def compact_keras_file(path: str | Path) -> str:
+    """Rewrite an existing .keras file in the compact form (same weights); returns the new sha256."""
+    import keras
+
+    return save_keras_fp16(keras.saving.load_model(path, compile=False, safe_mode=True), path)
