@@ -68,6 +68,19 @@ def _write_common(folder: Path, manifest: dict, plan: dict, card: str) -> Path:
     return folder
 
 
+def _classifier_fields(config: BundleConfig, probs: np.ndarray, y_val: np.ndarray, temperature: float,
+                       folder: Path) -> dict:
+    """Manifest fields every classifier has: classes, calibration, Grad-CAM layer, metrics, plots."""
+    return {
+        "classes": config.classes,
+        "decision_threshold": None,
+        "calibration": {"method": "temperature scaling on the validation split", "temperature": temperature},
+        "gradcam_layer": LAST_CONV[config.arch],
+        "validation_metrics": classification_metrics(probs, y_val, config.classes),
+        "plots": classification_plots(probs, y_val, config.classes, folder),
+    }
+
+
 def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
                             temperature: float, out_root: str | Path | None) -> Path:
     folder = Path(out_root or REPO / "models") / config.id
@@ -78,14 +91,7 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     manifest["architecture"]["top_block_start"] = TOP_BLOCK_START[config.arch]
     if config.tiling is not None:
         manifest["tiling"] = config.tiling.to_dict()
-    manifest.update(
-        classes=config.classes,
-        decision_threshold=None,
-        calibration={"method": "temperature scaling on the validation split", "temperature": temperature},
-        gradcam_layer=LAST_CONV[config.arch],
-        validation_metrics=classification_metrics(probs, y_val, config.classes),
-        plots=classification_plots(probs, y_val, config.classes, folder),
-    )
+    manifest.update(_classifier_fields(config, probs, y_val, temperature, folder))
     manifest["training"].update(mix=config.mix, epochs={"head": config.epochs_head, "finetune": config.epochs_finetune},
                                 learning_rates={"head": config.lr_head, "finetune": config.lr_finetune})
     return _write_common(folder, manifest, plan, model_card(manifest))
@@ -102,15 +108,7 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
                                 f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)")
     manifest["architecture"].update(feature_bundle=config.feature_bundle,
                                     feature_bundle_sha256=parent["weights"]["sha256"], feature_layer="gap")
-    manifest.update(
-        classes=config.classes,
-        decision_threshold=None,
-        calibration={"method": "temperature scaling on the validation split", "temperature": temperature},
-        gradcam_layer=LAST_CONV[config.arch],
-        validation_metrics=classification_metrics(probs, y_val, config.classes),
-        additional_validation=extra_validation,
-        plots=classification_plots(probs, y_val, config.classes, folder),
-    )
+    manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), additional_validation=extra_validation)
     manifest["training"].update(
         extra_data=f"{CONFIGS[config.feature_bundle].root} training split with classes mapped "
                    f"{json.dumps(config.feature_class_map)}",
