@@ -7,6 +7,7 @@ Run it under a real display (Xvfb works): it opens the window, analyses each ima
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> int:
     out = Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
-    settings = QSettings(str(out / ".screenshot-settings.ini"), QSettings.Format.IniFormat)
+    settings = QSettings(str(Path(tempfile.mkdtemp()) / "settings.ini"), QSettings.Format.IniFormat)
     settings.setValue("auto_analyse", True)
     window = MainWindow(settings=settings)
     window.resize(1500, 950)
@@ -42,8 +43,6 @@ def main(argv: list[str]) -> int:
         _wait(app, lambda: False, 0.5)
         window.grab().save(str(out / f"{name}.png"))
         print(f"{name}: {'analysed' if ok else 'timed out'} -> {out / (name + '.png')}")
-    settings.clear()
-    (out / ".screenshot-settings.ini").unlink(missing_ok=True)
     window.close()
     return 0
 
