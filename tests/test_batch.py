@@ -127,3 +127,27 @@ def test_cli_batch_on_missing_folder_is_clean(tmp_path):
     run = subprocess.run([sys.executable, str(REPO / "main.py"), "batch", str(tmp_path / "nope"), "--out",
                           str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and "error" in json.loads(run.stdout)
+
+
+def test_cancel_in_the_middle_of_a_file_ends_cleanly(tmp_path, tiny_models, planted_png):
+    """Cancel raised between two models of one file: the run ends as cancelled, that file is redone."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(planted_png[0].read_bytes())
+    analyzer = Analyzer(Registry([tiny_models]))
+    run = BatchRun(folder, tmp_path / "out", analyzer, model_ids=MODELS)
+    original = analyzer.analyze
+
+    def cancel_during_second_file(record, **kw):
+        if record.path.name == "b.png":
+            run.cancel.set()
+        return original(record, **kw)
+
+    analyzer.analyze = cancel_during_second_file
+    summary = run.run()
+    assert summary["cancelled"] and summary["files_done"] == 1
+    assert (tmp_path / "out" / "done.txt").read_text().split() == ["a.png"]
+    analyzer.analyze = original
+    resumed = BatchRun(folder, tmp_path / "out", analyzer, model_ids=MODELS, resume=True).run()
+    assert resumed["complete"] and resumed["files_done"] == 2

@@ -159,7 +159,10 @@ class BatchRun:
             for i, path in enumerate(todo):
                 if self.cancel.is_set():
                     break
-                rows = self._analyse_file(path)
+                try:
+                    rows = self._analyse_file(path)
+                except Cancelled:
+                    break  # this file is not recorded as done: a resumed run analyses it again
                 self._append(rows, self._relative(path))
                 if self.on_rows:
                     self.on_rows(rows)
