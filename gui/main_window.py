@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QSlider,
     QToolBar,
     QVBoxLayout,
-    QWidget,
 )
 
 from core import __version__

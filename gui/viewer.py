@@ -91,10 +91,6 @@ class ImageViewer(QGraphicsView):
                 self.scene().addItem(item)
                 self.lesion_items.append(item)
 
-    def set_lesions_visible(self, visible: bool) -> None:
-        for item in self.lesion_items:
-            item.setVisible(visible)
-
     # ----- view
     def fit(self) -> None:
         if not self.scene().sceneRect().isEmpty():

@@ -69,9 +69,3 @@ def _copy_halved(src, dst) -> None:
             for key, value in obj.attrs.items():
                 dst[name].attrs[key] = value
 
-
-def compact_keras_file(path: str | Path) -> str:
-    """Rewrite an existing .keras file in the compact form (same weights); returns the new sha256."""
-    import keras
-
-    return save_keras_fp16(keras.saving.load_model(path, compile=False, safe_mode=True), path)
