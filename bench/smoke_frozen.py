@@ -48,8 +48,13 @@ def main(folder: str) -> int:
         shutil.copy(SAMPLE, data / "a.jpg")
         (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
         batch = _run([str(exe), "batch", str(data), "--out", str(Path(tmp) / "out"), "--no-history"])
-        rows = (Path(tmp) / "out" / "results.csv").read_text().splitlines() if batch.returncode == 0 else []
-        check("batch", len(rows) >= 3 and "broken.png" in "".join(rows), batch.stderr[-300:])
+        import csv
+
+        results = Path(tmp) / "out" / "results.csv"
+        rows = list(csv.DictReader(results.open())) if results.exists() else []
+        analysed = [r for r in rows if r["file"] == "a.jpg" and r["label"] and not r["error"]]
+        failed = [r for r in rows if r["file"] == "broken.png" and r["error"]]
+        check("batch", bool(analysed) and bool(failed), batch.stderr[-300:])
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen", MIDA_SMOKE_SECONDS="4")
         gui = _run([str(exe)], env=env)
         check("gui offscreen", gui.returncode == 0 and "window shown" in gui.stdout, gui.stderr[-300:])
