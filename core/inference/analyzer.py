@@ -108,7 +108,8 @@ class Analyzer:
             import tensorflow as tf
 
             model = bundle.load()
-            self._forwards[bundle.id] = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+            self._forwards[bundle.id] = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
+                                                   autograph=False)
         return self._forwards[bundle.id](np.asarray(x, np.float32)).numpy()
 
     def _gradcam(self, bundle: Bundle) -> GradCam:

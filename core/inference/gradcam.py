@@ -45,7 +45,7 @@ class GradCam:
 
         self._cam = cam_model(model, layer_name)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)  # plain tensor code; frozen apps have no source
         def step(images, target, plus):
             with tf.GradientTape() as tape:
                 activation, logits = self._cam(images, training=False)
