@@ -263,13 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     gui = sub.add_parser("gui", help="open the viewer (default when no command is given)")
     gui.add_argument("paths", nargs="*")
     gui.set_defaults(func=cmd_gui)
+    parser.commands = set(sub.choices)  # `main.py IMAGE` (no command) opens the window
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if not argv or (argv[0] not in parser._subparsers._group_actions[0].choices and not argv[0].startswith("-")):
+    if not argv or (argv[0] not in parser.commands and not argv[0].startswith("-")):
         argv = ["gui", *argv]  # `main.py image.dcm` opens that image in the window
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -227,7 +227,6 @@ class MainWindow(QMainWindow):
         self.busy_bar.setVisible(self._busy_jobs > 0)
         if self._busy_jobs == 0:
             self.busy_label.setText("")
-        self.analyse_action.setEnabled(self._busy_jobs == 0 or not text or "Analysing" not in text)
 
     @property
     def is_busy(self) -> bool:
@@ -382,12 +381,14 @@ class MainWindow(QMainWindow):
         if self.record is None:
             return
         self._busy("Analysing (loading models on first use)…")
+        self.analyse_action.setEnabled(False)  # one analysis of the shown image at a time
         future = self.engine.submit(self.record, frame=self.frame, model_ids=self.chosen_models or None)
         record = self.record
         self.bridge.watch(future, lambda a: self._analysed(a, record), self._analysis_failed)
 
     def _analysed(self, analysis: Analysis, record: ImageRecord) -> None:
         self._busy(None)
+        self.analyse_action.setEnabled(True)
         if record is not self.record:
             return  # the user opened another image meanwhile
         self.analysis = analysis
@@ -413,6 +414,7 @@ class MainWindow(QMainWindow):
 
     def _analysis_failed(self, error: BaseException) -> None:
         self._busy(None)
+        self.analyse_action.setEnabled(True)
         self._error(str(error) if isinstance(error, DiagnosticError) else f"Analysis failed: {error}")
 
     def _gradcam_for_class(self, model_id: str, class_name: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core.training.configs import BACKBONES, BundleConfig
-from core.training.datasets import READERS, Sample
+from core.training.datasets import READERS, Sample, plan_entry, plan_sample
 from core.training.features import cache_features
 from core.training.splits import describe, split
 
@@ -33,19 +33,8 @@ def prepare(config: BundleConfig) -> dict:
     """Split deterministically and cache trunk features of every view; resumable."""
     from core.models.backbones import build_backbone, split_backbone
 
-    config.cache_dir.mkdir(parents=True, exist_ok=True)
-    split_file = config.cache_dir / "split.json"
-    if split_file.exists():
-        plan = json.loads(split_file.read_text())
-    else:
-        train, val = split(load_samples(config), config.val_fraction, config.seed)
-        if config.tiling is not None:
-            plan = {"train": _tiles(train, config), "val": _tiles(val, config)}
-        else:
-            plan = {part: [{"path": str(s.path), "label": s.label, "group": s.group} for s in items]
-                    for part, items in (("train", train), ("val", val))}
-        split_file.write_text(json.dumps(plan, indent=1))
-    parts = {k: [_sample(d) for d in v] for k, v in plan.items()}
+    plan = stored_plan(config)
+    parts = {k: [plan_sample(d) for d in v] for k, v in plan.items()}
     print(f"{config.id}: train {describe(parts['train'])}, validation {describe(parts['val'])}")
     backbone = build_backbone(config.arch, BACKBONES[config.arch])
     trunk, _ = split_backbone(backbone, config.arch)
@@ -58,10 +47,16 @@ def prepare(config: BundleConfig) -> dict:
     return plan
 
 
-def _sample(d: dict) -> Sample:
-    extra = {"box": d["box"], "shape": d["shape"]} if "box" in d else {}
-    return Sample(Path(d["path"]), d["label"], d["group"], extra=extra)
-
+def stored_plan(config: BundleConfig) -> dict:
+    """The bundle's train/validation entries, split once and kept in its cache (tiles when tiled)."""
+    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    split_file = config.cache_dir / "split.json"
+    if not split_file.exists():
+        train, val = split(load_samples(config), config.val_fraction, config.seed)
+        expand = (lambda items: _tiles(items, config)) if config.tiling is not None else \
+            (lambda items: [plan_entry(s) for s in items])
+        split_file.write_text(json.dumps({"train": expand(train), "val": expand(val)}, indent=1))
+    return json.loads(split_file.read_text())
 
 
 def _tiles(samples: list[Sample], config: BundleConfig) -> list[dict]:
@@ -77,8 +72,8 @@ def _tiles(samples: list[Sample], config: BundleConfig) -> list[dict]:
             label = s.label
             if config.tile_labels_from_circles:
                 label = config.classes[1] if _touches_circle(box, s.circles) else config.classes[0]
-            entries.append({"path": str(s.path), "label": label, "image_label": s.label, "group": s.group,
-                            "box": list(box), "shape": list(display.shape[:2])})
+            entries.append({**plan_entry(s), "label": label, "image_label": s.label, "box": list(box),
+                            "shape": list(display.shape[:2])})
     return entries
 
 

@@ -36,6 +36,21 @@ class Sample:
     extra: dict = field(default_factory=dict)
 
 
+def plan_entry(sample: Sample) -> dict:
+    """A sample as a JSON-able split entry (what ``split.json`` files hold)."""
+    return {"path": str(sample.path), "label": sample.label, "group": sample.group,
+            "mask": str(sample.mask_path) if sample.mask_path else None,
+            "circles": [[c.x, c.y, c.r] for c in sample.circles]}
+
+
+def plan_sample(entry: dict) -> Sample:
+    """The Sample of a split entry; tile entries carry their box and the image shape."""
+    extra = {"box": entry["box"], "shape": entry["shape"]} if "box" in entry else {}
+    return Sample(Path(entry["path"]), entry["label"], entry["group"],
+                  Path(entry["mask"]) if entry.get("mask") else None,
+                  tuple(Circle(*c) for c in entry.get("circles", [])), extra)
+
+
 def class_folders(root: Path, classes: list[str] | None = None) -> list[Sample]:
     """``root/<class>/*`` with the class taken from the folder; mask files are skipped."""
     root = Path(root)

@@ -8,6 +8,7 @@ is incremental, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def model_inputs(sample: Sample, spec: PreprocessSpec, with_mask: bool) -> tuple
 
     A tile sample carries its box (y0, y1, x0, x1) in ``extra["box"]``.
     """
-    display = prepare_display(load_image(sample.path).display(0), spec)
+    display = _prepared_display(str(sample.path), spec)
     if "box" in sample.extra:
         y0, y1, x0, x1 = sample.extra["box"]
         display = display[y0:y1, x0:x1]
@@ -43,11 +44,16 @@ def model_inputs(sample: Sample, spec: PreprocessSpec, with_mask: bool) -> tuple
     return pixels, to_model_mask(sample_mask(sample, display.shape[:2]), display, spec)
 
 
-def _open_outputs(out: Path, shapes: list[tuple], resume: bool) -> list[np.ndarray]:
+@lru_cache(maxsize=4)
+def _prepared_display(path: str, spec: PreprocessSpec) -> np.ndarray:
+    """Loaded and stain-normalised once per image, not once per tile (tiles of an image come together)."""
+    return prepare_display(load_image(path).display(0), spec)
+
+
+def _open_outputs(out: Path, shapes: list[tuple], resume: bool, dtype=np.float16) -> list[np.ndarray]:
     paths = [out] if len(shapes) == 1 else [out.with_name(f"{out.stem}_{i}.npy") for i in range(len(shapes))]
     arrays = []
     for path, shape in zip(paths, shapes):
-        dtype = np.uint8 if path.stem.endswith("_mask") else np.float16
         if resume and path.exists():
             array = np.load(path, mmap_mode="r+")
             if array.shape != shape:
@@ -82,7 +88,7 @@ def cache_features(
     shapes = [(len(samples),) + p.shape[1:] for p in probe]
     arrays = _open_outputs(out, shapes, resume=state["done"] > 0)
     masks = _open_outputs(out.with_name(f"{out.stem}_mask.npy"), [(len(samples), spec.size, spec.size)],
-                          resume=state["done"] > 0)[0] if with_masks else None
+                          resume=state["done"] > 0, dtype=np.uint8)[0] if with_masks else None
     augment = build_augmentation(augmentation, seed=seed)
     start = state["done"]
     with tqdm(total=len(samples), initial=start, desc=f"features {out.stem}", unit="img") as bar:

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from core.imaging import load_image
 from core.training.evaluate import segmentation_metrics
+from core.training.datasets import plan_sample
 from core.training.features import sample_mask
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -19,13 +20,11 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[float, dict, list[str]
     """(chosen threshold, metrics, plot names) over the plan's validation samples."""
     from core.inference.analyzer import Analyzer
     from core.models.registry import Bundle, Registry
-    from core.training.segmenter import _sample
-
     bundle = Bundle(folder, json.loads((folder / "manifest.json").read_text()))
     analyzer = Analyzer(Registry([]))
     probs, truths, displays = [], [], []
     for d in tqdm(plan["val"], desc="validation", unit="img"):
-        sample = _sample(d)
+        sample = plan_sample(d)
         display = load_image(sample.path).display(0)
         probs.append(analyzer.segment(bundle, display, None).probability_map)
         truths.append(sample_mask(sample, display.shape[:2]))

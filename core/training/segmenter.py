@@ -13,42 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.classifier import load_samples
+from core.training.classifier import stored_plan
 from core.training.configs import BACKBONES, BundleConfig
-from core.training.datasets import Sample
+from core.training.datasets import plan_sample
 from core.training.features import cache_features
-from core.training.splits import describe, split
-
-
-def _plan(config: BundleConfig) -> dict:
-    config.cache_dir.mkdir(parents=True, exist_ok=True)
-    split_file = config.cache_dir / "split.json"
-    if not split_file.exists():
-        train, val = split(load_samples(config), config.val_fraction, config.seed)
-        plan = {part: [_sample_dict(s) for s in items] for part, items in (("train", train), ("val", val))}
-        split_file.write_text(json.dumps(plan, indent=1))
-    return json.loads(split_file.read_text())
-
-
-def _sample_dict(s: Sample) -> dict:
-    return {"path": str(s.path), "label": s.label, "group": s.group,
-            "mask": str(s.mask_path) if s.mask_path else None, "circles": [[c.x, c.y, c.r] for c in s.circles]}
-
-
-def _sample(d: dict) -> Sample:
-    from core.training.datasets import Circle
-
-    return Sample(Path(d["path"]), d["label"], d["group"], Path(d["mask"]) if d["mask"] else None,
-                  tuple(Circle(*c) for c in d["circles"]))
+from core.training.splits import describe
 
 
 def prepare(config: BundleConfig) -> dict:
     """Split and cache encoder skip features (+ masks) for the training views; resumable."""
     from core.models.backbones import build_backbone, encoder
 
-    plan = _plan(config)
-    train = [_sample(d) for d in plan["train"]]
-    print(f"{config.id}: train {describe(train)}, validation {describe([_sample(d) for d in plan['val']])}")
+    plan = stored_plan(config)
+    train = [plan_sample(d) for d in plan["train"]]
+    print(f"{config.id}: train {describe(train)}, validation {describe([plan_sample(d) for d in plan['val']])}")
     enc = encoder(build_backbone(config.arch, BACKBONES[config.arch]), config.arch)
     for view in range(1 + config.augmented_views):
         cache_features(train, config.spec, enc, config.cache_dir / f"train_v{view}.npy", with_masks=True,
