@@ -130,6 +130,15 @@ def test_one_command_retrain_on_breakhis_layout(breakhis_tree, tmp_path, monkeyp
     analysis = Analyzer(Registry([out])).analyze(load_image(next(breakhis_tree.rglob("*.png")), modality="SM"))
     assert set(analysis.results[0].probabilities) == {"benign", "malignant"}
 
+    # Grouped cross-validation over the same files: every image judged once, recorded in manifest and card.
+    assert training_cli.main(["cv", small.id, "--reader", "breakhis", "--root", str(breakhis_tree),
+                              "--out", str(out), "--folds", "2"]) == 0
+    cv = json.loads((out / small.id / "manifest.json").read_text())["cross_validation"]
+    images = sum(1 for _ in breakhis_tree.rglob("*.png"))
+    assert cv["folds"] == 2 and cv["n"] == images == sum(f["n"] for f in cv["per_fold"])
+    assert not set(cv["per_fold"][0]["groups"]) & set(cv["per_fold"][1]["groups"])
+    assert "Grouped cross-validation (2 folds" in (out / small.id / "model_card.md").read_text()
+
 
 def test_max_aggregation_and_circle_tile_labels():
     from core.models.tiling import aggregate

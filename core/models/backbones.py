@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-# The top block that fine-tuning unfreezes starts at this layer; the trunk is everything before it.
+# Default start of the part that fine-tuning unfreezes (a bundle may start lower); the trunk is
+# everything before it.
 TOP_BLOCK_START = {"xception": "block14_sepconv1", "resnet50v2": "conv5_block3_preact_bn"}
 # Grad-CAM target: the last convolutional activation of each backbone.
 LAST_CONV = {"xception": "block14_sepconv2_act", "resnet50v2": "post_relu"}
@@ -20,11 +21,24 @@ SKIP_LAYERS = {
 
 
 def encoder(backbone, arch: str, layer_names: list[str] | None = None):
-    """Frozen multi-scale encoder for a U-Net: the image -> the skip feature maps, finest first."""
+    """Frozen multi-scale encoder for a U-Net: the image -> the skip feature maps, finest first.
+
+    A name ``"<layer>:input"`` taps the input of that layer (where a fine-tuned deeper part starts).
+    """
     import keras
 
-    outputs = [backbone.get_layer(name).output for name in layer_names or SKIP_LAYERS[arch]]
-    return keras.Model(backbone.input, outputs, name=f"{arch}_encoder")
+    names = layer_names or SKIP_LAYERS[arch]
+    outputs = [backbone.get_layer(n.removesuffix(":input")).input if n.endswith(":input") else backbone.get_layer(n).output
+               for n in names]
+    return keras.Model(backbone.input, outputs, name=f"{arch}_encoder_to_{names[-1].replace(':', '_')}")
+
+
+def encoder_deep_part(backbone, arch: str, start: str):
+    """The trainable part of a U-Net encoder: ``start``'s input -> the deepest skip layer."""
+    import keras
+
+    return keras.Model(backbone.get_layer(start).input, backbone.get_layer(SKIP_LAYERS[arch][-1]).output,
+                       name=f"{arch}_deep")
 
 
 def build_backbone(arch: str, weights: str | Path | None):
@@ -37,12 +51,17 @@ def build_backbone(arch: str, weights: str | Path | None):
     return factory(include_top=False, weights=None if weights is None else str(weights), input_shape=(None, None, 3))
 
 
-def split_backbone(backbone, arch: str):
-    """(trunk, top): trunk maps images to features at the top block's input; top finishes the net."""
+def split_backbone(backbone, arch: str, start: str | None = None):
+    """(trunk, top): trunk maps images to features at ``start``'s input; top finishes the net.
+
+    ``start`` names the first layer of the fine-tuned part (default: the arch's top block). The
+    trunk's name records the cut, so features cached at one cut are never mistaken for another's.
+    """
     import keras
 
-    cut = backbone.get_layer(TOP_BLOCK_START[arch]).input
-    trunk = keras.Model(backbone.input, cut, name=f"{arch}_trunk")
+    start = start or TOP_BLOCK_START[arch]
+    cut = backbone.get_layer(start).input
+    trunk = keras.Model(backbone.input, cut, name=f"{arch}_trunk_to_{start}")
     top = keras.Model(cut, backbone.output, name=f"{arch}_top")
     return trunk, top
 

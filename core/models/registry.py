@@ -116,7 +116,7 @@ class Bundle:
             frozen = encoder(backbone, arch["backbone"], arch.get("encoder_layers"))
             image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
         else:
-            frozen, _ = split_backbone(backbone, arch["backbone"])
+            frozen, _ = split_backbone(backbone, arch["backbone"], arch.get("top_block_start"))
             image = keras.Input(shape=(None, None, 3), name="image")
         features = frozen(image)
         if arch.get("feature_bundle"):

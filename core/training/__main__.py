@@ -1,4 +1,6 @@
-"""``python -m core.training cache|train ID [--reader R --root DIR]``: build a bundle from its config.
+"""``python -m core.training cache|train|cv ID [--reader R --root DIR]``: build a bundle from its config.
+
+``cv`` runs grouped k-fold cross-validation of a classifier and records it in the bundle's card.
 
 A site with BreakHis or IDC data retrains the histology bundle with one command, e.g.
 ``python -m core.training train breast-histology-2class --reader breakhis --root /data/BreaKHis_v1``.
@@ -16,11 +18,12 @@ from core.training.datasets import READERS
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.training")
-    parser.add_argument("action", choices=["cache", "train"])
+    parser.add_argument("action", choices=["cache", "train", "cv"])
     parser.add_argument("bundle", choices=sorted(CONFIGS))
     parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
     parser.add_argument("--reader", choices=sorted(READERS), help="data layout (overrides the config)")
     parser.add_argument("--root", help="data folder (overrides the config)")
+    parser.add_argument("--folds", type=int, default=0, help="cv: number of folds (default: one per group)")
     args = parser.parse_args(argv)
     from core.training import classifier, segmenter
 
@@ -29,7 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     if overrides:
         config = dataclasses.replace(config, **overrides)
     module = segmenter if config.task == "segmentation" else classifier
-    if args.action == "cache":
+    if args.action == "cv":
+        from core.training.crossval import cross_validate
+
+        result = cross_validate(config, args.folds, out_root=args.out)
+        print(f"{config.id}: {result['folds']}-fold grouped cross-validation accuracy {result['accuracy']:.4f} "
+              f"(n = {result['n']}), ROC AUC {result['roc_auc']:.4f}, ECE {result['ece']:.4f}")
+    elif args.action == "cache":
         module.prepare(config)
     else:
         module.train(config, out_root=args.out)

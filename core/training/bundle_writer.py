@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from core import __version__
-from core.models.backbones import LAST_CONV, SKIP_LAYERS, TOP_BLOCK_START
+from core.models.backbones import LAST_CONV
 from core.models.storage import save_keras_fp16, sha256_file
 from core.training.configs import BACKBONES, CONFIGS, DATA_ROOT, REPO, BundleConfig
 from core.training.evaluate import classification_metrics, classification_plots
@@ -33,6 +33,7 @@ def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights
         "id": config.id,
         "version": config.version,
         "title": config.title,
+        "notes": config.notes,
         "modality": config.modality,
         "task": config.task,
         "architecture": {
@@ -87,8 +88,9 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     folder.mkdir(parents=True, exist_ok=True)
     sha = save_keras_fp16(head, folder / "head.keras")
     manifest = _common_manifest(config, plan, sha, "head.keras",
-                                "top block (fine-tuned) + GlobalAveragePooling + Dropout(%.2f) + Dense" % config.dropout)
-    manifest["architecture"]["top_block_start"] = TOP_BLOCK_START[config.arch]
+                                f"layers from {config.top_block_start} up (fine-tuned) + GlobalAveragePooling + "
+                                f"Dropout({config.dropout:.2f}) + Dense")
+    manifest["architecture"]["top_block_start"] = config.top_block_start
     if config.tiling is not None:
         manifest["tiling"] = config.tiling.to_dict()
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder))
@@ -106,7 +108,7 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
     parent = json.loads((folder.parent / config.feature_bundle / "manifest.json").read_text())
     manifest = _common_manifest(config, plan, sha, "head.keras",
                                 f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)")
-    manifest["architecture"].update(feature_bundle=config.feature_bundle,
+    manifest["architecture"].update(feature_bundle=config.feature_bundle, top_block_start=config.top_block_start,
                                     feature_bundle_sha256=parent["weights"]["sha256"], feature_layer="gap")
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), additional_validation=extra_validation)
     manifest["training"].update(
@@ -123,15 +125,20 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
 def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: str | Path | None) -> Path:
     """Save the decoder, then measure Dice/IoU at original resolution through the product's own Analyzer."""
     from core.training.seg_eval import evaluate_segmenter
+    from core.training.segmenter import encoder_layers
 
     folder = Path(out_root or REPO / "models") / config.id
     folder.mkdir(parents=True, exist_ok=True)
     sha = save_keras_fp16(decoder, folder / "decoder.keras")
-    manifest = _common_manifest(config, plan, sha, "decoder.keras",
-                                "U-Net decoder (trained) over the frozen encoder's multi-scale outputs")
-    manifest["architecture"]["encoder_layers"] = SKIP_LAYERS[config.arch]
+    head = "U-Net decoder (trained) over the frozen encoder's multi-scale outputs"
+    epochs, rates = {"decoder": config.epochs_head}, {"decoder": config.lr_head}
+    if config.top_from is not None:
+        head += f"; encoder blocks from {config.top_from} to the deepest skip fine-tuned with the decoder"
+        epochs["decoder+encoder"], rates["decoder+encoder"] = config.epochs_finetune, config.lr_finetune
+    manifest = _common_manifest(config, plan, sha, "decoder.keras", head)
+    manifest["architecture"]["encoder_layers"] = encoder_layers(config)
     manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
-    manifest["training"].update(loss=config.loss, epochs=config.epochs_head, learning_rate=config.lr_head)
+    manifest["training"].update(loss=config.loss, epochs=epochs, learning_rates=rates)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     threshold, metrics, plots = evaluate_segmenter(folder, plan)
     manifest.update(decision_threshold=threshold, validation_metrics=metrics, plots=plots)
@@ -146,8 +153,8 @@ def segmenter_card(manifest: dict) -> str:
 Decision support only, not a medical device. Modality {manifest['modality']}; output: lesion probability map and mask.
 
 ## Model
-{manifest['architecture']['head']}; encoder = frozen ImageNet Xception (`{manifest['architecture']['backbone_file']}`,
-layers {', '.join(manifest['architecture']['encoder_layers'])}). Loss {t['loss']}, {t['epochs']} epochs. Input
+{manifest['architecture']['head']}; frozen encoder = ImageNet Xception (`{manifest['architecture']['backbone_file']}`,
+outputs {', '.join(manifest['architecture']['encoder_layers'])}). Loss {t['loss']}, epochs {json.dumps(t['epochs'])}. Input
 {manifest['input_size'][0]} px, preprocessing `{json.dumps(manifest['preprocessing'])}`. Mask threshold
 {manifest['decision_threshold']} (chosen on the validation split).
 
@@ -200,8 +207,34 @@ fitted on this same validation split, so ECE is optimistic).
 Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
 
 ![validation](validation.png)
-
+{_cross_validation_section(manifest.get("cross_validation"))}
 ## Limits
 Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
 one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
+{manifest.get("notes", "")}"""
+
+
+def _cross_validation_section(cv: dict | None) -> str:
+    if not cv:
+        return ""
+    folds = "\n".join(f"| {', '.join(f['groups'])} | {f['n']} | {f['accuracy']:.3f} |" for f in cv["per_fold"])
+    return f"""
+## Grouped cross-validation ({cv['folds']} folds, every image judged once by a model that never saw its group)
+Out-of-fold accuracy **{cv['accuracy']:.4f}** (n = {cv['n']}), macro ROC AUC {cv['roc_auc']:.4f}, ECE {cv['ece']:.4f} at
+T = 1 (no calibration fitted on the judged images). Recalls: {', '.join(f"{c} {v['recall']:.3f}" for c, v in cv['per_class'].items())};
+confusion matrix `{cv['confusion_matrix']}`. Folds train like the bundle but without early stopping or best-epoch pick.
+
+| validation groups | images | accuracy |
+|---|---|---|
+{folds}
 """
+
+
+def add_cross_validation(folder: Path, result: dict, notes: str) -> None:
+    """Record out-of-fold metrics (and the config's current caveats) in a written classifier bundle."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if manifest["architecture"].get("feature_bundle"):
+        raise ValueError("cross-validation is recorded for fine-tuned classifiers, not transfer bundles")
+    manifest.update(cross_validation=result, notes=notes)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (folder / "model_card.md").write_text(model_card(manifest))

@@ -37,14 +37,19 @@ def prepare(config: BundleConfig) -> dict:
     parts = {k: [plan_sample(d) for d in v] for k, v in plan.items()}
     print(f"{config.id}: train {describe(parts['train'])}, validation {describe(parts['val'])}")
     backbone = build_backbone(config.arch, BACKBONES[config.arch])
-    trunk, _ = split_backbone(backbone, config.arch)
+    trunk, _ = split_backbone(backbone, config.arch, config.top_block_start)
     cache_features(parts["val"], config.spec, trunk, config.cache_dir / "val_v0.npy")
-    cache_features(parts["train"], config.spec, trunk, config.cache_dir / "train_v0.npy")
-    for view in range(1, config.augmented_views + 1):
-        views = _zoomed(parts["train"], config.zoom_out, np.random.default_rng(config.seed + view))
-        cache_features(views, config.spec, trunk, config.cache_dir / f"train_v{view}.npy",
-                       augmentation=config.augmentation, seed=config.seed + view)
+    cache_views(config, parts["train"], trunk, config.cache_dir / "train")
     return plan
+
+
+def cache_views(config: BundleConfig, samples: list[Sample], trunk, stem: Path) -> None:
+    """Trunk features of the plain view (``<stem>_v0.npy``) and of each augmented view."""
+    cache_features(samples, config.spec, trunk, stem.with_name(f"{stem.name}_v0.npy"))
+    for view in range(1, config.augmented_views + 1):
+        views = _zoomed(samples, config.zoom_out, np.random.default_rng(config.seed + view))
+        cache_features(views, config.spec, trunk, stem.with_name(f"{stem.name}_v{view}.npy"),
+                       augmentation=config.augmentation, seed=config.seed + view)
 
 
 def stored_plan(config: BundleConfig) -> dict:
@@ -53,10 +58,14 @@ def stored_plan(config: BundleConfig) -> dict:
     split_file = config.cache_dir / "split.json"
     if not split_file.exists():
         train, val = split(load_samples(config), config.val_fraction, config.seed)
-        expand = (lambda items: _tiles(items, config)) if config.tiling is not None else \
-            (lambda items: [plan_entry(s) for s in items])
-        split_file.write_text(json.dumps({"train": expand(train), "val": expand(val)}, indent=1))
+        split_file.write_text(json.dumps({"train": plan_entries(train, config), "val": plan_entries(val, config)},
+                                         indent=1))
     return json.loads(split_file.read_text())
+
+
+def plan_entries(samples: list[Sample], config: BundleConfig) -> list[dict]:
+    """Split entries of these samples: one per image, or one per tissue tile when the bundle tiles."""
+    return _tiles(samples, config) if config.tiling is not None else [plan_entry(s) for s in samples]
 
 
 def _tiles(samples: list[Sample], config: BundleConfig) -> list[dict]:
@@ -122,9 +131,10 @@ def _set_top_trainable(top, trainable: bool) -> None:
             layer.trainable = False
 
 
-def _load_views(config: BundleConfig, part: str, views: int) -> np.ndarray:
-    arrays = [np.load(config.cache_dir / f"{part}_v{v}.npy", mmap_mode="r") for v in range(views)]
-    return np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays])
+def _load_views(config: BundleConfig, part: str, views: int, folder: Path | None = None) -> np.ndarray:
+    """Cached views stacked, kept float16 (batches are cast when drawn): half the memory."""
+    folder = folder or config.cache_dir
+    return np.concatenate([np.load(folder / f"{part}_v{v}.npy", mmap_mode="r") for v in range(views)])
 
 
 def _class_weights(y: np.ndarray, n: int) -> dict[int, float]:
@@ -147,7 +157,7 @@ def _batches(x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator,
         order = rng.permutation(len(x))
         for i in range(0, len(order) - batch + 1, batch):
             idx = np.sort(order[i : i + batch])
-            xb, yb = x[idx], onehot[idx]
+            xb, yb = x[idx].astype(np.float32), onehot[idx]
             if mix:
                 xb, yb = mix_batch(xb, yb, mix, rng)
             yield xb, yb
@@ -159,24 +169,42 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         from core.training.transfer import train_transfer
 
         return train_transfer(config, out_root)
-    import keras
-
-    from core.models.backbones import build_backbone, split_backbone
     from core.training.bundle_writer import write_classifier_bundle
     from core.training.evaluate import fit_temperature, softmax
 
     plan = prepare(config)
-    classes = config.classes
-    index = {c: i for i, c in enumerate(classes)}
+    index = {c: i for i, c in enumerate(config.classes)}
     views = 1 + config.augmented_views
     y_train = np.tile(np.array([index[d["label"]] for d in plan["train"]]), views)
     y_val = np.array([index[d["label"]] for d in plan["val"]])
-    x_train = _load_views(config, "train", views)
-    x_val = _load_views(config, "val", 1)
+    head = fit_classifier(config, _load_views(config, "train", views), y_train,
+                          _load_views(config, "val", 1), y_val, config.cache_dir)
+    logits_val = head.predict(_load_views(config, "val", 1).astype(np.float32), batch_size=64, verbose=0)
+    temperature = fit_temperature(logits_val, y_val)
+    probs = softmax(logits_val / temperature)
+    if config.tiling is not None:
+        probs, y_val = _per_image(plan["val"], probs, config)
+    return write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
 
+
+def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                   y_val: np.ndarray, work_dir: Path, select_on_val: bool = True):
+    """Top block + head on cached trunk features: head first, then the top block at a low rate.
+
+    Checkpoints go to ``work_dir`` after every epoch (an interrupted run resumes there). With
+    ``select_on_val`` the weights of the epoch with the lowest validation loss are returned and
+    training stops early; without it (cross-validation) the full schedule runs and the last
+    weights are returned, so the validation part never steers training.
+    """
+    import keras
+
+    from core.models.backbones import build_backbone, split_backbone
+
+    classes = config.classes
+    x_val = np.asarray(x_val, np.float32)
     keras.utils.set_random_seed(config.seed)
     backbone = build_backbone(config.arch, BACKBONES[config.arch])
-    _, top = split_backbone(backbone, config.arch)
+    _, top = split_backbone(backbone, config.arch, config.top_block_start)
     head = build_head(top, len(classes), config.dropout)
     weights = _class_weights(y_train, len(classes))
     sample_weight = np.array([weights[c] for c in range(len(classes))], np.float32)
@@ -184,9 +212,12 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     metrics = [keras.metrics.CategoricalAccuracy(name="acc")]
     rng = np.random.default_rng(config.seed)
     y_val_onehot = np.eye(len(classes), dtype=np.float32)[y_val]
-    ckpt, best_file = config.cache_dir / "checkpoint.weights.h5", config.cache_dir / "best.weights.h5"
-    progress_file = config.cache_dir / "progress.json"
-    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {"epoch": 0, "best": None}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt, best_file = work_dir / "checkpoint.weights.h5", work_dir / "best.weights.h5"
+    progress_file = work_dir / "progress.json"
+    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {}
+    if progress.get("top_block_start") != config.top_block_start:  # a checkpoint of another cut does not fit
+        progress = {"epoch": 0, "best": None, "top_block_start": config.top_block_start}
     total = config.epochs_head + config.epochs_finetune
 
     def finish_epoch(epoch: int, phase: str, val_loss: float, val_acc: float) -> None:
@@ -228,16 +259,12 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         improved = progress["best"] is None or history.history["val_loss"][-1] < progress["best"]
         finish_epoch(epoch, "finetune", history.history["val_loss"][-1], history.history["val_acc"][-1])
         stale = 0 if improved else stale + 1
-        if stale >= 3:
+        if select_on_val and stale >= 3:
             print("validation loss has not improved for 3 epochs: stopping early")
             break
-    head.load_weights(best_file)
-    logits_val = head.predict(x_val, batch_size=64, verbose=0)
-    temperature = fit_temperature(logits_val, y_val)
-    probs = softmax(logits_val / temperature)
-    if config.tiling is not None:
-        probs, y_val = _per_image(plan["val"], probs, config)
-    return write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
+    if select_on_val:
+        head.load_weights(best_file)
+    return head
 
 
 def _per_image(entries: list[dict], probs: np.ndarray, config: BundleConfig) -> tuple[np.ndarray, np.ndarray]:

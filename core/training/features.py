@@ -82,7 +82,9 @@ def cache_features(
     """
     out = Path(out)
     state_file = out.with_suffix(".json")
-    state = json.loads(state_file.read_text()) if state_file.exists() else {"done": 0}
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if state.get("trunk") != trunk.name:  # features of another trunk cut (or none yet): start over
+        state = {"done": 0, "trunk": trunk.name}
     probe = trunk.predict(np.zeros((1, spec.size, spec.size, 3), np.float32), verbose=0)
     probe = probe if isinstance(probe, list) else [probe]
     shapes = [(len(samples),) + p.shape[1:] for p in probe]

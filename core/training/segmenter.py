@@ -1,9 +1,11 @@
-"""U-Net segmenters on a frozen ImageNet Xception encoder: cache skip features, train the decoder.
+"""U-Net segmenters on an ImageNet Xception encoder: cache skip features, train the decoder.
 
-The encoder's multi-scale outputs (strides ~2/4/8/16) are the U-Net's contracting path; only the
-expanding path (decoder) is trained, on cached features of plain and augmented views. Loss is
-BCE, Dice, Tversky or BCE + Dice (config). Dice and IoU are measured at each validation image's
-original resolution, through the same Analyzer code the product runs.
+The encoder's multi-scale outputs (strides ~2/4/8/16) are the U-Net's contracting path. Its frozen
+part runs once per image and view (cached); the expanding path (decoder) is trained on the cache.
+With ``top_from`` set, the encoder's deeper blocks from that layer up to the deepest skip train
+too: first the decoder alone (lr_head), then decoder and those blocks together (lr_finetune), as
+in the classifier recipe. Loss is BCE, Dice, Tversky or BCE + Dice (config). Dice and IoU are
+measured at each validation image's original resolution, through the Analyzer the product runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from core.training.features import cache_features
 from core.training.splits import describe
 
 
+def encoder_layers(config: BundleConfig) -> list[str]:
+    """The frozen encoder's outputs: the skips, the deepest one replaced by the fine-tuned part's input."""
+    from core.models.backbones import SKIP_LAYERS
+
+    skips = SKIP_LAYERS[config.arch]
+    return skips if config.top_from is None else skips[:-1] + [f"{config.top_from}:input"]
+
+
 def prepare(config: BundleConfig) -> dict:
     """Split and cache encoder skip features (+ masks) for the training views; resumable."""
     from core.models.backbones import build_backbone, encoder
@@ -27,15 +37,18 @@ def prepare(config: BundleConfig) -> dict:
     plan = stored_plan(config)
     train = [plan_sample(d) for d in plan["train"]]
     print(f"{config.id}: train {describe(train)}, validation {describe([plan_sample(d) for d in plan['val']])}")
-    enc = encoder(build_backbone(config.arch, BACKBONES[config.arch]), config.arch)
+    enc = encoder(build_backbone(config.arch, BACKBONES[config.arch]), config.arch, encoder_layers(config))
     for view in range(1 + config.augmented_views):
         cache_features(train, config.spec, enc, config.cache_dir / f"train_v{view}.npy", with_masks=True,
                        augmentation=config.augmentation if view else None, seed=config.seed + view, batch_size=8)
     return plan
 
 
-def build_decoder(skip_shapes: list[tuple], size: int, filters=(128, 64, 32, 16), dropout: float = 0.1):
-    """U-Net expanding path: coarsest skip upwards, concatenating each finer skip; sigmoid mask at ``size``."""
+def build_decoder(skip_shapes: list[tuple], size: int, filters=(128, 64, 32, 16), dropout: float = 0.1, deep=None):
+    """U-Net expanding path: coarsest skip upwards, concatenating each finer skip; sigmoid mask at ``size``.
+
+    ``deep`` (the encoder's trainable deeper blocks) turns the last input into the deepest skip.
+    """
     import keras
     from keras import layers
 
@@ -47,7 +60,8 @@ def build_decoder(skip_shapes: list[tuple], size: int, filters=(128, 64, 32, 16)
         return x
 
     inputs = [keras.Input(shape=shape, name=f"skip{i}") for i, shape in enumerate(skip_shapes)]
-    x = layers.Conv2D(filters[0], 1, activation="relu", name="bottleneck_reduce")(inputs[-1])
+    deepest = inputs[-1] if deep is None else deep(inputs[-1])
+    x = layers.Conv2D(filters[0], 1, activation="relu", name="bottleneck_reduce")(deepest)
     x = block(x, filters[0], "bottleneck")
     x = layers.SpatialDropout2D(dropout, name="dropout")(x)
     for level, (skip, f) in enumerate(zip(reversed(inputs[:-1]), filters[1:])):
@@ -60,48 +74,74 @@ def build_decoder(skip_shapes: list[tuple], size: int, filters=(128, 64, 32, 16)
     return keras.Model(inputs, layers.Activation("sigmoid", name="mask")(logits), name="unet_decoder")
 
 
-def _load(config: BundleConfig, views: int, n_skips: int):
-    skips = [np.concatenate([np.load(config.cache_dir / f"train_v{v}_{i}.npy", mmap_mode="r") for v in range(views)])
-             for i in range(n_skips)]
-    masks = np.concatenate([np.load(config.cache_dir / f"train_v{v}_mask.npy", mmap_mode="r") for v in range(views)])
+def _views(config: BundleConfig, views: int, n_skips: int) -> tuple[list[list[np.ndarray]], list[np.ndarray]]:
+    """Memory-mapped skips and masks of each cached view (batches are gathered, never all loaded)."""
+    folder = config.cache_dir
+    skips = [[np.load(folder / f"train_v{v}_{i}.npy", mmap_mode="r") for i in range(n_skips)] for v in range(views)]
+    masks = [np.load(folder / f"train_v{v}_mask.npy", mmap_mode="r") for v in range(views)]
     return skips, masks
+
+
+def _set_deep_trainable(deep, trainable: bool) -> None:
+    """Convolutions of the encoder's deep part train in phase 2; its BatchNorm stays in inference mode."""
+    import keras
+
+    deep.trainable = trainable
+    for layer in deep.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     """Train the decoder (resumable per epoch), evaluate on validation images, write ``models/<id>/``."""
     import keras
 
-    from core.models.backbones import SKIP_LAYERS
+    from core.models.backbones import build_backbone, encoder_deep_part
     from core.training.losses import segmentation_loss
 
     plan = prepare(config)
     views = 1 + config.augmented_views
-    n_skips = len(SKIP_LAYERS[config.arch])
-    skips, masks = _load(config, views, n_skips)
+    n_skips = len(encoder_layers(config))
+    skips, masks = _views(config, views, n_skips)
     keras.utils.set_random_seed(config.seed)
-    decoder = build_decoder([s.shape[1:] for s in skips], config.spec.size)
-    decoder.compile(optimizer=keras.optimizers.Adam(config.lr_head), loss=segmentation_loss(config.loss))
+    deep = None
+    if config.top_from is not None:
+        deep = encoder_deep_part(build_backbone(config.arch, BACKBONES[config.arch]), config.arch, config.top_from)
+    decoder = build_decoder([s.shape[1:] for s in skips[0]], config.spec.size, deep=deep)
     ckpt = config.cache_dir / "checkpoint.weights.h5"
     progress_file = config.cache_dir / "progress.json"
-    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {"epoch": 0}
+    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {}
+    if progress.get("encoder_layers") != encoder_layers(config):  # a checkpoint of another encoder does not fit
+        progress = {"epoch": 0, "encoder_layers": encoder_layers(config)}
     if progress["epoch"]:
         decoder.load_weights(ckpt)
         print(f"resuming after epoch {progress['epoch']}")
     rng = np.random.default_rng(config.seed)
-    n = len(masks)
-    for epoch in range(progress["epoch"], config.epochs_head):
-        lr = config.lr_head * (0.5 ** (epoch // max(1, config.epochs_head // 3)))
-        decoder.optimizer.learning_rate.assign(lr)
-        order = rng.permutation(n)
-        losses = []
-        for i in range(0, n - config.batch_size + 1, config.batch_size):
-            idx = np.sort(order[i : i + config.batch_size])
-            batch = [np.asarray(s[idx], np.float32) for s in skips]
-            losses.append(float(decoder.train_on_batch(batch, masks[idx][..., None].astype(np.float32))))
-        print(f"epoch {epoch + 1}/{config.epochs_head} lr {lr:.1e} loss {np.mean(losses):.4f}", flush=True)
-        decoder.save_weights(ckpt)
-        progress["epoch"] = epoch + 1
-        progress_file.write_text(json.dumps(progress))
+    n = len(masks[0])
+    phases = [("decoder", config.epochs_head, config.lr_head)]
+    if deep is not None:
+        phases.append(("decoder+encoder", config.epochs_finetune, config.lr_finetune))
+    first = 0
+    for phase, epochs, base_lr in phases:
+        if deep is not None:
+            _set_deep_trainable(deep, phase != "decoder")
+        decoder.compile(optimizer=keras.optimizers.Adam(base_lr), loss=segmentation_loss(config.loss))
+        for epoch in range(max(progress["epoch"], first), first + epochs):
+            lr = base_lr * (0.5 ** ((epoch - first) // max(1, epochs // 3)))
+            decoder.optimizer.learning_rate.assign(lr)
+            order = rng.permutation(n * views)
+            losses = []
+            for i in range(0, len(order) - config.batch_size + 1, config.batch_size):
+                picks = order[i : i + config.batch_size]
+                batch = [np.stack([skips[k // n][level][k % n] for k in picks]).astype(np.float32)
+                         for level in range(n_skips)]
+                target = np.stack([masks[k // n][k % n] for k in picks])[..., None].astype(np.float32)
+                losses.append(float(decoder.train_on_batch(batch, target)))
+            print(f"epoch {epoch + 1}/{first + epochs} [{phase}] lr {lr:.1e} loss {np.mean(losses):.4f}", flush=True)
+            decoder.save_weights(ckpt)
+            progress["epoch"] = epoch + 1
+            progress_file.write_text(json.dumps(progress))
+        first += epochs
     from core.training.bundle_writer import write_segmenter_bundle
 
     return write_segmenter_bundle(config, decoder, plan, out_root)

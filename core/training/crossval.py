@@ -1,0 +1,81 @@
+"""Grouped k-fold cross-validation of a classifier config: every image judged once, by a model that
+never saw its group (TMA/date batch, patient, woman or near-duplicate cluster).
+
+With a data set as small as the UCSB cores, one validation split of a dozen images says little; out-
+of-fold predictions over all images say more. Each fold trains exactly like the bundle (same cached
+views, same schedule) except that the validation part never steers it: no early stopping, no best-
+epoch pick, no temperature fitted on it (probabilities are reported at T = 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from core.training.classifier import _load_views, _per_image, cache_views, fit_classifier, load_samples, plan_entries
+from core.training.configs import BACKBONES, REPO, BundleConfig
+from core.training.datasets import plan_sample
+from core.training.splits import assign_groups
+
+
+def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | None = None) -> dict:
+    """Out-of-fold metrics over all images; written into the bundle's manifest and card when it exists.
+
+    ``folds`` = 0 means one fold per group (leave-one-group-out), capped by the group count.
+    """
+    from core.models.backbones import build_backbone, split_backbone
+    from core.training.evaluate import classification_metrics, softmax
+
+    samples = load_samples(config)
+    assign_groups(samples)
+    groups = sorted({s.group for s in samples})
+    k = min(folds or len(groups), len(groups))
+    work = config.cache_dir / "cv"
+    entries_file = work / "entries.json"
+    work.mkdir(parents=True, exist_ok=True)
+    if not entries_file.exists():
+        entries_file.write_text(json.dumps(plan_entries(samples, config)))
+    entries = json.loads(entries_file.read_text())
+    trunk, _ = split_backbone(build_backbone(config.arch, BACKBONES[config.arch]), config.arch, config.top_block_start)
+    cache_views(config, [plan_sample(d) for d in entries], trunk, work / "all")
+    views = 1 + config.augmented_views
+    features = _load_views(config, "all", views, work)
+    plain = features[: len(entries)]
+    index = {c: i for i, c in enumerate(config.classes)}
+    labels = np.array([index[d["label"]] for d in entries])
+    paths = np.array([d["path"] for d in entries])
+
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=config.seed)
+    image_labels = [s.label for s in samples]
+    out_probs, out_labels, per_fold = [], [], []
+    for fold, (train_images, val_images) in enumerate(splitter.split(np.zeros(len(samples)), image_labels,
+                                                                     [s.group for s in samples])):
+        val_paths = {str(samples[i].path) for i in val_images}
+        val = np.isin(paths, list(val_paths))
+        train = np.tile(~val, views)
+        print(f"fold {fold + 1}/{k}: validation groups "
+              f"{sorted({samples[i].group for i in val_images})}, {len(val_images)} images", flush=True)
+        head = fit_classifier(config, features[train], np.tile(labels, views)[train], plain[val], labels[val],
+                              work / f"fold{fold}", select_on_val=False)
+        probs = softmax(head.predict(np.asarray(plain[val], np.float32), batch_size=64, verbose=0))
+        fold_entries = [d for d, v in zip(entries, val) if v]
+        if config.tiling is not None:
+            probs, fold_labels = _per_image(fold_entries, probs, config)
+        else:
+            fold_labels = labels[val]
+        out_probs.append(probs)
+        out_labels.append(fold_labels)
+        per_fold.append({"groups": sorted({samples[i].group for i in val_images}), "n": int(len(fold_labels)),
+                         "accuracy": float(np.mean(probs.argmax(1) == fold_labels))})
+    metrics = classification_metrics(np.concatenate(out_probs), np.concatenate(out_labels), config.classes)
+    result = {"folds": k, "grouping": "StratifiedGroupKFold over sample groups, seed %d" % config.seed,
+              "temperature": 1.0, "per_fold": per_fold, **metrics}
+    folder = Path(out_root or REPO / "models") / config.id
+    if (folder / "manifest.json").exists():
+        from core.training.bundle_writer import add_cross_validation
+
+        add_cross_validation(folder, result, config.notes)
+    return result

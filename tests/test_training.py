@@ -1,0 +1,107 @@
+"""The training pipeline end to end on tiny synthetic data: deeper fine-tuning cuts for classifiers
+and U-Net segmenters, written bundles loaded back through the registry like shipped ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.imaging import load_image
+from core.inference.analyzer import Analyzer
+from core.models.preprocessing import PreprocessSpec
+from core.models.registry import Registry
+
+pytestmark = pytest.mark.slow
+SMALL = PreprocessSpec(size=64, color="grey3", crop="none")
+
+
+def _blob_image(seed: int, lesion: bool) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(20, 90, (96, 96), dtype=np.uint8)
+    mask = np.zeros((96, 96), np.uint8)
+    if lesion:
+        cy, cx = rng.integers(30, 66, 2)
+        yy, xx = np.ogrid[:96, :96]
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= 14**2] = 255
+        image[mask > 0] = 220
+    return image, mask
+
+
+@pytest.fixture
+def busi_tree(tmp_path):
+    """The BUSI layout: ``<class>/<class> (n).png`` beside ``<class> (n)_mask.png``."""
+    root = tmp_path / "busi"
+    for label, lesion in (("benign", True), ("normal", False)):
+        (root / label).mkdir(parents=True)
+        for n in range(1, 7):
+            image, mask = _blob_image(n + 100 * lesion, lesion)
+            Image.fromarray(image).save(root / label / f"{label} ({n}).png")
+            Image.fromarray(mask).save(root / label / f"{label} ({n})_mask.png")
+    return root
+
+
+@pytest.fixture
+def training(tmp_path, monkeypatch):
+    """A private cache and models folder (sharing the real backbone file), and a way to shrink configs."""
+    from core.training import configs
+
+    monkeypatch.setattr(configs, "CACHE_ROOT", tmp_path / "cache")
+    out = tmp_path / "models"
+    (out / "backbones").mkdir(parents=True)
+    (out / "backbones" / "xception-imagenet.keras").symlink_to(configs.BACKBONES["xception"])
+
+    def shrink(bundle_id: str, **changes):
+        config = dataclasses.replace(configs.CONFIGS[bundle_id], **changes)
+        monkeypatch.setitem(configs.CONFIGS, bundle_id, config)
+        return config
+
+    return out, shrink
+
+
+def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
+    from core.training import __main__ as training_cli
+
+    out, shrink = training
+    config = shrink("breast-us-lesion-seg", spec=SMALL, top_from="block12_sepconv1_act", augmented_views=1,
+                    epochs_head=1, epochs_finetune=1, lr_finetune=1e-2, batch_size=4, val_fraction=0.34)
+    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out)]) == 0
+    manifest = json.loads((out / config.id / "manifest.json").read_text())
+    assert manifest["architecture"]["encoder_layers"][-1] == "block12_sepconv1_act:input"
+    assert manifest["training"]["epochs"] == {"decoder": 1, "decoder+encoder": 1}
+    assert 0.0 <= manifest["validation_metrics"]["dice"] <= 1.0
+    # The deep blocks were trained: the bundle's copy differs from the ImageNet weights it started from.
+    import keras
+
+    from core.training.configs import BACKBONES
+
+    deep = Registry([out]).get(config.id).load().get_layer("unet_decoder").get_layer("xception_deep")
+    imagenet = keras.saving.load_model(BACKBONES["xception"], compile=False)
+    for name in ("block12_sepconv1", "block13_sepconv2"):
+        trained, start = deep.get_layer(name).get_weights()[1], imagenet.get_layer(name).get_weights()[1]
+        assert np.abs(trained - start).max() > 1e-3  # far above float16 rounding
+    for trained, start in zip(deep.get_layer("block13_sepconv2_bn").get_weights(),
+                              imagenet.get_layer("block13_sepconv2_bn").get_weights()):
+        np.testing.assert_array_equal(trained, start)  # BatchNorm stays frozen
+    record = load_image(busi_tree / "benign" / "benign (1).png", modality="US")
+    result = Analyzer(Registry([out])).analyze(record).results[0]
+    assert result.mask.shape == (96, 96) and result.probability_map.dtype.kind == "f"
+
+
+def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):
+    from core.training import __main__ as training_cli
+
+    out, shrink = training
+    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], top_from="block13_sepconv1_act",
+                    augmented_views=1, epochs_head=1, epochs_finetune=1, batch_size=4, val_fraction=0.34)
+    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out)]) == 0
+    manifest = json.loads((out / config.id / "manifest.json").read_text())
+    assert manifest["architecture"]["top_block_start"] == "block13_sepconv1_act"
+    head = Registry([out]).get(config.id).load().get_layer("head")
+    assert head.input.shape[-1] == 728  # block 12's output, not block 13's (1024)
+    record = load_image(busi_tree / "benign" / "benign (1).png", modality="US")
+    result = Analyzer(Registry([out])).analyze(record).results[0]
+    assert set(result.probabilities) == {"benign", "normal"}
