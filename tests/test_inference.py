@@ -115,6 +115,20 @@ def test_segmentation_lesions_in_pixels_and_mm(analyzer, tmp_path):
     assert abs(x - 10) <= 2 and abs(y - 20) <= 2 and abs(w - 20) <= 3 and abs(h - 10) <= 3
 
 
+def test_flip_averaged_segmentation_maps_back_to_the_image(analyzer, tmp_path):
+    """The mirrored pass is mirrored back: for a pixel-wise model the average equals the plain map."""
+    record = load_image(_dicom_with_square(tmp_path))  # the square is off-centre, so a missed un-flip shows
+    bundle = analyzer.registry.get("tiny-us-segmenter")
+    plain = analyzer.segment(bundle, record.display(0), None).probability_map
+    bundle.manifest["flip_average"] = True
+    try:
+        averaged = analyzer.segment(bundle, record.display(0), None).probability_map
+    finally:
+        bundle.manifest.pop("flip_average")
+    np.testing.assert_allclose(averaged, plain, atol=1e-5)
+    assert plain[25, 15] > 0.5 and plain[25, 45] < 0.5
+
+
 def test_sha256_mismatch_is_refused(tiny_models, tmp_path):
     folder = tmp_path / "tampered"
     shutil.copytree(tiny_models / "tiny-mr-classifier", folder)

@@ -184,7 +184,13 @@ class Analyzer:
     def segment(self, bundle: Bundle, display: np.ndarray, spacing: tuple[float, float] | None) -> ModelResult:
         device = configure_device()
         spec = bundle.spec
-        prob = self._forward(bundle, preprocess(display, spec)[None])[0, ..., 0]
+        x = preprocess(display, spec)[None]
+        if bundle.manifest.get("flip_average"):
+            # Mean of the image and its mirror: measured on validation, chosen there per bundle.
+            pair = self._forward(bundle, np.concatenate([x, x[:, :, ::-1]]))[..., 0]
+            prob = (pair[0] + pair[1, :, ::-1]) / 2
+        else:
+            prob = self._forward(bundle, x)[0, ..., 0]
         prob_full = _to_image_grid(prob, crop_box(display, spec), display.shape[:2])
         threshold = float(bundle.manifest.get("decision_threshold") or 0.5)
         mask = (prob_full >= threshold).astype(np.uint8)

@@ -140,8 +140,8 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
     manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
     manifest["training"].update(loss=config.loss, epochs=epochs, learning_rates=rates)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    threshold, metrics, plots = evaluate_segmenter(folder, plan)
-    manifest.update(decision_threshold=threshold, validation_metrics=metrics, plots=plots)
+    settings, metrics, plots = evaluate_segmenter(folder, plan)
+    manifest.update(settings, validation_metrics=metrics, plots=plots)
     return _write_common(folder, manifest, plan, segmenter_card(manifest))
 
 
@@ -156,7 +156,8 @@ Decision support only, not a medical device. Modality {manifest['modality']}; ou
 {manifest['architecture']['head']}; frozen encoder = ImageNet Xception (`{manifest['architecture']['backbone_file']}`,
 outputs {', '.join(manifest['architecture']['encoder_layers'])}). Loss {t['loss']}, epochs {json.dumps(t['epochs'])}. Input
 {manifest['input_size'][0]} px, preprocessing `{json.dumps(manifest['preprocessing'])}`. Mask threshold
-{manifest['decision_threshold']} (chosen on the validation split).
+{manifest['decision_threshold']}{', probabilities averaged with the mirrored image' if manifest.get('flip_average') else ''}
+(both chosen on the validation split).
 
 ## Data and split
 `{t['data']}` ({t['reader']}); {t['split']}. Counts: `{json.dumps(t['counts'])}`.

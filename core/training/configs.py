@@ -116,7 +116,8 @@ CONFIGS: dict[str, BundleConfig] = {
             root="busi",
             classes=["benign", "malignant", "normal"],
             spec=PreprocessSpec(size=224, color="grey3", crop="none"),
-            augmented_views=2,
+            top_from="block11_sepconv1_act",
+            augmented_views=4,
             epochs_finetune=10,
         ),
         BundleConfig(

@@ -16,28 +16,34 @@ from core.training.features import sample_mask
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def evaluate_segmenter(folder: Path, plan: dict) -> tuple[float, dict, list[str]]:
-    """(chosen threshold, metrics, plot names) over the plan's validation samples."""
+def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]:
+    """(chosen inference settings, metrics, plot names) over the plan's validation samples.
+
+    The settings are the mask threshold and whether to average with the mirrored image, both
+    picked by lesion Dice on this validation split.
+    """
     from core.inference.analyzer import Analyzer
     from core.models.registry import Bundle, Registry
     bundle = Bundle(folder, json.loads((folder / "manifest.json").read_text()))
     analyzer = Analyzer(Registry([]))
-    probs, truths, displays = [], [], []
+    probs: dict[bool, list[np.ndarray]] = {False: [], True: []}
+    truths, displays = [], []
     for d in tqdm(plan["val"], desc="validation", unit="img"):
         sample = plan_sample(d)
         display = load_image(sample.path).display(0)
-        probs.append(analyzer.segment(bundle, display, None).probability_map)
+        for flip in probs:
+            bundle.manifest["flip_average"] = flip
+            probs[flip].append(analyzer.segment(bundle, display, None).probability_map)
         truths.append(sample_mask(sample, display.shape[:2]))
         displays.append(display)
     has_lesion = [t.any() for t in truths]
-    scores = {}
-    for threshold in THRESHOLDS:
-        preds = [p >= threshold for p in probs]
-        scores[threshold] = segmentation_metrics([p for p, h in zip(preds, has_lesion) if h],
-                                                 [t for t, h in zip(truths, has_lesion) if h])["dice"]
-    best = max(scores, key=scores.get)
-    preds = [p >= best for p in probs]
-    lesion = segmentation_metrics([p for p, h in zip(preds, has_lesion) if h], [t for t, h in zip(truths, has_lesion) if h])
+    lesion_truths = [t for t, h in zip(truths, has_lesion) if h]
+    scores = {(flip, threshold): segmentation_metrics([p >= threshold for p, h in zip(probs[flip], has_lesion) if h],
+                                                      lesion_truths)["dice"]
+              for flip in probs for threshold in THRESHOLDS}
+    flip, threshold = max(scores, key=scores.get)
+    preds = [p >= threshold for p in probs[flip]]
+    lesion = segmentation_metrics([p for p, h in zip(preds, has_lesion) if h], lesion_truths)
     everything = segmentation_metrics(preds, truths)
     normals = [p for p, h in zip(preds, has_lesion) if not h]
     metrics = {
@@ -48,9 +54,11 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[float, dict, list[str]
         "dice_all": everything["dice"],
         "iou_all": everything["iou"],
         "false_positive_rate_normal": None if not normals else float(np.mean([p.sum() >= 16 for p in normals])),
-        "dice_by_threshold": {str(k): v for k, v in scores.items()},
+        "dice_by_threshold": {str(t): scores[(False, t)] for t in THRESHOLDS},
+        "dice_by_threshold_flip_average": {str(t): scores[(True, t)] for t in THRESHOLDS},
     }
-    return best, metrics, [_plot_examples(folder, displays, truths, preds, has_lesion)]
+    settings = {"decision_threshold": threshold, "flip_average": flip}
+    return settings, metrics, [_plot_examples(folder, displays, truths, preds, has_lesion)]
 
 
 def _plot_examples(folder: Path, displays, truths, preds, has_lesion, count: int = 8) -> str:
