@@ -147,8 +147,10 @@ CONFIGS: dict[str, BundleConfig] = {
             classes=["lesion"],
             spec=PreprocessSpec(size=256, color="grey3", crop="none"),
             augmentation="filter",
-            augmented_views=1,
-            epochs_head=10,
+            augmented_views=3,
+            top_from="block8_sepconv1_act",
+            epochs_head=4,
+            epochs_finetune=8,
             batch_size=8,
         ),
         BundleConfig(

@@ -59,7 +59,7 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
         print(f"fold {fold + 1}/{k}: validation groups "
               f"{sorted({samples[i].group for i in val_images})}, {len(val_images)} images", flush=True)
         head = fit_classifier(config, features[train], np.tile(labels, views)[train], plain[val], labels[val],
-                              work / f"fold{fold}", select_on_val=False)
+                              work / f"k{k}_fold{fold}", select_on_val=False)
         probs = softmax(head.predict(np.asarray(plain[val], np.float32), batch_size=64, verbose=0))
         fold_entries = [d for d, v in zip(entries, val) if v]
         if config.tiling is not None:
