@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
         result = cross_validate(config, args.folds, out_root=args.out)
         print(f"{config.id}: {result['folds']}-fold grouped cross-validation accuracy {result['accuracy']:.4f} "
-              f"(n = {result['n']}), ROC AUC {result['roc_auc']:.4f}, ECE {result['ece']:.4f}")
+              f"(n = {result['n']}), ROC AUC {result['roc_auc']:.4f}, ECE {result['ece']:.4f}"
+              + (f", single tiles ROC AUC {result['tile_roc_auc']:.4f}" if "tile_roc_auc" in result else ""))
     elif args.action == "cache":
         module.prepare(config)
     else:

@@ -50,7 +50,7 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
 
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=config.seed)
     image_labels = [s.label for s in samples]
-    out_probs, out_labels, per_fold = [], [], []
+    out_probs, out_labels, per_fold, tile_probs, tile_labels = [], [], [], [], []
     for fold, (train_images, val_images) in enumerate(splitter.split(np.zeros(len(samples)), image_labels,
                                                                      [s.group for s in samples])):
         val_paths = {str(samples[i].path) for i in val_images}
@@ -63,6 +63,8 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
         probs = softmax(head.predict(np.asarray(plain[val], np.float32), batch_size=64, verbose=0))
         fold_entries = [d for d, v in zip(entries, val) if v]
         if config.tiling is not None:
+            tile_probs.append(probs[:, 1])
+            tile_labels.append(labels[val])
             probs, fold_labels = _per_image(fold_entries, probs, config)
         else:
             fold_labels = labels[val]
@@ -73,6 +75,11 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
     metrics = classification_metrics(np.concatenate(out_probs), np.concatenate(out_labels), config.classes)
     result = {"folds": k, "grouping": "StratifiedGroupKFold over sample groups, seed %d" % config.seed,
               "temperature": 1.0, "per_fold": per_fold, **metrics}
+    if tile_probs and len(config.classes) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        # Tile labels may differ from image labels (annotation circles): how well single tiles are told apart.
+        result["tile_roc_auc"] = float(roc_auc_score(np.concatenate(tile_labels), np.concatenate(tile_probs)))
     folder = Path(out_root or REPO / "models") / config.id
     if (folder / "manifest.json").exists():
         from core.training.bundle_writer import add_cross_validation
