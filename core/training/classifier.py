@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.configs import BACKBONES, BundleConfig
+from core.training.configs import BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample
 from core.training.features import cache_features
 from core.training.splits import describe, split
@@ -36,7 +36,7 @@ def prepare(config: BundleConfig) -> dict:
     plan = stored_plan(config)
     parts = {k: [plan_sample(d) for d in v] for k, v in plan.items()}
     print(f"{config.id}: train {describe(parts['train'])}, validation {describe(parts['val'])}")
-    backbone = build_backbone(config.arch, BACKBONES[config.arch])
+    backbone = build_backbone(config.arch, config.backbone_path)
     trunk, _ = split_backbone(backbone, config.arch, config.top_block_start)
     cache_features(parts["val"], config.spec, trunk, config.cache_dir / "val_v0.npy")
     cache_views(config, parts["train"], trunk, config.cache_dir / "train")
@@ -203,7 +203,7 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
     classes = config.classes
     x_val = np.asarray(x_val, np.float32)
     keras.utils.set_random_seed(config.seed)
-    backbone = build_backbone(config.arch, BACKBONES[config.arch])
+    backbone = build_backbone(config.arch, config.backbone_path)
     _, top = split_backbone(backbone, config.arch, config.top_block_start)
     head = build_head(top, len(classes), config.dropout)
     weights = _class_weights(y_train, len(classes))

@@ -13,6 +13,7 @@ from core.models.tiling import TilingSpec
 REPO = Path(__file__).resolve().parents[2]
 DATA_ROOT = Path(os.environ.get("MIDA_DATA", REPO.parent / "shared" / "data"))
 CACHE_ROOT = Path(os.environ.get("MIDA_CACHE", Path.home() / ".cache" / "mida"))
+# Frozen backbones shipped with the repository (ImageNet Xception, the only ImageNet weights available offline).
 BACKBONES = {"xception": REPO / "models" / "backbones" / "xception-imagenet.keras"}
 
 
@@ -27,6 +28,9 @@ class BundleConfig:
     classes: list[str]
     spec: PreprocessSpec
     arch: str = "xception"
+    # "imagenet" (the shipped file where there is one, else Keras' download or ~/.keras/models),
+    # a local weights/.keras file, or "none" (random initialisation).
+    weights: str = "imagenet"
     # First layer of the fine-tuned part; None = the arch's top block. Lower cuts unfreeze more
     # blocks (each Xception middle-flow block adds ~7 ms per 224-px training image on 2 CPU cores).
     top_from: str | None = None
@@ -69,11 +73,37 @@ class BundleConfig:
 
     @property
     def cache_dir(self) -> Path:
-        """Per bundle and data source, so a retrain on other data never reuses stale features."""
+        """Per bundle, data source and backbone, so a retrain never reuses stale features."""
         default = DEFAULT_SOURCES.get(self.id)
-        if default is None or default == (self.reader, self.root):
+        source = (self.reader, self.root, self.arch, self.weights)
+        if default is None or default == source:
             return CACHE_ROOT / self.id
-        return CACHE_ROOT / f"{self.id}-{hashlib.sha1(f'{self.reader}:{self.root}'.encode()).hexdigest()[:8]}"
+        return CACHE_ROOT / f"{self.id}-{hashlib.sha1(':'.join(source).encode()).hexdigest()[:8]}"
+
+    @property
+    def backbone_path(self) -> Path:
+        """The frozen backbone file this bundle trains on and references (made once when not shipped).
+
+        Materialising it once matters: a randomly initialised or downloaded backbone must be the very
+        same weights for cached features, training and the written bundle.
+        """
+        if self.feature_bundle:
+            return CONFIGS[self.feature_bundle].backbone_path
+        shipped = BACKBONES.get(self.arch)
+        if self.weights == "imagenet" and shipped is not None and shipped.exists():
+            return shipped
+        if self.weights.endswith(".keras"):
+            return Path(self.weights)
+        tag = "random" if self.weights == "none" else ("imagenet" if self.weights == "imagenet" else Path(self.weights).stem)
+        path = CACHE_ROOT / "backbones" / f"{self.arch}-{tag}.keras"
+        if not path.exists():
+            from core.models.backbones import build_backbone
+            from core.models.storage import save_keras_fp16
+
+            backbone = build_backbone(self.arch, None if self.weights == "none" else self.weights)
+            backbone.trainable = False
+            save_keras_fp16(backbone, path)
+        return path
 
 
 MRI = PreprocessSpec(size=224, color="grey3", crop="foreground")
@@ -190,4 +220,4 @@ CONFIGS: dict[str, BundleConfig] = {
     ]
 }
 
-DEFAULT_SOURCES = {c.id: (c.reader, c.root) for c in CONFIGS.values()}
+DEFAULT_SOURCES = {c.id: (c.reader, c.root, c.arch, c.weights) for c in CONFIGS.values()}

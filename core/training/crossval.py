@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from core.training.classifier import _load_views, _per_image, cache_views, fit_classifier, load_samples, plan_entries
-from core.training.configs import BACKBONES, REPO, BundleConfig
+from core.training.configs import REPO, BundleConfig
 from core.training.datasets import plan_sample
 from core.training.splits import assign_groups
 
@@ -39,7 +39,7 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
     if not entries_file.exists():
         entries_file.write_text(json.dumps(plan_entries(samples, config)))
     entries = json.loads(entries_file.read_text())
-    trunk, _ = split_backbone(build_backbone(config.arch, BACKBONES[config.arch]), config.arch, config.top_block_start)
+    trunk, _ = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch, config.top_block_start)
     cache_views(config, [plan_sample(d) for d in entries], trunk, work / "all")
     views = 1 + config.augmented_views
     features = _load_views(config, "all", views, work)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.training.classifier import stored_plan
-from core.training.configs import BACKBONES, BundleConfig
+from core.training.configs import BundleConfig
 from core.training.datasets import plan_sample
 from core.training.features import cache_features
 from core.training.splits import describe
@@ -37,7 +37,7 @@ def prepare(config: BundleConfig) -> dict:
     plan = stored_plan(config)
     train = [plan_sample(d) for d in plan["train"]]
     print(f"{config.id}: train {describe(train)}, validation {describe([plan_sample(d) for d in plan['val']])}")
-    enc = encoder(build_backbone(config.arch, BACKBONES[config.arch]), config.arch, encoder_layers(config))
+    enc = encoder(build_backbone(config.arch, config.backbone_path), config.arch, encoder_layers(config))
     for view in range(1 + config.augmented_views):
         cache_features(train, config.spec, enc, config.cache_dir / f"train_v{view}.npy", with_masks=True,
                        augmentation=config.augmentation if view else None, seed=config.seed + view, batch_size=8)
@@ -106,7 +106,7 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     keras.utils.set_random_seed(config.seed)
     deep = None
     if config.top_from is not None:
-        deep = encoder_deep_part(build_backbone(config.arch, BACKBONES[config.arch]), config.arch, config.top_from)
+        deep = encoder_deep_part(build_backbone(config.arch, config.backbone_path), config.arch, config.top_from)
     decoder = build_decoder([s.shape[1:] for s in skips[0]], config.spec.size, deep=deep)
     ckpt = config.cache_dir / "checkpoint.weights.h5"
     progress_file = config.cache_dir / "progress.json"
