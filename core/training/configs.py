@@ -94,7 +94,7 @@ class BundleConfig:
             return shipped
         if self.weights.endswith(".keras"):
             return Path(self.weights)
-        tag = "random" if self.weights == "none" else ("imagenet" if self.weights == "imagenet" else Path(self.weights).stem)
+        tag = {"none": "random", "imagenet": "imagenet"}.get(self.weights, Path(self.weights).stem)
         path = CACHE_ROOT / "backbones" / f"{self.arch}-{tag}.keras"
         if not path.exists():
             from core.models.backbones import build_backbone
