@@ -219,7 +219,7 @@ Decision support only, not a medical device. Modality {manifest['modality']}; cl
 ## Model
 {manifest['architecture']['backbone']} backbone ({manifest['architecture']['weights_origin']}); {manifest['architecture']['head']}.
 The frozen trunk is the shared file `{manifest['architecture']['backbone_file']}`; this bundle stores only the
-fine-tuned top block and head (`head.keras`, float16 on disk). Input {manifest['input_size'][0]} px, preprocessing
+fine-tuned layers and head (`head.keras`, float16 on disk). Input {manifest['input_size'][0]} px, preprocessing
 `{json.dumps(manifest['preprocessing'])}`. Probabilities are temperature-scaled (T = {manifest['calibration']['temperature']:.3f}).
 
 ## Data and split

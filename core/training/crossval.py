@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from core.training.classifier import _load_views, _per_image, cache_views, fit_classifier, load_samples, plan_entries
+from core.training.classifier import (
+    _load_views,
+    _per_image,
+    cache_views,
+    fit_classifier,
+    load_samples,
+    plan_entries,
+    predict_chunks,
+)
 from core.training.configs import REPO, BundleConfig
 from core.training.datasets import plan_sample
 from core.training.splits import assign_groups
@@ -60,7 +68,7 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
               f"{sorted({samples[i].group for i in val_images})}, {len(val_images)} images", flush=True)
         head = fit_classifier(config, features[train], np.tile(labels, views)[train], plain[val], labels[val],
                               work / f"k{k}_fold{fold}", select_on_val=False)
-        probs = softmax(head.predict(np.asarray(plain[val], np.float32), batch_size=64, verbose=0))
+        probs = softmax(predict_chunks(head, plain[val]))
         fold_entries = [d for d, v in zip(entries, val) if v]
         if config.tiling is not None:
             tile_probs.append(probs[:, 1])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.classifier import _class_weights, _load_views, prepare
+from core.training.classifier import _class_weights, _load_views, predict_chunks, prepare
 from core.training.configs import CONFIGS, REPO, BundleConfig
 
 FEATURE_LAYER = "gap"
@@ -38,7 +38,7 @@ def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> 
     parent = CONFIGS[config.feature_bundle]
     plan, parent_plan = prepare(config), prepare(parent)
     features = _parent_features(parent_folder)
-    pooled = lambda array: features.predict(array, batch_size=64, verbose=0)  # noqa: E731
+    pooled = lambda array: predict_chunks(features, array)  # noqa: E731
     index = {c: i for i, c in enumerate(config.classes)}
     views = 1 + config.augmented_views
     x_own = pooled(_load_views(config, "train", views))
