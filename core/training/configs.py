@@ -121,7 +121,7 @@ CONFIGS: dict[str, BundleConfig] = {
             spec=MRI,
             top_from="block11_sepconv1_act",
             augmented_views=2,
-            epochs_finetune=10,
+            epochs_finetune=4,
         ),
         BundleConfig(
             id="brain-mri-tumor-yesno",
@@ -180,7 +180,7 @@ CONFIGS: dict[str, BundleConfig] = {
             augmented_views=3,
             top_from="block8_sepconv1_act",
             epochs_head=4,
-            epochs_finetune=8,
+            epochs_finetune=3,
             batch_size=8,
         ),
         BundleConfig(
