@@ -125,3 +125,23 @@ def test_resnet50v2_from_random_weights_is_one_option_away(busi_tree, training, 
     record = load_image(busi_tree / "normal" / "normal (1).png", modality="US")
     result = Analyzer(Registry([out])).analyze(record, gradcam=True).results[0]
     assert set(result.probabilities) == {"benign", "normal"} and result.heatmap.shape == (96, 96)
+
+
+def test_set_trainable_reaches_every_layer_of_a_freshly_loaded_backbone():
+    """The backbone file stores its layers frozen; unfreezing must reach each convolution (a resumed
+    fine-tune once trained only the Dense layer because it did not)."""
+    import keras
+
+    from core.models.backbones import build_backbone, split_backbone
+    from core.training.classifier import set_trainable
+    from core.training.configs import BACKBONES
+
+    _, top = split_backbone(build_backbone("xception", BACKBONES["xception"]), "xception", "block13_sepconv1_act")
+    set_trainable(top, True)
+    norms = [layer for layer in top.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    convs = [layer for layer in top.layers if layer.weights and layer not in norms]
+    assert len(convs) >= 6 and all(layer.trainable for layer in convs)
+    assert norms and not any(layer.trainable for layer in norms)
+    assert len(top.trainable_weights) == sum(len(layer.trainable_weights) for layer in convs)
+    set_trainable(top, False)
+    assert not top.trainable_weights

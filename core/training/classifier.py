@@ -121,14 +121,18 @@ def build_head(top, n_classes: int, dropout: float):
     return keras.Model(features, logits, name="head")
 
 
-def _set_top_trainable(top, trainable: bool) -> None:
-    """Unfreeze convolutions of the top block; BatchNorm stays frozen (inference mode) on small data."""
+def set_trainable(part, trainable: bool) -> None:
+    """Unfreeze (or freeze) the convolutions of a backbone part; BatchNorm stays in inference mode.
+
+    Every layer is set explicitly: the backbone file stores its layers frozen, and setting only
+    ``part.trainable`` does not reach them in a fresh process (a resumed fine-tune then trained
+    nothing but the Dense layer).
+    """
     import keras
 
-    top.trainable = trainable
-    for layer in top.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
+    part.trainable = trainable
+    for layer in part.layers:
+        layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
 
 
 def _load_views(config: BundleConfig, part: str, views: int, folder: Path | None = None) -> np.ndarray:
@@ -241,7 +245,7 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
         print(f"resuming after epoch {progress['epoch']}")
     if progress["epoch"] < config.epochs_head:
         # Phase 1, frozen top block: its pooled output is computed once, only Dropout + Dense train.
-        _set_top_trainable(top, False)
+        set_trainable(top, False)
         pool = keras.Model(top.input, keras.layers.GlobalAveragePooling2D()(top.output))
         pooled_train, pooled_val = predict_chunks(pool, x_train), predict_chunks(pool, x_val)
         features = keras.Input(shape=(pooled_train.shape[1],))
@@ -254,7 +258,7 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
                                 verbose=0, validation_data=(pooled_val, y_val_onehot))
             finish_epoch(epoch, "head", history.history["val_loss"][-1], history.history["val_acc"][-1])
     # Phase 2: the top block unfrozen (BatchNorm kept frozen) at a low learning rate, cosine-decayed.
-    _set_top_trainable(top, True)
+    set_trainable(top, True)
     steps = max(1, len(x_train) // config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(config.lr_finetune, decay_steps=steps * max(1, config.epochs_finetune))
     head.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=metrics)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.classifier import stored_plan
+from core.training.classifier import set_trainable, stored_plan
 from core.training.configs import BundleConfig
 from core.training.datasets import plan_sample
 from core.training.features import cache_features
@@ -82,16 +82,6 @@ def _views(config: BundleConfig, views: int, n_skips: int) -> tuple[list[list[np
     return skips, masks
 
 
-def _set_deep_trainable(deep, trainable: bool) -> None:
-    """Convolutions of the encoder's deep part train in phase 2; its BatchNorm stays in inference mode."""
-    import keras
-
-    deep.trainable = trainable
-    for layer in deep.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-
-
 def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     """Train the decoder (resumable per epoch), evaluate on validation images, write ``models/<id>/``."""
     import keras
@@ -124,7 +114,7 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     first = 0
     for phase, epochs, base_lr in phases:
         if deep is not None:
-            _set_deep_trainable(deep, phase != "decoder")
+            set_trainable(deep, phase != "decoder")
         decoder.compile(optimizer=keras.optimizers.Adam(base_lr), loss=segmentation_loss(config.loss))
         for epoch in range(max(progress["epoch"], first), first + epochs):
             lr = base_lr * (0.5 ** ((epoch - first) // max(1, epochs // 3)))
