@@ -122,11 +122,11 @@ CONFIGS: dict[str, BundleConfig] = {
             top_from="block11_sepconv1_act",
             augmented_views=2,
             epochs_finetune=4,
-            notes="Backbone route: the issue names ResNet50V2 first, but no ImageNet ResNet50V2 weights can be "
-                  "obtained offline here and a 23M-parameter network trained from random weights on 3.9k slices "
-                  "would not compete on 2 CPU cores, so the ImageNet Xception shipped with the project is used. "
-                  "Where ResNet50V2 ImageNet weights are available, `python -m core.training train "
-                  "brain-mri-tumor-4class --arch resnet50v2 --weights imagenet` retrains on it.\n",
+            notes="Backbone route: the published recipe uses ResNet50V2, but its ImageNet weights cannot be obtained "
+                  "offline here, and training its 23M parameters from random weights on 3.9k slices on 2 CPU cores "
+                  "was not attempted; the ImageNet Xception shipped with the project is used instead. Where "
+                  "ResNet50V2 ImageNet weights are available, `python -m core.training train brain-mri-tumor-4class "
+                  "--arch resnet50v2 --weights imagenet` retrains on it.\n",
         ),
         BundleConfig(
             id="brain-mri-tumor-yesno",
