@@ -154,6 +154,23 @@ def test_safe_mode_refuses_lambda_layer(tmp_path):
         Registry([tmp_path]).get("lambda").load()
 
 
+def test_float16_storage_keeps_out_of_range_arrays_exact(tmp_path):
+    """Weights are halved on disk, except an array float16 cannot hold (it would turn into inf)."""
+    import keras
+
+    from core.models.storage import save_keras_fp16
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs))
+    kernel = np.full((4, 2), 0.1, np.float32)
+    bias = np.array([1e6, -3.0], np.float32)  # beyond float16's 65504
+    model.get_layer("dense").set_weights([kernel, bias])
+    save_keras_fp16(model, tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False).get_layer("dense").get_weights()
+    np.testing.assert_array_equal(loaded[1], bias)
+    np.testing.assert_allclose(loaded[0], kernel, rtol=1e-3)  # halved: within float16 precision
+
+
 def test_cpu_path_and_engine_cancel(analyzer, planted_png):
     import tensorflow as tf
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
@@ -63,8 +65,8 @@ def _copy_halved(src, dst) -> None:
             _copy_halved(obj, dst.create_group(name))
         else:
             data = obj[()]
-            if getattr(data, "dtype", None) == np.float32:
-                data = data.astype(np.float16)
+            if getattr(data, "dtype", None) == np.float32 and np.all(np.abs(data) <= FLOAT16_MAX):
+                data = data.astype(np.float16)  # an array with values beyond float16's range stays float32
             dst.create_dataset(name, data=data)
             for key, value in obj.attrs.items():
                 dst[name].attrs[key] = value
