@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 qt-system-libs:
-	@if command -v apt-get >/dev/null && ! ldconfig -p | grep -q libxcb-cursor.so.0; then \
+	@missing=0; for lib in libxcb-cursor.so.0 libxcb-icccm.so.4 libxcb-keysyms.so.1 libxkbcommon-x11.so.0 libEGL.so.1; do \
+		ldconfig -p | grep -q $$lib || missing=1; done; \
+	if command -v apt-get >/dev/null && [ $$missing = 1 ]; then \
 		echo "installing X11 libraries for Qt"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(QT_XCB_LIBS) >/dev/null; fi
