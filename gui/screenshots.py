@@ -30,20 +30,21 @@ def main(argv: list[str]) -> int:
     out = Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
-    settings = QSettings(str(Path(tempfile.mkdtemp()) / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("auto_analyse", True)
-    window = MainWindow(settings=settings)
-    window.resize(1500, 950)
-    window.show()
-    for spec in argv[1:]:
-        image, name = spec.rsplit(":", 1)
-        window.analysis = None
-        window.open_path(image)
-        ok = _wait(app, lambda: window.analysis is not None and not window.is_busy, 600)
-        _wait(app, lambda: False, 0.5)
-        window.grab().save(str(out / f"{name}.png"))
-        print(f"{name}: {'analysed' if ok else 'timed out'} -> {out / (name + '.png')}")
-    window.close()
+    with tempfile.TemporaryDirectory() as tmp:  # the user's own settings stay untouched
+        settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
+        settings.setValue("auto_analyse", True)
+        window = MainWindow(settings=settings)
+        window.resize(1500, 950)
+        window.show()
+        for spec in argv[1:]:
+            image, name = spec.rsplit(":", 1)
+            window.analysis = None
+            window.open_path(image)
+            ok = _wait(app, lambda: window.analysis is not None and not window.is_busy, 600)
+            _wait(app, lambda: False, 0.5)
+            window.grab().save(str(out / f"{name}.png"))
+            print(f"{name}: {'analysed' if ok else 'timed out'} -> {out / (name + '.png')}")
+        window.close()
     return 0
 
 

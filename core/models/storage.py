@@ -70,4 +70,3 @@ def _copy_halved(src, dst) -> None:
             dst.create_dataset(name, data=data)
             for key, value in obj.attrs.items():
                 dst[name].attrs[key] = value
-

@@ -23,18 +23,20 @@ def _relative_data(path: str) -> str:
         return path
 
 
-def _shared_backbone(config: BundleConfig, folder: Path) -> Path:
-    """The bundle's frozen backbone in the models folder's shared ``backbones/`` (copied there once)."""
+def _shared_backbone(config: BundleConfig, folder: Path) -> tuple[Path, str]:
+    """The bundle's frozen backbone in the models folder's shared ``backbones/`` (copied there once),
+    and its sha256."""
     import shutil
 
     source = config.backbone_path
     shared = folder.parent / "backbones" / source.name
+    sha = sha256_file(source)
     if not shared.exists():
         shared.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, shared)
-    elif sha256_file(shared) != sha256_file(source):
+    elif source.resolve() != shared.resolve() and sha256_file(shared) != sha:
         raise ValueError(f"{shared} differs from the backbone this bundle was trained on ({source})")
-    return shared
+    return shared, sha
 
 
 def _command_options(config: BundleConfig) -> str:
@@ -55,7 +57,7 @@ def _weights_origin(config: BundleConfig) -> str:
 def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights_file: str, head: str,
                      folder: Path) -> dict:
     """Fields every bundle shares: identity, backbone reference, preprocessing, data, command."""
-    backbone = _shared_backbone(config, folder)
+    backbone, backbone_sha = _shared_backbone(config, folder)
     counts = {part: {c: sum(d["label"] == c for d in plan[part]) for c in sorted({d["label"] for d in plan[part]})}
               for part in plan}
     data = config.data_path
@@ -69,7 +71,7 @@ def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights
         "architecture": {
             "backbone": config.arch,
             "backbone_file": str(Path("..") / backbone.parent.name / backbone.name),
-            "backbone_sha256": sha256_file(backbone),
+            "backbone_sha256": backbone_sha,
             "head": head,
             "weights_origin": _weights_origin(config),
         },

@@ -188,9 +188,9 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     views = 1 + config.augmented_views
     y_train = np.tile(np.array([index[d["label"]] for d in plan["train"]]), views)
     y_val = np.array([index[d["label"]] for d in plan["val"]])
-    head = fit_classifier(config, _load_views(config, "train", views), y_train,
-                          _load_views(config, "val", 1), y_val, config.cache_dir)
-    logits_val = predict_chunks(head, _load_views(config, "val", 1))
+    x_val = _load_views(config, "val", 1)
+    head = fit_classifier(config, _load_views(config, "train", views), y_train, x_val, y_val, config.cache_dir)
+    logits_val = predict_chunks(head, x_val)
     temperature = fit_temperature(logits_val, y_val)
     probs = softmax(logits_val / temperature)
     if config.tiling is not None:

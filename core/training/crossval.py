@@ -61,11 +61,10 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
     out_probs, out_labels, per_fold, tile_probs, tile_labels = [], [], [], [], []
     for fold, (train_images, val_images) in enumerate(splitter.split(np.zeros(len(samples)), image_labels,
                                                                      [s.group for s in samples])):
-        val_paths = {str(samples[i].path) for i in val_images}
-        val = np.isin(paths, list(val_paths))
+        val = np.isin(paths, [str(samples[i].path) for i in val_images])
         train = np.tile(~val, views)
-        print(f"fold {fold + 1}/{k}: validation groups "
-              f"{sorted({samples[i].group for i in val_images})}, {len(val_images)} images", flush=True)
+        val_groups = sorted({samples[i].group for i in val_images})
+        print(f"fold {fold + 1}/{k}: validation groups {val_groups}, {len(val_images)} images", flush=True)
         head = fit_classifier(config, features[train], np.tile(labels, views)[train], plain[val], labels[val],
                               work / f"k{k}_fold{fold}", select_on_val=False)
         probs = softmax(predict_chunks(head, plain[val]))
@@ -78,7 +77,7 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
             fold_labels = labels[val]
         out_probs.append(probs)
         out_labels.append(fold_labels)
-        per_fold.append({"groups": sorted({samples[i].group for i in val_images}), "n": int(len(fold_labels)),
+        per_fold.append({"groups": val_groups, "n": int(len(fold_labels)),
                          "accuracy": float(np.mean(probs.argmax(1) == fold_labels))})
     metrics = classification_metrics(np.concatenate(out_probs), np.concatenate(out_labels), config.classes)
     result = {"folds": k, "grouping": "StratifiedGroupKFold over sample groups, seed %d" % config.seed,
