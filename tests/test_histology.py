@@ -76,6 +76,15 @@ def test_tiles_skip_background_and_cover_tissue():
     assert heat[100, 100] == pytest.approx(0.8) and heat[300, 500] == 0
 
 
+def test_radiograph_tiles_cover_the_breast_not_the_air():
+    """A mammogram is mostly dark air: as "stained" tissue every tile would count, as radiograph only breast."""
+    img = np.zeros((512, 512), np.uint8)
+    img[:, :180] = 120  # breast along the left edge: 41 % of the second tile column
+    spec = TilingSpec(tile=128, stride=128, min_tissue=0.3, tissue="radiograph")
+    assert {x0 for _, _, x0, _ in tile_boxes(img, spec)} == {0, 128}
+    assert len(tile_boxes(img, TilingSpec(tile=128, stride=128, min_tissue=0.3))) == 16
+
+
 def test_macenko_maps_different_stains_closer():
     base = fake_he(3, True)
     bluish = np.clip(base.astype(int) + np.array([-30, 0, 40]), 0, 255).astype(np.uint8)

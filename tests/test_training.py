@@ -145,3 +145,19 @@ def test_set_trainable_reaches_every_layer_of_a_freshly_loaded_backbone():
     assert len(top.trainable_weights) == sum(len(layer.trainable_weights) for layer in convs)
     set_trainable(top, False)
     assert not top.trainable_weights
+
+
+def test_tile_mask_is_cut_from_the_whole_image_mask(tmp_path):
+    """Annotation circles are in whole-image coordinates: a tile's mask is the same window of them."""
+    from core.training.datasets import Circle, Sample
+    from core.training.features import model_inputs
+
+    path = tmp_path / "mammo.png"
+    Image.fromarray(np.full((96, 96), 100, np.uint8)).save(path)
+    spec = PreprocessSpec(size=32, color="grey3", crop="none")
+    circle = (Circle(x=70.0, y=70.0, r=6.0),)
+    lesion_tile = Sample(path, "abnormal", circles=circle, extra={"box": [48, 80, 48, 80], "shape": [96, 96]})
+    empty_tile = Sample(path, "normal", circles=circle, extra={"box": [0, 32, 0, 32], "shape": [96, 96]})
+    _, mask = model_inputs(lesion_tile, spec, with_mask=True)
+    assert mask[22, 22] == 1 and mask[0, 0] == 0  # the circle's centre sits at (22, 22) of this tile
+    assert not model_inputs(empty_tile, spec, with_mask=True)[1].any()

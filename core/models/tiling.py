@@ -1,8 +1,8 @@
-"""Tiles over large images (histology): tissue detection, the tile grid and image-level aggregation.
+"""Tiles over large images (histology, mammograms): tissue detection, the tile grid and aggregation.
 
-A histology image of any size is covered by tiles of the bundle's tile size; tiles with too little
-tissue are skipped; the image probability is the mean of the tile probabilities (documented in the
-bundle's manifest), and the tile probabilities form a map over the whole image.
+An image of any size is covered by tiles of the bundle's tile size; tiles with too little tissue
+are skipped; the image probability aggregates the tile probabilities (mean or max, documented in
+the bundle's manifest), and the tile probabilities form a map over the whole image.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ class TilingSpec:
     stride: int = 224
     scale: float = 1.0  # resize factor applied before tiling (to match magnification)
     min_tissue: float = 0.4  # fraction of tissue pixels a tile needs
+    # What tissue looks like: "stained" (H&E on bright glass) or "radiograph" (breast brighter than the
+    # dark air around it; on a mammogram most of the frame is air and would otherwise count as tissue).
+    tissue: str = "stained"
     aggregate: str = "mean"  # "mean" of tile probabilities, or "max": the most suspicious tile decides
     # (binary bundles, positive class last: a small lesion in one tile makes the image abnormal)
 
@@ -32,8 +35,17 @@ class TilingSpec:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def tissue_mask(rgb: np.ndarray) -> np.ndarray:
-    """Stained tissue: coloured enough and not the bright slide background (grey: not bright)."""
+RADIOGRAPH_AIR = 30  # display grey level below which a radiograph pixel is air (mini-MIAS air is 0-20)
+
+
+def tissue_mask(rgb: np.ndarray, kind: str = "stained") -> np.ndarray:
+    """Tissue pixels. Stained: coloured enough and not the bright slide background (grey: not bright).
+    Radiograph: brighter than air."""
+    if kind == "radiograph":
+        grey = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        return grey > RADIOGRAPH_AIR
+    if kind != "stained":
+        raise ValueError(f"unknown tissue kind '{kind}'")
     if rgb.ndim == 2:
         return rgb < 235
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
@@ -47,7 +59,7 @@ def tile_boxes(rgb: np.ndarray, spec: TilingSpec) -> list[tuple[int, int, int, i
     step = max(1, int(round(spec.stride / spec.scale)))
     if h < side or w < side:
         return [(0, h, 0, w)]
-    tissue = tissue_mask(rgb).astype(np.float32)
+    tissue = tissue_mask(rgb, spec.tissue).astype(np.float32)
     integral = cv2.integral(tissue)
     boxes, fractions = [], []
     ys = list(range(0, h - side + 1, step)) or [0]

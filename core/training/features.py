@@ -35,13 +35,13 @@ def model_inputs(sample: Sample, spec: PreprocessSpec, with_mask: bool) -> tuple
     A tile sample carries its box (y0, y1, x0, x1) in ``extra["box"]``.
     """
     display = _prepared_display(str(sample.path), spec)
+    mask = sample_mask(sample, display.shape[:2]) if with_mask else None  # whole-image coordinates
     if "box" in sample.extra:
         y0, y1, x0, x1 = sample.extra["box"]
         display = display[y0:y1, x0:x1]
+        mask = None if mask is None else mask[y0:y1, x0:x1]
     pixels = to_model_pixels(display, spec)
-    if not with_mask:
-        return pixels, None
-    return pixels, to_model_mask(sample_mask(sample, display.shape[:2]), display, spec)
+    return pixels, None if mask is None else to_model_mask(mask, display, spec)
 
 
 @lru_cache(maxsize=4)
