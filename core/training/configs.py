@@ -119,6 +119,8 @@ CONFIGS: dict[str, BundleConfig] = {
             root="brain_mri_4class/train",
             classes=["glioma", "meningioma", "notumor", "pituitary"],
             spec=MRI,
+            # Blocks 8-14 (tried): best validation loss 0.154 vs 0.148, accuracy 0.961 either way, train accuracy
+            # 0.9999 - deeper overfits 3.9k slices; not shipped.
             top_from="block11_sepconv1_act",
             augmented_views=2,
             epochs_finetune=4,
