@@ -131,7 +131,15 @@ class Analyzer:
             return self._classify_tiles(bundle, display, gradcam, plus, target, device)
         x = preprocess(display, spec)[None]
         heatmap = None
-        if gradcam and bundle.gradcam_layer:
+        if bundle.manifest.get("flip_average"):
+            # Mean logits of the image and its mirror (chosen on validation per bundle); the heatmap
+            # explains the unmirrored image for the class the mean decides.
+            logits = self._forward(bundle, np.concatenate([x, x[:, :, ::-1]])).mean(axis=0, keepdims=True)
+            chosen = np.argmax(logits, axis=1) if target is None else np.array([target])
+            if gradcam and bundle.gradcam_layer:
+                _, cams, chosen = self._gradcam(bundle)(x, int(chosen[0]), plus)
+                heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
+        elif gradcam and bundle.gradcam_layer:
             logits, cams, chosen = self._gradcam(bundle)(x, target, plus)
             heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
         else:

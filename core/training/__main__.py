@@ -1,6 +1,8 @@
-"""``python -m core.training cache|train|cv ID [--reader R --root DIR]``: build a bundle from its config.
+"""``python -m core.training cache|train|cv|mirror ID [--reader R --root DIR]``: build a bundle from its config.
 
 ``cv`` runs grouped k-fold cross-validation of a classifier and records it in the bundle's card.
+``mirror`` decides, on the validation split, whether a written classifier averages each image with
+its mirror image (``train`` does this itself; the action serves bundles trained before it existed).
 
 A site with BreakHis or IDC data retrains the histology bundle with one command, e.g.
 ``python -m core.training train breast-histology-2class --reader breakhis --root /data/BreaKHis_v1``;
@@ -13,14 +15,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
-from core.training.configs import CONFIGS
+from core.training.configs import CONFIGS, REPO
 from core.training.datasets import READERS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.training")
-    parser.add_argument("action", choices=["cache", "train", "cv"])
+    parser.add_argument("action", choices=["cache", "train", "cv", "mirror"])
     parser.add_argument("bundle", choices=sorted(CONFIGS))
     parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
     parser.add_argument("--reader", choices=sorted(READERS), help="data layout (overrides the config)")
@@ -46,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{config.id}: {result['folds']}-fold grouped cross-validation accuracy {result['accuracy']:.4f} "
               f"(n = {result['n']}), ROC AUC {result['roc_auc']:.4f}, ECE {result['ece']:.4f}"
               + (f", single tiles ROC AUC {result['tile_roc_auc']:.4f}" if "tile_roc_auc" in result else ""))
+    elif args.action == "mirror":
+        from core.training.mirror import choose_mirror_average
+
+        chosen = choose_mirror_average(Path(args.out or REPO / "models") / config.id, config.notes)
+        print(f"{config.id}: {'averages' if chosen else 'does not average'} each image with its mirror image")
     elif args.action == "cache":
         module.prepare(config)
     else:

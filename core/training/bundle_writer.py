@@ -147,11 +147,7 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
         extra_data=f"{CONFIGS[config.feature_bundle].root} training split with classes mapped "
                    f"{json.dumps(config.feature_class_map)}",
         epochs={"dense": config.epochs_head}, learning_rates={"dense": config.lr_head})
-    card = model_card(manifest) + (
-        f"\n## Transfer\nFeatures: the fine-tuned top block of `{config.feature_bundle}` (frozen). Training data: this set's "
-        f"training split plus {manifest['training']['extra_data']}.\nOn `{extra_validation['data']}` "
-        f"(n = {extra_validation['n']}): accuracy {extra_validation['accuracy']:.4f}, ROC AUC {extra_validation['roc_auc']:.4f}.\n")
-    return _write_common(folder, manifest, plan, card)
+    return _write_common(folder, manifest, plan, model_card(manifest))
 
 
 def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: str | Path | None) -> Path:
@@ -222,7 +218,7 @@ Decision support only, not a medical device. Modality {manifest['modality']}; cl
 {manifest['architecture']['backbone']} backbone ({manifest['architecture']['weights_origin']}); {manifest['architecture']['head']}.
 The frozen trunk is the shared file `{manifest['architecture']['backbone_file']}`; this bundle stores only the
 fine-tuned layers and head (`head.keras`, float16 on disk). Input {manifest['input_size'][0]} px, preprocessing
-`{json.dumps(manifest['preprocessing'])}`. Probabilities are temperature-scaled (T = {manifest['calibration']['temperature']:.3f}).
+`{json.dumps(manifest['preprocessing'])}`. Probabilities are temperature-scaled (T = {manifest['calibration']['temperature']:.3f}).{_mirror_sentence(manifest)}
 
 ## Data and split
 `{t['data']}` ({t['reader']}); {t['split']}. Counts: `{json.dumps(t['counts'])}`.
@@ -240,11 +236,34 @@ fitted on this same validation split, so ECE is optimistic).
 Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
 
 ![validation](validation.png)
-{_cross_validation_section(manifest.get("cross_validation"))}
+{_cross_validation_section(manifest.get("cross_validation"))}{_transfer_section(manifest)}
 ## Limits
 Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
 one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
 {manifest.get("notes", "")}"""
+
+
+def _mirror_sentence(manifest: dict) -> str:
+    selection = manifest.get("mirror_selection")
+    if not selection:
+        return ""
+    alone, mean = selection["image"], selection["mean_with_mirror"]
+    measured = (f"validation log-loss {mean['log_loss']:.4f} vs {alone['log_loss']:.4f} for the image alone, "
+                f"accuracy {mean['accuracy']:.4f} vs {alone['accuracy']:.4f}")
+    if manifest.get("flip_average"):
+        return f"\nThe logits of the image and its mirror image are averaged ({measured}); the metrics below include it."
+    return f"\nAveraging with the mirror image was measured and not kept ({measured})."
+
+
+def _transfer_section(manifest: dict) -> str:
+    parent = manifest["architecture"].get("feature_bundle")
+    if not parent:
+        return ""
+    extra = manifest["additional_validation"]
+    return (f"\n## Transfer\nFeatures: the fine-tuned top block of `{parent}` (frozen). Training data: this set's "
+            f"training split plus {manifest['training']['extra_data']}.\nOn `{extra['data']}` "
+            f"(n = {extra['n']}): accuracy {extra['accuracy']:.4f}, ROC AUC {extra['roc_auc']:.4f}"
+            f"{' (each image alone, without its mirror)' if manifest.get('flip_average') else ''}.\n")
 
 
 def _cross_validation_section(cv: dict | None) -> str:

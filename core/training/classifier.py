@@ -195,7 +195,12 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     probs = softmax(logits_val / temperature)
     if config.tiling is not None:
         probs, y_val = _per_image(plan["val"], probs, config)
-    return write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
+        return write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
+    from core.training.mirror import choose_mirror_average
+
+    folder = write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
+    choose_mirror_average(folder)
+    return folder
 
 
 def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,

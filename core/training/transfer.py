@@ -15,6 +15,7 @@ import numpy as np
 
 from core.training.classifier import _class_weights, _load_views, predict_chunks, prepare
 from core.training.configs import CONFIGS, REPO, BundleConfig
+from core.training.mirror import choose_mirror_average
 
 FEATURE_LAYER = "gap"
 
@@ -66,4 +67,6 @@ def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> 
     parent_probs = softmax(dense.predict(x_parent_val, verbose=0) / temperature)
     extra = {"data": f"{parent.root} validation split, classes mapped {json.dumps(config.feature_class_map)}",
              **classification_metrics(parent_probs, y_parent_val, config.classes)}
-    return write_transfer_bundle(config, dense, plan, probs, y_val, temperature, extra, out_root)
+    folder = write_transfer_bundle(config, dense, plan, probs, y_val, temperature, extra, out_root)
+    choose_mirror_average(folder)
+    return folder
