@@ -134,11 +134,17 @@ class Analyzer:
         if bundle.manifest.get("flip_average"):
             # Mean logits of the image and its mirror (chosen on validation per bundle); the heatmap
             # explains the unmirrored image for the class the mean decides.
-            logits = self._forward(bundle, np.concatenate([x, x[:, :, ::-1]])).mean(axis=0, keepdims=True)
-            chosen = np.argmax(logits, axis=1) if target is None else np.array([target])
+            pair = np.concatenate([x, x[:, :, ::-1]])
             if gradcam and bundle.gradcam_layer:
-                _, cams, chosen = self._gradcam(bundle)(x, int(chosen[0]), plus)
+                pair_logits, cams, own = self._gradcam(bundle)(pair, target, plus)
+                logits = pair_logits.mean(axis=0, keepdims=True)
+                chosen = np.argmax(logits, axis=1) if target is None else np.array([target])
+                if own[0] != chosen[0]:  # the image alone would have shown another class
+                    _, cams, _ = self._gradcam(bundle)(x, int(chosen[0]), plus)
                 heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
+            else:
+                logits = self._forward(bundle, pair).mean(axis=0, keepdims=True)
+                chosen = np.argmax(logits, axis=1)
         elif gradcam and bundle.gradcam_layer:
             logits, cams, chosen = self._gradcam(bundle)(x, target, plus)
             heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
