@@ -147,6 +147,27 @@ def test_set_trainable_reaches_every_layer_of_a_freshly_loaded_backbone():
     assert not top.trainable_weights
 
 
+def test_training_resumes_only_its_own_recipe(tmp_path, capsys):
+    """A checkpoint left by another recipe (here: MixUp) is not resumed; the same recipe with more
+    epochs is."""
+    from core.training.classifier import fit_classifier
+    from core.training.configs import CONFIGS
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 2, 2, 1024)).astype(np.float16), np.array([0, 1] * 4)
+    base = dataclasses.replace(CONFIGS["breast-us-3class"], classes=["a", "b"], top_from=None, epochs_head=1,
+                               epochs_finetune=1, batch_size=4)
+
+    def run(config) -> str:
+        fit_classifier(config, x, y, x[:4], y[:4], tmp_path)
+        return capsys.readouterr().out
+
+    assert "resuming" not in run(base)
+    mixed = dataclasses.replace(base, mix="mixup")
+    assert "resuming" not in run(mixed)
+    assert "resuming after epoch 2" in run(dataclasses.replace(mixed, epochs_finetune=2))
+
+
 def test_tile_mask_is_cut_from_the_whole_image_mask(tmp_path):
     """Annotation circles are in whole-image coordinates: a tile's mask is the same window of them."""
     from core.training.datasets import Circle, Sample

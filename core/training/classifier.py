@@ -232,8 +232,10 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
     ckpt, best_file = work_dir / "checkpoint.weights.h5", work_dir / "best.weights.h5"
     progress_file = work_dir / "progress.json"
     progress = json.loads(progress_file.read_text()) if progress_file.exists() else {}
-    if progress.get("top_block_start") != config.top_block_start:  # a checkpoint of another cut does not fit
-        progress = {"epoch": 0, "best": None, "top_block_start": config.top_block_start}
+    recipe = {"top_block_start": config.top_block_start, "mix": config.mix, "dropout": config.dropout,
+              "augmented_views": config.augmented_views, "lr_head": config.lr_head, "lr_finetune": config.lr_finetune}
+    if progress.get("recipe") != recipe:  # a checkpoint of another cut or recipe is not this run's to resume
+        progress = {"epoch": 0, "best": None, "recipe": recipe}
     total = config.epochs_head + config.epochs_finetune
 
     def finish_epoch(epoch: int, phase: str, val_loss: float, val_acc: float) -> None:
