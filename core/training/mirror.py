@@ -1,7 +1,7 @@
 """Whether a classifier averages each image with its mirror image, decided on its validation split.
 
 An axial brain slice is close to left-right symmetric, so its mirror image is a second look at the
-same anatomy; an ultrasound or a mammogram has no such symmetry to rely on. The choice is measured,
+same anatomy; whether other images gain from it is an empirical question. The choice is measured,
 not assumed: the written bundle (float16 weights, the product's own preprocessing) runs on every
 validation image and its mirror, and the mean logits are kept only where they lower the
 temperature-scaled validation log-loss without lowering accuracy. The Analyzer reads the result
