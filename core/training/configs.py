@@ -127,6 +127,7 @@ CONFIGS: dict[str, BundleConfig] = {
             top_from="block11_sepconv1_act",
             augmented_views=2,
             epochs_finetune=4,
+            version="1.1.0",  # 1.1: averages each image with its mirror image (chosen on validation)
             notes="Backbone route: the published recipe uses ResNet50V2, but its ImageNet weights cannot be obtained "
                   "offline here, and training its 23M parameters from random weights on 3.9k slices on 2 CPU cores "
                   "was not attempted; the ImageNet Xception shipped with the project is used instead. Where "
