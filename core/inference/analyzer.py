@@ -131,26 +131,20 @@ class Analyzer:
             return self._classify_tiles(bundle, display, gradcam, plus, target, device)
         x = preprocess(display, spec)[None]
         heatmap = None
-        if bundle.manifest.get("flip_average"):
-            # Mean logits of the image and its mirror (chosen on validation per bundle); the heatmap
-            # explains the unmirrored image for the class the mean decides.
-            pair = np.concatenate([x, x[:, :, ::-1]])
-            if gradcam and bundle.gradcam_layer:
-                pair_logits, cams, own = self._gradcam(bundle)(pair, target, plus)
-                logits = pair_logits.mean(axis=0, keepdims=True)
-                chosen = np.argmax(logits, axis=1) if target is None else np.array([target])
-                if own[0] != chosen[0]:  # the image alone would have shown another class
-                    _, cams, _ = self._gradcam(bundle)(x, int(chosen[0]), plus)
-                heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
-            else:
-                logits = self._forward(bundle, pair).mean(axis=0, keepdims=True)
-                chosen = np.argmax(logits, axis=1)
-        elif gradcam and bundle.gradcam_layer:
-            logits, cams, chosen = self._gradcam(bundle)(x, target, plus)
-            heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
+        # With ``flip_average`` (chosen on validation per bundle) the image and its mirror go through in one
+        # batch and their logits are averaged; the heatmap explains the unmirrored image for the decided class.
+        inputs = np.concatenate([x, x[:, :, ::-1]]) if bundle.manifest.get("flip_average") else x
+        cams = None
+        if gradcam and bundle.gradcam_layer:
+            input_logits, cams, own = self._gradcam(bundle)(inputs, target, plus)
         else:
-            logits = self._forward(bundle, x)
-            chosen = np.argmax(logits, axis=1)
+            input_logits = self._forward(bundle, inputs)
+        logits = input_logits.mean(axis=0, keepdims=True)
+        chosen = np.argmax(logits, axis=1) if target is None else np.array([target])
+        if cams is not None:
+            if own[0] != chosen[0]:  # the mean decided another class than the image alone
+                _, cams, _ = self._gradcam(bundle)(x, int(chosen[0]), plus)
+            heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
         probs = _softmax(logits[0] / bundle.temperature)
         result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device, classes=bundle.classes,
                              probabilities={c: float(p) for c, p in zip(bundle.classes, probs)})

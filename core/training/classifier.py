@@ -195,11 +195,11 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     probs = softmax(logits_val / temperature)
     if config.tiling is not None:
         probs, y_val = _per_image(plan["val"], probs, config)
-        return write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
-    from core.training.mirror import choose_mirror_average
-
     folder = write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
-    choose_mirror_average(folder)
+    if config.tiling is None:  # tiles are not mirrored; whole images are, where validation says so
+        from core.training.mirror import choose_mirror_average
+
+        choose_mirror_average(folder)
     return folder
 
 

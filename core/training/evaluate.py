@@ -13,15 +13,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes."""
+    return float(-np.mean(np.log(probs[np.arange(len(y)), y] + 1e-12)))
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Temperature scaling (Guo et al. 2017): the T minimising validation negative log-likelihood."""
     from scipy.optimize import minimize_scalar
 
-    def nll(t: float) -> float:
-        p = softmax(logits / t)
-        return float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
-
-    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+    return float(minimize_scalar(lambda t: log_loss(softmax(logits / t), y), bounds=(0.05, 20.0), method="bounded").x)
 
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:

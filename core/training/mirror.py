@@ -52,7 +52,7 @@ def choose_mirror_average(folder: Path, notes: str | None = None) -> bool:
     """Measure both options on validation, record them, and switch the bundle to the better one
     (``notes``: the config's current caveats, for a bundle written before they changed)."""
     from core.training.bundle_writer import model_card
-    from core.training.evaluate import classification_metrics, classification_plots, fit_temperature, softmax
+    from core.training.evaluate import classification_metrics, classification_plots, fit_temperature, log_loss, softmax
 
     manifest = json.loads((folder / "manifest.json").read_text())
     if manifest["task"] != "classification":
@@ -65,7 +65,7 @@ def choose_mirror_average(folder: Path, notes: str | None = None) -> bool:
         temperature = fit_temperature(logits, y)
         probs = softmax(logits / temperature)
         measured[option] = {"temperature": temperature, "probs": probs,
-                            "log_loss": float(-np.mean(np.log(probs[np.arange(len(y)), y] + 1e-12))),
+                            "log_loss": log_loss(probs, y),
                             "accuracy": float((probs.argmax(axis=1) == y).mean())}
     single, mean = measured["image"], measured["mean_with_mirror"]
     chosen = mean["log_loss"] < single["log_loss"] and mean["accuracy"] >= single["accuracy"]
