@@ -222,3 +222,34 @@ def test_analyze_cli_all_frames(tiny_models, pydicom_file, tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "main.py"), "analyze", str(pydicom_file("SC_rgb_rle_2frame.dcm")),
                           "--frame", "5", "--json"], capture_output=True, text=True, cwd=REPO, env=env)
     assert bad.returncode == 2 and "frame 5" in json.loads(bad.stdout)["error"]
+
+
+def test_false_lesion_gate_drops_only_faint_components():
+    from core.inference.lesions import drop_unsure_components
+
+    prob = np.zeros((40, 40), np.float32)
+    prob[5:15, 5:15] = 0.6  # faint everywhere
+    prob[20:35, 20:35] = 0.7
+    prob[27, 27] = 0.97  # one sure pixel keeps its whole component
+    mask = (prob >= 0.5).astype(np.uint8)
+    gated = drop_unsure_components(mask, prob, 0.9)
+    assert gated[5:15, 5:15].sum() == 0 and gated[20:35, 20:35].all()
+    assert gated.sum() == 15 * 15 and gated.dtype == mask.dtype
+    np.testing.assert_array_equal(drop_unsure_components(mask, prob, 0.0), mask)
+
+
+def test_segmenter_applies_its_manifest_false_lesion_gate(analyzer):
+    """The tiny segmenter maps grey level to probability: a 255 square is sure, a 135 square is faint."""
+    image = np.zeros((64, 64), np.uint8)
+    image[5:20, 5:20] = 255
+    image[35:55, 35:55] = 135
+    bundle = analyzer.registry.get("tiny-us-segmenter")
+    plain = analyzer.segment(bundle, image, None)
+    bundle.manifest["min_lesion_peak"] = 0.9
+    try:
+        gated = analyzer.segment(bundle, image, None)
+    finally:
+        bundle.manifest.pop("min_lesion_peak")
+    assert len(plain.lesions) == 2 and 0.5 < plain.probability_map[45, 45] < 0.9
+    assert len(gated.lesions) == 1 and gated.mask[45, 45] == 0 and gated.mask[10, 10] == 1
+    np.testing.assert_array_equal(gated.probability_map, plain.probability_map)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.errors import ModelError
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer
 from core.models.preprocessing import PreprocessSpec
@@ -67,12 +68,15 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
 
     out, shrink = training
     config = shrink("breast-us-lesion-seg", spec=SMALL, top_from="block12_sepconv1_act", augmented_views=1,
-                    epochs_head=1, epochs_finetune=1, lr_finetune=1e-2, batch_size=4, val_fraction=0.34)
-    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out)]) == 0
+                    epochs_head=1, epochs_finetune=1, lr_finetune=1e-2, batch_size=4, val_fraction=0.34,
+                    root=str(busi_tree))
+    assert training_cli.main(["train", config.id, "--out", str(out)]) == 0
     manifest = json.loads((out / config.id / "manifest.json").read_text())
     assert manifest["architecture"]["encoder_layers"][-1] == "block12_sepconv1_act:input"
     assert manifest["training"]["epochs"] == {"decoder": 1, "decoder+encoder": 1}
     assert 0.0 <= manifest["validation_metrics"]["dice"] <= 1.0
+    assert manifest["min_lesion_peak"] in (0.0, 0.6, 0.7, 0.8, 0.9, 0.95)
+    assert "False-lesion gate" in (out / config.id / "model_card.md").read_text()
     # The deep blocks were trained: the bundle's copy differs from the ImageNet weights it started from.
     import keras
 
@@ -87,15 +91,34 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
                               imagenet.get_layer("block13_sepconv2_bn").get_weights()):
         np.testing.assert_array_equal(trained, start)  # BatchNorm stays frozen
     record = load_image(busi_tree / "benign" / "benign (1).png", modality="US")
-    result = Analyzer(Registry([out])).analyze(record).results[0]
+    result = Analyzer(Registry([out])).analyze(record, model_ids=[config.id]).results[0]
     assert result.mask.shape == (96, 96) and result.probability_map.dtype.kind == "f"
+
+    # A classifier on this segmenter's encoder: one linear layer, pinned to the segmenter it was fitted on.
+    classifier = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"])
+    assert training_cli.main(["train", classifier.id, "--out", str(out)]) == 0
+    manifest_seg, manifest = manifest, json.loads((out / classifier.id / "manifest.json").read_text())
+    assert manifest["architecture"]["feature_bundle_sha256"] == manifest_seg["weights"]["sha256"]
+    fit = manifest["training"]["fit"]
+    assert str(fit["C"]) in fit["cross_validated_accuracy"] and manifest["gradcam_layer"] == "encoder_features"
+    assert json.loads((out / classifier.id / "split.json").read_text()) == json.loads(
+        (out / config.id / "split.json").read_text())  # the segmenter's own split
+    result = Analyzer(Registry([out])).analyze(record, model_ids=[classifier.id], gradcam=True).results[0]
+    assert set(result.probabilities) == {"benign", "normal"} and result.heatmap.shape == (96, 96)
+    assert abs(sum(result.probabilities.values()) - 1) < 1e-5
+    assert "On the segmenter" in (out / classifier.id / "model_card.md").read_text()
+    manifest_seg["weights"]["sha256"] = "0" * 64  # as if the segmenter had been retrained
+    (out / config.id / "manifest.json").write_text(json.dumps(manifest_seg))
+    with pytest.raises(ModelError, match="another version"):
+        Registry([out]).get(classifier.id).load()
 
 
 def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):
     from core.training import __main__ as training_cli
 
     out, shrink = training
-    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], top_from="block13_sepconv1_act",
+    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None,
+                    top_from="block13_sepconv1_act",
                     augmented_views=1, epochs_head=1, epochs_finetune=1, batch_size=4, val_fraction=0.34)
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out)]) == 0
     manifest = json.loads((out / config.id / "manifest.json").read_text())
@@ -113,7 +136,7 @@ def test_resnet50v2_from_random_weights_is_one_option_away(busi_tree, training, 
     from core.training import __main__ as training_cli
 
     out, shrink = training
-    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], augmented_views=0,
+    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None, augmented_views=0,
                     epochs_head=1, epochs_finetune=1, batch_size=4, val_fraction=0.34)
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out),
                               "--arch", "resnet50v2", "--weights", "none"]) == 0
@@ -155,7 +178,7 @@ def test_training_resumes_only_its_own_recipe(tmp_path, capsys):
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(8, 2, 2, 1024)).astype(np.float16), np.array([0, 1] * 4)
-    base = dataclasses.replace(CONFIGS["breast-us-3class"], classes=["a", "b"], top_from=None, epochs_head=1,
+    base = dataclasses.replace(CONFIGS["breast-us-3class"], classes=["a", "b"], feature_bundle=None, epochs_head=1,
                                epochs_finetune=1, batch_size=4)
 
     def run(config) -> str:
@@ -182,3 +205,28 @@ def test_tile_mask_is_cut_from_the_whole_image_mask(tmp_path):
     _, mask = model_inputs(lesion_tile, spec, with_mask=True)
     assert mask[22, 22] == 1 and mask[0, 0] == 0  # the circle's centre sits at (22, 22) of this tile
     assert not model_inputs(empty_tile, spec, with_mask=True)[1].any()
+
+
+def test_segmenter_evaluation_picks_the_false_lesion_gate_on_validation(tiny_models, tmp_path):
+    """A normal image with a faint blob and a lesion image with a sure one: gating at 0.8 or above
+    removes the false lesion and keeps the true one, so the lowest such level is chosen."""
+    import shutil
+
+    from core.training.seg_eval import evaluate_segmenter
+
+    folder = tmp_path / "tiny-us-segmenter"
+    shutil.copytree(tiny_models / "tiny-us-segmenter", folder)
+    entries = []
+    for name, level in (("normal", 135), ("lesion", 255)):
+        image, mask = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+        image[20:40, 20:40] = level
+        if name == "lesion":
+            mask[20:40, 20:40] = 255
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+        Image.fromarray(mask).save(tmp_path / f"{name}_mask.png")
+        entries.append({"path": str(tmp_path / f"{name}.png"), "label": name, "group": name,
+                        "mask": str(tmp_path / f"{name}_mask.png"), "circles": []})
+    settings, metrics, _ = evaluate_segmenter(folder, {"train": [], "val": entries})
+    assert settings["min_lesion_peak"] == 0.8
+    assert metrics["by_min_lesion_peak"]["0.0"]["false_positive_rate_normal"] == 1.0
+    assert metrics["false_positive_rate_normal"] == 0.0 and metrics["dice"] > 0.95 and metrics["dice_all"] > 0.95

@@ -19,7 +19,7 @@ from core.imaging.modality_guess import guess_modality
 from core.imaging.record import ImageRecord, Modality
 from core.inference.device import configure_device
 from core.inference.gradcam import GradCam
-from core.inference.lesions import find_lesions
+from core.inference.lesions import drop_unsure_components, find_lesions
 from core.inference.results import Analysis, ModelResult
 from core.models.preprocessing import crop_box, prepare_display, preprocess
 from core.models.tiling import aggregate, tile_boxes, tile_map
@@ -201,7 +201,8 @@ class Analyzer:
             prob = self._forward(bundle, x)[0, ..., 0]
         prob_full = _to_image_grid(prob, crop_box(display, spec), display.shape[:2])
         threshold = float(bundle.manifest.get("decision_threshold") or 0.5)
-        mask = (prob_full >= threshold).astype(np.uint8)
+        mask = drop_unsure_components((prob_full >= threshold).astype(np.uint8), prob_full,
+                                      float(bundle.manifest.get("min_lesion_peak", 0.0)))
         result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device)
         result.probability_map, result.mask = prob_full, mask
         result.lesions = find_lesions(mask, spacing, min_area_px=int(bundle.manifest.get("min_lesion_px", 16)))

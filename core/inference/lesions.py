@@ -30,3 +30,22 @@ def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_a
         diameter_px = float(np.sqrt((diff**2).sum(-1)).max()) if len(hull) > 1 else 1.0
         lesions.append(Lesion(label, area, area_mm2, (x, y, w, h), diameter_px, diameter_mm, contour))
     return sorted(lesions, key=lambda l: -l.area_px)
+
+
+def drop_unsure_components(mask: np.ndarray, probability: np.ndarray, min_peak: float) -> np.ndarray:
+    """``mask`` without the components whose highest probability stays below ``min_peak``.
+
+    A lesion the model is sure of somewhere is kept whole; faint blobs (speckle, acoustic shadow) that
+    only just cross the mask threshold are dropped. Each bundle picks ``min_peak`` on its validation
+    split (``min_lesion_peak`` in its manifest); 0 keeps every component.
+    """
+    if min_peak <= 0:
+        return mask
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return mask
+    peaks = np.zeros(count, np.float32)
+    np.maximum.at(peaks, labels.ravel(), probability.ravel().astype(np.float32))
+    keep = peaks >= min_peak
+    keep[0] = False
+    return keep[labels].astype(mask.dtype)

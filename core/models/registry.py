@@ -104,8 +104,10 @@ class Bundle:
     def _build(self):
         import keras
 
-        part = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
         arch = self.manifest.get("architecture", {})
+        if arch.get("feature_bundle_task") == "segmentation":
+            return self._build_on_segmenter(arch)
+        part = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
         if not arch.get("backbone_file"):
             return part
         from core.models.backbones import build_backbone, encoder, split_backbone
@@ -126,6 +128,25 @@ class Bundle:
                                  name=f"{arch['feature_bundle']}_features")
             features = pooled(features)
         return keras.Model(image, part(features), name=self.id)
+
+    def _build_on_segmenter(self, arch: dict):
+        """A classifier head over a segmenter bundle's encoder and lesion map (core.models.lesion_pooling),
+        refused when that segmenter is not the one the head was fitted on."""
+        import keras
+
+        from core.models.lesion_pooling import segmenter_features  # registers the head's pooling layer
+
+        folder = self.folder.parent / arch["feature_bundle"]
+        try:
+            parent = Bundle(folder, json.loads((folder / "manifest.json").read_text()))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"model '{self.id}' needs the segmenter '{arch['feature_bundle']}' beside it ({exc})") from exc
+        if parent.manifest["weights"]["sha256"] != arch["feature_bundle_sha256"]:
+            raise ModelError(f"model '{self.id}' was fitted on another version of '{parent.id}'; retrain it")
+        features = segmenter_features(parent.load())
+        head = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
+        image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
+        return keras.Model(image, head(features(image)), name=self.id)
 
 
 def _validate(folder: Path, manifest: dict) -> None:

@@ -1,8 +1,10 @@
-"""``python -m core.training cache|train|cv|mirror ID [--reader R --root DIR]``: build a bundle from its config.
+"""``python -m core.training cache|train|cv|mirror|evaluate ID [--reader R --root DIR]``: build a bundle from its config.
 
 ``cv`` runs grouped k-fold cross-validation of a classifier and records it in the bundle's card.
 ``mirror`` decides, on the validation split, whether a written classifier averages each image with
 its mirror image (``train`` does this itself; the action serves bundles trained before it existed).
+``evaluate`` re-measures a written segmenter on its validation split and re-picks its inference
+settings (threshold, mirror averaging, false-lesion gate) without touching its weights.
 
 A site with BreakHis or IDC data retrains the histology bundle with one command, e.g.
 ``python -m core.training train breast-histology-2class --reader breakhis --root /data/BreaKHis_v1``;
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from core.training.datasets import READERS
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.training")
-    parser.add_argument("action", choices=["cache", "train", "cv", "mirror"])
+    parser.add_argument("action", choices=["cache", "train", "cv", "mirror", "evaluate"])
     parser.add_argument("bundle", choices=sorted(CONFIGS))
     parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
     parser.add_argument("--reader", choices=sorted(READERS), help="data layout (overrides the config)")
@@ -42,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if overrides:
         config = dataclasses.replace(config, **overrides)
     module = segmenter if config.task == "segmentation" else classifier
+    if args.action in ("cache", "cv") and config.feature_bundle and CONFIGS[config.feature_bundle].task == "segmentation":
+        parser.error(f"{config.id} fits one linear layer on {config.feature_bundle}'s encoder: nothing to cache; "
+                     "'train' cross-validates its one setting itself")
     if args.action == "cv":
         from core.training.crossval import cross_validate
 
@@ -54,6 +60,21 @@ def main(argv: list[str] | None = None) -> int:
 
         chosen = choose_mirror_average(Path(args.out or REPO / "models") / config.id, config.notes)
         print(f"{config.id}: {'averages' if chosen else 'does not average'} each image with its mirror image")
+    elif args.action == "evaluate":
+        from core.training.bundle_writer import same_split, settle_segmenter_bundle
+        from core.training.classifier import stored_plan
+
+        folder = Path(args.out or REPO / "models") / config.id
+        if config.task != "segmentation":
+            parser.error(f"{config.id} is a classifier: 'mirror' re-picks its one inference setting")
+        plan = stored_plan(config)
+        if not same_split(folder, plan):
+            parser.error(f"{folder} was not trained on this config's split; retrain it with 'train'")
+        manifest = json.loads((settle_segmenter_bundle(folder, plan, config.version) / "manifest.json").read_text())
+        m = manifest["validation_metrics"]
+        print(f"{config.id}: threshold {manifest['decision_threshold']}, mirror average {manifest['flip_average']}, "
+              f"min lesion peak {manifest['min_lesion_peak']}: lesion Dice {m['dice']:.4f}, all-image Dice "
+              f"{m['dice_all']:.4f}, false lesions on {m['false_positive_rate_normal']:.0%} of lesion-free images")
     elif args.action == "cache":
         module.prepare(config)
     else:

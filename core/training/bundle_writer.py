@@ -16,6 +16,17 @@ from core.training.configs import CONFIGS, DATA_ROOT, DEFAULT_SOURCES, REPO, Bun
 from core.training.evaluate import classification_metrics, classification_plots
 
 
+def same_split(folder: Path, plan: dict) -> bool:
+    """Whether the bundle written in ``folder`` was trained and validated on ``plan``'s split."""
+    stored = folder / "split.json"
+    return stored.exists() and json.loads(stored.read_text()) == _split_entries(plan)
+
+
+def _split_entries(plan: dict) -> dict:
+    """What ``split.json`` holds: per part, [data path relative to the shared data, label, group]."""
+    return {part: [[_relative_data(d["path"]), d["label"], d["group"]] for d in plan[part]] for part in plan}
+
+
 def _relative_data(path: str) -> str:
     try:
         return str(Path(path).relative_to(DATA_ROOT))
@@ -95,8 +106,7 @@ def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights
 
 def _write_common(folder: Path, manifest: dict, plan: dict, card: str) -> Path:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    (folder / "split.json").write_text(json.dumps(
-        {part: [[_relative_data(d["path"]), d["label"], d["group"]] for d in plan[part]] for part in plan}))
+    (folder / "split.json").write_text(json.dumps(_split_entries(plan)))
     (folder / "model_card.md").write_text(card)
     return folder
 
@@ -152,7 +162,6 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
 
 def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: str | Path | None) -> Path:
     """Save the decoder, then measure Dice/IoU at original resolution through the product's own Analyzer."""
-    from core.training.seg_eval import evaluate_segmenter
     from core.training.segmenter import encoder_layers
 
     folder = Path(out_root or REPO / "models") / config.id
@@ -168,9 +177,65 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
     manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
     manifest["training"].update(loss=config.loss, epochs=epochs, learning_rates=rates)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return settle_segmenter_bundle(folder, plan)
+
+
+def settle_segmenter_bundle(folder: Path, plan: dict, version: str | None = None) -> Path:
+    """Measure a written segmenter on the plan's validation images, record the inference settings
+    chosen there (threshold, mirror averaging, false-lesion gate), and write its manifest and card.
+
+    ``python -m core.training evaluate`` calls this alone for a bundle written before a setting
+    existed; its weights stay as they are (``version``: the config's, as its outputs may change).
+    """
+    from core.training.seg_eval import evaluate_segmenter
+
+    manifest = json.loads((folder / "manifest.json").read_text())
     settings, metrics, plots = evaluate_segmenter(folder, plan)
     manifest.update(settings, validation_metrics=metrics, plots=plots)
+    if version is not None:
+        manifest["version"] = version
     return _write_common(folder, manifest, plan, segmenter_card(manifest))
+
+
+def _share(rate: float | None) -> str:
+    return "none in the split" if rate is None else f"{rate:.0%}"
+
+
+def _gate_text(manifest: dict) -> str:
+    """The card's account of the false-lesion gate and what each level measured on validation."""
+    peak = manifest.get("min_lesion_peak", 0.0)
+    rows = manifest["validation_metrics"].get("by_min_lesion_peak")
+    if not rows:
+        return ""
+    table = "\n".join(f"| {k} | {r['dice']:.4f} | {r['dice_all']:.4f} | {_share(r['false_positive_rate_normal'])} |"
+                      for k, r in rows.items())
+    chosen = (f"drops components whose peak probability is below {peak}" if peak
+              else "keeps every component")
+    return f"""
+False-lesion gate: the mask {chosen} (level chosen by Dice over all validation images, lesion-free
+ones included: a lesion drawn on a normal scan is an error lesion-only Dice cannot see).
+
+| min peak | Dice, lesion images | Dice, all images | lesion-free images with a false lesion |
+|---|---|---|---|
+{table}"""
+
+
+def write_lesion_pooled_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
+                               temperature: float, fit: dict, parent: dict, out_root: str | Path | None) -> Path:
+    """A bundle that stores only the pooling head over a segmenter bundle it names (and pins by sha256)."""
+    from core.models.lesion_pooling import CAM_LAYER
+
+    folder = Path(out_root or REPO / "models") / config.id
+    folder.mkdir(parents=True, exist_ok=True)
+    sha = save_keras_fp16(head, folder / "head.keras")
+    manifest = _common_manifest(config, plan, sha, "head.keras",
+                                f"encoder of '{parent['id']}' (frozen, as that bundle ships it) + pooling of its deepest "
+                                f"map (image average, image maximum, lesion-probability-weighted average) + Dense", folder)
+    manifest["architecture"].update(feature_bundle=parent["id"], feature_bundle_task="segmentation",
+                                    feature_bundle_sha256=parent["weights"]["sha256"])
+    manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), gradcam_layer=CAM_LAYER)
+    manifest["training"].update(augmentation="mirror image", augmented_views=1, fit=fit)
+    return _write_common(folder, manifest, plan, model_card(manifest))
 
 
 def segmenter_card(manifest: dict) -> str:
@@ -185,7 +250,7 @@ Decision support only, not a medical device. Modality {manifest['modality']}; ou
 outputs {', '.join(manifest['architecture']['encoder_layers'])}). Loss {t['loss']}, epochs {json.dumps(t['epochs'])}. Input
 {manifest['input_size'][0]} px, preprocessing `{json.dumps(manifest['preprocessing'])}`. Mask threshold
 {manifest['decision_threshold']}{', probabilities averaged with the mirrored image' if manifest.get('flip_average') else ''}
-(both chosen on the validation split).
+(both chosen by Dice on the validation images with a lesion).{_gate_text(manifest)}
 
 ## Data and split
 `{t['data']}` ({t['reader']}); {t['split']}. Counts: `{json.dumps(t['counts'])}`.
@@ -194,7 +259,7 @@ Command: `{t['command']}` ({t['date']}).
 
 ## Validation (measured at each image's original resolution)
 Images with a lesion (n = {m['n_lesion']}): Dice **{m['dice']:.4f}**, IoU {m['iou']:.4f}.
-All images (n = {m['n']}): Dice {m['dice_all']:.4f}. Lesion-free images with a false lesion: {m['false_positive_rate_normal']}.
+All images (n = {m['n']}): Dice {m['dice_all']:.4f}. Lesion-free images with a false lesion: {_share(m['false_positive_rate_normal'])}.
 
 ![examples](validation.png)
 
@@ -259,6 +324,14 @@ def _transfer_section(manifest: dict) -> str:
     parent = manifest["architecture"].get("feature_bundle")
     if not parent:
         return ""
+    if manifest["architecture"].get("feature_bundle_task") == "segmentation":
+        fit = manifest["training"]["fit"]
+        scores = ", ".join(f"C={c}: {a:.3f}" for c, a in fit["cross_validated_accuracy"].items())
+        return (f"\n## On the segmenter\nFeatures: the encoder of `{parent}` (as shipped, frozen): its deepest map "
+                f"averaged over the image, its maximum, and its average weighted by that segmenter's lesion "
+                f"probability. Fitted: {fit['method']}; C chosen by grouped {fit['folds']}-fold cross-validation on "
+                f"the training split (accuracy {scores}). Split: the segmenter's own, so its encoder never saw a "
+                f"validation image.\n")
     extra = manifest["additional_validation"]
     return (f"\n## Transfer\nFeatures: the fine-tuned top block of `{parent}` (frozen). Training data: this set's "
             f"training split plus {manifest['training']['extra_data']}.\nOn `{extra['data']}` "

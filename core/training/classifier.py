@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.configs import BundleConfig
+from core.training.configs import CONFIGS, BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample
 from core.training.features import cache_features
 from core.training.splits import describe, split
@@ -176,6 +176,10 @@ def _batches(x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator,
 
 def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     """Train, calibrate, evaluate and write ``models/<id>/``; resumes from the last epoch checkpoint."""
+    if config.feature_bundle and CONFIGS[config.feature_bundle].task == "segmentation":
+        from core.training.lesion_pooled import train_on_segmenter
+
+        return train_on_segmenter(config, out_root)
     if config.feature_bundle:
         from core.training.transfer import train_transfer
 

@@ -9,18 +9,23 @@ import numpy as np
 from tqdm import tqdm
 
 from core.imaging import load_image
+from core.inference.lesions import drop_unsure_components
 from core.training.evaluate import segmentation_metrics
 from core.training.datasets import plan_sample
 from core.training.features import sample_mask
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_PEAKS = (0.0, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]:
     """(chosen inference settings, metrics, plot names) over the plan's validation samples.
 
-    The settings are the mask threshold and whether to average with the mirrored image, both
-    picked by lesion Dice on this validation split.
+    The mask threshold and whether to average with the mirrored image are picked by Dice on the
+    images with a lesion. The false-lesion gate (``min_lesion_peak``: drop components whose peak
+    probability is below it) is then picked by Dice over all images, lesion-free ones included,
+    since a lesion drawn on a normal scan is the error a reader meets most and lesion-only Dice
+    cannot see it.
     """
     from core.inference.analyzer import Analyzer
     from core.models.registry import Bundle, Registry
@@ -42,11 +47,28 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]
                                                       lesion_truths)["dice"]
               for flip in probs for threshold in THRESHOLDS}
     flip, threshold = max(scores, key=scores.get)
-    preds = [p >= threshold for p in probs[flip]]
-    lesion = segmentation_metrics([p for p, h in zip(preds, has_lesion) if h], lesion_truths)
+    gated = {peak: [drop_unsure_components((p >= threshold).astype(np.uint8), p, peak) for p in probs[flip]]
+             for peak in MIN_PEAKS}
+    by_peak = {peak: _summary(gated[peak], truths, has_lesion) for peak in MIN_PEAKS}
+    min_peak = max(MIN_PEAKS, key=lambda peak: (by_peak[peak]["dice_all"], -peak))
+    preds = gated[min_peak]
+    metrics = {
+        **by_peak[min_peak],
+        "dice_by_threshold": {str(t): scores[(False, t)] for t in THRESHOLDS},
+        "dice_by_threshold_flip_average": {str(t): scores[(True, t)] for t in THRESHOLDS},
+        "by_min_lesion_peak": {str(peak): by_peak[peak] for peak in MIN_PEAKS},
+    }
+    settings = {"decision_threshold": threshold, "flip_average": flip, "min_lesion_peak": min_peak}
+    return settings, metrics, [_plot_examples(folder, displays, truths, preds, has_lesion)]
+
+
+def _summary(preds: list[np.ndarray], truths: list[np.ndarray], has_lesion: list[bool]) -> dict:
+    """Dice/IoU on the images with a lesion and on all images; how often a lesion-free image gets one."""
+    lesion = segmentation_metrics([p for p, h in zip(preds, has_lesion) if h],
+                                  [t for t, h in zip(truths, has_lesion) if h])
     everything = segmentation_metrics(preds, truths)
     normals = [p for p, h in zip(preds, has_lesion) if not h]
-    metrics = {
+    return {
         "n": everything["n"],
         "n_lesion": lesion["n"],
         "dice": lesion["dice"],
@@ -54,11 +76,7 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]
         "dice_all": everything["dice"],
         "iou_all": everything["iou"],
         "false_positive_rate_normal": None if not normals else float(np.mean([p.sum() >= 16 for p in normals])),
-        "dice_by_threshold": {str(t): scores[(False, t)] for t in THRESHOLDS},
-        "dice_by_threshold_flip_average": {str(t): scores[(True, t)] for t in THRESHOLDS},
     }
-    settings = {"decision_threshold": threshold, "flip_average": flip}
-    return settings, metrics, [_plot_examples(folder, displays, truths, preds, has_lesion)]
 
 
 def _plot_examples(folder: Path, displays, truths, preds, has_lesion, count: int = 8) -> str:

@@ -52,6 +52,8 @@ def build_decoder(skip_shapes: list[tuple], size: int, filters=(128, 64, 32, 16)
     import keras
     from keras import layers
 
+    from core.models.lesion_pooling import DEEPEST_CONSUMER  # a segmenter-based classifier taps its input
+
     def block(x, f, name):
         for i in range(2):
             x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
@@ -61,7 +63,7 @@ def build_decoder(skip_shapes: list[tuple], size: int, filters=(128, 64, 32, 16)
 
     inputs = [keras.Input(shape=shape, name=f"skip{i}") for i, shape in enumerate(skip_shapes)]
     deepest = inputs[-1] if deep is None else deep(inputs[-1])
-    x = layers.Conv2D(filters[0], 1, activation="relu", name="bottleneck_reduce")(deepest)
+    x = layers.Conv2D(filters[0], 1, activation="relu", name=DEEPEST_CONSUMER)(deepest)
     x = block(x, filters[0], "bottleneck")
     x = layers.SpatialDropout2D(dropout, name="dropout")(x)
     for level, (skip, f) in enumerate(zip(reversed(inputs[:-1]), filters[1:])):

@@ -1,0 +1,122 @@
+"""A classifier fitted over a trained segmenter bundle's encoder (``core.models.lesion_pooling``).
+
+Only the linear layer is fitted: a class-balanced, L2-regularised multinomial logistic regression
+on the pooled vectors of every training image and its mirror image. Its strength is chosen by
+grouped 5-fold cross-validation on the training split, so the validation split only measures;
+the feature standardisation is folded into the layer's weights. The split is the segmenter's own,
+so no validation image was seen by the encoder either.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from core.training.configs import CONFIGS, REPO, BundleConfig
+
+STRENGTHS = (0.0003, 0.001, 0.003, 0.01, 0.03)  # inverse L2 strength C
+FOLDS = 5
+
+
+def pooled_vectors(model, entries: list[dict], spec, mirror: bool, batch: int = 16) -> np.ndarray:
+    """The pooled vector of each entry's image (then of its mirror image, when ``mirror``)."""
+    from core.models.preprocessing import scale_pixels
+    from core.training.datasets import plan_sample
+    from core.training.features import model_inputs
+
+    out, pending = [], []
+
+    def flush() -> None:
+        x = np.stack(pending)
+        out.append(np.asarray(model.predict_on_batch(np.concatenate([x, x[:, :, ::-1]]) if mirror else x)))
+        pending.clear()
+
+    for entry in tqdm(entries, desc="segmenter features", unit="img"):
+        pixels, _ = model_inputs(plan_sample(entry), spec, with_mask=False)
+        pending.append(scale_pixels(pixels, spec))
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    if not mirror:
+        return np.concatenate(out)
+    halves = [(b[: len(b) // 2], b[len(b) // 2 :]) for b in out]
+    return np.concatenate([h[0] for h in halves] + [h[1] for h in halves])
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray, strength: float, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel (features, classes), bias) of the logistic regression, standardisation folded in."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
+    if missing:
+        raise ValueError(f"no training images of class index {missing}")
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression(C=strength, max_iter=5000, class_weight="balanced").fit(scaler.transform(x), y)
+    coef, bias = model.coef_, model.intercept_
+    if n_classes == 2:  # sklearn fits one score for class 1 against class 0; class 0's logit is then 0
+        coef, bias = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], bias])
+    kernel = (coef / scaler.scale_).T
+    return kernel.astype(np.float32), (bias - kernel.T @ scaler.mean_).astype(np.float32)
+
+
+def choose_strength(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int) -> tuple[float, dict]:
+    """The strength with the best grouped cross-validated accuracy (the stronger one on a tie)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=0).split(x, y, groups))
+    scores = {}
+    for strength in STRENGTHS:
+        hits = 0
+        for train, test in folds:
+            kernel, bias = fit_linear(x[train], y[train], strength, n_classes)
+            hits += int(((x[test] @ kernel + bias).argmax(axis=1) == y[test]).sum())
+        scores[strength] = hits / len(y)
+    return max(STRENGTHS, key=lambda s: (scores[s], -s)), scores
+
+
+def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None) -> Path:
+    from core.models.lesion_pooling import pooled_part, pooling_head, segmenter_features
+    from core.models.registry import Bundle
+    from core.training.bundle_writer import write_lesion_pooled_bundle
+    from core.training.classifier import stored_plan
+    from core.training.evaluate import fit_temperature, softmax
+    from core.training.mirror import choose_mirror_average
+
+    models = Path(out_root or REPO / "models")
+    parent_config = CONFIGS[config.feature_bundle]
+    if parent_config.spec != config.spec:
+        raise ValueError(f"{config.id} must preprocess exactly like {parent_config.id} ({parent_config.spec})")
+    plan = stored_plan(parent_config)
+    unknown = {d["label"] for part in plan.values() for d in part} - set(config.classes)
+    if unknown:
+        raise ValueError(f"{parent_config.id}'s split has labels {sorted(unknown)} that {config.id} does not know")
+    import keras
+
+    parent = Bundle(models / parent_config.id, json.loads((models / parent_config.id / "manifest.json").read_text()))
+    features = segmenter_features(parent.load())
+    deep_shape, mask_shape = (t.shape for t in features.outputs)
+    head = pooling_head(tuple(deep_shape[1:]), mask_shape[1], len(config.classes))
+    image = keras.Input(shape=(config.spec.size, config.spec.size, 3))
+    to_pooled = keras.Model(image, pooled_part(head)(features(image)))
+    index = {c: i for i, c in enumerate(config.classes)}
+    x_train = pooled_vectors(to_pooled, plan["train"], config.spec, mirror=True)
+    y_train = np.tile([index[d["label"]] for d in plan["train"]], 2)
+    groups = np.tile([d["group"] for d in plan["train"]], 2)
+    x_val = pooled_vectors(to_pooled, plan["val"], config.spec, mirror=False)
+    y_val = np.array([index[d["label"]] for d in plan["val"]])
+    strength, scores = choose_strength(x_train, y_train, groups, len(config.classes))
+    kernel, bias = fit_linear(x_train, y_train, strength, len(config.classes))
+    head.get_layer("logits").set_weights([kernel, bias])
+    logits_val = x_val @ kernel + bias
+    temperature = fit_temperature(logits_val, y_val)
+    fit = {"method": "class-balanced L2 logistic regression on standardised pooled vectors (image + mirror)",
+           "C": strength, "cross_validated_accuracy": {str(s): a for s, a in scores.items()}, "folds": FOLDS}
+    folder = write_lesion_pooled_bundle(config, head, plan, softmax(logits_val / temperature), y_val, temperature,
+                                        fit, parent.manifest, out_root)
+    choose_mirror_average(folder)
+    return folder
