@@ -124,14 +124,20 @@ def _classifier_fields(config: BundleConfig, probs: np.ndarray, y_val: np.ndarra
     }
 
 
-def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
-                            temperature: float, out_root: str | Path | None) -> Path:
+def _head_bundle(config: BundleConfig, head, plan: dict, out_root: str | Path | None, description: str
+                 ) -> tuple[Path, dict]:
+    """The bundle folder with the classifier's trained part saved as ``head.keras``, and its common manifest."""
     folder = Path(out_root or REPO / "models") / config.id
     folder.mkdir(parents=True, exist_ok=True)
     sha = save_keras_fp16(head, folder / "head.keras")
-    manifest = _common_manifest(config, plan, sha, "head.keras",
-                                f"layers from {config.top_block_start} up (fine-tuned) + GlobalAveragePooling + "
-                                f"Dropout({config.dropout:.2f}) + Dense", folder)
+    return folder, _common_manifest(config, plan, sha, "head.keras", description, folder)
+
+
+def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
+                            temperature: float, out_root: str | Path | None) -> Path:
+    folder, manifest = _head_bundle(config, head, plan, out_root,
+                                    f"layers from {config.top_block_start} up (fine-tuned) + GlobalAveragePooling + "
+                                    f"Dropout({config.dropout:.2f}) + Dense")
     manifest["architecture"]["top_block_start"] = config.top_block_start
     if config.tiling is not None:
         manifest["tiling"] = config.tiling.to_dict()
@@ -144,12 +150,9 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
 def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.ndarray, y_val: np.ndarray,
                           temperature: float, extra_validation: dict, out_root: str | Path | None) -> Path:
     """A bundle that stores only a Dense layer over a parent bundle's pooled features."""
-    folder = Path(out_root or REPO / "models") / config.id
-    folder.mkdir(parents=True, exist_ok=True)
-    sha = save_keras_fp16(dense, folder / "head.keras")
+    folder, manifest = _head_bundle(config, dense, plan, out_root,
+                                    f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)")
     parent = json.loads((folder.parent / config.feature_bundle / "manifest.json").read_text())
-    manifest = _common_manifest(config, plan, sha, "head.keras",
-                                f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)", folder)
     manifest["architecture"].update(feature_bundle=config.feature_bundle, top_block_start=config.top_block_start,
                                     feature_bundle_sha256=parent["weights"]["sha256"], feature_layer="gap")
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), additional_validation=extra_validation)
@@ -225,12 +228,9 @@ def write_lesion_pooled_bundle(config: BundleConfig, head, plan: dict, probs: np
     """A bundle that stores only the pooling head over a segmenter bundle it names (and pins by sha256)."""
     from core.models.lesion_pooling import CAM_LAYER
 
-    folder = Path(out_root or REPO / "models") / config.id
-    folder.mkdir(parents=True, exist_ok=True)
-    sha = save_keras_fp16(head, folder / "head.keras")
-    manifest = _common_manifest(config, plan, sha, "head.keras",
-                                f"encoder of '{parent['id']}' (frozen, as that bundle ships it) + pooling of its deepest "
-                                f"map (image average, image maximum, lesion-probability-weighted average) + Dense", folder)
+    folder, manifest = _head_bundle(config, head, plan, out_root,
+                                    f"encoder of '{parent['id']}' (frozen, as that bundle ships it) + pooling of its "
+                                    f"deepest map (image average, image maximum, lesion-probability-weighted average) + Dense")
     manifest["architecture"].update(feature_bundle=parent["id"], feature_bundle_task="segmentation",
                                     feature_bundle_sha256=parent["weights"]["sha256"])
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), gradcam_layer=CAM_LAYER)

@@ -166,6 +166,8 @@ CONFIGS: dict[str, BundleConfig] = {
             # 2.0: a linear head over the ultrasound segmenter's encoder, pooled under its lesion probability
             # (core.models.lesion_pooling). Version 1 fine-tuned Xception blocks 11-14 at 320 px (4 filter-augmented
             # views, 10 epochs): validation accuracy 0.790, macro ROC AUC 0.934; the same at 224 px: 0.774.
+            # Fitting also on 1-3 filter-augmented views of each training image (tried): cross-validated
+            # accuracy 0.860 / 0.855 / 0.850 vs 0.866 without, validation 0.831-0.839 vs 0.855: not kept.
             version="2.0.0",
             spec=US_SEGMENTER,
             feature_bundle="breast-us-lesion-seg",
@@ -187,6 +189,8 @@ CONFIGS: dict[str, BundleConfig] = {
             # mammograms at 299 px 0.475; 128-px tiles, max aggregation 0.526 (5-fold CV by woman 0.633; its
             # single-tile AUC 0.804 was inflated by tiles of air); these breast-only tiles upsampled to 256 px:
             # tiles 0.68, images 0.40 on the 50 validation images (0.39 with only masses as positive tiles).
+            # Each breast against the woman's other breast (frozen Xception features at 384x512 and their
+            # difference, logistic regression, 5-fold by woman x 3 repeats over all 258): 0.56 (masses only 0.57).
             spec=PreprocessSpec(size=256, color="grey3", crop="none"),
             tiling=TilingSpec(tile=128, stride=96, min_tissue=0.3, tissue="radiograph", aggregate="max"),
             tile_labels_from_circles=True,
