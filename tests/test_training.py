@@ -94,6 +94,13 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     result = Analyzer(Registry([out])).analyze(record, model_ids=[config.id]).results[0]
     assert result.mask.shape == (96, 96) and result.probability_map.dtype.kind == "f"
 
+    # 'evaluate' re-picks the inference settings of the written segmenter and leaves its weights alone.
+    shrink(config.id, version="9.9.9")
+    assert training_cli.main(["evaluate", config.id, "--out", str(out)]) == 0
+    again = json.loads((out / config.id / "manifest.json").read_text())
+    assert again["version"] == "9.9.9" and again["weights"] == manifest["weights"]
+    assert again["validation_metrics"]["dice"] == pytest.approx(manifest["validation_metrics"]["dice"])
+
     # A classifier on this segmenter's encoder: one linear layer, pinned to the segmenter it was fitted on.
     classifier = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"])
     assert training_cli.main(["train", classifier.id, "--out", str(out)]) == 0
@@ -107,6 +114,8 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     assert set(result.probabilities) == {"benign", "normal"} and result.heatmap.shape == (96, 96)
     assert abs(sum(result.probabilities.values()) - 1) < 1e-5
     assert "On the segmenter" in (out / classifier.id / "model_card.md").read_text()
+    with pytest.raises(SystemExit):  # a classifier has no segmenter settings to re-pick
+        training_cli.main(["evaluate", classifier.id, "--out", str(out)])
     manifest_seg["weights"]["sha256"] = "0" * 64  # as if the segmenter had been retrained
     (out / config.id / "manifest.json").write_text(json.dumps(manifest_seg))
     with pytest.raises(ModelError, match="another version"):

@@ -64,17 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         from core.training.bundle_writer import same_split, settle_segmenter_bundle
         from core.training.classifier import stored_plan
 
-        folder = Path(args.out or REPO / "models") / config.id
         if config.task != "segmentation":
             parser.error(f"{config.id} is a classifier: 'mirror' re-picks its one inference setting")
+        folder = Path(args.out or REPO / "models") / config.id
         plan = stored_plan(config)
         if not same_split(folder, plan):
             parser.error(f"{folder} was not trained on this config's split; retrain it with 'train'")
         manifest = json.loads((settle_segmenter_bundle(folder, plan, config.version) / "manifest.json").read_text())
         m = manifest["validation_metrics"]
+        false_lesions = m["false_positive_rate_normal"]
         print(f"{config.id}: threshold {manifest['decision_threshold']}, mirror average {manifest['flip_average']}, "
               f"min lesion peak {manifest['min_lesion_peak']}: lesion Dice {m['dice']:.4f}, all-image Dice "
-              f"{m['dice_all']:.4f}, false lesions on {m['false_positive_rate_normal']:.0%} of lesion-free images")
+              f"{m['dice_all']:.4f}" + ("" if false_lesions is None else
+                                        f", false lesions on {false_lesions:.0%} of lesion-free images"))
     elif args.action == "cache":
         module.prepare(config)
     else:
