@@ -87,7 +87,7 @@ def classification_plots(probs: np.ndarray, y: np.ndarray, classes: list[str], f
     axes[0].set_xticks(range(len(classes)), classes, rotation=30)
     axes[0].set_yticks(range(len(classes)), classes)
     for (i, j), v in np.ndenumerate(cm):
-        axes[0].text(j, i, str(v), ha="center", va="center", color="black")
+        axes[0].text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
     axes[0].set_xlabel("predicted")
     axes[0].set_ylabel("true")
     axes[0].set_title(f"Confusion matrix (accuracy {metrics['accuracy']:.3f})")
