@@ -80,9 +80,12 @@ def choose_strength(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes:
 
 
 def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None) -> Path:
+    """Fit the linear layer over the written segmenter bundle ``config.feature_bundle`` and write ``models/<id>/``."""
+    import keras
+
     from core.models.lesion_pooling import pooled_part, pooling_head, segmenter_features
     from core.models.registry import Bundle
-    from core.training.bundle_writer import write_lesion_pooled_bundle
+    from core.training.bundle_writer import same_split, write_lesion_pooled_bundle
     from core.training.classifier import stored_plan
     from core.training.evaluate import fit_temperature, softmax
     from core.training.mirror import choose_mirror_average
@@ -92,11 +95,11 @@ def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None)
     if parent_config.spec != config.spec:
         raise ValueError(f"{config.id} must preprocess exactly like {parent_config.id} ({parent_config.spec})")
     plan = stored_plan(parent_config)
+    if not same_split(models / parent_config.id, plan):
+        raise ValueError(f"{models / parent_config.id} was not trained on its config's split; retrain it first")
     unknown = {d["label"] for part in plan.values() for d in part} - set(config.classes)
     if unknown:
         raise ValueError(f"{parent_config.id}'s split has labels {sorted(unknown)} that {config.id} does not know")
-    import keras
-
     parent = Bundle(models / parent_config.id, json.loads((models / parent_config.id / "manifest.json").read_text()))
     features = segmenter_features(parent.load())
     deep_shape, mask_shape = (t.shape for t in features.outputs)
