@@ -13,38 +13,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from core.training.configs import CONFIGS, REPO, BundleConfig
+from core.training.mirror import choose_mirror_average, predict_with_mirror
 
 STRENGTHS = (0.0003, 0.001, 0.003, 0.01, 0.03)  # inverse L2 strength C
 FOLDS = 5
 
 
-def pooled_vectors(model, entries: list[dict], spec, mirror: bool, batch: int = 16) -> np.ndarray:
+def pooled_vectors(model, entries: list[dict], spec, mirror: bool) -> np.ndarray:
     """The pooled vector of each entry's image (then of its mirror image, when ``mirror``)."""
-    from core.models.preprocessing import scale_pixels
-    from core.training.datasets import plan_sample
-    from core.training.features import model_inputs
-
-    out, pending = [], []
-
-    def flush() -> None:
-        x = np.stack(pending)
-        out.append(np.asarray(model.predict_on_batch(np.concatenate([x, x[:, :, ::-1]]) if mirror else x)))
-        pending.clear()
-
-    for entry in tqdm(entries, desc="segmenter features", unit="img"):
-        pixels, _ = model_inputs(plan_sample(entry), spec, with_mask=False)
-        pending.append(scale_pixels(pixels, spec))
-        if len(pending) == batch:
-            flush()
-    if pending:
-        flush()
-    if not mirror:
-        return np.concatenate(out)
-    halves = [(b[: len(b) // 2], b[len(b) // 2 :]) for b in out]
-    return np.concatenate([h[0] for h in halves] + [h[1] for h in halves])
+    plain, mirrored = predict_with_mirror(model, [entry["path"] for entry in entries], spec, mirror,
+                                          desc="segmenter features")
+    return plain if mirrored is None else np.concatenate([plain, mirrored])
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, strength: float, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +69,6 @@ def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None)
     from core.training.bundle_writer import same_split, write_lesion_pooled_bundle
     from core.training.classifier import stored_plan
     from core.training.evaluate import fit_temperature, softmax
-    from core.training.mirror import choose_mirror_average
 
     models = Path(out_root or REPO / "models")
     parent_config = CONFIGS[config.feature_bundle]

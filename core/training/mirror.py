@@ -19,33 +19,41 @@ from tqdm import tqdm
 from core.training.configs import DATA_ROOT
 
 
-def validation_logits(folder: Path, batch: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits of each validation image, logits of its mirror image, class indices) of a written bundle."""
+def predict_with_mirror(model, paths: list[Path], spec, mirror: bool = True, batch: int = 16, desc: str = "predict"
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(``model`` on each image, on its mirror image or None): images loaded and preprocessed as in the
+    product, each batch's images and mirrors in one call."""
     from core.imaging import load_image
     from core.models.preprocessing import prepare_display, preprocess
-    from core.models.registry import Bundle
 
-    bundle = Bundle(folder, json.loads((folder / "manifest.json").read_text()))
-    model = bundle.load()
-    entries = json.loads((folder / "split.json").read_text())["val"]
-    plain, mirror, pending = [], [], []
+    plain, mirrored, pending = [], [], []
 
     def flush() -> None:
         x = np.stack(pending)
-        logits = np.asarray(model.predict_on_batch(np.concatenate([x, x[:, :, ::-1]])))
-        plain.append(logits[: len(x)])
-        mirror.append(logits[len(x):])
+        out = np.asarray(model.predict_on_batch(np.concatenate([x, x[:, :, ::-1]]) if mirror else x))
+        plain.append(out[: len(x)])
+        mirrored.append(out[len(x):])
         pending.clear()
 
-    for path, _, _ in tqdm(entries, desc="mirror check", unit="img"):
-        display = prepare_display(load_image(DATA_ROOT / path).display(0), bundle.spec)
-        pending.append(preprocess(display, bundle.spec))
+    for path in tqdm(paths, desc=desc, unit="img"):
+        pending.append(preprocess(prepare_display(load_image(path).display(0), spec), spec))
         if len(pending) == batch:
             flush()
     if pending:
         flush()
+    return np.concatenate(plain), np.concatenate(mirrored) if mirror else None
+
+
+def validation_logits(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits of each validation image, logits of its mirror image, class indices) of a written bundle."""
+    from core.models.registry import Bundle
+
+    bundle = Bundle(folder, json.loads((folder / "manifest.json").read_text()))
+    entries = json.loads((folder / "split.json").read_text())["val"]
+    plain, mirrored = predict_with_mirror(bundle.load(), [DATA_ROOT / path for path, _, _ in entries], bundle.spec,
+                                          desc="mirror check")
     y = np.array([bundle.classes.index(label) for _, label, _ in entries])
-    return np.concatenate(plain), np.concatenate(mirror), y
+    return plain, mirrored, y
 
 
 def choose_mirror_average(folder: Path, notes: str | None = None) -> bool:
