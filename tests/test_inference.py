@@ -253,3 +253,19 @@ def test_segmenter_applies_its_manifest_false_lesion_gate(analyzer):
     assert len(plain.lesions) == 2 and 0.5 < plain.probability_map[45, 45] < 0.9
     assert len(gated.lesions) == 1 and gated.mask[45, 45] == 0 and gated.mask[10, 10] == 1
     np.testing.assert_array_equal(gated.probability_map, plain.probability_map)
+
+
+def test_shipped_transfer_bundle_runs_on_its_parents_loaded_network():
+    """The yes/no bundle reuses the 4-class bundle's loaded trunk and head (one copy of the backbone in
+    memory) and, standalone, still finds its parent beside it; either way the same logits."""
+    from core.models.registry import BUILTIN_MODELS, Bundle
+
+    registry = Registry([BUILTIN_MODELS])
+    parent = registry.get("brain-mri-tumor-4class").load()
+    child = registry.get("brain-mri-tumor-yesno").load()
+    assert child.layers[1] is parent.layers[1]  # the frozen trunk, shared
+    folder = BUILTIN_MODELS / "brain-mri-tumor-yesno"
+    standalone = Bundle(folder, json.loads((folder / "manifest.json").read_text())).load()
+    assert standalone.layers[1] is not parent.layers[1]
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
+    np.testing.assert_allclose(child.predict_on_batch(x), standalone.predict_on_batch(x), atol=1e-5)

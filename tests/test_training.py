@@ -110,9 +110,12 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     assert str(fit["C"]) in fit["cross_validated_accuracy"] and manifest["gradcam_layer"] == "encoder_features"
     assert json.loads((out / classifier.id / "split.json").read_text()) == json.loads(
         (out / config.id / "split.json").read_text())  # the segmenter's own split
-    result = Analyzer(Registry([out])).analyze(record, model_ids=[classifier.id], gradcam=True).results[0]
+    registry = Registry([out])
+    result = Analyzer(registry).analyze(record, model_ids=[classifier.id], gradcam=True).results[0]
     assert set(result.probabilities) == {"benign", "normal"} and result.heatmap.shape == (96, 96)
     assert abs(sum(result.probabilities.values()) - 1) < 1e-5
+    encoder = registry.get(config.id).load().layers[1]  # loaded once, for both bundles
+    assert any(layer is encoder for layer in registry.get(classifier.id).load().layers[1].layers)
     assert "On the segmenter" in (out / classifier.id / "model_card.md").read_text()
     with pytest.raises(SystemExit):  # a classifier has no segmenter settings to re-pick
         training_cli.main(["evaluate", classifier.id, "--out", str(out)])

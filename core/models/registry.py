@@ -6,6 +6,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from core.app_paths import user_models
 from core.errors import ModelError
@@ -20,10 +21,15 @@ REQUIRED = ("id", "version", "modality", "task", "classes", "weights", "preproce
 
 @dataclass
 class Bundle:
-    """A validated bundle manifest; ``load()`` builds the Keras model once and caches it."""
+    """A validated bundle manifest; ``load()`` builds the Keras model once and caches it.
+
+    ``parents`` finds a bundle this one builds on (the registry's own, so its loaded model is shared);
+    without it, a standalone bundle looks for the folder beside its own.
+    """
 
     folder: Path
     manifest: dict
+    parents: Callable[[str], "Bundle"] | None = field(default=None, repr=False)
     _model: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -110,6 +116,8 @@ class Bundle:
         part = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
         if not arch.get("backbone_file"):
             return part
+        if arch.get("feature_bundle"):
+            return self._build_on_classifier(arch, part)
         from core.models.backbones import build_backbone, encoder, split_backbone
 
         backbone_path = self._verified(arch["backbone_file"], arch["backbone_sha256"])
@@ -120,30 +128,37 @@ class Bundle:
         else:
             frozen, _ = split_backbone(backbone, arch["backbone"], arch.get("top_block_start"))
             image = keras.Input(shape=(None, None, 3), name="image")
-        features = frozen(image)
-        if arch.get("feature_bundle"):
-            # Transfer bundle: the parent's (fine-tuned, frozen) head up to its pooling feeds our Dense.
-            parent_head = self._load_keras(f"../{arch['feature_bundle']}/head.keras", arch["feature_bundle_sha256"])
-            pooled = keras.Model(parent_head.input, parent_head.get_layer(arch["feature_layer"]).output,
-                                 name=f"{arch['feature_bundle']}_features")
-            features = pooled(features)
-        return keras.Model(image, part(features), name=self.id)
+        return keras.Model(image, part(frozen(image)), name=self.id)
+
+    def _parent_model(self, arch: dict):
+        """The loaded model of the bundle this one builds on, refused unless it is the version it was fitted on."""
+        try:
+            parent = self.parents(arch["feature_bundle"]) if self.parents is not None else Bundle(
+                self.folder.parent / arch["feature_bundle"],
+                json.loads((self.folder.parent / arch["feature_bundle"] / "manifest.json").read_text()))
+        except (OSError, ValueError, ModelError) as exc:
+            raise ModelError(f"model '{self.id}' needs the model '{arch['feature_bundle']}' ({exc})") from exc
+        if parent.manifest["weights"]["sha256"] != arch["feature_bundle_sha256"]:
+            raise ModelError(f"model '{self.id}' was fitted on another version of '{parent.id}'; retrain it")
+        return parent.load()
+
+    def _build_on_classifier(self, arch: dict, part):
+        """A transfer bundle: the parent's (fine-tuned, frozen) trunk and head up to its pooling feed ``part``."""
+        import keras
+
+        trunk, parent_head = self._parent_model(arch).layers[1:]
+        pooled = keras.Model(parent_head.input, parent_head.get_layer(arch["feature_layer"]).output,
+                             name=f"{arch['feature_bundle']}_features")
+        image = keras.Input(shape=(None, None, 3), name="image")
+        return keras.Model(image, part(pooled(trunk(image))), name=self.id)
 
     def _build_on_segmenter(self, arch: dict):
-        """A classifier head over a segmenter bundle's encoder and lesion map (core.models.lesion_pooling),
-        refused when that segmenter is not the one the head was fitted on."""
+        """A classifier head over a segmenter bundle's encoder and lesion map (core.models.lesion_pooling)."""
         import keras
 
         from core.models.lesion_pooling import segmenter_features  # registers the head's pooling layer
 
-        folder = self.folder.parent / arch["feature_bundle"]
-        try:
-            parent = Bundle(folder, json.loads((folder / "manifest.json").read_text()))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"model '{self.id}' needs the segmenter '{arch['feature_bundle']}' beside it ({exc})") from exc
-        if parent.manifest["weights"]["sha256"] != arch["feature_bundle_sha256"]:
-            raise ModelError(f"model '{self.id}' was fitted on another version of '{parent.id}'; retrain it")
-        features = segmenter_features(parent.load())
+        features = segmenter_features(self._parent_model(arch))
         head = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
         image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
         return keras.Model(image, head(features(image)), name=self.id)
@@ -173,7 +188,7 @@ class Registry:
                 except (ValueError, ModelError) as exc:
                     self.problems.append(f"{manifest_file.parent.name}: {exc}")
                     continue
-                self.bundles[manifest["id"]] = Bundle(manifest_file.parent, manifest)
+                self.bundles[manifest["id"]] = Bundle(manifest_file.parent, manifest, parents=self.get)
 
     def get(self, bundle_id: str) -> Bundle:
         if bundle_id not in self.bundles:
