@@ -77,6 +77,14 @@ def test_wrong_modality_is_flagged(analyzer, shared):
     assert not any("modality" in w.lower() for w in clean.warnings)
 
 
+def test_unsure_modality_guess_is_flagged(analyzer, shared):
+    """A BUSI image the guesser takes for MR at 59 %: the MR model it was routed to says so."""
+    us = load_image(shared / "busi/benign/benign (221).png")
+    assert us.modality_source == "guess" and us.modality_confidence < 0.75
+    result = next(r for r in analyzer.analyze(us).results if r.model_id == "tiny-mr-classifier")
+    assert any("Unsure modality" in w for w in result.warnings)
+
+
 def test_dicom_modality_mismatch_is_flagged(analyzer, pydicom_file):
     ct = load_image(pydicom_file("CT_small.dcm"), modality="US")
     result = analyzer.analyze(ct, model_ids=["tiny-mr-classifier"]).results[0]
