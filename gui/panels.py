@@ -98,8 +98,9 @@ class WarningsPanel(QListWidget):
     """Plain-language flags: wrong modality, low confidence, unknown spacing, load errors."""
 
     def show_warnings(self, messages: list[str]) -> None:
+        """One line per distinct message (several models may raise the same one about an image)."""
         self.clear()
-        for message in messages:
+        for message in dict.fromkeys(messages):
             item = QListWidgetItem(f"⚠ {message}")
             item.setForeground(QColor(200, 120, 0))
             self.addItem(item)

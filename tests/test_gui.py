@@ -101,6 +101,12 @@ def test_window_level_drag_changes_display(qtbot, window, pydicom_file):
     assert window.window is None
 
 
+def test_same_warning_from_two_models_is_listed_once(window):
+    window.warnings.show_warnings(["Unsure modality: x", "Low confidence: y", "Unsure modality: x"])
+    assert [window.warnings.item(i).text() for i in range(window.warnings.count())] == [
+        "⚠ Unsure modality: x", "⚠ Low confidence: y"]
+
+
 def test_bad_file_keeps_previous_image(qtbot, window, planted_png, tmp_path):
     _open(qtbot, window, planted_png[0])
     good = window.record
