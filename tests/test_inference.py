@@ -273,7 +273,7 @@ def test_shipped_transfer_bundle_runs_on_its_parents_loaded_network():
     child = registry.get("brain-mri-tumor-yesno").load()
     assert child.layers[1] is parent.layers[1]  # the frozen trunk, shared
     folder = BUILTIN_MODELS / "brain-mri-tumor-yesno"
-    standalone = Bundle(folder, json.loads((folder / "manifest.json").read_text())).load()
+    standalone = Bundle.from_folder(folder).load()
     assert standalone.layers[1] is not parent.layers[1]
     x = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
     np.testing.assert_allclose(child.predict_on_batch(x), standalone.predict_on_batch(x), atol=1e-5)

@@ -33,6 +33,11 @@ class Bundle:
     _model: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @classmethod
+    def from_folder(cls, folder: Path) -> "Bundle":
+        """The bundle written in ``folder``, outside any registry (training, evaluation, a parent beside it)."""
+        return cls(folder, json.loads((folder / "manifest.json").read_text()))
+
     @property
     def id(self) -> str:
         return self.manifest["id"]
@@ -133,9 +138,8 @@ class Bundle:
     def _parent_model(self, arch: dict):
         """The loaded model of the bundle this one builds on, refused unless it is the version it was fitted on."""
         try:
-            parent = self.parents(arch["feature_bundle"]) if self.parents is not None else Bundle(
-                self.folder.parent / arch["feature_bundle"],
-                json.loads((self.folder.parent / arch["feature_bundle"] / "manifest.json").read_text()))
+            parent = (self.parents(arch["feature_bundle"]) if self.parents is not None
+                      else Bundle.from_folder(self.folder.parent / arch["feature_bundle"]))
         except (OSError, ValueError, ModelError) as exc:
             raise ModelError(f"model '{self.id}' needs the model '{arch['feature_bundle']}' ({exc})") from exc
         if parent.manifest["weights"]["sha256"] != arch["feature_bundle_sha256"]:

@@ -9,7 +9,6 @@ so no validation image was seen by the encoder either.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +79,7 @@ def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None)
     unknown = {d["label"] for part in plan.values() for d in part} - set(config.classes)
     if unknown:
         raise ValueError(f"{parent_config.id}'s split has labels {sorted(unknown)} that {config.id} does not know")
-    parent = Bundle(models / parent_config.id, json.loads((models / parent_config.id / "manifest.json").read_text()))
+    parent = Bundle.from_folder(models / parent_config.id)
     features = segmenter_features(parent.load())
     deep_shape, mask_shape = (t.shape for t in features.outputs)
     head = pooling_head(tuple(deep_shape[1:]), mask_shape[1], len(config.classes))

@@ -48,7 +48,7 @@ def validation_logits(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """(logits of each validation image, logits of its mirror image, class indices) of a written bundle."""
     from core.models.registry import Bundle
 
-    bundle = Bundle(folder, json.loads((folder / "manifest.json").read_text()))
+    bundle = Bundle.from_folder(folder)
     entries = json.loads((folder / "split.json").read_text())["val"]
     plain, mirrored = predict_with_mirror(bundle.load(), [DATA_ROOT / path for path, _, _ in entries], bundle.spec,
                                           desc="mirror check")

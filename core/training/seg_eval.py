@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]
     """
     from core.inference.analyzer import Analyzer
     from core.models.registry import Bundle, Registry
-    bundle = Bundle(folder, json.loads((folder / "manifest.json").read_text()))
+    bundle = Bundle.from_folder(folder)
     analyzer = Analyzer(Registry([]))
     probs: dict[bool, list[np.ndarray]] = {False: [], True: []}
     truths, displays = [], []
