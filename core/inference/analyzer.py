@@ -78,6 +78,12 @@ class Analyzer:
             return analysis
         display = record.display(frame)
         guessed, guess_p = guess_modality(display)
+        if (record.modality_source == "guess" and record.modality_confidence is not None
+                and record.modality_confidence < UNSURE_GUESS and any(b.modality == record.modality for b in bundles)):
+            # About the image, not one model: said once for every model it was routed to.
+            analysis.warnings.append(f"Unsure modality: the image was taken for {record.modality.label} with only "
+                                     f"{record.modality_confidence:.0%} confidence; if it is not, choose the modality "
+                                     "or the model.")
         for bundle in bundles:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("analysis cancelled")
@@ -97,10 +103,6 @@ class Analyzer:
     def _modality_warnings(bundle: Bundle, record: ImageRecord, guessed: Modality, p: float | None) -> list[str]:
         if bundle.modality == Modality.OTHER:
             return []
-        if (record.modality_source == "guess" and record.modality == bundle.modality
-                and record.modality_confidence is not None and record.modality_confidence < UNSURE_GUESS):
-            return [f"Unsure modality: the image was taken for {record.modality.label} with only "
-                    f"{record.modality_confidence:.0%} confidence; if it is not, choose the modality or the model."]
         if record.modality_source in ("dicom", "user") and record.modality not in (bundle.modality, Modality.OTHER):
             return [f"Wrong modality: this is a {record.modality.label} image but '{bundle.id}' was trained on "
                     f"{bundle.modality.label}; its output is not meaningful here."]
