@@ -14,7 +14,7 @@ import pydicom
 import pytest
 
 from core.errors import ModelError
-from core.imaging import load_image
+from core.imaging import Modality, load_image
 from core.inference.analyzer import Analyzer, Cancelled, Engine
 from core.inference.device import configure_device
 from core.models.registry import Registry
@@ -78,10 +78,10 @@ def test_wrong_modality_is_flagged(analyzer, shared):
 
 
 def test_unsure_modality_guess_is_flagged(analyzer, shared):
-    """A BUSI image the guesser takes for MR at 59 %: the analysis it was routed by says so, once."""
-    us = load_image(shared / "busi/benign/benign (221).png")
-    assert us.modality_source == "guess" and us.modality_confidence < 0.75
-    analysis = analyzer.analyze(us)
+    """A brain slice the guesser takes for MR at only 74 %: the analysis it was routed by says so, once."""
+    mri = load_image(shared / "brain_mri_4class/train/notumor/Tr-no_0147.jpg")
+    assert mri.modality_source == "guess" and mri.modality == Modality.MR and mri.modality_confidence < 0.75
+    analysis = analyzer.analyze(mri)
     assert "tiny-mr-classifier" in [r.model_id for r in analysis.results]
     assert any("Unsure modality" in w for w in analysis.warnings)
 

@@ -104,3 +104,15 @@ def test_rgb_tiff_and_multipage_rgb(tmp_path):
     tifffile.imwrite(tmp_path / "rgb_stack.tif", np.stack([rgb, rgb // 2]), photometric="rgb")
     stack = load_image(tmp_path / "rgb_stack.tif")
     assert stack.frames == 2 and stack.values(1)[0, 0, 2] == 90
+
+
+def test_modality_layout_measures_ignore_which_side_the_breast_is_on(shared):
+    """The guesser's layout measures are the same for a left breast and its mirror image (a right one),
+    which its thumbnail pixels are not."""
+    from core.imaging.modality_guess import THUMB, _layout, modality_features
+
+    left = load_image(shared / "mini_mias/images/mdb001.png").display(0)
+    a, b = modality_features(left), modality_features(np.ascontiguousarray(left[:, ::-1]))
+    pixels, layout = THUMB * THUMB, len(_layout(np.zeros((THUMB, THUMB), np.float32)))
+    assert not np.allclose(a[:pixels], b[:pixels])
+    np.testing.assert_allclose(a[-layout:], b[-layout:], atol=1e-5)

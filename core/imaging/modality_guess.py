@@ -1,6 +1,6 @@
 """A clearly labelled modality guess for files that do not say (PNG, JPEG, untyped DICOM).
 
-A multinomial logistic regression on a 24x24 thumbnail plus a few colour and shape statistics,
+A multinomial logistic regression on a 24x24 thumbnail plus colour, layout and symmetry statistics,
 fitted on the shared training sets (``python -m core.training.fit_modality_guess``). Pure NumPy and
 OpenCV, so ``info`` and the window never wait for TensorFlow.
 """
@@ -41,7 +41,37 @@ def modality_features(display: np.ndarray) -> np.ndarray:
         ],
         np.float32,
     )
-    return np.concatenate([thumb.ravel(), stats])
+    return np.concatenate([thumb.ravel(), stats, _layout(thumb)])
+
+
+def _layout(thumb: np.ndarray) -> np.ndarray:
+    """Side-independent layout of the thumbnail, which a linear model cannot derive from its pixels.
+
+    A head is centred and close to left-right symmetric; a mammogram is one breast against the left
+    or the right edge. Pixels and signed differences change sign between a left and a right breast,
+    so they alone called 1.5 % of the brain slices mammograms (70 of 4822, grouped 5-fold CV); with
+    these side-independent measures 0.08 % (4).
+    """
+    n = THUMB
+    half = n // 2
+    asymmetry = np.abs(thumb - thumb[:, ::-1])
+    weight = float(thumb.sum()) + 1e-6
+    centre_x = float((thumb.sum(axis=0) * np.arange(n)).sum()) / weight / (n - 1)
+    centre_y = float((thumb.sum(axis=1) * np.arange(n)).sum()) / weight / (n - 1)
+    tissue = thumb > 0.1
+    shape = [
+        float(asymmetry.mean()),
+        abs(float(thumb[:, :half].mean() - thumb[:, half:].mean())),
+        abs(centre_x - 0.5),
+        abs(centre_y - 0.5),
+        float(max(tissue[:, 0].mean(), tissue[:, -1].mean())),  # tissue against a side edge
+        abs(float(thumb[:half].mean() - thumb[half:].mean())),
+    ]
+    # Asymmetry by band: 6 rows x (outer, inner) quarter of the half-width (mirror-invariant).
+    bands = asymmetry[:, :half].reshape(6, n // 6, 2, half // 2).mean(axis=(1, 3)).ravel()
+    quantiles = np.quantile(thumb, [0.1, 0.5, 0.9])
+    edges = [float(np.abs(np.diff(thumb, axis=1)).mean()), float(np.abs(np.diff(thumb, axis=0)).mean())]
+    return np.concatenate([shape, bands, quantiles, edges]).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -53,11 +83,13 @@ def _weights() -> dict[str, np.ndarray] | None:
 
 
 def guess_modality(display: np.ndarray) -> tuple[Modality, float | None]:
-    """Most likely product modality and its probability (None when no fitted guesser is present)."""
+    """Most likely product modality and its probability (None when no fitted guesser is present, or
+    one fitted on other features: the refit reads its images through the loader that guesses)."""
     weights = _weights()
-    if weights is None:
+    features = modality_features(display)
+    if weights is None or weights["mean"].shape != features.shape:
         return (Modality.SM if display.ndim == 3 else Modality.OTHER), None
-    x = (modality_features(display) - weights["mean"]) / weights["scale"]
+    x = (features - weights["mean"]) / weights["scale"]
     logits = weights["coef"] @ x + weights["intercept"]
     p = np.exp(logits - logits.max())
     p /= p.sum()

@@ -27,8 +27,8 @@ from core.models.registry import Bundle, Registry
 
 LOW_CONFIDENCE = 0.60  # below this calibrated probability the label is flagged as uncertain
 WRONG_MODALITY = 0.90  # guesser probability of another modality that triggers the warning
-# Below this the guessed modality (hence the models chosen) is flagged. Measured on the brain, ultrasound and
-# histology validation images and all of mini-MIAS: 7 of the 10 guessed wrong, 20 of the 1349 guessed right (1.5 %).
+# Below this the guessed modality (hence the models chosen) is flagged. Out-of-fold over the 5893 shared images
+# (resources/modality_guess.json): 3 of the 16 guessed wrong, 11 of the 5877 guessed right (0.2 %).
 UNSURE_GUESS = 0.75
 
 
