@@ -187,6 +187,9 @@ CONFIGS: dict[str, BundleConfig] = {
             # (tried): cross-validated accuracy 0.889-0.893 vs 0.865, validation 104-105 vs 106 of 124. The training
             # images' features come from a segmenter that was fitted on them, so cross-validation on them flatters
             # features that depend on its masks: not kept.
+            # Fitting on pooled vectors from 2-fold cross-fitted segmenters instead (each training image seen only by a
+            # segmenter trained on the other half; tried): cross-validated 0.820, validation 97 vs 106 of 124 - the
+            # flattered features still fit new images better than a half-data segmenter's honest ones. Not kept.
             version="2.0.0",
             spec=US_SEGMENTER,
             feature_bundle="breast-us-lesion-seg",
