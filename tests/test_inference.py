@@ -15,7 +15,7 @@ import pytest
 
 from core.errors import ModelError
 from core.imaging import Modality, load_image
-from core.inference.analyzer import Analyzer, Cancelled, Engine
+from core.inference.analyzer import UNSURE_GUESS, Analyzer, Cancelled, Engine
 from core.inference.device import configure_device
 from core.models.registry import Registry
 from tests.conftest import REPO
@@ -80,7 +80,7 @@ def test_wrong_modality_is_flagged(analyzer, shared):
 def test_unsure_modality_guess_is_flagged(analyzer, shared):
     """A brain slice the guesser takes for MR at only 74 %: the analysis it was routed by says so, once."""
     mri = load_image(shared / "brain_mri_4class/train/notumor/Tr-no_0147.jpg")
-    assert mri.modality_source == "guess" and mri.modality == Modality.MR and mri.modality_confidence < 0.75
+    assert mri.modality_source == "guess" and mri.modality == Modality.MR and mri.modality_confidence < UNSURE_GUESS
     analysis = analyzer.analyze(mri)
     assert "tiny-mr-classifier" in [r.model_id for r in analysis.results]
     assert any("Unsure modality" in w for w in analysis.warnings)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from core.imaging import load_image
 from core.imaging.modality_guess import WEIGHTS, modality_features
+from core.inference.analyzer import UNSURE_GUESS, WRONG_MODALITY
 from core.training.configs import DATA_ROOT
 from core.training.datasets import class_folders, image_mask_pairs, mini_mias, ucsb_histology
 from core.training.splits import assign_groups
@@ -60,8 +61,6 @@ def _fit(x_plain, x_mirror, y, sources, rows: np.ndarray):
 
 def _report(probs: np.ndarray, classes: np.ndarray, y: np.ndarray, sources: np.ndarray) -> dict:
     from sklearn.metrics import roc_auc_score
-
-    from core.inference.analyzer import UNSURE_GUESS, WRONG_MODALITY
 
     best, best_p = classes[probs.argmax(1)], probs.max(1)
     wrong = best != y
@@ -117,7 +116,7 @@ def main() -> None:
               "cross_validated": {"folds": FOLDS, "grouping": "near-duplicate cluster / woman / TMA batch",
                                   **_report(out_of_fold, classes, y, sources)},
               "meaning": "Out-of-fold guesses on real images. The analyzer warns of a wrong modality when another "
-                         "modality gets p >= 0.90, and flags a routing guess below 0.75 as unsure."}
+                         f"modality gets p >= {WRONG_MODALITY}, and flags a routing guess below {UNSURE_GUESS} as unsure."}
     WEIGHTS.with_suffix(".json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
