@@ -18,7 +18,12 @@ from core.imaging import load_image
 from core.imaging.modality_guess import WEIGHTS, modality_features
 from core.inference.analyzer import UNSURE_GUESS, WRONG_MODALITY
 from core.training.configs import DATA_ROOT
-from core.training.datasets import class_folders, image_mask_pairs, mini_mias, ucsb_histology
+from core.training.datasets import (
+    class_folders,
+    image_mask_pairs,
+    mini_mias,
+    ucsb_histology,
+)
 from core.training.splits import assign_groups
 
 PER_SOURCE = 400  # training images drawn from each data set: a small set (the varied yes/no MRIs) is not drowned
@@ -67,7 +72,7 @@ def _report(probs: np.ndarray, classes: np.ndarray, y: np.ndarray, sources: np.n
     unsure = best_p < UNSURE_GUESS
     flags = {}
     for modality in classes:
-        # The guard for a model of `modality`: an image is flagged when another modality wins with p >= 0.90.
+        # The guard for a model of `modality`: an image is flagged when another modality wins with p >= WRONG_MODALITY.
         flagged = (best != modality) & (best_p >= WRONG_MODALITY)
         flags[modality] = {"other_modalities_flagged": float(flagged[y != modality].mean()),
                            "own_modality_falsely_flagged": float(flagged[y == modality].mean())}
