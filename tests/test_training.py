@@ -116,6 +116,21 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     assert abs(sum(result.probabilities.values()) - 1) < 1e-5
     encoder = registry.get(config.id).load().layers[1]  # loaded once, for both bundles
     assert any(layer is encoder for layer in registry.get(classifier.id).load().layers[1].layers)
+    # Together the pair passes the segmenter's network once per image row and gives what each gives alone.
+    stem = registry.get(config.id).stages()
+    assert stem.key is not None and registry.get(classifier.id).stages().stem is stem.stem
+    both, passes = Analyzer(registry), []
+    run = both._run
+    both._run = lambda name, model, inputs: passes.append((name, len(inputs[0]))) or run(name, model, inputs)
+    together = both.analyze(record, model_ids=[config.id, classifier.id], gradcam=True).results
+    rows = 1 + sum(bool(registry.get(i).manifest.get("flip_average")) for i in (config.id, classifier.id))
+    assert sum(n for name, n in passes if name == stem.key) == min(rows, 2)
+    for result in together:
+        alone = Analyzer(Registry([out])).analyze(record, model_ids=[result.model_id], gradcam=True).results[0]
+        if result.mask is not None:
+            np.testing.assert_allclose(result.probability_map, alone.probability_map, atol=1e-5)
+        else:
+            assert result.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
     assert "On the segmenter" in (out / classifier.id / "model_card.md").read_text()
     with pytest.raises(SystemExit):  # a classifier has no segmenter settings to re-pick
         training_cli.main(["evaluate", classifier.id, "--out", str(out)])

@@ -6,8 +6,10 @@ worker thread (Keras predict is not thread-safe); callers get Futures and may ca
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
@@ -31,6 +33,8 @@ WRONG_MODALITY = 0.90  # guesser probability of another modality that triggers t
 # images (resources/modality_guess.json): 13 of the 16 guessed wrong are flagged, and 65 of the 5877 guessed right
 # (1.1 %); at 0.75 only 3 of the 16 (11 right ones), at 0.9 6 (34).
 UNSURE_GUESS = 0.95
+# Stem outputs kept per preprocessed image row: an image and its mirror for the bundles that share a stem.
+STEM_ROWS_KEPT = 8
 
 
 class Cancelled(DiagnosticError):
@@ -51,7 +55,10 @@ class Analyzer:
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = registry or Registry()
         self._gradcams: dict[str, GradCam] = {}
-        self._forwards: dict[str, object] = {}
+        self._compiled: dict[str, object] = {}
+        # Stem outputs by (stem key, hash of the preprocessed image row): content-addressed, so never stale;
+        # clear it to time whole passes.
+        self.stem_rows: OrderedDict[tuple[str, bytes], list[np.ndarray]] = OrderedDict()
 
     def bundles_for(self, record: ImageRecord, model_ids: list[str] | None = None) -> list[Bundle]:
         if model_ids:
@@ -112,20 +119,51 @@ class Analyzer:
                     f"{bundle.modality.label}; treat this result as unreliable."]
         return []
 
-    def _forward(self, bundle: Bundle, x: np.ndarray) -> np.ndarray:
+    def _run(self, name: str, model, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """One compiled forward pass: Keras ``predict`` costs ~50 ms of set-up per call on small batches."""
-        if bundle.id not in self._forwards:
+        if name not in self._compiled:
             import tensorflow as tf
 
-            model = bundle.load()
-            self._forwards[bundle.id] = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
-                                                   autograph=False)
-        return self._forwards[bundle.id](np.asarray(x, np.float32)).numpy()
+            self._compiled[name] = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True,
+                                               autograph=False)
+        outputs = self._compiled[name]([np.asarray(a, np.float32) for a in inputs] if len(inputs) > 1
+                                       else np.asarray(inputs[0], np.float32))
+        return [o.numpy() for o in outputs] if isinstance(outputs, (list, tuple)) else [outputs.numpy()]
 
-    def _gradcam(self, bundle: Bundle) -> GradCam:
+    def _stem(self, bundle: Bundle, x: np.ndarray) -> list[np.ndarray]:
+        """The inputs of the bundle's rest for the image batch ``x``.
+
+        Bundles built on one another share a stem (core.models.stages); an image row it already ran on,
+        for this bundle or another, is not run again, so a pair of bundles costs one pass of the shared
+        network per image.
+        """
+        stages = bundle.stages()
+        if stages.stem is None:
+            return [x]
+        keys = [(stages.key, hashlib.blake2b(np.ascontiguousarray(row, np.float32).tobytes(), digest_size=16).digest())
+                for row in x]
+        todo = [i for i, key in enumerate(keys) if key not in self.stem_rows]
+        if todo:
+            outputs = self._run(stages.key, stages.stem, [x[todo]])
+            for j, i in enumerate(todo):
+                self.stem_rows[keys[i]] = [out[j] for out in outputs]
+        rows = [self.stem_rows[key] for key in keys]
+        for key in keys:
+            self.stem_rows.move_to_end(key)
+        while len(self.stem_rows) > STEM_ROWS_KEPT:
+            self.stem_rows.popitem(last=False)
+        return [np.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
+
+    def _forward(self, bundle: Bundle, x: np.ndarray) -> np.ndarray:
+        """The bundle's output for the image batch ``x``."""
+        return self._run(bundle.id, bundle.stages().rest, self._stem(bundle, x))[0]
+
+    def _gradcam(self, bundle: Bundle, x: np.ndarray, target: int | None, plus: bool):
+        """Grad-CAM through the bundle's rest: (logits, heatmaps, class index used) for the batch ``x``."""
         if bundle.id not in self._gradcams:
-            self._gradcams[bundle.id] = GradCam(bundle.load(), bundle.gradcam_layer)
-        return self._gradcams[bundle.id]
+            stages = bundle.stages()
+            self._gradcams[bundle.id] = GradCam(stages.rest, None if stages.stem is not None else bundle.gradcam_layer)
+        return self._gradcams[bundle.id](self._stem(bundle, x), target, plus)
 
     def classify(self, bundle: Bundle, display: np.ndarray, gradcam: bool, plus: bool,
                   target_class: str | None, tta: bool) -> ModelResult:
@@ -146,14 +184,14 @@ class Analyzer:
         inputs = np.concatenate([x, x[:, :, ::-1]]) if bundle.manifest.get("flip_average") else x
         cams = None
         if gradcam and bundle.gradcam_layer:
-            input_logits, cams, own = self._gradcam(bundle)(inputs, target, plus)
+            input_logits, cams, own = self._gradcam(bundle, inputs, target, plus)
         else:
             input_logits = self._forward(bundle, inputs)
         logits = input_logits.mean(axis=0, keepdims=True)
         chosen = np.argmax(logits, axis=1) if target is None else np.array([target])
         if cams is not None:
             if own[0] != chosen[0]:  # the mean decided another class than the image alone
-                _, cams, _ = self._gradcam(bundle)(x, int(chosen[0]), plus)
+                _, cams, _ = self._gradcam(bundle, x, int(chosen[0]), plus)
             heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
         probs = _softmax(logits[0] / bundle.temperature)
         result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device, classes=bundle.classes,
@@ -193,7 +231,7 @@ class Analyzer:
         result.heatmap = tile_map(display.shape[:2], boxes, tile_probs[:, shown])
         if gradcam and bundle.gradcam_layer:
             top = int(np.argmax(tile_probs[:, shown]))
-            _, cams, _ = self._gradcam(bundle)(x[top : top + 1], shown, plus)
+            _, cams, _ = self._gradcam(bundle, x[top : top + 1], shown, plus)
             y0, y1, x0, x1 = boxes[top]
             result.tile_gradcam = _to_image_grid(cams[0], (y0, y1, x0, x1), display.shape[:2])
         self._flag_low_confidence(result)

@@ -38,17 +38,26 @@ def cam_model(model, layer_name: str):
 
 
 class GradCam:
-    """Compiled Grad-CAM for one model: class scores, then the heatmap of one class, one pass."""
+    """Compiled Grad-CAM for one model: class scores, then the heatmap of one class, one pass.
 
-    def __init__(self, model, layer_name: str) -> None:
+    With ``layer_name`` None the activation is the model's first input: a bundle's rest after its
+    shared stem (core.models.stages), whose other inputs (a lesion map) pass through unexplained.
+    """
+
+    def __init__(self, model, layer_name: str | None) -> None:
         import tensorflow as tf
 
-        self._cam = cam_model(model, layer_name)
+        cam = cam_model(model, layer_name) if layer_name else None
 
         @tf.function(reduce_retracing=True, autograph=False)  # plain tensor code; frozen apps have no source
-        def step(images, target, plus):
+        def step(inputs, target, plus):
             with tf.GradientTape() as tape:
-                activation, logits = self._cam(images, training=False)
+                if cam is None:
+                    activation = inputs[0]
+                    tape.watch(activation)
+                    logits = model(list(inputs) if len(inputs) > 1 else activation, training=False)
+                else:
+                    activation, logits = cam(inputs[0], training=False)
                 chosen = tf.where(target >= 0, target, tf.argmax(logits, axis=-1, output_type=tf.int32))
                 score = tf.gather(logits, chosen, axis=1, batch_dims=1)
             grads = tape.gradient(score, activation)
@@ -60,17 +69,19 @@ class GradCam:
                 weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
             else:
                 weights = tf.reduce_mean(grads, axis=(1, 2))
-            cam = tf.nn.relu(tf.einsum("bhwc,bc->bhw", activation, weights))
-            return logits, cam, chosen
+            cam_map = tf.nn.relu(tf.einsum("bhwc,bc->bhw", activation, weights))
+            return logits, cam_map, chosen
 
         self._step = step
 
-    def __call__(self, images: np.ndarray, target: int | None = None, plus: bool = False):
-        """(logits (N, K), heatmaps (N, h, w) normalised to 0..1, class index used (N,))."""
+    def __call__(self, inputs: list[np.ndarray], target: int | None = None, plus: bool = False):
+        """(logits (N, K), heatmaps (N, h, w) normalised to 0..1, class index used (N,)) for the model's
+        inputs (one array per model input, N rows each)."""
         import tensorflow as tf
 
-        targets = tf.fill([len(images)], -1 if target is None else int(target))
-        logits, cam, chosen = self._step(tf.convert_to_tensor(images, tf.float32), targets, bool(plus))
+        targets = tf.fill([len(inputs[0])], -1 if target is None else int(target))
+        tensors = tuple(tf.convert_to_tensor(a, tf.float32) for a in inputs)
+        logits, cam, chosen = self._step(tensors, targets, bool(plus))
         cam = cam.numpy()
         peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
         return logits.numpy(), np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0), chosen.numpy()

@@ -31,6 +31,7 @@ class Bundle:
     manifest: dict
     parents: Callable[[str], "Bundle"] | None = field(default=None, repr=False)
     _model: object = field(default=None, repr=False)
+    _stages: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -102,6 +103,19 @@ class Bundle:
                 self._model = self._build()
             return self._model
 
+    def stages(self):
+        """The loaded model split where bundles built on one another share a stem (core.models.stages)."""
+        from core.models.stages import split_stages
+
+        model = self.load()
+        with self._lock:
+            if self._stages is None:
+                arch = self.manifest.get("architecture", {})
+                parent = self._parent(arch) if arch.get("feature_bundle") else None
+                self._stages = split_stages(self.id, self.manifest["weights"]["sha256"], self.task, arch,
+                                            self.gradcam_layer, model, parent and parent.stages())
+            return self._stages
+
     def _load_keras(self, relative: str, sha256: str):
         """A verified Keras file of this bundle, loaded without running any code it might carry."""
         import keras
@@ -135,22 +149,27 @@ class Bundle:
             image = keras.Input(shape=(None, None, 3), name="image")
         return keras.Model(image, part(frozen(image)), name=self.id)
 
-    def _parent_model(self, arch: dict):
-        """The loaded model of the bundle this one builds on, refused unless it is the version it was fitted on."""
+    def _parent(self, arch: dict) -> "Bundle":
+        """The bundle this one builds on, refused unless it is the version it was fitted on.
+
+        Standalone, the folder beside this one is read once, so the model and its stages share one copy.
+        """
         try:
-            parent = (self.parents(arch["feature_bundle"]) if self.parents is not None
-                      else Bundle.from_folder(self.folder.parent / arch["feature_bundle"]))
+            if self.parents is None:
+                standalone = Bundle.from_folder(self.folder.parent / arch["feature_bundle"])
+                self.parents = lambda _: standalone
+            parent = self.parents(arch["feature_bundle"])
         except (OSError, ValueError, ModelError) as exc:
             raise ModelError(f"model '{self.id}' needs the model '{arch['feature_bundle']}' ({exc})") from exc
         if parent.manifest["weights"]["sha256"] != arch["feature_bundle_sha256"]:
             raise ModelError(f"model '{self.id}' was fitted on another version of '{parent.id}'; retrain it")
-        return parent.load()
+        return parent
 
     def _build_on_classifier(self, arch: dict, part):
         """A transfer bundle: the parent's (fine-tuned, frozen) trunk and head up to its pooling feed ``part``."""
         import keras
 
-        trunk, parent_head = self._parent_model(arch).layers[1:]
+        trunk, parent_head = self._parent(arch).load().layers[1:]
         pooled = keras.Model(parent_head.input, parent_head.get_layer(arch["feature_layer"]).output,
                              name=f"{arch['feature_bundle']}_features")
         image = keras.Input(shape=(None, None, 3), name="image")
@@ -162,7 +181,7 @@ class Bundle:
 
         from core.models.lesion_pooling import segmenter_features  # registers the head's pooling layer
 
-        features = segmenter_features(self._parent_model(arch))
+        features = segmenter_features(self._parent(arch).load())
         head = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
         image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
         return keras.Model(image, head(features(image)), name=self.id)
