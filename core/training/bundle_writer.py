@@ -266,7 +266,7 @@ All images (n = {m['n']}): Dice {m['dice_all']:.4f}. Lesion-free images with a f
 ## Limits
 Masks in the training data are coarse{' (mini-MIAS gives circles, not outlines)' if manifest['modality'] == 'MG' else ''};
 the model outlines what annotators drew, not histology-proven extent.
-"""
+{manifest.get("notes", "")}"""
 
 
 def model_card(manifest: dict) -> str:
