@@ -37,7 +37,8 @@ def median_ms(fn, repeat: int) -> float:
 
 def cold_start_seconds(model: str, image: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "main.py"), "analyze", str(image), "--model", model, "--json"],
+    subprocess.run([sys.executable, str(REPO / "main.py"), "analyze", str(image), "--model", model, "--json",
+                    "--no-history"],
                    check=True, capture_output=True)
     return time.perf_counter() - start
 
