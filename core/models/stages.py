@@ -34,8 +34,13 @@ def split_stages(bundle_id: str, sha256: str, task: str, arch: dict, cam_layer: 
         if parent is not None:
             if parent.stem is None:
                 return whole
-            if arch.get("feature_bundle_task") == "segmentation":
-                return Stages(parent.key, parent.stem, model.layers[-1])  # image -> features -> head
+            if arch.get("feature_bundle_task") == "segmentation":  # image -> features -> head
+                head = model.layers[-1]
+                # Grad-CAM explains the rest's first input: the head's CAM layer must take exactly that.
+                explains_input = head.get_layer(cam_layer).input is head.inputs[0]
+                return Stages(parent.key, parent.stem, head) if explains_input else whole
+            if not parent.key.endswith(f":{cam_layer}"):
+                return whole
             return Stages(parent.key, parent.stem, _rest_on_classifier(parent, arch["feature_layer"], model.layers[-1]))
         if task == "segmentation":
             return _segmenter_stages(bundle_id, sha256, model) or whole
