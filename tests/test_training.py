@@ -76,7 +76,8 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     assert manifest["training"]["epochs"] == {"decoder": 1, "decoder+encoder": 1}
     assert 0.0 <= manifest["validation_metrics"]["dice"] <= 1.0
     assert manifest["min_lesion_peak"] in (0.0, 0.6, 0.7, 0.8, 0.9, 0.95)
-    assert "False-lesion gate" in (out / config.id / "model_card.md").read_text()
+    card = (out / config.id / "model_card.md").read_text()
+    assert "False-lesion gate" in card and "Dice **" in card and "(95 % CI " in card
     # The deep blocks were trained: the bundle's copy differs from the ImageNet weights it started from.
     import keras
 
@@ -257,3 +258,19 @@ def test_segmenter_evaluation_picks_the_false_lesion_gate_on_validation(tiny_mod
     assert settings["min_lesion_peak"] == 0.8
     assert metrics["by_min_lesion_peak"]["0.0"]["false_positive_rate_normal"] == 1.0
     assert metrics["false_positive_rate_normal"] == 0.0 and metrics["dice"] > 0.95 and metrics["dice_all"] > 0.95
+
+
+def test_card_intervals_are_wide_on_few_images_and_narrow_on_many():
+    """A perfect score on 12 images still admits ~76 % (Wilson); the Dice interval brackets its mean."""
+    from core.training.evaluate import accuracy_interval, segmentation_metrics
+
+    low, high = accuracy_interval(1.0, 12)
+    assert high == 1.0 and 0.75 < low < 0.76
+    low, high = accuracy_interval(932 / 965, 965)
+    assert 0.95 < low < 932 / 965 < high < 0.98
+    rng = np.random.default_rng(0)
+    truths = [rng.random((16, 16)) > 0.5 for _ in range(40)]
+    preds = [t if i % 2 else ~t for i, t in enumerate(truths)]  # half perfect, half all wrong: Dice 0.5
+    metrics = segmentation_metrics(preds, truths)
+    low, high = metrics["dice_ci95"]
+    assert metrics["dice"] == 0.5 and 0.3 < low < 0.5 < high < 0.7

@@ -25,6 +25,26 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(minimize_scalar(lambda t: log_loss(softmax(logits / t), y), bounds=(0.05, 20.0), method="bounded").x)
 
 
+def accuracy_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of an accuracy measured on ``n`` images.
+
+    Cards print it beside the accuracy because validation sets here are small (12 to 965 images):
+    12 of 12 right is compatible with 76 % accuracy. Wilson stays inside 0..1 and honest at 0 or 100 %.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def mean_interval(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of a mean over images (per-image Dice)."""
+    values = np.asarray(values, np.float64)
+    means = np.random.default_rng(seed).choice(values, (draws, len(values))).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     """ECE over equal-width confidence bins of the predicted class."""
     confidence = probs.max(axis=1)
@@ -68,7 +88,8 @@ def segmentation_metrics(pred_masks: list[np.ndarray], true_masks: list[np.ndarr
         inter, union, total = np.logical_and(p, t).sum(), np.logical_or(p, t).sum(), p.sum() + t.sum()
         dice.append(1.0 if total == 0 else 2.0 * inter / total)
         iou.append(1.0 if union == 0 else inter / union)
-    return {"n": len(dice), "dice": float(np.mean(dice)), "iou": float(np.mean(iou))}
+    return {"n": len(dice), "dice": float(np.mean(dice)), "dice_ci95": list(mean_interval(dice)) if dice else None,
+            "iou": float(np.mean(iou))}
 
 
 def classification_plots(probs: np.ndarray, y: np.ndarray, classes: list[str], folder: Path) -> list[str]:

@@ -71,8 +71,10 @@ def _summary(preds: list[np.ndarray], truths: list[np.ndarray], has_lesion: list
         "n": everything["n"],
         "n_lesion": lesion["n"],
         "dice": lesion["dice"],
+        "dice_ci95": lesion["dice_ci95"],
         "iou": lesion["iou"],
         "dice_all": everything["dice"],
+        "dice_all_ci95": everything["dice_ci95"],
         "iou_all": everything["iou"],
         "false_positive_rate_normal": None if not normals else float(np.mean([p.sum() >= 16 for p in normals])),
     }
