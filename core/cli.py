@@ -35,7 +35,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from core.models.registry import Registry
+    from core.models.registry import Registry, metrics_text
 
     registry = Registry()
     rows = [b.summary() for b in registry.bundles.values()]
@@ -47,12 +47,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         for row in rows:
             m = row["metrics"]
             main_metric = m.get("accuracy", m.get("dice"))
-            cells = [f"{main_metric:.3f}" if main_metric is not None else "-"]
+            interval = f" [{row['interval'][0]:.3f}-{row['interval'][1]:.3f}]" if row["interval"] else ""
+            cells = [f"{main_metric:.3f}{interval}" if main_metric is not None else "-"]
             cells += [f"{m[k]:.3f}" if k in m else "-" for k in ("roc_auc", "ece")]
             print(f"| `{row['id']}` | {row['modality']} | {', '.join(row['classes'])} | {m.get('n', '-')} | " + " | ".join(cells) + " |")
         return 0
     for row in rows:
-        metrics = ", ".join(f"{k} {v:.3f}" for k, v in row["metrics"].items() if k != "n")
+        metrics = metrics_text(row)
         print(f"{row['id']:<28} v{row['version']:<6} {row['modality']:<3} {row['task']:<15} {row['architecture']:<10} "
               f"[{', '.join(row['classes'])}] {metrics}")
     for problem in registry.problems:

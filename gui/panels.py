@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.inference.results import Analysis, ModelResult
+from core.models.registry import metrics_text
 from gui.qimage import to_pixmap
 
 
@@ -147,7 +148,7 @@ class ModelInfoPanel(QTextBrowser):
     def show_models(self, summaries: list[dict]) -> None:
         parts = []
         for s in summaries:
-            metrics = ", ".join(f"{k} {v:.3f}" for k, v in s["metrics"].items() if k != "n")
+            metrics = metrics_text(s)
             parts.append(f"<h4>{s['id']} v{s['version']}</h4><p>{s['title']}<br>{s['modality']} · {s['task']} · "
                          f"{s['architecture']}<br>Classes: {', '.join(s['classes']) or '-'}<br>"
                          f"Validation: {metrics} (n={s['metrics'].get('n', '?')})<br>Training data: {s.get('training', '')}</p>")

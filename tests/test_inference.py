@@ -284,3 +284,16 @@ def test_shipped_transfer_bundle_runs_on_its_parents_loaded_network():
     shared = stages.stem(x, training=False)
     np.testing.assert_allclose(stages.rest(shared, training=False), child(x, training=False), atol=1e-5)
     np.testing.assert_allclose(parent_stages.rest(shared, training=False), parent(x, training=False), atol=1e-5)
+
+
+def test_shipped_bundles_state_the_interval_of_their_headline_metric():
+    """12 of 12 right is not 100 %: the summary (window, `models`) gives the Wilson interval beside it."""
+    from core.models.registry import BUILTIN_MODELS, metrics_text
+
+    registry = Registry([BUILTIN_MODELS])
+    histology = registry.get("breast-histology-2class").summary()
+    low, high = histology["interval"]
+    assert histology["metrics"]["accuracy"] == 1.0 and high == 1.0 and low < 0.8
+    assert metrics_text(histology).startswith(f"accuracy 1.000 [95 % CI {low:.3f}-1.000]")
+    segmenter = registry.get("breast-us-lesion-seg").summary()
+    assert segmenter["interval"][0] < segmenter["metrics"]["dice"] < segmenter["interval"][1]

@@ -83,6 +83,7 @@ class Bundle:
             "architecture": m.get("architecture", {}).get("backbone", m.get("architecture")),
             "classes": self.classes,
             "metrics": {k: metrics[k] for k in ("accuracy", "roc_auc", "ece", "dice", "iou", "n") if k in metrics},
+            "interval": _headline_interval(metrics),
             "folder": str(self.folder),
         }
 
@@ -185,6 +186,24 @@ class Bundle:
         head = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
         image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
         return keras.Model(image, head(features(image)), name=self.id)
+
+
+def metrics_text(summary: dict) -> str:
+    """A bundle summary's validation metrics as one line, the 95 % interval after the headline metric."""
+    parts = [f"{k} {v:.3f}" for k, v in summary["metrics"].items() if k != "n"]
+    if parts and summary.get("interval"):
+        low, high = summary["interval"]
+        parts[0] += f" [95 % CI {low:.3f}-{high:.3f}]"
+    return ", ".join(parts)
+
+
+def _headline_interval(metrics: dict) -> list[float] | None:
+    """95 % interval of the accuracy (Wilson, from accuracy and n) or of the lesion Dice (stored bootstrap)."""
+    from core.training.evaluate import accuracy_interval
+
+    if "accuracy" in metrics and metrics.get("n"):
+        return list(accuracy_interval(metrics["accuracy"], metrics["n"]))
+    return metrics.get("dice_ci95")
 
 
 def _validate(folder: Path, manifest: dict) -> None:
