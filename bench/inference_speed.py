@@ -44,36 +44,34 @@ def cold_start_seconds(model: str, image: Path) -> float:
 
 
 def ours(repeat: int, image: Path, us_image: Path | None) -> dict[str, float]:
-    from core.imaging import load_image
     from core.inference.analyzer import Analyzer
 
     analyzer = Analyzer()
-
-    def fresh(path: Path, ids: list[str], **options):
-        analyzer.stem_rows.clear()  # each timed run passes its network in full, as on a new image
-        return analyzer.analyze(load_image(path), model_ids=ids, **options)
-
     out = {
-        "ours: classify + Grad-CAM": median_ms(lambda: fresh(image, ["brain-mri-tumor-4class"]), repeat),
-        "ours: classify only": median_ms(lambda: fresh(image, ["brain-mri-tumor-4class"], gradcam=False), repeat),
+        "ours: classify + Grad-CAM": median_ms(lambda: _fresh(analyzer, image, ["brain-mri-tumor-4class"]), repeat),
+        "ours: classify only": median_ms(
+            lambda: _fresh(analyzer, image, ["brain-mri-tumor-4class"], gradcam=False), repeat),
     }
     if us_image is not None and "breast-us-lesion-seg" in analyzer.registry.bundles:
-        out["ours: ultrasound segmentation"] = median_ms(lambda: fresh(us_image, ["breast-us-lesion-seg"]), repeat)
+        out["ours: ultrasound segmentation"] = median_ms(
+            lambda: _fresh(analyzer, us_image, ["breast-us-lesion-seg"]), repeat)
     return out
+
+
+def _fresh(analyzer, path: Path, ids: list[str], **options):
+    """One timed analysis from the file, as of a new image: no stem output kept from the run before."""
+    from core.imaging import load_image
+
+    analyzer.stem_rows.clear()
+    return analyzer.analyze(load_image(path), model_ids=ids, **options)
 
 
 def shared_stems(repeat: int, image: Path, us_image: Path | None) -> dict[str, tuple[float, float]]:
     """Both bundles of a modality on one image (as default routing runs them): (ms with each shared
     stem run once, ms with every bundle running its whole network)."""
     import core.inference.analyzer as analyzer_module
-    from core.imaging import load_image
 
     analyzer = analyzer_module.Analyzer()
-
-    def fresh(path: Path, ids: list[str]):
-        analyzer.stem_rows.clear()
-        return analyzer.analyze(load_image(path), model_ids=ids)
-
     pairs = {"brain MRI: 4-class + yes/no": (image, ["brain-mri-tumor-4class", "brain-mri-tumor-yesno"]),
              "ultrasound: lesion outline + 3-class": (us_image, ["breast-us-lesion-seg", "breast-us-3class"])}
     out, kept = {}, analyzer_module.STEM_ROWS_KEPT
@@ -83,7 +81,7 @@ def shared_stems(repeat: int, image: Path, us_image: Path | None) -> dict[str, t
         timings = []
         for rows_kept in (kept, 0):  # 0: no stem output outlives its own bundle's call
             analyzer_module.STEM_ROWS_KEPT = rows_kept
-            timings.append(median_ms(lambda: fresh(path, ids), repeat))
+            timings.append(median_ms(lambda: _fresh(analyzer, path, ids), repeat))
         analyzer_module.STEM_ROWS_KEPT = kept
         out[name] = (timings[0], timings[1])
     return out
