@@ -35,6 +35,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from core.models.intervals import interval_text
     from core.models.registry import Registry, metrics_text
 
     registry = Registry()
@@ -47,8 +48,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         for row in rows:
             m = row["metrics"]
             main_metric = m.get("accuracy", m.get("dice"))
-            interval = f" [{row['interval'][0]:.3f}-{row['interval'][1]:.3f}]" if row["interval"] else ""
-            cells = [f"{main_metric:.3f}{interval}" if main_metric is not None else "-"]
+            cells = [f"{main_metric:.3f}{interval_text(row['interval'])}" if main_metric is not None else "-"]
             cells += [f"{m[k]:.3f}" if k in m else "-" for k in ("roc_auc", "ece")]
             print(f"| `{row['id']}` | {row['modality']} | {', '.join(row['classes'])} | {m.get('n', '-')} | " + " | ".join(cells) + " |")
         return 0

@@ -147,7 +147,7 @@ def test_one_command_retrain_on_breakhis_layout(breakhis_tree, tmp_path, monkeyp
     assert cv["folds"] == 2 and cv["n"] == images == sum(f["n"] for f in cv["per_fold"])
     assert not set(cv["per_fold"][0]["groups"]) & set(cv["per_fold"][1]["groups"])
     card = (out / small.id / "model_card.md").read_text()
-    assert "Grouped cross-validation (2 folds" in card and "(95 % CI " in card
+    assert "Grouped cross-validation (2 folds" in card and "[95 % CI " in card
 
 
 def test_max_aggregation_and_circle_tile_labels():

@@ -77,7 +77,7 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     assert 0.0 <= manifest["validation_metrics"]["dice"] <= 1.0
     assert manifest["min_lesion_peak"] in (0.0, 0.6, 0.7, 0.8, 0.9, 0.95)
     card = (out / config.id / "model_card.md").read_text()
-    assert "False-lesion gate" in card and "Dice **" in card and "(95 % CI " in card
+    assert "False-lesion gate" in card and "Dice **" in card and "[95 % CI " in card
     # The deep blocks were trained: the bundle's copy differs from the ImageNet weights it started from.
     import keras
 
@@ -262,7 +262,8 @@ def test_segmenter_evaluation_picks_the_false_lesion_gate_on_validation(tiny_mod
 
 def test_card_intervals_are_wide_on_few_images_and_narrow_on_many():
     """A perfect score on 12 images still admits ~76 % (Wilson); the Dice interval brackets its mean."""
-    from core.training.evaluate import accuracy_interval, segmentation_metrics
+    from core.models.intervals import accuracy_interval
+    from core.training.evaluate import segmentation_metrics
 
     low, high = accuracy_interval(1.0, 12)
     assert high == 1.0 and 0.75 < low < 0.76

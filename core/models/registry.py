@@ -11,6 +11,7 @@ from typing import Callable
 from core.app_paths import user_models
 from core.errors import ModelError
 from core.imaging.record import Modality
+from core.models.intervals import accuracy_interval, interval_text
 from core.models.preprocessing import PreprocessSpec
 from core.models.storage import sha256_file
 from core.models.tiling import TilingSpec
@@ -191,16 +192,13 @@ class Bundle:
 def metrics_text(summary: dict) -> str:
     """A bundle summary's validation metrics as one line, the 95 % interval after the headline metric."""
     parts = [f"{k} {v:.3f}" for k, v in summary["metrics"].items() if k != "n"]
-    if parts and summary.get("interval"):
-        low, high = summary["interval"]
-        parts[0] += f" [95 % CI {low:.3f}-{high:.3f}]"
+    if parts:
+        parts[0] += interval_text(summary.get("interval"))
     return ", ".join(parts)
 
 
 def _headline_interval(metrics: dict) -> list[float] | None:
     """95 % interval of the accuracy (Wilson, from accuracy and n) or of the lesion Dice (stored bootstrap)."""
-    from core.training.evaluate import accuracy_interval
-
     if "accuracy" in metrics and metrics.get("n"):
         return list(accuracy_interval(metrics["accuracy"], metrics["n"]))
     return metrics.get("dice_ci95")

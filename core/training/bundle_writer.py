@@ -11,9 +11,10 @@ import numpy as np
 
 from core import __version__
 from core.models.backbones import LAST_CONV
+from core.models.intervals import accuracy_interval, interval_text
 from core.models.storage import save_keras_fp16, sha256_file
 from core.training.configs import CONFIGS, DATA_ROOT, DEFAULT_SOURCES, REPO, BundleConfig
-from core.training.evaluate import accuracy_interval, classification_metrics, classification_plots
+from core.training.evaluate import classification_metrics, classification_plots
 
 
 def same_split(folder: Path, plan: dict) -> bool:
@@ -258,8 +259,8 @@ Augmentation: {t['augmentation']} ({t['augmented_views']} cached augmented views
 Command: `{t['command']}` ({t['date']}).
 
 ## Validation (measured at each image's original resolution)
-Images with a lesion (n = {m['n_lesion']}): Dice **{m['dice']:.4f}**{_interval(m.get('dice_ci95'))}, IoU {m['iou']:.4f}.
-All images (n = {m['n']}): Dice {m['dice_all']:.4f}{_interval(m.get('dice_all_ci95'))}. Lesion-free images with a false lesion: {_share(m['false_positive_rate_normal'])}.
+Images with a lesion (n = {m['n_lesion']}): Dice **{m['dice']:.4f}**{interval_text(m.get('dice_ci95'))}, IoU {m['iou']:.4f}.
+All images (n = {m['n']}): Dice {m['dice_all']:.4f}{interval_text(m.get('dice_all_ci95'))}. Lesion-free images with a false lesion: {_share(m['false_positive_rate_normal'])}.
 
 ![examples](validation.png)
 
@@ -291,7 +292,7 @@ Augmentation: {t['augmentation']} ({t['augmented_views']} cached augmented views
 Command: `{t['command']}` ({t['date']}).
 
 ## Validation (held-out part of the split above, n = {m['n']})
-Accuracy **{m['accuracy']:.4f}**{_interval(accuracy_interval(m['accuracy'], m['n']))}, macro ROC AUC {m['roc_auc']:.4f}, ECE {m['ece']:.4f} (after temperature scaling,
+Accuracy **{m['accuracy']:.4f}**{interval_text(accuracy_interval(m['accuracy'], m['n']))}, macro ROC AUC {m['roc_auc']:.4f}, ECE {m['ece']:.4f} (after temperature scaling,
 fitted on this same validation split, so ECE is optimistic).
 
 | class | precision | recall | F1 | n |
@@ -306,11 +307,6 @@ Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
 Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
 one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
 {manifest.get("notes", "")}"""
-
-
-def _interval(bounds: list[float] | tuple[float, float] | None) -> str:
-    """A 95 % interval as card text ('' where the manifest predates intervals)."""
-    return f" (95 % CI {bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else ""
 
 
 def _mirror_sentence(manifest: dict) -> str:

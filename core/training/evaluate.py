@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.models.intervals import mean_interval
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
@@ -23,26 +25,6 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
     return float(minimize_scalar(lambda t: log_loss(softmax(logits / t), y), bounds=(0.05, 20.0), method="bounded").x)
-
-
-def accuracy_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of an accuracy measured on ``n`` images.
-
-    Cards print it beside the accuracy because validation sets here are small (12 to 965 images):
-    12 of 12 right is compatible with 76 % accuracy. Wilson stays inside 0..1 and honest at 0 or 100 %.
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
-
-
-def mean_interval(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile-bootstrap interval of a mean over images (per-image Dice)."""
-    values = np.asarray(values, np.float64)
-    means = np.random.default_rng(seed).choice(values, (draws, len(values))).mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
