@@ -158,6 +158,46 @@ def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):
     assert set(result.probabilities) == {"benign", "normal"}
 
 
+def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tree, training):
+    """``--whole-epochs`` trains the trunk too; the bundle then carries its own trunk, loads, explains
+    (Grad-CAM through its shared-stem split) and records the phase in its manifest, card and command."""
+    import keras
+
+    from core.training import __main__ as training_cli
+    from core.training.configs import BACKBONES
+
+    out, shrink = training
+    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None,
+                    augmented_views=0, epochs_head=1, epochs_finetune=1, lr_whole=1e-3, batch_size=4, val_fraction=0.34)
+    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1"]) == 0
+    folder = out / config.id
+    manifest = json.loads((folder / "manifest.json").read_text())
+    arch = manifest["architecture"]
+    assert arch["trunk_file"] == "trunk.keras" and "backbone_file" not in arch
+    assert manifest["training"]["epochs"]["whole"] == 1 and manifest["training"]["command"].endswith("--whole-epochs 1")
+    assert "whole network was fine-tuned" in (folder / "model_card.md").read_text()
+    registry = Registry([out])
+    model = registry.get(config.id).load()
+    trunk = model.layers[1]
+    imagenet = keras.saving.load_model(BACKBONES["xception"], compile=False)
+    trained, start = trunk.get_layer("block1_conv1").get_weights()[0], imagenet.get_layer("block1_conv1").get_weights()[0]
+    assert np.abs(trained - start).max() > 1e-3  # the first convolution moved: far above float16 rounding
+    for trained, start in zip(trunk.get_layer("block1_conv1_bn").get_weights(),
+                              imagenet.get_layer("block1_conv1_bn").get_weights()):
+        np.testing.assert_array_equal(trained, start)  # BatchNorm stays frozen
+    stages = registry.get(config.id).stages()
+    assert stages.stem is not None
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(stages.rest(stages.stem(x)), model(x), atol=1e-5)
+    record = load_image(busi_tree / "benign" / "benign (1).png", modality="US")
+    result = Analyzer(registry).analyze(record, model_ids=[config.id], gradcam=True).results[0]
+    assert set(result.probabilities) == {"benign", "normal"} and result.heatmap.shape == (96, 96)
+    # Retrained without the phase, the bundle goes back to the shared backbone and drops its own trunk.
+    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out)]) == 0
+    assert not (folder / "trunk.keras").exists()
+    assert "backbone_file" in json.loads((folder / "manifest.json").read_text())["architecture"]
+
+
 def test_resnet50v2_from_random_weights_is_one_option_away(busi_tree, training, tmp_path):
     """No ImageNet ResNet50V2 weights exist offline: ``--weights none`` trains it from random weights,
     materialised once so cached features, training and the written bundle share the same trunk."""

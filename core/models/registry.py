@@ -135,6 +135,10 @@ class Bundle:
         if arch.get("feature_bundle_task") == "segmentation":
             return self._build_on_segmenter(arch)
         part = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
+        if arch.get("trunk_file"):  # fine-tuned whole: the bundle's own trunk below the trained part
+            image = keras.Input(shape=(None, None, 3), name="image")
+            return keras.Model(image, part(self._load_keras(arch["trunk_file"], arch["trunk_sha256"])(image)),
+                               name=self.id)
         if not arch.get("backbone_file"):
             return part
         if arch.get("feature_bundle"):

@@ -44,7 +44,7 @@ def split_stages(bundle_id: str, sha256: str, task: str, arch: dict, cam_layer: 
             return Stages(parent.key, parent.stem, _rest_on_classifier(parent, arch["feature_layer"], model.layers[-1]))
         if task == "segmentation":
             return _segmenter_stages(bundle_id, sha256, model) or whole
-        if arch.get("backbone_file") and cam_layer:
+        if (arch.get("backbone_file") or arch.get("trunk_file")) and cam_layer:
             return _classifier_stages(bundle_id, sha256, cam_layer, model) or whole
     except ValueError:  # a network of another shape than the ones training writes
         return whole

@@ -9,7 +9,9 @@ settings (threshold, mirror averaging, false-lesion gate) without touching its w
 A site with BreakHis or IDC data retrains the histology bundle with one command, e.g.
 ``python -m core.training train breast-histology-2class --reader breakhis --root /data/BreaKHis_v1``;
 ``--arch resnet50v2 --weights imagenet`` trains on another backbone (Keras downloads its ImageNet
-weights or finds them in ~/.keras/models; a local file or ``none`` works too).
+weights or finds them in ~/.keras/models; a local file or ``none`` works too). ``--whole-epochs N``
+then fine-tunes the whole network on freshly augmented images (``core.training.whole_network``;
+meant for a GPU).
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="data folder (overrides the config)")
     parser.add_argument("--arch", choices=["xception", "resnet50v2"], help="backbone (overrides the config)")
     parser.add_argument("--weights", help='backbone weights: "imagenet", a local file, or "none" (random)')
+    parser.add_argument("--whole-epochs", type=int, help="train: then fine-tune the whole network for this many "
+                        "epochs on freshly augmented images (slow without a GPU)")
     parser.add_argument("--folds", type=int, default=0, help="cv: number of folds (default: one per group)")
     args = parser.parse_args(argv)
     from core.training import classifier, segmenter
 
     config = CONFIGS[args.bundle]
     overrides = {k: v for k, v in (("reader", args.reader), ("root", args.root), ("arch", args.arch),
-                                   ("weights", args.weights)) if v}
+                                   ("weights", args.weights), ("epochs_whole", args.whole_epochs)) if v}
     if args.arch and args.arch != config.arch:
         overrides["top_from"] = None  # the config's cut names a layer of its own backbone
     if overrides:

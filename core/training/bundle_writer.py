@@ -54,8 +54,9 @@ def _shared_backbone(config: BundleConfig, folder: Path) -> tuple[Path, str]:
 def _command_options(config: BundleConfig) -> str:
     """The CLI options that reproduce this config where it differs from the shipped one."""
     default = dict(zip(("reader", "root", "arch", "weights"), DEFAULT_SOURCES.get(config.id, ())))
-    return "".join(f" --{key} {getattr(config, key)}" for key in ("reader", "root", "arch", "weights")
-                   if default.get(key) != getattr(config, key))
+    options = "".join(f" --{key} {getattr(config, key)}" for key in ("reader", "root", "arch", "weights")
+                      if default.get(key) != getattr(config, key))
+    return options + (f" --whole-epochs {config.epochs_whole}" if config.epochs_whole else "")
 
 
 def _weights_origin(config: BundleConfig) -> str:
@@ -135,16 +136,26 @@ def _head_bundle(config: BundleConfig, head, plan: dict, out_root: str | Path | 
 
 
 def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
-                            temperature: float, out_root: str | Path | None) -> Path:
+                            temperature: float, out_root: str | Path | None, trunk=None) -> Path:
+    """The bundle of a classifier; ``trunk`` where phase 3 fine-tuned it too (stored as the bundle's own
+    ``trunk.keras`` instead of a reference to the shared backbone)."""
     folder, manifest = _head_bundle(config, head, plan, out_root,
                                     f"layers from {config.top_block_start} up (fine-tuned) + GlobalAveragePooling + "
                                     f"Dropout({config.dropout:.2f}) + Dense")
-    manifest["architecture"]["top_block_start"] = config.top_block_start
+    arch = manifest["architecture"]
+    arch["top_block_start"] = config.top_block_start
+    epochs = {"head": config.epochs_head, "finetune": config.epochs_finetune}
+    rates = {"head": config.lr_head, "finetune": config.lr_finetune}
+    (folder / "trunk.keras").unlink(missing_ok=True)  # a previous whole-network version's
+    if trunk is not None:
+        del arch["backbone_file"], arch["backbone_sha256"]
+        arch.update(trunk_file="trunk.keras", trunk_sha256=save_keras_fp16(trunk, folder / "trunk.keras"))
+        arch["weights_origin"] += f"; then every layer below {config.top_block_start} fine-tuned here too"
+        epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
     if config.tiling is not None:
         manifest["tiling"] = config.tiling.to_dict()
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder))
-    manifest["training"].update(mix=config.mix, epochs={"head": config.epochs_head, "finetune": config.epochs_finetune},
-                                learning_rates={"head": config.lr_head, "finetune": config.lr_finetune})
+    manifest["training"].update(mix=config.mix, epochs=epochs, learning_rates=rates)
     return _write_common(folder, manifest, plan, model_card(manifest))
 
 
@@ -282,8 +293,7 @@ Decision support only, not a medical device. Modality {manifest['modality']}; cl
 
 ## Model
 {manifest['architecture']['backbone']} backbone ({manifest['architecture']['weights_origin']}); {manifest['architecture']['head']}.
-The frozen trunk is the shared file `{manifest['architecture']['backbone_file']}`; this bundle stores only the
-fine-tuned layers and head (`head.keras`, float16 on disk). Input {manifest['input_size'][0]} px, preprocessing
+{_trunk_sentence(manifest['architecture'])} Input {manifest['input_size'][0]} px, preprocessing
 `{json.dumps(manifest['preprocessing'])}`. Probabilities are temperature-scaled (T = {manifest['calibration']['temperature']:.3f}).{_mirror_sentence(manifest)}
 
 ## Data and split
@@ -307,6 +317,14 @@ Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
 Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
 one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
 {manifest.get("notes", "")}"""
+
+
+def _trunk_sentence(arch: dict) -> str:
+    if "trunk_file" in arch:
+        return (f"The whole network was fine-tuned: this bundle stores its own trunk (`{arch['trunk_file']}`) and the "
+                "layers above it with the head (`head.keras`), float16 on disk.")
+    return (f"The frozen trunk is the shared file `{arch['backbone_file']}`; this bundle stores only the\n"
+            "fine-tuned layers and head (`head.keras`, float16 on disk).")
 
 
 def _mirror_sentence(manifest: dict) -> str:

@@ -153,6 +153,12 @@ def _class_weights(y: np.ndarray, n: int) -> dict[int, float]:
     return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
+def class_weight_vector(y: np.ndarray, n: int) -> np.ndarray:
+    """Inverse class frequencies as a vector: a batch's one-hot (or mixed) labels @ it = sample weights."""
+    weights = _class_weights(y, n)
+    return np.array([weights[c] for c in range(n)], np.float32)
+
+
 def _weighted(batches, class_weight: np.ndarray):
     """Attach per-sample weights (inverse class frequency, from the soft labels) to each batch."""
     for xb, yb in batches:
@@ -194,12 +200,20 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     y_val = np.array([index[d["label"]] for d in plan["val"]])
     x_val = _load_views(config, "val", 1)
     head = fit_classifier(config, _load_views(config, "train", views), y_train, x_val, y_val, config.cache_dir)
-    logits_val = predict_chunks(head, x_val)
+    trunk = None
+    if config.epochs_whole:
+        from core.training.whole_network import finetune_whole
+
+        trunk, head, logits_val = finetune_whole(config, head, [plan_sample(d) for d in plan["train"]],
+                                                 y_train[: len(plan["train"])], [plan_sample(d) for d in plan["val"]],
+                                                 y_val, config.cache_dir / "whole")
+    else:
+        logits_val = predict_chunks(head, x_val)
     temperature = fit_temperature(logits_val, y_val)
     probs = softmax(logits_val / temperature)
     if config.tiling is not None:
         probs, y_val = _per_image(plan["val"], probs, config)
-    folder = write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root)
+    folder = write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root, trunk)
     if config.tiling is None:  # tiles are not mirrored; whole images are, where validation says so
         from core.training.mirror import choose_mirror_average
 
@@ -226,8 +240,7 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
     backbone = build_backbone(config.arch, config.backbone_path)
     _, top = split_backbone(backbone, config.arch, config.top_block_start)
     head = build_head(top, len(classes), config.dropout)
-    weights = _class_weights(y_train, len(classes))
-    sample_weight = np.array([weights[c] for c in range(len(classes))], np.float32)
+    sample_weight = class_weight_vector(y_train, len(classes))
     loss = keras.losses.CategoricalCrossentropy(from_logits=True)
     metrics = [keras.metrics.CategoricalAccuracy(name="acc")]
     rng = np.random.default_rng(config.seed)

@@ -42,6 +42,10 @@ class BundleConfig:
     epochs_finetune: int = 6
     lr_head: float = 1e-3
     lr_finetune: float = 1e-4
+    # Phase 3 (core.training.whole_network): the whole network on freshly augmented images, at lr_whole.
+    # 0 = off: about 250 ms per 224-px training image on 2 CPU cores; meant for a GPU.
+    epochs_whole: int = 0
+    lr_whole: float = 2e-5
     batch_size: int = 32
     mix: str | None = None  # "mixup" or "cutmix" on cached features of the top block input
     loss: str = "bce+dice"  # segmentation: "bce", "dice", "tversky" or "bce+dice"

@@ -96,20 +96,28 @@ def cache_features(
     with tqdm(total=len(samples), initial=start, desc=f"features {out.stem}", unit="img") as bar:
         for begin in range(start, len(samples), batch_size):
             chunk = samples[begin : begin + batch_size]
-            pairs = [model_inputs(s, spec, with_masks) for s in chunk]
-            if augment is not None:
-                pairs = [_augmented(augment, p, m) for p, m in pairs]
-            batch = np.stack([scale_pixels(p, spec) for p, _ in pairs])
+            batch, chunk_masks = model_batch(chunk, spec, augment, with_masks)
             outputs = trunk.predict(batch, verbose=0)
             for array, values in zip(arrays, outputs if isinstance(outputs, list) else [outputs]):
                 array[begin : begin + len(chunk)] = values.astype(np.float16)
                 array.flush()
             if masks is not None:
-                masks[begin : begin + len(chunk)] = np.stack([m for _, m in pairs])
+                masks[begin : begin + len(chunk)] = chunk_masks
                 masks.flush()
             state["done"] = begin + len(chunk)
             state_file.write_text(json.dumps(state))
             bar.update(len(chunk))
+
+
+def model_batch(samples: list[Sample], spec: PreprocessSpec, augment=None, with_masks: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scaled model inputs of samples (and their uint8 masks), augmented where ``augment`` is given:
+    what cached features and whole-network training both feed the network."""
+    pairs = [model_inputs(s, spec, with_masks) for s in samples]
+    if augment is not None:
+        pairs = [_augmented(augment, p, m) for p, m in pairs]
+    batch = np.stack([scale_pixels(p, spec) for p, _ in pairs])
+    return batch, np.stack([m for _, m in pairs]) if with_masks else None
 
 
 def _augmented(augment, pixels: np.ndarray, mask: np.ndarray | None):

@@ -1,0 +1,119 @@
+"""Phase 3 of a classifier: the whole network fine-tuned on images augmented afresh every epoch.
+
+The cached route (``classifier.py``) trains only the top block, on the same few augmented views of
+each image every epoch, and the trunk below it keeps its ImageNet features. Here the trunk is
+unfrozen too (BatchNorm stays in inference mode), every batch is loaded, preprocessed as in the
+product and augmented anew, at a rate well below the top block's - the published recipes' last
+step. It costs about 250 ms per 224-px training image on 2 CPU cores, which is why it is off
+(``epochs_whole = 0``) unless asked for; on a GPU the same code runs as is. The fine-tuned trunk
+is then the bundle's own (``trunk.keras``), no longer the shared backbone file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from core.training.configs import BundleConfig
+from core.training.datasets import Sample
+from core.training.features import model_batch
+
+PREFETCH = 4  # batches prepared ahead by worker threads (decoding and albumentations release the GIL)
+
+
+def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndarray, val: list[Sample],
+                   y_val: np.ndarray, work_dir: Path):
+    """``(trunk, head, validation logits)`` after ``config.epochs_whole`` epochs from the phase-2 ``head``,
+    with the weights of the epoch with the lowest validation loss. Checkpoints after each epoch; a rerun
+    resumes."""
+    import keras
+
+    from core.models.backbones import build_backbone, split_backbone
+    from core.training.classifier import class_weight_vector, set_trainable
+
+    trunk, _ = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch, config.top_block_start)
+    image = keras.Input(shape=(None, None, 3), name="image")
+    model = keras.Model(image, head(trunk(image)), name=config.id)
+    set_trainable(trunk, True)
+    head.trainable = True
+    for part in head.layers:
+        if isinstance(part, keras.Model):  # the backbone's top block: its BatchNorm stays frozen too
+            set_trainable(part, True)
+    n = len(config.classes)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(config.lr_whole), loss=loss)
+    weights = class_weight_vector(y, n)
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt, best_file, progress_file = (work_dir / f for f in ("checkpoint.weights.h5", "best.weights.h5", "progress.json"))
+    recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole, "augmentation": config.augmentation,
+              "mix": config.mix, "batch_size": config.batch_size}
+    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {}
+    if progress.get("recipe") != recipe:
+        progress = {"epoch": 0, "best": None, "recipe": recipe}
+    if progress["epoch"]:
+        model.load_weights(ckpt)
+        print(f"whole network: resuming after epoch {progress['epoch']}")
+    steps = max(1, len(samples) // config.batch_size)
+    for epoch in range(progress["epoch"] + 1, config.epochs_whole + 1):
+        # Cosine decay by epoch, so a resumed run continues the same schedule.
+        model.optimizer.learning_rate.assign(config.lr_whole * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs_whole)))
+        rng = np.random.default_rng(config.seed * 1000 + epoch)
+        batches = _augmented_batches(config, samples, y, weights, rng, seed=(config.seed * 1000 + epoch) * 100_000)
+        model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2)
+        logits = image_logits(model, val, config)
+        val_loss = float(loss(np.eye(n, dtype=np.float32)[y_val], logits))
+        accuracy = float((logits.argmax(1) == y_val).mean())
+        print(f"whole network epoch {epoch}/{config.epochs_whole}: val_loss={val_loss:.4f} val_acc={accuracy:.4f}",
+              flush=True)
+        if progress["best"] is None or val_loss < progress["best"]:
+            progress.update(best=val_loss, best_epoch=epoch)
+            model.save_weights(best_file)
+        model.save_weights(ckpt)
+        progress["epoch"] = epoch
+        progress_file.write_text(json.dumps(progress))
+    if progress["best"] is not None:
+        model.load_weights(best_file)
+    model.trainable = False
+    return keras.Model(trunk.input, trunk.output, name=f"{config.id}_trunk"), head, image_logits(model, val, config)
+
+
+def _augmented_batches(config: BundleConfig, samples: list[Sample], y: np.ndarray, class_weight: np.ndarray,
+                       rng: np.random.Generator, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One epoch of shuffled, freshly augmented batches (image, one-hot label, class weight), prepared
+    ``PREFETCH`` ahead; MixUp/CutMix on the images where the config asks for it."""
+    from core.training.augment import build_augmentation, mix_batch
+
+    def prepared(k: int):  # each batch its own seeded augmentation: the same draws whichever thread runs it
+        ids = chunks[k]
+        return model_batch([samples[i] for i in ids], config.spec, build_augmentation(config.augmentation, seed + k))[0]
+
+    onehot = np.eye(len(config.classes), dtype=np.float32)[y]
+    order = rng.permutation(len(samples))
+    chunks = [np.sort(order[i : i + config.batch_size]) for i in range(0, len(order) - config.batch_size + 1,
+                                                                        config.batch_size)]
+    with ThreadPoolExecutor(PREFETCH) as pool:
+        futures = [pool.submit(prepared, k) for k in range(min(PREFETCH, len(chunks)))]
+        for k, ids in enumerate(chunks):
+            x = futures[k].result()
+            futures[k] = None
+            if k + PREFETCH < len(chunks):
+                futures.append(pool.submit(prepared, k + PREFETCH))
+            xb, yb = x.astype(np.float32), onehot[ids]
+            if config.mix:
+                xb, yb = mix_batch(xb, yb, config.mix, rng)
+            yield xb, yb, yb @ class_weight
+
+
+def image_logits(model, samples: list[Sample], config: BundleConfig, batch: int = 32) -> np.ndarray:
+    """``model`` (image -> logits) over samples loaded and preprocessed as in the product."""
+    out = []
+    for i in tqdm(range(0, len(samples), batch), desc="validation images", unit="batch"):
+        out.append(np.asarray(model.predict_on_batch(model_batch(samples[i : i + batch], config.spec)[0])))
+    return np.concatenate(out)
