@@ -198,6 +198,49 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     assert "backbone_file" in json.loads((folder / "manifest.json").read_text())["architecture"]
 
 
+def test_transfer_bundle_takes_its_features_from_a_whole_tuned_parent(busi_tree, training):
+    """A transfer bundle (yes/no on the 4-class network) fits on the written parent's own network: after the
+    parent's trunk was fine-tuned, the shared backbone's features would be wrong for it."""
+    import keras
+
+    from core.models.preprocessing import prepare_display, preprocess
+    from core.training import __main__ as training_cli
+    from core.training.transfer import _parent_features
+
+    out, shrink = training
+    mapping = {"benign": "yes", "normal": "no"}
+    parent = shrink("brain-mri-tumor-4class", spec=SMALL, classes=["benign", "normal"], root=str(busi_tree),
+                    augmented_views=0, epochs_head=1, epochs_finetune=1, epochs_whole=1, lr_whole=1e-3, batch_size=4,
+                    val_fraction=0.34)
+    child = shrink("brain-mri-tumor-yesno", spec=SMALL, root=str(busi_tree), folder_to_class=mapping,
+                   feature_class_map=mapping, augmented_views=1, epochs_head=2, batch_size=4, val_fraction=0.34)
+    assert training_cli.main(["train", parent.id, "--out", str(out)]) == 0
+    assert training_cli.main(["train", child.id, "--out", str(out)]) == 0
+    manifest = json.loads((out / child.id / "manifest.json").read_text())
+    parent_manifest = json.loads((out / parent.id / "manifest.json").read_text())
+    assert "trunk_file" in parent_manifest["architecture"]
+    assert manifest["architecture"]["feature_bundle_sha256"] == parent_manifest["weights"]["sha256"]
+    features = _parent_features(out / parent.id)
+    cached = np.load(child.cache_dir / features.name / "val_v0.npy").astype(np.float32)
+    entries = json.loads((child.cache_dir / "split.json").read_text())["val"]
+    registry = Registry([out])
+    trunk, head = registry.get(parent.id).load().layers[1:]
+    pooled = keras.Model(head.input, head.get_layer("gap").output)
+    x = np.stack([preprocess(prepare_display(load_image(e["path"]).display(0), SMALL), SMALL) for e in entries])
+    np.testing.assert_allclose(cached, pooled(trunk(x)), atol=2e-2, rtol=2e-2)  # float16 cache of the same vectors
+    from core.models.backbones import build_backbone, split_backbone
+    from core.training.configs import BACKBONES
+
+    shared, _ = split_backbone(build_backbone("xception", BACKBONES["xception"]), "xception", parent.top_block_start)
+    assert not np.allclose(cached, pooled(shared(x)), atol=2e-2, rtol=2e-2)  # what the shared trunk would have given
+    record = load_image(busi_tree / "benign" / "benign (2).png", modality="MR")
+    results = Analyzer(registry).analyze(record, model_ids=[parent.id, child.id], gradcam=True).results
+    assert [set(r.probabilities) for r in results] == [{"benign", "normal"}, {"no", "yes"}]
+    assert registry.get(child.id).stages().stem is registry.get(parent.id).stages().stem
+    with pytest.raises(SystemExit):  # nothing of its own to cache or cross-validate
+        training_cli.main(["cv", child.id, "--out", str(out)])
+
+
 def test_resnet50v2_from_random_weights_is_one_option_away(busi_tree, training, tmp_path):
     """No ImageNet ResNet50V2 weights exist offline: ``--weights none`` trains it from random weights,
     materialised once so cached features, training and the written bundle share the same trunk."""

@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if overrides:
         config = dataclasses.replace(config, **overrides)
     module = segmenter if config.task == "segmentation" else classifier
-    if args.action in ("cache", "cv") and config.feature_bundle and CONFIGS[config.feature_bundle].task == "segmentation":
-        parser.error(f"{config.id} fits one linear layer on {config.feature_bundle}'s encoder: nothing to cache; "
-                     "'train' cross-validates its one setting itself")
+    if args.action in ("cache", "cv") and config.feature_bundle:
+        parser.error(f"{config.id} fits one layer on the written {config.feature_bundle} bundle's network: nothing "
+                     "to cache or cross-validate on its own; 'train' computes its features from that bundle")
     if args.action == "cv":
         from core.training.crossval import cross_validate
 

@@ -3,7 +3,9 @@ a new Dense layer trained on our data plus the parent's training data with mappe
 
 The brain tumour yes/no bundle is made this way from the 4-class bundle: the 4-class training set
 (4.8k slices) teaches "tumour or not" far better than the 121 yes/no training images alone. The
-bundle stores only the Dense layer and names its parent; the registry composes them.
+bundle stores only the Dense layer and names its parent; the registry composes them. Its features
+come from the written parent bundle itself (image -> pooled vector, cached per parent version), so
+they are right whether the parent kept the shared trunk or fine-tuned its own.
 """
 
 from __future__ import annotations
@@ -13,19 +15,27 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.classifier import _class_weights, _load_views, predict_chunks, prepare
+from core.training.classifier import _class_weights, _load_views, cache_views, stored_plan
 from core.training.configs import CONFIGS, REPO, BundleConfig
+from core.training.datasets import plan_sample
+from core.training.features import cache_features
 from core.training.mirror import choose_mirror_average
 
 FEATURE_LAYER = "gap"
 
 
 def _parent_features(parent_folder: Path):
-    """A model from the parent's trunk features to its pooled top-block output."""
+    """Image -> the written parent's pooled top-block output, through its whole loaded network (its own
+    fine-tuned trunk where it has one). The name pins cached vectors to the parent's weights."""
     import keras
 
-    head = keras.saving.load_model(parent_folder / "head.keras", compile=False, safe_mode=True)
-    return keras.Model(head.input, head.get_layer(FEATURE_LAYER).output, name="parent_features")
+    from core.models.registry import Bundle
+
+    parent = Bundle.from_folder(parent_folder)
+    trunk, head = parent.load().layers[1:]
+    pooled = keras.Model(head.input, head.get_layer(FEATURE_LAYER).output)
+    image = keras.Input(shape=(None, None, 3), name="image")
+    return keras.Model(image, pooled(trunk(image)), name=f"{parent.id}_pooled_{parent.manifest['weights']['sha256'][:12]}")
 
 
 def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> Path:
@@ -35,20 +45,24 @@ def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> 
     from core.training.evaluate import classification_metrics, fit_temperature, softmax
 
     models = Path(out_root or REPO / "models")
-    parent_folder = models / config.feature_bundle
     parent = CONFIGS[config.feature_bundle]
-    plan, parent_plan = prepare(config), prepare(parent)
-    features = _parent_features(parent_folder)
-    pooled = lambda array: predict_chunks(features, array)  # noqa: E731
+    plan, parent_plan = stored_plan(config), stored_plan(parent)
+    features = _parent_features(models / config.feature_bundle)
+    work = config.cache_dir / features.name
+    samples = lambda entries: [plan_sample(d) for d in entries]  # noqa: E731
+    cache_views(config, samples(plan["train"]), features, work / "train")
+    for part, entries in (("val", plan["val"]), ("parent_train", parent_plan["train"]), ("parent_val", parent_plan["val"])):
+        cache_features(samples(entries), config.spec, features, work / f"{part}_v0.npy")
+    pooled = lambda part, views=1: np.asarray(_load_views(config, part, views, work), np.float32)  # noqa: E731
     index = {c: i for i, c in enumerate(config.classes)}
     views = 1 + config.augmented_views
-    x_own = pooled(_load_views(config, "train", views))
+    x_own = pooled("train", views)
     y_own = np.tile([index[d["label"]] for d in plan["train"]], views)
-    x_parent = pooled(_load_views(parent, "train", 1))
+    x_parent = pooled("parent_train")
     y_parent = np.array([index[config.feature_class_map[d["label"]]] for d in parent_plan["train"]])
-    x_val = pooled(_load_views(config, "val", 1))
+    x_val = pooled("val")
     y_val = np.array([index[d["label"]] for d in plan["val"]])
-    x_parent_val = pooled(_load_views(parent, "val", 1))
+    x_parent_val = pooled("parent_val")
     y_parent_val = np.array([index[config.feature_class_map[d["label"]]] for d in parent_plan["val"]])
     x_train, y_train = np.concatenate([x_own, x_parent]), np.concatenate([y_own, y_parent])
 
