@@ -146,7 +146,8 @@ CONFIGS: dict[str, BundleConfig] = {
             # The whole network fine-tuned from this model for 3 epochs on freshly augmented images (tried, lr 2e-5
             # cosine, BatchNorm frozen; 12.5 min per epoch on 2 cores): with mirror averaging 918 / 926 / 930 of 965
             # after epochs 1-3 vs 932, log-loss 0.126 / 0.116 / 0.109 vs 0.118. Better calibrated, not more accurate,
-            # and a trunk file of its own (10.8M weights, 22 MB): not shipped. On a GPU: `--whole-epochs N` (core.training.whole_network).
+            # and a trunk file of its own (10.8M weights, 22 MB): not shipped. On a GPU: `--whole-epochs N`
+            # (core.training.whole_network).
             top_from="block11_sepconv1_act",
             augmented_views=2,
             epochs_finetune=4,
