@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.training.checkpoints import EpochCheckpoints
 from core.training.configs import CONFIGS, BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample
 from core.training.features import cache_features
@@ -245,29 +246,17 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
     metrics = [keras.metrics.CategoricalAccuracy(name="acc")]
     rng = np.random.default_rng(config.seed)
     y_val_onehot = np.eye(len(classes), dtype=np.float32)[y_val]
-    work_dir.mkdir(parents=True, exist_ok=True)
-    ckpt, best_file = work_dir / "checkpoint.weights.h5", work_dir / "best.weights.h5"
-    progress_file = work_dir / "progress.json"
-    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {}
     recipe = {"top_block_start": config.top_block_start, "mix": config.mix, "dropout": config.dropout,
               "augmented_views": config.augmented_views, "lr_head": config.lr_head, "lr_finetune": config.lr_finetune}
-    if progress.get("recipe") != recipe:  # a checkpoint of another cut or recipe is not this run's to resume
-        progress = {"epoch": 0, "best": None, "recipe": recipe}
+    checkpoints = EpochCheckpoints(work_dir, recipe)
     total = config.epochs_head + config.epochs_finetune
 
-    def finish_epoch(epoch: int, phase: str, val_loss: float, val_acc: float) -> None:
+    def finish_epoch(epoch: int, phase: str, val_loss: float, val_acc: float) -> bool:
         print(f"epoch {epoch}/{total} [{phase}] val_loss={val_loss:.4f} val_acc={val_acc:.4f}", flush=True)
-        if progress["best"] is None or val_loss < progress["best"]:
-            progress.update(best=val_loss, best_epoch=epoch)
-            head.save_weights(best_file)
-        head.save_weights(ckpt)
-        progress["epoch"] = epoch
-        progress_file.write_text(json.dumps(progress))
+        return checkpoints.finish(head, epoch, val_loss)
 
-    if progress["epoch"]:
-        head.load_weights(ckpt)
-        print(f"resuming after epoch {progress['epoch']}")
-    if progress["epoch"] < config.epochs_head:
+    checkpoints.resume(head)
+    if checkpoints.epoch < config.epochs_head:
         # Phase 1, frozen top block: its pooled output is computed once, only Dropout + Dense train.
         set_trainable(top, False)
         pool = keras.Model(top.input, keras.layers.GlobalAveragePooling2D()(top.output))
@@ -275,7 +264,7 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
         features = keras.Input(shape=(pooled_train.shape[1],))
         dense = keras.Model(features, head.get_layer("logits")(head.get_layer("dropout")(features)))
         dense.compile(optimizer=keras.optimizers.Adam(config.lr_head), loss=loss, metrics=metrics)
-        for epoch in range(progress["epoch"] + 1, config.epochs_head + 1):
+        for epoch in range(checkpoints.epoch + 1, config.epochs_head + 1):
             batches = _weighted(_batches(pooled_train, y_train, config.batch_size, rng, config.mix, len(classes)),
                                 sample_weight)
             history = dense.fit(batches, steps_per_epoch=max(1, len(pooled_train) // config.batch_size), epochs=1,
@@ -287,17 +276,16 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
     schedule = keras.optimizers.schedules.CosineDecay(config.lr_finetune, decay_steps=steps * max(1, config.epochs_finetune))
     head.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=metrics)
     stale = 0
-    for epoch in range(max(progress["epoch"], config.epochs_head) + 1, total + 1):
+    for epoch in range(max(checkpoints.epoch, config.epochs_head) + 1, total + 1):
         batches = _weighted(_batches(x_train, y_train, config.batch_size, rng, config.mix, len(classes)), sample_weight)
         history = head.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2, validation_data=(x_val, y_val_onehot))
-        improved = progress["best"] is None or history.history["val_loss"][-1] < progress["best"]
-        finish_epoch(epoch, "finetune", history.history["val_loss"][-1], history.history["val_acc"][-1])
+        improved = finish_epoch(epoch, "finetune", history.history["val_loss"][-1], history.history["val_acc"][-1])
         stale = 0 if improved else stale + 1
         if select_on_val and stale >= 3:
             print("validation loss has not improved for 3 epochs: stopping early")
             break
     if select_on_val:
-        head.load_weights(best_file)
+        checkpoints.load_best(head)
     return head
 
 

@@ -11,7 +11,6 @@ is then the bundle's own (``trunk.keras``), no longer the shared backbone file.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from core.training.checkpoints import EpochCheckpoints
 from core.training.configs import BundleConfig
 from core.training.datasets import Sample
 from core.training.features import model_batch
@@ -50,20 +50,15 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
     model.compile(optimizer=keras.optimizers.Adam(config.lr_whole), loss=loss)
     weights = class_weight_vector(y, n)
 
-    work_dir.mkdir(parents=True, exist_ok=True)
-    ckpt, best_file, progress_file = (work_dir / f for f in ("checkpoint.weights.h5", "best.weights.h5", "progress.json"))
     recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole, "augmentation": config.augmentation,
               "mix": config.mix, "batch_size": config.batch_size}
-    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {}
-    if progress.get("recipe") != recipe:
-        progress = {"epoch": 0, "best": None, "recipe": recipe}
-    if progress["epoch"]:
-        model.load_weights(ckpt)
-        print(f"whole network: resuming after epoch {progress['epoch']}")
+    checkpoints = EpochCheckpoints(work_dir, recipe)
+    checkpoints.resume(model)
     steps = max(1, len(samples) // config.batch_size)
-    for epoch in range(progress["epoch"] + 1, config.epochs_whole + 1):
+    for epoch in range(checkpoints.epoch + 1, config.epochs_whole + 1):
         # Cosine decay by epoch, so a resumed run continues the same schedule.
-        model.optimizer.learning_rate.assign(config.lr_whole * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs_whole)))
+        rate = config.lr_whole * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs_whole))
+        model.optimizer.learning_rate.assign(rate)
         rng = np.random.default_rng(config.seed * 1000 + epoch)
         batches = _augmented_batches(config, samples, y, weights, rng, seed=(config.seed * 1000 + epoch) * 100_000)
         model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2)
@@ -72,14 +67,8 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
         accuracy = float((logits.argmax(1) == y_val).mean())
         print(f"whole network epoch {epoch}/{config.epochs_whole}: val_loss={val_loss:.4f} val_acc={accuracy:.4f}",
               flush=True)
-        if progress["best"] is None or val_loss < progress["best"]:
-            progress.update(best=val_loss, best_epoch=epoch)
-            model.save_weights(best_file)
-        model.save_weights(ckpt)
-        progress["epoch"] = epoch
-        progress_file.write_text(json.dumps(progress))
-    if progress["best"] is not None:
-        model.load_weights(best_file)
+        checkpoints.finish(model, epoch, val_loss)
+    checkpoints.load_best(model)
     model.trainable = False
     return keras.Model(trunk.input, trunk.output, name=f"{config.id}_trunk"), head, image_logits(model, val, config)
 

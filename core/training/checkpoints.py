@@ -1,0 +1,44 @@
+"""Epoch checkpoints of one training run: resume after the last finished epoch, keep the best by
+validation loss. A run of another recipe (cut, rates, augmentation...) never resumes from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class EpochCheckpoints:
+    def __init__(self, work_dir: Path, recipe: dict) -> None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.last, self.best_file = work_dir / "checkpoint.weights.h5", work_dir / "best.weights.h5"
+        self.progress_file = work_dir / "progress.json"
+        progress = json.loads(self.progress_file.read_text()) if self.progress_file.exists() else {}
+        if progress.get("recipe") != recipe:
+            progress = {"epoch": 0, "best": None, "recipe": recipe}
+        self.progress = progress
+
+    @property
+    def epoch(self) -> int:
+        """The last finished epoch (0: none)."""
+        return self.progress["epoch"]
+
+    def resume(self, model) -> None:
+        """Load the last finished epoch's weights into ``model``, where there is one."""
+        if self.epoch:
+            model.load_weights(self.last)
+            print(f"resuming after epoch {self.epoch}")
+
+    def finish(self, model, epoch: int, val_loss: float) -> bool:
+        """Record a finished epoch; whether its validation loss is the best so far."""
+        improved = self.progress["best"] is None or val_loss < self.progress["best"]
+        if improved:
+            self.progress.update(best=val_loss, best_epoch=epoch)
+            model.save_weights(self.best_file)
+        model.save_weights(self.last)
+        self.progress["epoch"] = epoch
+        self.progress_file.write_text(json.dumps(self.progress))
+        return improved
+
+    def load_best(self, model) -> None:
+        if self.progress["best"] is not None:
+            model.load_weights(self.best_file)
