@@ -4,7 +4,8 @@ Recipe (as published for ResNet50V2/Xception): frozen ImageNet base + GlobalAver
 Dropout + Dense; then the top block is unfrozen and trained at lr 1e-4. Because the base below
 the top block stays frozen in both phases, its output is cached once (``features.py``) and only
 the top block and head run during training - what makes this feasible on a 2-core CPU. On a GPU
-the same code runs unchanged, only faster.
+the same code runs unchanged, only faster. An optional third phase (``whole_network.py``) then
+fine-tunes the whole network on images augmented afresh every epoch.
 """
 
 from __future__ import annotations

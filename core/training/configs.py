@@ -43,7 +43,7 @@ class BundleConfig:
     lr_head: float = 1e-3
     lr_finetune: float = 1e-4
     # Phase 3 (core.training.whole_network): the whole network on freshly augmented images, at lr_whole.
-    # 0 = off: about 250 ms per 224-px training image on 2 CPU cores; meant for a GPU.
+    # 0 = off: about 195 ms per 224-px training image on 2 CPU cores; meant for a GPU.
     epochs_whole: int = 0
     lr_whole: float = 2e-5
     batch_size: int = 32

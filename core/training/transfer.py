@@ -35,7 +35,8 @@ def _parent_features(parent_folder: Path):
     trunk, head = parent.load().layers[1:]
     pooled = keras.Model(head.input, head.get_layer(FEATURE_LAYER).output)
     image = keras.Input(shape=(None, None, 3), name="image")
-    return keras.Model(image, pooled(trunk(image)), name=f"{parent.id}_pooled_{parent.manifest['weights']['sha256'][:12]}")
+    version = parent.manifest["weights"]["sha256"][:12]
+    return keras.Model(image, pooled(trunk(image)), name=f"{parent.id}_pooled_{version}")
 
 
 def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> Path:
