@@ -42,12 +42,14 @@ def _parent_features(parent_folder: Path):
 def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     import keras
 
-    from core.training.bundle_writer import write_transfer_bundle
+    from core.training.bundle_writer import same_split, write_transfer_bundle
     from core.training.evaluate import classification_metrics, fit_temperature, softmax
 
     models = Path(out_root or REPO / "models")
     parent = CONFIGS[config.feature_bundle]
     plan, parent_plan = stored_plan(config), stored_plan(parent)
+    if not same_split(models / parent.id, parent_plan):
+        raise ValueError(f"{models / parent.id} was not trained on its config's split; retrain it first")
     features = _parent_features(models / config.feature_bundle)
     work = config.cache_dir / features.name
     samples = lambda entries: [plan_sample(d) for d in entries]  # noqa: E731
