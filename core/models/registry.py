@@ -118,6 +118,14 @@ class Bundle:
                                             self.gradcam_layer, model, parent and parent.stages())
             return self._stages
 
+    def pooled_at(self, layer: str):
+        """(trunk, head up to ``layer``) of this classifier's loaded model: what a transfer bundle on it is
+        trained on (core.training.transfer) and runs on."""
+        import keras
+
+        trunk, head = self.load().layers[1:]
+        return trunk, keras.Model(head.input, head.get_layer(layer).output, name=f"{self.id}_features")
+
     def _load_keras(self, relative: str, sha256: str):
         """A verified Keras file of this bundle, loaded without running any code it might carry."""
         import keras
@@ -136,23 +144,21 @@ class Bundle:
             return self._build_on_segmenter(arch)
         part = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
         if arch.get("trunk_file"):  # fine-tuned whole: the bundle's own trunk below the trained part
-            image = keras.Input(shape=(None, None, 3), name="image")
-            return keras.Model(image, part(self._load_keras(arch["trunk_file"], arch["trunk_sha256"])(image)),
-                               name=self.id)
-        if not arch.get("backbone_file"):
+            frozen = self._load_keras(arch["trunk_file"], arch["trunk_sha256"])
+        elif not arch.get("backbone_file"):
             return part
-        if arch.get("feature_bundle"):
+        elif arch.get("feature_bundle"):
             return self._build_on_classifier(arch, part)
-        from core.models.backbones import build_backbone, encoder, split_backbone
-
-        backbone_path = self._verified(arch["backbone_file"], arch["backbone_sha256"])
-        backbone = build_backbone(arch["backbone"], backbone_path)
-        if self.task == "segmentation":
-            frozen = encoder(backbone, arch["backbone"], arch.get("encoder_layers"))
-            image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
         else:
-            frozen, _ = split_backbone(backbone, arch["backbone"], arch.get("top_block_start"))
-            image = keras.Input(shape=(None, None, 3), name="image")
+            from core.models.backbones import build_backbone, encoder, split_backbone
+
+            backbone = build_backbone(arch["backbone"], self._verified(arch["backbone_file"], arch["backbone_sha256"]))
+            if self.task == "segmentation":
+                frozen = encoder(backbone, arch["backbone"], arch.get("encoder_layers"))
+            else:
+                frozen, _ = split_backbone(backbone, arch["backbone"], arch.get("top_block_start"))
+        image = keras.Input(shape=tuple(self.manifest["input_size"]) if self.task == "segmentation" else (None, None, 3),
+                            name="image")
         return keras.Model(image, part(frozen(image)), name=self.id)
 
     def _parent(self, arch: dict) -> "Bundle":
@@ -175,9 +181,7 @@ class Bundle:
         """A transfer bundle: the parent's (fine-tuned, frozen) trunk and head up to its pooling feed ``part``."""
         import keras
 
-        trunk, parent_head = self._parent(arch).load().layers[1:]
-        pooled = keras.Model(parent_head.input, parent_head.get_layer(arch["feature_layer"]).output,
-                             name=f"{arch['feature_bundle']}_features")
+        trunk, pooled = self._parent(arch).pooled_at(arch["feature_layer"])
         image = keras.Input(shape=(None, None, 3), name="image")
         return keras.Model(image, part(pooled(trunk(image))), name=self.id)
 
