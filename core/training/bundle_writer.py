@@ -160,13 +160,14 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
 
 
 def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.ndarray, y_val: np.ndarray,
-                          temperature: float, extra_validation: dict, out_root: str | Path | None) -> Path:
-    """A bundle that stores only a Dense layer over a parent bundle's pooled features."""
+                          temperature: float, extra_validation: dict, feature_layer: str,
+                          out_root: str | Path | None) -> Path:
+    """A bundle that stores only a Dense layer over a parent bundle's features at ``feature_layer``."""
     folder, manifest = _head_bundle(config, dense, plan, out_root,
                                     f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)")
     parent = json.loads((folder.parent / config.feature_bundle / "manifest.json").read_text())
     manifest["architecture"].update(feature_bundle=config.feature_bundle, top_block_start=config.top_block_start,
-                                    feature_bundle_sha256=parent["weights"]["sha256"], feature_layer="gap")
+                                    feature_bundle_sha256=parent["weights"]["sha256"], feature_layer=feature_layer)
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), additional_validation=extra_validation)
     manifest["training"].update(
         extra_data=f"{CONFIGS[config.feature_bundle].root} training split with classes mapped "

@@ -32,8 +32,7 @@ def _parent_features(parent_folder: Path):
     from core.models.registry import Bundle
 
     parent = Bundle.from_folder(parent_folder)
-    trunk, head = parent.load().layers[1:]
-    pooled = keras.Model(head.input, head.get_layer(FEATURE_LAYER).output)
+    trunk, pooled = parent.pooled_at(FEATURE_LAYER)
     image = keras.Input(shape=(None, None, 3), name="image")
     version = parent.manifest["weights"]["sha256"][:12]
     return keras.Model(image, pooled(trunk(image)), name=f"{parent.id}_pooled_{version}")
@@ -84,6 +83,6 @@ def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> 
     parent_probs = softmax(dense.predict(x_parent_val, verbose=0) / temperature)
     extra = {"data": f"{parent.root} validation split, classes mapped {json.dumps(config.feature_class_map)}",
              **classification_metrics(parent_probs, y_parent_val, config.classes)}
-    folder = write_transfer_bundle(config, dense, plan, probs, y_val, temperature, extra, out_root)
+    folder = write_transfer_bundle(config, dense, plan, probs, y_val, temperature, extra, FEATURE_LAYER, out_root)
     choose_mirror_average(folder)
     return folder
