@@ -506,10 +506,10 @@ class MainWindow(QMainWindow):
     def _drag_window(self, d_center: float, d_width: float) -> None:
         if self.record is None or self.record.is_color:
             return
+        # Steps relative to the current width, so dragging feels the same on 8-bit, CT and 0-1 float data.
         current = self.window or self.record.window_presets[0]
-        step = max(current.width, 1.0) / 256.0
-        self.set_window(WindowPreset("Custom", current.center + d_center * step,
-                                     max(1.0, current.width + d_width * step), current.function))
+        self.set_window(WindowPreset("Custom", current.center + d_center * current.width / 256.0,
+                                     current.width * 2.0 ** (d_width / 128.0), current.function))
 
     def _update_wl_label(self) -> None:
         if self.record is None or self.record.is_color:

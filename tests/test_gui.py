@@ -94,8 +94,10 @@ def test_mask_layer_from_segmenter(qtbot, window, tmp_path):
 def test_window_level_drag_changes_display(qtbot, window, pydicom_file):
     _open(qtbot, window, pydicom_file("MR_small.dcm"))
     before = _pixels(window)
+    start = window.record.window_presets[0]
     window.viewer.windowDragged.emit(40.0, -60.0)
     assert window.window is not None and window.window.name == "Custom"
+    assert 0 < window.window.width < start.width and window.window.center > start.center
     assert np.abs(_pixels(window).astype(int) - before).sum() > 0
     window.reset_window()
     assert window.window is None

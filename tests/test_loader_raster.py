@@ -49,6 +49,18 @@ def test_16bit_tiff_keeps_values(tmp_path):
     assert record.display(0).max() == 255 and record.display(0).min() == 0
 
 
+def test_float_tiff_in_unit_range_displays_like_its_8bit_source(tmp_path):
+    # DICOM's LINEAR window divides by (width - 1): a 0-1 float image came out all white through it.
+    pixels = np.tile(np.arange(256, dtype=np.uint8), (20, 1))
+    tifffile.imwrite(tmp_path / "unit.tif", pixels.astype(np.float32) / 255.0)
+    record = load_image(tmp_path / "unit.tif")
+    assert record.bits_stored == 32
+    full = next(p for p in record.window_presets if p.name == "Full range")
+    np.testing.assert_array_equal(record.display(0, full), pixels)
+    auto = record.display(0)
+    assert auto.min() == 0 and auto.max() == 255 and abs(float(auto.mean()) - 127.5) < 2
+
+
 def test_multipage_tiff_frames(tmp_path):
     stack = np.stack([np.full((20, 30), i * 20, np.uint8) for i in range(5)])
     tifffile.imwrite(tmp_path / "stack.tiff", stack)

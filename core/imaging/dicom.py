@@ -14,7 +14,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from core.errors import ImageLoadError
 from core.imaging.limits import check_size
 from core.imaging.record import ImageRecord, Modality, StudyInfo, WindowPreset
-from core.imaging.windowing import apply_window, full_range_preset, percentile_window, rescale_to_uint8
+from core.imaging.windowing import apply_window, auto_preset, full_range_preset, rescale_to_uint8
 
 _MODALITY_TAGS = {"MR": Modality.MR, "MG": Modality.MG, "US": Modality.US, "SM": Modality.SM, "GM": Modality.SM}
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -84,8 +84,7 @@ def read_dicom(path: Path) -> ImageRecord:
     if not is_color:
         first = record.values(0)
         presets.extend(_window_presets(ds))
-        center, width = percentile_window(first)
-        presets.append(WindowPreset("Auto (0.5-99.5 %)", center, width))
+        presets.append(auto_preset(first))
         presets.append(full_range_preset(first))
     else:
         record.values(0)
@@ -172,8 +171,8 @@ def _default_renderer(ds: Dataset):
         return lambda values, frame: apply_window(values, first.center, first.width, first.function)
 
     def auto(values: np.ndarray, frame: int) -> np.ndarray:
-        center, width = percentile_window(values)
-        return apply_window(values, center, width)
+        preset = auto_preset(values)
+        return apply_window(values, preset.center, preset.width, preset.function)
 
     return auto
 

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from core.errors import ImageLoadError
 from core.imaging.limits import MAX_FRAME_PIXELS, check_size
 from core.imaging.record import ImageRecord, Modality, StudyInfo, WindowPreset
-from core.imaging.windowing import full_range_preset, percentile_window
+from core.imaging.windowing import auto_preset, full_range_preset
 
 Image.MAX_IMAGE_PIXELS = MAX_FRAME_PIXELS
 
@@ -30,8 +30,7 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
     if not is_color:
         values = first.astype(np.float32)
         full = full_range_preset(np.array([0.0, 255.0]) if bits == 8 else values)
-        center, width = percentile_window(values)
-        auto = WindowPreset("Auto (0.5-99.5 %)", center, width)
+        auto = auto_preset(values)
         presets.extend([full, auto] if bits == 8 else [auto, full])
 
     def read_frame(index: int) -> np.ndarray:

@@ -49,7 +49,7 @@ def rescale_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
-    """(center, width) covering the bulk of the intensities: the auto preset."""
+    """(center, width) covering the bulk of the intensities."""
     sample = values[:: max(1, values.shape[0] // 512), :: max(1, values.shape[1] // 512)]
     lo, hi = np.percentile(sample, [low, high])
     if hi <= lo:
@@ -57,7 +57,16 @@ def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) 
     return (float(lo) + float(hi)) / 2.0, float(hi) - float(lo)
 
 
+# Presets computed from the pixels use LINEAR_EXACT, which maps [center - width/2, center + width/2]
+# onto 0..255 for any width; DICOM's LINEAR divides by (width - 1) and so needs integer-like units
+# (a float image in 0..1 rendered through it came out all white).
+def auto_preset(values: np.ndarray) -> WindowPreset:
+    """The window over the 0.5-99.5 % intensities: the default view of a file without its own window."""
+    center, width = percentile_window(values)
+    return WindowPreset("Auto (0.5-99.5 %)", center, width, "LINEAR_EXACT")
+
+
 def full_range_preset(values: np.ndarray) -> WindowPreset:
-    """The LINEAR window that maps [min, max] onto 0..255 exactly (identity for 8-bit data)."""
+    """The window that maps [min, max] onto 0..255 exactly (identity for 8-bit data)."""
     lo, hi = float(values.min()), float(values.max())
-    return WindowPreset("Full range", (lo + hi + 1.0) / 2.0, max(1.0, hi - lo + 1.0))
+    return WindowPreset("Full range", (lo + hi) / 2.0, hi - lo if hi > lo else 1.0, "LINEAR_EXACT")
