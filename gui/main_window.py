@@ -516,7 +516,7 @@ class MainWindow(QMainWindow):
             self.wl_label.setText("")
             return
         w = self.window or self.record.window_presets[0]
-        self.wl_label.setText(f"C {w.center:.0f} / W {w.width:.0f}")
+        self.wl_label.setText(f"C {w.center:.5g} / W {w.width:.5g}")  # float data has windows below 1
 
     def _show_cursor(self, x: int, y: int) -> None:
         if self.record is None or x < 0:

@@ -103,6 +103,17 @@ def test_window_level_drag_changes_display(qtbot, window, pydicom_file):
     assert window.window is None
 
 
+def test_float_image_window_label_and_drag(qtbot, window, tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "unit.tif", np.tile(np.linspace(0, 1, 200, dtype=np.float32), (150, 1)))
+    _open(qtbot, window, tmp_path / "unit.tif")
+    assert window.wl_label.text().startswith("C 0.5")  # not rounded to "C 0 / W 1"
+    before = window.record.window_presets[0].width
+    window.viewer.windowDragged.emit(0.0, -128.0)
+    assert window.window.width == pytest.approx(before / 2)  # narrows below 1 on 0-1 data
+
+
 def test_same_warning_from_two_models_is_listed_once(window):
     window.warnings.show_warnings(["Unsure modality: x", "Low confidence: y", "Unsure modality: x"])
     assert [window.warnings.item(i).text() for i in range(window.warnings.count())] == [
