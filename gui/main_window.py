@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from core import __version__
 from core.errors import DiagnosticError
 from core.imaging import ImageRecord, Modality, WindowPreset, load_image
+from core.imaging.windowing import min_window_width
 from core.history import History
 from core.inference.analyzer import Analyzer, Engine
 from core.inference.overlays import colorbar_rgb, heatmap_rgba, mask_rgba
@@ -509,7 +510,8 @@ class MainWindow(QMainWindow):
         # Steps relative to the current width, so dragging feels the same on 8-bit, CT and 0-1 float data.
         current = self.window or self.record.window_presets[0]
         self.set_window(WindowPreset("Custom", current.center + d_center * current.width / 256.0,
-                                     current.width * 2.0 ** (d_width / 128.0), current.function))
+                                     max(min_window_width(current.function), current.width * 2.0 ** (d_width / 128.0)),
+                                     current.function))
 
     def _update_wl_label(self) -> None:
         if self.record is None or self.record.is_color:

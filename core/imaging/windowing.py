@@ -28,16 +28,20 @@ def apply_window(
     unsigned description makes that range exactly 0..255 whatever the input units are.
     """
     function = function.upper()
-    min_width = 1.0 if function == "LINEAR" else 1e-6
     voi = Dataset()
     voi.PhotometricInterpretation = "MONOCHROME2"
     voi.BitsStored = 8
     voi.PixelRepresentation = 0
     voi.WindowCenter = float(center)
-    voi.WindowWidth = max(float(width), min_width)
+    voi.WindowWidth = max(float(width), min_window_width(function))
     voi.VOILUTFunction = function
     out = apply_windowing(np.asarray(values, dtype=np.float64), voi)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def min_window_width(function: str) -> float:
+    """DICOM's narrowest window: LINEAR divides by (width - 1), so it needs at least 1."""
+    return 1.0 if function.upper() == "LINEAR" else 1e-6
 
 
 def rescale_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
