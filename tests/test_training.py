@@ -158,7 +158,7 @@ def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):
     assert set(result.probabilities) == {"benign", "normal"}
 
 
-def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tree, training):
+def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tree, training, monkeypatch):
     """``--whole-epochs`` trains the trunk too; the bundle then carries its own trunk, loads, explains
     (Grad-CAM through its shared-stem split) and records the phase in its manifest, card and command."""
     import keras
@@ -195,7 +195,28 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     # Retrained without the phase, the bundle goes back to the shared backbone and drops its own trunk.
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out)]) == 0
     assert not (folder / "trunk.keras").exists()
-    assert "backbone_file" in json.loads((folder / "manifest.json").read_text())["architecture"]
+    written = json.loads((folder / "manifest.json").read_text())
+    assert "backbone_file" in written["architecture"]
+    # --from-written: phase 3 starts from that written bundle; the cached phases do not run again.
+    with pytest.raises(SystemExit):
+        training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--from-written"])
+    from core.training import classifier
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("phases 1-2 ran again")
+
+    monkeypatch.setattr(classifier, "prepare", not_again)
+    monkeypatch.setattr(classifier, "fit_classifier", not_again)
+    before = Registry([out]).get(config.id).load()
+    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1",
+                              "--from-written"]) == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["training"]["started_from"]["weights_sha256"] == written["weights"]["sha256"]
+    assert manifest["training"]["command"].endswith("--whole-epochs 1 --from-written")
+    assert f"continued from version {written['version']}" in (folder / "model_card.md").read_text()
+    after = Registry([out]).get(config.id).load()
+    assert np.abs(after.layers[1].get_layer("block1_conv1").get_weights()[0]
+                  - before.layers[1].get_layer("block1_conv1").get_weights()[0]).max() > 1e-3
 
 
 def test_transfer_bundle_takes_its_features_from_a_whole_tuned_parent(busi_tree, training):

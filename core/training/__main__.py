@@ -11,7 +11,8 @@ A site with BreakHis or IDC data retrains the histology bundle with one command,
 ``--arch resnet50v2 --weights imagenet`` trains on another backbone (Keras downloads its ImageNet
 weights or finds them in ~/.keras/models; a local file or ``none`` works too). ``--whole-epochs N``
 then fine-tunes the whole network on freshly augmented images (``core.training.whole_network``;
-meant for a GPU).
+meant for a GPU); with ``--from-written`` it starts from the bundle already written instead of
+rerunning the cached phases.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help='backbone weights: "imagenet", a local file, or "none" (random)')
     parser.add_argument("--whole-epochs", type=int, help="train: then fine-tune the whole network for this many "
                         "epochs on freshly augmented images (slow without a GPU)")
+    parser.add_argument("--from-written", action="store_true", help="train: start the whole-network phase from "
+                        "the bundle already in the models folder (needs --whole-epochs) instead of rerunning phases 1-2")
     parser.add_argument("--folds", type=int, default=0, help="cv: number of folds (default: one per group)")
     args = parser.parse_args(argv)
     from core.training import classifier, segmenter
@@ -46,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
                                    ("weights", args.weights), ("epochs_whole", args.whole_epochs)) if v}
     if args.arch and args.arch != config.arch:
         overrides["top_from"] = None  # the config's cut names a layer of its own backbone
+    if args.from_written:
+        if (args.action != "train" or not (args.whole_epochs or config.epochs_whole) or config.feature_bundle
+                or config.task != "classification"):
+            parser.error("--from-written continues a written classifier's whole-network phase: 'train' with "
+                         "--whole-epochs N")
+        overrides["whole_from_written"] = True
     if overrides:
         config = dataclasses.replace(config, **overrides)
     module = segmenter if config.task == "segmentation" else classifier

@@ -56,7 +56,8 @@ def _command_options(config: BundleConfig) -> str:
     default = dict(zip(("reader", "root", "arch", "weights"), DEFAULT_SOURCES.get(config.id, ())))
     options = "".join(f" --{key} {getattr(config, key)}" for key in ("reader", "root", "arch", "weights")
                       if default.get(key) != getattr(config, key))
-    return options + (f" --whole-epochs {config.epochs_whole}" if config.epochs_whole else "")
+    return (options + (f" --whole-epochs {config.epochs_whole}" if config.epochs_whole else "")
+            + (" --from-written" if config.whole_from_written else ""))
 
 
 def _weights_origin(config: BundleConfig) -> str:
@@ -136,9 +137,11 @@ def _head_bundle(config: BundleConfig, head, plan: dict, out_root: str | Path | 
 
 
 def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
-                            temperature: float, out_root: str | Path | None, trunk=None) -> Path:
+                            temperature: float, out_root: str | Path | None, trunk=None,
+                            started_from: dict | None = None) -> Path:
     """The bundle of a classifier; ``trunk`` where phase 3 fine-tuned it too (stored as the bundle's own
-    ``trunk.keras`` instead of a reference to the shared backbone)."""
+    ``trunk.keras`` instead of a reference to the shared backbone); ``started_from`` names the written
+    version phase 3 continued (``--from-written``)."""
     folder, manifest = _head_bundle(config, head, plan, out_root,
                                     f"layers from {config.top_block_start} up (fine-tuned) + GlobalAveragePooling + "
                                     f"Dropout({config.dropout:.2f}) + Dense")
@@ -156,6 +159,8 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
         manifest["tiling"] = config.tiling.to_dict()
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder))
     manifest["training"].update(mix=config.mix, epochs=epochs, learning_rates=rates)
+    if started_from:
+        manifest["training"]["started_from"] = started_from
     return _write_common(folder, manifest, plan, model_card(manifest))
 
 
@@ -294,7 +299,7 @@ Decision support only, not a medical device. Modality {manifest['modality']}; cl
 
 ## Model
 {manifest['architecture']['backbone']} backbone ({manifest['architecture']['weights_origin']}); {manifest['architecture']['head']}.
-{_trunk_sentence(manifest['architecture'])} Input {manifest['input_size'][0]} px, preprocessing
+{_trunk_sentence(manifest)} Input {manifest['input_size'][0]} px, preprocessing
 `{json.dumps(manifest['preprocessing'])}`. Probabilities are temperature-scaled (T = {manifest['calibration']['temperature']:.3f}).{_mirror_sentence(manifest)}
 
 ## Data and split
@@ -320,10 +325,13 @@ one side but cannot recognise every same-patient pair. Expect lower accuracy on 
 {manifest.get("notes", "")}"""
 
 
-def _trunk_sentence(arch: dict) -> str:
+def _trunk_sentence(manifest: dict) -> str:
+    arch, start = manifest["architecture"], manifest["training"].get("started_from")
     if "trunk_file" in arch:
-        return (f"The whole network was fine-tuned: this bundle stores its own trunk (`{arch['trunk_file']}`) and the "
-                "layers above it with the head (`head.keras`), float16 on disk.")
+        origin = (f" (continued from version {start['version']}, head sha256 {start['weights_sha256'][:12]}…, "
+                  f"trained {start['date']})" if start else "")
+        return (f"The whole network was fine-tuned{origin}: this bundle stores its own trunk (`{arch['trunk_file']}`) "
+                "and the layers above it with the head (`head.keras`), float16 on disk.")
     return (f"The frozen trunk is the shared file `{arch['backbone_file']}`; this bundle stores only the\n"
             "fine-tuned layers and head (`head.keras`, float16 on disk).")
 

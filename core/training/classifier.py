@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.training.checkpoints import EpochCheckpoints
-from core.training.configs import CONFIGS, BundleConfig
+from core.training.configs import CONFIGS, REPO, BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample
 from core.training.features import cache_features
 from core.training.splits import describe, split
@@ -195,32 +195,58 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     from core.training.bundle_writer import write_classifier_bundle
     from core.training.evaluate import fit_temperature, softmax
 
-    plan = prepare(config)
+    plan = stored_plan(config) if config.whole_from_written else prepare(config)
     index = {c: i for i, c in enumerate(config.classes)}
-    views = 1 + config.augmented_views
-    y_train = np.tile(np.array([index[d["label"]] for d in plan["train"]]), views)
+    y_images = np.array([index[d["label"]] for d in plan["train"]])
     y_val = np.array([index[d["label"]] for d in plan["val"]])
-    x_val = _load_views(config, "val", 1)
-    head = fit_classifier(config, _load_views(config, "train", views), y_train, x_val, y_val, config.cache_dir)
-    trunk = None
+    trunk = started_from = None
+    if config.whole_from_written:
+        trunk, head, started_from = written_network(config, plan, out_root)
+    else:
+        views = 1 + config.augmented_views
+        x_val = _load_views(config, "val", 1)
+        head = fit_classifier(config, _load_views(config, "train", views), np.tile(y_images, views), x_val, y_val,
+                              config.cache_dir)
     if config.epochs_whole:
         from core.training.whole_network import finetune_whole
 
-        trunk, head, logits_val = finetune_whole(config, head, [plan_sample(d) for d in plan["train"]],
-                                                 y_train[: len(plan["train"])], [plan_sample(d) for d in plan["val"]],
-                                                 y_val, config.cache_dir / "whole")
+        work_dir = config.cache_dir / (f"whole_from_{started_from['weights_sha256'][:12]}" if started_from else "whole")
+        trunk, head, logits_val = finetune_whole(config, head, [plan_sample(d) for d in plan["train"]], y_images,
+                                                 [plan_sample(d) for d in plan["val"]], y_val, work_dir, trunk)
     else:
         logits_val = predict_chunks(head, x_val)
     temperature = fit_temperature(logits_val, y_val)
     probs = softmax(logits_val / temperature)
     if config.tiling is not None:
         probs, y_val = _per_image(plan["val"], probs, config)
-    folder = write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root, trunk)
+    folder = write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root, trunk, started_from)
     if config.tiling is None:  # tiles are not mirrored; whole images are, where validation says so
         from core.training.mirror import choose_mirror_average
 
         choose_mirror_average(folder)
     return folder
+
+
+def written_network(config: BundleConfig, plan: dict, out_root: str | Path | None):
+    """(trunk, head, what they are) of the written bundle ``models/<id>/``: where ``--from-written``
+    starts phase 3, instead of rerunning phases 1-2. Refused unless it was cut and split as ``config``."""
+    from core.models.registry import Bundle
+    from core.training.bundle_writer import same_split
+
+    folder = Path(out_root or REPO / "models") / config.id
+    if not (folder / "manifest.json").exists():
+        raise ValueError(f"--from-written: {folder} holds no written bundle; train it first")
+    bundle = Bundle.from_folder(folder)
+    arch = bundle.manifest["architecture"]
+    if (arch.get("backbone"), arch.get("top_block_start")) != (config.arch, config.top_block_start):
+        raise ValueError(f"--from-written: {folder} is {arch.get('backbone')} cut at {arch.get('top_block_start')}, "
+                         f"not {config.arch} cut at {config.top_block_start}")
+    if not same_split(folder, plan):
+        raise ValueError(f"--from-written: {folder} was not trained on this config's split")
+    trunk, head = bundle.load().layers[1:]
+    manifest = bundle.manifest
+    return trunk, head, {"version": manifest["version"], "weights_sha256": manifest["weights"]["sha256"],
+                         "date": manifest["training"]["date"]}
 
 
 def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,

@@ -46,6 +46,8 @@ class BundleConfig:
     # 0 = off: about 195 ms per 224-px training image on 2 CPU cores; meant for a GPU.
     epochs_whole: int = 0
     lr_whole: float = 2e-5
+    # Phase 3 starts from the written bundle in models/ (its trunk and head) instead of phases 1-2 rerun.
+    whole_from_written: bool = False
     batch_size: int = 32
     mix: str | None = None  # "mixup" or "cutmix" on cached features of the top block input
     loss: str = "bce+dice"  # segmentation: "bce", "dice", "tversky" or "bce+dice"

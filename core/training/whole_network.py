@@ -29,16 +29,18 @@ PREFETCH = 4  # batches prepared ahead by worker threads (decoding and albumenta
 
 
 def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndarray, val: list[Sample],
-                   y_val: np.ndarray, work_dir: Path):
-    """``(trunk, head, validation logits)`` after ``config.epochs_whole`` epochs from the phase-2 ``head``,
-    with the weights of the epoch with the lowest validation loss. Checkpoints after each epoch; a rerun
-    resumes."""
+                   y_val: np.ndarray, work_dir: Path, trunk=None):
+    """``(trunk, head, validation logits)`` after ``config.epochs_whole`` epochs from the phase-2 ``head``
+    on the ImageNet trunk (or from a written bundle's ``trunk`` and ``head``), with the weights of the
+    epoch with the lowest validation loss. Checkpoints after each epoch; a rerun resumes."""
     import keras
 
     from core.models.backbones import build_backbone, split_backbone
     from core.training.classifier import class_weight_vector, set_trainable
 
-    trunk, _ = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch, config.top_block_start)
+    if trunk is None:
+        trunk, _ = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch,
+                                  config.top_block_start)
     image = keras.Input(shape=(None, None, 3), name="image")
     model = keras.Model(image, head(trunk(image)), name=config.id)
     set_trainable(trunk, True)
