@@ -327,6 +327,11 @@ one side but cannot recognise every same-patient pair. Expect lower accuracy on 
 
 def _trunk_sentence(manifest: dict) -> str:
     arch, start = manifest["architecture"], manifest["training"].get("started_from")
+    if "feature_bundle" in arch:  # its trunk is the parent's, whether shared or fine-tuned
+        reads = f"`{arch['feature_layer']}` features" if "feature_layer" in arch else "encoder features and lesion map"
+        return (f"It runs on the network of `{arch['feature_bundle']}` (pinned by the sha256 of its weights) up to its "
+                f"{reads}, trunk included;\nthis bundle stores only what it fitted on them (`head.keras`, float16 on "
+                "disk).")
     if "trunk_file" in arch:
         origin = (f" (continued from version {start['version']}, head sha256 {start['weights_sha256'][:12]}…, "
                   f"trained {start['date']})" if start else "")
