@@ -118,12 +118,17 @@ class Bundle:
                                             self.gradcam_layer, model, parent and parent.stages())
             return self._stages
 
+    def trunk_and_head(self):
+        """The two parts ``_build`` composes a classifier of (image -> trunk -> head)."""
+        trunk, head = self.load().layers[1:]
+        return trunk, head
+
     def pooled_at(self, layer: str):
         """(trunk, head up to ``layer``) of this classifier's loaded model: what a transfer bundle on it is
         trained on (core.training.transfer) and runs on."""
         import keras
 
-        trunk, head = self.load().layers[1:]
+        trunk, head = self.trunk_and_head()
         return trunk, keras.Model(head.input, head.get_layer(layer).output, name=f"{self.id}_features")
 
     def _load_keras(self, relative: str, sha256: str):

@@ -243,10 +243,9 @@ def written_network(config: BundleConfig, plan: dict, out_root: str | Path | Non
                          f"not {config.arch} cut at {config.top_block_start}")
     if not same_split(folder, plan):
         raise ValueError(f"--from-written: {folder} was not trained on this config's split")
-    trunk, head = bundle.load().layers[1:]
     manifest = bundle.manifest
-    return trunk, head, {"version": manifest["version"], "weights_sha256": manifest["weights"]["sha256"],
-                         "date": manifest["training"]["date"]}
+    return *bundle.trunk_and_head(), {"version": manifest["version"], "weights_sha256": manifest["weights"]["sha256"],
+                                      "date": manifest["training"]["date"]}
 
 
 def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,

@@ -57,6 +57,7 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
               "mix": config.mix, "batch_size": config.batch_size}
     checkpoints = EpochCheckpoints(work_dir, recipe)
     checkpoints.resume(model)
+    best_logits = None  # the best epoch's validation logits, where this run trained it (else measured again)
     steps = max(1, len(samples) // config.batch_size)
     for epoch in range(checkpoints.epoch + 1, config.epochs_whole + 1):
         # Cosine decay by epoch, so a resumed run continues the same schedule.
@@ -70,10 +71,13 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
         accuracy = float((logits.argmax(1) == y_val).mean())
         print(f"whole network epoch {epoch}/{config.epochs_whole}: val_loss={val_loss:.4f} val_acc={accuracy:.4f}",
               flush=True)
-        checkpoints.finish(model, epoch, val_loss)
+        if checkpoints.finish(model, epoch, val_loss):
+            best_logits = logits
     checkpoints.load_best(model)
     model.trainable = False
-    return keras.Model(trunk.input, trunk.output, name=f"{config.id}_trunk"), head, image_logits(model, val, config)
+    if best_logits is None:
+        best_logits = image_logits(model, val, config)
+    return keras.Model(trunk.input, trunk.output, name=f"{config.id}_trunk"), head, best_logits
 
 
 def _augmented_batches(config: BundleConfig, samples: list[Sample], y: np.ndarray, class_weight: np.ndarray,
