@@ -12,10 +12,11 @@ import threading
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from core.errors import ModelError
 from core.imaging import Modality, load_image
-from core.inference.analyzer import UNSURE_GUESS, Analyzer, Cancelled, Engine
+from core.inference.analyzer import UNSURE_GUESS, WRONG_MODALITY, Analyzer, Cancelled, Engine
 from core.inference.device import configure_device
 from core.models.registry import Registry
 from tests.conftest import REPO
@@ -75,6 +76,18 @@ def test_wrong_modality_is_flagged(analyzer, shared):
     mri = load_image(next((shared / "brain_mri_4class/train/glioma").glob("*.jpg")))
     clean = analyzer.analyze(mri, model_ids=["tiny-mr-classifier"]).results[0]
     assert not any("modality" in w.lower() for w in clean.warnings)
+
+
+def test_another_modality_preferred_below_the_guard_is_noted(analyzer, tmp_path):
+    """Grey noise: the guesser prefers histology at only p 0.54, too low for the wrong-modality warning; a model
+    of another modality run on it still says the image does not look like what it was trained on."""
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)).save(noise)
+    record = load_image(noise)
+    assert record.modality == Modality.SM and record.modality_confidence < WRONG_MODALITY
+    warnings = analyzer.analyze(record, model_ids=["tiny-mr-classifier"]).results[0].warnings
+    assert any(w.startswith("Unsure modality: the image looks more like") for w in warnings)
+    assert not any("wrong modality" in w.lower() for w in warnings)
 
 
 def test_unsure_modality_guess_is_flagged(analyzer, shared):
