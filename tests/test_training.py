@@ -107,6 +107,7 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     assert training_cli.main(["train", classifier.id, "--out", str(out)]) == 0
     manifest_seg, manifest = manifest, json.loads((out / classifier.id / "manifest.json").read_text())
     assert manifest["architecture"]["feature_bundle_sha256"] == manifest_seg["weights"]["sha256"]
+    assert "backbone_file" not in manifest["architecture"]  # it runs on the segmenter's network
     fit = manifest["training"]["fit"]
     assert str(fit["C"]) in fit["cross_validated_accuracy"] and manifest["gradcam_layer"] == "encoder_features"
     assert json.loads((out / classifier.id / "split.json").read_text()) == json.loads(
@@ -217,6 +218,19 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     after = Registry([out]).get(config.id).load()
     assert np.abs(after.layers[1].get_layer("block1_conv1").get_weights()[0]
                   - before.layers[1].get_layer("block1_conv1").get_weights()[0]).max() > 1e-3
+    # Continued once more, it counts the epochs behind it and draws augmentations it has not seen.
+    from core.training import whole_network
+
+    seeds = []
+    real_batches = whole_network._augmented_batches
+    monkeypatch.setattr(whole_network, "_augmented_batches",
+                        lambda *args, seed: seeds.append(seed) or real_batches(*args, seed=seed))
+    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1",
+                              "--from-written"]) == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["training"]["started_from"]["whole_epochs"] == 1
+    assert "itself fine-tuned whole for 1 epoch," in (folder / "model_card.md").read_text()
+    assert seeds == [(config.seed * 1000 + 2) * 100_000]  # the first continuation drew epoch 1's
 
 
 def test_transfer_bundle_takes_its_features_from_a_whole_tuned_parent(busi_tree, training):
@@ -241,6 +255,7 @@ def test_transfer_bundle_takes_its_features_from_a_whole_tuned_parent(busi_tree,
     parent_manifest = json.loads((out / parent.id / "manifest.json").read_text())
     assert "trunk_file" in parent_manifest["architecture"]
     assert manifest["architecture"]["feature_bundle_sha256"] == parent_manifest["weights"]["sha256"]
+    assert "backbone_file" not in manifest["architecture"]  # it runs on the parent's network, not the shared file
     features = _parent_features(out / parent.id)
     cached = np.load(child.cache_dir / features.name / "val_v0.npy").astype(np.float32)
     entries = json.loads((child.cache_dir / "split.json").read_text())["val"]

@@ -150,10 +150,10 @@ class Bundle:
         part = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
         if arch.get("trunk_file"):  # fine-tuned whole: the bundle's own trunk below the trained part
             frozen = self._load_keras(arch["trunk_file"], arch["trunk_sha256"])
-        elif not arch.get("backbone_file"):
-            return part
         elif arch.get("feature_bundle"):
             return self._build_on_classifier(arch, part)
+        elif not arch.get("backbone_file"):
+            return part
         else:
             from core.models.backbones import build_backbone, encoder, split_backbone
 

@@ -136,6 +136,12 @@ def _head_bundle(config: BundleConfig, head, plan: dict, out_root: str | Path | 
     return folder, _common_manifest(config, plan, sha, "head.keras", description, folder)
 
 
+def _off_shared_backbone(arch: dict) -> None:
+    """Drop the shared backbone reference from a bundle that does not run on it: one with its own trunk,
+    or one built on another bundle's network."""
+    del arch["backbone_file"], arch["backbone_sha256"]
+
+
 def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
                             temperature: float, out_root: str | Path | None, trunk=None,
                             started_from: dict | None = None) -> Path:
@@ -151,7 +157,7 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     rates = {"head": config.lr_head, "finetune": config.lr_finetune}
     (folder / "trunk.keras").unlink(missing_ok=True)  # a previous whole-network version's
     if trunk is not None:
-        del arch["backbone_file"], arch["backbone_sha256"]
+        _off_shared_backbone(arch)
         arch.update(trunk_file="trunk.keras", trunk_sha256=save_keras_fp16(trunk, folder / "trunk.keras"))
         arch["weights_origin"] += f"; then every layer below {config.top_block_start} fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
@@ -171,6 +177,7 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
     folder, manifest = _head_bundle(config, dense, plan, out_root,
                                     f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)")
     parent = json.loads((folder.parent / config.feature_bundle / "manifest.json").read_text())
+    _off_shared_backbone(manifest["architecture"])
     manifest["architecture"].update(feature_bundle=config.feature_bundle, top_block_start=config.top_block_start,
                                     feature_bundle_sha256=parent["weights"]["sha256"], feature_layer=feature_layer)
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), additional_validation=extra_validation)
@@ -249,6 +256,7 @@ def write_lesion_pooled_bundle(config: BundleConfig, head, plan: dict, probs: np
     folder, manifest = _head_bundle(config, head, plan, out_root,
                                     f"encoder of '{parent['id']}' (frozen, as that bundle ships it) + pooling of its "
                                     f"deepest map (image average, image maximum, lesion-probability-weighted average) + Dense")
+    _off_shared_backbone(manifest["architecture"])
     manifest["architecture"].update(feature_bundle=parent["id"], feature_bundle_task="segmentation",
                                     feature_bundle_sha256=parent["weights"]["sha256"])
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), gradcam_layer=CAM_LAYER)
@@ -333,7 +341,9 @@ def _trunk_sentence(manifest: dict) -> str:
                 f"{reads}, trunk included;\nthis bundle stores only what it fitted on them (`head.keras`, float16 on "
                 "disk).")
     if "trunk_file" in arch:
-        origin = (f" (continued from version {start['version']}, head sha256 {start['weights_sha256'][:12]}…, "
+        n = start.get("whole_epochs", 0) if start else 0
+        before = f", itself fine-tuned whole for {n} epoch{'s' * (n != 1)}" if n else ""
+        origin = (f" (continued from version {start['version']}{before}, head sha256 {start['weights_sha256'][:12]}…, "
                   f"trained {start['date']})" if start else "")
         return (f"The whole network was fine-tuned{origin}: this bundle stores its own trunk (`{arch['trunk_file']}`) "
                 "and the layers above it with the head (`head.keras`), float16 on disk.")

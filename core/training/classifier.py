@@ -212,7 +212,8 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
 
         work_dir = config.cache_dir / (f"whole_from_{started_from['weights_sha256'][:12]}" if started_from else "whole")
         trunk, head, logits_val = finetune_whole(config, head, [plan_sample(d) for d in plan["train"]], y_images,
-                                                 [plan_sample(d) for d in plan["val"]], y_val, work_dir, trunk)
+                                                 [plan_sample(d) for d in plan["val"]], y_val, work_dir, trunk,
+                                                 epochs_before=started_from["whole_epochs"] if started_from else 0)
     else:
         logits_val = predict_chunks(head, x_val)
     temperature = fit_temperature(logits_val, y_val)
@@ -243,9 +244,12 @@ def written_network(config: BundleConfig, plan: dict, out_root: str | Path | Non
                          f"not {config.arch} cut at {config.top_block_start}")
     if not same_split(folder, plan):
         raise ValueError(f"--from-written: {folder} was not trained on this config's split")
-    manifest = bundle.manifest
-    return *bundle.trunk_and_head(), {"version": manifest["version"], "weights_sha256": manifest["weights"]["sha256"],
-                                      "date": manifest["training"]["date"]}
+    training = bundle.manifest["training"]
+    # Whole-network epochs behind the written weights, its own and those of the bundle it continued.
+    whole = training.get("epochs", {}).get("whole", 0) + training.get("started_from", {}).get("whole_epochs", 0)
+    return *bundle.trunk_and_head(), {"version": bundle.manifest["version"],
+                                      "weights_sha256": bundle.manifest["weights"]["sha256"],
+                                      "date": training["date"], "whole_epochs": whole}
 
 
 def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,

@@ -29,10 +29,12 @@ PREFETCH = 4  # batches prepared ahead by worker threads (decoding and albumenta
 
 
 def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndarray, val: list[Sample],
-                   y_val: np.ndarray, work_dir: Path, trunk=None):
+                   y_val: np.ndarray, work_dir: Path, trunk=None, epochs_before: int = 0):
     """``(trunk, head, validation logits)`` after ``config.epochs_whole`` epochs from the phase-2 ``head``
     on the ImageNet trunk (or from a written bundle's ``trunk`` and ``head``), with the weights of the
-    epoch with the lowest validation loss. Checkpoints after each epoch; a rerun resumes."""
+    epoch with the lowest validation loss. Checkpoints after each epoch; a rerun resumes.
+    ``epochs_before`` (whole-network epochs behind a written start) numbers the augmentation draws on,
+    so a continued run sees images augmented afresh rather than its start's epochs once more."""
     import keras
 
     from core.models.backbones import build_backbone, split_backbone
@@ -63,8 +65,8 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
         # Cosine decay by epoch, so a resumed run continues the same schedule.
         rate = config.lr_whole * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs_whole))
         model.optimizer.learning_rate.assign(rate)
-        rng = np.random.default_rng(config.seed * 1000 + epoch)
-        batches = _augmented_batches(config, samples, y, weights, rng, seed=(config.seed * 1000 + epoch) * 100_000)
+        draw = config.seed * 1000 + epochs_before + epoch
+        batches = _augmented_batches(config, samples, y, weights, np.random.default_rng(draw), seed=draw * 100_000)
         model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2)
         logits = image_logits(model, val, config)
         val_loss = float(loss(np.eye(n, dtype=np.float32)[y_val], logits))
