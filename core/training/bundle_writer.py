@@ -35,9 +35,9 @@ def _relative_data(path: str) -> str:
         return path
 
 
-def _shared_backbone(config: BundleConfig, folder: Path) -> tuple[Path, str]:
-    """The bundle's frozen backbone in the models folder's shared ``backbones/`` (copied there once),
-    and its sha256."""
+def _shared_backbone(config: BundleConfig, folder: Path) -> dict:
+    """Manifest reference to the bundle's frozen backbone in the models folder's shared ``backbones/``
+    (copied there once), for bundles that run on it rather than on a trunk of their own or another's."""
     import shutil
 
     source = config.backbone_path
@@ -48,7 +48,7 @@ def _shared_backbone(config: BundleConfig, folder: Path) -> tuple[Path, str]:
         shutil.copyfile(source, shared)
     elif source.resolve() != shared.resolve() and sha256_file(shared) != sha:
         raise ValueError(f"{shared} differs from the backbone this bundle was trained on ({source})")
-    return shared, sha
+    return {"backbone_file": str(Path("..") / shared.parent.name / shared.name), "backbone_sha256": sha}
 
 
 def _command_options(config: BundleConfig) -> str:
@@ -68,10 +68,8 @@ def _weights_origin(config: BundleConfig) -> str:
     return f"{config.arch} weights '{config.weights}'; the parts named in 'head' trained here"
 
 
-def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights_file: str, head: str,
-                     folder: Path) -> dict:
-    """Fields every bundle shares: identity, backbone reference, preprocessing, data, command."""
-    backbone, backbone_sha = _shared_backbone(config, folder)
+def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights_file: str, head: str) -> dict:
+    """Fields every bundle shares: identity, architecture, preprocessing, data, command."""
     counts = {part: {c: sum(d["label"] == c for d in plan[part]) for c in sorted({d["label"] for d in plan[part]})}
               for part in plan}
     data = config.data_path
@@ -84,8 +82,6 @@ def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights
         "task": config.task,
         "architecture": {
             "backbone": config.arch,
-            "backbone_file": str(Path("..") / backbone.parent.name / backbone.name),
-            "backbone_sha256": backbone_sha,
             "head": head,
             "weights_origin": _weights_origin(config),
         },
@@ -133,13 +129,7 @@ def _head_bundle(config: BundleConfig, head, plan: dict, out_root: str | Path | 
     folder = Path(out_root or REPO / "models") / config.id
     folder.mkdir(parents=True, exist_ok=True)
     sha = save_keras_fp16(head, folder / "head.keras")
-    return folder, _common_manifest(config, plan, sha, "head.keras", description, folder)
-
-
-def _off_shared_backbone(arch: dict) -> None:
-    """Drop the shared backbone reference from a bundle that does not run on it: one with its own trunk,
-    or one built on another bundle's network."""
-    del arch["backbone_file"], arch["backbone_sha256"]
+    return folder, _common_manifest(config, plan, sha, "head.keras", description)
 
 
 def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.ndarray, y_val: np.ndarray,
@@ -156,8 +146,9 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     epochs = {"head": config.epochs_head, "finetune": config.epochs_finetune}
     rates = {"head": config.lr_head, "finetune": config.lr_finetune}
     (folder / "trunk.keras").unlink(missing_ok=True)  # a previous whole-network version's
-    if trunk is not None:
-        _off_shared_backbone(arch)
+    if trunk is None:
+        arch.update(_shared_backbone(config, folder))
+    else:
         arch.update(trunk_file="trunk.keras", trunk_sha256=save_keras_fp16(trunk, folder / "trunk.keras"))
         arch["weights_origin"] += f"; then every layer below {config.top_block_start} fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
@@ -177,7 +168,6 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
     folder, manifest = _head_bundle(config, dense, plan, out_root,
                                     f"Dense over the pooled fine-tuned top block of '{config.feature_bundle}' (frozen)")
     parent = json.loads((folder.parent / config.feature_bundle / "manifest.json").read_text())
-    _off_shared_backbone(manifest["architecture"])
     manifest["architecture"].update(feature_bundle=config.feature_bundle, top_block_start=config.top_block_start,
                                     feature_bundle_sha256=parent["weights"]["sha256"], feature_layer=feature_layer)
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), additional_validation=extra_validation)
@@ -200,8 +190,8 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
     if config.top_from is not None:
         head += f"; encoder blocks from {config.top_from} to the deepest skip fine-tuned with the decoder"
         epochs["decoder+encoder"], rates["decoder+encoder"] = config.epochs_finetune, config.lr_finetune
-    manifest = _common_manifest(config, plan, sha, "decoder.keras", head, folder)
-    manifest["architecture"]["encoder_layers"] = encoder_layers(config)
+    manifest = _common_manifest(config, plan, sha, "decoder.keras", head)
+    manifest["architecture"].update(_shared_backbone(config, folder), encoder_layers=encoder_layers(config))
     manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
     manifest["training"].update(loss=config.loss, epochs=epochs, learning_rates=rates)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -256,7 +246,6 @@ def write_lesion_pooled_bundle(config: BundleConfig, head, plan: dict, probs: np
     folder, manifest = _head_bundle(config, head, plan, out_root,
                                     f"encoder of '{parent['id']}' (frozen, as that bundle ships it) + pooling of its "
                                     f"deepest map (image average, image maximum, lesion-probability-weighted average) + Dense")
-    _off_shared_backbone(manifest["architecture"])
     manifest["architecture"].update(feature_bundle=parent["id"], feature_bundle_task="segmentation",
                                     feature_bundle_sha256=parent["weights"]["sha256"])
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), gradcam_layer=CAM_LAYER)
