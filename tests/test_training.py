@@ -103,7 +103,8 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     assert again["validation_metrics"]["dice"] == pytest.approx(manifest["validation_metrics"]["dice"])
 
     # A classifier on this segmenter's encoder: one linear layer, pinned to the segmenter it was fitted on.
-    classifier = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"])
+    classifier = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=config.id,
+                        epochs_whole=0)
     assert training_cli.main(["train", classifier.id, "--out", str(out)]) == 0
     manifest_seg, manifest = manifest, json.loads((out / classifier.id / "manifest.json").read_text())
     assert manifest["architecture"]["feature_bundle_sha256"] == manifest_seg["weights"]["sha256"]
@@ -147,7 +148,7 @@ def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):
 
     out, shrink = training
     config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None,
-                    top_from="block13_sepconv1_act",
+                    top_from="block13_sepconv1_act", epochs_whole=0,
                     augmented_views=1, epochs_head=1, epochs_finetune=1, batch_size=4, val_fraction=0.34)
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out)]) == 0
     manifest = json.loads((out / config.id / "manifest.json").read_text())
@@ -168,7 +169,7 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     from core.training.configs import BACKBONES
 
     out, shrink = training
-    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None,
+    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None, epochs_whole=0,
                     augmented_views=0, epochs_head=1, epochs_finetune=1, lr_whole=1e-3, batch_size=4, val_fraction=0.34)
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1"]) == 0
     folder = out / config.id
@@ -284,7 +285,7 @@ def test_resnet50v2_from_random_weights_is_one_option_away(busi_tree, training, 
 
     out, shrink = training
     config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None, augmented_views=0,
-                    epochs_head=1, epochs_finetune=1, batch_size=4, val_fraction=0.34)
+                    epochs_head=1, epochs_finetune=1, epochs_whole=0, batch_size=4, val_fraction=0.34)
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out),
                               "--arch", "resnet50v2", "--weights", "none"]) == 0
     manifest = json.loads((out / config.id / "manifest.json").read_text())
@@ -325,8 +326,8 @@ def test_training_resumes_only_its_own_recipe(tmp_path, capsys):
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(8, 2, 2, 1024)).astype(np.float16), np.array([0, 1] * 4)
-    base = dataclasses.replace(CONFIGS["breast-us-3class"], classes=["a", "b"], feature_bundle=None, epochs_head=1,
-                               epochs_finetune=1, batch_size=4)
+    base = dataclasses.replace(CONFIGS["breast-us-3class"], classes=["a", "b"], feature_bundle=None, top_from=None,
+                               epochs_head=1, epochs_finetune=1, epochs_whole=0, batch_size=4)
 
     def run(config) -> str:
         fit_classifier(config, x, y, x[:4], y[:4], tmp_path)
