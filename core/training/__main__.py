@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--whole-epochs", type=int, help="train: then fine-tune the whole network for this many "
                         "epochs on freshly augmented images (slow without a GPU)")
     parser.add_argument("--from-written", action="store_true", help="train: start the whole-network phase from "
-                        "the bundle already in the models folder (needs --whole-epochs) instead of rerunning phases 1-2")
+                        "the bundle already in the models folder (needs --whole-epochs N or the config's own) instead of "
+                        "rerunning phases 1-2")
     parser.add_argument("--folds", type=int, default=0, help="cv: number of folds (default: one per group)")
     args = parser.parse_args(argv)
     from core.training import classifier, segmenter
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if (args.action != "train" or not (args.whole_epochs or config.epochs_whole) or config.feature_bundle
                 or config.task != "classification"):
             parser.error("--from-written continues a written classifier's whole-network phase: 'train' with "
-                         "--whole-epochs N")
+                         "--whole-epochs N (or a config that has whole-network epochs)")
         overrides["whole_from_written"] = True
     if overrides:
         config = dataclasses.replace(config, **overrides)
