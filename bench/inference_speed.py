@@ -64,8 +64,8 @@ def _fresh(analyzer, path: Path, ids: list[str], **options):
 
 
 def shared_stems(analyzer, repeat: int, image: Path, us_image: Path | None) -> dict[str, tuple[float, float]]:
-    """Both bundles of a modality on one image (as default routing runs them): (ms with each shared
-    stem run once, ms with every bundle running its whole network)."""
+    """Both bundles of a modality on one image (as default routing runs them), for each pair whose
+    networks share a stem: (ms with that stem run once, ms with every bundle running its whole network)."""
     import core.inference.analyzer as analyzer_module
 
     pairs = {"brain MRI: 4-class + yes/no": (image, ["brain-mri-tumor-4class", "brain-mri-tumor-yesno"]),
@@ -74,6 +74,8 @@ def shared_stems(analyzer, repeat: int, image: Path, us_image: Path | None) -> d
     for name, (path, ids) in pairs.items():
         if path is None or not all(i in analyzer.registry.bundles for i in ids):
             continue
+        if len({analyzer.registry.bundles[i].stages().key for i in ids} - {None}) != 1:
+            continue  # the pair's networks share no stem (the ultrasound pair since breast-us-3class 3.0)
         timings = []
         for rows_kept in (kept, 0):  # 0: no stem output outlives its own bundle's call
             analyzer_module.STEM_ROWS_KEPT = rows_kept

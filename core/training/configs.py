@@ -59,6 +59,9 @@ class BundleConfig:
     # (core.training.transfer). A segmenter: its encoder pooled under its lesion map (core.training.lesion_pooled).
     feature_bundle: str | None = None
     feature_class_map: dict[str, str] = field(default_factory=dict)
+    # Segmenter: a classifier bundle fine-tuned whole (it stores its own trunk) whose network starts the
+    # encoder instead of ``weights``; the written segmenter runs on that bundle's trunk file, pinned by sha256.
+    encoder_bundle: str | None = None
     val_fraction: float = 0.2
     notes: str = ""  # plain-words caveats for the model card's Limits section
     seed: int = 0
@@ -83,9 +86,9 @@ class BundleConfig:
         """Per bundle, data source and backbone, so a retrain never reuses stale features."""
         default = DEFAULT_SOURCES.get(self.id)
         source = (self.reader, self.root, self.arch, self.weights)
-        if default is None or default == source:
-            return CACHE_ROOT / self.id
-        return CACHE_ROOT / f"{self.id}-{hashlib.sha1(':'.join(source).encode()).hexdigest()[:8]}"
+        name = self.id if default is None or default == source else \
+            f"{self.id}-{hashlib.sha1(':'.join(source).encode()).hexdigest()[:8]}"
+        return CACHE_ROOT / (f"{name}-on-{self.encoder_bundle}" if self.encoder_bundle else name)
 
     @property
     def backbone_path(self) -> Path:
