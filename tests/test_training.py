@@ -233,27 +233,6 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     assert "itself fine-tuned whole for 1 epoch," in (folder / "model_card.md").read_text()
     assert seeds == [(config.seed * 1000 + 2) * 100_000]  # the first continuation drew epoch 1's
 
-    # A segmenter whose encoder starts from this whole-tuned network runs on the classifier's own trunk file.
-    seg = shrink("breast-us-lesion-seg", spec=SMALL, encoder_bundle=config.id, top_from="block12_sepconv1_act",
-                 augmented_views=0, epochs_head=1, epochs_finetune=1, batch_size=4, val_fraction=0.34,
-                 root=str(busi_tree))
-    with pytest.raises(ValueError, match="above the trunk"):  # its frozen part must lie inside that trunk
-        training_cli.main(["train", seg.id, "--out", str(out)])
-    seg = shrink(seg.id, top_from="block10_sepconv1_act")
-    assert training_cli.main(["train", seg.id, "--out", str(out)]) == 0
-    arch = json.loads((out / seg.id / "manifest.json").read_text())["architecture"]
-    assert arch["backbone_file"] == f"../{config.id}/trunk.keras"
-    assert arch["backbone_sha256"] == manifest["architecture"]["trunk_sha256"]
-    registry = Registry([out])
-    encoder, tuned = registry.get(seg.id).load().layers[1], registry.get(config.id).load().layers[1]
-    np.testing.assert_array_equal(encoder.get_layer("block1_conv1").get_weights()[0],
-                                  tuned.get_layer("block1_conv1").get_weights()[0])
-    result = Analyzer(registry).analyze(record, model_ids=[seg.id]).results[0]
-    assert result.mask.shape == (96, 96)
-    (folder / "trunk.keras").write_bytes((folder / "head.keras").read_bytes())  # as if the classifier were retrained
-    with pytest.raises(ModelError, match=f"another version of '{config.id}'"):
-        Registry([out]).get(seg.id).load()
-
 
 def test_transfer_bundle_takes_its_features_from_a_whole_tuned_parent(busi_tree, training):
     """A transfer bundle (yes/no on the 4-class network) fits on the written parent's own network: after the

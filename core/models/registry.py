@@ -88,14 +88,11 @@ class Bundle:
             "folder": str(self.folder),
         }
 
-    def _verified(self, relative: str, expected: str, owner: str | None = None) -> Path:
-        """``relative``'s path once its sha256 is the manifest's; ``owner``: the bundle that file belongs to."""
+    def _verified(self, relative: str, expected: str) -> Path:
         path = (self.folder / relative).resolve()
         if not path.exists():
             raise ModelError(f"model '{self.id}': file {relative} is missing")
         actual = sha256_file(path)
-        if actual != expected and owner:
-            raise ModelError(f"model '{self.id}' was trained on another version of '{owner}'; retrain it")
         if actual != expected:
             raise ModelError(f"model '{self.id}': {path.name} does not match its manifest (sha256 {actual[:12]}... "
                              f"instead of {expected[:12]}...); the file is damaged or was replaced - refusing to load it")
@@ -160,8 +157,7 @@ class Bundle:
         else:
             from core.models.backbones import build_backbone, encoder, split_backbone
 
-            backbone = build_backbone(arch["backbone"], self._verified(arch["backbone_file"], arch["backbone_sha256"],
-                                                                       arch.get("encoder_bundle")))
+            backbone = build_backbone(arch["backbone"], self._verified(arch["backbone_file"], arch["backbone_sha256"]))
             if self.task == "segmentation":
                 frozen = encoder(backbone, arch["backbone"], arch.get("encoder_layers"))
             else:

@@ -50,8 +50,6 @@ def main(argv: list[str] | None = None) -> int:
                                    ("weights", args.weights), ("epochs_whole", args.whole_epochs)) if v}
     if args.arch and args.arch != config.arch:
         overrides["top_from"] = None  # the config's cut names a layer of its own backbone
-    if args.arch or args.weights:
-        overrides["encoder_bundle"] = None  # that bundle's network is of the config's backbone, in place of weights
     if args.from_written:
         if (args.action != "train" or not (args.whole_epochs or config.epochs_whole) or config.feature_bundle
                 or config.task != "classification"):
@@ -94,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['dice_all']:.4f}" + ("" if false_lesions is None else
                                         f", false lesions on {false_lesions:.0%} of lesion-free images"))
     elif args.action == "cache":
-        if config.task == "segmentation":
-            segmenter.prepare(config, args.out)
-        else:
-            classifier.prepare(config)
+        module.prepare(config)
     else:
         module.train(config, out_root=args.out)
     return 0

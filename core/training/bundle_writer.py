@@ -51,18 +51,6 @@ def _shared_backbone(config: BundleConfig, folder: Path) -> dict:
     return {"backbone_file": str(Path("..") / shared.parent.name / shared.name), "backbone_sha256": sha}
 
 
-def _encoder_reference(config: BundleConfig, folder: Path) -> dict:
-    """Manifest reference to a segmenter's frozen encoder file: the shared backbone, or the trunk of the
-    bundle whose network started the encoder (pinned by sha256; every frozen encoder layer lies in it)."""
-    if config.encoder_bundle is None:
-        return _shared_backbone(config, folder)
-    from core.training.segmenter import encoder_bundle_trunk
-
-    trunk_file, sha = encoder_bundle_trunk(config, folder.parent)
-    return {"backbone_file": str(Path("..") / config.encoder_bundle / trunk_file.name), "backbone_sha256": sha,
-            "encoder_bundle": config.encoder_bundle}
-
-
 def _command_options(config: BundleConfig) -> str:
     """The CLI options that reproduce this config where it differs from the shipped one."""
     default = dict(zip(("reader", "root", "arch", "weights"), DEFAULT_SOURCES.get(config.id, ())))
@@ -73,9 +61,6 @@ def _command_options(config: BundleConfig) -> str:
 
 
 def _weights_origin(config: BundleConfig) -> str:
-    if config.encoder_bundle:
-        return (f"the network of '{config.encoder_bundle}' (ImageNet Xception fine-tuned whole on its data); the "
-                "parts named in 'head' trained here")
     if config.weights == "none":
         return f"{config.arch} randomly initialised (no pretrained weights), trained here"
     if config.arch == "xception" and config.weights == "imagenet":
@@ -206,7 +191,7 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
         head += f"; encoder blocks from {config.top_from} to the deepest skip fine-tuned with the decoder"
         epochs["decoder+encoder"], rates["decoder+encoder"] = config.epochs_finetune, config.lr_finetune
     manifest = _common_manifest(config, plan, sha, "decoder.keras", head)
-    manifest["architecture"].update(_encoder_reference(config, folder), encoder_layers=encoder_layers(config))
+    manifest["architecture"].update(_shared_backbone(config, folder), encoder_layers=encoder_layers(config))
     manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
     manifest["training"].update(loss=config.loss, epochs=epochs, learning_rates=rates)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -276,8 +261,8 @@ def segmenter_card(manifest: dict) -> str:
 Decision support only, not a medical device. Modality {manifest['modality']}; output: lesion probability map and mask.
 
 ## Model
-{manifest['architecture']['head']}; frozen encoder: `{manifest['architecture']['backbone_file']}` (outputs
-{', '.join(manifest['architecture']['encoder_layers'])}; weights: {manifest['architecture']['weights_origin']}). Loss {t['loss']}, epochs {json.dumps(t['epochs'])}. Input
+{manifest['architecture']['head']}; frozen encoder = ImageNet Xception (`{manifest['architecture']['backbone_file']}`,
+outputs {', '.join(manifest['architecture']['encoder_layers'])}). Loss {t['loss']}, epochs {json.dumps(t['epochs'])}. Input
 {manifest['input_size'][0]} px, preprocessing `{json.dumps(manifest['preprocessing'])}`. Mask threshold
 {manifest['decision_threshold']}{', probabilities averaged with the mirrored image' if manifest.get('flip_average') else ''}
 (both chosen by Dice on the validation images with a lesion).{_gate_text(manifest)}

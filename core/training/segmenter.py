@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core.training.classifier import set_trainable, stored_plan
-from core.training.configs import REPO, BundleConfig
+from core.training.configs import BundleConfig
 from core.training.datasets import plan_sample
 from core.training.features import cache_features
 from core.training.splits import describe
@@ -30,72 +30,14 @@ def encoder_layers(config: BundleConfig) -> list[str]:
     return skips if config.top_from is None else skips[:-1] + [f"{config.top_from}:input"]
 
 
-def encoder_bundle_trunk(config: BundleConfig, models: Path) -> tuple[Path, str]:
-    """The trunk file (and its sha256) of the whole-tuned classifier bundle ``encoder_bundle`` names,
-    checked to hold every frozen encoder layer (the written segmenter runs on it)."""
-    import keras
-
-    manifest = json.loads((models / config.encoder_bundle / "manifest.json").read_text())
-    arch = manifest["architecture"]
-    if "trunk_file" not in arch or arch["backbone"] != config.arch:
-        raise ValueError(f"'{config.encoder_bundle}' stores no {config.arch} trunk of its own (it was not fine-tuned "
-                         "whole), so it cannot start an encoder")
-    trunk_file = models / config.encoder_bundle / arch["trunk_file"]
-    names = {layer.name for layer in keras.saving.load_model(trunk_file, compile=False, safe_mode=True).layers}
-    outside = [name for name in encoder_layers(config) if name.removesuffix(":input") not in names]
-    if outside:
-        raise ValueError(f"{', '.join(outside)} lie above the trunk of '{config.encoder_bundle}': fine-tune from "
-                         "lower down (top_from) or start from the shared backbone")
-    return trunk_file, arch["trunk_sha256"]
-
-
-def start_network(config: BundleConfig, out_root: str | Path | None) -> Path:
-    """The backbone file the encoder starts from: ``weights``', or the network of ``encoder_bundle``.
-
-    A bundle's network (its trunk, then its head's top layers, in one backbone) is made once per
-    trunk version, inside the cache; features cached from another version are dropped with it.
-    """
-    if config.encoder_bundle is None:
-        return config.backbone_path
-    import shutil
-
-    import keras
-
-    from core.models.backbones import build_backbone
-    from core.models.storage import save_keras_fp16, sha256_file
-
-    trunk_file, sha = encoder_bundle_trunk(config, Path(out_root or REPO / "models"))
-    if sha256_file(trunk_file) != sha:
-        raise ValueError(f"{trunk_file} does not match the sha256 in its bundle's manifest")
-    start = config.cache_dir / f"start-{sha[:16]}.keras"
-    if start.exists():
-        return start
-    if config.cache_dir.exists():
-        shutil.rmtree(config.cache_dir)
-    head_file = trunk_file.parent / json.loads((trunk_file.parent / "manifest.json").read_text())["weights"]["file"]
-    layers = {}
-    for part in (keras.saving.load_model(f, compile=False, safe_mode=True) for f in (trunk_file, head_file)):
-        for layer in part.layers:
-            for inner in layer.layers if isinstance(layer, keras.Model) else [layer]:
-                layers.setdefault(inner.name, inner)
-    backbone = build_backbone(config.arch, None)
-    for layer in backbone.layers:
-        if layer.weights:
-            layer.set_weights(layers[layer.name].get_weights())
-    config.cache_dir.mkdir(parents=True)
-    save_keras_fp16(backbone, start)
-    return start
-
-
-def prepare(config: BundleConfig, out_root: str | Path | None = None) -> dict:
+def prepare(config: BundleConfig) -> dict:
     """Split and cache encoder skip features (+ masks) for the training views; resumable."""
     from core.models.backbones import build_backbone, encoder
 
-    start = start_network(config, out_root)
     plan = stored_plan(config)
     train = [plan_sample(d) for d in plan["train"]]
     print(f"{config.id}: train {describe(train)}, validation {describe([plan_sample(d) for d in plan['val']])}")
-    enc = encoder(build_backbone(config.arch, start), config.arch, encoder_layers(config))
+    enc = encoder(build_backbone(config.arch, config.backbone_path), config.arch, encoder_layers(config))
     for view in range(1 + config.augmented_views):
         cache_features(train, config.spec, enc, config.cache_dir / f"train_v{view}.npy", with_masks=True,
                        augmentation=config.augmentation if view else None, seed=config.seed + view, batch_size=8)
@@ -149,15 +91,14 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     from core.models.backbones import build_backbone, encoder_deep_part
     from core.training.losses import segmentation_loss
 
-    plan = prepare(config, out_root)
+    plan = prepare(config)
     views = 1 + config.augmented_views
     n_skips = len(encoder_layers(config))
     skips, masks = _views(config, views, n_skips)
     keras.utils.set_random_seed(config.seed)
     deep = None
     if config.top_from is not None:
-        deep = encoder_deep_part(build_backbone(config.arch, start_network(config, out_root)), config.arch,
-                                 config.top_from)
+        deep = encoder_deep_part(build_backbone(config.arch, config.backbone_path), config.arch, config.top_from)
     decoder = build_decoder([s.shape[1:] for s in skips[0]], config.spec.size, deep=deep)
     ckpt = config.cache_dir / "checkpoint.weights.h5"
     progress_file = config.cache_dir / "progress.json"
