@@ -3,10 +3,10 @@
 The yes/no brain bundle is a Dense layer on the 4-class bundle's network, and an ultrasound
 classifier can be a head on the ultrasound segmenter's encoder and lesion map (the lesion-pooled
 head, a config option). Run as whole models, an image that goes to both bundles of a pair passes
-the shared network twice. Split here, the
-Analyzer runs each stem once per image and every bundle's own rest on its outputs. A classifier's
-rest takes its Grad-CAM activation as first input, so the heatmap needs gradients through the rest
-alone. Networks of any other shape get no stem: the rest is the whole model.
+the shared network twice. Split here, the Analyzer runs each stem once per image and every
+bundle's own rest on its outputs. A classifier's rest takes its Grad-CAM activation as first
+input, so the heatmap needs gradients through the rest alone. Networks of any other shape get no
+stem: the rest is the whole model.
 """
 
 from __future__ import annotations

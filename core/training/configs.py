@@ -158,12 +158,12 @@ CONFIGS: dict[str, BundleConfig] = {
             # 0.084 vs 0.118 (temperature-scaled), no class recall lower. At 2e-5 (3 epochs) it had stayed at 930.
             # Version 1.3 continued 1.2 the same way (`--from-written`, 4 epochs restarted at 1e-4, augmentations not
             # seen before): plain 927 / 925 / 939 / 938 of 965 after epochs 1-4, validation loss lowest after epoch 3
-            # (kept); with mirror averaging 945 vs 940, log-loss 0.074 vs 0.083, 1 tumour called 'notumor' vs 3. A
-            # plain `train` runs phases 1-3 (4 whole-network epochs from ImageNet + phase 2), not this chain.
+            # (kept); with mirror averaging 945 vs 940, log-loss 0.074 vs 0.083, 1 tumour called 'notumor' vs 3.
             # Version 1.4 continued 1.3 the same way: plain 919 / 935 / 944 / 949 of 965 after epochs 1-4, validation
             # loss lowest after epoch 4 (0.087 vs 0.094), kept; mirror averaging not kept this time (log-loss 0.063 vs
             # 0.066 but accuracy 0.981 vs 0.983); every class recall >= 0.98 (meningioma 0.958 -> 0.981, notumor
-            # 0.959 -> 0.980).
+            # 0.959 -> 0.980). A plain `train` runs phases 1-3 (4 whole-network epochs from ImageNet + phase 2), not
+            # this chain of continuations.
             epochs_whole=4,
             lr_whole=1e-4,
             version="1.4.0",  # 1.1: mirror averaging; 1.2: whole network fine-tuned; 1.3, 1.4: 4 more whole-network epochs each
