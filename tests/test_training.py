@@ -70,9 +70,10 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     config = shrink("breast-us-lesion-seg", spec=SMALL, top_from="block12_sepconv1_act", augmented_views=1,
                     epochs_head=1, epochs_finetune=1, lr_finetune=1e-2, batch_size=4, val_fraction=0.34,
                     root=str(busi_tree))
-    assert training_cli.main(["train", config.id, "--out", str(out)]) == 0
+    assert training_cli.main(["train", config.id, "--out", str(out), "--loss", "tversky"]) == 0
     manifest = json.loads((out / config.id / "manifest.json").read_text())
     assert manifest["architecture"]["encoder_layers"][-1] == "block12_sepconv1_act:input"
+    assert manifest["training"]["loss"] == "tversky" and manifest["training"]["command"].endswith(" --loss tversky")
     assert manifest["training"]["epochs"] == {"decoder": 1, "decoder+encoder": 1}
     assert 0.0 <= manifest["validation_metrics"]["dice"] <= 1.0
     assert manifest["min_lesion_peak"] in (0.0, 0.6, 0.7, 0.8, 0.9, 0.95)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from core.training.configs import CONFIGS, REPO
 from core.training.datasets import READERS
+from core.training.losses import LOSS_NAMES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="data folder (overrides the config)")
     parser.add_argument("--arch", choices=["xception", "resnet50v2"], help="backbone (overrides the config)")
     parser.add_argument("--weights", help='backbone weights: "imagenet", a local file, or "none" (random)')
+    parser.add_argument("--loss", choices=LOSS_NAMES, help="segmenters: training loss (overrides the config)")
     parser.add_argument("--whole-epochs", type=int, help="train: then fine-tune the whole network for this many "
                         "epochs on freshly augmented images (slow without a GPU)")
     parser.add_argument("--from-written", action="store_true", help="train: start the whole-network phase from "
@@ -47,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     config = CONFIGS[args.bundle]
     overrides = {k: v for k, v in (("reader", args.reader), ("root", args.root), ("arch", args.arch),
-                                   ("weights", args.weights), ("epochs_whole", args.whole_epochs)) if v}
+                                   ("weights", args.weights), ("epochs_whole", args.whole_epochs),
+                                   ("loss", args.loss)) if v}
+    if args.loss and config.task != "segmentation":
+        parser.error("--loss chooses a segmenter's training loss")
     if args.arch and args.arch != config.arch:
         overrides["top_from"] = None  # the config's cut names a layer of its own backbone
     if args.from_written:

@@ -56,7 +56,8 @@ def _command_options(config: BundleConfig) -> str:
     default = dict(zip(("reader", "root", "arch", "weights"), DEFAULT_SOURCES.get(config.id, ())))
     options = "".join(f" --{key} {getattr(config, key)}" for key in ("reader", "root", "arch", "weights")
                       if default.get(key) != getattr(config, key))
-    return (options + (f" --whole-epochs {config.epochs_whole}" if config.epochs_whole else "")
+    return (options + (f" --loss {config.loss}" if config.loss != CONFIGS[config.id].loss else "")
+            + (f" --whole-epochs {config.epochs_whole}" if config.epochs_whole else "")
             + (" --from-written" if config.whole_from_written else ""))
 
 

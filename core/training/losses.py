@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+LOSS_NAMES = ("bce", "dice", "tversky", "bce+dice")
+
 
 def segmentation_loss(name: str, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0):
     """A Keras loss on sigmoid probabilities; Tversky's beta > alpha punishes missed lesion pixels more."""
@@ -32,7 +34,7 @@ def segmentation_loss(name: str, alpha: float = 0.3, beta: float = 0.7, smooth: 
     def bce_dice(y_true, y_pred):
         return bce_loss(y_true, y_pred) + ops.mean(dice(y_true, y_pred))
 
-    losses = {"bce": bce_loss, "dice": dice, "tversky": tversky, "bce+dice": bce_dice}
+    losses = dict(zip(LOSS_NAMES, (bce_loss, dice, tversky, bce_dice)))
     if name not in losses:
-        raise ValueError(f"unknown loss '{name}' (choose from {', '.join(losses)})")
+        raise ValueError(f"unknown loss '{name}' (choose from {', '.join(LOSS_NAMES)})")
     return losses[name]
