@@ -162,7 +162,10 @@ CONFIGS: dict[str, BundleConfig] = {
             # Version 1.4 continued 1.3 the same way: plain 919 / 935 / 944 / 949 of 965 after epochs 1-4, validation
             # loss lowest after epoch 4 (0.087 vs 0.094), kept; mirror averaging not kept this time (log-loss 0.063 vs
             # 0.066 but accuracy 0.981 vs 0.983); every class recall >= 0.98 (meningioma 0.958 -> 0.981, notumor
-            # 0.959 -> 0.980). A plain `train` runs phases 1-3 (4 whole-network epochs from ImageNet + phase 2), not
+            # 0.959 -> 0.980). Continuing 1.4 the same way (tried, session 13, 57 min): plain 938 / 940 / 944 / 945 of
+            # 965 after epochs 1-4, validation loss lowest after epoch 3 but 0.102 vs 1.4's 0.087 (training loss 0.014:
+            # it now overfits); with mirror averaging 947 vs 949, log-loss 0.074 vs 0.063, glioma and meningioma recall
+            # 0.977 / 0.974: not kept. The chain of continuations has stopped paying. A plain `train` runs phases 1-3 (4 whole-network epochs from ImageNet + phase 2), not
             # this chain of continuations.
             epochs_whole=4,
             lr_whole=1e-4,
