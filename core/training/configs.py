@@ -165,8 +165,9 @@ CONFIGS: dict[str, BundleConfig] = {
             # 0.959 -> 0.980). Continuing 1.4 the same way (tried, session 13, 57 min): plain 938 / 940 / 944 / 945 of
             # 965 after epochs 1-4, validation loss lowest after epoch 3 but 0.102 vs 1.4's 0.087 (training loss 0.014:
             # it now overfits); with mirror averaging 947 vs 949, log-loss 0.074 vs 0.063, glioma and meningioma recall
-            # 0.977 / 0.974; its logits averaged with 1.4's, 945-948 of 965 (with or without mirrors): not kept. The chain of continuations has stopped paying. A plain `train` runs phases 1-3 (4 whole-network epochs from ImageNet + phase 2), not
-            # this chain of continuations.
+            # 0.977 / 0.974; its logits averaged with 1.4's, 945-948 of 965 (with or without mirrors): not kept. The
+            # chain of continuations has stopped paying. A plain `train` runs phases 1-3 (4 whole-network epochs from
+            # ImageNet + phase 2), not this chain of continuations.
             epochs_whole=4,
             lr_whole=1e-4,
             version="1.4.0",  # 1.1: mirror averaging; 1.2: whole network fine-tuned; 1.3, 1.4: 4 more whole-network epochs each
