@@ -306,6 +306,10 @@ CONFIGS: dict[str, BundleConfig] = {
             # The encoder started from breast-us-3class 3.0's whole-tuned network instead of ImageNet (tried, same
             # recipe, its frozen blocks from that bundle's trunk; 35 min on 2 cores): lesion Dice 0.755 before the gate
             # vs 0.773, 0.749 at its chosen gate (0.95) vs 0.767, all-image Dice 0.770 vs 0.785. Not kept.
+            # Tversky loss (alpha 0.3, beta 0.7) instead of BCE + Dice (tried, `--loss tversky`, same schedule): lesion
+            # Dice 0.753 before the gate vs 0.773, 0.753 at its chosen gate (0.95) vs 0.767; its probabilities saturate,
+            # so the gate cannot remove false lesions (73 % of normal images vs 14 %; all-image Dice 0.668 vs 0.785).
+            # Not kept.
             epochs_finetune=3,
             batch_size=8,
             notes="Viewed, the 9 validation images whose annotated lesion it misses (Dice below 0.1; on the other 93 "
