@@ -63,7 +63,7 @@ def training(tmp_path, monkeypatch):
     return out, shrink
 
 
-def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
+def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training, capsys):
     from core.training import __main__ as training_cli
 
     out, shrink = training
@@ -142,6 +142,13 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training):
     (out / config.id / "manifest.json").write_text(json.dumps(manifest_seg))
     with pytest.raises(ModelError, match="another version"):
         Registry([out]).get(classifier.id).load()
+
+    # The Tversky run's checkpoint is not resumed by a run of another loss; that run's own is.
+    capsys.readouterr()
+    assert training_cli.main(["train", config.id, "--out", str(out)]) == 0
+    assert "resuming" not in capsys.readouterr().out
+    assert training_cli.main(["train", config.id, "--out", str(out)]) == 0
+    assert "resuming after epoch 2" in capsys.readouterr().out
 
 
 def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):

@@ -10,11 +10,11 @@ measured at each validation image's original resolution, through the Analyzer th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from core.training.checkpoints import EpochCheckpoints
 from core.training.classifier import set_trainable, stored_plan
 from core.training.configs import BundleConfig
 from core.training.datasets import plan_sample
@@ -100,14 +100,11 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     if config.top_from is not None:
         deep = encoder_deep_part(build_backbone(config.arch, config.backbone_path), config.arch, config.top_from)
     decoder = build_decoder([s.shape[1:] for s in skips[0]], config.spec.size, deep=deep)
-    ckpt = config.cache_dir / "checkpoint.weights.h5"
-    progress_file = config.cache_dir / "progress.json"
-    progress = json.loads(progress_file.read_text()) if progress_file.exists() else {}
-    if progress.get("encoder_layers") != encoder_layers(config):  # a checkpoint of another encoder does not fit
-        progress = {"epoch": 0, "encoder_layers": encoder_layers(config)}
-    if progress["epoch"]:
-        decoder.load_weights(ckpt)
-        print(f"resuming after epoch {progress['epoch']}")
+    recipe = {"encoder_layers": encoder_layers(config), "size": config.spec.size, "loss": config.loss,
+              "augmentation": config.augmentation, "augmented_views": config.augmented_views, "epochs": [config.epochs_head, config.epochs_finetune],
+              "lr": [config.lr_head, config.lr_finetune], "batch_size": config.batch_size, "seed": config.seed}
+    checkpoints = EpochCheckpoints(config.cache_dir, recipe)
+    checkpoints.resume(decoder)
     rng = np.random.default_rng(config.seed)
     n = len(masks[0])
     phases = [("decoder", config.epochs_head, config.lr_head)]
@@ -118,7 +115,7 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         if deep is not None:
             set_trainable(deep, phase != "decoder")
         decoder.compile(optimizer=keras.optimizers.Adam(base_lr), loss=segmentation_loss(config.loss))
-        for epoch in range(max(progress["epoch"], first), first + epochs):
+        for epoch in range(max(checkpoints.epoch, first), first + epochs):
             lr = base_lr * (0.5 ** ((epoch - first) // max(1, epochs // 3)))
             decoder.optimizer.learning_rate.assign(lr)
             order = rng.permutation(n * views)
@@ -130,9 +127,7 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
                 target = np.stack([masks[k // n][k % n] for k in picks])[..., None].astype(np.float32)
                 losses.append(float(decoder.train_on_batch(batch, target)))
             print(f"epoch {epoch + 1}/{first + epochs} [{phase}] lr {lr:.1e} loss {np.mean(losses):.4f}", flush=True)
-            decoder.save_weights(ckpt)
-            progress["epoch"] = epoch + 1
-            progress_file.write_text(json.dumps(progress))
+            checkpoints.finish(decoder, epoch + 1)
         first += epochs
     from core.training.bundle_writer import write_segmenter_bundle
 
