@@ -101,8 +101,9 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         deep = encoder_deep_part(build_backbone(config.arch, config.backbone_path), config.arch, config.top_from)
     decoder = build_decoder([s.shape[1:] for s in skips[0]], config.spec.size, deep=deep)
     recipe = {"encoder_layers": encoder_layers(config), "size": config.spec.size, "loss": config.loss,
-              "augmentation": config.augmentation, "augmented_views": config.augmented_views, "epochs": [config.epochs_head, config.epochs_finetune],
-              "lr": [config.lr_head, config.lr_finetune], "batch_size": config.batch_size, "seed": config.seed}
+              "augmentation": config.augmentation, "augmented_views": config.augmented_views,
+              "epochs": [config.epochs_head, config.epochs_finetune], "lr": [config.lr_head, config.lr_finetune],
+              "batch_size": config.batch_size, "seed": config.seed}
     checkpoints = EpochCheckpoints(config.cache_dir, recipe)
     checkpoints.resume(decoder)
     rng = np.random.default_rng(config.seed)
