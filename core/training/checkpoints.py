@@ -31,12 +31,7 @@ class EpochCheckpoints:
     def finish(self, model, epoch: int, val_loss: float | None = None) -> bool:
         """Record a finished epoch; whether its validation loss is the best so far (None: not measured,
         as for a segmenter, which keeps its last epoch)."""
-        if val_loss is None:
-            model.save_weights(self.last)
-            self.progress["epoch"] = epoch
-            self.progress_file.write_text(json.dumps(self.progress))
-            return False
-        improved = self.progress["best"] is None or val_loss < self.progress["best"]
+        improved = val_loss is not None and (self.progress["best"] is None or val_loss < self.progress["best"])
         if improved:
             self.progress.update(best=val_loss, best_epoch=epoch)
             model.save_weights(self.best_file)
