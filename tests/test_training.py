@@ -151,6 +151,52 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training, capsys):
     assert "resuming after epoch 2" in capsys.readouterr().out
 
 
+def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, monkeypatch):
+    """``--whole-epochs`` on a segmenter unfreezes the encoder below the cached cut too: the bundle carries its
+    own encoder (``trunk.keras``), runs through the Analyzer, and ``--from-written`` continues it."""
+    import keras
+
+    from core.training import __main__ as training_cli
+    from core.training import segmenter
+    from core.training.configs import BACKBONES
+
+    out, shrink = training
+    config = shrink("breast-us-lesion-seg", spec=SMALL, top_from="block12_sepconv1_act", augmented_views=0,
+                    epochs_head=1, epochs_finetune=1, lr_whole=1e-3, batch_size=4, val_fraction=0.34,
+                    root=str(busi_tree))
+    assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1"]) == 0
+    folder = out / config.id
+    written = json.loads((folder / "manifest.json").read_text())
+    arch = written["architecture"]
+    assert arch["trunk_file"] == "trunk.keras" and "backbone_file" not in arch
+    assert written["training"]["epochs"]["whole"] == 1 and written["training"]["command"].endswith("--whole-epochs 1")
+    assert "fine-tuned whole (its own `trunk.keras`" in (folder / "model_card.md").read_text()
+    imagenet = keras.saving.load_model(BACKBONES["xception"], compile=False)
+    encoder = Registry([out]).get(config.id).load().layers[1]
+    trained, start = encoder.get_layer("block2_sepconv1").get_weights()[0], imagenet.get_layer("block2_sepconv1").get_weights()[0]
+    assert np.abs(trained - start).max() > 1e-3  # below the cached cut, yet trained: far above float16 rounding
+    for trained, start in zip(encoder.get_layer("block2_sepconv1_bn").get_weights(),
+                              imagenet.get_layer("block2_sepconv1_bn").get_weights()):
+        np.testing.assert_array_equal(trained, start)  # BatchNorm stays frozen
+    record = load_image(busi_tree / "benign" / "benign (1).png", modality="US")
+    result = Analyzer(Registry([out])).analyze(record, model_ids=[config.id]).results[0]
+    assert result.mask.shape == (96, 96)
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("phases 1-2 ran again")
+
+    monkeypatch.setattr(segmenter, "prepare", not_again)
+    monkeypatch.setattr(segmenter, "fit_decoder", not_again)
+    assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1", "--from-written"]) == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["training"]["started_from"]["weights_sha256"] == written["weights"]["sha256"]
+    assert manifest["training"]["started_from"]["whole_epochs"] == 1
+    assert "continued from version" in (folder / "model_card.md").read_text()
+    continued = Registry([out]).get(config.id).load().layers[1]
+    assert np.abs(continued.get_layer("block2_sepconv1").get_weights()[0]
+                  - encoder.get_layer("block2_sepconv1").get_weights()[0]).max() > 1e-3
+
+
 def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):
     from core.training import __main__ as training_cli
 

@@ -56,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.arch and args.arch != config.arch:
         overrides["top_from"] = None  # the config's cut names a layer of its own backbone
     if args.from_written:
-        if (args.action != "train" or not (args.whole_epochs or config.epochs_whole) or config.feature_bundle
-                or config.task != "classification"):
-            parser.error("--from-written continues a written classifier's whole-network phase: 'train' with "
+        if args.action != "train" or not (args.whole_epochs or config.epochs_whole) or config.feature_bundle:
+            parser.error("--from-written continues a written network's whole-network phase: 'train' with "
                          "--whole-epochs N (or a config that has whole-network epochs)")
         overrides["whole_from_written"] = True
     if overrides:

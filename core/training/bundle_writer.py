@@ -179,8 +179,10 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
     return _write_common(folder, manifest, plan, model_card(manifest))
 
 
-def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: str | Path | None) -> Path:
-    """Save the decoder, then measure Dice/IoU at original resolution through the product's own Analyzer."""
+def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: str | Path | None, encoder=None,
+                           started_from: dict | None = None) -> Path:
+    """Save the decoder (and the ``encoder`` where phase 3 fine-tuned it: the bundle's own ``trunk.keras``),
+    then measure Dice/IoU at original resolution through the product's own Analyzer."""
     from core.training.segmenter import encoder_layers
 
     folder = Path(out_root or REPO / "models") / config.id
@@ -192,9 +194,19 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
         head += f"; encoder blocks from {config.top_from} to the deepest skip fine-tuned with the decoder"
         epochs["decoder+encoder"], rates["decoder+encoder"] = config.epochs_finetune, config.lr_finetune
     manifest = _common_manifest(config, plan, sha, "decoder.keras", head)
-    manifest["architecture"].update(_shared_backbone(config, folder), encoder_layers=encoder_layers(config))
+    arch = manifest["architecture"]
+    (folder / "trunk.keras").unlink(missing_ok=True)  # a previous whole-network version's
+    if encoder is None:
+        arch.update(_shared_backbone(config, folder))
+    else:
+        arch.update(trunk_file="trunk.keras", trunk_sha256=save_keras_fp16(encoder, folder / "trunk.keras"))
+        arch["weights_origin"] += "; then the whole encoder fine-tuned here too"
+        epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
+    arch["encoder_layers"] = encoder_layers(config)
     manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
     manifest["training"].update(loss=config.loss, epochs=epochs, learning_rates=rates)
+    if started_from:
+        manifest["training"]["started_from"] = started_from
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return settle_segmenter_bundle(folder, plan)
 
@@ -262,7 +274,7 @@ def segmenter_card(manifest: dict) -> str:
 Decision support only, not a medical device. Modality {manifest['modality']}; output: lesion probability map and mask.
 
 ## Model
-{manifest['architecture']['head']}; frozen encoder = ImageNet Xception (`{manifest['architecture']['backbone_file']}`,
+{manifest['architecture']['head']}; {_encoder_sentence(manifest)},
 outputs {', '.join(manifest['architecture']['encoder_layers'])}). Loss {t['loss']}, epochs {json.dumps(t['epochs'])}. Input
 {manifest['input_size'][0]} px, preprocessing `{json.dumps(manifest['preprocessing'])}`. Mask threshold
 {manifest['decision_threshold']}{', probabilities averaged with the mirrored image' if manifest.get('flip_average') else ''}
@@ -331,14 +343,29 @@ def _trunk_sentence(manifest: dict) -> str:
                 f"{reads}, trunk included;\nthis bundle stores only what it fitted on them (`head.keras`, float16 on "
                 "disk).")
     if "trunk_file" in arch:
-        n = start.get("whole_epochs", 0) if start else 0
-        before = f", itself fine-tuned whole for {n} epoch{'s' * (n != 1)}" if n else ""
-        origin = (f" (continued from version {start['version']}{before}, head sha256 {start['weights_sha256'][:12]}…, "
-                  f"trained {start['date']})" if start else "")
-        return (f"The whole network was fine-tuned{origin}: this bundle stores its own trunk (`{arch['trunk_file']}`) "
-                "and the layers above it with the head (`head.keras`), float16 on disk.")
+        return (f"The whole network was fine-tuned{_continued(start)}: this bundle stores its own trunk "
+                f"(`{arch['trunk_file']}`) and the layers above it with the head (`head.keras`), float16 on disk.")
     return (f"The frozen trunk is the shared file `{arch['backbone_file']}`; this bundle stores only the\n"
             "fine-tuned layers and head (`head.keras`, float16 on disk).")
+
+
+def _encoder_sentence(manifest: dict) -> str:
+    """A segmenter card's account of its encoder: the shared ImageNet file, or its own whole-tuned one."""
+    arch = manifest["architecture"]
+    if "trunk_file" in arch:
+        return (f"encoder = ImageNet Xception fine-tuned whole{_continued(manifest['training'].get('started_from'))} "
+                f"(its own `{arch['trunk_file']}`, float16 on disk")
+    return f"frozen encoder = ImageNet Xception (`{arch['backbone_file']}`"
+
+
+def _continued(start: dict | None) -> str:
+    """Where phase 3 continued a written version: which one, and the whole-network epochs behind it."""
+    if not start:
+        return ""
+    n = start.get("whole_epochs", 0)
+    before = f", itself fine-tuned whole for {n} epoch{'s' * (n != 1)}" if n else ""
+    return (f" (continued from version {start['version']}{before}, weights sha256 {start['weights_sha256'][:12]}…, "
+            f"trained {start['date']})")
 
 
 def _mirror_sentence(manifest: dict) -> str:

@@ -229,8 +229,9 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
 
 
 def written_network(config: BundleConfig, plan: dict, out_root: str | Path | None):
-    """(trunk, head, what they are) of the written bundle ``models/<id>/``: where ``--from-written``
-    starts phase 3, instead of rerunning phases 1-2. Refused unless it was cut and split as ``config``."""
+    """(trunk, head, what they are) of the written bundle ``models/<id>/`` - for a segmenter (encoder,
+    decoder, ...) - where ``--from-written`` starts phase 3, instead of rerunning phases 1-2. Refused
+    unless it was cut and split as ``config``."""
     from core.models.registry import Bundle
     from core.training.bundle_writer import same_split
 
@@ -239,9 +240,14 @@ def written_network(config: BundleConfig, plan: dict, out_root: str | Path | Non
         raise ValueError(f"--from-written: {folder} holds no written bundle; train it first")
     bundle = Bundle.from_folder(folder)
     arch = bundle.manifest["architecture"]
-    if (arch.get("backbone"), arch.get("top_block_start")) != (config.arch, config.top_block_start):
-        raise ValueError(f"--from-written: {folder} is {arch.get('backbone')} cut at {arch.get('top_block_start')}, "
-                         f"not {config.arch} cut at {config.top_block_start}")
+    cut_key, cut = ("top_block_start", config.top_block_start)
+    if config.task == "segmentation":
+        from core.training.segmenter import encoder_layers
+
+        cut_key, cut = "encoder_layers", encoder_layers(config)
+    if (arch.get("backbone"), arch.get(cut_key)) != (config.arch, cut):
+        raise ValueError(f"--from-written: {folder} is {arch.get('backbone')} cut at {arch.get(cut_key)}, "
+                         f"not {config.arch} cut at {cut}")
     if not same_split(folder, plan):
         raise ValueError(f"--from-written: {folder} was not trained on this config's split")
     training = bundle.manifest["training"]

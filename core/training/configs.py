@@ -314,6 +314,7 @@ CONFIGS: dict[str, BundleConfig] = {
             # normal images (vs 3) and all-image Dice 0.803 vs 0.785, both chosen on these same images. Lower on
             # the lesion Dice the target names, and its gain rests on the gate picked on validation: not kept.
             epochs_finetune=3,
+            lr_whole=1e-4,  # phase 3 (--whole-epochs N): the rate that served both whole-tuned classifiers
             batch_size=8,
             notes="Viewed, the 9 validation images whose annotated lesion it misses (Dice below 0.1; on the other 93 "
                   "its Dice is 0.84): 4 lesions drawn nowhere (two axillary images whose annotation is a lymph node, "

@@ -4,7 +4,8 @@ The encoder's multi-scale outputs (strides ~2/4/8/16) are the U-Net's contractin
 part runs once per image and view (cached); the expanding path (decoder) is trained on the cache.
 With ``top_from`` set, the encoder's deeper blocks from that layer up to the deepest skip train
 too: first the decoder alone (lr_head), then decoder and those blocks together (lr_finetune), as
-in the classifier recipe. Loss is BCE, Dice, Tversky or BCE + Dice (config). Dice and IoU are
+in the classifier recipe. Phase 3 (``epochs_whole``, core.training.whole_network) then unfreezes the
+whole encoder on freshly augmented images. Loss is BCE, Dice, Tversky or BCE + Dice (config). Dice and IoU are
 measured at each validation image's original resolution, through the Analyzer the product runs.
 """
 
@@ -85,13 +86,39 @@ def _views(config: BundleConfig, views: int, n_skips: int) -> tuple[list[list[np
 
 
 def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
-    """Train the decoder (resumable per epoch), evaluate on validation images, write ``models/<id>/``."""
+    """Train the decoder (resumable per epoch), then the whole U-Net where the config asks for it
+    (``epochs_whole``; with ``whole_from_written`` from the bundle already written), evaluate on
+    validation images and write ``models/<id>/``."""
+    from core.training.bundle_writer import write_segmenter_bundle
+
+    encoder = started_from = None
+    if config.whole_from_written:
+        from core.training.classifier import written_network
+
+        plan = stored_plan(config)
+        encoder, decoder, started_from = written_network(config, plan, out_root)
+    else:
+        plan = prepare(config)
+        decoder = fit_decoder(config)
+    if config.epochs_whole:
+        from core.training.whole_network import finetune_whole_segmenter
+
+        work_dir = config.cache_dir / (f"whole_from_{started_from['weights_sha256'][:12]}" if started_from else "whole")
+        encoder, decoder = finetune_whole_segmenter(config, decoder, [plan_sample(d) for d in plan["train"]],
+                                                    [plan_sample(d) for d in plan["val"]], work_dir, encoder,
+                                                    epochs_before=started_from["whole_epochs"] if started_from else 0)
+    return write_segmenter_bundle(config, decoder, plan, out_root, encoder if config.epochs_whole else None,
+                                  started_from)
+
+
+def fit_decoder(config: BundleConfig):
+    """Phases 1-2 on the cached skip features: the decoder, then the decoder with the encoder's deeper
+    blocks (``top_from``); checkpointed after every epoch, so a rerun of the same recipe resumes."""
     import keras
 
     from core.models.backbones import build_backbone, encoder_deep_part
     from core.training.losses import segmentation_loss
 
-    plan = prepare(config)
     views = 1 + config.augmented_views
     n_skips = len(encoder_layers(config))
     skips, masks = _views(config, views, n_skips)
@@ -130,6 +157,4 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
             print(f"epoch {epoch + 1}/{first + epochs} [{phase}] lr {lr:.1e} loss {np.mean(losses):.4f}", flush=True)
             checkpoints.finish(decoder, epoch + 1)
         first += epochs
-    from core.training.bundle_writer import write_segmenter_bundle
-
-    return write_segmenter_bundle(config, decoder, plan, out_root)
+    return decoder

@@ -1,4 +1,4 @@
-"""Phase 3 of a classifier: the whole network fine-tuned on images augmented afresh every epoch.
+"""Phase 3: the whole network (classifier or U-Net) fine-tuned on images augmented afresh every epoch.
 
 The cached route (``classifier.py``) trains only the top block, on the same few augmented views of
 each image every epoch, and the trunk below it keeps its ImageNet features. Here the trunk is
@@ -6,8 +6,8 @@ unfrozen too (BatchNorm stays in inference mode), every batch is loaded, preproc
 product and augmented anew, at a rate well below the top block's - the published recipes' last
 step. It costs about 195 ms per 224-px training image on 2 CPU cores (12.5 min per epoch of the
 3.9k brain slices), which is why it is off (``epochs_whole = 0``) unless asked for; on a GPU the
-same code runs as is. The fine-tuned trunk is then the bundle's own (``trunk.keras``), no longer
-the shared backbone file.
+same code runs as is. The fine-tuned trunk (a segmenter's encoder) is then the bundle's own
+(``trunk.keras``), no longer the shared backbone file.
 """
 
 from __future__ import annotations
@@ -84,29 +84,92 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
 
 def _augmented_batches(config: BundleConfig, samples: list[Sample], y: np.ndarray, class_weight: np.ndarray,
                        rng: np.random.Generator, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """One epoch of shuffled, freshly augmented batches (image, one-hot label, class weight), prepared
-    ``PREFETCH`` ahead; MixUp/CutMix on the images where the config asks for it."""
-    from core.training.augment import build_augmentation, mix_batch
-
-    def prepared(k: int):  # each batch its own seeded augmentation: the same draws whichever thread runs it
-        ids = chunks[k]
-        return model_batch([samples[i] for i in ids], config.spec, build_augmentation(config.augmentation, seed + k))[0]
+    """One epoch of shuffled, freshly augmented batches (image, one-hot label, class weight);
+    MixUp/CutMix on the images where the config asks for it."""
+    from core.training.augment import mix_batch
 
     onehot = np.eye(len(config.classes), dtype=np.float32)[y]
+    for ids, (x, _) in _prefetched(config, samples, rng, seed, with_masks=False):
+        xb, yb = x.astype(np.float32), onehot[ids]
+        if config.mix:
+            xb, yb = mix_batch(xb, yb, config.mix, rng)
+        yield xb, yb, yb @ class_weight
+
+
+def _prefetched(config: BundleConfig, samples: list[Sample], rng: np.random.Generator, seed: int,
+                with_masks: bool) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, np.ndarray | None]]]:
+    """(sample indices, ``model_batch`` output) of one shuffled epoch, each batch augmented afresh and
+    prepared ``PREFETCH`` ahead by worker threads."""
+    from core.training.augment import build_augmentation
+
+    def prepared(k: int):  # each batch its own seeded augmentation: the same draws whichever thread runs it
+        return model_batch([samples[i] for i in chunks[k]], config.spec,
+                           build_augmentation(config.augmentation, seed + k), with_masks)
+
     order = rng.permutation(len(samples))
     chunks = [np.sort(order[i : i + config.batch_size]) for i in range(0, len(order) - config.batch_size + 1,
                                                                         config.batch_size)]
     with ThreadPoolExecutor(PREFETCH) as pool:
         futures = [pool.submit(prepared, k) for k in range(min(PREFETCH, len(chunks)))]
         for k, ids in enumerate(chunks):
-            x = futures[k].result()
+            batch = futures[k].result()
             futures[k] = None
             if k + PREFETCH < len(chunks):
                 futures.append(pool.submit(prepared, k + PREFETCH))
-            xb, yb = x.astype(np.float32), onehot[ids]
-            if config.mix:
-                xb, yb = mix_batch(xb, yb, config.mix, rng)
-            yield xb, yb, yb @ class_weight
+            yield ids, batch
+
+
+def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample], val: list[Sample],
+                             work_dir: Path, encoder=None, epochs_before: int = 0):
+    """``(encoder, decoder)`` after ``config.epochs_whole`` epochs of the whole U-Net - the encoder's
+    frozen ImageNet blocks (or a written bundle's ``encoder``) unfrozen too, BatchNorm kept in inference
+    mode - with the weights of the epoch with the lowest validation loss (images at the model's input
+    size; Dice at original resolution is measured afterwards, by the bundle writer)."""
+    import keras
+
+    from core.models.backbones import build_backbone
+    from core.models.backbones import encoder as build_encoder
+    from core.training.classifier import set_trainable
+    from core.training.losses import segmentation_loss
+    from core.training.segmenter import encoder_layers
+
+    if encoder is None:
+        encoder = build_encoder(build_backbone(config.arch, config.backbone_path), config.arch, encoder_layers(config))
+    image = keras.Input(shape=(config.spec.size, config.spec.size, 3), name="image")
+    model = keras.Model(image, decoder(encoder(image)), name=config.id)
+    for part in (encoder, decoder, *(p for p in decoder.layers if isinstance(p, keras.Model))):
+        set_trainable(part, True)
+    loss = segmentation_loss(config.loss)
+    model.compile(optimizer=keras.optimizers.Adam(config.lr_whole), loss=loss)
+    recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole, "augmentation": config.augmentation,
+              "loss": config.loss, "batch_size": config.batch_size}
+    checkpoints = EpochCheckpoints(work_dir, recipe)
+    checkpoints.resume(model)
+    x_val, m_val = model_batch(val, config.spec, with_masks=True)
+    m_val = m_val[..., None].astype(np.float32)
+    steps = max(1, len(samples) // config.batch_size)
+    for epoch in range(checkpoints.epoch + 1, config.epochs_whole + 1):
+        rate = config.lr_whole * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs_whole))
+        model.optimizer.learning_rate.assign(rate)
+        draw = config.seed * 1000 + epochs_before + epoch
+        batches = ((x.astype(np.float32), m[..., None].astype(np.float32)) for _, (x, m) in
+                   _prefetched(config, samples, np.random.default_rng(draw), draw * 100_000, with_masks=True))
+        model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2)
+        pred = model.predict(x_val, batch_size=config.batch_size, verbose=0)
+        val_loss = float(np.mean(keras.ops.convert_to_numpy(loss(m_val, pred))))
+        print(f"whole network epoch {epoch}/{config.epochs_whole}: val_loss={val_loss:.4f} "
+              f"val_dice={_lesion_dice(pred >= 0.5, m_val > 0):.4f} (model grid, images with a lesion)", flush=True)
+        checkpoints.finish(model, epoch, val_loss)
+    checkpoints.load_best(model)
+    model.trainable = False
+    return keras.Model(encoder.input, encoder.outputs, name=f"{config.id}_encoder"), decoder
+
+
+def _lesion_dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean per-image Dice over the images that have a lesion."""
+    has = truth.any(axis=(1, 2, 3))
+    inter = (pred & truth).sum(axis=(1, 2, 3))[has]
+    return float(np.mean(2 * inter / (pred.sum(axis=(1, 2, 3))[has] + truth.sum(axis=(1, 2, 3))[has])))
 
 
 def image_logits(model, samples: list[Sample], config: BundleConfig, batch: int = 32) -> np.ndarray:
