@@ -314,6 +314,14 @@ CONFIGS: dict[str, BundleConfig] = {
             # normal images (vs 3) and all-image Dice 0.803 vs 0.785, both chosen on these same images. Lower on
             # the lesion Dice the target names, and its gain rests on the gate picked on validation: not kept.
             epochs_finetune=3,
+            # Phase 3 (tried, session 14): 1.1 continued whole for 8 epochs at 1e-4 (`--whole-epochs 8 --from-written`,
+            # 27 min on 2 cores; the 4th epoch, lowest validation loss, kept): lesion Dice 0.773 before the gate (as 1.1),
+            # 0.777 at its gate vs 0.767, but false lesions on 27 % of normal images vs 14 % and all-image Dice 0.768 vs
+            # 0.785: not kept. Its weights averaged with 1.1's (a model soup): 0.776 / 0.768 / 27 %, not kept. Its
+            # probability maps averaged with 1.1's (two networks, four passes with the mirror): 0.782 / 0.797 / 14 %
+            # at the best settings, above 1.1 at every threshold and gate tried - but composed into one Keras graph,
+            # two such networks (same inner layer names) gave another output than the mean of the two run alone
+            # (Keras 3.15), so no ensemble ships until members are built with names of their own.
             lr_whole=1e-4,  # phase 3 (--whole-epochs N): the rate that served both whole-tuned classifiers
             batch_size=8,
             notes="Viewed, the 9 validation images whose annotated lesion it misses (Dice below 0.1; on the other 93 "
