@@ -68,7 +68,7 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training, capsys):
 
     out, shrink = training
     config = shrink("breast-us-lesion-seg", spec=SMALL, top_from="block12_sepconv1_act", augmented_views=1,
-                    epochs_head=1, epochs_finetune=1, lr_finetune=1e-2, batch_size=4, val_fraction=0.34,
+                    epochs_head=1, epochs_finetune=1, lr_finetune=1e-2, epochs_whole=0, batch_size=4, val_fraction=0.34,
                     root=str(busi_tree))
     assert training_cli.main(["train", config.id, "--out", str(out), "--loss", "tversky"]) == 0
     manifest = json.loads((out / config.id / "manifest.json").read_text())
@@ -153,7 +153,8 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training, capsys):
 
 def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, monkeypatch):
     """``--whole-epochs`` on a segmenter unfreezes the encoder below the cached cut too: the bundle carries its
-    own encoder (``trunk.keras``), runs through the Analyzer, and ``--from-written`` continues it."""
+    own encoder (``trunk.keras``), runs through the Analyzer, and ``--from-written`` continues it - as a snapshot
+    ensemble, the continuation's probability map averaged with that of the network it started from."""
     import keras
 
     from core.training import __main__ as training_cli
@@ -162,8 +163,8 @@ def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, mo
 
     out, shrink = training
     config = shrink("breast-us-lesion-seg", spec=SMALL, top_from="block12_sepconv1_act", augmented_views=0,
-                    epochs_head=1, epochs_finetune=1, lr_whole=1e-3, batch_size=4, val_fraction=0.34,
-                    root=str(busi_tree))
+                    epochs_head=1, epochs_finetune=1, epochs_whole=0, lr_whole=1e-3, snapshot_ensemble=False,
+                    batch_size=4, val_fraction=0.34, root=str(busi_tree))
     assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1"]) == 0
     folder = out / config.id
     written = json.loads((folder / "manifest.json").read_text())
@@ -187,14 +188,26 @@ def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, mo
 
     monkeypatch.setattr(segmenter, "prepare", not_again)
     monkeypatch.setattr(segmenter, "fit_decoder", not_again)
+    shrink(config.id, snapshot_ensemble=True)
+    before = Registry([out]).get(config.id).load()
     assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1", "--from-written"]) == 0
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["training"]["started_from"]["weights_sha256"] == written["weights"]["sha256"]
     assert manifest["training"]["started_from"]["whole_epochs"] == 1
-    assert "continued from version" in (folder / "model_card.md").read_text()
-    continued = Registry([out]).get(config.id).load().layers[1]
-    assert np.abs(continued.get_layer("block2_sepconv1").get_weights()[0]
+    assert manifest["architecture"]["average_with"]["trunk_file"] == "start/trunk.keras"
+    card = (folder / "model_card.md").read_text()
+    assert "continued from version" in card and "snapshot ensemble" in card
+    ensemble = Registry([out]).get(config.id).load()
+    continued, start = ensemble.get_layer(config.id), ensemble.get_layer(f"{config.id}_start")
+    assert np.abs(continued.layers[1].get_layer("block2_sepconv1").get_weights()[0]
                   - encoder.get_layer("block2_sepconv1").get_weights()[0]).max() > 1e-3
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+    start_x, continued_x = (np.asarray(m(x, training=False)) for m in (start, continued))
+    np.testing.assert_allclose(start_x, before(x, training=False), atol=1e-5)  # the start is stored as it was
+    np.testing.assert_allclose(ensemble(x, training=False), (continued_x + start_x) / 2, atol=1e-6)
+    assert Analyzer(Registry([out])).analyze(record, model_ids=[config.id]).results[0].mask.shape == (96, 96)
+    with pytest.raises(ValueError, match="snapshot ensemble"):  # two networks cannot be continued as one
+        training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1", "--from-written"])
 
 
 def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):

@@ -147,7 +147,21 @@ class Bundle:
         arch = self.manifest.get("architecture", {})
         if arch.get("feature_bundle_task") == "segmentation":
             return self._build_on_segmenter(arch)
-        part = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
+        model = self._compose(arch, self.manifest["weights"], self.id)
+        start = arch.get("average_with")
+        if not start:
+            return model
+        # A snapshot ensemble: its probability maps averaged with those of the network it was continued from.
+        other = self._compose(start, start["weights"], f"{self.id}_start")
+        image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
+        return keras.Model(image, keras.layers.Average(name="mean_probability")([model(image), other(image)]),
+                           name=self.id)
+
+    def _compose(self, arch: dict, weights: dict, name: str):
+        """image -> frozen or own trunk -> trained part, from an architecture entry and its weights file."""
+        import keras
+
+        part = self._load_keras(weights["file"], weights["sha256"])
         if arch.get("trunk_file"):  # fine-tuned whole: the bundle's own trunk below the trained part
             frozen = self._load_keras(arch["trunk_file"], arch["trunk_sha256"])
         elif arch.get("feature_bundle"):
@@ -164,7 +178,7 @@ class Bundle:
                 frozen, _ = split_backbone(backbone, arch["backbone"], arch.get("top_block_start"))
         image = keras.Input(shape=tuple(self.manifest["input_size"]) if self.task == "segmentation" else (None, None, 3),
                             name="image")
-        return keras.Model(image, part(frozen(image)), name=self.id)
+        return keras.Model(image, part(frozen(image)), name=name)
 
     def _parent(self, arch: dict) -> "Bundle":
         """The bundle this one builds on, refused unless it is the version it was fitted on.

@@ -180,13 +180,18 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
 
 
 def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: str | Path | None, encoder=None,
-                           started_from: dict | None = None) -> Path:
+                           started_from: dict | None = None, start: tuple | None = None) -> Path:
     """Save the decoder (and the ``encoder`` where phase 3 fine-tuned it: the bundle's own ``trunk.keras``),
-    then measure Dice/IoU at original resolution through the product's own Analyzer."""
+    then measure Dice/IoU at original resolution through the product's own Analyzer. ``start`` (its own
+    encoder or None for the shared backbone, decoder): the network phase 3 started from, stored in
+    ``start/`` and averaged with this one (a snapshot ensemble)."""
+    import shutil
+
     from core.training.segmenter import encoder_layers
 
     folder = Path(out_root or REPO / "models") / config.id
     folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder / "start", ignore_errors=True)  # a previous ensemble's
     sha = save_keras_fp16(decoder, folder / "decoder.keras")
     head = "U-Net decoder (trained) over the frozen encoder's multi-scale outputs"
     epochs, rates = {"decoder": config.epochs_head}, {"decoder": config.lr_head}
@@ -203,6 +208,17 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
         arch["weights_origin"] += "; then the whole encoder fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
     arch["encoder_layers"] = encoder_layers(config)
+    if start is not None:
+        start_encoder, start_decoder = start
+        entry = {"backbone": config.arch, "encoder_layers": encoder_layers(config),
+                 "weights": {"file": "start/decoder.keras", "storage": "float16",
+                             "sha256": save_keras_fp16(start_decoder, folder / "start" / "decoder.keras")}}
+        if start_encoder is None:
+            entry.update(_shared_backbone(config, folder))
+        else:
+            entry.update(trunk_file="start/trunk.keras",
+                         trunk_sha256=save_keras_fp16(start_encoder, folder / "start" / "trunk.keras"))
+        arch["average_with"] = entry
     manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
     manifest["training"].update(loss=config.loss, epochs=epochs, learning_rates=rates)
     if started_from:
@@ -274,7 +290,7 @@ def segmenter_card(manifest: dict) -> str:
 Decision support only, not a medical device. Modality {manifest['modality']}; output: lesion probability map and mask.
 
 ## Model
-{manifest['architecture']['head']}; {_encoder_sentence(manifest)},
+{manifest['architecture']['head']}. {_encoder_sentence(manifest)},
 outputs {', '.join(manifest['architecture']['encoder_layers'])}). Loss {t['loss']}, epochs {json.dumps(t['epochs'])}. Input
 {manifest['input_size'][0]} px, preprocessing `{json.dumps(manifest['preprocessing'])}`. Mask threshold
 {manifest['decision_threshold']}{', probabilities averaged with the mirrored image' if manifest.get('flip_average') else ''}
@@ -352,10 +368,17 @@ def _trunk_sentence(manifest: dict) -> str:
 def _encoder_sentence(manifest: dict) -> str:
     """A segmenter card's account of its encoder: the shared ImageNet file, or its own whole-tuned one."""
     arch = manifest["architecture"]
+    if "average_with" in arch:
+        start = manifest["training"].get("started_from")
+        what = f"version {start['version']}" if start else "phases 1-2's network"
+        ensemble = (f"Its probability map is the mean of two networks' (a snapshot ensemble): the one described here "
+                    f"and {what}, which phase 3 started from (`start/`; two networks' time per image). ")
+    else:
+        ensemble = ""
     if "trunk_file" in arch:
-        return (f"encoder = ImageNet Xception fine-tuned whole{_continued(manifest['training'].get('started_from'))} "
-                f"(its own `{arch['trunk_file']}`, float16 on disk")
-    return f"frozen encoder = ImageNet Xception (`{arch['backbone_file']}`"
+        return (f"{ensemble}Encoder = ImageNet Xception fine-tuned whole"
+                f"{_continued(manifest['training'].get('started_from'))} (its own `{arch['trunk_file']}`, float16 on disk")
+    return f"{ensemble}Frozen encoder = ImageNet Xception (`{arch['backbone_file']}`"
 
 
 def _continued(start: dict | None) -> str:

@@ -240,6 +240,9 @@ def written_network(config: BundleConfig, plan: dict, out_root: str | Path | Non
         raise ValueError(f"--from-written: {folder} holds no written bundle; train it first")
     bundle = Bundle.from_folder(folder)
     arch = bundle.manifest["architecture"]
+    if "average_with" in arch:
+        raise ValueError(f"--from-written: {folder} averages two networks (a snapshot ensemble); it cannot be "
+                         "continued as one - retrain it")
     cut_key, cut = ("top_block_start", config.top_block_start)
     if config.task == "segmentation":
         from core.training.segmenter import encoder_layers
