@@ -151,6 +151,17 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training, capsys):
     assert "resuming after epoch 2" in capsys.readouterr().out
 
 
+def _written_with_own_trunk(folder, card_phrase: str) -> dict:
+    """The manifest of a bundle written after ``--whole-epochs 1``: it stores its own trunk, and its command and
+    card record the phase."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    arch = manifest["architecture"]
+    assert arch["trunk_file"] == "trunk.keras" and "backbone_file" not in arch
+    assert manifest["training"]["epochs"]["whole"] == 1 and manifest["training"]["command"].endswith("--whole-epochs 1")
+    assert card_phrase in (folder / "model_card.md").read_text()
+    return manifest
+
+
 def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, monkeypatch):
     """``--whole-epochs`` on a segmenter unfreezes the encoder below the cached cut too: the bundle carries its
     own encoder (``trunk.keras``), runs through the Analyzer, and ``--from-written`` continues it - as a snapshot
@@ -167,11 +178,7 @@ def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, mo
                     batch_size=4, val_fraction=0.34, root=str(busi_tree))
     assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1"]) == 0
     folder = out / config.id
-    written = json.loads((folder / "manifest.json").read_text())
-    arch = written["architecture"]
-    assert arch["trunk_file"] == "trunk.keras" and "backbone_file" not in arch
-    assert written["training"]["epochs"]["whole"] == 1 and written["training"]["command"].endswith("--whole-epochs 1")
-    assert "fine-tuned whole (its own `trunk.keras`" in (folder / "model_card.md").read_text()
+    written = _written_with_own_trunk(folder, "fine-tuned whole (its own `trunk.keras`")
     imagenet = keras.saving.load_model(BACKBONES["xception"], compile=False)
     encoder = Registry([out]).get(config.id).load().layers[1]
     trained, start = encoder.get_layer("block2_sepconv1").get_weights()[0], imagenet.get_layer("block2_sepconv1").get_weights()[0]
@@ -240,11 +247,7 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
                     augmented_views=0, epochs_head=1, epochs_finetune=1, lr_whole=1e-3, batch_size=4, val_fraction=0.34)
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1"]) == 0
     folder = out / config.id
-    manifest = json.loads((folder / "manifest.json").read_text())
-    arch = manifest["architecture"]
-    assert arch["trunk_file"] == "trunk.keras" and "backbone_file" not in arch
-    assert manifest["training"]["epochs"]["whole"] == 1 and manifest["training"]["command"].endswith("--whole-epochs 1")
-    assert "whole network was fine-tuned" in (folder / "model_card.md").read_text()
+    _written_with_own_trunk(folder, "whole network was fine-tuned")
     registry = Registry([out])
     model = registry.get(config.id).load()
     trunk = model.layers[1]
