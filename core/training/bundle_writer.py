@@ -51,6 +51,14 @@ def _shared_backbone(config: BundleConfig, folder: Path) -> dict:
     return {"backbone_file": str(Path("..") / shared.parent.name / shared.name), "backbone_sha256": sha}
 
 
+def _trunk_entry(config: BundleConfig, folder: Path, trunk, relative: str = "trunk.keras") -> dict:
+    """Manifest reference to the network below the trained part: the shared backbone where ``trunk`` is
+    None, else ``trunk`` (fine-tuned whole) saved as the bundle's own file ``relative``."""
+    if trunk is None:
+        return _shared_backbone(config, folder)
+    return {"trunk_file": relative, "trunk_sha256": save_keras_fp16(trunk, folder / relative)}
+
+
 def _command_options(config: BundleConfig) -> str:
     """The CLI options that reproduce this config where it differs from the shipped one."""
     default = dict(zip(("reader", "root", "arch", "weights"), DEFAULT_SOURCES.get(config.id, ())))
@@ -147,10 +155,8 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     epochs = {"head": config.epochs_head, "finetune": config.epochs_finetune}
     rates = {"head": config.lr_head, "finetune": config.lr_finetune}
     (folder / "trunk.keras").unlink(missing_ok=True)  # a previous whole-network version's
-    if trunk is None:
-        arch.update(_shared_backbone(config, folder))
-    else:
-        arch.update(trunk_file="trunk.keras", trunk_sha256=save_keras_fp16(trunk, folder / "trunk.keras"))
+    arch.update(_trunk_entry(config, folder, trunk))
+    if trunk is not None:
         arch["weights_origin"] += f"; then every layer below {config.top_block_start} fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
     if config.tiling is not None:
@@ -201,24 +207,18 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
     manifest = _common_manifest(config, plan, sha, "decoder.keras", head)
     arch = manifest["architecture"]
     (folder / "trunk.keras").unlink(missing_ok=True)  # a previous whole-network version's
-    if encoder is None:
-        arch.update(_shared_backbone(config, folder))
-    else:
-        arch.update(trunk_file="trunk.keras", trunk_sha256=save_keras_fp16(encoder, folder / "trunk.keras"))
+    arch.update(_trunk_entry(config, folder, encoder), encoder_layers=encoder_layers(config))
+    if encoder is not None:
         arch["weights_origin"] += "; then the whole encoder fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
-    arch["encoder_layers"] = encoder_layers(config)
     if start is not None:
         start_encoder, start_decoder = start
-        entry = {"backbone": config.arch, "encoder_layers": encoder_layers(config),
-                 "weights": {"file": "start/decoder.keras", "storage": "float16",
-                             "sha256": save_keras_fp16(start_decoder, folder / "start" / "decoder.keras")}}
-        if start_encoder is None:
-            entry.update(_shared_backbone(config, folder))
-        else:
-            entry.update(trunk_file="start/trunk.keras",
-                         trunk_sha256=save_keras_fp16(start_encoder, folder / "start" / "trunk.keras"))
-        arch["average_with"] = entry
+        arch["average_with"] = {
+            "backbone": config.arch, "encoder_layers": arch["encoder_layers"],
+            "weights": {"file": "start/decoder.keras", "storage": "float16",
+                        "sha256": save_keras_fp16(start_decoder, folder / "start" / "decoder.keras")},
+            **_trunk_entry(config, folder, start_encoder, "start/trunk.keras"),
+        }
     manifest.update(classes=["lesion"], decision_threshold=0.5, min_lesion_px=16)
     manifest["training"].update(loss=config.loss, epochs=epochs, learning_rates=rates)
     if started_from:

@@ -210,10 +210,8 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     if config.epochs_whole:
         from core.training.whole_network import finetune_whole
 
-        work_dir = config.cache_dir / (f"whole_from_{started_from['weights_sha256'][:12]}" if started_from else "whole")
         trunk, head, logits_val = finetune_whole(config, head, [plan_sample(d) for d in plan["train"]], y_images,
-                                                 [plan_sample(d) for d in plan["val"]], y_val, work_dir, trunk,
-                                                 epochs_before=started_from["whole_epochs"] if started_from else 0)
+                                                 [plan_sample(d) for d in plan["val"]], y_val, trunk, started_from)
     else:
         logits_val = predict_chunks(head, x_val)
     temperature = fit_temperature(logits_val, y_val)

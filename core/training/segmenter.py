@@ -107,10 +107,8 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         if config.snapshot_ensemble:  # phase 3 trains in place: keep what it starts from
             own_trunk = bool(started_from and started_from["whole_epochs"])
             start = (_copy(encoder) if own_trunk else None, _copy(decoder))
-        work_dir = config.cache_dir / (f"whole_from_{started_from['weights_sha256'][:12]}" if started_from else "whole")
         encoder, decoder = finetune_whole_segmenter(config, decoder, [plan_sample(d) for d in plan["train"]],
-                                                    [plan_sample(d) for d in plan["val"]], work_dir, encoder,
-                                                    epochs_before=started_from["whole_epochs"] if started_from else 0)
+                                                    [plan_sample(d) for d in plan["val"]], encoder, started_from)
     return write_segmenter_bundle(config, decoder, plan, out_root, encoder if config.epochs_whole else None,
                                   started_from, start)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -28,13 +27,31 @@ from core.training.features import model_batch
 PREFETCH = 4  # batches prepared ahead by worker threads (decoding and albumentations release the GIL)
 
 
+def _epochs(config: BundleConfig, checkpoints: EpochCheckpoints, started_from: dict | None
+            ) -> Iterator[tuple[int, float, int]]:
+    """(epoch, learning rate, augmentation draw) of each epoch still to run. The rate decays by cosine
+    over ``epochs_whole``, so a resumed run continues the same schedule; the whole-network epochs behind
+    a written start (``started_from``) number the draws on, so a continued run sees images augmented
+    afresh rather than its start's epochs once more."""
+    before = started_from["whole_epochs"] if started_from else 0
+    for epoch in range(checkpoints.epoch + 1, config.epochs_whole + 1):
+        rate = config.lr_whole * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs_whole))
+        yield epoch, rate, config.seed * 1000 + before + epoch
+
+
+def _checkpoints(config: BundleConfig, started_from: dict | None, recipe: dict) -> EpochCheckpoints:
+    """Phase 3's checkpoints in the bundle's cache: a continuation of a written version (``started_from``)
+    keeps its own, apart from a run that started from phases 1-2."""
+    name = f"whole_from_{started_from['weights_sha256'][:12]}" if started_from else "whole"
+    return EpochCheckpoints(config.cache_dir / name, recipe)
+
+
 def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndarray, val: list[Sample],
-                   y_val: np.ndarray, work_dir: Path, trunk=None, epochs_before: int = 0):
+                   y_val: np.ndarray, trunk=None, started_from: dict | None = None):
     """``(trunk, head, validation logits)`` after ``config.epochs_whole`` epochs from the phase-2 ``head``
-    on the ImageNet trunk (or from a written bundle's ``trunk`` and ``head``), with the weights of the
-    epoch with the lowest validation loss. Checkpoints after each epoch; a rerun resumes.
-    ``epochs_before`` (whole-network epochs behind a written start) numbers the augmentation draws on,
-    so a continued run sees images augmented afresh rather than its start's epochs once more."""
+    on the ImageNet trunk (or from a written bundle's ``trunk`` and ``head``, described by ``started_from``),
+    with the weights of the epoch with the lowest validation loss. Checkpoints after each epoch; a rerun
+    resumes."""
     import keras
 
     from core.models.backbones import build_backbone, split_backbone
@@ -57,15 +74,12 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
 
     recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole, "augmentation": config.augmentation,
               "mix": config.mix, "batch_size": config.batch_size}
-    checkpoints = EpochCheckpoints(work_dir, recipe)
+    checkpoints = _checkpoints(config, started_from, recipe)
     checkpoints.resume(model)
     best_logits = None  # the best epoch's validation logits, where this run trained it (else measured again)
     steps = max(1, len(samples) // config.batch_size)
-    for epoch in range(checkpoints.epoch + 1, config.epochs_whole + 1):
-        # Cosine decay by epoch, so a resumed run continues the same schedule.
-        rate = config.lr_whole * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs_whole))
+    for epoch, rate, draw in _epochs(config, checkpoints, started_from):
         model.optimizer.learning_rate.assign(rate)
-        draw = config.seed * 1000 + epochs_before + epoch
         batches = _augmented_batches(config, samples, y, weights, np.random.default_rng(draw), seed=draw * 100_000)
         model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2)
         logits = image_logits(model, val, config)
@@ -119,10 +133,10 @@ def _prefetched(config: BundleConfig, samples: list[Sample], rng: np.random.Gene
             yield ids, batch
 
 
-def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample], val: list[Sample],
-                             work_dir: Path, encoder=None, epochs_before: int = 0):
-    """``(encoder, decoder)`` after ``config.epochs_whole`` epochs of the whole U-Net - the encoder's
-    frozen ImageNet blocks (or a written bundle's ``encoder``) unfrozen too, BatchNorm kept in inference
+def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample], val: list[Sample], encoder=None,
+                             started_from: dict | None = None):
+    """``(encoder, decoder)`` after ``config.epochs_whole`` epochs of the whole U-Net - the encoder's frozen
+    ImageNet blocks (or a written bundle's ``encoder``, described by ``started_from``) unfrozen too, BatchNorm kept in inference
     mode - with the weights of the epoch with the lowest validation loss (images at the model's input
     size; Dice at original resolution is measured afterwards, by the bundle writer)."""
     import keras
@@ -130,6 +144,7 @@ def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample
     from core.models.backbones import build_backbone
     from core.models.backbones import encoder as build_encoder
     from core.training.classifier import set_trainable
+    from core.training.evaluate import segmentation_metrics
     from core.training.losses import segmentation_loss
     from core.training.segmenter import encoder_layers
 
@@ -143,33 +158,26 @@ def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample
     model.compile(optimizer=keras.optimizers.Adam(config.lr_whole), loss=loss)
     recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole, "augmentation": config.augmentation,
               "loss": config.loss, "batch_size": config.batch_size}
-    checkpoints = EpochCheckpoints(work_dir, recipe)
+    checkpoints = _checkpoints(config, started_from, recipe)
     checkpoints.resume(model)
     x_val, m_val = model_batch(val, config.spec, with_masks=True)
     m_val = m_val[..., None].astype(np.float32)
+    has_lesion = m_val.any(axis=(1, 2, 3))
     steps = max(1, len(samples) // config.batch_size)
-    for epoch in range(checkpoints.epoch + 1, config.epochs_whole + 1):
-        rate = config.lr_whole * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config.epochs_whole))
+    for epoch, rate, draw in _epochs(config, checkpoints, started_from):
         model.optimizer.learning_rate.assign(rate)
-        draw = config.seed * 1000 + epochs_before + epoch
         batches = ((x.astype(np.float32), m[..., None].astype(np.float32)) for _, (x, m) in
                    _prefetched(config, samples, np.random.default_rng(draw), draw * 100_000, with_masks=True))
         model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2)
         pred = model.predict(x_val, batch_size=config.batch_size, verbose=0)
         val_loss = float(np.mean(keras.ops.convert_to_numpy(loss(m_val, pred))))
+        dice = segmentation_metrics(list((pred >= 0.5)[has_lesion]), list(m_val[has_lesion]))["dice"]
         print(f"whole network epoch {epoch}/{config.epochs_whole}: val_loss={val_loss:.4f} "
-              f"val_dice={_lesion_dice(pred >= 0.5, m_val > 0):.4f} (model grid, images with a lesion)", flush=True)
+              f"val_dice={dice:.4f} (model grid, images with a lesion)", flush=True)
         checkpoints.finish(model, epoch, val_loss)
     checkpoints.load_best(model)
     model.trainable = False
     return keras.Model(encoder.input, encoder.outputs, name=f"{config.id}_encoder"), decoder
-
-
-def _lesion_dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean per-image Dice over the images that have a lesion."""
-    has = truth.any(axis=(1, 2, 3))
-    inter = (pred & truth).sum(axis=(1, 2, 3))[has]
-    return float(np.mean(2 * inter / (pred.sum(axis=(1, 2, 3))[has] + truth.sum(axis=(1, 2, 3))[has])))
 
 
 def image_logits(model, samples: list[Sample], config: BundleConfig, batch: int = 32) -> np.ndarray:
