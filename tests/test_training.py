@@ -213,8 +213,14 @@ def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, mo
     np.testing.assert_allclose(start_x, before(x, training=False), atol=1e-5)  # the start is stored as it was
     np.testing.assert_allclose(ensemble(x, training=False), (continued_x + start_x) / 2, atol=1e-6)
     assert Analyzer(Registry([out])).analyze(record, model_ids=[config.id]).results[0].mask.shape == (96, 96)
-    with pytest.raises(ValueError, match="snapshot ensemble"):  # two networks cannot be continued as one
-        training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1", "--from-written"])
+    # Continuing the ensemble continues its newer network; the older snapshot drops out.
+    assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1", "--from-written"]) == 0
+    again = json.loads((folder / "manifest.json").read_text())
+    assert again["training"]["started_from"]["weights_sha256"] == manifest["weights"]["sha256"]
+    assert again["training"]["started_from"]["newest_of_ensemble"] and again["training"]["started_from"]["whole_epochs"] == 2
+    assert "the newer network of version" in (folder / "model_card.md").read_text()
+    newer_start = Registry([out]).get(config.id).load().get_layer(f"{config.id}_start")
+    np.testing.assert_allclose(newer_start(x, training=False), continued_x, atol=1e-5)
 
 
 def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):

@@ -119,8 +119,12 @@ class Bundle:
             return self._stages
 
     def trunk_and_head(self):
-        """The two parts ``_build`` composes a classifier of (image -> trunk -> head)."""
-        trunk, head = self.load().layers[1:]
+        """The two parts ``_build`` composes a network of (image -> trunk -> head); of a snapshot ensemble,
+        those of its newest network (the one its manifest describes, not ``average_with``)."""
+        model = self.load()
+        if "average_with" in self.manifest.get("architecture", {}):
+            model = model.get_layer(self.id)
+        trunk, head = model.layers[1:]
         return trunk, head
 
     def pooled_at(self, layer: str):

@@ -370,7 +370,7 @@ def _encoder_sentence(manifest: dict) -> str:
     arch = manifest["architecture"]
     if "average_with" in arch:
         start = manifest["training"].get("started_from")
-        what = f"version {start['version']}" if start else "phases 1-2's network"
+        what = _version_name(start) if start else "phases 1-2's network"
         ensemble = (f"Its probability map is the mean of two networks' (a snapshot ensemble): the one described here "
                     f"and {what}, which phase 3 started from (`start/`; two networks' time per image). ")
     else:
@@ -387,8 +387,15 @@ def _continued(start: dict | None) -> str:
         return ""
     n = start.get("whole_epochs", 0)
     before = f", itself fine-tuned whole for {n} epoch{'s' * (n != 1)}" if n else ""
-    return (f" (continued from version {start['version']}{before}, weights sha256 {start['weights_sha256'][:12]}…, "
+    return (f" (continued from {_version_name(start)}{before}, weights sha256 {start['weights_sha256'][:12]}…, "
             f"trained {start['date']})")
+
+
+def _version_name(start: dict) -> str:
+    """The written network phase 3 started from; of a snapshot ensemble, its newest (the older drops out)."""
+    if start.get("newest_of_ensemble"):
+        return f"the newer network of version {start['version']}"
+    return f"version {start['version']}"
 
 
 def _mirror_sentence(manifest: dict) -> str:

@@ -228,8 +228,9 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
 
 def written_network(config: BundleConfig, plan: dict, out_root: str | Path | None):
     """(trunk, head, what they are) of the written bundle ``models/<id>/`` - for a segmenter (encoder,
-    decoder, ...) - where ``--from-written`` starts phase 3, instead of rerunning phases 1-2. Refused
-    unless it was cut and split as ``config``."""
+    decoder, ...) - where ``--from-written`` starts phase 3, instead of rerunning phases 1-2. Of a snapshot
+    ensemble, its newest network: the snapshot it started from drops out. Refused unless it was cut and
+    split as ``config``."""
     from core.models.registry import Bundle
     from core.training.bundle_writer import same_split
 
@@ -238,9 +239,6 @@ def written_network(config: BundleConfig, plan: dict, out_root: str | Path | Non
         raise ValueError(f"--from-written: {folder} holds no written bundle; train it first")
     bundle = Bundle.from_folder(folder)
     arch = bundle.manifest["architecture"]
-    if "average_with" in arch:
-        raise ValueError(f"--from-written: {folder} averages two networks (a snapshot ensemble); it cannot be "
-                         "continued as one - retrain it")
     cut_key, cut = ("top_block_start", config.top_block_start)
     if config.task == "segmentation":
         from core.training.segmenter import encoder_layers
@@ -254,9 +252,11 @@ def written_network(config: BundleConfig, plan: dict, out_root: str | Path | Non
     training = bundle.manifest["training"]
     # Whole-network epochs behind the written weights, its own and those of the bundle it continued.
     whole = training.get("epochs", {}).get("whole", 0) + training.get("started_from", {}).get("whole_epochs", 0)
-    return *bundle.trunk_and_head(), {"version": bundle.manifest["version"],
-                                      "weights_sha256": bundle.manifest["weights"]["sha256"],
-                                      "date": training["date"], "whole_epochs": whole}
+    started_from = {"version": bundle.manifest["version"], "weights_sha256": bundle.manifest["weights"]["sha256"],
+                    "date": training["date"], "whole_epochs": whole}
+    if "average_with" in arch:
+        started_from["newest_of_ensemble"] = True
+    return *bundle.trunk_and_head(), started_from
 
 
 def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,

@@ -169,7 +169,10 @@ CONFIGS: dict[str, BundleConfig] = {
             # 965 after epochs 1-4, validation loss lowest after epoch 3 but 0.102 vs 1.4's 0.087 (training loss 0.014:
             # it now overfits); with mirror averaging 947 vs 949, log-loss 0.074 vs 0.063, glioma and meningioma recall
             # 0.977 / 0.974; its logits averaged with 1.4's, 945-948 of 965 (with or without mirrors): not kept. The
-            # chain of continuations has stopped paying. A plain `train` runs phases 1-3 (4 whole-network epochs from
+            # chain of continuations has stopped paying. Its earlier links as a snapshot ensemble (tried, session 15,
+            # logits averaged): 1.4 + 1.3 946 of 965, with 1.3's mirror 948, with both mirrors 948 (log-loss 0.059 vs
+            # 0.066), 1.4 + 1.3 + 1.2 943-944: better calibrated, never more accurate than 1.4's 949 alone: not kept.
+            # A plain `train` runs phases 1-3 (4 whole-network epochs from
             # ImageNet + phase 2), not this chain of continuations.
             epochs_whole=4,
             lr_whole=1e-4,
@@ -276,6 +279,8 @@ CONFIGS: dict[str, BundleConfig] = {
             # tiles 0.68, images 0.40 on the 50 validation images (0.39 with only masses as positive tiles).
             # Each breast against the woman's other breast (frozen Xception features at 384x512 and their
             # difference, logistic regression, 5-fold by woman x 3 repeats over all 258): 0.56 (masses only 0.57).
+            # Ceiling of a mass detector alone (from annotations.txt): 46 of the 91 abnormal images hold a mass;
+            # masses ranked perfectly and the rest at chance give image AUC 0.75 < the 0.80 target.
             spec=PreprocessSpec(size=256, color="grey3", crop="none"),
             tiling=TilingSpec(tile=128, stride=96, min_tissue=0.3, tissue="radiograph", aggregate="max"),
             tile_labels_from_circles=True,
