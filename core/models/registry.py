@@ -120,7 +120,7 @@ class Bundle:
 
     def trunk_and_head(self):
         """The two parts ``_build`` composes a network of (image -> trunk -> head); of a snapshot ensemble,
-        those of its newest network (the one its manifest describes, not ``average_with``)."""
+        those of its newer network (the one its manifest describes, not ``average_with``)."""
         model = self.load()
         if "average_with" in self.manifest.get("architecture", {}):
             model = model.get_layer(self.id)

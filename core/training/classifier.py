@@ -229,7 +229,7 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
 def written_network(config: BundleConfig, plan: dict, out_root: str | Path | None):
     """(trunk, head, what they are) of the written bundle ``models/<id>/`` - for a segmenter (encoder,
     decoder, ...) - where ``--from-written`` starts phase 3, instead of rerunning phases 1-2. Of a snapshot
-    ensemble, its newest network: the snapshot it started from drops out. Refused unless it was cut and
+    ensemble, its newer network: the snapshot it started from drops out. Refused unless it was cut and
     split as ``config``."""
     from core.models.registry import Bundle
     from core.training.bundle_writer import same_split
