@@ -217,7 +217,7 @@ def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, mo
     assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1", "--from-written"]) == 0
     again = json.loads((folder / "manifest.json").read_text())
     assert again["training"]["started_from"]["weights_sha256"] == manifest["weights"]["sha256"]
-    assert again["training"]["started_from"]["newest_of_ensemble"] and again["training"]["started_from"]["whole_epochs"] == 2
+    assert again["training"]["started_from"]["newer_of_ensemble"] and again["training"]["started_from"]["whole_epochs"] == 2
     assert "the newer network of version" in (folder / "model_card.md").read_text()
     newer_start = Registry([out]).get(config.id).load().get_layer(f"{config.id}_start")
     np.testing.assert_allclose(newer_start(x, training=False), continued_x, atol=1e-5)

@@ -393,7 +393,7 @@ def _continued(start: dict | None) -> str:
 
 def _version_name(start: dict) -> str:
     """The written network phase 3 started from; of a snapshot ensemble, its newer one (the older drops out)."""
-    if start.get("newest_of_ensemble"):
+    if start.get("newer_of_ensemble"):
         return f"the newer network of version {start['version']}"
     return f"version {start['version']}"
 

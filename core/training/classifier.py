@@ -255,7 +255,7 @@ def written_network(config: BundleConfig, plan: dict, out_root: str | Path | Non
     started_from = {"version": bundle.manifest["version"], "weights_sha256": bundle.manifest["weights"]["sha256"],
                     "date": training["date"], "whole_epochs": whole}
     if "average_with" in arch:
-        started_from["newest_of_ensemble"] = True
+        started_from["newer_of_ensemble"] = True
     return *bundle.trunk_and_head(), started_from
 
 

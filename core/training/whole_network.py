@@ -136,9 +136,10 @@ def _prefetched(config: BundleConfig, samples: list[Sample], rng: np.random.Gene
 def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample], val: list[Sample], encoder=None,
                              started_from: dict | None = None):
     """``(encoder, decoder)`` after ``config.epochs_whole`` epochs of the whole U-Net - the encoder's frozen
-    ImageNet blocks (or a written bundle's ``encoder``, described by ``started_from``) unfrozen too, BatchNorm kept in inference
-    mode - with the weights of the epoch with the lowest validation loss (images at the model's input
-    size; Dice at original resolution is measured afterwards, by the bundle writer)."""
+    ImageNet blocks (or a written bundle's ``encoder``, described by ``started_from``) unfrozen too,
+    BatchNorm kept in inference mode - with the weights of the epoch with the lowest validation loss
+    (images at the model's input size; Dice at original resolution is measured afterwards, by the bundle
+    writer)."""
     import keras
 
     from core.models.backbones import build_backbone
