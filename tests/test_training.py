@@ -213,12 +213,18 @@ def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, mo
     np.testing.assert_allclose(start_x, before(x, training=False), atol=1e-5)  # the start is stored as it was
     np.testing.assert_allclose(ensemble(x, training=False), (continued_x + start_x) / 2, atol=1e-6)
     assert Analyzer(Registry([out])).analyze(record, model_ids=[config.id]).results[0].mask.shape == (96, 96)
-    # Continuing the ensemble continues its newer network; the older snapshot drops out.
-    assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1", "--from-written"]) == 0
+    assert manifest["training"]["augmentation_whole"] == config.augmentation
+    # Continuing the ensemble continues its newer network; the older snapshot drops out. Its phase 3 may draw
+    # another augmentation, which the manifest, card and command record.
+    assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1", "--from-written",
+                              "--whole-augmentation", "geometric"]) == 0
     again = json.loads((folder / "manifest.json").read_text())
     assert again["training"]["started_from"]["weights_sha256"] == manifest["weights"]["sha256"]
     assert again["training"]["started_from"]["newer_of_ensemble"] and again["training"]["started_from"]["whole_epochs"] == 2
-    assert "the newer network of version" in (folder / "model_card.md").read_text()
+    assert again["training"]["augmentation_whole"] == "geometric"
+    assert again["training"]["command"].endswith("--whole-epochs 1 --whole-augmentation geometric --from-written")
+    card = (folder / "model_card.md").read_text()
+    assert "the newer network of version" in card and "whole-network phase: geometric, drawn afresh" in card
     newer_start = Registry([out]).get(config.id).load().get_layer(f"{config.id}_start")
     np.testing.assert_allclose(newer_start(x, training=False), continued_x, atol=1e-5)
 

@@ -12,7 +12,7 @@ A site with BreakHis or IDC data retrains the histology bundle with one command,
 weights or finds them in ~/.keras/models; a local file or ``none`` works too). ``--whole-epochs N``
 then fine-tunes the whole network on freshly augmented images (``core.training.whole_network``;
 meant for a GPU); with ``--from-written`` it starts from the bundle already written instead of
-rerunning the cached phases.
+rerunning the cached phases, and ``--whole-augmentation`` picks that phase's augmentation.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import json
 import sys
 from pathlib import Path
 
+from core.training.augment import AUGMENTATIONS
 from core.training.configs import CONFIGS, REPO
 from core.training.datasets import READERS
 from core.training.losses import LOSS_NAMES
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", choices=LOSS_NAMES, help="segmenters: training loss (overrides the config)")
     parser.add_argument("--whole-epochs", type=int, help="train: then fine-tune the whole network for this many "
                         "epochs on freshly augmented images (slow without a GPU)")
+    parser.add_argument("--whole-augmentation", choices=AUGMENTATIONS, help="train: the whole-network phase's "
+                        "augmentation (default: the config's)")
     parser.add_argument("--from-written", action="store_true", help="train: start the whole-network phase from "
                         "the bundle already in the models folder (needs --whole-epochs N or the config's own) instead of "
                         "rerunning phases 1-2")
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     config = CONFIGS[args.bundle]
     overrides = {k: v for k, v in (("reader", args.reader), ("root", args.root), ("arch", args.arch),
                                    ("weights", args.weights), ("epochs_whole", args.whole_epochs),
-                                   ("loss", args.loss)) if v}
+                                   ("loss", args.loss), ("augmentation_whole", args.whole_augmentation)) if v}
     if args.loss and config.task != "segmentation":
         parser.error("--loss chooses a segmenter's training loss")
     if args.arch and args.arch != config.arch:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+AUGMENTATIONS = ("none", "filter", "geometric", "filter+geometric", "stain")  # the presets below
+
 
 def build_augmentation(name: str | None, seed: int = 0):
     """An albumentations Compose for uint8 RGB model pixels (and an optional mask), or None."""
@@ -42,7 +44,7 @@ def build_augmentation(name: str | None, seed: int = 0):
         "stain": stain + geometric[:1],
     }
     if name not in presets:
-        raise ValueError(f"unknown augmentation '{name}' (choose from {', '.join(presets)})")
+        raise ValueError(f"unknown augmentation '{name}' (choose from {', '.join(AUGMENTATIONS)})")
     return A.Compose(presets[name], seed=seed)
 
 

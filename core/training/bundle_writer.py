@@ -66,6 +66,8 @@ def _command_options(config: BundleConfig) -> str:
                       if default.get(key) != getattr(config, key))
     return (options + (f" --loss {config.loss}" if config.loss != CONFIGS[config.id].loss else "")
             + (f" --whole-epochs {config.epochs_whole}" if config.epochs_whole else "")
+            + (f" --whole-augmentation {config.augmentation_whole}"
+               if config.augmentation_whole != CONFIGS[config.id].augmentation_whole else "")
             + (" --from-written" if config.whole_from_written else ""))
 
 
@@ -159,6 +161,7 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     if trunk is not None:
         arch["weights_origin"] += f"; then every layer below {config.top_block_start} fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
+        manifest["training"]["augmentation_whole"] = config.whole_augmentation
     if config.tiling is not None:
         manifest["tiling"] = config.tiling.to_dict()
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder))
@@ -211,6 +214,7 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
     if encoder is not None:
         arch["weights_origin"] += "; then the whole encoder fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
+        manifest["training"]["augmentation_whole"] = config.whole_augmentation
     if start is not None:
         start_encoder, start_decoder = start
         arch["average_with"] = {
@@ -298,7 +302,7 @@ outputs {', '.join(manifest['architecture']['encoder_layers'])}). Loss {t['loss'
 
 ## Data and split
 `{t['data']}` ({t['reader']}); {t['split']}. Counts: `{json.dumps(t['counts'])}`.
-Augmentation: {t['augmentation']} ({t['augmented_views']} cached augmented views per training image).
+Augmentation: {_augmentation_text(t)}.
 Command: `{t['command']}` ({t['date']}).
 
 ## Validation (measured at each image's original resolution)
@@ -330,7 +334,7 @@ Decision support only, not a medical device. Modality {manifest['modality']}; cl
 
 ## Data and split
 `{t['data']}` ({t['reader']}); {t['split']}. Counts: `{json.dumps(t['counts'])}`.
-Augmentation: {t['augmentation']} ({t['augmented_views']} cached augmented views per training image); mix: {t.get('mix')}.
+Augmentation: {_augmentation_text(t)}; mix: {t.get('mix')}.
 Command: `{t['command']}` ({t['date']}).
 
 ## Validation (held-out part of the split above, n = {m['n']})
@@ -349,6 +353,14 @@ Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
 Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
 one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
 {manifest.get("notes", "")}"""
+
+
+def _augmentation_text(training: dict) -> str:
+    """The card's account of augmentation: the cached views, and phase 3's fresh draws where it ran."""
+    text = f"{training['augmentation']} ({training['augmented_views']} cached augmented views per training image)"
+    if "augmentation_whole" in training:
+        text += f"; whole-network phase: {training['augmentation_whole']}, drawn afresh every epoch"
+    return text
 
 
 def _trunk_sentence(manifest: dict) -> str:

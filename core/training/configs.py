@@ -46,6 +46,7 @@ class BundleConfig:
     # 0 = off: about 195 ms per 224-px training image on 2 CPU cores; meant for a GPU.
     epochs_whole: int = 0
     lr_whole: float = 2e-5
+    augmentation_whole: str | None = None  # phase 3's augmentation preset; None = ``augmentation``
     # Phase 3 starts from the written bundle in models/ (its trunk and head) instead of phases 1-2 rerun.
     whole_from_written: bool = False
     # Segmenters: the bundle averages the probability maps of phase 3's result and of the network phase 3
@@ -71,6 +72,11 @@ class BundleConfig:
     def data_path(self) -> Path:
         root = Path(self.root)
         return root if root.is_absolute() else DATA_ROOT / root
+
+    @property
+    def whole_augmentation(self) -> str:
+        """The augmentation phase 3 draws afresh each epoch."""
+        return self.augmentation_whole or self.augmentation
 
     @property
     def top_block_start(self) -> str:

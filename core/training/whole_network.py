@@ -72,8 +72,8 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
     model.compile(optimizer=keras.optimizers.Adam(config.lr_whole), loss=loss)
     weights = class_weight_vector(y, n)
 
-    recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole, "augmentation": config.augmentation,
-              "mix": config.mix, "batch_size": config.batch_size}
+    recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole,
+              "augmentation": config.whole_augmentation, "mix": config.mix, "batch_size": config.batch_size}
     checkpoints = _checkpoints(config, started_from, recipe)
     checkpoints.resume(model)
     best_logits = None  # the best epoch's validation logits, where this run trained it (else measured again)
@@ -118,7 +118,7 @@ def _prefetched(config: BundleConfig, samples: list[Sample], rng: np.random.Gene
 
     def prepared(k: int):  # each batch its own seeded augmentation: the same draws whichever thread runs it
         return model_batch([samples[i] for i in chunks[k]], config.spec,
-                           build_augmentation(config.augmentation, seed + k), with_masks)
+                           build_augmentation(config.whole_augmentation, seed + k), with_masks)
 
     order = rng.permutation(len(samples))
     chunks = [np.sort(order[i : i + config.batch_size]) for i in range(0, len(order) - config.batch_size + 1,
@@ -157,8 +157,8 @@ def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample
         set_trainable(part, True)
     loss = segmentation_loss(config.loss)
     model.compile(optimizer=keras.optimizers.Adam(config.lr_whole), loss=loss)
-    recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole, "augmentation": config.augmentation,
-              "loss": config.loss, "batch_size": config.batch_size}
+    recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole,
+              "augmentation": config.whole_augmentation, "loss": config.loss, "batch_size": config.batch_size}
     checkpoints = _checkpoints(config, started_from, recipe)
     checkpoints.resume(model)
     x_val, m_val = model_batch(val, config.spec, with_masks=True)
