@@ -285,6 +285,8 @@ CONFIGS: dict[str, BundleConfig] = {
             # tiles 0.68, images 0.40 on the 50 validation images (0.39 with only masses as positive tiles).
             # Each breast against the woman's other breast (frozen Xception features at 384x512 and their
             # difference, logistic regression, 5-fold by woman x 3 repeats over all 258): 0.56 (masses only 0.57).
+            # Hand-made detection features (white top-hat specks, difference-of-Gaussian blob contrast, intensity;
+            # also minus the other breast's; logistic regression, same folds): 0.48, bilateral 0.53.
             # Ceiling of a mass detector alone (from annotations.txt): 46 of the 91 abnormal images hold a mass;
             # masses ranked perfectly and the rest at chance give image AUC 0.75 < the 0.80 target.
             spec=PreprocessSpec(size=256, color="grey3", crop="none"),
