@@ -344,12 +344,17 @@ CONFIGS: dict[str, BundleConfig] = {
             # all-image gain is one normal image), the newest pair 0.773 / 0.798 / 9 % (0.788 / 0.809 only at settings
             # re-picked on the same images: 0.4, gate 0.8), three or four snapshots 0.772-0.783. Nothing measurably
             # better than 1.2: not kept.
-            # A lead (session 15, not shipped yet): 1.1 continued whole 8 epochs with "filter+geometric" augmentation
-            # instead of "filter" (a script; phase 3 has no augmentation field of its own; epoch 3 kept, validation
-            # loss 0.527) is the best single network on lesion Dice: 0.791 at 1.2's settings, but false lesions on 27 %
-            # of normal images (all-image 0.779). Averaged with the newer pair above: 0.787 / 0.809 / 9 % (paired
-            # bootstrap: higher lesion Dice than 1.2 in 97 % of resamples); with the newest network of that pair
-            # alone 0.787 / 0.808 / 9 %. Still below 0.80; worth a geometric phase 3 as a config field.
+            # Geometric augmentation in phase 3 (sessions 15-16; `augmentation_whole`, `--whole-augmentation`): 1.1
+            # continued whole 8 epochs with "filter+geometric" (epoch 3 kept, validation loss 0.527) is alone 0.791
+            # at 1.2's settings, false lesions on 27 % of normal images. 1.2's newer network continued so (`train
+            # breast-us-lesion-seg --from-written --whole-augmentation filter+geometric`, 8 epochs of about 4 min; epoch 8
+            # kept, validation loss 0.466, the chain's lowest), paired with it as a snapshot ensemble, settings
+            # re-picked (0.5, mirror, gate 0.6): lesion Dice 0.794 vs 0.782 (paired bootstrap +0.012, 95 % -0.001..
+            # +0.030; 7 lesions missed vs 9), but all-image Dice 0.782 vs 0.797 and false lesions on 6 of 22 normal
+            # images vs 3, which no gate removes (at 0.95: 0.779 / 0.770 / 27 %). Its continued network with the
+            # first geometric one: 0.796 lesion Dice ungated; those two with the newer pair's continued network
+            # above 0.786 / 0.808 / 9 % at 0.5 and gate 0.9. No pair or triple reaches 0.80 lesion Dice, and none gains
+            # lesion Dice without losing on normal images: 1.2 stays.
             # Also measured on 1.2, not kept: regions kept down to a 0.5-0.7 peak where the 3-class model says "lesion"
             # (lesion Dice 0.776-0.777: the 0.95 gate removes false regions on lesion images too); the 4 corner crops
             # of 70 % of the image segmented and averaged in (at most +0.004 at a weight chosen on validation, 5x time).
