@@ -178,6 +178,9 @@ CONFIGS: dict[str, BundleConfig] = {
             # chain of continuations has stopped paying. Its earlier links as a snapshot ensemble (tried, session 15,
             # logits averaged): 1.4 + 1.3 946 of 965, with 1.3's mirror 948, with both mirrors 948 (log-loss 0.059 vs
             # 0.066), 1.4 + 1.3 + 1.2 943-944: better calibrated, never more accurate than 1.4's 949 alone: not kept.
+            # Against that overfitting, 1.4 continued with MixUp on the freshly augmented images (tried, session 16, a
+            # script setting `mix`; 4 epochs of about 13 min): plain 937 / 936 / 926 / 939 of 965 after epochs 1-4,
+            # validation loss at best 0.096 vs 0.087. Not kept.
             # A plain `train` runs phases 1-3 (4 whole-network epochs from
             # ImageNet + phase 2), not this chain of continuations.
             epochs_whole=4,
