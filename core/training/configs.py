@@ -354,7 +354,8 @@ CONFIGS: dict[str, BundleConfig] = {
             # kept, validation loss 0.466, the chain's lowest), paired with it as a snapshot ensemble, settings
             # re-picked (0.5, mirror, gate 0.6): lesion Dice 0.794 vs 0.782 (paired bootstrap +0.012, 95 % -0.001..
             # +0.030; 7 lesions missed vs 9), but all-image Dice 0.782 vs 0.797 and false lesions on 6 of 22 normal
-            # images vs 3, which no gate removes (at 0.95: 0.779 / 0.770 / 27 %). Its continued network with the
+            # images vs 3, which no gate removes (at 0.95: 0.779 / 0.770 / 27 %), nor the 3-class model (its masks
+            # dropped where it gives 'normal' >= 0.7: 0.788 / 0.794 / 18 %). Its continued network with the
             # first geometric one: 0.796 lesion Dice ungated; those two with the newer pair's continued network
             # above 0.786 / 0.808 / 9 % at 0.5 and gate 0.9. No pair or triple reaches 0.80 lesion Dice, and none gains
             # lesion Dice without losing on normal images: 1.2 stays.
