@@ -9,7 +9,7 @@ from core.training.augment import AUGMENTATIONS, build_augmentation
 @pytest.mark.parametrize("name", [a for a in AUGMENTATIONS if a != "none"])
 def test_every_offered_preset_keeps_the_mask_on_its_lesion(name):
     rng = np.random.default_rng(0)
-    image = rng.integers(20, 100, (64, 64, 3), dtype=np.uint8)  # textured, so equalisation keeps an order to keep
+    image = rng.integers(20, 100, (64, 64, 3), dtype=np.uint8)  # textured, so equalisation has an order to keep
     mask = np.zeros((64, 64), np.uint8)
     image[10:30, 12:40] += 120  # a bright lesion off centre, so flips and shifts move it
     mask[10:30, 12:40] = 1

@@ -216,8 +216,14 @@ def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, mo
     assert manifest["training"]["augmentation_whole"] == config.augmentation
     # Continuing the ensemble continues its newer network; the older snapshot drops out. Its phase 3 may draw
     # another augmentation, which the manifest, card and command record.
+    from core.training import augment
+
+    drawn = []
+    real_build = augment.build_augmentation
+    monkeypatch.setattr(augment, "build_augmentation", lambda name, seed=0: drawn.append(name) or real_build(name, seed))
     assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1", "--from-written",
                               "--whole-augmentation", "geometric"]) == 0
+    assert drawn and set(drawn) == {"geometric"}  # every training batch drew it
     again = json.loads((folder / "manifest.json").read_text())
     assert again["training"]["started_from"]["weights_sha256"] == manifest["weights"]["sha256"]
     assert again["training"]["started_from"]["newer_of_ensemble"] and again["training"]["started_from"]["whole_epochs"] == 2
