@@ -181,8 +181,8 @@ CONFIGS: dict[str, BundleConfig] = {
             # Against that overfitting, 1.4 continued with MixUp on the freshly augmented images (tried, session 16, a
             # script setting `mix`; 4 epochs of about 13 min): plain 937 / 936 / 926 / 939 of 965 after epochs 1-4,
             # validation loss at best 0.096 vs 0.087. Not kept.
-            # A plain `train` runs phases 1-3 (4 whole-network epochs from
-            # ImageNet + phase 2), not this chain of continuations.
+            # A plain `train` runs phases 1-3 (4 whole-network epochs from ImageNet + phase 2), not this chain of
+            # continuations.
             epochs_whole=4,
             lr_whole=1e-4,
             version="1.4.0",  # 1.1: mirror averaging; 1.2: whole network fine-tuned; 1.3, 1.4: 4 more whole-network epochs each
