@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
-AUGMENTATIONS = ("none", "filter", "geometric", "filter+geometric", "stain")  # the presets below
+# Each preset names its transform groups in order; the groups are built lazily in ``build_augmentation``
+# (albumentations stays out of start-up), and the CLI offers exactly these names.
+PRESETS: dict[str, tuple[str, ...]] = {
+    "filter": ("filters",),
+    "geometric": ("geometric",),
+    "filter+geometric": ("filters", "geometric"),
+    "stain": ("stain", "mirror"),
+}
+AUGMENTATIONS = ("none", *PRESETS)
 
 
 def build_augmentation(name: str | None, seed: int = 0):
     """An albumentations Compose for uint8 RGB model pixels (and an optional mask), or None."""
     if not name or name == "none":
         return None
+    if name not in PRESETS:
+        raise ValueError(f"unknown augmentation '{name}' (choose from {', '.join(AUGMENTATIONS)})")
     import albumentations as A
 
     filters = [
@@ -25,8 +35,8 @@ def build_augmentation(name: str | None, seed: int = 0):
         A.FancyPCA(alpha=0.1, p=0.5),
         A.RandomBrightnessContrast(0.15, 0.15, p=0.5),
     ]
-    geometric = [
-        A.HorizontalFlip(p=0.5),
+    mirror = [A.HorizontalFlip(p=0.5)]
+    geometric = mirror + [
         A.Affine(rotate=(-15, 15), scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), p=0.7),
         A.GridDistortion(p=0.2),
     ]
@@ -37,15 +47,8 @@ def build_augmentation(name: str | None, seed: int = 0):
         A.RandomBrightnessContrast(0.2, 0.2, p=0.5),
         A.VerticalFlip(p=0.5),
     ]
-    presets = {
-        "filter": filters,
-        "geometric": geometric,
-        "filter+geometric": filters + geometric,
-        "stain": stain + geometric[:1],
-    }
-    if name not in presets:
-        raise ValueError(f"unknown augmentation '{name}' (choose from {', '.join(AUGMENTATIONS)})")
-    return A.Compose(presets[name], seed=seed)
+    groups = {"filters": filters, "geometric": geometric, "stain": stain, "mirror": mirror}
+    return A.Compose([t for group in PRESETS[name] for t in groups[group]], seed=seed)
 
 
 def mix_batch(x: np.ndarray, y: np.ndarray, mode: str, rng: np.random.Generator, alpha: float = 0.4):
