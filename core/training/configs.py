@@ -181,6 +181,10 @@ CONFIGS: dict[str, BundleConfig] = {
             # Against that overfitting, 1.4 continued with MixUp on the freshly augmented images (tried, session 16, a
             # script setting `mix`; 4 epochs of about 13 min): plain 937 / 936 / 926 / 939 of 965 after epochs 1-4,
             # validation loss at best 0.096 vs 0.087. Not kept.
+            # Session 17, on 1.4 itself, not kept: test-time views averaged with the plain image (central 85 % or
+            # 92 % enlarged, padded to 108 % or 115 %, shifted 8 px, gamma 0.85 / 1.15, uncropped) 944-949 of 965,
+            # all eleven views 947; weight averages (model soups) of 1.4 with 1.3, the 5th round and/or the MixUp
+            # run 942-948. Nothing beats 949 alone.
             # A plain `train` runs phases 1-3 (4 whole-network epochs from ImageNet + phase 2), not this chain of
             # continuations.
             epochs_whole=4,
@@ -195,6 +199,13 @@ CONFIGS: dict[str, BundleConfig] = {
                   "('Tr-me_0212.jpg') and a T2 slice ('Tr-me_0335.jpg'), were called 'notumor' by version 1.1 (99-100 %; "
                   "its 33 errors were viewed); version 1.4 still calls the CT slice 'notumor' (84 %; the T2 slice "
                   "meningioma 99 %): a 'notumor' call on a CT or T2 slice does not rule a mass out.\n"
+                  "Its 16 validation errors, viewed: 'meningioma' is the usual wrong answer (11 of 16). Three slices "
+                  "filed 'notumor' were called meningioma at 80-92 % (two axial slices through the skull base and "
+                  "posterior fossa, one midline sagittal slice); two small round enhancing masses beside the falx, filed "
+                  "meningioma, were called pituitary (55 %, 62 %); two 'pituitary' slices were called meningioma at "
+                  "97-99 % (a sagittal suprasellar mass; an axial slice well above the sella with a small bright "
+                  "midline spot). A 'meningioma' call on a skull-base slice needs a second look, as does any call below "
+                  "65 %: 14 of the 965 validation slices fell there, and 6 of them were wrong.\n"
                   "Seed variance: version 1.1's cached recipe trained with another seed reached 0.953 on this "
                   "validation split (920 of 965) against 0.966; read this version's 0.983 (95 % interval "
                   "0.973-0.990) as roughly 0.97-0.99 on images like these.\n",
