@@ -275,7 +275,11 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     for trained, start in zip(trunk.get_layer("block1_conv1_bn").get_weights(),
                               imagenet.get_layer("block1_conv1_bn").get_weights()):
         np.testing.assert_array_equal(trained, start)  # BatchNorm stays frozen
-    stages = registry.get(config.id).stages()
+    bundle = registry.get(config.id)
+    # Its data marks lesions, so training chose the Grad-CAM layer by where the heat falls (core.training.cam_layer).
+    assert set(bundle.manifest["gradcam_localisation"]) == {"block14_sepconv2_act", "block13_sepconv2_act"}
+    bundle.manifest["gradcam_layer"] = "block14_sepconv2_act"  # the top block's last activation: a stem ends there
+    stages = bundle.stages()
     assert stages.stem is not None
     x = np.random.default_rng(0).uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
     np.testing.assert_allclose(stages.rest(stages.stem(x)), model(x), atol=1e-5)

@@ -1,8 +1,10 @@
-"""``python -m core.training cache|train|cv|mirror|evaluate ID [--reader R --root DIR]``: build a bundle from its config.
+"""``python -m core.training cache|train|cv|mirror|cam|evaluate ID [--reader R --root DIR]``: build a bundle from its config.
 
 ``cv`` runs grouped k-fold cross-validation of a classifier and records it in the bundle's card.
 ``mirror`` decides, on the validation split, whether a written classifier averages each image with
 its mirror image (``train`` does this itself; the action serves bundles trained before it existed).
+``cam`` picks the layer a classifier's Grad-CAM explains by how much of its heat falls on the lesions
+its validation data marks (``train`` does this itself where the data has masks or circles).
 ``evaluate`` re-measures a written segmenter on its validation split and re-picks its inference
 settings (threshold, mirror averaging, false-lesion gate) without touching its weights.
 
@@ -31,7 +33,7 @@ from core.training.losses import LOSS_NAMES
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.training")
-    parser.add_argument("action", choices=["cache", "train", "cv", "mirror", "evaluate"])
+    parser.add_argument("action", choices=["cache", "train", "cv", "mirror", "cam", "evaluate"])
     parser.add_argument("bundle", choices=sorted(CONFIGS))
     parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
     parser.add_argument("--reader", choices=sorted(READERS), help="data layout (overrides the config)")
@@ -81,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
 
         chosen = choose_mirror_average(Path(args.out or REPO / "models") / config.id, config.notes)
         print(f"{config.id}: {'averages' if chosen else 'does not average'} each image with its mirror image")
+    elif args.action == "cam":
+        from core.training.cam_layer import choose_cam_layer, validation_lesions
+
+        if config.task != "classification" or config.feature_bundle or config.tiling:
+            parser.error(f"{config.id}: the Grad-CAM layer is chosen for fine-tuned whole-image classifiers")
+        folder = Path(args.out or REPO / "models") / config.id
+        chosen = choose_cam_layer(folder, validation_lesions(config, folder), notes=config.notes)
+        m = json.loads((folder / "manifest.json").read_text())["gradcam_localisation"][chosen]["gradcam"]
+        print(f"{config.id}: Grad-CAM from {chosen}: {m['lesion_share']:.0%} of its heat on annotated lesions, "
+              f"hottest pixel on the lesion in {m['peak_on_lesion']:.0%} of validation images with one")
     elif args.action == "evaluate":
         from core.training.bundle_writer import same_split, settle_segmenter_bundle
         from core.training.classifier import stored_plan

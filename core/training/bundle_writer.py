@@ -348,7 +348,7 @@ fitted on this same validation split, so ECE is optimistic).
 Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
 
 ![validation](validation.png)
-{_cross_validation_section(manifest.get("cross_validation"))}{_transfer_section(manifest)}
+{_cross_validation_section(manifest.get("cross_validation"))}{_transfer_section(manifest)}{_cam_section(manifest)}
 ## Limits
 Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
 one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
@@ -439,6 +439,30 @@ def _transfer_section(manifest: dict) -> str:
             f"training split plus {manifest['training']['extra_data']}.\nOn `{extra['data']}` "
             f"(n = {extra['n']}): accuracy {extra['accuracy']:.4f}, ROC AUC {extra['roc_auc']:.4f}"
             f"{' (each image alone, without its mirror)' if manifest.get('flip_average') else ''}.\n")
+
+
+def _cam_section(manifest: dict) -> str:
+    """How often the heatmap falls on annotated lesions, per candidate layer (core.training.cam_layer)."""
+    measured = manifest.get("gradcam_localisation")
+    if not measured:
+        return ""
+    first = next(iter(measured.values()))
+    rows = "\n".join(
+        f"| {layer}{' (shown)' if layer == manifest['gradcam_layer'] else ''} | "
+        + " | ".join(f"{m[method]['lesion_share']:.0%} | {m[method]['peak_on_lesion']:.0%}"
+                     for method in ("gradcam", "gradcam++")) + " |"
+        for layer, m in measured.items())
+    return f"""
+## Grad-CAM localisation (validation images with a lesion, n = {first['n']})
+Share of the heatmap inside the annotated lesion (lesions cover {first['lesion_area']:.0%} of an image on average) and
+how often its hottest pixel lies on the lesion, for the annotated class. Heatmaps come from the layer marked shown,
+the one whose Grad-CAM puts more of its heat on lesions. A heatmap beside the lesion does not make a call wrong, nor
+one on it right.
+
+| layer | Grad-CAM heat on lesion | Grad-CAM peak on lesion | Grad-CAM++ heat on lesion | Grad-CAM++ peak on lesion |
+|---|---|---|---|---|
+{rows}
+"""
 
 
 def _cross_validation_section(cv: dict | None) -> str:

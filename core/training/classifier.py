@@ -220,9 +220,13 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         probs, y_val = _per_image(plan["val"], probs, config)
     folder = write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root, trunk, started_from)
     if config.tiling is None:  # tiles are not mirrored; whole images are, where validation says so
+        from core.training.cam_layer import choose_cam_layer, validation_lesions
         from core.training.mirror import choose_mirror_average
 
         choose_mirror_average(folder)
+        lesions = validation_lesions(config, folder)
+        if lesions:  # the data marks its lesions: the heatmap's layer is chosen by where it points
+            choose_cam_layer(folder, lesions)
     return folder
 
 

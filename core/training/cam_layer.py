@@ -1,0 +1,90 @@
+"""Which layer a classifier's Grad-CAM explains, chosen where its data marks the lesions.
+
+A heatmap is worth showing only if it points where a reader would look. Where a bundle's data has
+lesion masks (ultrasound image + mask pairs) or annotation circles, each candidate layer's heatmaps
+of the validation images with a lesion are made by the product's own Analyzer, for the annotated
+class, and scored by the share of heat inside the lesion (an energy-based pointing game) and by how
+often the hottest pixel lies on it, for Grad-CAM and Grad-CAM++. The bundle keeps the layer whose
+Grad-CAM puts the larger share on lesions; its manifest and card report every measurement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from core.training.configs import DATA_ROOT, BundleConfig
+from core.training.datasets import READERS, Sample
+
+# Candidate layers per backbone: the last convolutional activation (an 8 x 8 grid at 256 px) and the
+# deepest one at twice that resolution.
+CANDIDATES = {"xception": ("block14_sepconv2_act", "block13_sepconv2_act"),
+              "resnet50v2": ("post_relu", "conv4_block6_out")}
+METHODS = {"gradcam": False, "gradcam++": True}
+
+
+def validation_lesions(config: BundleConfig, folder: Path) -> list[Sample]:
+    """The bundle's validation images whose data marks lesions (mask files or circles); [] where none do."""
+    marked = {s.path.resolve(): s for s in READERS[config.reader](config.data_path) if s.mask_path or s.circles}
+    entries = json.loads((folder / "split.json").read_text())["val"]
+    return [marked[p] for p in ((DATA_ROOT / path).resolve() for path, _, _ in entries) if p in marked]
+
+
+def localisation(heatmap: np.ndarray, lesion: np.ndarray) -> tuple[float, bool]:
+    """(share of the heatmap's mass inside ``lesion``, whether its hottest pixel lies on it)."""
+    total = float(heatmap.sum())
+    share = float(heatmap[lesion].sum()) / total if total > 0 else 0.0
+    return share, bool(lesion.flat[int(np.argmax(heatmap))])
+
+
+def measure(folder: Path, lesions: list[Sample], layer: str) -> dict:
+    """Both methods' mean lesion share and peak-on-lesion rate at ``layer``, over the images with a lesion."""
+    from core.imaging import load_image
+    from core.inference.analyzer import Analyzer
+    from core.models.registry import Bundle, Registry
+    from core.training.features import sample_mask
+
+    bundle = Bundle.from_folder(folder)
+    bundle.manifest["gradcam_layer"] = layer
+    analyzer = Analyzer(Registry([]))
+    scores: dict[str, list[tuple[float, bool]]] = {name: [] for name in METHODS}
+    area = []
+    for sample in tqdm(lesions, desc=f"Grad-CAM at {layer}", unit="img"):
+        display = load_image(sample.path).display(0)
+        lesion = sample_mask(sample, display.shape[:2]) > 0
+        if not lesion.any():
+            continue
+        area.append(lesion.mean())
+        for name, plus in METHODS.items():
+            result = analyzer.classify(bundle, display, gradcam=True, plus=plus, target_class=sample.label, tta=False)
+            scores[name].append(localisation(result.heatmap, lesion))
+    measured = {name: {"lesion_share": float(np.mean([s for s, _ in rows])),
+                       "peak_on_lesion": float(np.mean([p for _, p in rows]))} for name, rows in scores.items()}
+    return {**measured, "n": len(area), "lesion_area": float(np.mean(area))}
+
+
+def choose_cam_layer(folder: Path, lesions: list[Sample], candidates: Sequence[str] | None = None,
+                     notes: str | None = None) -> str:
+    """Measure each candidate (default: the backbone's), keep the best Grad-CAM layer in the manifest,
+    record the measurements and rewrite the card (``notes``: the config's current caveats)."""
+    from core.training.bundle_writer import model_card
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if manifest["task"] != "classification" or manifest.get("tiling"):
+        raise ValueError(f"{manifest['id']}: the Grad-CAM layer is chosen for whole-image classifiers")
+    if not lesions:
+        raise ValueError(f"{manifest['id']}: no validation image with a marked lesion to measure Grad-CAM on")
+    candidates = candidates or CANDIDATES[manifest["architecture"]["backbone"]]
+    measured = {layer: measure(folder, lesions, layer) for layer in candidates}
+    chosen = max(candidates, key=lambda layer: measured[layer]["gradcam"]["lesion_share"])
+    manifest["gradcam_layer"] = chosen
+    manifest["gradcam_localisation"] = measured
+    if notes is not None:
+        manifest["notes"] = notes
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (folder / "model_card.md").write_text(model_card(manifest))
+    return chosen

@@ -1,0 +1,93 @@
+"""The Grad-CAM layer chosen by where its heat falls on the lesions that the validation data marks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.imaging import load_image
+from core.inference.analyzer import Analyzer
+from core.models.registry import Bundle, Registry
+from core.training.evaluate import classification_metrics
+from tests.tiny_models import make_classifier_bundle, planted_images
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def marked(tmp_path_factory):
+    """A tiny classifier of planted bright discs, and BUSI-style images + masks as its validation split."""
+    root = tmp_path_factory.mktemp("cam")
+    folder = make_classifier_bundle(root / "models")
+    images, labels, centres = planted_images(24, seed=7)
+    entries = []
+    for i, (image, label, (x, y)) in enumerate(zip(images, labels, centres)):
+        name = ("lesion", "clear")[1 - label]
+        (root / "busi" / name).mkdir(parents=True, exist_ok=True)
+        mask = np.zeros_like(image)
+        if label:
+            yy, xx = np.ogrid[: mask.shape[0], : mask.shape[1]]
+            mask[(yy - y) ** 2 + (xx - x) ** 2 <= 7**2] = 255
+        Image.fromarray(image).save(root / "busi" / name / f"{name} ({i}).png")
+        Image.fromarray(mask).save(root / "busi" / name / f"{name} ({i})_mask.png")
+        entries.append([f"busi/{name}/{name} ({i}).png", name, f"g{i}"])
+    (folder / "split.json").write_text(json.dumps({"train": [], "val": entries}))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["architecture"].update(weights_origin="trained in the test", head="Dense", backbone_file="")
+    manifest["validation_metrics"] = classification_metrics(np.array([[0.9, 0.1], [0.1, 0.9]]), np.array([0, 1]),
+                                                            manifest["classes"])
+    manifest["training"] = {"data": "synthetic", "reader": "image_mask_pairs", "split": "given", "counts": {},
+                            "augmentation": "none", "augmented_views": 0, "command": "none", "date": "2026-11-22"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return root, folder
+
+
+def _config(root):
+    from core.training.configs import CONFIGS
+
+    return dataclasses.replace(CONFIGS["breast-us-3class"], root=str(root / "busi"), classes=["clear", "lesion"])
+
+
+def test_the_layer_whose_heat_falls_on_lesions_is_kept_and_shown(marked, monkeypatch):
+    from core.training import cam_layer
+
+    root, folder = marked
+    monkeypatch.setattr(cam_layer, "DATA_ROOT", root)
+    lesions = cam_layer.validation_lesions(_config(root), folder)
+    assert len(lesions) == 24 and all(s.mask_path for s in lesions)  # empty masks are skipped when measuring
+    first_conv = next(layer.name for layer in Bundle.from_folder(folder).load().get_layer("tiny_backbone").layers
+                      if layer.name.startswith("conv2d"))
+    chosen = cam_layer.choose_cam_layer(folder, lesions, candidates=("last_conv", first_conv), notes="checked")
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    measured = manifest["gradcam_localisation"]
+    assert set(measured) == {"last_conv", first_conv} and manifest["gradcam_layer"] == chosen
+    assert chosen == max(measured, key=lambda layer: measured[layer]["gradcam"]["lesion_share"])
+    best = measured[chosen]
+    assert best["n"] == 12 and 0.03 < best["lesion_area"] < 0.05  # discs of radius 7 on 64 x 64 images
+    # A heatmap blind to the disc would put about its area share (4 %) of the heat there.
+    assert best["gradcam"]["lesion_share"] > 0.2 and best["gradcam"]["peak_on_lesion"] >= 0.8
+    card = (folder / "model_card.md").read_text()
+    assert "## Grad-CAM localisation (validation images with a lesion, n = 12)" in card
+    assert f"| {chosen} (shown) |" in card and manifest["notes"] == "checked"
+
+    # The product then draws its heatmaps from the chosen layer.
+    sample = next(s for s in lesions if s.label == "lesion")
+    result = Analyzer(Registry([folder.parent])).analyze(load_image(sample.path, modality="MR")).results[0]
+    lesion = np.asarray(Image.open(sample.mask_path)) > 0
+    assert lesion.flat[int(np.argmax(result.heatmap))]
+
+
+def test_the_choice_is_refused_without_marked_lesions_or_for_other_bundles(marked, tmp_path):
+    from core.training.cam_layer import choose_cam_layer
+    from tests.tiny_models import make_segmenter_bundle
+
+    _, folder = marked
+    with pytest.raises(ValueError, match="no validation image with a marked lesion"):
+        choose_cam_layer(folder, [])
+    with pytest.raises(ValueError, match="whole-image classifiers"):
+        choose_cam_layer(make_segmenter_bundle(tmp_path), [])
