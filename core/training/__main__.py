@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         if config.task != "classification" or config.feature_bundle or config.tiling:
             parser.error(f"{config.id}: the Grad-CAM layer is chosen for fine-tuned whole-image classifiers")
         folder = Path(args.out or REPO / "models") / config.id
-        chosen = choose_cam_layer(folder, validation_lesions(config, folder), notes=config.notes)
+        try:
+            chosen = choose_cam_layer(folder, validation_lesions(config, folder), notes=config.notes)
+        except ValueError as exc:  # nothing marked to measure on (e.g. the brain sets)
+            parser.error(str(exc))
         m = json.loads((folder / "manifest.json").read_text())["gradcam_localisation"][chosen]["gradcam"]
         print(f"{config.id}: Grad-CAM from {chosen}: {m['lesion_share']:.0%} of its heat on annotated lesions, "
               f"hottest pixel on the lesion in {m['peak_on_lesion']:.0%} of validation images with one")
