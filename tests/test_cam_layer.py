@@ -67,19 +67,27 @@ def test_the_layer_whose_heat_falls_on_lesions_is_kept_and_shown(marked, monkeyp
     measured = manifest["gradcam_localisation"]
     assert set(measured) == {"last_conv", first_conv} and manifest["gradcam_layer"] == chosen
     assert chosen == max(measured, key=lambda layer: measured[layer]["gradcam"]["lesion_share"])
+    plus = max(measured, key=lambda layer: measured[layer]["gradcam++"]["lesion_share"])
+    assert manifest.get("gradcam_plus_layer", chosen) == plus
     best = measured[chosen]
     assert best["n"] == 12 and 0.03 < best["lesion_area"] < 0.05  # discs of radius 7 on 64 x 64 images
     # A heatmap blind to the disc would put about its area share (4 %) of the heat there.
     assert best["gradcam"]["lesion_share"] > 0.2 and best["gradcam"]["peak_on_lesion"] >= 0.8
     card = (folder / "model_card.md").read_text()
     assert "## Grad-CAM localisation (validation images with a lesion, n = 12)" in card
-    assert f"| {chosen} (shown) |" in card and manifest["notes"] == "checked"
+    assert card.count("(drawn)") == 2 and manifest["notes"] == "checked"
+    row = next(line for line in card.splitlines() if line.startswith(f"| {chosen} |"))
+    assert row.split("|")[2].strip().endswith("(drawn)")  # Grad-CAM's heat-share column
 
-    # The product then draws its heatmaps from the chosen layer.
+    # The product then draws each method's heatmaps from its chosen layer.
     sample = next(s for s in lesions if s.label == "lesion")
-    result = Analyzer(Registry([folder.parent])).analyze(load_image(sample.path, modality="MR")).results[0]
     lesion = np.asarray(Image.open(sample.mask_path)) > 0
-    assert lesion.flat[int(np.argmax(result.heatmap))]
+    analyzer = Analyzer(Registry([folder.parent]))
+    for gradcam_plus, layer in ((False, chosen), (True, plus)):
+        record = load_image(sample.path, modality="MR")
+        result = analyzer.analyze(record, gradcam_plus=gradcam_plus).results[0]
+        assert lesion.flat[int(np.argmax(result.heatmap))]
+        assert (folder.name, layer) in analyzer._gradcams
 
 
 def test_the_choice_is_refused_without_marked_lesions_or_for_other_bundles(marked, tmp_path):

@@ -54,7 +54,7 @@ class Analyzer:
 
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = registry or Registry()
-        self._gradcams: dict[str, GradCam] = {}
+        self._gradcams: dict[tuple[str, str | None], GradCam] = {}  # by bundle and layer (None: the rest's input)
         self._compiled: dict[str, object] = {}
         # Stem outputs by (stem key, hash of the preprocessed image row): content-addressed, so never stale;
         # clear it to time whole passes.
@@ -164,11 +164,14 @@ class Analyzer:
         return self._run(bundle.id, bundle.stages().rest, self._stem(bundle, x))[0]
 
     def _gradcam(self, bundle: Bundle, x: np.ndarray, target: int | None, plus: bool):
-        """Grad-CAM through the bundle's rest: (logits, heatmaps, class index used) for the batch ``x``."""
-        if bundle.id not in self._gradcams:
-            stages = bundle.stages()
-            self._gradcams[bundle.id] = GradCam(stages.rest, None if stages.stem is not None else bundle.gradcam_layer)
-        return self._gradcams[bundle.id](self._stem(bundle, x), target, plus)
+        """(logits, heatmaps, class index used) for the batch ``x``: through the bundle's rest where its stem
+        ends at the method's layer, else through the whole network at that layer."""
+        layer, stages = bundle.cam_layer(plus), bundle.stages()
+        through_rest = stages.stem is not None and layer == bundle.gradcam_layer
+        key = (bundle.id, None if through_rest else layer)
+        if key not in self._gradcams:
+            self._gradcams[key] = GradCam(stages.rest, None) if through_rest else GradCam(bundle.load(), layer)
+        return self._gradcams[key](self._stem(bundle, x) if through_rest else [x], target, plus)
 
     def classify(self, bundle: Bundle, display: np.ndarray, gradcam: bool, plus: bool,
                   target_class: str | None, tta: bool) -> ModelResult:

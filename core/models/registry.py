@@ -72,6 +72,10 @@ class Bundle:
     def gradcam_layer(self) -> str | None:
         return self.manifest.get("gradcam_layer")
 
+    def cam_layer(self, plus: bool = False) -> str | None:
+        """The layer Grad-CAM explains, or Grad-CAM++ where validation chose another one for it."""
+        return self.manifest.get("gradcam_plus_layer", self.gradcam_layer) if plus else self.gradcam_layer
+
     def summary(self) -> dict:
         m = self.manifest
         metrics = m.get("validation_metrics", {})

@@ -447,17 +447,18 @@ def _cam_section(manifest: dict) -> str:
     if not measured:
         return ""
     first = next(iter(measured.values()))
+    plain = manifest["gradcam_layer"]
+    drawn = {"gradcam": plain, "gradcam++": manifest.get("gradcam_plus_layer", plain)}
     rows = "\n".join(
-        f"| {layer}{' (shown)' if layer == manifest['gradcam_layer'] else ''} | "
-        + " | ".join(f"{m[method]['lesion_share']:.0%} | {m[method]['peak_on_lesion']:.0%}"
-                     for method in ("gradcam", "gradcam++")) + " |"
+        f"| {layer} | " + " | ".join(f"{m[method]['lesion_share']:.0%}{' (drawn)' if drawn[method] == layer else ''} | "
+                                     f"{m[method]['peak_on_lesion']:.0%}" for method in ("gradcam", "gradcam++")) + " |"
         for layer, m in measured.items())
     return f"""
 ## Grad-CAM localisation (validation images with a lesion, n = {first['n']})
 Share of the heatmap inside the annotated lesion (lesions cover {first['lesion_area']:.0%} of an image on average) and
-how often its hottest pixel lies on the lesion, for the annotated class. Heatmaps come from the layer marked shown,
-the one whose Grad-CAM puts more of its heat on lesions. A heatmap beside the lesion does not make a call wrong, nor
-one on it right.
+how often its hottest pixel lies on the lesion, for the annotated class. Each method draws its heatmaps from the
+layer marked drawn, where more of its heat falls on lesions. A heatmap beside the lesion does not make a call wrong,
+nor one on it right.
 
 | layer | Grad-CAM heat on lesion | Grad-CAM peak on lesion | Grad-CAM++ heat on lesion | Grad-CAM++ peak on lesion |
 |---|---|---|---|---|

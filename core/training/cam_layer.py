@@ -4,8 +4,9 @@ A heatmap is worth showing only if it points where a reader would look. Where a 
 lesion masks (ultrasound image + mask pairs) or annotation circles, each candidate layer's heatmaps
 of the validation images with a lesion are made by the product's own Analyzer, for the annotated
 class, and scored by the share of heat inside the lesion (an energy-based pointing game) and by how
-often the hottest pixel lies on it, for Grad-CAM and Grad-CAM++. The bundle keeps the layer whose
-Grad-CAM puts the larger share on lesions; its manifest and card report every measurement.
+often the hottest pixel lies on it, for Grad-CAM and Grad-CAM++. Each method keeps the layer where
+its own share is larger (``gradcam_layer``; ``gradcam_plus_layer`` where Grad-CAM++ differs); the
+manifest and card report every measurement.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def measure(folder: Path, lesions: list[Sample], layer: str) -> dict:
 
 def choose_cam_layer(folder: Path, lesions: list[Sample], candidates: Sequence[str] | None = None,
                      notes: str | None = None) -> str:
-    """Measure each candidate (default: the backbone's), keep the best Grad-CAM layer in the manifest,
-    record the measurements and rewrite the card (``notes``: the config's current caveats)."""
+    """Measure each candidate (default: the backbone's), keep each method's best layer in the manifest,
+    record the measurements and rewrite the card (``notes``: the config's current caveats). Returns
+    Grad-CAM's layer."""
     from core.training.bundle_writer import model_card
 
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -80,8 +82,11 @@ def choose_cam_layer(folder: Path, lesions: list[Sample], candidates: Sequence[s
         raise ValueError(f"{manifest['id']}: no validation image with a marked lesion to measure Grad-CAM on")
     candidates = candidates or CANDIDATES[manifest["architecture"]["backbone"]]
     measured = {layer: measure(folder, lesions, layer) for layer in candidates}
-    chosen = max(candidates, key=lambda layer: measured[layer]["gradcam"]["lesion_share"])
-    manifest["gradcam_layer"] = chosen
+    best = {name: max(candidates, key=lambda layer: measured[layer][name]["lesion_share"]) for name in METHODS}
+    chosen = manifest["gradcam_layer"] = best["gradcam"]
+    manifest.pop("gradcam_plus_layer", None)
+    if best["gradcam++"] != chosen:
+        manifest["gradcam_plus_layer"] = best["gradcam++"]
     manifest["gradcam_localisation"] = measured
     if notes is not None:
         manifest["notes"] = notes
