@@ -76,6 +76,9 @@ def test_the_layer_whose_heat_falls_on_lesions_is_kept_and_shown(marked, monkeyp
     card = (folder / "model_card.md").read_text()
     assert "## Grad-CAM localisation (validation images with a lesion, n = 12)" in card
     assert card.count("(drawn)") == 2 and manifest["notes"] == "checked"
+    # Measured again after the choice: each candidate is measured as itself, whatever the manifest chose before.
+    assert cam_layer.choose_cam_layer(folder, lesions, candidates=("last_conv", first_conv)) == chosen
+    assert json.loads((folder / "manifest.json").read_text())["gradcam_localisation"] == measured
     row = next(line for line in card.splitlines() if line.startswith(f"| {chosen} |"))
     assert row.split("|")[2].strip().endswith("(drawn)")  # Grad-CAM's heat-share column
 

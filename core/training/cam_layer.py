@@ -50,7 +50,7 @@ def measure(folder: Path, lesions: list[Sample], layer: str) -> dict:
     from core.training.features import sample_mask
 
     bundle = Bundle.from_folder(folder)
-    bundle.manifest["gradcam_layer"] = layer
+    bundle.manifest.update(gradcam_layer=layer, gradcam_plus_layer=layer)  # both methods here, whatever was chosen
     analyzer = Analyzer(Registry([]))
     scores: dict[str, list[tuple[float, bool]]] = {name: [] for name in METHODS}
     area = []
