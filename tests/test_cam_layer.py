@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -20,11 +19,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def marked(tmp_path_factory):
-    """A tiny classifier of planted bright discs, and BUSI-style images + masks as its validation split."""
+    """A tiny classifier of planted bright discs, and BUSI-style images + masks to measure it on."""
     root = tmp_path_factory.mktemp("cam")
     folder = make_classifier_bundle(root / "models")
     images, labels, centres = planted_images(24, seed=7)
-    entries = []
     for i, (image, label, (x, y)) in enumerate(zip(images, labels, centres)):
         name = ("lesion", "clear")[1 - label]
         (root / "busi" / name).mkdir(parents=True, exist_ok=True)
@@ -34,8 +32,6 @@ def marked(tmp_path_factory):
             mask[(yy - y) ** 2 + (xx - x) ** 2 <= 7**2] = 255
         Image.fromarray(image).save(root / "busi" / name / f"{name} ({i}).png")
         Image.fromarray(mask).save(root / "busi" / name / f"{name} ({i})_mask.png")
-        entries.append([f"busi/{name}/{name} ({i}).png", name, f"g{i}"])
-    (folder / "split.json").write_text(json.dumps({"train": [], "val": entries}))
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["architecture"].update(weights_origin="trained in the test", head="Dense", backbone_file="")
     manifest["validation_metrics"] = classification_metrics(np.array([[0.9, 0.1], [0.1, 0.9]]), np.array([0, 1]),
@@ -46,18 +42,12 @@ def marked(tmp_path_factory):
     return root, folder
 
 
-def _config(root):
-    from core.training.configs import CONFIGS
-
-    return dataclasses.replace(CONFIGS["breast-us-3class"], root=str(root / "busi"), classes=["clear", "lesion"])
-
-
-def test_the_layer_whose_heat_falls_on_lesions_is_kept_and_shown(marked, monkeypatch):
+def test_the_layer_whose_heat_falls_on_lesions_is_kept_and_shown(marked):
     from core.training import cam_layer
+    from core.training.datasets import image_mask_pairs, plan_entry
 
     root, folder = marked
-    monkeypatch.setattr(cam_layer, "DATA_ROOT", root)
-    lesions = cam_layer.validation_lesions(_config(root), folder)
+    lesions = cam_layer.validation_lesions({"val": [plan_entry(s) for s in image_mask_pairs(root / "busi")]})
     assert len(lesions) == 24 and all(s.mask_path for s in lesions)  # empty masks are skipped when measuring
     first_conv = next(layer.name for layer in Bundle.from_folder(folder).load().get_layer("tiny_backbone").layers
                       if layer.name.startswith("conv2d"))

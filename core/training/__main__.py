@@ -84,14 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         chosen = choose_mirror_average(Path(args.out or REPO / "models") / config.id, config.notes)
         print(f"{config.id}: {'averages' if chosen else 'does not average'} each image with its mirror image")
     elif args.action == "cam":
+        from core.training.bundle_writer import same_split
         from core.training.cam_layer import choose_cam_layer, validation_lesions
+        from core.training.classifier import stored_plan
 
-        if config.task != "classification" or config.feature_bundle or config.tiling:
-            parser.error(f"{config.id}: the Grad-CAM layer is chosen for fine-tuned whole-image classifiers")
         folder = Path(args.out or REPO / "models") / config.id
+        plan = stored_plan(config)
+        if not same_split(folder, plan):
+            parser.error(f"{folder} was not trained on this config's split; retrain it with 'train'")
         try:
-            chosen = choose_cam_layer(folder, validation_lesions(config, folder), notes=config.notes)
-        except ValueError as exc:  # nothing marked to measure on (e.g. the brain sets)
+            chosen = choose_cam_layer(folder, validation_lesions(plan), notes=config.notes)
+        except ValueError as exc:  # not a fine-tuned whole-image classifier, or nothing marked (the brain sets)
             parser.error(str(exc))
         m = json.loads((folder / "manifest.json").read_text())["gradcam_localisation"][chosen]["gradcam"]
         print(f"{config.id}: Grad-CAM from {chosen}: {m['lesion_share']:.0%} of its heat on annotated lesions, "

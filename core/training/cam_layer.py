@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from core.training.configs import DATA_ROOT, BundleConfig
-from core.training.datasets import READERS, Sample
+from core.training.datasets import Sample, plan_sample
 
 # Candidate layers per backbone: the last convolutional activation (an 8 x 8 grid at 256 px) and the
 # deepest one at twice that resolution.
@@ -28,11 +27,9 @@ CANDIDATES = {"xception": ("block14_sepconv2_act", "block13_sepconv2_act"),
 METHODS = {"gradcam": False, "gradcam++": True}
 
 
-def validation_lesions(config: BundleConfig, folder: Path) -> list[Sample]:
-    """The bundle's validation images whose data marks lesions (mask files or circles); [] where none do."""
-    marked = {s.path.resolve(): s for s in READERS[config.reader](config.data_path) if s.mask_path or s.circles}
-    entries = json.loads((folder / "split.json").read_text())["val"]
-    return [marked[p] for p in ((DATA_ROOT / path).resolve() for path, _, _ in entries) if p in marked]
+def validation_lesions(plan: dict) -> list[Sample]:
+    """The split's validation samples whose data marks lesions (mask files or circles); [] where none do."""
+    return [plan_sample(entry) for entry in plan["val"] if entry.get("mask") or entry.get("circles")]
 
 
 def localisation(heatmap: np.ndarray, lesion: np.ndarray) -> tuple[float, bool]:
@@ -76,8 +73,8 @@ def choose_cam_layer(folder: Path, lesions: list[Sample], candidates: Sequence[s
     from core.training.bundle_writer import model_card
 
     manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest["task"] != "classification" or manifest.get("tiling"):
-        raise ValueError(f"{manifest['id']}: the Grad-CAM layer is chosen for whole-image classifiers")
+    if manifest["task"] != "classification" or manifest.get("tiling") or manifest["architecture"].get("feature_bundle"):
+        raise ValueError(f"{manifest['id']}: the Grad-CAM layer is chosen for fine-tuned whole-image classifiers")
     if not lesions:
         raise ValueError(f"{manifest['id']}: no validation image with a marked lesion to measure Grad-CAM on")
     candidates = candidates or CANDIDATES[manifest["architecture"]["backbone"]]

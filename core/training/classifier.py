@@ -224,7 +224,7 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         from core.training.mirror import choose_mirror_average
 
         choose_mirror_average(folder)
-        lesions = validation_lesions(config, folder)
+        lesions = validation_lesions(plan)
         if lesions:  # the data marks its lesions: the heatmap's layer is chosen by where it points
             choose_cam_layer(folder, lesions)
     return folder
