@@ -332,6 +332,9 @@ CONFIGS: dict[str, BundleConfig] = {
             # 85 % enlarged, lowers lesion Dice at the 0.9 gate to 0.733-0.766 vs 0.768: not kept.
             # Post-processing (tried, at the 0.9 gate): keeping only the most probable region, or the regions holding at least
             # 5-50 % of its probability mass: lesion Dice 0.762-0.768 vs 0.767; filling holes: no change. Not kept.
+            # On version 1.2 (threshold 0.4/0.5, gate 0 or 0.95): the most probable region only 0.779-0.786 vs 0.782 (0.786
+            # only ungated, false lesions on 32 % of normal images), filling holes no change, each region re-thresholded
+            # at 0.3-0.6 of its own peak 0.775-0.782. Not kept.
             # Fine-tuning from block 5 instead of 8 (tried, same schedule, 33 min on 2 cores): lesion Dice 0.766 before the
             # gate vs 0.773, 0.762 at its chosen gate vs 0.767; its probability maps averaged with this bundle's: at most
             # 0.775 before the gate, 0.769 at 0.9. Not kept.
