@@ -20,6 +20,13 @@ BUILTIN_MODELS = Path(__file__).resolve().parents[2] / "models"
 REQUIRED = ("id", "version", "modality", "task", "classes", "weights", "preprocessing")
 
 
+def cam_layer_of(manifest: dict, plus: bool = False) -> str | None:
+    """The layer Grad-CAM explains, or Grad-CAM++ where validation chose another one for it
+    (``gradcam_plus_layer``, core.training.cam_layer)."""
+    plain = manifest.get("gradcam_layer")
+    return manifest.get("gradcam_plus_layer", plain) if plus else plain
+
+
 @dataclass
 class Bundle:
     """A validated bundle manifest; ``load()`` builds the Keras model once and caches it.
@@ -73,8 +80,7 @@ class Bundle:
         return self.manifest.get("gradcam_layer")
 
     def cam_layer(self, plus: bool = False) -> str | None:
-        """The layer Grad-CAM explains, or Grad-CAM++ where validation chose another one for it."""
-        return self.manifest.get("gradcam_plus_layer", self.gradcam_layer) if plus else self.gradcam_layer
+        return cam_layer_of(self.manifest, plus)
 
     def summary(self) -> dict:
         m = self.manifest

@@ -446,12 +446,14 @@ def _cam_section(manifest: dict) -> str:
     measured = manifest.get("gradcam_localisation")
     if not measured:
         return ""
+    from core.models.registry import cam_layer_of
+    from core.training.cam_layer import METHODS
+
     first = next(iter(measured.values()))
-    plain = manifest["gradcam_layer"]
-    drawn = {"gradcam": plain, "gradcam++": manifest.get("gradcam_plus_layer", plain)}
+    drawn = {method: cam_layer_of(manifest, plus) for method, plus in METHODS.items()}
     rows = "\n".join(
         f"| {layer} | " + " | ".join(f"{m[method]['lesion_share']:.0%}{' (drawn)' if drawn[method] == layer else ''} | "
-                                     f"{m[method]['peak_on_lesion']:.0%}" for method in ("gradcam", "gradcam++")) + " |"
+                                     f"{m[method]['peak_on_lesion']:.0%}" for method in METHODS) + " |"
         for layer, m in measured.items())
     return f"""
 ## Grad-CAM localisation (validation images with a lesion, n = {first['n']})
