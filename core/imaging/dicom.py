@@ -4,43 +4,148 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+import struct
+import zlib
+
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from core.errors import ImageLoadError
-from core.imaging.limits import check_size
+from core.imaging.limits import (DECODE_OVERHEAD, check_size, downsample_factor, memory_budget, shrink,
+                                 shrunk_shape)
 from core.imaging.record import ImageRecord, Modality, StudyInfo, WindowPreset
 from core.imaging.windowing import apply_window, auto_preset, full_range_preset, rescale_to_uint8
 
 _MODALITY_TAGS = {"MR": Modality.MR, "MG": Modality.MG, "US": Modality.US, "SM": Modality.SM, "GM": Modality.SM}
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _DEFER = "512 KB"  # big elements (pixel data) stay on disk until a frame is asked for
+_NONFINITE_WARNING = "some pixel values are NaN or infinite; they are shown as 0"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_INFLATE_CHUNK = 1 << 20
+
+
+def _finite(value) -> bool:
+    try:
+        return all(math.isfinite(float(v)) for v in _as_list(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _valid_window(preset: WindowPreset) -> bool:
+    return math.isfinite(preset.center) and math.isfinite(preset.width) and preset.width > 0
+
+
+def _scaled(spacing: tuple[float, float] | None, factor: int) -> tuple[float, float] | None:
+    if spacing is None or not all(math.isfinite(v) and v > 0 for v in spacing):
+        return None
+    return spacing[0] * factor, spacing[1] * factor
+
+
+def _check_deflated(path: Path) -> None:
+    """A deflated data set is inflated whole by pydicom: measure it by streaming first, within the budget.
+
+    Only the file meta group is parsed here; the rest is inflated chunk by chunk and counted, never kept.
+    """
+    try:
+        with open(path, "rb") as fp:
+            read_preamble(fp, True)
+            meta = _read_file_meta_info(fp)
+            if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED:
+                return
+            budget = memory_budget() // DECODE_OVERHEAD
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            total = 0
+            while True:
+                chunk = fp.read(_INFLATE_CHUNK)
+                data = inflater.decompress(chunk, _INFLATE_CHUNK)
+                while True:
+                    total += len(data)
+                    if total > budget:
+                        raise ImageLoadError(path, f"the deflate-compressed DICOM data set inflates to more than "
+                                                   f"{budget / 1024**2:.0f} MiB: too large (possibly a decompression bomb)")
+                    if not inflater.unconsumed_tail:
+                        break
+                    data = inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK)
+                if not chunk or inflater.eof:
+                    return
+    except ImageLoadError:
+        raise
+    except zlib.error as exc:
+        raise ImageLoadError(path, f"the deflate-compressed DICOM data is corrupt ({exc})") from exc
+    except Exception:  # noqa: BLE001 - no readable meta group: dcmread decides what the file is
+        return
+
+
+def _no_pixels_reason(path: Path, ds: Dataset) -> str:
+    """Why a data set has no pixels: a damaged header (an element longer than the file) or a non-image object."""
+    sop = str(getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
+    if sop == "1.2.840.10008.1.3.10":
+        return "the DICOM file holds no image: it is a DICOMDIR (an index of other files)"
+    overrun = _element_past_end(path)
+    if overrun:
+        return f"the DICOM header is damaged: element {overrun} declares a length that runs past the end of the file"
+    if sop.startswith("1.2.840.10008.5.1.4.1.1.88."):
+        return "the DICOM file holds no image (no Pixel Data): it is a structured report"
+    return "the DICOM file holds no image (no Pixel Data): it may be a report, a plan or another non-image object"
+
+
+def _element_past_end(path: Path) -> str | None:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fp:
+            read_preamble(fp, True)
+            meta = _read_file_meta_info(fp)
+            syntax = UID(str(meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
+            if syntax == _DEFLATED:
+                return None
+            implicit = syntax == ImplicitVRLittleEndian
+            little = syntax != "1.2.840.10008.1.2.2"
+            for raw in data_element_generator(fp, implicit, little, defer_size=1024):
+                length = 0 if raw.length == 0xFFFFFFFF else raw.length
+                if raw.value_tell + length > size:
+                    return str(raw.tag)
+    except Exception:  # noqa: BLE001 - the walk itself fails on a damaged header: say nothing more
+        return None
+    return None
 
 
 def read_dicom(path: Path) -> ImageRecord:
     """Open a DICOM file; raise ImageLoadError with a reader-friendly reason when it cannot be shown."""
+    _check_deflated(path)
     try:
         ds = pydicom.dcmread(path, defer_size=_DEFER, force=True)
     except InvalidDicomError as exc:
         raise ImageLoadError(path, f"not a valid DICOM file ({exc})") from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+    except (EOFError, OSError, ValueError, KeyError, TypeError, OverflowError, struct.error, zlib.error) as exc:
         raise ImageLoadError(path, f"the DICOM file is truncated or damaged ({exc})") from exc
 
     if not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise ImageLoadError(path, "the DICOM file holds no image (no Pixel Data): it may be a report or a DICOMDIR")
+        raise ImageLoadError(path, _no_pixels_reason(path, ds))
     for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
         if keyword not in ds:
             raise ImageLoadError(path, f"the DICOM header lacks the required '{keyword}' attribute")
 
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    reason = check_size(int(ds.Rows), int(ds.Columns), frames, samples, max(1, int(ds.BitsAllocated) // 8))
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    except (TypeError, ValueError) as exc:
+        raise ImageLoadError(path, f"the DICOM header's image size is not a number ({exc})") from exc
+    reason = check_size(rows, columns, frames, samples, max(1, bits // 8))
     if reason:
         raise ImageLoadError(path, reason)
+    factor = downsample_factor(rows, columns)
+    warnings: list[str] = []
+    slope, intercept = ds.get("RescaleSlope", 1), ds.get("RescaleIntercept", 0)
+    for name, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
+        if not _finite(value):
+            raise ImageLoadError(path, f"its {name} ({value}) is not a finite number: the pixel values cannot be computed")
 
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     is_color = samples == 3 or photometric == "PALETTE COLOR"
@@ -56,11 +161,17 @@ def read_dicom(path: Path) -> ImageRecord:
             ) from exc
         except (ValueError, EOFError, OSError, KeyError, AttributeError, TypeError) as exc:
             raise ImageLoadError(path, f"the pixel data is truncated or does not match the header ({exc})") from exc
+        arr = shrink(arr, factor)  # before any float conversion: big frames never exist as float64
         if photometric == "PALETTE COLOR":
             arr = apply_color_lut(arr, ds)
         if is_color:
             return _color_to_uint8(arr)
-        return apply_modality_lut(arr, ds).astype(np.float32, copy=False)
+        values = apply_modality_lut(arr, ds).astype(np.float32, copy=False)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+            if _NONFINITE_WARNING not in warnings:
+                warnings.append(_NONFINITE_WARNING)
+        return values
 
     presets: list[WindowPreset] = []
     record = ImageRecord(
@@ -68,19 +179,27 @@ def read_dicom(path: Path) -> ImageRecord:
         file_format="DICOM",
         modality=_MODALITY_TAGS.get(_modality_tag(ds), Modality.OTHER),
         modality_source="dicom",
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
+        rows=shrunk_shape(rows, columns, factor)[0],
+        columns=shrunk_shape(rows, columns, factor)[1],
         frames=frames,
         samples_per_pixel=3 if is_color else 1,
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
-        pixel_spacing_mm=_pixel_spacing(ds),
+        pixel_spacing_mm=_scaled(_safe_spacing(ds), factor),
         window_presets=presets,
         study=_study(ds),
         metadata=_tag_list(ds),
         _read_frame=read_frame,
         _default_render=None if is_color else _default_renderer(ds),
+        downsample=factor,
+        source_size=(rows, columns) if factor > 1 else None,
+        warnings=warnings,
     )
+    if factor > 1:
+        warnings.append(f"loaded at 1/{factor} of its {columns} x {rows} pixels to fit in memory")
+    dropped = [p for p in _window_presets(ds, keep_invalid=True) if not _valid_window(p)]
+    if dropped:
+        warnings.append("its window centre/width is not a finite positive number; an automatic window is used")
     if not is_color:
         first = record.values(0)
         presets.extend(_window_presets(ds))
@@ -138,7 +257,7 @@ def _functional_group(ds: Dataset, sequence: str) -> Dataset | None:
     return None
 
 
-def _window_presets(ds: Dataset) -> list[WindowPreset]:
+def _window_presets(ds: Dataset, keep_invalid: bool = False) -> list[WindowPreset]:
     source = ds if "WindowCenter" in ds else _functional_group(ds, "FrameVOILUTSequence")
     if source is None or "WindowCenter" not in source or "WindowWidth" not in source:
         return []
@@ -149,7 +268,12 @@ def _window_presets(ds: Dataset) -> list[WindowPreset]:
     presets = []
     for i, (c, w) in enumerate(zip(centers, widths)):
         name = str(names[i]) if i < len(names) and str(names[i]).strip() else f"DICOM window {i + 1}"
-        presets.append(WindowPreset(name, float(c), float(w), function))
+        try:
+            preset = WindowPreset(name, float(c), float(w), function)
+        except (TypeError, ValueError):
+            preset = WindowPreset(name, math.nan, math.nan, function)
+        if keep_invalid or _valid_window(preset):
+            presets.append(preset)
     return presets
 
 
@@ -183,6 +307,13 @@ def _as_list(value) -> list:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return list(value)
     return [value]
+
+
+def _safe_spacing(ds: Dataset) -> tuple[float, float] | None:
+    try:
+        return _pixel_spacing(ds)
+    except (TypeError, ValueError, IndexError, AttributeError, KeyError):
+        return None  # an unreadable spacing is no spacing: lengths are then given in pixels
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 from core.errors import ImageLoadError
@@ -34,6 +37,62 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+def open_regular_file(path: Path) -> bytes:
+    """The first bytes of ``path`` if it is a readable regular file; every other case is refused by name.
+
+    This is the one guarded door to the decoders: folders, FIFOs, devices (``/dev/zero``), sockets,
+    dangling or looping links and unreadable files never reach a decoder, so nothing can block or
+    stream without end. The file is opened non-blocking and checked on the open descriptor.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise ImageLoadError(path, "the file is a link to something that does not exist") from None
+        raise ImageLoadError(path, "the file does not exist") from None
+    except OSError as exc:
+        raise ImageLoadError(path, _os_reason(exc)) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageLoadError(path, "this is a folder, not an image file (use batch analysis for folders)")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageLoadError(path, f"this is {_kind(st.st_mode)}, not a regular file: refused")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise ImageLoadError(path, _os_reason(exc)) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped between stat and open
+            raise ImageLoadError(path, f"this is {_kind(st.st_mode)}, not a regular file: refused")
+        return os.read(fd, 132)
+    except OSError as exc:
+        raise ImageLoadError(path, _os_reason(exc)) from exc
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "the file is a link that loops back on itself"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied: the file or a folder above it cannot be read"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the file name is too long"
+    if exc.errno == errno.ENOTDIR:
+        return "the file does not exist (a part of its path is not a folder)"
+    return f"the file cannot be read ({exc.strerror or exc})"
+
+
 def load_image(path: str | Path, modality: Modality | str | None = None) -> ImageRecord:
     """Open any supported image, decode its first frame and settle its modality.
 
@@ -41,36 +100,32 @@ def load_image(path: str | Path, modality: Modality | str | None = None) -> Imag
     Every failure is raised as ImageLoadError with a message that names the file and the problem.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageLoadError(path, "the file does not exist")
-    if path.is_dir():
-        raise ImageLoadError(path, "this is a folder, not an image file (use batch analysis for folders)")
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(132)
-    except OSError as exc:
-        raise ImageLoadError(path, f"the file cannot be read ({exc.strerror or exc})") from exc
+    head = open_regular_file(path)
     if not head:
         raise ImageLoadError(path, "the file is empty (0 bytes)")
     file_format = sniff_format(head)
-    if file_format is None:
-        return _settle_modality(_read_headerless_dicom(path), modality)
     try:
-        record = read_dicom(path) if file_format == "DICOM" else read_raster(path, file_format)
+        if file_format is None:
+            record = _read_headerless_dicom(path)
+        else:
+            record = read_dicom(path) if file_format == "DICOM" else read_raster(path, file_format)
+        return _settle_modality(record, modality)
     except ImageLoadError:
         raise
     except MemoryError as exc:
         raise ImageLoadError(path, "the image is too large to fit in memory") from exc
+    except OSError as exc:
+        raise ImageLoadError(path, _os_reason(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one readable message
         raise ImageLoadError(path, f"the file is damaged or unsupported ({type(exc).__name__}: {exc})") from exc
-
-    return _settle_modality(record, modality)
 
 
 def _read_headerless_dicom(path: Path) -> ImageRecord:
     """Last resort for DICOM written without preamble or meta group; anything else is unknown."""
     try:
         return read_dicom(path)
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - not DICOM after all
         raise ImageLoadError(path, "not a recognised image format (expected DICOM, PNG, JPEG, TIFF or BMP)") from exc
 

@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageLoadError
-from core.imaging.limits import MAX_FRAME_PIXELS, check_size
+from core.imaging.limits import MAX_FRAME_PIXELS, check_size, downsample_factor, shrink, shrunk_shape
 from core.imaging.record import ImageRecord, Modality, StudyInfo, WindowPreset
 from core.imaging.windowing import auto_preset, full_range_preset
 
@@ -18,12 +18,17 @@ Image.MAX_IMAGE_PIXELS = MAX_FRAME_PIXELS
 
 
 def read_raster(path: Path, file_format: str) -> ImageRecord:
-    """Open a non-DICOM picture; ``file_format`` comes from the content, not the extension."""
+    """Open a non-DICOM picture; ``file_format`` comes from the content, not the extension.
+
+    The header is read first (size, samples, depth, planar layout) and checked against the memory
+    budget before anything is decoded; a big but legal picture is loaded downsampled.
+    """
     if file_format == "TIFF":
-        frames = _read_tiff(path)
+        source_size, factor, frame_count, read_any = _open_tiff(path)
     else:
-        frames = [_read_pillow(path)]
-    first = frames[0]
+        source_size, factor, first = _read_pillow(path)
+        frame_count, read_any = 1, (lambda index: first)
+    first = read_any(0)
     is_color = first.ndim == 3
     bits = 16 if first.dtype == np.uint16 else (32 if first.dtype.kind == "f" else 8)
     presets: list[WindowPreset] = []
@@ -34,9 +39,15 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
         presets.extend([full, auto] if bits == 8 else [auto, full])
 
     def read_frame(index: int) -> np.ndarray:
-        arr = frames[index]
+        arr = first if index == 0 else read_any(index)
+        if is_color and arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        elif not is_color and arr.ndim == 3:
+            arr = arr[..., 0]
         return arr if is_color else arr.astype(np.float32)
 
+    warnings = [f"loaded at 1/{factor} of its {source_size[1]} x {source_size[0]} pixels to fit in memory"] \
+        if factor > 1 else []
     return ImageRecord(
         path=path,
         file_format=file_format,
@@ -44,28 +55,50 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
         modality_source="guess",
         rows=int(first.shape[0]),
         columns=int(first.shape[1]),
-        frames=len(frames),
+        frames=frame_count,
         samples_per_pixel=3 if is_color else 1,
         photometric="RGB" if is_color else "MONOCHROME2",
         bits_stored=bits,
         pixel_spacing_mm=None,
         window_presets=presets,
         study=StudyInfo(),
-        metadata=[("", "Format", file_format), ("", "Size", f"{first.shape[1]} x {first.shape[0]}")],
+        metadata=[("", "Format", file_format), ("", "Size", f"{source_size[1]} x {source_size[0]}")],
         _read_frame=read_frame,
+        downsample=factor,
+        source_size=source_size if factor > 1 else None,
+        warnings=warnings,
     )
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+_MODE_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+
+
+def _read_pillow(path: Path) -> tuple[tuple[int, int], int, np.ndarray]:
+    """((rows, columns) in the file, downsample factor, first frame at that factor)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                reason = check_size(im.height, im.width, 1, len(im.getbands()), 2)
+                width, height = im.size
+                bands = len(im.getbands())
+                factor = downsample_factor(height, width)
+                scale = 1
+                if factor > 1 and im.format == "JPEG":
+                    # DCT scaling: the decoder itself produces 1/2, 1/4 or 1/8 of the pixels
+                    scale = max(s for s in (1, 2, 4, 8) if s <= factor)
+                reason = check_size(height, width, 1, max(bands, 3) if im.mode not in ("L", "1") else 1,
+                                    _MODE_BYTES.get(im.mode, 1), decode_scale=scale)
                 if reason:
                     raise ImageLoadError(path, reason)
+                if scale > 1:
+                    im.draft(im.mode, (width // scale, height // scale))
                 im = ImageOps.exif_transpose(im)
-                return _normalise(np.asarray(_to_supported_mode(im)))
+                if width != height and (im.size[0] > im.size[1]) != (width > height):
+                    width, height = height, width  # rotated by its EXIF orientation
+                arr = _normalise(np.asarray(_to_supported_mode(im)))
+                if factor > 1:
+                    arr = _resize_to(arr, shrunk_shape(height, width, factor))
+                return (height, width), factor, arr
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -74,6 +107,16 @@ def _read_pillow(path: Path) -> np.ndarray:
         raise ImageLoadError(path, "the file is not a readable image") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(path, f"the image data is truncated or corrupt ({exc})") from exc
+
+
+def _resize_to(arr: np.ndarray, target: tuple[int, int]) -> np.ndarray:
+    if arr.shape[:2] == target:
+        return arr
+    import cv2
+
+    if arr.dtype in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
+        return cv2.resize(np.ascontiguousarray(arr), (target[1], target[0]), interpolation=cv2.INTER_AREA)
+    return shrink(arr, max(1, arr.shape[0] // target[0]))
 
 
 def _to_supported_mode(im: Image.Image) -> Image.Image:
@@ -86,28 +129,50 @@ def _to_supported_mode(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # P, RGBA, CMYK, YCbCr, LAB ...
 
 
-def _read_tiff(path: Path) -> list[np.ndarray]:
+def _open_tiff(path: Path):
+    """Read the first series' shape, samples, planar layout and depth from the tags, check the budget,
+    then return ((rows, columns), factor, frame count, reader of one page at a time)."""
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0] if tif.series else None
-            if series is None:
+            if not tif.series:
                 raise ImageLoadError(path, "the TIFF file holds no image")
-            page = tif.pages[0]
-            rows, cols = int(page.shape[0]), int(page.shape[1])
-            pages = len(tif.pages)
-            reason = check_size(rows, cols, pages, int(page.samplesperpixel), page.dtype.itemsize)
+            series = tif.series[0]
+            key = series.keyframe
+            rows, columns = int(key.imagelength), int(key.imagewidth)
+            samples, depth = int(key.samplesperpixel), int(key.imagedepth)
+            if key.dtype is None:
+                raise ImageLoadError(path, f"its sample format ({key.sampleformat}, {key.bitspersample} bit) is not supported")
+            count = len(series.pages)
+            reason = check_size(rows, columns, count * depth, samples, key.dtype.itemsize)
             if reason:
                 raise ImageLoadError(path, reason)
-            arr = series.asarray()
+            if depth > 1:
+                raise ImageLoadError(path, f"it is a 3-D TIFF volume ({depth} slices per page), which is not supported")
     except ImageLoadError:
         raise
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError, AttributeError, TypeError) as exc:
         raise ImageLoadError(path, f"the TIFF file is truncated or corrupt ({exc})") from exc
-    colour = int(page.samplesperpixel) in (3, 4)
-    per_frame_ndim = 3 if colour else 2
-    if arr.ndim == per_frame_ndim:
-        return [_normalise(arr)]
-    return [_normalise(frame) for frame in arr.reshape((-1,) + arr.shape[-per_frame_ndim:])]
+    factor = downsample_factor(rows, columns)
+    colour = samples in (3, 4)
+
+    def read_page(index: int) -> np.ndarray:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.series[0].pages[index]
+                arr = page.asarray()
+                separate = int(getattr(page.keyframe, "planarconfig", 1)) == 2
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError, AttributeError, TypeError) as exc:
+            raise ImageLoadError(path, f"the TIFF file is truncated or corrupt ({exc})") from exc
+        arr = np.squeeze(arr) if arr.ndim > 3 else arr
+        if samples > 1 and arr.ndim == 3 and separate and arr.shape[0] == samples:
+            arr = np.moveaxis(arr, 0, -1)  # planar configuration 2: (S, H, W) -> (H, W, S)
+        if samples > 1 and not colour and arr.ndim == 3:
+            arr = arr[..., 0]  # grey plus extra samples (alpha, ...)
+        if arr.shape[:2] != (rows, columns):
+            raise ImageLoadError(path, f"page {index + 1} decodes to {arr.shape}, not the {rows} x {columns} its tags declare")
+        return _normalise(shrink(arr, factor))
+
+    return (rows, columns), factor, count, read_page
 
 
 def _normalise(arr: np.ndarray) -> np.ndarray:

@@ -85,6 +85,9 @@ class ImageRecord:
     _read_frame: FrameReader = field(repr=False)
     _default_render: DefaultRenderer | None = field(default=None, repr=False)
     modality_confidence: float | None = None
+    downsample: int = 1  # frames are loaded at 1/downsample of the file's size (core.imaging.limits)
+    source_size: tuple[int, int] | None = None  # (rows, columns) in the file when downsampled
+    warnings: list[str] = field(default_factory=list)  # what a reader should know about this file
     _cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict, repr=False)
 
     @property
@@ -129,8 +132,8 @@ class ImageRecord:
             "modality_name": self.modality.label,
             "modality_source": self.modality_source,
             "modality_confidence": self.modality_confidence,
-            "rows": self.rows,
-            "columns": self.columns,
+            "rows": self.source_size[0] if self.source_size else self.rows,
+            "columns": self.source_size[1] if self.source_size else self.columns,
             "frames": self.frames,
             "samples_per_pixel": self.samples_per_pixel,
             "photometric": self.photometric,
@@ -139,4 +142,7 @@ class ImageRecord:
             "window_presets": [
                 {"name": w.name, "center": w.center, "width": w.width} for w in self.window_presets
             ],
+            **({"downsample_factor": self.downsample, "loaded_rows": self.rows, "loaded_columns": self.columns}
+               if self.downsample > 1 else {}),
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
         }
