@@ -1,0 +1,552 @@
+"""The study index: a folder (recursively) or a DICOMDIR as patients -> studies -> series -> slices.
+
+Headers are read without pixel data (pydicom ``stop_before_pixels``, large elements deferred), so a folder
+of hundreds of slices indexes in well under a second; pixels are loaded later by ``core.series.stack``.
+
+Grouping: a series is one SeriesInstanceUID within its study; a multi-frame file is a series of its own
+(its frames are the slices); a non-DICOM image (PNG, JPEG, TIFF, BMP) is a one-image series.
+
+Order: slices are sorted along the slice normal (row cosines x column cosines of ImageOrientationPatient)
+by the projection of ImagePositionPatient on it; where any slice lacks either attribute the series is
+ordered by InstanceNumber (then file name) and says so in its warnings.
+
+Plane: the axis the slice normal is closest to (x: sagittal, y: coronal, z: axial); ``oblique`` when the
+normal is more than ``OBLIQUE_DEGREES`` from every axis.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+OBLIQUE_DEGREES = 20.0  # a normal further than this from every patient axis makes the plane 'oblique'
+GAP_FACTOR = 1.5  # a step between neighbours larger than this times the series spacing is a gap
+DUPLICATE_MM = 0.01  # neighbours closer than this along the normal share a position
+ORIENTATION_TOLERANCE = 1e-3  # direction cosines further apart than this are another orientation
+_DEFER = "2 KB"
+_RASTER = {"PNG", "JPEG", "TIFF", "BMP"}
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass
+class SliceRef:
+    """One slice: a single-frame file, or one frame of a multi-frame file."""
+
+    path: Path
+    frame: int = 0
+    instance: int | None = None  # InstanceNumber (frame number + 1 for frames of a multi-frame file)
+    sop_uid: str = ""
+    position: tuple[float, float, float] | None = None  # ImagePositionPatient (mm)
+    orientation: tuple[float, ...] | None = None  # ImageOrientationPatient: row then column cosines
+    rows: int | None = None
+    columns: int | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+    thickness_mm: float | None = None
+    spacing_between_mm: float | None = None  # SpacingBetweenSlices
+    position_mm: float | None = None  # along the series' slice normal; set when the series is ordered
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the slice (for result caches)."""
+        return f"{self.sop_uid or self.path}#{self.frame}"
+
+
+@dataclass
+class Series:
+    key: str  # unique within an index (the UID, or the file for multi-frame and non-DICOM series)
+    uid: str  # SeriesInstanceUID ("" for a non-DICOM image)
+    kind: str  # "dicom", "multiframe" or "image"
+    modality: str = ""
+    description: str = ""
+    number: int | None = None
+    patient_id: str = ""
+    patient_name: str = ""
+    study_uid: str = ""
+    slices: list[SliceRef] = field(default_factory=list)
+    plane: str | None = None  # axial, sagittal, coronal, oblique; None without orientation
+    spacing_mm: float | None = None  # between neighbouring slice centres
+    spacing_source: str | None = None  # "positions", "SpacingBetweenSlices", "SliceThickness"
+    thickness_mm: float | None = None
+    normal: tuple[float, float, float] | None = None
+    ordered_by: str = "position"  # "position", "instance", "file" or "frame" (multi-frame without geometry)
+    breaks: list[int] = field(default_factory=list)  # i: a gap lies between slice i and i + 1
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    @property
+    def files(self) -> list[Path]:
+        return list(dict.fromkeys(s.path for s in self.slices))
+
+    def summary(self) -> dict:
+        return {"series_uid": self.uid or None, "description": self.description, "modality": self.modality,
+                "plane": self.plane, "slices": len(self.slices),
+                "spacing_mm": None if self.spacing_mm is None else round(self.spacing_mm, 4),
+                "thickness_mm": self.thickness_mm, "ordered_by": self.ordered_by, "warnings": list(self.warnings)}
+
+
+@dataclass
+class Study:
+    uid: str
+    date: str = ""
+    description: str = ""
+    accession: str = ""
+    series: list[Series] = field(default_factory=list)
+
+
+@dataclass
+class Patient:
+    id: str
+    name: str = ""
+    studies: list[Study] = field(default_factory=list)
+
+
+@dataclass
+class StudyIndex:
+    root: Path
+    patients: list[Patient] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # files that look like images but could not be indexed
+    skipped: int = 0  # files that are not images (reports, DICOMDIR, other files)
+
+    @property
+    def series(self) -> list[Series]:
+        return [s for p in self.patients for st in p.studies for s in st.series]
+
+    def find(self, key: str) -> Series:
+        for s in self.series:
+            if key in (s.key, s.uid):
+                return s
+        raise KeyError(key)
+
+
+# ----------------------------------------------------------------------------------------------- entry points
+def index_path(path: str | Path) -> StudyIndex:
+    """A folder (recursively), a DICOMDIR, or a single file."""
+    path = Path(path)
+    if path.is_dir():
+        return index_folder(path)
+    if path.is_file() and _is_dicomdir(path):
+        return index_dicomdir(path)
+    if not path.exists():
+        raise FileNotFoundError(f"'{path}' does not exist")
+    return index_files([path], root=path.parent)
+
+
+def index_folder(folder: str | Path, recursive: bool = True) -> StudyIndex:
+    """Every image file below ``folder`` (hidden files and folders and DICOMDIR files skipped)."""
+    folder = Path(folder)
+    files: list[Path] = []
+    for here, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        files.extend(Path(here) / n for n in sorted(names) if not n.startswith("."))
+    return index_files(files, root=folder)
+
+
+def index_dicomdir(dicomdir: str | Path) -> StudyIndex:
+    """The image files a DICOMDIR references (its directory records, read with pydicom)."""
+    import pydicom
+
+    dicomdir = Path(dicomdir)
+    problems: list[str] = []
+    try:
+        records = pydicom.dcmread(dicomdir, force=True).DirectoryRecordSequence
+    except Exception as exc:  # noqa: BLE001 - a damaged DICOMDIR is reported, not raised
+        index = StudyIndex(dicomdir.parent)
+        index.problems.append(f"{dicomdir.name}: not a readable DICOMDIR ({type(exc).__name__}: {exc})")
+        return index
+    files = []
+    for record in records:
+        parts = record.get("ReferencedFileID")
+        if not parts:
+            continue
+        parts = [parts] if isinstance(parts, str) else [str(p) for p in parts]
+        path = _find_case_insensitive(dicomdir.parent, parts)
+        if path is None:
+            problems.append(f"{'/'.join(parts)}: listed in the DICOMDIR but missing on disk")
+        elif path not in files:
+            files.append(path)
+    index = index_files(files, root=dicomdir.parent)
+    index.problems[:0] = problems
+    return index
+
+
+def _find_case_insensitive(root: Path, parts: list[str]) -> Path | None:
+    """File IDs are upper case on the medium; copies to a case-sensitive disk are often lower case."""
+    path = root.joinpath(*parts)
+    if path.is_file():
+        return path
+    here = root
+    for part in parts:
+        try:
+            match = next((c for c in here.iterdir() if c.name.upper() == part.upper()), None)
+        except OSError:
+            return None
+        if match is None:
+            return None
+        here = match
+    return here if here.is_file() else None
+
+
+def index_files(files: list[Path], root: Path) -> StudyIndex:
+    index = StudyIndex(Path(root))
+    groups: dict[str, Series] = {}
+    studies: dict[tuple[str, str], Study] = {}
+    patients: dict[str, Patient] = {}
+    for path in files:
+        try:
+            entry = _read_entry(path)
+        except _NotAnImage:
+            index.skipped += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the index
+            index.problems.append(f"{_rel(path, root)}: {type(exc).__name__}: {exc}")
+            continue
+        series_fields, study_fields, patient_fields, slices = entry
+        key = series_fields["key"]
+        if key not in groups:
+            groups[key] = Series(**series_fields)
+            pid = patient_fields["id"]
+            patient = patients.setdefault(pid, Patient(pid, patient_fields["name"]))
+            skey = (pid, study_fields["uid"])
+            if skey not in studies:
+                studies[skey] = Study(**study_fields)
+                patient.studies.append(studies[skey])
+            studies[skey].series.append(groups[key])
+        groups[key].slices.extend(slices)
+    for series in groups.values():
+        _arrange(series)
+    for patient in patients.values():
+        for study in patient.studies:
+            study.series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid, s.key))
+        patient.studies.sort(key=lambda st: (st.date, st.uid))
+    index.patients = sorted(patients.values(), key=lambda p: (p.id == "", p.id))
+    return index
+
+
+# ----------------------------------------------------------------------------------------------- headers
+class _NotAnImage(Exception):
+    pass
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _is_dicomdir(path: Path) -> bool:
+    if path.name.upper() == "DICOMDIR":
+        return True
+    try:
+        import pydicom
+
+        meta = pydicom.filereader.read_file_meta_info(path)
+        return str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS
+    except Exception:  # noqa: BLE001 - not DICOM at all
+        return False
+
+
+def _read_entry(path: Path):
+    from core.imaging.loader import sniff_format
+
+    if path.name.upper() == "DICOMDIR":
+        raise _NotAnImage
+    with path.open("rb") as fh:
+        head = fh.read(132)
+    fmt = sniff_format(head)
+    if fmt in _RASTER:
+        return _raster_entry(path, fmt)
+    if fmt != "DICOM":
+        raise _NotAnImage
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER, force=True)
+    if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
+        raise _NotAnImage
+    if "Rows" not in ds or "Columns" not in ds:
+        raise _NotAnImage  # structured reports, presentation states, plans: no image
+    return _dicom_entry(path, ds)
+
+
+def _raster_entry(path: Path, fmt: str):
+    from PIL import Image
+
+    with Image.open(path) as img:  # header only
+        columns, rows = img.size
+    key = f"file:{path}"
+    series = dict(key=key, uid="", kind="image", modality="", description=path.name, patient_id="", patient_name="",
+                  study_uid="")
+    return series, dict(uid=""), dict(id="", name=""), [SliceRef(path, rows=rows, columns=columns)]
+
+
+def _text(ds, keyword: str) -> str:
+    try:
+        return str(ds.get(keyword, "") or "").strip()
+    except Exception:  # noqa: BLE001 - a malformed value reads as absent
+        return ""
+
+
+def _int(value) -> int | None:
+    try:
+        return None if value is None or value == "" else int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(value, n: int) -> tuple[float, ...] | None:
+    """``n`` finite floats from a multi-valued attribute, else None (absent, short or malformed)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        value = [value]
+    try:
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        return None
+    return tuple(values)
+
+
+def _get(ds, keyword: str):
+    try:
+        return ds.get(keyword)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _item(ds, sequence: str, keyword: str):
+    """``keyword`` from the first item of ``sequence`` in ``ds`` (a functional-group macro), else None."""
+    try:
+        items = ds.get(sequence)
+        if items and len(items) and keyword in items[0]:
+            return items[0].get(keyword)
+    except Exception:  # noqa: BLE001
+        return None
+    return None
+
+
+def _orientation(value) -> tuple[float, ...] | None:
+    cosines = _floats(value, 6)
+    if cosines is None:
+        return None
+    row, col = np.array(cosines[:3]), np.array(cosines[3:])
+    if not (0.9 < np.linalg.norm(row) < 1.1 and 0.9 < np.linalg.norm(col) < 1.1) or abs(float(row @ col)) > 0.1:
+        return None  # not two unit, perpendicular vectors
+    return cosines
+
+
+def _dicom_entry(path: Path, ds):
+    frames = _int(_get(ds, "NumberOfFrames")) or 1
+    series_uid = _text(ds, "SeriesInstanceUID")
+    study_uid = _text(ds, "StudyInstanceUID")
+    modality = _text(ds, "Modality").upper()
+    if frames > 1:
+        key = f"{series_uid}|{path}"
+        kind = "multiframe"
+    elif series_uid:
+        key, kind = f"{study_uid}|{series_uid}", "dicom"
+    else:
+        key, kind = f"nouid|{path.parent}|{modality}", "dicom"
+    series = dict(key=key, uid=series_uid, kind=kind, modality=modality, description=_text(ds, "SeriesDescription"),
+                  number=_int(_get(ds, "SeriesNumber")), patient_id=_text(ds, "PatientID"),
+                  patient_name=_text(ds, "PatientName"), study_uid=study_uid)
+    study = dict(uid=study_uid, date=_text(ds, "StudyDate"), description=_text(ds, "StudyDescription"),
+                 accession=_text(ds, "AccessionNumber"))
+    patient = dict(id=_text(ds, "PatientID"), name=_text(ds, "PatientName"))
+    rows, columns = _int(_get(ds, "Rows")), _int(_get(ds, "Columns"))
+    spacing = _floats(_get(ds, "PixelSpacing"), 2)
+    thickness = _floats(_get(ds, "SliceThickness"), 1)
+    between = _floats(_get(ds, "SpacingBetweenSlices"), 1)
+    base = dict(rows=rows, columns=columns, pixel_spacing_mm=spacing, thickness_mm=thickness[0] if thickness else None,
+                spacing_between_mm=abs(between[0]) if between and between[0] else None)
+    if frames == 1:
+        return series, study, patient, [SliceRef(
+            path, 0, _int(_get(ds, "InstanceNumber")), _text(ds, "SOPInstanceUID"),
+            _floats(_get(ds, "ImagePositionPatient"), 3), _orientation(_get(ds, "ImageOrientationPatient")), **base)]
+    return series, study, patient, _frames(path, ds, frames, base)
+
+
+def _frames(path: Path, ds, frames: int, base: dict) -> list[SliceRef]:
+    """The frames of a multi-frame file, with per-frame geometry from the functional groups where present."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared[0] if shared else None
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    sop = _text(ds, "SOPInstanceUID")
+    top_orientation = _orientation(_get(ds, "ImageOrientationPatient"))
+    top_position = _floats(_get(ds, "ImagePositionPatient"), 3)
+    offsets = _get(ds, "GridFrameOffsetVector")  # RT dose: frame z offsets from ImagePositionPatient
+    offsets = _floats(offsets, frames) if offsets is not None else None
+    shared_orientation = _orientation(_item(shared, "PlaneOrientationSequence", "ImageOrientationPatient")) \
+        if shared is not None else None
+    shared_measures = {}
+    if shared is not None:
+        spacing = _floats(_item(shared, "PixelMeasuresSequence", "PixelSpacing"), 2)
+        thickness = _floats(_item(shared, "PixelMeasuresSequence", "SliceThickness"), 1)
+        if spacing:
+            shared_measures["pixel_spacing_mm"] = spacing
+        if thickness:
+            shared_measures["thickness_mm"] = thickness[0]
+    slices = []
+    for i in range(frames):
+        group = per_frame[i] if i < len(per_frame) else None
+        position = orientation = None
+        fields = dict(base, **shared_measures)
+        if group is not None:
+            position = _floats(_item(group, "PlanePositionSequence", "ImagePositionPatient"), 3)
+            orientation = _orientation(_item(group, "PlaneOrientationSequence", "ImageOrientationPatient"))
+            thickness = _floats(_item(group, "PixelMeasuresSequence", "SliceThickness"), 1)
+            if thickness:
+                fields["thickness_mm"] = thickness[0]
+        orientation = orientation or shared_orientation or top_orientation
+        if position is None and top_position is not None and offsets is not None and orientation is not None:
+            normal = np.cross(orientation[:3], orientation[3:])
+            position = tuple(float(v) for v in np.array(top_position) + offsets[i] * normal)
+        slices.append(SliceRef(path, i, i + 1, sop, position, orientation, **fields))
+    return slices
+
+
+# ----------------------------------------------------------------------------------------------- geometry
+def slice_normal(orientation: tuple[float, ...]) -> np.ndarray:
+    """Unit normal of a slice from its row and column direction cosines."""
+    n = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+    return n / np.linalg.norm(n)
+
+
+def plane_of(orientation: tuple[float, ...] | None) -> str | None:
+    """axial, coronal, sagittal or oblique from ImageOrientationPatient (None when absent)."""
+    if orientation is None:
+        return None
+    n = np.abs(slice_normal(orientation))
+    axis = int(np.argmax(n))
+    angle = math.degrees(math.acos(min(1.0, float(n[axis]))))
+    if angle > OBLIQUE_DEGREES:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]
+
+
+def _same_orientation(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return max(abs(x - y) for x, y in zip(a, b)) <= ORIENTATION_TOLERANCE
+
+
+def _arrange(series: Series) -> None:
+    """Order the slices and fill plane, spacing, thickness and the warnings."""
+    slices = series.slices
+    if series.kind == "dicom" and not series.uid:
+        series.warnings.append("No SeriesInstanceUID: the files of this folder were grouped as one series.")
+    _drop_duplicate_instances(series)
+    slices = series.slices
+    oriented = [s for s in slices if s.position is not None and s.orientation is not None]
+    orientations = Counter(tuple(round(v, 4) for v in s.orientation) for s in slices if s.orientation is not None)
+    main = orientations.most_common(1)[0][0] if orientations else None
+    if main is not None:
+        series.plane = plane_of(main)
+        normal = slice_normal(main)
+        series.normal = tuple(float(v) for v in normal)
+        others = sum(1 for s in slices if s.orientation is not None and not _same_orientation(s.orientation, main))
+        if others:
+            planes = Counter(plane_of(s.orientation) for s in slices if s.orientation is not None)
+            series.warnings.append(f"Mixed orientations: {others} of {len(slices)} slices are not in the series' main "
+                                   f"orientation ({', '.join(f'{p} {n}' for p, n in planes.most_common())}); "
+                                   "positions along one normal mean little for them.")
+    sizes = Counter((s.rows, s.columns) for s in slices)
+    if len(sizes) > 1:
+        series.warnings.append("Mixed image sizes: " + ", ".join(f"{r}x{c} ({n})" for (r, c), n in sizes.most_common())
+                               + ".")
+    if main is not None and len(oriented) == len(slices):
+        for s in slices:
+            s.position_mm = float(np.dot(s.position, normal))
+        slices.sort(key=lambda s: (s.position_mm, s.instance if s.instance is not None else 0, str(s.path), s.frame))
+        series.ordered_by = "position"
+        _spacing_from_positions(series)
+    elif series.kind == "multiframe" and not oriented:
+        series.ordered_by = "frame"  # no geometry at all (cine, colour loops): the frames' own order
+        _spacing_from_tags(series)
+    else:
+        series.ordered_by = "file"
+        if len(slices) > 1:
+            with_instance = sum(1 for s in slices if s.instance is not None)
+            series.ordered_by = "instance" if with_instance == len(slices) else "file"
+            missing = len(slices) - len(oriented)
+            how = "InstanceNumber" if series.ordered_by == "instance" else \
+                "InstanceNumber where present, then file name"
+            series.warnings.append(f"{missing} of {len(slices)} slices lack ImagePositionPatient/"
+                                   f"ImageOrientationPatient: ordered by {how}; positions and gaps unknown.")
+            slices.sort(key=lambda s: (s.instance is None, s.instance or 0, str(s.path), s.frame))
+            _instance_warnings(series)
+        _spacing_from_tags(series)
+    thicknesses = Counter(s.thickness_mm for s in slices if s.thickness_mm is not None)
+    series.thickness_mm = thicknesses.most_common(1)[0][0] if thicknesses else None
+
+
+def _drop_duplicate_instances(series: Series) -> None:
+    """The same SOP instance found twice (copied files): keep the first, say so."""
+    seen: set[tuple[str, int]] = set()
+    kept, dropped = [], 0
+    for s in series.slices:
+        ident = (s.sop_uid, s.frame)
+        if s.sop_uid and ident in seen:
+            dropped += 1
+            continue
+        seen.add(ident)
+        kept.append(s)
+    if dropped:
+        series.warnings.append(f"{dropped} file(s) repeat a SOPInstanceUID already in the series: ignored.")
+    series.slices = kept
+
+
+def _spacing_from_positions(series: Series) -> None:
+    positions = np.array([s.position_mm for s in series.slices])
+    if len(positions) < 2:
+        _spacing_from_tags(series)
+        return
+    steps = np.diff(positions)
+    distinct = steps[steps > DUPLICATE_MM]
+    duplicates = int((steps <= DUPLICATE_MM).sum())
+    if duplicates:
+        series.warnings.append(f"Duplicate positions: {duplicates} slice(s) share a position with a neighbour "
+                               "(repeated acquisition, echoes or time points?).")
+    if not len(distinct):
+        _spacing_from_tags(series)
+        return
+    spacing = float(np.median(distinct))
+    series.spacing_mm, series.spacing_source = spacing, "positions"
+    for i, step in enumerate(steps):
+        if step > GAP_FACTOR * spacing:
+            missing = int(round(step / spacing)) - 1
+            series.breaks.append(i)
+            series.warnings.append(f"Gap: {step:.2f} mm between slices {i + 1} and {i + 2} (spacing {spacing:.2f} mm):"
+                                   f" about {missing} slice(s) missing.")
+    if len(distinct) > 2 and float(distinct.max() - distinct.min()) > 0.1 * spacing and not series.breaks:
+        series.warnings.append(f"Irregular spacing: steps from {distinct.min():.2f} to {distinct.max():.2f} mm.")
+
+
+def _spacing_from_tags(series: Series) -> None:
+    """Spacing where positions cannot give it: SpacingBetweenSlices, else SliceThickness (contiguous slices)."""
+    if series.spacing_mm is not None or len(series.slices) < 2:
+        return
+    for keyword, attr in (("SpacingBetweenSlices", "spacing_between_mm"), ("SliceThickness", "thickness_mm")):
+        values = Counter(getattr(s, attr) for s in series.slices if getattr(s, attr))
+        if values:
+            series.spacing_mm, series.spacing_source = values.most_common(1)[0][0], keyword
+            return
+
+
+def _instance_warnings(series: Series) -> None:
+    numbers = [s.instance for s in series.slices if s.instance is not None]
+    if not numbers:
+        return
+    repeated = len(numbers) - len(set(numbers))
+    if repeated:
+        series.warnings.append(f"Duplicate InstanceNumbers: {repeated} slice(s) repeat a number.")
+    span = max(numbers) - min(numbers) + 1
+    if span > len(set(numbers)):
+        series.warnings.append(f"InstanceNumbers skip: {span - len(set(numbers))} number(s) between "
+                               f"{min(numbers)} and {max(numbers)} are missing.")

@@ -1,0 +1,150 @@
+"""DICOM series written the way a scanner writes them, from real LGG FLAIR slices or from arrays.
+
+Used by the series tests and ``bench/series_index.py``; everything is written into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+
+
+def lgg_slices(patient_dir: Path) -> list[Path]:
+    """The FLAIR JPEGs of one LGG patient in slice-number order (``<patient>_<n>_flair.jpg``)."""
+    files = list(Path(patient_dir).glob("*_flair.jpg"))
+    return sorted(files, key=lambda p: int(re.search(r"_(\d+)_flair", p.name).group(1)))
+
+
+def read_grey(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("L"))
+
+
+def _base(modality: str, sop_class: str, patient_id: str, study_uid: str, series_uid: str, description: str,
+          series_number: int) -> Dataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.Modality = modality
+    ds.PatientName = "Test^Series"
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = "19700101"
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDate = "20010812"
+    ds.StudyTime = "101500"
+    ds.StudyID = "1"
+    ds.AccessionNumber = "A1"
+    ds.StudyDescription = "MR BRAIN"
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    return ds
+
+
+def write_slice(path: Path, pixels: np.ndarray, *, position=None, orientation=AXIAL, instance: int | None = 1,
+                series_uid: str, study_uid: str, patient_id: str = "LGG-1", description: str = "AX FLAIR",
+                modality: str = "MR", spacing=(0.9375, 0.9375), thickness: float | None = 3.0, series_number: int = 1,
+                sop_uid: str | None = None) -> Path:
+    """One single-frame MR image; ``position``/``orientation``/``instance`` None leaves that attribute out."""
+    ds = _base(modality, MR_STORAGE, patient_id, study_uid, series_uid, description, series_number)
+    ds.SOPInstanceUID = sop_uid or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if instance is not None:
+        ds.InstanceNumber = instance
+    if position is not None:
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
+    if orientation is not None:
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in orientation]
+    if spacing is not None:
+        ds.PixelSpacing = [str(spacing[0]), str(spacing[1])]
+    if thickness is not None:
+        ds.SliceThickness = str(thickness)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.WindowCenter, ds.WindowWidth = 128, 256
+    ds.PixelData = np.ascontiguousarray(pixels, np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def slice_positions(n: int, spacing: float, orientation=AXIAL, origin=(-120.0, -120.0, -30.0)) -> list[tuple]:
+    """Top-left corners of ``n`` contiguous slices stepping ``spacing`` mm along the slice normal."""
+    normal = np.cross(orientation[:3], orientation[3:])
+    return [tuple(float(v) for v in np.asarray(origin) + k * spacing * normal) for k in range(n)]
+
+
+def write_series(folder: Path, images: list[np.ndarray], *, spacing: float = 3.0, orientation=AXIAL,
+                 instances: list[int | None] | None = None, names: list[str] | None = None,
+                 positions: list | None = None, series_uid: str | None = None, study_uid: str | None = None,
+                 **fields) -> list[Path]:
+    """A series of single-frame files, slice k at ``positions[k]`` (default: contiguous along the normal)."""
+    series_uid = series_uid or generate_uid()
+    study_uid = study_uid or generate_uid()
+    positions = positions if positions is not None else slice_positions(len(images), spacing, orientation)
+    instances = instances if instances is not None else list(range(1, len(images) + 1))
+    names = names or [f"IM{k:04d}.dcm" for k in range(len(images))]
+    thickness = fields.pop("thickness", spacing)
+    return [write_slice(folder / name, img, position=pos, orientation=orientation, instance=inst,
+                        series_uid=series_uid, study_uid=study_uid, thickness=thickness, **fields)
+            for img, pos, inst, name in zip(images, positions, instances, names)]
+
+
+def write_lgg_series(folder: Path, patient_dir: Path, count: int | None = None, **options) -> list[Path]:
+    """An LGG patient's FLAIR slices as an MR series (slice k of the JPEGs at position k)."""
+    images = [read_grey(p).astype(np.uint16) for p in lgg_slices(patient_dir)[:count]]
+    return write_series(folder, images, **options)
+
+
+def write_enhanced_mr(path: Path, frames: list[np.ndarray], positions: list[tuple], orientation=AXIAL,
+                      spacing=(0.9375, 0.9375), thickness: float = 3.0) -> Path:
+    """An Enhanced MR multi-frame file with per-frame plane positions, as scanners write 3D acquisitions."""
+    ds = _base("MR", ENHANCED_MR_STORAGE, "LGG-1", generate_uid(), generate_uid(), "3D FLAIR", 7)
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = len(frames)
+    ds.Rows, ds.Columns = frames[0].shape
+    measures = Dataset()
+    measures.PixelSpacing = [str(spacing[0]), str(spacing[1])]
+    measures.SliceThickness = str(thickness)
+    plane = Dataset()
+    plane.ImageOrientationPatient = [f"{v:.6f}" for v in orientation]
+    shared = Dataset()
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([plane])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for pos in positions:
+        item, where = Dataset(), Dataset()
+        where.ImagePositionPatient = [f"{v:.4f}" for v in pos]
+        item.PlanePositionSequence = Sequence([where])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = np.ascontiguousarray(np.stack(frames), np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

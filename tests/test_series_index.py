@@ -1,0 +1,284 @@
+"""The study index (core.series.index) and lazy slice access (core.series.stack): Qt-free, TensorFlow-free.
+
+Series are real FLAIR slices of an LGG patient written as DICOM MR the way a scanner writes them, plus
+pydicom's and deid-data's own test files.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.fileset import FileSet
+
+from core.errors import ImageLoadError
+from core.series import index_dicomdir, index_folder, index_path
+from core.series.index import plane_of
+from core.series.stack import SeriesStack
+from tests.series_data import (AXIAL, CORONAL, SAGITTAL, lgg_slices, read_grey, slice_positions, write_enhanced_mr,
+                               write_lgg_series, write_series, write_slice)
+
+PATIENT = "TCGA_CS_6188_20010812"  # 24 FLAIR slices
+
+
+@pytest.fixture(scope="module")
+def lgg(shared):
+    folder = shared / "brain_mri_lgg" / PATIENT
+    if not folder.is_dir():
+        pytest.skip(f"{folder} missing")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lgg_images(lgg):
+    return [read_grey(p).astype(np.uint16) for p in lgg_slices(lgg)]
+
+
+def _tilted(degrees: float) -> tuple:
+    """Axial orientation rotated about the patient's left-right axis."""
+    a = math.radians(degrees)
+    return (1.0, 0.0, 0.0, 0.0, math.cos(a), -math.sin(a))
+
+
+def test_slices_are_ordered_by_position_not_by_instance_number_or_file_name(tmp_path, lgg, lgg_images):
+    n = len(lgg_images)
+    assert n == 24
+    instances = list(range(1, n + 1))
+    random.Random(1).shuffle(instances)  # what a reconstruction after a re-send can look like
+    names = [f"IMG{k:03d}.dcm" for k in random.Random(2).sample(range(n), n)]
+    write_lgg_series(tmp_path / "series", lgg, instances=instances, names=names, spacing=3.3)
+    index = index_folder(tmp_path)
+    assert len(index.series) == 1 and not index.problems
+    series = index.series[0]
+    assert (series.modality, series.plane, len(series), series.ordered_by) == ("MR", "axial", 24, "position")
+    assert series.spacing_mm == pytest.approx(3.3) and series.thickness_mm == pytest.approx(3.3)
+    assert series.warnings == []
+    positions = [s.position_mm for s in series.slices]
+    assert np.allclose(np.diff(positions), 3.3)
+    stack = SeriesStack(series)
+    for k in (0, 7, 23):  # slice k of the JPEG numbering is the k-th slice along the normal
+        assert np.array_equal(stack.values(k), lgg_images[k].astype(np.float32))
+    assert [s.instance for s in series.slices] == instances
+
+
+def test_feet_first_positions_still_run_along_the_normal(tmp_path, lgg_images):
+    images = lgg_images[:6]
+    positions = slice_positions(6, 5.0)[::-1]  # slice 0 of the acquisition is the highest one
+    write_series(tmp_path, images, positions=positions)
+    series = index_folder(tmp_path).series[0]
+    assert [s.position_mm for s in series.slices] == sorted(s.position_mm for s in series.slices)
+    assert np.array_equal(SeriesStack(series).values(0), images[5].astype(np.float32))
+
+
+@pytest.mark.parametrize("orientation, plane", [(AXIAL, "axial"), (SAGITTAL, "sagittal"), (CORONAL, "coronal"),
+                                                (_tilted(12), "axial"), (_tilted(45), "oblique"),
+                                                (_tilted(75), "coronal")])
+def test_plane_from_direction_cosines(orientation, plane):
+    assert plane_of(orientation) == plane
+
+
+def test_oblique_series_is_ordered_along_its_own_normal(tmp_path, lgg_images):
+    orientation = _tilted(40)
+    images = lgg_images[4:12]
+    order = [3, 0, 6, 1, 7, 2, 5, 4]  # files written out of order, instance numbers shuffled with them
+    positions = slice_positions(8, 2.5, orientation, origin=(-100.0, -80.0, 20.0))
+    write_series(tmp_path, [images[i] for i in order], positions=[positions[i] for i in order], orientation=orientation,
+                 instances=[10 - i for i in order], thickness=2.5)
+    series = index_folder(tmp_path).series[0]
+    assert series.plane == "oblique" and series.spacing_mm == pytest.approx(2.5, abs=1e-3)
+    assert series.warnings == []
+    stack = SeriesStack(series)
+    assert all(np.array_equal(stack.values(k), images[k].astype(np.float32)) for k in range(8))
+
+
+def test_mixed_orientations_and_sizes_are_warned(tmp_path, lgg_images):
+    series_uid, study_uid = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    axial = slice_positions(5, 3.0)
+    for k in range(5):
+        write_slice(tmp_path / f"ax{k}.dcm", lgg_images[k], position=axial[k], instance=k + 1, series_uid=series_uid,
+                    study_uid=study_uid)
+    for k in range(2):  # a localiser in another plane, sent under the same SeriesInstanceUID
+        write_slice(tmp_path / f"sag{k}.dcm", lgg_images[k], position=(k * 4.0, -120.0, 100.0), orientation=SAGITTAL,
+                    instance=10 + k, series_uid=series_uid, study_uid=study_uid)
+    write_slice(tmp_path / "small.dcm", lgg_images[9][::2, ::2], position=slice_positions(6, 3.0)[5], instance=6,
+                series_uid=series_uid, study_uid=study_uid)
+    series = index_folder(tmp_path).series[0]
+    assert len(series) == 8 and series.plane == "axial"  # the main orientation decides
+    text = " ".join(series.warnings)
+    assert "Mixed orientations: 2 of 8" in text and "sagittal 2" in text
+    assert "Mixed image sizes: 256x256 (7), 128x128 (1)" in text
+
+
+def test_gaps_and_duplicate_positions_are_warned(tmp_path, lgg_images):
+    positions = slice_positions(10, 3.0)
+    kept = [0, 1, 2, 3, 6, 7, 8, 9]  # slices 4 and 5 never arrived
+    write_series(tmp_path / "gap", [lgg_images[i] for i in kept], positions=[positions[i] for i in kept])
+    write_series(tmp_path / "dup", lgg_images[:5], positions=positions[:4] + [positions[3]])
+    index = index_folder(tmp_path)
+    gap, dup = sorted(index.series, key=len, reverse=True)
+    assert gap.spacing_mm == pytest.approx(3.0) and gap.breaks == [3]
+    assert any(w.startswith("Gap: 9.00 mm between slices 4 and 5") and "about 2 slice(s) missing" in w
+               for w in gap.warnings)
+    assert dup.breaks == [] and any(w.startswith("Duplicate positions: 1 slice") for w in dup.warnings)
+
+
+def test_missing_geometry_falls_back_to_instance_number(tmp_path, lgg_images):
+    images = lgg_images[:6]
+    instances = [4, 1, 6, 2, 5, 3]
+    write_series(tmp_path / "a", images, positions=[None] * 6, instances=instances)
+    series = index_folder(tmp_path / "a").series[0]
+    assert series.ordered_by == "instance" and series.plane == "axial"
+    assert [s.instance for s in series.slices] == [1, 2, 3, 4, 5, 6]
+    assert np.array_equal(SeriesStack(series).values(0), images[1].astype(np.float32))
+    assert series.spacing_mm == pytest.approx(3.0) and series.spacing_source == "SliceThickness"
+    assert any("6 of 6 slices lack ImagePositionPatient" in w and "ordered by InstanceNumber" in w
+               for w in series.warnings)
+
+    # one slice with a malformed position (two values), one without InstanceNumber: file name decides the rest
+    positions = slice_positions(4, 3.0)
+    uid, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    for k in range(4):
+        write_slice(tmp_path / "b" / f"s{k}.dcm", images[k], position=positions[k], instance=None if k == 2 else 4 - k,
+                    series_uid=uid, study_uid=study)
+    bad = pydicom.dcmread(tmp_path / "b" / "s1.dcm")
+    bad.ImagePositionPatient = ["1.0", "2.0"]
+    bad.save_as(tmp_path / "b" / "s1.dcm")
+    series = index_folder(tmp_path / "b").series[0]
+    assert series.ordered_by == "file"
+    assert [s.path.name for s in series.slices] == ["s3.dcm", "s1.dcm", "s0.dcm", "s2.dcm"]
+    assert any("1 of 4 slices lack" in w for w in series.warnings)
+
+
+def test_instance_number_gaps_and_repeats_without_positions(tmp_path, lgg_images):
+    write_series(tmp_path, lgg_images[:5], positions=[None] * 5, instances=[1, 2, 2, 5, 6])
+    warnings = " ".join(index_folder(tmp_path).series[0].warnings)
+    assert "Duplicate InstanceNumbers: 1" in warnings and "InstanceNumbers skip: 2 number(s) between 1 and 6" in warnings
+
+
+def test_dicomdir_written_by_pydicom_fileset(tmp_path, lgg_images):
+    source = tmp_path / "source"
+    flair = write_series(source / "flair", lgg_images[:7], instances=[7, 6, 5, 4, 3, 2, 1])
+    sag = write_series(source / "sag", lgg_images[10:13], orientation=SAGITTAL, description="SAG T1", series_number=2,
+                       study_uid=pydicom.dcmread(flair[0]).StudyInstanceUID)
+    fileset = FileSet()
+    for path in random.Random(3).sample(flair + sag, len(flair + sag)):
+        fileset.add(pydicom.dcmread(path))
+    media = tmp_path / "media"
+    fileset.write(media)
+    index = index_path(media / "DICOMDIR")
+    assert not index.problems
+    assert len(index.patients) == 1 and len(index.patients[0].studies) == 1
+    study = index.patients[0].studies[0]
+    assert [(s.description, len(s), s.plane) for s in study.series] == [("AX FLAIR", 7, "axial"), ("SAG T1", 3, "sagittal")]
+    flair_series = study.series[0]
+    assert all(p.parent != source / "flair" for p in flair_series.files)  # the DICOMDIR's copies were indexed
+    assert np.array_equal(SeriesStack(flair_series).values(2), lgg_images[2].astype(np.float32))
+
+    next(p for p in media.rglob("*") if p.is_file() and p.name != "DICOMDIR").unlink()
+    index = index_dicomdir(media / "DICOMDIR")
+    assert len(index.problems) == 1 and "missing on disk" in index.problems[0]
+    assert sum(len(s) for s in index.series) == 9
+
+
+def test_pydicom_dicomdir_matches_its_records(pydicom_file):
+    dicomdir = pydicom_file("dicomdirtests/DICOMDIR")
+    records = pydicom.dcmread(dicomdir).DirectoryRecordSequence
+    images = [r for r in records if r.DirectoryRecordType == "IMAGE"]
+    series_uids = {r.SeriesInstanceUID for r in records if r.DirectoryRecordType == "SERIES"}
+    index = index_path(dicomdir)
+    assert not index.problems
+    assert sum(len(s) for s in index.series) == len(images)
+    assert {s.uid for s in index.series} == series_uids
+    assert {p.id for p in index.patients} == {r.PatientID for r in records if r.DirectoryRecordType == "PATIENT"}
+    ct = [s for s in index.series if s.modality == "CT" and len(s) == 5][0]
+    assert ct.plane == "axial" and ct.spacing_mm == pytest.approx(2.5)
+    assert all(b > a for a, b in zip([s.position_mm for s in ct.slices], [s.position_mm for s in ct.slices][1:]))
+
+
+def test_multiframe_file_is_one_series_ordered_by_frame_positions(tmp_path, lgg_images, pydicom_file):
+    positions = slice_positions(5, 2.0)
+    order = [2, 4, 0, 3, 1]
+    write_enhanced_mr(tmp_path / "mf" / "enhanced.dcm", [lgg_images[i] for i in order], [positions[i] for i in order])
+    series = index_folder(tmp_path / "mf").series[0]
+    assert (series.kind, len(series), series.plane, series.ordered_by) == ("multiframe", 5, "axial", "position")
+    assert [s.frame for s in series.slices] == [2, 4, 0, 3, 1]
+    assert series.spacing_mm == pytest.approx(2.0) and series.thickness_mm == pytest.approx(3.0)
+    stack = SeriesStack(series)
+    assert all(np.array_equal(stack.values(k), lgg_images[k].astype(np.float32)) for k in range(5))
+    assert stack.loads == 1  # one file holds every frame
+
+    shutil.copy(pydicom_file("rtdose.dcm"), tmp_path / "rtdose.dcm")  # frames placed by GridFrameOffsetVector
+    dose = index_folder(tmp_path).find(pydicom.dcmread(pydicom_file("rtdose.dcm")).SeriesInstanceUID)
+    assert (dose.kind, len(dose), dose.plane) == ("multiframe", 15, "axial")
+
+
+def test_cine_without_geometry_keeps_frame_order(deid_file, tmp_path):
+    shutil.copy(deid_file("ultrasounds/ultrasound-multiframe.dcm"), tmp_path / "cine.dcm")
+    series = index_folder(tmp_path).series[0]
+    assert (series.kind, series.modality, series.ordered_by, series.plane) == ("multiframe", "US", "frame", None)
+    assert [s.frame for s in series.slices] == list(range(len(series))) and len(series) > 1
+    assert series.warnings == []
+
+
+def test_non_dicom_images_are_one_image_series_beside_dicom(tmp_path, lgg, lgg_images):
+    write_series(tmp_path / "dicom", lgg_images[:3])
+    for path in lgg_slices(lgg)[:2]:
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    index = index_folder(tmp_path)
+    kinds = sorted((s.kind, len(s)) for s in index.series)
+    assert kinds == [("dicom", 3), ("image", 1), ("image", 1)]
+    assert index.skipped == 1 and not index.problems
+    image = next(s for s in index.series if s.kind == "image")
+    assert (image.plane, image.slices[0].rows, image.slices[0].columns) == (None, 256, 256)
+    assert SeriesStack(image).display(0).shape[:2] == (256, 256)
+
+
+def test_reports_and_broken_files_do_not_become_series(tmp_path, pydicom_file):
+    shutil.copy(pydicom_file("test-SR.dcm"), tmp_path / "report.dcm")  # no pixels: not an image
+    shutil.copy(pydicom_file("MR_truncated.dcm"), tmp_path / "truncated.dcm")  # header fine, pixels cut short
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff")
+    index = index_folder(tmp_path)
+    assert index.skipped >= 1
+    names = [s.slices[0].path.name for s in index.series]
+    assert "report.dcm" not in names and "truncated.dcm" in names
+    truncated = next(s for s in index.series if s.slices[0].path.name == "truncated.dcm")
+    with pytest.raises(ImageLoadError):  # headers only at index time: the damage shows when pixels are asked for
+        SeriesStack(truncated).display(0)
+
+
+def test_deid_data_ct_brain_headers(deid_file):
+    index = index_folder(deid_file("humans"))
+    assert [(s.modality, s.plane) for s in index.series] == [("CT", "axial")]
+    assert index.series[0].slices[0].pixel_spacing_mm is not None
+
+
+def test_stack_keeps_only_the_neighbourhood(tmp_path, lgg_images):
+    write_series(tmp_path, lgg_images[:12])
+    series = index_folder(tmp_path).series[0]
+    stack = SeriesStack(series, neighbourhood=2)
+    for k in range(12):
+        stack.display(k)
+    assert stack.loads == 12 and len(stack.cached()) == 5
+    assert stack.cached() == [s.path for s in series.slices[7:12]]
+    stack.display(10)
+    assert stack.loads == 12  # still open
+    stack.display(0)
+    assert stack.loads == 13
+
+
+def test_prefetch_loads_the_neighbours_in_the_background(tmp_path, lgg_images):
+    write_series(tmp_path, lgg_images[:10])
+    series = index_folder(tmp_path).series[0]
+    stack = SeriesStack(series, neighbourhood=2, prefetch=True)
+    stack.set_current(5)
+    stack._prefetcher.submit(lambda: None).result(timeout=30)  # wait for the queued prefetch
+    assert set(stack.cached()) == {s.path for s in series.slices[3:8]}
+    loads = stack.loads
+    stack.display(4), stack.display(6)
+    assert stack.loads == loads
+    stack.close()
