@@ -1,11 +1,16 @@
-"""Main window: menus, viewer, docks; every slow step runs off the GUI thread."""
+"""Main window: menus, viewer, docks; every slow step runs off the GUI thread.
+
+What is shown (image, slice, window/level, chosen models, analysis, overlay layers) lives in
+``self.state``, a Qt-free ``core.viewer_state.ViewerState``; the window, the viewer and the panels
+change it when the user acts and follow its events.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QColor, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -26,12 +31,11 @@ from PySide6.QtWidgets import (
 from core import __version__
 from core.errors import DiagnosticError
 from core.imaging import ImageRecord, Modality, WindowPreset, load_image
-from core.imaging.windowing import min_window_width
 from core.history import History
 from core.inference.analyzer import Analyzer, Engine
-from core.inference.overlays import colorbar_rgb, heatmap_rgba, mask_rgba
 from core.inference.results import Analysis
 from core.models.registry import Registry
+from core.viewer_state import ViewerState
 from gui.history_panel import HistoryPanel
 from gui.panels import MetadataPanel, ModelInfoPanel, OverlayPanel, ProbabilityPanel, WarningsPanel
 from gui.viewer import ImageViewer
@@ -39,8 +43,6 @@ from gui.workers import FutureBridge
 
 DISCLAIMER = "Decision support only — not a medical device. Every finding must be confirmed by a qualified reader."
 IMAGE_FILTER = "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
-COLORMAPS = {"jet": 2, "inferno": 14, "viridis": 16, "hot": 11}  # OpenCV colormap ids
-MASK_COLOR = (0, 220, 120)
 MAX_RECENT = 10
 
 
@@ -55,11 +57,9 @@ class MainWindow(QMainWindow):
         self.history = history or History()
         self.anonymise_exports = True
         self.bridge = FutureBridge(self)
-        self.record: ImageRecord | None = None
-        self.frame = 0
-        self.window: WindowPreset | None = None
-        self.analysis: Analysis | None = None
-        self.chosen_models: list[str] = []
+        self.state = ViewerState()
+        self.state.overlays.heatmap.opacity = int(self.settings.value("heatmap_opacity", 45)) / 100
+        self.state.overlays.mask.opacity = int(self.settings.value("mask_opacity", 40)) / 100
         self.last_error: str | None = None
         self.last_export: Path | None = None
         self.previous_analyses: list = []
@@ -102,17 +102,20 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_menus()
         self._build_statusbar()
-        self.overlays.changed.connect(self._refresh_overlays)
-        self.overlays.set_colorbar(colorbar_rgb(120, 14))
-        self.overlays.heatmap_opacity.setValue(int(self.settings.value("heatmap_opacity", 45)))
-        self.overlays.mask_opacity.setValue(int(self.settings.value("mask_opacity", 40)))
+        self.viewer.bind(self.state)
+        self.overlays.bind(self.state)
+        self.state.events.record.connect(self._record_changed)
+        self.state.events.slice.connect(self._slice_changed)
+        self.state.events.window.connect(lambda _: self._update_wl_label())
+        self.state.events.modality.connect(lambda _: self._update_modality_note())
+        self.state.events.analysis.connect(self._show_results)
+        self.state.events.overlays.connect(self._remember_overlays)
         self.probabilities.gradcamClassChosen.connect(self._gradcam_for_class)
-        self.viewer.cursorMoved.connect(self._show_cursor)
-        self.viewer.windowDragged.connect(self._drag_window)
+        self.viewer.cursorMoved.connect(lambda x, y: self.cursor_label.setText(self.state.pixel_text(x, y)))
         self.viewer.zoomChanged.connect(lambda z: self.zoom_label.setText(ImageViewer.nice_zoom_text(z)))
         self.files.itemActivated.connect(lambda item: self.open_path(item.data(Qt.ItemDataRole.UserRole)))
         self.cine = QTimer(self)
-        self.cine.timeout.connect(lambda: self.step_frame(1, wrap=True))
+        self.cine.timeout.connect(lambda: self.state.step(1, wrap=True))
         self.setAcceptDrops(True)
         geometry = self.settings.value("geometry")
         if geometry is not None:
@@ -167,13 +170,13 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("&Reset window/level", self.reset_window, "R"))
         self.presets_menu = view.addMenu("Window &presets")
         view.addSeparator()
-        view.addAction(self._action("Next frame", lambda: self.step_frame(1), ["Right", "PgDown"]))
-        view.addAction(self._action("Previous frame", lambda: self.step_frame(-1), ["Left", "PgUp"]))
+        view.addAction(self._action("Next frame", lambda: self.state.step(1), ["Right", "PgDown"]))
+        view.addAction(self._action("Previous frame", lambda: self.state.step(-1), ["Left", "PgUp"]))
         view.addAction(self._action("Play / stop cine", self.toggle_cine, "Space"))
         view.addSeparator()
-        view.addAction(self._action("Toggle heatmap", self.overlays.heatmap.toggle, "H"))
-        view.addAction(self._action("Toggle mask", self.overlays.mask.toggle, "M"))
-        view.addAction(self._action("Toggle lesion outlines", self.overlays.lesions.toggle, "L"))
+        view.addAction(self._action("Toggle heatmap", self.state.overlays.heatmap.toggle, "H"))
+        view.addAction(self._action("Toggle mask", self.state.overlays.mask.toggle, "M"))
+        view.addAction(self._action("Toggle lesion outlines", self.state.overlays.lesions.toggle, "L"))
         view.addSeparator()
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
@@ -199,7 +202,7 @@ class MainWindow(QMainWindow):
         self.frame_slider = QSlider(Qt.Orientation.Horizontal)
         self.frame_slider.setMaximumWidth(220)
         self.frame_slider.setEnabled(False)
-        self.frame_slider.valueChanged.connect(self.show_frame)
+        self.frame_slider.valueChanged.connect(self.state.set_slice)
         toolbar.addWidget(self.frame_slider)
         self.frame_label = QLabel("1/1")
         toolbar.addWidget(self.frame_label)
@@ -272,28 +275,37 @@ class MainWindow(QMainWindow):
 
     def _loaded(self, record: ImageRecord) -> None:
         self._busy(None)
-        self.record, self.frame, self.window, self.analysis = record, 0, None, None
+        self.state.open(record)
         self.settings.setValue("last_dir", str(record.path.parent))
         self._remember(record.path)
-        self.setWindowTitle(f"{record.path.name} — Medical Image Diagnostic Assistant")
-        self.viewer.pixel_spacing_mm = record.pixel_spacing_mm
-        self.frame_slider.blockSignals(True)
-        self.frame_slider.setRange(0, record.frames - 1)
-        self.frame_slider.setValue(0)
-        self.frame_slider.setEnabled(record.frames > 1)
-        self.frame_slider.blockSignals(False)
-        self.frame_label.setText(f"1/{record.frames}")
-        self._update_modality_note()
-        self._fill_presets()
-        self.viewer.set_image(record.display(0), reset_view=True)
-        self._clear_results()
-        self.metadata.show_rows(record.metadata)
-        self._update_wl_label()
         self.statusBar().showMessage(f"Opened {record.path.name}: {record.columns}×{record.rows}, "
                                      f"{record.frames} frame(s), {record.modality.label} ({record.modality_source})", 5000)
         self.bridge.run(self.history.for_file, record.path, on_done=self._show_earlier, on_error=lambda e: None)
         if self.auto_analyse:
             self.analyse()
+
+    def _record_changed(self, record: ImageRecord | None) -> None:
+        """Another image: title, slice slider, modality note, presets, tags and W/L follow it."""
+        if record is None:
+            return
+        self.setWindowTitle(f"{record.path.name} — Medical Image Diagnostic Assistant")
+        self.frame_slider.blockSignals(True)
+        self.frame_slider.setRange(0, self.state.slice_count - 1)
+        self.frame_slider.setValue(self.state.slice_index)
+        self.frame_slider.setEnabled(self.state.slice_count > 1)
+        self.frame_slider.blockSignals(False)
+        self.frame_label.setText(self.state.slice_text())
+        self._update_modality_note()
+        self._fill_presets()
+        self._show_results(None)
+        self.metadata.show_rows(record.metadata)
+        self._update_wl_label()
+
+    def _slice_changed(self, index: int) -> None:
+        self.frame_slider.blockSignals(True)
+        self.frame_slider.setValue(index)
+        self.frame_slider.blockSignals(False)
+        self.frame_label.setText(self.state.slice_text())
 
     def _show_earlier(self, entries: list) -> None:
         self.previous_analyses = entries
@@ -325,24 +337,18 @@ class MainWindow(QMainWindow):
 
     # ----- modality and models
     def _modality_chosen(self) -> None:
-        if self.record is None:
+        if self.state.record is None:
             return
         value = self.modality_box.currentData()
         if value is None:
-            self.open_path(self.record.path)  # re-open to restore the file's own modality
+            self.open_path(self.state.record.path)  # re-open to restore the file's own modality
             return
-        self.record.modality, self.record.modality_source = Modality(value), "user"
-        self._update_modality_note()
-        self._clear_results()
+        self.state.set_modality(Modality(value))
+        self._show_results(None)
 
     def _update_modality_note(self) -> None:
-        r = self.record
-        if r is None:
-            return
-        note = f"  {r.modality.label} — from {r.modality_source}"
-        if r.modality_source == "guess" and r.modality_confidence is not None:
-            note += f" ({r.modality_confidence:.0%}); set it if wrong"
-        self.modality_note.setText(note)
+        if self.state.record is not None:
+            self.modality_note.setText(self.state.modality_text())
 
     def choose_models(self) -> None:
         dialog = QDialog(self)
@@ -353,7 +359,7 @@ class MainWindow(QMainWindow):
         for bundle in self.registry.bundles.values():
             item = QListWidgetItem(f"{bundle.id}  ({bundle.modality.label}, {bundle.task})")
             item.setData(Qt.ItemDataRole.UserRole, bundle.id)
-            item.setCheckState(Qt.CheckState.Checked if bundle.id in self.chosen_models else Qt.CheckState.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if bundle.id in self.state.chosen_models else Qt.CheckState.Unchecked)
             listing.addItem(item)
         layout.addWidget(listing)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -361,14 +367,14 @@ class MainWindow(QMainWindow):
         buttons.rejected.connect(dialog.reject)
         layout.addWidget(buttons)
         if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.chosen_models = [listing.item(i).data(Qt.ItemDataRole.UserRole) for i in range(listing.count())
-                                  if listing.item(i).checkState() == Qt.CheckState.Checked]
+            self.state.set_chosen_models([listing.item(i).data(Qt.ItemDataRole.UserRole) for i in range(listing.count())
+                                          if listing.item(i).checkState() == Qt.CheckState.Checked])
 
     def batch(self):
         """Open the batch dialog (non-modal: the viewer stays usable while a folder runs)."""
         from gui.batch_dialog import BatchDialog
 
-        dialog = BatchDialog(self.engine, self.chosen_models, self)
+        dialog = BatchDialog(self.engine, self.state.chosen_models, self)
         dialog.openRequested.connect(self.open_path)
         dialog.show()
         return dialog
@@ -379,30 +385,37 @@ class MainWindow(QMainWindow):
 
     # ----- analysis
     def analyse(self) -> None:
-        if self.record is None:
+        state = self.state
+        if state.record is None:
             return
         self._busy("Analysing (loading models on first use)…")
         self.analyse_action.setEnabled(False)  # one analysis of the shown image at a time
-        future = self.engine.submit(self.record, frame=self.frame, model_ids=self.chosen_models or None)
-        record = self.record
+        future = self.engine.submit(state.record, frame=state.slice_index, model_ids=state.chosen_models or None)
+        record = state.record
         self.bridge.watch(future, lambda a: self._analysed(a, record), self._analysis_failed)
 
     def _analysed(self, analysis: Analysis, record: ImageRecord) -> None:
         self._busy(None)
         self.analyse_action.setEnabled(True)
-        if record is not self.record:
+        if record is not self.state.record:
             return  # the user opened another image meanwhile
-        self.analysis = analysis
+        self.state.set_analysis(analysis)
+        if analysis.results:
+            self.bridge.run(self.history.add, analysis, on_done=lambda _: self.history_panel.refresh(),
+                            on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
+
+    def _show_results(self, analysis: Analysis | None) -> None:
+        """Findings, warnings and model panels follow the state's analysis (empty when it is cleared)."""
+        if analysis is None:
+            self.probabilities.clear()
+            self.warnings.show_warnings([])
+            return
         titles = {b.id: b.manifest.get("title", b.id) for b in self.registry.bundles.values()}
         self.probabilities.show_analysis(analysis, titles)
         if not analysis.results:
             self.probabilities.clear(" ".join(analysis.warnings))
         self.warnings.show_warnings(analysis.warnings + [w for r in analysis.results for w in r.warnings])
         self.model_info.show_models([self._model_summary(r.model_id) for r in analysis.results])
-        self._refresh_overlays()
-        if analysis.results:
-            self.bridge.run(self.history.add, analysis, on_done=lambda _: self.history_panel.refresh(),
-                            on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
 
     def _model_summary(self, model_id: str) -> dict:
         bundle = self.registry.bundles.get(model_id)
@@ -419,123 +432,54 @@ class MainWindow(QMainWindow):
         self._error(str(error) if isinstance(error, DiagnosticError) else f"Analysis failed: {error}")
 
     def _gradcam_for_class(self, model_id: str, class_name: str) -> None:
-        if self.record is None or self.analysis is None:
+        state = self.state
+        if state.record is None or state.analysis is None:
             return
         self._busy(f"Grad-CAM for {class_name}…")
-        future = self.engine.submit(self.record, frame=self.frame, model_ids=[model_id], target_class=class_name)
+        future = self.engine.submit(state.record, frame=state.slice_index, model_ids=[model_id], target_class=class_name)
+        shown = state.analysis
 
         def replace(update: Analysis) -> None:
             self._busy(None)
-            if self.analysis is None:
-                return
-            for i, result in enumerate(self.analysis.results):
-                if result.model_id == model_id:
-                    result.heatmap, result.heatmap_class = update.results[0].heatmap, update.results[0].heatmap_class
-            self._refresh_overlays()
+            if state.analysis is shown:  # not an analysis of another image or slice meanwhile
+                state.replace_heatmap(model_id, update.results[0])
 
         self.bridge.watch(future, replace, self._analysis_failed)
 
-    def _clear_results(self) -> None:
-        self.analysis = None
-        self.probabilities.clear()
-        self.warnings.show_warnings([])
-        self.viewer.set_heatmap(None)
-        self.viewer.set_mask(None)
-        self.viewer.set_lesions([], QColor(*MASK_COLOR))
-
-    def _refresh_overlays(self) -> None:
-        self.settings.setValue("heatmap_opacity", self.overlays.heatmap_opacity.value())
-        self.settings.setValue("mask_opacity", self.overlays.mask_opacity.value())
-        colormap = COLORMAPS[self.overlays.colormap.currentText()]
-        self.overlays.set_colorbar(colorbar_rgb(120, 14, colormap))
-        heat = next((r for r in self.analysis.results if r.heatmap is not None), None) if self.analysis else None
-        seg = next((r for r in self.analysis.results if r.mask is not None), None) if self.analysis else None
-        self.overlays.tile_cam.setVisible(heat is not None and heat.tile_gradcam is not None)
-        if heat is not None and self.overlays.heatmap.isChecked():
-            use_tile = heat.tile_gradcam is not None and self.overlays.tile_cam.isChecked()
-            self.viewer.set_heatmap(heatmap_rgba(heat.tile_gradcam if use_tile else heat.heatmap,
-                                                 self.overlays.heatmap_opacity.value() / 100,
-                                                 self.overlays.threshold.value() / 100, colormap))
-        else:
-            self.viewer.set_heatmap(None)
-        if seg is not None and self.overlays.mask.isChecked():
-            self.viewer.set_mask(mask_rgba(seg.mask, MASK_COLOR, self.overlays.mask_opacity.value() / 100,
-                                           self.overlays.contour.isChecked()))
-        else:
-            self.viewer.set_mask(None)
-        self.viewer.set_lesions(seg.lesions if seg else [], QColor(*MASK_COLOR), self.overlays.lesions.isChecked())
+    def _remember_overlays(self, _layer=None) -> None:
+        self.settings.setValue("heatmap_opacity", round(self.state.overlays.heatmap.opacity * 100))
+        self.settings.setValue("mask_opacity", round(self.state.overlays.mask.opacity * 100))
 
     # ----- frames and window/level
-    def show_frame(self, index: int) -> None:
-        if self.record is None:
-            return
-        self.frame = index
-        self.frame_label.setText(f"{index + 1}/{self.record.frames}")
-        self.viewer.set_image(self.record.display(index, self.window))
-        if self.analysis is not None and self.analysis.frame != index:
-            self._clear_results()
-
     def step_frame(self, delta: int, wrap: bool = False) -> None:
-        if self.record is None or self.record.frames < 2:
-            return
-        target = self.frame + delta
-        target = target % self.record.frames if wrap else max(0, min(self.record.frames - 1, target))
-        self.frame_slider.setValue(target)
+        self.state.step(delta, wrap)
 
     def toggle_cine(self) -> None:
         if self.cine.isActive():
             self.cine.stop()
-        elif self.record is not None and self.record.frames > 1:
+        elif self.state.slice_count > 1:
             self.cine.start(66)
 
     def _fill_presets(self) -> None:
         self.presets_menu.clear()
-        for preset in self.record.window_presets if self.record else []:
+        for preset in self.state.presets:
             self.presets_menu.addAction(f"{preset.name}  (C {preset.center:g}, W {preset.width:g})",
                                         lambda p=preset: self.set_window(p))
 
     def set_window(self, preset: WindowPreset | None) -> None:
-        if self.record is None or self.record.is_color:
-            return
-        self.window = preset
-        self.viewer.set_image(self.record.display(self.frame, preset))
-        self._update_wl_label()
+        self.state.set_window(preset)
 
     def reset_window(self) -> None:
-        self.set_window(None)
-
-    def _drag_window(self, d_center: float, d_width: float) -> None:
-        if self.record is None or self.record.is_color:
-            return
-        # Steps relative to the current width, so dragging feels the same on 8-bit, CT and 0-1 float data.
-        current = self.window or self.record.window_presets[0]
-        self.set_window(WindowPreset("Custom", current.center + d_center * current.width / 256.0,
-                                     max(min_window_width(current.function), current.width * 2.0 ** (d_width / 128.0)),
-                                     current.function))
+        self.state.reset_window()
 
     def _update_wl_label(self) -> None:
-        if self.record is None or self.record.is_color:
-            self.wl_label.setText("")
-            return
-        w = self.window or self.record.window_presets[0]
-        self.wl_label.setText(f"C {w.center:.5g} / W {w.width:.5g}")  # float data has windows below 1
-
-    def _show_cursor(self, x: int, y: int) -> None:
-        if self.record is None or x < 0:
-            self.cursor_label.setText("")
-            return
-        value = self.record.values(self.frame)[y, x]
-        text = f"x {x}, y {y}: {value if self.record.is_color else f'{float(value):g}'}"
-        if self.record.pixel_spacing_mm:
-            dy, dx = self.record.pixel_spacing_mm
-            text += f"  ({x * dx:.1f} mm, {y * dy:.1f} mm)"
-        self.cursor_label.setText(text)
+        self.wl_label.setText(self.state.window_text())
 
     # ----- export, about, drag and drop, close
     def export(self) -> None:
-        if self.record is None:
+        if self.state.record is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export view", str(self.record.path.with_suffix(".findings.png")),
+        path, _ = QFileDialog.getSaveFileName(self, "Export view", str(self.state.record.path.with_suffix(".findings.png")),
                                               "PNG image (*.png)")
         if path:
             self.save_view(Path(path))
@@ -545,18 +489,18 @@ class MainWindow(QMainWindow):
         import json
 
         self.viewer.viewport().grab().save(str(path))
-        if self.analysis is not None:
-            path.with_suffix(".json").write_text(json.dumps(self.analysis.to_dict(), indent=2))
+        if self.state.analysis is not None:
+            path.with_suffix(".json").write_text(json.dumps(self.state.analysis.to_dict(), indent=2))
         self.statusBar().showMessage(f"Exported {path.name}", 5000)
 
     def _set_anonymise(self, on: bool) -> None:
         self.anonymise_exports = on
 
     def _export_target(self, title: str, suffix: str, pattern: str) -> Path | None:
-        if self.record is None or self.analysis is None:
+        if self.state.record is None or self.state.analysis is None:
             self._error("Analyse the image first: there is nothing to export yet.")
             return None
-        path, _ = QFileDialog.getSaveFileName(self, title, str(self.record.path.with_suffix(suffix)), pattern)
+        path, _ = QFileDialog.getSaveFileName(self, title, str(self.state.record.path.with_suffix(suffix)), pattern)
         return Path(path) if path else None
 
     def export_report(self, path: Path | None = None) -> None:
@@ -564,18 +508,19 @@ class MainWindow(QMainWindow):
 
         path = path or self._export_target("PDF report", ".report.pdf", "PDF (*.pdf)")
         if path:
-            self._run_export(write_image_report, path, self.record, self.analysis, self.anonymise_exports)
+            self._run_export(write_image_report, path, self.state.record, self.state.analysis, self.anonymise_exports)
 
     def export_seg(self, path: Path | None = None) -> None:
         from core.export.dicom_export import export_seg
 
-        seg = next((r for r in self.analysis.results if r.mask is not None), None) if self.analysis else None
-        if self.analysis is not None and seg is None:
+        state = self.state
+        seg = state.segmentation_result
+        if state.analysis is not None and seg is None:
             self._error("No segmentation model ran on this image: there is no mask to export.")
             return
         path = path or self._export_target("DICOM SEG", ".seg.dcm", "DICOM (*.dcm)")
         if path:
-            self._run_export(export_seg, self.record, seg, path, self.analysis.frame, self.anonymise_exports)
+            self._run_export(export_seg, state.record, seg, path, state.analysis.frame, self.anonymise_exports)
 
     def export_sc(self, path: Path | None = None) -> None:
         from core.export.dicom_export import export_overlay_sc
@@ -583,8 +528,9 @@ class MainWindow(QMainWindow):
 
         path = path or self._export_target("DICOM Secondary Capture", ".overlay.dcm", "DICOM (*.dcm)")
         if path:
-            picture = overlay_picture(self.record, self.analysis)
-            self._run_export(export_overlay_sc, self.record, picture, path, self.analysis.frame, self.anonymise_exports)
+            state = self.state
+            picture = overlay_picture(state.record, state.analysis)
+            self._run_export(export_overlay_sc, state.record, picture, path, state.analysis.frame, self.anonymise_exports)
 
     def _run_export(self, fn, *args) -> None:
         self._busy("Exporting…")

@@ -23,8 +23,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.inference.overlays import colorbar_rgb
 from core.inference.results import Analysis, ModelResult
 from core.models.registry import metrics_text
+from core.viewer_state import COLORMAPS, ViewerState
 from gui.qimage import to_pixmap
 
 
@@ -157,27 +159,26 @@ class ModelInfoPanel(QTextBrowser):
 
 
 class OverlayPanel(QWidget):
-    """Independent toggles and opacities for the heatmap, the mask and lesion outlines."""
+    """Toggles and sliders for the heatmap, the mask and lesion outlines, bound to a viewer state's layers.
 
-    changed = Signal()
+    Moving a control sets the layer; a layer changed elsewhere (a shortcut, saved settings) moves the control.
+    """
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         form = QFormLayout(self)
         self.heatmap = QCheckBox("Grad-CAM heatmap")
-        self.heatmap.setChecked(True)
         self.tile_cam = QCheckBox("Histology: Grad-CAM of the most suspicious tile")
-        self.heatmap_opacity = self._slider(45)
-        self.threshold = self._slider(20)
+        self.tile_cam.setVisible(False)
+        self.heatmap_opacity = self._slider()
+        self.threshold = self._slider()
         self.colormap = QComboBox()
-        self.colormap.addItems(["jet", "inferno", "viridis", "hot"])
+        self.colormap.addItems(list(COLORMAPS))
         self.colorbar = QLabel()
         self.mask = QCheckBox("Segmentation mask")
-        self.mask.setChecked(True)
-        self.mask_opacity = self._slider(40)
+        self.mask_opacity = self._slider()
         self.contour = QCheckBox("Outline only")
         self.lesions = QCheckBox("Lesion outlines and sizes")
-        self.lesions.setChecked(True)
         form.addRow(self.heatmap)
         form.addRow(self.tile_cam)
         form.addRow("Opacity", self.heatmap_opacity)
@@ -188,16 +189,54 @@ class OverlayPanel(QWidget):
         form.addRow("Opacity", self.mask_opacity)
         form.addRow(self.contour)
         form.addRow(self.lesions)
-        for widget in (self.heatmap, self.tile_cam, self.mask, self.contour, self.lesions):
-            widget.toggled.connect(self.changed)
-        self.colormap.currentTextChanged.connect(self.changed)
+        self.state: ViewerState | None = None
 
-    def _slider(self, value: int) -> QSlider:
+    @staticmethod
+    def _slider() -> QSlider:
         slider = QSlider(Qt.Orientation.Horizontal)
         slider.setRange(0, 100)
-        slider.setValue(value)
-        slider.valueChanged.connect(lambda _: self.changed.emit())
         return slider
 
-    def set_colorbar(self, rgb) -> None:
-        self.colorbar.setPixmap(to_pixmap(rgb))
+    def bind(self, state: ViewerState) -> None:
+        self.state = state
+        heatmap, mask, lesions = state.overlays.heatmap, state.overlays.mask, state.overlays.lesions
+        self.heatmap.toggled.connect(lambda on: setattr(heatmap, "visible", on))
+        self.tile_cam.toggled.connect(lambda on: setattr(heatmap, "tile", on))
+        self.heatmap_opacity.valueChanged.connect(lambda v: setattr(heatmap, "opacity", v / 100))
+        self.threshold.valueChanged.connect(lambda v: setattr(heatmap, "threshold", v / 100))
+        self.colormap.currentTextChanged.connect(lambda name: setattr(heatmap, "colormap", name))
+        self.mask.toggled.connect(lambda on: setattr(mask, "visible", on))
+        self.mask_opacity.valueChanged.connect(lambda v: setattr(mask, "opacity", v / 100))
+        self.contour.toggled.connect(lambda on: setattr(mask, "outline_only", on))
+        self.lesions.toggled.connect(lambda on: setattr(lesions, "visible", on))
+        state.events.overlays.connect(lambda _: self.follow())
+        for event in (state.events.analysis, state.events.record):
+            event.connect(lambda _: self.follow())
+        self.follow()
+
+    def follow(self) -> None:
+        """Set every control from the state, without the controls writing back to it."""
+        controls = (self.heatmap, self.tile_cam, self.heatmap_opacity, self.threshold, self.colormap, self.mask,
+                    self.mask_opacity, self.contour, self.lesions)
+        for control in controls:
+            control.blockSignals(True)
+        try:
+            self._follow()
+        finally:
+            for control in controls:
+                control.blockSignals(False)
+
+    def _follow(self) -> None:
+        layers = self.state.overlays
+        self.heatmap.setChecked(layers.heatmap.visible)
+        self.tile_cam.setChecked(layers.heatmap.tile)
+        self.heatmap_opacity.setValue(round(layers.heatmap.opacity * 100))
+        self.threshold.setValue(round(layers.heatmap.threshold * 100))
+        self.colormap.setCurrentText(layers.heatmap.colormap)
+        self.colorbar.setPixmap(to_pixmap(colorbar_rgb(120, 14, layers.heatmap.colormap_id)))
+        self.mask.setChecked(layers.mask.visible)
+        self.mask_opacity.setValue(round(layers.mask.opacity * 100))
+        self.contour.setChecked(layers.mask.outline_only)
+        self.lesions.setChecked(layers.lesions.visible)
+        heat = self.state.heatmap_result
+        self.tile_cam.setVisible(heat is not None and heat.tile_gradcam is not None)

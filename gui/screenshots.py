@@ -38,9 +38,9 @@ def main(argv: list[str]) -> int:
         window.show()
         for spec in argv[1:]:
             image, name = spec.rsplit(":", 1)
-            window.analysis = None
+            window.state.clear_analysis()
             window.open_path(image)
-            ok = _wait(app, lambda: window.analysis is not None and not window.is_busy, 600)
+            ok = _wait(app, lambda: window.state.analysis is not None and not window.is_busy, 600)
             _wait(app, lambda: False, 0.5)
             window.grab().save(str(out / f"{name}.png"))
             print(f"{name}: {'analysed' if ok else 'timed out'} -> {out / (name + '.png')}")

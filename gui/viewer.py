@@ -1,4 +1,8 @@
-"""The image canvas: zoom, pan, window/level drag, overlay layers, cursor readout and scale bar."""
+"""The image canvas: zoom, pan, window/level drag, overlay layers, cursor readout and scale bar.
+
+``bind(state)`` makes it draw a ``core.viewer_state.ViewerState``: the slice in its window and the
+overlay layers, redrawn whenever the state changes; a right-button drag adjusts the state's window.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ from PySide6.QtWidgets import (
     QGraphicsView,
 )
 
+from core.inference.overlays import heatmap_rgba, mask_rgba
+from core.viewer_state import ViewerState
 from gui.qimage import to_pixmap
+
+MASK_COLOR = (0, 220, 120)
 
 
 class ImageViewer(QGraphicsView):
@@ -44,6 +52,41 @@ class ImageViewer(QGraphicsView):
         self.pixel_spacing_mm: tuple[float, float] | None = None
         self._wl_origin: QPointF | None = None
         self._has_image = False
+        self.state: ViewerState | None = None
+
+    def bind(self, state: ViewerState) -> None:
+        """Show ``state`` from now on and send window/level drags to it."""
+        self.state = state
+        state.events.record.connect(self._record_changed)
+        state.events.slice.connect(lambda _: self._show_slice())
+        state.events.window.connect(lambda _: self._show_slice())
+        for event in (state.events.analysis, state.events.heatmap, state.events.overlays):
+            event.connect(lambda _: self.draw_overlays())
+        self.windowDragged.connect(state.adjust)
+
+    def _record_changed(self, record) -> None:
+        if record is None:
+            return
+        self.pixel_spacing_mm = record.pixel_spacing_mm
+        self.set_image(self.state.display(), reset_view=True)
+
+    def _show_slice(self) -> None:
+        if self.state.record is not None:
+            self.set_image(self.state.display())
+
+    def draw_overlays(self) -> None:
+        """The heatmap, mask and lesion layers as the bound state says: its results and layer settings."""
+        state = self.state
+        layers = state.overlays
+        heat = state.heatmap_to_draw()
+        self.set_heatmap(None if heat is None else heatmap_rgba(heat, layers.heatmap.opacity, layers.heatmap.threshold,
+                                                                 layers.heatmap.colormap_id))
+        seg = state.segmentation_result
+        if seg is not None and layers.mask.visible:
+            self.set_mask(mask_rgba(seg.mask, MASK_COLOR, layers.mask.opacity, layers.mask.outline_only))
+        else:
+            self.set_mask(None)
+        self.set_lesions(seg.lesions if seg else [], QColor(*MASK_COLOR), layers.lesions.visible)
 
     # ----- layers
     def set_image(self, display: np.ndarray, reset_view: bool = False) -> None:

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtGui import QAction  # noqa: E402
 
 from core.inference.analyzer import Analyzer, Engine  # noqa: E402
 from core.models.registry import Registry  # noqa: E402
@@ -43,8 +44,8 @@ def _open(qtbot, window, path, modality_index=None):
     if modality_index is not None:
         window.modality_box.setCurrentIndex(modality_index)
     window.open_path(path)
-    qtbot.waitUntil(lambda: window.record is not None and window.record.path.name == path.name and not window.is_busy,
-                    timeout=20000)
+    qtbot.waitUntil(lambda: window.state.record is not None and window.state.record.path.name == path.name
+                    and not window.is_busy, timeout=20000)
 
 
 def test_open_shows_image(qtbot, window, planted_png):
@@ -56,7 +57,7 @@ def test_open_shows_image(qtbot, window, planted_png):
 def test_analyse_fills_panel_and_overlays(qtbot, window, planted_png):
     _open(qtbot, window, planted_png[0], modality_index=1)  # Brain MRI
     window.analyse()
-    qtbot.waitUntil(lambda: window.analysis is not None, timeout=60000)
+    qtbot.waitUntil(lambda: window.state.analysis is not None, timeout=60000)
     bars = window.probabilities.bars
     assert ("tiny-mr-classifier", "lesion") in bars and bars[("tiny-mr-classifier", "lesion")].value() > 900
     assert not window.viewer.heatmap_item.pixmap().isNull()
@@ -65,7 +66,7 @@ def test_analyse_fills_panel_and_overlays(qtbot, window, planted_png):
 def test_toggle_and_opacity_change_rendered_pixels(qtbot, window, planted_png):
     _open(qtbot, window, planted_png[0], modality_index=1)
     window.analyse()
-    qtbot.waitUntil(lambda: window.analysis is not None, timeout=60000)
+    qtbot.waitUntil(lambda: window.state.analysis is not None, timeout=60000)
     with_heatmap = _pixels(window)
     window.overlays.heatmap_opacity.setValue(100)
     stronger = _pixels(window)
@@ -84,7 +85,7 @@ def test_mask_layer_from_segmenter(qtbot, window, tmp_path):
     Image.fromarray(img).save(tmp_path / "us.png")
     _open(qtbot, window, tmp_path / "us.png", modality_index=3)  # Breast ultrasound
     window.analyse()
-    qtbot.waitUntil(lambda: window.analysis is not None, timeout=60000)
+    qtbot.waitUntil(lambda: window.state.analysis is not None, timeout=60000)
     assert not window.viewer.mask_item.pixmap().isNull() and window.viewer.lesion_items
     before = _pixels(window)
     window.overlays.mask.setChecked(False)
@@ -94,13 +95,13 @@ def test_mask_layer_from_segmenter(qtbot, window, tmp_path):
 def test_window_level_drag_changes_display(qtbot, window, pydicom_file):
     _open(qtbot, window, pydicom_file("MR_small.dcm"))
     before = _pixels(window)
-    start = window.record.window_presets[0]
+    start = window.state.record.window_presets[0]
     window.viewer.windowDragged.emit(40.0, -60.0)
-    assert window.window is not None and window.window.name == "Custom"
-    assert 0 < window.window.width < start.width and window.window.center > start.center
+    assert window.state.window is not None and window.state.window.name == "Custom"
+    assert 0 < window.state.window.width < start.width and window.state.window.center > start.center
     assert np.abs(_pixels(window).astype(int) - before).sum() > 0
     window.reset_window()
-    assert window.window is None
+    assert window.state.window is None
 
 
 def test_float_image_window_label_and_drag(qtbot, window, tmp_path):
@@ -109,9 +110,67 @@ def test_float_image_window_label_and_drag(qtbot, window, tmp_path):
     tifffile.imwrite(tmp_path / "unit.tif", np.tile(np.linspace(0, 1, 200, dtype=np.float32), (150, 1)))
     _open(qtbot, window, tmp_path / "unit.tif")
     assert window.wl_label.text().startswith("C 0.5")  # not rounded to "C 0 / W 1"
-    before = window.record.window_presets[0].width
+    before = window.state.record.window_presets[0].width
     window.viewer.windowDragged.emit(0.0, -128.0)
-    assert window.window.width == pytest.approx(before / 2)  # narrows below 1 on 0-1 data
+    assert window.state.window.width == pytest.approx(before / 2)  # narrows below 1 on 0-1 data
+
+
+def test_slider_label_and_picture_follow_the_state_slice(qtbot, window, pydicom_file):
+    _open(qtbot, window, pydicom_file("examples_ybr_color.dcm"))
+    before = _pixels(window)
+    window.state.set_slice(5)
+    assert window.frame_slider.value() == 5 and window.frame_label.text() == "6/30"
+    assert np.abs(_pixels(window).astype(int) - before).sum() > 0
+    window.frame_slider.setValue(7)  # and the slider moves the state
+    assert window.state.slice_index == 7 and window.frame_label.text() == "8/30"
+
+
+def test_wl_label_and_picture_follow_the_state_window(qtbot, window, pydicom_file):
+    _open(qtbot, window, pydicom_file("MR_small.dcm"))
+    before, label = _pixels(window), window.wl_label.text()
+    window.state.adjust(0.0, 128.0)
+    assert window.wl_label.text() == window.state.window_text() != label
+    assert np.abs(_pixels(window).astype(int) - before).sum() > 0
+    window.state.reset_window()
+    assert window.wl_label.text() == label
+    assert [a.text().split("  ")[0] for a in window.presets_menu.actions()] == [p.name for p in window.state.presets]
+
+
+def test_overlay_panel_and_settings_follow_the_layers(window):
+    layers, panel = window.state.overlays, window.overlays
+    layers.heatmap.opacity = 0.8
+    layers.heatmap.threshold = 0.05
+    layers.heatmap.colormap = "hot"
+    layers.mask.outline_only = True
+    layers.lesions.visible = False
+    assert panel.heatmap_opacity.value() == 80 and panel.threshold.value() == 5
+    assert panel.colormap.currentText() == "hot" and panel.contour.isChecked() and not panel.lesions.isChecked()
+    assert int(window.settings.value("heatmap_opacity")) == 80
+    panel.mask_opacity.setValue(25)
+    assert layers.mask.opacity == 0.25 and int(window.settings.value("mask_opacity")) == 25
+    next(a for a in window.findChildren(QAction) if a.text() == "Toggle heatmap").trigger()
+    assert not layers.heatmap.visible and not panel.heatmap.isChecked()
+
+
+def test_viewer_and_panels_draw_the_state_analysis(qtbot, window, planted_png):
+    from core.inference.results import Analysis, ModelResult
+
+    _open(qtbot, window, planted_png[0])
+    heat = np.zeros((64, 64))
+    heat[20:40, 20:40] = 1.0
+    result = ModelResult("hand-made", "1.0", "classification", "cpu", ["no", "yes"], {"no": 0.2, "yes": 0.8}, "yes",
+                         heatmap=heat, heatmap_class="yes")
+    window.state.set_analysis(Analysis(str(planted_png[0]), "MR", "user", 0, [result]))
+    assert not window.viewer.heatmap_item.pixmap().isNull()
+    assert window.probabilities.bars[("hand-made", "yes")].value() == 800
+    shown = _pixels(window)
+    window.state.overlays.heatmap.visible = False
+    assert window.viewer.heatmap_item.pixmap().isNull() and not window.overlays.heatmap.isChecked()
+    assert np.abs(_pixels(window).astype(int) - shown).sum() > 0
+    window.state.overlays.heatmap.visible = True
+    window.state.set_analysis(None)
+    assert window.viewer.heatmap_item.pixmap().isNull() and not window.probabilities.bars
+    assert window.probabilities.placeholder.isVisibleTo(window.probabilities)
 
 
 def test_same_warning_from_two_models_is_listed_once(window):
@@ -122,25 +181,24 @@ def test_same_warning_from_two_models_is_listed_once(window):
 
 def test_bad_file_keeps_previous_image(qtbot, window, planted_png, tmp_path):
     _open(qtbot, window, planted_png[0])
-    good = window.record
+    good = window.state.record
     (tmp_path / "bad.dcm").write_bytes(b"not an image at all")
     window.open_path(tmp_path / "bad.dcm")
     qtbot.waitUntil(lambda: window.last_error is not None, timeout=10000)
     assert "bad.dcm" in window.last_error
-    assert window.record is good and not window.viewer.image_item.pixmap().isNull()
+    assert window.state.record is good and not window.viewer.image_item.pixmap().isNull()
 
 
 def test_multiframe_slider(qtbot, window, pydicom_file):
     _open(qtbot, window, pydicom_file("examples_ybr_color.dcm"))
     assert window.frame_slider.isEnabled() and window.frame_slider.maximum() == 29
     window.step_frame(3)
-    assert window.frame == 3 and window.frame_label.text() == "4/30"
+    assert window.state.slice_index == 3 and window.frame_label.text() == "4/30"
 
 
 def test_settings_remembered(qtbot, window, planted_png):
     _open(qtbot, window, planted_png[0])
     window.overlays.heatmap_opacity.setValue(70)
-    window._refresh_overlays()
     window.close()
     assert int(window.settings.value("heatmap_opacity")) == 70
     assert str(planted_png[0]) in window.settings.value("recent", [], type=list)
@@ -209,7 +267,7 @@ def test_exports_and_history_from_the_window(qtbot, window, tmp_path):
     Image.fromarray(img).save(tmp_path / "us2.png")
     _open(qtbot, window, tmp_path / "us2.png", modality_index=3)
     window.analyse()
-    qtbot.waitUntil(lambda: window.analysis is not None, timeout=60000)
+    qtbot.waitUntil(lambda: window.state.analysis is not None, timeout=60000)
     qtbot.waitUntil(lambda: window.history_panel.table.rowCount() >= 1, timeout=10000)
     for export, name in ((window.export_report, "r.pdf"), (window.export_seg, "s.dcm"), (window.export_sc, "o.dcm")):
         window.last_export = None

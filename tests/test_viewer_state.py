@@ -1,0 +1,307 @@
+"""The viewer's model without Qt: slices, window/level, modality, models, analysis and overlay layers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.imaging.record import ImageRecord, Modality, StudyInfo
+from core.imaging.windowing import WindowPreset, apply_window
+from core.inference.results import Analysis, ModelResult
+from core.viewer_state import COLORMAPS, Event, OverlayLayer, ViewerState
+from tests.conftest import REPO
+
+GREY = WindowPreset("File window", 100.0, 200.0, "LINEAR")
+AUTO = WindowPreset("Auto (0.5-99.5 %)", 0.5, 1.0, "LINEAR_EXACT")
+
+
+def _record(frames: int = 5, color: bool = False, presets=(GREY, AUTO), spacing=None, name="a.dcm",
+            modality=Modality.MR, source="dicom", confidence=None) -> ImageRecord:
+    """A record whose frame i holds the value 10 * i + column (greyscale) or i in every channel (colour)."""
+
+    def read(i: int) -> np.ndarray:
+        if color:
+            return np.full((4, 6, 3), i, np.uint8)
+        return (10.0 * i + np.arange(6, dtype=np.float32))[None, :].repeat(4, 0)
+
+    return ImageRecord(path=Path(name), file_format="DICOM", modality=modality, modality_source=source, rows=4,
+                       columns=6, frames=frames, samples_per_pixel=3 if color else 1,
+                       photometric="RGB" if color else "MONOCHROME2", bits_stored=8 if color else 16,
+                       pixel_spacing_mm=spacing, window_presets=list(presets), study=StudyInfo(), metadata=[],
+                       _read_frame=read, modality_confidence=confidence)
+
+
+def _analysis(frame: int = 0, heatmap=None, tile=None, mask=None) -> Analysis:
+    results = [ModelResult("cls", "1.0", "classification", "cpu", ["a", "b"], {"a": 0.7, "b": 0.3}, "a",
+                           heatmap=heatmap, heatmap_class="a", tile_gradcam=tile)]
+    if mask is not None:
+        results.append(ModelResult("seg", "1.0", "segmentation", "cpu", mask=mask))
+    return Analysis("a.dcm", "MR", "dicom", frame, results)
+
+
+def _recorder(state: ViewerState) -> list:
+    """Every event of the state as (name, value), in order."""
+    seen: list = []
+    for event in state.events:
+        event.connect(lambda value, name=event.name: seen.append((name, value)))
+    return seen
+
+
+# ----- series and slices
+
+def test_open_starts_at_first_slice_in_the_files_window_without_analysis():
+    state = ViewerState()
+    assert state.record is None and state.slice_count == 0 and state.slice_text() == "1/1"
+    first = _record()
+    state.open(first)
+    state.set_slice(3)
+    state.adjust(10, 0)
+    state.set_analysis(_analysis(frame=3))
+    seen = _recorder(state)
+    second = _record(frames=2, name="b.dcm")
+    state.open(second)
+    assert state.record is second and state.slice_index == 0 and state.slice_count == 2
+    assert state.window is None and state.analysis is None
+    assert seen == [("record", second), ("analysis", None)]
+
+
+def test_slice_is_clamped_and_fires_only_on_change():
+    state = ViewerState()
+    state.set_slice(2)  # nothing open: nothing happens
+    assert state.slice_index == 0
+    state.open(_record(frames=5))
+    seen = _recorder(state)
+    state.set_slice(3)
+    state.set_slice(3)
+    state.set_slice(99)
+    state.set_slice(-4)
+    assert [v for _, v in seen] == [3, 4, 0]
+    assert state.slice_text() == "1/5"
+
+
+def test_step_stops_at_the_ends_or_wraps_for_cine():
+    state = ViewerState()
+    state.open(_record(frames=3))
+    state.step(1)
+    state.step(1)
+    state.step(1)
+    assert state.slice_index == 2
+    state.step(1, wrap=True)
+    assert state.slice_index == 0
+    state.step(-1, wrap=True)
+    assert state.slice_index == 2 and state.slice_text() == "3/3"
+    single = ViewerState()
+    single.open(_record(frames=1))
+    single.step(1, wrap=True)
+    assert single.slice_index == 0
+
+
+def test_display_is_the_current_slice_in_the_current_window():
+    state = ViewerState()
+    record = _record(frames=3)
+    state.open(record)
+    state.set_slice(2)
+    assert np.array_equal(state.display(), apply_window(record.values(2), GREY.center, GREY.width))
+    state.set_window(AUTO)
+    assert np.array_equal(state.display(), apply_window(record.values(2), AUTO.center, AUTO.width, AUTO.function))
+
+
+def test_analysis_of_another_slice_is_dropped_when_the_slice_changes():
+    state = ViewerState()
+    state.open(_record(frames=4))
+    state.set_slice(1)
+    analysis = _analysis(frame=1)
+    state.set_analysis(analysis)
+    seen = _recorder(state)
+    state.set_slice(1)
+    assert state.analysis is analysis and seen == []
+    state.set_slice(2)
+    assert state.analysis is None and seen == [("slice", 2), ("analysis", None)]
+
+
+# ----- window/level
+
+def test_adjust_moves_the_centre_by_widths_and_doubles_the_width_per_128_pixels():
+    state = ViewerState()
+    state.open(_record())
+    seen = _recorder(state)
+    state.adjust(256.0, 0.0)
+    assert state.window == WindowPreset("Custom", 300.0, 200.0, "LINEAR")
+    state.adjust(0.0, 128.0)
+    assert state.window.width == pytest.approx(400.0) and state.window.center == pytest.approx(300.0)
+    state.adjust(-128.0, -256.0)
+    assert state.window.center == pytest.approx(100.0) and state.window.width == pytest.approx(100.0)
+    assert [name for name, _ in seen] == ["window"] * 3
+    assert state.window_text() == "C 100 / W 100"
+
+
+def test_adjust_never_narrows_below_dicoms_minimum_width():
+    linear = ViewerState()
+    linear.open(_record(presets=(WindowPreset("w", 0.0, 2.0, "LINEAR"),)))
+    linear.adjust(0.0, -128.0 * 20)
+    assert linear.window.width == 1.0
+    exact = ViewerState()
+    exact.open(_record(presets=(AUTO,)))
+    exact.adjust(0.0, -128.0)
+    assert exact.window.width == pytest.approx(0.5) and exact.window.function == "LINEAR_EXACT"
+    assert exact.window_text() == "C 0.5 / W 0.5"  # float data keeps windows below 1
+    exact.adjust(0.0, -128.0 * 40)
+    assert exact.window.width == pytest.approx(1e-6)
+
+
+def test_presets_reset_and_colour_images_have_no_window():
+    state = ViewerState()
+    state.open(_record())
+    assert state.presets == [GREY, AUTO] and state.effective_window == GREY
+    state.apply_preset("Auto (0.5-99.5 %)")
+    assert state.window == AUTO and state.effective_window == AUTO
+    with pytest.raises(KeyError, match="Bone"):
+        state.apply_preset("Bone")
+    seen = _recorder(state)
+    state.reset_window()
+    state.reset_window()
+    assert state.window is None and seen == [("window", None)]
+    colour = ViewerState()
+    colour.open(_record(color=True, presets=()))
+    colour.adjust(50, 50)
+    colour.set_window(GREY)
+    assert colour.window is None and colour.presets == [] and colour.effective_window is None
+    assert colour.window_text() == ""
+
+
+def test_window_before_any_image_does_nothing():
+    state = ViewerState()
+    state.adjust(10, 10)
+    state.set_window(GREY)
+    assert state.window is None and state.window_text() == ""
+
+
+# ----- modality, models, analysis
+
+def test_user_modality_replaces_the_files_and_drops_the_analysis():
+    state = ViewerState()
+    record = _record(modality=Modality.OTHER, source="guess", confidence=0.62)
+    state.open(record)
+    assert state.modality_text() == "  Other — from guess (62%); set it if wrong"
+    state.set_analysis(_analysis())
+    seen = _recorder(state)
+    state.set_modality(Modality.US)
+    assert record.modality is Modality.US and record.modality_source == "user"
+    assert state.modality_text() == "  Breast ultrasound — from user"
+    assert seen == [("modality", Modality.US), ("analysis", None)]
+
+
+def test_chosen_models_fire_once_per_change_and_cannot_be_changed_from_outside():
+    state = ViewerState()
+    seen = _recorder(state)
+    state.set_chosen_models(["a", "b", "a"])
+    state.set_chosen_models(["a", "b"])
+    state.chosen_models.append("c")
+    assert state.chosen_models == ["a", "b"]
+    state.set_chosen_models([])
+    assert seen == [("chosen_models", ["a", "b"]), ("chosen_models", [])]
+
+
+def test_heatmap_to_draw_follows_the_layer():
+    heat, tile = np.full((4, 6), 0.5), np.full((4, 6), 0.9)
+    state = ViewerState()
+    state.open(_record())
+    assert state.heatmap_to_draw() is None and state.segmentation_result is None
+    state.set_analysis(_analysis(heatmap=heat))
+    assert state.heatmap_to_draw() is heat
+    state.overlays.heatmap.tile = True  # asked for, but this result has no tile Grad-CAM
+    assert state.heatmap_to_draw() is heat
+    state.set_analysis(_analysis(heatmap=heat, tile=tile))
+    assert state.heatmap_to_draw() is tile
+    state.overlays.heatmap.visible = False
+    assert state.heatmap_to_draw() is None
+
+
+def test_segmentation_result_is_the_first_with_a_mask():
+    mask = np.zeros((4, 6), np.uint8)
+    state = ViewerState()
+    state.open(_record())
+    state.set_analysis(_analysis(mask=mask))
+    assert state.segmentation_result.model_id == "seg" and state.heatmap_result is None
+
+
+def test_replace_heatmap_swaps_only_that_models_heatmap():
+    state = ViewerState()
+    state.open(_record())
+    state.replace_heatmap("cls", ModelResult("cls", "1.0", "classification", "cpu"))  # no analysis: no-op
+    analysis = _analysis(heatmap=np.zeros((4, 6)), mask=np.zeros((4, 6), np.uint8))
+    state.set_analysis(analysis)
+    seen = _recorder(state)
+    new = np.ones((4, 6))
+    state.replace_heatmap("cls", ModelResult("cls", "1.0", "classification", "cpu", heatmap=new, heatmap_class="b"))
+    assert analysis.results[0].heatmap is new and analysis.results[0].heatmap_class == "b"
+    assert analysis.results[1].heatmap is None
+    assert seen == [("heatmap", analysis)]
+
+
+# ----- overlay layers
+
+def test_layers_start_as_the_window_always_did():
+    layers = ViewerState().overlays
+    assert (layers.heatmap.visible, layers.heatmap.opacity, layers.heatmap.threshold) == (True, 0.45, 0.20)
+    assert layers.heatmap.colormap == "jet" and layers.heatmap.colormap_id == COLORMAPS["jet"] == 2
+    assert (layers.mask.visible, layers.mask.opacity, layers.mask.outline_only) == (True, 0.40, False)
+    assert layers.lesions.visible and not layers.heatmap.tile
+
+
+def test_layer_changes_are_checked_and_reach_the_state_once():
+    state = ViewerState()
+    seen = _recorder(state)
+    heatmap = state.overlays.heatmap
+    heatmap.opacity = 0.8
+    heatmap.opacity = 0.8
+    heatmap.threshold = 0.5
+    heatmap.colormap = "inferno"
+    state.overlays.mask.toggle()
+    state.overlays.mask.outline_only = True
+    assert heatmap.colormap_id == 14
+    assert [(name, layer.name) for name, layer in seen] == [("overlays", "heatmap")] * 3 + [("overlays", "mask")] * 2
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            heatmap.opacity = bad
+    with pytest.raises(ValueError, match="colour map"):
+        heatmap.colormap = "rainbow"
+    assert heatmap.opacity == 0.8 and heatmap.colormap == "inferno"
+
+
+def test_event_disconnect():
+    event, calls = Event("x"), []
+    event.connect(calls.append)
+    event.emit(1)
+    event.disconnect(calls.append)
+    event.emit(2)
+    assert calls == [1] and len(event) == 0
+    layer = OverlayLayer("l", opacity=0.3)
+    with pytest.raises(ValueError):
+        OverlayLayer("bad", threshold=2)
+    assert layer.opacity == 0.3
+
+
+# ----- readout
+
+def test_pixel_text_reads_the_current_slice():
+    state = ViewerState()
+    assert state.pixel_text(0, 0) == ""
+    state.open(_record(frames=3, spacing=(0.5, 0.25)))
+    state.set_slice(2)
+    assert state.pixel_text(3, 1) == "x 3, y 1: 23  (0.8 mm, 0.5 mm)"
+    assert state.pixel_text(-1, -1) == "" and state.pixel_text(6, 0) == ""
+    colour = ViewerState()
+    colour.open(_record(color=True, presets=()))
+    colour.set_slice(1)
+    assert colour.pixel_text(0, 0) == "x 0, y 0: [1 1 1]"
+
+
+def test_the_model_loads_without_qt():
+    code = "import sys, core.viewer_state; print('PySide6' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr[-2000:]
