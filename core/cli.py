@@ -18,8 +18,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "brain_mri_sample.jpg"
 
 
+def _finite_json(obj):
+    """Strict JSON: NaN and infinities (never valid JSON) become null."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    return obj
+
+
 def _print_json(obj: dict) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print(json.dumps(_finite_json(obj), indent=2, default=str, allow_nan=False))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -62,6 +73,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    if args.series:
+        from core.series.report import cmd_analyze_series
+
+        return cmd_analyze_series(args)
     from core.imaging import load_image
     from core.inference.analyzer import Engine
 
@@ -244,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--identified", action="store_true", help="keep patient identifiers in exports")
     analyze.add_argument("--no-history", action="store_true", help="do not record this analysis in the history")
     analyze.add_argument("--json", action="store_true")
+    analyze.add_argument("--series", action="store_true",
+                         help="PATH is a folder or DICOMDIR: analyse each series as a whole (core.series)")
     analyze.set_defaults(func=cmd_analyze)
 
     batch = sub.add_parser("batch", help="analyse every image in a folder into CSV/JSON (resumable)")

@@ -29,6 +29,9 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
         source_size, factor, first = _read_pillow(path)
         frame_count, read_any = 1, (lambda index: first)
     first = read_any(0)
+    nonfinite = first.dtype.kind == "f" and not np.isfinite(first).all()
+    if nonfinite:
+        first = np.nan_to_num(first, nan=0.0, posinf=0.0, neginf=0.0)
     is_color = first.ndim == 3
     bits = 16 if first.dtype == np.uint16 else (32 if first.dtype.kind == "f" else 8)
     presets: list[WindowPreset] = []
@@ -40,6 +43,8 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
 
     def read_frame(index: int) -> np.ndarray:
         arr = first if index == 0 else read_any(index)
+        if arr.dtype.kind == "f":
+            arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
         if is_color and arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
         elif not is_color and arr.ndim == 3:
@@ -48,6 +53,8 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
 
     warnings = [f"loaded at 1/{factor} of its {source_size[1]} x {source_size[0]} pixels to fit in memory"] \
         if factor > 1 else []
+    if nonfinite:
+        warnings.append("some pixel values are NaN or infinite; they are shown as 0")
     return ImageRecord(
         path=path,
         file_format=file_format,
