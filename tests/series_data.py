@@ -100,7 +100,7 @@ def slice_positions(n: int, spacing: float, orientation=AXIAL, origin=(-120.0, -
 def write_series(folder: Path, images: list[np.ndarray], *, spacing: float = 3.0, orientation=AXIAL,
                  instances: list[int | None] | None = None, names: list[str] | None = None,
                  positions: list | None = None, series_uid: str | None = None, study_uid: str | None = None,
-                 **fields) -> list[Path]:
+                 pixel_spacing=(0.9375, 0.9375), **fields) -> list[Path]:
     """A series of single-frame files, slice k at ``positions[k]`` (default: contiguous along the normal)."""
     series_uid = series_uid or generate_uid()
     study_uid = study_uid or generate_uid()
@@ -109,7 +109,8 @@ def write_series(folder: Path, images: list[np.ndarray], *, spacing: float = 3.0
     names = names or [f"IM{k:04d}.dcm" for k in range(len(images))]
     thickness = fields.pop("thickness", spacing)
     return [write_slice(folder / name, img, position=pos, orientation=orientation, instance=inst,
-                        series_uid=series_uid, study_uid=study_uid, thickness=thickness, **fields)
+                        series_uid=series_uid, study_uid=study_uid, thickness=thickness, spacing=pixel_spacing,
+                        **fields)
             for img, pos, inst, name in zip(images, positions, instances, names)]
 
 

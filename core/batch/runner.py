@@ -113,7 +113,7 @@ class BatchRun:
         self.out.mkdir(parents=True, exist_ok=True)
         journal = self.out / "done.txt"
         if not self.resume:
-            for name in ("results.csv", "results.jsonl", "done.txt", "results.json", "summary.json"):
+            for name in ("results.csv", "results.jsonl", "done.txt", "results.json", "summary.json", "series.csv"):
                 (self.out / name).unlink(missing_ok=True)
         done = set(journal.read_text().splitlines()) if journal.exists() else set()
         self._rewrite_kept("results.csv", done, csv_mode=True)
@@ -270,4 +270,7 @@ class BatchRun:
             from core.export.report import write_batch_report
 
             write_batch_report(self.out)
+            from core.series.report import write_series_csv  # series.csv beside results.csv when DICOM series are in
+
+            write_series_csv(self.root, self.out)
         return summary

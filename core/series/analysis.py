@@ -1,0 +1,364 @@
+"""Series analysis: every slice through the models, then one call per model for the whole series.
+
+The per-slice work reuses the Analyzer (on the Engine's TensorFlow thread when an Engine is given); the
+series call follows ``VERDICT_RULE``, written here once so that reports and model cards can quote it.
+Per-slice outcomes are kept in a ``SliceCache`` keyed by slice and model version, so a second analysis
+of the same series (another model added, a cancelled run resumed) only runs what is missing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from core.errors import DiagnosticError, ModelError
+from core.series.index import Series, SliceRef
+from core.series.stack import SeriesStack
+
+NORMAL_CLASSES = ("notumor", "no", "normal")  # a classifier's class that means 'nothing found'
+ABNORMAL_THRESHOLD = 0.5  # P(not normal) at or above which a slice counts as abnormal
+MIN_RUN = 2  # adjacent abnormal slices needed to call the series abnormal
+
+VERDICT_RULE = f"""\
+Series verdict (core.series.analysis). Slices are taken in position order along the slice normal; two slices
+are adjacent when they are neighbours in that order and no gap (a step over 1.5 x the series spacing) lies
+between them.
+Classifier with a normal class ({', '.join(NORMAL_CLASSES)}): a slice is abnormal when P(not normal) =
+1 - P(normal class) >= {ABNORMAL_THRESHOLD}. The series is abnormal when at least {MIN_RUN} adjacent slices are
+abnormal (a one-slice series: when its slice is). Its label is the non-normal class with the largest mean
+probability over the slices of all such runs, its probability that mean, and its first/last slice the ends of
+the longest run (ties: the run with the larger mean P(not normal)). Otherwise the label is the normal class
+with probability 1 - max over slices of P(not normal).
+Classifier without a normal class: the label is the class with the largest mean probability over all slices,
+its probability that mean; no slice range.
+Segmenter: a slice has a lesion when its mask holds at least one lesion. The series has a lesion when at
+least {MIN_RUN} adjacent slices have one (a one-slice series: when its slice has); the slice range runs from
+the first to the last slice of those runs, and the lesion volume is the sum over those slices of lesion area
+(mm2) x slice spacing (mm) / 1000, in ml (none when pixel spacing or slice spacing is unknown). Otherwise
+'no lesion' with volume 0.
+Slice numbers are 1-based positions in that order. Slices that failed to load or analyse are left out and
+break adjacency."""
+
+
+@dataclass
+class SliceOutcome:
+    """What one model said about one slice (compact: no heatmaps or probability maps are kept)."""
+
+    label: str | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    lesions: int | None = None
+    lesion_area_mm2: float | None = None
+    mask: np.ndarray | None = field(default=None, repr=False)  # segmenters: uint8 0/1, for the viewer
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def probability(self) -> float | None:
+        return self.probabilities.get(self.label) if self.label in self.probabilities else None
+
+
+@dataclass
+class SeriesVerdict:
+    model: str
+    version: str
+    task: str
+    label: str | None
+    probability: float | None
+    first_slice: int | None  # 1-based, position order
+    last_slice: int | None
+    lesion_volume_ml: float | None
+    slices: list[SliceOutcome | None]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SeriesProgress:
+    done: int
+    total: int
+    slice_index: int
+    elapsed: float
+
+
+@dataclass
+class SeriesAnalysis:
+    series: Series
+    results: list[SeriesVerdict]
+    warnings: list[str]
+    cancelled: bool
+    seconds: float
+    slices_analysed: int  # slices run through a model in this call (the rest came from the cache)
+
+    def to_dict(self) -> dict:
+        """The ``analyze --series --json`` entry for this series."""
+        s = self.series
+        out = {"series_uid": s.uid or None, "description": s.description, "modality": s.modality, "plane": s.plane,
+               "slices": len(s.slices), "results": [], "warnings": list(s.warnings) + self.warnings}
+        if s.kind != "dicom" or not s.uid:
+            out["file"] = str(s.slices[0].path) if s.slices else None
+        if self.cancelled:
+            out["cancelled"] = True
+        for v in self.results:
+            details = []
+            for ref, outcome in zip(s.slices, v.slices):
+                entry = {"file": str(ref.path), "instance": ref.instance,
+                         "position_mm": None if ref.position_mm is None else round(ref.position_mm, 3),
+                         "label": None if outcome is None else outcome.label,
+                         "probability": None if outcome is None or outcome.probability is None else round(outcome.probability, 6)}
+                if s.kind == "multiframe":
+                    entry["frame"] = ref.frame
+                if v.task == "segmentation" and outcome is not None:
+                    entry["lesion_area_mm2"] = None if outcome.lesion_area_mm2 is None else round(outcome.lesion_area_mm2, 3)
+                if outcome is not None and outcome.error:
+                    entry["error"] = outcome.error
+                details.append(entry)
+            out["results"].append({
+                "model": v.model, "version": v.version, "task": v.task, "label": v.label,
+                "probability": None if v.probability is None else round(v.probability, 6),
+                "first_slice": v.first_slice, "last_slice": v.last_slice,
+                "lesion_volume_ml": None if v.lesion_volume_ml is None else round(v.lesion_volume_ml, 4),
+                "warnings": v.warnings, "slices_detail": details})
+        return out
+
+
+class SliceCache:
+    """Per-slice outcomes by (slice, model id, model version); share one across analyses of a series."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[str, str, str], SliceOutcome] = {}
+        self._lock = threading.Lock()
+
+    def get(self, ref: SliceRef, model: str, version: str) -> SliceOutcome | None:
+        with self._lock:
+            return self._data.get((ref.key, model, version))
+
+    def put(self, ref: SliceRef, model: str, version: str, outcome: SliceOutcome) -> None:
+        with self._lock:
+            self._data[(ref.key, model, version)] = outcome
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+# ----------------------------------------------------------------------------------------------- the verdict rule
+def normal_class(classes: list[str]) -> str | None:
+    return next((c for c in classes if c.lower() in NORMAL_CLASSES), None)
+
+
+def _runs(flags: list[bool], breaks: set[int]) -> list[tuple[int, int]]:
+    """(first, last) 0-based index pairs of runs of True; a break after index i ends a run."""
+    runs, start = [], None
+    for i, flag in enumerate(flags):
+        if flag and start is None:
+            start = i
+        if start is not None and (not flag or i in breaks):
+            end = i if flag else i - 1
+            runs.append((start, end))
+            start = None
+    if start is not None:
+        runs.append((start, len(flags) - 1))
+    return runs
+
+
+def _qualifying(flags: list[bool], breaks: set[int]) -> list[tuple[int, int]]:
+    if len(flags) == 1:
+        return [(0, 0)] if flags[0] else []
+    return [(a, b) for a, b in _runs(flags, breaks) if b - a + 1 >= MIN_RUN]
+
+
+def _breaks(outcomes: list[SliceOutcome | None], series_breaks: list[int]) -> set[int]:
+    """Adjacency breaks: the series' gaps, and around any slice without an outcome."""
+    breaks = set(series_breaks)
+    for i, o in enumerate(outcomes):
+        if o is None or o.error:
+            breaks.update({i - 1, i})
+    return breaks
+
+
+def classifier_verdict(classes: list[str], outcomes: list[SliceOutcome | None], series_breaks: list[int]
+                       ) -> tuple[str | None, float | None, int | None, int | None]:
+    """(label, probability, first_slice, last_slice) by VERDICT_RULE; slice numbers 1-based."""
+    usable = [i for i, o in enumerate(outcomes) if o is not None and not o.error and o.probabilities]
+    if not usable:
+        return None, None, None, None
+    normal = normal_class(classes)
+    if normal is None:
+        means = {c: float(np.mean([outcomes[i].probabilities.get(c, 0.0) for i in usable])) for c in classes}
+        label = max(means, key=means.get)
+        return label, means[label], None, None
+    p_abnormal = [None if i not in usable else 1.0 - outcomes[i].probabilities.get(normal, 0.0)
+                  for i in range(len(outcomes))]
+    flags = [p is not None and p >= ABNORMAL_THRESHOLD for p in p_abnormal]
+    runs = _qualifying(flags, _breaks(outcomes, series_breaks))
+    if not runs:
+        return normal, 1.0 - max(p for p in p_abnormal if p is not None), None, None
+    members = [i for a, b in runs for i in range(a, b + 1)]
+    abnormal = [c for c in classes if c != normal]
+    means = {c: float(np.mean([outcomes[i].probabilities.get(c, 0.0) for i in members])) for c in abnormal}
+    label = max(means, key=means.get)
+    first, last = max(runs, key=lambda r: (r[1] - r[0], float(np.mean(p_abnormal[r[0]:r[1] + 1]))))
+    return label, means[label], first + 1, last + 1
+
+
+def segmenter_verdict(outcomes: list[SliceOutcome | None], series: Series
+                      ) -> tuple[str | None, int | None, int | None, float | None, list[str]]:
+    """(label, first_slice, last_slice, lesion_volume_ml, warnings) by VERDICT_RULE."""
+    if not any(o is not None and not o.error for o in outcomes):
+        return None, None, None, None, []
+    flags = [o is not None and not o.error and bool(o.lesions) for o in outcomes]
+    runs = _qualifying(flags, _breaks(outcomes, series.breaks))
+    if not runs:
+        return "no lesion", None, None, 0.0, []
+    members = [i for a, b in runs for i in range(a, b + 1)]
+    warnings = []
+    areas = [outcomes[i].lesion_area_mm2 for i in members]
+    spacing = series.spacing_mm if len(series.slices) > 1 else series.thickness_mm
+    volume = None
+    if any(a is None for a in areas):
+        warnings.append("Pixel spacing unknown: no lesion volume.")
+    elif spacing is None:
+        warnings.append("Slice spacing unknown: no lesion volume.")
+    else:
+        volume = sum(areas) * spacing / 1000.0
+        if series.spacing_source not in (None, "positions"):
+            warnings.append(f"Lesion volume uses the slice spacing from {series.spacing_source} "
+                            f"({spacing:.2f} mm), not from slice positions.")
+    return "lesion", min(members) + 1, max(members) + 1, volume, warnings
+
+
+def verdict(model: str, version: str, task: str, classes: list[str], outcomes: list[SliceOutcome | None],
+            series: Series) -> SeriesVerdict:
+    warnings = []
+    failed = sum(1 for o in outcomes if o is None or o.error)
+    if failed:
+        warnings.append(f"{failed} of {len(outcomes)} slices have no result for this model.")
+    if task == "classification":
+        label, probability, first, last = classifier_verdict(classes, outcomes, series.breaks)
+        return SeriesVerdict(model, version, task, label, probability, first, last, None, outcomes, warnings)
+    label, first, last, volume, more = segmenter_verdict(outcomes, series)
+    return SeriesVerdict(model, version, task, label, None, first, last, volume, outcomes, warnings + more)
+
+
+# ----------------------------------------------------------------------------------------------- running it
+def _outcome(result) -> SliceOutcome:
+    if result.task == "classification":
+        return SliceOutcome(result.label, dict(result.probabilities), warnings=list(result.warnings))
+    areas = [l.area_mm2 for l in result.lesions]
+    area = float(sum(areas)) if all(a is not None for a in areas) else None
+    return SliceOutcome("lesion" if result.lesions else "no lesion", lesions=len(result.lesions),
+                        lesion_area_mm2=area, mask=None if result.mask is None else result.mask.astype(np.uint8),
+                        warnings=list(result.warnings))
+
+
+def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
+                   progress: Callable[[SeriesProgress], None] | None = None,
+                   cancel: threading.Event | None = None, cache: SliceCache | None = None,
+                   stack: SeriesStack | None = None, modality: str | None = None) -> SeriesAnalysis:
+    """Run every slice of ``series`` through the models, then call the series by VERDICT_RULE.
+
+    ``engine`` is an ``Engine`` (TensorFlow work goes to its thread; call this from any other thread) or an
+    ``Analyzer`` (run here: use it on the Engine's thread, as batch runs do). ``model_ids`` default to the
+    bundles for the modality of the first slice that loads. Progress is reported after each slice; when
+    ``cancel`` is set the run stops between slices and the verdicts cover the slices done (``cancelled``).
+    """
+    from core.inference.analyzer import Analyzer, Cancelled
+
+    started = time.perf_counter()
+    cancel = cancel or threading.Event()
+    cache = cache if cache is not None else SliceCache()
+    stack = stack or SeriesStack(series, modality=modality)
+    if isinstance(engine, Analyzer):
+        analyzer = engine
+
+        def run(fn, *args, **kwargs):
+            return fn(*args, **kwargs)
+    else:
+        analyzer = engine.analyzer
+
+        def run(fn, *args, **kwargs):
+            return engine.call(fn, *args, **kwargs).result()
+
+    warnings: list[str] = []
+    n = len(series.slices)
+    outcomes: dict[str, list[SliceOutcome | None]] = {}
+    bundles = [analyzer.registry.get(m) for m in model_ids] if model_ids else None
+    analysed, cancelled = 0, False
+    for i, ref in enumerate(series.slices):
+        if cancel.is_set():
+            cancelled = True
+            break
+        try:
+            if bundles is None:
+                record, _ = stack.record(i)
+                bundles = analyzer.bundles_for(record)
+                if not bundles:
+                    warnings.append(f"No model is installed for {record.modality.label} images; choose a model.")
+                    break
+            todo = []
+            for b in bundles:
+                hit = cache.get(ref, b.id, b.manifest["version"])
+                outcomes.setdefault(b.id, [None] * n)[i] = hit
+                if hit is None:
+                    todo.append(b)
+            if todo:
+                record, frame = stack.record(i)
+                analysis = run(analyzer.analyze, record, frame=frame, model_ids=[b.id for b in todo], gradcam=False,
+                               cancel=cancel)
+                for b, result in zip(todo, analysis.results):
+                    outcome = _outcome(result)
+                    outcome.warnings[:0] = analysis.warnings
+                    cache.put(ref, b.id, b.manifest["version"], outcome)
+                    outcomes[b.id][i] = outcome
+                analysed += 1
+        except Cancelled:
+            cancelled = True
+            break
+        except Exception as exc:  # noqa: BLE001 - one bad slice must not stop the series
+            message = str(exc) if isinstance(exc, DiagnosticError) else f"unexpected failure: {type(exc).__name__}: {exc}"
+            if isinstance(exc, ModelError):
+                raise  # a bundle that cannot run fails every slice: say it once
+            for b in bundles or []:
+                outcomes.setdefault(b.id, [None] * n)[i] = SliceOutcome(error=message)
+            if bundles is None:
+                warnings.append(f"slice {i + 1}: {message}")
+        if progress is not None:
+            progress(SeriesProgress(i + 1, n, i, time.perf_counter() - started))
+    if cancelled:
+        warnings.append("Cancelled: the verdicts cover only the slices analysed before the cancel.")
+    results = [verdict(b.id, b.manifest["version"], b.task, list(b.classes), outcomes.get(b.id, [None] * n), series)
+               for b in bundles or []]
+    for v in results:
+        v.warnings.extend(_slice_warnings(v.slices))
+    return SeriesAnalysis(series, results, warnings, cancelled, time.perf_counter() - started, analysed)
+
+
+def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
+    """Per-slice warnings about the image (modality), grouped by kind: 'Unsure modality on 3 of 24 slices (...)'."""
+    kinds: dict[str, list[tuple[int, str]]] = {}
+    for i, o in enumerate(outcomes):
+        for w in o.warnings if o is not None else []:
+            if "modality" in w.lower():
+                kind, _, rest = w.partition(":")
+                kinds.setdefault(kind, []).append((i, rest.strip()))
+    return [f"{kind} on {len(hits)} of {len(outcomes)} slices (slice {hits[0][0] + 1}: {hits[0][1]})"
+            for kind, hits in kinds.items()]
+
+
+def submit_series(series: Series, engine, **options) -> Future:
+    """``analyse_series`` on a thread of its own (TensorFlow work still goes to the Engine): for the GUI."""
+    future: Future = Future()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(analyse_series(series, engine, **options))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the Future
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="series-analysis", daemon=True).start()
+    return future

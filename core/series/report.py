@@ -1,0 +1,170 @@
+"""Series output for the command line: ``analyze DIR --series`` and the ``series.csv`` of a batch run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import threading
+from pathlib import Path
+
+from core.series.analysis import SeriesAnalysis, SliceOutcome, analyse_series, verdict
+from core.series.index import Series, StudyIndex, index_folder, index_path
+
+SERIES_COLUMNS = ["patient", "study", "series_uid", "description", "modality", "plane", "slices", "model", "label",
+                  "probability", "first_slice", "last_slice", "lesion_volume_ml", "warnings"]
+
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_analyze_series(args) -> int:
+    """``main.py analyze DIR_OR_DICOMDIR --series [--model ID ...] [--json]``: every series of the folder."""
+    from tqdm import tqdm
+
+    from core.errors import DiagnosticError
+    from core.inference.analyzer import Engine
+
+    path = Path(args.path)
+    if not path.exists():
+        _print_json({"path": str(path), "error": f"'{path}' does not exist"})
+        return 2
+    index = index_path(path)
+    if not index.series:
+        reason = "no images found" + (f" ({len(index.problems)} file(s) could not be read)" if index.problems else "")
+        _print_json({"path": str(path), "error": reason, "problems": index.problems})
+        return 2
+    engine = Engine()
+    cancel = threading.Event()
+    analyses: list[SeriesAnalysis] = []
+    try:
+        for k, series in enumerate(index.series):
+            bar = tqdm(total=len(series), unit="slice", file=sys.stderr, leave=False,
+                       desc=f"series {k + 1}/{len(index.series)}")
+
+            def progress(p, bar=bar) -> None:
+                bar.n = p.done
+                bar.refresh()
+
+            try:
+                analyses.append(analyse_series(series, engine, args.model or None, progress=progress, cancel=cancel,
+                                               modality=args.modality))
+            except KeyboardInterrupt:
+                cancel.set()
+                break
+            finally:
+                bar.close()
+    except DiagnosticError as exc:
+        _print_json({"path": str(path), "error": str(exc)})
+        return 2
+    finally:
+        engine.shutdown()
+    complete = not cancel.is_set() and len(analyses) == len(index.series)
+    if args.json:
+        out = {"path": str(path), "series": [a.to_dict() for a in analyses]}
+        if index.problems:
+            out["problems"] = index.problems
+        if not complete:
+            out["cancelled"] = True
+        _print_json(out)
+        return 0 if complete else 3
+    for a in analyses:
+        print(series_text(a))
+    for problem in index.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    return 0 if complete else 3
+
+
+def series_text(a: SeriesAnalysis) -> str:
+    s = a.series
+    spacing = f", spacing {s.spacing_mm:.2f} mm" if s.spacing_mm else ""
+    lines = [f"{s.uid or s.slices[0].path}  {s.modality or '?'} '{s.description}'  {s.plane or 'plane unknown'}, "
+             f"{len(s)} slice(s){spacing}"]
+    lines += [f"  warning: {w}" for w in s.warnings + a.warnings]
+    for v in a.results:
+        where = f" slices {v.first_slice}-{v.last_slice}" if v.first_slice is not None else ""
+        p = f" ({v.probability:.3f})" if v.probability is not None else ""
+        volume = f", {v.lesion_volume_ml:.2f} ml" if v.lesion_volume_ml else ""
+        lines.append(f"  {v.model}: {v.label}{p}{where}{volume}")
+        lines += [f"    warning: {w}" for w in v.warnings]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- batch
+def _outcome_from_row(row: dict) -> SliceOutcome | None:
+    if row.get("error"):
+        return SliceOutcome(error=row["error"])
+    if row.get("task") == "classification":
+        probs = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_") and v not in ("", None)}
+        return SliceOutcome(row.get("label") or None, probs)
+    area = row.get("lesion_area_mm2")
+    return SliceOutcome(row.get("label") or None, lesions=int(row.get("lesions") or 0),
+                        lesion_area_mm2=float(area) if area not in ("", None) else None)
+
+
+def series_rows(index: StudyIndex, results: list[dict]) -> list[dict]:
+    """One row per series and model from a batch's results.csv rows (no model is run again)."""
+    root = index.root
+    by_slice: dict[tuple[str, int], list[dict]] = {}
+    for row in results:
+        by_slice.setdefault((row["file"], int(row.get("frame") or 0)), []).append(row)
+    out = []
+    for p, patient in enumerate(index.patients, 1):
+        for t, study in enumerate(patient.studies, 1):
+            for series in study.series:
+                if series.kind == "image":
+                    continue
+                out.extend(_rows_of_series(series, root, by_slice, f"P{p:03d}", f"P{p:03d}-S{t}"))
+    return out
+
+
+def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, study: str) -> list[dict]:
+    slice_rows = [by_slice.get((ref.path.relative_to(root).as_posix(), ref.frame), []) for ref in series.slices]
+    models: dict[str, dict] = {}
+    for rows in slice_rows:
+        for row in rows:
+            if row.get("model"):
+                models.setdefault(row["model"], row)
+    base = {"patient": patient, "study": study, "series_uid": series.uid, "description": series.description,
+            "modality": series.modality, "plane": series.plane or "", "slices": len(series)}
+    if not models:
+        errors = sorted({r["error"] for rows in slice_rows for r in rows if r.get("error")})
+        return [dict(base, warnings=" | ".join(series.warnings + errors[:3] or ["no model results for this series"]))]
+    out = []
+    for model, first in models.items():
+        outcomes = []
+        for rows in slice_rows:
+            row = next((r for r in rows if r.get("model") == model), None)
+            error = next((r for r in rows if r.get("error") and not r.get("model")), None)
+            outcomes.append(_outcome_from_row(row) if row is not None else
+                            SliceOutcome(error=error["error"]) if error is not None else None)
+        classes = sorted({c for o in outcomes if o is not None for c in o.probabilities})
+        v = verdict(model, first.get("model_version", ""), first.get("task", ""), classes, outcomes, series)
+        warnings = series.warnings + v.warnings
+        if series.kind == "multiframe" and any(o is None for o in outcomes):
+            warnings.append("batch --all-frames analyses every frame of a multi-frame series")
+        out.append(dict(base, model=model, label=v.label or "",
+                        probability="" if v.probability is None else f"{v.probability:.6f}",
+                        first_slice=v.first_slice or "", last_slice=v.last_slice or "",
+                        lesion_volume_ml="" if v.lesion_volume_ml is None else f"{v.lesion_volume_ml:.4f}",
+                        warnings=" | ".join(warnings)))
+    return out
+
+
+def write_series_csv(root: Path, out: Path) -> Path | None:
+    """``series.csv`` beside a finished batch's ``results.csv`` when ``root`` holds DICOM series; else None.
+
+    Patients are numbered (P001, ...) and studies within them (P001-S1, ...): no names or IDs are written.
+    """
+    index = index_folder(root)
+    if not any(s.kind != "image" for s in index.series):
+        return None
+    with (Path(out) / "results.csv").open(newline="") as fh:
+        results = list(csv.DictReader(fh))
+    target = Path(out) / "series.csv"
+    with target.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, SERIES_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({c: row.get(c, "") for c in SERIES_COLUMNS} for row in series_rows(index, results))
+    return target

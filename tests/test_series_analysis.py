@@ -1,0 +1,241 @@
+"""Series analysis (core.series.analysis): the verdict rule on its own, then the real code path with the tiny
+Keras bundles on DICOM series of planted lesions, the ``analyze --series`` command and the batch's series.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from core.series.analysis import (MIN_RUN, VERDICT_RULE, SliceCache, SliceOutcome, analyse_series, classifier_verdict,
+                                  segmenter_verdict, submit_series)
+from core.series.index import Series, SliceRef, index_folder
+from tests.series_data import slice_positions, write_series
+from tests.tiny_models import SIZE, make_classifier_bundle, make_segmenter_bundle, planted_images
+
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+def _probs(p_glioma: float, p_meningioma: float = 0.0) -> SliceOutcome:
+    p = {"glioma": p_glioma, "meningioma": p_meningioma, "pituitary": 0.0}
+    p["notumor"] = 1.0 - p_glioma - p_meningioma
+    return SliceOutcome(max(p, key=p.get), p)
+
+
+# ----------------------------------------------------------------------------------------------- the rule
+def test_two_adjacent_abnormal_slices_make_an_abnormal_series():
+    outcomes = [_probs(0.1), _probs(0.3, 0.3), _probs(0.5), _probs(0.2), _probs(0.1, 0.6), _probs(0.05, 0.7),
+                _probs(0.0, 0.9), _probs(0.1)]
+    label, p, first, last = classifier_verdict(CLASSES, outcomes, [])
+    # runs of P(not notumor) >= 0.5: slices 2-3 (0.6, 0.5) and 5-7; the longest is 5-7
+    assert (first, last) == (5, 7)
+    means = {"glioma": np.mean([0.3, 0.5, 0.1, 0.05, 0.0]), "meningioma": np.mean([0.3, 0.0, 0.6, 0.7, 0.9])}
+    assert label == "meningioma" and p == pytest.approx(means["meningioma"])
+    assert MIN_RUN == 2 and "at least 2 adjacent slices" in VERDICT_RULE
+
+
+def test_isolated_abnormal_slices_leave_the_series_normal():
+    outcomes = [_probs(0.9), _probs(0.1), _probs(0.2), _probs(0.7), _probs(0.3)]
+    label, p, first, last = classifier_verdict(CLASSES, outcomes, [])
+    assert (label, first, last) == ("notumor", None, None)
+    assert p == pytest.approx(1 - 0.9)
+
+
+def test_a_gap_or_a_failed_slice_breaks_adjacency():
+    outcomes = [_probs(0.1), _probs(0.8), _probs(0.9), _probs(0.1)]
+    assert classifier_verdict(CLASSES, outcomes, [])[0] == "glioma"
+    assert classifier_verdict(CLASSES, outcomes, [1])[0] == "notumor"  # a gap lies between slices 2 and 3
+    failed = [_probs(0.8), SliceOutcome(error="damaged"), _probs(0.9), _probs(0.95)]
+    label, _, first, last = classifier_verdict(CLASSES, failed, [])
+    assert (label, first, last) == ("glioma", 3, 4)
+    assert classifier_verdict(CLASSES, [_probs(0.8), None, _probs(0.9)], [])[0] == "notumor"
+
+
+def test_one_slice_series_and_classifiers_without_a_normal_class():
+    assert classifier_verdict(CLASSES, [_probs(0.7)], [])[:3] == ("glioma", pytest.approx(0.7), 1)
+    outcomes = [SliceOutcome("benign", {"benign": 0.8, "malignant": 0.2}),
+                SliceOutcome("malignant", {"benign": 0.3, "malignant": 0.7}),
+                SliceOutcome("malignant", {"benign": 0.2, "malignant": 0.8})]
+    assert classifier_verdict(["benign", "malignant"], outcomes, []) == ("malignant", pytest.approx(1.7 / 3), None, None)
+
+
+def _series(n: int, spacing: float | None = 3.0) -> Series:
+    return Series("k", "1.2.3", "dicom", slices=[SliceRef(f"s{i}.dcm") for i in range(n)], spacing_mm=spacing,
+                  spacing_source=None if spacing is None else "positions")
+
+
+def test_lesion_volume_is_area_times_spacing_over_adjacent_lesion_slices():
+    areas = [0, 40.0, 60.0, 0, 25.0, 0]  # slice 5 has a lesion alone: not part of the call
+    outcomes = [SliceOutcome("lesion" if a else "no lesion", lesions=int(a > 0), lesion_area_mm2=a) for a in areas]
+    label, first, last, volume, warnings = segmenter_verdict(outcomes, _series(6, 2.5))
+    assert (label, first, last) == ("lesion", 2, 3) and not warnings
+    assert volume == pytest.approx((40 + 60) * 2.5 / 1000)
+    assert segmenter_verdict(outcomes, _series(6, None))[3:] == (None, ["Slice spacing unknown: no lesion volume."])
+    unknown = [SliceOutcome("lesion", lesions=1, lesion_area_mm2=None)] * 3
+    assert segmenter_verdict(unknown, _series(3))[3] is None
+    none = [SliceOutcome("no lesion", lesions=0, lesion_area_mm2=0.0)] * 3
+    assert segmenter_verdict(none, _series(3)) == ("no lesion", None, None, 0.0, [])
+
+
+# ----------------------------------------------------------------------------------------------- real models
+LESION_SLICES = [3, 4, 5, 6]  # 0-based slices carrying the planted disc
+PIXEL_MM = 0.5
+SPACING = 4.0
+
+
+@pytest.fixture(scope="module")
+def mr_models(tmp_path_factory):
+    """The tiny classifier as an MR yes/no bundle and the tiny segmenter relabelled MR."""
+    root = tmp_path_factory.mktemp("series-models")
+    folder = make_classifier_bundle(root, "tiny-mr-yesno", epochs=12)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["classes"] = ["no", "yes"]  # same order as the training labels 0/1
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    make_segmenter_bundle(root, "tiny-mr-segmenter", modality="MR")
+    return root
+
+
+@pytest.fixture(scope="module")
+def planted_series(tmp_path_factory):
+    """Ten 64x64 MR slices; slices 3-6 carry a bright disc of known area (files named out of order)."""
+    folder = tmp_path_factory.mktemp("planted")
+    noise, _, _ = planted_images(20, seed=11)
+    images = []
+    for k in range(10):
+        img = noise[2 * k].copy()  # even indices: no disc
+        if k in LESION_SLICES:
+            cv2.circle(img, (32, 30), 7, 230, -1)
+        images.append(img.astype(np.uint16))
+    names = [f"IM{(7 * k) % 10:02d}.dcm" for k in range(10)]
+    write_series(folder, images, spacing=SPACING, names=names, pixel_spacing=(PIXEL_MM, PIXEL_MM))
+    return folder
+
+
+def _disc_area_mm2() -> float:
+    disc = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.circle(disc, (32, 30), 7, 1, -1)
+    return float(disc.sum()) * PIXEL_MM * PIXEL_MM
+
+
+MODELS = ["tiny-mr-yesno", "tiny-mr-segmenter"]
+
+
+def test_series_analysis_through_the_engine_with_progress_and_cache(planted_series, mr_models):
+    from core.inference.analyzer import Analyzer, Engine
+    from core.models.registry import Registry
+
+    series = index_folder(planted_series).series[0]
+    assert series.spacing_mm == pytest.approx(SPACING) and len(series) == 10
+    engine = Engine(Analyzer(Registry([mr_models])))
+    seen, cache = [], SliceCache()
+    try:
+        first = analyse_series(series, engine, MODELS, progress=lambda p: seen.append((p.done, p.total)), cache=cache)
+        again = analyse_series(series, engine, MODELS, cache=cache)
+    finally:
+        engine.shutdown()
+    assert seen == [(k, 10) for k in range(1, 11)]
+    assert not first.cancelled and first.slices_analysed == 10 and len(cache) == 20
+    yesno, seg = first.results
+    assert [o.label for o in yesno.slices] == ["yes" if k in LESION_SLICES else "no" for k in range(10)]
+    assert (yesno.label, yesno.first_slice, yesno.last_slice) == ("yes", 4, 7)
+    assert yesno.probability == pytest.approx(np.mean([yesno.slices[k].probabilities["yes"] for k in LESION_SLICES]))
+    assert (seg.label, seg.first_slice, seg.last_slice) == ("lesion", 4, 7)
+    assert seg.lesion_volume_ml == pytest.approx(len(LESION_SLICES) * _disc_area_mm2() * SPACING / 1000, rel=0.1)
+    assert seg.slices[4].mask is not None and seg.slices[4].mask.shape == (SIZE, SIZE)
+    # the second run took every slice from the cache and called the series the same way
+    assert again.slices_analysed == 0
+    assert [(v.label, v.first_slice, v.last_slice, v.lesion_volume_ml) for v in again.results] == \
+        [(v.label, v.first_slice, v.last_slice, v.lesion_volume_ml) for v in first.results]
+
+    out = first.to_dict()
+    assert set(out) >= {"series_uid", "description", "modality", "plane", "slices", "results", "warnings"}
+    assert (out["series_uid"], out["modality"], out["plane"], out["slices"]) == (series.uid, "MR", "axial", 10)
+    detail = out["results"][0]["slices_detail"]
+    assert set(detail[0]) >= {"file", "instance", "position_mm", "label", "probability"}
+    assert [d["position_mm"] for d in detail] == sorted(d["position_mm"] for d in detail)
+    assert [d["file"] for d in detail] == [str(s.path) for s in series.slices]
+    assert out["results"][1]["lesion_volume_ml"] == pytest.approx(seg.lesion_volume_ml, abs=1e-4)
+
+
+def test_cancel_stops_between_slices_and_a_rerun_finishes_from_the_cache(planted_series, mr_models):
+    from core.inference.analyzer import Analyzer, Engine
+    from core.models.registry import Registry
+
+    series = index_folder(planted_series).series[0]
+    engine = Engine(Analyzer(Registry([mr_models])))
+    cancel, cache = threading.Event(), SliceCache()
+
+    def progress(p):
+        if p.done == 3:
+            cancel.set()
+
+    try:
+        stopped = submit_series(series, engine, model_ids=MODELS[:1], progress=progress, cancel=cancel,
+                                cache=cache).result(timeout=300)
+        rest = analyse_series(series, engine.analyzer, MODELS[:1], cache=cache)  # an Analyzer: runs right here
+    finally:
+        engine.shutdown()
+    assert stopped.cancelled and stopped.slices_analysed == 3
+    assert [o is not None for o in stopped.results[0].slices] == [True] * 3 + [False] * 7
+    assert any("Cancelled" in w for w in stopped.warnings)
+    assert rest.slices_analysed == 7 and not rest.cancelled
+    assert (rest.results[0].label, rest.results[0].first_slice, rest.results[0].last_slice) == ("yes", 4, 7)
+
+
+def test_analyze_series_command_prints_the_documented_json(planted_series, mr_models, monkeypatch, capsys, tmp_path):
+    from core.cli import main
+
+    monkeypatch.setenv("MIDA_USER_MODELS", str(mr_models))
+    rc = main(["analyze", str(planted_series), "--series", "--json", "--model", MODELS[0], "--model", MODELS[1]])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    (series,) = out["series"]
+    assert (series["modality"], series["plane"], series["slices"]) == ("MR", "axial", 10)
+    yesno, seg = series["results"]
+    assert set(yesno) >= {"model", "label", "probability", "first_slice", "last_slice", "lesion_volume_ml",
+                          "slices_detail"}
+    assert (yesno["model"], yesno["label"], yesno["first_slice"], yesno["last_slice"]) == (MODELS[0], "yes", 4, 7)
+    assert (seg["label"], seg["lesion_volume_ml"] > 0) == ("lesion", True)
+    assert [d["instance"] for d in yesno["slices_detail"]] == list(range(1, 11))
+
+    assert main(["analyze", str(tmp_path / "nowhere"), "--series", "--json"]) == 2
+    assert "does not exist" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_batch_writes_series_csv_beside_results_csv(planted_series, mr_models, tmp_path, lgg_png_folder):
+    from core.batch.runner import BatchRun
+    from core.inference.analyzer import Analyzer
+    from core.models.registry import Registry
+    from core.series.report import SERIES_COLUMNS, write_series_csv
+
+    summary = BatchRun(planted_series, tmp_path / "out", Analyzer(Registry([mr_models])), model_ids=MODELS,
+                       heatmaps=False).run()
+    assert summary["complete"]
+    with (tmp_path / "out" / "series.csv").open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames == SERIES_COLUMNS
+    assert [(r["patient"], r["study"], r["model"], r["label"], r["first_slice"], r["last_slice"], r["slices"])
+            for r in rows] == [("P001", "P001-S1", MODELS[0], "yes", "4", "7", "10"),
+                               ("P001", "P001-S1", MODELS[1], "lesion", "4", "7", "10")]
+    assert float(rows[1]["lesion_volume_ml"]) == pytest.approx(
+        len(LESION_SLICES) * _disc_area_mm2() * SPACING / 1000, rel=0.1)
+    assert "LGG-1" not in (tmp_path / "out" / "series.csv").read_text()  # no patient ID written
+    # a folder of plain images holds no DICOM series: no series.csv
+    assert write_series_csv(lgg_png_folder, tmp_path / "out") is None
+
+
+@pytest.fixture
+def lgg_png_folder(tmp_path):
+    from PIL import Image
+
+    noise, _, _ = planted_images(2, seed=3)
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for k, img in enumerate(noise):
+        Image.fromarray(img).save(folder / f"{k}.png")
+    return folder
