@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.series.analysis import (MIN_RUN, VERDICT_RULE, SliceCache, SliceOutcome, analyse_series, classifier_verdict,
-                                  segmenter_verdict, submit_series)
+                                  segmenter_verdict, submit_series, verdict)
 from core.series.index import Series, SliceRef, index_folder
 from tests.series_data import slice_positions, write_series
 from tests.tiny_models import SIZE, make_classifier_bundle, make_segmenter_bundle, planted_images
@@ -36,6 +36,9 @@ def test_two_adjacent_abnormal_slices_make_an_abnormal_series():
     means = {"glioma": np.mean([0.3, 0.5, 0.1, 0.05, 0.0]), "meningioma": np.mean([0.3, 0.0, 0.6, 0.7, 0.9])}
     assert label == "meningioma" and p == pytest.approx(means["meningioma"])
     assert MIN_RUN == 2 and "at least 2 adjacent slices" in VERDICT_RULE
+    series = Series("k", "1.2.3", "dicom", slices=[SliceRef(f"s{i}.dcm") for i in range(len(outcomes))])
+    v = verdict("m", "1", "classification", CLASSES, outcomes, series)
+    assert (v.label, v.first_slice, v.last_slice, v.runs) == ("meningioma", 5, 7, [(2, 3), (5, 7)])
 
 
 def test_isolated_abnormal_slices_leave_the_series_normal():
@@ -143,7 +146,7 @@ def test_series_analysis_through_the_engine_with_progress_and_cache(planted_seri
     assert [o.label for o in yesno.slices] == ["yes" if k in LESION_SLICES else "no" for k in range(10)]
     assert (yesno.label, yesno.first_slice, yesno.last_slice) == ("yes", 4, 7)
     assert yesno.probability == pytest.approx(np.mean([yesno.slices[k].probabilities["yes"] for k in LESION_SLICES]))
-    assert (seg.label, seg.first_slice, seg.last_slice) == ("lesion", 4, 7)
+    assert (seg.label, seg.first_slice, seg.last_slice, seg.runs) == ("lesion", 4, 7, [(4, 7)])
     assert seg.lesion_volume_ml == pytest.approx(len(LESION_SLICES) * _disc_area_mm2() * SPACING / 1000, rel=0.1)
     assert seg.slices[4].mask is not None and seg.slices[4].mask.shape == (SIZE, SIZE)
     # the second run took every slice from the cache and called the series the same way

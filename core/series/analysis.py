@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import DiagnosticError, ModelError
-from core.series.index import Series, SliceRef
+from core.series.index import GAP_FACTOR, Series, SliceRef
 from core.series.stack import SeriesStack
 
 NORMAL_CLASSES = ("notumor", "no", "normal")  # a classifier's class that means 'nothing found'
@@ -26,14 +26,14 @@ MIN_RUN = 2  # adjacent abnormal slices needed to call the series abnormal
 
 VERDICT_RULE = f"""\
 Series verdict (core.series.analysis). Slices are taken in position order along the slice normal; two slices
-are adjacent when they are neighbours in that order and no gap (a step over 1.5 x the series spacing) lies
-between them.
+are adjacent when they are neighbours in that order and no gap (a step over {GAP_FACTOR} x the series spacing)
+lies between them.
 Classifier with a normal class ({', '.join(NORMAL_CLASSES)}): a slice is abnormal when P(not normal) =
 1 - P(normal class) >= {ABNORMAL_THRESHOLD}. The series is abnormal when at least {MIN_RUN} adjacent slices are
 abnormal (a one-slice series: when its slice is). Its label is the non-normal class with the largest mean
 probability over the slices of all such runs, its probability that mean, and its first/last slice the ends of
-the longest run (ties: the run with the larger mean P(not normal)). Otherwise the label is the normal class
-with probability 1 - max over slices of P(not normal).
+the longest run (ties: the run with the larger mean P(not normal)); every run is listed beside it. Otherwise
+the label is the normal class with probability 1 - max over slices of P(not normal).
 Classifier without a normal class: the label is the class with the largest mean probability over all slices,
 its probability that mean; no slice range.
 Segmenter: a slice has a lesion when its mask holds at least one lesion. The series has a lesion when at
@@ -74,6 +74,7 @@ class SeriesVerdict:
     lesion_volume_ml: float | None
     slices: list[SliceOutcome | None]
     warnings: list[str] = field(default_factory=list)
+    runs: list[tuple[int, int]] = field(default_factory=list)  # every qualifying run, 1-based (first, last)
 
 
 @dataclass
@@ -119,7 +120,7 @@ class SeriesAnalysis:
             out["results"].append({
                 "model": v.model, "version": v.version, "task": v.task, "label": v.label,
                 "probability": None if v.probability is None else round(v.probability, 6),
-                "first_slice": v.first_slice, "last_slice": v.last_slice,
+                "first_slice": v.first_slice, "last_slice": v.last_slice, "runs": [list(r) for r in v.runs],
                 "lesion_volume_ml": None if v.lesion_volume_ml is None else round(v.lesion_volume_ml, 4),
                 "warnings": v.warnings, "slices_detail": details})
         return out
@@ -179,6 +180,21 @@ def _breaks(outcomes: list[SliceOutcome | None], series_breaks: list[int]) -> se
     return breaks
 
 
+def _p_abnormal(normal: str, outcomes: list[SliceOutcome | None]) -> list[float | None]:
+    return [None if o is None or o.error or not o.probabilities else 1.0 - o.probabilities.get(normal, 0.0)
+            for o in outcomes]
+
+
+def classifier_runs(classes: list[str], outcomes: list[SliceOutcome | None], series_breaks: list[int]
+                    ) -> list[tuple[int, int]]:
+    """Every run of adjacent abnormal slices that counts for the verdict, 1-based (first, last)."""
+    normal = normal_class(classes)
+    if normal is None:
+        return []
+    flags = [p is not None and p >= ABNORMAL_THRESHOLD for p in _p_abnormal(normal, outcomes)]
+    return [(a + 1, b + 1) for a, b in _qualifying(flags, _breaks(outcomes, series_breaks))]
+
+
 def classifier_verdict(classes: list[str], outcomes: list[SliceOutcome | None], series_breaks: list[int]
                        ) -> tuple[str | None, float | None, int | None, int | None]:
     """(label, probability, first_slice, last_slice) by VERDICT_RULE; slice numbers 1-based."""
@@ -190,10 +206,8 @@ def classifier_verdict(classes: list[str], outcomes: list[SliceOutcome | None], 
         means = {c: float(np.mean([outcomes[i].probabilities.get(c, 0.0) for i in usable])) for c in classes}
         label = max(means, key=means.get)
         return label, means[label], None, None
-    p_abnormal = [None if i not in usable else 1.0 - outcomes[i].probabilities.get(normal, 0.0)
-                  for i in range(len(outcomes))]
-    flags = [p is not None and p >= ABNORMAL_THRESHOLD for p in p_abnormal]
-    runs = _qualifying(flags, _breaks(outcomes, series_breaks))
+    p_abnormal = _p_abnormal(normal, outcomes)
+    runs = [(a - 1, b - 1) for a, b in classifier_runs(classes, outcomes, series_breaks)]
     if not runs:
         return normal, 1.0 - max(p for p in p_abnormal if p is not None), None, None
     members = [i for a, b in runs for i in range(a, b + 1)]
@@ -238,9 +252,12 @@ def verdict(model: str, version: str, task: str, classes: list[str], outcomes: l
         warnings.append(f"{failed} of {len(outcomes)} slices have no result for this model.")
     if task == "classification":
         label, probability, first, last = classifier_verdict(classes, outcomes, series.breaks)
-        return SeriesVerdict(model, version, task, label, probability, first, last, None, outcomes, warnings)
+        return SeriesVerdict(model, version, task, label, probability, first, last, None, outcomes, warnings,
+                             classifier_runs(classes, outcomes, series.breaks) if first is not None else [])
     label, first, last, volume, more = segmenter_verdict(outcomes, series)
-    return SeriesVerdict(model, version, task, label, None, first, last, volume, outcomes, warnings + more)
+    flags = [o is not None and not o.error and bool(o.lesions) for o in outcomes]
+    runs = [(a + 1, b + 1) for a, b in _qualifying(flags, _breaks(outcomes, series.breaks))]
+    return SeriesVerdict(model, version, task, label, None, first, last, volume, outcomes, warnings + more, runs)
 
 
 # ----------------------------------------------------------------------------------------------- running it

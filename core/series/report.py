@@ -84,6 +84,8 @@ def series_text(a: SeriesAnalysis) -> str:
     lines += [f"  warning: {w}" for w in s.warnings + a.warnings]
     for v in a.results:
         where = f" slices {v.first_slice}-{v.last_slice}" if v.first_slice is not None else ""
+        if len(v.runs) > 1:
+            where += " (runs " + ", ".join(f"{a}-{b}" for a, b in v.runs) + ")"
         p = f" ({v.probability:.3f})" if v.probability is not None else ""
         volume = f", {v.lesion_volume_ml:.2f} ml" if v.lesion_volume_ml else ""
         lines.append(f"  {v.model}: {v.label}{p}{where}{volume}")
