@@ -1,7 +1,16 @@
-"""Screenshots of the main states for the README: ``python -m gui.screenshots OUT_DIR [IMAGE:NAME ...]``.
+"""Screenshots of the main states for the README: ``python -m gui.screenshots OUT_DIR SPEC ...``.
 
-Run it under a real display (Xvfb works): it opens the window, analyses each image and saves
-``OUT_DIR/<NAME>.png`` once the analysis is shown.
+Each SPEC is ``IMAGE:NAME`` or ``IMAGE:NAME:OPTIONS``: the window opens IMAGE, analyses it and saves
+``OUT_DIR/<NAME>.png`` once the analysis is shown. OPTIONS, comma-separated, act through the viewer
+state as a user would:
+
+- ``slice=N``: show frame N (counted from 0) and analyse it;
+- ``wl=DC/DW``: drag the window/level by DC (vertical) and DW (horizontal) display pixels;
+- ``hide=LAYER``: hide an overlay layer (heatmap, mask or lesions);
+- ``menu=export``: the File ▸ Export menu open (the screen is grabbed, so this needs a real display);
+- ``batch=1``: IMAGE is a folder: the Analyse folder dialog runs over it and is saved when done.
+
+Run it under a real display (Xvfb works).
 """
 
 from __future__ import annotations
@@ -11,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QSettings
+from PySide6.QtCore import QEvent, QEventLoop, QPoint, QSettings
 from PySide6.QtWidgets import QApplication
 
+from core.history import History
 from gui.main_window import MainWindow
 
 
@@ -22,28 +32,85 @@ def _wait(app: QApplication, condition, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while not condition() and time.monotonic() < deadline:
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        app.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # processEvents leaves deleteLater() undone
         time.sleep(0.02)
     return condition()
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """``IMAGE:NAME[:k=v,...]`` as (image, name, options)."""
+    parts = spec.split(":")
+    options: dict[str, str] = {}
+    if len(parts) > 2 and "=" in parts[-1]:
+        options = dict(item.split("=", 1) for item in parts.pop().split(","))
+    name = parts.pop()
+    return ":".join(parts), name, options
+
+
+def _analysed(app: QApplication, window: MainWindow) -> bool:
+    ok = _wait(app, lambda: window.state.analysis is not None and not window.is_busy, 600)
+    _wait(app, lambda: False, 0.5)
+    return ok
+
+
+def _batch(app: QApplication, window: MainWindow, folder: str, target: Path) -> bool:
+    dialog = window.batch()
+    with tempfile.TemporaryDirectory() as out:
+        dialog.folder.setText(folder)
+        dialog.out.setText(out)
+        dialog.start()
+        ok = _wait(app, lambda: dialog.summary is not None and not dialog.running, 1200)
+        _wait(app, lambda: False, 0.5)
+        dialog.grab().save(str(target))
+    dialog.close()
+    return ok
+
+
+def _with_export_menu(app: QApplication, window: MainWindow, target: Path) -> None:
+    file_menu = window.menuBar().actions()[0].menu()
+    export_menu = next(a.menu() for a in file_menu.actions() if a.menu() is not None and "Export" in a.text())
+    export_menu.popup(window.mapToGlobal(QPoint(40, window.menuBar().height() + 10)))
+    _wait(app, lambda: False, 0.5)
+    frame = window.frameGeometry()
+    app.primaryScreen().grabWindow(0, frame.x(), frame.y(), frame.width(), frame.height()).save(str(target))
+    export_menu.hide()
 
 
 def main(argv: list[str]) -> int:
     out = Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
-    with tempfile.TemporaryDirectory() as tmp:  # the user's own settings stay untouched
+    with tempfile.TemporaryDirectory() as tmp:  # the user's own settings and history stay untouched
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
         settings.setValue("auto_analyse", True)
-        window = MainWindow(settings=settings)
+        window = MainWindow(settings=settings, history=History(Path(tmp) / "history.sqlite"))
         window.resize(1500, 950)
         window.show()
         for spec in argv[1:]:
-            image, name = spec.rsplit(":", 1)
+            image, name, options = parse_spec(spec)
+            target = out / f"{name}.png"
+            if options.get("batch"):
+                ok = _batch(app, window, image, target)
+                print(f"{name}: {'done' if ok else 'timed out'} -> {target}")
+                continue
             window.state.clear_analysis()
             window.open_path(image)
-            ok = _wait(app, lambda: window.state.analysis is not None and not window.is_busy, 600)
-            _wait(app, lambda: False, 0.5)
-            window.grab().save(str(out / f"{name}.png"))
-            print(f"{name}: {'analysed' if ok else 'timed out'} -> {out / (name + '.png')}")
+            ok = _analysed(app, window)
+            if "slice" in options:
+                window.state.set_slice(int(options["slice"]))
+                window.analyse()
+                ok = _analysed(app, window)
+            if "hide" in options:
+                getattr(window.state.overlays, options["hide"]).visible = False
+            if "wl" in options:
+                d_center, d_width = (float(v) for v in options["wl"].split("/"))
+                window.state.adjust(d_center, d_width)
+                _wait(app, lambda: False, 0.3)
+            if options.get("menu") == "export":
+                _with_export_menu(app, window, target)
+            else:
+                window.grab().save(str(target))
+            print(f"{name}: {'analysed' if ok else 'timed out'} -> {target}")
         window.close()
     return 0
 

@@ -277,3 +277,11 @@ def test_exports_and_history_from_the_window(qtbot, window, tmp_path):
     assert str(pydicom.dcmread(tmp_path / "s.dcm").PatientName) == "ANONYMOUS"
     _open(qtbot, window, tmp_path / "us2.png", modality_index=3)
     qtbot.waitUntil(lambda: len(window.previous_analyses) >= 1, timeout=10000)
+
+
+def test_screenshot_specs():
+    from gui.screenshots import parse_spec
+
+    assert parse_spec("a/b.dcm:shot") == ("a/b.dcm", "shot", {})
+    assert parse_spec("a/b.dcm:shot:slice=3,wl=-25/-110") == ("a/b.dcm", "shot", {"slice": "3", "wl": "-25/-110"})
+    assert parse_spec("C:/x.png:shot") == ("C:/x.png", "shot", {})
