@@ -242,3 +242,21 @@ def lgg_png_folder(tmp_path):
     for k, img in enumerate(noise):
         Image.fromarray(img).save(folder / f"{k}.png")
     return folder
+
+
+def test_a_damaged_slice_is_reported_and_breaks_the_run(planted_series, mr_models, tmp_path):
+    import shutil
+
+    from core.inference.analyzer import Analyzer
+    from core.models.registry import Registry
+
+    shutil.copytree(planted_series, tmp_path / "series")
+    series = index_folder(tmp_path / "series").series[0]
+    damaged = series.slices[5].path  # the third of the four lesion slices
+    damaged.write_bytes(damaged.read_bytes()[:-3000])  # pixel data cut short: the header still indexes
+    result = analyse_series(series, Analyzer(Registry([mr_models])), MODELS[:1])
+    (yesno,) = result.results
+    assert yesno.slices[5].error and "pixel data" in yesno.slices[5].error
+    assert (yesno.label, yesno.first_slice, yesno.last_slice, yesno.runs) == ("yes", 4, 5, [(4, 5)])
+    assert "1 of 10 slices have no result for this model." in yesno.warnings
+    assert result.to_dict()["results"][0]["slices_detail"][5]["error"] == yesno.slices[5].error

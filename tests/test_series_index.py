@@ -282,3 +282,20 @@ def test_prefetch_loads_the_neighbours_in_the_background(tmp_path, lgg_images):
     stack.display(4), stack.display(6)
     assert stack.loads == loads
     stack.close()
+
+
+def test_missing_identifiers_and_malformed_orientation(tmp_path, lgg_images):
+    paths = write_series(tmp_path / "anon", lgg_images[:4])
+    for k, path in enumerate(paths):  # stripped by a careless anonymiser
+        ds = pydicom.dcmread(path)
+        for keyword in ("SeriesInstanceUID", "StudyInstanceUID", "PatientID", "SOPInstanceUID"):
+            delattr(ds, keyword)
+        if k == 2:
+            ds.ImageOrientationPatient = ["1", "0", "0", "1", "0", "0"]  # parallel vectors: no plane
+        ds.save_as(path)
+    index = index_folder(tmp_path)
+    (series,) = index.series
+    assert (series.uid, series.patient_id, len(series)) == ("", "", 4)
+    assert series.ordered_by == "instance" and [s.instance for s in series.slices] == [1, 2, 3, 4]
+    assert any(w.startswith("No SeriesInstanceUID") for w in series.warnings)
+    assert any("1 of 4 slices lack" in w for w in series.warnings)
