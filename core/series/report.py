@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -121,8 +122,13 @@ def series_rows(index: StudyIndex, results: list[dict]) -> list[dict]:
     return out
 
 
+def _file_key(path: Path, root: Path) -> str:
+    """The ``file`` cell batch writes for ``path``: relative, bytes that are not UTF-8 as \\xNN escapes."""
+    return os.fsencode(path.relative_to(root).as_posix()).decode("utf-8", "backslashreplace")
+
+
 def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, study: str) -> list[dict]:
-    slice_rows = [by_slice.get((ref.path.relative_to(root).as_posix(), ref.frame), []) for ref in series.slices]
+    slice_rows = [by_slice.get((_file_key(ref.path, root), ref.frame), []) for ref in series.slices]
     models: dict[str, dict] = {}
     for rows in slice_rows:
         for row in rows:
@@ -162,10 +168,10 @@ def write_series_csv(root: Path, out: Path) -> Path | None:
     index = index_folder(root)
     if not any(s.kind != "image" for s in index.series):
         return None
-    with (Path(out) / "results.csv").open(newline="") as fh:
+    with (Path(out) / "results.csv").open(newline="", encoding="utf-8") as fh:
         results = list(csv.DictReader(fh))
     target = Path(out) / "series.csv"
-    with target.open("w", newline="") as fh:
+    with target.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, SERIES_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows({c: row.get(c, "") for c in SERIES_COLUMNS} for row in series_rows(index, results))
