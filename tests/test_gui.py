@@ -173,6 +173,16 @@ def test_viewer_and_panels_draw_the_state_analysis(qtbot, window, planted_png):
     assert window.probabilities.placeholder.isVisibleTo(window.probabilities)
 
 
+def test_modality_box_sets_the_state_and_the_note_follows(qtbot, window, planted_png):
+    from core.imaging import Modality
+
+    _open(qtbot, window, planted_png[0])
+    window.modality_box.setCurrentIndex(3)  # Breast ultrasound
+    window._modality_chosen()
+    assert window.state.record.modality is Modality.US and window.state.record.modality_source == "user"
+    assert window.modality_note.text() == window.state.modality_text() == "  Breast ultrasound — from user"
+
+
 def test_same_warning_from_two_models_is_listed_once(window):
     window.warnings.show_warnings(["Unsure modality: x", "Low confidence: y", "Unsure modality: x"])
     assert [window.warnings.item(i).text() for i in range(window.warnings.count())] == [
