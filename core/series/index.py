@@ -256,8 +256,8 @@ def _is_dicomdir(path: Path) -> bool:
 def _read_entry(path: Path):
     from core.imaging.loader import sniff_format
 
-    if path.name.upper() == "DICOMDIR":
-        raise _NotAnImage
+    if path.name.upper() == "DICOMDIR" or not path.is_file():
+        raise _NotAnImage  # FIFOs, devices and dangling links are never opened (a FIFO would block)
     with path.open("rb") as fh:
         head = fh.read(132)
     fmt = sniff_format(head)
