@@ -58,8 +58,8 @@ class MainWindow(QMainWindow):
         self.anonymise_exports = True
         self.bridge = FutureBridge(self)
         self.state = ViewerState()
-        self.state.overlays.heatmap.opacity = int(self.settings.value("heatmap_opacity", 45)) / 100
-        self.state.overlays.mask.opacity = int(self.settings.value("mask_opacity", 40)) / 100
+        self.state.overlays.heatmap.opacity = self._saved_percent("heatmap_opacity", 45) / 100
+        self.state.overlays.mask.opacity = self._saved_percent("mask_opacity", 40) / 100
         self.last_error: str | None = None
         self.last_export: Path | None = None
         self.previous_analyses: list = []
@@ -445,6 +445,13 @@ class MainWindow(QMainWindow):
                 state.replace_heatmap(model_id, update.results[0])
 
         self.bridge.watch(future, replace, self._analysis_failed)
+
+    def _saved_percent(self, key: str, default: int) -> int:
+        """A saved slider value, 0-100 (a hand-edited settings file cannot stop the start)."""
+        try:
+            return min(100, max(0, int(self.settings.value(key, default))))
+        except (TypeError, ValueError):
+            return default
 
     def _remember_overlays(self, _layer=None) -> None:
         self.settings.setValue("heatmap_opacity", round(self.state.overlays.heatmap.opacity * 100))

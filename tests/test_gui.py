@@ -214,6 +214,16 @@ def test_settings_remembered(qtbot, window, planted_png):
     assert str(planted_png[0]) in window.settings.value("recent", [], type=list)
 
 
+def test_saved_opacities_are_read_into_the_state_within_range(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "odd.ini"), QSettings.Format.IniFormat)
+    settings.setValue("heatmap_opacity", 250)
+    settings.setValue("mask_opacity", "half")
+    win = MainWindow(registry=Registry([tmp_path]), settings=settings)
+    qtbot.addWidget(win)
+    assert win.state.overlays.heatmap.opacity == 1.0 and win.state.overlays.mask.opacity == 0.40
+    assert win.overlays.heatmap_opacity.value() == 100 and win.overlays.mask_opacity.value() == 40
+
+
 def test_window_shows_before_tensorflow_is_imported(tmp_path):
     code = (
         "import sys, os; os.environ['QT_QPA_PLATFORM']='offscreen'\n"
