@@ -118,14 +118,16 @@ def main() -> None:
         started = time.perf_counter()
         build(folder, args.slices, args.size)
         mb = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
-        print(f"built {args.slices} slices of {args.size}x{args.size} ({mb:.0f} MB) in {time.perf_counter() - started:.1f} s")
+        print(f"built {args.slices} slices of {args.size}x{args.size} ({mb:.0f} MB) "
+              f"in {time.perf_counter() - started:.1f} s")
         print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         for run in range(args.repeat):
             evicted = evict(folder)
             r = cold_index(folder)
-            print(f"cold run {run + 1} ({evicted} files evicted): import {r['import_s']:.2f} s, index {r['index_s']:.3f} s "
-                  f"({r['slices']} slices, {r['plane']}, by {r['ordered_by']}), first slice {r['first_slice_s']:.3f} s; "
-                  f"index + first slice {r['index_s'] + r['first_slice_s']:.3f} s; whole process {r['process_wall_s']:.2f} s")
+            print(f"cold run {run + 1} ({evicted} files evicted): import {r['import_s']:.2f} s, "
+                  f"index {r['index_s']:.3f} s ({r['slices']} slices, {r['plane']}, by {r['ordered_by']}), "
+                  f"first slice {r['first_slice_s']:.3f} s; index + first slice {r['index_s'] + r['first_slice_s']:.3f} s;"
+                  f" whole process {r['process_wall_s']:.2f} s")
         if args.analyse:
             if not LGG_PATIENT.is_dir():
                 print(f"--analyse: {LGG_PATIENT} missing")

@@ -106,14 +106,16 @@ class SeriesAnalysis:
         for v in self.results:
             details = []
             for ref, outcome in zip(s.slices, v.slices):
+                p = None if outcome is None else outcome.probability
                 entry = {"file": str(ref.path), "instance": ref.instance,
                          "position_mm": None if ref.position_mm is None else round(ref.position_mm, 3),
                          "label": None if outcome is None else outcome.label,
-                         "probability": None if outcome is None or outcome.probability is None else round(outcome.probability, 6)}
+                         "probability": None if p is None else round(p, 6)}
                 if s.kind == "multiframe":
                     entry["frame"] = ref.frame
                 if v.task == "segmentation" and outcome is not None:
-                    entry["lesion_area_mm2"] = None if outcome.lesion_area_mm2 is None else round(outcome.lesion_area_mm2, 3)
+                    area = outcome.lesion_area_mm2
+                    entry["lesion_area_mm2"] = None if area is None else round(area, 3)
                 if outcome is not None and outcome.error:
                     entry["error"] = outcome.error
                 details.append(entry)
@@ -335,7 +337,8 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
             cancelled = True
             break
         except Exception as exc:  # noqa: BLE001 - one bad slice must not stop the series
-            message = str(exc) if isinstance(exc, DiagnosticError) else f"unexpected failure: {type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, DiagnosticError) else \
+                f"unexpected failure: {type(exc).__name__}: {exc}"
             if isinstance(exc, ModelError):
                 raise  # a bundle that cannot run fails every slice: say it once
             for b in bundles or []:
