@@ -260,3 +260,19 @@ def test_a_damaged_slice_is_reported_and_breaks_the_run(planted_series, mr_model
     assert (yesno.label, yesno.first_slice, yesno.last_slice, yesno.runs) == ("yes", 4, 5, [(4, 5)])
     assert "1 of 10 slices have no result for this model." in yesno.warnings
     assert result.to_dict()["results"][0]["slices_detail"][5]["error"] == yesno.slices[5].error
+
+
+def test_series_csv_rows_for_series_without_model_results(tmp_path):
+    from core.series.report import write_series_csv
+
+    noise, _, _ = planted_images(4, seed=9)
+    broken = write_series(tmp_path / "in" / "a", [n.astype(np.uint16) for n in noise[:2]], description="BROKEN")
+    write_series(tmp_path / "in" / "b", [n.astype(np.uint16) for n in noise[2:]], description="UNSEEN")
+    (tmp_path / "out").mkdir()
+    lines = ["file,frame,model,task,label,probability,error"]
+    lines += [f"{p.relative_to(tmp_path / 'in').as_posix()},0,,,,,the pixel data is damaged" for p in broken]
+    (tmp_path / "out" / "results.csv").write_text("\n".join(lines) + "\n")
+    with write_series_csv(tmp_path / "in", tmp_path / "out").open(newline="") as fh:
+        rows = {r["description"]: r for r in csv.DictReader(fh)}
+    assert rows["BROKEN"]["model"] == "" and rows["BROKEN"]["warnings"] == "the pixel data is damaged"
+    assert rows["UNSEEN"]["warnings"] == "no model results for this series" and rows["UNSEEN"]["slices"] == "2"

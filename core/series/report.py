@@ -138,7 +138,7 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
             "modality": series.modality, "plane": series.plane or "", "slices": len(series)}
     if not models:
         errors = sorted({r["error"] for rows in slice_rows for r in rows if r.get("error")})
-        return [dict(base, warnings=" | ".join(series.warnings + errors[:3] or ["no model results for this series"]))]
+        return [dict(base, warnings=" | ".join(series.warnings + (errors[:3] or ["no model results for this series"])))]
     out = []
     for model, first in models.items():
         outcomes = []
