@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-LGG_PATIENT = REPO.parent / "shared" / "data" / "brain_mri_lgg" / "TCGA_CS_6188_20010812"
+LGG_PATIENT = Path(os.environ.get("MIDA_DATA", REPO.parent / "shared" / "data")) / "brain_mri_lgg" / "TCGA_CS_6188_20010812"
 BRAIN_MODELS = ["brain-mri-tumor-4class", "brain-mri-tumor-yesno"]
 
 COLD = """
