@@ -69,3 +69,27 @@ def planted_png(tmp_path_factory):
     path = tmp_path_factory.mktemp("img") / "planted.png"
     Image.fromarray(images[index]).save(path)
     return path, centres[index]
+
+
+@pytest.fixture(scope="session")
+def mr_models(tmp_path_factory):
+    """The tiny classifier as an MR yes/no bundle and the tiny segmenter relabelled MR (series analysis tests)."""
+    import json
+
+    from tests.tiny_models import make_classifier_bundle, make_segmenter_bundle
+
+    root = tmp_path_factory.mktemp("series-models")
+    folder = make_classifier_bundle(root, "tiny-mr-yesno", epochs=12)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["classes"] = ["no", "yes"]  # same order as the training labels 0/1
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    make_segmenter_bundle(root, "tiny-mr-segmenter", modality="MR")
+    return root
+
+
+@pytest.fixture(scope="session")
+def planted_series(tmp_path_factory):
+    """Ten 64x64 MR slices as a DICOM series; slices 3-6 carry a bright disc (tests.series_data)."""
+    from tests.series_data import write_planted_series
+
+    return write_planted_series(tmp_path_factory.mktemp("planted"))

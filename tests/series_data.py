@@ -149,3 +149,32 @@ def write_enhanced_mr(path: Path, frames: list[np.ndarray], positions: list[tupl
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def ramp_images(n: int, size: int = 32) -> list[np.ndarray]:
+    """``n`` small slices told apart by value: slice k holds 100 * k + column index (uint16)."""
+    return [(100 * k + np.arange(size, dtype=np.uint16))[None, :].repeat(size, 0) for k in range(n)]
+
+
+PLANTED_LESION_SLICES = [3, 4, 5, 6]  # 0-based slices of write_planted_series carrying the disc
+PLANTED_PIXEL_MM = 0.5
+PLANTED_SPACING = 4.0
+
+
+def write_planted_series(folder: Path) -> Path:
+    """Ten 64x64 MR slices of noise; slices 3-6 carry a bright disc of known area (files named out of order)."""
+    import cv2
+
+    from tests.tiny_models import planted_images
+
+    noise, _, _ = planted_images(20, seed=11)
+    images = []
+    for k in range(10):
+        img = noise[2 * k].copy()  # even indices: no disc
+        if k in PLANTED_LESION_SLICES:
+            cv2.circle(img, (32, 30), 7, 230, -1)
+        images.append(img.astype(np.uint16))
+    names = [f"IM{(7 * k) % 10:02d}.dcm" for k in range(10)]
+    write_series(folder, images, spacing=PLANTED_SPACING, names=names,
+                 pixel_spacing=(PLANTED_PIXEL_MM, PLANTED_PIXEL_MM))
+    return folder

@@ -14,8 +14,8 @@ import pytest
 from core.series.analysis import (MIN_RUN, VERDICT_RULE, SliceCache, SliceOutcome, analyse_series, classifier_verdict,
                                   segmenter_verdict, submit_series, verdict)
 from core.series.index import Series, SliceRef, index_folder
-from tests.series_data import slice_positions, write_series
-from tests.tiny_models import SIZE, make_classifier_bundle, make_segmenter_bundle, planted_images
+from tests.series_data import PLANTED_LESION_SLICES, PLANTED_PIXEL_MM, PLANTED_SPACING, slice_positions, write_series
+from tests.tiny_models import SIZE, planted_images
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 
@@ -85,37 +85,9 @@ def test_lesion_volume_is_area_times_spacing_over_adjacent_lesion_slices():
 
 
 # ----------------------------------------------------------------------------------------------- real models
-LESION_SLICES = [3, 4, 5, 6]  # 0-based slices carrying the planted disc
-PIXEL_MM = 0.5
-SPACING = 4.0
-
-
-@pytest.fixture(scope="module")
-def mr_models(tmp_path_factory):
-    """The tiny classifier as an MR yes/no bundle and the tiny segmenter relabelled MR."""
-    root = tmp_path_factory.mktemp("series-models")
-    folder = make_classifier_bundle(root, "tiny-mr-yesno", epochs=12)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["classes"] = ["no", "yes"]  # same order as the training labels 0/1
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    make_segmenter_bundle(root, "tiny-mr-segmenter", modality="MR")
-    return root
-
-
-@pytest.fixture(scope="module")
-def planted_series(tmp_path_factory):
-    """Ten 64x64 MR slices; slices 3-6 carry a bright disc of known area (files named out of order)."""
-    folder = tmp_path_factory.mktemp("planted")
-    noise, _, _ = planted_images(20, seed=11)
-    images = []
-    for k in range(10):
-        img = noise[2 * k].copy()  # even indices: no disc
-        if k in LESION_SLICES:
-            cv2.circle(img, (32, 30), 7, 230, -1)
-        images.append(img.astype(np.uint16))
-    names = [f"IM{(7 * k) % 10:02d}.dcm" for k in range(10)]
-    write_series(folder, images, spacing=SPACING, names=names, pixel_spacing=(PIXEL_MM, PIXEL_MM))
-    return folder
+# mr_models and planted_series (slices 3-6 carry the disc) are fixtures in tests/conftest.py, shared with the window
+# tests.
+LESION_SLICES, PIXEL_MM, SPACING = PLANTED_LESION_SLICES, PLANTED_PIXEL_MM, PLANTED_SPACING
 
 
 def _disc_area_mm2() -> float:

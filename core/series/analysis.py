@@ -54,6 +54,7 @@ class SliceOutcome:
     lesions: int | None = None
     lesion_area_mm2: float | None = None
     mask: np.ndarray | None = field(default=None, repr=False)  # segmenters: uint8 0/1, for the viewer
+    outlines: list = field(default_factory=list, repr=False)  # segmenters: the Lesion outlines, for the viewer
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -270,7 +271,7 @@ def _outcome(result) -> SliceOutcome:
     area = float(sum(areas)) if all(a is not None for a in areas) else None
     return SliceOutcome("lesion" if result.lesions else "no lesion", lesions=len(result.lesions),
                         lesion_area_mm2=area, mask=None if result.mask is None else result.mask.astype(np.uint8),
-                        warnings=list(result.warnings))
+                        outlines=list(result.lesions), warnings=list(result.warnings))
 
 
 def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
@@ -366,6 +367,64 @@ def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
                 kinds.setdefault(kind, []).append((i, rest.strip()))
     return [f"{kind} on {len(hits)} of {len(outcomes)} slices (slice {hits[0][0] + 1}: {hits[0][1]})"
             for kind, hits in kinds.items()]
+
+
+# ----------------------------------------------------------------------------------------------- for the window
+@dataclass
+class StripCurve:
+    """One model's value along the slices, 0..1 (None: no result for that slice), as the strip plot draws it."""
+
+    model: str
+    title: str  # what the value is, e.g. "P(not notumor)"
+    values: list[float | None]
+    threshold: float | None  # the verdict's line (classifiers with a normal class)
+    runs: list[tuple[int, int]]  # the verdict's qualifying runs, 1-based (first, last)
+
+
+def strip_curves(analysis: SeriesAnalysis, classes: dict[str, list[str]] | None = None) -> list[StripCurve]:
+    """Per verdict, the value the rule looks at: P(not normal) for classifiers with a normal class, else
+    P(series label); for segmenters the lesion area relative to the largest slice area (lesion count where
+    pixel spacing is unknown, relative likewise). ``classes``: model id -> classes (default: from the outcomes)."""
+    curves = []
+    for v in analysis.results:
+        usable = [o if o is not None and not o.error else None for o in v.slices]
+        if v.task == "classification":
+            names = (classes or {}).get(v.model) or next((list(o.probabilities) for o in usable if o), [])
+            normal = normal_class(names)
+            if normal is not None:
+                values = [None if o is None else 1.0 - o.probabilities.get(normal, 0.0) for o in usable]
+                curves.append(StripCurve(v.model, f"P(not {normal})", values, ABNORMAL_THRESHOLD, list(v.runs)))
+            else:
+                values = [None if o is None else o.probabilities.get(v.label, 0.0) for o in usable]
+                curves.append(StripCurve(v.model, f"P({v.label})", values, None, []))
+            continue
+        known = all(o is None or o.lesion_area_mm2 is not None for o in usable)
+        raw = [None if o is None else float(o.lesion_area_mm2 if known else o.lesions or 0) for o in usable]
+        top = max((r for r in raw if r is not None), default=0.0)
+        values = [None if r is None else (r / top if top > 0 else 0.0) for r in raw]
+        title = f"lesion area (1 = {top:.0f} mm²)" if known else "lesions (relative)"
+        curves.append(StripCurve(v.model, title, values, None, list(v.runs)))
+    return curves
+
+
+def verdict_text(v: SeriesVerdict) -> str:
+    """One line for a verdict as the window shows it; slice numbers 1-based."""
+    n = len(v.slices)
+    if v.label is None:
+        return f"{v.model}: no result"
+    if v.task == "classification":
+        text = f"{v.model}: {v.label}" + ("" if v.probability is None else f" ({v.probability:.0%})")
+        if v.first_slice is not None:
+            text += f", slices {v.first_slice}-{v.last_slice} of {n}"
+            if len(v.runs) > 1:
+                text += " (runs: " + ", ".join(f"{a}-{b}" for a, b in v.runs) + ")"
+        elif normal_class([v.label]) is not None:
+            text += f", no {MIN_RUN} adjacent abnormal slices of {n}" if n > 1 else ""
+        return text
+    if v.label == "lesion":
+        volume = "volume unknown" if v.lesion_volume_ml is None else f"volume {v.lesion_volume_ml:.2f} ml"
+        return f"{v.model}: lesion on slices {v.first_slice}-{v.last_slice} of {n}, {volume}"
+    return f"{v.model}: no lesion" + (f" on {MIN_RUN} adjacent slices of {n}" if n > 1 else "")
 
 
 def submit_series(series: Series, engine, **options) -> Future:

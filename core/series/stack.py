@@ -82,6 +82,13 @@ class SeriesStack:
             except Exception:  # noqa: BLE001 - a bad slice is reported when it is shown, not here
                 pass
 
+    def set_modality(self, modality: str | None) -> None:
+        """Load slices as ``modality`` from now on (the user's override); opened files are read again."""
+        with self._lock:
+            self.modality = modality
+            self._generation += 1
+            self._records.clear()
+
     def cached(self) -> list[Path]:
         with self._lock:
             return list(self._records)
