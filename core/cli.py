@@ -80,6 +80,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from core.imaging import load_image
     from core.inference.analyzer import Engine
 
+    try:
+        for option, target in (("--heatmap-out", args.heatmap_out), ("--mask-out", args.mask_out)):
+            if target is not None:
+                from core.export.files import require_png
+
+                require_png(target, option)
+    except DiagnosticError as exc:
+        _print_json({"path": str(args.path), "error": str(exc)})
+        return 2
     engine = Engine()
     try:
         record = load_image(args.path, modality=args.modality)
@@ -94,7 +103,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return 2
     finally:
         engine.shutdown()
-    outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1) for a in analyses]
+    try:
+        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1) for a in analyses]
+    except (DiagnosticError, OSError) as exc:  # an output could not be written: never reported as written
+        from core.export.files import os_reason
+
+        reason = str(exc) if isinstance(exc, DiagnosticError) else f"an output could not be written ({os_reason(exc)})"
+        _print_json({"path": str(args.path), "error": reason})
+        return 2
     if not args.no_history:
         from core.history import History
 
@@ -123,16 +139,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool) -> dict:
     """The analysis as JSON, writing the heatmap/mask files the options ask for."""
-    from core.inference.overlays import save_heatmap_png, save_mask_png
+    from core.export.files import write_heatmap_png, write_mask_png
 
     out = analysis.to_dict()
     display = record.display(analysis.frame)
     for result, summary in zip(analysis.results, out["results"]):
         if args.heatmap_out and result.heatmap is not None:
             target = _numbered(args.heatmap_out, result, analysis, numbered_frames)
-            summary["heatmap_file"] = str(save_heatmap_png(display, result.heatmap, target))
+            summary["heatmap_file"] = str(write_heatmap_png(display, result.heatmap, target))
         if args.mask_out and result.mask is not None:
-            summary["mask_file"] = str(save_mask_png(result.mask, _numbered(args.mask_out, result, analysis, numbered_frames)))
+            summary["mask_file"] = str(write_mask_png(result.mask, _numbered(args.mask_out, result, analysis, numbered_frames)))
         if args.dicom_seg_out and result.mask is not None:
             from core.export.dicom_export import export_seg
 
@@ -176,7 +192,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             history = History()
         run = BatchRun(args.folder, args.out, analyzer=engine.analyzer, model_ids=args.model, resume=args.resume,
                        all_frames=args.all_frames, heatmaps=not args.no_heatmaps, cancel=cancel, on_progress=progress,
-                       history=history)
+                       history=history, overwrite=args.overwrite)
         future = engine.call(run.run)
         while True:
             try:
@@ -268,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", type=Path, required=True, help="output folder")
     batch.add_argument("--model", action="append", metavar="ID", help="model id (repeatable); default: by modality")
     batch.add_argument("--resume", action="store_true", help="continue a stopped run in the same output folder")
+    batch.add_argument("--overwrite", action="store_true", help="replace the results already in the output folder")
     batch.add_argument("--all-frames", action="store_true", help="analyse every frame of multi-frame files")
     batch.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images (faster)")
     batch.add_argument("--no-history", action="store_true", help="do not record the analyses in the history")

@@ -1,7 +1,8 @@
 """Local history of every analysis (SQLite): what ran on which file content, when, and what it said.
 
 Files are identified by the sha256 of their bytes, so the same image analysed again (even renamed
-or moved) is found.
+or moved) is found. The database holds patient file names: it is created readable by its owner only
+(0600, in a 0700 folder when the folder is created here).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,11 @@ class HistoryEntry:
 class History:
     def __init__(self, db: Path | str | None = None) -> None:
         self.db = Path(db) if db is not None else app_home() / "history.sqlite"
-        self.db.parent.mkdir(parents=True, exist_ok=True)
+        if not self.db.parent.exists():
+            self.db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.db, os.O_CREAT | os.O_RDWR, 0o600)  # before SQLite creates it with the umask
+        os.close(fd)
+        os.chmod(self.db, 0o600)  # also a database an older version left world-readable
         with self._connect() as con:
             con.executescript(SCHEMA)
 
@@ -68,7 +74,7 @@ class History:
         with self._connect() as con:
             cursor = con.execute(
                 "INSERT INTO analyses (file_sha256, path, analysed_at, frame, modality, models, results) VALUES (?,?,?,?,?,?,?)",
-                (sha, analysis.path, dt.datetime.now().isoformat(timespec="seconds"), analysis.frame, analysis.modality,
+                (sha, os.fsencode(str(analysis.path)).decode("utf-8", "backslashreplace"), dt.datetime.now().isoformat(timespec="seconds"), analysis.frame, analysis.modality,
                  json.dumps(models), json.dumps(analysis.to_dict())),
             )
             return int(cursor.lastrowid)

@@ -1,17 +1,25 @@
 """Resumable batch analysis of a folder: one CSV row per file per model, flushed file by file.
 
 Crash safety: rows of a file are appended to ``results.csv`` and flushed, then the file is recorded
-in ``done.txt``. ``--resume`` keeps only rows of files listed there (a half-written tail from a
-killed run is dropped and that file redone), so an interrupted run finishes with the same CSV as an
-uninterrupted one. A lock file stops two runs writing one output folder.
+in the journal ``done.jsonl`` (one JSON string per line, so any file name survives, newlines and
+non-UTF-8 bytes included; ``done.txt`` is a readable copy). ``--resume`` keeps only rows of files
+in the journal (a half-written tail from a killed run is dropped and that file redone), so an
+interrupted run finishes with the same CSV as an uninterrupted one. A lock file stops two runs
+writing one output folder; a folder holding earlier results is refused unless resumed or
+overwritten, and so is an output folder inside the input folder.
+
+Heatmap and mask names are an ASCII rendering of the file's path plus a hash of its exact bytes,
+so no two files share an output and any name can be written; the row keeps the original name.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -20,9 +28,9 @@ from typing import Callable
 
 from core.batch.discover import discover_images
 from core.errors import DiagnosticError
+from core.export.files import WriteError, os_reason, write_heatmap_png, write_mask_png
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled
-from core.inference.overlays import save_heatmap_png, save_mask_png
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
                 "probability"]
@@ -80,8 +88,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _safe_name(relative: str) -> str:
-    return relative.replace(os.sep, "__").replace("/", "__")
+RESULT_FILES = ("results.csv", "results.jsonl", "done.jsonl", "done.txt", "results.json", "summary.json", "report.pdf")
+
+
+def display_name(relative: str) -> str:
+    """The relative path as text any CSV/JSON/PDF can hold: bytes that are not UTF-8 become \\xNN escapes."""
+    return os.fsencode(relative).decode("utf-8", "backslashreplace")
+
+
+def output_stem(relative: str) -> str:
+    """A file-system-safe, collision-free stem for one input file's heatmaps and masks.
+
+    ``coll__a.jpg`` and ``coll/a.jpg`` read alike once slashes are replaced; the hash of the exact path
+    bytes keeps them apart, and the ASCII-only readable part can be written by any library.
+    """
+    raw = os.fsencode(relative)
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", raw.decode("ascii", "replace").replace("/", "__")).strip("._")[:80]
+    return f"{readable or 'file'}-{hashlib.sha256(raw).hexdigest()[:12]}"
+
+
+def _readable_line(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
 class BatchRun:
@@ -91,11 +118,11 @@ class BatchRun:
                  resume: bool = False, all_frames: bool = False, heatmaps: bool = True,
                  cancel: threading.Event | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 on_rows: Callable[[list[dict]], None] | None = None, history=None) -> None:
+                 on_rows: Callable[[list[dict]], None] | None = None, history=None, overwrite: bool = False) -> None:
         self.root, self.out = Path(root), Path(out)
         self.analyzer = analyzer or Analyzer()
         self.model_ids = model_ids or None
-        self.resume, self.all_frames, self.heatmaps = resume, all_frames, heatmaps
+        self.resume, self.all_frames, self.heatmaps, self.overwrite = resume, all_frames, heatmaps, overwrite
         self.cancel = cancel or threading.Event()
         self.on_progress, self.on_rows = on_progress, on_rows
         self.history = history  # core.history.History, or None
@@ -110,25 +137,47 @@ class BatchRun:
         return self.out / "results.csv"
 
     def _prepare_outputs(self) -> set[str]:
-        self.out.mkdir(parents=True, exist_ok=True)
-        journal = self.out / "done.txt"
         if not self.resume:
-            for name in ("results.csv", "results.jsonl", "done.txt", "results.json", "summary.json", "series.csv"):
+            earlier = [n for n in RESULT_FILES if (self.out / n).exists()]
+            if earlier and not self.overwrite:
+                raise DiagnosticError(
+                    f"{os.fsdecode(self.out)} already holds the results of a batch run ({', '.join(earlier)}): "
+                    "use --resume to continue it, --overwrite to replace it, or another output folder")
+            for name in RESULT_FILES:
                 (self.out / name).unlink(missing_ok=True)
-        done = set(journal.read_text().splitlines()) if journal.exists() else set()
+            for sub in ("heatmaps", "masks"):
+                for old in (self.out / sub).glob("*.png") if (self.out / sub).is_dir() else ():
+                    old.unlink(missing_ok=True)
+        done = self._journal()
         self._rewrite_kept("results.csv", done, csv_mode=True)
         self._rewrite_kept("results.jsonl", done, csv_mode=False)
         if not self.csv_path.exists():
-            with self.csv_path.open("w", newline="") as fh:
+            with self.csv_path.open("w", newline="", encoding="utf-8") as fh:
                 csv.DictWriter(fh, self.columns).writeheader()
         return done
+
+    def _journal(self) -> set[str]:
+        """Names of finished files: JSON strings one a line (a torn last line is ignored)."""
+        journal = self.out / "done.jsonl"
+        if journal.exists():
+            done = set()
+            for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    name = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(name, str):
+                    done.add(name)
+            return done
+        legacy = self.out / "done.txt"  # runs written before the JSON journal
+        return set(legacy.read_text(encoding="utf-8").splitlines()) if legacy.exists() else set()
 
     def _rewrite_kept(self, name: str, done: set[str], csv_mode: bool) -> None:
         """Keep only complete records of finished files (drops a torn tail after a kill)."""
         path = self.out / name
         if not path.exists():
             return
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         if csv_mode:
             rows = list(csv.DictReader(io.StringIO(text)))
             if rows and list(rows[0].keys()) != self.columns:
@@ -137,7 +186,7 @@ class BatchRun:
             writer = csv.DictWriter(buffer, self.columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(r for r in rows if r.get("file") in done and None not in r)
-            path.write_text(buffer.getvalue())
+            path.write_text(buffer.getvalue(), encoding="utf-8")
         else:
             kept = []
             for line in text.splitlines():
@@ -147,20 +196,32 @@ class BatchRun:
                     continue
                 if record.get("file") in done:
                     kept.append(line)
-            path.write_text("".join(f"{line}\n" for line in kept))
+            path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     # ----- run
     def run(self) -> dict:
+        try:
+            return self._run()
+        except OSError as exc:  # the output folder turned read-only, full disk, ...
+            raise DiagnosticError(f"batch output in {os.fsdecode(self.out)} failed: {os_reason(exc)}") from exc
+
+    def _run(self) -> dict:
+        self._check_folders()
         with _Lock(self._ensure_out()):
             done = self._prepare_outputs()
-            files = discover_images(self.root)
+            problems: dict[Path, str] = {}
+            files = discover_images(self.root, problems)
+            if self.root in problems or Path(self.root) in problems:
+                raise DiagnosticError(f"the folder {display_name(str(self.root))} cannot be read: "
+                                      f"{problems.get(self.root, problems.get(Path(self.root)))}")
             todo = [p for p in files if self._relative(p) not in done]
             started = time.perf_counter()
             for i, path in enumerate(todo):
                 if self.cancel.is_set():
                     break
                 try:
-                    rows = self._analyse_file(path)
+                    rows = [self._row(self._relative(path), error=problems[path])] if path in problems else \
+                        self._analyse_file(path)
                 except Cancelled:
                     break  # this file is not recorded as done: a resumed run analyses it again
                 self._append(rows, self._relative(path))
@@ -171,15 +232,32 @@ class BatchRun:
                                               time.perf_counter() - started))
             return self._finish(len(files), time.perf_counter() - started, cancelled=self.cancel.is_set())
 
+    def _check_folders(self) -> None:
+        try:
+            root, out = self.root.resolve(), self.out.resolve()
+        except (OSError, RuntimeError) as exc:
+            raise DiagnosticError(f"cannot resolve the input or output folder ({exc})") from exc
+        if out == root or root in out.parents:
+            raise DiagnosticError(f"the output folder {os.fsdecode(self.out)} is inside the input folder "
+                                  f"{os.fsdecode(self.root)}: its heatmaps would be analysed as images; choose another")
+
     def _ensure_out(self) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.out.exists() and not self.out.is_dir():
+            raise DiagnosticError(f"the output {os.fsdecode(self.out)} is a file, not a folder")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DiagnosticError(f"cannot create the output folder {os.fsdecode(self.out)}: {os_reason(exc)}") from exc
+        if not os.access(self.out, os.W_OK | os.X_OK):
+            raise DiagnosticError(f"the output folder {os.fsdecode(self.out)} is not writable")
         return self.out
 
     def _relative(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        return display_name(path.relative_to(self.root).as_posix())
 
     def _analyse_file(self, path: Path) -> list[dict]:
         relative = self._relative(path)
+        stem = output_stem(path.relative_to(self.root).as_posix())
         try:
             record = load_image(path)
             frames = range(record.frames) if self.all_frames else [0]
@@ -187,7 +265,7 @@ class BatchRun:
             for frame in frames:
                 analysis = self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids, gradcam=self.heatmaps,
                                                  cancel=self.cancel)
-                rows.extend(self._rows(relative, record, analysis))
+                rows.extend(self._rows(relative, stem, record, analysis))
                 if self.history is not None and analysis.results:
                     self.history.add(analysis)
             return rows
@@ -204,7 +282,7 @@ class BatchRun:
         row.update({k: v for k, v in values.items() if k in row})
         return row
 
-    def _rows(self, relative: str, record, analysis) -> list[dict]:
+    def _rows(self, relative: str, file_stem: str, record, analysis) -> list[dict]:
         base = dict(frame=analysis.frame, modality=analysis.modality, modality_source=analysis.modality_source)
         if not analysis.results:
             return [self._row(relative, warnings=" | ".join(analysis.warnings), **base)]
@@ -212,42 +290,53 @@ class BatchRun:
         rows = []
         for result in analysis.results:
             summary = result.to_dict()
-            stem = _safe_name(relative) + (f"__f{analysis.frame}" if record.frames > 1 else "") + f"__{result.model_id}"
+            stem = file_stem + (f"__f{analysis.frame}" if record.frames > 1 else "") + f"__{result.model_id}"
             row = self._row(relative, model=result.model_id, model_version=result.version, task=result.task,
                             device=result.device, warnings=" | ".join(analysis.warnings + result.warnings), **base)
             if result.task == "classification":
                 row.update(label=result.label, probability=f"{result.confidence:.6f}")
                 row.update({f"p_{c}": f"{p:.6f}" for c, p in result.probabilities.items()})
                 if result.heatmap is not None:
-                    target = self.out / "heatmaps" / f"{stem}.png"
-                    save_heatmap_png(display, result.heatmap, target)
-                    row["heatmap_file"] = target.relative_to(self.out).as_posix()
+                    row["heatmap_file"] = self._write(row, "heatmaps", stem, write_heatmap_png, display, result.heatmap)
             else:
-                target = self.out / "masks" / f"{stem}.png"
-                save_mask_png(result.mask, target)
                 row.update(label="lesion" if result.lesions else "no lesion", lesions=summary["lesions"],
-                           lesion_area_px=summary["lesion_area_px"], mask_file=target.relative_to(self.out).as_posix(),
+                           lesion_area_px=summary["lesion_area_px"],
+                           mask_file=self._write(row, "masks", stem, write_mask_png, result.mask),
                            lesion_area_mm2="" if summary["lesion_area_mm2"] is None else f"{summary['lesion_area_mm2']:.3f}")
             rows.append(row)
         return rows
 
+    def _write(self, row: dict, folder: str, stem: str, writer, *arrays) -> str:
+        """Write one output; a failure is the row's error, and the row then names no file."""
+        target = self.out / folder / f"{stem}.png"
+        try:
+            writer(*arrays, target)
+        except WriteError as exc:
+            row["error"] = "; ".join(e for e in (row.get("error"), str(exc)) if e)
+            return ""
+        return target.relative_to(self.out).as_posix()
+
     def _append(self, rows: list[dict], relative: str) -> None:
-        with self.csv_path.open("a", newline="") as fh:
+        with self.csv_path.open("a", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, self.columns, lineterminator="\n")
             writer.writerows(rows)
             fh.flush()
             os.fsync(fh.fileno())
-        with (self.out / "results.jsonl").open("a") as fh:
+        with (self.out / "results.jsonl").open("a", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row) + "\n")
-        with (self.out / "done.txt").open("a") as fh:
-            fh.write(relative + "\n")
+        with (self.out / "done.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(relative) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        with (self.out / "done.txt").open("a", encoding="utf-8") as fh:  # readable copy, not read back
+            fh.write(_readable_line(relative) + "\n")
 
     def _finish(self, total: int, seconds: float, cancelled: bool) -> dict:
-        rows = list(csv.DictReader(self.csv_path.open(newline="")))
-        (self.out / "results.json").write_text(json.dumps({"columns": self.columns, "rows": rows}, indent=1))
+        with self.csv_path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        (self.out / "results.json").write_text(json.dumps({"columns": self.columns, "rows": rows}, indent=1),
+                                               encoding="utf-8")
         per_model: dict[str, dict[str, int]] = {}
         for row in rows:
             if row["model"]:
@@ -255,7 +344,7 @@ class BatchRun:
                 counts[row["label"]] = counts.get(row["label"], 0) + 1
         files_done = len({r["file"] for r in rows})
         summary = {
-            "folder": str(self.root),
+            "folder": display_name(str(self.root)),
             "files": total,
             "files_done": files_done,
             "errors": sum(1 for r in rows if r["error"]),
@@ -265,7 +354,7 @@ class BatchRun:
             "cancelled": cancelled,
             "complete": files_done == total and not cancelled,
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         if summary["complete"]:  # a cancelled run stops at once; its report comes when it is resumed
             from core.export.report import write_batch_report
 

@@ -1,0 +1,83 @@
+"""Checked writes: a file is reported only after it was written completely (temp file, then rename).
+
+PNG bytes are encoded in memory and written through Python, so any file name the OS accepts
+(non-UTF-8 bytes included) works, and every failure is a ``WriteError`` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import DiagnosticError
+
+
+class WriteError(DiagnosticError):
+    """An output file could not be written."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        super().__init__(f"cannot write '{os.fsdecode(path)}': {reason}")
+
+
+def os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it into place."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_file():
+            raise WriteError(path, "a folder or special file is already there")
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError(path, os_reason(exc)) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise WriteError(path, os_reason(exc)) from exc
+    if not path.is_file() or path.stat().st_size != len(data):
+        raise WriteError(path, "the file is not there after writing")
+    return path
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise DiagnosticError("the picture could not be encoded as PNG")
+    return buffer.tobytes()
+
+
+def require_png(path: Path, option: str) -> None:
+    """Refuse, before any work, an output name whose extension would not be a PNG."""
+    if Path(path).suffix.lower() != ".png":
+        raise DiagnosticError(f"{option} must name a .png file (got '{os.fsdecode(path)}')")
+
+
+def write_heatmap_png(display: np.ndarray, heatmap: np.ndarray, path: Path) -> Path:
+    """The heatmap blended over the picture, as an RGB PNG."""
+    from core.inference.overlays import blend_heatmap
+
+    return write_bytes_atomic(path, encode_png(blend_heatmap(display, heatmap)[..., ::-1]))
+
+
+def write_mask_png(mask: np.ndarray, path: Path) -> Path:
+    """Binary mask as 0/255 PNG at the image's resolution."""
+    return write_bytes_atomic(path, encode_png((np.asarray(mask) > 0).astype(np.uint8) * 255))
