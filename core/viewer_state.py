@@ -4,6 +4,12 @@ The window and its panels bind to one ``ViewerState``: they call its methods whe
 redraw when its events fire, so every rule of the view (which slice, which window, when an analysis no
 longer applies, how a drag moves the window) lives here and is tested without a display.
 
+Two ways to show images: ``open(record)`` shows one file (its frames are the slices), ``open_series(series)``
+a series of the study index (``core.series``): its slices in position order, each loaded through a
+``SeriesStack`` when it is shown, the neighbours prefetched. A window/level the user chose stays while
+scrolling; analyses belong to the slice they were made on, and a series analysis gives every slice its
+own results (probabilities, mask and outlines), so the overlays follow the slice.
+
 Events are plain callback lists: ``state.events.window.connect(callback)``; each fires after the change,
 and only when something changed, with the new value.
 """
@@ -13,9 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from core.imaging.record import ImageRecord, Modality
 from core.imaging.windowing import WindowPreset, min_window_width
 from core.inference.results import Analysis, ModelResult
+from core.series.analysis import SeriesAnalysis, SliceCache
+from core.series.geometry import orientation_markers
+from core.series.index import Series, SliceRef
+from core.series.stack import SeriesStack
 
 Callback = Callable[..., Any]
 
@@ -26,6 +38,31 @@ COLORMAPS: dict[str, int] = {"jet": 2, "inferno": 14, "viridis": 16, "hot": 11}
 # doubles or halves the width, so dragging feels the same on 8-bit, CT and 0-1 float data.
 CENTER_STEP_PX = 256.0
 WIDTH_DOUBLING_PX = 128.0
+
+# Windows by DICOM modality, in its units. CT in Hounsfield units (the usual reading windows); MR has no
+# fixed units, so its brain window is measured on the slice shown when it is chosen (then kept while
+# scrolling): the 1-99.5 % intensities of the head, the pixels above 10 % of the slice's 99.5th percentile.
+CT_PRESETS = (
+    WindowPreset("CT brain", 40.0, 80.0),
+    WindowPreset("CT subdural", 75.0, 215.0),
+    WindowPreset("CT bone", 400.0, 1800.0),
+    WindowPreset("CT lung", -600.0, 1500.0),
+    WindowPreset("CT soft tissue", 50.0, 350.0),
+)
+MR_BRAIN = "MR brain"
+
+
+def mr_brain_preset(values: np.ndarray) -> WindowPreset:
+    """The MR brain window of one slice: the 1-99.5 % intensities of the head (background left out)."""
+    values = np.asarray(values, np.float32)
+    top = float(np.percentile(values, 99.5))
+    head = values[values > 0.1 * top] if top > 0 else values.ravel()
+    if head.size < 16:
+        head = values.ravel()
+    lo, hi = (float(v) for v in np.percentile(head, [1.0, 99.5]))
+    if hi <= lo:
+        hi = lo + 1.0
+    return WindowPreset(MR_BRAIN, (lo + hi) / 2.0, hi - lo, "LINEAR_EXACT")
 
 
 class Event:
@@ -182,17 +219,28 @@ class Overlays:
 class ViewerState:
     """The image on screen and everything about how it is shown.
 
-    Events (each called with the new value): ``record`` (another image, or None), ``slice`` (index),
-    ``window`` (the chosen window, None for the file's own default), ``modality``, ``chosen_models``,
-    ``analysis`` (or None), ``heatmap`` (the analysis, after Grad-CAM for another class replaced a
-    heatmap) and ``overlays`` (the layer that changed).
+    Events (each called with the new value): ``record`` (another image or series, or None), ``series``
+    (the series opened, None for a single file), ``slice`` (index), ``window`` (the chosen window, None for
+    the file's own default), ``modality``, ``chosen_models``, ``analysis`` (or None: the analysis of the
+    slice shown), ``series_analysis`` (or None), ``heatmap`` (the analysis, after Grad-CAM for another class
+    replaced a heatmap) and ``overlays`` (the layer that changed). Scrolling a series fires ``slice`` only
+    (and ``analysis`` when the results shown change), never ``record``.
     """
 
     def __init__(self, overlays: Overlays | None = None) -> None:
-        self.events = Events("record", "slice", "window", "modality", "chosen_models", "analysis", "heatmap",
-                             "overlays")
+        self.events = Events("record", "series", "slice", "window", "modality", "chosen_models", "analysis",
+                             "series_analysis", "heatmap", "overlays")
         self._record: ImageRecord | None = None
         self._slice = 0
+        self._series: Series | None = None
+        self._stack: SeriesStack | None = None
+        self._slice_error: str | None = None
+        self._slice_analyses: dict[str, Analysis] = {}  # series mode: single-slice analyses by slice key
+        self._derived: dict[int, Analysis | None] = {}  # series mode: per-slice results of the series analysis
+        self._series_analysis: SeriesAnalysis | None = None
+        self._caches: dict[str, SliceCache] = {}  # per series key, kept while the window lives
+        self._series_analyses: dict[str, SeriesAnalysis] = {}  # the last one per series key
+        self.slice_cache = SliceCache()
         self._window: WindowPreset | None = None
         self._chosen_models: list[str] = []
         self._analysis: Analysis | None = None
@@ -207,11 +255,75 @@ class ViewerState:
 
     def open(self, record: ImageRecord | None) -> None:
         """Show another image from its first slice, in its own window, with no analysis yet."""
-        had_analysis = self._analysis is not None
+        had_analysis, had_series = self._analysis is not None, self._series is not None
+        had_series_analysis = self._series_analysis is not None
+        self._close_stack()
+        self._series, self._series_analysis, self._slice_error = None, None, None
+        self._slice_analyses, self._derived = {}, {}
         self._record, self._slice, self._window, self._analysis = record, 0, None, None
+        if had_series:
+            self.events.series.emit(None)
         self.events.record.emit(record)
         if had_analysis:
             self.events.analysis.emit(None)
+        if had_series_analysis:
+            self.events.series_analysis.emit(None)
+
+    def open_series(self, series: Series, stack: SeriesStack | None = None, start: int = 0,
+                    modality: str | None = None) -> None:
+        """Show ``series`` from slice ``start``: slices load through ``stack`` (default: a prefetching
+        ``SeriesStack``), in their own window until one is chosen. Raises ImageLoadError, changing nothing,
+        when the first slice cannot be loaded. Its slice cache and last series analysis are kept per series."""
+        if not len(series):
+            raise ValueError("the series has no slices")
+        stack = stack or SeriesStack(series, modality=modality, prefetch=True)
+        start = max(0, min(len(series) - 1, int(start)))
+        record, _ = stack.record(start)  # may raise: nothing has changed yet
+        had_analysis, had_series_analysis = self._analysis is not None, self._series_analysis is not None
+        if self._stack is not stack:
+            self._close_stack()
+        self._series, self._stack, self._record, self._slice = series, stack, record, start
+        self._window, self._slice_error, self._slice_analyses, self._derived = None, None, {}, {}
+        self.slice_cache = self._caches.setdefault(series.key, SliceCache())
+        self._series_analysis = self._series_analyses.get(series.key)
+        self._analysis = self._analysis_for_slice()
+        stack.set_current(start)
+        self.events.series.emit(series)
+        self.events.record.emit(record)
+        if had_analysis or self._analysis is not None:
+            self.events.analysis.emit(self._analysis)
+        if had_series_analysis or self._series_analysis is not None:
+            self.events.series_analysis.emit(self._series_analysis)
+
+    def _close_stack(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = None
+
+    @property
+    def series(self) -> Series | None:
+        """The series shown (None for a file opened on its own)."""
+        return self._series
+
+    @property
+    def stack(self) -> SeriesStack | None:
+        return self._stack
+
+    @property
+    def current_slice(self) -> SliceRef | None:
+        """The series slice shown (None for a file opened on its own)."""
+        return self._series.slices[self._slice] if self._series is not None else None
+
+    @property
+    def frame(self) -> int:
+        """The frame of ``record`` shown: the slice's frame in a series, else the slice index."""
+        ref = self.current_slice
+        return ref.frame if ref is not None else self._slice
+
+    @property
+    def slice_error(self) -> str | None:
+        """Why the series slice shown could not be loaded (it is drawn black), else None."""
+        return self._slice_error
 
     @property
     def slice_index(self) -> int:
@@ -219,18 +331,35 @@ class ViewerState:
 
     @property
     def slice_count(self) -> int:
+        if self._series is not None:
+            return len(self._series)
         return self._record.frames if self._record is not None else 0
 
     def set_slice(self, index: int) -> None:
-        """Show slice ``index`` (clamped to the series); an analysis of another slice no longer applies."""
+        """Show slice ``index`` (clamped to the series); an analysis of another slice no longer applies.
+
+        In a series the slice is loaded through the stack (its neighbours prefetched); a slice that fails to
+        load is shown black with ``slice_error`` set. The chosen window stays."""
         if self._record is None:
             return
         index = max(0, min(self.slice_count - 1, int(index)))
         if index == self._slice:
             return
+        if self._series is not None:
+            try:
+                self._record, _ = self._stack.record(index)
+                self._slice_error = None
+            except Exception as exc:  # noqa: BLE001 - a damaged slice is shown black and said, not raised
+                self._slice_error = f"slice {index + 1}: {exc}"
+            self._stack.set_current(index)
         self._slice = index
         self.events.slice.emit(index)
-        if self._analysis is not None and self._analysis.frame != index:
+        if self._series is not None:
+            shown = self._analysis_for_slice()
+            if shown is not self._analysis:
+                self._analysis = shown
+                self.events.analysis.emit(shown)
+        elif self._analysis is not None and self._analysis.frame != index:
             self.set_analysis(None)
 
     def step(self, delta: int, wrap: bool = False) -> None:
@@ -241,11 +370,27 @@ class ViewerState:
         self.set_slice(target % self.slice_count if wrap else target)
 
     def slice_text(self) -> str:
-        return f"{self._slice + 1}/{max(self.slice_count, 1)}"
+        """'3/30' for a file's frames; 'slice 3 / 24 · z = 12.5 mm' in a series (position along its normal)."""
+        ref = self.current_slice
+        if ref is None:
+            return f"{self._slice + 1}/{max(self.slice_count, 1)}"
+        text = f"slice {self._slice + 1} / {self.slice_count}"
+        if ref.position_mm is not None:
+            text += f" · z = {ref.position_mm:.1f} mm"
+        return text
 
     def display(self):
-        """The 8-bit picture of the current slice in the current window."""
-        return self._record.display(self._slice, self._window)
+        """The 8-bit picture of the current slice in the current window (black for a slice that failed)."""
+        if self._slice_error is not None:
+            ref = self.current_slice
+            return np.zeros((ref.rows or self._record.rows, ref.columns or self._record.columns), np.uint8)
+        return self._record.display(self.frame, self._window)
+
+    def orientation_markers(self) -> dict[str, str] | None:
+        """The patient direction at each screen edge (left, right, top, bottom) of the slice shown, from its
+        ImageOrientationPatient; None when it is not known."""
+        ref = self.current_slice
+        return orientation_markers(ref.orientation) if ref is not None else None
 
     # ----- window/level
     @property
@@ -266,9 +411,29 @@ class ViewerState:
         return self._window or self._record.window_presets[0]
 
     @property
+    def dicom_modality(self) -> str:
+        """The DICOM Modality of what is shown ('CT', 'MR', ...; '' when unknown)."""
+        if self._series is not None and self._series.modality:
+            return self._series.modality
+        if self._record is None:
+            return ""
+        tag = next((value for _, keyword, value in self._record.metadata if keyword == "Modality"), "")
+        return str(tag).strip().upper() or (self._record.modality.value if self._record.modality_source == "dicom"
+                                            else "")
+
+    @property
     def presets(self) -> list[WindowPreset]:
-        """The windows this image offers: its DICOM windows, then automatic and full range."""
-        return list(self._record.window_presets) if self.has_window else []
+        """The windows this image offers: the modality's (CT: brain, subdural, bone, lung, soft tissue; MR:
+        brain, measured on the slice shown), then the file's own DICOM windows, automatic and full range."""
+        if not self.has_window:
+            return []
+        modality = self.dicom_modality
+        ours: list[WindowPreset] = []
+        if modality == "CT":
+            ours = list(CT_PRESETS)
+        elif modality == "MR" and self._slice_error is None:
+            ours = [mr_brain_preset(self._record.values(self.frame))]
+        return ours + list(self._record.window_presets)
 
     def set_window(self, preset: WindowPreset | None) -> None:
         if not self.has_window or preset == self._window:
@@ -307,10 +472,14 @@ class ViewerState:
 
     # ----- modality and models
     def set_modality(self, modality: Modality) -> None:
-        """The user's modality for this image; results of the old one no longer apply."""
+        """The user's modality for this image (in a series: for all its slices); results of the old one no
+        longer apply."""
         if self._record is None:
             return
+        if self._stack is not None:
+            self._stack.set_modality(Modality(modality).value)
         self._record.modality, self._record.modality_source = Modality(modality), "user"
+        self._slice_analyses.clear()
         self.events.modality.emit(self._record.modality)
         self.set_analysis(None)
 
@@ -339,11 +508,78 @@ class ViewerState:
     def analysis(self) -> Analysis | None:
         return self._analysis
 
-    def set_analysis(self, analysis: Analysis | None) -> None:
+    def set_analysis(self, analysis: Analysis | None, slice_key: str | None = None) -> None:
+        """The analysis of the slice shown. In a series it is kept for its slice (``slice_key``, default the
+        slice shown) and shown again when the reader scrolls back; one of another slice is only kept."""
+        ref = self.current_slice
+        if ref is not None:
+            key = slice_key or ref.key
+            if analysis is None:
+                self._slice_analyses.pop(key, None)
+            else:
+                self._slice_analyses[key] = analysis
+            if key != ref.key:
+                return
+            analysis = analysis or self._analysis_for_slice()
         if analysis is None and self._analysis is None:
             return
         self._analysis = analysis
         self.events.analysis.emit(analysis)
+
+    @property
+    def slice_key(self) -> str | None:
+        ref = self.current_slice
+        return ref.key if ref is not None else None
+
+    # ----- series analysis
+    @property
+    def series_analysis(self) -> SeriesAnalysis | None:
+        return self._series_analysis
+
+    def set_series_analysis(self, analysis: SeriesAnalysis | None) -> None:
+        """The series analysis of the series shown (ignored for another series); the slice shown then
+        gets its results unless it has an analysis of its own."""
+        if self._series is None or (analysis is not None and analysis.series is not self._series):
+            return
+        self._series_analysis = analysis
+        if analysis is None:
+            self._series_analyses.pop(self._series.key, None)
+        else:
+            self._series_analyses[self._series.key] = analysis
+        self._derived = {}
+        self.events.series_analysis.emit(analysis)
+        shown = self._analysis_for_slice()
+        if shown is not self._analysis:
+            self._analysis = shown
+            self.events.analysis.emit(shown)
+
+    def _analysis_for_slice(self) -> Analysis | None:
+        """Series mode: the slice's own analysis, else its results from the series analysis, else None."""
+        ref = self.current_slice
+        if ref is None:
+            return None
+        own = self._slice_analyses.get(ref.key)
+        if own is not None:
+            return own
+        if self._series_analysis is None:
+            return None
+        if self._slice not in self._derived:
+            self._derived[self._slice] = self._slice_results(self._slice, ref)
+        return self._derived[self._slice]
+
+    def _slice_results(self, index: int, ref: SliceRef) -> Analysis | None:
+        results = []
+        for v in self._series_analysis.results:
+            o = v.slices[index] if index < len(v.slices) else None
+            if o is None or o.error:
+                continue
+            results.append(ModelResult(v.model, v.version, v.task, "series analysis",
+                                       classes=list(o.probabilities), probabilities=dict(o.probabilities),
+                                       label=o.label, mask=o.mask, lesions=list(o.outlines),
+                                       warnings=list(o.warnings)))
+        if not results:
+            return None
+        return Analysis(str(ref.path), self._series.modality, "series", ref.frame, results)
 
     def clear_analysis(self) -> None:
         self.set_analysis(None)
@@ -382,7 +618,9 @@ class ViewerState:
         r = self._record
         if r is None or not (0 <= x < r.columns and 0 <= y < r.rows):
             return ""
-        value = r.values(self._slice)[y, x]
+        if self._slice_error is not None:
+            return ""
+        value = r.values(self.frame)[y, x]
         text = f"x {x}, y {y}: {value if r.is_color else f'{float(value):g}'}"
         if r.pixel_spacing_mm:
             dy, dx = r.pixel_spacing_mm

@@ -12,6 +12,7 @@ import pytest
 from core.imaging.record import ImageRecord, Modality, StudyInfo
 from core.imaging.windowing import WindowPreset, apply_window
 from core.inference.results import Analysis, ModelResult
+from core.series.stack import SeriesStack
 from core.viewer_state import COLORMAPS, Event, OverlayLayer, ViewerState
 from tests.conftest import REPO
 
@@ -155,8 +156,9 @@ def test_adjust_never_narrows_below_dicoms_minimum_width():
 
 def test_presets_reset_and_colour_images_have_no_window():
     state = ViewerState()
-    state.open(_record())
-    assert state.presets == [GREY, AUTO] and state.effective_window == GREY
+    state.open(_record())  # an MR file: the MR brain window (measured on the slice) comes first
+    assert state.presets[0].name == "MR brain" and state.presets[1:] == [GREY, AUTO]
+    assert state.effective_window == GREY
     state.apply_preset("Auto (0.5-99.5 %)")
     assert state.window == AUTO and state.effective_window == AUTO
     with pytest.raises(KeyError, match="Bone"):
@@ -305,3 +307,205 @@ def test_the_model_loads_without_qt():
     code = "import sys, core.viewer_state; print('PySide6' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr[-2000:]
+
+
+# ----- series (core.series): stack scrolling, window kept, presets, per-slice results
+
+def _ramp_series(folder, n: int = 6, **fields):
+    """A DICOM series of ``n`` 32x32 slices, slice k holding 100 * k + column (tests.series_data)."""
+    from core.series import index_folder
+    from tests.series_data import ramp_images, write_series
+
+    write_series(folder, ramp_images(n), spacing=2.5, **fields)
+    (series,) = index_folder(folder).series
+    return series
+
+
+def _wait_for(condition, seconds: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_open_series_counts_its_slices_and_loads_them_through_the_stack(tmp_path):
+    series = _ramp_series(tmp_path)
+    state = ViewerState()
+    seen = _recorder(state)
+    state.open_series(series)
+    assert state.series is series and state.slice_count == 6 and state.slice_index == 0
+    assert [name for name, _ in seen] == ["series", "record"]
+    assert state.slice_text() == "slice 1 / 6 · z = -30.0 mm"  # position along the normal
+    assert _wait_for(lambda: len(state.stack.cached()) == 4)  # slice 0 and its 3 neighbours prefetched
+    state.set_slice(4)
+    assert [name for name, _ in seen[2:]] == ["slice"]  # scrolling never fires 'record'
+    assert state.record.path == series.slices[4].path and state.frame == 0
+    assert state.slice_text() == "slice 5 / 6 · z = -20.0 mm"
+    assert state.pixel_text(3, 0) == "x 3, y 0: 403  (2.8 mm, 0.0 mm)"
+    assert np.array_equal(state.display(), state.record.display(0))
+    assert _wait_for(lambda: set(state.stack.cached()) >= {s.path for s in series.slices[1:]})
+    state.set_slice(99)
+    assert state.slice_index == 5
+
+
+def test_a_chosen_window_stays_while_scrolling_the_series(tmp_path):
+    series = _ramp_series(tmp_path)
+    state = ViewerState()
+    state.open_series(series)
+    state.adjust(64.0, -128.0)
+    chosen = state.window
+    for k in (1, 2, 5, 3):
+        state.set_slice(k)
+        assert state.window == chosen
+        assert np.array_equal(state.display(), apply_window(state.record.values(0), chosen.center, chosen.width,
+                                                            chosen.function))
+    state.reset_window()
+    assert state.effective_window == state.record.window_presets[0]
+
+
+def test_presets_by_modality_then_the_files_own(tmp_path):
+    state = ViewerState()
+    state.open_series(_ramp_series(tmp_path / "mr"))
+    names = [p.name for p in state.presets]
+    assert names[0] == "MR brain" and names[1:] == [p.name for p in state.record.window_presets]
+    state.apply_preset("MR brain")
+    assert state.window.name == "MR brain"
+    ct = ViewerState()
+    ct.open_series(_ramp_series(tmp_path / "ct", modality="CT"))
+    assert [p.name for p in ct.presets][:4] == ["CT brain", "CT subdural", "CT bone", "CT lung"]
+    ct.apply_preset("CT bone")
+    assert (ct.window.center, ct.window.width) == (400.0, 1800.0)
+    ct.set_slice(3)
+    assert ct.window.name == "CT bone"  # kept while scrolling
+
+
+def test_mr_brain_window_covers_the_head_not_the_background():
+    from core.viewer_state import mr_brain_preset
+
+    rng = np.random.default_rng(0)
+    slice_ = np.zeros((100, 100), np.float32)
+    slice_[20:80, 20:80] = rng.uniform(400, 800, (60, 60))  # the head; the rest is air
+    preset = mr_brain_preset(slice_)
+    low, high = preset.center - preset.width / 2, preset.center + preset.width / 2
+    assert 395 < low < 410 and 790 < high <= 800 and preset.function == "LINEAR_EXACT"
+    flat = mr_brain_preset(np.full((8, 8), 5.0))
+    assert flat.width == 1.0
+
+
+def test_orientation_markers_follow_the_series(tmp_path):
+    from tests.series_data import SAGITTAL
+
+    state = ViewerState()
+    assert state.orientation_markers() is None
+    state.open_series(_ramp_series(tmp_path / "ax"))
+    assert state.orientation_markers() == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    state.open_series(_ramp_series(tmp_path / "sag", orientation=SAGITTAL))
+    assert state.orientation_markers() == {"left": "A", "right": "P", "top": "H", "bottom": "F"}
+    state.open(_record())
+    assert state.series is None and state.orientation_markers() is None
+
+
+def test_a_damaged_slice_is_shown_black_and_said(tmp_path):
+    series = _ramp_series(tmp_path)
+    damaged = series.slices[2].path
+    damaged.write_bytes(damaged.read_bytes()[:-1000])
+    state = ViewerState()
+    state.open_series(series, SeriesStack(series))
+    state.set_slice(2)
+    assert state.slice_error.startswith("slice 3: ") and state.slice_index == 2
+    assert state.display().shape == (32, 32) and not state.display().any()
+    assert state.pixel_text(1, 1) == ""
+    state.set_slice(3)
+    assert state.slice_error is None and state.display().any()
+
+
+def _hand_series_analysis(series, lesion_slices=(2, 3)):
+    from core.series.analysis import SeriesAnalysis, SliceOutcome, verdict
+
+    n = len(series)
+    cls = [SliceOutcome("yes" if k in lesion_slices else "no",
+                        {"no": 0.1 if k in lesion_slices else 0.9, "yes": 0.9 if k in lesion_slices else 0.1})
+           for k in range(n)]
+    masks = []
+    for k in range(n):
+        mask = np.zeros((32, 32), np.uint8)
+        if k in lesion_slices:
+            mask[10:20, 10:20] = 1
+        masks.append(mask)
+    seg = [SliceOutcome("lesion" if m.any() else "no lesion", lesions=int(m.any()), lesion_area_mm2=float(m.sum()),
+                        mask=m) for m in masks]
+    seg[4] = SliceOutcome(error="damaged")
+    results = [verdict("yesno", "1", "classification", ["no", "yes"], cls, series),
+               verdict("seg", "1", "segmentation", ["lesion"], seg, series)]
+    return SeriesAnalysis(series, results, [], False, 0.5, n)
+
+
+def test_series_analysis_gives_each_slice_its_own_results(tmp_path):
+    series = _ramp_series(tmp_path)
+    state = ViewerState()
+    state.open_series(series)
+    seen = _recorder(state)
+    analysis = _hand_series_analysis(series)
+    state.set_series_analysis(analysis)
+    assert seen[0] == ("series_analysis", analysis)
+    assert state.analysis.results[0].probabilities == {"no": 0.9, "yes": 0.1}  # slice 1's own
+    assert not state.segmentation_result.mask.any()
+    state.set_slice(2)
+    assert state.analysis.frame == 0 and state.analysis.path == str(series.slices[2].path)
+    assert state.analysis.results[0].label == "yes" and state.segmentation_result.mask.sum() == 100
+    assert [name for name, _ in seen[-2:]] == ["slice", "analysis"]
+    state.set_slice(4)  # the segmenter failed here: only the classifier's result
+    assert [r.model_id for r in state.analysis.results] == ["yesno"] and state.segmentation_result is None
+    other = ViewerState()  # an analysis of another series is not shown
+    other.open_series(_ramp_series(tmp_path / "other"))
+    other.set_series_analysis(analysis)
+    assert other.series_analysis is None and other.analysis is None
+
+
+def test_single_slice_analyses_are_kept_for_their_slice(tmp_path):
+    series = _ramp_series(tmp_path)
+    state = ViewerState()
+    state.open_series(series)
+    state.set_slice(1)
+    own = _analysis(heatmap=np.zeros((32, 32)))
+    state.set_analysis(own)
+    state.set_slice(2)
+    assert state.analysis is None and state.heatmap_to_draw() is None
+    late = _analysis()
+    state.set_analysis(late, slice_key=series.slices[5].key)  # finished after the reader moved on: kept only
+    assert state.analysis is None
+    state.set_slice(1)
+    assert state.analysis is own and state.heatmap_to_draw() is own.results[0].heatmap
+    state.set_slice(5)
+    assert state.analysis is late
+    state.set_series_analysis(_hand_series_analysis(series))
+    assert state.analysis is late  # the slice's own analysis (with heatmaps) wins over the series results
+    state.clear_analysis()
+    assert state.analysis.results[0].device == "series analysis"
+
+
+def test_reopening_a_series_keeps_its_slice_cache_and_last_analysis(tmp_path):
+    first, second = _ramp_series(tmp_path / "a"), _ramp_series(tmp_path / "b")
+    state = ViewerState()
+    state.open_series(first)
+    cache = state.slice_cache
+    analysis = _hand_series_analysis(first)
+    state.set_series_analysis(analysis)
+    state.open_series(second)
+    assert state.series_analysis is None and state.slice_cache is not cache and state.analysis is None
+    seen = _recorder(state)
+    state.open_series(first)
+    assert state.slice_cache is cache and state.series_analysis is analysis
+    assert [name for name, _ in seen] == ["series", "record", "analysis", "series_analysis"]
+
+
+def test_user_modality_reaches_every_slice_of_the_series(tmp_path):
+    series = _ramp_series(tmp_path)
+    state = ViewerState()
+    state.open_series(series, SeriesStack(series))
+    state.set_modality(Modality.US)
+    assert state.stack.modality == "US"
+    state.set_slice(3)
+    assert state.record.modality is Modality.US
