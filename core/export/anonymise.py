@@ -1,49 +1,195 @@
-"""Removal or replacement of patient identifiers in anything exported (on by default).
+"""De-identification of everything exported (on by default), after DICOM PS3.15 Annex E.
 
-UIDs are kept so results still reference the source study in PACS; the patient ID becomes a stable
-pseudonym (a hash) so exports of one patient stay linkable without naming them.
+The Basic Application Level Confidentiality Profile (Table E.1-1) is applied with the Retain UIDs
+Option, so results still reference the source study in PACS: identifying attributes are removed (X)
+or emptied when the IOD requires them (Z), recursively inside sequences, private attributes are
+removed, and the data set says so (Patient Identity Removed, De-identification Method and its code
+sequence). The patient ID becomes a keyed pseudonym: HMAC-SHA256 of the ID under a random key kept
+only on this machine (``<app home>/pseudonym.key``, 0600), so exports of one patient stay linkable
+here but the ID cannot be recovered by hashing candidate IDs (numeric MRNs included).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
+from core.app_paths import app_home
 from core.imaging.record import StudyInfo
 
 ANONYMOUS_NAME = "ANONYMOUS"
-REMOVED = (
-    "PatientBirthTime", "PatientAddress", "PatientTelephoneNumbers", "OtherPatientIDs",
-    "OtherPatientIDsSequence", "OtherPatientNames", "PatientMotherBirthName", "MilitaryRank", "EthnicGroup",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord", "RequestingPhysician", "StationName",
-    "PatientComments",
+
+# Type 2 attributes the SEG / SC IODs require present: emptied (Z).
+EMPTIED = (
+    "PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber", "StudyDate", "StudyTime",
+    "StudyID", "ContentCreatorName", "VerifyingObserverIdentificationCodeSequence",
 )
-EMPTIED = ("PatientBirthDate", "ReferringPhysicianName", "AccessionNumber")  # type 2: present but empty
+# Removed (X) per Table E.1-1 (and the attributes whose X/Z/D choice is X when not required).
+REMOVED = (
+    "AcquisitionComments", "AcquisitionContextSequence", "AcquisitionDate", "AcquisitionDateTime",
+    "AcquisitionDeviceProcessingDescription", "AcquisitionTime", "ActualHumanPerformersSequence",
+    "AdditionalPatientHistory", "AdmissionID", "AdmittingDate", "AdmittingDiagnosesCodeSequence",
+    "AdmittingDiagnosesDescription", "AdmittingTime", "Allergies", "Arbitrary", "AuthorObserverSequence",
+    "BranchOfService", "CommentsOnThePerformedProcedureStep", "ConfidentialityConstraintOnPatientDataDescription",
+    "ContentSequence", "ContributionDescription", "CountryOfResidence", "CurrentPatientLocation", "CurveDate",
+    "CurveTime", "CustodialOrganizationSequence", "DataSetTrailingPadding", "DerivationDescription", "DetectorID",
+    "DeviceSerialNumber", "DistributionAddress", "DistributionName", "EthnicGroup", "FrameComments", "GantryID",
+    "GeneratorID", "HumanPerformerName", "HumanPerformerOrganization", "IconImageSequence", "IdentifyingComments",
+    "ImageComments", "ImagePresentationComments", "ImagingServiceRequestComments", "Impressions",
+    "InstitutionAddress", "InstitutionCodeSequence", "InstitutionName", "InstitutionalDepartmentName",
+    "InsurancePlanIdentification", "IntendedRecipientsOfResultsIdentificationSequence",
+    "InterpretationApproverSequence", "InterpretationAuthor", "InterpretationDiagnosisDescription",
+    "InterpretationIDIssuer", "InterpretationRecorder", "InterpretationText", "InterpretationTranscriber",
+    "IssuerOfAdmissionID", "IssuerOfPatientID", "IssuerOfServiceEpisodeID", "LastMenstrualDate", "MedicalAlerts",
+    "MedicalRecordLocator", "MilitaryRank", "ModifiedAttributesSequence", "ModifiedImageDescription",
+    "ModifyingDeviceID", "NameOfPhysiciansReadingStudy", "NamesOfIntendedRecipientsOfResults", "Occupation",
+    "OperatorIdentificationSequence", "OperatorsName", "OrderCallbackPhoneNumber", "OrderEnteredBy",
+    "OrderEntererLocation", "OriginalAttributesSequence", "OtherPatientIDs", "OtherPatientIDsSequence",
+    "OtherPatientNames", "OverlayComments", "OverlayDate", "OverlayTime", "ParticipantSequence", "PatientAddress",
+    "PatientAge", "PatientBirthName", "PatientBirthTime", "PatientComments", "PatientInsurancePlanCodeSequence",
+    "PatientMotherBirthName", "PatientPrimaryLanguageCodeSequence", "PatientReligiousPreference",
+    "PatientSexNeutered", "PatientSize", "PatientState", "PatientTelephoneNumbers", "PatientTransportArrangements",
+    "PatientWeight", "PerformedLocation", "PerformedProcedureStepDescription", "PerformedProcedureStepEndDate",
+    "PerformedProcedureStepEndTime", "PerformedProcedureStepID", "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime", "PerformedStationAETitle", "PerformedStationGeographicLocationCodeSequence",
+    "PerformedStationName", "PerformedStationNameCodeSequence", "PerformingPhysicianIdentificationSequence",
+    "PerformingPhysicianName", "PersonAddress", "PersonTelephoneNumbers", "PhysicianApprovingInterpretation",
+    "PhysiciansOfRecord", "PhysiciansOfRecordIdentificationSequence", "PhysiciansReadingStudyIdentificationSequence",
+    "PlateID", "PreMedication", "PregnancyStatus", "ProtocolName", "ReasonForStudy",
+    "ReasonForTheImagingServiceRequest", "ReferencedPatientAliasSequence", "ReferencedPatientSequence",
+    "ReferencedPerformedProcedureStepSequence", "ReferencedStudySequence", "ReferringPhysicianAddress",
+    "ReferringPhysicianIdentificationSequence", "ReferringPhysicianTelephoneNumbers", "RegionOfResidence",
+    "RequestAttributesSequence", "RequestedContrastAgent", "RequestedProcedureComments",
+    "RequestedProcedureDescription", "RequestedProcedureID", "RequestedProcedureLocation", "RequestingPhysician",
+    "RequestingService", "ResponsibleOrganization", "ResponsiblePerson", "ResultsComments",
+    "ResultsDistributionListSequence", "ResultsIDIssuer", "ScheduledHumanPerformersSequence",
+    "ScheduledPatientInstitutionResidence", "ScheduledPerformingPhysicianIdentificationSequence",
+    "ScheduledPerformingPhysicianName", "ScheduledProcedureStepDescription", "ScheduledProcedureStepEndDate",
+    "ScheduledProcedureStepEndTime", "ScheduledProcedureStepLocation", "ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepStartTime", "ScheduledStationAETitle", "ScheduledStationGeographicLocationCodeSequence",
+    "ScheduledStationName", "ScheduledStationNameCodeSequence", "ScheduledStudyLocation",
+    "ScheduledStudyLocationAETitle", "SeriesDate", "SeriesDescription", "SeriesTime", "ServiceEpisodeDescription",
+    "ServiceEpisodeID", "SmokingStatus", "SpecialNeeds", "StationName", "StudyComments", "StudyDescription",
+    "StudyIDIssuer", "TextComments", "TextString", "TimezoneOffsetFromUTC", "TopicAuthor", "TopicKeywords",
+    "TopicSubject", "TopicTitle", "VerifyingObserverName", "VerifyingObserverSequence", "VerifyingOrganization",
+    "VisitComments", "ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime",
+    "PerformedProcedureCodeSequence", "RequestedProcedureCodeSequence", "ProcedureCodeSequence",
+    "ClinicalTrialSponsorName", "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID",
+)
+METHOD = "PS3.15 Basic Profile, Retain UIDs; patient ID pseudonymised"  # LO: at most 64 characters
+# Attributes of repeating groups (overlays, curves) have no keyword here: they are removed by group below.
+REMOVED = tuple(k for k in REMOVED if tag_for_keyword(k) is not None)
+EMPTIED = tuple(k for k in EMPTIED if tag_for_keyword(k) is not None)
+_CODES = (("113100", "Basic Application Confidentiality Profile"), ("113110", "Retain UIDs Option"))
+
+
+def _key_file() -> Path:
+    return app_home() / "pseudonym.key"
+
+
+def _key() -> bytes:
+    """This installation's random pseudonym key, created on first use and readable by its owner only."""
+    path = _key_file()
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:  # another process made it first
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex())
+    return key
 
 
 def pseudonym(patient_id: str) -> str:
-    return "ANON-" + hashlib.sha256(patient_id.encode()).hexdigest()[:12] if patient_id else "ANON"
+    """A stable, keyed pseudonym of the patient ID (the same on this machine, meaningless elsewhere)."""
+    if not patient_id:
+        return "ANON"
+    return "ANON-" + hmac.new(_key(), patient_id.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:16]
+
+
+def _scrub(ds: Dataset) -> None:
+    for keyword in REMOVED:
+        if keyword in ds:
+            delattr(ds, keyword)
+    for keyword in EMPTIED:
+        if keyword in ds:
+            ds[keyword].value = [] if ds[keyword].VR == "SQ" else ""
+    for elem in ds:
+        if elem.VR == "SQ" and elem.value is not None:
+            for item in elem.value:
+                _scrub(item)
+                item.remove_private_tags()
 
 
 def anonymise_dataset(ds: Dataset) -> Dataset:
-    """A copy of ``ds`` with direct identifiers removed, name replaced and the ID pseudonymised."""
+    """A de-identified copy of ``ds`` (PS3.15 Basic Profile with the Retain UIDs Option)."""
     out = ds.copy()
-    for keyword in REMOVED:
-        if keyword in out:
-            delattr(out, keyword)
+    patient_id = str(ds.get("PatientID", "") or "")
+    already = str(ds.get("PatientIdentityRemoved", "")).upper() == "YES" and patient_id.startswith("ANON")
+    out.remove_private_tags()
+    for tag in [e.tag for e in out if 0x5000 <= e.tag.group <= 0x60FF]:
+        del out[tag]  # curves and overlays (PS3.15: X) can carry annotations
+    _scrub(out)
     for keyword in EMPTIED:
-        setattr(out, keyword, "")
+        if keyword not in out and keyword in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName",
+                                              "AccessionNumber", "StudyDate", "StudyTime", "StudyID"):
+            setattr(out, keyword, "")
     out.PatientName = ANONYMOUS_NAME
-    out.PatientID = pseudonym(str(ds.get("PatientID", "")))
+    out.PatientID = patient_id if already else pseudonym(patient_id)
     out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = "Medical Image Diagnostic Assistant: identifiers removed, patient ID pseudonymised"
+    out.DeidentificationMethod = METHOD
+    codes = Sequence()
+    for value, meaning in _CODES:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+        codes.append(item)
+    out.DeidentificationMethodCodeSequence = codes
+    out.LongitudinalTemporalInformationModified = "REMOVED"
     return out
 
 
+# Attributes of an object this program creates (the SEG or SC itself), not copied from the patient's study.
+_OWN = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime", "SeriesDate", "SeriesTime",
+        "SeriesDescription", "DeviceSerialNumber", "ContentCreatorName"}
+
+
+def deidentify_created(ds: Dataset, patient_id: str) -> Dataset:
+    """De-identify, in place, an object built from a de-identified source: whatever the builder copied
+    from the source (patient and study modules) is scrubbed again; its own creation attributes stay."""
+    for keyword in REMOVED:
+        if keyword in ds and keyword not in _OWN:
+            delattr(ds, keyword)
+    for keyword in EMPTIED:
+        if keyword in ds and keyword not in _OWN:
+            ds[keyword].value = [] if ds[keyword].VR == "SQ" else ""
+    ds.remove_private_tags()
+    ds.PatientName = ANONYMOUS_NAME
+    ds.PatientID = patient_id
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = METHOD
+    codes = Sequence()
+    for value, meaning in _CODES:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+        codes.append(item)
+    ds.DeidentificationMethodCodeSequence = codes
+    return ds
+
+
 def anonymise_study(study: StudyInfo) -> StudyInfo:
-    return StudyInfo(patient_name=ANONYMOUS_NAME, patient_id=pseudonym(study.patient_id), sex=study.sex,
-                     study_date=study.study_date, study_instance_uid=study.study_instance_uid,
-                     series_instance_uid=study.series_instance_uid, sop_instance_uid=study.sop_instance_uid,
-                     study_description=study.study_description)
+    """What an anonymised report may print: the pseudonym and the UIDs (Retain UIDs Option), nothing else."""
+    return StudyInfo(patient_name=ANONYMOUS_NAME, patient_id=pseudonym(study.patient_id),
+                     study_instance_uid=study.study_instance_uid, series_instance_uid=study.series_instance_uid,
+                     sop_instance_uid=study.sop_instance_uid)

@@ -16,7 +16,7 @@ from highdicom.spatial import get_image_coordinate_system
 from pydicom.sr.codedict import codes
 
 from core import __version__
-from core.export.anonymise import anonymise_dataset
+from core.export.anonymise import anonymise_dataset, deidentify_created
 from core.imaging.record import ImageRecord
 from core.inference.results import ModelResult
 
@@ -32,11 +32,13 @@ def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Pa
     """
     original = pydicom.dcmread(record.path) if record.file_format == "DICOM" else None
     if original is not None and (record.frames == 1 or get_image_coordinate_system(original) is not None):
-        ds = original
+        ds = anonymise_dataset(original) if anonymise else original
     else:
-        ds = _frame_capture(record, frame, original)
-        ds.save_as(out_dir / f"{record.path.stem}_f{frame}_source_sc.dcm", enforce_file_format=True)
-    ds = anonymise_dataset(ds) if anonymise else ds
+        ds = _frame_capture(record, frame, anonymise_dataset(original) if anonymise and original is not None else original)
+        ds = anonymise_dataset(ds) if anonymise else ds  # de-identified before it is written beside the export
+        # the source's file name often is the patient's name: an anonymised wrapper is named by its UID
+        name = f"source_sc_{ds.SOPInstanceUID}.dcm" if anonymise else f"{record.path.stem}_f{frame}_source_sc.dcm"
+        ds.save_as(out_dir / name, enforce_file_format=True)
     for keyword in ("StudyDate", "StudyTime", "StudyID", "ReferringPhysicianName", "AccessionNumber",
                     "PatientBirthDate", "PatientSex"):
         if keyword not in ds:
@@ -84,6 +86,8 @@ def export_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int =
         manufacturer_model_name=result.model_id, software_versions=__version__, device_serial_number="0",
         omit_empty_frames=False,
     )
+    if anonymise:
+        deidentify_created(seg, str(source.PatientID))
     seg.save_as(out)
     return out
 
@@ -103,6 +107,8 @@ def export_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, f
     )
     if len(orientation) != 2:
         sc.PatientOrientation = ""  # the source did not say: left empty rather than guessed
+    if anonymise:
+        deidentify_created(sc, str(source.PatientID))
     sc.SeriesDescription = "Decision support overlay - not for diagnosis"
     sc.save_as(out, enforce_file_format=True)
     return out
