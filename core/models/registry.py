@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,9 +101,11 @@ class Bundle:
         }
 
     def _verified(self, relative: str, expected: str) -> Path:
-        path = (self.folder / relative).resolve()
+        path = contained_file(self.folder, relative)  # raises ModelError outside the bundle or not a file
         if not path.exists():
             raise ModelError(f"model '{self.id}': file {relative} is missing")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ModelError(f"model '{self.id}': {relative} is not a regular file - refusing to read it")
         actual = sha256_file(path)
         if actual != expected:
             raise ModelError(f"model '{self.id}': {path.name} does not match its manifest (sha256 {actual[:12]}... "
@@ -245,17 +249,76 @@ def _headline_interval(metrics: dict) -> list[float] | None:
     return metrics.get("dice_ci95")
 
 
+SHARED_FOLDERS = ("backbones",)  # beside the bundles: files several bundles share (pretrained backbones)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def contained_file(folder: Path, relative) -> Path:
+    """``relative`` resolved inside the bundle ``folder`` (or a shared folder beside it); anything else -
+    an absolute path, ``..`` out of the bundle, a link leading elsewhere, not a string - is a ModelError."""
+    if not isinstance(relative, str) or not relative or "\0" in relative:
+        raise ModelError(f"{folder.name}: a file entry must be a non-empty relative path, not {relative!r}")
+    if Path(relative).is_absolute():
+        raise ModelError(f"{folder.name}: file {relative} is an absolute path; bundle files must lie in the bundle")
+    base = folder.resolve()
+    path = (base / relative).resolve()
+    allowed = [base] + [(base.parent / shared).resolve() for shared in SHARED_FOLDERS]
+    if not any(path == root or root in path.parents for root in allowed):
+        raise ModelError(f"{folder.name}: file {relative} lies outside the bundle folder - refusing to open it")
+    return path
+
+
+def _file_entries(manifest: dict) -> list[tuple[str, object, object]]:
+    """(where, file, sha256) for every file a manifest names."""
+    entries = []
+    weights = manifest.get("weights")
+    if not isinstance(weights, dict):
+        raise ModelError(f"'weights' must be an object with 'file' and 'sha256', not {type(weights).__name__}")
+    entries.append(("weights", weights.get("file"), weights.get("sha256")))
+    arch = manifest.get("architecture", {})
+    if not isinstance(arch, dict):
+        raise ModelError("'architecture' must be an object")
+    archs = [arch]
+    if arch.get("average_with") is not None:
+        start = arch["average_with"]
+        if not isinstance(start, dict) or not isinstance(start.get("weights"), dict):
+            raise ModelError("'architecture.average_with' must be an object with 'weights'")
+        entries.append(("average_with.weights", start["weights"].get("file"), start["weights"].get("sha256")))
+        archs.append(start)
+    for part in archs:
+        for key in ("trunk", "backbone"):
+            if part.get(f"{key}_file") is not None:
+                entries.append((f"{key}_file", part.get(f"{key}_file"), part.get(f"{key}_sha256")))
+    return entries
+
+
 def _validate(folder: Path, manifest: dict) -> None:
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{folder.name}/manifest.json is not a JSON object")
     missing = [k for k in REQUIRED if k not in manifest]
     if missing:
         raise ModelError(f"{folder.name}/manifest.json lacks {', '.join(missing)}")
+    if not isinstance(manifest["id"], str) or not manifest["id"].strip():
+        raise ModelError(f"{folder.name}: 'id' must be a non-empty string")
     Modality(manifest["modality"])
     if manifest["task"] not in ("classification", "segmentation"):
         raise ModelError(f"{folder.name}: unknown task '{manifest['task']}'")
+    if not isinstance(manifest["classes"], list) or not all(isinstance(c, str) for c in manifest["classes"]):
+        raise ModelError(f"{folder.name}: 'classes' must be a list of names")
+    if not isinstance(manifest["preprocessing"], dict):
+        raise ModelError(f"{folder.name}: 'preprocessing' must be an object")
+    for where, file, sha in _file_entries(manifest):
+        contained_file(folder, file)
+        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            raise ModelError(f"{folder.name}: {where} needs its sha256 (64 hex digits)")
 
 
 class Registry:
-    """All bundles found in the built-in and user model folders (user bundles override by id)."""
+    """All bundles found in the built-in and user model folders.
+
+    Ids are unique: a second bundle with an id already found (a user bundle reusing a built-in id) is
+    skipped and listed in ``problems``, never silently put in the first one's place.
+    """
 
     def __init__(self, folders: list[Path] | None = None) -> None:
         self.folders = folders if folders is not None else [BUILTIN_MODELS, user_models()]
@@ -266,8 +329,13 @@ class Registry:
                 try:
                     manifest = json.loads(manifest_file.read_text())
                     _validate(manifest_file.parent, manifest)
-                except (ValueError, ModelError) as exc:
+                except (ValueError, TypeError, KeyError, OSError, ModelError) as exc:
                     self.problems.append(f"{manifest_file.parent.name}: {exc}")
+                    continue
+                first = self.bundles.get(manifest["id"])
+                if first is not None:
+                    self.problems.append(f"{manifest_file.parent}: id '{manifest['id']}' is already used by "
+                                         f"{first.folder}; skipped (bundle ids must be unique)")
                     continue
                 self.bundles[manifest["id"]] = Bundle(manifest_file.parent, manifest, parents=self.get)
 
