@@ -266,7 +266,11 @@ class MainWindow(QMainWindow):
 
     def open_path(self, path: str | Path) -> None:
         path = Path(path)
-        if path.is_dir():
+        try:
+            is_folder = path.is_dir()
+        except OSError:  # a folder above it cannot be read: load_image names that problem
+            is_folder = False
+        if is_folder:
             self.open_folder(path)
             return
         self._busy(f"Opening {path.name}…")
