@@ -1,12 +1,14 @@
 """Main window: menus, viewer, docks; every slow step runs off the GUI thread.
 
-What is shown (image, slice, window/level, chosen models, analysis, overlay layers) lives in
-``self.state``, a Qt-free ``core.viewer_state.ViewerState``; the window, the viewer and the panels
-change it when the user acts and follow its events.
+What is shown (image or series, slice, window/level, chosen models, analysis, series analysis, overlay
+layers) lives in ``self.state``, a Qt-free ``core.viewer_state.ViewerState``; the window, the viewer and
+the panels change it when the user acts and follow its events. File ▸ Open folder (or DICOMDIR) indexes
+the studies (``core.series``) into the Studies panel; a series chosen there is shown slice by slice.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
@@ -26,6 +28,7 @@ from PySide6.QtWidgets import (
     QSlider,
     QToolBar,
     QVBoxLayout,
+    QWidget,
 )
 
 from core import __version__
@@ -35,9 +38,13 @@ from core.history import History
 from core.inference.analyzer import Analyzer, Engine
 from core.inference.results import Analysis
 from core.models.registry import Registry
+from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
+from core.series.index import Series, StudyIndex, index_path
+from core.series.stack import SeriesStack
 from core.viewer_state import ViewerState
 from gui.history_panel import HistoryPanel
-from gui.panels import MetadataPanel, ModelInfoPanel, OverlayPanel, ProbabilityPanel, WarningsPanel
+from gui.panels import MetadataPanel, ModelInfoPanel, OverlayPanel, ProbabilityPanel, SeriesPanel, WarningsPanel
+from gui.study_browser import StudyBrowser, thumbnail
 from gui.viewer import ImageViewer
 from gui.workers import FutureBridge
 
@@ -65,6 +72,8 @@ class MainWindow(QMainWindow):
         self.previous_analyses: list = []
         self.auto_analyse = self.settings.value("auto_analyse", True, type=bool)
         self._busy_jobs = 0
+        self.study_index: StudyIndex | None = None
+        self.series_cancel: threading.Event | None = None  # set while a series analysis runs
 
         self.viewer = ImageViewer(self)
         self.setCentralWidget(self.viewer)
@@ -73,17 +82,29 @@ class MainWindow(QMainWindow):
         self.metadata = MetadataPanel()
         self.model_info = ModelInfoPanel()
         self.overlays = OverlayPanel()
-        self.files = QListWidget()
+        self.studies = StudyBrowser()
+        self.series_panel = SeriesPanel()
+        self.series_verdict = QLabel("")
+        self.series_verdict.setWordWrap(True)
+        self.series_verdict.setTextFormat(Qt.TextFormat.PlainText)
+        self.series_verdict.setToolTip(VERDICT_RULE)
+        self.series_verdict.hide()
+        findings = QWidget()
+        findings_layout = QVBoxLayout(findings)
+        findings_layout.setContentsMargins(0, 0, 0, 0)
+        findings_layout.addWidget(self.series_verdict)
+        findings_layout.addWidget(self.probabilities, 1)
         self.history_panel = HistoryPanel(self.history)
         self.docks = {}
         for title, widget, area in (
-            ("Findings", self.probabilities, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("Findings", findings, Qt.DockWidgetArea.RightDockWidgetArea),
             ("Warnings", self.warnings, Qt.DockWidgetArea.RightDockWidgetArea),
             ("Overlays", self.overlays, Qt.DockWidgetArea.RightDockWidgetArea),
             ("Models", self.model_info, Qt.DockWidgetArea.RightDockWidgetArea),
             ("DICOM tags", self.metadata, Qt.DockWidgetArea.LeftDockWidgetArea),
-            ("Folder", self.files, Qt.DockWidgetArea.LeftDockWidgetArea),
+            ("Studies", self.studies, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("History", self.history_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+            ("Series", self.series_panel, Qt.DockWidgetArea.BottomDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
@@ -92,9 +113,9 @@ class MainWindow(QMainWindow):
             self.docks[title] = dock
         self.tabifyDockWidget(self.docks["Overlays"], self.docks["Models"])
         self.docks["Overlays"].raise_()
-        self.tabifyDockWidget(self.docks["DICOM tags"], self.docks["Folder"])
-        self.tabifyDockWidget(self.docks["Folder"], self.docks["History"])
-        for name in ("DICOM tags", "Folder", "History"):
+        self.tabifyDockWidget(self.docks["DICOM tags"], self.docks["Studies"])
+        self.tabifyDockWidget(self.docks["Studies"], self.docks["History"])
+        for name in ("DICOM tags", "Studies", "History", "Series"):
             self.docks[name].hide()
         self.history_panel.openRequested.connect(self.open_path)
         self.history_panel.exportRequested.connect(self.export_history)
@@ -104,6 +125,12 @@ class MainWindow(QMainWindow):
         self._build_statusbar()
         self.viewer.bind(self.state)
         self.overlays.bind(self.state)
+        self.studies.bind(self.state)
+        self.series_panel.strip.bind(self.state, {b.id: list(b.classes) for b in self.registry.bundles.values()})
+        self.studies.seriesChosen.connect(self.open_series_key)
+        self.series_panel.cancelRequested.connect(self.cancel_series_analysis)
+        self.state.events.series.connect(self._series_changed)
+        self.state.events.series_analysis.connect(self._show_series_analysis)
         self.state.events.record.connect(self._record_changed)
         self.state.events.slice.connect(self._slice_changed)
         self.state.events.window.connect(lambda _: self._update_wl_label())
@@ -113,7 +140,6 @@ class MainWindow(QMainWindow):
         self.probabilities.gradcamClassChosen.connect(self._gradcam_for_class)
         self.viewer.cursorMoved.connect(lambda x, y: self.cursor_label.setText(self.state.pixel_text(x, y)))
         self.viewer.zoomChanged.connect(lambda z: self.zoom_label.setText(ImageViewer.nice_zoom_text(z)))
-        self.files.itemActivated.connect(lambda item: self.open_path(item.data(Qt.ItemDataRole.UserRole)))
         self.cine = QTimer(self)
         self.cine.timeout.connect(lambda: self.state.step(1, wrap=True))
         self.setAcceptDrops(True)
@@ -143,6 +169,7 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         file_menu.addAction(self._action("&Open file…", self.choose_file, QKeySequence.StandardKey.Open))
         file_menu.addAction(self._action("Open &folder…", self.choose_folder, "Ctrl+Shift+O"))
+        file_menu.addAction(self._action("Open &DICOMDIR…", self.choose_dicomdir))
         self.recent_menu = file_menu.addMenu("&Recent files")
         self._refresh_recent()
         export_menu = file_menu.addMenu("&Export")
@@ -158,6 +185,9 @@ class MainWindow(QMainWindow):
         analysis = bar.addMenu("&Analysis")
         self.analyse_action = self._action("&Analyse image", self.analyse, "Ctrl+R")
         analysis.addAction(self.analyse_action)
+        self.analyse_series_action = self._action("Analyse &series", self.analyse_series, "Ctrl+Shift+A")
+        analysis.addAction(self.analyse_series_action)
+        analysis.addAction(self._action("&Cancel series analysis", self.cancel_series_analysis))
         analysis.addAction(self._action("Analyse &folder…", self.batch, "Ctrl+Shift+R"))
         analysis.addAction(self._action("Choose &models…", self.choose_models))
         analysis.addAction(self._action("Analyse automatically on open", self._set_auto, checkable=True, checked=self.auto_analyse))
@@ -169,9 +199,12 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("Actual size (1:1)", self.viewer.actual_size, "1"))
         view.addAction(self._action("&Reset window/level", self.reset_window, "R"))
         self.presets_menu = view.addMenu("Window &presets")
+        self.presets_menu.aboutToShow.connect(self._fill_presets)  # the MR brain window is measured on the slice shown
         view.addSeparator()
-        view.addAction(self._action("Next frame", lambda: self.state.step(1), ["Right", "PgDown"]))
-        view.addAction(self._action("Previous frame", lambda: self.state.step(-1), ["Left", "PgUp"]))
+        view.addAction(self._action("Next slice", lambda: self.state.step(1), ["Down", "Right", "PgDown"]))
+        view.addAction(self._action("Previous slice", lambda: self.state.step(-1), ["Up", "Left", "PgUp"]))
+        view.addAction(self._action("First slice", lambda: self.state.set_slice(0), "Home"))
+        view.addAction(self._action("Last slice", lambda: self.state.set_slice(self.state.slice_count - 1), "End"))
         view.addAction(self._action("Play / stop cine", self.toggle_cine, "Space"))
         view.addSeparator()
         view.addAction(self._action("Toggle heatmap", self.state.overlays.heatmap.toggle, "H"))
@@ -198,9 +231,9 @@ class MainWindow(QMainWindow):
         self.modality_note = QLabel("")
         toolbar.addWidget(self.modality_note)
         toolbar.addSeparator()
-        toolbar.addWidget(QLabel(" Frame: "))
+        toolbar.addWidget(QLabel(" Slice: "))
         self.frame_slider = QSlider(Qt.Orientation.Horizontal)
-        self.frame_slider.setMaximumWidth(220)
+        self.frame_slider.setMaximumWidth(260)
         self.frame_slider.setEnabled(False)
         self.frame_slider.valueChanged.connect(self.state.set_slice)
         toolbar.addWidget(self.frame_slider)
@@ -247,22 +280,71 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_folder(folder)
 
-    def open_folder(self, folder: str | Path) -> None:
-        """List the folder's images in the Folder panel and open the first one."""
-        from core.batch.discover import discover_images
+    def choose_dicomdir(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open DICOMDIR", str(self.settings.value("last_dir", "")),
+                                              "DICOMDIR (DICOMDIR dicomdir *.dir);;All files (*)")
+        if path:
+            self.open_folder(path)
 
-        paths = discover_images(Path(folder))
-        self.files.clear()
-        for path in paths:
-            item = QListWidgetItem(str(path.relative_to(folder)))
-            item.setData(Qt.ItemDataRole.UserRole, str(path))
-            self.files.addItem(item)
-        self.docks["Folder"].show()
-        self.docks["Folder"].raise_()
-        if paths:
-            self.open_path(paths[0])
+    def open_folder(self, folder: str | Path) -> None:
+        """Index a folder (or a DICOMDIR) into the Studies panel, in the background, and show its first series."""
+        self._busy(f"Reading the studies in {Path(folder).name}…")
+        self.bridge.run(index_path, Path(folder), on_done=self._indexed, on_error=self._load_failed)
+
+    def _indexed(self, index: StudyIndex) -> None:
+        self._busy(None)
+        self.study_index = index
+        self.studies.show_index(index)
+        self.docks["Studies"].show()
+        self.docks["Studies"].raise_()
+        self.settings.setValue("last_dir", str(index.root))
+        for series in index.series:
+            self.bridge.run(thumbnail, series, on_done=lambda picture, key=series.key: self.studies.set_thumbnail(
+                key, picture), on_error=lambda e: None)
+        problems = f" {len(index.problems)} file(s) could not be read: {index.problems[0]}" if index.problems else ""
+        if index.series:
+            self.statusBar().showMessage(f"{len(index.patients)} patient(s), {len(index.series)} series.{problems}",
+                                         10000)
+            self.open_series(index.series[0])
         else:
-            self._error(f"No images found in {folder}.")
+            self._error(f"No images found in {index.root}.{problems}")
+
+    def open_series_key(self, key: str) -> None:
+        if self.study_index is not None:
+            self.open_series(self.study_index.find(key))
+
+    def open_series(self, series: Series) -> None:
+        """Show ``series``: its first slice is loaded on an I/O thread, the rest as the reader scrolls."""
+        if self.state.series is series:
+            return
+        self._busy(f"Opening {series.description or 'series'}…")
+        modality = self.modality_box.currentData()
+
+        def prepare() -> SeriesStack:
+            stack = SeriesStack(series, modality=modality, prefetch=True)
+            stack.record(0)
+            return stack
+
+        def opened(stack: SeriesStack) -> None:
+            self._busy(None)
+            try:
+                self.state.open_series(series, stack=stack, modality=modality)
+            except DiagnosticError as exc:
+                self._error(str(exc))
+                return
+            if self.auto_analyse and self.state.series_analysis is None:
+                self.analyse_series()
+
+        self.bridge.run(prepare, on_done=opened, on_error=self._load_failed)
+
+    def _series_changed(self, series: Series | None) -> None:
+        if series is None:
+            self.docks["Series"].hide()
+            return
+        self.docks["Series"].show()
+        warnings = "".join(f"  ⚠ {w}" for w in series.warnings)
+        self.statusBar().showMessage(f"{series.description or 'Series'}: {len(series)} slice(s), "
+                                     f"{series.plane or 'orientation unknown'}{warnings}", 10000)
 
     def open_path(self, path: str | Path) -> None:
         path = Path(path)
@@ -292,7 +374,9 @@ class MainWindow(QMainWindow):
         """Another image: title, slice slider, modality note, presets, tags and W/L follow it."""
         if record is None:
             return
-        self.setWindowTitle(f"{record.path.name} — Medical Image Diagnostic Assistant")
+        series = self.state.series
+        name = (series.description or record.path.parent.name) if series is not None else record.path.name
+        self.setWindowTitle(f"{name} — Medical Image Diagnostic Assistant")
         self.frame_slider.blockSignals(True)
         self.frame_slider.setRange(0, self.state.slice_count - 1)
         self.frame_slider.setValue(self.state.slice_index)
@@ -301,7 +385,7 @@ class MainWindow(QMainWindow):
         self.frame_label.setText(self.state.slice_text())
         self._update_modality_note()
         self._fill_presets()
-        self._show_results(None)
+        self._show_results(self.state.analysis)
         self.metadata.show_rows(record.metadata)
         self._update_wl_label()
 
@@ -310,6 +394,11 @@ class MainWindow(QMainWindow):
         self.frame_slider.setValue(index)
         self.frame_slider.blockSignals(False)
         self.frame_label.setText(self.state.slice_text())
+        if self.state.slice_error:
+            self.statusBar().showMessage(f"Cannot show {self.state.slice_error}", 10000)
+        elif self.state.series is not None and self.docks["DICOM tags"].isVisible():
+            self.metadata.show_rows(self.state.record.metadata)  # the tags of the slice shown
+        self._update_wl_label()
 
     def _show_earlier(self, entries: list) -> None:
         self.previous_analyses = entries
@@ -344,6 +433,10 @@ class MainWindow(QMainWindow):
         if self.state.record is None:
             return
         value = self.modality_box.currentData()
+        if value is None and self.state.series is not None:  # re-open to restore the files' own modality
+            series = self.state.series
+            self.state.open_series(series, SeriesStack(series, prefetch=True), start=self.state.slice_index)
+            return
         if value is None:
             self.open_path(self.state.record.path)  # re-open to restore the file's own modality
             return
@@ -392,18 +485,26 @@ class MainWindow(QMainWindow):
         state = self.state
         if state.record is None:
             return
+        if state.slice_error:
+            self._error(f"Cannot analyse {state.slice_error}")
+            return
         self._busy("Analysing (loading models on first use)…")
         self.analyse_action.setEnabled(False)  # one analysis of the shown image at a time
-        future = self.engine.submit(state.record, frame=state.slice_index, model_ids=state.chosen_models or None)
-        record = state.record
-        self.bridge.watch(future, lambda a: self._analysed(a, record), self._analysis_failed)
+        future = self.engine.submit(state.record, frame=state.frame, model_ids=state.chosen_models or None)
+        record, series, key = state.record, state.series, state.slice_key
+        self.bridge.watch(future, lambda a: self._analysed(a, record, series, key), self._analysis_failed)
 
-    def _analysed(self, analysis: Analysis, record: ImageRecord) -> None:
+    def _analysed(self, analysis: Analysis, record: ImageRecord, series=None, key: str | None = None) -> None:
         self._busy(None)
         self.analyse_action.setEnabled(True)
-        if record is not self.state.record:
+        if series is not None:
+            if series is not self.state.series:
+                return  # the user opened another series meanwhile
+            self.state.set_analysis(analysis, slice_key=key)  # kept for its slice, shown if still on it
+        elif record is not self.state.record:
             return  # the user opened another image meanwhile
-        self.state.set_analysis(analysis)
+        else:
+            self.state.set_analysis(analysis)
         if analysis.results:
             self.bridge.run(self.history.add, analysis, on_done=lambda _: self.history_panel.refresh(),
                             on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
@@ -430,6 +531,61 @@ class MainWindow(QMainWindow):
         summary["training"] = bundle.manifest.get("training", {}).get("data", "")
         return summary
 
+    # ----- series analysis
+    def analyse_series(self) -> None:
+        """Every slice of the series shown through the models, in the background, with progress and Cancel."""
+        state = self.state
+        if state.series is None:
+            self._error("Open a series first: File ▸ Open folder shows the studies of a folder.")
+            return
+        if self.series_cancel is not None:
+            return  # one series analysis at a time
+        series, cancel = state.series, threading.Event()
+        self.series_cancel = cancel
+        self.analyse_series_action.setEnabled(False)
+        self.docks["Series"].show()
+        self.series_panel.started(len(series))
+        self._busy(f"Analysing {len(series)} slices…")
+        modality = self.modality_box.currentData()
+        future = submit_series(series, self.engine, model_ids=state.chosen_models or None, cancel=cancel,
+                               cache=state.slice_cache, modality=modality,
+                               progress=lambda p: self.series_panel.progressed.emit(p.done, p.total))
+        self.bridge.watch(future, self._series_analysed, self._series_failed)
+
+    def cancel_series_analysis(self) -> None:
+        if self.series_cancel is not None:
+            self.series_cancel.set()
+            self.series_panel.cancel.setEnabled(False)
+            self.series_panel.status.setText("Cancelling after this slice…")
+
+    def _series_done(self) -> None:
+        self._busy(None)
+        self.series_cancel = None
+        self.analyse_series_action.setEnabled(True)
+
+    def _series_analysed(self, analysis: SeriesAnalysis) -> None:
+        self._series_done()
+        done = f"{analysis.slices_analysed} slice(s) analysed in {analysis.seconds:.1f} s"
+        self.series_panel.finished(("Cancelled: " if analysis.cancelled else "") + done)
+        self.state.set_series_analysis(analysis)  # ignored when another series is shown now
+
+    def _series_failed(self, error: BaseException) -> None:
+        self._series_done()
+        self.series_panel.finished("")
+        self._error(str(error) if isinstance(error, DiagnosticError) else f"Series analysis failed: {error}")
+
+    def _show_series_analysis(self, analysis: SeriesAnalysis | None) -> None:
+        """The series verdicts above the findings; their rule (VERDICT_RULE) as the tooltip."""
+        if analysis is None:
+            self.series_verdict.hide()
+            self.series_verdict.setText("")
+            return
+        lines = ["Series: " + verdict_text(v) for v in analysis.results]
+        lines += [f"⚠ {w}" for v in analysis.results for w in v.warnings]
+        lines += [f"⚠ {w}" for w in analysis.warnings]
+        self.series_verdict.setText("\n".join(lines) or "Series: no model ran.")
+        self.series_verdict.show()
+
     def _analysis_failed(self, error: BaseException) -> None:
         self._busy(None)
         self.analyse_action.setEnabled(True)
@@ -440,7 +596,7 @@ class MainWindow(QMainWindow):
         if state.record is None or state.analysis is None:
             return
         self._busy(f"Grad-CAM for {class_name}…")
-        future = self.engine.submit(state.record, frame=state.slice_index, model_ids=[model_id], target_class=class_name)
+        future = self.engine.submit(state.record, frame=state.frame, model_ids=[model_id], target_class=class_name)
         shown = state.analysis
 
         def replace(update: Analysis) -> None:
@@ -584,6 +740,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802
         self.settings.setValue("geometry", self.saveGeometry())
         self.cine.stop()
+        if self.series_cancel is not None:
+            self.series_cancel.set()
         self.bridge.shutdown()
         self.engine.shutdown()
         super().closeEvent(event)

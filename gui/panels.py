@@ -240,3 +240,54 @@ class OverlayPanel(QWidget):
         self.lesions.setChecked(layers.lesions.visible)
         heat = self.state.heatmap_result
         self.tile_cam.setVisible(heat is not None and heat.tile_gradcam is not None)
+
+
+class SeriesPanel(QWidget):
+    """The series analysis: its progress with Cancel, and the strip plot of every model along the slices.
+
+    ``progressed(done, total)`` may be emitted from any thread (Qt queues it to this panel's thread).
+    """
+
+    progressed = Signal(int, int)
+    cancelRequested = Signal()
+
+    def __init__(self, parent=None) -> None:
+        from PySide6.QtWidgets import QPushButton
+
+        from gui.strip_plot import StripPlot
+
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 2, 4, 2)
+        row = QHBoxLayout()
+        self.status = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress.setFormat("%v / %m slices")
+        self.cancel = QPushButton("Cancel")
+        self.cancel.clicked.connect(self.cancelRequested)
+        row.addWidget(self.status, 1)
+        row.addWidget(self.progress)
+        row.addWidget(self.cancel)
+        layout.addLayout(row)
+        self.strip = StripPlot()
+        layout.addWidget(self.strip, 1)
+        self.progressed.connect(self.set_progress)
+        self.finished("")
+
+    def started(self, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(0)
+        self.status.setText("Analysing the series…")
+        for widget in (self.progress, self.cancel):
+            widget.show()
+        self.cancel.setEnabled(True)
+
+    def set_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def finished(self, text: str) -> None:
+        self.status.setText(text)
+        self.progress.hide()
+        self.cancel.hide()

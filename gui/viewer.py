@@ -1,7 +1,9 @@
-"""The image canvas: zoom, pan, window/level drag, overlay layers, cursor readout and scale bar.
+"""The image canvas: zoom, pan, window/level drag, slice scrolling, overlay layers, cursor readout, scale bar
+and orientation markers.
 
 ``bind(state)`` makes it draw a ``core.viewer_state.ViewerState``: the slice in its window and the
-overlay layers, redrawn whenever the state changes; a right-button drag adjusts the state's window.
+overlay layers, redrawn whenever the state changes; a right-button drag adjusts the state's window and
+the wheel steps the state's slices (Ctrl+wheel, or the wheel on a single picture, zooms).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ImageViewer(QGraphicsView):
         self.lesion_items: list = []
         self.pixel_spacing_mm: tuple[float, float] | None = None
         self._wl_origin: QPointF | None = None
+        self._wheel_rest = 0  # angle delta not yet turned into a slice step (touchpads send small deltas)
         self._has_image = False
         self.state: ViewerState | None = None
 
@@ -72,6 +75,9 @@ class ImageViewer(QGraphicsView):
 
     def _show_slice(self) -> None:
         if self.state.record is not None:
+            ref = self.state.current_slice
+            if ref is not None:
+                self.pixel_spacing_mm = ref.pixel_spacing_mm or self.state.record.pixel_spacing_mm
             self.set_image(self.state.display())
 
     def draw_overlays(self) -> None:
@@ -151,7 +157,21 @@ class ImageViewer(QGraphicsView):
         self.zoomChanged.emit(self.transform().m11())
 
     def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
-        self.zoom(1.25 if event.angleDelta().y() > 0 else 0.8)
+        """The wheel moves through the slices (down: next, one slice per notch); Ctrl+wheel zooms, and so
+        does the wheel on a picture with one slice."""
+        delta = event.angleDelta().y()
+        zooming = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if zooming or self.state is None or self.state.slice_count < 2:
+            if delta:
+                self.zoom(1.25 if delta > 0 else 0.8)
+            event.accept()
+            return
+        self._wheel_rest += delta
+        steps = int(self._wheel_rest / 120)
+        if steps:
+            self._wheel_rest -= steps * 120
+            self.state.step(-steps)
+        event.accept()
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
         if event.button() == Qt.MouseButton.RightButton:
@@ -184,8 +204,11 @@ class ImageViewer(QGraphicsView):
         event.accept()
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
-        """Scale bar in the lower left when the pixel spacing is known."""
-        if not self.pixel_spacing_mm or not self._has_image:
+        """Orientation markers at the edges and the scale bar in the lower left, when known."""
+        if not self._has_image:
+            return
+        self._draw_markers(painter)
+        if not self.pixel_spacing_mm:
             return
         pixels_per_mm = self.transform().m11() / self.pixel_spacing_mm[1]
         target_px = self.viewport().width() / 5
@@ -199,6 +222,33 @@ class ImageViewer(QGraphicsView):
         painter.setPen(pen)
         painter.drawLine(QPointF(x0, y0), QPointF(x0 + length_px, y0))
         painter.drawText(QPointF(x0, y0 - 6), f"{length_mm} mm")
+        painter.restore()
+
+    def markers(self) -> dict[str, str] | None:
+        return self.state.orientation_markers() if self.state is not None else None
+
+    def _draw_markers(self, painter: QPainter) -> None:
+        """R/L/A/P/H/F at the middle of each viewport edge: the patient direction that edge shows."""
+        markers = self.markers()
+        if not markers:
+            return
+        painter.save()
+        painter.resetTransform()
+        font = QFont()
+        font.setPointSize(13)
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(QColor(255, 220, 90))
+        w, h, pad = self.viewport().width(), self.viewport().height(), 8
+        box = 60
+        align = Qt.AlignmentFlag
+        for edge, rect, flags in (
+            ("left", QRectF(pad, h / 2 - box / 2, box, box), align.AlignLeft | align.AlignVCenter),
+            ("right", QRectF(w - pad - box, h / 2 - box / 2, box, box), align.AlignRight | align.AlignVCenter),
+            ("top", QRectF(w / 2 - box / 2, pad, box, box), align.AlignHCenter | align.AlignTop),
+            ("bottom", QRectF(w / 2 - box / 2, h - pad - box, box, box), align.AlignHCenter | align.AlignBottom),
+        ):
+            painter.drawText(rect, flags, markers[edge])
         painter.restore()
 
     @staticmethod

@@ -1,0 +1,198 @@
+"""The window with DICOM series, offscreen: the study browser, wheel/keys/slider scrolling, orientation markers,
+series analysis with progress and cancel, the strip plot and overlays that follow the slice (tiny real models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QWheelEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from core.inference.analyzer import Analyzer, Engine  # noqa: E402
+from core.models.registry import Registry  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+from tests.series_data import PLANTED_LESION_SLICES, SAGITTAL, ramp_images, write_series  # noqa: E402
+
+
+def _pixels(window) -> np.ndarray:
+    image = window.viewer.viewport().grab().toImage()
+    ptr = image.constBits()
+    return np.array(ptr, dtype=np.uint8).reshape(image.height(), image.bytesPerLine())[:, : image.width() * 4].copy()
+
+
+def _mask_drawn(window) -> bool:
+    """Whether the mask layer shows any pixel (an empty mask is drawn fully transparent)."""
+    from PySide6.QtGui import QImage
+
+    pixmap = window.viewer.mask_item.pixmap()
+    if pixmap.isNull():
+        return False
+    image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGBA8888)
+    pixels = np.array(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+    return bool(pixels[:, 3: image.width() * 4: 4].any())
+
+
+@pytest.fixture
+def window(qtbot, mr_models, tmp_path):
+    from core.history import History
+
+    registry = Registry([mr_models])
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("auto_analyse", False)
+    win = MainWindow(engine=Engine(Analyzer(registry)), registry=registry, settings=settings,
+                     history=History(tmp_path / "history.sqlite"))
+    qtbot.addWidget(win)
+    win.resize(1000, 760)
+    win.show()
+    return win
+
+
+@pytest.fixture
+def study(tmp_path):
+    """One patient, one study, two series: 6 axial ramp slices and 3 sagittal ones."""
+    from pydicom.uid import generate_uid
+
+    study_uid = generate_uid()
+    write_series(tmp_path / "study" / "ax", ramp_images(6), spacing=2.5, study_uid=study_uid, description="AX FLAIR",
+                 series_number=1)
+    write_series(tmp_path / "study" / "sag", ramp_images(3), orientation=SAGITTAL, study_uid=study_uid,
+                 description="SAG T1", series_number=2)
+    return tmp_path / "study"
+
+
+def _open_folder(qtbot, window, folder):
+    window.open_folder(folder)
+    qtbot.waitUntil(lambda: window.state.series is not None and not window.is_busy, timeout=20000)
+
+
+def _wheel(window, notches: int, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
+    viewport = window.viewer.viewport()
+    centre = QPointF(viewport.width() / 2, viewport.height() / 2)
+    event = QWheelEvent(centre, QPointF(viewport.mapToGlobal(centre.toPoint())), QPoint(0, 0),
+                        QPoint(0, 120 * notches), Qt.MouseButton.NoButton, modifiers, Qt.ScrollPhase.NoScrollPhase,
+                        False)
+    QApplication.sendEvent(viewport, event)
+
+
+def test_open_folder_lists_the_study_and_selecting_a_series_shows_it(qtbot, window, study):
+    _open_folder(qtbot, window, study)
+    tree = window.studies
+    assert window.docks["Studies"].isVisible() and tree.topLevelItemCount() == 1
+    patient = tree.topLevelItem(0)
+    assert patient.text(0) == "Test Series  (LGG-1)"
+    study_row = patient.child(0)
+    assert study_row.text(0) == "2001-08-12 MR BRAIN" and study_row.childCount() == 2
+    rows = [(study_row.child(i).text(0), study_row.child(i).text(1), study_row.child(i).text(2)) for i in range(2)]
+    assert rows == [("1: AX FLAIR", "MR", "6"), ("2: SAG T1", "MR", "3")]
+    assert window.state.series.description == "AX FLAIR" and study_row.child(0).isSelected()
+    qtbot.waitUntil(lambda: all(tree.has_thumbnail(s.key) for s in window.study_index.series), timeout=10000)
+    study_row.child(1).setSelected(True)  # the reader picks the sagittal series
+    study_row.child(0).setSelected(False)
+    qtbot.waitUntil(lambda: window.state.series is not None and window.state.series.description == "SAG T1",
+                    timeout=10000)
+    assert window.frame_slider.maximum() == 2 and window.frame_label.text().startswith("slice 1 / 3")
+    assert window.viewer.markers() == {"left": "A", "right": "P", "top": "H", "bottom": "F"}
+
+
+def test_wheel_keys_and_slider_move_through_the_slices(qtbot, window, study):
+    _open_folder(qtbot, window, study)
+    state = window.state
+    assert state.slice_count == 6 and window.frame_slider.maximum() == 5
+    window.state.adjust(40.0, -100.0)  # a window of the reader's own, kept while scrolling
+    chosen, before = state.window, _pixels(window)
+    _wheel(window, -1)  # one notch towards the reader: next slice
+    assert state.slice_index == 1 and window.frame_label.text() == "slice 2 / 6 · z = -27.5 mm"
+    assert window.frame_slider.value() == 1 and np.abs(_pixels(window).astype(int) - before).sum() > 0
+    _wheel(window, -3)
+    assert state.slice_index == 4
+    _wheel(window, 2)
+    assert state.slice_index == 2 and state.window == chosen
+    zoom = window.viewer.transform().m11()
+    _wheel(window, 1, Qt.KeyboardModifier.ControlModifier)  # Ctrl+wheel zooms instead
+    assert state.slice_index == 2 and window.viewer.transform().m11() == pytest.approx(zoom * 1.25)
+    window.activateWindow()
+    window.viewer.setFocus()
+    for key, expected in ((Qt.Key.Key_PageDown, 3), (Qt.Key.Key_Down, 4), (Qt.Key.Key_Up, 3), (Qt.Key.Key_PageUp, 2),
+                          (Qt.Key.Key_End, 5), (Qt.Key.Key_Home, 0)):
+        qtbot.keyClick(window.viewer, key)
+        assert state.slice_index == expected, key
+    window.frame_slider.setValue(3)
+    assert state.slice_index == 3 and state.window == chosen
+
+
+def test_orientation_markers_are_drawn_at_the_edges(qtbot, window, study):
+    _open_folder(qtbot, window, study)
+    assert window.viewer.markers() == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    pixels = _pixels(window)
+    h, w = pixels.shape[0], pixels.shape[1] // 4
+    bgra = pixels[:, : w * 4].reshape(h, w, 4)  # QImage ARGB32 in memory on little-endian machines
+    yellow = (bgra[..., 2] > 200) & (bgra[..., 1] > 170) & (bgra[..., 0] < 150)  # the picture itself is grey
+    assert yellow[h // 2 - 30: h // 2 + 30, :40].any() and yellow[:40, w // 2 - 30: w // 2 + 30].any()
+    assert not yellow[h // 2 - 30: h // 2 + 30, w // 2 - 30: w // 2 + 30].any()
+
+
+def test_series_analysis_verdict_strip_plot_and_overlays_follow_the_slice(qtbot, window, planted_series):
+    _open_folder(qtbot, window, planted_series)
+    panel = window.series_panel
+    progress = []
+    panel.progressed.connect(lambda done, total: progress.append((done, total)))
+    window.analyse_series()
+    assert window.docks["Series"].isVisible() and panel.cancel.isVisibleTo(panel)
+    qtbot.waitUntil(lambda: window.state.series_analysis is not None, timeout=120000)
+    assert progress[-1] == (10, 10) and not panel.cancel.isVisibleTo(panel)
+    verdict = window.series_verdict.text()
+    assert "Series: tiny-mr-yesno: yes" in verdict and "slices 4-7 of 10" in verdict
+    assert "Series: tiny-mr-segmenter: lesion on slices 4-7 of 10, volume" in verdict
+    assert "VERDICT_RULE" not in verdict and "adjacent" in window.series_verdict.toolTip()
+    strip = panel.strip
+    assert sorted(c.model for c in strip.curves) == ["tiny-mr-segmenter", "tiny-mr-yesno"]
+    # overlays and findings follow the slice from the cached per-slice results
+    assert window.state.slice_index == 0 and not _mask_drawn(window) and not window.viewer.lesion_items
+    assert window.probabilities.bars[("tiny-mr-yesno", "no")].value() > 500
+    qtbot.mouseClick(strip, Qt.MouseButton.LeftButton, pos=QPoint(round(strip.x_of(PLANTED_LESION_SLICES[1])),
+                                                                    strip.height() // 2))
+    assert window.state.slice_index == PLANTED_LESION_SLICES[1]
+    assert _mask_drawn(window) and window.viewer.lesion_items
+    assert window.probabilities.bars[("tiny-mr-yesno", "yes")].value() > 500
+    assert window.frame_slider.value() == PLANTED_LESION_SLICES[1]
+    _wheel(window, -4)
+    assert window.state.slice_index == 8 and not _mask_drawn(window) and not window.viewer.lesion_items
+    # a second run takes every slice from the cache
+    window.analyse_series()
+    qtbot.waitUntil(lambda: window.series_cancel is None, timeout=60000)
+    assert window.state.series_analysis.slices_analysed == 0 and "0 slice(s) analysed" in panel.status.text()
+
+
+def test_series_analysis_can_be_cancelled(qtbot, window, planted_series):
+    _open_folder(qtbot, window, planted_series)
+    window.series_panel.progressed.connect(lambda done, total: window.cancel_series_analysis() if done == 2 else None)
+    window.analyse_series()
+    qtbot.waitUntil(lambda: window.series_cancel is None, timeout=120000)
+    analysis = window.state.series_analysis
+    assert analysis.cancelled and 2 <= analysis.slices_analysed < 10
+    assert window.series_panel.status.text().startswith("Cancelled: ")
+    assert "Cancelled" in window.series_verdict.text()
+
+
+def test_a_slice_analysis_with_its_heatmap_comes_back_with_its_slice(qtbot, window, planted_series):
+    _open_folder(qtbot, window, planted_series)
+    window.state.set_slice(PLANTED_LESION_SLICES[0])
+    window.analyse()
+    qtbot.waitUntil(lambda: window.state.analysis is not None, timeout=120000)
+    assert not window.viewer.heatmap_item.pixmap().isNull()
+    window.state.step(-2)
+    assert window.state.analysis is None and window.viewer.heatmap_item.pixmap().isNull()
+    window.state.step(2)
+    assert not window.viewer.heatmap_item.pixmap().isNull()
+
+
+def test_open_file_after_a_series_leaves_series_mode(qtbot, window, study, planted_png):
+    _open_folder(qtbot, window, study)
+    window.open_path(planted_png[0])
+    qtbot.waitUntil(lambda: window.state.series is None and window.state.record is not None, timeout=20000)
+    assert window.frame_label.text() == "1/1" and window.viewer.markers() is None
+    assert not window.studies.selectedItems() and not window.docks["Series"].isVisibleTo(window)
