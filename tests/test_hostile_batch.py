@@ -170,3 +170,27 @@ def test_cli_out_onto_a_file_and_bad_heatmap_targets(tmp_path, tiny_models):
     assert "Traceback" not in bad_suffix.stderr + unwritable.stderr
     good = analyze("--heatmap-out", str(tmp_path / "h.png"))
     assert good.returncode == 0 and Path(json.loads(good.stdout)["results"][0]["heatmap_file"]).is_file()
+
+
+def test_unreadable_folder_is_listed_not_skipped(tmp_path, monkeypatch):
+    """(Tests run as root, where chmod does not bite: the listing error is injected.)"""
+    root = tmp_path / "in"
+    (root / "locked").mkdir(parents=True)
+    (root / "locked" / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    Image.fromarray(planted_images(1, seed=2)[0][0]).save(root / "a.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    problems: dict = {}
+    found = discover_images(root, problems)
+    assert [p.name for p in found] == ["a.png", "locked"]
+    assert "cannot be read" in problems[root / "locked"]
+    problems = {}
+    monkeypatch.setattr(os, "scandir", lambda path=".": (_ for _ in ()).throw(PermissionError(13, "denied", str(path))))
+    discover_images(root, problems)
+    assert root in problems  # the run refuses a folder it cannot list instead of reporting 0 files complete
