@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QScrollArea,
     QSlider,
     QToolBar,
     QVBoxLayout,
@@ -89,11 +90,16 @@ class MainWindow(QMainWindow):
         self.series_verdict.setTextFormat(Qt.TextFormat.PlainText)
         self.series_verdict.setToolTip(VERDICT_RULE)
         self.series_verdict.hide()
-        findings = QWidget()
-        findings_layout = QVBoxLayout(findings)
+        findings_body = QWidget()
+        findings_layout = QVBoxLayout(findings_body)
         findings_layout.setContentsMargins(0, 0, 0, 0)
         findings_layout.addWidget(self.series_verdict)
         findings_layout.addWidget(self.probabilities, 1)
+        findings = QScrollArea()  # many models or a long series verdict scroll instead of stretching the window
+        findings.setWidgetResizable(True)
+        findings.setFrameShape(QScrollArea.Shape.NoFrame)
+        findings.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        findings.setWidget(findings_body)
         self.history_panel = HistoryPanel(self.history)
         self.docks = {}
         for title, widget, area in (
@@ -117,6 +123,12 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Studies"], self.docks["History"])
         for name in ("DICOM tags", "Studies", "History", "Series"):
             self.docks[name].hide()
+        # side docks run the full height; the series strip sits under the image only
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        right = [self.docks[name] for name in ("Findings", "Warnings", "Overlays")]
+        self.resizeDocks(right, [560, 110, 330], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Findings"]], [380], Qt.Orientation.Horizontal)
         self.history_panel.openRequested.connect(self.open_path)
         self.history_panel.exportRequested.connect(self.export_history)
 
@@ -581,8 +593,7 @@ class MainWindow(QMainWindow):
             self.series_verdict.setText("")
             return
         lines = ["Series: " + verdict_text(v) for v in analysis.results]
-        lines += [f"⚠ {w}" for v in analysis.results for w in v.warnings]
-        lines += [f"⚠ {w}" for w in analysis.warnings]
+        lines += dict.fromkeys(f"⚠ {w}" for w in [w for v in analysis.results for w in v.warnings] + analysis.warnings)
         self.series_verdict.setText("\n".join(lines) or "Series: no model ran.")
         self.series_verdict.show()
 

@@ -8,7 +8,10 @@ state as a user would:
 - ``wl=DC/DW``: drag the window/level by DC (vertical) and DW (horizontal) display pixels;
 - ``hide=LAYER``: hide an overlay layer (heatmap, mask or lesions);
 - ``menu=export``: the File ▸ Export menu open (the screen is grabbed, so this needs a real display);
-- ``batch=1``: IMAGE is a folder: the Analyse folder dialog runs over it and is saved when done.
+- ``batch=1``: IMAGE is a folder: the Analyse folder dialog runs over it and is saved when done;
+- ``series=1``: IMAGE is a folder (or DICOMDIR) opened in the study browser; its first series is analysed
+  as a series, then ``slice=N`` shows slice N (counted from 0) with its series results, ``analyse=1``
+  also analyses that slice on its own (for its heatmap).
 
 Run it under a real display (Xvfb works).
 """
@@ -66,6 +69,24 @@ def _batch(app: QApplication, window: MainWindow, folder: str, target: Path) -> 
     return ok
 
 
+def _series(app: QApplication, window: MainWindow, folder: str, options: dict[str, str]) -> bool:
+    window.open_folder(folder)
+    ok = _wait(app, lambda: window.state.series is not None and not window.is_busy, 120)
+    _wait(app, lambda: bool(window.study_index) and all(window.studies.has_thumbnail(s.key)
+                                                        for s in window.study_index.series), 30)
+    if window.state.series_analysis is None:
+        window.analyse_series()
+    ok = ok and _wait(app, lambda: window.state.series_analysis is not None and window.series_cancel is None, 1200)
+    if "slice" in options:
+        window.state.set_slice(int(options["slice"]))
+    if options.get("analyse"):
+        window.analyse()
+        ok = ok and _wait(app, lambda: window.state.analysis is not None and window.state.analysis.modality_source
+                          != "series" and not window.is_busy, 600)
+    _wait(app, lambda: False, 0.5)
+    return ok
+
+
 def _with_export_menu(app: QApplication, window: MainWindow, target: Path) -> None:
     file_menu = window.menuBar().actions()[0].menu()
     export_menu = next(a.menu() for a in file_menu.actions() if a.menu() is not None and "Export" in a.text())
@@ -94,9 +115,12 @@ def main(argv: list[str]) -> int:
                 print(f"{name}: {'done' if ok else 'timed out'} -> {target}")
                 continue
             window.state.clear_analysis()
-            window.open_path(image)
-            ok = _analysed(app, window)
-            if "slice" in options:
+            if options.get("series"):
+                ok = _series(app, window, image, options)
+            else:
+                window.open_path(image)
+                ok = _analysed(app, window)
+            if "slice" in options and not options.get("series"):
                 window.state.set_slice(int(options["slice"]))
                 window.analyse()
                 ok = _analysed(app, window)

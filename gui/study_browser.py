@@ -43,6 +43,7 @@ class StudyBrowser(QTreeWidget):
         self.setHeaderLabels(["Series", "Modality", "Slices"])
         self.setIconSize(QSize(THUMB_PX, THUMB_PX))
         self.setUniformRowHeights(False)
+        self.setMinimumWidth(280)
         self.index: StudyIndex | None = None
         self.rows: dict[str, QTreeWidgetItem] = {}
         self.itemSelectionChanged.connect(self._chosen)
@@ -62,7 +63,7 @@ class StudyBrowser(QTreeWidget):
                     for series in study.series:
                         self._series_row(study_row, series)
             self.expandAll()
-            for column in (1, 2):
+            for column in (0, 1, 2):
                 self.resizeColumnToContents(column)
         finally:
             self.blockSignals(False)
