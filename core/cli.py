@@ -19,9 +19,15 @@ SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "brain_
 
 
 def _finite_json(obj):
-    """Strict JSON: NaN and infinities (never valid JSON) become null."""
+    """Strict JSON: NaN and infinities (never valid JSON) become null; file names with bytes that are not
+    UTF-8 (lone surrogates in Python) become \\xNN escapes."""
     if isinstance(obj, float):
         return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, str):
+        try:
+            return obj.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(obj, dict):
         return {k: _finite_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

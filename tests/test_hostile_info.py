@@ -282,11 +282,19 @@ def test_big_legal_images_load_downsampled(tmp_path, monkeypatch):
     Image.fromarray(pattern).save(tmp_path / "big.png")
     Image.fromarray(np.dstack([pattern] * 3)).save(tmp_path / "big.jpg", quality=90)
     tifffile.imwrite(tmp_path / "big.tif", pattern)
+    colour = np.dstack([pattern, 255 - pattern, pattern // 2])
+    tifffile.imwrite(tmp_path / "big_planar.tif", np.moveaxis(colour, -1, 0), planarconfig="separate",
+                     photometric="rgb", rowsperstrip=7, compression="zlib")
+    tifffile.imwrite(tmp_path / "big_tiled.tif", colour, photometric="rgb", tile=(64, 96))
     ds = _mr()
     ds.Rows, ds.Columns = 1000, 1200
     ds.PixelData = (pattern.astype(np.uint16) * 10).tobytes()
     ds.PixelSpacing = [0.5, 0.25]
     ds.save_as(tmp_path / "big.dcm")
+    for name in ("big_planar.tif", "big_tiled.tif"):  # streamed strip by strip / tile by tile
+        record = load_image(tmp_path / name)
+        f = record.downsample
+        assert f >= 2 and np.array_equal(record.values(0), colour[::f, ::f][: 1000 // f, : 1200 // f]), name
     for name in ("big.png", "big.jpg", "big.tif", "big.dcm"):
         record = load_image(tmp_path / name)
         info = record.info()

@@ -65,7 +65,10 @@ class _Lock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            pid = int(self.path.read_text().strip() or 0) if self.path.exists() else 0
+            try:
+                pid = int(self.path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0  # unreadable or garbage: not a live run's lock
             if pid and _alive(pid):
                 raise OutputLocked(f"another batch run (process {pid}) is writing {self.path.parent}") from None
             self.path.unlink(missing_ok=True)  # stale lock from a killed run

@@ -22,6 +22,7 @@ MAX_TOTAL_BYTES = 8 * 1024**3  # decoded size of all frames together, as declare
 WORK_BYTES_PER_PIXEL = 28  # measured: a 225-megapixel image took 6.2 GiB loaded, windowed and shown
 DECODE_OVERHEAD = 3  # raw bytes, decoded array and one converted copy live at once
 BUDGET_FRACTION = 0.5  # of the memory available: the viewer, models and caches need the rest
+MAX_IMAGE_BUDGET = 4 * 1024**3  # one image never takes more, however much memory is free
 FALLBACK_AVAILABLE = 2 * 1024**3  # when the system does not say
 
 
@@ -72,7 +73,7 @@ def memory_budget() -> int:
             return max(1, int(float(override) * 1024**2))
         except ValueError:
             pass
-    return int(available_bytes() * BUDGET_FRACTION)
+    return min(MAX_IMAGE_BUDGET, int(available_bytes() * BUDGET_FRACTION))
 
 
 def _gib(n: float) -> str:
@@ -80,11 +81,12 @@ def _gib(n: float) -> str:
 
 
 def check_size(rows: int, columns: int, frames: int, samples: int, bytes_per_sample: int,
-               decode_scale: int = 1, budget: int | None = None) -> str | None:
+               decode_scale: int = 1, budget: int | None = None, piece_bytes: int | None = None) -> str | None:
     """Return a reason when the declared image is absurd or cannot be decoded in memory, else None.
 
     ``decode_scale`` is the reduction the decoder itself applies (JPEG DCT scaling), so a big JPEG
-    decoded at 1/8 is measured at that size.
+    decoded at 1/8 is measured at that size; ``piece_bytes`` is the largest piece a streaming decoder
+    holds at once (a TIFF strip or tile), which then replaces the whole frame in the measure.
     """
     if rows <= 0 or columns <= 0 or frames <= 0 or samples <= 0:
         return f"the header declares an empty image ({rows} x {columns} pixels, {frames} frames)"
@@ -100,6 +102,8 @@ def check_size(rows: int, columns: int, frames: int, samples: int, bytes_per_sam
     budget = memory_budget() if budget is None else budget
     scale = max(1, decode_scale)
     decode = math.ceil(rows / scale) * math.ceil(columns / scale) * samples * max(1, bytes_per_sample) * DECODE_OVERHEAD
+    if piece_bytes is not None:
+        decode = piece_bytes * DECODE_OVERHEAD
     if decode > budget:
         return (f"the image is too large to decode here ({columns} x {rows} pixels need about {_gib(decode)}, "
                 f"{_gib(budget)} of memory is available for one image)")

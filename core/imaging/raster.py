@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from core.imaging.record import ImageRecord, Modality, StudyInfo, WindowPreset
 from core.imaging.windowing import auto_preset, full_range_preset
 
 Image.MAX_IMAGE_PIXELS = MAX_FRAME_PIXELS
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # its tag complaints are not the reader's concern: errors are raised
 
 
 def read_raster(path: Path, file_format: str) -> ImageRecord:
@@ -150,7 +152,16 @@ def _open_tiff(path: Path):
             if key.dtype is None:
                 raise ImageLoadError(path, f"its sample format ({key.sampleformat}, {key.bitspersample} bit) is not supported")
             count = len(series.pages)
-            reason = check_size(rows, columns, count * depth, samples, key.dtype.itemsize)
+            factor = downsample_factor(rows, columns)
+            separate = int(key.planarconfig) == 2
+            piece = None
+            if factor > 1:  # big: decoded strip by strip (tile by tile) straight into the smaller frame
+                if key.is_tiled:
+                    piece = int(key.tilelength) * int(key.tilewidth) * max(1, int(key.tiledepth))
+                else:
+                    piece = min(int(key.rowsperstrip), rows) * columns
+                piece *= (1 if separate else samples) * key.dtype.itemsize
+            reason = check_size(rows, columns, count * depth, samples, key.dtype.itemsize, piece_bytes=piece)
             if reason:
                 raise ImageLoadError(path, reason)
             if depth > 1:
@@ -159,15 +170,15 @@ def _open_tiff(path: Path):
         raise
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError, AttributeError, TypeError) as exc:
         raise ImageLoadError(path, f"the TIFF file is truncated or corrupt ({exc})") from exc
-    factor = downsample_factor(rows, columns)
     colour = samples in (3, 4)
 
     def read_page(index: int) -> np.ndarray:
         try:
             with tifffile.TiffFile(path) as tif:
                 page = tif.series[0].pages[index]
+                if factor > 1:
+                    return _normalise(_streamed(page, rows, columns, samples, separate, factor))
                 arr = page.asarray()
-                separate = int(getattr(page.keyframe, "planarconfig", 1)) == 2
         except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError, AttributeError, TypeError) as exc:
             raise ImageLoadError(path, f"the TIFF file is truncated or corrupt ({exc})") from exc
         arr = np.squeeze(arr) if arr.ndim > 3 else arr
@@ -180,6 +191,30 @@ def _open_tiff(path: Path):
         return _normalise(shrink(arr, factor))
 
     return (rows, columns), factor, count, read_page
+
+
+def _streamed(page, rows: int, columns: int, samples: int, separate: bool, factor: int) -> np.ndarray:
+    """Page ``page`` at 1/``factor`` (every factor-th pixel), one decoded strip or tile in memory at a time."""
+    page = page.aspage() if hasattr(page, "aspage") else page
+    out = np.zeros(shrunk_shape(rows, columns, factor) + (samples,), page.keyframe.dtype)
+    for segment, position, _ in page.segments(maxworkers=1):
+        if segment is None:
+            continue
+        plane, _, top, left, _ = position
+        data = segment[0][: max(0, rows - top), : max(0, columns - left)]
+        skip_r, skip_c = (-top) % factor, (-left) % factor
+        sub = data[skip_r::factor, skip_c::factor]
+        r0, c0 = (top + skip_r) // factor, (left + skip_c) // factor
+        nr, nc = min(sub.shape[0], out.shape[0] - r0), min(sub.shape[1], out.shape[1] - c0)
+        if nr <= 0 or nc <= 0:
+            continue
+        if separate:
+            out[r0 : r0 + nr, c0 : c0 + nc, plane] = sub[:nr, :nc, 0]
+        else:
+            out[r0 : r0 + nr, c0 : c0 + nc, :] = sub[:nr, :nc, :samples]
+    if samples == 1:
+        return out[..., 0]
+    return out if samples in (3, 4) else out[..., 0]
 
 
 def _normalise(arr: np.ndarray) -> np.ndarray:
