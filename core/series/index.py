@@ -49,6 +49,9 @@ class SliceRef:
     thickness_mm: float | None = None
     spacing_between_mm: float | None = None  # SpacingBetweenSlices
     position_mm: float | None = None  # along the series' slice normal; set when the series is ordered
+    laterality: str = ""  # ImageLaterality, else the series' Laterality (mammography: R or L)
+    view: str = ""  # ViewPosition (mammography: CC, MLO, ...)
+    patient_orientation: tuple[str, ...] = ()  # PatientOrientation: row then column direction (e.g. 'P', 'L')
 
     @property
     def key(self) -> str:
@@ -333,6 +336,18 @@ def _item(ds, sequence: str, keyword: str):
     return None
 
 
+def _orientation_text(ds) -> tuple[str, ...]:
+    """PatientOrientation as its values ('P', 'L'); empty when absent or malformed."""
+    try:
+        value = ds.get("PatientOrientation")
+        if value is None:
+            return ()
+        values = [value] if isinstance(value, str) else list(value)
+        return tuple(str(v).strip().upper() for v in values)
+    except Exception:  # noqa: BLE001
+        return ()
+
+
 def _orientation(value) -> tuple[float, ...] | None:
     cosines = _floats(value, 6)
     if cosines is None:
@@ -366,7 +381,9 @@ def _dicom_entry(path: Path, ds):
     thickness = _floats(_get(ds, "SliceThickness"), 1)
     between = _floats(_get(ds, "SpacingBetweenSlices"), 1)
     base = dict(rows=rows, columns=columns, pixel_spacing_mm=spacing, thickness_mm=thickness[0] if thickness else None,
-                spacing_between_mm=abs(between[0]) if between and between[0] else None)
+                spacing_between_mm=abs(between[0]) if between and between[0] else None,
+                laterality=(_text(ds, "ImageLaterality") or _text(ds, "Laterality")).upper(),
+                view=_text(ds, "ViewPosition").upper(), patient_orientation=_orientation_text(ds))
     if frames == 1:
         return series, study, patient, [SliceRef(
             path, 0, _int(_get(ds, "InstanceNumber")), _text(ds, "SOPInstanceUID"),
