@@ -40,6 +40,7 @@ from core.inference.analyzer import Analyzer, Engine
 from core.inference.results import Analysis
 from core.models.registry import Registry
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
+from core.series.hanging import hung_picture, screening_exams
 from core.series.index import Series, StudyIndex, index_path
 from core.series.stack import SeriesStack
 from core.viewer_state import ViewerState
@@ -75,6 +76,7 @@ class MainWindow(QMainWindow):
         self._busy_jobs = 0
         self.study_index: StudyIndex | None = None
         self.series_cancel: threading.Event | None = None  # set while a series analysis runs
+        self.exam_view = None  # the mammography exam window, made on first use
 
         self.viewer = ImageViewer(self)
         self.setCentralWidget(self.viewer)
@@ -218,6 +220,7 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("First slice", lambda: self.state.set_slice(0), "Home"))
         view.addAction(self._action("Last slice", lambda: self.state.set_slice(self.state.slice_count - 1), "End"))
         view.addAction(self._action("Play / stop cine", self.toggle_cine, "Space"))
+        view.addAction(self._action("Mammography &exam (four views)", self.show_exam, "Ctrl+Shift+M"))
         view.addSeparator()
         view.addAction(self._action("Toggle heatmap", self.state.overlays.heatmap.toggle, "H"))
         view.addAction(self._action("Toggle mask", self.state.overlays.mask.toggle, "M"))
@@ -318,6 +321,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{len(index.patients)} patient(s), {len(index.series)} series.{problems}",
                                          10000)
             self.open_series(index.series[0])
+            if index.series[0].modality == "MG" and screening_exams(index):
+                self.show_exam()  # a screening exam hangs itself, as on a mammography workstation
         else:
             self._error(f"No images found in {index.root}.{problems}")
 
@@ -543,6 +548,31 @@ class MainWindow(QMainWindow):
         summary["training"] = bundle.manifest.get("training", {}).get("data", "")
         return summary
 
+    # ----- mammography exam
+    def show_exam(self):
+        """The screening exam of the series shown (else the folder's first) hung in its own window."""
+        from gui.hanging_view import ExamView
+
+        exams = screening_exams(self.study_index) if self.study_index is not None else []
+        if not exams:
+            self._error("No mammography exam here: open a folder with R/L CC/MLO views (File ▸ Open folder).")
+            return None
+        shown = self.state.series
+        exam = next((e for e in exams if shown is not None and any(v.series is shown for v in e.views.values())),
+                    exams[0])
+        if self.exam_view is None:
+            self.exam_view = ExamView(self)
+        view_window = self.exam_view
+        view_window.show_exam(exam)
+        view_window.show()
+        view_window.raise_()
+        for name, view in exam.views.items():
+            self.bridge.run(hung_picture, view, 1200,
+                            on_done=lambda result, name=name, exam=exam: view_window.exam is exam
+                            and view_window.set_picture(name, *result),
+                            on_error=lambda e, name=name: view_window.captions[name].setText(f"{name}: {e}"))
+        return view_window
+
     # ----- series analysis
     def analyse_series(self) -> None:
         """Every slice of the series shown through the models, in the background, with progress and Cancel."""
@@ -751,6 +781,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802
         self.settings.setValue("geometry", self.saveGeometry())
         self.cine.stop()
+        if self.exam_view is not None:
+            self.exam_view.close()
         if self.series_cancel is not None:
             self.series_cancel.set()
         self.bridge.shutdown()

@@ -178,3 +178,29 @@ def write_planted_series(folder: Path) -> Path:
     write_series(folder, images, spacing=PLANTED_SPACING, names=names,
                  pixel_spacing=(PLANTED_PIXEL_MM, PLANTED_PIXEL_MM))
     return folder
+
+
+def breast(chest_wall: str, rows: int = 60, columns: int = 40) -> np.ndarray:
+    """A half-disc of 'tissue' attached to the ``chest_wall`` edge ('left' or 'right'), dark background."""
+    yy, xx = np.mgrid[:rows, :columns]
+    x0 = 0 if chest_wall == "left" else columns - 1
+    inside = ((xx - x0) / (0.8 * columns)) ** 2 + ((yy - rows / 2) / (0.45 * rows)) ** 2 <= 1
+    return np.where(inside, 3000, 40).astype(np.uint16)
+
+
+def write_mammo(path, pixels, *, study_uid, laterality=None, view=None, patient_id="MG-1", orientation=None,
+                description="screening"):
+    """One MG image with (optionally) ImageLaterality, ViewPosition and PatientOrientation, no plane geometry."""
+    write_slice(path, pixels, position=None, orientation=None, instance=1, series_uid=generate_uid(),
+                study_uid=study_uid, patient_id=patient_id, description=description, modality="MG", thickness=None)
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    if laterality:
+        ds.ImageLaterality = laterality
+    if view:
+        ds.ViewPosition = view
+    if orientation:
+        ds.PatientOrientation = orientation
+    ds.save_as(path)
+    return path

@@ -196,3 +196,32 @@ def test_open_file_after_a_series_leaves_series_mode(qtbot, window, study, plant
     qtbot.waitUntil(lambda: window.state.series is None and window.state.record is not None, timeout=20000)
     assert window.frame_label.text() == "1/1" and window.viewer.markers() is None
     assert not window.studies.selectedItems() and not window.docks["Series"].isVisibleTo(window)
+
+
+def test_a_screening_exam_hangs_its_four_views_with_the_chest_walls_facing(qtbot, window, tmp_path):
+    from pydicom.uid import generate_uid
+
+    from tests.series_data import breast, write_mammo
+
+    study = generate_uid()
+    for name in ("RCC", "LCC", "RMLO"):  # the L MLO view is missing; every chest wall is on the left as stored
+        write_mammo(tmp_path / "exam" / f"{name}.dcm", breast("left", 120, 80), study_uid=study, laterality=name[0],
+                    view=name[1:])
+    _open_folder(qtbot, window, tmp_path / "exam")
+    view = window.exam_view  # a mammography folder hangs itself
+    assert view is not None and view.isVisible()
+    qtbot.waitUntil(view.loaded, timeout=20000)
+    assert view.mirrored == {"RCC": True, "LCC": False, "RMLO": True}
+    assert [view.captions[n].text() for n in ("RCC", "LCC", "RMLO", "LMLO")] == [
+        "R CC  (mirrored)", "L CC", "R MLO  (mirrored)", "L MLO: not in this exam"]
+    # on screen: the R CC picture is brighter at its right edge, the L CC picture at its left: back to back
+    for name, bright_edge in (("RCC", "right"), ("LCC", "left")):
+        image = view.pictures[name].pixmap().toImage()
+        grey = np.array([[image.pixelColor(x, y).value() for x in range(image.width())]
+                         for y in range(0, image.height(), 4)], float)
+        edge = max(1, grey.shape[1] // 8)
+        left, right = grey[:, :edge].mean(), grey[:, -edge:].mean()
+        assert (right > left) if bright_edge == "right" else (left > right), name
+    view.close()
+    window.state.set_slice(0)
+    assert window.show_exam() is view and view.isVisible()

