@@ -189,6 +189,7 @@ class MainWindow(QMainWindow):
         export_menu = file_menu.addMenu("&Export")
         export_menu.addAction(self._action("View as PNG + findings JSON…", self.export, "Ctrl+E"))
         export_menu.addAction(self._action("PDF report…", self.export_report, "Ctrl+P"))
+        export_menu.addAction(self._action("Series report (PDF)…", self.export_series_report))
         export_menu.addAction(self._action("Segmentation as DICOM SEG…", self.export_seg))
         export_menu.addAction(self._action("Overlay as DICOM Secondary Capture…", self.export_sc))
         export_menu.addSeparator()
@@ -717,6 +718,21 @@ class MainWindow(QMainWindow):
         path = path or self._export_target("PDF report", ".report.pdf", "PDF (*.pdf)")
         if path:
             self._run_export(write_image_report, path, self.state.record, self.state.analysis, self.anonymise_exports)
+
+    def export_series_report(self, path: Path | None = None) -> None:
+        """The series analysis shown as a PDF page: verdicts with their rule, the strip plot, the key slices."""
+        from core.series.pdf import write_series_report
+
+        analysis = self.state.series_analysis
+        if analysis is None:
+            self._error("Analyse the series first (Analysis ▸ Analyse series): there is no series result yet.")
+            return
+        if path is None:
+            suggested = analysis.series.slices[0].path.parent / "series.report.pdf"
+            chosen, _ = QFileDialog.getSaveFileName(self, "Series report", str(suggested), "PDF (*.pdf)")
+            path = Path(chosen) if chosen else None
+        if path:
+            self._run_export(write_series_report, path, [analysis], self.anonymise_exports)
 
     def export_seg(self, path: Path | None = None) -> None:
         from core.export.dicom_export import export_seg

@@ -46,6 +46,7 @@ def window(qtbot, mr_models, tmp_path):
     win = MainWindow(engine=Engine(Analyzer(registry)), registry=registry, settings=settings,
                      history=History(tmp_path / "history.sqlite"))
     qtbot.addWidget(win)
+    win.settings_dir = tmp_path
     win.resize(1000, 760)
     win.show()
     return win
@@ -165,6 +166,9 @@ def test_series_analysis_verdict_strip_plot_and_overlays_follow_the_slice(qtbot,
     window.analyse_series()
     qtbot.waitUntil(lambda: window.series_cancel is None, timeout=60000)
     assert window.state.series_analysis.slices_analysed == 0 and "0 slice(s) analysed" in panel.status.text()
+    window.export_series_report(window.settings_dir / "series.pdf")
+    qtbot.waitUntil(lambda: window.last_export is not None, timeout=30000)
+    assert window.last_export.name == "series.pdf" and window.last_export.stat().st_size > 10000
 
 
 def test_series_analysis_can_be_cancelled(qtbot, window, planted_series):

@@ -95,3 +95,41 @@ def test_verdict_lines_give_label_slices_and_volume():
     assert verdict_text(normal) == "yesno: no (20%), no 2 adjacent abnormal slices of 4"
     none = verdict("seg", "1", "segmentation", ["lesion"], [None] * 4, series)
     assert verdict_text(none) == "seg: no result"
+
+
+# ----------------------------------------------------------------------------------------------- the PDF page
+def test_key_slices_are_the_ends_and_peaks_of_the_verdict_ranges():
+    from core.series.pdf import key_slices
+
+    assert key_slices(_analysis()) == [1, 2]  # both verdicts: slices 2-3, peak at 3 (0-based 1, 2)
+    series = _series(5)
+    normal = verdict("yesno", "1", "classification", ["no", "yes"], [_yesno(p) for p in (0.1, 0.2, 0.45, 0.1, 0.3)],
+                     series)
+    assert key_slices(SeriesAnalysis(series, [normal], [], False, 0.0, 5)) == [2]  # no range: the peak slice
+
+
+def test_series_report_has_a_page_per_series_with_verdicts_rule_and_no_identifiers(tmp_path):
+    pdfium = pytest.importorskip("pypdfium2")
+    from core.series import index_folder
+    from core.series.pdf import write_series_report
+    from tests.series_data import ramp_images, write_series
+
+    write_series(tmp_path / "a", ramp_images(6), patient_id="LGG-1", description="AX FLAIR")
+    write_series(tmp_path / "b", ramp_images(4), patient_id="LGG-1", description="SAG T1", orientation=SAGITTAL)
+    first, second = index_folder(tmp_path).series
+    hand = _analysis()
+    analyses = [SeriesAnalysis(first, [verdict(v.model, "1", v.task, ["no", "yes"] if v.task == "classification"
+                                               else ["lesion"], v.slices, first) for v in hand.results], [], False,
+                               1.0, 6),
+                SeriesAnalysis(second, [], ["No model is installed for Other images; choose a model."], False, 0.1, 0)]
+    out = write_series_report(tmp_path / "r.pdf", analyses)
+    pdf = pdfium.PdfDocument(str(out))
+    assert len(pdf) == 2
+    pages = [pdf[i].get_textpage().get_text_range() for i in range(2)]
+    assert "Series analysis report" in pages[0] and "yesno: yes" in pages[0] and "lesion on slices 2-3 of 6" in pages[0]
+    assert "slice 2, z" in pages[0] and "slice 3, z" in pages[0]  # the key slices' captions
+    assert "adjacent" in pages[0] and "Decision support only" in pages[0]
+    assert "No model ran on this series." in pages[1] and "No model is installed" in pages[1]
+    assert all("LGG-1" not in p and "AX FLAIR" not in p for p in pages)
+    identified = pdfium.PdfDocument(str(write_series_report(tmp_path / "id.pdf", analyses[:1], anonymise=False)))
+    assert "LGG-1" in identified[0].get_textpage().get_text_range()
