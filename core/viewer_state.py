@@ -388,9 +388,18 @@ class ViewerState:
 
     def orientation_markers(self) -> dict[str, str] | None:
         """The patient direction at each screen edge (left, right, top, bottom) of the slice shown, from its
-        ImageOrientationPatient; None when it is not known."""
+        ImageOrientationPatient (a file opened on its own: from its header); None when it is not known."""
         ref = self.current_slice
-        return orientation_markers(ref.orientation) if ref is not None else None
+        if ref is not None:
+            return orientation_markers(ref.orientation)
+        if self._record is None:
+            return None
+        text = next((value for _, keyword, value in self._record.metadata if keyword == "ImageOrientationPatient"), "")
+        try:
+            cosines = tuple(float(v) for v in str(text).strip("[]() ").replace("\\", ",").split(","))
+        except ValueError:
+            return None
+        return orientation_markers(cosines) if len(cosines) == 6 else None
 
     # ----- window/level
     @property
@@ -480,6 +489,10 @@ class ViewerState:
             self._stack.set_modality(Modality(modality).value)
         self._record.modality, self._record.modality_source = Modality(modality), "user"
         self._slice_analyses.clear()
+        if self._series_analysis is not None:  # made for the old modality's models
+            self._series_analysis, self._derived = None, {}
+            self._series_analyses.pop(self._series.key, None)
+            self.events.series_analysis.emit(None)
         self.events.modality.emit(self._record.modality)
         self.set_analysis(None)
 

@@ -509,3 +509,28 @@ def test_user_modality_reaches_every_slice_of_the_series(tmp_path):
     assert state.stack.modality == "US"
     state.set_slice(3)
     assert state.record.modality is Modality.US
+
+
+def test_a_file_opened_on_its_own_gets_markers_from_its_header():
+    state = ViewerState()
+    record = _record()
+    record.metadata = [("(0020,0037)", "ImageOrientationPatient", "[0.0000, 1.0000, 0.0000, 0.0000, 0.0000, -1.0000]")]
+    state.open(record)
+    assert state.orientation_markers() == {"left": "A", "right": "P", "top": "H", "bottom": "F"}
+    record.metadata = [("(0020,0037)", "ImageOrientationPatient", "[1.0, 0.0]")]
+    assert state.orientation_markers() is None
+
+
+def test_user_modality_drops_the_series_analysis_made_for_the_old_one(tmp_path):
+    series = _ramp_series(tmp_path)
+    state = ViewerState()
+    state.open_series(series, SeriesStack(series))
+    state.set_series_analysis(_hand_series_analysis(series))
+    assert state.analysis is not None
+    seen = _recorder(state)
+    state.set_modality(Modality.US)
+    assert state.series_analysis is None and state.analysis is None
+    assert [name for name, _ in seen] == ["series_analysis", "modality", "analysis"]
+    state.open_series(_ramp_series(tmp_path / "b"))
+    state.open_series(series, SeriesStack(series))
+    assert state.series_analysis is None  # not brought back when the series is opened again
