@@ -77,6 +77,7 @@ class MainWindow(QMainWindow):
         self.study_index: StudyIndex | None = None
         self.series_cancel: threading.Event | None = None  # set while a series analysis runs
         self.exam_view = None  # the mammography exam window, made on first use
+        self._wanted_series: Series | None = None  # the series last asked for (its first slice may be loading)
 
         self.viewer = ImageViewer(self)
         self.setCentralWidget(self.viewer)
@@ -314,18 +315,18 @@ class MainWindow(QMainWindow):
         self.docks["Studies"].show()
         self.docks["Studies"].raise_()
         self.settings.setValue("last_dir", str(index.root))
-        for series in index.series:
-            self.bridge.run(thumbnail, series, on_done=lambda picture, key=series.key: self.studies.set_thumbnail(
-                key, picture), on_error=lambda e: None)
         problems = f" {len(index.problems)} file(s) could not be read: {index.problems[0]}" if index.problems else ""
         if index.series:
             self.statusBar().showMessage(f"{len(index.patients)} patient(s), {len(index.series)} series.{problems}",
                                          10000)
-            self.open_series(index.series[0])
+            self.open_series(index.series[0])  # queued before the thumbnails: the first slice shows first
             if index.series[0].modality == "MG" and screening_exams(index):
                 self.show_exam()  # a screening exam hangs itself, as on a mammography workstation
         else:
             self._error(f"No images found in {index.root}.{problems}")
+        for series in index.series:
+            self.bridge.run(thumbnail, series, on_done=lambda picture, key=series.key: self.studies.set_thumbnail(
+                key, picture), on_error=lambda e: None)
 
     def open_series_key(self, key: str) -> None:
         if self.study_index is not None:
@@ -333,6 +334,7 @@ class MainWindow(QMainWindow):
 
     def open_series(self, series: Series) -> None:
         """Show ``series``: its first slice is loaded on an I/O thread, the rest as the reader scrolls."""
+        self._wanted_series = series
         if self.state.series is series:
             return
         self._busy(f"Opening {series.description or 'series'}…")
@@ -345,6 +347,9 @@ class MainWindow(QMainWindow):
 
         def opened(stack: SeriesStack) -> None:
             self._busy(None)
+            if self._wanted_series is not series:  # the reader chose another series meanwhile
+                stack.close()
+                return
             try:
                 self.state.open_series(series, stack=stack, modality=modality)
             except DiagnosticError as exc:
@@ -359,7 +364,7 @@ class MainWindow(QMainWindow):
         if series is None:
             self.docks["Series"].hide()
             return
-        self.docks["Series"].show()
+        self.docks["Series"].setVisible(len(series) > 1 or self.state.series_analysis is not None)
         warnings = "".join(f"  ⚠ {w}" for w in series.warnings)
         self.statusBar().showMessage(f"{series.description or 'Series'}: {len(series)} slice(s), "
                                      f"{series.plane or 'orientation unknown'}{warnings}", 10000)
@@ -373,6 +378,7 @@ class MainWindow(QMainWindow):
         if is_folder:
             self.open_folder(path)
             return
+        self._wanted_series = None  # a series still loading is not shown over this file
         self._busy(f"Opening {path.name}…")
         modality = self.modality_box.currentData()
         self.bridge.run(load_image, path, modality, on_done=self._loaded, on_error=self._load_failed)

@@ -229,3 +229,16 @@ def test_a_screening_exam_hangs_its_four_views_with_the_chest_walls_facing(qtbot
     view.close()
     window.state.set_slice(0)
     assert window.show_exam() is view and view.isVisible()
+
+
+def test_the_series_chosen_last_is_the_one_shown(qtbot, window, study):
+    _open_folder(qtbot, window, study)
+    axial, sagittal = window.study_index.series
+    window.open_series(sagittal)
+    window.open_series(axial)  # changed their mind before the sagittal slice arrived
+    qtbot.wait(300)
+    qtbot.waitUntil(lambda: not window.is_busy, timeout=10000)
+    assert window.state.series is axial and window.studies.selectedItems()[0].text(0) == "1: AX FLAIR"
+    window.open_series(sagittal)
+    qtbot.waitUntil(lambda: window.state.series is sagittal, timeout=10000)
+    assert not window.docks["Series"].isVisibleTo(window) or len(sagittal) > 1
