@@ -194,3 +194,30 @@ def test_unreadable_folder_is_listed_not_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "scandir", lambda path=".": (_ for _ in ()).throw(PermissionError(13, "denied", str(path))))
     discover_images(root, problems)
     assert root in problems  # the run refuses a folder it cannot list instead of reporting 0 files complete
+
+
+def test_series_index_only_sees_files_the_loader_accepted(tmp_path, tiny_models, monkeypatch, pydicom_file):
+    """series.csv is built after the run; its index opens files itself, so refused ones must not reach it
+    (a FIFO there blocked the run for good; a deflate bomb inflated there for minutes)."""
+    import core.series.index as series_index
+    from tests.test_hostile_info import deflated_bomb
+
+    monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "256")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "mr.dcm").write_bytes(pydicom_file("MR_small.dcm").read_bytes())
+    deflated_bomb(folder / "bomb.dcm", 300 * 1024**2)
+    os.mkfifo(folder / "fifo.dcm")
+    seen: list[str] = []
+    real = series_index.index_files
+
+    def spy(files, root):
+        seen.extend(p.name for p in files)
+        return real(files, root=root)
+
+    monkeypatch.setattr(series_index, "index_files", spy)
+    summary = BatchRun(folder, tmp_path / "out", Analyzer(Registry([tiny_models])), model_ids=MODELS,
+                       heatmaps=False).run()
+    rows = {r["file"]: r for r in _rows(tmp_path / "out" / "results.csv")}
+    assert summary["complete"] and "inflates" in rows["bomb.dcm"]["error"] and "FIFO" in rows["fifo.dcm"]["error"]
+    assert seen == ["mr.dcm"]

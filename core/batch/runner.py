@@ -91,7 +91,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-RESULT_FILES = ("results.csv", "results.jsonl", "done.jsonl", "done.txt", "results.json", "summary.json", "report.pdf")
+RESULT_FILES = ("results.csv", "results.jsonl", "done.jsonl", "done.txt", "results.json", "summary.json", "report.pdf",
+                "series.csv")
 
 
 def display_name(relative: str) -> str:
@@ -126,6 +127,7 @@ class BatchRun:
         self.analyzer = analyzer or Analyzer()
         self.model_ids = model_ids or None
         self.resume, self.all_frames, self.heatmaps, self.overwrite = resume, all_frames, heatmaps, overwrite
+        self._files: list[Path] = []
         self.cancel = cancel or threading.Event()
         self.on_progress, self.on_rows = on_progress, on_rows
         self.history = history  # core.history.History, or None
@@ -214,6 +216,7 @@ class BatchRun:
             done = self._prepare_outputs()
             problems: dict[Path, str] = {}
             files = discover_images(self.root, problems)
+            self._files = [p for p in files if p not in problems]
             if self.root in problems or Path(self.root) in problems:
                 raise DiagnosticError(f"the folder {display_name(str(self.root))} cannot be read: "
                                       f"{problems.get(self.root, problems.get(Path(self.root)))}")
@@ -362,7 +365,24 @@ class BatchRun:
             from core.export.report import write_batch_report
 
             write_batch_report(self.out)
-            from core.series.report import write_series_csv  # series.csv beside results.csv when DICOM series are in
-
-            write_series_csv(self.root, self.out)
+            self._write_series_csv(rows)  # series.csv beside results.csv when DICOM series are in
         return summary
+
+    def _write_series_csv(self, rows: list[dict]) -> None:
+        """``series.csv`` (core.series.report) over the files this run read without error only.
+
+        The series index opens files itself: the ones the guarded loader refused (FIFOs, devices,
+        decompression bombs, damaged files) are never handed to it, so they cannot block or inflate there.
+        """
+        from core.series.index import index_files
+        from core.series.report import SERIES_COLUMNS, series_rows
+
+        failed = {r["file"] for r in rows if r["error"]}
+        readable = [p for p in self._files if self._relative(p) not in failed]
+        index = index_files(readable, root=self.root)
+        if not any(s.kind != "image" for s in index.series):
+            return
+        with (self.out / "series.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, SERIES_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({c: row.get(c, "") for c in SERIES_COLUMNS} for row in series_rows(index, rows))
