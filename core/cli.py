@@ -148,6 +148,7 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
     from core.export.files import write_heatmap_png, write_mask_png
 
     out = analysis.to_dict()
+    out["warnings"] = list(getattr(record, "warnings", [])) + list(out.get("warnings", []))  # e.g. loaded downsampled
     display = record.display(analysis.frame)
     for result, summary in zip(analysis.results, out["results"]):
         if args.heatmap_out and result.heatmap is not None:

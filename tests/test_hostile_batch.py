@@ -221,3 +221,18 @@ def test_series_index_only_sees_files_the_loader_accepted(tmp_path, tiny_models,
     rows = {r["file"]: r for r in _rows(tmp_path / "out" / "results.csv")}
     assert summary["complete"] and "inflates" in rows["bomb.dcm"]["error"] and "FIFO" in rows["fifo.dcm"]["error"]
     assert seen == ["mr.dcm"]
+
+
+def test_nan_window_is_shown_and_warned_in_the_rows(tmp_path, tiny_models):
+    from core.imaging import load_image
+    from tests.test_hostile_info import _mr
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ds = _mr(WindowCenter="NaN", WindowWidth="NaN")
+    ds.save_as(folder / "nan_window.dcm")
+    record = load_image(folder / "nan_window.dcm")
+    assert record.display(0).std() > 10  # not the black picture a NaN window gave
+    BatchRun(folder, tmp_path / "out", Analyzer(Registry([tiny_models])), model_ids=MODELS).run()
+    rows = _rows(tmp_path / "out" / "results.csv")
+    assert rows and all("window" in r["warnings"] for r in rows)

@@ -291,14 +291,15 @@ class BatchRun:
     def _rows(self, relative: str, file_stem: str, record, analysis) -> list[dict]:
         base = dict(frame=analysis.frame, modality=analysis.modality, modality_source=analysis.modality_source)
         if not analysis.results:
-            return [self._row(relative, warnings=" | ".join(analysis.warnings), **base)]
+            return [self._row(relative, warnings=" | ".join(record.warnings + analysis.warnings), **base)]
         display = record.display(analysis.frame)
         rows = []
         for result in analysis.results:
             summary = result.to_dict()
             stem = file_stem + (f"__f{analysis.frame}" if record.frames > 1 else "") + f"__{result.model_id}"
             row = self._row(relative, model=result.model_id, model_version=result.version, task=result.task,
-                            device=result.device, warnings=" | ".join(analysis.warnings + result.warnings), **base)
+                            device=result.device,
+                            warnings=" | ".join(record.warnings + analysis.warnings + result.warnings), **base)
             if result.task == "classification":
                 row.update(label=result.label, probability=f"{result.confidence:.6f}")
                 row.update({f"p_{c}": f"{p:.6f}" for c, p in result.probabilities.items()})

@@ -57,6 +57,7 @@ FrameReader = Callable[[int], np.ndarray]
 DefaultRenderer = Callable[[np.ndarray, int], np.ndarray]
 
 _FRAME_CACHE_SIZE = 8
+_FRAME_CACHE_BYTES = 512 * 1024**2  # big frames: fewer of them kept (at least the last one)
 
 
 @dataclass
@@ -107,7 +108,8 @@ class ImageRecord:
             return self._cache[frame]
         arr = self._read_frame(frame)
         self._cache[frame] = arr
-        if len(self._cache) > _FRAME_CACHE_SIZE:
+        while len(self._cache) > 1 and (len(self._cache) > _FRAME_CACHE_SIZE or
+                                        sum(a.nbytes for a in self._cache.values()) > _FRAME_CACHE_BYTES):
             self._cache.popitem(last=False)
         return arr
 
