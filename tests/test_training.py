@@ -338,7 +338,7 @@ def test_transfer_bundle_takes_its_features_from_a_whole_tuned_parent(busi_tree,
     out, shrink = training
     mapping = {"benign": "yes", "normal": "no"}
     parent = shrink("brain-mri-tumor-4class", spec=SMALL, classes=["benign", "normal"], root=str(busi_tree),
-                    augmented_views=0, epochs_head=1, epochs_finetune=1, epochs_whole=1, lr_whole=1e-3, batch_size=4,
+                    reader="class_folders", init_from_written=False, augmented_views=0, epochs_head=1, epochs_finetune=1, epochs_whole=1, lr_whole=1e-3, batch_size=4,
                     val_fraction=0.34)
     child = shrink("brain-mri-tumor-yesno", spec=SMALL, root=str(busi_tree), folder_to_class=mapping,
                    feature_class_map=mapping, augmented_views=1, epochs_head=2, batch_size=4, val_fraction=0.34)
@@ -368,6 +368,49 @@ def test_transfer_bundle_takes_its_features_from_a_whole_tuned_parent(busi_tree,
     assert registry.get(child.id).stages().stem is registry.get(parent.id).stages().stem
     with pytest.raises(SystemExit):  # nothing of its own to cache or cross-validate
         training_cli.main(["cv", child.id, "--out", str(out)])
+
+
+def test_a_written_network_continues_on_new_data_validated_where_it_was(busi_tree, training, tmp_path):
+    """``init_from_written``: phases 1-2 start from the written bundle (its trunk frozen and kept, its top block
+    and head continued) on a larger data set, and every image the written bundle was validated on stays a
+    validation image (a continued network is never validated on images it was fitted on)."""
+    import shutil
+
+    from core.training import __main__ as training_cli
+
+    out, shrink = training
+    small = tmp_path / "small"
+    for label in ("benign", "normal"):
+        (small / label).mkdir(parents=True)
+        for path in sorted((busi_tree / label).glob("*[!k].png"))[:4]:
+            shutil.copy(path, small / label / path.name)
+    first = shrink("brain-mri-tumor-4class", spec=SMALL, classes=["benign", "normal"], reader="class_folders",
+                   root=str(small), init_from_written=False, augmented_views=0, epochs_head=1, epochs_finetune=1,
+                   epochs_whole=0, batch_size=4, val_fraction=0.5)
+    assert training_cli.main(["train", first.id, "--out", str(out)]) == 0
+    folder = out / first.id
+    written = json.loads((folder / "manifest.json").read_text())
+    written_val = {e[0] for e in json.loads((folder / "split.json").read_text())["val"]}
+    trunk_before = Registry([out]).get(first.id).trunk_and_head()[0].get_weights()
+    for label in ("benign", "normal"):  # more data in the same folder
+        for path in sorted((busi_tree / label).glob("*[!k].png"))[4:]:
+            shutil.copy(path, small / label / path.name)
+    shrink("brain-mri-tumor-4class", spec=SMALL, classes=["benign", "normal"], reader="class_folders",
+           root=str(small), init_from_written=True, augmented_views=0, epochs_head=1, epochs_finetune=1,
+           epochs_whole=0, batch_size=4, val_fraction=0.5)
+    import core.training.configs as configs
+
+    shutil.rmtree(configs.CONFIGS[first.id].cache_dir)
+    assert training_cli.main(["train", first.id, "--out", str(out)]) == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    split = json.loads((folder / "split.json").read_text())
+    assert written_val <= {e[0] for e in split["val"]} and not written_val & {e[0] for e in split["train"]}
+    assert len(split["train"]) + len(split["val"]) > 8  # the new data joined
+    start = manifest["training"]["started_from"]
+    assert start["mode"] == "init" and start["weights_sha256"] == written["weights"]["sha256"]
+    assert "kept frozen" in (folder / "model_card.md").read_text()
+    trunk_after = Registry([out]).get(first.id).trunk_and_head()[0].get_weights()
+    assert all(np.allclose(a, b) for a, b in zip(trunk_before, trunk_after))
 
 
 def test_resnet50v2_from_random_weights_is_one_option_away(busi_tree, training, tmp_path):

@@ -42,10 +42,14 @@ class Cancelled(DiagnosticError):
 
 
 def _to_image_grid(small: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Resize a model-grid map back into the crop box of the full image (zeros outside)."""
+    """Resize a model-grid map back into the crop box of the full image (zeros outside); a box that
+    reaches beyond the image (a padded crop) keeps only its part inside."""
     y0, y1, x0, x1 = box
     full = np.zeros(shape, np.float32)
-    full[y0:y1, x0:x1] = cv2.resize(small.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    grid = cv2.resize(small.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    h, w = shape
+    full[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = grid[max(0, -y0):(y1 - y0) - max(0, y1 - h),
+                                                              max(0, -x0):(x1 - x0) - max(0, x1 - w)]
     return full
 
 

@@ -21,6 +21,13 @@ class PreprocessSpec:
     crop: str = "none"  # "foreground": crop to the bright object (skull, breast) before resizing
     scale: str = "xception"  # "xception": [-1, 1] (also ResNet50V2); "unit": [0, 1]
     stain: str = "none"  # "macenko": H&E stain normalisation of the whole image before tiling
+    # "pad": the crop widened to a square about its centre (zeros beyond the image), so the anatomy keeps
+    # its aspect ratio; "stretch": the crop resized to a square as it is.
+    aspect: str = "stretch"
+    # "tissue": grey levels stretched between the 1st and 99th percentiles of the object's own pixels (the
+    # head inside its mask), so a slice windowed brightly or darkly by its scanner looks like training
+    # input; "display": the display picture's grey levels as they are.
+    intensity: str = "display"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,22 +61,67 @@ def foreground_box(grey: np.ndarray, threshold: int = 12, margin: float = 0.03) 
     return max(0, y - my), min(h, y + bh + my), max(0, x - mx), min(w, x + bw + mx)
 
 
+def object_mask(grey: np.ndarray) -> np.ndarray:
+    """bool mask of the largest object above the background (Otsu's threshold on the blurred image, at
+    least 5 grey levels), holes filled: the head, the breast. Otsu rather than a fixed level, so a dark
+    vertex or skull-base slice still finds its few bright pixels and leaves the background noise out."""
+    small = cv2.GaussianBlur(grey, (5, 5), 0)
+    level, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, binary = cv2.threshold(small, max(5.0, level), 255, cv2.THRESH_BINARY)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    mask = np.zeros(grey.shape, np.uint8)
+    if contours:
+        cv2.drawContours(mask, [max(contours, key=cv2.contourArea)], -1, 1, thickness=-1)
+    return mask.astype(bool)
+
+
+def tissue_normalised(grey: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """uint8 grey levels stretched so the object's ``low``..``high`` percentiles span 0..255 (unchanged
+    where no object of at least 0.2 % of the image stands out)."""
+    mask = object_mask(grey)
+    if mask.sum() < 0.002 * mask.size:
+        return grey
+    lo, hi = np.percentile(grey[mask], (low, high))
+    if hi - lo < 1:
+        return grey
+    return np.clip((grey.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def _grey(display: np.ndarray) -> np.ndarray:
+    return display if display.ndim == 2 else cv2.cvtColor(display, cv2.COLOR_RGB2GRAY)
+
+
 def crop_box(display: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, int]:
-    """The region of the display image the model sees (used to map heatmaps back)."""
+    """The region of the display image the model sees (used to map heatmaps back); with ``aspect="pad"``
+    a square that may reach beyond the image (those pixels are zeros)."""
     h, w = display.shape[:2]
-    if spec.crop != "foreground":
-        return 0, h, 0, w
-    grey = display if display.ndim == 2 else cv2.cvtColor(display, cv2.COLOR_RGB2GRAY)
-    return foreground_box(grey)
+    y0, y1, x0, x1 = foreground_box(_grey(display)) if spec.crop == "foreground" else (0, h, 0, w)
+    if spec.aspect == "pad":
+        side = max(y1 - y0, x1 - x0)
+        y0, x0 = (y0 + y1 - side) // 2, (x0 + x1 - side) // 2
+        y1, x1 = y0 + side, x0 + side
+    return y0, y1, x0, x1
+
+
+def _cropped(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``image[y0:y1, x0:x1]`` with zeros where the box reaches beyond the image."""
+    y0, y1, x0, x1 = box
+    h, w = image.shape[:2]
+    inside = image[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+    pads = (max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w))
+    return cv2.copyMakeBorder(inside, *pads, cv2.BORDER_CONSTANT, value=0) if any(pads) else inside
 
 
 def to_model_pixels(display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """uint8 (size, size, 3) picture after colour handling, crop and resize (before scaling).
+    """uint8 (size, size, 3) picture after colour handling, intensity normalisation, crop and resize
+    (before scaling).
 
     Augmentation works on this stage, so it sees real pixel values.
     """
-    y0, y1, x0, x1 = crop_box(display, spec)
-    img = display[y0:y1, x0:x1]
+    box = crop_box(display, spec)
+    if spec.intensity == "tissue":
+        display = tissue_normalised(_grey(display))
+    img = _cropped(display, box)
     if spec.color == "grey3":
         if img.ndim == 3:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
@@ -82,8 +134,8 @@ def to_model_pixels(display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 def to_model_mask(mask: np.ndarray, display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """A label mask at display resolution, cropped and resized exactly like its image (nearest)."""
-    y0, y1, x0, x1 = crop_box(display, spec)
-    return cv2.resize(mask[y0:y1, x0:x1].astype(np.uint8), (spec.size, spec.size), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(_cropped(mask.astype(np.uint8), crop_box(display, spec)), (spec.size, spec.size),
+                      interpolation=cv2.INTER_NEAREST)
 
 
 def scale_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

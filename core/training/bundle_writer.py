@@ -158,10 +158,14 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
     rates = {"head": config.lr_head, "finetune": config.lr_finetune}
     (folder / "trunk.keras").unlink(missing_ok=True)  # a previous whole-network version's
     arch.update(_trunk_entry(config, folder, trunk))
-    if trunk is not None:
+    if trunk is not None and config.epochs_whole:
         arch["weights_origin"] += f"; then every layer below {config.top_block_start} fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
         manifest["training"]["augmentation_whole"] = config.whole_augmentation
+    elif trunk is not None:  # init_from_written: the written version's trunk, frozen here
+        arch["weights_origin"] = (f"every layer below {config.top_block_start} from {_version_name(started_from)} "
+                                  f"(itself ImageNet Xception fine-tuned whole), frozen here; the parts named in "
+                                  f"'head' started from that version's and trained here")
     if config.tiling is not None:
         manifest["tiling"] = config.tiling.to_dict()
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder))
@@ -348,11 +352,34 @@ fitted on this same validation split, so ECE is optimistic).
 Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
 
 ![validation](validation.png)
-{_cross_validation_section(manifest.get("cross_validation"))}{_transfer_section(manifest)}{_cam_section(manifest)}
+{source_table(manifest.get("validation_by_source"))}{_cross_validation_section(manifest.get("cross_validation"))}{_transfer_section(manifest)}{_cam_section(manifest)}
 ## Limits
 Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
 one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
 {manifest.get("notes", "")}"""
+
+
+SOURCE_NAMES = {"lgg": "LGG (TCGA) FLAIR, every axial slice", "figshare": "figshare (Cheng) contrast T1",
+                "kaggle-other": "Kaggle brain set, non-figshare part (SARTAJ, Br35H)"}
+
+
+def source_table(by_source: dict | None) -> str:
+    """The card's per-source section (empty where none was measured)."""
+    if not by_source:
+        return ""
+    rows = []
+    for source, m in by_source["sources"].items():
+        lo, hi = m["accuracy_interval"] or (0, 0)
+        auc, none, found = m.get("finding_vs_none_roc_auc"), m.get("none_called_none"), m.get("finding_called_finding")
+        cells = ["-" if auc is None else f"{auc:.3f}",
+                 "-" if none is None else f"{none:.3f} of {m['none_images']}",
+                 "-" if found is None else f"{found:.3f} of {m['finding_images']}"]
+        rows.append(f"| {SOURCE_NAMES.get(source, source)} | {m['n']} | {m['accuracy']:.3f} [{lo:.3f}-{hi:.3f}] | "
+                    + " | ".join(cells) + " |")
+    return ("\n## Validation per source\n"
+            f"On {by_source['data']}. Finding = any class but the finding-free one; ROC AUC of 1 - P(finding-free).\n\n"
+            "| source | n | accuracy [95 % CI] | finding vs none ROC AUC | finding-free called finding-free | "
+            "findings called a finding |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def _augmentation_text(training: dict) -> str:
@@ -370,6 +397,10 @@ def _trunk_sentence(manifest: dict) -> str:
         return (f"It runs on the network of `{arch['feature_bundle']}` (pinned by the sha256 of its weights) up to its "
                 f"{reads}, trunk included;\nthis bundle stores only what it fitted on them (`head.keras`, float16 on "
                 "disk).")
+    if "trunk_file" in arch and start and start.get("mode") == "init":
+        return (f"Its trunk is {_version_name(start)}'s (weights sha256 {start['weights_sha256'][:12]}…, trained "
+                f"{start['date']}), kept frozen: this bundle stores it (`{arch['trunk_file']}`) and the layers above it "
+                "with the head (`head.keras`), float16 on disk.")
     if "trunk_file" in arch:
         return (f"The whole network was fine-tuned{_continued(start)}: this bundle stores its own trunk "
                 f"(`{arch['trunk_file']}`) and the layers above it with the head (`head.keras`), float16 on disk.")

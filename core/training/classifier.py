@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core.training.by_source import record_by_source, source_of
 from core.training.checkpoints import EpochCheckpoints
-from core.training.configs import CONFIGS, REPO, BundleConfig
+from core.training.configs import CONFIGS, DATA_ROOT, REPO, BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample
 from core.training.features import cache_features
-from core.training.splits import describe, split
+from core.training.splits import describe, split, split_following
 
 
 def load_samples(config: BundleConfig) -> list[Sample]:
@@ -31,15 +32,17 @@ def load_samples(config: BundleConfig) -> list[Sample]:
     return [s for s in samples if s.label in config.classes]
 
 
-def prepare(config: BundleConfig) -> dict:
-    """Split deterministically and cache trunk features of every view; resumable."""
+def prepare(config: BundleConfig, trunk=None, written_split: dict | None = None) -> dict:
+    """Split deterministically and cache trunk features of every view (of ``trunk``, else the config's
+    frozen backbone below its top block); resumable."""
     from core.models.backbones import build_backbone, split_backbone
 
-    plan = stored_plan(config)
+    plan = stored_plan(config, written_split)
     parts = {k: [plan_sample(d) for d in v] for k, v in plan.items()}
     print(f"{config.id}: train {describe(parts['train'])}, validation {describe(parts['val'])}")
-    backbone = build_backbone(config.arch, config.backbone_path)
-    trunk, _ = split_backbone(backbone, config.arch, config.top_block_start)
+    if trunk is None:
+        trunk, _ = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch,
+                                  config.top_block_start)
     cache_features(parts["val"], config.spec, trunk, config.cache_dir / "val_v0.npy")
     cache_views(config, parts["train"], trunk, config.cache_dir / "train")
     return plan
@@ -54,15 +57,37 @@ def cache_views(config: BundleConfig, samples: list[Sample], trunk, stem: Path) 
                        augmentation=config.augmentation, seed=config.seed + view)
 
 
-def stored_plan(config: BundleConfig) -> dict:
-    """The bundle's train/validation entries, split once and kept in its cache (tiles when tiled)."""
+def stored_plan(config: BundleConfig, written_split: dict | None = None) -> dict:
+    """The bundle's train/validation entries, split once and kept in its cache (tiles when tiled). With
+    ``init_from_written``, the images of the written bundle's split (``written_split``, default the
+    repository's ``models/<id>/split.json``) keep their sides."""
     config.cache_dir.mkdir(parents=True, exist_ok=True)
     split_file = config.cache_dir / "split.json"
     if not split_file.exists():
-        train, val = split(load_samples(config), config.val_fraction, config.seed)
+        if config.init_from_written:  # images the written network was validated on stay validation images
+            written = written_split or json.loads((REPO / "models" / config.id / "split.json").read_text())
+            sides = {entry[0]: part for part in ("train", "val") for entry in written[part]}
+            groups = {entry[0]: entry[2] for part in ("train", "val") for entry in written[part]}
+            samples = load_samples(config)
+            for s in samples:
+                s.group = s.group or groups.get(_data_key(s.path), "")
+            train, val = split_following(samples, sides, lambda s: _data_key(s.path), config.val_fraction,
+                                         config.seed)
+        elif config.split_like:  # the images it shares with that bundle stay on that bundle's side
+            other = stored_plan(CONFIGS[config.split_like])
+            sides = {d["path"]: part for part in ("train", "val") for d in other[part]}
+            train, val = split_following(load_samples(config), sides, lambda s: str(s.path), config.val_fraction,
+                                         config.seed)
+        else:
+            train, val = split(load_samples(config), config.val_fraction, config.seed)
         split_file.write_text(json.dumps({"train": plan_entries(train, config), "val": plan_entries(val, config)},
                                          indent=1))
     return json.loads(split_file.read_text())
+
+
+def _data_key(path: Path) -> str:
+    """A data path as ``split.json`` files name it: relative to the shared data folder."""
+    return str(path.relative_to(DATA_ROOT)) if path.is_relative_to(DATA_ROOT) else str(path)
 
 
 def plan_entries(samples: list[Sample], config: BundleConfig) -> list[dict]:
@@ -195,18 +220,23 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     from core.training.bundle_writer import write_classifier_bundle
     from core.training.evaluate import fit_temperature, softmax
 
-    plan = stored_plan(config) if config.whole_from_written else prepare(config)
+    trunk = started_from = head = None
+    written_split = None
+    if config.init_from_written:  # its frozen trunk gives the cached features; its top block and head start
+        trunk, head, started_from = written_network(config, None, out_root)
+        started_from["mode"] = "init"
+        written_split = json.loads((Path(out_root or REPO / "models") / config.id / "split.json").read_text())
+    plan = stored_plan(config) if config.whole_from_written else prepare(config, trunk, written_split)
     index = {c: i for i, c in enumerate(config.classes)}
     y_images = np.array([index[d["label"]] for d in plan["train"]])
     y_val = np.array([index[d["label"]] for d in plan["val"]])
-    trunk = started_from = None
     if config.whole_from_written:
         trunk, head, started_from = written_network(config, plan, out_root)
     else:
         views = 1 + config.augmented_views
         x_val = _load_views(config, "val", 1)
         head = fit_classifier(config, _load_views(config, "train", views), np.tile(y_images, views), x_val, y_val,
-                              config.cache_dir)
+                              config.cache_dir, head=head)
     if config.epochs_whole:
         from core.training.whole_network import finetune_whole
 
@@ -227,14 +257,16 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         lesions = validation_lesions(plan)
         if lesions:  # the data marks its lesions: the heatmap's layer is chosen by where it points
             choose_cam_layer(folder, lesions)
+        if len({source_of(d["path"], d["group"]) for d in plan["val"]}) > 1:
+            record_by_source(folder)
     return folder
 
 
-def written_network(config: BundleConfig, plan: dict, out_root: str | Path | None):
+def written_network(config: BundleConfig, plan: dict | None, out_root: str | Path | None):
     """(trunk, head, what they are) of the written bundle ``models/<id>/`` - for a segmenter (encoder,
     decoder, ...) - where ``--from-written`` starts phase 3, instead of rerunning phases 1-2. Of a snapshot
-    ensemble, its newer network: the snapshot it started from drops out. Refused unless it was cut and
-    split as ``config``."""
+    ensemble, its newer network: the snapshot it started from drops out. Refused unless it was cut as
+    ``config`` and split as ``plan`` (no split check without a plan: ``init_from_written`` trains on new data)."""
     from core.models.registry import Bundle
     from core.training.bundle_writer import same_split
 
@@ -251,7 +283,7 @@ def written_network(config: BundleConfig, plan: dict, out_root: str | Path | Non
     if (arch.get("backbone"), arch.get(cut_key)) != (config.arch, cut):
         raise ValueError(f"--from-written: {folder} is {arch.get('backbone')} cut at {arch.get(cut_key)}, "
                          f"not {config.arch} cut at {cut}")
-    if not same_split(folder, plan):
+    if plan is not None and not same_split(folder, plan):
         raise ValueError(f"--from-written: {folder} was not trained on this config's split")
     training = bundle.manifest["training"]
     # Whole-network epochs behind the written weights, its own and those of the bundle it continued.
@@ -264,8 +296,9 @@ def written_network(config: BundleConfig, plan: dict, out_root: str | Path | Non
 
 
 def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-                   y_val: np.ndarray, work_dir: Path, select_on_val: bool = True):
-    """Top block + head on cached trunk features: head first, then the top block at a low rate.
+                   y_val: np.ndarray, work_dir: Path, select_on_val: bool = True, head=None):
+    """Top block + head on cached trunk features: head first, then the top block at a low rate; from
+    ``head`` (a written bundle's top block and head) where given, else from the backbone's ImageNet top block.
 
     Checkpoints go to ``work_dir`` after every epoch (an interrupted run resumes there). With
     ``select_on_val`` the weights of the epoch with the lowest validation loss are returned and
@@ -279,16 +312,22 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
     classes = config.classes
     x_val = np.asarray(x_val, np.float32)
     keras.utils.set_random_seed(config.seed)
-    backbone = build_backbone(config.arch, config.backbone_path)
-    _, top = split_backbone(backbone, config.arch, config.top_block_start)
-    head = build_head(top, len(classes), config.dropout)
+    if head is None:
+        _, top = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch, config.top_block_start)
+        head = build_head(top, len(classes), config.dropout)
+    else:  # a written head is stored frozen: every layer trains again (phase 1 re-freezes the top block)
+        top = next(part for part in head.layers if isinstance(part, keras.Model))
+        head.trainable = True
+        for layer in head.layers:
+            layer.trainable = True
     sample_weight = class_weight_vector(y_train, len(classes))
     loss = keras.losses.CategoricalCrossentropy(from_logits=True)
     metrics = [keras.metrics.CategoricalAccuracy(name="acc")]
     rng = np.random.default_rng(config.seed)
     y_val_onehot = np.eye(len(classes), dtype=np.float32)[y_val]
     recipe = {"top_block_start": config.top_block_start, "mix": config.mix, "dropout": config.dropout,
-              "augmented_views": config.augmented_views, "lr_head": config.lr_head, "lr_finetune": config.lr_finetune}
+              "augmented_views": config.augmented_views, "lr_head": config.lr_head, "lr_finetune": config.lr_finetune,
+              **({"init_from_written": True} if config.init_from_written else {})}
     checkpoints = EpochCheckpoints(work_dir, recipe)
     total = config.epochs_head + config.epochs_finetune
 

@@ -153,7 +153,52 @@ def idc_patches(root: Path) -> list[Sample]:
     return samples
 
 
+def brain_mri_all(root: Path) -> list[Sample]:
+    """Every brain MRI source under the shared data folder ``root``, one 4-class label space.
+
+    - ``brain_mri_4class/train/<class>/``: the Kaggle set; its figshare images (contrast T1, listed in
+      ``figshare_patients.csv``) are grouped by figshare patient and carry their tumour mask, the rest
+      (SARTAJ, Br35H) get near-duplicate clusters as groups.
+    - ``brain_mri_lgg/<patient>/``: every axial FLAIR slice of 60 lower-grade glioma patients; a slice with a
+      non-empty mask is ``glioma``, a tumour-free slice of the same scan (skull base to vertex) ``notumor``.
+    ``extra["source"]`` names where each sample came from, for per-source validation numbers.
+    """
+    root = Path(root)
+    kaggle = root / "brain_mri_4class"
+    patients = {}
+    listing = kaggle / "figshare_patients.csv"
+    if listing.exists():
+        for line in listing.read_text().splitlines()[1:]:
+            file, _figshare_id, patient = line.split(",")
+            patients[file] = patient
+    samples = []
+    for s in class_folders(kaggle / "train"):
+        rel = f"{s.label}/{s.path.name}"
+        if rel in patients:
+            mask = kaggle / "masks" / s.label / f"{s.path.stem}_mask.png"
+            samples.append(Sample(s.path, s.label, f"figshare-{patients[rel]}", mask if mask.exists() else None,
+                                  extra={"source": "figshare"}))
+        else:
+            samples.append(Sample(s.path, s.label, extra={"source": "kaggle-other"}))
+    for folder in sorted(p for p in (root / "brain_mri_lgg").glob("*") if p.is_dir()):
+        patient = "_".join(folder.name.split("_")[:3])
+        for path in sorted(folder.glob("*_flair.jpg"), key=lambda p: int(p.stem.split("_")[-2])):
+            mask = path.with_name(path.name.replace("_flair.jpg", "_mask.png"))
+            tumour = mask.exists() and cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE).max() > 127
+            samples.append(Sample(path, "glioma" if tumour else "notumor", f"lgg-{patient}",
+                                  mask if mask.exists() else None, extra={"source": "lgg"}))
+    return samples
+
+
+def brain_mri_masked(root: Path) -> list[Sample]:
+    """The brain slices whose tumour is outlined: figshare's (with a mask each) and every LGG slice (an empty
+    mask = tumour-free); the Kaggle slices without a mask are left out, as their tumour is not outlined."""
+    return [s for s in brain_mri_all(root) if s.mask_path is not None]
+
+
 READERS = {
+    "brain_mri_all": brain_mri_all,
+    "brain_mri_masked": brain_mri_masked,
     "class_folders": class_folders,
     "image_mask_pairs": image_mask_pairs,
     "mini_mias": mini_mias,

@@ -64,5 +64,15 @@ def split(samples: list[Sample], val_fraction: float = 0.2, seed: int = 0) -> tu
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 
+def split_following(samples: list[Sample], sides: dict[str, str], key, val_fraction: float = 0.2, seed: int = 0
+                    ) -> tuple[list[Sample], list[Sample]]:
+    """Samples named in ``sides`` (``key(sample)`` -> "train"/"val") stay on that side; the rest are split
+    as ``split`` does. A network continued on new data must not be validated on images it was fitted on."""
+    known = [s for s in samples if key(s) in sides]
+    rest = [s for s in samples if key(s) not in sides]
+    train, val = split(rest, val_fraction, seed) if rest else ([], [])
+    return ([s for s in known if sides[key(s)] == "train"] + train, [s for s in known if sides[key(s)] == "val"] + val)
+
+
 def describe(samples: list[Sample]) -> dict[str, int]:
     return dict(sorted(Counter(s.label for s in samples).items()))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.training.by_source import record_by_source, source_of
 from core.training.classifier import _class_weights, _load_views, cache_views, stored_plan
 from core.training.configs import CONFIGS, REPO, BundleConfig
 from core.training.datasets import plan_sample
@@ -85,4 +86,8 @@ def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> 
              **classification_metrics(parent_probs, y_parent_val, config.classes)}
     folder = write_transfer_bundle(config, dense, plan, probs, y_val, temperature, extra, FEATURE_LAYER, out_root)
     choose_mirror_average(folder)
+    parent_entries = json.loads((models / parent.id / "split.json").read_text())["val"]
+    if len({source_of(path, group) for path, _, group in parent_entries}) > 1:
+        record_by_source(folder, parent_entries, config.feature_class_map,
+                         data=f"{parent.id}'s validation split, classes mapped {json.dumps(config.feature_class_map)}")
     return folder

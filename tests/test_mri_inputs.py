@@ -1,0 +1,109 @@
+"""Brain MRI inputs from any scanner: tissue intensity, padded crop, every source in one split (Qt- and TF-free)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from core.inference.analyzer import _to_image_grid
+from core.models.preprocessing import PreprocessSpec, crop_box, tissue_normalised, to_model_mask, to_model_pixels
+from core.training.by_source import source_metrics, source_of
+from core.training.datasets import Sample, brain_mri_all
+from core.training.splits import split_following
+
+MRI = PreprocessSpec(size=64, color="grey3", crop="foreground", aspect="pad", intensity="tissue")
+
+
+def _head(shape=(120, 200), scale=1.0, offset=0.0, seed=0) -> np.ndarray:
+    """A bright elliptical 'head' with a textured inside and a darker 'lesion', on a noisy background."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(3, 1, shape).clip(0, None)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    head = ((yy - shape[0] / 2) / (shape[0] * 0.4)) ** 2 + ((xx - shape[1] / 2) / (shape[1] * 0.3)) ** 2 < 1
+    img[head] = 100 + 40 * np.sin(xx[head] / 5.0) + rng.normal(0, 5, head.sum())
+    img[(yy - 60) ** 2 + (xx - 110) ** 2 < 100] = 180
+    return np.clip(img * scale + offset * head, 0, 255).astype(np.uint8)
+
+
+def test_tissue_intensity_makes_a_dim_and_a_bright_window_alike():
+    plain, dim, bright = _head(), _head(scale=0.45), _head(scale=1.3, offset=10)
+    assert np.abs(plain.astype(float) - dim).mean() > 15  # the scanners' pictures differ a lot
+    a, b, c = (tissue_normalised(x).astype(float) for x in (plain, dim, bright))
+    assert np.abs(a - b).mean() < 4 and np.abs(a - c).mean() < 6
+    assert (tissue_normalised(plain)[:5, :5] == 0).all()  # background noise is not stretched into the picture
+
+
+def test_tissue_intensity_leaves_an_image_without_object_alone():
+    empty = np.random.default_rng(1).integers(0, 3, (50, 50)).astype(np.uint8)
+    assert np.array_equal(tissue_normalised(empty), empty)
+
+
+def test_padded_crop_keeps_the_aspect_ratio():
+    img = np.zeros((100, 300), np.uint8)
+    cv2.circle(img, (150, 50), 40, 200, -1)  # a round object in a wide picture
+    stretched = to_model_pixels(img, PreprocessSpec(size=64, crop="none"))[..., 0] > 100
+    padded = to_model_pixels(img, PreprocessSpec(size=64, crop="none", aspect="pad"))[..., 0] > 100
+    ys, xs = np.nonzero(padded)
+    assert abs((np.ptp(ys) + 1) - (np.ptp(xs) + 1)) <= 2  # still round
+    ys, xs = np.nonzero(stretched)
+    assert (np.ptp(ys) + 1) > 2 * (np.ptp(xs) + 1)  # the old stretch squeezed it
+
+
+def test_padded_box_maps_masks_and_heatmaps_back_to_the_same_place():
+    img = _head()
+    mask = np.zeros(img.shape, np.uint8)
+    mask[(np.mgrid[:120, :200][0] - 60) ** 2 + (np.mgrid[:120, :200][1] - 110) ** 2 < 100] = 1
+    box = crop_box(img, MRI)
+    assert box[1] - box[0] == box[3] - box[2]  # square, reaching beyond the image
+    small = to_model_mask(mask, img, MRI).astype(np.float32)
+    back = _to_image_grid(small, box, img.shape) > 0.5
+    assert back.shape == img.shape
+    overlap = (back & (mask > 0)).sum() / (back | (mask > 0)).sum()
+    assert overlap > 0.7
+
+
+def _write(path, img):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+
+
+def test_brain_reader_joins_every_source_with_patient_groups(tmp_path):
+    head, empty = _head(), np.zeros((120, 200), np.uint8)
+    lesion = (_head() > 170).astype(np.uint8) * 255
+    _write(tmp_path / "brain_mri_4class/train/meningioma/Tr-me_0001.jpg", head)
+    _write(tmp_path / "brain_mri_4class/masks/meningioma/Tr-me_0001_mask.png", lesion)
+    _write(tmp_path / "brain_mri_4class/train/notumor/Tr-no_0001.jpg", head)
+    (tmp_path / "brain_mri_4class/figshare_patients.csv").write_text(
+        "file,figshare_id,patient\nmeningioma/Tr-me_0001.jpg,12,MR999\n")
+    patient = tmp_path / "brain_mri_lgg/TCGA_CS_0001_19990101"
+    for n, m in ((1, empty), (2, lesion), (10, empty)):
+        _write(patient / f"TCGA_CS_0001_19990101_{n}_flair.jpg", head)
+        _write(patient / f"TCGA_CS_0001_19990101_{n}_mask.png", m)
+    samples = brain_mri_all(tmp_path)
+    got = {(s.path.name, s.label, s.group, s.extra["source"], s.mask_path is not None) for s in samples}
+    assert ("Tr-me_0001.jpg", "meningioma", "figshare-MR999", "figshare", True) in got
+    assert ("Tr-no_0001.jpg", "notumor", "", "kaggle-other", False) in got
+    lgg = [s for s in samples if s.extra["source"] == "lgg"]
+    assert [s.path.name.split("_")[4] for s in lgg] == ["1", "2", "10"]  # slice order, not name order
+    assert [s.label for s in lgg] == ["notumor", "glioma", "notumor"]
+    assert {s.group for s in lgg} == {"lgg-TCGA_CS_0001"}
+    assert {source_of(str(s.path), s.group) for s in samples} == {"figshare", "kaggle-other", "lgg"}
+
+
+def test_split_following_keeps_known_sides_and_groups_the_rest():
+    known = [Sample(f"k{i}.jpg", "a" if i % 2 else "b", f"k{i}") for i in range(6)]
+    new = [Sample(f"n{i}.jpg", "a" if i % 2 else "b", f"p{i // 3}") for i in range(30)]
+    sides = {f"k{i}.jpg": "val" if i < 2 else "train" for i in range(6)}
+    train, val = split_following(known + new, sides, key=lambda s: str(s.path), val_fraction=0.2)
+    assert {str(s.path) for s in val} >= {"k0.jpg", "k1.jpg"}
+    assert not {str(s.path) for s in train} & {"k0.jpg", "k1.jpg"}
+    assert {s.group for s in train if s.group.startswith("p")}.isdisjoint({s.group for s in val})
+    assert any(str(s.path).startswith("n") for s in val)
+
+
+def test_source_metrics_count_tumour_free_calls():
+    classes = ["glioma", "notumor"]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    m = source_metrics(probs, np.array([0, 1, 1, 0]), classes)
+    assert m["correct"] == 2 and m["none_images"] == 2 and m["none_called_none"] == 0.5
+    assert m["finding_called_finding"] == 0.5 and m["finding_vs_none_roc_auc"] == 0.75
