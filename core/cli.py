@@ -120,9 +120,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not args.no_history:
         from core.history import History
 
-        history = History()
-        for analysis in analyses:
-            history.add(analysis)
+        try:
+            history = History()
+            for analysis in analyses:
+                history.add(analysis)
+        except DiagnosticError as exc:  # the analysis stands; only its record in the history is missing
+            print(f"warning: {exc}", file=sys.stderr)
     if args.json:
         _print_json(outputs[0] if len(outputs) == 1 else {"path": str(record.path), "frames": outputs})
         return 0
@@ -231,10 +234,15 @@ def _numbered(path: Path, result, analysis, numbered_frames: bool) -> Path:
 def cmd_history(args: argparse.Namespace) -> int:
     from core.history import History
 
-    history = History()
-    if args.csv:
-        print(history.export_csv(args.csv))
-        return 0
+    try:
+        history = History()
+        if args.csv:
+            print(history.export_csv(args.csv))
+            return 0
+    except (DiagnosticError, OSError) as exc:
+        _print_json({"path": str(args.csv or ""), "error": str(exc) if isinstance(exc, DiagnosticError) else
+                     f"cannot write {args.csv}: {exc.strerror or exc}"})
+        return 2
     entries = history.for_file(args.path) if args.path else history.all()
     _print_json({"entries": [{"id": e.id, "analysed_at": e.analysed_at, "path": e.path, "file_sha256": e.file_sha256,
                               "frame": e.frame, "modality": e.modality, "models": e.models, "findings": e.labels}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.app_paths import app_home
+from core.errors import DiagnosticError
 from core.inference.results import Analysis
 from core.models.storage import sha256_file
 
@@ -57,18 +58,27 @@ class HistoryEntry:
 class History:
     def __init__(self, db: Path | str | None = None) -> None:
         self.db = Path(db) if db is not None else app_home() / "history.sqlite"
-        if not self.db.parent.exists():
-            self.db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.db, os.O_CREAT | os.O_RDWR, 0o600)  # before SQLite creates it with the umask
-        os.close(fd)
-        os.chmod(self.db, 0o600)  # also a database an older version left world-readable
-        with self._connect() as con:
-            con.executescript(SCHEMA)
+        try:
+            if not self.db.parent.exists():
+                self.db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.db, os.O_CREAT | os.O_RDWR, 0o600)  # before SQLite creates it with the umask
+            os.close(fd)
+            os.chmod(self.db, 0o600)  # also a database an older version left world-readable
+            with self._connect() as con:
+                con.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise DiagnosticError(f"the history database {self.db} cannot be opened ({exc})") from exc
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.db, timeout=10)
 
     def add(self, analysis: Analysis, file_sha256: str | None = None) -> int:
+        try:
+            return self._add(analysis, file_sha256)
+        except (OSError, sqlite3.Error) as exc:
+            raise DiagnosticError(f"the analysis could not be recorded in the history {self.db} ({exc})") from exc
+
+    def _add(self, analysis: Analysis, file_sha256: str | None) -> int:
         sha = file_sha256 or sha256_file(analysis.path)
         models = {r.model_id: r.version for r in analysis.results}
         with self._connect() as con:

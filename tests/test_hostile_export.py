@@ -124,3 +124,11 @@ def test_history_database_is_private(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "h" / "history.sqlite").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "h").stat().st_mode) == 0o700
+
+
+def test_history_that_cannot_be_opened_is_a_clean_error(tmp_path):
+    from core.errors import DiagnosticError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DiagnosticError, match="cannot be opened"):
+        History(tmp_path / "file" / "history.sqlite")  # its folder is a file
