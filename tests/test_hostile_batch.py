@@ -236,3 +236,17 @@ def test_nan_window_is_shown_and_warned_in_the_rows(tmp_path, tiny_models):
     BatchRun(folder, tmp_path / "out", Analyzer(Registry([tiny_models])), model_ids=MODELS).run()
     rows = _rows(tmp_path / "out" / "results.csv")
     assert rows and all("window" in r["warnings"] for r in rows)
+
+
+def test_a_failing_history_does_not_turn_results_into_errors(tmp_path, tiny_models):
+    class BrokenHistory:
+        def add(self, analysis):
+            raise DiagnosticError("the analysis could not be recorded in the history (disk full)")
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(planted_images(1, seed=2)[0][0]).save(folder / "a.png")
+    BatchRun(folder, tmp_path / "out", Analyzer(Registry([tiny_models])), model_ids=MODELS,
+             history=BrokenHistory()).run()
+    rows = _rows(tmp_path / "out" / "results.csv")
+    assert len(rows) == 2 and not any(r["error"] for r in rows) and all("history" in r["warnings"] for r in rows)

@@ -273,7 +273,11 @@ class BatchRun:
                                                  cancel=self.cancel)
                 rows.extend(self._rows(relative, stem, record, analysis))
                 if self.history is not None and analysis.results:
-                    self.history.add(analysis)
+                    try:
+                        self.history.add(analysis)
+                    except DiagnosticError as exc:  # the result stands; its history record is missing
+                        for row in rows:
+                            row["warnings"] = " | ".join(w for w in (row["warnings"], str(exc)) if w)
             return rows
         except Cancelled:
             raise
