@@ -24,7 +24,9 @@ from core.inference.gradcam import GradCam
 from core.inference.lesions import drop_unsure_components, find_lesions
 from core.inference.results import Analysis, ModelResult
 from core.models.preprocessing import crop_box, prepare_display, preprocess
-from core.models.tiling import aggregate, tile_boxes, tile_map
+from core.models.scale import assumed_warning, resolve_scale
+from core.models.tile_stream import TilePlan
+from core.models.tiling import aggregate, tile_map
 from core.models.registry import Bundle, Registry
 
 LOW_CONFIDENCE = 0.60  # below this calibrated probability the label is flagged as uncertain
@@ -80,7 +82,10 @@ class Analyzer:
         tta: bool = False,
         cancel: threading.Event | None = None,
         on_result: Callable[[ModelResult], None] | None = None,
+        microns_per_pixel: float | None = None,
     ) -> Analysis:
+        """``microns_per_pixel``: the image's scale set or confirmed by the user, for bundles that tile at a physical
+        scale (else read from the file, or assumed with a warning: ``core.models.scale``)."""
         bundles = self.bundles_for(record, model_ids)
         analysis = Analysis(str(record.path), record.modality.value, record.modality_source, frame)
         if not bundles:
@@ -101,7 +106,8 @@ class Analyzer:
                 raise Cancelled("analysis cancelled")
             started = time.perf_counter()
             if bundle.task == "classification":
-                result = self.classify(bundle, display, gradcam, gradcam_plus, target_class, tta)
+                result = self.classify(bundle, display, gradcam, gradcam_plus, target_class, tta, record=record,
+                                       microns_per_pixel=microns_per_pixel)
             else:
                 result = self.segment(bundle, display, record.pixel_spacing_mm)
             result.warnings[:0] = self._modality_warnings(bundle, record, guessed, guess_p)
@@ -178,17 +184,18 @@ class Analyzer:
         return self._gradcams[key](self._stem(bundle, x) if through_rest else [x], target, plus)
 
     def classify(self, bundle: Bundle, display: np.ndarray, gradcam: bool, plus: bool,
-                  target_class: str | None, tta: bool) -> ModelResult:
+                  target_class: str | None, tta: bool, record: ImageRecord | None = None,
+                  microns_per_pixel: float | None = None) -> ModelResult:
         device = configure_device()
         spec = bundle.spec
-        display = prepare_display(display, spec)
         target = None
         if target_class is not None:
             if target_class not in bundle.classes:
                 raise ModelError(f"'{target_class}' is not a class of {bundle.id} ({', '.join(bundle.classes)})")
             target = bundle.classes.index(target_class)
-        if bundle.tiling is not None:
-            return self._classify_tiles(bundle, display, gradcam, plus, target, device)
+        if bundle.tiling is not None:  # stain-normalised tile by tile (core.models.tile_stream)
+            return self._classify_tiles(bundle, display, gradcam, plus, target, device, record, microns_per_pixel)
+        display = prepare_display(display, spec)
         x = preprocess(display, spec)[None]
         heatmap = None
         # With ``flip_average`` (chosen on validation per bundle) the image and its mirror go through in one
@@ -227,13 +234,17 @@ class Analyzer:
                                    f"{result.confidence:.0%} probability.")
 
     def _classify_tiles(self, bundle: Bundle, display: np.ndarray, gradcam: bool, plus: bool, target: int | None,
-                        device: str) -> ModelResult:
-        """Large images: classify tissue tiles, average them, map tile probabilities, Grad-CAM the top tile."""
+                        device: str, record: ImageRecord | None = None, microns_per_pixel: float | None = None
+                        ) -> ModelResult:
+        """Large images: classify tissue tiles (at the bundle's physical scale where it has one, streamed in
+        batches), average them, map tile probabilities, Grad-CAM the top tile."""
         tiling, spec = bundle.tiling, bundle.spec
-        boxes = tile_boxes(display, tiling)
-        x = np.stack([preprocess(display[y0:y1, x0:x1], spec) for y0, y1, x0, x1 in boxes])
-        tile_probs = _softmax(np.concatenate([self._forward(bundle, x[i : i + 16]) for i in range(0, len(x), 16)])
-                              / bundle.temperature)
+        scale = None
+        if tiling.microns_per_pixel and (record is not None or microns_per_pixel is not None):
+            scale = resolve_scale(record, tiling.microns_per_pixel, microns_per_pixel)
+        plan = TilePlan(display, tiling, spec, (scale.um_y, scale.um_x) if scale else None)
+        boxes = plan.boxes
+        tile_probs = _softmax(np.concatenate([self._forward(bundle, x) for x in plan.batches(16)]) / bundle.temperature)
         probs = aggregate(tile_probs, tiling)
         result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device, classes=bundle.classes,
                              probabilities={c: float(p) for c, p in zip(bundle.classes, probs)}, tiles=len(boxes))
@@ -243,9 +254,11 @@ class Analyzer:
         result.heatmap = tile_map(display.shape[:2], boxes, tile_probs[:, shown])
         if gradcam and bundle.gradcam_layer:
             top = int(np.argmax(tile_probs[:, shown]))
-            _, cams, _ = self._gradcam(bundle, x[top : top + 1], shown, plus)
+            _, cams, _ = self._gradcam(bundle, plan.tile_input(top)[None], shown, plus)
             y0, y1, x0, x1 = boxes[top]
             result.tile_gradcam = _to_image_grid(cams[0], (y0, y1, x0, x1), display.shape[:2])
+        if scale is not None and scale.assumed:
+            result.warnings.append(assumed_warning(scale))
         self._flag_low_confidence(result)
         return result
 

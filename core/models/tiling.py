@@ -24,6 +24,9 @@ class TilingSpec:
     tissue: str = "stained"
     aggregate: str = "mean"  # "mean" of tile probabilities, or "max": the most suspicious tile decides
     # (binary bundles, positive class last: a small lesion in one tile makes the image abnormal)
+    # Physical scale of a tile's pixels (micrometres); None: tiles are cut at the image's own pixels (and ``scale``).
+    # With it, an image of a known scale is tiled so each tile covers tile x microns_per_pixel um of tissue.
+    microns_per_pixel: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,29 +55,57 @@ def tissue_mask(rgb: np.ndarray, kind: str = "stained") -> np.ndarray:
     return (hsv[..., 1] > 20) & (hsv[..., 2] < 235)
 
 
-def tile_boxes(rgb: np.ndarray, spec: TilingSpec) -> list[tuple[int, int, int, int]]:
-    """(y0, y1, x0, x1) boxes in original image pixels; at least one box even for tiny images."""
+def tile_sides(spec: TilingSpec, image_um: tuple[float, float] | None = None) -> tuple[int, int, int, int]:
+    """(side_y, side_x, step_y, step_x) of a tile in image pixels: ``tile`` pixels of ``microns_per_pixel`` um
+    where the spec has a physical scale and the image's (um_y, um_x) is known, else ``tile / scale``."""
+    if spec.microns_per_pixel and image_um:
+        zy, zx = spec.microns_per_pixel / image_um[0], spec.microns_per_pixel / image_um[1]
+    else:
+        zy = zx = 1.0 / spec.scale
+    return (max(1, int(round(spec.tile * zy))), max(1, int(round(spec.tile * zx))),
+            max(1, int(round(spec.stride * zy))), max(1, int(round(spec.stride * zx))))
+
+
+def _starts(length: int, side: int, step: int) -> list[int]:
+    starts = list(range(0, length - side + 1, step)) or [0]
+    if starts[-1] + side < length:
+        starts.append(length - side)
+    return starts
+
+
+def tile_boxes(rgb: np.ndarray, spec: TilingSpec, image_um: tuple[float, float] | None = None
+               ) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) boxes in original image pixels; at least one box even for tiny images.
+
+    Without a physical scale (``spec.microns_per_pixel`` or ``image_um`` missing) an image smaller than a tile
+    is one box, the whole image. With one, a box keeps its physical size and may reach beyond a small image
+    (a 400x field is smaller than one tile): ``tile_pixels`` mirrors the image out to fill it.
+    """
     h, w = rgb.shape[:2]
-    side = int(round(spec.tile / spec.scale))
-    step = max(1, int(round(spec.stride / spec.scale)))
-    if h < side or w < side:
+    side_y, side_x, step_y, step_x = tile_sides(spec, image_um)
+    scaled = bool(spec.microns_per_pixel and image_um)
+    if not scaled and (h < side_y or w < side_x):
         return [(0, h, 0, w)]
     tissue = tissue_mask(rgb, spec.tissue).astype(np.float32)
     integral = cv2.integral(tissue)
     boxes, fractions = [], []
-    ys = list(range(0, h - side + 1, step)) or [0]
-    xs = list(range(0, w - side + 1, step)) or [0]
-    if ys[-1] + side < h:
-        ys.append(h - side)
-    if xs[-1] + side < w:
-        xs.append(w - side)
-    for y in ys:
-        for x in xs:
-            total = integral[y + side, x + side] - integral[y, x + side] - integral[y + side, x] + integral[y, x]
-            boxes.append((y, y + side, x, x + side))
-            fractions.append(total / (side * side))
+    for y in _starts(h, side_y, step_y):
+        for x in _starts(w, side_x, step_x):
+            y1, x1 = min(h, y + side_y), min(w, x + side_x)
+            total = integral[y1, x1] - integral[y, x1] - integral[y1, x] + integral[y, x]
+            boxes.append((y, y + side_y, x, x + side_x))
+            fractions.append(total / ((y1 - y) * (x1 - x)))
     kept = [b for b, f in zip(boxes, fractions) if f >= spec.min_tissue]
     return kept or [boxes[int(np.argmax(fractions))]]
+
+
+def tile_pixels(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The box's pixels; where it reaches beyond the image, the image mirrored out (same tissue, same scale)."""
+    y0, y1, x0, x1 = box
+    h, w = rgb.shape[:2]
+    inside = rgb[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+    pads = ((max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w))) + ((0, 0),) * (rgb.ndim - 2)
+    return np.pad(inside, pads, mode="symmetric") if any(sum(p) for p in pads[:2]) else inside
 
 
 def aggregate(tile_probs: np.ndarray, spec: TilingSpec) -> np.ndarray:

@@ -16,6 +16,9 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "geometric": ("geometric",),
     "filter+geometric": ("filters", "geometric"),
     "stain": ("stain", "mirror"),
+    # Strong H&E variation for other labs' slides: every tile gets new stain vectors and intensities (HED
+    # space), stronger hue/saturation/brightness shifts and a slight defocus now and then.
+    "hed-strong": ("hed", "mirror"),
 }
 AUGMENTATIONS = ("none", *PRESETS)
 
@@ -47,7 +50,15 @@ def build_augmentation(name: str | None, seed: int = 0):
         A.RandomBrightnessContrast(0.2, 0.2, p=0.5),
         A.VerticalFlip(p=0.5),
     ]
-    groups = {"filters": filters, "geometric": geometric, "stain": stain, "mirror": mirror}
+    hed = [
+        A.HEStain(method="random_preset", intensity_scale_range=(0.5, 1.5), intensity_shift_range=(-0.3, 0.3), p=1.0),
+        A.HueSaturationValue(hue_shift_limit=15, sat_shift_limit=30, val_shift_limit=15, p=0.8),
+        A.RandomBrightnessContrast(0.25, 0.25, p=0.7),
+        A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+        A.RandomRotate90(p=1.0),
+        A.VerticalFlip(p=0.5),
+    ]
+    groups = {"filters": filters, "geometric": geometric, "stain": stain, "mirror": mirror, "hed": hed}
     return A.Compose([t for group in PRESETS[name] for t in groups[group]], seed=seed)
 
 

@@ -447,16 +447,20 @@ CONFIGS: dict[str, BundleConfig] = {
             modality="SM",
             task="classification",
             title="Breast H&E histology: benign or malignant",
-            reader="ucsb_histology",
-            root="histology_ucsb",
+            # 2.0: two labs (UCSB TMA cores + BACH microscopy, each split 75/25 by group), tiles resampled to 0.5 um
+            # per pixel, stain handling chosen by leave-one-lab-out: `python -m core.training.lab_transfer cache |
+            # measure | train` (the generic `train` does not know each image's scale). 1.0: UCSB alone, reader
+            # ucsb_histology, Macenko, stain augmentation x4, zoom-out 1-3x. History: models/<id>/CHANGELOG.md.
+            reader="two_lab_histology",
+            root=".",
             classes=["benign", "malignant"],
-            spec=PreprocessSpec(size=224, color="rgb", crop="none", stain="macenko"),
-            tiling=TilingSpec(tile=224, stride=224, min_tissue=0.4),
-            augmentation="stain",
-            augmented_views=4,
-            zoom_out=(1.0, 3.0),
+            spec=PreprocessSpec(size=224, color="rgb", crop="none", stain="none"),
+            tiling=TilingSpec(tile=224, stride=224, min_tissue=0.4, microns_per_pixel=0.5),
+            augmentation="hed-strong",
+            augmented_views=1,
             mix="mixup",
             val_fraction=0.25,
+            version="2.0.0",
             notes="Small data: trained on about 34 tissue-microarray cores from one lab and one scanner, validated on "
                   "12 others (and on all 46 by grouped cross-validation). That is far too few to promise accuracy on "
                   "another lab's slides, scanner or magnification; stain normalisation and stain augmentation narrow "

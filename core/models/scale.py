@@ -1,0 +1,148 @@
+"""Physical scale of a microscopy image (micrometres per pixel), resolved in one place.
+
+A tiled histology bundle records the scale its tiles were cut at (``tiling.microns_per_pixel``); an
+image is resampled to it before tiling, so a 40x and a 400x picture of the same tissue give the model
+the same cells at the same size. Where the scale of the loaded image comes from, first found wins:
+
+1. the user (``microns_per_pixel`` handed to the analysis: the magnification set or confirmed by hand);
+2. the file: DICOM ``PixelSpacing`` (already in ``ImageRecord.pixel_spacing_mm``) or, for a whole-slide
+   DICOM, ``ImagedVolumeWidth/Height`` over ``TotalPixelMatrixColumns/Rows``; TIFF ``XResolution`` /
+   ``YResolution`` with ``ResolutionUnit`` inch or centimetre, or an Aperio ``MPP = ...`` description;
+3. a BreakHis-style file name, ``..-<magnification>-<seq>`` (``SOB_B_A-14-22549AB-400-001.png``);
+4. the bundle's assumed scale (the one of its training images), with a warning in the result.
+
+A scale found in the file is for the file's full resolution; a record loaded downsampled
+(``ImageRecord.downsample``) has pixels ``downsample`` times larger.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# BreakHis (Spanhol et al. 2016): Olympus BX-50, Samsung SCC-131AN camera (6.5 um pixels) behind a 3.3x
+# relay lens; the 4x objective ("40x") gives 6.5 / (4 x 3.3) = 0.49 um per pixel, 700 px = 343 um of tissue.
+BREAKHIS_40X_UM = 0.49
+MAGNIFICATIONS = (40, 100, 200, 400)
+# Plausible microscopy scales; a TIFF's 72 or 96 dpi (350 or 265 um per pixel) is a screen default, not a scale.
+PLAUSIBLE_UM = (0.02, 20.0)
+_NAME = re.compile(r"-(40|100|200|400)-\d+$")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Micrometres per pixel of the loaded image along y (rows) and x (columns), and where it came from."""
+
+    um_y: float
+    um_x: float
+    source: str  # "user", "dicom", "tiff", "file name" or "assumed"
+
+    @property
+    def assumed(self) -> bool:
+        return self.source == "assumed"
+
+    def describe(self) -> str:
+        value = f"{self.um_x:.3g}" if abs(self.um_x - self.um_y) < 1e-6 else f"{self.um_y:.3g} x {self.um_x:.3g}"
+        return f"{value} um per pixel ({self.source})"
+
+
+def magnification_from_name(name: str | Path) -> int | None:
+    """The objective magnification a BreakHis-style file name carries (``...-400-001.png`` -> 400)."""
+    match = _NAME.search(Path(name).stem)
+    return int(match.group(1)) if match else None
+
+
+def um_at_magnification(magnification: float) -> float:
+    """Micrometres per pixel of a BreakHis-type camera at this magnification (40x: 0.49; 400x: 0.049)."""
+    if magnification <= 0:
+        raise ValueError(f"magnification must be positive, not {magnification}")
+    return BREAKHIS_40X_UM * 40.0 / magnification
+
+
+def _plausible(um_y: float, um_x: float) -> bool:
+    lo, hi = PLAUSIBLE_UM
+    return lo <= um_y <= hi and lo <= um_x <= hi
+
+
+def tiff_scale(path: str | Path) -> tuple[float, float] | None:
+    """(um_y, um_x) per pixel of a TIFF's first page at full resolution, or None where it states none."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            description = str(getattr(page, "description", "") or "")
+            mpp = re.search(r"MPP\s*=\s*([0-9.]+)", description)
+            if mpp and _plausible(float(mpp.group(1)), float(mpp.group(1))):
+                return float(mpp.group(1)), float(mpp.group(1))
+            tags = page.tags
+            unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+            per_unit = {2: 25400.0, 3: 10000.0}.get(unit)  # inch, centimetre; 1 = no unit
+            if per_unit is None or "XResolution" not in tags or "YResolution" not in tags:
+                return None
+            xres, yres = (_rational(tags[k].value) for k in ("XResolution", "YResolution"))
+            if not xres or not yres:
+                return None
+            um_y, um_x = per_unit / yres, per_unit / xres
+            return (um_y, um_x) if _plausible(um_y, um_x) else None
+    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, TypeError, ZeroDivisionError):
+        return None
+
+
+def _rational(value) -> float:
+    if isinstance(value, tuple):
+        num, den = value
+        return float(num) / float(den) if den else 0.0
+    return float(value)
+
+
+def dicom_scale(path: str | Path) -> tuple[float, float] | None:
+    """(um_y, um_x) of a whole-slide DICOM from its imaged volume over its total pixel matrix."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        width, height = float(ds.ImagedVolumeWidth), float(ds.ImagedVolumeHeight)  # mm
+        columns, rows = int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows)
+        um_y, um_x = height * 1000.0 / rows, width * 1000.0 / columns
+        return (um_y, um_x) if _plausible(um_y, um_x) else None
+    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError, OSError, pydicom.errors.InvalidDicomError):
+        return None
+
+
+def file_scale(record) -> Scale | None:
+    """The scale an ImageRecord's file states (header or BreakHis-style name), for the pixels as loaded."""
+    factor = max(1, int(getattr(record, "downsample", 1) or 1))
+    spacing = getattr(record, "pixel_spacing_mm", None)
+    if spacing and _plausible(spacing[0] * 1000.0, spacing[1] * 1000.0):
+        return Scale(spacing[0] * 1000.0, spacing[1] * 1000.0, "dicom")  # the loader scaled it already
+    path = Path(record.path)
+    found = None
+    if record.file_format == "TIFF":
+        found = tiff_scale(path), "tiff"
+    elif record.file_format == "DICOM":
+        found = dicom_scale(path), "dicom"
+    if found and found[0]:
+        (um_y, um_x), source = found
+        return Scale(um_y * factor, um_x * factor, source)
+    magnification = magnification_from_name(path)
+    if magnification:
+        um = um_at_magnification(magnification) * factor
+        return Scale(um, um, "file name")
+    return None
+
+
+def resolve_scale(record, assumed_um: float, user_um: float | None = None) -> Scale:
+    """The loaded image's scale: the user's, else the file's, else ``assumed_um`` (the bundle's own)."""
+    if user_um is not None:
+        if not _plausible(user_um, user_um):
+            raise ValueError(f"{user_um} um per pixel is not a microscopy scale")
+        return Scale(float(user_um), float(user_um), "user")
+    return file_scale(record) or Scale(float(assumed_um), float(assumed_um), "assumed")
+
+
+def assumed_warning(scale: Scale) -> str:
+    """What a result says when the magnification was not known."""
+    return (f"Magnification unknown: the image was taken to be at {scale.um_x:.2f} um per pixel, the scale of the "
+            "model's training tiles; if it was taken at another magnification, set it and analyse again.")

@@ -1,0 +1,342 @@
+"""Histology across labs: tiles at one physical scale, leave-one-lab-out stain choice, the two-lab bundle.
+
+``python -m core.training.lab_transfer cache``  tiles of every UCSB and BACH image at ``TILE_UM`` um per pixel
+(at most ``TILES_PER_IMAGE`` per image), trunk features of each stain option, cached and resumable;
+``python -m core.training.lab_transfer measure [--finetune-epochs N]``  for each stain option (none / Macenko
+normalisation / strong HED augmentation) trains on one lab's images and measures image accuracy and ROC AUC on
+the other's, both ways, written to ``<cache>/lab_transfer.json``;
+``python -m core.training.lab_transfer train --stain OPTION``  the shipped ``breast-histology-2class``: both labs,
+each split 75/25 by group, from the same cached features, then its manifest and card get the scales seen in
+training and the leave-one-lab-out table.
+
+Training on one lab and judging on the other is the nearest this data comes to a pathologist's own slides:
+the measured lab's stain, scanner and scale were never seen. Runs like ``core.training.crossval``: the judged
+lab never steers training (no early stopping, no best-epoch pick, no temperature fitted on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from core.models.preprocessing import PreprocessSpec
+from core.models.tiling import TilingSpec, tile_boxes
+from core.training.configs import CACHE_ROOT, CONFIGS, BundleConfig
+from core.training.datasets import READERS, Sample, plan_entry, plan_sample
+
+BUNDLE = "breast-histology-2class"
+TILE_UM = 0.5  # 224 px tiles of 112 um: 20x-like, near both labs' own scale (BACH 0.42-0.56, UCSB ~0.42)
+TILES_PER_IMAGE = {"ucsb": 12, "bach": 4}  # a fixed random draw of each image's tissue tiles (CPU budget)
+RAW = PreprocessSpec(size=224, color="rgb", crop="none", stain="none")
+MACENKO = PreprocessSpec(size=224, color="rgb", crop="none", stain="macenko")
+HED_AUGMENTATION = "hed-strong"
+# Each option: (spec of the plain view, cached feature files of its training views); judged on its plain view.
+OPTIONS = {
+    "none": (RAW, ["raw_v0"]),
+    "macenko": (MACENKO, ["macenko_v0"]),
+    "hed": (RAW, ["raw_v0", "hed_v1"]),
+}
+LABS = ("ucsb", "bach")
+
+
+def work_dir(config: BundleConfig) -> Path:
+    return CACHE_ROOT / f"{config.id}-labs"
+
+
+def grouped(samples: list[Sample]) -> list[Sample]:
+    """Groups that keep related images on one side: a declared group (UCSB TMA batch, BACH image-number block)
+    merged with every near-duplicate cluster it touches (256-bit dHash, ``core.training.splits``)."""
+    from core.training.splits import near_duplicate_groups
+
+    parent = {s.group: s.group for s in samples}
+
+    def find(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    clusters: dict[str, str] = {}
+    for s, cluster in zip(samples, near_duplicate_groups(samples)):
+        if cluster in clusters:
+            parent[find(s.group)] = find(clusters[cluster])
+        clusters.setdefault(cluster, s.group)
+    for s in samples:
+        s.group = find(s.group)
+    return samples
+
+
+def tile_entries(samples: list[Sample], tiling: TilingSpec, per_image: dict[str, int], seed: int = 0) -> list[dict]:
+    """Plan entries (one per tile) of tissue tiles at the tiling's physical scale, at most ``per_image[lab]`` per
+    image, drawn at random once; each carries its image's label, lab and scale."""
+    from core.imaging import load_image
+
+    rng = np.random.default_rng(seed)
+    entries = []
+    for s in samples:
+        display = load_image(s.path).display(0)
+        um = tuple(s.extra["um"])
+        boxes = tile_boxes(display, tiling, um)
+        cap = per_image.get(s.extra["lab"], len(boxes))
+        if len(boxes) > cap:
+            boxes = [boxes[i] for i in sorted(rng.choice(len(boxes), cap, replace=False))]
+        for box in boxes:
+            entries.append({**plan_entry(s), "image_label": s.label, "box": list(box), "shape": list(display.shape[:2]),
+                            "lab": s.extra["lab"], "um": list(um)})
+    return entries
+
+
+def all_entries(config: BundleConfig) -> list[dict]:
+    """Every tile entry of both labs, made once and kept in the work folder."""
+    folder = work_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "entries.json"
+    if not path.exists():
+        samples = READERS["two_lab_histology"](config.data_path)
+        bach = grouped([s for s in samples if s.extra["lab"] == "bach"])
+        samples = [s for s in samples if s.extra["lab"] != "bach"] + bach
+        path.write_text(json.dumps(tile_entries(samples, config.tiling, TILES_PER_IMAGE, config.seed)))
+    return json.loads(path.read_text())
+
+
+def trunk_of(config: BundleConfig):
+    from core.models.backbones import build_backbone, split_backbone
+
+    return split_backbone(build_backbone(config.arch, config.backbone_path), config.arch, config.top_block_start)[0]
+
+
+def cache(config: BundleConfig, names: list[str] | None = None) -> None:
+    """Trunk features of every tile for each option's views (resumable)."""
+    from core.training.features import cache_features
+
+    entries = all_entries(config)
+    samples = [plan_sample(d) for d in entries]
+    trunk = trunk_of(config)
+    wanted = names or sorted({n for _, files in OPTIONS.values() for n in files})
+    for name in wanted:
+        spec = MACENKO if name.startswith("macenko") else RAW
+        view = int(name.rsplit("_v", 1)[1])
+        cache_features(samples, spec, trunk, work_dir(config) / f"{name}.npy",
+                       augmentation=HED_AUGMENTATION if name.startswith("hed") else None, seed=config.seed + view)
+
+
+def _features(config: BundleConfig, name: str) -> np.ndarray:
+    return np.load(work_dir(config) / f"{name}.npy", mmap_mode="r")
+
+
+def transfer(config: BundleConfig, option: str, train_lab: str, finetune_epochs: int) -> dict:
+    """Train on ``train_lab``'s tiles with ``option``'s views, judge every image of the other lab."""
+    from core.training.classifier import _per_image, fit_classifier, predict_chunks
+    from core.training.evaluate import classification_metrics, softmax
+
+    entries = all_entries(config)
+    labs = np.array([d["lab"] for d in entries])
+    y = np.array([config.classes.index(d["label"]) for d in entries])
+    _, files = OPTIONS[option]
+    train, judged = labs == train_lab, labs != train_lab
+    x_train = np.concatenate([np.asarray(_features(config, f)[train]) for f in files])
+    y_train = np.tile(y[train], len(files))
+    x_judged = np.asarray(_features(config, files[0])[judged])
+    run = dataclasses.replace(config, epochs_finetune=finetune_epochs, augmented_views=len(files) - 1)
+    head = fit_classifier(run, x_train, y_train, x_judged, y[judged],
+                          work_dir(config) / f"{option}_{train_lab}_ft{finetune_epochs}", select_on_val=False)
+    tile_probs = softmax(predict_chunks(head, x_judged))
+    judged_entries = [d for d, j in zip(entries, judged) if j]
+    probs, labels = _per_image(judged_entries, tile_probs, config)
+    metrics = classification_metrics(probs, labels, config.classes)
+    from sklearn.metrics import roc_auc_score
+
+    return {"option": option, "train_lab": train_lab, "judged_lab": next(l for l in LABS if l != train_lab),
+            "finetune_epochs": finetune_epochs, "train_images": len({d["path"] for d, t in zip(entries, train) if t}),
+            "train_tiles": int(train.sum()), "n": int(len(labels)), "accuracy": metrics["accuracy"],
+            "roc_auc": metrics["roc_auc"], "tile_roc_auc": float(roc_auc_score(y[judged], tile_probs[:, 1])),
+            "confusion_matrix": metrics["confusion_matrix"]}
+
+
+def measure(config: BundleConfig, options: list[str], finetune_epochs: int) -> list[dict]:
+    """Every option both ways; results appended to ``<work>/lab_transfer.json`` (one row per run)."""
+    path = work_dir(config) / "lab_transfer.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    for option in options:
+        for train_lab in LABS:
+            row = transfer(config, option, train_lab, finetune_epochs)
+            print(f"{option:8s} {row['train_lab']} -> {row['judged_lab']}: accuracy {row['accuracy']:.3f} (n = "
+                  f"{row['n']}), ROC AUC {row['roc_auc']:.3f}, tiles {row['tile_roc_auc']:.3f}", flush=True)
+            rows = [r for r in rows if (r["option"], r["train_lab"], r["finetune_epochs"]) !=
+                    (option, train_lab, finetune_epochs)] + [row]
+            path.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def choose(rows: list[dict]) -> str:
+    """The option with the best mean image ROC AUC over both directions (then accuracy), at the deepest recipe
+    measured for every option."""
+    depth = max(r["finetune_epochs"] for r in rows)
+    while depth and not all(any(r["option"] == o and r["finetune_epochs"] == depth for r in rows) for o in OPTIONS):
+        depth = max([r["finetune_epochs"] for r in rows if r["finetune_epochs"] < depth] or [0])
+    score = {}
+    for option in OPTIONS:
+        mine = [r for r in rows if r["option"] == option and r["finetune_epochs"] == depth]
+        if len({r["train_lab"] for r in mine}) == len(LABS):
+            score[option] = (np.mean([r["roc_auc"] for r in mine]), np.mean([r["accuracy"] for r in mine]))
+    return max(score, key=score.get)
+
+
+def split_images(entries: list[dict], config: BundleConfig) -> tuple[set[str], set[str]]:
+    """Each lab split 75/25 by group and label (``core.training.splits.split``, the bundle's seed): UCSB as the
+    1.x bundles split it, BACH by its merged groups."""
+    from core.training.splits import split
+
+    train, val = set(), set()
+    for lab in LABS:
+        images = {d["path"]: Sample(Path(d["path"]), d["image_label"], d["group"]) for d in entries if d["lab"] == lab}
+        if not images:
+            continue
+        tr, va = split(list(images.values()), config.val_fraction, config.seed)
+        train |= {str(s.path) for s in tr}
+        val |= {str(s.path) for s in va}
+    return train, val
+
+
+def bundle_config(option: str) -> BundleConfig:
+    config = CONFIGS[BUNDLE]
+    spec, files = OPTIONS[option]
+    return dataclasses.replace(config, spec=spec, augmentation=HED_AUGMENTATION if option == "hed" else "none",
+                               augmented_views=len(files) - 1)
+
+
+def train_bundle(option: str, out_root: str | Path | None = None) -> Path:
+    """The shipped bundle on both labs from the cached features of ``option``; its split and caches are written
+    where ``core.training.classifier.train`` finds them, then it trains, calibrates and writes as for every bundle."""
+    from core.training import classifier
+
+    config = bundle_config(option)
+    entries = all_entries(config)
+    train_images, val_images = split_images(entries, config)
+    keep = ("path", "label", "group", "mask", "circles", "box", "shape", "image_label")
+    plan = {part: [{k: d[k] for k in keep} for d in entries if d["path"] in images]
+            for part, images in (("train", train_images), ("val", val_images))}
+    index = {part: np.array([i for i, d in enumerate(entries) if d["path"] in images])
+             for part, images in (("train", train_images), ("val", val_images))}
+    folder = config.cache_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = folder / "split.json"
+    if stale.exists() and json.loads(stale.read_text()) != plan:
+        raise ValueError(f"{folder} holds another split: move it away to retrain")
+    stale.write_text(json.dumps(plan, indent=1))
+    trunk_name = trunk_of(config).name
+    _, files = OPTIONS[option]
+    views = [("val_v0", files[0], index["val"])] + [(f"train_v{v}", f, index["train"]) for v, f in enumerate(files)]
+    for name, source, rows in views:
+        np.save(folder / f"{name}.npy", np.asarray(_features(config, source)[rows]))
+        (folder / f"{name}.json").write_text(json.dumps({"done": len(rows), "trunk": trunk_name}))
+    bundle = classifier.train(config, out_root)
+    record(bundle, config, entries, train_images, val_images, option)
+    return bundle
+
+
+def record(folder: Path, config: BundleConfig, entries: list[dict], train_images: set[str], val_images: set[str],
+           option: str) -> None:
+    """Scales seen, leave-one-lab-out table, per-lab validation and the command: into manifest and card."""
+    from core.models.intervals import accuracy_interval
+    from core.training.classifier import _per_image, predict_chunks
+    from core.training.evaluate import softmax
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rows = json.loads((work_dir(config) / "lab_transfer.json").read_text())
+    scales = Counter((d["lab"], tuple(d["um"])) for d in entries if d["path"] in train_images and d["lab"])
+    images = {(d["lab"], tuple(d["um"]), d["path"]) for d in entries if d["path"] in train_images}
+    seen = [{"lab": lab, "um_per_pixel_y_x": list(um), "images": sum(1 for l, u, _ in images if (l, u) == (lab, um)),
+             "tiles": n} for (lab, um), n in sorted(scales.items())]
+    # Per-lab validation: the bundle's own network on its validation tiles, split by lab.
+    from core.models.registry import Bundle
+
+    net = Bundle.from_folder(folder)
+    head = net.trunk_and_head()[1]
+    x_val = np.load(config.cache_dir / "val_v0.npy", mmap_mode="r")
+    val_entries = [d for d in entries if d["path"] in val_images]
+    probs = softmax(predict_chunks(head, x_val) / manifest["calibration"]["temperature"])
+    per_lab = {}
+    for lab in LABS:
+        mask = np.array([d["lab"] == lab for d in val_entries])
+        p, y = _per_image([d for d, m in zip(val_entries, mask) if m], probs[mask], config)
+        acc = float(np.mean(p.argmax(1) == y))
+        per_lab[lab] = {"n": int(len(y)), "accuracy": acc, "interval": list(accuracy_interval(acc, len(y))),
+                        "confusion_matrix": [[int(np.sum((y == i) & (p.argmax(1) == j))) for j in range(2)]
+                                             for i in range(2)]}
+    manifest["tiling"]["microns_per_pixel"] = config.tiling.microns_per_pixel
+    manifest["scale"] = {
+        "microns_per_pixel": config.tiling.microns_per_pixel,
+        "seen_in_training": seen,
+        "resolution": "user setting, else TIFF/DICOM metadata, else a BreakHis-style file name (-40-/-100-/-200-/"
+                      "-400-), else assumed at the bundle's scale with a warning (core.models.scale)",
+        "tiles_per_image": TILES_PER_IMAGE,
+    }
+    manifest["lab_transfer"] = {"rows": rows, "chosen": option}
+    manifest["validation_by_lab"] = per_lab
+    manifest["training"]["command"] = f"python -m core.training.lab_transfer train --stain {option}"
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    from core.training.bundle_writer import model_card
+
+    (folder / "model_card.md").write_text(model_card(manifest) + "\n" + card_section(manifest))
+
+
+def card_section(manifest: dict) -> str:
+    """The card's account of scale, labs and the leave-one-lab-out stain choice."""
+    scale = manifest["scale"]
+    seen = "; ".join(f"{s['lab'].upper()} {s['um_per_pixel_y_x'][0]:.2f} x {s['um_per_pixel_y_x'][1]:.2f} um/px "
+                     f"({s['images']} images, {s['tiles']} tiles)" for s in scale["seen_in_training"])
+    lines = [
+        "## Scale",
+        f"Tiles are {manifest['tiling']['tile']} px at {scale['microns_per_pixel']} um per pixel "
+        f"({manifest['tiling']['tile'] * scale['microns_per_pixel']:.0f} um of tissue). Scales seen in training "
+        f"(y x x): {seen}. The image's scale comes from {scale['resolution']}.",
+        "",
+        "## Validation by lab",
+        "| lab | images | accuracy [95 % CI] | confusion matrix |",
+        "|---|---|---|---|",
+    ]
+    for lab, v in manifest["validation_by_lab"].items():
+        lo, hi = v["interval"]
+        lines.append(f"| {lab.upper()} | {v['n']} | {v['accuracy']:.3f} [{lo:.3f}-{hi:.3f}] | `{v['confusion_matrix']}` |")
+    lines += ["", "## Leave-one-lab-out (stain handling chosen here)",
+              "Trained on one lab's images, judged on every image of the other (never seen, never steering training; "
+              "T = 1). Fine-tune epochs 0 = the top block frozen, only the Dense layer trained.", "",
+              "| stain handling | fine-tune epochs | trained on | judged on | images | accuracy | ROC AUC | tile ROC AUC |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(manifest["lab_transfer"]["rows"], key=lambda r: (r["finetune_epochs"], r["option"], r["train_lab"])):
+        lines.append(f"| {r['option']} | {r['finetune_epochs']} | {r['train_lab'].upper()} ({r['train_images']}) | "
+                     f"{r['judged_lab'].upper()} | {r['n']} | {r['accuracy']:.3f} | {r['roc_auc']:.3f} | "
+                     f"{r['tile_roc_auc']:.3f} |")
+    lines.append(f"\nChosen: **{manifest['lab_transfer']['chosen']}** (best mean ROC AUC over both directions).\n")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.training.lab_transfer")
+    parser.add_argument("action", choices=["cache", "measure", "train"])
+    parser.add_argument("--views", nargs="*", help="cache: feature files to make (default: every option's)")
+    parser.add_argument("--options", nargs="*", default=list(OPTIONS), choices=list(OPTIONS))
+    parser.add_argument("--finetune-epochs", type=int, default=0, help="measure: top-block epochs after the head")
+    parser.add_argument("--stain", choices=list(OPTIONS), help="train: the option (default: chosen by 'measure')")
+    parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
+    args = parser.parse_args(argv)
+    config = CONFIGS[BUNDLE]
+    if args.action == "cache":
+        cache(config, args.views)
+    elif args.action == "measure":
+        measure(config, args.options, args.finetune_epochs)
+    else:
+        rows = json.loads((work_dir(config) / "lab_transfer.json").read_text())
+        print(train_bundle(args.stain or choose(rows), args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
