@@ -206,6 +206,7 @@ def test_series_index_only_sees_files_the_loader_accepted(tmp_path, tiny_models,
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "mr.dcm").write_bytes(pydicom_file("MR_small.dcm").read_bytes())
+    (folder / "truncated.dcm").write_bytes(pydicom_file("MR_small.dcm").read_bytes()[:3000])
     deflated_bomb(folder / "bomb.dcm", 300 * 1024**2)
     os.mkfifo(folder / "fifo.dcm")
     seen: list[str] = []
@@ -220,7 +221,8 @@ def test_series_index_only_sees_files_the_loader_accepted(tmp_path, tiny_models,
                        heatmaps=False).run()
     rows = {r["file"]: r for r in _rows(tmp_path / "out" / "results.csv")}
     assert summary["complete"] and "inflates" in rows["bomb.dcm"]["error"] and "FIFO" in rows["fifo.dcm"]["error"]
-    assert seen == ["mr.dcm"]
+    assert "too large" in rows["bomb.dcm"]["error"] and rows["truncated.dcm"]["error"]
+    assert seen == ["mr.dcm", "truncated.dcm"]  # damaged but small: handed on, so series.csv can say why
 
 
 def test_nan_window_is_shown_and_warned_in_the_rows(tmp_path, tiny_models):

@@ -374,16 +374,19 @@ class BatchRun:
         return summary
 
     def _write_series_csv(self, rows: list[dict]) -> None:
-        """``series.csv`` (core.series.report) over the files this run read without error only.
+        """``series.csv`` (core.series.report) over the regular files this run found, less those refused
+        as too large.
 
-        The series index opens files itself: the ones the guarded loader refused (FIFOs, devices,
-        decompression bombs, damaged files) are never handed to it, so they cannot block or inflate there.
+        The series index opens files itself: what the guarded loader refused before reading (FIFOs,
+        devices, links; see discovery) or for size (decompression bombs: every such message says "too
+        large") is never handed to it, so nothing can block or inflate there. Damaged small files are
+        handed on, so series.csv can still say why their series has no result.
         """
         from core.series.index import index_files
         from core.series.report import SERIES_COLUMNS, series_rows
 
-        failed = {r["file"] for r in rows if r["error"]}
-        readable = [p for p in self._files if self._relative(p) not in failed]
+        refused = {r["file"] for r in rows if "too large" in r["error"]}
+        readable = [p for p in self._files if self._relative(p) not in refused]
         index = index_files(readable, root=self.root)
         if not any(s.kind != "image" for s in index.series):
             return

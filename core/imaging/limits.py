@@ -80,6 +80,7 @@ def _gib(n: float) -> str:
     return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 / 10 else f"{n / 1024**2:.0f} MiB"
 
 
+# Every refusal for size says "too large": the batch keeps such files from later readers (series index).
 def check_size(rows: int, columns: int, frames: int, samples: int, bytes_per_sample: int,
                decode_scale: int = 1, budget: int | None = None, piece_bytes: int | None = None) -> str | None:
     """Return a reason when the declared image is absurd or cannot be decoded in memory, else None.
