@@ -208,3 +208,22 @@ def test_near_duplicates_join_their_blocks_and_splits_keep_groups_apart(tmp_path
     assert choose(rows) == "hed"  # best mean over both directions, not the best single direction
     rows += [{**r, "finetune_epochs": 2, "roc_auc": 0.99 if r["option"] == "none" else 0.1} for r in rows[:2]]
     assert choose(rows) == "hed"  # a deeper recipe counts only once every option has it
+
+
+def test_small_fields_are_cut_and_mirrored_like_a_high_magnification_picture():
+    from core.training.lab_transfer import FIELD_SIDES, small_field
+
+    tile = np.random.default_rng(0).integers(0, 255, (224, 224, 3)).astype(np.uint8)
+    field = small_field(tile, np.random.default_rng(3))
+    assert field.shape == tile.shape
+    # the field's own rows repeat mirrored: find its height from the first row that mirrors an earlier one
+    heights = [h for h in range(FIELD_SIDES[0], FIELD_SIDES[1] + 1) if np.array_equal(field[h], field[h - 1])]
+    h = heights[0]
+    assert np.array_equal(field[h:], field[:h][::-1][: 224 - h])
+
+
+def test_the_generic_train_command_refuses_the_two_lab_config():
+    from core.training.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "breast-histology-2class"])

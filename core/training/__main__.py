@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if overrides:
         config = dataclasses.replace(config, **overrides)
     module = segmenter if config.task == "segmentation" else classifier
+    if config.reader == "two_lab_histology" and args.action in ("cache", "train", "cv"):
+        parser.error(f"{config.id} tiles each lab's images at its own scale: use python -m core.training.lab_transfer "
+                     "cache | measure | train (or --reader with a one-lab layout)")
     if args.action in ("cache", "cv") and config.feature_bundle:
         parser.error(f"{config.id} fits one layer on the written {config.feature_bundle} bundle's network: nothing "
                      "to cache or cross-validate on its own; 'train' computes its features from that bundle")

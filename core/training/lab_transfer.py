@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from core.models.preprocessing import PreprocessSpec
-from core.models.tiling import TilingSpec, tile_boxes
+from core.models.tiling import TilingSpec, tile_boxes, tile_pixels
 from core.training.configs import CACHE_ROOT, CONFIGS, BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample
 
@@ -41,8 +41,14 @@ OPTIONS = {
     "none": (RAW, ["raw_v0"]),
     "macenko": (MACENKO, ["macenko_v0"]),
     "hed": (RAW, ["raw_v0", "hed_v1"]),
+    # and a view of small fields: a 200x or 400x picture is smaller than one tile at TILE_UM and is mirrored out
+    "hed+field": (RAW, ["raw_v0", "hed_v1", "fieldhed_v2"]),
 }
 LABS = ("ucsb", "bach")
+# Small-field sides in tile pixels at TILE_UM: a BreakHis 400x picture (700 x 460 px at 0.049 um) is 69 x 45 of
+# them, a 200x one 137 x 90. "field_v0": every tile cut to such a field (plain, for judging), "fieldhed_v2" the
+# same with strong HED augmentation (for training).
+FIELD_SIDES = (45, 137)
 
 
 def work_dir(config: BundleConfig) -> Path:
@@ -118,12 +124,58 @@ def cache(config: BundleConfig, names: list[str] | None = None) -> None:
     entries = all_entries(config)
     samples = [plan_sample(d) for d in entries]
     trunk = trunk_of(config)
-    wanted = names or sorted({n for _, files in OPTIONS.values() for n in files})
+    wanted = names or sorted({n for _, files in OPTIONS.values() for n in files} | {"field_v0"})
     for name in wanted:
+        if name.startswith("field"):
+            cache_fields(config, entries, trunk, name)
+            continue
         spec = MACENKO if name.startswith("macenko") else RAW
         view = int(name.rsplit("_v", 1)[1])
         cache_features(samples, spec, trunk, work_dir(config) / f"{name}.npy",
                        augmentation=HED_AUGMENTATION if name.startswith("hed") else None, seed=config.seed + view)
+
+
+def small_field(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random field of ``FIELD_SIDES`` tile pixels from a model-size tile, mirrored out to the tile's size: what
+    the analysis makes of a high-magnification picture (``core.models.tiling.tile_pixels``)."""
+    size = pixels.shape[0]
+    fh, fw = (int(v) for v in rng.integers(FIELD_SIDES[0], FIELD_SIDES[1] + 1, 2))
+    oy, ox = int(rng.integers(0, size - fh + 1)), int(rng.integers(0, size - fw + 1))
+    return tile_pixels(pixels[oy : oy + fh, ox : ox + fw], (0, size, 0, size))
+
+
+def cache_fields(config: BundleConfig, entries: list[dict], trunk, name: str, batch: int = 16) -> None:
+    """Trunk features of one small field per tile (``field*``), HED-augmented when the name says ``hed``."""
+    from core.imaging import load_image
+    from core.models.preprocessing import scale_pixels, to_model_pixels
+    from core.training.augment import build_augmentation
+
+    out = work_dir(config) / f"{name}.npy"
+    if out.exists():
+        return
+    view = int(name.rsplit("_v", 1)[1])
+    rng = np.random.default_rng(config.seed + 100 + view)
+    augment = build_augmentation(HED_AUGMENTATION, seed=config.seed + 100 + view) if "hed" in name else None
+    partial = out.with_name(f"{name}.partial.npy")
+    array, loaded = None, (None, None)
+    for start in range(0, len(entries), batch):
+        pixels = []
+        for d in entries[start : start + batch]:
+            if loaded[0] != d["path"]:
+                loaded = (d["path"], load_image(d["path"]).display(0))
+            y0, y1, x0, x1 = d["box"]
+            field = small_field(to_model_pixels(loaded[1][y0:y1, x0:x1], RAW), rng)
+            pixels.append(augment(image=field)["image"] if augment else field)
+        features = trunk.predict(np.stack([scale_pixels(p, RAW) for p in pixels]), verbose=0)
+        if array is None:
+            array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
+                                              shape=(len(entries),) + features.shape[1:])
+        array[start : start + len(pixels)] = features.astype(np.float16)
+        if start % (batch * 20) == 0:
+            print(f"{name}: {start + len(pixels)}/{len(entries)}", flush=True)
+    array.flush()
+    del array
+    partial.rename(out)
 
 
 def _features(config: BundleConfig, name: str) -> np.ndarray:
@@ -152,7 +204,13 @@ def transfer(config: BundleConfig, option: str, train_lab: str, finetune_epochs:
     metrics = classification_metrics(probs, labels, config.classes)
     from sklearn.metrics import roc_auc_score
 
-    return {"option": option, "train_lab": train_lab, "judged_lab": next(l for l in LABS if l != train_lab),
+    field = {}
+    if (work_dir(config) / "field_v0.npy").exists() and OPTIONS[option][0] == RAW:  # judged on small fields too
+        field_probs, field_labels = _per_image(judged_entries, softmax(predict_chunks(
+            head, np.asarray(_features(config, "field_v0")[judged]))), config)
+        field = {"field_accuracy": float(np.mean(field_probs.argmax(1) == field_labels)),
+                 "field_roc_auc": float(roc_auc_score(field_labels, field_probs[:, 1]))}
+    return {**field, "option": option, "train_lab": train_lab, "judged_lab": next(l for l in LABS if l != train_lab),
             "finetune_epochs": finetune_epochs, "train_images": len({d["path"] for d, t in zip(entries, train) if t}),
             "train_tiles": int(train.sum()), "n": int(len(labels)), "accuracy": metrics["accuracy"],
             "roc_auc": metrics["roc_auc"], "tile_roc_auc": float(roc_auc_score(y[judged], tile_probs[:, 1])),
@@ -175,16 +233,17 @@ def measure(config: BundleConfig, options: list[str], finetune_epochs: int) -> l
 
 
 def choose(rows: list[dict]) -> str:
-    """The option with the best mean image ROC AUC over both directions (then accuracy), at the deepest recipe
-    measured for every option."""
-    depth = max(r["finetune_epochs"] for r in rows)
-    while depth and not all(any(r["option"] == o and r["finetune_epochs"] == depth for r in rows) for o in OPTIONS):
-        depth = max([r["finetune_epochs"] for r in rows if r["finetune_epochs"] < depth] or [0])
+    """The option with the best mean image ROC AUC over both directions (then accuracy), among the options measured
+    both ways at one recipe depth: the depth with the most such options, the deeper on a tie."""
+    labs_of: dict[int, dict[str, set]] = {}
+    for r in rows:
+        labs_of.setdefault(r["finetune_epochs"], {}).setdefault(r["option"], set()).add(r["train_lab"])
+    complete = {d: [o for o, labs in options.items() if len(labs) == len(LABS)] for d, options in labs_of.items()}
+    depth = max(complete, key=lambda d: (len(complete[d]), d))
     score = {}
-    for option in OPTIONS:
+    for option in complete[depth]:
         mine = [r for r in rows if r["option"] == option and r["finetune_epochs"] == depth]
-        if len({r["train_lab"] for r in mine}) == len(LABS):
-            score[option] = (np.mean([r["roc_auc"] for r in mine]), np.mean([r["accuracy"] for r in mine]))
+        score[option] = (float(np.mean([r["roc_auc"] for r in mine])), float(np.mean([r["accuracy"] for r in mine])))
     return max(score, key=score.get)
 
 
@@ -207,7 +266,7 @@ def split_images(entries: list[dict], config: BundleConfig) -> tuple[set[str], s
 def bundle_config(option: str) -> BundleConfig:
     config = CONFIGS[BUNDLE]
     spec, files = OPTIONS[option]
-    return dataclasses.replace(config, spec=spec, augmentation=HED_AUGMENTATION if option == "hed" else "none",
+    return dataclasses.replace(config, spec=spec, augmentation=HED_AUGMENTATION if option.startswith("hed") else "none",
                                augmented_views=len(files) - 1)
 
 
@@ -308,12 +367,16 @@ def card_section(manifest: dict) -> str:
     lines += ["", "## Leave-one-lab-out (stain handling chosen here)",
               "Trained on one lab's images, judged on every image of the other (never seen, never steering training; "
               "T = 1). Fine-tune epochs 0 = the top block frozen, only the Dense layer trained.", "",
-              "| stain handling | fine-tune epochs | trained on | judged on | images | accuracy | ROC AUC | tile ROC AUC |",
-              "|---|---|---|---|---|---|---|---|"]
+              "Small fields: the judged lab's tiles cut to 45-137 tile pixels (23-69 um, a 200x-400x picture) and "
+              "mirrored out, as the analysis treats a field smaller than a tile.", "",
+              "| stain handling | fine-tune epochs | trained on | judged on | images | accuracy | ROC AUC | tile ROC AUC "
+              "| small fields: accuracy | ROC AUC |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(manifest["lab_transfer"]["rows"], key=lambda r: (r["finetune_epochs"], r["option"], r["train_lab"])):
         lines.append(f"| {r['option']} | {r['finetune_epochs']} | {r['train_lab'].upper()} ({r['train_images']}) | "
                      f"{r['judged_lab'].upper()} | {r['n']} | {r['accuracy']:.3f} | {r['roc_auc']:.3f} | "
-                     f"{r['tile_roc_auc']:.3f} |")
+                     f"{r['tile_roc_auc']:.3f} | " + (f"{r['field_accuracy']:.3f} | {r['field_roc_auc']:.3f} |"
+                                                       if "field_accuracy" in r else "- | - |"))
     lines.append(f"\nChosen: **{manifest['lab_transfer']['chosen']}** (best mean ROC AUC over both directions).\n")
     return "\n".join(lines)
 
