@@ -164,6 +164,13 @@ def test_analysis_tiles_at_the_bundle_scale_and_says_when_it_was_assumed(tiled_b
     user = run(tmp_path / "plain.png", microns_per_pixel=0.25)  # 128-px tiles: one
     assert user.tiles == 1 and not any("Magnification" in w for w in user.warnings)
     assert known.heatmap.shape == img.shape[:2] and assumed.tile_gradcam.shape == img.shape[:2]
+    manifest_file = tiled_bundle / "tiled" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["tiling"]["assumed_microns_per_pixel"] = 0.5  # the training images' scale, not the tiles'
+    manifest_file.write_text(json.dumps(manifest))
+    analyzer = Analyzer(Registry([tiled_bundle]))
+    taken = run(tmp_path / "plain.png")
+    assert taken.tiles == 4 and any("taken to be at 0.50 um" in w for w in taken.warnings)
 
 
 def test_bach_reader_maps_four_classes_to_two_and_blocks_numbers(tmp_path):

@@ -241,7 +241,8 @@ class Analyzer:
         tiling, spec = bundle.tiling, bundle.spec
         scale = None
         if tiling.microns_per_pixel and (record is not None or microns_per_pixel is not None):
-            scale = resolve_scale(record, tiling.microns_per_pixel, microns_per_pixel)
+            scale = resolve_scale(record, tiling.assumed_microns_per_pixel or tiling.microns_per_pixel,
+                                  microns_per_pixel)
         plan = TilePlan(display, tiling, spec, (scale.um_y, scale.um_x) if scale else None)
         boxes = plan.boxes
         tile_probs = _softmax(np.concatenate([self._forward(bundle, x) for x in plan.batches(16)]) / bundle.temperature)

@@ -144,5 +144,5 @@ def resolve_scale(record, assumed_um: float, user_um: float | None = None) -> Sc
 
 def assumed_warning(scale: Scale) -> str:
     """What a result says when the magnification was not known."""
-    return (f"Magnification unknown: the image was taken to be at {scale.um_x:.2f} um per pixel, the scale of the "
-            "model's training tiles; if it was taken at another magnification, set it and analyse again.")
+    return (f"Magnification unknown: the image was taken to be at {scale.um_x:.2f} um per pixel, the usual scale of "
+            "the model's training images; if it was taken at another magnification, set it and analyse again.")

@@ -27,6 +27,9 @@ class TilingSpec:
     # Physical scale of a tile's pixels (micrometres); None: tiles are cut at the image's own pixels (and ``scale``).
     # With it, an image of a known scale is tiled so each tile covers tile x microns_per_pixel um of tissue.
     microns_per_pixel: float | None = None
+    # The scale an image is taken to have when neither the user nor the file says (its training images' usual
+    # scale); None: ``microns_per_pixel``. The result then warns that the magnification was assumed.
+    assumed_microns_per_pixel: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -455,16 +455,25 @@ CONFIGS: dict[str, BundleConfig] = {
             root=".",
             classes=["benign", "malignant"],
             spec=PreprocessSpec(size=224, color="rgb", crop="none", stain="none"),
-            tiling=TilingSpec(tile=224, stride=224, min_tissue=0.4, microns_per_pixel=0.5),
+            tiling=TilingSpec(tile=224, stride=224, min_tissue=0.4, microns_per_pixel=0.5, assumed_microns_per_pixel=0.42),
             augmentation="hed-strong",
             augmented_views=1,
             mix="mixup",
             val_fraction=0.25,
             version="2.0.0",
-            notes="Small data: trained on about 34 tissue-microarray cores from one lab and one scanner, validated on "
-                  "12 others (and on all 46 by grouped cross-validation). That is far too few to promise accuracy on "
-                  "another lab's slides, scanner or magnification; stain normalisation and stain augmentation narrow "
-                  "but do not close that gap. Treat the output as a second look, never as a diagnosis.\n",
+            notes="Two labs: UCSB tissue-microarray cores (46, Gelasca et al. 2008) and BACH microscopy images (400, "
+                  "ICIAR 2018 grand challenge, Portugal: normal + benign = benign, in situ + invasive = malignant; "
+                  "licence CC BY-NC-ND, non-commercial research use only; the images are not in this repository). "
+                  "Tiles are resampled to 0.5 um per pixel. The BACH copy used (michelevantini/dlproject) stores each "
+                  "2048 x 1536 image at 1536 x 1536, its width squeezed by 3/4 (0.42 x 0.56 um per pixel), undone by the "
+                  "tiling; UCSB's scale is not published and was estimated from nuclear size against BACH (0.36-0.45, "
+                  "0.42 used). BACH publishes no patient ids with this copy: its groups are blocks of 10 consecutive "
+                  "image numbers of one class merged with near-duplicate clusters, so same-patient images may still "
+                  "straddle the split and its validation numbers may be optimistic. Training saw 0.42-0.56 um per pixel "
+                  "only; a 200x or 400x picture (0.1 / 0.05 um per pixel) is smaller than one 112-um tile and is "
+                  "mirrored out to fill it. Where the file states no scale (TIFF, DICOM, a BreakHis-style name) 0.5 um "
+                  "per pixel is assumed and the result says so: set the magnification. Two labs are still few: treat "
+                  "the output as a second look, never as a diagnosis.\n",
         ),
     ]
 }

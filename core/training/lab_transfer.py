@@ -333,8 +333,9 @@ def record(folder: Path, config: BundleConfig, entries: list[dict], train_images
     manifest["scale"] = {
         "microns_per_pixel": config.tiling.microns_per_pixel,
         "seen_in_training": seen,
-        "resolution": "user setting, else TIFF/DICOM metadata, else a BreakHis-style file name (-40-/-100-/-200-/"
-                      "-400-), else assumed at the bundle's scale with a warning (core.models.scale)",
+        "resolution": "the user's setting, else TIFF/DICOM metadata, else a BreakHis-style file name (-40-/-100-/-200-/"
+                      f"-400-), else {config.tiling.assumed_microns_per_pixel} um per pixel is assumed (the training "
+                      "images' usual scale) and the result warns (core.models.scale)",
         "tiles_per_image": TILES_PER_IMAGE,
     }
     manifest["lab_transfer"] = {"rows": rows, "chosen": option}
