@@ -27,7 +27,7 @@ import numpy as np
 
 from core.models.preprocessing import PreprocessSpec
 from core.models.tiling import TilingSpec, tile_boxes, tile_pixels
-from core.training.configs import CACHE_ROOT, CONFIGS, BundleConfig
+from core.training.configs import CACHE_ROOT, CONFIGS, REPO, BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample
 
 BUNDLE = "breast-histology-2class"
@@ -378,13 +378,15 @@ def card_section(manifest: dict) -> str:
                      f"{r['judged_lab'].upper()} | {r['n']} | {r['accuracy']:.3f} | {r['roc_auc']:.3f} | "
                      f"{r['tile_roc_auc']:.3f} | " + (f"{r['field_accuracy']:.3f} | {r['field_roc_auc']:.3f} |"
                                                        if "field_accuracy" in r else "- | - |"))
-    lines.append(f"\nChosen: **{manifest['lab_transfer']['chosen']}** (best mean ROC AUC over both directions).\n")
+    chosen, best = manifest["lab_transfer"]["chosen"], choose(manifest["lab_transfer"]["rows"])
+    why = "best mean ROC AUC over both directions" if chosen == best else f"set by hand; the table favours {best}"
+    lines.append(f"\nChosen: **{chosen}** ({why}).\n")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.training.lab_transfer")
-    parser.add_argument("action", choices=["cache", "measure", "train"])
+    parser.add_argument("action", choices=["cache", "measure", "train", "card"])
     parser.add_argument("--views", nargs="*", help="cache: feature files to make (default: every option's)")
     parser.add_argument("--options", nargs="*", default=list(OPTIONS), choices=list(OPTIONS))
     parser.add_argument("--finetune-epochs", type=int, default=0, help="measure: top-block epochs after the head")
@@ -396,6 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         cache(config, args.views)
     elif args.action == "measure":
         measure(config, args.options, args.finetune_epochs)
+    elif args.action == "card":  # the written bundle's manifest and card again, with every measured row
+        folder = Path(args.out or REPO / "models") / BUNDLE
+        option = json.loads((folder / "manifest.json").read_text())["lab_transfer"]["chosen"]
+        config = bundle_config(option)
+        entries = all_entries(config)
+        record(folder, config, entries, *split_images(entries, config), option)
     else:
         rows = json.loads((work_dir(config) / "lab_transfer.json").read_text())
         print(train_bundle(args.stain or choose(rows), args.out))
