@@ -93,3 +93,20 @@ def planted_series(tmp_path_factory):
     from tests.series_data import write_planted_series
 
     return write_planted_series(tmp_path_factory.mktemp("planted"))
+
+
+def link_shared_backbone(models: Path) -> Path:
+    """The shipped ImageNet backbone in ``models/backbones/`` of a test's models folder: a hard link (a
+    symbolic one leads outside the folder, which the registry refuses), a copy across file systems."""
+    from core.training.configs import BACKBONES
+
+    target = models / "backbones" / BACKBONES["xception"].name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(BACKBONES["xception"], target)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(BACKBONES["xception"], target)
+    return target
+

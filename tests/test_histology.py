@@ -14,6 +14,7 @@ from core.imaging import load_image
 from core.imaging.stain import macenko_normalise
 from core.inference.analyzer import Analyzer
 from core.models.registry import Registry
+from tests.conftest import link_shared_backbone
 from core.models.tiling import TilingSpec, tile_boxes, tile_map
 from core.training.datasets import breakhis, idc_patches
 from core.training.splits import split
@@ -130,7 +131,7 @@ def test_one_command_retrain_on_breakhis_layout(breakhis_tree, tmp_path, monkeyp
         small, augmented_views=1, epochs_head=1, epochs_finetune=1, batch_size=8, val_fraction=0.34))
     out = tmp_path / "models"
     (out / "backbones").mkdir(parents=True)
-    (out / "backbones" / "xception-imagenet.keras").symlink_to(configs.BACKBONES["xception"])
+    link_shared_backbone(out)
     assert training_cli.main(["train", small.id, "--reader", "breakhis", "--root", str(breakhis_tree),
                               "--out", str(out)]) == 0
     manifest = json.loads((out / small.id / "manifest.json").read_text())

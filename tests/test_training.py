@@ -15,6 +15,7 @@ from core.imaging import load_image
 from core.inference.analyzer import Analyzer
 from core.models.preprocessing import PreprocessSpec
 from core.models.registry import Registry
+from tests.conftest import link_shared_backbone
 
 pytestmark = pytest.mark.slow
 SMALL = PreprocessSpec(size=64, color="grey3", crop="none")
@@ -52,8 +53,7 @@ def training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(configs, "CACHE_ROOT", tmp_path / "cache")
     out = tmp_path / "models"
-    (out / "backbones").mkdir(parents=True)
-    (out / "backbones" / "xception-imagenet.keras").symlink_to(configs.BACKBONES["xception"])
+    link_shared_backbone(out)
 
     def shrink(bundle_id: str, **changes):
         config = dataclasses.replace(configs.CONFIGS[bundle_id], **changes)

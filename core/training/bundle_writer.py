@@ -404,6 +404,8 @@ def _trunk_sentence(manifest: dict) -> str:
     if "trunk_file" in arch:
         return (f"The whole network was fine-tuned{_continued(start)}: this bundle stores its own trunk "
                 f"(`{arch['trunk_file']}`) and the layers above it with the head (`head.keras`), float16 on disk.")
+    if "backbone_file" not in arch:
+        return f"The whole network is one file (`{manifest['weights']['file']}`)."
     return (f"The frozen trunk is the shared file `{arch['backbone_file']}`; this bundle stores only the\n"
             "fine-tuned layers and head (`head.keras`, float16 on disk).")
 
