@@ -472,8 +472,9 @@ CONFIGS: dict[str, BundleConfig] = {
                   "image numbers of one class merged with near-duplicate clusters, so same-patient images may still "
                   "straddle the split and its validation numbers may be optimistic. Training saw 0.42-0.56 um per pixel "
                   "only; a 200x or 400x picture (0.1 / 0.05 um per pixel) is smaller than one 112-um tile and is "
-                  "mirrored out to fill it. Where the file states no scale (TIFF, DICOM, a BreakHis-style name) 0.5 um "
-                  "per pixel is assumed and the result says so: set the magnification. Two labs are still few: treat "
+                  "mirrored out to fill it. Where the file states no scale (TIFF, DICOM, a BreakHis-style name) 0.42 um "
+                  "per pixel (the training images' own) is assumed and the result says so: set the magnification. Two "
+                  "labs are still few: treat "
                   "the output as a second look, never as a diagnosis.\n",
         ),
     ]

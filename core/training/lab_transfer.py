@@ -340,6 +340,7 @@ def record(folder: Path, config: BundleConfig, entries: list[dict], train_images
     }
     manifest["lab_transfer"] = {"rows": rows, "chosen": option}
     manifest["validation_by_lab"] = per_lab
+    manifest["notes"] = config.notes
     manifest["training"]["command"] = f"python -m core.training.lab_transfer train --stain {option}"
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     from core.training.bundle_writer import model_card
