@@ -473,8 +473,11 @@ CONFIGS: dict[str, BundleConfig] = {
                   "straddle the split and its validation numbers may be optimistic. Training saw 0.42-0.56 um per pixel "
                   "only; a 200x or 400x picture (0.1 / 0.05 um per pixel) is smaller than one 112-um tile and is "
                   "mirrored out to fill it. Where the file states no scale (TIFF, DICOM, a BreakHis-style name) 0.42 um "
-                  "per pixel (the training images' own) is assumed and the result says so: set the magnification. Two "
-                  "labs are still few: treat "
+                  "per pixel (the training images' own) is assumed and the result says so: set the magnification. "
+                  "Checked through the analysis on the 12 UCSB validation cores, each also resampled and cropped to a "
+                  "BreakHis-style 700 x 460 picture named for its magnification: 12 of 12 right as they are, 11 of 12 "
+                  "at -40-, 10 of 12 at -100-, 6 of 12 at -200- (chance): do not rely on it for 200x or 400x pictures. "
+                  "Two labs are still few: treat "
                   "the output as a second look, never as a diagnosis.\n",
         ),
     ]
