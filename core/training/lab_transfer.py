@@ -369,16 +369,19 @@ def card_section(manifest: dict) -> str:
     lines += ["", "## Leave-one-lab-out (stain handling chosen here)",
               "Trained on one lab's images, judged on every image of the other (never seen, never steering training; "
               "T = 1). Fine-tune epochs 0 = the top block frozen, only the Dense layer trained.", "",
-              "Small fields: the judged lab's tiles cut to 45-137 tile pixels (23-69 um, a 200x-400x picture) and "
-              "mirrored out, as the analysis treats a field smaller than a tile.", "",
-              "| stain handling | fine-tune epochs | trained on | judged on | images | accuracy | ROC AUC | tile ROC AUC "
-              "| small fields: accuracy | ROC AUC |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              ]
+    fields = any("field_accuracy" in r for r in manifest["lab_transfer"]["rows"])
+    if fields:
+        lines += ["Small fields: the judged lab's tiles cut to 45-137 tile pixels (23-69 um, a 200x-400x picture) and "
+                  "mirrored out, as the analysis treats a field smaller than a tile.", ""]
+    lines += ["| stain handling | fine-tune epochs | trained on | judged on | images | accuracy | ROC AUC | tile ROC AUC |"
+              + (" small fields: accuracy | ROC AUC |" if fields else ""),
+              "|---|---|---|---|---|---|---|---|" + ("---|---|" if fields else "")]
     for r in sorted(manifest["lab_transfer"]["rows"], key=lambda r: (r["finetune_epochs"], r["option"], r["train_lab"])):
         lines.append(f"| {r['option']} | {r['finetune_epochs']} | {r['train_lab'].upper()} ({r['train_images']}) | "
                      f"{r['judged_lab'].upper()} | {r['n']} | {r['accuracy']:.3f} | {r['roc_auc']:.3f} | "
-                     f"{r['tile_roc_auc']:.3f} | " + (f"{r['field_accuracy']:.3f} | {r['field_roc_auc']:.3f} |"
-                                                       if "field_accuracy" in r else "- | - |"))
+                     f"{r['tile_roc_auc']:.3f} |" + ((f" {r['field_accuracy']:.3f} | {r['field_roc_auc']:.3f} |"
+                                                     if "field_accuracy" in r else " - | - |") if fields else ""))
     chosen, best = manifest["lab_transfer"]["chosen"], choose(manifest["lab_transfer"]["rows"])
     why = "best mean ROC AUC over both directions" if chosen == best else f"set by hand; the table favours {best}"
     lines.append(f"\nChosen: **{chosen}** ({why}).\n")
