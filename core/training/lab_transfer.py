@@ -384,7 +384,9 @@ def card_section(manifest: dict) -> str:
                                                      if "field_accuracy" in r else " - | - |") if fields else ""))
     chosen, best = manifest["lab_transfer"]["chosen"], choose(manifest["lab_transfer"]["rows"])
     why = "best mean ROC AUC over both directions" if chosen == best else f"set by hand; the table favours {best}"
-    lines.append(f"\nChosen: **{chosen}** ({why}).\n")
+    measured = {r["option"] for r in manifest["lab_transfer"]["rows"]}
+    missing = [o for o in OPTIONS if o not in measured]
+    lines.append(f"\nChosen: **{chosen}** ({why})." + (f" Not measured: {', '.join(missing)}." if missing else "") + "\n")
     return "\n".join(lines)
 
 
