@@ -186,7 +186,7 @@ def write_transfer_bundle(config: BundleConfig, dense, plan: dict, probs: np.nda
                                     feature_bundle_sha256=parent["weights"]["sha256"], feature_layer=feature_layer)
     manifest.update(_classifier_fields(config, probs, y_val, temperature, folder), additional_validation=extra_validation)
     manifest["training"].update(
-        extra_data=f"{CONFIGS[config.feature_bundle].root} training split with classes mapped "
+        extra_data=f"{config.feature_bundle} training split with classes mapped "
                    f"{json.dumps(config.feature_class_map)}",
         epochs={"dense": config.epochs_head}, learning_rates={"dense": config.lr_head})
     return _write_common(folder, manifest, plan, model_card(manifest))

@@ -144,57 +144,9 @@ CONFIGS: dict[str, BundleConfig] = {
             root=".",
             classes=["glioma", "meningioma", "notumor", "pituitary"],
             spec=MRI,
-            # Blocks 8-14 (tried): best validation loss 0.154 vs 0.148, accuracy 0.961 either way, train accuracy
-            # 0.9999 - deeper overfits 3.9k slices; not shipped.
-            # MixUp on the block-11 features, 6 fine-tune epochs (tried): best validation loss 0.127 vs 0.148; with
-            # mirror averaging log-loss 0.113 vs 0.118 but accuracy 0.964 vs 0.966 (glioma recall 0.932 vs 0.962):
-            # no accuracy gain, not shipped.
-            # 8 fine-tune epochs instead of 4, no MixUp (tried): early-stopped after epoch 5 of 8 with the best
-            # validation loss at epoch 2 (0.152 vs 0.148); with mirror averaging accuracy 0.9585 vs 0.9658. Not shipped.
-            # 299-px input instead of 224 (tried, same recipe, 15 min per fine-tune epoch): best validation loss 0.151 at
-            # fine-tune epoch 2; with mirror averaging accuracy 0.9585 vs 0.9658 (log-loss 0.116 vs 0.118). Averaging
-            # its logits with the shipped model's: accuracy 0.9679 (934 vs 932 of 965), log-loss 0.101, at twice the
-            # time per image and a second 20 MB head. Not shipped.
-            # More test-time views than the mirror (tried, on the 965 validation slices): + central 90 % enlarged, and its
-            # mirror: 933; + the image shrunk into 110 %, and its mirror: 930; all six: 935; + 8-px shifts: 933; vs 932
-            # with the mirror alone (927 without). At most 3 images for 3x the time per image: not kept.
-            # A second top block + head trained with seed 1 on the same cached features and split (tried, 45 min): its best
-            # validation loss 0.173 vs 0.148, accuracy with mirror averaging 920 vs 932 of 965; the two averaged 935.
-            # +3 images for a second 20 MB head and a third more time per image: not kept. Seeds alone move this
-            # model by about a point.
-            # The whole network fine-tuned from this model for 3 epochs on freshly augmented images (tried, lr 2e-5
-            # cosine, BatchNorm frozen; 12.5 min per epoch on 2 cores): with mirror averaging 918 / 926 / 930 of 965
-            # after epochs 1-3 vs 932, log-loss 0.126 / 0.116 / 0.109 vs 0.118. Better calibrated, not more accurate,
-            # and a trunk file of its own (10.8M weights, 22 MB): not shipped. On a GPU: `--whole-epochs N`
-            # (core.training.whole_network).
             top_from="block11_sepconv1_act",
             augmented_views=0,  # 2 up to 1.4; none for 2.0, continued from 1.4 (each cached view of its 7k slices: 25+ min here)
-            epochs_finetune=3,
-            # Phase 3 from version 1.1 (`--whole-epochs 4 --from-written`) at 1e-4: measured first with a script
-            # (session 10): with mirror averaging 871 / 928 / 931 / 937 of 965 after epochs 1-4 vs 932, log-loss
-            # 0.084 vs 0.118 (temperature-scaled), no class recall lower. At 2e-5 (3 epochs) it had stayed at 930.
-            # Version 1.3 continued 1.2 the same way (`--from-written`, 4 epochs restarted at 1e-4, augmentations not
-            # seen before): plain 927 / 925 / 939 / 938 of 965 after epochs 1-4, validation loss lowest after epoch 3
-            # (kept); with mirror averaging 945 vs 940, log-loss 0.074 vs 0.083, 1 tumour called 'notumor' vs 3.
-            # Version 1.4 continued 1.3 the same way: plain 919 / 935 / 944 / 949 of 965 after epochs 1-4, validation
-            # loss lowest after epoch 4 (0.087 vs 0.094), kept; mirror averaging not kept this time (log-loss 0.063 vs
-            # 0.066 but accuracy 0.981 vs 0.983); every class recall >= 0.98 (meningioma 0.958 -> 0.981, notumor
-            # 0.959 -> 0.980). Continuing 1.4 the same way (tried, session 13, 57 min): plain 938 / 940 / 944 / 945 of
-            # 965 after epochs 1-4, validation loss lowest after epoch 3 but 0.102 vs 1.4's 0.087 (training loss 0.014:
-            # it now overfits); with mirror averaging 947 vs 949, log-loss 0.074 vs 0.063, glioma and meningioma recall
-            # 0.977 / 0.974; its logits averaged with 1.4's, 945-948 of 965 (with or without mirrors): not kept. The
-            # chain of continuations has stopped paying. Its earlier links as a snapshot ensemble (tried, session 15,
-            # logits averaged): 1.4 + 1.3 946 of 965, with 1.3's mirror 948, with both mirrors 948 (log-loss 0.059 vs
-            # 0.066), 1.4 + 1.3 + 1.2 943-944: better calibrated, never more accurate than 1.4's 949 alone: not kept.
-            # Against that overfitting, 1.4 continued with MixUp on the freshly augmented images (tried, session 16, a
-            # script setting `mix`; 4 epochs of about 13 min): plain 937 / 936 / 926 / 939 of 965 after epochs 1-4,
-            # validation loss at best 0.096 vs 0.087. Not kept.
-            # Session 17, on 1.4 itself, not kept: test-time views averaged with the plain image (central 85 % or
-            # 92 % enlarged, padded to 108 % or 115 %, shifted 8 px, gamma 0.85 / 1.15, uncropped) 944-949 of 965,
-            # all eleven views 947; weight averages (model soups) of 1.4 with 1.3, the 5th round and/or the MixUp
-            # run 942-948. Nothing beats 949 alone.
-            # A plain `train` runs phases 1-3 (4 whole-network epochs from ImageNet + phase 2), not this chain of
-            # continuations.
+            epochs_finetune=2,  # 2.0: the 2nd epoch raised validation loss (0.152 -> 0.166), so the 1st is kept
             lr_whole=1e-4,
             # 2.0: every brain source at once (Kaggle 4-class incl. figshare patients, LGG FLAIR tumour and tumour-free
             # slices of every level), grouped by patient, head-tissue intensity and padded crop; phases 1-2 from 1.4's
@@ -202,25 +154,22 @@ CONFIGS: dict[str, BundleConfig] = {
             init_from_written=True,
             epochs_whole=0,
             version="2.0.0",
-            notes="Backbone route: the published recipe uses ResNet50V2, but its ImageNet weights cannot be obtained "
-                  "offline here, and training its 23M parameters from random weights on 3.9k slices on 2 CPU cores "
-                  "was not attempted; the ImageNet Xception shipped with the project is used instead. Where "
-                  "ResNet50V2 ImageNet weights are available, `python -m core.training train brain-mri-tumor-4class "
-                  "--arch resnet50v2 --weights imagenet` retrains on it.\n"
-                  "Other sequences: two large frontal meningiomas of the validation split, on a CT slice "
-                  "('Tr-me_0212.jpg') and a T2 slice ('Tr-me_0335.jpg'), were called 'notumor' by version 1.1 (99-100 %; "
-                  "its 33 errors were viewed); version 1.4 still calls the CT slice 'notumor' (84 %; the T2 slice "
-                  "meningioma 99 %): a 'notumor' call on a CT or T2 slice does not rule a mass out.\n"
-                  "Its 16 validation errors, viewed: 'meningioma' is the usual wrong answer (11 of 16). Three slices "
-                  "filed 'notumor' were called meningioma at 80-92 % (two axial slices through the skull base and "
-                  "posterior fossa, one midline sagittal slice); two small round enhancing masses beside the falx, filed "
-                  "meningioma, were called pituitary (55 %, 62 %); two 'pituitary' slices were called meningioma at "
-                  "97-99 % (a sagittal suprasellar mass; an axial slice well above the sella with a small bright "
-                  "midline spot). A 'meningioma' call on a skull-base slice needs a second look, as does any call below "
-                  "65 %: 14 of the 965 validation slices fell there, and 6 of them were wrong.\n"
-                  "Seed variance: version 1.1's cached recipe trained with another seed reached 0.953 on this "
-                  "validation split (920 of 965) against 0.966; read this version's 0.983 (95 % interval "
-                  "0.973-0.990) as roughly 0.97-0.99 on images like these.\n",
+            notes="Sources, sequences and planes: the Kaggle Brain Tumor MRI set (figshare contrast-enhanced T1 slices of "
+                  "204 patients of one hospital, axial, coronal and sagittal; SARTAJ and Br35H slices of mixed sequences "
+                  "and planes) and every axial FLAIR slice of 60 TCGA lower-grade glioma patients (tumour slices 'glioma', "
+                  "tumour-free slices of the same scans, skull base to vertex, 'notumor'). No post-contrast T1 of a "
+                  "tumour patient's tumour-free slices, no DWI, no CT was trained on.\n"
+                  "Split: version 1.4's 965 Kaggle validation slices stay validation slices (2.0 continues 1.4's network, "
+                  "which was fitted on the rest), and 12 of the 60 LGG patients are validation patients. 280 of the 287 "
+                  "figshare validation slices share a patient with training slices (1.4's split grouped near-duplicates, "
+                  "not patients): read the figshare row as same-patient accuracy; the LGG row is new patients.\n"
+                  "What 'notumor' rules out: it is one slice's call. On the LGG validation patients some tumour slices "
+                  "(mostly small FLAIR abnormalities at a tumour's upper or lower edge) are still called 'notumor' (see "
+                  "'findings called a finding' above): a 'notumor' slice does not rule out a tumour in the scan, and a "
+                  "'notumor' on a CT or T2 slice rules nothing out (a CT meningioma of the validation split is called "
+                  "'notumor'). Read a whole series (the series verdict) rather than one slice.\n"
+                  "Backbone route: the published recipe uses ResNet50V2, whose ImageNet weights cannot be obtained offline "
+                  "here; the ImageNet Xception shipped with the project is used instead. History: CHANGELOG.md.\n",
         ),
         BundleConfig(
             id="brain-mri-tumor-yesno",
@@ -239,21 +188,19 @@ CONFIGS: dict[str, BundleConfig] = {
             # (27 of 30: N19, a 'no' image showing a mass, now called 'yes'; tumour vs none 954 vs 955 of 965);
             # 1.3: on 4-class 1.4 (24 of 30: two clear tumours, Y156 and Y257, called 'no' at 53 % and 57 %; tumour vs
             # none 957 vs 954 of 965).
-            version="1.3.0",
+            version="2.0.0",  # refitted on the 4-class 2.0 (every brain source); history: models/<id>/CHANGELOG.md
             # Grouped 5-fold CV over all 151 yes/no images (logistic regression on the 4-class trunk's pooled features,
             # 3 repeats): 4-class training slices only 0.81-0.84, yes/no images only 0.87-0.90, both (as shipped) 0.88-0.89,
             # yes/no images weighted 5x 0.89-0.91, AUC 0.92-0.95 throughout; the 4-class model's own 1 - P(notumor)
             # 0.80 (AUC 0.92). No variant is clearly better; kept as it is.
             # Decision threshold on P(yes) instead of argmax (measured on the 30 validation images, 1.3): 24-26 of 30 at
             # 0.30-0.50, 25 at 0.37 (the yes/no training prior against the class-balanced fit): not kept.
-            notes="Label noise, checked by viewing version 1.0's 4 validation disagreements: 2 of them are filed under "
-                  "'no' but show what looks like a mass ('N19.JPG' a ring-enhancing lesion with oedema, 'N22.JPG' a "
-                  "round temporal mass); this version says 'yes' to both (51 % and 54 %). 'Y115.JPG' (a large "
-                  "extra-axial fluid space) and 'Y117.JPG' are filed 'yes' and still called 'no' (69 % and 90 %). Its "
-                  "other 2 errors are real misses, viewed: a bright occipital lesion on a FLAIR slice ('Y156.JPG') and "
-                  "a large cystic ring-enhancing mass ('Y257.jpg'), called 'no' at 53 % and 57 %: a 'no' near 50 % "
-                  "rules nothing out. On 30 validation images one image moves accuracy by 3.3 points; the 965-slice "
-                  "tumour-vs-none check (Transfer, above) is the steadier number.",
+            notes="Label noise, checked by viewing version 1.0's validation disagreements: 'N19.JPG' (a ring-enhancing "
+                  "lesion with oedema) and 'N22.JPG' (a round temporal mass) are filed under 'no' but show what looks like "
+                  "a mass; 'Y115.JPG' (a large extra-axial fluid space) and 'Y117.JPG' are filed 'yes'. On 30 validation "
+                  "images one image moves accuracy by 3.3 points: the per-source rows (the 4-class model's validation "
+                  "slices read as tumour vs none, LGG patients included) are the steadier numbers. A 'no' is one slice's "
+                  "call and does not rule out a tumour in the scan (see 'findings called a finding' for LGG).\n",
         ),
         BundleConfig(
             id="breast-us-3class",

@@ -82,7 +82,7 @@ def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> 
     temperature = fit_temperature(logits_val, y_val)
     probs = softmax(logits_val / temperature)
     parent_probs = softmax(dense.predict(x_parent_val, verbose=0) / temperature)
-    extra = {"data": f"{parent.root} validation split, classes mapped {json.dumps(config.feature_class_map)}",
+    extra = {"data": f"{parent.id} validation split, classes mapped {json.dumps(config.feature_class_map)}",
              **classification_metrics(parent_probs, y_parent_val, config.classes)}
     folder = write_transfer_bundle(config, dense, plan, probs, y_val, temperature, extra, FEATURE_LAYER, out_root)
     choose_mirror_average(folder)
