@@ -383,7 +383,8 @@ def card_section(manifest: dict) -> str:
                      f"{r['tile_roc_auc']:.3f} |" + ((f" {r['field_accuracy']:.3f} | {r['field_roc_auc']:.3f} |"
                                                      if "field_accuracy" in r else " - | - |") if fields else ""))
     chosen, best = manifest["lab_transfer"]["chosen"], choose(manifest["lab_transfer"]["rows"])
-    why = "best mean ROC AUC over both directions" if chosen == best else f"set by hand; the table favours {best}"
+    why = ("best mean ROC AUC over both directions" if chosen == best else f"the table now favours {best}; {chosen} was "
+           "the best of the options measured when the bundle was trained, or set by hand")
     measured = {r["option"] for r in manifest["lab_transfer"]["rows"]}
     missing = [o for o in OPTIONS if o not in measured]
     lines.append(f"\nChosen: **{chosen}** ({why})." + (f" Not measured: {', '.join(missing)}." if missing else "") + "\n")
