@@ -127,8 +127,9 @@ def test_one_command_retrain_on_breakhis_layout(breakhis_tree, tmp_path, monkeyp
     small = configs.CONFIGS["breast-histology-2class"]
     import dataclasses
 
-    monkeypatch.setitem(configs.CONFIGS, small.id, dataclasses.replace(
-        small, augmented_views=1, epochs_head=1, epochs_finetune=1, batch_size=8, val_fraction=0.34))
+    monkeypatch.setitem(configs.CONFIGS, small.id, dataclasses.replace(  # a one-lab layout with Macenko normalisation
+        small, spec=dataclasses.replace(small.spec, stain="macenko"), augmented_views=1, epochs_head=1,
+        epochs_finetune=1, batch_size=8, val_fraction=0.34))
     out = tmp_path / "models"
     (out / "backbones").mkdir(parents=True)
     link_shared_backbone(out)

@@ -294,6 +294,9 @@ def test_shipped_transfer_bundle_runs_on_its_parents_loaded_network():
     # Split for the Analyzer: one stem object for both, and stem + rest compute the whole model.
     stages, parent_stages = registry.get("brain-mri-tumor-yesno").stages(), registry.get("brain-mri-tumor-4class").stages()
     assert stages.stem is parent_stages.stem and stages.key == parent_stages.key
+    if parent_stages.stem is None:  # the 4-class model's Grad-CAM layer (block 13) lies inside its trained block
+        assert registry.get("brain-mri-tumor-4class").cam_layer() == "block13_sepconv2_act"
+        return
     shared = stages.stem(x, training=False)
     np.testing.assert_allclose(stages.rest(shared, training=False), child(x, training=False), atol=1e-5)
     np.testing.assert_allclose(parent_stages.rest(shared, training=False), parent(x, training=False), atol=1e-5)
@@ -304,9 +307,11 @@ def test_shipped_bundles_state_the_interval_of_their_headline_metric():
     from core.models.registry import BUILTIN_MODELS, metrics_text
 
     registry = Registry([BUILTIN_MODELS])
-    histology = registry.get("breast-histology-2class").summary()
-    low, high = histology["interval"]
-    assert histology["metrics"]["accuracy"] == 1.0 and high == 1.0 and low < 0.8
-    assert metrics_text(histology).startswith(f"accuracy 1.000 [95 % CI {low:.3f}-1.000]")
+    for bundle_id in ("breast-histology-2class", "brain-mri-tumor-yesno"):  # 112 and 30 validation images
+        summary = registry.get(bundle_id).summary()
+        low, high = summary["interval"]
+        accuracy = summary["metrics"]["accuracy"]
+        assert low < accuracy <= high and high - low > 0.1
+        assert metrics_text(summary).startswith(f"accuracy {accuracy:.3f} [95 % CI {low:.3f}-{high:.3f}]")
     segmenter = registry.get("breast-us-lesion-seg").summary()
     assert segmenter["interval"][0] < segmenter["metrics"]["dice"] < segmenter["interval"][1]
