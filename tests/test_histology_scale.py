@@ -14,7 +14,7 @@ import tifffile
 from PIL import Image
 
 from core.imaging import load_image
-from core.imaging.stain import macenko_normalise
+from core.imaging.stain import apply_macenko, fit_macenko, macenko_normalise
 from core.models.scale import (
     Scale,
     file_scale,
@@ -23,7 +23,7 @@ from core.models.scale import (
     tiff_scale,
     um_at_magnification,
 )
-from core.models.tile_stream import TilePlan, apply_macenko, fit_macenko
+from core.models.tile_stream import TilePlan
 from core.models.preprocessing import PreprocessSpec, preprocess
 from core.models.tiling import TilingSpec, tile_boxes, tile_map, tile_pixels
 from tests.test_histology import fake_he
