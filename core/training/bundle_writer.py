@@ -25,14 +25,15 @@ def same_split(folder: Path, plan: dict) -> bool:
 
 def _split_entries(plan: dict) -> dict:
     """What ``split.json`` holds: per part, [data path relative to the shared data, label, group]."""
-    return {part: [[_relative_data(d["path"]), d["label"], d["group"]] for d in plan[part]] for part in plan}
+    return {part: [[data_key(d["path"]), d["label"], d["group"]] for d in plan[part]] for part in plan}
 
 
-def _relative_data(path: str) -> str:
+def data_key(path: str | Path) -> str:
+    """A data path as ``split.json`` files name it: relative to the shared data folder where it lies there."""
     try:
         return str(Path(path).relative_to(DATA_ROOT))
     except ValueError:
-        return path
+        return str(path)
 
 
 def _shared_backbone(config: BundleConfig, folder: Path) -> dict:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.training.bundle_writer import data_key
 from core.training.by_source import record_by_source, source_of
 from core.training.checkpoints import EpochCheckpoints
-from core.training.configs import CONFIGS, DATA_ROOT, REPO, BundleConfig
+from core.training.configs import CONFIGS, REPO, BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample
 from core.training.features import cache_features
 from core.training.splits import describe, split, split_following
@@ -70,8 +71,8 @@ def stored_plan(config: BundleConfig, written_split: dict | None = None) -> dict
             groups = {entry[0]: entry[2] for part in ("train", "val") for entry in written[part]}
             samples = load_samples(config)
             for s in samples:
-                s.group = s.group or groups.get(_data_key(s.path), "")
-            train, val = split_following(samples, sides, lambda s: _data_key(s.path), config.val_fraction,
+                s.group = s.group or groups.get(data_key(s.path), "")
+            train, val = split_following(samples, sides, lambda s: data_key(s.path), config.val_fraction,
                                          config.seed)
         elif config.split_like:  # the images it shares with that bundle stay on that bundle's side
             other = stored_plan(CONFIGS[config.split_like])
@@ -83,11 +84,6 @@ def stored_plan(config: BundleConfig, written_split: dict | None = None) -> dict
         split_file.write_text(json.dumps({"train": plan_entries(train, config), "val": plan_entries(val, config)},
                                          indent=1))
     return json.loads(split_file.read_text())
-
-
-def _data_key(path: Path) -> str:
-    """A data path as ``split.json`` files name it: relative to the shared data folder."""
-    return str(path.relative_to(DATA_ROOT)) if path.is_relative_to(DATA_ROOT) else str(path)
 
 
 def plan_entries(samples: list[Sample], config: BundleConfig) -> list[dict]:
