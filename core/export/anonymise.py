@@ -146,16 +146,7 @@ def anonymise_dataset(ds: Dataset) -> Dataset:
         if keyword not in out and keyword in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName",
                                               "AccessionNumber", "StudyDate", "StudyTime", "StudyID"):
             setattr(out, keyword, "")
-    out.PatientName = ANONYMOUS_NAME
-    out.PatientID = patient_id if already else pseudonym(patient_id)
-    out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = METHOD
-    codes = Sequence()
-    for value, meaning in _CODES:
-        item = Dataset()
-        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
-        codes.append(item)
-    out.DeidentificationMethodCodeSequence = codes
+    _mark_deidentified(out, patient_id if already else pseudonym(patient_id))
     out.LongitudinalTemporalInformationModified = "REMOVED"
     return out
 
@@ -175,6 +166,12 @@ def deidentify_created(ds: Dataset, patient_id: str) -> Dataset:
         if keyword in ds and keyword not in _OWN:
             ds[keyword].value = [] if ds[keyword].VR == "SQ" else ""
     ds.remove_private_tags()
+    _mark_deidentified(ds, patient_id)
+    return ds
+
+
+def _mark_deidentified(ds: Dataset, patient_id: str) -> None:
+    """The anonymous name, the pseudonymous ID and the PS3.15 record of what was done."""
     ds.PatientName = ANONYMOUS_NAME
     ds.PatientID = patient_id
     ds.PatientIdentityRemoved = "YES"
@@ -185,7 +182,6 @@ def deidentify_created(ds: Dataset, patient_id: str) -> Dataset:
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
         codes.append(item)
     ds.DeidentificationMethodCodeSequence = codes
-    return ds
 
 
 def anonymise_study(study: StudyInfo) -> StudyInfo:
