@@ -82,7 +82,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.series:
         from core.series.report import cmd_analyze_series
 
-        return cmd_analyze_series(args)
+        return cmd_analyze_series(args, record=None if args.no_history else _record_series)
     from core.imaging import load_image
     from core.inference.analyzer import Engine
 
@@ -144,6 +144,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             for w in r["warnings"]:
                 print(f"    warning: {w}")
     return 0
+
+
+def _record_series(analyses) -> None:
+    """One history entry per completed series analysis; a history that cannot be written is a warning."""
+    if not analyses:
+        return
+    from core.history import History
+
+    try:
+        history = History()
+        for analysis in analyses:
+            history.add_series(analysis)
+    except DiagnosticError as exc:  # the verdicts stand; only their record in the history is missing
+        print(f"warning: {exc}", file=sys.stderr)
 
 
 def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool) -> dict:
@@ -244,10 +258,17 @@ def cmd_history(args: argparse.Namespace) -> int:
                      f"cannot write {args.csv}: {exc.strerror or exc}"})
         return 2
     entries = history.for_file(args.path) if args.path else history.all()
-    _print_json({"entries": [{"id": e.id, "analysed_at": e.analysed_at, "path": e.path, "file_sha256": e.file_sha256,
-                              "frame": e.frame, "modality": e.modality, "models": e.models, "findings": e.labels}
-                             for e in entries]})
+    _print_json({"entries": [_history_json(e) for e in entries]})
     return 0
+
+
+def _history_json(e) -> dict:
+    out = {"id": e.id, "kind": e.kind, "analysed_at": e.analysed_at, "path": e.path, "file_sha256": e.file_sha256,
+           "frame": e.frame, "modality": e.modality, "models": e.models, "findings": e.labels}
+    if e.kind == "series":
+        del out["file_sha256"], out["frame"]
+        out.update(series_uid=e.series_uid, description=e.description, slices=e.slices)
+    return out
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -288,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--report-out", type=Path, metavar="FILE.pdf", help="PDF report")
     analyze.add_argument("--dicom-seg-out", type=Path, metavar="FILE.dcm", help="segmentation as DICOM SEG")
     analyze.add_argument("--identified", action="store_true", help="keep patient identifiers in exports")
-    analyze.add_argument("--no-history", action="store_true", help="do not record this analysis in the history")
+    analyze.add_argument("--no-history", action="store_true",
+                         help="do not record this analysis (with --series: the series verdicts) in the history")
     analyze.add_argument("--json", action="store_true")
     analyze.add_argument("--series", action="store_true",
                          help="PATH is a folder or DICOMDIR: analyse each series as a whole (core.series)")
@@ -305,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-history", action="store_true", help="do not record the analyses in the history")
     batch.set_defaults(func=cmd_batch)
 
-    history = sub.add_parser("history", help="earlier analyses (all, or of the same image content)")
+    history = sub.add_parser("history", help="earlier analyses, images and series (all, or of the same image content)")
     history.add_argument("path", type=Path, nargs="?")
     history.add_argument("--csv", type=Path, metavar="FILE.csv", help="export the whole history as CSV")
     history.set_defaults(func=cmd_history)

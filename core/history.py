@@ -1,8 +1,17 @@
 """Local history of every analysis (SQLite): what ran on which file content, when, and what it said.
 
+Two kinds of entry share one table (``kind``): ``image``, one per analysed image frame, and ``series``, one
+per completed series analysis (``core.series.analysis``): its series UID, description and folder, slice
+count, and per model the verdict (``verdict_text``), slice range and lesion volume. A cancelled series
+analysis is not recorded (its verdicts cover only some slices); running it again records it.
+
 Files are identified by the sha256 of their bytes, so the same image analysed again (even renamed
-or moved) is found. The database holds patient file names: it is created readable by its owner only
-(0600, in a 0700 folder when the folder is created here).
+or moved) is found; series by their SeriesInstanceUID. The database holds patient file names: it is
+created readable by its owner only (0600, in a 0700 folder when the folder is created here).
+
+Schema versions (``PRAGMA user_version``): 0 had image entries only; 2 adds the columns ``kind`` (default
+'image'), ``series_uid`` and ``slices`` (nullable). An older database is migrated in place when opened (its
+rows become image entries); older versions of the program still open a migrated one.
 """
 
 from __future__ import annotations
@@ -14,11 +23,17 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.app_paths import app_home
 from core.errors import DiagnosticError
 from core.inference.results import Analysis
 from core.models.storage import sha256_file
+
+if TYPE_CHECKING:
+    from core.series.analysis import SeriesAnalysis
+
+SCHEMA_VERSION = 2
 
 
 SCHEMA = """
@@ -30,25 +45,42 @@ CREATE TABLE IF NOT EXISTS analyses (
     frame INTEGER NOT NULL,
     modality TEXT NOT NULL,
     models TEXT NOT NULL,
-    results TEXT NOT NULL
+    results TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'image',
+    series_uid TEXT,
+    slices INTEGER
 );
 CREATE INDEX IF NOT EXISTS analyses_sha ON analyses(file_sha256);
 """
+# Columns added since the first schema, as ALTER TABLE adds them to an older database.
+_ADDED_COLUMNS = (("kind", "TEXT NOT NULL DEFAULT 'image'"), ("series_uid", "TEXT"), ("slices", "INTEGER"))
+_COLUMNS = "id, file_sha256, path, analysed_at, frame, modality, models, results, kind, series_uid, slices"
+CSV_COLUMNS = ["id", "kind", "analysed_at", "path", "file_sha256", "frame", "modality", "models", "findings",
+               "series_uid", "description", "slices"]
 
 
 @dataclass(frozen=True)
 class HistoryEntry:
     id: int
-    file_sha256: str
-    path: str
+    file_sha256: str  # "" for a series entry
+    path: str  # the image file; for a series entry the folder of its files
     analysed_at: str
-    frame: int
+    frame: int | None  # None for a series entry
     modality: str
     models: dict[str, str]  # model id -> version
-    results: dict
+    results: dict  # Analysis.to_dict(), or for a series entry see History.add_series
+    kind: str = "image"  # "image" or "series"
+    series_uid: str | None = None
+    slices: int | None = None  # series entries: slices in the series
+
+    @property
+    def description(self) -> str:
+        return self.results.get("description", "") if self.kind == "series" else ""
 
     @property
     def labels(self) -> str:
+        if self.kind == "series":  # the verdict lines as the window shows them
+            return "; ".join(r.get("text") or f"{r['model']}: {r.get('label')}" for r in self.results.get("results", []))
         parts = []
         for r in self.results.get("results", []):
             parts.append(f"{r['model']}: {r['label']}" if r.get("label") else f"{r['model']}: {r.get('lesions', 0)} lesion(s)")
@@ -66,11 +98,33 @@ class History:
             os.chmod(self.db, 0o600)  # also a database an older version left world-readable
             with self._connect() as con:
                 con.executescript(SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise DiagnosticError(f"the history database {self.db} cannot be opened ({exc})") from exc
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.db, timeout=10)
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older version to SCHEMA_VERSION (one writer at a time)."""
+        con = sqlite3.connect(self.db, timeout=10, isolation_level=None)
+        try:
+            if con.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return
+            con.execute("BEGIN IMMEDIATE")  # another process opening the same old file waits, then sees it done
+            try:
+                have = {row[1] for row in con.execute("PRAGMA table_info(analyses)")}
+                for name, decl in _ADDED_COLUMNS:
+                    if name not in have:
+                        con.execute(f"ALTER TABLE analyses ADD COLUMN {name} {decl}")
+                con.execute("CREATE INDEX IF NOT EXISTS analyses_series ON analyses(series_uid)")
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
 
     def add(self, analysis: Analysis, file_sha256: str | None = None) -> int:
         try:
@@ -89,24 +143,76 @@ class History:
             )
             return int(cursor.lastrowid)
 
+    def add_series(self, analysis: SeriesAnalysis) -> int | None:
+        """One entry for a completed series analysis; a cancelled one is not recorded (None)."""
+        if analysis.cancelled:
+            return None
+        try:
+            return self._add_series(analysis)
+        except (OSError, sqlite3.Error) as exc:
+            raise DiagnosticError(f"the series analysis could not be recorded in the history {self.db} ({exc})") from exc
+
+    def _add_series(self, analysis: SeriesAnalysis) -> int:
+        from core.series.analysis import verdict_text
+
+        series = analysis.series
+        files = [str(p.parent) for p in series.files]
+        folder = os.path.commonpath(files) if files else ""
+        verdicts = [{"model": v.model, "version": v.version, "task": v.task, "label": v.label,
+                     "probability": None if v.probability is None else round(v.probability, 6),
+                     "first_slice": v.first_slice, "last_slice": v.last_slice, "runs": [list(r) for r in v.runs],
+                     "lesion_volume_ml": None if v.lesion_volume_ml is None else round(v.lesion_volume_ml, 4),
+                     "text": verdict_text(v), "warnings": list(v.warnings)} for v in analysis.results]
+        record = {"kind": "series", "series_uid": series.uid or None, "description": series.description,
+                  "folder": _text(folder), "series_kind": series.kind, "modality": series.modality,
+                  "plane": series.plane, "slices": len(series.slices),
+                  "spacing_mm": None if series.spacing_mm is None else round(series.spacing_mm, 4),
+                  "results": verdicts, "warnings": list(series.warnings) + list(analysis.warnings)}
+        models = {v.model: v.version for v in analysis.results}
+        with self._connect() as con:
+            cursor = con.execute(
+                "INSERT INTO analyses (file_sha256, path, analysed_at, frame, modality, models, results, kind, "
+                "series_uid, slices) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                ("", _text(folder), dt.datetime.now().isoformat(timespec="seconds"), 0, series.modality or "",
+                 json.dumps(models), json.dumps(record), "series", series.uid or None, len(series.slices)),
+            )
+            return int(cursor.lastrowid)
+
     def _entries(self, where: str = "", args: tuple = ()) -> list[HistoryEntry]:
         with self._connect() as con:
-            rows = con.execute(f"SELECT id, file_sha256, path, analysed_at, frame, modality, models, results "
-                               f"FROM analyses {where} ORDER BY id DESC", args).fetchall()
-        return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7])) for r in rows]
+            rows = con.execute(f"SELECT {_COLUMNS} FROM analyses {where} ORDER BY id DESC", args).fetchall()
+        return [HistoryEntry(r[0], r[1], r[2], r[3], None if r[8] == "series" else r[4], r[5], json.loads(r[6]),
+                             json.loads(r[7]), r[8], r[9], r[10]) for r in rows]
 
     def all(self) -> list[HistoryEntry]:
+        """Every entry, images and series, newest first."""
         return self._entries()
+
+    def for_series(self, series_uid: str) -> list[HistoryEntry]:
+        """Earlier analyses of the series with this SeriesInstanceUID, wherever its files lived then."""
+        return self._entries("WHERE kind = 'series' AND series_uid = ?", (series_uid,)) if series_uid else []
 
     def for_file(self, path: Path | str) -> list[HistoryEntry]:
         """Earlier analyses of the same content, wherever the file lived then."""
-        return self._entries("WHERE file_sha256 = ?", (sha256_file(path),))
+        return self._entries("WHERE kind = 'image' AND file_sha256 = ?", (sha256_file(path),))
 
     def export_csv(self, out: Path) -> Path:
+        """Every entry, newest first; ``kind`` says image or series (CSV_COLUMNS)."""
         with open(out, "w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["id", "analysed_at", "path", "file_sha256", "frame", "modality", "models", "findings"])
+            writer.writerow(CSV_COLUMNS)
             for e in self.all():
-                writer.writerow([e.id, e.analysed_at, e.path, e.file_sha256, e.frame, e.modality,
-                                 " ".join(f"{k}@{v}" for k, v in e.models.items()), e.labels])
+                writer.writerow([e.id, e.kind, e.analysed_at, e.path, e.file_sha256, "" if e.frame is None else e.frame,
+                                 e.modality, " ".join(f"{k}@{v}" for k, v in e.models.items()), e.labels,
+                                 e.series_uid or "", _cell(e.description), "" if e.slices is None else e.slices])
         return out
+
+
+def _text(path: str) -> str:
+    """A path as stored: bytes that are not UTF-8 as \\xNN escapes (as ``add`` stores image paths)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _cell(text: str) -> str:
+    """A free-text cell (a DICOM description) that a spreadsheet will not run as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

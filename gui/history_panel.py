@@ -1,22 +1,30 @@
-"""History dock: earlier analyses from the local SQLite history, newest first."""
+"""History dock: earlier analyses from the local SQLite history, newest first: images and whole series.
+
+A series entry shows its folder and description, its slice count and each model's verdict line as the
+window showed it; double-clicking it opens the folder again (the study browser), an image entry the image.
+"""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from core.history import History
+from core.history import History, HistoryEntry
+
+MAX_ROWS = 500
 
 
 class HistoryPanel(QWidget):
     openRequested = Signal(str)
     exportRequested = Signal()
 
+    COLUMNS = ["When", "Kind", "File / series", "Modality", "Findings"]
+
     def __init__(self, history: History, parent=None) -> None:
         super().__init__(parent)
         self.history = history
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["When", "File", "Modality", "Findings"])
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSortingEnabled(True)
@@ -28,15 +36,29 @@ class HistoryPanel(QWidget):
         layout.addWidget(export)
 
     def refresh(self) -> None:
-        entries = self.history.all()[:500]
+        """Read the history again (on the calling thread) and show it."""
+        self.show_entries(self.history.all())
+
+    def show_entries(self, entries: list[HistoryEntry]) -> None:
+        entries = entries[:MAX_ROWS]
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(entries))
         for i, entry in enumerate(entries):
-            for j, text in enumerate((entry.analysed_at, entry.path, entry.modality, entry.labels)):
+            for j, text in enumerate(self.cells(entry)):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, entry.path)
+                if entry.kind == "series" and entry.series_uid:
+                    item.setToolTip(f"SeriesInstanceUID {entry.series_uid}\n{entry.path}")
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
+
+    @staticmethod
+    def cells(entry: HistoryEntry) -> tuple[str, str, str, str, str]:
+        if entry.kind == "series":
+            where = f"{entry.description} — {entry.path}" if entry.description else entry.path
+            slices = "" if entry.slices is None else f", {entry.slices} slices"
+            return entry.analysed_at, f"series{slices}", where, entry.modality, entry.labels
+        return entry.analysed_at, "image", entry.path, entry.modality, entry.labels
 
     def _open(self, row: int, _column: int) -> None:
         item = self.table.item(row, 0)

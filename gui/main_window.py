@@ -148,6 +148,7 @@ class MainWindow(QMainWindow):
         self.state.events.series_analysis.connect(self._show_series_analysis)
         self.state.events.record.connect(self._record_changed)
         self.state.events.slice.connect(self._slice_changed)
+        self._refresh_history()  # earlier analyses, images and series, read in the background
         self.state.events.window.connect(lambda _: self._update_wl_label())
         self.state.events.modality.connect(lambda _: self._update_modality_note())
         self.state.events.analysis.connect(self._show_results)
@@ -530,8 +531,11 @@ class MainWindow(QMainWindow):
         else:
             self.state.set_analysis(analysis)
         if analysis.results:
-            self.bridge.run(self.history.add, analysis, on_done=lambda _: self.history_panel.refresh(),
+            self.bridge.run(self.history.add, analysis, on_done=lambda _: self._refresh_history(),
                             on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
+
+    def _refresh_history(self) -> None:
+        self.bridge.run(self.history.all, on_done=self.history_panel.show_entries, on_error=lambda e: None)
 
     def _show_results(self, analysis: Analysis | None) -> None:
         """Findings, warnings and model panels follow the state's analysis (empty when it is cleared)."""
@@ -617,6 +621,9 @@ class MainWindow(QMainWindow):
         done = f"{analysis.slices_analysed} slice(s) analysed in {analysis.seconds:.1f} s"
         self.series_panel.finished(("Cancelled: " if analysis.cancelled else "") + done)
         self.state.set_series_analysis(analysis)  # ignored when another series is shown now
+        if analysis.results and not analysis.cancelled:  # a cancelled run is not recorded: its verdicts are partial
+            self.bridge.run(self.history.add_series, analysis, on_done=lambda _: self._refresh_history(),
+                            on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
 
     def _series_failed(self, error: BaseException) -> None:
         self._series_done()
@@ -779,7 +786,10 @@ class MainWindow(QMainWindow):
     def export_history(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export history", "history.csv", "CSV (*.csv)")
         if path:
-            self.history.export_csv(Path(path))
+            try:
+                self.history.export_csv(Path(path))
+            except OSError as exc:
+                self._error(f"The history could not be written to {path}: {exc.strerror or exc}")
 
     def about(self) -> None:
         import platform

@@ -169,6 +169,16 @@ def test_series_analysis_verdict_strip_plot_and_overlays_follow_the_slice(qtbot,
     window.export_series_report(window.settings_dir / "series.pdf")
     qtbot.waitUntil(lambda: window.last_export is not None, timeout=30000)
     assert window.last_export.name == "series.pdf" and window.last_export.stat().st_size > 10000
+    # each completed series analysis is one history entry, listed in the History dock
+    table = window.history_panel.table
+    qtbot.waitUntil(lambda: table.rowCount() == 2, timeout=10000)
+    entries = window.history.all()
+    assert [e.kind for e in entries] == ["series", "series"] and entries[0].slices == 10
+    assert entries[0].series_uid == window.state.series.uid and entries[0].path == str(planted_series)
+    assert "tiny-mr-segmenter: lesion on slices 4-7 of 10, volume" in entries[0].labels
+    texts = [table.item(0, j).text() for j in range(table.columnCount())]
+    assert texts[1] == "series, 10 slices" and str(planted_series) in texts[2]
+    assert "tiny-mr-yesno: yes" in texts[4] and "tiny-mr-segmenter: lesion on slices 4-7 of 10" in texts[4]
 
 
 def test_series_analysis_can_be_cancelled(qtbot, window, planted_series):
@@ -180,6 +190,8 @@ def test_series_analysis_can_be_cancelled(qtbot, window, planted_series):
     assert analysis.cancelled and 2 <= analysis.slices_analysed < 10
     assert window.series_panel.status.text().startswith("Cancelled: ")
     assert "Cancelled" in window.series_verdict.text()
+    qtbot.wait(200)  # a history write would have been queued with the result
+    assert window.history.all() == []  # a cancelled series analysis is not recorded
 
 
 def test_a_slice_analysis_with_its_heatmap_comes_back_with_its_slice(qtbot, window, planted_series):

@@ -165,6 +165,7 @@ def test_analyze_series_command_prints_the_documented_json(planted_series, mr_mo
     from core.cli import main
 
     monkeypatch.setenv("MIDA_USER_MODELS", str(mr_models))
+    monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))  # a history of this test's own
     rc = main(["analyze", str(planted_series), "--series", "--json", "--model", MODELS[0], "--model", MODELS[1]])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
@@ -176,9 +177,23 @@ def test_analyze_series_command_prints_the_documented_json(planted_series, mr_mo
     assert (yesno["model"], yesno["label"], yesno["first_slice"], yesno["last_slice"]) == (MODELS[0], "yes", 4, 7)
     assert (seg["label"], seg["lesion_volume_ml"] > 0) == ("lesion", True)
     assert [d["instance"] for d in yesno["slices_detail"]] == list(range(1, 11))
+    # one history entry for the series: its verdict lines, slice range and lesion volume
+    from core.history import History
+
+    (entry,) = History().all()
+    assert (entry.kind, entry.series_uid, entry.slices, entry.path) == ("series", series["series_uid"], 10,
+                                                                        str(planted_series))
+    assert f"{MODELS[0]}: yes" in entry.labels and f"{MODELS[1]}: lesion on slices 4-7 of 10" in entry.labels
+    recorded = {r["model"]: r for r in entry.results["results"]}
+    assert (recorded[MODELS[0]]["first_slice"], recorded[MODELS[0]]["last_slice"]) == (4, 7)
+    assert recorded[MODELS[1]]["lesion_volume_ml"] == pytest.approx(seg["lesion_volume_ml"], abs=1e-4)
+    assert main(["history"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["entries"]
+    assert (listed["kind"], listed["series_uid"], listed["slices"]) == ("series", series["series_uid"], 10)
 
     assert main(["analyze", str(tmp_path / "nowhere"), "--series", "--json"]) == 2
     assert "does not exist" in json.loads(capsys.readouterr().out)["error"]
+    assert len(History().all()) == 1
 
 
 def test_batch_writes_series_csv_beside_results_csv(planted_series, mr_models, tmp_path, lgg_png_folder):

@@ -6,10 +6,12 @@ pydicom's and deid-data's own test files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import shutil
+import signal
 
 import numpy as np
 import pydicom
@@ -20,8 +22,8 @@ from core.errors import ImageLoadError
 from core.series import index_dicomdir, index_folder, index_path
 from core.series.index import plane_of
 from core.series.stack import SeriesStack
-from tests.series_data import (AXIAL, CORONAL, SAGITTAL, lgg_slices, read_grey, slice_positions, write_enhanced_mr,
-                               write_lgg_series, write_series, write_slice)
+from tests.series_data import (AXIAL, CORONAL, SAGITTAL, lgg_slices, ramp_images, read_grey, slice_positions,
+                               write_enhanced_mr, write_lgg_series, write_series, write_slice)
 
 PATIENT = "TCGA_CS_6188_20010812"  # 24 FLAIR slices
 
@@ -230,11 +232,11 @@ def test_non_dicom_images_are_one_image_series_beside_dicom(tmp_path, lgg, lgg_i
     for path in lgg_slices(lgg)[:2]:
         shutil.copy(path, tmp_path / path.name)
     (tmp_path / "notes.txt").write_text("not an image")
-    os.mkfifo(tmp_path / "pipe.dcm")  # opening it would block: never opened
+    os.mkfifo(tmp_path / "pipe.dcm")  # opening it would block: never opened, listed as a problem
     index = index_folder(tmp_path)
     kinds = sorted((s.kind, len(s)) for s in index.series)
     assert kinds == [("dicom", 3), ("image", 1), ("image", 1)]
-    assert index.skipped == 2 and not index.problems
+    assert index.skipped == 1 and index.problems == ["pipe.dcm: this is a FIFO (named pipe), not a regular file: refused"]
     image = next(s for s in index.series if s.kind == "image")
     assert (image.plane, image.slices[0].rows, image.slices[0].columns) == (None, 256, 256)
     assert SeriesStack(image).display(0).shape[:2] == (256, 256)
@@ -301,3 +303,120 @@ def test_missing_identifiers_and_malformed_orientation(tmp_path, lgg_images):
     assert series.ordered_by == "instance" and [s.instance for s in series.slices] == [1, 2, 3, 4]
     assert any(w.startswith("No SeriesInstanceUID") for w in series.warnings)
     assert any("1 of 4 slices lack" in w for w in series.warnings)
+
+
+# ----------------------------------------------------------------------------------------------- hostile entries
+class _Hung(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    """Fail instead of hanging: a blocking open() of a FIFO is interrupted by the alarm."""
+    def alarm(*_):
+        raise _Hung(f"no answer within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _problem(index, name: str) -> str:
+    found = [p for p in index.problems if p.startswith(f"{name}: ")]
+    assert len(found) == 1, (name, index.problems)
+    return found[0]
+
+
+def test_fifo_device_links_and_folders_named_like_files_are_warned_never_opened(tmp_path, monkeypatch):
+    import pydicom.filereader
+
+    root = tmp_path / "scan"
+    write_series(root / "ax", ramp_images(3), description="AX")
+    write_series(root / "inside.dcm", ramp_images(2), description="IN A FOLDER NAMED LIKE A FILE")
+    os.mkfifo(root / "pipe.dcm")
+    os.mkfifo(root / "ax" / "DICOMDIR")  # a FIFO with the name of an index file
+    for name, target in (("zero.dcm", "/dev/zero"), ("urandom.png", "/dev/urandom"), ("loop.dcm", "loop.dcm"),
+                         ("gone.dcm", "nowhere.dcm"), ("again", ".")):
+        os.symlink(target, root / name)
+    (root / "empty.dcm").mkdir()
+    (root / "nested.png" / "deeper").mkdir(parents=True)
+    opened = []
+    real_dcmread = pydicom.dcmread
+
+    def spy(fp, *args, **kwargs):
+        opened.append(os.path.basename(getattr(fp, "name", str(fp))))
+        return real_dcmread(fp, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", spy)
+    with _deadline(20):
+        index = index_folder(root)
+    assert sorted((s.description, len(s)) for s in index.series) == [("AX", 3), ("IN A FOLDER NAMED LIKE A FILE", 2)]
+    assert "FIFO" in _problem(index, "pipe.dcm") and "FIFO" in _problem(index, "ax/DICOMDIR")
+    assert "a device, not a regular file" in _problem(index, "zero.dcm")
+    assert "a device, not a regular file" in _problem(index, "urandom.png")
+    assert "loops back" in _problem(index, "loop.dcm") and "does not exist" in _problem(index, "gone.dcm")
+    assert "link to a folder: not followed" in _problem(index, "again")
+    assert "folder, not an image file" in _problem(index, "empty.dcm")
+    assert "folder, not an image file" in _problem(index, "nested.png")
+    assert len(index.problems) == 9 and not any(p.startswith("inside.dcm") for p in index.problems)
+    assert sorted(opened) == sorted(p.name for s in index.series for p in s.files)  # nothing else reached pydicom
+
+
+@pytest.mark.parametrize("name, target", [("pipe.dcm", None), ("zero.dcm", "/dev/zero"), ("DICOMDIR", None),
+                                          ("folder.dcm", "dir")])
+def test_index_path_and_dicomdir_on_a_hostile_entry_answer_at_once(tmp_path, name, target):
+    path = tmp_path / name
+    if target is None:
+        os.mkfifo(path)
+    elif target == "dir":
+        path.mkdir()
+    else:
+        os.symlink(target, path)
+    with _deadline(20):
+        index = index_path(path)
+        direct = index_dicomdir(path)
+    if target == "dir":  # a folder is indexed as a folder: an empty one says so
+        assert not index.series and not index.problems
+    else:
+        assert not index.series and len(index.problems) == 1 and "not a regular file" in index.problems[0]
+    assert not direct.series and len(direct.problems) == 1
+    assert ("folder" if target == "dir" else "not a regular file") in direct.problems[0]
+
+
+def test_a_dicomdir_that_lists_a_fifo_names_it(tmp_path):
+    source = write_series(tmp_path / "source", ramp_images(3))
+    fileset = FileSet()
+    for path in source:
+        fileset.add(pydicom.dcmread(path))
+    media = tmp_path / "media"
+    fileset.write(media)
+    victim = next(p for p in media.rglob("*") if p.is_file() and p.name != "DICOMDIR")
+    victim.unlink()
+    os.mkfifo(victim)
+    with _deadline(20):
+        index = index_dicomdir(media / "DICOMDIR")
+    assert sum(len(s) for s in index.series) == 2
+    assert len(index.problems) == 1 and "FIFO" in index.problems[0]
+
+
+def test_files_larger_than_any_image_and_deflate_bombs_are_refused_unread(tmp_path, monkeypatch):
+    from core.imaging import limits
+    from tests.test_hostile_info import deflated_bomb
+
+    write_series(tmp_path / "big", ramp_images(2))
+    deflated_bomb(tmp_path / "bomb.dcm", 300 * 1024**2)
+    monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "64")
+    monkeypatch.setattr(limits, "MAX_FILE_BYTES", 4 * 1024**2)  # the bomb is some 300 KB on disk
+    os.truncate(tmp_path / "big" / "IM0000.dcm", limits.MAX_FILE_BYTES + 1)  # a sparse tail: nothing to read
+    with _deadline(20):
+        index = index_folder(tmp_path)
+    assert [len(s) for s in index.series] == [1]
+    assert "too large" in _problem(index, "big/IM0000.dcm") and "on disk" in _problem(index, "big/IM0000.dcm")
+    assert "inflates to more than" in _problem(index, "bomb.dcm")
+    monkeypatch.setattr(limits, "MAX_DICOMDIR_BYTES", 10)
+    (tmp_path / "DICOMDIR").write_bytes(b"\0" * 200)
+    assert "too large" in index_dicomdir(tmp_path / "DICOMDIR").problems[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import math
 import struct
@@ -28,6 +29,7 @@ _DEFER = "512 KB"  # big elements (pixel data) stay on disk until a frame is ask
 _NONFINITE_WARNING = "some pixel values are NaN or infinite; they are shown as 0"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _INFLATE_CHUNK = 1 << 20
+_META_PEEK = 4096  # the file meta group is a few hundred bytes
 
 
 def _finite(value) -> bool:
@@ -48,38 +50,81 @@ def _scaled(spacing: tuple[float, float] | None, factor: int) -> tuple[float, fl
 
 
 def _check_deflated(path: Path) -> None:
-    """A deflated data set is inflated whole by pydicom: measure it by streaming first, within the budget.
+    """A deflated data set is inflated whole by pydicom: measure it by streaming first, within the budget."""
+    try:
+        fp = open(path, "rb")  # noqa: SIM115
+    except OSError:
+        return  # dcmread names the problem
+    with fp:
+        check_deflated(fp, path)
 
-    Only the file meta group is parsed here; the rest is inflated chunk by chunk and counted, never kept.
+
+def check_deflated(fp: BinaryIO, path: Path) -> None:
+    """Refuse a deflate-compressed data set that inflates beyond the budget (``ImageLoadError``, "too large").
+
+    ``fp`` is read from where it stands (the file's start); only the file meta group is parsed, the rest is
+    inflated chunk by chunk and counted, never kept. Any other file costs the meta group's few hundred bytes.
+    The caller seeks back before reading the file again.
     """
     try:
-        with open(path, "rb") as fp:
-            read_preamble(fp, True)
-            meta = _read_file_meta_info(fp)
-            if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED:
-                return
-            budget = memory_budget() // DECODE_OVERHEAD
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            total = 0
+        start = fp.tell()
+        syntax = _transfer_syntax_of(fp.read(_META_PEEK))
+        if syntax is not None and syntax != _DEFLATED:
+            return  # the common case, without parsing the meta group with pydicom
+        fp.seek(start)
+        read_preamble(fp, True)
+        meta = _read_file_meta_info(fp)
+        if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED:
+            return
+        budget = memory_budget() // DECODE_OVERHEAD
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        while True:
+            chunk = fp.read(_INFLATE_CHUNK)
+            data = inflater.decompress(chunk, _INFLATE_CHUNK)
             while True:
-                chunk = fp.read(_INFLATE_CHUNK)
-                data = inflater.decompress(chunk, _INFLATE_CHUNK)
-                while True:
-                    total += len(data)
-                    if total > budget:
-                        raise ImageLoadError(path, f"the deflate-compressed DICOM data set inflates to more than "
-                                                   f"{budget / 1024**2:.0f} MiB: too large (possibly a decompression bomb)")
-                    if not inflater.unconsumed_tail:
-                        break
-                    data = inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK)
-                if not chunk or inflater.eof:
-                    return
+                total += len(data)
+                if total > budget:
+                    raise ImageLoadError(path, f"the deflate-compressed DICOM data set inflates to more than "
+                                               f"{budget / 1024**2:.0f} MiB: too large (possibly a decompression bomb)")
+                if not inflater.unconsumed_tail:
+                    break
+                data = inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK)
+            if not chunk or inflater.eof:
+                return
     except ImageLoadError:
         raise
     except zlib.error as exc:
         raise ImageLoadError(path, f"the deflate-compressed DICOM data is corrupt ({exc})") from exc
     except Exception:  # noqa: BLE001 - no readable meta group: dcmread decides what the file is
         return
+
+
+def _transfer_syntax_of(head: bytes) -> str | None:
+    """TransferSyntaxUID from the explicit little-endian file meta group in ``head`` (preamble, ``DICM``,
+    group 0002 elements in tag order); None where that is not certain (no preamble, cut short, odd)."""
+    if len(head) < 144 or head[128:132] != b"DICM":
+        return None
+    at = 132
+    while at + 8 <= len(head):
+        group, element = struct.unpack_from("<HH", head, at)
+        if group != 0x0002 or element > 0x0010:
+            return None  # past the place the transfer syntax must be
+        vr = head[at + 4 : at + 6]
+        if not (vr.isalpha() and vr.isupper()):
+            return None  # not explicit VR (a damaged or implicit meta group): pydicom reads it
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            if at + 12 > len(head):
+                return None
+            length, at = struct.unpack_from("<I", head, at + 8)[0], at + 12
+        else:
+            length, at = struct.unpack_from("<H", head, at + 6)[0], at + 8
+        if length == 0xFFFFFFFF or at + length > len(head):
+            return None
+        if element == 0x0010:
+            return head[at : at + length].rstrip(b"\0 ").decode("ascii", "replace")
+        at += length
+    return None
 
 
 def _no_pixels_reason(path: Path, ds: Dataset) -> str:

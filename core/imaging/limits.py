@@ -19,6 +19,10 @@ import numpy as np
 
 MAX_FRAME_PIXELS = 30_000 * 30_000  # declared sizes beyond this are bombs whatever the memory
 MAX_TOTAL_BYTES = 8 * 1024**3  # decoded size of all frames together, as declared
+# Files read for their headers only (the series index): larger on disk than any image decoded here is refused
+# unread; a DICOMDIR is parsed whole (no deferred elements), so it has a budget of its own.
+MAX_FILE_BYTES = MAX_TOTAL_BYTES
+MAX_DICOMDIR_BYTES = 256 * 1024**2  # some 500,000 directory records
 WORK_BYTES_PER_PIXEL = 28  # measured: a 225-megapixel image took 6.2 GiB loaded, windowed and shown
 DECODE_OVERHEAD = 3  # raw bytes, decoded array and one converted copy live at once
 BUDGET_FRACTION = 0.5  # of the memory available: the viewer, models and caches need the rest

@@ -6,6 +6,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from core.errors import ImageLoadError
 from core.imaging.dicom import read_dicom
@@ -37,13 +38,19 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def open_regular_file(path: Path) -> bytes:
-    """The first bytes of ``path`` if it is a readable regular file; every other case is refused by name.
+def open_regular(path: str | Path, max_bytes: int | None = None) -> BinaryIO:
+    """``path`` opened for binary reading if it is a readable regular file; every other case is refused by name.
 
     This is the one guarded door to the decoders: folders, FIFOs, devices (``/dev/zero``), sockets,
     dangling or looping links and unreadable files never reach a decoder, so nothing can block or
-    stream without end. The file is opened non-blocking and checked on the open descriptor.
+    stream without end. The file is opened non-blocking and checked again on the open descriptor (a
+    file swapped for a FIFO or a link between the check and the open is refused too). With ``max_bytes``
+    a file larger than that is refused as too large before a byte of it is read.
+
+    The caller reads through the returned file object (pydicom and PIL take it as it is) and closes it;
+    its ``name`` is the path, so pydicom can still find the file again for a deferred element.
     """
+    path = Path(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -52,23 +59,44 @@ def open_regular_file(path: Path) -> bytes:
         raise ImageLoadError(path, "the file does not exist") from None
     except OSError as exc:
         raise ImageLoadError(path, _os_reason(exc)) from exc
+    _check_regular(path, st, max_bytes)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fh = open(path, "rb", opener=lambda name, _flags: os.open(name, flags))  # noqa: SIM115 - handed to the caller
+    except OSError as exc:
+        raise ImageLoadError(path, _os_reason(exc)) from exc
+    try:
+        _check_regular(path, os.fstat(fh.fileno()), max_bytes)  # swapped between stat and open
+    except OSError as exc:
+        fh.close()
+        raise ImageLoadError(path, _os_reason(exc)) from exc
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def _check_regular(path: Path, st: os.stat_result, max_bytes: int | None) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise ImageLoadError(path, "this is a folder, not an image file (use batch analysis for folders)")
     if not stat.S_ISREG(st.st_mode):
         raise ImageLoadError(path, f"this is {_kind(st.st_mode)}, not a regular file: refused")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    except OSError as exc:
-        raise ImageLoadError(path, _os_reason(exc)) from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # swapped between stat and open
-            raise ImageLoadError(path, f"this is {_kind(st.st_mode)}, not a regular file: refused")
-        return os.read(fd, 132)
-    except OSError as exc:
-        raise ImageLoadError(path, _os_reason(exc)) from exc
-    finally:
-        os.close(fd)
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ImageLoadError(path, f"the file is too large ({_size_text(st.st_size)} on disk, limit "
+                                   f"{_size_text(max_bytes)}): not read")
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+
+
+def open_regular_file(path: Path) -> bytes:
+    """The first bytes of ``path`` if it is a readable regular file (``open_regular`` says why not)."""
+    with open_regular(path) as fh:
+        try:
+            return fh.read(132)
+        except OSError as exc:
+            raise ImageLoadError(path, _os_reason(exc)) from exc
 
 
 def _kind(mode: int) -> str:

@@ -3,6 +3,12 @@
 Headers are read without pixel data (pydicom ``stop_before_pixels``, large elements deferred), so a folder
 of hundreds of slices indexes in well under a second; pixels are loaded later by ``core.series.stack``.
 
+Every file is opened through the loader's guarded door (``core.imaging.loader.open_regular``): FIFOs,
+devices, links to them, dangling or looping links, folders named like files, files larger on disk than any
+image decoded here and deflated data sets that would inflate past the memory budget are listed in the
+index's ``problems`` with the reason, never opened by pydicom or PIL (nothing can block, stream without end
+or inflate). Links to folders are not followed (listed too), as in batch discovery.
+
 Grouping: a series is one SeriesInstanceUID within its study; a multi-frame file is a series of its own
 (its frames are the slices); a non-DICOM image (PNG, JPEG, TIFF, BMP) is a one-image series.
 
@@ -30,6 +36,7 @@ DUPLICATE_MM = 0.01  # neighbours closer than this along the normal share a posi
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines further apart than this are another orientation
 _DEFER = "2 KB"
 _RASTER = {"PNG", "JPEG", "TIFF", "BMP"}
+_FILE_SUFFIXES = {".dcm", ".dicom", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
@@ -114,7 +121,7 @@ class Patient:
 class StudyIndex:
     root: Path
     patients: list[Patient] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # files that look like images but could not be indexed
+    problems: list[str] = field(default_factory=list)  # entries that could not be indexed, with the reason
     skipped: int = 0  # files that are not images (reports, DICOMDIR, other files)
 
     @property
@@ -142,23 +149,60 @@ def index_path(path: str | Path) -> StudyIndex:
 
 
 def index_folder(folder: str | Path, recursive: bool = True) -> StudyIndex:
-    """Every image file below ``folder`` (hidden files and folders and DICOMDIR files skipped)."""
+    """Every image file below ``folder`` (hidden files and folders and DICOMDIR files skipped).
+
+    Entries that are neither (FIFOs, devices, broken links: see ``index_files``), links to folders (not
+    followed), folders that cannot be listed and empty folders named like image files are in ``problems``.
+    """
     folder = Path(folder)
     files: list[Path] = []
-    for here, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+    problems: list[str] = []
+    named_like_files: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename) if exc.filename else folder
+        problems.append(f"{_rel(where, folder) if where != folder else where}: a folder that cannot be read "
+                        f"({exc.strerror or exc}): its files were not indexed")
+
+    for here, dirs, names in os.walk(folder, onerror=unreadable):
+        listed = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        dirs[:] = [d for d in listed if not os.path.islink(os.path.join(here, d))]
+        for d in listed:
+            path = Path(here) / d
+            if d not in dirs:
+                problems.append(f"{_rel(path, folder)}: a link to a folder: not followed "
+                                "(links to folders are not entered, to avoid loops)")
+            elif path.suffix.lower() in _FILE_SUFFIXES:
+                named_like_files.append(path)
         files.extend(Path(here) / n for n in sorted(names) if not n.startswith("."))
-    return index_files(files, root=folder)
+    for path in named_like_files:  # a folder 'x.dcm' holding slices is a folder; an empty one is a mistake
+        if not any(path in f.parents for f in files):
+            problems.append(f"{_rel(path, folder)}: this is a folder, not an image file (and no file is in it)")
+    index = index_files(files, root=folder)
+    index.problems[:0] = problems
+    return index
 
 
 def index_dicomdir(dicomdir: str | Path) -> StudyIndex:
     """The image files a DICOMDIR references (its directory records, read with pydicom)."""
     import pydicom
 
+    from core.errors import ImageLoadError
+    from core.imaging.dicom import check_deflated
+    from core.imaging.limits import MAX_DICOMDIR_BYTES
+    from core.imaging.loader import open_regular
+
     dicomdir = Path(dicomdir)
     problems: list[str] = []
     try:
-        records = pydicom.dcmread(dicomdir, force=True).DirectoryRecordSequence
+        with open_regular(dicomdir, MAX_DICOMDIR_BYTES) as fh:  # read whole: it has a size limit of its own
+            check_deflated(fh, dicomdir)
+            fh.seek(0)
+            records = pydicom.dcmread(fh, force=True).DirectoryRecordSequence
+    except ImageLoadError as exc:
+        index = StudyIndex(dicomdir.parent)
+        index.problems.append(f"{dicomdir.name}: {exc.reason}")
+        return index
     except Exception as exc:  # noqa: BLE001 - a damaged DICOMDIR is reported, not raised
         index = StudyIndex(dicomdir.parent)
         index.problems.append(f"{dicomdir.name}: not a readable DICOMDIR ({type(exc).__name__}: {exc})")
@@ -180,9 +224,12 @@ def index_dicomdir(dicomdir: str | Path) -> StudyIndex:
 
 
 def _find_case_insensitive(root: Path, parts: list[str]) -> Path | None:
-    """File IDs are upper case on the medium; copies to a case-sensitive disk are often lower case."""
+    """File IDs are upper case on the medium; copies to a case-sensitive disk are often lower case.
+
+    Whatever is found is returned, a FIFO or a folder too: ``index_files`` says why it cannot be indexed.
+    """
     path = root.joinpath(*parts)
-    if path.is_file():
+    if os.path.lexists(path):
         return path
     here = root
     for part in parts:
@@ -193,10 +240,14 @@ def _find_case_insensitive(root: Path, parts: list[str]) -> Path | None:
         if match is None:
             return None
         here = match
-    return here if here.is_file() else None
+    return here
 
 
 def index_files(files: list[Path], root: Path) -> StudyIndex:
+    """The series of ``files``: images grouped, the rest counted as ``skipped`` (not images) or listed in
+    ``problems`` with the reason (not regular files, too large, unreadable, damaged headers)."""
+    from core.errors import ImageLoadError
+
     index = StudyIndex(Path(root))
     groups: dict[str, Series] = {}
     studies: dict[tuple[str, str], Study] = {}
@@ -206,6 +257,9 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
             entry = _read_entry(path)
         except _NotAnImage:
             index.skipped += 1
+            continue
+        except ImageLoadError as exc:  # refused by the guarded door: not a regular file, too large, ...
+            index.problems.append(f"{_rel(path, root)}: {exc.reason}")
             continue
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the index
             index.problems.append(f"{_rel(path, root)}: {type(exc).__name__}: {exc}")
@@ -248,40 +302,55 @@ def _is_dicomdir(path: Path) -> bool:
     if path.name.upper() == "DICOMDIR":
         return True
     try:
-        import pydicom
+        from pydicom.filereader import _read_file_meta_info, read_preamble
 
-        meta = pydicom.filereader.read_file_meta_info(path)
+        from core.imaging.loader import open_regular
+
+        with open_regular(path) as fh:
+            read_preamble(fh, False)
+            meta = _read_file_meta_info(fh)
         return str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS
-    except Exception:  # noqa: BLE001 - not DICOM at all
+    except Exception:  # noqa: BLE001 - not DICOM at all, or refused: index_files says why
         return False
 
 
 def _read_entry(path: Path):
-    from core.imaging.loader import sniff_format
+    """One file's series, study, patient and slices; ``_NotAnImage`` or ``ImageLoadError`` (refused, with why).
 
-    if path.name.upper() == "DICOMDIR" or not path.is_file():
-        raise _NotAnImage  # FIFOs, devices and dangling links are never opened (a FIFO would block)
-    with path.open("rb") as fh:
-        head = fh.read(132)
-    fmt = sniff_format(head)
-    if fmt in _RASTER:
-        return _raster_entry(path, fmt)
-    if fmt != "DICOM":
-        raise _NotAnImage
-    import pydicom
+    The file is opened once, through the guarded door, and read through that descriptor only: the header
+    bytes, the deflate check, pydicom's header read (and any deferred element it needs) or PIL's.
+    """
+    from core.imaging import limits
+    from core.imaging.loader import open_regular, sniff_format
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER, force=True)
-    if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
-        raise _NotAnImage
-    if "Rows" not in ds or "Columns" not in ds:
-        raise _NotAnImage  # structured reports, presentation states, plans: no image
-    return _dicom_entry(path, ds)
+    with open_regular(path, limits.MAX_FILE_BYTES) as fh:  # a FIFO named DICOMDIR is refused too
+        if path.name.upper() == "DICOMDIR":
+            raise _NotAnImage
+        fmt = sniff_format(fh.read(132))
+        fh.seek(0)
+        if fmt in _RASTER:
+            return _raster_entry(path, fh)
+        if fmt != "DICOM":
+            raise _NotAnImage
+        import pydicom
+
+        from core.imaging.dicom import check_deflated
+
+        check_deflated(fh, path)  # pydicom would inflate a deflated data set whole, headers only or not
+        fh.seek(0)
+        ds = pydicom.dcmread(fh, stop_before_pixels=True, defer_size=_DEFER, force=True)
+        ds.buffer = fh  # deferred elements are read from this descriptor, not by opening the path again
+        if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
+            raise _NotAnImage
+        if "Rows" not in ds or "Columns" not in ds:
+            raise _NotAnImage  # structured reports, presentation states, plans: no image
+        return _dicom_entry(path, ds)
 
 
-def _raster_entry(path: Path, fmt: str):
+def _raster_entry(path: Path, fh):
     from PIL import Image
 
-    with Image.open(path) as img:  # header only
+    with Image.open(fh) as img:  # header only
         columns, rows = img.size
     key = f"file:{path}"
     series = dict(key=key, uid="", kind="image", modality="", description=path.name, patient_id="", patient_name="",

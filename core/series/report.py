@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 from core.series.analysis import SeriesAnalysis, SliceOutcome, analyse_series, verdict
 from core.series.index import Series, StudyIndex, index_folder, index_path
@@ -20,8 +21,12 @@ def _print_json(obj: dict) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def cmd_analyze_series(args) -> int:
-    """``main.py analyze DIR_OR_DICOMDIR --series [--model ID ...] [--json]``: every series of the folder."""
+def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | None = None) -> int:
+    """``main.py analyze DIR_OR_DICOMDIR --series [--model ID ...] [--json]``: every series of the folder.
+
+    ``record`` is handed the series analyses that completed with verdicts (one cancelled by Ctrl+C is not
+    among them), after the run and before the output: the command line keeps them in the history with it.
+    """
     from tqdm import tqdm
 
     from core.errors import DiagnosticError
@@ -62,6 +67,8 @@ def cmd_analyze_series(args) -> int:
     finally:
         engine.shutdown()
     complete = not cancel.is_set() and len(analyses) == len(index.series)
+    if record is not None:
+        record([a for a in analyses if not a.cancelled and a.results])  # complete series with verdicts only
     if args.json:
         out = {"path": str(path), "series": [a.to_dict() for a in analyses]}
         if index.problems:
