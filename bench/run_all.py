@@ -149,7 +149,7 @@ def main() -> None:
 
     # A bundle that averages each image with its mirror runs two forward passes per classification.
     brain = analyzer.registry.get("brain-mri-tumor-4class")
-    views = 2 if brain.manifest.get("flip_average") else 1
+    views = 2 if brain.info.flip_average else 1
     flops = views * flops_per_image(brain)
     rate = matmul_rate()
     floor_ms = flops / rate * 1000

@@ -543,7 +543,7 @@ class MainWindow(QMainWindow):
             self.probabilities.clear()
             self.warnings.show_warnings([])
             return
-        titles = {b.id: b.manifest.get("title", b.id) for b in self.registry.bundles.values()}
+        titles = {b.id: b.info.title or b.id for b in self.registry.bundles.values()}
         self.probabilities.show_analysis(analysis, titles)
         if not analysis.results:
             self.probabilities.clear(" ".join(analysis.warnings))
@@ -556,7 +556,7 @@ class MainWindow(QMainWindow):
             return {"id": model_id, "version": "?", "title": "", "modality": "", "task": "", "architecture": "",
                     "classes": [], "metrics": {}}
         summary = bundle.summary()
-        summary["training"] = bundle.manifest.get("training", {}).get("data", "")
+        summary["training"] = bundle.info.extra.get("training", {}).get("data", "")
         return summary
 
     # ----- mammography exam
@@ -796,7 +796,7 @@ class MainWindow(QMainWindow):
 
         import PySide6
 
-        models = "".join(f"<li>{b.id} v{b.manifest['version']}</li>" for b in self.registry.bundles.values())
+        models = "".join(f"<li>{b.id} v{b.version}</li>" for b in self.registry.bundles.values())
         QMessageBox.about(self, "About", f"<h3>Medical Image Diagnostic Assistant {__version__}</h3>"
                           f"<p><b>{DISCLAIMER}</b></p><p>Python {platform.python_version()}, PySide6 {PySide6.__version__}; "
                           f"TensorFlow is loaded on first analysis.</p><p>Models:</p><ul>{models or '<li>none installed</li>'}</ul>")

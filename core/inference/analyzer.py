@@ -200,7 +200,7 @@ class Analyzer:
         heatmap = None
         # With ``flip_average`` (chosen on validation per bundle) the image and its mirror go through in one
         # batch and their logits are averaged; the heatmap explains the unmirrored image for the decided class.
-        inputs = np.concatenate([x, x[:, :, ::-1]]) if bundle.manifest.get("flip_average") else x
+        inputs = np.concatenate([x, x[:, :, ::-1]]) if bundle.info.flip_average else x
         cams = None
         if gradcam and bundle.gradcam_layer:
             input_logits, cams, own = self._gradcam(bundle, inputs, target, plus)
@@ -213,7 +213,7 @@ class Analyzer:
                 _, cams, _ = self._gradcam(bundle, x, int(chosen[0]), plus)
             heatmap = _to_image_grid(cams[0], crop_box(display, spec), display.shape[:2])
         probs = _softmax(logits[0] / bundle.temperature)
-        result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device, classes=bundle.classes,
+        result = ModelResult(bundle.id, bundle.version, bundle.task, device, classes=bundle.classes,
                              probabilities={c: float(p) for c, p in zip(bundle.classes, probs)})
         result.label = bundle.classes[int(np.argmax(probs))]
         result.heatmap = heatmap
@@ -247,7 +247,7 @@ class Analyzer:
         boxes = plan.boxes
         tile_probs = _softmax(np.concatenate([self._forward(bundle, x) for x in plan.batches(16)]) / bundle.temperature)
         probs = aggregate(tile_probs, tiling)
-        result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device, classes=bundle.classes,
+        result = ModelResult(bundle.id, bundle.version, bundle.task, device, classes=bundle.classes,
                              probabilities={c: float(p) for c, p in zip(bundle.classes, probs)}, tiles=len(boxes))
         result.label = bundle.classes[int(np.argmax(probs))]
         shown = int(np.argmax(probs)) if target is None else target
@@ -267,19 +267,19 @@ class Analyzer:
         device = configure_device()
         spec = bundle.spec
         x = preprocess(display, spec)[None]
-        if bundle.manifest.get("flip_average"):
+        if bundle.info.flip_average:
             # Mean of the image and its mirror: measured on validation, chosen there per bundle.
             pair = self._forward(bundle, np.concatenate([x, x[:, :, ::-1]]))[..., 0]
             prob = (pair[0] + pair[1, :, ::-1]) / 2
         else:
             prob = self._forward(bundle, x)[0, ..., 0]
         prob_full = _to_image_grid(prob, crop_box(display, spec), display.shape[:2])
-        threshold = float(bundle.manifest.get("decision_threshold") or 0.5)
-        mask = drop_unsure_components((prob_full >= threshold).astype(np.uint8), prob_full,
-                                      float(bundle.manifest.get("min_lesion_peak", 0.0)))
-        result = ModelResult(bundle.id, bundle.manifest["version"], bundle.task, device)
+        info = bundle.info
+        mask = drop_unsure_components((prob_full >= info.mask_threshold).astype(np.uint8), prob_full,
+                                      info.min_lesion_peak)
+        result = ModelResult(bundle.id, bundle.version, bundle.task, device)
         result.probability_map, result.mask = prob_full, mask
-        result.lesions = find_lesions(mask, spacing, min_area_px=int(bundle.manifest.get("min_lesion_px", 16)))
+        result.lesions = find_lesions(mask, spacing, min_area_px=info.min_lesion_px)
         if spacing is None:
             result.warnings.append("Pixel spacing unknown: sizes are given in pixels only.")
         return result

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import json
-import re
 import stat
 import threading
 from dataclasses import dataclass, field
@@ -14,27 +14,31 @@ from core.app_paths import user_models
 from core.errors import ModelError
 from core.imaging.record import Modality
 from core.models.intervals import accuracy_interval, interval_text
+from core.models.manifest import BundleManifest, read_keys
 from core.models.preprocessing import PreprocessSpec
 from core.models.storage import sha256_file
 from core.models.tiling import TilingSpec
 
 BUILTIN_MODELS = Path(__file__).resolve().parents[2] / "models"
-REQUIRED = ("id", "version", "modality", "task", "classes", "weights", "preprocessing")
+REQUIRED = tuple(BundleManifest.required())
 
 
 def cam_layer_of(manifest: dict, plus: bool = False) -> str | None:
     """The layer Grad-CAM explains, or Grad-CAM++ where validation chose another one for it
-    (``gradcam_plus_layer``, core.training.cam_layer)."""
+    (``gradcam_plus_layer``, core.training.cam_layer), read from a raw manifest that training is still writing;
+    a loaded bundle's is ``Bundle.cam_layer`` (its typed manifest)."""
     plain = manifest.get("gradcam_layer")
     return manifest.get("gradcam_plus_layer", plain) if plus else plain
 
 
 @dataclass
 class Bundle:
-    """A validated bundle manifest; ``load()`` builds the Keras model once and caches it.
+    """A bundle folder and its manifest; ``load()`` builds the Keras model once and caches it.
 
-    ``parents`` finds a bundle this one builds on (the registry's own, so its loaded model is shared);
-    without it, a standalone bundle looks for the folder beside its own.
+    ``manifest`` is the raw dict as read (training and its tools read and write all of it); ``info`` is the
+    same checked and typed (core.models.manifest), which everything that runs the bundle reads. ``parents``
+    finds a bundle this one builds on (the registry's own, so its loaded model is shared); without it, a
+    standalone bundle looks for the folder beside its own.
     """
 
     folder: Path
@@ -43,61 +47,91 @@ class Bundle:
     _model: object = field(default=None, repr=False)
     _stages: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _info: BundleManifest | None = field(default=None, repr=False)
+    _info_of: dict | None = field(default=None, repr=False)
 
     @classmethod
     def from_folder(cls, folder: Path) -> "Bundle":
-        """The bundle written in ``folder``, outside any registry (training, evaluation, a parent beside it)."""
-        return cls(folder, json.loads((folder / "manifest.json").read_text()))
+        """The bundle written in ``folder``, outside any registry (training, evaluation, a parent beside it);
+        its manifest is checked as the registry checks it (ModelError where it is not valid)."""
+        manifest = json.loads((folder / "manifest.json").read_text())
+        bundle = cls(folder, manifest)
+        bundle._info, bundle._info_of = _validate(folder, manifest), copy.deepcopy(read_keys(manifest))
+        return bundle
+
+    @property
+    def info(self) -> BundleManifest:
+        """The typed manifest, read again where ``manifest`` was changed in place (training tools and tests set
+        a loaded bundle's ``flip_average``, ``gradcam_layer``, ...)."""
+        if self._info is None or read_keys(self.manifest) != self._info_of:
+            self._info = BundleManifest.from_dict(self.manifest, self.folder)
+            self._info_of = copy.deepcopy(read_keys(self.manifest))
+        return self._info
 
     @property
     def id(self) -> str:
-        return self.manifest["id"]
+        return self.info.id
+
+    @property
+    def version(self) -> str:
+        return self.info.version
 
     @property
     def modality(self) -> Modality:
-        return Modality(self.manifest["modality"])
+        return self.info.modality
 
     @property
     def task(self) -> str:
-        return self.manifest["task"]
+        return self.info.task
 
     @property
     def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
+        return list(self.info.classes)
 
     @property
     def spec(self) -> PreprocessSpec:
-        return PreprocessSpec.from_dict(self.manifest["preprocessing"])
+        return self.info.preprocessing
 
     @property
     def temperature(self) -> float:
-        return float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+        return self.info.temperature
 
     @property
     def tiling(self) -> TilingSpec | None:
-        return TilingSpec.from_dict(self.manifest.get("tiling"))
+        return self.info.tiling
 
     @property
     def gradcam_layer(self) -> str | None:
-        return self.manifest.get("gradcam_layer")
+        return self.info.gradcam_layer
 
     def cam_layer(self, plus: bool = False) -> str | None:
-        return cam_layer_of(self.manifest, plus)
+        return self.info.cam_layer(plus)
+
+    @property
+    def changelog(self) -> Path | None:
+        """The bundle's CHANGELOG.md (its manifest's ``changelog``) where the file exists."""
+        try:
+            path = contained_file(self.folder, self.info.changelog)
+        except ModelError:
+            return None
+        return path if path.is_file() else None
 
     def summary(self) -> dict:
-        m = self.manifest
-        metrics = m.get("validation_metrics", {})
+        info = self.info
+        metrics = info.extra.get("validation_metrics", {})
+        changelog = self.changelog
         return {
-            "id": self.id,
-            "version": m["version"],
-            "modality": m["modality"],
-            "task": m["task"],
-            "title": m.get("title", ""),
-            "architecture": m.get("architecture", {}).get("backbone", m.get("architecture")),
+            "id": info.id,
+            "version": info.version,
+            "modality": info.modality.value,
+            "task": info.task,
+            "title": info.title,
+            "architecture": info.architecture.get("backbone", ""),
             "classes": self.classes,
             "metrics": {k: metrics[k] for k in ("accuracy", "roc_auc", "ece", "dice", "iou", "n") if k in metrics},
             "interval": _headline_interval(metrics),
             "folder": str(self.folder),
+            "changelog": str(changelog) if changelog else None,
         }
 
     def _verified(self, relative: str, expected: str) -> Path:
@@ -126,9 +160,10 @@ class Bundle:
         model = self.load()
         with self._lock:
             if self._stages is None:
-                arch = self.manifest.get("architecture", {})
+                info = self.info
+                arch = info.architecture
                 parent = self._parent(arch) if arch.get("feature_bundle") else None
-                self._stages = split_stages(self.id, self.manifest["weights"]["sha256"], self.task, arch,
+                self._stages = split_stages(self.id, info.weights.sha256, self.task, arch,
                                             self.gradcam_layer, model, parent and parent.stages())
             return self._stages
 
@@ -136,7 +171,7 @@ class Bundle:
         """The two parts ``_build`` composes a network of (image -> trunk -> head); of a snapshot ensemble,
         those of its newer network (the one its manifest describes, not ``average_with``)."""
         model = self.load()
-        if "average_with" in self.manifest.get("architecture", {}):
+        if "average_with" in self.info.architecture:
             model = model.get_layer(self.id)
         trunk, head = model.layers[1:]
         return trunk, head
@@ -162,24 +197,30 @@ class Bundle:
     def _build(self):
         import keras
 
-        arch = self.manifest.get("architecture", {})
+        info = self.info
+        arch = info.architecture
         if arch.get("feature_bundle_task") == "segmentation":
             return self._build_on_segmenter(arch)
-        model = self._compose(arch, self.manifest["weights"], self.id)
+        model = self._compose(arch, info.weights.file, info.weights.sha256, self.id)
         start = arch.get("average_with")
         if not start:
             return model
         # A snapshot ensemble: its probability maps averaged with those of the network it was continued from.
-        other = self._compose(start, start["weights"], f"{self.id}_start")
-        image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
+        other = self._compose(start, start["weights"]["file"], start["weights"]["sha256"], f"{self.id}_start")
+        image = keras.Input(shape=self._input_size(), name="image")
         return keras.Model(image, keras.layers.Average(name="mean_probability")([model(image), other(image)]),
                            name=self.id)
 
-    def _compose(self, arch: dict, weights: dict, name: str):
+    def _input_size(self) -> tuple[int, ...]:
+        if self.info.input_size is None:
+            raise ModelError(f"model '{self.id}': its manifest lacks 'input_size', which this network needs")
+        return self.info.input_size
+
+    def _compose(self, arch: dict, file: str, sha256: str, name: str):
         """image -> frozen or own trunk -> trained part, from an architecture entry and its weights file."""
         import keras
 
-        part = self._load_keras(weights["file"], weights["sha256"])
+        part = self._load_keras(file, sha256)
         if arch.get("trunk_file"):  # fine-tuned whole: the bundle's own trunk below the trained part
             frozen = self._load_keras(arch["trunk_file"], arch["trunk_sha256"])
         elif arch.get("feature_bundle"):
@@ -194,8 +235,7 @@ class Bundle:
                 frozen = encoder(backbone, arch["backbone"], arch.get("encoder_layers"))
             else:
                 frozen, _ = split_backbone(backbone, arch["backbone"], arch.get("top_block_start"))
-        image = keras.Input(shape=tuple(self.manifest["input_size"]) if self.task == "segmentation" else (None, None, 3),
-                            name="image")
+        image = keras.Input(shape=self._input_size() if self.task == "segmentation" else (None, None, 3), name="image")
         return keras.Model(image, part(frozen(image)), name=name)
 
     def _parent(self, arch: dict) -> "Bundle":
@@ -210,7 +250,7 @@ class Bundle:
             parent = self.parents(arch["feature_bundle"])
         except (OSError, ValueError, ModelError) as exc:
             raise ModelError(f"model '{self.id}' needs the model '{arch['feature_bundle']}' ({exc})") from exc
-        if parent.manifest["weights"]["sha256"] != arch["feature_bundle_sha256"]:
+        if parent.info.weights.sha256 != arch["feature_bundle_sha256"]:
             raise ModelError(f"model '{self.id}' was fitted on another version of '{parent.id}'; retrain it")
         return parent
 
@@ -229,8 +269,8 @@ class Bundle:
         from core.models.lesion_pooling import segmenter_features  # registers the head's pooling layer
 
         features = segmenter_features(self._parent(arch).load())
-        head = self._load_keras(self.manifest["weights"]["file"], self.manifest["weights"]["sha256"])
-        image = keras.Input(shape=tuple(self.manifest["input_size"]), name="image")
+        head = self._load_keras(self.info.weights.file, self.info.weights.sha256)
+        image = keras.Input(shape=self._input_size(), name="image")
         return keras.Model(image, head(features(image)), name=self.id)
 
 
@@ -250,7 +290,6 @@ def _headline_interval(metrics: dict) -> list[float] | None:
 
 
 SHARED_FOLDERS = ("backbones",)  # beside the bundles: files several bundles share (pretrained backbones)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def contained_file(folder: Path, relative) -> Path:
@@ -268,49 +307,14 @@ def contained_file(folder: Path, relative) -> Path:
     return path
 
 
-def _file_entries(manifest: dict) -> list[tuple[str, object, object]]:
-    """(where, file, sha256) for every file a manifest names."""
-    entries = []
-    weights = manifest.get("weights")
-    if not isinstance(weights, dict):
-        raise ModelError(f"'weights' must be an object with 'file' and 'sha256', not {type(weights).__name__}")
-    entries.append(("weights", weights.get("file"), weights.get("sha256")))
-    arch = manifest.get("architecture", {})
-    if not isinstance(arch, dict):
-        raise ModelError("'architecture' must be an object")
-    archs = [arch]
-    if arch.get("average_with") is not None:
-        start = arch["average_with"]
-        if not isinstance(start, dict) or not isinstance(start.get("weights"), dict):
-            raise ModelError("'architecture.average_with' must be an object with 'weights'")
-        entries.append(("average_with.weights", start["weights"].get("file"), start["weights"].get("sha256")))
-        archs.append(start)
-    for part in archs:
-        for key in ("trunk", "backbone"):
-            if part.get(f"{key}_file") is not None:
-                entries.append((f"{key}_file", part.get(f"{key}_file"), part.get(f"{key}_sha256")))
-    return entries
-
-
-def _validate(folder: Path, manifest: dict) -> None:
-    if not isinstance(manifest, dict):
-        raise ModelError(f"{folder.name}/manifest.json is not a JSON object")
-    missing = [k for k in REQUIRED if k not in manifest]
-    if missing:
-        raise ModelError(f"{folder.name}/manifest.json lacks {', '.join(missing)}")
-    if not isinstance(manifest["id"], str) or not manifest["id"].strip():
-        raise ModelError(f"{folder.name}: 'id' must be a non-empty string")
-    Modality(manifest["modality"])
-    if manifest["task"] not in ("classification", "segmentation"):
-        raise ModelError(f"{folder.name}: unknown task '{manifest['task']}'")
-    if not isinstance(manifest["classes"], list) or not all(isinstance(c, str) for c in manifest["classes"]):
-        raise ModelError(f"{folder.name}: 'classes' must be a list of names")
-    if not isinstance(manifest["preprocessing"], dict):
-        raise ModelError(f"{folder.name}: 'preprocessing' must be an object")
-    for where, file, sha in _file_entries(manifest):
+def _validate(folder: Path, manifest: dict) -> BundleManifest:
+    """The typed manifest of the bundle in ``folder`` (core.models.manifest checks its fields), each file it
+    names confined to the bundle (or a shared folder beside it); ModelError otherwise."""
+    info = BundleManifest.from_dict(manifest, folder)
+    for _, file, _ in info.files():
         contained_file(folder, file)
-        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
-            raise ModelError(f"{folder.name}: {where} needs its sha256 (64 hex digits)")
+    contained_file(folder, info.changelog)  # need not exist (bundles written before it, test bundles)
+    return info
 
 
 class Registry:
@@ -328,16 +332,17 @@ class Registry:
             for manifest_file in sorted(Path(root).glob("*/manifest.json")):
                 try:
                     manifest = json.loads(manifest_file.read_text())
-                    _validate(manifest_file.parent, manifest)
+                    info = _validate(manifest_file.parent, manifest)
                 except (ValueError, TypeError, KeyError, OSError, ModelError) as exc:
                     self.problems.append(f"{manifest_file.parent.name}: {exc}")
                     continue
-                first = self.bundles.get(manifest["id"])
+                first = self.bundles.get(info.id)
                 if first is not None:
-                    self.problems.append(f"{manifest_file.parent}: id '{manifest['id']}' is already used by "
+                    self.problems.append(f"{manifest_file.parent}: id '{info.id}' is already used by "
                                          f"{first.folder}; skipped (bundle ids must be unique)")
                     continue
-                self.bundles[manifest["id"]] = Bundle(manifest_file.parent, manifest, parents=self.get)
+                self.bundles[info.id] = Bundle(manifest_file.parent, manifest, parents=self.get,
+                                               _info=info, _info_of=copy.deepcopy(read_keys(manifest)))
 
     def get(self, bundle_id: str) -> Bundle:
         if bundle_id not in self.bundles:

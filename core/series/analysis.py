@@ -320,7 +320,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
                     break
             todo = []
             for b in bundles:
-                hit = cache.get(ref, b.id, b.manifest["version"])
+                hit = cache.get(ref, b.id, b.version)
                 outcomes.setdefault(b.id, [None] * n)[i] = hit
                 if hit is None:
                     todo.append(b)
@@ -331,7 +331,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
                 for b, result in zip(todo, analysis.results):
                     outcome = _outcome(result)
                     outcome.warnings[:0] = analysis.warnings
-                    cache.put(ref, b.id, b.manifest["version"], outcome)
+                    cache.put(ref, b.id, b.version, outcome)
                     outcomes[b.id][i] = outcome
                 analysed += 1
         except Cancelled:
@@ -350,7 +350,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
             progress(SeriesProgress(i + 1, n, i, time.perf_counter() - started))
     if cancelled:
         warnings.append("Cancelled: the verdicts cover only the slices analysed before the cancel.")
-    results = [verdict(b.id, b.manifest["version"], b.task, list(b.classes), outcomes.get(b.id, [None] * n), series)
+    results = [verdict(b.id, b.version, b.task, list(b.classes), outcomes.get(b.id, [None] * n), series)
                for b in bundles or []]
     for v in results:
         v.warnings.extend(_slice_warnings(v.slices))
