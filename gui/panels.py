@@ -65,6 +65,10 @@ class ProbabilityPanel(QWidget):
                 unit = f"{area:.1f} mm²" if result.lesions and result.lesions[0].area_mm2 is not None else \
                     f"{sum(l.area_px for l in result.lesions)} px"
                 form.addWidget(QLabel(f"{len(result.lesions)} lesion(s), total {unit}"))
+                for i, lesion in enumerate(result.lesions[:3], 1):  # largest first: the calipers a sonographer reads
+                    line = QLabel(f"#{i}: {lesion.size_text().replace('mm2', 'mm²')}")
+                    line.setWordWrap(True)
+                    form.addWidget(line)
             footer = QLabel(f"{result.model_id} v{result.version} · {result.device} · {result.seconds:.2f} s")
             footer.setStyleSheet("color: gray; font-size: 10px")
             form.addWidget(footer)

@@ -126,8 +126,9 @@ class ImageViewer(QGraphicsView):
             pen.setCosmetic(True)
             outline.setPen(pen)
             outline.setZValue(5)
-            size = (f"{lesion.area_mm2:.1f} mm², Ø {lesion.max_diameter_mm:.1f} mm" if lesion.area_mm2 is not None
-                    else f"{lesion.area_px} px, Ø {lesion.max_diameter_px:.0f} px")
+            size = (f"{lesion.area_mm2:.1f} mm², Ø {lesion.max_diameter_mm:.1f} mm, "
+                    f"{lesion.width_mm:.1f} × {lesion.depth_mm:.1f} mm" if lesion.area_mm2 is not None
+                    else f"{lesion.area_px} px, Ø {lesion.max_diameter_px:.0f} px") + f", D/W {lesion.depth_to_width:.2f}"
             label = QGraphicsSimpleTextItem(size)
             label.setBrush(QBrush(color))
             label.setFont(font)

@@ -29,3 +29,23 @@ def test_no_augmentation_and_unknown_names():
     assert build_augmentation("none") is None and build_augmentation(None) is None
     with pytest.raises(ValueError, match="choose from none, filter"):
         build_augmentation("elastic")
+
+
+def test_burned_in_marks_draw_on_the_image_never_on_the_mask():
+    """Ultrasound marks (calipers, text, depth ticks) are bright strokes on the picture; the lesion mask stays."""
+    from core.training.augment import _burned_in_marks
+
+    image = np.full((96, 128, 3), 60, np.uint8)
+    mask = np.zeros((96, 128), np.uint8)
+    mask[30:60, 40:80] = 1
+    marks = _burned_in_marks()(p=1.0)
+    changed = 0
+    for seed in range(8):
+        marks.set_random_seed(seed)
+        out = marks(image=image, mask=mask)
+        assert np.array_equal(out["mask"], mask)
+        drawn = out["image"] != image
+        changed += drawn.any()
+        assert (out["image"][drawn] > 60).all()  # bright strokes only: the picture is only ever brightened
+        assert (out["image"][..., 0] == out["image"][..., 2]).all()  # grey, as the product feeds ultrasound
+    assert changed == 8

@@ -75,6 +75,11 @@ def test_mixed_folder_rows_and_errors(mixed_folder, tmp_path, tiny_models):
     seg = good[1]
     mask = np.array(Image.open(out / seg["mask_file"]))
     assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
+    outlined = [r for r in rows if r["task"] == "segmentation" and int(r["lesions"] or 0)]
+    assert outlined  # the largest lesion's calipers; millimetres only where the file states its spacing
+    for r in outlined:
+        assert float(r["lesion_depth_to_width"]) > 0
+        assert (r["lesion_width_mm"] == "") == (r["lesion_area_mm2"] == "")
     assert (out / cls["heatmap_file"]).exists()
     assert by_file["patientA/IM0001"][0]["modality"] == "MR"
     payload = json.loads((out / "results.json").read_text())

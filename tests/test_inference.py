@@ -135,6 +135,23 @@ def test_segmentation_lesions_in_pixels_and_mm(analyzer, tmp_path):
     assert lesion.max_diameter_mm == pytest.approx(lesion.max_diameter_px * 0.5, rel=0.01)
     x, y, w, h = lesion.bbox
     assert abs(x - 10) <= 2 and abs(y - 20) <= 2 and abs(w - 20) <= 3 and abs(h - 10) <= 3
+    assert lesion.width_mm == pytest.approx(w * 0.5) and lesion.depth_mm == pytest.approx(h * 0.5)
+    assert lesion.to_dict()["depth_to_width"] == pytest.approx(h / w, abs=1e-3)
+
+
+def test_sonographer_calipers_use_each_axis_spacing():
+    """Width across and depth along the beam, each in its own axis' spacing; taller than wide above 1."""
+    from core.inference.lesions import find_lesions
+
+    mask = np.zeros((100, 100), np.uint8)
+    mask[10:50, 30:50] = 1  # 40 rows deep, 20 columns wide
+    tall = find_lesions(mask, (0.1, 0.4))[0]  # rows 0.1 mm apart, columns 0.4 mm
+    assert tall.depth_mm == pytest.approx(4.0) and tall.width_mm == pytest.approx(8.0)
+    assert tall.depth_to_width == pytest.approx(0.5)  # 40 px deep looks taller, but in mm it is wider
+    assert "4.0" in tall.size_text() and "taller than wide" not in tall.size_text()
+    unknown = find_lesions(mask, None)[0]
+    assert unknown.width_mm is None and unknown.depth_to_width == pytest.approx(2.0)
+    assert "taller than wide" in unknown.size_text() and "spacing unknown" in unknown.size_text()
 
 
 def test_flip_averaged_segmentation_maps_back_to_the_image(analyzer, tmp_path):

@@ -7,7 +7,8 @@ import numpy as np
 
 from core.inference.analyzer import _to_image_grid
 from core.models.preprocessing import PreprocessSpec, crop_box, tissue_normalised, to_model_mask, to_model_pixels
-from core.training.by_source import source_metrics, source_of
+from core.training.by_source import source_metrics
+from core.training.sources import source_of
 from core.training.datasets import Sample, brain_mri_all
 from core.training.splits import split_following
 

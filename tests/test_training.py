@@ -46,6 +46,11 @@ def busi_tree(tmp_path):
     return root
 
 
+# The shipped ultrasound configs read BUSI + BUS-BRA and continue their written network; these tests train
+# from ImageNet on a synthetic BUSI-layout folder.
+BUSI_ONLY = {"reader": "image_mask_pairs", "init_from_written": False}
+
+
 @pytest.fixture
 def training(tmp_path, monkeypatch):
     """A private cache and models folder (sharing the real backbone file), and a way to shrink configs."""
@@ -67,7 +72,7 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training, capsys):
     from core.training import __main__ as training_cli
 
     out, shrink = training
-    config = shrink("breast-us-lesion-seg", spec=SMALL, top_from="block12_sepconv1_act", augmented_views=1,
+    config = shrink("breast-us-lesion-seg", **BUSI_ONLY, spec=SMALL, top_from="block12_sepconv1_act", augmented_views=1,
                     epochs_head=1, epochs_finetune=1, lr_finetune=1e-2, epochs_whole=0, batch_size=4, val_fraction=0.34,
                     root=str(busi_tree))
     assert training_cli.main(["train", config.id, "--out", str(out), "--loss", "tversky"]) == 0
@@ -104,7 +109,7 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training, capsys):
     assert again["validation_metrics"]["dice"] == pytest.approx(manifest["validation_metrics"]["dice"])
 
     # A classifier on this segmenter's encoder: one linear layer, pinned to the segmenter it was fitted on.
-    classifier = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=config.id,
+    classifier = shrink("breast-us-3class", **BUSI_ONLY, spec=SMALL, classes=["benign", "normal"], feature_bundle=config.id,
                         epochs_whole=0)
     assert training_cli.main(["train", classifier.id, "--out", str(out)]) == 0
     manifest_seg, manifest = manifest, json.loads((out / classifier.id / "manifest.json").read_text())
@@ -173,7 +178,7 @@ def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, mo
     from core.training.configs import BACKBONES
 
     out, shrink = training
-    config = shrink("breast-us-lesion-seg", spec=SMALL, top_from="block12_sepconv1_act", augmented_views=0,
+    config = shrink("breast-us-lesion-seg", **BUSI_ONLY, spec=SMALL, top_from="block12_sepconv1_act", augmented_views=0,
                     epochs_head=1, epochs_finetune=1, epochs_whole=0, lr_whole=1e-3, snapshot_ensemble=False,
                     batch_size=4, val_fraction=0.34, root=str(busi_tree))
     assert training_cli.main(["train", config.id, "--out", str(out), "--whole-epochs", "1"]) == 0
@@ -213,7 +218,7 @@ def test_segmenter_whole_network_phase_tunes_its_encoder(busi_tree, training, mo
     np.testing.assert_allclose(start_x, before(x, training=False), atol=1e-5)  # the start is stored as it was
     np.testing.assert_allclose(ensemble(x, training=False), (continued_x + start_x) / 2, atol=1e-6)
     assert Analyzer(Registry([out])).analyze(record, model_ids=[config.id]).results[0].mask.shape == (96, 96)
-    assert manifest["training"]["augmentation_whole"] == config.augmentation
+    assert manifest["training"]["augmentation_whole"] == config.whole_augmentation
     # Continuing the ensemble continues its newer network; the older snapshot drops out. Its phase 3 may draw
     # another augmentation, which the manifest, card and command record.
     from core.training import augment
@@ -239,7 +244,7 @@ def test_classifier_with_lower_cut_records_and_uses_it(busi_tree, training):
     from core.training import __main__ as training_cli
 
     out, shrink = training
-    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None,
+    config = shrink("breast-us-3class", **BUSI_ONLY, spec=SMALL, classes=["benign", "normal"], feature_bundle=None,
                     top_from="block13_sepconv1_act", epochs_whole=0,
                     augmented_views=1, epochs_head=1, epochs_finetune=1, batch_size=4, val_fraction=0.34)
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out)]) == 0
@@ -261,7 +266,7 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     from core.training.configs import BACKBONES
 
     out, shrink = training
-    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None, epochs_whole=0,
+    config = shrink("breast-us-3class", **BUSI_ONLY, spec=SMALL, classes=["benign", "normal"], feature_bundle=None, epochs_whole=0,
                     augmented_views=0, epochs_head=1, epochs_finetune=1, lr_whole=1e-3, batch_size=4, val_fraction=0.34)
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1"]) == 0
     folder = out / config.id
@@ -419,7 +424,7 @@ def test_resnet50v2_from_random_weights_is_one_option_away(busi_tree, training, 
     from core.training import __main__ as training_cli
 
     out, shrink = training
-    config = shrink("breast-us-3class", spec=SMALL, classes=["benign", "normal"], feature_bundle=None, augmented_views=0,
+    config = shrink("breast-us-3class", **BUSI_ONLY, spec=SMALL, classes=["benign", "normal"], feature_bundle=None, augmented_views=0,
                     epochs_head=1, epochs_finetune=1, epochs_whole=0, batch_size=4, val_fraction=0.34)
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out),
                               "--arch", "resnet50v2", "--weights", "none"]) == 0

@@ -34,7 +34,8 @@ from core.inference.analyzer import Analyzer, Cancelled
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
                 "probability"]
-TAIL_COLUMNS = ["lesions", "lesion_area_px", "lesion_area_mm2", "mask_file", "heatmap_file", "warnings", "error"]
+TAIL_COLUMNS = ["lesions", "lesion_area_px", "lesion_area_mm2", "lesion_width_mm", "lesion_depth_mm",
+                "lesion_depth_to_width", "mask_file", "heatmap_file", "warnings", "error"]
 
 
 class OutputLocked(DiagnosticError):
@@ -314,6 +315,11 @@ class BatchRun:
                            lesion_area_px=summary["lesion_area_px"],
                            mask_file=self._write(row, "masks", stem, write_mask_png, result.mask),
                            lesion_area_mm2="" if summary["lesion_area_mm2"] is None else f"{summary['lesion_area_mm2']:.3f}")
+                if result.lesions:  # the largest lesion's calipers (width across, depth along the beam)
+                    largest = result.lesions[0]
+                    row.update(lesion_depth_to_width=f"{largest.depth_to_width:.3f}",
+                               lesion_width_mm="" if largest.width_mm is None else f"{largest.width_mm:.2f}",
+                               lesion_depth_mm="" if largest.depth_mm is None else f"{largest.depth_mm:.2f}")
             rows.append(row)
         return rows
 

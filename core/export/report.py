@@ -93,10 +93,8 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
             else:
                 lines.append(f"   {len(result.lesions)} lesion(s)")
                 for i, lesion in enumerate(result.lesions[:8], 1):
-                    size = (f"{lesion.area_mm2:.1f} mm2, max diameter {lesion.max_diameter_mm:.1f} mm"
-                            if lesion.area_mm2 is not None else
-                            f"{lesion.area_px} px, max diameter {lesion.max_diameter_px:.0f} px (spacing unknown)")
-                    lines.append(f"   #{i}: {size}, box {lesion.bbox}")
+                    lines.extend(textwrap.wrap(f"   #{i}: {lesion.size_text()}, box {lesion.bbox}", 100,
+                                               subsequent_indent="       "))
             for warning in result.warnings:
                 lines.extend(textwrap.wrap(f"   WARNING: {warning}", 100))
         for warning in analysis.warnings:

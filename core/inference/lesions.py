@@ -1,4 +1,4 @@
-"""Connected lesions of a binary mask with areas and diameters in pixels and millimetres."""
+"""Connected lesions of a binary mask with areas, diameters, width and depth in pixels and millimetres."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_a
             area_mm2 = float(area * dx * dy)
             diameter_mm = float(np.sqrt(((diff * np.array([dx, dy])) ** 2).sum(-1)).max()) if len(hull) > 1 else 0.0
         diameter_px = float(np.sqrt((diff**2).sum(-1)).max()) if len(hull) > 1 else 1.0
-        lesions.append(Lesion(label, area, area_mm2, (x, y, w, h), diameter_px, diameter_mm, contour))
+        lesions.append(Lesion(label, area, area_mm2, (x, y, w, h), diameter_px, diameter_mm, contour, spacing_mm))
     return sorted(lesions, key=lambda l: -l.area_px)
 
 

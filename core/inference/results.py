@@ -18,6 +18,24 @@ class Lesion:
     max_diameter_px: float
     max_diameter_mm: float | None
     contour: np.ndarray = field(repr=False)  # (K, 2) x, y points of the outline
+    spacing_mm: tuple[float, float] | None = None  # (row, column) pixel spacing, where the image states it
+
+    @property
+    def width_mm(self) -> float | None:
+        """Horizontal extent (transverse, across the ultrasound beam), as a sonographer's width caliper."""
+        return None if self.spacing_mm is None else self.bbox[2] * self.spacing_mm[1]
+
+    @property
+    def depth_mm(self) -> float | None:
+        """Vertical extent (along the beam: anteroposterior on a breast scan), as the depth caliper."""
+        return None if self.spacing_mm is None else self.bbox[3] * self.spacing_mm[0]
+
+    @property
+    def depth_to_width(self) -> float:
+        """Depth / width; above 1 the lesion is "taller than wide" (parallel to the skin it is not), a BI-RADS
+        sign of malignancy in ultrasound. From millimetres where spacing is known, else square pixels assumed."""
+        dy, dx = self.spacing_mm or (1.0, 1.0)
+        return (self.bbox[3] * dy) / max(self.bbox[2] * dx, 1e-9)
 
     def to_dict(self) -> dict:
         return {
@@ -26,7 +44,19 @@ class Lesion:
             "bbox": list(self.bbox),
             "max_diameter_px": round(self.max_diameter_px, 2),
             "max_diameter_mm": None if self.max_diameter_mm is None else round(self.max_diameter_mm, 2),
+            "width_mm": None if self.width_mm is None else round(self.width_mm, 2),
+            "depth_mm": None if self.depth_mm is None else round(self.depth_mm, 2),
+            "depth_to_width": round(self.depth_to_width, 3),
         }
+
+    def size_text(self) -> str:
+        """One line for a reader: area, longest diameter, width x depth and their ratio."""
+        ratio = f"D/W {self.depth_to_width:.2f}" + (" (taller than wide)" if self.depth_to_width > 1 else "")
+        if self.area_mm2 is None:
+            return (f"{self.area_px} px, max diameter {self.max_diameter_px:.0f} px, {self.bbox[2]} x {self.bbox[3]} px "
+                    f"(W x D), {ratio} (spacing unknown)")
+        return (f"{self.area_mm2:.1f} mm2, max diameter {self.max_diameter_mm:.1f} mm, "
+                f"{self.width_mm:.1f} x {self.depth_mm:.1f} mm (W x D), {ratio}")
 
 
 @dataclass

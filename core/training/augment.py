@@ -15,6 +15,9 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "filter": ("filters",),
     "geometric": ("geometric",),
     "filter+geometric": ("filters", "geometric"),
+    # Ultrasound from any scanner: burned-in calipers, measurement text and depth ticks drawn at random on the
+    # image (never on the mask), so a model cannot learn a source's marks as a sign of its lesions.
+    "filter+geometric+marks": ("filters", "geometric", "marks"),
     "stain": ("stain", "mirror"),
     # Strong H&E variation for other labs' slides: every tile gets new stain vectors and intensities (HED
     # space), stronger hue/saturation/brightness shifts and a slight defocus now and then.
@@ -58,8 +61,55 @@ def build_augmentation(name: str | None, seed: int = 0):
         A.RandomRotate90(p=1.0),
         A.VerticalFlip(p=0.5),
     ]
-    groups = {"filters": filters, "geometric": geometric, "stain": stain, "mirror": mirror, "hed": hed}
+    groups = {"filters": filters, "geometric": geometric, "stain": stain, "mirror": mirror, "hed": hed,
+              "marks": [_burned_in_marks()(p=0.6)]}
     return A.Compose([t for group in PRESETS[name] for t in groups[group]], seed=seed)
+
+
+def _burned_in_marks():
+    """The albumentations transform class that draws scanner marks (built here: albumentations loads lazily)."""
+    import albumentations as A
+    import cv2
+
+    class BurnedInMarks(A.ImageOnlyTransform):
+        """Caliper crosses (often a pair joined by a dotted line), measurement text and a depth scale of
+        ticks along one edge, in a bright grey, as ultrasound scanners burn them into exported images."""
+
+        def get_params(self) -> dict:
+            return {"seed": int(self.random_generator.integers(2**31))}
+
+        def apply(self, img: np.ndarray, seed: int = 0, **params) -> np.ndarray:
+            rng = np.random.default_rng(seed)
+            out = img.copy()
+            h, w = out.shape[:2]
+            level = int(rng.integers(170, 256))  # grey: the product converts ultrasound to grey before the model
+            shade = (level,) * 3 if out.ndim == 3 else level
+            for _ in range(int(rng.integers(1, 3))):  # caliper pairs
+                ends = rng.integers([0, 0], [w, h], size=(2, 2))
+                for x, y in ends:
+                    arm = int(rng.integers(3, 7))
+                    if rng.random() < 0.5:
+                        cv2.line(out, (x - arm, y), (x + arm, y), shade, 1)
+                        cv2.line(out, (x, y - arm), (x, y + arm), shade, 1)
+                    else:
+                        cv2.line(out, (x - arm, y - arm), (x + arm, y + arm), shade, 1)
+                        cv2.line(out, (x - arm, y + arm), (x + arm, y - arm), shade, 1)
+                if rng.random() < 0.5:
+                    steps = max(2, int(np.hypot(*(ends[1] - ends[0])) // 6))
+                    for t in np.linspace(0, 1, steps)[1:-1]:
+                        x, y = (ends[0] + t * (ends[1] - ends[0])).astype(int)
+                        cv2.circle(out, (int(x), int(y)), 0, shade, -1)
+            if rng.random() < 0.7:  # measurement text in a corner
+                text = f"{int(rng.integers(1, 3))} D {rng.uniform(0.3, 3.5):.2f}cm"
+                corner = (int(rng.integers(2, max(3, w // 3))), int(rng.choice([int(rng.integers(10, max(11, h // 6))), h - 4])))
+                cv2.putText(out, text, corner, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.25, 0.45)), shade, 1)
+            if rng.random() < 0.5:  # depth scale
+                x = int(rng.choice([int(rng.integers(1, 6)), w - int(rng.integers(2, 7))]))
+                for y in range(int(rng.integers(0, 10)), h, int(rng.integers(12, 30))):
+                    cv2.line(out, (x, y), (x + (3 if x < w // 2 else -3), y), shade, 1)
+            return out
+
+    return BurnedInMarks
 
 
 def mix_batch(x: np.ndarray, y: np.ndarray, mode: str, rng: np.random.Generator, alpha: float = 0.4):

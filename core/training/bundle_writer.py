@@ -15,6 +15,7 @@ from core.models.intervals import accuracy_interval, interval_text
 from core.models.storage import save_keras_fp16, sha256_file
 from core.training.configs import CONFIGS, DATA_ROOT, DEFAULT_SOURCES, REPO, BundleConfig
 from core.training.evaluate import classification_metrics, classification_plots
+from core.training.sources import data_key
 
 
 def same_split(folder: Path, plan: dict) -> bool:
@@ -26,14 +27,6 @@ def same_split(folder: Path, plan: dict) -> bool:
 def _split_entries(plan: dict) -> dict:
     """What ``split.json`` holds: per part, [data path relative to the shared data, label, group]."""
     return {part: [[data_key(d["path"]), d["label"], d["group"]] for d in plan[part]] for part in plan}
-
-
-def data_key(path: str | Path) -> str:
-    """A data path as ``split.json`` files name it: relative to the shared data folder where it lies there."""
-    try:
-        return str(Path(path).relative_to(DATA_ROOT))
-    except ValueError:
-        return str(path)
 
 
 def _shared_backbone(config: BundleConfig, folder: Path) -> dict:
@@ -313,7 +306,7 @@ Command: `{t['command']}` ({t['date']}).
 ## Validation (measured at each image's original resolution)
 Images with a lesion (n = {m['n_lesion']}): Dice **{m['dice']:.4f}**{interval_text(m.get('dice_ci95'))}, IoU {m['iou']:.4f}.
 All images (n = {m['n']}): Dice {m['dice_all']:.4f}{interval_text(m.get('dice_all_ci95'))}. Lesion-free images with a false lesion: {_share(m['false_positive_rate_normal'])}.
-
+{segmentation_source_table(m.get('by_source'))}
 ![examples](validation.png)
 
 ## Limits
@@ -361,26 +354,47 @@ one side but cannot recognise every same-patient pair. Expect lower accuracy on 
 
 
 SOURCE_NAMES = {"lgg": "LGG (TCGA) FLAIR, every axial slice", "figshare": "figshare (Cheng) contrast T1",
-                "kaggle-other": "Kaggle brain set, non-figshare part (SARTAJ, Br35H)"}
+                "kaggle-other": "Kaggle brain set, non-figshare part (SARTAJ, Br35H)",
+                "busi": "BUSI (Cairo, one scanner)", "busbra": "BUS-BRA (Rio de Janeiro, 4 scanners)"}
 
 
-def source_table(by_source: dict | None) -> str:
+def source_table(by_source: dict | None, title: str = "## Validation per source") -> str:
     """The card's per-source section (empty where none was measured)."""
     if not by_source:
         return ""
+    sources = by_source["sources"]
+    malignancy = any(m.get("malignant_vs_benign_roc_auc") is not None for m in sources.values())
     rows = []
-    for source, m in by_source["sources"].items():
+    for source, m in sources.items():
         lo, hi = m["accuracy_interval"] or (0, 0)
         auc, none, found = m.get("finding_vs_none_roc_auc"), m.get("none_called_none"), m.get("finding_called_finding")
         cells = ["-" if auc is None else f"{auc:.3f}",
                  "-" if none is None else f"{none:.3f} of {m['none_images']}",
-                 "-" if found is None else f"{found:.3f} of {m['finding_images']}"]
+                 "-" if found is None else f"{found:.3f} of {m['finding_images']}",
+                 "-" if m.get("ece") is None else f"{m['ece']:.3f}"]
+        if malignancy:
+            cells.append("-" if m.get("malignant_vs_benign_roc_auc") is None else f"{m['malignant_vs_benign_roc_auc']:.3f}")
         rows.append(f"| {SOURCE_NAMES.get(source, source)} | {m['n']} | {m['accuracy']:.3f} [{lo:.3f}-{hi:.3f}] | "
                     + " | ".join(cells) + " |")
-    return ("\n## Validation per source\n"
-            f"On {by_source['data']}. Finding = any class but the finding-free one; ROC AUC of 1 - P(finding-free).\n\n"
+    extra = " malignant vs benign ROC AUC |" if malignancy else ""
+    return (f"\n{title}\n"
+            f"On {by_source['data']}. Finding = any class but the finding-free one; ROC AUC of 1 - P(finding-free)"
+            + ("; malignant vs benign: P(malignant) on the images with a lesion" if malignancy else "") + ". "
+            "ECE: expected calibration error of the calibrated probabilities (15 bins).\n\n"
             "| source | n | accuracy [95 % CI] | finding vs none ROC AUC | finding-free called finding-free | "
-            "findings called a finding |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            f"findings called a finding | ECE |{extra}\n|---|---|---|---|---|---|---|{'---|' if malignancy else ''}\n"
+            + "\n".join(rows) + "\n")
+
+
+def segmentation_source_table(by_source: dict | None) -> str:
+    """The segmenter card's per-source section: Dice per data source and scanner at the chosen settings."""
+    if not by_source:
+        return ""
+    rows = "\n".join(f"| {SOURCE_NAMES.get(name, name)} | {m['n']} | {m['n_lesion']} | {m['dice']:.4f}"
+                     f"{interval_text(m.get('dice_ci95'))} | {m['dice_all']:.4f} | {_share(m['false_positive_rate_normal'])} |"
+                     for name, m in by_source.items())
+    return ("\n### Per source and scanner\n| source | images | with a lesion | Dice, lesion images [95 % CI] | "
+            "Dice, all images | lesion-free images with a false lesion |\n|---|---|---|---|---|---|\n" + rows + "\n")
 
 
 def _augmentation_text(training: dict) -> str:
@@ -505,17 +519,24 @@ nor one on it right.
 def _cross_validation_section(cv: dict | None) -> str:
     if not cv:
         return ""
-    folds = "\n".join(f"| {', '.join(f['groups'])} | {f['n']} | {f['accuracy']:.3f} |" for f in cv["per_fold"])
+    folds = "\n".join(f"| {', '.join(f['groups']) if len(f['groups']) <= 12 else str(len(f['groups'])) + ' groups'} | "
+                      f"{f['n']} | {f['accuracy']:.3f} |" for f in cv["per_fold"])
+    start = cv.get("started_from")
+    begun = (f" Each fold continues version {start['version']}'s network (its frozen trunk, its top block and head), as "
+             "the bundle does: images that network was fitted on are judged by folds that inherit it, so their rows "
+             "are optimistic." if start else "")
+    per_source = source_table({"data": "the out-of-fold predictions", "sources": cv["by_source"]},
+                              "### Out of fold, per source and scanner") if cv.get("by_source") else ""
     return f"""
 ## Grouped cross-validation ({cv['folds']} folds, every image judged once by a model that never saw its group)
 Out-of-fold accuracy **{cv['accuracy']:.4f}** (n = {cv['n']}), macro ROC AUC {cv['roc_auc']:.4f}, ECE {cv['ece']:.4f} at
 T = 1 (no calibration fitted on the judged images). Recalls: {', '.join(f"{c} {v['recall']:.3f}" for c, v in cv['per_class'].items())};
-confusion matrix `{cv['confusion_matrix']}`. Folds train like the bundle but without early stopping or best-epoch pick.
+confusion matrix `{cv['confusion_matrix']}`. Folds train like the bundle but without early stopping or best-epoch pick.{begun}
 
 | validation groups | images | accuracy |
 |---|---|---|
 {folds}
-"""
+{per_source}"""
 
 
 def add_cross_validation(folder: Path, result: dict, notes: str) -> None:

@@ -19,21 +19,11 @@ from sklearn.metrics import roc_auc_score
 from core.models.intervals import accuracy_interval
 from core.training.bundle_writer import model_card
 from core.training.configs import DATA_ROOT
-from core.training.evaluate import softmax
+from core.training.evaluate import expected_calibration_error, softmax
 from core.training.mirror import predict_with_mirror
+from core.training.sources import subsets
 
 NONE_CLASSES = ("notumor", "no", "normal")  # the finding-free class of a classifier, where it has one
-
-
-def source_of(path: str, group: str) -> str:
-    """The source of a split entry: LGG and figshare by their patient groups, else the data folder."""
-    if group.startswith("lgg-") or "brain_mri_lgg" in Path(path).parts:
-        return "lgg"
-    if group.startswith("figshare-"):
-        return "figshare"
-    if "brain_mri_4class" in Path(path).parts:
-        return "kaggle-other"
-    return Path(path).parts[0] if Path(path).parts else "other"
 
 
 def bundle_probabilities(folder: Path, paths: list[Path]) -> tuple[np.ndarray, list[str]]:
@@ -54,6 +44,12 @@ def source_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict
     correct = int((probs.argmax(axis=1) == y).sum())
     out = {"n": n, "correct": correct, "accuracy": correct / n if n else None,
            "accuracy_interval": list(accuracy_interval(correct / n, n)) if n else None}
+    out["ece"] = float(expected_calibration_error(probs, y)) if n else None
+    if "malignant" in classes and "benign" in classes:  # P(malignant) among the lesions, the call that matters
+        lesion = np.isin(y, [classes.index("benign"), classes.index("malignant")])
+        malignant = y[lesion] == classes.index("malignant")
+        out["malignant_vs_benign_roc_auc"] = (float(roc_auc_score(malignant, probs[lesion, classes.index("malignant")]))
+                                              if 0 < malignant.sum() < lesion.sum() else None)
     none = next((classes.index(c) for c in NONE_CLASSES if c in classes), None)
     if none is not None:
         finding, score = y != none, 1.0 - probs[:, none]
@@ -75,9 +71,7 @@ def measure_by_source(folder: Path, entries: list[list] | None = None, class_map
     probs, classes = bundle_probabilities(folder, [DATA_ROOT / path for path, _, _ in entries])
     labels = [(class_map or {}).get(label, label) for _, label, _ in entries]
     y = np.array([classes.index(label) for label in labels])
-    sources = np.array([source_of(path, group) for path, _, group in entries])
-    return {source: source_metrics(probs[sources == source], y[sources == source], classes)
-            for source in sorted(set(sources))}
+    return {name: source_metrics(probs[rows], y[rows], classes) for name, rows in subsets(entries).items()}
 
 
 def record_by_source(folder: Path, entries: list[list] | None = None, class_map: dict[str, str] | None = None,

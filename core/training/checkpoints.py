@@ -43,3 +43,12 @@ class EpochCheckpoints:
     def load_best(self, model) -> None:
         if self.progress["best"] is not None:
             model.load_weights(self.best_file)
+
+
+def copy_model(model):
+    """A copy of ``model`` with its current weights (a start kept apart from training in place)."""
+    import keras
+
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin

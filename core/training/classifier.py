@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.bundle_writer import data_key
-from core.training.by_source import record_by_source, source_of
+from core.training.by_source import record_by_source
+from core.training.sources import data_key, source_of
 from core.training.checkpoints import EpochCheckpoints
 from core.training.configs import CONFIGS, REPO, BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample

@@ -184,17 +184,7 @@ CONFIGS: dict[str, BundleConfig] = {
             feature_bundle="brain-mri-tumor-4class",
             feature_class_map={"notumor": "no", "glioma": "yes", "meningioma": "yes", "pituitary": "yes"},
             epochs_head=40,
-            # 1.1: refitted on the whole-tuned 4-class version 1.2 (28 of 30); 1.2: on 4-class 1.3, as its pin requires
-            # (27 of 30: N19, a 'no' image showing a mass, now called 'yes'; tumour vs none 954 vs 955 of 965);
-            # 1.3: on 4-class 1.4 (24 of 30: two clear tumours, Y156 and Y257, called 'no' at 53 % and 57 %; tumour vs
-            # none 957 vs 954 of 965).
             version="2.0.0",  # refitted on the 4-class 2.0 (every brain source); history: models/<id>/CHANGELOG.md
-            # Grouped 5-fold CV over all 151 yes/no images (logistic regression on the 4-class trunk's pooled features,
-            # 3 repeats): 4-class training slices only 0.81-0.84, yes/no images only 0.87-0.90, both (as shipped) 0.88-0.89,
-            # yes/no images weighted 5x 0.89-0.91, AUC 0.92-0.95 throughout; the 4-class model's own 1 - P(notumor)
-            # 0.80 (AUC 0.92). No variant is clearly better; kept as it is.
-            # Decision threshold on P(yes) instead of argmax (measured on the 30 validation images, 1.3): 24-26 of 30 at
-            # 0.30-0.50, 25 at 0.37 (the yes/no training prior against the class-balanced fit): not kept.
             notes="Label noise, checked by viewing version 1.0's validation disagreements: 'N19.JPG' (a ring-enhancing "
                   "lesion with oedema) and 'N22.JPG' (a round temporal mass) are filed under 'no' but show what looks like "
                   "a mass; 'Y115.JPG' (a large extra-axial fluid space) and 'Y117.JPG' are filed 'yes'. On 30 validation "
@@ -207,44 +197,24 @@ CONFIGS: dict[str, BundleConfig] = {
             modality="US",
             task="classification",
             title="Breast ultrasound: benign, malignant or normal",
-            reader="image_mask_pairs",
-            root="busi",
+            # 4.0: version 3.0's network (Xception fine-tuned whole on BUSI) continued on BUSI + BUS-BRA: its trunk
+            # below block 11 frozen, block 11 up and the head trained on cached views, split by patient (BUS-BRA
+            # Case; BUSI's images keep 3.0's sides, the segmenter's). Trials of 1.0-3.0: the bundle's CHANGELOG.md.
+            reader="breast_ultrasound",
+            root=".",
             classes=["benign", "malignant", "normal"],
-            # 2.0: a linear head over the ultrasound segmenter's encoder, pooled under its lesion probability
-            # (core.models.lesion_pooling). Version 1 fine-tuned Xception blocks 11-14 at 320 px (4 filter-augmented
-            # views, 10 epochs): validation accuracy 0.790, macro ROC AUC 0.934; the same at 224 px: 0.774.
-            # Fitting also on 1-3 filter-augmented views of each training image (tried): cross-validated
-            # accuracy 0.860 / 0.855 / 0.850 vs 0.866 without, validation 0.831-0.839 vs 0.855: not kept.
-            # Lesion-shape descriptors of the segmenter's own mask added to the pooled vectors (tried: area, height/width,
-            # solidity, circularity, extent, ellipse axis ratio, confidence; or in-graph moments of the probability
-            # map): cross-validated accuracy 0.880 / 0.877 vs 0.866, validation 107 / 105 vs 106 of 124. Within one
-            # image on validation, and the component descriptors need a step outside the Keras graph: not kept.
-            # Averaged with version 1 (equal weights): validation 104/124 vs 106; not kept.
-            # Pooling also the decoder's maps (16-, 32- and 63-px grids; average, maximum, under the lesion map)
-            # (tried): cross-validated accuracy 0.889-0.893 vs 0.865, validation 104-105 vs 106 of 124. The training
-            # images' features come from a segmenter that was fitted on them, so cross-validation on them flatters
-            # features that depend on its masks: not kept.
-            # Fitting on pooled vectors from 2-fold cross-fitted segmenters instead (each training image seen only by a
-            # segmenter trained on the other half; tried): cross-validated 0.820, validation 97 vs 106 of 124 - the
-            # flattered features still fit new images better than a half-data segmenter's honest ones. Not kept.
-            # 3.0: Xception fine-tuned whole (phases 1-3, the brain model's recipe) instead of version 2's linear head over
-            # the segmenter's encoder (validation 0.855, 106 of 124; malignant recall 0.80). Plain validation accuracy by
-            # whole-network epoch 0.669 / 0.839 / 0.702 / 0.871 / 0.823 / 0.855 / 0.863 / 0.855 (loss lowest after epoch 4,
-            # kept): the kept epoch is the best of a volatile sequence. Averaging its probabilities with version 2's
-            # (measured): 110 of 124, no better than it alone.
-            version="3.0.0",
+            version="4.0.0",
             spec=US_SEGMENTER,
             top_from="block11_sepconv1_act",
-            augmentation="filter",
+            init_from_written=True,
+            augmentation="filter+geometric+marks",
             augmented_views=2,
             epochs_finetune=4,
-            epochs_whole=8,
-            lr_whole=1e-4,
             batch_size=16,
-            notes="Some BUSI images carry burned-in text and calipers: check the Grad-CAM heatmap before trusting a "
-                  "call. The epoch kept was the best of a volatile sequence on 124 validation images (plain accuracy "
-                  "0.70-0.87 over the last six epochs), so read its accuracy as optimistic by a few images. "
-                  "A 'benign' call does not rule out malignancy (malignant recall below 0.9).",
+            notes="Trained on BUSI (Egypt, one scanner; the only normal images) and BUS-BRA (Brazil, 4 scanners; "
+                  "biopsy-proven benign and malignant lesions, no normal images): 'normal' was learnt from one "
+                  "source only. Check the Grad-CAM heatmap before trusting a call. A 'benign' call does not rule out "
+                  "malignancy.",
         ),
         BundleConfig(
             id="breast-mg-abnormal",
@@ -272,86 +242,30 @@ CONFIGS: dict[str, BundleConfig] = {
         ),
         BundleConfig(
             id="breast-us-lesion-seg",
-            version="1.2.0",  # 1.1: false-lesion gate (chosen on validation); 1.2: snapshot ensemble with phase 3
+            # 2.0: version 1.2's newer network continued whole on BUSI + BUS-BRA (4 scanners), split by patient
+            # (BUS-BRA Case; BUSI's images keep 1.2's sides). Trials of 1.0-1.2: models/breast-us-lesion-seg/CHANGELOG.md.
+            version="2.0.0",
             modality="US",
             task="segmentation",
             title="Breast ultrasound lesion outline",
-            reader="image_mask_pairs",
-            root="busi",
+            reader="breast_ultrasound",
+            root=".",
             classes=["lesion"],
             spec=US_SEGMENTER,
             augmentation="filter",
             augmented_views=3,
             top_from="block8_sepconv1_act",
             epochs_head=4,
-            # 6 fine-tune epochs measured (session 4): lesion Dice 0.776 vs 0.773, but all-image Dice 0.735 vs 0.749
-            # and false lesions on 41 % of normal images vs 36 %: not kept. 320-px input, same schedule: lesion
-            # Dice 0.776, all-image 0.687, false lesions on 73 % of normal images: not kept.
-            # Test-time scale averaging (tried, with the mirror): adding the image padded to 1.15x or 1.3x, or its central
-            # 85 % enlarged, lowers lesion Dice at the 0.9 gate to 0.733-0.766 vs 0.768: not kept.
-            # Post-processing (tried, at the 0.9 gate): keeping only the most probable region, or the regions holding at least
-            # 5-50 % of its probability mass: lesion Dice 0.762-0.768 vs 0.767; filling holes: no change. Not kept.
-            # On version 1.2 (threshold 0.4/0.5, gate 0 or 0.95): the most probable region only 0.779-0.786 vs 0.782 (0.786
-            # only ungated, false lesions on 32 % of normal images), filling holes no change, each region re-thresholded
-            # at 0.3-0.6 of its own peak 0.775-0.782. Not kept.
-            # Fine-tuning from block 5 instead of 8 (tried, same schedule, 33 min on 2 cores): lesion Dice 0.766 before the
-            # gate vs 0.773, 0.762 at its chosen gate vs 0.767; its probability maps averaged with this bundle's: at most
-            # 0.775 before the gate, 0.769 at 0.9. Not kept.
-            # The encoder started from breast-us-3class 3.0's whole-tuned network instead of ImageNet (tried, same
-            # recipe, its frozen blocks from that bundle's trunk; 35 min on 2 cores): lesion Dice 0.755 before the gate
-            # vs 0.773, 0.749 at its chosen gate (0.95) vs 0.767, all-image Dice 0.770 vs 0.785. Not kept.
-            # Tversky loss (alpha 0.3, beta 0.7) instead of BCE + Dice (tried, `--loss tversky`, same schedule): lesion
-            # Dice 0.753 before the gate vs 0.773, 0.753 at its chosen gate (0.95) vs 0.767; its probabilities saturate,
-            # so the gate cannot remove false lesions (73 % of normal images vs 14 %; all-image Dice 0.668 vs 0.785).
-            # Not kept. BCE alone (tried, `--loss bce`): lesion Dice 0.756 before the gate vs 0.773 (false lesions on
-            # 45 % of normal images vs 36 %); at its chosen gate (0.7) 0.760 vs 0.767, with no false lesion on the 22
-            # normal images (vs 3) and all-image Dice 0.803 vs 0.785, both chosen on these same images. Lower on
-            # the lesion Dice the target names, and its gain rests on the gate picked on validation: not kept.
             epochs_finetune=3,
-            # Phase 3 (session 14): 1.1 continued whole for 8 epochs at 1e-4 (`--whole-epochs 8 --from-written`, 27 min
-            # on 2 cores; the 4th epoch, lowest validation loss, kept). Alone: lesion Dice 0.773 before the gate (as
-            # 1.1), 0.777 at its gate vs 0.767, but false lesions on 27 % of normal images vs 14 % and all-image Dice
-            # 0.768 vs 0.785; its weights averaged with 1.1's (a model soup): 0.776 / 0.768 / 27 %. Neither kept. Its
-            # probability maps averaged with 1.1's (a snapshot ensemble): 0.782 / 0.797 / 14 % at the chosen settings,
-            # above 1.1 at every threshold and gate tried: version 1.2 is that ensemble. Adding the BCE and/or Tversky
-            # trials above as third / fourth members: lesion Dice at most 0.780 without the gate (0.782 for the pair).
-            # The chain continued (session 15; `--from-written` on an ensemble continues its newer network): 1.2's
-            # newer network 8 more epochs (epoch 3 kept, validation loss 0.490 vs 0.558), then that one 8 more (epoch 1
-            # kept, 0.523). At 1.2's settings (0.5, mirror, gate 0.95) lesion / all-image Dice / false lesions: the newer
-            # pair 0.784 / 0.806 / 9 % (paired bootstrap over lesion images: higher than 1.2 in 73 % of resamples; the
-            # all-image gain is one normal image), the newest pair 0.773 / 0.798 / 9 % (0.788 / 0.809 only at settings
-            # re-picked on the same images: 0.4, gate 0.8), three or four snapshots 0.772-0.783. Nothing measurably
-            # better than 1.2: not kept.
-            # Geometric augmentation in phase 3 (sessions 15-16; `augmentation_whole`, `--whole-augmentation`): 1.1
-            # continued whole 8 epochs with "filter+geometric" (epoch 3 kept, validation loss 0.527) is alone 0.791
-            # at 1.2's settings, false lesions on 27 % of normal images. 1.2's newer network continued so (`train
-            # breast-us-lesion-seg --from-written --whole-augmentation filter+geometric`, 8 epochs of about 4 min; epoch 8
-            # kept, validation loss 0.466, the chain's lowest), paired with it as a snapshot ensemble, settings
-            # re-picked (0.5, mirror, gate 0.6): lesion Dice 0.794 vs 0.782 (paired bootstrap +0.012, 95 % -0.001..
-            # +0.030; 7 lesions missed vs 9), but all-image Dice 0.782 vs 0.797 and false lesions on 6 of 22 normal
-            # images vs 3, which no gate removes (at 0.95: 0.779 / 0.770 / 27 %), nor the 3-class model (its masks
-            # dropped where it gives 'normal' >= 0.7: 0.788 / 0.794 / 18 %). Its continued network with the
-            # first geometric one: 0.796 lesion Dice ungated; those two with the newer pair's continued network
-            # above 0.786 / 0.808 / 9 % at 0.5 and gate 0.9. No pair or triple reaches 0.80 lesion Dice, and none gains
-            # lesion Dice without losing on normal images: 1.2 stays. That continued network continued once more the
-            # same way (session 17, 8 epochs, restarted at 1e-4): validation loss 0.505 / 0.527 / 0.612 / 0.486 / 0.508
-            # / 0.573 / 0.488 / 0.478, never below its start's 0.466; paired with its start, `evaluate`'s pick (gate
-            # 0.8) 0.794 / 0.791 / 23 % (0.800 / 0.787 / 27 % at gate 0.6). Same trade, not kept.
-            # Also measured on 1.2, not kept: regions kept down to a 0.5-0.7 peak where the 3-class model says "lesion"
-            # (lesion Dice 0.776-0.777: the 0.95 gate removes false regions on lesion images too); the 4 corner crops
-            # of 70 % of the image segmented and averaged in (at most +0.004 at a weight chosen on validation, 5x time).
-            epochs_whole=8,
+            init_from_written=True,
+            epochs_whole=4,
             lr_whole=1e-4,
-            snapshot_ensemble=True,
+            augmentation_whole="filter+geometric+marks",
             batch_size=8,
-            notes="Viewed with version 1.1, the 9 validation images whose annotated lesion it misses (Dice below 0.1; "
-                  "version 1.2 misses the same 9, and its Dice on the other 93 is 0.86 against 1.1's 0.84): 4 lesions "
-                  "drawn nowhere (two axillary images whose annotation is a lymph node, "
-                  "a large isoechoic oval mass, a thin superficial lesion); on 2 malignant masses brighter than the "
-                  "tissue around them ('malignant (75).png', 'malignant (198).png') it outlines the dark acoustic "
-                  "shadow beneath them instead; on 3 it outlines another dark region beside the annotated lesion. It "
-                  "has learnt that lesions are dark: check the outline against the image, above all for echogenic "
-                  "masses.\n",
+            notes="Trained on two data sets (BUSI, Egypt; BUS-BRA, Brazil, 4 scanners); other scanners' images were not "
+                  "seen. Version 1.1 missed lesions it had learnt to expect dark: on malignant masses brighter than "
+                  "the tissue around them it outlined the acoustic shadow beneath them instead. Check the outline "
+                  "against the image, above all for echogenic masses.\n",
         ),
         BundleConfig(
             id="brain-mri-tumor-seg",
@@ -401,14 +315,14 @@ CONFIGS: dict[str, BundleConfig] = {
             reader="two_lab_histology",
             root=".",
             classes=["benign", "malignant"],
-            spec=PreprocessSpec(size=224, color="rgb", crop="none", stain="none"),
+            spec=PreprocessSpec(size=224, color="rgb", crop="none", stain="macenko"),
             tiling=TilingSpec(tile=224, stride=224, min_tissue=0.4, microns_per_pixel=0.5, assumed_microns_per_pixel=0.42),
-            augmentation="hed-strong",
-            augmented_views=1,
+            augmentation="none",  # 3.0: Macenko normalisation, chosen leave-one-lab-out over strong HED augmentation
+            augmented_views=0,
             mix="mixup",
             epochs_finetune=3,  # 6 in 1.0 (423 tiles); 2.0 has about 1.4k tiles per view on 2 CPU cores
             val_fraction=0.25,
-            version="2.0.0",
+            version="3.0.0",
             notes="Two labs: UCSB tissue-microarray cores (46, Gelasca et al. 2008) and BACH microscopy images (400, "
                   "ICIAR 2018 grand challenge, Portugal: normal + benign = benign, in situ + invasive = malignant; "
                   "licence CC BY-NC-ND, non-commercial research use only; the images are not in this repository). "
@@ -421,9 +335,10 @@ CONFIGS: dict[str, BundleConfig] = {
                   "only; a 200x or 400x picture (0.1 / 0.05 um per pixel) is smaller than one 112-um tile and is "
                   "mirrored out to fill it. Where the file states no scale (TIFF, DICOM, a BreakHis-style name) 0.42 um "
                   "per pixel (the training images' own) is assumed and the result says so: set the magnification. "
-                  "Checked through the analysis on the 12 UCSB validation cores, each also resampled and cropped to a "
-                  "BreakHis-style 700 x 460 picture named for its magnification: 12 of 12 right as they are, 11 of 12 "
-                  "at -40-, 10 of 12 at -100-, 6 of 12 at -200- (chance): do not rely on it for 200x or 400x pictures. "
+                  "Every image is Macenko stain-normalised before tiling (each lab's stain mapped to one reference). "
+                  "Version 2.0 (strong HED augmentation instead), checked on the 12 UCSB validation cores each also cut to "
+                  "a BreakHis-style 700 x 460 picture: 6 of 12 right at -200- (chance): do not rely on it for 200x or "
+                  "400x pictures. "
                   "Two labs are still few: treat "
                   "the output as a second look, never as a diagnosis.\n",
         ),

@@ -26,7 +26,10 @@ from core.training.classifier import (
 )
 from core.training.configs import REPO, BundleConfig
 from core.training.datasets import plan_sample
+from core.training.by_source import source_metrics
+from core.training.checkpoints import copy_model
 from core.training.splits import assign_groups
+from core.training.sources import subsets
 
 
 def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | None = None) -> dict:
@@ -47,7 +50,14 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
     if not entries_file.exists():
         entries_file.write_text(json.dumps(plan_entries(samples, config)))
     entries = json.loads(entries_file.read_text())
-    trunk, _ = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch, config.top_block_start)
+    start = None
+    if config.init_from_written:  # each fold continues the written network as the bundle does: its trunk, its head
+        from core.training.classifier import written_network
+
+        trunk, start, started_from = written_network(config, None, out_root)
+    else:
+        trunk, _ = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch,
+                                  config.top_block_start)
     cache_views(config, [plan_sample(d) for d in entries], trunk, work / "all")
     views = 1 + config.augmented_views
     features = _load_views(config, "all", views, work)
@@ -58,7 +68,7 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
 
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=config.seed)
     image_labels = [s.label for s in samples]
-    out_probs, out_labels, per_fold, tile_probs, tile_labels = [], [], [], [], []
+    out_probs, out_labels, per_fold, tile_probs, tile_labels, out_entries = [], [], [], [], [], []
     for fold, (train_images, val_images) in enumerate(splitter.split(np.zeros(len(samples)), image_labels,
                                                                      [s.group for s in samples])):
         val = np.isin(paths, [str(samples[i].path) for i in val_images])
@@ -66,7 +76,8 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
         val_groups = sorted({samples[i].group for i in val_images})
         print(f"fold {fold + 1}/{k}: validation groups {val_groups}, {len(val_images)} images", flush=True)
         head = fit_classifier(config, features[train], np.tile(labels, views)[train], plain[val], labels[val],
-                              work / f"k{k}_fold{fold}", select_on_val=False)
+                              work / f"k{k}_fold{fold}", select_on_val=False,
+                              head=None if start is None else copy_model(start))
         probs = softmax(predict_chunks(head, plain[val]))
         fold_entries = [d for d, v in zip(entries, val) if v]
         if config.tiling is not None:
@@ -77,11 +88,19 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
             fold_labels = labels[val]
         out_probs.append(probs)
         out_labels.append(fold_labels)
+        out_entries.extend([d["path"], d["label"], d["group"]] for d in fold_entries)
         per_fold.append({"groups": val_groups, "n": int(len(fold_labels)),
                          "accuracy": float(np.mean(probs.argmax(1) == fold_labels))})
-    metrics = classification_metrics(np.concatenate(out_probs), np.concatenate(out_labels), config.classes)
+    all_probs, all_labels = np.concatenate(out_probs), np.concatenate(out_labels)
+    metrics = classification_metrics(all_probs, all_labels, config.classes)
     result = {"folds": k, "grouping": "StratifiedGroupKFold over sample groups, seed %d" % config.seed,
               "temperature": 1.0, "per_fold": per_fold, **metrics}
+    if start is not None:
+        result["started_from"] = {k: v for k, v in started_from.items() if k != "weights_sha256"}
+    groups_by_source = subsets(out_entries) if config.tiling is None else {}
+    if len({name.split(":")[0] for name in groups_by_source}) > 1:  # out-of-fold numbers per source and scanner
+        result["by_source"] = {name: source_metrics(all_probs[rows], all_labels[rows], config.classes)
+                               for name, rows in groups_by_source.items()}
     if tile_probs and len(config.classes) == 2:
         from sklearn.metrics import roc_auc_score
 

@@ -64,12 +64,41 @@ def class_folders(root: Path, classes: list[str] | None = None) -> list[Sample]:
 
 
 def image_mask_pairs(root: Path) -> list[Sample]:
-    """BUSI layout: ``<class>/<name>.png`` with its lesion mask ``<class>/<name>_mask.png``."""
+    """BUSI layout: ``<class>/<name>.png`` with its lesion mask ``<class>/<name>_mask.png`` (a JPEG image's
+    mask is a PNG, as in BUS-BRA)."""
     samples = []
     for sample in class_folders(root):
-        mask = sample.path.with_name(f"{sample.path.stem}_mask{sample.path.suffix}")
-        samples.append(Sample(path=sample.path, label=sample.label, mask_path=mask if mask.exists() else None))
+        masks = [sample.path.with_name(f"{sample.path.stem}_mask{suffix}") for suffix in (sample.path.suffix, ".png")]
+        mask = next((m for m in masks if m.exists()), None)
+        samples.append(Sample(path=sample.path, label=sample.label, mask_path=mask))
     return samples
+
+
+def busbra(root: Path) -> list[Sample]:
+    """BUS-BRA (``<pathology>/bus_NNNN-{l,r}.jpg`` + ``..._mask.png``, ``bus_data.csv``): grouped by patient
+    (``Case``); ``extra`` carries the scanner (``Device``), BI-RADS and the authors' patient-wise fold."""
+    import csv
+
+    root = Path(root)
+    rows = {r["ID"]: r for r in csv.DictReader((root / "bus_data.csv").open(newline=""))}
+    samples = []
+    for s in image_mask_pairs(root):
+        row = rows.get(s.path.stem)
+        if row is None:
+            continue
+        samples.append(Sample(s.path, s.label, f"busbra-{row['Case']}", s.mask_path,
+                              extra={"source": "busbra", "device": row["Device"], "birads": row["BIRADS"],
+                                     "fold": row["kFold"]}))
+    return samples
+
+
+def breast_ultrasound(root: Path) -> list[Sample]:
+    """Every breast ultrasound source under the shared data folder ``root``: BUSI (``busi/``; benign, malignant
+    and the only normal images; near-duplicate clusters as groups) and BUS-BRA (``busbra/``; by patient)."""
+    busi = image_mask_pairs(Path(root) / "busi")
+    for s in busi:
+        s.extra["source"] = "busi"
+    return busi + busbra(Path(root) / "busbra")
 
 
 def mini_mias(root: Path) -> list[Sample]:
@@ -234,6 +263,8 @@ def two_lab_histology(root: Path) -> list[Sample]:
 READERS = {
     "brain_mri_all": brain_mri_all,
     "brain_mri_masked": brain_mri_masked,
+    "breast_ultrasound": breast_ultrasound,
+    "busbra": busbra,
     "class_folders": class_folders,
     "image_mask_pairs": image_mask_pairs,
     "mini_mias": mini_mias,

@@ -7,7 +7,9 @@ normalisation / strong HED augmentation) trains on one lab's images and measures
 the other's, both ways, written to ``<cache>/lab_transfer.json``;
 ``python -m core.training.lab_transfer train --stain OPTION``  the shipped ``breast-histology-2class``: both labs,
 each split 75/25 by group, from the same cached features, then its manifest and card get the scales seen in
-training and the leave-one-lab-out table.
+training and the leave-one-lab-out table;
+``python -m core.training.lab_transfer fields``  the written bundle on its validation images cut to BreakHis
+pictures at 40-400x, through the product's analysis (manifest and card).
 
 Training on one lab and judging on the other is the nearest this data comes to a pathologist's own slides:
 the measured lab's stain, scanner and scale were never seen. Runs like ``core.training.crossval``: the judged
@@ -348,6 +350,65 @@ def record(folder: Path, config: BundleConfig, entries: list[dict], train_images
     (folder / "model_card.md").write_text(model_card(manifest) + "\n" + card_section(manifest))
 
 
+FIELD_PX = (460, 700)  # a BreakHis picture, rows x columns
+
+
+def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict], val_images: set[str],
+                          work: Path) -> dict:
+    """The written bundle, through the product's analysis, on each validation image cut to BreakHis pictures: the
+    image resampled to a BreakHis camera's scale at 40/100/200/400x (``core.models.scale``), its central 700 x 460
+    px kept and the file named for its magnification (``...-200-001.png``), so the scale comes from the name as it
+    would for a BreakHis file. The nearest this data comes to the held-out BreakHis check (another lab's pictures at
+    40-400x); upsampled fields are blurrier than a real 200x or 400x picture, so read it as an upper bound there."""
+    import cv2
+
+    from core.imaging import load_image
+    from core.inference.analyzer import Analyzer
+    from core.models.registry import Registry
+    from core.models.scale import MAGNIFICATIONS, um_at_magnification
+
+    analyzer = Analyzer(Registry([folder.parent]))
+    images = {d["path"]: d for d in entries if d["path"] in val_images}
+    work.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict[str, list[int]]] = {}
+    for n, (path, d) in enumerate(sorted(images.items())):
+        display = load_image(Path(path)).display(0)
+        um_y, um_x = d["um"]
+        for magnification in MAGNIFICATIONS:
+            target = um_at_magnification(magnification)
+            fy, fx = um_y / target, um_x / target  # output pixels per source pixel
+            h, w = min(display.shape[0], round(FIELD_PX[0] / fy)), min(display.shape[1], round(FIELD_PX[1] / fx))
+            y0, x0 = (display.shape[0] - h) // 2, (display.shape[1] - w) // 2
+            field = cv2.resize(display[y0 : y0 + h, x0 : x0 + w], (round(w * fx), round(h * fy)),
+                               interpolation=cv2.INTER_CUBIC if fx > 1 else cv2.INTER_AREA)
+            name = work / f"{d['lab']}-{n:03d}-{magnification}-001.png"
+            cv2.imwrite(str(name), cv2.cvtColor(field, cv2.COLOR_RGB2BGR))
+            result = analyzer.analyze(load_image(name), model_ids=[BUNDLE], gradcam=False).results[0]
+            cell = rows.setdefault(d["lab"], {}).setdefault(str(magnification), [0, 0])
+            cell[0] += int(result.label == d["image_label"])
+            cell[1] += 1
+            name.unlink()
+        print(f"{n + 1}/{len(images)} images cut to BreakHis pictures", flush=True)
+    return {"field_px": list(FIELD_PX), "correct_of_n": rows}
+
+
+def record_fields(folder: Path, config: BundleConfig) -> dict:
+    """Measure ``breakhis_style_fields`` on the bundle's validation images; into its manifest and card."""
+    import tempfile
+
+    entries = all_entries(config)
+    _, val_images = split_images(entries, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = breakhis_style_fields(folder, config, entries, val_images, Path(tmp))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["breakhis_style_check"] = result
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    from core.training.bundle_writer import model_card
+
+    (folder / "model_card.md").write_text(model_card(manifest) + "\n" + card_section(manifest))
+    return result
+
+
 def card_section(manifest: dict) -> str:
     """The card's account of scale, labs and the leave-one-lab-out stain choice."""
     scale = manifest["scale"]
@@ -382,6 +443,17 @@ def card_section(manifest: dict) -> str:
                      f"{r['judged_lab'].upper()} | {r['n']} | {r['accuracy']:.3f} | {r['roc_auc']:.3f} | "
                      f"{r['tile_roc_auc']:.3f} |" + ((f" {r['field_accuracy']:.3f} | {r['field_roc_auc']:.3f} |"
                                                      if "field_accuracy" in r else " - | - |") if fields else ""))
+    check = manifest.get("breakhis_style_check")
+    if check:
+        mags = sorted({m for lab in check["correct_of_n"].values() for m in lab}, key=int)
+        lines += ["", "## Validation images as BreakHis pictures",
+                  "Each validation image resampled to a BreakHis camera's scale at each magnification, its central "
+                  f"{check['field_px'][1]} x {check['field_px'][0]} px kept and named for the magnification "
+                  "(`...-200-001.png`), then analysed as a user's file is (the scale read from the name). Upsampled "
+                  "fields are blurrier than real 200x-400x pictures.", "",
+                  "| lab | " + " | ".join(f"{m}x right" for m in mags) + " |", "|---|" + "---|" * len(mags)]
+        for lab, cells in check["correct_of_n"].items():
+            lines.append(f"| {lab.upper()} | " + " | ".join(f"{cells[m][0]} of {cells[m][1]}" for m in mags) + " |")
     chosen, best = manifest["lab_transfer"]["chosen"], choose(manifest["lab_transfer"]["rows"])
     why = ("best mean ROC AUC over both directions" if chosen == best else f"the table now favours {best}; {chosen} was "
            "the best of the options measured when the bundle was trained, or set by hand")
@@ -393,7 +465,7 @@ def card_section(manifest: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.training.lab_transfer")
-    parser.add_argument("action", choices=["cache", "measure", "train", "card"])
+    parser.add_argument("action", choices=["cache", "measure", "train", "card", "fields"])
     parser.add_argument("--views", nargs="*", help="cache: feature files to make (default: every option's)")
     parser.add_argument("--options", nargs="*", default=list(OPTIONS), choices=list(OPTIONS))
     parser.add_argument("--finetune-epochs", type=int, default=0, help="measure: top-block epochs after the head")
@@ -405,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
         cache(config, args.views)
     elif args.action == "measure":
         measure(config, args.options, args.finetune_epochs)
+    elif args.action == "fields":  # the written bundle on its validation images cut to BreakHis pictures
+        folder = Path(args.out or REPO / "models") / BUNDLE
+        option = json.loads((folder / "manifest.json").read_text())["lab_transfer"]["chosen"]
+        for lab, cells in record_fields(folder, bundle_config(option))["correct_of_n"].items():
+            print(lab, ", ".join(f"{m}x {c} of {n}" for m, (c, n) in cells.items()))
     elif args.action == "card":  # the written bundle's manifest and card again, with every measured row
         folder = Path(args.out or REPO / "models") / BUNDLE
         option = json.loads((folder / "manifest.json").read_text())["lab_transfer"]["chosen"]

@@ -12,6 +12,7 @@ from core.inference.lesions import drop_unsure_components
 from core.training.evaluate import segmentation_metrics
 from core.training.datasets import plan_sample
 from core.training.features import sample_mask
+from core.training.sources import subsets
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_PEAKS = (0.0, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -57,6 +58,10 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]
         "dice_by_threshold_flip_average": {str(t): scores[(True, t)] for t in THRESHOLDS},
         "by_min_lesion_peak": {str(peak): by_peak[peak] for peak in MIN_PEAKS},
     }
+    groups = subsets([[d["path"], d["label"], d["group"]] for d in plan["val"]])
+    if len({name.split(":")[0] for name in groups}) > 1:  # several sources: Dice for each, and each scanner
+        metrics["by_source"] = {name: _summary([preds[i] for i in rows], [truths[i] for i in rows],
+                                               [has_lesion[i] for i in rows]) for name, rows in groups.items()}
     settings = {"decision_threshold": threshold, "flip_average": flip, "min_lesion_peak": min_peak}
     return settings, metrics, [_plot_examples(folder, displays, truths, preds, has_lesion)]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.checkpoints import EpochCheckpoints
+from core.training.checkpoints import EpochCheckpoints, copy_model
 from core.training.classifier import set_trainable, stored_plan
 from core.training.configs import BundleConfig
 from core.training.datasets import plan_sample
@@ -87,16 +87,17 @@ def _views(config: BundleConfig, views: int, n_skips: int) -> tuple[list[list[np
 
 def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     """Train the decoder (resumable per epoch), then the whole U-Net where the config asks for it
-    (``epochs_whole``; with ``whole_from_written`` from the bundle already written), evaluate on
-    validation images and write ``models/<id>/``."""
+    (``epochs_whole``; with ``whole_from_written`` from the bundle already written, with ``init_from_written``
+    from it too but on the config's new data and split), evaluate on validation images and write
+    ``models/<id>/``."""
     from core.training.bundle_writer import write_segmenter_bundle
 
     encoder = started_from = None
-    if config.whole_from_written:
+    if config.whole_from_written or config.init_from_written:
         from core.training.classifier import written_network
 
-        plan = stored_plan(config)
-        encoder, decoder, started_from = written_network(config, plan, out_root)
+        plan = stored_plan(config)  # with init_from_written: the written split's images keep their sides
+        encoder, decoder, started_from = written_network(config, None if config.init_from_written else plan, out_root)
     else:
         plan = prepare(config)
         decoder = fit_decoder(config)
@@ -106,20 +107,11 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
 
         if config.snapshot_ensemble:  # phase 3 trains in place: keep what it starts from
             own_trunk = bool(started_from and started_from["whole_epochs"])
-            start = (_copy(encoder) if own_trunk else None, _copy(decoder))
+            start = (copy_model(encoder) if own_trunk else None, copy_model(decoder))
         encoder, decoder = finetune_whole_segmenter(config, decoder, [plan_sample(d) for d in plan["train"]],
                                                     [plan_sample(d) for d in plan["val"]], encoder, started_from)
     return write_segmenter_bundle(config, decoder, plan, out_root, encoder if config.epochs_whole else None,
                                   started_from, start)
-
-
-def _copy(model):
-    """A copy of ``model`` with its current weights."""
-    import keras
-
-    twin = keras.models.clone_model(model)
-    twin.set_weights(model.get_weights())
-    return twin
 
 
 def fit_decoder(config: BundleConfig):

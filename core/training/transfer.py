@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.by_source import record_by_source, source_of
+from core.training.by_source import record_by_source
+from core.training.sources import source_of
 from core.training.classifier import _class_weights, _load_views, cache_views, stored_plan
 from core.training.configs import CONFIGS, REPO, BundleConfig
 from core.training.datasets import plan_sample

@@ -1,0 +1,61 @@
+"""Which data source (and, for BUS-BRA, which scanner) a split entry comes from.
+
+Per-source numbers are how a model fitted on several sources is judged: a pooled score hides a model
+that learns a source's look instead of the finding. Entries are split.json rows (path relative to the
+shared data folder, label, group).
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from pathlib import Path
+
+from core.training.configs import DATA_ROOT
+
+
+def data_key(path: str | Path) -> str:
+    """A data path as ``split.json`` files name it: relative to the shared data folder where it lies there."""
+    try:
+        return str(Path(path).relative_to(DATA_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def source_of(path: str, group: str) -> str:
+    """The source of a split entry: LGG and figshare by their patient groups, else the data folder."""
+    if group.startswith("lgg-") or "brain_mri_lgg" in Path(path).parts:
+        return "lgg"
+    if group.startswith("figshare-"):
+        return "figshare"
+    if "brain_mri_4class" in Path(path).parts:
+        return "kaggle-other"
+    return Path(path).parts[0] if Path(path).parts else "other"
+
+
+@lru_cache(maxsize=4)
+def _busbra_devices(listing: Path) -> dict[str, str]:
+    if not listing.exists():
+        return {}
+    with listing.open(newline="") as handle:
+        return {row["ID"]: row["Device"] for row in csv.DictReader(handle)}
+
+
+def scanner_of(path: str) -> str | None:
+    """The scanner of a BUS-BRA image (from its ``bus_data.csv``); None where the source does not say."""
+    if "busbra" not in Path(path).parts:
+        return None
+    return _busbra_devices(DATA_ROOT / "busbra" / "bus_data.csv").get(Path(path).stem)
+
+
+def subsets(entries: list) -> dict[str, list[int]]:
+    """Indices of ``entries`` per source and, where the source names it, per scanner ("busbra: GE Logiq 5 …")."""
+    out: dict[str, list[int]] = {}
+    for i, (path, _label, group) in enumerate(entries):
+        path = data_key(path)
+        source = source_of(path, group)
+        out.setdefault(source, []).append(i)
+        scanner = scanner_of(path)
+        if scanner:
+            out.setdefault(f"{source}: {scanner}", []).append(i)
+    return dict(sorted(out.items()))
