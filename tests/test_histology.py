@@ -154,7 +154,7 @@ def test_one_command_retrain_on_breakhis_layout(breakhis_tree, tmp_path, monkeyp
 
 def test_max_aggregation_and_circle_tile_labels():
     from core.models.tiling import aggregate
-    from core.training.classifier import _touches_circle
+    from core.training.plan import _touches_circle
     from core.training.datasets import Circle
 
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.95, 0.05]])

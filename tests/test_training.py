@@ -444,7 +444,7 @@ def test_set_trainable_reaches_every_layer_of_a_freshly_loaded_backbone():
     import keras
 
     from core.models.backbones import build_backbone, split_backbone
-    from core.training.classifier import set_trainable
+    from core.training.networks import set_trainable
     from core.training.configs import BACKBONES
 
     _, top = split_backbone(build_backbone("xception", BACKBONES["xception"]), "xception", "block13_sepconv1_act")

@@ -25,10 +25,29 @@ import json
 import sys
 from pathlib import Path
 
+from core.training import classifier, lesion_pooled, segmenter, transfer
 from core.training.augment import AUGMENTATIONS
-from core.training.configs import CONFIGS, REPO
+from core.training.bundle_writer import settle_segmenter_bundle
+from core.training.cam_layer import choose_cam_layer, validation_lesions
+from core.training.configs import CONFIGS, REPO, BundleConfig
+from core.training.crossval import cross_validate
 from core.training.datasets import READERS
 from core.training.losses import LOSS_NAMES
+from core.training.mirror import choose_mirror_average
+from core.training.plan import same_split, stored_plan
+
+
+def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
+    """Train and write the bundle ``config`` describes, by its kind: a U-Net segmenter, a classifier fitted on
+    a segmenter bundle's encoder (``lesion_pooled``), a Dense layer on a classifier bundle's features
+    (``transfer``), or a fine-tuned classifier."""
+    if config.task == "segmentation":
+        return segmenter.train(config, out_root)
+    if config.feature_bundle and CONFIGS[config.feature_bundle].task == "segmentation":
+        return lesion_pooled.train_on_segmenter(config, out_root)
+    if config.feature_bundle:
+        return transfer.train_transfer(config, out_root)
+    return classifier.train(config, out_root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
                         "rerunning phases 1-2")
     parser.add_argument("--folds", type=int, default=0, help="cv: number of folds (default: one per group)")
     args = parser.parse_args(argv)
-    from core.training import classifier, segmenter
-
     config = CONFIGS[args.bundle]
     overrides = {k: v for k, v in (("reader", args.reader), ("root", args.root), ("arch", args.arch),
                                    ("weights", args.weights), ("epochs_whole", args.whole_epochs),
@@ -67,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         overrides["whole_from_written"] = True
     if overrides:
         config = dataclasses.replace(config, **overrides)
-    module = segmenter if config.task == "segmentation" else classifier
     if config.reader == "two_lab_histology" and args.action in ("cache", "train", "cv"):
         parser.error(f"{config.id} tiles each lab's images at its own scale: use python -m core.training.lab_transfer "
                      "cache | measure | train (or --reader with a one-lab layout)")
@@ -75,22 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{config.id} fits one layer on the written {config.feature_bundle} bundle's network: nothing "
                      "to cache or cross-validate on its own; 'train' computes its features from that bundle")
     if args.action == "cv":
-        from core.training.crossval import cross_validate
-
         result = cross_validate(config, args.folds, out_root=args.out)
         print(f"{config.id}: {result['folds']}-fold grouped cross-validation accuracy {result['accuracy']:.4f} "
               f"(n = {result['n']}), ROC AUC {result['roc_auc']:.4f}, ECE {result['ece']:.4f}"
               + (f", single tiles ROC AUC {result['tile_roc_auc']:.4f}" if "tile_roc_auc" in result else ""))
     elif args.action == "mirror":
-        from core.training.mirror import choose_mirror_average
-
         chosen = choose_mirror_average(Path(args.out or REPO / "models") / config.id, config.notes)
         print(f"{config.id}: {'averages' if chosen else 'does not average'} each image with its mirror image")
     elif args.action == "cam":
-        from core.training.bundle_writer import same_split
-        from core.training.cam_layer import choose_cam_layer, validation_lesions
-        from core.training.classifier import stored_plan
-
         folder = Path(args.out or REPO / "models") / config.id
         plan = stored_plan(config)
         if not same_split(folder, plan):
@@ -103,9 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{config.id}: Grad-CAM from {chosen}: {m['lesion_share']:.0%} of its heat on annotated lesions, "
               f"hottest pixel on the lesion in {m['peak_on_lesion']:.0%} of validation images with one")
     elif args.action == "evaluate":
-        from core.training.bundle_writer import same_split, settle_segmenter_bundle
-        from core.training.classifier import stored_plan
-
         if config.task != "segmentation":
             parser.error(f"{config.id} is a classifier: 'mirror' re-picks its one inference setting")
         folder = Path(args.out or REPO / "models") / config.id
@@ -120,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['dice_all']:.4f}" + ("" if false_lesions is None else
                                         f", false lesions on {false_lesions:.0%} of lesion-free images"))
     elif args.action == "cache":
-        module.prepare(config)
+        (segmenter if config.task == "segmentation" else classifier).prepare(config)
     else:
-        module.train(config, out_root=args.out)
+        train(config, out_root=args.out)
     return 0
 
 

@@ -7,6 +7,7 @@ inputs and live in the training loop (``mix_batch``).
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 # Each preset names its transform groups in order; the groups are built lazily in ``build_augmentation``
@@ -69,7 +70,6 @@ def build_augmentation(name: str | None, seed: int = 0):
 def _burned_in_marks():
     """The albumentations transform class that draws scanner marks (built here: albumentations loads lazily)."""
     import albumentations as A
-    import cv2
 
     class BurnedInMarks(A.ImageOnlyTransform):
         """Caliper crosses (often a pair joined by a dotted line), measurement text and a depth scale of

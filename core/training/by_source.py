@@ -17,7 +17,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from core.models.intervals import accuracy_interval
-from core.training.bundle_writer import model_card
+from core.models.registry import Bundle
+from core.training.cards import model_card
 from core.training.configs import DATA_ROOT
 from core.training.evaluate import expected_calibration_error, softmax
 from core.training.mirror import predict_with_mirror
@@ -28,8 +29,6 @@ NONE_CLASSES = ("notumor", "no", "normal")  # the finding-free class of a classi
 
 def bundle_probabilities(folder: Path, paths: list[Path]) -> tuple[np.ndarray, list[str]]:
     """(calibrated probabilities, classes) of the written bundle on ``paths``, as the product computes them."""
-    from core.models.registry import Bundle
-
     bundle = Bundle.from_folder(folder)
     mirror = bool(bundle.manifest.get("flip_average"))
     plain, mirrored = predict_with_mirror(bundle.load(), paths, bundle.spec, mirror=mirror,

@@ -18,13 +18,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from core.imaging import load_image
+from core.inference.analyzer import Analyzer
+from core.models.registry import Bundle, Registry
+from core.training.cards import CAM_METHODS, model_card
 from core.training.datasets import Sample, plan_sample
+from core.training.features import sample_mask
 
 # Candidate layers per backbone: the last convolutional activation (an 8 x 8 grid at 256 px) and the
 # deepest one at twice that resolution.
 CANDIDATES = {"xception": ("block14_sepconv2_act", "block13_sepconv2_act"),
               "resnet50v2": ("post_relu", "conv4_block6_out")}
-METHODS = {"gradcam": False, "gradcam++": True}
 
 
 def validation_lesions(plan: dict) -> list[Sample]:
@@ -41,15 +45,10 @@ def localisation(heatmap: np.ndarray, lesion: np.ndarray) -> tuple[float, bool]:
 
 def measure(folder: Path, lesions: list[Sample], layer: str) -> dict:
     """Both methods' mean lesion share and peak-on-lesion rate at ``layer``, over the images with a lesion."""
-    from core.imaging import load_image
-    from core.inference.analyzer import Analyzer
-    from core.models.registry import Bundle, Registry
-    from core.training.features import sample_mask
-
     bundle = Bundle.from_folder(folder)
     bundle.manifest.update(gradcam_layer=layer, gradcam_plus_layer=layer)  # both methods here, whatever was chosen
     analyzer = Analyzer(Registry([]))
-    scores: dict[str, list[tuple[float, bool]]] = {name: [] for name in METHODS}
+    scores: dict[str, list[tuple[float, bool]]] = {name: [] for name in CAM_METHODS}
     area = []
     for sample in tqdm(lesions, desc=f"Grad-CAM at {layer}", unit="img"):
         display = load_image(sample.path).display(0)
@@ -57,7 +56,7 @@ def measure(folder: Path, lesions: list[Sample], layer: str) -> dict:
         if not lesion.any():
             continue
         area.append(lesion.mean())
-        for name, plus in METHODS.items():
+        for name, plus in CAM_METHODS.items():
             result = analyzer.classify(bundle, display, gradcam=True, plus=plus, target_class=sample.label, tta=False)
             scores[name].append(localisation(result.heatmap, lesion))
     measured = {name: {"lesion_share": float(np.mean([s for s, _ in rows])),
@@ -70,8 +69,6 @@ def choose_cam_layer(folder: Path, lesions: list[Sample], candidates: Sequence[s
     """Measure each candidate (default: the backbone's), keep each method's best layer in the manifest,
     record the measurements and rewrite the card (``notes``: the config's current caveats). Returns
     Grad-CAM's layer."""
-    from core.training.bundle_writer import model_card
-
     manifest = json.loads((folder / "manifest.json").read_text())
     if manifest["task"] != "classification" or manifest.get("tiling") or manifest["architecture"].get("feature_bundle"):
         raise ValueError(f"{manifest['id']}: the Grad-CAM layer is chosen for fine-tuned whole-image classifiers")
@@ -79,7 +76,7 @@ def choose_cam_layer(folder: Path, lesions: list[Sample], candidates: Sequence[s
         raise ValueError(f"{manifest['id']}: no validation image with a marked lesion to measure Grad-CAM on")
     candidates = candidates or CANDIDATES[manifest["architecture"]["backbone"]]
     measured = {layer: measure(folder, lesions, layer) for layer in candidates}
-    best = {name: max(candidates, key=lambda layer: measured[layer][name]["lesion_share"]) for name in METHODS}
+    best = {name: max(candidates, key=lambda layer: measured[layer][name]["lesion_share"]) for name in CAM_METHODS}
     chosen = manifest["gradcam_layer"] = best["gradcam"]
     manifest.pop("gradcam_plus_layer", None)
     if best["gradcam++"] != chosen:

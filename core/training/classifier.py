@@ -15,29 +15,27 @@ from pathlib import Path
 
 import numpy as np
 
+from core.models.backbones import build_backbone, split_backbone
+from core.training.augment import mix_batch
+from core.training.bundle_writer import write_classifier_bundle
 from core.training.by_source import record_by_source
-from core.training.sources import data_key, source_of
+from core.training.cam_layer import choose_cam_layer, validation_lesions
 from core.training.checkpoints import EpochCheckpoints
-from core.training.configs import CONFIGS, REPO, BundleConfig
-from core.training.datasets import READERS, Sample, plan_entry, plan_sample
+from core.training.configs import REPO, BundleConfig
+from core.training.datasets import plan_sample
+from core.training.evaluate import fit_temperature, softmax
 from core.training.features import cache_features
-from core.training.splits import describe, split, split_following
-
-
-def load_samples(config: BundleConfig) -> list[Sample]:
-    samples = READERS[config.reader](config.data_path)
-    for s in samples:
-        s.label = config.folder_to_class.get(s.label, s.label)
-    if config.task != "classification":
-        return samples  # segmenters learn from every image, lesion-free ones included
-    return [s for s in samples if s.label in config.classes]
+from core.training.mirror import choose_mirror_average
+from core.training.networks import class_weight_vector, predict_chunks, set_trainable, written_network
+from core.training.plan import cache_views, load_views, per_image, stored_plan
+from core.training.sources import source_of
+from core.training.splits import describe
+from core.training.whole_network import finetune_whole
 
 
 def prepare(config: BundleConfig, trunk=None, written_split: dict | None = None) -> dict:
     """Split deterministically and cache trunk features of every view (of ``trunk``, else the config's
     frozen backbone below its top block); resumable."""
-    from core.models.backbones import build_backbone, split_backbone
-
     plan = stored_plan(config, written_split)
     parts = {k: [plan_sample(d) for d in v] for k, v in plan.items()}
     print(f"{config.id}: train {describe(parts['train'])}, validation {describe(parts['val'])}")
@@ -47,89 +45,6 @@ def prepare(config: BundleConfig, trunk=None, written_split: dict | None = None)
     cache_features(parts["val"], config.spec, trunk, config.cache_dir / "val_v0.npy")
     cache_views(config, parts["train"], trunk, config.cache_dir / "train")
     return plan
-
-
-def cache_views(config: BundleConfig, samples: list[Sample], trunk, stem: Path) -> None:
-    """Trunk features of the plain view (``<stem>_v0.npy``) and of each augmented view."""
-    cache_features(samples, config.spec, trunk, stem.with_name(f"{stem.name}_v0.npy"))
-    for view in range(1, config.augmented_views + 1):
-        views = _zoomed(samples, config.zoom_out, np.random.default_rng(config.seed + view))
-        cache_features(views, config.spec, trunk, stem.with_name(f"{stem.name}_v{view}.npy"),
-                       augmentation=config.augmentation, seed=config.seed + view)
-
-
-def stored_plan(config: BundleConfig, written_split: dict | None = None) -> dict:
-    """The bundle's train/validation entries, split once and kept in its cache (tiles when tiled). With
-    ``init_from_written``, the images of the written bundle's split (``written_split``, default the
-    repository's ``models/<id>/split.json``) keep their sides."""
-    config.cache_dir.mkdir(parents=True, exist_ok=True)
-    split_file = config.cache_dir / "split.json"
-    if not split_file.exists():
-        if config.init_from_written:  # images the written network was validated on stay validation images
-            written = written_split or json.loads((REPO / "models" / config.id / "split.json").read_text())
-            sides = {entry[0]: part for part in ("train", "val") for entry in written[part]}
-            groups = {entry[0]: entry[2] for part in ("train", "val") for entry in written[part]}
-            samples = load_samples(config)
-            for s in samples:
-                s.group = s.group or groups.get(data_key(s.path), "")
-            train, val = split_following(samples, sides, lambda s: data_key(s.path), config.val_fraction,
-                                         config.seed)
-        elif config.split_like:  # the images it shares with that bundle stay on that bundle's side
-            other = stored_plan(CONFIGS[config.split_like])
-            sides = {d["path"]: part for part in ("train", "val") for d in other[part]}
-            train, val = split_following(load_samples(config), sides, lambda s: str(s.path), config.val_fraction,
-                                         config.seed)
-        else:
-            train, val = split(load_samples(config), config.val_fraction, config.seed)
-        split_file.write_text(json.dumps({"train": plan_entries(train, config), "val": plan_entries(val, config)},
-                                         indent=1))
-    return json.loads(split_file.read_text())
-
-
-def plan_entries(samples: list[Sample], config: BundleConfig) -> list[dict]:
-    """Split entries of these samples: one per image, or one per tissue tile when the bundle tiles."""
-    return _tiles(samples, config) if config.tiling is not None else [plan_entry(s) for s in samples]
-
-
-def _tiles(samples: list[Sample], config: BundleConfig) -> list[dict]:
-    """One plan entry per tissue tile of each image (tiles inherit the image's label and group)."""
-    from core.imaging import load_image
-    from core.models.preprocessing import prepare_display
-    from core.models.tiling import tile_boxes
-
-    entries = []
-    for s in samples:
-        display = prepare_display(load_image(s.path).display(0), config.spec)
-        for box in tile_boxes(display, config.tiling):
-            label = s.label
-            if config.tile_labels_from_circles:
-                label = config.classes[1] if _touches_circle(box, s.circles) else config.classes[0]
-            entries.append({**plan_entry(s), "label": label, "image_label": s.label, "box": list(box),
-                            "shape": list(display.shape[:2])})
-    return entries
-
-
-def _touches_circle(box, circles) -> bool:
-    """Whether an annotation circle reaches into the tile (closest box point within the radius)."""
-    y0, y1, x0, x1 = box
-    return any((min(max(c.x, x0), x1) - c.x) ** 2 + (min(max(c.y, y0), y1) - c.y) ** 2 <= c.r**2 for c in circles)
-
-
-def _zoomed(samples: list[Sample], zoom: tuple[float, float], rng: np.random.Generator) -> list[Sample]:
-    """Tiles widened about their centre by a random factor: the same tissue at lower magnification."""
-    if zoom == (1.0, 1.0):
-        return samples
-    out = []
-    for s in samples:
-        if "box" not in s.extra:
-            out.append(s)
-            continue
-        (y0, y1, x0, x1), (h, w) = s.extra["box"], s.extra["shape"]
-        side = min(h, w, int((y1 - y0) * rng.uniform(*zoom)))
-        cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
-        ny0, nx0 = min(max(0, cy - side // 2), h - side), min(max(0, cx - side // 2), w - side)
-        out.append(Sample(s.path, s.label, s.group, extra={"box": [ny0, ny0 + side, nx0, nx0 + side], "shape": [h, w]}))
-    return out
 
 
 def build_head(top, n_classes: int, dropout: float):
@@ -144,44 +59,6 @@ def build_head(top, n_classes: int, dropout: float):
     return keras.Model(features, logits, name="head")
 
 
-def set_trainable(part, trainable: bool) -> None:
-    """Unfreeze (or freeze) the convolutions of a backbone part; BatchNorm stays in inference mode.
-
-    Every layer is set explicitly: the backbone file stores its layers frozen, and setting only
-    ``part.trainable`` does not reach them in a fresh process (a resumed fine-tune then trained
-    nothing but the Dense layer).
-    """
-    import keras
-
-    part.trainable = trainable
-    for layer in part.layers:
-        layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
-
-
-def _load_views(config: BundleConfig, part: str, views: int, folder: Path | None = None) -> np.ndarray:
-    """Cached views stacked, kept float16 (batches are cast when drawn): half the memory."""
-    folder = folder or config.cache_dir
-    return np.concatenate([np.load(folder / f"{part}_v{v}.npy", mmap_mode="r") for v in range(views)])
-
-
-def predict_chunks(model, x: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """``model`` over float16 cached features in float32 chunks: Keras ``predict`` on a whole multi-GB
-    array converts it at once (it was OOM-killed at 20 GB on 11.6k brain feature maps)."""
-    return np.concatenate([model.predict_on_batch(np.asarray(x[i : i + chunk], np.float32))
-                           for i in range(0, len(x), chunk)])
-
-
-def _class_weights(y: np.ndarray, n: int) -> dict[int, float]:
-    counts = np.bincount(y, minlength=n).astype(float)
-    return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
-
-
-def class_weight_vector(y: np.ndarray, n: int) -> np.ndarray:
-    """Inverse class frequencies as a vector: a batch's one-hot (or mixed) labels @ it = sample weights."""
-    weights = _class_weights(y, n)
-    return np.array([weights[c] for c in range(n)], np.float32)
-
-
 def _weighted(batches, class_weight: np.ndarray):
     """Attach per-sample weights (inverse class frequency, from the soft labels) to each batch."""
     for xb, yb in batches:
@@ -190,8 +67,6 @@ def _weighted(batches, class_weight: np.ndarray):
 
 def _batches(x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator, mix: str | None, n: int):
     """Endless shuffled batches with optional MixUp/CutMix on the cached feature maps."""
-    from core.training.augment import mix_batch
-
     onehot = np.eye(n, dtype=np.float32)[y]
     while True:
         order = rng.permutation(len(x))
@@ -204,18 +79,12 @@ def _batches(x: np.ndarray, y: np.ndarray, batch: int, rng: np.random.Generator,
 
 
 def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
-    """Train, calibrate, evaluate and write ``models/<id>/``; resumes from the last epoch checkpoint."""
-    if config.feature_bundle and CONFIGS[config.feature_bundle].task == "segmentation":
-        from core.training.lesion_pooled import train_on_segmenter
-
-        return train_on_segmenter(config, out_root)
+    """Train, calibrate, evaluate and write ``models/<id>/`` (a fine-tuned classifier; one on another bundle's
+    network is trained by ``core.training.transfer`` or ``core.training.lesion_pooled``, chosen by
+    ``core.training.__main__.train``); resumes from the last epoch checkpoint."""
     if config.feature_bundle:
-        from core.training.transfer import train_transfer
-
-        return train_transfer(config, out_root)
-    from core.training.bundle_writer import write_classifier_bundle
-    from core.training.evaluate import fit_temperature, softmax
-
+        raise ValueError(f"{config.id} builds on the {config.feature_bundle} bundle: train it with "
+                         "core.training.__main__.train (python -m core.training train)")
     trunk = started_from = head = None
     written_split = None
     if config.init_from_written:  # its frozen trunk gives the cached features; its top block and head start
@@ -230,12 +99,10 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         trunk, head, started_from = written_network(config, plan, out_root)
     else:
         views = 1 + config.augmented_views
-        x_val = _load_views(config, "val", 1)
-        head = fit_classifier(config, _load_views(config, "train", views), np.tile(y_images, views), x_val, y_val,
+        x_val = load_views(config, "val", 1)
+        head = fit_classifier(config, load_views(config, "train", views), np.tile(y_images, views), x_val, y_val,
                               config.cache_dir, head=head)
     if config.epochs_whole:
-        from core.training.whole_network import finetune_whole
-
         trunk, head, logits_val = finetune_whole(config, head, [plan_sample(d) for d in plan["train"]], y_images,
                                                  [plan_sample(d) for d in plan["val"]], y_val, trunk, started_from)
     else:
@@ -243,12 +110,9 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     temperature = fit_temperature(logits_val, y_val)
     probs = softmax(logits_val / temperature)
     if config.tiling is not None:
-        probs, y_val = _per_image(plan["val"], probs, config)
+        probs, y_val = per_image(plan["val"], probs, config)
     folder = write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root, trunk, started_from)
     if config.tiling is None:  # tiles are not mirrored; whole images are, where validation says so
-        from core.training.cam_layer import choose_cam_layer, validation_lesions
-        from core.training.mirror import choose_mirror_average
-
         choose_mirror_average(folder)
         lesions = validation_lesions(plan)
         if lesions:  # the data marks its lesions: the heatmap's layer is chosen by where it points
@@ -256,39 +120,6 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         if len({source_of(d["path"], d["group"]) for d in plan["val"]}) > 1:
             record_by_source(folder)
     return folder
-
-
-def written_network(config: BundleConfig, plan: dict | None, out_root: str | Path | None):
-    """(trunk, head, what they are) of the written bundle ``models/<id>/`` - for a segmenter (encoder,
-    decoder, ...) - where ``--from-written`` starts phase 3, instead of rerunning phases 1-2. Of a snapshot
-    ensemble, its newer network: the snapshot it started from drops out. Refused unless it was cut as
-    ``config`` and split as ``plan`` (no split check without a plan: ``init_from_written`` trains on new data)."""
-    from core.models.registry import Bundle
-    from core.training.bundle_writer import same_split
-
-    folder = Path(out_root or REPO / "models") / config.id
-    if not (folder / "manifest.json").exists():
-        raise ValueError(f"--from-written: {folder} holds no written bundle; train it first")
-    bundle = Bundle.from_folder(folder)
-    arch = bundle.manifest["architecture"]
-    cut_key, cut = ("top_block_start", config.top_block_start)
-    if config.task == "segmentation":
-        from core.training.segmenter import encoder_layers
-
-        cut_key, cut = "encoder_layers", encoder_layers(config)
-    if (arch.get("backbone"), arch.get(cut_key)) != (config.arch, cut):
-        raise ValueError(f"--from-written: {folder} is {arch.get('backbone')} cut at {arch.get(cut_key)}, "
-                         f"not {config.arch} cut at {cut}")
-    if plan is not None and not same_split(folder, plan):
-        raise ValueError(f"--from-written: {folder} was not trained on this config's split")
-    training = bundle.manifest["training"]
-    # Whole-network epochs behind the written weights, its own and those of the bundle it continued.
-    whole = training.get("epochs", {}).get("whole", 0) + training.get("started_from", {}).get("whole_epochs", 0)
-    started_from = {"version": bundle.manifest["version"], "weights_sha256": bundle.manifest["weights"]["sha256"],
-                    "date": training["date"], "whole_epochs": whole}
-    if "average_with" in arch:
-        started_from["newer_of_ensemble"] = True
-    return *bundle.trunk_and_head(), started_from
 
 
 def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
@@ -302,8 +133,6 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
     weights are returned, so the validation part never steers training.
     """
     import keras
-
-    from core.models.backbones import build_backbone, split_backbone
 
     classes = config.classes
     x_val = np.asarray(x_val, np.float32)
@@ -363,17 +192,3 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
     if select_on_val:
         checkpoints.load_best(head)
     return head
-
-
-def _per_image(entries: list[dict], probs: np.ndarray, config: BundleConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Image-level probabilities by the bundle's documented aggregation, with each image's own label."""
-    from core.models.tiling import aggregate
-
-    tiles: dict[str, list[int]] = {}
-    for i, d in enumerate(entries):
-        tiles.setdefault(d["path"], []).append(i)
-    order = sorted(tiles)
-    image_probs = np.stack([aggregate(probs[tiles[p]], config.tiling) for p in order])
-    labels = np.array([config.classes.index(entries[tiles[p][0]].get("image_label", entries[tiles[p][0]]["label"]))
-                       for p in order])
-    return image_probs, labels

@@ -7,7 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.models.backbones import TOP_BLOCK_START, build_backbone
 from core.models.preprocessing import PreprocessSpec
+from core.models.storage import save_keras_fp16
 from core.models.tiling import TilingSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,8 +89,6 @@ class BundleConfig:
     @property
     def top_block_start(self) -> str:
         """Where the trainable part starts; a transfer bundle uses its parent's cut."""
-        from core.models.backbones import TOP_BLOCK_START
-
         if self.feature_bundle:
             return CONFIGS[self.feature_bundle].top_block_start
         return self.top_from or TOP_BLOCK_START[self.arch]
@@ -119,9 +119,6 @@ class BundleConfig:
         tag = {"none": "random", "imagenet": "imagenet"}.get(self.weights, Path(self.weights).stem)
         path = CACHE_ROOT / "backbones" / f"{self.arch}-{tag}.keras"
         if not path.exists():
-            from core.models.backbones import build_backbone
-            from core.models.storage import save_keras_fp16
-
             backbone = build_backbone(self.arch, None if self.weights == "none" else self.weights)
             backbone.trainable = False
             save_keras_fp16(backbone, path)

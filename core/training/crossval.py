@@ -13,23 +13,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from core.training.classifier import (
-    _load_views,
-    _per_image,
-    cache_views,
-    fit_classifier,
-    load_samples,
-    plan_entries,
-    predict_chunks,
-)
-from core.training.configs import REPO, BundleConfig
-from core.training.datasets import plan_sample
+from core.models.backbones import build_backbone, split_backbone
+from core.training.bundle_writer import add_cross_validation
 from core.training.by_source import source_metrics
 from core.training.checkpoints import copy_model
-from core.training.splits import assign_groups
+from core.training.classifier import fit_classifier
+from core.training.configs import REPO, BundleConfig
+from core.training.datasets import plan_sample
+from core.training.evaluate import classification_metrics, softmax
+from core.training.networks import predict_chunks, written_network
+from core.training.plan import cache_views, load_samples, load_views, per_image, plan_entries
 from core.training.sources import subsets
+from core.training.splits import assign_groups
 
 
 def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | None = None) -> dict:
@@ -37,9 +35,6 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
 
     ``folds`` = 0 means one fold per group (leave-one-group-out), capped by the group count.
     """
-    from core.models.backbones import build_backbone, split_backbone
-    from core.training.evaluate import classification_metrics, softmax
-
     samples = load_samples(config)
     assign_groups(samples)
     groups = sorted({s.group for s in samples})
@@ -52,15 +47,13 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
     entries = json.loads(entries_file.read_text())
     start = None
     if config.init_from_written:  # each fold continues the written network as the bundle does: its trunk, its head
-        from core.training.classifier import written_network
-
         trunk, start, started_from = written_network(config, None, out_root)
     else:
         trunk, _ = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch,
                                   config.top_block_start)
     cache_views(config, [plan_sample(d) for d in entries], trunk, work / "all")
     views = 1 + config.augmented_views
-    features = _load_views(config, "all", views, work)
+    features = load_views(config, "all", views, work)
     plain = features[: len(entries)]
     index = {c: i for i, c in enumerate(config.classes)}
     labels = np.array([index[d["label"]] for d in entries])
@@ -83,7 +76,7 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
         if config.tiling is not None:
             tile_probs.append(probs[:, 1])
             tile_labels.append(labels[val])
-            probs, fold_labels = _per_image(fold_entries, probs, config)
+            probs, fold_labels = per_image(fold_entries, probs, config)
         else:
             fold_labels = labels[val]
         out_probs.append(probs)
@@ -102,13 +95,9 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
         result["by_source"] = {name: source_metrics(all_probs[rows], all_labels[rows], config.classes)
                                for name, rows in groups_by_source.items()}
     if tile_probs and len(config.classes) == 2:
-        from sklearn.metrics import roc_auc_score
-
         # Tile labels may differ from image labels (annotation circles): how well single tiles are told apart.
         result["tile_roc_auc"] = float(roc_auc_score(np.concatenate(tile_labels), np.concatenate(tile_probs)))
     folder = Path(out_root or REPO / "models") / config.id
     if (folder / "manifest.json").exists():
-        from core.training.bundle_writer import add_cross_validation
-
         add_cross_validation(folder, result, config.notes)
     return result

@@ -7,6 +7,8 @@ or the annotation circles.
 
 from __future__ import annotations
 
+import csv
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,8 +79,6 @@ def image_mask_pairs(root: Path) -> list[Sample]:
 def busbra(root: Path) -> list[Sample]:
     """BUS-BRA (``<pathology>/bus_NNNN-{l,r}.jpg`` + ``..._mask.png``, ``bus_data.csv``): grouped by patient
     (``Case``); ``extra`` carries the scanner (``Device``), BI-RADS and the authors' patient-wise fold."""
-    import csv
-
     root = Path(root)
     rows = {r["ID"]: r for r in csv.DictReader((root / "bus_data.csv").open(newline=""))}
     samples = []
@@ -251,8 +251,6 @@ def bach_histology(root: Path, block: int = 10) -> list[Sample]:
 def two_lab_histology(root: Path) -> list[Sample]:
     """UCSB cores (``<root>/histology_ucsb``) and BACH images (``$MIDA_BACH``, else ``~/.cache/mida/data/bach/dataset``),
     each sample carrying its lab and scale in ``extra``."""
-    import os
-
     ucsb = ucsb_histology(Path(root) / "histology_ucsb")
     for s in ucsb:
         s.extra.update(lab="ucsb", um=list(UCSB_UM))

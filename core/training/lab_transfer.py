@@ -22,15 +22,32 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
-from core.models.preprocessing import PreprocessSpec
+from core.imaging import load_image
+from core.inference.analyzer import Analyzer
+from core.models.backbones import build_backbone, split_backbone
+from core.models.intervals import accuracy_interval
+from core.models.preprocessing import PreprocessSpec, scale_pixels, to_model_pixels
+from core.models.registry import Bundle, Registry
+from core.models.scale import MAGNIFICATIONS, um_at_magnification
 from core.models.tiling import TilingSpec, tile_boxes, tile_pixels
+from core.training import classifier
+from core.training.augment import build_augmentation
+from core.training.cards import model_card
 from core.training.configs import CACHE_ROOT, CONFIGS, REPO, BundleConfig
 from core.training.datasets import READERS, Sample, plan_entry, plan_sample
+from core.training.evaluate import classification_metrics, softmax
+from core.training.features import cache_features
+from core.training.networks import predict_chunks
+from core.training.plan import per_image
+from core.training.splits import near_duplicate_groups, split
 
 BUNDLE = "breast-histology-2class"
 TILE_UM = 0.5  # 224 px tiles of 112 um: 20x-like, near both labs' own scale (BACH 0.42-0.56, UCSB ~0.42)
@@ -60,8 +77,6 @@ def work_dir(config: BundleConfig) -> Path:
 def grouped(samples: list[Sample]) -> list[Sample]:
     """Groups that keep related images on one side: a declared group (UCSB TMA batch, BACH image-number block)
     merged with every near-duplicate cluster it touches (256-bit dHash, ``core.training.splits``)."""
-    from core.training.splits import near_duplicate_groups
-
     parent = {s.group: s.group for s in samples}
 
     def find(g: str) -> str:
@@ -83,8 +98,6 @@ def grouped(samples: list[Sample]) -> list[Sample]:
 def tile_entries(samples: list[Sample], tiling: TilingSpec, per_image: dict[str, int], seed: int = 0) -> list[dict]:
     """Plan entries (one per tile) of tissue tiles at the tiling's physical scale, at most ``per_image[lab]`` per
     image, drawn at random once; each carries its image's label, lab and scale."""
-    from core.imaging import load_image
-
     rng = np.random.default_rng(seed)
     entries = []
     for s in samples:
@@ -114,15 +127,11 @@ def all_entries(config: BundleConfig) -> list[dict]:
 
 
 def trunk_of(config: BundleConfig):
-    from core.models.backbones import build_backbone, split_backbone
-
     return split_backbone(build_backbone(config.arch, config.backbone_path), config.arch, config.top_block_start)[0]
 
 
 def cache(config: BundleConfig, names: list[str] | None = None) -> None:
     """Trunk features of every tile for each option's views (resumable)."""
-    from core.training.features import cache_features
-
     entries = all_entries(config)
     samples = [plan_sample(d) for d in entries]
     trunk = trunk_of(config)
@@ -148,10 +157,6 @@ def small_field(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def cache_fields(config: BundleConfig, entries: list[dict], trunk, name: str, batch: int = 16) -> None:
     """Trunk features of one small field per tile (``field*``), HED-augmented when the name says ``hed``."""
-    from core.imaging import load_image
-    from core.models.preprocessing import scale_pixels, to_model_pixels
-    from core.training.augment import build_augmentation
-
     out = work_dir(config) / f"{name}.npy"
     if out.exists():
         return
@@ -186,9 +191,6 @@ def _features(config: BundleConfig, name: str) -> np.ndarray:
 
 def transfer(config: BundleConfig, option: str, train_lab: str, finetune_epochs: int) -> dict:
     """Train on ``train_lab``'s tiles with ``option``'s views, judge every image of the other lab."""
-    from core.training.classifier import _per_image, fit_classifier, predict_chunks
-    from core.training.evaluate import classification_metrics, softmax
-
     entries = all_entries(config)
     labs = np.array([d["lab"] for d in entries])
     y = np.array([config.classes.index(d["label"]) for d in entries])
@@ -198,17 +200,15 @@ def transfer(config: BundleConfig, option: str, train_lab: str, finetune_epochs:
     y_train = np.tile(y[train], len(files))
     x_judged = np.asarray(_features(config, files[0])[judged])
     run = dataclasses.replace(config, epochs_finetune=finetune_epochs, augmented_views=len(files) - 1)
-    head = fit_classifier(run, x_train, y_train, x_judged, y[judged],
+    head = classifier.fit_classifier(run, x_train, y_train, x_judged, y[judged],
                           work_dir(config) / f"{option}_{train_lab}_ft{finetune_epochs}", select_on_val=False)
     tile_probs = softmax(predict_chunks(head, x_judged))
     judged_entries = [d for d, j in zip(entries, judged) if j]
-    probs, labels = _per_image(judged_entries, tile_probs, config)
+    probs, labels = per_image(judged_entries, tile_probs, config)
     metrics = classification_metrics(probs, labels, config.classes)
-    from sklearn.metrics import roc_auc_score
-
     field = {}
     if (work_dir(config) / "field_v0.npy").exists() and OPTIONS[option][0] == RAW:  # judged on small fields too
-        field_probs, field_labels = _per_image(judged_entries, softmax(predict_chunks(
+        field_probs, field_labels = per_image(judged_entries, softmax(predict_chunks(
             head, np.asarray(_features(config, "field_v0")[judged]))), config)
         field = {"field_accuracy": float(np.mean(field_probs.argmax(1) == field_labels)),
                  "field_roc_auc": float(roc_auc_score(field_labels, field_probs[:, 1]))}
@@ -252,8 +252,6 @@ def choose(rows: list[dict]) -> str:
 def split_images(entries: list[dict], config: BundleConfig) -> tuple[set[str], set[str]]:
     """Each lab split 75/25 by group and label (``core.training.splits.split``, the bundle's seed): UCSB as the
     1.x bundles split it, BACH by its merged groups."""
-    from core.training.splits import split
-
     train, val = set(), set()
     for lab in LABS:
         images = {d["path"]: Sample(Path(d["path"]), d["image_label"], d["group"]) for d in entries if d["lab"] == lab}
@@ -275,8 +273,6 @@ def bundle_config(option: str) -> BundleConfig:
 def train_bundle(option: str, out_root: str | Path | None = None) -> Path:
     """The shipped bundle on both labs from the cached features of ``option``; its split and caches are written
     where ``core.training.classifier.train`` finds them, then it trains, calibrates and writes as for every bundle."""
-    from core.training import classifier
-
     config = bundle_config(option)
     entries = all_entries(config)
     train_images, val_images = split_images(entries, config)
@@ -305,10 +301,6 @@ def train_bundle(option: str, out_root: str | Path | None = None) -> Path:
 def record(folder: Path, config: BundleConfig, entries: list[dict], train_images: set[str], val_images: set[str],
            option: str) -> None:
     """Scales seen, leave-one-lab-out table, per-lab validation and the command: into manifest and card."""
-    from core.models.intervals import accuracy_interval
-    from core.training.classifier import _per_image, predict_chunks
-    from core.training.evaluate import softmax
-
     manifest = json.loads((folder / "manifest.json").read_text())
     rows = json.loads((work_dir(config) / "lab_transfer.json").read_text())
     scales = Counter((d["lab"], tuple(d["um"])) for d in entries if d["path"] in train_images and d["lab"])
@@ -316,8 +308,6 @@ def record(folder: Path, config: BundleConfig, entries: list[dict], train_images
     seen = [{"lab": lab, "um_per_pixel_y_x": list(um), "images": sum(1 for l, u, _ in images if (l, u) == (lab, um)),
              "tiles": n} for (lab, um), n in sorted(scales.items())]
     # Per-lab validation: the bundle's own network on its validation tiles, split by lab.
-    from core.models.registry import Bundle
-
     net = Bundle.from_folder(folder)
     head = net.trunk_and_head()[1]
     x_val = np.load(config.cache_dir / "val_v0.npy", mmap_mode="r")
@@ -326,7 +316,7 @@ def record(folder: Path, config: BundleConfig, entries: list[dict], train_images
     per_lab = {}
     for lab in LABS:
         mask = np.array([d["lab"] == lab for d in val_entries])
-        p, y = _per_image([d for d, m in zip(val_entries, mask) if m], probs[mask], config)
+        p, y = per_image([d for d, m in zip(val_entries, mask) if m], probs[mask], config)
         acc = float(np.mean(p.argmax(1) == y))
         per_lab[lab] = {"n": int(len(y)), "accuracy": acc, "interval": list(accuracy_interval(acc, len(y))),
                         "confusion_matrix": [[int(np.sum((y == i) & (p.argmax(1) == j))) for j in range(2)]
@@ -345,8 +335,6 @@ def record(folder: Path, config: BundleConfig, entries: list[dict], train_images
     manifest["notes"] = config.notes
     manifest["training"]["command"] = f"python -m core.training.lab_transfer train --stain {option}"
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    from core.training.bundle_writer import model_card
-
     (folder / "model_card.md").write_text(model_card(manifest) + "\n" + card_section(manifest))
 
 
@@ -360,13 +348,6 @@ def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict
     px kept and the file named for its magnification (``...-200-001.png``), so the scale comes from the name as it
     would for a BreakHis file. The nearest this data comes to the held-out BreakHis check (another lab's pictures at
     40-400x); upsampled fields are blurrier than a real 200x or 400x picture, so read it as an upper bound there."""
-    import cv2
-
-    from core.imaging import load_image
-    from core.inference.analyzer import Analyzer
-    from core.models.registry import Registry
-    from core.models.scale import MAGNIFICATIONS, um_at_magnification
-
     analyzer = Analyzer(Registry([folder.parent]))
     images = {d["path"]: d for d in entries if d["path"] in val_images}
     work.mkdir(parents=True, exist_ok=True)
@@ -394,8 +375,6 @@ def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict
 
 def record_fields(folder: Path, config: BundleConfig) -> dict:
     """Measure ``breakhis_style_fields`` on the bundle's validation images; into its manifest and card."""
-    import tempfile
-
     entries = all_entries(config)
     _, val_images = split_images(entries, config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -403,8 +382,6 @@ def record_fields(folder: Path, config: BundleConfig) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["breakhis_style_check"] = result
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    from core.training.bundle_writer import model_card
-
     (folder / "model_card.md").write_text(model_card(manifest) + "\n" + card_section(manifest))
     return result
 

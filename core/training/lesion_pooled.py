@@ -13,8 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core.models.registry import Bundle
+from core.training.bundle_writer import write_lesion_pooled_bundle
 from core.training.configs import CONFIGS, REPO, BundleConfig
+from core.training.evaluate import fit_temperature, softmax
 from core.training.mirror import choose_mirror_average, predict_with_mirror
+from core.training.plan import same_split, stored_plan
 
 STRENGTHS = (0.0003, 0.001, 0.003, 0.01, 0.03)  # inverse L2 strength C
 FOLDS = 5
@@ -63,11 +67,7 @@ def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None)
     """Fit the linear layer over the written segmenter bundle ``config.feature_bundle`` and write ``models/<id>/``."""
     import keras
 
-    from core.models.lesion_pooling import pooled_part, pooling_head, segmenter_features
-    from core.models.registry import Bundle
-    from core.training.bundle_writer import same_split, write_lesion_pooled_bundle
-    from core.training.classifier import stored_plan
-    from core.training.evaluate import fit_temperature, softmax
+    from core.models.lesion_pooling import pooled_part, pooling_head, segmenter_features  # imports TensorFlow
 
     models = Path(out_root or REPO / "models")
     parent_config = CONFIGS[config.feature_bundle]

@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from core.imaging import load_image
+from core.models.preprocessing import prepare_display, preprocess
+from core.models.registry import Bundle
+from core.training.cards import model_card
 from core.training.configs import DATA_ROOT
+from core.training.evaluate import classification_metrics, classification_plots, fit_temperature, log_loss, softmax
 
 
 def predict_with_mirror(model, paths: list[Path], spec, mirror: bool = True, batch: int = 16, desc: str = "predict"
                         ) -> tuple[np.ndarray, np.ndarray | None]:
     """(``model`` on each image, on its mirror image or None): images loaded and preprocessed as in the
     product, each batch's images and mirrors in one call."""
-    from core.imaging import load_image
-    from core.models.preprocessing import prepare_display, preprocess
-
     plain, mirrored, pending = [], [], []
 
     def flush() -> None:
@@ -46,8 +48,6 @@ def predict_with_mirror(model, paths: list[Path], spec, mirror: bool = True, bat
 
 def validation_logits(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(logits of each validation image, logits of its mirror image, class indices) of a written bundle."""
-    from core.models.registry import Bundle
-
     bundle = Bundle.from_folder(folder)
     entries = json.loads((folder / "split.json").read_text())["val"]
     plain, mirrored = predict_with_mirror(bundle.load(), [DATA_ROOT / path for path, _, _ in entries], bundle.spec,
@@ -59,9 +59,6 @@ def validation_logits(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def choose_mirror_average(folder: Path, notes: str | None = None) -> bool:
     """Measure both options on validation, record them, and switch the bundle to the better one
     (``notes``: the config's current caveats, for a bundle written before they changed)."""
-    from core.training.bundle_writer import model_card
-    from core.training.evaluate import classification_metrics, classification_plots, fit_temperature, log_loss, softmax
-
     manifest = json.loads((folder / "manifest.json").read_text())
     if manifest["task"] != "classification":
         raise ValueError(f"{manifest['id']} is a {manifest['task']} bundle; segmenters choose mirroring in their evaluation")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from core.imaging import load_image
+from core.inference.analyzer import Analyzer
 from core.inference.lesions import drop_unsure_components
+from core.models.registry import Bundle, Registry
 from core.training.evaluate import segmentation_metrics
 from core.training.datasets import plan_sample
 from core.training.features import sample_mask
@@ -27,8 +30,6 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]
     since a lesion drawn on a normal scan is the error a reader meets most and lesion-only Dice
     cannot see it.
     """
-    from core.inference.analyzer import Analyzer
-    from core.models.registry import Bundle, Registry
     bundle = Bundle.from_folder(folder)
     analyzer = Analyzer(Registry([]))
     probs: dict[bool, list[np.ndarray]] = {False: [], True: []}
@@ -86,7 +87,6 @@ def _summary(preds: list[np.ndarray], truths: list[np.ndarray], has_lesion: list
 
 
 def _plot_examples(folder: Path, displays, truths, preds, has_lesion, count: int = 8) -> str:
-    import cv2
     import matplotlib
 
     matplotlib.use("Agg")

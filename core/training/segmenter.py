@@ -15,30 +15,26 @@ from pathlib import Path
 
 import numpy as np
 
+from core.models.backbones import build_backbone, encoder_deep_part
+from core.models.backbones import encoder as build_encoder
+from core.training.bundle_writer import write_segmenter_bundle
 from core.training.checkpoints import EpochCheckpoints, copy_model
-from core.training.classifier import set_trainable, stored_plan
 from core.training.configs import BundleConfig
 from core.training.datasets import plan_sample
 from core.training.features import cache_features
+from core.training.losses import segmentation_loss
+from core.training.networks import encoder_layers, set_trainable, written_network
+from core.training.plan import stored_plan
 from core.training.splits import describe
-
-
-def encoder_layers(config: BundleConfig) -> list[str]:
-    """The frozen encoder's outputs: the skips, the deepest one replaced by the fine-tuned part's input."""
-    from core.models.backbones import SKIP_LAYERS
-
-    skips = SKIP_LAYERS[config.arch]
-    return skips if config.top_from is None else skips[:-1] + [f"{config.top_from}:input"]
+from core.training.whole_network import finetune_whole_segmenter
 
 
 def prepare(config: BundleConfig) -> dict:
     """Split and cache encoder skip features (+ masks) for the training views; resumable."""
-    from core.models.backbones import build_backbone, encoder
-
     plan = stored_plan(config)
     train = [plan_sample(d) for d in plan["train"]]
     print(f"{config.id}: train {describe(train)}, validation {describe([plan_sample(d) for d in plan['val']])}")
-    enc = encoder(build_backbone(config.arch, config.backbone_path), config.arch, encoder_layers(config))
+    enc = build_encoder(build_backbone(config.arch, config.backbone_path), config.arch, encoder_layers(config))
     for view in range(1 + config.augmented_views):
         cache_features(train, config.spec, enc, config.cache_dir / f"train_v{view}.npy", with_masks=True,
                        augmentation=config.augmentation if view else None, seed=config.seed + view, batch_size=8)
@@ -53,7 +49,7 @@ def build_decoder(skip_shapes: list[tuple], size: int, filters=(128, 64, 32, 16)
     import keras
     from keras import layers
 
-    from core.models.lesion_pooling import DEEPEST_CONSUMER  # a segmenter-based classifier taps its input
+    from core.models.lesion_pooling import DEEPEST_CONSUMER  # (imports TensorFlow) a segmenter-based classifier taps it
 
     def block(x, f, name):
         for i in range(2):
@@ -90,12 +86,8 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     (``epochs_whole``; with ``whole_from_written`` from the bundle already written, with ``init_from_written``
     from it too but on the config's new data and split), evaluate on validation images and write
     ``models/<id>/``."""
-    from core.training.bundle_writer import write_segmenter_bundle
-
     encoder = started_from = None
     if config.whole_from_written or config.init_from_written:
-        from core.training.classifier import written_network
-
         plan = stored_plan(config)  # with init_from_written: the written split's images keep their sides
         encoder, decoder, started_from = written_network(config, None if config.init_from_written else plan, out_root)
     else:
@@ -103,8 +95,6 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         decoder = fit_decoder(config)
     start = None
     if config.epochs_whole:
-        from core.training.whole_network import finetune_whole_segmenter
-
         if config.snapshot_ensemble:  # phase 3 trains in place: keep what it starts from
             own_trunk = bool(started_from and started_from["whole_epochs"])
             start = (copy_model(encoder) if own_trunk else None, copy_model(decoder))
@@ -118,9 +108,6 @@ def fit_decoder(config: BundleConfig):
     """Phases 1-2 on the cached skip features: the decoder, then the decoder with the encoder's deeper
     blocks (``top_from``); checkpointed after every epoch, so a rerun of the same recipe resumes."""
     import keras
-
-    from core.models.backbones import build_backbone, encoder_deep_part
-    from core.training.losses import segmentation_loss
 
     views = 1 + config.augmented_views
     n_skips = len(encoder_layers(config))

@@ -15,13 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from core.models.registry import Bundle
+from core.training.bundle_writer import write_transfer_bundle
 from core.training.by_source import record_by_source
-from core.training.sources import source_of
-from core.training.classifier import _class_weights, _load_views, cache_views, stored_plan
 from core.training.configs import CONFIGS, REPO, BundleConfig
 from core.training.datasets import plan_sample
+from core.training.evaluate import classification_metrics, fit_temperature, softmax
 from core.training.features import cache_features
 from core.training.mirror import choose_mirror_average
+from core.training.networks import class_weights
+from core.training.plan import cache_views, load_views, same_split, stored_plan
+from core.training.sources import source_of
 
 FEATURE_LAYER = "gap"
 
@@ -30,8 +34,6 @@ def _parent_features(parent_folder: Path):
     """Image -> the written parent's pooled top-block output, through its whole loaded network (its own
     fine-tuned trunk where it has one). The name pins cached vectors to the parent's weights."""
     import keras
-
-    from core.models.registry import Bundle
 
     parent = Bundle.from_folder(parent_folder)
     trunk, pooled = parent.pooled_at(FEATURE_LAYER)
@@ -42,9 +44,6 @@ def _parent_features(parent_folder: Path):
 
 def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     import keras
-
-    from core.training.bundle_writer import same_split, write_transfer_bundle
-    from core.training.evaluate import classification_metrics, fit_temperature, softmax
 
     models = Path(out_root or REPO / "models")
     parent = CONFIGS[config.feature_bundle]
@@ -57,7 +56,7 @@ def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> 
     cache_views(config, samples(plan["train"]), features, work / "train")
     for part, entries in (("val", plan["val"]), ("parent_train", parent_plan["train"]), ("parent_val", parent_plan["val"])):
         cache_features(samples(entries), config.spec, features, work / f"{part}_v0.npy")
-    pooled = lambda part, views=1: np.asarray(_load_views(config, part, views, work), np.float32)  # noqa: E731
+    pooled = lambda part, views=1: np.asarray(load_views(config, part, views, work), np.float32)  # noqa: E731
     index = {c: i for i, c in enumerate(config.classes)}
     views = 1 + config.augmented_views
     x_own = pooled("train", views)
@@ -78,7 +77,7 @@ def train_transfer(config: BundleConfig, out_root: str | Path | None = None) -> 
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     stop = keras.callbacks.EarlyStopping(patience=6, restore_best_weights=True)
     dense.fit(x_train, y_train, epochs=config.epochs_head, batch_size=config.batch_size, verbose=2,
-              validation_data=(x_val, y_val), class_weight=_class_weights(y_train, len(config.classes)), callbacks=[stop])
+              validation_data=(x_val, y_val), class_weight=class_weights(y_train, len(config.classes)), callbacks=[stop])
     logits_val = dense.predict(x_val, verbose=0)
     temperature = fit_temperature(logits_val, y_val)
     probs = softmax(logits_val / temperature)

@@ -19,10 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm import tqdm
 
+from core.models.backbones import build_backbone, split_backbone
+from core.models.backbones import encoder as build_encoder
+from core.training import augment  # by module: a test swaps its build_augmentation
 from core.training.checkpoints import EpochCheckpoints
 from core.training.configs import BundleConfig
 from core.training.datasets import Sample
+from core.training.evaluate import segmentation_metrics
 from core.training.features import model_batch
+from core.training.losses import segmentation_loss
+from core.training.networks import class_weight_vector, encoder_layers, set_trainable
 
 PREFETCH = 4  # batches prepared ahead by worker threads (decoding and albumentations release the GIL)
 
@@ -53,9 +59,6 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
     with the weights of the epoch with the lowest validation loss. Checkpoints after each epoch; a rerun
     resumes."""
     import keras
-
-    from core.models.backbones import build_backbone, split_backbone
-    from core.training.classifier import class_weight_vector, set_trainable
 
     if trunk is None:
         trunk, _ = split_backbone(build_backbone(config.arch, config.backbone_path), config.arch,
@@ -100,13 +103,11 @@ def _augmented_batches(config: BundleConfig, samples: list[Sample], y: np.ndarra
                        rng: np.random.Generator, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """One epoch of shuffled, freshly augmented batches (image, one-hot label, class weight);
     MixUp/CutMix on the images where the config asks for it."""
-    from core.training.augment import mix_batch
-
     onehot = np.eye(len(config.classes), dtype=np.float32)[y]
     for ids, (x, _) in _prefetched(config, samples, rng, seed, with_masks=False):
         xb, yb = x.astype(np.float32), onehot[ids]
         if config.mix:
-            xb, yb = mix_batch(xb, yb, config.mix, rng)
+            xb, yb = augment.mix_batch(xb, yb, config.mix, rng)
         yield xb, yb, yb @ class_weight
 
 
@@ -114,11 +115,10 @@ def _prefetched(config: BundleConfig, samples: list[Sample], rng: np.random.Gene
                 with_masks: bool) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, np.ndarray | None]]]:
     """(sample indices, ``model_batch`` output) of one shuffled epoch, each batch augmented afresh and
     prepared ``PREFETCH`` ahead by worker threads."""
-    from core.training.augment import build_augmentation
 
     def prepared(k: int):  # each batch its own seeded augmentation: the same draws whichever thread runs it
         return model_batch([samples[i] for i in chunks[k]], config.spec,
-                           build_augmentation(config.whole_augmentation, seed + k), with_masks)
+                           augment.build_augmentation(config.whole_augmentation, seed + k), with_masks)
 
     order = rng.permutation(len(samples))
     chunks = [np.sort(order[i : i + config.batch_size]) for i in range(0, len(order) - config.batch_size + 1,
@@ -141,13 +141,6 @@ def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample
     (images at the model's input size; Dice at original resolution is measured afterwards, by the bundle
     writer)."""
     import keras
-
-    from core.models.backbones import build_backbone
-    from core.models.backbones import encoder as build_encoder
-    from core.training.classifier import set_trainable
-    from core.training.evaluate import segmentation_metrics
-    from core.training.losses import segmentation_loss
-    from core.training.segmenter import encoder_layers
 
     if encoder is None:
         encoder = build_encoder(build_backbone(config.arch, config.backbone_path), config.arch, encoder_layers(config))
