@@ -3,6 +3,7 @@ Keras bundles on DICOM series of planted lesions, the ``analyze --series`` comma
 
 from __future__ import annotations
 
+from pathlib import Path
 import csv
 import json
 import threading
@@ -263,3 +264,15 @@ def test_series_csv_rows_for_series_without_model_results(tmp_path):
         rows = {r["description"]: r for r in csv.DictReader(fh)}
     assert rows["BROKEN"]["model"] == "" and rows["BROKEN"]["warnings"] == "the pixel data is damaged"
     assert rows["UNSEEN"]["warnings"] == "no model results for this series" and rows["UNSEEN"]["slices"] == "2"
+
+
+def test_model_cards_quote_the_series_verdict_rule():
+    """The rule a series is called by is written once and quoted in the cards of the models read as series."""
+    from core.series.analysis import VERDICT_RULE
+    from core.training.cards import model_card
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    brain = json.loads((models / "brain-mri-tumor-4class" / "manifest.json").read_text())
+    assert VERDICT_RULE in model_card(brain) and VERDICT_RULE in (models / "brain-mri-tumor-4class" / "model_card.md").read_text()
+    histology = json.loads((models / "breast-histology-2class" / "manifest.json").read_text())
+    assert "Series verdict" not in model_card(histology)  # one picture, not a series of slices

@@ -10,6 +10,7 @@ import json
 
 from core.models.intervals import accuracy_interval, interval_text
 from core.models.registry import cam_layer_of
+from core.series.analysis import VERDICT_RULE
 
 # The Grad-CAM methods measured per candidate layer (core.training.cam_layer) and reported on the card:
 # name -> whether it is Grad-CAM++.
@@ -37,6 +38,17 @@ ones included: a lesion drawn on a normal scan is an error lesion-only Dice cann
 | min peak | Dice, lesion images | Dice, all images | lesion-free images with a false lesion |
 |---|---|---|---|
 {table}"""
+
+
+SERIES_MODALITIES = ("MR", "CT")  # read as series of slices: the card quotes how a series is called
+
+
+def series_section(manifest: dict) -> str:
+    """The rule by which a whole series is called from this model's per-slice outputs (the window, `analyze
+    --series` and `series.csv` follow it), quoted from core.series.analysis where it is written once."""
+    if manifest.get("modality") not in SERIES_MODALITIES:
+        return ""
+    return "\n## Series verdict\n```\n" + VERDICT_RULE + "\n```\n"
 
 
 def segmenter_card(manifest: dict) -> str:
@@ -67,7 +79,7 @@ All images (n = {m['n']}): Dice {m['dice_all']:.4f}{interval_text(m.get('dice_al
 ## Limits
 Masks in the training data are coarse{' (mini-MIAS gives circles, not outlines)' if manifest['modality'] == 'MG' else ''};
 the model outlines what annotators drew, not histology-proven extent.
-{manifest.get("notes", "")}"""
+{manifest.get("notes", "")}{series_section(manifest)}"""
 
 
 def model_card(manifest: dict) -> str:
@@ -105,7 +117,7 @@ Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
 ## Limits
 Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
 one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
-{manifest.get("notes", "")}"""
+{manifest.get("notes", "")}{series_section(manifest)}"""
 
 
 SOURCE_NAMES = {"lgg": "LGG (TCGA) FLAIR, every axial slice", "figshare": "figshare (Cheng) contrast T1",
@@ -114,31 +126,32 @@ SOURCE_NAMES = {"lgg": "LGG (TCGA) FLAIR, every axial slice", "figshare": "figsh
 
 
 def source_table(by_source: dict | None, title: str = "## Validation per source") -> str:
-    """The card's per-source section (empty where none was measured)."""
+    """The card's per-source section (empty where none was measured); the ECE and malignant-vs-benign columns
+    where they were measured."""
     if not by_source:
         return ""
     sources = by_source["sources"]
-    malignancy = any(m.get("malignant_vs_benign_roc_auc") is not None for m in sources.values())
+    optional = [(key, head) for key, head in (("ece", "ECE"), ("malignant_vs_benign_roc_auc", "malignant vs benign ROC AUC"))
+                if any(m.get(key) is not None for m in sources.values())]
     rows = []
     for source, m in sources.items():
         lo, hi = m["accuracy_interval"] or (0, 0)
         auc, none, found = m.get("finding_vs_none_roc_auc"), m.get("none_called_none"), m.get("finding_called_finding")
         cells = ["-" if auc is None else f"{auc:.3f}",
                  "-" if none is None else f"{none:.3f} of {m['none_images']}",
-                 "-" if found is None else f"{found:.3f} of {m['finding_images']}",
-                 "-" if m.get("ece") is None else f"{m['ece']:.3f}"]
-        if malignancy:
-            cells.append("-" if m.get("malignant_vs_benign_roc_auc") is None else f"{m['malignant_vs_benign_roc_auc']:.3f}")
+                 "-" if found is None else f"{found:.3f} of {m['finding_images']}"]
+        cells += ["-" if m.get(key) is None else f"{m[key]:.3f}" for key, _ in optional]
         rows.append(f"| {SOURCE_NAMES.get(source, source)} | {m['n']} | {m['accuracy']:.3f} [{lo:.3f}-{hi:.3f}] | "
                     + " | ".join(cells) + " |")
-    extra = " malignant vs benign ROC AUC |" if malignancy else ""
+    keys = dict(optional)
+    notes = (("; malignant vs benign: P(malignant) on the images with a lesion" if "malignant_vs_benign_roc_auc" in keys
+              else "") + ". " + ("ECE: expected calibration error of the calibrated probabilities (15 bins)." if "ece" in keys
+                                 else ""))
     return (f"\n{title}\n"
             f"On {by_source['data']}. Finding = any class but the finding-free one; ROC AUC of 1 - P(finding-free)"
-            + ("; malignant vs benign: P(malignant) on the images with a lesion" if malignancy else "") + ". "
-            "ECE: expected calibration error of the calibrated probabilities (15 bins).\n\n"
-            "| source | n | accuracy [95 % CI] | finding vs none ROC AUC | finding-free called finding-free | "
-            f"findings called a finding | ECE |{extra}\n|---|---|---|---|---|---|---|{'---|' if malignancy else ''}\n"
-            + "\n".join(rows) + "\n")
+            + notes.rstrip() + "\n\n| source | n | accuracy [95 % CI] | finding vs none ROC AUC | finding-free called "
+            "finding-free | findings called a finding |" + "".join(f" {head} |" for _, head in optional)
+            + "\n|---|---|---|---|---|---|" + "---|" * len(optional) + "\n" + "\n".join(rows) + "\n")
 
 
 def segmentation_source_table(by_source: dict | None) -> str:
