@@ -3,10 +3,10 @@ Keras bundles on DICOM series of planted lesions, the ``analyze --series`` comma
 
 from __future__ import annotations
 
-from pathlib import Path
 import csv
 import json
 import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
