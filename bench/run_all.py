@@ -4,6 +4,7 @@ Sections: start-up (window shown vs a bare PySide6 window; first analysis result
 (ours vs the two public PyPI brain-MRI classifiers; a modality's two bundles with their shared stem
 run once vs whole networks), batch throughput and peak memory over mixed
 images, memory growth over many images, and the physical floor (model FLOPs / measured matmul rate).
+For interleaved per-image rounds with ratio intervals, run ``bench/inference_speed.py``.
 Nothing is asserted: the numbers are for reading. ``--quick`` shrinks the batch sizes.
 """
 
@@ -15,12 +16,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.floor import flops_per_image, matmul_rate  # noqa: E402,F401 (matmul_rate: best of 12 runs)
 from bench.inference_speed import (SAMPLE, cold_start_seconds, ours, peer_braintumor_xception,  # noqa: E402
                                    peer_detect_tumor, shared_stems)
 
@@ -78,33 +79,6 @@ def batch_run(folder: Path, out: Path, extra: list[str] = ()) -> tuple[float, fl
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     result = json.loads(run.stdout.strip().splitlines()[-1])
     return result["s"], result["rss"] / 1024, len(list(folder.iterdir()))
-
-
-def flops_per_image(bundle) -> float:
-    import tensorflow as tf
-
-    model = bundle.load()
-    size = bundle.spec.size
-    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec([1, size, size, 3], tf.float32))
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    graph = convert_variables_to_constants_v2(concrete).graph
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    return float(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
-
-
-def matmul_rate() -> float:
-    """Sustained float32 matmul FLOP/s of this machine through TensorFlow."""
-    import tensorflow as tf
-
-    a = tf.random.normal([2048, 2048])
-    tf.linalg.matmul(a, a).numpy()
-    start, runs = time.perf_counter(), 10
-    for _ in range(runs):
-        tf.linalg.matmul(a, a).numpy()
-    return runs * 2 * 2048**3 / (time.perf_counter() - start)
 
 
 def main() -> None:
