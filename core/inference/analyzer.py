@@ -177,7 +177,7 @@ class Analyzer:
         """(logits, heatmaps, class index used) for the batch ``x``: through the bundle's rest where its stem
         ends at the method's layer, else through the whole network at that layer."""
         layer, stages = bundle.cam_layer(plus), bundle.stages()
-        through_rest = stages.stem is not None and layer == bundle.gradcam_layer
+        through_rest = stages.stem is not None and layer == (stages.cam or bundle.gradcam_layer)
         key = (bundle.id, None if through_rest else layer)
         if key not in self._gradcams:
             self._gradcams[key] = GradCam(stages.rest, None) if through_rest else GradCam(bundle.load(), layer)

@@ -19,12 +19,15 @@ class Stages:
     """``stem``: image -> the tensors ``rest`` takes; ``rest``: those -> the bundle's output.
 
     Bundles whose stems share a ``key`` share the stem itself (same weights, same cut); ``key`` and
-    ``stem`` are None where the rest takes the image.
+    ``stem`` are None where the rest takes the image. ``cam``: the layer whose activation is the rest's
+    first input, which Grad-CAM through the rest explains (None: the bundle's own Grad-CAM layer); a
+    bundle explained at another layer takes its gradients through its whole model.
     """
 
     key: str | None
     stem: object | None
     rest: object
+    cam: str | None = None
 
 
 def split_stages(bundle_id: str, sha256: str, task: str, arch: dict, cam_layer: str | None, model,
@@ -39,10 +42,11 @@ def split_stages(bundle_id: str, sha256: str, task: str, arch: dict, cam_layer: 
                 head = model.layers[-1]
                 # Grad-CAM explains the rest's first input: the head's CAM layer must take exactly that.
                 explains_input = head.get_layer(cam_layer).input is head.inputs[0]
-                return Stages(parent.key, parent.stem, head) if explains_input else whole
-            if not parent.key.endswith(f":{cam_layer}"):
-                return whole
-            return Stages(parent.key, parent.stem, _rest_on_classifier(parent, arch["feature_layer"], model.layers[-1]))
+                return Stages(parent.key, parent.stem, head, cam_layer) if explains_input else whole
+            # The parent's stem whatever this bundle's Grad-CAM layer: where it is not the parent's cut
+            # (``cam``), the Analyzer takes that bundle's gradients through its whole model.
+            return Stages(parent.key, parent.stem, _rest_on_classifier(parent, arch["feature_layer"], model.layers[-1]),
+                          parent.cam)
         if task == "segmentation":
             return _segmenter_stages(bundle_id, sha256, model) or whole
         if (arch.get("backbone_file") or arch.get("trunk_file")) and cam_layer:
@@ -67,51 +71,83 @@ def _segmenter_stages(bundle_id: str, sha256: str, model) -> Stages | None:
 
 
 def _classifier_stages(bundle_id: str, sha256: str, cam_layer: str, model) -> Stages | None:
-    """Frozen trunk + trained part: the stem ends at the Grad-CAM layer's output."""
-    import keras
-
-    image_input, trunk, part = model.layers
-    chain = _chain(part)
-    ends = [i for i, layer in enumerate(chain) if _ends_at(layer, cam_layer)]
-    if not ends:
-        return None
-    image = keras.Input(shape=image_input.output.shape[1:], name="image")
-    activation = _run(chain[: ends[0] + 1], trunk(image))
-    stem = keras.Model(image, activation, name=f"{bundle_id}_stem")
-    cut = keras.Input(shape=activation.shape[1:], name=cam_layer)
-    return Stages(f"{bundle_id}@{sha256[:16]}:{cam_layer}", stem,
-                  keras.Model(cut, _run(chain[ends[0] + 1 :], cut), name=f"{bundle_id}_rest"))
+    """Frozen trunk + trained part: the stem ends at the Grad-CAM layer's output, wherever it lies (a
+    sub-model's last layer or inside it), and hands the rest every other tensor that crosses the cut."""
+    stem, rest = _cut(model, cam_layer, bundle_id)
+    return Stages(f"{bundle_id}@{sha256[:16]}:{cam_layer}", stem, rest, cam_layer)
 
 
 def _rest_on_classifier(parent: Stages, feature_layer: str, part):
-    """A transfer bundle: the parent's rest up to its pooled features, then this bundle's layers."""
+    """A transfer bundle: the parent's rest (its inputs, its graph) up to its pooled features, then this
+    bundle's layers."""
     import keras
 
-    parent_rest = _chain(parent.rest)
-    names = [layer.name for layer in parent_rest]
-    cut = keras.Input(shape=parent.rest.inputs[0].shape[1:], name=parent.rest.inputs[0].name)
-    features = _run(parent_rest[: names.index(feature_layer) + 1], cut)
-    return keras.Model(cut, part(features), name=f"{part.name}_rest")
+    features = [node.outputs[0] for nodes in parent.rest._nodes_by_depth.values() for node in nodes
+                if not node.is_input and node.operation is not None and node.operation.name == feature_layer]
+    if len(features) != 1:  # before the cut (in the shared stem) or called twice: another shape
+        raise ValueError(f"'{feature_layer}' is not one layer of {parent.rest.name}")
+    return keras.Model(parent.rest.inputs, part(features[0]), name=f"{part.name}_rest")
 
 
-def _chain(model) -> list:
-    """The layers of a single-path model, input first; other shapes are refused."""
+def _cut(model, cam_layer: str, name: str):
+    """(stem, rest) of a functional ``model`` cut at the output of ``cam_layer``.
+
+    The model's graph is re-traced once, with the sub-models that hold ``cam_layer`` opened up (their
+    layers called one by one; any other sub-model, the frozen trunk, stays one call). A layer call that
+    depends on the CAM activation goes to the rest, every other one to the stem. Every stem tensor a
+    rest call takes crosses the cut: it is a stem output and a rest input, the CAM activation first
+    (Grad-CAM explains the rest's first input), then the others (a residual branch that skips the cut)
+    in the order the rest first needs them. Same layers, same weights: rest(stem(x)) is model(x).
+    """
     import keras
 
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    # One node at every depth of the model's own graph (Keras keeps it by depth) is a single path.
-    if len(model.inputs) != 1 or any(len(nodes) != 1 for nodes in model._nodes_by_depth.values()):
-        raise ValueError(f"{model.name} is not a single chain of layers")
-    return layers
+    image = keras.Input(shape=model.inputs[0].shape[1:], name="image")
+    crossing: dict[int, tuple[object, object]] = {}  # id(stem tensor) -> (stem tensor, rest input)
+    found = False
+
+    def cross(tensor):
+        if id(tensor) not in crossing:
+            label = cam_layer if not crossing else f"{tensor._keras_history.operation.name}_cut"
+            crossing[id(tensor)] = (tensor, keras.Input(shape=tensor.shape[1:], name=label))
+        return crossing[id(tensor)][1]
+
+    def trace(graph, inputs: list) -> list:
+        """``graph``'s outputs as (side, tensor), side "stem" or "rest", for inputs given the same way."""
+        nonlocal found
+        values = {id(x): v for x, v in zip(graph.inputs, inputs)}
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                op = node.operation
+                if node.is_input or op is None:
+                    continue
+                given = [values[id(x)] for x in node.input_tensors]
+                if not found and hasattr(op, "_nodes_by_depth") and _contains(op, cam_layer):
+                    if len(node.input_tensors) != len(keras.tree.flatten(node.arguments.args)):
+                        raise ValueError(f"{op.name} is called with tensors as keyword arguments")
+                    outputs = trace(op, given)
+                else:
+                    side = "rest" if any(s == "rest" for s, _ in given) else "stem"
+                    args = {id(x): (cross(t) if side == "rest" and s == "stem" else t)
+                            for x, (s, t) in zip(node.input_tensors, given)}
+                    a, kw = node.arguments.fill_in(args)
+                    outputs = [(side, t) for t in keras.tree.flatten(op(*a, **kw))]
+                    if not found and op.name == cam_layer:
+                        found = True
+                        outputs = [("rest", cross(t)) for _, t in outputs]
+                for x, v in zip(node.outputs, outputs):
+                    values[id(x)] = v
+        return [values[id(x)] for x in graph.outputs]
+
+    outputs = trace(model, [("stem", image)])
+    if not found or any(side != "rest" for side, _ in outputs):
+        raise ValueError(f"{model.name}: no cut at '{cam_layer}' before its output")
+    stem_outputs, rest_inputs = zip(*crossing.values())
+    rest_outputs = [t for _, t in outputs]
+    return (keras.Model(image, list(stem_outputs) if len(stem_outputs) > 1 else stem_outputs[0], name=f"{name}_stem"),
+            keras.Model(list(rest_inputs) if len(rest_inputs) > 1 else rest_inputs[0],
+                        rest_outputs if len(rest_outputs) > 1 else rest_outputs[0], name=f"{name}_rest"))
 
 
-def _run(layers: list, x):
-    for layer in layers:
-        x = layer(x)
-    return x
-
-
-def _ends_at(layer, name: str) -> bool:
-    """``layer`` is the layer ``name`` or a sub-model whose last layer it is."""
-    inner = getattr(layer, "layers", None)
-    return layer.name == name or bool(inner) and inner[-1].name == name
+def _contains(layer, name: str) -> bool:
+    """``layer`` is the layer ``name`` or holds it, at any depth."""
+    return layer.name == name or any(_contains(inner, name) for inner in getattr(layer, "layers", None) or [])
