@@ -342,7 +342,7 @@ FIELD_PX = (460, 700)  # a BreakHis picture, rows x columns
 
 
 def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict], val_images: set[str],
-                          work: Path) -> dict:
+                          work: Path, per_lab: int | None = None) -> dict:
     """The written bundle, through the product's analysis, on each validation image cut to BreakHis pictures: the
     image resampled to a BreakHis camera's scale at 40/100/200/400x (``core.models.scale``), its central 700 x 460
     px kept and the file named for its magnification (``...-200-001.png``), so the scale comes from the name as it
@@ -350,6 +350,9 @@ def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict
     40-400x); upsampled fields are blurrier than a real 200x or 400x picture, so read it as an upper bound there."""
     analyzer = Analyzer(Registry([folder.parent]))
     images = {d["path"]: d for d in entries if d["path"] in val_images}
+    if per_lab is not None:  # the first ``per_lab`` validation images of each lab, by path (CPU budget)
+        kept = {lab: sorted(p for p, d in images.items() if d["lab"] == lab)[:per_lab] for lab in LABS}
+        images = {p: images[p] for paths in kept.values() for p in paths}
     work.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, list[int]]] = {}
     for n, (path, d) in enumerate(sorted(images.items())):
@@ -373,12 +376,12 @@ def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict
     return {"field_px": list(FIELD_PX), "correct_of_n": rows}
 
 
-def record_fields(folder: Path, config: BundleConfig) -> dict:
+def record_fields(folder: Path, config: BundleConfig, per_lab: int | None = None) -> dict:
     """Measure ``breakhis_style_fields`` on the bundle's validation images; into its manifest and card."""
     entries = all_entries(config)
     _, val_images = split_images(entries, config)
     with tempfile.TemporaryDirectory() as tmp:
-        result = breakhis_style_fields(folder, config, entries, val_images, Path(tmp))
+        result = breakhis_style_fields(folder, config, entries, val_images, Path(tmp), per_lab)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["breakhis_style_check"] = result
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -448,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-epochs", type=int, default=0, help="measure: top-block epochs after the head")
     parser.add_argument("--stain", choices=list(OPTIONS), help="train: the option (default: chosen by 'measure')")
     parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
+    parser.add_argument("--per-lab", type=int, help="fields: only the first N validation images of each lab")
     args = parser.parse_args(argv)
     config = CONFIGS[BUNDLE]
     if args.action == "cache":
@@ -457,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "fields":  # the written bundle on its validation images cut to BreakHis pictures
         folder = Path(args.out or REPO / "models") / BUNDLE
         option = json.loads((folder / "manifest.json").read_text())["lab_transfer"]["chosen"]
-        for lab, cells in record_fields(folder, bundle_config(option))["correct_of_n"].items():
+        for lab, cells in record_fields(folder, bundle_config(option), args.per_lab)["correct_of_n"].items():
             print(lab, ", ".join(f"{m}x {c} of {n}" for m, (c, n) in cells.items()))
     elif args.action == "card":  # the written bundle's manifest and card again, with every measured row
         folder = Path(args.out or REPO / "models") / BUNDLE
