@@ -373,7 +373,7 @@ def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict
             cell[1] += 1
             name.unlink()
         print(f"{n + 1}/{len(images)} images cut to BreakHis pictures", flush=True)
-    return {"field_px": list(FIELD_PX), "correct_of_n": rows}
+    return {"field_px": list(FIELD_PX), "correct_of_n": rows, "images_per_lab": per_lab}
 
 
 def record_fields(folder: Path, config: BundleConfig, per_lab: int | None = None) -> dict:
@@ -427,7 +427,9 @@ def card_section(manifest: dict) -> str:
     if check:
         mags = sorted({m for lab in check["correct_of_n"].values() for m in lab}, key=int)
         lines += ["", "## Validation images as BreakHis pictures",
-                  "Each validation image resampled to a BreakHis camera's scale at each magnification, its central "
+                  ("Each validation image" if not check.get("images_per_lab") else
+                   f"The first {check['images_per_lab']} validation images of each lab (by path), each")
+                  + " resampled to a BreakHis camera's scale at each magnification, its central "
                   f"{check['field_px'][1]} x {check['field_px'][0]} px kept and named for the magnification "
                   "(`...-200-001.png`), then analysed as a user's file is (the scale read from the name). Upsampled "
                   "fields are blurrier than real 200x-400x pictures.", "",
