@@ -210,8 +210,11 @@ CONFIGS: dict[str, BundleConfig] = {
             batch_size=16,
             notes="Trained on BUSI (Egypt, one scanner; the only normal images) and BUS-BRA (Brazil, 4 scanners; "
                   "biopsy-proven benign and malignant lesions, no normal images): 'normal' was learnt from one "
-                  "source only. Check the Grad-CAM heatmap before trusting a call. A 'benign' call does not rule out "
-                  "malignancy.",
+                  "source only. Check the Grad-CAM heatmap before trusting a call: viewed on BUS-BRA's 'bus_0001-l.jpg' "
+                  "(a malignant mass, called malignant at 52 %), most of the 'malignant' heat lies on the burned-in "
+                  "annotation text ('QSE', 'MAMA ESQUERDA'), not on the mass, so the model may read scanner text "
+                  "(the marks augmentation draws calipers and measurement text, not such labels). A 'benign' call does "
+                  "not rule out malignancy.",
         ),
         BundleConfig(
             id="breast-mg-abnormal",
