@@ -82,7 +82,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.series:
         from core.series.report import cmd_analyze_series
 
-        return cmd_analyze_series(args, record=None if args.no_history else _record_series)
+        record = None if args.no_history else lambda done: _record_history(done, series=True)
+        return cmd_analyze_series(args, record=record)
     from core.imaging import load_image
     from core.inference.analyzer import Engine
 
@@ -118,14 +119,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _print_json({"path": str(args.path), "error": reason})
         return 2
     if not args.no_history:
-        from core.history import History
-
-        try:
-            history = History()
-            for analysis in analyses:
-                history.add(analysis)
-        except DiagnosticError as exc:  # the analysis stands; only its record in the history is missing
-            print(f"warning: {exc}", file=sys.stderr)
+        _record_history(analyses, series=False)
     if args.json:
         _print_json(outputs[0] if len(outputs) == 1 else {"path": str(record.path), "frames": outputs})
         return 0
@@ -146,8 +140,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_series(analyses) -> None:
-    """One history entry per completed series analysis; a history that cannot be written is a warning."""
+def _record_history(analyses, series: bool) -> None:
+    """One history entry per image analysis, or per completed series analysis; a history that cannot be written
+    is a warning: the results stand, only their record is missing."""
     if not analyses:
         return
     from core.history import History
@@ -155,8 +150,8 @@ def _record_series(analyses) -> None:
     try:
         history = History()
         for analysis in analyses:
-            history.add_series(analysis)
-    except DiagnosticError as exc:  # the verdicts stand; only their record in the history is missing
+            (history.add_series if series else history.add)(analysis)
+    except DiagnosticError as exc:
         print(f"warning: {exc}", file=sys.stderr)
 
 

@@ -11,6 +11,7 @@ import csv
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -76,19 +77,26 @@ def image_mask_pairs(root: Path) -> list[Sample]:
     return samples
 
 
+@lru_cache(maxsize=4)
+def busbra_table(root: Path) -> dict[str, dict[str, str]]:
+    """BUS-BRA's ``bus_data.csv`` by image ID (``Case``, ``Device``, ``BIRADS``, ``kFold``, ...); empty where it is
+    missing. Read once: the reader groups by ``Case``, per-scanner validation rows look up ``Device``."""
+    listing = Path(root) / "bus_data.csv"
+    if not listing.exists():
+        return {}
+    with listing.open(newline="") as handle:
+        return {row["ID"]: row for row in csv.DictReader(handle)}
+
+
 def busbra(root: Path) -> list[Sample]:
     """BUS-BRA (``<pathology>/bus_NNNN-{l,r}.jpg`` + ``..._mask.png``, ``bus_data.csv``): grouped by patient
-    (``Case``); ``extra`` carries the scanner (``Device``), BI-RADS and the authors' patient-wise fold."""
-    root = Path(root)
-    rows = {r["ID"]: r for r in csv.DictReader((root / "bus_data.csv").open(newline=""))}
+    (``Case``); images the listing does not name are left out."""
+    rows = busbra_table(Path(root))
     samples = []
     for s in image_mask_pairs(root):
         row = rows.get(s.path.stem)
-        if row is None:
-            continue
-        samples.append(Sample(s.path, s.label, f"busbra-{row['Case']}", s.mask_path,
-                              extra={"source": "busbra", "device": row["Device"], "birads": row["BIRADS"],
-                                     "fold": row["kFold"]}))
+        if row is not None:
+            samples.append(Sample(s.path, s.label, f"busbra-{row['Case']}", s.mask_path, extra={"source": "busbra"}))
     return samples
 
 

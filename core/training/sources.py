@@ -7,11 +7,10 @@ shared data folder, label, group).
 
 from __future__ import annotations
 
-import csv
-from functools import lru_cache
 from pathlib import Path
 
 from core.training.configs import DATA_ROOT
+from core.training.datasets import busbra_table
 
 
 def data_key(path: str | Path) -> str:
@@ -33,19 +32,11 @@ def source_of(path: str, group: str) -> str:
     return Path(path).parts[0] if Path(path).parts else "other"
 
 
-@lru_cache(maxsize=4)
-def _busbra_devices(listing: Path) -> dict[str, str]:
-    if not listing.exists():
-        return {}
-    with listing.open(newline="") as handle:
-        return {row["ID"]: row["Device"] for row in csv.DictReader(handle)}
-
-
 def scanner_of(path: str) -> str | None:
     """The scanner of a BUS-BRA image (from its ``bus_data.csv``); None where the source does not say."""
     if "busbra" not in Path(path).parts:
         return None
-    return _busbra_devices(DATA_ROOT / "busbra" / "bus_data.csv").get(Path(path).stem)
+    return busbra_table(DATA_ROOT / "busbra").get(Path(path).stem, {}).get("Device")
 
 
 def subsets(entries: list) -> dict[str, list[int]]:
