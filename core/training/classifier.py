@@ -28,7 +28,7 @@ from core.training.features import cache_features
 from core.training.mirror import choose_mirror_average
 from core.training.networks import class_weight_vector, predict_chunks, set_trainable, written_network
 from core.training.plan import cache_views, load_views, per_image, stored_plan
-from core.training.sources import data_key, source_of
+from core.training.sources import several_sources
 from core.training.splits import describe
 from core.training.whole_network import finetune_whole
 
@@ -117,7 +117,7 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         lesions = validation_lesions(plan)
         if lesions:  # the data marks its lesions: the heatmap's layer is chosen by where it points
             choose_cam_layer(folder, lesions)
-        if len({source_of(data_key(d["path"]), d["group"]) for d in plan["val"]}) > 1:
+        if several_sources([[d["path"], d["label"], d["group"]] for d in plan["val"]]):
             record_by_source(folder)
     return folder
 

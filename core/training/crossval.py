@@ -26,7 +26,7 @@ from core.training.datasets import plan_sample
 from core.training.evaluate import classification_metrics, softmax
 from core.training.networks import predict_chunks, written_network
 from core.training.plan import cache_views, load_samples, load_views, per_image, plan_entries
-from core.training.sources import subsets
+from core.training.sources import several_sources, subsets
 from core.training.splits import assign_groups
 
 
@@ -90,8 +90,8 @@ def cross_validate(config: BundleConfig, folds: int = 0, out_root: str | Path | 
               "temperature": 1.0, "per_fold": per_fold, **metrics}
     if start is not None:
         result["started_from"] = {k: v for k, v in started_from.items() if k != "weights_sha256"}
-    groups_by_source = subsets(out_entries) if config.tiling is None else {}
-    if len({name.split(":")[0] for name in groups_by_source}) > 1:  # out-of-fold numbers per source and scanner
+    if config.tiling is None and several_sources(out_entries):  # out-of-fold numbers per source and scanner
+        groups_by_source = subsets(out_entries)
         result["by_source"] = {name: source_metrics(all_probs[rows], all_labels[rows], config.classes)
                                for name, rows in groups_by_source.items()}
     if tile_probs and len(config.classes) == 2:

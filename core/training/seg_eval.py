@@ -15,7 +15,7 @@ from core.models.registry import Bundle, Registry
 from core.training.evaluate import segmentation_metrics
 from core.training.datasets import plan_sample
 from core.training.features import sample_mask
-from core.training.sources import subsets
+from core.training.sources import several_sources, subsets
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_PEAKS = (0.0, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -59,8 +59,9 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]
         "dice_by_threshold_flip_average": {str(t): scores[(True, t)] for t in THRESHOLDS},
         "by_min_lesion_peak": {str(peak): by_peak[peak] for peak in MIN_PEAKS},
     }
-    groups = subsets([[d["path"], d["label"], d["group"]] for d in plan["val"]])
-    if len({name.split(":")[0] for name in groups}) > 1:  # several sources: Dice for each, and each scanner
+    entries = [[d["path"], d["label"], d["group"]] for d in plan["val"]]
+    if several_sources(entries):  # Dice for each source, and each scanner
+        groups = subsets(entries)
         metrics["by_source"] = {name: _summary([preds[i] for i in rows], [truths[i] for i in rows],
                                                [has_lesion[i] for i in rows]) for name, rows in groups.items()}
     settings = {"decision_threshold": threshold, "flip_average": flip, "min_lesion_peak": min_peak}

@@ -50,3 +50,8 @@ def subsets(entries: list) -> dict[str, list[int]]:
         if scanner:
             out.setdefault(f"{source}: {scanner}", []).append(i)
     return dict(sorted(out.items()))
+
+
+def several_sources(entries: list) -> bool:
+    """Whether ``entries`` come from more than one source (then per-source numbers are worth a table)."""
+    return len({source_of(data_key(path), group) for path, _label, group in entries}) > 1
