@@ -12,6 +12,7 @@ import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import (
+    QGraphicsLineItem,
     QGraphicsPathItem,
     QGraphicsPixmapItem,
     QGraphicsScene,
@@ -126,17 +127,23 @@ class ImageViewer(QGraphicsView):
             pen.setCosmetic(True)
             outline.setPen(pen)
             outline.setZValue(5)
-            size = (f"{lesion.area_mm2:.1f} mm², Ø {lesion.max_diameter_mm:.1f} mm, "
-                    f"{lesion.width_mm:.1f} × {lesion.depth_mm:.1f} mm" if lesion.area_mm2 is not None
-                    else f"{lesion.area_px} px, Ø {lesion.max_diameter_px:.0f} px") + f", D/W {lesion.depth_to_width:.2f}"
-            label = QGraphicsSimpleTextItem(size)
+            label = QGraphicsSimpleTextItem(lesion.overlay_text())
             label.setBrush(QBrush(color))
             label.setFont(font)
             label.setFlag(QGraphicsSimpleTextItem.GraphicsItemFlag.ItemIgnoresTransformations)
             x, y, w, h = lesion.bbox
             label.setPos(x, y + h + 2)
             label.setZValue(6)
-            for item in (outline, label):
+            items = [outline, label]
+            if lesion.diameter_ends is not None:  # the longest diameter, as a reader would draw it
+                (x0, y0), (x1, y1) = lesion.diameter_ends
+                diameter = QGraphicsLineItem(x0, y0, x1, y1)
+                dashed = QPen(color, 1, Qt.PenStyle.DashLine)
+                dashed.setCosmetic(True)
+                diameter.setPen(dashed)
+                diameter.setZValue(5)
+                items.append(diameter)
+            for item in items:
                 item.setVisible(visible)
                 self.scene().addItem(item)
                 self.lesion_items.append(item)

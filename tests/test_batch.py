@@ -77,9 +77,9 @@ def test_mixed_folder_rows_and_errors(mixed_folder, tmp_path, tiny_models):
     assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
     outlined = [r for r in rows if r["task"] == "segmentation" and int(r["lesions"] or 0)]
     assert outlined  # the largest lesion's calipers; millimetres only where the file states its spacing
-    for r in outlined:
+    for r in outlined:  # the test segmenter is an ultrasound one: calipers beside the longest diameter
         assert float(r["lesion_depth_to_width"]) > 0
-        assert (r["lesion_width_mm"] == "") == (r["lesion_area_mm2"] == "")
+        assert (r["lesion_width_mm"] == "") == (r["lesion_area_mm2"] == "") == (r["lesion_max_diameter_mm"] == "")
     assert (out / cls["heatmap_file"]).exists()
     assert by_file["patientA/IM0001"][0]["modality"] == "MR"
     payload = json.loads((out / "results.json").read_text())

@@ -145,13 +145,34 @@ def test_sonographer_calipers_use_each_axis_spacing():
 
     mask = np.zeros((100, 100), np.uint8)
     mask[10:50, 30:50] = 1  # 40 rows deep, 20 columns wide
-    tall = find_lesions(mask, (0.1, 0.4))[0]  # rows 0.1 mm apart, columns 0.4 mm
+    tall = find_lesions(mask, (0.1, 0.4), calipers=True)[0]  # rows 0.1 mm apart, columns 0.4 mm
     assert tall.depth_mm == pytest.approx(4.0) and tall.width_mm == pytest.approx(8.0)
     assert tall.depth_to_width == pytest.approx(0.5)  # 40 px deep looks taller, but in mm it is wider
     assert "4.0" in tall.size_text() and "taller than wide" not in tall.size_text()
-    unknown = find_lesions(mask, None)[0]
+    unknown = find_lesions(mask, None, calipers=True)[0]
     assert unknown.width_mm is None and unknown.depth_to_width == pytest.approx(2.0)
     assert "taller than wide" in unknown.size_text() and "spacing unknown" in unknown.size_text()
+
+
+def test_lesions_off_ultrasound_have_a_diameter_but_no_calipers():
+    """An MR or mammography outline: area and the longest diameter with its two ends; no beam, so no W x D."""
+    from core.inference.lesions import find_lesions
+
+    mask = np.zeros((100, 100), np.uint8)
+    mask[10:50, 30:50] = 1
+    lesion = find_lesions(mask, (0.5, 0.5))[0]
+    assert lesion.width_mm is None and lesion.depth_mm is None and lesion.depth_to_width is None
+    assert "W x D" not in lesion.size_text() and "D/W" not in lesion.overlay_text()
+    (x0, y0), (x1, y1) = lesion.diameter_ends
+    assert {round(x0), round(x1)} == {30, 49} and {round(y0), round(y1)} == {10, 49}  # the rectangle's diagonal
+    assert np.hypot(x1 - x0, y1 - y0) * 0.5 == pytest.approx(lesion.max_diameter_mm)
+    # Non-square pixels: the longest diameter is the longest in millimetres, not in pixels.
+    wide = np.zeros((100, 100), np.uint8)
+    wide[40:42, 10:90] = 1  # 80 columns at 0.1 mm = 8 mm wide
+    wide[10:90, 60:62] = 1  # 80 rows at 1 mm = 80 mm tall
+    (_, ya), (_, yb) = find_lesions(wide, (1.0, 0.1))[0].diameter_ends
+    assert abs(ya - yb) >= 70
+    assert lesion.to_dict()["depth_to_width"] is None and lesion.to_dict()["diameter_ends"] is not None
 
 
 def test_flip_averaged_segmentation_maps_back_to_the_image(analyzer, tmp_path):

@@ -34,7 +34,7 @@ from core.inference.analyzer import Analyzer, Cancelled
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
                 "probability"]
-TAIL_COLUMNS = ["lesions", "lesion_area_px", "lesion_area_mm2", "lesion_width_mm", "lesion_depth_mm",
+TAIL_COLUMNS = ["lesions", "lesion_area_px", "lesion_area_mm2", "lesion_max_diameter_mm", "lesion_width_mm", "lesion_depth_mm",
                 "lesion_depth_to_width", "mask_file", "heatmap_file", "warnings", "error"]
 
 
@@ -110,6 +110,11 @@ def output_stem(relative: str) -> str:
     raw = os.fsencode(relative)
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", raw.decode("ascii", "replace").replace("/", "__")).strip("._")[:80]
     return f"{readable or 'file'}-{hashlib.sha256(raw).hexdigest()[:12]}"
+
+
+def _mm(value: float | None) -> str:
+    """A length for results.csv: two decimals, empty where the file states no pixel spacing."""
+    return "" if value is None else f"{value:.2f}"
 
 
 def _readable_line(name: str) -> str:
@@ -315,11 +320,12 @@ class BatchRun:
                            lesion_area_px=summary["lesion_area_px"],
                            mask_file=self._write(row, "masks", stem, write_mask_png, result.mask),
                            lesion_area_mm2="" if summary["lesion_area_mm2"] is None else f"{summary['lesion_area_mm2']:.3f}")
-                if result.lesions:  # the largest lesion's calipers (width across, depth along the beam)
+                if result.lesions:  # the largest lesion's diameter; on ultrasound its calipers (across, along the beam)
                     largest = result.lesions[0]
-                    row.update(lesion_depth_to_width=f"{largest.depth_to_width:.3f}",
-                               lesion_width_mm="" if largest.width_mm is None else f"{largest.width_mm:.2f}",
-                               lesion_depth_mm="" if largest.depth_mm is None else f"{largest.depth_mm:.2f}")
+                    row.update(lesion_max_diameter_mm=_mm(largest.max_diameter_mm), lesion_width_mm=_mm(largest.width_mm),
+                               lesion_depth_mm=_mm(largest.depth_mm),
+                               lesion_depth_to_width="" if largest.depth_to_width is None
+                               else f"{largest.depth_to_width:.3f}")
             rows.append(row)
         return rows
 

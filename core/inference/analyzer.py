@@ -279,7 +279,8 @@ class Analyzer:
                                       info.min_lesion_peak)
         result = ModelResult(bundle.id, bundle.version, bundle.task, device)
         result.probability_map, result.mask = prob_full, mask
-        result.lesions = find_lesions(mask, spacing, min_area_px=info.min_lesion_px)
+        result.lesions = find_lesions(mask, spacing, min_area_px=info.min_lesion_px,
+                                      calipers=info.modality is Modality.US)
         if spacing is None:
             result.warnings.append("Pixel spacing unknown: sizes are given in pixels only.")
         return result

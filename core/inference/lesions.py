@@ -8,8 +8,11 @@ import numpy as np
 from core.inference.results import Lesion
 
 
-def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_area_px: int = 16) -> list[Lesion]:
-    """Components larger than ``min_area_px``, largest first; mm values only when spacing is known."""
+def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_area_px: int = 16,
+                 calipers: bool = False) -> list[Lesion]:
+    """Components larger than ``min_area_px``, largest first; mm values only when spacing is known. The longest
+    diameter is measured in mm where spacing is known (non-square pixels can move its ends), else in pixels;
+    ``calipers``: ultrasound width/depth (the vertical axis is the beam)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     lesions = []
     for label in range(1, count):
@@ -21,14 +24,21 @@ def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_a
         contour = max(contours, key=cv2.contourArea).reshape(-1, 2) + np.array([x, y])
         hull = cv2.convexHull(contour.astype(np.float32)).reshape(-1, 2)
         diff = hull[:, None, :] - hull[None, :, :]
+        px = np.sqrt((diff**2).sum(-1))
         if spacing_mm is None:
             area_mm2 = diameter_mm = None
+            lengths = px
         else:
             dy, dx = spacing_mm
             area_mm2 = float(area * dx * dy)
-            diameter_mm = float(np.sqrt(((diff * np.array([dx, dy])) ** 2).sum(-1)).max()) if len(hull) > 1 else 0.0
-        diameter_px = float(np.sqrt((diff**2).sum(-1)).max()) if len(hull) > 1 else 1.0
-        lesions.append(Lesion(label, area, area_mm2, (x, y, w, h), diameter_px, diameter_mm, contour, spacing_mm))
+            lengths = np.sqrt(((diff * np.array([dx, dy])) ** 2).sum(-1))
+        i, j = np.unravel_index(int(np.argmax(lengths)), lengths.shape)
+        ends = ((float(hull[i][0]), float(hull[i][1])), (float(hull[j][0]), float(hull[j][1])))
+        if spacing_mm is not None:
+            diameter_mm = float(lengths[i, j])
+        diameter_px = float(px.max()) if len(hull) > 1 else 1.0
+        lesions.append(Lesion(label, area, area_mm2, (x, y, w, h), diameter_px, diameter_mm, contour, spacing_mm,
+                              diameter_ends=ends, calipers=calipers))
     return sorted(lesions, key=lambda l: -l.area_px)
 
 

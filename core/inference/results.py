@@ -19,44 +19,67 @@ class Lesion:
     max_diameter_mm: float | None
     contour: np.ndarray = field(repr=False)  # (K, 2) x, y points of the outline
     spacing_mm: tuple[float, float] | None = None  # (row, column) pixel spacing, where the image states it
+    # The two outline points the longest diameter joins, (x, y) each: the line a reader measures (RECIST-like).
+    diameter_ends: tuple[tuple[float, float], tuple[float, float]] | None = None
+    # Ultrasound: the image's vertical axis is the beam, so width and depth calipers and their ratio mean
+    # something; on other modalities an axis-aligned box says nothing a reader would measure.
+    calipers: bool = False
 
     @property
     def width_mm(self) -> float | None:
         """Horizontal extent (transverse, across the ultrasound beam), as a sonographer's width caliper."""
-        return None if self.spacing_mm is None else self.bbox[2] * self.spacing_mm[1]
+        return None if self.spacing_mm is None or not self.calipers else self.bbox[2] * self.spacing_mm[1]
 
     @property
     def depth_mm(self) -> float | None:
         """Vertical extent (along the beam: anteroposterior on a breast scan), as the depth caliper."""
-        return None if self.spacing_mm is None else self.bbox[3] * self.spacing_mm[0]
+        return None if self.spacing_mm is None or not self.calipers else self.bbox[3] * self.spacing_mm[0]
 
     @property
-    def depth_to_width(self) -> float:
+    def depth_to_width(self) -> float | None:
         """Depth / width; above 1 the lesion is "taller than wide" (parallel to the skin it is not), a BI-RADS
         sign of malignancy in ultrasound. From millimetres where spacing is known, else square pixels assumed."""
+        if not self.calipers:
+            return None
         dy, dx = self.spacing_mm or (1.0, 1.0)
         return (self.bbox[3] * dy) / max(self.bbox[2] * dx, 1e-9)
 
     def to_dict(self) -> dict:
+        ratio = self.depth_to_width
         return {
             "area_px": self.area_px,
             "area_mm2": self.area_mm2,
             "bbox": list(self.bbox),
             "max_diameter_px": round(self.max_diameter_px, 2),
             "max_diameter_mm": None if self.max_diameter_mm is None else round(self.max_diameter_mm, 2),
+            "diameter_ends": None if self.diameter_ends is None else [[round(v, 1) for v in p] for p in self.diameter_ends],
             "width_mm": None if self.width_mm is None else round(self.width_mm, 2),
             "depth_mm": None if self.depth_mm is None else round(self.depth_mm, 2),
-            "depth_to_width": round(self.depth_to_width, 3),
+            "depth_to_width": None if ratio is None else round(ratio, 3),
         }
 
     def size_text(self) -> str:
-        """One line for a reader: area, longest diameter, width x depth and their ratio."""
-        ratio = f"D/W {self.depth_to_width:.2f}" + (" (taller than wide)" if self.depth_to_width > 1 else "")
+        """One line for a reader: area and longest diameter; on ultrasound also width x depth and their ratio."""
         if self.area_mm2 is None:
-            return (f"{self.area_px} px, max diameter {self.max_diameter_px:.0f} px, {self.bbox[2]} x {self.bbox[3]} px "
-                    f"(W x D), {ratio} (spacing unknown)")
-        return (f"{self.area_mm2:.1f} mm2, max diameter {self.max_diameter_mm:.1f} mm, "
-                f"{self.width_mm:.1f} x {self.depth_mm:.1f} mm (W x D), {ratio}")
+            text = f"{self.area_px} px, max diameter {self.max_diameter_px:.0f} px"
+            box = f"{self.bbox[2]} x {self.bbox[3]} px (W x D)"
+        else:
+            text = f"{self.area_mm2:.1f} mm2, max diameter {self.max_diameter_mm:.1f} mm"
+            box = f"{self.width_mm:.1f} x {self.depth_mm:.1f} mm (W x D)" if self.calipers else ""
+        if self.calipers:
+            ratio = self.depth_to_width
+            text += f", {box}, D/W {ratio:.2f}" + (" (taller than wide)" if ratio > 1 else "")
+        return text + (" (spacing unknown)" if self.area_mm2 is None else "")
+
+    def overlay_text(self) -> str:
+        """The short label the viewer draws beside the outline."""
+        if self.area_mm2 is None:
+            text = f"{self.area_px} px, Ø {self.max_diameter_px:.0f} px"
+        else:
+            text = f"{self.area_mm2:.1f} mm², Ø {self.max_diameter_mm:.1f} mm"
+            if self.calipers:
+                text += f", {self.width_mm:.1f} × {self.depth_mm:.1f} mm"
+        return text + (f", D/W {self.depth_to_width:.2f}" if self.calipers else "")
 
 
 @dataclass

@@ -51,6 +51,27 @@ def build_backbone(arch: str, weights: str | Path | None):
     return factory(include_top=False, weights=None if weights is None else str(weights), input_shape=(None, None, 3))
 
 
+def assemble_backbone(arch: str, parts) -> object:
+    """A headless ``arch`` backbone whose every weighted layer takes the weights of the layer of the same name in
+    ``parts`` (Keras models, nested ones searched too): a fine-tuned classifier's trunk and head made one backbone
+    again, e.g. the encoder a segmenter of the same images starts from. Refused when a layer has no source."""
+    import keras
+
+    def leaves(model):
+        for layer in model.layers:
+            yield from leaves(layer) if isinstance(layer, keras.Model) else (layer,)
+
+    source = {layer.name: layer for part in parts for layer in leaves(part)}
+    backbone = build_backbone(arch, None)
+    missing = [layer.name for layer in backbone.layers if layer.weights and layer.name not in source]
+    if missing:
+        raise ValueError(f"no weights for {len(missing)} {arch} layers (first: {missing[0]})")
+    for layer in backbone.layers:
+        if layer.weights:
+            layer.set_weights(source[layer.name].get_weights())
+    return backbone
+
+
 def split_backbone(backbone, arch: str, start: str | None = None):
     """(trunk, top): trunk maps images to features at ``start``'s input; top finishes the net.
 

@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.models.backbones import TOP_BLOCK_START, build_backbone
+from core.models.backbones import TOP_BLOCK_START, assemble_backbone, build_backbone
 from core.models.preprocessing import PreprocessSpec
+from core.models.registry import Bundle
 from core.models.storage import save_keras_fp16
 from core.models.tiling import TilingSpec
 
@@ -31,7 +32,8 @@ class BundleConfig:
     spec: PreprocessSpec
     arch: str = "xception"
     # "imagenet" (the shipped file where there is one, else Keras' download or ~/.keras/models),
-    # a local weights/.keras file, or "none" (random initialisation).
+    # a local weights/.keras file, "bundle:<id>" (that shipped classifier's fine-tuned network, trunk and
+    # top block, as one backbone), or "none" (random initialisation).
     weights: str = "imagenet"
     # First layer of the fine-tuned part; None = the arch's top block. Lower cuts unfreeze more
     # blocks (each Xception middle-flow block adds ~7 ms per 224-px training image on 2 CPU cores).
@@ -116,10 +118,24 @@ class BundleConfig:
             return shipped
         if self.weights.endswith(".keras"):
             return Path(self.weights)
+        if self.weights.startswith("bundle:"):
+            return self._bundle_backbone(self.weights.removeprefix("bundle:"))
         tag = {"none": "random", "imagenet": "imagenet"}.get(self.weights, Path(self.weights).stem)
         path = CACHE_ROOT / "backbones" / f"{self.arch}-{tag}.keras"
         if not path.exists():
             backbone = build_backbone(self.arch, None if self.weights == "none" else self.weights)
+            backbone.trainable = False
+            save_keras_fp16(backbone, path)
+        return path
+
+    def _bundle_backbone(self, bundle_id: str) -> Path:
+        """The shipped classifier ``bundle_id`` as one frozen backbone file, named by its version and weights,
+        so a retrained classifier never passes for the one a bundle was trained on."""
+        bundle = Bundle.from_folder(REPO / "models" / bundle_id)
+        info = bundle.info
+        path = CACHE_ROOT / "backbones" / f"{self.arch}-{bundle_id}-{info.version}-{info.weights.sha256[:8]}.keras"
+        if not path.exists():
+            backbone = assemble_backbone(self.arch, bundle.trunk_and_head())
             backbone.trainable = False
             save_keras_fp16(backbone, path)
         return path
@@ -280,6 +296,9 @@ CONFIGS: dict[str, BundleConfig] = {
             root=".",
             classes=["lesion"],
             spec=MRI,  # the classifiers' crop, padding and tissue intensity
+            # Its encoder is the shipped 4-class classifier's network (fine-tuned on these sources), frozen: it
+            # already responds to these tumours, where ImageNet features would leave all of it to the decoder.
+            weights="bundle:brain-mri-tumor-4class",
             split_like="brain-mri-tumor-4class",
             augmentation="filter",
             augmented_views=0,  # each cached view of 3.7k slices' four skip maps takes 17 GB
@@ -288,7 +307,7 @@ CONFIGS: dict[str, BundleConfig] = {
             notes="Trained on two sequences only: contrast-enhanced T1 (figshare, Cheng et al.: meningioma, glioma, "
                   "pituitary tumours, one hospital) and FLAIR (TCGA lower-grade gliomas: the FLAIR abnormality, which "
                   "includes oedema). An outline on another sequence (T2, DWI, non-contrast T1) or on a CT is outside "
-                  "what it was fitted on. Its encoder is the frozen ImageNet Xception (only the U-Net decoder was "
+                  "what it was fitted on. Its encoder is the 4-class classifier's network, frozen (only the U-Net decoder was "
                   "trained, on 2 CPU cores), so outlines are coarse: use the area and diameter as a rough guide.\n",
         ),
         BundleConfig(
