@@ -83,7 +83,10 @@ class HistoryEntry:
             return "; ".join(r.get("text") or f"{r['model']}: {r.get('label')}" for r in self.results.get("results", []))
         parts = []
         for r in self.results.get("results", []):
-            parts.append(f"{r['model']}: {r['label']}" if r.get("label") else f"{r['model']}: {r.get('lesions', 0)} lesion(s)")
+            text = f"{r['model']}: {r['label']}" if r.get("label") else f"{r['model']}: {r.get('lesions', 0)} lesion(s)"
+            if r.get("findings") is not None:  # a detector's marks; entries written before findings have no key
+                text += f", {len(r['findings'])} finding(s)"
+            parts.append(text)
         return "; ".join(parts)
 
 

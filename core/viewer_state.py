@@ -206,14 +206,16 @@ class MaskLayer(OverlayLayer):
 
 @dataclass
 class Overlays:
-    """The three layers: Grad-CAM heatmap, segmentation mask, lesion outlines with their sizes."""
+    """The four layers: Grad-CAM heatmap, segmentation mask, lesion outlines with their sizes, and a
+    detector's findings (CAD marks: circles with their scores)."""
 
     heatmap: HeatmapLayer = field(default_factory=HeatmapLayer)
     mask: MaskLayer = field(default_factory=MaskLayer)
     lesions: OverlayLayer = field(default_factory=lambda: OverlayLayer("lesions"))
+    findings: OverlayLayer = field(default_factory=lambda: OverlayLayer("findings"))
 
     def __iter__(self):
-        return iter((self.heatmap, self.mask, self.lesions))
+        return iter((self.heatmap, self.mask, self.lesions, self.findings))
 
 
 class ViewerState:
@@ -606,6 +608,12 @@ class ViewerState:
     def segmentation_result(self) -> ModelResult | None:
         """The first result with a mask (what the mask and lesion layers draw)."""
         return next((r for r in self._analysis.results if r.mask is not None), None) if self._analysis else None
+
+    @property
+    def findings_result(self) -> ModelResult | None:
+        """The first result of a bundle that marks findings (what the findings layer draws), even one that
+        marked none here."""
+        return next((r for r in self._analysis.results if r.findings is not None), None) if self._analysis else None
 
     def heatmap_to_draw(self):
         """The heatmap array the heatmap layer shows now, or None (hidden, or nothing to show)."""

@@ -1,4 +1,4 @@
-"""Dock panels: probabilities, warnings, DICOM tags, model information, overlay controls."""
+"""Dock panels: probabilities and findings, warnings, DICOM tags, model information, overlay controls."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from gui.qimage import to_pixmap
 
 
 class ProbabilityPanel(QWidget):
-    """Class probabilities as bars, the label with its calibrated confidence, Grad-CAM class choice."""
+    """Class probabilities as bars, the label with its calibrated confidence, Grad-CAM class choice; lesion
+    sizes; a detector's findings."""
 
     gradcamClassChosen = Signal(str, str)  # model id, class name
 
@@ -69,6 +70,8 @@ class ProbabilityPanel(QWidget):
                     line = QLabel(f"#{i}: {lesion.size_text().replace('mm2', 'mm²')}")
                     line.setWordWrap(True)
                     form.addWidget(line)
+            if result.findings is not None:
+                self._findings(result, form)
             footer = QLabel(f"{result.model_id} v{result.version} · {result.device} · {result.seconds:.2f} s")
             footer.setStyleSheet("color: gray; font-size: 10px")
             form.addWidget(footer)
@@ -99,6 +102,16 @@ class ProbabilityPanel(QWidget):
             row.addWidget(QLabel("Grad-CAM for"))
             row.addWidget(chooser, 1)
             form.addLayout(row)
+
+    @staticmethod
+    def _findings(result: ModelResult, form: QVBoxLayout) -> None:
+        """One line per finding, highest score first (as the result keeps them): score, kind, where, how big."""
+        count = len(result.findings)
+        form.addWidget(QLabel(f"{count} finding{'' if count == 1 else 's'} marked" if count else "No findings marked"))
+        for i, finding in enumerate(result.findings, 1):
+            line = QLabel(f"#{i}: {finding.line()}")
+            line.setWordWrap(True)
+            form.addWidget(line)
 
 
 class WarningsPanel(QListWidget):
@@ -163,7 +176,7 @@ class ModelInfoPanel(QTextBrowser):
 
 
 class OverlayPanel(QWidget):
-    """Toggles and sliders for the heatmap, the mask and lesion outlines, bound to a viewer state's layers.
+    """Toggles and sliders for the heatmap, the mask, lesion outlines and findings, bound to a viewer state's layers.
 
     Moving a control sets the layer; a layer changed elsewhere (a shortcut, saved settings) moves the control.
     """
@@ -183,6 +196,7 @@ class OverlayPanel(QWidget):
         self.mask_opacity = self._slider()
         self.contour = QCheckBox("Outline only")
         self.lesions = QCheckBox("Lesion outlines and sizes")
+        self.findings = QCheckBox("Findings (circles and scores)")
         form.addRow(self.heatmap)
         form.addRow(self.tile_cam)
         form.addRow("Opacity", self.heatmap_opacity)
@@ -193,6 +207,7 @@ class OverlayPanel(QWidget):
         form.addRow("Opacity", self.mask_opacity)
         form.addRow(self.contour)
         form.addRow(self.lesions)
+        form.addRow(self.findings)
         self.state: ViewerState | None = None
 
     @staticmethod
@@ -203,7 +218,8 @@ class OverlayPanel(QWidget):
 
     def bind(self, state: ViewerState) -> None:
         self.state = state
-        heatmap, mask, lesions = state.overlays.heatmap, state.overlays.mask, state.overlays.lesions
+        layers = state.overlays
+        heatmap, mask, lesions, findings = layers.heatmap, layers.mask, layers.lesions, layers.findings
         self.heatmap.toggled.connect(lambda on: setattr(heatmap, "visible", on))
         self.tile_cam.toggled.connect(lambda on: setattr(heatmap, "tile", on))
         self.heatmap_opacity.valueChanged.connect(lambda v: setattr(heatmap, "opacity", v / 100))
@@ -213,6 +229,7 @@ class OverlayPanel(QWidget):
         self.mask_opacity.valueChanged.connect(lambda v: setattr(mask, "opacity", v / 100))
         self.contour.toggled.connect(lambda on: setattr(mask, "outline_only", on))
         self.lesions.toggled.connect(lambda on: setattr(lesions, "visible", on))
+        self.findings.toggled.connect(lambda on: setattr(findings, "visible", on))
         state.events.overlays.connect(lambda _: self.follow())
         for event in (state.events.analysis, state.events.record):
             event.connect(lambda _: self.follow())
@@ -221,7 +238,7 @@ class OverlayPanel(QWidget):
     def follow(self) -> None:
         """Set every control from the state, without the controls writing back to it."""
         controls = (self.heatmap, self.tile_cam, self.heatmap_opacity, self.threshold, self.colormap, self.mask,
-                    self.mask_opacity, self.contour, self.lesions)
+                    self.mask_opacity, self.contour, self.lesions, self.findings)
         for control in controls:
             control.blockSignals(True)
         try:
@@ -242,6 +259,7 @@ class OverlayPanel(QWidget):
         self.mask_opacity.setValue(round(layers.mask.opacity * 100))
         self.contour.setChecked(layers.mask.outline_only)
         self.lesions.setChecked(layers.lesions.visible)
+        self.findings.setChecked(layers.findings.visible)
         heat = self.state.heatmap_result
         self.tile_cam.setVisible(heat is not None and heat.tile_gradcam is not None)
 

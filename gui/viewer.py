@@ -12,15 +12,18 @@ import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import (
+    QGraphicsEllipseItem,
     QGraphicsLineItem,
     QGraphicsPathItem,
     QGraphicsPixmapItem,
+    QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsSimpleTextItem,
     QGraphicsView,
 )
 
 from core.inference.overlays import heatmap_rgba, mask_rgba
+from core.inference.results import FINDING_RGB, Finding
 from core.viewer_state import ViewerState
 from gui.qimage import to_pixmap
 
@@ -28,7 +31,7 @@ MASK_COLOR = (0, 220, 120)
 
 
 class ImageViewer(QGraphicsView):
-    """Layers: image, heatmap, mask, lesion outlines; each can be replaced or hidden independently."""
+    """Layers: image, heatmap, mask, lesion outlines, findings; each can be replaced or hidden independently."""
 
     cursorMoved = Signal(int, int)  # image x, y (or -1, -1 outside)
     windowDragged = Signal(float, float)  # d(center), d(width) in display units (0..255 scale)
@@ -52,6 +55,7 @@ class ImageViewer(QGraphicsView):
             item.setTransformationMode(Qt.TransformationMode.SmoothTransformation if z else Qt.TransformationMode.FastTransformation)
             self.scene().addItem(item)
         self.lesion_items: list = []
+        self.finding_items: list = []  # per finding its circle, then its label's box (the label inside)
         self.pixel_spacing_mm: tuple[float, float] | None = None
         self._wl_origin: QPointF | None = None
         self._wheel_rest = 0  # angle delta not yet turned into a slice step (touchpads send small deltas)
@@ -82,7 +86,7 @@ class ImageViewer(QGraphicsView):
             self.set_image(self.state.display())
 
     def draw_overlays(self) -> None:
-        """The heatmap, mask and lesion layers as the bound state says: its results and layer settings."""
+        """The heatmap, mask, lesion and findings layers as the bound state says: its results and layer settings."""
         state = self.state
         layers = state.overlays
         heat = state.heatmap_to_draw()
@@ -94,6 +98,8 @@ class ImageViewer(QGraphicsView):
         else:
             self.set_mask(None)
         self.set_lesions(seg.lesions if seg else [], QColor(*MASK_COLOR), layers.lesions.visible)
+        marked = state.findings_result
+        self.set_findings(marked.findings if marked else [], layers.findings.visible)
 
     # ----- layers
     def set_image(self, display: np.ndarray, reset_view: bool = False) -> None:
@@ -147,6 +153,39 @@ class ImageViewer(QGraphicsView):
                 item.setVisible(visible)
                 self.scene().addItem(item)
                 self.lesion_items.append(item)
+
+    def set_findings(self, findings: list[Finding], visible: bool = True) -> None:
+        """Each finding as a circle of its own size with its label (score, kind) beside its upper right, on a
+        dark box: magenta text alone is lost on bright breast tissue."""
+        for item in self.finding_items:
+            self.scene().removeItem(item)
+        self.finding_items = []
+        color = QColor(*FINDING_RGB)
+        pen = QPen(color, 2)
+        pen.setCosmetic(True)  # as thick at any zoom
+        font = QFont()
+        font.setPointSize(9)
+        font.setBold(True)
+        for finding in findings:
+            x, y, r = finding.x, finding.y, finding.r
+            circle = QGraphicsEllipseItem(x - r, y - r, 2 * r, 2 * r)
+            circle.setPen(pen)
+            circle.setZValue(7)
+            box = QGraphicsRectItem()  # in screen pixels from the corner of the circle's square, at any zoom
+            box.setFlag(QGraphicsRectItem.GraphicsItemFlag.ItemIgnoresTransformations)
+            box.setPos(x + r, y - r)
+            box.setPen(QPen(Qt.PenStyle.NoPen))
+            box.setBrush(QBrush(QColor(0, 0, 0, 160)))
+            box.setZValue(8)
+            label = QGraphicsSimpleTextItem(finding.label, box)
+            label.setBrush(QBrush(color))
+            label.setFont(font)
+            label.setPos(7, 1)  # a gap of 4 screen pixels from the circle, 3 inside the box
+            box.setRect(label.mapRectToParent(label.boundingRect()).adjusted(-3, -1, 3, 1))
+            for item in (circle, box):
+                item.setVisible(visible)
+                self.scene().addItem(item)
+                self.finding_items.append(item)
 
     # ----- view
     def fit(self) -> None:

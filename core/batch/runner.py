@@ -8,6 +8,10 @@ interrupted run finishes with the same CSV as an uninterrupted one. A lock file 
 writing one output folder; a folder holding earlier results is refused unless resumed or
 overwritten, and so is an output folder inside the input folder.
 
+A detector's findings (CAD marks) go to ``results.jsonl`` as a list of circles, ``{"x", "y", "r", "score",
+"kind"}`` in image pixels of the analysed frame, origin top-left; ``results.csv`` holds their count (empty
+for bundles that do not mark findings).
+
 Heatmap and mask names are an ASCII rendering of the file's path plus a hash of its exact bytes,
 so no two files share an output and any name can be written; the row keeps the original name.
 """
@@ -35,7 +39,7 @@ from core.inference.analyzer import Analyzer, Cancelled
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
                 "probability"]
 TAIL_COLUMNS = ["lesions", "lesion_area_px", "lesion_area_mm2", "lesion_max_diameter_mm", "lesion_width_mm", "lesion_depth_mm",
-                "lesion_depth_to_width", "mask_file", "heatmap_file", "warnings", "error"]
+                "lesion_depth_to_width", "findings", "mask_file", "heatmap_file", "warnings", "error"]
 
 
 class OutputLocked(DiagnosticError):
@@ -115,6 +119,11 @@ def output_stem(relative: str) -> str:
 def _mm(value: float | None) -> str:
     """A length for results.csv: two decimals, empty where the file states no pixel spacing."""
     return "" if value is None else f"{value:.2f}"
+
+
+def _csv_row(row: dict) -> dict:
+    """A row as results.csv holds it: the count of its findings where results.jsonl has the marks."""
+    return {**row, "findings": len(row["findings"])} if isinstance(row["findings"], list) else row
 
 
 def _readable_line(name: str) -> str:
@@ -326,6 +335,8 @@ class BatchRun:
                                lesion_depth_mm=_mm(largest.depth_mm),
                                lesion_depth_to_width="" if largest.depth_to_width is None
                                else f"{largest.depth_to_width:.3f}")
+            if result.findings is not None:
+                row["findings"] = summary["findings"]
             rows.append(row)
         return rows
 
@@ -342,7 +353,7 @@ class BatchRun:
     def _append(self, rows: list[dict], relative: str) -> None:
         with self.csv_path.open("a", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, self.columns, lineterminator="\n")
-            writer.writerows(rows)
+            writer.writerows(_csv_row(row) for row in rows)
             fh.flush()
             os.fsync(fh.fileno())
         with (self.out / "results.jsonl").open("a", encoding="utf-8") as fh:

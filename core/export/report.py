@@ -15,7 +15,7 @@ from core import __version__
 from core.export.anonymise import anonymise_study
 from core.imaging.record import ImageRecord
 from core.inference.overlays import blend_heatmap
-from core.inference.results import Analysis
+from core.inference.results import FINDING_RGB, Analysis, Finding
 
 DISCLAIMER = ("Decision support only - not a medical device. Findings are model outputs that must be confirmed "
               "by a qualified reader; they are not a diagnosis.")
@@ -33,7 +33,7 @@ def _pyplot():
 
 
 def overlay_picture(record: ImageRecord, analysis: Analysis) -> np.ndarray:
-    """The image with the first heatmap blended in and lesion outlines drawn (what the report shows)."""
+    """The image with the first heatmap blended in, lesion outlines and findings drawn (what the report shows)."""
     display = record.display(analysis.frame)
     picture = display if display.ndim == 3 else cv2.cvtColor(display, cv2.COLOR_GRAY2RGB)
     heat = next((r.heatmap for r in analysis.results if r.heatmap is not None), None)
@@ -43,6 +43,28 @@ def overlay_picture(record: ImageRecord, analysis: Analysis) -> np.ndarray:
         if result.mask is not None:
             contours, _ = cv2.findContours(result.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             picture = cv2.drawContours(picture.copy(), contours, -1, (0, 230, 120), max(1, picture.shape[0] // 250))
+    for result in analysis.results:
+        if result.findings:
+            picture = _draw_findings(picture, result.findings)
+    return picture
+
+
+def _draw_findings(picture: np.ndarray, findings: list[Finding]) -> np.ndarray:
+    """A copy of ``picture`` with each finding's circle and its label on a dark box beside the circle's upper
+    right (as the viewer draws them), strokes and text scaled to the picture so they read alike on a small
+    scan and a full mammogram."""
+    picture = np.ascontiguousarray(picture).copy()  # the display of a colour image is the record's own array
+    height = picture.shape[0]
+    thickness, scale = max(1, height // 250), max(0.35, height / 900)
+    pad = 2 * thickness
+    for finding in findings:
+        cv2.circle(picture, (round(finding.x), round(finding.y)), max(1, round(finding.r)), FINDING_RGB, thickness,
+                   cv2.LINE_AA)
+        (text_w, text_h), baseline = cv2.getTextSize(finding.label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        left, top = round(finding.x + finding.r) + 2 * pad, round(finding.y - finding.r)
+        cv2.rectangle(picture, (left, top), (left + text_w + 2 * pad, top + text_h + baseline + 2 * pad), (0, 0, 0), -1)
+        cv2.putText(picture, finding.label, (left + pad, top + pad + text_h), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    FINDING_RGB, thickness, cv2.LINE_AA)
     return picture
 
 
@@ -72,7 +94,7 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
         ax = fig.add_axes([0.06, 0.47, 0.5, 0.4])
         ax.imshow(overlay_picture(record, analysis), cmap="gray")
         ax.set_axis_off()
-        ax.set_title("Image with Grad-CAM / lesion outlines", fontsize=9)
+        ax.set_title("Image with Grad-CAM / lesion outlines / findings", fontsize=9)
         y = 0.87
         for result in analysis.results:
             if result.task == "classification":
@@ -95,6 +117,12 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
                 for i, lesion in enumerate(result.lesions[:8], 1):
                     lines.extend(textwrap.wrap(f"   #{i}: {lesion.size_text()}, box {lesion.bbox}", 100,
                                                subsequent_indent="       "))
+            if result.findings is not None:
+                lines.append(f"   {len(result.findings)} finding(s), highest score first")
+                for i, finding in enumerate(result.findings[:8], 1):
+                    lines.append(f"   #{i}: {finding.line()}")
+                if len(result.findings) > 8:
+                    lines.append(f"   ... and {len(result.findings) - 8} more")
             for warning in result.warnings:
                 lines.extend(textwrap.wrap(f"   WARNING: {warning}", 100))
         for warning in analysis.warnings:
@@ -125,7 +153,7 @@ def write_batch_report(batch_dir: Path, out: Path | None = None, rows_per_page: 
         _footer(fig)
         pdf.savefig(fig)
         plt.close(fig)
-        columns = ["file", "model", "label", "probability", "lesions", "lesion_area_mm2", "error"]
+        columns = ["file", "model", "label", "probability", "lesions", "lesion_area_mm2", "findings", "error"]
         for start in range(0, len(rows), rows_per_page):
             fig = plt.figure(figsize=A4)
             ax = fig.add_axes([0.03, 0.08, 0.94, 0.88])

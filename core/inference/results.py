@@ -82,6 +82,44 @@ class Lesion:
         return text + (f", D/W {self.depth_to_width:.2f}" if self.calipers else "")
 
 
+# CAD marks are drawn in one colour wherever they are shown (viewer, report): magenta, apart from the green
+# lesion outline and mask and from every heatmap colour map.
+FINDING_RGB = (255, 70, 220)
+
+
+@dataclass
+class Finding:
+    """One suspicious spot a detector marks: a circle on the analysed frame with the detector's probability."""
+
+    x: float  # centre, image pixels of the analysed frame, origin top-left
+    y: float
+    r: float  # radius in image pixels
+    score: float  # the detector's probability for this mark, 0..1
+    kind: str | None = None  # "mass", "calcification", ... when the detector says
+    spacing_mm: tuple[float, float] | None = None  # (row, column) pixel spacing, where the image states it
+
+    def to_dict(self) -> dict:
+        """Image pixels to a tenth (marks are no finer), the score to four places."""
+        return {"x": round(self.x, 1), "y": round(self.y, 1), "r": round(self.r, 1), "score": round(self.score, 4),
+                "kind": self.kind}
+
+    @property
+    def label(self) -> str:
+        """The short label drawn beside the circle: the score, then the kind when known."""
+        return f"{self.score:.2f}" + (f" {self.kind}" if self.kind else "")
+
+    def size_text(self) -> str:
+        """The circle's diameter, in mm where the spacing is known (the longer pixel side: a circle on
+        non-square pixels is an ellipse in mm, and its longest diameter is what a reader measures)."""
+        if self.spacing_mm is None:
+            return f"Ø {2 * self.r:.0f} px"
+        return f"Ø {2 * self.r * max(self.spacing_mm):.1f} mm"
+
+    def line(self) -> str:
+        """One line for a reader (findings panel, report): score and kind, position and size."""
+        return f"{self.label} at x {self.x:.0f}, y {self.y:.0f} px, {self.size_text()}"
+
+
 @dataclass
 class ModelResult:
     """What one bundle said about one frame."""
@@ -103,6 +141,12 @@ class ModelResult:
     warnings: list[str] = field(default_factory=list)
     tta_agreement: float | None = None
     seconds: float = 0.0
+    # None: this bundle does not mark findings; []: it marks none here. Kept highest score first.
+    findings: list[Finding] | None = None
+
+    def __post_init__(self) -> None:
+        if self.findings is not None:
+            self.findings = sorted(self.findings, key=lambda f: -f.score)
 
     @property
     def confidence(self) -> float | None:
@@ -130,6 +174,8 @@ class ModelResult:
             out.update(lesions=len(self.lesions), lesion_area_px=int(sum(l.area_px for l in self.lesions)),
                        lesion_area_mm2=round(sum(area), 3) if area and len(area) == len(self.lesions) else None,
                        lesion_details=[l.to_dict() for l in self.lesions])
+        if self.findings is not None:
+            out["findings"] = [f.to_dict() for f in self.findings]
         return out
 
 
