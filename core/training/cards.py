@@ -206,7 +206,9 @@ def _encoder_sentence(manifest: dict) -> str:
     if "trunk_file" in arch:
         return (f"{ensemble}Encoder = ImageNet Xception fine-tuned whole"
                 f"{_continued(manifest['training'].get('started_from'))} (its own `{arch['trunk_file']}`, float16 on disk")
-    return f"{ensemble}Frozen encoder = ImageNet Xception (`{arch['backbone_file']}`"
+    origin = ("ImageNet Xception" if "backbones/xception-imagenet" in arch["backbone_file"]
+              else arch["weights_origin"].split(";")[0])
+    return f"{ensemble}Frozen encoder = {origin} (`{arch['backbone_file']}`"
 
 
 def _continued(start: dict | None) -> str:

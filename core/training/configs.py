@@ -308,7 +308,11 @@ CONFIGS: dict[str, BundleConfig] = {
                   "pituitary tumours, one hospital) and FLAIR (TCGA lower-grade gliomas: the FLAIR abnormality, which "
                   "includes oedema). An outline on another sequence (T2, DWI, non-contrast T1) or on a CT is outside "
                   "what it was fitted on. Its encoder is the 4-class classifier's network, frozen (only the U-Net decoder was "
-                  "trained, on 2 CPU cores), so outlines are coarse: use the area and diameter as a rough guide.\n",
+                  "trained, on 2 CPU cores), so outlines are coarse: use the area and diameter as a rough guide. "
+                  "Its split follows the 4-class classifier's (no validation slice trained the encoder or the decoder), "
+                  "whose figshare validation slices were grouped by near-duplicates, not patients: 280 of the 287 "
+                  "figshare validation slices share a patient with training slices, so the figshare row is same-patient "
+                  "Dice; the LGG row is 12 patients no part of the model saw.\n",
         ),
         BundleConfig(
             id="breast-mg-lesion-seg",
