@@ -138,7 +138,7 @@ def test_shipped_manifests_load_typed_and_match_the_schema(manifest_file):
     assert info.extra["training"] == raw["training"] and "validation_metrics" in info.extra  # training metadata kept
     assert not set(info.extra) & BundleManifest.top_level_keys()
     assert _schema_errors(raw) == []
-    assert (manifest_file.parent / info.changelog).is_file()  # every shipped bundle keeps its history
+    assert raw["changelog"] == info.changelog and (manifest_file.parent / info.changelog).is_file()  # every shipped bundle names its history
 
 
 def test_shipped_registry_has_no_problems_and_summaries_name_the_changelog():

@@ -79,6 +79,7 @@ def _common_manifest(config: BundleConfig, plan: dict, weights_sha: str, weights
         "version": config.version,
         "title": config.title,
         "notes": config.notes,
+        "changelog": "CHANGELOG.md",  # written by hand, one line per version or trial (its card points to it)
         "modality": config.modality,
         "task": config.task,
         "architecture": {
