@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 # Default start of the part that fine-tuning unfreezes (a bundle may start lower); the trunk is
@@ -15,6 +16,9 @@ TOP_BLOCK_START = {"xception": "block14_sepconv1", "resnet50v2": "conv5_block3_p
 # Grad-CAM target: the last convolutional activation of each backbone.
 LAST_CONV = {"xception": "block14_sepconv2_act", "resnet50v2": "post_relu"}
 # Multi-scale encoder outputs for U-Net skip connections, finest first (strides ~2, 4, 8, 16).
+# Layers Keras names itself (``conv2d``, ``conv2d_3``): matched by order, not name, when weights move between models.
+_AUTO_NAMED = {"conv2d", "batch_normalization"}
+_AUTO_NAME = re.compile(r"_\d+$")
 SKIP_LAYERS = {
     "xception": ["block1_conv2_act", "block3_sepconv2_bn", "block4_sepconv2_bn", "block13_sepconv2_bn"],
 }
@@ -52,23 +56,39 @@ def build_backbone(arch: str, weights: str | Path | None):
 
 
 def assemble_backbone(arch: str, parts) -> object:
-    """A headless ``arch`` backbone whose every weighted layer takes the weights of the layer of the same name in
-    ``parts`` (Keras models, nested ones searched too): a fine-tuned classifier's trunk and head made one backbone
-    again, e.g. the encoder a segmenter of the same images starts from. Refused when a layer has no source."""
+    """A headless ``arch`` backbone whose every weighted layer takes the weights of its counterpart in ``parts``
+    (Keras models in network order, nested ones searched too): a fine-tuned classifier's trunk and head made one
+    backbone again, e.g. the encoder a segmenter of the same images starts from. Named layers match by name;
+    Keras' auto-named ones (Xception's residual ``conv2d_N``, whose N depends on what the process built before)
+    by their order within their kind. Refused when a layer has no counterpart."""
     import keras
 
     def leaves(model):
         for layer in model.layers:
             yield from leaves(layer) if isinstance(layer, keras.Model) else (layer,)
 
-    source = {layer.name: layer for part in parts for layer in leaves(part)}
+    def keyed(layers) -> dict:
+        seen: dict[str, int] = {}
+        out = {}
+        for layer in layers:
+            if not layer.weights:
+                continue
+            kind = _AUTO_NAME.sub("", layer.name)
+            if kind in _AUTO_NAMED:
+                seen[kind] = seen.get(kind, -1) + 1
+                out[(kind, seen[kind])] = layer
+            else:
+                out[layer.name] = layer
+        return out
+
+    source = keyed(layer for part in parts for layer in leaves(part))
     backbone = build_backbone(arch, None)
-    missing = [layer.name for layer in backbone.layers if layer.weights and layer.name not in source]
+    target = keyed(backbone.layers)
+    missing = [key for key in target if key not in source]
     if missing:
         raise ValueError(f"no weights for {len(missing)} {arch} layers (first: {missing[0]})")
-    for layer in backbone.layers:
-        if layer.weights:
-            layer.set_weights(source[layer.name].get_weights())
+    for key, layer in target.items():
+        layer.set_weights(source[key].get_weights())
     return backbone
 
 
