@@ -10,9 +10,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core import __version__
 from core.errors import DiagnosticError
+from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, bundle_scale, check_user_um, um_at_magnification
+
+if TYPE_CHECKING:
+    from core.models.registry import Registry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "brain_mri_sample.jpg"
@@ -103,15 +108,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             raise DiagnosticError(f"frame {args.frame} does not exist: the file has {record.frames} frame(s)")
         frames = range(record.frames) if args.all_frames else [args.frame]
         analyses = [engine.submit(record, frame=f, model_ids=args.model or None, gradcam=True,
-                                  gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta).result()
+                                  gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta,
+                                  microns_per_pixel=args.microns_per_pixel).result()
                     for f in frames]
+        registry = engine.analyzer.registry
     except DiagnosticError as exc:
         _print_json({"path": str(args.path), "error": str(exc)})
         return 2
     finally:
         engine.shutdown()
     try:
-        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1) for a in analyses]
+        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1, registry=registry)
+                   for a in analyses]
     except (DiagnosticError, OSError) as exc:  # an output could not be written: never reported as written
         from core.export.files import os_reason
 
@@ -135,6 +143,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 area = f", {r['lesion_area_mm2']:.1f} mm2" if r["lesion_area_mm2"] is not None else f", {r['lesion_area_px']} px"
                 print(f"  {r['model']} [{r['device']}]: {r['lesions']} lesion(s){area}" +
                       (f"  mask {r['mask_file']}" if r.get("mask_file") else ""))
+            if "scale" in r:
+                print(f"    scale: {r['scale']['text']}")
             for w in r["warnings"]:
                 print(f"    warning: {w}")
     return 0
@@ -155,14 +165,20 @@ def _record_history(analyses, series: bool) -> None:
         print(f"warning: {exc}", file=sys.stderr)
 
 
-def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool) -> dict:
-    """The analysis as JSON, writing the heatmap/mask files the options ask for."""
+def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool, registry: Registry) -> dict:
+    """The analysis as JSON, writing the heatmap/mask files the options ask for; results of bundles that tile at
+    a physical scale say which scale of the image they used and where it came from."""
     from core.export.files import write_heatmap_png, write_mask_png
 
     out = analysis.to_dict()
     out["warnings"] = list(getattr(record, "warnings", [])) + list(out.get("warnings", []))  # e.g. loaded downsampled
     display = record.display(analysis.frame)
     for result, summary in zip(analysis.results, out["results"]):
+        bundle = registry.bundles.get(result.model_id)
+        scale = bundle_scale(bundle.tiling, record, args.microns_per_pixel) if bundle is not None else None
+        if scale is not None:
+            summary["scale"] = {"um_y": round(scale.um_y, 5), "um_x": round(scale.um_x, 5), "source": scale.source,
+                                "text": scale.describe()}
         if args.heatmap_out and result.heatmap is not None:
             target = _numbered(args.heatmap_out, result, analysis, numbered_frames)
             summary["heatmap_file"] = str(write_heatmap_png(display, result.heatmap, target))
@@ -211,7 +227,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             history = History()
         run = BatchRun(args.folder, args.out, analyzer=engine.analyzer, model_ids=args.model, resume=args.resume,
                        all_frames=args.all_frames, heatmaps=not args.no_heatmaps, cancel=cancel, on_progress=progress,
-                       history=history, overwrite=args.overwrite)
+                       history=history, overwrite=args.overwrite, microns_per_pixel=args.microns_per_pixel)
         future = engine.call(run.run)
         while True:
             try:
@@ -272,6 +288,42 @@ def cmd_gui(args: argparse.Namespace) -> int:
     return run(args.paths or [str(SAMPLE)])
 
 
+def _magnification(text: str) -> float:
+    """``--magnification 400`` (or ``400x``) as micrometres per pixel of a BreakHis-type camera."""
+    try:
+        magnification = int(text.strip().lower().removesuffix("x"))
+    except ValueError:
+        magnification = None
+    if magnification not in MAGNIFICATIONS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(map(str, MAGNIFICATIONS))}")
+    return um_at_magnification(magnification)
+
+
+def _microns(text: str) -> float:
+    """``--microns-per-pixel X``, refused unless a microscope could give it (core.models.scale.PLAUSIBLE_UM)."""
+    try:
+        um = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    try:
+        return check_user_um(um)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_scale_options(parser: argparse.ArgumentParser) -> None:
+    """The image's scale as the user knows it, one way or the other; both fill ``args.microns_per_pixel``."""
+    group = parser.add_argument_group(
+        "microscopy scale", "For microscopy bundles that tile at a physical scale (histology): the image's scale, "
+        "overriding the one its file states (DICOM, TIFF or a BreakHis-style name); without either the bundle's "
+        "usual scale is assumed, with a warning. Other bundles ignore it.")
+    either = group.add_mutually_exclusive_group()
+    either.add_argument("--magnification", type=_magnification, dest="microns_per_pixel", metavar="{40,100,200,400}",
+                        help="objective magnification, for a BreakHis-type camera (40x: 0.49 um per pixel)")
+    either.add_argument("--microns-per-pixel", type=_microns, dest="microns_per_pixel", metavar="UM",
+                        help=f"micrometres per image pixel ({PLAUSIBLE_UM[0]:g} to {PLAUSIBLE_UM[1]:g})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
@@ -309,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true")
     analyze.add_argument("--series", action="store_true",
                          help="PATH is a folder or DICOMDIR: analyse each series as a whole (core.series)")
+    _add_scale_options(analyze)
     analyze.set_defaults(func=cmd_analyze)
 
     batch = sub.add_parser("batch", help="analyse every image in a folder into CSV/JSON (resumable)")
@@ -320,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--all-frames", action="store_true", help="analyse every frame of multi-frame files")
     batch.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images (faster)")
     batch.add_argument("--no-history", action="store_true", help="do not record the analyses in the history")
+    _add_scale_options(batch)
     batch.set_defaults(func=cmd_batch)
 
     history = sub.add_parser("history", help="earlier analyses, images and series (all, or of the same image content)")

@@ -24,6 +24,7 @@ import numpy as np
 from core.imaging.record import ImageRecord, Modality
 from core.imaging.windowing import WindowPreset, min_window_width
 from core.inference.results import Analysis, ModelResult
+from core.models.scale import check_user_um
 from core.series.analysis import SeriesAnalysis, SliceCache
 from core.series.geometry import orientation_markers
 from core.series.index import Series, SliceRef
@@ -223,15 +224,16 @@ class ViewerState:
 
     Events (each called with the new value): ``record`` (another image or series, or None), ``series``
     (the series opened, None for a single file), ``slice`` (index), ``window`` (the chosen window, None for
-    the file's own default), ``modality``, ``chosen_models``, ``analysis`` (or None: the analysis of the
-    slice shown), ``series_analysis`` (or None), ``heatmap`` (the analysis, after Grad-CAM for another class
-    replaced a heatmap) and ``overlays`` (the layer that changed). Scrolling a series fires ``slice`` only
-    (and ``analysis`` when the results shown change), never ``record``.
+    the file's own default), ``modality``, ``scale`` (the user's micrometres per pixel of a microscopy image,
+    None: the file's own), ``chosen_models``, ``analysis`` (or None: the analysis of the slice shown),
+    ``series_analysis`` (or None), ``heatmap`` (the analysis, after Grad-CAM for another class replaced a
+    heatmap) and ``overlays`` (the layer that changed). Scrolling a series fires ``slice`` only (and
+    ``analysis`` when the results shown change), never ``record``.
     """
 
     def __init__(self, overlays: Overlays | None = None) -> None:
-        self.events = Events("record", "series", "slice", "window", "modality", "chosen_models", "analysis",
-                             "series_analysis", "heatmap", "overlays")
+        self.events = Events("record", "series", "slice", "window", "modality", "scale", "chosen_models",
+                             "analysis", "series_analysis", "heatmap", "overlays")
         self._record: ImageRecord | None = None
         self._slice = 0
         self._series: Series | None = None
@@ -245,6 +247,7 @@ class ViewerState:
         self.slice_cache = SliceCache()
         self._window: WindowPreset | None = None
         self._chosen_models: list[str] = []
+        self._microns_per_pixel: float | None = None
         self._analysis: Analysis | None = None
         self.overlays = overlays or Overlays()
         for layer in self.overlays:
@@ -263,9 +266,12 @@ class ViewerState:
         self._series, self._series_analysis, self._slice_error = None, None, None
         self._slice_analyses, self._derived = {}, {}
         self._record, self._slice, self._window, self._analysis = record, 0, None, None
+        had_scale = self._reset_scale()
         if had_series:
             self.events.series.emit(None)
         self.events.record.emit(record)
+        if had_scale:
+            self.events.scale.emit(None)
         if had_analysis:
             self.events.analysis.emit(None)
         if had_series_analysis:
@@ -286,12 +292,15 @@ class ViewerState:
             self._close_stack()
         self._series, self._stack, self._record, self._slice = series, stack, record, start
         self._window, self._slice_error, self._slice_analyses, self._derived = None, None, {}, {}
+        had_scale = self._reset_scale()
         self.slice_cache = self._caches.setdefault(series.key, SliceCache())
         self._series_analysis = self._series_analyses.get(series.key)
         self._analysis = self._analysis_for_slice()
         stack.set_current(start)
         self.events.series.emit(series)
         self.events.record.emit(record)
+        if had_scale:
+            self.events.scale.emit(None)
         if had_analysis or self._analysis is not None:
             self.events.analysis.emit(self._analysis)
         if had_series_analysis or self._series_analysis is not None:
@@ -496,6 +505,8 @@ class ViewerState:
             self._series_analyses.pop(self._series.key, None)
             self.events.series_analysis.emit(None)
         self.events.modality.emit(self._record.modality)
+        if not self.scale_applies and self._reset_scale():  # no control shows it now: it must not act unseen
+            self.events.scale.emit(None)
         self.set_analysis(None)
 
     def modality_text(self) -> str:
@@ -506,6 +517,47 @@ class ViewerState:
         if r.modality_source == "guess" and r.modality_confidence is not None:
             note += f" ({r.modality_confidence:.0%}); set it if wrong"
         return note
+
+    # ----- microscopy scale
+    @property
+    def scale_applies(self) -> bool:
+        """Only a microscopy image has a magnification to set: bundles that tile at a physical scale read it."""
+        return self._record is not None and self._record.modality is Modality.SM
+
+    @property
+    def microns_per_pixel(self) -> float | None:
+        """The image's scale as the user set or confirmed it, handed to every analysis; None: the file's own
+        (else the bundle's assumed one, with a warning)."""
+        return self._microns_per_pixel
+
+    def set_microns_per_pixel(self, um: float | None) -> None:
+        """Set (or, None, go back to the file's) scale of the microscopy image shown; analyses at another scale
+        no longer apply, a series' kept ones included. ValueError for a scale no microscope gives."""
+        um = None if um is None else check_user_um(um)
+        if um == self._microns_per_pixel or (um is not None and not self.scale_applies):
+            return
+        self._forget_scaled_results()
+        self._microns_per_pixel = um
+        if self._series_analysis is not None:
+            self._series_analysis, self._derived = None, {}
+            self.events.series_analysis.emit(None)
+        self.events.scale.emit(um)
+        self.set_analysis(None)
+
+    def _reset_scale(self) -> bool:
+        """Back to the file's scale (another image has its own magnification); True if the user's was set."""
+        if self._microns_per_pixel is None:
+            return False
+        self._forget_scaled_results()
+        self._microns_per_pixel = None
+        return True
+
+    def _forget_scaled_results(self) -> None:
+        """Drop every kept result made at the current scale: slice analyses, series analyses, slice caches."""
+        self._slice_analyses.clear()
+        self._series_analyses.clear()
+        self._caches.clear()
+        self.slice_cache = self._caches.setdefault(self._series.key, SliceCache()) if self._series else SliceCache()
 
     @property
     def chosen_models(self) -> list[str]:

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QDockWidget,
     QFileDialog,
+    QInputDialog,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -39,6 +40,7 @@ from core.history import History
 from core.inference.analyzer import Analyzer, Engine
 from core.inference.results import Analysis
 from core.models.registry import Registry
+from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, bundle_scale, magnification_at, um_at_magnification
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
 from core.series.hanging import hung_picture, screening_exams
 from core.series.index import Series, StudyIndex, index_path
@@ -53,6 +55,7 @@ from gui.workers import FutureBridge
 DISCLAIMER = "Decision support only — not a medical device. Every finding must be confirmed by a qualified reader."
 IMAGE_FILTER = "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
 MAX_RECENT = 10
+CUSTOM_SCALE = "custom"  # the scale box item that asks for micrometres per pixel
 
 
 class MainWindow(QMainWindow):
@@ -151,6 +154,7 @@ class MainWindow(QMainWindow):
         self._refresh_history()  # earlier analyses, images and series, read in the background
         self.state.events.window.connect(lambda _: self._update_wl_label())
         self.state.events.modality.connect(lambda _: self._update_modality_note())
+        self.state.events.scale.connect(self._show_scale)
         self.state.events.analysis.connect(self._show_results)
         self.state.events.overlays.connect(self._remember_overlays)
         self.probabilities.gradcamClassChosen.connect(self._gradcam_for_class)
@@ -248,6 +252,19 @@ class MainWindow(QMainWindow):
         toolbar.addWidget(self.modality_box)
         self.modality_note = QLabel("")
         toolbar.addWidget(self.modality_note)
+        self.scale_box = QComboBox()
+        self.scale_box.addItem("From file", None)
+        for magnification in MAGNIFICATIONS:
+            self.scale_box.addItem(f"{magnification}x", um_at_magnification(magnification))
+        self.scale_box.addItem("Custom µm/px…", CUSTOM_SCALE)
+        self.scale_box.setToolTip("Magnification of this microscopy image: histology models tile at a physical "
+                                  "scale. From file: the scale the file states (DICOM, TIFF, BreakHis-style name), "
+                                  "else the model's usual one, with a warning. 40x–400x: a BreakHis-type camera.")
+        self.scale_box.activated.connect(self._scale_chosen)
+        # a toolbar shows or hides its widgets through their actions
+        self.scale_actions = [toolbar.addSeparator(), toolbar.addWidget(QLabel(" Scale: ")),
+                              toolbar.addWidget(self.scale_box)]
+        self._update_scale_control()
         toolbar.addSeparator()
         toolbar.addWidget(QLabel(" Slice: "))
         self.frame_slider = QSlider(Qt.Orientation.Horizontal)
@@ -408,7 +425,7 @@ class MainWindow(QMainWindow):
         self.frame_slider.setEnabled(self.state.slice_count > 1)
         self.frame_slider.blockSignals(False)
         self.frame_label.setText(self.state.slice_text())
-        self._update_modality_note()
+        self._update_modality_note()  # and the scale box, shown for microscopy only
         self._fill_presets()
         self._show_results(self.state.analysis)
         self.metadata.show_rows(record.metadata)
@@ -471,6 +488,48 @@ class MainWindow(QMainWindow):
     def _update_modality_note(self) -> None:
         if self.state.record is not None:
             self.modality_note.setText(self.state.modality_text())
+        self._update_scale_control()
+
+    # ----- microscopy scale
+    def _update_scale_control(self) -> None:
+        """The scale box is there for microscopy images only: no other image has a magnification to set."""
+        for action in self.scale_actions:
+            action.setVisible(self.state.scale_applies)
+
+    def _scale_chosen(self) -> None:
+        """The user set or confirmed the magnification: results at another scale go, and (when analysing
+        automatically) the image is analysed again at this one."""
+        um = self.scale_box.currentData()
+        if um == CUSTOM_SCALE:
+            um = self._ask_microns()
+            if um is None:  # cancelled: the box shows the scale still in use
+                self._show_scale(self.state.microns_per_pixel)
+                return
+        if um == self.state.microns_per_pixel:
+            return
+        self.state.set_microns_per_pixel(um)
+        if self.auto_analyse:
+            self.analyse()
+
+    def _ask_microns(self) -> float | None:
+        """Micrometres per pixel typed by the user, or None when cancelled."""
+        lo, hi = PLAUSIBLE_UM
+        um, ok = QInputDialog.getDouble(self, "Image scale", "Micrometres per image pixel:",
+                                        self.state.microns_per_pixel or 0.5, lo, hi, 4)
+        return um if ok else None
+
+    def _show_scale(self, um: float | None) -> None:
+        """The box follows the state's scale: From file, a magnification, or the custom value."""
+        custom = self.scale_box.findData(CUSTOM_SCALE)
+        magnification = None if um is None else magnification_at(um)
+        if um is None:
+            index = 0
+        elif magnification is not None:
+            index = 1 + MAGNIFICATIONS.index(magnification)
+        else:
+            index = custom
+        self.scale_box.setItemText(custom, f"{um:g} µm/px" if index == custom else "Custom µm/px…")
+        self.scale_box.setCurrentIndex(index)
 
     def choose_models(self) -> None:
         dialog = QDialog(self)
@@ -515,13 +574,18 @@ class MainWindow(QMainWindow):
             return
         self._busy("Analysing (loading models on first use)…")
         self.analyse_action.setEnabled(False)  # one analysis of the shown image at a time
-        future = self.engine.submit(state.record, frame=state.frame, model_ids=state.chosen_models or None)
+        um = state.microns_per_pixel
+        future = self.engine.submit(state.record, frame=state.frame, model_ids=state.chosen_models or None,
+                                    microns_per_pixel=um)
         record, series, key = state.record, state.series, state.slice_key
-        self.bridge.watch(future, lambda a: self._analysed(a, record, series, key), self._analysis_failed)
+        self.bridge.watch(future, lambda a: self._analysed(a, record, series, key, um), self._analysis_failed)
 
-    def _analysed(self, analysis: Analysis, record: ImageRecord, series=None, key: str | None = None) -> None:
+    def _analysed(self, analysis: Analysis, record: ImageRecord, series=None, key: str | None = None,
+                  um: float | None = None) -> None:
         self._busy(None)
         self.analyse_action.setEnabled(True)
+        if um != self.state.microns_per_pixel:
+            return  # made at a scale the user has changed since
         if series is not None:
             if series is not self.state.series:
                 return  # the user opened another series meanwhile
@@ -544,11 +608,21 @@ class MainWindow(QMainWindow):
             self.warnings.show_warnings([])
             return
         titles = {b.id: b.info.title or b.id for b in self.registry.bundles.values()}
-        self.probabilities.show_analysis(analysis, titles)
+        self.probabilities.show_analysis(analysis, titles, self._scales(analysis))
         if not analysis.results:
             self.probabilities.clear(" ".join(analysis.warnings))
         self.warnings.show_warnings(analysis.warnings + [w for r in analysis.results for w in r.warnings])
         self.model_info.show_models([self._model_summary(r.model_id) for r in analysis.results])
+
+    def _scales(self, analysis: Analysis) -> dict[str, str]:
+        """Which scale of the image each result of a bundle that tiles at a physical scale used, and whence."""
+        scales = {}
+        for result in analysis.results:
+            bundle = self.registry.bundles.get(result.model_id)
+            scale = bundle_scale(bundle.tiling, self.state.record, self.state.microns_per_pixel) if bundle else None
+            if scale is not None:
+                scales[result.model_id] = scale.describe().replace(" um ", " µm ")
+        return scales
 
     def _model_summary(self, model_id: str) -> dict:
         bundle = self.registry.bundles.get(model_id)
@@ -599,11 +673,11 @@ class MainWindow(QMainWindow):
         self.docks["Series"].show()
         self.series_panel.started(len(series))
         self._busy(f"Analysing {len(series)} slices…")
-        modality = self.modality_box.currentData()
+        modality, um = self.modality_box.currentData(), state.microns_per_pixel
         future = submit_series(series, self.engine, model_ids=state.chosen_models or None, cancel=cancel,
-                               cache=state.slice_cache, modality=modality,
+                               cache=state.slice_cache, modality=modality, microns_per_pixel=um,
                                progress=lambda p: self.series_panel.progressed.emit(p.done, p.total))
-        self.bridge.watch(future, self._series_analysed, self._series_failed)
+        self.bridge.watch(future, lambda a: self._series_analysed(a, um), self._series_failed)
 
     def cancel_series_analysis(self) -> None:
         if self.series_cancel is not None:
@@ -616,11 +690,12 @@ class MainWindow(QMainWindow):
         self.series_cancel = None
         self.analyse_series_action.setEnabled(True)
 
-    def _series_analysed(self, analysis: SeriesAnalysis) -> None:
+    def _series_analysed(self, analysis: SeriesAnalysis, um: float | None = None) -> None:
         self._series_done()
         done = f"{analysis.slices_analysed} slice(s) analysed in {analysis.seconds:.1f} s"
         self.series_panel.finished(("Cancelled: " if analysis.cancelled else "") + done)
-        self.state.set_series_analysis(analysis)  # ignored when another series is shown now
+        if um == self.state.microns_per_pixel:  # not one made at a scale the user has changed since
+            self.state.set_series_analysis(analysis)  # ignored when another series is shown now
         if analysis.results and not analysis.cancelled:  # a cancelled run is not recorded: its verdicts are partial
             self.bridge.run(self.history.add_series, analysis, on_done=lambda _: self._refresh_history(),
                             on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
@@ -651,7 +726,8 @@ class MainWindow(QMainWindow):
         if state.record is None or state.analysis is None:
             return
         self._busy(f"Grad-CAM for {class_name}…")
-        future = self.engine.submit(state.record, frame=state.frame, model_ids=[model_id], target_class=class_name)
+        future = self.engine.submit(state.record, frame=state.frame, model_ids=[model_id], target_class=class_name,
+                                    microns_per_pixel=state.microns_per_pixel)
         shown = state.analysis
 
         def replace(update: Analysis) -> None:

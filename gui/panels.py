@@ -53,7 +53,8 @@ class ProbabilityPanel(QWidget):
         self.placeholder.setText(text)
         self.placeholder.show()
 
-    def show_analysis(self, analysis: Analysis, titles: dict[str, str]) -> None:
+    def show_analysis(self, analysis: Analysis, titles: dict[str, str], scales: dict[str, str]) -> None:
+        """``scales``: by model id, the image scale a bundle that tiles at a physical scale used, and whence."""
         self.clear()
         self.placeholder.hide()
         for result in analysis.results:
@@ -70,6 +71,10 @@ class ProbabilityPanel(QWidget):
                     line = QLabel(f"#{i}: {lesion.size_text().replace('mm2', 'mm²')}")
                     line.setWordWrap(True)
                     form.addWidget(line)
+            if result.model_id in scales:
+                scale = QLabel(f"Scale: {scales[result.model_id]}")
+                scale.setWordWrap(True)
+                form.addWidget(scale)
             if result.findings is not None:
                 self._findings(result, form)
             footer = QLabel(f"{result.model_id} v{result.version} · {result.device} · {result.seconds:.2f} s")

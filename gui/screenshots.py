@@ -6,6 +6,7 @@ state as a user would:
 
 - ``slice=N``: show frame N (counted from 0) and analyse it;
 - ``wl=DC/DW``: drag the window/level by DC (vertical) and DW (horizontal) display pixels;
+- ``mag=N``: a microscopy image's magnification set to N (40, 100, 200 or 400) and the image analysed again;
 - ``hide=LAYER``: hide an overlay layer (heatmap, mask or lesions);
 - ``menu=export``: the File ▸ Export menu open (the screen is grabbed, so this needs a real display);
 - ``batch=1``: IMAGE is a folder: the Analyse folder dialog runs over it and is saved when done;
@@ -27,6 +28,7 @@ from PySide6.QtCore import QEvent, QEventLoop, QPoint, QSettings
 from PySide6.QtWidgets import QApplication
 
 from core.history import History
+from core.models.scale import um_at_magnification
 from gui.main_window import MainWindow
 
 
@@ -122,6 +124,10 @@ def main(argv: list[str]) -> int:
                 ok = _analysed(app, window)
             if "slice" in options and not options.get("series"):
                 window.state.set_slice(int(options["slice"]))
+                window.analyse()
+                ok = _analysed(app, window)
+            if "mag" in options:
+                window.state.set_microns_per_pixel(um_at_magnification(int(options["mag"])))
                 window.analyse()
                 ok = _analysed(app, window)
             if "hide" in options:

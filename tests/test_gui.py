@@ -183,6 +183,68 @@ def test_modality_box_sets_the_state_and_the_note_follows(qtbot, window, planted
     assert window.modality_note.text() == window.state.modality_text() == "  Breast ultrasound — from user"
 
 
+def _texts(widget) -> list[str]:
+    from PySide6.QtWidgets import QLabel
+
+    return [label.text() for label in widget.findChildren(QLabel)]
+
+
+def test_scale_box_is_for_microscopy_and_its_choice_reaches_the_analysis(qtbot, window, tiny_models, planted_png,
+                                                                         tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from gui.main_window import CUSTOM_SCALE
+    from tests.test_histology import fake_he
+
+    folder = tmp_path / "models" / "tiny-scaled"  # the tiny classifier as a microscopy bundle: 32-px tiles at 1 um
+    shutil.copytree(tiny_models / "tiny-mr-classifier", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(id="tiny-scaled", modality="SM", tiling={"tile": 32, "stride": 32, "microns_per_pixel": 1.0})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    window.state.set_chosen_models(["tiny-scaled"])
+    window.registry.bundles.update(Registry([folder.parent]).bundles)
+    handed = []
+    submit = window.engine.submit
+    monkeypatch.setattr(window.engine, "submit",
+                        lambda record, **kw: handed.append(kw["microns_per_pixel"]) or submit(record, **kw))
+    _open(qtbot, window, planted_png[0], modality_index=1)  # Brain MRI: no magnification to set
+    qtbot.wait(50)  # the toolbar lays itself out (shows and hides its widgets) on the next turn of the loop
+    assert not window.scale_box.isVisible()
+    for i in (1, 2):
+        Image.fromarray(fake_he(i, True, (96, 128))).save(tmp_path / f"field{i}.png")
+    _open(qtbot, window, tmp_path / "field1.png", modality_index=4)  # Histology
+    qtbot.waitUntil(window.scale_box.isVisible, timeout=2000)
+    assert window.scale_box.currentText() == "From file"
+    window.analyse()
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    assert handed == [None] and "Scale: 1 µm per pixel (assumed)" in _texts(window.probabilities)
+    window.auto_analyse = True  # a scale chosen analyses again at once
+    window.scale_box.setCurrentIndex(window.scale_box.findText("400x"))
+    window._scale_chosen()
+    assert window.state.analysis is None  # the result at the old scale is gone at once
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    assert handed[-1] == pytest.approx(0.049) and window.state.microns_per_pixel == pytest.approx(0.049)
+    assert "Scale: 0.049 µm per pixel (user)" in _texts(window.probabilities)
+    assert not any("Magnification" in w for r in window.state.analysis.results for w in r.warnings)
+    monkeypatch.setattr(window, "_ask_microns", lambda: 0.25)
+    window.scale_box.setCurrentIndex(window.scale_box.findData(CUSTOM_SCALE))
+    window._scale_chosen()
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    assert handed[-1] == 0.25 and window.scale_box.currentText() == "0.25 µm/px"
+    _open(qtbot, window, tmp_path / "field2.png", modality_index=4)  # another picture: its own magnification
+    assert window.state.microns_per_pixel is None and window.scale_box.currentText() == "From file"
+    window.scale_box.setCurrentIndex(window.scale_box.findText("100x"))
+    window._scale_chosen()
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    window.modality_box.setCurrentIndex(1)
+    window._modality_chosen()
+    qtbot.waitUntil(lambda: not window.scale_box.isVisible(), timeout=2000)
+    assert window.state.microns_per_pixel is None
+
+
 def test_same_warning_from_two_models_is_listed_once(window):
     window.warnings.show_warnings(["Unsure modality: x", "Low confidence: y", "Unsure modality: x"])
     assert [window.warnings.item(i).text() for i in range(window.warnings.count())] == [

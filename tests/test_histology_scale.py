@@ -234,3 +234,127 @@ def test_the_generic_train_command_refuses_the_two_lab_config():
 
     with pytest.raises(SystemExit):
         main(["train", "breast-histology-2class"])
+
+
+# ----- the user's scale: command line, batch and series (core.cli, core.batch, core.series)
+
+def test_user_scale_is_checked_named_and_resolved_per_bundle(tmp_path):
+    from core.models.scale import bundle_scale, check_user_um, magnification_at
+
+    assert magnification_at(um_at_magnification(400)) == 400 and magnification_at(0.25) is None
+    assert check_user_um("0.5") == 0.5
+    for wrong in (-0.5, 0.0, 50.0, float("nan")):
+        with pytest.raises(ValueError, match="not a microscopy scale"):
+            check_user_um(wrong)
+    png = tmp_path / "core.png"
+    Image.fromarray(fake_he(1, False, (64, 64))).save(png)
+    record = load_image(png)
+    assumed = TilingSpec(tile=32, microns_per_pixel=0.5, assumed_microns_per_pixel=0.42)
+    assert bundle_scale(assumed, record) == Scale(0.42, 0.42, "assumed")
+    assert bundle_scale(assumed, record, 0.049) == Scale(0.049, 0.049, "user")
+    assert bundle_scale(TilingSpec(tile=32), record, 0.049) is None  # tiles at the image's own pixels
+    assert bundle_scale(None, record, 0.049) is None
+
+
+@pytest.fixture
+def sm_bundle(tiny_models, tmp_path):
+    """The tiny classifier as a microscopy bundle tiling 32-px tiles at 1 um per pixel."""
+    folder = tmp_path / "models" / "tiny-scaled"
+    shutil.copytree(tiny_models / "tiny-mr-classifier", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(id="tiny-scaled", modality="SM",
+                    tiling={"tile": 32, "stride": 32, "min_tissue": 0.0, "microns_per_pixel": 1.0})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder.parent
+
+
+def test_analyze_command_hands_the_users_scale_to_the_analysis(sm_bundle, tmp_path, monkeypatch, capsys):
+    from core.cli import main
+
+    monkeypatch.setenv("MIDA_USER_MODELS", str(sm_bundle))
+    png = tmp_path / "plain.png"
+    Image.fromarray(fake_he(7, True, (128, 128))).save(png)
+
+    def result(*options: str) -> dict:
+        assert main(["analyze", str(png), "--model", "tiny-scaled", "--json", "--no-history", *options]) == 0
+        return json.loads(capsys.readouterr().out)["results"][0]
+
+    assumed = result()
+    assert assumed["scale"]["source"] == "assumed" and assumed["tiles"] == 16  # 32-px tiles at 1 um
+    assert any("Magnification unknown" in w for w in assumed["warnings"])
+    at_400 = result("--magnification", "400")  # 0.049 um per pixel: one mirrored tile covers the image
+    assert at_400["scale"] == {"um_y": 0.049, "um_x": 0.049, "source": "user", "text": "0.049 um per pixel (user)"}
+    assert at_400["tiles"] == 1 and not any("Magnification" in w for w in at_400["warnings"])
+    at_half = result("--microns-per-pixel", "0.5")  # 64-px tiles
+    assert (at_half["scale"]["source"], at_half["tiles"]) == ("user", 4)
+    assert main(["analyze", str(png), "--model", "tiny-scaled", "--no-history", "--magnification", "400x"]) == 0
+    assert "scale: 0.049 um per pixel (user)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--magnification", "400", "--microns-per-pixel", "0.5"], "not allowed with argument --magnification"),
+    (["--magnification", "300"], "'300' is not one of 40, 100, 200, 400"),
+    (["--microns-per-pixel", "-0.5"], "-0.5 um per pixel is not a microscopy scale"),
+    (["--microns-per-pixel", "50"], "50 um per pixel is not a microscopy scale (give 0.02 to 20)"),
+    (["--microns-per-pixel", "half"], "'half' is not a number"),
+])
+@pytest.mark.parametrize("command", ["analyze", "batch"])
+def test_a_wrong_or_doubled_scale_is_a_usage_error(command, options, message, tmp_path, capsys):
+    from core.cli import main
+
+    target = ["batch", str(tmp_path), "--out", str(tmp_path / "out")] if command == "batch" else ["analyze", "x.png"]
+    with pytest.raises(SystemExit) as stop:
+        main([*target, *options])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_command_analyses_every_file_at_the_users_scale(sm_bundle, tmp_path, monkeypatch, capsys):
+    import csv
+
+    from core.cli import main
+
+    monkeypatch.setenv("MIDA_USER_MODELS", str(sm_bundle))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(fake_he(i, True, (96, 96))).save(folder / f"field{i}.png")
+
+    def rows(out: str, *options: str) -> list[dict]:
+        assert main(["batch", str(folder), "--out", str(tmp_path / out), "--model", "tiny-scaled", "--no-history",
+                     "--no-heatmaps", *options]) == 0
+        capsys.readouterr()
+        with (tmp_path / out / "results.csv").open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+    assert all("Magnification unknown" in r["warnings"] for r in rows("assumed"))
+    user = rows("user", "--magnification", "100")
+    assert len(user) == 2 and not any("Magnification" in r["warnings"] or r["error"] for r in user)
+
+
+def test_series_analysis_runs_every_slice_at_the_users_scale(sm_bundle, tmp_path, monkeypatch, capsys):
+    from core.cli import main
+    from core.inference.analyzer import Analyzer
+    from core.models.registry import Registry
+    from core.series import index_folder
+    from core.series.analysis import analyse_series
+    from tests.series_data import ramp_images, write_series
+
+    write_series(tmp_path / "series", ramp_images(3))
+    (series,) = index_folder(tmp_path / "series").series
+    analyzer = Analyzer(Registry([sm_bundle]))
+
+    def warned(**options) -> list[bool]:
+        (verdict,) = analyse_series(series, analyzer, ["tiny-scaled"], **options).results
+        return [any("Magnification unknown" in w for w in o.warnings) for o in verdict.slices]
+
+    assert warned() == [True] * 3  # 0.94 mm pixels are no microscope's: assumed
+    assert warned(microns_per_pixel=0.25) == [False] * 3
+    handed = {}
+    monkeypatch.setattr("core.series.report.analyse_series",
+                        lambda *args, **kwargs: handed.update(kwargs) or analyse_series(*args, **kwargs))
+    monkeypatch.setenv("MIDA_USER_MODELS", str(sm_bundle))
+    assert main(["analyze", str(tmp_path / "series"), "--series", "--model", "tiny-scaled", "--json", "--no-history",
+                 "--magnification", "40"]) == 0
+    assert handed["microns_per_pixel"] == pytest.approx(0.49)
+    capsys.readouterr()

@@ -534,3 +534,58 @@ def test_user_modality_drops_the_series_analysis_made_for_the_old_one(tmp_path):
     state.open_series(_ramp_series(tmp_path / "b"))
     state.open_series(series, SeriesStack(series))
     assert state.series_analysis is None  # not brought back when the series is opened again
+
+
+# ----- microscopy scale (the magnification the user sets or confirms)
+
+def test_user_scale_fires_once_drops_the_analysis_and_is_checked():
+    state = ViewerState()
+    state.open(_record(color=True, modality=Modality.SM, source="user", name="h.png"))
+    assert state.scale_applies and state.microns_per_pixel is None
+    state.set_analysis(_analysis())
+    seen = _recorder(state)
+    state.set_microns_per_pixel(0.049)
+    state.set_microns_per_pixel(0.049)  # the same scale again: nothing happens
+    assert state.microns_per_pixel == 0.049 and state.analysis is None
+    assert seen == [("scale", 0.049), ("analysis", None)]
+    for wrong in (300.0, -1.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="not a microscopy scale"):
+            state.set_microns_per_pixel(wrong)
+    assert state.microns_per_pixel == 0.049
+    state.set_microns_per_pixel(None)  # back to the file's own
+    assert seen[-1] == ("scale", None) and state.microns_per_pixel is None
+
+
+def test_only_microscopy_images_take_a_scale_and_a_new_image_starts_from_its_file():
+    state = ViewerState()
+    state.open(_record())  # MR
+    state.set_microns_per_pixel(0.5)
+    assert not state.scale_applies and state.microns_per_pixel is None
+    histology = _record(color=True, modality=Modality.SM, source="user", name="h.png")
+    state.open(histology)
+    state.set_microns_per_pixel(0.5)
+    seen = _recorder(state)
+    other = _record(color=True, modality=Modality.SM, source="user", name="i.png")
+    state.open(other)
+    assert state.microns_per_pixel is None and seen == [("record", other), ("scale", None)]
+    state.set_microns_per_pixel(0.25)
+    seen.clear()
+    state.set_modality(Modality.MR)  # the scale box goes: its scale must not act unseen
+    assert state.microns_per_pixel is None and ("scale", None) in seen
+
+
+def test_user_scale_drops_the_series_analysis_and_its_slice_cache(tmp_path):
+    series = _ramp_series(tmp_path)
+    state = ViewerState()
+    state.open_series(series, SeriesStack(series))
+    state.set_modality(Modality.SM)
+    cache = state.slice_cache
+    state.set_series_analysis(_hand_series_analysis(series))
+    seen = _recorder(state)
+    state.set_microns_per_pixel(0.25)
+    assert state.series_analysis is None and state.analysis is None
+    assert [name for name, _ in seen] == ["series_analysis", "scale", "analysis"]
+    assert state.slice_cache is not cache  # its outcomes were made at the file's scale
+    state.open_series(_ramp_series(tmp_path / "b"))
+    state.open_series(series, SeriesStack(series))
+    assert state.series_analysis is None and state.microns_per_pixel is None

@@ -137,8 +137,10 @@ class BatchRun:
                  resume: bool = False, all_frames: bool = False, heatmaps: bool = True,
                  cancel: threading.Event | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 on_rows: Callable[[list[dict]], None] | None = None, history=None, overwrite: bool = False) -> None:
+                 on_rows: Callable[[list[dict]], None] | None = None, history=None, overwrite: bool = False,
+                 microns_per_pixel: float | None = None) -> None:
         self.root, self.out = Path(root), Path(out)
+        self.microns_per_pixel = microns_per_pixel  # the user's scale of every image (microscopy), else the file's
         self.analyzer = analyzer or Analyzer()
         self.model_ids = model_ids or None
         self.resume, self.all_frames, self.heatmaps, self.overwrite = resume, all_frames, heatmaps, overwrite
@@ -285,7 +287,7 @@ class BatchRun:
             rows = []
             for frame in frames:
                 analysis = self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids, gradcam=self.heatmaps,
-                                                 cancel=self.cancel)
+                                                 cancel=self.cancel, microns_per_pixel=self.microns_per_pixel)
                 rows.extend(self._rows(relative, stem, record, analysis))
                 if self.history is not None and analysis.results:
                     try:

@@ -20,6 +20,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.models.tiling import TilingSpec
 
 # BreakHis (Spanhol et al. 2016): Olympus BX-50, Samsung SCC-131AN camera (6.5 um pixels) behind a 3.3x
 # relay lens; the 4x objective ("40x") gives 6.5 / (4 x 3.3) = 0.49 um per pixel, 700 px = 343 um of tissue.
@@ -58,6 +62,22 @@ def um_at_magnification(magnification: float) -> float:
     if magnification <= 0:
         raise ValueError(f"magnification must be positive, not {magnification}")
     return BREAKHIS_40X_UM * 40.0 / magnification
+
+
+def magnification_at(um: float) -> int | None:
+    """The BreakHis magnification whose scale ``um`` is (0.049 -> 400), else None: how a scale set by
+    magnification is named again."""
+    return next((m for m in MAGNIFICATIONS if abs(um_at_magnification(m) - um) < 1e-9), None)
+
+
+def check_user_um(um: float) -> float:
+    """A scale the user gives, in micrometres per pixel, if it is one a microscope gives (PLAUSIBLE_UM): a slip
+    such as 50 for 0.5 is refused rather than tiling 100 times the tissue into each tile."""
+    um = float(um)
+    lo, hi = PLAUSIBLE_UM
+    if not lo <= um <= hi:  # NaN too
+        raise ValueError(f"{um:g} um per pixel is not a microscopy scale (give {lo:g} to {hi:g})")
+    return um
 
 
 def _plausible(um_y: float, um_x: float) -> bool:
@@ -136,10 +156,18 @@ def file_scale(record) -> Scale | None:
 def resolve_scale(record, assumed_um: float, user_um: float | None = None) -> Scale:
     """The loaded image's scale: the user's, else the file's, else ``assumed_um`` (the bundle's own)."""
     if user_um is not None:
-        if not _plausible(user_um, user_um):
-            raise ValueError(f"{user_um} um per pixel is not a microscopy scale")
-        return Scale(float(user_um), float(user_um), "user")
+        um = check_user_um(user_um)
+        return Scale(um, um, "user")
     return file_scale(record) or Scale(float(assumed_um), float(assumed_um), "assumed")
+
+
+def bundle_scale(tiling: TilingSpec | None, record, user_um: float | None = None) -> Scale | None:
+    """The scale an analysis by a bundle with this ``tiling`` takes the record to have (as the analyzer resolves
+    it), so a result can say which scale was used and where it came from; None: the bundle tiles at the
+    image's own pixels."""
+    if tiling is None or not tiling.microns_per_pixel:
+        return None
+    return resolve_scale(record, tiling.assumed_microns_per_pixel or tiling.microns_per_pixel, user_um)
 
 
 def assumed_warning(scale: Scale) -> str:

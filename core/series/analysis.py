@@ -277,13 +277,16 @@ def _outcome(result) -> SliceOutcome:
 def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
                    progress: Callable[[SeriesProgress], None] | None = None,
                    cancel: threading.Event | None = None, cache: SliceCache | None = None,
-                   stack: SeriesStack | None = None, modality: str | None = None) -> SeriesAnalysis:
+                   stack: SeriesStack | None = None, modality: str | None = None,
+                   microns_per_pixel: float | None = None) -> SeriesAnalysis:
     """Run every slice of ``series`` through the models, then call the series by VERDICT_RULE.
 
     ``engine`` is an ``Engine`` (TensorFlow work goes to its thread; call this from any other thread) or an
     ``Analyzer`` (run here: use it on the Engine's thread, as batch runs do). ``model_ids`` default to the
     bundles for the modality of the first slice that loads. Progress is reported after each slice; when
     ``cancel`` is set the run stops between slices and the verdicts cover the slices done (``cancelled``).
+    ``microns_per_pixel``: the user's scale of the slices, for bundles that tile at a physical scale (the
+    ``cache`` must then hold outcomes at that scale only).
     """
     from core.inference.analyzer import Analyzer, Cancelled
 
@@ -327,7 +330,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
             if todo:
                 record, frame = stack.record(i)
                 analysis = run(analyzer.analyze, record, frame=frame, model_ids=[b.id for b in todo], gradcam=False,
-                               cancel=cancel)
+                               cancel=cancel, microns_per_pixel=microns_per_pixel)
                 for b, result in zip(todo, analysis.results):
                     outcome = _outcome(result)
                     outcome.warnings[:0] = analysis.warnings

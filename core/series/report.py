@@ -55,7 +55,7 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
 
             try:
                 analyses.append(analyse_series(series, engine, args.model or None, progress=progress, cancel=cancel,
-                                               modality=args.modality))
+                                               modality=args.modality, microns_per_pixel=args.microns_per_pixel))
             except KeyboardInterrupt:
                 cancel.set()
                 break
