@@ -3,12 +3,13 @@
     pip install onnxruntime tf2onnx onnx
     python bench/fast_forward.py [--rounds 30] [--eval 240] [--calib 50] [--no-int8] [--no-bf16] [--tf-threads N] [--keep DIR]
 
-Paths, each fed what ``Analyzer.classify`` feeds the network (the preprocessed image and its mirror in one
-batch of 2, as the bundle's ``flip_average`` asks), each giving logits that are averaged over the two views and
-turned into probabilities with the bundle's temperature, as the product does:
+Paths, each fed what the bundle's analysis path (``core.inference.paths.ClassifierPath``) feeds the network
+(the preprocessed image and its mirror in one batch of 2, as the bundle's ``flip_average`` asks), each giving
+logits that are averaged over the two views and turned into probabilities with the bundle's temperature, as the
+product does:
 
 * TensorFlow float32: the Keras model the bundle loads (``Bundle.load``) in a ``tf.function``, as
-  ``Analyzer._run`` runs it (the reference);
+  ``core.inference.paths.Compiled`` runs it (the reference);
 * ONNX Runtime float32: that model exported to ONNX with tf2onnx (Keras 3 ``model.export(format="onnx")`` when
   tf2onnx is missing), run by the CPU execution provider with its default threads, and with one thread (threads do not
   spin-wait between runs);
@@ -52,7 +53,7 @@ TF32 = "TensorFlow float32 (as Analyzer)"
 
 # ------------------------------------------------------------------------------------------------ inputs
 def product_batch(path: Path, bundle) -> "np.ndarray":  # noqa: F821
-    """What ``Analyzer.classify`` feeds the network for the image file: (2, H, W, 3) image + mirror (or (1, ...))."""
+    """What ``ClassifierPath.run`` feeds the network for the image file: (2, H, W, 3) image + mirror (or (1, ...))."""
     import numpy as np
 
     from core.imaging import load_image

@@ -155,16 +155,14 @@ def _stem_pairs(analyzer, image: Path, us_image: Path | None) -> dict[str, tuple
     return {name: (path, ids) for name, (path, ids, shared) in _pairs(analyzer, image, us_image).items() if shared}
 
 
-def _with_rows_kept(rows: int, fn: Callable[[], object]) -> Callable[[], object]:
-    import core.inference.analyzer as analyzer_module
-
+def _with_rows_kept(analyzer, rows: int, fn: Callable[[], object]) -> Callable[[], object]:
     def run():
-        kept = analyzer_module.STEM_ROWS_KEPT
-        analyzer_module.STEM_ROWS_KEPT = rows  # 0: no stem output outlives its own bundle's call
+        kept = analyzer.stem_rows.kept
+        analyzer.stem_rows.kept = rows  # 0: no stem output outlives its own bundle's call
         try:
             return fn()
         finally:
-            analyzer_module.STEM_ROWS_KEPT = kept
+            analyzer.stem_rows.kept = kept
     return run
 
 
@@ -172,11 +170,11 @@ def stem_pair_times(analyzer, rounds: int, image: Path, us_image: Path | None) -
     """Both bundles of a modality on one image (+ Grad-CAM, as default routing runs them), for each pair whose
     networks share a stem: ms per round with that stem run once ("stem shared") and with every bundle running its
     whole network ("whole networks"), interleaved."""
-    import core.inference.analyzer as analyzer_module
-
-    kept = analyzer_module.STEM_ROWS_KEPT
-    return {name: interleave({"stem shared": _with_rows_kept(kept, lambda p=path, i=ids: _fresh(analyzer, p, i)),
-                              "whole networks": _with_rows_kept(0, lambda p=path, i=ids: _fresh(analyzer, p, i))},
+    kept = analyzer.stem_rows.kept
+    return {name: interleave({"stem shared": _with_rows_kept(analyzer, kept,
+                                                             lambda p=path, i=ids: _fresh(analyzer, p, i)),
+                              "whole networks": _with_rows_kept(analyzer, 0,
+                                                                lambda p=path, i=ids: _fresh(analyzer, p, i))},
                              rounds)
             for name, (path, ids) in _stem_pairs(analyzer, image, us_image).items()}
 

@@ -81,7 +81,7 @@ def test_the_layer_whose_heat_falls_on_lesions_is_kept_and_shown(marked):
         record = load_image(sample.path, modality="MR")
         result = analyzer.analyze(record, gradcam_plus=gradcam_plus).results[0]
         assert lesion.flat[int(np.argmax(result.heatmap))]
-        assert (folder.name, layer) in analyzer._gradcams
+        assert layer in analyzer.path(analyzer.registry.get(folder.name)).network.gradcams
 
 
 def test_the_choice_is_refused_without_marked_lesions_or_for_other_bundles(marked, tmp_path):

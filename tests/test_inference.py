@@ -18,6 +18,7 @@ from core.errors import ModelError
 from core.imaging import Modality, load_image
 from core.inference.analyzer import UNSURE_GUESS, WRONG_MODALITY, Analyzer, Cancelled, Engine
 from core.inference.device import configure_device
+from core.inference.paths import Request
 from core.models.registry import Registry
 from tests.conftest import REPO
 
@@ -175,14 +176,32 @@ def test_lesions_off_ultrasound_have_a_diameter_but_no_calipers():
     assert lesion.to_dict()["depth_to_width"] is None and lesion.to_dict()["diameter_ends"] is not None
 
 
+def test_a_bundle_path_is_built_once_and_follows_its_manifest(analyzer, planted_png):
+    """Analyses reuse the bundle's path; a manifest changed in place gives a new path on the same network."""
+    record = load_image(planted_png[0], modality="MR")
+    bundle = analyzer.registry.get("tiny-mr-classifier")
+    first = analyzer.analyze(record, model_ids=[bundle.id]).results[0]
+    path = analyzer.path(bundle)
+    again = analyzer.analyze(record, model_ids=[bundle.id]).results[0]
+    assert analyzer.path(bundle) is path and again.probabilities == first.probabilities
+    bundle.manifest["flip_average"] = True
+    try:
+        flipped = analyzer.path(bundle)
+        assert flipped is not path and flipped.flip_average and not path.flip_average
+        assert flipped.network is path.network
+    finally:
+        bundle.manifest.pop("flip_average")
+    assert not analyzer.path(bundle).flip_average
+
+
 def test_flip_averaged_segmentation_maps_back_to_the_image(analyzer, tmp_path):
     """The mirrored pass is mirrored back: for a pixel-wise model the average equals the plain map."""
     record = load_image(_dicom_with_square(tmp_path))  # the square is off-centre, so a missed un-flip shows
     bundle = analyzer.registry.get("tiny-us-segmenter")
-    plain = analyzer.segment(bundle, record.display(0), None).probability_map
+    plain = analyzer.path(bundle).run(record.display(0), Request()).probability_map
     bundle.manifest["flip_average"] = True
     try:
-        averaged = analyzer.segment(bundle, record.display(0), None).probability_map
+        averaged = analyzer.path(bundle).run(record.display(0), Request()).probability_map
     finally:
         bundle.manifest.pop("flip_average")
     np.testing.assert_allclose(averaged, plain, atol=1e-5)
@@ -304,10 +323,10 @@ def test_segmenter_applies_its_manifest_false_lesion_gate(analyzer):
     image[5:20, 5:20] = 255
     image[35:55, 35:55] = 135
     bundle = analyzer.registry.get("tiny-us-segmenter")
-    plain = analyzer.segment(bundle, image, None)
+    plain = analyzer.path(bundle).run(image, Request())
     bundle.manifest["min_lesion_peak"] = 0.9
     try:
-        gated = analyzer.segment(bundle, image, None)
+        gated = analyzer.path(bundle).run(image, Request())
     finally:
         bundle.manifest.pop("min_lesion_peak")
     assert len(plain.lesions) == 2 and 0.5 < plain.probability_map[45, 45] < 0.9

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core.inference.analyzer import _to_image_grid
+from core.inference.paths import _to_image_grid
 from core.models.preprocessing import PreprocessSpec, crop_box, tissue_normalised, to_model_mask, to_model_pixels
 from core.training.by_source import source_metrics
 from core.training.sources import source_of

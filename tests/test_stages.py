@@ -114,11 +114,11 @@ def test_shipped_brain_bundles_share_a_stem_cut_inside_the_top_block(brain):
 def test_shipped_brain_gradcam_through_the_rest_matches_the_whole_network(brain):
     four, yesno = brain
     x = _brain_inputs(four)
-    logits, cams, chosen = Analyzer()._gradcam(four, x, None, False)
+    logits, cams, chosen = Analyzer().path(four).gradcam(x, None, False)
     whole_logits, whole_cams, whole_chosen = GradCam(four.load(), four.gradcam_layer)([x])
     np.testing.assert_allclose(logits, whole_logits, atol=1e-4)
     assert np.abs(cams - whole_cams).max() < 1e-3 and (chosen == whole_chosen).all()
     # The yes/no bundle is explained at block 14, not its shared stem's cut: through its whole network.
     assert yesno.gradcam_layer != yesno.stages().cam
-    _, cams, _ = Analyzer()._gradcam(yesno, x[:1], None, False)
+    _, cams, _ = Analyzer().path(yesno).gradcam(x[:1], None, False)
     assert cams.shape == (1, 7, 7)

@@ -129,8 +129,8 @@ def test_segmenter_fine_tunes_deep_encoder_blocks(busi_tree, training, capsys):
     stem = registry.get(config.id).stages()
     assert stem.key is not None and registry.get(classifier.id).stages().stem is stem.stem
     both, passes = Analyzer(registry), []
-    run = both._run
-    both._run = lambda name, model, inputs: passes.append((name, len(inputs[0]))) or run(name, model, inputs)
+    run = both.stem_rows.run_stem
+    both.stem_rows.run_stem = lambda stages, x: passes.append((stages.key, len(x))) or run(stages, x)
     together = both.analyze(record, model_ids=[config.id, classifier.id], gradcam=True).results
     rows = 1 + sum(bool(registry.get(i).manifest.get("flip_average")) for i in (config.id, classifier.id))
     assert sum(n for name, n in passes if name == stem.key) == min(rows, 2)

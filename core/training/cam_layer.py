@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer
+from core.inference.paths import Request
 from core.models.registry import Bundle, Registry
 from core.training.cards import CAM_METHODS, model_card
 from core.training.datasets import Sample, plan_sample
@@ -57,7 +58,7 @@ def measure(folder: Path, lesions: list[Sample], layer: str) -> dict:
             continue
         area.append(lesion.mean())
         for name, plus in CAM_METHODS.items():
-            result = analyzer.classify(bundle, display, gradcam=True, plus=plus, target_class=sample.label, tta=False)
+            result = analyzer.path(bundle).run(display, Request(plus=plus, target_class=sample.label))
             scores[name].append(localisation(result.heatmap, lesion))
     measured = {name: {"lesion_share": float(np.mean([s for s, _ in rows])),
                        "peak_on_lesion": float(np.mean([p for _, p in rows]))} for name, rows in scores.items()}

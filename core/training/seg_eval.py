@@ -11,6 +11,7 @@ from tqdm import tqdm
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer
 from core.inference.lesions import drop_unsure_components
+from core.inference.paths import Request
 from core.models.registry import Bundle, Registry
 from core.training.evaluate import segmentation_metrics
 from core.training.datasets import plan_sample
@@ -39,7 +40,7 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]
         display = load_image(sample.path).display(0)
         for flip in probs:
             bundle.manifest["flip_average"] = flip
-            probs[flip].append(analyzer.segment(bundle, display, None).probability_map)
+            probs[flip].append(analyzer.path(bundle).run(display, Request()).probability_map)
         truths.append(sample_mask(sample, display.shape[:2]))
         displays.append(display)
     has_lesion = [t.any() for t in truths]

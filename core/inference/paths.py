@@ -1,0 +1,318 @@
+"""One analysis path per bundle: what its manifest and network decide, resolved once, then run per image.
+
+The Analyzer (core.inference.analyzer) builds a bundle's path when it first meets the bundle: its
+preprocessing, its network split into a stem other bundles may share and a rest of its own
+(core.models.stages), the layer each of Grad-CAM and Grad-CAM++ explains and the network it takes
+gradients through, its tiling, temperature, flip averaging and mask settings. Analysing an image is
+then one pass down: preprocess -> stem (content-addressed, shared across bundles) -> rest -> heatmap
+or mask post-processing -> ModelResult, without asking the bundle for any of it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from core.errors import ModelError
+from core.imaging.record import ImageRecord, Modality
+from core.inference.gradcam import GradCam
+from core.inference.lesions import drop_unsure_components, find_lesions
+from core.inference.results import ModelResult
+from core.models.manifest import BundleManifest
+from core.models.preprocessing import crop_box, prepare_display, preprocess
+from core.models.registry import Bundle
+from core.models.scale import assumed_warning, resolve_scale
+from core.models.stages import Stages
+from core.models.tile_stream import TilePlan
+from core.models.tiling import aggregate, tile_map
+
+LOW_CONFIDENCE = 0.60  # below this calibrated probability the label is flagged as uncertain
+# Stem outputs kept per preprocessed image row: an image and its mirror for the bundles that share a stem.
+STEM_ROWS_KEPT = 8
+TILE_BATCH = 16  # tiles cut, normalised and run at a time (core.models.tile_stream)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the caller asks of every bundle for one image (``Analyzer.analyze``'s options).
+
+    ``microns_per_pixel``: the image's scale set or confirmed by the user, for bundles that tile at a
+    physical scale (else read from the file, or assumed with a warning: ``core.models.scale``).
+    """
+
+    gradcam: bool = True
+    plus: bool = False  # Grad-CAM++ instead of Grad-CAM
+    target_class: str | None = None  # the class the heatmap explains (None: the decided one)
+    tta: bool = False
+    microns_per_pixel: float | None = None
+
+
+class Compiled:
+    """One Keras model's forward pass, compiled once: Keras ``predict`` costs ~50 ms of set-up per call on
+    small batches."""
+
+    def __init__(self, model) -> None:
+        import tensorflow as tf
+
+        self._call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True, autograph=False)
+
+    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The model's outputs for its inputs (one array per model input, N rows each)."""
+        outputs = self._call([np.asarray(a, np.float32) for a in inputs] if len(inputs) > 1
+                             else np.asarray(inputs[0], np.float32))
+        return [o.numpy() for o in outputs] if isinstance(outputs, (list, tuple)) else [outputs.numpy()]
+
+
+class StemRows:
+    """Stem outputs by (stem key, hash of the preprocessed image row), shared by the paths of one Analyzer.
+
+    Bundles built on one another share a stem (core.models.stages); an image row it already ran on, for
+    one bundle or another, is not run again, so a pair of bundles costs one pass of the shared network per
+    image. Content-addressed, so never stale; ``clear()`` it to time whole passes, set ``kept`` to 0 to
+    keep no stem output beyond its own bundle's call.
+    """
+
+    def __init__(self, kept: int = STEM_ROWS_KEPT) -> None:
+        self.kept = kept
+        self._rows: OrderedDict[tuple[str, bytes], list[np.ndarray]] = OrderedDict()
+        self._stems: dict[str, Compiled] = {}  # by stem key: one compiled stem however many bundles share it
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def inputs(self, stages: Stages, x: np.ndarray) -> list[np.ndarray]:
+        """The inputs of ``stages.rest`` for the image batch ``x``."""
+        if stages.stem is None:
+            return [x]
+        keys = [(stages.key, hashlib.blake2b(np.ascontiguousarray(row, np.float32).tobytes(), digest_size=16).digest())
+                for row in x]
+        todo = [i for i, key in enumerate(keys) if key not in self._rows]
+        if todo:
+            outputs = self.run_stem(stages, x[todo])
+            for j, i in enumerate(todo):
+                self._rows[keys[i]] = [out[j] for out in outputs]
+        rows = [self._rows[key] for key in keys]
+        for key in keys:
+            self._rows.move_to_end(key)
+        while len(self._rows) > self.kept:
+            self._rows.popitem(last=False)
+        return [np.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
+
+    def run_stem(self, stages: Stages, x: np.ndarray) -> list[np.ndarray]:
+        """One pass of the stem over the rows of ``x`` that no cached output covers."""
+        if stages.key not in self._stems:
+            self._stems[stages.key] = Compiled(stages.stem)
+        return self._stems[stages.key]([x])
+
+
+class Network:
+    """A loaded bundle network as its path runs it: the stem it may share (through ``StemRows``), its own
+    rest compiled once, and its Grad-CAM models by layer. One per bundle weights: a manifest setting changed
+    in place (flip averaging, a threshold) gives a new path on the same network, never a recompile."""
+
+    def __init__(self, bundle: Bundle, stem_rows: StemRows) -> None:
+        self.stages = bundle.stages()
+        self.model = bundle.load()
+        self.stem_rows = stem_rows
+        self._rest = Compiled(self.stages.rest)
+        # By the layer explained; None: the rest's first input. Built on first use: a method never asked
+        # for (Grad-CAM++, or any Grad-CAM in series and batch runs without heatmaps) costs nothing.
+        self.gradcams: dict[str | None, GradCam] = {}
+
+    def inputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """The inputs of the rest for the image batch ``x``."""
+        return self.stem_rows.inputs(self.stages, x)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The bundle's output for the image batch ``x``."""
+        return self._rest(self.inputs(x))[0]
+
+    def gradcam(self, layer: str | None, x: np.ndarray, target: int | None, plus: bool):
+        """(logits, heatmaps, class index used) for the batch ``x`` at ``layer``; None: through the rest alone,
+        at the activation the stem hands it."""
+        if layer not in self.gradcams:
+            self.gradcams[layer] = GradCam(self.stages.rest, None) if layer is None else GradCam(self.model, layer)
+        return self.gradcams[layer](self.inputs(x) if layer is None else [x], target, plus)
+
+
+class AnalysisPath:
+    """preprocess -> network -> post-processing for one bundle, from its typed manifest ``info``."""
+
+    def __init__(self, info: BundleManifest, network: Network, device: str) -> None:
+        self.info, self.network, self.device = info, network, device
+        self.spec = info.preprocessing
+        self.flip_average = info.flip_average
+
+    def run(self, display: np.ndarray, request: Request, record: ImageRecord | None = None) -> ModelResult:
+        """The bundle's result for the display picture ``display`` (``record``: the image it comes from,
+        for its scale and pixel spacing)."""
+        raise NotImplementedError
+
+    def _result(self, **fields) -> ModelResult:
+        return ModelResult(self.info.id, self.info.version, self.info.task, self.device, **fields)
+
+
+class ClassifierPath(AnalysisPath):
+    """A whole-image classifier: logits (averaged with the mirror's where validation chose it), calibrated
+    probabilities, Grad-CAM or Grad-CAM++ at the layer each explains, test-time augmentation."""
+
+    def __init__(self, info: BundleManifest, network: Network, device: str) -> None:
+        super().__init__(info, network, device)
+        self.classes = list(info.classes)
+        self.temperature = info.temperature
+        # The layer each method explains, None where that is the activation the shared stem hands the rest
+        # (gradients through the rest alone); a bundle explained elsewhere takes them through its whole network.
+        stages = network.stages
+        self.cam_layers: dict[bool, str | None] = {}
+        if info.gradcam_layer:
+            for plus in (False, True):
+                layer = info.cam_layer(plus)
+                through_rest = stages.stem is not None and layer == (stages.cam or info.gradcam_layer)
+                self.cam_layers[plus] = None if through_rest else layer
+
+    def gradcam(self, x: np.ndarray, target: int | None, plus: bool):
+        """(logits, heatmaps, class index used) for the batch ``x``, at the method's layer."""
+        return self.network.gradcam(self.cam_layers[plus], x, target, plus)
+
+    def _target(self, target_class: str | None) -> int | None:
+        if target_class is None:
+            return None
+        if target_class not in self.classes:
+            raise ModelError(f"'{target_class}' is not a class of {self.info.id} ({', '.join(self.classes)})")
+        return self.classes.index(target_class)
+
+    def _classified(self, probs: np.ndarray, **fields) -> ModelResult:
+        result = self._result(classes=list(self.classes),
+                              probabilities={c: float(p) for c, p in zip(self.classes, probs)}, **fields)
+        result.label = self.classes[int(np.argmax(probs))]
+        return result
+
+    def run(self, display: np.ndarray, request: Request, record: ImageRecord | None = None) -> ModelResult:
+        target = self._target(request.target_class)
+        display = prepare_display(display, self.spec)
+        x = preprocess(display, self.spec)[None]
+        # With flip averaging the image and its mirror go through in one batch and their logits are averaged;
+        # the heatmap explains the unmirrored image for the decided class.
+        inputs = np.concatenate([x, x[:, :, ::-1]]) if self.flip_average else x
+        cams = None
+        if request.gradcam and self.cam_layers:
+            input_logits, cams, own = self.gradcam(inputs, target, request.plus)
+        else:
+            input_logits = self.network.forward(inputs)
+        logits = input_logits.mean(axis=0, keepdims=True)
+        chosen = np.argmax(logits, axis=1) if target is None else np.array([target])
+        heatmap = None
+        if cams is not None:
+            if own[0] != chosen[0]:  # the mean decided another class than the image alone
+                _, cams, _ = self.gradcam(x, int(chosen[0]), request.plus)
+            heatmap = _to_image_grid(cams[0], crop_box(display, self.spec), display.shape[:2])
+        probs = _softmax(logits[0] / self.temperature)
+        result = self._classified(probs)
+        result.heatmap = heatmap
+        result.heatmap_class = self.classes[int(chosen[0])] if heatmap is not None else None
+        _flag_low_confidence(result)
+        if request.tta:
+            views = np.concatenate([x, x[:, :, ::-1], np.clip(x * 1.1, -1, 1), np.clip(x * 0.9, -1, 1)])
+            tta_probs = _softmax(self.network.forward(views) / self.temperature)
+            result.tta_agreement = float((tta_probs.argmax(1) == np.argmax(probs)).mean())
+            if result.tta_agreement < 1.0:
+                result.warnings.append(f"Unstable: {result.tta_agreement:.0%} of test-time augmented views agree.")
+        return result
+
+
+class TiledClassifierPath(ClassifierPath):
+    """Large images: tissue tiles (at the bundle's physical scale where it has one, stain-normalised and
+    streamed in batches), their probabilities aggregated and mapped, Grad-CAM of the top tile."""
+
+    def __init__(self, info: BundleManifest, network: Network, device: str) -> None:
+        super().__init__(info, network, device)
+        self.tiling = info.tiling
+        self.assumed_um = self.tiling.assumed_microns_per_pixel or self.tiling.microns_per_pixel
+
+    def run(self, display: np.ndarray, request: Request, record: ImageRecord | None = None) -> ModelResult:
+        target = self._target(request.target_class)
+        scale = None
+        if self.tiling.microns_per_pixel and (record is not None or request.microns_per_pixel is not None):
+            scale = resolve_scale(record, self.assumed_um, request.microns_per_pixel)
+        plan = TilePlan(display, self.tiling, self.spec, (scale.um_y, scale.um_x) if scale else None)
+        boxes = plan.boxes
+        tile_probs = _softmax(np.concatenate([self.network.forward(x) for x in plan.batches(TILE_BATCH)])
+                              / self.temperature)
+        probs = aggregate(tile_probs, self.tiling)
+        result = self._classified(probs, tiles=len(boxes))
+        shown = int(np.argmax(probs)) if target is None else target
+        result.heatmap_class = self.classes[shown]
+        result.heatmap = tile_map(display.shape[:2], boxes, tile_probs[:, shown])
+        if request.gradcam and self.cam_layers:
+            top = int(np.argmax(tile_probs[:, shown]))
+            _, cams, _ = self.gradcam(plan.tile_input(top)[None], shown, request.plus)
+            result.tile_gradcam = _to_image_grid(cams[0], boxes[top], display.shape[:2])
+        if scale is not None and scale.assumed:
+            result.warnings.append(assumed_warning(scale))
+        _flag_low_confidence(result)
+        return result
+
+
+class SegmenterPath(AnalysisPath):
+    """A lesion segmenter: probability map (averaged with the mirror's where validation chose it), mask at
+    the bundle's threshold, unsure components gated, lesions measured."""
+
+    def __init__(self, info: BundleManifest, network: Network, device: str) -> None:
+        super().__init__(info, network, device)
+        self.threshold = info.mask_threshold
+        self.min_peak = info.min_lesion_peak
+        self.min_area_px = info.min_lesion_px
+        self.calipers = info.modality is Modality.US
+
+    def run(self, display: np.ndarray, request: Request, record: ImageRecord | None = None) -> ModelResult:
+        spacing = record.pixel_spacing_mm if record is not None else None
+        x = preprocess(display, self.spec)[None]
+        if self.flip_average:
+            pair = self.network.forward(np.concatenate([x, x[:, :, ::-1]]))[..., 0]
+            prob = (pair[0] + pair[1, :, ::-1]) / 2
+        else:
+            prob = self.network.forward(x)[0, ..., 0]
+        prob_full = _to_image_grid(prob, crop_box(display, self.spec), display.shape[:2])
+        mask = drop_unsure_components((prob_full >= self.threshold).astype(np.uint8), prob_full, self.min_peak)
+        result = self._result()
+        result.probability_map, result.mask = prob_full, mask
+        result.lesions = find_lesions(mask, spacing, min_area_px=self.min_area_px, calipers=self.calipers)
+        if spacing is None:
+            result.warnings.append("Pixel spacing unknown: sizes are given in pixels only.")
+        return result
+
+
+def build_path(info: BundleManifest, network: Network, device: str) -> AnalysisPath:
+    """The path of the bundle described by ``info`` on its loaded ``network``."""
+    if info.task != "classification":
+        return SegmenterPath(info, network, device)
+    if info.tiling is not None:
+        return TiledClassifierPath(info, network, device)
+    return ClassifierPath(info, network, device)
+
+
+def _flag_low_confidence(result: ModelResult) -> None:
+    if result.confidence is not None and result.confidence < LOW_CONFIDENCE:
+        result.warnings.append(f"Low confidence: the most likely class '{result.label}' has only "
+                               f"{result.confidence:.0%} probability.")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def _to_image_grid(small: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Resize a model-grid map back into the crop box of the full image (zeros outside); a box that
+    reaches beyond the image (a padded crop) keeps only its part inside."""
+    y0, y1, x0, x1 = box
+    full = np.zeros(shape, np.float32)
+    grid = cv2.resize(small.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    h, w = shape
+    full[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = grid[max(0, -y0):(y1 - y0) - max(0, y1 - h),
+                                                              max(0, -x0):(x1 - x0) - max(0, x1 - w)]
+    return full
