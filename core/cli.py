@@ -10,14 +10,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from core import __version__
 from core.errors import DiagnosticError
-from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, bundle_scale, check_user_um, um_at_magnification
-
-if TYPE_CHECKING:
-    from core.models.registry import Registry
+from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, check_user_um, um_at_magnification
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "brain_mri_sample.jpg"
@@ -111,14 +107,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                   gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta,
                                   microns_per_pixel=args.microns_per_pixel).result()
                     for f in frames]
-        registry = engine.analyzer.registry
     except DiagnosticError as exc:
         _print_json({"path": str(args.path), "error": str(exc)})
         return 2
     finally:
         engine.shutdown()
     try:
-        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1, registry=registry)
+        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1)
                    for a in analyses]
     except (DiagnosticError, OSError) as exc:  # an output could not be written: never reported as written
         from core.export.files import os_reason
@@ -165,20 +160,14 @@ def _record_history(analyses, series: bool) -> None:
         print(f"warning: {exc}", file=sys.stderr)
 
 
-def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool, registry: Registry) -> dict:
-    """The analysis as JSON, writing the heatmap/mask files the options ask for; results of bundles that tile at
-    a physical scale say which scale of the image they used and where it came from."""
+def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool) -> dict:
+    """The analysis as JSON, writing the heatmap/mask files the options ask for."""
     from core.export.files import write_heatmap_png, write_mask_png
 
     out = analysis.to_dict()
     out["warnings"] = list(getattr(record, "warnings", [])) + list(out.get("warnings", []))  # e.g. loaded downsampled
     display = record.display(analysis.frame)
     for result, summary in zip(analysis.results, out["results"]):
-        bundle = registry.bundles.get(result.model_id)
-        scale = bundle_scale(bundle.tiling, record, args.microns_per_pixel) if bundle is not None else None
-        if scale is not None:
-            summary["scale"] = {"um_y": round(scale.um_y, 5), "um_x": round(scale.um_x, 5), "source": scale.source,
-                                "text": scale.describe()}
         if args.heatmap_out and result.heatmap is not None:
             target = _numbered(args.heatmap_out, result, analysis, numbered_frames)
             summary["heatmap_file"] = str(write_heatmap_png(display, result.heatmap, target))

@@ -40,7 +40,7 @@ from core.history import History
 from core.inference.analyzer import Analyzer, Engine
 from core.inference.results import Analysis
 from core.models.registry import Registry
-from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, bundle_scale, magnification_at, um_at_magnification
+from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, magnification_at, um_at_magnification
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
 from core.series.hanging import hung_picture, screening_exams
 from core.series.index import Series, StudyIndex, index_path
@@ -616,13 +616,7 @@ class MainWindow(QMainWindow):
 
     def _scales(self, analysis: Analysis) -> dict[str, str]:
         """Which scale of the image each result of a bundle that tiles at a physical scale used, and whence."""
-        scales = {}
-        for result in analysis.results:
-            bundle = self.registry.bundles.get(result.model_id)
-            scale = bundle_scale(bundle.tiling, self.state.record, self.state.microns_per_pixel) if bundle else None
-            if scale is not None:
-                scales[result.model_id] = scale.describe().replace(" um ", " µm ")
-        return scales
+        return {r.model_id: r.scale["text"].replace(" um ", " µm ") for r in analysis.results if r.scale is not None}
 
     def _model_summary(self, model_id: str) -> dict:
         bundle = self.registry.bundles.get(model_id)

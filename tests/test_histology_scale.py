@@ -238,22 +238,14 @@ def test_the_generic_train_command_refuses_the_two_lab_config():
 
 # ----- the user's scale: command line, batch and series (core.cli, core.batch, core.series)
 
-def test_user_scale_is_checked_named_and_resolved_per_bundle(tmp_path):
-    from core.models.scale import bundle_scale, check_user_um, magnification_at
+def test_user_scale_is_checked_and_named():
+    from core.models.scale import check_user_um, magnification_at
 
     assert magnification_at(um_at_magnification(400)) == 400 and magnification_at(0.25) is None
     assert check_user_um("0.5") == 0.5
     for wrong in (-0.5, 0.0, 50.0, float("nan")):
         with pytest.raises(ValueError, match="not a microscopy scale"):
             check_user_um(wrong)
-    png = tmp_path / "core.png"
-    Image.fromarray(fake_he(1, False, (64, 64))).save(png)
-    record = load_image(png)
-    assumed = TilingSpec(tile=32, microns_per_pixel=0.5, assumed_microns_per_pixel=0.42)
-    assert bundle_scale(assumed, record) == Scale(0.42, 0.42, "assumed")
-    assert bundle_scale(assumed, record, 0.049) == Scale(0.049, 0.049, "user")
-    assert bundle_scale(TilingSpec(tile=32), record, 0.049) is None  # tiles at the image's own pixels
-    assert bundle_scale(None, record, 0.049) is None
 
 
 @pytest.fixture

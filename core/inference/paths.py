@@ -251,8 +251,11 @@ class TiledClassifierPath(ClassifierPath):
             top = int(np.argmax(tile_probs[:, shown]))
             _, cams, _ = self.gradcam(plan.tile_input(top)[None], shown, request.plus)
             result.tile_gradcam = _to_image_grid(cams[0], boxes[top], display.shape[:2])
-        if scale is not None and scale.assumed:
-            result.warnings.append(assumed_warning(scale))
+        if scale is not None:
+            result.scale = {"um_y": round(scale.um_y, 5), "um_x": round(scale.um_x, 5), "source": scale.source,
+                            "text": scale.describe()}
+            if scale.assumed:
+                result.warnings.append(assumed_warning(scale))
         _flag_low_confidence(result)
         return result
 

@@ -141,6 +141,8 @@ class ModelResult:
     warnings: list[str] = field(default_factory=list)
     tta_agreement: float | None = None
     seconds: float = 0.0
+    # Bundles that tile at a physical scale: the image scale used, {"um_y", "um_x", "source", "text"}.
+    scale: dict | None = None
     # None: this bundle does not mark findings; []: it marks none here. Kept highest score first.
     findings: list[Finding] | None = None
 
@@ -167,6 +169,8 @@ class ModelResult:
                        heatmap_class=self.heatmap_class)
             if self.tiles:
                 out["tiles"] = self.tiles
+            if self.scale is not None:
+                out["scale"] = self.scale
             if self.tta_agreement is not None:
                 out["tta_agreement"] = round(self.tta_agreement, 4)
         else:

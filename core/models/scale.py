@@ -20,10 +20,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from core.models.tiling import TilingSpec
 
 # BreakHis (Spanhol et al. 2016): Olympus BX-50, Samsung SCC-131AN camera (6.5 um pixels) behind a 3.3x
 # relay lens; the 4x objective ("40x") gives 6.5 / (4 x 3.3) = 0.49 um per pixel, 700 px = 343 um of tissue.
@@ -159,15 +155,6 @@ def resolve_scale(record, assumed_um: float, user_um: float | None = None) -> Sc
         um = check_user_um(user_um)
         return Scale(um, um, "user")
     return file_scale(record) or Scale(float(assumed_um), float(assumed_um), "assumed")
-
-
-def bundle_scale(tiling: TilingSpec | None, record, user_um: float | None = None) -> Scale | None:
-    """The scale an analysis by a bundle with this ``tiling`` takes the record to have (as the analyzer resolves
-    it), so a result can say which scale was used and where it came from; None: the bundle tiles at the
-    image's own pixels."""
-    if tiling is None or not tiling.microns_per_pixel:
-        return None
-    return resolve_scale(record, tiling.assumed_microns_per_pixel or tiling.microns_per_pixel, user_um)
 
 
 def assumed_warning(scale: Scale) -> str:
