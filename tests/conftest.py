@@ -110,3 +110,24 @@ def link_shared_backbone(models: Path) -> Path:
         shutil.copyfile(BACKBONES["xception"], target)
     return target
 
+
+
+def open_window(qtbot, models: Path, tmp_path: Path, size: tuple[int, int] = (900, 700)):
+    """The main window offscreen on the bundles in ``models``, with its own settings (no automatic analysis)
+    and history under ``tmp_path``."""
+    from PySide6.QtCore import QSettings
+
+    from core.history import History
+    from core.inference.analyzer import Analyzer, Engine
+    from core.models.registry import Registry
+    from gui.main_window import MainWindow
+
+    registry = Registry([models])
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("auto_analyse", False)
+    win = MainWindow(engine=Engine(Analyzer(registry)), registry=registry, settings=settings,
+                     history=History(tmp_path / "history.sqlite"))
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show()
+    return win

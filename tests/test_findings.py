@@ -17,6 +17,7 @@ from core.history import History
 from core.imaging import load_image
 from core.inference.results import FINDING_RGB, Analysis, Finding, ModelResult
 from core.viewer_state import ViewerState
+from tests.conftest import open_window
 
 
 def _findings() -> list[Finding]:
@@ -86,21 +87,7 @@ def test_findings_layer_is_shown_by_default_and_toggles():
 @pytest.fixture
 def window(qtbot, tmp_path):
     """The main window offscreen with no models: the analysis is set by hand through its state."""
-    from PySide6.QtCore import QSettings
-
-    from core.inference.analyzer import Analyzer, Engine
-    from core.models.registry import Registry
-    from gui.main_window import MainWindow
-
-    registry = Registry([tmp_path / "no-models"])
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("auto_analyse", False)
-    win = MainWindow(engine=Engine(Analyzer(registry)), registry=registry, settings=settings,
-                     history=History(tmp_path / "history.sqlite"))
-    qtbot.addWidget(win)
-    win.resize(900, 700)
-    win.show()
-    return win
+    return open_window(qtbot, tmp_path / "no-models", tmp_path)
 
 
 def test_viewer_draws_a_circle_per_finding_and_the_panels_follow(qtbot, window, png):

@@ -13,10 +13,9 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtGui import QAction  # noqa: E402
 
-from core.inference.analyzer import Analyzer, Engine  # noqa: E402
 from core.models.registry import Registry  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from tests.conftest import REPO, open_window  # noqa: E402
 
 
 def _pixels(window) -> np.ndarray:
@@ -27,17 +26,7 @@ def _pixels(window) -> np.ndarray:
 
 @pytest.fixture
 def window(qtbot, tiny_models, tmp_path):
-    registry = Registry([tiny_models])
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("auto_analyse", False)
-    from core.history import History
-
-    win = MainWindow(engine=Engine(Analyzer(registry)), registry=registry, settings=settings,
-                     history=History(tmp_path / "history.sqlite"))
-    qtbot.addWidget(win)
-    win.resize(900, 700)
-    win.show()
-    return win
+    return open_window(qtbot, tiny_models, tmp_path)
 
 
 def _open(qtbot, window, path, modality_index=None):

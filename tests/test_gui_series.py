@@ -8,13 +8,11 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QPoint, QPointF, QSettings, Qt  # noqa: E402
+from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from core.inference.analyzer import Analyzer, Engine  # noqa: E402
-from core.models.registry import Registry  # noqa: E402
-from gui.main_window import MainWindow  # noqa: E402
+from tests.conftest import open_window  # noqa: E402
 from tests.series_data import PLANTED_LESION_SLICES, SAGITTAL, ramp_images, write_series  # noqa: E402
 
 
@@ -38,17 +36,8 @@ def _mask_drawn(window) -> bool:
 
 @pytest.fixture
 def window(qtbot, mr_models, tmp_path):
-    from core.history import History
-
-    registry = Registry([mr_models])
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("auto_analyse", False)
-    win = MainWindow(engine=Engine(Analyzer(registry)), registry=registry, settings=settings,
-                     history=History(tmp_path / "history.sqlite"))
-    qtbot.addWidget(win)
+    win = open_window(qtbot, mr_models, tmp_path, (1000, 760))
     win.settings_dir = tmp_path
-    win.resize(1000, 760)
-    win.show()
     return win
 
 
