@@ -250,6 +250,8 @@ CONFIGS: dict[str, BundleConfig] = {
             # also minus the other breast's; logistic regression, same folds): 0.48, bilateral 0.53.
             # Ceiling of a mass detector alone (from annotations.txt): 46 of the 91 abnormal images hold a mass;
             # masses ranked perfectly and the rest at chance give image AUC 0.75 < the 0.80 target.
+            # At full resolution (200 um, breast search region, frozen multi-depth features, core.training.mammo_cv):
+            # images 0.63-0.69 out of fold by woman (docs/models.md); not shipped.
             spec=PreprocessSpec(size=256, color="grey3", crop="none"),
             tiling=TilingSpec(tile=128, stride=96, min_tissue=0.3, tissue="radiograph", aggregate="max"),
             tile_labels_from_circles=True,
