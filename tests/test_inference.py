@@ -353,8 +353,9 @@ def test_shipped_transfer_bundle_runs_on_its_parents_loaded_network():
     assert stages.stem is parent_stages.stem and stages.key == parent_stages.key
     assert parent_stages.stem is not None  # cut inside the trained top block at block 13 (tests/test_stages.py)
     shared = stages.stem(x, training=False)
-    np.testing.assert_allclose(stages.rest(shared, training=False), child(x, training=False), atol=1e-5)
-    np.testing.assert_allclose(parent_stages.rest(shared, training=False), parent(x, training=False), atol=1e-5)
+    np.testing.assert_allclose(stages.rest(stages.pick(shared), training=False), child(x, training=False), atol=1e-5)
+    np.testing.assert_allclose(parent_stages.rest(parent_stages.pick(shared), training=False), parent(x, training=False),
+                               atol=1e-5)
 
 
 def test_shipped_bundles_state_the_interval_of_their_headline_metric():

@@ -249,6 +249,7 @@ BAD = [
     ("architecture", [], "architecture"),
     ("architecture", {"trunk_file": "trunk.keras"}, "architecture.trunk_sha256"),
     ("architecture", {"feature_bundle": "parent", "feature_bundle_sha256": SHA}, "architecture.feature_layer"),
+    ("architecture", {"encoder_bundle": "parent"}, "architecture.encoder_bundle_sha256"),
     ("architecture", {"average_with": {"weights": {"file": "start.keras"}}}, "architecture.average_with.weights.sha256"),
     ("changelog", "", "changelog"),
 ]

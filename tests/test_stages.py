@@ -1,5 +1,6 @@
 """core.models.stages: a classifier cut at its Grad-CAM layer, also inside a nested sub-model with a residual
-branch that skips the cut (Xception block 13), and a transfer bundle on such a cut sharing its stem."""
+branch that skips the cut (Xception block 13), a transfer bundle on such a cut sharing its stem, and a segmenter
+whose encoder is the classifier's network running on that stem too (skip maps tapped below the cut)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer
 from core.inference.gradcam import GradCam
+from core.inference.paths import Request, StemRows
 from core.models.preprocessing import preprocess
+from core.models.registry import Bundle
 from core.models.stages import split_stages
 from tests.conftest import REPO
 
@@ -84,12 +87,83 @@ def test_cut_at_the_end_of_the_nested_block_and_no_cut_after_the_output():
     assert split_stages("tiny", "ab" * 32, "classification", {"trunk_file": "t"}, "nowhere", model, None).stem is None
 
 
+def _classifier_and_segmenter():
+    """One tiny backbone (trunk, then a top block whose CAM layer lies before a residual add) made two networks
+    as the registry composes them: a classifier (trunk -> head holding the top block) and a U-Net segmenter
+    (the backbone's multi-scale encoder -> a decoder), the shape of the 4-class and the brain segmenter."""
+    import keras
+
+    from core.models.backbones import encoder, split_backbone
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((32, 32, 3), name="image")
+    fine = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="fine_act")(image)
+    x = keras.layers.BatchNormalization(name="half_bn")(keras.layers.Conv2D(8, 3, strides=2, padding="same",
+                                                                            name="half")(fine))
+    top_in = keras.layers.Activation("relu", name="top_act")(x)
+    mid = keras.layers.Activation("relu", name=CAM)(keras.layers.Conv2D(8, 3, padding="same", name="mid_conv")(top_in))
+    deep = keras.layers.BatchNormalization(name="deep_bn")(keras.layers.Conv2D(8, 3, padding="same", name="deep")(mid))
+    out = keras.layers.Activation("relu", name="top_out")(keras.layers.Add(name="add")([deep, x]))
+    backbone = keras.Model(image, out, name="tiny_backbone")
+    for layer in backbone.layers:  # batch statistics that are not the identity
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([np.random.default_rng(1).uniform(0.5, 1.5, w.shape).astype(np.float32)
+                               for w in layer.get_weights()])
+    trunk, top = split_backbone(backbone, "tiny", "top_act")
+    features = keras.Input(trunk.output.shape[1:], name="trunk_features")
+    head = keras.Model(features, keras.layers.Dense(3, name="logits")(
+        keras.layers.GlobalAveragePooling2D(name="gap")(top(features))), name="head")
+    classifier_image = keras.Input((None, None, 3), name="image")
+    classifier = keras.Model(classifier_image, head(trunk(classifier_image)), name="tiny_classifier")
+    skips = ["fine_act", "half_bn", "deep_bn"]
+    frozen = encoder(backbone, "tiny", skips)
+    maps = [keras.Input(t.shape[1:]) for t in frozen.outputs]
+    up = keras.layers.UpSampling2D(2)(keras.layers.Concatenate()([maps[1], maps[2]]))
+    mask = keras.layers.Conv2D(1, 1, activation="sigmoid")(keras.layers.Concatenate()([up, maps[0]]))
+    decoder = keras.Model(maps, mask, name="unet_decoder")
+    seg_image = keras.Input((32, 32, 3), name="image")
+    return classifier, keras.Model(seg_image, decoder(frozen(seg_image)), name="tiny_segmenter"), tuple(skips)
+
+
+def test_segmenter_on_the_classifier_network_shares_its_stem():
+    classifier, segmenter, skips = _classifier_and_segmenter()
+    arch = {"trunk_file": "trunk.keras"}
+    parent = split_stages("tiny", "ab" * 32, "classification", arch, CAM, classifier, None, skips)
+    assert parent.key == f"tiny@{'ab' * 8}:{CAM}" and parent.taps == ("fine_act", "half_bn")  # deep_bn: above
+    assert parent.picks == (0, 1) and len(parent.stem.outputs) == 4
+    seg = split_stages("tiny-seg", "cd" * 32, "segmentation", {"encoder_bundle": "tiny"}, None, segmenter, parent)
+    assert seg.stem is parent.stem and seg.key == parent.key and seg.picks == (0, 2, 3)
+    assert seg.rest.inputs[0].name == CAM
+    # One stem pass per image row serves both, and each gives what its whole network gives.
+    rows, passes = StemRows(), []
+    run = rows.run_stem
+    rows.run_stem = lambda stages, x: passes.append(len(x)) or run(stages, x)
+    x = _images()
+    np.testing.assert_allclose(parent.rest(rows.inputs(parent, x)), classifier(x), atol=1e-5)
+    np.testing.assert_allclose(seg.rest(rows.inputs(seg, x)), segmenter(x), atol=1e-5)
+    assert passes == [2]
+    # A parent that taps nothing: the same rest, so the same Grad-CAM through it; the segmenter then runs its
+    # own encoder (its features stem), never an error.
+    untapped = split_stages("tiny", "ab" * 32, "classification", arch, CAM, classifier, None)
+    through_rest = GradCam(parent.rest, None)(rows.inputs(parent, x))
+    np.testing.assert_allclose(through_rest[1], GradCam(untapped.rest, None)(untapped.stem(x))[1], atol=1e-5)
+    alone = split_stages("tiny-seg", "cd" * 32, "segmentation", {"encoder_bundle": "tiny"}, None, segmenter, untapped)
+    assert alone.key is None  # its whole network: the tiny decoder lacks the layer its features stem ends at
+
+
 @pytest.fixture(scope="module")
 def brain():
     from core.models.registry import BUILTIN_MODELS, Registry
 
     registry = Registry([BUILTIN_MODELS])
     return registry.get("brain-mri-tumor-4class"), registry.get("brain-mri-tumor-yesno")
+
+
+@pytest.fixture(scope="module")
+def brain_registry():
+    from core.models.registry import BUILTIN_MODELS, Registry
+
+    return Registry([BUILTIN_MODELS])
 
 
 def _brain_inputs(bundle) -> np.ndarray:
@@ -107,8 +181,10 @@ def test_shipped_brain_bundles_share_a_stem_cut_inside_the_top_block(brain):
     assert stages.rest.inputs[0].name == "block13_sepconv2_act" and len(stages.rest.inputs) == 2
     x = _brain_inputs(four)
     shared = stages.stem(x, training=False)
-    np.testing.assert_allclose(stages.rest(shared, training=False), four.load()(x, training=False), atol=1e-4)
-    np.testing.assert_allclose(child.rest(shared, training=False), yesno.load()(x, training=False), atol=1e-4)
+    np.testing.assert_allclose(stages.rest(stages.pick(shared), training=False), four.load()(x, training=False),
+                               atol=1e-4)
+    np.testing.assert_allclose(child.rest(child.pick(shared), training=False), yesno.load()(x, training=False),
+                               atol=1e-4)
 
 
 def test_shipped_brain_gradcam_through_the_rest_matches_the_whole_network(brain):
@@ -122,3 +198,30 @@ def test_shipped_brain_gradcam_through_the_rest_matches_the_whole_network(brain)
     assert yesno.gradcam_layer != yesno.stages().cam
     _, cams, _ = Analyzer().path(yesno).gradcam(x[:1], None, False)
     assert cams.shape == (1, 7, 7)
+
+
+def test_shipped_brain_segmenter_runs_on_the_4class_stem(brain_registry):
+    four, seg = brain_registry.get("brain-mri-tumor-4class"), brain_registry.get("brain-mri-tumor-seg")
+    assert seg.info.architecture["encoder_bundle"] == four.id
+    stages, own = four.stages(), seg.stages()
+    assert own.stem is stages.stem and own.key == stages.key and stages.rest.inputs[0].name == four.gradcam_layer
+    assert stages.taps == ("block1_conv2_act", "block3_sepconv2_bn", "block4_sepconv2_bn")
+    # The three MR bundles on one slice: one pass of the shared network per image row (image and mirror).
+    analyzer, passes = Analyzer(brain_registry), []
+    run = analyzer.stem_rows.run_stem
+    analyzer.stem_rows.run_stem = lambda s, x: passes.append((s.key, len(x))) or run(s, x)
+    record = load_image(REPO / "resources" / "samples" / "brain_mri_sample.jpg")
+    ids = [four.id, "brain-mri-tumor-yesno", seg.id]
+    together = analyzer.analyze(record, model_ids=ids, gradcam=True).results
+    assert passes == [(stages.key, 2)]
+    x = _brain_inputs(seg)
+    whole = seg.load()(x, training=False)
+    np.testing.assert_allclose(own.rest(own.pick(stages.stem(x, training=False)), training=False), whole, atol=1e-5)
+    # The same slice through the segmenter's own encoder (its manifest without ``encoder_bundle``): the same map.
+    arch = {k: v for k, v in seg.manifest["architecture"].items() if not k.startswith("encoder_bundle")}
+    unshared = Bundle(seg.folder, {**seg.manifest, "architecture": arch})
+    assert unshared.stages().key != stages.key
+    alone = Analyzer(brain_registry).path(unshared).run(record.display(0), Request(), record)
+    shared = next(r for r in together if r.model_id == seg.id)
+    assert np.abs(shared.probability_map - alone.probability_map).max() < 1e-5
+    assert (shared.mask == alone.mask).all()

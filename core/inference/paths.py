@@ -32,6 +32,7 @@ from core.models.tiling import aggregate, tile_map
 
 LOW_CONFIDENCE = 0.60  # below this calibrated probability the label is flagged as uncertain
 # Stem outputs kept per preprocessed image row: an image and its mirror for the bundles that share a stem.
+# A brain MR row with the segmenter's skip maps tapped is ~9 MB of float32 (block1_conv2_act alone 3 MB).
 STEM_ROWS_KEPT = 8
 TILE_BATCH = 16  # tiles cut, normalised and run at a time (core.models.tile_stream)
 
@@ -85,7 +86,7 @@ class StemRows:
         self._rows.clear()
 
     def inputs(self, stages: Stages, x: np.ndarray) -> list[np.ndarray]:
-        """The inputs of ``stages.rest`` for the image batch ``x``."""
+        """The inputs of ``stages.rest`` for the image batch ``x``: the stem outputs it picks."""
         if stages.stem is None:
             return [x]
         keys = [(stages.key, hashlib.blake2b(np.ascontiguousarray(row, np.float32).tobytes(), digest_size=16).digest())
@@ -100,7 +101,7 @@ class StemRows:
             self._rows.move_to_end(key)
         while len(self._rows) > self.kept:
             self._rows.popitem(last=False)
-        return [np.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
+        return stages.pick([np.stack([row[j] for row in rows]) for j in range(len(rows[0]))])
 
     def run_stem(self, stages: Stages, x: np.ndarray) -> list[np.ndarray]:
         """One pass of the stem over the rows of ``x`` that no cached output covers."""

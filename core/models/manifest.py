@@ -325,6 +325,9 @@ class _Check:
                 if part.get(f"{name}_file") is not None:
                     self.relative(part[f"{name}_file"], f"{prefix}.{name}_file")
                     self.sha256(part, f"{name}_sha256", f"{prefix}.{name}_sha256")
+        if arch.get("encoder_bundle") is not None:  # the classifier whose network a segmenter's encoder is
+            self.text(arch, "encoder_bundle", path=f"{key}.encoder_bundle")
+            self.sha256(arch, "encoder_bundle_sha256", f"{key}.encoder_bundle_sha256")
         if arch.get("feature_bundle") is not None:
             self.text(arch, "feature_bundle", path=f"{key}.feature_bundle")
             self.sha256(arch, "feature_bundle_sha256", f"{key}.feature_bundle_sha256")

@@ -38,12 +38,15 @@ class Bundle:
     ``manifest`` is the raw dict as read (training and its tools read and write all of it); ``info`` is the
     same checked and typed (core.models.manifest), which everything that runs the bundle reads. ``parents``
     finds a bundle this one builds on (the registry's own, so its loaded model is shared); without it, a
-    standalone bundle looks for the folder beside its own.
+    standalone bundle looks for the folder beside its own. ``stem_taps``: layers whose outputs this bundle's
+    stem also hands out, the skip maps of the segmenters whose ``encoder_bundle`` it is (set before its
+    stages are split, so that one stem serves them all).
     """
 
     folder: Path
     manifest: dict
     parents: Callable[[str], "Bundle"] | None = field(default=None, repr=False)
+    stem_taps: tuple[str, ...] = ()
     _model: object = field(default=None, repr=False)
     _stages: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -162,10 +165,28 @@ class Bundle:
             if self._stages is None:
                 info = self.info
                 arch = info.architecture
-                parent = self._parent(arch) if arch.get("feature_bundle") else None
-                self._stages = split_stages(self.id, info.weights.sha256, self.task, arch,
-                                            self.gradcam_layer, model, parent and parent.stages())
+                parent = self._parent(arch) if arch.get("feature_bundle") else self._encoder_parent(arch)
+                self._stages = split_stages(self.id, info.weights.sha256, self.task, arch, self.gradcam_layer,
+                                            model, parent and parent.stages(), self.stem_taps)
             return self._stages
+
+    def _encoder_parent(self, arch: dict) -> "Bundle | None":
+        """The classifier bundle whose network this segmenter's frozen encoder is (``encoder_bundle``), where it
+        is there at the version named and taps this encoder's skip maps; else None: the segmenter runs its own
+        encoder, as it always can."""
+        name = arch.get("encoder_bundle")
+        if not name or self.task != "segmentation":
+            return None
+        try:
+            if self.parents is None:
+                standalone = Bundle.from_folder(self.folder.parent / name)
+                standalone.stem_taps = tuple(arch.get("encoder_layers") or ())
+                self.parents = lambda _: standalone
+            parent = self.parents(name)
+        except (OSError, ValueError, ModelError):
+            return None
+        shares = parent.info.weights.sha256 == arch.get("encoder_bundle_sha256") and parent.stem_taps
+        return parent if shares else None
 
     def trunk_and_head(self):
         """The two parts ``_build`` composes a network of (image -> trunk -> head); of a snapshot ensemble,
@@ -343,6 +364,18 @@ class Registry:
                     continue
                 self.bundles[info.id] = Bundle(manifest_file.parent, manifest, parents=self.get,
                                                _info=info, _info_of=copy.deepcopy(read_keys(manifest)))
+        self._tap_encoder_bundles()
+
+    def _tap_encoder_bundles(self) -> None:
+        """Each classifier that a segmenter here names (at its version) as its ``encoder_bundle`` taps that
+        segmenter's skip maps from its stem (core.models.stages)."""
+        for bundle in self.bundles.values():
+            arch = bundle.info.architecture
+            parent = self.bundles.get(arch.get("encoder_bundle") or "")
+            if (bundle.task == "segmentation" and parent is not None
+                    and parent.info.weights.sha256 == arch.get("encoder_bundle_sha256")):
+                new = [t for t in arch.get("encoder_layers") or () if t not in parent.stem_taps]
+                parent.stem_taps += tuple(new)
 
     def get(self, bundle_id: str) -> Bundle:
         if bundle_id not in self.bundles:

@@ -44,6 +44,17 @@ def _trunk_entry(config: BundleConfig, folder: Path, trunk, relative: str = "tru
     return {"trunk_file": relative, "trunk_sha256": save_keras_fp16(trunk, folder / relative)}
 
 
+def _encoder_bundle(config: BundleConfig) -> dict:
+    """Manifest reference to the shipped classifier whose network a segmenter's frozen encoder is (weights
+    ``bundle:<id>``, no encoder layer trained here), pinned by its weights: the registry then runs that
+    classifier's stem once for both (core.models.stages). Empty for any other encoder."""
+    if not config.weights.startswith("bundle:") or config.top_from is not None:
+        return {}
+    parent = config.weights.removeprefix("bundle:")
+    sha = json.loads((REPO / "models" / parent / "manifest.json").read_text())["weights"]["sha256"]
+    return {"encoder_bundle": parent, "encoder_bundle_sha256": sha}
+
+
 def _command_options(config: BundleConfig) -> str:
     """The CLI options that reproduce this config where it differs from the shipped one."""
     default = dict(zip(("reader", "root", "arch", "weights"), DEFAULT_SOURCES.get(config.id, ())))
@@ -202,6 +213,8 @@ def write_segmenter_bundle(config: BundleConfig, decoder, plan: dict, out_root: 
     arch = manifest["architecture"]
     (folder / "trunk.keras").unlink(missing_ok=True)  # a previous whole-network version's
     arch.update(_trunk_entry(config, folder, encoder), encoder_layers=encoder_layers(config))
+    if encoder is None and start is None:
+        arch.update(_encoder_bundle(config))
     if encoder is not None:
         arch["weights_origin"] += "; then the whole encoder fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
