@@ -2,6 +2,7 @@
 
     pip install onnxruntime tf2onnx onnx
     python bench/fast_forward.py [--rounds 30] [--eval 240] [--calib 50] [--no-int8] [--no-bf16] [--tf-threads N] [--keep DIR]
+                                 [--int8-variants] [--bf16-rewrite]
 
 Paths, each fed what the bundle's analysis path (``core.inference.paths.ClassifierPath``) feeds the network
 (the preprocessed image and its mirror in one batch of 2, as the bundle's ``flip_average`` asks), each giving
@@ -16,8 +17,15 @@ product does:
 * ONNX Runtime int8: post-training static quantisation of that ONNX model (QDQ, per-channel int8 weights,
   uint8 activations, ``reduce_range`` as ONNX Runtime advises on x86 without VNNI; MinMax calibration over
   ``--calib`` validation slices disjoint from the evaluated ones);
+* with ``--int8-variants``, also: static QDQ at full 8-bit range (ONNX Runtime's advice where the CPU has VNNI),
+  static QOperator (QLinearConv etc. written out, full range) and dynamic quantisation (int8 weights, activations
+  quantised per run: ConvInteger / MatMulInteger), all run by the same CPU execution provider, whose MLAS kernels
+  pick the AVX-512 VNNI int8 dot products by cpuid where the CPU has them;
 * TensorFlow bfloat16: the same model rebuilt with Keras' ``mixed_bfloat16`` policy on every layer (oneDNN
-  emulates bf16 on CPUs without AVX-512 BF16 / AMX).
+  emulates bf16 on CPUs without AVX-512 BF16 / AMX);
+* with ``--bf16-rewrite``, also: the float32 graph (variables frozen to constants) run in a TF1 session whose
+  Grappler config turns on ``auto_mixed_precision_onednn_bfloat16`` (oneDNN's bf16 auto-mixed-precision rewrite),
+  next to the same frozen graph in a session without the rewrite (its control: frozen graph vs ``tf.function``).
 
 Speed: each path once per round in a fixed order (bench/stats.py ``interleave``), ``--rounds`` rounds on the
 bundled brain sample, printed as median ms and the median of per-round ratios to TensorFlow float32 with a
@@ -122,10 +130,21 @@ def onnx_path(path: Path, threads: int = 0) -> Callable:
     return lambda x: session.run(None, {name: x})[0]
 
 
-def quantise_int8(source: Path, target: Path, batches: list) -> str:
-    """Static int8 quantisation of ``source`` calibrated on ``batches`` (each a model input)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def _prepared(source: Path) -> Path:
+    """``source`` after ONNX Runtime's quantisation pre-processing (shape inference, graph optimisation), cached."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = source.with_name(source.stem + "_prepared.onnx")
+    if not prepared.exists():
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
+def quantise_int8(source: Path, target: Path, batches: list, quant_format: str = "QDQ",
+                  reduce_range: bool = True) -> str:
+    """Static int8 quantisation of ``source`` calibrated on ``batches`` (each a model input); ``quant_format``
+    "QDQ" or "QOperator"; ``reduce_range``: 7-bit weights (x86 without VNNI) or the full 8 bits."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -135,13 +154,20 @@ def quantise_int8(source: Path, target: Path, batches: list) -> str:
             x = next(self.items, None)
             return None if x is None else {"image": x}
 
-    prepared = target.with_name(target.stem + "_prepared.onnx")
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
+    quantize_static(str(_prepared(source)), str(target), Reader(), quant_format=QuantFormat[quant_format],
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    reduce_range=True)
-    return (f"QDQ, per-channel int8 weights (reduce_range), uint8 activations, MinMax over {len(batches)} "
-            "calibration batches")
+                    reduce_range=reduce_range)
+    return (f"{quant_format}, per-channel int8 weights ({'reduce_range' if reduce_range else 'full range'}), "
+            f"uint8 activations, MinMax over {len(batches)} calibration batches")
+
+
+def quantise_int8_dynamic(source: Path, target: Path) -> str:
+    """Dynamic quantisation of ``source``: int8 weights stored, activations quantised to uint8 on every run."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(_prepared(source)), str(target), weight_type=QuantType.QInt8, per_channel=False,
+                     reduce_range=False)
+    return "dynamic, per-tensor int8 weights (full range), uint8 activations quantised per run"
 
 
 def _with_policy(config, policy: str):
@@ -165,6 +191,28 @@ def bfloat16_path(model) -> Callable:
     mixed = keras.Model.from_config(_with_policy(model.get_config(), "mixed_bfloat16"))
     mixed.set_weights(model.get_weights())
     return tensorflow_path(mixed)
+
+
+def frozen_session_path(model, size: int, bf16_rewrite: bool) -> Callable:
+    """The float32 model frozen to a GraphDef and run in its own TF1 session; with ``bf16_rewrite`` that session's
+    Grappler runs oneDNN's bfloat16 auto-mixed-precision pass (only this session: the other paths are untouched)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = tf.function(lambda image: model(image, training=False)).get_concrete_function(
+        tf.TensorSpec([None, size, size, 3], tf.float32, name="image"))
+    frozen = convert_variables_to_constants_v2(concrete)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(frozen.graph.as_graph_def(), name="")
+    config = tf.compat.v1.ConfigProto()
+    rewrite = config.graph_options.rewrite_options
+    rewrite.auto_mixed_precision_onednn_bfloat16 = (rewriter_config_pb2.RewriterConfig.ON if bf16_rewrite
+                                                    else rewriter_config_pb2.RewriterConfig.OFF)
+    session = tf.compat.v1.Session(graph=graph, config=config)
+    feed, fetch = frozen.inputs[0].name, frozen.outputs[0].name
+    return lambda x: session.run(fetch, {feed: x})
 
 
 def agreement(paths: dict[str, Callable], batches: list, temperature: float) -> None:
@@ -205,6 +253,11 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=50, help="validation slices calibrating int8 (default 50)")
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-bf16", action="store_true")
+    parser.add_argument("--int8-variants", action="store_true",
+                        help="also static QDQ full range, static QOperator full range and dynamic int8")
+    parser.add_argument("--bf16-rewrite", action="store_true",
+                        help="also a frozen-graph session with oneDNN's bf16 auto-mixed-precision rewrite (and one "
+                             "without, its control)")
     parser.add_argument("--no-floor", action="store_true", help="skip the FLOPs / peak floor")
     parser.add_argument("--keep", type=Path, help="write the ONNX files here (default: a temporary folder)")
     parser.add_argument("--tf-threads", type=int, default=0,
@@ -252,8 +305,26 @@ def main() -> None:
             how = quantise_int8(onnx_file, int8_file, [product_batch(p, bundle) for p in calibration])
             print(f"int8: {how}; {time.perf_counter() - started:.0f} s, {int8_file.stat().st_size / 1e6:.0f} MB")
             paths["ONNX Runtime int8 (static)"] = onnx_path(int8_file)
+            if args.int8_variants:
+                calib_batches = [product_batch(p, bundle) for p in calibration]
+                for name, fmt, stem in [("ONNX Runtime int8 (static QDQ, full range)", "QDQ", "int8-qdq-full"),
+                                        ("ONNX Runtime int8 (static QOperator, full range)", "QOperator",
+                                         "int8-qop-full")]:
+                    target = folder / f"{bundle.id}.{stem}.onnx"
+                    started = time.perf_counter()
+                    how = quantise_int8(onnx_file, target, calib_batches, quant_format=fmt, reduce_range=False)
+                    print(f"int8: {how}; {time.perf_counter() - started:.0f} s, {target.stat().st_size / 1e6:.0f} MB")
+                    paths[name] = onnx_path(target)
+                target = folder / f"{bundle.id}.int8-dynamic.onnx"
+                started = time.perf_counter()
+                how = quantise_int8_dynamic(onnx_file, target)
+                print(f"int8: {how}; {time.perf_counter() - started:.0f} s, {target.stat().st_size / 1e6:.0f} MB")
+                paths["ONNX Runtime int8 (dynamic)"] = onnx_path(target)
         if not args.no_bf16:
             paths["TensorFlow bfloat16 (mixed_bfloat16)"] = bfloat16_path(model)
+            if args.bf16_rewrite:
+                paths["TensorFlow float32 frozen graph, session"] = frozen_session_path(model, size, False)
+                paths["TensorFlow bf16 oneDNN AMP rewrite, session"] = frozen_session_path(model, size, True)
 
         # ---- agreement with float32 over the validation slices
         if eval_batches:
