@@ -319,9 +319,11 @@ def test_batch_command_analyses_every_file_at_the_users_scale(sm_bundle, tmp_pat
         with (tmp_path / out / "results.csv").open(newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))
 
-    assert all("Magnification unknown" in r["warnings"] for r in rows("assumed"))
+    assumed = rows("assumed")
+    assert all("Magnification unknown" in r["warnings"] and r["scale"].endswith("(assumed)") for r in assumed)
     user = rows("user", "--magnification", "100")
     assert len(user) == 2 and not any("Magnification" in r["warnings"] or r["error"] for r in user)
+    assert {r["scale"] for r in user} == {"0.196 um per pixel (user)"}  # the scale each row was analysed at
 
 
 def test_series_analysis_runs_every_slice_at_the_users_scale(sm_bundle, tmp_path, monkeypatch, capsys):

@@ -37,7 +37,7 @@ from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
-                "probability"]
+                "probability", "scale"]
 TAIL_COLUMNS = ["lesions", "lesion_area_px", "lesion_area_mm2", "lesion_max_diameter_mm", "lesion_width_mm", "lesion_depth_mm",
                 "lesion_depth_to_width", "findings", "mask_file", "heatmap_file", "warnings", "error"]
 
@@ -322,7 +322,8 @@ class BatchRun:
                             device=result.device,
                             warnings=" | ".join(record.warnings + analysis.warnings + result.warnings), **base)
             if result.task == "classification":
-                row.update(label=result.label, probability=f"{result.confidence:.6f}")
+                row.update(label=result.label, probability=f"{result.confidence:.6f}",
+                           scale="" if result.scale is None else result.scale["text"])
                 row.update({f"p_{c}": f"{p:.6f}" for c, p in result.probabilities.items()})
                 if result.heatmap is not None:
                     row["heatmap_file"] = self._write(row, "heatmaps", stem, write_heatmap_png, display, result.heatmap)
