@@ -113,8 +113,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     finally:
         engine.shutdown()
     try:
-        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1)
-                   for a in analyses]
+        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1) for a in analyses]
     except (DiagnosticError, OSError) as exc:  # an output could not be written: never reported as written
         from core.export.files import os_reason
 

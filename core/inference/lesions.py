@@ -25,17 +25,11 @@ def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_a
         hull = cv2.convexHull(contour.astype(np.float32)).reshape(-1, 2)
         diff = hull[:, None, :] - hull[None, :, :]
         px = np.sqrt((diff**2).sum(-1))
-        if spacing_mm is None:
-            area_mm2 = diameter_mm = None
-            lengths = px
-        else:
-            dy, dx = spacing_mm
-            area_mm2 = float(area * dx * dy)
-            lengths = np.sqrt(((diff * np.array([dx, dy])) ** 2).sum(-1))
+        lengths = px if spacing_mm is None else np.sqrt(((diff * np.array(spacing_mm[::-1])) ** 2).sum(-1))
         i, j = np.unravel_index(int(np.argmax(lengths)), lengths.shape)
         ends = ((float(hull[i][0]), float(hull[i][1])), (float(hull[j][0]), float(hull[j][1])))
-        if spacing_mm is not None:
-            diameter_mm = float(lengths[i, j])
+        area_mm2 = None if spacing_mm is None else float(area * spacing_mm[0] * spacing_mm[1])
+        diameter_mm = None if spacing_mm is None else float(lengths[i, j])
         diameter_px = float(px.max()) if len(hull) > 1 else 1.0
         lesions.append(Lesion(label, area, area_mm2, (x, y, w, h), diameter_px, diameter_mm, contour, spacing_mm,
                               diameter_ends=ends, calipers=calipers))

@@ -60,16 +60,14 @@ class Lesion:
 
     def size_text(self) -> str:
         """One line for a reader: area and longest diameter; on ultrasound also width x depth and their ratio."""
-        if self.area_mm2 is None:
-            text = f"{self.area_px} px, max diameter {self.max_diameter_px:.0f} px"
-            box = f"{self.bbox[2]} x {self.bbox[3]} px (W x D)"
-        else:
-            text = f"{self.area_mm2:.1f} mm2, max diameter {self.max_diameter_mm:.1f} mm"
-            box = f"{self.width_mm:.1f} x {self.depth_mm:.1f} mm (W x D)" if self.calipers else ""
+        known = self.area_mm2 is not None
+        text = (f"{self.area_mm2:.1f} mm2, max diameter {self.max_diameter_mm:.1f} mm" if known
+                else f"{self.area_px} px, max diameter {self.max_diameter_px:.0f} px")
         if self.calipers:
+            box = (f"{self.width_mm:.1f} x {self.depth_mm:.1f} mm" if known else f"{self.bbox[2]} x {self.bbox[3]} px")
             ratio = self.depth_to_width
-            text += f", {box}, D/W {ratio:.2f}" + (" (taller than wide)" if ratio > 1 else "")
-        return text + (" (spacing unknown)" if self.area_mm2 is None else "")
+            text += f", {box} (W x D), D/W {ratio:.2f}" + (" (taller than wide)" if ratio > 1 else "")
+        return text + ("" if known else " (spacing unknown)")
 
     def overlay_text(self) -> str:
         """The short label the viewer draws beside the outline."""

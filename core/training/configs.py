@@ -86,6 +86,11 @@ class BundleConfig:
         return root if root.is_absolute() else DATA_ROOT / root
 
     @property
+    def weights_bundle(self) -> str | None:
+        """The shipped classifier whose network is this bundle's backbone (weights ``bundle:<id>``), else None."""
+        return self.weights.removeprefix("bundle:") if self.weights.startswith("bundle:") else None
+
+    @property
     def whole_augmentation(self) -> str:
         """The augmentation phase 3 draws afresh each epoch."""
         return self.augmentation_whole or self.augmentation
@@ -120,8 +125,8 @@ class BundleConfig:
             return shipped
         if self.weights.endswith(".keras"):
             return Path(self.weights)
-        if self.weights.startswith("bundle:"):
-            return self._bundle_backbone(self.weights.removeprefix("bundle:"))
+        if self.weights_bundle:
+            return self._bundle_backbone(self.weights_bundle)
         tag = {"none": "random", "imagenet": "imagenet"}.get(self.weights, Path(self.weights).stem)
         path = CACHE_ROOT / "backbones" / f"{self.arch}-{tag}.keras"
         if not path.exists():

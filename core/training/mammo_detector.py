@@ -57,6 +57,12 @@ def feature_model():
     return keras.Model(backbone.input, keras.layers.Concatenate()(pooled), name="mammo_tile_features")
 
 
+def film(sample: Sample) -> np.ndarray:
+    """The film as the product displays it, in grey: what tiles are cut from and the breast region is found on."""
+    display = load_image(sample.path).display(0)
+    return display if display.ndim == 2 else cv2.cvtColor(display, cv2.COLOR_RGB2GRAY)
+
+
 def cache(samples: list[Sample], batch: int = 16) -> None:
     """Features of every film's tissue tiles: ``<ref>.npz`` with ``features`` (float16) and ``corners``; resumable."""
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -65,8 +71,7 @@ def cache(samples: list[Sample], batch: int = 16) -> None:
         target = CACHE / f"{sample.path.stem}.npz"
         if target.exists():
             continue
-        display = load_image(sample.path).display(0)
-        grey = display if display.ndim == 2 else cv2.cvtColor(display, cv2.COLOR_RGB2GRAY)
+        grey = film(sample)
         corners = tile_grid(grey.shape, tissue_mask(grey, "radiograph"))
         x = np.stack([preprocess(grey[y:y + TILE, x0:x0 + TILE], SPEC) for y, x0 in corners])
         if model is None:
@@ -90,7 +95,7 @@ def tile_labels(corners: np.ndarray, circles, tile: int = TILE) -> np.ndarray:
 def load_film(sample: Sample) -> dict:
     """Cached tile features of one film restricted to its breast search region, with tile labels."""
     data = np.load(CACHE / f"{sample.path.stem}.npz")
-    grey = cv2.imread(str(sample.path), cv2.IMREAD_GRAYSCALE)
+    grey = film(sample)
     search = breast_region(grey, view="MLO").search
     corners = data["corners"]
     share = np.array([search[y:y + TILE, x:x + TILE].mean() for y, x in corners])
