@@ -12,3 +12,8 @@ def app_home() -> Path:
 
 def user_models() -> Path:
     return Path(os.environ.get("MIDA_USER_MODELS", app_home() / "models"))
+
+
+def onnx_cache() -> Path:
+    """Where ``python main.py models export`` writes bundles as ONNX files (core.inference.onnx_export)."""
+    return Path(os.environ.get("MIDA_ONNX_CACHE", Path.home() / ".cache" / "mida" / "onnx"))

@@ -57,6 +57,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from core.models.registry import Registry, metrics_text
 
     registry = Registry()
+    if args.action == "export":
+        return _export_models(registry, args.model, args.out)
     rows = [b.summary() for b in registry.bundles.values()]
     if args.json:
         _print_json({"models": rows, "problems": registry.problems})
@@ -77,6 +79,32 @@ def cmd_models(args: argparse.Namespace) -> int:
     for problem in registry.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     return 0
+
+
+def _export_models(registry, model_ids: list[str] | None, out: Path | None) -> int:
+    """Each bundle (or those named) as ONNX files for ONNX Runtime (core.inference.onnx_export); 1 where one failed."""
+    from core.app_paths import onnx_cache
+    from core.inference.onnx_export import export_bundle
+    from core.models.exports import export_roots, find_export
+
+    root = out or onnx_cache()
+    failed = 0
+    for bundle_id in model_ids or list(registry.bundles):
+        try:
+            bundle = registry.get(bundle_id)
+            if out is None and find_export(bundle, export_roots(registry.folders)) is not None:
+                print(f"{bundle_id}: exported already")
+                continue
+            index = export_bundle(bundle, root)
+        except ImportError as exc:
+            print(f"{bundle_id}: cannot export without {exc.name} (pip install tf2onnx onnxruntime)", file=sys.stderr)
+            return 1
+        except (DiagnosticError, ValueError) as exc:
+            print(f"{bundle_id}: not exported ({exc}); it runs on TensorFlow", file=sys.stderr)
+            failed = 1
+            continue
+        print(f"{bundle_id}: exported to {root / bundle_id} (checked against TensorFlow: {json.dumps(index['check'])})")
+    return failed
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -325,7 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--modality", choices=["MR", "MG", "US", "SM", "OT"], help="override the modality")
     info.set_defaults(func=cmd_info)
 
-    models = sub.add_parser("models", help="list the installed model bundles")
+    models = sub.add_parser("models", help="list the installed model bundles, or export them for ONNX Runtime")
+    models.add_argument("action", nargs="?", choices=["list", "export"], default="list",
+                        help="export: write each bundle as ONNX files, which analysis then runs without TensorFlow")
+    models.add_argument("--model", action="append", metavar="ID", help="export this bundle only (repeatable)")
+    models.add_argument("--out", type=Path, help="export into this folder (default: the user's cache)")
     models.add_argument("--json", action="store_true")
     models.add_argument("--markdown", action="store_true", help="a Markdown table (for the README)")
     models.set_defaults(func=cmd_models)

@@ -13,6 +13,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # History and user models of the test run stay out of the user's home.
 os.environ["MIDA_HOME"] = tempfile.mkdtemp(prefix="mida-home-")
+# No ONNX export of the user's cache runs in tests: a bundle runs on TensorFlow unless a test exports it.
+os.environ["MIDA_ONNX_CACHE"] = tempfile.mkdtemp(prefix="mida-onnx-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MIDA_DATA", REPO.parent / "shared" / "data"))

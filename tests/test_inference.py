@@ -52,7 +52,7 @@ def test_gradcam_for_a_chosen_class_and_plus_variant(analyzer, planted_png):
 
 
 def test_cam_model_avoids_graph_disconnected(tiny_models):
-    from core.inference.gradcam import cam_model
+    from core.models.stages import cam_model
 
     model = Registry([tiny_models]).get("tiny-mr-classifier").load()
     activation, logits = cam_model(model, "last_conv")(np.zeros((1, 64, 64, 3), np.float32))

@@ -9,20 +9,24 @@ Futures and may cancel between steps.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from core.errors import DiagnosticError
 from core.imaging.modality_guess import guess_modality
 from core.imaging.record import ImageRecord, Modality
-from core.inference.device import configure_device
-from core.inference.paths import AnalysisPath, Network, Request, StemRows, build_path
+from core.inference.onnx_network import available as onnx_runtime_available
+from core.inference.paths import AnalysisPath, Request, StemRows, build_path, load_network
 from core.inference.results import Analysis, ModelResult
+from core.models.exports import Export, export_roots, find_export
 from core.models.manifest import BundleManifest
 from core.models.registry import Bundle, Registry
 
+RUNTIMES = ("auto", "onnx", "tensorflow")
 WRONG_MODALITY = 0.90  # guesser probability of another modality that triggers the warning
 # Below this the guessed modality (hence the models chosen) is flagged. Chosen out-of-fold over the 5893 shared
 # images (resources/modality_guess.json): 13 of the 16 guessed wrong are flagged, and 65 of the 5877 guessed right
@@ -37,8 +41,13 @@ class Cancelled(DiagnosticError):
 class Analyzer:
     """Model choice and safety flags per image; each chosen bundle's analysis path run once per image."""
 
-    def __init__(self, registry: Registry | None = None) -> None:
+    def __init__(self, registry: Registry | None = None, runtime: str | None = None) -> None:
+        """``runtime``: "onnx" (a bundle's ONNX export where it has one), "tensorflow", or "auto" (the default, or
+        ``MIDA_RUNTIME``): the export, except where an NVIDIA GPU is there for TensorFlow."""
         self.registry = registry or Registry()
+        self.runtime = runtime or os.environ.get("MIDA_RUNTIME", "auto")
+        if self.runtime not in RUNTIMES:
+            raise DiagnosticError(f"unknown runtime '{self.runtime}' (one of {', '.join(RUNTIMES)})")
         # Stem outputs every path reads through, so two bundles on one stem run it once per image.
         self.stem_rows = StemRows()
         self._paths: dict[tuple[str, str], AnalysisPath] = {}  # by bundle id and weights sha256
@@ -58,10 +67,15 @@ class Analyzer:
         key = (info.id, info.weights.sha256)
         path = self._paths.get(key)
         if path is None or path.info is not info:
-            device = configure_device()  # before a network loads: GPU memory growth is set before TF meets the GPU
-            network = path.network if path is not None else Network(bundle, self.stem_rows)
-            path = self._paths[key] = build_path(info, network, device)
+            network = path.network if path is not None else load_network(bundle, self.stem_rows, self.export(bundle))
+            path = self._paths[key] = build_path(info, network)
         return path
+
+    def export(self, bundle: Bundle) -> Export | None:
+        """The bundle's ONNX export where it is to run on ONNX Runtime (``runtime``), else None: TensorFlow."""
+        if self.runtime == "tensorflow" or (self.runtime == "auto" and _nvidia_gpu()) or not onnx_runtime_available():
+            return None
+        return find_export(bundle, export_roots(self.registry.folders))
 
     def analyze(
         self,
@@ -149,3 +163,9 @@ class Engine:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _nvidia_gpu() -> bool:
+    """An NVIDIA GPU with its driver loaded (seen without importing TensorFlow)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())

@@ -1,40 +1,32 @@
-"""Grad-CAM and Grad-CAM++ in one forward/backward pass, for targets nested inside sub-models.
+"""Grad-CAM and Grad-CAM++: the heatmap from a layer's activation and the chosen class's gradient.
 
-The classic "graph disconnected" error comes from asking a nested model's inner tensor to be an
-output of the outer model. Instead the chain of layers is re-traced on a fresh input, and the
-sub-model that holds the target is replaced by a twin returning (activation, output).
+``GradCam`` takes both from TensorFlow in one forward/backward pass (for layers nested inside sub-models:
+core.models.stages.cam_model); the ONNX runtime (core.inference.onnx_network) takes them from the graph's
+appended gradient (core.models.onnx_grad). Either way ``heatmaps`` makes the maps.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def _contains(layer, name: str) -> bool:
-    if layer.name == name:
-        return True
-    return any(_contains(inner, name) for inner in getattr(layer, "layers", []))
+from core.models.stages import cam_model
 
 
-def cam_model(model, layer_name: str):
-    """A model mapping the input to (activation of ``layer_name``, model output)."""
-    import keras
-
-    if not _contains(model, layer_name):
-        raise ValueError(f"layer '{layer_name}' not found in model '{model.name}'")
-    direct = [layer for layer in model.layers if layer.name == layer_name]
-    if direct:
-        return keras.Model(model.inputs, [direct[0].output, model.output])
-    inputs = keras.Input(shape=model.inputs[0].shape[1:])
-    x, activation = inputs, None
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if activation is None and _contains(layer, layer_name):
-            activation, x = cam_model(layer, layer_name)(x)
-        else:
-            x = layer(x)
-    return keras.Model(inputs, [activation, x])
+def heatmaps(activation: np.ndarray, grads: np.ndarray, plus: bool) -> np.ndarray:
+    """Grad-CAM (or Grad-CAM++) maps (N, h, w), each scaled to a peak of 1, from the activation (N, h, w, c) and
+    the chosen class's logit gradient with respect to it: the one formula whichever runtime gave the gradient."""
+    activation, grads = activation.astype(np.float64), grads.astype(np.float64)
+    if plus:
+        # Grad-CAM++ (Chattopadhay et al. 2018) weights with the exponential-score closed form.
+        g2, g3 = grads**2, grads**3
+        total = activation.sum(axis=(1, 2), keepdims=True)
+        alpha = g2 / (2.0 * g2 + total * g3 + 1e-7)
+        weights = (alpha * np.maximum(grads, 0.0)).sum(axis=(1, 2))
+    else:
+        weights = grads.mean(axis=(1, 2))
+    cam = np.maximum(np.einsum("bhwc,bc->bhw", activation, weights), 0.0)
+    peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
+    return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
 
 
 class GradCam:
@@ -50,27 +42,17 @@ class GradCam:
         cam = cam_model(model, layer_name) if layer_name else None
 
         @tf.function(reduce_retracing=True, autograph=False)  # plain tensor code; frozen apps have no source
-        def step(inputs, target, plus):
+        def step(inputs, target):
             with tf.GradientTape() as tape:
                 if cam is None:
                     activation = inputs[0]
                     tape.watch(activation)
                     logits = model(list(inputs) if len(inputs) > 1 else activation, training=False)
                 else:
-                    activation, logits = cam(inputs[0], training=False)
+                    activation, logits = cam(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
                 chosen = tf.where(target >= 0, target, tf.argmax(logits, axis=-1, output_type=tf.int32))
                 score = tf.gather(logits, chosen, axis=1, batch_dims=1)
-            grads = tape.gradient(score, activation)
-            if plus:
-                # Grad-CAM++ (Chattopadhay et al. 2018) weights with the exponential-score closed form.
-                g2, g3 = grads**2, grads**3
-                total = tf.reduce_sum(activation, axis=(1, 2), keepdims=True)
-                alpha = g2 / (2.0 * g2 + total * g3 + 1e-7)
-                weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
-            else:
-                weights = tf.reduce_mean(grads, axis=(1, 2))
-            cam_map = tf.nn.relu(tf.einsum("bhwc,bc->bhw", activation, weights))
-            return logits, cam_map, chosen
+            return logits, activation, tape.gradient(score, activation), chosen
 
         self._step = step
 
@@ -81,7 +63,5 @@ class GradCam:
 
         targets = tf.fill([len(inputs[0])], -1 if target is None else int(target))
         tensors = tuple(tf.convert_to_tensor(a, tf.float32) for a in inputs)
-        logits, cam, chosen = self._step(tensors, targets, bool(plus))
-        cam = cam.numpy()
-        peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
-        return logits.numpy(), np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0), chosen.numpy()
+        logits, activation, grads, chosen = self._step(tensors, targets)
+        return logits.numpy(), heatmaps(activation.numpy(), grads.numpy(), plus), chosen.numpy()

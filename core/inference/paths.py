@@ -19,14 +19,17 @@ import numpy as np
 
 from core.errors import ModelError
 from core.imaging.record import ImageRecord, Modality
+from core.inference.device import configure_device
 from core.inference.gradcam import GradCam
 from core.inference.lesions import drop_unsure_components, find_lesions
+from core.inference.onnx_network import OnnxGradCam, OnnxModel
 from core.inference.results import ModelResult
 from core.models.manifest import BundleManifest
 from core.models.preprocessing import crop_box, prepare_display, preprocess
 from core.models.registry import Bundle
 from core.models.scale import assumed_warning, resolve_scale
-from core.models.stages import Stages
+from core.models.exports import Export
+from core.models.stages import Stages, contains
 from core.models.tile_stream import TilePlan
 from core.models.tiling import aggregate, tile_map
 
@@ -80,7 +83,7 @@ class StemRows:
     def __init__(self, kept: int = STEM_ROWS_KEPT) -> None:
         self.kept = kept
         self._rows: OrderedDict[tuple[str, bytes], list[np.ndarray]] = OrderedDict()
-        self._stems: dict[str, Compiled] = {}  # by stem key: one compiled stem however many bundles share it
+        self._stems: dict[str, Compiled | OnnxModel] = {}  # by stem key: one stem however many bundles share it
 
     def clear(self) -> None:
         self._rows.clear()
@@ -106,23 +109,24 @@ class StemRows:
     def run_stem(self, stages: Stages, x: np.ndarray) -> list[np.ndarray]:
         """One pass of the stem over the rows of ``x`` that no cached output covers."""
         if stages.key not in self._stems:
-            self._stems[stages.key] = Compiled(stages.stem)
+            self._stems[stages.key] = stages.stem if isinstance(stages.stem, OnnxModel) else Compiled(stages.stem)
         return self._stems[stages.key]([x])
 
 
 class Network:
     """A loaded bundle network as its path runs it: the stem it may share (through ``StemRows``), its own
-    rest compiled once, and its Grad-CAM models by layer. One per bundle weights: a manifest setting changed
-    in place (flip averaging, a threshold) gives a new path on the same network, never a recompile."""
+    rest, and its Grad-CAM graphs by layer. One per bundle weights: a manifest setting changed in place (flip
+    averaging, a threshold) gives a new path on the same network, never a reload. ``KerasNetwork`` runs it on
+    TensorFlow, ``OnnxNetwork`` on ONNX Runtime from the bundle's export; the path cannot tell them apart."""
 
-    def __init__(self, bundle: Bundle, stem_rows: StemRows) -> None:
-        self.stages = bundle.stages()
-        self.model = bundle.load()
+    device = "CPU"
+
+    def __init__(self, stages: Stages, stem_rows: StemRows) -> None:
+        self.stages = stages
         self.stem_rows = stem_rows
-        self._rest = Compiled(self.stages.rest)
         # By the layer explained; None: the rest's first input. Built on first use: a method never asked
         # for (Grad-CAM++, or any Grad-CAM in series and batch runs without heatmaps) costs nothing.
-        self.gradcams: dict[str | None, GradCam] = {}
+        self.gradcams: dict[str | None, object] = {}
 
     def inputs(self, x: np.ndarray) -> list[np.ndarray]:
         """The inputs of the rest for the image batch ``x``."""
@@ -133,18 +137,74 @@ class Network:
         return self._rest(self.inputs(x))[0]
 
     def gradcam(self, layer: str | None, x: np.ndarray, target: int | None, plus: bool):
-        """(logits, heatmaps, class index used) for the batch ``x`` at ``layer``; None: through the rest alone,
-        at the activation the stem hands it."""
+        """(logits, heatmaps, class index used) for the batch ``x`` at ``layer``; None: the activation the stem
+        hands the rest. A layer inside the rest takes its gradients through the rest alone too; any other,
+        through the whole network from the image."""
         if layer not in self.gradcams:
-            self.gradcams[layer] = GradCam(self.stages.rest, None) if layer is None else GradCam(self.model, layer)
-        return self.gradcams[layer](self.inputs(x) if layer is None else [x], target, plus)
+            self.gradcams[layer] = self._gradcam(layer)
+        cam, on_rest = self.gradcams[layer]
+        return cam(self.inputs(x) if on_rest else [x], target, plus)
+
+    def _rest(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _gradcam(self, layer: str | None) -> tuple[object, bool]:
+        """(Grad-CAM callable, whether it takes the rest's inputs rather than the image) for ``layer``."""
+        raise NotImplementedError
+
+
+class KerasNetwork(Network):
+    """The bundle's Keras model on TensorFlow (GPU where there is one), its rest compiled once."""
+
+    def __init__(self, bundle: Bundle, stem_rows: StemRows) -> None:
+        self.device = configure_device()  # before a network loads: GPU memory growth is set before TF meets the GPU
+        super().__init__(bundle.stages(), stem_rows)
+        self.model = bundle.load()
+        self._compiled_rest = Compiled(self.stages.rest)
+
+    def _rest(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return self._compiled_rest(inputs)
+
+    def _gradcam(self, layer: str | None) -> tuple[object, bool]:
+        if layer is None:
+            return GradCam(self.stages.rest, None), True
+        if self.stages.stem is not None and contains(self.stages.rest, layer):
+            return GradCam(self.stages.rest, layer), True
+        return GradCam(self.model, layer), False
+
+
+class OnnxNetwork(Network):
+    """The bundle's export (core.models.exports) on ONNX Runtime: no TensorFlow."""
+
+    device = "CPU (ONNX Runtime)"
+
+    def __init__(self, export: Export, stem_rows: StemRows) -> None:
+        stem = OnnxModel(export.stem) if export.stem is not None else None
+        super().__init__(Stages(export.stem_key, stem, None, export.cam, export.picks), stem_rows)
+        self.export = export
+        self._rest_model = OnnxModel(export.rest)
+
+    def _rest(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return self._rest_model(inputs)
+
+    def _gradcam(self, layer: str | None) -> tuple[object, bool]:
+        cam = self.export.cams.get(layer or "")
+        if cam is None:
+            raise ModelError(f"model '{self.export.bundle}': its ONNX export has no Grad-CAM graph for "
+                             f"{layer or 'its stem activation'}; export it again (python main.py models export)")
+        return OnnxGradCam(cam), cam.on_rest
+
+
+def load_network(bundle: Bundle, stem_rows: StemRows, export: Export | None) -> Network:
+    """The bundle's network on ONNX Runtime where ``export`` is given, else on TensorFlow."""
+    return OnnxNetwork(export, stem_rows) if export is not None else KerasNetwork(bundle, stem_rows)
 
 
 class AnalysisPath:
     """preprocess -> network -> post-processing for one bundle, from its typed manifest ``info``."""
 
-    def __init__(self, info: BundleManifest, network: Network, device: str) -> None:
-        self.info, self.network, self.device = info, network, device
+    def __init__(self, info: BundleManifest, network: Network) -> None:
+        self.info, self.network, self.device = info, network, network.device
         self.spec = info.preprocessing
         self.flip_average = info.flip_average
 
@@ -161,8 +221,8 @@ class ClassifierPath(AnalysisPath):
     """A whole-image classifier: logits (averaged with the mirror's where validation chose it), calibrated
     probabilities, Grad-CAM or Grad-CAM++ at the layer each explains, test-time augmentation."""
 
-    def __init__(self, info: BundleManifest, network: Network, device: str) -> None:
-        super().__init__(info, network, device)
+    def __init__(self, info: BundleManifest, network: Network) -> None:
+        super().__init__(info, network)
         self.classes = list(info.classes)
         self.temperature = info.temperature
         # The layer each method explains, None where that is the activation the shared stem hands the rest
@@ -229,8 +289,8 @@ class TiledClassifierPath(ClassifierPath):
     """Large images: tissue tiles (at the bundle's physical scale where it has one, stain-normalised and
     streamed in batches), their probabilities aggregated and mapped, Grad-CAM of the top tile."""
 
-    def __init__(self, info: BundleManifest, network: Network, device: str) -> None:
-        super().__init__(info, network, device)
+    def __init__(self, info: BundleManifest, network: Network) -> None:
+        super().__init__(info, network)
         self.tiling = info.tiling
         self.assumed_um = self.tiling.assumed_microns_per_pixel or self.tiling.microns_per_pixel
 
@@ -265,8 +325,8 @@ class SegmenterPath(AnalysisPath):
     """A lesion segmenter: probability map (averaged with the mirror's where validation chose it), mask at
     the bundle's threshold, unsure components gated, lesions measured."""
 
-    def __init__(self, info: BundleManifest, network: Network, device: str) -> None:
-        super().__init__(info, network, device)
+    def __init__(self, info: BundleManifest, network: Network) -> None:
+        super().__init__(info, network)
         self.threshold = info.mask_threshold
         self.min_peak = info.min_lesion_peak
         self.min_area_px = info.min_lesion_px
@@ -290,13 +350,13 @@ class SegmenterPath(AnalysisPath):
         return result
 
 
-def build_path(info: BundleManifest, network: Network, device: str) -> AnalysisPath:
+def build_path(info: BundleManifest, network: Network) -> AnalysisPath:
     """The path of the bundle described by ``info`` on its loaded ``network``."""
     if info.task != "classification":
-        return SegmenterPath(info, network, device)
+        return SegmenterPath(info, network)
     if info.tiling is not None:
-        return TiledClassifierPath(info, network, device)
-    return ClassifierPath(info, network, device)
+        return TiledClassifierPath(info, network)
+    return ClassifierPath(info, network)
 
 
 def _flag_low_confidence(result: ModelResult) -> None:

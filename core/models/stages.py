@@ -162,7 +162,7 @@ def _cut(model, cam_layer: str, name: str, taps: tuple[str, ...] = ()):
 
     def opens(op) -> bool:
         wanted = ([] if found else [cam_layer]) + [t for t in taps if t not in tapped]
-        return hasattr(op, "_nodes_by_depth") and any(_contains(op, t) for t in wanted)
+        return hasattr(op, "_nodes_by_depth") and any(contains(op, t) for t in wanted)
 
     def cross(tensor):
         if id(tensor) not in crossing:
@@ -211,6 +211,32 @@ def _cut(model, cam_layer: str, name: str, taps: tuple[str, ...] = ()):
             tuple(t for t in taps if t in tapped))
 
 
-def _contains(layer, name: str) -> bool:
+def contains(layer, name: str) -> bool:
     """``layer`` is the layer ``name`` or holds it, at any depth."""
-    return layer.name == name or any(_contains(inner, name) for inner in getattr(layer, "layers", None) or [])
+    return layer.name == name or any(contains(inner, name) for inner in getattr(layer, "layers", None) or [])
+
+
+def cam_model(model, layer_name: str):
+    """A model mapping the input to (activation of ``layer_name``, model output), for a layer at any depth.
+
+    Asking a nested model's inner tensor to be an output of the outer model fails ("graph disconnected"), so
+    the chain of layers is re-traced on a fresh input with the sub-model that holds the layer replaced by a
+    twin returning (activation, output)."""
+    import keras
+
+    if not contains(model, layer_name):
+        raise ValueError(f"layer '{layer_name}' not found in model '{model.name}'")
+    direct = [node.outputs[0] for nodes in model._nodes_by_depth.values() for node in nodes
+              if not node.is_input and node.operation is not None and node.operation.name == layer_name]
+    if len(direct) == 1:  # a layer of this graph (its own call here, where the layer is shared with another graph)
+        return keras.Model(model.inputs, [direct[0], model.output])
+    inputs = keras.Input(shape=model.inputs[0].shape[1:])
+    x, activation = inputs, None
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if activation is None and contains(layer, layer_name):
+            activation, x = cam_model(layer, layer_name)(x)
+        else:
+            x = layer(x)
+    return keras.Model(inputs, [activation, x])

@@ -1,0 +1,133 @@
+"""``python main.py models export``: each bundle's network as ONNX files that ONNX Runtime runs without TensorFlow.
+
+Why: on a CPU, ONNX Runtime runs these networks faster than TensorFlow at the same probabilities (float32 both;
+docs/bench/fast_forward.md), a process that needs no TensorFlow starts in a fraction of the time, and a frozen
+app without it is a fraction of the size. Each bundle's stages (core.models.stages) are converted with tf2onnx:
+the stem (shared by the bundles whose stems share a key: one file), the rest, and a Grad-CAM graph per layer its
+heatmaps explain (core.models.onnx_grad). Every export is checked against TensorFlow on random inputs before its
+index is written; the index records the differences. Where a graph cannot be exported (an op whose gradient
+is not written), the bundle keeps running on TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from core.models.exports import EXPORT_FORMAT, CamGraph, fingerprint
+from core.models.stages import cam_model, contains
+
+OPSET = 17
+MAX_LOGIT_DIFF = 1e-3  # refused above: the exported network is not the bundle's
+MAX_HEATMAP_DIFF = 1e-2  # heatmaps peak-scaled to 1
+
+
+def export_bundle(bundle, root: Path) -> dict:
+    """Writes ``bundle``'s export under ``root`` (``<id>/<fingerprint>/``, stems in ``stems/``); returns its index."""
+    import onnx
+    import onnxruntime as ort
+    import tf2onnx
+
+    from core.inference.gradcam import GradCam
+    from core.inference.onnx_network import OnnxGradCam
+    from core.models.onnx_grad import add_cam_gradients
+
+    info = bundle.info
+    stages, model = bundle.stages(), bundle.load()
+    folder = Path(root) / info.id / fingerprint(bundle)[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-1, 1, (2, *info.input_size)).astype(np.float32)
+    index: dict = {"format": EXPORT_FORMAT, "bundle": info.id, "fingerprint": fingerprint(bundle),
+                   "exporter": f"tf2onnx {tf2onnx.__version__}, opset {OPSET}", "stem": None, "picks": None, "cam": stages.cam,
+                   "cams": {}, "check": {}}
+    if stages.stem is not None:
+        stem_outputs = _as_list(stages.stem(image, training=False))
+        # Bundles on one stem share its file: the key names its weights and cut, the outputs its taps.
+        shapes = [list(np.shape(o)[1:]) for o in stem_outputs]
+        stem_id = hashlib.sha256(json.dumps([EXPORT_FORMAT, stages.key, shapes]).encode()).hexdigest()[:16]
+        stem_file = Path(root) / "stems" / f"{stem_id}.onnx"
+        if not stem_file.is_file():
+            _convert(stages.stem, [image], stem_file)
+        got = _session(ort, stem_file).run(None, {"in0": image})
+        index["check"]["stem_max_abs_diff"] = max(float(np.abs(g - np.asarray(e)).max()) for g, e in zip(got, stem_outputs))
+        index["stem"] = {"key": f"{stages.key}#{stem_id}", "file": f"stems/{stem_id}.onnx"}
+        index["picks"] = list(stages.picks) if stages.picks is not None else None
+        rest_inputs = stages.pick(stem_outputs)
+    else:
+        rest_inputs = [image]
+    rest_inputs = [np.asarray(a, np.float32) for a in rest_inputs]
+    _convert(stages.rest, rest_inputs, folder / "rest.onnx")
+    index["rest"] = "rest.onnx"
+    expected = np.asarray(_as_list(stages.rest(rest_inputs if len(rest_inputs) > 1 else rest_inputs[0], training=False))[0])
+    got = _session(ort, folder / "rest.onnx").run(None, _feed(rest_inputs))[0]
+    index["check"]["rest_max_abs_diff"] = float(np.abs(got - expected).max())
+    if info.task == "classification":
+        for layer in {bundle.cam_layer(False), bundle.cam_layer(True)} - {None}:
+            on_rest = stages.stem is not None and layer == (stages.cam or info.gradcam_layer)
+            if on_rest:  # the rest's first input is the activation: the rest itself, gradient appended
+                key, net, inputs, activation_output = "", stages.rest, rest_inputs, None
+            elif stages.stem is not None and contains(stages.rest, layer):
+                key, net, inputs, activation_output = layer, cam_model(stages.rest, layer), rest_inputs, 0
+            else:
+                key, net, inputs, activation_output = layer, cam_model(model, layer), [image], 0
+            name = f"cam-{key or 'input'}.onnx"
+            graph = _convert(net, inputs, None)
+            outputs = [o.name for o in graph.graph.output]
+            logits = outputs[-1]
+            activation = graph.graph.input[0].name if activation_output is None else outputs[activation_output]
+            onnx.save(add_cam_gradients(graph, logits, activation), str(folder / name))
+            on = "rest" if inputs is rest_inputs else "image"
+            index["cams"][key] = {"file": name, "on": on, "logits": logits, "activation": activation}
+            got_logits, maps, got_chosen = OnnxGradCam(CamGraph(folder / name, on == "rest", logits, activation))(inputs)
+            ref_logits, ref_maps, ref_chosen = GradCam(model if on == "image" else stages.rest, None if key == "" else layer)(inputs)
+            index["check"][f"cam {key or 'rest input'}"] = {
+                "logits_max_abs_diff": float(np.abs(got_logits - ref_logits).max()),
+                "heatmap_max_abs_diff": float(np.abs(maps - ref_maps).max()),
+                "same_class": bool((got_chosen == ref_chosen).all())}
+    _refuse_if_off(info.id, index["check"])
+    (folder / "index.json.tmp").write_text(json.dumps(index, indent=1) + "\n")
+    os.replace(folder / "index.json.tmp", folder / "index.json")
+    return index
+
+
+def _refuse_if_off(bundle_id: str, check: dict) -> None:
+    off = [name for name, value in check.items()
+           if (value > MAX_LOGIT_DIFF if isinstance(value, float) else
+               value["logits_max_abs_diff"] > MAX_LOGIT_DIFF or value["heatmap_max_abs_diff"] > MAX_HEATMAP_DIFF
+               or not value["same_class"])]
+    if off:
+        raise ValueError(f"{bundle_id}: the ONNX export differs from TensorFlow ({', '.join(off)}: {check})")
+
+
+def _convert(net, inputs: list[np.ndarray], path: Path | None):
+    """``net`` (a Keras model) through tf2onnx with inputs shaped like ``inputs`` (any batch); saved where ``path``."""
+    import tensorflow as tf
+    import tf2onnx
+
+    specs = tuple(tf.TensorSpec([None, *np.shape(a)[1:]], tf.float32, name=f"in{i}") for i, a in enumerate(inputs))
+    if len(specs) == 1:
+        fn = tf.function(lambda a: net(a, training=False))
+    else:
+        fn = tf.function(lambda *a: net(list(a), training=False))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    graph, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET,
+                                             output_path=str(path) if path is not None else None)
+    return graph
+
+
+def _session(ort, path: Path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _feed(inputs: list[np.ndarray]) -> dict:
+    return {f"in{i}": a for i, a in enumerate(inputs)}
+
+
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]

@@ -1,0 +1,84 @@
+"""Bundles run on ONNX Runtime from their export (core.models.exports): no TensorFlow in the process.
+
+``OnnxModel`` has the call of ``core.inference.paths.Compiled`` (arrays in, arrays out) and opens its session on
+first use, so a stem file several bundles name is loaded once (by the first bundle that runs it: the Analyzer
+keeps one stem per key). ``OnnxGradCam`` has the call of ``core.inference.gradcam.GradCam``: one run gives the
+logits, the activation and the chosen class's gradient, and ``heatmaps`` makes the maps as for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from core.inference.gradcam import heatmaps
+from core.models.exports import CHOSEN, GRADS, TARGET, CamGraph
+
+# Intra-op threads; 0: ONNX Runtime's choice (one per physical core). MIDA_ORT_THREADS overrides (1 runs faster
+# where another job holds the other cores: docs/bench/fast_forward.md).
+THREADS = int(os.environ.get("MIDA_ORT_THREADS", "0"))
+
+
+def available() -> bool:
+    """ONNX Runtime is installed (the frozen app and source installs have it; it is optional elsewhere)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def session(path: Path):
+    """An ONNX Runtime CPU session with every graph optimisation and no spin-waiting between runs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel:
+    """One exported graph's forward pass: arrays in (one per graph input), arrays out."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._session = None
+        self._lock = threading.Lock()
+
+    def _opened(self):
+        with self._lock:
+            if self._session is None:
+                self._session = session(self.path)
+            return self._session
+
+    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        run = self._opened()
+        names = [i.name for i in run.get_inputs()]
+        return run.run(None, {n: np.asarray(a, np.float32) for n, a in zip(names, inputs)})
+
+
+class OnnxGradCam:
+    """Grad-CAM from an exported graph with its gradient appended (core.models.onnx_grad)."""
+
+    def __init__(self, cam: CamGraph) -> None:
+        self.cam = cam
+        self._model = OnnxModel(cam.file)
+
+    def __call__(self, inputs: list[np.ndarray], target: int | None = None, plus: bool = False):
+        """(logits (N, K), heatmaps (N, h, w) scaled to a peak of 1, class index used (N,)), as GradCam gives."""
+        run = self._model._opened()
+        names = [i.name for i in run.get_inputs() if i.name != TARGET]
+        feed = {n: np.asarray(a, np.float32) for n, a in zip(names, inputs)}
+        feed[TARGET] = np.full(len(inputs[0]), -1 if target is None else int(target), np.int64)
+        fed = self.cam.activation in feed  # the activation is the graph's first input (the rest's)
+        outputs = run.run([self.cam.logits, GRADS, CHOSEN] + ([] if fed else [self.cam.activation]), feed)
+        logits, grads, chosen = outputs[:3]
+        activation = feed[self.cam.activation] if fed else outputs[3]
+        return logits, heatmaps(activation, grads, plus), chosen

@@ -1,0 +1,104 @@
+"""A bundle's ONNX export: found by a fingerprint of everything that decides its network, read without
+TensorFlow.
+
+``python main.py models export`` (core.inference.onnx_export) writes, per bundle, the ONNX files of its stages
+(core.models.stages): the stem it may share with other bundles, its rest, and one Grad-CAM graph per layer a
+heatmap explains (the rest with the gradient appended: core.models.onnx_grad), with an ``index.json`` that says
+which file is which. The Analyzer runs a bundle on ONNX Runtime when such an export matches it here, and on
+TensorFlow otherwise. The fingerprint covers the weights' sha256, the architecture entry (which names every
+other file and parent bundle by sha256), the input size, the Grad-CAM layers and the stem's taps, so a
+retrained, edited or differently installed bundle never runs an export of another network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.app_paths import onnx_cache
+
+EXPORT_FORMAT = 1
+# A Grad-CAM graph's extra input and outputs (core.models.onnx_grad appends them): the class each row's heatmap
+# explains (N,) int64, -1 for its highest logit; d logit[class] / d activation; the class explained (N,) int64.
+TARGET, GRADS, CHOSEN = "cam_target", "cam_grads", "cam_class"
+EXPORTS_FOLDER = "_onnx"  # beside the bundles of a models folder (the frozen app ships its exports there)
+
+
+@dataclass(frozen=True)
+class CamGraph:
+    """A Grad-CAM graph: the network with the gradient appended, on the rest's inputs (``on_rest``) or the image;
+    ``logits`` and ``activation`` name its outputs (``activation`` may be its first input)."""
+
+    file: Path
+    on_rest: bool
+    logits: str
+    activation: str
+
+
+@dataclass(frozen=True)
+class Export:
+    """A bundle's ONNX files, from its ``index.json``. ``stem``: the shared stem's file (None: the rest takes the
+    image); ``stem_key``: bundles with the same key share the stem's outputs; ``picks``: the stem outputs the rest
+    takes (None: all); ``cam``: the layer whose activation is the rest's first input (core.models.stages.Stages);
+    ``cams``: Grad-CAM graph by layer ("" for the rest's first input)."""
+
+    folder: Path
+    bundle: str
+    stem: Path | None
+    stem_key: str | None
+    picks: tuple[int, ...] | None
+    cam: str | None
+    rest: Path
+    cams: dict[str, CamGraph]
+
+    @classmethod
+    def read(cls, index: Path) -> "Export":
+        data = json.loads(index.read_text())
+        root = index.parents[2]
+        stem = data.get("stem")
+        return cls(index.parent, data["bundle"], root / stem["file"] if stem else None, stem["key"] if stem else None,
+                   tuple(data["picks"]) if data.get("picks") is not None else None, data.get("cam"),
+                   index.parent / data["rest"],
+                   {layer: CamGraph(index.parent / cam["file"], cam["on"] == "rest", cam["logits"], cam["activation"])
+                    for layer, cam in data["cams"].items()})
+
+
+def fingerprint(bundle) -> str:
+    """What decides ``bundle``'s exported network, hashed (with its parents' fingerprints, for bundles on others)."""
+    info = bundle.info
+    arch = info.architecture
+    parents = []
+    for key in ("feature_bundle", "encoder_bundle"):
+        if arch.get(key) and bundle.parents is not None:
+            try:
+                parents.append(fingerprint(bundle.parents(arch[key])))
+            except Exception:  # noqa: BLE001 - a parent that is not there: the bundle cannot run on it either
+                parents.append(None)
+    facts = {"format": EXPORT_FORMAT, "id": info.id, "task": info.task, "weights": info.weights.sha256,
+             "architecture": arch, "input_size": info.input_size,
+             "cam": [bundle.cam_layer(False), bundle.cam_layer(True)], "taps": list(bundle.stem_taps),
+             "parents": parents}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def export_roots(models_folders: list[Path]) -> list[Path]:
+    """Where exports are looked for: beside each models folder, then the user's cache."""
+    return [Path(folder) / EXPORTS_FOLDER for folder in models_folders] + [onnx_cache()]
+
+
+def find_export(bundle, roots: list[Path]) -> Export | None:
+    """The export of ``bundle``'s network in the first root that holds one with all its files, else None."""
+    key = fingerprint(bundle)
+    for root in roots:
+        index = root / bundle.id / key[:16] / "index.json"
+        if index.is_file():
+            try:
+                export = Export.read(index)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            files = [export.rest, *(cam.file for cam in export.cams.values())] + ([export.stem] if export.stem else [])
+            if all(f.is_file() for f in files):
+                return export
+    return None
