@@ -41,6 +41,7 @@ bench: bench-deps
 # One-folder executable in dist/mida and its headless smoke test (not part of the two set-up commands).
 dist: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[build]"
+	rm -rf build/onnx && $(PY) main.py models export --out build/onnx
 	$(PY) -m PyInstaller --noconfirm --clean build.spec
 
 smoke: dist

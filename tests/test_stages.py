@@ -194,7 +194,7 @@ def test_shipped_brain_gradcam_through_the_rest_matches_the_whole_network(brain)
     whole_logits, whole_cams, whole_chosen = GradCam(four.load(), four.gradcam_layer)([x])
     np.testing.assert_allclose(logits, whole_logits, atol=1e-4)
     assert np.abs(cams - whole_cams).max() < 1e-3 and (chosen == whole_chosen).all()
-    # The yes/no bundle is explained at block 14, not its shared stem's cut: through its whole network.
+    # The yes/no bundle is explained at block 14, above its shared stem's cut: through the rest alone.
     assert yesno.gradcam_layer != yesno.stages().cam
     _, cams, _ = Analyzer().path(yesno).gradcam(x[:1], None, False)
     assert cams.shape == (1, 7, 7)

@@ -29,7 +29,7 @@ from core.models.preprocessing import crop_box, prepare_display, preprocess
 from core.models.registry import Bundle
 from core.models.scale import assumed_warning, resolve_scale
 from core.models.exports import Export
-from core.models.stages import Stages, contains
+from core.models.stages import Stages, cam_site
 from core.models.tile_stream import TilePlan
 from core.models.tiling import aggregate, tile_map
 
@@ -168,7 +168,7 @@ class KerasNetwork(Network):
     def _gradcam(self, layer: str | None) -> tuple[object, bool]:
         if layer is None:
             return GradCam(self.stages.rest, None), True
-        if self.stages.stem is not None and contains(self.stages.rest, layer):
+        if cam_site(self.stages, layer, None) == "rest":
             return GradCam(self.stages.rest, layer), True
         return GradCam(self.model, layer), False
 
@@ -197,7 +197,14 @@ class OnnxNetwork(Network):
 
 def load_network(bundle: Bundle, stem_rows: StemRows, export: Export | None) -> Network:
     """The bundle's network on ONNX Runtime where ``export`` is given, else on TensorFlow."""
-    return OnnxNetwork(export, stem_rows) if export is not None else KerasNetwork(bundle, stem_rows)
+    if export is not None:
+        return OnnxNetwork(export, stem_rows)
+    try:
+        return KerasNetwork(bundle, stem_rows)
+    except ImportError as exc:  # the frozen app: exports only
+        raise ModelError(f"model '{bundle.id}' has no ONNX export that matches it and this installation has no "
+                         f"{exc.name or 'TensorFlow'} to run it: export it from a source installation "
+                         "(python main.py models export) or reinstall the app") from exc
 
 
 class AnalysisPath:
@@ -227,13 +234,12 @@ class ClassifierPath(AnalysisPath):
         self.temperature = info.temperature
         # The layer each method explains, None where that is the activation the shared stem hands the rest
         # (gradients through the rest alone); a bundle explained elsewhere takes them through its whole network.
-        stages = network.stages
         self.cam_layers: dict[bool, str | None] = {}
         if info.gradcam_layer:
             for plus in (False, True):
                 layer = info.cam_layer(plus)
-                through_rest = stages.stem is not None and layer == (stages.cam or info.gradcam_layer)
-                self.cam_layers[plus] = None if through_rest else layer
+                on_input = cam_site(network.stages, layer, info.gradcam_layer) == "input"
+                self.cam_layers[plus] = None if on_input else layer
 
     def gradcam(self, x: np.ndarray, target: int | None, plus: bool):
         """(logits, heatmaps, class index used) for the batch ``x``, at the method's layer."""

@@ -41,6 +41,17 @@ class Stages:
         return list(outputs) if self.picks is None else [outputs[i] for i in self.picks]
 
 
+def cam_site(stages: Stages, layer: str, bundle_cam: str | None) -> str:
+    """Where Grad-CAM at ``layer`` takes its gradients for a bundle whose own Grad-CAM layer is ``bundle_cam``:
+    "input" (the activation the stem hands the rest), "rest" (a layer inside the rest: through the rest alone), or
+    "image" (through the whole network from the image)."""
+    if stages.stem is None:
+        return "image"
+    if layer == (stages.cam or bundle_cam):
+        return "input"
+    return "rest" if stages.rest is not None and contains(stages.rest, layer) else "image"
+
+
 def split_stages(bundle_id: str, sha256: str, task: str, arch: dict, cam_layer: str | None, model,
                  parent: Stages | None, taps: tuple[str, ...] = ()) -> Stages:
     """The stages of a loaded bundle model; ``parent``'s stages for a bundle built on another (a segmenter:
