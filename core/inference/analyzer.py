@@ -2,9 +2,9 @@
 
 Each bundle runs down its analysis path (core.inference.paths), built once when the Analyzer first meets
 the bundle; what is about the image rather than one bundle (modality warnings, cancelling between bundles,
-timing, the stem outputs bundles share) is kept here. TensorFlow work happens only inside ``Analyzer``
-methods, which the Engine calls on its single worker thread (Keras predict is not thread-safe); callers get
-Futures and may cancel between steps.
+timing, the stem outputs bundles share) is kept here. Model work (TensorFlow or ONNX Runtime) happens only inside
+``Analyzer`` methods, which the Engine calls on its single worker thread (Keras predict is not thread-safe);
+callers get Futures and may cancel between steps.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from core.errors import DiagnosticError
 from core.imaging.modality_guess import guess_modality
 from core.imaging.record import ImageRecord, Modality
+from core.inference.device import nvidia_gpu
 from core.inference.onnx_network import available as onnx_runtime_available
 from core.inference.paths import AnalysisPath, Request, StemRows, build_path, load_network
 from core.inference.results import Analysis, ModelResult
@@ -73,7 +73,7 @@ class Analyzer:
 
     def export(self, bundle: Bundle) -> Export | None:
         """The bundle's ONNX export where it is to run on ONNX Runtime (``runtime``), else None: TensorFlow."""
-        if self.runtime == "tensorflow" or (self.runtime == "auto" and _nvidia_gpu()) or not onnx_runtime_available():
+        if self.runtime == "tensorflow" or (self.runtime == "auto" and nvidia_gpu()) or not onnx_runtime_available():
             return None
         return find_export(bundle, export_roots(self.registry.folders))
 
@@ -163,9 +163,3 @@ class Engine:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _nvidia_gpu() -> bool:
-    """An NVIDIA GPU with its driver loaded (seen without importing TensorFlow)."""
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 
 @lru_cache(maxsize=1)
@@ -20,3 +21,9 @@ def configure_device() -> str:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"GPU:0 ({details.get('device_name', 'GPU')})"
     return "CPU"
+
+
+def nvidia_gpu() -> bool:
+    """An NVIDIA GPU with its driver loaded, seen without importing TensorFlow (which the ONNX runtime spares)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())

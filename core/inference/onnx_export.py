@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.models.exports import EXPORT_FORMAT, CamGraph, fingerprint
+from core.models.exports import EXPORT_FORMAT, CamGraph, export_folder, fingerprint
 from core.models.stages import cam_model, cam_site
 
 OPSET = 17
@@ -32,20 +32,20 @@ HALVED_FROM = 1024  # weights of at least this many values are stored as float16
 
 def export_bundle(bundle, root: Path) -> dict:
     """Writes ``bundle``'s export under ``root`` (``<id>/<fingerprint>/``, stems in ``stems/``); returns its index."""
-    import onnxruntime as ort
     import tf2onnx
 
     from core.inference.gradcam import GradCam
-    from core.inference.onnx_network import OnnxGradCam
+    from core.inference.onnx_network import OnnxGradCam, OnnxModel
     from core.models.onnx_grad import add_cam_gradients
 
     info = bundle.info
     stages, model = bundle.stages(), bundle.load()
-    folder = Path(root) / info.id / fingerprint(bundle)[:16]
+    key = fingerprint(bundle)
+    folder = export_folder(root, info.id, key)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     image = rng.uniform(-1, 1, (2, *info.input_size)).astype(np.float32)
-    index: dict = {"format": EXPORT_FORMAT, "bundle": info.id, "fingerprint": fingerprint(bundle),
+    index: dict = {"format": EXPORT_FORMAT, "bundle": info.id, "fingerprint": key,
                    "exporter": f"tf2onnx {tf2onnx.__version__}, opset {OPSET}", "stem": None, "picks": None, "cam": stages.cam,
                    "cams": {}, "check": {}}
     if stages.stem is not None:
@@ -56,7 +56,7 @@ def export_bundle(bundle, root: Path) -> dict:
         stem_file = Path(root) / "stems" / f"{stem_id}.onnx"
         if not stem_file.is_file():
             _convert(stages.stem, [image], stem_file, static=False)
-        got = _session(ort, stem_file).run(None, {"in0": image})
+        got = OnnxModel(stem_file)([image])
         index["check"]["stem_max_rel_diff"] = max(float(np.abs(g - np.asarray(e)).max() / max(np.abs(e).max(), 1e-6))
                                                   for g, e in zip(got, stem_outputs))
         index["stem"] = {"key": f"{stages.key}#{stem_id}", "file": f"stems/{stem_id}.onnx"}
@@ -68,7 +68,7 @@ def export_bundle(bundle, root: Path) -> dict:
     _convert(stages.rest, rest_inputs, folder / "rest.onnx", static=False)
     index["rest"] = "rest.onnx"
     expected = np.asarray(_as_list(stages.rest(rest_inputs if len(rest_inputs) > 1 else rest_inputs[0], training=False))[0])
-    got = _session(ort, folder / "rest.onnx").run(None, _feed(rest_inputs))[0]
+    got = OnnxModel(folder / "rest.onnx")(rest_inputs)[0]
     index["check"]["rest_max_abs_diff"] = float(np.abs(got - expected).max())
     if info.task == "classification":
         for layer in {bundle.cam_layer(False), bundle.cam_layer(True)} - {None}:
@@ -154,14 +154,6 @@ def _save(model, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(_halved(model), str(path))
-
-
-def _session(ort, path: Path):
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _feed(inputs: list[np.ndarray]) -> dict:
-    return {f"in{i}": a for i, a in enumerate(inputs)}
 
 
 def _as_list(outputs) -> list:

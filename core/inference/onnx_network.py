@@ -52,16 +52,21 @@ class OnnxModel:
         self._session = None
         self._lock = threading.Lock()
 
-    def _opened(self):
+    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return self.run(None, inputs)
+
+    @property
+    def input_names(self) -> list[str]:
         with self._lock:
             if self._session is None:
                 self._session = session(self.path)
-            return self._session
+        return [i.name for i in self._session.get_inputs()]
 
-    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        run = self._opened()
-        names = [i.name for i in run.get_inputs()]
-        return run.run(None, {n: np.asarray(a, np.float32) for n, a in zip(names, inputs)})
+    def run(self, outputs: list[str] | None, inputs: list[np.ndarray], extra: dict | None = None) -> list[np.ndarray]:
+        """The ``outputs`` named (None: all): ``inputs`` go to the graph's inputs in order, ``extra`` by name."""
+        names = [n for n in self.input_names if not extra or n not in extra]
+        feed = {n: np.asarray(a, np.float32) for n, a in zip(names, inputs)} | (extra or {})
+        return self._session.run(outputs, feed)
 
 
 class OnnxGradCam:
@@ -73,12 +78,10 @@ class OnnxGradCam:
 
     def __call__(self, inputs: list[np.ndarray], target: int | None = None, plus: bool = False):
         """(logits (N, K), heatmaps (N, h, w) scaled to a peak of 1, class index used (N,)), as GradCam gives."""
-        run = self._model._opened()
-        names = [i.name for i in run.get_inputs() if i.name != TARGET]
-        feed = {n: np.asarray(a, np.float32) for n, a in zip(names, inputs)}
-        feed[TARGET] = np.full(len(inputs[0]), -1 if target is None else int(target), np.int64)
-        fed = self.cam.activation in feed  # the activation is the graph's first input (the rest's)
-        outputs = run.run([self.cam.logits, GRADS, CHOSEN] + ([] if fed else [self.cam.activation]), feed)
+        fed = self.cam.activation in self._model.input_names  # the activation is the graph's first input (the rest's)
+        targets = {TARGET: np.full(len(inputs[0]), -1 if target is None else int(target), np.int64)}
+        outputs = self._model.run([self.cam.logits, GRADS, CHOSEN] + ([] if fed else [self.cam.activation]),
+                                  inputs, targets)
         logits, grads, chosen = outputs[:3]
-        activation = feed[self.cam.activation] if fed else outputs[3]
+        activation = np.asarray(inputs[0], np.float32) if fed else outputs[3]
         return logits, heatmaps(activation, grads, plus), chosen

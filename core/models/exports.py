@@ -88,11 +88,16 @@ def export_roots(models_folders: list[Path]) -> list[Path]:
     return [Path(folder) / EXPORTS_FOLDER for folder in models_folders] + [onnx_cache()]
 
 
+def export_folder(root: Path, bundle_id: str, key: str) -> Path:
+    """Where the export of a bundle's network with fingerprint ``key`` lives under ``root``."""
+    return Path(root) / bundle_id / key[:16]
+
+
 def find_export(bundle, roots: list[Path]) -> Export | None:
     """The export of ``bundle``'s network in the first root that holds one with all its files, else None."""
     key = fingerprint(bundle)
     for root in roots:
-        index = root / bundle.id / key[:16] / "index.json"
+        index = export_folder(root, bundle.id, key) / "index.json"
         if index.is_file():
             try:
                 export = Export.read(index)

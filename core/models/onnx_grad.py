@@ -60,11 +60,12 @@ def add_cam_gradients(model: onnx.ModelProto, logits: str, activation: str) -> o
         if node.op_type == "Constant":
             constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     producer = {out: node for node in graph.node for out in node.output}
-    logits = _output_source(graph, logits)
+    logits = _output_source(producer, logits)
 
     # Tensors the logits depend on (backwards) and that depend on the activation's source (forwards).
     to_logits = {logits}
-    for node in reversed(_topological(graph)):
+    ordered = _topological(graph)
+    for node in reversed(ordered):
         if any(out in to_logits for out in node.output):
             to_logits.update(i for i in node.input if i and i not in constants)
     source, chain = activation, []
@@ -76,7 +77,7 @@ def add_cam_gradients(model: onnx.ModelProto, logits: str, activation: str) -> o
         source = node.input[0]
     from_source = {source}
     on_path = []
-    for node in _topological(graph):
+    for node in ordered:
         if any(i in from_source for i in node.input):
             from_source.update(node.output)
             if any(out in to_logits for out in node.output):
@@ -240,9 +241,8 @@ def _max_pool_input_grad(node, dy: str, b: _Builder) -> str:
     return b.node("Reshape", [scattered, shape])
 
 
-def _output_source(graph, name: str) -> str:
+def _output_source(producer: dict, name: str) -> str:
     """The tensor a graph output copies (through Identity nodes): where its gradient starts."""
-    producer = {out: node for node in graph.node for out in node.output}
     while name in producer and producer[name].op_type == "Identity":
         name = producer[name].input[0]
     return name
