@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from core.imaging.scan_area import scan_area
+
 
 @dataclass(frozen=True)
 class PreprocessSpec:
@@ -18,7 +20,9 @@ class PreprocessSpec:
 
     size: int = 224
     color: str = "grey3"  # "grey3": grey replicated to 3 channels; "rgb": colour kept
-    crop: str = "none"  # "foreground": crop to the bright object (skull, breast) before resizing
+    # "foreground": crop to the bright object (skull, breast) before resizing; "scan": to an ultrasound
+    # screen capture's scan area (core.imaging.scan_area), so text, bars and black around it are left out.
+    crop: str = "none"
     scale: str = "xception"  # "xception": [-1, 1] (also ResNet50V2); "unit": [0, 1]
     stain: str = "none"  # "macenko": H&E stain normalisation of the whole image before tiling
     # "pad": the crop widened to a square about its centre (zeros beyond the image), so the anatomy keeps
@@ -95,7 +99,12 @@ def crop_box(display: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, 
     """The region of the display image the model sees (used to map heatmaps back); with ``aspect="pad"``
     a square that may reach beyond the image (those pixels are zeros)."""
     h, w = display.shape[:2]
-    y0, y1, x0, x1 = foreground_box(_grey(display)) if spec.crop == "foreground" else (0, h, 0, w)
+    if spec.crop == "foreground":
+        y0, y1, x0, x1 = foreground_box(_grey(display))
+    elif spec.crop == "scan":
+        y0, y1, x0, x1 = scan_area(_grey(display))
+    else:
+        y0, y1, x0, x1 = 0, h, 0, w
     if spec.aspect == "pad":
         side = max(y1 - y0, x1 - x0)
         y0, x0 = (y0 + y1 - side) // 2, (x0 + x1 - side) // 2
