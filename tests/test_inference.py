@@ -208,6 +208,29 @@ def test_flip_averaged_segmentation_maps_back_to_the_image(analyzer, tmp_path):
     assert plain[25, 15] > 0.5 and plain[25, 45] < 0.5
 
 
+def test_screen_capture_analysed_inside_its_scan_area(analyzer):
+    """The screen's bright text and grey bar are 'lesion' to a model that marks bright pixels; cut to the scan
+    area, the mask lies inside the picture, in screen coordinates, on the picture's bright spot."""
+    from core.training.us_screens import scanner_screen
+
+    picture = np.full((200, 260), 60, np.uint8)
+    picture[80:120, 100:150] = 230  # the 'lesion'
+    screen, (y0, y1, x0, x1) = scanner_screen(picture, np.random.default_rng(0))
+    bundle = analyzer.registry.get("tiny-us-segmenter")
+    uncut = analyzer.path(bundle).run(screen, Request()).mask
+    bundle.manifest["preprocessing"]["crop"] = "scan"
+    try:
+        cut = analyzer.path(bundle).run(screen, Request()).mask
+    finally:
+        bundle.manifest["preprocessing"]["crop"] = "none"
+    outside = np.ones(screen.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert uncut[outside].sum() > 100 and cut[outside].sum() == 0
+    ys, xs = np.nonzero(cut)
+    sy, sx = (y1 - y0) / 200, (x1 - x0) / 260
+    assert abs(ys.mean() - (y0 + 100 * sy)) < 4 and abs(xs.mean() - (x0 + 125 * sx)) < 4
+
+
 def test_sha256_mismatch_is_refused(tiny_models, tmp_path):
     folder = tmp_path / "tampered"
     shutil.copytree(tiny_models / "tiny-mr-classifier", folder)
