@@ -24,6 +24,7 @@ from core.inference.paths import AnalysisPath, Request, StemRows, build_path, lo
 from core.inference.results import Analysis, ModelResult
 from core.models.exports import Export, export_roots, find_export
 from core.models.manifest import BundleManifest
+from core.models.preprocessing import ModelInputs
 from core.models.registry import Bundle, Registry
 
 RUNTIMES = ("auto", "onnx", "tensorflow")
@@ -109,12 +110,13 @@ class Analyzer:
                                      "or the model.")
         request = Request(gradcam=gradcam, plus=gradcam_plus, target_class=target_class, tta=tta,
                           microns_per_pixel=microns_per_pixel)
+        inputs = ModelInputs(display)  # bundles with one preprocessing share one crop and normalisation
         for bundle in bundles:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("analysis cancelled")
             started = time.perf_counter()
             path = self.path(bundle)
-            result = path.run(display, request, record)
+            result = path.run(inputs, request, record)
             result.warnings[:0] = self._modality_warnings(path.info, record, guessed, guess_p)
             result.seconds = time.perf_counter() - started
             analysis.results.append(result)

@@ -25,7 +25,7 @@ from core.inference.lesions import drop_unsure_components, find_lesions
 from core.inference.onnx_network import OnnxGradCam, OnnxModel
 from core.inference.results import ModelResult
 from core.models.manifest import BundleManifest
-from core.models.preprocessing import crop_box, prepare_display, preprocess
+from core.models.preprocessing import ModelInputs
 from core.models.registry import Bundle
 from core.models.scale import assumed_warning, resolve_scale
 from core.models.exports import Export
@@ -104,7 +104,8 @@ class StemRows:
             self._rows.move_to_end(key)
         while len(self._rows) > self.kept:
             self._rows.popitem(last=False)
-        return stages.pick([np.stack([row[j] for row in rows]) for j in range(len(rows[0]))])
+        rows = [stages.pick(row) for row in rows]  # before stacking: a stem shared with a segmenter hands out more
+        return [np.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
 
     def run_stem(self, stages: Stages, x: np.ndarray) -> list[np.ndarray]:
         """One pass of the stem over the rows of ``x`` that no cached output covers."""
@@ -215,9 +216,9 @@ class AnalysisPath:
         self.spec = info.preprocessing
         self.flip_average = info.flip_average
 
-    def run(self, display: np.ndarray, request: Request, record: ImageRecord | None = None) -> ModelResult:
-        """The bundle's result for the display picture ``display`` (``record``: the image it comes from,
-        for its scale and pixel spacing)."""
+    def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
+        """The bundle's result for the display picture (or its ModelInputs, which bundles analysing the same
+        picture share; ``record``: the image it comes from, for its scale and pixel spacing)."""
         raise NotImplementedError
 
     def _result(self, **fields) -> ModelResult:
@@ -258,10 +259,10 @@ class ClassifierPath(AnalysisPath):
         result.label = self.classes[int(np.argmax(probs))]
         return result
 
-    def run(self, display: np.ndarray, request: Request, record: ImageRecord | None = None) -> ModelResult:
+    def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
         target = self._target(request.target_class)
-        display = prepare_display(display, self.spec)
-        x = preprocess(display, self.spec)[None]
+        x, box, display = ModelInputs.of(picture).made(self.spec)
+        x = x[None]
         # With flip averaging the image and its mirror go through in one batch and their logits are averaged;
         # the heatmap explains the unmirrored image for the decided class.
         inputs = np.concatenate([x, x[:, :, ::-1]]) if self.flip_average else x
@@ -276,7 +277,7 @@ class ClassifierPath(AnalysisPath):
         if cams is not None:
             if own[0] != chosen[0]:  # the mean decided another class than the image alone
                 _, cams, _ = self.gradcam(x, int(chosen[0]), request.plus)
-            heatmap = _to_image_grid(cams[0], crop_box(display, self.spec), display.shape[:2])
+            heatmap = _to_image_grid(cams[0], box, display.shape[:2])
         probs = _softmax(logits[0] / self.temperature)
         result = self._classified(probs)
         result.heatmap = heatmap
@@ -300,8 +301,9 @@ class TiledClassifierPath(ClassifierPath):
         self.tiling = info.tiling
         self.assumed_um = self.tiling.assumed_microns_per_pixel or self.tiling.microns_per_pixel
 
-    def run(self, display: np.ndarray, request: Request, record: ImageRecord | None = None) -> ModelResult:
+    def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
         target = self._target(request.target_class)
+        display = ModelInputs.of(picture).display
         scale = None
         if self.tiling.microns_per_pixel and (record is not None or request.microns_per_pixel is not None):
             scale = resolve_scale(record, self.assumed_um, request.microns_per_pixel)
@@ -338,15 +340,16 @@ class SegmenterPath(AnalysisPath):
         self.min_area_px = info.min_lesion_px
         self.calipers = info.modality is Modality.US
 
-    def run(self, display: np.ndarray, request: Request, record: ImageRecord | None = None) -> ModelResult:
+    def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
         spacing = record.pixel_spacing_mm if record is not None else None
-        x = preprocess(display, self.spec)[None]
+        x, box, display = ModelInputs.of(picture).made(self.spec)
+        x = x[None]
         if self.flip_average:
             pair = self.network.forward(np.concatenate([x, x[:, :, ::-1]]))[..., 0]
             prob = (pair[0] + pair[1, :, ::-1]) / 2
         else:
             prob = self.network.forward(x)[0, ..., 0]
-        prob_full = _to_image_grid(prob, crop_box(display, self.spec), display.shape[:2])
+        prob_full = _to_image_grid(prob, box, display.shape[:2])
         mask = drop_unsure_components((prob_full >= self.threshold).astype(np.uint8), prob_full, self.min_peak)
         result = self._result()
         result.probability_map, result.mask = prob_full, mask

@@ -121,13 +121,14 @@ def _cropped(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return cv2.copyMakeBorder(inside, *pads, cv2.BORDER_CONSTANT, value=0) if any(pads) else inside
 
 
-def to_model_pixels(display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def to_model_pixels(display: np.ndarray, spec: PreprocessSpec,
+                    box: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """uint8 (size, size, 3) picture after colour handling, intensity normalisation, crop and resize
-    (before scaling).
+    (before scaling); ``box``: the crop box where the caller has it already.
 
     Augmentation works on this stage, so it sees real pixel values.
     """
-    box = crop_box(display, spec)
+    box = crop_box(display, spec) if box is None else box
     if spec.intensity == "tissue":
         display = tissue_normalised(_grey(display))
     img = _cropped(display, box)
@@ -158,3 +159,24 @@ def scale_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def preprocess(display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Display image -> float32 (size, size, 3) model input."""
     return scale_pixels(to_model_pixels(display, spec), spec)
+
+
+class ModelInputs:
+    """One display picture and what each preprocessing makes of it, made once however many bundles share that
+    preprocessing (the brain models on one slice: one crop, one tissue normalisation, one scaling)."""
+
+    def __init__(self, display: np.ndarray) -> None:
+        self.display = display
+        self._made: dict[PreprocessSpec, tuple[np.ndarray, tuple[int, int, int, int], np.ndarray]] = {}
+
+    @classmethod
+    def of(cls, picture: "np.ndarray | ModelInputs") -> "ModelInputs":
+        return picture if isinstance(picture, ModelInputs) else cls(picture)
+
+    def made(self, spec: PreprocessSpec) -> tuple[np.ndarray, tuple[int, int, int, int], np.ndarray]:
+        """(float32 model input, the crop box in the display, the display after its whole-image steps)."""
+        if spec not in self._made:
+            shown = prepare_display(self.display, spec)
+            box = crop_box(shown, spec)
+            self._made[spec] = (scale_pixels(to_model_pixels(shown, spec, box), spec), box, shown)
+        return self._made[spec]
