@@ -19,6 +19,7 @@ from core.imaging import Modality, load_image
 from core.inference.analyzer import UNSURE_GUESS, WRONG_MODALITY, Analyzer, Cancelled, Engine
 from core.inference.device import configure_device
 from core.inference.paths import Request
+from core.inference.results import Lesion, ModelResult, disagreements
 from core.models.registry import Registry
 from tests.conftest import REPO
 
@@ -394,3 +395,29 @@ def test_shipped_bundles_state_the_interval_of_their_headline_metric():
         assert metrics_text(summary).startswith(f"accuracy {accuracy:.3f} [95 % CI {low:.3f}-{high:.3f}]")
     segmenter = registry.get("breast-us-lesion-seg").summary()
     assert segmenter["interval"][0] < segmenter["metrics"]["dice"] < segmenter["interval"][1]
+
+
+def _seg_result(lesions: int) -> ModelResult:
+    lesion = Lesion(1, 40, None, (0, 0, 8, 5), 9.4, None, np.zeros((4, 2)))
+    return ModelResult("us-seg", "1", "segmentation", "cpu", lesions=[lesion] * lesions)
+
+
+def _call(label: str) -> ModelResult:
+    return ModelResult("us-3class", "1", "classification", "cpu", ["benign", "malignant", "normal"],
+                       {"benign": 0.1, "malignant": 0.1, "normal": 0.8} if label == "normal" else
+                       {"benign": 0.7, "malignant": 0.2, "normal": 0.1}, label)
+
+
+@pytest.mark.parametrize("seg_first", [True, False])
+def test_an_outline_on_a_picture_called_finding_free_is_warned_of_on_the_later_result(seg_first):
+    seg, call = _seg_result(2), _call("normal")
+    first, later = (seg, call) if seg_first else (call, seg)
+    (warning,) = disagreements(later, [first])
+    assert warning.startswith("Models disagree") and "us-3class" in warning and "'normal' (80%)" in warning
+    assert "2 lesion(s)" in warning and "us-seg" in warning
+
+
+def test_agreeing_models_raise_no_warning():
+    assert disagreements(_seg_result(1), [_call("benign")]) == []  # an outline and a finding
+    assert disagreements(_seg_result(0), [_call("normal")]) == []  # no outline on a normal picture
+    assert disagreements(_call("normal"), [_call("normal")]) == []  # two classifiers

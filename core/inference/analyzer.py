@@ -21,7 +21,7 @@ from core.imaging.record import ImageRecord, Modality
 from core.inference.device import nvidia_gpu
 from core.inference.onnx_network import available as onnx_runtime_available
 from core.inference.paths import AnalysisPath, Request, StemRows, build_path, load_network
-from core.inference.results import Analysis, ModelResult
+from core.inference.results import Analysis, ModelResult, disagreements
 from core.models.exports import Export, export_roots, find_export
 from core.models.manifest import BundleManifest
 from core.models.preprocessing import ModelInputs
@@ -118,6 +118,7 @@ class Analyzer:
             path = self.path(bundle)
             result = path.run(inputs, request, record)
             result.warnings[:0] = self._modality_warnings(path.info, record, guessed, guess_p)
+            result.warnings += disagreements(result, analysis.results)
             result.seconds = time.perf_counter() - started
             analysis.results.append(result)
             if on_result is not None:

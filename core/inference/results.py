@@ -181,6 +181,31 @@ class ModelResult:
         return out
 
 
+# A classifier's finding-free class, where it has one: its call and a segmenter's outline on the same picture
+# cannot both be right.
+NONE_CLASSES = ("notumor", "no", "normal")
+
+
+def disagreements(result: ModelResult, earlier: list[ModelResult]) -> list[str]:
+    """Warnings for ``result`` where it contradicts a result of the same picture before it: an outline where a
+    classifier calls the picture finding-free, or the other way round. Said on the later of the two, so that
+    results shown as they arrive are never changed afterwards."""
+    def outline(r: ModelResult) -> bool:
+        return r.task == "segmentation" and bool(r.lesions)
+
+    def free(r: ModelResult) -> bool:
+        return r.label in NONE_CLASSES
+
+    out = []
+    for other in earlier:
+        seg, call = (result, other) if outline(result) and free(other) else \
+            (other, result) if outline(other) and free(result) else (None, None)
+        if seg is not None:
+            out.append(f"Models disagree: {call.model_id} calls this picture '{call.label}' ({call.confidence:.0%}) "
+                       f"where {seg.model_id} outlines {len(seg.lesions)} lesion(s); one of them is wrong.")
+    return out
+
+
 @dataclass
 class Analysis:
     """All model results for one frame of one image."""

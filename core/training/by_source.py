@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from core.inference.results import NONE_CLASSES
 from core.models.intervals import accuracy_interval
 from core.models.registry import Bundle
 from core.training.cards import model_card
@@ -24,7 +25,6 @@ from core.training.evaluate import expected_calibration_error, softmax
 from core.training.mirror import predict_with_mirror
 from core.training.sources import subsets
 
-NONE_CLASSES = ("notumor", "no", "normal")  # the finding-free class of a classifier, where it has one
 
 
 def bundle_probabilities(folder: Path, paths: list[Path]) -> tuple[np.ndarray, list[str]]:
