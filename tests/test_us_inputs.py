@@ -9,7 +9,7 @@ import pytest
 from core.imaging import load_image
 from core.imaging.scan_area import scan_area
 from core.models.preprocessing import PreprocessSpec, crop_box, to_model_pixels
-from core.training.us_screens import _box_iou, scanner_screen
+from core.training.us_screens import box_iou, scanner_screen
 
 SCAN = PreprocessSpec(size=128, color="grey3", crop="scan")
 
@@ -30,13 +30,23 @@ def _picture(shape=(300, 400), seed=0, black_band=False) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_scan_area_found_in_a_screen_capture(seed):
+    """Each edge within one pixel of the rule's working copy (the screen side / 256), no shift."""
     screen, truth = scanner_screen(_picture(seed=seed), np.random.default_rng(seed))
-    assert _box_iou(scan_area(screen), truth) > 0.95
+    found = scan_area(screen)
+    assert max(abs(f - t) for f, t in zip(found, truth)) <= max(screen.shape) / 256 + 1
+
+
+def test_both_panes_of_a_dual_view_are_kept():
+    left, right = _picture((300, 240), seed=1), _picture((300, 240), seed=2)
+    screen = np.zeros((600, 800), np.uint8)
+    screen[100:400, 120:360], screen[100:400, 380:620] = left, right
+    y0, y1, x0, x1 = scan_area(screen)
+    assert y0 <= 100 and y1 >= 400 and x0 <= 120 and x1 >= 620 and x1 - x0 < 520
 
 
 def test_scan_area_cut_in_two_by_an_anechoic_band_stays_whole():
     screen, truth = scanner_screen(_picture(black_band=True), np.random.default_rng(7))
-    assert _box_iou(scan_area(screen), truth) > 0.95
+    assert box_iou(scan_area(screen), truth) > 0.95
 
 
 def test_a_picture_already_cut_to_its_scan_area_is_left_alone():

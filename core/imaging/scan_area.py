@@ -9,7 +9,8 @@ Rule: the screen's background is pure black, the scan area is not (even an anech
 grey levels of noise). Pixels above black, opened with a disc of 4 % of the image side, keep the scan area
 and lose text, ticks and thin bars. The largest region is the scan area's core; a dark cyst or shadow can
 cut it in two, so other large regions that lie within its columns (its far or near part, stacked above or
-below) join it, while bars as wide as the screen and panels beside it do not.
+below) join it, while bars as wide as the screen and panels beside it do not. A region beside it as large as
+half of it is a dual view's other pane and joins too: leaving out a pane would leave out what it shows.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ BLACK = 2  # grey levels at or below this (after a 3x3 median, which drops JPEG 
 THIN = 0.04  # parts thinner than this share of the image side are screen furniture, not scan area
 JOIN_AREA = 0.02  # regions at least this share of the image may join the largest one...
 JOIN_OVERLAP = 0.8  # ...if this share of their width lies within its columns
+TWIN_AREA = 0.5  # ...or wherever they lie, if at least this share of the largest (both panes of a dual view)
 MIN_AREA = 0.15  # a scan area smaller than this share of the image is not trusted: the whole image is kept
 
 
@@ -31,7 +33,7 @@ def scan_area(grey: np.ndarray) -> tuple[int, int, int, int]:
     s = min(1.0, WORK_SIDE / max(h, w))
     small = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     above = (cv2.medianBlur(small, 3) > BLACK).astype(np.uint8)
-    k = max(3, round(THIN * max(small.shape)))
+    k = max(3, round(THIN * max(small.shape))) | 1  # odd: an even disc shifts what it opens by a pixel
     opened = cv2.morphologyEx(above, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     n, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     if n < 2:
@@ -43,7 +45,8 @@ def scan_area(grey: np.ndarray) -> tuple[int, int, int, int]:
         cx, cy, cw, ch, area = (int(v) for v in stats[i])
         if area < JOIN_AREA * opened.size:
             break
-        if min(x1, cx + cw) - max(x0, cx) >= JOIN_OVERLAP * cw:
+        beside_alike = area >= TWIN_AREA * stats[order[0], cv2.CC_STAT_AREA]  # a dual view's other pane
+        if beside_alike or min(x1, cx + cw) - max(x0, cx) >= JOIN_OVERLAP * cw:
             x0, y0, x1, y1 = min(x0, cx), min(y0, cy), max(x1, cx + cw), max(y1, cy + ch)
     if (x1 - x0) * (y1 - y0) < MIN_AREA * opened.size:
         return 0, h, 0, w

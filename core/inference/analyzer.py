@@ -118,7 +118,8 @@ class Analyzer:
             path = self.path(bundle)
             result = path.run(inputs, request, record)
             result.warnings[:0] = self._modality_warnings(path.info, record, guessed, guess_p)
-            result.warnings += disagreements(result, analysis.results)
+            result.warnings += disagreements(result, [r for b, r in zip(bundles, analysis.results)
+                                                      if b.modality == bundle.modality])
             result.seconds = time.perf_counter() - started
             analysis.results.append(result)
             if on_result is not None:

@@ -186,22 +186,26 @@ class ModelResult:
 NONE_CLASSES = ("notumor", "no", "normal")
 
 
+DISAGREE = "Models disagree"
+
+
 def disagreements(result: ModelResult, earlier: list[ModelResult]) -> list[str]:
-    """Warnings for ``result`` where it contradicts a result of the same picture before it: an outline where a
-    classifier calls the picture finding-free, or the other way round. Said on the later of the two, so that
-    results shown as they arrive are never changed afterwards."""
+    """Warnings for ``result`` where it contradicts a result of the same picture and modality before it
+    (``earlier``): an outline where a classifier calls the picture finding-free, or the other way round. Said on
+    the later of the two, so that results shown as they arrive are never changed afterwards (and a series' cached
+    slice results keep the warnings they were given)."""
     def outline(r: ModelResult) -> bool:
         return r.task == "segmentation" and bool(r.lesions)
 
     def free(r: ModelResult) -> bool:
-        return r.label in NONE_CLASSES
+        return r.label in NONE_CLASSES and r.confidence is not None
 
     out = []
     for other in earlier:
         seg, call = (result, other) if outline(result) and free(other) else \
             (other, result) if outline(other) and free(result) else (None, None)
         if seg is not None:
-            out.append(f"Models disagree: {call.model_id} calls this picture '{call.label}' ({call.confidence:.0%}) "
+            out.append(f"{DISAGREE}: {call.model_id} calls this picture '{call.label}' ({call.confidence:.0%}) "
                        f"where {seg.model_id} outlines {len(seg.lesions)} lesion(s); one of them is wrong.")
     return out
 

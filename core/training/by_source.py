@@ -26,7 +26,6 @@ from core.training.mirror import predict_with_mirror
 from core.training.sources import subsets
 
 
-
 def bundle_probabilities(folder: Path, paths: list[Path]) -> tuple[np.ndarray, list[str]]:
     """(calibrated probabilities, classes) of the written bundle on ``paths``, as the product computes them."""
     bundle = Bundle.from_folder(folder)

@@ -18,12 +18,9 @@ from tqdm import tqdm
 
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer
-from core.inference.results import NONE_CLASSES
+from core.inference.results import DISAGREE, NONE_CLASSES
 from core.models.registry import Registry
 from core.training.configs import DATA_ROOT
-
-WARNING = "Models disagree"
-
 
 def cross_check(segmenter: str) -> dict:
     registry = Registry()
@@ -40,7 +37,7 @@ def cross_check(segmenter: str) -> dict:
         row["pictures"] += 1
         if seg.lesions:
             row["outlined"] += 1
-            row["warned"] += any(w.startswith(WARNING) for r in results.values() for w in r.warnings)
+            row["warned"] += any(w.startswith(DISAGREE) for r in results.values() for w in r.warnings)
     return {"segmenter": segmenter, "models": models, **counts}
 
 

@@ -74,7 +74,7 @@ def _gamma(picture: np.ndarray, gamma: float) -> np.ndarray:
     return (255.0 * (picture / 255.0) ** gamma).round().astype(np.uint8)
 
 
-def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     inter = max(0, min(a[1], b[1]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[2], b[2]))
     area = (a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - inter
     return inter / area if area else 0.0
@@ -110,7 +110,7 @@ def measure(limit: int | None = None) -> dict:
             else np.zeros(picture.shape, np.uint8)
         screen, box = scanner_screen(picture, np.random.default_rng(zlib.crc32(path.name.encode())))
         found = scan_area(screen)
-        ious.append(_box_iou(found, box))
+        ious.append(box_iou(found, box))
         y0, y1, x0, x1 = scan_area(picture)
         kept.append((y1 - y0) * (x1 - x0) / picture.size)
         inputs = {"image": (picture, truth), "screen": (screen, _placed(truth, screen.shape, box)),
