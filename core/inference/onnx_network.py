@@ -50,6 +50,7 @@ class OnnxModel:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._session = None
+        self._input_names: list[str] = []
         self._lock = threading.Lock()
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -57,10 +58,12 @@ class OnnxModel:
 
     @property
     def input_names(self) -> list[str]:
+        """The graph's input names, in order (the session opens on first use)."""
         with self._lock:
             if self._session is None:
                 self._session = session(self.path)
-        return [i.name for i in self._session.get_inputs()]
+                self._input_names = [i.name for i in self._session.get_inputs()]
+        return self._input_names
 
     def run(self, outputs: list[str] | None, inputs: list[np.ndarray], extra: dict | None = None) -> list[np.ndarray]:
         """The ``outputs`` named (None: all): ``inputs`` go to the graph's inputs in order, ``extra`` by name."""

@@ -91,7 +91,8 @@ def tissue_normalised(grey: np.ndarray, low: float = 1.0, high: float = 99.0) ->
     return np.clip((grey.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
 
 
-def _grey(display: np.ndarray) -> np.ndarray:
+def as_grey(display: np.ndarray) -> np.ndarray:
+    """The picture in grey (an RGB one converted, a grey one as it is)."""
     return display if display.ndim == 2 else cv2.cvtColor(display, cv2.COLOR_RGB2GRAY)
 
 
@@ -100,9 +101,9 @@ def crop_box(display: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, 
     a square that may reach beyond the image (those pixels are zeros)."""
     h, w = display.shape[:2]
     if spec.crop == "foreground":
-        y0, y1, x0, x1 = foreground_box(_grey(display))
+        y0, y1, x0, x1 = foreground_box(as_grey(display))
     elif spec.crop == "scan":
-        y0, y1, x0, x1 = scan_area(_grey(display))
+        y0, y1, x0, x1 = scan_area(as_grey(display))
     else:
         y0, y1, x0, x1 = 0, h, 0, w
     if spec.aspect == "pad":
@@ -130,7 +131,7 @@ def to_model_pixels(display: np.ndarray, spec: PreprocessSpec,
     """
     box = crop_box(display, spec) if box is None else box
     if spec.intensity == "tissue":
-        display = tissue_normalised(_grey(display))
+        display = tissue_normalised(as_grey(display))
     img = _cropped(display, box)
     if spec.color == "grey3":
         if img.ndim == 3:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from core.models.preprocessing import as_grey
+
 
 @dataclass(frozen=True)
 class TilingSpec:
@@ -48,8 +50,7 @@ def tissue_mask(rgb: np.ndarray, kind: str = "stained") -> np.ndarray:
     """Tissue pixels. Stained: coloured enough and not the bright slide background (grey: not bright).
     Radiograph: brighter than air."""
     if kind == "radiograph":
-        grey = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        return grey > RADIOGRAPH_AIR
+        return as_grey(rgb) > RADIOGRAPH_AIR
     if kind != "stained":
         raise ValueError(f"unknown tissue kind '{kind}'")
     if rgb.ndim == 2:

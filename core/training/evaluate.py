@@ -62,15 +62,22 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str])
     }
 
 
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two masks (nonzero = inside); an empty truth with an empty prediction counts as 1."""
+    p, t = pred.astype(bool), truth.astype(bool)
+    total = p.sum() + t.sum()
+    return 1.0 if total == 0 else float(2.0 * np.logical_and(p, t).sum() / total)
+
+
 def segmentation_metrics(pred_masks: list[np.ndarray], true_masks: list[np.ndarray]) -> dict:
     """Mean per-image Dice and IoU; an empty truth with an empty prediction counts as 1."""
-    dice, iou = [], []
+    dices, iou = [], []
     for p, t in zip(pred_masks, true_masks):
+        dices.append(dice(p, t))
         p, t = p.astype(bool), t.astype(bool)
-        inter, union, total = np.logical_and(p, t).sum(), np.logical_or(p, t).sum(), p.sum() + t.sum()
-        dice.append(1.0 if total == 0 else 2.0 * inter / total)
+        inter, union = np.logical_and(p, t).sum(), np.logical_or(p, t).sum()
         iou.append(1.0 if union == 0 else inter / union)
-    return {"n": len(dice), "dice": float(np.mean(dice)), "dice_ci95": list(mean_interval(dice)) if dice else None,
+    return {"n": len(dices), "dice": float(np.mean(dices)), "dice_ci95": list(mean_interval(dices)) if dices else None,
             "iou": float(np.mean(iou))}
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from core.imaging.breast import breast_region
 from core.imaging.loader import load_image
 from core.models.backbones import build_backbone
-from core.models.preprocessing import PreprocessSpec, preprocess
+from core.models.preprocessing import PreprocessSpec, as_grey, preprocess
 from core.models.tiling import tissue_mask
 from core.training.configs import BACKBONES, CACHE_ROOT, DATA_ROOT
 from core.training.datasets import Sample, mini_mias
@@ -59,8 +59,7 @@ def feature_model():
 
 def film(sample: Sample) -> np.ndarray:
     """The film as the product displays it, in grey: what tiles are cut from and the breast region is found on."""
-    display = load_image(sample.path).display(0)
-    return display if display.ndim == 2 else cv2.cvtColor(display, cv2.COLOR_RGB2GRAY)
+    return as_grey(load_image(sample.path).display(0))
 
 
 def cache(samples: list[Sample], batch: int = 16) -> None:

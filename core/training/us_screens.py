@@ -28,8 +28,10 @@ from core.imaging.scan_area import scan_area
 from core.inference.analyzer import Analyzer
 from core.inference.paths import Request
 from core.models.intervals import accuracy_interval
+from core.models.preprocessing import as_grey
 from core.models.registry import Registry
 from core.training.configs import DATA_ROOT
+from core.training.evaluate import dice
 
 SEGMENTER, CLASSIFIER = "breast-us-lesion-seg", "breast-us-3class"
 CONDITIONS = (("image", "none"), ("image", "scan"), ("screen", "none"), ("screen", "scan"),
@@ -80,11 +82,6 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
     return inter / area if area else 0.0
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    total = int(pred.sum()) + int(truth.sum())
-    return 2.0 * int(np.logical_and(pred, truth).sum()) / total if total else 1.0
-
-
 def _placed(mask: np.ndarray, shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
     out = np.zeros(shape, np.uint8)
     y0, y1, x0, x1 = box
@@ -103,8 +100,7 @@ def measure(limit: int | None = None) -> dict:
     ious, kept = [], []
     for path, label, _ in tqdm(val, desc="screens", unit="img"):
         path = DATA_ROOT / path
-        picture = load_image(path).display(0)
-        picture = picture if picture.ndim == 2 else cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+        picture = as_grey(load_image(path).display(0))
         mask_file = path.with_name(f"{path.stem}_mask.png")
         truth = (cv2.imread(str(mask_file), cv2.IMREAD_GRAYSCALE) > 127).astype(np.uint8) if mask_file.exists() \
             else np.zeros(picture.shape, np.uint8)
@@ -122,7 +118,7 @@ def measure(limit: int | None = None) -> dict:
             out = rows[(where, crop)]
             mask = analyzer.path(seg).run(display, Request(gradcam=False)).mask
             if truth.any():
-                out["dice"].append(_dice(mask > 0, target > 0))
+                out["dice"].append(dice(mask, target))
             else:
                 out["false_lesion"].append(bool(mask.sum() >= 16))
             result = analyzer.path(cls).run(display, Request(gradcam=False))
