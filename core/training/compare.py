@@ -1,0 +1,104 @@
+"""Is a retrained classifier better than the one shipped? Both on the same validation images, paired.
+
+An unpaired comparison of two accuracies with their own intervals wastes the pairing: both models judge the
+same images. Here both written bundles run as the product runs them (``by_source.bundle_probabilities``) on the
+first bundle's validation split, and each number's difference (new - old) gets a 95 % interval by resampling
+patients (the split's groups), per source and over all: accuracy, log-loss, finding-vs-none ROC AUC and
+malignant-vs-benign ROC AUC where the classes have them. A change is kept where an interval excludes zero in
+its favour on the number that matters for it (the bundle's CHANGELOG says which).
+
+``python -m core.training.compare models/<id> /path/to/retrained/<id>``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from core.inference.results import NONE_CLASSES
+from core.training.by_source import bundle_probabilities
+from core.training.configs import DATA_ROOT
+from core.training.sources import subsets
+
+Metric = Callable[[np.ndarray, np.ndarray], float | None]
+
+
+def metrics_for(classes: list[str]) -> dict[str, Metric]:
+    """The numbers compared for these classes: accuracy and log-loss always, the two ROC AUCs where they apply."""
+    out: dict[str, Metric] = {
+        "accuracy": lambda p, y: float((p.argmax(1) == y).mean()),
+        "log_loss": lambda p, y: float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()),
+    }
+    none = next((classes.index(c) for c in NONE_CLASSES if c in classes), None)
+    if none is not None:
+        out["finding_vs_none_auc"] = lambda p, y: _auc(y != none, 1 - p[:, none])
+    if "malignant" in classes and "benign" in classes:
+        b, m = classes.index("benign"), classes.index("malignant")
+        out["malignant_vs_benign_auc"] = lambda p, y: _auc(y[np.isin(y, [b, m])] == m, p[np.isin(y, [b, m]), m])
+    return out
+
+
+def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:
+    return float(roc_auc_score(truth, score)) if 0 < truth.sum() < len(truth) else None
+
+
+def paired_differences(new: np.ndarray, old: np.ndarray, y: np.ndarray, groups: list[str], metrics: dict[str, Metric],
+                       rounds: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Per metric: new, old, new - old and its 95 % interval over ``rounds`` resamplings of whole groups."""
+    names = sorted(set(groups))
+    members = {g: np.flatnonzero(np.array(groups) == g) for g in names}
+    rng = np.random.default_rng(seed)
+    draws = [np.concatenate([members[names[k]] for k in rng.integers(0, len(names), len(names))])
+             for _ in range(rounds)]
+    out = {}
+    for name, metric in metrics.items():
+        a, b = metric(new, y), metric(old, y)
+        if a is None or b is None:
+            continue
+        diffs = [d for d in ((metric(new[i], y[i]), metric(old[i], y[i])) for i in draws)
+                 if d[0] is not None and d[1] is not None]
+        delta = np.array([x - z for x, z in diffs])
+        out[name] = {"new": a, "old": b, "diff": a - b,
+                     "interval": [float(np.percentile(delta, 2.5)), float(np.percentile(delta, 97.5))]}
+    return out
+
+
+def compare(old_folder: Path, new_folder: Path, rounds: int = 2000) -> dict[str, dict]:
+    """Paired differences per source (and ``all``) of the bundle in ``new_folder`` against ``old_folder``."""
+    entries = json.loads((new_folder / "split.json").read_text())["val"]
+    old_val = {tuple(e[:2]) for e in json.loads((old_folder / "split.json").read_text())["val"]}
+    if {tuple(e[:2]) for e in entries} != old_val:
+        raise ValueError("the two bundles were validated on different images: nothing to pair")
+    paths = [DATA_ROOT / path for path, _, _ in entries]
+    new, classes = bundle_probabilities(new_folder, paths)
+    old, old_classes = bundle_probabilities(old_folder, paths)
+    if classes != old_classes:
+        raise ValueError(f"different classes: {classes} vs {old_classes}")
+    y = np.array([classes.index(label) for _, label, _ in entries])
+    groups = [group for _, _, group in entries]
+    metrics = metrics_for(classes)
+    rows = {"all": np.arange(len(entries)), **subsets(entries)}
+    return {name: paired_differences(new[r], old[r], y[r], [groups[i] for i in r], metrics, rounds)
+            for name, r in rows.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Paired comparison of two written classifiers on one validation split.")
+    parser.add_argument("old", type=Path, help="the bundle folder shipped now")
+    parser.add_argument("new", type=Path, help="the retrained bundle folder (same split)")
+    parser.add_argument("--rounds", type=int, default=2000, help="bootstrap resamplings of patients")
+    args = parser.parse_args()
+    for source, numbers in compare(args.old, args.new, args.rounds).items():
+        for name, m in numbers.items():
+            low, high = m["interval"]
+            print(f"{source:40s} {name:24s} new {m['new']:.4f} old {m['old']:.4f} "
+                  f"diff {m['diff']:+.4f} [{low:+.4f}, {high:+.4f}]")
+
+
+if __name__ == "__main__":
+    main()
