@@ -36,6 +36,28 @@ def bundle_probabilities(folder: Path, paths: list[Path]) -> tuple[np.ndarray, l
     return softmax(logits / bundle.temperature), bundle.classes
 
 
+def none_class(classes: list[str]) -> int | None:
+    """Index of the classifier's finding-free class, where it has one."""
+    return next((classes.index(c) for c in NONE_CLASSES if c in classes), None)
+
+
+def finding_vs_none_auc(probs: np.ndarray, y: np.ndarray, none: int) -> float | None:
+    """ROC AUC of 1 - P(finding-free) for 'any finding'; None where one side is missing."""
+    return _auc(y != none, 1.0 - probs[:, none])
+
+
+def malignant_vs_benign_auc(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> float | None:
+    """ROC AUC of P(malignant) among the lesions (benign or malignant), the call that matters; None where one
+    side is missing."""
+    benign, malignant = classes.index("benign"), classes.index("malignant")
+    lesion = np.isin(y, [benign, malignant])
+    return _auc(y[lesion] == malignant, probs[lesion, malignant])
+
+
+def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:
+    return float(roc_auc_score(truth, score)) if 0 < truth.sum() < len(truth) else None
+
+
 def source_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
     """Accuracy (with its interval) and, with a finding-free class, finding-vs-none numbers."""
     n = len(y)
@@ -43,17 +65,13 @@ def source_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict
     out = {"n": n, "correct": correct, "accuracy": correct / n if n else None,
            "accuracy_interval": list(accuracy_interval(correct / n, n)) if n else None}
     out["ece"] = float(expected_calibration_error(probs, y)) if n else None
-    if "malignant" in classes and "benign" in classes:  # P(malignant) among the lesions, the call that matters
-        lesion = np.isin(y, [classes.index("benign"), classes.index("malignant")])
-        malignant = y[lesion] == classes.index("malignant")
-        out["malignant_vs_benign_roc_auc"] = (float(roc_auc_score(malignant, probs[lesion, classes.index("malignant")]))
-                                              if 0 < malignant.sum() < lesion.sum() else None)
-    none = next((classes.index(c) for c in NONE_CLASSES if c in classes), None)
+    if "malignant" in classes and "benign" in classes:
+        out["malignant_vs_benign_roc_auc"] = malignant_vs_benign_auc(probs, y, classes)
+    none = none_class(classes)
     if none is not None:
-        finding, score = y != none, 1.0 - probs[:, none]
+        finding = y != none
         called_none = probs.argmax(axis=1) == none
-        out["finding_vs_none_roc_auc"] = (float(roc_auc_score(finding, score))
-                                          if 0 < finding.sum() < n else None)
+        out["finding_vs_none_roc_auc"] = finding_vs_none_auc(probs, y, none)
         out["none_images"] = int((~finding).sum())
         out["none_called_none"] = float(called_none[~finding].mean()) if (~finding).any() else None
         out["finding_images"] = int(finding.sum())

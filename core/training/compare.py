@@ -18,10 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
-from core.inference.results import NONE_CLASSES
-from core.training.by_source import bundle_probabilities
+from core.training.by_source import bundle_probabilities, finding_vs_none_auc, malignant_vs_benign_auc, none_class
 from core.training.configs import DATA_ROOT
 from core.training.sources import subsets
 
@@ -29,29 +27,26 @@ Metric = Callable[[np.ndarray, np.ndarray], float | None]
 
 
 def metrics_for(classes: list[str]) -> dict[str, Metric]:
-    """The numbers compared for these classes: accuracy and log-loss always, the two ROC AUCs where they apply."""
+    """The numbers compared for these classes: accuracy and log-loss always, the two ROC AUCs where they apply
+    (computed as the per-source table computes them)."""
     out: dict[str, Metric] = {
         "accuracy": lambda p, y: float((p.argmax(1) == y).mean()),
         "log_loss": lambda p, y: float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()),
     }
-    none = next((classes.index(c) for c in NONE_CLASSES if c in classes), None)
+    none = none_class(classes)
     if none is not None:
-        out["finding_vs_none_auc"] = lambda p, y: _auc(y != none, 1 - p[:, none])
+        out["finding_vs_none_auc"] = lambda p, y: finding_vs_none_auc(p, y, none)
     if "malignant" in classes and "benign" in classes:
-        b, m = classes.index("benign"), classes.index("malignant")
-        out["malignant_vs_benign_auc"] = lambda p, y: _auc(y[np.isin(y, [b, m])] == m, p[np.isin(y, [b, m]), m])
+        out["malignant_vs_benign_auc"] = lambda p, y: malignant_vs_benign_auc(p, y, classes)
     return out
-
-
-def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:
-    return float(roc_auc_score(truth, score)) if 0 < truth.sum() < len(truth) else None
 
 
 def paired_differences(new: np.ndarray, old: np.ndarray, y: np.ndarray, groups: list[str], metrics: dict[str, Metric],
                        rounds: int = 2000, seed: int = 0) -> dict[str, dict]:
     """Per metric: new, old, new - old and its 95 % interval over ``rounds`` resamplings of whole groups."""
     names = sorted(set(groups))
-    members = {g: np.flatnonzero(np.array(groups) == g) for g in names}
+    labels = np.array(groups)
+    members = {g: np.flatnonzero(labels == g) for g in names}
     rng = np.random.default_rng(seed)
     draws = [np.concatenate([members[names[k]] for k in rng.integers(0, len(names), len(names))])
              for _ in range(rounds)]

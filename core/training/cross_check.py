@@ -22,6 +22,7 @@ from core.inference.results import DISAGREE, NONE_CLASSES
 from core.models.registry import Registry
 from core.training.configs import DATA_ROOT
 
+
 def cross_check(segmenter: str) -> dict:
     registry = Registry()
     analyzer = Analyzer(registry)
