@@ -2,7 +2,7 @@
 
     pip install onnxruntime tf2onnx onnx
     python bench/fast_forward.py [--rounds 30] [--eval 240] [--calib 50] [--no-int8] [--no-bf16] [--tf-threads N] [--keep DIR]
-                                 [--int8-variants] [--bf16-rewrite]
+                                 [--int8-variants] [--bf16-rewrite] [--openvino]
 
 Paths, each fed what the bundle's analysis path (``core.inference.paths.ClassifierPath``) feeds the network
 (the preprocessed image and its mirror in one batch of 2, as the bundle's ``flip_average`` asks), each giving
@@ -25,7 +25,9 @@ product does:
   emulates bf16 on CPUs without AVX-512 BF16 / AMX);
 * with ``--bf16-rewrite``, also: the float32 graph (variables frozen to constants) run in a TF1 session whose
   Grappler config turns on ``auto_mixed_precision_onednn_bfloat16`` (oneDNN's bf16 auto-mixed-precision rewrite),
-  next to the same frozen graph in a session without the rewrite (its control: frozen graph vs ``tf.function``).
+  next to the same frozen graph in a session without the rewrite (its control: frozen graph vs ``tf.function``);
+* with ``--openvino`` (``pip install openvino``), also: the same ONNX file compiled by OpenVINO's CPU plugin with
+  ``INFERENCE_PRECISION_HINT`` f32 and bf16 (bf16 runs on AMX tiles or AVX-512 BF16 where the CPU has them).
 
 Speed: each path once per round in a fixed order (bench/stats.py ``interleave``), ``--rounds`` rounds on the
 bundled brain sample, printed as median ms and the median of per-round ratios to TensorFlow float32 with a
@@ -193,6 +195,16 @@ def bfloat16_path(model) -> Callable:
     return tensorflow_path(mixed)
 
 
+def openvino_path(path: Path, precision: str) -> Callable:
+    """The ONNX file compiled by OpenVINO for the CPU at ``precision`` ("f32" or "bf16"), latency hint."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})[0].copy()
+
+
 def frozen_session_path(model, size: int, bf16_rewrite: bool) -> Callable:
     """The float32 model frozen to a GraphDef and run in its own TF1 session; with ``bf16_rewrite`` that session's
     Grappler runs oneDNN's bfloat16 auto-mixed-precision pass (only this session: the other paths are untouched)."""
@@ -258,6 +270,7 @@ def main() -> None:
     parser.add_argument("--bf16-rewrite", action="store_true",
                         help="also a frozen-graph session with oneDNN's bf16 auto-mixed-precision rewrite (and one "
                              "without, its control)")
+    parser.add_argument("--openvino", action="store_true", help="also OpenVINO float32 and bf16 on the ONNX file")
     parser.add_argument("--no-floor", action="store_true", help="skip the FLOPs / peak floor")
     parser.add_argument("--keep", type=Path, help="write the ONNX files here (default: a temporary folder)")
     parser.add_argument("--tf-threads", type=int, default=0,
@@ -320,6 +333,9 @@ def main() -> None:
                 how = quantise_int8_dynamic(onnx_file, target)
                 print(f"int8: {how}; {time.perf_counter() - started:.0f} s, {target.stat().st_size / 1e6:.0f} MB")
                 paths["ONNX Runtime int8 (dynamic)"] = onnx_path(target)
+        if args.openvino:
+            paths["OpenVINO float32"] = openvino_path(onnx_file, "f32")
+            paths["OpenVINO bf16"] = openvino_path(onnx_file, "bf16")
         if not args.no_bf16:
             paths["TensorFlow bfloat16 (mixed_bfloat16)"] = bfloat16_path(model)
             if args.bf16_rewrite:
