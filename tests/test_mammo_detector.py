@@ -7,8 +7,10 @@ import pytest
 
 pytest.importorskip("core.imaging.breast")
 
-from core.training.datasets import Circle  # noqa: E402
-from core.training.mammo_cv import _reached, marks  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from core.training.datasets import Circle, Sample  # noqa: E402
+from core.training.mammo_cv import _reached, marks, minus_other_breast  # noqa: E402
 from core.training.mammo_detector import TILE, tile_grid, tile_labels  # noqa: E402
 
 
@@ -42,3 +44,21 @@ def test_marks_merge_neighbouring_tiles_and_respect_the_threshold():
     x, _, _ = found[0]  # pulled from the first tile's centre towards its suppressed neighbour
     assert TILE / 2 < x < TILE / 2 + 112
     assert marks(corners, probs, threshold=0.95) == []
+
+
+def test_a_film_is_scored_against_the_womans_other_film():
+    samples = [Sample(Path(f"mdb00{i}.png"), "normal", group) for i, group in enumerate(["w1", "w1", "w2"])]
+    scores = minus_other_breast(samples, np.array([0.9, 0.3, 0.5]))
+    assert np.allclose(scores, [0.6, -0.6, 0.5])  # the third film has no partner and keeps its score
+
+
+def test_positive_views_keep_the_finding_in_the_tile_middle():
+    from core.training.mammo_finetune import POSITIVE_VIEWS, positive_views
+
+    grey = np.zeros((600, 500), np.uint8)
+    grey[290:310, 240:260] = 255  # the finding: a bright square around (250, 300)
+    views = positive_views(grey, (Circle(250.0, 300.0, 10.0),), np.random.default_rng(0))
+    assert views.shape == (POSITIVE_VIEWS, TILE, TILE, 3)
+    for view in views:
+        ys, xs = np.nonzero(view[..., 0] > 0)  # xception scaling: the background is -1, the square +1
+        assert TILE / 4 - 10 <= ys.mean() <= 3 * TILE / 4 + 10 and TILE / 4 - 10 <= xs.mean() <= 3 * TILE / 4 + 10

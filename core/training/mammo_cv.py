@@ -55,6 +55,16 @@ def _reached(corners: np.ndarray, circles) -> np.ndarray:
     return hit
 
 
+def minus_other_breast(samples: list[Sample], scores: np.ndarray) -> np.ndarray:
+    """Each film's score less the mean of the woman's other films' (mdb001 + mdb002): a finding is what one breast
+    has and the other has not; a film without a partner keeps its score."""
+    films: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        films.setdefault(s.group, []).append(i)
+    return np.array([scores[i] - np.mean([scores[j] for j in films[s.group] if j != i] or [0.0])
+                     for i, s in enumerate(samples)])
+
+
 def marks(corners: np.ndarray, probs: np.ndarray, threshold: float) -> list[tuple[float, float, float]]:
     """Findings (x, y, score): tile centres above ``threshold``, strongest first, each suppressing the tiles
     within SUPPRESS px of it; a mark sits at the score-weighted centre of the tiles it suppressed."""
@@ -102,12 +112,7 @@ def cross_validate(samples: list[Sample], films: list[dict], folds: int = 5, c: 
         tile_auc.append(roc_auc_score(yt, head.predict_proba(xt)[:, 1]))
     top = {"max": np.array([p.max() if len(p) else 0.0 for p in probs]),
            "top3": np.array([np.sort(p)[-3:].mean() if len(p) else 0.0 for p in probs])}
-    # The woman's other film (mdb001 + mdb002): a finding is what one breast has and the other has not.
-    other = {s.group: [] for s in samples}
-    for i, s in enumerate(samples):
-        other[s.group].append(i)
-    top["top3_minus_other"] = np.array([top["top3"][i] - np.mean([top["top3"][j] for j in other[s.group] if j != i] or [0.0])
-                                        for i, s in enumerate(samples)])
+    top["top3_minus_other"] = minus_other_breast(samples, top["top3"])
     result = {"films": len(samples), "abnormal": int(y_img.sum()), "tile_auc_per_fold": [round(a, 3) for a in tile_auc]}
     for name, score in top.items():
         result[f"image_auc_{name}"] = round(float(roc_auc_score(y_img, score)), 3)

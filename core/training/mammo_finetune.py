@@ -33,7 +33,7 @@ from core.models.backbones import build_backbone
 from core.models.preprocessing import preprocess
 from core.training.configs import BACKBONES, CACHE_ROOT, DATA_ROOT
 from core.training.datasets import Sample, mini_mias
-from core.training.mammo_cv import _bootstrap_auc, _mark_rates, _reached
+from core.training.mammo_cv import _bootstrap_auc, _mark_rates, _reached, minus_other_breast
 from core.training.mammo_detector import MIN_TISSUE, SPEC, TILE, film, tile_grid, tile_labels
 
 CUT = "block14_sepconv1"  # the first layer trained; the cache holds its input
@@ -160,7 +160,8 @@ def _probs(model, maps: np.ndarray, batch: int = 64) -> np.ndarray:
     return 1 / (1 + np.exp(-np.concatenate(logits)))
 
 
-def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: float, folds: int = 5) -> dict:
+def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: float, seed: int = 0,
+                   folds: int = 5) -> dict:
     """Out-of-fold tile probabilities on every film's grid, then image ROC AUC (max, top-3 mean) and marks,
     on the frozen detector's folds (StratifiedGroupKFold by woman, seed 0)."""
     y_img = np.array([s.label == "abnormal" for s in samples], int)
@@ -171,7 +172,7 @@ def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: fl
         start = time.perf_counter()
         pos, neg = training_views([samples[i] for i in train], [films[i] for i in train])
         print(f"fold {k + 1}: {len(pos)} positive views, {len(neg)} negative tiles", flush=True)
-        model = fit_fold(pos, neg, epochs, seed=k, lr=lr)
+        model = fit_fold(pos, neg, epochs, seed=100 * seed + k, lr=lr)
         for i in test:
             probs[i] = _probs(model, films[i]["grid"])
         yt = np.concatenate([films[i]["labels"][(films[i]["labels"] == 1) | ~films[i]["reached"]] for i in test
@@ -182,7 +183,8 @@ def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: fl
         print(f"fold {k + 1}: tile ROC AUC {tile_auc[-1]:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
     scores = {"max": np.array([p.max() if len(p) else 0.0 for p in probs]),
               "top3": np.array([np.sort(p)[-3:].mean() if len(p) else 0.0 for p in probs])}
-    result = {"films": len(samples), "abnormal": int(y_img.sum()), "epochs": epochs, "lr": lr,
+    scores["top3_minus_other"] = minus_other_breast(samples, scores["top3"])
+    result = {"films": len(samples), "abnormal": int(y_img.sum()), "epochs": epochs, "lr": lr, "seed": seed,
               "tile_auc_per_fold": [round(a, 3) for a in tile_auc]}
     for name, score in scores.items():
         result[f"image_auc_{name}"] = round(float(roc_auc_score(y_img, score)), 3)
@@ -191,7 +193,7 @@ def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: fl
     result["image_auc_top3_masses_vs_normal"] = round(float(roc_auc_score(y_img[masses], scores["top3"][masses])), 3)
     as_films = [{"corners": f["corners"]} for f in films]
     result["marks"] = _mark_rates(samples, as_films, probs)
-    np.save(CACHE / f"oof_top3_e{epochs}_lr{lr:g}.npy", scores["top3"])
+    np.save(CACHE / f"oof_top3_e{epochs}_lr{lr:g}_s{seed}.npy", scores["top3"])
     return result
 
 
@@ -200,12 +202,13 @@ def main() -> None:
     parser.add_argument("step", choices=["cache", "cv"])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the folds stay those of mammo_cv)")
     args = parser.parse_args()
     samples = mini_mias(DATA_ROOT / "mini_mias")
     if args.step == "cache":
         cache(samples)
     else:
-        print(json.dumps(cross_validate(samples, [load(s) for s in samples], args.epochs, args.lr), indent=1))
+        print(json.dumps(cross_validate(samples, [load(s) for s in samples], args.epochs, args.lr, args.seed), indent=1))
 
 
 if __name__ == "__main__":
