@@ -11,8 +11,9 @@ network below block 14 runs once per view and its 7 x 7 x 1024 map is cached (fl
   half, flipped and turned by quarter turns, so that ~90 lesions give the training more than one view each.
 
 Training augments the cached maps by their own flips and quarter turns. Each epoch sees every positive view and
-``NEGATIVE_RATIO`` times as many negatives drawn afresh. Image scores are the mean of a film's three highest tile
-probabilities, as for the frozen detector, so the two are compared on the same folds and the same films.
+``NEGATIVE_RATIO`` times as many negatives drawn afresh. Image scores are those of the frozen detector (the highest
+tile, the mean of the three highest, and that mean less the woman's other film's), so the two are compared on the same
+folds and the same films.
 
     python -m core.training.mammo_finetune cache      # the maps (resumable)
     python -m core.training.mammo_finetune cv [--epochs N]
