@@ -437,8 +437,8 @@ def card_section(manifest: dict) -> str:
         for lab, cells in check["correct_of_n"].items():
             lines.append(f"| {lab.upper()} | " + " | ".join(f"{cells[m][0]} of {cells[m][1]}" for m in mags) + " |")
     chosen, best = manifest["lab_transfer"]["chosen"], choose(manifest["lab_transfer"]["rows"])
-    why = ("best mean ROC AUC over both directions" if chosen == best else f"the table now favours {best}; {chosen} was "
-           "the best of the options measured when the bundle was trained, or set by hand")
+    why = ("best mean ROC AUC over both directions" if chosen == best else f"the table favours {best}; {chosen} was given "
+           "to `train --stain` by hand, or was the best when the bundle was trained: the CHANGELOG says why")
     measured = {r["option"] for r in manifest["lab_transfer"]["rows"]}
     missing = [o for o in OPTIONS if o not in measured]
     lines.append(f"\nChosen: **{chosen}** ({why})." + (f" Not measured: {', '.join(missing)}." if missing else "") + "\n")
