@@ -110,15 +110,29 @@ def cross_validate(samples: list[Sample], films: list[dict], folds: int = 5, c: 
             probs[i] = head.predict_proba(films[i]["features"])[:, 1] if len(films[i]["features"]) else np.zeros(0)
         xt, yt = training_tiles([samples[i] for i in test], [films[i] for i in test])
         tile_auc.append(roc_auc_score(yt, head.predict_proba(xt)[:, 1]))
-    top = {"max": np.array([p.max() if len(p) else 0.0 for p in probs]),
-           "top3": np.array([np.sort(p)[-3:].mean() if len(p) else 0.0 for p in probs])}
-    top["top3_minus_other"] = minus_other_breast(samples, top["top3"])
-    result = {"films": len(samples), "abnormal": int(y_img.sum()), "tile_auc_per_fold": [round(a, 3) for a in tile_auc]}
-    for name, score in top.items():
-        result[f"image_auc_{name}"] = round(float(roc_auc_score(y_img, score)), 3)
-        result[f"image_auc_{name}_ci"] = [round(v, 3) for v in _bootstrap_auc(y_img, score)]
+    result = {"films": len(samples), "abnormal": int(y_img.sum()), "tile_auc_per_fold": [round(a, 3) for a in tile_auc],
+              **image_aucs(samples, image_scores(samples, probs))}
     result["marks"] = _mark_rates(samples, films, probs)
     return result
+
+
+def image_scores(samples: list[Sample], probs: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """A film's score from its tile probabilities: the highest, the mean of the three highest, and that mean less
+    the woman's other film's."""
+    scores = {"max": np.array([p.max() if len(p) else 0.0 for p in probs]),
+              "top3": np.array([np.sort(p)[-3:].mean() if len(p) else 0.0 for p in probs])}
+    scores["top3_minus_other"] = minus_other_breast(samples, scores["top3"])
+    return scores
+
+
+def image_aucs(samples: list[Sample], scores: dict[str, np.ndarray]) -> dict:
+    """Abnormal-vs-normal ROC AUC of each image score with its bootstrap 95 % interval."""
+    y = np.array([s.label == "abnormal" for s in samples], int)
+    out = {}
+    for name, score in scores.items():
+        out[f"image_auc_{name}"] = round(float(roc_auc_score(y, score)), 3)
+        out[f"image_auc_{name}_ci"] = [round(v, 3) for v in _bootstrap_auc(y, score)]
+    return out
 
 
 def _mark_rates(samples: list[Sample], films: list[dict], probs: list[np.ndarray]) -> dict:

@@ -23,6 +23,7 @@ from core.models.preprocessing import PreprocessSpec, as_grey, preprocess
 from core.models.tiling import tissue_mask
 from core.training.configs import BACKBONES, CACHE_ROOT, DATA_ROOT
 from core.training.datasets import Sample, mini_mias
+from core.training.networks import predict_chunks
 
 TILE, STRIDE = 224, 112  # 45 mm tiles every 22 mm at 200 um per pixel: masses of 5-30 mm fit in one
 MIN_TISSUE = 0.25  # share of a tile that must be breast
@@ -75,7 +76,7 @@ def cache(samples: list[Sample], batch: int = 16) -> None:
         x = np.stack([preprocess(grey[y:y + TILE, x0:x0 + TILE], SPEC) for y, x0 in corners])
         if model is None:
             model = feature_model()
-        feats = np.concatenate([model.predict_on_batch(x[j:j + batch]) for j in range(0, len(x), batch)])
+        feats = predict_chunks(model, x, batch)
         np.savez(target, features=feats.astype(np.float16), corners=np.array(corners, np.int32))
         print(f"{i + 1}/{len(samples)} {sample.path.stem}: {len(corners)} tiles", flush=True)
 

@@ -34,8 +34,9 @@ from core.models.backbones import build_backbone
 from core.models.preprocessing import preprocess
 from core.training.configs import BACKBONES, CACHE_ROOT, DATA_ROOT
 from core.training.datasets import Sample, mini_mias
-from core.training.mammo_cv import _bootstrap_auc, _mark_rates, _reached, minus_other_breast
+from core.training.mammo_cv import MASS_CLASSES, _mark_rates, _reached, image_aucs, image_scores
 from core.training.mammo_detector import MIN_TISSUE, SPEC, TILE, film, tile_grid, tile_labels
+from core.training.networks import predict_chunks
 
 CUT = "block14_sepconv1"  # the first layer trained; the cache holds its input
 POSITIVE_VIEWS = 16
@@ -91,7 +92,7 @@ def cache(samples: list[Sample], batch: int = 16) -> None:
         if frozen is None:
             frozen, _ = split_backbone()
         views = np.concatenate([grid, pos])
-        maps = np.concatenate([frozen.predict_on_batch(views[j:j + batch]) for j in range(0, len(views), batch)])
+        maps = predict_chunks(frozen, views, batch)
         np.savez(target, grid=maps[:len(grid)].astype(np.float16), positives=maps[len(grid):].astype(np.float16),
                  corners=corners, labels=tile_labels(corners, sample.circles),
                  reached=_reached(corners, sample.circles) if len(corners) else np.zeros(0, bool))
@@ -154,11 +155,8 @@ def _probs(model, maps: np.ndarray, batch: int = 64) -> np.ndarray:
     """Tile probabilities, the mean logit over the map and its mirror."""
     if not len(maps):
         return np.zeros(0)
-    logits = []
-    for j in range(0, len(maps), batch):
-        x = maps[j:j + batch].astype(np.float32)
-        logits.append((model.predict_on_batch(x) + model.predict_on_batch(x[:, :, ::-1].copy()))[:, 0] / 2)
-    return 1 / (1 + np.exp(-np.concatenate(logits)))
+    logits = (predict_chunks(model, maps, batch) + predict_chunks(model, maps[:, :, ::-1], batch))[:, 0] / 2
+    return 1 / (1 + np.exp(-logits))
 
 
 def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: float, seed: int = 0,
@@ -176,24 +174,17 @@ def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: fl
         model = fit_fold(pos, neg, epochs, seed=100 * seed + k, lr=lr)
         for i in test:
             probs[i] = _probs(model, films[i]["grid"])
-        yt = np.concatenate([films[i]["labels"][(films[i]["labels"] == 1) | ~films[i]["reached"]] for i in test
-                             if samples[i].label == "normal" or samples[i].circles])
-        pt = np.concatenate([probs[i][(films[i]["labels"] == 1) | ~films[i]["reached"]] for i in test
-                             if samples[i].label == "normal" or samples[i].circles])
-        tile_auc.append(roc_auc_score(yt, pt))
+        judged = [i for i in test if samples[i].label == "normal" or samples[i].circles]
+        keep = {i: (films[i]["labels"] == 1) | ~films[i]["reached"] for i in judged}  # as training_views keeps them
+        tile_auc.append(roc_auc_score(np.concatenate([films[i]["labels"][keep[i]] for i in judged]),
+                                      np.concatenate([probs[i][keep[i]] for i in judged])))
         print(f"fold {k + 1}: tile ROC AUC {tile_auc[-1]:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    scores = {"max": np.array([p.max() if len(p) else 0.0 for p in probs]),
-              "top3": np.array([np.sort(p)[-3:].mean() if len(p) else 0.0 for p in probs])}
-    scores["top3_minus_other"] = minus_other_breast(samples, scores["top3"])
+    scores = image_scores(samples, probs)
     result = {"films": len(samples), "abnormal": int(y_img.sum()), "epochs": epochs, "lr": lr, "seed": seed,
-              "tile_auc_per_fold": [round(a, 3) for a in tile_auc]}
-    for name, score in scores.items():
-        result[f"image_auc_{name}"] = round(float(roc_auc_score(y_img, score)), 3)
-        result[f"image_auc_{name}_ci"] = [round(v, 3) for v in _bootstrap_auc(y_img, score)]
-    masses = np.array([s.extra["class"] in ("CIRC", "SPIC", "MISC") or s.label == "normal" for s in samples])
+              "tile_auc_per_fold": [round(a, 3) for a in tile_auc], **image_aucs(samples, scores)}
+    masses = np.array([s.extra["class"] in MASS_CLASSES or s.label == "normal" for s in samples])
     result["image_auc_top3_masses_vs_normal"] = round(float(roc_auc_score(y_img[masses], scores["top3"][masses])), 3)
-    as_films = [{"corners": f["corners"]} for f in films]
-    result["marks"] = _mark_rates(samples, as_films, probs)
+    result["marks"] = _mark_rates(samples, films, probs)
     np.save(CACHE / f"oof_top3_e{epochs}_lr{lr:g}_s{seed}.npy", scores["top3"])
     return result
 
