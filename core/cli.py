@@ -115,6 +115,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return cmd_analyze_series(args, record=record)
     from core.imaging import load_image
     from core.inference.analyzer import Engine
+    from core.series.contralateral import other_breast
 
     try:
         for option, target in (("--heatmap-out", args.heatmap_out), ("--mask-out", args.mask_out)):
@@ -133,7 +134,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         frames = range(record.frames) if args.all_frames else [args.frame]
         analyses = [engine.submit(record, frame=f, model_ids=args.model or None, gradcam=True,
                                   gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta,
-                                  microns_per_pixel=args.microns_per_pixel).result()
+                                  microns_per_pixel=args.microns_per_pixel, find_other_breast=other_breast).result()
                     for f in frames]
     except DiagnosticError as exc:
         _print_json({"path": str(args.path), "error": str(exc)})

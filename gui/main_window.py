@@ -42,6 +42,7 @@ from core.inference.results import Analysis
 from core.models.registry import Registry
 from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, magnification_at, um_at_magnification
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
+from core.series.contralateral import other_breast
 from core.series.hanging import hung_picture, screening_exams
 from core.series.index import Series, StudyIndex, index_path
 from core.series.stack import SeriesStack
@@ -576,7 +577,7 @@ class MainWindow(QMainWindow):
         self.analyse_action.setEnabled(False)  # one analysis of the shown image at a time
         um = state.microns_per_pixel
         future = self.engine.submit(state.record, frame=state.frame, model_ids=state.chosen_models or None,
-                                    microns_per_pixel=um)
+                                    microns_per_pixel=um, find_other_breast=other_breast)
         record, series, key = state.record, state.series, state.slice_key
         self.bridge.watch(future, lambda a: self._analysed(a, record, series, key, um), self._analysis_failed)
 

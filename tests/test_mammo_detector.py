@@ -11,7 +11,8 @@ from pathlib import Path  # noqa: E402
 
 from core.training.datasets import Circle, Sample  # noqa: E402
 from core.training.mammo_cv import _reached, marks, minus_other_breast  # noqa: E402
-from core.training.mammo_detector import TILE, tile_grid, tile_labels  # noqa: E402
+from core.models.mammography import tile_grid  # noqa: E402
+from core.training.mammo_detector import TILE, tile_labels  # noqa: E402
 
 
 def test_tile_grid_keeps_tiles_with_enough_breast():

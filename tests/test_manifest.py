@@ -18,6 +18,7 @@ from core.models.manifest import (MODALITIES, PREPROCESS_CHOICES, TASKS, TILING_
                                   WeightsFile)
 from core.models.preprocessing import PreprocessSpec
 from core.models.registry import BUILTIN_MODELS, Bundle, Registry
+from core.models.mammography import FilmScoring
 from core.models.tiling import TilingSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +203,8 @@ def test_schema_and_dataclass_agree():
         assert _schema_at(key)["default"] == default, key  # JSON null / [] / {} compare equal to None / () / {}
     assert _schema_at("modality")["enum"] == list(MODALITIES)
     assert _schema_at("task")["enum"] == list(TASKS)
-    for key, spec, choices in (("preprocessing", PreprocessSpec, PREPROCESS_CHOICES), ("tiling", TilingSpec, TILING_CHOICES)):
+    for key, spec, choices in (("preprocessing", PreprocessSpec, PREPROCESS_CHOICES), ("tiling", TilingSpec, TILING_CHOICES),
+                               ("film_scoring", FilmScoring, {})):
         node = _schema_at(key)
         assert node["additionalProperties"] is False
         assert set(node["properties"]) == {f.name for f in dataclasses.fields(spec)}, key
@@ -246,6 +248,9 @@ BAD = [
     ("tiling", {"tile": "big"}, "tiling.tile"),
     ("tiling", {"aggregate": "median"}, "tiling.aggregate"),
     ("tiling", {"scale": 0}, "tiling.scale"),
+    ("film_scoring", {"top": 0}, "film_scoring.top"),
+    ("film_scoring", {"mark_threshold": 1.5}, "film_scoring.mark_threshold"),
+    ("film_scoring", {"colour": "red"}, "film_scoring.colour"),
     ("architecture", [], "architecture"),
     ("architecture", {"trunk_file": "trunk.keras"}, "architecture.trunk_sha256"),
     ("architecture", {"feature_bundle": "parent", "feature_bundle_sha256": SHA}, "architecture.feature_layer"),

@@ -89,3 +89,27 @@ def _write_bundle(folder: Path, model, spec, modality: str, task: str, **fields)
                 "input_size": [SIZE, SIZE, 3], "preprocessing": spec.to_dict(), **fields}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
+
+
+def make_film_bundle(root: Path, bundle_id: str = "tiny-mg-detector", mark_threshold: float = 0.5) -> Path:
+    """A fixed mammography 'detector' whose tile probability rises with the share of very bright pixels in the
+    tile (real Keras layers, no training): p = sigmoid(80 * mean(relu(local mean)) - 3) on xception-scaled input,
+    so breast tissue at grey 120 scores 0.05 and a tile holding a white blob scores high."""
+    import keras
+
+    from core.models.mammography import FilmScoring
+    from core.models.preprocessing import PreprocessSpec
+
+    spec = PreprocessSpec(size=SIZE, color="grey3", crop="none", scale="xception")
+    image = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="last_conv")
+    dense = keras.layers.Dense(2, name="logits")
+    model = keras.Model(image, dense(keras.layers.GlobalAveragePooling2D()(conv(image))))
+    conv.set_weights([np.full((3, 3, 3, 2), 1 / 27, np.float32), np.zeros(2, np.float32)])
+    dense.set_weights([np.array([[0.0, 40.0], [0.0, 40.0]], np.float32), np.array([0.0, -3.0], np.float32)])
+    scoring = FilmScoring(single_slope=4.0, single_intercept=-2.0, paired_slope=6.0, paired_intercept=-1.0,
+                          mark_threshold=mark_threshold)
+    return _write_bundle(root / bundle_id, model, spec, "MG", "classification", title="Tiny film detector",
+                         classes=["normal", "abnormal"], calibration={"temperature": 1.0},
+                         gradcam_layer="last_conv", film_scoring=scoring.to_dict(),
+                         validation_metrics={"roc_auc": 1.0, "n": 0})

@@ -35,6 +35,7 @@ from core.errors import DiagnosticError
 from core.export.files import WriteError, os_reason, write_heatmap_png, write_mask_png
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled
+from core.series.contralateral import other_breast
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
                 "probability", "scale"]
@@ -287,7 +288,8 @@ class BatchRun:
             rows = []
             for frame in frames:
                 analysis = self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids, gradcam=self.heatmaps,
-                                                 cancel=self.cancel, microns_per_pixel=self.microns_per_pixel)
+                                                 cancel=self.cancel, microns_per_pixel=self.microns_per_pixel,
+                                                 find_other_breast=other_breast)
                 rows.extend(self._rows(relative, stem, record, analysis))
                 if self.history is not None and analysis.results:
                     try:

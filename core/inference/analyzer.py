@@ -23,6 +23,7 @@ from core.inference.onnx_network import available as onnx_runtime_available
 from core.inference.paths import AnalysisPath, Request, StemRows, build_path, load_network
 from core.inference.results import Analysis, ModelResult, disagreements
 from core.models.exports import Export, export_roots, find_export
+from core.models.mammography import OtherBreast
 from core.models.manifest import BundleManifest
 from core.models.preprocessing import ModelInputs
 from core.models.registry import Bundle, Registry
@@ -90,9 +91,12 @@ class Analyzer:
         cancel: threading.Event | None = None,
         on_result: Callable[[ModelResult], None] | None = None,
         microns_per_pixel: float | None = None,
+        find_other_breast: Callable[[ImageRecord, int], OtherBreast | None] | None = None,
     ) -> Analysis:
         """``microns_per_pixel``: the image's scale set or confirmed by the user, for bundles that tile at a physical
-        scale (else read from the file, or assumed with a warning: ``core.models.scale``)."""
+        scale (else read from the file, or assumed with a warning: ``core.models.scale``). ``find_other_breast``:
+        finds a mammogram's partner film (core.series.contralateral.other_breast), which film detectors score it
+        against; asked only where such a bundle runs."""
         bundles = self.bundles_for(record, model_ids)
         analysis = Analysis(str(record.path), record.modality.value, record.modality_source, frame)
         if not bundles:
@@ -108,8 +112,11 @@ class Analyzer:
             analysis.warnings.append(f"Unsure modality: the image was taken for {record.modality.label} with only "
                                      f"{record.modality_confidence:.0%} confidence; if it is not, choose the modality "
                                      "or the model.")
+        other = None
+        if find_other_breast is not None and any(b.info.film_scoring is not None for b in bundles):
+            other = find_other_breast(record, frame)
         request = Request(gradcam=gradcam, plus=gradcam_plus, target_class=target_class, tta=tta,
-                          microns_per_pixel=microns_per_pixel)
+                          microns_per_pixel=microns_per_pixel, other_breast=other)
         inputs = ModelInputs(display)  # bundles with one preprocessing share one crop and normalisation
         for bundle in bundles:
             if cancel is not None and cancel.is_set():

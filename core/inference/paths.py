@@ -11,21 +11,25 @@ or mask post-processing -> ModelResult, without asking the bundle for any of it 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from core.errors import ModelError
+from core.errors import DiagnosticError, ModelError
+from core.imaging.loader import load_image
 from core.imaging.record import ImageRecord, Modality
 from core.inference.device import configure_device
 from core.inference.gradcam import GradCam
 from core.inference.lesions import drop_unsure_components, find_lesions
 from core.inference.onnx_network import OnnxGradCam, OnnxModel
-from core.inference.results import ModelResult
+from core.inference.results import Finding, ModelResult
+from core.models.mammography import OtherBreast, film_at_scale, film_score, marks, search_tiles
 from core.models.manifest import BundleManifest
-from core.models.preprocessing import ModelInputs
+from core.models.preprocessing import ModelInputs, as_grey, preprocess
 from core.models.registry import Bundle
 from core.models.scale import assumed_warning, resolve_scale
 from core.models.exports import Export
@@ -53,6 +57,7 @@ class Request:
     target_class: str | None = None  # the class the heatmap explains (None: the decided one)
     tta: bool = False
     microns_per_pixel: float | None = None
+    other_breast: OtherBreast | None = None  # a mammogram's partner film, for film detectors
 
 
 class Compiled:
@@ -359,10 +364,150 @@ class SegmenterPath(AnalysisPath):
         return result
 
 
+# A film whose file states no pixel spacing is taken to be as tall as a mini-MIAS film (1024 px at 200 um).
+ASSUMED_FILM_MM = 204.8
+FILMS_KEPT = 4  # films' tile probabilities kept per path: a batch meets each film once as itself, once as partner
+
+
+@dataclass(frozen=True)
+class FilmRead:
+    """A film's tiles at the detector's scale and their probabilities; ``zoom``: film pixels per display pixel
+    (rows, columns)."""
+
+    corners: np.ndarray
+    probs: np.ndarray
+    zoom: tuple[float, float]
+    mm: tuple[float, float]
+    scale_source: str
+
+    def box(self, i: int, tile: int) -> tuple[int, int, int, int]:
+        """Tile ``i`` as a (y0, y1, x0, x1) box in display pixels."""
+        y, x = self.corners[i]
+        zy, zx = self.zoom
+        return (int(round(y / zy)), int(round((y + tile) / zy)), int(round(x / zx)), int(round((x + tile) / zx)))
+
+
+class FilmPath(ClassifierPath):
+    """A mammography detector (core.models.mammography): the film at the detector's scale, its breast search
+    region tiled, each tile's probability; the film's score against the other breast's film where the caller
+    found one, calibrated; CAD marks where tiles pass the marking threshold; the tile map as heatmap and the
+    Grad-CAM of the top tile."""
+
+    def __init__(self, info: BundleManifest, network: Network) -> None:
+        super().__init__(info, network)
+        self.scoring = info.film_scoring
+        self.positive = len(self.classes) - 1  # binary, the finding class last
+        self._films: OrderedDict[bytes, FilmRead] = OrderedDict()
+
+    def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
+        target = self._target(request.target_class)
+        display = ModelInputs.of(picture).display
+        warnings: list[str] = []
+        own = self.read(display, record, warnings)
+        score = film_score(own.probs, self.scoring.top)
+        other = self._other(request.other_breast, warnings)
+        paired = other is not None
+        p = self.scoring.probability(score - film_score(other.probs, self.scoring.top) if paired else score, paired)
+        probs = np.zeros(len(self.classes))
+        probs[self.positive], probs[0] = p, 1.0 - p
+        result = self._classified(probs, tiles=len(own.corners))
+        shown = self.positive if target is None else target
+        tile_probs = own.probs if shown == self.positive else 1.0 - own.probs
+        boxes = [own.box(i, self.scoring.tile) for i in range(len(own.corners))]
+        result.heatmap_class = self.classes[shown]
+        result.heatmap = tile_map(display.shape[:2], boxes, tile_probs)
+        if request.gradcam and self.cam_layers and len(boxes):
+            top = int(np.argmax(tile_probs))
+            _, cams, _ = self.gradcam(self._tile_inputs(self._film(display, own), own.corners[top:top + 1]),
+                                      shown, request.plus)
+            result.tile_gradcam = _to_image_grid(cams[0], boxes[top], display.shape[:2])
+        radius = self.scoring.mark_radius / float(np.mean(own.zoom))
+        spacing = record.pixel_spacing_mm if record is not None else None
+        result.findings = [Finding(x / own.zoom[1], y / own.zoom[0], radius, s, None, spacing)
+                           for x, y, s in marks(own.corners, own.probs, self.scoring.mark_threshold,
+                                                self.scoring.tile, self.scoring.stride)]
+        result.scale = {"um_y": round(own.mm[0] * 1000, 3), "um_x": round(own.mm[1] * 1000, 3),
+                        "source": own.scale_source,
+                        "text": f"{own.mm[1]:.3g} mm per pixel ({own.scale_source}), read at "
+                                f"{self.scoring.mm_per_pixel:g}"}
+        if own.scale_source == "assumed":
+            warnings.append(f"Film scale not in the file: the picture was taken as a {ASSUMED_FILM_MM:g}-mm tall "
+                            f"film ({own.mm[0]:.3g} mm per pixel, as mini-MIAS films); at another scale masses "
+                            "are read at the wrong size.")
+        if not len(own.corners):
+            warnings.append("No breast found on this film to search (or the film is smaller than one "
+                            f"{self.scoring.tile * self.scoring.mm_per_pixel:.0f}-mm tile): the score means nothing.")
+        if request.tta:
+            warnings.append("Test-time augmentation is not used by this film detector.")
+        result.warnings += warnings
+        _flag_low_confidence(result)
+        return result
+
+    def read(self, display: np.ndarray, record: ImageRecord | None, warnings: list[str] | None = None) -> FilmRead:
+        """The film's tiles and their probabilities, kept for the last few films (its partner's reading)."""
+        spacing = record.pixel_spacing_mm if record is not None else None
+        source = "file" if spacing else "assumed"
+        mm = spacing or (ASSUMED_FILM_MM / display.shape[0],) * 2
+        grey = as_grey(display)
+        key = hashlib.blake2b(np.ascontiguousarray(grey).tobytes() + repr(mm).encode(), digest_size=16).digest()
+        if key in self._films:
+            self._films.move_to_end(key)
+            return self._films[key]
+        film = film_at_scale(grey, mm, self.scoring)
+        corners = search_tiles(film, self.scoring, _view(record))
+        logits = [self.network.forward(self._tile_inputs(film, corners[i:i + TILE_BATCH]))
+                  for i in range(0, len(corners), TILE_BATCH)]
+        probs = _softmax(np.concatenate(logits))[:, self.positive] if logits else np.zeros(0)
+        read = FilmRead(corners, probs, (film.shape[0] / grey.shape[0], film.shape[1] / grey.shape[1]), mm, source)
+        self._films[key] = read
+        while len(self._films) > FILMS_KEPT:
+            self._films.popitem(last=False)
+        return read
+
+    def _film(self, display: np.ndarray, read: FilmRead) -> np.ndarray:
+        return film_at_scale(as_grey(display), read.mm, self.scoring)
+
+    def _tile_inputs(self, film: np.ndarray, corners: np.ndarray) -> np.ndarray:
+        t = self.scoring.tile
+        return np.stack([preprocess(film[y:y + t, x:x + t], self.spec) for y, x in corners])
+
+    def _other(self, other: OtherBreast | None, warnings: list[str]) -> FilmRead | None:
+        """The partner film's reading, or None with the reason in ``warnings``."""
+        alone = "scored alone, a weaker reading (see the model card)"
+        if other is None:
+            warnings.append(f"No film of the other breast in the same view was found beside this one: {alone}.")
+            return None
+        try:
+            partner = load_image(other.path)
+            if partner.modality_source == "dicom" and partner.modality is not Modality.MG:
+                warnings.append(f"The other breast's file {other.path.name} is not a mammogram "
+                                f"({partner.modality.label}): {alone}.")
+                return None
+            read = self.read(partner.display(other.frame), partner)
+        except (DiagnosticError, OSError, ValueError, IndexError) as exc:
+            warnings.append(f"The other breast's film {other.path.name} could not be read ({exc}): {alone}.")
+            return None
+        warnings.append(f"Read against the other breast's film {other.path.name} (paired by {other.how}): a "
+                        "finding is what this breast shows and that one does not.")
+        return read
+
+
+def _view(record: ImageRecord | None) -> str:
+    """The film's view for the breast region (CC films have no pectoral muscle to cut): DICOM ViewPosition,
+    else CC or MLO in the file name, else MLO, the view the detector was trained on."""
+    if record is None:
+        return "MLO"
+    stated = next((value for _, keyword, value in record.metadata if keyword == "ViewPosition"), "")
+    words = set(re.findall(r"[A-Z]+", (stated or f"{record.study.patient_id} {Path(record.path).stem}").upper()))
+    return "CC" if words & {"CC", "RCC", "LCC", "XCCL", "XCCM"} else "MLO"
+
+
 def build_path(info: BundleManifest, network: Network) -> AnalysisPath:
     """The path of the bundle described by ``info`` on its loaded ``network``."""
     if info.task != "classification":
         return SegmenterPath(info, network)
+    if info.film_scoring is not None:
+        return FilmPath(info, network)
     if info.tiling is not None:
         return TiledClassifierPath(info, network)
     return ClassifierPath(info, network)

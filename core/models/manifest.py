@@ -18,6 +18,7 @@ from typing import Any
 
 from core.errors import ModelError
 from core.imaging.record import Modality
+from core.models.mammography import FilmScoring
 from core.models.preprocessing import PreprocessSpec
 from core.models.tiling import TilingSpec
 
@@ -74,6 +75,9 @@ class BundleManifest:
     gradcam_layer: str | None = None  # None: no Grad-CAM
     gradcam_plus_layer: str | None = None  # None: Grad-CAM++ explains gradcam_layer too
     tiling: TilingSpec | None = None  # None: the whole image is one input
+    # A mammography detector: the film read tile by tile at its scale, scored (against the other breast's film
+    # where there is one) and marked (core.models.mammography); None: not a film detector.
+    film_scoring: FilmScoring | None = None
     changelog: str = "CHANGELOG.md"  # the bundle's history, relative to its folder
     extra: dict = field(default_factory=dict, compare=False, repr=False, metadata={"extra": True})
 
@@ -169,6 +173,8 @@ class BundleManifest:
             values["min_lesion_px"] = check.integer(data, "min_lesion_px", 0)
         if data.get("tiling") is not None:
             values["tiling"] = TilingSpec.from_dict(check.spec(data, "tiling", TilingSpec, TILING_CHOICES))
+        if data.get("film_scoring") is not None:
+            values["film_scoring"] = check.film_scoring(data, "film_scoring")
         values["extra"] = {k: v for k, v in data.items() if k not in cls.top_level_keys()}
         return cls(**values)
 
@@ -296,6 +302,25 @@ class _Check:
             else:
                 self.text(value, name, path=path)
         return dict(value)
+
+    def film_scoring(self, data: dict, key: str) -> FilmScoring:
+        """Known keys only: whole numbers of at least 1, shares from 0 to 1, a positive scale, any other
+        finite number (calibration slopes and intercepts)."""
+        value = self.kind(data, key, dict, "an object")
+        known = {f.name: f.default for f in fields(FilmScoring)}
+        for name in value:
+            path = f"{key}.{name}"
+            if name not in known:
+                self.fail(path, "absent (not a field of " + key + ": " + ", ".join(known) + ")", value[name])
+            if isinstance(known[name], int):
+                self.integer(value, name, 1, path)
+            elif name in ("min_breast", "mark_threshold"):
+                self.number(value, name, 0.0, 1.0, path=path)
+            elif name == "mm_per_pixel":
+                self.number(value, name, 0.0, None, low_open=True, path=path)
+            else:
+                self.number(value, name, None, None, path=path)
+        return FilmScoring(**value)
 
     def input_size(self, data: dict, key: str) -> tuple[int, ...]:
         value = data[key]

@@ -304,3 +304,65 @@ confusion matrix `{cv['confusion_matrix']}`. Folds train like the bundle but wit
 |---|---|---|
 {folds}
 {per_source}"""
+
+
+def film_card(manifest: dict) -> str:
+    """The card of a mammography film detector (core.training.mammo_finetune): every number out of fold by woman."""
+    m, t, f = manifest["validation_metrics"], manifest["training"], manifest["film_scoring"]
+    point = m["mark_operating_point"]
+    kinds = "\n".join(f"| {kind} | {hit} of {n} |" + (f" {hit / n:.0%} |" if n else " - |")
+                       for kind, (hit, n) in m["marks_found"].items())
+    table = "\n".join(f"| {r['threshold']:.2f} | {r['false_marks_per_film']:.2f} | {r['masses']} |"
+                       for r in m["mark_table"])
+    return f"""# {manifest['id']} v{manifest['version']}: {manifest['title']}
+
+Decision support only, not a medical device. Modality {manifest['modality']}; classes {', '.join(manifest['classes'])};
+CAD marks (circles with a score) where the detector finds a suspicious region.
+
+## Model
+A tile detector: {manifest['architecture']['backbone']} ({manifest['architecture']['weights_origin']});
+{manifest['architecture']['head']}. The film is brought to {f['mm_per_pixel']} mm per pixel (DICOM PixelSpacing or
+ImagerPixelSpacing; without one, a {204.8:g}-mm tall film is assumed and the result says so), the breast is found
+and the pectoral muscle cut away (core.imaging.breast), and {f['tile']}-px tiles ({f['tile'] * f['mm_per_pixel']:.0f} mm)
+every {f['stride']} px where at least {f['min_breast']:.0%} of the tile is breast are scored. The film score is the
+mean of the {f['top']} highest tile probabilities; **against the other breast** (the same view of the other side,
+found beside the file) it is this film's score less the other's. Each score has its own logistic calibration
+(fitted on the out-of-fold scores below, so its probabilities are slightly optimistic).
+
+## Data and split
+`{t['data']}` ({t['reader']}): {m['n']} films, {m['abnormal']} abnormal; {t['split']}.
+Augmentation: {t['augmentation']}. Epochs {t['epochs']}, learning rate {t['learning_rate']}.
+Command: `{t['command']}` ({t['date']}).
+
+## Out-of-fold results (5 folds grouped by woman)
+| film score | ROC AUC (abnormal vs normal) | n |
+|---|---|---|
+| against the other breast (what the product uses where it finds the partner) | **{m['roc_auc']:.3f}**{interval_text(m['roc_auc_ci95'])} | {m['n_paired']} |
+| alone (no partner found) | {m['roc_auc_single']:.3f}{interval_text(m['roc_auc_single_ci95'])} | {m['n']} |
+
+Against the other breast at p = 0.5: accuracy {m['accuracy_paired_at_0.5']:.3f}, sensitivity
+{m['sensitivity_paired_at_0.5']:.3f}, specificity {m['specificity_paired_at_0.5']:.3f}. Read the paired AUC with its
+make-up: {m['partners_of_abnormal_films_among_normals']} of the normal films are the other breast of an abnormal
+film, and the comparison helps most there; a woman with two normal breasts gains little from it.
+
+## CAD marks
+Operating point: tile probability **{f['mark_threshold']:.2f}**, the lowest threshold on a 0.05 grid with at most
+one false mark per film on average out of fold ({point['false_marks_per_film']:.2f}). A mark counts as found when its
+centre lies inside the annotated circle. Sensitivity per finding type at that point:
+
+| finding type | marked |
+|---|---|
+{kinds}
+
+| threshold | false marks per film | masses marked |
+|---|---|---|
+{table}
+
+## Limits
+{manifest['notes']}
+Calcification clusters of ~1 mm specks are at the edge of what a 200-um film shows and of what 45-mm tiles
+trained on ~90 circled findings learn; the table above says how many were marked. Masses are marked less often
+than a screening CAD would need: use the marks to look again, never to clear a film. A single-centre film set of
+this size supports a screening aid's first measurements, not a claim about digital mammograms, other scanners,
+dense-breast populations or CC views (the detector was trained on MLO films only).
+"""

@@ -68,7 +68,6 @@ class BundleConfig:
     loss: str = "bce+dice"  # segmentation: "bce", "dice", "tversky" or "bce+dice"
     tiling: TilingSpec | None = None  # classify tiles of large images (histology)
     zoom_out: tuple[float, float] = (1.0, 1.0)  # augmented tiles cover 1x..Nx the tile area (lower magnification)
-    tile_labels_from_circles: bool = False  # tile label = abnormal where an annotation circle reaches in
     # A trained bundle whose frozen network this one builds on. A classifier: its fine-tuned top block's
     # pooled features, and a Dense layer trained also on its data with classes mapped to ours
     # (core.training.transfer). A segmenter: its encoder pooled under its lesion map (core.training.lesion_pooled).

@@ -19,7 +19,8 @@ from sklearn.preprocessing import StandardScaler
 
 from core.training.configs import DATA_ROOT
 from core.training.datasets import Sample, mini_mias
-from core.training.mammo_detector import STRIDE, TILE, load_film
+from core.models.mammography import film_score, marks as film_marks
+from core.training.mammo_detector import SCORING, STRIDE, TILE, load_film
 
 MASS_CLASSES = ("CIRC", "SPIC", "MISC")  # mini-MIAS mass types; CALC calcifications, ARCH distortion, ASYM asymmetry
 SUPPRESS = STRIDE  # marks closer than this (px) are one finding
@@ -66,23 +67,8 @@ def minus_other_breast(samples: list[Sample], scores: np.ndarray) -> np.ndarray:
 
 
 def marks(corners: np.ndarray, probs: np.ndarray, threshold: float) -> list[tuple[float, float, float]]:
-    """Findings (x, y, score): tile centres above ``threshold``, strongest first, each suppressing the tiles
-    within SUPPRESS px of it; a mark sits at the score-weighted centre of the tiles it suppressed."""
-    centres = corners[:, ::-1] + TILE / 2  # (x, y)
-    order = np.argsort(-probs)
-    taken = np.zeros(len(probs), bool)
-    out = []
-    for i in order:
-        if probs[i] < threshold:
-            break
-        if taken[i]:
-            continue
-        near = (np.hypot(*(centres - centres[i]).T) <= SUPPRESS) & ~taken
-        taken |= near
-        w = probs[near]
-        x, y = (centres[near] * w[:, None]).sum(0) / w.sum()
-        out.append((float(x), float(y), float(probs[i])))
-    return out
+    """The detector's CAD marks (x, y, score) on a film, as the product places them."""
+    return film_marks(corners, probs, threshold, TILE, SUPPRESS)
 
 
 def _bootstrap_auc(y: np.ndarray, s: np.ndarray, n: int = 2000) -> tuple[float, float]:
@@ -120,7 +106,7 @@ def image_scores(samples: list[Sample], probs: list[np.ndarray]) -> dict[str, np
     """A film's score from its tile probabilities: the highest, the mean of the three highest, and that mean less
     the woman's other film's."""
     scores = {"max": np.array([p.max() if len(p) else 0.0 for p in probs]),
-              "top3": np.array([np.sort(p)[-3:].mean() if len(p) else 0.0 for p in probs])}
+              "top3": np.array([film_score(p, SCORING.top) for p in probs])}
     scores["top3_minus_other"] = minus_other_breast(samples, scores["top3"])
     return scores
 

@@ -19,33 +19,18 @@ import numpy as np
 from core.imaging.breast import breast_region
 from core.imaging.loader import load_image
 from core.models.backbones import build_backbone
+from core.models.mammography import FilmScoring, tile_grid
 from core.models.preprocessing import PreprocessSpec, as_grey, preprocess
 from core.models.tiling import tissue_mask
 from core.training.configs import BACKBONES, CACHE_ROOT, DATA_ROOT
 from core.training.datasets import Sample, mini_mias
 from core.training.networks import predict_chunks
 
-TILE, STRIDE = 224, 112  # 45 mm tiles every 22 mm at 200 um per pixel: masses of 5-30 mm fit in one
-MIN_TISSUE = 0.25  # share of a tile that must be breast
+SCORING = FilmScoring()  # 45 mm tiles every 22 mm at 200 um per pixel: masses of 5-30 mm fit in one
+TILE, STRIDE, MIN_TISSUE = SCORING.tile, SCORING.stride, SCORING.min_breast
 SPEC = PreprocessSpec(size=TILE, color="grey3", crop="none")
 LAYERS = ("block4_sepconv2_bn", "block13_sepconv2_bn", "block14_sepconv2_act")
 CACHE = CACHE_ROOT / "breast-mg-abnormal"
-
-
-def tile_grid(shape: tuple[int, int], keep: np.ndarray, tile: int = TILE, stride: int = STRIDE,
-              min_share: float = MIN_TISSUE) -> list[tuple[int, int]]:
-    """Top-left corners (y, x) of the tiles whose share of ``keep`` pixels reaches ``min_share``."""
-    h, w = shape
-    ys = list(range(0, max(1, h - tile + 1), stride))
-    xs = list(range(0, max(1, w - tile + 1), stride))
-    integral = cv2.integral(keep.astype(np.uint8))
-    out = []
-    for y in ys:
-        for x in xs:
-            inside = integral[y + tile, x + tile] - integral[y, x + tile] - integral[y + tile, x] + integral[y, x]
-            if inside >= min_share * tile * tile:
-                out.append((y, x))
-    return out
 
 
 def feature_model():
@@ -72,7 +57,7 @@ def cache(samples: list[Sample], batch: int = 16) -> None:
         if target.exists():
             continue
         grey = film(sample)
-        corners = tile_grid(grey.shape, tissue_mask(grey, "radiograph"))
+        corners = tile_grid(grey.shape, tissue_mask(grey, "radiograph"), TILE, STRIDE, MIN_TISSUE)
         x = np.stack([preprocess(grey[y:y + TILE, x0:x0 + TILE], SPEC) for y, x0 in corners])
         if model is None:
             model = feature_model()

@@ -66,18 +66,9 @@ def _tiles(samples: list[Sample], config: BundleConfig) -> list[dict]:
     for s in samples:
         display = prepare_display(load_image(s.path).display(0), config.spec)
         for box in tile_boxes(display, config.tiling):
-            label = s.label
-            if config.tile_labels_from_circles:
-                label = config.classes[1] if _touches_circle(box, s.circles) else config.classes[0]
-            entries.append({**plan_entry(s), "label": label, "image_label": s.label, "box": list(box),
+            entries.append({**plan_entry(s), "label": s.label, "image_label": s.label, "box": list(box),
                             "shape": list(display.shape[:2])})
     return entries
-
-
-def _touches_circle(box, circles) -> bool:
-    """Whether an annotation circle reaches into the tile (closest box point within the radius)."""
-    y0, y1, x0, x1 = box
-    return any((min(max(c.x, x0), x1) - c.x) ** 2 + (min(max(c.y, y0), y1) - c.y) ** 2 <= c.r**2 for c in circles)
 
 
 def split_entries(plan: dict) -> dict:

@@ -1,0 +1,130 @@
+"""How a mammography detector reads a film: its scale, the tiles it searches, the film score and the CAD marks.
+
+One place for what training (core.training.mammo_finetune) and the product (core.inference.paths) both do, so the
+cross-validated numbers are those of the code that runs: the film is brought to the detector's scale
+(``FilmScoring.mm_per_pixel``, mini-MIAS's 200 um), tiles are cut on a grid where the breast search region
+(core.imaging.breast: no air, labels or pectoral muscle) covers enough of them, each tile gets the detector's
+probability, and the film's score is the mean of its highest few. A finding is what one breast shows and the
+other does not, so where the woman's other film of the same view is there the score is taken against it
+(this film's less the other's), with its own calibration; a film scored alone keeps the single-film one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.imaging.breast import breast_region
+
+
+@dataclass(frozen=True)
+class FilmScoring:
+    """A mammography bundle's film reading (manifest ``film_scoring``); numbers chosen out of fold by woman."""
+
+    mm_per_pixel: float = 0.2  # the film scale tiles are cut at (mini-MIAS: 200 um)
+    tile: int = 224  # tile side at that scale (45 mm: a 5-30 mm mass fits in one)
+    stride: int = 112
+    min_breast: float = 0.25  # share of a tile that must be breast search region
+    top: int = 3  # the film score is the mean of this many highest tile probabilities
+    # p(abnormal) = 1 / (1 + exp(-(slope * score + intercept))): logistic calibration of the film score alone
+    # and of the score less the other breast's (fitted on the out-of-fold scores).
+    single_slope: float = 1.0
+    single_intercept: float = 0.0
+    paired_slope: float = 1.0
+    paired_intercept: float = 0.0
+    mark_threshold: float = 0.5  # tile probability a CAD mark needs (chosen for <= 1 false mark per film)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "FilmScoring | None":
+        if not data:
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def mark_radius(self) -> float:
+        """A mark's circle radius in film pixels: a quarter tile, how far a tile labelled positive may lie from
+        the finding (its centre is in the tile's central half)."""
+        return self.tile / 4
+
+    def probability(self, score: float, paired: bool) -> float:
+        slope, intercept = ((self.paired_slope, self.paired_intercept) if paired
+                            else (self.single_slope, self.single_intercept))
+        return float(1.0 / (1.0 + np.exp(-(slope * score + intercept))))
+
+
+@dataclass(frozen=True)
+class OtherBreast:
+    """The woman's other film of the same view (found by core.series.contralateral)."""
+
+    path: Path
+    frame: int
+    how: str  # what paired them, for the reader: "DICOM exam", "mini-MIAS numbering", "file name"
+
+
+def tile_grid(shape: tuple[int, int], keep: np.ndarray, tile: int, stride: int, min_share: float
+              ) -> list[tuple[int, int]]:
+    """Top-left corners (y, x) of the tiles whose share of ``keep`` pixels reaches ``min_share``."""
+    h, w = shape
+    ys = list(range(0, max(1, h - tile + 1), stride))
+    xs = list(range(0, max(1, w - tile + 1), stride))
+    integral = cv2.integral(keep.astype(np.uint8))
+    out = []
+    for y in ys:
+        for x in xs:
+            inside = integral[y + tile, x + tile] - integral[y, x + tile] - integral[y + tile, x] + integral[y, x]
+            if inside >= min_share * tile * tile:
+                out.append((y, x))
+    return out
+
+
+def film_at_scale(grey: np.ndarray, mm: tuple[float, float], scoring: FilmScoring) -> np.ndarray:
+    """The uint8 film resampled from (row, column) pixels of ``mm`` to the detector's scale (area averaging
+    when shrinking, as a film scanned coarser would be)."""
+    zy, zx = mm[0] / scoring.mm_per_pixel, mm[1] / scoring.mm_per_pixel
+    if abs(zy - 1) < 1e-3 and abs(zx - 1) < 1e-3:
+        return grey
+    h, w = grey.shape
+    size = (max(1, int(round(w * zx))), max(1, int(round(h * zy))))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if zx * zy < 1 else cv2.INTER_LINEAR)
+
+
+def search_tiles(film: np.ndarray, scoring: FilmScoring, view: str = "MLO") -> np.ndarray:
+    """(N, 2) int32 tile corners (y, x) over the film's breast search region (a film at the detector's scale)."""
+    if min(film.shape) < scoring.tile:  # smaller than one tile: nothing a 45-mm tile can be cut from
+        return np.zeros((0, 2), np.int32)
+    search = breast_region(film, view=view).search
+    corners = tile_grid(film.shape, search, scoring.tile, scoring.stride, scoring.min_breast)
+    return np.array(corners, np.int32).reshape(-1, 2)
+
+
+def film_score(probs: np.ndarray, top: int) -> float:
+    """The mean of the ``top`` highest tile probabilities (0 for a film without tiles)."""
+    return float(np.sort(probs)[-top:].mean()) if len(probs) else 0.0
+
+
+def marks(corners: np.ndarray, probs: np.ndarray, threshold: float, tile: int, suppress: float
+          ) -> list[tuple[float, float, float]]:
+    """Findings (x, y, score) in film pixels: tile centres above ``threshold``, strongest first, each taking
+    the tiles within ``suppress`` px of it; a mark sits at the score-weighted centre of the tiles it took."""
+    centres = corners[:, ::-1] + tile / 2  # (x, y)
+    order = np.argsort(-probs)
+    taken = np.zeros(len(probs), bool)
+    out = []
+    for i in order:
+        if probs[i] < threshold:
+            break
+        if taken[i]:
+            continue
+        near = (np.hypot(*(centres - centres[i]).T) <= suppress) & ~taken
+        taken |= near
+        w = probs[near]
+        x, y = (centres[near] * w[:, None]).sum(0) / w.sum()
+        out.append((float(x), float(y), float(probs[i])))
+    return out

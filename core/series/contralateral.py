@@ -1,0 +1,89 @@
+"""The woman's other breast: the film of the same view of the other side, found beside a mammogram.
+
+A mammography detector reads a finding as what one breast shows and the other does not (a reader compares the
+two side by side), so it scores a film against its partner where one is there. Found, most trusted first:
+
+1. DICOM: the folder's mammograms grouped into exams as the hanging protocol groups them (patient and study,
+   laterality and view from the header or the words CBIS-DDSM writes; ``core.series.hanging``), the same view
+   of the other side in the same exam;
+2. mini-MIAS numbering: ``mdb001`` and ``mdb002`` are one woman's two MLO films (odd with the next even);
+3. a file name that names its side once (``case7_L_CC.png``, ``LEFT-MLO``, ``RCC``): the file whose name is the
+   same with the other side.
+
+Nothing else is guessed: two women's films in one folder are never paired by order or size. Folders of more
+than ``MAX_FOLDER_FILES`` entries are not indexed for a DICOM partner (a whole archive is not read for one film).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from core.imaging.record import ImageRecord, Modality
+from core.models.mammography import OtherBreast
+from core.series.hanging import screening_exams
+from core.series.index import index_folder
+
+MAX_FOLDER_FILES = 400
+_MINI_MIAS = re.compile(r"^mdb(\d{3})$", re.IGNORECASE)
+_OTHER = {"R": "L", "L": "R", "RIGHT": "LEFT", "LEFT": "RIGHT"}
+# A side word between separators or at either end of the name, alone or fused to the view (RCC, LMLO).
+_SIDE = re.compile(r"(?<![A-Za-z])(RIGHT|LEFT|R|L)(?=(?:CC|MLO)?(?![A-Za-z]))", re.IGNORECASE)
+
+
+def other_breast(record: ImageRecord, frame: int = 0) -> OtherBreast | None:
+    """The other breast's film of the same view for a mammogram ``record``, or None (not a mammogram, or no
+    partner found by the rules above)."""
+    if record.modality is not Modality.MG:
+        return None
+    path = Path(record.path)
+    if record.file_format == "DICOM":
+        return _dicom_partner(path, frame)
+    return _numbered_partner(path) or _named_partner(path)
+
+
+def _siblings(path: Path) -> list[Path]:
+    try:
+        with os.scandir(path.parent) as entries:
+            return [Path(e.path) for e in entries if e.is_file() and not e.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def _numbered_partner(path: Path) -> OtherBreast | None:
+    match = _MINI_MIAS.match(path.stem)
+    if not match:
+        return None
+    number = int(match.group(1))
+    wanted = f"mdb{number + 1 if number % 2 else number - 1:03d}"
+    found = [p for p in _siblings(path) if p.stem.lower() == wanted and p.suffix.lower() == path.suffix.lower()]
+    return OtherBreast(found[0], 0, "mini-MIAS numbering") if len(found) == 1 else None
+
+
+def _named_partner(path: Path) -> OtherBreast | None:
+    sides = list(_SIDE.finditer(path.stem))
+    if len(sides) != 1:  # no side, or more than one word that could be one: not guessed
+        return None
+    side = sides[0]
+    word = side.group(1)
+    other = _OTHER[word.upper()]
+    other = other.lower() if word.islower() else other if word.isupper() else other.capitalize()
+    wanted = path.stem[:side.start()] + other + path.stem[side.end():]
+    found = [p for p in _siblings(path) if p.stem == wanted and p.suffix.lower() == path.suffix.lower()]
+    return OtherBreast(found[0], 0, "file name") if len(found) == 1 else None
+
+
+def _dicom_partner(path: Path, frame: int) -> OtherBreast | None:
+    if len(_siblings(path)) > MAX_FOLDER_FILES:
+        return None
+    index = index_folder(path.parent, recursive=False)
+    for exam in screening_exams(index):
+        mine = next((v for v in exam.views.values() if v.ref.path.resolve() == path.resolve()
+                     and v.ref.frame == frame), None)
+        if mine is None:
+            continue
+        partner = exam.views.get(("L" if mine.laterality == "R" else "R") + mine.view)
+        return None if partner is None else OtherBreast(partner.ref.path, partner.ref.frame, "DICOM exam")
+    return None
+

