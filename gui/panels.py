@@ -190,7 +190,7 @@ class OverlayPanel(QWidget):
         super().__init__(parent)
         form = QFormLayout(self)
         self.heatmap = QCheckBox("Grad-CAM heatmap")
-        self.tile_cam = QCheckBox("Histology: Grad-CAM of the most suspicious tile")
+        self.tile_cam = QCheckBox("Grad-CAM of the most suspicious tile (histology, mammography)")
         self.tile_cam.setVisible(False)
         self.heatmap_opacity = self._slider()
         self.threshold = self._slider()

