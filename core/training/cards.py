@@ -345,6 +345,10 @@ Against the other breast at p = 0.5: accuracy {m['accuracy_paired_at_0.5']:.3f},
 make-up: {m['partners_of_abnormal_films_among_normals']} of the normal films are the other breast of an abnormal
 film, and the comparison helps most there; a woman with two normal breasts gains little from it.
 
+Shipped under the rule that a mammography bundle needs a grouped cross-validated ROC AUC of at least 0.75: it meets it
+only when scored against the other breast, and the interval's lower end ({m['roc_auc_ci95'][0]:.2f}) is below it; scored
+alone it does not meet it.
+
 ## CAD marks
 Operating point: tile probability **{f['mark_threshold']:.2f}**, the lowest threshold on a 0.05 grid with at most
 one false mark per film on average out of fold ({point['false_marks_per_film']:.2f}). A mark counts as found when its
