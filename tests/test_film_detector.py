@@ -17,7 +17,7 @@ from core.batch.runner import BatchRun
 from core.imaging import load_image
 from core.imaging.record import Modality
 from core.inference.analyzer import Analyzer
-from core.models.mammography import FilmScoring, film_score, marks
+from core.models.mammography import FilmScoring, blob_response, cad_marks, film_score, marks
 from core.models.registry import Registry
 from core.series.contralateral import other_breast
 
@@ -144,6 +144,22 @@ def test_marks_take_their_neighbours_and_stop_at_the_threshold():
     assert [m[2] for m in found] == [0.9, 0.7]
     assert 112 < found[0][0] < 224  # pulled from the first tile's centre towards its suppressed neighbour
     assert marks(corners, np.array([0.9, 0.6, 0.7]), 0.95, tile=224, suppress=112) == []
+
+
+def test_a_mark_moves_to_the_brightest_blob_within_one_stride_inside_the_search_region():
+    film = np.full((600, 600), 100, np.uint8)
+    cv2.circle(film, (330, 250), 25, 220, -1)  # a mass 40 px right and 30 px below the tile's centre
+    cv2.circle(film, (520, 520), 25, 255, -1)  # a brighter one beyond one stride: not taken
+    search = np.ones(film.shape, bool)
+    corners, probs = np.array([[108, 178]]), np.array([0.8])  # one tile, centre (290, 220)
+    plain = FilmScoring(mark_threshold=0.5)
+    assert cad_marks(corners, probs, plain, blob_response(film, search, plain)) == [(290.0, 220.0, 0.8)]
+    moving = dataclasses.replace(plain, blob_sigma_small=12.0, blob_sigma_large=20.0)
+    (x, y, score), = cad_marks(corners, probs, moving, blob_response(film, search, moving))
+    assert np.hypot(x - 330, y - 250) < 6 and score == 0.8
+    search[:, 300:] = False  # the blob outside the search region: the mark stays within it
+    (x, _, _), = cad_marks(corners, probs, moving, blob_response(film, search, moving))
+    assert x < 300
 
 
 def test_film_probability_uses_the_calibration_of_how_it_was_scored():

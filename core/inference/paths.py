@@ -27,7 +27,8 @@ from core.inference.gradcam import GradCam
 from core.inference.lesions import drop_unsure_components, find_lesions
 from core.inference.onnx_network import OnnxGradCam, OnnxModel
 from core.inference.results import Finding, ModelResult
-from core.models.mammography import OtherBreast, film_at_scale, film_score, marks, search_tiles
+from core.models.mammography import (OtherBreast, blob_response, cad_marks, film_at_scale, film_score, search_region,
+                                     search_tiles)
 from core.models.manifest import BundleManifest
 from core.models.preprocessing import ModelInputs, as_grey, preprocess
 from core.models.registry import Bundle
@@ -379,6 +380,7 @@ class FilmRead:
     zoom: tuple[float, float]
     mm: tuple[float, float]
     scale_source: str
+    search: np.ndarray  # the breast search region on the film at the detector's scale
 
     def box(self, i: int, tile: int) -> tuple[int, int, int, int]:
         """Tile ``i`` as a (y0, y1, x0, x1) box in display pixels."""
@@ -416,16 +418,16 @@ class FilmPath(ClassifierPath):
         boxes = [own.box(i, self.scoring.tile) for i in range(len(own.corners))]
         result.heatmap_class = self.classes[shown]
         result.heatmap = tile_map(display.shape[:2], boxes, tile_probs)
+        film = film_at_scale(as_grey(display), own.mm, self.scoring)
         if request.gradcam and self.cam_layers and len(boxes):
             top = int(np.argmax(tile_probs))
-            _, cams, _ = self.gradcam(self._tile_inputs(self._film(display, own), own.corners[top:top + 1]),
-                                      shown, request.plus)
+            _, cams, _ = self.gradcam(self._tile_inputs(film, own.corners[top:top + 1]), shown, request.plus)
             result.tile_gradcam = _to_image_grid(cams[0], boxes[top], display.shape[:2])
         radius = self.scoring.mark_radius / float(np.mean(own.zoom))
         spacing = record.pixel_spacing_mm if record is not None else None
+        blobs = blob_response(film, own.search, self.scoring)
         result.findings = [Finding(x / own.zoom[1], y / own.zoom[0], radius, s, None, spacing)
-                           for x, y, s in marks(own.corners, own.probs, self.scoring.mark_threshold,
-                                                self.scoring.tile, self.scoring.stride)]
+                           for x, y, s in cad_marks(own.corners, own.probs, self.scoring, blobs)]
         result.scale = {"um_y": round(own.mm[0] * 1000, 3), "um_x": round(own.mm[1] * 1000, 3),
                         "source": own.scale_source,
                         "text": f"{own.mm[1]:.3g} mm per pixel ({own.scale_source}), read at "
@@ -454,18 +456,17 @@ class FilmPath(ClassifierPath):
             self._films.move_to_end(key)
             return self._films[key]
         film = film_at_scale(grey, mm, self.scoring)
-        corners = search_tiles(film, self.scoring, _view(record))
+        search = search_region(film, _view(record))
+        corners = search_tiles(film, self.scoring, search=search)
         logits = [self.network.forward(self._tile_inputs(film, corners[i:i + TILE_BATCH]))
                   for i in range(0, len(corners), TILE_BATCH)]
         probs = _softmax(np.concatenate(logits))[:, self.positive] if logits else np.zeros(0)
-        read = FilmRead(corners, probs, (film.shape[0] / grey.shape[0], film.shape[1] / grey.shape[1]), mm, source)
+        read = FilmRead(corners, probs, (film.shape[0] / grey.shape[0], film.shape[1] / grey.shape[1]), mm, source,
+                        search)
         self._films[key] = read
         while len(self._films) > FILMS_KEPT:
             self._films.popitem(last=False)
         return read
-
-    def _film(self, display: np.ndarray, read: FilmRead) -> np.ndarray:
-        return film_at_scale(as_grey(display), read.mm, self.scoring)
 
     def _tile_inputs(self, film: np.ndarray, corners: np.ndarray) -> np.ndarray:
         t = self.scoring.tile

@@ -36,6 +36,11 @@ class FilmScoring:
     paired_slope: float = 1.0
     paired_intercept: float = 0.0
     mark_threshold: float = 0.5  # tile probability a CAD mark needs (chosen for <= 1 false mark per film)
+    # A mark moves to the strongest bright blob within one stride of it (scale-normalised Laplacian of Gaussian at
+    # these two sigmas, film pixels; a mass of radius r answers most at sigma ~ r / 1.4); 0: marks stay where the
+    # tiles put them.
+    blob_sigma_small: float = 0.0
+    blob_sigma_large: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,13 +100,53 @@ def film_at_scale(grey: np.ndarray, mm: tuple[float, float], scoring: FilmScorin
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA if zx * zy < 1 else cv2.INTER_LINEAR)
 
 
-def search_tiles(film: np.ndarray, scoring: FilmScoring, view: str = "MLO") -> np.ndarray:
+def search_region(film: np.ndarray, view: str = "MLO") -> np.ndarray:
+    """Where findings are looked for on a film at the detector's scale: the breast without air, labels and pectoral
+    muscle (core.imaging.breast)."""
+    return breast_region(film, view=view).search
+
+
+def search_tiles(film: np.ndarray, scoring: FilmScoring, view: str = "MLO", search: np.ndarray | None = None
+                 ) -> np.ndarray:
     """(N, 2) int32 tile corners (y, x) over the film's breast search region (a film at the detector's scale)."""
     if min(film.shape) < scoring.tile:  # smaller than one tile: nothing a 45-mm tile can be cut from
         return np.zeros((0, 2), np.int32)
-    search = breast_region(film, view=view).search
+    search = search_region(film, view) if search is None else search
     corners = tile_grid(film.shape, search, scoring.tile, scoring.stride, scoring.min_breast)
     return np.array(corners, np.int32).reshape(-1, 2)
+
+
+def blob_response(film: np.ndarray, search: np.ndarray, scoring: FilmScoring) -> np.ndarray | None:
+    """Bright-blob strength per film pixel (the larger of the two scale-normalised negative Laplacians of
+    Gaussian), -inf outside the search region; None where the scoring does not move marks."""
+    sigmas = [s for s in (scoring.blob_sigma_small, scoring.blob_sigma_large) if s > 0]
+    if not sigmas:
+        return None
+    grey = film.astype(np.float32)
+    response = np.max([-s * s * cv2.Laplacian(cv2.GaussianBlur(grey, (0, 0), s), cv2.CV_32F) for s in sigmas], axis=0)
+    response[~search] = -np.inf
+    return response
+
+
+def cad_marks(corners: np.ndarray, probs: np.ndarray, scoring: FilmScoring, blobs: np.ndarray | None = None,
+              threshold: float | None = None) -> list[tuple[float, float, float]]:
+    """The CAD marks (x, y, score) in film pixels: ``marks`` at the scoring's threshold (or ``threshold``), each
+    moved to the strongest blob of ``blobs`` (``blob_response``) within one stride of it where that is given."""
+    found = marks(corners, probs, scoring.mark_threshold if threshold is None else threshold, scoring.tile,
+                  scoring.stride)
+    if blobs is None:
+        return found
+    h, w = blobs.shape
+    out = []
+    for x, y, score in found:
+        y0, y1 = int(max(0, y - scoring.stride)), int(min(h, y + scoring.stride))
+        x0, x1 = int(max(0, x - scoring.stride)), int(min(w, x + scoring.stride))
+        window = blobs[y0:y1, x0:x1]
+        if window.size and np.isfinite(window).any():
+            iy, ix = np.unravel_index(int(np.argmax(window)), window.shape)
+            x, y = float(x0 + ix), float(y0 + iy)
+        out.append((x, y, score))
+    return out
 
 
 def film_score(probs: np.ndarray, top: int) -> float:

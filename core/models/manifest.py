@@ -318,6 +318,8 @@ class _Check:
                 self.number(value, name, 0.0, 1.0, path=path)
             elif name == "mm_per_pixel":
                 self.number(value, name, 0.0, None, low_open=True, path=path)
+            elif name.startswith("blob_sigma"):
+                self.number(value, name, 0.0, None, path=path)
             else:
                 self.number(value, name, None, None, path=path)
         return FilmScoring(**value)

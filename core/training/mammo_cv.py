@@ -121,14 +121,15 @@ def image_aucs(samples: list[Sample], scores: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def _mark_rates(samples: list[Sample], films: list[dict], probs: list[np.ndarray]) -> dict:
+def _mark_rates(samples: list[Sample], films: list[dict], probs: list[np.ndarray], place=None) -> dict:
     """Sensitivity per finding type against false marks per film, over thresholds; the operating point is the
-    lowest threshold with at most one false mark per film."""
+    lowest threshold with at most one false mark per film. ``place(i, threshold)``: film i's marks (default:
+    ``marks`` at the tile centres)."""
     table = []
     for t in np.round(np.arange(0.30, 0.96, 0.05), 2):
         false, found = 0, {}
-        for sample, film, p in zip(samples, films, probs):
-            ms = marks(film["corners"], p, t)
+        for i, (sample, film, p) in enumerate(zip(samples, films, probs)):
+            ms = marks(film["corners"], p, t) if place is None else place(i, float(t))
             hits = [any(np.hypot(x - c.x, y - c.y) <= c.r for c in sample.circles) for x, y, _ in ms]
             false += len(ms) - sum(hits)
             for c in sample.circles:
