@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from core.batch.runner import BatchRun
+from core.errors import ModelError
 from core.imaging import load_image
 from core.imaging.record import Modality
 from core.inference.analyzer import Analyzer
@@ -107,6 +108,14 @@ def test_a_film_is_scored_against_the_other_breast_found_by_its_name(analyzer, m
     assert result.probabilities["abnormal"] == pytest.approx(scoring.probability(own - other, paired=True), abs=1e-4)
     alone = _result(analyzer, _mg(_save(tmp_path / "alone", "case7_L_MLO.png", _film())))
     assert alone.probabilities["abnormal"] == pytest.approx(scoring.probability(own, paired=False), abs=1e-4)
+
+
+def test_a_picture_far_larger_than_a_film_at_its_stated_scale_is_refused_clearly(analyzer, tmp_path):
+    record = _mg(_save(tmp_path, "wide.png", _film()))
+    with pytest.raises(ModelError, match="would be a 1024 x 448 mm film"):
+        analyzer.analyze(dataclasses.replace(record, pixel_spacing_mm=(1.0, 1.0)))
+    tiny = _result(analyzer, _mg(_save(tmp_path, "tiny.png", _film()[::64, ::64])))  # 16 x 7 px: a 205-mm film
+    assert tiny.heatmap.shape == (16, 7) and sum(tiny.probabilities.values()) == pytest.approx(1.0)
 
 
 def test_an_unreadable_partner_leaves_the_film_scored_alone(analyzer, tmp_path):

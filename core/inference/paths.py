@@ -368,6 +368,7 @@ class SegmenterPath(AnalysisPath):
 # A film whose file states no pixel spacing is taken to be as tall as a mini-MIAS film (1024 px at 200 um).
 ASSUMED_FILM_MM = 204.8
 FILMS_KEPT = 4  # films' tile probabilities kept per path: a batch meets each film once as itself, once as partner
+MAX_FILM_MM = 500.0  # the largest film cassette is 24 x 30 cm: a picture this large at its stated scale is not a film
 
 
 @dataclass(frozen=True)
@@ -455,6 +456,10 @@ class FilmPath(ClassifierPath):
         if key in self._films:
             self._films.move_to_end(key)
             return self._films[key]
+        height, width = grey.shape[0] * mm[0], grey.shape[1] * mm[1]
+        if max(height, width) > MAX_FILM_MM:  # also keeps the tile count (memory, time) bounded
+            raise ModelError(f"'{self.info.id}': at {mm[0]:.3g} x {mm[1]:.3g} mm per pixel this picture would be a "
+                             f"{height:.0f} x {width:.0f} mm film; mammograms are at most 300 mm: not read")
         film = film_at_scale(grey, mm, self.scoring)
         search = search_region(film, _view(record))
         corners = search_tiles(film, self.scoring, search=search)
