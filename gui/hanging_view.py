@@ -2,16 +2,20 @@
 
 The window hangs an ``Exam`` in ``HANGING_ORDER``; each picture arrives later (``set_picture``), loaded and
 mirrored off the GUI thread by the main window. Pictures keep their aspect ratio as the window resizes.
+"Analyse exam" asks the main window to analyse every view (``analyse_requested``); each view's result arrives
+in ``show_analysis``: its CAD marks drawn on the hung picture, its probability in the caption.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
-from core.series.hanging import HANGING_ORDER, Exam
+from core.export.report import draw_findings
+from core.inference.results import Analysis
+from core.series.hanging import HANGING_ORDER, Exam, hung_findings
 from gui.qimage import to_pixmap
 
 
@@ -20,17 +24,30 @@ def caption(name: str) -> str:
 
 
 class ExamView(QWidget):
+    analyse_requested = Signal()
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent, Qt.WindowType.Window)
         self.setStyleSheet("background: black; color: #f0e6a0")
         self.resize(1400, 820)
-        row = QHBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        self.analyse_button = QPushButton("Analyse exam")
+        self.analyse_button.setToolTip("Every view through the mammography model, each scored against the other "
+                                       "breast's view; CAD marks drawn on the views")
+        self.analyse_button.setStyleSheet("background: #303030; color: #f0e6a0; padding: 3px 12px")
+        self.analyse_button.clicked.connect(self.analyse_requested)
+        outer.addWidget(self.analyse_button, 0, Qt.AlignmentFlag.AlignLeft)
+        row = QHBoxLayout()
         row.setSpacing(2)
-        row.setContentsMargins(4, 4, 4, 4)
+        outer.addLayout(row, 1)
         self.exam: Exam | None = None
         self.captions: dict[str, QLabel] = {}
         self.pictures: dict[str, QLabel] = {}
         self.mirrored: dict[str, bool] = {}
+        self.results: dict[str, Analysis] = {}
+        self._source_shapes: dict[str, tuple[int, ...]] = {}  # each analysed picture's shape (its marks' pixels)
+        self._pictures: dict[str, np.ndarray] = {}
         self._pixmaps: dict[str, QPixmap] = {}
         for k, name in enumerate(HANGING_ORDER):
             column = QVBoxLayout()
@@ -50,7 +67,8 @@ class ExamView(QWidget):
             self.captions[name], self.pictures[name] = title, picture
 
     def show_exam(self, exam: Exam) -> None:
-        self.exam, self.mirrored, self._pixmaps = exam, {}, {}
+        self.exam, self.mirrored, self._pixmaps, self._pictures = exam, {}, {}, {}
+        self.results, self._source_shapes = {}, {}
         self.setWindowTitle(f"Mammography exam — {exam.patient_id or 'unknown patient'}")
         for name in HANGING_ORDER:
             self.pictures[name].clear()
@@ -60,9 +78,31 @@ class ExamView(QWidget):
 
     def set_picture(self, name: str, picture: np.ndarray, mirrored: bool) -> None:
         self.mirrored[name] = mirrored
+        self._pictures[name] = picture
         self._pixmaps[name] = to_pixmap(picture)
         self.captions[name].setText(caption(name) + ("  (mirrored)" if mirrored else ""))
         self._scale(name)
+        if name in self.results:  # the analysis came first
+            self.show_analysis(name, self.results[name], self._source_shapes[name])
+
+    def show_analysis(self, name: str, analysis: Analysis, source_shape: tuple[int, ...]) -> None:
+        """A view's analysis: the film detector's marks on its hung picture, its call in the caption, what it
+        was compared with (and any warning) in the tooltip."""
+        self.results[name], self._source_shapes[name] = analysis, source_shape
+        result = next((r for r in analysis.results if r.findings is not None), None)
+        picture = self._pictures.get(name)
+        base = caption(name) + ("  (mirrored)" if self.mirrored.get(name) else "")
+        if result is None:
+            self.captions[name].setText(base + " — no mammography model ran")
+            return
+        p = result.probabilities.get(result.classes[-1], 0.0)
+        self.captions[name].setText(f"{base} — {result.classes[-1]} {p:.0%}, {len(result.findings)} mark(s)")
+        self.pictures[name].setToolTip("\n".join([self.pictures[name].toolTip().split("\n")[0]] + result.warnings))
+        if picture is not None:
+            marks = hung_findings(result.findings, source_shape, picture.shape, self.mirrored.get(name, False))
+            grey = picture if picture.ndim == 3 else np.repeat(picture[..., None], 3, axis=2)
+            self._pixmaps[name] = to_pixmap(draw_findings(grey, marks))
+            self._scale(name)
 
     def loaded(self) -> bool:
         return self.exam is not None and set(self._pixmaps) == set(self.exam.views)

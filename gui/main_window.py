@@ -642,6 +642,7 @@ class MainWindow(QMainWindow):
                     exams[0])
         if self.exam_view is None:
             self.exam_view = ExamView(self)
+            self.exam_view.analyse_requested.connect(self.analyse_exam)
         view_window = self.exam_view
         view_window.show_exam(exam)
         view_window.show()
@@ -652,6 +653,36 @@ class MainWindow(QMainWindow):
                             and view_window.set_picture(name, *result),
                             on_error=lambda e, name=name: view_window.captions[name].setText(f"{name}: {e}"))
         return view_window
+
+    def analyse_exam(self) -> None:
+        """Every view of the hung exam through the models, each with the other breast's view found for it."""
+        view_window = self.exam_view
+        exam = view_window.exam if view_window is not None else None
+        if exam is None:
+            return
+        view_window.analyse_button.setEnabled(False)
+        left = set(exam.views)
+
+        def analyse(view):
+            record = load_image(view.ref.path)
+            analysis = self.engine.analyzer.analyze(record, frame=view.ref.frame, gradcam=False,
+                                                    find_other_breast=other_breast)
+            return analysis, record.display(view.ref.frame).shape
+
+        def done(name: str, result=None, error: BaseException | None = None) -> None:
+            left.discard(name)
+            if not left:
+                view_window.analyse_button.setEnabled(True)
+            if view_window.exam is not exam:
+                return
+            if error is not None:
+                view_window.captions[name].setText(f"{name}: {error}")
+            else:
+                view_window.show_analysis(name, *result)
+
+        for name, view in exam.views.items():
+            self.bridge.watch(self.engine.call(analyse, view), lambda r, name=name: done(name, r),
+                              lambda e, name=name: done(name, error=e))
 
     # ----- series analysis
     def analyse_series(self) -> None:

@@ -218,3 +218,38 @@ def test_a_dicom_mammogram_is_read_at_its_assumed_scale_in_its_view_and_trusted_
         record.rows, record.columns)
     assert any("1-132.dcm (paired by DICOM exam)" in w for w in result.warnings)
     assert not any("modality" in w.lower() for w in result.warnings)
+
+
+# ----- the exam window
+
+def test_analyse_exam_marks_each_hung_view_and_scores_it_against_the_other_side(qtbot, models, tmp_path):
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from tests.conftest import open_window
+    from tests.series_data import breast, write_mammo
+
+    study = generate_uid()
+    for name in ("RCC", "LCC", "RMLO", "LMLO"):  # every chest wall on the left as stored: the R views are mirrored
+        pixels = breast("left", 300, 200)
+        pixels[pixels == 3000] = 1500  # tissue mid-grey on display, so only the patch below is 'bright'
+        if name == "LCC":
+            pixels[140:170, 40:70] = 4000  # brighter than any tissue: the only finding of the exam
+        path = write_mammo(tmp_path / "exam" / f"{name}.dcm", pixels, study_uid=study, laterality=name[0],
+                           view=name[1:])
+        ds = pydicom.dcmread(path)
+        ds.WindowCenter, ds.WindowWidth = 2000, 4000  # tissue at grey 95, the patch white
+        ds.save_as(path)
+    window = open_window(qtbot, models, tmp_path)
+    window.open_folder(tmp_path / "exam")
+    qtbot.waitUntil(lambda: window.exam_view is not None and window.exam_view.loaded(), timeout=20000)
+    view = window.exam_view
+    plain = view.pictures["LCC"].pixmap().toImage()
+    view.analyse_button.click()
+    qtbot.waitUntil(lambda: len(view.results) == 4 and view.analyse_button.isEnabled(), timeout=60000)
+    texts = {n: view.captions[n].text() for n in ("RCC", "LCC", "RMLO", "LMLO")}
+    assert texts["RCC"].startswith("R CC  (mirrored) — abnormal") and "mark(s)" in texts["LCC"]
+    lcc = float(texts["LCC"].split("abnormal ")[1].split("%")[0])
+    assert lcc > max(float(texts[n].split("abnormal ")[1].split("%")[0]) for n in ("RCC", "RMLO", "LMLO"))
+    assert "RCC.dcm (paired by DICOM exam)" in view.pictures["LCC"].toolTip()
+    assert view.pictures["LCC"].pixmap().toImage() != plain  # the marks are drawn on the hung view

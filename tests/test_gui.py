@@ -12,6 +12,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtGui import QAction  # noqa: E402
+from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
 
 from core.models.registry import Registry  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
@@ -356,3 +357,17 @@ def test_screenshot_specs():
     assert parse_spec("a/b.dcm:shot") == ("a/b.dcm", "shot", {})
     assert parse_spec("a/b.dcm:shot:slice=3,wl=-25/-110") == ("a/b.dcm", "shot", {"slice": "3", "wl": "-25/-110"})
     assert parse_spec("C:/x.png:shot") == ("C:/x.png", "shot", {})
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12 on")
+def test_qt_calls_that_return_nothing_keep_none_alive(qtbot):
+    """PySide6 6.12.0 on Python 3.11 dropped a reference to None on every call of a Qt method returning nothing;
+    a window that made a few thousand such calls (opening a folder of mammograms) died with 'none_dealloc'."""
+    label = QLabel()
+    qtbot.addWidget(label)
+    before = sys.getrefcount(None)
+    for _ in range(500):
+        label.setText("x")
+        label.setEnabled(True)
+        QApplication.processEvents()
+    assert sys.getrefcount(None) > before - 50

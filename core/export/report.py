@@ -45,14 +45,14 @@ def overlay_picture(record: ImageRecord, analysis: Analysis) -> np.ndarray:
             picture = cv2.drawContours(picture.copy(), contours, -1, (0, 230, 120), max(1, picture.shape[0] // 250))
     for result in analysis.results:
         if result.findings:
-            picture = _draw_findings(picture, result.findings)
+            picture = draw_findings(picture, result.findings)
     return picture
 
 
-def _draw_findings(picture: np.ndarray, findings: list[Finding]) -> np.ndarray:
+def draw_findings(picture: np.ndarray, findings: list[Finding]) -> np.ndarray:
     """A copy of ``picture`` with each finding's circle and its label on a dark box beside the circle's upper
     right (as the viewer draws them), strokes and text scaled to the picture so they read alike on a small
-    scan and a full mammogram."""
+    scan and a full mammogram (the report's picture, the exam window's hung views)."""
     picture = np.ascontiguousarray(picture).copy()  # the display of a colour image is the record's own array
     height = picture.shape[0]
     thickness, scale = max(1, height // 250), max(0.35, height / 900)

@@ -15,11 +15,12 @@ or 'A'), else from the pixels: the chest-wall side is the edge with more breast 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from core.inference.results import Finding
 from core.series.index import Series, SliceRef, StudyIndex
 
 HANGING_ORDER = ("RCC", "LCC", "RMLO", "LMLO")
@@ -157,3 +158,15 @@ def hung_picture(view: MammoView, height: int = 800) -> tuple[np.ndarray, bool]:
         picture = cv2.resize(picture, (max(1, round(picture.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
     mirror = needs_mirror(view.laterality, chest_wall_side(picture, view.ref.patient_orientation))
     return (np.ascontiguousarray(picture[:, ::-1]) if mirror else picture), mirror
+
+
+def hung_findings(findings: list[Finding], source_shape: tuple[int, ...], hung_shape: tuple[int, ...],
+                  mirrored: bool) -> list[Finding]:
+    """A view's findings (image pixels of the analysed picture) where they lie on its hung picture: scaled to its
+    size and mirrored with it."""
+    zy, zx = hung_shape[0] / source_shape[0], hung_shape[1] / source_shape[1]
+    out = []
+    for f in findings:
+        x = f.x * zx
+        out.append(replace(f, x=(hung_shape[1] - 1 - x) if mirrored else x, y=f.y * zy, r=f.r * (zx + zy) / 2))
+    return out
