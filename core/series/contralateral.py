@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from core.imaging.record import ImageRecord, Modality
@@ -75,10 +76,14 @@ def _named_partner(path: Path) -> OtherBreast | None:
 
 
 def _dicom_partner(path: Path, frame: int) -> OtherBreast | None:
-    if len(_siblings(path)) > MAX_FOLDER_FILES:
+    siblings = _siblings(path)
+    if len(siblings) > MAX_FOLDER_FILES:
         return None
-    index = index_folder(path.parent, recursive=False)
-    for exam in screening_exams(index):
+    try:
+        stamp = path.parent.stat().st_mtime_ns
+    except OSError:
+        return None
+    for exam in _exams(str(path.parent), stamp, len(siblings)):
         mine = next((v for v in exam.views.values() if v.ref.path.resolve() == path.resolve()
                      and v.ref.frame == frame), None)
         if mine is None:
@@ -87,3 +92,9 @@ def _dicom_partner(path: Path, frame: int) -> OtherBreast | None:
         return None if partner is None else OtherBreast(partner.ref.path, partner.ref.frame, "DICOM exam")
     return None
 
+
+
+@lru_cache(maxsize=8)
+def _exams(folder: str, stamp: int, files: int) -> tuple:
+    """The folder's screening exams, indexed once per state of the folder (a batch asks for each of its films)."""
+    return tuple(screening_exams(index_folder(Path(folder), recursive=False)))
