@@ -406,7 +406,7 @@ class FilmPath(ClassifierPath):
         target = self._target(request.target_class)
         display = ModelInputs.of(picture).display
         warnings: list[str] = []
-        own = self.read(display, record, warnings)
+        own = self.read(display, record)
         score = film_score(own.probs, self.scoring.top)
         other = self._other(request.other_breast, warnings)
         paired = other is not None
@@ -446,7 +446,7 @@ class FilmPath(ClassifierPath):
         _flag_low_confidence(result)
         return result
 
-    def read(self, display: np.ndarray, record: ImageRecord | None, warnings: list[str] | None = None) -> FilmRead:
+    def read(self, display: np.ndarray, record: ImageRecord | None) -> FilmRead:
         """The film's tiles and their probabilities, kept for the last few films (its partner's reading)."""
         spacing = record.pixel_spacing_mm if record is not None else None
         source = "file" if spacing else "assumed"
