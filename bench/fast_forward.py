@@ -2,7 +2,7 @@
 
     pip install onnxruntime tf2onnx onnx
     python bench/fast_forward.py [--rounds 30] [--eval 240] [--calib 50] [--no-int8] [--no-bf16] [--tf-threads N] [--keep DIR]
-                                 [--int8-variants] [--bf16-rewrite] [--openvino]
+                                 [--int8-variants] [--bf16-rewrite] [--openvino] [--openvino-mixed K [K ...]]
 
 Paths, each fed what the bundle's analysis path (``core.inference.paths.ClassifierPath``) feeds the network
 (the preprocessed image and its mirror in one batch of 2, as the bundle's ``flip_average`` asks), each giving
@@ -27,7 +27,10 @@ product does:
   Grappler config turns on ``auto_mixed_precision_onednn_bfloat16`` (oneDNN's bf16 auto-mixed-precision rewrite),
   next to the same frozen graph in a session without the rewrite (its control: frozen graph vs ``tf.function``);
 * with ``--openvino`` (``pip install openvino``), also: the same ONNX file compiled by OpenVINO's CPU plugin with
-  ``INFERENCE_PRECISION_HINT`` f32 and bf16 (bf16 runs on AMX tiles or AVX-512 BF16 where the CPU has them).
+  ``INFERENCE_PRECISION_HINT`` f32 and bf16 (bf16 runs on AMX tiles or AVX-512 BF16 where the CPU has them);
+* with ``--openvino-mixed K ...``, also: that ONNX file cut after its K-th residual Add (``onnx.utils.extract_model``),
+  the part before the cut compiled by OpenVINO in f32 and the part after it in bf16 (bf16's error on this network
+  comes mostly from its first blocks), one path per K.
 
 Speed: each path once per round in a fixed order (bench/stats.py ``interleave``), ``--rounds`` rounds on the
 bundled brain sample, printed as median ms and the median of per-round ratios to TensorFlow float32 with a
@@ -205,6 +208,21 @@ def openvino_path(path: Path, precision: str) -> Callable:
     return lambda x: request.infer({0: x})[0].copy()
 
 
+def mixed_openvino_path(path: Path, after_add: int, folder: Path) -> tuple[Callable, str]:
+    """The ONNX file cut after its ``after_add``-th residual Add: the part before in OpenVINO f32, the rest in bf16."""
+    import onnx
+    from onnx.utils import extract_model
+
+    graph = onnx.load(str(path)).graph
+    adds = [n.output[0] for n in graph.node if n.op_type == "Add" and "add" in n.name.lower()]
+    cut = adds[after_add - 1]
+    first, rest = folder / f"first{after_add}.onnx", folder / f"rest{after_add}.onnx"
+    extract_model(str(path), str(first), [graph.input[0].name], [cut])
+    extract_model(str(path), str(rest), [cut], [graph.output[0].name])
+    run_first, run_rest = openvino_path(first, "f32"), openvino_path(rest, "bf16")
+    return (lambda x: run_rest(run_first(x))), cut
+
+
 def frozen_session_path(model, size: int, bf16_rewrite: bool) -> Callable:
     """The float32 model frozen to a GraphDef and run in its own TF1 session; with ``bf16_rewrite`` that session's
     Grappler runs oneDNN's bfloat16 auto-mixed-precision pass (only this session: the other paths are untouched)."""
@@ -271,6 +289,8 @@ def main() -> None:
                         help="also a frozen-graph session with oneDNN's bf16 auto-mixed-precision rewrite (and one "
                              "without, its control)")
     parser.add_argument("--openvino", action="store_true", help="also OpenVINO float32 and bf16 on the ONNX file")
+    parser.add_argument("--openvino-mixed", type=int, nargs="*", default=[], metavar="K",
+                        help="also OpenVINO f32 up to the K-th residual Add and bf16 after it (one path per K)")
     parser.add_argument("--no-floor", action="store_true", help="skip the FLOPs / peak floor")
     parser.add_argument("--keep", type=Path, help="write the ONNX files here (default: a temporary folder)")
     parser.add_argument("--tf-threads", type=int, default=0,
@@ -336,6 +356,9 @@ def main() -> None:
         if args.openvino:
             paths["OpenVINO float32"] = openvino_path(onnx_file, "f32")
             paths["OpenVINO bf16"] = openvino_path(onnx_file, "bf16")
+        for k in args.openvino_mixed:
+            paths[f"OpenVINO f32 to residual add {k}, then bf16"], cut = mixed_openvino_path(onnx_file, k, folder)
+            print(f"mixed OpenVINO: cut after residual add {k} ({cut})")
         if not args.no_bf16:
             paths["TensorFlow bfloat16 (mixed_bfloat16)"] = bfloat16_path(model)
             if args.bf16_rewrite:
