@@ -168,6 +168,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                       (f"  mask {r['mask_file']}" if r.get("mask_file") else ""))
             if "scale" in r:
                 print(f"    scale: {r['scale']['text']}")
+            if "findings" in r:  # a detector's CAD marks, image pixels, origin top-left
+                print(f"    findings: {len(r['findings'])}")
+                for f in r["findings"]:
+                    print(f"      {f['score']:.2f}{' ' + f['kind'] if f['kind'] else ''} at x {f['x']:.0f}, "
+                          f"y {f['y']:.0f} px, radius {f['r']:.0f} px")
             for w in r["warnings"]:
                 print(f"    warning: {w}")
     return 0

@@ -125,6 +125,8 @@ def blob_response(film: np.ndarray, search: np.ndarray, scoring: FilmScoring) ->
     grey = film.astype(np.float32)
     response = np.max([-s * s * cv2.Laplacian(cv2.GaussianBlur(grey, (0, 0), s), cv2.CV_32F) for s in sigmas], axis=0)
     response[~search] = -np.inf
+    edge = int(round(max(sigmas)))  # where the blur reflects the picture's border: no blob of its own
+    response[:edge], response[-edge:], response[:, :edge], response[:, -edge:] = -np.inf, -np.inf, -np.inf, -np.inf
     return response
 
 
