@@ -326,8 +326,8 @@ ImagerPixelSpacing; without one, a {204.8:g}-mm tall film is assumed and the res
 and the pectoral muscle cut away (core.imaging.breast), and {f['tile']}-px tiles ({f['tile'] * f['mm_per_pixel']:.0f} mm)
 every {f['stride']} px where at least {f['min_breast']:.0%} of the tile is breast are scored. The film score is the
 mean of the {f['top']} highest tile probabilities; **against the other breast** (the same view of the other side,
-found beside the file) it is this film's score less the other's. Each score has its own logistic calibration
-(fitted on the out-of-fold scores below, so its probabilities are slightly optimistic).
+found beside the file) it is this film's score less the other's. Each score has its own logistic calibration,
+fitted on all the out-of-fold scores below (the figures at p = 0.5 use calibrations fitted without the film's fold).
 
 ## Data and split
 `{t['data']}` ({t['reader']}): {m['n']} films, {m['abnormal']} abnormal; {t['split']}.
@@ -340,8 +340,9 @@ Command: `{t['command']}` ({t['date']}).
 | against the other breast (what the product uses where it finds the partner) | **{m['roc_auc']:.3f}**{interval_text(m['roc_auc_ci95'])} | {m['n_paired']} |
 | alone (no partner found) | {m['roc_auc_single']:.3f}{interval_text(m['roc_auc_single_ci95'])} | {m['n']} |
 
-Against the other breast at p = 0.5: accuracy {m['accuracy_paired_at_0.5']:.3f}, sensitivity
-{m['sensitivity_paired_at_0.5']:.3f}, specificity {m['specificity_paired_at_0.5']:.3f}. Read the paired AUC with its
+Against the other breast at p = 0.5, each film's probability from a calibration fitted on the other folds' films:
+accuracy {m['accuracy_paired_at_0.5']:.3f}, sensitivity {m['sensitivity_paired_at_0.5']:.3f}, specificity
+{m['specificity_paired_at_0.5']:.3f}, expected calibration error {m['ece_paired']:.3f} (15 bins). Read the paired AUC with its
 make-up: {m['partners_of_abnormal_films_among_normals']} of the normal films are the other breast of an abnormal
 film, and the comparison helps most there; a woman with two normal breasts gains little from it.
 

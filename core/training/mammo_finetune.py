@@ -45,6 +45,7 @@ from core.models.mammography import FilmScoring, blob_response, cad_marks, searc
 from core.models.preprocessing import preprocess
 from core.training.configs import BACKBONES, CACHE_ROOT, DATA_ROOT, REPO
 from core.training.datasets import Sample, mini_mias
+from core.training.evaluate import expected_calibration_error
 from core.training.mammo_cv import MASS_CLASSES, _mark_rates, _reached, image_aucs, image_scores
 from core.training.mammo_detector import SCORING, SPEC, TILE, film, tile_labels
 from core.training.networks import predict_chunks
@@ -241,6 +242,18 @@ def _logistic(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
+def _nested_calibration(samples: list[Sample], score: np.ndarray, y: np.ndarray, paired: np.ndarray) -> np.ndarray:
+    """p(abnormal) of each film from a logistic calibration fitted on the other folds' films (the same folds by
+    woman): what the calibrated probability is worth on films it was not fitted on."""
+    out = np.full(len(samples), np.nan)
+    folds = StratifiedGroupKFold(5, shuffle=True, random_state=0).split(y, y, [s.group for s in samples])
+    for train, test in folds:
+        fit = train[paired[train]]
+        slope, intercept = _logistic(score[fit], y[fit])
+        out[test] = 1 / (1 + np.exp(-(slope * score[test] + intercept)))
+    return out
+
+
 def out_of_fold(samples: list[Sample], films: list[dict], tag: str) -> dict:
     """The film reading fitted on the out-of-fold tile probabilities ``cv`` saved (``oof_tiles_<tag>.npz``),
     and what it measured: image AUCs alone and against the other breast, marks per finding type."""
@@ -270,7 +283,7 @@ def out_of_fold(samples: list[Sample], films: list[dict], tag: str) -> dict:
         hits = [any(np.hypot(x - c.x, y0 - c.y) <= c.r for x, y0, _ in place(i, point["threshold"]))
                 for i, s in enumerate(samples) if s.extra["class"] in classes for c in s.circles]
         found[kind] = [int(sum(hits)), len(hits)]
-    p_pair = 1 / (1 + np.exp(-(pair[0] * scores["top3_minus_other"] + pair[1])))
+    p_pair = _nested_calibration(samples, scores["top3_minus_other"], y, paired)
     aucs = image_aucs([s for s, k in zip(samples, paired) if k], {"paired": scores["top3_minus_other"][paired]})
     aucs.update(image_aucs(samples, {"single": scores["top3"]}))
     partnered = [s for s, k in zip(samples, paired) if k]
@@ -286,6 +299,7 @@ def out_of_fold(samples: list[Sample], films: list[dict], tag: str) -> dict:
             "accuracy_paired_at_0.5": round(float(((p_pair[paired] >= 0.5) == y_p).mean()), 3),
             "sensitivity_paired_at_0.5": round(float((p_pair[paired][y_p == 1] >= 0.5).mean()), 3),
             "specificity_paired_at_0.5": round(float((p_pair[paired][y_p == 0] < 0.5).mean()), 3),
+            "ece_paired": round(expected_calibration_error(np.c_[1 - p_pair[paired], p_pair[paired]], y_p), 3),
             "partners_of_abnormal_films_among_normals": int(sum(
                 1 for s in partnered if s.label == "normal"
                 and any(o.group == s.group and o.label == "abnormal" for o in partnered))),
