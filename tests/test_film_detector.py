@@ -253,3 +253,23 @@ def test_analyse_exam_marks_each_hung_view_and_scores_it_against_the_other_side(
     assert lcc > max(float(texts[n].split("abnormal ")[1].split("%")[0]) for n in ("RCC", "RMLO", "LMLO"))
     assert "RCC.dcm (paired by DICOM exam)" in view.pictures["LCC"].toolTip()
     assert view.pictures["LCC"].pixmap().toImage() != plain  # the marks are drawn on the hung view
+
+
+def test_a_digital_mammogram_is_read_at_its_imager_pixel_spacing(analyzer, tmp_path):
+    """An MG DICOM with ImagerPixelSpacing only (as detectors write it): read at that scale, not assumed."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from tests.series_data import write_mammo
+
+    pixels = np.where(_film(scale=2) > 200, 4000, np.where(_film(scale=2) > 0, 1500, 40)).astype(np.uint16)
+    path = write_mammo(tmp_path / "lmlo.dcm", pixels, study_uid=generate_uid(), laterality="L", view="MLO")
+    ds = pydicom.dcmread(path)
+    del ds.PixelSpacing
+    ds.ImagerPixelSpacing = [0.1, 0.1]
+    ds.WindowCenter, ds.WindowWidth = 2000, 4000
+    ds.save_as(path)
+    result = _result(analyzer, load_image(path))
+    assert result.scale["source"] == "file" and result.scale["um_y"] == pytest.approx(100.0)
+    assert result.tiles == 22 and result.findings  # the 0.2-mm film of the first test, marks on its blob
+    assert np.hypot(result.findings[0].x - 2 * BLOB[0], result.findings[0].y - 2 * BLOB[1]) < 112
