@@ -166,6 +166,9 @@ def test_a_mark_moves_to_the_brightest_blob_within_one_stride_inside_the_search_
     moving = dataclasses.replace(plain, blob_sigma_small=12.0, blob_sigma_large=20.0)
     (x, y, score), = cad_marks(corners, probs, moving, blob_response(film, search, moving))
     assert np.hypot(x - 330, y - 250) < 6 and score == 0.8
+    two = cad_marks(np.array([[108, 178], [108, 268]]), np.array([0.8, 0.7]), moving,
+                    blob_response(film, search, moving))  # both tiles' marks move onto the one blob: one mark
+    assert len(two) == 1 and two[0][2] == 0.8
     search[:, 300:] = False  # the blob outside the search region: the mark stays within it
     (x, _, _), = cad_marks(corners, probs, moving, blob_response(film, search, moving))
     assert x < 300

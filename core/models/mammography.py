@@ -133,7 +133,8 @@ def blob_response(film: np.ndarray, search: np.ndarray, scoring: FilmScoring) ->
 def cad_marks(corners: np.ndarray, probs: np.ndarray, scoring: FilmScoring, blobs: np.ndarray | None = None,
               threshold: float | None = None) -> list[tuple[float, float, float]]:
     """The CAD marks (x, y, score) in film pixels: ``marks`` at the scoring's threshold (or ``threshold``), each
-    moved to the strongest blob of ``blobs`` (``blob_response``) within one stride of it where that is given."""
+    moved to the strongest blob of ``blobs`` (``blob_response``) within one stride of it where that is given; a
+    mark moved within half a stride of a stronger one is the same finding and is dropped."""
     found = marks(corners, probs, scoring.mark_threshold if threshold is None else threshold, scoring.tile,
                   scoring.stride)
     if blobs is None:
@@ -147,7 +148,8 @@ def cad_marks(corners: np.ndarray, probs: np.ndarray, scoring: FilmScoring, blob
         if window.size and np.isfinite(window).any():
             iy, ix = np.unravel_index(int(np.argmax(window)), window.shape)
             x, y = float(x0 + ix), float(y0 + iy)
-        out.append((x, y, score))
+        if all(np.hypot(x - kx, y - ky) > scoring.stride / 2 for kx, ky, _ in out):  # strongest first
+            out.append((x, y, score))
     return out
 
 
