@@ -127,6 +127,16 @@ def test_an_unreadable_partner_leaves_the_film_scored_alone(analyzer, tmp_path):
     assert result.findings
 
 
+def test_a_failing_search_for_the_other_breast_leaves_the_film_read_alone(analyzer, tmp_path):
+    def unreadable(record, frame):
+        raise PermissionError(13, "Permission denied", str(record.path.parent))
+
+    analysis = analyzer.analyze(_mg(_save(tmp_path, "mdb001.png", _film())), find_other_breast=unreadable)
+    assert any("could not be looked for" in w and "Permission denied" in w for w in analysis.warnings)
+    assert analysis.results[0].findings and any("No film of the other breast" in w
+                                                for w in analysis.results[0].warnings)
+
+
 def test_batch_writes_marks_and_both_probabilities(models, tmp_path):
     folder = tmp_path / "in"
     _save(folder, "mdb001.png", _film())

@@ -114,7 +114,10 @@ class Analyzer:
                                      "or the model.")
         other = None
         if find_other_breast is not None and any(b.info.film_scoring is not None for b in bundles):
-            other = find_other_breast(record, frame)
+            try:
+                other = find_other_breast(record, frame)
+            except (OSError, ValueError, DiagnosticError) as exc:  # the film is still read, alone
+                analysis.warnings.append(f"The other breast's film could not be looked for ({exc}).")
         request = Request(gradcam=gradcam, plus=gradcam_plus, target_class=target_class, tta=tta,
                           microns_per_pixel=microns_per_pixel, other_breast=other)
         inputs = ModelInputs(display)  # bundles with one preprocessing share one crop and normalisation
