@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
         self.state.events.analysis.connect(self._show_results)
         self.state.events.overlays.connect(self._remember_overlays)
         self.probabilities.gradcamClassChosen.connect(self._gradcam_for_class)
+        self.probabilities.findingChosen.connect(self.viewer.show_region)
         self.viewer.cursorMoved.connect(lambda x, y: self.cursor_label.setText(self.state.pixel_text(x, y)))
         self.viewer.zoomChanged.connect(lambda z: self.zoom_label.setText(ImageViewer.nice_zoom_text(z)))
         self.cine = QTimer(self)

@@ -35,6 +35,7 @@ class ProbabilityPanel(QWidget):
     sizes; a detector's findings."""
 
     gradcamClassChosen = Signal(str, str)  # model id, class name
+    findingChosen = Signal(float, float, float)  # x, y, radius in image pixels: the viewer zooms to it
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -108,14 +109,16 @@ class ProbabilityPanel(QWidget):
             row.addWidget(chooser, 1)
             form.addLayout(row)
 
-    @staticmethod
-    def _findings(result: ModelResult, form: QVBoxLayout) -> None:
-        """One line per finding, highest score first (as the result keeps them): score, kind, where, how big."""
+    def _findings(self, result: ModelResult, form: QVBoxLayout) -> None:
+        """One line per finding, highest score first (as the result keeps them): score, kind, where, how big; its
+        number a link that zooms the viewer to it."""
         count = len(result.findings)
         form.addWidget(QLabel(f"{count} finding{'' if count == 1 else 's'} marked" if count else "No findings marked"))
         for i, finding in enumerate(result.findings, 1):
-            line = QLabel(f"#{i}: {finding.line()}")
+            line = QLabel(f'<a href="#{i}">#{i}</a>: {finding.line()}')
             line.setWordWrap(True)
+            line.setToolTip("Zoom to this finding")
+            line.linkActivated.connect(lambda _, f=finding: self.findingChosen.emit(f.x, f.y, f.r))
             form.addWidget(line)
 
 

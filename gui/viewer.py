@@ -193,6 +193,11 @@ class ImageViewer(QGraphicsView):
             self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
             self.zoomChanged.emit(self.transform().m11())
 
+    def show_region(self, x: float, y: float, r: float) -> None:
+        """Zoom to a finding: the circle of radius ``r`` around (x, y) (image pixels) and as much again around it."""
+        self.fitInView(QRectF(x - 2 * r, y - 2 * r, 4 * r, 4 * r), Qt.AspectRatioMode.KeepAspectRatio)
+        self.zoomChanged.emit(self.transform().m11())
+
     def actual_size(self) -> None:
         self.resetTransform()
         self.zoomChanged.emit(1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -101,8 +102,12 @@ def test_viewer_draws_a_circle_per_finding_and_the_panels_follow(qtbot, window, 
     assert len(circles) == 2 and all(c.isVisible() for c in circles)
     assert sorted((round(c.rect().center().x(), 2), c.rect().width()) for c in circles) == [(40.04, 24.0), (120.0, 40.0)]
     assert circles[0].pen().color().getRgb()[:3] == FINDING_RGB
-    lines = [w.text() for w in window.probabilities.findChildren(QLabel) if w.text().startswith("#")]
-    assert lines == ["#1: 0.83 mass at x 120, y 80 px, Ø 40 px", "#2: 0.41 at x 40, y 50 px, Ø 24 px"]
+    labels = [w for w in window.probabilities.findChildren(QLabel) if w.text().startswith('<a href="#')]
+    assert [re.sub(r"<[^>]+>", "", w.text()) for w in labels] == ["#1: 0.83 mass at x 120, y 80 px, Ø 40 px",
+                                                                  "#2: 0.41 at x 40, y 50 px, Ø 24 px"]
+    labels[0].linkActivated.emit("#1")  # the finding's number zooms the viewer to it
+    centre = window.viewer.mapToScene(window.viewer.viewport().rect().center())
+    assert abs(centre.x() - 120) < 3 and abs(centre.y() - 80) < 3 and window.viewer.transform().m11() > 2
 
     assert window.overlays.findings.isChecked()
     window.overlays.findings.setChecked(False)  # the Overlays dock's toggle hides the layer and its circles
