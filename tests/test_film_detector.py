@@ -206,7 +206,10 @@ def test_the_other_breast_is_found_by_numbering_or_name_only(tmp_path, name, par
         _save(tmp_path, n, _film(blob=False)[:64, :64])
     found = other_breast(_record(tmp_path / name))
     assert (found.path.name if found else None) == partner
-    assert other_breast(_record(tmp_path / "mdb001.png", Modality.MR)) is None  # not a mammogram
+    stated = dataclasses.replace(_record(tmp_path / "mdb001.png", Modality.MR), modality_source="user")
+    assert other_breast(stated) is None  # the user says it is not a mammogram
+    guessed = dataclasses.replace(_record(tmp_path / "mdb001.png", Modality.US), modality_source="guess")
+    assert other_breast(guessed).path.name == "mdb002.png"  # a guess may be wrong: the names still pair it
 
 
 def test_the_other_breast_of_a_dicom_film_is_the_same_view_in_its_exam():
