@@ -94,7 +94,6 @@ def _dicom_partner(path: Path, frame: int) -> OtherBreast | None:
     return None
 
 
-
 @lru_cache(maxsize=8)
 def _exams(folder: str, stamp: int, files: int) -> tuple:
     """The folder's screening exams, indexed once per state of the folder (a batch asks for each of its films)."""
