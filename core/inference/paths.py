@@ -381,7 +381,8 @@ class FilmRead:
     zoom: tuple[float, float]
     mm: tuple[float, float]
     scale_source: str
-    search: np.ndarray  # the breast search region on the film at the detector's scale
+    film: np.ndarray  # the grey film at the detector's scale (tiles, Grad-CAM and mark placement read it)
+    search: np.ndarray  # the breast search region on that film
 
     def box(self, i: int, tile: int) -> tuple[int, int, int, int]:
         """Tile ``i`` as a (y0, y1, x0, x1) box in display pixels."""
@@ -419,14 +420,13 @@ class FilmPath(ClassifierPath):
         boxes = [own.box(i, self.scoring.tile) for i in range(len(own.corners))]
         result.heatmap_class = self.classes[shown]
         result.heatmap = tile_map(display.shape[:2], boxes, tile_probs)
-        film = film_at_scale(as_grey(display), own.mm, self.scoring)
         if request.gradcam and self.cam_layers and len(boxes):
             top = int(np.argmax(tile_probs))
-            _, cams, _ = self.gradcam(self._tile_inputs(film, own.corners[top:top + 1]), shown, request.plus)
+            _, cams, _ = self.gradcam(self._tile_inputs(own.film, own.corners[top:top + 1]), shown, request.plus)
             result.tile_gradcam = _to_image_grid(cams[0], boxes[top], display.shape[:2])
         radius = self.scoring.mark_radius / float(np.mean(own.zoom))
         spacing = record.pixel_spacing_mm if record is not None else None
-        blobs = blob_response(film, own.search, self.scoring)
+        blobs = blob_response(own.film, own.search, self.scoring)
         result.findings = [Finding(x / own.zoom[1], y / own.zoom[0], radius, s, None, spacing)
                            for x, y, s in cad_marks(own.corners, own.probs, self.scoring, blobs)]
         result.scale = {"um_y": round(own.mm[0] * 1000, 3), "um_x": round(own.mm[1] * 1000, 3),
@@ -467,7 +467,7 @@ class FilmPath(ClassifierPath):
                   for i in range(0, len(corners), TILE_BATCH)]
         probs = _softmax(np.concatenate(logits))[:, self.positive] if logits else np.zeros(0)
         read = FilmRead(corners, probs, (film.shape[0] / grey.shape[0], film.shape[1] / grey.shape[1]), mm, source,
-                        search)
+                        film, search)
         self._films[key] = read
         while len(self._films) > FILMS_KEPT:
             self._films.popitem(last=False)

@@ -11,7 +11,7 @@ other does not, so where the woman's other film of the same view is there the sc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -44,13 +44,6 @@ class FilmScoring:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "FilmScoring | None":
-        if not data:
-            return None
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def mark_radius(self) -> float:

@@ -71,6 +71,11 @@ def marks(corners: np.ndarray, probs: np.ndarray, threshold: float) -> list[tupl
     return film_marks(corners, probs, threshold, TILE, SUPPRESS)
 
 
+def marked(circle, marks: list[tuple[float, float, float]]) -> bool:
+    """Whether an annotated finding is marked: a mark's centre lies inside its circle."""
+    return any(np.hypot(x - circle.x, y - circle.y) <= circle.r for x, y, _ in marks)
+
+
 def _bootstrap_auc(y: np.ndarray, s: np.ndarray, n: int = 2000) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     values = []
@@ -134,7 +139,7 @@ def _mark_rates(samples: list[Sample], films: list[dict], probs: list[np.ndarray
             false += len(ms) - sum(hits)
             for c in sample.circles:
                 kind = sample.extra["class"]
-                got = any(np.hypot(x - c.x, y - c.y) <= c.r for x, y, _ in ms)
+                got = marked(c, ms)
                 found.setdefault(kind, []).append(got)
         table.append({"threshold": float(t), "false_marks_per_film": round(false / len(samples), 2),
                       **{k: f"{sum(v)}/{len(v)}" for k, v in sorted(found.items())},

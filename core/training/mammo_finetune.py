@@ -46,7 +46,7 @@ from core.models.preprocessing import preprocess
 from core.training.configs import BACKBONES, CACHE_ROOT, DATA_ROOT, REPO
 from core.training.datasets import Sample, mini_mias
 from core.training.evaluate import expected_calibration_error
-from core.training.mammo_cv import MASS_CLASSES, _mark_rates, _reached, image_aucs, image_scores
+from core.training.mammo_cv import MASS_CLASSES, _mark_rates, _reached, image_aucs, image_scores, marked
 from core.training.mammo_detector import SCORING, SPEC, TILE, film, tile_labels
 from core.training.networks import predict_chunks
 
@@ -280,7 +280,7 @@ def out_of_fold(samples: list[Sample], films: list[dict], tag: str) -> dict:
     point = rates["operating_point"]
     found = {}
     for kind, classes in KINDS.items():
-        hits = [any(np.hypot(x - c.x, y0 - c.y) <= c.r for x, y0, _ in place(i, point["threshold"]))
+        hits = [marked(c, place(i, point["threshold"]))
                 for i, s in enumerate(samples) if s.extra["class"] in classes for c in s.circles]
         found[kind] = [int(sum(hits)), len(hits)]
     p_pair = _nested_calibration(samples, scores["top3_minus_other"], y, paired)
