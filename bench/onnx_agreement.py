@@ -6,8 +6,8 @@
 For every bundle: its validation images (evenly spaced through split.json "val", from ../shared/data or
 MIDA_DATA) analysed by both runtimes with heatmaps; prints the largest probability difference, labels that
 change, the largest heatmap difference (maps scaled to a peak of 1) and, for segmenters, the mask pixels that
-differ and the lesion counts. Then the time per image of each bundle, the two runtimes interleaved (A B A B on
-the same image) with the median per-round ratio and its bootstrap 95 % interval (bench/stats.py).
+differ and the lesion counts (for a film detector, its mark counts). Then the time per image of each bundle, the
+two runtimes interleaved (A B A B on the same image) with the median per-round ratio and its bootstrap 95 % interval (bench/stats.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ DATA = Path(os.environ.get("MIDA_DATA", REPO.parent / "shared" / "data"))
 
 
 def validation_images(bundle, n: int) -> list[Path]:
-    val = list(dict.fromkeys(DATA / entry[0] for entry in json.loads((bundle.folder / "split.json").read_text())["val"]))
+    """Up to ``n`` of the bundle's validation images; a bundle chosen by cross-validation and trained on all its
+    images (breast-mg-abnormal) has no validation split: its films then (an agreement check, not an accuracy)."""
+    split = json.loads((bundle.folder / "split.json").read_text())
+    if "val" in split:
+        val = list(dict.fromkeys(DATA / entry[0] for entry in split["val"]))
+    else:
+        val = [DATA / "mini_mias" / "images" / entry[0] for entry in split["cross_validation_folds"]]
     return [p for p in val[:: max(1, len(val) // n)][:n] if p.is_file()]
 
 
@@ -51,6 +57,8 @@ def agreement(bundle_id: str, images: list[Path], onnx: Analyzer, tf: Analyzer) 
         if a.mask is not None:
             mask_px += int((a.mask != b.mask).sum())
             lesions += len(a.lesions) != len(b.lesions)
+        if a.findings is not None:  # CAD marks
+            lesions += len(a.findings) != len(b.findings)
     return {"images": len(images), "max_dp": dp, "labels_changed": labels, "max_map_diff": heat,
             "mask_px_differ": mask_px, "lesion_counts_differ": lesions}
 

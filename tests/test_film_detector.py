@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -289,3 +290,26 @@ def test_a_digital_mammogram_is_read_at_its_imager_pixel_spacing(analyzer, tmp_p
     assert result.scale["source"] == "file" and result.scale["um_y"] == pytest.approx(100.0)
     assert result.tiles == 22 and result.findings  # the 0.2-mm film of the first test, marks on its blob
     assert np.hypot(result.findings[0].x - 2 * BLOB[0], result.findings[0].y - 2 * BLOB[1]) < 112
+
+
+def test_a_partner_read_before_is_not_decoded_again(models, tmp_path, monkeypatch):
+    """A batch meets each film as itself and as its partner's partner: the second time it is found by its file
+    (path, frame, modification time, size) without decoding it again, and a changed file is read anew."""
+    import core.inference.paths as paths
+
+    analyzer = Analyzer(Registry([models]), runtime="tensorflow")
+    folder = tmp_path / "exam"
+    left = _save(folder, "case9_L_CC.png", _film())
+    right = _save(folder, "case9_R_CC.png", _film(blob=False))
+    decoded = []
+    real = paths.load_image
+    monkeypatch.setattr(paths, "load_image", lambda path, *a, **k: decoded.append(Path(path).name) or real(path, *a, **k))
+    first = _result(analyzer, _mg(left))
+    assert decoded == ["case9_R_CC.png"]
+    second = _result(analyzer, _mg(right))
+    assert decoded == ["case9_R_CC.png"]  # its partner, the left film, was read as itself just before
+    assert any("paired by file name" in w for w in first.warnings + second.warnings)
+    _save(folder, "case9_L_CC.png", _film(blob=False))  # the left film replaced: read from its file again
+    os.utime(left, ns=(1, 1))
+    _result(analyzer, _mg(right))
+    assert decoded == ["case9_R_CC.png", "case9_L_CC.png"]

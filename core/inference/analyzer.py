@@ -119,7 +119,7 @@ class Analyzer:
             except (OSError, ValueError, DiagnosticError) as exc:  # the film is still read, alone
                 analysis.warnings.append(f"The other breast's film could not be looked for ({exc}).")
         request = Request(gradcam=gradcam, plus=gradcam_plus, target_class=target_class, tta=tta,
-                          microns_per_pixel=microns_per_pixel, other_breast=other)
+                          microns_per_pixel=microns_per_pixel, other_breast=other, frame=frame)
         inputs = ModelInputs(display)  # bundles with one preprocessing share one crop and normalisation
         for bundle in bundles:
             if cancel is not None and cancel.is_set():

@@ -11,7 +11,6 @@ or mask post-processing -> ModelResult, without asking the bundle for any of it 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from core.errors import DiagnosticError, ModelError
 from core.imaging.loader import load_image
+from core.imaging.mammo_words import side_and_view
 from core.imaging.record import ImageRecord, Modality
 from core.inference.device import configure_device
 from core.inference.gradcam import GradCam
@@ -59,6 +59,7 @@ class Request:
     tta: bool = False
     microns_per_pixel: float | None = None
     other_breast: OtherBreast | None = None  # a mammogram's partner film, for film detectors
+    frame: int = 0  # the frame of the record analysed (a film detector knows a film it read by file and frame)
 
 
 class Compiled:
@@ -402,12 +403,15 @@ class FilmPath(ClassifierPath):
         self.scoring = info.film_scoring
         self.positive = len(self.classes) - 1  # binary, the finding class last
         self._films: OrderedDict[bytes, FilmRead] = OrderedDict()
+        # A film's file (path, frame, modification time, size) -> its reading's key: a partner film read before, as
+        # itself or as another film's partner, is not decoded again (a large DICOM film takes a second to decode).
+        self._files: OrderedDict[tuple, bytes] = OrderedDict()
 
     def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
         target = self._target(request.target_class)
         display = ModelInputs.of(picture).display
         warnings: list[str] = []
-        own = self.read(display, record)
+        own = self.read(display, record, _file_id(record.path, request.frame) if record is not None else None)
         score = film_score(own.probs, self.scoring.top)
         other = self._other(request.other_breast, warnings)
         paired = other is not None
@@ -446,13 +450,19 @@ class FilmPath(ClassifierPath):
         _flag_low_confidence(result)
         return result
 
-    def read(self, display: np.ndarray, record: ImageRecord | None) -> FilmRead:
-        """The film's tiles and their probabilities, kept for the last few films (its partner's reading)."""
+    def read(self, display: np.ndarray, record: ImageRecord | None, file_id: tuple | None = None) -> FilmRead:
+        """The film's tiles and their probabilities, kept for the last few films (its partner's reading);
+        ``file_id``: the film's file (``_file_id``), remembered so that ``_known`` finds the reading by file."""
         spacing = record.pixel_spacing_mm if record is not None else None
         source = "file" if spacing else "assumed"
         mm = spacing or (ASSUMED_FILM_MM / display.shape[0],) * 2
         grey = as_grey(display)
         key = hashlib.blake2b(np.ascontiguousarray(grey).tobytes() + repr(mm).encode(), digest_size=16).digest()
+        if file_id is not None:
+            self._files[file_id] = key
+            self._files.move_to_end(file_id)
+            while len(self._files) > 2 * FILMS_KEPT:
+                self._files.popitem(last=False)
         if key in self._films:
             self._films.move_to_end(key)
             return self._films[key]
@@ -484,12 +494,15 @@ class FilmPath(ClassifierPath):
             warnings.append(f"No film of the other breast in the same view was found beside this one: {alone}.")
             return None
         try:
-            partner = load_image(other.path)
-            if partner.modality_source == "dicom" and partner.modality is not Modality.MG:
-                warnings.append(f"The other breast's file {other.path.name} is not a mammogram "
-                                f"({partner.modality.label}): {alone}.")
-                return None
-            read = self.read(partner.display(other.frame), partner)
+            file_id = _file_id(other.path, other.frame)
+            read = self._known(file_id)
+            if read is None:
+                partner = load_image(other.path)
+                if partner.modality_source == "dicom" and partner.modality is not Modality.MG:
+                    warnings.append(f"The other breast's file {other.path.name} is not a mammogram "
+                                    f"({partner.modality.label}): {alone}.")
+                    return None
+                read = self.read(partner.display(other.frame), partner, file_id)
         except (DiagnosticError, OSError, ValueError, IndexError) as exc:
             warnings.append(f"The other breast's film {other.path.name} could not be read ({exc}): {alone}.")
             return None
@@ -498,14 +511,34 @@ class FilmPath(ClassifierPath):
         return read
 
 
+    def _known(self, file_id: tuple | None) -> FilmRead | None:
+        """The reading of the film in that file and frame where it is still kept, else None."""
+        key = self._files.get(file_id) if file_id is not None else None
+        if key is None or key not in self._films:
+            return None
+        self._films.move_to_end(key)
+        return self._films[key]
+
+
+def _file_id(path: Path | str, frame: int) -> tuple | None:
+    """A film's file as it is now: its resolved path, the frame, modification time and size (None: not a file)."""
+    try:
+        file = Path(path)
+        stat = file.stat()
+    except (OSError, TypeError, ValueError):
+        return None
+    return (str(file.resolve()), frame, stat.st_mtime_ns, stat.st_size) if file.is_file() else None
+
+
 def _view(record: ImageRecord | None) -> str:
     """The film's view for the breast region (CC films have no pectoral muscle to cut): DICOM ViewPosition,
-    else CC or MLO in the file name, else MLO, the view the detector was trained on."""
+    else CC or MLO in the patient ID or file name, else MLO, the view the detector was trained on."""
     if record is None:
         return "MLO"
     stated = next((value for _, keyword, value in record.metadata if keyword == "ViewPosition"), "")
-    words = set(re.findall(r"[A-Z]+", (stated or f"{record.study.patient_id} {Path(record.path).stem}").upper()))
-    return "CC" if words & {"CC", "RCC", "LCC", "XCCL", "XCCM"} else "MLO"
+    texts = [("ViewPosition", stated)] if stated else [("PatientID", record.study.patient_id),
+                                                        ("file name", Path(record.path).stem)]
+    return side_and_view(texts)[1] or "MLO"
 
 
 def build_path(info: BundleManifest, network: Network) -> AnalysisPath:

@@ -20,15 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core.imaging.mammo_words import VIEWS, side_and_view
 from core.inference.results import Finding
 from core.series.index import Series, SliceRef, StudyIndex
 
 HANGING_ORDER = ("RCC", "LCC", "RMLO", "LMLO")
-VIEWS = {"CC": "CC", "MLO": "MLO", "XCCL": "CC", "XCCM": "CC"}  # exaggerated CC views hang as CC
 EDGE_FRACTION = 0.15  # outer fraction of the width compared to find the chest wall
-_WORDS = re.compile(r"[A-Z]+")
-_SIDE = {"R": "R", "RIGHT": "R", "L": "L", "LEFT": "L"}
-_FUSED = re.compile(r"^(R|L)(CC|MLO)$")  # 'RCC', 'LMLO'
 _TAIL = re.compile(r"[\s_\-.]*(RIGHT|LEFT|R|L)[\s_\-.]*(CC|MLO|XCCL|XCCM)$", re.IGNORECASE)
 
 
@@ -60,34 +57,6 @@ class Exam:
         return [name for name in HANGING_ORDER if name not in self.views]
 
 
-def _words(text: str) -> list[str]:
-    return _WORDS.findall(str(text).upper())
-
-
-def _from_words(texts: list[tuple[str, str]]) -> tuple[str, str, str]:
-    """(laterality, view, source) from the first texts that name them; '' where none does. PatientOrientation
-    gives a view only (its 'L' or 'R' is a direction, not the breast)."""
-    side = view = source = ""
-    for where, text in texts:
-        words = _words(text)
-        sides = where != "PatientOrientation"
-        for word in words:
-            fused = _FUSED.match(word)
-            if fused and sides:
-                side, view = side or fused.group(1), view or fused.group(2)
-            elif word in _SIDE and not side and sides:
-                side = _SIDE[word]
-            elif word in VIEWS and not view:
-                view = VIEWS[word]
-            if side and view:
-                break
-        if (side or view) and not source:
-            source = where
-        if side and view:
-            break
-    return side, view, source
-
-
 def mammo_view(series: Series, ref: SliceRef) -> MammoView | None:
     """The laterality and view of one image, or None when it is not a mammogram with both known."""
     side = ref.laterality if ref.laterality in ("R", "L") else ""
@@ -97,7 +66,7 @@ def mammo_view(series: Series, ref: SliceRef) -> MammoView | None:
         texts = [("PatientID", series.patient_id), ("SeriesDescription", series.description),
                  ("PatientOrientation", " ".join(ref.patient_orientation)), ("file name", Path(ref.path).stem),
                  ("folder name", Path(ref.path).parent.name)]
-        found_side, found_view, where = _from_words(texts)
+        found_side, found_view, where = side_and_view(texts)
         side, view, source = side or found_side, view or found_view, where or source
     is_mammo = series.modality == "MG" or (series.modality in ("", "OT") and side and view)
     if not (is_mammo and side and view):
