@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from bench.stats import interleave, ratio_interval  # noqa: E402
 from core.imaging import load_image  # noqa: E402
+from core.inference import paths  # noqa: E402
 from core.inference.analyzer import Analyzer  # noqa: E402
 from core.models.registry import Registry  # noqa: E402
 
@@ -85,6 +86,7 @@ def main() -> None:
                  for rt, a in (("onnx", onnx), ("tensorflow", tf))}
         for a in (onnx, tf):
             a.stem_rows.kept = 0  # every call runs its whole network
+        paths.FILMS_KEPT = 0  # and a film detector reads the film again (no tiles kept from the last call)
         times = interleave(sides, args.rounds)
         ratio = ratio_interval(times["onnx"], times["tensorflow"])
         print(f"| `{bundle_id}` | {row['images']} | {row['max_dp']:.1e} | {row['labels_changed']} | {row['max_map_diff']:.1e} | "
