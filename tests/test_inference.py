@@ -101,6 +101,18 @@ def test_unsure_modality_guess_is_flagged(analyzer, shared):
     assert any("Unsure modality" in w for w in analysis.warnings)
 
 
+def test_a_blank_picture_is_analysed_with_a_warning(analyzer, tmp_path, planted_png):
+    """A slice above the head (one grey level): the models still answer (a batch keeps its row), the analysis says
+    their answers mean nothing; a picture with content gets no such warning."""
+    blank = np.full((128, 128), 3, np.uint8)
+    blank[::17, ::13] = 5  # a few noisy pixels are still nothing
+    Image.fromarray(blank).save(tmp_path / "blank.png")
+    analysis = analyzer.analyze(load_image(tmp_path / "blank.png", modality="MR"))
+    assert analysis.results and any(w.startswith("Blank picture") for w in analysis.warnings)
+    shown = analyzer.analyze(load_image(planted_png[0], modality="MR"))
+    assert not any(w.startswith("Blank picture") for w in shown.warnings)
+
+
 def test_dicom_modality_mismatch_is_flagged(analyzer, pydicom_file):
     ct = load_image(pydicom_file("CT_small.dcm"), modality="US")
     result = analyzer.analyze(ct, model_ids=["tiny-mr-classifier"]).results[0]

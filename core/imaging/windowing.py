@@ -74,3 +74,15 @@ def full_range_preset(values: np.ndarray) -> WindowPreset:
     """The window that maps [min, max] onto 0..255 exactly (identity for 8-bit data)."""
     lo, hi = float(values.min()), float(values.max())
     return WindowPreset("Full range", (lo + hi) / 2.0, hi - lo if hi > lo else 1.0, "LINEAR_EXACT")
+
+
+BLANK_RANGE = 8  # grey levels from the 0.5th to the 99.5th percentile below which a picture shows nothing
+
+
+def is_blank(display: np.ndarray) -> bool:
+    """The 8-bit picture is (almost) one grey level: 99 % of its pixels lie within ``BLANK_RANGE`` levels. Such are
+    the slices of a scan above or below the head (74 of the 2,188 LGG FLAIR slices); no image of the other shared
+    data sets is. A model still answers for it, which means nothing."""
+    step = max(1, int(np.sqrt(display.shape[0] * display.shape[1] / 250_000)))  # about 250,000 pixels looked at
+    low, high = np.percentile(display[::step, ::step], [0.5, 99.5])
+    return bool(high - low < BLANK_RANGE)

@@ -18,6 +18,7 @@ from typing import Callable
 from core.errors import DiagnosticError
 from core.imaging.modality_guess import guess_modality
 from core.imaging.record import ImageRecord, Modality
+from core.imaging.windowing import is_blank
 from core.inference.device import nvidia_gpu
 from core.inference.onnx_network import available as onnx_runtime_available
 from core.inference.paths import AnalysisPath, Request, StemRows, build_path, load_network
@@ -106,6 +107,9 @@ class Analyzer:
             )
             return analysis
         display = record.display(frame)
+        if is_blank(display):
+            analysis.warnings.append("Blank picture: it is (almost) one grey level, with no tissue to read; the models "
+                                     "answer anyway, and their answers mean nothing here.")
         guessed, guess_p = guess_modality(display)
         if (record.modality_source == "guess" and record.modality_confidence is not None
                 and record.modality_confidence < UNSURE_GUESS and any(b.modality == record.modality for b in bundles)):
