@@ -72,12 +72,13 @@ def bf16_matmul_rate(size: int = 2048, runs: int = 12) -> float | None:
         import openvino as ov
     except ImportError:
         return None
-    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    core = ov.Core()
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         return None
     a = ov.opset13.parameter([size, size], np.float32)
     b = ov.opset13.parameter([size, size], np.float32)
-    compiled = ov.Core().compile_model(ov.Model([ov.opset13.matmul(a, b, False, False)], [a, b]), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"})
+    compiled = core.compile_model(ov.Model([ov.opset13.matmul(a, b, False, False)], [a, b]), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"})
     request = compiled.create_infer_request()
     x = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     request.infer([x, x])

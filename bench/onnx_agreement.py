@@ -7,7 +7,8 @@ For every bundle: its validation images (evenly spaced through split.json "val",
 MIDA_DATA) analysed by both runtimes with heatmaps; prints the largest probability difference, labels that
 change, the largest heatmap difference (maps scaled to a peak of 1) and, for segmenters, the mask pixels that
 differ and the lesion counts (for a film detector, its mark counts). Then the time per image of each bundle, the
-two runtimes interleaved (A B A B on the same image) with the median per-round ratio and its bootstrap 95 % interval (bench/stats.py).
+two runtimes interleaved (A B A B on the same image) with the median per-round ratio and its bootstrap 95 %
+interval (bench/stats.py).
 """
 
 from __future__ import annotations

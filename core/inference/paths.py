@@ -510,7 +510,6 @@ class FilmPath(ClassifierPath):
                         "finding is what this breast shows and that one does not.")
         return read
 
-
     def _known(self, file_id: tuple | None) -> FilmRead | None:
         """The reading of the film in that file and frame where it is still kept, else None."""
         key = self._files.get(file_id) if file_id is not None else None

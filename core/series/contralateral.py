@@ -36,7 +36,8 @@ _SIDE = re.compile(r"(?<![A-Za-z])(RIGHT|LEFT|R|L)(?=(?:CC|MLO)?(?![A-Za-z]))", 
 def other_breast(record: ImageRecord, frame: int = 0) -> OtherBreast | None:
     """The other breast's film of the same view for a mammogram ``record``, or None (a header or the user says it
     is another modality, or no partner is found by the rules above). A guessed modality does not stop the search:
-    the guesser takes a few films for ultrasound (3 of the 258 mini-MIAS films), and a film detector was chosen."""
+    the guesser may take a film for ultrasound (2 of the 258 mini-MIAS films out of fold), and a film detector was
+    chosen."""
     if record.modality is not Modality.MG and record.modality_source != "guess":
         return None
     path = Path(record.path)

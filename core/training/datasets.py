@@ -217,7 +217,14 @@ def brain_mri_all(root: Path) -> list[Sample]:
                                   extra={"source": "figshare"}))
         else:
             samples.append(Sample(s.path, s.label, extra={"source": "kaggle-other"}))
-    for folder in sorted(p for p in (root / "brain_mri_lgg").glob("*") if p.is_dir()):
+    return samples + brain_mri_lgg(root / "brain_mri_lgg")
+
+
+def brain_mri_lgg(root: Path) -> list[Sample]:
+    """Every axial FLAIR slice of the LGG patients (``<patient>/..._<n>_flair.jpg`` + ``_mask.png``), by patient: a
+    slice with a non-empty mask is ``glioma``, a tumour-free slice of the same scan ``notumor``."""
+    samples = []
+    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir()):
         patient = "_".join(folder.name.split("_")[:3])
         for path in sorted(folder.glob("*_flair.jpg"), key=lambda p: int(p.stem.split("_")[-2])):
             mask = path.with_name(path.name.replace("_flair.jpg", "_mask.png"))

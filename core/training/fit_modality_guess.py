@@ -23,7 +23,7 @@ from core.training.datasets import (
     Sample,
     bach_histology,
     bach_root,
-    brain_mri_all,
+    brain_mri_lgg,
     busbra,
     class_folders,
     image_mask_pairs,
@@ -42,7 +42,7 @@ def _collect():
     sources = [
         ("MR", "brain_mri_4class", class_folders(DATA_ROOT / "brain_mri_4class" / "train")),
         ("MR", "brain_mri_yes_no", class_folders(DATA_ROOT / "brain_mri_yes_no")),
-        ("MR", "brain_mri_lgg", [s for s in brain_mri_all(DATA_ROOT) if s.extra["source"] == "lgg"]),
+        ("MR", "brain_mri_lgg", brain_mri_lgg(DATA_ROOT / "brain_mri_lgg")),
         ("US", "busi", image_mask_pairs(DATA_ROOT / "busi")),
         ("US", "busbra", busbra(DATA_ROOT / "busbra")),
         ("MG", "mini_mias", mini_mias(DATA_ROOT / "mini_mias")),
