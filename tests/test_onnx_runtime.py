@@ -79,6 +79,39 @@ def test_appended_gradient_equals_tensorflows(tmp_path):
     np.testing.assert_allclose(session.run([GRADS], {"in0": x, TARGET: np.full(3, 2, np.int64)})[0], want, atol=1e-5)
 
 
+def test_lesion_pooling_heads_gradient_equals_tensorflows(tmp_path):
+    """The head on a segmenter's encoder (average, maximum and lesion-weighted average of its deepest map, then one
+    linear layer): ReduceMax, ReduceSum, Div and Concat gradients against TensorFlow's tape."""
+    import keras
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    from core.inference.onnx_export import _convert
+    from core.models.exports import GRADS, TARGET
+    from core.models.lesion_pooling import pooling_head
+    from core.models.onnx_grad import add_cam_gradients
+
+    keras.utils.set_random_seed(5)
+    head = pooling_head((4, 4, 6), 16, 3)
+    rng = np.random.default_rng(1)
+    head.get_layer("logits").set_weights([rng.normal(0, 1, (18, 3)).astype(np.float32), rng.normal(0, 1, 3).astype(np.float32)])
+    features = rng.normal(0, 1, (2, 4, 4, 6)).astype(np.float32)
+    lesion = rng.uniform(0, 1, (2, 16, 16, 1)).astype(np.float32)
+    graph = _convert(head, [features, lesion], None)
+    path = tmp_path / "head.onnx"
+    onnx.save(add_cam_gradients(graph, graph.graph.output[0].name, "in0"), str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tensor = tf.constant(features)
+    for target in (0, 2):
+        with tf.GradientTape() as tape:
+            tape.watch(tensor)
+            score = head([tensor, tf.constant(lesion)], training=False)[:, target]
+        want = tape.gradient(score, tensor).numpy()
+        got = session.run([GRADS], {"in0": features, "in1": lesion, TARGET: np.full(2, target, np.int64)})[0]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_an_op_without_a_written_gradient_is_refused():
     import keras
 

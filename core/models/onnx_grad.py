@@ -3,7 +3,8 @@
 ONNX has no automatic differentiation and ONNX Runtime's CPU package has no training. But what Grad-CAM
 differentiates is small: a classifier's rest (core.models.stages) from its CAM activation to its logits,
 which tf2onnx writes as a few ops (Conv with batch norm folded in, Relu, MaxPool, Add, GlobalAveragePool,
-MatMul, Transpose, Squeeze). ``add_cam_gradients`` appends each such op's vector-Jacobian product in plain
+MatMul, Transpose, Squeeze; the lesion-pooling head of core.models.lesion_pooling adds ReduceMax, ReduceSum, a Mul
+by the lesion map, a Div by its sum and a Concat). ``add_cam_gradients`` appends each such op's vector-Jacobian product in plain
 ONNX ops (a Conv's is the ConvTranspose with the same weights; a MaxPool's scatters into the arg-max
 positions its Indices output names), so one run gives the logits, the activation and the gradient of the
 chosen class's logit with respect to it: exactly what core.inference.gradcam turns into a heatmap. An op
@@ -161,6 +162,32 @@ def _backward(node, grads: dict[str, str], b: _Builder, shapes: dict, constants:
             dy = b.node("Unsqueeze", [dy, b.const(np.array(axes, np.int64))])
         scale = b.const(np.array(1.0 / np.prod([in_shape[a] for a in axes]), np.float32))
         give(0, b.node("Mul", [b.node("Expand", [dy, b.node("Shape", [node.input[0]])]), scale]))
+    elif op in ("ReduceMax", "ReduceSum"):
+        in_shape = shapes.get(node.input[0])
+        axes = attrs.get("axes") if len(node.input) < 2 else constants.get(node.input[1])
+        if in_shape is None or axes is None:
+            raise UnsupportedGraph(f"{op} '{node.name}' has no static axes or shape")
+        axes = b.const(np.array([int(a) % len(in_shape) for a in np.ravel(axes)], np.int64), "axes")
+        kept = (lambda t: t) if attrs.get("keepdims", 1) else (lambda t: b.node("Unsqueeze", [t, axes]))
+        dy = b.node("Expand", [kept(dy), b.node("Shape", [node.input[0]])])
+        if op == "ReduceSum":
+            give(0, dy)
+        else:  # to the maximal positions, shared equally among ties (as TensorFlow's gradient of reduce_max)
+            hit = b.node("Cast", [b.node("Equal", [node.input[0], kept(node.output[0])])], to=TensorProto.FLOAT)
+            give(0, b.node("Mul", [dy, b.node("Div", [hit, b.node("ReduceSum", [hit, axes], keepdims=1)])]))
+    elif op == "Div":
+        if wanted != [0] or shapes.get(node.input[0]) != shapes.get(node.output[0]):
+            raise UnsupportedGraph(f"Div '{node.name}' divides by a tensor on the gradient path, or broadcasts")
+        give(0, b.node("Div", [dy, node.input[1]]))
+    elif op == "Concat":
+        out_shape = shapes.get(node.output[0])
+        axis = attrs["axis"] % len(out_shape) if out_shape else None
+        sizes = [(shapes.get(name) or [None] * (axis + 1))[axis] for name in node.input] if axis is not None else [None]
+        if None in sizes:
+            raise UnsupportedGraph(f"Concat '{node.name}' has inputs of no static size")
+        parts = b.node("Split", [dy, b.const(np.array(sizes, np.int64), "sizes")], outputs=len(sizes), axis=axis)
+        for i in wanted:
+            give(i, parts[i] if len(sizes) > 1 else parts)
     elif op == "MatMul":
         if wanted != [0] or node.input[1] not in constants or constants[node.input[1]].ndim != 2:
             raise UnsupportedGraph(f"MatMul '{node.name}' is not activation x constant matrix")

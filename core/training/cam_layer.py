@@ -67,15 +67,17 @@ def measure(folder: Path, lesions: list[Sample], layer: str) -> dict:
 
 def choose_cam_layer(folder: Path, lesions: list[Sample], candidates: Sequence[str] | None = None,
                      notes: str | None = None) -> str:
-    """Measure each candidate (default: the backbone's), keep each method's best layer in the manifest,
-    record the measurements and rewrite the card (``notes``: the config's current caveats). Returns
+    """Measure each candidate (default: the backbone's; a head on a segmenter's encoder has its one layer), keep each
+    method's best layer in the manifest, record the measurements and rewrite the card (``notes``: the config's current caveats). Returns
     Grad-CAM's layer."""
     manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest["task"] != "classification" or manifest.get("tiling") or manifest["architecture"].get("feature_bundle"):
+    arch = manifest["architecture"]
+    on_segmenter = arch.get("feature_bundle_task") == "segmentation"  # its one layer: measured, nothing to choose
+    if manifest["task"] != "classification" or manifest.get("tiling") or (arch.get("feature_bundle") and not on_segmenter):
         raise ValueError(f"{manifest['id']}: the Grad-CAM layer is chosen for fine-tuned whole-image classifiers")
     if not lesions:
         raise ValueError(f"{manifest['id']}: no validation image with a marked lesion to measure Grad-CAM on")
-    candidates = candidates or CANDIDATES[manifest["architecture"]["backbone"]]
+    candidates = (manifest["gradcam_layer"],) if on_segmenter else candidates or CANDIDATES[arch["backbone"]]
     measured = {layer: measure(folder, lesions, layer) for layer in candidates}
     best = {name: max(candidates, key=lambda layer: measured[layer][name]["lesion_share"]) for name in CAM_METHODS}
     chosen = manifest["gradcam_layer"] = best["gradcam"]
