@@ -180,14 +180,15 @@ def _backward(node, grads: dict[str, str], b: _Builder, shapes: dict, constants:
             raise UnsupportedGraph(f"Div '{node.name}' divides by a tensor on the gradient path, or broadcasts")
         give(0, b.node("Div", [dy, node.input[1]]))
     elif op == "Concat":
-        out_shape = shapes.get(node.output[0])
-        axis = attrs["axis"] % len(out_shape) if out_shape else None
-        sizes = [(shapes.get(name) or [None] * (axis + 1))[axis] for name in node.input] if axis is not None else [None]
-        if None in sizes:
+        out_shape, in_shapes = shapes.get(node.output[0]), [shapes.get(name) for name in node.input]
+        axis = attrs["axis"] % len(out_shape) if out_shape else 0
+        sizes = [shape[axis] if shape else None for shape in in_shapes]
+        if not out_shape or None in sizes:
             raise UnsupportedGraph(f"Concat '{node.name}' has inputs of no static size")
         parts = b.node("Split", [dy, b.const(np.array(sizes, np.int64), "sizes")], outputs=len(sizes), axis=axis)
+        parts = parts if len(sizes) > 1 else [parts]
         for i in wanted:
-            give(i, parts[i] if len(sizes) > 1 else parts)
+            give(i, parts[i])
     elif op == "MatMul":
         if wanted != [0] or node.input[1] not in constants or constants[node.input[1]].ndim != 2:
             raise UnsupportedGraph(f"MatMul '{node.name}' is not activation x constant matrix")
