@@ -95,7 +95,8 @@ def test_lesion_pooling_heads_gradient_equals_tensorflows(tmp_path):
     keras.utils.set_random_seed(5)
     head = pooling_head((4, 4, 6), 16, 3)
     rng = np.random.default_rng(1)
-    head.get_layer("logits").set_weights([rng.normal(0, 1, (18, 3)).astype(np.float32), rng.normal(0, 1, 3).astype(np.float32)])
+    head.get_layer("logits").set_weights([rng.normal(0, 1, (18, 3)).astype(np.float32),
+                                          rng.normal(0, 1, 3).astype(np.float32)])
     features = rng.normal(0, 1, (2, 4, 4, 6)).astype(np.float32)
     lesion = rng.uniform(0, 1, (2, 16, 16, 1)).astype(np.float32)
     graph = _convert(head, [features, lesion], None)

@@ -4,8 +4,8 @@ ONNX has no automatic differentiation and ONNX Runtime's CPU package has no trai
 differentiates is small: a classifier's rest (core.models.stages) from its CAM activation to its logits,
 which tf2onnx writes as a few ops (Conv with batch norm folded in, Relu, MaxPool, Add, GlobalAveragePool,
 MatMul, Transpose, Squeeze; the lesion-pooling head of core.models.lesion_pooling adds ReduceMax, ReduceSum, a Mul
-by the lesion map, a Div by its sum and a Concat). ``add_cam_gradients`` appends each such op's vector-Jacobian product in plain
-ONNX ops (a Conv's is the ConvTranspose with the same weights; a MaxPool's scatters into the arg-max
+by the lesion map, a Div by its sum and a Concat). ``add_cam_gradients`` appends each such op's vector-Jacobian
+product in plain ONNX ops (a Conv's is the ConvTranspose with the same weights; a MaxPool's scatters into the arg-max
 positions its Indices output names), so one run gives the logits, the activation and the gradient of the
 chosen class's logit with respect to it: exactly what core.inference.gradcam turns into a heatmap. An op
 outside that set raises ``UnsupportedGraph``; the caller then keeps TensorFlow for that bundle's heatmaps.

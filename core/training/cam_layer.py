@@ -67,13 +67,14 @@ def measure(folder: Path, lesions: list[Sample], layer: str) -> dict:
 
 def choose_cam_layer(folder: Path, lesions: list[Sample], candidates: Sequence[str] | None = None,
                      notes: str | None = None) -> str:
-    """Measure each candidate (default: the backbone's; a head on a segmenter's encoder has its one layer), keep each
-    method's best layer in the manifest, record the measurements and rewrite the card (``notes``: the config's current caveats). Returns
-    Grad-CAM's layer."""
+    """Measure each candidate (default: the backbone's; a head on a segmenter's encoder has its one layer), keep
+    each method's best layer in the manifest, record the measurements and rewrite the card (``notes``: the config's
+    current caveats). Returns Grad-CAM's layer."""
     manifest = json.loads((folder / "manifest.json").read_text())
     arch = manifest["architecture"]
     on_segmenter = arch.get("feature_bundle_task") == "segmentation"  # its one layer: measured, nothing to choose
-    if manifest["task"] != "classification" or manifest.get("tiling") or (arch.get("feature_bundle") and not on_segmenter):
+    on_other = arch.get("feature_bundle") and not on_segmenter  # a Dense layer on another classifier's features
+    if manifest["task"] != "classification" or manifest.get("tiling") or on_other:
         raise ValueError(f"{manifest['id']}: the Grad-CAM layer is chosen for fine-tuned whole-image classifiers")
     if not lesions:
         raise ValueError(f"{manifest['id']}: no validation image with a marked lesion to measure Grad-CAM on")
