@@ -113,13 +113,19 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         probs, y_val = per_image(plan["val"], probs, config)
     folder = write_classifier_bundle(config, head, plan, probs, y_val, temperature, out_root, trunk, started_from)
     if config.tiling is None:  # tiles are not mirrored; whole images are, where validation says so
-        choose_mirror_average(folder)
-        lesions = validation_lesions(plan)
-        if lesions:  # the data marks its lesions: the heatmap's layer is chosen by where it points
-            choose_cam_layer(folder, lesions)
-        if several_sources([[d["path"], d["label"], d["group"]] for d in plan["val"]]):
-            record_by_source(folder)
+        choose_on_validation(folder, plan)
     return folder
+
+
+def choose_on_validation(folder: Path, plan: dict) -> None:
+    """What a written whole-image classifier settles on its validation split: mirror averaging, the Grad-CAM layer
+    where the data marks lesions (by where the heat falls), and the per-source table where the split mixes sources."""
+    choose_mirror_average(folder)
+    lesions = validation_lesions(plan)
+    if lesions:
+        choose_cam_layer(folder, lesions)
+    if several_sources([[d["path"], d["label"], d["group"]] for d in plan["val"]]):
+        record_by_source(folder)
 
 
 def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,

@@ -15,13 +15,11 @@ import numpy as np
 
 from core.models.registry import Bundle
 from core.training.bundle_writer import write_lesion_pooled_bundle
-from core.training.by_source import record_by_source
-from core.training.cam_layer import choose_cam_layer, validation_lesions
+from core.training.classifier import choose_on_validation
 from core.training.configs import CONFIGS, REPO, BundleConfig
 from core.training.evaluate import fit_temperature, softmax
-from core.training.mirror import choose_mirror_average, predict_with_mirror
+from core.training.mirror import predict_with_mirror
 from core.training.plan import same_split, stored_plan
-from core.training.sources import several_sources
 
 STRENGTHS = (0.0003, 0.001, 0.003, 0.01, 0.03)  # inverse L2 strength C
 FOLDS = 5
@@ -103,10 +101,5 @@ def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None)
            "C": strength, "cross_validated_accuracy": {str(s): a for s, a in scores.items()}, "folds": FOLDS}
     folder = write_lesion_pooled_bundle(config, head, plan, softmax(logits_val / temperature), y_val, temperature,
                                         fit, parent.manifest, out_root)
-    choose_mirror_average(folder)
-    lesions = validation_lesions(plan)
-    if lesions:  # where its heatmaps point, as for every whole-image classifier
-        choose_cam_layer(folder, lesions)
-    if several_sources([[d["path"], d["label"], d["group"]] for d in plan["val"]]):
-        record_by_source(folder)
+    choose_on_validation(folder, plan)
     return folder
