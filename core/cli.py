@@ -341,7 +341,7 @@ def _add_scale_options(parser: argparse.ArgumentParser) -> None:
         "usual scale is assumed, with a warning. Other bundles ignore it.")
     either = group.add_mutually_exclusive_group()
     either.add_argument("--magnification", type=_magnification, dest="microns_per_pixel", metavar="{40,100,200,400}",
-                        help="objective magnification, for a BreakHis-type camera (40x: 0.49 um per pixel)")
+                        help="objective magnification, for a BreakHis-type camera (40x: 4.9 um per pixel, 400x: 0.49)")
     either.add_argument("--microns-per-pixel", type=_microns, dest="microns_per_pixel", metavar="UM",
                         help=f"micrometres per image pixel ({PLAUSIBLE_UM[0]:g} to {PLAUSIBLE_UM[1]:g})")
 

@@ -216,8 +216,8 @@ def test_scale_box_is_for_microscopy_and_its_choice_reaches_the_analysis(qtbot, 
     window._scale_chosen()
     assert window.state.analysis is None  # the result at the old scale is gone at once
     qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
-    assert handed[-1] == pytest.approx(0.049) and window.state.microns_per_pixel == pytest.approx(0.049)
-    assert "Scale: 0.049 µm per pixel (user)" in _texts(window.probabilities)
+    assert handed[-1] == pytest.approx(0.49) and window.state.microns_per_pixel == pytest.approx(0.49)
+    assert "Scale: 0.49 µm per pixel (user)" in _texts(window.probabilities)
     assert not any("Magnification" in w for r in window.state.analysis.results for w in r.warnings)
     monkeypatch.setattr(window, "_ask_microns", lambda: 0.25)
     window.scale_box.setCurrentIndex(window.scale_box.findData(CUSTOM_SCALE))

@@ -24,7 +24,7 @@ from core.models.scale import (
     um_at_magnification,
 )
 from core.models.tile_stream import TilePlan
-from core.models.preprocessing import PreprocessSpec, preprocess
+from core.models.preprocessing import PreprocessSpec, preprocess, to_model_pixels
 from core.models.tiling import TilingSpec, tile_boxes, tile_map, tile_pixels
 from tests.test_histology import fake_he
 
@@ -34,8 +34,8 @@ def test_breakhis_names_carry_the_magnification():
     assert magnification_from_name("/x/SOB_M_DC-14-2523-40-010.png") == 40
     assert magnification_from_name("SOB_M_DC-14-2523-100-010") == 100
     assert magnification_from_name("slide-300-001.png") is None and magnification_from_name("core_40.png") is None
-    assert um_at_magnification(40) == pytest.approx(0.49)
-    assert um_at_magnification(400) == pytest.approx(0.049)
+    assert um_at_magnification(40) == pytest.approx(4.9)
+    assert um_at_magnification(400) == pytest.approx(0.49)
 
 
 def _tiff(path, um_y: float, um_x: float, unit: str = "CENTIMETER", size=(60, 80)):
@@ -62,7 +62,7 @@ def test_scale_resolution_order_and_downsampling(tmp_path):
     png = tmp_path / "SOB_B_A-14-1-200-001.png"
     Image.fromarray(fake_he(1, False)).save(png)
     named = resolve_scale(load_image(png), 0.5)
-    assert (named.source, named.um_x) == ("file name", pytest.approx(0.098))
+    assert (named.source, named.um_x) == ("file name", pytest.approx(0.98))
     plain = tmp_path / "core.png"
     Image.fromarray(fake_he(1, False)).save(plain)
     assumed = resolve_scale(load_image(plain), 0.5)
@@ -72,7 +72,7 @@ def test_scale_resolution_order_and_downsampling(tmp_path):
         resolve_scale(load_image(plain), 0.5, user_um=300.0)
     shrunk = load_image(png)
     shrunk.downsample = 4  # loaded at a quarter of the file's size: pixels four times larger
-    assert file_scale(shrunk).um_x == pytest.approx(4 * 0.098)
+    assert file_scale(shrunk).um_x == pytest.approx(4 * 0.98)
 
 
 def test_dicom_pixel_spacing_and_whole_slide_extent(tmp_path):
@@ -102,7 +102,7 @@ def test_tiles_keep_their_physical_size():
 
 
 def test_a_field_smaller_than_a_tile_is_mirrored_out_at_its_own_scale():
-    small = fake_he(4, True, (46, 70))  # a 400x BreakHis field at 0.5 um per tile pixel: 23 x 34 um
+    small = fake_he(4, True, (46, 70))  # a field of 2.3 x 3.4 um at 0.049 um per pixel, 23 x 34 um at 0.5
     spec = TilingSpec(tile=224, stride=224, min_tissue=0.4, microns_per_pixel=0.5)
     (box,) = tile_boxes(small, spec, (0.049, 0.049))
     assert box == (0, 2286, 0, 2286)
@@ -229,6 +229,53 @@ def test_small_fields_are_cut_and_mirrored_like_a_high_magnification_picture():
     assert np.array_equal(field[h:], field[:h][::-1][: 224 - h])
 
 
+def test_a_low_power_view_is_what_the_analysis_makes_of_a_lower_magnification_picture():
+    """The training view of a 40x-200x picture equals the model input the analysis cuts from such a picture: the
+    same tissue at fewer pixels per tile, enlarged to the model's size by the preprocessing."""
+    from core.training.lab_transfer import LOW_POWER, RAW, low_power
+
+    tile = fake_he(8, True, (224, 224))
+    rng = np.random.default_rng(5)
+    view = low_power(tile, rng)
+    factor = float(np.exp(np.random.default_rng(5).uniform(np.log(LOW_POWER[0]), np.log(LOW_POWER[1]))))
+    side = round(224 / factor)
+    picture = cv2.resize(tile, (side, side), interpolation=cv2.INTER_AREA)  # the tile's tissue at the lower power
+    spec = TilingSpec(tile=224, stride=224, min_tissue=0.0, microns_per_pixel=0.5)
+    (box,) = tile_boxes(picture, spec, (0.5 * 224 / side,) * 2)
+    assert box == (0, side, 0, side)
+    np.testing.assert_array_equal(view, to_model_pixels(tile_pixels(picture, box), RAW))
+    assert view.shape == tile.shape and not np.array_equal(view, tile)
+
+
+def test_two_versions_fields_calls_are_compared_picture_by_picture(tmp_path, monkeypatch):
+    from core.training import lab_transfer
+    from core.training.configs import CONFIGS
+
+    monkeypatch.setattr(lab_transfer, "work_dir", lambda config: tmp_path)
+    config = CONFIGS[lab_transfer.BUNDLE]
+    rng = np.random.default_rng(0)
+    calls = {"old": [], "new": []}
+    for i in range(40):
+        label = ["benign", "malignant"][i % 2]
+        for m in (40, 400):
+            right = {"old": m == 400 or i % 4 == 0, "new": True}  # the new one also gets 40x right
+            for version, ok in right.items():
+                p = float(rng.uniform(0.6, 0.9))
+                called = label if ok else ("malignant" if label == "benign" else "benign")
+                probs = {called: p, next(c for c in config.classes if c != called): 1 - p}
+                calls[version].append({"image": f"im{i}", "group": f"g{i // 2}", "magnification": m, "label": label,
+                                       "called": called, "probabilities": probs})
+    for version, rows in calls.items():
+        (tmp_path / f"fields-{version}.json").write_text(json.dumps(rows))
+    result = lab_transfer.compare_fields(config, "old", "new", rounds=200)
+    assert result["400x"]["accuracy"]["diff"] == 0.0
+    assert result["40x"]["accuracy"]["old"] == 0.25 and result["40x"]["accuracy"]["new"] == 1.0
+    assert result["40x"]["accuracy"]["interval"][0] > 0 and result["all"]["accuracy"]["diff"] == pytest.approx(0.375)
+    (tmp_path / "fields-new.json").write_text(json.dumps(calls["new"][:-1]))
+    with pytest.raises(ValueError, match="nothing to pair"):
+        lab_transfer.compare_fields(config, "old", "new")
+
+
 def test_the_generic_train_command_refuses_the_two_lab_config():
     from core.training.__main__ import main
 
@@ -274,13 +321,13 @@ def test_analyze_command_hands_the_users_scale_to_the_analysis(sm_bundle, tmp_pa
     assumed = result()
     assert assumed["scale"]["source"] == "assumed" and assumed["tiles"] == 16  # 32-px tiles at 1 um
     assert any("Magnification unknown" in w for w in assumed["warnings"])
-    at_400 = result("--magnification", "400")  # 0.049 um per pixel: one mirrored tile covers the image
-    assert at_400["scale"] == {"um_y": 0.049, "um_x": 0.049, "source": "user", "text": "0.049 um per pixel (user)"}
-    assert at_400["tiles"] == 1 and not any("Magnification" in w for w in at_400["warnings"])
-    at_half = result("--microns-per-pixel", "0.5")  # 64-px tiles
-    assert (at_half["scale"]["source"], at_half["tiles"]) == ("user", 4)
+    at_400 = result("--magnification", "400")  # 0.49 um per pixel: 65-px tiles, 2 x 2 of them
+    assert at_400["scale"] == {"um_y": 0.49, "um_x": 0.49, "source": "user", "text": "0.49 um per pixel (user)"}
+    assert at_400["tiles"] == 4 and not any("Magnification" in w for w in at_400["warnings"])
+    at_fine = result("--microns-per-pixel", "0.2")  # 160-px tiles: one, mirrored out, covers the image
+    assert (at_fine["scale"]["source"], at_fine["tiles"]) == ("user", 1)
     assert main(["analyze", str(png), "--model", "tiny-scaled", "--no-history", "--magnification", "400x"]) == 0
-    assert "scale: 0.049 um per pixel (user)" in capsys.readouterr().out
+    assert "scale: 0.49 um per pixel (user)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("options, message", [
@@ -323,7 +370,7 @@ def test_batch_command_analyses_every_file_at_the_users_scale(sm_bundle, tmp_pat
     assert all("Magnification unknown" in r["warnings"] and r["scale"].endswith("(assumed)") for r in assumed)
     user = rows("user", "--magnification", "100")
     assert len(user) == 2 and not any("Magnification" in r["warnings"] or r["error"] for r in user)
-    assert {r["scale"] for r in user} == {"0.196 um per pixel (user)"}  # the scale each row was analysed at
+    assert {r["scale"] for r in user} == {"1.96 um per pixel (user)"}  # the scale each row was analysed at
 
 
 def test_series_analysis_runs_every_slice_at_the_users_scale(sm_bundle, tmp_path, monkeypatch, capsys):
@@ -350,5 +397,5 @@ def test_series_analysis_runs_every_slice_at_the_users_scale(sm_bundle, tmp_path
     monkeypatch.setenv("MIDA_USER_MODELS", str(sm_bundle))
     assert main(["analyze", str(tmp_path / "series"), "--series", "--model", "tiny-scaled", "--json", "--no-history",
                  "--magnification", "40"]) == 0
-    assert handed["microns_per_pixel"] == pytest.approx(0.49)
+    assert handed["microns_per_pixel"] == pytest.approx(4.9)
     capsys.readouterr()

@@ -459,8 +459,8 @@ def test_set_trainable_reaches_every_layer_of_a_freshly_loaded_backbone():
 
 
 def test_training_resumes_only_its_own_recipe(tmp_path, capsys):
-    """A checkpoint left by another recipe (here: MixUp) is not resumed; the same recipe with more
-    epochs is."""
+    """A checkpoint left by another recipe (here: MixUp, or other features of the same shape) is not resumed; the
+    same recipe with more epochs is."""
     from core.training.classifier import fit_classifier
     from core.training.configs import CONFIGS
 
@@ -477,6 +477,8 @@ def test_training_resumes_only_its_own_recipe(tmp_path, capsys):
     mixed = dataclasses.replace(base, mix="mixup")
     assert "resuming" not in run(mixed)
     assert "resuming after epoch 2" in run(dataclasses.replace(mixed, epochs_finetune=2))
+    x = x[::-1].copy()  # another view's features in the same files: a new run
+    assert "resuming" not in run(dataclasses.replace(mixed, epochs_finetune=2))
 
 
 def test_tile_mask_is_cut_from_the_whole_image_mask(tmp_path):

@@ -21,9 +21,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# BreakHis (Spanhol et al. 2016): Olympus BX-50, Samsung SCC-131AN camera (6.5 um pixels) behind a 3.3x
-# relay lens; the 4x objective ("40x") gives 6.5 / (4 x 3.3) = 0.49 um per pixel, 700 px = 343 um of tissue.
-BREAKHIS_40X_UM = 0.49
+# BreakHis (Spanhol et al. 2016): Olympus BX-50, Samsung SCC-131AN camera (1/3" CCD, 6.5 um pixels) on the
+# trinocular through a relay the paper gives as "3.3x". Read as a magnifying 3.3x, 400x would be 0.049 um per pixel:
+# eight times finer than a 40x objective resolves (~0.4 um), and a 200x picture 69 um wide where BACH's 200x
+# microscope pictures are 860 um wide (0.42 um per pixel). Read as the usual 0.33x C-mount reducer of a 1/3" camera,
+# the 4x objective ("40x") gives 6.5 / (4 x 0.33) = 4.9 um per pixel (700 px = 3.4 mm of tissue) and 400x 0.49 um
+# (343 um): a 200x picture 690 um wide, as BACH's. That reading is used; a user who knows their camera sets the scale.
+BREAKHIS_40X_UM = 4.9
 MAGNIFICATIONS = (40, 100, 200, 400)
 # Plausible microscopy scales; a TIFF's 72 or 96 dpi (350 or 265 um per pixel) is a screen default, not a scale.
 PLAUSIBLE_UM = (0.02, 20.0)
@@ -54,14 +58,14 @@ def magnification_from_name(name: str | Path) -> int | None:
 
 
 def um_at_magnification(magnification: float) -> float:
-    """Micrometres per pixel of a BreakHis-type camera at this magnification (40x: 0.49; 400x: 0.049)."""
+    """Micrometres per pixel of a BreakHis-type camera at this magnification (40x: 4.9; 400x: 0.49)."""
     if magnification <= 0:
         raise ValueError(f"magnification must be positive, not {magnification}")
     return BREAKHIS_40X_UM * 40.0 / magnification
 
 
 def magnification_at(um: float) -> int | None:
-    """The BreakHis magnification whose scale ``um`` is (0.049 -> 400), else None: how a scale set by
+    """The BreakHis magnification whose scale ``um`` is (0.49 -> 400), else None: how a scale set by
     magnification is named again."""
     return next((m for m in MAGNIFICATIONS if abs(um_at_magnification(m) - um) < 1e-9), None)
 

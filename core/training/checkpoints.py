@@ -1,10 +1,25 @@
 """Epoch checkpoints of one training run: resume after the last finished epoch, keep the best by
-validation loss. A run of another recipe (cut, rates, augmentation...) never resumes from them."""
+validation loss. A run of another recipe (cut, rates, augmentation, training data...) never resumes from them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+
+import numpy as np
+
+
+def data_digest(*arrays: np.ndarray, rows: int = 64) -> str:
+    """A short fingerprint of training arrays for a recipe: their shapes and ``rows`` evenly spaced rows of each
+    (cheap on memory-mapped feature caches), so that features of another view with the same shape (another stain
+    or field option written to the same cache files) do not resume a run made on the old ones."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(repr((array.shape, str(array.dtype))).encode())
+        picked = np.linspace(0, len(array) - 1, min(rows, len(array))).astype(int) if len(array) else []
+        digest.update(np.ascontiguousarray(np.asarray(array)[picked]).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class EpochCheckpoints:

@@ -20,7 +20,7 @@ from core.training.augment import mix_batch
 from core.training.bundle_writer import write_classifier_bundle
 from core.training.by_source import record_by_source
 from core.training.cam_layer import choose_cam_layer, validation_lesions
-from core.training.checkpoints import EpochCheckpoints
+from core.training.checkpoints import EpochCheckpoints, data_digest
 from core.training.configs import REPO, BundleConfig
 from core.training.datasets import plan_sample
 from core.training.evaluate import fit_temperature, softmax
@@ -158,7 +158,7 @@ def fit_classifier(config: BundleConfig, x_train: np.ndarray, y_train: np.ndarra
     y_val_onehot = np.eye(len(classes), dtype=np.float32)[y_val]
     recipe = {"top_block_start": config.top_block_start, "mix": config.mix, "dropout": config.dropout,
               "augmented_views": config.augmented_views, "lr_head": config.lr_head, "lr_finetune": config.lr_finetune,
-              **({"init_from_written": True} if config.init_from_written else {})}
+              "data": data_digest(x_train, y_train), **({"init_from_written": True} if config.init_from_written else {})}
     checkpoints = EpochCheckpoints(work_dir, recipe)
     total = config.epochs_head + config.epochs_finetune
 

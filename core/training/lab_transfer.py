@@ -9,7 +9,8 @@ the other's, both ways, written to ``<cache>/lab_transfer.json``;
 each split 75/25 by group, from the same cached features, then its manifest and card get the scales seen in
 training and the leave-one-lab-out table;
 ``python -m core.training.lab_transfer fields``  the written bundle on its validation images cut to BreakHis
-pictures at 40-400x, through the product's analysis (manifest and card).
+pictures at 40-400x, through the product's analysis (manifest and card; each call in ``<cache>/fields-<version>.json``);
+``python -m core.training.lab_transfer compare-fields --versions OLD NEW``  two versions' calls paired.
 
 Training on one lab and judging on the other is the nearest this data comes to a pathologist's own slides:
 the measured lab's stain, scanner and scale were never seen. Runs like ``core.training.crossval``: the judged
@@ -60,14 +61,20 @@ OPTIONS = {
     "none": (RAW, ["raw_v0"]),
     "macenko": (MACENKO, ["macenko_v0"]),
     "hed": (RAW, ["raw_v0", "hed_v1"]),
-    # and a view of small fields: a 200x or 400x picture is smaller than one tile at TILE_UM and is mirrored out
+    # and a view of small fields: a picture smaller than one tile at TILE_UM (under 112 um) is mirrored out
     "hed+field": (RAW, ["raw_v0", "hed_v1", "fieldhed_v2"]),
+    # and a low-power view: a 40x-100x picture (4.9-2.0 um per pixel) has 2-10 times fewer pixels per tile than
+    # TILE_UM and is enlarged to it, so its tiles are blurred copies of what the model was trained on
+    "hed+low": (RAW, ["raw_v0", "hed_v1", "lowhed_v2"]),
 }
 LABS = ("ucsb", "bach")
-# Small-field sides in tile pixels at TILE_UM: a BreakHis 400x picture (700 x 460 px at 0.049 um) is 69 x 45 of
-# them, a 200x one 137 x 90. "field_v0": every tile cut to such a field (plain, for judging), "fieldhed_v2" the
-# same with strong HED augmentation (for training).
+# Small-field sides in tile pixels at TILE_UM (23-69 um). "field_v0": every tile cut to such a field (plain, for
+# judging), "fieldhed_v2" the same with strong HED augmentation (for training).
 FIELD_SIDES = (45, 137)
+# Low-power views: a tile shrunk by a factor drawn log-uniformly in LOW_POWER and enlarged back, as the analysis
+# enlarges a picture taken at 1.5-10 times TILE_UM (BreakHis 200x: 2, 100x: 3.9, 40x: 9.8). "low_v0" plain (for
+# judging), "lowhed_v2" with strong HED augmentation (for training).
+LOW_POWER = (1.5, 10.0)
 
 
 def work_dir(config: BundleConfig) -> Path:
@@ -135,10 +142,10 @@ def cache(config: BundleConfig, names: list[str] | None = None) -> None:
     entries = all_entries(config)
     samples = [plan_sample(d) for d in entries]
     trunk = trunk_of(config)
-    wanted = names or sorted({n for _, files in OPTIONS.values() for n in files} | {"field_v0"})
+    wanted = names or sorted({n for _, files in OPTIONS.values() for n in files} | {"field_v0", "low_v0"})
     for name in wanted:
-        if name.startswith("field"):
-            cache_fields(config, entries, trunk, name)
+        if name.startswith(tuple(VIEW_MAKERS)):
+            cache_views(config, entries, trunk, name)
             continue
         spec = MACENKO if name.startswith("macenko") else RAW
         view = int(name.rsplit("_v", 1)[1])
@@ -155,12 +162,28 @@ def small_field(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return tile_pixels(pixels[oy : oy + fh, ox : ox + fw], (0, size, 0, size))
 
 
-def cache_fields(config: BundleConfig, entries: list[dict], trunk, name: str, batch: int = 16) -> None:
-    """Trunk features of one small field per tile (``field*``), HED-augmented when the name says ``hed``."""
+def low_power(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A model-size tile as a lower-magnification picture gives it: shrunk by a factor in ``LOW_POWER`` (area
+    average, as a camera's coarser pixels see the tissue) and enlarged back as ``core.models.preprocessing`` enlarges
+    a small tile (bilinear)."""
+    size = pixels.shape[0]
+    factor = float(np.exp(rng.uniform(np.log(LOW_POWER[0]), np.log(LOW_POWER[1]))))
+    side = max(2, int(round(size / factor)))
+    small = cv2.resize(pixels, (side, side), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+VIEW_MAKERS = {"field": small_field, "low": low_power}
+
+
+def cache_views(config: BundleConfig, entries: list[dict], trunk, name: str, batch: int = 16) -> None:
+    """Trunk features of one made view per tile (``field*``: a small field, ``low*``: a low-power picture),
+    HED-augmented when the name says ``hed``."""
     out = work_dir(config) / f"{name}.npy"
     if out.exists():
         return
     view = int(name.rsplit("_v", 1)[1])
+    make = next(maker for prefix, maker in VIEW_MAKERS.items() if name.startswith(prefix))
     rng = np.random.default_rng(config.seed + 100 + view)
     augment = build_augmentation(HED_AUGMENTATION, seed=config.seed + 100 + view) if "hed" in name else None
     partial = out.with_name(f"{name}.partial.npy")
@@ -171,8 +194,8 @@ def cache_fields(config: BundleConfig, entries: list[dict], trunk, name: str, ba
             if loaded[0] != d["path"]:
                 loaded = (d["path"], load_image(d["path"]).display(0))
             y0, y1, x0, x1 = d["box"]
-            field = small_field(to_model_pixels(loaded[1][y0:y1, x0:x1], RAW), rng)
-            pixels.append(augment(image=field)["image"] if augment else field)
+            made = make(to_model_pixels(loaded[1][y0:y1, x0:x1], RAW), rng)
+            pixels.append(augment(image=made)["image"] if augment else made)
         features = trunk.predict(np.stack([scale_pixels(p, RAW) for p in pixels]), verbose=0)
         if array is None:
             array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
@@ -206,13 +229,14 @@ def transfer(config: BundleConfig, option: str, train_lab: str, finetune_epochs:
     judged_entries = [d for d, j in zip(entries, judged) if j]
     probs, labels = per_image(judged_entries, tile_probs, config)
     metrics = classification_metrics(probs, labels, config.classes)
-    field = {}
-    if (work_dir(config) / "field_v0.npy").exists() and OPTIONS[option][0] == RAW:  # judged on small fields too
-        field_probs, field_labels = per_image(judged_entries, softmax(predict_chunks(
-            head, np.asarray(_features(config, "field_v0")[judged]))), config)
-        field = {"field_accuracy": float(np.mean(field_probs.argmax(1) == field_labels)),
-                 "field_roc_auc": float(roc_auc_score(field_labels, field_probs[:, 1]))}
-    return {**field, "option": option, "train_lab": train_lab, "judged_lab": next(l for l in LABS if l != train_lab),
+    made = {}
+    for kind in VIEW_MAKERS:  # judged on small fields and low-power pictures too, where cached
+        if (work_dir(config) / f"{kind}_v0.npy").exists() and OPTIONS[option][0] == RAW:
+            kind_probs, kind_labels = per_image(judged_entries, softmax(predict_chunks(
+                head, np.asarray(_features(config, f"{kind}_v0")[judged]))), config)
+            made |= {f"{kind}_accuracy": float(np.mean(kind_probs.argmax(1) == kind_labels)),
+                     f"{kind}_roc_auc": float(roc_auc_score(kind_labels, kind_probs[:, 1]))}
+    return {**made, "option": option, "train_lab": train_lab, "judged_lab": next(l for l in LABS if l != train_lab),
             "finetune_epochs": finetune_epochs, "train_images": len({d["path"] for d, t in zip(entries, train) if t}),
             "train_tiles": int(train.sum()), "n": int(len(labels)), "accuracy": metrics["accuracy"],
             "roc_auc": metrics["roc_auc"], "tile_roc_auc": float(roc_auc_score(y[judged], tile_probs[:, 1])),
@@ -347,7 +371,8 @@ def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict
     image resampled to a BreakHis camera's scale at 40/100/200/400x (``core.models.scale``), its central 700 x 460
     px kept and the file named for its magnification (``...-200-001.png``), so the scale comes from the name as it
     would for a BreakHis file. The nearest this data comes to the held-out BreakHis check (another lab's pictures at
-    40-400x); upsampled fields are blurrier than a real 200x or 400x picture, so read it as an upper bound there."""
+    40-400x). Every BreakHis scale is coarser than the source images' (0.42-0.56 um), so no picture is enlarged;
+    at 40x and 100x the whole source image (860 um wide at most) is smaller than a BreakHis picture (3.4 / 1.4 mm)."""
     analyzer = Analyzer(Registry([folder.parent]))
     images = {d["path"]: d for d in entries if d["path"] in val_images}
     if per_lab is not None:  # the first ``per_lab`` validation images of each lab, by path (CPU budget)
@@ -355,6 +380,7 @@ def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict
         images = {p: images[p] for paths in kept.values() for p in paths}
     work.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, list[int]]] = {}
+    calls = []  # per picture, for paired comparisons between bundles
     for n, (path, d) in enumerate(sorted(images.items())):
         display = load_image(Path(path)).display(0)
         um_y, um_x = d["um"]
@@ -371,9 +397,11 @@ def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict
             cell = rows.setdefault(d["lab"], {}).setdefault(str(magnification), [0, 0])
             cell[0] += int(result.label == d["image_label"])
             cell[1] += 1
+            calls.append({"image": path, "group": d["group"], "magnification": magnification, "label": d["image_label"],
+                          "called": result.label, "probabilities": result.probabilities})
             name.unlink()
         print(f"{n + 1}/{len(images)} images cut to BreakHis pictures", flush=True)
-    return {"field_px": list(FIELD_PX), "correct_of_n": rows, "images_per_lab": per_lab}
+    return {"field_px": list(FIELD_PX), "correct_of_n": rows, "images_per_lab": per_lab, "calls": calls}
 
 
 def record_fields(folder: Path, config: BundleConfig, per_lab: int | None = None) -> dict:
@@ -383,10 +411,33 @@ def record_fields(folder: Path, config: BundleConfig, per_lab: int | None = None
     with tempfile.TemporaryDirectory() as tmp:
         result = breakhis_style_fields(folder, config, entries, val_images, Path(tmp), per_lab)
     manifest = json.loads((folder / "manifest.json").read_text())
+    calls = result.pop("calls")
+    (work_dir(config) / f"fields-{manifest['version']}.json").write_text(json.dumps(calls))
     manifest["breakhis_style_check"] = result
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     (folder / "model_card.md").write_text(model_card(manifest) + "\n" + card_section(manifest))
     return result
+
+
+def compare_fields(config: BundleConfig, old: str, new: str, rounds: int = 2000) -> dict[str, dict]:
+    """Two bundle versions' ``fields`` runs paired picture by picture (the same validation images cut the same way):
+    accuracy and log-loss differences (new - old) with 95 % intervals over resampled image groups, over all
+    pictures and per magnification (``core.training.compare.paired_differences``)."""
+    from core.training.compare import metrics_for, paired_differences
+
+    runs = [{(c["image"], c["magnification"]): c for c in json.loads((work_dir(config) / f"fields-{v}.json").read_text())}
+            for v in (old, new)]
+    if runs[0].keys() != runs[1].keys():
+        raise ValueError(f"fields-{old} and fields-{new} hold other pictures: nothing to pair")
+    keys = sorted(runs[0])
+    probs = [np.array([[r[k]["probabilities"][c] for c in config.classes] for k in keys]) for r in runs]
+    y = np.array([config.classes.index(runs[0][k]["label"]) for k in keys])
+    groups = [runs[0][k]["group"] for k in keys]
+    metrics = {k: v for k, v in metrics_for(config.classes).items() if k in ("accuracy", "log_loss")}
+    subsets = {"all": np.arange(len(keys)),
+               **{f"{m}x": np.flatnonzero([k[1] == m for k in keys]) for m in MAGNIFICATIONS}}
+    return {name: paired_differences(probs[1][rows], probs[0][rows], y[rows], [groups[i] for i in rows], metrics, rounds)
+            for name, rows in subsets.items() if len(rows)}
 
 
 def card_section(manifest: dict) -> str:
@@ -411,18 +462,22 @@ def card_section(manifest: dict) -> str:
               "Trained on one lab's images, judged on every image of the other (never seen, never steering training; "
               "T = 1). Fine-tune epochs 0 = the top block frozen, only the Dense layer trained.", "",
               ]
-    fields = any("field_accuracy" in r for r in manifest["lab_transfer"]["rows"])
-    if fields:
-        lines += ["Small fields: the judged lab's tiles cut to 45-137 tile pixels (23-69 um, a 200x-400x picture) and "
-                  "mirrored out, as the analysis treats a field smaller than a tile.", ""]
+    kinds = [k for k in VIEW_MAKERS if any(f"{k}_accuracy" in r for r in manifest["lab_transfer"]["rows"])]
+    about = {"field": "Small fields: the judged lab's tiles cut to 45-137 tile pixels (23-69 um) and mirrored out, as the "
+                      "analysis treats a picture smaller than a tile.",
+             "low": f"Low power: the judged lab's tiles shrunk {LOW_POWER[0]:g}-{LOW_POWER[1]:g} times and enlarged back, "
+                    "as the analysis enlarges a 40x-200x picture to the tile scale."}
+    lines += [" ".join(about[k] for k in kinds), ""] if kinds else []
+    title = {"field": "small fields", "low": "low power"}
     lines += ["| stain handling | fine-tune epochs | trained on | judged on | images | accuracy | ROC AUC | tile ROC AUC |"
-              + (" small fields: accuracy | ROC AUC |" if fields else ""),
-              "|---|---|---|---|---|---|---|---|" + ("---|---|" if fields else "")]
+              + "".join(f" {title[k]}: accuracy | ROC AUC |" for k in kinds),
+              "|---|---|---|---|---|---|---|---|" + "---|---|" * len(kinds)]
     for r in sorted(manifest["lab_transfer"]["rows"], key=lambda r: (r["finetune_epochs"], r["option"], r["train_lab"])):
         lines.append(f"| {r['option']} | {r['finetune_epochs']} | {r['train_lab'].upper()} ({r['train_images']}) | "
                      f"{r['judged_lab'].upper()} | {r['n']} | {r['accuracy']:.3f} | {r['roc_auc']:.3f} | "
-                     f"{r['tile_roc_auc']:.3f} |" + ((f" {r['field_accuracy']:.3f} | {r['field_roc_auc']:.3f} |"
-                                                     if "field_accuracy" in r else " - | - |") if fields else ""))
+                     f"{r['tile_roc_auc']:.3f} |" + "".join(
+                         f" {r[k + '_accuracy']:.3f} | {r[k + '_roc_auc']:.3f} |" if k + "_accuracy" in r else " - | - |"
+                         for k in kinds))
     check = manifest.get("breakhis_style_check")
     if check:
         mags = sorted({m for lab in check["correct_of_n"].values() for m in lab}, key=int)
@@ -431,8 +486,8 @@ def card_section(manifest: dict) -> str:
                    f"The first {check['images_per_lab']} validation images of each lab (by path), each")
                   + " resampled to a BreakHis camera's scale at each magnification, its central "
                   f"{check['field_px'][1]} x {check['field_px'][0]} px kept and named for the magnification "
-                  "(`...-200-001.png`), then analysed as a user's file is (the scale read from the name). Upsampled "
-                  "fields are blurrier than real 200x-400x pictures.", "",
+                  "(`...-200-001.png`), then analysed as a user's file is (the scale read from the name). At 40x and "
+                  "100x the whole source image is smaller than a BreakHis picture and is kept whole.", "",
                   "| lab | " + " | ".join(f"{m}x right" for m in mags) + " |", "|---|" + "---|" * len(mags)]
         for lab, cells in check["correct_of_n"].items():
             lines.append(f"| {lab.upper()} | " + " | ".join(f"{cells[m][0]} of {cells[m][1]}" for m in mags) + " |")
@@ -447,13 +502,14 @@ def card_section(manifest: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.training.lab_transfer")
-    parser.add_argument("action", choices=["cache", "measure", "train", "card", "fields"])
+    parser.add_argument("action", choices=["cache", "measure", "train", "card", "fields", "compare-fields"])
     parser.add_argument("--views", nargs="*", help="cache: feature files to make (default: every option's)")
     parser.add_argument("--options", nargs="*", default=list(OPTIONS), choices=list(OPTIONS))
     parser.add_argument("--finetune-epochs", type=int, default=0, help="measure: top-block epochs after the head")
     parser.add_argument("--stain", choices=list(OPTIONS), help="train: the option (default: chosen by 'measure')")
     parser.add_argument("--out", default=None, help="models folder (default: the repo's models/)")
     parser.add_argument("--per-lab", type=int, help="fields: only the first N validation images of each lab")
+    parser.add_argument("--versions", nargs=2, metavar=("OLD", "NEW"), help="compare-fields: the two versions' runs")
     args = parser.parse_args(argv)
     config = CONFIGS[BUNDLE]
     if args.action == "cache":
@@ -465,6 +521,12 @@ def main(argv: list[str] | None = None) -> int:
         option = json.loads((folder / "manifest.json").read_text())["lab_transfer"]["chosen"]
         for lab, cells in record_fields(folder, bundle_config(option), args.per_lab)["correct_of_n"].items():
             print(lab, ", ".join(f"{m}x {c} of {n}" for m, (c, n) in cells.items()))
+    elif args.action == "compare-fields":
+        for name, numbers in compare_fields(config, *args.versions).items():
+            for metric, m in numbers.items():
+                low, high = m["interval"]
+                print(f"{name:5s} {metric:9s} new {m['new']:.4f} old {m['old']:.4f} diff {m['diff']:+.4f} "
+                      f"[{low:+.4f}, {high:+.4f}]")
     elif args.action == "card":  # the written bundle's manifest and card again, with every measured row
         folder = Path(args.out or REPO / "models") / BUNDLE
         option = json.loads((folder / "manifest.json").read_text())["lab_transfer"]["chosen"]
