@@ -25,7 +25,7 @@ from core.models.scale import (
 )
 from core.models.tile_stream import TilePlan
 from core.models.preprocessing import PreprocessSpec, preprocess, to_model_pixels
-from core.models.tiling import TilingSpec, tile_boxes, tile_map, tile_pixels
+from core.models.tiling import TilingSpec, tile_boxes, tile_map, tile_pixels, tissue_mask
 from tests.test_histology import fake_he
 
 
@@ -99,6 +99,16 @@ def test_tiles_keep_their_physical_size():
     assert {(y1 - y0, x1 - x0) for y0, y1, x0, x1 in boxes} == {(200, 100)}
     assert len(boxes) == 2 * 6
     assert tile_boxes(img, spec) == tile_boxes(img, TilingSpec(tile=100, stride=100, min_tissue=0.0))  # no scale: as 1.x
+
+
+def test_brightly_lit_stain_is_tissue_and_tinted_glass_is_not():
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[0] = (250, 170, 235)  # eosin pink under bright light: value 250, saturation 82
+    img[1] = (245, 240, 242)  # glass, a faint tint (saturation 5)
+    img[2] = (248, 236, 228)  # glass, a warm tint (saturation 21)
+    img[3] = (150, 90, 170)  # haematoxylin purple
+    mask = tissue_mask(img)
+    assert mask[0].all() and not mask[1].any() and not mask[2].any() and mask[3].all()
 
 
 def test_a_field_smaller_than_a_tile_is_mirrored_out_at_its_own_scale():

@@ -47,8 +47,9 @@ RADIOGRAPH_AIR = 30  # display grey level below which a radiograph pixel is air 
 
 
 def tissue_mask(rgb: np.ndarray, kind: str = "stained") -> np.ndarray:
-    """Tissue pixels. Stained: coloured enough and not the bright slide background (grey: not bright).
-    Radiograph: brighter than air."""
+    """Tissue pixels. Stained: coloured enough and not the bright slide background: a bright pixel counts only
+    when strongly coloured (brightly lit eosin is tissue; glass is bright and at most faintly tinted). Grey: not
+    bright. Radiograph: brighter than air."""
     if kind == "radiograph":
         return as_grey(rgb) > RADIOGRAPH_AIR
     if kind != "stained":
@@ -56,7 +57,8 @@ def tissue_mask(rgb: np.ndarray, kind: str = "stained") -> np.ndarray:
     if rgb.ndim == 2:
         return rgb < 235
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    return (hsv[..., 1] > 20) & (hsv[..., 2] < 235)
+    saturation, value = hsv[..., 1], hsv[..., 2]
+    return (saturation > 20) & ((value < 235) | (saturation > 50))
 
 
 def tile_sides(spec: TilingSpec, image_um: tuple[float, float] | None = None) -> tuple[int, int, int, int]:
