@@ -227,7 +227,7 @@ def test_near_duplicates_join_their_blocks_and_splits_keep_groups_apart(tmp_path
     assert choose(rows) == "hed"  # a deeper recipe counts only once every option has it
 
 
-def test_small_fields_are_cut_and_mirrored_like_a_high_magnification_picture():
+def test_small_fields_are_cut_and_mirrored_like_a_picture_smaller_than_a_tile():
     from core.training.lab_transfer import FIELD_SIDES, small_field
 
     tile = np.random.default_rng(0).integers(0, 255, (224, 224, 3)).astype(np.uint8)

@@ -155,7 +155,7 @@ def cache(config: BundleConfig, names: list[str] | None = None) -> None:
 
 def small_field(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random field of ``FIELD_SIDES`` tile pixels from a model-size tile, mirrored out to the tile's size: what
-    the analysis makes of a high-magnification picture (``core.models.tiling.tile_pixels``)."""
+    the analysis makes of a picture smaller than one tile (``core.models.tiling.tile_pixels``)."""
     size = pixels.shape[0]
     fh, fw = (int(v) for v in rng.integers(FIELD_SIDES[0], FIELD_SIDES[1] + 1, 2))
     oy, ox = int(rng.integers(0, size - fh + 1)), int(rng.integers(0, size - fw + 1))
