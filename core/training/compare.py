@@ -82,17 +82,20 @@ def compare(old_folder: Path, new_folder: Path, rounds: int = 2000) -> dict[str,
             for name, r in rows.items()}
 
 
+def difference_lines(results: dict[str, dict]) -> list[str]:
+    """One line per subset and number: new, old and the difference with its interval."""
+    return [f"{subset:40s} {name:24s} new {m['new']:.4f} old {m['old']:.4f} "
+            f"diff {m['diff']:+.4f} [{m['interval'][0]:+.4f}, {m['interval'][1]:+.4f}]"
+            for subset, numbers in results.items() for name, m in numbers.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Paired comparison of two written classifiers on one validation split.")
     parser.add_argument("old", type=Path, help="the bundle folder shipped now")
     parser.add_argument("new", type=Path, help="the retrained bundle folder (same split)")
     parser.add_argument("--rounds", type=int, default=2000, help="bootstrap resamplings of patients")
     args = parser.parse_args()
-    for source, numbers in compare(args.old, args.new, args.rounds).items():
-        for name, m in numbers.items():
-            low, high = m["interval"]
-            print(f"{source:40s} {name:24s} new {m['new']:.4f} old {m['old']:.4f} "
-                  f"diff {m['diff']:+.4f} [{low:+.4f}, {high:+.4f}]")
+    print("\n".join(difference_lines(compare(args.old, args.new, args.rounds))))
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ def cache(config: BundleConfig, names: list[str] | None = None) -> None:
     entries = all_entries(config)
     samples = [plan_sample(d) for d in entries]
     trunk = trunk_of(config)
-    wanted = names or sorted({n for _, files in OPTIONS.values() for n in files} | {"field_v0", "low_v0"})
+    wanted = names or sorted({n for _, files in OPTIONS.values() for n in files} | {f"{k}_v0" for k in VIEW_MAKERS})
     for name in wanted:
         if name.startswith(tuple(VIEW_MAKERS)):
             cache_views(config, entries, trunk, name)
@@ -522,11 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         for lab, cells in record_fields(folder, bundle_config(option), args.per_lab)["correct_of_n"].items():
             print(lab, ", ".join(f"{m}x {c} of {n}" for m, (c, n) in cells.items()))
     elif args.action == "compare-fields":
-        for name, numbers in compare_fields(config, *args.versions).items():
-            for metric, m in numbers.items():
-                low, high = m["interval"]
-                print(f"{name:5s} {metric:9s} new {m['new']:.4f} old {m['old']:.4f} diff {m['diff']:+.4f} "
-                      f"[{low:+.4f}, {high:+.4f}]")
+        from core.training.compare import difference_lines
+
+        print("\n".join(difference_lines(compare_fields(config, *args.versions))))
     elif args.action == "card":  # the written bundle's manifest and card again, with every measured row
         folder = Path(args.out or REPO / "models") / BUNDLE
         option = json.loads((folder / "manifest.json").read_text())["lab_transfer"]["chosen"]

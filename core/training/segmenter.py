@@ -18,7 +18,7 @@ import numpy as np
 from core.models.backbones import build_backbone, encoder_deep_part
 from core.models.backbones import encoder as build_encoder
 from core.training.bundle_writer import write_segmenter_bundle
-from core.training.checkpoints import EpochCheckpoints, copy_model
+from core.training.checkpoints import EpochCheckpoints, copy_model, data_digest
 from core.training.configs import BundleConfig
 from core.training.datasets import plan_sample
 from core.training.features import cache_features
@@ -120,7 +120,7 @@ def fit_decoder(config: BundleConfig):
     recipe = {"encoder_layers": encoder_layers(config), "size": config.spec.size, "loss": config.loss,
               "augmentation": config.augmentation, "augmented_views": config.augmented_views,
               "epochs": [config.epochs_head, config.epochs_finetune], "lr": [config.lr_head, config.lr_finetune],
-              "batch_size": config.batch_size, "seed": config.seed}
+              "batch_size": config.batch_size, "seed": config.seed, "data": data_digest(masks[0], *skips[0])}
     checkpoints = EpochCheckpoints(config.cache_dir, recipe)
     checkpoints.resume(decoder)
     rng = np.random.default_rng(config.seed)
