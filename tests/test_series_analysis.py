@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from core.series.analysis import (MIN_RUN, VERDICT_RULE, SliceCache, SliceOutcome, analyse_series, classifier_verdict,
-                                  segmenter_verdict, submit_series, verdict)
+                                  segmenter_verdict, series_disagreements, submit_series, verdict)
 from core.series.index import Series, SliceRef, index_folder
 from tests.series_data import PLANTED_LESION_SLICES, PLANTED_PIXEL_MM, PLANTED_SPACING, slice_positions, write_series
 from tests.tiny_models import SIZE, planted_images
@@ -83,6 +83,28 @@ def test_lesion_volume_is_area_times_spacing_over_adjacent_lesion_slices():
     assert segmenter_verdict(unknown, _series(3))[3] is None
     none = [SliceOutcome("no lesion", lesions=0, lesion_area_mm2=0.0)] * 3
     assert segmenter_verdict(none, _series(3)) == ("no lesion", None, None, 0.0, [])
+
+
+def test_series_verdicts_say_where_the_segmenter_and_a_classifier_disagree():
+    """A segmenter outlining a normal structure on slices 2-4 (the brain segmenter outlines the pons of a
+    tumour-free template brain) while the classifier calls them 'notumor': the segmenter's verdict says so; a
+    classifier run on slices 5-6 without any outline: the classifier's verdict says so."""
+    areas = [0, 40.0, 60.0, 50.0, 0, 0]
+    seg = [SliceOutcome("lesion" if a else "no lesion", lesions=int(a > 0), lesion_area_mm2=a) for a in areas]
+    calm = [_probs(0.0)] * 4 + [_probs(0.9), _probs(0.8)]
+    series = _series(6)
+    results = [verdict("cls", "1", "classification", CLASSES, calm, series),
+               verdict("seg", "1", "segmentation", ["lesion"], seg, series)]
+    series_disagreements(results)
+    cls_v, seg_v = results
+    assert seg_v.warnings == ["Models disagree: cls calls 3 of the 3 slices seg outlines 'notumor' (slices 2-4)."]
+    assert cls_v.warnings == ["Models disagree: seg outlines no lesion on slices 5-6, which cls calls abnormal."]
+    agreeing = [_probs(0.0), _probs(0.9), _probs(0.7), _probs(0.2), _probs(0.0), _probs(0.0)]
+    results = [verdict("cls", "1", "classification", CLASSES, agreeing, series),
+               verdict("seg", "1", "segmentation", ["lesion"], seg, series)]
+    series_disagreements(results)
+    assert results[1].warnings == ["Models disagree: cls calls 1 of the 3 slices seg outlines 'notumor' (slices 4)."]
+    assert results[0].runs == [(2, 3)] and results[0].warnings == []  # its run holds outlines
 
 
 # ----------------------------------------------------------------------------------------------- real models

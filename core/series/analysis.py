@@ -357,7 +357,45 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
                for b in bundles or []]
     for v in results:
         v.warnings.extend(_slice_warnings(v.slices))
+    series_disagreements(results)
     return SeriesAnalysis(series, results, warnings, cancelled, time.perf_counter() - started, analysed)
+
+
+def _slice_list(slices: list[int]) -> str:
+    """1-based slice numbers as ranges: [2, 3, 4, 7] -> '2-4, 7'."""
+    parts, start = [], None
+    for i, s in enumerate(slices):
+        start = s if start is None else start
+        if i + 1 == len(slices) or slices[i + 1] != s + 1:
+            parts.append(f"{start}-{s}" if s > start else f"{s}")
+            start = None
+    return ", ".join(parts)
+
+
+def series_disagreements(results: list[SeriesVerdict]) -> None:
+    """Warn on a series verdict that another model's slices contradict: a segmenter's lesion slices that a
+    classifier calls finding-free, or a classifier's abnormal runs on which the segmenter outlines nothing. The
+    per-slice warnings say it slice by slice; a reader of the series verdict alone (series.csv, the Findings
+    panel) would otherwise take a segmenter's outline of a normal structure for a lesion the classifiers confirm."""
+    from core.inference.results import DISAGREE
+
+    segmenters = [v for v in results if v.task == "segmentation" and v.runs]
+    classifiers = [v for v in results if v.task == "classification"]
+    for seg in segmenters:
+        members = [i for a, b in seg.runs for i in range(a, b + 1)]
+        for c in classifiers:
+            free = [i for i in members if c.slices[i - 1] is not None and c.slices[i - 1].label in NORMAL_CLASSES]
+            if free:
+                seg.warnings.append(f"{DISAGREE}: {c.model} calls {len(free)} of the {len(members)} slices "
+                                    f"{seg.model} outlines '{c.slices[free[0] - 1].label}' (slices "
+                                    f"{_slice_list(free)}).")
+    for c in classifiers:
+        for seg in (v for v in results if v.task == "segmentation"):
+            outlined = [o is not None and not o.error and bool(o.lesions) for o in seg.slices]
+            for a, b in c.runs:
+                if not any(outlined[a - 1:b]):
+                    c.warnings.append(f"{DISAGREE}: {seg.model} outlines no lesion on slices {a}-{b}, "
+                                      f"which {c.model} calls abnormal.")
 
 
 def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from core.series.analysis import SeriesAnalysis, SliceOutcome, analyse_series, verdict
+from core.series.analysis import SeriesAnalysis, SliceOutcome, analyse_series, series_disagreements, verdict
 from core.series.index import Series, StudyIndex, index_folder, index_path
 
 SERIES_COLUMNS = ["patient", "study", "series_uid", "description", "modality", "plane", "slices", "model", "label",
@@ -146,7 +146,7 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
     if not models:
         errors = sorted({r["error"] for rows in slice_rows for r in rows if r.get("error")})
         return [dict(base, warnings=" | ".join(series.warnings + (errors[:3] or ["no model results for this series"])))]
-    out = []
+    verdicts = []
     for model, first in models.items():
         outcomes = []
         for rows in slice_rows:
@@ -155,11 +155,15 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
             outcomes.append(_outcome_from_row(row) if row is not None else
                             SliceOutcome(error=error["error"]) if error is not None else None)
         classes = sorted({c for o in outcomes if o is not None for c in o.probabilities})
-        v = verdict(model, first.get("model_version", ""), first.get("task", ""), classes, outcomes, series)
+        verdicts.append(verdict(model, first.get("model_version", ""), first.get("task", ""), classes, outcomes,
+                                series))
+    series_disagreements(verdicts)
+    out = []
+    for v in verdicts:
         warnings = series.warnings + v.warnings
-        if series.kind == "multiframe" and any(o is None for o in outcomes):
+        if series.kind == "multiframe" and any(o is None for o in v.slices):
             warnings.append("batch --all-frames analyses every frame of a multi-frame series")
-        out.append(dict(base, model=model, label=v.label or "",
+        out.append(dict(base, model=v.model, label=v.label or "",
                         probability="" if v.probability is None else f"{v.probability:.6f}",
                         first_slice=v.first_slice or "", last_slice=v.last_slice or "",
                         lesion_volume_ml="" if v.lesion_volume_ml is None else f"{v.lesion_volume_ml:.4f}",
