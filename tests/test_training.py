@@ -522,6 +522,58 @@ def test_segmenter_evaluation_picks_the_false_lesion_gate_on_validation(tiny_mod
     assert metrics["false_positive_rate_normal"] == 0.0 and metrics["dice"] > 0.95 and metrics["dice_all"] > 0.95
 
 
+def test_held_out_records_measure_a_segmenter_at_its_own_settings_and_pool(tiny_models, tmp_path):
+    """Cross-validation folds measure each fold's segmenter on its held-out images at the settings the fold
+    chose (not re-chosen there), per image, so that folds pool: the false lesion on the normal image counts at a
+    gate of 0 and not at 0.8, and the pooled Dice is the mean of the images' own."""
+    import json
+    import shutil
+
+    from core.training.evaluate import dice
+    from core.training.seg_eval import image_records, pooled_summary
+
+    folder = tmp_path / "tiny-us-segmenter"
+    shutil.copytree(tiny_models / "tiny-us-segmenter", folder)
+    entries = []
+    for name, level in (("normal", 135), ("lesion", 255)):
+        image, mask = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+        image[20:40, 20:40] = level
+        if name == "lesion":
+            mask[20:40, 20:40] = 255
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+        Image.fromarray(mask).save(tmp_path / f"{name}_mask.png")
+        entries.append({"path": str(tmp_path / f"{name}.png"), "label": name, "group": name,
+                        "mask": str(tmp_path / f"{name}_mask.png"), "circles": []})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    found = {}
+    for gate in (0.0, 0.8):
+        manifest.update(min_lesion_peak=gate, flip_average=False)
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        found[gate] = image_records(folder, entries)
+    assert [r["false_lesion"] for r in found[0.0]] == [True, False]
+    assert [r["false_lesion"] for r in found[0.8]] == [False, False]
+    assert found[0.8][1]["lesion"] and found[0.8][1]["dice"] > 0.5 and found[0.8][0]["dice"] == 1.0
+    pooled = pooled_summary(found[0.0] + found[0.8])
+    assert pooled["all"]["n"] == 4 and pooled["all"]["n_lesion"] == 2
+    assert pooled["all"]["false_positive_rate_normal"] == 0.5
+    assert pooled["all"]["dice"] == np.mean([found[0.0][1]["dice"], found[0.8][1]["dice"]])
+    assert dice(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
+
+
+def test_a_whole_network_run_is_keyed_to_its_images():
+    """The whole-network phase's checkpoints are resumed only by a run on the same images and labels (a
+    cross-validation fold must not resume another fold's run of the same recipe)."""
+    from pathlib import Path
+
+    from core.training.checkpoints import samples_digest
+    from core.training.datasets import Sample
+
+    a = [Sample(Path(f"img{i}.png"), "benign") for i in range(4)]
+    assert samples_digest(a[:3], a[3:]) == samples_digest(list(a[:3]), list(a[3:]))
+    assert samples_digest(a[:3], a[3:]) != samples_digest(a[1:], a[:1])
+    assert samples_digest(a) != samples_digest([Sample(s.path, "malignant") for s in a])
+
+
 def test_card_intervals_are_wide_on_few_images_and_narrow_on_many():
     """A perfect score on 12 images still admits ~76 % (Wilson); the Dice interval brackets its mean."""
     from core.models.intervals import accuracy_interval

@@ -22,6 +22,15 @@ def data_digest(*arrays: np.ndarray, rows: int = 64) -> str:
     return digest.hexdigest()[:16]
 
 
+def samples_digest(*parts) -> str:
+    """A short fingerprint of the images a run trains and validates on (each part a list of samples, by path and
+    label): a whole-network run on another split or other data does not resume one made on these."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(repr([(str(s.path), s.label) for s in part]).encode())
+    return digest.hexdigest()[:16]
+
+
 class EpochCheckpoints:
     def __init__(self, work_dir: Path, recipe: dict) -> None:
         work_dir.mkdir(parents=True, exist_ok=True)

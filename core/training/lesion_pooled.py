@@ -64,12 +64,34 @@ def choose_strength(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes:
     return max(STRENGTHS, key=lambda s: (scores[s], -s)), scores
 
 
-def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None) -> Path:
-    """Fit the linear layer over the written segmenter bundle ``config.feature_bundle`` and write ``models/<id>/``."""
+def pooled_model(parent: Bundle, config: BundleConfig):
+    """(the classifier head to fit, a model image -> pooled vector) over segmenter bundle ``parent``."""
     import keras
 
     from core.models.lesion_pooling import pooled_part, pooling_head, segmenter_features  # imports TensorFlow
 
+    features = segmenter_features(parent.load())
+    deep_shape, mask_shape = (t.shape for t in features.outputs)
+    head = pooling_head(tuple(deep_shape[1:]), mask_shape[1], len(config.classes))
+    image = keras.Input(shape=(config.spec.size, config.spec.size, 3))
+    return head, keras.Model(image, pooled_part(head)(features(image)))
+
+
+def fit_pooled(to_pooled, config: BundleConfig, train: list[dict]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(kernel, bias, fit record) of the linear layer on ``train`` entries and their mirror images, its
+    strength chosen by grouped cross-validation among them."""
+    index = {c: i for i, c in enumerate(config.classes)}
+    x = pooled_vectors(to_pooled, train, config.spec, mirror=True)
+    y = np.tile([index[d["label"]] for d in train], 2)
+    strength, scores = choose_strength(x, y, np.tile([d["group"] for d in train], 2), len(config.classes))
+    kernel, bias = fit_linear(x, y, strength, len(config.classes))
+    return kernel, bias, {"method": "class-balanced L2 logistic regression on standardised pooled vectors "
+                                    "(image + mirror)", "C": strength,
+                          "cross_validated_accuracy": {str(s): a for s, a in scores.items()}, "folds": FOLDS}
+
+
+def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None) -> Path:
+    """Fit the linear layer over the written segmenter bundle ``config.feature_bundle`` and write ``models/<id>/``."""
     models = Path(out_root or REPO / "models")
     parent_config = CONFIGS[config.feature_bundle]
     if parent_config.spec != config.spec:
@@ -81,24 +103,14 @@ def train_on_segmenter(config: BundleConfig, out_root: str | Path | None = None)
     if unknown:
         raise ValueError(f"{parent_config.id}'s split has labels {sorted(unknown)} that {config.id} does not know")
     parent = Bundle.from_folder(models / parent_config.id)
-    features = segmenter_features(parent.load())
-    deep_shape, mask_shape = (t.shape for t in features.outputs)
-    head = pooling_head(tuple(deep_shape[1:]), mask_shape[1], len(config.classes))
-    image = keras.Input(shape=(config.spec.size, config.spec.size, 3))
-    to_pooled = keras.Model(image, pooled_part(head)(features(image)))
+    head, to_pooled = pooled_model(parent, config)
+    kernel, bias, fit = fit_pooled(to_pooled, config, plan["train"])
+    head.get_layer("logits").set_weights([kernel, bias])
     index = {c: i for i, c in enumerate(config.classes)}
-    x_train = pooled_vectors(to_pooled, plan["train"], config.spec, mirror=True)
-    y_train = np.tile([index[d["label"]] for d in plan["train"]], 2)
-    groups = np.tile([d["group"] for d in plan["train"]], 2)
     x_val = pooled_vectors(to_pooled, plan["val"], config.spec, mirror=False)
     y_val = np.array([index[d["label"]] for d in plan["val"]])
-    strength, scores = choose_strength(x_train, y_train, groups, len(config.classes))
-    kernel, bias = fit_linear(x_train, y_train, strength, len(config.classes))
-    head.get_layer("logits").set_weights([kernel, bias])
     logits_val = x_val @ kernel + bias
     temperature = fit_temperature(logits_val, y_val)
-    fit = {"method": "class-balanced L2 logistic regression on standardised pooled vectors (image + mirror)",
-           "C": strength, "cross_validated_accuracy": {str(s): a for s, a in scores.items()}, "folds": FOLDS}
     folder = write_lesion_pooled_bundle(config, head, plan, softmax(logits_val / temperature), y_val, temperature,
                                         fit, parent.manifest, out_root)
     choose_on_validation(folder, plan)

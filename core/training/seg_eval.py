@@ -13,7 +13,8 @@ from core.inference.analyzer import Analyzer
 from core.inference.lesions import drop_unsure_components
 from core.inference.paths import Request
 from core.models.registry import Bundle, Registry
-from core.training.evaluate import segmentation_metrics
+from core.models.intervals import mean_interval
+from core.training.evaluate import dice, segmentation_metrics
 from core.training.datasets import plan_sample
 from core.training.features import sample_mask
 from core.training.sources import several_sources, subsets
@@ -67,6 +68,41 @@ def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]
                                                [has_lesion[i] for i in rows]) for name, rows in groups.items()}
     settings = {"decision_threshold": threshold, "flip_average": flip, "min_lesion_peak": min_peak}
     return settings, metrics, [_plot_examples(folder, displays, truths, preds, has_lesion)]
+
+
+def image_records(folder: Path, entries: list[dict]) -> list[dict]:
+    """Per image of ``entries``, a written segmenter at its own settings (threshold, mirror averaging,
+    false-lesion gate), as the product runs it: Dice against the truth and, on a lesion-free image, whether it
+    drew a false lesion. Records of several models (cross-validation folds) pool by ``pooled_summary``."""
+    bundle = Bundle.from_folder(folder)
+    manifest = bundle.manifest
+    path = Analyzer(Registry([])).path(bundle)
+    out = []
+    for d in tqdm(entries, desc=f"{bundle.id} held out", unit="img"):
+        sample = plan_sample(d)
+        display = load_image(sample.path).display(0)
+        p = path.run(display, Request()).probability_map
+        pred = drop_unsure_components((p >= manifest["decision_threshold"]).astype(np.uint8), p,
+                                      manifest.get("min_lesion_peak", 0.0))
+        truth = sample_mask(sample, display.shape[:2])
+        out.append({"path": d["path"], "label": d["label"], "group": d["group"], "lesion": bool(truth.any()),
+                    "dice": dice(pred, truth), "false_lesion": bool(not truth.any() and pred.sum() >= 16)})
+    return out
+
+
+def pooled_summary(records: list[dict]) -> dict:
+    """``_summary``'s lesion Dice (with its interval), all-image Dice and false-lesion rate over image records,
+    overall and for each source and scanner."""
+    def summary(rows: list[dict]) -> dict:
+        lesion = [r["dice"] for r in rows if r["lesion"]]
+        normal = [r["false_lesion"] for r in rows if not r["lesion"]]
+        return {"n": len(rows), "n_lesion": len(lesion), "dice": float(np.mean(lesion)) if lesion else None,
+                "dice_ci95": list(mean_interval(lesion)) if lesion else None,
+                "dice_all": float(np.mean([r["dice"] for r in rows])),
+                "false_positive_rate_normal": float(np.mean(normal)) if normal else None}
+
+    groups = subsets([[r["path"], r["label"], r["group"]] for r in records])
+    return {"all": summary(records), **{name: summary([records[i] for i in rows]) for name, rows in groups.items()}}
 
 
 def _summary(preds: list[np.ndarray], truths: list[np.ndarray], has_lesion: list[bool]) -> dict:

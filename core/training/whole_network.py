@@ -22,7 +22,7 @@ from tqdm import tqdm
 from core.models.backbones import build_backbone, split_backbone
 from core.models.backbones import encoder as build_encoder
 from core.training import augment  # by module: a test swaps its build_augmentation
-from core.training.checkpoints import EpochCheckpoints
+from core.training.checkpoints import EpochCheckpoints, samples_digest
 from core.training.configs import BundleConfig
 from core.training.datasets import Sample
 from core.training.evaluate import segmentation_metrics
@@ -76,7 +76,8 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
     weights = class_weight_vector(y, n)
 
     recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole,
-              "augmentation": config.whole_augmentation, "mix": config.mix, "batch_size": config.batch_size}
+              "augmentation": config.whole_augmentation, "mix": config.mix, "batch_size": config.batch_size,
+              "data": samples_digest(samples, val)}
     checkpoints = _checkpoints(config, started_from, recipe)
     checkpoints.resume(model)
     best_logits = None  # the best epoch's validation logits, where this run trained it (else measured again)
@@ -151,7 +152,8 @@ def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample
     loss = segmentation_loss(config.loss)
     model.compile(optimizer=keras.optimizers.Adam(config.lr_whole), loss=loss)
     recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole,
-              "augmentation": config.whole_augmentation, "loss": config.loss, "batch_size": config.batch_size}
+              "augmentation": config.whole_augmentation, "loss": config.loss, "batch_size": config.batch_size,
+              "data": samples_digest(samples, val)}
     checkpoints = _checkpoints(config, started_from, recipe)
     checkpoints.resume(model)
     x_val, m_val = model_batch(val, config.spec, with_masks=True)

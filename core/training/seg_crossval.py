@@ -1,0 +1,150 @@
+"""Grouped cross-validation of the ultrasound segmenter's recipe, and of the classifier fitted on its encoder.
+
+``breast-us-lesion-seg`` 2.x is version 1.2's network continued whole on BUSI + BUS-BRA (phase 3 of
+``core.training.segmenter``), judged on one grouped validation split. Here every image of both sets is
+judged once, by a network that never saw its patient (BUS-BRA ``Case``, BUSI near-duplicate cluster): the
+split's images are cut into ``--folds`` folds stratified by source and class and grouped by patient; each fold
+continues 1.2's network exactly as the bundle's recipe does (same epochs, rate, augmentation), its best epoch
+and its inference settings (threshold, mirror averaging, false-lesion gate) chosen on a tenth of its own
+training patients, and is then measured on its held-out images through the product's Analyzer. On the same
+fold's encoder the 3-class head (``breast-us-3class`` 5.x, ``core.training.lesion_pooled``) is fitted on the
+fold's training images and measured on its held-out ones.
+
+1.2 was trained on BUSI's images outside its validation split: BUSI's out-of-fold numbers other than those 124
+images are optimistic (as ``cv`` says of 4.0); BUS-BRA's images were never seen by 1.2.
+
+    python -m core.training.seg_crossval fold 1 --folds 2 --start DIR   # DIR: a models folder holding 1.2
+    python -m core.training.seg_crossval fold 2 --folds 2 --start DIR
+    python -m core.training.seg_crossval pool --folds 2
+
+Each fold takes about 45 minutes on 2 CPU cores (4 whole-network epochs over half the images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+from core.models.registry import Bundle
+from core.training.by_source import source_metrics
+from core.training.configs import CONFIGS, BundleConfig
+from core.training.datasets import plan_sample
+from core.training.plan import stored_plan
+from core.training.seg_eval import image_records, pooled_summary
+from core.training.sources import data_key, source_of, subsets
+
+SEGMENTER, CLASSIFIER = "breast-us-lesion-seg", "breast-us-3class"
+INNER = 0.1  # share of a fold's training patients that choose its best epoch and inference settings
+
+
+def folds_of(entries: list[dict], folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training, held-out) indices per fold: stratified by source and class, grouped by patient."""
+    strata = [f"{source_of(data_key(d['path']), d['group'])}:{d['label']}" for d in entries]
+    groups = [d["group"] for d in entries]
+    return list(StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(entries, strata, groups))
+
+
+def _work(config: BundleConfig, folds: int) -> Path:
+    work = config.cache_dir / f"cv{folds}"
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def run_fold(fold: int, folds: int, start_root: Path) -> Path:
+    """Train, write and measure fold ``fold`` (1-based); its image records go to ``cv<folds>/fold<k>.json``."""
+    from core.training.bundle_writer import write_segmenter_bundle
+    from core.training.lesion_pooled import fit_pooled, pooled_model, pooled_vectors
+    from core.training.networks import written_network
+    from core.training.whole_network import finetune_whole_segmenter
+
+    config = CONFIGS[SEGMENTER]
+    plan = stored_plan(config)
+    entries = plan["train"] + plan["val"]
+    train, test = folds_of(entries, folds)[fold - 1]
+    inner_fit, inner_val = next(GroupShuffleSplit(1, test_size=INNER, random_state=fold).split(
+        train, groups=[entries[i]["group"] for i in train]))
+    fold_plan = {"train": [entries[train[i]] for i in inner_fit], "val": [entries[train[i]] for i in inner_val]}
+    held_out = [entries[i] for i in test]
+    fold_config = dataclasses.replace(config, id=f"{config.id}-cv{folds}-fold{fold}")  # its own cache and folder
+    CONFIGS[fold_config.id] = fold_config  # the bundle writer describes a bundle by its config's entry
+    encoder, decoder, started_from = written_network(config, None, start_root)
+    if started_from["version"] != "1.2.0":
+        raise ValueError(f"--start must hold {SEGMENTER} 1.2.0, the network the recipe continues "
+                         f"(found {started_from['version']})")
+    print(f"fold {fold}/{folds}: {len(fold_plan['train'])} training images, {len(fold_plan['val'])} choosing, "
+          f"{len(held_out)} held out", flush=True)
+    encoder, decoder = finetune_whole_segmenter(fold_config, decoder, [plan_sample(d) for d in fold_plan["train"]],
+                                                [plan_sample(d) for d in fold_plan["val"]], encoder, started_from)
+    out_root = _work(config, folds) / "models"
+    folder = write_segmenter_bundle(fold_config, decoder, fold_plan, out_root, encoder, started_from)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    records = image_records(folder, held_out)
+
+    classifier = CONFIGS[CLASSIFIER]
+    head, to_pooled = pooled_model(Bundle.from_folder(folder), classifier)
+    kernel, bias, fit = fit_pooled(to_pooled, classifier, [entries[i] for i in train])
+    mirror = bool(json.loads((Path(__file__).parents[2] / "models" / CLASSIFIER / "manifest.json").read_text())
+                  .get("flip_average"))
+    x = pooled_vectors(to_pooled, held_out, classifier.spec, mirror=mirror)
+    logits = x @ kernel + bias
+    if mirror:  # the image's and its mirror image's logits averaged, as the product does
+        logits = (logits[:len(held_out)] + logits[len(held_out):]) / 2
+    for record, row in zip(records, logits):
+        record["logits"] = [float(v) for v in row]
+    target = _work(config, folds) / f"fold{fold}.json"
+    target.write_text(json.dumps({
+        "fold": fold, "folds": folds, "training_images": len(fold_plan["train"]), "choosing_images":
+        len(fold_plan["val"]), "held_out": len(held_out), "segmenter_settings": {
+            k: manifest.get(k) for k in ("decision_threshold", "flip_average", "min_lesion_peak")},
+        "classifier_fit": fit, "records": records}))
+    return target
+
+
+def pool(folds: int) -> dict:
+    """Out-of-fold numbers over every fold's held-out images: segmenter Dice and the classifier's accuracy and
+    malignant-vs-benign ROC AUC, overall and per source and scanner (probabilities at temperature 1)."""
+    config = CONFIGS[SEGMENTER]
+    runs = [json.loads((_work(config, folds) / f"fold{k}.json").read_text()) for k in range(1, folds + 1)]
+    records = [r for run in runs for r in run["records"]]
+    classes = CONFIGS[CLASSIFIER].classes
+    logits = np.array([r["logits"] for r in records])
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    y = np.array([classes.index(r["label"]) for r in records])
+    groups = {"all": list(range(len(records))),
+              **subsets([[r["path"], r["label"], r["group"]] for r in records])}
+    classifier = {}
+    for name, rows in groups.items():
+        m = source_metrics(probs[rows], y[rows], classes)  # with the malignant-vs-benign ROC AUC
+        malignant = [i for i in rows if y[i] == classes.index("malignant")]
+        m["malignant_recall"] = float((probs[malignant].argmax(axis=1) == y[malignant]).mean()) if malignant else None
+        classifier[name] = m
+    return {"folds": folds, "images": len(records),
+            "settings_per_fold": [run["segmenter_settings"] for run in runs],
+            "segmenter": pooled_summary(records), "classifier": classifier}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Grouped cross-validation of the ultrasound segmenter's recipe.")
+    parser.add_argument("step", choices=["fold", "pool"])
+    parser.add_argument("fold", type=int, nargs="?", help="fold: which (1-based)")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--start", type=Path, help="fold: a models folder holding breast-us-lesion-seg 1.2.0")
+    args = parser.parse_args()
+    if args.step == "fold":
+        if args.fold is None or args.start is None:
+            parser.error("fold needs its number and --start")
+        print(run_fold(args.fold, args.folds, args.start))
+    else:
+        result = pool(args.folds)
+        (_work(CONFIGS[SEGMENTER], args.folds) / "pooled.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
