@@ -97,14 +97,24 @@ def test_series_verdicts_say_where_the_segmenter_and_a_classifier_disagree():
                verdict("seg", "1", "segmentation", ["lesion"], seg, series)]
     series_disagreements(results)
     cls_v, seg_v = results
-    assert seg_v.warnings == ["Models disagree: cls calls 3 of the 3 slices seg outlines 'notumor' (slices 2-4)."]
+    assert seg_v.warnings == ["Models disagree: cls calls 'notumor' 3 of the 3 slices on which seg outlines a lesion "
+                              "(slices 2-4)."]
     assert cls_v.warnings == ["Models disagree: seg outlines no lesion on slices 5-6, which cls calls abnormal."]
     agreeing = [_probs(0.0), _probs(0.9), _probs(0.7), _probs(0.2), _probs(0.0), _probs(0.0)]
     results = [verdict("cls", "1", "classification", CLASSES, agreeing, series),
                verdict("seg", "1", "segmentation", ["lesion"], seg, series)]
     series_disagreements(results)
-    assert results[1].warnings == ["Models disagree: cls calls 1 of the 3 slices seg outlines 'notumor' (slices 4)."]
+    assert results[1].warnings == ["Models disagree: cls calls 'notumor' 1 of the 3 slices on which seg outlines a "
+                                   "lesion (slice 4)."]
     assert results[0].runs == [(2, 3)] and results[0].warnings == []  # its run holds outlines
+    # A slice whose argmax is 'notumor' but P(not notumor) >= 0.5 counts as abnormal, as the verdict rule reads it;
+    # a segmenter that did not read the run's slices (cancelled, failed) says nothing about them.
+    split = [_probs(0.0), _probs(0.3, 0.3), _probs(0.3, 0.3), _probs(0.3, 0.3), _probs(0.9), _probs(0.8)]
+    unread = seg[:4] + [None, SliceOutcome(error="damaged")]
+    results = [verdict("cls", "1", "classification", CLASSES, split, series),
+               verdict("seg", "1", "segmentation", ["lesion"], unread, series)]
+    series_disagreements(results)
+    assert not [w for v in results for w in v.warnings if w.startswith("Models disagree")]
 
 
 # ----------------------------------------------------------------------------------------------- real models

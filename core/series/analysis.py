@@ -374,28 +374,36 @@ def _slice_list(slices: list[int]) -> str:
 
 def series_disagreements(results: list[SeriesVerdict]) -> None:
     """Warn on a series verdict that another model's slices contradict: a segmenter's lesion slices that a
-    classifier calls finding-free, or a classifier's abnormal runs on which the segmenter outlines nothing. The
+    classifier calls finding-free (P(not normal) under ``ABNORMAL_THRESHOLD``, as the verdict rule reads it), or a
+    classifier's abnormal run on whose slices the segmenter, having read each of them, outlines nothing. The
     per-slice warnings say it slice by slice; a reader of the series verdict alone (series.csv, the Findings
     panel) would otherwise take a segmenter's outline of a normal structure for a lesion the classifiers confirm."""
     from core.inference.results import DISAGREE
 
-    segmenters = [v for v in results if v.task == "segmentation" and v.runs]
-    classifiers = [v for v in results if v.task == "classification"]
-    for seg in segmenters:
+    def slices(numbers: list[int]) -> str:
+        return f"slice {numbers[0]}" if len(numbers) == 1 else f"slices {_slice_list(numbers)}"
+
+    segmenters = [v for v in results if v.task == "segmentation"]
+    classifiers = [(v, normal_class(list(next((o.probabilities for o in v.slices if o is not None and o.probabilities),
+                                              {})))) for v in results if v.task == "classification"]
+    for seg in (v for v in segmenters if v.runs):
         members = [i for a, b in seg.runs for i in range(a, b + 1)]
-        for c in classifiers:
-            free = [i for i in members if c.slices[i - 1] is not None and c.slices[i - 1].label in NORMAL_CLASSES]
+        for c, normal in classifiers:
+            if normal is None:
+                continue
+            p = _p_abnormal(normal, c.slices)
+            free = [i for i in members if p[i - 1] is not None and p[i - 1] < ABNORMAL_THRESHOLD]
             if free:
-                seg.warnings.append(f"{DISAGREE}: {c.model} calls {len(free)} of the {len(members)} slices "
-                                    f"{seg.model} outlines '{c.slices[free[0] - 1].label}' (slices "
-                                    f"{_slice_list(free)}).")
-    for c in classifiers:
-        for seg in (v for v in results if v.task == "segmentation"):
-            outlined = [o is not None and not o.error and bool(o.lesions) for o in seg.slices]
+                seg.warnings.append(f"{DISAGREE}: {c.model} calls '{normal}' {len(free)} of the {len(members)} slices "
+                                    f"on which {seg.model} outlines a lesion ({slices(free)}).")
+    for c, _ in classifiers:
+        for seg in segmenters:
+            read = [o is not None and not o.error for o in seg.slices]
+            outlined = [r and bool(o.lesions) for r, o in zip(read, seg.slices)]
             for a, b in c.runs:
-                if not any(outlined[a - 1:b]):
-                    c.warnings.append(f"{DISAGREE}: {seg.model} outlines no lesion on slices {a}-{b}, "
-                                      f"which {c.model} calls abnormal.")
+                if all(read[a - 1:b]) and not any(outlined[a - 1:b]):
+                    c.warnings.append(f"{DISAGREE}: {seg.model} outlines no lesion on "
+                                      f"{slices(list(range(a, b + 1)))}, which {c.model} calls abnormal.")
 
 
 def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:

@@ -21,6 +21,7 @@ from core.training.sources import several_sources, subsets
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_PEAKS = (0.0, 0.6, 0.7, 0.8, 0.9, 0.95)
+FALSE_LESION_PX = 16  # predicted pixels on a lesion-free image that count as a false lesion
 
 
 def evaluate_segmenter(folder: Path, plan: dict) -> tuple[dict, dict, list[str]]:
@@ -86,7 +87,7 @@ def image_records(folder: Path, entries: list[dict]) -> list[dict]:
                                       manifest.get("min_lesion_peak", 0.0))
         truth = sample_mask(sample, display.shape[:2])
         out.append({"path": d["path"], "label": d["label"], "group": d["group"], "lesion": bool(truth.any()),
-                    "dice": dice(pred, truth), "false_lesion": bool(not truth.any() and pred.sum() >= 16)})
+                    "dice": dice(pred, truth), "false_lesion": bool(not truth.any() and pred.sum() >= FALSE_LESION_PX)})
     return out
 
 
@@ -120,7 +121,8 @@ def _summary(preds: list[np.ndarray], truths: list[np.ndarray], has_lesion: list
         "dice_all": everything["dice"],
         "dice_all_ci95": everything["dice_ci95"],
         "iou_all": everything["iou"],
-        "false_positive_rate_normal": None if not normals else float(np.mean([p.sum() >= 16 for p in normals])),
+        "false_positive_rate_normal": None if not normals else
+        float(np.mean([p.sum() >= FALSE_LESION_PX for p in normals])),
     }
 
 

