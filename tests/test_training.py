@@ -589,3 +589,38 @@ def test_card_intervals_are_wide_on_few_images_and_narrow_on_many():
     metrics = segmentation_metrics(preds, truths)
     low, high = metrics["dice_ci95"]
     assert metrics["dice"] == 0.5 and 0.3 < low < 0.5 < high < 0.7
+
+
+def test_segmenter_cross_validation_pools_folds_into_both_cards(tmp_path, monkeypatch):
+    """Two folds' held-out records pool into the segmenter's out-of-fold Dice and the 3-class head's out-of-fold
+    metrics per source, in the formats the two cards print."""
+    from core.training import seg_crossval
+    from core.training.cards import _cross_validation_section, _segmenter_cv_section
+
+    rng = np.random.default_rng(0)
+    classes = ["benign", "malignant", "normal"]
+    for fold in (1, 2):
+        records = []
+        for i in range(12):
+            label = classes[i % 3]
+            logits = [0.0, 0.0, 0.0]
+            logits[i % 3 if i % 4 else (i + 1) % 3] = 2.0  # every fourth image called wrong
+            records.append({"path": f"{'busi' if i < 8 else 'other'}/{label}/{fold}-{i}.png", "label": label,
+                            "group": f"{fold}-{i // 2}", "lesion": label != "normal",
+                            "dice": float(rng.uniform(0.5, 0.9)) if label != "normal" else 1.0,
+                            "false_lesion": label == "normal" and i == 2, "logits": logits})
+        (tmp_path / f"fold{fold}.json").write_text(json.dumps({
+            "records": records, "segmenter_settings": {"decision_threshold": 0.4, "flip_average": True,
+                                                       "min_lesion_peak": 0.9}}))
+    monkeypatch.setattr(seg_crossval, "_work", lambda config, folds: tmp_path)
+    result = seg_crossval.pool(2)
+    seg, cls = result["segmenter"], result["classifier"]
+    lesion = [r["dice"] for k in (1, 2) for r in json.loads((tmp_path / f"fold{k}.json").read_text())["records"]
+              if r["lesion"]]
+    assert seg["n"] == 24 and seg["n_lesion"] == 16 and seg["dice"] == pytest.approx(np.mean(lesion))
+    assert seg["false_positive_rate_normal"] == pytest.approx(2 / 8) and set(seg["by_source"]) == {"busi", "other"}
+    assert cls["n"] == 24 and cls["accuracy"] == pytest.approx(18 / 24) and len(cls["per_fold"]) == 2
+    assert cls["by_source"]["busi"]["n"] == 16 and "malignant_recall" in cls["by_source"]["busi"]
+    text = _segmenter_cv_section(seg)
+    assert "2 folds" in text and f"Dice **{np.mean(lesion):.4f}**" in text and "fold 2: threshold 0.4" in text
+    assert "0.7500" in _cross_validation_section(cls) and "version 1.2's network whole" in _cross_validation_section(cls)

@@ -73,13 +73,27 @@ Command: `{t['command']}` ({t['date']}).
 ## Validation (measured at each image's original resolution)
 Images with a lesion (n = {m['n_lesion']}): Dice **{m['dice']:.4f}**{interval_text(m.get('dice_ci95'))}, IoU {m['iou']:.4f}.
 All images (n = {m['n']}): Dice {m['dice_all']:.4f}{interval_text(m.get('dice_all_ci95'))}. Lesion-free images with a false lesion: {_share(m['false_positive_rate_normal'])}.
-{segmentation_source_table(m.get('by_source'))}
+{segmentation_source_table(m.get('by_source'))}{_segmenter_cv_section(manifest.get('cross_validation'))}
 ![examples](validation.png)
 
 ## Limits
 Masks in the training data are coarse{' (mini-MIAS gives circles, not outlines)' if manifest['modality'] == 'MG' else ''};
 the model outlines what annotators drew, not histology-proven extent.
 {manifest.get("notes", "")}{series_section(manifest)}"""
+
+
+def _segmenter_cv_section(cv: dict | None) -> str:
+    if not cv:
+        return ""
+    settings = "; ".join(f"fold {k}: threshold {f['decision_threshold']}, mirror {'on' if f['flip_average'] else 'off'}, "
+                         f"gate {f['min_lesion_peak']}" for k, f in enumerate(cv["settings_per_fold"], 1))
+    return f"""
+## Grouped cross-validation ({cv['folds']} folds, every image judged once by a network that never saw its patient)
+{cv['how']}
+Images with a lesion (n = {cv['n_lesion']}): Dice **{cv['dice']:.4f}**{interval_text(cv.get('dice_ci95'))}. All images
+(n = {cv['n']}): Dice {cv['dice_all']:.4f}. Lesion-free images with a false lesion: {_share(cv['false_positive_rate_normal'])}.
+Settings chosen per fold ({settings}).
+{segmentation_source_table(cv.get('by_source'))}"""
 
 
 def model_card(manifest: dict) -> str:
@@ -298,7 +312,7 @@ def _cross_validation_section(cv: dict | None) -> str:
 ## Grouped cross-validation ({cv['folds']} folds, every image judged once by a model that never saw its group)
 Out-of-fold accuracy **{cv['accuracy']:.4f}** (n = {cv['n']}), macro ROC AUC {cv['roc_auc']:.4f}, ECE {cv['ece']:.4f} at
 T = 1 (no calibration fitted on the judged images). Recalls: {', '.join(f"{c} {v['recall']:.3f}" for c, v in cv['per_class'].items())};
-confusion matrix `{cv['confusion_matrix']}`. Folds train like the bundle but without early stopping or best-epoch pick.{begun}
+confusion matrix `{cv['confusion_matrix']}`. {cv.get('how') or 'Folds train like the bundle but without early stopping or best-epoch pick.' + begun}
 
 | validation groups | images | accuracy |
 |---|---|---|

@@ -15,7 +15,8 @@ images are optimistic (as ``cv`` says of 4.0); BUS-BRA's images were never seen 
 
     python -m core.training.seg_crossval fold 1 --folds 2 --start DIR   # DIR: a models folder holding 1.2
     python -m core.training.seg_crossval fold 2 --folds 2 --start DIR
-    python -m core.training.seg_crossval pool --folds 2
+    python -m core.training.seg_crossval pool --folds 2     # pooled.json
+    python -m core.training.seg_crossval record --folds 2   # into both bundles' manifests and cards
 
 Each fold takes about 45 minutes on 2 CPU cores (4 whole-network epochs over half the images).
 """
@@ -107,10 +108,18 @@ def run_fold(fold: int, folds: int, start_root: Path) -> Path:
     return target
 
 
+HOW = ("Each fold continues version 1.2's network whole, as the bundle's recipe does (4 epochs, same rate and "
+       "augmentation), its best epoch and inference settings chosen on a tenth of its own training patients; the "
+       "3-class head is fitted on that fold's encoder and training images. Version 1.2 was fitted on BUSI's images "
+       "outside its validation split, so BUSI's out-of-fold rows are optimistic; BUS-BRA's images were never seen by "
+       "it. Probabilities at T = 1 (the product's temperature is fitted on a validation split the folds do not have).")
+
+
 def pool(folds: int) -> dict:
-    """Out-of-fold numbers over every fold's held-out images: segmenter Dice and the classifier's accuracy and
-    malignant-vs-benign ROC AUC, overall and per source and scanner (probabilities at temperature 1: the product's
-    temperature is fitted on a validation split, which the folds do not have, so ECE here is uncalibrated)."""
+    """Out-of-fold numbers over every fold's held-out images: segmenter Dice, and the classifier's as
+    ``core.training.crossval`` reports a fine-tuned classifier's, overall and per source and scanner."""
+    from core.training.evaluate import classification_metrics
+
     config = CONFIGS[SEGMENTER]
     runs = [json.loads((_work(config, folds) / f"fold{k}.json").read_text()) for k in range(1, folds + 1)]
     records = [r for run in runs for r in run["records"]]
@@ -119,22 +128,45 @@ def pool(folds: int) -> dict:
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     y = np.array([classes.index(r["label"]) for r in records])
-    groups = {"all": list(range(len(records))),
-              **subsets([[r["path"], r["label"], r["group"]] for r in records])}
-    classifier = {}
-    for name, rows in groups.items():
-        m = source_metrics(probs[rows], y[rows], classes)  # with the malignant-vs-benign ROC AUC
+    per_fold, first = [], 0
+    for run in runs:
+        rows = slice(first, first + len(run["records"]))
+        first += len(run["records"])
+        per_fold.append({"groups": sorted({r["group"] for r in run["records"]}), "n": len(run["records"]),
+                         "accuracy": float((probs[rows].argmax(axis=1) == y[rows]).mean())})
+    grouping = "StratifiedGroupKFold by patient, stratified by source and class, seed 0"
+    by_source = {}
+    for name, rows in subsets([[r["path"], r["label"], r["group"]] for r in records]).items():
+        by_source[name] = source_metrics(probs[rows], y[rows], classes)
         malignant = [i for i in rows if y[i] == classes.index("malignant")]
-        m["malignant_recall"] = float((probs[malignant].argmax(axis=1) == y[malignant]).mean()) if malignant else None
-        classifier[name] = m
-    return {"folds": folds, "images": len(records),
-            "settings_per_fold": [run["segmenter_settings"] for run in runs],
-            "segmenter": pooled_summary(records), "classifier": classifier}
+        by_source[name]["malignant_recall"] = (float((probs[malignant].argmax(axis=1) == y[malignant]).mean())
+                                               if malignant else None)
+    segmenter = pooled_summary(records)
+    return {
+        "segmenter": {"folds": folds, "grouping": grouping, "how": HOW,
+                      "settings_per_fold": [run["segmenter_settings"] for run in runs], **segmenter.pop("all"),
+                      "by_source": segmenter},
+        "classifier": {"folds": folds, "grouping": grouping, "how": HOW, "temperature": 1.0, "per_fold": per_fold,
+                       **classification_metrics(probs, y, classes), "by_source": by_source},
+    }
+
+
+def record(result: dict) -> None:
+    """The pooled numbers into both written bundles' manifests and cards."""
+    from core.training.bundle_writer import add_cross_validation
+    from core.training.cards import segmenter_card
+
+    folder = REPO / "models" / SEGMENTER
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["cross_validation"] = result["segmenter"]
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (folder / "model_card.md").write_text(segmenter_card(manifest))
+    add_cross_validation(REPO / "models" / CLASSIFIER, result["classifier"], CONFIGS[CLASSIFIER].notes)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Grouped cross-validation of the ultrasound segmenter's recipe.")
-    parser.add_argument("step", choices=["fold", "pool"])
+    parser.add_argument("step", choices=["fold", "pool", "record"])
     parser.add_argument("fold", type=int, nargs="?", help="fold: which (1-based)")
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--start", type=Path, help="fold: a models folder holding breast-us-lesion-seg 1.2.0")
@@ -143,10 +175,12 @@ def main() -> None:
         if args.fold is None or args.start is None:
             parser.error("fold needs its number and --start")
         print(run_fold(args.fold, args.folds, args.start))
-    else:
+    elif args.step == "pool":
         result = pool(args.folds)
         (_work(CONFIGS[SEGMENTER], args.folds) / "pooled.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result, indent=1))
+    else:
+        record(json.loads((_work(CONFIGS[SEGMENTER], args.folds) / "pooled.json").read_text()))
 
 
 if __name__ == "__main__":
