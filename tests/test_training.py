@@ -624,3 +624,15 @@ def test_segmenter_cross_validation_pools_folds_into_both_cards(tmp_path, monkey
     text = _segmenter_cv_section(seg)
     assert "2 folds" in text and f"Dice **{np.mean(lesion):.4f}**" in text and "fold 2: threshold 0.4" in text
     assert "0.7500" in _cross_validation_section(cls) and "version 1.2's network whole" in _cross_validation_section(cls)
+
+
+def test_cross_validation_section_goes_before_the_limits_and_replaces_an_earlier_one():
+    """Cards carry sections written by hand: recording cross-validation edits the card in place."""
+    from core.training.seg_crossval import with_section
+
+    card = "# x\n\n## Validation\nv\n\n## Screen captures\ns\n\n## Limits\nl\n"
+    once = with_section(card, "\n## Grouped cross-validation (2 folds)\nA\n### Per source\nt\n")
+    assert once.index("## Screen captures") < once.index("## Grouped") < once.index("## Limits")
+    again = with_section(once, "\n## Grouped cross-validation (3 folds)\nB\n")
+    assert "(2 folds)" not in again and "### Per source" not in again and again.count("## Grouped") == 1
+    assert again.index("## Grouped") < again.index("## Limits") and "## Screen captures\ns" in again

@@ -271,11 +271,9 @@ def write_lesion_pooled_bundle(config: BundleConfig, head, plan: dict, probs: np
 
 
 def add_cross_validation(folder: Path, result: dict, notes: str) -> None:
-    """Record out-of-fold metrics (and the config's current caveats) in a written classifier bundle: a fine-tuned
-    one (core.training.crossval) or one fitted on a segmenter's encoder (core.training.seg_crossval)."""
+    """Record out-of-fold metrics (and the config's current caveats) in a written classifier bundle."""
     manifest = json.loads((folder / "manifest.json").read_text())
-    arch = manifest["architecture"]
-    if arch.get("feature_bundle") and arch.get("feature_bundle_task") != "segmentation":
+    if manifest["architecture"].get("feature_bundle"):
         raise ValueError("cross-validation is recorded for fine-tuned classifiers, not transfer bundles")
     manifest.update(cross_validation=result, notes=notes)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))

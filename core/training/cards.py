@@ -300,8 +300,11 @@ nor one on it right.
 def _cross_validation_section(cv: dict | None) -> str:
     if not cv:
         return ""
-    folds = "\n".join(f"| {', '.join(f['groups']) if len(f['groups']) <= 12 else str(len(f['groups'])) + ' groups'} | "
-                      f"{f['n']} | {f['accuracy']:.3f} |" for f in cv["per_fold"])
+    def held_out(f: dict) -> str:  # the groups by name where few, else (or where only counted) their number
+        groups = f.get("groups")
+        return ", ".join(groups) if groups and len(groups) <= 12 else f"{len(groups) if groups else f['n_groups']} groups"
+
+    folds = "\n".join(f"| {held_out(f)} | {f['n']} | {f['accuracy']:.3f} |" for f in cv["per_fold"])
     start = cv.get("started_from")
     begun = (f" Each fold continues version {start['version']}'s network (its frozen trunk, its top block and head), as "
              "the bundle does: images that network was fitted on are judged by folds that inherit it, so their rows "

@@ -108,7 +108,9 @@ def run_fold(fold: int, folds: int, start_root: Path) -> Path:
     return target
 
 
-HOW = ("Each fold continues version 1.2's network whole, as the bundle's recipe does (4 epochs, same rate and "
+HOW = ("Each fold's network is trained on the other fold's patients only, half the images the bundle had: read "
+       "these as the recipe on less data. Each fold continues version 1.2's network whole, as the "
+       "bundle's recipe does (4 epochs, same rate and "
        "augmentation), its best epoch and inference settings chosen on a tenth of its own training patients; the "
        "3-class head is fitted on that fold's encoder and training images. Version 1.2 was fitted on BUSI's images "
        "outside its validation split, so BUSI's out-of-fold rows are optimistic; BUS-BRA's images were never seen by "
@@ -132,7 +134,7 @@ def pool(folds: int) -> dict:
     for run in runs:
         rows = slice(first, first + len(run["records"]))
         first += len(run["records"])
-        per_fold.append({"groups": sorted({r["group"] for r in run["records"]}), "n": len(run["records"]),
+        per_fold.append({"n_groups": len({r["group"] for r in run["records"]}), "n": len(run["records"]),
                          "accuracy": float((probs[rows].argmax(axis=1) == y[rows]).mean())})
     grouping = "StratifiedGroupKFold by patient, stratified by source and class, seed 0"
     by_source = {}
@@ -151,17 +153,30 @@ def pool(folds: int) -> dict:
     }
 
 
-def record(result: dict) -> None:
-    """The pooled numbers into both written bundles' manifests and cards."""
-    from core.training.bundle_writer import add_cross_validation
-    from core.training.cards import segmenter_card
+def with_section(card: str, section: str) -> str:
+    """``card`` with its grouped cross-validation section replaced by ``section``, or ``section`` put before its
+    Limits: the cards carry sections written by hand (screen captures), which regenerating them would lose."""
+    heading = "\n## Grouped cross-validation"
+    if heading in card:
+        start = card.index(heading)
+        following = card.find("\n## ", start + len(heading))
+        return card[:start] + "\n" + section.strip("\n") + "\n" + (card[following:] if following >= 0 else "")
+    limits = card.index("\n## Limits")
+    return card[:limits] + "\n" + section.strip("\n") + "\n" + card[limits:]
 
-    folder = REPO / "models" / SEGMENTER
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["cross_validation"] = result["segmenter"]
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    (folder / "model_card.md").write_text(segmenter_card(manifest))
-    add_cross_validation(REPO / "models" / CLASSIFIER, result["classifier"], CONFIGS[CLASSIFIER].notes)
+
+def record(result: dict) -> None:
+    """The pooled numbers into both written bundles' manifests, and their sections into both cards."""
+    from core.training.cards import _cross_validation_section, _segmenter_cv_section
+
+    for bundle, cv, section in ((SEGMENTER, result["segmenter"], _segmenter_cv_section),
+                                (CLASSIFIER, result["classifier"], _cross_validation_section)):
+        folder = REPO / "models" / bundle
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["cross_validation"] = cv
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        card = folder / "model_card.md"
+        card.write_text(with_section(card.read_text(), section(cv)))
 
 
 def main() -> None:
