@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -497,12 +498,10 @@ def test_tile_mask_is_cut_from_the_whole_image_mask(tmp_path):
     assert not model_inputs(empty_tile, spec, with_mask=True)[1].any()
 
 
-def test_segmenter_evaluation_picks_the_false_lesion_gate_on_validation(tiny_models, tmp_path):
-    """A normal image with a faint blob and a lesion image with a sure one: gating at 0.8 or above
-    removes the false lesion and keeps the true one, so the lowest such level is chosen."""
+def _faint_and_sure_blobs(tiny_models: Path, tmp_path: Path) -> tuple[Path, list[dict]]:
+    """A copy of the tiny ultrasound segmenter, and split entries of a normal image with a faint blob and a lesion
+    image with a sure one."""
     import shutil
-
-    from core.training.seg_eval import evaluate_segmenter
 
     folder = tmp_path / "tiny-us-segmenter"
     shutil.copytree(tiny_models / "tiny-us-segmenter", folder)
@@ -516,6 +515,15 @@ def test_segmenter_evaluation_picks_the_false_lesion_gate_on_validation(tiny_mod
         Image.fromarray(mask).save(tmp_path / f"{name}_mask.png")
         entries.append({"path": str(tmp_path / f"{name}.png"), "label": name, "group": name,
                         "mask": str(tmp_path / f"{name}_mask.png"), "circles": []})
+    return folder, entries
+
+
+def test_segmenter_evaluation_picks_the_false_lesion_gate_on_validation(tiny_models, tmp_path):
+    """A normal image with a faint blob and a lesion image with a sure one: gating at 0.8 or above
+    removes the false lesion and keeps the true one, so the lowest such level is chosen."""
+    from core.training.seg_eval import evaluate_segmenter
+
+    folder, entries = _faint_and_sure_blobs(tiny_models, tmp_path)
     settings, metrics, _ = evaluate_segmenter(folder, {"train": [], "val": entries})
     assert settings["min_lesion_peak"] == 0.8
     assert metrics["by_min_lesion_peak"]["0.0"]["false_positive_rate_normal"] == 1.0
@@ -526,24 +534,10 @@ def test_held_out_records_measure_a_segmenter_at_its_own_settings_and_pool(tiny_
     """Cross-validation folds measure each fold's segmenter on its held-out images at the settings the fold
     chose (not re-chosen there), per image, so that folds pool: the false lesion on the normal image counts at a
     gate of 0 and not at 0.8, and the pooled Dice is the mean of the images' own."""
-    import json
-    import shutil
-
     from core.training.evaluate import dice
     from core.training.seg_eval import image_records, pooled_summary
 
-    folder = tmp_path / "tiny-us-segmenter"
-    shutil.copytree(tiny_models / "tiny-us-segmenter", folder)
-    entries = []
-    for name, level in (("normal", 135), ("lesion", 255)):
-        image, mask = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
-        image[20:40, 20:40] = level
-        if name == "lesion":
-            mask[20:40, 20:40] = 255
-        Image.fromarray(image).save(tmp_path / f"{name}.png")
-        Image.fromarray(mask).save(tmp_path / f"{name}_mask.png")
-        entries.append({"path": str(tmp_path / f"{name}.png"), "label": name, "group": name,
-                        "mask": str(tmp_path / f"{name}_mask.png"), "circles": []})
+    folder, entries = _faint_and_sure_blobs(tiny_models, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
     found = {}
     for gate in (0.0, 0.8):
@@ -563,8 +557,6 @@ def test_held_out_records_measure_a_segmenter_at_its_own_settings_and_pool(tiny_
 def test_a_whole_network_run_is_keyed_to_its_images():
     """The whole-network phase's checkpoints are resumed only by a run on the same images and labels (a
     cross-validation fold must not resume another fold's run of the same recipe)."""
-    from pathlib import Path
-
     from core.training.checkpoints import samples_digest
     from core.training.datasets import Sample
 
