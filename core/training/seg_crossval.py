@@ -109,26 +109,24 @@ def run_fold(fold: int, folds: int, start_root: Path) -> Path:
 
 
 HOW = ("Each fold's network is trained on the other fold's patients only, half the images the bundle had: read "
-       "these as the recipe on less data. Each fold continues version 1.2's network whole, as the "
-       "bundle's recipe does (4 epochs, same rate and "
-       "augmentation), its best epoch and inference settings chosen on a tenth of its own training patients; the "
-       "3-class head is fitted on that fold's encoder and training images. Version 1.2 was fitted on BUSI's images "
-       "outside its validation split, so BUSI's out-of-fold rows are optimistic; BUS-BRA's images were never seen by "
-       "it. Probabilities at T = 1 (the product's temperature is fitted on a validation split the folds do not have).")
+       "these as the recipe on less data. Each fold continues version 1.2's network whole, as the bundle's recipe "
+       "does (4 epochs, same rate and augmentation), its best epoch and inference settings chosen on a tenth of its "
+       "own training patients; the 3-class head is fitted on that fold's encoder and training images. Version 1.2 "
+       "was fitted on BUSI's images outside its validation split, so BUSI's out-of-fold rows are optimistic; "
+       "BUS-BRA's images were never seen by it. Probabilities at T = 1 (the product's temperature is fitted on a "
+       "validation split the folds do not have).")
 
 
 def pool(folds: int) -> dict:
     """Out-of-fold numbers over every fold's held-out images: segmenter Dice, and the classifier's as
     ``core.training.crossval`` reports a fine-tuned classifier's, overall and per source and scanner."""
-    from core.training.evaluate import classification_metrics
+    from core.training.evaluate import classification_metrics, softmax
 
     config = CONFIGS[SEGMENTER]
     runs = [json.loads((_work(config, folds) / f"fold{k}.json").read_text()) for k in range(1, folds + 1)]
     records = [r for run in runs for r in run["records"]]
     classes = CONFIGS[CLASSIFIER].classes
-    logits = np.array([r["logits"] for r in records])
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = softmax(np.array([r["logits"] for r in records]))
     y = np.array([classes.index(r["label"]) for r in records])
     per_fold, first = [], 0
     for run in runs:
