@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 
@@ -128,3 +129,40 @@ def test_modality_layout_measures_ignore_which_side_the_breast_is_on(shared):
     pixels, layout = THUMB * THUMB, len(_layout(np.zeros((THUMB, THUMB), np.float32)))
     assert not np.allclose(a[:pixels], b[:pixels])
     np.testing.assert_allclose(a[-layout:], b[-layout:], atol=1e-5)
+
+
+def test_default_picture_is_rendered_once_and_handed_out_as_copies(tmp_path, monkeypatch):
+    """The loader's modality guess and the analysis both read frame 0's default picture: it is windowed once, and
+    what one caller draws on its copy does not reach the next; an explicit window is always rendered."""
+    from core.imaging import record as record_module
+
+    pixels = np.random.default_rng(1).integers(0, 4096, (48, 64)).astype(np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    image = load_image(tmp_path / "a.png")
+    calls = []
+    real = record_module.apply_window
+    monkeypatch.setattr(record_module, "apply_window", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    first = image.display(0)
+    first[:] = 0  # a caller drawing on its picture
+    again = image.display(0)
+    assert again.any() and not calls  # rendered at load (for the guess): neither call windowed again
+    preset = image.window_presets[-1]
+    image.display(0, preset)
+    assert calls == [(preset.center, preset.width, preset.function)]
+
+
+def test_analysis_reuses_the_loaders_modality_guess(shared, tiny_models, monkeypatch):
+    from core.inference import analyzer as analyzer_module
+    from core.inference.analyzer import Analyzer
+    from core.models.registry import Registry
+
+    record = load_image(shared / "busi/benign/benign (1).png")
+    assert record.frame0_guess == (record.modality, record.modality_confidence)
+    analyzer = Analyzer(Registry([tiny_models]))
+    monkeypatch.setattr(analyzer_module, "guess_modality", lambda display: (_ for _ in ()).throw(AssertionError))
+    analysis = analyzer.analyze(record, gradcam=False)  # the tiny US segmenter runs; the guess is not made again
+    assert [r.model_id for r in analysis.results] == ["tiny-us-segmenter"]
+    typed = load_image(shared / "busi/benign/benign (1).png", modality="US")  # the user's choice: nothing guessed
+    assert typed.frame0_guess is None
+    with pytest.raises(AssertionError):
+        analyzer.analyze(typed, gradcam=False)  # the analysis asks the guesser itself

@@ -323,13 +323,40 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     seeds = []
     real_batches = whole_network._augmented_batches
     monkeypatch.setattr(whole_network, "_augmented_batches",
-                        lambda *args, seed: seeds.append(seed) or real_batches(*args, seed=seed))
+                        lambda *args, seed, **kw: seeds.append(seed) or real_batches(*args, seed=seed, **kw))
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1",
                               "--from-written"]) == 0
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["training"]["started_from"]["whole_epochs"] == 1
     assert "itself fine-tuned whole for 1 epoch," in (folder / "model_card.md").read_text()
     assert seeds == [(config.seed * 1000 + 2) * 100_000]  # the first continuation drew epoch 1's
+    # --distil-mirror: the targets mix the written network's mirror-averaged probabilities with the labels.
+    from core.training.configs import DATA_ROOT
+    from core.training.evaluate import softmax
+    from core.training.mirror import predict_with_mirror
+
+    teacher_bundle = Registry([out]).get(config.id)
+    plan = json.loads((folder / "split.json").read_text())
+    train_paths = [DATA_ROOT / p for p, _, _ in plan["train"]]
+    plain, mirrored = predict_with_mirror(teacher_bundle.load(), train_paths, teacher_bundle.spec)
+    expected_teacher = softmax((plain + mirrored) / 2)
+    targets = []
+    monkeypatch.setattr(whole_network, "_augmented_batches", lambda *args, seed, **kw: (
+        (targets.append((kw["teacher"], batch[1])), batch)[1] for batch in real_batches(*args, seed=seed, **kw)))
+    with pytest.raises(SystemExit):  # it learns from a written network
+        training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--distil-mirror", "0.5"])
+    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1",
+                              "--from-written", "--distil-mirror", "0.5"]) == 0
+    teacher = targets[0][0]
+    np.testing.assert_allclose(teacher, expected_teacher, atol=2e-3)  # float16-stored weights, other batching
+    labels = np.array([config.classes.index(lab) for _, lab, _ in plan["train"]])
+    for _, batch_targets in targets:
+        rows = [np.flatnonzero(np.isclose(0.5 * teacher + 0.5 * np.eye(2)[labels], row, atol=1e-6).all(axis=1))
+                for row in batch_targets]
+        assert all(len(r) for r in rows)  # every target is some training image's mix, none a bare label
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["training"]["distil_mirror"]["weight"] == 0.5
+    assert manifest["training"]["command"].endswith("--from-written --distil-mirror 0.5")
 
 
 def test_transfer_bundle_takes_its_features_from_a_whole_tuned_parent(busi_tree, training):

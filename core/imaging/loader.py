@@ -163,7 +163,8 @@ def _settle_modality(record: ImageRecord, modality: Modality | str | None) -> Im
         record.modality = Modality(modality)
         record.modality_source = "user"
     elif record.modality_source == "guess" or _is_untyped_dicom(record):
-        record.modality, record.modality_confidence = guess_modality(record.display(0))
+        record.frame0_guess = guess_modality(record.display(0))
+        record.modality, record.modality_confidence = record.frame0_guess
         record.modality_source = "guess"
     return record
 

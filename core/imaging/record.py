@@ -89,7 +89,11 @@ class ImageRecord:
     downsample: int = 1  # frames are loaded at 1/downsample of the file's size (core.imaging.limits)
     source_size: tuple[int, int] | None = None  # (rows, columns) in the file when downsampled
     warnings: list[str] = field(default_factory=list)  # what a reader should know about this file
+    # The modality guesser's answer for frame 0's default picture, where the loader asked it (the analysis reuses it).
+    frame0_guess: tuple[Modality, float | None] | None = None
     _cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict, repr=False)
+    # The last default picture (frame, pixels): the loader's modality guess and the analysis both read it.
+    _rendered: tuple[int, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def is_color(self) -> bool:
@@ -118,12 +122,17 @@ class ImageRecord:
         arr = self.values(frame)
         if self.is_color:
             return arr
+        if window is None and self._rendered is not None and self._rendered[0] == frame:
+            return self._rendered[1].copy()
         if window is None and self._default_render is not None:
             out = self._default_render(arr, frame)
         else:
             preset = window or self.window_presets[0]
             out = apply_window(arr, preset.center, preset.width, preset.function)
-        return 255 - out if self.inverted else out
+        out = 255 - out if self.inverted else out
+        if window is None:
+            self._rendered = (frame, out.copy())
+        return out
 
     def info(self) -> dict:
         """The fields of ``main.py info`` (identifiers excluded: they are not image facts)."""

@@ -110,7 +110,8 @@ class Analyzer:
         if is_blank(display):
             analysis.warnings.append("Blank picture: it is (almost) one grey level, with no tissue to read; the models "
                                      "answer anyway, and their answers mean nothing here.")
-        guessed, guess_p = guess_modality(display)
+        guessed, guess_p = (record.frame0_guess if frame == 0 and record.frame0_guess is not None
+                            else guess_modality(display))
         if (record.modality_source == "guess" and record.modality_confidence is not None
                 and record.modality_confidence < UNSURE_GUESS and any(b.modality == record.modality for b in bundles)):
             # About the image, not one model: said once for every model it was routed to.

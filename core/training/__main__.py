@@ -67,12 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-written", action="store_true", help="train: start the whole-network phase from "
                         "the bundle already in the models folder (needs --whole-epochs N or the config's own) instead of "
                         "rerunning phases 1-2")
+    parser.add_argument("--whole-lr", type=float, help="train: the whole-network phase's learning rate")
+    parser.add_argument("--distil-mirror", type=float, help="train --from-written: weight (0-1) of the written "
+                        "network's mirror-averaged probabilities in the whole-network phase's targets")
     parser.add_argument("--folds", type=int, default=0, help="cv: number of folds (default: one per group)")
     args = parser.parse_args(argv)
     config = CONFIGS[args.bundle]
     overrides = {k: v for k, v in (("reader", args.reader), ("root", args.root), ("arch", args.arch),
                                    ("weights", args.weights), ("epochs_whole", args.whole_epochs),
-                                   ("loss", args.loss), ("augmentation_whole", args.whole_augmentation)) if v}
+                                   ("loss", args.loss), ("augmentation_whole", args.whole_augmentation),
+                                   ("lr_whole", args.whole_lr), ("distil_mirror", args.distil_mirror)) if v}
     if args.loss and config.task != "segmentation":
         parser.error("--loss chooses a segmenter's training loss")
     if args.arch and args.arch != config.arch:
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--from-written continues a written network's whole-network phase: 'train' with "
                          "--whole-epochs N (or a config that has whole-network epochs)")
         overrides["whole_from_written"] = True
+    elif args.distil_mirror:
+        parser.error("--distil-mirror learns from the written network: it needs --from-written")
     if overrides:
         config = dataclasses.replace(config, **overrides)
     if config.reader == "two_lab_histology" and args.action in ("cache", "train", "cv"):

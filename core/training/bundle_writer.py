@@ -70,7 +70,10 @@ def _command_options(config: BundleConfig) -> str:
             + (f" --whole-epochs {config.epochs_whole}" if config.epochs_whole else "")
             + (f" --whole-augmentation {config.augmentation_whole}"
                if config.augmentation_whole != CONFIGS[config.id].augmentation_whole else "")
-            + (" --from-written" if config.whole_from_written else ""))
+            + (f" --whole-lr {config.lr_whole:g}" if config.epochs_whole and config.lr_whole != CONFIGS[config.id].lr_whole
+               else "")
+            + (" --from-written" if config.whole_from_written else "")
+            + (f" --distil-mirror {config.distil_mirror:g}" if config.distil_mirror else ""))
 
 
 def _weights_origin(config: BundleConfig) -> str:
@@ -169,6 +172,11 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
         arch["weights_origin"] += f"; then every layer below {config.top_block_start} fine-tuned here too"
         epochs["whole"], rates["whole"] = config.epochs_whole, config.lr_whole
         manifest["training"]["augmentation_whole"] = config.whole_augmentation
+        if config.distil_mirror:
+            manifest["training"]["distil_mirror"] = {
+                "weight": config.distil_mirror,
+                "what": "whole-network targets: this weight x the started-from network's probabilities (its logits "
+                        "averaged over each training image and its mirror image, T = 1) + the rest x the label"}
     elif trunk is not None:  # init_from_written: the written version's trunk, frozen here
         arch["weights_origin"] = (f"every layer below {config.top_block_start} from {version_name(started_from)} "
                                   f"(itself ImageNet Xception fine-tuned whole), frozen here; the parts named in "

@@ -20,12 +20,12 @@ from core.training.augment import mix_batch
 from core.training.bundle_writer import write_classifier_bundle
 from core.training.by_source import record_by_source
 from core.training.cam_layer import choose_cam_layer, validation_lesions
-from core.training.checkpoints import EpochCheckpoints, data_digest
+from core.training.checkpoints import EpochCheckpoints, data_digest, samples_digest
 from core.training.configs import REPO, BundleConfig
 from core.training.datasets import plan_sample
 from core.training.evaluate import fit_temperature, softmax
 from core.training.features import cache_features
-from core.training.mirror import choose_mirror_average
+from core.training.mirror import choose_mirror_average, predict_with_mirror
 from core.training.networks import class_weight_vector, predict_chunks, set_trainable, written_network
 from core.training.plan import cache_views, load_views, per_image, stored_plan
 from core.training.sources import several_sources
@@ -103,8 +103,10 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         head = fit_classifier(config, load_views(config, "train", views), np.tile(y_images, views), x_val, y_val,
                               config.cache_dir, head=head)
     if config.epochs_whole:
+        teacher = mirror_teacher(config, trunk, head, plan, started_from) if config.distil_mirror else None
         trunk, head, logits_val = finetune_whole(config, head, [plan_sample(d) for d in plan["train"]], y_images,
-                                                 [plan_sample(d) for d in plan["val"]], y_val, trunk, started_from)
+                                                 [plan_sample(d) for d in plan["val"]], y_val, trunk, started_from,
+                                                 teacher)
     else:
         logits_val = predict_chunks(head, x_val)
     temperature = fit_temperature(logits_val, y_val)
@@ -115,6 +117,26 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     if config.tiling is None:  # tiles are not mirrored; whole images are, where validation says so
         choose_on_validation(folder, plan)
     return folder
+
+
+def mirror_teacher(config: BundleConfig, trunk, head, plan: dict, started_from: dict | None) -> np.ndarray:
+    """The written network's probabilities on each training image, its logits averaged with its mirror image's
+    (T = 1), loaded as in the product; cached beside the bundle's checkpoints, keyed by the network and images."""
+    import keras
+
+    if started_from is None or trunk is None:
+        raise ValueError("--distil-mirror learns from a written network: use it with --from-written")
+    samples = [plan_sample(d) for d in plan["train"]]
+    target = config.cache_dir / f"teacher_{started_from['weights_sha256'][:12]}_{samples_digest(samples, [])}.npy"
+    if target.exists():
+        return np.load(target)
+    image = keras.Input(shape=(None, None, 3))
+    plain, mirrored = predict_with_mirror(keras.Model(image, head(trunk(image))), [s.path for s in samples],
+                                          config.spec, desc="teacher (image + mirror)")
+    probs = softmax((plain + mirrored) / 2)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.save(target, probs)
+    return probs
 
 
 def choose_on_validation(folder: Path, plan: dict) -> None:

@@ -54,6 +54,9 @@ class BundleConfig:
     augmentation_whole: str | None = None  # phase 3's augmentation preset; None = ``augmentation``
     # Phase 3 starts from the written bundle in models/ (its trunk and head) instead of phases 1-2 rerun.
     whole_from_written: bool = False
+    # Phase 3 from a written classifier: the targets mix its mirror-averaged probabilities (this weight) with the
+    # labels, so that one view learns what the image and its mirror say together and the mirror can be dropped.
+    distil_mirror: float = 0.0
     # Phases 1-2 start from the written bundle in models/: its trunk (below ``top_from``) stays frozen and is
     # stored as this bundle's own, its top block and head are where training starts (new data, same network).
     init_from_written: bool = False

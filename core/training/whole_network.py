@@ -53,11 +53,11 @@ def _checkpoints(config: BundleConfig, started_from: dict | None, recipe: dict) 
 
 
 def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndarray, val: list[Sample],
-                   y_val: np.ndarray, trunk=None, started_from: dict | None = None):
+                   y_val: np.ndarray, trunk=None, started_from: dict | None = None, teacher: np.ndarray | None = None):
     """``(trunk, head, validation logits)`` after ``config.epochs_whole`` epochs from the phase-2 ``head``
     on the ImageNet trunk (or from a written bundle's ``trunk`` and ``head``, described by ``started_from``),
     with the weights of the epoch with the lowest validation loss. Checkpoints after each epoch; a rerun
-    resumes."""
+    resumes. ``teacher``: probabilities per training sample mixed into the targets at ``config.distil_mirror``."""
     import keras
 
     if trunk is None:
@@ -78,13 +78,16 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
     recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole,
               "augmentation": config.whole_augmentation, "mix": config.mix, "batch_size": config.batch_size,
               "data": samples_digest(samples, val)}
+    if teacher is not None:
+        recipe["distil_mirror"] = config.distil_mirror
     checkpoints = _checkpoints(config, started_from, recipe)
     checkpoints.resume(model)
     best_logits = None  # the best epoch's validation logits, where this run trained it (else measured again)
     steps = max(1, len(samples) // config.batch_size)
     for epoch, rate, draw in _epochs(config, checkpoints, started_from):
         model.optimizer.learning_rate.assign(rate)
-        batches = _augmented_batches(config, samples, y, weights, np.random.default_rng(draw), seed=draw * 100_000)
+        batches = _augmented_batches(config, samples, y, weights, np.random.default_rng(draw), seed=draw * 100_000,
+                                     teacher=teacher)
         model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=2)
         logits = image_logits(model, val, config)
         val_loss = float(loss(np.eye(n, dtype=np.float32)[y_val], logits))
@@ -101,15 +104,20 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
 
 
 def _augmented_batches(config: BundleConfig, samples: list[Sample], y: np.ndarray, class_weight: np.ndarray,
-                       rng: np.random.Generator, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """One epoch of shuffled, freshly augmented batches (image, one-hot label, class weight);
-    MixUp/CutMix on the images where the config asks for it."""
+                       rng: np.random.Generator, seed: int, teacher: np.ndarray | None = None
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One epoch of shuffled, freshly augmented batches (image, target, class weight of its label);
+    MixUp/CutMix on the images where the config asks for it. The target is the one-hot label, or with a
+    ``teacher`` its mix with the teacher's probabilities. A mirror-averaged teacher says the same of an image
+    and of its mirror, so a flipped training view keeps a right target."""
     onehot = np.eye(len(config.classes), dtype=np.float32)[y]
+    target = onehot if teacher is None else (1 - config.distil_mirror) * onehot + config.distil_mirror * teacher
     for ids, (x, _) in _prefetched(config, samples, rng, seed, with_masks=False):
-        xb, yb = x.astype(np.float32), onehot[ids]
+        xb, yb, wb = x.astype(np.float32), target[ids].astype(np.float32), onehot[ids] @ class_weight
         if config.mix:
             xb, yb = augment.mix_batch(xb, yb, config.mix, rng)
-        yield xb, yb, yb @ class_weight
+            wb = yb @ class_weight
+        yield xb, yb, wb
 
 
 def _prefetched(config: BundleConfig, samples: list[Sample], rng: np.random.Generator, seed: int,
