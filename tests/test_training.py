@@ -339,7 +339,8 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     plan = json.loads((folder / "split.json").read_text())
     train_paths = [DATA_ROOT / p for p, _, _ in plan["train"]]
     plain, mirrored = predict_with_mirror(teacher_bundle.load(), train_paths, teacher_bundle.spec)
-    expected_teacher = softmax((plain + mirrored) / 2)
+    temperature = teacher_bundle.manifest["calibration"]["temperature"]
+    expected_teacher = softmax((plain + mirrored) / 2 / temperature)
     targets = []
     monkeypatch.setattr(whole_network, "_augmented_batches", lambda *args, seed, **kw: (
         (targets.append((kw["teacher"], batch[1])), batch)[1] for batch in real_batches(*args, seed=seed, **kw)))

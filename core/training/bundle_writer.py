@@ -176,7 +176,8 @@ def write_classifier_bundle(config: BundleConfig, head, plan: dict, probs: np.nd
             manifest["training"]["distil_mirror"] = {
                 "weight": config.distil_mirror,
                 "what": "whole-network targets: this weight x the started-from network's probabilities (its logits "
-                        "averaged over each training image and its mirror image, T = 1) + the rest x the label"}
+                        "averaged over each training image and its mirror image, at its calibration temperature) + "
+                        "the rest x the label"}
     elif trunk is not None:  # init_from_written: the written version's trunk, frozen here
         arch["weights_origin"] = (f"every layer below {config.top_block_start} from {version_name(started_from)} "
                                   f"(itself ImageNet Xception fine-tuned whole), frozen here; the parts named in "

@@ -103,7 +103,7 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
         head = fit_classifier(config, load_views(config, "train", views), np.tile(y_images, views), x_val, y_val,
                               config.cache_dir, head=head)
     if config.epochs_whole:
-        teacher = mirror_teacher(config, trunk, head, plan, started_from) if config.distil_mirror else None
+        teacher = mirror_teacher(config, trunk, head, plan, started_from, out_root) if config.distil_mirror else None
         trunk, head, logits_val = finetune_whole(config, head, [plan_sample(d) for d in plan["train"]], y_images,
                                                  [plan_sample(d) for d in plan["val"]], y_val, trunk, started_from,
                                                  teacher)
@@ -119,24 +119,29 @@ def train(config: BundleConfig, out_root: str | Path | None = None) -> Path:
     return folder
 
 
-def mirror_teacher(config: BundleConfig, trunk, head, plan: dict, started_from: dict | None) -> np.ndarray:
-    """The written network's probabilities on each training image, its logits averaged with its mirror image's
-    (T = 1), loaded as in the product; cached beside the bundle's checkpoints, keyed by the network and images."""
+def mirror_teacher(config: BundleConfig, trunk, head, plan: dict, started_from: dict | None,
+                   out_root: str | Path | None) -> np.ndarray:
+    """The written network's calibrated probabilities on each training image: its logits averaged with its mirror
+    image's, at its own calibration temperature (sharp raw logits would teach little beyond the label), loaded as
+    in the product. The mean logits are cached beside the bundle's checkpoints, keyed by the network and images."""
     import keras
 
     if started_from is None or trunk is None:
         raise ValueError("--distil-mirror learns from a written network: use it with --from-written")
+    written = json.loads((Path(out_root or REPO / "models") / config.id / "manifest.json").read_text())
+    temperature = written["calibration"]["temperature"]
     samples = [plan_sample(d) for d in plan["train"]]
-    target = config.cache_dir / f"teacher_{started_from['weights_sha256'][:12]}_{samples_digest(samples, [])}.npy"
+    target = config.cache_dir / f"teacher_logits_{started_from['weights_sha256'][:12]}_{samples_digest(samples, [])}.npy"
     if target.exists():
-        return np.load(target)
-    image = keras.Input(shape=(None, None, 3))
-    plain, mirrored = predict_with_mirror(keras.Model(image, head(trunk(image))), [s.path for s in samples],
-                                          config.spec, desc="teacher (image + mirror)")
-    probs = softmax((plain + mirrored) / 2)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    np.save(target, probs)
-    return probs
+        logits = np.load(target)
+    else:
+        image = keras.Input(shape=(None, None, 3))
+        plain, mirrored = predict_with_mirror(keras.Model(image, head(trunk(image))), [s.path for s in samples],
+                                              config.spec, desc="teacher (image + mirror)")
+        logits = (plain + mirrored) / 2
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.save(target, logits)
+    return softmax(logits / temperature)
 
 
 def choose_on_validation(folder: Path, plan: dict) -> None:
