@@ -63,3 +63,38 @@ def test_positive_views_keep_the_finding_in_the_tile_middle():
     for view in views:
         ys, xs = np.nonzero(view[..., 0] > 0)  # xception scaling: the background is -1, the square +1
         assert TILE / 4 - 10 <= ys.mean() <= 3 * TILE / 4 + 10 and TILE / 4 - 10 <= xs.mean() <= 3 * TILE / 4 + 10
+
+
+@pytest.mark.slow
+def test_the_two_detectors_join_into_one_network_that_means_their_logits(tmp_path, monkeypatch):
+    """The shipped network gives each tile the mean of its detectors' logits, as the cross-validation combined their
+    out-of-fold tiles (``ensemble_tiles``), survives float16 storage, and explains that mean at its Grad-CAM layer."""
+    import keras
+
+    from core.inference.gradcam import GradCam
+    from core.models.storage import save_keras_fp16
+    from core.training import mammo_finetune as mf
+
+    rng = np.random.default_rng(0)
+    members = {b: mf.fit_fold(rng.normal(size=(8, 7, 7, 1024)).astype(np.float32),
+                              rng.normal(size=(24, 7, 7, 1024)).astype(np.float32), 1, seed=i, batch=8, backbone=b)
+               for i, b in enumerate(mf.ENSEMBLE)}
+    network = mf.ensemble_network(members)
+    tiles = rng.uniform(-1, 1, (3, 224, 224, 3)).astype(np.float32)
+    each = [members[b].predict(mf.split_backbone(b)[0].predict(tiles, verbose=0), verbose=0)[:, 0] for b in mf.ENSEMBLE]
+    logits = network.predict(tiles, verbose=0)
+    np.testing.assert_allclose(logits[:, 0], 0.0)
+    np.testing.assert_allclose(logits[:, 1], np.mean(each, axis=0), atol=1e-4)
+    save_keras_fp16(network, tmp_path / "head.keras")
+    stored = keras.saving.load_model(tmp_path / "head.keras", compile=False, safe_mode=True)
+    np.testing.assert_allclose(stored.predict(tiles, verbose=0), logits, atol=2e-3)
+    _, maps, _ = GradCam(stored, mf.CAM_LAYER)([tiles])
+    assert maps.shape[0] == 3 and np.isfinite(maps).all()
+    # The out-of-fold tiles of the members, combined the same way.
+    monkeypatch.setattr(mf, "cache_dir", lambda backbone="imagenet": tmp_path / backbone)
+    sample = Sample(Path("mdb001.png"), "normal", "w1")
+    for b, z in zip(mf.ENSEMBLE, each):
+        (tmp_path / b).mkdir()
+        np.savez(tmp_path / b / "oof_tiles_t.npz", mdb001=1 / (1 + np.exp(-z)))
+    combined = mf.ensemble_tiles([sample], "t")[0]
+    np.testing.assert_allclose(combined, 1 / (1 + np.exp(-logits[:, 1])), atol=1e-4)

