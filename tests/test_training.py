@@ -346,6 +346,9 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
         (targets.append((kw["teacher"], batch[1])), batch)[1] for batch in real_batches(*args, seed=seed, **kw)))
     with pytest.raises(SystemExit):  # it learns from a written network
         training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--distil-mirror", "0.5"])
+    with pytest.raises(SystemExit):  # a weight, at most the whole target
+        training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1",
+                           "--from-written", "--distil-mirror", "1.5"])
     assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1",
                               "--from-written", "--distil-mirror", "0.5"]) == 0
     teacher = targets[0][0]

@@ -122,8 +122,9 @@ class ImageRecord:
         arr = self.values(frame)
         if self.is_color:
             return arr
-        if window is None and self._rendered is not None and self._rendered[0] == frame:
-            return self._rendered[1].copy()
+        rendered = self._rendered  # read once: the viewer and an analysis worker may ask for frames at once
+        if window is None and rendered is not None and rendered[0] == frame:
+            return rendered[1].copy()
         if window is None and self._default_render is not None:
             out = self._default_render(arr, frame)
         else:

@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["whole_from_written"] = True
     elif args.distil_mirror:
         parser.error("--distil-mirror learns from the written network: it needs --from-written")
+    if args.distil_mirror is not None and (not 0 < args.distil_mirror <= 1 or config.task != "classification"
+                                           or config.tiling is not None):
+        parser.error("--distil-mirror W: a weight in (0, 1], for a whole-image classifier")
     if overrides:
         config = dataclasses.replace(config, **overrides)
     if config.reader == "two_lab_histology" and args.action in ("cache", "train", "cv"):

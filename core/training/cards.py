@@ -326,9 +326,12 @@ confusion matrix `{cv['confusion_matrix']}`. {cv.get('how') or 'Folds train like
 def _film_rule(m: dict) -> str:
     """How the out-of-fold AUCs stand against the 0.75 a mammography bundle needs to ship."""
     low, high = m["roc_auc_ci95"]
-    paired = (f"scored against the other breast it meets it, its whole interval above it ({low:.2f}-{high:.2f})"
-              if low >= 0.75 else f"scored against the other breast it meets it, but the interval's lower end "
-              f"({low:.2f}) is below it")
+    if m["roc_auc"] < 0.75:
+        paired = f"scored against the other breast it does not meet it ({m['roc_auc']:.3f})"
+    elif low >= 0.75:
+        paired = f"scored against the other breast it meets it, its whole interval above it ({low:.2f}-{high:.2f})"
+    else:
+        paired = f"scored against the other breast it meets it, but the interval's lower end ({low:.2f}) is below it"
     alone = "scored alone it meets it too" if m["roc_auc_single"] >= 0.75 else "scored alone it does not meet it"
     return f"{paired}; {alone}"
 

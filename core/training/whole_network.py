@@ -12,6 +12,7 @@ same code runs as is. The fine-tuned trunk (a segmenter's encoder) is then the b
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,8 +79,8 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
     recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole,
               "augmentation": config.whole_augmentation, "mix": config.mix, "batch_size": config.batch_size,
               "data": samples_digest(samples, val)}
-    if teacher is not None:
-        recipe["distil_mirror"] = config.distil_mirror
+    if teacher is not None:  # the teacher's probabilities themselves: another teacher or temperature starts afresh
+        recipe["distil_mirror"] = [config.distil_mirror, hashlib.sha256(teacher.astype(np.float32).tobytes()).hexdigest()[:16]]
     checkpoints = _checkpoints(config, started_from, recipe)
     checkpoints.resume(model)
     best_logits = None  # the best epoch's validation logits, where this run trained it (else measured again)
