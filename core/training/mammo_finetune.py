@@ -248,7 +248,7 @@ def ensemble_network(members: dict[str, object]):
         w, b = model.layers[-1].get_weights()
         kernels.append(w / len(members))
         biases.append(b[0] / len(members))
-    x = keras.layers.Concatenate(name=CAM_LAYER)(activations) if len(activations) > 1 else activations[0]
+    x = keras.layers.Concatenate(name=CAM_LAYER)(activations)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     dense = keras.layers.Dense(2, name="logits")
     network = keras.Model(image, dense(x), name="mammo_detector")
@@ -360,7 +360,6 @@ def write_bundle(samples: list[Sample], epochs: int, lr: float, seed: int, out: 
     fold_of = {int(i): k for k, (_, test) in enumerate(folds) for i in test}
     (folder / "split.json").write_text(json.dumps({"cross_validation_folds": [
         [s.path.name, s.label, s.group, fold_of[i]] for i, s in enumerate(samples)]}))
-    (folder / "trunk.keras").unlink(missing_ok=True)
     caches = " && ".join(f"python -m core.training.mammo_finetune {step} --backbone {b}"
                          + (f" --epochs {epochs} --lr {lr:g} --seed {seed}" if step == "cv" else "")
                          for b in ENSEMBLE for step in ("cache", "cv"))
