@@ -361,6 +361,18 @@ def test_whole_network_phase_fine_tunes_the_trunk_on_fresh_augmentations(busi_tr
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["training"]["distil_mirror"]["weight"] == 0.5
     assert manifest["training"]["command"].endswith("--from-written --distil-mirror 0.5")
+    # --size: the network continues at another input side, taught by the written one at its own.
+    written = Registry([out]).get(config.id)
+    plain, mirrored = predict_with_mirror(written.load(), train_paths, written.spec)
+    expected_teacher = softmax((plain + mirrored) / 2 / written.manifest["calibration"]["temperature"])
+    targets.clear()
+    size = written.spec.size + 8
+    assert training_cli.main(["train", config.id, "--root", str(busi_tree), "--out", str(out), "--whole-epochs", "1",
+                              "--from-written", "--distil-mirror", "0.5", "--size", str(size)]) == 0
+    np.testing.assert_allclose(targets[0][0], expected_teacher, atol=2e-3)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["preprocessing"]["size"] == size
+    assert manifest["training"]["command"].endswith(f"--distil-mirror 0.5 --size {size}")
 
 
 def test_transfer_bundle_takes_its_features_from_a_whole_tuned_parent(busi_tree, training):

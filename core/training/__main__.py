@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--whole-lr", type=float, help="train: the whole-network phase's learning rate")
     parser.add_argument("--distil-mirror", type=float, help="train --from-written: weight (0-1) of the written "
                         "network's mirror-averaged probabilities in the whole-network phase's targets")
+    parser.add_argument("--size", type=int, help="train, cache: the network's input side in pixels (overrides the "
+                        "config's preprocessing; a smaller side costs fewer FLOPs per image)")
     parser.add_argument("--folds", type=int, default=0, help="cv: number of folds (default: one per group)")
     args = parser.parse_args(argv)
     config = CONFIGS[args.bundle]
@@ -93,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--distil-mirror W: a weight in (0, 1], for a whole-image classifier")
     if overrides:
         config = dataclasses.replace(config, **overrides)
+    if args.size:
+        if args.size < 32:
+            parser.error("--size N: the input side in pixels, at least 32")
+        config = dataclasses.replace(config, spec=dataclasses.replace(config.spec, size=args.size))
     if config.reader == "two_lab_histology" and args.action in ("cache", "train", "cv"):
         parser.error(f"{config.id} tiles each lab's images at its own scale: use python -m core.training.lab_transfer "
                      "cache | measure | train (or --reader with a one-lab layout)")

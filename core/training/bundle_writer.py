@@ -73,7 +73,8 @@ def _command_options(config: BundleConfig) -> str:
             + (f" --whole-lr {config.lr_whole:g}" if config.epochs_whole and config.lr_whole != CONFIGS[config.id].lr_whole
                else "")
             + (" --from-written" if config.whole_from_written else "")
-            + (f" --distil-mirror {config.distil_mirror:g}" if config.distil_mirror else ""))
+            + (f" --distil-mirror {config.distil_mirror:g}" if config.distil_mirror else "")
+            + (f" --size {config.spec.size}" if config.spec.size != CONFIGS[config.id].spec.size else ""))
 
 
 def _weights_origin(config: BundleConfig) -> str:

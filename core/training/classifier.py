@@ -10,12 +10,14 @@ fine-tunes the whole network on images augmented afresh every epoch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from core.models.backbones import build_backbone, split_backbone
+from core.models.preprocessing import PreprocessSpec
 from core.training.augment import mix_batch
 from core.training.bundle_writer import write_classifier_bundle
 from core.training.by_source import record_by_source
@@ -130,14 +132,17 @@ def mirror_teacher(config: BundleConfig, trunk, head, plan: dict, started_from: 
         raise ValueError("--distil-mirror learns from a written network: use it with --from-written")
     written = json.loads((Path(out_root or REPO / "models") / config.id / "manifest.json").read_text())
     temperature = written["calibration"]["temperature"]
+    spec = PreprocessSpec.from_dict(written["preprocessing"])  # the teacher sees images as it was trained to
     samples = [plan_sample(d) for d in plan["train"]]
-    target = config.cache_dir / f"teacher_logits_{started_from['weights_sha256'][:12]}_{samples_digest(samples, [])}.npy"
+    look = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    key = f"{started_from['weights_sha256'][:12]}_{samples_digest(samples, [])}_{look}"
+    target = config.cache_dir / f"teacher_logits_{key}.npy"
     if target.exists():
         logits = np.load(target)
     else:
         image = keras.Input(shape=(None, None, 3))
         plain, mirrored = predict_with_mirror(keras.Model(image, head(trunk(image))), [s.path for s in samples],
-                                              config.spec, desc="teacher (image + mirror)")
+                                              spec, desc="teacher (image + mirror)")
         logits = (plain + mirrored) / 2
         target.parent.mkdir(parents=True, exist_ok=True)
         np.save(target, logits)

@@ -78,7 +78,7 @@ def finetune_whole(config: BundleConfig, head, samples: list[Sample], y: np.ndar
 
     recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole,
               "augmentation": config.whole_augmentation, "mix": config.mix, "batch_size": config.batch_size,
-              "data": samples_digest(samples, val)}
+              "data": samples_digest(samples, val), "spec": config.spec.to_dict()}
     if teacher is not None:  # the teacher's probabilities themselves: another teacher or temperature starts afresh
         recipe["distil_mirror"] = [config.distil_mirror, hashlib.sha256(teacher.astype(np.float32).tobytes()).hexdigest()[:16]]
     checkpoints = _checkpoints(config, started_from, recipe)
@@ -162,7 +162,7 @@ def finetune_whole_segmenter(config: BundleConfig, decoder, samples: list[Sample
     model.compile(optimizer=keras.optimizers.Adam(config.lr_whole), loss=loss)
     recipe = {"lr_whole": config.lr_whole, "epochs_whole": config.epochs_whole,
               "augmentation": config.whole_augmentation, "loss": config.loss, "batch_size": config.batch_size,
-              "data": samples_digest(samples, val)}
+              "data": samples_digest(samples, val), "spec": config.spec.to_dict()}
     checkpoints = _checkpoints(config, started_from, recipe)
     checkpoints.resume(model)
     x_val, m_val = model_batch(val, config.spec, with_masks=True)
