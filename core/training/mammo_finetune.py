@@ -185,19 +185,6 @@ def _probs(model, maps: np.ndarray, mirror: bool = True, batch: int = 64) -> np.
     return 1 / (1 + np.exp(-logits))
 
 
-def _cams(model, maps: np.ndarray, batch: int = 64) -> np.ndarray:
-    """(N, 7, 7) class activation maps of the tiles, unmirrored: block 14's output weighted by the logit's Dense
-    kernel, plus its bias (their mean is the tile's logit, pooling being linear). For this head it is the abnormal
-    class's Grad-CAM before its ReLU and scaling, which is what the product reads marks from."""
-    import keras
-
-    if not len(maps):
-        return np.zeros((0, 7, 7), np.float32)
-    kernel, bias = model.layers[-1].get_weights()
-    block = keras.Model(model.input, model.layers[1].output)
-    return (predict_chunks(block, maps, batch) @ kernel[:, 0] + bias[0]).astype(np.float32)
-
-
 def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: float, seed: int = 0,
                    folds: int = 5, backbone: str = "imagenet") -> dict:
     """Out-of-fold tile probabilities on every film's grid, then image ROC AUC (max, top-3 mean) and marks,
@@ -206,7 +193,6 @@ def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: fl
     groups = [s.group for s in samples]
     probs: list[np.ndarray | None] = [None] * len(samples)
     plain: list[np.ndarray | None] = [None] * len(samples)  # no mirror: the tile as the product runs it
-    cams: list[np.ndarray | None] = [None] * len(samples)
     tile_auc = []
     for k, (train, test) in enumerate(StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(y_img, y_img, groups)):
         start = time.perf_counter()
@@ -216,7 +202,6 @@ def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: fl
         for i in test:
             probs[i] = _probs(model, films[i]["grid"])
             plain[i] = _probs(model, films[i]["grid"], mirror=False)
-            cams[i] = _cams(model, films[i]["grid"])
         judged = [i for i in test if samples[i].label == "normal" or samples[i].circles]
         keep = {i: (films[i]["labels"] == 1) | ~films[i]["reached"] for i in judged}  # as training_views keeps them
         tile_auc.append(roc_auc_score(np.concatenate([films[i]["labels"][keep[i]] for i in judged]),
@@ -233,8 +218,6 @@ def cross_validate(samples: list[Sample], films: list[dict], epochs: int, lr: fl
     np.save(cache_dir(backbone) / f"oof_top3_e{epochs}_lr{lr:g}_s{seed}.npy", scores["top3"])
     np.savez(cache_dir(backbone) / f"oof_tiles_e{epochs}_lr{lr:g}_s{seed}.npz",
              **{s.path.stem: p for s, p in zip(samples, plain)})
-    np.savez(cache_dir(backbone) / f"oof_cams_e{epochs}_lr{lr:g}_s{seed}.npz",
-             **{s.path.stem: c.astype(np.float16) for s, c in zip(samples, cams)})
     return result
 
 
