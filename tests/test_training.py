@@ -525,6 +525,26 @@ def test_training_resumes_only_its_own_recipe(tmp_path, capsys):
     assert "resuming" not in run(dataclasses.replace(mixed, epochs_finetune=2))
 
 
+def test_cached_features_of_another_input_size_are_made_again(tmp_path):
+    """A feature cache is resumed only for the trunk and input it was made with: another ``--size`` starts over."""
+    import keras
+
+    from core.training.datasets import Sample
+    from core.training.features import cache_features
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((40, 50), 60 * i, np.uint8)).save(paths[-1])
+    samples = [Sample(p, "a", str(i)) for i, p in enumerate(paths)]
+    image = keras.Input((None, None, 3))
+    trunk = keras.Model(image, keras.layers.AveragePooling2D(8)(image), name="tiny_trunk")
+    out = tmp_path / "features.npy"
+    for size in (64, 80, 64):
+        cache_features(samples, dataclasses.replace(SMALL, size=size), trunk, out)
+        assert np.load(out).shape == (3, size // 8, size // 8, 3)
+
+
 def test_tile_mask_is_cut_from_the_whole_image_mask(tmp_path):
     """Annotation circles are in whole-image coordinates: a tile's mask is the same window of them."""
     from core.training.datasets import Circle, Sample

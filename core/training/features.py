@@ -83,8 +83,11 @@ def cache_features(
     out = Path(out)
     state_file = out.with_suffix(".json")
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    if state.get("trunk") != trunk.name:  # features of another trunk cut (or none yet): start over
-        state = {"done": 0, "trunk": trunk.name}
+    look = spec.to_dict()
+    # Features of another trunk cut or input (or none yet): start over. A cache from before the input was recorded
+    # is taken as the config's.
+    if state.get("trunk") != trunk.name or state.get("spec", look) != look:
+        state = {"done": 0, "trunk": trunk.name, "spec": look}
     probe = trunk.predict(np.zeros((1, spec.size, spec.size, 3), np.float32), verbose=0)
     probe = probe if isinstance(probe, list) else [probe]
     shapes = [(len(samples),) + p.shape[1:] for p in probe]
