@@ -123,9 +123,10 @@ def cache(samples: list[Sample], backbone: str = "imagenet", batch: int = 16) ->
               f"({time.perf_counter() - start:.1f} s)", flush=True)
 
 
-def load(sample: Sample, backbone: str = "imagenet") -> dict:
+def load(sample: Sample, backbone: str = "imagenet", keys: tuple[str, ...] | None = None) -> dict:
+    """A film's cached arrays, or only ``keys`` of them (an npz file reads each array only when asked)."""
     data = np.load(cache_dir(backbone) / f"{sample.path.stem}.npz")
-    return {k: data[k] for k in data.files}
+    return {k: data[k] for k in (data.files if keys is None else keys)}
 
 
 def training_views(samples: list[Sample], films: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -407,7 +408,8 @@ def measure(samples: list[Sample], epochs: int, lr: float, seed: int, folder: Pa
     from core.training.cards import film_card
 
     manifest = json.loads((folder / "manifest.json").read_text())
-    oof = out_of_fold(samples, [load(s) for s in samples], f"e{epochs}_lr{lr:g}_s{seed}")
+    corners = [load(s, keys=("corners",)) for s in samples]  # all the reading needs of the cached films
+    oof = out_of_fold(samples, corners, f"e{epochs}_lr{lr:g}_s{seed}")
     manifest.update(film_scoring=oof["scoring"].to_dict(), validation_metrics=oof["metrics"])
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     (folder / "model_card.md").write_text(film_card(manifest))
