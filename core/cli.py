@@ -132,17 +132,28 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if not 0 <= args.frame < record.frames:
             raise DiagnosticError(f"frame {args.frame} does not exist: the file has {record.frames} frame(s)")
         frames = range(record.frames) if args.all_frames else [args.frame]
-        analyses = [engine.submit(record, frame=f, model_ids=args.model or None, gradcam=True,
-                                  gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta,
-                                  microns_per_pixel=args.microns_per_pixel, find_other_breast=other_breast).result()
-                    for f in frames]
+        analyses, failure = [], None
+        for f in frames:
+            try:
+                analyses.append(engine.submit(
+                    record, frame=f, model_ids=args.model or None, gradcam=True, gradcam_plus=args.gradcam_plus,
+                    target_class=args.target_class, tta=args.tta, microns_per_pixel=args.microns_per_pixel,
+                    find_other_breast=other_breast).result())
+            except DiagnosticError as exc:
+                if not analyses:
+                    raise
+                # A later frame cannot be read (NumberOfFrames promises more than the file holds, a corrupt
+                # fragment): the frames analysed are still reported, with this error; the rest are not tried.
+                failure = f"frame {f} of {record.frames}: {exc}; the frames after it were not analysed"
+                break
     except DiagnosticError as exc:
         _print_json({"path": str(args.path), "error": str(exc)})
         return 2
     finally:
         engine.shutdown()
     try:
-        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1) for a in analyses]
+        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1 or failure is not None)
+                   for a in analyses]
     except (DiagnosticError, OSError) as exc:  # an output could not be written: never reported as written
         from core.export.files import os_reason
 
@@ -152,6 +163,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not args.no_history:
         _record_history(analyses, series=False)
     if args.json:
+        if failure is not None:
+            _print_json({"path": str(record.path), "frames": outputs, "error": failure})
+            return 2
         _print_json(outputs[0] if len(outputs) == 1 else {"path": str(record.path), "frames": outputs})
         return 0
     for out in outputs:
@@ -175,6 +189,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                           f"y {f['y']:.0f} px, radius {f['r']:.0f} px")
             for w in r["warnings"]:
                 print(f"    warning: {w}")
+    if failure is not None:
+        print(f"error: {failure}")
+        return 2
     return 0
 
 

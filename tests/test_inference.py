@@ -113,6 +113,19 @@ def test_a_blank_picture_is_analysed_with_a_warning(analyzer, tmp_path, planted_
     assert not any(w.startswith("Blank picture") for w in shown.warnings)
 
 
+def test_a_sliver_is_analysed_with_a_warning(analyzer, tmp_path):
+    """A 3000 x 1 line of noise (the guesser may still name a modality): the models answer, the analysis says their
+    answers mean nothing; a 64 x 600 strip is as thin as a picture may be without the warning."""
+    noise = np.random.default_rng(0).integers(0, 255, (1, 3000), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "line.png")
+    analysis = analyzer.analyze(load_image(tmp_path / "line.png", modality="MR"))
+    assert analysis.results and any(w.startswith("Implausible picture: 3000 x 1") for w in analysis.warnings)
+    strip = np.random.default_rng(1).integers(0, 255, (64, 600), dtype=np.uint8)
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    shown = analyzer.analyze(load_image(tmp_path / "strip.png", modality="MR"))
+    assert not any(w.startswith("Implausible picture") for w in shown.warnings)
+
+
 def test_dicom_modality_mismatch_is_flagged(analyzer, pydicom_file):
     ct = load_image(pydicom_file("CT_small.dcm"), modality="US")
     result = analyzer.analyze(ct, model_ids=["tiny-mr-classifier"]).results[0]
@@ -337,6 +350,35 @@ def test_analyze_cli_all_frames(tiny_models, pydicom_file, tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "main.py"), "analyze", str(pydicom_file("SC_rgb_rle_2frame.dcm")),
                           "--frame", "5", "--json"], capture_output=True, text=True, cwd=REPO, env=env)
     assert bad.returncode == 2 and "frame 5" in json.loads(bad.stdout)["error"]
+
+
+def test_analyze_cli_all_frames_keeps_the_frames_read_before_a_missing_one(tiny_models, tmp_path):
+    """NumberOfFrames says 4, the pixel data holds 2: frames 0 and 1 are reported with the error for frame 2."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.NumberOfFrames = "MR", 32, 32, 1, 4
+    ds.PhotometricInterpretation, ds.PixelRepresentation = "MONOCHROME2", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.random.default_rng(1).integers(0, 255, (2, 32, 32), dtype=np.uint8).tobytes()
+    ds.save_as(tmp_path / "short.dcm", enforce_file_format=True)
+    env = dict(os.environ, MIDA_USER_MODELS=str(tiny_models))
+    base = [sys.executable, str(REPO / "main.py"), "analyze", str(tmp_path / "short.dcm"), "--model",
+            "tiny-mr-classifier", "--all-frames", "--no-history"]
+    run = subprocess.run(base + ["--json"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert [f["frame"] for f in out["frames"]] == [0, 1]
+    assert all(f["results"] for f in out["frames"])
+    assert out["error"].startswith("frame 2 of 4:") and "not analysed" in out["error"]
+    text = subprocess.run(base, capture_output=True, text=True, cwd=REPO, env=env)
+    assert text.returncode == 2 and "frame 1" in text.stdout and "error: frame 2 of 4" in text.stdout
 
 
 def test_false_lesion_gate_drops_only_faint_components():

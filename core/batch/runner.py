@@ -287,9 +287,21 @@ class BatchRun:
             frames = range(record.frames) if self.all_frames else [0]
             rows = []
             for frame in frames:
-                analysis = self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids, gradcam=self.heatmaps,
-                                                 cancel=self.cancel, microns_per_pixel=self.microns_per_pixel,
-                                                 find_other_breast=other_breast)
+                try:
+                    analysis = self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids,
+                                                     gradcam=self.heatmaps, cancel=self.cancel,
+                                                     microns_per_pixel=self.microns_per_pixel,
+                                                     find_other_breast=other_breast)
+                except Cancelled:
+                    raise
+                except DiagnosticError as exc:
+                    if not rows:
+                        raise
+                    # A later frame cannot be read (NumberOfFrames promises more than the file holds, a corrupt
+                    # fragment): the frames analysed stay, this one is the error row, the rest are not tried.
+                    rows.append(self._row(relative, frame=frame, error=f"frame {frame} of {record.frames}: {exc}; "
+                                                                       "the frames after it were not analysed"))
+                    break
                 rows.extend(self._rows(relative, stem, record, analysis))
                 if self.history is not None and analysis.results:
                     try:

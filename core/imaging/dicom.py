@@ -11,11 +11,16 @@ import zlib
 
 import numpy as np
 import pydicom
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.tag import Tag
+from pydicom.uid import (UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000TransferSyntaxes,
+                         JPEGLSTransferSyntaxes, JPEGTransferSyntaxes)
 
 from core.errors import ImageLoadError
 from core.imaging.limits import (DECODE_OVERHEAD, check_size, downsample_factor, memory_budget, shrink,
@@ -198,11 +203,13 @@ def read_dicom(path: Path) -> ImageRecord:
     _require_decoder(path, tsyntax)
 
     def read_frame(index: int) -> np.ndarray:
+        _check_codestream_size(path, ds, tsyntax, index, frames, rows, columns)
         try:
             arr = pixel_array(path, index=index if frames > 1 else None, as_rgb=True)
         except (NotImplementedError, RuntimeError, ImportError) as exc:
+            reason = " ".join(str(exc).split())  # pydicom lists each plugin's failure on a line of its own
             raise ImageLoadError(
-                path, f"its {tsyntax.name} pixel data could not be decoded: corrupt or an unsupported variant ({exc})"
+                path, f"its {tsyntax.name} pixel data could not be decoded: corrupt or an unsupported variant ({reason})"
             ) from exc
         except (ValueError, EOFError, OSError, KeyError, AttributeError, TypeError) as exc:
             raise ImageLoadError(path, f"the pixel data is truncated or does not match the header ({exc})") from exc
@@ -275,6 +282,61 @@ def _require_decoder(path: Path, tsyntax: UID) -> None:
         raise ImageLoadError(
             path, f"its compression ({tsyntax.name}) needs a codec plugin that is not installed ({missing})"
         )
+
+
+_SIZED_SYNTAXES = set(JPEGTransferSyntaxes) | set(JPEGLSTransferSyntaxes) | set(JPEG2000TransferSyntaxes)
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}  # 0xF7: JPEG-LS
+
+
+def _check_codestream_size(path: Path, ds: Dataset, tsyntax: UID, index: int, frames: int, rows: int,
+                           columns: int) -> None:
+    """Refuse a JPEG, JPEG-LS or JPEG 2000 frame whose own header declares more pixels than Rows x Columns.
+
+    The decoders allocate what the codestream declares, and only then is the result compared with the header:
+    a few hundred bytes claiming 30,000 x 30,000 pixels would take gigabytes before being refused.
+    """
+    if tsyntax not in _SIZED_SYNTAXES:
+        return
+    try:
+        element = ds.get_item(0x7FE00010, keep_deferred=True)
+        offsets = None
+        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+            offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+        if isinstance(element, RawDataElement) and element.value is None:  # deferred: read this frame only
+            with open(path, "rb") as fp:
+                fp.seek(element.value_tell)
+                frame = get_frame(fp, index, extended_offsets=offsets, number_of_frames=frames)
+        else:
+            frame = get_frame(element.value, index, extended_offsets=offsets, number_of_frames=frames)
+        declared = _codestream_shape(frame)
+    except Exception:  # noqa: BLE001 - the encapsulation itself is damaged: the decoder names the problem
+        return
+    if declared is not None and declared[0] * declared[1] > rows * columns:
+        raise ImageLoadError(path, f"frame {index + 1} holds a {declared[1]} x {declared[0]} pixel compressed image, "
+                                   f"larger than the {columns} x {rows} its header declares: not decoded")
+
+
+def _codestream_shape(src: bytes) -> tuple[int, int] | None:
+    """(rows, columns) that a JPEG, JPEG-LS or JPEG 2000 codestream (or JP2 file) declares; None if unknown."""
+    if src[:2] != b"\xff\xd8":
+        at = src.find(b"\xff\x4f\xff\x51", 0, 1 << 16)  # JPEG 2000: SOC then SIZ, maybe after JP2 boxes
+        if at < 0:
+            return None
+        width, height, left, top = struct.unpack_from(">IIII", src, at + 8)
+        return max(0, height - top), max(0, width - left)
+    at = 2
+    while at + 9 <= len(src) and src[at] == 0xFF:
+        marker = src[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+        elif marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", src, at + 5)
+            return (height, width) if height else None  # 0: set later by a DNL marker
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            at += 2
+        else:
+            at += 2 + struct.unpack_from(">H", src, at + 2)[0]
+    return None
 
 
 def _modality_tag(ds: Dataset) -> str:
@@ -405,9 +467,17 @@ def _tag_list(ds: Dataset, limit: int = 160) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
 
     def walk(dataset: Dataset, depth: int) -> None:
-        for elem in dataset:
-            if elem.keyword in _PIXEL_KEYWORDS or len(rows) > 2000:
+        # By tag, never `for elem in dataset`: that reads every deferred element (the whole pixel data of a
+        # multi-frame file, a huge private blob) into memory.
+        for tag in sorted(dataset.keys()):
+            if keyword_for_tag(tag) in _PIXEL_KEYWORDS or len(rows) > 2000:
                 continue
+            raw = dataset.get_item(tag, keep_deferred=True)
+            if isinstance(raw, RawDataElement) and raw.value is None and raw.length:  # deferred: left on disk
+                name = ("  " * depth) + (keyword_for_tag(tag) or "Private tag data")
+                rows.append((str(Tag(tag)), name, f"<{raw.length} bytes, not read>"))
+                continue
+            elem = dataset[tag]
             name = ("  " * depth) + (elem.keyword or elem.name)
             if elem.VR == "SQ":
                 rows.append((str(elem.tag), name, f"<sequence of {len(elem.value)} item(s)>"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import lzma
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -154,18 +156,23 @@ def _open_tiff(path: Path):
             count = len(series.pages)
             factor = downsample_factor(rows, columns)
             separate = int(key.planarconfig) == 2
-            piece = None
-            if factor > 1:  # big: decoded strip by strip (tile by tile) straight into the smaller frame
-                if key.is_tiled:
-                    piece = int(key.tilelength) * int(key.tilewidth) * max(1, int(key.tiledepth))
-                else:
-                    piece = min(int(key.rowsperstrip), rows) * columns
-                piece *= (1 if separate else samples) * key.dtype.itemsize
+            if key.is_tiled:  # the bytes one strip or tile decodes to
+                segment = int(key.tilelength) * int(key.tilewidth) * max(1, int(key.tiledepth))
+            else:
+                segment = min(int(key.rowsperstrip), rows) * columns
+            segment *= (1 if separate else samples) * key.dtype.itemsize
+            # big: decoded strip by strip (tile by tile) straight into the smaller frame
+            piece = segment if factor > 1 else None
             reason = check_size(rows, columns, count * depth, samples, key.dtype.itemsize, piece_bytes=piece)
             if reason:
                 raise ImageLoadError(path, reason)
             if depth > 1:
                 raise ImageLoadError(path, f"it is a 3-D TIFF volume ({depth} slices per page), which is not supported")
+            compression = getattr(key.compression, "name", str(key.compression))
+            try:
+                tifffile.TIFF.DECOMPRESSORS[int(key.compression)]
+            except KeyError:  # LZW, JPEG, ... need the imagecodecs package; or an unknown code
+                raise ImageLoadError(path, f"its TIFF compression ({compression}) is not supported") from None
     except ImageLoadError:
         raise
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError, AttributeError, TypeError) as exc:
@@ -176,9 +183,12 @@ def _open_tiff(path: Path):
         try:
             with tifffile.TiffFile(path) as tif:
                 page = tif.series[0].pages[index]
+                _check_inflation(tif.filehandle, page, segment, path)
                 if factor > 1:
                     return _normalise(_streamed(page, rows, columns, samples, separate, factor))
                 arr = page.asarray()
+        except ImportError as exc:  # a codec tifffile finds only at decoding time (ZSTD before Python 3.14)
+            raise ImageLoadError(path, f"its TIFF compression ({compression}) is not supported") from exc
         except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError, AttributeError, TypeError) as exc:
             raise ImageLoadError(path, f"the TIFF file is truncated or corrupt ({exc})") from exc
         arr = np.squeeze(arr) if arr.ndim > 3 else arr
@@ -191,6 +201,39 @@ def _open_tiff(path: Path):
         return _normalise(shrink(arr, factor))
 
     return (rows, columns), factor, count, read_page
+
+
+# Compressions tifffile decodes without imagecodecs by inflating a whole strip or tile, however large it gets.
+_INFLATING = {8: "deflate", 32946: "deflate", 34925: "LZMA"}  # Adobe deflate, deflate, LZMA
+
+
+def _check_inflation(fh, page, segment: int, path: Path) -> None:
+    """Refuse a page one of whose deflate- or LZMA-compressed strips (tiles) inflates far beyond the ``segment``
+    bytes it can hold: a few megabytes on disk must not become gigabytes in memory (a decompression bomb).
+
+    Each segment is inflated in chunks, stopping as soon as it passes the bound; nothing is kept.
+    """
+    codec = _INFLATING.get(int(page.keyframe.compression))
+    if codec is None:
+        return
+    limit = 2 * segment + (1 << 20)  # tifffile keeps the first ``segment`` bytes; padding is tolerated
+    for offset, count in zip(page.dataoffsets, page.databytecounts):
+        inflater = zlib.decompressobj() if codec == "deflate" else lzma.LZMADecompressor()
+        fh.seek(offset)
+        total, left = 0, int(count)
+        try:
+            while left > 0 and not inflater.eof:
+                chunk = fh.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                total += len(inflater.decompress(chunk, limit + 1 - total))
+                if total > limit:
+                    raise ImageLoadError(path, f"one of its {codec}-compressed strips or tiles inflates to more than "
+                                               f"{limit / 1024**2:.0f} MiB, far beyond the image size its tags "
+                                               "declare: too large (possibly a decompression bomb)")
+        except (zlib.error, lzma.LZMAError):
+            return  # corrupt: the decoder says so
 
 
 def _streamed(page, rows: int, columns: int, samples: int, separate: bool, factor: int) -> np.ndarray:

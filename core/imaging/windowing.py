@@ -79,6 +79,17 @@ def full_range_preset(values: np.ndarray) -> WindowPreset:
 BLANK_RANGE = 8  # grey levels from the 0.5th to the 99.5th percentile below which a picture shows nothing
 
 
+SLIVER_SIDE = 16  # pixels: a picture this thin on a side shows no anatomy a model could read
+SLIVER_ASPECT = 10  # a scan, film, slide field or sonogram is never ten times longer than wide
+
+
+def is_sliver(display: np.ndarray) -> bool:
+    """The picture is a line or a sliver (a side under ``SLIVER_SIDE`` px, or ``SLIVER_ASPECT`` times longer than
+    wide): nothing the models were trained on looks like it, though the modality guess may still name one."""
+    short, long = sorted(display.shape[:2])
+    return short < SLIVER_SIDE or long > SLIVER_ASPECT * short
+
+
 def is_blank(display: np.ndarray) -> bool:
     """The 8-bit picture is (almost) one grey level: 99 % of its pixels lie within ``BLANK_RANGE`` levels. Such are
     the slices of a scan above or below the head (74 of the 2,188 LGG FLAIR slices); no image of the other shared

@@ -18,7 +18,7 @@ from typing import Callable
 from core.errors import DiagnosticError
 from core.imaging.modality_guess import guess_modality
 from core.imaging.record import ImageRecord, Modality
-from core.imaging.windowing import is_blank
+from core.imaging.windowing import is_blank, is_sliver
 from core.inference.device import nvidia_gpu
 from core.inference.onnx_network import available as onnx_runtime_available
 from core.inference.paths import AnalysisPath, Request, StemRows, build_path, load_network
@@ -107,7 +107,11 @@ class Analyzer:
             )
             return analysis
         display = record.display(frame)
-        if is_blank(display):
+        if is_sliver(display):
+            analysis.warnings.append(f"Implausible picture: {display.shape[1]} x {display.shape[0]} pixels is a line or "
+                                     "a sliver, not a scan, film, sonogram or slide; the models answer anyway, and "
+                                     "their answers mean nothing here.")
+        elif is_blank(display):
             analysis.warnings.append("Blank picture: it is (almost) one grey level, with no tissue to read; the models "
                                      "answer anyway, and their answers mean nothing here.")
         guessed, guess_p = (record.frame0_guess if frame == 0 and record.frame0_guess is not None
