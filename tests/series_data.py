@@ -204,3 +204,19 @@ def write_mammo(path, pixels, *, study_uid, laterality=None, view=None, patient_
         ds.PatientOrientation = orientation
     ds.save_as(path)
     return path
+
+
+def bare_mr_dicom(rows: int, columns: int, frames: int = 1, syntax=ExplicitVRLittleEndian, bits: int = 8) -> Dataset:
+    """A grey MR dataset with only what decoding needs (no patient, study or geometry); PixelData is the caller's."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "MR", rows, columns, 1
+    ds.PhotometricInterpretation, ds.PixelRepresentation = "MONOCHROME2", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    return ds

@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+from pydicom.uid import JPEGBaseline8Bit
 
 from core.errors import ImageLoadError
 from core.imaging import load_image
 from tests.conftest import REPO
+from tests.series_data import bare_mr_dicom
 
 
 def _tiff_one_strip(path: Path, strip: bytes, compression: int, side: int = 64) -> None:
@@ -71,21 +71,6 @@ def test_unsupported_tiff_compression_is_named(tmp_path):
         load_image(tmp_path / "lzw.tif")
 
 
-def _dicom(rows: int, columns: int, frames: int = 1, syntax=ExplicitVRLittleEndian, bits: int = 8) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "MR", rows, columns, 1
-    ds.PhotometricInterpretation, ds.PixelRepresentation = "MONOCHROME2", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    return ds
-
-
 def test_compressed_frame_larger_than_its_header_is_not_decoded(tmp_path):
     """A JPEG (JPEG 2000) frame of 4000 x 4000 pixels in a file that declares 64 x 64 is refused by its own header."""
     big = io.BytesIO()
@@ -98,7 +83,7 @@ def test_compressed_frame_larger_than_its_header_is_not_decoded(tmp_path):
     except (ImportError, AttributeError):
         pass
     for syntax, codestream in codestreams:
-        ds = _dicom(64, 64, syntax=syntax)
+        ds = bare_mr_dicom(64, 64, syntax=syntax)
         ds.PixelData = encapsulate([codestream])
         ds["PixelData"].VR = "OB"
         ds.save_as(tmp_path / "lie.dcm", enforce_file_format=True)
@@ -107,7 +92,7 @@ def test_compressed_frame_larger_than_its_header_is_not_decoded(tmp_path):
     small = np.random.default_rng(3).integers(0, 255, (64, 64), dtype=np.uint8)
     honest = io.BytesIO()
     Image.fromarray(small).save(honest, "JPEG", quality=95)
-    ds = _dicom(64, 64, syntax=JPEGBaseline8Bit)
+    ds = bare_mr_dicom(64, 64, syntax=JPEGBaseline8Bit)
     ds.PixelData = encapsulate([honest.getvalue()])
     ds["PixelData"].VR = "OB"
     ds.save_as(tmp_path / "honest.dcm", enforce_file_format=True)
@@ -116,7 +101,7 @@ def test_compressed_frame_larger_than_its_header_is_not_decoded(tmp_path):
 
 def _sparse_multiframe(path: Path, frames: int, blob: int) -> None:
     """1024 x 1024 x 16-bit frames (all zero) after a private blob of ``blob`` bytes; both sparse on disk."""
-    ds = _dicom(1024, 1024, frames, bits=16)
+    ds = bare_mr_dicom(1024, 1024, frames, bits=16)
     ds.add_new(0x00290010, "LO", "HOSTILE")
     ds.save_as(path, enforce_file_format=True)
     pixels = 1024 * 1024 * 2 * frames
@@ -165,7 +150,7 @@ def test_batch_all_frames_keeps_the_frames_read_before_a_missing_one(tmp_path):
 
     folder = tmp_path / "in"
     folder.mkdir()
-    ds = _dicom(32, 32, frames=5)
+    ds = bare_mr_dicom(32, 32, frames=5)
     ds.PixelData = np.random.default_rng(1).integers(0, 255, (2, 32, 32), dtype=np.uint8).tobytes()
     ds.save_as(folder / "a_short.dcm", enforce_file_format=True)
     Image.fromarray(np.full((32, 32), 90, np.uint8)).save(folder / "b_good.png")

@@ -354,18 +354,9 @@ def test_analyze_cli_all_frames(tiny_models, pydicom_file, tmp_path):
 
 def test_analyze_cli_all_frames_keeps_the_frames_read_before_a_missing_one(tiny_models, tmp_path):
     """NumberOfFrames says 4, the pixel data holds 2: frames 0 and 1 are reported with the error for frame 2."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from tests.series_data import bare_mr_dicom
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.NumberOfFrames = "MR", 32, 32, 1, 4
-    ds.PhotometricInterpretation, ds.PixelRepresentation = "MONOCHROME2", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds = bare_mr_dicom(32, 32, frames=4)
     ds.PixelData = np.random.default_rng(1).integers(0, 255, (2, 32, 32), dtype=np.uint8).tobytes()
     ds.save_as(tmp_path / "short.dcm", enforce_file_format=True)
     env = dict(os.environ, MIDA_USER_MODELS=str(tiny_models))
