@@ -72,9 +72,11 @@ def mixed_folder(target: Path, count: int) -> Path:
 
 def batch_run(folder: Path, out: Path, extra: list[str] = ()) -> tuple[float, float, int]:
     """(seconds, peak RSS MiB, files) of a `main.py batch` child process."""
-    code = ("import resource, sys, json, time; sys.argv = ['main.py', 'batch', %r, '--out', %r, '--no-history'] + %r\n"
+    # VmHWM (this process's own peak), not ru_maxrss, which Linux carries over from the parent through fork and exec
+    code = ("import sys, json, time; sys.argv = ['main.py', 'batch', %r, '--out', %r, '--no-history'] + %r\n"
             "from core.cli import main; t = time.perf_counter(); main()\n"
-            "print(json.dumps({'s': time.perf_counter() - t, 'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))"
+            "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+            "print(json.dumps({'s': time.perf_counter() - t, 'rss': int(hwm.split()[1])}))"
             ) % (str(folder), str(out), list(extra))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     result = json.loads(run.stdout.strip().splitlines()[-1])
