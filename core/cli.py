@@ -114,7 +114,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         record = None if args.no_history else lambda done: _record_history(done, series=True)
         return cmd_analyze_series(args, record=record)
     from core.imaging import load_image
-    from core.inference.analyzer import Engine
+    from core.inference.analyzer import Engine, FrameUnreadable, analyse_frames
     from core.series.contralateral import other_breast
 
     try:
@@ -133,19 +133,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             raise DiagnosticError(f"frame {args.frame} does not exist: the file has {record.frames} frame(s)")
         frames = range(record.frames) if args.all_frames else [args.frame]
         analyses, failure = [], None
-        for f in frames:
-            try:
-                analyses.append(engine.submit(
-                    record, frame=f, model_ids=args.model or None, gradcam=True, gradcam_plus=args.gradcam_plus,
-                    target_class=args.target_class, tta=args.tta, microns_per_pixel=args.microns_per_pixel,
-                    find_other_breast=other_breast).result())
-            except DiagnosticError as exc:
-                if not analyses:
-                    raise
-                # A later frame cannot be read (NumberOfFrames promises more than the file holds, a corrupt
-                # fragment): the frames analysed are still reported, with this error; the rest are not tried.
-                failure = f"frame {f} of {record.frames}: {exc}; the frames after it were not analysed"
-                break
+
+        def analyse(frame: int):
+            return engine.submit(record, frame=frame, model_ids=args.model or None, gradcam=True,
+                                 gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta,
+                                 microns_per_pixel=args.microns_per_pixel, find_other_breast=other_breast).result()
+
+        try:
+            for analysis in analyse_frames(frames, record.frames, analyse):
+                analyses.append(analysis)
+        except FrameUnreadable as exc:  # the frames analysed are still reported, with this error
+            failure = str(exc)
     except DiagnosticError as exc:
         _print_json({"path": str(args.path), "error": str(exc)})
         return 2

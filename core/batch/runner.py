@@ -34,7 +34,7 @@ from core.batch.discover import discover_images
 from core.errors import DiagnosticError
 from core.export.files import WriteError, os_reason, write_heatmap_png, write_mask_png
 from core.imaging import load_image
-from core.inference.analyzer import Analyzer, Cancelled
+from core.inference.analyzer import Analyzer, Cancelled, FrameUnreadable, analyse_frames
 from core.series.contralateral import other_breast
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
@@ -286,29 +286,23 @@ class BatchRun:
             record = load_image(path)
             frames = range(record.frames) if self.all_frames else [0]
             rows = []
-            for frame in frames:
-                try:
-                    analysis = self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids,
-                                                     gradcam=self.heatmaps, cancel=self.cancel,
-                                                     microns_per_pixel=self.microns_per_pixel,
-                                                     find_other_breast=other_breast)
-                except Cancelled:
-                    raise
-                except DiagnosticError as exc:
-                    if not rows:
-                        raise
-                    # A later frame cannot be read (NumberOfFrames promises more than the file holds, a corrupt
-                    # fragment): the frames analysed stay, this one is the error row, the rest are not tried.
-                    rows.append(self._row(relative, frame=frame, error=f"frame {frame} of {record.frames}: {exc}; "
-                                                                       "the frames after it were not analysed"))
-                    break
-                rows.extend(self._rows(relative, stem, record, analysis))
-                if self.history is not None and analysis.results:
-                    try:
-                        self.history.add(analysis)
-                    except DiagnosticError as exc:  # the result stands; its history record is missing
-                        for row in rows:
-                            row["warnings"] = " | ".join(w for w in (row["warnings"], str(exc)) if w)
+
+            def analyse(frame: int):
+                return self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids, gradcam=self.heatmaps,
+                                             cancel=self.cancel, microns_per_pixel=self.microns_per_pixel,
+                                             find_other_breast=other_breast)
+
+            try:
+                for analysis in analyse_frames(frames, record.frames, analyse):
+                    rows.extend(self._rows(relative, stem, record, analysis))
+                    if self.history is not None and analysis.results:
+                        try:
+                            self.history.add(analysis)
+                        except DiagnosticError as exc:  # the result stands; its history record is missing
+                            for row in rows:
+                                row["warnings"] = " | ".join(w for w in (row["warnings"], str(exc)) if w)
+            except FrameUnreadable as exc:  # the frames analysed keep their rows; this one is the error row
+                rows.append(self._row(relative, frame=exc.frame, error=str(exc)))
             return rows
         except Cancelled:
             raise

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from typing import Callable
 
 from core.errors import DiagnosticError
@@ -40,6 +41,34 @@ UNSURE_GUESS = 0.95
 
 class Cancelled(DiagnosticError):
     """The user cancelled; results computed so far are kept by the caller."""
+
+
+class FrameUnreadable(DiagnosticError):
+    """A frame after others could not be read; ``frame`` is its number. The frames before it stand."""
+
+    def __init__(self, frame: int, message: str) -> None:
+        super().__init__(message)
+        self.frame = frame
+
+
+def analyse_frames(frames: Iterable[int], count: int, analyse: Callable[[int], Analysis]) -> Iterator[Analysis]:
+    """Each frame's analysis in turn (``count``: the file's frames, for the message). A frame that cannot be read
+    after others were (NumberOfFrames promises more than the file holds, a corrupt fragment) ends the run with
+    ``FrameUnreadable``, the frames after it not tried; the analyses handed out stand. The first frame's failure,
+    and a cancel, are raised as they are."""
+    done = False
+    for frame in frames:
+        try:
+            analysis = analyse(frame)
+        except Cancelled:
+            raise
+        except DiagnosticError as exc:
+            if not done:
+                raise
+            reason = f"frame {frame} of {count}: {exc}; the frames after it were not analysed"
+            raise FrameUnreadable(frame, reason) from exc
+        done = True
+        yield analysis
 
 
 class Analyzer:
