@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from core.history import History, HistoryEntry
+from core.history import HistoryEntry
 
 MAX_ROWS = 500
 
@@ -20,9 +20,8 @@ class HistoryPanel(QWidget):
 
     COLUMNS = ["When", "Kind", "File / series", "Modality", "Findings"]
 
-    def __init__(self, history: History, parent=None) -> None:
+    def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.history = history
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         self.table.horizontalHeader().setStretchLastSection(True)
@@ -34,10 +33,6 @@ class HistoryPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.table)
         layout.addWidget(export)
-
-    def refresh(self) -> None:
-        """Read the history again (on the calling thread) and show it."""
-        self.show_entries(self.history.all())
 
     def show_entries(self, entries: list[HistoryEntry]) -> None:
         entries = entries[:MAX_ROWS]

@@ -107,7 +107,7 @@ class MainWindow(QMainWindow):
         findings.setFrameShape(QScrollArea.Shape.NoFrame)
         findings.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         findings.setWidget(findings_body)
-        self.history_panel = HistoryPanel(self.history)
+        self.history_panel = HistoryPanel()
         self.docks = {}
         for title, widget, area in (
             ("Findings", findings, Qt.DockWidgetArea.RightDockWidgetArea),
@@ -776,9 +776,6 @@ class MainWindow(QMainWindow):
         self.settings.setValue("mask_opacity", round(self.state.overlays.mask.opacity * 100))
 
     # ----- frames and window/level
-    def step_frame(self, delta: int, wrap: bool = False) -> None:
-        self.state.step(delta, wrap)
-
     def toggle_cine(self) -> None:
         if self.cine.isActive():
             self.cine.stop()

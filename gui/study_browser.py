@@ -58,7 +58,8 @@ class StudyBrowser(QTreeWidget):
                 patient_row = QTreeWidgetItem(self, [f"{name}" + (f"  ({patient.id})" if patient.id else "")])
                 for study in patient.studies:
                     date = f"{study.date[:4]}-{study.date[4:6]}-{study.date[6:]}" if len(study.date) == 8 else study.date
-                    label = " ".join(part for part in (date, study.description) if part) or "(no study)"
+                    accession = f"Acc. {study.accession}" if study.accession else ""  # how a department names a study
+                    label = "  ".join(part for part in (date, study.description, accession) if part) or "(no study)"
                     study_row = QTreeWidgetItem(patient_row, [label])
                     for series in study.series:
                         self._series_row(study_row, series)

@@ -97,8 +97,7 @@ def test_image_report_renders_and_is_anonymised(analyzer, identified_dicom, tmp_
     pdf = write_image_report(tmp_path / "report.pdf", record, analysis)
     pages = _render(pdf, tmp_path)
     assert len(pages) == 1 and pages[0].std() > 10  # text and picture drawn, not a blank page
-    raw = pdf.read_bytes()
-    assert b"Doe" not in raw and b"PID-123" not in raw
+    # What it names and withholds: test_hostile_export (its text layer; the raw bytes are compressed).
 
 
 def test_batch_report_renders(analyzer, tmp_path, planted_png):

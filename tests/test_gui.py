@@ -254,8 +254,11 @@ def test_bad_file_keeps_previous_image(qtbot, window, planted_png, tmp_path):
 def test_multiframe_slider(qtbot, window, pydicom_file):
     _open(qtbot, window, pydicom_file("examples_ybr_color.dcm"))
     assert window.frame_slider.isEnabled() and window.frame_slider.maximum() == 29
-    window.step_frame(3)
+    window.frame_slider.setValue(3)  # as a drag of the slider leaves it
     assert window.state.slice_index == 3 and window.frame_label.text() == "4/30"
+    next_slice = next(a for a in window.findChildren(QAction) if a.text() == "Next slice")
+    next_slice.trigger()  # what Down, Right or PgDown does
+    assert window.state.slice_index == 4 and window.frame_label.text() == "5/30" and window.frame_slider.value() == 4
 
 
 def test_settings_remembered(qtbot, window, planted_png):

@@ -75,7 +75,7 @@ def test_open_folder_lists_the_study_and_selecting_a_series_shows_it(qtbot, wind
     patient = tree.topLevelItem(0)
     assert patient.text(0) == "Test Series  (LGG-1)"
     study_row = patient.child(0)
-    assert study_row.text(0) == "2001-08-12 MR BRAIN" and study_row.childCount() == 2
+    assert study_row.text(0) == "2001-08-12  MR BRAIN  Acc. A1" and study_row.childCount() == 2
     rows = [(study_row.child(i).text(0), study_row.child(i).text(1), study_row.child(i).text(2)) for i in range(2)]
     assert rows == [("1: AX FLAIR", "MR", "6"), ("2: SAG T1", "MR", "3")]
     assert window.state.series.description == "AX FLAIR" and study_row.child(0).isSelected()

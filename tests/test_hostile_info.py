@@ -21,7 +21,6 @@ import pytest
 import tifffile
 from PIL import Image
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
 
 from tests.conftest import REPO
 

@@ -15,7 +15,7 @@ import pytest
 from core.series.analysis import (MIN_RUN, VERDICT_RULE, SliceCache, SliceOutcome, analyse_series, classifier_verdict,
                                   segmenter_verdict, series_disagreements, submit_series, verdict)
 from core.series.index import Series, SliceRef, index_folder
-from tests.series_data import PLANTED_LESION_SLICES, PLANTED_PIXEL_MM, PLANTED_SPACING, slice_positions, write_series
+from tests.series_data import PLANTED_LESION_SLICES, PLANTED_PIXEL_MM, PLANTED_SPACING, write_series
 from tests.tiny_models import SIZE, planted_images
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
@@ -249,7 +249,8 @@ def test_batch_writes_series_csv_beside_results_csv(planted_series, mr_models, t
         len(LESION_SLICES) * _disc_area_mm2() * SPACING / 1000, rel=0.1)
     assert "LGG-1" not in (tmp_path / "out" / "series.csv").read_text()  # no patient ID written
     # a folder of plain images holds no DICOM series: no series.csv
-    assert write_series_csv(lgg_png_folder, tmp_path / "out") is None
+    assert write_series_csv(index_folder(lgg_png_folder), [], tmp_path / "png-out") is None
+    assert not (tmp_path / "png-out").exists()
 
 
 @pytest.fixture
@@ -289,10 +290,9 @@ def test_series_csv_rows_for_series_without_model_results(tmp_path):
     broken = write_series(tmp_path / "in" / "a", [n.astype(np.uint16) for n in noise[:2]], description="BROKEN")
     write_series(tmp_path / "in" / "b", [n.astype(np.uint16) for n in noise[2:]], description="UNSEEN")
     (tmp_path / "out").mkdir()
-    lines = ["file,frame,model,task,label,probability,error"]
-    lines += [f"{p.relative_to(tmp_path / 'in').as_posix()},0,,,,,the pixel data is damaged" for p in broken]
-    (tmp_path / "out" / "results.csv").write_text("\n".join(lines) + "\n")
-    with write_series_csv(tmp_path / "in", tmp_path / "out").open(newline="") as fh:
+    results = [{"file": p.relative_to(tmp_path / "in").as_posix(), "frame": "0", "model": "", "task": "", "label": "",
+                "probability": "", "error": "the pixel data is damaged"} for p in broken]
+    with write_series_csv(index_folder(tmp_path / "in"), results, tmp_path / "out").open(newline="") as fh:
         rows = {r["description"]: r for r in csv.DictReader(fh)}
     assert rows["BROKEN"]["model"] == "" and rows["BROKEN"]["warnings"] == "the pixel data is damaged"
     assert rows["UNSEEN"]["warnings"] == "no model results for this series" and rows["UNSEEN"]["slices"] == "2"

@@ -417,14 +417,8 @@ class BatchRun:
         handed on, so series.csv can still say why their series has no result.
         """
         from core.series.index import index_files
-        from core.series.report import SERIES_COLUMNS, series_rows
+        from core.series.report import write_series_csv
 
         refused = {r["file"] for r in rows if "too large" in r["error"]}
         readable = [p for p in self._files if self._relative(p) not in refused]
-        index = index_files(readable, root=self.root)
-        if not any(s.kind != "image" for s in index.series):
-            return
-        with (self.out / "series.csv").open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, SERIES_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows({c: row.get(c, "") for c in SERIES_COLUMNS} for row in series_rows(index, rows))
+        write_series_csv(index_files(readable, root=self.root), rows, self.out)

@@ -85,6 +85,8 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
             f"Patient: {study.patient_name or '-'}   ID: {study.patient_id or '-'}   Sex: {study.sex or '-'}"
             + ("" if anonymise else f"   Born: {study.birth_date or '-'}"),
             f"Study date: {study.study_date or '-'}   Study UID: {study.study_instance_uid or '-'}",
+            *([] if anonymise else [f"Accession: {study.accession_number or '-'}   Study: {study.study_description or '-'}"
+                                    f"   Institution: {study.institution or '-'}"]),
             f"File: {'(name withheld)' if anonymise else record.path.name}   {record.modality.label} ({record.modality_source})   frame {analysis.frame + 1}/{record.frames}"
             f"   {record.columns}x{record.rows}"
             + (f"   spacing {record.pixel_spacing_mm[0]:.3f} mm" if record.pixel_spacing_mm else ""),

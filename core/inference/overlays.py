@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,19 +16,6 @@ def blend_heatmap(display: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4
     base = display if display.ndim == 3 else cv2.cvtColor(display, cv2.COLOR_GRAY2RGB)
     alpha = (opacity * np.clip(heatmap, 0, 1))[..., None]
     return np.uint8(base * (1 - alpha) + heatmap_rgb(heatmap) * alpha)
-
-
-def save_heatmap_png(display: np.ndarray, heatmap: np.ndarray, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), blend_heatmap(display, heatmap)[..., ::-1])
-    return path
-
-
-def save_mask_png(mask: np.ndarray, path: Path) -> Path:
-    """Binary mask as 0/255 PNG at the image's original resolution."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), (mask > 0).astype(np.uint8) * 255)
-    return path
 
 
 def heatmap_rgba(heatmap: np.ndarray, opacity: float, threshold: float = 0.0,

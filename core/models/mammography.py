@@ -99,12 +99,12 @@ def search_region(film: np.ndarray, view: str = "MLO") -> np.ndarray:
     return breast_region(film, view=view).search
 
 
-def search_tiles(film: np.ndarray, scoring: FilmScoring, view: str = "MLO", search: np.ndarray | None = None
-                 ) -> np.ndarray:
-    """(N, 2) int32 tile corners (y, x) over the film's breast search region (a film at the detector's scale)."""
+def search_tiles(film: np.ndarray, scoring: FilmScoring, search: np.ndarray | None = None) -> np.ndarray:
+    """(N, 2) int32 tile corners (y, x) over the film's breast search region (a film at the detector's scale;
+    ``search``: that region, by default as for an MLO film, the view of every training film)."""
     if min(film.shape) < scoring.tile:  # smaller than one tile: nothing a 45-mm tile can be cut from
         return np.zeros((0, 2), np.int32)
-    search = search_region(film, view) if search is None else search
+    search = search_region(film) if search is None else search
     corners = tile_grid(film.shape, search, scoring.tile, scoring.stride, scoring.min_breast)
     return np.array(corners, np.int32).reshape(-1, 2)
 

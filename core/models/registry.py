@@ -20,7 +20,6 @@ from core.models.storage import sha256_file
 from core.models.tiling import TilingSpec
 
 BUILTIN_MODELS = Path(__file__).resolve().parents[2] / "models"
-REQUIRED = tuple(BundleManifest.required())
 
 
 def cam_layer_of(manifest: dict, plus: bool = False) -> str | None:

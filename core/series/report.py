@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.series.analysis import SeriesAnalysis, SliceOutcome, analyse_series, series_disagreements, verdict
-from core.series.index import Series, StudyIndex, index_folder, index_path
+from core.series.index import Series, StudyIndex, index_path
 
 SERIES_COLUMNS = ["patient", "study", "series_uid", "description", "modality", "plane", "slices", "model", "label",
                   "probability", "first_slice", "last_slice", "lesion_volume_ml", "warnings"]
@@ -171,16 +171,14 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
     return out
 
 
-def write_series_csv(root: Path, out: Path) -> Path | None:
-    """``series.csv`` beside a finished batch's ``results.csv`` when ``root`` holds DICOM series; else None.
+def write_series_csv(index: StudyIndex, results: list[dict], out: Path) -> Path | None:
+    """``series.csv`` in the batch folder ``out`` from its ``results.csv`` rows, when ``index`` holds DICOM series;
+    else None (nothing written).
 
     Patients are numbered (P001, ...) and studies within them (P001-S1, ...): no names or IDs are written.
     """
-    index = index_folder(root)
     if not any(s.kind != "image" for s in index.series):
         return None
-    with (Path(out) / "results.csv").open(newline="", encoding="utf-8") as fh:
-        results = list(csv.DictReader(fh))
     target = Path(out) / "series.csv"
     with target.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, SERIES_COLUMNS, lineterminator="\n")

@@ -1,7 +1,7 @@
 """Histology across labs: tiles at one physical scale, leave-one-lab-out stain choice, the two-lab bundle.
 
-``python -m core.training.lab_transfer cache``  tiles of every UCSB and BACH image at ``TILE_UM`` um per pixel
-(at most ``TILES_PER_IMAGE`` per image), trunk features of each stain option, cached and resumable;
+``python -m core.training.lab_transfer cache``  tiles of every UCSB and BACH image at the bundle's tile scale (0.5 um
+per pixel; at most ``TILES_PER_IMAGE`` per image), trunk features of each stain option, cached and resumable;
 ``python -m core.training.lab_transfer measure [--finetune-epochs N]``  for each stain option (none / Macenko
 normalisation / strong HED augmentation) trains on one lab's images and measures image accuracy and ROC AUC on
 the other's, both ways, written to ``<cache>/lab_transfer.json``;
@@ -51,7 +51,6 @@ from core.training.plan import per_image
 from core.training.splits import near_duplicate_groups, split
 
 BUNDLE = "breast-histology-2class"
-TILE_UM = 0.5  # 224 px tiles of 112 um: 20x-like, near both labs' own scale (BACH 0.42-0.56, UCSB ~0.42)
 TILES_PER_IMAGE = {"ucsb": 12, "bach": 4}  # a fixed random draw of each image's tissue tiles (CPU budget)
 RAW = PreprocessSpec(size=224, color="rgb", crop="none", stain="none")
 MACENKO = PreprocessSpec(size=224, color="rgb", crop="none", stain="macenko")
@@ -61,18 +60,18 @@ OPTIONS = {
     "none": (RAW, ["raw_v0"]),
     "macenko": (MACENKO, ["macenko_v0"]),
     "hed": (RAW, ["raw_v0", "hed_v1"]),
-    # and a view of small fields: a picture smaller than one tile at TILE_UM (under 112 um) is mirrored out
+    # and a view of small fields: a picture smaller than one tile at the tile scale (under 112 um) is mirrored out
     "hed+field": (RAW, ["raw_v0", "hed_v1", "fieldhed_v2"]),
     # and a low-power view: a 40x-100x picture (4.9-2.0 um per pixel) has 2-10 times fewer pixels per tile than
-    # TILE_UM and is enlarged to it, so its tiles are blurred copies of what the model was trained on
+    # the tile scale and is enlarged to it, so its tiles are blurred copies of what the model was trained on
     "hed+low": (RAW, ["raw_v0", "hed_v1", "lowhed_v2"]),
 }
 LABS = ("ucsb", "bach")
-# Small-field sides in tile pixels at TILE_UM (23-69 um). "field_v0": every tile cut to such a field (plain, for
+# Small-field sides in tile pixels at the tile scale (23-69 um). "field_v0": every tile cut to such a field (plain, for
 # judging), "fieldhed_v2" the same with strong HED augmentation (for training).
 FIELD_SIDES = (45, 137)
 # Low-power views: a tile shrunk by a factor drawn log-uniformly in LOW_POWER and enlarged back, as the analysis
-# enlarges a picture taken at 1.5-10 times TILE_UM (BreakHis 200x: 2, 100x: 3.9, 40x: 9.8). "low_v0" plain (for
+# enlarges a picture taken at 1.5-10 times the tile scale (BreakHis 200x: 2, 100x: 3.9, 40x: 9.8). "low_v0" plain (for
 # judging), "lowhed_v2" with strong HED augmentation (for training).
 LOW_POWER = (1.5, 10.0)
 
@@ -365,7 +364,7 @@ def record(folder: Path, config: BundleConfig, entries: list[dict], train_images
 FIELD_PX = (460, 700)  # a BreakHis picture, rows x columns
 
 
-def breakhis_style_fields(folder: Path, config: BundleConfig, entries: list[dict], val_images: set[str],
+def breakhis_style_fields(folder: Path, entries: list[dict], val_images: set[str],
                           work: Path, per_lab: int | None = None) -> dict:
     """The written bundle, through the product's analysis, on each validation image cut to BreakHis pictures: the
     image resampled to a BreakHis camera's scale at 40/100/200/400x (``core.models.scale``), its central 700 x 460
@@ -409,7 +408,7 @@ def record_fields(folder: Path, config: BundleConfig, per_lab: int | None = None
     entries = all_entries(config)
     _, val_images = split_images(entries, config)
     with tempfile.TemporaryDirectory() as tmp:
-        result = breakhis_style_fields(folder, config, entries, val_images, Path(tmp), per_lab)
+        result = breakhis_style_fields(folder, entries, val_images, Path(tmp), per_lab)
     manifest = json.loads((folder / "manifest.json").read_text())
     calls = result.pop("calls")
     (work_dir(config) / f"fields-{manifest['version']}.json").write_text(json.dumps(calls))

@@ -11,7 +11,6 @@ are dropped before fitting, so that region can change without a new cache.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
