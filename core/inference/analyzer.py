@@ -34,8 +34,8 @@ RUNTIMES = ("auto", "onnx", "tensorflow")
 WRONG_MODALITY = 0.90  # guesser probability of another modality that triggers the warning
 # Below this the guessed modality (hence the models chosen) is flagged. Chosen out-of-fold over the 5893 images of the
 # first data sets (13 of the 16 guessed wrong flagged, 65 of the 5877 right; at 0.75 only 3 of the 16, at 0.9 6); over
-# all 9,603 images of every data set the bundles learnt from (resources/modality_guess.json): 20 of the 24 guessed
-# wrong are flagged, and 118 of the 9,579 guessed right (1.2 %).
+# all 9,603 images of every data set the bundles learnt from and 1,730 ultrasound screens (resources/modality_guess.json):
+# 24 of the 26 guessed wrong are flagged, and 139 of the 11,307 guessed right (1.2 %).
 UNSURE_GUESS = 0.95
 
 
@@ -191,7 +191,7 @@ class Analyzer:
             return [f"Possible wrong modality: the image looks like {guessed.label} (p={p:.2f}), not "
                     f"{info.modality.label}; treat this result as unreliable."]
         # Below the guard the guesser still prefers another modality: rare on the model's own images (at most the
-        # 24 of 9,603 shared images it guesses wrong), common on pictures of nothing the models know (noise, photos).
+        # 26 of 9,603 shared images it guesses wrong), common on pictures of nothing the models know (noise, photos).
         return [f"Unsure modality: the image looks more like {guessed.label} (p={p:.2f}) than "
                 f"{info.modality.label}, which '{info.id}' was trained on; check that it suits this image."]
 

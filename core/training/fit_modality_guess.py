@@ -10,6 +10,7 @@ the wrong-modality warning and the unsure-guess warning).
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from core.imaging import load_image
 from core.imaging.modality_guess import WEIGHTS, modality_features
 from core.inference.analyzer import UNSURE_GUESS, WRONG_MODALITY
+from core.models.preprocessing import as_grey
 from core.training.configs import DATA_ROOT
 from core.training.datasets import (
     Sample,
@@ -58,7 +60,40 @@ def _collect():
             s.group = f"{name}:{s.group}"
             s.label = modality
             samples.append(s)
+    # Each ultrasound picture also as a scanner's screen capture (patient bar, panel, depth ticks, black around it):
+    # what a department's ultrasound PNG or secondary capture holds, where the pictures above are cut to the scan area.
+    # Same group as its picture, so cross-validation keeps the two on one side.
+    samples += [Sample(s.path, "US", s.group, extra={"source": "us_screens", "screen": True})
+                for s in samples if s.extra["source"] in ("busi", "busbra")]
     return samples
+
+
+def _display(sample: Sample) -> np.ndarray:
+    """The picture the guesser sees: the file's display image, or it set into a drawn scanner screen."""
+    display = load_image(sample.path).display(0)
+    if sample.extra.get("screen"):
+        from core.training.us_screens import scanner_screen
+
+        rng = np.random.default_rng(zlib.crc32(sample.path.name.encode()))
+        display = scanner_screen(as_grey(display), rng)[0]
+    return display
+
+
+def _real_screens() -> list[tuple[str, np.ndarray]]:
+    """Real ultrasound screen captures from other scanners (the test dependencies' DICOM files), for the report:
+    guessed from their pictures alone, as if exported without a header."""
+    from pydicom.data import get_testdata_file
+
+    files = [Path(get_testdata_file(n)) for n in ("examples_jpeg2k.dcm", "examples_rgb_color.dcm",
+                                                    "examples_ybr_color.dcm", "examples_palette.dcm")]
+    try:
+        import deid_data
+
+        folder = Path(deid_data.__file__).parent / "data" / "ultrasounds"
+        files += [folder / n for n in ("GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm", "ultrasound-multiframe.dcm")]
+    except ImportError:
+        pass
+    return [(f.name, load_image(f).display(0)) for f in files]
 
 
 def _cbis_ddsm_films() -> list[Sample]:
@@ -122,7 +157,7 @@ def main() -> None:
     samples = _collect()
     plain, mirror = [], []
     for s in tqdm(samples, desc="features", unit="img"):
-        display = load_image(s.path).display(0)
+        display = _display(s)
         plain.append(modality_features(display))
         mirror.append(modality_features(np.ascontiguousarray(display[:, ::-1])))
     x_plain, x_mirror = np.array(plain), np.array(mirror)
@@ -139,9 +174,14 @@ def main() -> None:
     np.savez_compressed(WEIGHTS, mean=mean.astype(np.float32), scale=scale.astype(np.float32),
                         coef=model.coef_.astype(np.float32), intercept=model.intercept_.astype(np.float32),
                         classes=np.array(model.classes_))
+    real = {}
+    for name, display in _real_screens():
+        p = model.predict_proba((modality_features(display)[None] - mean) / scale)[0]
+        real[name] = {"guess": str(classes[p.argmax()]), "p": round(float(p.max()), 4)}
     report = {"training_images_per_data_set": PER_SOURCE,
               "cross_validated": {"folds": FOLDS, "grouping": "near-duplicate cluster / woman / TMA batch",
                                   **_report(out_of_fold, classes, y, sources)},
+              "real_ultrasound_screens_guessed_by_the_shipped_guesser": real,
               "meaning": "Out-of-fold guesses on real images. The analyzer warns of a wrong modality when another "
                          f"modality gets p >= {WRONG_MODALITY}, and flags a routing guess below {UNSURE_GUESS} as unsure."}
     WEIGHTS.with_suffix(".json").write_text(json.dumps(report, indent=1))
