@@ -24,6 +24,7 @@ import numpy as np
 from core.imaging.record import ImageRecord, Modality
 from core.imaging.windowing import WindowPreset, min_window_width
 from core.inference.results import Analysis, ModelResult
+from core.measurements import Ruler, ruler_within
 from core.models.scale import check_user_um
 from core.series.analysis import SeriesAnalysis, SliceCache
 from core.series.geometry import orientation_markers
@@ -227,13 +228,14 @@ class ViewerState:
     the file's own default), ``modality``, ``scale`` (the user's micrometres per pixel of a microscopy image,
     None: the file's own), ``chosen_models``, ``analysis`` (or None: the analysis of the slice shown),
     ``series_analysis`` (or None), ``heatmap`` (the analysis, after Grad-CAM for another class replaced a
-    heatmap) and ``overlays`` (the layer that changed). Scrolling a series fires ``slice`` only (and
-    ``analysis`` when the results shown change), never ``record``.
+    heatmap), ``overlays`` (the layer that changed) and ``rulers`` (the rulers of the slice shown, after one was
+    drawn or cleared). Scrolling a series fires ``slice`` only (and ``analysis`` when the results shown change),
+    never ``record``.
     """
 
     def __init__(self, overlays: Overlays | None = None) -> None:
         self.events = Events("record", "series", "slice", "window", "modality", "scale", "chosen_models",
-                             "analysis", "series_analysis", "heatmap", "overlays")
+                             "analysis", "series_analysis", "heatmap", "overlays", "rulers")
         self._record: ImageRecord | None = None
         self._slice = 0
         self._series: Series | None = None
@@ -249,6 +251,7 @@ class ViewerState:
         self._chosen_models: list[str] = []
         self._microns_per_pixel: float | None = None
         self._analysis: Analysis | None = None
+        self._rulers: dict[str | int, list[Ruler]] = {}  # by slice key in a series, else by frame
         self.overlays = overlays or Overlays()
         for layer in self.overlays:
             layer.events.changed.connect(self.events.overlays.emit)
@@ -266,6 +269,7 @@ class ViewerState:
         self._series, self._series_analysis, self._slice_error = None, None, None
         self._slice_analyses, self._derived = {}, {}
         self._record, self._slice, self._window, self._analysis = record, 0, None, None
+        self._rulers = {}
         had_scale = self._reset_scale()
         if had_series:
             self.events.series.emit(None)
@@ -292,6 +296,7 @@ class ViewerState:
             self._close_stack()
         self._series, self._stack, self._record, self._slice = series, stack, record, start
         self._window, self._slice_error, self._slice_analyses, self._derived = None, None, {}, {}
+        self._rulers = {}
         had_scale = self._reset_scale()
         self.slice_cache = self._caches.setdefault(series.key, SliceCache())
         self._series_analysis = self._series_analyses.get(series.key)
@@ -411,6 +416,42 @@ class ViewerState:
         except ValueError:
             return None
         return orientation_markers(cosines) if len(cosines) == 6 else None
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float] | None:
+        """(between rows, between columns) in mm of the slice shown: the series slice's, else its file's; None
+        when unknown."""
+        ref = self.current_slice
+        if ref is not None and ref.pixel_spacing_mm:
+            return ref.pixel_spacing_mm
+        return self._record.pixel_spacing_mm if self._record is not None else None
+
+    # ----- rulers
+    @property
+    def rulers(self) -> list[Ruler]:
+        """The rulers drawn on the slice shown (each slice keeps its own while the image or series is open)."""
+        return list(self._rulers.get(self._ruler_key(), []))
+
+    def _ruler_key(self) -> str | int:
+        ref = self.current_slice
+        return ref.key if ref is not None else self._slice
+
+    def add_ruler(self, x0: float, y0: float, x1: float, y1: float) -> Ruler | None:
+        """Measure from (x0, y0) to (x1, y1) in image pixels on the slice shown, each end held inside the picture;
+        None (nothing kept) without an image or for a click under two pixels."""
+        if self._record is None:
+            return None
+        rows, columns = self.display().shape[:2]
+        ruler = ruler_within(x0, y0, x1, y1, columns, rows)
+        if ruler is not None:
+            self._rulers.setdefault(self._ruler_key(), []).append(ruler)
+            self.events.rulers.emit(self.rulers)
+        return ruler
+
+    def clear_rulers(self) -> None:
+        """Remove the rulers of the slice shown."""
+        if self._rulers.pop(self._ruler_key(), None):
+            self.events.rulers.emit([])
 
     # ----- window/level
     @property

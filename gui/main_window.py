@@ -158,6 +158,7 @@ class MainWindow(QMainWindow):
         self.state.events.scale.connect(self._show_scale)
         self.state.events.analysis.connect(self._show_results)
         self.state.events.overlays.connect(self._remember_overlays)
+        self.state.events.rulers.connect(self._show_distance)
         self.probabilities.gradcamClassChosen.connect(self._gradcam_for_class)
         self.probabilities.findingChosen.connect(self.viewer.show_region)
         self.viewer.cursorMoved.connect(lambda x, y: self.cursor_label.setText(self.state.pixel_text(x, y)))
@@ -234,6 +235,10 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("Toggle heatmap", self.state.overlays.heatmap.toggle, "H"))
         view.addAction(self._action("Toggle mask", self.state.overlays.mask.toggle, "M"))
         view.addAction(self._action("Toggle lesion outlines", self.state.overlays.lesions.toggle, "L"))
+        view.addSeparator()
+        self.measure_action = self._action("Measure &distance (drag)", self.viewer.set_measuring, "D", checkable=True)
+        view.addAction(self.measure_action)
+        view.addAction(self._action("Clear distances on this slice", self.state.clear_rulers, "Shift+D"))
         view.addSeparator()
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
@@ -775,6 +780,12 @@ class MainWindow(QMainWindow):
         self.settings.setValue("heatmap_opacity", round(self.state.overlays.heatmap.opacity * 100))
         self.settings.setValue("mask_opacity", round(self.state.overlays.mask.opacity * 100))
 
+    def _show_distance(self, rulers: list) -> None:
+        if rulers:
+            spacing = self.state.pixel_spacing_mm
+            note = "" if spacing else " (pixel spacing unknown)"
+            self.statusBar().showMessage(f"Distance: {rulers[-1].text(spacing)}{note}", 10000)
+
     # ----- frames and window/level
     def toggle_cine(self) -> None:
         if self.cine.isActive():
@@ -807,12 +818,15 @@ class MainWindow(QMainWindow):
             self.save_view(Path(path))
 
     def save_view(self, path: Path) -> None:
-        """The rendered view as PNG plus the findings as JSON beside it."""
+        """The rendered view as PNG plus, beside it as JSON, the findings and the distances measured on the slice."""
         import json
 
         self.viewer.viewport().grab().save(str(path))
-        if self.state.analysis is not None:
-            path.with_suffix(".json").write_text(json.dumps(self.state.analysis.to_dict(), indent=2))
+        found = self.state.analysis.to_dict() if self.state.analysis is not None else {}
+        if self.state.rulers:
+            found["measurements"] = [r.to_dict(self.state.pixel_spacing_mm) for r in self.state.rulers]
+        if found:
+            path.with_suffix(".json").write_text(json.dumps(found, indent=2))
         self.statusBar().showMessage(f"Exported {path.name}", 5000)
 
     def _set_anonymise(self, on: bool) -> None:

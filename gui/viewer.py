@@ -24,10 +24,12 @@ from PySide6.QtWidgets import (
 
 from core.inference.overlays import heatmap_rgba, mask_rgba
 from core.inference.results import FINDING_RGB, Finding
+from core.measurements import ruler_within
 from core.viewer_state import ViewerState
 from gui.qimage import to_pixmap
 
 MASK_COLOR = (0, 220, 120)
+RULER_COLOR = (255, 220, 90)
 
 
 class ImageViewer(QGraphicsView):
@@ -56,7 +58,10 @@ class ImageViewer(QGraphicsView):
             self.scene().addItem(item)
         self.lesion_items: list = []
         self.finding_items: list = []  # per finding its circle, then its label's box (the label inside)
-        self.pixel_spacing_mm: tuple[float, float] | None = None
+        self.ruler_items: list = []  # per ruler its line, then its label's box (the label inside)
+        self.measuring = False  # a left drag draws a ruler instead of panning
+        self._ruler_start: QPointF | None = None
+        self._ruler_preview: list = []  # the line and label of the ruler being drawn
         self._wl_origin: QPointF | None = None
         self._wheel_rest = 0  # angle delta not yet turned into a slice step (touchpads send small deltas)
         self._has_image = False
@@ -70,20 +75,23 @@ class ImageViewer(QGraphicsView):
         state.events.window.connect(lambda _: self._show_slice())
         for event in (state.events.analysis, state.events.heatmap, state.events.overlays):
             event.connect(lambda _: self.draw_overlays())
+        state.events.rulers.connect(lambda _: self.draw_rulers())
         self.windowDragged.connect(state.adjust)
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float] | None:
+        return self.state.pixel_spacing_mm if self.state is not None else None
 
     def _record_changed(self, record) -> None:
         if record is None:
             return
-        self.pixel_spacing_mm = record.pixel_spacing_mm
         self.set_image(self.state.display(), reset_view=True)
+        self.draw_rulers()
 
     def _show_slice(self) -> None:
         if self.state.record is not None:
-            ref = self.state.current_slice
-            if ref is not None:
-                self.pixel_spacing_mm = ref.pixel_spacing_mm or self.state.record.pixel_spacing_mm
             self.set_image(self.state.display())
+            self.draw_rulers()
 
     def draw_overlays(self) -> None:
         """The heatmap, mask, lesion and findings layers as the bound state says: its results and layer settings."""
@@ -187,6 +195,57 @@ class ImageViewer(QGraphicsView):
                 self.scene().addItem(item)
                 self.finding_items.append(item)
 
+    def draw_rulers(self) -> None:
+        """The rulers of the slice shown: each a line with its length on a dark box at its end."""
+        for item in self.ruler_items:
+            self.scene().removeItem(item)
+        self.ruler_items = []
+        if self.state is None:
+            return
+        for ruler in self.state.rulers:
+            self.ruler_items += self._ruler_items(ruler.x0, ruler.y0, ruler.x1, ruler.y1,
+                                                  ruler.text(self.pixel_spacing_mm))
+
+    def _ruler_items(self, x0: float, y0: float, x1: float, y1: float, text: str) -> list:
+        color = QColor(*RULER_COLOR)
+        line = QGraphicsLineItem(x0, y0, x1, y1)
+        pen = QPen(color, 2)
+        pen.setCosmetic(True)
+        line.setPen(pen)
+        line.setZValue(9)
+        box = QGraphicsRectItem()  # in screen pixels beside the end, at any zoom
+        box.setFlag(QGraphicsRectItem.GraphicsItemFlag.ItemIgnoresTransformations)
+        box.setPos(x1, y1)
+        box.setPen(QPen(Qt.PenStyle.NoPen))
+        box.setBrush(QBrush(QColor(0, 0, 0, 160)))
+        box.setZValue(10)
+        font = QFont()
+        font.setPointSize(9)
+        font.setBold(True)
+        label = QGraphicsSimpleTextItem(text, box)
+        label.setBrush(QBrush(color))
+        label.setFont(font)
+        label.setPos(8, 4)
+        box.setRect(label.mapRectToParent(label.boundingRect()).adjusted(-3, -1, 3, 1))
+        for item in (line, box):
+            self.scene().addItem(item)
+        return [line, box]
+
+    def set_measuring(self, on: bool) -> None:
+        """Measure mode: a left drag draws a ruler (else it pans)."""
+        self.measuring = bool(on)
+        self.setDragMode(QGraphicsView.DragMode.NoDrag if on else QGraphicsView.DragMode.ScrollHandDrag)
+        if on:
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+        else:
+            self.viewport().unsetCursor()
+            self._end_preview()
+
+    def _end_preview(self) -> None:
+        for item in self._ruler_preview:
+            self.scene().removeItem(item)
+        self._ruler_preview, self._ruler_start = [], None
+
     # ----- view
     def fit(self) -> None:
         if not self.scene().sceneRect().isEmpty():
@@ -230,6 +289,9 @@ class ImageViewer(QGraphicsView):
             self._wl_origin = event.position()
             self.setCursor(Qt.CursorShape.SizeAllCursor)
             return
+        if event.button() == Qt.MouseButton.LeftButton and self.measuring and self._has_image:
+            self._ruler_start = self.mapToScene(event.position().toPoint())
+            return
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
@@ -240,6 +302,8 @@ class ImageViewer(QGraphicsView):
             self.windowDragged.emit(float(delta.y()), float(delta.x()))
             return
         point = self.mapToScene(event.position().toPoint())
+        if self._ruler_start is not None:
+            self._preview_ruler(point)
         rect = self.scene().sceneRect()
         inside = rect.contains(point) and self._has_image
         self.cursorMoved.emit(int(point.x()) if inside else -1, int(point.y()) if inside else -1)
@@ -250,7 +314,22 @@ class ImageViewer(QGraphicsView):
             self._wl_origin = None
             self.unsetCursor()
             return
+        if event.button() == Qt.MouseButton.LeftButton and self._ruler_start is not None:
+            start, end = self._ruler_start, self.mapToScene(event.position().toPoint())
+            self._end_preview()
+            self.state.add_ruler(start.x(), start.y(), end.x(), end.y())
+            return
         super().mouseReleaseEvent(event)
+
+    def _preview_ruler(self, point: QPointF) -> None:
+        """The ruler being drawn, with its length so far."""
+        for item in self._ruler_preview:
+            self.scene().removeItem(item)
+        rect = self.scene().sceneRect()
+        start = self._ruler_start
+        ruler = ruler_within(start.x(), start.y(), point.x(), point.y(), int(rect.width()), int(rect.height()))
+        self._ruler_preview = [] if ruler is None else self._ruler_items(
+            ruler.x0, ruler.y0, ruler.x1, ruler.y1, ruler.text(self.pixel_spacing_mm))
 
     def contextMenuEvent(self, event) -> None:  # noqa: N802 - right button is window/level
         event.accept()

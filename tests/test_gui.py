@@ -374,3 +374,55 @@ def test_qt_calls_that_return_nothing_keep_none_alive(qtbot):
         label.setEnabled(True)
         QApplication.processEvents()
     assert sys.getrefcount(None) > before - 50
+
+
+def _mouse(window, kind, scene_x: float, scene_y: float, button=None) -> None:
+    """A left-button press, move (button held) or release at an image point, sent to the viewer as a user's."""
+    from PySide6.QtCore import QEvent, QPointF, Qt
+    from PySide6.QtGui import QMouseEvent
+
+    viewer = window.viewer
+    local = QPointF(viewer.mapFromScene(QPointF(scene_x, scene_y)))
+    left = Qt.MouseButton.LeftButton
+    kinds = {"press": (QEvent.Type.MouseButtonPress, left, left),
+             "move": (QEvent.Type.MouseMove, Qt.MouseButton.NoButton, left),
+             "release": (QEvent.Type.MouseButtonRelease, left, Qt.MouseButton.NoButton)}
+    event_type, changed, held = kinds[kind]
+    event = QMouseEvent(event_type, local, QPointF(viewer.viewport().mapToGlobal(local.toPoint())), changed, held,
+                        Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(viewer.viewport(), event)
+
+
+def test_a_left_drag_in_measure_mode_draws_a_ruler_in_millimetres(qtbot, window, pydicom_file, tmp_path):
+    import json
+
+    _open(qtbot, window, pydicom_file("MR_small.dcm"))
+    spacing = window.state.pixel_spacing_mm
+    assert spacing  # MR_small states its PixelSpacing
+    _mouse(window, "press", 10, 20)
+    _mouse(window, "move", 40, 20)
+    _mouse(window, "release", 50, 20)
+    assert window.state.rulers == []  # without measure mode a left drag pans
+    window.measure_action.trigger()
+    assert window.viewer.measuring
+    _mouse(window, "press", 10, 20)
+    _mouse(window, "move", 30, 20)
+    assert window.viewer._ruler_preview  # the ruler is drawn while dragging
+    _mouse(window, "release", 50, 20)
+    (ruler,) = window.state.rulers
+    assert ruler.length_px == pytest.approx(40, abs=1.5)
+    expected = ruler.text(spacing)
+    assert expected.endswith(" mm")
+    assert float(expected.split()[0]) == pytest.approx(40 * spacing[1], abs=1.5 * spacing[1])
+    labels = [child.text() for item in window.viewer.ruler_items for child in item.childItems()]
+    assert labels == [expected] and not window.viewer._ruler_preview
+    assert window.statusBar().currentMessage() == f"Distance: {expected}"
+    window.save_view(tmp_path / "view.png")  # the exported view: the picture as shown and the distance in its JSON
+    (measured,) = json.loads((tmp_path / "view.json").read_text())["measurements"]
+    assert measured["length_mm"] == pytest.approx(ruler.length_mm(spacing), abs=0.01)
+    assert measured["x0"] == pytest.approx(ruler.x0, abs=0.01)
+    clear = next(a for a in window.findChildren(QAction) if a.text() == "Clear distances on this slice")
+    clear.trigger()
+    assert window.state.rulers == [] and window.viewer.ruler_items == []
+    window.measure_action.trigger()
+    assert not window.viewer.measuring

@@ -589,3 +589,55 @@ def test_user_scale_drops_the_series_analysis_and_its_slice_cache(tmp_path):
     state.open_series(_ramp_series(tmp_path / "b"))
     state.open_series(series, SeriesStack(series))
     assert state.series_analysis is None and state.microns_per_pixel is None
+
+
+# ----- rulers
+
+def test_ruler_length_uses_row_and_column_spacing_and_says_pixels_without_one():
+    from core.measurements import Ruler, ruler_within
+
+    ruler = Ruler(0, 0, 40, 30)  # 40 columns across, 30 rows down
+    assert ruler.length_px == pytest.approx(50.0)
+    # rows 0.5 mm apart, columns 0.25 mm: 40 x 0.25 = 10 mm across, 30 x 0.5 = 15 mm down
+    assert ruler.length_mm((0.5, 0.25)) == pytest.approx(np.hypot(10.0, 15.0))
+    assert ruler.text((0.5, 0.25)) == "18.0 mm" and ruler.text(None) == "50 px"
+    assert ruler_within(-5, 2, 80, 2, width=64, height=64) == Ruler(0, 2, 64, 2)  # ends held inside the picture
+    assert ruler_within(3, 3, 4, 4, width=64, height=64) is None  # a click is not a measurement
+
+
+def test_rulers_belong_to_their_slice_and_go_with_the_image():
+    state = ViewerState()
+    seen = _recorder(state)
+    assert state.add_ruler(0, 0, 3, 4) is None  # nothing open
+    state.open(_record(frames=3, spacing=(2.0, 2.0)))
+    seen.clear()
+    ruler = state.add_ruler(0, 0, 3, 4)
+    assert state.rulers == [ruler] and ruler.text(state.pixel_spacing_mm) == "10.0 mm"
+    assert seen == [("rulers", [ruler])]
+    state.add_ruler(1, 1, 1, 1)  # a click: nothing kept, nothing fired
+    assert state.rulers == [ruler] and len(seen) == 1
+    state.set_slice(2)
+    assert state.rulers == []  # another slice, its own rulers
+    state.set_slice(0)
+    assert state.rulers == [ruler]  # back: still there
+    state.clear_rulers()
+    assert state.rulers == [] and seen[-1] == ("rulers", [])
+    state.add_ruler(0, 0, 5, 0)
+    state.open(_record(frames=3))
+    assert state.rulers == [] and state.pixel_spacing_mm is None  # a new image starts without them
+
+
+def test_series_rulers_are_kept_per_slice_and_measured_with_the_slices_spacing(tmp_path):
+    series = _ramp_series(tmp_path)
+    state = ViewerState()
+    state.open_series(series)
+    spacing = series.slices[0].pixel_spacing_mm
+    assert spacing and state.pixel_spacing_mm == spacing
+    ruler = state.add_ruler(0, 0, 4, 0)
+    assert ruler.length_mm(state.pixel_spacing_mm) == pytest.approx(4 * spacing[1])
+    state.set_slice(3)
+    assert state.rulers == []
+    state.set_slice(0)
+    assert state.rulers == [ruler]
+    state.open_series(series)  # opened again: a fresh reading
+    assert state.rulers == []

@@ -1,0 +1,54 @@
+"""Distances a reader measures on a slice, as with any viewer's ruler: to check a model's lesion size, or to size
+what no model outlines.
+
+A ruler joins two points in image pixels (x right, y down, origin top-left). Its length is in millimetres where the
+slice's pixel spacing is known (DICOM PixelSpacing: the spacing between rows, then between columns, so a ruler on a
+picture with non-square pixels is measured right), else in pixels, and its text says which.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MIN_LENGTH_PX = 2.0  # a click without a drag is not a measurement
+
+
+@dataclass(frozen=True)
+class Ruler:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def length_px(self) -> float:
+        return math.hypot(self.x1 - self.x0, self.y1 - self.y0)
+
+    def length_mm(self, spacing_mm: tuple[float, float] | None) -> float | None:
+        """The length in mm for ``spacing_mm`` = (between rows, between columns); None when it is not known."""
+        if not spacing_mm:
+            return None
+        row, column = spacing_mm
+        return math.hypot((self.x1 - self.x0) * column, (self.y1 - self.y0) * row)
+
+    def to_dict(self, spacing_mm: tuple[float, float] | None) -> dict:
+        """The ruler as exported: its ends in image pixels and its length (mm: None where the spacing is unknown)."""
+        mm = self.length_mm(spacing_mm)
+        return {"x0": round(self.x0, 2), "y0": round(self.y0, 2), "x1": round(self.x1, 2), "y1": round(self.y1, 2),
+                "length_px": round(self.length_px, 2), "length_mm": None if mm is None else round(mm, 2)}
+
+    def text(self, spacing_mm: tuple[float, float] | None) -> str:
+        """'18.0 mm', or '50 px' where the pixel spacing is unknown."""
+        mm = self.length_mm(spacing_mm)
+        return f"{mm:.1f} mm" if mm is not None else f"{self.length_px:.0f} px"
+
+
+def ruler_within(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> Ruler | None:
+    """A ruler between two points, each held inside a ``width`` x ``height`` picture; None for one under
+    ``MIN_LENGTH_PX`` (a click)."""
+    def inside(x: float, y: float) -> tuple[float, float]:
+        return min(max(float(x), 0.0), float(width)), min(max(float(y), 0.0), float(height))
+
+    ruler = Ruler(*inside(x0, y0), *inside(x1, y1))
+    return ruler if ruler.length_px >= MIN_LENGTH_PX else None
