@@ -228,14 +228,14 @@ class ViewerState:
     the file's own default), ``modality``, ``scale`` (the user's micrometres per pixel of a microscopy image,
     None: the file's own), ``chosen_models``, ``analysis`` (or None: the analysis of the slice shown),
     ``series_analysis`` (or None), ``heatmap`` (the analysis, after Grad-CAM for another class replaced a
-    heatmap), ``overlays`` (the layer that changed) and ``rulers`` (the rulers of the slice shown, after one was
-    drawn or cleared). Scrolling a series fires ``slice`` only (and ``analysis`` when the results shown change),
-    never ``record``.
+    heatmap), ``overlays`` (the layer that changed), ``rulers`` (the rulers of the slice shown, after one was
+    drawn or cleared) and ``inverted`` (grey levels shown inverted or not). Scrolling a series fires ``slice``
+    only (and ``analysis`` when the results shown change), never ``record``.
     """
 
     def __init__(self, overlays: Overlays | None = None) -> None:
         self.events = Events("record", "series", "slice", "window", "modality", "scale", "chosen_models",
-                             "analysis", "series_analysis", "heatmap", "overlays", "rulers")
+                             "analysis", "series_analysis", "heatmap", "overlays", "rulers", "inverted")
         self._record: ImageRecord | None = None
         self._slice = 0
         self._series: Series | None = None
@@ -252,6 +252,7 @@ class ViewerState:
         self._microns_per_pixel: float | None = None
         self._analysis: Analysis | None = None
         self._rulers: dict[str | int, list[Ruler]] = {}  # by slice key in a series, else by frame
+        self._inverted = False
         self.overlays = overlays or Overlays()
         for layer in self.overlays:
             layer.events.changed.connect(self.events.overlays.emit)
@@ -270,9 +271,12 @@ class ViewerState:
         self._slice_analyses, self._derived = {}, {}
         self._record, self._slice, self._window, self._analysis = record, 0, None, None
         self._rulers = {}
+        had_inverted, self._inverted = self._inverted, False
         had_scale = self._reset_scale()
         if had_series:
             self.events.series.emit(None)
+        if had_inverted:
+            self.events.inverted.emit(False)
         self.events.record.emit(record)
         if had_scale:
             self.events.scale.emit(None)
@@ -297,12 +301,15 @@ class ViewerState:
         self._series, self._stack, self._record, self._slice = series, stack, record, start
         self._window, self._slice_error, self._slice_analyses, self._derived = None, None, {}, {}
         self._rulers = {}
+        had_inverted, self._inverted = self._inverted, False
         had_scale = self._reset_scale()
         self.slice_cache = self._caches.setdefault(series.key, SliceCache())
         self._series_analysis = self._series_analyses.get(series.key)
         self._analysis = self._analysis_for_slice()
         stack.set_current(start)
         self.events.series.emit(series)
+        if had_inverted:
+            self.events.inverted.emit(False)
         self.events.record.emit(record)
         if had_scale:
             self.events.scale.emit(None)
@@ -396,11 +403,25 @@ class ViewerState:
         return text
 
     def display(self):
-        """The 8-bit picture of the current slice in the current window (black for a slice that failed)."""
+        """The 8-bit picture of the current slice in the current window, its grey levels inverted where the reader
+        chose so (black for a slice that failed). What is shown only: the models read the file's own rendering."""
         if self._slice_error is not None:
             ref = self.current_slice
             return np.zeros((ref.rows or self._record.rows, ref.columns or self._record.columns), np.uint8)
-        return self._record.display(self.frame, self._window)
+        picture = self._record.display(self.frame, self._window)
+        return 255 - picture if self._inverted and self.has_window else picture
+
+    @property
+    def inverted(self) -> bool:
+        """Grey levels shown inverted (white bone, black air in a radiograph's way; a mammogram read the other
+        way round); kept while scrolling, off for the next image. Colour images are never inverted."""
+        return self._inverted
+
+    def set_inverted(self, on: bool) -> None:
+        on = bool(on) and self.has_window
+        if on != self._inverted:
+            self._inverted = on
+            self.events.inverted.emit(on)
 
     def orientation_markers(self) -> dict[str, str] | None:
         """The patient direction at each screen edge (left, right, top, bottom) of the slice shown, from its

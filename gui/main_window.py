@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
         self.state.events.analysis.connect(self._show_results)
         self.state.events.overlays.connect(self._remember_overlays)
         self.state.events.rulers.connect(self._show_distance)
+        self.state.events.inverted.connect(self._show_inverted)
         self.probabilities.gradcamClassChosen.connect(self._gradcam_for_class)
         self.probabilities.findingChosen.connect(self.viewer.show_region)
         self.viewer.cursorMoved.connect(lambda x, y: self.cursor_label.setText(self.state.pixel_text(x, y)))
@@ -222,6 +223,8 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("&Fit to window", self.viewer.fit, "F"))
         view.addAction(self._action("Actual size (1:1)", self.viewer.actual_size, "1"))
         view.addAction(self._action("&Reset window/level", self.reset_window, "R"))
+        self.invert_action = self._action("&Invert grey levels", self._set_inverted, "I", checkable=True)
+        view.addAction(self.invert_action)
         self.presets_menu = view.addMenu("Window &presets")
         self.presets_menu.aboutToShow.connect(self._fill_presets)  # the MR brain window is measured on the slice shown
         view.addSeparator()
@@ -779,6 +782,15 @@ class MainWindow(QMainWindow):
     def _remember_overlays(self, _layer=None) -> None:
         self.settings.setValue("heatmap_opacity", round(self.state.overlays.heatmap.opacity * 100))
         self.settings.setValue("mask_opacity", round(self.state.overlays.mask.opacity * 100))
+
+    def _set_inverted(self, on: bool) -> None:
+        self.state.set_inverted(on)
+        self._show_inverted(self.state.inverted)  # a colour image stays as it is: the tick says so
+
+    def _show_inverted(self, on: bool) -> None:
+        self.invert_action.blockSignals(True)
+        self.invert_action.setChecked(on)
+        self.invert_action.blockSignals(False)
 
     def _show_distance(self, rulers: list) -> None:
         if rulers:

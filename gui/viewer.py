@@ -73,6 +73,7 @@ class ImageViewer(QGraphicsView):
         state.events.record.connect(self._record_changed)
         state.events.slice.connect(lambda _: self._show_slice())
         state.events.window.connect(lambda _: self._show_slice())
+        state.events.inverted.connect(lambda _: self._show_slice())
         for event in (state.events.analysis, state.events.heatmap, state.events.overlays):
             event.connect(lambda _: self.draw_overlays())
         state.events.rulers.connect(lambda _: self.draw_rulers())

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings  # noqa: E402
-from PySide6.QtGui import QAction  # noqa: E402
+from PySide6.QtGui import QAction, QImage  # noqa: E402
 from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
 
 from core.models.registry import Registry  # noqa: E402
@@ -426,3 +426,17 @@ def test_a_left_drag_in_measure_mode_draws_a_ruler_in_millimetres(qtbot, window,
     assert window.state.rulers == [] and window.viewer.ruler_items == []
     window.measure_action.trigger()
     assert not window.viewer.measuring
+
+
+def test_invert_shows_the_grey_levels_the_other_way_round(qtbot, window, pydicom_file):
+    _open(qtbot, window, pydicom_file("MR_small.dcm"))
+    before = window.viewer.image_item.pixmap().toImage().convertToFormat(QImage.Format.Format_Grayscale8)
+    window.invert_action.trigger()
+    after = window.viewer.image_item.pixmap().toImage().convertToFormat(QImage.Format.Format_Grayscale8)
+    assert window.state.inverted and after.pixel(20, 20) != before.pixel(20, 20)
+    assert (after.pixel(20, 20) & 0xFF) == 255 - (before.pixel(20, 20) & 0xFF)
+    _open(qtbot, window, pydicom_file("CT_small.dcm"))
+    assert not window.state.inverted and not window.invert_action.isChecked()
+    _open(qtbot, window, pydicom_file("examples_rgb_color.dcm"))
+    window.invert_action.trigger()
+    assert not window.state.inverted and not window.invert_action.isChecked()  # colour: nothing to invert

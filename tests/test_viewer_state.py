@@ -641,3 +641,22 @@ def test_series_rulers_are_kept_per_slice_and_measured_with_the_slices_spacing(t
     assert state.rulers == [ruler]
     state.open_series(series)  # opened again: a fresh reading
     assert state.rulers == []
+
+
+def test_inverted_grey_levels_are_shown_only_kept_while_scrolling_and_off_for_the_next_image():
+    state = ViewerState()
+    record = _record(frames=3)
+    state.open(record)
+    plain = state.display()
+    seen = _recorder(state)
+    state.set_inverted(True)
+    assert seen == [("inverted", True)] and np.array_equal(state.display(), 255 - plain)
+    assert np.array_equal(record.display(0), plain)  # what the models read is untouched
+    state.set_slice(1)
+    assert state.inverted and np.array_equal(state.display(), 255 - record.display(1))
+    state.open(_record(frames=3))
+    assert not state.inverted and ("inverted", False) in seen
+    colour = _record(color=True)
+    state.open(colour)
+    state.set_inverted(True)  # a colour picture has no grey levels to invert
+    assert not state.inverted and np.array_equal(state.display(), colour.display(0))
