@@ -45,10 +45,20 @@ class Ruler:
 
 
 def ruler_within(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> Ruler | None:
-    """A ruler between two points, each held inside a ``width`` x ``height`` picture; None for one under
-    ``MIN_LENGTH_PX`` (a click)."""
-    def inside(x: float, y: float) -> tuple[float, float]:
-        return min(max(float(x), 0.0), float(width)), min(max(float(y), 0.0), float(height))
-
-    ruler = Ruler(*inside(x0, y0), *inside(x1, y1))
+    """The part of the line from (x0, y0) to (x1, y1) inside a ``width`` x ``height`` picture, in the line's own
+    direction (Liang-Barsky clipping: a drag past the edge stops there, it does not turn along it); None where no
+    part lies inside or the part is under ``MIN_LENGTH_PX`` (a click)."""
+    dx, dy = float(x1) - x0, float(y1) - y0
+    start, end = 0.0, 1.0
+    for p, q in ((-dx, x0), (dx, width - x0), (-dy, y0), (dy, height - y0)):  # left, right, top, bottom edges
+        if p == 0:
+            if q < 0:  # parallel to this edge and outside it
+                return None
+        elif p < 0:
+            start = max(start, q / p)
+        else:
+            end = min(end, q / p)
+    if start > end:
+        return None
+    ruler = Ruler(x0 + start * dx, y0 + start * dy, x0 + end * dx, y0 + end * dy)
     return ruler if ruler.length_px >= MIN_LENGTH_PX else None

@@ -229,8 +229,9 @@ class ViewerState:
     None: the file's own), ``chosen_models``, ``analysis`` (or None: the analysis of the slice shown),
     ``series_analysis`` (or None), ``heatmap`` (the analysis, after Grad-CAM for another class replaced a
     heatmap), ``overlays`` (the layer that changed), ``rulers`` (the rulers of the slice shown, after one was
-    drawn or cleared) and ``inverted`` (grey levels shown inverted or not). Scrolling a series fires ``slice``
-    only (and ``analysis`` when the results shown change), never ``record``.
+    drawn or cleared) and ``inverted`` (the reader turned inverted grey levels on or off; another image opens
+    with them off, read on ``record``). Scrolling a series fires ``slice`` only (and ``analysis`` when the
+    results shown change), never ``record``.
     """
 
     def __init__(self, overlays: Overlays | None = None) -> None:
@@ -270,13 +271,10 @@ class ViewerState:
         self._series, self._series_analysis, self._slice_error = None, None, None
         self._slice_analyses, self._derived = {}, {}
         self._record, self._slice, self._window, self._analysis = record, 0, None, None
-        self._rulers = {}
-        had_inverted, self._inverted = self._inverted, False
+        self._rulers, self._inverted = {}, False
         had_scale = self._reset_scale()
         if had_series:
             self.events.series.emit(None)
-        if had_inverted:
-            self.events.inverted.emit(False)
         self.events.record.emit(record)
         if had_scale:
             self.events.scale.emit(None)
@@ -300,16 +298,13 @@ class ViewerState:
             self._close_stack()
         self._series, self._stack, self._record, self._slice = series, stack, record, start
         self._window, self._slice_error, self._slice_analyses, self._derived = None, None, {}, {}
-        self._rulers = {}
-        had_inverted, self._inverted = self._inverted, False
+        self._rulers, self._inverted = {}, False
         had_scale = self._reset_scale()
         self.slice_cache = self._caches.setdefault(series.key, SliceCache())
         self._series_analysis = self._series_analyses.get(series.key)
         self._analysis = self._analysis_for_slice()
         stack.set_current(start)
         self.events.series.emit(series)
-        if had_inverted:
-            self.events.inverted.emit(False)
         self.events.record.emit(record)
         if had_scale:
             self.events.scale.emit(None)
@@ -406,10 +401,16 @@ class ViewerState:
         """The 8-bit picture of the current slice in the current window, its grey levels inverted where the reader
         chose so (black for a slice that failed). What is shown only: the models read the file's own rendering."""
         if self._slice_error is not None:
-            ref = self.current_slice
-            return np.zeros((ref.rows or self._record.rows, ref.columns or self._record.columns), np.uint8)
+            return np.zeros(self._picture_shape(), np.uint8)
         picture = self._record.display(self.frame, self._window)
         return 255 - picture if self._inverted and self.has_window else picture
+
+    def _picture_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the picture shown: the slice as loaded, or for a slice that failed its header's size."""
+        if self._slice_error is not None:
+            ref = self.current_slice
+            return ref.rows or self._record.rows, ref.columns or self._record.columns
+        return self._record.rows, self._record.columns
 
     @property
     def inverted(self) -> bool:
@@ -440,12 +441,15 @@ class ViewerState:
 
     @property
     def pixel_spacing_mm(self) -> tuple[float, float] | None:
-        """(between rows, between columns) in mm of the slice shown: the series slice's, else its file's; None
-        when unknown."""
-        ref = self.current_slice
-        if ref is not None and ref.pixel_spacing_mm:
-            return ref.pixel_spacing_mm
-        return self._record.pixel_spacing_mm if self._record is not None else None
+        """(between rows, between columns) in mm of the picture shown; None when unknown. A loaded slice's own (its
+        file's, scaled where it was read smaller to fit in memory); for a slice that failed, its header's (its black
+        picture has the header's size), where both are above zero."""
+        if self._record is None:
+            return None
+        if self._slice_error is None:
+            return self._record.pixel_spacing_mm
+        spacing = self.current_slice.pixel_spacing_mm
+        return spacing if spacing and min(spacing) > 0 else None
 
     # ----- rulers
     @property
@@ -458,11 +462,11 @@ class ViewerState:
         return ref.key if ref is not None else self._slice
 
     def add_ruler(self, x0: float, y0: float, x1: float, y1: float) -> Ruler | None:
-        """Measure from (x0, y0) to (x1, y1) in image pixels on the slice shown, each end held inside the picture;
-        None (nothing kept) without an image or for a click under two pixels."""
+        """Measure from (x0, y0) to (x1, y1) in image pixels on the slice shown, the part inside the picture; None
+        (nothing kept) without an image, for a line outside the picture or a click under two pixels."""
         if self._record is None:
             return None
-        rows, columns = self.display().shape[:2]
+        rows, columns = self._picture_shape()
         ruler = ruler_within(x0, y0, x1, y1, columns, rows)
         if ruler is not None:
             self._rulers.setdefault(self._ruler_key(), []).append(ruler)

@@ -223,7 +223,7 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("&Fit to window", self.viewer.fit, "F"))
         view.addAction(self._action("Actual size (1:1)", self.viewer.actual_size, "1"))
         view.addAction(self._action("&Reset window/level", self.reset_window, "R"))
-        self.invert_action = self._action("&Invert grey levels", self._set_inverted, "I", checkable=True)
+        self.invert_action = self._action("In&vert grey levels", self._set_inverted, "I", checkable=True)
         view.addAction(self.invert_action)
         self.presets_menu = view.addMenu("Window &presets")
         self.presets_menu.aboutToShow.connect(self._fill_presets)  # the MR brain window is measured on the slice shown
@@ -423,9 +423,10 @@ class MainWindow(QMainWindow):
             self.analyse()
 
     def _record_changed(self, record: ImageRecord | None) -> None:
-        """Another image: title, slice slider, modality note, presets, tags and W/L follow it."""
+        """Another image: title, slice slider, modality note, presets, tags, W/L and the Invert tick follow it."""
         if record is None:
             return
+        self._show_inverted(self.state.inverted)
         series = self.state.series
         name = (series.description or record.path.parent.name) if series is not None else record.path.name
         self.setWindowTitle(f"{name} — Medical Image Diagnostic Assistant")

@@ -86,11 +86,13 @@ class ImageViewer(QGraphicsView):
     def _record_changed(self, record) -> None:
         if record is None:
             return
+        self._end_preview()  # a ruler being drawn belongs to the picture it was started on
         self.set_image(self.state.display(), reset_view=True)
         self.draw_rulers()
 
     def _show_slice(self) -> None:
         if self.state.record is not None:
+            self._end_preview()
             self.set_image(self.state.display())
             self.draw_rulers()
 
@@ -235,12 +237,13 @@ class ImageViewer(QGraphicsView):
     def set_measuring(self, on: bool) -> None:
         """Measure mode: a left drag draws a ruler (else it pans)."""
         self.measuring = bool(on)
-        self.setDragMode(QGraphicsView.DragMode.NoDrag if on else QGraphicsView.DragMode.ScrollHandDrag)
         if on:
+            self.setDragMode(QGraphicsView.DragMode.NoDrag)
             self.viewport().setCursor(Qt.CursorShape.CrossCursor)
         else:
-            self.viewport().unsetCursor()
             self._end_preview()
+            self.viewport().unsetCursor()
+            self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)  # sets the open hand
 
     def _end_preview(self) -> None:
         for item in self._ruler_preview:
@@ -286,6 +289,9 @@ class ImageViewer(QGraphicsView):
         event.accept()
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
+        if self._ruler_start is not None or self._wl_origin is not None:
+            event.accept()  # one drag at a time: a ruler or the window/level
+            return
         if event.button() == Qt.MouseButton.RightButton:
             self._wl_origin = event.position()
             self.setCursor(Qt.CursorShape.SizeAllCursor)

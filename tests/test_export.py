@@ -126,3 +126,23 @@ def test_history_survives_restart_and_finds_same_image(analyzer, planted_png, tm
     assert len(History(db).for_file(planted_png[0])) == 2
     csv_text = reopened.export_csv(tmp_path / "history.csv").read_text()
     assert "tiny-mr-classifier@0.0.1" in csv_text
+
+
+def test_identified_report_keeps_long_study_fields_on_the_page(analyzer, identified_dicom, tmp_path):
+    """DICOM allows 64 characters of study description and institution: wrapped, every character stays on the page
+    (the text layer would hold words drawn beyond its edge too)."""
+    import pypdfium2 as pdfium
+
+    ds = pydicom.dcmread(identified_dicom)
+    ds.StudyDescription = "MR HEAD WITH AND WITHOUT CONTRAST, PERFUSION AND SPECTROSCOPY 3T"[:64]
+    ds.InstitutionName = "Northern General University Hospital and Regional Cancer Centre"[:64]
+    ds.save_as(identified_dicom)
+    record = load_image(identified_dicom)
+    pdf = write_image_report(tmp_path / "id.pdf", record, analyzer.analyze(record), anonymise=False)
+    page = pdfium.PdfDocument(str(pdf))[0]
+    text = page.get_textpage()
+    words = text.get_text_range()
+    assert "SPECTROSCOPY 3T" in words and "Regional Cancer" in words.replace("\r\n", " ")
+    width = page.get_width()
+    boxes = [text.get_charbox(i) for i in range(text.count_chars())]
+    assert boxes and max(right for _, _, right, _ in boxes) <= width

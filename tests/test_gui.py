@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtGui import QAction, QImage  # noqa: E402
 from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
 
@@ -376,17 +376,18 @@ def test_qt_calls_that_return_nothing_keep_none_alive(qtbot):
     assert sys.getrefcount(None) > before - 50
 
 
-def _mouse(window, kind, scene_x: float, scene_y: float, button=None) -> None:
-    """A left-button press, move (button held) or release at an image point, sent to the viewer as a user's."""
+def _mouse(window, kind, scene_x: float, scene_y: float, right: bool = False) -> None:
+    """A left-button (or right-button) press, move (button held) or release at an image point, sent to the viewer
+    as a user's."""
     from PySide6.QtCore import QEvent, QPointF, Qt
     from PySide6.QtGui import QMouseEvent
 
     viewer = window.viewer
     local = QPointF(viewer.mapFromScene(QPointF(scene_x, scene_y)))
-    left = Qt.MouseButton.LeftButton
-    kinds = {"press": (QEvent.Type.MouseButtonPress, left, left),
-             "move": (QEvent.Type.MouseMove, Qt.MouseButton.NoButton, left),
-             "release": (QEvent.Type.MouseButtonRelease, left, Qt.MouseButton.NoButton)}
+    button = Qt.MouseButton.RightButton if right else Qt.MouseButton.LeftButton
+    kinds = {"press": (QEvent.Type.MouseButtonPress, button, button),
+             "move": (QEvent.Type.MouseMove, Qt.MouseButton.NoButton, button),
+             "release": (QEvent.Type.MouseButtonRelease, button, Qt.MouseButton.NoButton)}
     event_type, changed, held = kinds[kind]
     event = QMouseEvent(event_type, local, QPointF(viewer.viewport().mapToGlobal(local.toPoint())), changed, held,
                         Qt.KeyboardModifier.NoModifier)
@@ -426,6 +427,29 @@ def test_a_left_drag_in_measure_mode_draws_a_ruler_in_millimetres(qtbot, window,
     assert window.state.rulers == [] and window.viewer.ruler_items == []
     window.measure_action.trigger()
     assert not window.viewer.measuring
+    assert window.viewer.viewport().cursor().shape() == Qt.CursorShape.OpenHandCursor  # a left drag pans again
+
+
+def test_a_ruler_is_one_drag_on_one_slice(qtbot, window, pydicom_file):
+    _open(qtbot, window, pydicom_file("examples_ybr_color.dcm"))  # 30 frames
+    window.measure_action.trigger()
+    _mouse(window, "press", 10, 20)
+    _mouse(window, "move", 30, 20)
+    window.state.set_slice(2)  # the wheel or the cine moves on while the ruler is drawn
+    assert window.viewer._ruler_preview == []
+    _mouse(window, "release", 50, 20)
+    assert window.state.rulers == [] and window.viewer.ruler_items == []  # not put on slice 3
+    window.state.set_slice(0)
+    assert window.state.rulers == []
+    _mouse(window, "press", 10, 20, right=True)  # a window/level drag under way
+    _mouse(window, "press", 10, 20)
+    _mouse(window, "move", 30, 20)
+    _mouse(window, "release", 50, 20)
+    _mouse(window, "release", 10, 20, right=True)
+    assert window.state.rulers == []  # one drag at a time
+    _mouse(window, "press", 10, 20)
+    _mouse(window, "release", 50, 20)
+    assert len(window.state.rulers) == 1  # and the next drag measures
 
 
 def test_invert_shows_the_grey_levels_the_other_way_round(qtbot, window, pydicom_file):

@@ -601,7 +601,10 @@ def test_ruler_length_uses_row_and_column_spacing_and_says_pixels_without_one():
     # rows 0.5 mm apart, columns 0.25 mm: 40 x 0.25 = 10 mm across, 30 x 0.5 = 15 mm down
     assert ruler.length_mm((0.5, 0.25)) == pytest.approx(np.hypot(10.0, 15.0))
     assert ruler.text((0.5, 0.25)) == "18.0 mm" and ruler.text(None) == "50 px"
-    assert ruler_within(-5, 2, 80, 2, width=64, height=64) == Ruler(0, 2, 64, 2)  # ends held inside the picture
+    assert ruler_within(-5, 2, 80, 2, width=64, height=64) == Ruler(0, 2, 64, 2)  # the part inside the picture
+    past = ruler_within(32, 32, 100, 40, width=64, height=64)  # a drag past the right edge stops there
+    assert (past.x0, past.y0, past.x1) == (32, 32, 64) and past.y1 == pytest.approx(32 + 8 * 32 / 68)
+    assert ruler_within(80, 2, 100, 40, width=64, height=64) is None  # wholly outside: no ruler along the edge
     assert ruler_within(3, 3, 4, 4, width=64, height=64) is None  # a click is not a measurement
 
 
@@ -654,9 +657,29 @@ def test_inverted_grey_levels_are_shown_only_kept_while_scrolling_and_off_for_th
     assert np.array_equal(record.display(0), plain)  # what the models read is untouched
     state.set_slice(1)
     assert state.inverted and np.array_equal(state.display(), 255 - record.display(1))
+    seen.clear()
     state.open(_record(frames=3))
-    assert not state.inverted and ("inverted", False) in seen
+    assert not state.inverted and [name for name, _ in seen] == ["record"]  # read on 'record': no second render
     colour = _record(color=True)
     state.open(colour)
     state.set_inverted(True)  # a colour picture has no grey levels to invert
     assert not state.inverted and np.array_equal(state.display(), colour.display(0))
+
+
+def test_rulers_measure_a_slice_read_smaller_with_its_own_spacing_and_ignore_a_zero_one(tmp_path, monkeypatch):
+    """A slice too large for the memory budget is read at half size: its pixels are twice as far apart as the
+    header says. A header spacing of zero is no spacing."""
+    from core.series.index import index_folder
+    from tests.series_data import write_series
+
+    big = [np.random.default_rng(i).integers(0, 1000, (2048, 2048)).astype(np.uint16) for i in range(2)]
+    write_series(tmp_path / "big", big, pixel_spacing=(0.5, 0.5))
+    write_series(tmp_path / "zero", [b[:64, :64] for b in big], pixel_spacing=(0.0, 0.0))
+    monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "40")
+    state = ViewerState()
+    state.open_series(index_folder(tmp_path / "big").series[0])
+    assert state.record.columns == 1024 and state.pixel_spacing_mm == (1.0, 1.0)
+    assert state.add_ruler(0, 0, 1000, 0).text(state.pixel_spacing_mm) == "1000.0 mm"
+    monkeypatch.delenv("MIDA_MEMORY_BUDGET_MB")
+    state.open_series(index_folder(tmp_path / "zero").series[0])
+    assert state.pixel_spacing_mm is None and state.add_ruler(0, 0, 40, 0).text(None) == "40 px"

@@ -74,6 +74,10 @@ def _footer(fig) -> None:
              ha="right", va="bottom", fontsize=6, color="gray")
 
 
+IDENTITY_CHARS = 105  # 8-pt monospace characters across the page's text width
+IDENTITY_LINE = 0.0115  # one 8-pt line as a fraction of the A4 page's height
+
+
 def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anonymise: bool = True) -> Path:
     plt, PdfPages = _pyplot()
     study = anonymise_study(record.study) if anonymise else record.study
@@ -85,19 +89,23 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
             f"Patient: {study.patient_name or '-'}   ID: {study.patient_id or '-'}   Sex: {study.sex or '-'}"
             + ("" if anonymise else f"   Born: {study.birth_date or '-'}"),
             f"Study date: {study.study_date or '-'}   Study UID: {study.study_instance_uid or '-'}",
-            *([] if anonymise else [f"Accession: {study.accession_number or '-'}   Study: {study.study_description or '-'}"
-                                    f"   Institution: {study.institution or '-'}"]),
+            *([] if anonymise else [
+                f"Accession: {study.accession_number or '-'}   Institution: {study.institution or '-'}",
+                f"Study: {study.study_description or '-'}"]),
             f"File: {'(name withheld)' if anonymise else record.path.name}   {record.modality.label} ({record.modality_source})   frame {analysis.frame + 1}/{record.frames}"
             f"   {record.columns}x{record.rows}"
             + (f"   spacing {record.pixel_spacing_mm[0]:.3f} mm" if record.pixel_spacing_mm else ""),
             "Identifiers anonymised for this report." if anonymise else "Identified report: handle as patient data.",
         ]
+        # Wrapped to the page (8-pt monospace: about 105 characters); the picture starts below however many lines.
+        identity = [part for line in identity for part in textwrap.wrap(line, IDENTITY_CHARS, subsequent_indent="  ")]
         fig.text(0.06, 0.945, "\n".join(identity), fontsize=8, va="top", family="monospace")
-        ax = fig.add_axes([0.06, 0.47, 0.5, 0.4])
+        top = min(0.87, 0.945 - IDENTITY_LINE * len(identity) - 0.025)
+        ax = fig.add_axes([0.06, 0.47, 0.5, top - 0.47])
         ax.imshow(overlay_picture(record, analysis), cmap="gray")
         ax.set_axis_off()
         ax.set_title("Image with Grad-CAM / lesion outlines / findings", fontsize=9)
-        y = 0.87
+        y = top
         for result in analysis.results:
             if result.task == "classification":
                 bars = fig.add_axes([0.66, y - 0.11, 0.28, 0.09])
