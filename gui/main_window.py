@@ -28,6 +28,8 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QScrollArea,
     QSlider,
+    QTableWidget,
+    QTableWidgetItem,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -247,6 +249,7 @@ class MainWindow(QMainWindow):
             view.addAction(dock.toggleViewAction())
 
         help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self._action("&Keyboard shortcuts", self.show_shortcuts, "F1"))
         help_menu.addAction(self._action("&About", self.about))
 
     def _build_toolbar(self) -> None:
@@ -917,6 +920,47 @@ class MainWindow(QMainWindow):
                 self.history.export_csv(Path(path))
             except OSError as exc:
                 self._error(f"The history could not be written to {path}: {exc.strerror or exc}")
+
+    def shortcuts(self) -> list[tuple[str, str, str]]:
+        """(menu, command, keys) of every menu command that has a shortcut, read from the menus themselves."""
+        rows = []
+
+        def walk(menu, path: str) -> None:
+            for action in menu.actions():
+                if action.menu() is not None:
+                    walk(action.menu(), f"{path} > {action.menu().title().replace('&', '')}")
+                elif action.shortcuts():
+                    keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts())
+                    rows.append((path, action.text().replace("&", ""), keys))
+
+        for top in self.menuBar().actions():
+            walk(top.menu(), top.text().replace("&", ""))
+        return rows
+
+    def show_shortcuts(self) -> None:
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Keyboard shortcuts")
+        rows = self.shortcuts()
+        table = QTableWidget(len(rows), 3, dialog)
+        table.setHorizontalHeaderLabels(["Menu", "Command", "Keys"])
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                table.setItem(r, c, QTableWidgetItem(text))
+        table.verticalHeader().setVisible(False)
+        table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        extra = QLabel("Mouse: wheel = next/previous slice, Ctrl+wheel = zoom, left drag = pan (a ruler in "
+                       "measure mode), right drag = window/level.")
+        extra.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dialog)
+        buttons.rejected.connect(dialog.reject)
+        layout = QVBoxLayout(dialog)
+        for widget in (table, extra, buttons):
+            layout.addWidget(widget)
+        dialog.resize(640, 560)
+        self.shortcuts_dialog = dialog
+        dialog.show()
 
     def about(self) -> None:
         import platform

@@ -12,7 +12,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtGui import QAction, QImage  # noqa: E402
-from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
+from PySide6.QtWidgets import QApplication, QLabel, QTableWidget  # noqa: E402
 
 from core.models.registry import Registry  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
@@ -464,3 +464,15 @@ def test_invert_shows_the_grey_levels_the_other_way_round(qtbot, window, pydicom
     _open(qtbot, window, pydicom_file("examples_rgb_color.dcm"))
     window.invert_action.trigger()
     assert not window.state.inverted and not window.invert_action.isChecked()  # colour: nothing to invert
+
+
+def test_keyboard_shortcuts_are_listed_from_the_menus(qtbot, window):
+    rows = {command: keys for _, command, keys in window.shortcuts()}
+    assert rows["Measure distance (drag)"] == "D" and rows["Invert grey levels"] == "I"
+    assert rows["Toggle heatmap"] == "H" and rows["Keyboard shortcuts"] == "F1"
+    assert "Down" in rows["Next slice"] and "PgDown" in rows["Next slice"]
+    next(a for a in window.findChildren(QAction) if a.text() == "&Keyboard shortcuts").trigger()
+    table = window.shortcuts_dialog.findChild(QTableWidget)
+    assert window.shortcuts_dialog.isVisible() and table.rowCount() == len(rows)
+    shown = {table.item(r, 1).text(): table.item(r, 2).text() for r in range(table.rowCount())}
+    assert shown == rows
