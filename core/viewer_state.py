@@ -643,7 +643,11 @@ class ViewerState:
 
     def set_analysis(self, analysis: Analysis | None, slice_key: str | None = None) -> None:
         """The analysis of the slice shown. In a series it is kept for its slice (``slice_key``, default the
-        slice shown) and shown again when the reader scrolls back; one of another slice is only kept."""
+        slice shown) and shown again when the reader scrolls back; one of another slice is only kept. An analysis
+        that no longer applies is dropped: one made for another modality than the image has now, or, in a file
+        of several frames, for another frame than the one shown (the reader scrolled while it ran)."""
+        if analysis is not None and not self._applies(analysis):
+            return
         ref = self.current_slice
         if ref is not None:
             key = slice_key or ref.key
@@ -658,6 +662,13 @@ class ViewerState:
             return
         self._analysis = analysis
         self.events.analysis.emit(analysis)
+
+    def _applies(self, analysis: Analysis) -> bool:
+        if self._record is None:
+            return True  # no image to contradict it
+        if analysis.modality != self._record.modality.value:
+            return False
+        return self.current_slice is not None or analysis.frame == self._slice
 
     @property
     def slice_key(self) -> str | None:

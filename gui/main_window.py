@@ -84,6 +84,9 @@ class MainWindow(QMainWindow):
         self.series_cancel: threading.Event | None = None  # set while a series analysis runs
         self.exam_view = None  # the mammography exam window, made on first use
         self._wanted_series: Series | None = None  # the series last asked for (its first slice may be loading)
+        self._open_request = 0  # the file or folder last asked for (see _new_open_request)
+        self._analyses_running = 0  # single-image analyses submitted and not yet back
+        self.shortcuts_dialog: QDialog | None = None
 
         self.viewer = ImageViewer(self)
         self.setCentralWidget(self.viewer)
@@ -132,6 +135,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Studies"], self.docks["History"])
         for name in ("DICOM tags", "Studies", "History", "Series"):
             self.docks[name].hide()
+        # scrolling a series updates the tags only while they are seen: shown again, they catch up
+        self.docks["DICOM tags"].visibilityChanged.connect(self._tags_seen)
         # side docks run the full height; the series strip sits under the image only
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -337,9 +342,23 @@ class MainWindow(QMainWindow):
     def open_folder(self, folder: str | Path) -> None:
         """Index a folder (or a DICOMDIR) into the Studies panel, in the background, and show its first series."""
         self._busy(f"Reading the studies in {Path(folder).name}…")
-        self.bridge.run(index_path, Path(folder), on_done=self._indexed, on_error=self._load_failed)
+        request = self._new_open_request()
+        self.bridge.run(index_path, Path(folder), on_done=lambda index: self._indexed(index, request),
+                        on_error=lambda e: self._open_failed(e, request))
 
-    def _indexed(self, index: StudyIndex) -> None:
+    def _new_open_request(self) -> int:
+        """A number for the file or folder now asked for: what an earlier, slower request loads is not shown
+        over it."""
+        self._open_request += 1
+        return self._open_request
+
+    def _open_failed(self, error: BaseException, request: int) -> None:
+        if request == self._open_request:
+            self._load_failed(error)
+
+    def _indexed(self, index: StudyIndex, request: int) -> None:
+        if request != self._open_request:
+            return  # the reader opened something else meanwhile
         self._busy(None)
         self.study_index = index
         self.studies.show_index(index)
@@ -412,9 +431,13 @@ class MainWindow(QMainWindow):
         self._wanted_series = None  # a series still loading is not shown over this file
         self._busy(f"Opening {path.name}…")
         modality = self.modality_box.currentData()
-        self.bridge.run(load_image, path, modality, on_done=self._loaded, on_error=self._load_failed)
+        request = self._new_open_request()
+        self.bridge.run(load_image, path, modality, on_done=lambda record: self._loaded(record, request),
+                        on_error=lambda e: self._open_failed(e, request))
 
-    def _loaded(self, record: ImageRecord) -> None:
+    def _loaded(self, record: ImageRecord, request: int | None = None) -> None:
+        if request is not None and request != self._open_request:
+            return  # the reader opened something else meanwhile
         self._busy(None)
         self.state.open(record)
         self.settings.setValue("last_dir", str(record.path.parent))
@@ -456,6 +479,10 @@ class MainWindow(QMainWindow):
             self.metadata.show_rows(self.state.record.metadata)  # the tags of the slice shown
         self._update_wl_label()
 
+    def _tags_seen(self, visible: bool) -> None:
+        if visible and self.state.record is not None:
+            self.metadata.show_rows(self.state.record.metadata)
+
     def _show_earlier(self, entries: list) -> None:
         self.previous_analyses = entries
         if entries:
@@ -490,8 +517,14 @@ class MainWindow(QMainWindow):
             return
         value = self.modality_box.currentData()
         if value is None and self.state.series is not None:  # re-open to restore the files' own modality
-            series = self.state.series
-            self.state.open_series(series, SeriesStack(series, prefetch=True), start=self.state.slice_index)
+            series, start = self.state.series, self.state.slice_index
+            for at in dict.fromkeys((start, 0)):  # the slice shown may be one that cannot be read
+                try:
+                    self.state.open_series(series, SeriesStack(series, prefetch=True), start=at)
+                    return
+                except DiagnosticError as exc:
+                    problem = exc
+            self._error(f"Cannot show the series with its own modality: {problem}")
             return
         if value is None:
             self.open_path(self.state.record.path)  # re-open to restore the file's own modality
@@ -588,6 +621,7 @@ class MainWindow(QMainWindow):
             return
         self._busy("Analysing (loading models on first use)…")
         self.analyse_action.setEnabled(False)  # one analysis of the shown image at a time
+        self._analyses_running += 1
         um = state.microns_per_pixel
         future = self.engine.submit(state.record, frame=state.frame, model_ids=state.chosen_models or None,
                                     microns_per_pixel=um, find_other_breast=other_breast)
@@ -596,8 +630,7 @@ class MainWindow(QMainWindow):
 
     def _analysed(self, analysis: Analysis, record: ImageRecord, series=None, key: str | None = None,
                   um: float | None = None) -> None:
-        self._busy(None)
-        self.analyse_action.setEnabled(True)
+        self._analysis_ended()
         if um != self.state.microns_per_pixel:
             return  # made at a scale the user has changed since
         if series is not None:
@@ -620,6 +653,7 @@ class MainWindow(QMainWindow):
         if analysis is None:
             self.probabilities.clear()
             self.warnings.show_warnings([])
+            self.model_info.show_models([])
             return
         titles = {b.id: b.info.title or b.id for b in self.registry.bundles.values()}
         self.probabilities.show_analysis(analysis, titles, self._scales(analysis))
@@ -712,11 +746,11 @@ class MainWindow(QMainWindow):
         self.docks["Series"].show()
         self.series_panel.started(len(series))
         self._busy(f"Analysing {len(series)} slices…")
-        modality, um = self.modality_box.currentData(), state.microns_per_pixel
+        modality, um, shown_as = self.modality_box.currentData(), state.microns_per_pixel, state.record.modality
         future = submit_series(series, self.engine, model_ids=state.chosen_models or None, cancel=cancel,
                                cache=state.slice_cache, modality=modality, microns_per_pixel=um,
                                progress=lambda p: self.series_panel.progressed.emit(p.done, p.total))
-        self.bridge.watch(future, lambda a: self._series_analysed(a, um), self._series_failed)
+        self.bridge.watch(future, lambda a: self._series_analysed(a, um, shown_as), self._series_failed)
 
     def cancel_series_analysis(self) -> None:
         if self.series_cancel is not None:
@@ -729,11 +763,14 @@ class MainWindow(QMainWindow):
         self.series_cancel = None
         self.analyse_series_action.setEnabled(True)
 
-    def _series_analysed(self, analysis: SeriesAnalysis, um: float | None = None) -> None:
+    def _series_analysed(self, analysis: SeriesAnalysis, um: float | None = None,
+                         modality: Modality | None = None) -> None:
         self._series_done()
         done = f"{analysis.slices_analysed} slice(s) analysed in {analysis.seconds:.1f} s"
         self.series_panel.finished(("Cancelled: " if analysis.cancelled else "") + done)
-        if um == self.state.microns_per_pixel:  # not one made at a scale the user has changed since
+        record = self.state.record
+        # Not one made at a scale or for a modality the user has changed since.
+        if um == self.state.microns_per_pixel and record is not None and record.modality == modality:
             self.state.set_series_analysis(analysis)  # ignored when another series is shown now
         if analysis.results and not analysis.cancelled:  # a cancelled run is not recorded: its verdicts are partial
             self.bridge.run(self.history.add_series, analysis, on_done=lambda _: self._refresh_history(),
@@ -755,9 +792,14 @@ class MainWindow(QMainWindow):
         self.series_verdict.setText("\n".join(lines) or "Series: no model ran.")
         self.series_verdict.show()
 
+    def _analysis_ended(self) -> None:
+        self._analyses_running -= 1
+        if not self._analyses_running:  # another image's analysis may still run (opened, then another opened)
+            self._busy(None)
+            self.analyse_action.setEnabled(True)
+
     def _analysis_failed(self, error: BaseException) -> None:
-        self._busy(None)
-        self.analyse_action.setEnabled(True)
+        self._analysis_ended()
         self._error(str(error) if isinstance(error, DiagnosticError) else f"Analysis failed: {error}")
 
     def _gradcam_for_class(self, model_id: str, class_name: str) -> None:
@@ -843,6 +885,8 @@ class MainWindow(QMainWindow):
             found["measurements"] = [r.to_dict(self.state.pixel_spacing_mm) for r in self.state.rulers]
         if found:
             path.with_suffix(".json").write_text(json.dumps(found, indent=2))
+        else:  # a findings file beside the PNG describes it: not an earlier picture exported under this name
+            path.with_suffix(".json").unlink(missing_ok=True)
         self.statusBar().showMessage(f"Exported {path.name}", 5000)
 
     def _set_anonymise(self, on: bool) -> None:
@@ -929,15 +973,19 @@ class MainWindow(QMainWindow):
             for action in menu.actions():
                 if action.menu() is not None:
                     walk(action.menu(), f"{path} > {action.menu().title().replace('&', '')}")
-                elif action.shortcuts():
-                    keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts())
-                    rows.append((path, action.text().replace("&", ""), keys))
+                elif keys := [k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts()
+                              if not k.isEmpty()]:  # a standard key this platform does not define is empty
+                    rows.append((path, action.text().replace("&", ""), ", ".join(keys)))
 
         for top in self.menuBar().actions():
             walk(top.menu(), top.text().replace("&", ""))
         return rows
 
     def show_shortcuts(self) -> None:
+        if self.shortcuts_dialog is not None:
+            self.shortcuts_dialog.show()
+            self.shortcuts_dialog.raise_()
+            return
         dialog = QDialog(self)
         dialog.setWindowTitle("Keyboard shortcuts")
         rows = self.shortcuts()

@@ -31,8 +31,8 @@ def _result(findings: list[Finding] | None, model: str = "mammo-cad") -> ModelRe
                        {"normal": 0.17, "abnormal": 0.83}, "abnormal", findings=findings)
 
 
-def _analysis(path: Path | str = "m.png", findings: list[Finding] | None = None) -> Analysis:
-    return Analysis(str(path), "MG", "user", 0, [_result(_findings() if findings is None else findings)])
+def _analysis(path: Path | str = "m.png", findings: list[Finding] | None = None, modality: str = "MG") -> Analysis:
+    return Analysis(str(path), modality, "user", 0, [_result(_findings() if findings is None else findings)])
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_viewer_draws_a_circle_per_finding_and_the_panels_follow(qtbot, window, 
 
     window.open_path(png)
     qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
-    window.state.set_analysis(_analysis(png))
+    window.state.set_analysis(_analysis(png, modality=window.state.record.modality.value))
 
     circles = [i for i in window.viewer.scene().items() if isinstance(i, QGraphicsEllipseItem)]
     assert len(circles) == 2 and all(c.isVisible() for c in circles)

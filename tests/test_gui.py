@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -12,7 +13,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtGui import QAction, QImage  # noqa: E402
-from PySide6.QtWidgets import QApplication, QLabel, QTableWidget  # noqa: E402
+from PySide6.QtWidgets import QApplication, QDialog, QLabel, QTableWidget  # noqa: E402
 
 from core.models.registry import Registry  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
@@ -150,7 +151,7 @@ def test_viewer_and_panels_draw_the_state_analysis(qtbot, window, planted_png):
     heat[20:40, 20:40] = 1.0
     result = ModelResult("hand-made", "1.0", "classification", "cpu", ["no", "yes"], {"no": 0.2, "yes": 0.8}, "yes",
                          heatmap=heat, heatmap_class="yes")
-    window.state.set_analysis(Analysis(str(planted_png[0]), "MR", "user", 0, [result]))
+    window.state.set_analysis(Analysis(str(planted_png[0]), window.state.record.modality.value, "user", 0, [result]))
     assert not window.viewer.heatmap_item.pixmap().isNull()
     assert window.probabilities.bars[("hand-made", "yes")].value() == 800
     shown = _pixels(window)
@@ -476,3 +477,50 @@ def test_keyboard_shortcuts_are_listed_from_the_menus(qtbot, window):
     assert window.shortcuts_dialog.isVisible() and table.rowCount() == len(rows)
     shown = {table.item(r, 1).text(): table.item(r, 2).text() for r in range(table.rowCount())}
     assert shown == rows
+
+
+def test_the_last_file_asked_for_is_the_one_shown(qtbot, window, pydicom_file, planted_png):
+    """A slow open (a large film) that finishes after a quick one asked for later is not shown over it."""
+    from core.imaging import load_image
+
+    older, newer = window._new_open_request(), window._new_open_request()
+    window._loaded(load_image(pydicom_file("CT_small.dcm")), newer)
+    window._loaded(load_image(planted_png[0]), older)
+    assert window.state.record.path.name == "CT_small.dcm"
+
+
+def _copy(source: Path, target: Path) -> Path:
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+def test_exported_view_json_describes_that_view_only(qtbot, window, planted_png, tmp_path):
+    from core.inference.results import Analysis
+
+    _open(qtbot, window, planted_png[0])
+    window.state.set_analysis(Analysis(str(planted_png[0]), window.state.record.modality.value, "user", 0, []))
+    window.save_view(tmp_path / "view.png")
+    assert (tmp_path / "view.json").exists()
+    _open(qtbot, window, _copy(planted_png[0], tmp_path / "other.png"))  # nothing found or measured on this one
+    window.save_view(tmp_path / "view.png")
+    assert (tmp_path / "view.png").exists() and not (tmp_path / "view.json").exists()
+
+
+def test_panels_and_actions_follow_the_image_not_the_last_analysis(qtbot, window, planted_png, tmp_path):
+    _open(qtbot, window, planted_png[0], modality_index=1)
+    window.analyse()
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    assert "tiny-mr-classifier" in window.model_info.toPlainText()
+    _open(qtbot, window, _copy(planted_png[0], tmp_path / "other.png"))
+    assert "No model has run on this image" in window.model_info.toPlainText()
+    window._analyses_running = 2  # two images' analyses under way (one opened, then another)
+    window.analyse_action.setEnabled(False)
+    window._analysis_ended()
+    assert not window.analyse_action.isEnabled()  # the other is still running
+    window._analysis_ended()
+    assert window.analyse_action.isEnabled()
+    help_action = next(a for a in window.findChildren(QAction) if a.text() == "&Keyboard shortcuts")
+    help_action.trigger()
+    help_action.trigger()
+    assert len([d for d in window.findChildren(QDialog) if d.windowTitle() == "Keyboard shortcuts"]) == 1
+    assert all(keys for _, _, keys in window.shortcuts())  # no command listed without a key

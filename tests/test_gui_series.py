@@ -243,3 +243,39 @@ def test_the_series_chosen_last_is_the_one_shown(qtbot, window, study):
     window.open_series(sagittal)
     qtbot.waitUntil(lambda: window.state.series is sagittal, timeout=10000)
     assert not window.docks["Series"].isVisibleTo(window) or len(sagittal) > 1
+
+
+def test_tags_shown_again_are_those_of_the_slice_on_screen(qtbot, window, study):
+    def instance(metadata) -> str:
+        return next(str(value) for _, keyword, value in metadata if keyword == "InstanceNumber")
+
+    _open_folder(qtbot, window, study)
+    first = instance(window.state.record.metadata)
+    window.state.set_slice(4)  # scrolled while the tags were hidden
+    shown = instance(window.state.record.metadata)
+    assert shown != first
+    window.docks["DICOM tags"].show()
+    window.docks["DICOM tags"].raise_()  # its tab brought to the front
+    table = window.metadata.table
+    tags = {table.item(r, 1).text(): table.item(r, 2).text() for r in range(table.rowCount())}
+    assert tags["InstanceNumber"] == shown
+
+
+def test_automatic_modality_on_a_slice_that_cannot_be_read(qtbot, window, study):
+    """Back to the files' own modality while a damaged slice is shown: the series opens again, nothing raised."""
+    from core.imaging import Modality
+
+    from core.series.index import index_folder
+
+    ax = next(s for s in index_folder(study).series if s.description == "AX FLAIR")
+    damaged = ax.slices[4].path
+    damaged.write_bytes(damaged.read_bytes()[:-1000])  # its pixel data cut short (32 x 32 x 2 bytes)
+    _open_folder(qtbot, window, study)
+    window.state.set_slice(4)
+    assert window.state.slice_error
+    window.modality_box.setCurrentIndex(window.modality_box.findData(Modality.US.value))
+    window._modality_chosen()
+    assert window.state.record.modality_source == "user"
+    window.modality_box.setCurrentIndex(0)  # Automatic
+    window._modality_chosen()
+    assert window.state.record.modality_source == "dicom" and window.state.series is not None

@@ -36,12 +36,12 @@ def _record(frames: int = 5, color: bool = False, presets=(GREY, AUTO), spacing=
                        _read_frame=read, modality_confidence=confidence)
 
 
-def _analysis(frame: int = 0, heatmap=None, tile=None, mask=None) -> Analysis:
+def _analysis(frame: int = 0, heatmap=None, tile=None, mask=None, modality: str = "MR") -> Analysis:
     results = [ModelResult("cls", "1.0", "classification", "cpu", ["a", "b"], {"a": 0.7, "b": 0.3}, "a",
                            heatmap=heatmap, heatmap_class="a", tile_gradcam=tile)]
     if mask is not None:
         results.append(ModelResult("seg", "1.0", "segmentation", "cpu", mask=mask))
-    return Analysis("a.dcm", "MR", "dicom", frame, results)
+    return Analysis("a.dcm", modality, "dicom", frame, results)
 
 
 def _recorder(state: ViewerState) -> list:
@@ -189,7 +189,7 @@ def test_user_modality_replaces_the_files_and_drops_the_analysis():
     record = _record(modality=Modality.OTHER, source="guess", confidence=0.62)
     state.open(record)
     assert state.modality_text() == "  Other — from guess (62%); set it if wrong"
-    state.set_analysis(_analysis())
+    state.set_analysis(_analysis(modality="OT"))
     seen = _recorder(state)
     state.set_modality(Modality.US)
     assert record.modality is Modality.US and record.modality_source == "user"
@@ -542,7 +542,7 @@ def test_user_scale_fires_once_drops_the_analysis_and_is_checked():
     state = ViewerState()
     state.open(_record(color=True, modality=Modality.SM, source="user", name="h.png"))
     assert state.scale_applies and state.microns_per_pixel is None
-    state.set_analysis(_analysis())
+    state.set_analysis(_analysis(modality="SM"))
     seen = _recorder(state)
     state.set_microns_per_pixel(0.049)
     state.set_microns_per_pixel(0.049)  # the same scale again: nothing happens
@@ -683,3 +683,19 @@ def test_rulers_measure_a_slice_read_smaller_with_its_own_spacing_and_ignore_a_z
     monkeypatch.delenv("MIDA_MEMORY_BUDGET_MB")
     state.open_series(index_folder(tmp_path / "zero").series[0])
     assert state.pixel_spacing_mm is None and state.add_ruler(0, 0, 40, 0).text(None) == "40 px"
+
+
+def test_an_analysis_that_no_longer_applies_is_dropped():
+    """An analysis arrives after the reader moved on: to another frame of the file, or to another modality."""
+    state = ViewerState()
+    state.open(_record(frames=5))
+    state.set_slice(2)
+    state.set_analysis(_analysis(frame=0))  # started on frame 1, the reader scrolled to frame 3 meanwhile
+    assert state.analysis is None
+    state.set_analysis(_analysis(frame=2))
+    assert state.analysis is not None
+    state.set_modality(Modality.US)
+    state.set_analysis(_analysis(frame=2))  # the MR models' answer, finishing after the switch to ultrasound
+    assert state.analysis is None
+    state.set_analysis(_analysis(frame=2, modality="US"))
+    assert state.analysis is not None
