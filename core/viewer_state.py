@@ -681,9 +681,13 @@ class ViewerState:
         return self._series_analysis
 
     def set_series_analysis(self, analysis: SeriesAnalysis | None) -> None:
-        """The series analysis of the series shown (ignored for another series); the slice shown then
-        gets its results unless it has an analysis of its own."""
-        if self._series is None or (analysis is not None and analysis.series is not self._series):
+        """The series analysis of the series shown; the slice shown then gets its results unless it has an
+        analysis of its own. One of another series (the reader chose it while the run went on) is kept for that
+        series, shown when it is opened again."""
+        if analysis is not None and analysis.series is not self._series:
+            self._series_analyses[analysis.series.key] = analysis
+            return
+        if self._series is None:
             return
         self._series_analysis = analysis
         if analysis is None:

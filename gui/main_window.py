@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -59,6 +59,19 @@ DISCLAIMER = "Decision support only — not a medical device. Every finding must
 IMAGE_FILTER = "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
 MAX_RECENT = 10
 CUSTOM_SCALE = "custom"  # the scale box item that asks for micrometres per pixel
+
+
+class KeepNavigationKeys(QObject):
+    """Arrows, Page Up/Down, Home, End and Space go to the focused list, box or field (the study tree, the tag
+    filter, the Modality box) instead of the window's slice shortcuts, which act everywhere else."""
+
+    KEYS = {Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_Left, Qt.Key.Key_Right, Qt.Key.Key_PageUp,
+            Qt.Key.Key_PageDown, Qt.Key.Key_Home, Qt.Key.Key_End, Qt.Key.Key_Space}
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
+        if event.type() == QEvent.Type.ShortcutOverride and event.key() in self.KEYS:
+            event.accept()  # the widget takes the key; no shortcut fires
+        return False
 
 
 class MainWindow(QMainWindow):
@@ -148,6 +161,10 @@ class MainWindow(QMainWindow):
 
         self._build_toolbar()
         self._build_menus()
+        self._keys_to_widgets = KeepNavigationKeys(self)
+        for widget in (self.studies, self.modality_box, self.scale_box, self.metadata.table, self.metadata.search,
+                       self.history_panel.table):
+            widget.installEventFilter(self._keys_to_widgets)
         self._build_statusbar()
         self.viewer.bind(self.state)
         self.overlays.bind(self.state)
@@ -766,12 +783,19 @@ class MainWindow(QMainWindow):
     def _series_analysed(self, analysis: SeriesAnalysis, um: float | None = None,
                          modality: Modality | None = None) -> None:
         self._series_done()
-        done = f"{analysis.slices_analysed} slice(s) analysed in {analysis.seconds:.1f} s"
-        self.series_panel.finished(("Cancelled: " if analysis.cancelled else "") + done)
-        record = self.state.record
-        # Not one made at a scale or for a modality the user has changed since.
-        if um == self.state.microns_per_pixel and record is not None and record.modality == modality:
-            self.state.set_series_analysis(analysis)  # ignored when another series is shown now
+        record, shown = self.state.record, self.state.series
+        if analysis.series is shown:
+            done = f"{analysis.slices_analysed} slice(s) analysed in {analysis.seconds:.1f} s"
+            self.series_panel.finished(("Cancelled: " if analysis.cancelled else "") + done)
+            # Not one made at a scale or for a modality the user has changed since.
+            if um == self.state.microns_per_pixel and record is not None and record.modality == modality:
+                self.state.set_series_analysis(analysis)
+        else:  # the reader chose another series while this one ran: kept for its own series, not shown here
+            self.series_panel.finished("")
+            if not analysis.cancelled:
+                self.state.set_series_analysis(analysis)
+            if self.auto_analyse and shown is not None and self.state.series_analysis is None:
+                self.analyse_series()  # the series now shown, as it would have been on opening
         if analysis.results and not analysis.cancelled:  # a cancelled run is not recorded: its verdicts are partial
             self.bridge.run(self.history.add_series, analysis, on_done=lambda _: self._refresh_history(),
                             on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))

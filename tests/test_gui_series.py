@@ -279,3 +279,51 @@ def test_automatic_modality_on_a_slice_that_cannot_be_read(qtbot, window, study)
     window.modality_box.setCurrentIndex(0)  # Automatic
     window._modality_chosen()
     assert window.state.record.modality_source == "dicom" and window.state.series is not None
+
+
+def test_a_series_chosen_while_another_is_analysed_is_analysed_next(qtbot, window, study, monkeypatch):
+    """Automatic analysis on: the reader picks the sagittal series while the axial one is still running. The axial
+    result is kept for the axial series; the sagittal one is analysed when the run ends (runs are one at a time)."""
+    from concurrent.futures import Future
+
+    from core.series.analysis import SeriesAnalysis
+
+    runs: list[tuple] = []
+
+    def submit(series, engine, **options):  # each run waits until the test ends it
+        future = Future()
+        runs.append((series, future))
+        return future
+
+    monkeypatch.setattr("gui.main_window.submit_series", submit)
+    window.auto_analyse = True
+    window.open_folder(study)
+    qtbot.waitUntil(lambda: window.state.series is not None and len(runs) == 1, timeout=20000)
+    ax = window.state.series
+    sag = next(s for s in window.study_index.series if s is not ax)
+    window.open_series(sag)
+    qtbot.waitUntil(lambda: window.state.series is sag, timeout=10000)
+    assert len(runs) == 1  # one run at a time
+    runs[0][1].set_result(SeriesAnalysis(ax, [], [], False, 0.1, len(ax)))
+    qtbot.waitUntil(lambda: len(runs) == 2, timeout=10000)
+    assert runs[1][0] is sag and window.state.series_analysis is None
+    assert window.series_panel.status.text() != f"{len(ax)} slice(s) analysed in 0.1 s"  # not the axial run's
+    runs[1][1].set_result(SeriesAnalysis(sag, [], [], False, 0.1, len(sag)))
+    qtbot.waitUntil(lambda: window.state.series_analysis is not None, timeout=10000)
+    window.open_series(ax)
+    qtbot.waitUntil(lambda: window.state.series is ax and not window.is_busy, timeout=10000)
+    assert window.state.series_analysis is runs[0][1].result()  # kept for the axial series
+
+
+def test_arrow_keys_move_the_focused_list_not_the_slice(qtbot, window, study):
+    from PySide6.QtTest import QTest
+
+    _open_folder(qtbot, window, study)
+    tree = window.studies
+    tree.setFocus()
+    start = tree.currentItem()
+    QTest.keyClick(tree, Qt.Key.Key_Down)
+    assert window.state.slice_index == 0 and tree.currentItem() is not start  # the tree's selection moved
+    window.viewer.setFocus()
+    QTest.keyClick(window.viewer, Qt.Key.Key_Down)
+    assert window.state.slice_index == 1  # on the image the key still steps the slice

@@ -460,8 +460,14 @@ def test_series_analysis_gives_each_slice_its_own_results(tmp_path):
     assert [r.model_id for r in state.analysis.results] == ["yesno"] and state.segmentation_result is None
     other = ViewerState()  # an analysis of another series is not shown
     other.open_series(_ramp_series(tmp_path / "other"))
+    shown = other.series
+    seen = _recorder(other)
     other.set_series_analysis(analysis)
-    assert other.series_analysis is None and other.analysis is None
+    assert other.series_analysis is None and other.analysis is None and seen == []
+    other.open_series(series)  # but kept for its own series: the reader chose the other one while it ran
+    assert other.series_analysis is analysis
+    other.open_series(shown)
+    assert other.series_analysis is None
 
 
 def test_single_slice_analyses_are_kept_for_their_slice(tmp_path):
