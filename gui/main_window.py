@@ -405,10 +405,10 @@ class MainWindow(QMainWindow):
         if self.state.series is series:
             return
         self._busy(f"Opening {series.description or 'series'}…")
-        modality = self.modality_box.currentData()
+        self.modality_box.setCurrentIndex(0)  # the reader's modality was for the series shown, not this one
 
         def prepare() -> SeriesStack:
-            stack = SeriesStack(series, modality=modality, prefetch=True)
+            stack = SeriesStack(series, prefetch=True)
             stack.record(0)
             return stack
 
@@ -418,7 +418,7 @@ class MainWindow(QMainWindow):
                 stack.close()
                 return
             try:
-                self.state.open_series(series, stack=stack, modality=modality)
+                self.state.open_series(series, stack=stack)
             except DiagnosticError as exc:
                 self._error(str(exc))
                 return
@@ -447,9 +447,9 @@ class MainWindow(QMainWindow):
             return
         self._wanted_series = None  # a series still loading is not shown over this file
         self._busy(f"Opening {path.name}…")
-        modality = self.modality_box.currentData()
+        self.modality_box.setCurrentIndex(0)  # the reader's modality was for the image shown, not this one
         request = self._new_open_request()
-        self.bridge.run(load_image, path, modality, on_done=lambda record: self._loaded(record, request),
+        self.bridge.run(load_image, path, None, on_done=lambda record: self._loaded(record, request),
                         on_error=lambda e: self._open_failed(e, request))
 
     def _loaded(self, record: ImageRecord, request: int | None = None) -> None:

@@ -32,11 +32,13 @@ def window(qtbot, tiny_models, tmp_path):
 
 
 def _open(qtbot, window, path, modality_index=None):
-    if modality_index is not None:
-        window.modality_box.setCurrentIndex(modality_index)
+    """Open ``path``; with ``modality_index``, then choose that entry of the Modality box, as a reader would."""
     window.open_path(path)
     qtbot.waitUntil(lambda: window.state.record is not None and window.state.record.path.name == path.name
                     and not window.is_busy, timeout=20000)
+    if modality_index is not None:
+        window.modality_box.setCurrentIndex(modality_index)
+        window._modality_chosen()
 
 
 def test_open_shows_image(qtbot, window, planted_png):
@@ -524,3 +526,13 @@ def test_panels_and_actions_follow_the_image_not_the_last_analysis(qtbot, window
     help_action.trigger()
     assert len([d for d in window.findChildren(QDialog) if d.windowTitle() == "Keyboard shortcuts"]) == 1
     assert all(keys for _, _, keys in window.shortcuts())  # no command listed without a key
+
+
+def test_the_modality_chosen_for_one_image_is_not_carried_to_the_next(qtbot, window, pydicom_file, planted_png):
+    """Choosing Breast ultrasound for a headerless picture must not send the next file, an MR DICOM, to the
+    ultrasound models."""
+    _open(qtbot, window, planted_png[0], modality_index=3)  # Breast ultrasound
+    assert window.state.record.modality_source == "user"
+    _open(qtbot, window, pydicom_file("MR_small.dcm"))
+    assert window.state.record.modality.value == "MR" and window.state.record.modality_source == "dicom"
+    assert window.modality_box.currentData() is None  # Automatic
