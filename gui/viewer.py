@@ -32,6 +32,26 @@ MASK_COLOR = (0, 220, 120)
 RULER_COLOR = (255, 220, 90)
 
 
+def label_box(text: str, color: QColor, x: float, y: float, offset: tuple[float, float], bold: bool = True
+              ) -> QGraphicsRectItem:
+    """A label in ``color`` on a dark box, its corner at image point (x, y) and its text ``offset`` screen pixels
+    from it, the same size at any zoom: coloured text alone is lost on bright tissue. The text is the box's child."""
+    box = QGraphicsRectItem()
+    box.setFlag(QGraphicsRectItem.GraphicsItemFlag.ItemIgnoresTransformations)
+    box.setPos(x, y)
+    box.setPen(QPen(Qt.PenStyle.NoPen))
+    box.setBrush(QBrush(QColor(0, 0, 0, 160)))
+    font = QFont()
+    font.setPointSize(9)
+    font.setBold(bold)
+    label = QGraphicsSimpleTextItem(text, box)
+    label.setBrush(QBrush(color))
+    label.setFont(font)
+    label.setPos(*offset)
+    box.setRect(label.mapRectToParent(label.boundingRect()).adjusted(-3, -1, 3, 1))
+    return box
+
+
 class ImageViewer(QGraphicsView):
     """Layers: image, heatmap, mask, lesion outlines, findings; each can be replaced or hidden independently."""
 
@@ -130,8 +150,6 @@ class ImageViewer(QGraphicsView):
         for item in self.lesion_items:
             self.scene().removeItem(item)
         self.lesion_items = []
-        font = QFont()
-        font.setPointSize(9)
         for lesion in lesions:
             path = QPainterPath()
             points = lesion.contour
@@ -144,12 +162,8 @@ class ImageViewer(QGraphicsView):
             pen.setCosmetic(True)
             outline.setPen(pen)
             outline.setZValue(5)
-            label = QGraphicsSimpleTextItem(lesion.overlay_text())
-            label.setBrush(QBrush(color))
-            label.setFont(font)
-            label.setFlag(QGraphicsSimpleTextItem.GraphicsItemFlag.ItemIgnoresTransformations)
             x, y, w, h = lesion.bbox
-            label.setPos(x, y + h + 2)
+            label = label_box(lesion.overlay_text(), color, x, y + h + 2, offset=(3, 1), bold=False)
             label.setZValue(6)
             items = [outline, label]
             if lesion.diameter_ends is not None:  # the longest diameter, as a reader would draw it
@@ -174,25 +188,13 @@ class ImageViewer(QGraphicsView):
         color = QColor(*FINDING_RGB)
         pen = QPen(color, 2)
         pen.setCosmetic(True)  # as thick at any zoom
-        font = QFont()
-        font.setPointSize(9)
-        font.setBold(True)
         for finding in findings:
             x, y, r = finding.x, finding.y, finding.r
             circle = QGraphicsEllipseItem(x - r, y - r, 2 * r, 2 * r)
             circle.setPen(pen)
             circle.setZValue(7)
-            box = QGraphicsRectItem()  # in screen pixels from the corner of the circle's square, at any zoom
-            box.setFlag(QGraphicsRectItem.GraphicsItemFlag.ItemIgnoresTransformations)
-            box.setPos(x + r, y - r)
-            box.setPen(QPen(Qt.PenStyle.NoPen))
-            box.setBrush(QBrush(QColor(0, 0, 0, 160)))
+            box = label_box(finding.label, color, x + r, y - r, offset=(7, 1))  # 4 screen pixels from the circle
             box.setZValue(8)
-            label = QGraphicsSimpleTextItem(finding.label, box)
-            label.setBrush(QBrush(color))
-            label.setFont(font)
-            label.setPos(7, 1)  # a gap of 4 screen pixels from the circle, 3 inside the box
-            box.setRect(label.mapRectToParent(label.boundingRect()).adjusted(-3, -1, 3, 1))
             for item in (circle, box):
                 item.setVisible(visible)
                 self.scene().addItem(item)
@@ -216,20 +218,8 @@ class ImageViewer(QGraphicsView):
         pen.setCosmetic(True)
         line.setPen(pen)
         line.setZValue(9)
-        box = QGraphicsRectItem()  # in screen pixels beside the end, at any zoom
-        box.setFlag(QGraphicsRectItem.GraphicsItemFlag.ItemIgnoresTransformations)
-        box.setPos(x1, y1)
-        box.setPen(QPen(Qt.PenStyle.NoPen))
-        box.setBrush(QBrush(QColor(0, 0, 0, 160)))
+        box = label_box(text, color, x1, y1, offset=(8, 4))  # beside the ruler's end
         box.setZValue(10)
-        font = QFont()
-        font.setPointSize(9)
-        font.setBold(True)
-        label = QGraphicsSimpleTextItem(text, box)
-        label.setBrush(QBrush(color))
-        label.setFont(font)
-        label.setPos(8, 4)
-        box.setRect(label.mapRectToParent(label.boundingRect()).adjusted(-3, -1, 3, 1))
         for item in (line, box):
             self.scene().addItem(item)
         return [line, box]

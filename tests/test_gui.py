@@ -80,6 +80,11 @@ def test_mask_layer_from_segmenter(qtbot, window, tmp_path):
     window.analyse()
     qtbot.waitUntil(lambda: window.state.analysis is not None, timeout=60000)
     assert not window.viewer.mask_item.pixmap().isNull() and window.viewer.lesion_items
+    from PySide6.QtWidgets import QGraphicsRectItem
+
+    (box,) = [item for item in window.viewer.lesion_items if isinstance(item, QGraphicsRectItem)]
+    lesion = window.state.segmentation_result.lesions[0]
+    assert box.brush().color().alpha() > 0 and box.childItems()[0].text() == lesion.overlay_text()  # on a dark box
     before = _pixels(window)
     window.overlays.mask.setChecked(False)
     assert np.abs(_pixels(window).astype(int) - before).sum() > 0
