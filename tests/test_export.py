@@ -77,6 +77,11 @@ def test_seg_from_png_and_cine(analyzer, tmp_path, deid_file, planted_png):
     cine_result = analyzer.analyze(cine, frame=3, model_ids=["tiny-us-segmenter"]).results[0]
     out = export_seg(cine, cine_result, tmp_path / "cine_seg.dcm", frame=3)
     _no_identifiers(pydicom.dcmread(out))
+    from core.export.anonymise import pseudonym
+
+    # the same pseudonym as the report and every other export of this patient, not one of the pseudonym
+    source = pydicom.dcmread(deid_file("ultrasounds/ultrasound-multiframe.dcm"), stop_before_pixels=True)
+    assert pydicom.dcmread(out).PatientID == pseudonym(str(source.PatientID))
 
 
 def _render(pdf_path, tmp_path):
@@ -146,3 +151,17 @@ def test_identified_report_keeps_long_study_fields_on_the_page(analyzer, identif
     width = page.get_width()
     boxes = [text.get_charbox(i) for i in range(text.count_chars())]
     assert boxes and max(right for _, _, right, _ in boxes) <= width
+
+
+def test_report_states_the_scale_a_result_was_read_at(tmp_path, planted_png):
+    """A microscopy or film result depends on the scale it was read at: the report says which, as the panel does."""
+    import pypdfium2 as pdfium
+
+    from core.inference.results import Analysis, ModelResult
+
+    record = load_image(planted_png[0], modality="SM")
+    result = ModelResult("histo", "1.0", "classification", "cpu", ["benign", "malignant"],
+                         {"benign": 0.3, "malignant": 0.7}, "malignant",
+                         scale={"um_y": 2.0, "um_x": 2.0, "source": "user", "text": "2.0 um per pixel (100x, set)"})
+    pdf = write_image_report(tmp_path / "r.pdf", record, Analysis(str(record.path), "SM", "user", 0, [result]))
+    assert "scale: 2.0 um per pixel (100x, set)" in pdfium.PdfDocument(str(pdf))[0].get_textpage().get_text_range()

@@ -34,8 +34,10 @@ def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Pa
     if original is not None and (record.frames == 1 or get_image_coordinate_system(original) is not None):
         ds = anonymise_dataset(original) if anonymise else original
     else:
-        ds = _frame_capture(record, frame, anonymise_dataset(original) if anonymise and original is not None else original)
-        ds = anonymise_dataset(ds) if anonymise else ds  # de-identified before it is written beside the export
+        ds = _frame_capture(record, frame, original)
+        # De-identified once, before it is written beside the export: its patient ID is still the source's, so its
+        # pseudonym is the one the report and every other export of this image carry.
+        ds = anonymise_dataset(ds) if anonymise else ds
         # the source's file name often is the patient's name: an anonymised wrapper is named by its UID
         name = f"source_sc_{ds.SOPInstanceUID}.dcm" if anonymise else f"{record.path.stem}_f{frame}_source_sc.dcm"
         ds.save_as(out_dir / name, enforce_file_format=True)

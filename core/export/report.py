@@ -118,6 +118,8 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
         lines = []
         for result in analysis.results:
             lines.append(f"{result.model_id} v{result.version} [{result.task}, {result.device}]")
+            if result.scale is not None:  # a microscopy or film result depends on the scale it was read at
+                lines.extend(textwrap.wrap(f"   scale: {result.scale['text']}", 100, subsequent_indent="     "))
             if result.task == "classification":
                 lines.append("   " + ", ".join(f"{k} {v:.3f}" for k, v in result.probabilities.items()))
                 if result.heatmap_class:
