@@ -155,3 +155,23 @@ def test_cancel_in_the_middle_of_a_file_ends_cleanly(tmp_path, tiny_models, plan
     analyzer.analyze = original
     resumed = BatchRun(folder, tmp_path / "out", analyzer, model_ids=MODELS, resume=True).run()
     assert resumed["complete"] and resumed["files_done"] == 2
+
+
+def test_resume_over_another_input_folder_is_refused(tmp_path, tiny_models):
+    """A results folder belongs to the input folder it was made for: resumed over another, that folder's files
+    of the same names would be taken for done and reported with the first folder's answers."""
+    from core.errors import DiagnosticError
+
+    images, _, _ = planted_images(3, seed=4)
+    for day in ("dayA", "dayB"):
+        (tmp_path / day).mkdir()
+        for i, img in enumerate(images):
+            Image.fromarray(img if day == "dayA" else 255 - img).save(tmp_path / day / f"scan{i}.png")
+    analyzer = Analyzer(Registry([tiny_models]))
+    out = tmp_path / "out"
+    assert BatchRun(tmp_path / "dayA", out, analyzer, model_ids=["tiny-mr-classifier"]).run()["complete"]
+    with pytest.raises(DiagnosticError, match="holds the results of a run over"):
+        BatchRun(tmp_path / "dayB", out, analyzer, model_ids=["tiny-mr-classifier"], resume=True).run()
+    assert BatchRun(tmp_path / "dayA", out, analyzer, model_ids=["tiny-mr-classifier"], resume=True).run()["complete"]
+    fresh = BatchRun(tmp_path / "dayB", out, analyzer, model_ids=["tiny-mr-classifier"], overwrite=True).run()
+    assert fresh["complete"] and json.loads((out / "input.json").read_text())["folder"].endswith("dayB")

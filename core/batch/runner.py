@@ -98,7 +98,7 @@ def _alive(pid: int) -> bool:
 
 
 RESULT_FILES = ("results.csv", "results.jsonl", "done.jsonl", "done.txt", "results.json", "summary.json", "report.pdf",
-                "series.csv")
+                "series.csv", "input.json")
 
 
 def display_name(relative: str) -> str:
@@ -171,6 +171,7 @@ class BatchRun:
             for sub in ("heatmaps", "masks"):
                 for old in (self.out / sub).glob("*.png") if (self.out / sub).is_dir() else ():
                     old.unlink(missing_ok=True)
+        self._check_same_input()
         done = self._journal()
         self._rewrite_kept("results.csv", done, csv_mode=True)
         self._rewrite_kept("results.jsonl", done, csv_mode=False)
@@ -178,6 +179,23 @@ class BatchRun:
             with self.csv_path.open("w", newline="", encoding="utf-8") as fh:
                 csv.DictWriter(fh, self.columns).writeheader()
         return done
+
+    def _check_same_input(self) -> None:
+        """The results folder records the input folder it holds results of (``input.json``): a resumed run over
+        another folder would take that folder's files for done by name and report their results as this one's."""
+        record = self.out / "input.json"
+        here = os.fsdecode(Path(self.root).resolve())
+        if record.exists():
+            try:
+                earlier = json.loads(record.read_text(encoding="utf-8")).get("folder")
+            except (json.JSONDecodeError, AttributeError):
+                earlier = None
+            if earlier is not None and earlier != here:
+                raise DiagnosticError(
+                    f"{os.fsdecode(self.out)} holds the results of a run over {display_name(earlier)}, not "
+                    f"{display_name(here)}: resume it over that folder, or choose another output folder")
+        else:
+            record.write_text(json.dumps({"folder": here}), encoding="utf-8")
 
     def _journal(self) -> set[str]:
         """Names of finished files: JSON strings one a line (a torn last line is ignored)."""
