@@ -133,3 +133,20 @@ def test_history_that_cannot_be_opened_is_a_clean_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DiagnosticError, match="cannot be opened"):
         History(tmp_path / "file" / "history.sqlite")  # its folder is a file
+
+
+def test_anonymised_exports_black_out_a_scanner_screens_patient_bar(analyzer, deid_file, tmp_path):
+    """deid-data's ultrasound screen capture carries the patient's name, ID and birth date burned into its top bar
+    (BurnedInAnnotation YES): an anonymised export keeps the scan and blacks out the bars and panels around it."""
+    from core.export.dicom_export import export_overlay_sc
+    from core.export.report import overlay_picture
+
+    record = load_image(deid_file("ultrasounds/GREYSCALE_IMAGE.dcm"))
+    analysis = analyzer.analyze(record)
+    picture = overlay_picture(record, analysis)
+    assert picture[:20].max() > 100  # the patient bar is drawn in the source picture
+    anonymous = pydicom.dcmread(export_overlay_sc(record, picture, tmp_path / "anon.dcm")).pixel_array
+    identified = pydicom.dcmread(export_overlay_sc(record, picture, tmp_path / "id.dcm", anonymise=False)).pixel_array
+    assert anonymous[:20].max() == 0 and identified[:20].max() > 100
+    middle = (slice(300, 500), slice(300, 600))  # inside the scan: kept
+    assert np.array_equal(anonymous[middle], identified[middle])

@@ -21,8 +21,11 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+import numpy as np
+
 from core.app_paths import app_home
-from core.imaging.record import StudyInfo
+from core.imaging.record import ImageRecord, Modality, StudyInfo
+from core.imaging.scan_area import scan_area
 
 ANONYMOUS_NAME = "ANONYMOUS"
 
@@ -182,6 +185,21 @@ def _mark_deidentified(ds: Dataset, patient_id: str) -> None:
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
         codes.append(item)
     ds.DeidentificationMethodCodeSequence = codes
+
+
+def without_screen_text(picture: np.ndarray, record: ImageRecord, frame: int = 0) -> np.ndarray:
+    """``picture`` (the record's frame, overlays drawn or not) with everything outside the scan area blacked out, for
+    an ultrasound picture or one whose DICOM says it carries burned-in annotation: a scanner's screen capture holds
+    the patient's name, ID, birth date and institution in the bars and panels around the scan. Text a scanner draws
+    inside the scan area is not found here; pictures already cut to their scan area lose nothing."""
+    burned = any(kw == "BurnedInAnnotation" and str(v).strip().upper() == "YES" for _, kw, v in record.metadata)
+    if record.modality != Modality.US and not burned:
+        return picture
+    display = record.display(frame)
+    y0, y1, x0, x1 = scan_area(display if display.ndim == 2 else display.mean(axis=2).astype(np.uint8))
+    out = np.zeros_like(picture)
+    out[y0:y1, x0:x1] = picture[y0:y1, x0:x1]
+    return out
 
 
 def anonymise_study(study: StudyInfo) -> StudyInfo:

@@ -16,7 +16,7 @@ from highdicom.spatial import get_image_coordinate_system
 from pydicom.sr.codedict import codes
 
 from core import __version__
-from core.export.anonymise import anonymise_dataset, deidentify_created
+from core.export.anonymise import anonymise_dataset, deidentify_created, without_screen_text
 from core.imaging.record import ImageRecord
 from core.inference.results import ModelResult
 
@@ -34,7 +34,7 @@ def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Pa
     if original is not None and (record.frames == 1 or get_image_coordinate_system(original) is not None):
         ds = anonymise_dataset(original) if anonymise else original
     else:
-        ds = _frame_capture(record, frame, original)
+        ds = _frame_capture(record, frame, original, anonymise)
         # De-identified once, before it is written beside the export: its patient ID is still the source's, so its
         # pseudonym is the one the report and every other export of this image carry.
         ds = anonymise_dataset(ds) if anonymise else ds
@@ -48,8 +48,9 @@ def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Pa
     return ds
 
 
-def _frame_capture(record: ImageRecord, frame: int, original: Dataset | None) -> Dataset:
+def _frame_capture(record: ImageRecord, frame: int, original: Dataset | None, anonymise: bool) -> Dataset:
     pixels = record.display(frame)
+    pixels = without_screen_text(pixels, record, frame) if anonymise else pixels
     common = dict(pixel_array=pixels, photometric_interpretation="RGB" if pixels.ndim == 3 else "MONOCHROME2",
                   bits_allocated=8, coordinate_system="PATIENT", patient_orientation=("L", "P"),
                   series_instance_uid=hd.UID(), series_number=1, sop_instance_uid=hd.UID(), instance_number=1,
@@ -99,6 +100,7 @@ def export_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, f
     """The picture with overlays as an RGB Secondary Capture in the source's study."""
     out.parent.mkdir(parents=True, exist_ok=True)
     source = source_dataset(record, frame, anonymise, out.parent)
+    overlay_rgb = without_screen_text(overlay_rgb, record, frame) if anonymise else overlay_rgb
     orientation = tuple(source.get("PatientOrientation", []) or ())
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=np.ascontiguousarray(overlay_rgb, np.uint8), photometric_interpretation="RGB",

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from core import __version__
-from core.export.anonymise import anonymise_study
+from core.export.anonymise import anonymise_study, without_screen_text
 from core.imaging.record import ImageRecord
 from core.inference.overlays import blend_heatmap
 from core.inference.results import FINDING_RGB, Analysis, Finding
@@ -102,7 +102,8 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
         fig.text(0.06, 0.945, "\n".join(identity), fontsize=8, va="top", family="monospace")
         top = min(0.87, 0.945 - IDENTITY_LINE * len(identity) - 0.025)
         ax = fig.add_axes([0.06, 0.47, 0.5, top - 0.47])
-        ax.imshow(overlay_picture(record, analysis), cmap="gray")
+        picture = overlay_picture(record, analysis)
+        ax.imshow(without_screen_text(picture, record, analysis.frame) if anonymise else picture, cmap="gray")
         ax.set_axis_off()
         ax.set_title("Image with Grad-CAM / lesion outlines / findings", fontsize=9)
         y = top
