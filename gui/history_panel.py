@@ -15,7 +15,7 @@ MAX_ROWS = 500
 
 
 class HistoryPanel(QWidget):
-    openRequested = Signal(str)
+    openRequested = Signal(str, str)  # the image file or series folder, and the series' UID ("" for an image)
     exportRequested = Signal()
 
     COLUMNS = ["When", "Kind", "File / series", "Modality", "Findings"]
@@ -41,7 +41,7 @@ class HistoryPanel(QWidget):
         for i, entry in enumerate(entries):
             for j, text in enumerate(self.cells(entry)):
                 item = QTableWidgetItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, entry.path)
+                item.setData(Qt.ItemDataRole.UserRole, (entry.path, entry.series_uid or ""))
                 if entry.kind == "series" and entry.series_uid:
                     item.setToolTip(f"SeriesInstanceUID {entry.series_uid}\n{entry.path}")
                 self.table.setItem(i, j, item)
@@ -58,4 +58,4 @@ class HistoryPanel(QWidget):
     def _open(self, row: int, _column: int) -> None:
         item = self.table.item(row, 0)
         if item is not None:
-            self.openRequested.emit(item.data(Qt.ItemDataRole.UserRole))
+            self.openRequested.emit(*item.data(Qt.ItemDataRole.UserRole))

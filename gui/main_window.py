@@ -156,7 +156,7 @@ class MainWindow(QMainWindow):
         right = [self.docks[name] for name in ("Findings", "Warnings", "Overlays")]
         self.resizeDocks(right, [560, 110, 330], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["Findings"]], [380], Qt.Orientation.Horizontal)
-        self.history_panel.openRequested.connect(self.open_path)
+        self.history_panel.openRequested.connect(self.open_from_history)
         self.history_panel.exportRequested.connect(self.export_history)
 
         self._build_toolbar()
@@ -356,11 +356,19 @@ class MainWindow(QMainWindow):
         if path:
             self.open_folder(path)
 
-    def open_folder(self, folder: str | Path) -> None:
-        """Index a folder (or a DICOMDIR) into the Studies panel, in the background, and show its first series."""
+    def open_from_history(self, path: str, series_uid: str = "") -> None:
+        """A History entry: its image, or its series (the folder indexed, that series shown rather than the first)."""
+        if series_uid:
+            self.open_folder(path, series_uid)
+        else:
+            self.open_path(path)
+
+    def open_folder(self, folder: str | Path, series_uid: str = "") -> None:
+        """Index a folder (or a DICOMDIR) into the Studies panel, in the background, and show its first series (or
+        the one with ``series_uid``, where it holds it)."""
         self._busy(f"Reading the studies in {Path(folder).name}…")
         request = self._new_open_request()
-        self.bridge.run(index_path, Path(folder), on_done=lambda index: self._indexed(index, request),
+        self.bridge.run(index_path, Path(folder), on_done=lambda index: self._indexed(index, request, series_uid),
                         on_error=lambda e: self._open_failed(e, request))
 
     def _new_open_request(self) -> int:
@@ -373,7 +381,7 @@ class MainWindow(QMainWindow):
         if request == self._open_request:
             self._load_failed(error)
 
-    def _indexed(self, index: StudyIndex, request: int) -> None:
+    def _indexed(self, index: StudyIndex, request: int, series_uid: str = "") -> None:
         if request != self._open_request:
             return  # the reader opened something else meanwhile
         self._busy(None)
@@ -386,8 +394,9 @@ class MainWindow(QMainWindow):
         if index.series:
             self.statusBar().showMessage(f"{len(index.patients)} patient(s), {len(index.series)} series.{problems}",
                                          10000)
-            self.open_series(index.series[0])  # queued before the thumbnails: the first slice shows first
-            if index.series[0].modality == "MG" and screening_exams(index):
+            first = next((s for s in index.series if series_uid and s.uid == series_uid), index.series[0])
+            self.open_series(first)  # queued before the thumbnails: the first slice shows first
+            if first.modality == "MG" and screening_exams(index):
                 self.show_exam()  # a screening exam hangs itself, as on a mammography workstation
         else:
             self._error(f"No images found in {index.root}.{problems}")

@@ -327,3 +327,19 @@ def test_arrow_keys_move_the_focused_list_not_the_slice(qtbot, window, study):
     window.viewer.setFocus()
     QTest.keyClick(window.viewer, Qt.Key.Key_Down)
     assert window.state.slice_index == 1  # on the image the key still steps the slice
+
+
+def test_a_history_series_entry_opens_that_series_not_the_folders_first(qtbot, window, study):
+    from core.history import HistoryEntry
+    from core.series.index import index_folder
+
+    sag = next(s for s in index_folder(study).series if s.description == "SAG T1")
+    entry = HistoryEntry(1, "", str(study), "2026-12-06 20:00", None, "MR", {}, {"description": "SAG T1"},
+                         kind="series", series_uid=sag.uid, slices=3)
+    asked = []
+    window.history_panel.openRequested.connect(lambda *args: asked.append(args))
+    window.history_panel.show_entries([entry])
+    window.history_panel._open(0, 0)  # a double-click on the entry
+    assert asked == [(str(study), sag.uid)]
+    qtbot.waitUntil(lambda: window.state.series is not None and not window.is_busy, timeout=20000)
+    assert window.state.series.description == "SAG T1"
