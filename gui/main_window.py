@@ -380,11 +380,13 @@ class MainWindow(QMainWindow):
     def _open_failed(self, error: BaseException, request: int) -> None:
         if request == self._open_request:
             self._load_failed(error)
+        else:
+            self._busy(None)  # its job is over all the same
 
     def _indexed(self, index: StudyIndex, request: int, series_uid: str = "") -> None:
+        self._busy(None)
         if request != self._open_request:
             return  # the reader opened something else meanwhile
-        self._busy(None)
         self.study_index = index
         self.studies.show_index(index)
         self.docks["Studies"].show()
@@ -462,9 +464,9 @@ class MainWindow(QMainWindow):
                         on_error=lambda e: self._open_failed(e, request))
 
     def _loaded(self, record: ImageRecord, request: int | None = None) -> None:
+        self._busy(None)
         if request is not None and request != self._open_request:
             return  # the reader opened something else meanwhile
-        self._busy(None)
         self.state.open(record)
         self.settings.setValue("last_dir", str(record.path.parent))
         self._remember(record.path)
@@ -826,9 +828,9 @@ class MainWindow(QMainWindow):
         self.series_verdict.show()
 
     def _analysis_ended(self) -> None:
+        self._busy(None)  # one busy job per analysis submitted
         self._analyses_running -= 1
         if not self._analyses_running:  # another image's analysis may still run (opened, then another opened)
-            self._busy(None)
             self.analyse_action.setEnabled(True)
 
     def _analysis_failed(self, error: BaseException) -> None:

@@ -494,6 +494,9 @@ def test_the_last_file_asked_for_is_the_one_shown(qtbot, window, pydicom_file, p
     window._loaded(load_image(pydicom_file("CT_small.dcm")), newer)
     window._loaded(load_image(planted_png[0]), older)
     assert window.state.record.path.name == "CT_small.dcm"
+    window.open_path(planted_png[0])  # asked for, then overtaken before it loads: its busy job still ends
+    window.open_path(pydicom_file("MR_small.dcm"))
+    qtbot.waitUntil(lambda: window.state.record.path.name == "MR_small.dcm" and not window.is_busy, timeout=20000)
 
 
 def _copy(source: Path, target: Path) -> Path:
@@ -520,12 +523,14 @@ def test_panels_and_actions_follow_the_image_not_the_last_analysis(qtbot, window
     assert "tiny-mr-classifier" in window.model_info.toPlainText()
     _open(qtbot, window, _copy(planted_png[0], tmp_path / "other.png"))
     assert "No model has run on this image" in window.model_info.toPlainText()
-    window._analyses_running = 2  # two images' analyses under way (one opened, then another)
+    window._analyses_running = 2  # two images' analyses under way (one opened, then another), a busy job each
+    window._busy("Analysing")
+    window._busy("Analysing")
     window.analyse_action.setEnabled(False)
     window._analysis_ended()
-    assert not window.analyse_action.isEnabled()  # the other is still running
+    assert not window.analyse_action.isEnabled() and window.is_busy  # the other is still running
     window._analysis_ended()
-    assert window.analyse_action.isEnabled()
+    assert window.analyse_action.isEnabled() and not window.is_busy
     help_action = next(a for a in window.findChildren(QAction) if a.text() == "&Keyboard shortcuts")
     help_action.trigger()
     help_action.trigger()
