@@ -17,15 +17,15 @@ import os
 import secrets
 from pathlib import Path
 
+import numpy as np
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-import numpy as np
-
 from core.app_paths import app_home
 from core.imaging.record import ImageRecord, Modality, StudyInfo
 from core.imaging.scan_area import scan_area
+from core.models.preprocessing import as_grey
 
 ANONYMOUS_NAME = "ANONYMOUS"
 
@@ -195,8 +195,7 @@ def without_screen_text(picture: np.ndarray, record: ImageRecord, frame: int = 0
     burned = any(kw == "BurnedInAnnotation" and str(v).strip().upper() == "YES" for _, kw, v in record.metadata)
     if record.modality != Modality.US and not burned:
         return picture
-    display = record.display(frame)
-    y0, y1, x0, x1 = scan_area(display if display.ndim == 2 else display.mean(axis=2).astype(np.uint8))
+    y0, y1, x0, x1 = scan_area(as_grey(record.display(frame)))
     out = np.zeros_like(picture)
     out[y0:y1, x0:x1] = picture[y0:y1, x0:x1]
     return out
