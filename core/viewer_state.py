@@ -220,6 +220,17 @@ class Overlays:
         return iter((self.heatmap, self.mask, self.lesions, self.findings))
 
 
+@dataclass(frozen=True)
+class ViewSettings:
+    """What the reader set on the image shown (slice or frame, window, inversion, rulers by slice), to be set
+    again when the same image is read again: its own modality restored, or History reopening it at a frame."""
+
+    slice: int = 0
+    window: WindowPreset | None = None
+    inverted: bool = False
+    rulers: dict[str | int, tuple[Ruler, ...]] = field(default_factory=dict)
+
+
 class ViewerState:
     """The image on screen and everything about how it is shown.
 
@@ -312,6 +323,22 @@ class ViewerState:
             self.events.analysis.emit(self._analysis)
         if had_series_analysis or self._series_analysis is not None:
             self.events.series_analysis.emit(self._series_analysis)
+
+    def view_settings(self) -> ViewSettings:
+        return ViewSettings(self._slice, self._window, self._inverted,
+                            {key: tuple(rulers) for key, rulers in self._rulers.items()})
+
+    def restore_view(self, view: ViewSettings) -> None:
+        """Show the slice, window, inversion and rulers of ``view``, taken from this same image before it was
+        read again (a window that no longer applies, e.g. to a colour picture, is not set)."""
+        if self._record is None:
+            return
+        self.set_slice(view.slice)
+        self.set_window(view.window)
+        self.set_inverted(view.inverted)
+        if view.rulers:
+            self._rulers = {key: list(rulers) for key, rulers in view.rulers.items()}
+            self.events.rulers.emit(self.rulers)
 
     def _close_stack(self) -> None:
         if self._stack is not None:

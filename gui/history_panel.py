@@ -1,7 +1,8 @@
 """History dock: earlier analyses from the local SQLite history, newest first: images and whole series.
 
 A series entry shows its folder and description, its slice count and each model's verdict line as the
-window showed it; double-clicking it opens the folder again (the study browser), an image entry the image.
+window showed it; double-clicking it opens the folder again (the study browser), an image entry the image at
+the frame that was analysed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ MAX_ROWS = 500
 
 
 class HistoryPanel(QWidget):
-    openRequested = Signal(str, str)  # the image file or series folder, and the series' UID ("" for an image)
+    openRequested = Signal(str, str, int)  # the image or series folder, the series' UID ("" for an image), the frame
     exportRequested = Signal()
 
     COLUMNS = ["When", "Kind", "File / series", "Modality", "Findings"]
@@ -41,7 +42,7 @@ class HistoryPanel(QWidget):
         for i, entry in enumerate(entries):
             for j, text in enumerate(self.cells(entry)):
                 item = QTableWidgetItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, (entry.path, entry.series_uid or ""))
+                item.setData(Qt.ItemDataRole.UserRole, (entry.path, entry.series_uid or "", entry.frame or 0))
                 if entry.kind == "series" and entry.series_uid:
                     item.setToolTip(f"SeriesInstanceUID {entry.series_uid}\n{entry.path}")
                 self.table.setItem(i, j, item)

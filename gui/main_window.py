@@ -48,7 +48,7 @@ from core.series.contralateral import other_breast
 from core.series.hanging import hung_picture, screening_exams
 from core.series.index import Series, StudyIndex, index_path
 from core.series.stack import SeriesStack
-from core.viewer_state import ViewerState
+from core.viewer_state import ViewerState, ViewSettings
 from gui.history_panel import HistoryPanel
 from gui.panels import MetadataPanel, ModelInfoPanel, OverlayPanel, ProbabilityPanel, SeriesPanel, WarningsPanel
 from gui.study_browser import StudyBrowser, thumbnail
@@ -356,12 +356,13 @@ class MainWindow(QMainWindow):
         if path:
             self.open_folder(path)
 
-    def open_from_history(self, path: str, series_uid: str = "") -> None:
-        """A History entry: its image, or its series (the folder indexed, that series shown rather than the first)."""
+    def open_from_history(self, path: str, series_uid: str = "", frame: int = 0) -> None:
+        """A History entry: its image at the frame analysed, or its series (the folder indexed, that series shown
+        rather than the first)."""
         if series_uid:
             self.open_folder(path, series_uid)
         else:
-            self.open_path(path)
+            self.open_path(path, ViewSettings(slice=frame))
 
     def open_folder(self, folder: str | Path, series_uid: str = "") -> None:
         """Index a folder (or a DICOMDIR) into the Studies panel, in the background, and show its first series (or
@@ -447,7 +448,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{series.description or 'Series'}: {len(series)} slice(s), "
                                      f"{series.plane or 'orientation unknown'}{warnings}", 10000)
 
-    def open_path(self, path: str | Path) -> None:
+    def open_path(self, path: str | Path, view: ViewSettings | None = None) -> None:
+        """Open a file (a folder: its studies); ``view``: the frame, window, inversion and rulers to show it with."""
         path = Path(path)
         try:
             is_folder = path.is_dir()
@@ -460,14 +462,16 @@ class MainWindow(QMainWindow):
         self._busy(f"Opening {path.name}…")
         self.modality_box.setCurrentIndex(0)  # the reader's modality was for the image shown, not this one
         request = self._new_open_request()
-        self.bridge.run(load_image, path, None, on_done=lambda record: self._loaded(record, request),
+        self.bridge.run(load_image, path, None, on_done=lambda record: self._loaded(record, request, view),
                         on_error=lambda e: self._open_failed(e, request))
 
-    def _loaded(self, record: ImageRecord, request: int | None = None) -> None:
+    def _loaded(self, record: ImageRecord, request: int | None = None, view: ViewSettings | None = None) -> None:
         self._busy(None)
         if request is not None and request != self._open_request:
             return  # the reader opened something else meanwhile
         self.state.open(record)
+        if view is not None:
+            self.state.restore_view(view)
         self.settings.setValue("last_dir", str(record.path.parent))
         self._remember(record.path)
         self.statusBar().showMessage(f"Opened {record.path.name}: {record.columns}×{record.rows}, "
@@ -544,18 +548,20 @@ class MainWindow(QMainWindow):
         if self.state.record is None:
             return
         value = self.modality_box.currentData()
+        view = self.state.view_settings()  # the re-read image keeps the reader's slice, window and rulers
         if value is None and self.state.series is not None:  # re-open to restore the files' own modality
             series, start = self.state.series, self.state.slice_index
             for at in dict.fromkeys((start, 0)):  # the slice shown may be one that cannot be read
                 try:
                     self.state.open_series(series, SeriesStack(series, prefetch=True), start=at)
+                    self.state.restore_view(view)
                     return
                 except DiagnosticError as exc:
                     problem = exc
             self._error(f"Cannot show the series with its own modality: {problem}")
             return
         if value is None:
-            self.open_path(self.state.record.path)  # re-open to restore the file's own modality
+            self.open_path(self.state.record.path, view)  # re-open to restore the file's own modality
             return
         self.state.set_modality(Modality(value))
         self._show_results(None)

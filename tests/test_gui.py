@@ -546,3 +546,35 @@ def test_the_modality_chosen_for_one_image_is_not_carried_to_the_next(qtbot, win
     _open(qtbot, window, pydicom_file("MR_small.dcm"))
     assert window.state.record.modality.value == "MR" and window.state.record.modality_source == "dicom"
     assert window.modality_box.currentData() is None  # Automatic
+
+
+def test_automatic_again_keeps_the_frame_window_inversion_and_rulers(qtbot, window, pydicom_file):
+    """Back to the file's own modality re-reads the file; what the reader set on it stays (it did not before)."""
+    _open(qtbot, window, pydicom_file("rtdose.dcm"))  # 15 greyscale frames of 10 x 10
+    state = window.state
+    state.set_slice(3)
+    state.adjust(40, 20)
+    window.invert_action.trigger()
+    state.add_ruler(2, 2, 8, 8)
+    chosen, rulers = state.window, state.rulers
+    window.modality_box.setCurrentIndex(3)  # Breast ultrasound
+    window._modality_chosen()
+    assert state.record.modality_source == "user"
+    window.modality_box.setCurrentIndex(0)  # Automatic
+    window._modality_chosen()
+    qtbot.waitUntil(lambda: state.record.modality_source == "dicom" and not window.is_busy, timeout=20000)
+    assert state.slice_index == 3 and window.frame_slider.value() == 3
+    assert state.window == chosen and window.wl_label.text() == state.window_text()
+    assert state.inverted and window.invert_action.isChecked()
+    assert state.rulers == rulers
+
+
+def test_a_history_image_entry_opens_the_frame_analysed(qtbot, window, pydicom_file):
+    from core.history import HistoryEntry
+
+    path = pydicom_file("rtdose.dcm")
+    entry = HistoryEntry(1, "", str(path), "2026-12-06 20:00", 6, "MR", {}, {})
+    window.history_panel.show_entries([entry])
+    window.history_panel._open(0, 0)  # a double-click on the entry
+    qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
+    assert window.state.record.path == path and window.state.slice_index == 6 and window.state.frame == 6

@@ -281,6 +281,23 @@ def test_automatic_modality_on_a_slice_that_cannot_be_read(qtbot, window, study)
     assert window.state.record.modality_source == "dicom" and window.state.series is not None
 
 
+def test_automatic_modality_keeps_the_slice_window_and_rulers_of_the_series(qtbot, window, study):
+    from core.imaging import Modality
+
+    _open_folder(qtbot, window, study)
+    state = window.state
+    state.set_slice(2)
+    state.adjust(30, -20)
+    state.add_ruler(1, 1, 20, 20)
+    chosen, rulers, series = state.window, state.rulers, state.series
+    window.modality_box.setCurrentIndex(window.modality_box.findData(Modality.US.value))
+    window._modality_chosen()
+    window.modality_box.setCurrentIndex(0)  # Automatic
+    window._modality_chosen()
+    assert state.record.modality_source == "dicom" and state.series is series
+    assert state.slice_index == 2 and state.window == chosen and state.rulers == rulers
+
+
 def test_a_series_chosen_while_another_is_analysed_is_analysed_next(qtbot, window, study, monkeypatch):
     """Automatic analysis on: the reader picks the sagittal series while the axial one is still running. The axial
     result is kept for the axial series; the sagittal one is analysed when the run ends (runs are one at a time)."""
@@ -340,6 +357,6 @@ def test_a_history_series_entry_opens_that_series_not_the_folders_first(qtbot, w
     window.history_panel.openRequested.connect(lambda *args: asked.append(args))
     window.history_panel.show_entries([entry])
     window.history_panel._open(0, 0)  # a double-click on the entry
-    assert asked == [(str(study), sag.uid)]
+    assert asked == [(str(study), sag.uid, 0)]
     qtbot.waitUntil(lambda: window.state.series is not None and not window.is_busy, timeout=20000)
     assert window.state.series.description == "SAG T1"
