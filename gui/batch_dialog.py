@@ -1,4 +1,8 @@
-"""Analysis ▸ Analyse folder…: choose folders and models, watch progress, cancel, browse results."""
+"""Analysis ▸ Analyse folder…: choose folders and models, watch progress, cancel, browse results.
+
+An output folder that already holds a run's results is resumed or replaced only when the reader says which;
+closing the dialog while a folder runs asks first (the files done stay in the output folder either way).
+Every analysis is recorded in the local history, as the command line's batch does."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QTableWidget,
@@ -22,8 +27,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core.batch.runner import BatchRun, Progress
+from core.batch.runner import BatchRun, Progress, earlier_results
 from core.errors import DiagnosticError
+from core.history import History
 from core.inference.analyzer import Engine
 from gui.workers import FutureBridge
 
@@ -41,9 +47,11 @@ class BatchDialog(QDialog):
     """Runs core.batch on the engine thread; the window stays responsive and Cancel stops between files."""
 
     openRequested = Signal(str)
+    runEnded = Signal()  # a run finished, was cancelled or stopped: its analyses are in the history
 
-    def __init__(self, engine: Engine, model_ids: list[str], parent=None) -> None:
+    def __init__(self, engine: Engine, model_ids: list[str], parent=None, history: History | None = None) -> None:
         super().__init__(parent)
+        self.history = history
         self.setWindowTitle("Analyse folder")
         self.resize(900, 600)
         self.engine = engine
@@ -51,6 +59,7 @@ class BatchDialog(QDialog):
         self.cancel_event = threading.Event()
         self.summary: dict | None = None
         self.error: str | None = None
+        self.input_folder: Path | None = None  # the folder of the run listed: rows open its files
         self.relay = _Relay(self)
         self.relay.progress.connect(self._progress)
         self.relay.rows.connect(self._add_rows)
@@ -112,19 +121,40 @@ class BatchDialog(QDialog):
             return
         chosen = [self.models.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.models.count())
                   if self.models.item(i).checkState() == Qt.CheckState.Checked]
+        overwrite = False
+        if not resume and earlier_results(out):
+            answer = self.ask_earlier_results(out)
+            if not answer:
+                self.status.setText("Not started: choose another output folder, or resume or replace its results.")
+                return
+            resume, overwrite = answer == "resume", answer == "replace"
         self.cancel_event.clear()
         self.summary, self.error = None, None
         self.table.setRowCount(0)
         try:
             run = BatchRun(folder, out, analyzer=self.engine.analyzer, model_ids=chosen or None, resume=resume,
-                           cancel=self.cancel_event, on_progress=self.relay.progress.emit, on_rows=self.relay.rows.emit)
+                           overwrite=overwrite, cancel=self.cancel_event, on_progress=self.relay.progress.emit,
+                           on_rows=self.relay.rows.emit, history=self.history)
         except DiagnosticError as exc:
             self.status.setText(str(exc))
             return
-        self.output_folder = out
+        self.input_folder, self.output_folder = folder, out
         self._set_running(True)
         self.status.setText("Starting (models load on first use)…")
         self.bridge.watch(self.engine.call(run.run), self._finished, self._failed)
+
+    def ask_earlier_results(self, out: Path) -> str:
+        """'resume' the earlier run (its files done are skipped), 'replace' its results, or '' (do nothing)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Output folder in use",
+                          f"{out} already holds the results of a batch run.\n\nResume it (the files it has done are "
+                          "kept and skipped), replace its results, or cancel and choose another output folder?",
+                          QMessageBox.StandardButton.Cancel, self)
+        resume = box.addButton("Resume", QMessageBox.ButtonRole.AcceptRole)
+        replace = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return "resume" if clicked == resume else "replace" if clicked == replace else ""
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -150,7 +180,7 @@ class BatchDialog(QDialog):
             for j, column in enumerate(TABLE_COLUMNS):
                 item = QTableWidgetItem(str(row.get(column, "")))
                 if j == 0:
-                    item.setData(Qt.ItemDataRole.UserRole, str(Path(self.folder.text()) / row["file"]))
+                    item.setData(Qt.ItemDataRole.UserRole, str(self.input_folder / row["file"]))
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
 
@@ -165,12 +195,25 @@ class BatchDialog(QDialog):
         state = "cancelled" if summary["cancelled"] else "finished"
         self.status.setText(f"{state}: {summary['files_done']}/{summary['files']} files, {summary['errors']} error(s); "
                             f"results in {self.output_folder / 'results.csv'}")
+        self.runEnded.emit()
 
     def _failed(self, error: BaseException) -> None:
         self._set_running(False)
         self.error = str(error)
         self.status.setText(f"Stopped: {error}")
+        self.runEnded.emit()
+
+    def ask_to_stop(self) -> bool:
+        """Whether the reader wants the running folder cancelled so the dialog can close."""
+        return QMessageBox.question(
+            self, "Batch running",
+            "A folder is being analysed. Cancel it after the current file and close? The files done stay in the "
+            "output folder; Resume continues the run later.") == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event) -> None:  # noqa: N802
-        self.cancel_event.set()
+        if self.running and not self.cancel_event.is_set():
+            if not self.ask_to_stop():
+                event.ignore()
+                return
+            self.cancel()
         super().closeEvent(event)

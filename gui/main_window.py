@@ -636,8 +636,9 @@ class MainWindow(QMainWindow):
         """Open the batch dialog (non-modal: the viewer stays usable while a folder runs)."""
         from gui.batch_dialog import BatchDialog
 
-        dialog = BatchDialog(self.engine, self.state.chosen_models, self)
+        dialog = BatchDialog(self.engine, self.state.chosen_models, self, history=self.history)
         dialog.openRequested.connect(self.open_path)
+        dialog.runEnded.connect(self._refresh_history)
         dialog.show()
         return dialog
 

@@ -335,10 +335,50 @@ def test_batch_dialog_progress_cancel_and_table(qtbot, window, tmp_path):
     dialog.start(resume=True)
     qtbot.waitUntil(lambda: dialog.summary is not None and not dialog.running, timeout=120000)
     assert dialog.summary["complete"] and dialog.summary["errors"] == 1
+    assert dialog.table.rowCount() == 31  # the files of the run resumed are listed too, not only the new ones
+    listed = sorted(dialog.table.item(r, 0).text() for r in range(dialog.table.rowCount()))
+    assert listed == sorted([f"c{i:02d}.png" for i in range(30)] + ["broken.png"])
+    qtbot.waitUntil(lambda: window.history_panel.table.rowCount() == 30, timeout=10000)  # all but the broken file
     opened = []
     dialog.openRequested.connect(opened.append)
+    dialog.folder.setText(str(tmp_path))  # edited after the run: rows still open the run's own files
+    dialog.table.sortItems(0)
     dialog._open_row(0, 0)
-    assert opened and opened[0].endswith(".png")
+    assert opened == [str(folder / dialog.table.item(0, 0).text())]
+
+
+def test_batch_dialog_asks_before_reusing_an_output_folder_or_closing_while_it_runs(qtbot, window, tmp_path,
+                                                                                   monkeypatch):
+    from PIL import Image
+
+    from tests.tiny_models import planted_images
+
+    folder, out = tmp_path / "folder", tmp_path / "out"
+    folder.mkdir()
+    for i, img in enumerate(planted_images(12, seed=3)[0]):
+        Image.fromarray(img).save(folder / f"c{i:02d}.png")
+    dialog = window.batch()
+    qtbot.addWidget(dialog)
+    dialog.folder.setText(str(folder))
+    dialog.out.setText(str(out))
+    dialog.start()
+    qtbot.waitUntil(lambda: dialog.summary is not None and not dialog.running, timeout=120000)
+    answers = []
+    monkeypatch.setattr(dialog, "ask_earlier_results", lambda _out: answers.pop(0))
+    answers.append("")  # Cancel: nothing started, nothing replaced
+    dialog.start()
+    assert not dialog.running and "Not started" in dialog.status.text() and dialog.table.rowCount() == 12
+    answers.append("replace")
+    dialog.start()
+    assert dialog.running  # and stays so until the GUI thread hears of its end: the closes below come first
+    monkeypatch.setattr(dialog, "ask_to_stop", lambda: False)
+    dialog.close()
+    assert dialog.isVisible() and not dialog.cancel_event.is_set()
+    monkeypatch.setattr(dialog, "ask_to_stop", lambda: True)
+    dialog.close()
+    assert not dialog.isVisible() and dialog.cancel_event.is_set()
+    qtbot.waitUntil(lambda: not dialog.running, timeout=60000)
+    assert dialog.error is None and dialog.summary is not None
 
 
 def test_exports_and_history_from_the_window(qtbot, window, tmp_path):

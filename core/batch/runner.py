@@ -131,6 +131,11 @@ def _readable_line(name: str) -> str:
     return name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
+def earlier_results(out: Path) -> list[str]:
+    """The result files of an earlier batch run in ``out``: a new run must resume or replace them, never mix."""
+    return [name for name in RESULT_FILES if (Path(out) / name).exists()]
+
+
 class BatchRun:
     """Analyse every image under ``root`` into ``out``; call ``run()`` (on the TensorFlow thread)."""
 
@@ -159,9 +164,10 @@ class BatchRun:
     def csv_path(self) -> Path:
         return self.out / "results.csv"
 
-    def _prepare_outputs(self) -> set[str]:
+    def _prepare_outputs(self) -> tuple[set[str], list[dict]]:
+        """The names of the files done by the run resumed and their results.csv rows (none for a new run)."""
         if not self.resume:
-            earlier = [n for n in RESULT_FILES if (self.out / n).exists()]
+            earlier = earlier_results(self.out)
             if earlier and not self.overwrite:
                 raise DiagnosticError(
                     f"{os.fsdecode(self.out)} already holds the results of a batch run ({', '.join(earlier)}): "
@@ -173,12 +179,12 @@ class BatchRun:
                     old.unlink(missing_ok=True)
         self._check_same_input()
         done = self._journal()
-        self._rewrite_kept("results.csv", done, csv_mode=True)
+        kept = self._rewrite_kept("results.csv", done, csv_mode=True)
         self._rewrite_kept("results.jsonl", done, csv_mode=False)
         if not self.csv_path.exists():
             with self.csv_path.open("w", newline="", encoding="utf-8") as fh:
                 csv.DictWriter(fh, self.columns).writeheader()
-        return done
+        return done, kept
 
     def _check_same_input(self) -> None:
         """The results folder records the input folder it holds results of (``input.json``): a resumed run over
@@ -213,11 +219,11 @@ class BatchRun:
         legacy = self.out / "done.txt"  # runs written before the JSON journal
         return set(legacy.read_text(encoding="utf-8").splitlines()) if legacy.exists() else set()
 
-    def _rewrite_kept(self, name: str, done: set[str], csv_mode: bool) -> None:
-        """Keep only complete records of finished files (drops a torn tail after a kill)."""
+    def _rewrite_kept(self, name: str, done: set[str], csv_mode: bool) -> list[dict]:
+        """Keep only complete records of finished files (drops a torn tail after a kill); the CSV rows kept."""
         path = self.out / name
         if not path.exists():
-            return
+            return []
         text = path.read_text(encoding="utf-8")
         if csv_mode:
             rows = list(csv.DictReader(io.StringIO(text)))
@@ -226,8 +232,10 @@ class BatchRun:
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, self.columns, lineterminator="\n")
             writer.writeheader()
-            writer.writerows(r for r in rows if r.get("file") in done and None not in r)
+            kept_rows = [r for r in rows if r.get("file") in done and None not in r]
+            writer.writerows(kept_rows)
             path.write_text(buffer.getvalue(), encoding="utf-8")
+            return kept_rows
         else:
             kept = []
             for line in text.splitlines():
@@ -238,6 +246,7 @@ class BatchRun:
                 if record.get("file") in done:
                     kept.append(line)
             path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            return []
 
     # ----- run
     def run(self) -> dict:
@@ -249,7 +258,9 @@ class BatchRun:
     def _run(self) -> dict:
         self._check_folders()
         with _Lock(self._ensure_out()):
-            done = self._prepare_outputs()
+            done, kept = self._prepare_outputs()
+            if kept and self.on_rows:  # a resumed run's earlier results, listed before the new ones
+                self.on_rows(kept)
             problems: dict[Path, str] = {}
             files = discover_images(self.root, problems)
             self._files = [p for p in files if p not in problems]
