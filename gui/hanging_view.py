@@ -23,6 +23,11 @@ def caption(name: str) -> str:
     return f"{name[0]} {name[1:]}"
 
 
+def _views_of(exam: Exam) -> tuple:
+    """What makes two hung exams the same: their key and each view's file and frame."""
+    return exam.key, sorted((name, str(view.ref.path), view.ref.frame) for name, view in exam.views.items())
+
+
 class ExamView(QWidget):
     analyse_requested = Signal()
 
@@ -67,8 +72,12 @@ class ExamView(QWidget):
             self.captions[name], self.pictures[name] = title, picture
 
     def show_exam(self, exam: Exam) -> None:
+        """Hang ``exam``; the same exam hung again (the window closed and reopened) keeps its analyses, drawn
+        again as its pictures arrive."""
+        same = self.exam is not None and _views_of(self.exam) == _views_of(exam)
+        if not same:
+            self.results, self._source_shapes = {}, {}
         self.exam, self.mirrored, self._pixmaps, self._pictures = exam, {}, {}, {}
-        self.results, self._source_shapes = {}, {}
         self.setWindowTitle(f"Mammography exam — {exam.patient_id or 'unknown patient'}")
         for name in HANGING_ORDER:
             self.pictures[name].clear()

@@ -755,6 +755,9 @@ class MainWindow(QMainWindow):
             left.discard(name)
             if not left:
                 view_window.analyse_button.setEnabled(True)
+            if error is None and result[0].results:  # recorded as any analysis is, the exam still shown or not
+                self.bridge.run(self.history.add, result[0], on_done=lambda _: self._refresh_history(),
+                                on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
             if view_window.exam is not exam:
                 return
             if error is not None:

@@ -269,7 +269,14 @@ def test_analyse_exam_marks_each_hung_view_and_scores_it_against_the_other_side(
     lcc = float(texts["LCC"].split("abnormal ")[1].split("%")[0])
     assert lcc > max(float(texts[n].split("abnormal ")[1].split("%")[0]) for n in ("RCC", "RMLO", "LMLO"))
     assert "RCC.dcm (paired by DICOM exam)" in view.pictures["LCC"].toolTip()
-    assert view.pictures["LCC"].pixmap().toImage() != plain  # the marks are drawn on the hung view
+    marked = view.pictures["LCC"].pixmap().toImage()
+    assert marked != plain  # the marks are drawn on the hung view
+    qtbot.waitUntil(lambda: len(window.history.all()) == 4, timeout=10000)  # each view recorded, as any analysis
+    assert {Path(e.path).name for e in window.history.all()} == {"RCC.dcm", "LCC.dcm", "RMLO.dcm", "LMLO.dcm"}
+    view.close()
+    assert window.show_exam() is view  # hung again: its analysis is still there, marks and captions
+    qtbot.waitUntil(view.loaded, timeout=20000)
+    assert {n: view.captions[n].text() for n in texts} == texts and view.pictures["LCC"].pixmap().toImage() == marked
 
 
 def test_a_digital_mammogram_is_read_at_its_imager_pixel_spacing(analyzer, tmp_path):
