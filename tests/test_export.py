@@ -84,6 +84,21 @@ def test_seg_from_png_and_cine(analyzer, tmp_path, deid_file, planted_png):
     assert pydicom.dcmread(out).PatientID == pseudonym(str(source.PatientID))
 
 
+@pytest.mark.parametrize("anonymise", [False, True])
+def test_a_seg_keeps_its_frame_capture_when_a_secondary_capture_of_that_frame_follows(analyzer, tmp_path, deid_file,
+                                                                                       anonymise):
+    """A cine frame is exported through a capture written beside the export; the overlay's export of the same frame
+    wrote a new capture over it under the same name, and the SEG then referenced an instance no file held."""
+    cine = load_image(deid_file("ultrasounds/ultrasound-multiframe.dcm"))
+    analysis = analyzer.analyze(cine, frame=3, model_ids=["tiny-us-segmenter"])
+    seg = pydicom.dcmread(export_seg(cine, analysis.results[0], tmp_path / "seg.dcm", 3, anonymise))
+    export_overlay_sc(cine, overlay_picture(cine, analysis), tmp_path / "sc.dcm", 3, anonymise)
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    held = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): f.name for f in tmp_path.glob("*.dcm")}
+    assert referenced in held and held[referenced] not in ("seg.dcm", "sc.dcm")
+    assert len(held) == 3  # the SEG, the overlay and the one capture of frame 4 both reference
+
+
 def _render(pdf_path, tmp_path):
     import pypdfium2 as pdfium
 

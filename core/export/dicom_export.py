@@ -6,6 +6,7 @@ image to reference; that wrapper is written beside the SEG.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import highdicom as hd
@@ -14,11 +15,13 @@ import pydicom
 from pydicom.dataset import Dataset
 from highdicom.spatial import get_image_coordinate_system
 from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
 
 from core import __version__
 from core.export.anonymise import anonymise_dataset, deidentify_created, without_screen_text
 from core.imaging.record import ImageRecord
 from core.inference.results import ModelResult
+from core.models.storage import sha256_file
 
 MANUFACTURER = "Medical Image Diagnostic Assistant"
 
@@ -49,16 +52,24 @@ def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Pa
 
 
 def _frame_capture(record: ImageRecord, frame: int, original: Dataset | None, anonymise: bool) -> Dataset:
+    """The frame as a Secondary Capture whose UIDs follow from what it holds: a second export of the same frame
+    writes the same instance again, so an export made before it (a SEG referencing the capture) keeps a
+    capture on disk with the UID it references."""
     pixels = record.display(frame)
     pixels = without_screen_text(pixels, record, frame) if anonymise else pixels
+    source = str(original.SOPInstanceUID) if original is not None and "SOPInstanceUID" in original else \
+        sha256_file(record.path)
+    held = [source, str(frame), hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()]
     common = dict(pixel_array=pixels, photometric_interpretation="RGB" if pixels.ndim == 3 else "MONOCHROME2",
                   bits_allocated=8, coordinate_system="PATIENT", patient_orientation=("L", "P"),
-                  series_instance_uid=hd.UID(), series_number=1, sop_instance_uid=hd.UID(), instance_number=1,
+                  series_instance_uid=generate_uid(entropy_srcs=["series", *held]), series_number=1,
+                  sop_instance_uid=generate_uid(entropy_srcs=["instance", *held]), instance_number=1,
                   manufacturer=MANUFACTURER)
     if original is not None:
         ds = hd.sc.SCImage.from_ref_dataset(ref_dataset=original, **common)
-    else:
-        ds = hd.sc.SCImage(study_instance_uid=hd.UID(), patient_id="", patient_name="", **common)
+    else:  # a picture file: its own study, the same for every capture of it
+        ds = hd.sc.SCImage(study_instance_uid=generate_uid(entropy_srcs=["study", source]), patient_id="",
+                           patient_name="", **common)
     ds.PatientOrientation = ""  # unknown for a captured picture: left empty rather than guessed
     return ds
 
