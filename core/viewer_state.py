@@ -24,7 +24,7 @@ import numpy as np
 from core.imaging.record import ImageRecord, Modality
 from core.imaging.windowing import WindowPreset, min_window_width
 from core.inference.results import Analysis, ModelResult
-from core.measurements import Ruler, ruler_within
+from core.measurements import Region, Ruler, region_within, ruler_within
 from core.models.scale import check_user_um
 from core.series.analysis import SeriesAnalysis, SliceCache
 from core.series.geometry import orientation_markers
@@ -222,13 +222,14 @@ class Overlays:
 
 @dataclass(frozen=True)
 class ViewSettings:
-    """What the reader set on the image shown (slice or frame, window, inversion, rulers by slice), to be set
-    again when the same image is read again: its own modality restored, or History reopening it at a frame."""
+    """What the reader set on the image shown (slice or frame, window, inversion, rulers and regions by slice), to
+    be set again when the same image is read again: its own modality restored, or History reopening it at a frame."""
 
     slice: int = 0
     window: WindowPreset | None = None
     inverted: bool = False
     rulers: dict[str | int, tuple[Ruler, ...]] = field(default_factory=dict)
+    regions: dict[str | int, tuple[Region, ...]] = field(default_factory=dict)
 
 
 class ViewerState:
@@ -239,15 +240,15 @@ class ViewerState:
     the file's own default), ``modality``, ``scale`` (the user's micrometres per pixel of a microscopy image,
     None: the file's own), ``chosen_models``, ``analysis`` (or None: the analysis of the slice shown),
     ``series_analysis`` (or None), ``heatmap`` (the analysis, after Grad-CAM for another class replaced a
-    heatmap), ``overlays`` (the layer that changed), ``rulers`` (the rulers of the slice shown, after one was
-    drawn or cleared) and ``inverted`` (the reader turned inverted grey levels on or off; another image opens
-    with them off, read on ``record``). Scrolling a series fires ``slice`` only (and ``analysis`` when the
+    heatmap), ``overlays`` (the layer that changed), ``rulers`` and ``regions`` (the rulers or the ellipse regions
+    of the slice shown, after one was drawn or they were cleared) and ``inverted`` (the reader turned inverted
+    grey levels on or off; another image opens with them off, read on ``record``). Scrolling a series fires ``slice`` only (and ``analysis`` when the
     results shown change), never ``record``.
     """
 
     def __init__(self, overlays: Overlays | None = None) -> None:
         self.events = Events("record", "series", "slice", "window", "modality", "scale", "chosen_models",
-                             "analysis", "series_analysis", "heatmap", "overlays", "rulers", "inverted")
+                             "analysis", "series_analysis", "heatmap", "overlays", "rulers", "regions", "inverted")
         self._record: ImageRecord | None = None
         self._slice = 0
         self._series: Series | None = None
@@ -264,6 +265,7 @@ class ViewerState:
         self._microns_per_pixel: float | None = None
         self._analysis: Analysis | None = None
         self._rulers: dict[str | int, list[Ruler]] = {}  # by slice key in a series, else by frame
+        self._regions: dict[str | int, list[Region]] = {}  # the same
         self._inverted = False
         self.overlays = overlays or Overlays()
         for layer in self.overlays:
@@ -282,7 +284,7 @@ class ViewerState:
         self._series, self._series_analysis, self._slice_error = None, None, None
         self._slice_analyses, self._derived = {}, {}
         self._record, self._slice, self._window, self._analysis = record, 0, None, None
-        self._rulers, self._inverted = {}, False
+        self._rulers, self._regions, self._inverted = {}, {}, False
         had_scale = self._reset_scale()
         if had_series:
             self.events.series.emit(None)
@@ -309,7 +311,7 @@ class ViewerState:
             self._close_stack()
         self._series, self._stack, self._record, self._slice = series, stack, record, start
         self._window, self._slice_error, self._slice_analyses, self._derived = None, None, {}, {}
-        self._rulers, self._inverted = {}, False
+        self._rulers, self._regions, self._inverted = {}, {}, False
         had_scale = self._reset_scale()
         self.slice_cache = self._caches.setdefault(series.key, SliceCache())
         self._series_analysis = self._series_analyses.get(series.key)
@@ -326,11 +328,12 @@ class ViewerState:
 
     def view_settings(self) -> ViewSettings:
         return ViewSettings(self._slice, self._window, self._inverted,
-                            {key: tuple(rulers) for key, rulers in self._rulers.items()})
+                            {key: tuple(rulers) for key, rulers in self._rulers.items()},
+                            {key: tuple(regions) for key, regions in self._regions.items()})
 
     def restore_view(self, view: ViewSettings) -> None:
-        """Show the slice, window, inversion and rulers of ``view``, taken from this same image before it was
-        read again (a window that no longer applies, e.g. to a colour picture, is not set)."""
+        """Show the slice, window, inversion, rulers and regions of ``view``, taken from this same image before it
+        was read again (a window that no longer applies, e.g. to a colour picture, is not set)."""
         if self._record is None:
             return
         self.set_slice(view.slice)
@@ -339,6 +342,9 @@ class ViewerState:
         if view.rulers:
             self._rulers = {key: list(rulers) for key, rulers in view.rulers.items()}
             self.events.rulers.emit(self.rulers)
+        if view.regions:
+            self._regions = {key: list(regions) for key, regions in view.regions.items()}
+            self.events.regions.emit(self.regions)
 
     def _close_stack(self) -> None:
         if self._stack is not None:
@@ -504,6 +510,34 @@ class ViewerState:
         """Remove the rulers of the slice shown."""
         if self._rulers.pop(self._ruler_key(), None):
             self.events.rulers.emit([])
+
+    @property
+    def regions(self) -> list[Region]:
+        """The ellipse regions drawn on the slice shown (each slice keeps its own, as rulers do)."""
+        return list(self._regions.get(self._ruler_key(), []))
+
+    def measure_region(self, x0: float, y0: float, x1: float, y1: float) -> Region | None:
+        """The ellipse in the box from (x0, y0) to (x1, y1), image pixels, with the statistics of the slice's own
+        values inside it (Hounsfield units for CT), not kept; None without a picture to read, for a box outside
+        the picture or a click."""
+        if self._record is None or self._slice_error is not None:
+            return None
+        unit = "HU" if self.dicom_modality == "CT" else ""
+        return region_within(x0, y0, x1, y1, self._record.values(self.frame), unit)
+
+    def add_region(self, x0: float, y0: float, x1: float, y1: float) -> Region | None:
+        """``measure_region``, kept on the slice shown."""
+        region = self.measure_region(x0, y0, x1, y1)
+        if region is not None:
+            self._regions.setdefault(self._ruler_key(), []).append(region)
+            self.events.regions.emit(self.regions)
+        return region
+
+    def clear_measurements(self) -> None:
+        """Remove the rulers and the regions of the slice shown."""
+        self.clear_rulers()
+        if self._regions.pop(self._ruler_key(), None):
+            self.events.regions.emit([])
 
     # ----- window/level
     @property

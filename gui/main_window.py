@@ -183,6 +183,7 @@ class MainWindow(QMainWindow):
         self.state.events.analysis.connect(self._show_results)
         self.state.events.overlays.connect(self._remember_overlays)
         self.state.events.rulers.connect(self._show_distance)
+        self.state.events.regions.connect(self._show_region)
         self.state.events.inverted.connect(self._show_inverted)
         self.probabilities.gradcamClassChosen.connect(self._gradcam_for_class)
         self.probabilities.findingChosen.connect(self.viewer.show_region)
@@ -263,9 +264,13 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("Toggle mask", self.state.overlays.mask.toggle, "M"))
         view.addAction(self._action("Toggle lesion outlines", self.state.overlays.lesions.toggle, "L"))
         view.addSeparator()
-        self.measure_action = self._action("Measure &distance (drag)", self.viewer.set_measuring, "D", checkable=True)
+        self.measure_action = self._action("Measure &distance (drag)", lambda on: self._measure("distance", on), "D",
+                                           checkable=True)
+        self.region_action = self._action("Measure &region: area and values (drag an ellipse)",
+                                          lambda on: self._measure("region", on), "E", checkable=True)
         view.addAction(self.measure_action)
-        view.addAction(self._action("Clear distances on this slice", self.state.clear_rulers, "Shift+D"))
+        view.addAction(self.region_action)
+        view.addAction(self._action("Clear measurements on this slice", self.state.clear_measurements, "Shift+D"))
         view.addSeparator()
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
@@ -889,6 +894,20 @@ class MainWindow(QMainWindow):
             note = "" if spacing else " (pixel spacing unknown)"
             self.statusBar().showMessage(f"Distance: {rulers[-1].text(spacing)}{note}", 10000)
 
+    def _show_region(self, regions: list) -> None:
+        if regions:
+            spacing = self.state.pixel_spacing_mm
+            note = "" if spacing else " (pixel spacing unknown)"
+            self.statusBar().showMessage(f"Region: {regions[-1].text(spacing)}{note}", 10000)
+
+    def _measure(self, mode: str, on: bool) -> None:
+        """One measure mode at a time: turning on the ruler turns off the region, and the other way round."""
+        self.viewer.set_measuring(mode if on else None)
+        for action, kind in ((self.measure_action, "distance"), (self.region_action, "region")):
+            action.blockSignals(True)
+            action.setChecked(self.viewer.measuring == kind)
+            action.blockSignals(False)
+
     # ----- frames and window/level
     def toggle_cine(self) -> None:
         if self.cine.isActive():
@@ -921,13 +940,16 @@ class MainWindow(QMainWindow):
             self.save_view(Path(path))
 
     def save_view(self, path: Path) -> None:
-        """The rendered view as PNG plus, beside it as JSON, the findings and the distances measured on the slice."""
+        """The rendered view as PNG plus, beside it as JSON, the findings and the distances and regions measured on
+        the slice."""
         import json
 
         self.viewer.viewport().grab().save(str(path))
         found = self.state.analysis.to_dict() if self.state.analysis is not None else {}
         if self.state.rulers:
             found["measurements"] = [r.to_dict(self.state.pixel_spacing_mm) for r in self.state.rulers]
+        if self.state.regions:
+            found["regions"] = [r.to_dict(self.state.pixel_spacing_mm) for r in self.state.regions]
         if found:
             path.with_suffix(".json").write_text(json.dumps(found, indent=2))
         else:  # a findings file beside the PNG describes it: not an earlier picture exported under this name
@@ -1043,8 +1065,8 @@ class MainWindow(QMainWindow):
         table.verticalHeader().setVisible(False)
         table.resizeColumnsToContents()
         table.horizontalHeader().setStretchLastSection(True)
-        extra = QLabel("Mouse: wheel = next/previous slice, Ctrl+wheel = zoom, left drag = pan (a ruler in "
-                       "measure mode), right drag = window/level.")
+        extra = QLabel("Mouse: wheel = next/previous slice, Ctrl+wheel = zoom, left drag = pan (a ruler or an "
+                       "ellipse region in a measure mode), right drag = window/level.")
         extra.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dialog)
         buttons.rejected.connect(dialog.reject)

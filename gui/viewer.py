@@ -1,5 +1,5 @@
-"""The image canvas: zoom, pan, window/level drag, slice scrolling, overlay layers, cursor readout, scale bar
-and orientation markers.
+"""The image canvas: zoom, pan, window/level drag, slice scrolling, overlay layers, cursor readout, scale bar,
+orientation markers, and the reader's rulers and ellipse regions.
 
 ``bind(state)`` makes it draw a ``core.viewer_state.ViewerState``: the slice in its window and the
 overlay layers, redrawn whenever the state changes; a right-button drag adjusts the state's window and
@@ -79,9 +79,10 @@ class ImageViewer(QGraphicsView):
         self.lesion_items: list = []
         self.finding_items: list = []  # per finding its circle, then its label's box (the label inside)
         self.ruler_items: list = []  # per ruler its line, then its label's box (the label inside)
-        self.measuring = False  # a left drag draws a ruler instead of panning
-        self._ruler_start: QPointF | None = None
-        self._ruler_preview: list = []  # the line and label of the ruler being drawn
+        self.region_items: list = []  # per region its ellipse, then its label's box
+        self.measuring: str | None = None  # 'distance' or 'region': a left drag draws one instead of panning
+        self._ruler_start: QPointF | None = None  # where the ruler or region being drawn started
+        self._ruler_preview: list = []  # the items of the ruler or region being drawn
         self._wl_origin: QPointF | None = None
         self._wheel_rest = 0  # angle delta not yet turned into a slice step (touchpads send small deltas)
         self._has_image = False
@@ -97,6 +98,7 @@ class ImageViewer(QGraphicsView):
         for event in (state.events.analysis, state.events.heatmap, state.events.overlays):
             event.connect(lambda _: self.draw_overlays())
         state.events.rulers.connect(lambda _: self.draw_rulers())
+        state.events.regions.connect(lambda _: self.draw_regions())
         self.windowDragged.connect(state.adjust)
 
     @property
@@ -109,12 +111,14 @@ class ImageViewer(QGraphicsView):
         self._end_preview()  # a ruler being drawn belongs to the picture it was started on
         self.set_image(self.state.display(), reset_view=True)
         self.draw_rulers()
+        self.draw_regions()
 
     def _show_slice(self) -> None:
         if self.state.record is not None:
             self._end_preview()
             self.set_image(self.state.display())
             self.draw_rulers()
+            self.draw_regions()
 
     def draw_overlays(self) -> None:
         """The heatmap, mask, lesion and findings layers as the bound state says: its results and layer settings."""
@@ -224,9 +228,36 @@ class ImageViewer(QGraphicsView):
             self.scene().addItem(item)
         return [line, box]
 
-    def set_measuring(self, on: bool) -> None:
-        """Measure mode: a left drag draws a ruler (else it pans)."""
-        self.measuring = bool(on)
+    def draw_regions(self) -> None:
+        """The ellipse regions of the slice shown, each with its area and values on a dark box below it."""
+        for item in self.region_items:
+            self.scene().removeItem(item)
+        self.region_items = []
+        if self.state is None:
+            return
+        for region in self.state.regions:
+            self.region_items += self._region_items(region.x0, region.y0, region.x1, region.y1,
+                                                    region.text(self.pixel_spacing_mm))
+
+    def _region_items(self, x0: float, y0: float, x1: float, y1: float, text: str) -> list:
+        color = QColor(*RULER_COLOR)
+        ellipse = QGraphicsEllipseItem(QRectF(QPointF(x0, y0), QPointF(x1, y1)).normalized())
+        pen = QPen(color, 2)
+        pen.setCosmetic(True)
+        ellipse.setPen(pen)
+        ellipse.setZValue(9)
+        box = label_box(text, color, min(x0, x1), max(y0, y1), offset=(0, 4))  # below the ellipse
+        box.setZValue(10)
+        for item in (ellipse, box):
+            self.scene().addItem(item)
+        return [ellipse, box]
+
+    def set_measuring(self, mode: str | bool | None) -> None:
+        """Measure mode: a left drag draws a ruler ('distance', or True) or an ellipse region ('region'); None or
+        False: it pans."""
+        on = mode is not None and mode is not False
+        self._end_preview()  # a ruler half drawn is not finished as a region
+        self.measuring = ("distance" if mode is True else str(mode)) if on else None
         if on:
             self.setDragMode(QGraphicsView.DragMode.NoDrag)
             self.viewport().setCursor(Qt.CursorShape.CrossCursor)
@@ -314,16 +345,22 @@ class ImageViewer(QGraphicsView):
         if event.button() == Qt.MouseButton.LeftButton and self._ruler_start is not None:
             start, end = self._ruler_start, self.mapToScene(event.position().toPoint())
             self._end_preview()
-            self.state.add_ruler(start.x(), start.y(), end.x(), end.y())
+            add = self.state.add_region if self.measuring == "region" else self.state.add_ruler
+            add(start.x(), start.y(), end.x(), end.y())
             return
         super().mouseReleaseEvent(event)
 
     def _preview_ruler(self, point: QPointF) -> None:
-        """The ruler being drawn, with its length so far."""
+        """The ruler being drawn, with its length so far (a region: its ellipse, area and values so far)."""
         for item in self._ruler_preview:
             self.scene().removeItem(item)
         rect = self.scene().sceneRect()
         start = self._ruler_start
+        if self.measuring == "region":
+            region = self.state.measure_region(start.x(), start.y(), point.x(), point.y())
+            self._ruler_preview = [] if region is None else self._region_items(
+                region.x0, region.y0, region.x1, region.y1, region.text(self.pixel_spacing_mm))
+            return
         ruler = ruler_within(start.x(), start.y(), point.x(), point.y(), int(rect.width()), int(rect.height()))
         self._ruler_preview = [] if ruler is None else self._ruler_items(
             ruler.x0, ruler.y0, ruler.x1, ruler.y1, ruler.text(self.pixel_spacing_mm))

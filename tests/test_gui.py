@@ -470,12 +470,45 @@ def test_a_left_drag_in_measure_mode_draws_a_ruler_in_millimetres(qtbot, window,
     (measured,) = json.loads((tmp_path / "view.json").read_text())["measurements"]
     assert measured["length_mm"] == pytest.approx(ruler.length_mm(spacing), abs=0.01)
     assert measured["x0"] == pytest.approx(ruler.x0, abs=0.01)
-    clear = next(a for a in window.findChildren(QAction) if a.text() == "Clear distances on this slice")
+    clear = next(a for a in window.findChildren(QAction) if a.text() == "Clear measurements on this slice")
     clear.trigger()
     assert window.state.rulers == [] and window.viewer.ruler_items == []
     window.measure_action.trigger()
     assert not window.viewer.measuring
     assert window.viewer.viewport().cursor().shape() == Qt.CursorShape.OpenHandCursor  # a left drag pans again
+
+
+def test_an_ellipse_region_gives_area_and_hounsfield_units_on_ct(qtbot, window, pydicom_file, tmp_path):
+    import json
+
+    from core.measurements import ellipse_mask
+
+    _open(qtbot, window, pydicom_file("CT_small.dcm"))
+    state = window.state
+    window.measure_action.trigger()
+    window.region_action.trigger()  # one measure mode at a time
+    assert window.viewer.measuring == "region" and not window.measure_action.isChecked()
+    _mouse(window, "press", 10, 12)
+    _mouse(window, "move", 30, 30)
+    assert window.viewer._ruler_preview  # the ellipse and its values while dragging
+    _mouse(window, "release", 40, 44)
+    (region,) = state.regions
+    assert state.rulers == [] and region.unit == "HU"
+    inside = state.record.values(0)[ellipse_mask(region.x0, region.y0, region.x1, region.y1, 128, 128)]
+    assert region.stats.mean == pytest.approx(float(inside.mean()), rel=1e-6)
+    assert -1100 < region.stats.minimum and region.stats.maximum < 3100  # Hounsfield units, not stored values
+    spacing = state.pixel_spacing_mm
+    labels = [child.text() for item in window.viewer.region_items for child in item.childItems()]
+    assert labels == [region.text(spacing)] and " HU (min " in labels[0] and " mm² · mean " in labels[0]
+    assert window.statusBar().currentMessage() == f"Region: {region.text(spacing)}"
+    window.save_view(tmp_path / "view.png")
+    (saved,) = json.loads((tmp_path / "view.json").read_text())["regions"]
+    assert saved["unit"] == "HU" and saved["mean"] == pytest.approx(region.stats.mean, abs=1e-3)
+    assert saved["area_mm2"] == pytest.approx(region.area_mm2(spacing), abs=0.01)
+    window.measure_action.trigger()
+    assert window.viewer.measuring == "distance" and not window.region_action.isChecked()
+    next(a for a in window.findChildren(QAction) if a.text() == "Clear measurements on this slice").trigger()
+    assert state.regions == [] and window.viewer.region_items == []
 
 
 def test_a_ruler_is_one_drag_on_one_slice(qtbot, window, pydicom_file):
@@ -596,7 +629,8 @@ def test_automatic_again_keeps_the_frame_window_inversion_and_rulers(qtbot, wind
     state.adjust(40, 20)
     window.invert_action.trigger()
     state.add_ruler(2, 2, 8, 8)
-    chosen, rulers = state.window, state.rulers
+    state.add_region(1, 1, 9, 8)
+    chosen, rulers, regions = state.window, state.rulers, state.regions
     window.modality_box.setCurrentIndex(3)  # Breast ultrasound
     window._modality_chosen()
     assert state.record.modality_source == "user"
@@ -606,7 +640,7 @@ def test_automatic_again_keeps_the_frame_window_inversion_and_rulers(qtbot, wind
     assert state.slice_index == 3 and window.frame_slider.value() == 3
     assert state.window == chosen and window.wl_label.text() == state.window_text()
     assert state.inverted and window.invert_action.isChecked()
-    assert state.rulers == rulers
+    assert state.rulers == rulers and state.regions == regions and len(regions) == 1
 
 
 def test_a_history_image_entry_opens_the_frame_analysed(qtbot, window, pydicom_file):

@@ -652,6 +652,55 @@ def test_series_rulers_are_kept_per_slice_and_measured_with_the_slices_spacing(t
     assert state.rulers == []
 
 
+# ----- regions
+
+def test_region_statistics_are_those_of_the_pixels_inside_the_ellipse():
+    from core.measurements import ellipse_mask, region_within
+
+    values = np.arange(40 * 50, dtype=np.float32).reshape(40, 50)
+    region = region_within(30.2, 25.0, 10.0, 5.5, values, unit="HU")  # dragged from lower right to upper left
+    assert (region.x0, region.y0, region.x1, region.y1) == (10.0, 5.5, 30.2, 25.0)
+    inside = values[ellipse_mask(10.0, 5.5, 30.2, 25.0, 40, 50)]
+    assert region.stats.pixels == inside.size and inside.size == pytest.approx(np.pi * 10.1 * 9.75, rel=0.03)
+    assert region.stats.mean == pytest.approx(inside.mean()) and region.stats.sd == pytest.approx(inside.std())
+    assert (region.stats.minimum, region.stats.maximum) == (inside.min(), inside.max())
+    assert region.area_mm2((0.5, 0.25)) == pytest.approx(np.pi * 10.1 * 9.75 * 0.125)
+    text = region.text((0.5, 0.25))
+    assert text.startswith("38.7 mm² · mean ") and text.endswith(" HU (min 316, max 1222)")  # rows 6-24 reached
+    assert region.text(None).startswith("309 px² · mean")
+    clipped = region_within(-20, -20, 10, 10, values)  # the box cut to the picture
+    assert (clipped.x0, clipped.y0, clipped.x1, clipped.y1) == (0, 0, 10, 10) and clipped.unit == ""
+    assert region_within(3, 3, 4, 30, values) is None  # under 2 pixels across: a click
+    assert region_within(60, 60, 80, 80, values) is None  # wholly outside
+    colour = region_within(0, 0, 10, 10, np.zeros((40, 50, 3), np.uint8), unit="HU")
+    assert colour.stats is None and colour.unit == "" and colour.text(None) == "79 px²"
+    assert colour.to_dict(None)["area_mm2"] is None and "mean" not in colour.to_dict(None)
+
+
+def test_regions_belong_to_their_slice_read_that_slices_values_and_go_with_the_image():
+    state = ViewerState()
+    seen = _recorder(state)
+    assert state.add_region(0, 0, 4, 4) is None  # nothing open
+    state.open(_record(frames=3, spacing=(2.0, 2.0)))
+    seen.clear()
+    region = state.add_region(0, 0, 6, 4)  # the whole 6 x 4 picture's inscribed ellipse
+    assert state.regions == [region] and seen == [("regions", [region])]
+    assert region.unit == "" and 1.5 < region.stats.mean < 3.5  # frame 0 holds its column number
+    state.set_slice(2)
+    assert state.regions == []
+    assert 21.5 < state.add_region(0, 0, 6, 4).stats.mean < 23.5  # frame 2's own values (20 + column)
+    state.set_slice(0)
+    state.add_ruler(0, 0, 3, 4)
+    state.clear_measurements()  # Shift+D: the rulers and the regions of the slice shown
+    assert state.regions == [] and state.rulers == [] and seen[-1] == ("regions", [])
+    state.set_slice(2)
+    assert len(state.regions) == 1  # another slice's stay
+    ct = _record(frames=1, modality=Modality.OTHER)
+    ct.metadata.append(("(0008,0060)", "Modality", "CT"))
+    state.open(ct)
+    assert state.regions == [] and state.add_region(0, 0, 6, 4).unit == "HU"
+
+
 def test_inverted_grey_levels_are_shown_only_kept_while_scrolling_and_off_for_the_next_image():
     state = ViewerState()
     record = _record(frames=3)
