@@ -9,6 +9,7 @@ state as a user would:
 - ``mag=N``: a microscopy image's magnification set to N (40, 100, 200 or 400) and the image analysed again;
 - ``hide=LAYER``: hide an overlay layer (heatmap, mask or lesions);
 - ``ruler=X0/Y0/X1/Y1``: measure a distance between two image points, as a drag in measure mode does;
+- ``region=X0/Y0/X1/Y1``: measure the ellipse in that box of image points, as a drag in region mode does;
 - ``menu=export``: the File ▸ Export menu open (the screen is grabbed, so this needs a real display);
 - ``batch=1``: IMAGE is a folder: the Analyse folder dialog runs over it and is saved when done;
 - ``series=1``: IMAGE is a folder (or DICOMDIR) opened in the study browser; its first series is analysed
@@ -139,6 +140,9 @@ def main(argv: list[str]) -> int:
                 _wait(app, lambda: False, 0.3)
             if "ruler" in options:
                 window.state.add_ruler(*(float(v) for v in options["ruler"].split("/")))
+                _wait(app, lambda: False, 0.3)
+            if "region" in options:
+                window.state.add_region(*(float(v) for v in options["region"].split("/")))
                 _wait(app, lambda: False, 0.3)
             if options.get("menu") == "export":
                 _with_export_menu(app, window, target)
