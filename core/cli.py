@@ -232,6 +232,12 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
         target = args.report_out if not numbered_frames else args.report_out.with_name(
             f"{args.report_out.stem}_f{analysis.frame}{args.report_out.suffix}")
         out["report_file"] = str(write_image_report(target, record, analysis, anonymise=not args.identified))
+    if args.dicom_sr_out and analysis.results:
+        from core.export.structured_report import export_sr
+
+        target = args.dicom_sr_out if not numbered_frames else args.dicom_sr_out.with_name(
+            f"{args.dicom_sr_out.stem}_f{analysis.frame}{args.dicom_sr_out.suffix}")
+        out["dicom_sr_file"] = str(export_sr(record, analysis, target, anonymise=not args.identified))
     return out
 
 
@@ -396,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--tta", action="store_true", help="test-time augmentation with an agreement score")
     analyze.add_argument("--report-out", type=Path, metavar="FILE.pdf", help="PDF report")
     analyze.add_argument("--dicom-seg-out", type=Path, metavar="FILE.dcm", help="segmentation as DICOM SEG")
+    analyze.add_argument("--dicom-sr-out", type=Path, metavar="FILE.dcm",
+                         help="results as a DICOM Structured Report (TID 1500: labels, probabilities, outlines, marks)")
     analyze.add_argument("--identified", action="store_true", help="keep patient identifiers in exports")
     analyze.add_argument("--no-history", action="store_true",
                          help="do not record this analysis (with --series: the series verdicts) in the history")

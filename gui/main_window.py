@@ -227,6 +227,7 @@ class MainWindow(QMainWindow):
         export_menu.addAction(self._action("Series report (PDF)…", self.export_series_report))
         export_menu.addAction(self._action("Segmentation as DICOM SEG…", self.export_seg))
         export_menu.addAction(self._action("Overlay as DICOM Secondary Capture…", self.export_sc))
+        export_menu.addAction(self._action("Results as DICOM Structured Report…", self.export_sr))
         export_menu.addSeparator()
         export_menu.addAction(self._action("Anonymise exports", self._set_anonymise, checkable=True, checked=True))
         file_menu.addSeparator()
@@ -1009,6 +1010,14 @@ class MainWindow(QMainWindow):
             state = self.state
             picture = overlay_picture(state.record, state.analysis)
             self._run_export(export_overlay_sc, state.record, picture, path, state.analysis.frame, self.anonymise_exports)
+
+    def export_sr(self, path: Path | None = None) -> None:
+        """The analysis shown as a DICOM SR (labels, probabilities, lesion outlines, marks), for a PACS."""
+        from core.export.structured_report import export_sr
+
+        path = path or self._export_target("DICOM Structured Report", ".sr.dcm", "DICOM (*.dcm)")
+        if path:
+            self._run_export(export_sr, self.state.record, self.state.analysis, path, self.anonymise_exports)
 
     def _run_export(self, fn, *args) -> None:
         self._busy("Exporting…")

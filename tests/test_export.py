@@ -99,6 +99,62 @@ def test_a_seg_keeps_its_frame_capture_when_a_secondary_capture_of_that_frame_fo
     assert len(held) == 3  # the SEG, the overlay and the one capture of frame 4 both reference
 
 
+def _algorithm_names(group) -> list[str]:
+    """The Algorithm Name items of a TID 1500 measurement group (its container's own content)."""
+    return [item.TextValue for item in group[0].ContentSequence
+            if item.ConceptNameCodeSequence[0].CodeMeaning == "Algorithm Name"]
+
+
+def test_structured_report_holds_the_label_probabilities_and_each_outlined_lesion(analyzer, identified_dicom, tmp_path):
+    from pydicom.sr.codedict import codes
+
+    from core.export.structured_report import export_sr
+
+    record = load_image(identified_dicom)
+    analysis = analyzer.analyze(record, model_ids=["tiny-mr-classifier", "tiny-us-segmenter"])
+    classifier, segmenter = analysis.results
+    (lesion,) = segmenter.lesions
+    assert lesion.area_mm2 is not None  # MR_small states its pixel spacing
+    sr = hd.sr.srread(export_sr(record, analysis, tmp_path / "out" / "findings.sr.dcm"))
+    _no_identifiers(sr)
+    source = pydicom.dcmread(identified_dicom)
+    assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.Modality == "SR"
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    (image_group,) = sr.content.get_image_measurement_groups()
+    assert image_group.tracking_identifier == "tiny-mr-classifier classification"
+    assert _algorithm_names(image_group) == ["tiny-mr-classifier"]
+    assert {m.name.meaning: m.value for m in image_group.get_measurements()} == pytest.approx(
+        {f"Probability of {c}": p for c, p in classifier.probabilities.items()})
+    assert image_group.finding_type.meaning == classifier.label
+    (roi,) = sr.content.get_planar_roi_measurement_groups()
+    assert _algorithm_names(roi) == ["tiny-us-segmenter"]
+    assert roi.finding_type == codes.SCT.Lesion and roi.tracking_identifier == "tiny-us-segmenter lesion 1"
+    assert {m.name: m.value for m in roi.get_measurements()} == pytest.approx(
+        {codes.SCT.Area: lesion.area_mm2, codes.SCT.LongAxis: lesion.max_diameter_mm})
+    outline = roi.roi.value
+    assert roi.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE and (outline[0] == outline[-1]).all()
+    x, y, w, h = lesion.bbox
+    assert x <= outline[:, 0].min() and outline[:, 0].max() <= x + w + 1  # the outline's pixel centres, 0.5 in
+    assert y <= outline[:, 1].min() and outline[:, 1].max() <= y + h + 1
+    assert roi.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+
+def test_analyze_command_writes_a_structured_report(tiny_models, identified_dicom, tmp_path, monkeypatch, capsys):
+    import json
+
+    from core.cli import main
+
+    monkeypatch.setenv("MIDA_USER_MODELS", str(tiny_models))
+    target = tmp_path / "r.sr.dcm"
+    assert main(["analyze", str(identified_dicom), "--model", "tiny-us-segmenter", "--model", "tiny-mr-classifier",
+                 "--dicom-sr-out", str(target), "--json", "--no-history"]) == 0
+    assert json.loads(capsys.readouterr().out)["dicom_sr_file"] == str(target)
+    sr = hd.sr.srread(target)
+    _no_identifiers(sr)
+    assert len(sr.content.get_image_measurement_groups()) == 1 and len(sr.content.get_planar_roi_measurement_groups()) == 1
+
+
 def _render(pdf_path, tmp_path):
     import pypdfium2 as pdfium
 

@@ -82,6 +82,28 @@ def test_a_film_is_tiled_on_the_breast_and_marked_where_the_blob_is(analyzer, tm
     assert clear.findings == [] and clear.probabilities["abnormal"] < result.probabilities["abnormal"]
 
 
+def test_a_films_marks_go_to_a_structured_report_as_circles_with_their_scores(analyzer, tmp_path):
+    import highdicom as hd
+
+    from core.export.structured_report import export_sr
+
+    record = _mg(_save(tmp_path, "film.png", _film()))
+    analysis = analyzer.analyze(record, find_other_breast=other_breast)
+    (result,) = analysis.results
+    sr = hd.sr.srread(export_sr(record, analysis, tmp_path / "out" / "film.sr.dcm"))
+    marks = sr.content.get_planar_roi_measurement_groups()
+    assert len(marks) == len(result.findings) >= 1
+    for group, mark in zip(marks, result.findings):
+        assert group.roi.graphic_type == hd.sr.GraphicTypeValues.CIRCLE
+        (cx, cy), (px, _) = group.roi.value
+        assert (cx, cy) == pytest.approx((mark.x + 0.5, mark.y + 0.5), abs=0.01) and px - cx == pytest.approx(mark.r)
+        (score,) = group.get_measurements()
+        assert score.name.meaning == "Detector score" and score.value == pytest.approx(mark.score, abs=1e-6)
+    (film,) = sr.content.get_image_measurement_groups()
+    assert {m.name.meaning: m.value for m in film.get_measurements()} == pytest.approx(
+        {f"Probability of {c}": p for c, p in result.probabilities.items()})
+
+
 def test_a_finer_film_is_read_at_the_detector_scale_and_marked_in_its_own_pixels(analyzer, tmp_path):
     coarse = _result(analyzer, _mg(_save(tmp_path, "a.png", _film())))
     record = _mg(_save(tmp_path, "b.png", _film(scale=2)))

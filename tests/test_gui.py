@@ -392,7 +392,8 @@ def test_exports_and_history_from_the_window(qtbot, window, tmp_path):
     window.analyse()
     qtbot.waitUntil(lambda: window.state.analysis is not None, timeout=60000)
     qtbot.waitUntil(lambda: window.history_panel.table.rowCount() >= 1, timeout=10000)
-    for export, name in ((window.export_report, "r.pdf"), (window.export_seg, "s.dcm"), (window.export_sc, "o.dcm")):
+    for export, name in ((window.export_report, "r.pdf"), (window.export_seg, "s.dcm"), (window.export_sc, "o.dcm"),
+                         (window.export_sr, "f.sr.dcm")):
         window.last_export = None
         export(tmp_path / name)
         qtbot.waitUntil(lambda: window.last_export is not None, timeout=30000)

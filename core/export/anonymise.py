@@ -156,7 +156,8 @@ def anonymise_dataset(ds: Dataset) -> Dataset:
 
 # Attributes of an object this program creates (the SEG or SC itself), not copied from the patient's study.
 _OWN = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime", "SeriesDate", "SeriesTime",
-        "SeriesDescription", "DeviceSerialNumber", "ContentCreatorName"}
+        "SeriesDescription", "DeviceSerialNumber", "ContentCreatorName",
+        "ContentSequence"}  # a structured report's own content: the analysis, no one's identity
 
 
 def deidentify_created(ds: Dataset, patient_id: str) -> Dataset:

@@ -1,0 +1,130 @@
+"""An analysis as a DICOM Structured Report (Comprehensive 3D SR, TID 1500 Measurement Report), for a PACS or
+reporting system to show the models' results beside the image they were made on.
+
+Each classifier is one image-level measurement group: its label as the group's finding type and each class's
+probability as a measurement. Each lesion a segmenter outlined is a planar region (its outline as a
+closed polyline) with its area and longest diameter where the pixel spacing is known, and each mark of a film
+detector a circle with its score. Every group names the model and version that made it (Algorithm
+Identification, family Artificial Intelligence). Class names and scores have no standard codes: they are coded
+in this program's private scheme (``99MIDA``). The referenced image is the one a SEG export references
+(``source_dataset``): the file itself, or the analysed frame as a Secondary Capture written beside the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from core import __version__
+from core.export.anonymise import deidentify_created
+from core.export.dicom_export import MANUFACTURER, source_dataset
+from core.imaging.record import ImageRecord
+from core.inference.results import Analysis, ModelResult
+
+SCHEME = "99MIDA"  # private coding scheme: the models' class names and scores
+SR_DESCRIPTION = "Decision support results - not for diagnosis"
+
+
+def code(value: str, meaning: str) -> hd.sr.CodedConcept:
+    """A concept of the private scheme (code values are at most 16 characters)."""
+    return hd.sr.CodedConcept(value[:16], SCHEME, meaning[:64])
+
+
+def _algorithm(result: ModelResult) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=result.model_id, version=result.version,
+                                         family=codes.cid7162.ArtificialIntelligence)
+
+
+def _classification(result: ModelResult, image: hd.sr.SourceImageForMeasurementGroup
+                    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    probabilities = [hd.sr.Measurement(name=code(f"P_{name}", f"Probability of {name}"), value=float(p),
+                                       unit=codes.UCUM.NoUnits, algorithm_id=_algorithm(result))
+                     for name, p in result.probabilities.items()]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{result.model_id} classification"[:64]),
+        finding_type=code(result.label, result.label) if result.label else None, algorithm_id=_algorithm(result),
+        source_images=[image], measurements=probabilities)
+
+
+def _lesions(result: ModelResult, region_image: hd.sr.SourceImageForRegion, scale: tuple[float, float]
+             ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    groups = []
+    sy, sx = scale
+    for n, lesion in enumerate(result.lesions, start=1):
+        outline = (np.asarray(lesion.contour, np.float64).reshape(-1, 2) + 0.5) * (sx, sy)  # pixel centres
+        if len(outline) < 3:
+            continue
+        measurements = []
+        if lesion.area_mm2 is not None:
+            measurements.append(hd.sr.Measurement(codes.SCT.Area, float(lesion.area_mm2), codes.UCUM.SquareMillimeter,
+                                                  algorithm_id=_algorithm(result)))
+        if lesion.max_diameter_mm is not None:
+            measurements.append(hd.sr.Measurement(codes.SCT.LongAxis, float(lesion.max_diameter_mm),
+                                                  codes.UCUM.Millimeter, algorithm_id=_algorithm(result)))
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{result.model_id} lesion {n}"[:64]),
+            referenced_region=hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE,
+                                                np.vstack([outline, outline[:1]]).astype(np.float32), region_image),
+            finding_type=codes.SCT.Lesion, algorithm_id=_algorithm(result), measurements=measurements))
+    return groups
+
+
+def _marks(result: ModelResult, region_image: hd.sr.SourceImageForRegion, scale: tuple[float, float]
+           ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    groups = []
+    sy, sx = scale
+    for n, mark in enumerate(result.findings or [], start=1):
+        cx, cy = (mark.x + 0.5) * sx, (mark.y + 0.5) * sy
+        circle = np.array([[cx, cy], [cx + mark.r * sx, cy]], np.float32)  # centre, then a point on the circle
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{result.model_id} mark {n}"[:64]),
+            referenced_region=hd.sr.ImageRegion(hd.sr.GraphicTypeValues.CIRCLE, circle, region_image),
+            finding_type=code(mark.kind, mark.kind) if mark.kind else codes.SCT.Lesion, algorithm_id=_algorithm(result),
+            measurements=[hd.sr.Measurement(code("SCORE", "Detector score"), float(mark.score), codes.UCUM.NoUnits,
+                                            algorithm_id=_algorithm(result))]))
+    return groups
+
+
+def measurement_groups(analysis: Analysis, source: Dataset, record: ImageRecord) -> list:
+    """The TID 1500 groups of every result of ``analysis``, referencing ``source`` (its frame where it has many)."""
+    frames = int(source.get("NumberOfFrames", 1) or 1)
+    numbers = [analysis.frame + 1] if frames > 1 else None
+    image = hd.sr.SourceImageForMeasurementGroup.from_source_image(source, referenced_frame_numbers=numbers)
+    region_image = hd.sr.SourceImageForRegion.from_source_image(source, referenced_frame_numbers=numbers)
+    # The analysis is in the picture as loaded; the file referenced may be larger (a film read at a fraction).
+    scale = (int(source.Rows) / record.rows, int(source.Columns) / record.columns)
+    groups: list = []
+    for result in analysis.results:
+        if result.probabilities:
+            groups.append(_classification(result, image))
+        groups += _lesions(result, region_image, scale)
+        groups += _marks(result, region_image, scale)
+    return groups
+
+
+def export_sr(record: ImageRecord, analysis: Analysis, out: Path, anonymise: bool = True) -> Path:
+    """``analysis`` of ``record`` as a Comprehensive 3D SR in the source's study, written to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source = source_dataset(record, analysis.frame, anonymise, out.parent)
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[MANUFACTURER, __version__]), name=MANUFACTURER,
+            manufacturer_name=MANUFACTURER, model_name=", ".join(r.model_id for r in analysis.results)[:64] or None))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=codes.SCT.ImagingProcedure,
+        imaging_measurements=measurement_groups(analysis, source, record), referenced_images=[source])
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[source], content=report, series_instance_uid=hd.UID(), series_number=902, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer=MANUFACTURER, is_complete=True)
+    sr.SeriesDescription = SR_DESCRIPTION
+    if anonymise:
+        deidentify_created(sr, str(source.PatientID))
+    sr.save_as(out, enforce_file_format=True)
+    return out
