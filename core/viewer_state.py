@@ -818,14 +818,19 @@ class ViewerState:
             return result.tile_gradcam
         return result.heatmap
 
-    def replace_heatmap(self, model_id: str, update: ModelResult) -> None:
-        """Grad-CAM for another class: ``update``'s heatmap replaces the one of ``model_id``."""
-        if self._analysis is None:
+    def replace_heatmap(self, model_id: str, update: ModelResult, analysis: Analysis | None = None) -> None:
+        """Grad-CAM for another class: ``update``'s heatmap (and a tiled model's top-tile Grad-CAM) replaces that of
+        ``model_id`` in ``analysis`` (default: the one shown). An analysis the reader scrolled away from keeps it,
+        shown on coming back."""
+        target = analysis or self._analysis
+        if target is None:
             return
-        for result in self._analysis.results:
+        for result in target.results:
             if result.model_id == model_id:
                 result.heatmap, result.heatmap_class = update.heatmap, update.heatmap_class
-        self.events.heatmap.emit(self._analysis)
+                result.tile_gradcam = update.tile_gradcam
+        if target is self._analysis:
+            self.events.heatmap.emit(self._analysis)
 
     # ----- pixel readout
     def pixel_text(self, x: int, y: int) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -193,9 +193,8 @@ class MainWindow(QMainWindow):
         self.cine.timeout.connect(lambda: self.state.step(1, wrap=True))
         self.setAcceptDrops(True)
         geometry = self.settings.value("geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
+        # a hand-edited or damaged settings file holds text here: the default size, not a failed start
+        if not isinstance(geometry, (QByteArray, bytes)) or not self.restoreGeometry(geometry):
             self.resize(1400, 900)
         self.model_info.show_models([])
         self.warnings.show_warnings([])
@@ -373,9 +372,10 @@ class MainWindow(QMainWindow):
     def open_folder(self, folder: str | Path, series_uid: str = "") -> None:
         """Index a folder (or a DICOMDIR) into the Studies panel, in the background, and show its first series (or
         the one with ``series_uid``, where it holds it)."""
-        self._busy(f"Reading the studies in {Path(folder).name}…")
+        folder = Path(folder).absolute()  # remembered as opened, whatever the working folder later
+        self._busy(f"Reading the studies in {folder.name}…")
         request = self._new_open_request()
-        self.bridge.run(index_path, Path(folder), on_done=lambda index: self._indexed(index, request, series_uid),
+        self.bridge.run(index_path, folder, on_done=lambda index: self._indexed(index, request, series_uid),
                         on_error=lambda e: self._open_failed(e, request))
 
     def _new_open_request(self) -> int:
@@ -425,21 +425,34 @@ class MainWindow(QMainWindow):
         self._busy(f"Opening {series.description or 'series'}…")
         self.modality_box.setCurrentIndex(0)  # the reader's modality was for the series shown, not this one
 
-        def prepare() -> SeriesStack:
+        def prepare() -> tuple[SeriesStack, int, str]:
+            """The stack, the first slice that can be read (a damaged first file must not hide the rest) and why
+            those before it cannot."""
             stack = SeriesStack(series, prefetch=True)
-            stack.record(0)
-            return stack
+            problem = ""
+            for at in range(len(series)):
+                try:
+                    stack.record(at)
+                    return stack, at, problem
+                except DiagnosticError as exc:
+                    problem = problem or str(exc)
+            stack.close()
+            raise DiagnosticError(f"No slice of {series.description or 'the series'} can be read: {problem}")
 
-        def opened(stack: SeriesStack) -> None:
+        def opened(prepared: tuple[SeriesStack, int, str]) -> None:
+            stack, start, problem = prepared
             self._busy(None)
             if self._wanted_series is not series:  # the reader chose another series meanwhile
                 stack.close()
                 return
             try:
-                self.state.open_series(series, stack=stack)
+                self.state.open_series(series, stack=stack, start=start)
             except DiagnosticError as exc:
                 self._error(str(exc))
                 return
+            if start:
+                self.statusBar().showMessage(f"Showing slice {start + 1}, the first that can be read; slice 1: "
+                                             f"{problem}", 15000)
             if self.auto_analyse and self.state.series_analysis is None:
                 self.analyse_series()
 
@@ -456,7 +469,7 @@ class MainWindow(QMainWindow):
 
     def open_path(self, path: str | Path, view: ViewSettings | None = None) -> None:
         """Open a file (a folder: its studies); ``view``: the frame, window, inversion and rulers to show it with."""
-        path = Path(path)
+        path = Path(path).absolute()  # Recent files and History name this file, whatever the working folder later
         try:
             is_folder = path.is_dir()
         except OSError:  # a folder above it cannot be read: load_image names that problem
@@ -487,7 +500,9 @@ class MainWindow(QMainWindow):
             self.analyse()
 
     def _record_changed(self, record: ImageRecord | None) -> None:
-        """Another image: title, slice slider, modality note, presets, tags, W/L and the Invert tick follow it."""
+        """Another image: title, slice slider, modality note, presets, tags, W/L and the Invert tick follow it; cine
+        playback of the last one stops (it would play the new one on its own)."""
+        self.cine.stop()
         if record is None:
             return
         self._show_inverted(self.state.inverted)
@@ -657,6 +672,7 @@ class MainWindow(QMainWindow):
         state = self.state
         if state.record is None:
             return
+        self.cine.stop()  # the result is for the frame shown now: playback would move off it before it came
         if state.slice_error:
             self._error(f"Cannot analyse {state.slice_error}")
             return
@@ -864,10 +880,13 @@ class MainWindow(QMainWindow):
 
         def replace(update: Analysis) -> None:
             self._busy(None)
-            if state.analysis is shown:  # not an analysis of another image or slice meanwhile
-                state.replace_heatmap(model_id, update.results[0])
+            state.replace_heatmap(model_id, update.results[0], shown)  # kept with its slice if the reader moved on
 
-        self.bridge.watch(future, replace, self._analysis_failed)
+        def failed(error: BaseException) -> None:
+            self._busy(None)
+            self._error(str(error) if isinstance(error, DiagnosticError) else f"Grad-CAM failed: {error}")
+
+        self.bridge.watch(future, replace, failed)
 
     def _saved_percent(self, key: str, default: int) -> int:
         """A saved slider value, 0-100 (a hand-edited settings file cannot stop the start)."""
@@ -945,8 +964,15 @@ class MainWindow(QMainWindow):
         the slice."""
         import json
 
-        self.viewer.viewport().grab().save(str(path))
+        if path.suffix.lower() != ".png":  # a name typed without it: Qt would pick no format and write nothing
+            path = path.with_name(path.name + ".png")
+        if not self.viewer.viewport().grab().save(str(path), "PNG"):
+            self._error(f"Could not write {path}: check the folder exists and can be written to.")
+            return
         found = self.state.analysis.to_dict() if self.state.analysis is not None else {}
+        if self.state.rulers or self.state.regions:  # which picture they were measured on, analysed or not
+            found.setdefault("path", str(self.state.record.path))
+            found.setdefault("frame", self.state.frame)
         if self.state.rulers:
             found["measurements"] = [r.to_dict(self.state.pixel_spacing_mm) for r in self.state.rulers]
         if self.state.regions:

@@ -653,3 +653,91 @@ def test_a_history_image_entry_opens_the_frame_analysed(qtbot, window, pydicom_f
     window.history_panel._open(0, 0)  # a double-click on the entry
     qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
     assert window.state.record.path == path and window.state.slice_index == 6 and window.state.frame == 6
+
+
+def test_cine_stops_for_another_image_and_for_an_analysis(qtbot, window, pydicom_file, tmp_path):
+    """Playback belongs to the image it was started on: the next one opens still, at its first frame; Analyse
+    stops it, so the result is shown on the frame it was made for."""
+    import shutil
+
+    _open(qtbot, window, pydicom_file("rtdose.dcm"))  # 15 frames
+    window.toggle_cine()
+    qtbot.waitUntil(lambda: window.state.slice_index > 1, timeout=5000)
+    other = tmp_path / "other.dcm"
+    shutil.copy(pydicom_file("rtdose.dcm"), other)
+    _open(qtbot, window, other)
+    qtbot.wait(300)
+    assert not window.cine.isActive() and window.state.slice_index == 0
+    window.toggle_cine()
+    qtbot.waitUntil(lambda: window.state.slice_index > 1, timeout=5000)
+    window.analyse()
+    frame = window.state.slice_index
+    assert not window.cine.isActive()
+    qtbot.waitUntil(lambda: window._analyses_running == 0, timeout=30000)
+    assert window.state.slice_index == frame
+
+
+def test_a_recent_entry_of_a_relative_path_opens_that_file_from_another_working_folder(qtbot, window, pydicom_file,
+                                                                                        tmp_path, monkeypatch):
+    import shutil
+
+    for patient, source in (("patA", "CT_small.dcm"), ("patB", "MR_small.dcm")):
+        (tmp_path / patient).mkdir()
+        shutil.copy(pydicom_file(source), tmp_path / patient / "scan.dcm")
+    monkeypatch.chdir(tmp_path / "patA")
+    window.open_path("scan.dcm")  # as `main.py scan.dcm` started in that folder
+    qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
+    assert window.settings.value("recent", [], type=list)[0] == str(tmp_path / "patA" / "scan.dcm")
+    assert Path(window.settings.value("last_dir")).is_absolute()
+    monkeypatch.chdir(tmp_path / "patB")  # another day, another patient's folder with its own scan.dcm
+    window.recent_menu.actions()[0].trigger()
+    qtbot.waitUntil(lambda: not window.is_busy, timeout=20000)
+    assert window.state.record.path == tmp_path / "patA" / "scan.dcm"
+
+
+def test_an_exported_view_gets_its_png_ending_and_its_json_names_the_frame_measured(qtbot, window, pydicom_file,
+                                                                                   tmp_path):
+    import json
+
+    _open(qtbot, window, pydicom_file("rtdose.dcm"))
+    window.state.set_slice(6)
+    window.state.add_ruler(1, 1, 8, 8)
+    window.save_view(tmp_path / "view")  # typed without an ending: Qt wrote nothing and it said "Exported"
+    assert (tmp_path / "view.png").stat().st_size > 0
+    found = json.loads((tmp_path / "view.json").read_text())
+    assert found["frame"] == 6 and found["path"] == str(pydicom_file("rtdose.dcm")) and found["measurements"]
+    window.save_view(tmp_path / "missing" / "view.png")  # a folder that is not there: said, not "Exported"
+    assert "Could not write" in window.last_error and "Exported" not in window.statusBar().currentMessage()
+
+
+def test_a_failed_grad_cam_request_says_so_and_leaves_analyse_usable(qtbot, window, planted_png, monkeypatch):
+    from concurrent.futures import Future
+
+    _open(qtbot, window, planted_png[0], modality_index=1)
+    window.analyse()
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    result = window.state.heatmap_result
+    other = next(c for c in result.classes if c != result.heatmap_class)
+    real_submit = window.engine.submit
+
+    def submit(record, **options):
+        if options.get("target_class"):
+            failed = Future()
+            failed.set_exception(MemoryError("out of memory computing the gradients"))
+            return failed
+        return real_submit(record, **options)
+
+    monkeypatch.setattr(window.engine, "submit", submit)
+    window._gradcam_for_class(result.model_id, other)
+    qtbot.waitUntil(lambda: not window.is_busy, timeout=30000)
+    assert window.last_error.startswith("Grad-CAM failed") and window._analyses_running == 0
+    window.analyse()
+    qtbot.waitUntil(lambda: window._analyses_running == 0 and not window.is_busy, timeout=60000)
+    assert window.analyse_action.isEnabled()  # the failure had taken one more off the count: disabled for good
+
+
+@pytest.mark.parametrize("value", ["garbage", ""])
+def test_a_damaged_window_geometry_setting_does_not_stop_the_start(qtbot, tiny_models, tmp_path, value):
+    (tmp_path / "settings.ini").write_text(f"[General]\ngeometry={value}\n")
+    window = open_window(qtbot, tiny_models, tmp_path)
+    assert window.isVisible()

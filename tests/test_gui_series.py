@@ -298,6 +298,36 @@ def test_automatic_modality_keeps_the_slice_window_and_rulers_of_the_series(qtbo
     assert state.slice_index == 2 and state.window == chosen and state.rulers == rulers
 
 
+def test_a_series_whose_first_slice_is_damaged_opens_on_the_first_it_can_read(qtbot, window, planted_series, tmp_path):
+    import shutil
+
+    from core.series.index import index_path
+
+    folder = tmp_path / "planted"
+    shutil.copytree(planted_series, folder)
+    first = index_path(folder).series[0].slices[0].path
+    first.write_bytes(first.read_bytes()[:-3000])  # its pixel data cut short
+    _open_folder(qtbot, window, folder)  # the error alone was shown; the nine good slices could not be reached
+    assert window.state.slice_index == 1 and window.state.slice_error is None
+    assert window.statusBar().currentMessage().startswith("Showing slice 2, the first that can be read; slice 1:")
+    window.state.set_slice(0)
+    assert window.state.slice_error  # shown black with its reason, as any damaged slice
+
+
+def test_grad_cam_for_another_class_reaches_its_slice_after_the_reader_scrolled_away(qtbot, window, planted_series):
+    _open_folder(qtbot, window, planted_series)
+    window.state.set_slice(PLANTED_LESION_SLICES[1])
+    window.analyse()
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=120000)
+    result = window.state.heatmap_result
+    other = next(c for c in result.classes if c != result.heatmap_class)
+    window._gradcam_for_class(result.model_id, other)
+    window.state.step(1)  # a look at the next slice while it computes
+    qtbot.waitUntil(lambda: not window.is_busy, timeout=60000)
+    window.state.step(-1)
+    assert window.state.heatmap_result.heatmap_class == other
+
+
 def test_a_series_chosen_while_another_is_analysed_is_analysed_next(qtbot, window, study, monkeypatch):
     """Automatic analysis on: the reader picks the sagittal series while the axial one is still running. The axial
     result is kept for the axial series; the sagittal one is analysed when the run ends (runs are one at a time)."""

@@ -243,6 +243,15 @@ def test_replace_heatmap_swaps_only_that_models_heatmap():
     assert analysis.results[0].heatmap is new and analysis.results[0].heatmap_class == "b"
     assert analysis.results[1].heatmap is None
     assert seen == [("heatmap", analysis)]
+    tile = np.full((4, 6), 0.5)  # a tiled model's top-tile Grad-CAM is for the class asked for too
+    state.replace_heatmap("cls", ModelResult("cls", "1.0", "classification", "cpu", heatmap=new, heatmap_class="a",
+                                             tile_gradcam=tile))
+    assert analysis.results[0].tile_gradcam is tile
+    earlier = _analysis(heatmap=np.zeros((4, 6)))  # asked for on an analysis no longer shown: kept with it, unseen
+    seen.clear()
+    state.replace_heatmap("cls", ModelResult("cls", "1.0", "classification", "cpu", heatmap=new, heatmap_class="b"),
+                          earlier)
+    assert earlier.results[0].heatmap_class == "b" and analysis.results[0].heatmap_class == "a" and seen == []
 
 
 # ----- overlay layers
