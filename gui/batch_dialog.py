@@ -210,10 +210,10 @@ class BatchDialog(QDialog):
             "A folder is being analysed. Cancel it after the current file and close? The files done stay in the "
             "output folder; Resume continues the run later.") == QMessageBox.StandardButton.Yes
 
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def reject(self) -> None:
+        """Escape and closing the window (QDialog closes through reject) while a folder runs ask first."""
         if self.running and not self.cancel_event.is_set():
             if not self.ask_to_stop():
-                event.ignore()
-                return
+                return  # stays open; a close event is then ignored
             self.cancel()
-        super().closeEvent(event)
+        super().reject()

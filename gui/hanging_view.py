@@ -23,9 +23,13 @@ def caption(name: str) -> str:
     return f"{name[0]} {name[1:]}"
 
 
-def _views_of(exam: Exam) -> tuple:
-    """What makes two hung exams the same: their key and each view's file and frame."""
-    return exam.key, sorted((name, str(view.ref.path), view.ref.frame) for name, view in exam.views.items())
+def same_exam(a: Exam | None, b: Exam | None) -> bool:
+    """Whether two exams found in the study index (each search builds new ones) are one: the same key and each view
+    the same file and frame."""
+    def views(exam: Exam) -> tuple:
+        return exam.key, sorted((name, str(view.ref.path), view.ref.frame) for name, view in exam.views.items())
+
+    return a is not None and b is not None and views(a) == views(b)
 
 
 class ExamView(QWidget):
@@ -74,8 +78,7 @@ class ExamView(QWidget):
     def show_exam(self, exam: Exam) -> None:
         """Hang ``exam``; the same exam hung again (the window closed and reopened) keeps its analyses, drawn
         again as its pictures arrive."""
-        same = self.exam is not None and _views_of(self.exam) == _views_of(exam)
-        if not same:
+        if not same_exam(self.exam, exam):
             self.results, self._source_shapes = {}, {}
         self.exam, self.mirrored, self._pixmaps, self._pictures = exam, {}, {}, {}
         self.setWindowTitle(f"Mammography exam — {exam.patient_id or 'unknown patient'}")

@@ -760,6 +760,8 @@ class MainWindow(QMainWindow):
 
     def analyse_exam(self) -> None:
         """Every view of the hung exam through the models, each with the other breast's view found for it."""
+        from gui.hanging_view import same_exam
+
         view_window = self.exam_view
         exam = view_window.exam if view_window is not None else None
         if exam is None:
@@ -780,7 +782,7 @@ class MainWindow(QMainWindow):
             if error is None and result[0].results:  # recorded as any analysis is, the exam still shown or not
                 self.bridge.run(self.history.add, result[0], on_done=lambda _: self._refresh_history(),
                                 on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
-            if view_window.exam is not exam:
+            if not same_exam(view_window.exam, exam):  # hung again (closed and reopened): still this exam
                 return
             if error is not None:
                 view_window.captions[name].setText(f"{name}: {error}")

@@ -6,6 +6,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from core.export.dicom_export import export_overlay_sc, export_seg
 from core.export.report import overlay_picture, write_batch_report, write_image_report
@@ -121,8 +122,11 @@ def test_structured_report_holds_the_label_probabilities_and_each_outlined_lesio
     assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.Modality == "SR"
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
-    (image_group,) = sr.content.get_image_measurement_groups()
+    image_group, found = sr.content.get_image_measurement_groups()
     assert image_group.tracking_identifier == "tiny-mr-classifier classification"
+    assert found.tracking_identifier == "tiny-us-segmenter segmentation" and _algorithm_names(found) == [
+        "tiny-us-segmenter"]
+    assert [(m.name.meaning, m.value) for m in found.get_measurements()] == [("Lesions outlined", 1)]
     assert _algorithm_names(image_group) == ["tiny-mr-classifier"]
     assert {m.name.meaning: m.value for m in image_group.get_measurements()} == pytest.approx(
         {f"Probability of {c}": p for c, p in classifier.probabilities.items()})
@@ -152,7 +156,33 @@ def test_analyze_command_writes_a_structured_report(tiny_models, identified_dico
     assert json.loads(capsys.readouterr().out)["dicom_sr_file"] == str(target)
     sr = hd.sr.srread(target)
     _no_identifiers(sr)
-    assert len(sr.content.get_image_measurement_groups()) == 1 and len(sr.content.get_planar_roi_measurement_groups()) == 1
+    assert len(sr.content.get_image_measurement_groups()) == 2 and len(sr.content.get_planar_roi_measurement_groups()) == 1
+    blank = tmp_path / "blank.png"  # nothing outlined: a negative result is reported, not a failed export
+    Image.fromarray(np.full((64, 64), 30, np.uint8)).save(blank)
+    assert main(["analyze", str(blank), "--modality", "US", "--model", "tiny-us-segmenter", "--dicom-sr-out",
+                 str(tmp_path / "blank.sr.dcm"), "--json", "--no-history"]) == 0
+    capsys.readouterr()
+    (found,) = hd.sr.srread(tmp_path / "blank.sr.dcm").content.get_image_measurement_groups()
+    assert [(m.name.meaning, m.value) for m in found.get_measurements()] == [("Lesions outlined", 0)]
+
+
+def test_structured_report_codes_are_one_per_name_whatever_the_names(planted_png, tmp_path):
+    """Private code values are cut to 16 characters: names sharing their start shared a code with two meanings, a
+    backslash split a value and a name in another script was written without a character set."""
+    from core.export.structured_report import export_sr
+    from core.inference.results import Analysis, ModelResult
+
+    names = ["adenocarcinoma_lung", "adenocarcinoma_colon", "Ödem", "a\\b"]
+    result = ModelResult("user-model", "1.0", "classification", "cpu", names, dict(zip(names, (0.1, 0.2, 0.3, 0.4))),
+                         "a\\b")
+    record = load_image(planted_png[0])
+    sr = hd.sr.srread(export_sr(record, Analysis(str(record.path), "OT", "guess", 0, [result]), tmp_path / "c.dcm"))
+    (group,) = sr.content.get_image_measurement_groups()
+    measured = {m.name.meaning: (m.name.value, m.value) for m in group.get_measurements()}
+    assert set(measured) == {"Probability of adenocarcinoma_lung", "Probability of adenocarcinoma_colon",
+                             "Probability of Ödem", "Probability of a/b"}
+    assert len({value for value, _ in measured.values()}) == 4 and measured["Probability of Ödem"][1] == 0.3
+    assert group.finding_type.meaning == "a/b" and sr.SpecificCharacterSet == "ISO_IR 192"
 
 
 def _render(pdf_path, tmp_path):

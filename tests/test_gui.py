@@ -374,6 +374,8 @@ def test_batch_dialog_asks_before_reusing_an_output_folder_or_closing_while_it_r
     monkeypatch.setattr(dialog, "ask_to_stop", lambda: False)
     dialog.close()
     assert dialog.isVisible() and not dialog.cancel_event.is_set()
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)  # Escape rejects the dialog: it asks too, and No keeps it
+    assert dialog.isVisible() and not dialog.cancel_event.is_set()
     monkeypatch.setattr(dialog, "ask_to_stop", lambda: True)
     dialog.close()
     assert not dialog.isVisible() and dialog.cancel_event.is_set()

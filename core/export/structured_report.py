@@ -2,16 +2,19 @@
 reporting system to show the models' results beside the image they were made on.
 
 Each classifier is one image-level measurement group: its label as the group's finding type and each class's
-probability as a measurement. Each lesion a segmenter outlined is a planar region (its outline as a
-closed polyline) with its area and longest diameter where the pixel spacing is known, and each mark of a film
-detector a circle with its score. Every group names the model and version that made it (Algorithm
-Identification, family Artificial Intelligence). Class names and scores have no standard codes: they are coded
-in this program's private scheme (``99MIDA``). The referenced image is the one a SEG export references
+probability as a measurement. Each segmenter is an image-level group with the number of lesions it outlined (a
+negative result is a result), and each lesion a planar region (its outline as a closed polyline) with its area
+and longest diameter where the pixel spacing is known; each mark of a film detector is a circle with its score.
+Every group names the model and version that made it (Algorithm Identification, family Artificial
+Intelligence). Class names and scores have no standard codes: they are coded in this program's private scheme
+(``99MIDA``), each code value derived from the name it stands for (one value, one meaning), the name itself in
+the code meaning; text is written as UTF-8. The referenced image is the one a SEG export references
 (``source_dataset``): the file itself, or the analysed frame as a Secondary Capture written beside the report.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import highdicom as hd
@@ -22,6 +25,7 @@ from pydicom.uid import generate_uid
 
 from core import __version__
 from core.export.anonymise import deidentify_created
+from core.errors import DiagnosticError
 from core.export.dicom_export import MANUFACTURER, source_dataset
 from core.imaging.record import ImageRecord
 from core.inference.results import Analysis, ModelResult
@@ -30,9 +34,12 @@ SCHEME = "99MIDA"  # private coding scheme: the models' class names and scores
 SR_DESCRIPTION = "Decision support results - not for diagnosis"
 
 
-def code(value: str, meaning: str) -> hd.sr.CodedConcept:
-    """A concept of the private scheme (code values are at most 16 characters)."""
-    return hd.sr.CodedConcept(value[:16], SCHEME, meaning[:64])
+def code(kind: str, name: str, meaning: str) -> hd.sr.CodedConcept:
+    """The private scheme's concept for ``name`` as a ``kind`` ('P': a class's probability, 'C': a class or kind of
+    finding, 'M': a measure of this program): a code value (SH, at most 16 characters) that only this name gives,
+    whatever its length or characters, and the meaning in words (LO: 64 characters, no backslash)."""
+    digest = hashlib.sha256(f"{kind}:{name}".encode()).hexdigest()[:12].upper()
+    return hd.sr.CodedConcept(f"{kind}{digest}", SCHEME, meaning.replace("\\", "/")[:64])
 
 
 def _algorithm(result: ModelResult) -> hd.sr.AlgorithmIdentification:
@@ -42,12 +49,12 @@ def _algorithm(result: ModelResult) -> hd.sr.AlgorithmIdentification:
 
 def _classification(result: ModelResult, image: hd.sr.SourceImageForMeasurementGroup
                     ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    probabilities = [hd.sr.Measurement(name=code(f"P_{name}", f"Probability of {name}"), value=float(p),
+    probabilities = [hd.sr.Measurement(name=code("P", name, f"Probability of {name}"), value=float(p),
                                        unit=codes.UCUM.NoUnits, algorithm_id=_algorithm(result))
                      for name, p in result.probabilities.items()]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{result.model_id} classification"[:64]),
-        finding_type=code(result.label, result.label) if result.label else None, algorithm_id=_algorithm(result),
+        finding_type=code("C", result.label, result.label) if result.label else None, algorithm_id=_algorithm(result),
         source_images=[image], measurements=probabilities)
 
 
@@ -56,9 +63,11 @@ def _lesions(result: ModelResult, region_image: hd.sr.SourceImageForRegion, scal
     groups = []
     sy, sx = scale
     for n, lesion in enumerate(result.lesions, start=1):
-        outline = (np.asarray(lesion.contour, np.float64).reshape(-1, 2) + 0.5) * (sx, sy)  # pixel centres
-        if len(outline) < 3:
-            continue
+        outline = np.asarray(lesion.contour, np.float64).reshape(-1, 2) + 0.5  # pixel centres
+        if len(outline) < 3:  # a lesion of a pixel or a line of them: its box
+            x, y, w, h = lesion.bbox
+            outline = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)
+        outline = outline * (sx, sy)
         measurements = []
         if lesion.area_mm2 is not None:
             measurements.append(hd.sr.Measurement(codes.SCT.Area, float(lesion.area_mm2), codes.UCUM.SquareMillimeter,
@@ -84,10 +93,21 @@ def _marks(result: ModelResult, region_image: hd.sr.SourceImageForRegion, scale:
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{result.model_id} mark {n}"[:64]),
             referenced_region=hd.sr.ImageRegion(hd.sr.GraphicTypeValues.CIRCLE, circle, region_image),
-            finding_type=code(mark.kind, mark.kind) if mark.kind else codes.SCT.Lesion, algorithm_id=_algorithm(result),
-            measurements=[hd.sr.Measurement(code("SCORE", "Detector score"), float(mark.score), codes.UCUM.NoUnits,
+            finding_type=code("C", mark.kind, mark.kind) if mark.kind else codes.SCT.Lesion,
+            algorithm_id=_algorithm(result),
+            measurements=[hd.sr.Measurement(code("M", "score", "Detector score"), float(mark.score), codes.UCUM.NoUnits,
                                             algorithm_id=_algorithm(result))]))
     return groups
+
+
+def _segmentation(result: ModelResult, image: hd.sr.SourceImageForMeasurementGroup
+                  ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """What the segmenter found on the whole image: how many lesions it outlined (none is a finding too)."""
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{result.model_id} segmentation"[:64]),
+        algorithm_id=_algorithm(result), source_images=[image],
+        measurements=[hd.sr.Measurement(code("M", "lesions", "Lesions outlined"), float(len(result.lesions)),
+                                        codes.UCUM.NoUnits, algorithm_id=_algorithm(result))])
 
 
 def measurement_groups(analysis: Analysis, source: Dataset, record: ImageRecord) -> list:
@@ -102,6 +122,8 @@ def measurement_groups(analysis: Analysis, source: Dataset, record: ImageRecord)
     for result in analysis.results:
         if result.probabilities:
             groups.append(_classification(result, image))
+        if result.mask is not None:
+            groups.append(_segmentation(result, image))
         groups += _lesions(result, region_image, scale)
         groups += _marks(result, region_image, scale)
     return groups
@@ -109,6 +131,8 @@ def measurement_groups(analysis: Analysis, source: Dataset, record: ImageRecord)
 
 def export_sr(record: ImageRecord, analysis: Analysis, out: Path, anonymise: bool = True) -> Path:
     """``analysis`` of ``record`` as a Comprehensive 3D SR in the source's study, written to ``out``."""
+    if not analysis.results:
+        raise DiagnosticError("no model result to report: analyse the image first")
     out.parent.mkdir(parents=True, exist_ok=True)
     source = source_dataset(record, analysis.frame, anonymise, out.parent)
     device = hd.sr.ObserverContext(
@@ -124,6 +148,7 @@ def export_sr(record: ImageRecord, analysis: Analysis, out: Path, anonymise: boo
         evidence=[source], content=report, series_instance_uid=hd.UID(), series_number=902, sop_instance_uid=hd.UID(),
         instance_number=1, manufacturer=MANUFACTURER, is_complete=True)
     sr.SeriesDescription = SR_DESCRIPTION
+    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: class names and model ids may be in any script
     if anonymise:
         deidentify_created(sr, str(source.PatientID))
     sr.save_as(out, enforce_file_format=True)
