@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--report-out", type=Path, metavar="FILE.pdf", help="PDF report")
     analyze.add_argument("--dicom-seg-out", type=Path, metavar="FILE.dcm", help="segmentation as DICOM SEG")
     analyze.add_argument("--dicom-sr-out", type=Path, metavar="FILE.dcm",
-                         help="results as a DICOM Structured Report (TID 1500: labels, probabilities, outlines, marks)")
+                         help="results as a DICOM Structured Report (TID 1500: labels, probabilities, outlines, marks); "
+                              "with --series one per series (FILE_s1.dcm, ... where there are several)")
     analyze.add_argument("--identified", action="store_true", help="keep patient identifiers in exports")
     analyze.add_argument("--no-history", action="store_true",
                          help="do not record this analysis (with --series: the series verdicts) in the history")

@@ -227,6 +227,7 @@ class MainWindow(QMainWindow):
         export_menu.addAction(self._action("Segmentation as DICOM SEG…", self.export_seg))
         export_menu.addAction(self._action("Overlay as DICOM Secondary Capture…", self.export_sc))
         export_menu.addAction(self._action("Results as DICOM Structured Report…", self.export_sr))
+        export_menu.addAction(self._action("Series results as DICOM Structured Report…", self.export_series_sr))
         export_menu.addSeparator()
         export_menu.addAction(self._action("Anonymise exports", self._set_anonymise, checkable=True, checked=True))
         file_menu.addSeparator()
@@ -1046,6 +1047,21 @@ class MainWindow(QMainWindow):
         path = path or self._export_target("DICOM Structured Report", ".sr.dcm", "DICOM (*.dcm)")
         if path:
             self._run_export(export_sr, self.state.record, self.state.analysis, path, self.anonymise_exports)
+
+    def export_series_sr(self, path: Path | None = None) -> None:
+        """The series analysis shown as a DICOM SR: each verdict, and every slice's outlines on that slice."""
+        from core.series.structured_report import export_series_sr
+
+        analysis = self.state.series_analysis
+        if analysis is None:
+            self._error("Analyse the series first (Analysis ▸ Analyse series): there is no series result yet.")
+            return
+        if path is None:
+            suggested = analysis.series.slices[0].path.parent / "series.sr.dcm"
+            chosen, _ = QFileDialog.getSaveFileName(self, "Series results as DICOM SR", str(suggested), "DICOM (*.dcm)")
+            path = Path(chosen) if chosen else None
+        if path:
+            self._run_export(export_series_sr, analysis, path, self.anonymise_exports)
 
     def _run_export(self, fn, *args) -> None:
         self._busy("Exporting…")

@@ -158,6 +158,12 @@ def test_series_analysis_verdict_strip_plot_and_overlays_follow_the_slice(qtbot,
     window.export_series_report(window.settings_dir / "series.pdf")
     qtbot.waitUntil(lambda: window.last_export is not None, timeout=30000)
     assert window.last_export.name == "series.pdf" and window.last_export.stat().st_size > 10000
+    window.last_export = None
+    window.export_series_sr(window.settings_dir / "series.sr.dcm")
+    qtbot.waitUntil(lambda: window.last_export is not None, timeout=30000)
+    import highdicom as hd
+
+    assert len(hd.sr.srread(window.last_export).content.get_planar_roi_measurement_groups()) == 4  # slices 4-7
     # each completed series analysis is one history entry, listed in the History dock
     table = window.history_panel.table
     qtbot.waitUntil(lambda: table.rowCount() == 2, timeout=10000)

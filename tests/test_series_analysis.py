@@ -199,10 +199,12 @@ def test_analyze_series_command_prints_the_documented_json(planted_series, mr_mo
 
     monkeypatch.setenv("MIDA_USER_MODELS", str(mr_models))
     monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))  # a history of this test's own
-    rc = main(["analyze", str(planted_series), "--series", "--json", "--model", MODELS[0], "--model", MODELS[1]])
+    rc = main(["analyze", str(planted_series), "--series", "--json", "--model", MODELS[0], "--model", MODELS[1],
+               "--dicom-sr-out", str(tmp_path / "series.sr.dcm")])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
     (series,) = out["series"]
+    assert series["dicom_sr_file"] == str(tmp_path / "series.sr.dcm") and (tmp_path / "series.sr.dcm").stat().st_size
     assert (series["modality"], series["plane"], series["slices"]) == ("MR", "axial", 10)
     yesno, seg = series["results"]
     assert set(yesno) >= {"model", "label", "probability", "first_slice", "last_slice", "lesion_volume_ml",
@@ -308,3 +310,40 @@ def test_model_cards_quote_the_series_verdict_rule():
     assert VERDICT_RULE in model_card(brain) and VERDICT_RULE in (models / "brain-mri-tumor-4class" / "model_card.md").read_text()
     histology = json.loads((models / "breast-histology-2class" / "manifest.json").read_text())
     assert "Series verdict" not in model_card(histology)  # one picture, not a series of slices
+
+
+def test_a_series_structured_report_gives_each_verdict_and_every_slice_outline_on_its_own_instance(
+        planted_series, mr_models, tmp_path):
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    from core.inference.analyzer import Analyzer, Engine
+    from core.models.registry import Registry
+    from core.series.structured_report import export_series_sr
+
+    series = index_folder(planted_series).series[0]
+    engine = Engine(Analyzer(Registry([mr_models])))
+    try:
+        analysis = analyse_series(series, engine, MODELS)
+    finally:
+        engine.shutdown()
+    yesno, seg = analysis.results
+    sr = hd.sr.srread(export_series_sr(analysis, tmp_path / "series.sr.dcm"))
+    assert sr.StudyInstanceUID == pydicom.dcmread(series.slices[0].path).StudyInstanceUID
+    assert str(sr.PatientName) == "ANONYMOUS"
+    classifier, segmenter = sr.content.get_image_measurement_groups()
+    assert classifier.finding_type.meaning == "yes" and segmenter.finding_type.meaning == "lesion"
+    where = {"First slice of the finding (position order)": 4, "Last slice of the finding (position order)": 7}
+    assert {m.name.meaning: m.value for m in classifier.get_measurements()} == pytest.approx(
+        {"Probability of yes": yesno.probability, **where})
+    assert {m.name.meaning: m.value for m in segmenter.get_measurements()} == pytest.approx(
+        {"Volume": seg.lesion_volume_ml, **where}, abs=1e-6)
+    outlines = sr.content.get_planar_roi_measurement_groups()
+    assert [g.tracking_identifier for g in outlines] == [f"tiny-mr-segmenter slice {k + 1} lesion 1"
+                                                         for k in LESION_SLICES]
+    for group, k in zip(outlines, LESION_SLICES):
+        referenced = group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        assert referenced == series.slices[k].sop_uid  # the outline sits on its own slice
+        (area,) = [m.value for m in group.get_measurements() if m.name == codes.SCT.Area]
+        assert area == pytest.approx(seg.slices[k].outlines[0].area_mm2)

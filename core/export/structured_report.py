@@ -28,7 +28,7 @@ from core.export.anonymise import deidentify_created
 from core.errors import DiagnosticError
 from core.export.dicom_export import MANUFACTURER, source_dataset
 from core.imaging.record import ImageRecord
-from core.inference.results import Analysis, ModelResult
+from core.inference.results import Analysis, Lesion, ModelResult
 
 SCHEME = "99MIDA"  # private coding scheme: the models' class names and scores
 SR_DESCRIPTION = "Decision support results - not for diagnosis"
@@ -42,9 +42,12 @@ def code(kind: str, name: str, meaning: str) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(f"{kind}{digest}", SCHEME, meaning.replace("\\", "/")[:64])
 
 
+def algorithm(model_id: str, version: str) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=model_id, version=version, family=codes.cid7162.ArtificialIntelligence)
+
+
 def _algorithm(result: ModelResult) -> hd.sr.AlgorithmIdentification:
-    return hd.sr.AlgorithmIdentification(name=result.model_id, version=result.version,
-                                         family=codes.cid7162.ArtificialIntelligence)
+    return algorithm(result.model_id, result.version)
 
 
 def _classification(result: ModelResult, image: hd.sr.SourceImageForMeasurementGroup
@@ -58,11 +61,15 @@ def _classification(result: ModelResult, image: hd.sr.SourceImageForMeasurementG
         source_images=[image], measurements=probabilities)
 
 
-def _lesions(result: ModelResult, region_image: hd.sr.SourceImageForRegion, scale: tuple[float, float]
-             ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+def lesion_groups(model_id: str, version: str, lesions: list[Lesion], region_image: hd.sr.SourceImageForRegion,
+                  scale: tuple[float, float], name: str = "lesion"
+                  ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    """Each lesion as a planar region on ``region_image``: its outline (the picture as analysed, scaled by
+    ``scale`` = (rows, columns) of the file per row and column analysed), area and longest diameter."""
     groups = []
     sy, sx = scale
-    for n, lesion in enumerate(result.lesions, start=1):
+    method = algorithm(model_id, version)
+    for n, lesion in enumerate(lesions, start=1):
         outline = np.asarray(lesion.contour, np.float64).reshape(-1, 2) + 0.5  # pixel centres
         if len(outline) < 3:  # a lesion of a pixel or a line of them: its box
             x, y, w, h = lesion.bbox
@@ -71,15 +78,15 @@ def _lesions(result: ModelResult, region_image: hd.sr.SourceImageForRegion, scal
         measurements = []
         if lesion.area_mm2 is not None:
             measurements.append(hd.sr.Measurement(codes.SCT.Area, float(lesion.area_mm2), codes.UCUM.SquareMillimeter,
-                                                  algorithm_id=_algorithm(result)))
+                                                  algorithm_id=method))
         if lesion.max_diameter_mm is not None:
             measurements.append(hd.sr.Measurement(codes.SCT.LongAxis, float(lesion.max_diameter_mm),
-                                                  codes.UCUM.Millimeter, algorithm_id=_algorithm(result)))
+                                                  codes.UCUM.Millimeter, algorithm_id=method))
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{result.model_id} lesion {n}"[:64]),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{model_id} {name} {n}"[:64]),
             referenced_region=hd.sr.ImageRegion(hd.sr.GraphicTypeValues.POLYLINE,
                                                 np.vstack([outline, outline[:1]]).astype(np.float32), region_image),
-            finding_type=codes.SCT.Lesion, algorithm_id=_algorithm(result), measurements=measurements))
+            finding_type=codes.SCT.Lesion, algorithm_id=method, measurements=measurements))
     return groups
 
 
@@ -124,9 +131,32 @@ def measurement_groups(analysis: Analysis, source: Dataset, record: ImageRecord)
             groups.append(_classification(result, image))
         if result.mask is not None:
             groups.append(_segmentation(result, image))
-        groups += _lesions(result, region_image, scale)
+        groups += lesion_groups(result.model_id, result.version, result.lesions, region_image, scale)
         groups += _marks(result, region_image, scale)
     return groups
+
+
+def write_sr(groups: list, evidence: list[Dataset], model_ids: list[str], out: Path, anonymise: bool) -> Path:
+    """A Comprehensive 3D SR of ``groups`` in the study of ``evidence`` (the images referenced, de-identified
+    already where ``anonymise``), observed by this program as a device, written to ``out``."""
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[MANUFACTURER, __version__]), name=MANUFACTURER,
+            manufacturer_name=MANUFACTURER, model_name=", ".join(model_ids)[:64] or None))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=codes.SCT.ImagingProcedure, imaging_measurements=groups, referenced_images=evidence)
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence, content=report, series_instance_uid=hd.UID(), series_number=902, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer=MANUFACTURER, is_complete=True)
+    sr.SeriesDescription = SR_DESCRIPTION
+    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: class names and model ids may be in any script
+    if anonymise:
+        deidentify_created(sr, str(evidence[0].PatientID))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sr.save_as(out, enforce_file_format=True)
+    return out
 
 
 def export_sr(record: ImageRecord, analysis: Analysis, out: Path, anonymise: bool = True) -> Path:
@@ -135,21 +165,5 @@ def export_sr(record: ImageRecord, analysis: Analysis, out: Path, anonymise: boo
         raise DiagnosticError("no model result to report: analyse the image first")
     out.parent.mkdir(parents=True, exist_ok=True)
     source = source_dataset(record, analysis.frame, anonymise, out.parent)
-    device = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=[MANUFACTURER, __version__]), name=MANUFACTURER,
-            manufacturer_name=MANUFACTURER, model_name=", ".join(r.model_id for r in analysis.results)[:64] or None))
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=device),
-        procedure_reported=codes.SCT.ImagingProcedure,
-        imaging_measurements=measurement_groups(analysis, source, record), referenced_images=[source])
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=[source], content=report, series_instance_uid=hd.UID(), series_number=902, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer=MANUFACTURER, is_complete=True)
-    sr.SeriesDescription = SR_DESCRIPTION
-    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: class names and model ids may be in any script
-    if anonymise:
-        deidentify_created(sr, str(source.PatientID))
-    sr.save_as(out, enforce_file_format=True)
-    return out
+    return write_sr(measurement_groups(analysis, source, record), [source], [r.model_id for r in analysis.results],
+                    out, anonymise)

@@ -69,19 +69,37 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
     complete = not cancel.is_set() and len(analyses) == len(index.series)
     if record is not None:
         record([a for a in analyses if not a.cancelled and a.results])  # complete series with verdicts only
+    reports = _structured_reports(analyses, args.dicom_sr_out, not args.identified) if args.dicom_sr_out else {}
     if args.json:
-        out = {"path": str(path), "series": [a.to_dict() for a in analyses]}
+        out = {"path": str(path), "series": [dict(a.to_dict(), **reports.get(k, {})) for k, a in enumerate(analyses)]}
         if index.problems:
             out["problems"] = index.problems
         if not complete:
             out["cancelled"] = True
         _print_json(out)
         return 0 if complete else 3
-    for a in analyses:
+    for k, a in enumerate(analyses):
         print(series_text(a))
+        for key, value in reports.get(k, {}).items():
+            print(f"  {'DICOM SR' if key == 'dicom_sr_file' else 'no DICOM SR'}: {value}")
     for problem in index.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     return 0 if complete else 3
+
+
+def _structured_reports(analyses: list[SeriesAnalysis], target: Path, anonymise: bool) -> dict[int, dict]:
+    """Each series' DICOM SR (``target``; with several series ``<stem>_s<n><suffix>``, n from 1), or why not."""
+    from core.errors import DiagnosticError
+    from core.series.structured_report import export_series_sr
+
+    written: dict[int, dict] = {}
+    for k, analysis in enumerate(analyses):
+        out = target if len(analyses) == 1 else target.with_name(f"{target.stem}_s{k + 1}{target.suffix}")
+        try:
+            written[k] = {"dicom_sr_file": str(export_series_sr(analysis, out, anonymise))}
+        except (DiagnosticError, OSError) as exc:
+            written[k] = {"dicom_sr_error": str(exc)}
+    return written
 
 
 def series_text(a: SeriesAnalysis) -> str:
