@@ -270,7 +270,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             history = History()
         run = BatchRun(args.folder, args.out, analyzer=engine.analyzer, model_ids=args.model, resume=args.resume,
                        all_frames=args.all_frames, heatmaps=not args.no_heatmaps, cancel=cancel, on_progress=progress,
-                       history=history, overwrite=args.overwrite, microns_per_pixel=args.microns_per_pixel)
+                       history=history, overwrite=args.overwrite, microns_per_pixel=args.microns_per_pixel,
+                       dicom_sr=args.dicom_sr)
         future = engine.call(run.run)
         while True:
             try:
@@ -423,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--all-frames", action="store_true", help="analyse every frame of multi-frame files")
     batch.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images (faster)")
     batch.add_argument("--no-history", action="store_true", help="do not record the analyses in the history")
+    batch.add_argument("--dicom-sr", action="store_true",
+                       help="also write each analysis as a de-identified DICOM Structured Report in OUTDIR/sr/")
     _add_scale_options(batch)
     batch.set_defaults(func=cmd_batch)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QDialog,
     QFileDialog,
     QFormLayout,
@@ -77,6 +78,8 @@ class BatchDialog(QDialog):
         form.addRow("Folder", self._with_browse(self.folder, "Folder to analyse"))
         form.addRow("Output folder", self._with_browse(self.out, "Folder for results"))
         form.addRow("Models (none = by modality)", self.models)
+        self.dicom_sr = QCheckBox("Also write each analysis as a DICOM Structured Report (de-identified, in sr/)")
+        form.addRow("", self.dicom_sr)
         self.start_button = QPushButton("Start")
         self.resume_button = QPushButton("Resume")
         self.cancel_button = QPushButton("Cancel")
@@ -134,7 +137,7 @@ class BatchDialog(QDialog):
         try:
             run = BatchRun(folder, out, analyzer=self.engine.analyzer, model_ids=chosen or None, resume=resume,
                            overwrite=overwrite, cancel=self.cancel_event, on_progress=self.relay.progress.emit,
-                           on_rows=self.relay.rows.emit, history=self.history)
+                           on_rows=self.relay.rows.emit, history=self.history, dicom_sr=self.dicom_sr.isChecked())
         except DiagnosticError as exc:
             self.status.setText(str(exc))
             return

@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -85,6 +86,22 @@ def test_mixed_folder_rows_and_errors(mixed_folder, tmp_path, tiny_models):
     payload = json.loads((out / "results.json").read_text())
     assert len(payload["rows"]) == len(rows) and summary["errors"] == 3
     assert (out / "report.pdf").stat().st_size > 0
+
+
+def test_batch_writes_a_de_identified_structured_report_per_analysis(mixed_folder, tmp_path, tiny_models):
+    import highdicom as hd
+
+    out = tmp_path / "out"
+    BatchRun(mixed_folder, out, Analyzer(Registry([tiny_models])), model_ids=MODELS, dicom_sr=True).run()
+    rows = _rows(out / "results.csv")
+    done = [r for r in rows if not r["error"]]
+    assert len({r["file"] for r in done}) == 10 and all(r["sr_file"].startswith("sr/") for r in done)
+    assert not any(r["sr_file"] for r in rows if r["error"])  # the three unreadable files
+    for name in {r["sr_file"] for r in done}:
+        sr = hd.sr.srread(out / name)
+        assert sr.PatientIdentityRemoved == "YES" and len(sr.content.get_image_measurement_groups()) == 2
+    mr = hd.sr.srread(out / next(r["sr_file"] for r in done if r["file"] == "patientA/IM0001"))
+    assert mr.StudyInstanceUID == pydicom.dcmread(mixed_folder / "patientA" / "IM0001").StudyInstanceUID
 
 
 def _cli(folder, out, env, *extra):

@@ -144,7 +144,7 @@ class BatchRun:
                  cancel: threading.Event | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
                  on_rows: Callable[[list[dict]], None] | None = None, history=None, overwrite: bool = False,
-                 microns_per_pixel: float | None = None) -> None:
+                 microns_per_pixel: float | None = None, dicom_sr: bool = False) -> None:
         self.root, self.out = Path(root), Path(out)
         self.microns_per_pixel = microns_per_pixel  # the user's scale of every image (microscopy), else the file's
         self.analyzer = analyzer or Analyzer()
@@ -158,6 +158,9 @@ class BatchRun:
             list(self.analyzer.registry.bundles.values())
         classes = sorted({c for b in bundles if b.task == "classification" for c in b.classes})
         self.columns = BASE_COLUMNS + [f"p_{c}" for c in classes] + TAIL_COLUMNS
+        self.dicom_sr = dicom_sr  # each analysis also as a de-identified DICOM SR in sr/, named in the rows' sr_file
+        if dicom_sr:
+            self.columns.insert(self.columns.index("warnings"), "sr_file")
 
     # ----- files
     @property
@@ -174,8 +177,8 @@ class BatchRun:
                     "use --resume to continue it, --overwrite to replace it, or another output folder")
             for name in RESULT_FILES:
                 (self.out / name).unlink(missing_ok=True)
-            for sub in ("heatmaps", "masks"):
-                for old in (self.out / sub).glob("*.png") if (self.out / sub).is_dir() else ():
+            for sub, pattern in (("heatmaps", "*.png"), ("masks", "*.png"), ("sr", "*.dcm")):
+                for old in (self.out / sub).glob(pattern) if (self.out / sub).is_dir() else ():
                     old.unlink(missing_ok=True)
         self._check_same_input()
         done = self._journal()
@@ -378,7 +381,24 @@ class BatchRun:
             if result.findings is not None:
                 row["findings"] = summary["findings"]
             rows.append(row)
+        if self.dicom_sr:
+            self._write_sr(record, analysis, file_stem + (f"__f{analysis.frame}" if record.frames > 1 else ""), rows)
         return rows
+
+    def _write_sr(self, record, analysis, stem: str, rows: list[dict]) -> None:
+        """The analysis as a de-identified DICOM SR in sr/ (a picture file's frame capture beside it); a failure is
+        the rows' error, and the results stand."""
+        from core.export.structured_report import export_sr
+
+        target = self.out / "sr" / f"{stem}.dcm"
+        try:
+            export_sr(record, analysis, target, anonymise=True)
+        except (DiagnosticError, OSError, ValueError) as exc:
+            for row in rows:
+                row["error"] = "; ".join(e for e in (row.get("error"), f"DICOM SR not written: {exc}") if e)
+            return
+        for row in rows:
+            row["sr_file"] = target.relative_to(self.out).as_posix()
 
     def _write(self, row: dict, folder: str, stem: str, writer, *arrays) -> str:
         """Write one output; a failure is the row's error, and the row then names no file."""
