@@ -200,7 +200,8 @@ def test_schema_and_dataclass_agree():
     assert SCHEMA["required"] == BundleManifest.required()
     assert set(SCHEMA["properties"]) == BundleManifest.top_level_keys()
     for key, default in BundleManifest.defaults().items():
-        assert _schema_at(key)["default"] == default, key  # JSON null / [] / {} compare equal to None / () / {}
+        expected = list(default) if isinstance(default, tuple) else default  # JSON arrays read as lists
+        assert _schema_at(key)["default"] == expected, key  # JSON null / {} compare equal to None / {}
     assert _schema_at("modality")["enum"] == list(MODALITIES)
     assert _schema_at("task")["enum"] == list(TASKS)
     for key, spec, choices in (("preprocessing", PreprocessSpec, PREPROCESS_CHOICES), ("tiling", TilingSpec, TILING_CHOICES),

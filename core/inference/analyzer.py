@@ -18,6 +18,7 @@ from typing import Callable
 
 from core.errors import DiagnosticError
 from core.imaging.modality_guess import guess_modality
+from core.imaging.mr_sequence import UNTESTED_SEQUENCE, MrSequence, mr_sequence
 from core.imaging.record import ImageRecord, Modality
 from core.imaging.windowing import is_blank, is_sliver
 from core.inference.device import nvidia_gpu
@@ -160,13 +161,15 @@ class Analyzer:
         request = Request(gradcam=gradcam, plus=gradcam_plus, target_class=target_class, tta=tta,
                           microns_per_pixel=microns_per_pixel, other_breast=other, frame=frame)
         inputs = ModelInputs(display)  # bundles with one preprocessing share one crop and normalisation
+        sequence = mr_sequence(record.metadata) if any(b.info.mr_sequences for b in bundles) else None
         for bundle in bundles:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("analysis cancelled")
             started = time.perf_counter()
             path = self.path(bundle)
             result = path.run(inputs, request, record)
-            result.warnings[:0] = self._modality_warnings(path.info, record, guessed, guess_p)
+            result.warnings[:0] = (self._modality_warnings(path.info, record, guessed, guess_p)
+                                   + self._sequence_warnings(path.info, sequence))
             result.warnings += disagreements(result, [r for b, r in zip(bundles, analysis.results)
                                                       if b.modality == bundle.modality])
             result.seconds = time.perf_counter() - started
@@ -174,6 +177,14 @@ class Analyzer:
             if on_result is not None:
                 on_result(result)
         return analysis
+
+    @staticmethod
+    def _sequence_warnings(info: BundleManifest, sequence: MrSequence | None) -> list[str]:
+        """An MR slice whose header names a sequence the bundle was not fitted on (DWI, ADC, SWI, ...)."""
+        if not info.mr_sequences or sequence is None or sequence.name in info.mr_sequences:
+            return []
+        return [f"{UNTESTED_SEQUENCE}: the header says {sequence}; '{info.id}' was fitted on "
+                f"{', '.join(info.mr_sequences)} only: its output here is untested."]
 
     @staticmethod
     def _modality_warnings(info: BundleManifest, record: ImageRecord, guessed: Modality, p: float | None) -> list[str]:

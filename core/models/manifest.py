@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from core.errors import ModelError
+from core.imaging.mr_sequence import SEQUENCES
 from core.imaging.record import Modality
 from core.models.mammography import FilmScoring
 from core.models.preprocessing import PreprocessSpec
@@ -79,6 +80,9 @@ class BundleManifest:
     # where there is one) and marked (core.models.mammography); None: not a film detector.
     film_scoring: FilmScoring | None = None
     changelog: str = "CHANGELOG.md"  # the bundle's history, relative to its folder
+    # MR bundles: the sequences it was fitted on (core.imaging.mr_sequence.SEQUENCES); a slice whose header names
+    # another gets a warning. Empty: not stated, no warning.
+    mr_sequences: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict, compare=False, repr=False, metadata={"extra": True})
 
     # ----- reading
@@ -175,6 +179,11 @@ class BundleManifest:
             values["tiling"] = TilingSpec.from_dict(check.spec(data, "tiling", TilingSpec, TILING_CHOICES))
         if data.get("film_scoring") is not None:
             values["film_scoring"] = check.film_scoring(data, "film_scoring")
+        if "mr_sequences" in data:
+            values["mr_sequences"] = check.names(data, "mr_sequences")
+            unknown = [name for name in values["mr_sequences"] if name not in SEQUENCES]
+            if unknown:
+                check.fail("mr_sequences", f"names among {', '.join(SEQUENCES)}", unknown)
         values["extra"] = {k: v for k, v in data.items() if k not in cls.top_level_keys()}
         return cls(**values)
 

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import DiagnosticError, ModelError
+from core.imaging.mr_sequence import UNTESTED_SEQUENCE
 from core.series.index import GAP_FACTOR, Series, SliceRef
 from core.series.stack import SeriesStack
 
@@ -253,6 +254,9 @@ def verdict(model: str, version: str, task: str, classes: list[str], outcomes: l
     failed = sum(1 for o in outcomes if o is None or o.error)
     if failed:
         warnings.append(f"{failed} of {len(outcomes)} slices have no result for this model.")
+    untested = [w for o in outcomes if o is not None for w in o.warnings if w.startswith(UNTESTED_SEQUENCE)]
+    if untested:  # the series' sequence, said once for the verdict
+        warnings.append(f"{untested[0]} ({len(untested)} of {len(outcomes)} slices)")
     if task == "classification":
         label, probability, first, last = classifier_verdict(classes, outcomes, series.breaks)
         return SeriesVerdict(model, version, task, label, probability, first, last, None, outcomes, warnings,
