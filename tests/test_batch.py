@@ -104,6 +104,38 @@ def test_batch_writes_a_de_identified_structured_report_per_analysis(mixed_folde
     assert mr.StudyInstanceUID == pydicom.dcmread(mixed_folder / "patientA" / "IM0001").StudyInstanceUID
 
 
+def test_a_structured_report_that_fails_leaves_the_files_results(tmp_path, tiny_models, monkeypatch):
+    import core.export.structured_report as structured_report
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(planted_images(1, seed=4)[0][0]).save(folder / "a.png")
+
+    def fails(*_args, **_kwargs):
+        raise AttributeError("'FileDataset' object has no attribute 'SliceThickness'")  # as highdicom raised
+
+    monkeypatch.setattr(structured_report, "export_sr", fails)
+    BatchRun(folder, tmp_path / "out", Analyzer(Registry([tiny_models])), model_ids=MODELS, dicom_sr=True).run()
+    rows = _rows(tmp_path / "out" / "results.csv")
+    assert [r["model"] for r in rows] == MODELS and rows[0]["label"] and rows[1]["mask_file"]  # not one error row
+    assert all(r["error"].startswith("DICOM SR not written: AttributeError") and not r["sr_file"] for r in rows)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_resumed_run_writes_structured_reports_as_the_run_it_continues(tmp_path, tiny_models, first):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    images = planted_images(2, seed=5)[0]
+    Image.fromarray(images[0]).save(folder / "a.png")
+    analyzer = Analyzer(Registry([tiny_models]))
+    BatchRun(folder, out, analyzer, model_ids=MODELS, dicom_sr=first).run()
+    Image.fromarray(images[1]).save(folder / "b.png")
+    BatchRun(folder, out, analyzer, model_ids=MODELS, resume=True, dicom_sr=not first).run()  # the tick as it is now
+    rows = _rows(out / "results.csv")
+    assert [r["file"] for r in rows] == ["a.png", "a.png", "b.png", "b.png"]
+    assert all(bool(r.get("sr_file")) == first for r in rows)
+
+
 def _cli(folder, out, env, *extra):
     return subprocess.Popen(
         [sys.executable, str(REPO / "main.py"), "batch", str(folder), "--out", str(out), *extra,

@@ -37,6 +37,20 @@ def _rows(**tags) -> list[tuple[str, str, str]]:
     ({"InversionTime": "2500", "RepetitionTime": "9000", "EchoTime": "120"}, "FLAIR"),  # timing alone
     ({"RepetitionTime": "4000", "EchoTime": "100"}, "T2"),
     ({"RepetitionTime": "450", "EchoTime": "10", "ContrastBolusAgent": "GD"}, "T1 post-contrast"),
+    # scanner names a reviewer found read wrong: GE's ADC maps, Siemens' RESOLVE diffusion (T2-like timing),
+    # T1 before contrast, GE's T1-weighted FLAIR, Philips' sT1W / sT2W
+    ({"SeriesDescription": "eADC"}, "ADC"),
+    ({"SeriesDescription": "dADC", "RepetitionTime": "6000", "EchoTime": "85"}, "ADC"),
+    ({"SeriesDescription": "RESOLVE", "RepetitionTime": "6000", "EchoTime": "85"}, "DWI"),
+    ({"SeriesDescription": "AX T1 PRE GAD"}, "T1"),
+    ({"SeriesDescription": "T1 pre-contrast"}, "T1"),
+    ({"SeriesDescription": "AX T1 non contrast"}, "T1"),
+    ({"SeriesDescription": "AX T1 FLAIR"}, "T1"),
+    ({"SeriesDescription": "AX T1 FLAIR +C"}, "T1 post-contrast"),
+    ({"SeriesDescription": "sT1W_3D_TFE"}, "T1"),
+    ({"SeriesDescription": "sT2W_TSE"}, "T2"),
+    ({"SeriesDescription": "t2_tirm_tra_dark-fluid"}, "FLAIR"),
+    ({"SeriesDescription": "Apparent Diffusion Coefficient (mm2/s)"}, "ADC"),
 ])
 def test_the_sequence_is_read_from_markers_names_then_timing(tags, expected):
     assert mr_sequence(_rows(**tags)).name == expected

@@ -347,3 +347,47 @@ def test_a_series_structured_report_gives_each_verdict_and_every_slice_outline_o
         assert referenced == series.slices[k].sop_uid  # the outline sits on its own slice
         (area,) = [m.value for m in group.get_measurements() if m.name == codes.SCT.Area]
         assert area == pytest.approx(seg.slices[k].outlines[0].area_mm2)
+
+
+def _outlined(series, lesion_slices=(1,)):
+    """A segmenter's series analysis with one square lesion on ``lesion_slices`` (no network needed)."""
+    from core.inference.results import Lesion
+    from core.series.analysis import SeriesAnalysis, SeriesVerdict
+
+    lesion = Lesion(1, 100, 25.0, (10, 10, 10, 10), 14.0, 7.0, np.array([[10, 10], [20, 10], [20, 20], [10, 20]]),
+                    (0.5, 0.5))
+    outcomes = [SliceOutcome("lesion" if k in lesion_slices else "no lesion", lesions=int(k in lesion_slices),
+                             lesion_area_mm2=0.0, mask=np.zeros((32, 32), np.uint8),
+                             outlines=[lesion] if k in lesion_slices else []) for k in range(len(series.slices))]
+    return SeriesAnalysis(series, [SeriesVerdict("seg", "1.0", "segmentation", "lesion", None, 2, 2, 0.1, outcomes)],
+                          [], False, 0.0, len(outcomes))
+
+
+@pytest.mark.parametrize("kind", ["enhanced", "no thickness", "identified, no birth date"])
+def test_a_series_structured_report_of_the_series_a_scanner_or_converter_writes(tmp_path, kind):
+    """highdicom's Image Library reads top-level geometry an enhanced MR file keeps in functional groups and many
+    converted files lack, and an identified report copies type 2 attributes a file may lack: both raised."""
+    import highdicom as hd
+    import pydicom
+
+    from core.series.structured_report import export_series_sr
+    from tests.series_data import ramp_images, slice_positions, write_enhanced_mr
+
+    folder = tmp_path / "s"
+    if kind == "enhanced":
+        write_enhanced_mr(folder / "enh.dcm", ramp_images(5), slice_positions(5, 3.0))
+    else:
+        write_series(folder, ramp_images(4), thickness=None)
+        if kind.startswith("identified"):
+            for path in folder.iterdir():
+                ds = pydicom.dcmread(path)
+                del ds.PatientBirthDate
+                ds.save_as(path)
+    series = index_folder(folder).series[0]
+    sr = hd.sr.srread(export_series_sr(_outlined(series), tmp_path / "s.sr.dcm",
+                                       anonymise=not kind.startswith("identified")))
+    (group,) = sr.content.get_planar_roi_measurement_groups()
+    reference = group.roi.ContentSequence[0].ReferencedSOPSequence[0]
+    assert reference.ReferencedSOPInstanceUID == series.slices[1].sop_uid
+    if kind == "enhanced":
+        assert reference.ReferencedFrameNumber == series.slices[1].frame + 1

@@ -181,6 +181,8 @@ class BatchRun:
                 for old in (self.out / sub).glob(pattern) if (self.out / sub).is_dir() else ():
                     old.unlink(missing_ok=True)
         self._check_same_input()
+        if self.resume:
+            self._keep_earlier_sr_setting()
         done = self._journal()
         kept = self._rewrite_kept("results.csv", done, csv_mode=True)
         self._rewrite_kept("results.jsonl", done, csv_mode=False)
@@ -188,6 +190,22 @@ class BatchRun:
             with self.csv_path.open("w", newline="", encoding="utf-8") as fh:
                 csv.DictWriter(fh, self.columns).writeheader()
         return done, kept
+
+    def _keep_earlier_sr_setting(self) -> None:
+        """A resumed run writes DICOM SRs where the run it continues did, whatever the option or tick says now:
+        one results.csv holds one set of columns."""
+        try:
+            with self.csv_path.open(newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+        except OSError:
+            return
+        earlier = "sr_file" in header
+        if header and earlier != self.dicom_sr:
+            self.dicom_sr = earlier
+            if earlier:
+                self.columns.insert(self.columns.index("warnings"), "sr_file")
+            else:
+                self.columns.remove("sr_file")
 
     def _check_same_input(self) -> None:
         """The results folder records the input folder it holds results of (``input.json``): a resumed run over
@@ -393,9 +411,10 @@ class BatchRun:
         target = self.out / "sr" / f"{stem}.dcm"
         try:
             export_sr(record, analysis, target, anonymise=True)
-        except (DiagnosticError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the report's failure, the file's results stand
+            reason = str(exc) if isinstance(exc, DiagnosticError) else f"{type(exc).__name__}: {exc}"
             for row in rows:
-                row["error"] = "; ".join(e for e in (row.get("error"), f"DICOM SR not written: {exc}") if e)
+                row["error"] = "; ".join(e for e in (row.get("error"), f"DICOM SR not written: {reason}") if e)
             return
         for row in rows:
             row["sr_file"] = target.relative_to(self.out).as_posix()

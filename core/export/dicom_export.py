@@ -33,7 +33,7 @@ def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Pa
     system (cine ultrasound), which highdicom cannot segment frame by frame: its analysed frame becomes a
     Secondary Capture in the same study. A PNG/JPEG/... becomes a Secondary Capture in a new study.
     """
-    original = pydicom.dcmread(record.path) if record.file_format == "DICOM" else None
+    original = pydicom.dcmread(record.path, force=True) if record.file_format == "DICOM" else None
     if original is not None and (record.frames == 1 or get_image_coordinate_system(original) is not None):
         ds = anonymise_dataset(original) if anonymise else original
     else:
@@ -44,10 +44,15 @@ def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Pa
         # the source's file name often is the patient's name: an anonymised wrapper is named by its UID
         name = f"source_sc_{ds.SOPInstanceUID}.dcm" if anonymise else f"{record.path.stem}_f{frame}_source_sc.dcm"
         ds.save_as(out_dir / name, enforce_file_format=True)
+    return with_type2_attributes(ds)
+
+
+def with_type2_attributes(ds: Dataset) -> Dataset:
+    """``ds`` with the type 2 attributes highdicom copies from a source present (empty where the file lacks them)."""
     for keyword in ("StudyDate", "StudyTime", "StudyID", "ReferringPhysicianName", "AccessionNumber",
                     "PatientBirthDate", "PatientSex"):
         if keyword not in ds:
-            setattr(ds, keyword, "")  # type 2 attributes highdicom copies from the source
+            setattr(ds, keyword, "")
     return ds
 
 

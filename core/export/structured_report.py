@@ -136,6 +136,20 @@ def measurement_groups(analysis: Analysis, source: Dataset, record: ImageRecord)
     return groups
 
 
+def _library(evidence: list[Dataset]) -> list[Dataset]:
+    """The images the Image Library can describe: highdicom reads a cross-sectional image's geometry from top-level
+    attributes (PixelSpacing, ImagePositionPatient, SliceThickness, ...) that an enhanced multi-frame file keeps in
+    its functional groups and many converted files lack; those are left out of the library (still referenced)."""
+    described = []
+    for image in evidence:
+        try:
+            hd.sr.ImageLibraryEntryDescriptors(image)
+        except (AttributeError, KeyError, ValueError, TypeError):
+            continue
+        described.append(image)
+    return described
+
+
 def write_sr(groups: list, evidence: list[Dataset], model_ids: list[str], out: Path, anonymise: bool) -> Path:
     """A Comprehensive 3D SR of ``groups`` in the study of ``evidence`` (the images referenced, de-identified
     already where ``anonymise``), observed by this program as a device, written to ``out``."""
@@ -146,7 +160,8 @@ def write_sr(groups: list, evidence: list[Dataset], model_ids: list[str], out: P
             manufacturer_name=MANUFACTURER, model_name=", ".join(model_ids)[:64] or None))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
-        procedure_reported=codes.SCT.ImagingProcedure, imaging_measurements=groups, referenced_images=evidence)
+        procedure_reported=codes.SCT.ImagingProcedure, imaging_measurements=groups,
+        referenced_images=_library(evidence) or None)
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report, series_instance_uid=hd.UID(), series_number=902, sop_instance_uid=hd.UID(),
         instance_number=1, manufacturer=MANUFACTURER, is_complete=True)

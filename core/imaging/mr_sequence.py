@@ -22,17 +22,19 @@ SEQUENCES = ("T1", "T1 post-contrast", "T2", "FLAIR", "DWI", "ADC", "SWI / T2*",
 # Word patterns on the lower-cased names with '_' and '-' read as spaces (scanners write 't1_mprage_sag',
 # 'ep2d-diff'); the first match wins: derived maps and special sequences before T1 and T2.
 _NAMED = (
-    ("ADC", r"\badc\b|apparent.?diff"),
-    ("DWI", r"\bdwi\b|diffusion|\bdiff\b|\btrace\b|\bdti\b|\bb ?1000\b"),
+    ("ADC", r"\b[ed]?adc\b|apparent.?diff"),  # Siemens 'ADC', GE 'eADC' / 'dADC'
+    ("DWI", r"\bdwi\b|diffusion|\bdiff\b|\btrace\b|\bdti\b|\bb ?1000\b|\bresolve\b"),
     ("SWI / T2*", r"\bswi\b|\bswan\b|suscept|t2\*|t2.?star|\bhemo"),  # not 'GRE' alone: T1 is often a GRE
     ("perfusion", r"perf|\bdsc\b|\bpwi\b|\basl\b|\bdce\b|\bpcasl\b"),
     ("angiography", r"\btof\b|\bmra\b|angio"),
     ("localizer", r"locali[sz]er|\bscout\b|\bsurvey\b|3.?plane.?loc|\baahead\b"),
+    ("T1", r"\bs?t1w? ?flair"),  # GE's T1 FLAIR is T1-weighted
     ("FLAIR", r"flair|dark.?fluid"),
-    ("T2", r"\bt2\b|\bt2w"),
-    ("T1", r"\bt1\b|\bt1w|mprage|spgr|bravo|\btfl\b|\bvibe\b"),
+    ("T2", r"\bt2\b|\bs?t2w"),
+    ("T1", r"\bt1\b|\bs?t1w|mprage|spgr|bravo|\btfl\b|\bvibe\b|3d ?tfe"),
 )
 _CONTRAST = r"\+ ?c\b|\bc\+|\bpost\b|\bgad|\bgd\b|contrast|\bce\b|\bkm\b"
+_BEFORE_CONTRAST = r"\bpre\b|\bnon ?contrast|without|\bw/?o\b|\bnativ|\bplain\b"
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def mr_sequence(metadata: list[tuple[str, str, str]]) -> MrSequence | None:
             continue
         for name, pattern in _NAMED:
             if re.search(pattern, text):
-                if name == "T1" and (contrast_agent or re.search(_CONTRAST, text)):
+                if (name == "T1" and (contrast_agent or re.search(_CONTRAST, text))
+                        and not re.search(_BEFORE_CONTRAST, text)):  # 'T1 pre gad', 'non contrast': plain T1
                     name = "T1 post-contrast"
                 return MrSequence(name, f"{keyword} '{fields[keyword].strip()}'")
     ti, tr, te = (_number(fields.get(k, "")) for k in ("InversionTime", "RepetitionTime", "EchoTime"))

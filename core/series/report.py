@@ -97,8 +97,10 @@ def _structured_reports(analyses: list[SeriesAnalysis], target: Path, anonymise:
         out = target if len(analyses) == 1 else target.with_name(f"{target.stem}_s{k + 1}{target.suffix}")
         try:
             written[k] = {"dicom_sr_file": str(export_series_sr(analysis, out, anonymise))}
-        except (DiagnosticError, OSError) as exc:
+        except DiagnosticError as exc:
             written[k] = {"dicom_sr_error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a report that cannot be built must not lose the verdicts printed
+            written[k] = {"dicom_sr_error": f"{type(exc).__name__}: {exc}"}
     return written
 
 

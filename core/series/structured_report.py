@@ -18,6 +18,7 @@ from pydicom.sr.codedict import codes
 
 from core.errors import DiagnosticError
 from core.export.anonymise import anonymise_dataset
+from core.export.dicom_export import with_type2_attributes
 from core.export.structured_report import algorithm, code, lesion_groups, write_sr
 from core.series.analysis import SeriesAnalysis, SeriesVerdict
 from core.series.index import Series, SliceRef
@@ -32,12 +33,12 @@ def _headers(series: Series, anonymise: bool) -> dict[Path, Dataset]:
         if ref.path in headers:
             continue
         try:
-            header = pydicom.dcmread(ref.path, stop_before_pixels=True)
+            header = pydicom.dcmread(ref.path, stop_before_pixels=True, force=True)  # as the index read it
         except Exception as exc:  # noqa: BLE001 - any unreadable file is said, not raised
             raise DiagnosticError(f"cannot read {ref.path.name} for the report: {exc}") from exc
         if "SOPInstanceUID" not in header or "SOPClassUID" not in header:
             raise DiagnosticError(f"{ref.path.name} is not a DICOM instance: a series report references DICOM slices")
-        headers[ref.path] = anonymise_dataset(header) if anonymise else header
+        headers[ref.path] = with_type2_attributes(anonymise_dataset(header) if anonymise else header)
     return headers
 
 
