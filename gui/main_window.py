@@ -47,6 +47,7 @@ from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, ve
 from core.series.contralateral import other_breast
 from core.series.hanging import hung_picture, screening_exams
 from core.series.index import Series, StudyIndex, index_path
+from core.series.segmentation_file import read_for_viewer
 from core.series.stack import SeriesStack
 from core.viewer_state import ViewerState, ViewSettings
 from gui.history_panel import HistoryPanel
@@ -482,10 +483,12 @@ class MainWindow(QMainWindow):
         self._busy(f"Opening {path.name}…")
         self.modality_box.setCurrentIndex(0)  # the reader's modality was for the image shown, not this one
         request = self._new_open_request()
-        self.bridge.run(load_image, path, None, on_done=lambda record: self._loaded(record, request, view),
+        self.bridge.run(read_for_viewer, path, on_done=lambda got: self._loaded(got[0], request, view, got[1], path),
                         on_error=lambda e: self._open_failed(e, request))
 
-    def _loaded(self, record: ImageRecord, request: int | None = None, view: ViewSettings | None = None) -> None:
+    def _loaded(self, record: ImageRecord, request: int | None = None, view: ViewSettings | None = None,
+                imported: Analysis | None = None, opened: Path | None = None) -> None:
+        """``imported``: the segments of a DICOM SEG opened (``opened``) over ``record``, the image it segments."""
         self._busy(None)
         if request is not None and request != self._open_request:
             return  # the reader opened something else meanwhile
@@ -493,11 +496,15 @@ class MainWindow(QMainWindow):
         if view is not None:
             self.state.restore_view(view)
         self.settings.setValue("last_dir", str(record.path.parent))
-        self._remember(record.path)
+        self._remember(opened or record.path)
         self.statusBar().showMessage(f"Opened {record.path.name}: {record.columns}×{record.rows}, "
-                                     f"{record.frames} frame(s), {record.modality.label} ({record.modality_source})", 5000)
+                                     f"{record.frames} frame(s), {record.modality.label} ({record.modality_source})"
+                                     + (f", with the outlines of {opened.name}" if imported is not None else ""), 5000)
         self.bridge.run(self.history.for_file, record.path, on_done=self._show_earlier, on_error=lambda e: None)
-        if self.auto_analyse:
+        if imported is not None:
+            self.state.set_slice(imported.frame)
+            self.state.set_analysis(imported)  # not run automatically over them: the reader opened them to see them
+        elif self.auto_analyse:
             self.analyse()
 
     def _record_changed(self, record: ImageRecord | None) -> None:

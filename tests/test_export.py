@@ -266,3 +266,58 @@ def test_report_states_the_scale_a_result_was_read_at(tmp_path, planted_png):
                          scale={"um_y": 2.0, "um_x": 2.0, "source": "user", "text": "2.0 um per pixel (100x, set)"})
     pdf = write_image_report(tmp_path / "r.pdf", record, Analysis(str(record.path), "SM", "user", 0, [result]))
     assert "scale: 2.0 um per pixel (100x, set)" in pdfium.PdfDocument(str(pdf))[0].get_textpage().get_text_range()
+
+
+def test_a_dicom_seg_opened_shows_its_segments_over_the_image_it_segments(analyzer, identified_dicom, tmp_path):
+    import shutil
+
+    from core.errors import DiagnosticError
+    from core.series.segmentation_file import is_segmentation, open_segmentation, read_for_viewer
+
+    record = load_image(identified_dicom)
+    result = analyzer.analyze(record, model_ids=["tiny-us-segmenter"]).results[0]
+    folder = tmp_path / "pacs" / "study"  # not under the fixture's own copy of the image
+    seg_path = export_seg(record, result, folder / "lesion.seg.dcm", anonymise=False)
+    shutil.copy(identified_dicom, folder / "image.dcm")  # the SEG beside its image, as a PACS export
+    assert is_segmentation(seg_path) and not is_segmentation(identified_dicom)
+    shown, analysis = open_segmentation(seg_path)
+    assert shown.path == folder / "image.dcm" and analysis.frame == 0
+    (segment,) = analysis.results
+    assert segment.model_id == "Lesion (DICOM SEG)" and segment.device == "file"
+    np.testing.assert_array_equal(segment.mask, result.mask)
+    assert [l.area_px for l in segment.lesions] == [l.area_px for l in result.lesions]
+    assert analysis.warnings[0].startswith("Outlines read from lesion.seg.dcm (a DICOM SEG by Medical Image")
+    assert read_for_viewer(identified_dicom)[1] is None  # an image is an image
+    (folder / "image.dcm").unlink()
+    with pytest.raises(DiagnosticError, match="is not in its folder"):
+        open_segmentation(seg_path)
+
+
+def test_a_dicom_seg_of_a_picture_file_is_shown_over_its_capture(analyzer, planted_png, tmp_path):
+    from core.series.segmentation_file import open_segmentation
+
+    record = load_image(planted_png[0], modality="US")
+    result = analyzer.analyze(record).results[0]
+    seg_path = export_seg(record, result, tmp_path / "png.seg.dcm")  # its capture written beside it
+    shown, analysis = open_segmentation(seg_path)
+    assert shown.path.name.startswith("source_sc_") and shown.modality.value == "US"
+    np.testing.assert_array_equal(analysis.results[0].mask, result.mask)
+
+
+def test_a_dicom_seg_of_a_volume_is_refused_with_what_to_open_instead(analyzer, identified_dicom, tmp_path):
+    import copy
+
+    from core.errors import DiagnosticError
+    from core.series.segmentation_file import open_segmentation
+
+    record = load_image(identified_dicom)
+    result = analyzer.analyze(record, model_ids=["tiny-us-segmenter"]).results[0]
+    seg_path = export_seg(record, result, tmp_path / "seg" / "volume.seg.dcm", anonymise=False)
+    ds = pydicom.dcmread(seg_path)
+    instances = ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    second = copy.deepcopy(instances[0])
+    second.ReferencedSOPInstanceUID = pydicom.uid.generate_uid()
+    instances.append(second)  # as a SEG of two slices of a series references them
+    ds.save_as(seg_path)
+    with pytest.raises(DiagnosticError, match="segments 2 images: open the folder of its series instead"):
+        open_segmentation(seg_path)

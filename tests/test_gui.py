@@ -746,3 +746,37 @@ def test_a_damaged_window_geometry_setting_does_not_stop_the_start(qtbot, tiny_m
     (tmp_path / "settings.ini").write_text(f"[General]\ngeometry={value}\n")
     window = open_window(qtbot, tiny_models, tmp_path)
     assert window.isVisible()
+
+
+def test_opening_a_dicom_seg_shows_its_outlines_over_its_image(qtbot, window, tmp_path):
+    import pydicom as dicom
+
+    from core.export.dicom_export import export_seg
+    from core.imaging import load_image
+
+    record = load_image(_us_dicom(tmp_path))
+    result = window.engine.analyzer.analyze(record, model_ids=["tiny-us-segmenter"]).results[0]
+    seg = export_seg(record, result, tmp_path / "us.seg.dcm", anonymise=False)
+    window._set_auto(True)  # the outlines opened are shown, not replaced by this program's analysis
+    window.open_path(seg)
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=20000)
+    qtbot.wait(200)
+    (shown,) = window.state.analysis.results
+    assert window.state.record.path == tmp_path / "us.dcm" and shown.model_id == "Lesion (DICOM SEG)"
+    assert window.viewer.lesion_items and window._analyses_running == 0
+    assert window.settings.value("recent", [], type=list)[0] == str(seg)
+    assert dicom.dcmread(seg).Modality == "SEG"
+
+
+def _us_dicom(folder) -> Path:
+    """A small ultrasound DICOM with a bright blob (the tiny segmenter outlines it)."""
+    import pydicom as dicom
+    from pydicom.data import get_testdata_file
+
+    ds = dicom.dcmread(get_testdata_file("MR_small.dcm"))
+    pixels = np.full((64, 64), 100, np.uint16)
+    pixels[20:34, 12:30] = 2000
+    ds.PixelData, ds.PixelRepresentation, ds.Modality = pixels.tobytes(), 0, "US"
+    del ds.WindowCenter, ds.WindowWidth
+    ds.save_as(folder / "us.dcm")
+    return folder / "us.dcm"

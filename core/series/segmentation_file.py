@@ -1,0 +1,121 @@
+"""A DICOM SEG opened on its own: the image it segments, with its segments as outlines read from the file.
+
+A PACS holds AI results as DICOM SEG beside the images (this program's own exports, or another tool's). Opening
+such a file shows the image it references, found among the DICOM files of its folder (or the folder above),
+with one segmentation result per segment: the mask, its lesions measured as this program measures its own
+(area, longest diameter; calipers on ultrasound), and a warning that says where the outline came from. A SEG of
+several images (a volume) is refused with what to open instead: its slices are a series, opened as a folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+
+from core.errors import DiagnosticError
+from core.imaging import load_image
+from core.imaging.record import ImageRecord, Modality
+from core.inference.lesions import find_lesions
+from core.inference.results import Analysis, ModelResult
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+MAX_FILES_SEARCHED = 5000  # a folder holding more is not read header by header to find one image
+
+
+def is_segmentation(path: str | Path) -> bool:
+    """Whether ``path`` is a DICOM Segmentation (its header says so); False for anything unreadable."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"], force=True)
+    except Exception:  # noqa: BLE001 - not DICOM, unreadable: the ordinary loader says why
+        return False
+    return str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE
+
+
+def _referenced(seg) -> list[str]:
+    return [str(instance.ReferencedSOPInstanceUID) for series in seg.get("ReferencedSeriesSequence", [])
+            for instance in series.get("ReferencedInstanceSequence", [])]
+
+
+def _find(uid: str, seg_path: Path) -> Path | None:
+    """The file in the SEG's folder (then the folder above, recursively) whose SOPInstanceUID is ``uid``."""
+    seen = 0
+    for folder, pattern in ((seg_path.parent, "*"), (seg_path.parent.parent, "**/*")):
+        for candidate in sorted(folder.glob(pattern)):
+            if seen >= MAX_FILES_SEARCHED:
+                return None
+            if candidate == seg_path or not candidate.is_file():
+                continue
+            seen += 1
+            try:
+                header = pydicom.dcmread(candidate, stop_before_pixels=True, specific_tags=["SOPInstanceUID"],
+                                         force=True)
+            except Exception:  # noqa: BLE001 - not DICOM
+                continue
+            if str(header.get("SOPInstanceUID", "")) == uid:
+                return candidate
+    return None
+
+
+def _frame(seg, uid: str, frames: int) -> int:
+    """The source frame (0-based) the SEG's frames derive from: the first one named, else 0."""
+    for item in seg.get("PerFrameFunctionalGroupsSequence", []):
+        for derivation in item.get("DerivationImageSequence", []):
+            for source in derivation.get("SourceImageSequence", []):
+                if str(source.get("ReferencedSOPInstanceUID", "")) == uid and "ReferencedFrameNumber" in source:
+                    number = source.ReferencedFrameNumber
+                    number = int(number[0] if isinstance(number, pydicom.multival.MultiValue) else number)
+                    return min(max(number - 1, 0), frames - 1)
+    return 0
+
+
+def open_segmentation(path: str | Path) -> tuple[ImageRecord, Analysis]:
+    """The image a SEG segments and an analysis holding its segments (DiagnosticError saying why not)."""
+    import highdicom as hd
+
+    path = Path(path)
+    try:
+        seg = hd.seg.segread(path)
+    except Exception as exc:  # noqa: BLE001 - a damaged or unusual SEG is said, not raised
+        raise DiagnosticError(f"Cannot read the segmentation {path.name}: {exc}") from exc
+    uids = list(dict.fromkeys(_referenced(seg)))
+    if len(uids) != 1:
+        raise DiagnosticError(f"{path.name} segments {len(uids)} images: open the folder of its series instead "
+                              "(File ▸ Open folder); a SEG is shown here over the one image it segments")
+    source = _find(uids[0], path)
+    if source is None:
+        raise DiagnosticError(f"The image {path.name} segments (SOPInstanceUID {uids[0]}) is not in its folder or "
+                              "the folder above: put the SEG beside its image")
+    record = load_image(source)
+    frame = _frame(seg, uids[0], record.frames)
+    try:
+        if record.frames > 1:
+            pixels = seg.get_pixels_by_source_frame(uids[0], source_frame_numbers=[frame + 1],
+                                                    assert_missing_frames_are_empty=True)
+        else:
+            pixels = seg.get_pixels_by_source_instance([uids[0]], assert_missing_frames_are_empty=True)
+    except Exception as exc:  # noqa: BLE001
+        raise DiagnosticError(f"Cannot read the segments of {path.name}: {exc}") from exc
+    ultrasound = record.modality is Modality.US
+    results = []
+    for k, number in enumerate(seg.segment_numbers):
+        mask = (np.asarray(pixels[0, :, :, k]) > 0).astype(np.uint8)
+        if mask.shape != (record.rows, record.columns):  # the image was read at a fraction of its size
+            mask = cv2.resize(mask, (record.columns, record.rows), interpolation=cv2.INTER_NEAREST)
+        label = str(seg.get_segment_description(number).segment_label or f"segment {number}")
+        results.append(ModelResult(f"{label} (DICOM SEG)", str(seg.get("SoftwareVersions", "") or ""),
+                                   "segmentation", "file", mask=mask,
+                                   lesions=find_lesions(mask, record.pixel_spacing_mm, calipers=ultrasound)))
+    maker = " ".join(str(seg.get(k, "") or "") for k in ("Manufacturer", "ManufacturerModelName")).strip()
+    said = (f"Outlines read from {path.name} (a DICOM SEG{' by ' + maker if maker else ''}, "
+            f"{seg.get('ContentDate', '') or 'undated'}), not computed here: Analyse runs this program's models.")
+    return record, Analysis(str(record.path), record.modality.value, record.modality_source, frame, results, [said])
+
+
+def read_for_viewer(path: str | Path) -> tuple[ImageRecord, Analysis | None]:
+    """What the window shows for a file: its image; for a DICOM SEG, the image it segments and its segments."""
+    if is_segmentation(path):
+        return open_segmentation(path)
+    return load_image(path), None
