@@ -16,6 +16,7 @@ and only when something changed, with the new value.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -220,6 +221,18 @@ class Overlays:
         return iter((self.heatmap, self.mask, self.lesions, self.findings))
 
 
+MAX_SERIES_KEPT = 4  # series whose slice outcomes and last series analysis stay in memory
+
+
+def _recent(kept: OrderedDict, key: str, value):
+    """``kept[key] = value`` as the most recent entry, the oldest dropped beyond MAX_SERIES_KEPT; returns value."""
+    kept[key] = value
+    kept.move_to_end(key)
+    while len(kept) > MAX_SERIES_KEPT:
+        kept.popitem(last=False)
+    return value
+
+
 @dataclass(frozen=True)
 class ViewSettings:
     """What the reader set on the image shown (slice or frame, window, inversion, rulers and regions by slice), to
@@ -257,8 +270,10 @@ class ViewerState:
         self._slice_analyses: dict[str, Analysis] = {}  # series mode: single-slice analyses by slice key
         self._derived: dict[int, Analysis | None] = {}  # series mode: per-slice results of the series analysis
         self._series_analysis: SeriesAnalysis | None = None
-        self._caches: dict[str, SliceCache] = {}  # per series key, kept while the window lives
-        self._series_analyses: dict[str, SeriesAnalysis] = {}  # the last one per series key
+        # Per series key, for the MAX_SERIES_KEPT series opened last: a series' slice outcomes hold a mask per slice
+        # (a 600-slice CT: 150 MB per segmenter), so a long session must not keep every series it ever opened.
+        self._caches: OrderedDict[str, SliceCache] = OrderedDict()
+        self._series_analyses: OrderedDict[str, SeriesAnalysis] = OrderedDict()  # the last one per series key
         self.slice_cache = SliceCache()
         self._window: WindowPreset | None = None
         self._chosen_models: list[str] = []
@@ -313,7 +328,8 @@ class ViewerState:
         self._window, self._slice_error, self._slice_analyses, self._derived = None, None, {}, {}
         self._rulers, self._regions, self._inverted = {}, {}, False
         had_scale = self._reset_scale()
-        self.slice_cache = self._caches.setdefault(series.key, SliceCache())
+        cache = self._caches.get(series.key)  # not `or`: an empty cache is falsy (len 0) and must be kept too
+        self.slice_cache = _recent(self._caches, series.key, cache if cache is not None else SliceCache())
         self._series_analysis = self._series_analyses.get(series.key)
         self._analysis = self._analysis_for_slice()
         stack.set_current(start)
@@ -684,7 +700,7 @@ class ViewerState:
         self._slice_analyses.clear()
         self._series_analyses.clear()
         self._caches.clear()
-        self.slice_cache = self._caches.setdefault(self._series.key, SliceCache()) if self._series else SliceCache()
+        self.slice_cache = _recent(self._caches, self._series.key, SliceCache()) if self._series else SliceCache()
 
     @property
     def chosen_models(self) -> list[str]:
@@ -746,7 +762,7 @@ class ViewerState:
         analysis of its own. One of another series (the reader chose it while the run went on) is kept for that
         series, shown when it is opened again."""
         if analysis is not None and analysis.series is not self._series:
-            self._series_analyses[analysis.series.key] = analysis
+            _recent(self._series_analyses, analysis.series.key, analysis)
             return
         if self._series is None:
             return
@@ -754,7 +770,7 @@ class ViewerState:
         if analysis is None:
             self._series_analyses.pop(self._series.key, None)
         else:
-            self._series_analyses[self._series.key] = analysis
+            _recent(self._series_analyses, self._series.key, analysis)
         self._derived = {}
         self.events.series_analysis.emit(analysis)
         shown = self._analysis_for_slice()

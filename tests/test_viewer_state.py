@@ -516,6 +516,24 @@ def test_reopening_a_series_keeps_its_slice_cache_and_last_analysis(tmp_path):
     assert [name for name, _ in seen] == ["series", "record", "analysis", "series_analysis"]
 
 
+def test_only_the_series_opened_last_keep_their_slice_outcomes_in_memory(tmp_path):
+    """Each series' outcomes hold a mask per slice: a session reading series after series must not keep them all."""
+    from core.viewer_state import MAX_SERIES_KEPT
+
+    state = ViewerState()
+    series = [_ramp_series(tmp_path / f"s{k}") for k in range(MAX_SERIES_KEPT + 1)]
+    caches = []
+    for one in series:
+        state.open_series(one)
+        state.set_series_analysis(_hand_series_analysis(one))
+        caches.append(state.slice_cache)
+    state.open_series(series[-2])
+    assert state.slice_cache is caches[-2] and state.series_analysis is not None  # a recent one: kept
+    state.open_series(series[0])  # the oldest: dropped, read afresh
+    assert state.slice_cache is not caches[0] and state.series_analysis is None
+    assert len(state._caches) == len(state._series_analyses) == MAX_SERIES_KEPT
+
+
 def test_user_modality_reaches_every_slice_of_the_series(tmp_path):
     series = _ramp_series(tmp_path)
     state = ViewerState()
