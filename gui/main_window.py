@@ -1014,16 +1014,24 @@ class MainWindow(QMainWindow):
         """The series analysis shown as a PDF page: verdicts with their rule, the strip plot, the key slices."""
         from core.series.pdf import write_series_report
 
+        target = self._series_export_target("Series report", "series.report.pdf", "PDF (*.pdf)", path)
+        if target is not None:
+            analysis, path = target
+            self._run_export(write_series_report, path, [analysis], self.anonymise_exports)
+
+    def _series_export_target(self, title: str, name: str, pattern: str, path: Path | None
+                              ) -> tuple[SeriesAnalysis, Path] | None:
+        """The series analysis shown and where to write it (asked, beside the series, where not given); None when
+        there is none (said) or the reader cancels."""
         analysis = self.state.series_analysis
         if analysis is None:
             self._error("Analyse the series first (Analysis ▸ Analyse series): there is no series result yet.")
-            return
+            return None
         if path is None:
-            suggested = analysis.series.slices[0].path.parent / "series.report.pdf"
-            chosen, _ = QFileDialog.getSaveFileName(self, "Series report", str(suggested), "PDF (*.pdf)")
+            suggested = analysis.series.slices[0].path.parent / name
+            chosen, _ = QFileDialog.getSaveFileName(self, title, str(suggested), pattern)
             path = Path(chosen) if chosen else None
-        if path:
-            self._run_export(write_series_report, path, [analysis], self.anonymise_exports)
+        return (analysis, path) if path else None
 
     def export_seg(self, path: Path | None = None) -> None:
         from core.export.dicom_export import export_seg
@@ -1059,15 +1067,9 @@ class MainWindow(QMainWindow):
         """The series analysis shown as a DICOM SR: each verdict, and every slice's outlines on that slice."""
         from core.series.structured_report import export_series_sr
 
-        analysis = self.state.series_analysis
-        if analysis is None:
-            self._error("Analyse the series first (Analysis ▸ Analyse series): there is no series result yet.")
-            return
-        if path is None:
-            suggested = analysis.series.slices[0].path.parent / "series.sr.dcm"
-            chosen, _ = QFileDialog.getSaveFileName(self, "Series results as DICOM SR", str(suggested), "DICOM (*.dcm)")
-            path = Path(chosen) if chosen else None
-        if path:
+        target = self._series_export_target("Series results as DICOM SR", "series.sr.dcm", "DICOM (*.dcm)", path)
+        if target is not None:
+            analysis, path = target
             self._run_export(export_series_sr, analysis, path, self.anonymise_exports)
 
     def _run_export(self, fn, *args) -> None:

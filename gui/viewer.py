@@ -204,16 +204,16 @@ class ImageViewer(QGraphicsView):
                 self.scene().addItem(item)
                 self.finding_items.append(item)
 
+    def _redrawn(self, old: list, draw) -> list:
+        """``old`` items taken off the scene and those ``draw(pixel spacing)`` puts on it (groups of items), flat."""
+        for item in old:
+            self.scene().removeItem(item)
+        return [] if self.state is None else [item for group in draw(self.pixel_spacing_mm) for item in group]
+
     def draw_rulers(self) -> None:
         """The rulers of the slice shown: each a line with its length on a dark box at its end."""
-        for item in self.ruler_items:
-            self.scene().removeItem(item)
-        self.ruler_items = []
-        if self.state is None:
-            return
-        for ruler in self.state.rulers:
-            self.ruler_items += self._ruler_items(ruler.x0, ruler.y0, ruler.x1, ruler.y1,
-                                                  ruler.text(self.pixel_spacing_mm))
+        self.ruler_items = self._redrawn(self.ruler_items, lambda spacing: [
+            self._ruler_items(r.x0, r.y0, r.x1, r.y1, r.text(spacing)) for r in self.state.rulers])
 
     def _ruler_items(self, x0: float, y0: float, x1: float, y1: float, text: str) -> list:
         color = QColor(*RULER_COLOR)
@@ -230,14 +230,8 @@ class ImageViewer(QGraphicsView):
 
     def draw_regions(self) -> None:
         """The ellipse regions of the slice shown, each with its area and values on a dark box below it."""
-        for item in self.region_items:
-            self.scene().removeItem(item)
-        self.region_items = []
-        if self.state is None:
-            return
-        for region in self.state.regions:
-            self.region_items += self._region_items(region.x0, region.y0, region.x1, region.y1,
-                                                    region.text(self.pixel_spacing_mm))
+        self.region_items = self._redrawn(self.region_items, lambda spacing: [
+            self._region_items(r.x0, r.y0, r.x1, r.y1, r.text(spacing)) for r in self.state.regions])
 
     def _region_items(self, x0: float, y0: float, x1: float, y1: float, text: str) -> list:
         color = QColor(*RULER_COLOR)
