@@ -107,7 +107,35 @@ def _export_models(registry, model_ids: list[str] | None, out: Path | None) -> i
     return failed
 
 
+PER_IMAGE_OPTIONS = (("--heatmap-out", "heatmap_out"), ("--mask-out", "mask_out"), ("--report-out", "report_out"),
+                     ("--dicom-seg-out", "dicom_seg_out"), ("--all-frames", "all_frames"), ("--tta", "tta"),
+                     ("--target-class", "target_class"), ("--gradcam-plus", "gradcam_plus"))
+
+
+def _analyze_options_problem(args: argparse.Namespace) -> str | None:
+    """Options that would be ignored or would write over the input or over each other."""
+    if args.series:
+        ignored = [flag for flag, key in PER_IMAGE_OPTIONS if getattr(args, key)] + (["--frame"] if args.frame else [])
+        if ignored:
+            return (f"{', '.join(ignored)} apply to one image, not to --series (a series gives its verdicts, "
+                    "--json and --dicom-sr-out)")
+    outputs = [(flag, getattr(args, key)) for flag, key in (("--heatmap-out", "heatmap_out"), ("--mask-out", "mask_out"),
+               ("--report-out", "report_out"), ("--dicom-seg-out", "dicom_seg_out"), ("--dicom-sr-out", "dicom_sr_out"))
+               if getattr(args, key) is not None]
+    seen: dict[str, str] = {os.path.abspath(args.path): "the input"}
+    for flag, target in outputs:
+        where = os.path.abspath(target)
+        if where in seen:
+            return f"{flag} {target} is {seen[where]}: each output needs its own file"
+        seen[where] = f"also given to {flag}"
+    return None
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
+    problem = _analyze_options_problem(args)
+    if problem is not None:
+        _print_json({"path": str(args.path), "error": problem})
+        return 2
     if args.series:
         from core.series.report import cmd_analyze_series
 
@@ -232,7 +260,7 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
         target = args.report_out if not numbered_frames else args.report_out.with_name(
             f"{args.report_out.stem}_f{analysis.frame}{args.report_out.suffix}")
         out["report_file"] = str(write_image_report(target, record, analysis, anonymise=not args.identified))
-    if args.dicom_sr_out and analysis.results:
+    if args.dicom_sr_out:  # with no model result export_sr says so: a report asked for is never silently missing
         from core.export.structured_report import export_sr
 
         target = args.dicom_sr_out if not numbered_frames else args.dicom_sr_out.with_name(
@@ -267,7 +295,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         if not args.no_history:
             from core.history import History
 
-            history = History()
+            try:
+                history = History()
+            except (DiagnosticError, OSError) as exc:  # the results are what matters: their record is a warning
+                print(f"warning: the history cannot be opened, the run is not recorded in it: {exc}", file=sys.stderr)
         run = BatchRun(args.folder, args.out, analyzer=engine.analyzer, model_ids=args.model, resume=args.resume,
                        all_frames=args.all_frames, heatmaps=not args.no_heatmaps, cancel=cancel, on_progress=progress,
                        history=history, overwrite=args.overwrite, microns_per_pixel=args.microns_per_pixel,
@@ -312,7 +343,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         _print_json({"path": str(args.csv or ""), "error": str(exc) if isinstance(exc, DiagnosticError) else
                      f"cannot write {args.csv}: {exc.strerror or exc}"})
         return 2
-    entries = history.for_file(args.path) if args.path else history.all()
+    try:
+        entries = history.for_file(args.path) if args.path else history.all()
+    except (DiagnosticError, OSError) as exc:  # a missing file, a folder: it has no entries to look up
+        reason = str(exc) if isinstance(exc, DiagnosticError) else f"cannot read {args.path}: {exc.strerror or exc}"
+        _print_json({"path": str(args.path), "error": reason})
+        return 2
     _print_json({"entries": [_history_json(e) for e in entries]})
     return 0
 
@@ -419,8 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("folder", type=Path)
     batch.add_argument("--out", type=Path, required=True, help="output folder")
     batch.add_argument("--model", action="append", metavar="ID", help="model id (repeatable); default: by modality")
-    batch.add_argument("--resume", action="store_true", help="continue a stopped run in the same output folder")
-    batch.add_argument("--overwrite", action="store_true", help="replace the results already in the output folder")
+    earlier = batch.add_mutually_exclusive_group()
+    earlier.add_argument("--resume", action="store_true", help="continue a stopped run in the same output folder")
+    earlier.add_argument("--overwrite", action="store_true", help="replace the results already in the output folder")
     batch.add_argument("--all-frames", action="store_true", help="analyse every frame of multi-frame files")
     batch.add_argument("--no-heatmaps", action="store_true", help="skip Grad-CAM images (faster)")
     batch.add_argument("--no-history", action="store_true", help="do not record the analyses in the history")

@@ -141,7 +141,7 @@ class History:
         with self._connect() as con:
             cursor = con.execute(
                 "INSERT INTO analyses (file_sha256, path, analysed_at, frame, modality, models, results) VALUES (?,?,?,?,?,?,?)",
-                (sha, os.fsencode(str(analysis.path)).decode("utf-8", "backslashreplace"), dt.datetime.now().isoformat(timespec="seconds"), analysis.frame, analysis.modality,
+                (sha, os.fsencode(os.path.abspath(analysis.path)).decode("utf-8", "backslashreplace"), dt.datetime.now().isoformat(timespec="seconds"), analysis.frame, analysis.modality,
                  json.dumps(models), json.dumps(analysis.to_dict())),
             )
             return int(cursor.lastrowid)
@@ -159,7 +159,7 @@ class History:
         from core.series.analysis import verdict_text
 
         series = analysis.series
-        files = [str(p.parent) for p in series.files]
+        files = [os.path.abspath(p.parent) for p in series.files]  # a path that names the folder from anywhere
         folder = os.path.commonpath(files) if files else ""
         verdicts = [{"model": v.model, "version": v.version, "task": v.task, "label": v.label,
                      "probability": None if v.probability is None else round(v.probability, 6),

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core.batch.runner import BatchRun, Progress, earlier_results
+from core.batch.runner import BatchRun, Progress, earlier_results, run_settings
 from core.errors import DiagnosticError
 from core.history import History
 from core.inference.analyzer import Engine
@@ -131,6 +131,8 @@ class BatchDialog(QDialog):
                 self.status.setText("Not started: choose another output folder, or resume or replace its results.")
                 return
             resume, overwrite = answer == "resume", answer == "replace"
+        if resume:  # a resumed run makes its reports as the run it continues did
+            self.dicom_sr.setChecked(bool(run_settings(out).get("dicom_sr", self.dicom_sr.isChecked())))
         self.cancel_event.clear()
         self.summary, self.error = None, None
         self.table.setRowCount(0)

@@ -121,19 +121,44 @@ def test_a_structured_report_that_fails_leaves_the_files_results(tmp_path, tiny_
     assert all(r["error"].startswith("DICOM SR not written: AttributeError") and not r["sr_file"] for r in rows)
 
 
-@pytest.mark.parametrize("first", [True, False])
-def test_a_resumed_run_writes_structured_reports_as_the_run_it_continues(tmp_path, tiny_models, first):
+@pytest.mark.parametrize("option", ["dicom_sr", "all_frames"])
+def test_a_run_is_resumed_only_as_it_was_started(tmp_path, tiny_models, option):
+    """One results.csv holds one run's rows: resumed with --all-frames or --dicom-sr flipped, a run mixed frames or
+    columns (refused with a misleading message, or silently)."""
+    from core.batch.runner import run_settings
+    from core.errors import DiagnosticError
+
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     images = planted_images(2, seed=5)[0]
     Image.fromarray(images[0]).save(folder / "a.png")
     analyzer = Analyzer(Registry([tiny_models]))
-    BatchRun(folder, out, analyzer, model_ids=MODELS, dicom_sr=first).run()
+    BatchRun(folder, out, analyzer, model_ids=MODELS, **{option: True}).run()
+    assert run_settings(out)[option] is True
     Image.fromarray(images[1]).save(folder / "b.png")
-    BatchRun(folder, out, analyzer, model_ids=MODELS, resume=True, dicom_sr=not first).run()  # the tick as it is now
-    rows = _rows(out / "results.csv")
-    assert [r["file"] for r in rows] == ["a.png", "a.png", "b.png", "b.png"]
-    assert all(bool(r.get("sr_file")) == first for r in rows)
+    with pytest.raises(DiagnosticError, match="was started with --(dicom-sr|all-frames).*: resume it the same way"):
+        BatchRun(folder, out, analyzer, model_ids=MODELS, resume=True).run()
+    BatchRun(folder, out, analyzer, model_ids=MODELS, resume=True, **{option: True}).run()
+    assert [r["file"] for r in _rows(out / "results.csv")] == ["a.png", "a.png", "b.png", "b.png"]
+
+
+def test_a_fresh_run_never_deletes_files_it_did_not_write(tmp_path, tiny_models):
+    """An output folder without a run's results was taken for fresh and its masks/, heatmaps/ and sr/ emptied:
+    here the input folder itself was the output's masks/ folder."""
+    from core.errors import DiagnosticError
+
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    (out / "sr").mkdir()
+    Image.fromarray(planted_images(1, seed=6)[0][0]).save(out / "masks" / "ground_truth.png")
+    (out / "sr" / "mine.dcm").write_bytes(b"keep me")
+    with pytest.raises(DiagnosticError, match="is the output folder's 'masks' folder"):
+        BatchRun(out / "masks", out, Analyzer(Registry([tiny_models])), model_ids=MODELS).run()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(planted_images(1, seed=7)[0][0]).save(folder / "a.png")
+    BatchRun(folder, out, Analyzer(Registry([tiny_models])), model_ids=MODELS).run()
+    assert (out / "masks" / "ground_truth.png").exists() and (out / "sr" / "mine.dcm").read_bytes() == b"keep me"
 
 
 def _cli(folder, out, env, *extra):

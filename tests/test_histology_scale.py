@@ -381,6 +381,8 @@ def test_batch_command_analyses_every_file_at_the_users_scale(sm_bundle, tmp_pat
     user = rows("user", "--magnification", "100")
     assert len(user) == 2 and not any("Magnification" in r["warnings"] or r["error"] for r in user)
     assert {r["scale"] for r in user} == {"1.96 um per pixel (user)"}  # the scale each row was analysed at
+    # --no-heatmaps: no picture of a tiled model's tile map either (one was written for every image)
+    assert not any(r["heatmap_file"] for r in assumed + user) and not (tmp_path / "user" / "heatmaps").exists()
 
 
 def test_series_analysis_runs_every_slice_at_the_users_scale(sm_bundle, tmp_path, monkeypatch, capsys):

@@ -131,6 +131,26 @@ def _readable_line(name: str) -> str:
     return name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
+OUTPUT_FILES = (("heatmaps", "*.png"), ("masks", "*.png"), ("sr", "*.dcm"))  # (subfolder, pattern) a run writes
+
+
+def run_settings(out: Path) -> dict:
+    """What the run whose results ``out`` holds was started with (``input.json``: its folder, ``all_frames``,
+    ``dicom_sr``; runs before these were recorded: the folder only, ``dicom_sr`` from results.csv's columns)."""
+    try:
+        settings = json.loads((Path(out) / "input.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        settings = {}
+    settings = settings if isinstance(settings, dict) else {}
+    if "dicom_sr" not in settings:
+        try:
+            with (Path(out) / "results.csv").open(newline="", encoding="utf-8") as fh:
+                settings["dicom_sr"] = "sr_file" in next(csv.reader(fh), [])
+        except (OSError, StopIteration):
+            pass
+    return settings
+
+
 def earlier_results(out: Path) -> list[str]:
     """The result files of an earlier batch run in ``out``: a new run must resume or replace them, never mix."""
     return [name for name in RESULT_FILES if (Path(out) / name).exists()]
@@ -175,14 +195,13 @@ class BatchRun:
                 raise DiagnosticError(
                     f"{os.fsdecode(self.out)} already holds the results of a batch run ({', '.join(earlier)}): "
                     "use --resume to continue it, --overwrite to replace it, or another output folder")
-            for name in RESULT_FILES:
-                (self.out / name).unlink(missing_ok=True)
-            for sub, pattern in (("heatmaps", "*.png"), ("masks", "*.png"), ("sr", "*.dcm")):
-                for old in (self.out / sub).glob(pattern) if (self.out / sub).is_dir() else ():
-                    old.unlink(missing_ok=True)
+            if earlier:  # --overwrite of an earlier run: its outputs go; nothing else in a folder is touched
+                for name in RESULT_FILES:
+                    (self.out / name).unlink(missing_ok=True)
+                for sub, pattern in OUTPUT_FILES:
+                    for old in (self.out / sub).glob(pattern) if (self.out / sub).is_dir() else ():
+                        old.unlink(missing_ok=True)
         self._check_same_input()
-        if self.resume:
-            self._keep_earlier_sr_setting()
         done = self._journal()
         kept = self._rewrite_kept("results.csv", done, csv_mode=True)
         self._rewrite_kept("results.jsonl", done, csv_mode=False)
@@ -191,38 +210,27 @@ class BatchRun:
                 csv.DictWriter(fh, self.columns).writeheader()
         return done, kept
 
-    def _keep_earlier_sr_setting(self) -> None:
-        """A resumed run writes DICOM SRs where the run it continues did, whatever the option or tick says now:
-        one results.csv holds one set of columns."""
-        try:
-            with self.csv_path.open(newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh), [])
-        except OSError:
-            return
-        earlier = "sr_file" in header
-        if header and earlier != self.dicom_sr:
-            self.dicom_sr = earlier
-            if earlier:
-                self.columns.insert(self.columns.index("warnings"), "sr_file")
-            else:
-                self.columns.remove("sr_file")
-
     def _check_same_input(self) -> None:
         """The results folder records the input folder it holds results of (``input.json``): a resumed run over
         another folder would take that folder's files for done by name and report their results as this one's."""
         record = self.out / "input.json"
         here = os.fsdecode(Path(self.root).resolve())
         if record.exists():
-            try:
-                earlier = json.loads(record.read_text(encoding="utf-8")).get("folder")
-            except (json.JSONDecodeError, AttributeError):
-                earlier = None
+            settings = run_settings(self.out)
+            earlier = settings.get("folder")
             if earlier is not None and earlier != here:
                 raise DiagnosticError(
                     f"{os.fsdecode(self.out)} holds the results of a run over {display_name(earlier)}, not "
                     f"{display_name(here)}: resume it over that folder, or choose another output folder")
+            # One results.csv holds one run's rows: frames and reports as that run made them.
+            for key, option, now in (("all_frames", "--all-frames", self.all_frames),
+                                     ("dicom_sr", "--dicom-sr (the dialog's DICOM SR tick)", self.dicom_sr)):
+                if key in settings and bool(settings[key]) != now:
+                    raise DiagnosticError(f"{os.fsdecode(self.out)} was started {'with' if settings[key] else 'without'} "
+                                          f"{option}: resume it the same way")
         else:
-            record.write_text(json.dumps({"folder": here}), encoding="utf-8")
+            record.write_text(json.dumps({"folder": here, "all_frames": self.all_frames, "dicom_sr": self.dicom_sr}),
+                              encoding="utf-8")
 
     def _journal(self) -> set[str]:
         """Names of finished files: JSON strings one a line (a torn last line is ignored)."""
@@ -314,6 +322,10 @@ class BatchRun:
         if out == root or root in out.parents:
             raise DiagnosticError(f"the output folder {os.fsdecode(self.out)} is inside the input folder "
                                   f"{os.fsdecode(self.root)}: its heatmaps would be analysed as images; choose another")
+        for sub, _ in OUTPUT_FILES:  # masks written among the images analysed, over their names
+            if root == out / sub or (out / sub) in root.parents:
+                raise DiagnosticError(f"the input folder {os.fsdecode(self.root)} is the output folder's '{sub}' "
+                                      f"folder, where the results are written: choose another output folder")
 
     def _ensure_out(self) -> Path:
         if self.out.exists() and not self.out.is_dir():
@@ -383,7 +395,7 @@ class BatchRun:
                 row.update(label=result.label, probability=f"{result.confidence:.6f}",
                            scale="" if result.scale is None else result.scale["text"])
                 row.update({f"p_{c}": f"{p:.6f}" for c, p in result.probabilities.items()})
-                if result.heatmap is not None:
+                if result.heatmap is not None and self.heatmaps:  # a tiled model's tile map too: --no-heatmaps
                     row["heatmap_file"] = self._write(row, "heatmaps", stem, write_heatmap_png, display, result.heatmap)
             else:
                 row.update(label="lesion" if result.lesions else "no lesion", lesions=summary["lesions"],

@@ -11,6 +11,7 @@ here but the ID cannot be recovered by hashing candidate IDs (numeric MRNs inclu
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import os
@@ -136,13 +137,22 @@ def _scrub(ds: Dataset) -> None:
                 item.remove_private_tags()
 
 
+def _curve_or_overlay(group: int) -> bool:
+    """The repeating groups of curves (50xx) and overlays (60xx): even groups 0x5000-0x501E and 0x6000-0x601E, not
+    the functional groups of an enhanced multi-frame image (5200,9229) / (5200,9230), which hold its geometry."""
+    return group % 2 == 0 and (0x5000 <= group <= 0x501E or 0x6000 <= group <= 0x601E)
+
+
 def anonymise_dataset(ds: Dataset) -> Dataset:
     """A de-identified copy of ``ds`` (PS3.15 Basic Profile with the Retain UIDs Option)."""
-    out = ds.copy()
+    # A deep copy: Dataset.copy() shares the caller's element dictionary, so scrubbing it de-identified the caller's
+    # own dataset too. Pixel bytes are immutable and stay shared; a decoded pixel array is not copied.
+    decoded = getattr(ds, "_pixel_array", None)
+    out = copy.deepcopy(ds, {} if decoded is None else {id(decoded): decoded})
     patient_id = str(ds.get("PatientID", "") or "")
     already = str(ds.get("PatientIdentityRemoved", "")).upper() == "YES" and patient_id.startswith("ANON")
     out.remove_private_tags()
-    for tag in [e.tag for e in out if 0x5000 <= e.tag.group <= 0x60FF]:
+    for tag in [e.tag for e in out if _curve_or_overlay(e.tag.group)]:
         del out[tag]  # curves and overlays (PS3.15: X) can carry annotations
     _scrub(out)
     for keyword in EMPTIED:

@@ -7,6 +7,7 @@ image to reference; that wrapper is written beside the SEG.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import highdicom as hd
@@ -18,12 +19,23 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from core import __version__
+from core.errors import DiagnosticError
 from core.export.anonymise import anonymise_dataset, deidentify_created, without_screen_text
 from core.imaging.record import ImageRecord
 from core.inference.results import ModelResult
 from core.models.storage import sha256_file
 
 MANUFACTURER = "Medical Image Diagnostic Assistant"
+
+
+@contextmanager
+def explained(what: str):
+    """highdicom's refusals (a file without an attribute it needs, a modality it cannot reference) as the reason an
+    export failed (DiagnosticError), not a crash."""
+    try:
+        yield
+    except (ValueError, AttributeError, KeyError, TypeError) as exc:
+        raise DiagnosticError(f"cannot write the {what} of this image: {type(exc).__name__}: {exc}") from exc
 
 
 def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Path) -> Dataset:
@@ -82,6 +94,11 @@ def _frame_capture(record: ImageRecord, frame: int, original: Dataset | None, an
 def export_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int = 0, anonymise: bool = True) -> Path:
     """A binary DICOM SEG of ``result.mask`` (frame ``frame`` of the source)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    with explained("DICOM SEG"):
+        return _write_seg(record, result, out, frame, anonymise)
+
+
+def _write_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int, anonymise: bool) -> Path:
     source = source_dataset(record, frame, anonymise, out.parent)
     frames = int(source.get("NumberOfFrames", 1) or 1)
     mask = result.mask.astype(bool)
@@ -115,6 +132,11 @@ def export_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, f
                       anonymise: bool = True) -> Path:
     """The picture with overlays as an RGB Secondary Capture in the source's study."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    with explained("DICOM Secondary Capture"):
+        return _write_overlay_sc(record, overlay_rgb, out, frame, anonymise)
+
+
+def _write_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, frame: int, anonymise: bool) -> Path:
     source = source_dataset(record, frame, anonymise, out.parent)
     overlay_rgb = without_screen_text(overlay_rgb, record, frame) if anonymise else overlay_rgb
     orientation = tuple(source.get("PatientOrientation", []) or ())

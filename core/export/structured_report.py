@@ -26,7 +26,7 @@ from pydicom.uid import generate_uid
 from core import __version__
 from core.export.anonymise import deidentify_created
 from core.errors import DiagnosticError
-from core.export.dicom_export import MANUFACTURER, source_dataset
+from core.export.dicom_export import MANUFACTURER, explained, source_dataset
 from core.imaging.record import ImageRecord
 from core.inference.results import Analysis, Lesion, ModelResult
 
@@ -179,6 +179,7 @@ def export_sr(record: ImageRecord, analysis: Analysis, out: Path, anonymise: boo
     if not analysis.results:
         raise DiagnosticError("no model result to report: analyse the image first")
     out.parent.mkdir(parents=True, exist_ok=True)
-    source = source_dataset(record, analysis.frame, anonymise, out.parent)
-    return write_sr(measurement_groups(analysis, source, record), [source], [r.model_id for r in analysis.results],
-                    out, anonymise)
+    with explained("DICOM SR"):
+        source = source_dataset(record, analysis.frame, anonymise, out.parent)
+        return write_sr(measurement_groups(analysis, source, record), [source], [r.model_id for r in analysis.results],
+                        out, anonymise)

@@ -77,14 +77,14 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
         if not complete:
             out["cancelled"] = True
         _print_json(out)
-        return 0 if complete else 3
+        return 3 if not complete else 2 if any("dicom_sr_error" in r for r in reports.values()) else 0
     for k, a in enumerate(analyses):
         print(series_text(a))
         for key, value in reports.get(k, {}).items():
             print(f"  {'DICOM SR' if key == 'dicom_sr_file' else 'no DICOM SR'}: {value}")
     for problem in index.problems:
         print(f"skipped: {problem}", file=sys.stderr)
-    return 0 if complete else 3
+    return 3 if not complete else 2 if any("dicom_sr_error" in r for r in reports.values()) else 0
 
 
 def _structured_reports(analyses: list[SeriesAnalysis], target: Path, anonymise: bool) -> dict[int, dict]:

@@ -18,7 +18,7 @@ from pydicom.sr.codedict import codes
 
 from core.errors import DiagnosticError
 from core.export.anonymise import anonymise_dataset
-from core.export.dicom_export import with_type2_attributes
+from core.export.dicom_export import explained, with_type2_attributes
 from core.export.structured_report import algorithm, code, lesion_groups, write_sr
 from core.series.analysis import SeriesAnalysis, SeriesVerdict
 from core.series.index import Series, SliceRef
@@ -90,8 +90,9 @@ def export_series_sr(analysis: SeriesAnalysis, out: Path, anonymise: bool = True
         raise DiagnosticError("the series analysis was cancelled part-way: its verdicts are partial; analyse it again")
     series = analysis.series
     headers = _headers(series, anonymise)
-    groups = []
-    for verdict in analysis.results:
-        groups.append(_verdict_group(verdict, series, headers))
-        groups += _outline_groups(verdict, series, headers)
-    return write_sr(groups, list(headers.values()), [v.model for v in analysis.results], out, anonymise)
+    with explained("series DICOM SR"):
+        groups = []
+        for verdict in analysis.results:
+            groups.append(_verdict_group(verdict, series, headers))
+            groups += _outline_groups(verdict, series, headers)
+        return write_sr(groups, list(headers.values()), [v.model for v in analysis.results], out, anonymise)
