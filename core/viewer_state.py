@@ -331,6 +331,12 @@ class ViewerState:
         cache = self._caches.get(series.key)  # not `or`: an empty cache is falsy (len 0) and must be kept too
         self.slice_cache = _recent(self._caches, series.key, cache if cache is not None else SliceCache())
         self._series_analysis = self._series_analyses.get(series.key)
+        if self._series_analysis is not None and ([r.key for r in self._series_analysis.series.slices]
+                                                  != [r.key for r in series.slices]):
+            # The folder was read again with slices added or gone: the kept verdicts (by slice position) no
+            # longer describe this series; its slice outcomes (by slice) stay in the cache.
+            del self._series_analyses[series.key]
+            self._series_analysis = None
         self._analysis = self._analysis_for_slice()
         stack.set_current(start)
         self.events.series.emit(series)
@@ -711,6 +717,9 @@ class ViewerState:
         model_ids = list(dict.fromkeys(model_ids))
         if model_ids != self._chosen_models:
             self._chosen_models = model_ids
+            # Series verdicts made with the models chosen before: the one shown stays on screen until the reader
+            # moves on, none is brought back as current when its series is shown again (it is analysed anew).
+            self._series_analyses.clear()
             self.events.chosen_models.emit(list(model_ids))
 
     # ----- analysis

@@ -8,6 +8,7 @@ the studies (``core.series``) into the Studies panel; a series chosen there is s
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, magnification_at, um
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
 from core.series.contralateral import other_breast
 from core.series.hanging import hung_picture, screening_exams
-from core.series.index import Series, StudyIndex, index_path
+from core.series.index import Series, StudyIndex, index_files, index_path, is_dicomdir
 from core.series.segmentation_file import read_for_viewer
 from core.series.stack import SeriesStack
 from core.viewer_state import ViewerState, ViewSettings
@@ -73,6 +74,19 @@ class KeepNavigationKeys(QObject):
         if event.type() == QEvent.Type.ShortcutOverride and event.key() in self.KEYS:
             event.accept()  # the widget takes the key; no shortcut fires
         return False
+
+
+def training_text(training: dict) -> str:
+    """What a bundle was fitted on, for the Models panel: its data set (or the reader that gathers several, whose
+    manifest names the data folder '.') and the images of each part of its split."""
+    data = str(training.get("data") or "")
+    name = (data if data not in ("", ".") else str(training.get("reader") or "")).replace("_", " ")
+    parts = []
+    for part, counts in (training.get("counts") or {}).items():
+        total = sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else counts
+        if isinstance(total, int):
+            parts.append(f"{total:,} {({'train': 'training', 'val': 'validation', 'all': 'in all'}).get(part, part)}")
+    return f"{name} ({', '.join(parts)} images)" if parts else name
 
 
 class MainWindow(QMainWindow):
@@ -411,9 +425,14 @@ class MainWindow(QMainWindow):
                 self.show_exam()  # a screening exam hangs itself, as on a mammography workstation
         else:
             self._error(f"No images found in {index.root}.{problems}")
-        for series in index.series:
-            self.bridge.run(thumbnail, series, on_done=lambda picture, key=series.key: self.studies.set_thumbnail(
-                key, picture), on_error=lambda e: None)
+        for series in index.series:  # behind any slice the reader opens, and skipped once another folder is shown
+            self.bridge.run_background(self._thumbnail, series, index,
+                                       on_done=lambda picture, key=series.key: picture is not None
+                                       and self.studies.set_thumbnail(key, picture), on_error=lambda e: None)
+
+    def _thumbnail(self, series: Series, index: StudyIndex):
+        """(background thread) the series' thumbnail, or None when its folder is no longer the one listed."""
+        return thumbnail(series) if index is self.study_index else None
 
     def open_series_key(self, key: str) -> None:
         if self.study_index is not None:
@@ -424,6 +443,7 @@ class MainWindow(QMainWindow):
         self._wanted_series = series
         if self.state.series is series:
             return
+        self._new_open_request()  # a file or folder asked for earlier and arriving later is not shown over it
         self._busy(f"Opening {series.description or 'series'}…")
         self.modality_box.setCurrentIndex(0)  # the reader's modality was for the series shown, not this one
 
@@ -458,7 +478,13 @@ class MainWindow(QMainWindow):
             if self.auto_analyse and self.state.series_analysis is None:
                 self.analyse_series()
 
-        self.bridge.run(prepare, on_done=opened, on_error=self._load_failed)
+        def failed(error: BaseException) -> None:
+            self._load_failed(error)
+            if self._wanted_series is series:  # the tree shows again the series on screen, not the one that failed
+                self._wanted_series = self.state.series
+                self.studies.select(self.state.series.key if self.state.series is not None else None)
+
+        self.bridge.run(prepare, on_done=opened, on_error=failed)
 
     def _series_changed(self, series: Series | None) -> None:
         if series is None:
@@ -476,7 +502,7 @@ class MainWindow(QMainWindow):
             is_folder = path.is_dir()
         except OSError:  # a folder above it cannot be read: load_image names that problem
             is_folder = False
-        if is_folder:
+        if is_folder or is_dicomdir(path):  # a DICOMDIR lists studies, as a folder does (reads its meta only)
             self.open_folder(path)
             return
         self._wanted_series = None  # a series still loading is not shown over this file
@@ -618,8 +644,8 @@ class MainWindow(QMainWindow):
         if um == self.state.microns_per_pixel:
             return
         self.state.set_microns_per_pixel(um)
-        if self.auto_analyse:
-            self.analyse()
+        if self.auto_analyse:  # as on opening: a series' verdicts are made again at this scale
+            self.analyse_series() if self.state.series is not None else self.analyse()
 
     def _ask_microns(self) -> float | None:
         """Micrometres per pixel typed by the user, or None when cancelled."""
@@ -737,7 +763,7 @@ class MainWindow(QMainWindow):
             return {"id": model_id, "version": "?", "title": "", "modality": "", "task": "", "architecture": "",
                     "classes": [], "metrics": {}}
         summary = bundle.summary()
-        summary["training"] = bundle.info.extra.get("training", {}).get("data", "")
+        summary["training"] = training_text(bundle.info.extra.get("training", {}))
         return summary
 
     # ----- mammography exam
@@ -1155,8 +1181,23 @@ class MainWindow(QMainWindow):
 
     def dropEvent(self, event) -> None:  # noqa: N802
         urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        if urls:
+        if len(urls) > 1:  # several files (slices of a series, an exam's views): read together in the Studies panel
+            self.open_files([Path(u) for u in urls])
+        elif urls:
             self.open_path(urls[0])
+
+    def open_files(self, paths: list[Path]) -> None:
+        """Several files at once, indexed as studies (their series listed, the first shown), as a folder is."""
+        paths = [p.absolute() for p in paths]
+        files = [p for p in paths if not p.is_dir()]
+        if len(files) != len(paths):  # folders among them: each read as a folder would be, the first shown
+            self.open_folder(next(p for p in paths if p.is_dir()))
+            return
+        self._busy(f"Reading {len(files)} files…")
+        request = self._new_open_request()
+        self.bridge.run(index_files, files, Path(os.path.commonpath([str(p.parent) for p in files])),
+                        on_done=lambda index: self._indexed(index, request),
+                        on_error=lambda e: self._open_failed(e, request))
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self.settings.setValue("geometry", self.saveGeometry())

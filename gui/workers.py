@@ -17,6 +17,7 @@ class FutureBridge(QObject):
         super().__init__(parent)
         self.finished.connect(self._deliver)
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background")  # never ahead of _io
         self.pending = 0
         self.closed = False
 
@@ -31,6 +32,13 @@ class FutureBridge(QObject):
             return None
         return self.watch(self._io.submit(fn, *args), on_done, on_error)
 
+    def run_background(self, fn: Callable, *args, on_done: Callable, on_error: Callable) -> Future | None:
+        """Run a job nobody waits for (thumbnails) on its own thread, so that loads the reader asked for are never
+        queued behind it."""
+        if self.closed:
+            return None
+        return self.watch(self._background.submit(fn, *args), on_done, on_error)
+
     def _deliver(self, future: Future, on_done, on_error) -> None:
         self.pending -= 1
         if future.cancelled() or self.closed:
@@ -44,3 +52,4 @@ class FutureBridge(QObject):
     def shutdown(self) -> None:
         self.closed = True
         self._io.shutdown(wait=False, cancel_futures=True)
+        self._background.shutdown(wait=False, cancel_futures=True)

@@ -141,7 +141,7 @@ def index_path(path: str | Path) -> StudyIndex:
     path = Path(path)
     if path.is_dir():
         return index_folder(path)
-    if path.is_file() and _is_dicomdir(path):
+    if path.is_file() and is_dicomdir(path):
         return index_dicomdir(path)
     if not path.exists():
         raise FileNotFoundError(f"'{path}' does not exist")
@@ -251,7 +251,7 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
     index = StudyIndex(Path(root))
     groups: dict[str, Series] = {}
     studies: dict[tuple[str, str], Study] = {}
-    patients: dict[str, Patient] = {}
+    patients: dict[str | tuple[str, str], Patient] = {}
     for path in files:
         try:
             entry = _read_entry(path)
@@ -269,8 +269,11 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
         if key not in groups:
             groups[key] = Series(**series_fields)
             pid = patient_fields["id"]
-            patient = patients.setdefault(pid, Patient(pid, patient_fields["name"]))
-            skey = (pid, study_fields["uid"])
+            # Without a PatientID (anonymised folders) the name tells patients apart: never one patient's images
+            # filed under another's name.
+            pkey = pid if pid else ("", patient_fields["name"])
+            patient = patients.setdefault(pkey, Patient(pid, patient_fields["name"]))
+            skey = (pkey, study_fields["uid"])
             if skey not in studies:
                 studies[skey] = Study(**study_fields)
                 patient.studies.append(studies[skey])
@@ -282,7 +285,7 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
         for study in patient.studies:
             study.series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid, s.key))
         patient.studies.sort(key=lambda st: (st.date, st.uid))
-    index.patients = sorted(patients.values(), key=lambda p: (p.id == "", p.id))
+    index.patients = sorted(patients.values(), key=lambda p: (p.id == "", p.id, p.name))
     return index
 
 
@@ -298,7 +301,8 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _is_dicomdir(path: Path) -> bool:
+def is_dicomdir(path: Path) -> bool:
+    """Whether ``path`` is a DICOMDIR (by its name or its media storage class); False for anything unreadable."""
     if path.name.upper() == "DICOMDIR":
         return True
     try:
