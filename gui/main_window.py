@@ -440,6 +440,9 @@ class MainWindow(QMainWindow):
 
     def open_series(self, series: Series) -> None:
         """Show ``series``: its first slice is loaded on an I/O thread, the rest as the reader scrolls."""
+        if series.modality == "SEG" and series.slices:  # a segmentation: shown over the image it segments
+            self.open_path(series.slices[0].path)
+            return
         self._wanted_series = series
         if self.state.series is series:
             return

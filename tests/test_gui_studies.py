@@ -266,3 +266,27 @@ def test_a_series_shown_again_after_other_models_were_chosen_is_analysed_with_th
     win.studies.setCurrentItem(win.studies.rows[ax.key])
     qtbot.waitUntil(lambda: win.state.series is ax and len(runs) == 3, timeout=10000)
     assert runs[2][0] is ax and runs[2][1] == ["tiny-mr-segmenter"] and win.state.series_analysis is None
+
+
+def test_a_segmentation_listed_in_the_studies_opens_over_the_image_it_segments(qtbot, tiny_models, tmp_path):
+    """A SEG exported beside its image is listed as a series of its own (modality SEG): chosen, it showed its
+    binary frames as a picture; it now shows the image with the SEG's outlines, as opening the file does."""
+    from core.export.dicom_export import export_seg
+    from core.imaging import load_image
+
+    (path,) = write_series(tmp_path / "study", [ramp_images(1, 64)[0] * 0 + 100], modality="US", description="US")
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array.copy()
+    pixels[20:34, 12:30] = 2000
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path)
+    record = load_image(path)
+    win = open_window(qtbot, tiny_models, tmp_path)
+    result = win.engine.analyzer.analyze(record, model_ids=["tiny-us-segmenter"]).results[0]
+    export_seg(record, result, tmp_path / "study" / "lesion.seg.dcm", anonymise=False)
+    win.open_folder(tmp_path / "study")
+    qtbot.waitUntil(lambda: win.study_index is not None and not win.is_busy, timeout=20000)
+    seg = next(s for s in win.study_index.series if s.modality == "SEG")
+    win.studies.setCurrentItem(win.studies.rows[seg.key])
+    qtbot.waitUntil(lambda: win.state.analysis is not None and not win.is_busy, timeout=20000)
+    assert win.state.record.path == path and win.state.analysis.results[0].model_id == "Lesion (DICOM SEG)"
