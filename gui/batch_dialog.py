@@ -131,13 +131,17 @@ class BatchDialog(QDialog):
                 self.status.setText("Not started: choose another output folder, or resume or replace its results.")
                 return
             resume, overwrite = answer == "resume", answer == "replace"
-        if resume:  # a resumed run makes its reports as the run it continues did
-            self.dicom_sr.setChecked(bool(run_settings(out).get("dicom_sr", self.dicom_sr.isChecked())))
+        all_frames = False
+        if resume:  # a resumed run makes its reports and frames as the run it continues did (CLI runs included)
+            settings = run_settings(out)
+            self.dicom_sr.setChecked(bool(settings.get("dicom_sr", self.dicom_sr.isChecked())))
+            all_frames = bool(settings.get("all_frames", False))
         self.cancel_event.clear()
         self.summary, self.error = None, None
         self.table.setRowCount(0)
         try:
             run = BatchRun(folder, out, analyzer=self.engine.analyzer, model_ids=chosen or None, resume=resume,
+                           all_frames=all_frames,
                            overwrite=overwrite, cancel=self.cancel_event, on_progress=self.relay.progress.emit,
                            on_rows=self.relay.rows.emit, history=self.history, dicom_sr=self.dicom_sr.isChecked())
         except DiagnosticError as exc:

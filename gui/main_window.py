@@ -419,7 +419,8 @@ class MainWindow(QMainWindow):
         if index.series:
             self.statusBar().showMessage(f"{len(index.patients)} patient(s), {len(index.series)} series.{problems}",
                                          10000)
-            first = next((s for s in index.series if series_uid and s.uid == series_uid), index.series[0])
+            first = next((s for s in index.series if series_uid and s.uid == series_uid),
+                         next((s for s in index.series if s.modality != "SEG"), index.series[0]))  # images first
             self.open_series(first)  # queued before the thumbnails: the first slice shows first
             if first.modality == "MG" and screening_exams(index):
                 self.show_exam()  # a screening exam hangs itself, as on a mammography workstation
@@ -846,10 +847,11 @@ class MainWindow(QMainWindow):
         self.series_panel.started(len(series))
         self._busy(f"Analysing {len(series)} slices…")
         modality, um, shown_as = self.modality_box.currentData(), state.microns_per_pixel, state.record.modality
-        future = submit_series(series, self.engine, model_ids=state.chosen_models or None, cancel=cancel,
+        chosen = list(state.chosen_models)
+        future = submit_series(series, self.engine, model_ids=chosen or None, cancel=cancel,
                                cache=state.slice_cache, modality=modality, microns_per_pixel=um,
                                progress=lambda p: self.series_panel.progressed.emit(p.done, p.total))
-        self.bridge.watch(future, lambda a: self._series_analysed(a, um, shown_as), self._series_failed)
+        self.bridge.watch(future, lambda a: self._series_analysed(a, um, shown_as, chosen), self._series_failed)
 
     def cancel_series_analysis(self) -> None:
         if self.series_cancel is not None:
@@ -863,18 +865,23 @@ class MainWindow(QMainWindow):
         self.analyse_series_action.setEnabled(True)
 
     def _series_analysed(self, analysis: SeriesAnalysis, um: float | None = None,
-                         modality: Modality | None = None) -> None:
+                         modality: Modality | None = None, chosen: list[str] | None = None) -> None:
         self._series_done()
         record, shown = self.state.record, self.state.series
+        same_models = chosen is None or chosen == self.state.chosen_models  # not one of models chosen out since
         if analysis.series is shown:
             done = f"{analysis.slices_analysed} slice(s) analysed in {analysis.seconds:.1f} s"
             self.series_panel.finished(("Cancelled: " if analysis.cancelled else "") + done)
-            # Not one made at a scale or for a modality the user has changed since.
-            if um == self.state.microns_per_pixel and record is not None and record.modality == modality:
+            # Not one made at a scale, for a modality or with models the user has changed since.
+            current = (um == self.state.microns_per_pixel and record is not None and record.modality == modality
+                       and same_models)
+            if current:
                 self.state.set_series_analysis(analysis)
+            elif self.auto_analyse and not analysis.cancelled:
+                self.analyse_series()  # made again as asked now (the new scale or models), as on opening
         else:  # the reader chose another series while this one ran: kept for its own series, not shown here
             self.series_panel.finished("")
-            if not analysis.cancelled:
+            if not analysis.cancelled and same_models:
                 self.state.set_series_analysis(analysis)
             if self.auto_analyse and shown is not None and self.state.series_analysis is None:
                 self.analyse_series()  # the series now shown, as it would have been on opening
@@ -1190,11 +1197,15 @@ class MainWindow(QMainWindow):
             self.open_path(urls[0])
 
     def open_files(self, paths: list[Path]) -> None:
-        """Several files at once, indexed as studies (their series listed, the first shown), as a folder is."""
+        """Several files at once, indexed as studies (their series listed, the first shown), as a folder is; with
+        folders among them, the first folder only, said."""
         paths = [p.absolute() for p in paths]
         files = [p for p in paths if not p.is_dir()]
-        if len(files) != len(paths):  # folders among them: each read as a folder would be, the first shown
-            self.open_folder(next(p for p in paths if p.is_dir()))
+        if len(files) != len(paths):  # folders among them: the first is read, and the reader told of the rest
+            folder = next(p for p in paths if p.is_dir())
+            self.open_folder(folder)
+            self.statusBar().showMessage(f"Opened {folder.name} only of the {len(paths)} items dropped: drop one "
+                                         "folder, or files alone, at a time.", 15000)
             return
         self._busy(f"Reading {len(files)} files…")
         request = self._new_open_request()

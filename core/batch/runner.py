@@ -139,14 +139,14 @@ def run_settings(out: Path) -> dict:
     ``dicom_sr``; runs before these were recorded: the folder only, ``dicom_sr`` from results.csv's columns)."""
     try:
         settings = json.loads((Path(out) / "input.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not JSON, not UTF-8
         settings = {}
     settings = settings if isinstance(settings, dict) else {}
     if "dicom_sr" not in settings:
         try:
             with (Path(out) / "results.csv").open(newline="", encoding="utf-8") as fh:
                 settings["dicom_sr"] = "sr_file" in next(csv.reader(fh), [])
-        except (OSError, StopIteration):
+        except (OSError, ValueError, StopIteration, csv.Error):
             pass
     return settings
 

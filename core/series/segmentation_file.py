@@ -9,6 +9,7 @@ several images (a volume) is refused with what to open instead: its slices are a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,8 @@ import numpy as np
 import pydicom
 
 from core.errors import DiagnosticError
-from core.imaging import load_image
+from core.imaging import limits, load_image
+from core.imaging.loader import open_regular
 from core.imaging.record import ImageRecord, Modality
 from core.inference.lesions import find_lesions
 from core.inference.results import Analysis, ModelResult
@@ -28,8 +30,9 @@ MAX_FILES_SEARCHED = 5000  # a folder holding more is not read header by header 
 def is_segmentation(path: str | Path) -> bool:
     """Whether ``path`` is a DICOM Segmentation (its header says so); False for anything unreadable."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"], force=True)
-    except Exception:  # noqa: BLE001 - not DICOM, unreadable: the ordinary loader says why
+        with open_regular(path, limits.MAX_FILE_BYTES) as fh:  # the guarded door: never a FIFO or a device
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=["SOPClassUID"], force=True)
+    except Exception:  # noqa: BLE001 - not DICOM, unreadable, refused: the ordinary loader says why
         return False
     return str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE
 
@@ -39,23 +42,30 @@ def _referenced(seg) -> list[str]:
             for instance in series.get("ReferencedInstanceSequence", [])]
 
 
+def _candidates(seg_path: Path):
+    """The files of the SEG's folder, then of the folder above and below it (hidden folders skipped), lazily: a
+    search stops at MAX_FILES_SEARCHED without listing a whole tree first."""
+    yield from sorted(p for p in seg_path.parent.iterdir() if p.is_file())
+    for folder, subfolders, names in os.walk(seg_path.parent.parent):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        if Path(folder) != seg_path.parent:
+            yield from (Path(folder) / name for name in sorted(names))
+
+
 def _find(uid: str, seg_path: Path) -> Path | None:
     """The file in the SEG's folder (then the folder above, recursively) whose SOPInstanceUID is ``uid``."""
-    seen = 0
-    for folder, pattern in ((seg_path.parent, "*"), (seg_path.parent.parent, "**/*")):
-        for candidate in sorted(folder.glob(pattern)):
-            if seen >= MAX_FILES_SEARCHED:
-                return None
-            if candidate == seg_path or not candidate.is_file():
-                continue
-            seen += 1
-            try:
-                header = pydicom.dcmread(candidate, stop_before_pixels=True, specific_tags=["SOPInstanceUID"],
-                                         force=True)
-            except Exception:  # noqa: BLE001 - not DICOM
-                continue
-            if str(header.get("SOPInstanceUID", "")) == uid:
-                return candidate
+    for seen, candidate in enumerate(_candidates(seg_path)):
+        if seen >= MAX_FILES_SEARCHED:
+            return None
+        if candidate == seg_path:
+            continue
+        try:
+            with open_regular(candidate, limits.MAX_FILE_BYTES) as fh:
+                header = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
+        except Exception:  # noqa: BLE001 - not DICOM, not a regular file
+            continue
+        if str(header.get("SOPInstanceUID", "")) == uid:
+            return candidate
     return None
 
 
