@@ -232,10 +232,9 @@ def _choose(win, ids):
     win.choose_models()
 
 
-def test_a_series_shown_again_after_other_models_were_chosen_is_analysed_with_them(qtbot, mr_models, tmp_path,
-                                                                                    monkeypatch):
-    from core.series.analysis import SeriesAnalysis, SeriesVerdict, SliceOutcome
-
+def ax_and_sag_opened(qtbot, models, tmp_path, monkeypatch):
+    """An AX and a SAG series opened with automatic analysis on, series runs held: (window, [(series, model ids,
+    future), ...]); the AX run is the first, waiting for its result."""
     runs = []
 
     def submit(series, engine, model_ids=None, **options):
@@ -248,10 +247,18 @@ def test_a_series_shown_again_after_other_models_were_chosen_is_analysed_with_th
     write_series(tmp_path / "study" / "ax", ramp_images(4), study_uid=study, description="AX", series_number=1)
     write_series(tmp_path / "study" / "sag", ramp_images(3), orientation=SAGITTAL, study_uid=study, description="SAG",
                  series_number=2)
-    win = open_window(qtbot, mr_models, tmp_path)
+    win = open_window(qtbot, models, tmp_path)
     win.auto_analyse = True
     win.open_folder(tmp_path / "study")
     qtbot.waitUntil(lambda: len(runs) == 1, timeout=20000)
+    return win, runs
+
+
+def test_a_series_shown_again_after_other_models_were_chosen_is_analysed_with_them(qtbot, mr_models, tmp_path,
+                                                                                    monkeypatch):
+    from core.series.analysis import SeriesAnalysis, SeriesVerdict, SliceOutcome
+
+    win, runs = ax_and_sag_opened(qtbot, mr_models, tmp_path, monkeypatch)
     ax = runs[0][0]
     outcomes = [SliceOutcome(label="yes", probabilities={"no": 0.1, "yes": 0.9}) for _ in range(4)]
     runs[0][2].set_result(SeriesAnalysis(ax, [SeriesVerdict("tiny-mr-yesno", "1", "classification", "yes", 0.9, 1, 4,

@@ -16,8 +16,8 @@ from pydicom.uid import generate_uid
 
 from core.batch.runner import run_settings
 from tests.conftest import open_window
-from tests.series_data import SAGITTAL, ramp_images, write_series
-from tests.test_gui_studies import _choose, _rgb_series
+from tests.series_data import ramp_images, write_series
+from tests.test_gui_studies import _choose, _rgb_series, ax_and_sag_opened
 
 pytest.importorskip("pytestqt")
 
@@ -120,22 +120,7 @@ def test_scale_chosen_while_the_series_runs_is_applied(qtbot, tiny_models, tmp_p
 def test_inflight_run_with_old_models_is_not_brought_back(qtbot, mr_models, tmp_path, monkeypatch):
     from core.series.analysis import SeriesAnalysis, SeriesVerdict, SliceOutcome
 
-    runs = []
-
-    def submit(series, engine, model_ids=None, **options):
-        future = Future()
-        runs.append((series, model_ids, future))
-        return future
-
-    monkeypatch.setattr("gui.main_window.submit_series", submit)
-    study = generate_uid()
-    write_series(tmp_path / "study" / "ax", ramp_images(4), study_uid=study, description="AX", series_number=1)
-    write_series(tmp_path / "study" / "sag", ramp_images(3), orientation=SAGITTAL, study_uid=study, description="SAG",
-                 series_number=2)
-    win = open_window(qtbot, mr_models, tmp_path)
-    win.auto_analyse = True
-    win.open_folder(tmp_path / "study")
-    qtbot.waitUntil(lambda: len(runs) == 1, timeout=20000)
+    win, runs = ax_and_sag_opened(qtbot, mr_models, tmp_path, monkeypatch)
     ax = runs[0][0]
     _choose(win, {"tiny-mr-segmenter"})           # other models chosen while AX's run goes on
     sag = next(s for s in win.study_index.series if s.description == "SAG")
