@@ -21,6 +21,20 @@ from tests.series_data import SAGITTAL, ramp_images, slice_positions, write_seri
 from tests.test_histology import fake_he  # noqa: E402
 
 
+def held_series_runs(monkeypatch, option: str = "model_ids") -> list:
+    """Series analyses held by the test: each submit_series call as (series, its ``option``, its future), the
+    future left for the test to finish."""
+    runs = []
+
+    def submit(series, engine, **options):
+        future = Future()
+        runs.append((series, options.get(option), future))
+        return future
+
+    monkeypatch.setattr("gui.main_window.submit_series", submit)
+    return runs
+
+
 def test_patients_without_id_are_not_merged(qtbot, tiny_models, tmp_path):
     a = write_series(tmp_path / "f" / "a", ramp_images(2), study_uid=generate_uid(), patient_id="",
                      description="A series")
@@ -41,14 +55,7 @@ def test_patients_without_id_are_not_merged(qtbot, tiny_models, tmp_path):
 def test_reopened_folder_with_more_slices_does_not_show_old_series_analysis(qtbot, mr_models, tmp_path, monkeypatch):
     from core.series.analysis import SeriesAnalysis, SeriesVerdict, SliceOutcome
 
-    runs = []
-
-    def submit(series, engine, **options):
-        f = Future()
-        runs.append((series, f))
-        return f
-
-    monkeypatch.setattr("gui.main_window.submit_series", submit)
+    runs = held_series_runs(monkeypatch)
     win = open_window(qtbot, mr_models, tmp_path)
     folder = tmp_path / "s"
     suid, stuid = generate_uid(), generate_uid()
@@ -65,7 +72,7 @@ def test_reopened_folder_with_more_slices_does_not_show_old_series_analysis(qtbo
     outs = [SliceOutcome(label="yes", probabilities={"no": 0.01, "yes": 0.99})] + \
            [SliceOutcome(label="no", probabilities={"no": 0.99, "yes": 0.01}) for _ in range(4)]
     verdict = SeriesVerdict("tiny-mr-yesno", "1", "classification", "yes", 0.99, 1, 1, None, outs)
-    runs[0][1].set_result(SeriesAnalysis(old, [verdict], [], False, 0.1, 5))
+    runs[0][2].set_result(SeriesAnalysis(old, [verdict], [], False, 0.1, 5))
     qtbot.waitUntil(lambda: win.state.series_analysis is not None, timeout=10000)
     # the rest of the series arrives: slices 0..2, in front of the others
     write_series(folder, ramp_images(8)[:3], positions=pos[:3], instances=[1, 2, 3],
@@ -181,14 +188,7 @@ def _rgb_series(folder, n=3):
 def test_scale_chosen_on_a_series_analyses_the_series_again(qtbot, tiny_models, tmp_path, monkeypatch):
     from core.series.analysis import SeriesAnalysis
 
-    runs = []
-
-    def submit(series, engine, microns_per_pixel=None, **options):
-        f = Future()
-        runs.append((series, microns_per_pixel, f))
-        return f
-
-    monkeypatch.setattr("gui.main_window.submit_series", submit)
+    runs = held_series_runs(monkeypatch, "microns_per_pixel")
     singles = []
     monkeypatch.setattr("gui.main_window.MainWindow.analyse", lambda self: singles.append(self.state.slice_index))
     win = open_window(qtbot, tiny_models, tmp_path)
@@ -235,14 +235,7 @@ def _choose(win, ids):
 def ax_and_sag_opened(qtbot, models, tmp_path, monkeypatch):
     """An AX and a SAG series opened with automatic analysis on, series runs held: (window, [(series, model ids,
     future), ...]); the AX run is the first, waiting for its result."""
-    runs = []
-
-    def submit(series, engine, model_ids=None, **options):
-        future = Future()
-        runs.append((series, model_ids, future))
-        return future
-
-    monkeypatch.setattr("gui.main_window.submit_series", submit)
+    runs = held_series_runs(monkeypatch)
     study = generate_uid()
     write_series(tmp_path / "study" / "ax", ramp_images(4), study_uid=study, description="AX", series_number=1)
     write_series(tmp_path / "study" / "sag", ramp_images(3), orientation=SAGITTAL, study_uid=study, description="SAG",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Future
 
 import highdicom as hd
 import numpy as np
@@ -17,7 +16,7 @@ from pydicom.uid import generate_uid
 from core.batch.runner import run_settings
 from tests.conftest import open_window
 from tests.series_data import ramp_images, write_series
-from tests.test_gui_studies import _choose, _rgb_series, ax_and_sag_opened
+from tests.test_gui_studies import _choose, _rgb_series, ax_and_sag_opened, held_series_runs
 
 pytest.importorskip("pytestqt")
 
@@ -90,14 +89,7 @@ def test_folder_with_volume_seg_sorted_first_shows_the_images(qtbot, mr_models, 
 def test_scale_chosen_while_the_series_runs_is_applied(qtbot, tiny_models, tmp_path, monkeypatch):
     from core.series.analysis import SeriesAnalysis
 
-    runs = []
-
-    def submit(series, engine, microns_per_pixel=None, **options):
-        f = Future()
-        runs.append((series, microns_per_pixel, f))
-        return f
-
-    monkeypatch.setattr("gui.main_window.submit_series", submit)
+    runs = held_series_runs(monkeypatch, "microns_per_pixel")
     monkeypatch.setattr("gui.main_window.MainWindow.analyse", lambda self: None)
     win = open_window(qtbot, tiny_models, tmp_path)
     win.auto_analyse = True
