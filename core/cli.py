@@ -107,9 +107,11 @@ def _export_models(registry, model_ids: list[str] | None, out: Path | None) -> i
     return failed
 
 
-PER_IMAGE_OPTIONS = (("--heatmap-out", "heatmap_out"), ("--mask-out", "mask_out"), ("--report-out", "report_out"),
-                     ("--dicom-seg-out", "dicom_seg_out"), ("--all-frames", "all_frames"), ("--tta", "tta"),
-                     ("--target-class", "target_class"), ("--gradcam-plus", "gradcam_plus"))
+OUTPUT_OPTIONS = (("--heatmap-out", "heatmap_out"), ("--mask-out", "mask_out"), ("--report-out", "report_out"),
+                  ("--dicom-seg-out", "dicom_seg_out"), ("--dicom-sr-out", "dicom_sr_out"))  # (flag, args key)
+PER_IMAGE_OPTIONS = tuple(o for o in OUTPUT_OPTIONS if o[0] != "--dicom-sr-out") + (
+    ("--all-frames", "all_frames"), ("--tta", "tta"), ("--target-class", "target_class"),
+    ("--gradcam-plus", "gradcam_plus"))
 
 
 def _analyze_options_problem(args: argparse.Namespace) -> str | None:
@@ -119,9 +121,7 @@ def _analyze_options_problem(args: argparse.Namespace) -> str | None:
         if ignored:
             return (f"{', '.join(ignored)} apply to one image, not to --series (a series gives its verdicts, "
                     "--json and --dicom-sr-out)")
-    outputs = [(flag, getattr(args, key)) for flag, key in (("--heatmap-out", "heatmap_out"), ("--mask-out", "mask_out"),
-               ("--report-out", "report_out"), ("--dicom-seg-out", "dicom_seg_out"), ("--dicom-sr-out", "dicom_sr_out"))
-               if getattr(args, key) is not None]
+    outputs = [(flag, getattr(args, key)) for flag, key in OUTPUT_OPTIONS if getattr(args, key) is not None]
     seen: dict[str, str] = {os.path.abspath(args.path): "the input"}
     for flag, target in outputs:
         where = os.path.abspath(target)
@@ -257,14 +257,12 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
     if args.report_out:
         from core.export.report import write_image_report
 
-        target = args.report_out if not numbered_frames else args.report_out.with_name(
-            f"{args.report_out.stem}_f{analysis.frame}{args.report_out.suffix}")
+        target = _per_frame(args.report_out, analysis, numbered_frames)
         out["report_file"] = str(write_image_report(target, record, analysis, anonymise=not args.identified))
     if args.dicom_sr_out:  # with no model result export_sr says so: a report asked for is never silently missing
         from core.export.structured_report import export_sr
 
-        target = args.dicom_sr_out if not numbered_frames else args.dicom_sr_out.with_name(
-            f"{args.dicom_sr_out.stem}_f{analysis.frame}{args.dicom_sr_out.suffix}")
+        target = _per_frame(args.dicom_sr_out, analysis, numbered_frames)
         out["dicom_sr_file"] = str(export_sr(record, analysis, target, anonymise=not args.identified))
     return out
 
@@ -320,6 +318,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         engine.shutdown()
     _print_json(summary)
     return 0 if summary["complete"] else 3
+
+
+def _per_frame(path: Path, analysis, numbered_frames: bool) -> Path:
+    """One file per frame (``<stem>_f<frame><suffix>``) when several frames write the same option."""
+    return path.with_name(f"{path.stem}_f{analysis.frame}{path.suffix}") if numbered_frames else path
 
 
 def _numbered(path: Path, result, analysis, numbered_frames: bool) -> Path:

@@ -255,8 +255,8 @@ class ViewerState:
     ``series_analysis`` (or None), ``heatmap`` (the analysis, after Grad-CAM for another class replaced a
     heatmap), ``overlays`` (the layer that changed), ``rulers`` and ``regions`` (the rulers or the ellipse regions
     of the slice shown, after one was drawn or they were cleared) and ``inverted`` (the reader turned inverted
-    grey levels on or off; another image opens with them off, read on ``record``). Scrolling a series fires ``slice`` only (and ``analysis`` when the
-    results shown change), never ``record``.
+    grey levels on or off; another image opens with them off, read on ``record``). Scrolling a series fires
+    ``slice`` only (and ``analysis`` when the results shown change), never ``record``.
     """
 
     def __init__(self, overlays: Overlays | None = None) -> None:

@@ -76,6 +76,9 @@ class KeepNavigationKeys(QObject):
         return False
 
 
+PART_NAMES = {"train": "training", "val": "validation", "all": "in all"}  # a manifest's training.counts keys
+
+
 def training_text(training: dict) -> str:
     """What a bundle was fitted on, for the Models panel: its data set (or the reader that gathers several, whose
     manifest names the data folder '.') and the images of each part of its split."""
@@ -85,7 +88,7 @@ def training_text(training: dict) -> str:
     for part, counts in (training.get("counts") or {}).items():
         total = sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else counts
         if isinstance(total, int):
-            parts.append(f"{total:,} {({'train': 'training', 'val': 'validation', 'all': 'in all'}).get(part, part)}")
+            parts.append(f"{total:,} {PART_NAMES.get(part, part)}")
     return f"{name} ({', '.join(parts)} images)" if parts else name
 
 
@@ -197,8 +200,8 @@ class MainWindow(QMainWindow):
         self.state.events.scale.connect(self._show_scale)
         self.state.events.analysis.connect(self._show_results)
         self.state.events.overlays.connect(self._remember_overlays)
-        self.state.events.rulers.connect(self._show_distance)
-        self.state.events.regions.connect(self._show_region)
+        self.state.events.rulers.connect(lambda rulers: self._show_measurement("Distance", rulers))
+        self.state.events.regions.connect(lambda regions: self._show_measurement("Region", regions))
         self.state.events.inverted.connect(self._show_inverted)
         self.probabilities.gradcamClassChosen.connect(self._gradcam_for_class)
         self.probabilities.findingChosen.connect(self.viewer.show_region)
@@ -954,17 +957,12 @@ class MainWindow(QMainWindow):
         self.invert_action.setChecked(on)
         self.invert_action.blockSignals(False)
 
-    def _show_distance(self, rulers: list) -> None:
-        if rulers:
+    def _show_measurement(self, kind: str, drawn: list) -> None:
+        """The last ruler or region drawn on the slice, in the status bar ('Distance: 18.0 mm')."""
+        if drawn:
             spacing = self.state.pixel_spacing_mm
             note = "" if spacing else " (pixel spacing unknown)"
-            self.statusBar().showMessage(f"Distance: {rulers[-1].text(spacing)}{note}", 10000)
-
-    def _show_region(self, regions: list) -> None:
-        if regions:
-            spacing = self.state.pixel_spacing_mm
-            note = "" if spacing else " (pixel spacing unknown)"
-            self.statusBar().showMessage(f"Region: {regions[-1].text(spacing)}{note}", 10000)
+            self.statusBar().showMessage(f"{kind}: {drawn[-1].text(spacing)}{note}", 10000)
 
     def _measure(self, mode: str, on: bool) -> None:
         """One measure mode at a time: turning on the ruler turns off the region, and the other way round."""

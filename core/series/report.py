@@ -70,6 +70,7 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
     if record is not None:
         record([a for a in analyses if not a.cancelled and a.results])  # complete series with verdicts only
     reports = _structured_reports(analyses, args.dicom_sr_out, not args.identified) if args.dicom_sr_out else {}
+    code = 3 if not complete else 2 if any("dicom_sr_error" in r for r in reports.values()) else 0
     if args.json:
         out = {"path": str(path), "series": [dict(a.to_dict(), **reports.get(k, {})) for k, a in enumerate(analyses)]}
         if index.problems:
@@ -77,14 +78,14 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
         if not complete:
             out["cancelled"] = True
         _print_json(out)
-        return 3 if not complete else 2 if any("dicom_sr_error" in r for r in reports.values()) else 0
+        return code
     for k, a in enumerate(analyses):
         print(series_text(a))
         for key, value in reports.get(k, {}).items():
             print(f"  {'DICOM SR' if key == 'dicom_sr_file' else 'no DICOM SR'}: {value}")
     for problem in index.problems:
         print(f"skipped: {problem}", file=sys.stderr)
-    return 3 if not complete else 2 if any("dicom_sr_error" in r for r in reports.values()) else 0
+    return code
 
 
 def _structured_reports(analyses: list[SeriesAnalysis], target: Path, anonymise: bool) -> dict[int, dict]:

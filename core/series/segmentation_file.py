@@ -27,14 +27,20 @@ SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 MAX_FILES_SEARCHED = 5000  # a folder holding more is not read header by header to find one image
 
 
+def _tag(path: str | Path, keyword: str) -> str:
+    """One header attribute of ``path``, read through the guarded door (never a FIFO or a device); '' for
+    anything unreadable, refused or not DICOM: the ordinary loader says why."""
+    try:
+        with open_regular(path, limits.MAX_FILE_BYTES) as fh:
+            header = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=[keyword], force=True)
+    except Exception:  # noqa: BLE001
+        return ""
+    return str(header.get(keyword, ""))
+
+
 def is_segmentation(path: str | Path) -> bool:
     """Whether ``path`` is a DICOM Segmentation (its header says so); False for anything unreadable."""
-    try:
-        with open_regular(path, limits.MAX_FILE_BYTES) as fh:  # the guarded door: never a FIFO or a device
-            ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=["SOPClassUID"], force=True)
-    except Exception:  # noqa: BLE001 - not DICOM, unreadable, refused: the ordinary loader says why
-        return False
-    return str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE
+    return _tag(path, "SOPClassUID") == SEGMENTATION_STORAGE
 
 
 def _referenced(seg) -> list[str]:
@@ -57,14 +63,7 @@ def _find(uid: str, seg_path: Path) -> Path | None:
     for seen, candidate in enumerate(_candidates(seg_path)):
         if seen >= MAX_FILES_SEARCHED:
             return None
-        if candidate == seg_path:
-            continue
-        try:
-            with open_regular(candidate, limits.MAX_FILE_BYTES) as fh:
-                header = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
-        except Exception:  # noqa: BLE001 - not DICOM, not a regular file
-            continue
-        if str(header.get("SOPInstanceUID", "")) == uid:
+        if candidate != seg_path and _tag(candidate, "SOPInstanceUID") == uid:
             return candidate
     return None
 
