@@ -20,3 +20,9 @@ class ImageLoadError(DiagnosticError):
 
 class ModelError(DiagnosticError):
     """A model bundle is missing, invalid, tampered with or cannot run."""
+
+
+def described(exc: BaseException) -> str:
+    """A failure in words for the reader: a DiagnosticError's own, else the exception's type and message (an
+    unexpected failure is named, never hidden)."""
+    return str(exc) if isinstance(exc, DiagnosticError) else f"{type(exc).__name__}: {exc}"

@@ -8,7 +8,6 @@ the studies (``core.series``) into the Studies panel; a series chosen there is s
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -47,8 +46,8 @@ from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, magnification_at, um
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
 from core.series.contralateral import other_breast
 from core.series.hanging import hung_picture, screening_exams
-from core.series.index import Series, StudyIndex, index_files, index_path, is_dicomdir
-from core.series.segmentation_file import read_for_viewer
+from core.series.index import Series, StudyIndex, index_path, index_paths
+from core.series.opening import read_for_viewer
 from core.series.stack import SeriesStack
 from core.viewer_state import ViewerState, ViewSettings
 from gui.history_panel import HistoryPanel
@@ -509,15 +508,21 @@ class MainWindow(QMainWindow):
             is_folder = path.is_dir()
         except OSError:  # a folder above it cannot be read: load_image names that problem
             is_folder = False
-        if is_folder or is_dicomdir(path):  # a DICOMDIR lists studies, as a folder does (reads its meta only)
+        if is_folder:
             self.open_folder(path)
             return
         self._wanted_series = None  # a series still loading is not shown over this file
         self._busy(f"Opening {path.name}…")
         self.modality_box.setCurrentIndex(0)  # the reader's modality was for the image shown, not this one
         request = self._new_open_request()
-        self.bridge.run(read_for_viewer, path, on_done=lambda got: self._loaded(got[0], request, view, got[1], path),
-                        on_error=lambda e: self._open_failed(e, request))
+
+        def opened(got) -> None:  # a DICOMDIR lists studies, as a folder does
+            if isinstance(got, StudyIndex):
+                self._indexed(got, request)
+            else:
+                self._loaded(got[0], request, view, got[1], path)
+
+        self.bridge.run(read_for_viewer, path, on_done=opened, on_error=lambda e: self._open_failed(e, request))
 
     def _loaded(self, record: ImageRecord, request: int | None = None, view: ViewSettings | None = None,
                 imported: Analysis | None = None, opened: Path | None = None) -> None:
@@ -1189,26 +1194,18 @@ class MainWindow(QMainWindow):
 
     def dropEvent(self, event) -> None:  # noqa: N802
         urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        if len(urls) > 1:  # several files (slices of a series, an exam's views): read together in the Studies panel
+        if len(urls) > 1:  # several files or folders (slices, an exam's views, series): read together as studies
             self.open_files([Path(u) for u in urls])
         elif urls:
             self.open_path(urls[0])
 
     def open_files(self, paths: list[Path]) -> None:
-        """Several files at once, indexed as studies (their series listed, the first shown), as a folder is; with
-        folders among them, the first folder only, said."""
+        """Several files and folders at once, indexed together as studies (their series listed, the first shown),
+        as one folder is."""
         paths = [p.absolute() for p in paths]
-        files = [p for p in paths if not p.is_dir()]
-        if len(files) != len(paths):  # folders among them: the first is read, and the reader told of the rest
-            folder = next(p for p in paths if p.is_dir())
-            self.open_folder(folder)
-            self.statusBar().showMessage(f"Opened {folder.name} only of the {len(paths)} items dropped: drop one "
-                                         "folder, or files alone, at a time.", 15000)
-            return
-        self._busy(f"Reading {len(files)} files…")
+        self._busy(f"Reading {len(paths)} items…")
         request = self._new_open_request()
-        self.bridge.run(index_files, files, Path(os.path.commonpath([str(p.parent) for p in files])),
-                        on_done=lambda index: self._indexed(index, request),
+        self.bridge.run(index_paths, paths, on_done=lambda index: self._indexed(index, request),
                         on_error=lambda e: self._open_failed(e, request))
 
     def closeEvent(self, event) -> None:  # noqa: N802

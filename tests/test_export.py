@@ -272,15 +272,17 @@ def test_a_dicom_seg_opened_shows_its_segments_over_the_image_it_segments(analyz
     import shutil
 
     from core.errors import DiagnosticError
-    from core.series.segmentation_file import is_segmentation, open_segmentation, read_for_viewer
+    from core.imaging.loader import read_header
+    from core.series.opening import read_for_viewer
+    from core.series.segmentation_file import is_segmentation, open_segmentation
 
     record = load_image(identified_dicom)
     result = analyzer.analyze(record, model_ids=["tiny-us-segmenter"]).results[0]
     folder = tmp_path / "pacs" / "study"  # not under the fixture's own copy of the image
     seg_path = export_seg(record, result, folder / "lesion.seg.dcm", anonymise=False)
     shutil.copy(identified_dicom, folder / "image.dcm")  # the SEG beside its image, as a PACS export
-    assert is_segmentation(seg_path) and not is_segmentation(identified_dicom)
-    shown, analysis = open_segmentation(seg_path)
+    assert is_segmentation(read_header(seg_path, ["SOPClassUID"])) and not is_segmentation(read_header(identified_dicom, []))
+    shown, analysis = read_for_viewer(seg_path)
     assert shown.path == folder / "image.dcm" and analysis.frame == 0
     (segment,) = analysis.results
     assert segment.model_id == "Lesion (DICOM SEG)" and segment.device == "file"

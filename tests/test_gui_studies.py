@@ -160,6 +160,20 @@ def test_dropped_dicomdir_opens_its_studies(qtbot, tiny_models, tmp_path, pydico
     qtbot.waitUntil(lambda: not win.is_busy, timeout=20000)
     qtbot.wait(300)
     qtbot.waitUntil(lambda: not win.is_busy, timeout=20000)
+    assert win.study_index is not None and win.study_index.root == dicomdir.parent
+    assert len(win.study_index.series) >= 2 and win.state.series is not None
+
+
+def test_dropping_several_folders_lists_the_studies_of_them_all(qtbot, tiny_models, tmp_path):
+    win = open_window(qtbot, tiny_models, tmp_path)
+    write_series(tmp_path / "a" / "ax", ramp_images(3), study_uid=generate_uid(), description="AX FLAIR")
+    write_series(tmp_path / "b" / "sag", ramp_images(2), orientation=SAGITTAL, study_uid=generate_uid(),
+                 description="SAG T1")
+    _drop(win, [tmp_path / "a", tmp_path / "b"])
+    qtbot.waitUntil(lambda: win.state.series is not None and not win.is_busy, timeout=20000)
+    assert sorted(s.description for s in win.study_index.series) == ["AX FLAIR", "SAG T1"], \
+        "only the first dropped folder was read"
+    assert win.study_index.root == tmp_path
 
 
 def test_dropping_several_slices_opens_them_all(qtbot, tiny_models, tmp_path):

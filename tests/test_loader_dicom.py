@@ -128,3 +128,29 @@ def test_identifiers_kept_apart(pydicom_file):
     ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
     assert record.study.patient_name == str(ds.PatientName)
     assert "patient" not in " ".join(record.info()).lower()
+
+
+_OPENS: dict[str, int] = {}
+
+
+def _count_opens(event: str, args: tuple) -> None:
+    if event == "open" and args and isinstance(args[0], str) and args[0] in _OPENS:
+        _OPENS[args[0]] += 1
+
+
+def test_opening_a_file_in_the_window_reads_it_once_for_what_it_is_and_once_to_load(pydicom_file):
+    """Is it a DICOMDIR, a SEG or an image: one header read off the GUI thread, then the loader's one descriptor
+    (format, deflate check, header) and the first frame. Before, the file was opened six times."""
+    import sys
+
+    from core.series.index import StudyIndex
+    from core.series.opening import read_for_viewer
+
+    sys.addaudithook(_count_opens)  # for the rest of the run; counts only the paths listed in _OPENS
+    image, dicomdir = str(pydicom_file("CT_small.dcm")), str(pydicom_file("dicomdirtests/DICOMDIR"))
+    _OPENS.update({image: 0, dicomdir: 0})
+    record, imported = read_for_viewer(image)
+    assert record.rows == 128 and imported is None
+    assert _OPENS[image] <= 2 * 3, _OPENS  # "open" is audited by both open() and os.open() inside open_regular
+    assert isinstance(read_for_viewer(dicomdir), StudyIndex)
+    _OPENS.clear()

@@ -24,7 +24,7 @@ pytest.importorskip("pytestqt")
 # ----- fifo open
 
 def test_read_for_viewer_refuses_a_fifo(tmp_path):
-    from core.series.segmentation_file import read_for_viewer
+    from core.series.opening import read_for_viewer
 
     fifo = tmp_path / "scan.dcm"
     os.mkfifo(fifo)

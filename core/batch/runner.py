@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.batch.discover import discover_images
-from core.errors import DiagnosticError
+from core.errors import DiagnosticError, described
 from core.export.files import WriteError, os_reason, write_heatmap_png, write_mask_png
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled, FrameUnreadable, analyse_frames
@@ -424,9 +424,8 @@ class BatchRun:
         try:
             export_sr(record, analysis, target, anonymise=True)
         except Exception as exc:  # noqa: BLE001 - whatever the report's failure, the file's results stand
-            reason = str(exc) if isinstance(exc, DiagnosticError) else f"{type(exc).__name__}: {exc}"
             for row in rows:
-                row["error"] = "; ".join(e for e in (row.get("error"), f"DICOM SR not written: {reason}") if e)
+                row["error"] = "; ".join(e for e in (row.get("error"), f"DICOM SR not written: {described(exc)}") if e)
             return
         for row in rows:
             row["sr_file"] = target.relative_to(self.out).as_posix()

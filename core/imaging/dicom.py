@@ -54,16 +54,6 @@ def _scaled(spacing: tuple[float, float] | None, factor: int) -> tuple[float, fl
     return spacing[0] * factor, spacing[1] * factor
 
 
-def _check_deflated(path: Path) -> None:
-    """A deflated data set is inflated whole by pydicom: measure it by streaming first, within the budget."""
-    try:
-        fp = open(path, "rb")  # noqa: SIM115
-    except OSError:
-        return  # dcmread names the problem
-    with fp:
-        check_deflated(fp, path)
-
-
 def check_deflated(fp: BinaryIO, path: Path) -> None:
     """Refuse a deflate-compressed data set that inflates beyond the budget (``ImageLoadError``, "too large").
 
@@ -165,11 +155,13 @@ def _element_past_end(path: Path) -> str | None:
     return None
 
 
-def read_dicom(path: Path) -> ImageRecord:
-    """Open a DICOM file; raise ImageLoadError with a reader-friendly reason when it cannot be shown."""
-    _check_deflated(path)
+def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
+    """A DICOM file as a record, its header read from ``fp`` (``path`` opened through the loader's guarded door, at
+    its start); ImageLoadError with a reader-friendly reason when it cannot be shown. Frames are read on demand."""
+    check_deflated(fp, path)
+    fp.seek(0)
     try:
-        ds = pydicom.dcmread(path, defer_size=_DEFER, force=True)
+        ds = pydicom.dcmread(fp, defer_size=_DEFER, force=True)
     except InvalidDicomError as exc:
         raise ImageLoadError(path, f"not a valid DICOM file ({exc})") from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, OverflowError, struct.error, zlib.error) as exc:

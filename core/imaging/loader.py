@@ -90,13 +90,25 @@ def _size_text(n: int) -> str:
     return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
 
 
-def open_regular_file(path: Path) -> bytes:
-    """The first bytes of ``path`` if it is a readable regular file (``open_regular`` says why not)."""
-    with open_regular(path) as fh:
-        try:
-            return fh.read(132)
-        except OSError as exc:
-            raise ImageLoadError(path, _os_reason(exc)) from exc
+def read_header(path: str | Path, keywords: list[str], max_bytes: int | None = None):
+    """The DICOM attributes ``keywords`` of ``path`` and its file meta (pydicom ``Dataset``, no pixel data), read
+    through the guarded door; None for anything unreadable, refused or not DICOM, which the loader names when the
+    file is opened. For questions asked before a file is opened (is it a DICOMDIR, a SEG, the instance sought?)."""
+    import pydicom
+
+    try:
+        with open_regular(path, max_bytes) as fh:
+            return pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=list(keywords), force=True)
+    except Exception:  # noqa: BLE001 - not DICOM, truncated, refused: not an answer to these questions
+        return None
+
+
+def _head(fh: BinaryIO, path: Path) -> bytes:
+    """The first bytes of an open file (enough to name its format)."""
+    try:
+        return fh.read(132)
+    except OSError as exc:
+        raise ImageLoadError(path, _os_reason(exc)) from exc
 
 
 def _kind(mode: int) -> str:
@@ -128,15 +140,17 @@ def load_image(path: str | Path, modality: Modality | str | None = None) -> Imag
     Every failure is raised as ImageLoadError with a message that names the file and the problem.
     """
     path = Path(path)
-    head = open_regular_file(path)
-    if not head:
-        raise ImageLoadError(path, "the file is empty (0 bytes)")
-    file_format = sniff_format(head)
     try:
-        if file_format is None:
-            record = _read_headerless_dicom(path)
-        else:
-            record = read_dicom(path) if file_format == "DICOM" else read_raster(path, file_format)
+        with open_regular(path) as fh:  # format, deflate check and header read through one descriptor
+            head = _head(fh, path)
+            if not head:
+                raise ImageLoadError(path, "the file is empty (0 bytes)")
+            file_format = sniff_format(head)
+            fh.seek(0)
+            if file_format is None:
+                record = _read_headerless_dicom(path, fh)
+            else:
+                record = read_dicom(path, fh) if file_format == "DICOM" else read_raster(path, file_format)
         return _settle_modality(record, modality)
     except ImageLoadError:
         raise
@@ -148,10 +162,10 @@ def load_image(path: str | Path, modality: Modality | str | None = None) -> Imag
         raise ImageLoadError(path, f"the file is damaged or unsupported ({type(exc).__name__}: {exc})") from exc
 
 
-def _read_headerless_dicom(path: Path) -> ImageRecord:
+def _read_headerless_dicom(path: Path, fh: BinaryIO) -> ImageRecord:
     """Last resort for DICOM written without preamble or meta group; anything else is unknown."""
     try:
-        return read_dicom(path)
+        return read_dicom(path, fh)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - not DICOM after all

@@ -155,13 +155,37 @@ def index_folder(folder: str | Path, recursive: bool = True) -> StudyIndex:
     followed), folders that cannot be listed and empty folders named like image files are in ``problems``.
     """
     folder = Path(folder)
+    files, problems = _walk(folder, folder, recursive)
+    index = index_files(files, root=folder)
+    index.problems[:0] = problems
+    return index
+
+
+def index_paths(paths: list[Path]) -> StudyIndex:
+    """Several files and folders at once (dropped together) as one index: each folder walked as ``index_folder``
+    walks it, each file taken as it is; listed under the folder they share."""
+    paths = [Path(p) for p in paths]
+    root = Path(os.path.commonpath([str(p if p.is_dir() else p.parent) for p in paths]))
+    files: list[Path] = []
+    problems: list[str] = []
+    for path in paths:
+        found, said = _walk(path, root, True) if path.is_dir() else ([path], [])
+        files.extend(f for f in found if f not in files)
+        problems.extend(said)
+    index = index_files(files, root=root)
+    index.problems[:0] = problems
+    return index
+
+
+def _walk(folder: Path, root: Path, recursive: bool) -> tuple[list[Path], list[str]]:
+    """The files below ``folder`` and the problems met on the way, named relative to ``root``."""
     files: list[Path] = []
     problems: list[str] = []
     named_like_files: list[Path] = []
 
     def unreadable(exc: OSError) -> None:
         where = Path(exc.filename) if exc.filename else folder
-        problems.append(f"{_rel(where, folder) if where != folder else where}: a folder that cannot be read "
+        problems.append(f"{_rel(where, root) if where != root else where}: a folder that cannot be read "
                         f"({exc.strerror or exc}): its files were not indexed")
 
     for here, dirs, names in os.walk(folder, onerror=unreadable):
@@ -170,17 +194,15 @@ def index_folder(folder: str | Path, recursive: bool = True) -> StudyIndex:
         for d in listed:
             path = Path(here) / d
             if d not in dirs:
-                problems.append(f"{_rel(path, folder)}: a link to a folder: not followed "
+                problems.append(f"{_rel(path, root)}: a link to a folder: not followed "
                                 "(links to folders are not entered, to avoid loops)")
             elif path.suffix.lower() in _FILE_SUFFIXES:
                 named_like_files.append(path)
         files.extend(Path(here) / n for n in sorted(names) if not n.startswith("."))
     for path in named_like_files:  # a folder 'x.dcm' holding slices is a folder; an empty one is a mistake
         if not any(path in f.parents for f in files):
-            problems.append(f"{_rel(path, folder)}: this is a folder, not an image file (and no file is in it)")
-    index = index_files(files, root=folder)
-    index.problems[:0] = problems
-    return index
+            problems.append(f"{_rel(path, root)}: this is a folder, not an image file (and no file is in it)")
+    return files, problems
 
 
 def index_dicomdir(dicomdir: str | Path) -> StudyIndex:
@@ -301,21 +323,16 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def is_dicomdir(path: Path) -> bool:
-    """Whether ``path`` is a DICOMDIR (by its name or its media storage class); False for anything unreadable."""
+def is_dicomdir(path: Path, header=None) -> bool:
+    """Whether ``path`` is a DICOMDIR: by its name, or the media storage class of its file meta (``header``, where
+    it was read already); False for anything unreadable."""
     if path.name.upper() == "DICOMDIR":
         return True
-    try:
-        from pydicom.filereader import _read_file_meta_info, read_preamble
+    from core.imaging.loader import read_header
 
-        from core.imaging.loader import open_regular
-
-        with open_regular(path) as fh:
-            read_preamble(fh, False)
-            meta = _read_file_meta_info(fh)
-        return str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS
-    except Exception:  # noqa: BLE001 - not DICOM at all, or refused: index_files says why
-        return False
+    header = read_header(path, []) if header is None else header
+    meta = getattr(header, "file_meta", None) or {}
+    return str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS
 
 
 def _read_entry(path: Path):

@@ -90,7 +90,7 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
 
 def _structured_reports(analyses: list[SeriesAnalysis], target: Path, anonymise: bool) -> dict[int, dict]:
     """Each series' DICOM SR (``target``; with several series ``<stem>_s<n><suffix>``, n from 1), or why not."""
-    from core.errors import DiagnosticError
+    from core.errors import described
     from core.series.structured_report import export_series_sr
 
     written: dict[int, dict] = {}
@@ -98,10 +98,8 @@ def _structured_reports(analyses: list[SeriesAnalysis], target: Path, anonymise:
         out = target if len(analyses) == 1 else target.with_name(f"{target.stem}_s{k + 1}{target.suffix}")
         try:
             written[k] = {"dicom_sr_file": str(export_series_sr(analysis, out, anonymise))}
-        except DiagnosticError as exc:
-            written[k] = {"dicom_sr_error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a report that cannot be built must not lose the verdicts printed
-            written[k] = {"dicom_sr_error": f"{type(exc).__name__}: {exc}"}
+            written[k] = {"dicom_sr_error": described(exc)}
     return written
 
 

@@ -18,7 +18,7 @@ import pydicom
 
 from core.errors import DiagnosticError
 from core.imaging import limits, load_image
-from core.imaging.loader import open_regular
+from core.imaging.loader import read_header
 from core.imaging.record import ImageRecord, Modality
 from core.inference.lesions import find_lesions
 from core.inference.results import Analysis, ModelResult
@@ -28,19 +28,14 @@ MAX_FILES_SEARCHED = 5000  # a folder holding more is not read header by header 
 
 
 def _tag(path: str | Path, keyword: str) -> str:
-    """One header attribute of ``path``, read through the guarded door (never a FIFO or a device); '' for
-    anything unreadable, refused or not DICOM: the ordinary loader says why."""
-    try:
-        with open_regular(path, limits.MAX_FILE_BYTES) as fh:
-            header = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=[keyword], force=True)
-    except Exception:  # noqa: BLE001
-        return ""
-    return str(header.get(keyword, ""))
+    """One header attribute of ``path`` ('' for anything unreadable, refused or not DICOM)."""
+    header = read_header(path, [keyword], limits.MAX_FILE_BYTES)
+    return str(header.get(keyword, "")) if header is not None else ""
 
 
-def is_segmentation(path: str | Path) -> bool:
-    """Whether ``path`` is a DICOM Segmentation (its header says so); False for anything unreadable."""
-    return _tag(path, "SOPClassUID") == SEGMENTATION_STORAGE
+def is_segmentation(header) -> bool:
+    """Whether a header (``read_header``'s, or None) is a DICOM Segmentation's."""
+    return header is not None and str(header.get("SOPClassUID", "")) == SEGMENTATION_STORAGE
 
 
 def _referenced(seg) -> list[str]:
@@ -122,9 +117,3 @@ def open_segmentation(path: str | Path) -> tuple[ImageRecord, Analysis]:
             f"{seg.get('ContentDate', '') or 'undated'}), not computed here: Analyse runs this program's models.")
     return record, Analysis(str(record.path), record.modality.value, record.modality_source, frame, results, [said])
 
-
-def read_for_viewer(path: str | Path) -> tuple[ImageRecord, Analysis | None]:
-    """What the window shows for a file: its image; for a DICOM SEG, the image it segments and its segments."""
-    if is_segmentation(path):
-        return open_segmentation(path)
-    return load_image(path), None
