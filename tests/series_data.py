@@ -121,8 +121,11 @@ def write_lgg_series(folder: Path, patient_dir: Path, count: int | None = None, 
 
 
 def write_enhanced_mr(path: Path, frames: list[np.ndarray], positions: list[tuple], orientation=AXIAL,
-                      spacing=(0.9375, 0.9375), thickness: float = 3.0) -> Path:
-    """An Enhanced MR multi-frame file with per-frame plane positions, as scanners write 3D acquisitions."""
+                      spacing=(0.9375, 0.9375), thickness: float = 3.0, rescale: list[tuple] | None = None,
+                      frame_spacing: list[tuple] | None = None) -> Path:
+    """An Enhanced MR multi-frame file with per-frame plane positions, as scanners write 3D acquisitions;
+    ``rescale``: each frame's (slope, intercept) in its Pixel Value Transformation macro (none at the top level);
+    ``frame_spacing``: each frame's own pixel spacing instead of a shared one."""
     ds = _base("MR", ENHANCED_MR_STORAGE, "LGG-1", generate_uid(), generate_uid(), "3D FLAIR", 7)
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -135,14 +138,25 @@ def write_enhanced_mr(path: Path, frames: list[np.ndarray], positions: list[tupl
     plane = Dataset()
     plane.ImageOrientationPatient = [f"{v:.6f}" for v in orientation]
     shared = Dataset()
-    shared.PixelMeasuresSequence = Sequence([measures])
+    if frame_spacing is None:
+        shared.PixelMeasuresSequence = Sequence([measures])
     shared.PlaneOrientationSequence = Sequence([plane])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     per_frame = []
-    for pos in positions:
+    for k, pos in enumerate(positions):
         item, where = Dataset(), Dataset()
         where.ImagePositionPatient = [f"{v:.4f}" for v in pos]
         item.PlanePositionSequence = Sequence([where])
+        if rescale is not None:
+            transform = Dataset()
+            transform.RescaleSlope, transform.RescaleIntercept = str(rescale[k][0]), str(rescale[k][1])
+            transform.RescaleType = "US"
+            item.PixelValueTransformationSequence = Sequence([transform])
+        if frame_spacing is not None:
+            own = Dataset()
+            own.PixelSpacing = [str(frame_spacing[k][0]), str(frame_spacing[k][1])]
+            own.SliceThickness = str(thickness)
+            item.PixelMeasuresSequence = Sequence([own])
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     ds.PixelData = np.ascontiguousarray(np.stack(frames), np.uint16).tobytes()

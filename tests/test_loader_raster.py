@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
+from PIL import Image, ImageOps
 
 from core.imaging import Modality, load_image
 
@@ -166,3 +166,61 @@ def test_analysis_reuses_the_loaders_modality_guess(shared, tiny_models, monkeyp
     assert typed.frame0_guess is None
     with pytest.raises(AssertionError):
         analyzer.analyze(typed, gradcam=False)  # the analysis asks the guesser itself
+
+
+def test_white_is_zero_tiff_is_shown_as_pillow_renders_it(tmp_path):
+    """Photometric 0 (WhiteIsZero, film digitisers): stored 0 is white. The values stay as stored and the record
+    says MONOCHROME1, so the picture is inverted as a DICOM MONOCHROME1 image is; 8-bit and 1-bit alike."""
+    grey = np.random.default_rng(2).integers(0, 256, (12, 20), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "white.tif", grey, photometric="miniswhite")
+    bilevel = np.zeros((8, 16), bool)
+    bilevel[:, 5:11] = True
+    tifffile.imwrite(tmp_path / "fax.tif", bilevel, photometric="miniswhite")
+    for name, stored in (("white.tif", grey), ("fax.tif", bilevel.astype(np.uint8) * 255)):
+        record = load_image(tmp_path / name)
+        assert record.photometric == "MONOCHROME1" and record.inverted and not record.is_color
+        with Image.open(tmp_path / name) as im:
+            np.testing.assert_array_equal(record.display(0), np.asarray(im.convert("L")))
+        np.testing.assert_array_equal(record.display(0), 255 - stored)
+        np.testing.assert_array_equal(record.values(0), stored.astype(np.float32))
+
+
+def test_palette_tiff_is_shown_in_its_colour_map_also_downsampled(tmp_path, monkeypatch):
+    """Photometric 3: each index is looked up in the 16-bit ColorMap (shown / 256, as Pillow does), also when a big
+    page is read downsampled (indices picked, never averaged)."""
+    rng = np.random.default_rng(3)
+    indices = rng.integers(0, 256, (60, 90), dtype=np.uint8)
+    colormap = rng.integers(0, 65536, (3, 256), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "palette.tif", indices, photometric="palette", colormap=colormap, rowsperstrip=4)
+    expected = (colormap >> 8).astype(np.uint8).T[indices]
+    record = load_image(tmp_path / "palette.tif")
+    assert record.is_color and record.photometric == "RGB"
+    np.testing.assert_array_equal(record.display(0), expected)
+    with Image.open(tmp_path / "palette.tif") as im:
+        np.testing.assert_array_equal(record.display(0), np.asarray(im.convert("RGB")))
+    monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "0.05")
+    small = load_image(tmp_path / "palette.tif")
+    f = small.downsample
+    assert f > 1 and small.is_color
+    np.testing.assert_array_equal(small.display(0), expected[: 60 // f * f : f, : 90 // f * f : f])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_tag_turns_the_picture_as_pillow_does(tmp_path, monkeypatch, orientation):
+    """Orientation (tag 274) 1-8 as in TIFF 6.0 / Pillow's exif_transpose; 5-8 swap rows and columns, also in the
+    size reported for a page read downsampled."""
+    stored = np.random.default_rng(orientation).integers(0, 256, (60, 90), dtype=np.uint8)
+    path = tmp_path / "turned.tif"
+    tifffile.imwrite(path, stored, extratags=[(274, 3, 1, orientation, True)], rowsperstrip=4)
+    with Image.open(path) as im:
+        upright = np.asarray(ImageOps.exif_transpose(im))
+    record = load_image(path)
+    np.testing.assert_array_equal(record.display(0), upright)
+    assert (record.rows, record.columns) == upright.shape
+    monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "0.05")
+    small = load_image(path)
+    f = small.downsample
+    assert f > 1 and (small.info()["rows"], small.info()["columns"]) == upright.shape
+    picked = Image.fromarray(stored[: 60 // f * f : f, : 90 // f * f : f])  # the pixels read, turned by Pillow
+    picked.getexif()[274] = orientation
+    np.testing.assert_array_equal(small.display(0), np.asarray(ImageOps.exif_transpose(picked)))

@@ -98,7 +98,7 @@ def test_oblique_series_is_ordered_along_its_own_normal(tmp_path, lgg_images):
     assert all(np.array_equal(stack.values(k), images[k].astype(np.float32)) for k in range(8))
 
 
-def test_mixed_orientations_and_sizes_are_warned(tmp_path, lgg_images):
+def test_a_localiser_in_another_plane_is_split_off_and_mixed_sizes_are_warned(tmp_path, lgg_images):
     series_uid, study_uid = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
     axial = slice_positions(5, 3.0)
     for k in range(5):
@@ -109,11 +109,10 @@ def test_mixed_orientations_and_sizes_are_warned(tmp_path, lgg_images):
                     instance=10 + k, series_uid=series_uid, study_uid=study_uid)
     write_slice(tmp_path / "small.dcm", lgg_images[9][::2, ::2], position=slice_positions(6, 3.0)[5], instance=6,
                 series_uid=series_uid, study_uid=study_uid)
-    series = index_folder(tmp_path).series[0]
-    assert len(series) == 8 and series.plane == "axial"  # the main orientation decides
-    text = " ".join(series.warnings)
-    assert "Mixed orientations: 2 of 8" in text and "sagittal 2" in text
-    assert "Mixed image sizes: 256x256 (7), 128x128 (1)" in text
+    main, scout = sorted(index_folder(tmp_path).series, key=len, reverse=True)
+    assert len(main) == 6 and main.plane == "axial" and main.description == "AX FLAIR (axial)"
+    assert len(scout) == 2 and scout.plane == "sagittal" and scout.description == "AX FLAIR (sagittal)"
+    assert "Mixed image sizes: 256x256 (5), 128x128 (1)" in " ".join(main.warnings)
 
 
 def test_gaps_and_duplicate_positions_are_warned(tmp_path, lgg_images):
@@ -420,3 +419,43 @@ def test_files_larger_than_any_image_and_deflate_bombs_are_refused_unread(tmp_pa
     monkeypatch.setattr(limits, "MAX_DICOMDIR_BYTES", 10)
     (tmp_path / "DICOMDIR").write_bytes(b"\0" * 200)
     assert "too large" in index_dicomdir(tmp_path / "DICOMDIR").problems[0]
+
+
+def test_a_dual_echo_series_is_split_into_one_series_per_echo(tmp_path):
+    """PD and T2 at every position in one SeriesInstanceUID interleaved slice by slice while scrolling."""
+    uid, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    files = write_series(tmp_path, ramp_images(3), series_uid=uid, study_uid=study, names=[f"a{k}.dcm" for k in range(3)])
+    files += write_series(tmp_path, ramp_images(3), series_uid=uid, study_uid=study, names=[f"b{k}.dcm" for k in range(3)])
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.EchoNumbers, ds.EchoTime = (1, 10) if k < 3 else (2, 80)
+        ds.save_as(path)
+    series = index_folder(tmp_path).series
+    assert sorted(s.description for s in series) == ["AX FLAIR (echo 1, TE 10 ms)", "AX FLAIR (echo 2, TE 80 ms)"]
+    for s in series:
+        assert len(s) == 3 and s.spacing_mm == pytest.approx(3.0) and not any("Duplicate" in w for w in s.warnings)
+        assert len({sl.echo for sl in s.slices}) == 1
+
+
+def test_a_localizer_stored_in_the_series_is_a_series_of_its_own_not_a_gap(tmp_path):
+    uid, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    write_series(tmp_path, ramp_images(4), series_uid=uid, study_uid=study, spacing=5.0)
+    write_slice(tmp_path / "scout.dcm", ramp_images(1)[0], position=(0.0, -120.0, 120.0), orientation=SAGITTAL,
+                series_uid=uid, study_uid=study)
+    series = sorted(index_folder(tmp_path).series, key=len)
+    assert [len(s) for s in series] == [1, 4]
+    assert series[0].plane == "sagittal" and series[1].plane == "axial"
+    assert series[1].breaks == [] and not any("Gap" in w for w in series[1].warnings)
+
+
+def test_enhanced_single_frame_files_are_ordered_by_the_positions_in_their_functional_groups(tmp_path):
+    uid, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    order = [2, 0, 3, 1]  # instance k+1 lies at position order[k]
+    for k, at in enumerate(order):
+        path = write_enhanced_mr(tmp_path / f"e{k}.dcm", [ramp_images(1)[0]], [(0.0, 0.0, 5.0 * at)])
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.InstanceNumber = uid, study, k + 1
+        ds.save_as(path)
+    (series,) = index_folder(tmp_path).series
+    assert series.ordered_by == "position" and series.plane == "axial" and series.spacing_mm == pytest.approx(5.0)
+    assert [s.instance for s in series.slices] == [2, 4, 1, 3]

@@ -2,10 +2,11 @@
 
 The Basic Application Level Confidentiality Profile (Table E.1-1) is applied with the Retain UIDs
 Option, so results still reference the source study in PACS: identifying attributes are removed (X)
-or emptied when the IOD requires them (Z), recursively inside sequences, private attributes are
-removed, and the data set says so (Patient Identity Removed, De-identification Method and its code
-sequence). The patient ID becomes a keyed pseudonym: HMAC-SHA256 of the ID under a random key kept
-only on this machine (``<app home>/pseudonym.key``, 0600), so exports of one patient stay linkable
+or emptied when the IOD requires them (Z), recursively inside sequences, any person name (VR PN) the
+lists miss is emptied wherever it is, private attributes are removed, and the data set says so (Patient
+Identity Removed, De-identification Method and its code sequence). The patient ID becomes a keyed
+pseudonym: HMAC-SHA256 of the ID under a random key kept only on this machine
+(``<app home>/pseudonym.key``, 0600), so exports of one patient stay linkable
 here but the ID cannot be recovered by hashing candidate IDs (numeric MRNs included).
 """
 
@@ -42,8 +43,9 @@ REMOVED = (
     "AdditionalPatientHistory", "AdmissionID", "AdmittingDate", "AdmittingDiagnosesCodeSequence",
     "AdmittingDiagnosesDescription", "AdmittingTime", "Allergies", "Arbitrary", "AuthorObserverSequence",
     "BranchOfService", "CommentsOnThePerformedProcedureStep", "ConfidentialityConstraintOnPatientDataDescription",
-    "ContentSequence", "ContributionDescription", "CountryOfResidence", "CurrentPatientLocation", "CurveDate",
-    "CurveTime", "CustodialOrganizationSequence", "DataSetTrailingPadding", "DerivationDescription", "DetectorID",
+    "ConsultingPhysicianName", "ConsultingPhysicianIdentificationSequence", "ContentSequence",
+    "ContributionDescription", "CountryOfResidence", "CurrentPatientLocation", "CurveDate", "CurveTime",
+    "CustodialOrganizationSequence", "DataSetTrailingPadding", "DerivationDescription", "DetectorID",
     "DeviceSerialNumber", "DistributionAddress", "DistributionName", "EthnicGroup", "FrameComments", "GantryID",
     "GeneratorID", "HumanPerformerName", "HumanPerformerOrganization", "IconImageSequence", "IdentifyingComments",
     "ImageComments", "ImagePresentationComments", "ImagingServiceRequestComments", "Impressions",
@@ -56,7 +58,7 @@ REMOVED = (
     "ModifyingDeviceID", "NameOfPhysiciansReadingStudy", "NamesOfIntendedRecipientsOfResults", "Occupation",
     "OperatorIdentificationSequence", "OperatorsName", "OrderCallbackPhoneNumber", "OrderEnteredBy",
     "OrderEntererLocation", "OriginalAttributesSequence", "OtherPatientIDs", "OtherPatientIDsSequence",
-    "OtherPatientNames", "OverlayComments", "OverlayDate", "OverlayTime", "ParticipantSequence", "PatientAddress",
+    "OtherPatientNames", "OverlayDate", "OverlayTime", "ParticipantSequence", "PatientAddress",
     "PatientAge", "PatientBirthName", "PatientBirthTime", "PatientComments", "PatientInsurancePlanCodeSequence",
     "PatientMotherBirthName", "PatientPrimaryLanguageCodeSequence", "PatientReligiousPreference",
     "PatientSexNeutered", "PatientSize", "PatientState", "PatientTelephoneNumbers", "PatientTransportArrangements",
@@ -88,9 +90,12 @@ REMOVED = (
     "ClinicalTrialSponsorName", "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID",
 )
 METHOD = "PS3.15 Basic Profile, Retain UIDs; patient ID pseudonymised"  # LO: at most 64 characters
-# Attributes of repeating groups (overlays, curves) have no keyword here: they are removed by group below.
-REMOVED = tuple(k for k in REMOVED if tag_for_keyword(k) is not None)
-EMPTIED = tuple(k for k in EMPTIED if tag_for_keyword(k) is not None)
+# Attributes of repeating groups (overlays, curves: Overlay Comments (60xx,4000) and the like) have no keyword and
+# are not listed: they are removed by group below. A keyword pydicom does not know would be skipped without a word
+# (``keyword in ds`` is False), so a misspelt one stops the import instead (pydicom is pinned: this cannot vary).
+_UNKNOWN = [k for k in REMOVED + EMPTIED if tag_for_keyword(k) is None]
+if _UNKNOWN:
+    raise ValueError(f"not DICOM keywords in the de-identification lists: {', '.join(_UNKNOWN)}")
 _CODES = (("113100", "Basic Application Confidentiality Profile"), ("113110", "Retain UIDs Option"))
 
 
@@ -137,6 +142,19 @@ def _scrub(ds: Dataset) -> None:
                 item.remove_private_tags()
 
 
+def _blank_person_names(ds: Dataset) -> None:
+    """Every person name (VR PN) left in ``ds``, nested sequences included, emptied (Z). The lists above name the
+    Table E.1-1 attributes, but PN attributes are many (hanging protocols, NDE, RT, new ones each edition) and each
+    one is a person's name: none may survive because a list missed it. Emptied rather than removed, so an attribute
+    an IOD requires stays present; the profile's dummies (the anonymous PatientName) are set after this."""
+    for elem in ds:
+        if elem.VR == "PN":
+            elem.value = ""
+        elif elem.VR == "SQ" and elem.value is not None:
+            for item in elem.value:
+                _blank_person_names(item)
+
+
 def _curve_or_overlay(group: int) -> bool:
     """The repeating groups of curves (50xx) and overlays (60xx): even groups 0x5000-0x501E and 0x6000-0x601E, not
     the functional groups of an enhanced multi-frame image (5200,9229) / (5200,9230), which hold its geometry."""
@@ -155,6 +173,7 @@ def anonymise_dataset(ds: Dataset) -> Dataset:
     for tag in [e.tag for e in out if _curve_or_overlay(e.tag.group)]:
         del out[tag]  # curves and overlays (PS3.15: X) can carry annotations
     _scrub(out)
+    _blank_person_names(out)
     for keyword in EMPTIED:
         if keyword not in out and keyword in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName",
                                               "AccessionNumber", "StudyDate", "StudyTime", "StudyID"):
@@ -180,6 +199,7 @@ def deidentify_created(ds: Dataset, patient_id: str) -> Dataset:
         if keyword in ds and keyword not in _OWN:
             ds[keyword].value = [] if ds[keyword].VR == "SQ" else ""
     ds.remove_private_tags()
+    _blank_person_names(ds)  # this program names no person in what it creates: any name came from the source
     _mark_deidentified(ds, patient_id)
     return ds
 

@@ -74,6 +74,13 @@ def _footer(fig) -> None:
              ha="right", va="bottom", fontsize=6, color="gray")
 
 
+def spacing_text(spacing_mm: tuple[float, float]) -> str:
+    """A pixel spacing (row, column), as DICOM PixelSpacing orders it: one value for square pixels, both (named)
+    otherwise, since a reader checking a measurement on the page needs the spacing along each axis."""
+    row, column = (f"{v:.3f}" for v in spacing_mm)
+    return f"{row} mm" if row == column else f"{row} x {column} mm (row x column)"
+
+
 IDENTITY_CHARS = 105  # 8-pt monospace characters across the page's text width
 IDENTITY_LINE = 0.0115  # one 8-pt line as a fraction of the A4 page's height
 
@@ -94,7 +101,7 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
                 f"Study: {study.study_description or '-'}"]),
             f"File: {'(name withheld)' if anonymise else record.path.name}   {record.modality.label} ({record.modality_source})   frame {analysis.frame + 1}/{record.frames}"
             f"   {record.columns}x{record.rows}"
-            + (f"   spacing {record.pixel_spacing_mm[0]:.3f} mm" if record.pixel_spacing_mm else ""),
+            + (f"   spacing {spacing_text(record.pixel_spacing_mm)}" if record.pixel_spacing_mm else ""),
             "Identifiers anonymised for this report." if anonymise else "Identified report: handle as patient data.",
         ]
         # Wrapped to the page (8-pt monospace: about 105 characters); the picture starts below however many lines.

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import (UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000TransferSyntaxes,
                          JPEGLSTransferSyntaxes, JPEGTransferSyntaxes)
@@ -191,13 +191,20 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
 
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     is_color = samples == 3 or photometric == "PALETTE COLOR"
+    color_bits = _color_bits(ds, photometric) if is_color else 8
     tsyntax = _transfer_syntax(ds)
     _require_decoder(path, tsyntax)
+
+    # Frames are read from the file, one at a time; a deflated data set is already inflated in memory (its file's
+    # bytes are still compressed), and a file without a meta group is told its transfer syntax.
+    source = ds if tsyntax == _DEFLATED else path
+    has_meta = "TransferSyntaxUID" in (getattr(ds, "file_meta", None) or {})
+    told = {} if has_meta or tsyntax == _DEFLATED else {"transfer_syntax_uid": tsyntax}
 
     def read_frame(index: int) -> np.ndarray:
         _check_codestream_size(path, ds, tsyntax, index, frames, rows, columns)
         try:
-            arr = pixel_array(path, index=index if frames > 1 else None, as_rgb=True)
+            arr = pixel_array(source, index=index if frames > 1 else None, as_rgb=True, **told)
         except (NotImplementedError, RuntimeError, ImportError) as exc:
             reason = " ".join(str(exc).split())  # pydicom lists each plugin's failure on a line of its own
             raise ImageLoadError(
@@ -205,18 +212,31 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
             ) from exc
         except (ValueError, EOFError, OSError, KeyError, AttributeError, TypeError) as exc:
             raise ImageLoadError(path, f"the pixel data is truncated or does not match the header ({exc})") from exc
-        arr = shrink(arr, factor)  # before any float conversion: big frames never exist as float64
-        if photometric == "PALETTE COLOR":
+        if photometric == "PALETTE COLOR":  # indices first: averaged indices would pick unrelated colours
             arr = apply_color_lut(arr, ds)
+        arr = shrink(arr, factor)  # before any float conversion: big frames never exist as float64
         if is_color:
-            return _color_to_uint8(arr)
-        values = apply_modality_lut(arr, ds).astype(np.float32, copy=False)
+            return _color_to_uint8(arr, color_bits)
+        values = _modality_values(arr, ds, index)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
             if _NONFINITE_WARNING not in warnings:
                 warnings.append(_NONFINITE_WARNING)
         return values
 
+    mixed = len(_frame_spacings(ds)) > 1  # a multi-plane localizer: one spacing would mis-measure frames
+    spacing = None if mixed else _scaled(_safe_spacing(ds), factor)
+    magnification = _magnification(ds) if spacing else None
+    detector_spacing = spacing if magnification else None
+    if magnification:  # PS3.3 C.8.11.7: ImagerPixelSpacing is at the detector; sizes are read in the breast
+        spacing = (spacing[0] / magnification, spacing[1] / magnification)
+        warnings.append(f"sizes are in the breast plane: the detector's pixel spacing divided by the estimated "
+                        f"radiographic magnification ({magnification:g})")
+    if mixed:
+        warnings.append("its frames state different pixel spacings: lengths and areas are given in pixels")
+    if spacing is None and "SequenceOfUltrasoundRegions" in ds and len(_safe_region_scales(ds)) > 1:
+        warnings.append("its ultrasound regions are calibrated to different scales (views of two depths): lengths "
+                        "and areas are given in pixels")
     presets: list[WindowPreset] = []
     record = ImageRecord(
         path=path,
@@ -229,7 +249,8 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
         samples_per_pixel=3 if is_color else 1,
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
-        pixel_spacing_mm=_scaled(_safe_spacing(ds), factor),
+        pixel_spacing_mm=spacing,
+        detector_spacing_mm=detector_spacing,
         window_presets=presets,
         study=_study(ds),
         metadata=_tag_list(ds),
@@ -247,7 +268,7 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
     if not is_color:
         first = record.values(0)
         presets.extend(_window_presets(ds))
-        presets.append(auto_preset(first))
+        presets.append(auto_preset(_without_padding(first, _padding(ds))))
         presets.append(full_range_preset(first))
     else:
         record.values(0)
@@ -339,21 +360,54 @@ def _modality_tag(ds: Dataset) -> str:
     return tag
 
 
-def _color_to_uint8(arr: np.ndarray) -> np.ndarray:
+def _color_to_uint8(arr: np.ndarray, bits: int) -> np.ndarray:
+    """Colour samples of ``bits`` significant bits to 8: by the depth the file states, not by the frame's own
+    maximum (a dark 16-bit frame would be brightened, 12-bit colour darkened, and a cine would flicker)."""
     if arr.dtype == np.uint8:
         return arr
-    top = float(arr.max()) if arr.size else 0.0
-    shift = 8 if top > 255 else 0
-    return (arr.astype(np.uint32) >> shift).clip(0, 255).astype(np.uint8)
+    return (arr.astype(np.uint32) >> max(int(bits) - 8, 0)).clip(0, 255).astype(np.uint8)
 
 
-def _functional_group(ds: Dataset, sequence: str) -> Dataset | None:
-    """First item of a shared functional-group macro (enhanced multi-frame objects)."""
-    for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        items = ds.get(group)
-        if items and sequence in items[0] and items[0][sequence].value:
-            return items[0][sequence][0]
+def _color_bits(ds: Dataset, photometric: str) -> int:
+    """Significant bits of the colour samples: the palette's entries (its descriptor) or BitsStored."""
+    try:
+        if photometric == "PALETTE COLOR":
+            return int(ds.RedPaletteColorLookupTableDescriptor[2])
+        return int(ds.get("BitsStored", ds.BitsAllocated))
+    except (TypeError, ValueError, IndexError, AttributeError, KeyError):
+        return 16 if int(ds.BitsAllocated) > 8 else 8
+
+
+def _functional_group(ds: Dataset, sequence: str, frame: int = 0) -> Dataset | None:
+    """The item of a functional-group macro that applies to ``frame`` (enhanced objects): the shared one, else that
+    frame's own (a macro is either shared or per frame, PS3.3 C.7.6.16)."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared and sequence in shared[0] and shared[0][sequence].value:
+        return shared[0][sequence][0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if frame < len(per_frame) and sequence in per_frame[frame] and per_frame[frame][sequence].value:
+        return per_frame[frame][sequence][0]
     return None
+
+
+def _rescale(ds: Dataset, frame: int) -> tuple[float, float] | None:
+    """(slope, intercept) of ``frame`` where an enhanced object states them in its Pixel Value Transformation
+    macro rather than at the top level (where ``apply_modality_lut`` reads them): Enhanced CT's Hounsfield units."""
+    if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
+        return None
+    item = _functional_group(ds, "PixelValueTransformationSequence", frame)
+    if item is None or "RescaleSlope" not in item:
+        return None
+    return float(item.RescaleSlope), float(item.get("RescaleIntercept", 0) or 0)
+
+
+def _modality_values(arr: np.ndarray, ds: Dataset, frame: int) -> np.ndarray:
+    """Stored values to the modality's own (HU for CT), from the top-level attributes or the frame's macro."""
+    rescale = _rescale(ds, frame)
+    if rescale is None:
+        return apply_modality_lut(arr, ds).astype(np.float32, copy=False)
+    slope, intercept = rescale
+    return (arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32, copy=False)
 
 
 def _window_presets(ds: Dataset, keep_invalid: bool = False) -> list[WindowPreset]:
@@ -378,14 +432,16 @@ def _window_presets(ds: Dataset, keep_invalid: bool = False) -> list[WindowPrese
 
 def _default_renderer(ds: Dataset):
     """The VOI the file asks for: its VOI LUT sequence, else its first window, else auto."""
-    if "VOILUTSequence" in ds and ds.VOILUTSequence:
-        lut = ds.VOILUTSequence[0]
-        data = np.asarray(lut.LUTData if not isinstance(lut.LUTData, (bytes, bytearray)) else
-                          np.frombuffer(lut.LUTData, np.uint16 if lut.LUTDescriptor[2] > 8 else np.uint8))
-        lo, hi = float(data.min()), float(data.max())
+    try:
+        table, first = _voi_table(ds, ds.VOILUTSequence[0]) if ds.get("VOILUTSequence") else (None, 0)
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        table = None  # a damaged VOI LUT: the file's window, else auto, as if it had none
+    if table is not None:
+        lo, hi = float(table.min()), float(table.max())
 
         def render(values: np.ndarray, frame: int) -> np.ndarray:
-            return rescale_to_uint8(apply_voi_lut(values, ds, index=0, prefer_lut=True), lo, hi)
+            index = np.clip(np.rint(values) - first, 0, table.size - 1).astype(np.intp)
+            return rescale_to_uint8(table[index], lo, hi)
 
         return render
     presets = _window_presets(ds)
@@ -393,11 +449,51 @@ def _default_renderer(ds: Dataset):
         first = presets[0]
         return lambda values, frame: apply_window(values, first.center, first.width, first.function)
 
+    padding = _padding(ds)
+
     def auto(values: np.ndarray, frame: int) -> np.ndarray:
-        preset = auto_preset(values)
+        preset = auto_preset(_without_padding(values, padding))
         return apply_window(values, preset.center, preset.width, preset.function)
 
     return auto
+
+
+def _padding(ds: Dataset) -> tuple[float, float] | None:
+    """The modality values (after rescale) that PixelPaddingValue (to PixelPaddingRangeLimit) marks as no patient:
+    the air outside a CT's scan circle, which would otherwise pull an automatic window far below the tissue."""
+    try:
+        if "PixelPaddingValue" not in ds:
+            return None
+        ends = [float(ds.PixelPaddingValue), float(ds.get("PixelPaddingRangeLimit", ds.PixelPaddingValue))]
+        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    lo, hi = sorted(v * slope + intercept for v in ends)
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _without_padding(values: np.ndarray, padding: tuple[float, float] | None) -> np.ndarray:
+    """The values that show the patient (all of them where padding is unknown or would leave almost nothing)."""
+    if padding is None:
+        return values
+    kept = values[(values < padding[0]) | (values > padding[1])]
+    return kept.reshape(1, -1) if kept.size >= 16 else values  # 2-D, as a picture is
+
+
+def _voi_table(ds: Dataset, item: Dataset) -> tuple[np.ndarray, int]:
+    """A VOI LUT's entries and the first value it maps (PS3.3 C.11.2.1.1). Read here rather than through pydicom's
+    ``apply_voi``, which indexes the table with integers of the entries' own 8 bits when the output is 8-bit:
+    a 4096-entry 8-bit LUT (12-bit CR/DX) then wraps every 256 values into a sawtooth."""
+    entries, first = int(item.LUTDescriptor[0]) or 65536, int(item.LUTDescriptor[1])
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):  # OW: one 16-bit word per entry, whatever the entries' bit depth
+        little = (getattr(ds, "original_encoding", None) or (None, True))[1] is not False
+        table = np.frombuffer(bytes(data), "<u2" if little else ">u2", count=min(entries, len(data) // 2))
+    else:
+        table = np.asarray(_as_list(data), np.float64)
+    if table.size == 0:
+        raise ValueError("the VOI LUT holds no entries")
+    return table.astype(np.float32), first
 
 
 def _as_list(value) -> list:
@@ -415,6 +511,34 @@ def _safe_spacing(ds: Dataset) -> tuple[float, float] | None:
         return None  # an unreadable spacing is no spacing: lengths are then given in pixels
 
 
+def _magnification(ds: Dataset) -> float | None:
+    """The Estimated Radiographic Magnification Factor, where the spacing in use is the detector's
+    (ImagerPixelSpacing, no PixelSpacing calibrated to the patient) and the factor is a plausible one above 1."""
+    if "PixelSpacing" in ds or "ImagerPixelSpacing" not in ds:
+        return None
+    try:
+        factor = float(ds.get("EstimatedRadiographicMagnificationFactor", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    return factor if math.isfinite(factor) and 1.0 < factor <= 4.0 else None
+
+
+def _frame_spacings(ds: Dataset) -> set[tuple[float, ...]]:
+    """The distinct pixel spacings the frames of an enhanced object state in their own Pixel Measures macros
+    (empty where the macro is shared, absent or unreadable)."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared and "PixelMeasuresSequence" in shared[0]:
+        return set()
+    found = set()
+    for item in ds.get("PerFrameFunctionalGroupsSequence") or []:
+        measures = item.get("PixelMeasuresSequence")
+        try:
+            found.add(tuple(round(float(v), 6) for v in _as_list(measures[0].PixelSpacing)))
+        except (TypeError, ValueError, IndexError, AttributeError, KeyError):
+            continue
+    return found
+
+
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     """(row, column) spacing in mm from the attribute the modality actually uses."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
@@ -426,13 +550,27 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     if measures is not None and "PixelSpacing" in measures:
         values = _as_list(measures.PixelSpacing)
         return float(values[0]), float(values[1])
+    scales = _region_scales(ds)
+    return next(iter(scales)) if len(scales) == 1 else None  # regions of several scales: none fits the image
+
+
+def _safe_region_scales(ds: Dataset) -> set[tuple[float, float]]:
+    try:
+        return _region_scales(ds)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return set()
+
+
+def _region_scales(ds: Dataset) -> set[tuple[float, float]]:
+    """The (row, column) mm per pixel of the ultrasound regions calibrated in cm (units code 3, PS3.3
+    C.8.5.5.1.15; regions in other units carry no length). Several for a dual view of two depths."""
+    scales = set()
     for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
-        # Units code 3 = cm (PS3.3 C.8.5.5.1.15); regions in other units carry no length.
         if region.get("PhysicalUnitsXDirection") == 3 and region.get("PhysicalUnitsYDirection") == 3:
-            dy, dx = float(region.PhysicalDeltaY), float(region.PhysicalDeltaX)
+            dy, dx = abs(float(region.PhysicalDeltaY)), abs(float(region.PhysicalDeltaX))
             if dx > 0 and dy > 0:
-                return abs(dy) * 10.0, abs(dx) * 10.0
-    return None
+                scales.add((round(dy * 10.0, 9), round(dx * 10.0, 9)))
+    return scales
 
 
 def _study(ds: Dataset) -> StudyInfo:

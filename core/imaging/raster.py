@@ -27,8 +27,9 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
     The header is read first (size, samples, depth, planar layout) and checked against the memory
     budget before anything is decoded; a big but legal picture is loaded downsampled.
     """
+    white_is_zero = False
     if file_format == "TIFF":
-        source_size, factor, frame_count, read_any = _open_tiff(path)
+        source_size, factor, frame_count, read_any, white_is_zero = _open_tiff(path)
     else:
         source_size, factor, first = _read_pillow(path)
         frame_count, read_any = 1, (lambda index: first)
@@ -68,7 +69,8 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
         columns=int(first.shape[1]),
         frames=frame_count,
         samples_per_pixel=3 if is_color else 1,
-        photometric="RGB" if is_color else "MONOCHROME2",
+        # A WhiteIsZero TIFF keeps its stored values and is shown inverted, as DICOM MONOCHROME1 is.
+        photometric="RGB" if is_color else ("MONOCHROME1" if white_is_zero else "MONOCHROME2"),
         bits_stored=bits,
         pixel_spacing_mm=None,
         window_presets=presets,
@@ -142,7 +144,10 @@ def _to_supported_mode(im: Image.Image) -> Image.Image:
 
 def _open_tiff(path: Path):
     """Read the first series' shape, samples, planar layout and depth from the tags, check the budget,
-    then return ((rows, columns), factor, frame count, reader of one page at a time)."""
+    then return ((rows, columns) as shown, factor, frame count, reader of one page at a time, WhiteIsZero).
+
+    Pages come back as a reader sees them: palette indices through the ColorMap, turned as the Orientation
+    tag says; a WhiteIsZero (Photometric 0) page keeps its values, the record inverts it (MONOCHROME1)."""
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
@@ -154,6 +159,10 @@ def _open_tiff(path: Path):
             if key.dtype is None:
                 raise ImageLoadError(path, f"its sample format ({key.sampleformat}, {key.bitspersample} bit) is not supported")
             count = len(series.pages)
+            photometric = int(key.photometric)
+            palette = _palette(key, path) if photometric == 3 else None
+            orientation = key.tags.valueof(274, 1)  # one per series: its pages share the keyframe's shape
+            orientation = orientation if orientation in _ORIENTATIONS else 1
             factor = downsample_factor(rows, columns)
             separate = int(key.planarconfig) == 2
             if key.is_tiled:  # the bytes one strip or tile decodes to
@@ -163,7 +172,8 @@ def _open_tiff(path: Path):
             segment *= (1 if separate else samples) * key.dtype.itemsize
             # big: decoded strip by strip (tile by tile) straight into the smaller frame
             piece = segment if factor > 1 else None
-            reason = check_size(rows, columns, count * depth, samples, key.dtype.itemsize, piece_bytes=piece)
+            pixel = (samples, key.dtype.itemsize) if palette is None else (max(3, samples * key.dtype.itemsize), 1)
+            reason = check_size(rows, columns, count * depth, *pixel, piece_bytes=piece)  # a palette index: 3 bytes RGB
             if reason:
                 raise ImageLoadError(path, reason)
             if depth > 1:
@@ -179,13 +189,19 @@ def _open_tiff(path: Path):
         raise ImageLoadError(path, f"the TIFF file is truncated or corrupt ({exc})") from exc
     colour = samples in (3, 4)
 
+    def shown(arr: np.ndarray) -> np.ndarray:
+        """Indices (subsampled, never averaged) through the palette, then normalised and turned upright."""
+        if palette is not None:
+            arr = palette[arr.view(np.uint8) if arr.dtype == np.bool_ else arr]  # indices < entries: checked
+        return _reoriented(_normalise(arr), orientation)
+
     def read_page(index: int) -> np.ndarray:
         try:
             with tifffile.TiffFile(path) as tif:
                 page = tif.series[0].pages[index]
                 _check_inflation(tif.filehandle, page, segment, path)
                 if factor > 1:
-                    return _normalise(_streamed(page, rows, columns, samples, separate, factor))
+                    return shown(_streamed(page, rows, columns, samples, separate, factor))
                 arr = page.asarray()
         except ImportError as exc:  # a codec tifffile finds only at decoding time (ZSTD before Python 3.14)
             raise ImageLoadError(path, f"its TIFF compression ({compression}) is not supported") from exc
@@ -198,9 +214,43 @@ def _open_tiff(path: Path):
             arr = arr[..., 0]  # grey plus extra samples (alpha, ...)
         if arr.shape[:2] != (rows, columns):
             raise ImageLoadError(path, f"page {index + 1} decodes to {arr.shape}, not the {rows} x {columns} its tags declare")
-        return _normalise(shrink(arr, factor))
+        return shown(shrink(arr, factor))
 
-    return (rows, columns), factor, count, read_page
+    size = (columns, rows) if orientation >= 5 else (rows, columns)  # 5-8 swap rows and columns
+    return size, factor, count, read_page, photometric == 0
+
+
+# TIFF 6.0 Orientation (tag 274): where the stored row 0 and column 0 lie in the picture a reader sees
+# (Pillow's ImageOps.exif_transpose does the same).
+_ORIENTATIONS = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # top-right: mirrored
+    3: lambda a: a[::-1, ::-1],  # bottom-right: turned 180 degrees
+    4: lambda a: a[::-1],  # bottom-left: flipped
+    5: lambda a: a.swapaxes(0, 1),  # left-top: transposed
+    6: lambda a: np.rot90(a, -1),  # right-top: turned 90 degrees clockwise
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],  # right-bottom: transverse
+    8: lambda a: np.rot90(a, 1),  # left-bottom: turned 90 degrees counter-clockwise
+}
+
+
+def _reoriented(arr: np.ndarray, orientation: int) -> np.ndarray:
+    return arr if orientation == 1 else np.ascontiguousarray(_ORIENTATIONS[orientation](arr))
+
+
+def _palette(key, path: Path) -> np.ndarray:
+    """A palette-colour page's ColorMap as an (entries, 3) uint8 table, as Pillow renders it (16-bit
+    entries / 256); a map whose entries all fit in 8 bits was written 8-bit and is kept (tifffile does too)."""
+    colormap = key.colormap
+    if (colormap is None or colormap.ndim != 2 or colormap.shape[0] != 3 or colormap.dtype.kind not in "iu"
+            or key.dtype.char not in "?BH" or colormap.shape[1] < 2 ** int(key.bitspersample)
+            or int(key.samplesperpixel) in (3, 4)):  # one index per pixel (an alpha beside it is dropped)
+        raise ImageLoadError(path, "it is a palette-colour TIFF whose colour map (ColorMap tag) is missing or "
+                                   "does not cover its pixel values")
+    colormap = np.clip(colormap.astype(np.int64), 0, 65535)
+    if colormap.max() > 255:
+        colormap >>= 8
+    return np.ascontiguousarray(colormap.T.astype(np.uint8))
 
 
 # Compressions tifffile decodes without imagecodecs by inflating a whole strip or tile, however large it gets.

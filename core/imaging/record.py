@@ -89,6 +89,9 @@ class ImageRecord:
     downsample: int = 1  # frames are loaded at 1/downsample of the file's size (core.imaging.limits)
     source_size: tuple[int, int] | None = None  # (rows, columns) in the file when downsampled
     warnings: list[str] = field(default_factory=list)  # what a reader should know about this file
+    # Mammography: the detector's spacing where pixel_spacing_mm was corrected to the breast by the magnification
+    # factor; the film detector reads at this one, as it was trained on film-plane pixels.
+    detector_spacing_mm: tuple[float, float] | None = None
     # The modality guesser's answer for frame 0's default picture, where the loader asked it (the analysis reuses it).
     frame0_guess: tuple[Modality, float | None] | None = None
     _cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict, repr=False)

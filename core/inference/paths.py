@@ -453,7 +453,7 @@ class FilmPath(ClassifierPath):
     def read(self, display: np.ndarray, record: ImageRecord | None, file_id: tuple | None = None) -> FilmRead:
         """The film's tiles and their probabilities, kept for the last few films (its partner's reading);
         ``file_id``: the film's file (``_file_id``), remembered so that ``_known`` finds the reading by file."""
-        spacing = record.pixel_spacing_mm if record is not None else None
+        spacing = (record.detector_spacing_mm or record.pixel_spacing_mm) if record is not None else None
         source = "file" if spacing else "assumed"
         mm = spacing or (ASSUMED_FILM_MM / display.shape[0],) * 2
         grey = as_grey(display)

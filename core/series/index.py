@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,7 @@ class SliceRef:
     laterality: str = ""  # ImageLaterality, else the series' Laterality (mammography: R or L)
     view: str = ""  # ViewPosition (mammography: CC, MLO, ...)
     patient_orientation: tuple[str, ...] = ()  # PatientOrientation: row then column direction (e.g. 'P', 'L')
+    echo: str = ""  # which echo of a multi-echo acquisition ("echo 2, TE 80 ms"); '' where not stated
 
     @property
     def key(self) -> str:
@@ -301,8 +302,10 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
                 patient.studies.append(studies[skey])
             studies[skey].series.append(groups[key])
         groups[key].slices.extend(slices)
-    for series in groups.values():
-        _arrange(series)
+    for study in studies.values():
+        study.series = [part for series in study.series for part in _split(series)]
+        for series in study.series:
+            _arrange(series)
     for patient in patients.values():
         for study in patient.studies:
             study.series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid, s.key))
@@ -473,12 +476,26 @@ def _dicom_entry(path: Path, ds):
     base = dict(rows=rows, columns=columns, pixel_spacing_mm=spacing, thickness_mm=thickness[0] if thickness else None,
                 spacing_between_mm=abs(between[0]) if between and between[0] else None,
                 laterality=(_text(ds, "ImageLaterality") or _text(ds, "Laterality")).upper(),
-                view=_text(ds, "ViewPosition").upper(), patient_orientation=_orientation_text(ds))
+                view=_text(ds, "ViewPosition").upper(), patient_orientation=_orientation_text(ds),
+                echo=_echo(ds))
     if frames == 1:
-        return series, study, patient, [SliceRef(
-            path, 0, _int(_get(ds, "InstanceNumber")), _text(ds, "SOPInstanceUID"),
-            _floats(_get(ds, "ImagePositionPatient"), 3), _orientation(_get(ds, "ImageOrientationPatient")), **base)]
+        position, orientation = _floats(_get(ds, "ImagePositionPatient"), 3), \
+            _orientation(_get(ds, "ImageOrientationPatient"))
+        if (position is None or orientation is None) and (_get(ds, "PerFrameFunctionalGroupsSequence") or
+                                                           _get(ds, "SharedFunctionalGroupsSequence")):
+            # an enhanced single-frame file: its plane, position and thickness are in its functional groups
+            (one,) = _frames(path, ds, 1, base)
+            return series, study, patient, [replace(one, instance=_int(_get(ds, "InstanceNumber")))]
+        return series, study, patient, [SliceRef(path, 0, _int(_get(ds, "InstanceNumber")),
+                                                 _text(ds, "SOPInstanceUID"), position, orientation, **base)]
     return series, study, patient, _frames(path, ds, frames, base)
+
+
+def _echo(ds) -> str:
+    """'echo 2, TE 80 ms' from EchoNumbers and EchoTime (either may be absent); '' when neither is stated."""
+    number, time = _floats(_get(ds, "EchoNumbers"), 1), _floats(_get(ds, "EchoTime"), 1)
+    parts = ([f"echo {number[0]:g}"] if number else []) + ([f"TE {time[0]:g} ms"] if time else [])
+    return ", ".join(parts)
 
 
 def _frames(path: Path, ds, frames: int, base: dict) -> list[SliceRef]:
@@ -591,6 +608,41 @@ def _arrange(series: Series) -> None:
         _spacing_from_tags(series)
     thicknesses = Counter(s.thickness_mm for s in slices if s.thickness_mm is not None)
     series.thickness_mm = thicknesses.most_common(1)[0][0] if thicknesses else None
+
+
+def _split(series: Series) -> list[Series]:
+    """What a reader scrolls apart, as series of their own: slices in another orientation (a localizer stored in
+    the series, a three-plane scout) and echoes of one acquisition at the same positions (dual-echo PD/T2), which
+    would otherwise interleave in one stack and read as a gap or duplicate positions."""
+    if series.kind != "dicom" or len(series.slices) < 2:
+        return [series]
+    parts = [series.slices]
+    if all(s.orientation is not None for s in series.slices):
+        by_plane: dict[tuple, list[SliceRef]] = {}
+        for s in series.slices:
+            key = next((k for k in by_plane if _same_orientation(k, s.orientation)), s.orientation)
+            by_plane.setdefault(key, []).append(s)
+        parts = sorted(by_plane.values(), key=len, reverse=True)
+    split: list[tuple[str, list[SliceRef]]] = []
+    for part in parts:
+        plane = plane_of(part[0].orientation) if len(parts) > 1 else ""
+        echoes: dict[str, list[SliceRef]] = {}
+        for s in part:
+            echoes.setdefault(s.echo, []).append(s)
+        positions = {tuple(round(v, 1) for v in s.position) for s in part if s.position is not None}
+        if len(echoes) > 1 and "" not in echoes and len(positions) < len(part):
+            split += [(", ".join(filter(None, (plane, echo))), slices) for echo, slices in sorted(echoes.items())]
+        else:
+            split.append((plane or "", part))
+    if len(split) == 1:
+        return [series]
+    out = []
+    for k, (what, slices) in enumerate(split):
+        note = (f"One of {len(split)} parts of series {series.number if series.number is not None else series.uid} "
+                f"(split by orientation or echo): {len(slices)} of its {len(series.slices)} images.")
+        out.append(replace(series, key=f"{series.key}|part{k + 1}", slices=slices, warnings=[note],
+                           description=f"{series.description} ({what or f'part {k + 1}'})".strip()))
+    return out
 
 
 def _drop_duplicate_instances(series: Series) -> None:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from core import __version__
-from core.export.anonymise import anonymise_study
+from core.export.anonymise import anonymise_study, without_screen_text
 from core.export.report import A4, DISCLAIMER
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, strip_curves, verdict_text
 from core.series.stack import SeriesStack
@@ -48,15 +48,19 @@ def key_slices(analysis: SeriesAnalysis) -> list[int]:
     return ordered
 
 
-def _picture(stack: SeriesStack, analysis: SeriesAnalysis, index: int) -> np.ndarray:
-    display = stack.display(index)
+def _picture(stack: SeriesStack, analysis: SeriesAnalysis, index: int, anonymise: bool = True) -> np.ndarray:
+    """Slice ``index`` with each segmenter's outline; anonymised, blacked out outside the scan area exactly as the
+    single-image report and the SEG / SC exports do (``without_screen_text``): an ultrasound cine or a capture
+    marked BurnedInAnnotation carries the patient's name in the bars around the scan."""
+    record, frame = stack.record(index)
+    display = record.display(frame)
     picture = display if display.ndim == 3 else cv2.cvtColor(display, cv2.COLOR_GRAY2RGB)
     for v in analysis.results:
         outcome = v.slices[index] if index < len(v.slices) else None
         if outcome is not None and outcome.mask is not None and outcome.mask.shape == picture.shape[:2]:
             contours, _ = cv2.findContours(outcome.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             picture = cv2.drawContours(picture.copy(), contours, -1, (0, 230, 120), max(1, picture.shape[0] // 200))
-    return picture
+    return without_screen_text(picture, record, frame) if anonymise else picture
 
 
 def write_series_report(out: Path, analyses: list[SeriesAnalysis], anonymise: bool = True) -> Path:
@@ -129,7 +133,7 @@ def _page(fig, analysis: SeriesAnalysis, anonymise: bool) -> None:
         pic_ax = fig.add_axes([0.07 + j * width, 0.25, width - 0.01, 0.27])
         ref = series.slices[i]
         try:
-            pic_ax.imshow(_picture(stack, analysis, i))
+            pic_ax.imshow(_picture(stack, analysis, i, anonymise))
         except Exception as exc:  # noqa: BLE001 - a damaged slice is named, the page still written
             pic_ax.text(0.5, 0.5, f"cannot read:\n{type(exc).__name__}", ha="center", va="center", fontsize=7)
         pic_ax.set_axis_off()
