@@ -3,7 +3,9 @@ lesion size, to size what no model outlines, or to read a region's values (a cys
 
 A ruler joins two points in image pixels (x right, y down, origin top-left). Its length is in millimetres where the
 slice's pixel spacing is known (DICOM PixelSpacing: the spacing between rows, then between columns, so a ruler on a
-picture with non-square pixels is measured right), else in pixels, and its text says which.
+picture with non-square pixels is measured right), else in pixels, and its text says which. Below a millimetre (a
+square millimetre) the text reads in micrometres (square micrometres): a slide-microscopy image at 0.5 um per pixel
+measures cells tens of micrometres across, which "0.0 mm" would hide; exported values stay in mm, never rounded to 0.
 """
 
 from __future__ import annotations
@@ -14,6 +16,63 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_LENGTH_PX = 2.0  # a click without a drag is not a measurement
+
+
+def _digits(value: float, below_10: int) -> str:
+    """``value`` with three significant digits from 10 up (no exponent: '123', '45.6') and ``below_10`` ones under."""
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.{below_10}g}"
+
+
+def length_text(mm: float) -> str:
+    """'18.0 mm' from a millimetre up, '30.0 µm' below it (microscopy); never '0.0 mm' for a length there is."""
+    um = mm * 1000.0
+    if mm >= 1.0 or round(um) >= 1000:  # 999.7 um reads '1.0 mm', not '1000 µm'
+        return f"{mm:.1f} mm"
+    return f"{_digits(um, 3)} µm"
+
+
+def area_text(mm2: float) -> str:
+    """'78.5 mm²' from a square millimetre up, '314 µm²' below it (1 mm² = 10^6 µm²)."""
+    um2 = mm2 * 1e6
+    if mm2 >= 1.0 or round(um2) >= 1_000_000:
+        return f"{mm2:.1f} mm²"
+    return f"{_digits(um2, 3)} µm²"
+
+
+PLANE_DEGREES = 20.0  # as core.series.index.OBLIQUE_DEGREES: a normal further from every axis is an oblique plane
+
+
+def slice_position_text(position: tuple[float, ...] | None, orientation: tuple[float, ...] | None) -> str | None:
+    """Where a slice lies, from its ImagePositionPatient and ImageOrientationPatient: the patient coordinate (DICOM
+    LPS: +x left, +y posterior, +z head) along the axis its plane faces, 'x = 30.0 mm' sagittal, 'y = …' coronal,
+    'z = 110.0 mm' axial; '12.5 mm along the slice normal' for an oblique plane; None without both.
+
+    Not ``SliceRef.position_mm``: that is the position projected on the slice normal (it orders the slices), which is
+    -z on an axial series whose rows run right to left and -x on the usual sagittal one. Here, free of the series
+    modules, for the viewer's slice label and the series PDF report (core.series may import this module) alike."""
+    if position is None or orientation is None or len(position) != 3 or len(orientation) != 6:
+        return None
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+    norm = float(np.linalg.norm(normal))
+    if not math.isfinite(norm) or norm < 1e-6:  # row and column cosines along one line: no plane
+        return None
+    normal /= norm
+    axis = int(np.argmax(np.abs(normal)))
+    if math.degrees(math.acos(min(1.0, abs(float(normal[axis]))))) <= PLANE_DEGREES:
+        return f"{'xyz'[axis]} = {float(position[axis]):.1f} mm"
+    return f"{float(np.dot(np.asarray(position, float), normal)):.1f} mm along the slice normal"
+
+
+def export_mm(value: float | None) -> float | None:
+    """A length or area in mm (mm²) for the exported JSON: two decimals as before where that keeps four significant
+    digits, more below (30 um: 0.03, not 0.0; 314 um²: 0.0003142 mm², not 0.0)."""
+    if value is None or value == 0 or not math.isfinite(value):
+        return value
+    return round(value, max(2, 3 - math.floor(math.log10(abs(value)))))
 
 
 @dataclass(frozen=True)
@@ -38,12 +97,12 @@ class Ruler:
         """The ruler as exported: its ends in image pixels and its length (mm: None where the spacing is unknown)."""
         mm = self.length_mm(spacing_mm)
         return {"x0": round(self.x0, 2), "y0": round(self.y0, 2), "x1": round(self.x1, 2), "y1": round(self.y1, 2),
-                "length_px": round(self.length_px, 2), "length_mm": None if mm is None else round(mm, 2)}
+                "length_px": round(self.length_px, 2), "length_mm": export_mm(mm)}
 
     def text(self, spacing_mm: tuple[float, float] | None) -> str:
-        """'18.0 mm', or '50 px' where the pixel spacing is unknown."""
+        """'18.0 mm' ('30.0 µm' under a millimetre), or '50 px' where the pixel spacing is unknown."""
         mm = self.length_mm(spacing_mm)
-        return f"{mm:.1f} mm" if mm is not None else f"{self.length_px:.0f} px"
+        return length_text(mm) if mm is not None else f"{self.length_px:.0f} px"
 
 
 def ruler_within(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> Ruler | None:
@@ -102,16 +161,17 @@ class Region:
         mm2 = self.area_mm2(spacing_mm)
         out = {"shape": "ellipse", "x0": round(self.x0, 2), "y0": round(self.y0, 2), "x1": round(self.x1, 2),
                "y1": round(self.y1, 2), "area_px": round(self.area_px, 1),
-               "area_mm2": None if mm2 is None else round(mm2, 2), "unit": self.unit}
+               "area_mm2": export_mm(mm2), "unit": self.unit}
         if self.stats is not None:
             out.update({key: round(value, 3) if isinstance(value, float) else value
                         for key, value in vars(self.stats).items()})
         return out
 
     def text(self, spacing_mm: tuple[float, float] | None) -> str:
-        """'78.5 mm² · mean 41.2 ± 6.3 HU (min 20, max 63)'; the area in px² where the pixel spacing is unknown."""
+        """'78.5 mm² · mean 41.2 ± 6.3 HU (min 20, max 63)' (µm² under a square millimetre); the area in px² where
+        the pixel spacing is unknown."""
         mm2 = self.area_mm2(spacing_mm)
-        area = f"{mm2:.1f} mm²" if mm2 is not None else f"{self.area_px:.0f} px²"
+        area = area_text(mm2) if mm2 is not None else f"{self.area_px:.0f} px²"
         if self.stats is None:
             return area
         unit = f" {self.unit}" if self.unit else ""

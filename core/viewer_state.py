@@ -22,10 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core.imaging.record import ImageRecord, Modality
+from core.imaging.record import VOI_LUT, ImageRecord, Modality
 from core.imaging.windowing import WindowPreset, min_window_width
 from core.inference.results import Analysis, ModelResult
-from core.measurements import Region, Ruler, region_within, ruler_within
+from core.measurements import Region, Ruler, region_within, ruler_within, slice_position_text
 from core.models.scale import check_user_um
 from core.series.analysis import SeriesAnalysis, SliceCache
 from core.series.geometry import orientation_markers
@@ -443,13 +443,16 @@ class ViewerState:
         self.set_slice(target % self.slice_count if wrap else target)
 
     def slice_text(self) -> str:
-        """'3/30' for a file's frames; 'slice 3 / 24 · z = 12.5 mm' in a series (position along its normal)."""
+        """'3/30' for a file's frames; 'slice 3 / 24 · z = 12.5 mm' in a series: the slice's coordinate along the
+        patient axis its plane faces (x sagittal, y coronal, z axial), or its position along the normal of an
+        oblique plane (``core.measurements.slice_position_text``)."""
         ref = self.current_slice
         if ref is None:
             return f"{self._slice + 1}/{max(self.slice_count, 1)}"
         text = f"slice {self._slice + 1} / {self.slice_count}"
-        if ref.position_mm is not None:
-            text += f" · z = {ref.position_mm:.1f} mm"
+        where = slice_position_text(ref.position, ref.orientation)
+        if where is not None:
+            text += f" · {where}"
         return text
 
     def display(self):
@@ -498,13 +501,26 @@ class ViewerState:
     def pixel_spacing_mm(self) -> tuple[float, float] | None:
         """(between rows, between columns) in mm of the picture shown; None when unknown. A loaded slice's own (its
         file's, scaled where it was read smaller to fit in memory); for a slice that failed, its header's (its black
-        picture has the header's size), where both are above zero."""
+        picture has the header's size), where both are above zero. Where the reader set the scale of a microscopy
+        image (``microns_per_pixel``, per pixel as loaded), that one: the analyses use it too, it overrides the file's,
+        and a histology PNG states none of its own, so rulers and regions would otherwise read in pixels."""
         if self._record is None:
             return None
+        if self._microns_per_pixel is not None:
+            mm = self._microns_per_pixel / 1000.0
+            return mm, mm
         if self._slice_error is None:
             return self._record.pixel_spacing_mm
         spacing = self.current_slice.pixel_spacing_mm
         return spacing if spacing and min(spacing) > 0 else None
+
+    @property
+    def spacing_source(self) -> str | None:
+        """Where ``pixel_spacing_mm`` comes from: 'reader' (the scale the reader set on a microscopy image), 'file'
+        (its header), None where it is unknown; so a measurement can say whose scale it rests on."""
+        if self.pixel_spacing_mm is None:
+            return None
+        return "reader" if self._microns_per_pixel is not None else "file"
 
     # ----- rulers
     @property
@@ -574,10 +590,18 @@ class ViewerState:
 
     @property
     def effective_window(self) -> WindowPreset | None:
-        """The window in use: the chosen one, else the file's first preset (None for colour images)."""
+        """The window in use: the chosen one, else the one the frame on screen is drawn in by default (None for
+        colour images); what the W/L readout says and a drag starts from."""
         if not self.has_window:
             return None
-        return self._window or self._record.window_presets[0]
+        return self._window or self._default_window()
+
+    def _default_window(self) -> WindowPreset:
+        """The window the frame on screen is drawn in by default (``ImageRecord.default_window``: a cine's frames
+        each their own automatic one, a VOI LUT's equivalent); a slice that failed to load is drawn in the first."""
+        if self._slice_error is not None:
+            return self._record.window_presets[0]
+        return self._record.default_window(self.frame) or self._record.window_presets[0]
 
     @property
     def dicom_modality(self) -> str:
@@ -636,8 +660,12 @@ class ViewerState:
         ))
 
     def window_text(self) -> str:
+        """'C 40 / W 80' (float data has windows below 1); 'VOI LUT ≈ C … / W …' where the file's VOI LUT is shown."""
         w = self.effective_window
-        return f"C {w.center:.5g} / W {w.width:.5g}" if w is not None else ""  # float data has windows below 1
+        if w is None:
+            return ""
+        text = f"C {w.center:.5g} / W {w.width:.5g}"
+        return f"{VOI_LUT} ≈ {text}" if self._window is None and w.name == VOI_LUT else text
 
     # ----- modality and models
     def set_modality(self, modality: Modality) -> None:

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QScrollArea,
     QSlider,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QToolBar,
@@ -48,8 +49,9 @@ from core.series.contralateral import other_breast
 from core.series.hanging import hung_picture, screening_exams
 from core.series.index import Series, StudyIndex, index_path, index_paths
 from core.series.opening import read_for_viewer
-from core.series.stack import SeriesStack
+from core.series.stack import SeriesStack, open_stack
 from core.viewer_state import ViewerState, ViewSettings
+from gui.compare_view import CompareView, SeriesLink
 from gui.history_panel import HistoryPanel
 from gui.panels import MetadataPanel, ModelInfoPanel, OverlayPanel, ProbabilityPanel, SeriesPanel, WarningsPanel
 from gui.study_browser import StudyBrowser, thumbnail
@@ -119,7 +121,13 @@ class MainWindow(QMainWindow):
         self.shortcuts_dialog: QDialog | None = None
 
         self.viewer = ImageViewer(self)
-        self.setCentralWidget(self.viewer)
+        self.compare = CompareView()  # a second series beside the first, hidden until asked for
+        self.compare.hide()
+        central = QSplitter(Qt.Orientation.Horizontal)
+        central.addWidget(self.viewer)
+        central.addWidget(self.compare)
+        central.setChildrenCollapsible(False)
+        self.setCentralWidget(central)
         self.probabilities = ProbabilityPanel()
         self.warnings = WarningsPanel()
         self.metadata = MetadataPanel()
@@ -184,10 +192,13 @@ class MainWindow(QMainWindow):
             widget.installEventFilter(self._keys_to_widgets)
         self._build_statusbar()
         self.viewer.bind(self.state)
+        self.series_link = SeriesLink(self.state, self.viewer, self.compare)
+        self.compare.closeRequested.connect(self.close_comparison)
         self.overlays.bind(self.state)
         self.studies.bind(self.state)
         self.series_panel.strip.bind(self.state, {b.id: list(b.classes) for b in self.registry.bundles.values()})
         self.studies.seriesChosen.connect(self.open_series_key)
+        self.studies.compareRequested.connect(lambda key: self.compare_series(self.study_index.find(key)))
         self.series_panel.cancelRequested.connect(self.cancel_series_analysis)
         self.state.events.series.connect(self._series_changed)
         self.state.events.series_analysis.connect(self._show_series_analysis)
@@ -277,6 +288,9 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("Last slice", lambda: self.state.set_slice(self.state.slice_count - 1), "End"))
         view.addAction(self._action("Play / stop cine", self.toggle_cine, "Space"))
         view.addAction(self._action("Mammography &exam (four views)", self.show_exam, "Ctrl+Shift+M"))
+        self.compare_menu = view.addMenu("&Compare with series")
+        self.compare_menu.aboutToShow.connect(self._fill_compare_menu)
+        view.addAction(self._action("Close comparison", self.close_comparison))
         view.addSeparator()
         view.addAction(self._action("Toggle heatmap", self.state.overlays.heatmap.toggle, "H"))
         view.addAction(self._action("Toggle mask", self.state.overlays.mask.toggle, "M"))
@@ -413,6 +427,8 @@ class MainWindow(QMainWindow):
         if request != self._open_request:
             return  # the reader opened something else meanwhile
         self.study_index = index
+        if self.compare.state.series is not None and self.compare.state.series not in index.series:
+            self.close_comparison()  # another folder: a series of another study must not stay beside its images
         self.studies.show_index(index)
         self.docks["Studies"].show()
         self.docks["Studies"].raise_()
@@ -453,20 +469,6 @@ class MainWindow(QMainWindow):
         self._busy(f"Opening {series.description or 'series'}…")
         self.modality_box.setCurrentIndex(0)  # the reader's modality was for the series shown, not this one
 
-        def prepare() -> tuple[SeriesStack, int, str]:
-            """The stack, the first slice that can be read (a damaged first file must not hide the rest) and why
-            those before it cannot."""
-            stack = SeriesStack(series, prefetch=True)
-            problem = ""
-            for at in range(len(series)):
-                try:
-                    stack.record(at)
-                    return stack, at, problem
-                except DiagnosticError as exc:
-                    problem = problem or str(exc)
-            stack.close()
-            raise DiagnosticError(f"No slice of {series.description or 'the series'} can be read: {problem}")
-
         def opened(prepared: tuple[SeriesStack, int, str]) -> None:
             stack, start, problem = prepared
             self._busy(None)
@@ -490,7 +492,56 @@ class MainWindow(QMainWindow):
                 self._wanted_series = self.state.series
                 self.studies.select(self.state.series.key if self.state.series is not None else None)
 
-        self.bridge.run(prepare, on_done=opened, on_error=failed)
+        self.bridge.run(open_stack, series, on_done=opened, on_error=failed)
+
+    def _fill_compare_menu(self) -> None:
+        """The other series of the patient shown (of the folder, where no series is shown)."""
+        self.compare_menu.clear()
+        shown = self.state.series
+        for series in self.study_index.series if self.study_index is not None else []:
+            if series is shown or series.modality == "SEG" or (
+                    shown is not None and (series.patient_id, series.patient_name) !=
+                    (shown.patient_id, shown.patient_name)):
+                continue
+            name = f"{series.number}: " if series.number is not None else ""
+            action = self.compare_menu.addAction(f"{name}{series.description or 'series'} ({len(series)} slices, "
+                                                 f"{series.plane or 'orientation unknown'})")
+            action.triggered.connect(lambda _=False, s=series: self.compare_series(s))
+        if self.compare_menu.isEmpty():
+            self.compare_menu.addAction("(open a folder: its other series are listed here)").setEnabled(False)
+
+    def compare_series(self, series: Series) -> None:
+        """Show ``series`` beside the main view (its stack read on an I/O thread), at the main view's position
+        where the two are parallel."""
+        if series.modality == "SEG" or not series.slices:
+            self._error(f"{series.description or 'This series'} holds no pictures to compare.")
+            return
+        self._busy(f"Opening {series.description or 'series'} beside…")
+
+        def opened(prepared) -> None:
+            self._busy(None)
+            stack, start, _ = prepared
+            if self.compare.isHidden():
+                self.compare.show()
+                central = self.centralWidget()
+                central.setSizes([central.width() // 2] * 2)  # side by side, each half
+            self.compare.show_series(series, stack, start)
+            QTimer.singleShot(0, self.viewer.fit)  # both pictures fitted to their new halves
+            QTimer.singleShot(0, self.compare.viewer.fit)
+
+        def failed(error: BaseException) -> None:
+            self._busy(None)
+            self._error(str(error))
+
+        self.bridge.run(open_stack, series, on_done=opened, on_error=failed)
+
+    def close_comparison(self) -> None:
+        was_shown = not self.compare.isHidden()
+        self.compare.clear()
+        self.compare.hide()
+        self.viewer.set_reference_lines([])
+        if was_shown:
+            QTimer.singleShot(0, self.viewer.fit)
 
     def _series_changed(self, series: Series | None) -> None:
         if series is None:

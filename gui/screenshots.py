@@ -14,7 +14,8 @@ state as a user would:
 - ``batch=1``: IMAGE is a folder: the Analyse folder dialog runs over it and is saved when done;
 - ``series=1``: IMAGE is a folder (or DICOMDIR) opened in the study browser; its first series is analysed
   as a series, then ``slice=N`` shows slice N (counted from 0) with its series results, ``analyse=1``
-  also analyses that slice on its own (for its heatmap).
+  also analyses that slice on its own (for its heatmap);
+- ``compare=TEXT`` (with ``series=1``): the folder's series whose description holds TEXT shown beside it.
 
 Run it under a real display (Xvfb works).
 """
@@ -56,6 +57,10 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 def _analysed(app: QApplication, window: MainWindow) -> bool:
     ok = _wait(app, lambda: window.state.analysis is not None and not window.is_busy, 600)
+    if "compare" in options:
+        other = next(s for s in window.study_index.series if options["compare"] in s.description)
+        window.compare_series(other)
+        ok = ok and _wait(app, lambda: window.compare.state.series is other and not window.is_busy, 60)
     _wait(app, lambda: False, 0.5)
     return ok
 
@@ -87,6 +92,10 @@ def _series(app: QApplication, window: MainWindow, folder: str, options: dict[st
         window.analyse()
         ok = ok and _wait(app, lambda: window.state.analysis is not None and window.state.analysis.modality_source
                           != "series" and not window.is_busy, 600)
+    if "compare" in options:
+        other = next(s for s in window.study_index.series if options["compare"] in s.description)
+        window.compare_series(other)
+        ok = ok and _wait(app, lambda: window.compare.state.series is other and not window.is_busy, 60)
     _wait(app, lambda: False, 0.5)
     return ok
 

@@ -1,7 +1,8 @@
 """Study browser: a study index (core.series) as a tree, patient -> study -> series with a thumbnail each.
 
-Selecting a series row emits ``seriesChosen(key)``; ``bind(state)`` makes the tree select the series the
-viewer state shows. Thumbnails (the middle slice, 48 px) are made on the window's I/O threads.
+Selecting a series row emits ``seriesChosen(key)`` (its context menu also ``compareRequested(key)``);
+``bind(state)`` makes the tree select the series the viewer state shows. Thumbnails (the middle slice, 48 px)
+are made on the window's I/O threads.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem
+from PySide6.QtWidgets import QMenu, QTreeWidget, QTreeWidgetItem
 
 from core.series.index import Series, StudyIndex
 from core.viewer_state import ViewerState
@@ -36,6 +37,7 @@ class StudyBrowser(QTreeWidget):
     """Columns: description (with the thumbnail), modality, slices; series rows carry their key."""
 
     seriesChosen = Signal(str)
+    compareRequested = Signal(str)  # the context menu's "Compare beside the series shown"
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -97,6 +99,16 @@ class StudyBrowser(QTreeWidget):
         key = items[0].data(0, KEY_ROLE) if items else None
         if key:
             self.seriesChosen.emit(key)
+
+    def contextMenuEvent(self, event) -> None:  # noqa: N802 - Qt API
+        item = self.itemAt(event.pos())
+        key = item.data(0, KEY_ROLE) if item is not None else None
+        if not key:
+            return
+        menu = QMenu(self)
+        menu.addAction("Open").triggered.connect(lambda: self.seriesChosen.emit(key))
+        menu.addAction("Compare beside the series shown").triggered.connect(lambda: self.compareRequested.emit(key))
+        menu.exec(event.globalPos())
 
     def select(self, key: str | None) -> None:
         """Select the row of series ``key`` without emitting ``seriesChosen``."""

@@ -30,6 +30,16 @@ from gui.qimage import to_pixmap
 
 MASK_COLOR = (0, 220, 120)
 RULER_COLOR = (255, 220, 90)
+REFERENCE_COLOR = (90, 200, 255)
+# Scale bar lengths in micrometres: from 1 um (slide microscopy at a fraction of a micrometre per pixel, where even
+# 1 mm is thousands of screen pixels) to 500 mm (a whole chest film).
+SCALE_BAR_UM = tuple(m * 10**e for e in range(6) for m in (1, 2, 5))
+
+
+def scale_bar(pixels_per_mm: float, target_px: float) -> tuple[float, str]:
+    """The scale bar's length in mm nearest ``target_px`` screen pixels, and its label ('10 µm', '5 mm')."""
+    um = min(SCALE_BAR_UM, key=lambda n: abs(n / 1000 * pixels_per_mm - target_px))
+    return (um / 1000, f"{um} µm") if um < 1000 else (um // 1000, f"{um // 1000} mm")
 
 
 def label_box(text: str, color: QColor, x: float, y: float, offset: tuple[float, float], bold: bool = True
@@ -80,6 +90,7 @@ class ImageViewer(QGraphicsView):
         self.finding_items: list = []  # per finding its circle, then its label's box (the label inside)
         self.ruler_items: list = []  # per ruler its line, then its label's box (the label inside)
         self.region_items: list = []  # per region its ellipse, then its label's box
+        self.reference_items: list = []  # where another view's slice cuts this one (gui.compare_view)
         self.measuring: str | None = None  # 'distance' or 'region': a left drag draws one instead of panning
         self._ruler_start: QPointF | None = None  # where the ruler or region being drawn started
         self._ruler_preview: list = []  # the items of the ruler or region being drawn
@@ -99,6 +110,7 @@ class ImageViewer(QGraphicsView):
             event.connect(lambda _: self.draw_overlays())
         state.events.rulers.connect(lambda _: self.draw_rulers())
         state.events.regions.connect(lambda _: self.draw_regions())
+        state.events.scale.connect(lambda _: self._scale_changed())
         self.windowDragged.connect(state.adjust)
 
     @property
@@ -112,6 +124,12 @@ class ImageViewer(QGraphicsView):
         self.set_image(self.state.display(), reset_view=True)
         self.draw_rulers()
         self.draw_regions()
+
+    def _scale_changed(self) -> None:
+        """The reader set (or cleared) a microscopy image's scale: rulers, regions and the scale bar read with it."""
+        self.draw_rulers()
+        self.draw_regions()
+        self.viewport().update()
 
     def _show_slice(self) -> None:
         if self.state.record is not None:
@@ -156,7 +174,10 @@ class ImageViewer(QGraphicsView):
         self.lesion_items = []
         for lesion in lesions:
             path = QPainterPath()
-            points = lesion.contour
+            # The outline's points are boundary pixels (column, row); pixel (c, r) covers [c, c+1] x [r, r+1] on the
+            # scene, so the line runs through their centres, half a pixel inside the lesion's edges where the longest
+            # diameter's ends lie (as the structured report exports it).
+            points = np.asarray(lesion.contour, np.float64) + 0.5
             path.moveTo(float(points[0][0]), float(points[0][1]))
             for x, y in points[1:]:
                 path.lineTo(float(x), float(y))
@@ -182,6 +203,20 @@ class ImageViewer(QGraphicsView):
                 item.setVisible(visible)
                 self.scene().addItem(item)
                 self.lesion_items.append(item)
+
+    def set_reference_lines(self, lines: list[tuple[float, float, float, float]]) -> None:
+        """Dashed lines (x0, y0, x1, y1 in picture coordinates) where another view's slice crosses this picture."""
+        for item in self.reference_items:
+            self.scene().removeItem(item)
+        self.reference_items = []
+        for x0, y0, x1, y1 in lines:
+            line = QGraphicsLineItem(x0, y0, x1, y1)
+            pen = QPen(QColor(*REFERENCE_COLOR), 1.5, Qt.PenStyle.DashLine)
+            pen.setCosmetic(True)
+            line.setPen(pen)
+            line.setZValue(8)
+            self.scene().addItem(line)
+            self.reference_items.append(line)
 
     def set_findings(self, findings: list[Finding], visible: bool = True) -> None:
         """Each finding as a circle of its own size with its label (score, kind) beside its upper right, on a
@@ -370,9 +405,9 @@ class ImageViewer(QGraphicsView):
         if not self.pixel_spacing_mm:
             return
         pixels_per_mm = self.transform().m11() / self.pixel_spacing_mm[1]
-        target_px = self.viewport().width() / 5
-        nice = [1, 2, 5, 10, 20, 50, 100, 200]
-        length_mm = min(nice, key=lambda mm: abs(mm * pixels_per_mm - target_px))
+        length_mm, label = scale_bar(pixels_per_mm, self.viewport().width() / 5)
+        if self.state.spacing_source == "reader":  # not the file's: the scale the reader set for this image
+            label += " (scale set by reader)"
         length_px = length_mm * pixels_per_mm
         painter.save()
         painter.resetTransform()
@@ -380,7 +415,7 @@ class ImageViewer(QGraphicsView):
         pen = QPen(QColor(240, 240, 240), 3)
         painter.setPen(pen)
         painter.drawLine(QPointF(x0, y0), QPointF(x0 + length_px, y0))
-        painter.drawText(QPointF(x0, y0 - 6), f"{length_mm} mm")
+        painter.drawText(QPointF(x0, y0 - 6), label)
         painter.restore()
 
     def markers(self) -> dict[str, str] | None:

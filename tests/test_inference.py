@@ -191,7 +191,7 @@ def test_lesions_off_ultrasound_have_a_diameter_but_no_calipers():
     assert lesion.width_mm is None and lesion.depth_mm is None and lesion.depth_to_width is None
     assert "W x D" not in lesion.size_text() and "D/W" not in lesion.overlay_text()
     (x0, y0), (x1, y1) = lesion.diameter_ends
-    assert {round(x0), round(x1)} == {30, 49} and {round(y0), round(y1)} == {10, 49}  # the rectangle's diagonal
+    assert {round(x0), round(x1)} == {30, 50} and {round(y0), round(y1)} == {10, 50}  # the diagonal, edge to edge
     assert np.hypot(x1 - x0, y1 - y0) * 0.5 == pytest.approx(lesion.max_diameter_mm)
     # Non-square pixels: the longest diameter is the longest in millimetres, not in pixels.
     wide = np.zeros((100, 100), np.uint8)

@@ -446,6 +446,7 @@ def test_a_localizer_stored_in_the_series_is_a_series_of_its_own_not_a_gap(tmp_p
     assert [len(s) for s in series] == [1, 4]
     assert series[0].plane == "sagittal" and series[1].plane == "axial"
     assert series[1].breaks == [] and not any("Gap" in w for w in series[1].warnings)
+    assert series[0].breaks is not series[1].breaks  # each part's gaps are its own
 
 
 def test_enhanced_single_frame_files_are_ordered_by_the_positions_in_their_functional_groups(tmp_path):

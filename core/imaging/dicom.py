@@ -25,7 +25,7 @@ from pydicom.uid import (UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JP
 from core.errors import ImageLoadError
 from core.imaging.limits import (DECODE_OVERHEAD, check_size, downsample_factor, memory_budget, shrink,
                                  shrunk_shape)
-from core.imaging.record import ImageRecord, Modality, StudyInfo, WindowPreset
+from core.imaging.record import VOI_LUT, DefaultRenderer, FrameWindow, ImageRecord, Modality, StudyInfo, WindowPreset
 from core.imaging.windowing import apply_window, auto_preset, full_range_preset, rescale_to_uint8
 
 _MODALITY_TAGS = {"MR": Modality.MR, "MG": Modality.MG, "US": Modality.US, "SM": Modality.SM, "GM": Modality.SM}
@@ -238,6 +238,7 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
         warnings.append("its ultrasound regions are calibrated to different scales (views of two depths): lengths "
                         "and areas are given in pixels")
     presets: list[WindowPreset] = []
+    renderer = None if is_color else _default_renderer(ds)
     record = ImageRecord(
         path=path,
         file_format="DICOM",
@@ -255,7 +256,8 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
         study=_study(ds),
         metadata=_tag_list(ds),
         _read_frame=read_frame,
-        _default_render=None if is_color else _default_renderer(ds),
+        _default_render=None if is_color else renderer[0],
+        _frame_window=None if is_color else renderer[1],
         downsample=factor,
         source_size=(rows, columns) if factor > 1 else None,
         warnings=warnings,
@@ -430,8 +432,10 @@ def _window_presets(ds: Dataset, keep_invalid: bool = False) -> list[WindowPrese
     return presets
 
 
-def _default_renderer(ds: Dataset):
-    """The VOI the file asks for: its VOI LUT sequence, else its first window, else auto."""
+def _default_renderer(ds: Dataset) -> tuple[DefaultRenderer, FrameWindow]:
+    """The VOI the file asks for (its VOI LUT sequence, else its first window, else each frame's automatic window,
+    padding left out), and the window each frame's picture is thereby drawn in (for a VOI LUT, the line through
+    the values it maps to a quarter and three quarters of full brightness: exact for a linear LUT)."""
     try:
         table, first = _voi_table(ds, ds.VOILUTSequence[0]) if ds.get("VOILUTSequence") else (None, 0)
     except (ValueError, TypeError, AttributeError, IndexError, KeyError):
@@ -443,19 +447,28 @@ def _default_renderer(ds: Dataset):
             index = np.clip(np.rint(values) - first, 0, table.size - 1).astype(np.intp)
             return rescale_to_uint8(table[index], lo, hi)
 
-        return render
+        levels = rescale_to_uint8(table, lo, hi).astype(np.float32)
+        quarter, three = int(np.argmax(levels >= 63.75)), int(np.argmax(levels >= 191.25))
+        rising = levels[-1] > levels[0] and three >= quarter
+        equivalent = (WindowPreset(VOI_LUT, first + (quarter + three) / 2.0, max(2.0 * (three - quarter), 1.0),
+                                   "LINEAR_EXACT") if rising else WindowPreset(VOI_LUT, first + table.size / 2.0,
+                                                                               float(table.size), "LINEAR_EXACT"))
+        return render, lambda values, frame: equivalent
     presets = _window_presets(ds)
     if presets:
-        first = presets[0]
-        return lambda values, frame: apply_window(values, first.center, first.width, first.function)
-
+        own = presets[0]
+        return (lambda values, frame: apply_window(values, own.center, own.width, own.function),
+                lambda values, frame: own)
     padding = _padding(ds)
 
+    def window(values: np.ndarray, frame: int) -> WindowPreset:
+        return auto_preset(_without_padding(values, padding))
+
     def auto(values: np.ndarray, frame: int) -> np.ndarray:
-        preset = auto_preset(_without_padding(values, padding))
+        preset = window(values, frame)
         return apply_window(values, preset.center, preset.width, preset.function)
 
-    return auto
+    return auto, window
 
 
 def _padding(ds: Dataset) -> tuple[float, float] | None:
@@ -485,6 +498,8 @@ def _voi_table(ds: Dataset, item: Dataset) -> tuple[np.ndarray, int]:
     ``apply_voi``, which indexes the table with integers of the entries' own 8 bits when the output is 8-bit:
     a 4096-entry 8-bit LUT (12-bit CR/DX) then wraps every 256 values into a sawtooth."""
     entries, first = int(item.LUTDescriptor[0]) or 65536, int(item.LUTDescriptor[1])
+    if first >= 32768 and int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        first -= 65536  # the first value mapped is signed where the pixels are (read as US here)
     data = item.LUTData
     if isinstance(data, (bytes, bytearray)):  # OW: one 16-bit word per entry, whatever the entries' bit depth
         little = (getattr(ds, "original_encoding", None) or (None, True))[1] is not False

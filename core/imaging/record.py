@@ -55,6 +55,8 @@ class StudyInfo:
 
 FrameReader = Callable[[int], np.ndarray]
 DefaultRenderer = Callable[[np.ndarray, int], np.ndarray]
+FrameWindow = Callable[[np.ndarray, int], WindowPreset]  # the window a frame's default picture is drawn in
+VOI_LUT = "VOI LUT"  # the name of the window a file's VOI LUT amounts to
 
 _FRAME_CACHE_SIZE = 8
 _FRAME_CACHE_BYTES = 512 * 1024**2  # big frames: fewer of them kept (at least the last one)
@@ -85,6 +87,7 @@ class ImageRecord:
     metadata: list[tuple[str, str, str]]  # (tag, keyword, value) for the tag browser
     _read_frame: FrameReader = field(repr=False)
     _default_render: DefaultRenderer | None = field(default=None, repr=False)
+    _frame_window: FrameWindow | None = field(default=None, repr=False)  # set with _default_render
     modality_confidence: float | None = None
     downsample: int = 1  # frames are loaded at 1/downsample of the file's size (core.imaging.limits)
     source_size: tuple[int, int] | None = None  # (rows, columns) in the file when downsampled
@@ -137,6 +140,16 @@ class ImageRecord:
         if window is None:
             self._rendered = (frame, out.copy())
         return out
+
+    def default_window(self, frame: int = 0) -> WindowPreset | None:
+        """The window the default picture of ``frame`` is drawn in, what a W/L readout says and a drag starts from:
+        the file's own, that frame's automatic one (frames differ: a cine), or the window its VOI LUT amounts to
+        (named ``VOI_LUT``); None for colour."""
+        if self.is_color:
+            return None
+        if self._frame_window is not None:
+            return self._frame_window(self.values(frame), frame)
+        return self.window_presets[0]
 
     def info(self) -> dict:
         """The fields of ``main.py info`` (identifiers excluded: they are not image facts)."""

@@ -22,7 +22,12 @@ def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_a
         component = (labels[y : y + h, x : x + w] == label).astype(np.uint8)
         contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         contour = max(contours, key=cv2.contourArea).reshape(-1, 2) + np.array([x, y])
-        hull = cv2.convexHull(contour.astype(np.float32)).reshape(-1, 2)
+        # Edge to edge, as the width and depth calipers (bbox width x column spacing) and a reader's ruler measure:
+        # over the corners of the boundary pixels (pixel (c, r) covers [c, c+1] x [r, r+1] in image coordinates),
+        # not their centres, which would read one pixel short (a 20-px-wide bar: 19 px). The ends lie on the lesion's
+        # edges. The hull is found in pixels, then measured in mm: scaling the axes keeps a hull a hull.
+        corners = (contour[:, None, :] + np.array([[0, 0], [1, 0], [0, 1], [1, 1]])).reshape(-1, 2)
+        hull = cv2.convexHull(corners.astype(np.float32)).reshape(-1, 2)
         diff = hull[:, None, :] - hull[None, :, :]
         px = np.sqrt((diff**2).sum(-1))
         lengths = px if spacing_mm is None else np.sqrt(((diff * np.array(spacing_mm[::-1])) ** 2).sum(-1))
@@ -30,7 +35,7 @@ def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_a
         ends = ((float(hull[i][0]), float(hull[i][1])), (float(hull[j][0]), float(hull[j][1])))
         area_mm2 = None if spacing_mm is None else float(area * spacing_mm[0] * spacing_mm[1])
         diameter_mm = None if spacing_mm is None else float(lengths[i, j])
-        diameter_px = float(px.max()) if len(hull) > 1 else 1.0
+        diameter_px = float(px.max())
         lesions.append(Lesion(label, area, area_mm2, (x, y, w, h), diameter_px, diameter_mm, contour, spacing_mm,
                               diameter_ends=ends, calipers=calipers))
     return sorted(lesions, key=lambda l: -l.area_px)

@@ -78,6 +78,7 @@ class Series:
     patient_id: str = ""
     patient_name: str = ""
     study_uid: str = ""
+    frame_of_reference: str = ""  # FrameOfReferenceUID: series sharing it share patient coordinates
     slices: list[SliceRef] = field(default_factory=list)
     plane: str | None = None  # axial, sagittal, coronal, oblique; None without orientation
     spacing_mm: float | None = None  # between neighbouring slice centres
@@ -465,7 +466,8 @@ def _dicom_entry(path: Path, ds):
         key, kind = f"nouid|{path.parent}|{modality}", "dicom"
     series = dict(key=key, uid=series_uid, kind=kind, modality=modality, description=_text(ds, "SeriesDescription"),
                   number=_int(_get(ds, "SeriesNumber")), patient_id=_text(ds, "PatientID"),
-                  patient_name=_text(ds, "PatientName"), study_uid=study_uid)
+                  patient_name=_text(ds, "PatientName"), study_uid=study_uid,
+                  frame_of_reference=_text(ds, "FrameOfReferenceUID"))
     study = dict(uid=study_uid, date=_text(ds, "StudyDate"), description=_text(ds, "StudyDescription"),
                  accession=_text(ds, "AccessionNumber"))
     patient = dict(id=_text(ds, "PatientID"), name=_text(ds, "PatientName"))
@@ -640,7 +642,7 @@ def _split(series: Series) -> list[Series]:
     for k, (what, slices) in enumerate(split):
         note = (f"One of {len(split)} parts of series {series.number if series.number is not None else series.uid} "
                 f"(split by orientation or echo): {len(slices)} of its {len(series.slices)} images.")
-        out.append(replace(series, key=f"{series.key}|part{k + 1}", slices=slices, warnings=[note],
+        out.append(replace(series, key=f"{series.key}|part{k + 1}", slices=slices, warnings=[note], breaks=[],
                            description=f"{series.description} ({what or f'part {k + 1}'})".strip()))
     return out
 

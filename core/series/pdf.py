@@ -17,6 +17,7 @@ import numpy as np
 from core import __version__
 from core.export.anonymise import anonymise_study, without_screen_text
 from core.export.report import A4, DISCLAIMER
+from core.measurements import slice_position_text
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, strip_curves, verdict_text
 from core.series.stack import SeriesStack
 
@@ -137,8 +138,8 @@ def _page(fig, analysis: SeriesAnalysis, anonymise: bool) -> None:
         except Exception as exc:  # noqa: BLE001 - a damaged slice is named, the page still written
             pic_ax.text(0.5, 0.5, f"cannot read:\n{type(exc).__name__}", ha="center", va="center", fontsize=7)
         pic_ax.set_axis_off()
-        z = f", z {ref.position_mm:.1f} mm" if ref.position_mm is not None else ""
-        pic_ax.set_title(f"slice {i + 1}{z}", fontsize=7)
+        where = slice_position_text(ref.position, ref.orientation)
+        pic_ax.set_title(f"slice {i + 1}" + (f", {where}" if where else ""), fontsize=7)
     stack.close()
     fig.text(0.06, 0.235, "\n".join(textwrap.wrap(VERDICT_RULE.replace("\n", " "), 125)), fontsize=5.6, va="top",
              family="monospace", color="#333333")

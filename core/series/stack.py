@@ -98,3 +98,20 @@ class SeriesStack:
             self._prefetcher.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self._records.clear()
+
+
+def open_stack(series: Series) -> tuple[SeriesStack, int, str]:
+    """A prefetching stack of ``series``, the first slice that can be read (a damaged first file must not hide the
+    rest) and why those before it cannot; DiagnosticError when none can."""
+    from core.errors import DiagnosticError
+
+    stack = SeriesStack(series, prefetch=True)
+    problem = ""
+    for at in range(len(series)):
+        try:
+            stack.record(at)
+            return stack, at, problem
+        except DiagnosticError as exc:
+            problem = problem or str(exc)
+    stack.close()
+    raise DiagnosticError(f"No slice of {series.description or 'the series'} can be read: {problem}")

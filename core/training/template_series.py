@@ -85,7 +85,7 @@ def write_series(volume: np.ndarray, out: Path) -> dict[str, int]:
 
     scaled = np.clip(volume * 4095.0 / max(float(volume.max()), 1.0), 0, 4095).astype(np.uint16)
     brain = volume > 0.1 * float(volume.max())
-    study = generate_uid()
+    study, frame = generate_uid(), generate_uid()  # one acquisition: every plane in one frame of reference
     written = {}
     for number, (plane, (axis, step)) in enumerate(PLANES.items(), 1):
         folder = out / plane
@@ -105,6 +105,7 @@ def write_series(volume: np.ndarray, out: Path) -> dict[str, int]:
             ds.Modality, ds.BodyPartExamined, ds.MRAcquisitionType = "MR", "HEAD", "3D"
             ds.PatientName, ds.PatientID = "MNI152^Template", "MNI152-2009a"
             ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber = study, series, number
+            ds.FrameOfReferenceUID = frame
             ds.SeriesDescription = f"{plane} MNI ICBM152 2009a T1 template"
             ds.InstanceNumber = count
             ds.ImageOrientationPatient, ds.ImagePositionPatient = orientation, position

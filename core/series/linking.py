@@ -1,0 +1,108 @@
+"""Two series of one patient side by side: the slice of one at the other's position, and reference lines.
+
+Both rest on the patient coordinates that ImagePositionPatient and ImageOrientationPatient state (LPS, mm), so
+they apply only between series in one frame of reference (FrameOfReferenceUID; the same study where the files
+omit it): a FLAIR and a T1 of one examination, not a scan and last year's.
+
+- ``nearest_slice``: where two series are parallel (an axial FLAIR and an axial T1), the slice of one that lies
+  where the other's shown slice lies, so that scrolling one scrolls the other to the same anatomy.
+- ``reference_line``: where they are not (an axial beside a sagittal), the line along which the slice shown in
+  one cuts the picture of the other, as viewers draw it to say "you are here".
+
+Picture coordinates are the viewer's: pixel (column i, row j) covers [i, i + 1) x [j, j + 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from core.series.index import Series, SliceRef
+
+PARALLEL_DEGREES = 10.0  # planes closer than this to parallel are linked by position, and draw no line
+_PARALLEL_COS = math.cos(math.radians(PARALLEL_DEGREES))
+
+
+def linked(a: Series, b: Series) -> bool:
+    """Whether the two series share patient coordinates (the same FrameOfReferenceUID, or, where a file omits
+    it, the same study)."""
+    if a.frame_of_reference and b.frame_of_reference:
+        return a.frame_of_reference == b.frame_of_reference
+    return bool(a.study_uid) and a.study_uid == b.study_uid and not (a.frame_of_reference or b.frame_of_reference)
+
+
+def _normal(ref: SliceRef) -> np.ndarray | None:
+    if ref.orientation is None or len(ref.orientation) != 6:
+        return None
+    n = np.cross(np.asarray(ref.orientation[:3], float), np.asarray(ref.orientation[3:], float))
+    norm = float(np.linalg.norm(n))
+    return n / norm if norm > 0 else None
+
+
+def _centre(ref: SliceRef) -> np.ndarray | None:
+    """The patient position of the middle of a slice's picture (its top-left pixel's where size is unknown)."""
+    if ref.position is None:
+        return None
+    point = np.asarray(ref.position, float)
+    if ref.orientation is None or not ref.pixel_spacing_mm or not ref.rows or not ref.columns:
+        return point
+    row_step, column_step = ref.pixel_spacing_mm
+    return (point + (ref.columns - 1) / 2 * column_step * np.asarray(ref.orientation[:3], float)
+            + (ref.rows - 1) / 2 * row_step * np.asarray(ref.orientation[3:], float))
+
+
+def parallel(a: SliceRef, b: SliceRef) -> bool:
+    na, nb = _normal(a), _normal(b)
+    return na is not None and nb is not None and abs(float(na @ nb)) >= _PARALLEL_COS
+
+
+def nearest_slice(series: Series, ref: SliceRef, parallel_only: bool = True) -> int | None:
+    """The index in ``series`` of the slice parallel to ``ref`` that lies where ``ref`` does: the nearest along
+    the normal, within half its slice spacing (or thickness); None where the planes are not parallel, positions
+    are unknown, or ``ref`` lies outside the stack or in a gap. ``parallel_only=False``: the slice through the
+    middle of ``ref``'s picture whatever its plane (where a crossing series opens)."""
+    centre = _centre(ref)
+    if centre is None:
+        return None
+    best, distance = None, math.inf
+    for k, s in enumerate(series.slices):
+        normal = _normal(s)
+        if s.position is None or normal is None or (parallel_only and not parallel(s, ref)):
+            continue
+        d = abs(float(normal @ (centre - np.asarray(s.position, float))))
+        if d < distance:
+            best, distance = k, d
+    if best is None:
+        return None
+    reach = max(series.spacing_mm or 0.0, series.slices[best].thickness_mm or 0.0) / 2 + 0.5
+    return best if distance <= reach else None
+
+
+def reference_line(on: SliceRef, cut: SliceRef) -> tuple[float, float, float, float] | None:
+    """Where the plane of ``cut`` crosses the picture of ``on``: the line's two ends (x0, y0, x1, y1) in ``on``'s
+    picture coordinates, clipped to the picture; None where the planes are (near) parallel, geometry is missing
+    or the line misses the picture."""
+    normal = _normal(cut)
+    if (normal is None or cut.position is None or on.position is None or on.orientation is None
+            or not on.pixel_spacing_mm or not on.rows or not on.columns or parallel(on, cut)):
+        return None
+    row_step, column_step = on.pixel_spacing_mm
+    # the pixel centre (i, j) lies at P + i * column_step * r + j * row_step * c; on the plane where a i + b j + d = 0
+    a = column_step * float(normal @ np.asarray(on.orientation[:3], float))
+    b = row_step * float(normal @ np.asarray(on.orientation[3:], float))
+    d = float(normal @ (np.asarray(on.position, float) - np.asarray(cut.position, float)))
+    lo_i, hi_i, lo_j, hi_j = -0.5, on.columns - 0.5, -0.5, on.rows - 0.5  # the picture's outer edges
+    ends: list[tuple[float, float]] = []
+    if abs(b) > 1e-12:
+        ends += [(i, -(a * i + d) / b) for i in (lo_i, hi_i)]
+    if abs(a) > 1e-12:
+        ends += [(-(b * j + d) / a, j) for j in (lo_j, hi_j)]
+    inside = [(i, j) for i, j in ends if lo_i - 1e-9 <= i <= hi_i + 1e-9 and lo_j - 1e-9 <= j <= hi_j + 1e-9]
+    if len(inside) < 2:
+        return None
+    (i0, j0), (i1, j1) = max(((p, q) for p in inside for q in inside),
+                             key=lambda pq: (pq[0][0] - pq[1][0]) ** 2 + (pq[0][1] - pq[1][1]) ** 2)
+    if (i0, j0) == (i1, j1):
+        return None  # touches a corner only
+    return i0 + 0.5, j0 + 0.5, i1 + 0.5, j1 + 0.5

@@ -1,0 +1,139 @@
+"""A second series beside the main one: its own canvas and window/level, scrolled with the main one where the
+two are parallel, and each slice drawn as a reference line on the other where they cross (core.series.linking).
+
+The comparison shows pictures only: analyses stay in the main view. It has its own ``ViewerState``; the
+``SeriesLink`` between the two states is the only place that knows of both.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget
+
+from core.series.index import Series
+from core.series.linking import linked, nearest_slice, parallel, reference_line
+from core.series.stack import SeriesStack
+from core.viewer_state import ViewerState
+from gui.viewer import ImageViewer
+
+
+class CompareView(QWidget):
+    """A titled canvas for the series compared, with a button that closes it."""
+
+    closeRequested = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.state = ViewerState()
+        self.viewer = ImageViewer(self)
+        self.viewer.bind(self.state)
+        self.title = QLabel("")
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # a long name never widens
+        close = QToolButton()
+        close.setText("×")
+        close.setToolTip("Close the comparison")
+        close.clicked.connect(self.closeRequested)
+        top = QHBoxLayout()
+        top.setContentsMargins(4, 2, 4, 0)
+        top.addWidget(self.title, 1)
+        top.addWidget(close)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addLayout(top)
+        layout.addWidget(self.viewer, 1)
+        self.note = ""  # how the two views are linked, set by the SeriesLink
+        self.state.events.slice.connect(lambda _: self.update_title())
+        self.state.events.series.connect(lambda _: self.update_title())
+
+    def show_series(self, series: Series, stack: SeriesStack, start: int = 0) -> None:
+        self.state.open_series(series, stack=stack, start=start)
+
+    def clear(self) -> None:
+        self.state.open(None)
+        self.viewer.set_reference_lines([])
+
+    def update_title(self) -> None:
+        series = self.state.series
+        if series is None:
+            self.title.setText("")
+            return
+        name = series.description or "series"
+        self.title.setText(f"Compare: {name} · {self.state.slice_text()}" + (f" · {self.note}" if self.note else ""))
+
+
+class SeriesLink:
+    """Keeps two views of one patient together: a slice chosen in either moves the other to the same position
+    (parallel series of one frame of reference), and each view draws the other's slice where the planes cross."""
+
+    def __init__(self, main: ViewerState, main_view: ImageViewer, compare: CompareView) -> None:
+        self.main, self.main_view, self.compare = main, main_view, compare
+        self._moving = False  # a slice set by the link itself does not move the view it came from again
+        main.events.slice.connect(lambda _: self.follow(self.main, self.compare.state))
+        compare.state.events.slice.connect(lambda _: self.follow(self.compare.state, self.main))
+        for event in (main.events.series, main.events.record, compare.state.events.series):
+            event.connect(lambda _: self.refresh())
+
+    def is_linked(self) -> bool:
+        a, b = self.main.series, self.compare.state.series
+        return a is not None and b is not None and linked(a, b)
+
+    def follow(self, source: ViewerState, target: ViewerState) -> None:
+        """``target`` to the slice at ``source``'s position, where the series are parallel and linked."""
+        if not self._moving and self.is_linked() and source.current_slice is not None:
+            index = nearest_slice(target.series, source.current_slice)
+            if index is not None and index != target.slice_index:
+                self._moving = True
+                try:
+                    target.set_slice(index)
+                finally:
+                    self._moving = False
+        self.draw()
+
+    def refresh(self) -> None:
+        """After either view shows another series: bring the comparison to the main view's position (a crossing
+        series to its slice through the middle of the main picture)."""
+        self.compare.note = self._note()
+        here, other = self.main.current_slice, self.compare.state
+        if self.is_linked() and here is not None and other.series is not None:
+            index = nearest_slice(other.series, here, parallel_only=False)
+            if index is not None and index != other.slice_index:
+                self._moving = True
+                try:
+                    other.set_slice(index)
+                finally:
+                    self._moving = False
+        self.follow(self.main, self.compare.state)
+        self.compare.update_title()
+
+    def _note(self) -> str:
+        a, b = self.main.series, self.compare.state.series
+        if b is None:
+            return ""
+        if a is None:
+            return "not linked (the main view shows a file, not a series)"
+        if not linked(a, b):
+            return "not linked (another frame of reference: positions cannot be matched)"
+        if a.slices and b.slices and parallel(a.slices[0], b.slices[0]):
+            return "scrolled with the main view"
+        return "reference lines"
+
+    def draw(self) -> None:
+        here, there = self.main.current_slice, self.compare.state.current_slice
+        if not self.is_linked() or here is None or there is None:
+            self.main_view.set_reference_lines([])
+            self.compare.viewer.set_reference_lines([])
+            return
+        self.main_view.set_reference_lines(_on_picture(reference_line(here, there), self.main, here))
+        self.compare.viewer.set_reference_lines(_on_picture(reference_line(there, here), self.compare.state, there))
+
+
+def _on_picture(line, state: ViewerState, ref) -> list[tuple[float, float, float, float]]:
+    """A line in the file's pixels as drawn on the picture shown (read smaller where the file is huge)."""
+    record = state.record
+    if line is None or record is None or not ref.columns or not ref.rows:
+        return [line] if line is not None else []
+    sx, sy = record.columns / ref.columns, record.rows / ref.rows
+    x0, y0, x1, y1 = line
+    return [(x0 * sx, y0 * sy, x1 * sx, y1 * sy)]
