@@ -240,7 +240,7 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
     """The analysis as JSON, writing the heatmap/mask files the options ask for."""
     from core.export.files import write_heatmap_png, write_mask_png
 
-    out = analysis.to_dict()
+    out = analysis.to_dict(getattr(record, "downsample", 1))  # positions in the file's own pixels
     out["warnings"] = list(getattr(record, "warnings", [])) + list(out.get("warnings", []))  # e.g. loaded downsampled
     display = record.display(analysis.frame)
     for result, summary in zip(analysis.results, out["results"]):

@@ -57,10 +57,6 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 def _analysed(app: QApplication, window: MainWindow) -> bool:
     ok = _wait(app, lambda: window.state.analysis is not None and not window.is_busy, 600)
-    if "compare" in options:
-        other = next(s for s in window.study_index.series if options["compare"] in s.description)
-        window.compare_series(other)
-        ok = ok and _wait(app, lambda: window.compare.state.series is other and not window.is_busy, 60)
     _wait(app, lambda: False, 0.5)
     return ok
 

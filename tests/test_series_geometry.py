@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -127,7 +128,8 @@ def test_series_report_has_a_page_per_series_with_verdicts_rule_and_no_identifie
     assert len(pdf) == 2
     pages = [pdf[i].get_textpage().get_text_range() for i in range(2)]
     assert "Series analysis report" in pages[0] and "yesno: yes" in pages[0] and "lesion on slices 2-3 of 6" in pages[0]
-    assert "slice 2, z" in pages[0] and "slice 3, z" in pages[0]  # the key slices' captions
+    for k in (2, 3):  # the key slices' captions: where each lies, on the patient axis its plane faces
+        assert re.search(rf"slice {k}, [xyz] = -?\d+\.\d mm", pages[0]), pages[0]
     assert "adjacent" in pages[0] and "Decision support only" in pages[0]
     assert "No model ran on this series." in pages[1] and "No model is installed" in pages[1]
     assert all("LGG-1" not in p and "AX FLAIR" not in p for p in pages)

@@ -9,8 +9,9 @@ writing one output folder; a folder holding earlier results is refused unless re
 overwritten, and so is an output folder inside the input folder.
 
 A detector's findings (CAD marks) go to ``results.jsonl`` as a list of circles, ``{"x", "y", "r", "score",
-"kind"}`` in image pixels of the analysed frame, origin top-left; ``results.csv`` holds their count (empty
-for bundles that do not mark findings).
+"kind"}`` in the file's own pixels of the analysed frame, origin top-left (a file read smaller to fit in memory
+included: its lesion pixel counts and marks are given on the file's grid, its mask and heatmap PNGs at the size
+analysed, said in the row's warnings); ``results.csv`` holds their count (empty for bundles that mark none).
 
 Heatmap and mask names are an ASCII rendering of the file's path plus a hash of its exact bytes,
 so no two files share an output and any name can be written; the row keeps the original name.
@@ -386,7 +387,7 @@ class BatchRun:
         display = record.display(analysis.frame)
         rows = []
         for result in analysis.results:
-            summary = result.to_dict()
+            summary = result.to_dict(record.downsample)  # positions in the file's own pixels
             stem = file_stem + (f"__f{analysis.frame}" if record.frames > 1 else "") + f"__{result.model_id}"
             row = self._row(relative, model=result.model_id, model_version=result.version, task=result.task,
                             device=result.device,

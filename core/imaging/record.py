@@ -151,6 +151,13 @@ class ImageRecord:
             return self._frame_window(self.values(frame), frame)
         return self.window_presets[0]
 
+    def file_spacing_mm(self) -> list[float] | None:
+        """(row, column) spacing of the file's own pixels: ``pixel_spacing_mm`` is the loaded picture's, which is
+        ``downsample`` times coarser where the file was read smaller."""
+        if not self.pixel_spacing_mm:
+            return None
+        return [v / self.downsample for v in self.pixel_spacing_mm]
+
     def info(self) -> dict:
         """The fields of ``main.py info`` (identifiers excluded: they are not image facts)."""
         return {
@@ -166,11 +173,12 @@ class ImageRecord:
             "samples_per_pixel": self.samples_per_pixel,
             "photometric": self.photometric,
             "bits_stored": self.bits_stored,
-            "pixel_spacing_mm": list(self.pixel_spacing_mm) if self.pixel_spacing_mm else None,
+            "pixel_spacing_mm": self.file_spacing_mm(),  # the file's pixels, as rows and columns above
             "window_presets": [
                 {"name": w.name, "center": w.center, "width": w.width} for w in self.window_presets
             ],
-            **({"downsample_factor": self.downsample, "loaded_rows": self.rows, "loaded_columns": self.columns}
+            **({"downsample_factor": self.downsample, "loaded_rows": self.rows, "loaded_columns": self.columns,
+                "loaded_pixel_spacing_mm": list(self.pixel_spacing_mm) if self.pixel_spacing_mm else None}
                if self.downsample > 1 else {}),
             **({"warnings": list(self.warnings)} if self.warnings else {}),
         }

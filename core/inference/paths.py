@@ -361,6 +361,7 @@ class SegmenterPath(AnalysisPath):
         result = self._result()
         result.probability_map, result.mask = prob_full, mask
         result.lesions = find_lesions(mask, spacing, min_area_px=self.min_area_px, calipers=self.calipers)
+        result.spacing_known = spacing is not None
         if spacing is None:
             result.warnings.append("Pixel spacing unknown: sizes are given in pixels only.")
         return result

@@ -44,15 +44,18 @@ class Lesion:
         dy, dx = self.spacing_mm or (1.0, 1.0)
         return (self.bbox[3] * dy) / max(self.bbox[2] * dx, 1e-9)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, scale: int = 1) -> dict:
+        """``scale``: pixels of the file per pixel analysed (a file read smaller to fit in memory), so that pixel
+        quantities are the file's; millimetres are the same either way."""
         ratio = self.depth_to_width
         return {
-            "area_px": self.area_px,
+            "area_px": self.area_px * scale * scale,
             "area_mm2": self.area_mm2,
-            "bbox": list(self.bbox),
-            "max_diameter_px": round(self.max_diameter_px, 2),
+            "bbox": [v * scale for v in self.bbox],
+            "max_diameter_px": round(self.max_diameter_px * scale, 2),
             "max_diameter_mm": None if self.max_diameter_mm is None else round(self.max_diameter_mm, 2),
-            "diameter_ends": None if self.diameter_ends is None else [[round(v, 1) for v in p] for p in self.diameter_ends],
+            "diameter_ends": None if self.diameter_ends is None else [[round(v * scale, 1) for v in p]
+                                                                      for p in self.diameter_ends],
             "width_mm": None if self.width_mm is None else round(self.width_mm, 2),
             "depth_mm": None if self.depth_mm is None else round(self.depth_mm, 2),
             "depth_to_width": None if ratio is None else round(ratio, 3),
@@ -96,10 +99,11 @@ class Finding:
     kind: str | None = None  # "mass", "calcification", ... when the detector says
     spacing_mm: tuple[float, float] | None = None  # (row, column) pixel spacing, where the image states it
 
-    def to_dict(self) -> dict:
-        """Image pixels to a tenth (marks are no finer), the score to four places."""
-        return {"x": round(self.x, 1), "y": round(self.y, 1), "r": round(self.r, 1), "score": round(self.score, 4),
-                "kind": self.kind}
+    def to_dict(self, scale: int = 1) -> dict:
+        """Image pixels to a tenth (marks are no finer), the score to four places; ``scale``: the file's pixels
+        per pixel analysed (a film read smaller to fit in memory), so the marks land on the file's own grid."""
+        return {"x": round(self.x * scale, 1), "y": round(self.y * scale, 1), "r": round(self.r * scale, 1),
+                "score": round(self.score, 4), "kind": self.kind}
 
     @property
     def label(self) -> str:
@@ -143,6 +147,15 @@ class ModelResult:
     scale: dict | None = None
     # None: this bundle does not mark findings; []: it marks none here. Kept highest score first.
     findings: list[Finding] | None = None
+    # Segmenters: whether the picture's pixel spacing was known, so that "no lesion" reads 0 mm², not unknown.
+    spacing_known: bool = False
+
+    @property
+    def lesion_area_mm2(self) -> float | None:
+        """The lesions' total area; 0.0 for none where the spacing is known; None where it is not."""
+        if not self.spacing_known or any(l.area_mm2 is None for l in self.lesions):
+            return None
+        return float(sum(l.area_mm2 for l in self.lesions))
 
     def __post_init__(self) -> None:
         if self.findings is not None:
@@ -152,7 +165,9 @@ class ModelResult:
     def confidence(self) -> float | None:
         return self.probabilities.get(self.label) if self.label else None
 
-    def to_dict(self) -> dict:
+    def to_dict(self, scale: int = 1) -> dict:
+        """``scale``: the file's pixels per pixel analysed (``ImageRecord.downsample``): lesion and mark positions
+        and pixel sizes in the file's own pixels, as the command line and batch outputs give them."""
         out = {
             "model": self.model_id,
             "version": self.version,
@@ -172,12 +187,13 @@ class ModelResult:
             if self.tta_agreement is not None:
                 out["tta_agreement"] = round(self.tta_agreement, 4)
         else:
-            area = [l.area_mm2 for l in self.lesions if l.area_mm2 is not None]
-            out.update(lesions=len(self.lesions), lesion_area_px=int(sum(l.area_px for l in self.lesions)),
-                       lesion_area_mm2=round(sum(area), 3) if area and len(area) == len(self.lesions) else None,
-                       lesion_details=[l.to_dict() for l in self.lesions])
+            area = self.lesion_area_mm2
+            out.update(lesions=len(self.lesions),
+                       lesion_area_px=int(sum(l.area_px for l in self.lesions)) * scale * scale,
+                       lesion_area_mm2=None if area is None else round(area, 3),
+                       lesion_details=[l.to_dict(scale) for l in self.lesions])
         if self.findings is not None:
-            out["findings"] = [f.to_dict() for f in self.findings]
+            out["findings"] = [f.to_dict(scale) for f in self.findings]
         return out
 
 
@@ -221,12 +237,13 @@ class Analysis:
     results: list[ModelResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, scale: int = 1) -> dict:
+        """``scale``: as ``ModelResult.to_dict``."""
         return {
             "path": self.path,
             "modality": self.modality,
             "modality_source": self.modality_source,
             "frame": self.frame,
             "warnings": self.warnings,
-            "results": [r.to_dict() for r in self.results],
+            "results": [r.to_dict(scale) for r in self.results],
         }

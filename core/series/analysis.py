@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.errors import DiagnosticError, ModelError
+from core.errors import DiagnosticError, ModelError, described
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE
 from core.series.index import GAP_FACTOR, Series, SliceRef
 from core.series.stack import SeriesStack
@@ -96,6 +96,15 @@ class SeriesAnalysis:
     seconds: float
     slices_analysed: int  # slices run through a model in this call (the rest came from the cache)
 
+    @property
+    def error(self) -> str | None:
+        """Why the series has no verdict at all, where no slice could be read or analysed (as a single image's
+        error: the command line exits 2 on it); None when any model gave one, or the run was cancelled."""
+        if self.cancelled or any(v.label is not None for v in self.results):
+            return None
+        reasons = [o.error for v in self.results for o in v.slices if o is not None and o.error]
+        return f"no slice of this series could be analysed: {reasons[0]}" if reasons else None
+
     def to_dict(self) -> dict:
         """The ``analyze --series --json`` entry for this series."""
         s = self.series
@@ -105,6 +114,8 @@ class SeriesAnalysis:
             out["file"] = str(s.slices[0].path) if s.slices else None
         if self.cancelled:
             out["cancelled"] = True
+        if self.error:
+            out["error"] = self.error
         for v in self.results:
             details = []
             for ref, outcome in zip(s.slices, v.slices):
@@ -241,7 +252,15 @@ def segmenter_verdict(outcomes: list[SliceOutcome | None], series: Series
     elif spacing is None:
         warnings.append("Slice spacing unknown: no lesion volume.")
     else:
-        volume = sum(areas) * spacing / 1000.0
+        by_position: dict = {}  # slices at one position (a repeated acquisition) count once: their mean area
+        for i, area in zip(members, areas):
+            at = series.slices[i].position_mm
+            by_position.setdefault(i if at is None else round(at, 1), []).append(area)
+        volume = sum(float(np.mean(a)) for a in by_position.values()) * spacing / 1000.0
+        shared = len(members) - len(by_position)
+        if shared:
+            warnings.append(f"{shared} lesion slice(s) share a position with another: the volume counts each "
+                            "position once (the mean of its slices' areas).")
         if series.spacing_source not in (None, "positions"):
             warnings.append(f"Lesion volume uses the slice spacing from {series.spacing_source} "
                             f"({spacing:.2f} mm), not from slice positions.")
@@ -257,6 +276,7 @@ def verdict(model: str, version: str, task: str, classes: list[str], outcomes: l
     untested = [w for o in outcomes if o is not None for w in o.warnings if w.startswith(UNTESTED_SEQUENCE)]
     if untested:  # the series' sequence, said once for the verdict
         warnings.append(f"{untested[0]} ({len(untested)} of {len(outcomes)} slices)")
+    warnings += _slice_warnings(outcomes)
     if task == "classification":
         label, probability, first, last = classifier_verdict(classes, outcomes, series.breaks)
         return SeriesVerdict(model, version, task, label, probability, first, last, None, outcomes, warnings,
@@ -271,11 +291,10 @@ def verdict(model: str, version: str, task: str, classes: list[str], outcomes: l
 def _outcome(result) -> SliceOutcome:
     if result.task == "classification":
         return SliceOutcome(result.label, dict(result.probabilities), warnings=list(result.warnings))
-    areas = [l.area_mm2 for l in result.lesions]
-    area = float(sum(areas)) if all(a is not None for a in areas) else None
+    mask = None if result.mask is None else result.mask.astype(np.uint8)
     return SliceOutcome("lesion" if result.lesions else "no lesion", lesions=len(result.lesions),
-                        lesion_area_mm2=area, mask=None if result.mask is None else result.mask.astype(np.uint8),
-                        outlines=list(result.lesions), warnings=list(result.warnings))
+                        lesion_area_mm2=result.lesion_area_mm2, mask=mask, outlines=list(result.lesions),
+                        warnings=list(result.warnings))
 
 
 def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
@@ -345,8 +364,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
             cancelled = True
             break
         except Exception as exc:  # noqa: BLE001 - one bad slice must not stop the series
-            message = str(exc) if isinstance(exc, DiagnosticError) else \
-                f"unexpected failure: {type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, DiagnosticError) else f"unexpected failure: {described(exc)}"
             if isinstance(exc, ModelError):
                 raise  # a bundle that cannot run fails every slice: say it once
             for b in bundles or []:
@@ -359,8 +377,6 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
         warnings.append("Cancelled: the verdicts cover only the slices analysed before the cancel.")
     results = [verdict(b.id, b.version, b.task, list(b.classes), outcomes.get(b.id, [None] * n), series)
                for b in bundles or []]
-    for v in results:
-        v.warnings.extend(_slice_warnings(v.slices))
     series_disagreements(results)
     return SeriesAnalysis(series, results, warnings, cancelled, time.perf_counter() - started, analysed)
 

@@ -94,7 +94,8 @@ def _page(fig, analysis: SeriesAnalysis, anonymise: bool) -> None:
         study = anonymise_study(first_record.study) if anonymise else first_record.study
     except Exception:  # noqa: BLE001 - an unreadable file leaves the identity blank, not the page
         study = None
-    fig.text(0.06, 0.965, "Series analysis report", fontsize=16, weight="bold")
+    fig.text(0.06, 0.965, "Series analysis report" + (" (PARTIAL: cancelled)" if analysis.cancelled else ""),
+             fontsize=16, weight="bold", color="#b00020" if analysis.cancelled else "black")
     spacing = f"{series.spacing_mm:.2f} mm ({series.spacing_source})" if series.spacing_mm is not None else "unknown"
     identity = [
         (f"Patient: {study.patient_name or '-'}   ID: {study.patient_id or '-'}" if study else "Patient: -"),
@@ -104,11 +105,16 @@ def _page(fig, analysis: SeriesAnalysis, anonymise: bool) -> None:
         "Identifiers anonymised for this report." if anonymise else "Identified report: handle as patient data.",
     ]
     fig.text(0.06, 0.945, "\n".join(identity), fontsize=8, va="top", family="monospace")
-    lines = [verdict_text(v) for v in analysis.results] or ["No model ran on this series."]
-    lines += [f"WARNING: {w}" for w in dict.fromkeys([w for v in analysis.results for w in v.warnings]
-                                                     + analysis.warnings)]
+    # The series' own warnings (a cancel first) before the verdicts they qualify: what is cut for room is said
+    lines = [f"WARNING: {w}" for w in analysis.warnings]
+    lines += [verdict_text(v) for v in analysis.results] or ["No model ran on this series."]
+    lines += [f"WARNING: {w}" for w in dict.fromkeys(w for v in analysis.results for w in v.warnings)
+              if w not in analysis.warnings]
     wrapped = [part for line in lines for part in textwrap.wrap(line, 105)]
-    fig.text(0.06, 0.875, "\n".join(wrapped[:12]), fontsize=8, va="top", family="monospace")
+    if len(wrapped) > 12:
+        wrapped = wrapped[:11] + [f"... {len(wrapped) - 11} more line(s) of verdicts and warnings: see the window "
+                                  "or analyze --series --json"]
+    fig.text(0.06, 0.875, "\n".join(wrapped), fontsize=8, va="top", family="monospace")
     curves = strip_curves(analysis)
     ax = fig.add_axes([0.08, 0.56, 0.86, 0.14])
     n = len(series)

@@ -70,7 +70,8 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
     if record is not None:
         record([a for a in analyses if not a.cancelled and a.results])  # complete series with verdicts only
     reports = _structured_reports(analyses, args.dicom_sr_out, not args.identified) if args.dicom_sr_out else {}
-    code = 3 if not complete else 2 if any("dicom_sr_error" in r for r in reports.values()) else 0
+    failed = any(a.error for a in analyses) or any("dicom_sr_error" in r for r in reports.values())
+    code = 3 if not complete else 2 if failed else 0
     if args.json:
         out = {"path": str(path), "series": [dict(a.to_dict(), **reports.get(k, {})) for k, a in enumerate(analyses)]}
         if index.problems:
@@ -109,6 +110,8 @@ def series_text(a: SeriesAnalysis) -> str:
     lines = [f"{s.uid or s.slices[0].path}  {s.modality or '?'} '{s.description}'  {s.plane or 'plane unknown'}, "
              f"{len(s)} slice(s){spacing}"]
     lines += [f"  warning: {w}" for w in s.warnings + a.warnings]
+    if a.error:
+        lines.append(f"  error: {a.error}")
     for v in a.results:
         where = f" slices {v.first_slice}-{v.last_slice}" if v.first_slice is not None else ""
         if len(v.runs) > 1:
@@ -122,14 +125,17 @@ def series_text(a: SeriesAnalysis) -> str:
 
 # ----------------------------------------------------------------------------------------------- batch
 def _outcome_from_row(row: dict) -> SliceOutcome | None:
+    """A results.csv row as the slice outcome a series verdict reads, its warnings (untested sequence, modality)
+    included, as the window's series analysis keeps them."""
     if row.get("error"):
         return SliceOutcome(error=row["error"])
+    warnings = [w for w in (row.get("warnings") or "").split(" | ") if w]
     if row.get("task") == "classification":
         probs = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_") and v not in ("", None)}
-        return SliceOutcome(row.get("label") or None, probs)
+        return SliceOutcome(row.get("label") or None, probs, warnings=warnings)
     area = row.get("lesion_area_mm2")
     return SliceOutcome(row.get("label") or None, lesions=int(row.get("lesions") or 0),
-                        lesion_area_mm2=float(area) if area not in ("", None) else None)
+                        lesion_area_mm2=float(area) if area not in ("", None) else None, warnings=warnings)
 
 
 def series_rows(index: StudyIndex, results: list[dict]) -> list[dict]:

@@ -111,7 +111,8 @@ def open_segmentation(path: str | Path) -> tuple[ImageRecord, Analysis]:
         label = str(seg.get_segment_description(number).segment_label or f"segment {number}")
         results.append(ModelResult(f"{label} (DICOM SEG)", str(seg.get("SoftwareVersions", "") or ""),
                                    "segmentation", "file", mask=mask,
-                                   lesions=find_lesions(mask, record.pixel_spacing_mm, calipers=ultrasound)))
+                                   lesions=find_lesions(mask, record.pixel_spacing_mm, calipers=ultrasound),
+                                   spacing_known=record.pixel_spacing_mm is not None))
     maker = " ".join(str(seg.get(k, "") or "") for k in ("Manufacturer", "ManufacturerModelName")).strip()
     said = (f"Outlines read from {path.name} (a DICOM SEG{' by ' + maker if maker else ''}, "
             f"{seg.get('ContentDate', '') or 'undated'}), not computed here: Analyse runs this program's models.")

@@ -112,7 +112,7 @@ Decision support only, not a medical device. Modality {manifest['modality']}; cl
 `{json.dumps(manifest['preprocessing'])}`. Probabilities are temperature-scaled (T = {manifest['calibration']['temperature']:.3f}).{_mirror_sentence(manifest)}
 
 ## Data and split
-`{t['data']}` ({t['reader']}); {t['split']}. Counts: `{json.dumps(t['counts'])}`.
+`{t['data']}` ({t['reader']}); {t['split']}. {_counts_text(manifest)}.
 Augmentation: {_augmentation_text(t)}; mix: {t.get('mix')}.
 Command: `{t['command']}` ({t['date']}).
 
@@ -177,6 +177,15 @@ def segmentation_source_table(by_source: dict | None) -> str:
                      for name, m in by_source.items())
     return ("\n### Per source and scanner\n| source | images | with a lesion | Dice, lesion images [95 % CI] | "
             "Dice, all images | lesion-free images with a false lesion |\n|---|---|---|---|---|---|\n" + rows + "\n")
+
+
+def _counts_text(manifest: dict) -> str:
+    """The split's counts; a tiled bundle's split lists an image once per tile, so its counts are tiles."""
+    counts = f"`{json.dumps(manifest['training']['counts'])}`"
+    if manifest.get("tiling"):
+        return (f"Counts (tiles, not images; the validation below is per image, n = "
+                f"{manifest['validation_metrics']['n']}): {counts}")
+    return f"Counts: {counts}"
 
 
 def _augmentation_text(training: dict) -> str:

@@ -108,13 +108,24 @@ def run_fold(fold: int, folds: int, start_root: Path) -> Path:
     return target
 
 
-HOW = ("Each fold's network is trained on the other fold's patients only, half the images the bundle had: read "
-       "these as the recipe on less data. Each fold continues version 1.2's network whole, as the bundle's recipe "
-       "does (4 epochs, same rate and augmentation), its best epoch and inference settings chosen on a tenth of its "
-       "own training patients; the 3-class head is fitted on that fold's encoder and training images. Version 1.2 "
-       "was fitted on BUSI's images outside its validation split, so BUSI's out-of-fold rows are optimistic; "
-       "BUS-BRA's images were never seen by it. Probabilities at T = 1 (the product's temperature is fitted on a "
-       "validation split the folds do not have).")
+SEGMENTER_HOW = ("Each fold's network is trained on the other fold's patients only, half the images the bundle had: "
+                 "read these as the recipe on less data. Each fold continues version 1.2's network whole, as the "
+                 "bundle's recipe does (4 epochs, same rate and augmentation), on nine tenths of its training "
+                 "patients; its best epoch and its inference settings (mask threshold, mirror averaging, false-lesion "
+                 "gate) are chosen on the other tenth, and its held-out images are then segmented through the "
+                 "product's Analyzer at each image's own resolution, with that fold's settings (below). Version 1.2 "
+                 "was fitted on BUSI's images outside its validation split, so BUSI's out-of-fold rows are optimistic;"
+                 " BUS-BRA's images were never seen by it. A segmenter has no calibration temperature: its masks are "
+                 "each fold's probability map at the fold's own threshold and gate. The same folds' encoders also "
+                 "carry breast-us-3class's cross-validation (its card).")
+CLASSIFIER_HOW = ("Each fold's network is trained on the other fold's patients only, half the images the bundle "
+                  "had: read these as the recipe on less data. Each fold continues version 1.2's network whole, as"
+                  " the bundle's recipe does (4 epochs, same rate and augmentation), its best epoch and inference "
+                  "settings chosen on a tenth of its own training patients; the 3-class head is fitted on that "
+                  "fold's encoder and training images. Version 1.2 was fitted on BUSI's images outside its "
+                  "validation split, so BUSI's out-of-fold rows are optimistic; BUS-BRA's images were never seen "
+                  "by it. Probabilities at T = 1 (the product's temperature is fitted on a validation split the "
+                  "folds do not have).")
 
 
 def pool(folds: int) -> dict:
@@ -143,10 +154,10 @@ def pool(folds: int) -> dict:
                                                if malignant else None)
     segmenter = pooled_summary(records)
     return {
-        "segmenter": {"folds": folds, "grouping": grouping, "how": HOW,
+        "segmenter": {"folds": folds, "grouping": grouping, "how": SEGMENTER_HOW,
                       "settings_per_fold": [run["segmenter_settings"] for run in runs], **segmenter.pop("all"),
                       "by_source": segmenter},
-        "classifier": {"folds": folds, "grouping": grouping, "how": HOW, "temperature": 1.0, "per_fold": per_fold,
+        "classifier": {"folds": folds, "grouping": grouping, "how": CLASSIFIER_HOW, "temperature": 1.0, "per_fold": per_fold,
                        **classification_metrics(probs, y, classes), "by_source": by_source},
     }
 
