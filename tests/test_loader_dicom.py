@@ -286,3 +286,16 @@ def test_the_automatic_window_of_a_ct_leaves_out_its_padding(pydicom_file, tmp_p
     assert auto.center - auto.width / 2 >= -1001 and auto.center + auto.width / 2 <= 1001
     shown = record.display(0)
     assert 0 < shown[60, 64] < 255, "soft tissue is not shown as white"
+
+
+def test_a_tiled_whole_slide_image_says_its_frames_are_tiles_analysed_alone(pydicom_file, tmp_path):
+    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
+    frames = np.stack([ds.pixel_array] * 4)
+    ds.NumberOfFrames, ds.PixelData = 4, frames.tobytes()
+    ds.TotalPixelMatrixRows, ds.TotalPixelMatrixColumns = 128, 128
+    ds.save_as(tmp_path / "wsi.dcm")
+    record = load_image(tmp_path / "wsi.dcm")
+    assert any("whole-slide image (128 x 128 pixels in 4 tiles of 64 x 64)" in w for w in record.warnings)
+    ds.TotalPixelMatrixRows, ds.TotalPixelMatrixColumns = 64, 64  # one frame is the whole picture: nothing to say
+    ds.save_as(tmp_path / "one.dcm")
+    assert not any("whole-slide" in w for w in load_image(tmp_path / "one.dcm").warnings)

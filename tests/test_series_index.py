@@ -460,3 +460,17 @@ def test_enhanced_single_frame_files_are_ordered_by_the_positions_in_their_funct
     (series,) = index_folder(tmp_path).series
     assert series.ordered_by == "position" and series.plane == "axial" and series.spacing_mm == pytest.approx(5.0)
     assert [s.instance for s in series.slices] == [2, 4, 1, 3]
+
+
+def test_a_radial_acquisition_in_many_orientations_stays_one_series(tmp_path):
+    """Split by plane is for a scout beside a stack; six radial slices are one acquisition, not six series."""
+    import math as _math
+
+    uid, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    for k in range(6):
+        a = _math.radians(30 * k)
+        orientation = (_math.cos(a), _math.sin(a), 0.0, 0.0, 0.0, -1.0)
+        write_slice(tmp_path / f"r{k}.dcm", ramp_images(1)[0], position=(0.0, 0.0, 0.0), orientation=orientation,
+                    instance=k + 1, series_uid=uid, study_uid=study)
+    (series,) = index_folder(tmp_path).series
+    assert len(series) == 6 and any("Mixed orientations" in w for w in series.warnings)

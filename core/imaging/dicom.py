@@ -234,6 +234,11 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
                         f"radiographic magnification ({magnification:g})")
     if mixed:
         warnings.append("its frames state different pixel spacings: lengths and areas are given in pixels")
+    whole = _slide_size(ds)
+    if whole is not None and frames > 1:  # a whole-slide image: its frames are tiles of one picture
+        warnings.append(f"a tiled whole-slide image ({whole[1]} x {whole[0]} pixels in {frames} tiles of {columns} x "
+                        f"{rows}): each frame is one tile, shown and analysed on its own; the slide is not assembled "
+                        "here, so a result describes that tile only")
     if spacing is None and "SequenceOfUltrasoundRegions" in ds and len(_safe_region_scales(ds)) > 1:
         warnings.append("its ultrasound regions are calibrated to different scales (views of two depths): lengths "
                         "and areas are given in pixels")
@@ -524,6 +529,18 @@ def _safe_spacing(ds: Dataset) -> tuple[float, float] | None:
         return _pixel_spacing(ds)
     except (TypeError, ValueError, IndexError, AttributeError, KeyError):
         return None  # an unreadable spacing is no spacing: lengths are then given in pixels
+
+
+def _slide_size(ds: Dataset) -> tuple[int, int] | None:
+    """(rows, columns) of a whole-slide image's total pixel matrix where it is larger than one frame (VL Whole
+    Slide Microscopy stores the slide as tiles); None for any other image."""
+    try:
+        rows, columns = int(ds.get("TotalPixelMatrixRows", 0) or 0), int(ds.get("TotalPixelMatrixColumns", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    if rows > int(ds.Rows) or columns > int(ds.Columns):
+        return rows, columns
+    return None
 
 
 def _magnification(ds: Dataset) -> float | None:

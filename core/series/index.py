@@ -612,6 +612,9 @@ def _arrange(series: Series) -> None:
     series.thickness_mm = thicknesses.most_common(1)[0][0] if thicknesses else None
 
 
+MAX_PLANES_SPLIT = 3  # a series in up to this many orientations is split by plane (a three-plane scout at most)
+
+
 def _split(series: Series) -> list[Series]:
     """What a reader scrolls apart, as series of their own: slices in another orientation (a localizer stored in
     the series, a three-plane scout) and echoes of one acquisition at the same positions (dual-echo PD/T2), which
@@ -624,7 +627,8 @@ def _split(series: Series) -> list[Series]:
         for s in series.slices:
             key = next((k for k in by_plane if _same_orientation(k, s.orientation)), s.orientation)
             by_plane.setdefault(key, []).append(s)
-        parts = sorted(by_plane.values(), key=len, reverse=True)
+        if len(by_plane) <= MAX_PLANES_SPLIT:  # more: a radial or free-angle acquisition, kept whole (warned)
+            parts = sorted(by_plane.values(), key=len, reverse=True)
     split: list[tuple[str, list[SliceRef]]] = []
     for part in parts:
         plane = plane_of(part[0].orientation) if len(parts) > 1 else ""
