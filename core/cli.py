@@ -398,8 +398,8 @@ def _add_scale_options(parser: argparse.ArgumentParser) -> None:
     """The image's scale as the user knows it, one way or the other; both fill ``args.microns_per_pixel``."""
     group = parser.add_argument_group(
         "microscopy scale", "For microscopy bundles that tile at a physical scale (histology): the image's scale, "
-        "overriding the one its file states (DICOM, TIFF or a BreakHis-style name); without either the bundle's "
-        "usual scale is assumed, with a warning. Other bundles ignore it.")
+        "overriding the one its file states (DICOM, TIFF, OME-TIFF or a BreakHis file name); without either the "
+        "bundle's usual scale is assumed, with a warning. Other bundles ignore it.")
     either = group.add_mutually_exclusive_group()
     either.add_argument("--magnification", type=_magnification, dest="microns_per_pixel", metavar="{40,100,200,400}",
                         help="objective magnification, for a BreakHis-type camera (40x: 4.9 um per pixel, 400x: 0.49)")

@@ -166,7 +166,8 @@ class History:
                      "first_slice": v.first_slice, "last_slice": v.last_slice, "runs": [list(r) for r in v.runs],
                      "lesion_volume_ml": None if v.lesion_volume_ml is None else round(v.lesion_volume_ml, 4),
                      "text": verdict_text(v), "warnings": list(v.warnings)} for v in analysis.results]
-        record = {"kind": "series", "series_uid": series.uid or None, "description": series.description,
+        record = {"kind": "series", "series_uid": series.uid or None, "part": series.part or None,
+                  "description": series.description,
                   "folder": _text(folder), "series_kind": series.kind, "modality": series.modality,
                   "plane": series.plane, "slices": len(series.slices),
                   "spacing_mm": None if series.spacing_mm is None else round(series.spacing_mm, 4),
@@ -177,7 +178,7 @@ class History:
                 "INSERT INTO analyses (file_sha256, path, analysed_at, frame, modality, models, results, kind, "
                 "series_uid, slices) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 ("", _text(folder), dt.datetime.now().isoformat(timespec="seconds"), 0, series.modality or "",
-                 json.dumps(models), json.dumps(record), "series", series.uid or None, len(series.slices)),
+                 json.dumps(models), json.dumps(record), "series", series.history_key or None, len(series.slices)),
             )
             return int(cursor.lastrowid)
 
@@ -192,7 +193,8 @@ class History:
         return self._entries()
 
     def for_series(self, series_uid: str) -> list[HistoryEntry]:
-        """Earlier analyses of the series with this SeriesInstanceUID, wherever its files lived then."""
+        """Earlier analyses of the series with this SeriesInstanceUID (``Series.history_key``: with its part where
+        the series was split), wherever its files lived then."""
         return self._entries("WHERE kind = 'series' AND series_uid = ?", (series_uid,)) if series_uid else []
 
     def for_file(self, path: Path | str) -> list[HistoryEntry]:

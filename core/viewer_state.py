@@ -502,12 +502,13 @@ class ViewerState:
         """(between rows, between columns) in mm of the picture shown; None when unknown. A loaded slice's own (its
         file's, scaled where it was read smaller to fit in memory); for a slice that failed, its header's (its black
         picture has the header's size), where both are above zero. Where the reader set the scale of a microscopy
-        image (``microns_per_pixel``, per pixel as loaded), that one: the analyses use it too, it overrides the file's,
+        image (``microns_per_pixel``, per pixel of the file: ``downsample`` times finer than the picture where the file
+        was read smaller, as the analyses read it too), that one: it overrides the file's,
         and a histology PNG states none of its own, so rulers and regions would otherwise read in pixels."""
         if self._record is None:
             return None
         if self._microns_per_pixel is not None:
-            mm = self._microns_per_pixel / 1000.0
+            mm = self._microns_per_pixel * self._record.downsample / 1000.0
             return mm, mm
         if self._slice_error is None:
             return self._record.pixel_spacing_mm

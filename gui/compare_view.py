@@ -108,6 +108,7 @@ class SeriesLink:
         self.compare.update_title()
 
     def _note(self) -> str:
+        """What the link does, as the title says it: only what it will do."""
         a, b = self.main.series, self.compare.state.series
         if b is None:
             return ""
@@ -115,9 +116,10 @@ class SeriesLink:
             return "not linked (the main view shows a file, not a series)"
         if not linked(a, b):
             return "not linked (another frame of reference: positions cannot be matched)"
-        if a.slices and b.slices and parallel(a.slices[0], b.slices[0]):
-            return "scrolled with the main view"
-        return "reference lines"
+        here, there = self.main.current_slice, self.compare.state.current_slice
+        if any(s is None or s.position is None or s.orientation is None for s in (here, there)):
+            return "not linked (slice positions or orientations missing)"
+        return "scrolled with the main view" if parallel(here, there) else "reference lines"
 
     def draw(self) -> None:
         here, there = self.main.current_slice, self.compare.state.current_slice
@@ -125,15 +127,14 @@ class SeriesLink:
             self.main_view.set_reference_lines([])
             self.compare.viewer.set_reference_lines([])
             return
-        self.main_view.set_reference_lines(_on_picture(reference_line(here, there), self.main, here))
-        self.compare.viewer.set_reference_lines(_on_picture(reference_line(there, here), self.compare.state, there))
+        self.main_view.set_reference_lines(_on_picture(reference_line(here, there), self.main))
+        self.compare.viewer.set_reference_lines(_on_picture(reference_line(there, here), self.compare.state))
 
 
-def _on_picture(line, state: ViewerState, ref) -> list[tuple[float, float, float, float]]:
-    """A line in the file's pixels as drawn on the picture shown (read smaller where the file is huge)."""
-    record = state.record
-    if line is None or record is None or not ref.columns or not ref.rows:
-        return [line] if line is not None else []
-    sx, sy = record.columns / ref.columns, record.rows / ref.rows
-    x0, y0, x1, y1 = line
-    return [(x0 * sx, y0 * sy, x1 * sx, y1 * sy)]
+def _on_picture(line, state: ViewerState) -> list[tuple[float, float, float, float]]:
+    """A line in the file's pixels as drawn on the picture shown: ``downsample`` times smaller where the file was
+    read smaller to fit in memory (the program's one file-to-picture mapping, as its outputs use)."""
+    if line is None:
+        return []
+    factor = state.record.downsample if state.record is not None else 1
+    return [tuple(v / factor for v in line)]

@@ -1,7 +1,9 @@
 """Mammography exam view: the four screening views side by side, chest walls facing (core.series.hanging).
 
-The window hangs an ``Exam`` in ``HANGING_ORDER``; each picture arrives later (``set_picture``), loaded and
-mirrored off the GUI thread by the main window. Pictures keep their aspect ratio as the window resizes.
+The window hangs an ``Exam`` in ``HANGING_ORDER``; each picture arrives later (``set_picture``), loaded, mirrored
+and turned upright off the GUI thread by the main window. Pictures keep their aspect ratio as the window resizes.
+The title names the patient as the Studies panel does, the exam's date and, where she has several exams in the
+folder, which one is hung ('latest of 2 exams'): a prior exam must not be read for the current one.
 "Analyse exam" asks the main window to analyse every view (``analyse_requested``); each view's result arrives
 in ``show_analysis``: its CAD marks drawn on the hung picture, its probability in the caption.
 """
@@ -15,12 +17,37 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVB
 
 from core.export.report import draw_findings
 from core.inference.results import Analysis
-from core.series.hanging import HANGING_ORDER, Exam, hung_findings
+from core.series.hanging import HANGING_ORDER, Exam, exam_to_hang, hung_findings, needs_flip
 from gui.qimage import to_pixmap
 
 
 def caption(name: str) -> str:
     return f"{name[0]} {name[1:]}"
+
+
+def _date(text: str) -> str:
+    """A DICOM date as the Studies panel shows it (YYYY-MM-DD); 'date unknown' when there is none."""
+    if len(text) == 8 and text.isdigit():
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    return text or "date unknown"
+
+
+def exam_title(exam: Exam, exams: list[Exam] | tuple = ()) -> str:
+    """'Mammography exam — SMITH ALICE  (W1) — 2021-03-01, latest of 2 exams': the patient as the Studies panel
+    shows her, the exam's date and, where ``exams`` (hers, ``exam`` among them, oldest first) are several, which
+    one this is."""
+    name = exam.patient_name.replace("^", " ").strip() or "(no patient)"
+    who = name + (f"  ({exam.patient_id})" if exam.patient_id and exam.patient_id != name else "")
+    when = _date(exam.date)
+    others = list(exams)
+    if len(others) > 1:
+        latest = exam_to_hang(others)
+        if same_exam(exam, latest):
+            when += f", latest of {len(others)} exams"
+        else:
+            place = next((k for k, e in enumerate(others, 1) if same_exam(e, exam)), 0)
+            when += f", exam {place} of {len(others)} by date (the latest: {_date(latest.date)})"
+    return f"Mammography exam — {who} — {when}"
 
 
 def same_exam(a: Exam | None, b: Exam | None) -> bool:
@@ -54,6 +81,7 @@ class ExamView(QWidget):
         self.captions: dict[str, QLabel] = {}
         self.pictures: dict[str, QLabel] = {}
         self.mirrored: dict[str, bool] = {}
+        self.flipped: dict[str, bool] = {}  # turned upright (core.series.hanging.needs_flip)
         self.results: dict[str, Analysis] = {}
         self._source_shapes: dict[str, tuple[int, ...]] = {}  # each analysed picture's shape (its marks' pixels)
         self._pictures: dict[str, np.ndarray] = {}
@@ -75,13 +103,13 @@ class ExamView(QWidget):
                 row.addSpacing(24)  # CC pair | MLO pair
             self.captions[name], self.pictures[name] = title, picture
 
-    def show_exam(self, exam: Exam) -> None:
-        """Hang ``exam``; the same exam hung again (the window closed and reopened) keeps its analyses, drawn
-        again as its pictures arrive."""
+    def show_exam(self, exam: Exam, exams: list[Exam] | tuple = ()) -> None:
+        """Hang ``exam`` (``exams``: its woman's exams, for the title); the same exam hung again (the window closed
+        and reopened) keeps its analyses, drawn again as its pictures arrive."""
         if not same_exam(self.exam, exam):
             self.results, self._source_shapes = {}, {}
-        self.exam, self.mirrored, self._pixmaps, self._pictures = exam, {}, {}, {}
-        self.setWindowTitle(f"Mammography exam — {exam.patient_id or 'unknown patient'}")
+        self.exam, self.mirrored, self.flipped, self._pixmaps, self._pictures = exam, {}, {}, {}, {}
+        self.setWindowTitle(exam_title(exam, exams))
         for name in HANGING_ORDER:
             self.pictures[name].clear()
             view = exam.views.get(name)
@@ -89,10 +117,14 @@ class ExamView(QWidget):
             self.pictures[name].setToolTip("" if view is None else f"{view.ref.path.name} (view from {view.source})")
 
     def set_picture(self, name: str, picture: np.ndarray, mirrored: bool) -> None:
+        """A view's hung picture (``core.series.hanging.hung_picture``: mirrored as said, turned upright where its
+        PatientOrientation asks, which its marks follow)."""
+        view = self.exam.views.get(name) if self.exam is not None else None
         self.mirrored[name] = mirrored
+        self.flipped[name] = view is not None and needs_flip(view.laterality, view.view, view.ref.patient_orientation)
         self._pictures[name] = picture
         self._pixmaps[name] = to_pixmap(picture)
-        self.captions[name].setText(caption(name) + ("  (mirrored)" if mirrored else ""))
+        self.captions[name].setText(self._caption(name))
         self._scale(name)
         if name in self.results:  # the analysis came first
             self.show_analysis(name, self.results[name], self._source_shapes[name])
@@ -103,7 +135,7 @@ class ExamView(QWidget):
         self.results[name], self._source_shapes[name] = analysis, source_shape
         result = next((r for r in analysis.results if r.findings is not None), None)
         picture = self._pictures.get(name)
-        base = caption(name) + ("  (mirrored)" if self.mirrored.get(name) else "")
+        base = self._caption(name)
         if result is None:
             self.captions[name].setText(base + " — no mammography model ran")
             return
@@ -111,10 +143,17 @@ class ExamView(QWidget):
         self.captions[name].setText(f"{base} — {result.classes[-1]} {p:.0%}, {len(result.findings)} mark(s)")
         self.pictures[name].setToolTip("\n".join([self.pictures[name].toolTip().split("\n")[0]] + result.warnings))
         if picture is not None:
-            marks = hung_findings(result.findings, source_shape, picture.shape, self.mirrored.get(name, False))
+            marks = hung_findings(result.findings, source_shape, picture.shape, self.mirrored.get(name, False),
+                                  self.flipped.get(name, False))
             grey = picture if picture.ndim == 3 else np.repeat(picture[..., None], 3, axis=2)
             self._pixmaps[name] = to_pixmap(draw_findings(grey, marks))
             self._scale(name)
+
+    def _caption(self, name: str) -> str:
+        """'R CC', with what the hanging did to the picture: '  (mirrored)', '  (flipped)', '  (mirrored, flipped)'."""
+        done = [word for word, did in (("mirrored", self.mirrored.get(name)), ("flipped", self.flipped.get(name)))
+                if did]
+        return caption(name) + (f"  ({', '.join(done)})" if done else "")
 
     def loaded(self) -> bool:
         return self.exam is not None and set(self._pixmaps) == set(self.exam.views)

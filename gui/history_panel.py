@@ -44,7 +44,8 @@ class HistoryPanel(QWidget):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, (entry.path, entry.series_uid or "", entry.frame or 0))
                 if entry.kind == "series" and entry.series_uid:
-                    item.setToolTip(f"SeriesInstanceUID {entry.series_uid}\n{entry.path}")
+                    uid, _, part = entry.series_uid.partition("|")  # Series.history_key: the part of a split one
+                    item.setToolTip(f"SeriesInstanceUID {uid}" + (f" ({part})" if part else "") + f"\n{entry.path}")
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
 

@@ -45,9 +45,10 @@ from core.inference.results import Analysis
 from core.models.registry import Registry
 from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, magnification_at, um_at_magnification
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
-from core.series.contralateral import other_breast
-from core.series.hanging import hung_picture, screening_exams
+from core.series.contralateral import other_breast, partner_in_exam
+from core.series.hanging import HANGING_ORDER, exam_to_hang, exams_of_woman, hung_picture, screening_exams
 from core.series.index import Series, StudyIndex, index_path, index_paths
+from core.series.linking import same_patient
 from core.series.opening import read_for_viewer
 from core.series.stack import SeriesStack, open_stack
 from core.viewer_state import ViewerState, ViewSettings
@@ -117,6 +118,7 @@ class MainWindow(QMainWindow):
         self.exam_view = None  # the mammography exam window, made on first use
         self._wanted_series: Series | None = None  # the series last asked for (its first slice may be loading)
         self._open_request = 0  # the file or folder last asked for (see _new_open_request)
+        self._compare_request = 0  # the series last asked for beside the main one
         self._analyses_running = 0  # single-image analyses submitted and not yet back
         self.shortcuts_dialog: QDialog | None = None
 
@@ -198,7 +200,7 @@ class MainWindow(QMainWindow):
         self.studies.bind(self.state)
         self.series_panel.strip.bind(self.state, {b.id: list(b.classes) for b in self.registry.bundles.values()})
         self.studies.seriesChosen.connect(self.open_series_key)
-        self.studies.compareRequested.connect(lambda key: self.compare_series(self.study_index.find(key)))
+        self.studies.compareRequested.connect(self._compare_key)
         self.series_panel.cancelRequested.connect(self.cancel_series_analysis)
         self.state.events.series.connect(self._series_changed)
         self.state.events.series_analysis.connect(self._show_series_analysis)
@@ -437,10 +439,16 @@ class MainWindow(QMainWindow):
         if index.series:
             self.statusBar().showMessage(f"{len(index.patients)} patient(s), {len(index.series)} series.{problems}",
                                          10000)
-            first = next((s for s in index.series if series_uid and s.uid == series_uid),
-                         next((s for s in index.series if s.modality != "SEG"), index.series[0]))  # images first
+            wanted = [s for s in index.series if series_uid and s.history_key == series_uid] or \
+                [s for s in index.series if series_uid and s.uid == series_uid]  # an entry from before a split
+            first = wanted[0] if wanted else next((s for s in index.series if s.modality != "SEG"),
+                                                  index.series[0])  # images first
+            exams = screening_exams(index) if first.modality == "MG" else []
+            if exams and not series_uid:  # the most recent exam's first view, not a prior's listed first (by date)
+                hung = exam_to_hang(exams)
+                first = next(hung.views[name].series for name in HANGING_ORDER if name in hung.views)
             self.open_series(first)  # queued before the thumbnails: the first slice shows first
-            if first.modality == "MG" and screening_exams(index):
+            if exams:
                 self.show_exam()  # a screening exam hangs itself, as on a mammography workstation
         else:
             self._error(f"No images found in {index.root}.{problems}")
@@ -495,32 +503,55 @@ class MainWindow(QMainWindow):
         self.bridge.run(open_stack, series, on_done=opened, on_error=failed)
 
     def _fill_compare_menu(self) -> None:
-        """The other series of the patient shown (of the folder, where no series is shown)."""
+        """The other series of the patient whose series is shown."""
         self.compare_menu.clear()
         shown = self.state.series
-        for series in self.study_index.series if self.study_index is not None else []:
-            if series is shown or series.modality == "SEG" or (
-                    shown is not None and (series.patient_id, series.patient_name) !=
-                    (shown.patient_id, shown.patient_name)):
+        for series in self.study_index.series if self.study_index is not None and shown is not None else []:
+            if series is shown or series.modality == "SEG" or not same_patient(series, shown):
                 continue
             name = f"{series.number}: " if series.number is not None else ""
             action = self.compare_menu.addAction(f"{name}{series.description or 'series'} ({len(series)} slices, "
                                                  f"{series.plane or 'orientation unknown'})")
             action.triggered.connect(lambda _=False, s=series: self.compare_series(s))
         if self.compare_menu.isEmpty():
-            self.compare_menu.addAction("(open a folder: its other series are listed here)").setEnabled(False)
+            self.compare_menu.addAction("(open a series: the patient's other series are listed here)"
+                                        ).setEnabled(False)
+
+    def _compare_key(self, key: str) -> None:
+        """The Studies panel's context menu: the series of that row (gone if the folder was read again meanwhile)."""
+        try:
+            series = self.study_index.find(key) if self.study_index is not None else None
+        except KeyError:
+            series = None
+        if series is not None:
+            self.compare_series(series)
 
     def compare_series(self, series: Series) -> None:
-        """Show ``series`` beside the main view (its stack read on an I/O thread), at the main view's position
-        where the two are parallel."""
+        """Show ``series`` beside the main view's series, a series of the same patient (its stack read on an I/O
+        thread; a later request, a close or another patient in the main view wins over it)."""
+        shown = self.state.series
         if series.modality == "SEG" or not series.slices:
             self._error(f"{series.description or 'This series'} holds no pictures to compare.")
             return
+        if shown is None or not same_patient(series, shown):
+            self._error("Compare shows another series of the patient whose series is shown: open a series of "
+                        f"that patient first ({series.description or 'this series'} is "
+                        f"{'not beside any series' if shown is None else 'of another patient'}).")
+            return
+        self._compare_request += 1
+        request = self._compare_request
         self._busy(f"Opening {series.description or 'series'} beside…")
 
         def opened(prepared) -> None:
             self._busy(None)
-            stack, start, _ = prepared
+            stack, start, problem = prepared
+            main = self.state.series
+            if request != self._compare_request or main is None or not same_patient(series, main):
+                stack.close()  # asked for something else since, or the main view moved to another patient
+                return
+            if start:
+                self.statusBar().showMessage(f"Compare: showing slice {start + 1}, the first that can be read; "
+                                             f"slice 1: {problem}", 15000)
             if self.compare.isHidden():
                 self.compare.show()
                 central = self.centralWidget()
@@ -531,11 +562,13 @@ class MainWindow(QMainWindow):
 
         def failed(error: BaseException) -> None:
             self._busy(None)
-            self._error(str(error))
+            if request == self._compare_request:
+                self._error(str(error))
 
         self.bridge.run(open_stack, series, on_done=opened, on_error=failed)
 
     def close_comparison(self) -> None:
+        self._compare_request += 1  # a comparison still loading is not shown after the close
         was_shown = not self.compare.isHidden()
         self.compare.clear()
         self.compare.hide()
@@ -544,6 +577,9 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self.viewer.fit)
 
     def _series_changed(self, series: Series | None) -> None:
+        shown_beside = self.compare.state.series
+        if shown_beside is not None and (series is None or not same_patient(series, shown_beside)):
+            self.close_comparison()  # a file, or another patient's series: nothing of theirs stays beside it
         if series is None:
             self.docks["Series"].hide()
             return
@@ -831,21 +867,20 @@ class MainWindow(QMainWindow):
 
     # ----- mammography exam
     def show_exam(self):
-        """The screening exam of the series shown (else the folder's first) hung in its own window."""
+        """The screening exam of the series shown, else the most recent exam of the folder's first woman (a prior
+        exam is listed first), hung in its own window; its title says its date and which of her exams it is."""
         from gui.hanging_view import ExamView
 
         exams = screening_exams(self.study_index) if self.study_index is not None else []
         if not exams:
             self._error("No mammography exam here: open a folder with R/L CC/MLO views (File ▸ Open folder).")
             return None
-        shown = self.state.series
-        exam = next((e for e in exams if shown is not None and any(v.series is shown for v in e.views.values())),
-                    exams[0])
+        exam = exam_to_hang(exams, self.state.series)
         if self.exam_view is None:
             self.exam_view = ExamView(self)
             self.exam_view.analyse_requested.connect(self.analyse_exam)
         view_window = self.exam_view
-        view_window.show_exam(exam)
+        view_window.show_exam(exam, exams_of_woman(exams, exam))
         view_window.show()
         view_window.raise_()
         for name, view in exam.views.items():
@@ -856,7 +891,10 @@ class MainWindow(QMainWindow):
         return view_window
 
     def analyse_exam(self) -> None:
-        """Every view of the hung exam through the models, each with the other breast's view found for it."""
+        """Every view of the hung exam through the models, each scored against the other breast's view of that exam
+        (``partner_in_exam``), wherever its file is: the exam, not the view's folder, says which film that is."""
+        from functools import partial
+
         from gui.hanging_view import same_exam
 
         view_window = self.exam_view
@@ -869,7 +907,7 @@ class MainWindow(QMainWindow):
         def analyse(view):
             record = load_image(view.ref.path)
             analysis = self.engine.analyzer.analyze(record, frame=view.ref.frame, gradcam=False,
-                                                    find_other_breast=other_breast)
+                                                    find_other_breast=partial(partner_in_exam, exam))
             return analysis, record.display(view.ref.frame).shape
 
         def done(name: str, result=None, error: BaseException | None = None) -> None:

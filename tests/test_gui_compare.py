@@ -89,3 +89,65 @@ def test_opening_another_folder_closes_the_comparison(qtbot, tiny_models, tmp_pa
     qtbot.waitUntil(lambda: win.state.series is not None and win.state.series.description == "Another patient"
                     and not win.is_busy, timeout=20000)
     assert win.compare.isHidden() and win.compare.state.series is None
+
+
+def test_a_comparison_asked_for_later_or_closed_meanwhile_wins_over_a_slow_one(qtbot, tiny_models, tmp_path,
+                                                                                monkeypatch):
+    import threading
+
+    import gui.main_window as mw
+
+    win = open_window(qtbot, tiny_models, tmp_path)
+    series = _open(qtbot, win, _study(tmp_path), "AX FLAIR")
+    release = threading.Event()
+    real = mw.open_stack
+
+    def slow_for_t1(s):
+        if s.description == "AX T1":
+            release.wait(10)  # a large series on a network share
+        return real(s)
+
+    monkeypatch.setattr(mw, "open_stack", slow_for_t1)
+    win.compare_series(series["AX T1"])
+    win.compare_series(series["SAG T2"])  # the reader changes their mind
+    qtbot.waitUntil(lambda: win.compare.state.series is series["SAG T2"], timeout=20000)
+    release.set()
+    qtbot.waitUntil(lambda: not win.is_busy, timeout=20000)
+    qtbot.wait(200)
+    assert win.compare.state.series is series["SAG T2"], "the slower, earlier request replaced the later one"
+    release.clear()
+    win.compare_series(series["AX T1"])
+    win.close_comparison()  # closed before it arrives
+    release.set()
+    qtbot.waitUntil(lambda: not win.is_busy, timeout=20000)
+    qtbot.wait(200)
+    assert win.compare.isHidden(), "a closed comparison came back"
+
+
+def test_only_the_shown_patients_series_are_compared_and_another_patient_closes_it(qtbot, tiny_models, tmp_path):
+    win = open_window(qtbot, tiny_models, tmp_path)
+    folder = _study(tmp_path)
+    write_series(folder / "other", ramp_images(2), study_uid=generate_uid(), description="Other patient",
+                 patient_id="SOMEONE-ELSE")
+    series = _open(qtbot, win, folder, "AX FLAIR")
+    win.compare_series(series["Other patient"])
+    qtbot.wait(300)
+    assert win.compare.isHidden() and "another patient" in (win.last_error or "")
+    win.compare_series(series["AX T1"])
+    qtbot.waitUntil(lambda: win.compare.state.series is series["AX T1"] and not win.is_busy, timeout=20000)
+    win.open_series(series["Other patient"])  # the main view moves to another patient
+    qtbot.waitUntil(lambda: win.state.series is series["Other patient"] and not win.is_busy, timeout=20000)
+    assert win.compare.isHidden() and win.compare.state.series is None
+
+
+def test_the_title_says_not_linked_where_slices_have_no_positions(qtbot, tiny_models, tmp_path):
+    win = open_window(qtbot, tiny_models, tmp_path)
+    folder = _study(tmp_path)
+    for path in (folder / "t1").iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.ImagePositionPatient
+        ds.save_as(path)
+    series = _open(qtbot, win, folder, "AX FLAIR")
+    win.compare_series(series["AX T1"])
+    qtbot.waitUntil(lambda: win.compare.state.series is series["AX T1"] and not win.is_busy, timeout=20000)
+    assert "not linked (slice positions" in win.compare.title.text()

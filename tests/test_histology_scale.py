@@ -26,7 +26,7 @@ from core.models.scale import (
 from core.models.tile_stream import TilePlan
 from core.models.preprocessing import PreprocessSpec, preprocess, to_model_pixels
 from core.models.tiling import TilingSpec, tile_boxes, tile_map, tile_pixels, tissue_mask
-from tests.test_histology import fake_he
+from tests.test_histology import fake_he, two_stains
 
 
 def test_breakhis_names_carry_the_magnification():
@@ -125,9 +125,10 @@ def test_a_field_smaller_than_a_tile_is_mirrored_out_at_its_own_scale():
 
 
 def test_streamed_stain_normalisation_equals_the_whole_picture():
-    img = fake_he(5, True, (300, 420))
+    img = two_stains(5, (300, 420))
     whole = macenko_normalise(img)
     fit = fit_macenko(img)
+    assert fit is not None and not np.array_equal(whole, img)  # two stains: normalised, so streaming is tested
     for y0, y1, x0, x1 in ((0, 100, 0, 140), (150, 300, 200, 420)):
         np.testing.assert_array_equal(apply_macenko(img[y0:y1, x0:x1], fit), whole[y0:y1, x0:x1])
     blank = np.full((64, 64, 3), 245, np.uint8)
@@ -135,13 +136,14 @@ def test_streamed_stain_normalisation_equals_the_whole_picture():
 
 
 def test_tile_plan_streams_batches_of_the_normalised_tiles():
-    img = fake_he(6, False, (300, 450))
+    img = two_stains(6, (300, 450))
     spec = PreprocessSpec(size=64, color="rgb", crop="none", stain="macenko")
     plan = TilePlan(img, TilingSpec(tile=64, stride=64, min_tissue=0.0, microns_per_pixel=1.0), spec, (0.5, 0.5))
     assert len(plan) == 3 * 4  # 128-px boxes of image pixels
     batches = list(plan.batches(5))
     assert [len(b) for b in batches] == [5, 5, 2]
     y0, y1, x0, x1 = plan.boxes[7]
+    assert fit_macenko(img) is not None
     np.testing.assert_allclose(batches[1][2], preprocess(macenko_normalise(img)[y0:y1, x0:x1], spec), atol=1e-6)
 
 

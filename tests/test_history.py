@@ -139,3 +139,17 @@ def test_a_new_database_is_private_and_current(tmp_path):
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
+
+
+def test_the_parts_of_a_split_series_keep_their_own_history(tmp_path):
+    """A dual-echo series split in two shares one SeriesInstanceUID: the echo-2 entry reopened echo 1."""
+    from dataclasses import replace
+
+    history = History(tmp_path / "history.sqlite")
+    whole = _series_analysis(tmp_path / "scans" / "PD T2")
+    echo2 = replace(whole, series=replace(whole.series, part="echo 2, TE 80 ms"))
+    history.add_series(echo2)
+    (entry,) = history.all()
+    assert entry.series_uid == "5.6.7|echo 2, TE 80 ms" == echo2.series.history_key
+    assert entry.results["series_uid"] == "5.6.7" and entry.results["part"] == "echo 2, TE 80 ms"
+    assert history.for_series(whole.series.history_key) == []  # echo 1 (or the whole) is another entry

@@ -54,7 +54,7 @@ def test_chest_wall_from_patient_orientation_or_pixels():
     (dict(patient_id="Calc-Test_P_00038_LEFT_MLO"), ("L", "MLO", "PatientID")),
     (dict(description="R CC"), ("R", "CC", "SeriesDescription")),
     (dict(path="exam/RMLO.dcm"), ("R", "MLO", "file name")),
-    (dict(path="LEFT/XCCL.dcm"), ("L", "CC", "file name")),
+    (dict(path="LEFT/XCCL.dcm"), ("L", "XCCL", "file name")),  # its own view, not hung as the screening CC
 ])
 def test_views_from_names(texts, expected):
     series = Series("k", "1", "dicom", modality="MG", patient_id=texts.get("patient_id", "P1"),

@@ -25,9 +25,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from core.app_paths import app_home
+from core.errors import DiagnosticError
 from core.imaging.record import ImageRecord, Modality, StudyInfo
-from core.imaging.scan_area import scan_area
-from core.models.preprocessing import as_grey
+from core.imaging.scan_area import capture_scan_area
 
 ANONYMOUS_NAME = "ANONYMOUS"
 
@@ -226,7 +226,12 @@ def without_screen_text(picture: np.ndarray, record: ImageRecord, frame: int = 0
     burned = any(kw == "BurnedInAnnotation" and str(v).strip().upper() == "YES" for _, kw, v in record.metadata)
     if record.modality != Modality.US and not burned:
         return picture
-    y0, y1, x0, x1 = scan_area(as_grey(record.display(frame)))
+    box = capture_scan_area(record)
+    if box is None:
+        raise DiagnosticError(f"The scan area of {record.path.name} could not be found, so the text burned in "
+                              "around it (a scanner prints the patient's name there) cannot be blacked out: export "
+                              "it identified (untick Anonymise exports) and check the picture, or crop it first.")
+    y0, y1, x0, x1 = box
     out = np.zeros_like(picture)
     out[y0:y1, x0:x1] = picture[y0:y1, x0:x1]
     return out

@@ -257,6 +257,8 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
         bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
         pixel_spacing_mm=spacing,
         detector_spacing_mm=detector_spacing,
+        us_regions=_region_boxes(ds, factor),
+        header_texts={k: str(ds.get(k, "") or "").strip() for k in HEADER_TEXTS if str(ds.get(k, "") or "").strip()},
         window_presets=presets,
         study=_study(ds),
         metadata=_tag_list(ds),
@@ -584,6 +586,24 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
         return float(values[0]), float(values[1])
     scales = _region_scales(ds)
     return next(iter(scales)) if len(scales) == 1 else None  # regions of several scales: none fits the image
+
+
+HEADER_TEXTS = ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName", "ProcessingFunction",
+                "TransducerType")
+
+
+def _region_boxes(ds: Dataset, factor: int) -> tuple[tuple[int, int, int, int], ...]:
+    """The ultrasound regions' boxes (y0, y1, x0, x1), end-exclusive, in the picture as loaded (``factor``)."""
+    boxes = []
+    try:
+        for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
+            x0, y0 = int(region.RegionLocationMinX0), int(region.RegionLocationMinY0)
+            x1, y1 = int(region.RegionLocationMaxX1), int(region.RegionLocationMaxY1)
+            if x1 > x0 >= 0 and y1 > y0 >= 0:
+                boxes.append((y0 // factor, y1 // factor + 1, x0 // factor, x1 // factor + 1))
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return ()
+    return tuple(boxes)
 
 
 def _safe_region_scales(ds: Dataset) -> set[tuple[float, float]]:

@@ -95,6 +95,12 @@ class ImageRecord:
     # Mammography: the detector's spacing where pixel_spacing_mm was corrected to the breast by the magnification
     # factor; the film detector reads at this one, as it was trained on film-plane pixels.
     detector_spacing_mm: tuple[float, float] | None = None
+    # Ultrasound: the calibrated regions' boxes (y0, y1, x0, x1) in the picture as loaded, from the header's
+    # SequenceOfUltrasoundRegions: where the scan is, whatever the pixels look like.
+    us_regions: tuple[tuple[int, int, int, int], ...] = ()
+    # What the header says the picture shows (BodyPartExamined, Study/SeriesDescription, ProtocolName,
+    # ProcessingFunction, TransducerType): read where a model's domain is narrower than its modality.
+    header_texts: dict[str, str] = field(default_factory=dict)
     # The modality guesser's answer for frame 0's default picture, where the loader asked it (the analysis reuses it).
     frame0_guess: tuple[Modality, float | None] | None = None
     _cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict, repr=False)

@@ -29,6 +29,30 @@ MIN_AREA = 0.15  # a scan area smaller than this share of the image is not trust
 
 def scan_area(grey: np.ndarray) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) of the scan area in a uint8 grey picture; the whole picture where none stands out."""
+    return find_scan_area(grey) or (0, grey.shape[0], 0, grey.shape[1])
+
+
+def capture_scan_area(record, samples: int = 8) -> tuple[int, int, int, int] | None:
+    """The scan area of a screen capture, one box for all its frames: the union of the header's ultrasound
+    regions where it states them (the scanner's own word, whatever the pixels look like), else the pixel rule on
+    the brightest of up to ``samples`` frames spread over a cine (a fan that moves, or a frame of near-black scan,
+    then shows its whole extent); None where neither finds one. For blacking out burned-in text: a box that
+    misses part of the screen must not be taken for the whole picture."""
+    if record.us_regions:
+        y0s, y1s, x0s, x1s = zip(*record.us_regions)
+        return max(0, min(y0s)), min(record.rows, max(y1s)), max(0, min(x0s)), min(record.columns, max(x1s))
+    n = min(samples, record.frames)
+    frames = sorted({round(k * (record.frames - 1) / max(n - 1, 1)) for k in range(n)})  # the first and last too
+    brightest = None
+    for frame in frames:
+        picture = record.display(frame)
+        grey = picture if picture.ndim == 2 else cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+        brightest = grey if brightest is None else np.maximum(brightest, grey)
+    return find_scan_area(brightest)
+
+
+def find_scan_area(grey: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of the scan area in a uint8 grey picture; None where none stands out."""
     h, w = grey.shape
     s = min(1.0, WORK_SIDE / max(h, w))
     small = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
@@ -37,7 +61,7 @@ def scan_area(grey: np.ndarray) -> tuple[int, int, int, int]:
     opened = cv2.morphologyEx(above, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     n, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     if n < 2:
-        return 0, h, 0, w
+        return None
     order = sorted(range(1, n), key=lambda i: -stats[i, cv2.CC_STAT_AREA])
     x0, y0, bw, bh = (int(v) for v in stats[order[0], :4])
     x1, y1 = x0 + bw, y0 + bh
@@ -49,6 +73,6 @@ def scan_area(grey: np.ndarray) -> tuple[int, int, int, int]:
         if beside_alike or min(x1, cx + cw) - max(x0, cx) >= JOIN_OVERLAP * cw:
             x0, y0, x1, y1 = min(x0, cx), min(y0, cy), max(x1, cx + cw), max(y1, cy + ch)
     if (x1 - x0) * (y1 - y0) < MIN_AREA * opened.size:
-        return 0, h, 0, w
+        return None
     return (int(np.floor(y0 / s)), min(h, int(np.ceil(y1 / s))),
             int(np.floor(x0 / s)), min(w, int(np.ceil(x1 / s))))

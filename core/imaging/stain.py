@@ -18,6 +18,21 @@ LIGHT = 240.0
 
 
 STAIN_FIT_PIXELS = 4_000_000  # larger pictures are fitted on an even grid of this many pixels
+# Two stains need two colours. Where the stained pixels' colour hardly varies (all black, one uniform colour,
+# a grey picture, whose optical densities all lie along the grey axis) the fit finds the same vector for H and
+# E and rebuilding with it changes the picture for nothing: such a picture is left as it is. The spread is the
+# RMS distance of the optical densities, grey axis removed, from their mean: 0 for those pictures, 0.02-0.03
+# for one colour under sensor or JPEG noise (RGB noise sd 2-3), at least 0.06 on 146 UCSB and BACH H&E images.
+MIN_COLOUR_SPREAD = 0.03
+_GREY_AXIS = np.ones(3) / np.sqrt(3.0)
+
+
+def colour_spread(od: np.ndarray) -> float:
+    """RMS spread of optical densities (N, 3) across the colour plane (the grey axis projected out)."""
+    if not len(od):
+        return 0.0
+    chroma = od - np.outer(od @ _GREY_AXIS, _GREY_AXIS)
+    return float(np.sqrt(((chroma - chroma.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
 @dataclass(frozen=True)
@@ -30,7 +45,8 @@ class StainFit:
 
 def fit_macenko(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0) -> StainFit | None:
     """The fit ``macenko_normalise`` makes, on at most ``STAIN_FIT_PIXELS`` pixels; None
-    where the image holds too little tissue (it is then left as it is)."""
+    where the image holds too little tissue or its tissue too little colour variation for two stains
+    (``MIN_COLOUR_SPREAD``; it is then left as it is)."""
     step = int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / STAIN_FIT_PIXELS))) if rgb.ndim == 3 else 1
     sample = rgb[::step, ::step] if step > 1 else rgb
     od = -np.log((sample.reshape(-1, 3).astype(np.float64) + 1.0) / LIGHT)
@@ -40,6 +56,8 @@ def fit_macenko(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0) -> Stai
         return None
     if len(tissue) > 200_000:
         tissue = tissue[:: len(tissue) // 200_000]
+    if colour_spread(tissue) < MIN_COLOUR_SPREAD:
+        return None
     _, vectors = np.linalg.eigh(np.cov(tissue.T))
     plane = vectors[:, 1:3]
     projected = tissue @ plane
@@ -65,5 +83,5 @@ def apply_macenko(rgb: np.ndarray, fit: StainFit | None) -> np.ndarray:
 
 
 def macenko_normalise(rgb: np.ndarray, beta: float = 0.15, alpha: float = 1.0) -> np.ndarray:
-    """uint8 RGB in, uint8 RGB out; returns the input unchanged when it holds too little tissue."""
+    """uint8 RGB in, uint8 RGB out; returns the input unchanged when it holds too little tissue or no two stains."""
     return apply_macenko(rgb, fit_macenko(rgb, beta, alpha))

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Callable
 
 from core.errors import DiagnosticError
+from core.imaging.body_part import beam_warning, body_part_warnings
 from core.imaging.modality_guess import guess_modality
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE, MrSequence, mr_sequence
 from core.imaging.record import ImageRecord, Modality
@@ -169,7 +170,9 @@ class Analyzer:
             path = self.path(bundle)
             result = path.run(inputs, request, record)
             result.warnings[:0] = (self._modality_warnings(path.info, record, guessed, guess_p)
-                                   + self._sequence_warnings(path.info, sequence))
+                                   + self._sequence_warnings(path.info, sequence)
+                                   + body_part_warnings(path.info.modality, path.info.id, record)
+                                   + (beam_warning(record) if any(l.calipers for l in result.lesions) else []))
             result.warnings += disagreements(result, [r for b, r in zip(bundles, analysis.results)
                                                       if b.modality == bundle.modality])
             result.seconds = time.perf_counter() - started

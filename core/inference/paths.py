@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from core.errors import DiagnosticError, ModelError
-from core.imaging.loader import load_image
-from core.imaging.mammo_words import side_and_view
+from core.imaging.loader import load_image, read_header
+from core.imaging.mammo_words import HEADER_KEYWORDS, MAGNIFIED_FACTOR, side_and_view, view_codes
 from core.imaging.record import ImageRecord, Modality
 from core.inference.device import configure_device
 from core.inference.gradcam import GradCam
@@ -36,7 +36,7 @@ from core.models.scale import assumed_warning, resolve_scale
 from core.models.exports import Export
 from core.models.stages import Stages, cam_site
 from core.models.tile_stream import TilePlan
-from core.models.tiling import aggregate, tile_map
+from core.models.tiling import aggregate, is_grey, tile_map, tiling_warnings
 
 LOW_CONFIDENCE = 0.60  # below this calibrated probability the label is flagged as uncertain
 # Stem outputs kept per preprocessed image row: an image and its mirror for the bundles that share a stem.
@@ -301,7 +301,9 @@ class ClassifierPath(AnalysisPath):
 
 class TiledClassifierPath(ClassifierPath):
     """Large images: tissue tiles (at the bundle's physical scale where it has one, stain-normalised and
-    streamed in batches), their probabilities aggregated and mapped, Grad-CAM of the top tile."""
+    streamed in batches), their probabilities aggregated and mapped, Grad-CAM of the top tile. The result warns
+    where the call rests on little: no tile with enough tissue, a picture smaller than a tile, a grey picture
+    for an H&E bundle; and that test-time augmentation, if asked, was not done."""
 
     def __init__(self, info: BundleManifest, network: Network) -> None:
         super().__init__(info, network)
@@ -332,7 +334,15 @@ class TiledClassifierPath(ClassifierPath):
                             "text": scale.describe()}
             if scale.assumed:
                 result.warnings.append(assumed_warning(scale))
-        _flag_low_confidence(result)
+        # A call on glass or on a field smaller than a tile is flagged however sure the model is; then not twice.
+        result.warnings += tiling_warnings(display, boxes, self.tiling, (scale.um_y, scale.um_x) if scale else None)
+        if self.tiling.tissue == "stained" and is_grey(display):
+            result.warnings.append("The picture has no colour: the model was trained on colour H&E pictures only "
+                                   "and was never checked on grey ones.")
+        if request.tta:  # tiles are averaged already; no augmented views are run
+            result.warnings.append("Test-time augmentation is not used by this tiled classifier.")
+        if not any(w.startswith("Low confidence") for w in result.warnings):
+            _flag_low_confidence(result)
         return result
 
 
@@ -442,6 +452,11 @@ class FilmPath(ClassifierPath):
             warnings.append(f"Film scale not in the file: the picture was taken as a {ASSUMED_FILM_MM:g}-mm tall "
                             f"film ({own.mm[0]:.3g} mm per pixel, as mini-MIAS films); at another scale masses "
                             "are read at the wrong size.")
+        magnified = _magnified(record)
+        if magnified:
+            warnings.append(f"A magnification view ({magnified}): this film detector was trained on contact films; a "
+                            "magnified view is read at the wrong size (masses and calcifications larger than any it "
+                            "learnt), so its score and marks mean little.")
         if not len(own.corners):
             warnings.append("No breast found on this film to search (or the film is smaller than one "
                             f"{self.scoring.tile * self.scoring.mm_per_pixel:.0f}-mm tile): the score means nothing.")
@@ -528,6 +543,22 @@ def _file_id(path: Path | str, frame: int) -> tuple | None:
     except (OSError, TypeError, ValueError):
         return None
     return (str(file.resolve()), frame, stat.st_mtime_ns, stat.st_size) if file.is_file() else None
+
+
+def _magnified(record: ImageRecord | None) -> str:
+    """Why a DICOM film is a magnification view, in words ('estimated radiographic magnification 1.8', 'coded
+    magnification'; ``core.imaging.mammo_words.ViewCodes.magnified``), else ''. The film is read at the detector's
+    spacing (``FilmPath.read``) as the contact films of training were; a magnified breast is larger on the detector
+    by its factor, which no spacing corrects for a detector that learnt a contact film's sizes."""
+    if record is None or record.file_format != "DICOM":
+        return ""
+    header = read_header(record.path, list(HEADER_KEYWORDS))
+    codes = view_codes(header) if header is not None else None
+    if codes is None or not codes.magnified:
+        return ""
+    if codes.magnification and codes.magnification >= MAGNIFIED_FACTOR:
+        return f"estimated radiographic magnification {codes.magnification:g}"
+    return "coded magnification"
 
 
 def _view(record: ImageRecord | None) -> str:

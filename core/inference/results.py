@@ -207,14 +207,22 @@ DISAGREE = "Models disagree"
 
 def disagreements(result: ModelResult, earlier: list[ModelResult]) -> list[str]:
     """Warnings for ``result`` where it contradicts a result of the same picture and modality before it
-    (``earlier``): an outline where a classifier calls the picture finding-free, or the other way round. Said on
-    the later of the two, so that results shown as they arrive are never changed afterwards (and a series' cached
-    slice results keep the warnings they were given)."""
+    (``earlier``): an outline where a classifier calls the picture finding-free, or a classifier's finding (a class
+    other than its finding-free one) where the segmenter outlines nothing. Said on the later of the two, so that
+    results shown as they arrive are never changed afterwards (and a series' cached slice results keep the warnings
+    they were given)."""
     def outline(r: ModelResult) -> bool:
         return r.task == "segmentation" and bool(r.lesions)
 
+    def nothing(r: ModelResult) -> bool:
+        return r.task == "segmentation" and not r.lesions
+
     def free(r: ModelResult) -> bool:
         return r.label in NONE_CLASSES and r.confidence is not None
+
+    def finding(r: ModelResult) -> bool:  # only a classifier that has a finding-free class says 'a finding'
+        return (r.task == "classification" and r.confidence is not None and r.label not in NONE_CLASSES
+                and any(c in NONE_CLASSES for c in r.classes))
 
     out = []
     for other in earlier:
@@ -223,6 +231,12 @@ def disagreements(result: ModelResult, earlier: list[ModelResult]) -> list[str]:
         if seg is not None:
             out.append(f"{DISAGREE}: {call.model_id} calls this picture '{call.label}' ({call.confidence:.0%}) "
                        f"where {seg.model_id} outlines {len(seg.lesions)} lesion(s); one of them is wrong.")
+            continue
+        seg, call = (result, other) if nothing(result) and finding(other) else \
+            (other, result) if nothing(other) and finding(result) else (None, None)
+        if seg is not None:
+            out.append(f"{DISAGREE}: {call.model_id} calls this picture '{call.label}' ({call.confidence:.0%}) "
+                       f"where {seg.model_id} outlines no lesion; read the picture yourself.")
     return out
 
 

@@ -8,11 +8,14 @@ the same cells at the same size. Where the scale of the loaded image comes from,
 2. the file: DICOM ``PixelSpacing`` (already in ``ImageRecord.pixel_spacing_mm``) or, for a whole-slide
    DICOM, ``ImagedVolumeWidth/Height`` over ``TotalPixelMatrixColumns/Rows``; TIFF ``XResolution`` /
    ``YResolution`` with ``ResolutionUnit`` inch or centimetre, or an Aperio ``MPP = ...`` description;
-3. a BreakHis-style file name, ``..-<magnification>-<seq>`` (``SOB_B_A-14-22549AB-400-001.png``);
+   or an OME-TIFF's ``PhysicalSizeX/Y`` (micrometres unless its unit says nm or mm); turned with the picture
+   where the TIFF's Orientation shows it turned 90 degrees (rows and columns swap);
+3. a BreakHis file name, ``SOB_<B|M>_<type>-<year>-<slide>-<magnification>-<seq>`` (``SOB_B_A-14-22549AB-400-001.png``);
 4. the bundle's assumed scale (the one of its training images), with a warning in the result.
 
-A scale found in the file is for the file's full resolution; a record loaded downsampled
-(``ImageRecord.downsample``) has pixels ``downsample`` times larger.
+A scale the user gives or the file states is for the file's full resolution (a magnification is the camera's,
+a typed micrometre value is read as the file's pixel); a record loaded downsampled (``ImageRecord.downsample``)
+has pixels ``downsample`` times larger, and the scale returned is the loaded pixels'.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ BREAKHIS_40X_UM = 4.9
 MAGNIFICATIONS = (40, 100, 200, 400)
 # Plausible microscopy scales; a TIFF's 72 or 96 dpi (350 or 265 um per pixel) is a screen default, not a scale.
 PLAUSIBLE_UM = (0.02, 20.0)
-_NAME = re.compile(r"-(40|100|200|400)-\d+$")
+# BreakHis's own names, SOB_<B|M>_<tumour type>-<year>-<slide>-<magnification>-<sequence> (SOB_B_A-14-22549AB-400-001):
+# only those. Any name ending in -400-1 (patient-400-1.png, slide-200-3.png) is not a statement of magnification.
+_NAME = re.compile(r"^SOB_[BM]_[A-Z]+-\d+-[0-9A-Z]+-(40|100|200|400)-\d+$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class Scale:
 
 
 def magnification_from_name(name: str | Path) -> int | None:
-    """The objective magnification a BreakHis-style file name carries (``...-400-001.png`` -> 400)."""
+    """The objective magnification a BreakHis file name carries (``SOB_B_A-14-22549AB-400-001.png`` -> 400)."""
     match = _NAME.search(Path(name).stem)
     return int(match.group(1)) if match else None
 
@@ -86,28 +91,63 @@ def _plausible(um_y: float, um_x: float) -> bool:
 
 
 def tiff_scale(path: str | Path) -> tuple[float, float] | None:
-    """(um_y, um_x) per pixel of a TIFF's first page at full resolution, or None where it states none."""
+    """(um_y, um_x) per pixel of a TIFF's first page at full resolution as shown (turned by its Orientation, as
+    core.imaging.raster shows it), or None where it states none."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
-            description = str(getattr(page, "description", "") or "")
-            mpp = re.search(r"MPP\s*=\s*([0-9.]+)", description)
-            if mpp and _plausible(float(mpp.group(1)), float(mpp.group(1))):
-                return float(mpp.group(1)), float(mpp.group(1))
-            tags = page.tags
-            unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
-            per_unit = {2: 25400.0, 3: 10000.0}.get(unit)  # inch, centimetre; 1 = no unit
-            if per_unit is None or "XResolution" not in tags or "YResolution" not in tags:
-                return None
-            xres, yres = (_rational(tags[k].value) for k in ("XResolution", "YResolution"))
-            if not xres or not yres:
-                return None
-            um_y, um_x = per_unit / yres, per_unit / xres
-            return (um_y, um_x) if _plausible(um_y, um_x) else None
+            stored = _stored_tiff_scale(page)
+            # Orientation 5-8: the picture is shown turned 90 degrees, its stored columns as rows.
+            return stored[::-1] if stored and page.tags.valueof(274, 1) in (5, 6, 7, 8) else stored
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, TypeError, ZeroDivisionError):
         return None
+
+
+# OME's length units (PhysicalSizeXUnit, micrometres when absent) in micrometres.
+_OME_UNITS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "nm": 0.001, "mm": 1000.0}
+
+
+def _ome_scale(description: str) -> tuple[float, float] | None:
+    """(um_y, um_x) of an OME-XML description's first Pixels element, or None."""
+    import xml.etree.ElementTree as ET
+
+    if "<OME" not in description:
+        return None
+    try:
+        root = ET.fromstring(description)
+    except ET.ParseError:
+        return None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None or "PhysicalSizeX" not in pixels.attrib or "PhysicalSizeY" not in pixels.attrib:
+        return None
+    units = [_OME_UNITS.get(pixels.get(f"PhysicalSize{a}Unit", "µm")) for a in ("Y", "X")]
+    if None in units:  # a unit not known here (Å, m, ...): no scale rather than a wrong one
+        return None
+    um_y, um_x = float(pixels.get("PhysicalSizeY")) * units[0], float(pixels.get("PhysicalSizeX")) * units[1]
+    return (um_y, um_x) if _plausible(um_y, um_x) else None
+
+
+def _stored_tiff_scale(page) -> tuple[float, float] | None:
+    """(um_y, um_x) of a TIFF page's stored rows and columns: Aperio MPP, OME PhysicalSize, else the resolution tags."""
+    description = str(getattr(page, "description", "") or "")
+    mpp = re.search(r"MPP\s*=\s*([0-9.]+)", description)
+    if mpp and _plausible(float(mpp.group(1)), float(mpp.group(1))):
+        return float(mpp.group(1)), float(mpp.group(1))
+    ome = _ome_scale(description)
+    if ome:
+        return ome
+    tags = page.tags
+    unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+    per_unit = {2: 25400.0, 3: 10000.0}.get(unit)  # inch, centimetre; 1 = no unit
+    if per_unit is None or "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    xres, yres = (_rational(tags[k].value) for k in ("XResolution", "YResolution"))
+    if not xres or not yres:
+        return None
+    um_y, um_x = per_unit / yres, per_unit / xres
+    return (um_y, um_x) if _plausible(um_y, um_x) else None
 
 
 def _rational(value) -> float:
@@ -154,9 +194,13 @@ def file_scale(record) -> Scale | None:
 
 
 def resolve_scale(record, assumed_um: float, user_um: float | None = None) -> Scale:
-    """The loaded image's scale: the user's, else the file's, else ``assumed_um`` (the bundle's own)."""
+    """The loaded image's scale: the user's, else the file's, else ``assumed_um`` (the bundle's own).
+
+    The user's scale is of the file's pixels (a magnification is the camera's; the command line and the window
+    say "micrometres per image pixel"), as the file's own is: both are multiplied by ``record.downsample`` where
+    the picture was loaded smaller, so the same fact tiles the same whoever states it."""
     if user_um is not None:
-        um = check_user_um(user_um)
+        um = check_user_um(user_um) * max(1, int(getattr(record, "downsample", 1) or 1))
         return Scale(um, um, "user")
     return file_scale(record) or Scale(float(assumed_um), float(assumed_um), "assumed")
 

@@ -102,7 +102,56 @@ def tile_boxes(rgb: np.ndarray, spec: TilingSpec, image_um: tuple[float, float] 
             boxes.append((y, y + side_y, x, x + side_x))
             fractions.append(total / ((y1 - y) * (x1 - x)))
     kept = [b for b, f in zip(boxes, fractions) if f >= spec.min_tissue]
+    # None reaches the minimum: the best one still, so the picture gets a call, but the result says how little
+    # tissue it rests on (``tiling_warnings``).
     return kept or [boxes[int(np.argmax(fractions))]]
+
+
+def tissue_share(rgb: np.ndarray, box: tuple[int, int, int, int], kind: str = "stained") -> float:
+    """The tissue fraction of the box's part inside the image, as ``tile_boxes`` measures it."""
+    y0, y1, x0, x1 = box
+    h, w = rgb.shape[:2]
+    inside = rgb[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+    return float(tissue_mask(inside, kind).mean()) if inside.size else 0.0
+
+
+# A small field, its tiles mirrored out, is called about as well as a coin: the bundle's leave-one-lab-out check
+# of such fields (23-69 um, lab_transfer FIELD_SIDES) measured accuracy 0.50-0.60 (model card, "small fields").
+SMALL_FIELD = ("it is mirrored out to fill the tile, and small fields (23-69 um, mirrored out the same way) were "
+               "called at about chance in the histology model's check (see its model card)")
+GREY_SPREAD = 8  # 99th percentile of a pixel's max - min over R, G, B below which a picture holds no colour
+
+
+def is_grey(rgb: np.ndarray) -> bool:
+    """A picture without colour: one channel, or three nearly equal ones (a grey picture saved as RGB or JPEG).
+    H&E tissue differs between channels by tens of grey levels; sampled on a grid for large pictures."""
+    if rgb.ndim == 2 or rgb.shape[2] == 1:
+        return True
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 1_000_000)))
+    sample = rgb[::step, ::step, :3].astype(np.int16)
+    return float(np.percentile(sample.max(axis=2) - sample.min(axis=2), 99)) < GREY_SPREAD
+
+
+def tiling_warnings(rgb: np.ndarray, boxes: list[tuple[int, int, int, int]], spec: TilingSpec,
+                    image_um: tuple[float, float] | None = None) -> list[str]:
+    """What a reader must know about a call made from ``tile_boxes``'s boxes: that no tile held the tissue the
+    model needs (the call rests on the best one, mostly glass), or that the picture is smaller than one tile at
+    the bundle's scale. Both start "Low confidence", as a call below the confidence threshold does."""
+    out = []
+    h, w = rgb.shape[:2]
+    # Several boxes are only returned when each reached the minimum; one may be the fallback of an empty picture.
+    if len(boxes) == 1:
+        share = tissue_share(rgb, boxes[0], spec.tissue)
+        if share < spec.min_tissue:
+            out.append(f"Low confidence: no part of the picture holds the tissue the model needs: the best tile is "
+                       f"{share:.0%} tissue where the model needs {spec.min_tissue:.0%}; the call rests on mostly "
+                       "glass or background and means little.")
+    side_y, side_x = tile_sides(spec, image_um)[:2]
+    if spec.microns_per_pixel and image_um and (h < side_y or w < side_x):
+        tile_um = spec.tile * spec.microns_per_pixel
+        out.append(f"Low confidence: the picture ({w * image_um[1]:.0f} x {h * image_um[0]:.0f} um) is smaller than "
+                   f"one {tile_um:.0f}-um tile: {SMALL_FIELD}.")
+    return out
 
 
 def tile_pixels(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:

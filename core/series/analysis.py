@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import DiagnosticError, ModelError, described
+from core.imaging.body_part import UNTESTED_BODY_PART
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE
 from core.series.index import GAP_FACTOR, Series, SliceRef
 from core.series.stack import SeriesStack
@@ -431,7 +432,7 @@ def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
     kinds: dict[str, list[tuple[int, str]]] = {}
     for i, o in enumerate(outcomes):
         for w in o.warnings if o is not None else []:
-            if "modality" in w.lower():
+            if "modality" in w.lower() or w.startswith(UNTESTED_BODY_PART):
                 kind, _, rest = w.partition(":")
                 kinds.setdefault(kind, []).append((i, rest.strip()))
     return [f"{kind} on {len(hits)} of {len(outcomes)} slices (slice {hits[0][0] + 1}: {hits[0][1]})"

@@ -1,11 +1,17 @@
 """The woman's other breast: the film of the same view of the other side, found beside a mammogram.
 
 A mammography detector reads a finding as what one breast shows and the other does not (a reader compares the
-two side by side), so it scores a film against its partner where one is there. Found, most trusted first:
+two side by side), so it scores a film against its partner where one is there.
+
+A view of an exam the hanging hung ('Analyse exam'): the same view of the other side in that exam
+(``partner_in_exam``: same woman, same study), wherever its file lies; TCIA and PACS exports put each series in a
+folder of its own, where a search of the film's folder finds nothing. A film opened alone: found beside it, most
+trusted first:
 
 1. DICOM: the folder's mammograms grouped into exams as the hanging protocol groups them (patient and study,
    laterality and view from the header or the words CBIS-DDSM writes; ``core.series.hanging``), the same view
-   of the other side in the same exam;
+   of the other side in the same exam; screening views only (a spot, magnification or XCCL view has no partner
+   and is no partner);
 2. mini-MIAS numbering: ``mdb001`` and ``mdb002`` are one woman's two MLO films (odd with the next even);
 3. a file name that names its side once (``case7_L_CC.png``, ``LEFT-MLO``, ``RCC``): the file whose name is the
    same with the other side.
@@ -23,7 +29,7 @@ from pathlib import Path
 
 from core.imaging.record import ImageRecord, Modality
 from core.models.mammography import OtherBreast
-from core.series.hanging import screening_exams
+from core.series.hanging import Exam, MammoView, screening_exams
 from core.series.index import index_folder
 
 MAX_FOLDER_FILES = 400
@@ -86,13 +92,32 @@ def _dicom_partner(path: Path, frame: int) -> OtherBreast | None:
     except OSError:
         return None
     for exam in _exams(str(path.parent), stamp, len(siblings)):
-        mine = next((v for v in exam.views.values() if v.ref.path.resolve() == path.resolve()
-                     and v.ref.frame == frame), None)
-        if mine is None:
-            continue
-        partner = exam.views.get(("L" if mine.laterality == "R" else "R") + mine.view)
-        return None if partner is None else OtherBreast(partner.ref.path, partner.ref.frame, "DICOM exam")
+        mine = _view_of(exam, path, frame)
+        if mine is not None:
+            return _other_side(exam, mine)
     return None
+
+
+def partner_in_exam(exam: Exam, record: ImageRecord, frame: int = 0) -> OtherBreast | None:
+    """The other breast's film for ``record`` (frame ``frame``) taken from ``exam``, the exam hung: the same view of
+    the other side, wherever its file is; None when the film is not one of the exam's views or the exam lacks
+    that view. ``functools.partial(partner_in_exam, exam)`` is a ``find_other_breast`` for the Analyzer."""
+    mine = _view_of(exam, Path(record.path), frame)
+    return None if mine is None else _other_side(exam, mine)
+
+
+def _view_of(exam: Exam, path: Path, frame: int) -> MammoView | None:
+    """The exam's view held in ``path`` at ``frame``, else None."""
+    path = path.resolve()
+    return next((v for v in exam.views.values() if v.ref.frame == frame and Path(v.ref.path).resolve() == path), None)
+
+
+def _other_side(exam: Exam, mine: MammoView) -> OtherBreast | None:
+    partner = exam.views.get(("L" if mine.laterality == "R" else "R") + mine.view)
+    if partner is None:
+        return None
+    return OtherBreast(partner.ref.path, partner.ref.frame,
+                       "DICOM exam" if partner.series.kind != "image" else "exam hung")
 
 
 @lru_cache(maxsize=8)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.imaging.mammo_words import ViewCodes, view_codes
+
 OBLIQUE_DEGREES = 20.0  # a normal further than this from every patient axis makes the plane 'oblique'
 GAP_FACTOR = 1.5  # a step between neighbours larger than this times the series spacing is a gap
 DUPLICATE_MM = 0.01  # neighbours closer than this along the normal share a position
@@ -60,6 +62,7 @@ class SliceRef:
     view: str = ""  # ViewPosition (mammography: CC, MLO, ...)
     patient_orientation: tuple[str, ...] = ()  # PatientOrientation: row then column direction (e.g. 'P', 'L')
     echo: str = ""  # which echo of a multi-echo acquisition ("echo 2, TE 80 ms"); '' where not stated
+    view_codes: ViewCodes | None = None  # a mammogram's coded view, modifiers and magnification (MG files only)
 
     @property
     def key(self) -> str:
@@ -79,6 +82,7 @@ class Series:
     patient_name: str = ""
     study_uid: str = ""
     frame_of_reference: str = ""  # FrameOfReferenceUID: series sharing it share patient coordinates
+    part: str = ""  # where one SeriesInstanceUID was split by plane or echo: which part ("echo 2, TE 80 ms")
     slices: list[SliceRef] = field(default_factory=list)
     plane: str | None = None  # axial, sagittal, coronal, oblique; None without orientation
     spacing_mm: float | None = None  # between neighbouring slice centres
@@ -91,6 +95,12 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.slices)
+
+    @property
+    def history_key(self) -> str:
+        """What the history files this series' analyses under: its SeriesInstanceUID, with the part where it was
+        split (the parts share the UID, and one part's verdicts are not another's)."""
+        return f"{self.uid}|{self.part}" if self.uid and self.part else self.uid
 
     @property
     def files(self) -> list[Path]:
@@ -169,10 +179,12 @@ def index_paths(paths: list[Path]) -> StudyIndex:
     paths = [Path(p) for p in paths]
     root = Path(os.path.commonpath([str(p if p.is_dir() else p.parent) for p in paths]))
     files: list[Path] = []
+    seen: set[Path] = set()  # a folder dropped with a file in it: each file once
     problems: list[str] = []
     for path in paths:
         found, said = _walk(path, root, True) if path.is_dir() else ([path], [])
-        files.extend(f for f in found if f not in files)
+        files.extend(f for f in found if f not in seen)
+        seen.update(found)
         problems.extend(said)
     index = index_files(files, root=root)
     index.problems[:0] = problems
@@ -479,7 +491,7 @@ def _dicom_entry(path: Path, ds):
                 spacing_between_mm=abs(between[0]) if between and between[0] else None,
                 laterality=(_text(ds, "ImageLaterality") or _text(ds, "Laterality")).upper(),
                 view=_text(ds, "ViewPosition").upper(), patient_orientation=_orientation_text(ds),
-                echo=_echo(ds))
+                echo=_echo(ds), view_codes=view_codes(ds) if modality == "MG" else None)
     if frames == 1:
         position, orientation = _floats(_get(ds, "ImagePositionPatient"), 3), \
             _orientation(_get(ds, "ImageOrientationPatient"))
@@ -647,6 +659,7 @@ def _split(series: Series) -> list[Series]:
         note = (f"One of {len(split)} parts of series {series.number if series.number is not None else series.uid} "
                 f"(split by orientation or echo): {len(slices)} of its {len(series.slices)} images.")
         out.append(replace(series, key=f"{series.key}|part{k + 1}", slices=slices, warnings=[note], breaks=[],
+                           part=what or f"part {k + 1}",
                            description=f"{series.description} ({what or f'part {k + 1}'})".strip()))
     return out
 

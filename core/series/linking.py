@@ -24,6 +24,13 @@ PARALLEL_DEGREES = 10.0  # planes closer than this to parallel are linked by pos
 _PARALLEL_COS = math.cos(math.radians(PARALLEL_DEGREES))
 
 
+def same_patient(a: Series, b: Series) -> bool:
+    """Whether two series are of one patient, as the study index tells patients apart (ID, else name)."""
+    if a.patient_id or b.patient_id:
+        return a.patient_id == b.patient_id
+    return a.patient_name == b.patient_name
+
+
 def linked(a: Series, b: Series) -> bool:
     """Whether the two series share patient coordinates (the same FrameOfReferenceUID, or, where a file omits
     it, the same study)."""
@@ -57,26 +64,45 @@ def parallel(a: SliceRef, b: SliceRef) -> bool:
     return na is not None and nb is not None and abs(float(na @ nb)) >= _PARALLEL_COS
 
 
+_PLANES: list[tuple[Series, np.ndarray, np.ndarray, np.ndarray]] = []  # the last few series' slice planes
+
+
+def _planes(series: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each slice's unit normal and position (NaN where unknown) and the slice indices that have both, computed
+    once per series: scrolling asks for them at every step, and a CT series has hundreds of slices."""
+    for kept, normals, positions, known in _PLANES:
+        if kept is series:
+            return normals, positions, known
+    normals = np.full((len(series.slices), 3), np.nan)
+    positions = np.full((len(series.slices), 3), np.nan)
+    for k, s in enumerate(series.slices):
+        normal = _normal(s)
+        if normal is not None and s.position is not None:
+            normals[k], positions[k] = normal, s.position
+    known = np.flatnonzero(~np.isnan(normals[:, 0]))
+    _PLANES.insert(0, (series, normals, positions, known))
+    del _PLANES[4:]
+    return normals, positions, known
+
+
 def nearest_slice(series: Series, ref: SliceRef, parallel_only: bool = True) -> int | None:
     """The index in ``series`` of the slice parallel to ``ref`` that lies where ``ref`` does: the nearest along
     the normal, within half its slice spacing (or thickness); None where the planes are not parallel, positions
     are unknown, or ``ref`` lies outside the stack or in a gap. ``parallel_only=False``: the slice through the
     middle of ``ref``'s picture whatever its plane (where a crossing series opens)."""
-    centre = _centre(ref)
-    if centre is None:
+    centre, normal = _centre(ref), _normal(ref)
+    if centre is None or (parallel_only and normal is None):
         return None
-    best, distance = None, math.inf
-    for k, s in enumerate(series.slices):
-        normal = _normal(s)
-        if s.position is None or normal is None or (parallel_only and not parallel(s, ref)):
-            continue
-        d = abs(float(normal @ (centre - np.asarray(s.position, float))))
-        if d < distance:
-            best, distance = k, d
-    if best is None:
+    normals, positions, known = _planes(series)
+    if parallel_only:
+        known = known[np.abs(normals[known] @ normal) >= _PARALLEL_COS]
+    if not len(known):
         return None
+    distances = np.abs(np.einsum("ij,ij->i", normals[known], centre - positions[known]))
+    at = int(np.argmin(distances))
+    best = int(known[at])
     reach = max(series.spacing_mm or 0.0, series.slices[best].thickness_mm or 0.0) / 2 + 0.5
-    return best if distance <= reach else None
+    return best if float(distances[at]) <= reach else None
 
 
 def reference_line(on: SliceRef, cut: SliceRef) -> tuple[float, float, float, float] | None:

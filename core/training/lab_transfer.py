@@ -348,9 +348,10 @@ def record(folder: Path, config: BundleConfig, entries: list[dict], train_images
     manifest["scale"] = {
         "microns_per_pixel": config.tiling.microns_per_pixel,
         "seen_in_training": seen,
-        "resolution": "the user's setting, else TIFF/DICOM metadata, else a BreakHis-style file name (-40-/-100-/-200-/"
-                      f"-400-), else {config.tiling.assumed_microns_per_pixel} um per pixel is assumed (the training "
-                      "images' usual scale) and the result warns (core.models.scale)",
+        "resolution": "the user's setting, else TIFF/OME-TIFF/DICOM metadata, else a BreakHis file name (SOB_<B|M>_"
+                      "<type>-<year>-<slide>-<40|100|200|400>-<n>), else "
+                      f"{config.tiling.assumed_microns_per_pixel} um per pixel is assumed (the training images' usual "
+                      "scale) and the result warns (core.models.scale)",
         "tiles_per_image": TILES_PER_IMAGE,
     }
     manifest["lab_transfer"] = {"rows": rows, "chosen": option}
@@ -390,7 +391,7 @@ def breakhis_style_fields(folder: Path, entries: list[dict], val_images: set[str
             y0, x0 = (display.shape[0] - h) // 2, (display.shape[1] - w) // 2
             field = cv2.resize(display[y0 : y0 + h, x0 : x0 + w], (round(w * fx), round(h * fy)),
                                interpolation=cv2.INTER_CUBIC if fx > 1 else cv2.INTER_AREA)
-            name = work / f"{d['lab']}-{n:03d}-{magnification}-001.png"
+            name = work / f"SOB_B_X-00-{d['lab']}{n:03d}-{magnification}-001.png"  # BreakHis's own naming
             cv2.imwrite(str(name), cv2.cvtColor(field, cv2.COLOR_RGB2BGR))
             result = analyzer.analyze(load_image(name), model_ids=[BUNDLE], gradcam=False).results[0]
             cell = rows.setdefault(d["lab"], {}).setdefault(str(magnification), [0, 0])
