@@ -133,3 +133,14 @@ def open_window(qtbot, models: Path, tmp_path: Path, size: tuple[int, int] = (90
     win.resize(*size)
     win.show()
     return win
+
+
+def state_whole_scan(ds) -> None:
+    """Give a synthetic ultrasound data set the region a scanner states its scan in (the whole picture): an
+    anonymised export blacks out what lies outside it, and refuses a capture whose scan area cannot be found."""
+    import pydicom
+
+    region = pydicom.Dataset()
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = int(ds.Columns) - 1, int(ds.Rows) - 1
+    ds.SequenceOfUltrasoundRegions = [region]

@@ -14,6 +14,7 @@ from core.history import History
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer
 from core.models.registry import Registry
+from tests.conftest import state_whole_scan
 
 PATIENT = "Doe^Jane"
 
@@ -32,10 +33,7 @@ def identified_dicom(tmp_path, pydicom_file):
     ds.PixelRepresentation = 0
     del ds.WindowCenter, ds.WindowWidth
     ds.Modality = "US"
-    region = pydicom.Dataset()  # the scanner states where its scan is (the whole picture here)
-    region.RegionLocationMinX0, region.RegionLocationMinY0, region.RegionLocationMaxX1, region.RegionLocationMaxY1 = \
-        0, 0, 63, 63
-    ds.SequenceOfUltrasoundRegions = [region]
+    state_whole_scan(ds)
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT, "PID-123", "19600101"
     ds.InstitutionName = "General Hospital"
     path = tmp_path / "identified.dcm"

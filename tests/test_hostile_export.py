@@ -18,6 +18,7 @@ from core.history import History
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer
 from core.models.registry import Registry
+from tests.conftest import state_whole_scan
 
 MRN = "1234567"
 SECRETS = ["Doe", "Jane", MRN, "19600101", "045Y", "20240102", "STU-998", "ACC-4471", "Smith", "General Hospital",
@@ -38,6 +39,7 @@ def identified(tmp_path, pydicom_file):
     ds.PixelRepresentation = 0
     del ds.WindowCenter, ds.WindowWidth
     ds.Modality = "US"
+    state_whole_scan(ds)
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", MRN, "19600101"
     ds.StudyDescription = "Brain MRI for Jane Doe"
     ds.SeriesDescription = "Doe follow-up"

@@ -93,3 +93,10 @@ def test_a_classifiers_finding_where_the_segmenter_outlines_nothing_is_a_disagre
     lesion = Lesion(1, 100, 25.0, (10, 10, 10, 10), 14.0, 7.0, np.array([[10, 10], [20, 20]]), (0.5, 0.5))
     outlined = ModelResult("us-seg", "1", "segmentation", "CPU", lesions=[lesion])
     assert disagreements(outlined, [malignant]) == []
+
+
+def test_the_body_part_warning_quotes_the_word_not_the_description_which_may_hold_a_name():
+    record = dataclasses.replace(_record([np.zeros((8, 8), np.uint8)]),
+                                 header_texts={"StudyDescription": "ECHO for Jane Doe"})
+    (said,) = body_part_warnings(Modality.US, "model", record)
+    assert "ECHO" in said and "Jane" not in said and "Doe" not in said

@@ -47,8 +47,9 @@ def body_part_warnings(modality: Modality, model_id: str, record: ImageRecord) -
             return []  # the header names the model's own part somewhere: trusted
     for keyword, text in record.header_texts.items():
         words = _WORD.findall(text.upper().replace("_", " "))
-        if keyword != "TransducerType" and any(w.startswith(stems) or w in OTHER_WORDS for w in words):
-            return [f"{UNTESTED_BODY_PART}: the header says '{text}' ({keyword}); '{model_id}' was trained on "
+        named = next((w for w in words if w.startswith(stems) or w in OTHER_WORDS), None)
+        if keyword != "TransducerType" and named is not None:  # the word only: a description may hold a name
+            return [f"{UNTESTED_BODY_PART}: the header's {keyword} says {named}; '{model_id}' was trained on "
                     f"{name} images only: its output here is untested."]
     return []
 
