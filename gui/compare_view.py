@@ -82,14 +82,18 @@ class SeriesLink:
     def follow(self, source: ViewerState, target: ViewerState) -> None:
         """``target`` to the slice at ``source``'s position, where the series are parallel and linked."""
         if not self._moving and self.is_linked() and source.current_slice is not None:
-            index = nearest_slice(target.series, source.current_slice)
-            if index is not None and index != target.slice_index:
-                self._moving = True
-                try:
-                    target.set_slice(index)
-                finally:
-                    self._moving = False
+            self._move(target, nearest_slice(target.series, source.current_slice))
         self.draw()
+
+    def _move(self, target: ViewerState, index: int | None) -> None:
+        """``target`` to slice ``index`` (None: left where it is), without that step moving the other view back."""
+        if index is None or index == target.slice_index:
+            return
+        self._moving = True
+        try:
+            target.set_slice(index)
+        finally:
+            self._moving = False
 
     def refresh(self) -> None:
         """After either view shows another series: bring the comparison to the main view's position (a crossing
@@ -97,13 +101,7 @@ class SeriesLink:
         self.compare.note = self._note()
         here, other = self.main.current_slice, self.compare.state
         if self.is_linked() and here is not None and other.series is not None:
-            index = nearest_slice(other.series, here, parallel_only=False)
-            if index is not None and index != other.slice_index:
-                self._moving = True
-                try:
-                    other.set_slice(index)
-                finally:
-                    self._moving = False
+            self._move(other, nearest_slice(other.series, here, parallel_only=False))
         self.follow(self.main, self.compare.state)
         self.compare.update_title()
 

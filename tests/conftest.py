@@ -144,3 +144,17 @@ def state_whole_scan(ds) -> None:
     region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
     region.RegionLocationMaxX1, region.RegionLocationMaxY1 = int(ds.Columns) - 1, int(ds.Rows) - 1
     ds.SequenceOfUltrasoundRegions = [region]
+
+
+def microscopy_bundle(tiny_models: Path, folder: Path, bundle_id: str, **tiling) -> Path:
+    """The tiny classifier as a microscopy (SM) bundle tiling at a physical scale (``tiling``: tile, stride,
+    min_tissue, microns_per_pixel), written to ``folder / bundle_id``; the models folder it is in."""
+    import json
+    import shutil
+
+    target = folder / bundle_id
+    shutil.copytree(tiny_models / "tiny-mr-classifier", target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest.update(id=bundle_id, modality="SM", tiling=tiling)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return folder

@@ -4,8 +4,6 @@ grey pictures, OME-TIFF and rotated TIFF scales, --tta skipped silently, Macenko
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import numpy as np
 import pytest
@@ -15,19 +13,15 @@ from PIL import Image
 from core.imaging import load_image
 from core.imaging.stain import fit_macenko, macenko_normalise
 from core.models.scale import Scale, file_scale, magnification_from_name, resolve_scale, tiff_scale
+from tests.conftest import microscopy_bundle
 from tests.test_histology import fake_he, two_stains
 
 
 @pytest.fixture(scope="module")
 def sm_bundle(tiny_models, tmp_path_factory):
     """The tiny classifier as a microscopy bundle: 32-px tiles at 1 um per pixel (32 um), 40 % tissue needed."""
-    folder = tmp_path_factory.mktemp("fixes") / "models" / "tiny-he"
-    shutil.copytree(tiny_models / "tiny-mr-classifier", folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest.update(id="tiny-he", modality="SM",
-                    tiling={"tile": 32, "stride": 32, "min_tissue": 0.4, "microns_per_pixel": 1.0})
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder.parent
+    return microscopy_bundle(tiny_models, tmp_path_factory.mktemp("fixes") / "models", "tiny-he", tile=32, stride=32,
+                             min_tissue=0.4, microns_per_pixel=1.0)
 
 
 def _analyse(bundle_root, path, **options):

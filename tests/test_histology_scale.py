@@ -26,6 +26,7 @@ from core.models.scale import (
 from core.models.tile_stream import TilePlan
 from core.models.preprocessing import PreprocessSpec, preprocess, to_model_pixels
 from core.models.tiling import TilingSpec, tile_boxes, tile_map, tile_pixels, tissue_mask
+from tests.conftest import microscopy_bundle
 from tests.test_histology import fake_he, two_stains
 
 
@@ -310,13 +311,8 @@ def test_user_scale_is_checked_and_named():
 @pytest.fixture
 def sm_bundle(tiny_models, tmp_path):
     """The tiny classifier as a microscopy bundle tiling 32-px tiles at 1 um per pixel."""
-    folder = tmp_path / "models" / "tiny-scaled"
-    shutil.copytree(tiny_models / "tiny-mr-classifier", folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest.update(id="tiny-scaled", modality="SM",
-                    tiling={"tile": 32, "stride": 32, "min_tissue": 0.0, "microns_per_pixel": 1.0})
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder.parent
+    return microscopy_bundle(tiny_models, tmp_path / "models", "tiny-scaled", tile=32, stride=32, min_tissue=0.0,
+                             microns_per_pixel=1.0)
 
 
 def test_analyze_command_hands_the_users_scale_to_the_analysis(sm_bundle, tmp_path, monkeypatch, capsys):
