@@ -4,7 +4,6 @@ grey pictures, OME-TIFF and rotated TIFF scales, --tta skipped silently, Macenko
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import tifffile
