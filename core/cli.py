@@ -284,7 +284,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     def progress(p) -> None:
         bar.total = p.total
         bar.n = p.done
-        bar.set_postfix_str(p.path.name[-30:])
+        bar.set_postfix_str(p.stage or p.path.name[-30:])
         bar.refresh()
 
     engine = Engine()

@@ -182,15 +182,20 @@ class History:
             )
             return int(cursor.lastrowid)
 
-    def _entries(self, where: str = "", args: tuple = ()) -> list[HistoryEntry]:
+    def _entries(self, where: str = "", args: tuple = (), limit: int | None = None) -> list[HistoryEntry]:
         with self._connect() as con:
-            rows = con.execute(f"SELECT {_COLUMNS} FROM analyses {where} ORDER BY id DESC", args).fetchall()
+            query = f"SELECT {_COLUMNS} FROM analyses {where} ORDER BY id DESC" + (" LIMIT ?" if limit else "")
+            rows = con.execute(query, args + ((int(limit),) if limit else ())).fetchall()
         return [HistoryEntry(r[0], r[1], r[2], r[3], None if r[8] == "series" else r[4], r[5], json.loads(r[6]),
                              json.loads(r[7]), r[8], r[9], r[10]) for r in rows]
 
     def all(self) -> list[HistoryEntry]:
         """Every entry, images and series, newest first."""
         return self._entries()
+
+    def recent(self, limit: int) -> list[HistoryEntry]:
+        """The ``limit`` newest entries: a panel that shows a few hundred rows need not read twenty thousand."""
+        return self._entries(limit=limit)
 
     def for_series(self, series_uid: str) -> list[HistoryEntry]:
         """Earlier analyses of the series with this SeriesInstanceUID (``Series.history_key``: with its part where

@@ -179,6 +179,9 @@ class BatchDialog(QDialog):
         self.bar.setValue(p.done)
         left = p.remaining_seconds
         eta = f", about {left:.0f} s left" if left is not None else ""
+        if p.stage:  # every file done: the report is being written
+            self.status.setText(f"{p.done}/{p.total} files analysed — {p.stage}…")
+            return
         self.status.setText(f"{p.done}/{p.total} files, {p.rate:.2f} files/s{eta} — {p.path.name}")
 
     def _add_rows(self, rows: list[dict]) -> None:

@@ -53,7 +53,7 @@ from core.series.opening import read_for_viewer
 from core.series.stack import SeriesStack, open_stack
 from core.viewer_state import ViewerState, ViewSettings
 from gui.compare_view import CompareView, SeriesLink
-from gui.history_panel import HistoryPanel
+from gui.history_panel import MAX_ROWS, HistoryPanel
 from gui.panels import MetadataPanel, ModelInfoPanel, OverlayPanel, ProbabilityPanel, SeriesPanel, WarningsPanel
 from gui.study_browser import StudyBrowser, thumbnail
 from gui.viewer import ImageViewer
@@ -836,7 +836,8 @@ class MainWindow(QMainWindow):
                             on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
 
     def _refresh_history(self) -> None:
-        self.bridge.run(self.history.all, on_done=self.history_panel.show_entries, on_error=lambda e: None)
+        self.bridge.run(self.history.recent, MAX_ROWS, on_done=self.history_panel.show_entries,
+                        on_error=lambda e: None)
 
     def _show_results(self, analysis: Analysis | None) -> None:
         """Findings, warnings and model panels follow the state's analysis (empty when it is cleared)."""
@@ -1216,11 +1217,11 @@ class MainWindow(QMainWindow):
 
     def export_history(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export history", "history.csv", "CSV (*.csv)")
-        if path:
-            try:
-                self.history.export_csv(Path(path))
-            except OSError as exc:
-                self._error(f"The history could not be written to {path}: {exc.strerror or exc}")
+        if path:  # on an I/O thread: a long history takes seconds to write
+            self.bridge.run(self.history.export_csv, Path(path),
+                            on_done=lambda out: self.statusBar().showMessage(f"History exported to {out}", 8000),
+                            on_error=lambda exc: self._error(f"The history could not be written to {path}: "
+                                                             f"{getattr(exc, 'strerror', None) or exc}"))
 
     def shortcuts(self) -> list[tuple[str, str, str]]:
         """(menu, command, keys) of every menu command that has a shortcut, read from the menus themselves."""

@@ -59,7 +59,12 @@ def test_discovery_ignores_hidden_and_dicomdir(mixed_folder):
 
 def test_mixed_folder_rows_and_errors(mixed_folder, tmp_path, tiny_models):
     out = tmp_path / "out"
-    summary = BatchRun(mixed_folder, out, Analyzer(Registry([tiny_models])), model_ids=MODELS).run()
+    said = []
+    summary = BatchRun(mixed_folder, out, Analyzer(Registry([tiny_models])), model_ids=MODELS,
+                       on_progress=said.append).run()
+    # after the last file the run says it is writing the report (minutes on a long run, silent before)
+    assert said[-1].stage.startswith("writing the report") and said[-1].done == said[-1].total
+    assert all(not p.stage for p in said[:-1])
     rows = _rows(out / "results.csv")
     by_file = {}
     for row in rows:

@@ -153,3 +153,11 @@ def test_the_parts_of_a_split_series_keep_their_own_history(tmp_path):
     assert entry.series_uid == "5.6.7|echo 2, TE 80 ms" == echo2.series.history_key
     assert entry.results["series_uid"] == "5.6.7" and entry.results["part"] == "echo 2, TE 80 ms"
     assert history.for_series(whole.series.history_key) == []  # echo 1 (or the whole) is another entry
+
+
+def test_the_panel_reads_only_the_newest_entries_it_shows(tmp_path):
+    history = History(tmp_path / "history.sqlite")
+    for k in range(5):
+        history.add_series(_series_analysis(tmp_path / f"s{k}"))
+    newest = history.recent(3)
+    assert [e.path for e in newest] == [e.path for e in history.all()[:3]] and len(newest) == 3

@@ -93,3 +93,15 @@ def test_a_cancelled_series_report_says_partial_whatever_the_number_of_warnings(
     _page(fig, SeriesAnalysis(series, results, [cancelled], True, 0.0, 2), anonymise=True)
     text = "\n".join(t.get_text() for t in fig.texts)
     assert "PARTIAL" in text and "Cancelled" in text and "more line(s)" in text
+
+
+def test_a_series_keeps_masks_of_lesion_slices_only():
+    from core.series.analysis import _outcome
+
+    empty = ModelResult("seg", "1", "segmentation", "CPU", mask=np.zeros((512, 512), np.uint8), spacing_known=True)
+    lesion = Lesion(1, 100, 25.0, (10, 10, 10, 10), 14.0, 7.0, np.array([[10, 10], [20, 20]]), (0.5, 0.5))
+    mask = np.zeros((512, 512), np.uint8)
+    mask[10:20, 10:20] = 1
+    found = ModelResult("seg", "1", "segmentation", "CPU", mask=mask, lesions=[lesion], spacing_known=True)
+    assert _outcome(empty).mask is None and _outcome(empty).lesion_area_mm2 == 0.0
+    assert _outcome(found).mask.sum() == 100

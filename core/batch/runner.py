@@ -54,6 +54,7 @@ class Progress:
     total: int
     path: Path
     elapsed: float
+    stage: str = ""  # after the last file: what the run is still writing (a long run's report takes minutes)
 
     @property
     def rate(self) -> float:
@@ -483,6 +484,9 @@ class BatchRun:
         if summary["complete"]:  # a cancelled run stops at once; its report comes when it is resumed
             from core.export.report import write_batch_report
 
+            if self.on_progress:
+                self.on_progress(Progress(total, total, self.out / "report.pdf", seconds,
+                                          f"writing the report of {total} file(s) and series.csv"))
             write_batch_report(self.out)
             self._write_series_csv(rows)  # series.csv beside results.csv when DICOM series are in
         return summary

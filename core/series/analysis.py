@@ -292,7 +292,9 @@ def verdict(model: str, version: str, task: str, classes: list[str], outcomes: l
 def _outcome(result) -> SliceOutcome:
     if result.task == "classification":
         return SliceOutcome(result.label, dict(result.probabilities), warnings=list(result.warnings))
-    mask = None if result.mask is None else result.mask.astype(np.uint8)
+    # A mask is kept for a slice with a lesion only: an empty one draws nothing, and a 1,000-slice CT's empty masks
+    # would hold a quarter of a gigabyte for as long as its analysis is kept.
+    mask = None if result.mask is None or not result.lesions else result.mask.astype(np.uint8)
     return SliceOutcome("lesion" if result.lesions else "no lesion", lesions=len(result.lesions),
                         lesion_area_mm2=result.lesion_area_mm2, mask=mask, outlines=list(result.lesions),
                         warnings=list(result.warnings))

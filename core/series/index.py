@@ -243,24 +243,28 @@ def index_dicomdir(dicomdir: str | Path) -> StudyIndex:
         index = StudyIndex(dicomdir.parent)
         index.problems.append(f"{dicomdir.name}: not a readable DICOMDIR ({type(exc).__name__}: {exc})")
         return index
-    files = []
+    files: list[Path] = []
+    seen: set[Path] = set()  # a set beside the list: a DICOMDIR of 20,000 files is not searched 20,000 times
+    listings: dict[Path, dict[str, Path]] = {}  # each folder listed once, whatever case its names are in
     for record in records:
         parts = record.get("ReferencedFileID")
         if not parts:
             continue
         parts = [parts] if isinstance(parts, str) else [str(p) for p in parts]
-        path = _find_case_insensitive(dicomdir.parent, parts)
+        path = _find_case_insensitive(dicomdir.parent, parts, listings)
         if path is None:
             problems.append(f"{'/'.join(parts)}: listed in the DICOMDIR but missing on disk")
-        elif path not in files:
+        elif path not in seen:
             files.append(path)
+            seen.add(path)
     index = index_files(files, root=dicomdir.parent)
     index.problems[:0] = problems
     return index
 
 
-def _find_case_insensitive(root: Path, parts: list[str]) -> Path | None:
-    """File IDs are upper case on the medium; copies to a case-sensitive disk are often lower case.
+def _find_case_insensitive(root: Path, parts: list[str], listings: dict[Path, dict[str, Path]]) -> Path | None:
+    """File IDs are upper case on the medium; copies to a case-sensitive disk are often lower case. ``listings``:
+    each folder's entries by upper-case name, listed once for every file looked up in it.
 
     Whatever is found is returned, a FIFO or a folder too: ``index_files`` says why it cannot be indexed.
     """
@@ -269,10 +273,12 @@ def _find_case_insensitive(root: Path, parts: list[str]) -> Path | None:
         return path
     here = root
     for part in parts:
-        try:
-            match = next((c for c in here.iterdir() if c.name.upper() == part.upper()), None)
-        except OSError:
-            return None
+        if here not in listings:
+            try:
+                listings[here] = {c.name.upper(): c for c in sorted(here.iterdir(), reverse=True)}  # first name wins
+            except OSError:
+                listings[here] = {}
+        match = listings[here].get(part.upper())
         if match is None:
             return None
         here = match
