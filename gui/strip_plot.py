@@ -8,7 +8,7 @@ top), the verdict threshold dashed, the verdict's slice runs shaded, and the sli
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from core.series.analysis import StripCurve, strip_curves
@@ -26,6 +26,7 @@ class StripPlot(QWidget):
         self.current = 0
         self.state: ViewerState | None = None
         self.classes: dict[str, list[str]] = {}
+        self._drawn: QPixmap | None = None  # all but the slice marker: drawn again for a new analysis or size
         self.setMinimumHeight(70)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setMouseTracking(False)
@@ -41,11 +42,13 @@ class StripPlot(QWidget):
         self.curves = strip_curves(analysis, self.classes) if analysis is not None else []
         self.count = self.state.slice_count if self.state is not None else 0
         self.current = self.state.slice_index if self.state is not None else 0
+        self._drawn = None
         self.update()
 
     def _follow_slice(self, index: int) -> None:
         self.current = index
-        self.update()
+        self.update()  # the marker only: the curves are kept drawn (every point of every model, per scroll step)
+
 
     # ----- geometry
     def _plot_rect(self) -> QRectF:
@@ -71,7 +74,23 @@ class StripPlot(QWidget):
 
     # ----- drawing
     def paintEvent(self, _event) -> None:  # noqa: N802
+        ratio = self.devicePixelRatioF()  # drawn at the screen's own resolution, as the widget would be
+        if self._drawn is None or self._drawn.deviceIndependentSize().toSize() != self.size():
+            self._drawn = QPixmap(self.size() * ratio)
+            self._drawn.setDevicePixelRatio(ratio)
+            self._draw_curves(QPainter(self._drawn))
         painter = QPainter(self)
+        painter.drawPixmap(0, 0, self._drawn)
+        if self.curves and self.count:
+            rect = self._plot_rect()
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+            painter.setPen(QPen(QColor(255, 255, 255), 1.5))
+            x = self.x_of(self.current)
+            painter.drawLine(QPointF(x, rect.top()), QPointF(x, rect.bottom()))
+        painter.end()
+
+    def _draw_curves(self, painter: QPainter) -> None:
+        """The frame, each model's runs, threshold, values and label (all but the slice marker); ends ``painter``."""
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         painter.fillRect(self.rect(), QColor(20, 20, 24))
         rect = self._plot_rect()
@@ -109,9 +128,6 @@ class StripPlot(QWidget):
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.setPen(QPen(color, 1.6))
             painter.drawPath(path)
-        painter.setPen(QPen(QColor(255, 255, 255), 1.5))
-        x = self.x_of(self.current)
-        painter.drawLine(QPointF(x, rect.top()), QPointF(x, rect.bottom()))
         x_text = rect.left()
         for k, curve in enumerate(self.curves):
             painter.setPen(COLORS[k % len(COLORS)])
