@@ -224,3 +224,22 @@ def test_tiff_orientation_tag_turns_the_picture_as_pillow_does(tmp_path, monkeyp
     picked = Image.fromarray(stored[: 60 // f * f : f, : 90 // f * f : f])  # the pixels read, turned by Pillow
     picked.getexif()[274] = orientation
     np.testing.assert_array_equal(small.display(0), np.asarray(ImageOps.exif_transpose(picked)))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P"])
+def test_a_large_picture_read_smaller_is_the_area_average_of_the_whole(tmp_path, monkeypatch, mode):
+    """Shrunk by Pillow before it becomes an array (half the peak memory of a 10000 x 10000 RGB PNG); a palette
+    picture, which Pillow cannot reduce, still goes the array way. Either way the area average of the whole."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    picture = Image.fromarray(rgb).convert(mode) if mode != "P" else Image.fromarray(rgb).quantize(16)
+    picture.save(tmp_path / "big.png")
+    whole = load_image(tmp_path / "big.png").values(0)
+    monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "2")  # decodes, but works at half size
+    small = load_image(tmp_path / "big.png")
+    assert small.downsample > 1
+    f = small.downsample
+    expected = cv2.resize(np.ascontiguousarray(whole), (small.columns, small.rows), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.values(0).astype(int) - expected.astype(int)).max() <= 1, f

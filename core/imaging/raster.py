@@ -105,9 +105,14 @@ def _read_pillow(path: Path) -> tuple[tuple[int, int], int, np.ndarray]:
                     raise ImageLoadError(path, reason)
                 if scale > 1:
                     im.draft(im.mode, (width // scale, height // scale))
-                im = ImageOps.exif_transpose(im)
+                im.load()
+                ImageOps.exif_transpose(im, in_place=True)  # no copy of a picture that is already upright
                 if width != height and (im.size[0] > im.size[1]) != (width > height):
                     width, height = height, width  # rotated by its EXIF orientation
+                if factor > 1 and scale < factor:
+                    # Shrunk by Pillow, area-averaging as the resize below would: the full-size picture never
+                    # exists a second time as an array (a 20000 x 20000 picture peaked at 2.9 GB)
+                    im = _reduced(im, factor // scale)
                 arr = _normalise(np.asarray(_to_supported_mode(im)))
                 if factor > 1:
                     arr = _resize_to(arr, shrunk_shape(height, width, factor))
@@ -120,6 +125,15 @@ def _read_pillow(path: Path) -> tuple[tuple[int, int], int, np.ndarray]:
         raise ImageLoadError(path, "the file is not a readable image") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(path, f"the image data is truncated or corrupt ({exc})") from exc
+
+
+def _reduced(im: Image.Image, factor: int) -> Image.Image:
+    """``im`` area-averaged down by an integer ``factor`` (a mode Pillow cannot reduce, e.g. palette or 1-bit:
+    left as it is, for the array resize to do)."""
+    try:
+        return im.reduce(factor) if factor > 1 else im
+    except ValueError:
+        return im
 
 
 def _resize_to(arr: np.ndarray, target: tuple[int, int]) -> np.ndarray:
