@@ -243,7 +243,8 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
         warnings.append("its ultrasound regions are calibrated to different scales (views of two depths): lengths "
                         "and areas are given in pixels")
     presets: list[WindowPreset] = []
-    renderer = None if is_color else _default_renderer(ds)
+    padding = _padding(ds)
+    render, frame_window = (None, None) if is_color else _default_renderer(ds, padding)
     record = ImageRecord(
         path=path,
         file_format="DICOM",
@@ -258,13 +259,13 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
         pixel_spacing_mm=spacing,
         detector_spacing_mm=detector_spacing,
         us_regions=_region_boxes(ds, factor),
-        header_texts={k: str(ds.get(k, "") or "").strip() for k in HEADER_TEXTS if str(ds.get(k, "") or "").strip()},
+        header_texts=_header_texts(ds),
         window_presets=presets,
         study=_study(ds),
         metadata=_tag_list(ds),
         _read_frame=read_frame,
-        _default_render=None if is_color else renderer[0],
-        _frame_window=None if is_color else renderer[1],
+        _default_render=render,
+        _frame_window=frame_window,
         downsample=factor,
         source_size=(rows, columns) if factor > 1 else None,
         warnings=warnings,
@@ -277,7 +278,7 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
     if not is_color:
         first = record.values(0)
         presets.extend(_window_presets(ds))
-        presets.append(auto_preset(_without_padding(first, _padding(ds))))
+        presets.append(auto_preset(_without_padding(first, padding)))
         presets.append(full_range_preset(first))
     else:
         record.values(0)
@@ -439,9 +440,9 @@ def _window_presets(ds: Dataset, keep_invalid: bool = False) -> list[WindowPrese
     return presets
 
 
-def _default_renderer(ds: Dataset) -> tuple[DefaultRenderer, FrameWindow]:
+def _default_renderer(ds: Dataset, padding: tuple[float, float] | None) -> tuple[DefaultRenderer, FrameWindow]:
     """The VOI the file asks for (its VOI LUT sequence, else its first window, else each frame's automatic window,
-    padding left out), and the window each frame's picture is thereby drawn in (for a VOI LUT, the line through
+    ``padding`` left out), and the window each frame's picture is thereby drawn in (for a VOI LUT, the line through
     the values it maps to a quarter and three quarters of full brightness: exact for a linear LUT)."""
     try:
         table, first = _voi_table(ds, ds.VOILUTSequence[0]) if ds.get("VOILUTSequence") else (None, 0)
@@ -466,7 +467,6 @@ def _default_renderer(ds: Dataset) -> tuple[DefaultRenderer, FrameWindow]:
         own = presets[0]
         return (lambda values, frame: apply_window(values, own.center, own.width, own.function),
                 lambda values, frame: own)
-    padding = _padding(ds)
 
     def window(values: np.ndarray, frame: int) -> WindowPreset:
         return auto_preset(_without_padding(values, padding))
@@ -590,6 +590,12 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
 
 HEADER_TEXTS = ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName", "ProcessingFunction",
                 "TransducerType")
+
+
+def _header_texts(ds: Dataset) -> dict[str, str]:
+    """The HEADER_TEXTS the file states (non-empty), for ``ImageRecord.header_texts``."""
+    texts = {keyword: str(ds.get(keyword, "") or "").strip() for keyword in HEADER_TEXTS}
+    return {keyword: text for keyword, text in texts.items() if text}
 
 
 def _region_boxes(ds: Dataset, factor: int) -> tuple[tuple[int, int, int, int], ...]:
