@@ -87,7 +87,16 @@ def test_a_bundle_fitted_on_other_sequences_warns_on_a_diffusion_slice(tiny_mode
         warnings[description] = [w for w in result.warnings if w.startswith("Untested sequence")]
     assert warnings["AX FLAIR"] == []
     (said,) = warnings["ep2d_diff_b1000"]
-    assert "DWI (from SeriesDescription 'ep2d_diff_b1000')" in said and "T1 post-contrast, FLAIR only" in said
+    assert "DWI (from SeriesDescription word 'diff')" in said and "T1 post-contrast, FLAIR only" in said
+
+
+def test_the_evidence_quotes_the_matched_words_not_the_description():
+    """SeriesDescription is removed by DICOM's de-identification profile: a warning in an anonymised report must
+    not carry the whole description ('DOE JOHN t1 mprage +C' quoted the patient's name)."""
+    said = str(mr_sequence(_rows(SeriesDescription="DOE JOHN t1_mprage_sag +C")))
+    assert said == "T1 post-contrast (from SeriesDescription words 't1', '+c')"
+    assert "DOE" not in said.upper()
+    assert str(mr_sequence(_rows(ProtocolName="Smith AX FLAIR"))) == "FLAIR (from ProtocolName word 'flair')"
 
 
 def test_the_shipped_brain_bundles_state_their_sequences():
@@ -103,7 +112,7 @@ def test_a_series_verdict_says_once_on_how_many_slices_the_sequence_is_untested(
     from core.series.analysis import SliceOutcome, verdict
     from core.series.index import Series, SliceRef
 
-    said = "Untested sequence: the header says DWI (from SeriesDescription 'dwi'); 'seg' was fitted on FLAIR only: ..."
+    said = "Untested sequence: the header says DWI (from SeriesDescription word 'dwi'); 'seg' was fitted on FLAIR only: ..."
     outcomes = [SliceOutcome(lesions=0, lesion_area_mm2=0.0, warnings=[said] if k < 3 else []) for k in range(4)]
     series = Series(key="s", uid="1.2", kind="dicom", slices=[SliceRef(path=Path(f"{k}.dcm")) for k in range(4)])
     warnings = verdict("seg", "1", "segmentation", ["lesion"], outcomes, series).warnings

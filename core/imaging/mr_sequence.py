@@ -4,7 +4,8 @@ A radiologist's series may be a DWI, an ADC map, SWI, perfusion, an angiogram or
 T2 and FLAIR the models saw; a bundle that states its sequences (manifest ``mr_sequences``) warns on the others
 (``core.inference.analyzer``). The header is read in this order, each step only where the ones before say
 nothing: derived-map and diffusion markers (ImageType, DiffusionBValue), the words of SeriesDescription,
-ProtocolName and SequenceName (scanner names such as ``ep2d_diff``, ``mprage``, ``tse``, ``flair``), then the
+ProtocolName and SequenceName (scanner names such as ``ep2d_diff``, ``mprage``, ``tse``, ``flair``; the evidence
+quotes the matched words only, as a description may hold a name), then the
 timing (InversionTime, RepetitionTime, EchoTime in ms). A contrast agent (ContrastBolusAgent, or '+C', 'post',
 'gad' in the names) makes a T1 'T1 post-contrast'. None where the header says nothing usable (a PNG, an
 anonymised export without these tags): no warning is then given, and none is claimed.
@@ -70,11 +71,16 @@ def mr_sequence(metadata: list[tuple[str, str, str]]) -> MrSequence | None:
         if not text.strip():
             continue
         for name, pattern in _NAMED:
-            if re.search(pattern, text):
-                if (name == "T1" and (contrast_agent or re.search(_CONTRAST, text))
+            found = re.search(pattern, text)
+            if found:
+                said = [found.group(0).strip()]  # the words only: a description may hold a name
+                contrast = re.search(_CONTRAST, text)
+                if (name == "T1" and (contrast_agent or contrast)
                         and not re.search(_BEFORE_CONTRAST, text)):  # 'T1 pre gad', 'non contrast': plain T1
                     name = "T1 post-contrast"
-                return MrSequence(name, f"{keyword} '{fields[keyword].strip()}'")
+                    said += [contrast.group(0).strip()] if contrast else []
+                return MrSequence(name, f"{keyword} word{'s' * (len(said) > 1)} "
+                                        + ", ".join(f"'{w}'" for w in said))
     ti, tr, te = (_number(fields.get(k, "")) for k in ("InversionTime", "RepetitionTime", "EchoTime"))
     timing = ", ".join(f"{k} {v:g}" for k, v in (("TI", ti), ("TR", tr), ("TE", te)) if v is not None)
     if ti is not None and ti > 1500 and te is not None and te > 60:
