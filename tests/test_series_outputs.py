@@ -105,3 +105,10 @@ def test_a_series_keeps_masks_of_lesion_slices_only():
     found = ModelResult("seg", "1", "segmentation", "CPU", mask=mask, lesions=[lesion], spacing_known=True)
     assert _outcome(empty).mask is None and _outcome(empty).lesion_area_mm2 == 0.0
     assert _outcome(found).mask.sum() == 100
+
+
+def test_a_warning_holding_the_separator_stays_one_warning_in_its_csv_cell():
+    from core.series.report import join_warnings, split_warnings
+
+    cell = join_warnings(["history not saved: disk I/O error | retry", "", "Low confidence"])
+    assert split_warnings(cell) == ["history not saved: disk I/O error / retry", "Low confidence"]

@@ -37,6 +37,7 @@ from core.export.files import WriteError, os_reason, write_heatmap_png, write_ma
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled, FrameUnreadable, analyse_frames
 from core.series.contralateral import other_breast
+from core.series.report import join_warnings, split_warnings
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
                 "probability", "scale"]
@@ -364,7 +365,7 @@ class BatchRun:
                             self.history.add(analysis)
                         except DiagnosticError as exc:  # the result stands; its history record is missing
                             for row in rows:
-                                row["warnings"] = " | ".join(w for w in (row["warnings"], str(exc)) if w)
+                                row["warnings"] = join_warnings(split_warnings(row["warnings"]) + [str(exc)])
             except FrameUnreadable as exc:  # the frames analysed keep their rows; this one is the error row
                 rows.append(self._row(relative, frame=exc.frame, error=str(exc)))
             return rows
@@ -384,7 +385,7 @@ class BatchRun:
     def _rows(self, relative: str, file_stem: str, record, analysis) -> list[dict]:
         base = dict(frame=analysis.frame, modality=analysis.modality, modality_source=analysis.modality_source)
         if not analysis.results:
-            return [self._row(relative, warnings=" | ".join(record.warnings + analysis.warnings), **base)]
+            return [self._row(relative, warnings=join_warnings(record.warnings + analysis.warnings), **base)]
         display = record.display(analysis.frame)
         rows = []
         for result in analysis.results:
@@ -392,7 +393,7 @@ class BatchRun:
             stem = file_stem + (f"__f{analysis.frame}" if record.frames > 1 else "") + f"__{result.model_id}"
             row = self._row(relative, model=result.model_id, model_version=result.version, task=result.task,
                             device=result.device,
-                            warnings=" | ".join(record.warnings + analysis.warnings + result.warnings), **base)
+                            warnings=join_warnings(record.warnings + analysis.warnings + result.warnings), **base)
             if result.task == "classification":
                 row.update(label=result.label, probability=f"{result.confidence:.6f}",
                            scale="" if result.scale is None else result.scale["text"])

@@ -16,6 +16,17 @@ from core.series.index import Series, StudyIndex, index_path
 SERIES_COLUMNS = ["patient", "study", "series_uid", "description", "modality", "plane", "slices", "model", "label",
                   "probability", "first_slice", "last_slice", "lesion_volume_ml", "warnings"]
 
+WARNINGS_SEPARATOR = " | "  # between the warnings of one results.csv / series.csv cell
+
+
+def join_warnings(warnings: list[str]) -> str:
+    """One CSV cell of warnings; a '|' inside a warning (an exception's text) is kept apart from the separator."""
+    return WARNINGS_SEPARATOR.join(w.replace(WARNINGS_SEPARATOR, " / ") for w in warnings if w)
+
+
+def split_warnings(cell: str | None) -> list[str]:
+    return [w for w in (cell or "").split(WARNINGS_SEPARATOR) if w]
+
 
 def _print_json(obj: dict) -> None:
     print(json.dumps(obj, indent=2, default=str))
@@ -129,7 +140,7 @@ def _outcome_from_row(row: dict) -> SliceOutcome | None:
     included, as the window's series analysis keeps them."""
     if row.get("error"):
         return SliceOutcome(error=row["error"])
-    warnings = [w for w in (row.get("warnings") or "").split(" | ") if w]
+    warnings = split_warnings(row.get("warnings"))
     if row.get("task") == "classification":
         probs = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_") and v not in ("", None)}
         return SliceOutcome(row.get("label") or None, probs, warnings=warnings)
@@ -170,7 +181,7 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
             "modality": series.modality, "plane": series.plane or "", "slices": len(series)}
     if not models:
         errors = sorted({r["error"] for rows in slice_rows for r in rows if r.get("error")})
-        return [dict(base, warnings=" | ".join(series.warnings + (errors[:3] or ["no model results for this series"])))]
+        return [dict(base, warnings=join_warnings(series.warnings + (errors[:3] or ["no model results for this series"])))]
     verdicts = []
     for model, first in models.items():
         outcomes = []
@@ -192,7 +203,7 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
                         probability="" if v.probability is None else f"{v.probability:.6f}",
                         first_slice=v.first_slice or "", last_slice=v.last_slice or "",
                         lesion_volume_ml="" if v.lesion_volume_ml is None else f"{v.lesion_volume_ml:.4f}",
-                        warnings=" | ".join(warnings)))
+                        warnings=join_warnings(warnings)))
     return out
 
 
