@@ -272,14 +272,17 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
     )
     if factor > 1:
         warnings.append(f"loaded at 1/{factor} of its {columns} x {rows} pixels to fit in memory")
+    stored = None if is_color else _stored_range_preset(ds)
     dropped = [p for p in _window_presets(ds, keep_invalid=True) if not _valid_window(p)]
     if dropped:
-        warnings.append("its window centre/width is not a finite positive number; an automatic window is used")
+        warnings.append("its window centre/width is not a finite positive number; " +
+                        ("the full range of its stored values is shown" if stored else "an automatic window is used"))
     if not is_color:
         first = record.values(0)
         presets.extend(_window_presets(ds))
-        presets.append(auto_preset(_without_padding(first, padding)))
-        presets.append(full_range_preset(first))
+        auto = auto_preset(_without_padding(first, padding))
+        # 8-bit data: the stored range first, as a PNG's presets list it (the default picture of both)
+        presets.extend([stored, auto] if stored is not None else [auto, full_range_preset(first)])
     else:
         record.values(0)
     return record
@@ -420,8 +423,10 @@ def _modality_values(arr: np.ndarray, ds: Dataset, frame: int) -> np.ndarray:
     return (arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32, copy=False)
 
 
-def _window_presets(ds: Dataset, keep_invalid: bool = False) -> list[WindowPreset]:
-    source = ds if "WindowCenter" in ds else _functional_group(ds, "FrameVOILUTSequence")
+def _window_presets(ds: Dataset, keep_invalid: bool = False, frame: int = 0) -> list[WindowPreset]:
+    """The windows the file states (top level), else those ``frame`` states in its Frame VOI LUT macro (enhanced
+    objects: shared by all frames or each frame's own)."""
+    source = ds if "WindowCenter" in ds else _functional_group(ds, "FrameVOILUTSequence", frame)
     if source is None or "WindowCenter" not in source or "WindowWidth" not in source:
         return []
     centers = _as_list(source.WindowCenter)
@@ -441,9 +446,10 @@ def _window_presets(ds: Dataset, keep_invalid: bool = False) -> list[WindowPrese
 
 
 def _default_renderer(ds: Dataset, padding: tuple[float, float] | None) -> tuple[DefaultRenderer, FrameWindow]:
-    """The VOI the file asks for (its VOI LUT sequence, else its first window, else each frame's automatic window,
-    ``padding`` left out), and the window each frame's picture is thereby drawn in (for a VOI LUT, the line through
-    the values it maps to a quarter and three quarters of full brightness: exact for a linear LUT)."""
+    """The VOI the file asks for (its VOI LUT sequence, else the first window it states for that frame, else the
+    full stored range of 8-bit data as stored, else each frame's automatic window, ``padding`` left out), and the
+    window each frame's picture is thereby drawn in (for a VOI LUT, the line through the values it maps to a quarter
+    and three quarters of full brightness: exact for a linear LUT)."""
     try:
         table, first = _voi_table(ds, ds.VOILUTSequence[0]) if ds.get("VOILUTSequence") else (None, 0)
     except (ValueError, TypeError, AttributeError, IndexError, KeyError):
@@ -462,20 +468,54 @@ def _default_renderer(ds: Dataset, padding: tuple[float, float] | None) -> tuple
                                    "LINEAR_EXACT") if rising else WindowPreset(VOI_LUT, first + table.size / 2.0,
                                                                                float(table.size), "LINEAR_EXACT"))
         return render, lambda values, frame: equivalent
-    presets = _window_presets(ds)
-    if presets:
-        own = presets[0]
-        return (lambda values, frame: apply_window(values, own.center, own.width, own.function),
-                lambda values, frame: own)
+    stored = _stored_range_preset(ds)
+    owns: dict[int, WindowPreset | None] = {}  # each frame's own window (an enhanced object's frames state theirs)
 
     def window(values: np.ndarray, frame: int) -> WindowPreset:
+        if frame not in owns:
+            found = _window_presets(ds, frame=frame)
+            owns[frame] = found[0] if found else None
+        if owns[frame] is not None:
+            return owns[frame]
+        if stored is not None and _identity_rescale(ds, frame):
+            return stored  # 8-bit data without a window is shown as stored, as the same picture in a PNG is
         return auto_preset(_without_padding(values, padding))
 
-    def auto(values: np.ndarray, frame: int) -> np.ndarray:
+    def render(values: np.ndarray, frame: int) -> np.ndarray:
         preset = window(values, frame)
         return apply_window(values, preset.center, preset.width, preset.function)
 
-    return auto, window
+    return render, window
+
+
+def _identity_rescale(ds: Dataset, frame: int) -> bool:
+    """The modality values of ``frame`` are its stored values: no Modality LUT, no rescale other than 1 and 0 (at the
+    top level, which ``apply_modality_lut`` applies only where both are stated, or in the frame's own macro)."""
+    if ds.get("ModalityLUTSequence"):
+        return False
+    try:
+        if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+            return float(ds.RescaleSlope) == 1.0 and float(ds.RescaleIntercept) == 0.0
+        rescale = _rescale(ds, frame)
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError):
+        return False
+    return rescale is None or (rescale[0] == 1.0 and rescale[1] == 0.0)
+
+
+def _stored_range_preset(ds: Dataset) -> WindowPreset | None:
+    """The window over the whole stored range 0..2**BitsStored - 1 of unsigned integer greyscale data of at most
+    8 bits whose values are the stored ones: the default picture of such a file without a window or VOI LUT (for
+    8 bits, the pixels as they are, as a PNG or JPEG of the same picture is shown; an automatic window would stretch
+    a dim sonogram's contrast, which the models never saw in training). None for any other data."""
+    try:
+        bits = int(ds.get("BitsStored", ds.BitsAllocated))
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if "PixelData" not in ds or signed or not 1 <= bits <= 8 or not _identity_rescale(ds, 0):
+        return None
+    top = float(2**bits - 1)
+    return WindowPreset("Full range", top / 2.0, top, "LINEAR_EXACT")
 
 
 def _padding(ds: Dataset) -> tuple[float, float] | None:
