@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 
 from core.inference.paths import _to_image_grid
-from core.models.preprocessing import PreprocessSpec, crop_box, tissue_normalised, to_model_mask, to_model_pixels
+from core.models.preprocessing import (PreprocessSpec, _cropped, crop_box, tissue_normalised, to_model_mask,
+                                        to_model_pixels)
 from core.training.by_source import source_metrics
 from core.training.sources import source_of
 from core.training.datasets import Sample, brain_mri_all
@@ -61,6 +62,40 @@ def test_padded_box_maps_masks_and_heatmaps_back_to_the_same_place():
     assert back.shape == img.shape
     overlap = (back & (mask > 0)).sum() / (back | (mask > 0)).sum()
     assert overlap > 0.7
+
+
+def test_a_matrix_of_non_square_pixels_reaches_the_network_in_its_true_proportions():
+    """A round head on a matrix whose pixels are twice as tall as wide is an ellipse twice as wide as tall in
+    pixels; the crop, square in millimetres, gives the network a round head again (it reached it squeezed)."""
+    img = np.zeros((120, 240), np.uint8)
+    cv2.ellipse(img, (120, 60), (80, 40), 0, 0, 360, 200, -1)  # 160 x 80 px = 80 x 80 mm with 1 x 0.5 mm pixels
+    box = crop_box(img, MRI, row_to_column=2.0)
+    assert abs((box[1] - box[0]) * 2.0 - (box[3] - box[2])) <= 2  # square in mm
+    head = to_model_pixels(img, MRI, box)[..., 0] > 100
+    ys, xs = np.nonzero(head)
+    assert abs((np.ptp(ys) + 1) - (np.ptp(xs) + 1)) <= 2
+    ys, xs = np.nonzero(to_model_pixels(img, MRI)[..., 0] > 100)
+    assert (np.ptp(xs) + 1) > 1.8 * (np.ptp(ys) + 1)  # taken as square pixels: squeezed to half its height
+    mask = (img > 100).astype(np.uint8)
+    back = _to_image_grid(cv2.resize(_cropped(mask, box), (64, 64), interpolation=cv2.INTER_NEAREST)
+                          .astype(np.float32), box, img.shape) > 0.5
+    assert (back & (mask > 0)).sum() / (back | (mask > 0)).sum() > 0.95  # and maps back onto the file's grid
+
+
+def test_the_analysis_crops_a_dicom_of_non_square_pixels_square_in_millimetres(tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from core.imaging import load_image
+    from core.inference.analyzer import _row_to_column
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.PixelSpacing = [1.0, 0.5]
+    ds.save_as(tmp_path / "tall.dcm")
+    assert _row_to_column(load_image(tmp_path / "tall.dcm")) == 2.0
+    ds.PixelSpacing = [1e200, 1.0]  # a header error, not a pixel shape
+    ds.save_as(tmp_path / "absurd.dcm")
+    assert _row_to_column(load_image(tmp_path / "absurd.dcm")) == 1.0
 
 
 def _write(path, img):

@@ -30,10 +30,10 @@ def _picture(shape=(300, 400), seed=0, black_band=False) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_scan_area_found_in_a_screen_capture(seed):
-    """Each edge within one pixel of the rule's working copy (the screen side / 256), no shift."""
+    """Each edge exact: the rule's working copy left 1-3 px of black screen around the scan, which moved the
+    3-class model's probabilities by up to 0.25 on real BUSI pictures set in a screen."""
     screen, truth = scanner_screen(_picture(seed=seed), np.random.default_rng(seed))
-    found = scan_area(screen)
-    assert max(abs(f - t) for f, t in zip(found, truth)) <= max(screen.shape) / 256 + 1
+    assert scan_area(screen) == truth
 
 
 def test_both_panes_of_a_dual_view_are_kept():

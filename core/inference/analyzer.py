@@ -161,7 +161,8 @@ class Analyzer:
                 analysis.warnings.append(f"The other breast's film could not be looked for ({exc}).")
         request = Request(gradcam=gradcam, plus=gradcam_plus, target_class=target_class, tta=tta,
                           microns_per_pixel=microns_per_pixel, other_breast=other, frame=frame)
-        inputs = ModelInputs(display)  # bundles with one preprocessing share one crop and normalisation
+        # Bundles with one preprocessing share one crop and normalisation; the crop is square in millimetres.
+        inputs = ModelInputs(display, _row_to_column(record))
         sequence = mr_sequence(record.metadata) if any(b.info.mr_sequences for b in bundles) else None
         for bundle in bundles:
             if cancel is not None and cancel.is_set():
@@ -232,3 +233,12 @@ class Engine:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _row_to_column(record: ImageRecord) -> float:
+    """A pixel's height over its width where the file states both spacings (1 for square or unknown pixels)."""
+    spacing = record.pixel_spacing_mm
+    if not spacing or len(spacing) != 2 or min(spacing) <= 0:
+        return 1.0
+    ratio = spacing[0] / spacing[1]
+    return ratio if 1e-3 < abs(ratio - 1.0) and 0.25 <= ratio <= 4.0 else 1.0  # beyond: a header error, not pixels

@@ -96,9 +96,12 @@ def as_grey(display: np.ndarray) -> np.ndarray:
     return display if display.ndim == 2 else cv2.cvtColor(display, cv2.COLOR_RGB2GRAY)
 
 
-def crop_box(display: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, int]:
+def crop_box(display: np.ndarray, spec: PreprocessSpec, row_to_column: float = 1.0) -> tuple[int, int, int, int]:
     """The region of the display image the model sees (used to map heatmaps back); with ``aspect="pad"``
-    a square that may reach beyond the image (those pixels are zeros)."""
+    a square that may reach beyond the image (those pixels are zeros).
+
+    ``row_to_column``: the pixel's height over its width where the file states both spacings; the padded square is then square in millimetres, so a 256 x 232 matrix of non-square pixels reaches
+    the network with the head's proportions, as the square-pixel training slices did."""
     h, w = display.shape[:2]
     if spec.crop == "foreground":
         y0, y1, x0, x1 = foreground_box(as_grey(display))
@@ -107,9 +110,10 @@ def crop_box(display: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, 
     else:
         y0, y1, x0, x1 = 0, h, 0, w
     if spec.aspect == "pad":
-        side = max(y1 - y0, x1 - x0)
-        y0, x0 = (y0 + y1 - side) // 2, (x0 + x1 - side) // 2
-        y1, x1 = y0 + side, x0 + side
+        side_x = max((y1 - y0) * row_to_column, x1 - x0)  # in column pixels
+        rows, cols = round(side_x / row_to_column), round(side_x)
+        y0, x0 = (y0 + y1 - rows) // 2, (x0 + x1 - cols) // 2
+        y1, x1 = y0 + rows, x0 + cols
     return y0, y1, x0, x1
 
 
@@ -164,10 +168,12 @@ def preprocess(display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 class ModelInputs:
     """One display picture and what each preprocessing makes of it, made once however many bundles share that
-    preprocessing (the brain models on one slice: one crop, one tissue normalisation, one scaling)."""
+    preprocessing (the brain models on one slice: one crop, one tissue normalisation, one scaling);
+    ``row_to_column`` as ``crop_box`` takes it, from the picture's header."""
 
-    def __init__(self, display: np.ndarray) -> None:
+    def __init__(self, display: np.ndarray, row_to_column: float = 1.0) -> None:
         self.display = display
+        self.row_to_column = row_to_column
         self._made: dict[PreprocessSpec, tuple[np.ndarray, tuple[int, int, int, int], np.ndarray]] = {}
 
     @classmethod
@@ -178,6 +184,6 @@ class ModelInputs:
         """(float32 model input, the crop box in the display, the display after its whole-image steps)."""
         if spec not in self._made:
             shown = prepare_display(self.display, spec)
-            box = crop_box(shown, spec)
+            box = crop_box(shown, spec, self.row_to_column)
             self._made[spec] = (scale_pixels(to_model_pixels(shown, spec, box), spec), box, shown)
         return self._made[spec]
