@@ -147,3 +147,17 @@ def test_a_shared_frame_window_applies_to_every_frame(tmp_path):
     for k in range(len(WINDOWS)):
         assert (record.default_window(k).center, record.default_window(k).width) == (1000.0, 2000.0)
         np.testing.assert_array_equal(record.display(k), apply_window(record.values(k), 1000.0, 2000.0))
+
+
+@pytest.mark.parametrize("spacing", [[1e200, 1e200], [0.5, -0.5], [0.0, 0.5], [1e-9, 1e-9]])
+def test_an_implausible_pixel_spacing_is_no_spacing(tmp_path, spacing):
+    """PixelSpacing 1e200 gave infinite areas in results.csv and Infinity (invalid JSON) in the series output."""
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.PixelSpacing = spacing
+    ds.save_as(tmp_path / "odd.dcm")
+    record = load_image(tmp_path / "odd.dcm")
+    assert record.pixel_spacing_mm is None
+    stated = min(spacing) > 0  # a zero or negative one is skipped as not stated
+    assert any("no plausible pixel size" in w for w in record.warnings) == stated

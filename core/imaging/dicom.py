@@ -225,7 +225,12 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
         return values
 
     mixed = len(_frame_spacings(ds)) > 1  # a multi-plane localizer: one spacing would mis-measure frames
-    spacing = None if mixed else _scaled(_safe_spacing(ds), factor)
+    stated = _safe_spacing(ds)
+    implausible = stated is not None and not all(MIN_SPACING_MM <= v <= MAX_SPACING_MM for v in stated)
+    spacing = None if mixed or implausible else _scaled(stated, factor)
+    if implausible:  # 1e200 mm made areas and volumes infinite, and JSON invalid
+        warnings.append(f"its pixel spacing ({stated[0]:g} x {stated[1]:g} mm) is no plausible pixel size: lengths "
+                        "and areas are given in pixels")
     magnification = _magnification(ds) if spacing else None
     detector_spacing = spacing if magnification else None
     if magnification:  # PS3.3 C.8.11.7: ImagerPixelSpacing is at the detector; sizes are read in the breast
@@ -564,6 +569,10 @@ def _as_list(value) -> list:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return list(value)
     return [value]
+
+
+# A pixel between 10 nm (beyond any microscope's) and 10 cm (no picture): outside, the header is wrong.
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-5, 100.0
 
 
 def _safe_spacing(ds: Dataset) -> tuple[float, float] | None:
