@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import threading
@@ -37,7 +38,7 @@ from core.export.files import WriteError, os_reason, write_heatmap_png, write_ma
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled, FrameUnreadable, analyse_frames
 from core.series.contralateral import other_breast
-from core.series.report import join_warnings, split_warnings
+from core.series.report import CSV_LINE_END, file_key, file_relative, join_warnings, split_warnings
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
                 "probability", "scale"]
@@ -105,8 +106,30 @@ RESULT_FILES = ("results.csv", "results.jsonl", "done.jsonl", "done.txt", "resul
 
 
 def display_name(relative: str) -> str:
-    """The relative path as text any CSV/JSON/PDF can hold: bytes that are not UTF-8 become \\xNN escapes."""
-    return os.fsencode(relative).decode("utf-8", "backslashreplace")
+    """The relative path as text any CSV/JSON/PDF can hold, one per path (the ``file`` cell of the rows): bytes that
+    are not UTF-8 become \\xNN escapes, and a backslash that would read as one is doubled (core.series.report's
+    ``file_key``, which series.csv matches files by)."""
+    return file_key(relative)
+
+
+def source_path(root: Path, file: str) -> Path:
+    """The input file of a row: ``root`` joined with the path its ``file`` cell names (``display_name`` reversed),
+    for opening it (a name with bytes that are not UTF-8 or backslashes included)."""
+    return Path(root) / file_relative(file)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` all at once: a kill or a full disk while writing leaves the old file whole."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def output_stem(relative: str) -> str:
@@ -139,7 +162,8 @@ OUTPUT_FILES = (("heatmaps", "*.png"), ("masks", "*.png"), ("sr", "*.dcm"))  # (
 
 def run_settings(out: Path) -> dict:
     """What the run whose results ``out`` holds was started with (``input.json``: its folder, ``all_frames``,
-    ``dicom_sr``; runs before these were recorded: the folder only, ``dicom_sr`` from results.csv's columns)."""
+    ``dicom_sr``, ``heatmaps``, ``microns_per_pixel`` and ``models`` (id: version); runs before these were recorded:
+    the keys they recorded, ``dicom_sr`` from results.csv's columns)."""
     try:
         settings = json.loads((Path(out) / "input.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):  # missing, not JSON, not UTF-8
@@ -179,6 +203,7 @@ class BatchRun:
         self.history = history  # core.history.History, or None
         bundles = [self.analyzer.registry.get(m) for m in self.model_ids] if self.model_ids else \
             list(self.analyzer.registry.bundles.values())
+        self.models = {b.id: b.version for b in bundles}  # recorded in input.json: a resume must use the same
         classes = sorted({c for b in bundles if b.task == "classification" for c in b.classes})
         self.columns = BASE_COLUMNS + [f"p_{c}" for c in classes] + TAIL_COLUMNS
         self.dicom_sr = dicom_sr  # each analysis also as a de-identified DICOM SR in sr/, named in the rows' sr_file
@@ -210,7 +235,11 @@ class BatchRun:
         self._rewrite_kept("results.jsonl", done, csv_mode=False)
         if not self.csv_path.exists():
             with self.csv_path.open("w", newline="", encoding="utf-8") as fh:
-                csv.DictWriter(fh, self.columns).writeheader()
+                csv.DictWriter(fh, self.columns, lineterminator=CSV_LINE_END).writeheader()
+        if not (self.out / "done.jsonl").exists() and done:  # a run written before the JSON journal: carried over
+            _write_atomically(self.out / "done.jsonl", "".join(json.dumps(name) + "\n" for name in sorted(done)))
+        for name in ("results.jsonl", "done.jsonl", "done.txt"):  # one set of files, whatever the folder holds
+            (self.out / name).touch()
         return done, kept
 
     def _check_same_input(self) -> None:
@@ -225,15 +254,43 @@ class BatchRun:
                 raise DiagnosticError(
                     f"{os.fsdecode(self.out)} holds the results of a run over {display_name(earlier)}, not "
                     f"{display_name(here)}: resume it over that folder, or choose another output folder")
-            # One results.csv holds one run's rows: frames and reports as that run made them.
-            for key, option, now in (("all_frames", "--all-frames", self.all_frames),
-                                     ("dicom_sr", "--dicom-sr (the dialog's DICOM SR tick)", self.dicom_sr)):
-                if key in settings and bool(settings[key]) != now:
-                    raise DiagnosticError(f"{os.fsdecode(self.out)} was started {'with' if settings[key] else 'without'} "
-                                          f"{option}: resume it the same way")
+            differences = self._other_options(settings)
+            if differences:
+                raise DiagnosticError(f"{os.fsdecode(self.out)} was {'; and '.join(differences)}: "
+                                      "resume it the same way")
         else:
-            record.write_text(json.dumps({"folder": here, "all_frames": self.all_frames, "dicom_sr": self.dicom_sr}),
-                              encoding="utf-8")
+            record.write_text(json.dumps({"folder": here, "all_frames": self.all_frames, "dicom_sr": self.dicom_sr,
+                                          "heatmaps": self.heatmaps, "microns_per_pixel": self.microns_per_pixel,
+                                          "models": self.models}), encoding="utf-8")
+
+    def _other_options(self, settings: dict) -> list[str]:
+        """How the run recorded in ``settings`` (input.json) was started otherwise than this one: one results.csv
+        holds one run's rows, frames, reports, heatmaps, scale and models as that run made them. A key missing
+        (input.json of an earlier version) is not compared."""
+        differences = []
+        for key, option, now in (("all_frames", "--all-frames", self.all_frames),
+                                 ("dicom_sr", "--dicom-sr (the dialog's DICOM SR tick)", self.dicom_sr),
+                                 ("heatmaps", "heatmaps (without --no-heatmaps)", self.heatmaps)):
+            if key in settings and bool(settings[key]) != now:
+                differences.append(f"started {'with' if settings[key] else 'without'} {option}")
+        scale = "--microns-per-pixel / --magnification"
+        if "microns_per_pixel" in settings:
+            earlier, now = settings["microns_per_pixel"], self.microns_per_pixel
+            if not isinstance(earlier, (int, float)) or isinstance(earlier, bool):
+                earlier = None
+            if (earlier is None) != (now is None) or (earlier is not None and not math.isclose(earlier, now)):
+                def said(um):
+                    return f"{scale} {um:g} um per pixel" if um is not None else f"no {scale} (each file's own scale)"
+
+                differences.append(f"started with {said(earlier)}, not {said(now)}")
+        earlier_models = settings.get("models")
+        if isinstance(earlier_models, dict) and earlier_models != self.models:
+            def listed(models: dict) -> str:
+                return ", ".join(f"{m} {v}" for m, v in sorted(models.items())) or "none"
+
+            differences.append(f"started with the models {listed(earlier_models)}, not {listed(self.models)} "
+                               "(--model, and the versions installed)")
+        return differences
 
     def _journal(self) -> set[str]:
         """Names of finished files: JSON strings one a line (a torn last line is ignored)."""
@@ -256,17 +313,18 @@ class BatchRun:
         path = self.out / name
         if not path.exists():
             return []
-        text = path.read_text(encoding="utf-8")
+        with path.open(newline="", encoding="utf-8") as fh:  # as written: a \r inside a quoted cell stays one
+            text = fh.read()
         if csv_mode:
             rows = list(csv.DictReader(io.StringIO(text)))
             if rows and list(rows[0].keys()) != self.columns:
                 raise DiagnosticError(f"{path} was written with other models/columns; use a new output folder")
             buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, self.columns, lineterminator="\n")
+            writer = csv.DictWriter(buffer, self.columns, lineterminator=CSV_LINE_END)
             writer.writeheader()
             kept_rows = [r for r in rows if r.get("file") in done and None not in r]
             writer.writerows(kept_rows)
-            path.write_text(buffer.getvalue(), encoding="utf-8")
+            _write_atomically(path, buffer.getvalue())
             return kept_rows
         else:
             kept = []
@@ -275,9 +333,9 @@ class BatchRun:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if record.get("file") in done:
+                if isinstance(record, dict) and record.get("file") in done:
                     kept.append(line)
-            path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            _write_atomically(path, "".join(f"{line}\n" for line in kept))
             return []
 
     # ----- run
@@ -315,7 +373,8 @@ class BatchRun:
                 if self.on_progress:
                     self.on_progress(Progress(len(files) - len(todo) + i + 1, len(files), path,
                                               time.perf_counter() - started))
-            return self._finish(len(files), time.perf_counter() - started, cancelled=self.cancel.is_set())
+            return self._finish([self._relative(p) for p in files], time.perf_counter() - started,
+                                cancelled=self.cancel.is_set())
 
     def _check_folders(self) -> None:
         try:
@@ -445,7 +504,7 @@ class BatchRun:
 
     def _append(self, rows: list[dict], relative: str) -> None:
         with self.csv_path.open("a", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, self.columns, lineterminator="\n")
+            writer = csv.DictWriter(fh, self.columns, lineterminator=CSV_LINE_END)
             writer.writerows(_csv_row(row) for row in rows)
             fh.flush()
             os.fsync(fh.fileno())
@@ -459,7 +518,11 @@ class BatchRun:
         with (self.out / "done.txt").open("a", encoding="utf-8") as fh:  # readable copy, not read back
             fh.write(_readable_line(relative) + "\n")
 
-    def _finish(self, total: int, seconds: float, cancelled: bool) -> dict:
+    def _finish(self, found: list[str], seconds: float, cancelled: bool) -> dict:
+        """summary.json, and where every file found is done the report and series.csv. ``found``: the ``file`` keys
+        of the files this run found; rows of files that are gone since an earlier part of the run are kept, counted
+        apart (``files_missing``) and warned of."""
+        total = len(found)
         with self.csv_path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         (self.out / "results.json").write_text(json.dumps({"columns": self.columns, "rows": rows}, indent=1),
@@ -469,17 +532,23 @@ class BatchRun:
             if row["model"]:
                 counts = per_model.setdefault(row["model"], {})
                 counts[row["label"]] = counts.get(row["label"], 0) + 1
-        files_done = len({r["file"] for r in rows})
+        with_rows = {r["file"] for r in rows}
+        files_done = sum(1 for name in set(found) if name in with_rows)
+        missing = sorted(with_rows - set(found))
+        run_warnings = [f"{len(missing)} file(s) with results in results.csv are no longer in the input folder "
+                        f"(first: {_readable_line(missing[0])}): their rows are kept"] if missing else []
         summary = {
             "folder": display_name(str(self.root)),
             "files": total,
             "files_done": files_done,
+            "files_missing": len(missing),
             "errors": sum(1 for r in rows if r["error"]),
             "warnings": sum(1 for r in rows if r["warnings"]),
             "labels_by_model": per_model,
             "seconds_this_run": round(seconds, 2),
             "cancelled": cancelled,
             "complete": files_done == total and not cancelled,
+            "run_warnings": run_warnings,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         if summary["complete"]:  # a cancelled run stops at once; its report comes when it is resumed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -17,6 +18,9 @@ SERIES_COLUMNS = ["patient", "study", "series_uid", "description", "modality", "
                   "probability", "first_slice", "last_slice", "lesion_volume_ml", "warnings"]
 
 WARNINGS_SEPARATOR = " | "  # between the warnings of one results.csv / series.csv cell
+# The line ending of results.csv and series.csv, every line (RFC 4180): a cell holding \r or \n is then quoted
+# (Python's csv quotes only the characters of the line terminator), so any file name reads back as one cell.
+CSV_LINE_END = "\r\n"
 
 
 def join_warnings(warnings: list[str]) -> str:
@@ -28,8 +32,63 @@ def split_warnings(cell: str | None) -> list[str]:
     return [w for w in (cell or "").split(WARNINGS_SEPARATOR) if w]
 
 
+def strict_json(obj):
+    """``obj`` as strict JSON can hold it: NaN and infinities (never valid JSON) become null; file names with bytes
+    that are not UTF-8 (lone surrogates in Python) become \\xNN escapes. The same as core.cli's ``_finite_json``
+    (core.series may not import core.cli)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, str):
+        try:
+            return obj.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, dict):
+        return {strict_json(k) if isinstance(k, str) else k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def _print_json(obj: dict) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print(json.dumps(strict_json(obj), indent=2, default=str, allow_nan=False))
+
+
+_READS_AS_ESCAPE = re.compile(r"\\|x[0-9a-f]{2}")
+
+
+def file_key(relative: str) -> str:
+    """The ``file`` cell of results.csv for the relative path ``relative`` (as os.fsdecode gives it): text any
+    CSV/JSON/PDF can hold, one key per path. Bytes that are not UTF-8 become \\xNN escapes; a literal backslash is
+    doubled where what follows it would read as an escape (another backslash, or x and two hex digits), so
+    ``x<0xff>.jpg`` and ``x\\xff.jpg`` keep apart, and every other name reads as before. ``file_relative`` reverses it.
+    """
+    key = ""
+    for c in reversed(relative):
+        if "\udc80" <= c <= "\udcff":  # an undecodable byte, as surrogateescape holds it
+            piece = f"\\x{ord(c) - 0xDC00:02x}"
+        elif c == "\\" and _READS_AS_ESCAPE.match(key):
+            piece = "\\\\"
+        else:
+            piece = c
+        key = piece + key
+    return key
+
+
+def file_relative(key: str) -> str:
+    """The relative path (as os.fsdecode gives it) whose ``file_key`` is ``key``."""
+    out, i = bytearray(), 0
+    while i < len(key):
+        if key.startswith("\\\\", i):
+            out += b"\\"
+            i += 2
+        elif re.match(r"\\x[0-9a-f]{2}", key[i:i + 4]):
+            out.append(int(key[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out += key[i].encode("utf-8", "surrogateescape")
+            i += 1
+    return os.fsdecode(bytes(out))
 
 
 def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | None = None) -> int:
@@ -51,6 +110,10 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
     if not index.series:
         reason = "no images found" + (f" ({len(index.problems)} file(s) could not be read)" if index.problems else "")
         _print_json({"path": str(path), "error": reason, "problems": index.problems})
+        return 2
+    clash = _sr_target_clash(index, path, args.dicom_sr_out, len(index.series)) if args.dicom_sr_out else None
+    if clash:  # before any analysis: a report written there would replace an image analysed
+        _print_json({"path": str(path), "error": clash})
         return 2
     engine = Engine()
     cancel = threading.Event()
@@ -100,6 +163,38 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
     return code
 
 
+def _sr_target(target: Path, k: int, count: int) -> Path:
+    """Series ``k``'s (0-based) DICOM SR of ``count``: ``target``, with several ``<stem>_s<k+1><suffix>``."""
+    return target if count == 1 else target.with_name(f"{target.stem}_s{k + 1}{target.suffix}")
+
+
+def _identity(path: Path) -> tuple:
+    """What makes two names one file: the file itself where it exists (hard links, case-blind volumes), else
+    its resolved path."""
+    try:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        try:
+            return (os.fsdecode(Path(path).resolve()),)
+        except (OSError, RuntimeError):
+            return (os.fsdecode(os.path.abspath(path)),)
+
+
+def _sr_target_clash(index: StudyIndex, path: Path, target: Path, count: int) -> str | None:
+    """Why a DICOM SR cannot be written at ``target`` (or its numbered names): it would replace an input of the
+    analysis (a slice, the DICOMDIR or file given); None where it can."""
+    inputs = {_identity(ref.path) for series in index.series for ref in series.slices}
+    if Path(path).is_file():
+        inputs.add(_identity(path))
+    names = {_sr_target(Path(target), k, n) for n in {1, count} for k in range(n)}
+    clashes = sorted(os.fsdecode(name) for name in names if _identity(name) in inputs)
+    if clashes:
+        return (f"--dicom-sr-out {strict_json(clashes[0])} is an input of this analysis: the report would replace "
+                "it; choose a file outside the images analysed")
+    return None
+
+
 def _structured_reports(analyses: list[SeriesAnalysis], target: Path, anonymise: bool) -> dict[int, dict]:
     """Each series' DICOM SR (``target``; with several series ``<stem>_s<n><suffix>``, n from 1), or why not."""
     from core.errors import described
@@ -107,7 +202,7 @@ def _structured_reports(analyses: list[SeriesAnalysis], target: Path, anonymise:
 
     written: dict[int, dict] = {}
     for k, analysis in enumerate(analyses):
-        out = target if len(analyses) == 1 else target.with_name(f"{target.stem}_s{k + 1}{target.suffix}")
+        out = _sr_target(target, k, len(analyses))
         try:
             written[k] = {"dicom_sr_file": str(export_series_sr(analysis, out, anonymise))}
         except Exception as exc:  # noqa: BLE001 - a report that cannot be built must not lose the verdicts printed
@@ -166,8 +261,8 @@ def series_rows(index: StudyIndex, results: list[dict]) -> list[dict]:
 
 
 def _file_key(path: Path, root: Path) -> str:
-    """The ``file`` cell batch writes for ``path``: relative, bytes that are not UTF-8 as \\xNN escapes."""
-    return os.fsencode(path.relative_to(root).as_posix()).decode("utf-8", "backslashreplace")
+    """The ``file`` cell batch writes for ``path`` (``file_key`` of its path relative to ``root``)."""
+    return file_key(path.relative_to(root).as_posix())
 
 
 def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, study: str) -> list[dict]:
@@ -195,8 +290,15 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
                                 series))
     series_disagreements(verdicts)
     out = []
+    unit = "frames" if series.kind == "multiframe" else "slices"
     for v in verdicts:
         warnings = series.warnings + v.warnings
+        # A slice or frame without a row was never analysed: the rule's verdict over the rest would read as the
+        # whole series' (one frame of thirty called 'normal'), so there is none, only what was analysed.
+        analysed = sum(1 for o in v.slices if o is not None)
+        if analysed < len(v.slices):
+            warnings.append(f"{analysed} of {len(v.slices)} {unit} analysed: no verdict for the whole series")
+            v.label = v.probability = v.first_slice = v.last_slice = v.lesion_volume_ml = None
         if series.kind == "multiframe" and any(o is None for o in v.slices):
             warnings.append("batch --all-frames analyses every frame of a multi-frame series")
         out.append(dict(base, model=v.model, label=v.label or "",
@@ -217,7 +319,7 @@ def write_series_csv(index: StudyIndex, results: list[dict], out: Path) -> Path 
         return None
     target = Path(out) / "series.csv"
     with target.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, SERIES_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(fh, SERIES_COLUMNS, lineterminator=CSV_LINE_END)
         writer.writeheader()
         writer.writerows({c: row.get(c, "") for c in SERIES_COLUMNS} for row in series_rows(index, results))
     return target
