@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 from core import __version__
@@ -155,15 +156,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _print_json({"path": str(args.path), "error": str(exc)})
         return 2
     engine = Engine()
+    cancel = threading.Event()
+    record, analyses, failure = None, [], None
     try:
         record = load_image(args.path, modality=args.modality)
         if not 0 <= args.frame < record.frames:
             raise DiagnosticError(f"frame {args.frame} does not exist: the file has {record.frames} frame(s)")
         frames = range(record.frames) if args.all_frames else [args.frame]
-        analyses, failure = [], None
 
         def analyse(frame: int):
-            return engine.submit(record, frame=frame, model_ids=args.model or None, gradcam=True,
+            return engine.submit(record, cancel=cancel, frame=frame, model_ids=args.model or None, gradcam=True,
                                  gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta,
                                  microns_per_pixel=args.microns_per_pixel, find_other_breast=other_breast).result()
 
@@ -175,11 +177,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except DiagnosticError as exc:
         _print_json({"path": str(args.path), "error": str(exc)})
         return 2
+    except KeyboardInterrupt:  # Ctrl+C: the frames analysed before it are reported, the run exits 3
+        cancel.set()  # the analysis in flight stops at its next model
     finally:
         engine.shutdown()
+    cancelled = cancel.is_set()
+    if record is None:  # cancelled while the file was read
+        _print_json({"path": str(args.path), "frames": [], "cancelled": True})
+        return 3
+    numbered = len(analyses) > 1 or failure is not None or cancelled
+    problem = _output_names_problem(analyses, args, numbered)
+    if problem is not None:  # a numbered or per-model name would write over the input or another output
+        _print_json({"path": str(args.path), "error": problem})
+        return 2
     try:
-        outputs = [_analysis_output(a, record, args, numbered_frames=len(analyses) > 1 or failure is not None)
-                   for a in analyses]
+        outputs = [_analysis_output(a, record, args, numbered_frames=numbered) for a in analyses]
     except (DiagnosticError, OSError) as exc:  # an output could not be written: never reported as written
         from core.export.files import os_reason
 
@@ -189,6 +201,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not args.no_history:
         _record_history(analyses, series=False)
     if args.json:
+        if cancelled:
+            _print_json({"path": str(record.path), "frames": outputs, "cancelled": True})
+            return 3
         if failure is not None:
             _print_json({"path": str(record.path), "frames": outputs, "error": failure})
             return 2
@@ -215,6 +230,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                           f"y {f['y']:.0f} px, radius {f['r']:.0f} px")
             for w in r["warnings"]:
                 print(f"    warning: {w}")
+    if cancelled:
+        print(f"cancelled: {len(outputs)} frame(s) analysed before the cancel")
+        return 3
     if failure is not None:
         print(f"error: {failure}")
         return 2
@@ -236,6 +254,35 @@ def _record_history(analyses, series: bool) -> None:
         print(f"warning: {exc}", file=sys.stderr)
 
 
+def _output_files(analysis, args: argparse.Namespace, numbered_frames: bool) -> list[tuple[str, object, Path]]:
+    """(option, model result or None, file) for every file the output options write for ``analysis``: the final
+    names, numbered per frame and model where several write one option."""
+    files: list[tuple[str, object, Path]] = []
+    for result in analysis.results:
+        for flag, target, made in (("--heatmap-out", args.heatmap_out, result.heatmap),
+                                   ("--mask-out", args.mask_out, result.mask),
+                                   ("--dicom-seg-out", args.dicom_seg_out, result.mask)):
+            if target and made is not None:
+                files.append((flag, result, _numbered(target, result, analysis, numbered_frames)))
+    for flag, target in (("--report-out", args.report_out), ("--dicom-sr-out", args.dicom_sr_out)):
+        if target:
+            files.append((flag, None, _per_frame(target, analysis, numbered_frames)))
+    return files
+
+
+def _output_names_problem(analyses, args: argparse.Namespace, numbered_frames: bool) -> str | None:
+    """An output's final name (``x_f0.dcm``, ``h_<model>.png``) that is the input or another output's: refused
+    before anything is written, as ``_analyze_options_problem`` refuses the names given."""
+    seen: dict[str, str] = {os.path.realpath(args.path): "the input"}
+    for analysis in analyses:
+        for flag, _, target in _output_files(analysis, args, numbered_frames):
+            where = os.path.realpath(target)
+            if where in seen:
+                return f"{flag} would write {target}, which is {seen[where]}: each output needs its own file"
+            seen[where] = f"also written by {flag}"
+    return None
+
+
 def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool) -> dict:
     """The analysis as JSON, writing the heatmap/mask files the options ask for."""
     from core.export.files import write_heatmap_png, write_mask_png
@@ -243,27 +290,25 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
     out = analysis.to_dict(getattr(record, "downsample", 1))  # positions in the file's own pixels
     out["warnings"] = list(getattr(record, "warnings", [])) + list(out.get("warnings", []))  # e.g. loaded downsampled
     display = record.display(analysis.frame)
-    for result, summary in zip(analysis.results, out["results"]):
-        if args.heatmap_out and result.heatmap is not None:
-            target = _numbered(args.heatmap_out, result, analysis, numbered_frames)
+    summaries = {id(result): summary for result, summary in zip(analysis.results, out["results"])}
+    for flag, result, target in _output_files(analysis, args, numbered_frames):
+        summary = summaries.get(id(result), out)
+        if flag == "--heatmap-out":
             summary["heatmap_file"] = str(write_heatmap_png(display, result.heatmap, target))
-        if args.mask_out and result.mask is not None:
-            summary["mask_file"] = str(write_mask_png(result.mask, _numbered(args.mask_out, result, analysis, numbered_frames)))
-        if args.dicom_seg_out and result.mask is not None:
+        elif flag == "--mask-out":
+            summary["mask_file"] = str(write_mask_png(result.mask, target))
+        elif flag == "--dicom-seg-out":
             from core.export.dicom_export import export_seg
 
-            target = _numbered(args.dicom_seg_out, result, analysis, numbered_frames)
             summary["dicom_seg_file"] = str(export_seg(record, result, target, analysis.frame, not args.identified))
-    if args.report_out:
-        from core.export.report import write_image_report
+        elif flag == "--report-out":
+            from core.export.report import write_image_report
 
-        target = _per_frame(args.report_out, analysis, numbered_frames)
-        out["report_file"] = str(write_image_report(target, record, analysis, anonymise=not args.identified))
-    if args.dicom_sr_out:  # with no model result export_sr says so: a report asked for is never silently missing
-        from core.export.structured_report import export_sr
+            out["report_file"] = str(write_image_report(target, record, analysis, anonymise=not args.identified))
+        else:  # --dicom-sr-out; with no model result export_sr says so: a report asked for is never silently missing
+            from core.export.structured_report import export_sr
 
-        target = _per_frame(args.dicom_sr_out, analysis, numbered_frames)
-        out["dicom_sr_file"] = str(export_sr(record, analysis, target, anonymise=not args.identified))
+            out["dicom_sr_file"] = str(export_sr(record, analysis, target, anonymise=not args.identified))
     return out
 
 

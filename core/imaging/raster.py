@@ -29,10 +29,10 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
     """
     white_is_zero = False
     if file_format == "TIFF":
-        source_size, factor, frame_count, read_any, white_is_zero = _open_tiff(path)
+        source_size, factor, frame_count, read_any, white_is_zero, unread_pages = _open_tiff(path)
     else:
         source_size, factor, first = _read_pillow(path)
-        frame_count, read_any = 1, (lambda index: first)
+        frame_count, read_any, unread_pages = 1, (lambda index: first), []
     first = read_any(0)
     nonfinite = first.dtype.kind == "f" and not np.isfinite(first).all()
     if nonfinite:
@@ -60,6 +60,7 @@ def read_raster(path: Path, file_format: str) -> ImageRecord:
         if factor > 1 else []
     if nonfinite:
         warnings.append("some pixel values are NaN or infinite; they are shown as 0")
+    warnings += unread_pages
     return ImageRecord(
         path=path,
         file_format=file_format,
@@ -158,7 +159,8 @@ def _to_supported_mode(im: Image.Image) -> Image.Image:
 
 def _open_tiff(path: Path):
     """Read the first series' shape, samples, planar layout and depth from the tags, check the budget,
-    then return ((rows, columns) as shown, factor, frame count, reader of one page at a time, WhiteIsZero).
+    then return ((rows, columns) as shown, factor, frame count, reader of one page at a time, WhiteIsZero,
+    warnings: pages of the file that are not read, being another image of another size or kind).
 
     Pages come back as a reader sees them: palette indices through the ColorMap, turned as the Orientation
     tag says; a WhiteIsZero (Photometric 0) page keeps its values, the record inverts it (MONOCHROME1)."""
@@ -173,6 +175,7 @@ def _open_tiff(path: Path):
             if key.dtype is None:
                 raise ImageLoadError(path, f"its sample format ({key.sampleformat}, {key.bitspersample} bit) is not supported")
             count = len(series.pages)
+            unread = _unread_pages(tif, series, count, rows, columns, samples)
             photometric = int(key.photometric)
             palette = _palette(key, path) if photometric == 3 else None
             orientation = key.tags.valueof(274, 1)  # one per series: its pages share the keyframe's shape
@@ -231,7 +234,32 @@ def _open_tiff(path: Path):
         return shown(shrink(arr, factor))
 
     size = (columns, rows) if orientation >= 5 else (rows, columns)  # 5-8 swap rows and columns
-    return size, factor, count, read_page, photometric == 0
+    return size, factor, count, read_page, photometric == 0, unread
+
+
+def _unread_pages(tif, series, count: int, rows: int, columns: int, samples: int) -> list[str]:
+    """A warning where the file holds pages outside its first image (which alone is read, as its frames): pages
+    of another size or kind, that would otherwise be lost without a word. Reduced-resolution copies of the
+    image (pyramid levels, pages marked reduced) are not other pages."""
+    if len(tif.pages) <= count:
+        return []
+    read = {p.index for level in series.levels for p in level.pages if p is not None and isinstance(p.index, int)}
+    others = []
+    for page in tif.pages:
+        if page.index in read or getattr(page, "is_reduced", False):
+            continue
+        page = page.keyframe if getattr(page, "keyframe", None) is not None else page
+        kind = "colour" if int(page.samplesperpixel) in (3, 4) else "grey"
+        others.append((int(page.index) + 1, f"{int(page.imagewidth)} x {int(page.imagelength)} {kind}"))
+    if not others:
+        return []
+    shown = ", ".join(f"page {n} ({what})" for n, what in others[:5]) + (", ..." if len(others) > 5 else "")
+    frames = sorted(p.index + 1 for p in series.pages if p is not None and isinstance(p.index, int))
+    pages = "" if frames == list(range(1, count + 1)) else \
+        " (pages " + ", ".join(map(str, frames[:10])) + (", ..." if len(frames) > 10 else "") + ")"
+    first = f"{columns} x {rows} {'colour' if samples in (3, 4) else 'grey'}"
+    return [f"only the first image of this TIFF is read, as its {count} frame(s){pages}: {first}; {len(others)} "
+            f"other page(s), another image of another size or kind, are not read: {shown}"]
 
 
 # TIFF 6.0 Orientation (tag 274): where the stored row 0 and column 0 lie in the picture a reader sees

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import replace
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from typing import Callable
 
-from core.errors import DiagnosticError
+from core.errors import DiagnosticError, ModelError
 from core.imaging.body_part import beam_warning, body_part_warnings
 from core.imaging.modality_guess import guess_modality
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE, MrSequence, mr_sequence
@@ -161,6 +162,10 @@ class Analyzer:
                 analysis.warnings.append(f"The other breast's film could not be looked for ({exc}).")
         request = Request(gradcam=gradcam, plus=gradcam_plus, target_class=target_class, tta=tta,
                           microns_per_pixel=microns_per_pixel, other_breast=other, frame=frame)
+        explains = [b for b in bundles if b.task == "classification"]
+        if target_class is not None and explains and not any(target_class in b.classes for b in explains):
+            have = "; ".join(f"{b.id}: {', '.join(b.classes)}" for b in explains)
+            raise ModelError(f"'{target_class}' is not a class of any chosen model ({have})")
         # Bundles with one preprocessing share one crop and normalisation; the crop is square in millimetres.
         inputs = ModelInputs(display, _row_to_column(record))
         sequence = mr_sequence(record.metadata) if any(b.info.mr_sequences for b in bundles) else None
@@ -169,7 +174,13 @@ class Analyzer:
                 raise Cancelled("analysis cancelled")
             started = time.perf_counter()
             path = self.path(bundle)
-            result = path.run(inputs, request, record)
+            # A Grad-CAM class asked of several models (the brain pair): one without it explains its own call.
+            foreign = (target_class is not None and bundle.task == "classification"
+                       and target_class not in bundle.classes)
+            result = path.run(inputs, replace(request, target_class=None) if foreign else request, record)
+            if foreign and result.heatmap_class is not None:
+                result.warnings.append(f"Grad-CAM class '{target_class}' is not a class of {bundle.id} "
+                                       f"({', '.join(bundle.classes)}): its heatmap shows '{result.heatmap_class}'.")
             result.warnings[:0] = (self._modality_warnings(path.info, record, guessed, guess_p)
                                    + self._sequence_warnings(path.info, sequence)
                                    + body_part_warnings(path.info.modality, path.info.id, record)

@@ -96,20 +96,25 @@ class SeriesAnalysis:
     cancelled: bool
     seconds: float
     slices_analysed: int  # slices run through a model in this call (the rest came from the cache)
+    unread: str | None = None  # where no slice could be read (so no model was chosen): the first slice's reason
+    modality: str = ""  # the modality the slices were read as, where the series states none (a PNG or JPEG)
 
     @property
     def error(self) -> str | None:
         """Why the series has no verdict at all, where no slice could be read or analysed (as a single image's
-        error: the command line exits 2 on it); None when any model gave one, or the run was cancelled."""
+        error: the command line exits 2 on it), whichever models were chosen; None when any model gave one, or
+        the run was cancelled."""
         if self.cancelled or any(v.label is not None for v in self.results):
             return None
         reasons = [o.error for v in self.results for o in v.slices if o is not None and o.error]
+        reasons += [self.unread] if self.unread else []
         return f"no slice of this series could be analysed: {reasons[0]}" if reasons else None
 
     def to_dict(self) -> dict:
         """The ``analyze --series --json`` entry for this series."""
         s = self.series
-        out = {"series_uid": s.uid or None, "description": s.description, "modality": s.modality, "plane": s.plane,
+        out = {"series_uid": s.uid or None, "description": s.description, "modality": s.modality or self.modality,
+               "plane": s.plane,
                "slices": len(s.slices), "results": [], "warnings": list(s.warnings) + self.warnings}
         if s.kind != "dicom" or not s.uid:
             out["file"] = str(s.slices[0].path) if s.slices else None
@@ -336,6 +341,8 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
     outcomes: dict[str, list[SliceOutcome | None]] = {}
     bundles = [analyzer.registry.get(m) for m in model_ids] if model_ids else None
     analysed, cancelled = 0, False
+    unread: str | None = None  # the first slice's reason while none could be read
+    modality = ""
     for i, ref in enumerate(series.slices):
         if cancel.is_set():
             cancelled = True
@@ -343,6 +350,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
         try:
             if bundles is None:
                 record, _ = stack.record(i)
+                modality = modality or record.modality.value
                 bundles = analyzer.bundles_for(record)
                 if not bundles:
                     warnings.append(f"No model is installed for {record.modality.label} images; choose a model.")
@@ -355,6 +363,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
                     todo.append(b)
             if todo:
                 record, frame = stack.record(i)
+                modality = modality or record.modality.value
                 analysis = run(analyzer.analyze, record, frame=frame, model_ids=[b.id for b in todo], gradcam=False,
                                cancel=cancel, microns_per_pixel=microns_per_pixel)
                 for b, result in zip(todo, analysis.results):
@@ -374,6 +383,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
                 outcomes.setdefault(b.id, [None] * n)[i] = SliceOutcome(error=message)
             if bundles is None:
                 warnings.append(f"slice {i + 1}: {message}")
+                unread = unread or message
         if progress is not None:
             progress(SeriesProgress(i + 1, n, i, time.perf_counter() - started))
     if cancelled:
@@ -381,7 +391,8 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
     results = [verdict(b.id, b.version, b.task, list(b.classes), outcomes.get(b.id, [None] * n), series)
                for b in bundles or []]
     series_disagreements(results)
-    return SeriesAnalysis(series, results, warnings, cancelled, time.perf_counter() - started, analysed)
+    return SeriesAnalysis(series, results, warnings, cancelled, time.perf_counter() - started, analysed,
+                          unread=unread if bundles is None else None, modality="" if series.modality else modality)
 
 
 def _slice_list(slices: list[int]) -> str:

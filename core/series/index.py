@@ -374,6 +374,11 @@ def _read_entry(path: Path):
         if fmt in _RASTER:
             return _raster_entry(path, fh)
         if fmt != "DICOM":
+            if path.suffix.lower() in _FILE_SUFFIXES:  # named as an image (bad.dcm): listed, as batch lists it
+                from core.errors import ImageLoadError
+
+                raise ImageLoadError(path, f"named like an image ({path.suffix}), but its content is neither DICOM "
+                                           "nor a PNG, JPEG, TIFF or BMP picture")
             raise _NotAnImage
         import pydicom
 
@@ -589,7 +594,7 @@ def _arrange(series: Series) -> None:
     slices = series.slices
     oriented = [s for s in slices if s.position is not None and s.orientation is not None]
     orientations = Counter(tuple(round(v, 4) for v in s.orientation) for s in slices if s.orientation is not None)
-    main = orientations.most_common(1)[0][0] if orientations else None
+    main = _main_orientation(orientations)
     if main is not None:
         series.plane = plane_of(main)
         normal = slice_normal(main)
@@ -597,8 +602,9 @@ def _arrange(series: Series) -> None:
         others = sum(1 for s in slices if s.orientation is not None and not _same_orientation(s.orientation, main))
         if others:
             planes = Counter(plane_of(s.orientation) for s in slices if s.orientation is not None)
+            counts = sorted(planes.items(), key=lambda pn: (-pn[1], pn[0]))
             series.warnings.append(f"Mixed orientations: {others} of {len(slices)} slices are not in the series' main "
-                                   f"orientation ({', '.join(f'{p} {n}' for p, n in planes.most_common())}); "
+                                   f"orientation ({', '.join(f'{p} {n}' for p, n in counts)}); "
                                    "positions along one normal mean little for them.")
     sizes = Counter((s.rows, s.columns) for s in slices)
     if len(sizes) > 1:
@@ -627,7 +633,19 @@ def _arrange(series: Series) -> None:
             _instance_warnings(series)
         _spacing_from_tags(series)
     thicknesses = Counter(s.thickness_mm for s in slices if s.thickness_mm is not None)
-    series.thickness_mm = thicknesses.most_common(1)[0][0] if thicknesses else None
+    series.thickness_mm = min(thicknesses, key=lambda t: (-thicknesses[t], t)) if thicknesses else None
+
+
+def _main_orientation(orientations: Counter) -> tuple[float, ...] | None:
+    """The orientation most slices share; a tie goes to the orientation in the plane most slices are in, then
+    by plane name and cosines: never to whichever file came first (a DICOMDIR and a folder walk list the same
+    files in other orders, and the series' plane and positions must not depend on it)."""
+    if not orientations:
+        return None
+    planes = Counter()
+    for orientation, n in orientations.items():
+        planes[plane_of(orientation)] += n
+    return min(orientations, key=lambda o: (-orientations[o], -planes[plane_of(o)], plane_of(o), o))
 
 
 MAX_PLANES_SPLIT = 3  # a series in up to this many orientations is split by plane (a three-plane scout at most)
@@ -646,7 +664,7 @@ def _split(series: Series) -> list[Series]:
             key = next((k for k in by_plane if _same_orientation(k, s.orientation)), s.orientation)
             by_plane.setdefault(key, []).append(s)
         if len(by_plane) <= MAX_PLANES_SPLIT:  # more: a radial or free-angle acquisition, kept whole (warned)
-            parts = sorted(by_plane.values(), key=len, reverse=True)
+            parts = [part for _, part in sorted(by_plane.items(), key=lambda kp: (-len(kp[1]), plane_of(kp[0]), kp[0]))]
     split: list[tuple[str, list[SliceRef]]] = []
     for part in parts:
         plane = plane_of(part[0].orientation) if len(parts) > 1 else ""
