@@ -14,31 +14,11 @@ from pathlib import Path
 
 from core import __version__
 from core.errors import DiagnosticError
+from core.json_output import print_json
 from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, check_user_um, um_at_magnification
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "brain_mri_sample.jpg"
-
-
-def _finite_json(obj):
-    """Strict JSON: NaN and infinities (never valid JSON) become null; file names with bytes that are not
-    UTF-8 (lone surrogates in Python) become \\xNN escapes."""
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, str):
-        try:
-            return obj.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:
-            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    return obj
-
-
-def _print_json(obj: dict) -> None:
-    print(json.dumps(_finite_json(obj), indent=2, default=str, allow_nan=False))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -47,9 +27,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         record = load_image(args.path, modality=args.modality)
     except DiagnosticError as exc:
-        _print_json({"path": str(args.path), "error": str(exc)})
+        print_json({"path": str(args.path), "error": str(exc)})
         return 2
-    _print_json(record.info())
+    print_json(record.info())
     return 0
 
 
@@ -62,7 +42,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return _export_models(registry, args.model, args.out)
     rows = [b.summary() for b in registry.bundles.values()]
     if args.json:
-        _print_json({"models": rows, "problems": registry.problems})
+        print_json({"models": rows, "problems": registry.problems})
         return 0
     if args.markdown:
         print("| bundle | modality | classes | validation (n) | accuracy / Dice | ROC AUC | ECE |\n|---|---|---|---|---|---|---|")
@@ -135,7 +115,7 @@ def _analyze_options_problem(args: argparse.Namespace) -> str | None:
 def cmd_analyze(args: argparse.Namespace) -> int:
     problem = _analyze_options_problem(args)
     if problem is not None:
-        _print_json({"path": str(args.path), "error": problem})
+        print_json({"path": str(args.path), "error": problem})
         return 2
     if args.series:
         from core.series.report import cmd_analyze_series
@@ -153,7 +133,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
                 require_png(target, option)
     except DiagnosticError as exc:
-        _print_json({"path": str(args.path), "error": str(exc)})
+        print_json({"path": str(args.path), "error": str(exc)})
         return 2
     engine = Engine()
     cancel = threading.Event()
@@ -175,7 +155,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         except FrameUnreadable as exc:  # the frames analysed are still reported, with this error
             failure = str(exc)
     except DiagnosticError as exc:
-        _print_json({"path": str(args.path), "error": str(exc)})
+        print_json({"path": str(args.path), "error": str(exc)})
         return 2
     except KeyboardInterrupt:  # Ctrl+C: the frames analysed before it are reported, the run exits 3
         cancel.set()  # the analysis in flight stops at its next model
@@ -183,12 +163,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         engine.shutdown()
     cancelled = cancel.is_set()
     if record is None:  # cancelled while the file was read
-        _print_json({"path": str(args.path), "frames": [], "cancelled": True})
+        print_json({"path": str(args.path), "frames": [], "cancelled": True})
         return 3
     numbered = len(analyses) > 1 or failure is not None or cancelled
     problem = _output_names_problem(analyses, args, numbered)
     if problem is not None:  # a numbered or per-model name would write over the input or another output
-        _print_json({"path": str(args.path), "error": problem})
+        print_json({"path": str(args.path), "error": problem})
         return 2
     try:
         outputs = [_analysis_output(a, record, args, numbered_frames=numbered) for a in analyses]
@@ -196,18 +176,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from core.export.files import os_reason
 
         reason = str(exc) if isinstance(exc, DiagnosticError) else f"an output could not be written ({os_reason(exc)})"
-        _print_json({"path": str(args.path), "error": reason})
+        print_json({"path": str(args.path), "error": reason})
         return 2
     if not args.no_history:
         _record_history(analyses, series=False)
     if args.json:
         if cancelled:
-            _print_json({"path": str(record.path), "frames": outputs, "cancelled": True})
+            print_json({"path": str(record.path), "frames": outputs, "cancelled": True})
             return 3
         if failure is not None:
-            _print_json({"path": str(record.path), "frames": outputs, "error": failure})
+            print_json({"path": str(record.path), "frames": outputs, "error": failure})
             return 2
-        _print_json(outputs[0] if len(outputs) == 1 else {"path": str(record.path), "frames": outputs})
+        print_json(outputs[0] if len(outputs) == 1 else {"path": str(record.path), "frames": outputs})
         return 0
     for out in outputs:
         print(f"{out['path']}  frame {out['frame']}  modality {out['modality']} ({out['modality_source']})")
@@ -321,7 +301,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from core.inference.analyzer import Engine
 
     if not args.folder.is_dir():
-        _print_json({"path": str(args.folder), "error": f"'{args.folder}' is not a folder"})
+        print_json({"path": str(args.folder), "error": f"'{args.folder}' is not a folder"})
         return 2
     cancel = threading.Event()
     bar = tqdm(unit="img", desc="batch", file=sys.stderr)
@@ -356,12 +336,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 cancel.set()  # finish the current file, keep everything written so far
     except DiagnosticError as exc:
-        _print_json({"path": str(args.folder), "error": str(exc)})
+        print_json({"path": str(args.folder), "error": str(exc)})
         return 2
     finally:
         bar.close()
         engine.shutdown()
-    _print_json(summary)
+    print_json(summary)
     return 0 if summary["complete"] else 3
 
 
@@ -388,16 +368,16 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(history.export_csv(args.csv))
             return 0
     except (DiagnosticError, OSError) as exc:
-        _print_json({"path": str(args.csv or ""), "error": str(exc) if isinstance(exc, DiagnosticError) else
+        print_json({"path": str(args.csv or ""), "error": str(exc) if isinstance(exc, DiagnosticError) else
                      f"cannot write {args.csv}: {exc.strerror or exc}"})
         return 2
     try:
         entries = history.for_file(args.path) if args.path else history.all()
     except (DiagnosticError, OSError) as exc:  # a missing file, a folder: it has no entries to look up
         reason = str(exc) if isinstance(exc, DiagnosticError) else f"cannot read {args.path}: {exc.strerror or exc}"
-        _print_json({"path": str(args.path), "error": reason})
+        print_json({"path": str(args.path), "error": reason})
         return 2
-    _print_json({"entries": [_history_json(e) for e in entries]})
+    print_json({"entries": [_history_json(e) for e in entries]})
     return 0
 
 

@@ -195,9 +195,9 @@ def test_a_series_analysed_in_part_claims_no_verdict():
 
 # ----------------------------------------------------------------------------------------------- 7, 8: analyze --series
 def test_series_json_is_strict_and_names_undecodable_bytes_as_escapes(capsys):
-    from core.series.report import _print_json
+    from core.json_output import print_json
 
-    _print_json({"lesion_volume_ml": float("inf"), "p": float("nan"), "file": os.fsdecode(b"/d/a\xff.dcm")})
+    print_json({"lesion_volume_ml": float("inf"), "p": float("nan"), "file": os.fsdecode(b"/d/a\xff.dcm")})
     out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert out == {"lesion_volume_ml": None, "p": None, "file": "/d/a\\xff.dcm"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import sys
@@ -11,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from core.json_output import print_json, strict_json
 from core.series.analysis import SeriesAnalysis, SliceOutcome, analyse_series, series_disagreements, verdict
 from core.series.index import Series, StudyIndex, index_path
 
@@ -30,28 +30,6 @@ def join_warnings(warnings: list[str]) -> str:
 
 def split_warnings(cell: str | None) -> list[str]:
     return [w for w in (cell or "").split(WARNINGS_SEPARATOR) if w]
-
-
-def strict_json(obj):
-    """``obj`` as strict JSON can hold it: NaN and infinities (never valid JSON) become null; file names with bytes
-    that are not UTF-8 (lone surrogates in Python) become \\xNN escapes. The same as core.cli's ``_finite_json``
-    (core.series may not import core.cli)."""
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, str):
-        try:
-            return obj.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:
-            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(obj, dict):
-        return {strict_json(k) if isinstance(k, str) else k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    return obj
-
-
-def _print_json(obj: dict) -> None:
-    print(json.dumps(strict_json(obj), indent=2, default=str, allow_nan=False))
 
 
 _READS_AS_ESCAPE = re.compile(r"\\|x[0-9a-f]{2}")
@@ -104,16 +82,16 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
 
     path = Path(args.path)
     if not path.exists():
-        _print_json({"path": str(path), "error": f"'{path}' does not exist"})
+        print_json({"path": str(path), "error": f"'{path}' does not exist"})
         return 2
     index = index_path(path)
     if not index.series:
         reason = "no images found" + (f" ({len(index.problems)} file(s) could not be read)" if index.problems else "")
-        _print_json({"path": str(path), "error": reason, "problems": index.problems})
+        print_json({"path": str(path), "error": reason, "problems": index.problems})
         return 2
     clash = _sr_target_clash(index, path, args.dicom_sr_out, len(index.series)) if args.dicom_sr_out else None
     if clash:  # before any analysis: a report written there would replace an image analysed
-        _print_json({"path": str(path), "error": clash})
+        print_json({"path": str(path), "error": clash})
         return 2
     engine = Engine()
     cancel = threading.Event()
@@ -136,7 +114,7 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
             finally:
                 bar.close()
     except DiagnosticError as exc:
-        _print_json({"path": str(path), "error": str(exc)})
+        print_json({"path": str(path), "error": str(exc)})
         return 2
     finally:
         engine.shutdown()
@@ -152,7 +130,7 @@ def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | No
             out["problems"] = index.problems
         if not complete:
             out["cancelled"] = True
-        _print_json(out)
+        print_json(out)
         return code
     for k, a in enumerate(analyses):
         print(series_text(a))
