@@ -489,3 +489,12 @@ def test_a_dicomdir_copied_with_lower_case_names_lists_the_same_series(tmp_path,
     assert len(lowered.series) == len(original.series) > 0
     assert sum(len(s) for s in lowered.series) == sum(len(s) for s in original.series)
     assert not any("missing on disk" in p for p in lowered.problems)
+
+
+def test_a_folder_that_no_longer_exists_is_a_readers_error(tmp_path):
+    """A History entry whose folder was deleted said 'Unexpected problem' (a FileNotFoundError)."""
+    from core.errors import DiagnosticError
+    from core.series.index import index_path
+
+    with pytest.raises(DiagnosticError, match="does not exist"):
+        index_path(tmp_path / "gone")

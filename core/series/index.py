@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import DiagnosticError
 from core.imaging.mammo_words import ViewCodes, view_codes
 
 OBLIQUE_DEGREES = 20.0  # a normal further than this from every patient axis makes the plane 'oblique'
@@ -156,7 +157,7 @@ def index_path(path: str | Path) -> StudyIndex:
     if path.is_file() and is_dicomdir(path):
         return index_dicomdir(path)
     if not path.exists():
-        raise FileNotFoundError(f"'{path}' does not exist")
+        raise DiagnosticError(f"'{path}' does not exist (moved or deleted?)")  # a reader's message, not a crash
     return index_files([path], root=path.parent)
 
 
