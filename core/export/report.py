@@ -168,6 +168,8 @@ def write_batch_report(batch_dir: Path, out: Path | None = None, rows_per_page: 
         fig.text(0.06, 0.95, "Batch analysis report", fontsize=16, weight="bold")
         text = [f"Folder: {summary['folder']}", f"Files: {summary['files_done']} of {summary['files']} analysed",
                 f"Errors: {summary['errors']}   Rows with warnings: {summary['warnings']}",
+                *([f"Files analysed earlier and no longer in the folder: {summary['files_missing']} (rows kept)"]
+                  if summary.get("files_missing") else []),
                 "Paths only: no patient identifiers are printed in batch reports.", ""]
         for model, counts in summary["labels_by_model"].items():
             text.append(f"{model}: " + ", ".join(f"{k or '-'} {v}" for k, v in sorted(counts.items())))
