@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QTableWidgetItem,
     QVBoxLayout,
 )
+from shiboken6 import isValid
 
 from core.batch.runner import BatchRun, Progress, earlier_results, run_settings
 from core.errors import DiagnosticError
@@ -61,6 +62,8 @@ class BatchDialog(QDialog):
         self.summary: dict | None = None
         self.error: str | None = None
         self.input_folder: Path | None = None  # the folder of the run listed: rows open its files
+        # closed by the reader (or with the main window): the window deletes it once its run, if any, is over
+        self.closed = False
         self.relay = _Relay(self)
         self.relay.progress.connect(self._progress)
         self.relay.rows.connect(self._add_rows)
@@ -118,9 +121,15 @@ class BatchDialog(QDialog):
         return self.bridge.pending > 0
 
     def start(self, resume: bool = False) -> None:
-        folder, out = Path(self.folder.text()), Path(self.out.text())
-        if not folder.is_dir() or not self.out.text():
-            self.status.setText("The folder must exist and an output folder must be given.")
+        folder_text, out_text = self.folder.text().strip(), self.out.text().strip()
+        if not folder_text or not out_text:  # Path('') is '.': the working folder, which nobody chose
+            missing = " and ".join(name for name, text in (("a folder to analyse", folder_text),
+                                                            ("an output folder", out_text)) if not text)
+            self.status.setText(f"Not started: choose {missing}.")
+            return
+        folder, out = Path(folder_text), Path(out_text)
+        if not folder.is_dir():
+            self.status.setText(f"Not started: the folder {folder} does not exist.")
             return
         chosen = [self.models.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.models.count())
                   if self.models.item(i).checkState() == Qt.CheckState.Checked]
@@ -142,8 +151,8 @@ class BatchDialog(QDialog):
         try:
             run = BatchRun(folder, out, analyzer=self.engine.analyzer, model_ids=chosen or None, resume=resume,
                            all_frames=all_frames,
-                           overwrite=overwrite, cancel=self.cancel_event, on_progress=self.relay.progress.emit,
-                           on_rows=self.relay.rows.emit, history=self.history, dicom_sr=self.dicom_sr.isChecked())
+                           overwrite=overwrite, cancel=self.cancel_event, on_progress=self._relay("progress"),
+                           on_rows=self._relay("rows"), history=self.history, dicom_sr=self.dicom_sr.isChecked())
         except DiagnosticError as exc:
             self.status.setText(str(exc))
             return
@@ -151,6 +160,20 @@ class BatchDialog(QDialog):
         self._set_running(True)
         self.status.setText("Starting (models load on first use)…")
         self.bridge.watch(self.engine.call(run.run), self._finished, self._failed)
+
+    def _relay(self, name: str):
+        """A callback for the run's thread that sends its value to the GUI thread by the relay's signal ``name``,
+        and drops it once the dialog was closed and deleted."""
+        relay = self.relay
+
+        def send(value) -> None:
+            if isValid(relay):
+                try:
+                    getattr(relay, name).emit(value)
+                except RuntimeError:  # deleted between the check and the call
+                    pass
+
+        return send
 
     def ask_earlier_results(self, out: Path) -> str:
         """'resume' the earlier run (its files done are skipped), 'replace' its results, or '' (do nothing)."""
@@ -229,3 +252,4 @@ class BatchDialog(QDialog):
                 return  # stays open; a close event is then ignored
             self.cancel()
         super().reject()
+        self.closed = True

@@ -8,12 +8,18 @@ the studies (``core.series``) into the Studies panel; a series chosen there is s
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractItemView,
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QApplication,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -21,20 +27,25 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QInputDialog,
     QLabel,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QPlainTextEdit,
     QProgressBar,
     QScrollArea,
     QSlider,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabBar,
+    QTextEdit,
     QToolBar,
     QVBoxLayout,
     QWidget,
 )
+from shiboken6 import isValid
 
 from core import __version__
 from core.errors import DiagnosticError
@@ -66,15 +77,32 @@ CUSTOM_SCALE = "custom"  # the scale box item that asks for micrometres per pixe
 
 
 class KeepNavigationKeys(QObject):
-    """Arrows, Page Up/Down, Home, End and Space go to the focused list, box or field (the study tree, the tag
-    filter, the Modality box) instead of the window's slice shortcuts, which act everywhere else."""
+    """Arrows, Page Up/Down, Home, End and Space go to the focused control (a list, tree or table, a box, a slider,
+    a text field or panel; Space to a focused button or tick box) instead of the window's slice and cine
+    shortcuts, which act everywhere else (on the image above all).
+
+    Installed on the window, its docks and its toolbar: a key's ShortcutOverride climbs from the focused widget to
+    them, so controls made later (the Grad-CAM class chooser of the Findings panel) are covered too. What decides is
+    the type of the widget that has the focus, not which widget the filter sits on."""
 
     KEYS = {Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_Left, Qt.Key.Key_Right, Qt.Key.Key_PageUp,
             Qt.Key.Key_PageDown, Qt.Key.Key_Home, Qt.Key.Key_End, Qt.Key.Key_Space}
+    # controls that use every navigation key (a combo box's Space opens its list; a list's Space selects)
+    CONTROLS = (QAbstractSlider, QComboBox, QAbstractItemView, QTextEdit, QPlainTextEdit, QLineEdit, QAbstractSpinBox,
+                QTabBar)
+
+    @classmethod
+    def keeps(cls, widget, key) -> bool:
+        """Whether the focused ``widget`` uses ``key`` itself (then no window shortcut may take it)."""
+        if widget is None or key not in cls.KEYS:
+            return False
+        if isinstance(widget, cls.CONTROLS):
+            return True
+        return key == Qt.Key.Key_Space and isinstance(widget, QAbstractButton)  # Space presses a button
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
-        if event.type() == QEvent.Type.ShortcutOverride and event.key() in self.KEYS:
-            event.accept()  # the widget takes the key; no shortcut fires
+        if event.type() == QEvent.Type.ShortcutOverride and self.keeps(QApplication.focusWidget(), event.key()):
+            event.accept()  # the focused control takes the key; no shortcut fires
         return False
 
 
@@ -115,6 +143,8 @@ class MainWindow(QMainWindow):
         self._busy_jobs = 0
         self.study_index: StudyIndex | None = None
         self.series_cancel: threading.Event | None = None  # set while a series analysis runs
+        self._series_running: Series | None = None  # the series that analysis is of (maybe not the one shown)
+        self._series_superseded = False  # that run was cancelled because the modality or models changed
         self.exam_view = None  # the mammography exam window, made on first use
         self._wanted_series: Series | None = None  # the series last asked for (its first slice may be loading)
         self._open_request = 0  # the file or folder last asked for (see _new_open_request)
@@ -189,8 +219,8 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_menus()
         self._keys_to_widgets = KeepNavigationKeys(self)
-        for widget in (self.studies, self.modality_box, self.scale_box, self.metadata.table, self.metadata.search,
-                       self.history_panel.table):
+        # the window and what can float off it as a window of its own: a docked or floating panel, the toolbar
+        for widget in (self, *self.docks.values(), *self.findChildren(QToolBar)):
             widget.installEventFilter(self._keys_to_widgets)
         self._build_statusbar()
         self.viewer.bind(self.state)
@@ -210,6 +240,7 @@ class MainWindow(QMainWindow):
         self.state.events.window.connect(lambda _: self._update_wl_label())
         self.state.events.modality.connect(lambda _: self._update_modality_note())
         self.state.events.scale.connect(self._show_scale)
+        self.state.events.chosen_models.connect(lambda _: self._supersede_series_run())
         self.state.events.analysis.connect(self._show_results)
         self.state.events.overlays.connect(self._remember_overlays)
         self.state.events.rulers.connect(lambda rulers: self._show_measurement("Distance", rulers))
@@ -278,7 +309,7 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("Zoom &out", lambda: self.viewer.zoom(0.8), ["-", "Ctrl+-"]))
         view.addAction(self._action("&Fit to window", self.viewer.fit, "F"))
         view.addAction(self._action("Actual size (1:1)", self.viewer.actual_size, "1"))
-        view.addAction(self._action("&Reset window/level", self.reset_window, "R"))
+        view.addAction(self._action("&Reset window/level and inversion", self.reset_window, "R"))
         self.invert_action = self._action("In&vert grey levels", self._set_inverted, "I", checkable=True)
         view.addAction(self.invert_action)
         self.presets_menu = view.addMenu("Window &presets")
@@ -428,6 +459,10 @@ class MainWindow(QMainWindow):
         self._busy(None)
         if request != self._open_request:
             return  # the reader opened something else meanwhile
+        problems = f" {len(index.problems)} file(s) could not be read: {index.problems[0]}" if index.problems else ""
+        if not index.series:  # said; the studies listed, the series shown and any comparison beside it stay
+            self._error(f"No images found in {index.root}.{problems}")
+            return
         self.study_index = index
         if self.compare.state.series is not None and self.compare.state.series not in index.series:
             self.close_comparison()  # another folder: a series of another study must not stay beside its images
@@ -435,23 +470,18 @@ class MainWindow(QMainWindow):
         self.docks["Studies"].show()
         self.docks["Studies"].raise_()
         self.settings.setValue("last_dir", str(index.root))
-        problems = f" {len(index.problems)} file(s) could not be read: {index.problems[0]}" if index.problems else ""
-        if index.series:
-            self.statusBar().showMessage(f"{len(index.patients)} patient(s), {len(index.series)} series.{problems}",
-                                         10000)
-            wanted = [s for s in index.series if series_uid and s.history_key == series_uid] or \
-                [s for s in index.series if series_uid and s.uid == series_uid]  # an entry from before a split
-            first = wanted[0] if wanted else next((s for s in index.series if s.modality != "SEG"),
-                                                  index.series[0])  # images first
-            exams = screening_exams(index) if first.modality == "MG" else []
-            if exams and not series_uid:  # the most recent exam's first view, not a prior's listed first (by date)
-                hung = exam_to_hang(exams)
-                first = next(hung.views[name].series for name in HANGING_ORDER if name in hung.views)
-            self.open_series(first)  # queued before the thumbnails: the first slice shows first
-            if exams:
-                self.show_exam()  # a screening exam hangs itself, as on a mammography workstation
-        else:
-            self._error(f"No images found in {index.root}.{problems}")
+        self.statusBar().showMessage(f"{len(index.patients)} patient(s), {len(index.series)} series.{problems}", 10000)
+        wanted = [s for s in index.series if series_uid and s.history_key == series_uid] or \
+            [s for s in index.series if series_uid and s.uid == series_uid]  # an entry from before a split
+        first = wanted[0] if wanted else next((s for s in index.series if s.modality != "SEG"),
+                                              index.series[0])  # images first
+        exams = screening_exams(index) if first.modality == "MG" else []
+        if exams and not series_uid:  # the most recent exam's first view, not a prior's listed first (by date)
+            hung = exam_to_hang(exams)
+            first = next(hung.views[name].series for name in HANGING_ORDER if name in hung.views)
+        self.open_series(first)  # queued before the thumbnails: the first slice shows first
+        if exams:
+            self.show_exam()  # a screening exam hangs itself, as on a mammography workstation
         for series in index.series:  # behind any slice the reader opens, and skipped once another folder is shown
             self.bridge.run_background(self._thumbnail, series, index,
                                        on_done=lambda picture, key=series.key: picture is not None
@@ -475,7 +505,6 @@ class MainWindow(QMainWindow):
             return
         self._new_open_request()  # a file or folder asked for earlier and arriving later is not shown over it
         self._busy(f"Opening {series.description or 'series'}…")
-        self.modality_box.setCurrentIndex(0)  # the reader's modality was for the series shown, not this one
 
         def opened(prepared: tuple[SeriesStack, int, str]) -> None:
             stack, start, problem = prepared
@@ -584,6 +613,7 @@ class MainWindow(QMainWindow):
             self.docks["Series"].hide()
             return
         self.docks["Series"].setVisible(len(series) > 1 or self.state.series_analysis is not None)
+        self._show_series_run()  # a run still going may be of the series left
         warnings = "".join(f"  ⚠ {w}" for w in series.warnings)
         self.statusBar().showMessage(f"{series.description or 'Series'}: {len(series)} slice(s), "
                                      f"{series.plane or 'orientation unknown'}{warnings}", 10000)
@@ -600,7 +630,6 @@ class MainWindow(QMainWindow):
             return
         self._wanted_series = None  # a series still loading is not shown over this file
         self._busy(f"Opening {path.name}…")
-        self.modality_box.setCurrentIndex(0)  # the reader's modality was for the image shown, not this one
         request = self._new_open_request()
 
         def opened(got) -> None:  # a DICOMDIR lists studies, as a folder does
@@ -648,7 +677,7 @@ class MainWindow(QMainWindow):
         self.frame_slider.setEnabled(self.state.slice_count > 1)
         self.frame_slider.blockSignals(False)
         self.frame_label.setText(self.state.slice_text())
-        self._update_modality_note()  # and the scale box, shown for microscopy only
+        self._update_modality_note()  # the Modality box, and the scale box, shown for microscopy only
         self._fill_presets()
         self._show_results(self.state.analysis)
         self.metadata.show_rows(record.metadata)
@@ -677,6 +706,7 @@ class MainWindow(QMainWindow):
 
     def _load_failed(self, error: BaseException) -> None:
         self._busy(None)
+        self._show_modality()  # Automatic chosen and the file re-read failed: the image keeps the reader's modality
         self._error(str(error) if isinstance(error, DiagnosticError) else f"Unexpected problem: {error}")
 
     def _error(self, message: str) -> None:
@@ -700,8 +730,12 @@ class MainWindow(QMainWindow):
     # ----- modality and models
     def _modality_chosen(self) -> None:
         if self.state.record is None:
+            self._show_modality()  # nothing to set it for: the box says Automatic again
             return
         value = self.modality_box.currentData()
+        if value == self._user_modality():
+            return  # what the image is already read as (Automatic chosen again: nothing was set)
+        self._supersede_series_run()  # a series run for the old modality's models is not wanted any more
         view = self.state.view_settings()  # the re-read image keeps the reader's slice, window and rulers
         if value is None and self.state.series is not None:  # re-open to restore the files' own modality
             series, start = self.state.series, self.state.slice_index
@@ -712,6 +746,7 @@ class MainWindow(QMainWindow):
                     return
                 except DiagnosticError as exc:
                     problem = exc
+            self._show_modality()  # still the reader's modality
             self._error(f"Cannot show the series with its own modality: {problem}")
             return
         if value is None:
@@ -723,7 +758,19 @@ class MainWindow(QMainWindow):
     def _update_modality_note(self) -> None:
         if self.state.record is not None:
             self.modality_note.setText(self.state.modality_text())
+        self._show_modality()
         self._update_scale_control()
+
+    def _user_modality(self) -> str | None:
+        """The modality the reader set for the image shown (its value), None where the file's own is used."""
+        record = self.state.record
+        return record.modality.value if record is not None and record.modality_source == "user" else None
+
+    def _show_modality(self) -> None:
+        """The Modality box follows the state: the reader's modality where they set one, else Automatic (another
+        image opened, or an open that failed and left the image shown as it was)."""
+        index = self.modality_box.findData(self._user_modality())
+        self.modality_box.setCurrentIndex(max(index, 0))
 
     # ----- microscopy scale
     def _update_scale_control(self) -> None:
@@ -790,6 +837,9 @@ class MainWindow(QMainWindow):
         """Open the batch dialog (non-modal: the viewer stays usable while a folder runs)."""
         from gui.batch_dialog import BatchDialog
 
+        for old in self._batch_dialogs():  # each Analyse folder makes a new dialog: those closed, their runs over, go
+            if old.closed and not old.running:
+                old.deleteLater()
         dialog = BatchDialog(self.engine, self.state.chosen_models, self, history=self.history)
         dialog.openRequested.connect(self.open_path)
         dialog.runEnded.connect(self._refresh_history)
@@ -939,17 +989,48 @@ class MainWindow(QMainWindow):
         if self.series_cancel is not None:
             return  # one series analysis at a time
         series, cancel = state.series, threading.Event()
-        self.series_cancel = cancel
+        self.series_cancel, self._series_running, self._series_superseded = cancel, series, False
         self.analyse_series_action.setEnabled(False)
         self.docks["Series"].show()
         self.series_panel.started(len(series))
+        self._show_series_run()
         self._busy(f"Analysing {len(series)} slices…")
-        modality, um, shown_as = self.modality_box.currentData(), state.microns_per_pixel, state.record.modality
+        # the state's modality, not the box's: the box shows the state's, but only once an open has succeeded
+        modality, um, shown_as = self._user_modality(), state.microns_per_pixel, state.record.modality
         chosen = list(state.chosen_models)
+        panel, bridge = self.series_panel, self.bridge
+
+        def progress(p) -> None:  # on the engine thread; the window may have been closed and deleted meanwhile
+            if not bridge.closed and isValid(panel):
+                try:
+                    panel.progressed.emit(p.done, p.total)
+                except RuntimeError:  # deleted between the check and the call
+                    pass
+
         future = submit_series(series, self.engine, model_ids=chosen or None, cancel=cancel,
-                               cache=state.slice_cache, modality=modality, microns_per_pixel=um,
-                               progress=lambda p: self.series_panel.progressed.emit(p.done, p.total))
+                               cache=state.slice_cache, modality=modality, microns_per_pixel=um, progress=progress)
         self.bridge.watch(future, lambda a: self._series_analysed(a, um, shown_as, chosen), self._series_failed)
+
+    def _show_series_run(self) -> None:
+        """The Series panel's progress names the series it is for when that is not the series shown: its Cancel
+        stops that run, not one of the series on screen."""
+        running = self._series_running
+        if self.series_cancel is None or running is None or self.series_cancel.is_set():
+            return
+        if running is self.state.series:
+            self.series_panel.status.setText("Analysing the series…")
+        else:
+            name = f"{running.number}: " if running.number is not None else ""
+            self.series_panel.status.setText(f"Analysing another series, {name}{running.description or 'series'}"
+                                             f" (not the one shown)…")
+
+    def _supersede_series_run(self) -> None:
+        """The modality or the models changed: a series run made with the old ones is cancelled (its result would
+        be discarded) and, when analysing automatically, made again with the new ones once it stopped."""
+        if self.series_cancel is not None and not self.series_cancel.is_set():
+            self._series_superseded = True
+            self.cancel_series_analysis()
+            self.series_panel.status.setText("Cancelling: the modality or the models changed…")
 
     def cancel_series_analysis(self) -> None:
         if self.series_cancel is not None:
@@ -957,26 +1038,33 @@ class MainWindow(QMainWindow):
             self.series_panel.cancel.setEnabled(False)
             self.series_panel.status.setText("Cancelling after this slice…")
 
-    def _series_done(self) -> None:
+    def _series_done(self) -> bool:
+        """The run is over; whether it was cancelled because the modality or the models changed."""
         self._busy(None)
-        self.series_cancel = None
+        superseded = self._series_superseded
+        self.series_cancel, self._series_running, self._series_superseded = None, None, False
         self.analyse_series_action.setEnabled(True)
+        return superseded
 
     def _series_analysed(self, analysis: SeriesAnalysis, um: float | None = None,
                          modality: Modality | None = None, chosen: list[str] | None = None) -> None:
-        self._series_done()
+        superseded = self._series_done()
         record, shown = self.state.record, self.state.series
         same_models = chosen is None or chosen == self.state.chosen_models  # not one of models chosen out since
         if analysis.series is shown:
             done = f"{analysis.slices_analysed} slice(s) analysed in {analysis.seconds:.1f} s"
-            self.series_panel.finished(("Cancelled: " if analysis.cancelled else "") + done)
             # Not one made at a scale, for a modality or with models the user has changed since.
             current = (um == self.state.microns_per_pixel and record is not None and record.modality == modality
                        and same_models)
             if current:
+                self.series_panel.finished(("Cancelled: " if analysis.cancelled else "") + done)
                 self.state.set_series_analysis(analysis)
-            elif self.auto_analyse and not analysis.cancelled:
-                self.analyse_series()  # made again as asked now (the new scale or models), as on opening
+            else:  # said, not shown as if it were the result: the reader asked for another modality, models or scale
+                what = "Cancelled" if analysis.cancelled else "Discarded"
+                self.series_panel.finished(f"{what}: the modality, the models or the scale changed during the run "
+                                           f"({done}); analyse the series again.")
+                if self.auto_analyse and (superseded or not analysis.cancelled):
+                    self.analyse_series()  # made again as asked now (the new scale or models), as on opening
         else:  # the reader chose another series while this one ran: kept for its own series, not shown here
             self.series_panel.finished("")
             if not analysis.cancelled and same_models:
@@ -1084,7 +1172,9 @@ class MainWindow(QMainWindow):
         self.state.set_window(preset)
 
     def reset_window(self) -> None:
+        """R: back to the file's own rendering, its window and its grey levels the right way round."""
         self.state.reset_window()
+        self.state.set_inverted(False)
 
     def _update_wl_label(self) -> None:
         self.wl_label.setText(self.state.window_text())
@@ -1116,11 +1206,23 @@ class MainWindow(QMainWindow):
             found["measurements"] = [r.to_dict(self.state.pixel_spacing_mm) for r in self.state.rulers]
         if self.state.regions:
             found["regions"] = [r.to_dict(self.state.pixel_spacing_mm) for r in self.state.regions]
+        if found or self.state.window is not None or self.state.inverted:  # the picture is not the file's own
+            found["view"] = self._view_rendering()
         if found:
             path.with_suffix(".json").write_text(json.dumps(found, indent=2))
         else:  # a findings file beside the PNG describes it: not an earlier picture exported under this name
             path.with_suffix(".json").unlink(missing_ok=True)
         self.statusBar().showMessage(f"Exported {path.name}", 5000)
+
+    def _view_rendering(self) -> dict:
+        """How the exported picture was rendered: its window (None for a colour picture), whether the reader chose
+        it (else the file's own), and whether the grey levels were shown inverted."""
+        state = self.state
+        window = state.effective_window
+        return {"frame": state.frame,
+                "window": None if window is None else {"name": window.name, "center": float(window.center),
+                                                       "width": float(window.width), "function": window.function},
+                "window_chosen": state.window is not None, "inverted": state.inverted}
 
     def _set_anonymise(self, on: bool) -> None:
         self.anonymise_exports = on
@@ -1298,7 +1400,20 @@ class MainWindow(QMainWindow):
         self.bridge.run(index_paths, paths, on_done=lambda index: self._indexed(index, request),
                         on_error=lambda e: self._open_failed(e, request))
 
+    def _batch_dialogs(self) -> list:
+        module = sys.modules.get("gui.batch_dialog")  # none was ever opened where it is not imported
+        return [] if module is None else [d for d in self.findChildren(module.BatchDialog) if isValid(d)]
+
     def closeEvent(self, event) -> None:  # noqa: N802
+        dialogs = self._batch_dialogs()
+        running = [d for d in dialogs if d.running and not d.cancel_event.is_set()]
+        if running and not running[0].ask_to_stop():  # as closing the dialog itself asks
+            event.ignore()
+            return
+        for dialog in dialogs:  # the folders stop after their current file; their dialogs close with the window
+            if dialog.running:
+                dialog.cancel()
+            dialog.close()
         self.settings.setValue("geometry", self.saveGeometry())
         self.cine.stop()
         if self.exam_view is not None:

@@ -9,7 +9,7 @@ the wheel steps the state's slices (Ctrl+wheel, or the wheel on a single picture
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
@@ -96,6 +96,7 @@ class ImageViewer(QGraphicsView):
         self._ruler_preview: list = []  # the items of the ruler or region being drawn
         self._wl_origin: QPointF | None = None
         self._wheel_rest = 0  # angle delta not yet turned into a slice step (touchpads send small deltas)
+        self._cursor: QPoint | None = None  # where the mouse last was over the picture (viewport pixels)
         self._has_image = False
         self.state: ViewerState | None = None
 
@@ -124,6 +125,7 @@ class ImageViewer(QGraphicsView):
         self.set_image(self.state.display(), reset_view=True)
         self.draw_rulers()
         self.draw_regions()
+        self._emit_cursor()  # the readout is of this image now: not the last one's value
 
     def _scale_changed(self) -> None:
         """The reader set (or cleared) a microscopy image's scale: rulers, regions and the scale bar read with it."""
@@ -137,6 +139,7 @@ class ImageViewer(QGraphicsView):
             self.set_image(self.state.display())
             self.draw_rulers()
             self.draw_regions()
+            self._emit_cursor()  # the readout is of this slice now (a CT's HU): not the last one's value
 
     def draw_overlays(self) -> None:
         """The heatmap, mask, lesion and findings layers as the bound state says: its results and layer settings."""
@@ -315,10 +318,16 @@ class ImageViewer(QGraphicsView):
         self.resetTransform()
         self.zoomChanged.emit(1.0)
 
+    MIN_ZOOM, MAX_ZOOM = 0.02, 64.0  # what + and - stop at; fit() and show_region() may go beyond them
+
     def zoom(self, factor: float) -> None:
+        """Zoom by ``factor`` within MIN_ZOOM-MAX_ZOOM; a zoom already beyond them (a 1-pixel picture fitted to
+        the window) is never taken back the other way by a step: + never zooms out, - never in."""
         current = self.transform().m11()
-        factor = max(0.02 / current, min(factor, 64.0 / current))
-        self.scale(factor, factor)
+        target = current * factor
+        target = max(min(self.MIN_ZOOM, current), min(target, max(self.MAX_ZOOM, current)))
+        if target != current:
+            self.scale(target / current, target / current)
         self.zoomChanged.emit(self.transform().m11())
 
     def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -361,10 +370,25 @@ class ImageViewer(QGraphicsView):
         point = self.mapToScene(event.position().toPoint())
         if self._ruler_start is not None:
             self._preview_ruler(point)
-        rect = self.scene().sceneRect()
-        inside = rect.contains(point) and self._has_image
-        self.cursorMoved.emit(int(point.x()) if inside else -1, int(point.y()) if inside else -1)
+        self._cursor = event.position().toPoint()
+        self._emit_cursor()
         super().mouseMoveEvent(event)
+
+    def _emit_cursor(self) -> None:
+        """``cursorMoved`` for the picture point under the mouse's last place (-1, -1 off the picture): sent as it
+        moves and again when the slice or the image under it changes, so the readout never keeps an old value."""
+        if self._cursor is None:
+            return
+        point = self.mapToScene(self._cursor)
+        inside = self.scene().sceneRect().contains(point) and self._has_image
+        self.cursorMoved.emit(int(point.x()) if inside else -1, int(point.y()) if inside else -1)
+
+    def leaveEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """Off the picture: the readout is cleared, not left at the last pixel passed over."""
+        if self._cursor is not None:
+            self._cursor = None
+            self.cursorMoved.emit(-1, -1)
+        super().leaveEvent(event)
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
         if event.button() == Qt.MouseButton.RightButton and self._wl_origin is not None:

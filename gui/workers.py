@@ -6,6 +6,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Signal
+from shiboken6 import isValid
 
 
 class FutureBridge(QObject):
@@ -23,8 +24,18 @@ class FutureBridge(QObject):
 
     def watch(self, future: Future, on_done: Callable[[Any], None], on_error: Callable[[BaseException], None]) -> Future:
         self.pending += 1
-        future.add_done_callback(lambda f: self.finished.emit(f, on_done, on_error))
+        future.add_done_callback(lambda f: self._ended(f, on_done, on_error))
         return future
+
+    def _ended(self, future: Future, on_done, on_error) -> None:
+        """(the worker's thread) Hand the future to the GUI thread, unless its window was closed or deleted
+        meanwhile: nobody is there to show it, and a deleted bridge cannot send a signal."""
+        if self.closed or not isValid(self):
+            return
+        try:
+            self.finished.emit(future, on_done, on_error)
+        except RuntimeError:  # deleted between the check and the call ("Signal source has been deleted")
+            pass
 
     def run(self, fn: Callable, *args, on_done: Callable, on_error: Callable) -> Future | None:
         """Run a non-TensorFlow job (file loading) on the I/O threads; nothing once the window closed."""
