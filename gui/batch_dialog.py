@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 from shiboken6 import isValid
 
-from core.batch.runner import BatchRun, Progress, earlier_results, run_settings
+from core.batch.runner import BatchRun, Progress, earlier_results, run_settings, source_path
 from core.errors import DiagnosticError
 from core.history import History
 from core.inference.analyzer import Engine
@@ -140,17 +140,22 @@ class BatchDialog(QDialog):
                 self.status.setText("Not started: choose another output folder, or resume or replace its results.")
                 return
             resume, overwrite = answer == "resume", answer == "replace"
-        all_frames = False
-        if resume:  # a resumed run makes its reports and frames as the run it continues did (CLI runs included)
-            settings = run_settings(out)
+        all_frames, heatmaps, microns_per_pixel = False, True, None
+        if resume:  # a resumed run makes its reports, frames, heatmaps, scale and models as the run it continues
+            settings = run_settings(out)  # did (CLI runs included)
             self.dicom_sr.setChecked(bool(settings.get("dicom_sr", self.dicom_sr.isChecked())))
             all_frames = bool(settings.get("all_frames", False))
+            heatmaps = bool(settings.get("heatmaps", True))
+            um = settings.get("microns_per_pixel")
+            microns_per_pixel = um if isinstance(um, (int, float)) and not isinstance(um, bool) else None
+            if "model_ids" in settings:
+                chosen = [m for m in settings["model_ids"] or [] if isinstance(m, str)]
         self.cancel_event.clear()
         self.summary, self.error = None, None
         self.table.setRowCount(0)
         try:
             run = BatchRun(folder, out, analyzer=self.engine.analyzer, model_ids=chosen or None, resume=resume,
-                           all_frames=all_frames,
+                           all_frames=all_frames, heatmaps=heatmaps, microns_per_pixel=microns_per_pixel,
                            overwrite=overwrite, cancel=self.cancel_event, on_progress=self._relay("progress"),
                            on_rows=self._relay("rows"), history=self.history, dicom_sr=self.dicom_sr.isChecked())
         except DiagnosticError as exc:
@@ -215,7 +220,7 @@ class BatchDialog(QDialog):
             for j, column in enumerate(TABLE_COLUMNS):
                 item = QTableWidgetItem(str(row.get(column, "")))
                 if j == 0:
-                    item.setData(Qt.ItemDataRole.UserRole, str(self.input_folder / row["file"]))
+                    item.setData(Qt.ItemDataRole.UserRole, str(source_path(self.input_folder, row["file"])))
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
 

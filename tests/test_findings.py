@@ -126,8 +126,9 @@ class _FakeAnalyzer:
     """Two mammography classifiers: one marks findings (two on a.png, none on b.png), one never does."""
 
     def __init__(self) -> None:
-        bundle = SimpleNamespace(task="classification", classes=["normal", "abnormal"])
-        self.registry = SimpleNamespace(bundles={"mammo-cad": bundle, "mammo-plain": bundle})
+        self.registry = SimpleNamespace(bundles={m: SimpleNamespace(id=m, version="1.0", task="classification",
+                                                                    classes=["normal", "abnormal"])
+                                                 for m in ("mammo-cad", "mammo-plain")})
 
     def analyze(self, record, frame=0, **_options) -> Analysis:
         marks = _findings() if record.path.name == "a.png" else []

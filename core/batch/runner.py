@@ -162,7 +162,8 @@ OUTPUT_FILES = (("heatmaps", "*.png"), ("masks", "*.png"), ("sr", "*.dcm"))  # (
 
 def run_settings(out: Path) -> dict:
     """What the run whose results ``out`` holds was started with (``input.json``: its folder, ``all_frames``,
-    ``dicom_sr``, ``heatmaps``, ``microns_per_pixel`` and ``models`` (id: version); runs before these were recorded:
+    ``dicom_sr``, ``heatmaps``, ``microns_per_pixel``, ``models`` (id: version) and ``model_ids`` (the models asked
+    for; null: each file's modality's); runs before these were recorded:
     the keys they recorded, ``dicom_sr`` from results.csv's columns)."""
     try:
         settings = json.loads((Path(out) / "input.json").read_text(encoding="utf-8"))
@@ -261,7 +262,7 @@ class BatchRun:
         else:
             record.write_text(json.dumps({"folder": here, "all_frames": self.all_frames, "dicom_sr": self.dicom_sr,
                                           "heatmaps": self.heatmaps, "microns_per_pixel": self.microns_per_pixel,
-                                          "models": self.models}), encoding="utf-8")
+                                          "models": self.models, "model_ids": self.model_ids}), encoding="utf-8")
 
     def _other_options(self, settings: dict) -> list[str]:
         """How the run recorded in ``settings`` (input.json) was started otherwise than this one: one results.csv
