@@ -170,22 +170,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if problem is not None:  # a numbered or per-model name would write over the input or another output
         print_json({"path": str(args.path), "error": problem})
         return 2
-    try:
-        outputs = [_analysis_output(a, record, args, numbered_frames=numbered) for a in analyses]
-    except (DiagnosticError, OSError) as exc:  # an output could not be written: never reported as written
-        from core.export.files import os_reason
-
-        reason = str(exc) if isinstance(exc, DiagnosticError) else f"an output could not be written ({os_reason(exc)})"
-        print_json({"path": str(args.path), "error": reason})
-        return 2
+    # An output that cannot be written is said in its own "<output>_error", never reported as written; the results
+    # and the other outputs stand, and the command exits 2.
+    output_failures: list[str] = []
+    outputs = [_analysis_output(a, record, args, numbered_frames=numbered, failures=output_failures)
+               for a in analyses]
+    unread_frame = failure is not None
+    if output_failures:
+        failure = "; ".join(([failure] if unread_frame else []) + list(dict.fromkeys(output_failures)))
     if not args.no_history:
         _record_history(analyses, series=False)
     if args.json:
         if cancelled:
             print_json({"path": str(record.path), "frames": outputs, "cancelled": True})
             return 3
-        if failure is not None:
+        if unread_frame or (failure is not None and len(outputs) != 1):
             print_json({"path": str(record.path), "frames": outputs, "error": failure})
+            return 2
+        if failure is not None:  # one frame's results, with the outputs that could not be written
+            print_json(dict(outputs[0], error=failure))
             return 2
         print_json(outputs[0] if len(outputs) == 1 else {"path": str(record.path), "frames": outputs})
         return 0
@@ -263,9 +266,16 @@ def _output_names_problem(analyses, args: argparse.Namespace, numbered_frames: b
     return None
 
 
-def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool) -> dict:
-    """The analysis as JSON, writing the heatmap/mask files the options ask for."""
-    from core.export.files import write_heatmap_png, write_mask_png
+_OUTPUT_KEYS = {"--heatmap-out": "heatmap", "--mask-out": "mask", "--dicom-seg-out": "dicom_seg",
+                "--report-out": "report", "--dicom-sr-out": "dicom_sr"}
+
+
+def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames: bool,
+                     failures: list[str] | None = None) -> dict:
+    """The analysis as JSON, writing the files the options ask for: each one written is named in "<output>_file";
+    one that cannot be written is said in "<output>_error" instead (beside the model's result where it is one
+    model's), and its reason appended to ``failures``. The results and the other outputs stand."""
+    from core.export.files import os_reason, write_heatmap_png, write_mask_png
 
     out = analysis.to_dict(getattr(record, "downsample", 1))  # positions in the file's own pixels
     out["warnings"] = list(getattr(record, "warnings", [])) + list(out.get("warnings", []))  # e.g. loaded downsampled
@@ -273,22 +283,32 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
     summaries = {id(result): summary for result, summary in zip(analysis.results, out["results"])}
     for flag, result, target in _output_files(analysis, args, numbered_frames):
         summary = summaries.get(id(result), out)
-        if flag == "--heatmap-out":
-            summary["heatmap_file"] = str(write_heatmap_png(display, result.heatmap, target))
-        elif flag == "--mask-out":
-            summary["mask_file"] = str(write_mask_png(result.mask, target))
-        elif flag == "--dicom-seg-out":
-            from core.export.dicom_export import export_seg
+        key = _OUTPUT_KEYS[flag]
+        try:
+            if flag == "--heatmap-out":
+                written = write_heatmap_png(display, result.heatmap, target)
+            elif flag == "--mask-out":
+                written = write_mask_png(result.mask, target)
+            elif flag == "--dicom-seg-out":
+                from core.export.dicom_export import export_seg
 
-            summary["dicom_seg_file"] = str(export_seg(record, result, target, analysis.frame, not args.identified))
-        elif flag == "--report-out":
-            from core.export.report import write_image_report
+                written = export_seg(record, result, target, analysis.frame, not args.identified)
+            elif flag == "--report-out":
+                from core.export.report import write_image_report
 
-            out["report_file"] = str(write_image_report(target, record, analysis, anonymise=not args.identified))
-        else:  # --dicom-sr-out; with no model result export_sr says so: a report asked for is never silently missing
-            from core.export.structured_report import export_sr
+                written = write_image_report(target, record, analysis, anonymise=not args.identified)
+            else:  # --dicom-sr-out; with no model result export_sr says so: a report asked for is never silently missing
+                from core.export.structured_report import export_sr
 
-            out["dicom_sr_file"] = str(export_sr(record, analysis, target, anonymise=not args.identified))
+                written = export_sr(record, analysis, target, anonymise=not args.identified)
+        except (DiagnosticError, OSError) as exc:  # never reported as written
+            reason = str(exc) if isinstance(exc, DiagnosticError) else \
+                f"an output could not be written ({os_reason(exc)})"
+            summary[f"{key}_error"] = reason
+            if failures is not None:
+                failures.append(reason)
+            continue
+        summary[f"{key}_file"] = str(written)
     return out
 
 

@@ -364,7 +364,7 @@ def test_batch_dialog_asks_before_reusing_an_output_folder_or_closing_while_it_r
     dialog.dicom_sr.setChecked(True)
     dialog.start()
     qtbot.waitUntil(lambda: dialog.summary is not None and not dialog.running, timeout=120000)
-    assert len([n for n in (out / "sr").iterdir() if n.name.startswith("c")]) == 12  # one SR per picture
+    assert len([n for n in (out / "sr").iterdir() if n.name.startswith("sr_")]) == 12  # one SR per picture, named by a keyed hash
     dialog.dicom_sr.setChecked(False)
     answers = []
     monkeypatch.setattr(dialog, "ask_earlier_results", lambda _out: answers.pop(0))

@@ -121,11 +121,17 @@ def _key() -> bytes:
     return key
 
 
+def keyed_digest(text: str, length: int = 16) -> str:
+    """``length`` hex digits of the HMAC-SHA256 of ``text`` under this installation's key: stable here, and not
+    found by hashing candidate texts (patient IDs, file names)."""
+    return hmac.new(_key(), text.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:length]
+
+
 def pseudonym(patient_id: str) -> str:
     """A stable, keyed pseudonym of the patient ID (the same on this machine, meaningless elsewhere)."""
     if not patient_id:
         return "ANON"
-    return "ANON-" + hmac.new(_key(), patient_id.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:16]
+    return "ANON-" + keyed_digest(patient_id)
 
 
 def _scrub(ds: Dataset) -> None:
@@ -183,6 +189,9 @@ def anonymise_dataset(ds: Dataset) -> Dataset:
     return out
 
 
+# Type 2 attributes of an object this program creates, by its Modality, that Table E.1-1 removes: present and empty
+# (PS3.3: the SR Document Series and SR Document General modules require them in every SR IOD).
+_REQUIRED_EMPTY = {"SR": ("ReferencedPerformedProcedureStepSequence", "PerformedProcedureCodeSequence")}
 # Attributes of an object this program creates (the SEG or SC itself), not copied from the patient's study.
 _OWN = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime", "SeriesDate", "SeriesTime",
         "SeriesDescription", "DeviceSerialNumber", "ContentCreatorName",
@@ -191,10 +200,14 @@ _OWN = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationT
 
 def deidentify_created(ds: Dataset, patient_id: str) -> Dataset:
     """De-identify, in place, an object built from a de-identified source: whatever the builder copied
-    from the source (patient and study modules) is scrubbed again; its own creation attributes stay."""
+    from the source (patient and study modules) is scrubbed again; its own creation attributes stay, and the type 2
+    attributes its IOD requires stay present, emptied."""
+    required = _REQUIRED_EMPTY.get(str(ds.get("Modality", "")), ())
     for keyword in REMOVED:
-        if keyword in ds and keyword not in _OWN:
+        if keyword in ds and keyword not in _OWN and keyword not in required:
             delattr(ds, keyword)
+    for keyword in required:
+        setattr(ds, keyword, Sequence() if keyword.endswith("Sequence") else "")
     for keyword in EMPTIED:
         if keyword in ds and keyword not in _OWN:
             ds[keyword].value = [] if ds[keyword].VR == "SQ" else ""
@@ -218,13 +231,19 @@ def _mark_deidentified(ds: Dataset, patient_id: str) -> None:
     ds.DeidentificationMethodCodeSequence = codes
 
 
+def carries_screen_text(record: ImageRecord) -> bool:
+    """Whether the record's pictures may carry text burned in around the scan (the patient's name, ID, dates): an
+    ultrasound screen, or a DICOM whose Burned In Annotation says YES."""
+    burned = any(kw == "BurnedInAnnotation" and str(v).strip().upper() == "YES" for _, kw, v in record.metadata)
+    return record.modality == Modality.US or burned
+
+
 def without_screen_text(picture: np.ndarray, record: ImageRecord, frame: int = 0) -> np.ndarray:
     """``picture`` (the record's frame, overlays drawn or not) with everything outside the scan area blacked out, for
     an ultrasound picture or one whose DICOM says it carries burned-in annotation: a scanner's screen capture holds
     the patient's name, ID, birth date and institution in the bars and panels around the scan. Text a scanner draws
     inside the scan area is not found here; pictures already cut to their scan area lose nothing."""
-    burned = any(kw == "BurnedInAnnotation" and str(v).strip().upper() == "YES" for _, kw, v in record.metadata)
-    if record.modality != Modality.US and not burned:
+    if not carries_screen_text(record):
         return picture
     box = capture_scan_area(record)
     if box is None:

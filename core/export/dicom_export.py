@@ -20,7 +20,8 @@ from pydicom.uid import generate_uid
 
 from core import __version__
 from core.errors import DiagnosticError
-from core.export.anonymise import anonymise_dataset, deidentify_created, without_screen_text
+from core.export.anonymise import (anonymise_dataset, carries_screen_text, deidentify_created, pseudonym,
+                                   without_screen_text)
 from core.imaging.record import ImageRecord
 from core.inference.results import ModelResult
 from core.models.storage import sha256_file
@@ -68,15 +69,28 @@ def with_type2_attributes(ds: Dataset) -> Dataset:
     return ds
 
 
+def burned_in_annotation(record: ImageRecord, anonymise: bool) -> str | None:
+    """Burned In Annotation (PS3.3 C.7.6.1: whether the picture shows enough text to identify the patient) of a
+    picture of ``record``: a scanner's screen (or a source saying YES) does, unless anonymised, its text around the
+    scan blacked out; another picture says what its source said (None where the source said nothing)."""
+    if carries_screen_text(record):
+        return "NO" if anonymise else "YES"
+    said = [str(v).strip().upper() for _, kw, v in record.metadata if kw == "BurnedInAnnotation"]
+    return "NO" if said and said[0] == "NO" else None
+
+
 def _frame_capture(record: ImageRecord, frame: int, original: Dataset | None, anonymise: bool) -> Dataset:
     """The frame as a Secondary Capture whose UIDs follow from what it holds: a second export of the same frame
     writes the same instance again, so an export made before it (a SEG referencing the capture) keeps a
-    capture on disk with the UID it references."""
+    capture on disk with the UID it references. The identified and the anonymised capture are two instances (PS3.5
+    9: one UID, one instance): whether it is anonymised, and under which pseudonym, is part of what it holds."""
     pixels = record.display(frame)
     pixels = without_screen_text(pixels, record, frame) if anonymise else pixels
     source = str(original.SOPInstanceUID) if original is not None and "SOPInstanceUID" in original else \
         sha256_file(record.path)
-    held = [source, str(frame), hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()]
+    identity = "anonymised " + pseudonym(str(original.get("PatientID", "") or "") if original is not None else "") \
+        if anonymise else "identified"
+    held = [source, str(frame), hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest(), identity]
     common = dict(pixel_array=pixels, photometric_interpretation="RGB" if pixels.ndim == 3 else "MONOCHROME2",
                   bits_allocated=8, coordinate_system="PATIENT", patient_orientation=("L", "P"),
                   series_instance_uid=generate_uid(entropy_srcs=["series", *held]), series_number=1,
@@ -88,7 +102,26 @@ def _frame_capture(record: ImageRecord, frame: int, original: Dataset | None, an
         ds = hd.sc.SCImage(study_instance_uid=generate_uid(entropy_srcs=["study", source]), patient_id="",
                            patient_name="", **common)
     ds.PatientOrientation = ""  # unknown for a captured picture: left empty rather than guessed
+    _say_burned_in(ds, record, anonymise)
     return ds
+
+
+def _say_burned_in(ds: Dataset, record: ImageRecord, anonymise: bool) -> None:
+    burned = burned_in_annotation(record, anonymise)
+    if burned is not None:
+        ds.BurnedInAnnotation = burned
+    elif "BurnedInAnnotation" in ds:
+        del ds.BurnedInAnnotation
+
+
+def _at_size(mask: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """``mask`` (of a picture loaded at a fraction of the file's size) at ``rows`` x ``columns``, nearest
+    neighbour: each file pixel takes the value of the loaded pixel its centre falls in."""
+    if mask.shape == (rows, columns):
+        return mask
+    r = np.minimum(((np.arange(rows) + 0.5) * mask.shape[0] / rows).astype(int), mask.shape[0] - 1)
+    c = np.minimum(((np.arange(columns) + 0.5) * mask.shape[1] / columns).astype(int), mask.shape[1] - 1)
+    return mask[r[:, None], c[None, :]]
 
 
 def export_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int = 0, anonymise: bool = True) -> Path:
@@ -101,7 +134,9 @@ def export_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int =
 def _write_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int, anonymise: bool) -> Path:
     source = source_dataset(record, frame, anonymise, out.parent)
     frames = int(source.get("NumberOfFrames", 1) or 1)
-    mask = result.mask.astype(bool)
+    # A SEG frame is the referenced image's matrix (PS3.3 A.51.5.1): a mask of a picture loaded downsampled is
+    # brought back to the file's rows and columns.
+    mask = _at_size(result.mask.astype(bool), int(source.Rows), int(source.Columns))
     if frames > 1:  # a multi-frame source with a coordinate system: the other frames stay empty
         stack = np.zeros((frames,) + mask.shape, bool)
         stack[frame] = mask
@@ -122,10 +157,22 @@ def _write_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int, 
         manufacturer_model_name=result.model_id, software_versions=__version__, device_serial_number="0",
         omit_empty_frames=False,
     )
+    if "FrameOfReferenceUID" not in seg:
+        _drop_pixel_measures(seg)
     if anonymise:
         deidentify_created(seg, str(source.PatientID))
     seg.save_as(out)
     return out
+
+
+def _drop_pixel_measures(seg: Dataset) -> None:
+    """Without a frame of reference a SEG's pixels are the referenced image's (PS3.3 Table A.51-2: Pixel Measures
+    only with a patient-relative frame of reference). highdicom copies a calibrated picture's Pixel Spacing into a
+    Pixel Measures Sequence without Slice Thickness, which its own reader refuses: it is left out."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for item in seg.get(groups, None) or []:
+            if "PixelMeasuresSequence" in item:
+                del item.PixelMeasuresSequence
 
 
 def export_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, frame: int = 0,
@@ -149,6 +196,7 @@ def _write_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, f
     )
     if len(orientation) != 2:
         sc.PatientOrientation = ""  # the source did not say: left empty rather than guessed
+    _say_burned_in(sc, record, anonymise)
     if anonymise:
         deidentify_created(sc, str(source.PatientID))
     sc.SeriesDescription = "Decision support overlay - not for diagnosis"

@@ -157,7 +157,8 @@ def write_sr(groups: list, evidence: list[Dataset], model_ids: list[str], out: P
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=generate_uid(entropy_srcs=[MANUFACTURER, __version__]), name=MANUFACTURER,
-            manufacturer_name=MANUFACTURER, model_name=", ".join(model_ids)[:64] or None))
+            # a TEXT item (Text Value, UT): every model named whole, not cut at a length
+            manufacturer_name=MANUFACTURER, model_name=", ".join(model_ids) or None))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=codes.SCT.ImagingProcedure, imaging_measurements=groups,

@@ -64,15 +64,49 @@ def _find(uid: str, seg_path: Path) -> Path | None:
 
 
 def _frame(seg, uid: str, frames: int) -> int:
-    """The source frame (0-based) the SEG's frames derive from: the first one named, else 0."""
-    for item in seg.get("PerFrameFunctionalGroupsSequence", []):
+    """The source frame (0-based) the SEG's frames derive from: the first one named whose segment frame outlines
+    something (a SEG may hold every frame of the source, all but one empty, as this program writes it), else the
+    first one named, else 0."""
+    if frames <= 1:
+        return 0
+    first, pixels = None, None
+    for index, item in enumerate(seg.get("PerFrameFunctionalGroupsSequence", [])):
         for derivation in item.get("DerivationImageSequence", []):
             for source in derivation.get("SourceImageSequence", []):
                 if str(source.get("ReferencedSOPInstanceUID", "")) == uid and "ReferencedFrameNumber" in source:
                     number = source.ReferencedFrameNumber
                     number = int(number[0] if isinstance(number, pydicom.multival.MultiValue) else number)
-                    return min(max(number - 1, 0), frames - 1)
-    return 0
+                    frame = min(max(number - 1, 0), frames - 1)
+                    first = frame if first is None else first
+                    if pixels is None:
+                        try:
+                            pixels = np.asarray(seg.pixel_array).reshape(-1, int(seg.Rows), int(seg.Columns))
+                        except Exception:  # noqa: BLE001 - pixels unreadable here: said when the segments are read
+                            return first
+                    if index < len(pixels) and pixels[index].any():
+                        return frame
+    return 0 if first is None else first
+
+
+def _read_without_pixel_measures(path: Path, refused: AttributeError):
+    """A SEG without a frame of reference whose Pixel Measures Sequence lacks what highdicom's reader asks for (a
+    calibrated picture's spacing without Slice Thickness, as highdicom itself writes it): read without that sequence,
+    which such a SEG's pixels, the referenced image's own, do not need (PS3.3 A.51.5.1). Otherwise ``refused``."""
+    import highdicom as hd
+
+    ds = pydicom.dcmread(path)
+    dropped = False
+    if "FrameOfReferenceUID" not in ds:
+        for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            for item in ds.get(groups, None) or []:
+                measures = item.get("PixelMeasuresSequence", None)
+                if measures is not None and not all(k in m for m in measures for k in ("PixelSpacing",
+                                                                                         "SliceThickness")):
+                    del item.PixelMeasuresSequence
+                    dropped = True
+    if not dropped:
+        raise refused
+    return hd.seg.Segmentation.from_dataset(ds, copy=False)
 
 
 def open_segmentation(path: str | Path) -> tuple[ImageRecord, Analysis]:
@@ -81,7 +115,10 @@ def open_segmentation(path: str | Path) -> tuple[ImageRecord, Analysis]:
 
     path = Path(path)
     try:
-        seg = hd.seg.segread(path)
+        try:
+            seg = hd.seg.segread(path)
+        except AttributeError as exc:
+            seg = _read_without_pixel_measures(path, exc)
     except Exception as exc:  # noqa: BLE001 - a damaged or unusual SEG is said, not raised
         raise DiagnosticError(f"Cannot read the segmentation {path.name}: {exc}") from exc
     uids = list(dict.fromkeys(_referenced(seg)))
