@@ -4,9 +4,16 @@ Crash safety: rows of a file are appended to ``results.csv`` and flushed, then t
 in the journal ``done.jsonl`` (one JSON string per line, so any file name survives, newlines and
 non-UTF-8 bytes included; ``done.txt`` is a readable copy). ``--resume`` keeps only rows of files
 in the journal (a half-written tail from a killed run is dropped and that file redone), so an
-interrupted run finishes with the same CSV as an uninterrupted one. A lock file stops two runs
-writing one output folder; a folder holding earlier results is refused unless resumed or
-overwritten, and so is an output folder inside the input folder.
+interrupted run finishes with the same CSV as an uninterrupted one.
+
+A file that kills the program (a decoder's abort, the memory killer) must not make a run unfinishable: the
+journal also records, as ``{"started": name}``, each file before its analysis begins (``{"stopped": name}`` where
+a cancel or Ctrl+C ends it in order). A file started ``STARTS_BEFORE_GIVING_UP`` times in earlier runs and never
+finished is not analysed again: its row is an error that says so. Once is not enough: a run killed by hand stops
+in some file, which its resume redoes. Older versions read these lines as no file (they keep only JSON strings).
+
+A lock file stops two runs writing one output folder; a folder holding earlier results is refused unless
+resumed or overwritten, and so is an output folder inside the input folder.
 
 A detector's findings (CAD marks) go to ``results.jsonl`` as a list of circles, ``{"x", "y", "r", "score",
 "kind"}`` in the file's own pixels of the analysed frame, origin top-left (a file read smaller to fit in memory
@@ -101,6 +108,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+STARTS_BEFORE_GIVING_UP = 2  # a file started this many times in earlier runs and never finished: not analysed again
 RESULT_FILES = ("results.csv", "results.jsonl", "done.jsonl", "done.txt", "results.json", "summary.json", "report.pdf",
                 "series.csv", "input.json")
 
@@ -199,6 +207,7 @@ class BatchRun:
         self.model_ids = model_ids or None
         self.resume, self.all_frames, self.heatmaps, self.overwrite = resume, all_frames, heatmaps, overwrite
         self._files: list[Path] = []
+        self._unfinished: dict[str, int] = {}  # files earlier runs started and never finished: how many times
         self.cancel = cancel or threading.Event()
         self.on_progress, self.on_rows = on_progress, on_rows
         self.history = history  # core.history.History, or None
@@ -294,10 +303,13 @@ class BatchRun:
         return differences
 
     def _journal(self) -> set[str]:
-        """Names of finished files: JSON strings one a line (a torn last line is ignored)."""
+        """Names of finished files: JSON strings one a line (a torn last line is ignored). ``self._unfinished``: how
+        many times each file not finished was started (``{"started": name}`` less ``{"stopped": name}`` lines)."""
         journal = self.out / "done.jsonl"
+        self._unfinished = {}
         if journal.exists():
             done = set()
+            starts: dict[str, int] = {}
             for line in journal.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     name = json.loads(line)
@@ -305,6 +317,11 @@ class BatchRun:
                     continue
                 if isinstance(name, str):
                     done.add(name)
+                elif isinstance(name, dict) and len(name) == 1:
+                    (mark, named), = name.items()
+                    if mark in ("started", "stopped") and isinstance(named, str):
+                        starts[named] = starts.get(named, 0) + (1 if mark == "started" else -1)
+            self._unfinished = {name: n for name, n in starts.items() if name not in done and n > 0}
             return done
         legacy = self.out / "done.txt"  # runs written before the JSON journal
         return set(legacy.read_text(encoding="utf-8").splitlines()) if legacy.exists() else set()
@@ -364,8 +381,7 @@ class BatchRun:
                 if self.cancel.is_set():
                     break
                 try:
-                    rows = [self._row(self._relative(path), error=problems[path])] if path in problems else \
-                        self._analyse_file(path)
+                    rows = self._file_rows(path, problems)
                 except Cancelled:
                     break  # this file is not recorded as done: a resumed run analyses it again
                 self._append(rows, self._relative(path))
@@ -376,6 +392,32 @@ class BatchRun:
                                               time.perf_counter() - started))
             return self._finish([self._relative(p) for p in files], time.perf_counter() - started,
                                 cancelled=self.cancel.is_set())
+
+    def _file_rows(self, path: Path, problems: dict[Path, str]) -> list[dict]:
+        """The rows of one file: its problem, the error of a file earlier runs died in, or its analysis, journalled
+        as started before it begins (``{"started": name}``) and as stopped where a cancel or Ctrl+C ends it."""
+        relative = self._relative(path)
+        if path in problems:
+            return [self._row(relative, error=problems[path])]
+        if self._unfinished.get(relative, 0) >= STARTS_BEFORE_GIVING_UP:
+            return [self._row(relative, error=f"the program stopped while analysing this file in "
+                                              f"{self._unfinished[relative]} earlier runs (a crash?); it was not "
+                                              "analysed again")]
+        self._mark("started", relative)
+        try:
+            return self._analyse_file(path)
+        except BaseException:  # Cancel, Ctrl+C: an orderly stop, not a crash; a resumed run analyses the file again
+            try:
+                self._mark("stopped", relative)
+            except OSError:
+                pass
+            raise
+
+    def _mark(self, mark: str, relative: str) -> None:
+        """A ``{mark: name}`` line in the journal, written through to the system before anything else happens (an
+        abort that follows does not lose it)."""
+        with (self.out / "done.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({mark: relative}) + "\n")
 
     def _check_folders(self) -> None:
         try:
@@ -480,10 +522,12 @@ class BatchRun:
 
     def _write_sr(self, record, analysis, stem: str, rows: list[dict]) -> None:
         """The analysis as a de-identified DICOM SR in sr/ (a picture file's frame capture beside it); a failure is
-        the rows' error, and the results stand."""
+        the rows' error, and the results stand. It is named by a keyed hash of ``stem`` (the file's relative path and
+        frame): the same name on a resume, one per analysis, and not the file's name, which often is the patient's."""
+        from core.export.anonymise import keyed_digest
         from core.export.structured_report import export_sr
 
-        target = self.out / "sr" / f"{stem}.dcm"
+        target = self.out / "sr" / f"sr_{keyed_digest(stem, 24)}.dcm"
         try:
             export_sr(record, analysis, target, anonymise=True)
         except Exception as exc:  # noqa: BLE001 - whatever the report's failure, the file's results stand

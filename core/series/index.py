@@ -38,6 +38,13 @@ GAP_FACTOR = 1.5  # a step between neighbours larger than this times the series 
 DUPLICATE_MM = 0.01  # neighbours closer than this along the normal share a position
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines further apart than this are another orientation
 _DEFER = "2 KB"
+MAX_DICOMDIR_RECORDS = 200_000  # directory records of one DICOMDIR (a DVD of CT studies holds some 20,000)
+MAX_COUNTED_FRAGMENTS = 1_000_000  # fragments counted to bound the frames of encapsulated pixel data
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloatPixelData
+_DIRECTORY_RECORDS = 0x00041220  # DirectoryRecordSequence
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _RASTER = {"PNG", "JPEG", "TIFF", "BMP"}
 _FILE_SUFFIXES = {".dcm", ".dicom", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -214,8 +221,15 @@ def _walk(folder: Path, root: Path, recursive: bool) -> tuple[list[Path], list[s
             elif path.suffix.lower() in _FILE_SUFFIXES:
                 named_like_files.append(path)
         files.extend(Path(here) / n for n in sorted(names) if not n.startswith("."))
+    holding: set[Path] = set()  # every folder with a file somewhere below it
+    for here in {f.parent for f in files}:
+        while here not in holding:
+            holding.add(here)
+            if here == folder or here == here.parent:
+                break
+            here = here.parent
     for path in named_like_files:  # a folder 'x.dcm' holding slices is a folder; an empty one is a mistake
-        if not any(path in f.parents for f in files):
+        if path not in holding:
             problems.append(f"{_rel(path, root)}: this is a folder, not an image file (and no file is in it)")
     return files, problems
 
@@ -235,6 +249,8 @@ def index_dicomdir(dicomdir: str | Path) -> StudyIndex:
         with open_regular(dicomdir, MAX_DICOMDIR_BYTES) as fh:  # read whole: it has a size limit of its own
             check_deflated(fh, dicomdir)
             fh.seek(0)
+            _count_records(fh, dicomdir)
+            fh.seek(0)
             records = pydicom.dcmread(fh, force=True).DirectoryRecordSequence
     except ImageLoadError as exc:
         index = StudyIndex(dicomdir.parent)
@@ -247,6 +263,7 @@ def index_dicomdir(dicomdir: str | Path) -> StudyIndex:
     files: list[Path] = []
     seen: set[Path] = set()  # a set beside the list: a DICOMDIR of 20,000 files is not searched 20,000 times
     listings: dict[Path, dict[str, Path]] = {}  # each folder listed once, whatever case its names are in
+    base = os.path.realpath(dicomdir.parent)
     for record in records:
         parts = record.get("ReferencedFileID")
         if not parts:
@@ -255,12 +272,42 @@ def index_dicomdir(dicomdir: str | Path) -> StudyIndex:
         path = _find_case_insensitive(dicomdir.parent, parts, listings)
         if path is None:
             problems.append(f"{'/'.join(parts)}: listed in the DICOMDIR but missing on disk")
+        elif os.path.commonpath([base, os.path.realpath(path)]) != base:  # '..', an absolute path, a link out
+            problems.append(f"{'/'.join(parts)}: points outside the DICOMDIR's folder: not indexed (a DICOMDIR "
+                            "references files on its own medium only)")
         elif path not in seen:
             files.append(path)
             seen.add(path)
     index = index_files(files, root=dicomdir.parent)
     index.problems[:0] = problems
     return index
+
+
+def _count_records(fh, dicomdir: Path) -> None:
+    """Refuse (``ImageLoadError``) a DICOMDIR of more than ``MAX_DICOMDIR_RECORDS`` directory records before pydicom
+    reads them, each a data set (two million empty records took 83 s and 1.4 GB): counted by their item headers,
+    their values skipped."""
+    from pydicom.filereader import read_partial
+
+    from core.errors import ImageLoadError
+
+    ds = read_partial(fh, lambda tag, vr, length: tag == _DIRECTORY_RECORDS, force=True)  # the few elements before
+    stream = ds.buffer if ds.buffer is not None else fh  # a deflated DICOMDIR: its inflated copy
+    implicit, little = ds.original_encoding
+    walk = _Walk(stream, little is not False, budget=MAX_DICOMDIR_RECORDS * 32)
+    try:
+        tag, vr, length = walk.header(bool(implicit))
+        if tag != _DIRECTORY_RECORDS:
+            return
+        records = walk.items(length, bool(implicit) or vr == b"UN", MAX_DICOMDIR_RECORDS + 1)
+    except _TooMany:
+        raise ImageLoadError(dicomdir, f"its directory records hold more than {MAX_DICOMDIR_RECORDS * 32:,} data "
+                                       "elements: too many to index (a damaged or hostile DICOMDIR?)") from None
+    except (EOFError, OSError, ValueError):
+        return  # damaged: pydicom's read says how
+    if records > MAX_DICOMDIR_RECORDS:
+        raise ImageLoadError(dicomdir, f"it lists more than {MAX_DICOMDIR_RECORDS:,} directory records: too many to "
+                                       "index (a damaged or hostile DICOMDIR?)")
 
 
 def _find_case_insensitive(root: Path, parts: list[str], listings: dict[Path, dict[str, Path]]) -> Path | None:
@@ -321,6 +368,8 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
                 studies[skey] = Study(**study_fields)
                 patient.studies.append(studies[skey])
             studies[skey].series.append(groups[key])
+        else:
+            groups[key].warnings.extend(w for w in series_fields.get("warnings", ()) if w not in groups[key].warnings)
         groups[key].slices.extend(slices)
     for study in studies.values():
         study.series = [part for series in study.series for part in _split(series)]
@@ -351,11 +400,23 @@ def is_dicomdir(path: Path, header=None) -> bool:
     it was read already); False for anything unreadable."""
     if path.name.upper() == "DICOMDIR":
         return True
-    from core.imaging.loader import read_header
-
-    header = read_header(path, []) if header is None else header
-    meta = getattr(header, "file_meta", None) or {}
+    meta = _file_meta(path) if header is None else getattr(header, "file_meta", None) or {}
     return str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS
+
+
+def _file_meta(path: Path):
+    """The file meta group of ``path`` only (a data set of two million sequence items is not parsed to ask what the
+    file is), read through the guarded door; {} for anything unreadable, refused or not DICOM."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    from core.imaging.loader import open_regular
+
+    try:
+        with open_regular(path) as fh:
+            read_preamble(fh, True)
+            return _read_file_meta_info(fh)
+    except Exception:  # noqa: BLE001 - not DICOM, truncated, refused: not a DICOMDIR
+        return {}
 
 
 def _read_entry(path: Path):
@@ -388,12 +449,122 @@ def _read_entry(path: Path):
         check_deflated(fh, path)  # pydicom would inflate a deflated data set whole, headers only or not
         fh.seek(0)
         ds = pydicom.dcmread(fh, stop_before_pixels=True, defer_size=_DEFER, force=True)
-        ds.buffer = fh  # deferred elements are read from this descriptor, not by opening the path again
+        stream = ds.buffer if ds.buffer is not None else fh  # a deflated data set is read from its inflated copy
+        capacity = _frames_held(ds, stream)  # read where dcmread stopped: at the pixel data element, if any
+        if stream is fh:
+            ds.buffer = fh  # deferred elements are read from this descriptor, not by opening the path again
         if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
             raise _NotAnImage
         if "Rows" not in ds or "Columns" not in ds:
             raise _NotAnImage  # structured reports, presentation states, plans: no image
-        return _dicom_entry(path, ds)
+        return _dicom_entry(path, ds, capacity)
+
+
+class _TooMany(Exception):
+    pass
+
+
+class _Walk:
+    """Element and item headers of a DICOM stream passed over without reading values (``budget`` headers at most:
+    ``_TooMany`` beyond). The contents of an undefined-length UN element are implicit VR (PS3.5 6.2.2)."""
+
+    def __init__(self, fp, little: bool, budget: float = math.inf) -> None:
+        import struct
+
+        self.fp, self.budget = fp, budget
+        self.pair, self.long = struct.Struct("<HH" if little else ">HH"), struct.Struct("<I" if little else ">I")
+        self.short = struct.Struct("<H" if little else ">H")
+        self.count = 0  # items counted by the last ``items``, also when it ended in an error
+
+    def header(self, implicit: bool) -> tuple[int, bytes | None, int]:
+        """(tag, VR (None for items and implicit VR), length) of the header at the stream's position."""
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooMany
+        raw = self.fp.read(8)
+        if len(raw) < 8:
+            raise EOFError("the data set ends inside a sequence")
+        group, element = self.pair.unpack_from(raw)
+        if group == 0xFFFE or implicit or not (0x40 < raw[4] < 0x5B and 0x40 < raw[5] < 0x5B):
+            return group << 16 | element, None, self.long.unpack_from(raw, 4)[0]  # no VR (pydicom's test too)
+        vr = raw[4:6]
+        if vr in _LONG_VRS:
+            rest = self.fp.read(4)
+            if len(rest) < 4:
+                raise EOFError("the data set ends inside a sequence")
+            return group << 16 | element, vr, self.long.unpack(rest)[0]
+        return group << 16 | element, vr, self.short.unpack_from(raw, 6)[0]
+
+    def items(self, length: int, implicit: bool, limit: float = math.inf) -> int:
+        """The items of the sequence (or encapsulated pixel data) whose header was just read, passed over and counted up
+        to ``limit``: the stream then stands after the sequence, or after item ``limit``."""
+        end = None if length == _UNDEFINED else self.fp.tell() + length
+        self.count = 0
+        while self.count < limit and (end is None or self.fp.tell() < end):
+            tag, _, size = self.header(implicit)
+            if tag == _SEQUENCE_END:
+                break
+            if tag != _ITEM:
+                raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) where a sequence item was expected")
+            self.count += 1
+            self.value(size, _ITEM_END, implicit)
+        return self.count
+
+    def value(self, length: int, closing: int, implicit: bool) -> None:
+        """Pass over a value whose header was just read: seek past a defined length; an undefined one ends at its
+        delimiter (``closing``), nested ones at theirs (no recursion: any depth)."""
+        if length != _UNDEFINED:
+            self.fp.seek(length, 1)
+            return
+        open_ = [(closing, implicit)]
+        while open_:
+            tag, vr, size = self.header(open_[-1][1])
+            if tag in (_ITEM_END, _SEQUENCE_END):
+                open_.pop()
+            elif size == _UNDEFINED:
+                open_.append((_ITEM_END if tag == _ITEM else _SEQUENCE_END, open_[-1][1] or vr == b"UN"))
+            else:
+                self.fp.seek(size, 1)
+
+
+def _stream_size(fp) -> int:
+    here = fp.tell()
+    size = fp.seek(0, os.SEEK_END)
+    fp.seek(here)
+    return size
+
+
+def _frames_held(ds, stream) -> int:
+    """The frames the pixel data element at ``stream``'s position can hold (0: no pixel data element there): its
+    length over one frame's size (native), its fragments after the offset table (encapsulated: one frame at least
+    a fragment; counted up to NumberOfFrames). Item headers are read, values skipped; nothing is kept."""
+    implicit, little = ds.original_encoding
+    implicit, little = bool(implicit), little is not False
+    walk = _Walk(stream, little)
+    try:
+        tag, _, length = walk.header(implicit)
+        if tag not in _PIXEL_TAGS:
+            return 0
+        if length == _UNDEFINED:
+            declared = min(max(1, _int(_get(ds, "NumberOfFrames")) or 1), MAX_COUNTED_FRAGMENTS)
+            try:
+                walk.items(length, True, declared + 1)
+            except (EOFError, ValueError):
+                pass  # the fragments up to the damage: the loader says what it can decode
+            return max(0, walk.count - 1)
+        bits = _frame_bits(ds)
+        return min(length, _stream_size(stream) - stream.tell()) * 8 // bits if bits else 1
+    except (EOFError, OSError, ValueError):
+        return 0
+
+
+def _frame_bits(ds) -> int:
+    """Bits of one native frame as the header states it (0 where it cannot say)."""
+    rows, columns = _int(_get(ds, "Rows")) or 0, _int(_get(ds, "Columns")) or 0
+    samples, bits = _int(_get(ds, "SamplesPerPixel")) or 1, _int(_get(ds, "BitsAllocated")) or 0
+    if samples == 3 and _text(ds, "PhotometricInterpretation").upper().endswith("_422"):
+        samples = 2  # YBR_FULL_422: two samples a pixel on average
+    return max(0, rows) * max(0, columns) * max(1, samples) * max(0, bits)
 
 
 def _raster_entry(path: Path, fh):
@@ -476,8 +647,15 @@ def _orientation(value) -> tuple[float, ...] | None:
     return cosines
 
 
-def _dicom_entry(path: Path, ds):
+def _dicom_entry(path: Path, ds, capacity: int | None = None):
+    """``capacity``: the frames the pixel data holds (``_frames_held``); a header stating more is believed that far."""
     frames = _int(_get(ds, "NumberOfFrames")) or 1
+    warnings = []
+    if capacity is not None and frames > max(1, capacity):
+        held = f"holds {capacity}" if capacity else "is missing"
+        warnings.append(f"{path.name}: its header states {frames} frames, but its pixel data {held}: "
+                        f"{max(1, capacity)} indexed.")
+        frames = max(1, capacity)
     series_uid = _text(ds, "SeriesInstanceUID")
     study_uid = _text(ds, "StudyInstanceUID")
     modality = _text(ds, "Modality").upper()
@@ -491,7 +669,7 @@ def _dicom_entry(path: Path, ds):
     series = dict(key=key, uid=series_uid, kind=kind, modality=modality, description=_text(ds, "SeriesDescription"),
                   number=_int(_get(ds, "SeriesNumber")), patient_id=_text(ds, "PatientID"),
                   patient_name=_text(ds, "PatientName"), study_uid=study_uid,
-                  frame_of_reference=_text(ds, "FrameOfReferenceUID"))
+                  frame_of_reference=_text(ds, "FrameOfReferenceUID"), warnings=warnings)
     study = dict(uid=study_uid, date=_text(ds, "StudyDate"), description=_text(ds, "StudyDescription"),
                  accession=_text(ds, "AccessionNumber"))
     patient = dict(id=_text(ds, "PatientID"), name=_text(ds, "PatientName"))
@@ -664,6 +842,8 @@ def _split(series: Series) -> list[Series]:
         for s in series.slices:
             key = next((k for k in by_plane if _same_orientation(k, s.orientation)), s.orientation)
             by_plane.setdefault(key, []).append(s)
+            if len(by_plane) > MAX_PLANES_SPLIT:
+                break  # kept whole whatever the rest: comparing every slice with every orientation was quadratic
         if len(by_plane) <= MAX_PLANES_SPLIT:  # more: a radial or free-angle acquisition, kept whole (warned)
             parts = [part for _, part in sorted(by_plane.items(), key=lambda kp: (-len(kp[1]), plane_of(kp[0]), kp[0]))]
     split: list[tuple[str, list[SliceRef]]] = []
@@ -683,8 +863,8 @@ def _split(series: Series) -> list[Series]:
     for k, (what, slices) in enumerate(split):
         note = (f"One of {len(split)} parts of series {series.number if series.number is not None else series.uid} "
                 f"(split by orientation or echo): {len(slices)} of its {len(series.slices)} images.")
-        out.append(replace(series, key=f"{series.key}|part{k + 1}", slices=slices, warnings=[note], breaks=[],
-                           part=what or f"part {k + 1}",
+        out.append(replace(series, key=f"{series.key}|part{k + 1}", slices=slices, warnings=[*series.warnings, note],
+                           breaks=[], part=what or f"part {k + 1}",
                            description=f"{series.description} ({what or f'part {k + 1}'})".strip()))
     return out
 
