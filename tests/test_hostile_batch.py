@@ -242,7 +242,7 @@ def test_nan_window_is_shown_and_warned_in_the_rows(tmp_path, tiny_models):
 
 def test_a_failing_history_does_not_turn_results_into_errors(tmp_path, tiny_models):
     class BrokenHistory:
-        def add(self, analysis):
+        def add(self, analysis, file_sha256=None):
             raise DiagnosticError("the analysis could not be recorded in the history (disk full)")
 
     folder = tmp_path / "in"

@@ -44,6 +44,7 @@ from core.errors import DiagnosticError, described
 from core.export.files import WriteError, os_reason, write_heatmap_png, write_mask_png
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled, FrameUnreadable, analyse_frames
+from core.models.storage import sha256_file
 from core.series.contralateral import other_breast
 from core.series.report import CSV_LINE_END, file_key, file_relative, join_warnings, split_warnings
 
@@ -453,6 +454,7 @@ class BatchRun:
             record = load_image(path)
             frames = range(record.frames) if self.all_frames else [0]
             rows = []
+            digest = ""  # the file's sha256 for the history, hashed once for all its frames
 
             def analyse(frame: int):
                 return self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids, gradcam=self.heatmaps,
@@ -464,12 +466,19 @@ class BatchRun:
                     rows.extend(self._rows(relative, stem, record, analysis))
                     if self.history is not None and analysis.results:
                         try:
-                            self.history.add(analysis)
-                        except DiagnosticError as exc:  # the result stands; its history record is missing
+                            digest = digest or sha256_file(path)  # a 150-frame file was hashed 150 times
+                            self.history.add(analysis, digest)
+                        except (OSError, DiagnosticError) as exc:  # the result stands; its history record is missing
+                            said = str(exc) if isinstance(exc, DiagnosticError) else \
+                                f"the analysis could not be recorded in the history ({os_reason(exc)})"
                             for row in rows:
-                                row["warnings"] = join_warnings(split_warnings(row["warnings"]) + [str(exc)])
+                                row["warnings"] = join_warnings(split_warnings(row["warnings"]) + [said])
             except FrameUnreadable as exc:  # the frames analysed keep their rows; this one is the error row
                 rows.append(self._row(relative, frame=exc.frame, error=str(exc)))
+            if record.frames > 1 and not self.all_frames:  # a volume's first slice is no verdict on the volume
+                for row in rows:
+                    row["warnings"] = join_warnings(split_warnings(row["warnings"]) + [
+                        f"only frame 1 of {record.frames} was analysed (the command's --all-frames analyses each)"])
             return rows
         except Cancelled:
             raise
@@ -570,8 +579,8 @@ class BatchRun:
         total = len(found)
         with self.csv_path.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        (self.out / "results.json").write_text(json.dumps({"columns": self.columns, "rows": rows}, indent=1),
-                                               encoding="utf-8")
+        with (self.out / "results.json").open("w", encoding="utf-8") as fh:  # written as encoded: no copy in memory
+            json.dump({"columns": self.columns, "rows": rows}, fh, indent=1)
         per_model: dict[str, dict[str, int]] = {}
         for row in rows:
             if row["model"]:
