@@ -26,8 +26,15 @@ MAX_DICOMDIR_BYTES = 256 * 1024**2  # some 500,000 directory records
 WORK_BYTES_PER_PIXEL = 28  # measured: a 225-megapixel image took 6.2 GiB loaded, windowed and shown
 DECODE_OVERHEAD = 3  # raw bytes, decoded array and one converted copy live at once
 BUDGET_FRACTION = 0.5  # of the memory available: the viewer, models and caches need the rest
-MAX_IMAGE_BUDGET = 4 * 1024**3  # one image never takes more, however much memory is free
+# One image never takes more, however much memory is free: a picture decoded or loaded within the budget peaks at
+# about the budget plus the process itself (with 4 GiB, 1 MB PNG/JPEG/BMP bombs of 30000 x 30000 pixels peaked
+# at 2.9-3.1 GB while loaded downsampled; 1.5 GiB keeps such files under 2 GB, and a 4688 x 2592 16-bit
+# mammogram, 0.3 GiB loaded, still loads whole).
+MAX_IMAGE_BUDGET = 3 * 1024**3 // 2
 FALLBACK_AVAILABLE = 2 * 1024**3  # when the system does not say
+# Image directories (pages) of a TIFF looked at: grouping pages into series costs tifffile time that grows with the
+# square of their number (10,000 one-pixel pages took 56 s); beyond this only the first pages are read.
+MAX_TIFF_PAGES = 1000
 
 
 def _meminfo_available() -> int | None:
