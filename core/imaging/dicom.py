@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
+import io
 import math
 import struct
 import zlib
 
 import numpy as np
 import pydicom
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
@@ -19,6 +20,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
 from pydicom.tag import Tag
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR as VR_
+from pydicom.values import convert_UI
 from pydicom.uid import (UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000TransferSyntaxes,
                          JPEGLSTransferSyntaxes, JPEGTransferSyntaxes)
 
@@ -55,71 +58,322 @@ def _scaled(spacing: tuple[float, float] | None, factor: int) -> tuple[float, fl
 
 
 def check_deflated(fp: BinaryIO, path: Path) -> None:
-    """Refuse a deflate-compressed data set that inflates beyond the budget (``ImageLoadError``, "too large").
+    """Refuse, before pydicom parses it, a header that would cost memory or time out of all proportion to the
+    file (``ImageLoadError``): a deflate-compressed data set that inflates beyond the budget ("too large"), a file
+    meta group that states two different transfer syntaxes, sequences nested deeper than ``MAX_SEQUENCE_DEPTH``,
+    more than ``MAX_SEQUENCE_ITEMS`` sequence items, or a per-frame functional group sequence with more items than
+    the file declares frames (``SPARE_PER_FRAME_ITEMS`` spare ones allowed).
 
-    ``fp`` is read from where it stands (the file's start); only the file meta group is parsed, the rest is
-    inflated chunk by chunk and counted, never kept. Any other file costs the meta group's few hundred bytes.
+    ``fp`` is read from where it stands (the file's start). The transfer syntax is the one pydicom will use (the
+    last (0002,0010) of the meta group, as pydicom's own meta parse keeps). The data set is walked element by
+    element up to its pixel data: values are skipped, never kept; a deflated one is inflated chunk by chunk and
+    counted. A walk that meets something it does not understand stops there and leaves the file to dcmread.
     The caller seeks back before reading the file again.
     """
+    _scan_header(fp, path, drain=True)
+
+
+def _scan_header(fp: BinaryIO, path: Path, drain: bool = False) -> "_HeaderScan | None":
+    """``check_deflated``'s walk of the file ``fp`` (from where it stands); the walk, or None where the file meta
+    group cannot be read. ``drain``: inflate a deflated data set to its end (counted), not only to its pixels."""
     try:
         start = fp.tell()
-        syntax = _transfer_syntax_of(fp.read(_META_PEEK))
-        if syntax is not None and syntax != _DEFLATED:
-            return  # the common case, without parsing the meta group with pydicom
-        fp.seek(start)
-        read_preamble(fp, True)
-        meta = _read_file_meta_info(fp)
-        if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED:
-            return
-        budget = memory_budget() // DECODE_OVERHEAD
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        total = 0
-        while True:
-            chunk = fp.read(_INFLATE_CHUNK)
-            data = inflater.decompress(chunk, _INFLATE_CHUNK)
-            while True:
-                total += len(data)
-                if total > budget:
-                    raise ImageLoadError(path, f"the deflate-compressed DICOM data set inflates to more than "
-                                               f"{budget / 1024**2:.0f} MiB: too large (possibly a decompression bomb)")
-                if not inflater.unconsumed_tail:
-                    break
-                data = inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK)
-            if not chunk or inflater.eof:
-                return
+        found = _meta_of(fp.read(_META_PEEK), path)
+        if found is None:  # not a plain explicit little-endian meta group: pydicom's own parse decides
+            fp.seek(start)
+            read_preamble(fp, True)
+            meta = _read_file_meta_info(fp)
+            syntax = str(meta.get("TransferSyntaxUID", "") or "").strip() or None
+            found = (syntax, fp.tell() - start)
+        syntax, offset = found
+        fp.seek(start + offset)
     except ImageLoadError:
+        raise
+    except Exception:  # noqa: BLE001 - no readable meta group: dcmread decides what the file is
+        return None
+    try:
+        if syntax == _DEFLATED:
+            stream = _Stream.inflating(fp, memory_budget() // (_INFLATED_COPIES + DECODE_OVERHEAD), path)
+            scan = _HeaderScan(stream, path, deflated=True).walk(little=True)
+            if drain:
+                stream.drain()
+            return scan
+        return _HeaderScan(_Stream.of_file(fp), path).walk(little=syntax != "1.2.840.10008.1.2.2")
+    except (ImageLoadError, MemoryError):
         raise
     except zlib.error as exc:
         raise ImageLoadError(path, f"the deflate-compressed DICOM data is corrupt ({exc})") from exc
-    except Exception:  # noqa: BLE001 - no readable meta group: dcmread decides what the file is
-        return
+    except Exception:  # noqa: BLE001 - a walk the header defeats: dcmread names the problem
+        return None
 
 
-def _transfer_syntax_of(head: bytes) -> str | None:
-    """TransferSyntaxUID from the explicit little-endian file meta group in ``head`` (preamble, ``DICM``,
-    group 0002 elements in tag order); None where that is not certain (no preamble, cut short, odd)."""
+# pydicom's dcmread holds a deflated data set inflated (zlib's output joined once more at its end) and copies each
+# element it reads out of it: the inflated bytes are counted twice besides the decoder's own copies.
+_INFLATED_COPIES = 2
+MAX_SEQUENCE_DEPTH = 64  # pydicom itself fails (RecursionError) near 200; real files nest fewer than 10
+MAX_SEQUENCE_ITEMS = 200_000  # pydicom keeps each item as a data set: 200,000 empty items take 6 s and 110 MB
+# Per-frame functional group items beyond the frames declared are never used; a few are found in objects cut down
+# from multi-frame ones (pydicom's liver_1frame.dcm: one frame, three items). Two million were an attack.
+SPARE_PER_FRAME_ITEMS = 1000
+_SCAN_CHUNK = 1 << 16
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_PER_FRAME_GROUPS = 0x52009230
+_LONG_VRS = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)
+_KNOWN_VRS = frozenset(vr.value.encode() for vr in VR_ if len(vr.value) == 2)
+
+
+def _meta_of(head: bytes, path: Path) -> tuple[str | None, int] | None:
+    """(TransferSyntaxUID, offset of the data set) from a plain explicit little-endian file meta group in ``head``
+    (preamble, ``DICM``, group 0002 elements of known VRs); None where that is not certain (no preamble, cut short,
+    a VR pydicom reads otherwise). Refuses a group that states two different transfer syntaxes: which one a reader
+    uses is a matter of chance (pydicom keeps the last), and a guard that looks at one is blind to the other."""
     if len(head) < 144 or head[128:132] != b"DICM":
         return None
-    at = 132
-    while at + 8 <= len(head):
-        group, element = struct.unpack_from("<HH", head, at)
-        if group != 0x0002 or element > 0x0010:
-            return None  # past the place the transfer syntax must be
-        vr = head[at + 4 : at + 6]
-        if not (vr.isalpha() and vr.isupper()):
+    at, syntaxes = 132, []
+    while True:
+        if at + 8 > len(head):
+            return None  # the meta group runs past the peek: pydicom reads it
+        group = struct.unpack_from("<H", head, at)[0]
+        if group != 0x0002:
+            break
+        element, vr = struct.unpack_from("<H", head, at + 2)[0], head[at + 4 : at + 6]
+        if vr not in _KNOWN_VRS:
             return None  # not explicit VR (a damaged or implicit meta group): pydicom reads it
-        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+        if vr in _LONG_VRS:
             if at + 12 > len(head):
                 return None
             length, at = struct.unpack_from("<I", head, at + 8)[0], at + 12
         else:
             length, at = struct.unpack_from("<H", head, at + 6)[0], at + 8
-        if length == 0xFFFFFFFF or at + length > len(head):
+        if length == _UNDEFINED or at + length > len(head):
             return None
-        if element == 0x0010:
-            return head[at : at + length].rstrip(b"\0 ").decode("ascii", "replace")
+        if element == 0x0010:  # decoded as pydicom decodes it (a value of two UIDs matches no syntax)
+            syntaxes.append(str(convert_UI(head[at : at + length], True)))
         at += length
-    return None
+    if len(set(syntaxes)) > 1:
+        raise ImageLoadError(path, "the DICOM file meta group states its transfer syntax twice, differently ("
+                                   + " and ".join(syntaxes) + "): damaged or forged, not read")
+    return (syntaxes[-1] if syntaxes else None), at
+
+
+class _Stream:
+    """Forward-only reading for the header walk: a file (skips are seeks) or a deflated data set inflated on the
+    fly (skips are inflated and dropped, every byte counted against ``limit``)."""
+
+    def __init__(self, more, skip_more) -> None:
+        self._buf, self._at, self.pos = b"", 0, 0
+        self._more, self._skip_more = more, skip_more
+
+    @classmethod
+    def of_file(cls, fp: BinaryIO) -> "_Stream":
+        stream = cls(fp.read, lambda n: fp.seek(n, 1))
+        stream.pos = fp.tell()  # positions in the file
+        return stream
+
+    @classmethod
+    def inflating(cls, fp: BinaryIO, limit: int, path: Path) -> "_Stream":
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        state = {"total": 0, "done": False}
+
+        def more(_n: int) -> bytes:
+            while not state["done"]:
+                if inflater.unconsumed_tail:
+                    data = inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK)
+                else:
+                    chunk = fp.read(_INFLATE_CHUNK)
+                    data = inflater.decompress(chunk, _INFLATE_CHUNK)
+                    if not chunk or inflater.eof:
+                        state["done"] = not inflater.unconsumed_tail
+                state["total"] += len(data)
+                if state["total"] > limit:
+                    raise ImageLoadError(path, f"the deflate-compressed DICOM data set inflates to more than "
+                                               f"{limit / 1024**2:.0f} MiB: too large (possibly a decompression bomb)")
+                if data:
+                    return data
+            return b""
+
+        def skip_more(n: int) -> None:
+            while n > 0:
+                data = more(n)
+                if not data:
+                    return
+                n -= len(data)
+                if n < 0:  # inflated past the skip: keep the rest
+                    stream._buf, stream._at = data[n:], 0
+
+        stream = cls(more, skip_more)
+        return stream
+
+    def _fill(self, n: int) -> bool:
+        while len(self._buf) - self._at < n:
+            data = self._more(max(n, _SCAN_CHUNK))
+            if not data:
+                return False
+            self._buf, self._at = self._buf[self._at :] + data, 0
+        return True
+
+    def read(self, n: int) -> bytes:
+        self._fill(n)
+        out = self._buf[self._at : self._at + n]
+        self._at += len(out)
+        self.pos += len(out)
+        return out
+
+    def peek(self, n: int) -> bytes:
+        self._fill(n)
+        return self._buf[self._at : self._at + n]
+
+    def skip(self, n: int) -> None:
+        self.pos += n
+        have = len(self._buf) - self._at
+        if n <= have:
+            self._at += n
+            return
+        self._buf, self._at = b"", 0
+        self._skip_more(n - have)
+
+    def drain(self) -> None:
+        while self._more(_INFLATE_CHUNK):
+            pass
+
+
+class _StopWalk(Exception):
+    """The header is not what the walk understands (cut short, not DICOM, odd): dcmread decides."""
+
+
+class _HeaderScan:
+    """Walks a data set's elements up to its pixel data as pydicom will read them (explicit VR, or implicit where
+    the first element or a sequence's items say so), counting sequence items and nesting; refuses what would make
+    pydicom's parse blow up. Element values are skipped."""
+
+    def __init__(self, stream: _Stream, path: Path, deflated: bool = False) -> None:
+        self.stream, self.path, self.deflated = stream, path, deflated
+        self.items, self.frames = 0, 1
+        # The top-level pixel data element: (tag, length, offset of its value in the file; None where deflated)
+        self.pixels: tuple[int, int, int | None] | None = None
+
+    def walk(self, little: bool) -> "_HeaderScan":
+        self.endian = "<" if little else ">"
+        head = self.stream.peek(6)
+        try:
+            self._data_set(self._looks_implicit(head), 0, None, top=True)
+        except _StopWalk:
+            pass
+        return self
+
+    @staticmethod
+    def _looks_implicit(head: bytes) -> bool:
+        return len(head) == 6 and not (0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B)
+
+    def _header(self, implicit: bool) -> tuple[int, bytes | None, int]:
+        raw = self.stream.read(8)
+        if len(raw) < 8:
+            raise _StopWalk
+        group, element = struct.unpack(self.endian + "HH", raw[:4])
+        tag = group << 16 | element
+        vr = None if implicit or tag in (_ITEM, _ITEM_END, _SEQUENCE_END) else raw[4:6]
+        if vr is not None and vr not in _KNOWN_VRS and not (b"AA" <= vr <= b"ZZ"):
+            vr = None  # pydicom reads an element without a VR as implicit
+        if vr is None:
+            return tag, None, struct.unpack(self.endian + "I", raw[4:])[0]
+        if vr in _LONG_VRS:
+            extra = self.stream.read(4)
+            if len(extra) < 4:
+                raise _StopWalk
+            return tag, vr, struct.unpack(self.endian + "I", extra)[0]
+        return tag, vr, struct.unpack(self.endian + "H", raw[6:])[0]
+
+    def _data_set(self, implicit: bool, depth: int, end: int | None, top: bool = False) -> None:
+        while end is None or self.stream.pos < end:
+            tag, vr, length = self._header(implicit)
+            if tag == _ITEM_END:
+                return
+            if tag in (_ITEM, _SEQUENCE_END):
+                raise _StopWalk
+            if top and tag >> 16 == 0x7FE0 and tag >= 0x7FE00008 and self.pixels is None:
+                self.pixels = (tag, length, None if self.deflated else self.stream.pos)  # then on: pydicom reads on
+            if top and tag == 0x00280008 and length < 64 and length != _UNDEFINED:
+                try:
+                    self.frames = int(self.stream.read(length).decode("ascii").strip(" \0") or 1)
+                except ValueError:
+                    self.frames = 0  # not a number: read_dicom says so
+                continue
+            if self._is_sequence(tag, vr, length):
+                self._sequence(implicit or vr != b"SQ", depth + 1, length, per_frame=top and tag == _PER_FRAME_GROUPS)
+            elif length == _UNDEFINED:
+                self._fragments()
+            else:
+                self.stream.skip(length)
+
+    def _is_sequence(self, tag: int, vr: bytes | None, length: int) -> bool:
+        """Whether pydicom reads (or, on access, converts) this element as a sequence: SQ; UN of undefined length;
+        an implicit (or UN) element the dictionary calls SQ; an unknown implicit one of undefined length whose value
+        starts with an item."""
+        if vr == b"SQ" or (vr == b"UN" and length == _UNDEFINED):
+            return True
+        if vr not in (None, b"UN"):
+            return False
+        try:
+            return dictionary_VR(tag) == "SQ"
+        except KeyError:
+            if vr is not None or length != _UNDEFINED:
+                return False
+        head = self.stream.peek(4)
+        if len(head) < 4:
+            return False
+        group, element = struct.unpack(self.endian + "HH", head)
+        return (group << 16 | element) == _ITEM
+
+    def _fragments(self) -> None:
+        """An undefined-length value that is no sequence (encapsulated pixel data): its items, to its delimiter.
+        A tight loop on the stream's buffer: a frame may come in a million fragments."""
+        stream, unpack = self.stream, struct.Struct(self.endian + "HHI").unpack_from
+        while True:
+            if not stream._fill(8):
+                raise _StopWalk
+            group, element, length = unpack(stream._buf, stream._at)
+            stream._at += 8
+            stream.pos += 8
+            if group == 0xFFFE and element == 0xE0DD:
+                return
+            if group != 0xFFFE or element != 0xE000 or length == _UNDEFINED:
+                raise _StopWalk
+            if length <= len(stream._buf) - stream._at:
+                stream._at += length
+                stream.pos += length
+            else:
+                stream.skip(length)
+
+    def _sequence(self, implicit: bool, depth: int, length: int, per_frame: bool) -> None:
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise ImageLoadError(self.path, f"the DICOM header nests sequences more than {MAX_SEQUENCE_DEPTH} deep: "
+                                            "damaged or hostile, not read")
+        end = None if length == _UNDEFINED else self.stream.pos + length
+        count = 0
+        while end is None or self.stream.pos < end:
+            tag, _, item_length = self._header(True)
+            if tag == _SEQUENCE_END:
+                return
+            if tag != _ITEM:
+                raise _StopWalk
+            count += 1
+            self.items += 1
+            if per_frame and 0 < self.frames and self.frames + SPARE_PER_FRAME_ITEMS < count:
+                raise ImageLoadError(self.path, f"its per-frame functional groups hold more than "
+                                                f"{self.frames + SPARE_PER_FRAME_ITEMS:,} items for the "
+                                                f"{self.frames:,} frame(s) it declares: a damaged or hostile header, "
+                                                "not read")
+            if self.items > MAX_SEQUENCE_ITEMS:
+                raise ImageLoadError(self.path, f"the DICOM header holds more than {MAX_SEQUENCE_ITEMS:,} sequence "
+                                                "items: too large to read (damaged or hostile)")
+            if item_length == 0:
+                continue
+            item_implicit = implicit or self._looks_implicit(self.stream.peek(6))
+            item_end = None if item_length == _UNDEFINED else self.stream.pos + item_length
+            self._data_set(item_implicit, depth, item_end)
+            if item_end is not None and self.stream.pos != item_end:
+                raise _StopWalk
 
 
 def _no_pixels_reason(path: Path, ds: Dataset) -> str:
@@ -155,9 +409,159 @@ def _element_past_end(path: Path) -> str | None:
     return None
 
 
-def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
+# A header that declares a few frames more than its pixel data holds (a file cut short) still lists them, each
+# missing one named when it is read; beyond this many, only the frames held are listed (a NumberOfFrames of two
+# thousand million on a few bytes made the series index and the batch build one entry per frame).
+UNHELD_FRAMES_LISTED = 64
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloatPixelData
+
+
+def frames_held(ds: Dataset, fp: BinaryIO | None = None) -> int:
+    """How many frames to list for the DICOM data set ``ds``: its NumberOfFrames (1 where absent or not a positive
+    number), bounded by what its pixel data holds (``UNHELD_FRAMES_LISTED`` missing frames at most; they are
+    named unreadable when read). Native pixel data holds its length divided by one frame's size; encapsulated
+    pixel data as many frames as it has fragments, or entries in its (Extended) Basic Offset Table where it has one.
+
+    ``fp``: the file ``ds`` was read from, open (needed where ``ds`` was read with ``stop_before_pixels`` or its
+    compressed pixel data was deferred and ``ds`` has no open ``buffer`` or ``filename`` to read it from again);
+    its position is kept. Never raises: NumberOfFrames as stated where the pixel data cannot be reached.
+    """
+    declared = _declared_frames(ds)
+    try:
+        held = _pixel_extent(ds, fp, declared)[0]
+    except Exception:  # noqa: BLE001 - the pixel data cannot be measured: the header's word stands
+        held = None
+    return _listed_frames(declared, held)
+
+
+def _declared_frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _listed_frames(declared: int, held: int | None) -> int:
+    if held is None or held >= declared or declared - held <= UNHELD_FRAMES_LISTED:
+        return declared
+    return max(1, held)
+
+
+def _pixel_extent(ds: Dataset, fp: BinaryIO | None, declared: int) -> tuple[int | None, int | None, int | None]:
+    """(frames the pixel data holds, its length in bytes, bits per frame): the last two for native pixel data
+    only; None where it cannot be told."""
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.BitsAllocated)
+    if min(rows, columns, samples, bits) <= 0:
+        return None, None, None
+    tag = next((t for t in _PIXEL_TAGS if t in ds), None)
+    value = None
+    if tag is not None:
+        element = ds.get_item(tag, keep_deferred=True)
+        if isinstance(element, RawDataElement):
+            value, length, offset = element.value, element.length, element.value_tell
+        else:
+            value, length, offset = element.value, None, None
+    elif fp is not None:  # read without its pixel data: find the element in the file
+        located = _locate_pixels(fp)
+        if located is None:
+            return None, None, None
+        tag, length, offset = located
+    else:
+        return None, None, None
+    syntax = _transfer_syntax(ds)
+    if tag == 0x7FE00010 and _is_encapsulated(syntax):
+        return _encapsulated_frames(ds, value, offset, fp, declared), None, None
+    if value is not None:
+        length = len(value)
+    if length is None or length == _UNDEFINED:
+        return None, None, None
+    frame_bits = rows * columns * samples * bits
+    if samples == 3 and str(ds.get("PhotometricInterpretation", "")).strip().upper() == "YBR_FULL_422":
+        frame_bits = frame_bits // 3 * 2  # two samples of every three are stored
+    return length * 8 // frame_bits, length, frame_bits
+
+
+def _is_encapsulated(syntax: UID) -> bool:
+    try:
+        return syntax.is_encapsulated
+    except ValueError:  # not a transfer syntax pydicom knows: read as native, as pydicom does
+        return False
+
+
+def _locate_pixels(fp: BinaryIO) -> tuple[int, int, int | None] | None:
+    """The top-level pixel data element of the file ``fp`` (tag, length, offset of its value), found by the header
+    walk from the file's start; ``fp``'s position is kept."""
+    at = fp.tell()
+    try:
+        fp.seek(0)
+        scan = _scan_header(fp, Path(str(getattr(fp, "name", "") or "")))
+        return scan.pixels if scan is not None else None
+    except ImageLoadError:
+        return None
+    finally:
+        fp.seek(at)
+
+
+def _encapsulated_frames(ds: Dataset, value: bytes | None, offset: int | None, fp: BinaryIO | None,
+                         declared: int) -> int | None:
+    """Frames that encapsulated pixel data can give: one per fragment at most, and no more than its Extended (or
+    Basic) Offset Table lists where it has one; counted up to ``declared`` only (item headers read, values
+    skipped)."""
+    table = None
+    if "ExtendedOffsetTable" in ds:
+        element = ds.get_item(0x7FE00001, keep_deferred=True)
+        size = element.length if isinstance(element, RawDataElement) and element.value is None else \
+            len(element.value or b"")
+        table = size // 8
+    if value is not None:
+        source, opened, start = io.BytesIO(value), True, 0
+    elif fp is not None and offset is not None:
+        source, opened, start = fp, False, offset
+    elif offset is not None and getattr(ds, "buffer", None) is not None and not getattr(ds.buffer, "closed", True):
+        source, opened, start = ds.buffer, False, offset
+    elif offset is not None and isinstance(getattr(ds, "filename", None), str):
+        source, opened, start = open(ds.filename, "rb"), True, offset  # noqa: SIM115 - closed below
+    else:
+        return None
+    at = source.tell()
+    try:
+        source.seek(start)
+        stream = _Stream.of_file(source)
+
+        def item() -> int | None:
+            raw = stream.read(8)
+            if len(raw) < 8:
+                return None
+            group, element, length = struct.unpack("<HHI", raw)
+            return length if (group << 16 | element) == _ITEM and length != _UNDEFINED else None
+
+        first = item()  # the Basic Offset Table, maybe empty
+        if first is None:
+            return None
+        if table is None and first >= 4:
+            table = first // 4
+        stream.skip(first)
+        limit = min(declared, table) if table is not None else declared
+        count = 0
+        while count < limit:
+            length = item()
+            if length is None:
+                break
+            count += 1
+            stream.skip(length)
+        return count
+    finally:
+        if opened:
+            source.close()
+        else:
+            source.seek(at)
+
+
+def read_dicom(path: Path, fp: BinaryIO, headerless: bool = False) -> ImageRecord:
     """A DICOM file as a record, its header read from ``fp`` (``path`` opened through the loader's guarded door, at
-    its start); ImageLoadError with a reader-friendly reason when it cannot be shown. Frames are read on demand."""
+    its start); ImageLoadError with a reader-friendly reason when it cannot be shown. Frames are read on demand.
+    ``headerless``: a last try at a file that did not look like DICOM (no damaged header is then looked for)."""
     check_deflated(fp, path)
     fp.seek(0)
     try:
@@ -166,8 +570,13 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
         raise ImageLoadError(path, f"not a valid DICOM file ({exc})") from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, OverflowError, struct.error, zlib.error) as exc:
         raise ImageLoadError(path, f"the DICOM file is truncated or damaged ({exc})") from exc
+    except RecursionError as exc:
+        raise ImageLoadError(path, "the DICOM header nests sequences too deeply to be read: damaged or "
+                                   "hostile") from exc
 
     if not any(k in ds for k in _PIXEL_KEYWORDS):
+        if headerless:
+            raise ImageLoadError(path, "no image found (no Pixel Data)")
         raise ImageLoadError(path, _no_pixels_reason(path, ds))
     for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
         if keyword not in ds:
@@ -184,6 +593,21 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
         raise ImageLoadError(path, reason)
     factor = downsample_factor(rows, columns)
     warnings: list[str] = []
+    declared = frames
+    try:
+        held, pixel_bytes, frame_bits = _pixel_extent(ds, fp, declared)
+    except (TypeError, ValueError, AttributeError, KeyError, OSError, struct.error):
+        held, pixel_bytes, frame_bits = None, None, None  # not measurable: the decoder names any problem
+    frames = _listed_frames(declared, held)
+    if held is not None and 0 < held < declared:
+        warnings.append(f"its header declares {declared:,} frames, but its pixel data holds only {held:,}: " +
+                        (f"frames {held + 1:,} to {declared:,} cannot be read" if frames == declared
+                         else f"only those {held:,} are listed"))
+    elif pixel_bytes is not None and frame_bits and held is not None and held > declared and \
+            pixel_bytes * 8 >= (declared + 1) * frame_bits:
+        warnings.append(f"its pixel data holds {pixel_bytes:,} bytes, more than the {declared * frame_bits // 8:,} its "
+                        f"header's {declared:,} frame(s) of {columns} x {rows} pixels need: the header (Rows, "
+                        "Columns, bits or number of frames) may be wrong, and the picture with it")
     slope, intercept = ds.get("RescaleSlope", 1), ds.get("RescaleIntercept", 0)
     for name, value in (("RescaleSlope", slope), ("RescaleIntercept", intercept)):
         if not _finite(value):
@@ -201,30 +625,45 @@ def read_dicom(path: Path, fp: BinaryIO) -> ImageRecord:
     has_meta = "TransferSyntaxUID" in (getattr(ds, "file_meta", None) or {})
     told = {} if has_meta or tsyntax == _DEFLATED else {"transfer_syntax_uid": tsyntax}
 
+    plugins = _decoding_plugins(tsyntax)
+
     def read_frame(index: int) -> np.ndarray:
-        _check_codestream_size(path, ds, tsyntax, index, frames, rows, columns)
-        try:
-            arr = pixel_array(source, index=index if frames > 1 else None, as_rgb=True, **told)
-        except (NotImplementedError, RuntimeError, ImportError) as exc:
-            reason = " ".join(str(exc).split())  # pydicom lists each plugin's failure on a line of its own
-            raise ImageLoadError(
-                path, f"its {tsyntax.name} pixel data could not be decoded: corrupt or an unsupported variant ({reason})"
-            ) from exc
-        except (ValueError, EOFError, OSError, KeyError, AttributeError, TypeError) as exc:
-            raise ImageLoadError(path, f"the pixel data is truncated or does not match the header ({exc})") from exc
+        if held is not None and index >= held:
+            if pixel_bytes is not None and held == 0:
+                raise ImageLoadError(path, f"the pixel data is truncated or does not match the header: it holds "
+                                           f"{pixel_bytes:,} bytes, less than one {columns} x {rows} frame "
+                                           f"({-(-frame_bits // 8):,} bytes)")
+            raise ImageLoadError(path, f"the pixel data is truncated or does not match the header: frame {index + 1} "
+                                       f"is missing (it holds {held:,} of the {declared:,} frames its header declares)")
+        cut = _check_codestream_size(path, ds, tsyntax, index, declared, rows, columns, samples)
+        if cut and cut not in warnings:
+            warnings.append(cut)
+        arr = _decode(path, source, index if declared > 1 else None, tsyntax, plugins, told)
         if photometric == "PALETTE COLOR":  # indices first: averaged indices would pick unrelated colours
-            arr = apply_color_lut(arr, ds)
+            try:
+                arr = apply_color_lut(arr, ds)
+            except MemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - numpy and struct errors say nothing to a reader
+                raise ImageLoadError(path, "its palette colour lookup tables are damaged: their descriptors and "
+                                           "data do not agree, or do not fit the pixel values") from exc
         arr = shrink(arr, factor)  # before any float conversion: big frames never exist as float64
         if is_color:
             return _color_to_uint8(arr, color_bits)
-        values = _modality_values(arr, ds, index)
+        try:
+            values = _modality_values(arr, ds, index)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an unpack error says nothing to a reader
+            raise ImageLoadError(path, "its Modality LUT is damaged: its descriptor and data do not agree, so the "
+                                       "pixel values cannot be computed") from exc
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
             if _NONFINITE_WARNING not in warnings:
                 warnings.append(_NONFINITE_WARNING)
         return values
 
-    mixed = len(_frame_spacings(ds)) > 1  # a multi-plane localizer: one spacing would mis-measure frames
+    mixed = len(_frame_spacings(ds, frames)) > 1  # a multi-plane localizer: one spacing would mis-measure frames
     stated = _safe_spacing(ds)
     implausible = stated is not None and not all(MIN_SPACING_MM <= v <= MAX_SPACING_MM for v in stated)
     spacing = None if mixed or implausible else _scaled(stated, factor)
@@ -302,7 +741,11 @@ def _transfer_syntax(ds: Dataset) -> UID:
 
 def _require_decoder(path: Path, tsyntax: UID) -> None:
     """Fail at open time, by name, when no installed plugin can decode this compression."""
-    if not tsyntax.is_compressed:
+    try:
+        compressed = tsyntax.is_compressed
+    except ValueError as exc:  # a UID that is no transfer syntax pydicom knows
+        raise ImageLoadError(path, f"its transfer syntax ({tsyntax}) is not one this program can read") from exc
+    if not compressed:
         return
     try:
         decoder = get_decoder(tsyntax)
@@ -315,16 +758,63 @@ def _require_decoder(path: Path, tsyntax: UID) -> None:
         )
 
 
+# The decoding plugins in the order tried. GDCM never where another plugin is installed for the syntax: its JPEG
+# codec throws a C++ exception on one stray byte after SOI, which aborts the whole process. For 8-bit JPEG, Pillow
+# (libjpeg-turbo) first: its pictures are GDCM's to the bit, as pydicom's default showed them (pylibjpeg's differ
+# by a level or two); it takes no 12-bit or lossless JPEG, which pylibjpeg decodes.
+_PLUGIN_ORDER = ("pylibjpeg", "pyjpegls", "pydicom", "pillow")
+_JPEG_PLUGIN_ORDER = ("pillow", "pylibjpeg")
+_LAST_RESORT = "gdcm"
+
+
+def _decoding_plugins(tsyntax: UID) -> list[str]:
+    """The plugins to try for ``tsyntax`` in turn ("" for pixel data that needs none: pydicom's own reading)."""
+    try:
+        if not tsyntax.is_compressed:
+            return [""]
+        available = list(get_decoder(tsyntax).available_plugins)
+    except (ValueError, NotImplementedError, AttributeError):
+        return [""]
+    preferred = _JPEG_PLUGIN_ORDER if tsyntax in JPEGTransferSyntaxes else _PLUGIN_ORDER
+    ordered = [name for name in preferred if name in available]
+    ordered += [name for name in available if name not in ordered and name != _LAST_RESORT]
+    if not ordered and _LAST_RESORT in available:
+        ordered = [_LAST_RESORT]
+    return ordered or [""]
+
+
+def _decode(path: Path, source, index: int | None, tsyntax: UID, plugins: list[str], told: dict) -> np.ndarray:
+    """One frame (``index``; None: the only one) decoded by the first of ``plugins`` that can."""
+    failures = []
+    for plugin in plugins:
+        try:
+            return pixel_array(source, index=index, as_rgb=True, decoding_plugin=plugin, **told)
+        except (NotImplementedError, RuntimeError, ImportError) as exc:
+            # pydicom lists each plugin's failure on a line of its own, after a preamble
+            reason = " ".join(str(exc).split()).replace(
+                "Unable to decode as exceptions were raised by all available plugins: ", "")
+            failures.append(reason if reason.startswith(f"{plugin}:") or not plugin else f"{plugin}: {reason}")
+        except (ValueError, EOFError, OSError, KeyError, AttributeError, TypeError, struct.error) as exc:
+            raise ImageLoadError(path, f"the pixel data is truncated or does not match the header ({exc})") from exc
+        except RecursionError as exc:
+            raise ImageLoadError(path, "the DICOM header nests sequences too deeply to be read") from exc
+    raise ImageLoadError(path, f"its {tsyntax.name} pixel data could not be decoded: corrupt or an unsupported "
+                               f"variant ({'; '.join(failures)})")
+
+
 _SIZED_SYNTAXES = set(JPEGTransferSyntaxes) | set(JPEGLSTransferSyntaxes) | set(JPEG2000TransferSyntaxes)
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}  # 0xF7: JPEG-LS
 
 
 def _check_codestream_size(path: Path, ds: Dataset, tsyntax: UID, index: int, frames: int, rows: int,
-                           columns: int) -> None:
-    """Refuse a JPEG, JPEG-LS or JPEG 2000 frame whose own header declares more pixels than Rows x Columns.
+                           columns: int, samples: int = 1) -> str | None:
+    """Refuse a JPEG, JPEG-LS or JPEG 2000 frame whose own header declares more samples than Rows x Columns x
+    SamplesPerPixel, or a JPEG frame that leaves its height to a DNL marker (not bounded before decoding).
+    Returns a warning for a frame cut short (no end-of-image marker: pylibjpeg shows what it has, silently).
 
     The decoders allocate what the codestream declares, and only then is the result compared with the header:
-    a few hundred bytes claiming 30,000 x 30,000 pixels would take gigabytes before being refused.
+    a few hundred bytes claiming 30,000 x 30,000 pixels would take gigabytes before being refused. A codestream
+    whose header cannot be found (none where the decoders look) is left to the decoders, which fail on it.
     """
     if tsyntax not in _SIZED_SYNTAXES:
         return
@@ -341,31 +831,88 @@ def _check_codestream_size(path: Path, ds: Dataset, tsyntax: UID, index: int, fr
             frame = get_frame(element.value, index, extended_offsets=offsets, number_of_frames=frames)
         declared = _codestream_shape(frame)
     except Exception:  # noqa: BLE001 - the encapsulation itself is damaged: the decoder names the problem
-        return
-    if declared is not None and declared[0] * declared[1] > rows * columns:
-        raise ImageLoadError(path, f"frame {index + 1} holds a {declared[1]} x {declared[0]} pixel compressed image, "
+        return None
+    cut = None
+    if frame[:2] == b"\xff\xd8" or frame[:4] == b"\xff\x4f\xff\x51":  # JPEG (-LS) or a JPEG 2000 codestream
+        # EOI / EOC near the end, before padding (0x00 or 0xFF). Neither coder lets FF D9 occur in coded data.
+        if b"\xff\xd9" not in bytes(frame[-4096:]).rstrip(b"\x00")[-16:]:
+            cut = (f"frame {index + 1}'s compressed data ends before its end marker: the file is truncated or "
+                   "damaged, and the part of the picture that is missing is shown as the decoder filled it")
+    if declared is None:
+        return cut
+    height, width, components = declared
+    if height == 0:
+        raise ImageLoadError(path, f"frame {index + 1} is a JPEG image that does not state its height (it leaves it "
+                                   "to a DNL marker): not decoded")
+    if height * width * max(1, components) > rows * columns * max(1, samples):
+        raise ImageLoadError(path, f"frame {index + 1} holds a {width} x {height} pixel compressed image"
+                                   f"{f' of {components} components' if components > max(1, samples) else ''}, "
                                    f"larger than the {columns} x {rows} its header declares: not decoded")
+    return cut
 
 
-def _codestream_shape(src: bytes) -> tuple[int, int] | None:
-    """(rows, columns) that a JPEG, JPEG-LS or JPEG 2000 codestream (or JP2 file) declares; None if unknown."""
-    if src[:2] != b"\xff\xd8":
-        at = src.find(b"\xff\x4f\xff\x51", 0, 1 << 16)  # JPEG 2000: SOC then SIZ, maybe after JP2 boxes
-        if at < 0:
+def _codestream_shape(src: bytes) -> tuple[int, int, int] | None:
+    """(rows, columns, components) that a JPEG, JPEG-LS or JPEG 2000 codestream (or JP2 file) declares, read as
+    the decoders read it; None where no frame header is found (the decoders then find none either)."""
+    src = bytes(src)
+    if src[:2] == b"\xff\xd8":
+        return _jpeg_shape(src)
+    if src[:4] == b"\xff\x4f\xff\x51":
+        return _siz_shape(src, 0)
+    at = 0  # JP2: boxes (length, type) up to the contiguous codestream box
+    while at + 8 <= len(src):
+        length, kind = struct.unpack_from(">I4s", src, at)
+        header = 8
+        if length == 1:
+            if at + 16 > len(src):
+                return None
+            length, header = struct.unpack_from(">Q", src, at + 8)[0], 16
+        elif length == 0:
+            length = len(src) - at  # the last box runs to the end
+        if kind == b"jp2c":
+            return _siz_shape(src, at + header) if src[at + header : at + header + 4] == b"\xff\x4f\xff\x51" \
+                else None
+        if length < header:
             return None
-        width, height, left, top = struct.unpack_from(">IIII", src, at + 8)
-        return max(0, height - top), max(0, width - left)
+        at += length
+    return None
+
+
+def _siz_shape(src: bytes, at: int) -> tuple[int, int, int] | None:
+    """A JPEG 2000 codestream's size (SIZ follows SOC at ``at``)."""
+    if at + 42 > len(src):
+        return None
+    width, height, left, top = struct.unpack_from(">IIII", src, at + 8)
+    components = struct.unpack_from(">H", src, at + 40)[0]
+    return max(0, height - top), max(0, width - left), components
+
+
+def _jpeg_shape(src: bytes) -> tuple[int, int, int] | None:
+    """A JPEG (or JPEG-LS) frame's size from its SOF segment, markers walked as libjpeg does: bytes between
+    segments that are no marker (a stray byte after SOI) are skipped, as are fill bytes."""
     at = 2
-    while at + 9 <= len(src) and src[at] == 0xFF:
+    end = len(src)
+    while at + 1 < end:
+        if src[at] != 0xFF:
+            at += 1  # extraneous data: libjpeg warns and looks on
+            continue
         marker = src[at + 1]
         if marker == 0xFF:  # fill byte
             at += 1
+        elif marker == 0x00:  # a stuffed zero, not a marker
+            at += 2
         elif marker in _JPEG_SOF:
+            if at + 10 > end:
+                return None
             height, width = struct.unpack_from(">HH", src, at + 5)
-            return (height, width) if height else None  # 0: set later by a DNL marker
+            return height, width, src[at + 9]
+        elif marker in (0xD9, 0xDA):  # EOI, or scan data before any frame header: nothing a decoder can size
+            return None
         elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
             at += 2
         else:
+            if at + 4 > end:
+                return None
             at += 2 + struct.unpack_from(">H", src, at + 2)[0]
     return None
 
@@ -606,14 +1153,16 @@ def _magnification(ds: Dataset) -> float | None:
     return factor if math.isfinite(factor) and 1.0 < factor <= 4.0 else None
 
 
-def _frame_spacings(ds: Dataset) -> set[tuple[float, ...]]:
-    """The distinct pixel spacings the frames of an enhanced object state in their own Pixel Measures macros
-    (empty where the macro is shared, absent or unreadable)."""
+def _frame_spacings(ds: Dataset, frames: int) -> set[tuple[float, ...]]:
+    """The distinct pixel spacings the first ``frames`` frames of an enhanced object state in their own Pixel
+    Measures macros (empty where the macro is shared, absent or unreadable)."""
     shared = ds.get("SharedFunctionalGroupsSequence")
     if shared and "PixelMeasuresSequence" in shared[0]:
         return set()
     found = set()
-    for item in ds.get("PerFrameFunctionalGroupsSequence") or []:
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    for index in range(min(frames, len(per_frame))):
+        item = per_frame[index]
         measures = item.get("PixelMeasuresSequence")
         try:
             found.add(tuple(round(float(v), 6) for v in _as_list(measures[0].PixelSpacing)))
