@@ -392,12 +392,21 @@ def cmd_history(args: argparse.Namespace) -> int:
                      f"cannot write {args.csv}: {exc.strerror or exc}"})
         return 2
     try:
-        entries = history.for_file(args.path) if args.path else history.all()
+        entries = history.iter_for_file(args.path) if args.path else history.iter_all()
     except (DiagnosticError, OSError) as exc:  # a missing file, a folder: it has no entries to look up
         reason = str(exc) if isinstance(exc, DiagnosticError) else f"cannot read {args.path}: {exc.strerror or exc}"
         print_json({"path": str(args.path), "error": reason})
         return 2
-    print_json({"entries": [_history_json(e) for e in entries]})
+    # print_json({"entries": [...]}) to the letter, each entry written as it is read: a history of twenty thousand
+    # entries is never held in memory whole
+    from core.json_output import strict_json
+
+    first = True
+    for entry in entries:
+        text = json.dumps(strict_json(_history_json(entry)), indent=2, default=str, allow_nan=False)
+        sys.stdout.write(('{\n  "entries": [\n    ' if first else ",\n    ") + text.replace("\n", "\n    "))
+        first = False
+    sys.stdout.write('{\n  "entries": []\n}\n' if first else "\n  ]\n}\n")
     return 0
 
 

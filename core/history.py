@@ -23,7 +23,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from core.app_paths import app_home
 from core.errors import DiagnosticError
@@ -183,15 +183,44 @@ class History:
             return int(cursor.lastrowid)
 
     def _entries(self, where: str = "", args: tuple = (), limit: int | None = None) -> list[HistoryEntry]:
-        with self._connect() as con:
-            query = f"SELECT {_COLUMNS} FROM analyses {where} ORDER BY id DESC" + (" LIMIT ?" if limit else "")
-            rows = con.execute(query, args + ((int(limit),) if limit else ())).fetchall()
-        return [HistoryEntry(r[0], r[1], r[2], r[3], None if r[8] == "series" else r[4], r[5], json.loads(r[6]),
-                             json.loads(r[7]), r[8], r[9], r[10]) for r in rows]
+        return list(self.iter_entries(where, args, limit))
+
+    def iter_entries(self, where: str = "", args: tuple = (), limit: int | None = None,
+                     page: int = 500) -> Iterator[HistoryEntry]:
+        """The entries (``where``: an SQL condition on the columns, with ``args``), newest first, read ``page`` at a
+        time: an export of twenty thousand entries (some 14 kB each once read) holds a page in memory, not all of
+        them. Each page is its own short read (keyed by id), so the program adding an analysis meanwhile is not
+        kept waiting by a slow reader of the pages; what it adds, being newer, is not among them."""
+        below: int | None = None
+        left = None if not limit else int(limit)
+        while left is None or left > 0:
+            size = page if left is None else min(page, left)
+            conditions = [f"({where})"] if where else []
+            if below is not None:
+                conditions.append("id < ?")
+            query = (f"SELECT {_COLUMNS} FROM analyses" + (" WHERE " + " AND ".join(conditions) if conditions else "")
+                     + " ORDER BY id DESC LIMIT ?")
+            con = self._connect()
+            try:
+                rows = con.execute(query, args + ((below,) if below is not None else ()) + (size,)).fetchall()
+            finally:
+                con.close()
+            for r in rows:
+                yield HistoryEntry(r[0], r[1], r[2], r[3], None if r[8] == "series" else r[4], r[5], json.loads(r[6]),
+                                   json.loads(r[7]), r[8], r[9], r[10])
+            if len(rows) < size:
+                return
+            below = rows[-1][0]
+            if left is not None:
+                left -= len(rows)
 
     def all(self) -> list[HistoryEntry]:
         """Every entry, images and series, newest first."""
         return self._entries()
+
+    def iter_all(self) -> Iterator[HistoryEntry]:
+        """``all``, one entry at a time (``iter_entries``)."""
+        return self.iter_entries()
 
     def recent(self, limit: int) -> list[HistoryEntry]:
         """The ``limit`` newest entries: a panel that shows a few hundred rows need not read twenty thousand."""
@@ -200,18 +229,22 @@ class History:
     def for_series(self, series_uid: str) -> list[HistoryEntry]:
         """Earlier analyses of the series with this SeriesInstanceUID (``Series.history_key``: with its part where
         the series was split), wherever its files lived then."""
-        return self._entries("WHERE kind = 'series' AND series_uid = ?", (series_uid,)) if series_uid else []
+        return self._entries("kind = 'series' AND series_uid = ?", (series_uid,)) if series_uid else []
 
     def for_file(self, path: Path | str) -> list[HistoryEntry]:
         """Earlier analyses of the same content, wherever the file lived then."""
-        return self._entries("WHERE kind = 'image' AND file_sha256 = ?", (sha256_file(path),))
+        return list(self.iter_for_file(path))
+
+    def iter_for_file(self, path: Path | str) -> Iterator[HistoryEntry]:
+        """``for_file``, one entry at a time; the file is read (and a missing one raises) here, not at the first."""
+        return self.iter_entries("kind = 'image' AND file_sha256 = ?", (sha256_file(path),))
 
     def export_csv(self, out: Path) -> Path:
         """Every entry, newest first; ``kind`` says image or series (CSV_COLUMNS)."""
         with open(out, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
-            for e in self.all():
+            for e in self.iter_all():
                 writer.writerow([e.id, e.kind, e.analysed_at, e.path, e.file_sha256, "" if e.frame is None else e.frame,
                                  e.modality, " ".join(f"{k}@{v}" for k, v in e.models.items()), e.labels,
                                  e.series_uid or "", _cell(e.description), "" if e.slices is None else e.slices])

@@ -7,9 +7,10 @@ Every analysis is recorded in the local history, as the command line's batch doe
 from __future__ import annotations
 
 import threading
+from collections import deque
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -36,6 +37,10 @@ from core.inference.analyzer import Engine
 from gui.workers import FutureBridge
 
 TABLE_COLUMNS = ["file", "model", "label", "probability", "lesions", "warnings", "error"]
+# The table lists a run's last rows only (every row is in the output folder's results.csv): a folder of 100,000
+# files would otherwise hold the window's memory and time in table items.
+MAX_TABLE_ROWS = 5000
+ROWS_PER_TURN = 250  # rows put in the table per turn of the event loop (a resume hands over thousands at once)
 
 
 class _Relay(QObject):
@@ -62,11 +67,17 @@ class BatchDialog(QDialog):
         self.summary: dict | None = None
         self.error: str | None = None
         self.input_folder: Path | None = None  # the folder of the run listed: rows open its files
+        self.output_folder: Path | None = None  # and its output folder (results.csv lists every row)
         # closed by the reader (or with the main window): the window deletes it once its run, if any, is over
         self.closed = False
         self.relay = _Relay(self)
         self.relay.progress.connect(self._progress)
         self.relay.rows.connect(self._add_rows)
+        self.rows_received = 0  # rows of the run listed (a resumed run's earlier ones included), shown or not
+        self._pending: deque[dict] = deque(maxlen=MAX_TABLE_ROWS)  # received, not yet in the table
+        self._filler = QTimer(self)  # puts pending rows in the table a few hundred at a time
+        self._filler.setInterval(0)
+        self._filler.timeout.connect(self._fill_table)
 
         self.folder = QLineEdit()
         self.out = QLineEdit()
@@ -95,6 +106,8 @@ class BatchDialog(QDialog):
             buttons.addWidget(button)
         self.bar = QProgressBar()
         self.status = QLabel("Choose a folder and an output folder.")
+        self.capped = QLabel("")  # says when the table lists only the last rows
+        self.capped.hide()
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
         self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
         self.table.setSortingEnabled(True)
@@ -106,6 +119,7 @@ class BatchDialog(QDialog):
         layout.addLayout(buttons)
         layout.addWidget(self.bar)
         layout.addWidget(self.status)
+        layout.addWidget(self.capped)
         layout.addWidget(self.table, 1)
 
     def _with_browse(self, edit: QLineEdit, title: str):
@@ -152,7 +166,7 @@ class BatchDialog(QDialog):
                 chosen = [m for m in settings["model_ids"] or [] if isinstance(m, str)]
         self.cancel_event.clear()
         self.summary, self.error = None, None
-        self.table.setRowCount(0)
+        self._clear_table()
         try:
             run = BatchRun(folder, out, analyzer=self.engine.analyzer, model_ids=chosen or None, resume=resume,
                            all_frames=all_frames, heatmaps=heatmaps, microns_per_pixel=microns_per_pixel,
@@ -212,16 +226,57 @@ class BatchDialog(QDialog):
             return
         self.status.setText(f"{p.done}/{p.total} files, {p.rate:.2f} files/s{eta} — {p.path.name}")
 
-    def _add_rows(self, rows: list[dict]) -> None:
+    def _clear_table(self) -> None:
+        """An empty table for a new run, unsorted while it runs: a sorted table sorts itself again at each row put
+        in it (time growing with the rows at every file); it is sorted once the run ends."""
+        self._filler.stop()
+        self._pending.clear()
+        self.rows_received = 0
+        self.capped.hide()
         self.table.setSortingEnabled(False)
-        for row in rows:
-            i = self.table.rowCount()
-            self.table.insertRow(i)
+        self.table.setRowCount(0)
+
+    def _add_rows(self, rows: list[dict]) -> None:
+        """Rows of the run: listed in the table over the next turns of the event loop, the last
+        ``MAX_TABLE_ROWS`` only."""
+        self.rows_received += len(rows)
+        self._pending.extend(rows)  # the oldest fall out beyond MAX_TABLE_ROWS
+        if not self._filler.isActive():
+            self._filler.start()
+
+    def _fill_table(self, everything: bool = False) -> None:
+        """Puts ``ROWS_PER_TURN`` pending rows (``everything``: all) in the table, dropping its oldest beyond
+        ``MAX_TABLE_ROWS``."""
+        count = len(self._pending) if everything else min(ROWS_PER_TURN, len(self._pending))
+        rows = [self._pending.popleft() for _ in range(count)]
+        if not self._pending:
+            self._filler.stop()
+        if not rows:
+            return
+        sorting = self.table.isSortingEnabled()
+        self.table.setSortingEnabled(False)
+        excess = self.table.rowCount() + len(rows) - MAX_TABLE_ROWS
+        if excess > 0:
+            self.table.model().removeRows(0, excess)
+        start = self.table.rowCount()
+        self.table.setRowCount(start + len(rows))
+        for i, row in enumerate(rows, start):
             for j, column in enumerate(TABLE_COLUMNS):
                 item = QTableWidgetItem(str(row.get(column, "")))
                 if j == 0:
                     item.setData(Qt.ItemDataRole.UserRole, str(source_path(self.input_folder, row["file"])))
                 self.table.setItem(i, j, item)
+        if self.rows_received > self.table.rowCount():
+            out = self.output_folder
+            where = out / "results.csv" if out is not None else "results.csv"
+            self.capped.setText(f"Listing the last {self.table.rowCount():,} of {self.rows_received:,} result rows; "
+                                f"all of them are in {where}.")
+            self.capped.show()
+        self.table.setSortingEnabled(sorting)
+
+    def _run_ended(self) -> None:
+        """The rows still pending go in the table, which is then sorted (by the column the reader chose, if any)."""
+        self._fill_table(everything=True)
         self.table.setSortingEnabled(True)
 
     def _open_row(self, row: int, _column: int) -> None:
@@ -230,6 +285,7 @@ class BatchDialog(QDialog):
             self.openRequested.emit(item.data(Qt.ItemDataRole.UserRole))
 
     def _finished(self, summary: dict) -> None:
+        self._run_ended()
         self._set_running(False)
         self.summary = summary
         state = "cancelled" if summary["cancelled"] else "finished"
@@ -238,6 +294,7 @@ class BatchDialog(QDialog):
         self.runEnded.emit()
 
     def _failed(self, error: BaseException) -> None:
+        self._run_ended()
         self._set_running(False)
         self.error = str(error)
         self.status.setText(f"Stopped: {error}")

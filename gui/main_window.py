@@ -73,6 +73,7 @@ from gui.workers import FutureBridge
 DISCLAIMER = "Decision support only — not a medical device. Every finding must be confirmed by a qualified reader."
 IMAGE_FILTER = "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff *.bmp);;All files (*)"
 MAX_RECENT = 10
+TAGS_DELAY_MS = 150  # the DICOM tags follow the slice shown this long after the last step
 CUSTOM_SCALE = "custom"  # the scale box item that asks for micrometres per pixel
 
 
@@ -151,6 +152,9 @@ class MainWindow(QMainWindow):
         self._compare_request = 0  # the series last asked for beside the main one
         self._analyses_running = 0  # single-image analyses submitted and not yet back
         self.shortcuts_dialog: QDialog | None = None
+        self._summaries: dict[str, tuple] = {}  # model id -> (bundle, its summary for the Models panel)
+        self._warnings_shown: list[str] = []  # what the Warnings and Models panels show (see _show_results)
+        self._models_shown: list[tuple] = []  # (model id, its bundle) of each result
 
         self.viewer = ImageViewer(self)
         self.compare = CompareView()  # a second series beside the first, hidden until asked for
@@ -252,6 +256,12 @@ class MainWindow(QMainWindow):
         self.viewer.zoomChanged.connect(lambda z: self.zoom_label.setText(ImageViewer.nice_zoom_text(z)))
         self.cine = QTimer(self)
         self.cine.timeout.connect(lambda: self.state.step(1, wrap=True))
+        # The tags of the slice shown, filled once scrolling pauses: refilling the table at every step would cost
+        # each step more than drawing the slice.
+        self._tags_timer = QTimer(self)
+        self._tags_timer.setSingleShot(True)
+        self._tags_timer.setInterval(TAGS_DELAY_MS)
+        self._tags_timer.timeout.connect(self._show_tags)
         self.setAcceptDrops(True)
         geometry = self.settings.value("geometry")
         # a hand-edited or damaged settings file holds text here: the default size, not a failed start
@@ -691,11 +701,17 @@ class MainWindow(QMainWindow):
         if self.state.slice_error:
             self.statusBar().showMessage(f"Cannot show {self.state.slice_error}", 10000)
         elif self.state.series is not None and self.docks["DICOM tags"].isVisible():
-            self.metadata.show_rows(self.state.record.metadata)  # the tags of the slice shown
+            self._tags_timer.start()  # the tags of the slice shown, once the reader stops on it (restarted per step)
         self._update_wl_label()
+
+    def _show_tags(self) -> None:
+        """The tags of the slice on screen, where the tags are seen (the timer's end: the reader stopped scrolling)."""
+        if self.state.record is not None and self.docks["DICOM tags"].isVisible():
+            self.metadata.show_rows(self.state.record.metadata)
 
     def _tags_seen(self, visible: bool) -> None:
         if visible and self.state.record is not None:
+            self._tags_timer.stop()
             self.metadata.show_rows(self.state.record.metadata)
 
     def _show_earlier(self, entries: list) -> None:
@@ -893,6 +909,7 @@ class MainWindow(QMainWindow):
         """Findings, warnings and model panels follow the state's analysis (empty when it is cleared)."""
         if analysis is None:
             self.probabilities.clear()
+            self._warnings_shown, self._models_shown = [], []
             self.warnings.show_warnings([])
             self.model_info.show_models([])
             return
@@ -900,8 +917,18 @@ class MainWindow(QMainWindow):
         self.probabilities.show_analysis(analysis, titles, self._scales(analysis))
         if not analysis.results:
             self.probabilities.clear(" ".join(analysis.warnings))
-        self.warnings.show_warnings(analysis.warnings + [w for r in analysis.results for w in r.warnings])
-        self.model_info.show_models([self._model_summary(r.model_id) for r in analysis.results])
+        # Scrolling an analysed series shows each slice's results: the warnings and the models that ran are mostly
+        # the same from one slice to the next, and are drawn again only where they differ.
+        warnings = analysis.warnings + [w for r in analysis.results for w in r.warnings]
+        if warnings != self._warnings_shown:
+            self._warnings_shown = warnings
+            self.warnings.show_warnings(warnings)
+        models = [(r.model_id, self.registry.bundles.get(r.model_id)) for r in analysis.results]
+        same = len(models) == len(self._models_shown) and all(
+            m == n and bundle is shown for (m, bundle), (n, shown) in zip(models, self._models_shown))
+        if not same:
+            self._models_shown = models
+            self.model_info.show_models([self._model_summary(m) for m, _ in models])
 
     def _scales(self, analysis: Analysis) -> dict[str, str]:
         """Which scale of the image each result of a bundle that tiles at a physical scale used, and whence."""
@@ -912,9 +939,14 @@ class MainWindow(QMainWindow):
         if bundle is None:
             return {"id": model_id, "version": "?", "title": "", "modality": "", "task": "", "architecture": "",
                     "classes": [], "metrics": {}}
-        summary = bundle.summary()
-        summary["training"] = training_text(bundle.info.extra.get("training", {}))
-        return summary
+        # A bundle does not change while the program runs: its summary (which looks for its changelog on disk) is
+        # made once per bundle, not at every slice step of an analysed series.
+        cached = self._summaries.get(model_id)
+        if cached is None or cached[0] is not bundle:
+            summary = bundle.summary()
+            summary["training"] = training_text(bundle.info.extra.get("training", {}))
+            cached = self._summaries[model_id] = (bundle, summary)
+        return dict(cached[1])
 
     # ----- mammography exam
     def show_exam(self):
