@@ -135,6 +135,37 @@ def open_window(qtbot, models: Path, tmp_path: Path, size: tuple[int, int] = (90
     return win
 
 
+def bright_block_ultrasound(path_of):
+    """MR_small's header as a 64 x 64 ultrasound picture with one bright block, its scan area stated (the export
+    tests' identified source; ``path_of`` is the ``pydicom_file`` fixture)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path_of("MR_small.dcm"))
+    pixels = np.full((64, 64), 100, np.uint16)
+    pixels[20:34, 12:30] = 2000
+    ds.PixelData = pixels.tobytes()
+    ds.PixelRepresentation = 0
+    del ds.WindowCenter, ds.WindowWidth
+    ds.Modality = "US"
+    state_whole_scan(ds)
+    return ds
+
+
+@pytest.fixture
+def study(tmp_path):
+    """One patient, one study, two series: 6 axial ramp slices and 3 sagittal ones."""
+    from pydicom.uid import generate_uid
+
+    from tests.series_data import SAGITTAL, ramp_images, write_series
+
+    study_uid = generate_uid()
+    write_series(tmp_path / "study" / "ax", ramp_images(6), spacing=2.5, study_uid=study_uid, description="AX FLAIR",
+                 series_number=1)
+    write_series(tmp_path / "study" / "sag", ramp_images(3), orientation=SAGITTAL, study_uid=study_uid,
+                 description="SAG T1", series_number=2)
+    return tmp_path / "study"
+
+
 def state_whole_scan(ds) -> None:
     """Give a synthetic ultrasound data set the region a scanner states its scan in (the whole picture): an
     anonymised export blacks out what lies outside it, and refuses a capture whose scan area cannot be found."""

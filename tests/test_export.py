@@ -14,7 +14,7 @@ from core.history import History
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer
 from core.models.registry import Registry
-from tests.conftest import state_whole_scan
+from tests.conftest import bright_block_ultrasound
 
 PATIENT = "Doe^Jane"
 
@@ -26,14 +26,7 @@ def analyzer(tiny_models):
 
 @pytest.fixture
 def identified_dicom(tmp_path, pydicom_file):
-    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
-    pixels = np.full((64, 64), 100, np.uint16)
-    pixels[20:34, 12:30] = 2000
-    ds.PixelData = pixels.tobytes()
-    ds.PixelRepresentation = 0
-    del ds.WindowCenter, ds.WindowWidth
-    ds.Modality = "US"
-    state_whole_scan(ds)
+    ds = bright_block_ultrasound(pydicom_file)
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT, "PID-123", "19600101"
     ds.InstitutionName = "General Hospital"
     path = tmp_path / "identified.dcm"

@@ -12,29 +12,21 @@ import shutil
 import highdicom as hd
 import numpy as np
 import pydicom
-import pytest
 
 from core.export.dicom_export import export_overlay_sc, export_seg, source_dataset
 from core.export.structured_report import export_sr
 from core.imaging import load_image
 from core.inference.results import Analysis, ModelResult
 from core.series.segmentation_file import open_segmentation
-from tests.conftest import state_whole_scan
+from tests.conftest import bright_block_ultrasound
 
 PATIENT, MRN = "Doe^Jane", "MRN-4471"
 
 
 def _ultrasound(path, pydicom_file, frame_of_reference: bool = True):
     """MR_small's header as a 64x64 ultrasound picture with a bright block, identified, its scan area stated."""
-    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
-    pixels = np.full((64, 64), 100, np.uint16)
-    pixels[20:34, 12:30] = 2000
-    ds.PixelData = pixels.tobytes()
-    ds.PixelRepresentation = 0
-    del ds.WindowCenter, ds.WindowWidth
-    ds.Modality = "US"
+    ds = bright_block_ultrasound(pydicom_file)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.UltrasoundImageStorage
-    state_whole_scan(ds)
     ds.PatientName, ds.PatientID = PATIENT, MRN
     if not frame_of_reference:  # as a scanner's screen capture: a picture with no patient geometry
         del ds.FrameOfReferenceUID, ds.ImagePositionPatient, ds.ImageOrientationPatient

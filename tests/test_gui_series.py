@@ -13,7 +13,7 @@ from PySide6.QtGui import QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from tests.conftest import open_window  # noqa: E402
-from tests.series_data import PLANTED_LESION_SLICES, SAGITTAL, ramp_images, write_series  # noqa: E402
+from tests.series_data import PLANTED_LESION_SLICES  # noqa: E402
 
 
 def _pixels(window) -> np.ndarray:
@@ -39,19 +39,6 @@ def window(qtbot, mr_models, tmp_path):
     win = open_window(qtbot, mr_models, tmp_path, (1000, 760))
     win.settings_dir = tmp_path
     return win
-
-
-@pytest.fixture
-def study(tmp_path):
-    """One patient, one study, two series: 6 axial ramp slices and 3 sagittal ones."""
-    from pydicom.uid import generate_uid
-
-    study_uid = generate_uid()
-    write_series(tmp_path / "study" / "ax", ramp_images(6), spacing=2.5, study_uid=study_uid, description="AX FLAIR",
-                 series_number=1)
-    write_series(tmp_path / "study" / "sag", ramp_images(3), orientation=SAGITTAL, study_uid=study_uid,
-                 description="SAG T1", series_number=2)
-    return tmp_path / "study"
 
 
 def _open_folder(qtbot, window, folder):

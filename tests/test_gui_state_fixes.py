@@ -22,25 +22,11 @@ from PySide6.QtWidgets import QApplication, QComboBox  # noqa: E402
 from shiboken6 import isValid  # noqa: E402
 
 from tests.conftest import open_window  # noqa: E402
-from tests.series_data import SAGITTAL, ramp_images, write_series  # noqa: E402
 
 
 @pytest.fixture
 def window(qtbot, tiny_models, tmp_path):
     return open_window(qtbot, tiny_models, tmp_path)
-
-
-@pytest.fixture
-def study(tmp_path):
-    """One patient, one study, two series: 6 axial ramp slices and 3 sagittal ones."""
-    from pydicom.uid import generate_uid
-
-    study_uid = generate_uid()
-    write_series(tmp_path / "study" / "ax", ramp_images(6), spacing=2.5, study_uid=study_uid, description="AX FLAIR",
-                 series_number=1)
-    write_series(tmp_path / "study" / "sag", ramp_images(3), orientation=SAGITTAL, study_uid=study_uid,
-                 description="SAG T1", series_number=2)
-    return tmp_path / "study"
 
 
 def _open(qtbot, window, path) -> None:

@@ -18,7 +18,7 @@ from core.history import History
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer
 from core.models.registry import Registry
-from tests.conftest import state_whole_scan
+from tests.conftest import bright_block_ultrasound
 
 MRN = "1234567"
 SECRETS = ["Doe", "Jane", MRN, "19600101", "045Y", "20240102", "STU-998", "ACC-4471", "Smith", "General Hospital",
@@ -32,14 +32,7 @@ def analyzer(tiny_models):
 
 @pytest.fixture
 def identified(tmp_path, pydicom_file):
-    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
-    pixels = np.full((64, 64), 100, np.uint16)
-    pixels[20:34, 12:30] = 2000
-    ds.PixelData = pixels.tobytes()
-    ds.PixelRepresentation = 0
-    del ds.WindowCenter, ds.WindowWidth
-    ds.Modality = "US"
-    state_whole_scan(ds)
+    ds = bright_block_ultrasound(pydicom_file)
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", MRN, "19600101"
     ds.StudyDescription = "Brain MRI for Jane Doe"
     ds.SeriesDescription = "Doe follow-up"
