@@ -158,21 +158,27 @@ def _write_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int, 
         omit_empty_frames=False,
     )
     if "FrameOfReferenceUID" not in seg:
-        _drop_pixel_measures(seg)
+        drop_pixel_measures(seg)
     if anonymise:
         deidentify_created(seg, str(source.PatientID))
     seg.save_as(out)
     return out
 
 
-def _drop_pixel_measures(seg: Dataset) -> None:
+def drop_pixel_measures(seg: Dataset, incomplete_only: bool = False) -> bool:
     """Without a frame of reference a SEG's pixels are the referenced image's (PS3.3 Table A.51-2: Pixel Measures
     only with a patient-relative frame of reference). highdicom copies a calibrated picture's Pixel Spacing into a
-    Pixel Measures Sequence without Slice Thickness, which its own reader refuses: it is left out."""
+    Pixel Measures Sequence without Slice Thickness, which its own reader refuses: it is left out when writing, and
+    (``incomplete_only``) when reading such a SEG. Whether any was dropped."""
+    dropped = False
     for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         for item in seg.get(groups, None) or []:
-            if "PixelMeasuresSequence" in item:
+            measures = item.get("PixelMeasuresSequence", None)
+            complete = measures is not None and all(k in m for m in measures for k in ("PixelSpacing", "SliceThickness"))
+            if measures is not None and not (incomplete_only and complete):
                 del item.PixelMeasuresSequence
+                dropped = True
+    return dropped
 
 
 def export_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, frame: int = 0,

@@ -94,17 +94,10 @@ def _read_without_pixel_measures(path: Path, refused: AttributeError):
     which such a SEG's pixels, the referenced image's own, do not need (PS3.3 A.51.5.1). Otherwise ``refused``."""
     import highdicom as hd
 
+    from core.export.dicom_export import drop_pixel_measures  # highdicom: loaded only when a SEG is read
+
     ds = pydicom.dcmread(path)
-    dropped = False
-    if "FrameOfReferenceUID" not in ds:
-        for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-            for item in ds.get(groups, None) or []:
-                measures = item.get("PixelMeasuresSequence", None)
-                if measures is not None and not all(k in m for m in measures for k in ("PixelSpacing",
-                                                                                         "SliceThickness")):
-                    del item.PixelMeasuresSequence
-                    dropped = True
-    if not dropped:
+    if "FrameOfReferenceUID" in ds or not drop_pixel_measures(ds, incomplete_only=True):
         raise refused
     return hd.seg.Segmentation.from_dataset(ds, copy=False)
 
