@@ -132,9 +132,26 @@ def test_a_stray_byte_in_a_jpeg_frame_is_decoded_without_gdcm(tmp_path):
                          cwd=REPO, timeout=120)
     assert run.returncode == 0, (run.returncode, run.stderr[-800:])
     assert json.loads(run.stdout)["rows"] == 64
-    for syntax in (JPEG_BASELINE, "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
-                   "1.2.840.10008.1.2.4.80", J2K):
+    for syntax in (JPEG_BASELINE, "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"):
         assert "gdcm" not in dicom._decoding_plugins(pydicom.uid.UID(syntax))
+
+
+def test_plugins_are_ordered_per_syntax_with_gdcm_last_outside_the_jpeg_processes(monkeypatch):
+    class Decoder:
+        available_plugins = ("gdcm", "pillow", "pyjpegls", "pylibjpeg", "pydicom")
+
+    monkeypatch.setattr(dicom, "get_decoder", lambda syntax: Decoder)
+    order = {syntax: dicom._decoding_plugins(pydicom.uid.UID(syntax)) for syntax in (
+        JPEG_BASELINE, "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", J2K,
+        "1.2.840.10008.1.2.5")}
+    assert order[JPEG_BASELINE][:2] == ["pillow", "pylibjpeg"] and "gdcm" not in order[JPEG_BASELINE]
+    assert "gdcm" not in order["1.2.840.10008.1.2.4.70"]
+    for jpeg_ls in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"):  # pyjpegls: 3x faster than pylibjpeg
+        assert order[jpeg_ls][:2] == ["pyjpegls", "pylibjpeg"] and order[jpeg_ls][-1] == "gdcm"
+    assert order[J2K][:2] == ["pylibjpeg", "pydicom"] and order[J2K][-1] == "gdcm"
+    assert order["1.2.840.10008.1.2.5"][:2] == ["pylibjpeg", "pydicom"] and order["1.2.840.10008.1.2.5"][-1] == "gdcm"
+    Decoder.available_plugins = ("gdcm",)  # the only one installed: tried, JPEG or not
+    assert dicom._decoding_plugins(pydicom.uid.UID(JPEG_BASELINE)) == ["gdcm"]
 
 
 # ----- 2: a second (0002,0010) hid a deflated data set from the inflation guard
@@ -185,6 +202,26 @@ def test_sequence_items_beyond_the_frames_are_refused_before_parsing(tmp_path, m
     (tmp_path / "items.dcm").write_bytes(meta(EXPLICIT) + image_header(8, 8, extra=other)
                                          + el(0x7FE0, 0x10, "OB", bytes(64)))
     _refused(tmp_path / "items.dcm", "more than 1,000 sequence items")
+
+
+def test_an_enhanced_mr_of_many_frames_and_functional_groups_loads(tmp_path, monkeypatch):
+    # a Philips 4D fMRI / DCE: some 20 functional group items a frame; 12,000 frames hold 240,000 items
+    monkeypatch.setattr(dicom, "MAX_SEQUENCE_ITEMS", 20_000)  # the same proportions, ten times smaller
+    one = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + el(0x20, 0x9157, "UL", struct.pack("<I", 1)) + \
+        struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    group = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + \
+        b"".join(sequence((0x20, 0x9111 + i), one) for i in range(19)) + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    frames = 1200
+    path = tmp_path / "fmri.dcm"
+    path.write_bytes(native(1, 1, bytes(frames), frames=frames, tail=sequence((0x5200, 0x9230), group * frames)))
+    record = load_image(path)
+    assert record.frames == frames and not any("frames" in w for w in record.warnings), record.warnings
+    # the frames a header declares count only as far as the file can hold them: 20,000 empty items and a
+    # hundred thousand 64 x 64 frames declared on 160 KB are refused
+    per_frame = sequence((0x5200, 0x9230), empty_items(30_000))
+    (tmp_path / "liar.dcm").write_bytes(meta(EXPLICIT) + image_header(64, 64, bits=16, frames=100_000, tail=per_frame)
+                                        + el(0x7FE0, 0x10, "OB", bytes(8192)))
+    _refused(tmp_path / "liar.dcm", "sequence items: too large to read")
 
 
 # ----- 5: a file of zeros went through pydicom element by empty element (11 s per 10 MB), twice

@@ -147,6 +147,24 @@ def test_a_lying_number_of_frames_is_bounded_by_what_the_pixel_data_holds(tmp_pa
         assert series.warnings[0] == "liar.dcm: its header states 100000 frames, but its pixel data holds 2: 2 indexed."
 
 
+def test_the_index_lists_the_frames_load_image_lists_of_a_cine_cut_short(tmp_path):
+    from core.imaging import load_image
+
+    stated = _multiframe(tmp_path / "stated.dcm", declared=10, frames=8, encapsulated=False)
+    cut = _multiframe(tmp_path / "whole.dcm", declared=10, frames=10, encapsulated=False)
+    data = cut.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:-2])  # the file cut short: its pixel data element says 10 bytes, 8 are there
+    for path in (stated, cut):
+        record = load_image(path)
+        for index in (index_path(path), index_files([path], root=tmp_path)):
+            (series,) = index.series
+            assert len(series) == record.frames == 10, path.name  # two missing: listed, named when read
+            assert series.warnings == [f"{path.name}: its header states 10 frames, but its pixel data holds 8: "
+                                       "frames 9 to 10 cannot be read."]
+        assert any("holds only 8" in w for w in record.warnings), record.warnings
+
+
 def test_a_truthful_multiframe_file_keeps_every_frame(tmp_path):
     for encapsulated in (False, True):
         path = _multiframe(tmp_path / f"true{encapsulated}.dcm", 5, 5, encapsulated, per_frame=5)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DiagnosticError
+from core.imaging.dicom import _ITEM, _ITEM_END, _LONG_VRS, _SEQUENCE_END, _UNDEFINED, frame_counts
 from core.imaging.mammo_words import ViewCodes, view_codes
 
 OBLIQUE_DEGREES = 20.0  # a normal further than this from every patient axis makes the plane 'oblique'
@@ -39,12 +40,7 @@ DUPLICATE_MM = 0.01  # neighbours closer than this along the normal share a posi
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines further apart than this are another orientation
 _DEFER = "2 KB"
 MAX_DICOMDIR_RECORDS = 200_000  # directory records of one DICOMDIR (a DVD of CT studies holds some 20,000)
-MAX_COUNTED_FRAGMENTS = 1_000_000  # fragments counted to bound the frames of encapsulated pixel data
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloatPixelData
 _DIRECTORY_RECORDS = 0x00041220  # DirectoryRecordSequence
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _RASTER = {"PNG", "JPEG", "TIFF", "BMP"}
 _FILE_SUFFIXES = {".dcm", ".dicom", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -450,14 +446,14 @@ def _read_entry(path: Path):
         fh.seek(0)
         ds = pydicom.dcmread(fh, stop_before_pixels=True, defer_size=_DEFER, force=True)
         stream = ds.buffer if ds.buffer is not None else fh  # a deflated data set is read from its inflated copy
-        capacity = _frames_held(ds, stream)  # read where dcmread stopped: at the pixel data element, if any
+        frames = frame_counts(ds, stream)  # read where dcmread stopped: at the pixel data element, if any
         if stream is fh:
             ds.buffer = fh  # deferred elements are read from this descriptor, not by opening the path again
         if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
             raise _NotAnImage
         if "Rows" not in ds or "Columns" not in ds:
             raise _NotAnImage  # structured reports, presentation states, plans: no image
-        return _dicom_entry(path, ds, capacity)
+        return _dicom_entry(path, ds, frames)
 
 
 class _TooMany(Exception):
@@ -525,46 +521,6 @@ class _Walk:
                 open_.append((_ITEM_END if tag == _ITEM else _SEQUENCE_END, open_[-1][1] or vr == b"UN"))
             else:
                 self.fp.seek(size, 1)
-
-
-def _stream_size(fp) -> int:
-    here = fp.tell()
-    size = fp.seek(0, os.SEEK_END)
-    fp.seek(here)
-    return size
-
-
-def _frames_held(ds, stream) -> int:
-    """The frames the pixel data element at ``stream``'s position can hold (0: no pixel data element there): its
-    length over one frame's size (native), its fragments after the offset table (encapsulated: one frame at least
-    a fragment; counted up to NumberOfFrames). Item headers are read, values skipped; nothing is kept."""
-    implicit, little = ds.original_encoding
-    implicit, little = bool(implicit), little is not False
-    walk = _Walk(stream, little)
-    try:
-        tag, _, length = walk.header(implicit)
-        if tag not in _PIXEL_TAGS:
-            return 0
-        if length == _UNDEFINED:
-            declared = min(max(1, _int(_get(ds, "NumberOfFrames")) or 1), MAX_COUNTED_FRAGMENTS)
-            try:
-                walk.items(length, True, declared + 1)
-            except (EOFError, ValueError):
-                pass  # the fragments up to the damage: the loader says what it can decode
-            return max(0, walk.count - 1)
-        bits = _frame_bits(ds)
-        return min(length, _stream_size(stream) - stream.tell()) * 8 // bits if bits else 1
-    except (EOFError, OSError, ValueError):
-        return 0
-
-
-def _frame_bits(ds) -> int:
-    """Bits of one native frame as the header states it (0 where it cannot say)."""
-    rows, columns = _int(_get(ds, "Rows")) or 0, _int(_get(ds, "Columns")) or 0
-    samples, bits = _int(_get(ds, "SamplesPerPixel")) or 1, _int(_get(ds, "BitsAllocated")) or 0
-    if samples == 3 and _text(ds, "PhotometricInterpretation").upper().endswith("_422"):
-        samples = 2  # YBR_FULL_422: two samples a pixel on average
-    return max(0, rows) * max(0, columns) * max(1, samples) * max(0, bits)
 
 
 def _raster_entry(path: Path, fh):
@@ -647,15 +603,18 @@ def _orientation(value) -> tuple[float, ...] | None:
     return cosines
 
 
-def _dicom_entry(path: Path, ds, capacity: int | None = None):
-    """``capacity``: the frames the pixel data holds (``_frames_held``); a header stating more is believed that far."""
+def _dicom_entry(path: Path, ds, counts: tuple[int, int | None] | None = None):
+    """``counts``: (frames listed, frames the pixel data holds) as the loader counts them (``frame_counts``): the
+    index lists the frames ``load_image`` lists, a few missing ones included (each named when read)."""
     frames = _int(_get(ds, "NumberOfFrames")) or 1
     warnings = []
-    if capacity is not None and frames > max(1, capacity):
-        held = f"holds {capacity}" if capacity else "is missing"
-        warnings.append(f"{path.name}: its header states {frames} frames, but its pixel data {held}: "
-                        f"{max(1, capacity)} indexed.")
-        frames = max(1, capacity)
+    if counts is not None:
+        listed, held = counts
+        if held is not None and frames > max(1, held):
+            holds = f"holds {held}" if held else "is missing"
+            more = f"{listed} indexed." if listed < frames else f"frames {held + 1} to {frames} cannot be read."
+            warnings.append(f"{path.name}: its header states {frames} frames, but its pixel data {holds}: {more}")
+        frames = listed
     series_uid = _text(ds, "SeriesInstanceUID")
     study_uid = _text(ds, "StudyInstanceUID")
     modality = _text(ds, "Modality").upper()
