@@ -143,6 +143,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if not 0 <= args.frame < record.frames:
             raise DiagnosticError(f"frame {args.frame} does not exist: the file has {record.frames} frame(s)")
         frames = range(record.frames) if args.all_frames else [args.frame]
+        problem = _planned_names_problem(engine.analyzer.bundles_for(record, args.model or None), frames, args)
+        if problem is not None:  # refused before any frame is analysed
+            raise DiagnosticError(problem)
 
         def analyse(frame: int):
             return engine.submit(record, cancel=cancel, frame=frame, model_ids=args.model or None, gradcam=True,
@@ -167,7 +170,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return 3
     numbered = len(analyses) > 1 or failure is not None or cancelled
     problem = _output_names_problem(analyses, args, numbered)
-    if problem is not None:  # a numbered or per-model name would write over the input or another output
+    if problem is not None:  # the names the results gave (a frame cut short or cancelled, a heatmap not drawn)
         print_json({"path": str(args.path), "error": problem})
         return 2
     # An output that cannot be written is said in its own "<output>_error", never reported as written; the results
@@ -264,6 +267,18 @@ def _output_names_problem(analyses, args: argparse.Namespace, numbered_frames: b
                 return f"{flag} would write {target}, which is {seen[where]}: each output needs its own file"
             seen[where] = f"also written by {flag}"
     return None
+
+
+def _planned_names_problem(bundles, frames, args: argparse.Namespace) -> str | None:
+    """``_output_names_problem`` for the analyses planned, before any is run: each chosen bundle gives a result
+    with a heatmap (classification) or a mask (segmentation), every frame asked for is analysed. The names the
+    results give are checked again after the analysis (``_output_names_problem``)."""
+    from types import SimpleNamespace
+
+    results = [SimpleNamespace(model_id=b.id, heatmap=None if b.task == "segmentation" else True,
+                               mask=True if b.task == "segmentation" else None) for b in bundles]
+    planned = [SimpleNamespace(frame=frame, results=results) for frame in frames]
+    return _output_names_problem(planned, args, numbered_frames=len(frames) > 1)
 
 
 _OUTPUT_KEYS = {"--heatmap-out": "heatmap", "--mask-out": "mask", "--dicom-seg-out": "dicom_seg",

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.batch.runner import BatchRun, display_name
+from core.batch.runner import BatchRun
+from core.result_cells import file_key
 from core.errors import DiagnosticError
 from core.inference.analyzer import Analyzer
 from core.models.registry import Registry
@@ -150,12 +151,12 @@ def test_file_keys_are_one_per_file(tmp_path, analyzer):
     from core.series.report import _file_key
 
     raw, literal = os.fsdecode(b"x\xff.png"), "x\\xff.png"
-    assert display_name(raw) != display_name(literal)
-    assert len({display_name(n) for n in (raw, literal, "x\\\\xff.png", "x\\\\\\xff.png", "a\\b.png")}) == 5
-    assert display_name("a\\b.png") == "a\\b.png" and display_name("plain/a.png") == "plain/a.png"  # as before
+    assert file_key(raw) != file_key(literal)
+    assert len({file_key(n) for n in (raw, literal, "x\\\\xff.png", "x\\\\\\xff.png", "a\\b.png")}) == 5
+    assert file_key("a\\b.png") == "a\\b.png" and file_key("plain/a.png") == "plain/a.png"  # as before
     folder = _folder(tmp_path / "in", [raw, literal])
     for name in (raw, literal):
-        assert _file_key(folder / name, folder) == display_name(name)
+        assert _file_key(folder / name, folder) == file_key(name)
     _interrupted(folder, tmp_path / "out", analyzer, after=1)
     summary = BatchRun(folder, tmp_path / "out", analyzer, model_ids=MODELS, resume=True).run()
     assert summary["complete"] and summary["files_done"] == 2
@@ -166,7 +167,7 @@ def test_a_file_key_leads_back_to_its_file(tmp_path):
     from core.batch.runner import source_path
 
     for name in (os.fsdecode(b"x\xff.png"), "x\\xff.png", "a\\b.png", "d/\\\\.png", "new\nline.png"):
-        assert source_path(tmp_path, display_name(name)) == tmp_path / name
+        assert source_path(tmp_path, file_key(name)) == tmp_path / name
 
 
 # ----------------------------------------------------------------------------------------------- 6: partial series

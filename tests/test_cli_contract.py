@@ -62,6 +62,27 @@ def test_a_numbered_or_per_model_output_name_over_the_input_is_refused(cli, two_
     assert not (tmp_path / "h_tiny-mr-other.png").exists()
 
 
+def test_an_output_name_over_the_input_is_refused_before_any_frame_is_analysed(cli, two_classifiers, pydicom_file,
+                                                                               planted_png, tmp_path, monkeypatch):
+    """An --all-frames run analysed every frame, then refused the names it would write."""
+    from core.inference.analyzer import Engine
+
+    def never(self, record, cancel=None, **options):
+        raise AssertionError(f"frame {options.get('frame')} analysed before the refusal")
+
+    monkeypatch.setattr(Engine, "submit", never)
+    image = tmp_path / "x_f1.dcm"  # frame 1's SR of --dicom-sr-out x.dcm
+    shutil.copy(pydicom_file("SC_rgb_rle_2frame.dcm"), image)
+    code, said = cli("analyze", str(image), "--all-frames", "--modality", "MR", "--model", "tiny-mr-classifier",
+                     "--dicom-sr-out", str(tmp_path / "x.dcm"), "--json", "--no-history")
+    assert code == 2 and "x_f1.dcm, which is the input" in said["error"]
+    picture = tmp_path / "h_tiny-mr-other.png"  # the second classifier's heatmap of --heatmap-out h.png
+    shutil.copy(planted_png[0], picture)
+    code, said = cli("analyze", str(picture), "--modality", "MR", "--model", "tiny-mr-classifier", "--model",
+                     "tiny-mr-other", "--heatmap-out", str(tmp_path / "h.png"), "--json", "--no-history")
+    assert code == 2 and "h_tiny-mr-other.png, which is the input" in said["error"], said
+
+
 def test_a_series_none_of_whose_slices_can_be_read_is_an_error_with_the_default_models(cli, pydicom_file, tmp_path):
     folder = tmp_path / "series"
     folder.mkdir()

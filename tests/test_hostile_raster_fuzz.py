@@ -154,6 +154,18 @@ def test_a_chain_of_pages_that_loops_back_late_is_cut_where_it_loops(tmp_path, m
     assert any("loops back on itself after page 150" in w for w in record.warnings), record.warnings
 
 
+@pytest.mark.parametrize("kind", [{"ome": True}, {"imagej": True}, {}])  # {}: tifffile's own shape metadata
+def test_stacks_whose_metadata_give_their_series_keep_all_their_pages(tmp_path, kind):
+    """A 1,200-page OME-TIFF was cut to 1,000 frames with a warning: tifffile works out the series of OME, ImageJ
+    and shaped files in time that grows with the pages (only its generic grouping grows with their square)."""
+    stack = (np.arange(1200, dtype=np.uint16)[:, None, None] * np.ones((1, 2, 3), np.uint16))
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack", **kind)
+    record = load_image(tmp_path / "stack.tif")
+    assert record.frames == 1200, record.warnings
+    assert not any("pages (image directories)" in w for w in record.warnings), record.warnings
+    assert np.asarray(record.values(1199)).shape == (2, 3)
+
+
 def test_the_series_is_worked_out_once_per_file(tmp_path, monkeypatch):
     """Each page read opened the file again and grouped all its pages into series again."""
     tifffile.imwrite(tmp_path / "stack.tif", np.arange(4 * 6 * 5, dtype=np.uint16).reshape(4, 6, 5),

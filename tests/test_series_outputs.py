@@ -108,7 +108,7 @@ def test_a_series_keeps_masks_of_lesion_slices_only():
 
 
 def test_a_warning_holding_the_separator_stays_one_warning_in_its_csv_cell():
-    from core.series.report import join_warnings, split_warnings
+    from core.result_cells import join_warnings, split_warnings
 
     cell = join_warnings(["history not saved: disk I/O error | retry", "", "Low confidence"])
     assert split_warnings(cell) == ["history not saved: disk I/O error / retry", "Low confidence"]

@@ -45,8 +45,8 @@ from core.export.files import WriteError, os_reason, write_heatmap_png, write_ma
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled, FrameUnreadable, analyse_frames
 from core.models.storage import sha256_file
+from core.result_cells import CSV_LINE_END, file_key, file_relative, join_warnings, split_warnings
 from core.series.contralateral import other_breast
-from core.series.report import CSV_LINE_END, file_key, file_relative, join_warnings, split_warnings
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
                 "probability", "scale"]
@@ -114,15 +114,8 @@ RESULT_FILES = ("results.csv", "results.jsonl", "done.jsonl", "done.txt", "resul
                 "series.csv", "input.json")
 
 
-def display_name(relative: str) -> str:
-    """The relative path as text any CSV/JSON/PDF can hold, one per path (the ``file`` cell of the rows): bytes that
-    are not UTF-8 become \\xNN escapes, and a backslash that would read as one is doubled (core.series.report's
-    ``file_key``, which series.csv matches files by)."""
-    return file_key(relative)
-
-
 def source_path(root: Path, file: str) -> Path:
-    """The input file of a row: ``root`` joined with the path its ``file`` cell names (``display_name`` reversed),
+    """The input file of a row: ``root`` joined with the path its ``file`` cell names (``file_key`` reversed),
     for opening it (a name with bytes that are not UTF-8 or backslashes included)."""
     return Path(root) / file_relative(file)
 
@@ -263,8 +256,8 @@ class BatchRun:
             earlier = settings.get("folder")
             if earlier is not None and earlier != here:
                 raise DiagnosticError(
-                    f"{os.fsdecode(self.out)} holds the results of a run over {display_name(earlier)}, not "
-                    f"{display_name(here)}: resume it over that folder, or choose another output folder")
+                    f"{os.fsdecode(self.out)} holds the results of a run over {file_key(earlier)}, not "
+                    f"{file_key(here)}: resume it over that folder, or choose another output folder")
             differences = self._other_options(settings)
             if differences:
                 raise DiagnosticError(f"{os.fsdecode(self.out)} was {'; and '.join(differences)}: "
@@ -374,7 +367,7 @@ class BatchRun:
             files = discover_images(self.root, problems)
             self._files = [p for p in files if p not in problems]
             if self.root in problems or Path(self.root) in problems:
-                raise DiagnosticError(f"the folder {display_name(str(self.root))} cannot be read: "
+                raise DiagnosticError(f"the folder {file_key(str(self.root))} cannot be read: "
                                       f"{problems.get(self.root, problems.get(Path(self.root)))}")
             todo = [p for p in files if self._relative(p) not in done]
             started = time.perf_counter()
@@ -445,7 +438,7 @@ class BatchRun:
         return self.out
 
     def _relative(self, path: Path) -> str:
-        return display_name(path.relative_to(self.root).as_posix())
+        return file_key(path.relative_to(self.root).as_posix())
 
     def _analyse_file(self, path: Path) -> list[dict]:
         relative = self._relative(path)
@@ -592,7 +585,7 @@ class BatchRun:
         run_warnings = [f"{len(missing)} file(s) with results in results.csv are no longer in the input folder "
                         f"(first: {_readable_line(missing[0])}): their rows are kept"] if missing else []
         summary = {
-            "folder": display_name(str(self.root)),
+            "folder": file_key(str(self.root)),
             "files": total,
             "files_done": files_done,
             "files_missing": len(missing),

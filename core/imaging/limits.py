@@ -33,7 +33,8 @@ BUDGET_FRACTION = 0.5  # of the memory available: the viewer, models and caches 
 MAX_IMAGE_BUDGET = 3 * 1024**3 // 2
 FALLBACK_AVAILABLE = 2 * 1024**3  # when the system does not say
 # Image directories (pages) of a TIFF looked at: grouping pages into series costs tifffile time that grows with the
-# square of their number (10,000 one-pixel pages took 56 s); beyond this only the first pages are read.
+# square of their number (10,000 one-pixel pages took 56 s); beyond this only the first pages are read, unless OME,
+# ImageJ or shape metadata lays the stack out (read in linear time, whole).
 MAX_TIFF_PAGES = 1000
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import lzma
 import math
@@ -428,19 +429,45 @@ class _PageRun:
         self.levels = [self]
 
 
+def _linear_series(tif, path: Path) -> bool:
+    """Whether tifffile works out the series of this TIFF of many pages in time that grows with the pages, not
+    their square: from OME-XML or ImageJ metadata, or tifffile's own shape metadata where its first series holds
+    all but at most ``MAX_TIFF_PAGES`` of the pages (it pairs every later series with every other, looking for
+    pyramid levels: 5,000 one-page series took 9 s)."""
+    if tif.is_ome or tif.is_imagej:
+        return True
+    first = tif.pages.first
+    if not tif.is_shaped or not first.shape:
+        return False
+    try:
+        shape = json.loads(first.shaped_description)["shape"]  # {"shape": [1200, 128, 128]}
+        pages = math.prod(int(n) for n in shape) // max(1, math.prod(first.shape))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        return False
+    chain, loops = _ifd_chain(path, min(pages, 10 ** 7) + MAX_TIFF_PAGES)
+    return not loops and chain <= pages + MAX_TIFF_PAGES
+
+
 def _first_series(tif, path: Path):
     """(The first image of the file, whose pages are its frames; a warning where it is cut short, else None).
 
-    Up to ``MAX_TIFF_PAGES`` pages, tifffile groups the pages into series. Beyond, its grouping would take minutes
-    (its time grows with the square of the pages: 10,000 one-pixel pages took 56 s), and a chain of image
-    directories that loops back on itself would never end: then only the pages up to there are looked at, those
-    from the first on that share its shape and kind being read as the frames.
+    tifffile groups the pages into series. Where their metadata say how (OME-XML, ImageJ, tifffile's own shape),
+    its time grows with the pages; its generic grouping of plain pages grows with their square (10,000 one-pixel
+    pages took 56 s), so beyond ``MAX_TIFF_PAGES`` pages it is not let run, and a chain of image directories that
+    loops back on itself would never end: then only the pages up to there are looked at, those from the first on
+    that share its shape and kind being read as the frames.
     """
     chain, loops = _ifd_chain(path, MAX_TIFF_PAGES)
     if chain <= MAX_TIFF_PAGES and not loops:
         if not tif.series:
             raise ImageLoadError(path, "the TIFF file holds no image")
         return tif.series[0], None
+    if not loops and _linear_series(tif, path):
+        # no fall-back to the generic grouping where the metadata do not fit the pages (a hostile file's): the
+        # first pages are read below instead
+        tif._series_generic = lambda: None
+        if tif.series:
+            return tif.series[0], None
     first = tif.pages[0]
     run = [first]
     for index in range(1, min(chain, MAX_TIFF_PAGES)):
