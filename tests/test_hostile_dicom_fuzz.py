@@ -306,3 +306,22 @@ def test_damaged_parts_are_named(tmp_path):
     (tmp_path / "j2k.dcm").write_bytes(meta(J2K) + image_header(64, 64) + encapsulated([b"\xff\x4f" + bytes(300)]))
     message = _refused(tmp_path / "j2k.dcm", "could not be decoded")
     assert "gdcm" not in message and "NoneType" not in message
+
+
+def test_megabytes_of_empty_elements_after_a_valid_header_are_refused_at_once(tmp_path, pydicom_file):
+    """pydicom parsed 8-byte empty elements at about 1 s per MB; a data set's tags increase (PS3.5 7.1)."""
+    import time
+
+    from core.imaging import load_image
+    from core.imaging.loader import ImageLoadError
+
+    data = pydicom_file("MR_small.dcm").read_bytes()
+    pixels = data.index(b"\xe0\x7f\x10\x00")
+    path = tmp_path / "padded.dcm"
+    path.write_bytes(data[:pixels] + bytes(8_000_000) + data[pixels:])
+    start = time.perf_counter()
+    with pytest.raises(ImageLoadError, match="repeats or misorders"):
+        load_image(path)
+    assert time.perf_counter() - start < 3
+    (tmp_path / "trailing.dcm").write_bytes(data + bytes(4096))  # a writer's block padding after the pixels
+    assert load_image(tmp_path / "trailing.dcm").rows == 64

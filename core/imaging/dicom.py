@@ -116,6 +116,9 @@ def _scan_header(fp: BinaryIO, path: Path, drain: bool = False) -> "_HeaderScan 
 # element it reads out of it: the inflated bytes are counted twice besides the decoder's own copies.
 _INFLATED_COPIES = 2
 MAX_SEQUENCE_DEPTH = 64  # pydicom itself fails (RecursionError) near 200; real files nest fewer than 10
+# Elements out of order (or repeated) tolerated in one data set: PS3.5 7.1 orders them by increasing tag; a few
+# misordered private tags occur in real files, thousands only in damaged ones.
+MAX_DISORDERED_ELEMENTS = 1000
 MAX_SEQUENCE_ITEMS = 200_000  # pydicom keeps each item as a data set: 200,000 empty items take 6 s and 110 MB
 # ... plus this many for each frame declared (an enhanced MR holds some 20 functional group items a frame: a 4D
 # fMRI or DCE series of 10,800 frames, 216,000 items, is read in 2 s); the frames no more than the file can hold.
@@ -298,12 +301,21 @@ class _HeaderScan:
         return tag, vr, struct.unpack(self.endian + "H", raw[6:])[0]
 
     def _data_set(self, implicit: bool, depth: int, end: int | None, top: bool = False) -> None:
+        last, disordered = -1, 0
         while end is None or self.stream.pos < end:
             tag, vr, length = self._header(implicit)
             if tag == _ITEM_END:
                 return
             if tag in (_ITEM, _SEQUENCE_END):
                 raise _StopWalk
+            disordered += tag <= last
+            last = tag
+            if disordered > MAX_DISORDERED_ELEMENTS:  # megabytes of zeros read as empty elements: 1 s per MB
+                if top and self.pixels is not None:
+                    raise _StopWalk  # padding after the pixels (some writers pad files to a block): the image stands
+                raise ImageLoadError(self.path, f"the DICOM header repeats or misorders more than "
+                                                f"{MAX_DISORDERED_ELEMENTS} elements (a data set's tags increase): "
+                                                "damaged, not read")
             if top and tag >> 16 == 0x7FE0 and tag >= 0x7FE00008 and self.pixels is None:
                 self.pixels = (tag, length, None if self.deflated else self.stream.pos)  # then on: pydicom reads on
             if top and tag == 0x00280008 and length < 64 and length != _UNDEFINED:
