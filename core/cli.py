@@ -154,6 +154,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         try:
             for analysis in analyse_frames(frames, record.frames, analyse):
+                if record.frames > 1 and not args.all_frames:  # a volume's or a loop's one frame, as batch says too
+                    analysis.warnings.append(f"only frame {args.frame + 1} of {record.frames} was analysed "
+                                             "(--all-frames analyses each)")
                 analyses.append(analysis)
         except FrameUnreadable as exc:  # the frames analysed are still reported, with this error
             failure = str(exc)

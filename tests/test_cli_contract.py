@@ -175,3 +175,12 @@ def test_series_lists_an_unreadable_image_file_and_gives_an_image_series_its_mod
     assert problem.startswith("bad.dcm: ") and "neither DICOM" in problem
     (series,) = said["series"]
     assert series["file"].endswith("picture.png") and series["modality"] in ("MR", "MG", "US", "SM", "OT")
+
+
+def test_one_frame_of_a_multi_frame_file_analysed_says_so(cli, pydicom_file):
+    code, said = cli("analyze", str(pydicom_file("SC_rgb_rle_2frame.dcm")), "--modality", "MR", "--model",
+                     "tiny-mr-classifier", "--frame", "1", "--json", "--no-history")
+    assert code == 0 and "only frame 2 of 2 was analysed (--all-frames analyses each)" in said["warnings"]
+    code, said = cli("analyze", str(pydicom_file("SC_rgb_rle_2frame.dcm")), "--modality", "MR", "--model",
+                     "tiny-mr-classifier", "--all-frames", "--json", "--no-history")
+    assert code == 0 and not any("only frame" in w for f in said["frames"] for w in f["warnings"])
