@@ -166,6 +166,23 @@ def study(tmp_path):
     return tmp_path / "study"
 
 
+def run_cancelled(run, analyzer, when) -> None:
+    """Runs the batch ``run`` (over ``analyzer``), cancelling it (as the dialog's Cancel or Ctrl+C) from the analysis
+    of the first record for which ``when(record)`` is true; the run must say it was cancelled."""
+    original = analyzer.analyze
+
+    def watching(record, **options):
+        if when(record):
+            run.cancel.set()
+        return original(record, **options)
+
+    analyzer.analyze = watching
+    try:
+        assert run.run()["cancelled"]
+    finally:
+        analyzer.analyze = original
+
+
 def state_whole_scan(ds) -> None:
     """Give a synthetic ultrasound data set the region a scanner states its scan in (the whole picture): an
     anonymised export blacks out what lies outside it, and refuses a capture whose scan area cannot be found."""

@@ -20,7 +20,7 @@ from core.result_cells import file_key
 from core.errors import DiagnosticError
 from core.inference.analyzer import Analyzer
 from core.models.registry import Registry
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cancelled
 from tests.tiny_models import planted_images
 
 MODELS = ["tiny-mr-classifier", "tiny-us-segmenter"]
@@ -46,22 +46,14 @@ def analyzer(tiny_models):
 
 def _interrupted(folder: Path, out: Path, analyzer, after: int, **options) -> None:
     """A run cancelled once ``after`` files are done (as Ctrl+C or the dialog's Cancel leaves it)."""
-    run = BatchRun(folder, out, analyzer, model_ids=MODELS, **options)
-    original = analyzer.analyze
     seen: list[str] = []
 
-    def counting(record, **kw):
+    def past(record) -> bool:
         if record.path.name not in seen:
             seen.append(record.path.name)
-        if len(seen) > after:
-            run.cancel.set()
-        return original(record, **kw)
+        return len(seen) > after
 
-    analyzer.analyze = counting
-    try:
-        assert run.run()["cancelled"]
-    finally:
-        analyzer.analyze = original
+    run_cancelled(BatchRun(folder, out, analyzer, model_ids=MODELS, **options), analyzer, past)
 
 
 # ----------------------------------------------------------------------------------------------- 1, 2: results.csv

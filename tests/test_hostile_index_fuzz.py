@@ -24,6 +24,7 @@ from core.inference.analyzer import Analyzer
 from core.models.registry import Registry
 import core.series.index as series_index
 from core.series.index import index_dicomdir, index_files, index_path
+from tests.conftest import run_cancelled
 from tests.series_data import ramp_images, write_slice
 from tests.tiny_models import planted_images
 
@@ -51,19 +52,8 @@ def _pngs(root: Path, names: list[str]) -> Path:
 
 def _cancelled_in(folder: Path, out: Path, analyzer, name: str) -> None:
     """A run cancelled (the dialog's Cancel, Ctrl+C) while it analyses ``name``."""
-    run = BatchRun(folder, out, analyzer, model_ids=MODELS)
-    original = analyzer.analyze
-
-    def cancelling(record, **kw):
-        if record.path.name == name:
-            run.cancel.set()
-        return original(record, **kw)
-
-    analyzer.analyze = cancelling
-    try:
-        assert run.run()["cancelled"]
-    finally:
-        analyzer.analyze = original
+    run_cancelled(BatchRun(folder, out, analyzer, model_ids=MODELS), analyzer,
+                  lambda record: record.path.name == name)
 
 
 def _died_in(out: Path, name: str, times: int) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core.history import History
-from core.imaging.windowing import apply_window, min_window_width
+from core.imaging.windowing import apply_window, voi_window
 from core.inference.results import Analysis, ModelResult
 from core.series import index_folder
 from core.series.stack import SeriesStack
@@ -22,18 +22,9 @@ from tests.series_data import ramp_images, write_series
 
 def _formula(values, center, width, function="LINEAR"):
     """apply_window as it was: pydicom's VOI formula in float64 on every pixel."""
-    from pydicom.dataset import Dataset
     from pydicom.pixels import apply_windowing
 
-    function = function.upper()
-    voi = Dataset()
-    voi.PhotometricInterpretation = "MONOCHROME2"
-    voi.BitsStored = 8
-    voi.PixelRepresentation = 0
-    voi.WindowCenter = float(center)
-    voi.WindowWidth = max(float(width), min_window_width(function))
-    voi.VOILUTFunction = function
-    out = apply_windowing(np.asarray(values, dtype=np.float64), voi)
+    out = apply_windowing(np.asarray(values, dtype=np.float64), voi_window(center, width, function))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

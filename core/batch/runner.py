@@ -120,6 +120,12 @@ def source_path(root: Path, file: str) -> Path:
     return Path(root) / file_relative(file)
 
 
+def _add_warning(rows: list[dict], warning: str) -> None:
+    """``warning`` appended to each row's warnings cell."""
+    for row in rows:
+        row["warnings"] = join_warnings(split_warnings(row["warnings"]) + [warning])
+
+
 def _write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` by ``text`` all at once: a kill or a full disk while writing leaves the old file whole."""
     temporary = path.with_name(f".{path.name}.tmp")
@@ -462,16 +468,13 @@ class BatchRun:
                             digest = digest or sha256_file(path)  # a 150-frame file was hashed 150 times
                             self.history.add(analysis, digest)
                         except (OSError, DiagnosticError) as exc:  # the result stands; its history record is missing
-                            said = str(exc) if isinstance(exc, DiagnosticError) else \
-                                f"the analysis could not be recorded in the history ({os_reason(exc)})"
-                            for row in rows:
-                                row["warnings"] = join_warnings(split_warnings(row["warnings"]) + [said])
+                            _add_warning(rows, str(exc) if isinstance(exc, DiagnosticError) else
+                                         f"the analysis could not be recorded in the history ({os_reason(exc)})")
             except FrameUnreadable as exc:  # the frames analysed keep their rows; this one is the error row
                 rows.append(self._row(relative, frame=exc.frame, error=str(exc)))
             if record.frames > 1 and not self.all_frames:  # a volume's first slice is no verdict on the volume
-                for row in rows:
-                    row["warnings"] = join_warnings(split_warnings(row["warnings"]) + [
-                        f"only frame 1 of {record.frames} was analysed (the command's --all-frames analyses each)"])
+                _add_warning(rows, f"only frame 1 of {record.frames} was analysed (the command's --all-frames "
+                                   "analyses each)")
             return rows
         except Cancelled:
             raise

@@ -27,14 +27,7 @@ def apply_window(
     pydicom's ``apply_windowing`` scales into the output range implied by BitsStored; an 8-bit
     unsigned description makes that range exactly 0..255 whatever the input units are.
     """
-    function = function.upper()
-    voi = Dataset()
-    voi.PhotometricInterpretation = "MONOCHROME2"
-    voi.BitsStored = 8
-    voi.PixelRepresentation = 0
-    voi.WindowCenter = float(center)
-    voi.WindowWidth = max(float(width), min_window_width(function))
-    voi.VOILUTFunction = function
+    voi = voi_window(center, width, function)
     values = np.asarray(values)
     levels = _integer_levels(values)
     if levels is not None:
@@ -45,6 +38,19 @@ def apply_window(
         table = _window(np.arange(lo, hi + 1, dtype=np.float64), voi)
         return table[index]
     return _window(values.astype(np.float64), voi)
+
+
+def voi_window(center: float, width: float, function: str = "LINEAR") -> Dataset:
+    """The window as pydicom's ``apply_windowing`` reads it, onto an 8-bit unsigned output (0..255)."""
+    function = function.upper()
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored = 8
+    voi.PixelRepresentation = 0
+    voi.WindowCenter = float(center)
+    voi.WindowWidth = max(float(width), min_window_width(function))
+    voi.VOILUTFunction = function
+    return voi
 
 
 LUT_MAX_LEVELS = 1 << 17  # a table of at most this many grey levels (16-bit data's 65,536 fit, signed or not)
