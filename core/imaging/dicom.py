@@ -245,6 +245,15 @@ class _Stream:
         self._buf, self._at = b"", 0
         self._skip_more(n - have)
 
+    def unpack(self, layout: struct.Struct) -> tuple | None:
+        """The next ``layout.size`` bytes unpacked, read past; None at the end of the data."""
+        if not self._fill(layout.size):
+            return None
+        values = layout.unpack_from(self._buf, self._at)
+        self._at += layout.size
+        self.pos += layout.size
+        return values
+
     def drain(self) -> None:
         while self._more(_INFLATE_CHUNK):
             pass
@@ -358,22 +367,17 @@ class _HeaderScan:
     def _fragments(self) -> None:
         """An undefined-length value that is no sequence (encapsulated pixel data): its items, to its delimiter.
         A tight loop on the stream's buffer: a frame may come in a million fragments."""
-        stream, unpack = self.stream, struct.Struct(self.endian + "HHI").unpack_from
+        stream, layout = self.stream, struct.Struct(self.endian + "HHI")
         while True:
-            if not stream._fill(8):
+            header = stream.unpack(layout)
+            if header is None:
                 raise _StopWalk
-            group, element, length = unpack(stream._buf, stream._at)
-            stream._at += 8
-            stream.pos += 8
+            group, element, length = header
             if group == 0xFFFE and element == 0xE0DD:
                 return
             if group != 0xFFFE or element != 0xE000 or length == _UNDEFINED:
                 raise _StopWalk
-            if length <= len(stream._buf) - stream._at:
-                stream._at += length
-                stream.pos += length
-            else:
-                stream.skip(length)
+            stream.skip(length)
 
     def item_limit(self) -> int:
         """``MAX_SEQUENCE_ITEMS`` and ``SEQUENCE_ITEMS_PER_FRAME`` for each further frame declared, no more frames
