@@ -82,7 +82,7 @@ def test_bmp_and_rgba_and_palette(tmp_path):
     rgb[..., 0] = 200
     Image.fromarray(rgb).save(tmp_path / "c.bmp")
     np.testing.assert_array_equal(load_image(tmp_path / "c.bmp").display(0), rgb)
-    Image.fromarray(np.dstack([rgb, np.full((10, 12), 128, np.uint8)])).save(tmp_path / "c.png")
+    Image.fromarray(np.dstack([rgb, np.full((10, 12), 255, np.uint8)])).save(tmp_path / "c.png")
     np.testing.assert_array_equal(load_image(tmp_path / "c.png").display(0), rgb)
     Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
     assert load_image(tmp_path / "p.png").display(0)[0, 0, 0] == 200
@@ -243,3 +243,45 @@ def test_a_large_picture_read_smaller_is_the_area_average_of_the_whole(tmp_path,
     f = small.downsample
     expected = cv2.resize(np.ascontiguousarray(whole), (small.columns, small.rows), interpolation=cv2.INTER_AREA)
     assert np.abs(small.values(0).astype(int) - expected.astype(int)).max() <= 1, f
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_pixels_read_as_black_whatever_colour_they_hide(tmp_path, mode):
+    """Two pictures that look the same (a slice on a transparent background) read the same: the colour a program
+    left under the transparent pixels (white here, black there) never reaches the models."""
+    rng = np.random.default_rng(0)
+    grey = rng.integers(40, 220, (64, 80), dtype=np.uint8)
+    alpha = np.zeros((64, 80), np.uint8)
+    alpha[8:56, 10:70] = 255
+    alpha[8:56, 10] = 128  # a soft edge: half the value shows
+    shown = []
+    for hidden in (0, 255):
+        under = np.where(alpha > 0, grey, hidden).astype(np.uint8)
+        if mode == "LA":
+            Image.fromarray(np.dstack([under, alpha]), "LA").save(tmp_path / f"{hidden}.png")
+        elif mode == "RGBA":
+            Image.fromarray(np.dstack([under, under, under, alpha]), "RGBA").save(tmp_path / f"{hidden}.png")
+        else:  # a palette picture whose last entry is transparent (tRNS)
+            palette_index = np.where(alpha == 0, 255, under // 2).astype(np.uint8)
+            im = Image.fromarray(palette_index, "P")
+            im.putpalette([v for i in range(256) for v in ((hidden,) * 3 if i == 255 else (min(2 * i, 255),) * 3)])
+            im.save(tmp_path / f"{hidden}.png", transparency=255)
+        shown.append(load_image(tmp_path / f"{hidden}.png").display(0))
+    np.testing.assert_array_equal(shown[0], shown[1])
+    first = shown[0] if shown[0].ndim == 2 else shown[0][..., 0]
+    assert first[0, 0] == 0 and first[30, 40] in (grey[30, 40], grey[30, 40] // 2 * 2)
+    if mode != "P":
+        assert abs(int(first[30, 10]) - round(int(grey[30, 10]) * 128 / 255)) <= 1
+
+
+def test_one_colour_is_blank_like_one_grey_level():
+    """A flat pink or blue picture shows no tissue, as a flat grey one does; colour with content is not blank."""
+    from core.imaging.windowing import is_blank
+
+    for colour in ((230, 120, 200), (40, 60, 220), (128, 128, 128)):
+        assert is_blank(np.broadcast_to(np.array(colour, np.uint8), (300, 400, 3)).copy())
+    stained = np.random.default_rng(1).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    assert not is_blank(stained)
+    one_channel = np.zeros((300, 400, 3), np.uint8)
+    one_channel[..., 2] = np.linspace(0, 255, 400, dtype=np.uint8)  # only blue varies: a picture, not blank
+    assert not is_blank(one_channel)

@@ -310,9 +310,21 @@ def _to_supported_mode(im: Image.Image) -> Image.Image:
         return im
     if im.mode == "I":
         return im  # 32-bit integer greyscale, handled in _normalise
-    if im.mode in ("LA", "1"):
+    if im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (im.mode in ("L", "P", "RGB") and "transparency" in im.info):
+        return _over_black(im)
+    if im.mode == "1":
         return im.convert("L")
-    return im.convert("RGB")  # P, RGBA, CMYK, YCbCr, LAB ...
+    return im.convert("RGB")  # P, CMYK, YCbCr, LAB ...
+
+
+def _over_black(im: Image.Image) -> Image.Image:
+    """A picture with transparency as it shows over black, a scan's background: the colours hidden under
+    transparent pixels (any, as the program that saved it left them) must not reach the models, which would then
+    answer differently for two pictures that look the same."""
+    rgba = im.convert("RGBA")
+    shown = Image.new("L" if im.mode in ("L", "LA", "La") else "RGB", im.size, 0)
+    shown.paste(rgba.convert(shown.mode), mask=rgba.getchannel("A"))
+    return shown
 
 
 def _open_tiff(path: Path):

@@ -143,10 +143,11 @@ def is_sliver(display: np.ndarray) -> bool:
 
 
 def is_blank(display: np.ndarray) -> bool:
-    """The 8-bit picture is (almost) one grey level: 99 % of its pixels lie within ``BLANK_RANGE`` levels. Such are
-    the slices of a scan above or below the head (74 of the 2,188 LGG FLAIR slices); no image of the other shared
-    data sets is. A model still answers for it, which means nothing."""
+    """The 8-bit picture is (almost) one grey level or one colour: in each channel 99 % of its pixels lie within
+    ``BLANK_RANGE`` levels. Such are the slices of a scan above or below the head (74 of the 2,188 LGG FLAIR slices);
+    no image of the other shared data sets is. A model still answers for it, which means nothing."""
     # About 65,000 pixels looked at (a 256-px slice whole): it runs for every image analysed, series slices included.
     step = max(1, int(np.sqrt(display.shape[0] * display.shape[1] / 65_536)))
-    low, high = np.percentile(display[::step, ::step], [0.5, 99.5])
-    return bool(high - low < BLANK_RANGE)
+    pixels = display[::step, ::step].reshape(-1, display.shape[2] if display.ndim == 3 else 1)
+    low, high = np.percentile(pixels, [0.5, 99.5], axis=0)
+    return bool(np.all(high - low < BLANK_RANGE))
