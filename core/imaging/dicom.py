@@ -460,23 +460,18 @@ UNHELD_FRAMES_LISTED = 64
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData, DoubleFloatPixelData
 
 
-def frames_held(ds: Dataset, fp: BinaryIO | None = None) -> int:
-    """How many frames to list for the DICOM data set ``ds``: its NumberOfFrames (1 where absent or not a positive
-    number), bounded by what its pixel data holds (``UNHELD_FRAMES_LISTED`` missing frames at most; they are
-    named unreadable when read). Native pixel data holds its length divided by one frame's size; encapsulated
-    pixel data as many frames as it has fragments, or entries in its (Extended) Basic Offset Table where it has one.
+def frame_counts(ds: Dataset, fp: BinaryIO | None = None) -> tuple[int, int | None]:
+    """(How many frames to list, the frames the pixel data holds: None where it cannot be measured) for the DICOM
+    data set ``ds``. The frames listed are its NumberOfFrames (1 where absent or not a positive number), bounded by
+    what its pixel data holds (``UNHELD_FRAMES_LISTED`` missing frames at most; they are named unreadable when
+    read). Native pixel data holds its length divided by one frame's size; encapsulated pixel data as many frames
+    as it has fragments, or entries in its (Extended) Basic Offset Table where it has one.
 
     ``fp``: the file ``ds`` was read from, open (needed where ``ds`` was read with ``stop_before_pixels`` or its
     compressed pixel data was deferred and ``ds`` has no open ``buffer`` or ``filename`` to read it from again);
-    its position is kept. Never raises: NumberOfFrames as stated where the pixel data cannot be reached.
-    """
-    return frame_counts(ds, fp)[0]
-
-
-def frame_counts(ds: Dataset, fp: BinaryIO | None = None) -> tuple[int, int | None]:
-    """(``frames_held``, the frames the pixel data holds: None where it cannot be measured). ``fp`` may also stand
-    at the pixel data element, where ``dcmread(..., stop_before_pixels=True)`` left it (the series index): it is
-    then read there, not found by a walk of the header again."""
+    its position is kept; it may also stand at the pixel data element, where ``dcmread(..., stop_before_pixels=True)``
+    left it (the series index): it is then read there, not found by a walk of the header again. Never raises:
+    NumberOfFrames as stated where the pixel data cannot be reached."""
     declared = _declared_frames(ds)
     try:
         held = _pixel_extent(ds, fp, declared)[0]
