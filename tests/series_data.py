@@ -51,7 +51,7 @@ def _base(modality: str, sop_class: str, patient_id: str, study_uid: str, series
     ds.StudyTime = "101500"
     ds.StudyID = "1"
     ds.AccessionNumber = "A1"
-    ds.StudyDescription = "MR BRAIN"
+    ds.StudyDescription = {"MR": "MR BRAIN", "MG": "MAMMOGRAPHY", "US": "US BREAST"}.get(modality, "")
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = series_number
     ds.SeriesDescription = description

@@ -3,54 +3,104 @@
 The modality alone does not keep a breast model off a heart: every ultrasound is Modality US, and an
 echocardiography loop, a liver or a shoulder reach the breast models as readily as a breast. The header usually
 says more (BodyPartExamined, the study and series descriptions, the protocol, the scanner's ProcessingFunction
-preset): where it names another part of the body and not the model's own, the result is flagged untested. A
-header that names nothing is not flagged: most breast captures say little.
+preset): where it names another part of the body, the result is flagged untested, unless a more trusted field
+names the model's own part (a scanner's breast preset does not make a kidney study a breast). A header that names
+nothing is not flagged: most breast captures say little.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from core.imaging.record import ImageRecord, Modality
 
 UNTESTED_BODY_PART = "Untested body part"  # how the warning begins; a series verdict sums such warnings up
 
-# The part of the body each modality's models were trained on, and header words that name it.
-DOMAINS: dict[Modality, tuple[str, tuple[str, ...]]] = {
-    Modality.US: ("breast", ("BREAST", "MAMMA", "MAMA", "BRST", "AXILLA")),
-    Modality.MG: ("breast", ("BREAST", "MAMMO", "MAMMA", "MAMA")),
-    Modality.MR: ("brain", ("BRAIN", "HEAD", "NEURO", "CRANI", "SKULL", "CEREB", "ORBIT", "PITUIT", "SELLA")),
+
+@dataclass(frozen=True)
+class Terms:
+    """Header words that name a part of the body: whole words (DICOM's BodyPartExamined terms such as LSPINE are
+    written as one word) and stems of longer free-text words (a word starting with one names the part)."""
+
+    words: frozenset[str]
+    stems: tuple[str, ...] = ()
+
+    def named(self, word: str) -> bool:
+        """Whether ``word`` (upper case) names one of these parts; a plural names it too (VEINS, LEGS)."""
+        return word in self.words or word.startswith(self.stems) or (word.endswith("S") and word[:-1] in self.words)
+
+    def __add__(self, other: Terms) -> Terms:
+        return Terms(self.words | other.words, self.stems + other.stems)
+
+
+def _terms(words: str, stems: str = "") -> Terms:
+    return Terms(frozenset(words.split()), tuple(stems.split()))
+
+
+# The head around the brain (PS3.16 Annex L terms, then free-text words): the brain models' own part.
+HEAD = _terms("BRAIN HEAD HEADNECK SKULL CIRCLEOFWILLIS OPTICCANAL EYE EYELID CORNEA SCLERA IAC EAR MASTOID SELLA "
+              "SCALP", "CEREB CRANI INTRACRAN NEURO PITUIT HYPOPHYS ORBIT HIPPOCAMP ENCEPHAL")
+BREAST = _terms("MAMA BRST ARMPIT NIPPLE", "BREAST MAMM AXILL")
+# Every other part: Annex L's terms and the words descriptions use for them. Short words count whole only (HIP is
+# not HIPPOCAMPUS, SPINE not SPIN ECHO), and no stem starts a word naming a sequence, a plane or a part of the brain.
+ELSEWHERE = _terms(
+    "ABD ACJOINT ADRENAL ANKLE ARM BACK BILE BILEDUCT BLADDER BOWEL BUTTOCK CALF CARD CERVIX CHEEK CHEST "
+    "CHESTABDOMEN CHESTABDPELVIS COLON CSPINE CTSPINE ELBOW FACE FEET FINGER FOOT FOREARM GROIN GYN HAND HEART HIP "
+    "ILEAL ILEUM ILIAC ILIUM JAW KIDNEY KNEE LARGEINTESTINE LARYNX LEG LIMB LIVER LSPINE LSSPINE LUMBAR LUNG MOUTH "
+    "MSK NECK NECKCHEST NECKCHESTABDOMEN NECKCHESTABDPELV NECKCHESTABDPELVIS NOSE PAROTID PENIS RADIUS RADIUSULNA "
+    "RECTAL RECTUM RENAL RIB SCJOINT SESAMOID SIJOINT SMALLINTESTINE SPINAL SPINE SPLEEN SPLENIC SSPINE STERNUM "
+    "STOMACH SUBMANDIBULAR TESTES TESTIS THIGH THUMB THYMUS TLSPINE TMJ TOE TONGUE TRACHEA TSPINE ULNA "
+    "UPRURINARYTRACT WHOLEBODY WRIST ZYGOMA",
+    "ABDOM ACHILL ADNEX AORT APPENDI BILIAR BRONCH CALCANE CARDI CAROTID CERVIC CLAVIC COCCY CORONAR DUODEN ENTERO "
+    "ESOPHAG EXTREMIT FEMOR FEMUR FETAL FETUS FOET FIBUL GALLBLAD GASTR GLUTE HEPAT HUMER INGUIN JEJUN LUMBO MANDIB "
+    "MAXILL MEDIASTIN MENISC METACARP METATARS MUSCULO NEPHR OBSTET OESOPHAG OVAR PANCREA PARATHYROID PATELL PELVI "
+    "PHARYN PLACENT POPLITE PREGNAN PROSTAT PULMON SACR SCAPUL SCROT SHOULDER TESTIC THORA THYROID TIBI URETER "
+    "URETHR UTER VAGIN VULV")
+# On ultrasound and mammography only: 'echo' and vessels name a heart or a vascular study (on MR they name sequences
+# and the head's own angiograms and venograms), and OB is obstetric (on MR, oblique).
+ULTRASOUND = _terms("DVT OB VEIN", "ECHO VENOUS VASCUL ARTER")
+
+# The part each modality's models were trained on, its words, and the words that name another part.
+DOMAINS: dict[Modality, tuple[str, Terms, Terms]] = {
+    Modality.US: ("breast", BREAST, HEAD + ELSEWHERE + ULTRASOUND),
+    Modality.MG: ("breast", BREAST, HEAD + ELSEWHERE + ULTRASOUND),
+    Modality.MR: ("brain", HEAD, BREAST + ELSEWHERE),
 }
-# Word stems that name another part of the body (a word starting with one names it), and short words that must be
-# whole (HIP is not HIPPOCAMPUS).
-OTHER_STEMS = ("CARDI", "HEART", "ABDOM", "LIVER", "HEPAT", "KIDNEY", "RENAL", "THYROID", "SHOULDER", "SPINE",
-               "LUMBAR", "THORAC", "PELVI", "FETAL", "FETUS", "OBSTET", "UTER", "OVAR", "PROSTAT", "SCROT", "TESTI",
-               "VASCUL", "CAROTID", "VENOUS", "AORT", "CHEST", "THORAX", "GALLBLAD", "SPLEEN", "ANKLE", "WRIST",
-               "ELBOW", "BLADDER", "BOWEL", "APPEND")
-OTHER_WORDS = ("CARD", "ABD", "NECK", "KNEE", "HIP", "MSK", "LUNG", "HAND", "FOOT", "LEG", "ARM", "OB", "GYN")
-ECHO_STEMS = ("ECHO",)  # echocardiography: a heart on ultrasound (on MR, 'echo' names a sequence)
+# The fields from the most to the least trusted: what the file says was examined, then the descriptions a person
+# chose, then the protocol and the scanner's preset (a breast small-parts preset is used on kidneys and thyroids).
+RANKS = (("BodyPartExamined",), ("StudyDescription", "SeriesDescription"), ("ProtocolName", "ProcessingFunction"))
+_COIL = re.compile(r"\S+\s+COILS?\b")  # 'HEAD_NECK coil': the coil's name, not the part examined
+_WHOLE_BODY = re.compile(r"WHOLE[\s_-]*BODY")
 _WORD = re.compile(r"[A-Z]+")
 
 
+def _reading(text: str, own: Terms, others: Terms) -> tuple[bool, str | None]:
+    """Whether ``text`` names the model's own part, and else its first word naming another part."""
+    text = _WHOLE_BODY.sub("WHOLEBODY", _COIL.sub(" ", text.upper()))
+    words = _WORD.findall(text)
+    if any(own.named(w) for w in words):
+        return True, None
+    return False, next((w for w in words if others.named(w)), None)
+
+
 def body_part_warnings(modality: Modality, model_id: str, record: ImageRecord) -> list[str]:
-    """A warning where the header names another part of the body than the one ``modality``'s models know."""
+    """A warning where the header names another part of the body than the one ``modality``'s models know.
+
+    The most trusted fields naming any part decide: the model's part in a less trusted field does not overrule
+    them, and where two fields of one rank disagree the other part is warned of."""
     domain = DOMAINS.get(modality)
     if domain is None or record.modality_source != "dicom":
         return []
-    name, own = domain
-    stems = OTHER_STEMS + (ECHO_STEMS if modality is Modality.US else ())
-    for keyword, text in record.header_texts.items():
-        if keyword == "TransducerType":
-            continue
-        words = _WORD.findall(text.upper().replace("_", " "))
-        if any(w.startswith(own) for w in words):
-            return []  # the header names the model's own part somewhere: trusted
-    for keyword, text in record.header_texts.items():
-        words = _WORD.findall(text.upper().replace("_", " "))
-        named = next((w for w in words if w.startswith(stems) or w in OTHER_WORDS), None)
-        if keyword != "TransducerType" and named is not None:  # the word only: a description may hold a name
-            return [f"{UNTESTED_BODY_PART}: the header's {keyword} says {named}; '{model_id}' was trained on "
+    name, own, others = domain
+    for fields in RANKS:
+        readings = {keyword: _reading(record.header_texts.get(keyword, ""), own, others) for keyword in fields}
+        keyword, part = next(((k, p) for k, (_, p) in readings.items() if p), (None, None))
+        if part is not None:  # the word only: a description may hold a name
+            return [f"{UNTESTED_BODY_PART}: the header's {keyword} says {part}; '{model_id}' was trained on "
                     f"{name} images only: its output here is untested."]
+        if any(is_own for is_own, _ in readings.values()):
+            return []
     return []
 
 
