@@ -107,6 +107,8 @@ def test_a_breast_header_is_the_breast_models_own_and_another_part_for_the_brain
     ({"BodyPartExamined": "SPINE", "ProtocolName": "HEAD_NECK coil spine"}, "BodyPartExamined", "SPINE"),
     ({"ProtocolName": "HEAD_NECK coil spine"}, "ProtocolName", "SPINE"),
     ({"BodyPartExamined": "LSPINE", "StudyDescription": "MR HEAD"}, "BodyPartExamined", "LSPINE"),
+    # a BodyPartExamined left at its default does not silence the series' own description
+    ({"BodyPartExamined": "HEAD", "SeriesDescription": "SAG T2 C-SPINE"}, "SeriesDescription", "SPINE"),
 ])
 def test_a_higher_ranked_field_naming_another_part_is_not_overruled_by_a_lower_one(texts, keyword, said):
     modality = Modality.US if "US" in texts.get("StudyDescription", "") else Modality.MR

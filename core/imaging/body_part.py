@@ -67,9 +67,10 @@ DOMAINS: dict[Modality, tuple[str, Terms, Terms]] = {
     Modality.MG: ("breast", BREAST, HEAD + ELSEWHERE + ULTRASOUND),
     Modality.MR: ("brain", HEAD, BREAST + ELSEWHERE),
 }
-# The fields from the most to the least trusted: what the file says was examined, then the descriptions a person
-# chose, then the protocol and the scanner's preset (a breast small-parts preset is used on kidneys and thyroids).
-RANKS = (("BodyPartExamined",), ("StudyDescription", "SeriesDescription"), ("ProtocolName", "ProcessingFunction"))
+# The fields from the most to the least trusted: what the file says was examined and the descriptions a person chose
+# (one rank: a scanner's BodyPartExamined is often left at its default, HEAD on a C-spine series), then the protocol
+# and the scanner's preset (a breast small-parts preset is used on kidneys and thyroids).
+RANKS = (("BodyPartExamined", "StudyDescription", "SeriesDescription"), ("ProtocolName", "ProcessingFunction"))
 _COIL = re.compile(r"\S+\s+COILS?\b")  # 'HEAD_NECK coil': the coil's name, not the part examined
 _WHOLE_BODY = re.compile(r"WHOLE[\s_-]*BODY")
 _WORD = re.compile(r"[A-Z]+")
