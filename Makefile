@@ -38,10 +38,11 @@ bench-deps: $(STAMP)
 bench: bench-deps
 	$(PY) bench/run_all.py
 
-# One-folder executable in dist/mida and its headless smoke test (not part of the two set-up commands).
+# One-folder executable in dist/mida and its headless smoke test (not part of the two set-up commands). Its ONNX
+# exports are those of the shipped bundles only: the user's own (MIDA_USER_MODELS) are not part of the app.
 dist: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[build]"
-	rm -rf build/onnx && $(PY) main.py models export --out build/onnx
+	rm -rf build/onnx && MIDA_USER_MODELS=$(CURDIR)/build/no-user-models $(PY) main.py models export --out build/onnx
 	$(PY) -m PyInstaller --noconfirm --clean build.spec
 
 smoke: dist

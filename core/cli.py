@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from core import __version__
-from core.errors import DiagnosticError
+from core.errors import DiagnosticError, described
 from core.json_output import print_json
 from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, check_user_um, um_at_magnification
 
@@ -63,12 +63,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _export_models(registry, model_ids: list[str] | None, out: Path | None) -> int:
-    """Each bundle (or those named) as ONNX files for ONNX Runtime (core.inference.onnx_export); 1 where one failed."""
+    """Each bundle (or those named) as ONNX files for ONNX Runtime (core.inference.onnx_export); 1 where one failed,
+    each failure one line, the other bundles still exported. The folder is made before any model is loaded."""
     from core.app_paths import onnx_cache
+    from core.export.files import os_reason
     from core.inference.onnx_export import export_bundle
     from core.models.exports import export_roots, find_export
 
     root = out or onnx_cache()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"cannot export into {root}: {os_reason(exc)}", file=sys.stderr)
+        return 1
     failed = 0
     for bundle_id in model_ids or list(registry.bundles):
         try:
@@ -80,8 +87,9 @@ def _export_models(registry, model_ids: list[str] | None, out: Path | None) -> i
         except ImportError as exc:
             print(f"{bundle_id}: cannot export without {exc.name} (pip install tf2onnx onnxruntime)", file=sys.stderr)
             return 1
-        except (DiagnosticError, ValueError) as exc:
-            print(f"{bundle_id}: not exported ({exc}); it runs on TensorFlow", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - one bundle's failure (a full disk, a converter's error) is its own
+            reason = str(exc) if isinstance(exc, ValueError) else described(exc)  # ValueError: differs from TensorFlow
+            print(f"{bundle_id}: not exported ({reason}); it runs on TensorFlow", file=sys.stderr)
             failed = 1
             continue
         print(f"{bundle_id}: exported to {root / bundle_id} (checked against TensorFlow: {json.dumps(index['check'])})")
@@ -150,7 +158,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         def analyse(frame: int):
             return engine.submit(record, cancel=cancel, frame=frame, model_ids=args.model or None, gradcam=True,
                                  gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta,
-                                 microns_per_pixel=args.microns_per_pixel, find_other_breast=other_breast).result()
+                                 microns_per_pixel=args.microns_per_pixel, find_other_breast=other_breast,
+                                 partial=True).result()
 
         try:
             for analysis in analyse_frames(frames, record.frames, analyse):
@@ -176,14 +185,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if problem is not None:  # the names the results gave (a frame cut short or cancelled, a heatmap not drawn)
         print_json({"path": str(args.path), "error": problem})
         return 2
-    # An output that cannot be written is said in its own "<output>_error", never reported as written; the results
-    # and the other outputs stand, and the command exits 2.
+    # A model that could not run (its "failures" entry) and an output that cannot be written (its own
+    # "<output>_error", never reported as written) are said in "error"; the other results and outputs stand, and
+    # the command exits 2.
     output_failures: list[str] = []
     outputs = [_analysis_output(a, record, args, numbered_frames=numbered, failures=output_failures)
                for a in analyses]
     unread_frame = failure is not None
-    if output_failures:
-        failure = "; ".join(([failure] if unread_frame else []) + list(dict.fromkeys(output_failures)))
+    failures = [f.message for a in analyses for f in a.failures] + output_failures
+    if failures:
+        failure = "; ".join(([failure] if unread_frame else []) + list(dict.fromkeys(failures)))
     if not args.no_history:
         _record_history(analyses, series=False)
     if args.json:

@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
         self.probabilities = ProbabilityPanel()
         self.warnings = WarningsPanel()
         self.metadata = MetadataPanel()
-        self.model_info = ModelInfoPanel()
+        self.model_info = ModelInfoPanel(self.registry.problems)
         self.overlays = OverlayPanel()
         self.studies = StudyBrowser()
         self.series_panel = SeriesPanel()
@@ -880,7 +880,7 @@ class MainWindow(QMainWindow):
         self._analyses_running += 1
         um = state.microns_per_pixel
         future = self.engine.submit(state.record, frame=state.frame, model_ids=state.chosen_models or None,
-                                    microns_per_pixel=um, find_other_breast=other_breast)
+                                    microns_per_pixel=um, find_other_breast=other_breast, partial=True)
         record, series, key = state.record, state.series, state.slice_key
         self.bridge.watch(future, lambda a: self._analysed(a, record, series, key, um), self._analysis_failed)
 
@@ -919,7 +919,8 @@ class MainWindow(QMainWindow):
             self.probabilities.clear(" ".join(analysis.warnings))
         # Scrolling an analysed series shows each slice's results: the warnings and the models that ran are mostly
         # the same from one slice to the next, and are drawn again only where they differ.
-        warnings = analysis.warnings + [w for r in analysis.results for w in r.warnings]
+        warnings = (analysis.warnings + [f.message for f in analysis.failures]
+                    + [w for r in analysis.results for w in r.warnings])
         if warnings != self._warnings_shown:
             self._warnings_shown = warnings
             self.warnings.show_warnings(warnings)

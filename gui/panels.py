@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
@@ -170,7 +172,12 @@ class MetadataPanel(QWidget):
 
 
 class ModelInfoPanel(QTextBrowser):
-    """Id, version, training data and validation metrics of the models that ran."""
+    """Id, version, training data and validation metrics of the models that ran; below them, the bundles that were
+    skipped and why (``problems``: the registry's, a damaged or invalid bundle), as ``main.py models`` says."""
+
+    def __init__(self, problems: list[str] | None = None, parent=None) -> None:
+        super().__init__(parent)
+        self.problems = problems or []
 
     def show_models(self, summaries: list[dict]) -> None:
         parts = []
@@ -179,8 +186,10 @@ class ModelInfoPanel(QTextBrowser):
             parts.append(f"<h4>{s['id']} v{s['version']}</h4><p>{s['title']}<br>{s['modality']} · {s['task']} · "
                          f"{s['architecture']}<br>Classes: {', '.join(s['classes']) or '-'}<br>"
                          f"Validation: {metrics} (n={s['metrics'].get('n', '?')})<br>Training data: {s.get('training', '')}</p>")
-        self.setHtml("".join(parts) or "<p>No model has run on this image.</p>"
-                     "<p><i>Decision support only — not a medical device.</i></p>")
+        skipped = "".join(f"<li>{html.escape(p)}</li>" for p in self.problems)
+        self.setHtml(("".join(parts) or "<p>No model has run on this image.</p>"
+                      "<p><i>Decision support only — not a medical device.</i></p>")
+                     + (f"<p>Bundles skipped:</p><ul>{skipped}</ul>" if skipped else ""))
 
 
 class OverlayPanel(QWidget):

@@ -458,7 +458,7 @@ class BatchRun:
             def analyse(frame: int):
                 return self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids, gradcam=self.heatmaps,
                                              cancel=self.cancel, microns_per_pixel=self.microns_per_pixel,
-                                             find_other_breast=other_breast)
+                                             find_other_breast=other_breast, partial=True)
 
             try:
                 for analysis in analyse_frames(frames, record.frames, analyse):
@@ -523,7 +523,9 @@ class BatchRun:
             rows.append(row)
         if self.dicom_sr:
             self._write_sr(record, analysis, file_stem + (f"__f{analysis.frame}" if record.frames > 1 else ""), rows)
-        return rows
+        return rows + [self._row(relative, model=f.model_id, model_version=f.version, task=f.task, error=f.error,
+                                 warnings=join_warnings(record.warnings + analysis.warnings), **base)
+                       for f in analysis.failures]  # a model that could not run: its own row, the others' stand
 
     def _write_sr(self, record, analysis, stem: str, rows: list[dict]) -> None:
         """The analysis as a de-identified DICOM SR in sr/ (a picture file's frame capture beside it); a failure is
@@ -579,7 +581,7 @@ class BatchRun:
             json.dump({"columns": self.columns, "rows": rows}, fh, indent=1)
         per_model: dict[str, dict[str, int]] = {}
         for row in rows:
-            if row["model"]:
+            if row["label"]:  # a model's answer (a model that could not run has none)
                 counts = per_model.setdefault(row["model"], {})
                 counts[row["label"]] = counts.get(row["label"], 0) + 1
         with_rows = {r["file"] for r in rows}

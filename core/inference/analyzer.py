@@ -26,7 +26,7 @@ from core.imaging.windowing import is_blank, is_sliver
 from core.inference.device import nvidia_gpu
 from core.inference.onnx_network import available as onnx_runtime_available
 from core.inference.paths import AnalysisPath, Request, StemRows, build_path, load_network
-from core.inference.results import Analysis, ModelResult, disagreements
+from core.inference.results import Analysis, ModelFailure, ModelResult, disagreements
 from core.models.exports import Export, export_roots, find_export
 from core.models.mammography import OtherBreast
 from core.models.manifest import BundleManifest
@@ -126,11 +126,14 @@ class Analyzer:
         on_result: Callable[[ModelResult], None] | None = None,
         microns_per_pixel: float | None = None,
         find_other_breast: Callable[[ImageRecord, int], OtherBreast | None] | None = None,
+        partial: bool = False,
     ) -> Analysis:
         """``microns_per_pixel``: the image's scale set or confirmed by the user, for bundles that tile at a physical
         scale (else read from the file, or assumed with a warning: ``core.models.scale``). ``find_other_breast``:
         finds a mammogram's partner film (core.series.contralateral.other_breast), which film detectors score it
-        against; asked only where such a bundle runs."""
+        against; asked only where such a bundle runs. ``partial``: a bundle that cannot run (a ModelError) goes to
+        ``Analysis.failures`` and the others' results stand (a ModelError still where none ran); without it the
+        first failure is raised, for callers that pair the results with the bundles they asked for."""
         bundles = self.bundles_for(record, model_ids)
         analysis = Analysis(str(record.path), record.modality.value, record.modality_source, frame)
         if not bundles:
@@ -169,15 +172,22 @@ class Analyzer:
         # Bundles with one preprocessing share one crop and normalisation; the crop is square in millimetres.
         inputs = ModelInputs(display, _row_to_column(record))
         sequence = mr_sequence(record.metadata) if any(b.info.mr_sequences for b in bundles) else None
+        ran: list[tuple[Bundle, ModelResult]] = []
         for bundle in bundles:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("analysis cancelled")
             started = time.perf_counter()
-            path = self.path(bundle)
             # A Grad-CAM class asked of several models (the brain pair): one without it explains its own call.
             foreign = (target_class is not None and bundle.task == "classification"
                        and target_class not in bundle.classes)
-            result = path.run(inputs, replace(request, target_class=None) if foreign else request, record)
+            try:
+                path = self.path(bundle)
+                result = path.run(inputs, replace(request, target_class=None) if foreign else request, record)
+            except ModelError as exc:
+                if not partial:
+                    raise
+                analysis.failures.append(ModelFailure(bundle.id, bundle.version, bundle.task, str(exc)))
+                continue
             if foreign and result.heatmap_class is not None:
                 result.warnings.append(f"Grad-CAM class '{target_class}' is not a class of {bundle.id} "
                                        f"({', '.join(bundle.classes)}): its heatmap shows '{result.heatmap_class}'.")
@@ -185,12 +195,14 @@ class Analyzer:
                                    + self._sequence_warnings(path.info, sequence)
                                    + body_part_warnings(path.info.modality, path.info.id, record)
                                    + (beam_warning(record) if any(l.calipers for l in result.lesions) else []))
-            result.warnings += disagreements(result, [r for b, r in zip(bundles, analysis.results)
-                                                      if b.modality == bundle.modality])
+            result.warnings += disagreements(result, [r for b, r in ran if b.modality == bundle.modality])
             result.seconds = time.perf_counter() - started
+            ran.append((bundle, result))
             analysis.results.append(result)
             if on_result is not None:
                 on_result(result)
+        if analysis.failures and not analysis.results:
+            raise ModelError("; ".join(f.error for f in analysis.failures))
         return analysis
 
     @staticmethod

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.models.exports import EXPORT_FORMAT, CamGraph, export_folder, fingerprint
+from core.errors import ModelError
+from core.models.exports import EXPORT_FORMAT, STEMS_FOLDER, CamGraph, export_folder, fingerprint
 from core.models.stages import cam_model, cam_site
 
 OPSET = 17
@@ -31,7 +32,9 @@ HALVED_FROM = 1024  # weights of at least this many values are stored as float16
 
 
 def export_bundle(bundle, root: Path) -> dict:
-    """Writes ``bundle``'s export under ``root`` (``<id>/<fingerprint>/``, stems in ``stems/``); returns its index."""
+    """Writes ``bundle``'s export under ``root`` (``<id>/<fingerprint>/``, stems in ``stems/``); returns its index.
+    Each file is written under a temporary name and renamed when whole, so a killed export leaves no file cut short
+    under a name an index gives."""
     import tf2onnx
 
     from core.inference.gradcam import GradCam
@@ -50,23 +53,14 @@ def export_bundle(bundle, root: Path) -> dict:
                    "cams": {}, "check": {}}
     if stages.stem is not None:
         stem_outputs = _as_list(stages.stem(image, training=False))
-        # Bundles on one stem share its file: the key names its weights and cut, the outputs its taps.
-        shapes = [list(np.shape(o)[1:]) for o in stem_outputs]
-        stem_id = hashlib.sha256(json.dumps([EXPORT_FORMAT, stages.key, shapes]).encode()).hexdigest()[:16]
-        stem_file = Path(root) / "stems" / f"{stem_id}.onnx"
-        if not stem_file.is_file():
-            _convert(stages.stem, [image], stem_file, static=False)
-        got = OnnxModel(stem_file)([image])
-        index["check"]["stem_max_rel_diff"] = max(float(np.abs(g - np.asarray(e)).max() / max(np.abs(e).max(), 1e-6))
-                                                  for g, e in zip(got, stem_outputs))
-        index["stem"] = {"key": f"{stages.key}#{stem_id}", "file": f"stems/{stem_id}.onnx"}
+        index["stem"], index["check"]["stem_max_rel_diff"] = _shared_stem(stages, image, stem_outputs, Path(root))
         index["picks"] = list(stages.picks) if stages.picks is not None else None
         rest_inputs = stages.pick(stem_outputs)
     else:
         rest_inputs = [image]
     rest_inputs = [np.asarray(a, np.float32) for a in rest_inputs]
     _convert(stages.rest, rest_inputs, folder / "rest.onnx", static=False)
-    index["rest"] = "rest.onnx"
+    index["rest"] = _written(folder, "rest.onnx")
     expected = np.asarray(_as_list(stages.rest(rest_inputs if len(rest_inputs) > 1 else rest_inputs[0], training=False))[0])
     got = OnnxModel(folder / "rest.onnx")(rest_inputs)[0]
     index["check"]["rest_max_abs_diff"] = float(np.abs(got - expected).max())
@@ -86,7 +80,7 @@ def export_bundle(bundle, root: Path) -> dict:
             activation = graph.graph.input[0].name if activation_output is None else outputs[activation_output]
             _save(add_cam_gradients(graph, logits, activation), folder / name)
             on = "rest" if inputs is rest_inputs else "image"
-            index["cams"][key] = {"file": name, "on": on, "logits": logits, "activation": activation}
+            index["cams"][key] = _written(folder, name, on=on, logits=logits, activation=activation)
             got_logits, maps, got_chosen = OnnxGradCam(CamGraph(folder / name, on == "rest", logits, activation))(inputs)
             ref_logits, ref_maps, ref_chosen = GradCam(model if on == "image" else stages.rest, None if key == "" else layer)(inputs)
             index["check"][f"cam {key or 'rest input'}"] = {
@@ -97,6 +91,37 @@ def export_bundle(bundle, root: Path) -> dict:
     (folder / "index.json.tmp").write_text(json.dumps(index, indent=1) + "\n")
     os.replace(folder / "index.json.tmp", folder / "index.json")
     return index
+
+
+def _shared_stem(stages, image: np.ndarray, outputs: list, root: Path) -> tuple[dict, float]:
+    """(the stem's index entry, its largest difference from TensorFlow relative to each output's largest value).
+
+    Bundles on one stem share its file: the key names every file of its network and its cut, the outputs its taps.
+    A file there already (another bundle's export) is used where it loads and matches TensorFlow; one that does not
+    (cut short, damaged) is written again."""
+    from core.inference.onnx_network import OnnxModel
+
+    shapes = [list(np.shape(o)[1:]) for o in outputs]
+    stem_id = hashlib.sha256(json.dumps([EXPORT_FORMAT, stages.key, shapes]).encode()).hexdigest()[:16]
+    name = f"{STEMS_FOLDER}/{stem_id}.onnx"
+
+    def difference() -> float:
+        got = OnnxModel(root / name)([image])
+        return max(float(np.abs(g - np.asarray(e)).max() / max(np.abs(e).max(), 1e-6)) for g, e in zip(got, outputs))
+
+    try:
+        diff = difference() if (root / name).is_file() else None
+    except ModelError:  # a file that does not load
+        diff = None
+    if diff is None or diff > MAX_STEM_DIFF:
+        _convert(stages.stem, [image], root / name, static=False)
+        diff = difference()
+    return _written(root, name, key=f"{stages.key}#{stem_id}"), diff
+
+
+def _written(base: Path, name: str, **entry) -> dict:
+    """An index entry for the file ``name`` under ``base``: its name, the size it was written at, ``entry``."""
+    return {"file": name, "size": (base / name).stat().st_size, **entry}
 
 
 def _refuse_if_off(bundle_id: str, check: dict) -> None:
@@ -150,10 +175,16 @@ def _halved(model):
 
 
 def _save(model, path: Path) -> None:
+    """``model`` halved (``_halved``) in ``path``, written under a temporary name and renamed when whole."""
     import onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(_halved(model), str(path))
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        onnx.save(_halved(model), str(temporary))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _as_list(outputs) -> list:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import ModelError
 from core.inference.gradcam import heatmaps
 from core.models.exports import CHOSEN, GRADS, TARGET, CamGraph
 
@@ -32,7 +33,8 @@ def available() -> bool:
 
 
 def session(path: Path):
-    """An ONNX Runtime CPU session with every graph optimisation and no spin-waiting between runs."""
+    """An ONNX Runtime CPU session with every graph optimisation and no spin-waiting between runs; a file that
+    cannot be loaded (damaged, cut short, removed) is a ModelError, which the Analyzer reports for its model."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -41,7 +43,11 @@ def session(path: Path):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types (InvalidProtobuf, NoSuchFile, Fail)
+        raise ModelError(f"the exported network {path} could not be loaded: it is missing, damaged or incomplete; "
+                         "export the models again (python main.py models export)") from exc
 
 
 class OnnxModel:
@@ -59,11 +65,20 @@ class OnnxModel:
     @property
     def input_names(self) -> list[str]:
         """The graph's input names, in order (the session opens on first use)."""
+        self._open()
+        return self._input_names
+
+    @property
+    def output_shapes(self) -> list[list]:
+        """The graph's output shapes; an axis left open is a name or None."""
+        return [o.shape for o in self._open().get_outputs()]
+
+    def _open(self):
         with self._lock:
             if self._session is None:
                 self._session = session(self.path)
                 self._input_names = [i.name for i in self._session.get_inputs()]
-        return self._input_names
+        return self._session
 
     def run(self, outputs: list[str] | None, inputs: list[np.ndarray], extra: dict | None = None) -> list[np.ndarray]:
         """The ``outputs`` named (None: all): ``inputs`` go to the graph's inputs in order, ``extra`` by name."""

@@ -153,6 +153,11 @@ class Network:
         cam, on_rest = self.gradcams[layer]
         return cam(self.inputs(x) if on_rest else [x], target, plus)
 
+    @property
+    def channels(self) -> int | None:
+        """The length of the output's last axis (a classifier's logits, a segmenter's maps); None: left open."""
+        raise NotImplementedError
+
     def _rest(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
@@ -169,6 +174,10 @@ class KerasNetwork(Network):
         super().__init__(bundle.stages(), stem_rows)
         self.model = bundle.load()
         self._compiled_rest = Compiled(self.stages.rest)
+
+    @property
+    def channels(self) -> int | None:
+        return self.stages.rest.outputs[0].shape[-1]
 
     def _rest(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return self._compiled_rest(inputs)
@@ -191,6 +200,11 @@ class OnnxNetwork(Network):
         super().__init__(Stages(export.stem_key, stem, None, export.cam, export.picks), stem_rows)
         self.export = export
         self._rest_model = OnnxModel(export.rest)
+
+    @property
+    def channels(self) -> int | None:
+        last = self._rest_model.output_shapes[0][-1]
+        return last if isinstance(last, int) else None
 
     def _rest(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         return self._rest_model(inputs)
@@ -573,7 +587,9 @@ def _view(record: ImageRecord | None) -> str:
 
 
 def build_path(info: BundleManifest, network: Network) -> AnalysisPath:
-    """The path of the bundle described by ``info`` on its loaded ``network``."""
+    """The path of the bundle described by ``info`` on its loaded ``network``, refused (ModelError) where the
+    manifest's classes do not match the network's outputs: the probabilities would be named wrongly."""
+    _check_outputs(info, network.channels)
     if info.task != "classification":
         return SegmenterPath(info, network)
     if info.film_scoring is not None:
@@ -581,6 +597,19 @@ def build_path(info: BundleManifest, network: Network) -> AnalysisPath:
     if info.tiling is not None:
         return TiledClassifierPath(info, network)
     return ClassifierPath(info, network)
+
+
+def _check_outputs(info: BundleManifest, channels: int | None) -> None:
+    """A classifier gives one logit per class of its manifest, a segmenter one lesion probability map."""
+    if channels is None:
+        return
+    if info.task == "classification" and channels != len(info.classes):
+        count = f"{len(info.classes)} class" + ("es" if len(info.classes) > 1 else "")
+        raise ModelError(f"model '{info.id}': its manifest lists {count} ({', '.join(info.classes)}), but its "
+                         f"network outputs {channels}; the bundle is not consistent - refusing to run it")
+    if info.task == "segmentation" and channels != 1:
+        raise ModelError(f"model '{info.id}': a segmenter's network outputs one lesion probability map, this one "
+                         f"outputs {channels}; the bundle is not consistent - refusing to run it")
 
 
 def _flag_low_confidence(result: ModelResult) -> None:

@@ -241,8 +241,27 @@ def disagreements(result: ModelResult, earlier: list[ModelResult]) -> list[str]:
 
 
 @dataclass
+class ModelFailure:
+    """A model chosen for a picture that could not run on it (a damaged bundle, an export that does not load): said
+    for that model, so that one broken bundle never hides the results of the others."""
+
+    model_id: str
+    version: str
+    task: str
+    error: str
+
+    @property
+    def message(self) -> str:
+        """The failure in one sentence, naming the model (the window's warnings, the command's error)."""
+        return f"{self.model_id} did not run: {self.error}"
+
+    def to_dict(self) -> dict:
+        return {"model": self.model_id, "version": self.version, "task": self.task, "error": self.error}
+
+
+@dataclass
 class Analysis:
-    """All model results for one frame of one image."""
+    """All model results for one frame of one image; ``failures``: the chosen models that could not run."""
 
     path: str
     modality: str
@@ -250,10 +269,11 @@ class Analysis:
     frame: int
     results: list[ModelResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    failures: list[ModelFailure] = field(default_factory=list)
 
     def to_dict(self, scale: int = 1) -> dict:
-        """``scale``: as ``ModelResult.to_dict``."""
-        return {
+        """``scale``: as ``ModelResult.to_dict``. ``failures`` only where a model could not run."""
+        out = {
             "path": self.path,
             "modality": self.modality,
             "modality_source": self.modality_source,
@@ -261,3 +281,6 @@ class Analysis:
             "warnings": self.warnings,
             "results": [r.to_dict(scale) for r in self.results],
         }
+        if self.failures:
+            out["failures"] = [f.to_dict() for f in self.failures]
+        return out

@@ -4,10 +4,11 @@ TensorFlow.
 ``python main.py models export`` (core.inference.onnx_export) writes, per bundle, the ONNX files of its stages
 (core.models.stages): the stem it may share with other bundles, its rest, and one Grad-CAM graph per layer a
 heatmap explains (the rest with the gradient appended: core.models.onnx_grad), with an ``index.json`` that says
-which file is which. The Analyzer runs a bundle on ONNX Runtime when such an export matches it here, and on
-TensorFlow otherwise. The fingerprint covers the weights' sha256, the architecture entry (which names every
-other file and parent bundle by sha256), the input size, the Grad-CAM layers and the stem's taps, so a
-retrained, edited or differently installed bundle never runs an export of another network.
+which file is which and how large it was written. The Analyzer runs a bundle on ONNX Runtime when such an
+export matches it here, and on TensorFlow otherwise. The fingerprint covers the weights' sha256, the architecture
+entry (which names every other file and parent bundle by sha256), the input size, the Grad-CAM layers and the
+stem's taps, so a retrained, edited or differently installed bundle never runs an export of another network; an
+export whose files are not all there at the sizes written (one cut short by an export that was killed) is none.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from core.app_paths import onnx_cache
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: each file's size in the index; stem keys name every file of the network
+STEMS_FOLDER = "stems"  # beside the bundles' export folders: the stems bundles share (no bundle id may be this)
 # A Grad-CAM graph's extra input and outputs (core.models.onnx_grad appends them): the class each row's heatmap
 # explains (N,) int64, -1 for its highest logit; d logit[class] / d activation; the class explained (N,) int64.
 TARGET, GRADS, CHOSEN = "cam_target", "cam_grads", "cam_class"
@@ -42,7 +44,7 @@ class Export:
     """A bundle's ONNX files, from its ``index.json``. ``stem``: the shared stem's file (None: the rest takes the
     image); ``stem_key``: bundles with the same key share the stem's outputs; ``picks``: the stem outputs the rest
     takes (None: all); ``cam``: the layer whose activation is the rest's first input (core.models.stages.Stages);
-    ``cams``: Grad-CAM graph by layer ("" for the rest's first input)."""
+    ``cams``: Grad-CAM graph by layer ("" for the rest's first input); ``sizes``: every file's size as written."""
 
     folder: Path
     bundle: str
@@ -52,17 +54,21 @@ class Export:
     cam: str | None
     rest: Path
     cams: dict[str, CamGraph]
+    sizes: dict[Path, int]
 
     @classmethod
     def read(cls, index: Path) -> "Export":
         data = json.loads(index.read_text())
-        root = index.parents[2]
-        stem = data.get("stem")
-        return cls(index.parent, data["bundle"], root / stem["file"] if stem else None, stem["key"] if stem else None,
+        root, folder = index.parents[2], index.parent
+        stem, rest = data.get("stem"), data["rest"]
+        sizes = {folder / f["file"]: f["size"] for f in [rest, *data["cams"].values()]}
+        if stem:
+            sizes[root / stem["file"]] = stem["size"]
+        return cls(folder, data["bundle"], root / stem["file"] if stem else None, stem["key"] if stem else None,
                    tuple(data["picks"]) if data.get("picks") is not None else None, data.get("cam"),
-                   index.parent / data["rest"],
-                   {layer: CamGraph(index.parent / cam["file"], cam["on"] == "rest", cam["logits"], cam["activation"])
-                    for layer, cam in data["cams"].items()})
+                   folder / rest["file"],
+                   {layer: CamGraph(folder / cam["file"], cam["on"] == "rest", cam["logits"], cam["activation"])
+                    for layer, cam in data["cams"].items()}, sizes)
 
 
 def fingerprint(bundle) -> str:
@@ -94,7 +100,7 @@ def export_folder(root: Path, bundle_id: str, key: str) -> Path:
 
 
 def find_export(bundle, roots: list[Path]) -> Export | None:
-    """The export of ``bundle``'s network in the first root that holds one with all its files, else None."""
+    """The export of ``bundle``'s network in the first root that holds one with all its files whole, else None."""
     key = fingerprint(bundle)
     for root in roots:
         index = export_folder(root, bundle.id, key) / "index.json"
@@ -103,7 +109,14 @@ def find_export(bundle, roots: list[Path]) -> Export | None:
                 export = Export.read(index)
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            files = [export.rest, *(cam.file for cam in export.cams.values())] + ([export.stem] if export.stem else [])
-            if all(f.is_file() for f in files):
+            if all(_whole(file, size) for file, size in export.sizes.items()):
                 return export
     return None
+
+
+def _whole(file: Path, size: int) -> bool:
+    """``file`` is there at the size its export wrote (one cut short or replaced since is not that file)."""
+    try:
+        return file.is_file() and file.stat().st_size == size
+    except OSError:
+        return False

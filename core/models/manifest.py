@@ -19,6 +19,7 @@ from typing import Any
 from core.errors import ModelError
 from core.imaging.mr_sequence import SEQUENCES
 from core.imaging.record import Modality
+from core.models.exports import STEMS_FOLDER
 from core.models.mammography import FilmScoring
 from core.models.preprocessing import PreprocessSpec
 from core.models.tiling import TilingSpec
@@ -32,6 +33,9 @@ TILING_CHOICES = {"tissue": ("stained", "radiograph"), "aggregate": ("mean", "ma
 # A segmenter's mask threshold where its manifest's ``decision_threshold`` is null (or absent).
 MASK_THRESHOLD = 0.5
 SHA256 = re.compile(r"[0-9a-f]{64}")
+# A bundle id names the bundle's folder in the ONNX cache (core.models.exports) and its Keras model: a plain name,
+# never '.', '..', a path or the cache's stems folder.
+BUNDLE_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _PART_FILES = ("trunk", "backbone")  # <part>_file + <part>_sha256 in an architecture entry
 _SHARES = {"min_tissue"}  # spec fields that are fractions (0-1); other numbers must be above 0
 
@@ -141,7 +145,7 @@ class BundleManifest:
             raise ModelError(f"{where} lacks the required field{'s' if len(missing) > 1 else ''} {names}")
         check = _Check(where)
         values: dict[str, Any] = {
-            "id": check.text(data, "id"),
+            "id": check.bundle_id(data, "id"),
             "version": check.text(data, "version"),
             "modality": Modality(check.choice(data, "modality", MODALITIES)),
             "task": check.choice(data, "task", TASKS),
@@ -227,6 +231,13 @@ class _Check:
         value = data[key]
         if not isinstance(value, str) or not (empty or value.strip()):
             self.fail(path or key, "a string" if empty else "a non-empty string", value)
+        return value
+
+    def bundle_id(self, data: dict, key: str) -> str:
+        value = data[key]
+        if not isinstance(value, str) or not BUNDLE_ID.fullmatch(value) or value == STEMS_FOLDER:
+            self.fail(key, "a plain name of lower-case letters, digits, '.', '_' and '-' that starts with a letter "
+                           f"or digit (and is not '{STEMS_FOLDER}')", value)
         return value
 
     def choice(self, data: dict, key: str, allowed: tuple[str, ...], path: str | None = None) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import math
+import os
 import stat
 import threading
 from dataclasses import dataclass, field
@@ -120,7 +123,7 @@ class Bundle:
 
     def summary(self) -> dict:
         info = self.info
-        metrics = info.extra.get("validation_metrics", {})
+        metrics = _stated_numbers(info.extra.get("validation_metrics"))
         changelog = self.changelog
         return {
             "id": info.id,
@@ -128,7 +131,7 @@ class Bundle:
             "modality": info.modality.value,
             "task": info.task,
             "title": info.title,
-            "architecture": info.architecture.get("backbone", ""),
+            "architecture": info.architecture.get("backbone") or "",
             "classes": self.classes,
             "metrics": {k: metrics[k] for k in ("accuracy", "roc_auc", "ece", "dice", "iou", "n") if k in metrics},
             "interval": _headline_interval(metrics),
@@ -138,11 +141,14 @@ class Bundle:
 
     def _verified(self, relative: str, expected: str) -> Path:
         path = contained_file(self.folder, relative)  # raises ModelError outside the bundle or not a file
-        if not path.exists():
-            raise ModelError(f"model '{self.id}': file {relative} is missing")
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise ModelError(f"model '{self.id}': {relative} is not a regular file - refusing to read it")
-        actual = sha256_file(path)
+        try:
+            if not path.exists():
+                raise ModelError(f"model '{self.id}': file {relative} is missing")
+            if not stat.S_ISREG(path.stat().st_mode):
+                raise ModelError(f"model '{self.id}': {relative} is not a regular file - refusing to read it")
+            actual = sha256_file(path)
+        except OSError as exc:  # no permission to read it, an I/O error
+            raise ModelError(f"model '{self.id}': {relative} cannot be read ({exc.strerror or exc})") from exc
         if actual != expected:
             raise ModelError(f"model '{self.id}': {path.name} does not match its manifest (sha256 {actual[:12]}... "
                              f"instead of {expected[:12]}...); the file is damaged or was replaced - refusing to load it")
@@ -165,9 +171,16 @@ class Bundle:
                 info = self.info
                 arch = info.architecture
                 parent = self._parent(arch) if arch.get("feature_bundle") else self._encoder_parent(arch)
-                self._stages = split_stages(self.id, info.weights.sha256, self.task, arch, self.gradcam_layer,
+                self._stages = split_stages(self.id, self.network_sha256, self.task, arch, self.gradcam_layer,
                                             model, parent and parent.stages(), self.stem_taps)
             return self._stages
+
+    @property
+    def network_sha256(self) -> str:
+        """One sha256 of the sha256s of every file the bundle's network is built of (weights, trunk, backbone, ...):
+        what its stem's key names, so that a bundle whose backbone or trunk changed never shares or reuses the stem
+        of the network it had before (core.models.stages, core.inference.onnx_export)."""
+        return hashlib.sha256(" ".join(sha for _, _, sha in self.info.files()).encode()).hexdigest()
 
     def _encoder_parent(self, arch: dict) -> "Bundle | None":
         """The classifier bundle whose network this segmenter's frozen encoder is (``encoder_bundle``), where it
@@ -302,6 +315,22 @@ def metrics_text(summary: dict) -> str:
     return ", ".join(parts)
 
 
+def _stated_numbers(metrics) -> dict:
+    """The validation metrics a manifest states as numbers: finite values, ``n`` a whole number, a ``*_ci95`` two
+    finite values. A user's manifest may hold null, "n/a" or text there: left out, never the bundle from the list."""
+    def finite(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def stated(key: str, value) -> bool:
+        if key == "n":
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if key.endswith("_ci95"):
+            return isinstance(value, list) and len(value) == 2 and all(map(finite, value))
+        return finite(value)
+
+    return {k: v for k, v in metrics.items() if stated(k, v)} if isinstance(metrics, dict) else {}
+
+
 def _headline_interval(metrics: dict) -> list[float] | None:
     """95 % interval of the accuracy (Wilson, from accuracy and n), else of the lesion Dice or the ROC AUC (a film
     detector's, out of fold) as stored (bootstrap)."""
@@ -320,9 +349,12 @@ def contained_file(folder: Path, relative) -> Path:
         raise ModelError(f"{folder.name}: a file entry must be a non-empty relative path, not {relative!r}")
     if Path(relative).is_absolute():
         raise ModelError(f"{folder.name}: file {relative} is an absolute path; bundle files must lie in the bundle")
-    base = folder.resolve()
-    path = (base / relative).resolve()
-    allowed = [base] + [(base.parent / shared).resolve() for shared in SHARED_FOLDERS]
+    try:
+        base = folder.resolve()
+        path = (base / relative).resolve()
+        allowed = [base] + [(base.parent / shared).resolve() for shared in SHARED_FOLDERS]
+    except (OSError, RuntimeError) as exc:  # a link loop
+        raise ModelError(f"{folder.name}: file {relative} cannot be located ({exc}) - refusing to open it") from exc
     if not any(path == root or root in path.parents for root in allowed):
         raise ModelError(f"{folder.name}: file {relative} lies outside the bundle folder - refusing to open it")
     return path
@@ -342,15 +374,19 @@ class Registry:
     """All bundles found in the built-in and user model folders.
 
     Ids are unique: a second bundle with an id already found (a user bundle reusing a built-in id) is
-    skipped and listed in ``problems``, never silently put in the first one's place.
+    skipped and listed in ``problems``, never silently put in the first one's place. A folder named twice
+    (``MIDA_USER_MODELS`` set to the built-in folder) is read once.
     """
 
     def __init__(self, folders: list[Path] | None = None) -> None:
-        self.folders = folders if folders is not None else [BUILTIN_MODELS, user_models()]
+        distinct: dict[str, Path] = {}
+        for folder in folders if folders is not None else [BUILTIN_MODELS, user_models()]:
+            distinct.setdefault(os.path.realpath(folder), folder)
+        self.folders = list(distinct.values())
         self.bundles: dict[str, Bundle] = {}
         self.problems: list[str] = []
         for root in self.folders:
-            for manifest_file in sorted(Path(root).glob("*/manifest.json")):
+            for manifest_file in self._manifest_files(Path(root)):
                 try:
                     manifest = json.loads(manifest_file.read_text())
                     info = _validate(manifest_file.parent, manifest)
@@ -366,13 +402,37 @@ class Registry:
                                                _info=info, _info_of=copy.deepcopy(read_keys(manifest)))
         self._tap_encoder_bundles()
 
+    def _manifest_files(self, root: Path) -> list[Path]:
+        """The manifest files of the bundle folders in ``root``; an entry that cannot be looked into (a link loop,
+        a link to nothing) is a problem, never passed over in silence."""
+        try:
+            entries = sorted(root.iterdir())
+        except FileNotFoundError:  # no user models folder
+            return []
+        except OSError as exc:
+            self.problems.append(f"{root}: cannot be read ({exc.strerror or exc}); its bundles were skipped")
+            return []
+        manifests = []
+        for entry in entries:
+            try:
+                entry.stat()
+            except OSError as exc:
+                self.problems.append(f"{entry.name}: cannot be opened ({exc.strerror or exc}); skipped")
+                continue
+            if os.path.lexists(entry / "manifest.json"):
+                manifests.append(entry / "manifest.json")
+        return manifests
+
     def _tap_encoder_bundles(self) -> None:
-        """Each classifier that a segmenter here names (at its version) as its ``encoder_bundle`` taps that
-        segmenter's skip maps from its stem (core.models.stages)."""
+        """Each classifier that a segmenter of its own models folder names (at its version) as its
+        ``encoder_bundle`` taps that segmenter's skip maps from its stem (core.models.stages). Taps change the
+        classifier's network, hence its export's fingerprint: a user's segmenter on a shipped classifier leaves the
+        shipped bundles (and the exports shipped with them) as they are; it runs its own encoder, or the shipped stem
+        where that hands out every skip map it takes already."""
         for bundle in self.bundles.values():
             arch = bundle.info.architecture
             parent = self.bundles.get(arch.get("encoder_bundle") or "")
-            if (bundle.task == "segmentation" and parent is not None
+            if (bundle.task == "segmentation" and parent is not None and parent.folder.parent == bundle.folder.parent
                     and parent.info.weights.sha256 == arch.get("encoder_bundle_sha256")):
                 new = [t for t in arch.get("encoder_layers") or () if t not in parent.stem_taps]
                 parent.stem_taps += tuple(new)

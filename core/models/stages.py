@@ -55,8 +55,9 @@ def cam_site(stages: Stages, layer: str, bundle_cam: str | None) -> str:
 def split_stages(bundle_id: str, sha256: str, task: str, arch: dict, cam_layer: str | None, model,
                  parent: Stages | None, taps: tuple[str, ...] = ()) -> Stages:
     """The stages of a loaded bundle model; ``parent``'s stages for a bundle built on another (a segmenter:
-    the bundle its encoder is). ``taps``: layers whose outputs a classifier's stem also hands out where they lie
-    below its cut (the skip maps of segmenters on its network)."""
+    the bundle its encoder is). ``sha256``: of every file of its network (``Bundle.network_sha256``), which its
+    stem's key names. ``taps``: layers whose outputs a classifier's stem also hands out where they lie below its
+    cut (the skip maps of segmenters on its network)."""
     whole = Stages(None, None, model)
     try:
         if parent is not None and task == "segmentation":
@@ -105,7 +106,8 @@ def _segmenter_stages(bundle_id: str, sha256: str, model) -> Stages | None:
 def _classifier_stages(bundle_id: str, sha256: str, cam_layer: str, model, taps: tuple[str, ...]) -> Stages | None:
     """Frozen trunk + trained part: the stem ends at the Grad-CAM layer's output, wherever it lies (a
     sub-model's last layer or inside it), and hands the rest every other tensor that crosses the cut, then
-    the outputs of the ``taps`` below the cut. The key names the cut alone: one stem per key and Analyzer."""
+    the outputs of the ``taps`` below the cut. The key names the network's files and the cut: one stem per key
+    and Analyzer."""
     stem, rest, tapped = _cut(model, cam_layer, bundle_id, taps)
     picks = tuple(range(len(rest.inputs))) if tapped else None
     return Stages(f"{bundle_id}@{sha256[:16]}:{cam_layer}", stem, rest, cam_layer, picks, tapped)
