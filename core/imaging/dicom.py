@@ -1289,8 +1289,8 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     return next(iter(scales)) if len(scales) == 1 else None  # regions of several scales: none fits the image
 
 
-HEADER_TEXTS = ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName", "ProcessingFunction",
-                "TransducerType")
+HEADER_TEXTS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName",
+                "ProcessingFunction", "TransducerType")
 
 
 def _header_texts(ds: Dataset) -> dict[str, str]:

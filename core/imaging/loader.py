@@ -217,5 +217,4 @@ def _is_untyped_dicom(record: ImageRecord) -> bool:
     """OT/SC DICOMs (screenshots, scanned films) say nothing about their content: guess instead."""
     if record.modality != Modality.OTHER:
         return False
-    tag = next((value for _, kw, value in record.metadata if kw == "Modality"), "")
-    return tag in ("OT", "SC", "")
+    return record.header_texts.get("Modality", "").upper() in ("OT", "SC", "")

