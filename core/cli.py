@@ -110,10 +110,12 @@ def _analyze_options_problem(args: argparse.Namespace) -> str | None:
         if ignored:
             return (f"{', '.join(ignored)} apply to one image, not to --series (a series gives its verdicts, "
                     "--json and --dicom-sr-out)")
+    from core.export.files import file_key
+
     outputs = [(flag, getattr(args, key)) for flag, key in OUTPUT_OPTIONS if getattr(args, key) is not None]
-    seen: dict[str, str] = {os.path.abspath(args.path): "the input"}
+    seen: dict[tuple[int, int] | str, str] = {file_key(args.path): "the input"}  # a hard link is the input too
     for flag, target in outputs:
-        where = os.path.abspath(target)
+        where = file_key(target)
         if where in seen:
             return f"{flag} {target} is {seen[where]}: each output needs its own file"
         seen[where] = f"also given to {flag}"
@@ -135,11 +137,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from core.series.contralateral import other_breast
 
     try:
-        for option, target in (("--heatmap-out", args.heatmap_out), ("--mask-out", args.mask_out)):
+        for option, target, suffix in (("--heatmap-out", args.heatmap_out, ".png"),
+                                       ("--mask-out", args.mask_out, ".png"), ("--report-out", args.report_out, ".pdf")):
             if target is not None:
-                from core.export.files import require_png
+                from core.export.files import require_suffix
 
-                require_png(target, option)
+                require_suffix(target, option, suffix)
     except DiagnosticError as exc:
         print_json({"path": str(args.path), "error": str(exc)})
         return 2
@@ -273,10 +276,12 @@ def _output_files(analysis, args: argparse.Namespace, numbered_frames: bool) -> 
 def _output_names_problem(analyses, args: argparse.Namespace, numbered_frames: bool) -> str | None:
     """An output's final name (``x_f0.dcm``, ``h_<model>.png``) that is the input or another output's: refused
     before anything is written, as ``_analyze_options_problem`` refuses the names given."""
-    seen: dict[str, str] = {os.path.realpath(args.path): "the input"}
+    from core.export.files import file_key
+
+    seen: dict[tuple[int, int] | str, str] = {file_key(args.path): "the input"}
     for analysis in analyses:
         for flag, _, target in _output_files(analysis, args, numbered_frames):
-            where = os.path.realpath(target)
+            where = file_key(target)
             if where in seen:
                 return f"{flag} would write {target}, which is {seen[where]}: each output needs its own file"
             seen[where] = f"also written by {flag}"

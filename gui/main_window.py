@@ -8,12 +8,13 @@ the studies (``core.series``) into the Studies panel; a series chosen there is s
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QByteArray, QEvent, QObject, QPoint, QRect, QRectF, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QImage, QKeySequence, QPainter, QRegion
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractItemView,
@@ -1223,29 +1224,95 @@ class MainWindow(QMainWindow):
 
     def save_view(self, path: Path) -> None:
         """The rendered view as PNG plus, beside it as JSON, the findings and the distances and regions measured on
-        the slice."""
-        import json
+        the slice. With Anonymise exports, as in the PDF report: the text a scanner burns in around an ultrasound
+        scan is blacked out (the export refused, with why, where the scan area is not found) and no file is named."""
+        from core.export.files import WriteError
 
         if path.suffix.lower() != ".png":  # a name typed without it: Qt would pick no format and write nothing
             path = path.with_name(path.name + ".png")
-        if not self.viewer.viewport().grab().save(str(path), "PNG"):
+        try:
+            picture = self._view_picture()
+        except DiagnosticError as exc:
+            self._error(str(exc))
+            return
+        if not picture.save(str(path), "PNG"):
             self._error(f"Could not write {path}: check the folder exists and can be written to.")
             return
-        found = self.state.analysis.to_dict() if self.state.analysis is not None else {}
-        if self.state.rulers or self.state.regions:  # which picture they were measured on, analysed or not
-            found.setdefault("path", str(self.state.record.path))
-            found.setdefault("frame", self.state.frame)
-        if self.state.rulers:
-            found["measurements"] = [r.to_dict(self.state.pixel_spacing_mm) for r in self.state.rulers]
-        if self.state.regions:
-            found["regions"] = [r.to_dict(self.state.pixel_spacing_mm) for r in self.state.regions]
-        if found or self.state.window is not None or self.state.inverted:  # the picture is not the file's own
-            found["view"] = self._view_rendering()
-        if found:
-            path.with_suffix(".json").write_text(json.dumps(found, indent=2))
-        else:  # a findings file beside the PNG describes it: not an earlier picture exported under this name
-            path.with_suffix(".json").unlink(missing_ok=True)
+        try:
+            self._write_view_findings(path.with_suffix(".json"), self._view_findings())
+        except WriteError as exc:
+            self._error(f"The view was saved as {path.name}, but its findings were not: {exc}.")
+            return
         self.statusBar().showMessage(f"Exported {path.name}", 5000)
+
+    def _view_picture(self) -> QImage:
+        """The view as shown; with Anonymise exports, all but the scan area of a screen capture black."""
+        from core.export.anonymise import carries_screen_text
+
+        image = self.viewer.viewport().grab().toImage()
+        if self.anonymise_exports and carries_screen_text(self.state.record):
+            shown = self.viewer.viewport().rect()
+            outside = QRegion(shown).subtracted(QRegion(self._scan_area_in_view()))
+            painter = QPainter(image)  # in viewport pixels: the grab carries the viewport's device pixel ratio
+            painter.setClipRegion(outside)
+            painter.fillRect(shown, Qt.GlobalColor.black)
+            painter.end()
+        return image
+
+    def _scan_area_in_view(self) -> QRect:
+        """The part of the picture ``without_screen_text`` keeps (so that the view and the report black out the
+        same, and refuse alike: DiagnosticError), in viewport pixels rounded inwards: no sliver of the text."""
+        import numpy as np
+
+        from core.export.anonymise import without_screen_text
+
+        record = self.state.record
+        kept = without_screen_text(np.ones((record.rows, record.columns), np.uint8), record, self.state.frame)
+        rows, columns = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
+        if not rows.size:
+            return QRect()
+        top, left = int(rows[0]), int(columns[0])
+        box = self.viewer.viewportTransform().mapRect(
+            QRectF(left, top, int(columns[-1]) + 1 - left, int(rows[-1]) + 1 - top))
+        return QRect(QPoint(math.ceil(box.left()), math.ceil(box.top())),
+                     QPoint(math.floor(box.right()) - 1, math.floor(box.bottom()) - 1))
+
+    def _view_findings(self) -> dict:
+        """The exported view's JSON: the analysis shown, its positions in the file's own pixels and the file's
+        warnings with its own (as the command line's JSON), the measurements, how the picture was rendered; the
+        file named only in identified exports."""
+        state, record = self.state, self.state.record
+        found = state.analysis.to_dict(record.downsample) if state.analysis is not None else {}
+        if found:
+            found["warnings"] = list(record.warnings) + found["warnings"]
+        if state.rulers or state.regions:  # which picture they were measured on, analysed or not
+            found.setdefault("path", str(record.path))
+            found.setdefault("frame", state.frame)
+        if self.anonymise_exports:
+            found.pop("path", None)
+        if state.rulers:
+            found["measurements"] = [r.to_dict(state.pixel_spacing_mm) for r in state.rulers]
+        if state.regions:
+            found["regions"] = [r.to_dict(state.pixel_spacing_mm) for r in state.regions]
+        if found or state.window is not None or state.inverted:  # the picture is not the file's own
+            found["view"] = self._view_rendering()
+        return found
+
+    @staticmethod
+    def _write_view_findings(target: Path, found: dict) -> None:
+        """``found`` written whole beside the PNG; with nothing found, an earlier file under that name removed (a
+        findings file describes the PNG beside it). WriteError where either cannot be done."""
+        import json
+
+        from core.export.files import WriteError, os_reason, write_bytes_atomic
+
+        if found:
+            write_bytes_atomic(target, json.dumps(found, indent=2).encode())
+            return
+        try:
+            target.unlink(missing_ok=True)
+        except OSError as exc:
+            raise WriteError(target, os_reason(exc)) from exc
 
     def _view_rendering(self) -> dict:
         """How the exported picture was rendered: its window (None for a colour picture), whether the reader chose

@@ -710,7 +710,10 @@ def test_an_exported_view_gets_its_png_ending_and_its_json_names_the_frame_measu
     window.save_view(tmp_path / "view")  # typed without an ending: Qt wrote nothing and it said "Exported"
     assert (tmp_path / "view.png").stat().st_size > 0
     found = json.loads((tmp_path / "view.json").read_text())
-    assert found["frame"] == 6 and found["path"] == str(pydicom_file("rtdose.dcm")) and found["measurements"]
+    assert found["frame"] == 6 and "path" not in found and found["measurements"]  # anonymised: no file named
+    window.anonymise_exports = False
+    window.save_view(tmp_path / "identified.png")
+    assert json.loads((tmp_path / "identified.json").read_text())["path"] == str(pydicom_file("rtdose.dcm"))
     window.save_view(tmp_path / "missing" / "view.png")  # a folder that is not there: said, not "Exported"
     assert "Could not write" in window.last_error and "Exported" not in window.statusBar().currentMessage()
 

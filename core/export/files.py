@@ -65,10 +65,21 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
-def require_png(path: Path, option: str) -> None:
-    """Refuse, before any work, an output name whose extension would not be a PNG."""
-    if Path(path).suffix.lower() != ".png":
-        raise DiagnosticError(f"{option} must name a .png file (got '{os.fsdecode(path)}')")
+def require_suffix(path: Path, option: str, suffix: str) -> None:
+    """Refuse, before any work, an output name whose extension would not say what is written (``.png``, ``.pdf``):
+    a PDF named ``report.png`` is opened by no viewer that trusts the name."""
+    if Path(path).suffix.lower() != suffix:
+        raise DiagnosticError(f"{option} must name a {suffix} file (got '{os.fsdecode(path)}')")
+
+
+def file_key(path: str | Path) -> tuple[int, int] | str:
+    """What makes two names one file: its (device, inode) where it exists, as a hard link has a path of its own,
+    else its resolved path (a file to be created)."""
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return os.path.realpath(path)
+    return stat.st_dev, stat.st_ino
 
 
 def write_heatmap_png(display: np.ndarray, heatmap: np.ndarray, path: Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.errors import DiagnosticError, ModelError
+from core.errors import DiagnosticError, ImageLoadError, ModelError
 from core.imaging.loader import load_image, read_header
 from core.imaging.mammo_words import HEADER_KEYWORDS, MAGNIFIED_FACTOR, side_and_view, view_codes
 from core.imaging.record import ImageRecord, Modality
@@ -529,15 +529,18 @@ class FilmPath(ClassifierPath):
             if read is None:
                 partner = load_image(other.path)
                 if partner.modality_source == "dicom" and partner.modality is not Modality.MG:
-                    warnings.append(f"The other breast's file {other.path.name} is not a mammogram "
-                                    f"({partner.modality.label}): {alone}.")
+                    warnings.append(f"The other breast's file is not a mammogram ({partner.modality.label}): "
+                                    f"{alone}.")
                     return None
                 read = self.read(partner.display(other.frame), partner, file_id)
         except (DiagnosticError, OSError, ValueError, IndexError) as exc:
-            warnings.append(f"The other breast's film {other.path.name} could not be read ({exc}): {alone}.")
+            # Its name is left out, as the error's (a file name often holds the patient's): reports print warnings.
+            reason = exc.reason if isinstance(exc, ImageLoadError) else \
+                (exc.strerror or type(exc).__name__) if isinstance(exc, OSError) else exc
+            warnings.append(f"The other breast's film could not be read ({reason}): {alone}.")
             return None
-        warnings.append(f"Read against the other breast's film {other.path.name} (paired by {other.how}): a "
-                        "finding is what this breast shows and that one does not.")
+        warnings.append(f"Read against the other breast's film (paired by {other.how}): a finding is what this "
+                        "breast shows and that one does not.")
         return read
 
     def _known(self, file_id: tuple | None) -> FilmRead | None:
