@@ -11,6 +11,7 @@ or mask post-processing -> ModelResult, without asking the bundle for any of it 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,7 +373,7 @@ class SegmenterPath(AnalysisPath):
         self.calipers = info.modality is Modality.US
 
     def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
-        spacing = record.pixel_spacing_mm if record is not None else None
+        spacing, implausible = measuring_spacing(record, self.info.modality)
         x, box, display = ModelInputs.of(picture).made(self.spec)
         x = x[None]
         if self.flip_average:
@@ -386,9 +387,34 @@ class SegmenterPath(AnalysisPath):
         result.probability_map, result.mask = prob_full, mask
         result.lesions = find_lesions(mask, spacing, min_area_px=self.min_area_px, calipers=self.calipers)
         result.spacing_known = spacing is not None
-        if spacing is None:
+        if implausible:
+            result.warnings.append(implausible)
+        elif spacing is None:
             result.warnings.append("Pixel spacing unknown: sizes are given in pixels only.")
         return result
+
+
+# The field a picture of each segmenter's modality can cover, its larger side in mm: an MR picture's 10-600 (a crop of
+# a slice to a whole-body field), an ultrasound picture's 5-400. Beyond, the stated spacing is a header error.
+PLAUSIBLE_FIELD_MM = {Modality.MR: (10.0, 600.0), Modality.US: (5.0, 400.0)}
+PLAUSIBLE_ASPECT = (0.25, 4.0)  # a pixel's height over its width; beyond, one of the two spacings is wrong
+
+
+def measuring_spacing(record: ImageRecord | None, modality: Modality) -> tuple[tuple[float, float] | None, str | None]:
+    """(The pixel spacing lesions are measured with, a warning where the file's is not believable): a header that
+    puts a 256-px brain slice 2.56 m across (10 mm pixels), or pixels 30 times taller than wide, would give a
+    tumour of 634 mm; its sizes are then given in pixels only."""
+    spacing = record.pixel_spacing_mm if record is not None else None
+    if not spacing:
+        return None, None
+    row_mm, column_mm = spacing
+    field_mm = max(record.rows * row_mm, record.columns * column_mm)
+    low, high = PLAUSIBLE_FIELD_MM.get(modality, (0.0, math.inf))
+    if not (low <= field_mm <= high and PLAUSIBLE_ASPECT[0] <= row_mm / column_mm <= PLAUSIBLE_ASPECT[1]):
+        return None, (f"Implausible pixel spacing: the file states {row_mm:g} x {column_mm:g} mm (row x column), "
+                      f"which makes the picture {record.columns * column_mm:.0f} x {record.rows * row_mm:.0f} mm, "
+                      f"not a {modality.label} picture: sizes are given in pixels only.")
+    return (row_mm, column_mm), None
 
 
 # A film whose file states no pixel spacing is taken to be as tall as a mini-MIAS film (1024 px at 200 um).
