@@ -113,11 +113,14 @@ PART_NAMES = {"train": "training", "val": "validation", "all": "in all"}  # a ma
 
 def training_text(training: dict) -> str:
     """What a bundle was fitted on, for the Models panel: its data set (or the reader that gathers several, whose
-    manifest names the data folder '.') and the images of each part of its split."""
+    manifest names the data folder '.') and the images of each part of its split. A user bundle's manifest may
+    leave ``training`` or its ``counts`` out, null or malformed: the panel then says less, never fails."""
+    training = training if isinstance(training, dict) else {}
+    counts_by_part = training.get("counts")
     data = str(training.get("data") or "")
     name = (data if data not in ("", ".") else str(training.get("reader") or "")).replace("_", " ")
     parts = []
-    for part, counts in (training.get("counts") or {}).items():
+    for part, counts in (counts_by_part if isinstance(counts_by_part, dict) else {}).items():
         total = sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else counts
         if isinstance(total, int):
             parts.append(f"{total:,} {PART_NAMES.get(part, part)}")

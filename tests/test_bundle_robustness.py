@@ -155,3 +155,10 @@ def test_models_export_goes_on_after_one_bundles_failure(export_calls, tmp_path,
     assert code == 1 and export_calls == ["first", "second"]
     assert said.err == ("first: not exported (OSError: [Errno 28] No space left on device); it runs on TensorFlow\n")
     assert said.out.startswith("second: exported to ")
+
+
+@pytest.mark.parametrize("training", [None, "n/a", [], {"data": "x", "counts": ["train", 3]}, {"counts": None}])
+def test_the_models_panels_training_line_takes_any_manifest(training):
+    from gui.main_window import training_text
+
+    assert isinstance(training_text(training), str)
