@@ -19,7 +19,7 @@ import numpy as np
 from core.errors import DiagnosticError, ModelError, described
 from core.imaging.body_part import UNTESTED_BODY_PART
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE
-from core.series.index import GAP_FACTOR, Series, SliceRef
+from core.series.index import DUPLICATE_MM, GAP_FACTOR, Series, SliceRef, gap_text
 from core.series.stack import SeriesStack
 
 NORMAL_CLASSES = ("notumor", "no", "normal")  # a classifier's class that means 'nothing found'
@@ -27,24 +27,28 @@ ABNORMAL_THRESHOLD = 0.5  # P(not normal) at or above which a slice counts as ab
 MIN_RUN = 2  # adjacent abnormal slices needed to call the series abnormal
 
 VERDICT_RULE = f"""\
-Series verdict (core.series.analysis). Slices are taken in position order along the slice normal; two slices
-are adjacent when they are neighbours in that order and no gap (a step over {GAP_FACTOR} x the series spacing)
-lies between them.
+Series verdict (core.series.analysis). Slices are taken in order along the slice normal; two slices are
+adjacent when they are neighbours in that order and no gap (a step over {GAP_FACTOR} x the upper quartile of the
+steps) lies between them. Slices less than {DUPLICATE_MM} mm apart share a position, and runs are counted in
+positions: two slices at one position are not two adjacent slices.
 Classifier with a normal class ({', '.join(NORMAL_CLASSES)}): a slice is abnormal when P(not normal) =
 1 - P(normal class) >= {ABNORMAL_THRESHOLD}. The series is abnormal when at least {MIN_RUN} adjacent slices are
-abnormal (a one-slice series: when its slice is). Its label is the non-normal class with the largest mean
-probability over the slices of all such runs, its probability that mean, and its first/last slice the ends of
-the longest run (ties: the run with the larger mean P(not normal)); every run is listed beside it. Otherwise
-the label is the normal class with probability 1 - max over slices of P(not normal).
+abnormal (a series of one position: when its slice is). Its label is the non-normal class with the largest
+mean probability over the slices of all such runs, its probability that mean, and its first/last slice the
+ends of the longest run (ties: the run with the larger mean P(not normal)); every run is listed beside it.
+Otherwise the label is the normal class with probability 1 - max over slices of P(not normal).
 Classifier without a normal class: the label is the class with the largest mean probability over all slices,
 its probability that mean; no slice range.
 Segmenter: a slice has a lesion when its mask holds at least one lesion. The series has a lesion when at
-least {MIN_RUN} adjacent slices have one (a one-slice series: when its slice has); the slice range runs from
-the first to the last slice of those runs, and the lesion volume is the sum over those slices of lesion area
-(mm2) x slice spacing (mm) / 1000, in ml (none when pixel spacing or slice spacing is unknown). Otherwise
-'no lesion' with volume 0.
-Slice numbers are 1-based positions in that order. Slices that failed to load or analyse are left out and
-break adjacency."""
+least {MIN_RUN} adjacent slices have one (a series of one position: when its slice has); the slice range runs
+from the first to the last slice of those runs, and the lesion volume is the sum over their positions of
+lesion area (mm2; the mean where slices share a position) x the position's extent along the normal (mm:
+halfway to each neighbouring position, half the series spacing at the ends and beside a gap the lesion does
+not cross; without positions, the spacing from SpacingBetweenSlices or SliceThickness) / 1000, in ml. There is
+no volume when pixel spacing or slice spacing is unknown, or a slice inside the range has no result.
+Otherwise 'no lesion' with volume 0.
+Slice numbers are 1-based, in that order. Slices that failed to load or analyse are left out and break
+adjacency."""
 
 
 @dataclass
@@ -186,10 +190,24 @@ def _runs(flags: list[bool], breaks: set[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _qualifying(flags: list[bool], breaks: set[int]) -> list[tuple[int, int]]:
-    if len(flags) == 1:
-        return [(0, 0)] if flags[0] else []
-    return [(a, b) for a, b in _runs(flags, breaks) if b - a + 1 >= MIN_RUN]
+def _qualifying(flags: list[bool], breaks: set[int], positions: list[int]) -> list[tuple[int, int]]:
+    """The runs that count: over at least MIN_RUN positions (``positions``: each slice's, from ``position_numbers``),
+    or over the one position a series has: two slices at one position are not two adjacent slices."""
+    if not flags:
+        return []
+    need = min(MIN_RUN, positions[-1] + 1)
+    return [(a, b) for a, b in _runs(flags, breaks) if positions[b] - positions[a] + 1 >= need]
+
+
+def position_numbers(series: Series) -> list[int]:
+    """Each slice's position, numbered from 0 in slice order: neighbours less than DUPLICATE_MM apart along the
+    normal share one (a series written twice under one UID); without positions each slice has its own."""
+    numbers = [0] if series.slices else []
+    for before, ref in zip(series.slices, series.slices[1:]):
+        at = (before.position_mm, ref.position_mm)
+        shared = None not in at and abs(at[1] - at[0]) <= DUPLICATE_MM
+        numbers.append(numbers[-1] + (0 if shared else 1))
+    return numbers
 
 
 def _breaks(outcomes: list[SliceOutcome | None], series_breaks: list[int]) -> set[int]:
@@ -206,18 +224,20 @@ def _p_abnormal(normal: str, outcomes: list[SliceOutcome | None]) -> list[float 
             for o in outcomes]
 
 
-def classifier_runs(classes: list[str], outcomes: list[SliceOutcome | None], series_breaks: list[int]
-                    ) -> list[tuple[int, int]]:
-    """Every run of adjacent abnormal slices that counts for the verdict, 1-based (first, last)."""
+def classifier_runs(classes: list[str], outcomes: list[SliceOutcome | None], series_breaks: list[int],
+                    positions: list[int] | None = None) -> list[tuple[int, int]]:
+    """Every run of adjacent abnormal slices that counts for the verdict, 1-based (first, last); ``positions``:
+    each slice's position number (``position_numbers``; by default each slice at its own)."""
     normal = normal_class(classes)
     if normal is None:
         return []
     flags = [p is not None and p >= ABNORMAL_THRESHOLD for p in _p_abnormal(normal, outcomes)]
-    return [(a + 1, b + 1) for a, b in _qualifying(flags, _breaks(outcomes, series_breaks))]
+    positions = positions or list(range(len(outcomes)))
+    return [(a + 1, b + 1) for a, b in _qualifying(flags, _breaks(outcomes, series_breaks), positions)]
 
 
-def classifier_verdict(classes: list[str], outcomes: list[SliceOutcome | None], series_breaks: list[int]
-                       ) -> tuple[str | None, float | None, int | None, int | None]:
+def classifier_verdict(classes: list[str], outcomes: list[SliceOutcome | None], series_breaks: list[int],
+                       positions: list[int] | None = None) -> tuple[str | None, float | None, int | None, int | None]:
     """(label, probability, first_slice, last_slice) by VERDICT_RULE; slice numbers 1-based."""
     usable = [i for i, o in enumerate(outcomes) if o is not None and not o.error and o.probabilities]
     if not usable:
@@ -228,7 +248,7 @@ def classifier_verdict(classes: list[str], outcomes: list[SliceOutcome | None], 
         label = max(means, key=means.get)
         return label, means[label], None, None
     p_abnormal = _p_abnormal(normal, outcomes)
-    runs = [(a - 1, b - 1) for a, b in classifier_runs(classes, outcomes, series_breaks)]
+    runs = [(a - 1, b - 1) for a, b in classifier_runs(classes, outcomes, series_breaks, positions)]
     if not runs:
         return normal, 1.0 - max(p for p in p_abnormal if p is not None), None, None
     members = [i for a, b in runs for i in range(a, b + 1)]
@@ -239,58 +259,114 @@ def classifier_verdict(classes: list[str], outcomes: list[SliceOutcome | None], 
     return label, means[label], first + 1, last + 1
 
 
+def segmenter_runs(outcomes: list[SliceOutcome | None], series: Series) -> list[tuple[int, int]]:
+    """Every run of adjacent lesion slices that counts for the verdict, 0-based (first, last)."""
+    flags = [o is not None and not o.error and bool(o.lesions) for o in outcomes]
+    return _qualifying(flags, _breaks(outcomes, series.breaks), position_numbers(series))
+
+
 def segmenter_verdict(outcomes: list[SliceOutcome | None], series: Series
                       ) -> tuple[str | None, int | None, int | None, float | None, list[str]]:
     """(label, first_slice, last_slice, lesion_volume_ml, warnings) by VERDICT_RULE."""
     if not any(o is not None and not o.error for o in outcomes):
         return None, None, None, None, []
-    flags = [o is not None and not o.error and bool(o.lesions) for o in outcomes]
-    runs = _qualifying(flags, _breaks(outcomes, series.breaks))
+    runs = segmenter_runs(outcomes, series)
     if not runs:
         return "no lesion", None, None, 0.0, []
     members = [i for a, b in runs for i in range(a, b + 1)]
-    warnings = []
+    volume, warnings = _lesion_volume(outcomes, series, members)
+    return "lesion", members[0] + 1, members[-1] + 1, volume, warnings
+
+
+def _lesion_volume(outcomes: list[SliceOutcome | None], series: Series, members: list[int]
+                   ) -> tuple[float | None, list[str]]:
+    """VERDICT_RULE's lesion volume over ``members`` (the lesion slices, 0-based, in order), or None; and the
+    warnings that qualify it."""
+    first, last = members[0], members[-1]
+    unread = [i + 1 for i in range(first, last + 1) if outcomes[i] is None or outcomes[i].error]
+    if unread:  # a volume over the rest would read as the lesion's
+        what = f"{_slices_text(unread)} {'lies' if len(unread) == 1 else 'lie'}".capitalize()
+        has, them = ("has", "that slice") if len(unread) == 1 else ("have", "those slices")
+        return None, [f"{what} inside the lesion's slices {first + 1}-{last + 1} but {has} no result: no lesion "
+                      f"volume (it would leave {them} out)."]
     areas = [outcomes[i].lesion_area_mm2 for i in members]
-    spacing = series.spacing_mm if len(series.slices) > 1 else series.thickness_mm
-    volume = None
     if any(a is None for a in areas):
-        warnings.append("Pixel spacing unknown: no lesion volume.")
-    elif spacing is None:
-        warnings.append("Slice spacing unknown: no lesion volume.")
-    else:
-        by_position: dict = {}  # slices at one position (a repeated acquisition) count once: their mean area
-        for i, area in zip(members, areas):
-            at = series.slices[i].position_mm
-            by_position.setdefault(i if at is None else round(at, 1), []).append(area)
-        volume = sum(float(np.mean(a)) for a in by_position.values()) * spacing / 1000.0
-        shared = len(members) - len(by_position)
-        if shared:
-            warnings.append(f"{shared} lesion slice(s) share a position with another: the volume counts each "
-                            "position once (the mean of its slices' areas).")
-        if series.spacing_source not in (None, "positions"):
-            warnings.append(f"Lesion volume uses the slice spacing from {series.spacing_source} "
-                            f"({spacing:.2f} mm), not from slice positions.")
-    return "lesion", min(members) + 1, max(members) + 1, volume, warnings
+        return None, ["Pixel spacing unknown: no lesion volume."] + _gap_warnings(series, members, None)
+    positions = position_numbers(series)
+    lesion = {positions[i] for i in members}
+    extents, source = _extents(series, positions, lesion)
+    if extents is None:
+        return None, ["Slice spacing unknown: no lesion volume."] + _gap_warnings(series, members, None)
+    by_position: dict[int, list[float]] = {}  # slices at one position (a repeated acquisition) count once
+    for i, area in zip(members, areas):
+        by_position.setdefault(positions[i], []).append(area)
+    volume = sum(float(np.mean(a)) * extents[k] for k, a in by_position.items()) / 1000.0
+    warnings = _gap_warnings(series, members, lesion)
+    shared = len(members) - len(by_position)
+    if shared:
+        warnings.append(f"{shared} lesion slice(s) share a position with another: the volume counts each "
+                        "position once (the mean of its slices' areas).")
+    if source not in (None, "positions"):
+        warnings.append(f"Lesion volume uses the slice spacing from {source} ({extents[0]:.2f} mm), "
+                        "not from slice positions.")
+    return volume, warnings
+
+
+def _extents(series: Series, positions: list[int], lesion: set[int]) -> tuple[list[float] | None, str | None]:
+    """Each position's extent along the slice normal in mm (by position number), and the tag it rests on where
+    not on positions; (None, None) where unknown. From positions: halfway to the neighbouring position on each side,
+    so that irregular steps count as they lie; half the series spacing at the ends and on each side of a gap the
+    lesion (``lesion``: its position numbers) does not cross, since what lies in the gap is not known."""
+    count = positions[-1] + 1
+    at = [ref.position_mm for i, ref in enumerate(series.slices) if not i or positions[i] != positions[i - 1]]
+    if count > 1 and series.spacing_mm and None not in at:
+        half = series.spacing_mm / 2
+        gaps = {positions[i] for i in series.breaks}
+        reach = [(at[k + 1] - at[k]) / 2 if k not in gaps or {k, k + 1} <= lesion else half for k in range(count - 1)]
+        return [below + above for below, above in zip([half] + reach, reach + [half])], None
+    spacing, source = (series.spacing_mm, series.spacing_source) if series.spacing_mm else \
+        (series.thickness_mm, "SliceThickness")  # one position: its slice's thickness
+    return ([spacing] * count, source) if spacing else (None, None)
+
+
+def _gap_warnings(series: Series, members: list[int], lesion: set[int] | None) -> list[str]:
+    """A warning for each gap inside the lesion's slices, saying how the volume counts it (``lesion``: the lesion's
+    position numbers; None where there is no volume)."""
+    first, last = members[0], members[-1]
+    positions = position_numbers(series)
+    warnings = []
+    for i in (i for i in series.breaks if first <= i < last):
+        how = "" if lesion is None else \
+            "; the volume counts the lesion across it, halfway from each side" \
+            if {positions[i], positions[i + 1]} <= lesion else "; the volume leaves it out"
+        warnings.append(f"Gap inside the lesion's slices {first + 1}-{last + 1}: {gap_text(series, i)}{how}.")
+    return warnings
 
 
 def verdict(model: str, version: str, task: str, classes: list[str], outcomes: list[SliceOutcome | None],
             series: Series) -> SeriesVerdict:
-    warnings = []
-    failed = sum(1 for o in outcomes if o is None or o.error)
-    if failed:
-        warnings.append(f"{failed} of {len(outcomes)} slices have no result for this model.")
+    warnings = _failed_warnings(outcomes)
     untested = [w for o in outcomes if o is not None for w in o.warnings if w.startswith(UNTESTED_SEQUENCE)]
     if untested:  # the series' sequence, said once for the verdict
         warnings.append(f"{untested[0]} ({len(untested)} of {len(outcomes)} slices)")
     warnings += _slice_warnings(outcomes)
     if task == "classification":
-        label, probability, first, last = classifier_verdict(classes, outcomes, series.breaks)
+        positions = position_numbers(series)
+        label, probability, first, last = classifier_verdict(classes, outcomes, series.breaks, positions)
         return SeriesVerdict(model, version, task, label, probability, first, last, None, outcomes, warnings,
-                             classifier_runs(classes, outcomes, series.breaks) if first is not None else [])
+                             classifier_runs(classes, outcomes, series.breaks, positions) if first is not None else [])
     label, first, last, volume, more = segmenter_verdict(outcomes, series)
-    flags = [o is not None and not o.error and bool(o.lesions) for o in outcomes]
-    runs = [(a + 1, b + 1) for a, b in _qualifying(flags, _breaks(outcomes, series.breaks))]
+    runs = [(a + 1, b + 1) for a, b in segmenter_runs(outcomes, series)]
     return SeriesVerdict(model, version, task, label, None, first, last, volume, outcomes, warnings + more, runs)
+
+
+def _failed_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
+    """How many slices have no result, and which (each slice's error says why)."""
+    failed = [i + 1 for i, o in enumerate(outcomes) if o is None or o.error]
+    if not failed:
+        return []
+    return [f"{len(failed)} of {len(outcomes)} slices have no result for this model.",
+            f"No result on {_slices_text(failed)}."]
 
 
 # ----------------------------------------------------------------------------------------------- running it
@@ -406,6 +482,11 @@ def _slice_list(slices: list[int]) -> str:
     return ", ".join(parts)
 
 
+def _slices_text(numbers: list[int]) -> str:
+    """'slice 4' or 'slices 2-4, 7' (1-based numbers, in order)."""
+    return f"slice {numbers[0]}" if len(numbers) == 1 else f"slices {_slice_list(numbers)}"
+
+
 def series_disagreements(results: list[SeriesVerdict]) -> None:
     """Warn on a series verdict that another model's slices contradict: a segmenter's lesion slices that a
     classifier calls finding-free (P(not normal) under ``ABNORMAL_THRESHOLD``, as the verdict rule reads it), or a
@@ -413,9 +494,6 @@ def series_disagreements(results: list[SeriesVerdict]) -> None:
     per-slice warnings say it slice by slice; a reader of the series verdict alone (series.csv, the Findings
     panel) would otherwise take a segmenter's outline of a normal structure for a lesion the classifiers confirm."""
     from core.inference.results import DISAGREE
-
-    def slices(numbers: list[int]) -> str:
-        return f"slice {numbers[0]}" if len(numbers) == 1 else f"slices {_slice_list(numbers)}"
 
     segmenters = [v for v in results if v.task == "segmentation"]
     classifiers = [(v, normal_class(list(next((o.probabilities for o in v.slices if o is not None and o.probabilities),
@@ -429,7 +507,7 @@ def series_disagreements(results: list[SeriesVerdict]) -> None:
             free = [i for i in members if p[i - 1] is not None and p[i - 1] < ABNORMAL_THRESHOLD]
             if free:
                 seg.warnings.append(f"{DISAGREE}: {c.model} calls '{normal}' {len(free)} of the {len(members)} slices "
-                                    f"on which {seg.model} outlines a lesion ({slices(free)}).")
+                                    f"on which {seg.model} outlines a lesion ({_slices_text(free)}).")
     for c, _ in classifiers:
         for seg in segmenters:
             read = [o is not None and not o.error for o in seg.slices]
@@ -437,7 +515,7 @@ def series_disagreements(results: list[SeriesVerdict]) -> None:
             for a, b in c.runs:
                 if all(read[a - 1:b]) and not any(outlined[a - 1:b]):
                     c.warnings.append(f"{DISAGREE}: {seg.model} outlines no lesion on "
-                                      f"{slices(list(range(a, b + 1)))}, which {c.model} calls abnormal.")
+                                      f"{_slices_text(list(range(a, b + 1)))}, which {c.model} calls abnormal.")
 
 
 def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
@@ -498,16 +576,19 @@ def verdict_text(v: SeriesVerdict) -> str:
     if v.task == "classification":
         text = f"{v.model}: {v.label}" + ("" if v.probability is None else f" ({v.probability:.0%})")
         if v.first_slice is not None:
-            text += f", slices {v.first_slice}-{v.last_slice} of {n}"
-            if len(v.runs) > 1:
-                text += " (runs: " + ", ".join(f"{a}-{b}" for a, b in v.runs) + ")"
+            text += f", slices {v.first_slice}-{v.last_slice} of {n}{_runs_text(v)}"
         elif normal_class([v.label]) is not None:
             text += f", no {MIN_RUN} adjacent abnormal slices of {n}" if n > 1 else ""
         return text
     if v.label == "lesion":
         volume = "volume unknown" if v.lesion_volume_ml is None else f"volume {v.lesion_volume_ml:.2f} ml"
-        return f"{v.model}: lesion on slices {v.first_slice}-{v.last_slice} of {n}, {volume}"
+        return f"{v.model}: lesion on slices {v.first_slice}-{v.last_slice} of {n}{_runs_text(v)}, {volume}"
     return f"{v.model}: no lesion" + (f" on {MIN_RUN} adjacent slices of {n}" if n > 1 else "")
+
+
+def _runs_text(v: SeriesVerdict) -> str:
+    """' (runs: 14-16, 20-23)' where the verdict's range holds several runs: the slices between are not part of it."""
+    return " (runs: " + ", ".join(f"{a}-{b}" for a, b in v.runs) + ")" if len(v.runs) > 1 else ""
 
 
 def submit_series(series: Series, engine, **options) -> Future:

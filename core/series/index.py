@@ -7,7 +7,9 @@ Every file is opened through the loader's guarded door (``core.imaging.loader.op
 devices, links to them, dangling or looping links, folders named like files, files larger on disk than any
 image decoded here and deflated data sets that would inflate past the memory budget are listed in the
 index's ``problems`` with the reason, never opened by pydicom or PIL (nothing can block, stream without end
-or inflate). Links to folders are not followed (listed too), as in batch discovery.
+or inflate). Links to folders are not followed (listed too), as in batch discovery. An image cut short inside its
+header (its SOP class an image's, its size not reached) is listed there too, and its series, where the file's UIDs
+were read, says that a file of it could not be read.
 
 Grouping: a series is one SeriesInstanceUID within its study; a multi-frame file is a series of its own
 (its frames are the slices); a non-DICOM image (PNG, JPEG, TIFF, BMP) is a one-image series.
@@ -35,7 +37,7 @@ from core.imaging.dicom import _ITEM, _ITEM_END, _LONG_VRS, _SEQUENCE_END, _UNDE
 from core.imaging.mammo_words import ViewCodes, view_codes
 
 OBLIQUE_DEGREES = 20.0  # a normal further than this from every patient axis makes the plane 'oblique'
-GAP_FACTOR = 1.5  # a step between neighbours larger than this times the series spacing is a gap
+GAP_FACTOR = 1.5  # a step between neighbours larger than this times the series' usual larger step is a gap
 DUPLICATE_MM = 0.01  # neighbours closer than this along the normal share a position
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines further apart than this are another orientation
 _DEFER = "2 KB"
@@ -95,6 +97,7 @@ class Series:
     normal: tuple[float, float, float] | None = None
     ordered_by: str = "position"  # "position", "instance", "file" or "frame" (multi-frame without geometry)
     breaks: list[int] = field(default_factory=list)  # i: a gap lies between slice i and i + 1
+    unread_files: list[str] = field(default_factory=list)  # files of the series that could not be indexed
     warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -109,6 +112,14 @@ class Series:
     @property
     def files(self) -> list[Path]:
         return list(dict.fromkeys(s.path for s in self.slices))
+
+    def without_file_names(self, text: str) -> str:
+        """``text`` (a warning) with the names of this series' files withheld, for an anonymised report: a file may
+        be named after the patient."""
+        names = {p.name for p in self.files} | {n for rel in self.unread_files for n in (rel, Path(rel).name)}
+        for name in sorted(names, key=len, reverse=True):
+            text = text.replace(name, "(file name withheld)")
+        return text
 
     def summary(self) -> dict:
         return {"series_uid": self.uid or None, "description": self.description, "modality": self.modality,
@@ -338,11 +349,17 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
     groups: dict[str, Series] = {}
     studies: dict[tuple[str, str], Study] = {}
     patients: dict[str | tuple[str, str], Patient] = {}
+    unread: dict[str, list[str]] = {}  # series key -> its files cut short
     for path in files:
         try:
             entry = _read_entry(path)
         except _NotAnImage:
             index.skipped += 1
+            continue
+        except _CutShort as exc:  # an image, not a report: its series must not read as whole
+            index.problems.append(f"{_rel(path, root)}: {exc.reason}")
+            if exc.key:
+                unread.setdefault(exc.key, []).append(_rel(path, root))
             continue
         except ImageLoadError as exc:  # refused by the guarded door: not a regular file, too large, ...
             index.problems.append(f"{_rel(path, root)}: {exc.reason}")
@@ -367,6 +384,9 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
         else:
             groups[key].warnings.extend(w for w in series_fields.get("warnings", ()) if w not in groups[key].warnings)
         groups[key].slices.extend(slices)
+    for key, names in unread.items():
+        if key in groups:
+            _add_unread(groups[key], names)
     for study in studies.values():
         study.series = [part for series in study.series for part in _split(series)]
         for series in study.series:
@@ -379,9 +399,26 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
     return index
 
 
+def _add_unread(series: Series, names: list[str]) -> None:
+    """Record the files of ``series`` that could not be read, and say so in its warnings."""
+    series.unread_files.extend(names)
+    listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    what = "1 file of this series could not be read and is" if len(names) == 1 else \
+        f"{len(names)} files of this series could not be read and are"
+    series.warnings.append(f"{what} not among its slices: {listed}.")
+
+
 # ----------------------------------------------------------------------------------------------- headers
 class _NotAnImage(Exception):
     pass
+
+
+class _CutShort(Exception):
+    """An image file whose header ends before the image's size: ``key`` is its series' key where its UIDs were read."""
+
+    def __init__(self, reason: str, key: str | None) -> None:
+        super().__init__(reason)
+        self.reason, self.key = reason, key
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -452,8 +489,27 @@ def _read_entry(path: Path):
         if str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
             raise _NotAnImage
         if "Rows" not in ds or "Columns" not in ds:
+            _refuse_cut_short(ds)
             raise _NotAnImage  # structured reports, presentation states, plans: no image
         return _dicom_entry(path, ds, frames)
+
+
+def _refuse_cut_short(ds) -> None:
+    """``_CutShort`` for a DICOM file without an image size that its SOP class calls an image, or that ends before
+    saying what it holds (no SOP class: every DICOM file states one): a copy cut short (an interrupted transfer)
+    that would otherwise drop out of its series unnoticed."""
+    from pydicom.uid import UID
+
+    sop_class = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or _text(ds, "SOPClassUID"))
+    if not sop_class:
+        raise _CutShort("a DICOM file cut short or damaged before it says what it holds (no SOP class): it cannot be "
+                        "shown or analysed", None)
+    name = UID(sop_class).name
+    if "Image Storage" in name:
+        series_uid = _text(ds, "SeriesInstanceUID")
+        raise _CutShort(f"a truncated DICOM image ({name}): its header ends before the image size (Rows, Columns), "
+                        "so it cannot be shown or analysed",
+                        _series_key(_text(ds, "StudyInstanceUID"), series_uid) if series_uid else None)
 
 
 class _TooMany(Exception):
@@ -622,7 +678,7 @@ def _dicom_entry(path: Path, ds, counts: tuple[int, int | None] | None = None):
         key = f"{series_uid}|{path}"
         kind = "multiframe"
     elif series_uid:
-        key, kind = f"{study_uid}|{series_uid}", "dicom"
+        key, kind = _series_key(study_uid, series_uid), "dicom"
     else:
         key, kind = f"nouid|{path.parent}|{modality}", "dicom"
     series = dict(key=key, uid=series_uid, kind=kind, modality=modality, description=_text(ds, "SeriesDescription"),
@@ -634,10 +690,8 @@ def _dicom_entry(path: Path, ds, counts: tuple[int, int | None] | None = None):
     patient = dict(id=_text(ds, "PatientID"), name=_text(ds, "PatientName"))
     rows, columns = _int(_get(ds, "Rows")), _int(_get(ds, "Columns"))
     spacing = _floats(_get(ds, "PixelSpacing"), 2)
-    thickness = _floats(_get(ds, "SliceThickness"), 1)
-    between = _floats(_get(ds, "SpacingBetweenSlices"), 1)
-    base = dict(rows=rows, columns=columns, pixel_spacing_mm=spacing, thickness_mm=thickness[0] if thickness else None,
-                spacing_between_mm=abs(between[0]) if between and between[0] else None,
+    base = dict(rows=rows, columns=columns, pixel_spacing_mm=spacing, thickness_mm=_length(_get(ds, "SliceThickness")),
+                spacing_between_mm=_length(_get(ds, "SpacingBetweenSlices")),
                 laterality=(_text(ds, "ImageLaterality") or _text(ds, "Laterality")).upper(),
                 view=_text(ds, "ViewPosition").upper(), patient_orientation=_orientation_text(ds),
                 echo=_echo(ds), view_codes=view_codes(ds) if modality == "MG" else None)
@@ -652,6 +706,18 @@ def _dicom_entry(path: Path, ds, counts: tuple[int, int | None] | None = None):
         return series, study, patient, [SliceRef(path, 0, _int(_get(ds, "InstanceNumber")),
                                                  _text(ds, "SOPInstanceUID"), position, orientation, **base)]
     return series, study, patient, _frames(path, ds, frames, base)
+
+
+def _series_key(study_uid: str, series_uid: str) -> str:
+    """The index's key of a single-frame file's series."""
+    return f"{study_uid}|{series_uid}"
+
+
+def _length(value) -> float | None:
+    """A slice thickness or spacing in mm: its size where a writer gave it a sign; None where it is zero or not a
+    number (unknown: a lesion volume over it would be negative or nothing)."""
+    number = _floats(value, 1)
+    return abs(number[0]) if number and number[0] else None
 
 
 def _echo(ds) -> str:
@@ -676,11 +742,11 @@ def _frames(path: Path, ds, frames: int, base: dict) -> list[SliceRef]:
     shared_measures = {}
     if shared is not None:
         spacing = _floats(_item(shared, "PixelMeasuresSequence", "PixelSpacing"), 2)
-        thickness = _floats(_item(shared, "PixelMeasuresSequence", "SliceThickness"), 1)
+        thickness = _length(_item(shared, "PixelMeasuresSequence", "SliceThickness"))
         if spacing:
             shared_measures["pixel_spacing_mm"] = spacing
         if thickness:
-            shared_measures["thickness_mm"] = thickness[0]
+            shared_measures["thickness_mm"] = thickness
     slices = []
     for i in range(frames):
         group = per_frame[i] if i < len(per_frame) else None
@@ -689,9 +755,9 @@ def _frames(path: Path, ds, frames: int, base: dict) -> list[SliceRef]:
         if group is not None:
             position = _floats(_item(group, "PlanePositionSequence", "ImagePositionPatient"), 3)
             orientation = _orientation(_item(group, "PlaneOrientationSequence", "ImageOrientationPatient"))
-            thickness = _floats(_item(group, "PixelMeasuresSequence", "SliceThickness"), 1)
+            thickness = _length(_item(group, "PixelMeasuresSequence", "SliceThickness"))
             if thickness:
-                fields["thickness_mm"] = thickness[0]
+                fields["thickness_mm"] = thickness
         orientation = orientation or shared_orientation or top_orientation
         if position is None and top_position is not None and offsets is not None and orientation is not None:
             normal = np.cross(orientation[:3], orientation[3:])
@@ -858,16 +924,23 @@ def _spacing_from_positions(series: Series) -> None:
     if not len(distinct):
         _spacing_from_tags(series)
         return
-    spacing = float(np.median(distinct))
-    series.spacing_mm, series.spacing_source = spacing, "positions"
-    for i, step in enumerate(steps):
-        if step > GAP_FACTOR * spacing:
-            missing = int(round(step / spacing)) - 1
-            series.breaks.append(i)
-            series.warnings.append(f"Gap: {step:.2f} mm between slices {i + 1} and {i + 2} (spacing {spacing:.2f} mm):"
-                                   f" about {missing} slice(s) missing.")
-    if len(distinct) > 2 and float(distinct.max() - distinct.min()) > 0.1 * spacing and not series.breaks:
-        series.warnings.append(f"Irregular spacing: steps from {distinct.min():.2f} to {distinct.max():.2f} mm.")
+    # A gap is measured against the usual larger step (the upper quartile), not the median: steps alternating
+    # 2.5 and 4.0 mm are the series' spacing, not a missing slice at every 4.0 mm step.
+    gap_over = GAP_FACTOR * float(np.percentile(distinct, 75, method="lower"))
+    regular = distinct[distinct <= gap_over]
+    series.spacing_mm, series.spacing_source = float(np.median(regular)), "positions"
+    series.breaks = [i for i, step in enumerate(steps) if step > gap_over]
+    series.warnings += [f"Gap: {gap_text(series, i)}." for i in series.breaks]
+    if len(regular) > 2 and float(regular.max() - regular.min()) > 0.1 * series.spacing_mm:
+        series.warnings.append(f"Irregular spacing: steps from {regular.min():.2f} to {regular.max():.2f} mm.")
+
+
+def gap_text(series: Series, i: int) -> str:
+    """The gap between slice ``i`` and ``i + 1`` (0-based, in a series ordered by position) in words: the series'
+    warning and a verdict's over it say it alike."""
+    step = series.slices[i + 1].position_mm - series.slices[i].position_mm
+    return (f"{step:.2f} mm between slices {i + 1} and {i + 2} (spacing {series.spacing_mm:.2f} mm): "
+            f"about {int(round(step / series.spacing_mm)) - 1} slice(s) missing")
 
 
 def _spacing_from_tags(series: Series) -> None:

@@ -8,7 +8,9 @@ plot of ``strip_curves`` and up to ``MAX_KEY_SLICES`` key slices with the segmen
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import textwrap
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -16,13 +18,19 @@ import numpy as np
 
 from core import __version__
 from core.export.anonymise import anonymise_study, without_screen_text
-from core.export.report import A4, DISCLAIMER
+from core.export.report import A4, DISCLAIMER, IDENTITY_CHARS, IDENTITY_LINE
 from core.measurements import slice_position_text
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, strip_curves, verdict_text
 from core.series.stack import SeriesStack
 
 MAX_KEY_SLICES = 4
 COLORS = ["#e08a00", "#2a8bd8", "#3aa34a", "#c0399a"]
+MONOSPACE = "DejaVu Sans Mono"  # matplotlib's own: no CJK, which names and descriptions may be written in
+# Fonts that hold CJK characters, tried after MONOSPACE in this order where installed (none is shipped).
+FALLBACK_FONTS = ("Noto Sans Mono CJK SC", "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC",
+                  "Noto Sans CJK KR", "Source Han Sans", "Droid Sans Fallback", "WenQuanYi Zen Hei",
+                  "WenQuanYi Micro Hei", "MS Gothic", "Yu Gothic", "Microsoft YaHei", "SimHei", "Malgun Gothic",
+                  "PingFang SC", "Hiragino Sans", "Apple SD Gothic Neo", "Arial Unicode MS")
 
 
 def key_slices(analysis: SeriesAnalysis) -> list[int]:
@@ -47,6 +55,50 @@ def key_slices(analysis: SeriesAnalysis) -> list[int]:
         picks = np.linspace(0, len(ordered) - 1, MAX_KEY_SLICES).round().astype(int)
         ordered = [ordered[i] for i in picks]
     return ordered
+
+
+def page_fonts() -> list[str]:
+    """The page's font families: MONOSPACE, then each of FALLBACK_FONTS that matplotlib finds installed, for the
+    characters MONOSPACE lacks."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return [MONOSPACE] + [name for name in FALLBACK_FONTS if name in installed]
+
+
+@functools.cache
+def _characters(family: str) -> frozenset[int]:
+    """The code points the font ``family`` draws."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    path = font_manager.findfont(font_manager.FontProperties(family=[family]), fallback_to_default=False)
+    return frozenset(FT2Font(path).get_charmap())
+
+
+def unshown(text: str) -> list[str]:
+    """The characters of ``text`` (each once, in order) that no font of ``page_fonts`` draws: they print as boxes."""
+    drawn = [_characters(family) for family in page_fonts()]
+    return [c for c in dict.fromkeys(text) if not c.isspace() and not any(ord(c) in d for d in drawn)]
+
+
+def _unshown_note(text: str) -> list[str]:
+    """A line naming the characters of ``text`` the fonts installed cannot draw, so that a name printed as boxes is
+    not taken for what the file holds; none where every one is drawn."""
+    missing = unshown(text)
+    if not missing:
+        return []
+    points = " ".join(f"U+{ord(c):04X}" for c in missing[:12]) + (" ..." if len(missing) > 12 else "")
+    return [f"NOTE: some characters cannot be shown by the fonts installed and print as boxes: {points} (install a "
+            "font that holds them, such as Noto Sans CJK, and export again)."]
+
+
+def _wrapped(text: str) -> list[str]:
+    """``text`` on at most two lines of the page's width, cut with '…' beyond; a wide (CJK) character takes two
+    monospace columns, so a line of them is shortened to fit as well."""
+    columns = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    width = max(20, IDENTITY_CHARS * len(text) // max(columns, 1))
+    return textwrap.wrap(text, width, subsequent_indent=" " * 8, max_lines=2, placeholder=" …")
 
 
 def _picture(stack: SeriesStack, analysis: SeriesAnalysis, index: int, anonymise: bool = True) -> np.ndarray:
@@ -97,24 +149,32 @@ def _page(fig, analysis: SeriesAnalysis, anonymise: bool) -> None:
     fig.text(0.06, 0.965, "Series analysis report" + (" (PARTIAL: cancelled)" if analysis.cancelled else ""),
              fontsize=16, weight="bold", color="#b00020" if analysis.cancelled else "black")
     spacing = f"{series.spacing_mm:.2f} mm ({series.spacing_source})" if series.spacing_mm is not None else "unknown"
+    description = "(description withheld)" if anonymise else series.description or "-"
     identity = [
         (f"Patient: {study.patient_name or '-'}   ID: {study.patient_id or '-'}" if study else "Patient: -"),
         f"Study UID: {(study.study_instance_uid if study else '') or '-'}",
-        f"Series: {'(description withheld)' if anonymise else series.description or '-'}   {series.modality or '-'}"
-        f"   {series.plane or 'orientation unknown'}   {len(series)} slices, spacing {spacing}",
+        # on lines of its own: a long description ran off the page's edge, and the facts after it with it
+        *_wrapped(f"Series: {description}"),
+        f"{' ' * 8}{series.modality or '-'}   {series.plane or 'orientation unknown'}   {len(series)} slices, "
+        f"spacing {spacing}",
         "Identifiers anonymised for this report." if anonymise else "Identified report: handle as patient data.",
     ]
-    fig.text(0.06, 0.945, "\n".join(identity), fontsize=8, va="top", family="monospace")
-    # The series' own warnings (a cancel first) before the verdicts they qualify: what is cut for room is said
+    fonts = page_fonts()
+    fig.text(0.06, 0.945, "\n".join(identity), fontsize=8, va="top", family=fonts)
+    # A cancel first, then the verdicts, then what qualifies them (the series' geometry, each verdict's warnings):
+    # what is cut for room is said
     lines = [f"WARNING: {w}" for w in analysis.warnings]
     lines += [verdict_text(v) for v in analysis.results] or ["No model ran on this series."]
-    lines += [f"WARNING: {w}" for w in dict.fromkeys(w for v in analysis.results for w in v.warnings)
-              if w not in analysis.warnings]
+    qualifying = series.warnings + [w for v in analysis.results for w in v.warnings]
+    lines += [f"WARNING: {w}" for w in dict.fromkeys(qualifying) if w not in analysis.warnings]
+    lines = [series.without_file_names(line) for line in lines] if anonymise else lines
+    lines[:0] = _unshown_note("".join(identity + lines))
     wrapped = [part for line in lines for part in textwrap.wrap(line, 105)]
     if len(wrapped) > 12:
         wrapped = wrapped[:11] + [f"... {len(wrapped) - 11} more line(s) of verdicts and warnings: see the window "
                                   "or analyze --series --json"]
-    fig.text(0.06, 0.875, "\n".join(wrapped), fontsize=8, va="top", family="monospace")
+    top = min(0.875, 0.945 - IDENTITY_LINE * len(identity) - 0.01)  # below the identity, however many lines
+    fig.text(0.06, top, "\n".join(wrapped), fontsize=8, va="top", family=fonts)
     curves = strip_curves(analysis)
     ax = fig.add_axes([0.08, 0.56, 0.86, 0.14])
     n = len(series)
@@ -148,7 +208,7 @@ def _page(fig, analysis: SeriesAnalysis, anonymise: bool) -> None:
         pic_ax.set_title(f"slice {i + 1}" + (f", {where}" if where else ""), fontsize=7)
     stack.close()
     fig.text(0.06, 0.235, "\n".join(textwrap.wrap(VERDICT_RULE.replace("\n", " "), 125)), fontsize=5.6, va="top",
-             family="monospace", color="#333333")
+             family=MONOSPACE, color="#333333")
     fig.text(0.5, 0.02, "\n".join(textwrap.wrap(DISCLAIMER, 110)), ha="center", va="bottom", fontsize=7,
              color="#8a1c1c")
     fig.text(0.98, 0.005, f"Medical Image Diagnostic Assistant {__version__} - {dt.datetime.now():%Y-%m-%d %H:%M}",

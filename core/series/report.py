@@ -220,11 +220,13 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
     unit = "frames" if series.kind == "multiframe" else "slices"
     for v in verdicts:
         warnings = series.warnings + v.warnings
-        # A slice or frame without a row was never analysed: the rule's verdict over the rest would read as the
-        # whole series' (one frame of thirty called 'normal'), so there is none, only what was analysed.
-        analysed = sum(1 for o in v.slices if o is not None)
-        if analysed < len(v.slices):
-            warnings.append(f"{analysed} of {len(v.slices)} {unit} analysed: no verdict for the whole series")
+        # A slice or frame without a row was never analysed, one with an error row failed, a file cut short never
+        # became a slice: the rule's verdict over the rest would read as the whole series' (one frame of thirty
+        # called 'normal', a lesion's volume without its middle), so there is none, only what was analysed.
+        analysed = sum(1 for o in v.slices if o is not None and not o.error)
+        total = len(v.slices) + len(series.unread_files)
+        if analysed < total:
+            warnings.append(f"{analysed} of {total} {unit} analysed: no verdict for the whole series")
             v.label = v.probability = v.first_slice = v.last_slice = v.lesion_volume_ml = None
         if series.kind == "multiframe" and any(o is None for o in v.slices):
             warnings.append("batch --all-frames analyses every frame of a multi-frame series")

@@ -2,9 +2,10 @@
 
 Each model's series verdict is an image-level group over the slices it read: the label as its finding type, its
 probability, and for a segmenter the lesion volume (ml) and the slice range (1-based, in position order, as the
-window and series.csv give it). Each lesion the segmenter outlined on a slice is a planar region on that slice's
-own instance (its frame in a multi-frame file) with its area and longest diameter, so a PACS can draw the outlines
-slice by slice. The rules behind the verdicts are ``core.series.analysis.VERDICT_RULE``.
+window and series.csv give it), then each warning that qualifies it (the series' own, such as a gap or a file that
+could not be read, and the verdict's) as a TEXT comment. Each lesion the segmenter outlined on a slice is a planar
+region on that slice's own instance (its frame in a multi-frame file) with its area and longest diameter, so a PACS
+can draw the outlines slice by slice. The rules behind the verdicts are ``core.series.analysis.VERDICT_RULE``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _frames(header: Dataset, ref: SliceRef) -> list[int] | None:
     return [ref.frame + 1] if int(header.get("NumberOfFrames", 1) or 1) > 1 else None
 
 
-def _verdict_group(verdict: SeriesVerdict, series: Series, headers: dict[Path, Dataset]
+def _verdict_group(verdict: SeriesVerdict, series: Series, headers: dict[Path, Dataset], warnings: list[str]
                    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     method = algorithm(verdict.model, verdict.version)
     read = [ref for ref, outcome in zip(series.slices, verdict.slices) if outcome is not None and not outcome.error]
@@ -63,10 +64,13 @@ def _verdict_group(verdict: SeriesVerdict, series: Series, headers: dict[Path, D
         for name, value in (("first slice", verdict.first_slice), ("last slice", verdict.last_slice)):
             measurements.append(hd.sr.Measurement(code("M", name, f"{name.capitalize()} of the finding (position order)"),
                                                   float(value), codes.UCUM.NoUnits, algorithm_id=method))
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{verdict.model} series"[:64]),
         finding_type=code("C", verdict.label, verdict.label) if verdict.label else None, algorithm_id=method,
         source_images=images or None, measurements=measurements or None)
+    group[0].ContentSequence.extend(  # a volume or range without its caveats would read as sound
+        hd.sr.TextContentItem(codes.DCM.Comment, w, hd.sr.RelationshipTypeValues.CONTAINS) for w in warnings)
+    return group
 
 
 def _outline_groups(verdict: SeriesVerdict, series: Series, headers: dict[Path, Dataset]) -> list:
@@ -93,6 +97,8 @@ def export_series_sr(analysis: SeriesAnalysis, out: Path, anonymise: bool = True
     with explained("series DICOM SR"):
         groups = []
         for verdict in analysis.results:
-            groups.append(_verdict_group(verdict, series, headers))
+            warnings = list(dict.fromkeys(series.warnings + analysis.warnings + verdict.warnings))
+            warnings = [series.without_file_names(w) for w in warnings] if anonymise else warnings
+            groups.append(_verdict_group(verdict, series, headers, warnings))
             groups += _outline_groups(verdict, series, headers)
         return write_sr(groups, list(headers.values()), [v.model for v in analysis.results], out, anonymise)
