@@ -347,3 +347,24 @@ def test_a_view_json_that_cannot_be_written_is_said_not_raised(qtbot, window, pi
     (tmp_path / "view.json").mkdir()
     window.save_view(tmp_path / "view.png")
     assert "view.json" in window.last_error and "Exported" not in window.statusBar().currentMessage()
+
+
+def test_characters_no_installed_font_draws_are_named_in_the_image_report(tmp_path, monkeypatch):
+    """A CJK patient name in an identified report printed as boxes, nothing saying so (as the series report did)."""
+    from core.export import page_fonts
+    from core.export.report import write_image_report
+    from core.imaging import load_image
+    from core.inference.results import Analysis
+
+    monkeypatch.setattr(page_fonts, "FALLBACK_FONTS", ())  # as on a machine without any font for them
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.SpecificCharacterSet, ds.PatientName = "ISO_IR 192", "山田^太郎"
+    ds.save_as(tmp_path / "mr.dcm")
+    record = load_image(tmp_path / "mr.dcm")
+    out = write_image_report(tmp_path / "r.pdf", record, Analysis(str(record.path), "MR", "dicom", 0),
+                             anonymise=False)
+    text = _text(out)
+    assert "U+5C71 U+7530" in text and "cannot be shown" in text

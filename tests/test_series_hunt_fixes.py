@@ -213,11 +213,11 @@ def test_a_long_series_description_has_lines_of_its_own_that_fit_the_page(tmp_pa
 
 def test_characters_no_installed_font_shows_are_named_on_the_page(tmp_path, monkeypatch):
     """A CJK patient name printed as empty boxes, nothing saying so."""
-    from core.series import pdf
+    from core.export import page_fonts
 
     import pydicom
 
-    monkeypatch.setattr(pdf, "FALLBACK_FONTS", ())  # as on a machine without any font for them
+    monkeypatch.setattr(page_fonts, "FALLBACK_FONTS", ())  # as on a machine without any font for them
     for path in write_series(tmp_path, ramp_images(2)):
         ds = pydicom.dcmread(path)
         ds.SpecificCharacterSet, ds.SeriesDescription = "ISO_IR 192", "轴位 FLAIR"
@@ -228,11 +228,11 @@ def test_characters_no_installed_font_shows_are_named_on_the_page(tmp_path, monk
 
 
 def test_an_installed_font_joins_the_fallback_and_its_characters_are_not_named(monkeypatch):
-    from core.series import pdf
+    from core.export import page_fonts
 
-    monkeypatch.setattr(pdf, "FALLBACK_FONTS", ("No Such Font", "STIXGeneral"))
-    assert pdf.page_fonts() == ["DejaVu Sans Mono", "STIXGeneral"]
-    assert pdf.unshown("a⅀ 山") == ["山"]  # STIXGeneral draws ⅀ (U+2140), which DejaVu Sans Mono lacks
+    monkeypatch.setattr(page_fonts, "FALLBACK_FONTS", ("No Such Font", "STIXGeneral"))
+    assert page_fonts.page_fonts() == ["DejaVu Sans Mono", "STIXGeneral"]
+    assert page_fonts.unshown("a⅀ 山") == ["山"]  # STIXGeneral draws ⅀ (U+2140), which DejaVu Sans Mono lacks
 
 
 def test_anonymised_reports_withhold_the_file_names_their_warnings_give(tmp_path):

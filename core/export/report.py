@@ -17,6 +17,7 @@ import numpy as np
 from core import __version__
 from core.export.anonymise import anonymise_study, without_screen_text
 from core.export.files import write_bytes_atomic
+from core.export.page_fonts import page_fonts, unshown_note
 from core.imaging.record import ImageRecord
 from core.inference.analyzer import _row_to_column
 from core.inference.overlays import blend_heatmap
@@ -148,7 +149,8 @@ def _image_report_pages(plt, record: ImageRecord, analysis: Analysis, anonymise:
     fig = plt.figure(figsize=A4)
     identity = _identity(record, analysis, anonymise)
     fig.text(0.06, 0.965, "Image analysis report", fontsize=16, weight="bold")
-    fig.text(0.06, 0.945, "\n".join(identity), fontsize=8, va="top", family="monospace", parse_math=False)
+    fonts = page_fonts()
+    fig.text(0.06, 0.945, "\n".join(identity), fontsize=8, va="top", family=fonts, parse_math=False)
     top = min(0.87, 0.945 - IDENTITY_LINE * len(identity) - 0.025)
     _draw_picture(fig, record, analysis, anonymise, top)
     charts = [r for r in analysis.results if r.task == "classification"]
@@ -156,16 +158,19 @@ def _image_report_pages(plt, record: ImageRecord, analysis: Analysis, anonymise:
     for k, result in enumerate(beside):
         _draw_chart(fig, result, 0.66, top - k * CHART_SLOT)
     pages, y = [fig], BODY_TOP
-    for block in _body(record, analysis, {id(r) for r in charts[len(beside):]}):
+    body = _body(record, analysis, {id(r) for r in charts[len(beside):]})
+    # a name the fonts installed cannot draw prints as boxes: said first, by its characters' code points
+    note = unshown_note("".join(identity + [block for block in body if isinstance(block, str)]))
+    for block in [line for text in note for line in _wrap(text)] + body:
         height = BODY_LINE if isinstance(block, str) else CHART_SLOT
         if y - height < BODY_BOTTOM:
             fig = plt.figure(figsize=A4)
             fig.text(0.06, 0.965, "Image analysis report (continued)", fontsize=12, weight="bold")
-            fig.text(0.06, 0.948, identity[0], fontsize=8, va="top", family="monospace", parse_math=False)
+            fig.text(0.06, 0.948, identity[0], fontsize=8, va="top", family=fonts, parse_math=False)
             pages.append(fig)
             y = CONTINUED_TOP
         if isinstance(block, str):
-            fig.text(0.06, y, block, fontsize=7.5, va="top", family="monospace", parse_math=False)  # "$" as is
+            fig.text(0.06, y, block, fontsize=7.5, va="top", family=fonts, parse_math=False)  # "$" as is
         else:
             _draw_chart(fig, block, 0.12, y)
         y -= height

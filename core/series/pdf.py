@@ -8,7 +8,6 @@ plot of ``strip_curves`` and up to ``MAX_KEY_SLICES`` key slices with the segmen
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import textwrap
 import unicodedata
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from core import __version__
 from core.export.anonymise import anonymise_study, without_screen_text
+from core.export.page_fonts import page_fonts, unshown_note
 from core.export.report import A4, DISCLAIMER, IDENTITY_CHARS, IDENTITY_LINE
 from core.measurements import slice_position_text
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, strip_curves, verdict_text
@@ -25,12 +25,7 @@ from core.series.stack import SeriesStack
 
 MAX_KEY_SLICES = 4
 COLORS = ["#e08a00", "#2a8bd8", "#3aa34a", "#c0399a"]
-MONOSPACE = "DejaVu Sans Mono"  # matplotlib's own: no CJK, which names and descriptions may be written in
-# Fonts that hold CJK characters, tried after MONOSPACE in this order where installed (none is shipped).
-FALLBACK_FONTS = ("Noto Sans Mono CJK SC", "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC",
-                  "Noto Sans CJK KR", "Source Han Sans", "Droid Sans Fallback", "WenQuanYi Zen Hei",
-                  "WenQuanYi Micro Hei", "MS Gothic", "Yu Gothic", "Microsoft YaHei", "SimHei", "Malgun Gothic",
-                  "PingFang SC", "Hiragino Sans", "Apple SD Gothic Neo", "Arial Unicode MS")
+
 
 
 def key_slices(analysis: SeriesAnalysis) -> list[int]:
@@ -55,42 +50,6 @@ def key_slices(analysis: SeriesAnalysis) -> list[int]:
         picks = np.linspace(0, len(ordered) - 1, MAX_KEY_SLICES).round().astype(int)
         ordered = [ordered[i] for i in picks]
     return ordered
-
-
-def page_fonts() -> list[str]:
-    """The page's font families: MONOSPACE, then each of FALLBACK_FONTS that matplotlib finds installed, for the
-    characters MONOSPACE lacks."""
-    from matplotlib import font_manager
-
-    installed = {font.name for font in font_manager.fontManager.ttflist}
-    return [MONOSPACE] + [name for name in FALLBACK_FONTS if name in installed]
-
-
-@functools.cache
-def _characters(family: str) -> frozenset[int]:
-    """The code points the font ``family`` draws."""
-    from matplotlib import font_manager
-    from matplotlib.ft2font import FT2Font
-
-    path = font_manager.findfont(font_manager.FontProperties(family=[family]), fallback_to_default=False)
-    return frozenset(FT2Font(path).get_charmap())
-
-
-def unshown(text: str) -> list[str]:
-    """The characters of ``text`` (each once, in order) that no font of ``page_fonts`` draws: they print as boxes."""
-    drawn = [_characters(family) for family in page_fonts()]
-    return [c for c in dict.fromkeys(text) if not c.isspace() and not any(ord(c) in d for d in drawn)]
-
-
-def _unshown_note(text: str) -> list[str]:
-    """A line naming the characters of ``text`` the fonts installed cannot draw, so that a name printed as boxes is
-    not taken for what the file holds; none where every one is drawn."""
-    missing = unshown(text)
-    if not missing:
-        return []
-    points = " ".join(f"U+{ord(c):04X}" for c in missing[:12]) + (" ..." if len(missing) > 12 else "")
-    return [f"NOTE: some characters cannot be shown by the fonts installed and print as boxes: {points} (install a "
-            "font that holds them, such as Noto Sans CJK, and export again)."]
 
 
 def _wrapped(text: str) -> list[str]:
@@ -168,7 +127,7 @@ def _page(fig, analysis: SeriesAnalysis, anonymise: bool) -> None:
     qualifying = series.warnings + [w for v in analysis.results for w in v.warnings]
     lines += [f"WARNING: {w}" for w in dict.fromkeys(qualifying) if w not in analysis.warnings]
     lines = [series.without_file_names(line) for line in lines] if anonymise else lines
-    lines[:0] = _unshown_note("".join(identity + lines))
+    lines[:0] = unshown_note("".join(identity + lines))
     wrapped = [part for line in lines for part in textwrap.wrap(line, 105)]
     if len(wrapped) > 12:
         wrapped = wrapped[:11] + [f"... {len(wrapped) - 11} more line(s) of verdicts and warnings: see the window "
@@ -208,7 +167,7 @@ def _page(fig, analysis: SeriesAnalysis, anonymise: bool) -> None:
         pic_ax.set_title(f"slice {i + 1}" + (f", {where}" if where else ""), fontsize=7)
     stack.close()
     fig.text(0.06, 0.235, "\n".join(textwrap.wrap(VERDICT_RULE.replace("\n", " "), 125)), fontsize=5.6, va="top",
-             family=MONOSPACE, color="#333333")
+             family="monospace", color="#333333")
     fig.text(0.5, 0.02, "\n".join(textwrap.wrap(DISCLAIMER, 110)), ha="center", va="bottom", fontsize=7,
              color="#8a1c1c")
     fig.text(0.98, 0.005, f"Medical Image Diagnostic Assistant {__version__} - {dt.datetime.now():%Y-%m-%d %H:%M}",
