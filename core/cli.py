@@ -161,8 +161,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         def analyse(frame: int):
             return engine.submit(record, cancel=cancel, frame=frame, model_ids=args.model or None, gradcam=True,
                                  gradcam_plus=args.gradcam_plus, target_class=args.target_class, tta=args.tta,
-                                 microns_per_pixel=args.microns_per_pixel, find_other_breast=other_breast,
-                                 partial=True).result()
+                                 microns_per_pixel=args.microns_per_pixel, find_other_breast=other_breast).result()
 
         try:
             for analysis in analyse_frames(frames, record.frames, analyse):

@@ -884,7 +884,7 @@ class MainWindow(QMainWindow):
         self._analyses_running += 1
         um = state.microns_per_pixel
         future = self.engine.submit(state.record, frame=state.frame, model_ids=state.chosen_models or None,
-                                    microns_per_pixel=um, find_other_breast=other_breast, partial=True)
+                                    microns_per_pixel=um, find_other_breast=other_breast)
         record, series, key = state.record, state.series, state.slice_key
         self.bridge.watch(future, lambda a: self._analysed(a, record, series, key, um), self._analysis_failed)
 

@@ -73,12 +73,21 @@ def test_a_damaged_bundle_is_reported_for_its_model_and_the_others_results_stand
                                                                            (DAMAGED, "0.0.1", "")]
     assert not rows[0]["error"] and "does not match its manifest" in rows[1]["error"]
     assert summary["errors"] == 1 and summary["labels_by_model"] == {CLASSIFIER: {"lesion": 1}}
-    # A caller that pairs results with the models it asked for (a series) is still told at once.
     record = load_image(planted_png[0], modality="MR")
-    with pytest.raises(ModelError, match="does not match its manifest"):
-        analyzer.analyze(record, model_ids=[CLASSIFIER, DAMAGED])
     with pytest.raises(ModelError, match="does not match its manifest"):  # none ran: nothing to report but that
-        analyzer.analyze(record, model_ids=[DAMAGED], partial=True)
+        analyzer.analyze(record, model_ids=[DAMAGED])
+    # A series: the damaged model is said once and has no verdict; the other model's verdict stands.
+    from core.series.analysis import analyse_series
+    from core.series.index import index_folder
+    from tests.series_data import write_series
+    from tests.tiny_models import planted_images
+
+    write_series(tmp_path / "series", list(planted_images(3)[0]))
+    (series,) = index_folder(tmp_path / "series").series
+    result = analyse_series(series, analyzer, model_ids=[CLASSIFIER, DAMAGED])
+    assert [v.model for v in result.results] == [CLASSIFIER] and all(o is not None for o in result.results[0].slices)
+    failures = [w for w in result.warnings if "did not run" in w]
+    assert len(failures) == 1 and failures[0].startswith(f"{DAMAGED} did not run: ")
 
 
 def test_the_window_warns_of_a_model_that_did_not_run_and_lists_bundles_skipped(qtbot, with_damaged, planted_png,

@@ -458,7 +458,7 @@ class BatchRun:
             def analyse(frame: int):
                 return self.analyzer.analyze(record, frame=frame, model_ids=self.model_ids, gradcam=self.heatmaps,
                                              cancel=self.cancel, microns_per_pixel=self.microns_per_pixel,
-                                             find_other_breast=other_breast, partial=True)
+                                             find_other_breast=other_breast)
 
             try:
                 for analysis in analyse_frames(frames, record.frames, analyse):

@@ -126,14 +126,13 @@ class Analyzer:
         on_result: Callable[[ModelResult], None] | None = None,
         microns_per_pixel: float | None = None,
         find_other_breast: Callable[[ImageRecord, int], OtherBreast | None] | None = None,
-        partial: bool = False,
     ) -> Analysis:
         """``microns_per_pixel``: the image's scale set or confirmed by the user, for bundles that tile at a physical
         scale (else read from the file, or assumed with a warning: ``core.models.scale``). ``find_other_breast``:
         finds a mammogram's partner film (core.series.contralateral.other_breast), which film detectors score it
-        against; asked only where such a bundle runs. ``partial``: a bundle that cannot run (a ModelError) goes to
-        ``Analysis.failures`` and the others' results stand (a ModelError still where none ran); without it the
-        first failure is raised, for callers that pair the results with the bundles they asked for."""
+        against; asked only where such a bundle runs. A bundle that cannot run (a ModelError) goes to
+        ``Analysis.failures`` and the others' results stand, so callers match results to models by id; a
+        ModelError is raised where none ran."""
         bundles = self.bundles_for(record, model_ids)
         analysis = Analysis(str(record.path), record.modality.value, record.modality_source, frame,
                             modality_confidence=record.modality_confidence if record.modality_source == "guess" else None)
@@ -185,8 +184,6 @@ class Analyzer:
                 path = self.path(bundle)
                 result = path.run(inputs, replace(request, target_class=None) if foreign else request, record)
             except ModelError as exc:
-                if not partial:
-                    raise
                 analysis.failures.append(ModelFailure(bundle.id, bundle.version, bundle.task, str(exc)))
                 continue
             if foreign and result.heatmap_class is not None:

@@ -442,11 +442,16 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
                 modality = modality or record.modality.value
                 analysis = run(analyzer.analyze, record, frame=frame, model_ids=[b.id for b in todo], gradcam=False,
                                cancel=cancel, microns_per_pixel=microns_per_pixel)
-                for b, result in zip(todo, analysis.results):
-                    outcome = _outcome(result)
-                    outcome.warnings[:0] = analysis.warnings
-                    cache.put(ref, b.id, b.version, outcome)
-                    outcomes[b.id][i] = outcome
+                ran = {result.model_id: result for result in analysis.results}
+                for b in todo:
+                    if b.id in ran:
+                        outcome = _outcome(ran[b.id])
+                        outcome.warnings[:0] = analysis.warnings
+                        cache.put(ref, b.id, b.version, outcome)
+                        outcomes[b.id][i] = outcome
+                for failure in analysis.failures:  # a bundle that cannot run fails every slice: said once, dropped
+                    warnings.append(failure.message)
+                    bundles = [b for b in bundles if b.id != failure.model_id]
                 analysed += 1
         except Cancelled:
             cancelled = True
@@ -454,7 +459,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
         except Exception as exc:  # noqa: BLE001 - one bad slice must not stop the series
             message = str(exc) if isinstance(exc, DiagnosticError) else f"unexpected failure: {described(exc)}"
             if isinstance(exc, ModelError):
-                raise  # a bundle that cannot run fails every slice: say it once
+                raise  # none of the bundles can run (one that cannot is dropped above): say it once
             for b in bundles or []:
                 outcomes.setdefault(b.id, [None] * n)[i] = SliceOutcome(error=message)
             if bundles is None:
