@@ -353,3 +353,24 @@ def test_a_dicom_seg_of_a_volume_is_refused_with_what_to_open_instead(analyzer, 
     ds.save_as(seg_path)
     with pytest.raises(DiagnosticError, match="segments 2 images: open the folder of its series instead"):
         open_segmentation(seg_path)
+
+
+def test_structured_report_groups_carry_the_warnings_that_qualify_them(analyzer, identified_dicom, tmp_path):
+    """An ultrasound picture sent to an MR classifier: the PACS reading the SR sees the 'Wrong modality' caveat
+    beside the classifier's label, not the label alone; the segmenter's group has its own warnings only."""
+    from core.export.structured_report import export_sr
+
+    record = load_image(identified_dicom)
+    analysis = analyzer.analyze(record, model_ids=["tiny-mr-classifier", "tiny-us-segmenter"])
+    classifier, segmenter = analysis.results
+    assert any(w.startswith("Wrong modality") for w in classifier.warnings)
+    sr = hd.sr.srread(export_sr(record, analysis, tmp_path / "findings.sr.dcm"))
+    image_group, found = sr.content.get_image_measurement_groups()
+
+    def comments(group) -> list[str]:
+        return [item.TextValue for item in group[0].ContentSequence
+                if item.ConceptNameCodeSequence[0].CodeMeaning == "Comment"]
+
+    assert comments(image_group) == list(dict.fromkeys(record.warnings + analysis.warnings + classifier.warnings))
+    assert comments(found) == list(dict.fromkeys(record.warnings + analysis.warnings + segmenter.warnings))
+    assert not any(w.startswith("Wrong modality") for w in comments(found))

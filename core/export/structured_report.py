@@ -6,8 +6,9 @@ probability as a measurement. Each segmenter is an image-level group with the nu
 negative result is a result), and each lesion a planar region (its outline as a closed polyline) with its area
 and longest diameter where the pixel spacing is known; each mark of a film detector is a circle with its score.
 Every group names the model and version that made it (Algorithm Identification, family Artificial
-Intelligence). Class names and scores have no standard codes: they are coded in this program's private scheme
-(``99MIDA``), each code value derived from the name it stands for (one value, one meaning), the name itself in
+Intelligence); each model's image-level group carries the warnings that qualify its result as TEXT comments.
+Class names and scores have no standard codes: they are coded in this program's private scheme (``99MIDA``), each
+code value derived from the name it stands for (one value, one meaning), the name itself in
 the code meaning; text is written as UTF-8. The referenced image is the one a SEG export references
 (``source_dataset``): the file itself, or the analysed frame as a Secondary Capture written beside the report.
 """
@@ -48,6 +49,14 @@ def algorithm(model_id: str, version: str) -> hd.sr.AlgorithmIdentification:
 
 def _algorithm(result: ModelResult) -> hd.sr.AlgorithmIdentification:
     return algorithm(result.model_id, result.version)
+
+
+def with_comments(group, warnings: list[str]):
+    """``group`` with each warning as a TEXT Comment item: a label, volume or range without its caveats (wrong
+    modality, untested sequence, a picture read smaller, a slice missing) would read as sound in a PACS."""
+    group[0].ContentSequence.extend(
+        hd.sr.TextContentItem(codes.DCM.Comment, w, hd.sr.RelationshipTypeValues.CONTAINS) for w in warnings)
+    return group
 
 
 def _classification(result: ModelResult, image: hd.sr.SourceImageForMeasurementGroup
@@ -126,11 +135,13 @@ def measurement_groups(analysis: Analysis, source: Dataset, record: ImageRecord)
     # The analysis is in the picture as loaded; the file referenced may be larger (a film read at a fraction).
     scale = (int(source.Rows) / record.rows, int(source.Columns) / record.columns)
     groups: list = []
+    said = record.warnings + analysis.warnings + [f.message for f in analysis.failures]
     for result in analysis.results:
+        caveats = list(dict.fromkeys(said + result.warnings))
         if result.probabilities:
-            groups.append(_classification(result, image))
+            groups.append(with_comments(_classification(result, image), caveats))
         if result.mask is not None:
-            groups.append(_segmentation(result, image))
+            groups.append(with_comments(_segmentation(result, image), caveats))
         groups += lesion_groups(result.model_id, result.version, result.lesions, region_image, scale)
         groups += _marks(result, region_image, scale)
     return groups

@@ -20,7 +20,7 @@ from pydicom.sr.codedict import codes
 from core.errors import DiagnosticError
 from core.export.anonymise import anonymise_dataset
 from core.export.dicom_export import explained, with_type2_attributes
-from core.export.structured_report import algorithm, code, lesion_groups, write_sr
+from core.export.structured_report import algorithm, code, lesion_groups, with_comments, write_sr
 from core.series.analysis import SeriesAnalysis, SeriesVerdict
 from core.series.index import Series, SliceRef
 
@@ -68,9 +68,7 @@ def _verdict_group(verdict: SeriesVerdict, series: Series, headers: dict[Path, D
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"{verdict.model} series"[:64]),
         finding_type=code("C", verdict.label, verdict.label) if verdict.label else None, algorithm_id=method,
         source_images=images or None, measurements=measurements or None)
-    group[0].ContentSequence.extend(  # a volume or range without its caveats would read as sound
-        hd.sr.TextContentItem(codes.DCM.Comment, w, hd.sr.RelationshipTypeValues.CONTAINS) for w in warnings)
-    return group
+    return with_comments(group, warnings)
 
 
 def _outline_groups(verdict: SeriesVerdict, series: Series, headers: dict[Path, Dataset]) -> list:
