@@ -11,6 +11,7 @@ measures cells tens of micrometres across, which "0.0 mm" would hide; exported v
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +47,9 @@ def area_text(mm2: float) -> str:
 PLANE_DEGREES = 20.0  # as core.series.index.OBLIQUE_DEGREES: a normal further from every axis is an oblique plane
 
 
-def slice_position_text(position: tuple[float, ...] | None, orientation: tuple[float, ...] | None) -> str | None:
-    """Where a slice lies, from its ImagePositionPatient and ImageOrientationPatient: the patient coordinate (DICOM
+def slice_position_text(position: Sequence[float] | None, orientation: Sequence[float] | None) -> str | None:
+    """Where a slice lies, from a point of it (the middle of its picture, as the comparison links slices: on a tilted
+    slice its top-left corner lies elsewhere) and its ImageOrientationPatient: the patient coordinate (DICOM
     LPS: +x left, +y posterior, +z head) along the axis its plane faces, 'x = 30.0 mm' sagittal, 'y = …' coronal,
     'z = 110.0 mm' axial; '12.5 mm along the slice normal' for an oblique plane; None without both.
 
@@ -63,8 +65,32 @@ def slice_position_text(position: tuple[float, ...] | None, orientation: tuple[f
     normal /= norm
     axis = int(np.argmax(np.abs(normal)))
     if math.degrees(math.acos(min(1.0, abs(float(normal[axis]))))) <= PLANE_DEGREES:
-        return f"{'xyz'[axis]} = {float(position[axis]):.1f} mm"
-    return f"{float(np.dot(np.asarray(position, float), normal)):.1f} mm along the slice normal"
+        return f"{'xyz'[axis]} = {_tenths(position[axis])} mm"
+    return f"{_tenths(np.dot(np.asarray(position, float), normal))} mm along the slice normal"
+
+
+def _tenths(value: float) -> str:
+    """``value`` to a tenth, never '-0.0' (a picture's middle computed a rounding error below zero)."""
+    return f"{round(float(value), 1) + 0.0:.1f}"
+
+
+def patient_point(position: Sequence[float], orientation: Sequence[float], spacing_mm: Sequence[float],
+                  column: float, row: float) -> np.ndarray:
+    """The patient position (LPS, mm) of the pixel centre (column, row) of a slice: ImagePositionPatient is the top-left
+    pixel's centre, the columns step along the row cosines (``orientation[:3]``) by the spacing between columns, the
+    rows along the column cosines by the spacing between rows (``spacing_mm`` = PixelSpacing: rows, then columns)."""
+    row_step, column_step = spacing_mm
+    return (np.asarray(position, float) + column * column_step * np.asarray(orientation[:3], float)
+            + row * row_step * np.asarray(orientation[3:], float))
+
+
+_SIDES = (("R", "L"), ("A", "P"), ("F", "H"))  # (negative, positive) LPS direction of x, y, z
+
+
+def patient_position_text(point: Sequence[float]) -> str:
+    """'R 12.0, A 110.0, H 50.0 mm': a patient position as radiology viewers give it, each coordinate's distance with
+    the side it lies on (DICOM LPS: L, P and H positive; -12 on x is 12 mm to the patient's right)."""
+    return ", ".join(f"{sides[value >= 0]} {abs(value):.1f}" for sides, value in zip(_SIDES, map(float, point))) + " mm"
 
 
 def export_mm(value: float | None) -> float | None:
@@ -147,6 +173,7 @@ class Region:
     y1: float
     stats: RegionStats | None = None
     unit: str = ""  # of the values: 'HU' for CT, '' where they have none (MR signal, grey levels)
+    averaged: int = 1  # each value the mean of averaged x averaged file pixels: the picture was read smaller
 
     @property
     def area_px(self) -> float:
@@ -157,7 +184,7 @@ class Region:
 
     def to_dict(self, spacing_mm: tuple[float, float] | None) -> dict:
         """The region as exported: its box in image pixels, its area (mm²: None where the spacing is unknown) and
-        its values' statistics."""
+        its values' statistics (with ``pixels_averaged``: n where each value is the mean of n x n file pixels)."""
         mm2 = self.area_mm2(spacing_mm)
         out = {"shape": "ellipse", "x0": round(self.x0, 2), "y0": round(self.y0, 2), "x1": round(self.x1, 2),
                "y1": round(self.y1, 2), "area_px": round(self.area_px, 1),
@@ -165,18 +192,23 @@ class Region:
         if self.stats is not None:
             out.update({key: round(value, 3) if isinstance(value, float) else value
                         for key, value in vars(self.stats).items()})
+            if self.averaged > 1:
+                out["pixels_averaged"] = self.averaged
         return out
 
     def text(self, spacing_mm: tuple[float, float] | None) -> str:
         """'78.5 mm² · mean 41.2 ± 6.3 HU (min 20, max 63)' (µm² under a square millimetre); the area in px² where
-        the pixel spacing is unknown."""
+        the pixel spacing is unknown. On a picture read smaller it says its values are averages: their mean is the
+        file's, their minimum, maximum and SD are not."""
         mm2 = self.area_mm2(spacing_mm)
         area = area_text(mm2) if mm2 is not None else f"{self.area_px:.0f} px²"
         if self.stats is None:
             return area
         unit = f" {self.unit}" if self.unit else ""
         s = self.stats
-        return f"{area} · mean {s.mean:.4g} ± {s.sd:.3g}{unit} (min {s.minimum:.4g}, max {s.maximum:.4g})"
+        text = f"{area} · mean {s.mean:.4g} ± {s.sd:.3g}{unit} (min {s.minimum:.4g}, max {s.maximum:.4g})"
+        n = self.averaged
+        return text if n == 1 else f"{text} (of pixels averaged {n} x {n}: the picture was read at 1/{n})"
 
 
 def ellipse_mask(x0: float, y0: float, x1: float, y1: float, rows: int, columns: int) -> np.ndarray:
@@ -187,10 +219,12 @@ def ellipse_mask(x0: float, y0: float, x1: float, y1: float, rows: int, columns:
     return ((x + 0.5 - cx) / a) ** 2 + ((y + 0.5 - cy) / b) ** 2 <= 1.0
 
 
-def region_within(x0: float, y0: float, x1: float, y1: float, values: np.ndarray, unit: str = "") -> Region | None:
+def region_within(x0: float, y0: float, x1: float, y1: float, values: np.ndarray, unit: str = "",
+                  averaged: int = 1) -> Region | None:
     """The ellipse in the box dragged from (x0, y0) to (x1, y1), the box cut to the picture of ``values`` (rows x
     columns, or x 3 for colour) and the statistics of the values inside; None where the box is under
-    ``MIN_LENGTH_PX`` either way (a click) or holds no pixel centre."""
+    ``MIN_LENGTH_PX`` either way (a click) or holds no pixel centre. ``averaged``: each value is the mean of that
+    many file pixels each way (a picture read smaller), which the region says."""
     rows, columns = values.shape[:2]
     left, right = sorted((min(max(float(x0), 0.0), columns), min(max(float(x1), 0.0), columns)))
     top, bottom = sorted((min(max(float(y0), 0.0), rows), min(max(float(y1), 0.0), rows)))
@@ -206,4 +240,4 @@ def region_within(x0: float, y0: float, x1: float, y1: float, values: np.ndarray
         picked = box[inside].astype(np.float64)
         stats = RegionStats(int(picked.size), float(picked.mean()), float(picked.std()), float(picked.min()),
                             float(picked.max()))
-    return Region(left, top, right, bottom, stats, unit if stats is not None else "")
+    return Region(left, top, right, bottom, stats, unit if stats is not None else "", averaged)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -25,11 +26,13 @@ import numpy as np
 from core.imaging.record import VOI_LUT, ImageRecord, Modality
 from core.imaging.windowing import WindowPreset, min_window_width
 from core.inference.results import Analysis, ModelResult
-from core.measurements import Region, Ruler, region_within, ruler_within, slice_position_text
+from core.measurements import (Region, Ruler, patient_point, patient_position_text, region_within, ruler_within,
+                               slice_position_text)
 from core.models.scale import check_user_um
 from core.series.analysis import SeriesAnalysis, SliceCache
 from core.series.geometry import orientation_markers
-from core.series.index import Series, SliceRef
+from core.series.index import Series, SliceRef, index_files
+from core.series.linking import slice_centre
 from core.series.stack import SeriesStack
 
 Callback = Callable[..., Any]
@@ -41,6 +44,7 @@ COLORMAPS: dict[str, int] = {"jet": 2, "inferno": 14, "viridis": 16, "hot": 11}
 # doubles or halves the width, so dragging feels the same on 8-bit, CT and 0-1 float data.
 CENTER_STEP_PX = 256.0
 WIDTH_DOUBLING_PX = 128.0
+MICROMETRE_READOUT_MM = 0.01  # pixels finer than this (slide microscopy) have the cursor's offset in micrometres
 
 # Windows by DICOM modality, in its units. CT in Hounsfield units (the usual reading windows); MR has no
 # fixed units, so its brain window is measured on the slice shown when it is chosen (then kept while
@@ -66,6 +70,37 @@ def mr_brain_preset(values: np.ndarray) -> WindowPreset:
     if hi <= lo:
         hi = lo + 1.0
     return WindowPreset(MR_BRAIN, (lo + hi) / 2.0, hi - lo, "LINEAR_EXACT")
+
+
+_OPPOSITE = str.maketrans("LRAPHF", "RLPAFH")
+
+
+def patient_orientation_markers(values: tuple[str, ...]) -> dict[str, str] | None:
+    """The patient direction at each screen edge from PatientOrientation, for a projection image (a mammogram, a
+    radiograph) that states no plane: its first value is the direction of the rows (towards the right edge), the second
+    of the columns (towards the bottom), the opposite edges the opposite letters ('A\\R': left P, right A, top L,
+    bottom R; 'FL': top HR). None unless it is two values made of the letters L, R, A, P, H and F (not a
+    quadruped's terms, CR or D)."""
+    if len(values) != 2 or not all(value and set(value) <= set("LRAPHF") for value in values):
+        return None
+    right, bottom = values
+    return {"left": right.translate(_OPPOSITE), "right": right, "top": bottom.translate(_OPPOSITE), "bottom": bottom}
+
+
+def _indexed_frames(path: Path) -> dict[int, SliceRef]:
+    """Each frame of the file at ``path`` as the study index reads it (an enhanced file's plane from its functional
+    groups, a projection's PatientOrientation); {} where it cannot be read again."""
+    return {ref.frame: ref for series in index_files([path], root=path.parent).series for ref in series.slices}
+
+
+def _listed_orientation(record: ImageRecord) -> tuple[float, ...] | None:
+    """The top-level ImageOrientationPatient among the record's listed tags (six numbers), else None."""
+    text = next((value for _, keyword, value in record.metadata if keyword == "ImageOrientationPatient"), "")
+    try:
+        cosines = tuple(float(v) for v in str(text).strip("[]() ").replace("\\", ",").split(","))
+    except ValueError:
+        return None
+    return cosines if len(cosines) == 6 else None
 
 
 class Event:
@@ -279,6 +314,7 @@ class ViewerState:
         self._chosen_models: list[str] = []
         self._microns_per_pixel: float | None = None
         self._analysis: Analysis | None = None
+        self._file_frames: dict[int, SliceRef] | None = None  # a file opened on its own: its frames, read once
         self._rulers: dict[str | int, list[Ruler]] = {}  # by slice key in a series, else by frame
         self._regions: dict[str | int, list[Region]] = {}  # the same
         self._inverted = False
@@ -299,7 +335,7 @@ class ViewerState:
         self._series, self._series_analysis, self._slice_error = None, None, None
         self._slice_analyses, self._derived = {}, {}
         self._record, self._slice, self._window, self._analysis = record, 0, None, None
-        self._rulers, self._regions, self._inverted = {}, {}, False
+        self._rulers, self._regions, self._inverted, self._file_frames = {}, {}, False, None
         had_scale = self._reset_scale()
         if had_series:
             self.events.series.emit(None)
@@ -443,14 +479,15 @@ class ViewerState:
         self.set_slice(target % self.slice_count if wrap else target)
 
     def slice_text(self) -> str:
-        """'3/30' for a file's frames; 'slice 3 / 24 · z = 12.5 mm' in a series: the slice's coordinate along the
-        patient axis its plane faces (x sagittal, y coronal, z axial), or its position along the normal of an
-        oblique plane (``core.measurements.slice_position_text``)."""
+        """'3/30' for a file's frames; 'slice 3 / 24 · z = 12.5 mm' in a series: the coordinate of the middle of the
+        slice's picture (where the comparison links it: a tilted slice's corner lies elsewhere) along the patient axis
+        its plane faces (x sagittal, y coronal, z axial), or its position along the normal of an oblique plane
+        (``core.measurements.slice_position_text``)."""
         ref = self.current_slice
         if ref is None:
             return f"{self._slice + 1}/{max(self.slice_count, 1)}"
         text = f"slice {self._slice + 1} / {self.slice_count}"
-        where = slice_position_text(ref.position, ref.orientation)
+        where = slice_position_text(slice_centre(ref), ref.orientation)
         if where is not None:
             text += f" · {where}"
         return text
@@ -484,18 +521,32 @@ class ViewerState:
 
     def orientation_markers(self) -> dict[str, str] | None:
         """The patient direction at each screen edge (left, right, top, bottom) of the slice shown, from its
-        ImageOrientationPatient (a file opened on its own: from its header); None when it is not known."""
+        ImageOrientationPatient, else (a projection image) its PatientOrientation; None when neither is known."""
+        ref = self._geometry()
+        if ref is None:
+            return None
+        return orientation_markers(ref.orientation) or patient_orientation_markers(ref.patient_orientation)
+
+    def _geometry(self) -> SliceRef | None:
+        """The slice shown as the study index reads it (plane, position, pixel spacing, PatientOrientation): the series'
+        slice, or the frame shown of a file opened on its own, its header read again once (an enhanced file's plane
+        is in its functional groups); where that file cannot be read again, its listed ImageOrientationPatient."""
         ref = self.current_slice
-        if ref is not None:
-            return orientation_markers(ref.orientation)
-        if self._record is None:
-            return None
-        text = next((value for _, keyword, value in self._record.metadata if keyword == "ImageOrientationPatient"), "")
-        try:
-            cosines = tuple(float(v) for v in str(text).strip("[]() ").replace("\\", ",").split(","))
-        except ValueError:
-            return None
-        return orientation_markers(cosines) if len(cosines) == 6 else None
+        if ref is not None or self._record is None:
+            return ref
+        if self._file_frames is None:
+            self._file_frames = _indexed_frames(self._record.path)
+        indexed = self._file_frames.get(self.frame)
+        return indexed or SliceRef(self._record.path, self.frame, orientation=_listed_orientation(self._record))
+
+    @property
+    def pixel_aspect(self) -> float:
+        """How many times taller than wide a pixel of the picture shown is drawn: its spacing between rows over that
+        between columns, by the analyzer's rule (1 for square or unknown pixels, and beyond 1:4, a header error);
+        1 where the reader set a microscopy image's scale (one number: square pixels)."""
+        if self._record is None or self._microns_per_pixel is not None:
+            return 1.0
+        return self._record.row_to_column()
 
     @property
     def pixel_spacing_mm(self) -> tuple[float, float] | None:
@@ -557,12 +608,12 @@ class ViewerState:
 
     def measure_region(self, x0: float, y0: float, x1: float, y1: float) -> Region | None:
         """The ellipse in the box from (x0, y0) to (x1, y1), image pixels, with the statistics of the slice's own
-        values inside it (Hounsfield units for CT), not kept; None without a picture to read, for a box outside
-        the picture or a click."""
+        values inside it (Hounsfield units for CT; on a picture read smaller, averages of the file's, and it says so),
+        not kept; None without a picture to read, for a box outside the picture or a click."""
         if self._record is None or self._slice_error is not None:
             return None
         unit = "HU" if self.dicom_modality == "CT" else ""
-        return region_within(x0, y0, x1, y1, self._record.values(self.frame), unit)
+        return region_within(x0, y0, x1, y1, self._record.values(self.frame), unit, self._record.downsample)
 
     def add_region(self, x0: float, y0: float, x1: float, y1: float) -> Region | None:
         """``measure_region``, kept on the slice shown."""
@@ -896,7 +947,23 @@ class ViewerState:
             return ""
         value = r.values(self.frame)[y, x]
         text = f"x {x}, y {y}: {value if r.is_color else f'{float(value):g}'}"
-        if r.pixel_spacing_mm:
-            dy, dx = r.pixel_spacing_mm
-            text += f"  ({x * dx:.1f} mm, {y * dy:.1f} mm)"
-        return text
+        where = self._position_text(x, y)
+        return f"{text}  ({where})" if where else text
+
+    def _position_text(self, x: int, y: int) -> str:
+        """Where picture pixel (x, y) lies: its patient position where the slice states its plane, position and pixel
+        spacing (``core.measurements.patient_position_text``); else its offset from the top-left corner where the
+        pixel spacing is known (the reader's scale on a microscopy image: micrometres, which '0.0 mm' would hide);
+        else ''."""
+        ref = self._geometry()
+        if ref.position is not None and ref.orientation is not None and ref.pixel_spacing_mm:
+            factor = self._record.downsample  # the file's pixel under the middle of the picture's
+            return patient_position_text(patient_point(ref.position, ref.orientation, ref.pixel_spacing_mm,
+                                                       (x + 0.5) * factor - 0.5, (y + 0.5) * factor - 0.5))
+        spacing = self.pixel_spacing_mm
+        if not spacing:
+            return ""
+        dy, dx = spacing
+        if max(spacing) >= MICROMETRE_READOUT_MM:
+            return f"{x * dx:.1f} mm, {y * dy:.1f} mm"
+        return f"{x * dx * 1000:.1f} µm, {y * dy * 1000:.1f} µm"

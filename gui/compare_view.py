@@ -10,8 +10,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
-from core.series.index import Series
-from core.series.linking import linked, nearest_slice, parallel, reference_line
+from core.series.index import Series, SliceRef
+from core.series.linking import linked, nearest_parallel, nearest_slice, parallel, reference_line
 from core.series.stack import SeriesStack
 from core.viewer_state import ViewerState
 from gui.viewer import ImageViewer
@@ -80,9 +80,12 @@ class SeriesLink:
         return a is not None and b is not None and linked(a, b)
 
     def follow(self, source: ViewerState, target: ViewerState) -> None:
-        """``target`` to the slice at ``source``'s position, where the series are parallel and linked."""
+        """``target`` to the slice at ``source``'s position, where the series are parallel and linked; where it has
+        none there (beyond its ends, or in a gap), to its nearest one, the title saying how far that lies."""
         if not self._moving and self.is_linked() and source.current_slice is not None:
-            self._move(target, nearest_slice(target.series, source.current_slice))
+            self._move(target, _slice_at(target.series, source.current_slice))
+        self.compare.note = self._note()
+        self.compare.update_title()
         self.draw()
 
     def _move(self, target: ViewerState, index: int | None) -> None:
@@ -98,15 +101,14 @@ class SeriesLink:
     def refresh(self) -> None:
         """After either view shows another series: bring the comparison to the main view's position (a crossing
         series to its slice through the middle of the main picture)."""
-        self.compare.note = self._note()
         here, other = self.main.current_slice, self.compare.state
         if self.is_linked() and here is not None and other.series is not None:
             self._move(other, nearest_slice(other.series, here, parallel_only=False))
         self.follow(self.main, self.compare.state)
-        self.compare.update_title()
 
     def _note(self) -> str:
-        """What the link does, as the title says it: only what it will do."""
+        """What the link does, as the title says it: only what it will do; where one of the parallel series has no
+        slice at the other's position, which one, and how far its nearest slice (shown) lies."""
         a, b = self.main.series, self.compare.state.series
         if b is None:
             return ""
@@ -117,7 +119,16 @@ class SeriesLink:
         here, there = self.main.current_slice, self.compare.state.current_slice
         if any(s is None or s.position is None or s.orientation is None for s in (here, there)):
             return "not linked (slice positions or orientations missing)"
-        return "scrolled with the main view" if parallel(here, there) else "reference lines"
+        if not parallel(here, there):
+            return "reference lines"
+        gap = _gap_mm(b, here)
+        if gap is not None:
+            return f"the main view's slice is outside this series: {gap:.1f} mm from its nearest slice"
+        # the reader scrolled this view beyond the main series, which stays at its nearest slice
+        gap = _gap_mm(a, there) if nearest_slice(b, here) != self.compare.state.slice_index else None
+        if gap is not None:
+            return f"this slice is outside the main series: {gap:.1f} mm from its nearest slice"
+        return "scrolled with the main view"
 
     def draw(self) -> None:
         here, there = self.main.current_slice, self.compare.state.current_slice
@@ -127,6 +138,25 @@ class SeriesLink:
             return
         self.main_view.set_reference_lines(_on_picture(reference_line(here, there), self.main))
         self.compare.viewer.set_reference_lines(_on_picture(reference_line(there, here), self.compare.state))
+
+
+def _slice_at(series: Series, ref: SliceRef) -> int | None:
+    """The slice of ``series`` at ``ref``'s position, else its nearest parallel one (``ref`` lies beyond its ends or in
+    a gap: the far slice left shown would look linked); None where none is parallel."""
+    index = nearest_slice(series, ref)
+    if index is not None:
+        return index
+    nearest = nearest_parallel(series, ref)
+    return nearest[0] if nearest is not None else None
+
+
+def _gap_mm(series: Series, ref: SliceRef) -> float | None:
+    """How far ``ref`` lies from the nearest parallel slice of ``series`` where that series has no slice at its
+    position; None where it has one (or none is parallel)."""
+    if nearest_slice(series, ref) is not None:
+        return None
+    nearest = nearest_parallel(series, ref)
+    return nearest[1] if nearest is not None else None
 
 
 def _on_picture(line, state: ViewerState) -> list[tuple[float, float, float, float]]:

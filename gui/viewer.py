@@ -4,13 +4,20 @@ orientation markers, and the reader's rulers and ellipse regions.
 ``bind(state)`` makes it draw a ``core.viewer_state.ViewerState``: the slice in its window and the
 overlay layers, redrawn whenever the state changes; a right-button drag adjusts the state's window and
 the wheel steps the state's slices (Ctrl+wheel, or the wheel on a single picture, zooms).
+
+The scene is in picture pixels (pixel (column i, row j) covers [i, i + 1) x [j, j + 1)), so every layer, ruler and
+region is placed, and every mouse point read, in the picture's own pixels. Non-square pixels are drawn to scale by the
+view's transform alone: its horizontal zoom (m11, the zoom shown) is per column, its vertical one ``pixel_aspect``
+times that, kept by every fit, zoom and actual size.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPixmap, QTransform
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
     QGraphicsLineItem,
@@ -128,7 +135,9 @@ class ImageViewer(QGraphicsView):
         self._emit_cursor()  # the readout is of this image now: not the last one's value
 
     def _scale_changed(self) -> None:
-        """The reader set (or cleared) a microscopy image's scale: rulers, regions and the scale bar read with it."""
+        """The reader set (or cleared) a microscopy image's scale: rulers, regions and the scale bar read with it, and
+        the pixels are drawn square."""
+        self._keep_aspect()
         self.draw_rulers()
         self.draw_regions()
         self.viewport().update()
@@ -163,6 +172,8 @@ class ImageViewer(QGraphicsView):
         self.scene().setSceneRect(QRectF(0, 0, display.shape[1], display.shape[0]))
         if reset_view or not self._has_image:
             self.fit()
+        else:
+            self._keep_aspect()  # a slice of other pixels in the same series
         self._has_image = True
 
     def set_heatmap(self, rgba: np.ndarray | None) -> None:
@@ -304,18 +315,43 @@ class ImageViewer(QGraphicsView):
         self._ruler_preview, self._ruler_start = [], None
 
     # ----- view
+    @property
+    def pixel_aspect(self) -> float:
+        """A pixel's drawn height over its width (``ViewerState.pixel_aspect``; 1 unbound)."""
+        return self.state.pixel_aspect if self.state is not None else 1.0
+
+    def _set_zoom(self, zoom: float) -> None:
+        """``zoom`` screen pixels per column, ``pixel_aspect`` times that per row (the view's whole transform)."""
+        self.setTransform(QTransform.fromScale(zoom, zoom * self.pixel_aspect))
+
+    def _keep_aspect(self) -> None:
+        """Rows drawn at the aspect of the picture now shown, at the same zoom and around the same point."""
+        zoom = self.transform().m11()
+        if not math.isclose(self.transform().m22(), zoom * self.pixel_aspect):
+            middle = self.mapToScene(self.viewport().rect().center())
+            self._set_zoom(zoom)
+            self.centerOn(middle)
+
+    def _fit(self, rect: QRectF) -> None:
+        """Zoom so that ``rect`` (picture pixels) fills the viewport, centred, its pixels at their aspect (which
+        ``fitInView`` would make square)."""
+        view = QRectF(self.viewport().rect()).adjusted(2, 2, -2, -2)  # fitInView's margin
+        if rect.isEmpty() or view.isEmpty():
+            return
+        self._set_zoom(min(view.width() / rect.width(), view.height() / (rect.height() * self.pixel_aspect)))
+        self.centerOn(rect.center())
+        self.zoomChanged.emit(self.transform().m11())
+
     def fit(self) -> None:
-        if not self.scene().sceneRect().isEmpty():
-            self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
-            self.zoomChanged.emit(self.transform().m11())
+        self._fit(self.scene().sceneRect())
 
     def show_region(self, x: float, y: float, r: float) -> None:
         """Zoom to a finding: the circle of radius ``r`` around (x, y) (image pixels) and as much again around it."""
-        self.fitInView(QRectF(x - 2 * r, y - 2 * r, 4 * r, 4 * r), Qt.AspectRatioMode.KeepAspectRatio)
-        self.zoomChanged.emit(self.transform().m11())
+        self._fit(QRectF(x - 2 * r, y - 2 * r, 4 * r, 4 * r))
 
     def actual_size(self) -> None:
-        self.resetTransform()
+        """One screen pixel per column (rows at their aspect)."""
+        self._set_zoom(1.0)
         self.zoomChanged.emit(1.0)
 
     MIN_ZOOM, MAX_ZOOM = 0.02, 64.0  # what + and - stop at; fit() and show_region() may go beyond them
@@ -422,7 +458,8 @@ class ImageViewer(QGraphicsView):
         event.accept()
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
-        """Orientation markers at the edges and the scale bar in the lower left, when known."""
+        """Orientation markers at the edges and the scale bar in the lower left, when known (right both ways: the
+        rows are drawn at their aspect)."""
         if not self._has_image:
             return
         self._draw_markers(painter)

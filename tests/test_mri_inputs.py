@@ -87,15 +87,14 @@ def test_the_analysis_crops_a_dicom_of_non_square_pixels_square_in_millimetres(t
     from pydicom.data import get_testdata_file
 
     from core.imaging import load_image
-    from core.inference.analyzer import _row_to_column
 
     ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
     ds.PixelSpacing = [1.0, 0.5]
     ds.save_as(tmp_path / "tall.dcm")
-    assert _row_to_column(load_image(tmp_path / "tall.dcm")) == 2.0
+    assert load_image(tmp_path / "tall.dcm").row_to_column() == 2.0
     ds.PixelSpacing = [1e200, 1.0]  # a header error, not a pixel shape
     ds.save_as(tmp_path / "absurd.dcm")
-    assert _row_to_column(load_image(tmp_path / "absurd.dcm")) == 1.0
+    assert load_image(tmp_path / "absurd.dcm").row_to_column() == 1.0
 
 
 def _write(path, img):

@@ -352,7 +352,7 @@ def test_open_series_counts_its_slices_and_loads_them_through_the_stack(tmp_path
     assert [name for name, _ in seen[2:]] == ["slice"]  # scrolling never fires 'record'
     assert state.record.path == series.slices[4].path and state.frame == 0
     assert state.slice_text() == "slice 5 / 6 · z = -20.0 mm"
-    assert state.pixel_text(3, 0) == "x 3, y 0: 403  (2.8 mm, 0.0 mm)"
+    assert state.pixel_text(3, 0) == "x 3, y 0: 403  (R 117.2, A 120.0, F 20.0 mm)"
     assert np.array_equal(state.display(), state.record.display(0))
     assert _wait_for(lambda: set(state.stack.cached()) >= {s.path for s in series.slices[1:]})
     state.set_slice(99)

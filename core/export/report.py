@@ -19,7 +19,6 @@ from core.export.anonymise import anonymise_study, without_screen_text
 from core.export.files import write_bytes_atomic
 from core.export.page_fonts import page_fonts, unshown_note
 from core.imaging.record import ImageRecord
-from core.inference.analyzer import _row_to_column
 from core.inference.overlays import blend_heatmap
 from core.inference.results import FINDING_RGB, Analysis, Finding, Lesion, ModelResult
 
@@ -205,7 +204,7 @@ def _draw_picture(fig, record: ImageRecord, analysis: Analysis, anonymise: bool,
     ax = fig.add_axes([0.06, PICTURE_BOTTOM, 0.5, top - PICTURE_BOTTOM])
     picture = overlay_picture(record, analysis)
     ax.imshow(without_screen_text(picture, record, analysis.frame) if anonymise else picture, cmap="gray",
-              aspect=_row_to_column(record))
+              aspect=record.row_to_column())
     ax.set_axis_off()
     ax.set_title("Image with Grad-CAM / lesion outlines / findings", fontsize=9)
 

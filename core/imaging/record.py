@@ -59,6 +59,7 @@ FrameWindow = Callable[[np.ndarray, int], WindowPreset]  # the window a frame's 
 VOI_LUT = "VOI LUT"  # the name of the window a file's VOI LUT amounts to
 
 _FRAME_CACHE_SIZE = 8
+PLAUSIBLE_ASPECT = (0.25, 4.0)  # a pixel's height over its width; beyond, one of the two stated spacings is wrong
 _FRAME_CACHE_BYTES = 512 * 1024**2  # big frames: fewer of them kept (at least the last one)
 
 
@@ -157,6 +158,17 @@ class ImageRecord:
         if self._frame_window is not None:
             return self._frame_window(self.values(frame), frame)
         return self.window_presets[0]
+
+    def row_to_column(self) -> float:
+        """A pixel's height over its width where the file states both spacings: 1 for square or unknown pixels, and
+        beyond ``PLAUSIBLE_ASPECT`` (a header error, not pixels). The models' crop, the picture drawn and the
+        report's picture all keep the anatomy's proportions by it."""
+        spacing = self.pixel_spacing_mm
+        if not spacing or len(spacing) != 2 or min(spacing) <= 0:
+            return 1.0
+        ratio = spacing[0] / spacing[1]
+        low, high = PLAUSIBLE_ASPECT
+        return ratio if 1e-3 < abs(ratio - 1.0) and low <= ratio <= high else 1.0
 
     def file_spacing_mm(self) -> list[float] | None:
         """(row, column) spacing of the file's own pixels: ``pixel_spacing_mm`` is the loaded picture's, which is

@@ -170,7 +170,7 @@ class Analyzer:
             have = "; ".join(f"{b.id}: {', '.join(b.classes)}" for b in explains)
             raise ModelError(f"'{target_class}' is not a class of any chosen model ({have})")
         # Bundles with one preprocessing share one crop and normalisation; the crop is square in millimetres.
-        inputs = ModelInputs(display, _row_to_column(record))
+        inputs = ModelInputs(display, record.row_to_column())
         sequence = mr_sequence(record.metadata) if any(b.info.mr_sequences for b in bundles) else None
         ran: list[tuple[Bundle, ModelResult]] = []
         for bundle in bundles:
@@ -258,12 +258,3 @@ class Engine:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _row_to_column(record: ImageRecord) -> float:
-    """A pixel's height over its width where the file states both spacings (1 for square or unknown pixels)."""
-    spacing = record.pixel_spacing_mm
-    if not spacing or len(spacing) != 2 or min(spacing) <= 0:
-        return 1.0
-    ratio = spacing[0] / spacing[1]
-    return ratio if 1e-3 < abs(ratio - 1.0) and 0.25 <= ratio <= 4.0 else 1.0  # beyond: a header error, not pixels

@@ -22,7 +22,7 @@ import numpy as np
 from core.errors import DiagnosticError, ImageLoadError, ModelError
 from core.imaging.loader import load_image, read_header
 from core.imaging.mammo_words import HEADER_KEYWORDS, MAGNIFIED_FACTOR, side_and_view, view_codes
-from core.imaging.record import ImageRecord, Modality
+from core.imaging.record import PLAUSIBLE_ASPECT, ImageRecord, Modality
 from core.inference.device import configure_device
 from core.inference.gradcam import GradCam
 from core.inference.lesions import drop_unsure_components, find_lesions
@@ -397,7 +397,6 @@ class SegmenterPath(AnalysisPath):
 # The field a picture of each segmenter's modality can cover, its larger side in mm: an MR picture's 10-600 (a crop of
 # a slice to a whole-body field), an ultrasound picture's 5-400. Beyond, the stated spacing is a header error.
 PLAUSIBLE_FIELD_MM = {Modality.MR: (10.0, 600.0), Modality.US: (5.0, 400.0)}
-PLAUSIBLE_ASPECT = (0.25, 4.0)  # a pixel's height over its width; beyond, one of the two spacings is wrong
 
 
 def measuring_spacing(record: ImageRecord | None, modality: Modality) -> tuple[tuple[float, float] | None, str | None]:

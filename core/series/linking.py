@@ -47,7 +47,7 @@ def _normal(ref: SliceRef) -> np.ndarray | None:
     return n / norm if norm > 0 else None
 
 
-def _centre(ref: SliceRef) -> np.ndarray | None:
+def slice_centre(ref: SliceRef) -> np.ndarray | None:
     """The patient position of the middle of a slice's picture (its top-left pixel's where size is unknown)."""
     if ref.position is None:
         return None
@@ -90,7 +90,25 @@ def nearest_slice(series: Series, ref: SliceRef, parallel_only: bool = True) -> 
     the normal, within half its slice spacing (or thickness); None where the planes are not parallel, positions
     are unknown, or ``ref`` lies outside the stack or in a gap. ``parallel_only=False``: the slice through the
     middle of ``ref``'s picture whatever its plane (where a crossing series opens)."""
-    centre, normal = _centre(ref), _normal(ref)
+    found = _nearest(series, ref, parallel_only)
+    if found is None:
+        return None
+    best, distance = found
+    reach = max(series.spacing_mm or 0.0, series.slices[best].thickness_mm or 0.0) / 2 + 0.5
+    return best if distance <= reach else None
+
+
+def nearest_parallel(series: Series, ref: SliceRef) -> tuple[int, float] | None:
+    """The slice of ``series`` parallel to ``ref`` nearest to the middle of its picture and how far that is (mm along
+    the normal), at any distance (``nearest_slice`` takes one within half a slice spacing only): where a compared
+    series has no slice at the main one's position, its nearest is shown and the distance said."""
+    return _nearest(series, ref, parallel_only=True)
+
+
+def _nearest(series: Series, ref: SliceRef, parallel_only: bool) -> tuple[int, float] | None:
+    """(The slice of ``series`` nearest along its normal to the middle of ``ref``'s picture, that distance in mm);
+    None where positions are unknown or, with ``parallel_only``, no slice is parallel to ``ref``."""
+    centre, normal = slice_centre(ref), _normal(ref)
     if centre is None or (parallel_only and normal is None):
         return None
     normals, positions, known = _planes(series)
@@ -100,9 +118,7 @@ def nearest_slice(series: Series, ref: SliceRef, parallel_only: bool = True) -> 
         return None
     distances = np.abs(np.einsum("ij,ij->i", normals[known], centre - positions[known]))
     at = int(np.argmin(distances))
-    best = int(known[at])
-    reach = max(series.spacing_mm or 0.0, series.slices[best].thickness_mm or 0.0) / 2 + 0.5
-    return best if float(distances[at]) <= reach else None
+    return int(known[at]), float(distances[at])
 
 
 def reference_line(on: SliceRef, cut: SliceRef) -> tuple[float, float, float, float] | None:

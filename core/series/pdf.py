@@ -21,6 +21,7 @@ from core.export.page_fonts import page_fonts, unshown_note
 from core.export.report import A4, DISCLAIMER, IDENTITY_CHARS, IDENTITY_LINE
 from core.measurements import slice_position_text
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, strip_curves, verdict_text
+from core.series.linking import slice_centre
 from core.series.stack import SeriesStack
 
 MAX_KEY_SLICES = 4
@@ -163,7 +164,7 @@ def _page(fig, analysis: SeriesAnalysis, anonymise: bool) -> None:
         except Exception as exc:  # noqa: BLE001 - a damaged slice is named, the page still written
             pic_ax.text(0.5, 0.5, f"cannot read:\n{type(exc).__name__}", ha="center", va="center", fontsize=7)
         pic_ax.set_axis_off()
-        where = slice_position_text(ref.position, ref.orientation)
+        where = slice_position_text(slice_centre(ref), ref.orientation)
         pic_ax.set_title(f"slice {i + 1}" + (f", {where}" if where else ""), fontsize=7)
     stack.close()
     fig.text(0.06, 0.235, "\n".join(textwrap.wrap(VERDICT_RULE.replace("\n", " "), 125)), fontsize=5.6, va="top",
