@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from core.measurements import patient_point
 from core.series.index import Series, SliceRef
 
 PARALLEL_DEGREES = 10.0  # planes closer than this to parallel are linked by position, and draw no line
@@ -54,9 +55,7 @@ def slice_centre(ref: SliceRef) -> np.ndarray | None:
     point = np.asarray(ref.position, float)
     if ref.orientation is None or not ref.pixel_spacing_mm or not ref.rows or not ref.columns:
         return point
-    row_step, column_step = ref.pixel_spacing_mm
-    return (point + (ref.columns - 1) / 2 * column_step * np.asarray(ref.orientation[:3], float)
-            + (ref.rows - 1) / 2 * row_step * np.asarray(ref.orientation[3:], float))
+    return patient_point(point, ref.orientation, ref.pixel_spacing_mm, (ref.columns - 1) / 2, (ref.rows - 1) / 2)
 
 
 def parallel(a: SliceRef, b: SliceRef) -> bool:
