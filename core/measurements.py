@@ -119,11 +119,14 @@ class Ruler:
         row, column = spacing_mm
         return math.hypot((self.x1 - self.x0) * column, (self.y1 - self.y0) * row)
 
-    def to_dict(self, spacing_mm: tuple[float, float] | None) -> dict:
-        """The ruler as exported: its ends in image pixels and its length (mm: None where the spacing is unknown)."""
+    def to_dict(self, spacing_mm: tuple[float, float] | None, scale: int = 1) -> dict:
+        """The ruler as exported: its ends in the file's pixels (``scale``: file pixels per pixel of the picture
+        measured on, ``ImageRecord.downsample``, as the analyses' positions are given) and its length (mm: None
+        where the spacing is unknown)."""
         mm = self.length_mm(spacing_mm)
-        return {"x0": round(self.x0, 2), "y0": round(self.y0, 2), "x1": round(self.x1, 2), "y1": round(self.y1, 2),
-                "length_px": round(self.length_px, 2), "length_mm": export_mm(mm)}
+        return {"x0": round(self.x0 * scale, 2), "y0": round(self.y0 * scale, 2), "x1": round(self.x1 * scale, 2),
+                "y1": round(self.y1 * scale, 2), "length_px": round(self.length_px * scale, 2),
+                "length_mm": export_mm(mm)}
 
     def text(self, spacing_mm: tuple[float, float] | None) -> str:
         """'18.0 mm' ('30.0 µm' under a millimetre), or '50 px' where the pixel spacing is unknown."""
@@ -182,12 +185,14 @@ class Region:
     def area_mm2(self, spacing_mm: tuple[float, float] | None) -> float | None:
         return self.area_px * spacing_mm[0] * spacing_mm[1] if spacing_mm else None
 
-    def to_dict(self, spacing_mm: tuple[float, float] | None) -> dict:
-        """The region as exported: its box in image pixels, its area (mm²: None where the spacing is unknown) and
-        its values' statistics (with ``pixels_averaged``: n where each value is the mean of n x n file pixels)."""
+    def to_dict(self, spacing_mm: tuple[float, float] | None, scale: int = 1) -> dict:
+        """The region as exported: its box in the file's pixels (``scale``: as ``Ruler.to_dict``), its area (mm²:
+        None where the spacing is unknown) and its values' statistics (with ``pixels_averaged``: n where each value
+        is the mean of n x n file pixels)."""
         mm2 = self.area_mm2(spacing_mm)
-        out = {"shape": "ellipse", "x0": round(self.x0, 2), "y0": round(self.y0, 2), "x1": round(self.x1, 2),
-               "y1": round(self.y1, 2), "area_px": round(self.area_px, 1),
+        out = {"shape": "ellipse", "x0": round(self.x0 * scale, 2), "y0": round(self.y0 * scale, 2),
+               "x1": round(self.x1 * scale, 2), "y1": round(self.y1 * scale, 2),
+               "area_px": round(self.area_px * scale * scale, 1),
                "area_mm2": export_mm(mm2), "unit": self.unit}
         if self.stats is not None:
             out.update({key: round(value, 3) if isinstance(value, float) else value

@@ -1294,9 +1294,9 @@ class MainWindow(QMainWindow):
         if self.anonymise_exports:
             found.pop("path", None)
         if state.rulers:
-            found["measurements"] = [r.to_dict(state.pixel_spacing_mm) for r in state.rulers]
+            found["measurements"] = [r.to_dict(state.pixel_spacing_mm, record.downsample) for r in state.rulers]
         if state.regions:
-            found["regions"] = [r.to_dict(state.pixel_spacing_mm) for r in state.regions]
+            found["regions"] = [r.to_dict(state.pixel_spacing_mm, record.downsample) for r in state.regions]
         if found or state.window is not None or state.inverted:  # the picture is not the file's own
             found["view"] = self._view_rendering()
         return found

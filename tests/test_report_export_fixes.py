@@ -333,12 +333,19 @@ def test_the_view_json_gives_the_files_own_pixels_and_its_warnings(qtbot, window
     record = window.state.record
     assert record.downsample == 2
     window.state.set_analysis(_outlined(record))
+    window.state.add_ruler(10, 40, 50, 40)  # on the picture read at half: 80 of the file's pixels
+    window.state.add_region(10, 10, 30, 30)
     window.save_view(tmp_path / "view.png")
     found = json.loads((tmp_path / "view.json").read_text())
     (lesion,) = found["results"][0]["lesion_details"]
     assert lesion["area_px"] == 404 and lesion["bbox"] == [20, 20, 10, 10]
     assert found["results"][0]["findings"][0]["x"] == 200
     assert any("loaded at 1/2 of its 2048 x 2048 pixels" in w for w in found["warnings"])
+    (ruler,) = found["measurements"]
+    assert (ruler["x0"], ruler["y0"], ruler["x1"], ruler["length_px"]) == (20, 80, 100, 80)
+    (region,) = found["regions"]
+    assert (region["x0"], region["x1"]) == (20, 60) and region["area_px"] == pytest.approx(
+        4 * window.state.regions[0].area_px, abs=0.1)
 
 
 def test_a_view_json_that_cannot_be_written_is_said_not_raised(qtbot, window, picture, tmp_path):
