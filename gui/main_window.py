@@ -1118,13 +1118,15 @@ class MainWindow(QMainWindow):
         self._error(str(error) if isinstance(error, DiagnosticError) else f"Series analysis failed: {error}")
 
     def _show_series_analysis(self, analysis: SeriesAnalysis | None) -> None:
-        """The series verdicts above the findings; their rule (VERDICT_RULE) as the tooltip."""
+        """The series verdicts above the findings, with what qualifies them (the run's warnings, the series' own: a gap,
+        slices at one position, order by InstanceNumber; each verdict's); their rule (VERDICT_RULE) as the tooltip."""
         if analysis is None:
             self.series_verdict.hide()
             self.series_verdict.setText("")
             return
         lines = ["Series: " + verdict_text(v) for v in analysis.results]
-        lines += dict.fromkeys(f"⚠ {w}" for w in [w for v in analysis.results for w in v.warnings] + analysis.warnings)
+        said = analysis.warnings + analysis.series.warnings + [w for v in analysis.results for w in v.warnings]
+        lines += dict.fromkeys(f"⚠ {w}" for w in said)
         self.series_verdict.setText("\n".join(lines) or "Series: no model ran.")
         self.series_verdict.show()
 

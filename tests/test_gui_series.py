@@ -408,3 +408,18 @@ def test_the_strip_plot_draws_its_curves_once_not_at_every_slice_step(qtbot, mon
     plot.resize(700, 100)
     plot.grab()
     assert len(drawn) == 2  # a new size is drawn again
+
+
+def test_the_series_verdict_panel_keeps_the_series_own_warnings(qtbot, window, tmp_path):
+    """A gap in the series qualifies its verdicts (a lesion's volume, which slices are adjacent): said beside them,
+    not only for ten seconds in the status bar when the series opened."""
+    from core.series.analysis import SeriesAnalysis
+    from core.series.index import index_folder
+    from tests.series_data import write_series
+
+    images = [np.full((32, 32), 40 * k, np.uint8) for k in range(5)]
+    write_series(tmp_path / "gap", images, positions=[(0, 0, z) for z in (0, 3, 6, 15, 18)])
+    (series,) = index_folder(tmp_path / "gap").series
+    (gap,) = [w for w in series.warnings if w.startswith("Gap")]
+    window._show_series_analysis(SeriesAnalysis(series, [], [], False, 0.0, 5))
+    assert f"⚠ {gap}" in window.series_verdict.text()
