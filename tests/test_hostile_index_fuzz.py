@@ -134,7 +134,7 @@ def test_a_lying_number_of_frames_is_bounded_by_what_the_pixel_data_holds(tmp_pa
         (series,) = index.series
         assert len(series) == 2 and not index.problems
         assert [s.position for s in series.slices] == [(0.0, 0.0, 0.0), (0.0, 0.0, 2.0)]
-        assert series.warnings[0] == "liar.dcm: its header states 100000 frames, but its pixel data holds 2: 2 indexed."
+        assert series.warnings[0] == "'liar.dcm': its header states 100000 frames, but its pixel data holds 2: 2 indexed."
 
 
 def test_the_index_lists_the_frames_load_image_lists_of_a_cine_cut_short(tmp_path):
@@ -150,7 +150,7 @@ def test_the_index_lists_the_frames_load_image_lists_of_a_cine_cut_short(tmp_pat
         for index in (index_path(path), index_files([path], root=tmp_path)):
             (series,) = index.series
             assert len(series) == record.frames == 10, path.name  # two missing: listed, named when read
-            assert series.warnings == [f"{path.name}: its header states 10 frames, but its pixel data holds 8: "
+            assert series.warnings == [f"'{path.name}': its header states 10 frames, but its pixel data holds 8: "
                                        "frames 9 to 10 cannot be read."]
         assert any("holds only 8" in w for w in record.warnings), record.warnings
 

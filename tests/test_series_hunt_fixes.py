@@ -77,7 +77,7 @@ def test_an_image_cut_short_inside_its_header_is_listed_and_its_series_warns(tmp
     assert "cut short or damaged before it says what it holds" in index.problems[0]
     assert all("truncated DICOM image (MR Image Storage)" in p for p in index.problems[1:])
     assert [w for w in series.warnings if "could not be read" in w] == [
-        "1 file of this series could not be read and is not among its slices: IM0005.dcm."]
+        "1 file of this series could not be read and is not among its slices: 'IM0005.dcm'."]
     (row,) = series_rows(index, [_row(ref.path.name) for ref in series.slices])
     assert row["label"] == row["first_slice"] == "" and "IM0005.dcm" in row["warnings"]
     assert "3 of 4 slices analysed: no verdict for the whole series" in row["warnings"]
@@ -153,6 +153,19 @@ def test_a_regular_alternation_of_two_steps_is_irregular_spacing_not_gaps(tmp_pa
     (series,) = index_folder(tmp_path).series
     assert series.breaks == [] and not [w for w in series.warnings if w.startswith("Gap")]
     assert "Irregular spacing: steps from 2.50 to 4.00 mm." in series.warnings
+
+
+@pytest.mark.parametrize("z, breaks", [
+    ([0, 3, 6, 9, 12, 18, 24, 30, 33], [4, 5, 6]),  # three of eight steps miss a slice: still gaps
+    ([0, 3, 6, 9, 15, 21], [3, 4]),
+    ([0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 36], [9]),
+])
+def test_steps_that_miss_a_slice_are_gaps_however_many(tmp_path, z, breaks):
+    """Measured against the upper quartile of the steps, a series of which a quarter of the steps missed a slice
+    had no gap at all (its verdict bridged the missing slices, its volume counted them)."""
+    write_series(tmp_path, ramp_images(len(z)), positions=[(-120.0, -120.0, float(v)) for v in z])
+    (series,) = index_folder(tmp_path).series
+    assert series.breaks == breaks and series.spacing_mm == pytest.approx(3.0)
 
 
 def test_irregular_spacing_is_warned_beside_a_gap(tmp_path):
@@ -251,6 +264,16 @@ def test_anonymised_reports_withhold_the_file_names_their_warnings_give(tmp_path
     assert "DOE_JANE_3.dcm" in _page_text(series, [seg], anonymise=False)
     sr = export_series_sr(SeriesAnalysis(series, [seg], [], False, 0.0, 3), tmp_path / "s.sr.dcm")
     assert b"DOE_JANE" not in sr.read_bytes() and b"(file name withheld)" in sr.read_bytes()
+
+
+def test_withholding_file_names_leaves_the_numbers_of_the_text(tmp_path):
+    """Files named 1 to 8: 'Gap: (file name withheld).00 mm between slices (file name withheld) and ...'."""
+    z = [0, 3, 6, 9, 15, 18, 21, 24]
+    write_series(tmp_path, ramp_images(8), positions=[(-120.0, -120.0, v) for v in z], names=[str(k) for k in range(1, 9)])
+    (series,) = index_folder(tmp_path).series
+    (gap,) = [w for w in series.warnings if w.startswith("Gap")]
+    assert series.without_file_names(gap) == gap
+    assert series.without_file_names("Cannot open '4': truncated") == "Cannot open (file name withheld): truncated"
 
 
 # ----------------------------------------------------------------------------------------------- 10: the verdict line

@@ -19,7 +19,7 @@ import numpy as np
 from core.errors import DiagnosticError, ModelError, described
 from core.imaging.body_part import UNTESTED_BODY_PART
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE
-from core.series.index import DUPLICATE_MM, GAP_FACTOR, Series, SliceRef, gap_text
+from core.series.index import DUPLICATE_MM, GAP_FACTOR, MISSING_SLICE_FACTOR, Series, SliceRef, gap_text
 from core.series.stack import SeriesStack
 
 NORMAL_CLASSES = ("notumor", "no", "normal")  # a classifier's class that means 'nothing found'
@@ -28,9 +28,9 @@ MIN_RUN = 2  # adjacent abnormal slices needed to call the series abnormal
 
 VERDICT_RULE = f"""\
 Series verdict (core.series.analysis). Slices are taken in order along the slice normal; two slices are
-adjacent when they are neighbours in that order and no gap (a step over {GAP_FACTOR} x the upper quartile of the
-steps) lies between them. Slices less than {DUPLICATE_MM} mm apart share a position, and runs are counted in
-positions: two slices at one position are not two adjacent slices.
+adjacent when they are neighbours in that order and no gap (a step over {GAP_FACTOR} x the median step and
+{MISSING_SLICE_FACTOR} x the shortest) lies between them. Slices less than {DUPLICATE_MM} mm apart share a position,
+and runs are counted in positions: two slices at one position are not two adjacent slices.
 Classifier with a normal class ({', '.join(NORMAL_CLASSES)}): a slice is abnormal when P(not normal) =
 1 - P(normal class) >= {ABNORMAL_THRESHOLD}. The series is abnormal when at least {MIN_RUN} adjacent slices are
 abnormal (a series of one position: when its slice is). Its label is the non-normal class with the largest

@@ -37,7 +37,8 @@ from core.imaging.dicom import _ITEM, _ITEM_END, _LONG_VRS, _SEQUENCE_END, _UNDE
 from core.imaging.mammo_words import ViewCodes, view_codes
 
 OBLIQUE_DEGREES = 20.0  # a normal further than this from every patient axis makes the plane 'oblique'
-GAP_FACTOR = 1.5  # a step between neighbours larger than this times the series' usual larger step is a gap
+GAP_FACTOR = 1.5  # a step between neighbours larger than this times the series' median step is a gap ...
+MISSING_SLICE_FACTOR = 1.8  # ... where it also spans this many of its shortest steps (about two: a slice missing)
 DUPLICATE_MM = 0.01  # neighbours closer than this along the normal share a position
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines further apart than this are another orientation
 _DEFER = "2 KB"
@@ -115,10 +116,11 @@ class Series:
 
     def without_file_names(self, text: str) -> str:
         """``text`` (a warning) with the names of this series' files withheld, for an anonymised report: a file may
-        be named after the patient."""
+        be named after the patient. Warnings quote the file names they give ('IM0025.dcm', as ImageLoadError does),
+        and only quoted names are withheld: a series of files named 1, 2, 3 keeps the numbers of its text."""
         names = {p.name for p in self.files} | {n for rel in self.unread_files for n in (rel, Path(rel).name)}
         for name in sorted(names, key=len, reverse=True):
-            text = text.replace(name, "(file name withheld)")
+            text = text.replace(f"'{name}'", "(file name withheld)")
         return text
 
     def summary(self) -> dict:
@@ -402,7 +404,7 @@ def index_files(files: list[Path], root: Path) -> StudyIndex:
 def _add_unread(series: Series, names: list[str]) -> None:
     """Record the files of ``series`` that could not be read, and say so in its warnings."""
     series.unread_files.extend(names)
-    listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    listed = ", ".join(f"'{name}'" for name in names[:3]) + (", ..." if len(names) > 3 else "")
     what = "1 file of this series could not be read and is" if len(names) == 1 else \
         f"{len(names)} files of this series could not be read and are"
     series.warnings.append(f"{what} not among its slices: {listed}.")
@@ -669,7 +671,7 @@ def _dicom_entry(path: Path, ds, counts: tuple[int, int | None] | None = None):
         if held is not None and frames > max(1, held):
             holds = f"holds {held}" if held else "is missing"
             more = f"{listed} indexed." if listed < frames else f"frames {held + 1} to {frames} cannot be read."
-            warnings.append(f"{path.name}: its header states {frames} frames, but its pixel data {holds}: {more}")
+            warnings.append(f"'{path.name}': its header states {frames} frames, but its pixel data {holds}: {more}")
         frames = listed
     series_uid = _text(ds, "SeriesInstanceUID")
     study_uid = _text(ds, "StudyInstanceUID")
@@ -924,9 +926,11 @@ def _spacing_from_positions(series: Series) -> None:
     if not len(distinct):
         _spacing_from_tags(series)
         return
-    # A gap is measured against the usual larger step (the upper quartile), not the median: steps alternating
-    # 2.5 and 4.0 mm are the series' spacing, not a missing slice at every 4.0 mm step.
-    gap_over = GAP_FACTOR * float(np.percentile(distinct, 75, method="lower"))
+    # A gap: a step over GAP_FACTOR times the median step that also spans about two of the shortest steps or more (a
+    # slice missing); steps alternating 2.5 and 4.0 mm are the series' spacing, irregular, not a missing slice at
+    # every 4.0 mm step. Measured against the median, not a quartile: a quarter of the steps missing a slice each
+    # must still be gaps.
+    gap_over = max(GAP_FACTOR * float(np.median(distinct)), MISSING_SLICE_FACTOR * float(distinct.min()))
     regular = distinct[distinct <= gap_over]
     series.spacing_mm, series.spacing_source = float(np.median(regular)), "positions"
     series.breaks = [i for i, step in enumerate(steps) if step > gap_over]
