@@ -285,3 +285,24 @@ def test_one_colour_is_blank_like_one_grey_level():
     one_channel = np.zeros((300, 400, 3), np.uint8)
     one_channel[..., 2] = np.linspace(0, 255, 400, dtype=np.uint8)  # only blue varies: a picture, not blank
     assert not is_blank(one_channel)
+
+
+def test_a_tiffs_alpha_and_a_pngs_key_colour_read_over_black_as_a_pngs_alpha_does(tmp_path):
+    """The same half-transparent picture as PNG and as TIFF read alike (the TIFF's alpha had been dropped, so the
+    two went to different modalities); a grey or RGB PNG's transparent key colour (tRNS) is black too."""
+    grey = (np.arange(64 * 64).reshape(64, 64) % 200 + 40).astype(np.uint8)
+    alpha = np.where(np.arange(64)[None, :] < 32, 255, 0).astype(np.uint8).repeat(64, 0)
+    Image.fromarray(np.dstack([grey, grey, grey, alpha]), "RGBA").save(tmp_path / "rgba.png")
+    tifffile.imwrite(tmp_path / "rgba.tif", np.dstack([grey, grey, grey, alpha]), photometric="rgb",
+                     extrasamples=["unassalpha"])
+    tifffile.imwrite(tmp_path / "la.tif", np.dstack([grey, alpha]), photometric="minisblack",
+                     extrasamples=["unassalpha"])
+    png = load_image(tmp_path / "rgba.png").display(0)
+    for name in ("rgba.tif", "la.tif"):
+        np.testing.assert_array_equal(load_image(tmp_path / name).display(0), png)
+    key = int(grey[0, 40])
+    Image.fromarray(grey, "L").save(tmp_path / "l.png", transparency=key)
+    Image.fromarray(np.dstack([grey] * 3), "RGB").save(tmp_path / "rgb.png", transparency=(key,) * 3)
+    for name in ("l.png", "rgb.png"):
+        shown = load_image(tmp_path / name).display(0)
+        assert shown[0, 40] == 0 and shown[0, 41] == grey[0, 41]

@@ -306,12 +306,15 @@ def _resize_to(arr: np.ndarray, target: tuple[int, int]) -> np.ndarray:
 
 
 def _to_supported_mode(im: Image.Image) -> Image.Image:
+    if im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (im.mode in ("L", "P", "RGB") and "transparency" in im.info):
+        return _over_black(im)
+    if im.mode.startswith("I;16") and isinstance(im.info.get("transparency"), int):  # a 16-bit grey key colour
+        values = np.asarray(im)
+        return Image.fromarray(np.where(values == im.info["transparency"], 0, values).astype(values.dtype))
     if im.mode in ("L", "RGB", "I;16", "I;16B", "I;16L", "F"):
         return im
     if im.mode == "I":
         return im  # 32-bit integer greyscale, handled in _normalise
-    if im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (im.mode in ("L", "P", "RGB") and "transparency" in im.info):
-        return _over_black(im)
     if im.mode == "1":
         return im.convert("L")
     return im.convert("RGB")  # P, CMYK, YCbCr, LAB ...
@@ -393,6 +396,7 @@ def _open_tiff(path: Path):
         if tif is not None:
             tif.close()  # opened again for each page read
     colour = samples in (3, 4)
+    base, extras = (3 if colour else 1), tuple(getattr(key, "extrasamples", ()) or ())
 
     def shown(arr: np.ndarray) -> np.ndarray:
         """Indices (subsampled, never averaged) through the palette, then normalised and turned upright."""
@@ -411,7 +415,8 @@ def _open_tiff(path: Path):
                     page = series.pages[index]
                     _check_inflation(handle, page, segment, path)
                     if factor > 1:
-                        return shown(_streamed(page, rows, columns, samples, separate, factor))
+                        return shown(_over_black_samples(_streamed(page, rows, columns, samples, separate, factor),
+                                                         base, extras))
                     arr = page.asarray()
                 finally:
                     handle.close()
@@ -422,8 +427,7 @@ def _open_tiff(path: Path):
         arr = np.squeeze(arr) if arr.ndim > 3 else arr
         if samples > 1 and arr.ndim == 3 and separate and arr.shape[0] == samples:
             arr = np.moveaxis(arr, 0, -1)  # planar configuration 2: (S, H, W) -> (H, W, S)
-        if samples > 1 and not colour and arr.ndim == 3:
-            arr = arr[..., 0]  # grey plus extra samples (alpha, ...)
+        arr = _over_black_samples(arr, base, extras)
         if arr.shape[:2] != (rows, columns):
             raise ImageLoadError(path, f"page {index + 1} decodes to {arr.shape}, not the {rows} x {columns} its tags declare")
         return shown(shrink(arr, factor))
@@ -703,9 +707,21 @@ def _streamed(page, rows: int, columns: int, samples: int, separate: bool, facto
             out[r0 : r0 + nr, c0 : c0 + nc, plane] = sub[:nr, :nc, 0]
         else:
             out[r0 : r0 + nr, c0 : c0 + nc, :] = sub[:nr, :nc, :samples]
-    if samples == 1:
-        return out[..., 0]
-    return out if samples in (3, 4) else out[..., 0]
+    return out[..., 0] if samples == 1 else out
+
+
+def _over_black_samples(arr: np.ndarray, base: int, extras: tuple[int, ...]) -> np.ndarray:
+    """A TIFF page's grey (``base`` 1) or RGB (3) samples as they show over black, as a PNG's are (``_over_black``):
+    an unassociated alpha (ExtraSamples 2) scales them, an associated one (1) is in them already; other extra
+    samples are dropped. A page of ``base`` samples only is returned as it is."""
+    if arr.ndim != 3 or arr.shape[-1] <= base:
+        return arr
+    shown = arr[..., :base]
+    if extras[:1] == (2,):
+        alpha = arr[..., base:base + 1].astype(np.float32)
+        top = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else 1.0
+        shown = (shown * np.clip(alpha / top, 0.0, 1.0)).astype(arr.dtype)
+    return shown[..., 0] if base == 1 else shown
 
 
 def _normalise(arr: np.ndarray) -> np.ndarray:
