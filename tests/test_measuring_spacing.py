@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
+from types import SimpleNamespace
 
-import numpy as np
 import pydicom
 import pytest
 
-from core.imaging import Modality, load_image
-from core.inference.paths import measuring_spacing
+from core.imaging import ImageRecord, Modality, load_image
 
 
-class _Record:
-    def __init__(self, rows: int, columns: int, spacing):
-        self.rows, self.columns, self.pixel_spacing_mm = rows, columns, spacing
+def _spacing_of(rows: int, columns: int, spacing, modality: Modality):
+    picture = SimpleNamespace(rows=rows, columns=columns, pixel_spacing_mm=spacing, modality=Modality.OTHER)
+    return ImageRecord.measuring_spacing(picture, modality)
 
 
 @pytest.mark.parametrize("rows, columns, spacing, modality, kept", [
@@ -31,7 +29,7 @@ class _Record:
     (256, 256, None, Modality.MR, None),  # unknown: said elsewhere, not called implausible
 ])
 def test_spacing_is_believed_only_within_the_modalitys_field(rows, columns, spacing, modality, kept):
-    used, warning = measuring_spacing(_Record(rows, columns, spacing), modality)
+    used, warning = _spacing_of(rows, columns, spacing, modality)
     if kept is None:
         assert used is None and warning is None
     elif kept:
@@ -53,3 +51,4 @@ def test_a_10_mm_pixel_brain_slice_gets_its_lesion_in_pixels(tmp_path, pydicom_f
     assert result.spacing_known is False and result.lesion_area_mm2 is None
     assert all(lesion.area_mm2 is None for lesion in result.lesions)
     assert any(w.startswith("Implausible pixel spacing: the file states 10 x 10 mm") for w in result.warnings)
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
@@ -60,6 +61,9 @@ VOI_LUT = "VOI LUT"  # the name of the window a file's VOI LUT amounts to
 
 _FRAME_CACHE_SIZE = 8
 PLAUSIBLE_ASPECT = (0.25, 4.0)  # a pixel's height over its width; beyond, one of the two stated spacings is wrong
+# The field a picture of a modality can cover, its larger side in mm: an MR picture's 10-600 (a crop of a slice to a
+# whole-body field), an ultrasound picture's 5-400. Beyond, the stated spacing is a header error.
+PLAUSIBLE_FIELD_MM = {"MR": (10.0, 600.0), "US": (5.0, 400.0)}
 _FRAME_CACHE_BYTES = 512 * 1024**2  # big frames: fewer of them kept (at least the last one)
 
 
@@ -169,6 +173,24 @@ class ImageRecord:
         ratio = spacing[0] / spacing[1]
         low, high = PLAUSIBLE_ASPECT
         return ratio if 1e-3 < abs(ratio - 1.0) and low <= ratio <= high else 1.0
+
+    def measuring_spacing(self, modality: Modality | None = None) -> tuple[tuple[float, float] | None, str | None]:
+        """(The pixel spacing to measure with, a warning where the file's is not believable for ``modality``, the
+        picture's own by default): a header that puts a 256-px brain slice 2.56 m across (10 mm pixels), or pixels
+        30 times taller than wide, would give a tumour of 634 mm and a ruler of a metre; sizes are then given in
+        pixels only. One rule for the segmenters' lesions, the window's rulers and regions and what they export."""
+        spacing = self.pixel_spacing_mm
+        if not spacing:
+            return None, None
+        modality = modality or self.modality
+        row_mm, column_mm = spacing
+        field_mm = max(self.rows * row_mm, self.columns * column_mm)
+        low, high = PLAUSIBLE_FIELD_MM.get(modality.value, (0.0, math.inf))
+        if not (low <= field_mm <= high and PLAUSIBLE_ASPECT[0] <= row_mm / column_mm <= PLAUSIBLE_ASPECT[1]):
+            return None, (f"Implausible pixel spacing: the file states {row_mm:g} x {column_mm:g} mm (row x column), "
+                          f"which makes the picture {self.columns * column_mm:.0f} x {self.rows * row_mm:.0f} mm, "
+                          f"not a {modality.label} picture: sizes are given in pixels only.")
+        return (row_mm, column_mm), None
 
     def file_spacing_mm(self) -> list[float] | None:
         """(row, column) spacing of the file's own pixels: ``pixel_spacing_mm`` is the loaded picture's, which is

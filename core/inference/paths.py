@@ -11,7 +11,6 @@ or mask post-processing -> ModelResult, without asking the bundle for any of it 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from core.errors import DiagnosticError, ImageLoadError, ModelError
 from core.imaging.loader import load_image, read_header
 from core.imaging.mammo_words import HEADER_KEYWORDS, MAGNIFIED_FACTOR, side_and_view, view_codes
-from core.imaging.record import PLAUSIBLE_ASPECT, ImageRecord, Modality
+from core.imaging.record import ImageRecord, Modality
 from core.inference.device import configure_device
 from core.inference.gradcam import GradCam
 from core.inference.lesions import drop_unsure_components, find_lesions
@@ -373,7 +372,7 @@ class SegmenterPath(AnalysisPath):
         self.calipers = info.modality is Modality.US
 
     def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
-        spacing, implausible = measuring_spacing(record, self.info.modality)
+        spacing, implausible = record.measuring_spacing(self.info.modality) if record is not None else (None, None)
         x, box, display = ModelInputs.of(picture).made(self.spec)
         x = x[None]
         if self.flip_average:
@@ -392,28 +391,6 @@ class SegmenterPath(AnalysisPath):
         elif spacing is None:
             result.warnings.append("Pixel spacing unknown: sizes are given in pixels only.")
         return result
-
-
-# The field a picture of each segmenter's modality can cover, its larger side in mm: an MR picture's 10-600 (a crop of
-# a slice to a whole-body field), an ultrasound picture's 5-400. Beyond, the stated spacing is a header error.
-PLAUSIBLE_FIELD_MM = {Modality.MR: (10.0, 600.0), Modality.US: (5.0, 400.0)}
-
-
-def measuring_spacing(record: ImageRecord | None, modality: Modality) -> tuple[tuple[float, float] | None, str | None]:
-    """(The pixel spacing lesions are measured with, a warning where the file's is not believable): a header that
-    puts a 256-px brain slice 2.56 m across (10 mm pixels), or pixels 30 times taller than wide, would give a
-    tumour of 634 mm; its sizes are then given in pixels only."""
-    spacing = record.pixel_spacing_mm if record is not None else None
-    if not spacing:
-        return None, None
-    row_mm, column_mm = spacing
-    field_mm = max(record.rows * row_mm, record.columns * column_mm)
-    low, high = PLAUSIBLE_FIELD_MM.get(modality, (0.0, math.inf))
-    if not (low <= field_mm <= high and PLAUSIBLE_ASPECT[0] <= row_mm / column_mm <= PLAUSIBLE_ASPECT[1]):
-        return None, (f"Implausible pixel spacing: the file states {row_mm:g} x {column_mm:g} mm (row x column), "
-                      f"which makes the picture {record.columns * column_mm:.0f} x {record.rows * row_mm:.0f} mm, "
-                      f"not a {modality.label} picture: sizes are given in pixels only.")
-    return (row_mm, column_mm), None
 
 
 # A film whose file states no pixel spacing is taken to be as tall as a mini-MIAS film (1024 px at 200 um).
