@@ -375,3 +375,16 @@ def test_characters_no_installed_font_draws_are_named_in_the_image_report(tmp_pa
                              anonymise=False)
     text = _text(out)
     assert "U+5C71 U+7530" in text and "cannot be shown" in text
+
+
+def test_a_file_written_in_one_step_gets_the_mode_a_new_file_gets(tmp_path):
+    """mkstemp's 0600 had made reports and view JSON unreadable to colleagues sharing the folder."""
+    import os
+
+    from core.export.files import write_bytes_atomic
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    (tmp_path / "plain.txt").write_bytes(b"x")
+    written = write_bytes_atomic(tmp_path / "atomic.txt", b"x")
+    assert written.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -27,8 +27,21 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+def _file_mode() -> int:
+    """The mode a new file gets from open(): 0o666 less the process's umask (read once, at import, while one thread
+    runs: os.umask can only be read by setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _file_mode()
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it into place."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it into place; the file
+    gets the mode any new file gets (mkstemp's own is 0600: a report shared in a folder would be unreadable to the
+    colleagues it is for)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +57,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _NEW_FILE_MODE)  # os.chmod, not fchmod: Windows has it before Python 3.13
         os.replace(tmp, path)
     except OSError as exc:
         try:
