@@ -142,3 +142,12 @@ def test_a_lumbar_spine_mr_gets_the_warning_from_the_analyzer(tiny_models, pydic
     assert [w for w in result.warnings if w.startswith(UNTESTED_BODY_PART)] == [
         "Untested body part: the header's BodyPartExamined says LSPINE; 'tiny-mr-classifier' was trained on brain "
         "images only: its output here is untested."]
+
+
+@pytest.mark.parametrize("modality, texts, warned", [
+    (Modality.MR, {"StudyDescription": "MRI BRAIN", "SeriesDescription": "AX 3D T1 BRAVO +C CARD GATED"}, False),
+    (Modality.MR, {"StudyDescription": "MRI BRAIN", "SeriesDescription": "SAG T1 CARDIAC GATED"}, False),
+    (Modality.MR, {"StudyDescription": "MR CHEST WALL"}, True),
+])
+def test_gating_is_not_another_part(modality, texts, warned):
+    assert bool(_warned(modality, **texts)) is warned

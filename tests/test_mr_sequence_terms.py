@@ -100,3 +100,8 @@ def test_a_proton_density_slice_gets_the_warning_from_the_analyzer(tiny_models, 
     (result,) = Analyzer(Registry([models])).analyze(load_image(tmp_path / "pd.dcm")).results
     (said,) = [w for w in result.warnings if w.startswith(UNTESTED_SEQUENCE)]
     assert "the header says PD (from SeriesDescription word 'pd')" in said
+
+
+def test_a_phase_direction_note_is_not_a_double_inversion():
+    for said in ("T2 TSE AX dir FH", "AX T2 FSE dir AP", "t2_tse_tra dir SI"):
+        assert mr_sequence(_rows(SeriesDescription=said)).name == "T2", said

@@ -45,7 +45,7 @@ BREAST = _terms("MAMA BRST ARMPIT NIPPLE", "BREAST MAMM AXILL")
 # Every other part: Annex L's terms and the words descriptions use for them. Short words count whole only (HIP is
 # not HIPPOCAMPUS, SPINE not SPIN ECHO), and no stem starts a word naming a sequence, a plane or a part of the brain.
 ELSEWHERE = _terms(
-    "ABD ACJOINT ADRENAL ANKLE ARM BACK BILE BILEDUCT BLADDER BOWEL BUTTOCK CALF CARD CERVIX CHEEK CHEST "
+    "ABD ACJOINT ADRENAL ANKLE ARM BACK BILE BILEDUCT BLADDER BOWEL BUTTOCK CALF CERVIX CHEEK CHEST "
     "CHESTABDOMEN CHESTABDPELVIS COLON CSPINE CTSPINE ELBOW FACE FEET FINGER FOOT FOREARM GROIN GYN HAND HEART HIP "
     "ILEAL ILEUM ILIAC ILIUM JAW KIDNEY KNEE LARGEINTESTINE LARYNX LEG LIMB LIVER LSPINE LSSPINE LUMBAR LUNG MOUTH "
     "MSK NECK NECKCHEST NECKCHESTABDOMEN NECKCHESTABDPELV NECKCHESTABDPELVIS NOSE PAROTID PENIS RADIUS RADIUSULNA "
@@ -72,13 +72,14 @@ DOMAINS: dict[Modality, tuple[str, Terms, Terms]] = {
 # and the scanner's preset (a breast small-parts preset is used on kidneys and thyroids).
 RANKS = (("BodyPartExamined", "StudyDescription", "SeriesDescription"), ("ProtocolName", "ProcessingFunction"))
 _COIL = re.compile(r"\S+\s+COILS?\b")  # 'HEAD_NECK coil': the coil's name, not the part examined
+_GATING = re.compile(r"\S+\s+(?:GATED|GATING|TRIGGER\w*)\b")  # 'CARDIAC GATED': how it was timed, not where
 _WHOLE_BODY = re.compile(r"WHOLE[\s_-]*BODY")
 _WORD = re.compile(r"[A-Z]+")
 
 
 def _reading(text: str, own: Terms, others: Terms) -> tuple[bool, str | None]:
     """Whether ``text`` names the model's own part, and else its first word naming another part."""
-    text = _WHOLE_BODY.sub("WHOLEBODY", _COIL.sub(" ", text.upper()))
+    text = _WHOLE_BODY.sub("WHOLEBODY", _GATING.sub(" ", _COIL.sub(" ", text.upper())))
     words = _WORD.findall(text)
     if any(own.named(w) for w in words):
         return True, None

@@ -33,7 +33,7 @@ _NAMED = (
     ("SWI / T2*", r"\bswi\b|\bswan\b|suscept|t2\*|t2.?star|\bhemo"),  # a GRE alone: 'gradient echo' below
     ("angiography", r"\btof\b|\bmra\b|angio"),
     ("localizer", r"locali[sz]er|\bscout\b|\bsurvey\b|3.?plane.?loc|\baahead\b"),
-    ("DIR", r"\bdir\b(?! ?(?:ap|pa|lr|rl)\b)|double ?(?:inversion|ir)\b"),  # not a phase direction 'dir AP'
+    ("DIR", r"\bdir\b(?! ?(?:ap|pa|lr|rl|fh|hf|si|is|row|col)\b)|double ?(?:inversion|ir)\b"),  # not 'dir AP'
     ("T1", r"\bs?t1w? ?flair"),  # GE's T1 FLAIR is T1-weighted
     ("FLAIR", r"flair|dark.?fluid"),
     ("STIR", r"\bstir\b"),
