@@ -223,3 +223,51 @@ def test_the_stem_file_is_written_again_where_it_is_cut_short_or_of_another_trun
     assert sorted(p.name for p in (cache / "stems").iterdir()) == sorted(Path(i["stem"]["file"]).name
                                                                       for i in (first, other))
     assert find_export(bundle, [cache]).stem == cache / other["stem"]["file"]
+
+
+def test_models_that_stop_running_part_way_through_a_series_are_said_and_nothing_is_raised():
+    """Model A fails from slice 3 on, model B from slice 5: the whole series analysis had raised at slice 5."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace as NS
+
+    from core.inference.results import Analysis, ModelFailure
+    from core.inference.results import ModelResult as Result
+    from core.series.analysis import analyse_series
+    from core.series.index import Series, SliceRef
+
+    series = Series("k", "1.2.3", "dicom", slices=[SliceRef(f"s{i}.dcm", position_mm=3.0 * i) for i in range(8)],
+                    spacing_mm=3.0, spacing_source="positions")
+    bundles = {m: NS(id=m, version="1", task="classification", classes=["no", "yes"]) for m in ("a", "b")}
+    fails_from = {"a": 2, "b": 4}
+
+    class Stub:
+        registry = NS(get=bundles.get)
+
+        def bundles_for(self, record, ids=None):
+            return list(bundles.values())
+
+        def analyze(self, record, frame=0, model_ids=None, **_):
+            analysis = Analysis("x", "MR", "dicom", 0)
+            for m in model_ids:
+                if record.i >= fails_from[m]:
+                    analysis.failures.append(ModelFailure(m, "1", "classification", f"model '{m}': cannot load"))
+                else:
+                    analysis.results.append(Result(m, "1", "classification", "cpu", ["no", "yes"],
+                                                   {"no": 0.9, "yes": 0.1}, "no"))
+            if analysis.failures and not analysis.results:
+                raise ModelError("; ".join(f.error for f in analysis.failures))
+            return analysis
+
+    class Engine:
+        analyzer = Stub()
+
+        def call(self, fn, *args, **kwargs):
+            done = Future()
+            done.set_result(fn(*args, **kwargs))
+            return done
+
+    stack = NS(record=lambda i: (NS(i=i, modality=NS(value="MR", label="MR")), 0))
+    result = analyse_series(series, Engine(), stack=stack)
+    assert result.results == [] and result.failures == ["a did not run: model 'a': cannot load",
+                                                        "b did not run: model 'b': cannot load"]
+    assert result.error == "; ".join(result.failures) and all(f in result.warnings for f in result.failures)

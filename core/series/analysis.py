@@ -102,12 +102,15 @@ class SeriesAnalysis:
     slices_analysed: int  # slices run through a model in this call (the rest came from the cache)
     unread: str | None = None  # where no slice could be read (so no model was chosen): the first slice's reason
     modality: str = ""  # the modality the slices were read as, where the series states none (a PNG or JPEG)
+    failures: list[str] = field(default_factory=list)  # the chosen models that could not run, each once (no verdict)
 
     @property
     def error(self) -> str | None:
-        """Why the series has no verdict at all, where no slice could be read or analysed (as a single image's
-        error: the command line exits 2 on it), whichever models were chosen; None when any model gave one, or
-        the run was cancelled."""
+        """What failed, as a single image's error (the command line exits 2 on it): the chosen models that could not
+        run (the others' verdicts stand), else why no verdict at all, where no slice could be read or analysed; None
+        when every model gave one, or the run was cancelled."""
+        if self.failures:
+            return "; ".join(self.failures)
         if self.cancelled or any(v.label is not None for v in self.results):
             return None
         reasons = [o.error for v in self.results for o in v.slices if o is not None and o.error]
@@ -417,12 +420,14 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
     outcomes: dict[str, list[SliceOutcome | None]] = {}
     bundles = [analyzer.registry.get(m) for m in model_ids] if model_ids else None
     analysed, cancelled = 0, False
+    failures: list[str] = []
     unread: str | None = None  # the first slice's reason while none could be read
     modality = ""
     for i, ref in enumerate(series.slices):
         if cancel.is_set():
             cancelled = True
             break
+        todo: list = []
         try:
             if bundles is None:
                 record, _ = stack.record(i)
@@ -450,7 +455,7 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
                         cache.put(ref, b.id, b.version, outcome)
                         outcomes[b.id][i] = outcome
                 for failure in analysis.failures:  # a bundle that cannot run fails every slice: said once, dropped
-                    warnings.append(failure.message)
+                    failures.append(failure.message)
                     bundles = [b for b in bundles if b.id != failure.model_id]
                 analysed += 1
         except Cancelled:
@@ -458,13 +463,19 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
             break
         except Exception as exc:  # noqa: BLE001 - one bad slice must not stop the series
             message = str(exc) if isinstance(exc, DiagnosticError) else f"unexpected failure: {described(exc)}"
-            if isinstance(exc, ModelError):
-                raise  # none of the bundles can run (one that cannot is dropped above): say it once
-            for b in bundles or []:
-                outcomes.setdefault(b.id, [None] * n)[i] = SliceOutcome(error=message)
-            if bundles is None:
-                warnings.append(f"slice {i + 1}: {message}")
-                unread = unread or message
+            if isinstance(exc, ModelError) and todo and analysed:
+                # the models left to run all failed on this slice, after slices were analysed: each is said once and
+                # dropped (no verdict on part of the series), the others go on
+                failures += [f"{b.id} did not run: {message}" for b in todo]
+                bundles = [b for b in bundles if b not in todo]
+            elif isinstance(exc, ModelError):
+                raise  # no model could run from the first slice on: said once, as the series' error
+            else:
+                for b in bundles or []:
+                    outcomes.setdefault(b.id, [None] * n)[i] = SliceOutcome(error=message)
+                if bundles is None:
+                    warnings.append(f"slice {i + 1}: {message}")
+                    unread = unread or message
         if progress is not None:
             progress(SeriesProgress(i + 1, n, i, time.perf_counter() - started))
     if cancelled:
@@ -472,8 +483,9 @@ def analyse_series(series: Series, engine, model_ids: list[str] | None = None,
     results = [verdict(b.id, b.version, b.task, list(b.classes), outcomes.get(b.id, [None] * n), series)
                for b in bundles or []]
     series_disagreements(results)
-    return SeriesAnalysis(series, results, warnings, cancelled, time.perf_counter() - started, analysed,
-                          unread=unread if bundles is None else None, modality="" if series.modality else modality)
+    return SeriesAnalysis(series, results, warnings + failures, cancelled, time.perf_counter() - started, analysed,
+                          unread=unread if bundles is None else None, modality="" if series.modality else modality,
+                          failures=failures)
 
 
 def _slice_list(slices: list[int]) -> str:
