@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -206,3 +207,21 @@ def microscopy_bundle(tiny_models: Path, folder: Path, bundle_id: str, **tiling)
     manifest.update(id=bundle_id, modality="SM", tiling=tiling)
     (target / "manifest.json").write_text(json.dumps(manifest))
     return folder
+
+
+@pytest.fixture
+def cli(tiny_models, tmp_path, monkeypatch, capsys):
+    """main.py on the tiny bundles with a history of the test's own; returns (exit code, printed JSON)."""
+    from core.cli import main
+
+    monkeypatch.setenv("MIDA_USER_MODELS", str(tiny_models))
+    monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
+
+    def run(*argv: str) -> tuple[int, dict]:
+        try:
+            code = main(list(argv))
+        except KeyboardInterrupt:  # never let it reach pytest, which would stop the whole run
+            pytest.fail("KeyboardInterrupt escaped the command")
+        out = capsys.readouterr().out
+        return code, json.loads(out) if out.strip().startswith("{") else {}
+    return run

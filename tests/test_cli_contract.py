@@ -12,24 +12,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from core.cli import main
-
-
-@pytest.fixture
-def cli(tiny_models, tmp_path, monkeypatch, capsys):
-    """main.py on the tiny bundles with a history of the test's own; returns (exit code, printed JSON)."""
-    monkeypatch.setenv("MIDA_USER_MODELS", str(tiny_models))
-    monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
-
-    def run(*argv: str) -> tuple[int, dict]:
-        try:
-            code = main(list(argv))
-        except KeyboardInterrupt:  # never let it reach pytest, which would stop the whole run
-            pytest.fail("KeyboardInterrupt escaped the command")
-        out = capsys.readouterr().out
-        return code, json.loads(out) if out.strip().startswith("{") else {}
-    return run
-
 
 @pytest.fixture
 def two_classifiers(tiny_models, tmp_path, monkeypatch):

@@ -3,26 +3,12 @@ never an option silently ignored (each case found by driving main.py; each test 
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pydicom
 import pytest
 
 from core.cli import main
-
-
-@pytest.fixture
-def cli(tiny_models, tmp_path, monkeypatch, capsys):
-    """main.py on the tiny bundles with a history of the test's own; returns (exit code, printed JSON)."""
-    monkeypatch.setenv("MIDA_USER_MODELS", str(tiny_models))
-    monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
-
-    def run(*argv: str) -> tuple[int, dict]:
-        code = main(list(argv))
-        out = capsys.readouterr().out
-        return code, json.loads(out) if out.strip().startswith("{") else {}
-    return run
 
 
 def test_an_output_over_the_input_or_over_another_output_is_refused(cli, pydicom_file, tmp_path):

@@ -163,20 +163,6 @@ def test_a_report_whose_write_fails_leaves_the_earlier_one(picture, tmp_path):
     assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.pdf", "slice.png"]
 
 
-@pytest.fixture
-def cli(tiny_models, tmp_path, monkeypatch, capsys):
-    from core.cli import main
-
-    monkeypatch.setenv("MIDA_USER_MODELS", str(tiny_models))
-    monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
-
-    def run(*argv: str) -> tuple[int, dict]:
-        code = main(list(argv))
-        out = capsys.readouterr().out
-        return code, json.loads(out) if out.strip().startswith("{") else {}
-    return run
-
-
 def test_a_report_named_as_a_hard_link_to_the_input_is_refused(cli, picture, tmp_path):
     report = tmp_path / "report.pdf"
     os.link(picture, report)
