@@ -324,9 +324,14 @@ def _over_black(im: Image.Image) -> Image.Image:
     """A picture with transparency as it shows over black, a scan's background: the colours hidden under
     transparent pixels (any, as the program that saved it left them) must not reach the models, which would then
     answer differently for two pictures that look the same."""
-    rgba = im.convert("RGBA")
-    shown = Image.new("L" if im.mode in ("L", "LA", "La") else "RGB", im.size, 0)
-    shown.paste(rgba.convert(shown.mode), mask=rgba.getchannel("A"))
+    if im.mode in ("L", "LA", "La"):
+        grey = im.convert("LA")
+        shown = Image.new("L", im.size, 0)
+        shown.paste(grey.getchannel("L"), mask=grey.getchannel("A"))
+        return shown
+    rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+    shown = Image.new("RGB", im.size, 0)
+    shown.paste(rgba, mask=rgba)  # RGBA pasted into RGB as it is: no RGB copy of a large picture (447 -> 137 MB)
     return shown
 
 
