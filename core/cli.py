@@ -335,14 +335,25 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
 
                 written = export_sr(record, analysis, target, anonymise=not args.identified)
         except (DiagnosticError, OSError) as exc:  # never reported as written
-            reason = str(exc) if isinstance(exc, DiagnosticError) else \
-                f"an output could not be written ({os_reason(exc)})"
+            reason = str(exc) if isinstance(exc, DiagnosticError) else f"cannot write '{target}': {os_reason(exc)}"
             summary[f"{key}_error"] = reason
             if failures is not None:
                 failures.append(reason)
             continue
         summary[f"{key}_file"] = str(written)
+    for flag, key, made_by, missing in _UNMADE_OUTPUTS:  # an output asked for that no result here can make
+        if getattr(args, key) and not any(getattr(r, made_by) is not None for r in analysis.results):
+            reason = f"{flag}: {missing} on this image"
+            out[f"{_OUTPUT_KEYS[flag]}_error"] = reason
+            if failures is not None:
+                failures.append(reason)
     return out
+
+
+# (option, argparse key, what a result needs to make it, why none did): never silently missing
+_UNMADE_OUTPUTS = (("--mask-out", "mask_out", "mask", "no segmentation model ran"),
+                   ("--dicom-seg-out", "dicom_seg_out", "mask", "no segmentation model ran"),
+                   ("--heatmap-out", "heatmap_out", "heatmap", "no model drew a heatmap"))
 
 
 def cmd_batch(args: argparse.Namespace) -> int:

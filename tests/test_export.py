@@ -374,3 +374,81 @@ def test_structured_report_groups_carry_the_warnings_that_qualify_them(analyzer,
     assert comments(image_group) == list(dict.fromkeys(record.warnings + analysis.warnings + classifier.warnings))
     assert comments(found) == list(dict.fromkeys(record.warnings + analysis.warnings + segmenter.warnings))
     assert not any(w.startswith("Wrong modality") for w in comments(found))
+
+
+# Exports written as the reports are (found by a hunt of the day's exports; each failed before its fix)
+@pytest.fixture
+def non_square(pydicom_file, tmp_path):
+    """MR_small as a slice of pixels twice as tall as wide (PixelSpacing 0.8 \\ 0.4 mm)."""
+    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
+    ds.PixelSpacing = [0.8, 0.4]
+    ds.save_as(tmp_path / "tall.dcm")
+    return tmp_path / "tall.dcm"
+
+
+def test_an_overlay_capture_states_its_pixels_spacing(non_square, tmp_path):
+    """Without it a PACS draws the capture's non-square pixels square: the head squeezed 2:1."""
+    import numpy as np
+
+    from core.export.dicom_export import export_overlay_sc
+
+    record = load_image(non_square)
+    overlay = np.zeros((record.rows, record.columns, 3), np.uint8)
+    sc = pydicom.dcmread(export_overlay_sc(record, overlay, tmp_path / "out" / "sc.dcm"))
+    assert [float(v) for v in sc.PixelSpacing] == [0.8, 0.4]
+
+
+def test_a_dicom_export_whose_write_fails_leaves_the_earlier_file(analyzer, identified_dicom, tmp_path):
+    """Under a file-size limit (a full disk) the SR was cut to 8 kB and still opened as a DICOM file."""
+    from core.export import files
+    from core.export.structured_report import export_sr
+
+    record = load_image(identified_dicom)
+    analysis = analyzer.analyze(record, model_ids=["tiny-us-segmenter"])
+    out = export_sr(record, analysis, tmp_path / "x.sr.dcm")
+    before = out.read_bytes()
+
+    def full_disk(path, data):
+        raise files.WriteError(path, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files, "write_bytes_atomic", full_disk)
+        with pytest.raises(files.WriteError, match="No space left"):
+            export_sr(record, analysis, out)
+    assert out.read_bytes() == before
+
+
+def test_a_file_where_a_folder_should_be_is_named(tmp_path):
+    from core.export.files import WriteError, write_bytes_atomic
+
+    (tmp_path / "afile").write_bytes(b"x")
+    with pytest.raises(WriteError, match="afile' is a file, not a folder"):
+        write_bytes_atomic(tmp_path / "afile" / "deeper" / "x.dcm", b"data")
+
+
+def test_a_seg_or_mask_asked_for_where_no_segmenter_ran_is_an_error(cli, identified_dicom, tmp_path):
+    code, said = cli("analyze", str(identified_dicom), "--model", "tiny-mr-classifier", "--no-history", "--json",
+                     "--dicom-seg-out", str(tmp_path / "s.dcm"), "--mask-out", str(tmp_path / "m.png"))
+    assert code == 2 and said["dicom_seg_error"] == "--dicom-seg-out: no segmentation model ran on this image"
+    assert said["mask_error"] == "--mask-out: no segmentation model ran on this image"
+    assert not (tmp_path / "s.dcm").exists() and not (tmp_path / "m.png").exists()
+
+
+def test_a_seg_reopened_measures_by_the_segmenters_spacing_rule(analyzer, identified_dicom, tmp_path):
+    """A SEG beside a picture whose stated spacing is a header error (10-mm pixels): the segmenter gave its lesion in
+    pixels, the SEG reopened gave it in square metres."""
+    from core.export.dicom_export import export_seg
+    from core.series.segmentation_file import open_segmentation
+
+    ds = pydicom.dcmread(identified_dicom)
+    ds.PixelSpacing = [10.0, 10.0]
+    (tmp_path / "wide").mkdir()
+    ds.save_as(tmp_path / "wide" / "wide.dcm")
+    record = load_image(tmp_path / "wide" / "wide.dcm")
+    (result,) = analyzer.analyze(record, model_ids=["tiny-us-segmenter"]).results
+    assert result.lesions and result.lesion_area_mm2 is None
+    export_seg(record, result, tmp_path / "wide" / "wide.seg.dcm")
+    _, reopened = open_segmentation(tmp_path / "wide" / "wide.seg.dcm")
+    (read,) = reopened.results
+    assert read.lesions and all(lesion.area_mm2 is None for lesion in read.lesions)
+    assert any(w.startswith("Implausible pixel spacing") for w in read.warnings)

@@ -22,6 +22,7 @@ from core import __version__
 from core.errors import DiagnosticError
 from core.export.anonymise import (anonymise_dataset, carries_screen_text, deidentify_created, pseudonym,
                                    without_screen_text)
+from core.export.files import make_folder_for, write_dataset
 from core.imaging.record import ImageRecord
 from core.inference.results import ModelResult
 from core.models.storage import sha256_file
@@ -56,7 +57,7 @@ def source_dataset(record: ImageRecord, frame: int, anonymise: bool, out_dir: Pa
         ds = anonymise_dataset(ds) if anonymise else ds
         # the source's file name often is the patient's name: an anonymised wrapper is named by its UID
         name = f"source_sc_{ds.SOPInstanceUID}.dcm" if anonymise else f"{record.path.stem}_f{frame}_source_sc.dcm"
-        ds.save_as(out_dir / name, enforce_file_format=True)
+        write_dataset(ds, out_dir / name)
     return with_type2_attributes(ds)
 
 
@@ -93,6 +94,7 @@ def _frame_capture(record: ImageRecord, frame: int, original: Dataset | None, an
     held = [source, str(frame), hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest(), identity]
     common = dict(pixel_array=pixels, photometric_interpretation="RGB" if pixels.ndim == 3 else "MONOCHROME2",
                   bits_allocated=8, coordinate_system="PATIENT", patient_orientation=("L", "P"),
+                  pixel_spacing=record.pixel_spacing_mm,
                   series_instance_uid=generate_uid(entropy_srcs=["series", *held]), series_number=1,
                   sop_instance_uid=generate_uid(entropy_srcs=["instance", *held]), instance_number=1,
                   manufacturer=MANUFACTURER)
@@ -104,6 +106,15 @@ def _frame_capture(record: ImageRecord, frame: int, original: Dataset | None, an
     ds.PatientOrientation = ""  # unknown for a captured picture: left empty rather than guessed
     _say_burned_in(ds, record, anonymise)
     return ds
+
+
+def _captured_spacing(record: ImageRecord, shape: tuple[int, int]) -> tuple[float, float] | None:
+    """The pixel spacing of a capture of ``shape`` (rows, columns) of the picture shown: the picture's own, scaled
+    where the capture has another size; without it a PACS draws non-square pixels square (a head squeezed 2:1)."""
+    spacing = record.pixel_spacing_mm
+    if not spacing:
+        return None
+    return spacing[0] * record.rows / shape[0], spacing[1] * record.columns / shape[1]
 
 
 def _say_burned_in(ds: Dataset, record: ImageRecord, anonymise: bool) -> None:
@@ -126,7 +137,7 @@ def _at_size(mask: np.ndarray, rows: int, columns: int) -> np.ndarray:
 
 def export_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int = 0, anonymise: bool = True) -> Path:
     """A binary DICOM SEG of ``result.mask`` (frame ``frame`` of the source)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder_for(out)
     with explained("DICOM SEG"):
         return _write_seg(record, result, out, frame, anonymise)
 
@@ -161,8 +172,7 @@ def _write_seg(record: ImageRecord, result: ModelResult, out: Path, frame: int, 
         drop_pixel_measures(seg)
     if anonymise:
         deidentify_created(seg, str(source.PatientID))
-    seg.save_as(out)
-    return out
+    return write_dataset(seg, out, enforce_file_format=False)
 
 
 def drop_pixel_measures(seg: Dataset, incomplete_only: bool = False) -> bool:
@@ -184,7 +194,7 @@ def drop_pixel_measures(seg: Dataset, incomplete_only: bool = False) -> bool:
 def export_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, frame: int = 0,
                       anonymise: bool = True) -> Path:
     """The picture with overlays as an RGB Secondary Capture in the source's study."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder_for(out)
     with explained("DICOM Secondary Capture"):
         return _write_overlay_sc(record, overlay_rgb, out, frame, anonymise)
 
@@ -197,6 +207,7 @@ def _write_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, f
         ref_dataset=source, pixel_array=np.ascontiguousarray(overlay_rgb, np.uint8), photometric_interpretation="RGB",
         bits_allocated=8, coordinate_system="PATIENT",
         patient_orientation=orientation if len(orientation) == 2 else ("L", "P"),
+        pixel_spacing=_captured_spacing(record, overlay_rgb.shape[:2]),
         series_instance_uid=hd.UID(), series_number=901, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer=MANUFACTURER,
     )
@@ -206,5 +217,4 @@ def _write_overlay_sc(record: ImageRecord, overlay_rgb: np.ndarray, out: Path, f
     if anonymise:
         deidentify_created(sc, str(source.PatientID))
     sc.SeriesDescription = "Decision support overlay - not for diagnosis"
-    sc.save_as(out, enforce_file_format=True)
-    return out
+    return write_dataset(sc, out)

@@ -38,13 +38,44 @@ def _file_mode() -> int:
 _NEW_FILE_MODE = _file_mode()
 
 
+def write_dataset(ds, path: Path, enforce_file_format: bool = True) -> Path:
+    """A DICOM data set (SEG, SC, SR) written as ``write_bytes_atomic`` writes: encoded in memory first, so a full
+    disk leaves the file that was there before, not a truncated one that still opens."""
+    import io
+
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=enforce_file_format)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def _blocking_file(folder: Path) -> Path | None:
+    """The first part of ``folder``'s path that exists and is not a folder (a file where a folder should be)."""
+    for part in [*reversed(folder.parents), folder]:
+        if part.exists() and not part.is_dir():
+            return part
+    return None
+
+
+def make_folder_for(path: Path) -> None:
+    """The folder ``path`` is to be written in, made where missing; a WriteError naming ``path`` where it cannot be
+    (a file stands where a folder of its path should be, no permission)."""
+    path = Path(path)
+    blocking = _blocking_file(path.parent)
+    if blocking is not None:
+        raise WriteError(path, f"'{os.fsdecode(blocking)}' is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(path, os_reason(exc)) from exc
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it into place; the file
     gets the mode any new file gets (mkstemp's own is 0600: a report shared in a folder would be unreadable to the
     colleagues it is for)."""
     path = Path(path)
+    make_folder_for(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and not path.is_file():
             raise WriteError(path, "a folder or special file is already there")
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)

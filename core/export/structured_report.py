@@ -28,6 +28,7 @@ from core import __version__
 from core.export.anonymise import deidentify_created
 from core.errors import DiagnosticError
 from core.export.dicom_export import MANUFACTURER, explained, source_dataset
+from core.export.files import make_folder_for, write_dataset
 from core.imaging.record import ImageRecord
 from core.inference.results import Analysis, Lesion, ModelResult
 
@@ -181,16 +182,14 @@ def write_sr(groups: list, evidence: list[Dataset], model_ids: list[str], out: P
     sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: class names and model ids may be in any script
     if anonymise:
         deidentify_created(sr, str(evidence[0].PatientID))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sr.save_as(out, enforce_file_format=True)
-    return out
+    return write_dataset(sr, out)
 
 
 def export_sr(record: ImageRecord, analysis: Analysis, out: Path, anonymise: bool = True) -> Path:
     """``analysis`` of ``record`` as a Comprehensive 3D SR in the source's study, written to ``out``."""
     if not analysis.results:
         raise DiagnosticError("no model result to report: analyse the image first")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder_for(out)
     with explained("DICOM SR"):
         source = source_dataset(record, analysis.frame, anonymise, out.parent)
         return write_sr(measurement_groups(analysis, source, record), [source], [r.model_id for r in analysis.results],

@@ -133,6 +133,7 @@ def open_segmentation(path: str | Path) -> tuple[ImageRecord, Analysis]:
     except Exception as exc:  # noqa: BLE001
         raise DiagnosticError(f"Cannot read the segments of {path.name}: {exc}") from exc
     ultrasound = record.modality is Modality.US
+    spacing, implausible = record.measuring_spacing()  # as the segmenters measure: never a 1-m tumour
     results = []
     for k, number in enumerate(seg.segment_numbers):
         mask = (np.asarray(pixels[0, :, :, k]) > 0).astype(np.uint8)
@@ -141,8 +142,8 @@ def open_segmentation(path: str | Path) -> tuple[ImageRecord, Analysis]:
         label = str(seg.get_segment_description(number).segment_label or f"segment {number}")
         results.append(ModelResult(f"{label} (DICOM SEG)", str(seg.get("SoftwareVersions", "") or ""),
                                    "segmentation", "file", mask=mask,
-                                   lesions=find_lesions(mask, record.pixel_spacing_mm, calipers=ultrasound),
-                                   spacing_known=record.pixel_spacing_mm is not None))
+                                   lesions=find_lesions(mask, spacing, calipers=ultrasound),
+                                   spacing_known=spacing is not None, warnings=[implausible] if implausible else []))
     maker = " ".join(str(seg.get(k, "") or "") for k in ("Manufacturer", "ManufacturerModelName")).strip()
     said = (f"Outlines read from {path.name} (a DICOM SEG{' by ' + maker if maker else ''}, "
             f"{seg.get('ContentDate', '') or 'undated'}), not computed here: Analyse runs this program's models.")
