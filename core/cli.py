@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from core import __version__
+from core.app_paths import app_home
 from core.errors import DiagnosticError, described
 from core.json_output import print_json
 from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, check_user_um, um_at_magnification
@@ -335,7 +336,9 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
 
                 written = export_sr(record, analysis, target, anonymise=not args.identified)
         except (DiagnosticError, OSError) as exc:  # never reported as written
-            reason = str(exc) if isinstance(exc, DiagnosticError) else f"cannot write '{target}': {os_reason(exc)}"
+            # writes fail as WriteError (a DiagnosticError naming the file); another OSError is a file read on the way
+            reason = str(exc) if isinstance(exc, DiagnosticError) else \
+                f"{flag} could not be made: {os_reason(exc)}" + (f" ({exc.filename})" if exc.filename else "")
             summary[f"{key}_error"] = reason
             if failures is not None:
                 failures.append(reason)
@@ -429,27 +432,41 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:
         history = History()
         if args.csv:
-            print(history.export_csv(args.csv))
+            print(history.export_csv(args.csv, of_file=args.path))
             return 0
-    except (DiagnosticError, OSError) as exc:
-        print_json({"path": str(args.csv or ""), "error": str(exc) if isinstance(exc, DiagnosticError) else
-                     f"cannot write {args.csv}: {exc.strerror or exc}"})
+        return _print_entries(history.iter_for_file(args.path) if args.path else history.iter_all(), history.db)
+    except (DiagnosticError, OSError) as exc:  # a database that cannot be read, a missing file, an unwritable CSV
+        where = args.csv or args.path or app_home() / "history.sqlite"
+        print_json({"path": str(where), "error": _history_error(exc, args)})
         return 2
-    try:
-        entries = history.iter_for_file(args.path) if args.path else history.iter_all()
-    except (DiagnosticError, OSError) as exc:  # a missing file, a folder: it has no entries to look up
-        reason = str(exc) if isinstance(exc, DiagnosticError) else f"cannot read {args.path}: {exc.strerror or exc}"
-        print_json({"path": str(args.path), "error": reason})
-        return 2
-    # print_json({"entries": [...]}) to the letter, each entry written as it is read: a history of twenty thousand
-    # entries is never held in memory whole
+
+
+def _history_error(exc: Exception, args: argparse.Namespace) -> str:
+    """The reason a history command failed, as a sentence naming the file it could not use."""
+    if isinstance(exc, DiagnosticError):
+        return str(exc)
+    reason = exc.strerror or exc
+    return f"cannot write {args.csv}: {reason}" if args.csv else f"cannot read {args.path}: {reason}"
+
+
+def _print_entries(entries, db: Path) -> int:
+    """print_json({"entries": [...]}) to the letter, each entry written as it is read: a history of twenty thousand
+    entries is never held in memory whole. A database that cannot be read at all raises before anything is
+    written; one that fails part-way closes the JSON with the entries read, the database's path and the error
+    (exit 2)."""
     from core.json_output import strict_json
 
     first = True
-    for entry in entries:
-        text = json.dumps(strict_json(_history_json(entry)), indent=2, default=str, allow_nan=False)
-        sys.stdout.write(('{\n  "entries": [\n    ' if first else ",\n    ") + text.replace("\n", "\n    "))
-        first = False
+    try:
+        for entry in entries:
+            text = json.dumps(strict_json(_history_json(entry)), indent=2, default=str, allow_nan=False)
+            sys.stdout.write(('{\n  "entries": [\n    ' if first else ",\n    ") + text.replace("\n", "\n    "))
+            first = False
+    except DiagnosticError as exc:
+        if first:
+            raise
+        sys.stdout.write(f'\n  ],\n  "path": {json.dumps(str(db))},\n  "error": {json.dumps(str(exc))}\n}}\n')
+        return 2
     sys.stdout.write('{\n  "entries": []\n}\n' if first else "\n  ]\n}\n")
     return 0
 
@@ -569,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = sub.add_parser("history", help="earlier analyses, images and series (all, or of the same image content)")
     history.add_argument("path", type=Path, nargs="?")
-    history.add_argument("--csv", type=Path, metavar="FILE.csv", help="export the whole history as CSV")
+    history.add_argument("--csv", type=Path, metavar="FILE.csv", help="export the history as CSV (with PATH: that file's entries only)")
     history.set_defaults(func=cmd_history)
 
     gui = sub.add_parser("gui", help="open the viewer (default when no command is given)")

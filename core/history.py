@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import os
 import sqlite3
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from core.app_paths import app_home
 from core.errors import DiagnosticError
+from core.export.files import file_key, write_bytes_atomic
 from core.inference.results import Analysis
 from core.models.storage import sha256_file
 
@@ -93,6 +95,7 @@ class HistoryEntry:
 class History:
     def __init__(self, db: Path | str | None = None) -> None:
         self.db = Path(db) if db is not None else app_home() / "history.sqlite"
+        self.version = 0  # the database's user_version, read when it is opened
         try:
             if not self.db.parent.exists():
                 self.db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -103,7 +106,18 @@ class History:
                 con.executescript(SCHEMA)
             self._migrate()
         except (OSError, sqlite3.Error) as exc:
-            raise DiagnosticError(f"the history database {self.db} cannot be opened ({exc})") from exc
+            raise DiagnosticError(f"the history database {self.db} cannot be opened ({exc}){self._newer()}") from exc
+
+    def _newer(self) -> str:
+        """Why a database may not read as this version expects: a newer version of the program wrote it."""
+        if self.version <= SCHEMA_VERSION:
+            return ""
+        return (f"; it was written by a newer version of the program (schema {self.version}, this version "
+                f"knows {SCHEMA_VERSION})")
+
+    def _read_error(self, exc: Exception) -> DiagnosticError:
+        """A database that cannot be read (malformed, locked, a newer schema) as an error the reader can act on."""
+        return DiagnosticError(f"the history database {self.db} cannot be read ({exc}){self._newer()}")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.db, timeout=10)
@@ -112,7 +126,8 @@ class History:
         """Bring a database written by an older version to SCHEMA_VERSION (one writer at a time)."""
         con = sqlite3.connect(self.db, timeout=10, isolation_level=None)
         try:
-            if con.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            self.version = con.execute("PRAGMA user_version").fetchone()[0]
+            if self.version >= SCHEMA_VERSION:
                 return
             con.execute("BEGIN IMMEDIATE")  # another process opening the same old file waits, then sees it done
             try:
@@ -200,19 +215,27 @@ class History:
                 conditions.append("id < ?")
             query = (f"SELECT {_COLUMNS} FROM analyses" + (" WHERE " + " AND ".join(conditions) if conditions else "")
                      + " ORDER BY id DESC LIMIT ?")
-            con = self._connect()
-            try:
-                rows = con.execute(query, args + ((below,) if below is not None else ()) + (size,)).fetchall()
-            finally:
-                con.close()
-            for r in rows:
-                yield HistoryEntry(r[0], r[1], r[2], r[3], None if r[8] == "series" else r[4], r[5], json.loads(r[6]),
-                                   json.loads(r[7]), r[8], r[9], r[10])
+            rows, entries = self._page(query, args + ((below,) if below is not None else ()) + (size,))
+            yield from entries
             if len(rows) < size:
                 return
             below = rows[-1][0]
             if left is not None:
                 left -= len(rows)
+
+    def _page(self, query: str, args: tuple) -> tuple[list[tuple], list[HistoryEntry]]:
+        """One page of rows and their entries; a database that cannot be read raises a DiagnosticError, not
+        sqlite3's own error, so that every reader reports it as it reports any other."""
+        try:
+            con = self._connect()
+            try:
+                rows = con.execute(query, args).fetchall()
+            finally:
+                con.close()
+            return rows, [HistoryEntry(r[0], r[1], r[2], r[3], None if r[8] == "series" else r[4], r[5],
+                                       json.loads(r[6]), json.loads(r[7]), r[8], r[9], r[10]) for r in rows]
+        except (sqlite3.Error, ValueError, TypeError) as exc:  # ValueError: a results cell that is not JSON
+            raise self._read_error(exc) from exc
 
     def all(self) -> list[HistoryEntry]:
         """Every entry, images and series, newest first."""
@@ -239,16 +262,25 @@ class History:
         """``for_file``, one entry at a time; the file is read (and a missing one raises) here, not at the first."""
         return self.iter_entries("kind = 'image' AND file_sha256 = ?", (sha256_file(path),))
 
-    def export_csv(self, out: Path) -> Path:
-        """Every entry, newest first; ``kind`` says image or series (CSV_COLUMNS)."""
-        with open(out, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
-            for e in self.iter_all():
-                writer.writerow([e.id, e.kind, e.analysed_at, e.path, e.file_sha256, "" if e.frame is None else e.frame,
-                                 e.modality, " ".join(f"{k}@{v}" for k, v in e.models.items()), e.labels,
-                                 e.series_uid or "", _cell(e.description), "" if e.slices is None else e.slices])
-        return out
+    def export_csv(self, out: Path, of_file: Path | None = None) -> Path:
+        """Every entry (``of_file``: those of that file's content), newest first; ``kind`` says image or series
+        (CSV_COLUMNS). UTF-8 whatever the locale, and written whole or not at all: the file that was there stays
+        if the history cannot be read. The database itself (or its journal) is refused: it would be lost."""
+        self._refuse_own_files(Path(out))
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(CSV_COLUMNS)
+        for e in self.iter_for_file(of_file) if of_file is not None else self.iter_all():
+            writer.writerow([e.id, e.kind, e.analysed_at, e.path, e.file_sha256, "" if e.frame is None else e.frame,
+                             e.modality, " ".join(f"{k}@{v}" for k, v in e.models.items()), e.labels,
+                             e.series_uid or "", _cell(e.description), "" if e.slices is None else e.slices])
+        return write_bytes_atomic(Path(out), text.getvalue().encode("utf-8"))
+
+    def _refuse_own_files(self, out: Path) -> None:
+        """An output that is the database or its journal under any name (hard links included) is refused."""
+        own = {file_key(f"{self.db}{suffix}") for suffix in ("", "-journal", "-wal", "-shm")}
+        if file_key(out) in own:
+            raise DiagnosticError(f"cannot write {os.fsdecode(out)}: it is the history database itself")
 
 
 def _text(path: str) -> str:

@@ -36,7 +36,7 @@ from core.history import History
 from core.inference.analyzer import Engine
 from gui.workers import FutureBridge
 
-TABLE_COLUMNS = ["file", "model", "label", "probability", "lesions", "warnings", "error"]
+TABLE_COLUMNS = ["file", "frame", "model", "label", "probability", "lesions", "warnings", "error"]
 # The table lists a run's last rows only (every row is in the output folder's results.csv): a folder of 100,000
 # files would otherwise hold the window's memory and time in table items.
 MAX_TABLE_ROWS = 5000
@@ -53,7 +53,7 @@ class _Relay(QObject):
 class BatchDialog(QDialog):
     """Runs core.batch on the engine thread; the window stays responsive and Cancel stops between files."""
 
-    openRequested = Signal(str)
+    openRequested = Signal(object, int)  # the row's input file (a Path: any name the OS allows), its frame
     runEnded = Signal()  # a run finished, was cancelled or stopped: its analyses are in the history
 
     def __init__(self, engine: Engine, model_ids: list[str], parent=None, history: History | None = None) -> None:
@@ -164,6 +164,7 @@ class BatchDialog(QDialog):
             microns_per_pixel = um if isinstance(um, (int, float)) and not isinstance(um, bool) else None
             if "model_ids" in settings:
                 chosen = [m for m in settings["model_ids"] or [] if isinstance(m, str)]
+                self._tick(chosen)
         self.cancel_event.clear()
         self.summary, self.error = None, None
         self._clear_table()
@@ -179,6 +180,13 @@ class BatchDialog(QDialog):
         self._set_running(True)
         self.status.setText("Starting (models load on first use)…")
         self.bridge.watch(self.engine.call(run.run), self._finished, self._failed)
+
+    def _tick(self, model_ids: list[str]) -> None:
+        """The model ticks show the models a run uses (a resumed run's own, whatever was ticked before)."""
+        for i in range(self.models.count()):
+            item = self.models.item(i)
+            wanted = item.data(Qt.ItemDataRole.UserRole) in model_ids
+            item.setCheckState(Qt.CheckState.Checked if wanted else Qt.CheckState.Unchecked)
 
     def _relay(self, name: str):
         """A callback for the run's thread that sends its value to the GUI thread by the relay's signal ``name``,
@@ -262,10 +270,7 @@ class BatchDialog(QDialog):
         self.table.setRowCount(start + len(rows))
         for i, row in enumerate(rows, start):
             for j, column in enumerate(TABLE_COLUMNS):
-                item = QTableWidgetItem(str(row.get(column, "")))
-                if j == 0:
-                    item.setData(Qt.ItemDataRole.UserRole, str(source_path(self.input_folder, row["file"])))
-                self.table.setItem(i, j, item)
+                self.table.setItem(i, j, QTableWidgetItem(str(row.get(column, ""))))
         if self.rows_received > self.table.rowCount():
             out = self.output_folder
             where = out / "results.csv" if out is not None else "results.csv"
@@ -280,9 +285,12 @@ class BatchDialog(QDialog):
         self.table.setSortingEnabled(True)
 
     def _open_row(self, row: int, _column: int) -> None:
-        item = self.table.item(row, 0)
-        if item is not None:
-            self.openRequested.emit(item.data(Qt.ItemDataRole.UserRole))
+        """The row's file at its frame. The path is made from the ``file`` cell here, not kept in the table: a
+        name whose bytes are not UTF-8 does not survive a trip through Qt's text."""
+        file, frame = self.table.item(row, 0), self.table.item(row, TABLE_COLUMNS.index("frame"))
+        if file is not None and self.input_folder is not None:
+            number = frame.text() if frame is not None else ""
+            self.openRequested.emit(source_path(self.input_folder, file.text()), int(number) if number.isdigit() else 0)
 
     def _finished(self, summary: dict) -> None:
         self._run_ended()
@@ -290,7 +298,8 @@ class BatchDialog(QDialog):
         self.summary = summary
         state = "cancelled" if summary["cancelled"] else "finished"
         self.status.setText(f"{state}: {summary['files_done']}/{summary['files']} files, {summary['errors']} error(s); "
-                            f"results in {self.output_folder / 'results.csv'}")
+                            f"results in {self.output_folder / 'results.csv'}"
+                            + "".join(f"\n⚠ {w}" for w in summary.get("run_warnings", [])))
         self.runEnded.emit()
 
     def _failed(self, error: BaseException) -> None:

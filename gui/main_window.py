@@ -127,6 +127,17 @@ def training_text(training: dict) -> str:
     return f"{name} ({', '.join(parts)} images)" if parts else name
 
 
+def _open_history(history: History | None) -> tuple[History | None, str]:
+    """The history given, else the user's; one that cannot be opened (corrupt, read-only, locked) leaves the
+    window without a history, and why: images are still analysed, only not recorded."""
+    if history is not None:
+        return history, ""
+    try:
+        return History(), ""
+    except DiagnosticError as exc:
+        return None, str(exc)
+
+
 class MainWindow(QMainWindow):
     def __init__(self, engine: Engine | None = None, registry: Registry | None = None, settings: QSettings | None = None,
                  history: History | None = None) -> None:
@@ -135,7 +146,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings("MIDA", "Medical Image Diagnostic Assistant")
         self.registry = registry or Registry()
         self.engine = engine or Engine(Analyzer(self.registry))
-        self.history = history or History()
+        self.history, self.history_error = _open_history(history)
         self.anonymise_exports = True
         self.bridge = FutureBridge(self)
         self.state = ViewerState()
@@ -668,7 +679,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Opened {record.path.name}: {record.columns}×{record.rows}, "
                                      f"{record.frames} frame(s), {record.modality.label} ({record.modality_source})"
                                      + (f", with the outlines of {opened.name}" if imported is not None else ""), 5000)
-        self.bridge.run(self.history.for_file, record.path, on_done=self._show_earlier, on_error=lambda e: None)
+        if self.history is not None:
+            self.bridge.run(self.history.for_file, record.path, on_done=self._show_earlier, on_error=lambda e: None)
         if imported is not None:
             self.state.set_slice(imported.frame)
             self.state.set_analysis(imported)  # not run automatically over them: the reader opened them to see them
@@ -861,7 +873,7 @@ class MainWindow(QMainWindow):
             if old.closed and not old.running:
                 old.deleteLater()
         dialog = BatchDialog(self.engine, self.state.chosen_models, self, history=self.history)
-        dialog.openRequested.connect(self.open_path)
+        dialog.openRequested.connect(lambda path, frame: self.open_path(path, ViewSettings(slice=frame)))
         dialog.runEnded.connect(self._refresh_history)
         dialog.show()
         return dialog
@@ -902,12 +914,22 @@ class MainWindow(QMainWindow):
         else:
             self.state.set_analysis(analysis)
         if analysis.results:
-            self.bridge.run(self.history.add, analysis, on_done=lambda _: self._refresh_history(),
-                            on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
+            self._record_in_history(self.history and self.history.add, analysis)
 
     def _refresh_history(self) -> None:
+        if self.history is None:  # the database could not be opened: the window works without it, and says so
+            self.history_panel.show_unavailable(self.history_error)
+            self.statusBar().showMessage(f"History unavailable: {self.history_error}")
+            return
         self.bridge.run(self.history.recent, MAX_ROWS, on_done=self.history_panel.show_entries,
-                        on_error=lambda e: None)
+                        on_error=lambda e: self.history_panel.show_unavailable(str(e)))
+
+    def _record_in_history(self, add, analysis) -> None:
+        """``add`` (History.add or add_series) run in the background, the panel refreshed after; without a history
+        (``add`` None), nothing."""
+        if add is not None:
+            self.bridge.run(add, analysis, on_done=lambda _: self._refresh_history(),
+                            on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
 
     def _show_results(self, analysis: Analysis | None) -> None:
         """Findings, warnings and model panels follow the state's analysis (empty when it is cleared)."""
@@ -1003,8 +1025,7 @@ class MainWindow(QMainWindow):
             if not left:
                 view_window.analyse_button.setEnabled(True)
             if error is None and result[0].results:  # recorded as any analysis is, the exam still shown or not
-                self.bridge.run(self.history.add, result[0], on_done=lambda _: self._refresh_history(),
-                                on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
+                self._record_in_history(self.history and self.history.add, result[0])
             if not same_exam(view_window.exam, exam):  # hung again (closed and reopened): still this exam
                 return
             if error is not None:
@@ -1109,8 +1130,7 @@ class MainWindow(QMainWindow):
             if self.auto_analyse and shown is not None and self.state.series_analysis is None:
                 self.analyse_series()  # the series now shown, as it would have been on opening
         if analysis.results and not analysis.cancelled:  # a cancelled run is not recorded: its verdicts are partial
-            self.bridge.run(self.history.add_series, analysis, on_done=lambda _: self._refresh_history(),
-                            on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
+            self._record_in_history(self.history and self.history.add_series, analysis)
 
     def _series_failed(self, error: BaseException) -> None:
         self._series_done()
@@ -1423,11 +1443,14 @@ class MainWindow(QMainWindow):
         self.bridge.run(fn, *args, on_done=done, on_error=failed)
 
     def export_history(self) -> None:
+        if self.history is None:
+            self._error(f"The history is unavailable: {self.history_error}")
+            return
         path, _ = QFileDialog.getSaveFileName(self, "Export history", "history.csv", "CSV (*.csv)")
         if path:  # on an I/O thread: a long history takes seconds to write
             self.bridge.run(self.history.export_csv, Path(path),
                             on_done=lambda out: self.statusBar().showMessage(f"History exported to {out}", 8000),
-                            on_error=lambda exc: self._error(f"The history could not be written to {path}: "
+                            on_error=lambda exc: self._error(f"The history was not exported: "
                                                              f"{getattr(exc, 'strerror', None) or exc}"))
 
     def shortcuts(self) -> list[tuple[str, str, str]]:

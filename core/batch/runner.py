@@ -211,6 +211,9 @@ class BatchRun:
         self.cancel = cancel or threading.Event()
         self.on_progress, self.on_rows = on_progress, on_rows
         self.history = history  # core.history.History, or None
+        # why the history stopped recording: after one failure (a locked database waits seconds per try) the rest
+        # of the run is not recorded, and the summary says so once
+        self.history_error: str | None = None
         bundles = [self.analyzer.registry.get(m) for m in self.model_ids] if self.model_ids else \
             list(self.analyzer.registry.bundles.values())
         self.models = {b.id: b.version for b in bundles}  # recorded in input.json: a resume must use the same
@@ -463,13 +466,14 @@ class BatchRun:
             try:
                 for analysis in analyse_frames(frames, record.frames, analyse):
                     rows.extend(self._rows(relative, stem, record, analysis))
-                    if self.history is not None and analysis.results:
+                    if self.history is not None and self.history_error is None and analysis.results:
                         try:
                             digest = digest or sha256_file(path)  # a 150-frame file was hashed 150 times
                             self.history.add(analysis, digest)
                         except (OSError, DiagnosticError) as exc:  # the result stands; its history record is missing
-                            _add_warning(rows, str(exc) if isinstance(exc, DiagnosticError) else
-                                         f"the analysis could not be recorded in the history ({os_reason(exc)})")
+                            self.history_error = str(exc) if isinstance(exc, DiagnosticError) else \
+                                f"the analysis could not be recorded in the history ({os_reason(exc)})"
+                            _add_warning(rows, self.history_error)
             except FrameUnreadable as exc:  # the frames analysed keep their rows; this one is the error row
                 rows.append(self._row(relative, frame=exc.frame, error=str(exc)))
             if record.frames > 1 and not self.all_frames:  # a volume's first slice is no verdict on the volume
@@ -589,6 +593,8 @@ class BatchRun:
         missing = sorted(with_rows - set(found))
         run_warnings = [f"{len(missing)} file(s) with results in results.csv are no longer in the input folder "
                         f"(first: {_readable_line(missing[0])}): their rows are kept"] if missing else []
+        if self.history_error:
+            run_warnings.append(f"{self.history_error}; the later analyses of this run were not recorded either")
         summary = {
             "folder": file_key(str(self.root)),
             "files": total,
