@@ -340,11 +340,11 @@ def test_batch_dialog_progress_cancel_and_table(qtbot, window, tmp_path):
     assert listed == sorted([f"c{i:02d}.png" for i in range(30)] + ["broken.png"])
     qtbot.waitUntil(lambda: window.history_panel.table.rowCount() == 30, timeout=10000)  # all but the broken file
     opened = []
-    dialog.openRequested.connect(opened.append)
+    dialog.openRequested.connect(lambda path, frame: opened.append((path, frame)))
     dialog.folder.setText(str(tmp_path))  # edited after the run: rows still open the run's own files
     dialog.table.sortItems(0)
     dialog._open_row(0, 0)
-    assert opened == [str(folder / dialog.table.item(0, 0).text())]
+    assert opened == [(folder / dialog.table.item(0, 0).text(), 0)]
 
 
 def test_batch_dialog_asks_before_reusing_an_output_folder_or_closing_while_it_runs(qtbot, window, tmp_path,

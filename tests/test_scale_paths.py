@@ -313,10 +313,10 @@ def test_the_batch_table_is_not_sorted_again_at_every_file_and_keeps_the_last_ro
     dialog._finished({"cancelled": False, "files_done": 100, "files": 100, "errors": 0})
     assert table.isSortingEnabled()
     opened = []
-    dialog.openRequested.connect(opened.append)
+    dialog.openRequested.connect(lambda path, frame: opened.append(path))
     table.sortItems(0, Qt.SortOrder.DescendingOrder)
     dialog._open_row(0, 3)
-    assert opened == [str(source_path(dialog.input_folder, "sub/img_00099.png"))]
+    assert opened == [source_path(dialog.input_folder, "sub/img_00099.png")]
     dialog._clear_table()
     assert table.rowCount() == 0 and not dialog.capped.isVisibleTo(dialog) and dialog.rows_received == 0
 
