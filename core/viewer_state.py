@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core.imaging.record import VOI_LUT, ImageRecord, Modality
+from core.imaging.record import VOI_LUT, ImageRecord, Modality, plausible_spacing
 from core.imaging.windowing import WindowPreset, min_window_width
 from core.inference.results import Analysis, ModelResult
 from core.measurements import (Region, Ruler, patient_point, patient_position_text, region_within, ruler_within,
@@ -555,16 +555,25 @@ class ViewerState:
         picture has the header's size), where both are above zero. Where the reader set the scale of a microscopy
         image (``microns_per_pixel``, per pixel of the file: ``downsample`` times finer than the picture where the file
         was read smaller, as the analyses read it too), that one: it overrides the file's,
-        and a histology PNG states none of its own, so rulers and regions would otherwise read in pixels."""
+        and a histology PNG states none of its own, so rulers and regions would otherwise read in pixels. A file's
+        spacing that is not believable for its picture (``spacing_warning``) is not measured with, as the
+        segmenters do not."""
+        return self._measuring_spacing()[0]
+
+    @property
+    def spacing_warning(self) -> str | None:
+        """Why the file's pixel spacing is not used to measure (a 256-px brain slice 2.56 m across), else None."""
+        return self._measuring_spacing()[1]
+
+    def _measuring_spacing(self) -> tuple[tuple[float, float] | None, str | None]:
         if self._record is None:
-            return None
+            return None, None
         if self._microns_per_pixel is not None:
             mm = self._microns_per_pixel * self._record.downsample / 1000.0
-            return mm, mm
+            return (mm, mm), None
         if self._slice_error is None:
-            return self._record.pixel_spacing_mm
-        spacing = self.current_slice.pixel_spacing_mm
-        return spacing if spacing and min(spacing) > 0 else None
+            return self._record.measuring_spacing()
+        return plausible_spacing(self.current_slice.pixel_spacing_mm, *self._picture_shape(), self._record.modality)
 
     @property
     def spacing_source(self) -> str | None:
@@ -954,8 +963,10 @@ class ViewerState:
         """Where picture pixel (x, y) lies: its patient position where the slice states its plane, position and pixel
         spacing (``core.measurements.patient_position_text``); else its offset from the top-left corner where the
         pixel spacing is known (the reader's scale on a microscopy image: micrometres, which '0.0 mm' would hide);
-        else ''."""
+        else '' (a spacing not believed, ``spacing_warning``, places nothing)."""
         ref = self._geometry()
+        if self.spacing_warning is not None:
+            return ""
         if ref.position is not None and ref.orientation is not None and ref.pixel_spacing_mm:
             factor = self._record.downsample  # the file's pixel under the middle of the picture's
             return patient_position_text(patient_point(ref.position, ref.orientation, ref.pixel_spacing_mm,

@@ -1203,7 +1203,8 @@ class MainWindow(QMainWindow):
         """The last ruler or region drawn on the slice, in the status bar ('Distance: 18.0 mm')."""
         if drawn:
             spacing = self.state.pixel_spacing_mm
-            note = "" if spacing else " (pixel spacing unknown)"
+            implausible = self.state.spacing_warning
+            note = "" if spacing else f" ({implausible})" if implausible else " (pixel spacing unknown)"
             self.statusBar().showMessage(f"{kind}: {drawn[-1].text(spacing)}{note}", 10000)
 
     def _measure(self, mode: str, on: bool) -> None:

@@ -61,6 +61,7 @@ def test_scale_bar_stays_inside_the_viewport_on_microscopy(qtbot, pydicom_file, 
 
     ds = _mr_small(pydicom_file)
     ds.PixelSpacing = [0.0005, 0.0005]
+    ds.Modality = "SM"  # slide microscopy: on an MR picture 0.5-um pixels would not be believed
     ds.save_as(tmp_path / "sm.dcm")
     state = ViewerState()
     viewer = ImageViewer()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pydicom
 import pytest
 
-from core.imaging import ImageRecord, Modality, load_image
+from core.imaging import Modality, load_image
+from core.imaging.record import plausible_spacing
 
 
 def _spacing_of(rows: int, columns: int, spacing, modality: Modality):
-    picture = SimpleNamespace(rows=rows, columns=columns, pixel_spacing_mm=spacing, modality=Modality.OTHER)
-    return ImageRecord.measuring_spacing(picture, modality)
+    return plausible_spacing(spacing, rows, columns, modality)
 
 
 @pytest.mark.parametrize("rows, columns, spacing, modality, kept", [
@@ -52,3 +50,34 @@ def test_a_10_mm_pixel_brain_slice_gets_its_lesion_in_pixels(tmp_path, pydicom_f
     assert all(lesion.area_mm2 is None for lesion in result.lesions)
     assert any(w.startswith("Implausible pixel spacing: the file states 10 x 10 mm") for w in result.warnings)
 
+
+
+def test_the_viewer_measures_in_pixels_where_the_segmenters_do(tmp_path, pydicom_file, qtbot):
+    """A header that puts a 64-px brain slice 64 cm across gives rulers, regions, the position readout and the
+    scale bar in pixels, and the status bar says why; the same file with a believable spacing measures in mm."""
+    from PySide6.QtCore import QSettings
+
+    from core.viewer_state import ViewerState
+    from gui.main_window import MainWindow
+
+    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
+    for name, spacing in (("wide.dcm", [10.0, 10.0]), ("brain.dcm", [0.9375, 0.9375])):
+        ds.PixelSpacing = spacing
+        ds.save_as(tmp_path / name)
+    state = ViewerState()
+    state.open(load_image(tmp_path / "wide.dcm"))
+    assert state.pixel_spacing_mm is None and state.spacing_warning.startswith("Implausible pixel spacing")
+    assert state.add_ruler(0, 0, 40, 0).text(state.pixel_spacing_mm) == "40 px"
+    assert "mm" not in state.pixel_text(3, 1) and state.spacing_source is None
+    state.open(load_image(tmp_path / "brain.dcm"))
+    assert state.pixel_spacing_mm == (0.9375, 0.9375) and state.spacing_warning is None
+    assert state.add_ruler(0, 0, 40, 0).text(state.pixel_spacing_mm) == "37.5 mm"
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("auto_analyse", False)
+    window = MainWindow(settings=settings)
+    qtbot.addWidget(window)
+    window.state.open(load_image(tmp_path / "wide.dcm"))
+    window._show_measurement("Distance", [window.state.add_ruler(0, 0, 40, 0)])
+    message = window.statusBar().currentMessage()
+    assert message.startswith("Distance: 40 px (Implausible pixel spacing: the file states 10 x 10 mm")

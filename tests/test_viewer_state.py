@@ -302,9 +302,9 @@ def test_event_disconnect():
 def test_pixel_text_reads_the_current_slice():
     state = ViewerState()
     assert state.pixel_text(0, 0) == ""
-    state.open(_record(frames=3, spacing=(0.5, 0.25)))
+    state.open(_record(frames=3, spacing=(5.0, 2.5)))  # a 15 x 20 mm picture: believable for MR
     state.set_slice(2)
-    assert state.pixel_text(3, 1) == "x 3, y 1: 23  (0.8 mm, 0.5 mm)"
+    assert state.pixel_text(3, 1) == "x 3, y 1: 23  (7.5 mm, 5.0 mm)"
     assert state.pixel_text(-1, -1) == "" and state.pixel_text(6, 0) == ""
     colour = ViewerState()
     colour.open(_record(color=True, presets=()))
@@ -755,13 +755,13 @@ def test_rulers_measure_a_slice_read_smaller_with_its_own_spacing_and_ignore_a_z
     from tests.series_data import write_series
 
     big = [np.random.default_rng(i).integers(0, 1000, (2048, 2048)).astype(np.uint16) for i in range(2)]
-    write_series(tmp_path / "big", big, pixel_spacing=(0.5, 0.5))
+    write_series(tmp_path / "big", big, pixel_spacing=(0.1, 0.1))
     write_series(tmp_path / "zero", [b[:64, :64] for b in big], pixel_spacing=(0.0, 0.0))
     monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "40")
     state = ViewerState()
     state.open_series(index_folder(tmp_path / "big").series[0])
-    assert state.record.columns == 1024 and state.pixel_spacing_mm == (1.0, 1.0)
-    assert state.add_ruler(0, 0, 1000, 0).text(state.pixel_spacing_mm) == "1000.0 mm"
+    assert state.record.columns == 1024 and state.pixel_spacing_mm == (0.2, 0.2)
+    assert state.add_ruler(0, 0, 1000, 0).text(state.pixel_spacing_mm) == "200.0 mm"
     monkeypatch.delenv("MIDA_MEMORY_BUDGET_MB")
     state.open_series(index_folder(tmp_path / "zero").series[0])
     assert state.pixel_spacing_mm is None and state.add_ruler(0, 0, 40, 0).text(None) == "40 px"

@@ -67,6 +67,24 @@ PLAUSIBLE_FIELD_MM = {"MR": (10.0, 600.0), "US": (5.0, 400.0)}
 _FRAME_CACHE_BYTES = 512 * 1024**2  # big frames: fewer of them kept (at least the last one)
 
 
+def plausible_spacing(spacing, rows: int, columns: int,
+                      modality: Modality) -> tuple[tuple[float, float] | None, str | None]:
+    """(The pixel spacing to measure with, a warning where the stated one is not believable for ``modality``): a
+    header that puts a 256-px brain slice 2.56 m across (10 mm pixels), or pixels 30 times taller than wide, would
+    give a tumour of 634 mm and a ruler of a metre; sizes are then given in pixels only. One rule for the
+    segmenters' lesions, the window's rulers and regions and what they export."""
+    if not spacing or len(spacing) != 2 or min(spacing) <= 0:
+        return None, None
+    row_mm, column_mm = float(spacing[0]), float(spacing[1])
+    field_mm = max(rows * row_mm, columns * column_mm)
+    low, high = PLAUSIBLE_FIELD_MM.get(modality.value, (0.0, math.inf))
+    if not (low <= field_mm <= high and PLAUSIBLE_ASPECT[0] <= row_mm / column_mm <= PLAUSIBLE_ASPECT[1]):
+        return None, (f"Implausible pixel spacing: the file states {row_mm:g} x {column_mm:g} mm (row x column), "
+                      f"which makes the picture {columns * column_mm:.0f} x {rows * row_mm:.0f} mm, "
+                      f"not a {modality.label} picture: sizes are given in pixels only.")
+    return (row_mm, column_mm), None
+
+
 @dataclass
 class ImageRecord:
     """One opened image file.
@@ -175,22 +193,8 @@ class ImageRecord:
         return ratio if 1e-3 < abs(ratio - 1.0) and low <= ratio <= high else 1.0
 
     def measuring_spacing(self, modality: Modality | None = None) -> tuple[tuple[float, float] | None, str | None]:
-        """(The pixel spacing to measure with, a warning where the file's is not believable for ``modality``, the
-        picture's own by default): a header that puts a 256-px brain slice 2.56 m across (10 mm pixels), or pixels
-        30 times taller than wide, would give a tumour of 634 mm and a ruler of a metre; sizes are then given in
-        pixels only. One rule for the segmenters' lesions, the window's rulers and regions and what they export."""
-        spacing = self.pixel_spacing_mm
-        if not spacing:
-            return None, None
-        modality = modality or self.modality
-        row_mm, column_mm = spacing
-        field_mm = max(self.rows * row_mm, self.columns * column_mm)
-        low, high = PLAUSIBLE_FIELD_MM.get(modality.value, (0.0, math.inf))
-        if not (low <= field_mm <= high and PLAUSIBLE_ASPECT[0] <= row_mm / column_mm <= PLAUSIBLE_ASPECT[1]):
-            return None, (f"Implausible pixel spacing: the file states {row_mm:g} x {column_mm:g} mm (row x column), "
-                          f"which makes the picture {self.columns * column_mm:.0f} x {self.rows * row_mm:.0f} mm, "
-                          f"not a {modality.label} picture: sizes are given in pixels only.")
-        return (row_mm, column_mm), None
+        """``plausible_spacing`` of the picture's own spacing and size, for ``modality`` (the picture's by default)."""
+        return plausible_spacing(self.pixel_spacing_mm, self.rows, self.columns, modality or self.modality)
 
     def file_spacing_mm(self) -> list[float] | None:
         """(row, column) spacing of the file's own pixels: ``pixel_spacing_mm`` is the loaded picture's, which is
