@@ -55,6 +55,16 @@ def main(folder: str) -> int:
         analysed = [r for r in rows if r["file"] == "a.jpg" and r["label"] and not r["error"]]
         failed = [r for r in rows if r["file"] == "broken.png" and r["error"]]
         check("batch", bool(analysed) and bool(failed), batch.stderr[-300:])
+        # Every export of the command line: each library reads data files of its own that the freeze must carry
+        # (highdicom's IOD tables had been left out: every DICOM SEG and SR failed in the app alone).
+        outputs = {"--report-out": "r.pdf", "--dicom-sr-out": "r.sr.dcm", "--dicom-seg-out": "r.seg.dcm",
+                   "--mask-out": "m.png", "--heatmap-out": "h.png"}
+        exported = _run([str(exe), "analyze", str(SAMPLE), "--json", "--no-history", "--model",
+                         "brain-mri-tumor-4class", "--model", "brain-mri-tumor-seg",  # one heatmap, one mask
+                         *[part for flag, name in outputs.items() for part in (flag, str(Path(tmp) / name))]])
+        said = json.loads(exported.stdout) if exported.stdout.strip().startswith("{") else {}
+        missing = [name for name in outputs.values() if not (Path(tmp) / name).is_file()]
+        check("exports", exported.returncode == 0 and not missing, f"{missing} {said.get('error', '')}"[:300])
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen", MIDA_SMOKE_SECONDS="4")
         gui = _run([str(exe)], env=env)
         check("gui offscreen", gui.returncode == 0 and "window shown" in gui.stdout, gui.stderr[-300:])
