@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core.imaging.record import VOI_LUT, ImageRecord, Modality, plausible_spacing
-from core.imaging.windowing import WindowPreset, min_window_width
+from core.imaging.windowing import WindowPreset, drawable_window
 from core.inference.results import Analysis, ModelResult
 from core.measurements import (Region, Ruler, patient_point, patient_position_text, region_within, ruler_within,
                                slice_position_text)
@@ -67,8 +67,8 @@ def mr_brain_preset(values: np.ndarray) -> WindowPreset:
     if head.size < 16:
         head = values.ravel()
     lo, hi = (float(v) for v in np.percentile(head, [1.0, 99.5]))
-    if hi <= lo:
-        hi = lo + 1.0
+    if hi <= lo:  # one grey level: mid grey (percentile_window's rule)
+        lo, hi = lo - 0.5, hi + 0.5
     return WindowPreset(MR_BRAIN, (lo + hi) / 2.0, hi - lo, "LINEAR_EXACT")
 
 
@@ -708,17 +708,13 @@ class ViewerState:
         """Window/level drag by (vertical, horizontal) display pixels, in steps relative to the width.
 
         ``d_center`` = 256 moves the centre up by one width; ``d_width`` = 128 doubles the width
-        (-128 halves it), never below DICOM's narrowest width for the window's function.
+        (-128 halves it); a LINEAR window narrowed below 1 goes on narrowing as LINEAR_EXACT (``drawable_window``).
         """
         current = self.effective_window
         if current is None:
             return
-        self.set_window(WindowPreset(
-            "Custom",
-            current.center + d_center * current.width / CENTER_STEP_PX,
-            max(min_window_width(current.function), current.width * 2.0 ** (d_width / WIDTH_DOUBLING_PX)),
-            current.function,
-        ))
+        self.set_window(drawable_window("Custom", current.center + d_center * current.width / CENTER_STEP_PX,
+                                        current.width * 2.0 ** (d_width / WIDTH_DOUBLING_PX), current.function))
 
     def window_text(self) -> str:
         """'C 40 / W 80' (float data has windows below 1); 'VOI LUT ≈ C … / W …' where the file's VOI LUT is shown."""

@@ -105,6 +105,7 @@ class ImageViewer(QGraphicsView):
         self._wheel_rest = 0  # angle delta not yet turned into a slice step (touchpads send small deltas)
         self._cursor: QPoint | None = None  # where the mouse last was over the picture (viewport pixels)
         self._has_image = False
+        self._fitted = False  # the whole picture fitted to the view (fit()), kept so on a resize until zoomed
         self.state: ViewerState | None = None
 
     def bind(self, state: ViewerState) -> None:
@@ -169,8 +170,10 @@ class ImageViewer(QGraphicsView):
     # ----- layers
     def set_image(self, display: np.ndarray, reset_view: bool = False) -> None:
         self.image_item.setPixmap(to_pixmap(display))
-        self.scene().setSceneRect(QRectF(0, 0, display.shape[1], display.shape[0]))
-        if reset_view or not self._has_image:
+        rect = QRectF(0, 0, display.shape[1], display.shape[0])
+        resized = rect != self.scene().sceneRect()  # a slice of another size: fitted whole, not shown in part
+        self.scene().setSceneRect(rect)
+        if reset_view or resized or not self._has_image:
             self.fit()
         else:
             self._keep_aspect()  # a slice of other pixels in the same series
@@ -340,10 +343,23 @@ class ImageViewer(QGraphicsView):
             return
         self._set_zoom(min(view.width() / rect.width(), view.height() / (rect.height() * self.pixel_aspect)))
         self.centerOn(rect.center())
+        self._zoomed()
+
+    def _zoomed(self, fitted: bool = False) -> None:
+        """After the view's zoom or place changed: its zoom said, the readout of the pixel now under the mouse."""
+        self._fitted = fitted
         self.zoomChanged.emit(self.transform().m11())
+        self._emit_cursor()
 
     def fit(self) -> None:
         self._fit(self.scene().sceneRect())
+        self._fitted = True
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """A picture fitted to the view stays fitted as the window grows or shrinks (not once zoomed by hand)."""
+        super().resizeEvent(event)
+        if self._fitted and self._has_image:
+            self.fit()
 
     def show_region(self, x: float, y: float, r: float) -> None:
         """Zoom to a finding: the circle of radius ``r`` around (x, y) (image pixels) and as much again around it."""
@@ -352,7 +368,7 @@ class ImageViewer(QGraphicsView):
     def actual_size(self) -> None:
         """One screen pixel per column (rows at their aspect)."""
         self._set_zoom(1.0)
-        self.zoomChanged.emit(1.0)
+        self._zoomed()
 
     MIN_ZOOM, MAX_ZOOM = 0.02, 64.0  # what + and - stop at; fit() and show_region() may go beyond them
 
@@ -364,16 +380,17 @@ class ImageViewer(QGraphicsView):
         target = max(min(self.MIN_ZOOM, current), min(target, max(self.MAX_ZOOM, current)))
         if target != current:
             self.scale(target / current, target / current)
-        self.zoomChanged.emit(self.transform().m11())
+        self._zoomed()
 
     def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
         """The wheel moves through the slices (down: next, one slice per notch); Ctrl+wheel zooms, and so
-        does the wheel on a picture with one slice."""
+        does the wheel on a picture with one slice: by 1.25 per notch (120), in proportion for a touchpad's or a
+        fine wheel's smaller steps."""
         delta = event.angleDelta().y()
         zooming = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
         if zooming or self.state is None or self.state.slice_count < 2:
             if delta:
-                self.zoom(1.25 if delta > 0 else 0.8)
+                self.zoom(1.25 ** (delta / 120.0))
             event.accept()
             return
         self._wheel_rest += delta

@@ -140,11 +140,14 @@ def test_adjust_moves_the_centre_by_widths_and_doubles_the_width_per_128_pixels(
     assert state.window_text() == "C 100 / W 100"
 
 
-def test_adjust_never_narrows_below_dicoms_minimum_width():
+def test_adjust_narrows_a_linear_window_below_one_as_linear_exact():
+    """DICOM's LINEAR cannot draw a width under 1 (it would widen to 1): the same window goes on as LINEAR_EXACT."""
     linear = ViewerState()
     linear.open(_record(presets=(WindowPreset("w", 0.0, 2.0, "LINEAR"),)))
+    linear.adjust(0.0, -64.0)
+    assert linear.window.width == pytest.approx(2.0 ** 0.5) and linear.window.function == "LINEAR"
     linear.adjust(0.0, -128.0 * 20)
-    assert linear.window.width == 1.0
+    assert linear.window.width == pytest.approx(2.0 ** -19.5) and linear.window.function == "LINEAR_EXACT"
     exact = ViewerState()
     exact.open(_record(presets=(AUTO,)))
     exact.adjust(0.0, -128.0)

@@ -29,7 +29,7 @@ from core.errors import ImageLoadError
 from core.imaging.limits import (DECODE_OVERHEAD, check_size, downsample_factor, memory_budget, shrink,
                                  shrunk_shape)
 from core.imaging.record import VOI_LUT, DefaultRenderer, FrameWindow, ImageRecord, Modality, StudyInfo, WindowPreset
-from core.imaging.windowing import apply_window, auto_preset, full_range_preset, rescale_to_uint8
+from core.imaging.windowing import apply_window, auto_preset, drawable_window, full_range_preset, rescale_to_uint8
 
 _MODALITY_TAGS = {"MR": Modality.MR, "MG": Modality.MG, "US": Modality.US, "SM": Modality.SM, "GM": Modality.SM}
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -1095,6 +1095,8 @@ def _window_presets(ds: Dataset, keep_invalid: bool = False, frame: int = 0) -> 
             preset = WindowPreset(name, float(c), float(w), function)
         except (TypeError, ValueError):
             preset = WindowPreset(name, math.nan, math.nan, function)
+        if _valid_window(preset):
+            preset = drawable_window(name, preset.center, preset.width, function)
         if keep_invalid or _valid_window(preset):
             presets.append(preset)
     return presets

@@ -93,7 +93,21 @@ def _integer_levels(values: np.ndarray) -> tuple[np.ndarray, int, int] | None:
 
 def min_window_width(function: str) -> float:
     """DICOM's narrowest window: LINEAR divides by (width - 1), so it needs at least 1."""
-    return 1.0 if function.upper() == "LINEAR" else 1e-6
+    return 1.0 if function.upper() == "LINEAR" else MIN_EXACT_WIDTH
+
+
+MIN_EXACT_WIDTH = 1e-6
+MAX_WINDOW = 1e15  # no centre or width beyond this: a drag doubling the width for ever reached inf, then NaN
+
+
+def drawable_window(name: str, center: float, width: float, function: str) -> WindowPreset:
+    """The window as it can be drawn. A LINEAR window narrower than 1 (a header's for data in small units, or a
+    drag narrowing one), which DICOM's formula cannot draw and would widen to 1 (a threshold: values 0.12-0.84 all
+    white under C 0.5 / W 0.4), is the same window in LINEAR_EXACT; centre and width stay finite."""
+    if function.upper() == "LINEAR" and width < 1.0:
+        function = "LINEAR_EXACT"
+    width = min(max(width, min_window_width(function)), MAX_WINDOW)
+    return WindowPreset(name, min(max(center, -MAX_WINDOW), MAX_WINDOW), width, function)
 
 
 def rescale_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -108,8 +122,8 @@ def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) 
     """(center, width) covering the bulk of the intensities."""
     sample = values[:: max(1, values.shape[0] // 512), :: max(1, values.shape[1] // 512)]
     lo, hi = np.percentile(sample, [low, high])
-    if hi <= lo:
-        lo, hi = float(sample.min()), float(sample.max()) + 1.0
+    if hi <= lo:  # half a level either side: one grey level shows mid grey, not black like an empty picture
+        lo, hi = float(sample.min()) - 0.5, float(sample.max()) + 0.5
     return (float(lo) + float(hi)) / 2.0, float(hi) - float(lo)
 
 
