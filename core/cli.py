@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core import __version__
 from core.app_paths import app_home
-from core.errors import DiagnosticError, described
+from core.errors import DiagnosticError, ModelError, described
 from core.json_output import print_json
 from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, check_user_um, um_at_magnification
 
@@ -88,6 +88,10 @@ def _export_models(registry, model_ids: list[str] | None, out: Path | None) -> i
         except ImportError as exc:
             print(f"{bundle_id}: cannot export without {exc.name} (pip install tf2onnx onnxruntime)", file=sys.stderr)
             return 1
+        except ModelError as exc:  # no such bundle, or one that cannot be loaded at all: it runs on nothing
+            print(f"{bundle_id}: not exported: {exc}", file=sys.stderr)
+            failed = 1
+            continue
         except Exception as exc:  # noqa: BLE001 - one bundle's failure (a full disk, a converter's error) is its own
             reason = str(exc) if isinstance(exc, ValueError) else described(exc)  # ValueError: differs from TensorFlow
             print(f"{bundle_id}: not exported ({reason}); it runs on TensorFlow", file=sys.stderr)

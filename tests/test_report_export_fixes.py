@@ -260,7 +260,8 @@ def _screen_capture(pydicom_file, path, stated: bool = True):
         pixels[30:44, 12:30] = 2000
         pixels[2:8, 8:56] = 4000  # the patient's name, as a scanner prints it
         ds.SequenceOfUltrasoundRegions[0].RegionLocationMinY0 = 16
-    else:
+    else:  # the patient bar on a black screen: no scan area to find (a picture of one grey level shows mid grey)
+        pixels[2:8, 8:56] = 4000
         del ds.SequenceOfUltrasoundRegions
     ds.PixelData = pixels.tobytes()
     ds.PatientName, ds.PatientID = "Doe^Jane", "PID-123"

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from typing import Callable
 
-from core.errors import DiagnosticError, ModelError
+from core.errors import DiagnosticError, ModelError, described
 from core.imaging.body_part import beam_warning, body_part_warnings
 from core.imaging.modality_guess import guess_modality
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE, MrSequence, mr_sequence
@@ -185,6 +185,13 @@ class Analyzer:
                 result = path.run(inputs, replace(request, target_class=None) if foreign else request, record)
             except ModelError as exc:
                 analysis.failures.append(ModelFailure(bundle.id, bundle.version, bundle.task, str(exc)))
+                continue
+            except DiagnosticError:  # about the image or the run (cancelled, a frame unreadable): not this model's
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bundle whose network does not fit its manifest (a missing
+                # Grad-CAM layer, another input size, a segmenter declared a classifier): its failure, not the others'
+                analysis.failures.append(ModelFailure(bundle.id, bundle.version, bundle.task,
+                                                      f"model '{bundle.id}' could not run: {described(exc)}"))
                 continue
             if foreign and result.heatmap_class is not None:
                 result.warnings.append(f"Grad-CAM class '{target_class}' is not a class of {bundle.id} "

@@ -11,6 +11,7 @@ core.training writes) are kept as they are in ``extra``.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -38,6 +39,10 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 BUNDLE_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _PART_FILES = ("trunk", "backbone")  # <part>_file + <part>_sha256 in an architecture entry
 _SHARES = {"min_tissue"}  # spec fields that are fractions (0-1); other numbers must be above 0
+MAX_PIXELS = 8192  # an input size, tile or stride beyond this is an error, not an allocation of gigabytes
+# logits / T: a temperature of 1e-320 made every probability NaN (called 'clear' with exit 0), one of 1e300 made every
+# answer 50/50; fitted temperatures lie around 0.5-3
+TEMPERATURES = (0.01, 1000.0)
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,7 @@ class BundleManifest:
         if "calibration" in data:
             calibration = check.kind(data, "calibration", dict, "an object")
             if "temperature" in calibration:
-                values["temperature"] = check.number(calibration, "temperature", 0.0, None, low_open=True,
+                values["temperature"] = check.number(calibration, "temperature", *TEMPERATURES,
                                                      path="calibration.temperature")
         if "flip_average" in data:
             values["flip_average"] = check.kind(data, "flip_average", bool, "true or false")
@@ -249,7 +254,7 @@ class _Check:
     def number(self, data: dict, key: str, low: float | None, high: float | None, low_open: bool = False,
                high_open: bool = False, path: str | None = None) -> float:
         value = data[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if ok and low is not None:
             ok = value > low if low_open else value >= low
         if ok and high is not None:
@@ -261,10 +266,10 @@ class _Check:
             self.fail(path or key, "a number" + (f" {bounds}" if bounds else ""), value)
         return float(value)
 
-    def integer(self, data: dict, key: str, low: int, path: str | None = None) -> int:
+    def integer(self, data: dict, key: str, low: int, path: str | None = None, high: int | None = None) -> int:
         value = data[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            self.fail(path or key, f"a whole number of at least {low}", value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+            self.fail(path or key, f"a whole number of at least {low}" + (f" and at most {high}" if high else ""), value)
         return value
 
     def names(self, data: dict, key: str) -> tuple[str, ...]:
@@ -310,8 +315,8 @@ class _Check:
                 self.choice(value, name, choices[name], path)
             elif isinstance(default, bool):
                 self.kind(value, name, bool, "true or false", path)
-            elif isinstance(default, int):
-                self.integer(value, name, 1, path)
+            elif isinstance(default, int):  # sizes and strides in pixels
+                self.integer(value, name, 1, path, high=MAX_PIXELS)
             elif name in _SHARES:
                 self.number(value, name, 0.0, 1.0, path=path)
             elif isinstance(default, float):  # a factor (scale)
@@ -333,7 +338,7 @@ class _Check:
             if name not in known:
                 self.fail(path, "absent (not a field of " + key + ": " + ", ".join(known) + ")", value[name])
             if isinstance(known[name], int):
-                self.integer(value, name, 1, path)
+                self.integer(value, name, 1, path, high=MAX_PIXELS)
             elif name in ("min_breast", "mark_threshold"):
                 self.number(value, name, 0.0, 1.0, path=path)
             elif name == "mm_per_pixel":
@@ -347,8 +352,8 @@ class _Check:
     def input_size(self, data: dict, key: str) -> tuple[int, ...]:
         value = data[key]
         if (not isinstance(value, list) or len(value) != 3
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-            self.fail(key, "[height, width, channels] in whole numbers", value)
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_PIXELS for v in value)):
+            self.fail(key, f"[height, width, channels] in whole numbers up to {MAX_PIXELS}", value)
         return tuple(value)
 
     def architecture(self, data: dict, key: str) -> dict:

@@ -59,7 +59,7 @@ class Bundle:
     def from_folder(cls, folder: Path) -> "Bundle":
         """The bundle written in ``folder``, outside any registry (training, evaluation, a parent beside it);
         its manifest is checked as the registry checks it (ModelError where it is not valid)."""
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = json.loads(_manifest_text(folder / "manifest.json"))
         bundle = cls(folder, manifest)
         bundle._info, bundle._info_of = _validate(folder, manifest), copy.deepcopy(read_keys(manifest))
         return bundle
@@ -360,6 +360,22 @@ def contained_file(folder: Path, relative) -> Path:
     return path
 
 
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a manifest is a few kB; a bigger one (or /dev/zero) is not read whole
+
+
+def _manifest_text(path: Path) -> str:
+    """A manifest's text: a regular file of at most MAX_MANIFEST_BYTES (a pipe would wait for ever, a link to a
+    device read without end); OSError otherwise."""
+    with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError("manifest.json is not a regular file")
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise OSError(f"manifest.json is larger than {MAX_MANIFEST_BYTES // 1024 ** 2} MB")
+    return data.decode("utf-8")
+
+
 def _validate(folder: Path, manifest: dict) -> BundleManifest:
     """The typed manifest of the bundle in ``folder`` (core.models.manifest checks its fields), each file it
     names confined to the bundle (or a shared folder beside it); ModelError otherwise."""
@@ -388,8 +404,11 @@ class Registry:
         for root in self.folders:
             for manifest_file in self._manifest_files(Path(root)):
                 try:
-                    manifest = json.loads(manifest_file.read_text())
+                    manifest = json.loads(_manifest_text(manifest_file))
                     info = _validate(manifest_file.parent, manifest)
+                except RecursionError:
+                    self.problems.append(f"{manifest_file.parent.name}: manifest.json is nested too deeply to read")
+                    continue
                 except (ValueError, TypeError, KeyError, OSError, ModelError) as exc:
                     self.problems.append(f"{manifest_file.parent.name}: {exc}")
                     continue
@@ -400,7 +419,29 @@ class Registry:
                     continue
                 self.bundles[info.id] = Bundle(manifest_file.parent, manifest, parents=self.get,
                                                _info=info, _info_of=copy.deepcopy(read_keys(manifest)))
+        self._drop_parent_loops()
         self._tap_encoder_bundles()
+
+    def _drop_parent_loops(self) -> None:
+        """A bundle that builds on itself, directly or through others (its ``feature_bundle`` or
+        ``encoder_bundle``), is dropped with the reason: loading it would wait on itself for ever, and every
+        analysis of its modality with it."""
+        def parent(bundle_id: str) -> str | None:
+            arch = self.bundles[bundle_id].info.architecture
+            return arch.get("feature_bundle") or arch.get("encoder_bundle")
+
+        looping = set()
+        for start in self.bundles:
+            chain, current = [], start
+            while current in self.bundles and current not in chain:
+                chain.append(current)
+                current = parent(current)
+            if current in chain:
+                looping.update(chain[chain.index(current):])
+        for bundle_id in sorted(looping):
+            bundle = self.bundles.pop(bundle_id)
+            self.problems.append(f"{bundle.folder.name}: model '{bundle_id}' builds on itself (through its "
+                                 "feature_bundle or encoder_bundle); skipped")
 
     def _manifest_files(self, root: Path) -> list[Path]:
         """The manifest files of the bundle folders in ``root``; an entry that cannot be looked into (a link loop,
@@ -440,7 +481,9 @@ class Registry:
     def get(self, bundle_id: str) -> Bundle:
         if bundle_id not in self.bundles:
             known = ", ".join(sorted(self.bundles)) or "none"
-            raise ModelError(f"no model with id '{bundle_id}' (available: {known})")
+            # a bundle folder of that name that was skipped says why (its manifest is refused before its id is read)
+            why = [p for p in self.problems if p.startswith(f"{bundle_id}:")]
+            raise ModelError(f"no model with id '{bundle_id}' (available: {known})" + "".join(f"; {p}" for p in why))
         return self.bundles[bundle_id]
 
     def for_modality(self, modality: Modality) -> list[Bundle]:
