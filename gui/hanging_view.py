@@ -78,6 +78,7 @@ class ExamView(QWidget):
         row.setSpacing(2)
         outer.addLayout(row, 1)
         self.exam: Exam | None = None
+        self.analysing: list[Exam] = []  # exams whose views are being analysed (MainWindow.analyse_exam)
         self.captions: dict[str, QLabel] = {}
         self.pictures: dict[str, QLabel] = {}
         self.mirrored: dict[str, bool] = {}
@@ -108,6 +109,8 @@ class ExamView(QWidget):
         and reopened) keeps its analyses, drawn again as its pictures arrive."""
         if not same_exam(self.exam, exam):
             self.results, self._source_shapes = {}, {}
+        # Analyse is offered for an exam not being analysed (another exam's analyses may still be running)
+        self.analyse_button.setEnabled(not any(same_exam(exam, running) for running in self.analysing))
         self.exam, self.mirrored, self.flipped, self._pixmaps, self._pictures = exam, {}, {}, {}, {}
         self.setWindowTitle(exam_title(exam, exams))
         for name in HANGING_ORDER:

@@ -345,7 +345,7 @@ class MainWindow(QMainWindow):
         view.addAction(self._action("First slice", lambda: self.state.set_slice(0), "Home"))
         view.addAction(self._action("Last slice", lambda: self.state.set_slice(self.state.slice_count - 1), "End"))
         view.addAction(self._action("Play / stop cine", self.toggle_cine, "Space"))
-        view.addAction(self._action("Mammography &exam (four views)", self.show_exam, "Ctrl+Shift+M"))
+        view.addAction(self._action("Mammography &exam (four views)", lambda: self.show_exam(), "Ctrl+Shift+M"))
         self.compare_menu = view.addMenu("&Compare with series")
         self.compare_menu.aboutToShow.connect(self._fill_compare_menu)
         view.addAction(self._action("Close comparison", self.close_comparison))
@@ -506,7 +506,9 @@ class MainWindow(QMainWindow):
             first = next(hung.views[name].series for name in HANGING_ORDER if name in hung.views)
         self.open_series(first)  # queued before the thumbnails: the first slice shows first
         if exams:
-            self.show_exam()  # a screening exam hangs itself, as on a mammography workstation
+            self.show_exam(first)  # a screening exam hangs itself, as on a mammography workstation
+        elif self.exam_view is not None:
+            self.exam_view.close()  # another folder: the exam of the one before must not stay up beside it
         for series in index.series:  # behind any slice the reader opens, and skipped once another folder is shown
             self.bridge.run_background(self._thumbnail, series, index,
                                        on_done=lambda picture, key=series.key: picture is not None
@@ -671,6 +673,9 @@ class MainWindow(QMainWindow):
         self._busy(None)
         if request is not None and request != self._open_request:
             return  # the reader opened something else meanwhile
+        exam = self.exam_view.exam if self.exam_view is not None else None
+        if exam is not None and all(v.ref.path != record.path for v in exam.views.values()):
+            self.exam_view.close()  # a file of another exam (or woman): the one hung must not stay up beside it
         self.state.open(record)
         if view is not None:
             self.state.restore_view(view)
@@ -976,16 +981,26 @@ class MainWindow(QMainWindow):
         return dict(cached[1])
 
     # ----- mammography exam
-    def show_exam(self):
-        """The screening exam of the series shown, else the most recent exam of the folder's first woman (a prior
-        exam is listed first), hung in its own window; its title says its date and which of her exams it is."""
+    def show_exam(self, series: Series | None = None):
+        """The screening exam of ``series`` (the series shown by default; a folder just opened passes the series it
+        is opening, not yet the state's), hung in its own window; its title says its date and which of her exams
+        it is. With nothing shown, the most recent exam of the folder's first woman (a prior exam is listed first);
+        an image shown that is in no exam of the folder listed hangs nothing: never another woman's films."""
         from gui.hanging_view import ExamView
 
         exams = screening_exams(self.study_index) if self.study_index is not None else []
         if not exams:
             self._error("No mammography exam here: open a folder with R/L CC/MLO views (File ▸ Open folder).")
             return None
-        exam = exam_to_hang(exams, self.state.series)
+        shown = series or self.state.series
+        if shown is None and self.state.record is not None:
+            self._error("The image shown is in no mammography exam of the folder listed: open its own folder to "
+                        "hang its exam (File ▸ Open folder).")
+            return None
+        exam = exam_to_hang(exams, shown)
+        if exam is None:
+            self._error("The series shown is in no mammography exam of this folder (it needs R/L CC/MLO views).")
+            return None
         if self.exam_view is None:
             self.exam_view = ExamView(self)
             self.exam_view.analyse_requested.connect(self.analyse_exam)
@@ -1012,6 +1027,7 @@ class MainWindow(QMainWindow):
         if exam is None:
             return
         view_window.analyse_button.setEnabled(False)
+        view_window.analysing.append(exam)
         left = set(exam.views)
 
         def analyse(view):
@@ -1023,7 +1039,9 @@ class MainWindow(QMainWindow):
         def done(name: str, result=None, error: BaseException | None = None) -> None:
             left.discard(name)
             if not left:
-                view_window.analyse_button.setEnabled(True)
+                view_window.analysing = [e for e in view_window.analysing if e is not exam]
+                if same_exam(view_window.exam, exam):
+                    view_window.analyse_button.setEnabled(True)
             if error is None and result[0].results:  # recorded as any analysis is, the exam still shown or not
                 self._record_in_history(self.history and self.history.add, result[0])
             if not same_exam(view_window.exam, exam):  # hung again (closed and reopened): still this exam

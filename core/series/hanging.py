@@ -139,13 +139,12 @@ def exams_of_woman(exams: list[Exam], exam: Exam) -> list[Exam]:
     return sorted((e for e in exams if e.woman == exam.woman), key=lambda e: e.date)
 
 
-def exam_to_hang(exams: list[Exam], series: Series | None = None) -> Exam:
-    """The exam holding ``series`` (the one the reader shows), else the most recent exam of the first exam's woman:
-    a prior exam listed first (the index orders studies by date) is not hung in place of the current one."""
-    shown = next((e for e in exams if series is not None and any(v.series is series for v in e.views.values())),
-                 None)
-    if shown is not None:
-        return shown
+def exam_to_hang(exams: list[Exam], series: Series | None = None) -> Exam | None:
+    """The exam holding ``series`` (the one the reader shows; None where it is in none: another woman's exam is
+    never hung in its place); with no series, the most recent exam of the first exam's woman: a prior exam listed
+    first (the index orders studies by date) is not hung in place of the current one."""
+    if series is not None:
+        return next((e for e in exams if any(v.series is series for v in e.views.values())), None)
     return max(exams_of_woman(exams, exams[0]), key=lambda e: e.date)  # equal dates: the first listed
 
 

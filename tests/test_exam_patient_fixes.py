@@ -1,0 +1,114 @@
+"""The exam window hangs the exam of the film shown, never another woman's: defects a hunt reproduced.
+
+Each failed before its fix: a folder opened at another woman's film (from History) hung the first woman's exam, a
+prior opened from History hung the current exam, Ctrl+Shift+M over a single file of another woman hung the folder's
+first woman, an exam stayed up over another folder, and Analyse stayed off for an exam hung while another's ran.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom.uid import generate_uid
+
+from core.inference.results import Analysis, ModelResult
+from core.series import index_folder
+from core.series.hanging import HANGING_ORDER
+from tests.conftest import open_window
+from tests.series_data import breast, write_mammo
+
+
+def _window(qtbot, tmp_path):
+    (tmp_path / "models").mkdir(exist_ok=True)
+    return open_window(qtbot, tmp_path / "models", tmp_path)
+
+
+def _four(folder: Path, patient: str, name: str, date: str = "20200101") -> None:
+    """A woman's four screening views (DICOM MG) of one study."""
+    study = generate_uid()
+    for view in HANGING_ORDER:
+        path = write_mammo(folder / f"{patient}_{date}_{view}.dcm", breast("left"), study_uid=study,
+                           laterality=view[0], view=view[1:], patient_id=patient)
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.StudyDate = name, date
+        ds.save_as(path)
+
+
+def _hung(qtbot, window) -> None:
+    qtbot.waitUntil(lambda: window.exam_view is not None and window.exam_view.loaded()
+                    and window.state.series is not None, timeout=20000)
+
+
+def test_a_folder_opened_at_another_womans_film_hangs_her_exam(qtbot, tmp_path):
+    _four(tmp_path / "two", "WA", "ALPHA^ANN")
+    _four(tmp_path / "two", "WB", "BETA^BEA")
+    second = next(s for s in index_folder(tmp_path / "two").series if s.patient_id == "WB")
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path / "two", second.history_key)  # as History reopens it
+    _hung(qtbot, window)
+    assert window.state.series.patient_id == "WB" and window.exam_view.exam.patient_id == "WB"
+
+
+def test_a_prior_opened_from_history_hangs_the_prior(qtbot, tmp_path):
+    _four(tmp_path / "pc", "WA", "ALPHA^ANN", "20190301")
+    _four(tmp_path / "pc", "WA", "ALPHA^ANN", "20210301")
+    prior = next(s for s in index_folder(tmp_path / "pc").series if "20190301" in s.slices[0].path.name)
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path / "pc", prior.history_key)
+    _hung(qtbot, window)
+    assert window.exam_view.exam.date == "20190301"
+
+
+def test_a_single_file_of_another_woman_hangs_nothing_and_closes_the_exam_up(qtbot, tmp_path, monkeypatch):
+    _four(tmp_path / "A", "WA", "ALPHA^ANN")
+    _four(tmp_path / "B", "WB", "BETA^BEA")
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path / "A")
+    _hung(qtbot, window)
+    window.open_path(tmp_path / "B" / "WB_20200101_RCC.dcm")
+    qtbot.waitUntil(lambda: window.state.record is not None and "WB_" in window.state.record.path.name, timeout=20000)
+    assert not window.exam_view.isVisible()  # woman A's exam no longer up beside woman B's film
+    errors = []
+    monkeypatch.setattr(window, "_error", errors.append)
+    assert window.show_exam() is None and "in no mammography exam" in errors[0]
+
+
+def test_another_folder_closes_the_exam_of_the_one_before(qtbot, tmp_path):
+    _four(tmp_path / "A", "WA", "ALPHA^ANN")
+    (tmp_path / "B").mkdir()
+    cv2.imwrite(str(tmp_path / "B" / "other.png"), (breast("left", 120, 80) // 12).astype(np.uint8))
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path / "A")
+    _hung(qtbot, window)
+    window.open_folder(tmp_path / "B")
+    qtbot.waitUntil(lambda: window.state.record is not None and "other" in window.state.record.path.name,
+                    timeout=20000)
+    assert not window.exam_view.isVisible()
+
+
+def test_analyse_is_offered_for_an_exam_hung_while_another_is_analysed(qtbot, tmp_path, monkeypatch):
+    _four(tmp_path / "A", "WA", "ALPHA^ANN")
+    _four(tmp_path / "B", "WB", "BETA^BEA")
+    window = _window(qtbot, tmp_path)
+
+    def slow(record, frame=0, **_):
+        time.sleep(0.3)
+        result = ModelResult("mg", "1", "classification", "cpu", classes=["normal", "abnormal"],
+                             probabilities={"normal": 0.2, "abnormal": 0.8}, label="abnormal")
+        return Analysis(str(record.path), "MG", "dicom", frame, results=[result])
+
+    monkeypatch.setattr(window.engine.analyzer, "analyze", slow)
+    window.open_folder(tmp_path / "A")
+    _hung(qtbot, window)
+    view = window.exam_view
+    view.analyse_button.click()
+    assert not view.analyse_button.isEnabled()
+    window.open_folder(tmp_path / "B")
+    qtbot.waitUntil(lambda: view.exam.patient_id == "WB" and view.loaded(), timeout=20000)
+    assert view.analyse_button.isEnabled() and view.analysing  # A's views still under way
+    qtbot.waitUntil(lambda: not view.analysing, timeout=20000)
+    assert view.analyse_button.isEnabled() and not view.results  # A's results are not drawn on B
