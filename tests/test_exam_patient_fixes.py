@@ -112,3 +112,17 @@ def test_analyse_is_offered_for_an_exam_hung_while_another_is_analysed(qtbot, tm
     assert view.analyse_button.isEnabled() and view.analysing  # A's views still under way
     qtbot.waitUntil(lambda: not view.analysing, timeout=20000)
     assert view.analyse_button.isEnabled() and not view.results  # A's results are not drawn on B
+
+
+def test_a_lone_side_letter_in_the_patient_id_does_not_decide_the_side(tmp_path):
+    """PatientID 'R-1047', no laterality in the header: all four films had been read as right (two hung, two lost)."""
+    from core.series.hanging import screening_exams
+
+    study = generate_uid()
+    for view in HANGING_ORDER:
+        write_mammo(tmp_path / f"img_{view[0]}_{view[1:]}.dcm", breast("left"), study_uid=study, view=view[1:],
+                    patient_id="R-1047")
+    (exam,) = screening_exams(index_folder(tmp_path))
+    assert {name: v.ref.path.stem for name, v in exam.views.items()} == {
+        name: f"img_{name[0]}_{name[1:]}" for name in HANGING_ORDER}
+    assert {v.source for v in exam.views.values()} == {"file name"}

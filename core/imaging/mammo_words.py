@@ -99,16 +99,19 @@ def _get(ds, keyword: str):
 
 def side_and_view(texts: list[tuple[str, str]]) -> tuple[str, str, str]:
     """(laterality "R"/"L", view "CC"/"MLO", where) from the first of the (where, text) pairs that name them; ''
-    where none does. A PatientOrientation text gives a view only."""
+    where none does. A PatientOrientation text gives a view only; in a PatientID only RIGHT / LEFT or a fused
+    'RCC' name a side: a lone R or L there is part of the woman's number ('R-1047'), which had put all four of her
+    films on the right."""
     side = view = source = ""
     for where, text in texts:
         sides = where != "PatientOrientation"
+        named = {k: v for k, v in _SIDE.items() if len(k) > 1} if where == "PatientID" else _SIDE
         for word in _WORDS.findall(str(text).upper()):
             fused = _FUSED.match(word)
             if fused and sides:
                 side, view = side or fused.group(1), view or fused.group(2)
-            elif word in _SIDE and not side and sides:
-                side = _SIDE[word]
+            elif word in named and not side and sides:
+                side = named[word]
             elif word in VIEWS and not view:
                 view = VIEWS[word]
             if side and view:
