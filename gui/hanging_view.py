@@ -153,10 +153,14 @@ class ExamView(QWidget):
             self._scale(name)
 
     def _caption(self, name: str) -> str:
-        """'R CC', with what the hanging did to the picture: '  (mirrored)', '  (flipped)', '  (mirrored, flipped)'."""
+        """'R CC', with what the hanging did to the picture: '  (mirrored)', '  (flipped)', '  (mirrored, flipped)';
+        where the exam holds more films of the view, which one is hung ('  · 2 films: RCC_2.dcm hung')."""
         done = [word for word, did in (("mirrored", self.mirrored.get(name)), ("flipped", self.flipped.get(name)))
                 if did]
-        return caption(name) + (f"  ({', '.join(done)})" if done else "")
+        others = self.exam.others.get(name, 0) if self.exam is not None else 0
+        hung = self.exam.views.get(name) if others else None
+        return (caption(name) + (f"  ({', '.join(done)})" if done else "")
+                + (f"  · {others + 1} films: {hung.ref.path.name} hung" if hung is not None else ""))
 
     def loaded(self) -> bool:
         return self.exam is not None and set(self._pixmaps) == set(self.exam.views)

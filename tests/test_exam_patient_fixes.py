@@ -126,3 +126,31 @@ def test_a_lone_side_letter_in_the_patient_id_does_not_decide_the_side(tmp_path)
     assert {name: v.ref.path.stem for name, v in exam.views.items()} == {
         name: f"img_{name[0]}_{name[1:]}" for name in HANGING_ORDER}
     assert {v.source for v in exam.views.values()} == {"file name"}
+
+
+def test_a_film_for_presentation_is_hung_before_raw_data_and_a_repeat_is_said(qtbot, tmp_path):
+    """Both kinds of each view present: a presentation film had been hung beside a raw ('FOR PROCESSING') one, and
+    of two LCC films the first in index order was hung with nothing said."""
+    from core.series.hanging import screening_exams
+
+    study = generate_uid()
+    for view in HANGING_ORDER:
+        for intent in ("FOR PROCESSING", "FOR PRESENTATION"):
+            path = write_mammo(tmp_path / f"{view}_{intent.split()[1]}.dcm", breast("left"), study_uid=study,
+                               laterality=view[0], view=view[1:], patient_id="W5")
+            ds = pydicom.dcmread(path)
+            ds.PresentationIntentType = intent
+            ds.save_as(path)
+    repeat = write_mammo(tmp_path / "LCC_repeat.dcm", breast("left", 80, 50), study_uid=study, laterality="L",
+                         view="CC", patient_id="W5")
+    ds = pydicom.dcmread(repeat)
+    ds.PresentationIntentType, ds.InstanceNumber = "FOR PRESENTATION", 2
+    ds.save_as(repeat)
+    (exam,) = screening_exams(index_folder(tmp_path))
+    assert {name: v.ref.path.stem for name, v in exam.views.items()} == {
+        "RCC": "RCC_PRESENTATION", "LCC": "LCC_repeat", "RMLO": "RMLO_PRESENTATION", "LMLO": "LMLO_PRESENTATION"}
+    assert exam.others == {"RCC": 1, "LCC": 2, "RMLO": 1, "LMLO": 1}
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    assert window.exam_view.captions["LCC"].text().endswith("3 films: LCC_repeat.dcm hung")

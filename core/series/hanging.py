@@ -64,6 +64,7 @@ class Exam:
     patient_name: str = ""  # PatientName as the header has it ('SMITH^ALICE')
     date: str = ""  # StudyDate (YYYYMMDD) as the study index has it; '' when unknown
     woman: tuple = ()  # who the exam is of, as ``screening_exams`` tells women apart
+    others: dict[str, int] = field(default_factory=dict)  # by view name: films of that view not hung (repeats)
 
     @property
     def complete(self) -> bool:
@@ -112,8 +113,15 @@ def _woman(view: MammoView) -> tuple[str, ...]:
     return ("file", str(path.parent), exam_key(path.stem).upper())
 
 
+def _hang_first(view: MammoView) -> tuple:
+    """Which of several films of one view is hung: one for presentation before raw detector data ('FOR
+    PROCESSING', which is not read as a film), then the later instance (a repeat is taken after the first)."""
+    return (view.ref.intent == "FOR PROCESSING", -(view.ref.instance or 0))
+
+
 def screening_exams(index: StudyIndex) -> list[Exam]:
-    """The mammography exams of an index, in index order; the first screening image found of each view is hung."""
+    """The mammography exams of an index, in index order; of several screening images of one view, the one
+    ``_hang_first`` puts first is hung and the others are counted (``Exam.others``), so the reader is told."""
     dates = {id(s): study.date for patient in index.patients for study in patient.studies for s in study.series}
     views = [v for s in index.series for ref in s.slices if (v := mammo_view(s, ref)) is not None and v.screening]
     by_study: dict[tuple[tuple[str, ...], str], list[MammoView]] = {}
@@ -128,8 +136,9 @@ def screening_exams(index: StudyIndex) -> list[Exam]:
         else:
             key = f"study:{'|'.join(woman)}|{study}"
         exam = exams.setdefault(key, Exam(key, patient, patient_name=name, woman=woman))
-        for v in members:
-            exam.views.setdefault(v.name, v)
+        for v in sorted(members, key=_hang_first):  # stable: index order among equals
+            if exam.views.setdefault(v.name, v) is not v:
+                exam.others[v.name] = exam.others.get(v.name, 0) + 1
             exam.date = max(exam.date, dates.get(id(v.series), ""))
     return list(exams.values())
 

@@ -70,6 +70,7 @@ class SliceRef:
     patient_orientation: tuple[str, ...] = ()  # PatientOrientation: row then column direction (e.g. 'P', 'L')
     echo: str = ""  # which echo of a multi-echo acquisition ("echo 2, TE 80 ms"); '' where not stated
     view_codes: ViewCodes | None = None  # a mammogram's coded view, modifiers and magnification (MG files only)
+    intent: str = ""  # PresentationIntentType: 'FOR PRESENTATION' or 'FOR PROCESSING' (raw detector data)
 
     @property
     def key(self) -> str:
@@ -696,7 +697,8 @@ def _dicom_entry(path: Path, ds, counts: tuple[int, int | None] | None = None):
                 spacing_between_mm=_length(_get(ds, "SpacingBetweenSlices")),
                 laterality=(_text(ds, "ImageLaterality") or _text(ds, "Laterality")).upper(),
                 view=_text(ds, "ViewPosition").upper(), patient_orientation=_orientation_text(ds),
-                echo=_echo(ds), view_codes=view_codes(ds) if modality == "MG" else None)
+                echo=_echo(ds), view_codes=view_codes(ds) if modality == "MG" else None,
+                intent=_text(ds, "PresentationIntentType").upper())
     if frames == 1:
         position, orientation = _floats(_get(ds, "ImagePositionPatient"), 3), \
             _orientation(_get(ds, "ImageOrientationPatient"))
