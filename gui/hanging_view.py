@@ -11,7 +11,7 @@ in ``show_analysis``: its CAD marks drawn on the hung picture, its probability i
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
@@ -19,6 +19,9 @@ from core.export.report import draw_findings
 from core.inference.results import Analysis
 from core.series.hanging import HANGING_ORDER, Exam, exam_to_hang, hung_findings, needs_flip
 from gui.qimage import to_pixmap
+
+
+PAIRS = (("RCC", "LCC"), ("RMLO", "LMLO"))  # the views shown back to back, at one scale
 
 
 def caption(name: str) -> str:
@@ -128,7 +131,7 @@ class ExamView(QWidget):
         self._pictures[name] = picture
         self._pixmaps[name] = to_pixmap(picture)
         self.captions[name].setText(self._caption(name))
-        self._scale(name)
+        self._scale_pair(name)
         if name in self.results:  # the analysis came first
             self.show_analysis(name, self.results[name], self._source_shapes[name])
 
@@ -165,12 +168,39 @@ class ExamView(QWidget):
     def loaded(self) -> bool:
         return self.exam is not None and set(self._pixmaps) == set(self.exam.views)
 
+    def _extent(self, name: str) -> tuple[float, float, bool] | None:
+        """(height, width) of a view's film: in mm (True) where it states its pixel spacing, else in its pixels
+        (False); None where its size is not known."""
+        view = self.exam.views.get(name) if self.exam is not None else None
+        if view is None or not view.ref.rows or not view.ref.columns:
+            return None
+        spacing = view.ref.pixel_spacing_mm
+        row_mm, column_mm = spacing if spacing else (1.0, 1.0)
+        return view.ref.rows * row_mm, view.ref.columns * column_mm, bool(spacing)
+
     def _scale(self, name: str) -> None:
+        """The view's picture fitted to its place at the scale of its pair (R and L CC, R and L MLO): both breasts
+        at one size per millimetre (per pixel where neither states a spacing), as a reader compares them; a film
+        2400 rows tall beside one of 1800 at the same pixel size had been drawn at the same height."""
         pixmap = self._pixmaps.get(name)
         label = self.pictures[name]
-        if pixmap is not None:
-            label.setPixmap(pixmap.scaled(label.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                          Qt.TransformationMode.SmoothTransformation))
+        if pixmap is None:
+            return
+        pair = next(p for p in PAIRS if name in p)
+        extents = {n: self._extent(n) for n in pair if n in self._pixmaps}
+        size = label.size()
+        if all(e is not None for e in extents.values()) and len({e[2] for e in extents.values()}) == 1:
+            per_unit = min(min(self.pictures[n].width() / e[1], self.pictures[n].height() / e[0])
+                           for n, e in extents.items())
+            height, width, _ = extents[name]
+            size = QSize(max(1, round(width * per_unit)), max(1, round(height * per_unit)))
+        label.setPixmap(pixmap.scaled(size, Qt.AspectRatioMode.KeepAspectRatio,
+                                      Qt.TransformationMode.SmoothTransformation))
+
+    def _scale_pair(self, name: str) -> None:
+        """The view and the other breast's same view (their common scale changes as a picture arrives)."""
+        for other in next(p for p in PAIRS if name in p):
+            self._scale(other)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().resizeEvent(event)

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pydicom
+import pytest
 from pydicom.uid import generate_uid
 
 from core.inference.results import Analysis, ModelResult
@@ -154,3 +155,22 @@ def test_a_film_for_presentation_is_hung_before_raw_data_and_a_repeat_is_said(qt
     window.open_folder(tmp_path)
     _hung(qtbot, window)
     assert window.exam_view.captions["LCC"].text().endswith("3 films: LCC_repeat.dcm hung")
+
+
+def test_the_two_breasts_are_shown_at_one_scale(qtbot, tmp_path):
+    """Right films 2400 x 1600 and left 1800 x 1200, both 0.1-mm pixels: each had been fitted to the same height,
+    the left breast drawn 1.33 times larger."""
+    study = generate_uid()
+    sizes = {"R": (2400, 1600), "L": (1800, 1200)}
+    for view in HANGING_ORDER:
+        path = write_mammo(tmp_path / f"{view}.dcm", breast("left", *sizes[view[0]]), study_uid=study,
+                           laterality=view[0], view=view[1:], patient_id="WS")
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = [0.1, 0.1]
+        ds.save_as(path)
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    shown = {name: window.exam_view.pictures[name].pixmap().height() for name in HANGING_ORDER}
+    for right, left in (("RCC", "LCC"), ("RMLO", "LMLO")):
+        assert shown[right] / shown[left] == pytest.approx(2400 / 1800, rel=0.02)
