@@ -500,7 +500,8 @@ class MainWindow(QMainWindow):
             [s for s in index.series if series_uid and s.uid == series_uid]  # an entry from before a split
         first = wanted[0] if wanted else next((s for s in index.series if s.modality != "SEG"),
                                               index.series[0])  # images first
-        exams = screening_exams(index) if first.modality == "MG" else []
+        # MG, or pictures without a modality (PNG exports) whose names give side and view (core.series.hanging)
+        exams = screening_exams(index) if first.modality in ("MG", "", "OT") else []
         if exams and not series_uid:  # the most recent exam's first view, not a prior's listed first (by date)
             hung = exam_to_hang(exams)
             first = next(hung.views[name].series for name in HANGING_ORDER if name in hung.views)

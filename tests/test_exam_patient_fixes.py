@@ -174,3 +174,19 @@ def test_the_two_breasts_are_shown_at_one_scale(qtbot, tmp_path):
     shown = {name: window.exam_view.pictures[name].pixmap().height() for name in HANGING_ORDER}
     for right, left in (("RCC", "LCC"), ("RMLO", "LMLO")):
         assert shown[right] / shown[left] == pytest.approx(2400 / 1800, rel=0.02)
+
+
+@pytest.mark.parametrize("pattern", ["alice_{view}_{side}", "alice_{side}_{view}_2020", "{side}{view}_alice"])
+def test_a_png_exam_named_with_side_and_view_anywhere_is_one_exam_and_hangs_itself(qtbot, tmp_path, pattern):
+    """Only a trailing side and view had been taken off the woman's name: four one-view exams."""
+    from core.series.hanging import screening_exams
+
+    for view in HANGING_ORDER:
+        name = pattern.format(side=view[0], view=view[1:]) + ".png"
+        cv2.imwrite(str(tmp_path / name), (breast("left", 120, 80) // 12).astype(np.uint8))
+    (exam,) = screening_exams(index_folder(tmp_path))
+    assert sorted(exam.views) == sorted(HANGING_ORDER)
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    assert sorted(window.exam_view.exam.views) == sorted(HANGING_ORDER)

@@ -99,6 +99,18 @@ def exam_key(patient_id: str) -> str:
     return _TAIL.sub("", patient_id.strip())
 
 
+_NAME_PARTS = re.compile(r"[\s_\-.]+")
+_VIEW_WORDS = re.compile(r"^(RIGHT|LEFT|R|L)?(CC|MLO|XCCL|XCCM)?$")
+
+
+def _name_without_view(stem: str) -> str:
+    """A file name's words without those that name a side or view, wherever they stand ('alice_CC_R',
+    'alice_R_CC_2020', 'RCC_alice' -> 'ALICE', 'ALICE_2020', 'ALICE'): the woman a PNG export names. Only a
+    trailing pair had been dropped, so such names made four one-view exams."""
+    words = [w for w in _NAME_PARTS.split(stem.upper()) if w]
+    return "_".join(w for w in words if not _VIEW_WORDS.match(w)) or exam_key(stem).upper()
+
+
 def _woman(view: MammoView) -> tuple[str, ...]:
     """Who an image is of, told apart as the study index tells patients apart (``core.series.index``: the
     PatientID, else the name), never lumping two women into one exam: without either, its study (one woman's),
@@ -110,7 +122,7 @@ def _woman(view: MammoView) -> tuple[str, ...]:
         return ("name", series.patient_name)
     if series.study_uid:
         return ("study", series.study_uid)
-    return ("file", str(path.parent), exam_key(path.stem).upper())
+    return ("file", str(path.parent), _name_without_view(path.stem))
 
 
 def _hang_first(view: MammoView) -> tuple:
