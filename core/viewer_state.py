@@ -961,13 +961,13 @@ class ViewerState:
         pixel spacing is known (the reader's scale on a microscopy image: micrometres, which '0.0 mm' would hide);
         else '' (a spacing not believed, ``spacing_warning``, places nothing)."""
         ref = self._geometry()
-        if self.spacing_warning is not None:
+        spacing, implausible = self._measuring_spacing()  # once per mouse move
+        if implausible is not None:
             return ""
         if ref.position is not None and ref.orientation is not None and ref.pixel_spacing_mm:
             factor = self._record.downsample  # the file's pixel under the middle of the picture's
             return patient_position_text(patient_point(ref.position, ref.orientation, ref.pixel_spacing_mm,
                                                        (x + 0.5) * factor - 0.5, (y + 0.5) * factor - 0.5))
-        spacing = self.pixel_spacing_mm
         if not spacing:
             return ""
         dy, dx = spacing

@@ -920,7 +920,7 @@ class MainWindow(QMainWindow):
         else:
             self.state.set_analysis(analysis)
         if analysis.results:
-            self._record_in_history(self.history and self.history.add, analysis)
+            self._record_in_history(analysis)
 
     def _refresh_history(self) -> None:
         if self.history is None:  # the database could not be opened: the window works without it, and says so
@@ -930,10 +930,11 @@ class MainWindow(QMainWindow):
         self.bridge.run(self.history.recent, MAX_ROWS, on_done=self.history_panel.show_entries,
                         on_error=lambda e: self.history_panel.show_unavailable(str(e)))
 
-    def _record_in_history(self, add, analysis) -> None:
-        """``add`` (History.add or add_series) run in the background, the panel refreshed after; without a history
-        (``add`` None), nothing."""
-        if add is not None:
+    def _record_in_history(self, analysis, series: bool = False) -> None:
+        """An image's analysis (a series' with ``series``) recorded in the background, the panel refreshed after;
+        without a history (its database could not be opened), nothing."""
+        if self.history is not None:
+            add = self.history.add_series if series else self.history.add
             self.bridge.run(add, analysis, on_done=lambda _: self._refresh_history(),
                             on_error=lambda e: self.statusBar().showMessage(f"History not saved: {e}", 5000))
 
@@ -1044,7 +1045,7 @@ class MainWindow(QMainWindow):
                 if same_exam(view_window.exam, exam):
                     view_window.analyse_button.setEnabled(True)
             if error is None and result[0].results:  # recorded as any analysis is, the exam still shown or not
-                self._record_in_history(self.history and self.history.add, result[0])
+                self._record_in_history(result[0])
             if not same_exam(view_window.exam, exam):  # hung again (closed and reopened): still this exam
                 return
             if error is not None:
@@ -1149,7 +1150,7 @@ class MainWindow(QMainWindow):
             if self.auto_analyse and shown is not None and self.state.series_analysis is None:
                 self.analyse_series()  # the series now shown, as it would have been on opening
         if analysis.results and not analysis.cancelled:  # a cancelled run is not recorded: its verdicts are partial
-            self._record_in_history(self.history and self.history.add_series, analysis)
+            self._record_in_history(analysis, series=True)
 
     def _series_failed(self, error: BaseException) -> None:
         self._series_done()

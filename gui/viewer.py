@@ -345,9 +345,10 @@ class ImageViewer(QGraphicsView):
         self.centerOn(rect.center())
         self._zoomed()
 
-    def _zoomed(self, fitted: bool = False) -> None:
-        """After the view's zoom or place changed: its zoom said, the readout of the pixel now under the mouse."""
-        self._fitted = fitted
+    def _zoomed(self) -> None:
+        """After the view's zoom or place changed: its zoom said, the readout of the pixel now under the mouse; no
+        longer fitted (``fit`` says so again after)."""
+        self._fitted = False
         self.zoomChanged.emit(self.transform().m11())
         self._emit_cursor()
 

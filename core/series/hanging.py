@@ -34,7 +34,8 @@ from core.inference.results import Finding
 from core.series.index import Series, SliceRef, StudyIndex
 
 HANGING_ORDER = ("RCC", "LCC", "RMLO", "LMLO")
-_TAIL = re.compile(r"[\s_\-.]*(RIGHT|LEFT|R|L)[\s_\-.]*(CC|MLO|XCCL|XCCM)$", re.IGNORECASE)
+_SIDE_WORDS, _VIEW_NAMES = "RIGHT|LEFT|R|L", "CC|MLO|XCCL|XCCM"  # as a file name or patient ID writes them
+_TAIL = re.compile(rf"[\s_\-.]*({_SIDE_WORDS})[\s_\-.]*({_VIEW_NAMES})$", re.IGNORECASE)
 
 
 @dataclass
@@ -100,7 +101,7 @@ def exam_key(patient_id: str) -> str:
 
 
 _NAME_PARTS = re.compile(r"[\s_\-.]+")
-_VIEW_WORDS = re.compile(r"^(RIGHT|LEFT|R|L)?(CC|MLO|XCCL|XCCM)?$")
+_VIEW_WORDS = re.compile(rf"^({_SIDE_WORDS})?({_VIEW_NAMES})?$")
 
 
 def _name_without_view(stem: str) -> str:

@@ -95,27 +95,17 @@ def _sr_target(target: Path, k: int, count: int) -> Path:
     return target if count == 1 else target.with_name(f"{target.stem}_s{k + 1}{target.suffix}")
 
 
-def _identity(path: Path) -> tuple:
-    """What makes two names one file: the file itself where it exists (hard links, case-blind volumes), else
-    its resolved path."""
-    try:
-        st = os.stat(path)
-        return (st.st_dev, st.st_ino)
-    except OSError:
-        try:
-            return (os.fsdecode(Path(path).resolve()),)
-        except (OSError, RuntimeError):
-            return (os.fsdecode(os.path.abspath(path)),)
-
-
 def _sr_target_clash(index: StudyIndex, path: Path, target: Path, count: int) -> str | None:
     """Why a DICOM SR cannot be written at ``target`` (or its numbered names): it would replace an input of the
-    analysis (a slice, the DICOMDIR or file given); None where it can."""
-    inputs = {_identity(ref.path) for series in index.series for ref in series.slices}
+    analysis (a slice, the DICOMDIR or file given); None where it can. Two names are one file as every output
+    check has it (``core.export.files.file_key``: hard links, case-blind volumes)."""
+    from core.export.files import file_key as identity
+
+    inputs = {identity(ref.path) for series in index.series for ref in series.slices}
     if Path(path).is_file():
-        inputs.add(_identity(path))
+        inputs.add(identity(path))
     names = {_sr_target(Path(target), k, n) for n in {1, count} for k in range(n)}
-    clashes = sorted(os.fsdecode(name) for name in names if _identity(name) in inputs)
+    clashes = sorted(os.fsdecode(name) for name in names if identity(name) in inputs)
     if clashes:
         return (f"--dicom-sr-out {strict_json(clashes[0])} is an input of this analysis: the report would replace "
                 "it; choose a file outside the images analysed")
