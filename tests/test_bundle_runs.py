@@ -6,6 +6,7 @@ file is written whole and again where it is damaged or another backbone's (each 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -152,8 +153,14 @@ def test_an_export_cut_short_is_not_used_and_one_that_does_not_load_is_a_model_e
     rest.write_bytes(b"\0" * len(whole))  # damaged at its own size: found, and refused when it loads
     assert find_export(bundle, roots) is not None
     record = load_image(planted_png[0], modality="MR")
+    with pytest.raises(ModelError, match=rf"exported network {re.escape(str(rest))} was changed after it was exported"):
+        Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER])
+    index = rest.parent / "index.json"  # an index that vouches for the damaged bytes: ONNX Runtime cannot load them
+    written = index.read_text()
+    index.write_text(written.replace(json.loads(written)["rest"]["sha256"], hashlib.sha256(rest.read_bytes()).hexdigest()))
     with pytest.raises(ModelError, match=rf"exported network {re.escape(str(rest))} could not be loaded"):
         Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER])
+    index.write_text(written)
     rest.write_bytes(whole)
     bundle.manifest["classes"] = ["a", "b", "c"]  # the export's network gives 2 logits
     with pytest.raises(ModelError, match="lists 3 classes"):
@@ -170,6 +177,54 @@ def test_an_export_cut_short_is_not_used_and_one_that_does_not_load_is_a_model_e
     with pytest.raises(OSError):
         export_bundle(bundle, cache)
     assert [p.name for p in cache.rglob("*") if p.is_file()] == []
+
+
+def _edited_in_place(graph: Path) -> None:
+    """``graph``'s largest weight changed where it lies in the file (the file keeps its size and still loads)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(graph))
+    tensor = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    values = numpy_helper.to_array(tensor)
+    tensor.CopyFrom(numpy_helper.from_array((values * -1).astype(values.dtype), tensor.name))
+    size = graph.stat().st_size
+    onnx.save(model, str(graph))
+    assert graph.stat().st_size == size
+
+
+def test_an_export_edited_in_place_or_a_bundle_whose_weights_changed_since_is_not_run(tiny_models, planted_png,
+                                                                                     tmp_path, monkeypatch):
+    """Each file's sha256 in the index is checked when ONNX Runtime opens it, and the bundle's own files when its
+    export runs (both had run a network no manifest describes: only sizes were compared, the bundle not at all)."""
+    from core.inference.onnx_export import export_bundle
+
+    cache = tmp_path / "onnx"
+    monkeypatch.setenv("MIDA_ONNX_CACHE", str(cache))
+    root = tmp_path / "models"
+    shutil.copytree(tiny_models / CLASSIFIER, root / CLASSIFIER)
+    registry = Registry([root])
+    bundle = registry.get(CLASSIFIER)
+    export_bundle(bundle, cache)
+    record = load_image(planted_png[0], modality="MR")
+    before = Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER]).results[0].probabilities
+    export = find_export(bundle, export_roots(registry.folders))
+    graphs = [export.rest, *(cam.file for cam in export.cams.values())]
+    for graph in graphs:
+        whole = graph.read_bytes()
+        _edited_in_place(graph)
+        assert find_export(bundle, export_roots(registry.folders)) is not None  # sizes alone cannot tell
+        with pytest.raises(ModelError, match=rf"{re.escape(str(graph))} was changed after it was exported"):
+            Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER])
+        graph.write_bytes(whole)
+    assert Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER]).results[0].probabilities == before
+
+    weights = root / CLASSIFIER / "model.keras"  # replaced after the export; the manifest still names the old one
+    weights.write_bytes(weights.read_bytes()[:-1] + b"x")
+    with pytest.raises(ModelError, match="model.keras does not match its manifest"):
+        Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER])
+    weights.unlink()  # not there at all (the frozen app ships exports without the Keras files): the export runs
+    assert Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER]).results[0].probabilities == before
 
 
 def _stem_bundle(root: Path) -> Path:

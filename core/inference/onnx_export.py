@@ -21,6 +21,7 @@ import numpy as np
 from core.errors import ModelError
 from core.models.exports import EXPORT_FORMAT, STEMS_FOLDER, CamGraph, export_folder, fingerprint
 from core.models.stages import cam_model, cam_site
+from core.models.storage import sha256_file
 
 OPSET = 17
 # Refused above these differences from TensorFlow (the weights stored as float16 move logits by ~1e-3): the
@@ -120,8 +121,9 @@ def _shared_stem(stages, image: np.ndarray, outputs: list, root: Path) -> tuple[
 
 
 def _written(base: Path, name: str, **entry) -> dict:
-    """An index entry for the file ``name`` under ``base``: its name, the size it was written at, ``entry``."""
-    return {"file": name, "size": (base / name).stat().st_size, **entry}
+    """An index entry for the file ``name`` under ``base``: its name, the size and sha256 it was written with,
+    ``entry``."""
+    return {"file": name, "size": (base / name).stat().st_size, "sha256": sha256_file(base / name), **entry}
 
 
 def _refuse_if_off(bundle_id: str, check: dict) -> None:

@@ -8,6 +8,7 @@ logits, the activation and the chosen class's gradient, and ``heatmaps`` makes t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from core.models.exports import CHOSEN, GRADS, TARGET, CamGraph
 # Intra-op threads; 0: ONNX Runtime's choice (one per physical core). MIDA_ORT_THREADS overrides (1 runs faster
 # where another job holds the other cores: docs/bench/fast_forward.md).
 THREADS = int(os.environ.get("MIDA_ORT_THREADS", "0"))
+MAX_GRAPH_BYTES = 2**31  # protobuf's limit: no single-file ONNX graph is larger (a bigger file is not read whole)
 
 
 def available() -> bool:
@@ -32,9 +34,11 @@ def available() -> bool:
     return True
 
 
-def session(path: Path):
+def session(path: Path, sha256: str | None = None):
     """An ONNX Runtime CPU session with every graph optimisation and no spin-waiting between runs; a file that
-    cannot be loaded (damaged, cut short, removed) is a ModelError, which the Analyzer reports for its model."""
+    cannot be loaded (damaged, cut short, removed) is a ModelError, which the Analyzer reports for its model.
+    ``sha256``: the file's as exported; the bytes read are checked against it and handed to ONNX Runtime, so a
+    graph changed since at its own size (the index's size check passes) is refused, never run."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -43,18 +47,37 @@ def session(path: Path):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
+    source = str(path) if sha256 is None else _verified_bytes(path, sha256)
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types (InvalidProtobuf, NoSuchFile, Fail)
         raise ModelError(f"the exported network {path} could not be loaded: it is missing, damaged or incomplete; "
                          "export the models again (python main.py models export)") from exc
 
 
-class OnnxModel:
-    """One exported graph's forward pass: arrays in (one per graph input), arrays out."""
+def _verified_bytes(path: Path, sha256: str) -> bytes:
+    """The file's bytes where their sha256 is ``sha256``; else (or unreadable, or over MAX_GRAPH_BYTES) a ModelError."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_GRAPH_BYTES + 1)
+    except OSError as exc:
+        raise ModelError(f"the exported network {path} could not be read ({exc.strerror or exc}); export the models "
+                         "again (python main.py models export)") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ModelError(f"the exported network {path} was changed after it was exported (sha256 {actual[:12]}... "
+                         f"instead of {sha256[:12]}...) - refusing to run it; export the models again "
+                         "(python main.py models export)")
+    return data
 
-    def __init__(self, path: Path) -> None:
+
+class OnnxModel:
+    """One exported graph's forward pass: arrays in (one per graph input), arrays out. ``sha256``: the file's as
+    exported, checked when the session opens (None: the exporter's own check of what it just wrote)."""
+
+    def __init__(self, path: Path, sha256: str | None = None) -> None:
         self.path = path
+        self.sha256 = sha256
         self._session = None
         self._input_names: list[str] = []
         self._lock = threading.Lock()
@@ -76,7 +99,7 @@ class OnnxModel:
     def _open(self):
         with self._lock:
             if self._session is None:
-                self._session = session(self.path)
+                self._session = session(self.path, self.sha256)
                 self._input_names = [i.name for i in self._session.get_inputs()]
         return self._session
 
@@ -92,7 +115,7 @@ class OnnxGradCam:
 
     def __init__(self, cam: CamGraph) -> None:
         self.cam = cam
-        self._model = OnnxModel(cam.file)
+        self._model = OnnxModel(cam.file, cam.sha256)
 
     def __call__(self, inputs: list[np.ndarray], target: int | None = None, plus: bool = False):
         """(logits (N, K), heatmaps (N, h, w) scaled to a peak of 1, class index used (N,)), as GradCam gives."""

@@ -196,10 +196,10 @@ class OnnxNetwork(Network):
     device = "CPU (ONNX Runtime)"
 
     def __init__(self, export: Export, stem_rows: StemRows) -> None:
-        stem = OnnxModel(export.stem) if export.stem is not None else None
+        stem = OnnxModel(export.stem, export.hashes[export.stem]) if export.stem is not None else None
         super().__init__(Stages(export.stem_key, stem, None, export.cam, export.picks), stem_rows)
         self.export = export
-        self._rest_model = OnnxModel(export.rest)
+        self._rest_model = OnnxModel(export.rest, export.hashes[export.rest])
 
     @property
     def channels(self) -> int | None:
@@ -218,8 +218,10 @@ class OnnxNetwork(Network):
 
 
 def load_network(bundle: Bundle, stem_rows: StemRows, export: Export | None) -> Network:
-    """The bundle's network on ONNX Runtime where ``export`` is given, else on TensorFlow."""
+    """The bundle's network on ONNX Runtime where ``export`` is given (the bundle's own files checked first, as
+    TensorFlow would check them), else on TensorFlow."""
     if export is not None:
+        bundle.verify_present_files()
         return OnnxNetwork(export, stem_rows)
     try:
         return KerasNetwork(bundle, stem_rows)

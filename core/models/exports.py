@@ -8,7 +8,9 @@ which file is which and how large it was written. The Analyzer runs a bundle on 
 export matches it here, and on TensorFlow otherwise. The fingerprint covers the weights' sha256, the architecture
 entry (which names every other file and parent bundle by sha256), the input size, the Grad-CAM layers and the
 stem's taps, so a retrained, edited or differently installed bundle never runs an export of another network; an
-export whose files are not all there at the sizes written (one cut short by an export that was killed) is none.
+export whose files are not all there at the sizes written (one cut short by an export that was killed) is none,
+and a file changed since at its own size is refused when it is opened (core.inference.onnx_network checks the
+sha256 the index gives of the bytes it hands ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from core.app_paths import onnx_cache
 
-EXPORT_FORMAT = 2  # 2: each file's size in the index; stem keys name every file of the network
+EXPORT_FORMAT = 3  # 2: each file's size in the index; stem keys name every file of the network; 3: and sha256
 STEMS_FOLDER = "stems"  # beside the bundles' export folders: the stems bundles share (no bundle id may be this)
 # A Grad-CAM graph's extra input and outputs (core.models.onnx_grad appends them): the class each row's heatmap
 # explains (N,) int64, -1 for its highest logit; d logit[class] / d activation; the class explained (N,) int64.
@@ -31,12 +33,14 @@ EXPORTS_FOLDER = "_onnx"  # beside the bundles of a models folder (the frozen ap
 @dataclass(frozen=True)
 class CamGraph:
     """A Grad-CAM graph: the network with the gradient appended, on the rest's inputs (``on_rest``) or the image;
-    ``logits`` and ``activation`` name its outputs (``activation`` may be its first input)."""
+    ``logits`` and ``activation`` name its outputs (``activation`` may be its first input); ``sha256``: the
+    file's as exported (None: not checked, as when the export checks what it wrote)."""
 
     file: Path
     on_rest: bool
     logits: str
     activation: str
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ class Export:
     """A bundle's ONNX files, from its ``index.json``. ``stem``: the shared stem's file (None: the rest takes the
     image); ``stem_key``: bundles with the same key share the stem's outputs; ``picks``: the stem outputs the rest
     takes (None: all); ``cam``: the layer whose activation is the rest's first input (core.models.stages.Stages);
-    ``cams``: Grad-CAM graph by layer ("" for the rest's first input); ``sizes``: every file's size as written."""
+    ``cams``: Grad-CAM graph by layer ("" for the rest's first input); ``sizes`` and ``hashes``: every file's size
+    and sha256 as written."""
 
     folder: Path
     bundle: str
@@ -55,20 +60,24 @@ class Export:
     rest: Path
     cams: dict[str, CamGraph]
     sizes: dict[Path, int]
+    hashes: dict[Path, str]
 
     @classmethod
     def read(cls, index: Path) -> "Export":
         data = json.loads(index.read_text())
         root, folder = index.parents[2], index.parent
         stem, rest = data.get("stem"), data["rest"]
-        sizes = {folder / f["file"]: f["size"] for f in [rest, *data["cams"].values()]}
+        entries = {folder / f["file"]: f for f in [rest, *data["cams"].values()]}
         if stem:
-            sizes[root / stem["file"]] = stem["size"]
+            entries[root / stem["file"]] = stem
+        hashes = {file: _sha256(entry) for file, entry in entries.items()}
         return cls(folder, data["bundle"], root / stem["file"] if stem else None, stem["key"] if stem else None,
                    tuple(data["picks"]) if data.get("picks") is not None else None, data.get("cam"),
                    folder / rest["file"],
-                   {layer: CamGraph(folder / cam["file"], cam["on"] == "rest", cam["logits"], cam["activation"])
-                    for layer, cam in data["cams"].items()}, sizes)
+                   {layer: CamGraph(folder / cam["file"], cam["on"] == "rest", cam["logits"], cam["activation"],
+                                    hashes[folder / cam["file"]])
+                    for layer, cam in data["cams"].items()},
+                   {file: int(entry["size"]) for file, entry in entries.items()}, hashes)
 
 
 def fingerprint(bundle) -> str:
@@ -112,6 +121,14 @@ def find_export(bundle, roots: list[Path]) -> Export | None:
             if all(_whole(file, size) for file, size in export.sizes.items()):
                 return export
     return None
+
+
+def _sha256(entry: dict) -> str:
+    """An index entry's sha256: 64 lower-case hex digits (anything else makes the index unreadable: no export)."""
+    value = entry["sha256"]
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+        raise ValueError(f"{entry.get('file')}: sha256 {value!r} is not 64 lower-case hex digits")
+    return value
 
 
 def _whole(file: Path, size: int) -> bool:

@@ -154,6 +154,23 @@ class Bundle:
                              f"instead of {expected[:12]}...); the file is damaged or was replaced - refusing to load it")
         return path
 
+    def verify_present_files(self) -> None:
+        """Each network file of this bundle and of the bundles it builds on that is there matches its manifest's
+        sha256 (a ModelError where one does not). Why: an export (core.models.exports) runs the network the manifest
+        describes, so a bundle whose weights were replaced since would run its old network where TensorFlow refuses
+        the bundle; files that are not there pass, as the frozen app ships the exports without the Keras files."""
+        for _, relative, sha256 in self.info.files():
+            if contained_file(self.folder, relative).exists():
+                self._verified(relative, sha256)
+        arch = self.info.architecture
+        for key in ("feature_bundle", "encoder_bundle"):
+            if arch.get(key) and self.parents is not None:
+                try:
+                    parent = self.parents(arch[key])
+                except (OSError, ValueError, ModelError):  # not there: the export was made without it (fingerprint)
+                    continue
+                parent.verify_present_files()
+
     def load(self):
         """The ready Keras model: image (N, H, W, 3) scaled per the manifest -> logits or mask."""
         with self._lock:
