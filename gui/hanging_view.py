@@ -1,7 +1,9 @@
 """Mammography exam view: the four screening views side by side, chest walls facing (core.series.hanging).
 
-The window hangs an ``Exam`` in ``HANGING_ORDER``; each picture arrives later (``set_picture``), loaded, mirrored
-and turned upright off the GUI thread by the main window. Pictures keep their aspect ratio as the window resizes.
+The window hangs an ``Exam`` in ``HANGING_ORDER``; each film arrives later (``set_film``), loaded, mirrored and
+turned upright off the GUI thread by the main window. Films keep their aspect ratio as the window resizes. The
+views zoom (wheel), pan (drag) and window (right-drag) together through one ``ExamViewport`` (core.series.
+exam_display); a double-click or "Reset view" fits them again in their own windows.
 The title names the patient as the Studies panel does, the exam's date and, where she has several exams in the
 folder, which one is hung ('latest of 2 exams'): a prior exam must not be read for the current one.
 "Analyse exam" asks the main window to analyse every view (``analyse_requested``); each view's result arrives
@@ -10,14 +12,12 @@ in ``show_analysis``: its CAD marks drawn on the hung picture, its probability i
 
 from __future__ import annotations
 
-import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
-from core.export.report import draw_findings
 from core.inference.results import Analysis
-from core.series.hanging import HANGING_ORDER, Exam, exam_to_hang, hung_findings, needs_flip
+from core.series.exam_display import (ExamViewport, HungFilm, Rect, draw_marks, fitted_rect, marks_on_view, render)
+from core.series.hanging import HANGING_ORDER, Exam, exam_to_hang
 from gui.qimage import to_pixmap
 
 
@@ -62,6 +62,53 @@ def same_exam(a: Exam | None, b: Exam | None) -> bool:
     return a is not None and b is not None and views(a) == views(b)
 
 
+class FilmPlace(QLabel):
+    """One view's place: wheel, drags and double-click go to the exam window, which moves every view."""
+
+    def __init__(self, name: str, exam_view: "ExamView") -> None:
+        super().__init__()
+        self.name, self.exam_view = name, exam_view
+        self._drag: tuple[Qt.MouseButton, QPointF] | None = None
+
+    def _fraction(self, point: QPointF) -> tuple[float, float]:
+        return point.x() / max(1, self.width()), point.y() / max(1, self.height())
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
+        steps = event.angleDelta().y() / 120  # a fine wheel's share of a notch, as the main viewer zooms
+        if steps:
+            self.exam_view.zoom_at(self.name, 1.25 ** steps, self._fraction(event.position()))
+        event.accept()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if event.button() in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
+            self._drag = (event.button(), event.position())
+        event.accept()
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if self._drag is None:
+            return
+        button, start = self._drag
+        dx, dy = self._fraction(event.position() - start)
+        self._drag = (button, event.position())
+        if button == Qt.MouseButton.LeftButton:
+            self.exam_view.pan(self.name, dx, dy)
+        else:
+            self.exam_view.window_by(dx, dy)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._drag = None
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.exam_view.reset_view()
+
+    def contextMenuEvent(self, event) -> None:  # noqa: N802 - Qt API
+        event.accept()  # the right button windows
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)  # the layout resizes a place when a caption's length changes, not only the window
+        self.exam_view.redraw_pair(self.name)
+
+
 class ExamView(QWidget):
     analyse_requested = Signal()
 
@@ -76,30 +123,36 @@ class ExamView(QWidget):
                                        "breast's view; CAD marks drawn on the views")
         self.analyse_button.setStyleSheet("background: #303030; color: #f0e6a0; padding: 3px 12px")
         self.analyse_button.clicked.connect(self.analyse_requested)
-        outer.addWidget(self.analyse_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self.reset_button = QPushButton("Reset view")
+        self.reset_button.setToolTip("Every view fitted again, each film in its own window (or double-click a view)")
+        self.reset_button.setStyleSheet("background: #303030; color: #f0e6a0; padding: 3px 12px")
+        self.reset_button.clicked.connect(self.reset_view)
+        self.view_label = QLabel()
+        top = QHBoxLayout()
+        top.addWidget(self.analyse_button)
+        top.addWidget(self.reset_button)
+        top.addWidget(self.view_label, 1)
+        outer.addLayout(top)
         row = QHBoxLayout()
         row.setSpacing(2)
         outer.addLayout(row, 1)
         self.exam: Exam | None = None
         self.analysing: list[Exam] = []  # exams whose views are being analysed (MainWindow.analyse_exam)
         self.captions: dict[str, QLabel] = {}
-        self.pictures: dict[str, QLabel] = {}
+        self.pictures: dict[str, FilmPlace] = {}
         self.mirrored: dict[str, bool] = {}
         self.flipped: dict[str, bool] = {}  # turned upright (core.series.hanging.needs_flip)
         self.results: dict[str, Analysis] = {}
-        self._source_shapes: dict[str, tuple[int, ...]] = {}  # each analysed picture's shape (its marks' pixels)
-        self._pictures: dict[str, np.ndarray] = {}
-        self._pixmaps: dict[str, QPixmap] = {}
+        self.films: dict[str, HungFilm] = {}
+        self.rects: dict[str, Rect] = {}  # where each film is drawn on its view, in the view's pixels
+        self.viewport = ExamViewport()
         for k, name in enumerate(HANGING_ORDER):
             column = QVBoxLayout()
             title = QLabel(caption(name))
             title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            picture = QLabel()
+            picture = FilmPlace(name, self)
             picture.setMinimumSize(80, 120)
             picture.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
-            # right-breast pictures hug their right edge, left-breast ones their left: the pair meets back to back
-            picture.setAlignment(Qt.AlignmentFlag.AlignVCenter | (Qt.AlignmentFlag.AlignRight if name[0] == "R"
-                                                                  else Qt.AlignmentFlag.AlignLeft))
             column.addWidget(title)
             column.addWidget(picture, 1)
             row.addLayout(column, 1)
@@ -111,10 +164,12 @@ class ExamView(QWidget):
         """Hang ``exam`` (``exams``: its woman's exams, for the title); the same exam hung again (the window closed
         and reopened) keeps its analyses, drawn again as its pictures arrive."""
         if not same_exam(self.exam, exam):
-            self.results, self._source_shapes = {}, {}
+            self.results = {}
         # Analyse is offered for an exam not being analysed (another exam's analyses may still be running)
         self.analyse_button.setEnabled(not any(same_exam(exam, running) for running in self.analysing))
-        self.exam, self.mirrored, self.flipped, self._pixmaps, self._pictures = exam, {}, {}, {}, {}
+        self.exam, self.mirrored, self.flipped, self.films, self.rects = exam, {}, {}, {}, {}
+        self.viewport.reset()
+        self._say_view()
         self.setWindowTitle(exam_title(exam, exams))
         for name in HANGING_ORDER:
             self.pictures[name].clear()
@@ -122,25 +177,26 @@ class ExamView(QWidget):
             self.captions[name].setText(caption(name) + ("" if view is not None else ": not in this exam"))
             self.pictures[name].setToolTip("" if view is None else f"{view.ref.path.name} (view from {view.source})")
 
-    def set_picture(self, name: str, picture: np.ndarray, mirrored: bool) -> None:
-        """A view's hung picture (``core.series.hanging.hung_picture``: mirrored as said, turned upright where its
+    def set_film(self, name: str, film: HungFilm) -> None:
+        """A view's hung film (core.series.exam_display.hung_film: mirrored as said, turned upright where its
         PatientOrientation asks, which its marks follow)."""
-        view = self.exam.views.get(name) if self.exam is not None else None
-        self.mirrored[name] = mirrored
-        self.flipped[name] = view is not None and needs_flip(view.laterality, view.view, view.ref.patient_orientation)
-        self._pictures[name] = picture
-        self._pixmaps[name] = to_pixmap(picture)
+        self.films[name] = film
+        self.mirrored[name], self.flipped[name] = film.mirrored, film.flipped
         self.captions[name].setText(self._caption(name))
-        self._scale_pair(name)
         if name in self.results:  # the analysis came first
-            self.show_analysis(name, self.results[name], self._source_shapes[name])
+            self.show_analysis(name, self.results[name])
+        self.redraw_pair(name)  # the pair's common scale changes as a film arrives
 
-    def show_analysis(self, name: str, analysis: Analysis, source_shape: tuple[int, ...]) -> None:
-        """A view's analysis: the film detector's marks on its hung picture, its call in the caption, what it
-        was compared with (and any warning) in the tooltip."""
-        self.results[name], self._source_shapes[name] = analysis, source_shape
-        result = next((r for r in analysis.results if r.findings is not None), None)
-        picture = self._pictures.get(name)
+    def redraw_pair(self, name: str) -> None:
+        """The view and the other breast's same view (drawn at one scale per mm: each depends on both places)."""
+        for other in next(p for p in PAIRS if name in p):
+            self._draw(other)
+
+    def show_analysis(self, name: str, analysis: Analysis) -> None:
+        """A view's analysis: the film detector's marks on its hung film, its call in the caption, what it was
+        compared with (and any warning) in the tooltip."""
+        self.results[name] = analysis
+        result = self._finding_result(name)
         base = self._caption(name)
         if result is None:
             self.captions[name].setText(base + " — no mammography model ran")
@@ -148,13 +204,41 @@ class ExamView(QWidget):
         p = result.probabilities.get(result.classes[-1], 0.0)
         self.captions[name].setText(f"{base} — {result.classes[-1]} {p:.0%}, {len(result.findings)} mark(s)")
         self.pictures[name].setToolTip("\n".join([self.pictures[name].toolTip().split("\n")[0]] + result.warnings))
-        if picture is not None:
-            marks = hung_findings(result.findings, source_shape, picture.shape, self.mirrored.get(name, False),
-                                  self.flipped.get(name, False))
-            grey = picture if picture.ndim == 3 else np.repeat(picture[..., None], 3, axis=2)
-            self._pixmaps[name] = to_pixmap(draw_findings(grey, marks))
-            self._scale(name)
+        self._draw(name)
 
+    def _finding_result(self, name: str):
+        analysis = self.results.get(name)
+        return next((r for r in analysis.results if r.findings is not None), None) if analysis else None
+
+    # ----- zoom, pan and window, every view together
+    def zoom_at(self, name: str, factor: float, point: tuple[float, float]) -> None:
+        self.viewport.zoom_at(factor, point, right=name[0] == "R")
+        self._draw_all()
+
+    def pan(self, name: str, dx: float, dy: float) -> None:
+        self.viewport.pan(dx, dy, right=name[0] == "R")
+        self._draw_all()
+
+    def window_by(self, dx: float, dy: float) -> None:
+        self.viewport.window_by(dx, dy)
+        self._draw_all()
+
+    def reset_view(self) -> None:
+        self.viewport.reset()
+        self._draw_all()
+
+    def _say_view(self) -> None:
+        """What the views show: zoom, and the window where it was moved from each film's own."""
+        v = self.viewport
+        text = f"Zoom {v.zoom:.1f}×" if v.moved else "Fitted"
+        if v.windowed:
+            text += (f" · window moved on every film: centre {v.level:+.0%} of its width, width ×{1 / v.contrast:.2f}")
+        self.view_label.setText(text + "   (wheel: zoom · drag: pan · right-drag: window · double-click: reset)")
+
+    def _draw_all(self) -> None:
+        self._say_view()
+        for name in self.films:
+            self._draw(name)
     def _caption(self, name: str) -> str:
         """'R CC', with what the hanging did to the picture: '  (mirrored)', '  (flipped)', '  (mirrored, flipped)';
         where the exam holds more films of the view, which one is hung ('  · 2 films: RCC_2.dcm hung')."""
@@ -166,7 +250,7 @@ class ExamView(QWidget):
                 + (f"  · {others + 1} films: {hung.ref.path.name} hung" if hung is not None else ""))
 
     def loaded(self) -> bool:
-        return self.exam is not None and set(self._pixmaps) == set(self.exam.views)
+        return self.exam is not None and set(self.films) == set(self.exam.views)
 
     def _extent(self, name: str) -> tuple[float, float, bool] | None:
         """(height, width) of a view's film: in mm (True) where it states its pixel spacing, else in its pixels
@@ -178,31 +262,33 @@ class ExamView(QWidget):
         row_mm, column_mm = spacing if spacing else (1.0, 1.0)
         return view.ref.rows * row_mm, view.ref.columns * column_mm, bool(spacing)
 
-    def _scale(self, name: str) -> None:
-        """The view's picture fitted to its place at the scale of its pair (R and L CC, R and L MLO): both breasts
-        at one size per millimetre (per pixel where neither states a spacing), as a reader compares them; a film
-        2400 rows tall beside one of 1800 at the same pixel size had been drawn at the same height."""
-        pixmap = self._pixmaps.get(name)
+    def _fitted_size(self, name: str) -> tuple[float, float]:
+        """(width, height) the film is drawn at when fitted: at the scale of its pair (R and L CC, R and L MLO), both
+        breasts at one size per millimetre (per pixel where neither states a spacing), as a reader compares them
+        (a film 2400 rows tall beside one of 1800 at the same pixel size had been drawn at the same height); else
+        fitted to its own place."""
         label = self.pictures[name]
-        if pixmap is None:
-            return
         pair = next(p for p in PAIRS if name in p)
-        extents = {n: self._extent(n) for n in pair if n in self._pixmaps}
-        size = label.size()
+        extents = {n: self._extent(n) for n in pair if n in self.films}
         if all(e is not None for e in extents.values()) and len({e[2] for e in extents.values()}) == 1:
             per_unit = min(min(self.pictures[n].width() / e[1], self.pictures[n].height() / e[0])
                            for n, e in extents.items())
             height, width, _ = extents[name]
-            size = QSize(max(1, round(width * per_unit)), max(1, round(height * per_unit)))
-        label.setPixmap(pixmap.scaled(size, Qt.AspectRatioMode.KeepAspectRatio,
-                                      Qt.TransformationMode.SmoothTransformation))
+            return width * per_unit, height * per_unit
+        rows, columns = self.films[name].values.shape[:2]
+        fit = min(label.width() / columns, label.height() / rows)
+        return columns * fit, rows * fit
 
-    def _scale_pair(self, name: str) -> None:
-        """The view and the other breast's same view (their common scale changes as a picture arrives)."""
-        for other in next(p for p in PAIRS if name in p):
-            self._scale(other)
-
-    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        super().resizeEvent(event)
-        for name in self._pixmaps:
-            self._scale(name)
+    def _draw(self, name: str) -> None:
+        """The view drawn: its film where the viewport puts it, in the viewport's window, with its marks."""
+        film = self.films.get(name)
+        if film is None:
+            return
+        label = self.pictures[name]
+        size, right = (max(1, label.width()), max(1, label.height())), name[0] == "R"
+        rect = self.rects[name] = self.viewport.place(fitted_rect(size, self._fitted_size(name), right), size, right)
+        canvas = render(film, rect, size, self.viewport.window(film))
+        result = self._finding_result(name)
+        if result is not None and result.findings:
+            canvas = draw_marks(canvas, marks_on_view(result.findings, film, rect))
+        label.setPixmap(to_pixmap(canvas))

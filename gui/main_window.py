@@ -58,7 +58,8 @@ from core.models.registry import Registry
 from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, magnification_at, um_at_magnification
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
 from core.series.contralateral import other_breast, partner_in_exam
-from core.series.hanging import HANGING_ORDER, exam_to_hang, exams_of_woman, hung_picture, screening_exams
+from core.series.exam_display import hung_film
+from core.series.hanging import HANGING_ORDER, exam_to_hang, exams_of_woman, screening_exams
 from core.series.index import Series, StudyIndex, index_path, index_paths
 from core.series.linking import same_patient
 from core.series.opening import read_for_viewer
@@ -1011,9 +1012,9 @@ class MainWindow(QMainWindow):
         view_window.show()
         view_window.raise_()
         for name, view in exam.views.items():
-            self.bridge.run(hung_picture, view, 1200,
-                            on_done=lambda result, name=name, exam=exam: view_window.exam is exam
-                            and view_window.set_picture(name, *result),
+            self.bridge.run(hung_film, view,
+                            on_done=lambda film, name=name, exam=exam: view_window.exam is exam
+                            and view_window.set_film(name, film),
                             on_error=lambda e, name=name: view_window.captions[name].setText(f"{name}: {e}"))
         return view_window
 
@@ -1036,7 +1037,7 @@ class MainWindow(QMainWindow):
             record = load_image(view.ref.path)
             analysis = self.engine.analyzer.analyze(record, frame=view.ref.frame, gradcam=False,
                                                     find_other_breast=partial(partner_in_exam, exam))
-            return analysis, record.display(view.ref.frame).shape
+            return analysis
 
         def done(name: str, result=None, error: BaseException | None = None) -> None:
             left.discard(name)
@@ -1044,14 +1045,14 @@ class MainWindow(QMainWindow):
                 view_window.analysing = [e for e in view_window.analysing if e is not exam]
                 if same_exam(view_window.exam, exam):
                     view_window.analyse_button.setEnabled(True)
-            if error is None and result[0].results:  # recorded as any analysis is, the exam still shown or not
-                self._record_in_history(result[0])
+            if error is None and result.results:  # recorded as any analysis is, the exam still shown or not
+                self._record_in_history(result)
             if not same_exam(view_window.exam, exam):  # hung again (closed and reopened): still this exam
                 return
             if error is not None:
                 view_window.captions[name].setText(f"{name}: {error}")
             else:
-                view_window.show_analysis(name, *result)
+                view_window.show_analysis(name, result)
 
         for name, view in exam.views.items():
             self.bridge.watch(self.engine.call(analyse, view), lambda r, name=name: done(name, r),

@@ -171,7 +171,7 @@ def test_the_two_breasts_are_shown_at_one_scale(qtbot, tmp_path):
     window = _window(qtbot, tmp_path)
     window.open_folder(tmp_path)
     _hung(qtbot, window)
-    shown = {name: window.exam_view.pictures[name].pixmap().height() for name in HANGING_ORDER}
+    shown = {name: window.exam_view.rects[name].height for name in HANGING_ORDER}
     for right, left in (("RCC", "LCC"), ("RMLO", "LMLO")):
         assert shown[right] / shown[left] == pytest.approx(2400 / 1800, rel=0.02)
 

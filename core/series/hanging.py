@@ -213,24 +213,6 @@ def needs_flip(laterality: str, view: str, patient_orientation: tuple[str, ...] 
     return False
 
 
-def hung_picture(view: MammoView, height: int = 800) -> tuple[np.ndarray, bool]:
-    """The view's 8-bit picture, at most ``height`` rows, mirrored for the hanging and turned upright where its
-    PatientOrientation says it is upside down (``needs_flip``); and whether it was mirrored."""
-    import cv2
-
-    from core.imaging import load_image
-
-    picture = load_image(view.ref.path).display(view.ref.frame)
-    scale = min(1.0, height / picture.shape[0])
-    if scale < 1.0:
-        picture = cv2.resize(picture, (max(1, round(picture.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
-    mirror = needs_mirror(view.laterality, chest_wall_side(picture, view.ref.patient_orientation))
-    flip = needs_flip(view.laterality, view.view, view.ref.patient_orientation)
-    if mirror or flip:
-        picture = np.ascontiguousarray(picture[::-1 if flip else 1, ::-1 if mirror else 1])
-    return picture, mirror
-
-
 def hung_findings(findings: list[Finding], source_shape: tuple[int, ...], hung_shape: tuple[int, ...],
                   mirrored: bool, flipped: bool = False) -> list[Finding]:
     """A view's findings (image pixels of the analysed picture) where they lie on its hung picture: scaled to its

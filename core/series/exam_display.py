@@ -1,0 +1,215 @@
+"""How the exam window draws a hung mammography exam: each film at up to full resolution, one zoom, pan and window
+for the four views, Qt-free (gui.hanging_view binds a widget per view to it).
+
+Why: calcifications are specks of a few pixels of the film; a reader magnifies the same place of both breasts to
+compare them, so the views zoom and pan together, the left breast's about the mirror point of the right's (the
+pictures meet back to back: a point near the right breast's chest wall is near the left's too), and brighten or
+darken together, each film from its own window (films of two detectors differ in grey levels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from core.export.report import draw_findings
+from core.imaging.windowing import WindowPreset, apply_window, drawable_window, percentile_window
+from core.inference.results import Finding
+from core.series.hanging import MammoView, chest_wall_side, hung_findings, needs_flip, needs_mirror
+
+MAX_FILM_ROWS = 4096  # a film is held at most this tall (4,096 x 3,328 float32: 54 MB; a 4,688-row film is 0.87 of it)
+MIN_ZOOM, MAX_ZOOM = 1.0, 32.0  # the fitted exam to 32x (a 0.1-mm film's pixel over 10 screen pixels on a 1,200-px place)
+
+
+@dataclass(frozen=True)
+class HungFilm:
+    """A view's film as hung: ``values`` (modality values, float32; uint8 RGB for colour) mirrored and turned upright
+    as said, ``window`` its own default (None: colour), ``inverted`` for MONOCHROME1, ``source_shape`` the picture
+    the analysis saw (its marks' pixels)."""
+
+    values: np.ndarray
+    window: WindowPreset | None
+    inverted: bool
+    mirrored: bool
+    flipped: bool
+    source_shape: tuple[int, int]
+
+    def picture(self, window: WindowPreset | None = None) -> np.ndarray:
+        """The whole film in 8 bits, in its own window or ``window``."""
+        return self._windowed(self.values, window or self.window)
+
+    def _windowed(self, values: np.ndarray, window: WindowPreset | None) -> np.ndarray:
+        if window is None:
+            return np.ascontiguousarray(values)
+        out = apply_window(values, window.center, window.width, window.function)
+        return 255 - out if self.inverted else out
+
+
+def hung_film(view: MammoView, max_rows: int = MAX_FILM_ROWS) -> HungFilm:
+    """The view's film read, at most ``max_rows`` tall, mirrored for the hanging and turned upright where its
+    PatientOrientation says it is upside down (core.series.hanging: ``needs_mirror``, ``needs_flip``)."""
+    from core.imaging import load_image
+
+    record = load_image(view.ref.path)
+    display = record.display(view.ref.frame)
+    values = record.values(view.ref.frame)
+    window = record.default_window(view.ref.frame)
+    if window is None and not record.is_color:
+        low, high = percentile_window(values)
+        window = WindowPreset("Auto", (low + high) / 2, max(high - low, 1.0))
+    scale = min(1.0, max_rows / values.shape[0])
+    if scale < 1.0:
+        values = cv2.resize(values, (max(1, round(values.shape[1] * scale)), max_rows), interpolation=cv2.INTER_AREA)
+    mirror = needs_mirror(view.laterality, chest_wall_side(display, view.ref.patient_orientation))
+    flip = needs_flip(view.laterality, view.view, view.ref.patient_orientation)
+    if mirror or flip:
+        values = values[::-1 if flip else 1, ::-1 if mirror else 1]
+    return HungFilm(np.ascontiguousarray(values), window, record.inverted, mirror, flip, display.shape[:2])
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A film's place on its view, in the view's pixels (floats: the film's edges fall between pixels)."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass
+class ExamViewport:
+    """One zoom, pan and window for every view of the exam.
+
+    ``zoom`` and ``shift`` move each view's fitted film as x -> zoom * (x - centre) + centre + shift, in fractions of
+    the view (x across, y down), in the right breast's frame: a left-breast view is moved as its mirror image, so
+    its films move with the right's back to back. ``level`` moves each film's window centre by that share of its own
+    width, ``contrast`` divides its width: one drag changes every film alike from its own window."""
+
+    zoom: float = 1.0
+    shift: tuple[float, float] = (0.0, 0.0)
+    level: float = 0.0
+    contrast: float = 1.0
+
+    def reset(self) -> None:
+        self.zoom, self.shift, self.level, self.contrast = 1.0, (0.0, 0.0), 0.0, 1.0
+
+    @property
+    def moved(self) -> bool:
+        return (self.zoom, self.shift) != (1.0, (0.0, 0.0))
+
+    @property
+    def windowed(self) -> bool:
+        return (self.level, self.contrast) != (0.0, 1.0)
+
+    def zoom_at(self, factor: float, point: tuple[float, float], right: bool = True) -> None:
+        """Zoom by ``factor`` (within MIN_ZOOM-MAX_ZOOM) keeping the film under ``point`` (fractions of a view; of a
+        left-breast view where not ``right``) where it is; back at the fitted size the films are fitted again."""
+        x, y = self._frame(point, right)
+        new = min(MAX_ZOOM, max(MIN_ZOOM, self.zoom * factor))
+        if new == MIN_ZOOM:
+            self.zoom, self.shift = 1.0, (0.0, 0.0)
+            return
+        f = new / self.zoom
+        sx, sy = self.shift
+        self.zoom, self.shift = new, (x - 0.5 - f * (x - 0.5 - sx), y - 0.5 - f * (y - 0.5 - sy))
+
+    def pan(self, dx: float, dy: float, right: bool = True) -> None:
+        """Move the films by (dx, dy) fractions of a view, as dragged on a right-breast view (else a left one)."""
+        if self.zoom > MIN_ZOOM:
+            self.shift = (self.shift[0] + (dx if right else -dx), self.shift[1] + dy)
+
+    def window_by(self, dx: float, dy: float) -> None:
+        """A right-drag of (dx, dy) view widths: right widens every window (less contrast), down brightens (the
+        centre moves down), as the main viewer's drag does."""
+        self.contrast = min(50.0, max(0.02, self.contrast * math.exp(-dx * 2.0)))
+        self.level = min(5.0, max(-5.0, self.level - dy))
+
+    def window(self, film: HungFilm) -> WindowPreset | None:
+        """``film``'s window moved as every film's is (None for colour)."""
+        if film.window is None:
+            return None
+        base = film.window
+        if not self.windowed:
+            return base
+        return drawable_window("Exam", base.center + self.level * base.width, base.width / self.contrast,
+                               base.function)
+
+    def place(self, fitted: Rect, view: tuple[int, int], right: bool) -> Rect:
+        """Where the film fitted at ``fitted`` lies on a view of ``view`` (width, height) pixels."""
+        width, height = view
+        x0 = fitted.x if right else width - fitted.x - fitted.width  # in the right breast's frame
+        nx = (x0 / width - 0.5) * self.zoom + 0.5 + self.shift[0]
+        ny = (fitted.y / height - 0.5) * self.zoom + 0.5 + self.shift[1]
+        w, h = fitted.width * self.zoom, fitted.height * self.zoom
+        x = nx * width
+        return Rect(x if right else width - x - w, ny * height, w, h)
+
+    def _frame(self, point: tuple[float, float], right: bool) -> tuple[float, float]:
+        return (point[0] if right else 1.0 - point[0]), point[1]
+
+
+def fitted_rect(view: tuple[int, int], drawn: tuple[float, float], right: bool) -> Rect:
+    """A film drawn ``drawn`` (width, height) at the fitted zoom: against the view's right edge for a right breast
+    (its left edge for a left one) so the pair meets back to back, centred down the view."""
+    width, height = view
+    w, h = drawn
+    return Rect(width - w if right else 0.0, (height - h) / 2, w, h)
+
+
+def render(film: HungFilm, rect: Rect, view: tuple[int, int], window: WindowPreset | None) -> np.ndarray:
+    """The view (height, width) uint8 (RGB for colour films): black, with ``film`` drawn where ``rect`` puts it, in
+    ``window``. Only the visible part is resampled: area-averaged where the film is shrunk, linear where it is
+    magnified."""
+    width, height = view
+    rows, columns = film.values.shape[:2]
+    shape = (height, width) + film.values.shape[2:]
+    canvas = np.zeros(shape, np.uint8)
+    x0, y0 = max(0, math.floor(rect.x)), max(0, math.floor(rect.y))
+    x1, y1 = min(width, math.ceil(rect.x + rect.width)), min(height, math.ceil(rect.y + rect.height))
+    if x1 <= x0 or y1 <= y0 or rect.width <= 0 or rect.height <= 0:
+        return canvas
+    sx, sy = rect.width / columns, rect.height / rows  # view pixels per film pixel
+    if sx < 1.0 and sy < 1.0:  # shrunk: the film pixels under the visible view pixels, averaged
+        c0, c1 = _span((x0 - rect.x) / sx, (x1 - rect.x) / sx, columns)
+        r0, r1 = _span((y0 - rect.y) / sy, (y1 - rect.y) / sy, rows)
+        part = cv2.resize(film.values[r0:r1, c0:c1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    else:  # magnified: each view pixel's centre sampled from the film
+        matrix = np.float32([[1 / sx, 0, (x0 + 0.5 - rect.x) / sx - 0.5], [0, 1 / sy, (y0 + 0.5 - rect.y) / sy - 0.5]])
+        part = cv2.warpAffine(film.values, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+        # the film's own edge: view pixels whose centre lies outside the film stay black
+        inside_x = (np.arange(x0, x1) + 0.5 >= rect.x) & (np.arange(x0, x1) + 0.5 <= rect.x + rect.width)
+        inside_y = (np.arange(y0, y1) + 0.5 >= rect.y) & (np.arange(y0, y1) + 0.5 <= rect.y + rect.height)
+        keep = inside_y[:, None] & inside_x[None, :]
+    drawn = film._windowed(part, window)
+    if sx < 1.0 and sy < 1.0:
+        canvas[y0:y1, x0:x1] = drawn
+    else:
+        canvas[y0:y1, x0:x1][keep] = drawn[keep]
+    return canvas
+
+
+def _span(start: float, stop: float, size: int) -> tuple[int, int]:
+    """Whole film pixels from ``start`` to ``stop`` (at least one), within the film."""
+    a = min(max(0, math.floor(start)), size - 1)
+    return a, min(size, max(a + 1, math.ceil(stop)))
+
+
+def marks_on_view(findings: list[Finding], film: HungFilm, rect: Rect) -> list[Finding]:
+    """A view's findings (pixels of the picture analysed) where they lie on the view: on the hung film (mirrored and
+    flipped with it), then scaled and moved with it."""
+    rows, columns = film.values.shape[:2]
+    on_film = hung_findings(findings, film.source_shape, (rows, columns), film.mirrored, film.flipped)
+    sx, sy = rect.width / columns, rect.height / rows
+    return [replace(f, x=rect.x + (f.x + 0.5) * sx - 0.5, y=rect.y + (f.y + 0.5) * sy - 0.5, r=f.r * (sx + sy) / 2)
+            for f in on_film]
+
+
+def draw_marks(canvas: np.ndarray, marks: list[Finding]) -> np.ndarray:
+    """``canvas`` in RGB with the marks drawn as the report and the main viewer draw them."""
+    rgb = canvas if canvas.ndim == 3 else np.repeat(canvas[..., None], 3, axis=2)
+    return draw_findings(rgb, marks) if marks else rgb

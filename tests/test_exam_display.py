@@ -1,0 +1,179 @@
+"""The mammography exam window's zoom, pan and window (core.series.exam_display, gui.hanging_view): films held at full
+resolution so a 1-pixel speck is seen when magnified, every view moved together (the left breast as the mirror of the
+right), each film windowed from its own window, marks following the film. The window had no zoom, pan or window of
+its own and held each film at 1,200 rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QMouseEvent, QWheelEvent
+from PySide6.QtWidgets import QApplication
+
+from core.imaging.windowing import WindowPreset
+from core.inference.results import Finding
+from core.series.exam_display import (ExamViewport, HungFilm, Rect, fitted_rect, marks_on_view, render)
+from core.series.hanging import HANGING_ORDER
+from tests.series_data import breast, write_mammo
+from tests.test_exam_patient_fixes import _hung, _window
+
+VIEW = (200, 400)  # a view's place: width, height
+
+
+def _film(values: np.ndarray, center: float = 2000.0, width: float = 4000.0) -> HungFilm:
+    return HungFilm(values.astype(np.float32), WindowPreset("File", center, width), False, False, False, values.shape)
+
+
+def _film_pixel(rect: Rect, film: HungFilm, x: float, y: float) -> tuple[float, float]:
+    rows, columns = film.values.shape
+    return (x - rect.x) * columns / rect.width, (y - rect.y) * rows / rect.height
+
+
+def test_a_one_pixel_speck_of_a_full_resolution_film_is_seen_when_magnified():
+    values = np.full((3600, 1800), 1000, np.uint16)
+    values[1800, 900] = 4000  # a calcification one film pixel across
+    film = _film(values)
+    viewport = ExamViewport()
+    fitted = fitted_rect(VIEW, (VIEW[1] / 2, VIEW[1]), right=True)  # 1,800 x 3,600 fitted to 400 rows
+    background = 64  # 1,000 in the window 0-4,000
+    assert render(film, viewport.place(fitted, VIEW, True), VIEW, viewport.window(film)).max() < background + 15
+    centre = ((fitted.x + fitted.width / 2) / VIEW[0], 0.5)
+    viewport.zoom_at(18.0, centre)  # 2 view pixels per film pixel
+    rect = viewport.place(fitted, VIEW, True)
+    assert rect.height / 3600 == pytest.approx(2.0)
+    shown = render(film, rect, VIEW, viewport.window(film))
+    assert shown.max() > background + 100  # the speck stands out (linear sampling shares it among 2 x 2 pixels)
+    y, x = np.unravel_index(np.argmax(shown), shown.shape)
+    assert _film_pixel(rect, film, x + 0.5, y + 0.5) == pytest.approx((900.5, 1800.5), abs=0.6)
+
+
+def test_zoom_keeps_the_film_under_the_pointer_and_the_left_breast_moves_as_the_mirror_of_the_right():
+    film = _film(np.arange(300 * 150).reshape(300, 150) % 4000)
+    viewport = ExamViewport()
+    right = fitted_rect(VIEW, (150, 300), True)
+    left = fitted_rect(VIEW, (150, 300), False)
+    point = (0.8, 0.3)
+    before = _film_pixel(viewport.place(right, VIEW, True), film, point[0] * VIEW[0], point[1] * VIEW[1])
+    viewport.zoom_at(3.0, point)
+    viewport.zoom_at(1.5, point)
+    r, l_ = viewport.place(right, VIEW, True), viewport.place(left, VIEW, False)
+    assert viewport.zoom == pytest.approx(4.5)
+    assert _film_pixel(r, film, point[0] * VIEW[0], point[1] * VIEW[1]) == pytest.approx(before)
+    assert (l_.x, l_.y, l_.width, l_.height) == pytest.approx((VIEW[0] - r.x - r.width, r.y, r.width, r.height))
+    viewport.pan(0.1, -0.05)  # dragged right on the right breast: the left breast moves left, both up
+    r2, l2 = viewport.place(right, VIEW, True), viewport.place(left, VIEW, False)
+    assert (r2.x - r.x, r2.y - r.y) == pytest.approx((20, -20)) and (l2.x - l_.x, l2.y - l_.y) == pytest.approx((-20, -20))
+    viewport.pan(0.1, 0.0, right=False)  # the same drag on the left breast: the mirror again
+    assert viewport.place(right, VIEW, True).x == pytest.approx(r2.x - 20)
+    viewport.zoom_at(0.01, point)  # out past the fitted size: fitted again
+    assert viewport.place(right, VIEW, True) == right and not viewport.moved
+    viewport.pan(0.3, 0.3)  # a fitted exam does not pan off its places
+    assert viewport.place(right, VIEW, True) == right
+
+
+def test_a_magnified_film_is_sampled_at_each_view_pixel_and_black_beyond_its_edge():
+    values = (np.indices((20, 10)).sum(axis=0) % 2) * 4000  # a checkerboard of single film pixels
+    film = _film(values)
+    rect = Rect(5.5, 7.5, 100.0, 200.0)  # 10 view pixels per film pixel, film pixel centres on view pixel centres
+    shown = render(film, rect, VIEW, film.window)
+    for fy, fx in [(0, 0), (0, 1), (7, 3), (19, 9)]:
+        y, x = int(7 + fy * 10 + 5), int(5 + fx * 10 + 5)  # the view pixel at the film pixel's centre
+        assert shown[y, x] == (255 if values[fy, fx] else 0)
+    assert shown[:7].max() == 0 and shown[:, :5].max() == 0 and shown[208:].max() == 0 and shown[:, 106:].max() == 0
+    assert shown[7:208, 5:106].min() == 0 and shown[7:208, 5:106].max() == 255
+
+
+def test_one_window_drag_moves_every_film_from_its_own_window():
+    bright, faint = _film(np.full((40, 20), 3000), 2000, 4000), _film(np.full((40, 20), 750), 500, 1000)
+    viewport = ExamViewport()
+    assert viewport.window(bright).center == 2000 and viewport.window(faint).width == 1000
+    viewport.window_by(0.0, -0.1)  # dragged up: darker, the centre up by a tenth of each film's width
+    assert (viewport.window(bright).center, viewport.window(faint).center) == pytest.approx((2400, 600))
+    viewport.window_by(-0.2, 0.0)  # dragged left: narrower, more contrast, by one factor
+    ratio = viewport.window(bright).width / 4000
+    assert ratio < 1 and viewport.window(faint).width / 1000 == pytest.approx(ratio)
+    rect = Rect(0, 0, 20, 40)
+    assert render(bright, rect, VIEW, viewport.window(bright))[20, 10] == render(faint, rect, VIEW,
+                                                                                viewport.window(faint))[20, 10]
+    viewport.reset()
+    assert viewport.window(bright) is bright.window
+
+
+def test_marks_follow_the_film_zoomed_and_mirrored():
+    values = np.full((300, 150), 1000, np.uint16)
+    values[200:210, 30:40] = 4000
+    film = HungFilm(values[:, ::-1].astype(np.float32), WindowPreset("File", 2000, 4000), False, True, False,
+                    values.shape)  # hung mirrored; the analysis saw the film as stored
+    viewport = ExamViewport()
+    viewport.zoom_at(4.0, (0.8, 0.6))
+    rect = viewport.place(fitted_rect(VIEW, (150, 300), True), VIEW, True)
+    (mark,) = marks_on_view([Finding(34.5, 204.5, 5.0, 0.9)], film, rect)
+    shown = render(film, rect, VIEW, film.window)
+    ys, xs = np.nonzero(shown == 255)
+    assert (mark.x, mark.y) == pytest.approx((xs.mean(), ys.mean()), abs=0.6)
+    assert mark.r == pytest.approx(5.0 * rect.width / 150)
+
+
+def _send_wheel(widget, where: QPointF, notches: float) -> None:
+    QApplication.sendEvent(widget, QWheelEvent(where, QPointF(widget.mapToGlobal(where.toPoint())), QPoint(0, 0),
+                                               QPoint(0, round(120 * notches)), Qt.MouseButton.NoButton,
+                                               Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False))
+
+
+def _drag(widget, button, start: QPointF, end: QPointF) -> None:
+    for kind, where, buttons in ((QMouseEvent.Type.MouseButtonPress, start, button),
+                                 (QMouseEvent.Type.MouseMove, end, button),
+                                 (QMouseEvent.Type.MouseButtonRelease, end, Qt.MouseButton.NoButton)):
+        QApplication.sendEvent(widget, QMouseEvent(kind, where, QPointF(widget.mapToGlobal(where.toPoint())), button,
+                                                   buttons, Qt.KeyboardModifier.NoModifier))
+
+
+def test_the_exam_window_zooms_pans_and_windows_every_view_together(qtbot, tmp_path):
+    study = generate_uid()
+    for view in HANGING_ORDER:
+        pixels = breast("left", 1800, 1200)
+        pixels[900, 100] = 4095  # a one-pixel speck near each chest wall
+        path = write_mammo(tmp_path / f"{view}.dcm", pixels, study_uid=study, laterality=view[0], view=view[1:],
+                           patient_id="WZ")
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing, ds.WindowCenter, ds.WindowWidth = [0.1, 0.1], 2000, 4000
+        ds.save_as(path)
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    view = window.exam_view
+    view.resize(1200, 700)
+    qtbot.wait(50)
+    assert all(view.films[n].values.shape == (1800, 1200) for n in HANGING_ORDER)  # not cut to 1,200 rows
+    fitted = dict(view.rects)
+    before = {n: view.pictures[n].pixmap().toImage() for n in HANGING_ORDER}
+    place = view.pictures["RCC"]
+    rect = fitted["RCC"]
+    speck = QPointF(rect.x + (1200 - 1 - 100 + 0.5) * rect.width / 1200, rect.y + 900.5 * rect.height / 1800)
+    _send_wheel(place, speck, 8)  # 1.25 ** 8 = 5.96x about the speck of the mirrored right breast
+    assert view.viewport.zoom == pytest.approx(1.25 ** 8)
+    for name in HANGING_ORDER:  # every view magnified
+        assert view.rects[name].height == pytest.approx(fitted[name].height * 1.25 ** 8)
+    image = place.pixmap().toImage()
+    tissue = 191  # 3,000 in the window 0-4,000; the speck 4,095 is 255
+    assert image.pixelColor(int(speck.x()), int(speck.y())).value() > tissue + 30  # still under the pointer
+    left = view.pictures["LCC"].pixmap().toImage()  # and the left breast's speck under the mirror point
+    assert left.pixelColor(int(place.width() - speck.x()), int(speck.y())).value() > tissue + 30
+    assert view.view_label.text().startswith("Zoom 6.0×")
+    r0, l0 = view.rects["RCC"].x, view.rects["LMLO"].x
+    _drag(place, Qt.MouseButton.LeftButton, speck, speck + QPointF(30, 0))  # the right breast follows the mouse,
+    assert view.rects["RCC"].x == pytest.approx(r0 + 30)  # the left breast moves as its mirror
+    assert view.rects["LMLO"].x == pytest.approx(l0 - 30 * view.pictures["LMLO"].width() / place.width())
+    grey = {n: view.pictures[n].pixmap().toImage() for n in HANGING_ORDER}
+    _drag(place, Qt.MouseButton.RightButton, speck, speck + QPointF(0, -60))  # up: darker on every view
+    assert "window moved on every film" in view.view_label.text()
+    for name in HANGING_ORDER:
+        assert view.pictures[name].pixmap().toImage() != grey[name]
+    QApplication.sendEvent(place, QMouseEvent(QMouseEvent.Type.MouseButtonDblClick, speck, speck,
+                                              Qt.MouseButton.LeftButton, Qt.MouseButton.LeftButton,
+                                              Qt.KeyboardModifier.NoModifier))
+    assert view.rects == fitted and view.view_label.text().startswith("Fitted")
+    assert {n: view.pictures[n].pixmap().toImage() for n in HANGING_ORDER} == before
