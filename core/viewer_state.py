@@ -951,7 +951,12 @@ class ViewerState:
         if self._slice_error is not None:
             return ""
         value = r.values(self.frame)[y, x]
-        text = f"x {x}, y {y}: {value if r.is_color else f'{float(value):g}'}"
+        shown = value if r.is_color else f"{float(value):g}"
+        f = r.downsample
+        if f > 1:  # read smaller (core.imaging.limits): the pixel is the mean of f x f of the file's, named as the file's
+            text = f"x {x * f}-{x * f + f - 1}, y {y * f}-{y * f + f - 1}: {shown} (mean of {f}×{f} file pixels)"
+        else:
+            text = f"x {x}, y {y}: {shown}"
         where = self._position_text(x, y)
         return f"{text}  ({where})" if where else text
 

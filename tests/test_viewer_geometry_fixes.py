@@ -196,6 +196,15 @@ def test_a_region_on_a_picture_read_smaller_says_its_values_are_averaged():
     assert "averaged" not in full.text(state.pixel_spacing_mm) and "pixels_averaged" not in full.to_dict(None)
 
 
+def test_the_readout_on_a_picture_read_smaller_names_the_file_pixels_it_averages():
+    """It had named the picture's pixel (x 2 for the file's 6-8) with no word that its value is a mean."""
+    state = ViewerState()
+    state.open(_fake_record(downsample=3))
+    assert state.pixel_text(2, 1) == "x 6-8, y 3-5: 10 (mean of 3×3 file pixels)"
+    state.open(_fake_record())
+    assert state.pixel_text(2, 1) == "x 2, y 1: 10"
+
+
 # ----- 7: the comparison beyond the other series' ends
 
 def test_the_comparison_says_when_the_main_slice_lies_outside_its_series(qtbot, tmp_path):
