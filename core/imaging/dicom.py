@@ -428,9 +428,34 @@ def _no_pixels_reason(path: Path, ds: Dataset) -> str:
     overrun = _element_past_end(path)
     if overrun:
         return f"the DICOM header is damaged: element {overrun} declares a length that runs past the end of the file"
+    if _compressed_pixels_cut_short(path):
+        return ("the DICOM file is cut short: its compressed pixel data ends before its last item (an interrupted "
+                "transfer or copy?); fetch or copy the file again")
     if sop.startswith("1.2.840.10008.5.1.4.1.1.88."):
         return "the DICOM file holds no image (no Pixel Data): it is a structured report"
+    if "Image Storage" in UID(sop).name:
+        return (f"the DICOM file is an image ({UID(sop).name}) without its pixel data: it may be cut short (an "
+                "interrupted transfer or copy?); fetch or copy the file again")
     return "the DICOM file holds no image (no Pixel Data): it may be a report, a plan or another non-image object"
+
+
+# Encapsulated (compressed) Pixel Data, explicit VR little endian: tag (7FE0,0010), VR OB or OW, undefined length.
+_ENCAPSULATED_HEADERS = (b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff", b"\xe0\x7f\x10\x00OW\x00\x00\xff\xff\xff\xff")
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0: the end of its items
+
+
+def _compressed_pixels_cut_short(path: Path) -> bool:
+    """The file holds an encapsulated Pixel Data element whose items never end (no sequence delimiter after it):
+    pydicom then drops the element, and the file would be taken for a non-image object. Searched through a memory
+    map, so a large file is not read into memory."""
+    import mmap
+
+    try:
+        with open(path, "rb") as fp, mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            starts = [at for at in (data.find(h) for h in _ENCAPSULATED_HEADERS) if at >= 0]
+            return bool(starts) and data.find(_SEQUENCE_DELIMITER, min(starts)) < 0
+    except (OSError, ValueError):  # an empty file cannot be mapped; one that cannot be read says so elsewhere
+        return False
 
 
 def _element_past_end(path: Path) -> str | None:
@@ -707,6 +732,11 @@ def read_dicom(path: Path, fp: BinaryIO, headerless: bool = False) -> ImageRecor
         if not _finite(value):
             raise ImageLoadError(path, f"its {name} ({value}) is not a finite number: the pixel values cannot be computed")
 
+    alone = _one_rescale_attribute(ds) if "ModalityLUTSequence" not in ds else None
+    if alone:
+        other = "RescaleIntercept" if alone == "RescaleSlope" else "RescaleSlope"
+        warnings.append(f"its header states {alone} without {other}: {other} is taken as "
+                        f"{0 if other == 'RescaleIntercept' else 1} (the values may not be in the modality's units)")
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     is_color = samples == 3 or photometric == "PALETTE COLOR"
     color_bits = _color_bits(ds, photometric) if is_color else 8
@@ -812,6 +842,9 @@ def read_dicom(path: Path, fp: BinaryIO, headerless: bool = False) -> ImageRecor
         warnings.append(f"loaded at 1/{factor} of its {columns} x {rows} pixels to fit in memory")
     stored = None if is_color else _stored_range_preset(ds)
     dropped = [p for p in _window_presets(ds, keep_invalid=True) if not _valid_window(p)]
+    unknown = _voi_function(ds)[1] or _voi_function(_functional_group(ds, "FrameVOILUTSequence", 0) or Dataset())[1]
+    if unknown:
+        warnings.append(f"its VOI LUT function '{unknown}' is not one DICOM defines: its window is drawn LINEAR")
     if dropped:
         warnings.append("its window centre/width is not a finite positive number; " +
                         ("the full range of its stored values is shown" if stored else "an automatic window is used"))
@@ -1060,13 +1093,29 @@ def _functional_group(ds: Dataset, sequence: str, frame: int = 0) -> Dataset | N
 
 def _rescale(ds: Dataset, frame: int) -> tuple[float, float] | None:
     """(slope, intercept) of ``frame`` where an enhanced object states them in its Pixel Value Transformation
-    macro rather than at the top level (where ``apply_modality_lut`` reads them): Enhanced CT's Hounsfield units."""
-    if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
+    macro rather than at the top level (where ``apply_modality_lut`` reads them): Enhanced CT's Hounsfield units;
+    or where the top level states one of the two only (``apply_modality_lut`` needs both and had ignored a PET's
+    slope): the other as the identity (slope 1, intercept 0), which the loader's warning says."""
+    if "ModalityLUTSequence" in ds:
         return None
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        if _one_rescale_attribute(ds) is None:
+            return None
+        return _number(ds.get("RescaleSlope"), 1.0), _number(ds.get("RescaleIntercept"), 0.0)
     item = _functional_group(ds, "PixelValueTransformationSequence", frame)
     if item is None or "RescaleSlope" not in item:
         return None
     return float(item.RescaleSlope), float(item.get("RescaleIntercept", 0) or 0)
+
+
+def _one_rescale_attribute(ds: Dataset) -> str | None:
+    """The one of RescaleSlope and RescaleIntercept the top level states without the other (None: both or none)."""
+    present = [name for name in ("RescaleSlope", "RescaleIntercept") if ds.get(name) not in (None, "")]
+    return present[0] if len(present) == 1 else None
+
+
+def _number(value, default: float) -> float:
+    return default if value in (None, "") else float(value)
 
 
 def _modality_values(arr: np.ndarray, ds: Dataset, frame: int) -> np.ndarray:
@@ -1078,6 +1127,18 @@ def _modality_values(arr: np.ndarray, ds: Dataset, frame: int) -> np.ndarray:
     return (arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32, copy=False)
 
 
+VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")  # the VOILUTFunction values DICOM defines (C.11.2.1.3)
+
+
+def _voi_function(source: Dataset) -> tuple[str, str | None]:
+    """(the VOI LUT function a window is drawn with, the value stated where it is none DICOM defines): LINEAR, as
+    where none is stated, for a value no viewer knows (a vendor's 'FOO' had made every picture of the file fail)."""
+    stated = str(source.get("VOILUTFunction", "") or "").strip().upper()
+    if not stated or stated in VOI_FUNCTIONS:
+        return stated or "LINEAR", None
+    return "LINEAR", stated
+
+
 def _window_presets(ds: Dataset, keep_invalid: bool = False, frame: int = 0) -> list[WindowPreset]:
     """The windows the file states (top level), else those ``frame`` states in its Frame VOI LUT macro (enhanced
     objects: shared by all frames or each frame's own)."""
@@ -1087,7 +1148,7 @@ def _window_presets(ds: Dataset, keep_invalid: bool = False, frame: int = 0) -> 
     centers = _as_list(source.WindowCenter)
     widths = _as_list(source.WindowWidth)
     names = _as_list(source.get("WindowCenterWidthExplanation", []))
-    function = str(source.get("VOILUTFunction", "LINEAR")).upper() or "LINEAR"
+    function = _voi_function(source)[0]
     presets = []
     for i, (c, w) in enumerate(zip(centers, widths)):
         name = str(names[i]) if i < len(names) and str(names[i]).strip() else f"DICOM window {i + 1}"
@@ -1147,7 +1208,7 @@ def _default_renderer(ds: Dataset, padding: tuple[float, float] | None) -> tuple
 
 def _identity_rescale(ds: Dataset, frame: int) -> bool:
     """The modality values of ``frame`` are its stored values: no Modality LUT, no rescale other than 1 and 0 (at the
-    top level, which ``apply_modality_lut`` applies only where both are stated, or in the frame's own macro)."""
+    top level, both or one of them: ``_rescale``, or in the frame's own macro)."""
     if ds.get("ModalityLUTSequence"):
         return False
     try:
