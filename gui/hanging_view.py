@@ -8,12 +8,15 @@ The title names the patient as the Studies panel does, the exam's date and, wher
 folder, which one is hung ('latest of 2 exams'): a prior exam must not be read for the current one.
 "Analyse exam" asks the main window to analyse every view (``analyse_requested``); each view's result arrives
 in ``show_analysis``: its CAD marks drawn on the hung picture, its probability in the caption.
+"Compare with" hangs another exam of hers (a prior) in a second row under the first, its films at the same scale
+per millimetre and moved with them, as a reader looks for what changed (``prior_requested``: the main window
+loads its films into ``set_film(..., prior=True)``).
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from core.inference.results import Analysis
 from core.series.exam_display import (ExamViewport, HungFilm, Rect, draw_marks, fitted_rect, marks_on_view, render)
@@ -65,9 +68,9 @@ def same_exam(a: Exam | None, b: Exam | None) -> bool:
 class FilmPlace(QLabel):
     """One view's place: wheel, drags and double-click go to the exam window, which moves every view."""
 
-    def __init__(self, name: str, exam_view: "ExamView") -> None:
+    def __init__(self, name: str, row: "ExamRow", exam_view: "ExamView") -> None:
         super().__init__()
-        self.name, self.exam_view = name, exam_view
+        self.name, self.row, self.exam_view = name, row, exam_view
         self._drag: tuple[Qt.MouseButton, QPointF] | None = None
 
     def _fraction(self, point: QPointF) -> tuple[float, float]:
@@ -109,48 +112,28 @@ class FilmPlace(QLabel):
         self.exam_view.redraw_pair(self.name)
 
 
-class ExamView(QWidget):
-    analyse_requested = Signal()
+class ExamRow:
+    """One exam's four places in ``HANGING_ORDER`` (the hung exam's, or the prior's under it): their captions, the
+    films drawn on them and where (``rects``), as hung (``mirrored``, ``flipped``)."""
 
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent, Qt.WindowType.Window)
-        self.setStyleSheet("background: black; color: #f0e6a0")
-        self.resize(1400, 820)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(4, 4, 4, 4)
-        self.analyse_button = QPushButton("Analyse exam")
-        self.analyse_button.setToolTip("Every view through the mammography model, each scored against the other "
-                                       "breast's view; CAD marks drawn on the views")
-        self.analyse_button.setStyleSheet("background: #303030; color: #f0e6a0; padding: 3px 12px")
-        self.analyse_button.clicked.connect(self.analyse_requested)
-        self.reset_button = QPushButton("Reset view")
-        self.reset_button.setToolTip("Every view fitted again, each film in its own window (or double-click a view)")
-        self.reset_button.setStyleSheet("background: #303030; color: #f0e6a0; padding: 3px 12px")
-        self.reset_button.clicked.connect(self.reset_view)
-        self.view_label = QLabel()
-        top = QHBoxLayout()
-        top.addWidget(self.analyse_button)
-        top.addWidget(self.reset_button)
-        top.addWidget(self.view_label, 1)
-        outer.addLayout(top)
-        row = QHBoxLayout()
+    def __init__(self, exam_view: "ExamView", prior: bool) -> None:
+        self.prior = prior
+        self.widget = QWidget()
+        row = QHBoxLayout(self.widget)
+        row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(2)
-        outer.addLayout(row, 1)
         self.exam: Exam | None = None
-        self.analysing: list[Exam] = []  # exams whose views are being analysed (MainWindow.analyse_exam)
         self.captions: dict[str, QLabel] = {}
         self.pictures: dict[str, FilmPlace] = {}
         self.mirrored: dict[str, bool] = {}
         self.flipped: dict[str, bool] = {}  # turned upright (core.series.hanging.needs_flip)
-        self.results: dict[str, Analysis] = {}
         self.films: dict[str, HungFilm] = {}
         self.rects: dict[str, Rect] = {}  # where each film is drawn on its view, in the view's pixels
-        self.viewport = ExamViewport()
         for k, name in enumerate(HANGING_ORDER):
             column = QVBoxLayout()
             title = QLabel(caption(name))
             title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            picture = FilmPlace(name, self)
+            picture = FilmPlace(name, self, exam_view)
             picture.setMinimumSize(80, 120)
             picture.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
             column.addWidget(title)
@@ -160,51 +143,156 @@ class ExamView(QWidget):
                 row.addSpacing(24)  # CC pair | MLO pair
             self.captions[name], self.pictures[name] = title, picture
 
+    def hang(self, exam: Exam | None) -> None:
+        """Its places emptied for ``exam``'s films (None: none), each captioned, the missing views said."""
+        self.exam = exam
+        for table in (self.mirrored, self.flipped, self.films, self.rects):
+            table.clear()
+        for name in HANGING_ORDER:
+            self.pictures[name].clear()
+            view = exam.views.get(name) if exam is not None else None
+            self.captions[name].setText(self.caption(name) + ("" if view is not None else ": not in this exam"))
+            self.pictures[name].setToolTip("" if view is None else f"{view.ref.path.name} (view from {view.source})")
+
+    def caption(self, name: str) -> str:
+        """'R CC', with what the hanging did to the picture: '  (mirrored)', '  (flipped)', '  (mirrored, flipped)';
+        where the exam holds more films of the view, which one is hung ('  · 2 films: RCC_2.dcm hung'); a prior's
+        places begin with its date ('Prior 2019-03-01: R CC')."""
+        done = [word for word, did in (("mirrored", self.mirrored.get(name)), ("flipped", self.flipped.get(name)))
+                if did]
+        others = self.exam.others.get(name, 0) if self.exam is not None else 0
+        hung = self.exam.views.get(name) if others else None
+        when = f"Prior {_date(self.exam.date)}: " if self.prior and self.exam is not None else ""
+        return (when + caption(name) + (f"  ({', '.join(done)})" if done else "")
+                + (f"  · {others + 1} films: {hung.ref.path.name} hung" if hung is not None else ""))
+
+    def extent(self, name: str) -> tuple[float, float, bool] | None:
+        """(height, width) of a view's film: in mm (True) where it states its pixel spacing, else in its pixels
+        (False); None where its size is not known."""
+        view = self.exam.views.get(name) if self.exam is not None else None
+        if view is None or not view.ref.rows or not view.ref.columns:
+            return None
+        spacing = view.ref.pixel_spacing_mm
+        row_mm, column_mm = spacing if spacing else (1.0, 1.0)
+        return view.ref.rows * row_mm, view.ref.columns * column_mm, bool(spacing)
+
+    def loaded(self) -> bool:
+        return self.exam is not None and set(self.films) == set(self.exam.views)
+
+
+class ExamView(QWidget):
+    analyse_requested = Signal()
+    prior_requested = Signal(object)  # the Exam to hang under the current one
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent, Qt.WindowType.Window)
+        self.setStyleSheet("background: black; color: #f0e6a0")
+        self.resize(1400, 820)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        button_style = "background: #303030; color: #f0e6a0; padding: 3px 12px"
+        self.analyse_button = QPushButton("Analyse exam")
+        self.analyse_button.setToolTip("Every view through the mammography model, each scored against the other "
+                                       "breast's view; CAD marks drawn on the views")
+        self.analyse_button.setStyleSheet(button_style)
+        self.analyse_button.clicked.connect(self.analyse_requested)
+        self.reset_button = QPushButton("Reset view")
+        self.reset_button.setToolTip("Every view fitted again, each film in its own window (or double-click a view)")
+        self.reset_button.setStyleSheet(button_style)
+        self.reset_button.clicked.connect(self.reset_view)
+        self.compare = QComboBox()
+        self.compare.setToolTip("Another exam of hers hung under this one, at the same scale, moved with it")
+        self.compare.setStyleSheet(button_style)
+        self.compare.activated.connect(self._compare_chosen)
+        self.view_label = QLabel()
+        top = QHBoxLayout()
+        for widget in (self.analyse_button, self.reset_button, QLabel("Compare with:"), self.compare):
+            top.addWidget(widget)
+        top.addWidget(self.view_label, 1)
+        outer.addLayout(top)
+        self.exam: Exam | None = None
+        self.analysing: list[Exam] = []  # exams whose views are being analysed (MainWindow.analyse_exam)
+        self.results: dict[str, Analysis] = {}
+        self.viewport = ExamViewport()
+        self.current, self.prior = ExamRow(self, prior=False), ExamRow(self, prior=True)
+        self.rows = (self.current, self.prior)
+        outer.addWidget(self.current.widget, 1)
+        outer.addWidget(self.prior.widget, 1)
+        self.prior.widget.hide()
+        self._others: list[Exam] = []  # her other exams, as listed in ``compare`` after "No prior"
+        # the hung exam's places, as callers and tests name them
+        self.captions, self.pictures, self.mirrored = self.current.captions, self.current.pictures, self.current.mirrored
+        self.flipped, self.films, self.rects = self.current.flipped, self.current.films, self.current.rects
+
     def show_exam(self, exam: Exam, exams: list[Exam] | tuple = ()) -> None:
-        """Hang ``exam`` (``exams``: its woman's exams, for the title); the same exam hung again (the window closed
-        and reopened) keeps its analyses, drawn again as its pictures arrive."""
+        """Hang ``exam`` (``exams``: its woman's exams, for the title and "Compare with"); the same exam hung again
+        (the window closed and reopened) keeps its analyses, drawn again as its pictures arrive. No prior is hung
+        under it until one is chosen."""
         if not same_exam(self.exam, exam):
             self.results = {}
         # Analyse is offered for an exam not being analysed (another exam's analyses may still be running)
         self.analyse_button.setEnabled(not any(same_exam(exam, running) for running in self.analysing))
-        self.exam, self.mirrored, self.flipped, self.films, self.rects = exam, {}, {}, {}, {}
+        self.exam = exam
+        self.current.hang(exam)
+        self._hang_prior(None)
+        self._others = [e for e in exams if not same_exam(e, exam)]
+        self.compare.clear()
+        self.compare.addItem("No prior")
+        for other in self._others:
+            later = " (later)" if other.date > exam.date else ""
+            self.compare.addItem(f"{_date(other.date)}{later}: {len(other.views)} view(s)")
+        self.compare.setEnabled(bool(self._others))
         self.viewport.reset()
         self._say_view()
         self.setWindowTitle(exam_title(exam, exams))
-        for name in HANGING_ORDER:
-            self.pictures[name].clear()
-            view = exam.views.get(name)
-            self.captions[name].setText(caption(name) + ("" if view is not None else ": not in this exam"))
-            self.pictures[name].setToolTip("" if view is None else f"{view.ref.path.name} (view from {view.source})")
 
-    def set_film(self, name: str, film: HungFilm) -> None:
+    def _compare_chosen(self, index: int) -> None:
+        prior = self._others[index - 1] if 0 < index <= len(self._others) else None
+        if same_exam(prior, self.prior.exam):
+            return
+        self._hang_prior(prior)
+        if prior is not None:
+            self.prior_requested.emit(prior)
+
+    def _hang_prior(self, prior: Exam | None) -> None:
+        self.prior.hang(prior)
+        self.prior.widget.setVisible(prior is not None)
+        if prior is None and self.compare.count():
+            self.compare.setCurrentIndex(0)
+        for name in HANGING_ORDER:  # the current films' common scale includes the prior's
+            self.redraw_pair(name)
+
+    def set_film(self, name: str, film: HungFilm, prior: bool = False) -> None:
         """A view's hung film (core.series.exam_display.hung_film: mirrored as said, turned upright where its
-        PatientOrientation asks, which its marks follow)."""
-        self.films[name] = film
-        self.mirrored[name], self.flipped[name] = film.mirrored, film.flipped
-        self.captions[name].setText(self._caption(name))
-        if name in self.results:  # the analysis came first
+        PatientOrientation asks, which its marks follow), of the hung exam or of the prior under it."""
+        row = self.prior if prior else self.current
+        row.films[name] = film
+        row.mirrored[name], row.flipped[name] = film.mirrored, film.flipped
+        row.captions[name].setText(row.caption(name))
+        if not prior and name in self.results:  # the analysis came first
             self.show_analysis(name, self.results[name])
         self.redraw_pair(name)  # the pair's common scale changes as a film arrives
 
     def redraw_pair(self, name: str) -> None:
-        """The view and the other breast's same view (drawn at one scale per mm: each depends on both places)."""
-        for other in next(p for p in PAIRS if name in p):
-            self._draw(other)
+        """The view and the other breast's same view, in every row shown (drawn at one scale per mm: each depends
+        on every place of the pair)."""
+        for row in self.rows:
+            for other in next(p for p in PAIRS if name in p):
+                self._draw(row, other)
 
     def show_analysis(self, name: str, analysis: Analysis) -> None:
         """A view's analysis: the film detector's marks on its hung film, its call in the caption, what it was
         compared with (and any warning) in the tooltip."""
         self.results[name] = analysis
         result = self._finding_result(name)
-        base = self._caption(name)
+        base = self.current.caption(name)
         if result is None:
             self.captions[name].setText(base + " — no mammography model ran")
             return
         p = result.probabilities.get(result.classes[-1], 0.0)
         self.captions[name].setText(f"{base} — {result.classes[-1]} {p:.0%}, {len(result.findings)} mark(s)")
         self.pictures[name].setToolTip("\n".join([self.pictures[name].toolTip().split("\n")[0]] + result.warnings))
-        self._draw(name)
+        self._draw(self.current, name)
 
     def _finding_result(self, name: str):
         analysis = self.results.get(name)
@@ -237,58 +325,40 @@ class ExamView(QWidget):
 
     def _draw_all(self) -> None:
         self._say_view()
-        for name in self.films:
-            self._draw(name)
-    def _caption(self, name: str) -> str:
-        """'R CC', with what the hanging did to the picture: '  (mirrored)', '  (flipped)', '  (mirrored, flipped)';
-        where the exam holds more films of the view, which one is hung ('  · 2 films: RCC_2.dcm hung')."""
-        done = [word for word, did in (("mirrored", self.mirrored.get(name)), ("flipped", self.flipped.get(name)))
-                if did]
-        others = self.exam.others.get(name, 0) if self.exam is not None else 0
-        hung = self.exam.views.get(name) if others else None
-        return (caption(name) + (f"  ({', '.join(done)})" if done else "")
-                + (f"  · {others + 1} films: {hung.ref.path.name} hung" if hung is not None else ""))
+        for row in self.rows:
+            for name in list(row.films):
+                self._draw(row, name)
 
     def loaded(self) -> bool:
-        return self.exam is not None and set(self.films) == set(self.exam.views)
+        return self.current.loaded()
 
-    def _extent(self, name: str) -> tuple[float, float, bool] | None:
-        """(height, width) of a view's film: in mm (True) where it states its pixel spacing, else in its pixels
-        (False); None where its size is not known."""
-        view = self.exam.views.get(name) if self.exam is not None else None
-        if view is None or not view.ref.rows or not view.ref.columns:
-            return None
-        spacing = view.ref.pixel_spacing_mm
-        row_mm, column_mm = spacing if spacing else (1.0, 1.0)
-        return view.ref.rows * row_mm, view.ref.columns * column_mm, bool(spacing)
-
-    def _fitted_size(self, name: str) -> tuple[float, float]:
-        """(width, height) the film is drawn at when fitted: at the scale of its pair (R and L CC, R and L MLO), both
-        breasts at one size per millimetre (per pixel where neither states a spacing), as a reader compares them
-        (a film 2400 rows tall beside one of 1800 at the same pixel size had been drawn at the same height); else
-        fitted to its own place."""
-        label = self.pictures[name]
+    def _fitted_size(self, row: ExamRow, name: str) -> tuple[float, float]:
+        """(width, height) the film is drawn at when fitted: at the scale of its pair (R and L CC, R and L MLO) in
+        every row shown, both breasts and the prior at one size per millimetre (per pixel where none states a
+        spacing), as a reader compares them (a film 2400 rows tall beside one of 1800 at the same pixel size had
+        been drawn at the same height); else fitted to its own place."""
+        label = row.pictures[name]
         pair = next(p for p in PAIRS if name in p)
-        extents = {n: self._extent(n) for n in pair if n in self.films}
+        extents = {(r, n): r.extent(n) for r in self.rows if r.exam is not None for n in pair if n in r.films}
         if all(e is not None for e in extents.values()) and len({e[2] for e in extents.values()}) == 1:
-            per_unit = min(min(self.pictures[n].width() / e[1], self.pictures[n].height() / e[0])
-                           for n, e in extents.items())
-            height, width, _ = extents[name]
+            per_unit = min(min(r.pictures[n].width() / e[1], r.pictures[n].height() / e[0])
+                           for (r, n), e in extents.items())
+            height, width, _ = extents[(row, name)]
             return width * per_unit, height * per_unit
-        rows, columns = self.films[name].values.shape[:2]
+        rows, columns = row.films[name].values.shape[:2]
         fit = min(label.width() / columns, label.height() / rows)
         return columns * fit, rows * fit
 
-    def _draw(self, name: str) -> None:
+    def _draw(self, row: ExamRow, name: str) -> None:
         """The view drawn: its film where the viewport puts it, in the viewport's window, with its marks."""
-        film = self.films.get(name)
+        film = row.films.get(name)
         if film is None:
             return
-        label = self.pictures[name]
+        label = row.pictures[name]
         size, right = (max(1, label.width()), max(1, label.height())), name[0] == "R"
-        rect = self.rects[name] = self.viewport.place(fitted_rect(size, self._fitted_size(name), right), size, right)
+        rect = row.rects[name] = self.viewport.place(fitted_rect(size, self._fitted_size(row, name), right), size, right)
         canvas = render(film, rect, size, self.viewport.window(film))
-        result = self._finding_result(name)
+        result = self._finding_result(name) if row is self.current else None
         if result is not None and result.findings:
             canvas = draw_marks(canvas, marks_on_view(result.findings, film, rect))
         label.setPixmap(to_pixmap(canvas))

@@ -1007,6 +1007,7 @@ class MainWindow(QMainWindow):
         if self.exam_view is None:
             self.exam_view = ExamView(self)
             self.exam_view.analyse_requested.connect(self.analyse_exam)
+            self.exam_view.prior_requested.connect(self._hang_prior)
         view_window = self.exam_view
         view_window.show_exam(exam, exams_of_woman(exams, exam))
         view_window.show()
@@ -1017,6 +1018,17 @@ class MainWindow(QMainWindow):
                             and view_window.set_film(name, film),
                             on_error=lambda e, name=name: view_window.captions[name].setText(f"{name}: {e}"))
         return view_window
+
+    def _hang_prior(self, prior) -> None:
+        """The films of ``prior`` (chosen in the exam window's "Compare with"), loaded off the GUI thread into the
+        row under the hung exam, while it is still the prior chosen."""
+        view_window = self.exam_view
+        for name, view in prior.views.items():
+            self.bridge.run(hung_film, view,
+                            on_done=lambda film, name=name: view_window.prior.exam is prior
+                            and view_window.set_film(name, film, prior=True),
+                            on_error=lambda e, name=name: view_window.prior.exam is prior
+                            and view_window.prior.captions[name].setText(f"{name}: {e}"))
 
     def analyse_exam(self) -> None:
         """Every view of the hung exam through the models, each scored against the other breast's view of that exam

@@ -177,3 +177,41 @@ def test_the_exam_window_zooms_pans_and_windows_every_view_together(qtbot, tmp_p
                                               Qt.KeyboardModifier.NoModifier))
     assert view.rects == fitted and view.view_label.text().startswith("Fitted")
     assert {n: view.pictures[n].pixmap().toImage() for n in HANGING_ORDER} == before
+
+
+def test_a_prior_exam_is_hung_under_the_current_one_at_one_scale_and_moves_with_it(qtbot, tmp_path):
+    """'Compare with' hangs another exam of hers in a second row: the window had shown one exam at a time."""
+    for date, rows in (("20190301", 2000), ("20210301", 1600)):  # the prior's films taller at the same 0.1-mm pixel
+        study = generate_uid()
+        for view in HANGING_ORDER:
+            path = write_mammo(tmp_path / f"{date}_{view}.dcm", breast("left", rows, 800), study_uid=study,
+                               laterality=view[0], view=view[1:], patient_id="WP")
+            ds = pydicom.dcmread(path)
+            ds.PixelSpacing, ds.StudyDate = [0.1, 0.1], date
+            ds.save_as(path)
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    view = window.exam_view
+    assert view.exam.date == "20210301" and not view.prior.widget.isVisibleTo(view)
+    assert [view.compare.itemText(i) for i in range(view.compare.count())] == ["No prior", "2019-03-01: 4 view(s)"]
+    view.compare.setCurrentIndex(1)
+    view.compare.activated.emit(1)
+    qtbot.waitUntil(view.prior.loaded, timeout=20000)
+    assert view.prior.widget.isVisibleTo(view) and view.prior.exam.date == "20190301"
+    assert view.prior.captions["RCC"].text() == "Prior 2019-03-01: R CC  (mirrored)"
+    qtbot.wait(50)
+    for name in HANGING_ORDER:  # one scale per mm across the rows: the prior drawn 2000/1600 as tall
+        assert view.prior.rects[name].height / view.rects[name].height == pytest.approx(2000 / 1600, rel=0.02)
+    before = {name: (view.rects[name].height, view.prior.rects[name].height) for name in HANGING_ORDER}
+    place = view.pictures["LMLO"]
+    _send_wheel(place, QPointF(place.width() / 3, place.height() / 2), 4)
+    for name in HANGING_ORDER:  # both rows magnified alike
+        assert view.rects[name].height == pytest.approx(before[name][0] * 1.25 ** 4)
+        assert view.prior.rects[name].height == pytest.approx(before[name][1] * 1.25 ** 4)
+    view.compare.setCurrentIndex(0)
+    view.compare.activated.emit(0)
+    assert not view.prior.widget.isVisibleTo(view) and view.prior.exam is None and not view.prior.films
+    window.open_folder(tmp_path)  # hung again: no prior until one is chosen
+    _hung(qtbot, window)
+    assert view.prior.exam is None and view.compare.currentIndex() == 0
