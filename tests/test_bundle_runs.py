@@ -150,11 +150,9 @@ def test_an_export_cut_short_is_not_used_and_one_that_does_not_load_is_a_model_e
     whole = rest.read_bytes()
     rest.write_bytes(whole[: len(whole) // 2])  # an export killed while it wrote (the index written before)
     assert find_export(bundle, roots) is None
-    rest.write_bytes(b"\0" * len(whole))  # damaged at its own size: found, and refused when it loads
-    assert find_export(bundle, roots) is not None
+    rest.write_bytes(b"\0" * len(whole))  # damaged at its own size: its sha256 tells
+    assert find_export(bundle, roots) is None
     record = load_image(planted_png[0], modality="MR")
-    with pytest.raises(ModelError, match=rf"exported network {re.escape(str(rest))} was changed after it was exported"):
-        Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER])
     index = rest.parent / "index.json"  # an index that vouches for the damaged bytes: ONNX Runtime cannot load them
     written = index.read_text()
     index.write_text(written.replace(json.loads(written)["rest"]["sha256"], hashlib.sha256(rest.read_bytes()).hexdigest()))
@@ -194,10 +192,12 @@ def _edited_in_place(graph: Path) -> None:
 
 
 def test_an_export_edited_in_place_or_a_bundle_whose_weights_changed_since_is_not_run(tiny_models, planted_png,
-                                                                                     tmp_path, monkeypatch):
-    """Each file's sha256 in the index is checked when ONNX Runtime opens it, and the bundle's own files when its
-    export runs (both had run a network no manifest describes: only sizes were compared, the bundle not at all)."""
+                                                                                     tmp_path, monkeypatch, capsys):
+    """Each file's sha256 in the index is checked when an export is looked for and again when ONNX Runtime opens
+    it, and the bundle's own files when its export runs (both had run a network no manifest describes: only sizes
+    were compared, the bundle not at all)."""
     from core.inference.onnx_export import export_bundle
+    from core.inference.onnx_network import OnnxModel
 
     cache = tmp_path / "onnx"
     monkeypatch.setenv("MIDA_ONNX_CACHE", str(cache))
@@ -212,11 +212,17 @@ def test_an_export_edited_in_place_or_a_bundle_whose_weights_changed_since_is_no
     graphs = [export.rest, *(cam.file for cam in export.cams.values())]
     for graph in graphs:
         whole = graph.read_bytes()
-        _edited_in_place(graph)
-        assert find_export(bundle, export_roots(registry.folders)) is not None  # sizes alone cannot tell
+        _edited_in_place(graph)  # changed after the export was found: refused when its session opens
         with pytest.raises(ModelError, match=rf"{re.escape(str(graph))} was changed after it was exported"):
-            Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER])
+            OnnxModel(graph, export.hashes[graph]).input_names
+        assert find_export(bundle, export_roots(registry.folders)) is None  # and no export for the next analysis
         graph.write_bytes(whole)
+    assert Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER]).results[0].probabilities == before
+    _edited_in_place(export.rest)  # what the refusal advises mends it: 'models export' had said 'exported already'
+    monkeypatch.setenv("MIDA_USER_MODELS", str(root))
+    assert main(["models", "export", "--model", CLASSIFIER]) == 0
+    assert "exported already" not in capsys.readouterr().out
+    assert find_export(bundle, export_roots(registry.folders)) is not None
     assert Analyzer(registry, runtime="onnx").analyze(record, model_ids=[CLASSIFIER]).results[0].probabilities == before
 
     weights = root / CLASSIFIER / "model.keras"  # replaced after the export; the manifest still names the old one

@@ -8,9 +8,9 @@ which file is which and how large it was written. The Analyzer runs a bundle on 
 export matches it here, and on TensorFlow otherwise. The fingerprint covers the weights' sha256, the architecture
 entry (which names every other file and parent bundle by sha256), the input size, the Grad-CAM layers and the
 stem's taps, so a retrained, edited or differently installed bundle never runs an export of another network; an
-export whose files are not all there at the sizes written (one cut short by an export that was killed) is none,
-and a file changed since at its own size is refused when it is opened (core.inference.onnx_network checks the
-sha256 the index gives of the bytes it hands ONNX Runtime).
+export whose files are not all there at the sizes and sha256 written (one cut short by an export that was
+killed, one edited since) is none, and a file changed after it was found is refused when it is opened
+(core.inference.onnx_network checks the sha256 the index gives of the bytes it hands ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def export_folder(root: Path, bundle_id: str, key: str) -> Path:
 
 
 def find_export(bundle, roots: list[Path]) -> Export | None:
-    """The export of ``bundle``'s network in the first root that holds one with all its files whole, else None."""
+    """The export of ``bundle``'s network in the first root that holds one with all its files whole and as
+    written (sizes, then sha256), else None."""
     key = fingerprint(bundle)
     for root in roots:
         index = export_folder(root, bundle.id, key) / "index.json"
@@ -118,9 +119,31 @@ def find_export(bundle, roots: list[Path]) -> Export | None:
                 export = Export.read(index)
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if all(_whole(file, size) for file, size in export.sizes.items()):
+            if all(_whole(file, size) for file, size in export.sizes.items()) and intact(export):
                 return export
     return None
+
+
+_HASHED: dict[tuple, str] = {}  # (path, size, mtime, inode) -> sha256: a stem several bundles share is read once
+
+
+def intact(export: Export) -> bool:
+    """Every file of ``export`` has the sha256 its index gives: one changed since at its own size is no export
+    (``models export`` then writes it again, and an export in the user's cache is found past a changed one beside
+    the models). ONNX Runtime's sessions check again the bytes they are handed (core.inference.onnx_network)."""
+    from core.models.storage import sha256_file
+
+    try:
+        for file, sha256 in export.hashes.items():
+            stat = file.stat()
+            key = (str(file), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            if key not in _HASHED:
+                _HASHED[key] = sha256_file(file)
+            if _HASHED[key] != sha256:
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def _sha256(entry: dict) -> str:
