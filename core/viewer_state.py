@@ -259,6 +259,15 @@ class Overlays:
 MAX_SERIES_KEPT = 4  # series whose slice outcomes and last series analysis stay in memory
 
 
+def _file_span(i: int, loaded: int, in_file: int) -> tuple[int, int]:
+    """The file's pixels (first, last) a picture pixel read ``in_file / loaded`` times smaller covers: the factor
+    need not divide the file's side, so the span is taken from the two sides, not the factor (a 20-column file read
+    at 1/3 in 6 columns: column 5 covers 16-19, not 15-17)."""
+    scale = in_file / loaded
+    first = min(in_file - 1, int(i * scale))
+    return first, max(first, min(in_file - 1, int(np.ceil((i + 1) * scale)) - 1))
+
+
 def _recent(kept: OrderedDict, key: str, value):
     """``kept[key] = value`` as the most recent entry, the oldest dropped beyond MAX_SERIES_KEPT; returns value."""
     kept[key] = value
@@ -952,9 +961,9 @@ class ViewerState:
             return ""
         value = r.values(self.frame)[y, x]
         shown = value if r.is_color else f"{float(value):g}"
-        f = r.downsample
-        if f > 1:  # read smaller (core.imaging.limits): the pixel is the mean of f x f of the file's, named as the file's
-            text = f"x {x * f}-{x * f + f - 1}, y {y * f}-{y * f + f - 1}: {shown} (mean of {f}×{f} file pixels)"
+        if r.downsample > 1 and r.source_size:  # read smaller (core.imaging.limits): named by the file's pixels
+            (x0, x1), (y0, y1) = (_file_span(x, r.columns, r.source_size[1]), _file_span(y, r.rows, r.source_size[0]))
+            text = f"x {x0}-{x1}, y {y0}-{y1}: {shown} (the picture was read at 1/{r.downsample})"
         else:
             text = f"x {x}, y {y}: {shown}"
         where = self._position_text(x, y)

@@ -15,7 +15,7 @@ loads its films into ``set_film(..., prior=True)``).
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from core.inference.results import Analysis
@@ -109,7 +109,7 @@ class FilmPlace(QLabel):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().resizeEvent(event)  # the layout resizes a place when a caption's length changes, not only the window
-        self.exam_view.redraw_pair(self.name)
+        self.exam_view.redraw_soon()
 
 
 class ExamRow:
@@ -220,6 +220,9 @@ class ExamView(QWidget):
         outer.addWidget(self.prior.widget, 1)
         self.prior.widget.hide()
         self._others: list[Exam] = []  # her other exams, as listed in ``compare`` after "No prior"
+        self._redraw = QTimer(self)  # places resized together (a window resize) are drawn once, after the layout
+        self._redraw.setSingleShot(True)
+        self._redraw.timeout.connect(self._draw_all)
         # the hung exam's places, as callers and tests name them
         self.captions, self.pictures, self.mirrored = self.current.captions, self.current.pictures, self.current.mirrored
         self.flipped, self.films, self.rects = self.current.flipped, self.current.films, self.current.rects
@@ -323,6 +326,9 @@ class ExamView(QWidget):
             text += (f" · window moved on every film: centre {v.level:+.0%} of its width, width ×{1 / v.contrast:.2f}")
         self.view_label.setText(text + "   (wheel: zoom · drag: pan · right-drag: window · double-click: reset)")
 
+    def redraw_soon(self) -> None:
+        self._redraw.start(0)
+
     def _draw_all(self) -> None:
         self._say_view()
         for row in self.rows:
@@ -357,8 +363,12 @@ class ExamView(QWidget):
         label = row.pictures[name]
         size, right = (max(1, label.width()), max(1, label.height())), name[0] == "R"
         rect = row.rects[name] = self.viewport.place(fitted_rect(size, self._fitted_size(row, name), right), size, right)
-        canvas = render(film, rect, size, self.viewport.window(film))
+        ratio = label.devicePixelRatioF()  # drawn in the screen's own pixels: a HiDPI screen shows twice the detail
+        pixels = Rect(rect.x * ratio, rect.y * ratio, rect.width * ratio, rect.height * ratio)
+        canvas = render(film, pixels, (round(size[0] * ratio), round(size[1] * ratio)), self.viewport.window(film))
         result = self._finding_result(name) if row is self.current else None
         if result is not None and result.findings:
-            canvas = draw_marks(canvas, marks_on_view(result.findings, film, rect))
-        label.setPixmap(to_pixmap(canvas))
+            canvas = draw_marks(canvas, marks_on_view(result.findings, film, pixels))
+        pixmap = to_pixmap(canvas)
+        pixmap.setDevicePixelRatio(ratio)
+        label.setPixmap(pixmap)

@@ -5,6 +5,9 @@ its own and held each film at 1,200 rows."""
 
 from __future__ import annotations
 
+import math
+
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -215,3 +218,71 @@ def test_a_prior_exam_is_hung_under_the_current_one_at_one_scale_and_moves_with_
     window.open_folder(tmp_path)  # hung again: no prior until one is chosen
     _hung(qtbot, window)
     assert view.prior.exam is None and view.compare.currentIndex() == 0
+
+
+def test_a_film_presented_through_a_voi_lut_is_hung_as_the_file_presents_it(tmp_path):
+    """The exam window had drawn it through the LUT's linear stand-in: the file's black shown as grey 55."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from core.imaging import load_image
+    from core.series.exam_display import hung_film
+    from core.series.hanging import screening_exams
+    from core.series.index import index_folder
+
+    pixels = np.tile(np.linspace(0, 4095, 400).astype(np.uint16), (600, 1))
+    path = write_mammo(tmp_path / "RCC.dcm", pixels, study_uid=generate_uid(), laterality="R", view="CC")
+    ds = pydicom.dcmread(path)
+    for name in ("WindowCenter", "WindowWidth"):
+        if name in ds:
+            delattr(ds, name)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 12]
+    item.LUTData = np.array([round(4095 * (v / 4095) ** 0.4) for v in range(4096)], "<u2").tobytes()
+    ds.VOILUTSequence = Sequence([item])
+    ds.save_as(path)
+    (exam,) = screening_exams(index_folder(tmp_path))
+    film = hung_film(exam.views["RCC"])
+    shown = film.picture()[:, ::-1] if film.mirrored else film.picture()
+    np.testing.assert_array_equal(shown, load_image(path).display(0))
+    viewport = ExamViewport()
+    viewport.window_by(0.0, 0.1)  # a drag down still brightens it
+    assert render(film, Rect(0, 0, 400, 600), (400, 600), viewport.window(film)).mean() > film.picture().mean()
+
+
+def test_one_drag_brightens_monochrome1_and_monochrome2_films_alike():
+    """MONOCHROME1 films had darkened while the others brightened (inverted after the window was moved)."""
+    values = np.full((40, 20), 2000.0, np.float32)
+    plain = HungFilm(values, WindowPreset("File", 2000, 4000), False, False, False, values.shape)
+    inverted = HungFilm(values, WindowPreset("File", 2000, 4000), True, False, False, values.shape)
+    viewport = ExamViewport()
+    before = [render(f, Rect(0, 0, 20, 40), (20, 40), viewport.window(f))[20, 10] for f in (plain, inverted)]
+    viewport.window_by(0.0, 0.2)
+    after = [render(f, Rect(0, 0, 20, 40), (20, 40), viewport.window(f))[20, 10] for f in (plain, inverted)]
+    assert after[0] > before[0] + 20 and after[1] > before[1] + 20
+
+
+def test_extreme_drags_and_zooms_leave_the_viewport_usable():
+    viewport = ExamViewport()
+    viewport.window_by(-400.0, 0.0)  # had raised OverflowError
+    viewport.window_by(float("nan"), float("inf"))
+    viewport.zoom_at(4.0, (0.5, 0.5))
+    viewport.pan(float("inf"), 0.0)  # had made render raise
+    viewport.zoom_at(float("nan"), (0.5, 0.5))
+    film = _film(np.full((40, 20), 1000))
+    assert math.isfinite(viewport.window(film).width) and viewport.zoom == 4.0
+    assert render(film, viewport.place(Rect(0, 0, 20, 40), VIEW, True), VIEW, viewport.window(film)).shape == (400, 200)
+
+
+def test_a_fitted_film_is_drawn_from_a_halved_level_as_from_the_film(monkeypatch):
+    """Averaged from a level of a quarter of the rows (a quarter of the work per view and wheel step), within a grey
+    level of the film itself averaged."""
+    rng = np.random.default_rng(0)
+    values = cv2.GaussianBlur(rng.uniform(0, 4000, (4096, 3328)).astype(np.float32), (0, 0), 6)
+    film = _film(values)
+    rect = Rect(10.0, 5.0, 816 * 3328 / 4096, 816.0)  # about 5 film pixels per view pixel
+    from_level = render(film, rect, (700, 900), film.window)
+    assert set(film.levels) == {1, 2} and film.levels[2].shape == (1024, 832)
+    monkeypatch.setattr(HungFilm, "level", lambda self, shrink: self.values)
+    from_film = render(film, rect, (700, 900), film.window)
+    assert np.abs(from_level.astype(int) - from_film.astype(int)).max() <= 1

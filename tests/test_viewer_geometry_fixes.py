@@ -196,11 +196,17 @@ def test_a_region_on_a_picture_read_smaller_says_its_values_are_averaged():
     assert "averaged" not in full.text(state.pixel_spacing_mm) and "pixels_averaged" not in full.to_dict(None)
 
 
-def test_the_readout_on_a_picture_read_smaller_names_the_file_pixels_it_averages():
-    """It had named the picture's pixel (x 2 for the file's 6-8) with no word that its value is a mean."""
+def test_the_readout_on_a_picture_read_smaller_names_the_file_pixels_it_covers():
+    """It had named the picture's pixel (x 2 for the file's 6-8) with no word that the picture was read smaller."""
     state = ViewerState()
-    state.open(_fake_record(downsample=3))
-    assert state.pixel_text(2, 1) == "x 6-8, y 3-5: 10 (mean of 3×3 file pixels)"
+    record = _fake_record(downsample=3)
+    record.source_size = (24, 24)
+    state.open(record)
+    assert state.pixel_text(2, 1) == "x 6-8, y 3-5: 10 (the picture was read at 1/3)"
+    record = _fake_record(downsample=3, values=np.arange(48, dtype=np.float32).reshape(8, 6))
+    record.source_size = (26, 20)  # sides the factor does not divide: 20 columns read into 6, 26 rows into 8
+    state.open(record)
+    assert state.pixel_text(5, 7).startswith("x 16-19, y 22-25: ")
     state.open(_fake_record())
     assert state.pixel_text(2, 1) == "x 2, y 1: 10"
 

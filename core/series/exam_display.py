@@ -10,12 +10,13 @@ darken together, each film from its own window (films of two detectors differ in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
 from core.export.report import draw_findings
+from core.imaging.record import VOI_LUT
 from core.imaging.windowing import WindowPreset, apply_window, drawable_window, percentile_window
 from core.inference.results import Finding
 from core.series.hanging import MammoView, chest_wall_side, hung_findings, needs_flip, needs_mirror
@@ -28,7 +29,9 @@ MIN_ZOOM, MAX_ZOOM = 1.0, 32.0  # the fitted exam to 32x (a 0.1-mm film's pixel 
 class HungFilm:
     """A view's film as hung: ``values`` (modality values, float32; uint8 RGB for colour) mirrored and turned upright
     as said, ``window`` its own default (None: colour), ``inverted`` for MONOCHROME1, ``source_shape`` the picture
-    the analysis saw (its marks' pixels)."""
+    the analysis saw (its marks' pixels). ``levels``: the film halved again and again, made as a fitted view needs
+    them (drawing a 4,096-row film into 800 rows averages a level of 1,024 rows, not the film: a quarter of the
+    work per view and wheel step)."""
 
     values: np.ndarray
     window: WindowPreset | None
@@ -36,6 +39,20 @@ class HungFilm:
     mirrored: bool
     flipped: bool
     source_shape: tuple[int, int]
+    levels: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def level(self, shrink: float) -> np.ndarray:
+        """The film at the coarsest halving that still has a pixel for each view pixel where it is drawn ``shrink``
+        times smaller (``shrink`` <= 1: the film itself). Each level covers the whole film (area-averaged)."""
+        k = 0
+        while 2 ** (k + 1) <= shrink and min(self.values.shape[:2]) >= 2 ** (k + 2):
+            k += 1
+        if k and k not in self.levels:
+            finer = self.level(2 ** (k - 1))
+            rows, columns = finer.shape[:2]
+            self.levels[k] = cv2.resize(finer, (max(1, round(columns / 2)), max(1, round(rows / 2))),
+                                        interpolation=cv2.INTER_AREA)
+        return self.levels[k] if k else self.values
 
     def picture(self, window: WindowPreset | None = None) -> np.ndarray:
         """The whole film in 8 bits, in its own window or ``window``."""
@@ -57,6 +74,9 @@ def hung_film(view: MammoView, max_rows: int = MAX_FILM_ROWS) -> HungFilm:
     display = record.display(view.ref.frame)
     values = record.values(view.ref.frame)
     window = record.default_window(view.ref.frame)
+    inverted = record.inverted
+    if window is not None and window.name == VOI_LUT:  # a curve no window is: the file's own picture, windowed 1:1
+        values, window, inverted = display.astype(np.float32), WindowPreset(VOI_LUT, 127.5, 255.0, "LINEAR_EXACT"), False
     if window is None and not record.is_color:
         low, high = percentile_window(values)
         window = WindowPreset("Auto", (low + high) / 2, max(high - low, 1.0))
@@ -67,7 +87,7 @@ def hung_film(view: MammoView, max_rows: int = MAX_FILM_ROWS) -> HungFilm:
     flip = needs_flip(view.laterality, view.view, view.ref.patient_orientation)
     if mirror or flip:
         values = values[::-1 if flip else 1, ::-1 if mirror else 1]
-    return HungFilm(np.ascontiguousarray(values), window, record.inverted, mirror, flip, display.shape[:2])
+    return HungFilm(np.ascontiguousarray(values), window, inverted, mirror, flip, display.shape[:2])
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,8 @@ class ExamViewport:
     def zoom_at(self, factor: float, point: tuple[float, float], right: bool = True) -> None:
         """Zoom by ``factor`` (within MIN_ZOOM-MAX_ZOOM) keeping the film under ``point`` (fractions of a view; of a
         left-breast view where not ``right``) where it is; back at the fitted size the films are fitted again."""
+        if not (math.isfinite(factor) and factor > 0 and all(math.isfinite(v) for v in point)):
+            return
         x, y = self._frame(point, right)
         new = min(MAX_ZOOM, max(MIN_ZOOM, self.zoom * factor))
         if new == MIN_ZOOM:
@@ -119,24 +141,27 @@ class ExamViewport:
 
     def pan(self, dx: float, dy: float, right: bool = True) -> None:
         """Move the films by (dx, dy) fractions of a view, as dragged on a right-breast view (else a left one)."""
-        if self.zoom > MIN_ZOOM:
+        if self.zoom > MIN_ZOOM and math.isfinite(dx) and math.isfinite(dy):
             self.shift = (self.shift[0] + (dx if right else -dx), self.shift[1] + dy)
 
     def window_by(self, dx: float, dy: float) -> None:
         """A right-drag of (dx, dy) view widths: right widens every window (less contrast), down brightens (the
         centre moves down), as the main viewer's drag does."""
-        self.contrast = min(50.0, max(0.02, self.contrast * math.exp(-dx * 2.0)))
+        if not (math.isfinite(dx) and math.isfinite(dy)):
+            return
+        self.contrast = min(50.0, max(0.02, self.contrast * math.exp(min(10.0, max(-10.0, -dx * 2.0)))))
         self.level = min(5.0, max(-5.0, self.level - dy))
 
     def window(self, film: HungFilm) -> WindowPreset | None:
-        """``film``'s window moved as every film's is (None for colour)."""
+        """``film``'s window moved as every film's is (None for colour); a MONOCHROME1 film's centre the other way,
+        so that one drag brightens every film (its grey levels are inverted after the window)."""
         if film.window is None:
             return None
         base = film.window
         if not self.windowed:
             return base
-        return drawable_window("Exam", base.center + self.level * base.width, base.width / self.contrast,
-                               base.function)
+        level = -self.level if film.inverted else self.level
+        return drawable_window("Exam", base.center + level * base.width, base.width / self.contrast, base.function)
 
     def place(self, fitted: Rect, view: tuple[int, int], right: bool) -> Rect:
         """Where the film fitted at ``fitted`` lies on a view of ``view`` (width, height) pixels."""
@@ -162,24 +187,27 @@ def fitted_rect(view: tuple[int, int], drawn: tuple[float, float], right: bool) 
 
 def render(film: HungFilm, rect: Rect, view: tuple[int, int], window: WindowPreset | None) -> np.ndarray:
     """The view (height, width) uint8 (RGB for colour films): black, with ``film`` drawn where ``rect`` puts it, in
-    ``window``. Only the visible part is resampled: area-averaged where the film is shrunk, linear where it is
-    magnified."""
+    ``window``. Only the visible part is resampled: area-averaged where the film is shrunk (from its coarsest
+    level that still has a pixel per view pixel), linear where it is magnified."""
     width, height = view
-    rows, columns = film.values.shape[:2]
+    if rect.width <= 0 or rect.height <= 0:
+        return np.zeros((height, width) + film.values.shape[2:], np.uint8)
+    source = film.level(min(film.values.shape[1] / rect.width, film.values.shape[0] / rect.height))
+    rows, columns = source.shape[:2]
     shape = (height, width) + film.values.shape[2:]
     canvas = np.zeros(shape, np.uint8)
     x0, y0 = max(0, math.floor(rect.x)), max(0, math.floor(rect.y))
     x1, y1 = min(width, math.ceil(rect.x + rect.width)), min(height, math.ceil(rect.y + rect.height))
-    if x1 <= x0 or y1 <= y0 or rect.width <= 0 or rect.height <= 0:
+    if x1 <= x0 or y1 <= y0:
         return canvas
     sx, sy = rect.width / columns, rect.height / rows  # view pixels per film pixel
     if sx < 1.0 and sy < 1.0:  # shrunk: the film pixels under the visible view pixels, averaged
         c0, c1 = _span((x0 - rect.x) / sx, (x1 - rect.x) / sx, columns)
         r0, r1 = _span((y0 - rect.y) / sy, (y1 - rect.y) / sy, rows)
-        part = cv2.resize(film.values[r0:r1, c0:c1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        part = cv2.resize(source[r0:r1, c0:c1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
     else:  # magnified: each view pixel's centre sampled from the film
         matrix = np.float32([[1 / sx, 0, (x0 + 0.5 - rect.x) / sx - 0.5], [0, 1 / sy, (y0 + 0.5 - rect.y) / sy - 0.5]])
-        part = cv2.warpAffine(film.values, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        part = cv2.warpAffine(source, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
         # the film's own edge: view pixels whose centre lies outside the film stay black
         inside_x = (np.arange(x0, x1) + 0.5 >= rect.x) & (np.arange(x0, x1) + 0.5 <= rect.x + rect.width)
