@@ -78,9 +78,13 @@ def test_an_image_cut_short_inside_its_header_is_listed_and_its_series_warns(tmp
     assert all("truncated DICOM image (MR Image Storage)" in p for p in index.problems[1:])
     assert [w for w in series.warnings if "could not be read" in w] == [
         "1 file of this series could not be read and is not among its slices: 'IM0005.dcm'."]
-    (row,) = series_rows(index, [_row(ref.path.name) for ref in series.slices])
-    assert row["label"] == row["first_slice"] == "" and "IM0005.dcm" in row["warnings"]
-    assert "3 of 4 slices analysed: no verdict for the whole series" in row["warnings"]
+    (row,) = series_rows(index, [_row(ref.path.name) for ref in series.slices])  # a lesion on the slices read: it stands
+    assert (row["label"], row["first_slice"], row["last_slice"]) == ("lesion", 1, 3) and "IM0005.dcm" in row["warnings"]
+    assert row["lesion_volume_ml"] != ""  # the unread file lies outside the slices of the lesion
+    (row,) = series_rows(index, [_row(ref.path.name, label="no lesion", lesions="0", lesion_area_mm2="0")
+                                 for ref in series.slices])  # 'no lesion' over 3 of 4: the unread one could hold it
+    assert row["label"] == row["first_slice"] == ""
+    assert "3 of 4 slices analysed: no verdict for the whole series ('no lesion' needs every slice)" in row["warnings"]
 
 
 # ----------------------------------------------------------------------------------------------- 3: one position twice
@@ -114,14 +118,23 @@ def test_an_unread_slice_inside_the_lesion_withholds_the_volume_and_is_named():
     assert kept.lesion_volume_ml == pytest.approx(4 * 100.0 * 3.0 / 1000)
 
 
-def test_series_csv_gives_no_verdict_where_a_slice_failed(tmp_path):
-    """README: a series only partly analysed gets no verdict in series.csv; a slice that failed counted as analysed."""
-    write_series(tmp_path, ramp_images(3))
-    index = index_folder(tmp_path)
-    names = [ref.path.name for ref in index.series[0].slices]
-    failed = {"file": names[2], "frame": "0", "model": "", "error": "the pixel data is damaged"}
-    (row,) = series_rows(index, [_row(names[0]), _row(names[1]), failed])
-    assert row["label"] == "" and "2 of 3 slices analysed: no verdict for the whole series" in row["warnings"]
+def test_one_rule_for_a_series_partly_analysed_in_series_csv_and_analyze_series():
+    """series.csv had withheld every verdict of a series partly analysed, analyze --series (and the window) none: a
+    finding on the slices analysed stands in both, a call that needs every slice in neither."""
+    series = _series([3.0 * k for k in range(4)])
+    failed = SliceOutcome(error="the pixel data is damaged")
+    seg = verdict("seg", "1", "segmentation", ["lesion"], [_lesion(), _lesion(), _clear(), failed], series)
+    assert (seg.label, seg.first_slice, seg.last_slice) == ("lesion", 1, 2) and "No result on slice 4." in seg.warnings
+    seg = verdict("seg", "1", "segmentation", ["lesion"], [_clear(), _clear(), None, _clear()], series)
+    assert (seg.label, seg.lesion_volume_ml, seg.runs) == (None, None, [])
+    assert "3 of 4 slices analysed: no verdict for the whole series ('no lesion' needs every slice)" in seg.warnings
+    yesno = verdict("yesno", "1", "classification", ["no", "yes"], [_yesno(0.1)] * 3 + [failed], series)
+    assert (yesno.label, yesno.probability) == (None, None)
+    assert "3 of 4 slices analysed: no verdict for the whole series ('no' needs every slice)" in yesno.warnings
+    yesno = verdict("yesno", "1", "classification", ["no", "yes"], [_yesno(0.9)] * 3 + [failed], series)
+    assert (yesno.label, yesno.first_slice, yesno.last_slice) == ("yes", 1, 3)
+    means = verdict("stain", "1", "classification", ["benign", "malignant"], [_yesno(0.9)] * 3 + [None], series)
+    assert means.label is None  # a mean over all slices is no mean over three
 
 
 # ----------------------------------------------------------------------------------------------- 5: gaps, steps

@@ -47,8 +47,10 @@ halfway to each neighbouring position, half the series spacing at the ends and b
 not cross; without positions, the spacing from SpacingBetweenSlices or SliceThickness) / 1000, in ml. There is
 no volume when pixel spacing or slice spacing is unknown, or a slice inside the range has no result.
 Otherwise 'no lesion' with volume 0.
-Slice numbers are 1-based, in that order. Slices that failed to load or analyse are left out and break
-adjacency."""
+Slice numbers are 1-based, in that order. Slices that failed to load or analyse (or were not analysed, or files
+of the series that could not be read) are left out and break adjacency; where there are any, a finding on the
+slices analysed stands, but a call that needs every slice does not: no verdict instead of the normal class,
+'no lesion', or a classifier's mean over all slices (the slices without a result could hold what it rules out)."""
 
 
 @dataclass
@@ -356,11 +358,29 @@ def verdict(model: str, version: str, task: str, classes: list[str], outcomes: l
     if task == "classification":
         positions = position_numbers(series)
         label, probability, first, last = classifier_verdict(classes, outcomes, series.breaks, positions)
+        if label is not None and first is None and _unanalysed(outcomes, series):  # normal, or a mean over slices
+            return SeriesVerdict(model, version, task, None, None, None, None, None, outcomes,
+                                 warnings + [_no_whole_verdict(outcomes, series, label)], [])
         return SeriesVerdict(model, version, task, label, probability, first, last, None, outcomes, warnings,
                              classifier_runs(classes, outcomes, series.breaks, positions) if first is not None else [])
     label, first, last, volume, more = segmenter_verdict(outcomes, series)
     runs = [(a + 1, b + 1) for a, b in segmenter_runs(outcomes, series)]
+    if label == "no lesion" and _unanalysed(outcomes, series):
+        return SeriesVerdict(model, version, task, None, None, None, None, None, outcomes,
+                             warnings + more + [_no_whole_verdict(outcomes, series, label)], [])
     return SeriesVerdict(model, version, task, label, None, first, last, volume, outcomes, warnings + more, runs)
+
+
+def _unanalysed(outcomes: list[SliceOutcome | None], series: Series) -> int:
+    """Slices of the series without a result: failed, not analysed, or files of it that could not be read."""
+    return sum(1 for o in outcomes if o is None or o.error) + len(series.unread_files)
+
+
+def _no_whole_verdict(outcomes: list[SliceOutcome | None], series: Series, label: str) -> str:
+    total = len(outcomes) + len(series.unread_files)
+    unit = "frames" if series.kind == "multiframe" else "slices"
+    return (f"{total - _unanalysed(outcomes, series)} of {total} {unit} analysed: no verdict for the whole series "
+            f"('{label}' needs every {unit[:-1]})")
 
 
 def _failed_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:

@@ -207,17 +207,11 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
                                 series))
     series_disagreements(verdicts)
     out = []
-    unit = "frames" if series.kind == "multiframe" else "slices"
     for v in verdicts:
-        warnings = series.warnings + v.warnings
         # A slice or frame without a row was never analysed, one with an error row failed, a file cut short never
-        # became a slice: the rule's verdict over the rest would read as the whole series' (one frame of thirty
-        # called 'normal', a lesion's volume without its middle), so there is none, only what was analysed.
-        analysed = sum(1 for o in v.slices if o is not None and not o.error)
-        total = len(v.slices) + len(series.unread_files)
-        if analysed < total:
-            warnings.append(f"{analysed} of {total} {unit} analysed: no verdict for the whole series")
-            v.label = v.probability = v.first_slice = v.last_slice = v.lesion_volume_ml = None
+        # became a slice: the verdict rule (core.series.analysis.verdict, as for analyze --series and the window)
+        # keeps a finding on the slices analysed and gives no normal call over the rest.
+        warnings = series.warnings + v.warnings
         if series.kind == "multiframe" and any(o is None for o in v.slices):
             warnings.append("batch --all-frames analyses every frame of a multi-frame series")
         out.append(dict(base, model=v.model, label=v.label or "",
