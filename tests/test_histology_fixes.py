@@ -70,9 +70,26 @@ def test_the_users_scale_is_of_the_files_pixels_when_the_picture_is_loaded_small
     from_file = resolve_scale(record, 0.42)
     from_user = resolve_scale(record, 0.42, 0.25)  # the same fact, stated by the user
     assert (from_file.um_y, from_file.um_x) == pytest.approx((0.5, 0.5))
-    assert from_user == Scale(pytest.approx(0.5), pytest.approx(0.5), "user")
+    assert from_user == Scale(pytest.approx(0.5), pytest.approx(0.5), "user", 2)
+    assert from_user.describe() == "0.25 um per pixel (user; the picture was read at 1/2)"
+    assert from_user.to_dict()["um_x"] == 0.25 and from_user.to_dict()["read_at"] == "1/2"
     monkeypatch.delenv("MIDA_MEMORY_BUDGET_MB")
     assert resolve_scale(load_image(tmp_path / "big.tif", "SM"), 0.42, 0.25).um_x == pytest.approx(0.25)
+
+
+def test_the_assumed_scale_is_of_the_files_pixels_when_the_picture_is_loaded_smaller(tmp_path, monkeypatch):
+    """A picture read at 1/2 without a stated scale had been tiled at twice the assumed magnification (a hunt: a
+    malignant core 0.80 whole, 0.42 'benign' read at half), and its warning named the loaded pixels' scale."""
+    from core.models.scale import assumed_warning
+
+    tifffile.imwrite(tmp_path / "plain.tif", np.full((2000, 2000, 3), 205, np.uint8))  # no resolution stated
+    monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "40")
+    record = load_image(tmp_path / "plain.tif", "SM")
+    assert record.downsample == 2
+    assumed = resolve_scale(record, 0.42)
+    assert assumed.source == "assumed"
+    assert (assumed.um_y, assumed.um_x) == pytest.approx((0.84, 0.84)) and assumed.file_um == pytest.approx((0.42, 0.42))
+    assert "taken to be at 0.42 um per pixel" in assumed_warning(assumed)
 
 
 def test_only_breakhis_names_carry_a_magnification():

@@ -346,8 +346,7 @@ class TiledClassifierPath(ClassifierPath):
             _, cams, _ = self.gradcam(plan.tile_input(top)[None], shown, request.plus)
             result.tile_gradcam = _to_image_grid(cams[0], boxes[top], display.shape[:2])
         if scale is not None:
-            result.scale = {"um_y": round(scale.um_y, 5), "um_x": round(scale.um_x, 5), "source": scale.source,
-                            "text": scale.describe()}
+            result.scale = scale.to_dict()
             if scale.assumed:
                 result.warnings.append(assumed_warning(scale))
         # A call on glass or on a field smaller than a tile is flagged however sure the model is; then not twice.

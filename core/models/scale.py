@@ -41,19 +41,35 @@ _NAME = re.compile(r"^SOB_[BM]_[A-Z]+-\d+-[0-9A-Z]+-(40|100|200|400)-\d+$", re.I
 
 @dataclass(frozen=True)
 class Scale:
-    """Micrometres per pixel of the loaded image along y (rows) and x (columns), and where it came from."""
+    """Micrometres per pixel of the loaded image along y (rows) and x (columns), and where it came from;
+    ``downsample``: the image was loaded that many times smaller than its file (what a reader is told is the file's
+    pixel, ``file_um``)."""
 
     um_y: float
     um_x: float
     source: str  # "user", "dicom", "tiff", "file name" or "assumed"
+    downsample: int = 1
 
     @property
     def assumed(self) -> bool:
         return self.source == "assumed"
 
+    @property
+    def file_um(self) -> tuple[float, float]:
+        """(y, x) micrometres per pixel of the file (the loaded picture's are ``downsample`` times larger)."""
+        return self.um_y / self.downsample, self.um_x / self.downsample
+
     def describe(self) -> str:
-        value = f"{self.um_x:.3g}" if abs(self.um_x - self.um_y) < 1e-6 else f"{self.um_y:.3g} x {self.um_x:.3g}"
-        return f"{value} um per pixel ({self.source})"
+        um_y, um_x = self.file_um
+        value = f"{um_x:.3g}" if abs(um_x - um_y) < 1e-6 else f"{um_y:.3g} x {um_x:.3g}"
+        read = f"; the picture was read at 1/{self.downsample}" if self.downsample > 1 else ""
+        return f"{value} um per pixel ({self.source}{read})"
+
+    def to_dict(self) -> dict:
+        """What a result records: the file's scale, as the reader states it and the text says."""
+        um_y, um_x = self.file_um
+        return {"um_y": round(um_y, 5), "um_x": round(um_x, 5), "source": self.source, "text": self.describe()} | (
+            {"read_at": f"1/{self.downsample}"} if self.downsample > 1 else {})
 
 
 def magnification_from_name(name: str | Path) -> int | None:
@@ -176,7 +192,7 @@ def file_scale(record) -> Scale | None:
     factor = max(1, int(getattr(record, "downsample", 1) or 1))
     spacing = getattr(record, "pixel_spacing_mm", None)
     if spacing and _plausible(spacing[0] * 1000.0, spacing[1] * 1000.0):
-        return Scale(spacing[0] * 1000.0, spacing[1] * 1000.0, "dicom")  # the loader scaled it already
+        return Scale(spacing[0] * 1000.0, spacing[1] * 1000.0, "dicom", factor)  # the loader scaled it already
     path = Path(record.path)
     found = None
     if record.file_format == "TIFF":
@@ -185,11 +201,11 @@ def file_scale(record) -> Scale | None:
         found = dicom_scale(path), "dicom"
     if found and found[0]:
         (um_y, um_x), source = found
-        return Scale(um_y * factor, um_x * factor, source)
+        return Scale(um_y * factor, um_x * factor, source, factor)
     magnification = magnification_from_name(path)
     if magnification:
         um = um_at_magnification(magnification) * factor
-        return Scale(um, um, "file name")
+        return Scale(um, um, "file name", factor)
     return None
 
 
@@ -197,15 +213,18 @@ def resolve_scale(record, assumed_um: float, user_um: float | None = None) -> Sc
     """The loaded image's scale: the user's, else the file's, else ``assumed_um`` (the bundle's own).
 
     The user's scale is of the file's pixels (a magnification is the camera's; the command line and the window
-    say "micrometres per image pixel"), as the file's own is: both are multiplied by ``record.downsample`` where
-    the picture was loaded smaller, so the same fact tiles the same whoever states it."""
+    say "micrometres per image pixel"), as the file's own is, and so is the one assumed (the training images' usual
+    scale, of whole pictures): each is multiplied by ``record.downsample`` where the picture was loaded smaller, so
+    the same fact tiles the same whoever states it (an assumed scale on a picture read at 1/2 had tiled it at twice
+    the magnification: a malignant core called benign)."""
+    factor = max(1, int(getattr(record, "downsample", 1) or 1))
     if user_um is not None:
-        um = check_user_um(user_um) * max(1, int(getattr(record, "downsample", 1) or 1))
-        return Scale(um, um, "user")
-    return file_scale(record) or Scale(float(assumed_um), float(assumed_um), "assumed")
+        um = check_user_um(user_um) * factor
+        return Scale(um, um, "user", factor)
+    return file_scale(record) or Scale(float(assumed_um) * factor, float(assumed_um) * factor, "assumed", factor)
 
 
 def assumed_warning(scale: Scale) -> str:
     """What a result says when the magnification was not known."""
-    return (f"Magnification unknown: the image was taken to be at {scale.um_x:.2f} um per pixel, the usual scale of "
+    return (f"Magnification unknown: the image was taken to be at {scale.file_um[1]:.2f} um per pixel, the usual scale of "
             "the model's training images; if it was taken at another magnification, set it and analyse again.")
