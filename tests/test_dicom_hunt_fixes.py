@@ -74,3 +74,23 @@ def test_a_compressed_file_cut_short_is_said_to_be_cut_short(tmp_path, pydicom_f
 def test_a_non_image_object_is_still_called_one(pydicom_file):
     with pytest.raises(ImageLoadError, match="no image"):
         load_image(pydicom_file("rtplan.dcm"))
+
+
+def test_pixel_aspect_ratio_keeps_an_ultrasound_lesions_proportions_where_no_spacing_is_stated(tmp_path):
+    """DICOM requires PixelAspectRatio for non-square pixels without a spacing; nothing read it, so a lesion on
+    pixels twice as tall as wide had half its depth-to-width ratio (0.40 for 0.79: 'wider than tall' either way,
+    but the sign a sonographer reads flips where it is near 1)."""
+    from core.inference.lesions import find_lesions
+
+    path = _slice(tmp_path / "us.dcm", Modality="US", PixelAspectRatio=[2, 1])
+    ds = pydicom.dcmread(path)
+    del ds.PixelSpacing
+    ds.save_as(path)
+    record = load_image(path)
+    assert record.pixel_spacing_mm is None and record.pixel_aspect == 2.0 and record.row_to_column() == 2.0
+    assert record.info()["pixel_aspect_ratio"] == 2.0
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:35, 10:50] = 1  # 15 rows of pixels twice as tall as wide: 30 units deep, 40 wide
+    (lesion,) = find_lesions(mask, None, calipers=True, aspect=record.row_to_column())
+    assert lesion.depth_to_width == pytest.approx(30 / 40)
+    assert load_image(_slice(tmp_path / "mr.dcm", PixelAspectRatio=[2, 1])).pixel_aspect is None  # spacing wins

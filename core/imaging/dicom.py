@@ -825,6 +825,7 @@ def read_dicom(path: Path, fp: BinaryIO, headerless: bool = False) -> ImageRecor
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
         pixel_spacing_mm=spacing,
+        pixel_aspect=None if spacing else _pixel_aspect(ds),
         detector_spacing_mm=detector_spacing,
         us_regions=_region_boxes(ds, factor),
         header_texts=_header_texts(ds),
@@ -1350,6 +1351,18 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
         return float(values[0]), float(values[1])
     scales = _region_scales(ds)
     return next(iter(scales)) if len(scales) == 1 else None  # regions of several scales: none fits the image
+
+
+def _pixel_aspect(ds: Dataset) -> float | None:
+    """A pixel's height over its width from PixelAspectRatio (vertical\\horizontal), where it states two positive
+    numbers other than equal ones; else None."""
+    try:
+        values = [float(v) for v in _as_list(ds.get("PixelAspectRatio") or [])]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != 2 or min(values) <= 0 or not all(math.isfinite(v) for v in values) or values[0] == values[1]:
+        return None
+    return values[0] / values[1]
 
 
 HEADER_TEXTS = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName",

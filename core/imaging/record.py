@@ -112,6 +112,9 @@ class ImageRecord:
     _default_render: DefaultRenderer | None = field(default=None, repr=False)
     _frame_window: FrameWindow | None = field(default=None, repr=False)  # set with _default_render
     modality_confidence: float | None = None
+    # A pixel's height over its width from PixelAspectRatio, where the file states no spacing (DICOM requires the
+    # attribute for non-square pixels without one); None where it states none.
+    pixel_aspect: float | None = None
     downsample: int = 1  # frames are loaded at 1/downsample of the file's size (core.imaging.limits)
     source_size: tuple[int, int] | None = None  # (rows, columns) in the file when downsampled
     warnings: list[str] = field(default_factory=list)  # what a reader should know about this file
@@ -182,13 +185,15 @@ class ImageRecord:
         return self.window_presets[0]
 
     def row_to_column(self) -> float:
-        """A pixel's height over its width where the file states both spacings: 1 for square or unknown pixels, and
-        beyond ``PLAUSIBLE_ASPECT`` (a header error, not pixels). The models' crop, the picture drawn and the
-        report's picture all keep the anatomy's proportions by it."""
+        """A pixel's height over its width where the file states both spacings (else its PixelAspectRatio): 1 for
+        square or unknown pixels, and beyond ``PLAUSIBLE_ASPECT`` (a header error, not pixels). The models' crop,
+        the picture drawn, the report's picture and an ultrasound lesion's depth-to-width ratio all keep the
+        anatomy's proportions by it."""
         spacing = self.pixel_spacing_mm
         if not spacing or len(spacing) != 2 or min(spacing) <= 0:
-            return 1.0
-        ratio = spacing[0] / spacing[1]
+            ratio = self.pixel_aspect or 1.0
+        else:
+            ratio = spacing[0] / spacing[1]
         low, high = PLAUSIBLE_ASPECT
         return ratio if 1e-3 < abs(ratio - 1.0) and low <= ratio <= high else 1.0
 
@@ -220,6 +225,7 @@ class ImageRecord:
             "photometric": self.photometric,
             "bits_stored": self.bits_stored,
             "pixel_spacing_mm": self.file_spacing_mm(),  # the file's pixels, as rows and columns above
+            **({"pixel_aspect_ratio": self.pixel_aspect} if self.pixel_aspect else {}),
             "window_presets": [
                 {"name": w.name, "center": w.center, "width": w.width} for w in self.window_presets
             ],

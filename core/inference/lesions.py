@@ -9,10 +9,11 @@ from core.inference.results import Lesion
 
 
 def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_area_px: int = 16,
-                 calipers: bool = False) -> list[Lesion]:
+                 calipers: bool = False, aspect: float = 1.0) -> list[Lesion]:
     """Components larger than ``min_area_px``, largest first; mm values only when spacing is known. The longest
     diameter is measured in mm where spacing is known (non-square pixels can move its ends), else in pixels;
-    ``calipers``: ultrasound width/depth (the vertical axis is the beam)."""
+    ``calipers``: ultrasound width/depth (the vertical axis is the beam); ``aspect``: a pixel's height over its
+    width where spacing is unknown (the depth-to-width ratio)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     lesions = []
     for label in range(1, count):
@@ -37,7 +38,7 @@ def find_lesions(mask: np.ndarray, spacing_mm: tuple[float, float] | None, min_a
         diameter_mm = None if spacing_mm is None else float(lengths[i, j])
         diameter_px = float(px.max())
         lesions.append(Lesion(label, area, area_mm2, (x, y, w, h), diameter_px, diameter_mm, contour, spacing_mm,
-                              diameter_ends=ends, calipers=calipers))
+                              diameter_ends=ends, calipers=calipers, aspect=aspect))
     return sorted(lesions, key=lambda l: -l.area_px)
 
 

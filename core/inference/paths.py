@@ -385,7 +385,9 @@ class SegmenterPath(AnalysisPath):
         mask = drop_unsure_components((prob_full >= self.threshold).astype(np.uint8), prob_full, self.min_peak)
         result = self._result()
         result.probability_map, result.mask = prob_full, mask
-        result.lesions = find_lesions(mask, spacing, min_area_px=self.min_area_px, calipers=self.calipers)
+        aspect = record.row_to_column() if record is not None and spacing is None else 1.0
+        result.lesions = find_lesions(mask, spacing, min_area_px=self.min_area_px, calipers=self.calipers,
+                                      aspect=aspect)
         result.spacing_known = spacing is not None
         if implausible:
             result.warnings.append(implausible)

@@ -24,6 +24,7 @@ class Lesion:
     # Ultrasound: the image's vertical axis is the beam, so width and depth calipers and their ratio mean
     # something; on other modalities an axis-aligned box says nothing a reader would measure.
     calipers: bool = False
+    aspect: float = 1.0  # a pixel's height over its width where no spacing is known (PixelAspectRatio)
 
     @property
     def width_mm(self) -> float | None:
@@ -38,10 +39,11 @@ class Lesion:
     @property
     def depth_to_width(self) -> float | None:
         """Depth / width; above 1 the lesion is "taller than wide" (parallel to the skin it is not), a BI-RADS
-        sign of malignancy in ultrasound. From millimetres where spacing is known, else square pixels assumed."""
+        sign of malignancy in ultrasound. From millimetres where spacing is known, else from the pixels' aspect ratio
+        (square where the file states none)."""
         if not self.calipers:
             return None
-        dy, dx = self.spacing_mm or (1.0, 1.0)
+        dy, dx = self.spacing_mm or (self.aspect, 1.0)
         return (self.bbox[3] * dy) / max(self.bbox[2] * dx, 1e-9)
 
     def to_dict(self, scale: int = 1) -> dict:
