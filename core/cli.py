@@ -228,6 +228,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 area = f", {r['lesion_area_mm2']:.1f} mm2" if r["lesion_area_mm2"] is not None else f", {r['lesion_area_px']} px"
                 print(f"  {r['model']} [{r['device']}]: {r['lesions']} lesion(s){area}" +
                       (f"  mask {r['mask_file']}" if r.get("mask_file") else ""))
+                for k, lesion in enumerate(r.get("lesion_details") or [], 1):  # sizes as a sonographer reads them
+                    print(f"    lesion {k}: {lesion['text']}")
             if "scale" in r:
                 print(f"    scale: {r['scale']['text']}")
             if "findings" in r:  # a detector's CAD marks, image pixels, origin top-left

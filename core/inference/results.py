@@ -61,6 +61,7 @@ class Lesion:
             "width_mm": None if self.width_mm is None else round(self.width_mm, 2),
             "depth_mm": None if self.depth_mm is None else round(self.depth_mm, 2),
             "depth_to_width": None if ratio is None else round(ratio, 3),
+            "text": self.size_text(),
         }
 
     def size_text(self) -> str:
