@@ -1,8 +1,10 @@
 """A clearly labelled modality guess for files that do not say (PNG, JPEG, untyped DICOM).
 
-A multinomial logistic regression on a 24x24 thumbnail plus colour, layout and symmetry statistics,
-fitted on the shared training sets (``python -m core.training.fit_modality_guess``). Pure NumPy and
-OpenCV, so ``info`` and the window never wait for TensorFlow.
+A multinomial logistic regression on a 24x24 thumbnail plus colour, layout and symmetry statistics, of the whole
+picture and of the picture cut to its non-black box (so that black around a picture, a slide's letterbox or an
+export padded to a screen's shape, does not decide the modality), fitted on the shared training sets, each picture
+also set in black (``python -m core.training.fit_modality_guess``). Pure NumPy and OpenCV, so ``info`` and the
+window never wait for TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,11 +18,29 @@ import numpy as np
 from core.imaging.record import Modality
 
 THUMB = 24
+CONTENT_LEVEL = 8  # grey levels above this are content; rows and columns without any are black around the picture
 WEIGHTS = Path(__file__).resolve().parents[2] / "resources" / "modality_guess.npz"
 
 
 def modality_features(display: np.ndarray) -> np.ndarray:
-    """Feature vector of an 8-bit display image (grey or RGB); shared by fitting and guessing."""
+    """Feature vector of an 8-bit display image (grey or RGB): ``_features`` of the whole picture and of its
+    ``content``; shared by fitting and guessing."""
+    return np.concatenate([_features(display), _features(content(display))])
+
+
+def content(display: np.ndarray) -> np.ndarray:
+    """The picture cut to the rows and columns holding a grey level above CONTENT_LEVEL (the whole picture where
+    fewer than 8 of either do)."""
+    grey = display if display.ndim == 2 else display.max(axis=2)
+    rows = np.flatnonzero(grey.max(axis=1) > CONTENT_LEVEL)
+    columns = np.flatnonzero(grey.max(axis=0) > CONTENT_LEVEL)
+    if len(rows) < 8 or len(columns) < 8:
+        return display
+    return np.ascontiguousarray(display[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1])
+
+
+def _features(display: np.ndarray) -> np.ndarray:
+    """Thumbnail, colour, layout and symmetry statistics of an 8-bit picture."""
     if display.ndim == 3:
         grey = cv2.cvtColor(display, cv2.COLOR_RGB2GRAY)
         sat = cv2.cvtColor(display, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32) / 255.0
