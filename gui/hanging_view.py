@@ -68,9 +68,9 @@ def same_exam(a: Exam | None, b: Exam | None) -> bool:
 class FilmPlace(QLabel):
     """One view's place: wheel, drags and double-click go to the exam window, which moves every view."""
 
-    def __init__(self, name: str, row: "ExamRow", exam_view: "ExamView") -> None:
+    def __init__(self, name: str, exam_view: "ExamView") -> None:
         super().__init__()
-        self.name, self.row, self.exam_view = name, row, exam_view
+        self.name, self.exam_view = name, exam_view
         self._drag: tuple[Qt.MouseButton, QPointF] | None = None
 
     def _fraction(self, point: QPointF) -> tuple[float, float]:
@@ -118,6 +118,7 @@ class ExamRow:
 
     def __init__(self, exam_view: "ExamView", prior: bool) -> None:
         self.prior = prior
+        self.exam_view = exam_view
         self.widget = QWidget()
         row = QHBoxLayout(self.widget)
         row.setContentsMargins(0, 0, 0, 0)
@@ -133,7 +134,7 @@ class ExamRow:
             column = QVBoxLayout()
             title = QLabel(caption(name))
             title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            picture = FilmPlace(name, self, exam_view)
+            picture = FilmPlace(name, exam_view)
             picture.setMinimumSize(80, 120)
             picture.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
             column.addWidget(title)
@@ -156,13 +157,17 @@ class ExamRow:
 
     def caption(self, name: str) -> str:
         """'R CC', with what the hanging did to the picture: '  (mirrored)', '  (flipped)', '  (mirrored, flipped)';
-        where the exam holds more films of the view, which one is hung ('  · 2 films: RCC_2.dcm hung'); a prior's
-        places begin with its date ('Prior 2019-03-01: R CC')."""
+        where the exam holds more films of the view, which one is hung ('  · 2 films: RCC_2.dcm hung'); the second
+        row's places begin with its exam's date ('Prior 2019-03-01: R CC', 'Later 2023-03-01: R CC')."""
         done = [word for word, did in (("mirrored", self.mirrored.get(name)), ("flipped", self.flipped.get(name)))
                 if did]
         others = self.exam.others.get(name, 0) if self.exam is not None else 0
         hung = self.exam.views.get(name) if others else None
-        when = f"Prior {_date(self.exam.date)}: " if self.prior and self.exam is not None else ""
+        when = ""
+        if self.prior and self.exam is not None:
+            current = self.exam_view.exam
+            later = current is not None and self.exam.date > current.date
+            when = f"{'Later' if later else 'Prior'} {_date(self.exam.date)}: "
         return (when + caption(name) + (f"  ({', '.join(done)})" if done else "")
                 + (f"  · {others + 1} films: {hung.ref.path.name} hung" if hung is not None else ""))
 
@@ -323,7 +328,7 @@ class ExamView(QWidget):
         v = self.viewport
         text = f"Zoom {v.zoom:.1f}×" if v.moved else "Fitted"
         if v.windowed:
-            text += (f" · window moved on every film: centre {v.level:+.0%} of its width, width ×{1 / v.contrast:.2f}")
+            text += (f" · window moved on every film: centre {v.centre_shift:+.0%} of its width, width ×{1 / v.contrast:.2f}")
         self.view_label.setText(text + "   (wheel: zoom · drag: pan · right-drag: window · double-click: reset)")
 
     def redraw_soon(self) -> None:
@@ -339,21 +344,33 @@ class ExamView(QWidget):
         return self.current.loaded()
 
     def _fitted_size(self, row: ExamRow, name: str) -> tuple[float, float]:
-        """(width, height) the film is drawn at when fitted: at the scale of its pair (R and L CC, R and L MLO) in
-        every row shown, both breasts and the prior at one size per millimetre (per pixel where none states a
-        spacing), as a reader compares them (a film 2400 rows tall beside one of 1800 at the same pixel size had
-        been drawn at the same height); else fitted to its own place."""
+        """(width, height) the film is drawn at when fitted: at the scale of its pair (R and L CC, R and L MLO),
+        both breasts at one size per millimetre (per pixel where neither states a spacing), as a reader compares
+        them (a film 2400 rows tall beside one of 1800 at the same pixel size had been drawn at the same height),
+        and the two rows' pairs at one scale where their units agree (a prior without a spacing keeps its own);
+        else fitted to its own place."""
         label = row.pictures[name]
         pair = next(p for p in PAIRS if name in p)
-        extents = {(r, n): r.extent(n) for r in self.rows if r.exam is not None for n in pair if n in r.films}
-        if all(e is not None for e in extents.values()) and len({e[2] for e in extents.values()}) == 1:
-            per_unit = min(min(r.pictures[n].width() / e[1], r.pictures[n].height() / e[0])
-                           for (r, n), e in extents.items())
-            height, width, _ = extents[(row, name)]
-            return width * per_unit, height * per_unit
-        rows, columns = row.films[name].values.shape[:2]
-        fit = min(label.width() / columns, label.height() / rows)
-        return columns * fit, rows * fit
+        scales = {r: self._pair_scale(r, pair) for r in self.rows if r.exam is not None}
+        own = scales.get(row)
+        if own is None:
+            rows, columns = row.films[name].values.shape[:2]
+            fit = min(label.width() / columns, label.height() / rows)
+            return columns * fit, rows * fit
+        per_unit = min(s[0] for s in scales.values() if s is not None and s[1] == own[1]) if \
+            all(s is None or s[1] == own[1] for s in scales.values()) else own[0]
+        height, width, _ = row.extent(name)
+        return width * per_unit, height * per_unit
+
+    @staticmethod
+    def _pair_scale(row: ExamRow, pair: tuple[str, str]) -> tuple[float, bool] | None:
+        """(view pixels per unit that fits both films of ``pair`` in ``row``, whether the unit is the mm), or None
+        where a film's size is unknown or the two films' units differ."""
+        extents = {n: row.extent(n) for n in pair if n in row.films}
+        if not extents or any(e is None for e in extents.values()) or len({e[2] for e in extents.values()}) != 1:
+            return None
+        per_unit = min(min(row.pictures[n].width() / e[1], row.pictures[n].height() / e[0]) for n, e in extents.items())
+        return per_unit, next(iter(extents.values()))[2]
 
     def _draw(self, row: ExamRow, name: str) -> None:
         """The view drawn: its film where the viewport puts it, in the viewport's window, with its marks."""

@@ -59,7 +59,7 @@ from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, magnification_at, um
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
 from core.series.contralateral import other_breast, partner_in_exam
 from core.series.exam_display import hung_film
-from core.series.hanging import HANGING_ORDER, exam_to_hang, exams_of_woman, screening_exams
+from core.series.hanging import HANGING_ORDER, Exam, exam_to_hang, exams_of_woman, screening_exams
 from core.series.index import Series, StudyIndex, index_path, index_paths
 from core.series.linking import same_patient
 from core.series.opening import read_for_viewer
@@ -1019,7 +1019,7 @@ class MainWindow(QMainWindow):
                             on_error=lambda e, name=name: view_window.captions[name].setText(f"{name}: {e}"))
         return view_window
 
-    def _hang_prior(self, prior) -> None:
+    def _hang_prior(self, prior: Exam) -> None:
         """The films of ``prior`` (chosen in the exam window's "Compare with"), loaded off the GUI thread into the
         row under the hung exam, while it is still the prior chosen."""
         view_window = self.exam_view

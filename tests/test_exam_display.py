@@ -286,3 +286,42 @@ def test_a_fitted_film_is_drawn_from_a_halved_level_as_from_the_film(monkeypatch
     monkeypatch.setattr(HungFilm, "level", lambda self, shrink: self.values)
     from_film = render(film, rect, (700, 900), film.window)
     assert np.abs(from_level.astype(int) - from_film.astype(int)).max() <= 1
+
+
+def test_a_prior_without_pixel_spacing_leaves_the_current_breasts_at_one_scale(qtbot, tmp_path):
+    """A prior stating no spacing under an exam that does had sent every place to 'fitted to its own place': the
+    current right breast (2400 rows at 0.1 mm) drawn as tall as the left (1800 rows). A later exam is captioned so."""
+    from core.series.hanging import exams_of_woman, screening_exams
+    from core.series.index import index_folder
+
+    for date, sizes, spacing in (("20190301", {"R": 1000, "L": 1000}, None),
+                                 ("20210301", {"R": 2400, "L": 1800}, [0.1, 0.1])):
+        study = generate_uid()
+        for view in HANGING_ORDER:
+            path = write_mammo(tmp_path / f"{date}_{view}.dcm", breast("left", sizes[view[0]], 800), study_uid=study,
+                               laterality=view[0], view=view[1:], patient_id="WS")
+            ds = pydicom.dcmread(path)
+            ds.StudyDate = date
+            if spacing:
+                ds.PixelSpacing = spacing
+            elif "PixelSpacing" in ds:
+                del ds.PixelSpacing
+            ds.save_as(path)
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    view = window.exam_view
+    view.compare.setCurrentIndex(1)
+    view.compare.activated.emit(1)
+    qtbot.waitUntil(view.prior.loaded, timeout=20000)
+    qtbot.wait(50)
+    for right, left in (("RCC", "LCC"), ("RMLO", "LMLO")):
+        assert view.rects[right].height / view.rects[left].height == pytest.approx(2400 / 1800, rel=0.02)
+    assert view.prior.captions["RCC"].text().startswith("Prior 2019-03-01: R CC")
+    exams = screening_exams(index_folder(tmp_path))
+    older = next(e for e in exams if e.date == "20190301")
+    view.show_exam(older, exams_of_woman(exams, older))
+    assert view.compare.itemText(1) == "2021-03-01 (later): 4 view(s)"
+    view.compare.setCurrentIndex(1)
+    view.compare.activated.emit(1)
+    assert view.prior.captions["RCC"].text().startswith("Later 2021-03-01: R CC")

@@ -25,3 +25,28 @@ def test_analyze_prints_each_lesions_sizes_as_a_sonographer_reads_them(tiny_mode
     printed = capsys.readouterr().out
     for k, detail in enumerate(details, 1):
         assert f"    lesion {k}: {detail['text']}" in printed
+
+
+def test_the_segmenter_measures_on_the_files_pixel_aspect_and_the_files_pixels(tiny_models, pydicom_file, tmp_path,
+                                                                               monkeypatch):
+    """PixelAspectRatio reaches the lesion's depth-to-width ratio through the analysis (not only find_lesions), and
+    the lesion's text gives the file's pixels where the picture was read smaller, as its JSON does."""
+    from core.imaging import load_image
+    from core.inference.analyzer import Analyzer
+    from core.models.registry import Registry
+
+    ds = bright_block_ultrasound(pydicom_file)
+    for name in ("PixelSpacing", "SequenceOfUltrasoundRegions"):
+        if name in ds:
+            delattr(ds, name)
+    ds.PixelAspectRatio = [2, 1]
+    ds.save_as(tmp_path / "tall.dcm")
+    analyzer = Analyzer(Registry([tiny_models]))
+    record = load_image(tmp_path / "tall.dcm")
+    (lesion, *_) = analyzer.analyze(record, model_ids=["tiny-us-segmenter"]).results[0].lesions
+    x, y, w, h = lesion.bbox
+    assert lesion.aspect == 2.0 and lesion.depth_to_width == pytest.approx(2.0 * h / w)
+    assert "(pixels 2 times as tall as wide)" in lesion.size_text()
+    described = lesion.to_dict(scale=2)
+    assert described["area_px"] == lesion.area_px * 4 and f"{lesion.area_px * 4} px" in described["text"]
+    assert f"{w * 2} x {h * 2} px (W x D)" in described["text"]

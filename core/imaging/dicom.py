@@ -452,8 +452,9 @@ def _compressed_pixels_cut_short(path: Path) -> bool:
 
     try:
         with open(path, "rb") as fp, mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            starts = [at for at in (data.find(h) for h in _ENCAPSULATED_HEADERS) if at >= 0]
-            return bool(starts) and data.find(_SEQUENCE_DELIMITER, min(starts)) < 0
+            # the top-level Pixel Data comes last (an icon's encapsulated pixels, in a sequence, come before it)
+            starts = [at for at in (data.rfind(h) for h in _ENCAPSULATED_HEADERS) if at >= 0]
+            return bool(starts) and data.find(_SEQUENCE_DELIMITER, max(starts)) < 0
     except (OSError, ValueError):  # an empty file cannot be mapped; one that cannot be read says so elsewhere
         return False
 
@@ -843,7 +844,8 @@ def read_dicom(path: Path, fp: BinaryIO, headerless: bool = False) -> ImageRecor
         warnings.append(f"loaded at 1/{factor} of its {columns} x {rows} pixels to fit in memory")
     stored = None if is_color else _stored_range_preset(ds)
     dropped = [p for p in _window_presets(ds, keep_invalid=True) if not _valid_window(p)]
-    unknown = _voi_function(ds)[1] or _voi_function(_functional_group(ds, "FrameVOILUTSequence", 0) or Dataset())[1]
+    unknown = None if is_color else (_voi_function(ds)[1] or
+                                     _voi_function(_functional_group(ds, "FrameVOILUTSequence", 0) or Dataset())[1])
     if unknown:
         warnings.append(f"its VOI LUT function '{unknown}' is not one DICOM defines: its window is drawn LINEAR")
     if dropped:

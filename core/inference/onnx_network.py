@@ -63,6 +63,9 @@ def _verified_bytes(path: Path, sha256: str) -> bytes:
     except OSError as exc:
         raise ModelError(f"the exported network {path} could not be read ({exc.strerror or exc}); export the models "
                          "again (python main.py models export)") from exc
+    if len(data) > MAX_GRAPH_BYTES:
+        raise ModelError(f"the exported network {path} is larger than any ONNX graph file can be - refusing to read "
+                         "it; export the models again (python main.py models export)")
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise ModelError(f"the exported network {path} was changed after it was exported (sha256 {actual[:12]}... "

@@ -463,13 +463,16 @@ class FilmPath(ClassifierPath):
         blobs = blob_response(own.film, own.search, self.scoring)
         result.findings = [Finding(x / own.zoom[1], y / own.zoom[0], radius, s, None, spacing)
                            for x, y, s in cad_marks(own.corners, own.probs, self.scoring, blobs)]
-        result.scale = {"um_y": round(own.mm[0] * 1000, 3), "um_x": round(own.mm[1] * 1000, 3),
+        factor = record.downsample if record is not None else 1  # the file's pixels, as histology's scale says
+        file_mm = (own.mm[0] / factor, own.mm[1] / factor)
+        read = f"; the picture was read at 1/{factor}" if factor > 1 else ""
+        result.scale = {"um_y": round(file_mm[0] * 1000, 3), "um_x": round(file_mm[1] * 1000, 3),
                         "source": own.scale_source,
-                        "text": f"{own.mm[1]:.3g} mm per pixel ({own.scale_source}), read at "
-                                f"{self.scoring.mm_per_pixel:g}"}
+                        "text": f"{file_mm[1]:.3g} mm per pixel ({own.scale_source}{read}), read at "
+                                f"{self.scoring.mm_per_pixel:g}"} | ({"read_at": f"1/{factor}"} if factor > 1 else {})
         if own.scale_source == "assumed":
             warnings.append(f"Film scale not in the file: the picture was taken as a {ASSUMED_FILM_MM:g}-mm tall "
-                            f"film ({own.mm[0]:.3g} mm per pixel, as mini-MIAS films); at another scale masses "
+                            f"film ({file_mm[0]:.3g} mm per pixel, as mini-MIAS films); at another scale masses "
                             "are read at the wrong size.")
         magnified = _magnified(record)
         if magnified:

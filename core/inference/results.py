@@ -61,18 +61,22 @@ class Lesion:
             "width_mm": None if self.width_mm is None else round(self.width_mm, 2),
             "depth_mm": None if self.depth_mm is None else round(self.depth_mm, 2),
             "depth_to_width": None if ratio is None else round(ratio, 3),
-            "text": self.size_text(),
+            "text": self.size_text(scale),
         }
 
-    def size_text(self) -> str:
-        """One line for a reader: area and longest diameter; on ultrasound also width x depth and their ratio."""
+    def size_text(self, scale: int = 1) -> str:
+        """One line for a reader: area and longest diameter; on ultrasound also width x depth and their ratio.
+        ``scale``: the file's pixels per pixel analysed, as ``to_dict`` takes it (pixel sizes are the file's)."""
         known = self.area_mm2 is not None
         text = (f"{self.area_mm2:.1f} mm2, max diameter {self.max_diameter_mm:.1f} mm" if known
-                else f"{self.area_px} px, max diameter {self.max_diameter_px:.0f} px")
+                else f"{self.area_px * scale * scale} px, max diameter {self.max_diameter_px * scale:.0f} px")
         if self.calipers:
-            box = (f"{self.width_mm:.1f} x {self.depth_mm:.1f} mm" if known else f"{self.bbox[2]} x {self.bbox[3]} px")
+            box = (f"{self.width_mm:.1f} x {self.depth_mm:.1f} mm" if known
+                   else f"{self.bbox[2] * scale} x {self.bbox[3] * scale} px")
             ratio = self.depth_to_width
             text += f", {box} (W x D), D/W {ratio:.2f}" + (" (taller than wide)" if ratio > 1 else "")
+            if not known and self.aspect != 1.0:  # the ratio is of lengths, the box of pixels
+                text += f" (pixels {self.aspect:.3g} times as tall as wide)"
         return text + ("" if known else " (spacing unknown)")
 
     def overlay_text(self) -> str:
@@ -146,7 +150,8 @@ class ModelResult:
     warnings: list[str] = field(default_factory=list)
     tta_agreement: float | None = None
     seconds: float = 0.0
-    # Bundles that tile at a physical scale: the image scale used, {"um_y", "um_x", "source", "text"}.
+    # Bundles that tile at a physical scale: the scale of the file's pixels used, {"um_y", "um_x", "source", "text"},
+    # and "read_at" ("1/2") where the picture was read smaller than its file.
     scale: dict | None = None
     # None: this bundle does not mark findings; []: it marks none here. Kept highest score first.
     findings: list[Finding] | None = None

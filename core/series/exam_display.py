@@ -17,7 +17,7 @@ import numpy as np
 
 from core.export.report import draw_findings
 from core.imaging.record import VOI_LUT
-from core.imaging.windowing import WindowPreset, apply_window, drawable_window, percentile_window
+from core.imaging.windowing import WindowPreset, apply_window, drawable_window
 from core.inference.results import Finding
 from core.series.hanging import MammoView, chest_wall_side, hung_findings, needs_flip, needs_mirror
 
@@ -56,9 +56,10 @@ class HungFilm:
 
     def picture(self, window: WindowPreset | None = None) -> np.ndarray:
         """The whole film in 8 bits, in its own window or ``window``."""
-        return self._windowed(self.values, window or self.window)
+        return self.windowed(self.values, window or self.window)
 
-    def _windowed(self, values: np.ndarray, window: WindowPreset | None) -> np.ndarray:
+    def windowed(self, values: np.ndarray, window: WindowPreset | None) -> np.ndarray:
+        """``values`` (this film's, or a part or level of it) in 8 bits through ``window``, inverted for MONOCHROME1."""
         if window is None:
             return np.ascontiguousarray(values)
         out = apply_window(values, window.center, window.width, window.function)
@@ -77,9 +78,6 @@ def hung_film(view: MammoView, max_rows: int = MAX_FILM_ROWS) -> HungFilm:
     inverted = record.inverted
     if window is not None and window.name == VOI_LUT:  # a curve no window is: the file's own picture, windowed 1:1
         values, window, inverted = display.astype(np.float32), WindowPreset(VOI_LUT, 127.5, 255.0, "LINEAR_EXACT"), False
-    if window is None and not record.is_color:
-        low, high = percentile_window(values)
-        window = WindowPreset("Auto", (low + high) / 2, max(high - low, 1.0))
     scale = min(1.0, max_rows / values.shape[0])
     if scale < 1.0:
         values = cv2.resize(values, (max(1, round(values.shape[1] * scale)), max_rows), interpolation=cv2.INTER_AREA)
@@ -106,16 +104,16 @@ class ExamViewport:
 
     ``zoom`` and ``shift`` move each view's fitted film as x -> zoom * (x - centre) + centre + shift, in fractions of
     the view (x across, y down), in the right breast's frame: a left-breast view is moved as its mirror image, so
-    its films move with the right's back to back. ``level`` moves each film's window centre by that share of its own
-    width, ``contrast`` divides its width: one drag changes every film alike from its own window."""
+    its films move with the right's back to back. ``centre_shift`` moves each film's window centre by that share of its
+    own width, ``contrast`` divides its width: one drag changes every film alike from its own window."""
 
     zoom: float = 1.0
     shift: tuple[float, float] = (0.0, 0.0)
-    level: float = 0.0
+    centre_shift: float = 0.0
     contrast: float = 1.0
 
     def reset(self) -> None:
-        self.zoom, self.shift, self.level, self.contrast = 1.0, (0.0, 0.0), 0.0, 1.0
+        self.zoom, self.shift, self.centre_shift, self.contrast = 1.0, (0.0, 0.0), 0.0, 1.0
 
     @property
     def moved(self) -> bool:
@@ -123,7 +121,7 @@ class ExamViewport:
 
     @property
     def windowed(self) -> bool:
-        return (self.level, self.contrast) != (0.0, 1.0)
+        return (self.centre_shift, self.contrast) != (0.0, 1.0)
 
     def zoom_at(self, factor: float, point: tuple[float, float], right: bool = True) -> None:
         """Zoom by ``factor`` (within MIN_ZOOM-MAX_ZOOM) keeping the film under ``point`` (fractions of a view; of a
@@ -145,12 +143,12 @@ class ExamViewport:
             self.shift = (self.shift[0] + (dx if right else -dx), self.shift[1] + dy)
 
     def window_by(self, dx: float, dy: float) -> None:
-        """A right-drag of (dx, dy) view widths: right widens every window (less contrast), down brightens (the
-        centre moves down), as the main viewer's drag does."""
+        """A right-drag of dx view widths and dy view heights: right widens every window (less contrast), down
+        brightens (the centre moves down), as the main viewer's drag does."""
         if not (math.isfinite(dx) and math.isfinite(dy)):
             return
         self.contrast = min(50.0, max(0.02, self.contrast * math.exp(min(10.0, max(-10.0, -dx * 2.0)))))
-        self.level = min(5.0, max(-5.0, self.level - dy))
+        self.centre_shift = min(5.0, max(-5.0, self.centre_shift - dy))
 
     def window(self, film: HungFilm) -> WindowPreset | None:
         """``film``'s window moved as every film's is (None for colour); a MONOCHROME1 film's centre the other way,
@@ -160,8 +158,8 @@ class ExamViewport:
         base = film.window
         if not self.windowed:
             return base
-        level = -self.level if film.inverted else self.level
-        return drawable_window("Exam", base.center + level * base.width, base.width / self.contrast, base.function)
+        shift = -self.centre_shift if film.inverted else self.centre_shift
+        return drawable_window("Exam", base.center + shift * base.width, base.width / self.contrast, base.function)
 
     def place(self, fitted: Rect, view: tuple[int, int], right: bool) -> Rect:
         """Where the film fitted at ``fitted`` lies on a view of ``view`` (width, height) pixels."""
@@ -213,7 +211,7 @@ def render(film: HungFilm, rect: Rect, view: tuple[int, int], window: WindowPres
         inside_x = (np.arange(x0, x1) + 0.5 >= rect.x) & (np.arange(x0, x1) + 0.5 <= rect.x + rect.width)
         inside_y = (np.arange(y0, y1) + 0.5 >= rect.y) & (np.arange(y0, y1) + 0.5 <= rect.y + rect.height)
         keep = inside_y[:, None] & inside_x[None, :]
-    drawn = film._windowed(part, window)
+    drawn = film.windowed(part, window)
     if sx < 1.0 and sy < 1.0:
         canvas[y0:y1, x0:x1] = drawn
     else:
