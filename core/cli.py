@@ -23,14 +23,19 @@ SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "brain_
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from core.imaging import load_image
+    from core.imaging import Modality, load_image
+    from core.models.scale import file_scale
 
     try:
         record = load_image(args.path, modality=args.modality)
     except DiagnosticError as exc:
         print_json({"path": str(args.path), "error": str(exc)})
         return 2
-    print_json(record.info())
+    info = record.info()
+    if record.modality is Modality.SM:  # the scale a microscopy model tiles at (none: it assumes one, and says so)
+        scale = file_scale(record)
+        info["microscope_scale"] = scale.to_dict() if scale is not None else None
+    print_json(info)
     return 0
 
 

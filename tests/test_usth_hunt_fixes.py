@@ -50,3 +50,21 @@ def test_the_segmenter_measures_on_the_files_pixel_aspect_and_the_files_pixels(t
     described = lesion.to_dict(scale=2)
     assert described["area_px"] == lesion.area_px * 4 and f"{lesion.area_px * 4} px" in described["text"]
     assert f"{w * 2} x {h * 2} px (W x D)" in described["text"]
+
+
+def test_info_says_the_scale_a_microscopy_picture_will_be_tiled_at(tmp_path, capsys):
+    """info gave pixel_spacing_mm null for a TIFF stating 0.42 um per pixel and for a BreakHis-named file: the scale
+    analyze would use was never shown."""
+    import json
+
+    import numpy as np
+    import tifffile
+
+    rgb = np.full((64, 64, 3), 200, np.uint8)
+    tifffile.imwrite(tmp_path / "slide.tif", rgb, resolution=(1e4 / 0.42, 1e4 / 0.42), resolutionunit=3)  # per cm
+    assert main(["info", str(tmp_path / "slide.tif"), "--modality", "SM"]) == 0
+    scale = json.loads(capsys.readouterr().out)["microscope_scale"]
+    assert (scale["um_x"], scale["source"]) == (pytest.approx(0.42), "tiff")
+    tifffile.imwrite(tmp_path / "plain.tif", rgb)
+    assert main(["info", str(tmp_path / "plain.tif"), "--modality", "SM"]) == 0
+    assert json.loads(capsys.readouterr().out)["microscope_scale"] is None
