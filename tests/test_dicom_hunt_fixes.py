@@ -94,3 +94,12 @@ def test_pixel_aspect_ratio_keeps_an_ultrasound_lesions_proportions_where_no_spa
     (lesion,) = find_lesions(mask, None, calipers=True, aspect=record.row_to_column())
     assert lesion.depth_to_width == pytest.approx(30 / 40)
     assert load_image(_slice(tmp_path / "mr.dcm", PixelAspectRatio=[2, 1])).pixel_aspect is None  # spacing wins
+
+
+def test_a_data_set_of_implicit_vr_under_an_explicit_transfer_syntax_is_shown_as_pydicom_reads_it(pydicom_file):
+    """pydicom's SC_rgb_jpeg.dcm (highdicom 0.1 wrote its elements implicit VR under JPEG baseline): the decoder's
+    own walk of the file trusts the transfer syntax and fails; it had been refused as 'truncated'."""
+    path = pydicom_file("SC_rgb_jpeg.dcm")
+    with pytest.warns(UserWarning):
+        reference = pydicom.dcmread(path).pixel_array
+    np.testing.assert_array_equal(load_image(path).values(0), reference)

@@ -751,6 +751,8 @@ def read_dicom(path: Path, fp: BinaryIO, headerless: bool = False) -> ImageRecor
     told = {} if has_meta or tsyntax == _DEFLATED else {"transfer_syntax_uid": tsyntax}
 
     plugins = _decoding_plugins(tsyntax)
+    # the data set as read, for a file whose own walk fails (``_decode``): only where its pixel data fits in memory
+    read_as = ds if source is path and has_meta and path.stat().st_size <= memory_budget() else None
 
     def read_frame(index: int) -> np.ndarray:
         if held is not None and index >= held:
@@ -763,7 +765,7 @@ def read_dicom(path: Path, fp: BinaryIO, headerless: bool = False) -> ImageRecor
         cut = _check_codestream_size(path, ds, tsyntax, index, declared, rows, columns, samples)
         if cut and cut not in warnings:
             warnings.append(cut)
-        arr = _decode(path, source, index if declared > 1 else None, tsyntax, plugins, told)
+        arr = _decode(path, source, index if declared > 1 else None, tsyntax, plugins, told, read_as=read_as)
         if photometric == "PALETTE COLOR":  # indices first: averaged indices would pick unrelated colours
             try:
                 arr = apply_color_lut(arr, ds)
@@ -920,8 +922,13 @@ def _decoding_plugins(tsyntax: UID) -> list[str]:
     return ordered or [""]
 
 
-def _decode(path: Path, source, index: int | None, tsyntax: UID, plugins: list[str], told: dict) -> np.ndarray:
-    """One frame (``index``; None: the only one) decoded by the first of ``plugins`` that can."""
+def _decode(path: Path, source, index: int | None, tsyntax: UID, plugins: list[str], told: dict,
+            read_as: Dataset | None = None) -> np.ndarray:
+    """One frame (``index``; None: the only one) decoded by the first of ``plugins`` that can. ``read_as``: the
+    data set as the header was read, decoded from where the file's own walk fails (pydicom reads a data set whose
+    elements are implicit VR under an explicit transfer syntax, as highdicom 0.1 wrote them; a walk of the file that
+    trusts the transfer syntax does not): its pixel data is then read whole, so the caller offers it only for a file
+    that fits in the memory budget."""
     failures = []
     for plugin in plugins:
         try:
@@ -934,6 +941,8 @@ def _decode(path: Path, source, index: int | None, tsyntax: UID, plugins: list[s
                 continue  # GDCM's own word on a codestream it cannot take says nothing ('NoneType' ...): the others'
             failures.append(reason if reason.startswith(f"{plugin}:") or not plugin else f"{plugin}: {reason}")
         except (ValueError, EOFError, OSError, KeyError, AttributeError, TypeError, struct.error) as exc:
+            if read_as is not None:
+                return _decode(path, read_as, index, tsyntax, plugins, {})
             raise ImageLoadError(path, f"the pixel data is truncated or does not match the header ({exc})") from exc
         except RecursionError as exc:
             raise ImageLoadError(path, "the DICOM header nests sequences too deeply to be read") from exc
