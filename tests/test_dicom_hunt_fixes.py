@@ -103,3 +103,22 @@ def test_a_data_set_of_implicit_vr_under_an_explicit_transfer_syntax_is_shown_as
     with pytest.warns(UserWarning):
         reference = pydicom.dcmread(path).pixel_array
     np.testing.assert_array_equal(load_image(path).values(0), reference)
+
+
+def test_compressed_frames_beyond_number_of_frames_are_said(tmp_path):
+    """Three RLE frames under a header of two: the third was dropped silently (native data gets a warning)."""
+    from pydicom.uid import RLELossless
+
+    frames = np.stack([np.full((16, 16), 100 * (k + 1), np.uint16) for k in range(3)])
+    path = write_slice(tmp_path / "cine.dcm", frames[0], series_uid=generate_uid(), study_uid=generate_uid())
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames, ds.PixelData = 3, frames.tobytes()
+    ds.compress(RLELossless)  # with a Basic Offset Table of three entries
+    ds.save_as(path)
+    assert not any("offset table" in w for w in load_image(path).warnings)
+    ds.NumberOfFrames = 2
+    ds.save_as(path)
+    record = load_image(path)
+    assert record.frames == 2
+    assert "its compressed pixel data holds 3 frames by its offset table, more than the 2 its header declares: " \
+           "only those are listed" in record.warnings

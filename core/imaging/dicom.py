@@ -627,7 +627,8 @@ def _encapsulated_frames(ds: Dataset, value: bytes | None, offset: int | None, f
                          declared: int) -> int | None:
     """Frames that encapsulated pixel data can give: one per fragment at most, and no more than its Extended (or
     Basic) Offset Table lists where it has one; counted up to ``declared`` only (item headers read, values
-    skipped)."""
+    skipped). Where all ``declared`` are there and the table lists more, the table's count: frames the header
+    does not declare (fragments alone cannot tell, as a frame may span several)."""
     table = None
     if "ExtendedOffsetTable" in ds:
         element = ds.get_item(0x7FE00001, keep_deferred=True)
@@ -670,7 +671,7 @@ def _encapsulated_frames(ds: Dataset, value: bytes | None, offset: int | None, f
                 break
             count += 1
             stream.skip(length)
-        return count
+        return table if table is not None and count == declared < table else count
     finally:
         if opened:
             source.close()
@@ -723,6 +724,9 @@ def read_dicom(path: Path, fp: BinaryIO, headerless: bool = False) -> ImageRecor
         warnings.append(f"its header declares {declared:,} frames, but its pixel data holds only {held:,}: " +
                         (f"frames {held + 1:,} to {declared:,} cannot be read" if frames == declared
                          else f"only those {held:,} are listed"))
+    elif pixel_bytes is None and held is not None and held > declared:  # compressed: its offset table says so
+        warnings.append(f"its compressed pixel data holds {held:,} frames by its offset table, more than the "
+                        f"{declared:,} its header declares: only those are listed")
     elif pixel_bytes is not None and frame_bits and held is not None and held > declared and \
             pixel_bytes * 8 >= (declared + 1) * frame_bits:
         warnings.append(f"its pixel data holds {pixel_bytes:,} bytes, more than the {declared * frame_bits // 8:,} its "
