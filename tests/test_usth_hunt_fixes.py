@@ -68,3 +68,28 @@ def test_info_says_the_scale_a_microscopy_picture_will_be_tiled_at(tmp_path, cap
     tifffile.imwrite(tmp_path / "plain.tif", rgb)
     assert main(["info", str(tmp_path / "plain.tif"), "--modality", "SM"]) == 0
     assert json.loads(capsys.readouterr().out)["microscope_scale"] is None
+
+
+def test_batch_lists_every_lesion_in_results_jsonl(tiny_models, pydicom_file, tmp_path, monkeypatch):
+    """results.csv gives the largest lesion's sizes only; results.jsonl had no per-lesion sizes at all."""
+    import csv
+    import json
+
+    import numpy as np
+
+    monkeypatch.setenv("MIDA_USER_MODELS", str(tiny_models))
+    monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
+    ds = bright_block_ultrasound(pydicom_file)
+    pixels = np.frombuffer(ds.PixelData, np.uint16).reshape(64, 64).copy()
+    pixels[44:58, 40:60] = 2000  # a second block
+    ds.PixelData = pixels.tobytes()
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "two.dcm")
+    assert main(["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", "tiny-us-segmenter"]) == 0
+    (row,) = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    details = row["lesion_details"]
+    assert len(details) == int(row["lesions"]) >= 1
+    assert {"area_px", "bbox", "max_diameter_px", "depth_to_width", "text"} <= set(details[0])
+    with (tmp_path / "out" / "results.csv").open(newline="", encoding="utf-8") as fh:
+        (written,) = list(csv.DictReader(fh))
+    assert "lesion_details" not in written and written["lesions"] == str(len(details))

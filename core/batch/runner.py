@@ -18,7 +18,9 @@ resumed or overwritten, and so is an output folder inside the input folder.
 A detector's findings (CAD marks) go to ``results.jsonl`` as a list of circles, ``{"x", "y", "r", "score",
 "kind"}`` in the file's own pixels of the analysed frame, origin top-left (a file read smaller to fit in memory
 included: its lesion pixel counts and marks are given on the file's grid, its mask and heatmap PNGs at the size
-analysed, said in the row's warnings); ``results.csv`` holds their count (empty for bundles that mark none).
+analysed, said in the row's warnings); ``results.csv`` holds their count (empty for bundles that mark none). A
+segmenter's row in ``results.jsonl`` also lists every lesion (``lesion_details``: area, box, longest diameter, width,
+depth, their ratio and a reader's line), where ``results.csv`` gives the largest one's sizes.
 
 Heatmap and mask names are an ASCII rendering of the file's path plus a hash of its exact bytes,
 so no two files share an output and any name can be written; the row keeps the original name.
@@ -157,7 +159,9 @@ def _mm(value: float | None) -> str:
 
 
 def _csv_row(row: dict) -> dict:
-    """A row as results.csv holds it: the count of its findings where results.jsonl has the marks."""
+    """A row as results.csv holds it: the count of its findings where results.jsonl has the marks, and no lesion
+    details (results.jsonl's list of every lesion; the CSV's columns give the largest)."""
+    row = {k: v for k, v in row.items() if k != "lesion_details"}
     return {**row, "findings": len(row["findings"])} if isinstance(row["findings"], list) else row
 
 
@@ -517,6 +521,7 @@ class BatchRun:
                            mask_file=self._write(row, "masks", stem, write_mask_png, result.mask),
                            lesion_area_mm2="" if summary["lesion_area_mm2"] is None else f"{summary['lesion_area_mm2']:.3f}")
                 if result.lesions:  # the largest lesion's diameter; on ultrasound its calipers (across, along the beam)
+                    row["lesion_details"] = summary["lesion_details"]  # every lesion, in results.jsonl only
                     largest = result.lesions[0]
                     row.update(lesion_max_diameter_mm=_mm(largest.max_diameter_mm), lesion_width_mm=_mm(largest.width_mm),
                                lesion_depth_mm=_mm(largest.depth_mm),
