@@ -380,6 +380,9 @@ class MainWindow(QMainWindow):
         for modality in (Modality.MR, Modality.MG, Modality.US, Modality.SM):
             self.modality_box.addItem(modality.label, modality.value)
         self.modality_box.activated.connect(self._modality_chosen)
+        # A click chooses without taking the keys (Tab still reaches it): Down after a choice is the next slice,
+        # not the next modality (which had re-read the series as a mammogram and dropped its analysis).
+        self.modality_box.setFocusPolicy(Qt.FocusPolicy.TabFocus)
         toolbar.addWidget(self.modality_box)
         self.modality_note = QLabel("")
         toolbar.addWidget(self.modality_note)
@@ -392,6 +395,7 @@ class MainWindow(QMainWindow):
                                   "scale. From file: the scale the file states (DICOM, TIFF, BreakHis-style name), "
                                   "else the model's usual one, with a warning. 40x–400x: a BreakHis-type camera.")
         self.scale_box.activated.connect(self._scale_chosen)
+        self.scale_box.setFocusPolicy(Qt.FocusPolicy.TabFocus)  # as the modality box
         # a toolbar shows or hides its widgets through their actions
         self.scale_actions = [toolbar.addSeparator(), toolbar.addWidget(QLabel(" Scale: ")),
                               toolbar.addWidget(self.scale_box)]
@@ -402,6 +406,9 @@ class MainWindow(QMainWindow):
         self.frame_slider.setMaximumWidth(260)
         self.frame_slider.setEnabled(False)
         self.frame_slider.valueChanged.connect(self.state.set_slice)
+        # Dragged or clicked, never focused: the slice keys stay the window's (the slider's own ran the other way,
+        # Down to the slice before and Page Down ten back)
+        self.frame_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         toolbar.addWidget(self.frame_slider)
         self.frame_label = QLabel("1/1")
         toolbar.addWidget(self.frame_label)

@@ -21,15 +21,18 @@ KEY_ROLE = Qt.ItemDataRole.UserRole
 
 
 def thumbnail(series: Series, size: int = THUMB_PX) -> np.ndarray:
-    """The middle slice of ``series`` as a uint8 picture at most ``size`` pixels on its longer side."""
+    """The middle slice of ``series`` as a uint8 picture at most ``size`` pixels on its longer side, in the
+    proportions the viewer draws it (non-square pixels: ``row_to_column``)."""
     import cv2
 
     from core.imaging import load_image
 
     ref = series.slices[len(series.slices) // 2]
-    picture = load_image(ref.path).display(ref.frame)
-    scale = size / max(picture.shape[:2])
-    width, height = max(1, round(picture.shape[1] * scale)), max(1, round(picture.shape[0] * scale))
+    record = load_image(ref.path)
+    picture = record.display(ref.frame)
+    rows, columns = picture.shape[0] * record.row_to_column(), picture.shape[1]
+    scale = size / max(rows, columns)
+    width, height = max(1, round(columns * scale)), max(1, round(rows * scale))
     return cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
 
 

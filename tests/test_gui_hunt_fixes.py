@@ -1,0 +1,74 @@
+"""Window defects from a hunt with real Qt events (each test failed before its fix): a click on the slice slider gave
+it the keys, which ran the other way (Down to the slice before, Page Down ten back); Down after choosing a modality
+chose the next modality (the series re-read as a mammogram, its analysis dropped); a series of non-square pixels had
+a square thumbnail."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+
+from tests.conftest import open_window
+from tests.series_data import ramp_images, write_series
+
+
+def _thirty_slices(qtbot, tiny_models, tmp_path):
+    write_series(tmp_path / "study", ramp_images(30), spacing=3.0, description="AX FLAIR")
+    window = open_window(qtbot, tiny_models, tmp_path)
+    window.open_folder(tmp_path / "study")
+    qtbot.waitUntil(lambda: window.state.series is not None and not window.is_busy, timeout=20000)
+    window.activateWindow()
+    window.viewer.setFocus()
+    QApplication.processEvents()
+    return window
+
+
+def _key(key) -> None:
+    QTest.keyClick(QApplication.focusWidget(), key)
+    QApplication.processEvents()
+
+
+def test_slice_keys_move_alike_after_a_click_on_the_slice_slider(qtbot, tiny_models, tmp_path):
+    window = _thirty_slices(qtbot, tiny_models, tmp_path)
+    expected = {}
+    for key in (Qt.Key.Key_Down, Qt.Key.Key_PageDown, Qt.Key.Key_Up, Qt.Key.Key_PageUp):
+        window.state.set_slice(15)
+        _key(key)
+        expected[key] = window.state.slice_index
+    assert expected[Qt.Key.Key_Down] == 16 and expected[Qt.Key.Key_Up] == 14
+    for key, index in expected.items():
+        QTest.mouseClick(window.frame_slider, Qt.MouseButton.LeftButton, pos=QPoint(window.frame_slider.width() // 2, 5))
+        window.state.set_slice(15)
+        assert QApplication.focusWidget() is not window.frame_slider
+        _key(key)
+        assert window.state.slice_index == index, key
+
+
+def test_down_after_choosing_a_modality_is_the_next_slice(qtbot, tiny_models, tmp_path):
+    window = _thirty_slices(qtbot, tiny_models, tmp_path)
+    window.state.set_slice(3)
+    QTest.mouseClick(window.modality_box, Qt.MouseButton.LeftButton)  # opens its list; Escape closes it
+    QTest.keyClick(window.modality_box.view(), Qt.Key.Key_Escape)
+    window.activateWindow()  # as the desktop gives it back when the list closes (offscreen does not)
+    QApplication.processEvents()
+    modality = window.state.record.modality
+    assert QApplication.focusWidget() is not window.modality_box
+    _key(Qt.Key.Key_Down)
+    assert window.state.slice_index == 4 and window.state.record.modality == modality
+
+
+def test_a_thumbnail_keeps_the_proportions_the_viewer_draws(tmp_path):
+    import pydicom
+
+    from core.series.index import index_folder
+    from gui.study_browser import thumbnail
+
+    paths = write_series(tmp_path / "coronal", ramp_images(3), description="COR")
+    for path in paths:  # rows 1.5 mm apart, columns 0.75: the picture is twice as tall as wide
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = [1.5, 0.75]
+        ds.save_as(path)
+    (series,) = index_folder(tmp_path / "coronal").series
+    picture = thumbnail(series, 48)
+    assert picture.shape[:2] == (48, 24)
