@@ -341,10 +341,11 @@ class MainWindow(QMainWindow):
         self.presets_menu = view.addMenu("Window &presets")
         self.presets_menu.aboutToShow.connect(self._fill_presets)  # the MR brain window is measured on the slice shown
         view.addSeparator()
-        view.addAction(self._action("Next slice", lambda: self.state.step(1), ["Down", "Right", "PgDown"]))
-        view.addAction(self._action("Previous slice", lambda: self.state.step(-1), ["Up", "Left", "PgUp"]))
-        view.addAction(self._action("First slice", lambda: self.state.set_slice(0), "Home"))
-        view.addAction(self._action("Last slice", lambda: self.state.set_slice(self.state.slice_count - 1), "End"))
+        view.addAction(self._action("Next slice", lambda: self._keyed_state().step(1), ["Down", "Right", "PgDown"]))
+        view.addAction(self._action("Previous slice", lambda: self._keyed_state().step(-1), ["Up", "Left", "PgUp"]))
+        view.addAction(self._action("First slice", lambda: self._keyed_state().set_slice(0), "Home"))
+        view.addAction(self._action("Last slice", lambda: (s := self._keyed_state()).set_slice(s.slice_count - 1),
+                                    "End"))
         view.addAction(self._action("Play / stop cine", self.toggle_cine, "Space"))
         view.addAction(self._action("Mammography &exam (four views)", lambda: self.show_exam(), "Ctrl+Shift+M"))
         self.compare_menu = view.addMenu("&Compare with series")
@@ -412,6 +413,14 @@ class MainWindow(QMainWindow):
         toolbar.addWidget(self.frame_slider)
         self.frame_label = QLabel("1/1")
         toolbar.addWidget(self.frame_label)
+
+    def _keyed_state(self) -> ViewerState:
+        """The series the slice keys move: the compared one where its view has the focus (clicked in), else the
+        main one (the keys had always moved the main series: a crossing series beside it only scrolled by wheel)."""
+        focus = QApplication.focusWidget()
+        compared = self.compare.isVisible() and focus is not None and (
+            focus is self.compare.viewer or self.compare.viewer.isAncestorOf(focus))
+        return self.compare.state if compared else self.state
 
     def _build_statusbar(self) -> None:
         status = self.statusBar()

@@ -72,3 +72,31 @@ def test_a_thumbnail_keeps_the_proportions_the_viewer_draws(tmp_path):
     (series,) = index_folder(tmp_path / "coronal").series
     picture = thumbnail(series, 48)
     assert picture.shape[:2] == (48, 24)
+
+
+def test_slice_keys_move_the_compared_series_when_its_view_was_clicked(qtbot, tiny_models, tmp_path):
+    """The keys had always moved the main series: a crossing series compared beside it scrolled by wheel only."""
+    from tests.series_data import SAGITTAL
+
+    window = _thirty_slices(qtbot, tiny_models, tmp_path)
+    write_series(tmp_path / "study" / "sag", ramp_images(5), orientation=SAGITTAL, description="SAG",
+                 positions=[(-105.0 + 3 * k, -120.0, 0.0) for k in range(5)])
+    window.open_folder(tmp_path / "study")
+    qtbot.waitUntil(lambda: window.study_index is not None and len(window.study_index.series) == 2
+                    and not window.is_busy, timeout=20000)
+    sagittal = next(s for s in window.study_index.series if s.description == "SAG")
+    window.compare_series(sagittal)
+    qtbot.waitUntil(lambda: window.compare.state.series is sagittal and not window.is_busy, timeout=20000)
+    window.activateWindow()
+    other = window.compare.state
+    other.set_slice(1)
+    main_before = window.state.slice_index
+    port = window.compare.viewer.viewport()
+    QTest.mouseClick(port, Qt.MouseButton.LeftButton, pos=port.rect().center())
+    QApplication.processEvents()
+    _key(Qt.Key.Key_Down)
+    assert other.slice_index == 2 and window.state.slice_index == main_before
+    window.viewer.setFocus()  # back on the main image: the main series again
+    QApplication.processEvents()
+    _key(Qt.Key.Key_Down)
+    assert window.state.slice_index == main_before + 1 and other.slice_index == 2
