@@ -127,4 +127,7 @@ class StudyBrowser(QTreeWidget):
             self.blockSignals(False)
 
     def bind(self, state: ViewerState) -> None:
+        """The row selected follows the series shown, and none is while a file alone is (a series clicked, then
+        superseded by a file opened before it arrived, had stayed selected)."""
         state.events.series.connect(lambda series: self.select(series.key if series is not None else None))
+        state.events.record.connect(lambda _: self.select(state.series.key if state.series is not None else None))

@@ -100,3 +100,35 @@ def test_slice_keys_move_the_compared_series_when_its_view_was_clicked(qtbot, ti
     QApplication.processEvents()
     _key(Qt.Key.Key_Down)
     assert window.state.slice_index == main_before + 1 and other.slice_index == 2
+
+
+def test_the_studies_tree_selects_no_series_while_a_file_alone_is_shown(qtbot, tiny_models, tmp_path, monkeypatch):
+    """A series clicked, then a file opened before the series arrived: the file is shown, the series row stayed
+    selected."""
+    import threading
+
+    import gui.main_window as main_window
+    from pydicom.uid import generate_uid
+
+    from tests.series_data import write_slice
+
+    window = _thirty_slices(qtbot, tiny_models, tmp_path)
+    single = write_slice(tmp_path / "single.dcm", ramp_images(1)[0], series_uid=generate_uid(),
+                         study_uid=generate_uid(), description="SINGLE")
+    window.open_path(single)
+    qtbot.waitUntil(lambda: window.state.series is None and not window.is_busy, timeout=20000)
+    release = threading.Event()
+    real = main_window.open_stack
+    monkeypatch.setattr(main_window, "open_stack", lambda series: (release.wait(10), real(series))[1])
+    (series,) = window.study_index.series
+    window.studies.rows[series.key].setSelected(True)  # the reader clicks the series (a slow share)
+    QApplication.processEvents()
+    other = write_slice(tmp_path / "other.dcm", ramp_images(1)[0], series_uid=generate_uid(),
+                        study_uid=generate_uid(), description="OTHER")
+    window.open_path(other)  # ... and opens a file before it arrives
+    qtbot.waitUntil(lambda: window.state.record is not None and window.state.record.path.name == "other.dcm",
+                    timeout=20000)
+    release.set()
+    qtbot.waitUntil(lambda: not window.is_busy, timeout=20000)
+    qtbot.wait(100)
+    assert window.state.series is None and window.studies.selectedItems() == []
