@@ -323,6 +323,7 @@ class ViewerState:
         self._chosen_models: list[str] = []
         self._microns_per_pixel: float | None = None
         self._analysis: Analysis | None = None
+        self.heatmap_model: str | None = None  # whose heatmap is drawn (``show_heatmap_of``); None: the first's
         self._file_frames: dict[int, SliceRef] | None = None  # a file opened on its own: its frames, read once
         self._rulers: dict[str | int, list[Ruler]] = {}  # by slice key in a series, else by frame
         self._regions: dict[str | int, list[Region]] = {}  # the same
@@ -345,6 +346,7 @@ class ViewerState:
         self._slice_analyses, self._derived = {}, {}
         self._record, self._slice, self._window, self._analysis = record, 0, None, None
         self._rulers, self._regions, self._inverted, self._file_frames = {}, {}, False, None
+        self.heatmap_model = None
         had_scale = self._reset_scale()
         if had_series:
             self.events.series.emit(None)
@@ -372,6 +374,7 @@ class ViewerState:
         self._series, self._stack, self._record, self._slice = series, stack, record, start
         self._window, self._slice_error, self._slice_analyses, self._derived = None, None, {}, {}
         self._rulers, self._regions, self._inverted = {}, {}, False
+        self.heatmap_model = None
         had_scale = self._reset_scale()
         cache = self._caches.get(series.key)  # not `or`: an empty cache is falsy (len 0) and must be kept too
         self.slice_cache = _recent(self._caches, series.key, cache if cache is not None else SliceCache())
@@ -914,8 +917,17 @@ class ViewerState:
 
     @property
     def heatmap_result(self) -> ModelResult | None:
-        """The first result with a heatmap (what the heatmap layer draws)."""
-        return next((r for r in self._analysis.results if r.heatmap is not None), None) if self._analysis else None
+        """The result whose heatmap the heatmap layer draws: that of the model whose Grad-CAM the reader chose last
+        (``heatmap_model``), else the first with a heatmap (``Analysis.heatmap_result``)."""
+        return self._analysis.heatmap_result(self.heatmap_model) if self._analysis else None
+
+    def show_heatmap_of(self, model_id: str) -> None:
+        """Draw ``model_id``'s heatmap (a second classifier's Grad-CAM chosen: the layer had kept drawing the first
+        model's, for another class, whatever the reader chose)."""
+        if self.heatmap_model != model_id:
+            self.heatmap_model = model_id
+            if self._analysis is not None:
+                self.events.heatmap.emit(self._analysis)
 
     @property
     def segmentation_result(self) -> ModelResult | None:
@@ -948,6 +960,7 @@ class ViewerState:
             if result.model_id == model_id:
                 result.heatmap, result.heatmap_class = update.heatmap, update.heatmap_class
                 result.tile_gradcam = update.tile_gradcam
+        self.heatmap_model = model_id  # the reader's choice is drawn, here and on the slices scrolled to
         if target is self._analysis:
             self.events.heatmap.emit(self._analysis)
 

@@ -1210,8 +1210,14 @@ class MainWindow(QMainWindow):
         self._error(str(error) if isinstance(error, DiagnosticError) else f"Analysis failed: {error}")
 
     def _gradcam_for_class(self, model_id: str, class_name: str) -> None:
+        """``model_id``'s Grad-CAM for ``class_name``, drawn in place of the heatmap shown (computed where that
+        model's heatmap is of another class)."""
         state = self.state
         if state.record is None or state.analysis is None:
+            return
+        result = next((r for r in state.analysis.results if r.model_id == model_id), None)
+        if result is not None and (result.heatmap_class or result.label) == class_name:
+            state.show_heatmap_of(model_id)
             return
         self._busy(f"Grad-CAM for {class_name}…")
         future = self.engine.submit(state.record, frame=state.frame, model_ids=[model_id], target_class=class_name,
@@ -1224,6 +1230,8 @@ class MainWindow(QMainWindow):
 
         def failed(error: BaseException) -> None:
             self._busy(None)
+            if result is not None:  # the chooser names the class its heatmap still shows
+                self.probabilities.show_gradcam_class(model_id, result.heatmap_class or result.label)
             self._error(str(error) if isinstance(error, DiagnosticError) else f"Grad-CAM failed: {error}")
 
         self.bridge.watch(future, replace, failed)
@@ -1414,7 +1422,8 @@ class MainWindow(QMainWindow):
 
         path = path or self._export_target("PDF report", ".report.pdf", "PDF (*.pdf)")
         if path:
-            self._run_export(write_image_report, path, self.state.record, self.state.analysis, self.anonymise_exports)
+            self._run_export(write_image_report, path, self.state.record, self.state.analysis, self.anonymise_exports,
+                             self.state.heatmap_model)
 
     def export_series_report(self, path: Path | None = None) -> None:
         """The series analysis shown as a PDF page: verdicts with their rule, the strip plot, the key slices."""
@@ -1458,7 +1467,7 @@ class MainWindow(QMainWindow):
         path = path or self._export_target("DICOM Secondary Capture", ".overlay.dcm", "DICOM (*.dcm)")
         if path:
             state = self.state
-            picture = overlay_picture(state.record, state.analysis)
+            picture = overlay_picture(state.record, state.analysis, state.heatmap_model)
             self._run_export(export_overlay_sc, state.record, picture, path, state.analysis.frame, self.anonymise_exports)
 
     def export_sr(self, path: Path | None = None) -> None:

@@ -47,12 +47,13 @@ class ProbabilityPanel(QWidget):
         self.placeholder.setWordWrap(True)
         self._layout.addWidget(self.placeholder)
         self.bars: dict[tuple[str, str], QProgressBar] = {}
+        self.choosers: dict[str, QComboBox] = {}  # "Grad-CAM for", by model id
         self._boxes: list[QWidget] = []
 
     def clear(self, text: str = "No analysis yet. Analysis ▸ Analyse image (Ctrl+R).") -> None:
         for box in self._boxes:
             box.deleteLater()
-        self._boxes, self.bars = [], {}
+        self._boxes, self.bars, self.choosers = [], {}, {}
         self.placeholder.setText(text)
         self.placeholder.show()
 
@@ -105,11 +106,22 @@ class ProbabilityPanel(QWidget):
             chooser = QComboBox()
             chooser.addItems(result.classes)
             chooser.setCurrentText(result.heatmap_class or result.label)
-            chooser.currentTextChanged.connect(lambda c, m=result.model_id: self.gradcamClassChosen.emit(m, c))
+            # activated, not currentTextChanged: choosing the class shown again draws this model's heatmap
+            chooser.activated.connect(lambda _, m=result.model_id, box=chooser: self.gradcamClassChosen.emit(
+                m, box.currentText()))
+            self.choosers[result.model_id] = chooser
             row = QHBoxLayout()
             row.addWidget(QLabel("Grad-CAM for"))
             row.addWidget(chooser, 1)
             form.addLayout(row)
+
+    def show_gradcam_class(self, model_id: str, class_name: str | None) -> None:
+        """Set ``model_id``'s "Grad-CAM for" to the class its heatmap shows (a request that failed leaves it)."""
+        chooser = self.choosers.get(model_id)
+        if chooser is not None and class_name:
+            chooser.blockSignals(True)
+            chooser.setCurrentText(class_name)
+            chooser.blockSignals(False)
 
     def _findings(self, result: ModelResult, form: QVBoxLayout) -> None:
         """One line per finding, highest score first (as the result keeps them): score, kind, where, how big; its
@@ -248,7 +260,7 @@ class OverlayPanel(QWidget):
         self.lesions.toggled.connect(lambda on: setattr(lesions, "visible", on))
         self.findings.toggled.connect(lambda on: setattr(findings, "visible", on))
         state.events.overlays.connect(lambda _: self.follow())
-        for event in (state.events.analysis, state.events.record):
+        for event in (state.events.analysis, state.events.record, state.events.heatmap):
             event.connect(lambda _: self.follow())
         self.follow()
 
@@ -279,6 +291,11 @@ class OverlayPanel(QWidget):
         self.findings.setChecked(layers.findings.visible)
         heat = self.state.heatmap_result
         self.tile_cam.setVisible(heat is not None and heat.tile_gradcam is not None)
+        several = self.state.analysis is not None and sum(r.heatmap is not None for r in self.state.analysis.results) > 1
+        # whose heatmap is drawn, where more than one model made one (choosing a class in a model's "Grad-CAM for"
+        # draws that model's)
+        self.heatmap.setText("Grad-CAM heatmap" if heat is None or not several else
+                             f"Grad-CAM heatmap: {heat.model_id}, {heat.heatmap_class or heat.label}")
 
 
 class SeriesPanel(QWidget):

@@ -37,13 +37,14 @@ def _pyplot():
     return plt, PdfPages
 
 
-def overlay_picture(record: ImageRecord, analysis: Analysis) -> np.ndarray:
-    """The image with the first heatmap blended in, lesion outlines and findings drawn (what the report shows)."""
+def overlay_picture(record: ImageRecord, analysis: Analysis, heatmap_model: str | None = None) -> np.ndarray:
+    """The image with a heatmap blended in (``heatmap_model``'s, as the window draws it: ``Analysis.heatmap_result``),
+    lesion outlines and findings drawn (what the report and the Secondary Capture show)."""
     display = record.display(analysis.frame)
     picture = display if display.ndim == 3 else cv2.cvtColor(display, cv2.COLOR_GRAY2RGB)
-    heat = next((r.heatmap for r in analysis.results if r.heatmap is not None), None)
-    if heat is not None:
-        picture = blend_heatmap(picture, heat, 0.4)
+    heated = analysis.heatmap_result(heatmap_model)
+    if heated is not None:
+        picture = blend_heatmap(picture, heated.heatmap, 0.4)
     for result in analysis.results:
         if result.mask is not None:
             contours, _ = cv2.findContours(result.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -126,7 +127,8 @@ def _wrap(text: str, width: int = BODY_CHARS, indent: str = "     ") -> list[str
     return textwrap.wrap(_printable(text), width, subsequent_indent=indent) or [""]
 
 
-def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anonymise: bool = True) -> Path:
+def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anonymise: bool = True,
+                       heatmap_model: str | None = None) -> Path:
     """The report of one analysed frame: who and what, the picture with its overlays, every result, warning and
     failure, going on over as many pages as it takes (each with the disclaimer). Made in memory and written in
     one step (a temporary file renamed), so a write that fails leaves the report that was there before, and a
@@ -134,7 +136,7 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
     plt, PdfPages = _pyplot()
     buffer = io.BytesIO()
     with PdfPages(buffer) as pdf:
-        pages = _image_report_pages(plt, record, analysis, anonymise)
+        pages = _image_report_pages(plt, record, analysis, anonymise, heatmap_model)
         for number, fig in enumerate(pages, 1):
             _footer(fig, (number, len(pages)) if len(pages) > 1 else None)
             pdf.savefig(fig)
@@ -142,7 +144,8 @@ def write_image_report(out: Path, record: ImageRecord, analysis: Analysis, anony
     return write_bytes_atomic(out, buffer.getvalue())
 
 
-def _image_report_pages(plt, record: ImageRecord, analysis: Analysis, anonymise: bool) -> list:
+def _image_report_pages(plt, record: ImageRecord, analysis: Analysis, anonymise: bool,
+                        heatmap_model: str | None = None) -> list:
     """The report's figures: the first with the identity, the picture and the charts that fit beside it, then the
     body's lines and the other charts laid down page after page."""
     fig = plt.figure(figsize=A4)
@@ -151,7 +154,7 @@ def _image_report_pages(plt, record: ImageRecord, analysis: Analysis, anonymise:
     fonts = page_fonts()
     fig.text(0.06, 0.945, "\n".join(identity), fontsize=8, va="top", family=fonts, parse_math=False)
     top = min(0.87, 0.945 - IDENTITY_LINE * len(identity) - 0.025)
-    _draw_picture(fig, record, analysis, anonymise, top)
+    _draw_picture(fig, record, analysis, anonymise, top, heatmap_model)
     charts = [r for r in analysis.results if r.task == "classification"]
     beside = charts[:max(0, int((top - BODY_TOP) / CHART_SLOT))]
     for k, result in enumerate(beside):
@@ -198,15 +201,19 @@ def _identity(record: ImageRecord, analysis: Analysis, anonymise: bool) -> list[
     return [part for line in identity for part in _wrap(line, IDENTITY_CHARS, "  ")]
 
 
-def _draw_picture(fig, record: ImageRecord, analysis: Analysis, anonymise: bool, top: float) -> None:
+def _draw_picture(fig, record: ImageRecord, analysis: Analysis, anonymise: bool, top: float,
+                  heatmap_model: str | None = None) -> None:
     """The picture with its overlays, left of the charts, at its pixels' shape (non-square where the file says so,
-    as the models read it)."""
+    as the models read it); its title names whose heatmap it shows, for which class."""
     ax = fig.add_axes([0.06, PICTURE_BOTTOM, 0.5, top - PICTURE_BOTTOM])
-    picture = overlay_picture(record, analysis)
+    picture = overlay_picture(record, analysis, heatmap_model)
     ax.imshow(without_screen_text(picture, record, analysis.frame) if anonymise else picture, cmap="gray",
               aspect=record.row_to_column())
     ax.set_axis_off()
-    ax.set_title("Image with Grad-CAM / lesion outlines / findings", fontsize=9)
+    heated = analysis.heatmap_result(heatmap_model)
+    ax.set_title("Image with lesion outlines / findings" if heated is None else
+                 f"Image with Grad-CAM of {heated.model_id} for '{heated.heatmap_class or heated.label}' / "
+                 "lesion outlines / findings", fontsize=9)
 
 
 def _draw_chart(fig, result: ModelResult, left: float, top: float) -> None:

@@ -280,6 +280,12 @@ class Analysis:
     failures: list[ModelFailure] = field(default_factory=list)
     modality_confidence: float | None = None  # the guesser's, where the modality was guessed
 
+    def heatmap_result(self, model_id: str | None = None) -> "ModelResult | None":
+        """The result whose heatmap is drawn: ``model_id``'s where it has one (the model whose Grad-CAM the reader
+        chose), else the first with a heatmap. One place for the window, the PDF and the Secondary Capture."""
+        with_heatmap = [r for r in self.results if r.heatmap is not None]
+        return next((r for r in with_heatmap if r.model_id == model_id), with_heatmap[0] if with_heatmap else None)
+
     def to_dict(self, scale: int = 1) -> dict:
         """``scale``: as ``ModelResult.to_dict``. ``failures`` only where a model could not run."""
         out = {

@@ -1,0 +1,80 @@
+"""The heatmap a reader chooses is the one drawn (a hunt with real results; each test failed before its fix): with two
+classifiers (the brain 4-class and yes/no models), the second model's "Grad-CAM for" recomputed its heatmap but the
+layer kept drawing the first model's, for another class, and the PDF and Secondary Capture did too; a Grad-CAM
+request that failed left the chooser naming a class no heatmap showed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import open_window
+
+pytestmark = pytest.mark.slow
+SECOND = "tiny-mr-classifier-b"
+
+
+@pytest.fixture
+def two_classifiers(tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("two")
+    shutil.copytree(tiny_models / "tiny-mr-classifier", root / "tiny-mr-classifier")
+    shutil.copytree(tiny_models / "tiny-mr-classifier", root / SECOND)
+    manifest = json.loads((root / SECOND / "manifest.json").read_text())
+    manifest.update(id=SECOND, title="Second classifier")
+    (root / SECOND / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def _analysed(qtbot, models, tmp_path, png):
+    window = open_window(qtbot, models, tmp_path)
+    window.open_path(png)
+    qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
+    window.modality_box.setCurrentIndex(1)  # MR
+    window._modality_chosen()
+    window.analyse()
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    return window
+
+
+def test_the_second_classifiers_grad_cam_is_drawn_when_chosen(qtbot, two_classifiers, tmp_path, planted_png):
+    from core.export.report import overlay_picture
+
+    window = _analysed(qtbot, two_classifiers, tmp_path, planted_png[0])
+    state = window.state
+    assert state.heatmap_result.model_id == "tiny-mr-classifier"
+    assert window.overlays.heatmap.text().startswith("Grad-CAM heatmap: tiny-mr-classifier, ")
+    chooser = window.probabilities.choosers[SECOND]
+    second = next(r for r in state.analysis.results if r.model_id == SECOND)
+    other = next(c for c in second.classes if c != second.heatmap_class)
+    first_picture = overlay_picture(state.record, state.analysis)
+    chooser.setCurrentText(other)
+    chooser.activated.emit(chooser.currentIndex())
+    qtbot.waitUntil(lambda: not window.is_busy and second.heatmap_class == other, timeout=30000)
+    assert state.heatmap_result is second and state.heatmap_model == SECOND
+    np.testing.assert_array_equal(state.heatmap_to_draw(), second.heatmap)
+    assert window.overlays.heatmap.text() == f"Grad-CAM heatmap: {SECOND}, {other}"
+    assert not np.array_equal(overlay_picture(state.record, state.analysis, state.heatmap_model), first_picture)
+    first = window.probabilities.choosers["tiny-mr-classifier"]  # its own class again: its heatmap, no new run
+    first.activated.emit(first.currentIndex())
+    assert state.heatmap_result.model_id == "tiny-mr-classifier" and not window.is_busy
+
+
+def test_a_failed_grad_cam_request_leaves_the_chooser_on_the_class_shown(qtbot, tiny_models, tmp_path, planted_png,
+                                                                         monkeypatch):
+    window = _analysed(qtbot, tiny_models, tmp_path, planted_png[0])
+    result = window.state.heatmap_result
+    shown = result.heatmap_class
+    chooser = window.probabilities.choosers[result.model_id]
+    monkeypatch.setattr(window, "_error", lambda message: None)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(window.engine.analyzer, "analyze", out_of_memory)
+    chooser.setCurrentText(next(c for c in result.classes if c != shown))
+    chooser.activated.emit(chooser.currentIndex())
+    qtbot.waitUntil(lambda: not window.is_busy, timeout=30000)
+    assert chooser.currentText() == shown == result.heatmap_class
