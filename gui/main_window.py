@@ -1410,16 +1410,22 @@ class MainWindow(QMainWindow):
     def _set_anonymise(self, on: bool) -> None:
         self.anonymise_exports = on
 
-    def _export_target(self, title: str, suffix: str, pattern: str) -> Path | None:
+    def _nothing_to_export(self) -> bool:
+        """Whether no analysis is shown (said), before any export of one: also where the caller names the file."""
         if self.state.record is None or self.state.analysis is None:
             self._error("Analyse the image first: there is nothing to export yet.")
-            return None
+            return True
+        return False
+
+    def _export_target(self, title: str, suffix: str, pattern: str) -> Path | None:
         path, _ = QFileDialog.getSaveFileName(self, title, str(self.state.record.path.with_suffix(suffix)), pattern)
         return Path(path) if path else None
 
     def export_report(self, path: Path | None = None) -> None:
         from core.export.report import write_image_report
 
+        if self._nothing_to_export():
+            return
         path = path or self._export_target("PDF report", ".report.pdf", "PDF (*.pdf)")
         if path:
             self._run_export(write_image_report, path, self.state.record, self.state.analysis, self.anonymise_exports,
@@ -1453,7 +1459,9 @@ class MainWindow(QMainWindow):
 
         state = self.state
         seg = state.segmentation_result
-        if state.analysis is not None and seg is None:
+        if self._nothing_to_export():
+            return
+        if seg is None:
             self._error("No segmentation model ran on this image: there is no mask to export.")
             return
         path = path or self._export_target("DICOM SEG", ".seg.dcm", "DICOM (*.dcm)")
@@ -1464,6 +1472,8 @@ class MainWindow(QMainWindow):
         from core.export.dicom_export import export_overlay_sc
         from core.export.report import overlay_picture
 
+        if self._nothing_to_export():
+            return
         path = path or self._export_target("DICOM Secondary Capture", ".overlay.dcm", "DICOM (*.dcm)")
         if path:
             state = self.state
@@ -1474,6 +1484,8 @@ class MainWindow(QMainWindow):
         """The analysis shown as a DICOM SR (labels, probabilities, lesion outlines, marks), for a PACS."""
         from core.export.structured_report import export_sr
 
+        if self._nothing_to_export():
+            return
         path = path or self._export_target("DICOM Structured Report", ".sr.dcm", "DICOM (*.dcm)")
         if path:
             self._run_export(export_sr, self.state.record, self.state.analysis, path, self.anonymise_exports)

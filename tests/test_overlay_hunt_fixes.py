@@ -78,3 +78,15 @@ def test_a_failed_grad_cam_request_leaves_the_chooser_on_the_class_shown(qtbot, 
     chooser.activated.emit(chooser.currentIndex())
     qtbot.waitUntil(lambda: not window.is_busy, timeout=30000)
     assert chooser.currentText() == shown == result.heatmap_class
+
+
+@pytest.mark.parametrize("export", ["export_sc", "export_seg", "export_sr", "export_report"])
+def test_an_export_named_before_any_analysis_says_there_is_nothing_to_export(qtbot, tiny_models, tmp_path,
+                                                                           planted_png, export):
+    """With a file named, SC and SEG had raised AttributeError out of the handler, SR and the PDF a cryptic error."""
+    window = open_window(qtbot, tiny_models, tmp_path)
+    window.open_path(planted_png[0])
+    qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
+    getattr(window, export)(tmp_path / "out.dcm")
+    assert window.last_error == "Analyse the image first: there is nothing to export yet."
+    assert not (tmp_path / "out.dcm").exists()
