@@ -964,7 +964,8 @@ class MainWindow(QMainWindow):
             self.model_info.show_models([])
             return
         titles = {b.id: b.info.title or b.id for b in self.registry.bundles.values()}
-        self.probabilities.show_analysis(analysis, titles, self._scales(analysis))
+        self.probabilities.show_analysis(analysis, titles, self._scales(analysis),
+                                         self.state.record.downsample if self.state.record is not None else 1)
         if not analysis.results:
             self.probabilities.clear(" ".join(analysis.warnings))
         # Scrolling an analysed series shows each slice's results: the warnings and the models that ran are mostly

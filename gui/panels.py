@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.inference.overlays import colorbar_rgb
-from core.inference.results import Analysis, ModelResult
+from core.inference.results import Analysis, ModelResult, in_file_pixels
 from core.models.registry import metrics_text
 from core.viewer_state import COLORMAPS, ViewerState
 from gui.qimage import to_pixmap
@@ -48,6 +48,7 @@ class ProbabilityPanel(QWidget):
         self._layout.addWidget(self.placeholder)
         self.bars: dict[tuple[str, str], QProgressBar] = {}
         self.choosers: dict[str, QComboBox] = {}  # "Grad-CAM for", by model id
+        self._pixel_scale = 1
         self._boxes: list[QWidget] = []
 
     def clear(self, text: str = "No analysis yet. Analysis ▸ Analyse image (Ctrl+R).") -> None:
@@ -57,8 +58,12 @@ class ProbabilityPanel(QWidget):
         self.placeholder.setText(text)
         self.placeholder.show()
 
-    def show_analysis(self, analysis: Analysis, titles: dict[str, str], scales: dict[str, str]) -> None:
-        """``scales``: by model id, the image scale a bundle that tiles at a physical scale used, and whence."""
+    def show_analysis(self, analysis: Analysis, titles: dict[str, str], scales: dict[str, str],
+                      pixel_scale: int = 1) -> None:
+        """``scales``: by model id, the image scale a bundle that tiles at a physical scale used, and whence;
+        ``pixel_scale``: the file's pixels per pixel analysed (sizes and positions are said in the file's, as the
+        JSON and the report say them)."""
+        self._pixel_scale = pixel_scale
         self.clear()
         self.placeholder.hide()
         for result in analysis.results:
@@ -72,7 +77,7 @@ class ProbabilityPanel(QWidget):
                     f"{sum(l.area_px for l in result.lesions)} px"
                 form.addWidget(QLabel(f"{len(result.lesions)} lesion(s), total {unit}"))
                 for i, lesion in enumerate(result.lesions[:3], 1):  # largest first: the calipers a sonographer reads
-                    line = QLabel(f"#{i}: {lesion.size_text().replace('mm2', 'mm²')}")
+                    line = QLabel(f"#{i}: {in_file_pixels(lesion, pixel_scale).size_text().replace('mm2', 'mm²')}")
                     line.setWordWrap(True)
                     form.addWidget(line)
             if result.model_id in scales:
@@ -129,7 +134,7 @@ class ProbabilityPanel(QWidget):
         count = len(result.findings)
         form.addWidget(QLabel(f"{count} finding{'' if count == 1 else 's'} marked" if count else "No findings marked"))
         for i, finding in enumerate(result.findings, 1):
-            line = QLabel(f'<a href="#{i}">#{i}</a>: {finding.line()}')
+            line = QLabel(f'<a href="#{i}">#{i}</a>: {in_file_pixels(finding, self._pixel_scale).line()}')
             line.setWordWrap(True)
             line.setToolTip("Zoom to this finding")
             line.linkActivated.connect(lambda _, f=finding: self.findingChosen.emit(f.x, f.y, f.r))

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.inference.overlays import heatmap_rgba, mask_rgba
-from core.inference.results import FINDING_RGB, Finding
+from core.inference.results import FINDING_RGB, Finding, in_file_pixels
 from core.measurements import ruler_within
 from core.viewer_state import ViewerState
 from gui.qimage import to_pixmap
@@ -205,7 +205,9 @@ class ImageViewer(QGraphicsView):
             outline.setPen(pen)
             outline.setZValue(5)
             x, y, w, h = lesion.bbox
-            label = label_box(lesion.overlay_text(), color, x, y + h + 2, offset=(3, 1), bold=False)
+            scale = self.state.record.downsample if self.state is not None and self.state.record is not None else 1
+            label = label_box(in_file_pixels(lesion, scale).overlay_text(), color, x, y + h + 2, offset=(3, 1),
+                              bold=False)
             label.setZValue(6)
             items = [outline, label]
             if lesion.diameter_ends is not None:  # the longest diameter, as a reader would draw it

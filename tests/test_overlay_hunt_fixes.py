@@ -90,3 +90,39 @@ def test_an_export_named_before_any_analysis_says_there_is_nothing_to_export(qtb
     getattr(window, export)(tmp_path / "out.dcm")
     assert window.last_error == "Analyse the image first: there is nothing to export yet."
     assert not (tmp_path / "out.dcm").exists()
+
+
+def test_lesion_sizes_are_the_files_pixels_in_the_panel_the_label_and_the_json_alike():
+    """A picture read at 1/2 without a spacing: the panel and the viewer's label said the loaded picture's pixels
+    (400 px, 20 x 20 px), the JSON the file's (1600 px, 40 x 40 px)."""
+    from core.inference.results import Finding, Lesion, in_file_pixels
+
+    lesion = Lesion(1, 400, None, (10, 12, 20, 20), 28.3, None, np.zeros((1, 2)), None, calipers=True)
+    shown = in_file_pixels(lesion, 2)
+    assert shown.size_text().startswith("1600 px, max diameter 57 px, 40 x 40 px (W x D), D/W 1.00")
+    assert shown.size_text() == lesion.to_dict(2)["text"] and shown.overlay_text().startswith("1600 px, Ø 57 px")
+    assert in_file_pixels(lesion, 1) is lesion
+    mark = in_file_pixels(Finding(10.0, 20.0, 5.0, 0.8), 3)
+    assert (mark.x, mark.y, mark.r) == (30.0, 60.0, 15.0)
+
+
+def test_the_findings_panel_gives_the_files_pixels_of_a_picture_read_smaller(qtbot, tiny_models, tmp_path,
+                                                                             monkeypatch):
+    from PIL import Image
+    from PySide6.QtWidgets import QLabel
+
+    monkeypatch.setattr("core.imaging.raster.downsample_factor", lambda rows, columns: 2)
+    picture = np.full((128, 128), 40, np.uint8)
+    picture[20:60, 40:80] = 250
+    Image.fromarray(picture).save(tmp_path / "us.png")
+    window = open_window(qtbot, tiny_models, tmp_path)
+    window.open_path(tmp_path / "us.png")
+    qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
+    window.modality_box.setCurrentIndex(3)  # ultrasound
+    window._modality_chosen()
+    window.analyse()
+    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    lesions = window.state.segmentation_result.lesions
+    assert window.state.record.downsample == 2 and lesions
+    texts = [label.text() for label in window.probabilities.findChildren(QLabel) if label.text().startswith("#1: ")]
+    assert texts == [f"#1: {lesions[0].to_dict(2)['text']}"]

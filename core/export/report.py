@@ -20,7 +20,7 @@ from core.export.files import write_bytes_atomic
 from core.export.page_fonts import page_fonts, unshown_note
 from core.imaging.record import ImageRecord
 from core.inference.overlays import blend_heatmap
-from core.inference.results import FINDING_RGB, Analysis, Finding, Lesion, ModelResult
+from core.inference.results import FINDING_RGB, Analysis, Finding, Lesion, ModelResult, in_file_pixels
 
 DISCLAIMER = ("Decision support only - not a medical device. Findings are model outputs that must be confirmed "
               "by a qualified reader; they are not a diagnosis.")
@@ -258,12 +258,12 @@ def _result_lines(result: ModelResult, scale: int) -> list[str]:
     else:
         lines.append(f"   {len(result.lesions)} lesion(s)")
         for i, lesion in enumerate(result.lesions[:LISTED], 1):
-            lesion = _in_file_pixels(lesion, scale)
+            lesion = in_file_pixels(lesion, scale)
             lines += _wrap(f"   #{i}: {lesion.size_text()}, box {lesion.bbox}", indent="       ")
         lines += _more(len(result.lesions))
     if result.findings is not None:
         lines.append(f"   {len(result.findings)} finding(s), highest score first")
-        lines += [f"   #{i}: {_in_file_pixels(f, scale).line()}" for i, f in enumerate(result.findings[:LISTED], 1)]
+        lines += [f"   #{i}: {in_file_pixels(f, scale).line()}" for i, f in enumerate(result.findings[:LISTED], 1)]
         lines += _more(len(result.findings))
     for warning in result.warnings:
         lines += _wrap(f"   WARNING: {warning}")
@@ -272,17 +272,6 @@ def _result_lines(result: ModelResult, scale: int) -> list[str]:
 
 def _more(count: int) -> list[str]:
     return [f"   ... and {count - LISTED} more"] if count > LISTED else []
-
-
-def _in_file_pixels(item: Lesion | Finding, scale: int) -> Lesion | Finding:
-    """A lesion or finding, for its line, in the file's own pixels where it was read ``scale`` times smaller: the
-    values ``to_dict(scale)`` gives the command line's JSON, the spacing made as much finer (millimetres stay)."""
-    if scale == 1:
-        return item
-    exported = item.to_dict(scale)
-    fields = ("area_px", "bbox", "max_diameter_px") if isinstance(item, Lesion) else ("x", "y", "r")
-    spacing = None if item.spacing_mm is None else tuple(v / scale for v in item.spacing_mm)
-    return replace(item, spacing_mm=spacing, **{k: tuple(exported[k]) if k == "bbox" else exported[k] for k in fields})
 
 
 def write_batch_report(batch_dir: Path, out: Path | None = None, rows_per_page: int = 125) -> Path:

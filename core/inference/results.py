@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -61,18 +61,17 @@ class Lesion:
             "width_mm": None if self.width_mm is None else round(self.width_mm, 2),
             "depth_mm": None if self.depth_mm is None else round(self.depth_mm, 2),
             "depth_to_width": None if ratio is None else round(ratio, 3),
-            "text": self.size_text(scale),
+            "text": in_file_pixels(self, scale).size_text(),
         }
 
-    def size_text(self, scale: int = 1) -> str:
-        """One line for a reader: area and longest diameter; on ultrasound also width x depth and their ratio.
-        ``scale``: the file's pixels per pixel analysed, as ``to_dict`` takes it (pixel sizes are the file's)."""
+    def size_text(self) -> str:
+        """One line for a reader: area and longest diameter; on ultrasound also width x depth and their ratio (in
+        the file's pixels where the picture was read smaller: ``in_file_pixels``)."""
         known = self.area_mm2 is not None
         text = (f"{self.area_mm2:.1f} mm2, max diameter {self.max_diameter_mm:.1f} mm" if known
-                else f"{self.area_px * scale * scale} px, max diameter {self.max_diameter_px * scale:.0f} px")
+                else f"{self.area_px} px, max diameter {self.max_diameter_px:.0f} px")
         if self.calipers:
-            box = (f"{self.width_mm:.1f} x {self.depth_mm:.1f} mm" if known
-                   else f"{self.bbox[2] * scale} x {self.bbox[3] * scale} px")
+            box = (f"{self.width_mm:.1f} x {self.depth_mm:.1f} mm" if known else f"{self.bbox[2]} x {self.bbox[3]} px")
             ratio = self.depth_to_width
             text += f", {box} (W x D), D/W {ratio:.2f}" + (" (taller than wide)" if ratio > 1 else "")
             if not known and self.aspect != 1.0:  # the ratio is of lengths, the box of pixels
@@ -88,6 +87,19 @@ class Lesion:
             if self.calipers:
                 text += f", {self.width_mm:.1f} × {self.depth_mm:.1f} mm"
         return text + (f", D/W {self.depth_to_width:.2f}" if self.calipers else "")
+
+
+def in_file_pixels(item: "Lesion | Finding", scale: int) -> "Lesion | Finding":
+    """A lesion or finding, for its text, in the file's own pixels where the picture was read ``scale`` times
+    smaller (what ``to_dict(scale)`` gives the JSON): pixel sizes and positions ``scale`` times larger, the spacing as
+    much finer (millimetres stay). The panel, the viewer's label, the report and the JSON say the same numbers."""
+    if scale == 1:
+        return item
+    spacing = None if item.spacing_mm is None else tuple(v / scale for v in item.spacing_mm)
+    if isinstance(item, Lesion):
+        return replace(item, area_px=item.area_px * scale * scale, bbox=tuple(v * scale for v in item.bbox),
+                       max_diameter_px=item.max_diameter_px * scale, spacing_mm=spacing)
+    return replace(item, x=item.x * scale, y=item.y * scale, r=item.r * scale, spacing_mm=spacing)
 
 
 # CAD marks are drawn in one colour wherever they are shown (viewer, report): magenta, apart from the green
