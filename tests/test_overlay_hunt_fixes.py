@@ -126,3 +126,14 @@ def test_the_findings_panel_gives_the_files_pixels_of_a_picture_read_smaller(qtb
     assert window.state.record.downsample == 2 and lesions
     texts = [label.text() for label in window.probabilities.findChildren(QLabel) if label.text().startswith("#1: ")]
     assert texts == [f"#1: {lesions[0].to_dict(2)['text']}"]
+
+
+def test_the_mask_holds_only_the_lesions_counted():
+    from core.inference.lesions import drop_small_components, find_lesions
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 10:30] = 1
+    mask[50:51, 50:52] = 1  # a 2-pixel speck under the 16-pixel minimum
+    kept = drop_small_components(mask, 16)
+    assert kept.sum() == 400 and len(find_lesions(kept, None, min_area_px=16)) == 1
+    assert drop_small_components(kept, 16) is kept

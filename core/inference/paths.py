@@ -24,7 +24,7 @@ from core.imaging.mammo_words import HEADER_KEYWORDS, MAGNIFIED_FACTOR, side_and
 from core.imaging.record import ImageRecord, Modality
 from core.inference.device import configure_device
 from core.inference.gradcam import GradCam
-from core.inference.lesions import drop_unsure_components, find_lesions
+from core.inference.lesions import drop_small_components, drop_unsure_components, find_lesions
 from core.inference.onnx_network import OnnxGradCam, OnnxModel
 from core.inference.results import Finding, ModelResult
 from core.models.mammography import (OtherBreast, blob_response, cad_marks, film_at_scale, film_score, search_region,
@@ -383,6 +383,7 @@ class SegmenterPath(AnalysisPath):
             prob = self.network.forward(x)[0, ..., 0]
         prob_full = _to_image_grid(prob, box, display.shape[:2])
         mask = drop_unsure_components((prob_full >= self.threshold).astype(np.uint8), prob_full, self.min_peak)
+        mask = drop_small_components(mask, self.min_area_px)
         result = self._result()
         result.probability_map, result.mask = prob_full, mask
         aspect = record.row_to_column() if record is not None and spacing is None else 1.0
