@@ -236,7 +236,11 @@ class OverlayPanel(QWidget):
         form.addRow("Opacity", self.heatmap_opacity)
         form.addRow("Threshold", self.threshold)
         form.addRow("Colour map", self.colormap)
+        self.scale_note = QLabel()
+        self.scale_note.setWordWrap(True)
+        self.scale_note.setStyleSheet("color: gray; font-size: 10px")
         form.addRow("Scale", self.colorbar)
+        form.addRow(self.scale_note)
         form.addRow(self.mask)
         form.addRow("Opacity", self.mask_opacity)
         form.addRow(self.contour)
@@ -296,6 +300,13 @@ class OverlayPanel(QWidget):
         self.findings.setChecked(layers.findings.visible)
         heat = self.state.heatmap_result
         self.tile_cam.setVisible(heat is not None and heat.tile_gradcam is not None)
+        # what the colours mean: a tile map is each tile's probability (0-1 as it is); a Grad-CAM map is scaled to
+        # its own peak, so a class the model gives 1 % can look as hot as the one it decided
+        self.scale_note.setText("" if heat is None else
+                                f"Blue 0 to red 1: each tile's P({heat.heatmap_class or heat.label})" if heat.tiles and
+                                not (layers.heatmap.tile and heat.tile_gradcam is not None) else
+                                "Blue to red: where the evidence lies, relative to this map's own peak (not a "
+                                "probability)")
         several = self.state.analysis is not None and sum(r.heatmap is not None for r in self.state.analysis.results) > 1
         # whose heatmap is drawn, where more than one model made one (choosing a class in a model's "Grad-CAM for"
         # draws that model's)

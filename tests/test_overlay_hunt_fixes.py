@@ -137,3 +137,9 @@ def test_the_mask_holds_only_the_lesions_counted():
     kept = drop_small_components(mask, 16)
     assert kept.sum() == 400 and len(find_lesions(kept, None, min_area_px=16)) == 1
     assert drop_small_components(kept, 16) is kept
+
+
+def test_the_colour_scale_says_what_a_grad_cam_maps_colours_mean(qtbot, tiny_models, tmp_path, planted_png):
+    """Grad-CAM maps are scaled to their own peak, tile maps are probabilities; one unlabelled bar served both."""
+    window = _analysed(qtbot, tiny_models, tmp_path, planted_png[0])
+    assert "relative to this map's own peak (not a probability)" in window.overlays.scale_note.text()
