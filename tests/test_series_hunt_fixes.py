@@ -128,6 +128,7 @@ def test_one_rule_for_a_series_partly_analysed_in_series_csv_and_analyze_series(
     seg = verdict("seg", "1", "segmentation", ["lesion"], [_clear(), _clear(), None, _clear()], series)
     assert (seg.label, seg.lesion_volume_ml, seg.runs) == (None, None, [])
     assert "3 of 4 slices analysed: no verdict for the whole series ('no lesion' needs every slice)" in seg.warnings
+    assert verdict_text(seg) == "seg: no verdict for the whole series (3 of 4 slices analysed)"
     yesno = verdict("yesno", "1", "classification", ["no", "yes"], [_yesno(0.1)] * 3 + [failed], series)
     assert (yesno.label, yesno.probability) == (None, None)
     assert "3 of 4 slices analysed: no verdict for the whole series ('no' needs every slice)" in yesno.warnings

@@ -609,7 +609,10 @@ def verdict_text(v: SeriesVerdict) -> str:
     """One line for a verdict as the window shows it; slice numbers 1-based."""
     n = len(v.slices)
     if v.label is None:
-        return f"{v.model}: no result"
+        analysed = sum(1 for o in v.slices if o is not None and not o.error)
+        # withheld (VERDICT_RULE: a call that needs every slice), or nothing to say at all
+        return f"{v.model}: no verdict for the whole series ({analysed} of {n} slices analysed)" if analysed else \
+            f"{v.model}: no result"
     if v.task == "classification":
         text = f"{v.model}: {v.label}" + ("" if v.probability is None else f" ({v.probability:.0%})")
         if v.first_slice is not None:
