@@ -134,6 +134,10 @@ class ExamRow:
             column = QVBoxLayout()
             title = QLabel(caption(name))
             title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            # wrapped within its column: a long caption (an error, a repeat's file name) had widened its column,
+            # misaligning the rows, shrinking every film (one scale) and pushing the window past the screen
+            title.setWordWrap(True)
+            title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             picture = FilmPlace(name, exam_view)
             picture.setMinimumSize(80, 120)
             picture.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
@@ -280,6 +284,22 @@ class ExamView(QWidget):
         if not prior and name in self.results:  # the analysis came first
             self.show_analysis(name, self.results[name])
         self.redraw_pair(name)  # the pair's common scale changes as a film arrives
+
+    def film_failed(self, name: str, error: BaseException, prior: bool = False) -> None:
+        """A view's film that could not be read: said in its caption (and its tooltip, whole)."""
+        row = self.prior if prior else self.current
+        text = f"{row.caption(name)}: {error}"
+        row.captions[name].setText(text)
+        row.captions[name].setToolTip(text)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """Closed: the films are let go (hanging again reads them again; an exam's analyses are kept) and the prior
+        dropped, so a closed window does not hold eight films."""
+        for row in self.rows:
+            row.films.clear()
+            row.rects.clear()
+        self._hang_prior(None)
+        super().closeEvent(event)
 
     def redraw_pair(self, name: str) -> None:
         """The view and the other breast's same view, in every row shown (drawn at one scale per mm: each depends

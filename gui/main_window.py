@@ -1030,10 +1030,12 @@ class MainWindow(QMainWindow):
         view_window.show()
         view_window.raise_()
         for name, view in exam.views.items():
+            # a film that arrives (or fails) after another exam was hung, or the window closed, is dropped
             self.bridge.run(hung_film, view,
-                            on_done=lambda film, name=name, exam=exam: view_window.exam is exam
-                            and view_window.set_film(name, film),
-                            on_error=lambda e, name=name: view_window.captions[name].setText(f"{name}: {e}"))
+                            on_done=lambda film, name=name, exam=exam: view_window.isVisible()
+                            and view_window.exam is exam and view_window.set_film(name, film),
+                            on_error=lambda e, name=name, exam=exam: view_window.isVisible()
+                            and view_window.exam is exam and view_window.film_failed(name, e))
         return view_window
 
     def _hang_prior(self, prior: Exam) -> None:
@@ -1042,10 +1044,10 @@ class MainWindow(QMainWindow):
         view_window = self.exam_view
         for name, view in prior.views.items():
             self.bridge.run(hung_film, view,
-                            on_done=lambda film, name=name: view_window.prior.exam is prior
-                            and view_window.set_film(name, film, prior=True),
-                            on_error=lambda e, name=name: view_window.prior.exam is prior
-                            and view_window.prior.captions[name].setText(f"{name}: {e}"))
+                            on_done=lambda film, name=name: view_window.isVisible()
+                            and view_window.prior.exam is prior and view_window.set_film(name, film, prior=True),
+                            on_error=lambda e, name=name: view_window.isVisible()
+                            and view_window.prior.exam is prior and view_window.film_failed(name, e, prior=True))
 
     def analyse_exam(self) -> None:
         """Every view of the hung exam through the models, each scored against the other breast's view of that exam

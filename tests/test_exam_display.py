@@ -325,3 +325,73 @@ def test_a_prior_without_pixel_spacing_leaves_the_current_breasts_at_one_scale(q
     view.compare.setCurrentIndex(1)
     view.compare.activated.emit(1)
     assert view.prior.captions["RCC"].text().startswith("Later 2021-03-01: R CC")
+
+
+def _exam(folder, date: str, views=HANGING_ORDER) -> None:
+    study = generate_uid()
+    for view in views:
+        path = write_mammo(folder / f"{date}_{view}.dcm", breast("left", 600, 400), study_uid=study,
+                           laterality=view[0], view=view[1:], patient_id="WP")
+        ds = pydicom.dcmread(path)
+        ds.StudyDate, ds.PixelSpacing = date, [0.1, 0.1]
+        ds.save_as(path)
+
+
+def _choose(view, index: int) -> None:
+    view.compare.setCurrentIndex(index)
+    view.compare.activated.emit(index)
+
+
+def test_a_film_failing_after_another_exam_was_hung_says_nothing_there(qtbot, tmp_path):
+    """A hunt: the error of the exam hung before landed in the caption of the exam hung since."""
+    _exam(tmp_path, "20190301", views=("LCC", "RMLO", "LMLO"))  # no R CC
+    _exam(tmp_path, "20210301")
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    view = window.exam_view
+    latest = view.exam.views["LCC"].series
+    _choose(view, 1)
+    qtbot.waitUntil(view.prior.loaded, timeout=20000)
+    older = view.prior.exam.views["LCC"].series
+    (tmp_path / "20210301_RCC.dcm").write_bytes(b"garbage" * 100)
+    window.show_exam(latest)  # its R CC fails ...
+    window.show_exam(older)  # ... after the reader moved on
+    qtbot.waitUntil(view.loaded, timeout=20000)
+    qtbot.wait(500)
+    assert view.exam.date == "20190301" and view.captions["RCC"].text() == "R CC: not in this exam"
+
+
+def test_a_long_caption_neither_widens_the_window_nor_misaligns_the_rows(qtbot, tmp_path):
+    _exam(tmp_path, "20190301")
+    _exam(tmp_path, "20210301")
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    view = window.exam_view
+    view.resize(1000, 700)
+    qtbot.wait(100)
+    (tmp_path / "20190301_RMLO.dcm").write_bytes(b"garbage" * 100)
+    _choose(view, 1)
+    qtbot.waitUntil(lambda: "Cannot open" in view.prior.captions["RMLO"].text(), timeout=20000)
+    qtbot.wait(200)
+    assert view.prior.captions["RMLO"].text().startswith("Prior 2019-03-01: R MLO")
+    assert view.width() == 1000
+    widths = [view.prior.pictures[n].width() for n in HANGING_ORDER]
+    assert widths == [view.pictures[n].width() for n in HANGING_ORDER]  # the rows' places one under the other
+
+
+def test_a_closed_exam_window_lets_its_films_go(qtbot, tmp_path):
+    _exam(tmp_path, "20190301")
+    _exam(tmp_path, "20210301")
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    view = window.exam_view
+    _choose(view, 1)
+    qtbot.waitUntil(view.prior.loaded, timeout=20000)
+    view.close()
+    qtbot.wait(300)
+    assert not view.films and not view.prior.films and view.prior.exam is None
+    assert window.show_exam() is view
+    qtbot.waitUntil(view.loaded, timeout=20000)  # hung again: read again
