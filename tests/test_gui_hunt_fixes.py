@@ -85,6 +85,9 @@ def test_slice_keys_move_the_compared_series_when_its_view_was_clicked(qtbot, ti
     qtbot.waitUntil(lambda: window.study_index is not None and len(window.study_index.series) == 2
                     and not window.is_busy, timeout=20000)
     sagittal = next(s for s in window.study_index.series if s.description == "SAG")
+    axial = next(s for s in window.study_index.series if s.description == "AX FLAIR")
+    window.open_series(axial)  # the folder may open at either: the axial one is the main series here
+    qtbot.waitUntil(lambda: window.state.series is axial and not window.is_busy, timeout=20000)
     window.compare_series(sagittal)
     qtbot.waitUntil(lambda: window.compare.state.series is sagittal and not window.is_busy, timeout=20000)
     window.activateWindow()
