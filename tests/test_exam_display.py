@@ -362,13 +362,18 @@ def test_a_film_failing_after_another_exam_was_hung_says_nothing_there(qtbot, tm
     assert view.exam.date == "20190301" and view.captions["RCC"].text() == "R CC: not in this exam"
 
 
-def test_a_long_caption_neither_widens_the_window_nor_misaligns_the_rows(qtbot, tmp_path):
+def _two_exams_hung(qtbot, tmp_path):
+    """Her exams of 2019 and 2021 in one folder, the window open at the 2021 one."""
     _exam(tmp_path, "20190301")
     _exam(tmp_path, "20210301")
     window = _window(qtbot, tmp_path)
     window.open_folder(tmp_path)
     _hung(qtbot, window)
-    view = window.exam_view
+    return window, window.exam_view
+
+
+def test_a_long_caption_neither_widens_the_window_nor_misaligns_the_rows(qtbot, tmp_path):
+    window, view = _two_exams_hung(qtbot, tmp_path)
     view.resize(1000, 700)
     qtbot.wait(100)
     (tmp_path / "20190301_RMLO.dcm").write_bytes(b"garbage" * 100)
@@ -382,12 +387,7 @@ def test_a_long_caption_neither_widens_the_window_nor_misaligns_the_rows(qtbot, 
 
 
 def test_a_closed_exam_window_lets_its_films_go(qtbot, tmp_path):
-    _exam(tmp_path, "20190301")
-    _exam(tmp_path, "20210301")
-    window = _window(qtbot, tmp_path)
-    window.open_folder(tmp_path)
-    _hung(qtbot, window)
-    view = window.exam_view
+    window, view = _two_exams_hung(qtbot, tmp_path)
     _choose(view, 1)
     qtbot.waitUntil(view.prior.loaded, timeout=20000)
     view.close()
