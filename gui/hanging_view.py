@@ -126,8 +126,6 @@ class ExamRow:
         self.exam: Exam | None = None
         self.captions: dict[str, QLabel] = {}
         self.pictures: dict[str, FilmPlace] = {}
-        self.mirrored: dict[str, bool] = {}
-        self.flipped: dict[str, bool] = {}  # turned upright (core.series.hanging.needs_flip)
         self.films: dict[str, HungFilm] = {}
         self.rects: dict[str, Rect] = {}  # where each film is drawn on its view, in the view's pixels
         for k, name in enumerate(HANGING_ORDER):
@@ -151,7 +149,7 @@ class ExamRow:
     def hang(self, exam: Exam | None) -> None:
         """Its places emptied for ``exam``'s films (None: none), each captioned, the missing views said."""
         self.exam = exam
-        for table in (self.mirrored, self.flipped, self.films, self.rects):
+        for table in (self.films, self.rects):
             table.clear()
         for name in HANGING_ORDER:
             self.pictures[name].clear()
@@ -159,12 +157,22 @@ class ExamRow:
             self.captions[name].setText(self.caption(name) + ("" if view is not None else ": not in this exam"))
             self.pictures[name].setToolTip("" if view is None else f"{view.ref.path.name} (view from {view.source})")
 
+    @property
+    def mirrored(self) -> dict[str, bool]:
+        """By view: whether its film was mirrored for the hanging (as each film arrived)."""
+        return {name: film.mirrored for name, film in self.films.items()}
+
+    @property
+    def flipped(self) -> dict[str, bool]:
+        """By view: whether its film was turned upright (core.series.hanging.needs_flip)."""
+        return {name: film.flipped for name, film in self.films.items()}
+
     def caption(self, name: str) -> str:
         """'R CC', with what the hanging did to the picture: '  (mirrored)', '  (flipped)', '  (mirrored, flipped)';
         where the exam holds more films of the view, which one is hung ('  · 2 films: RCC_2.dcm hung'); the second
         row's places begin with its exam's date ('Prior 2019-03-01: R CC', 'Later 2023-03-01: R CC')."""
-        done = [word for word, did in (("mirrored", self.mirrored.get(name)), ("flipped", self.flipped.get(name)))
-                if did]
+        film = self.films.get(name)
+        done = [word for word, did in (("mirrored", film and film.mirrored), ("flipped", film and film.flipped)) if did]
         others = self.exam.others.get(name, 0) if self.exam is not None else 0
         hung = self.exam.views.get(name) if others else None
         when = ""
@@ -219,7 +227,6 @@ class ExamView(QWidget):
             top.addWidget(widget)
         top.addWidget(self.view_label, 1)
         outer.addLayout(top)
-        self.exam: Exam | None = None
         self.analysing: list[Exam] = []  # exams whose views are being analysed (MainWindow.analyse_exam)
         self.results: dict[str, Analysis] = {}
         self.viewport = ExamViewport()
@@ -233,8 +240,21 @@ class ExamView(QWidget):
         self._redraw.setSingleShot(True)
         self._redraw.timeout.connect(self._draw_all)
         # the hung exam's places, as callers and tests name them
-        self.captions, self.pictures, self.mirrored = self.current.captions, self.current.pictures, self.current.mirrored
-        self.flipped, self.films, self.rects = self.current.flipped, self.current.films, self.current.rects
+        self.captions, self.pictures = self.current.captions, self.current.pictures
+        self.films, self.rects = self.current.films, self.current.rects
+
+    @property
+    def exam(self) -> Exam | None:
+        """The exam hung (the first row's)."""
+        return self.current.exam
+
+    @property
+    def mirrored(self) -> dict[str, bool]:
+        return self.current.mirrored
+
+    @property
+    def flipped(self) -> dict[str, bool]:
+        return self.current.flipped
 
     def show_exam(self, exam: Exam, exams: list[Exam] | tuple = ()) -> None:
         """Hang ``exam`` (``exams``: its woman's exams, for the title and "Compare with"); the same exam hung again
@@ -244,7 +264,6 @@ class ExamView(QWidget):
             self.results = {}
         # Analyse is offered for an exam not being analysed (another exam's analyses may still be running)
         self.analyse_button.setEnabled(not any(same_exam(exam, running) for running in self.analysing))
-        self.exam = exam
         self.current.hang(exam)
         self._hang_prior(None)
         self._others = [e for e in exams if not same_exam(e, exam)]
@@ -271,15 +290,14 @@ class ExamView(QWidget):
         self.prior.widget.setVisible(prior is not None)
         if prior is None and self.compare.count():
             self.compare.setCurrentIndex(0)
-        for name in HANGING_ORDER:  # the current films' common scale includes the prior's
-            self.redraw_pair(name)
+        for pair in PAIRS:  # the current films' common scale includes the prior's
+            self.redraw_pair(pair[0])
 
     def set_film(self, name: str, film: HungFilm, prior: bool = False) -> None:
         """A view's hung film (core.series.exam_display.hung_film: mirrored as said, turned upright where its
         PatientOrientation asks, which its marks follow), of the hung exam or of the prior under it."""
         row = self.prior if prior else self.current
         row.films[name] = film
-        row.mirrored[name], row.flipped[name] = film.mirrored, film.flipped
         row.captions[name].setText(row.caption(name))
         if not prior and name in self.results:  # the analysis came first
             self.show_analysis(name, self.results[name])

@@ -1029,25 +1029,26 @@ class MainWindow(QMainWindow):
         view_window.show_exam(exam, exams_of_woman(exams, exam))
         view_window.show()
         view_window.raise_()
-        for name, view in exam.views.items():
-            # a film that arrives (or fails) after another exam was hung, or the window closed, is dropped
-            self.bridge.run(hung_film, view,
-                            on_done=lambda film, name=name, exam=exam: view_window.isVisible()
-                            and view_window.exam is exam and view_window.set_film(name, film),
-                            on_error=lambda e, name=name, exam=exam: view_window.isVisible()
-                            and view_window.exam is exam and view_window.film_failed(name, e))
+        self._load_films(exam, prior=False)
         return view_window
 
     def _hang_prior(self, prior: Exam) -> None:
-        """The films of ``prior`` (chosen in the exam window's "Compare with"), loaded off the GUI thread into the
-        row under the hung exam, while it is still the prior chosen."""
+        """The films of ``prior`` (chosen in the exam window's "Compare with") into the row under the hung exam."""
+        self._load_films(prior, prior=True)
+
+    def _load_films(self, exam: Exam, prior: bool) -> None:
+        """``exam``'s films read off the GUI thread into the exam window's first row (or the prior's); a film that
+        arrives or fails after another exam was hung in that row, or the window was closed, is dropped."""
         view_window = self.exam_view
-        for name, view in prior.views.items():
+        row = view_window.prior if prior else view_window.current
+
+        def wanted() -> bool:
+            return view_window.isVisible() and row.exam is exam
+
+        for name, view in exam.views.items():
             self.bridge.run(hung_film, view,
-                            on_done=lambda film, name=name: view_window.isVisible()
-                            and view_window.prior.exam is prior and view_window.set_film(name, film, prior=True),
-                            on_error=lambda e, name=name: view_window.isVisible()
-                            and view_window.prior.exam is prior and view_window.film_failed(name, e, prior=True))
+                            on_done=lambda film, name=name: wanted() and view_window.set_film(name, film, prior),
+                            on_error=lambda e, name=name: wanted() and view_window.film_failed(name, e, prior))
 
     def analyse_exam(self) -> None:
         """Every view of the hung exam through the models, each scored against the other breast's view of that exam
