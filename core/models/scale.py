@@ -50,6 +50,11 @@ class Scale:
     source: str  # "user", "dicom", "tiff", "file name" or "assumed"
     downsample: int = 1
 
+    @classmethod
+    def of_file(cls, um_y: float, um_x: float, source: str, downsample: int) -> "Scale":
+        """The scale of pictures loaded ``downsample`` times smaller than a file of (um_y, um_x) per pixel."""
+        return cls(um_y * downsample, um_x * downsample, source, downsample)
+
     @property
     def assumed(self) -> bool:
         return self.source == "assumed"
@@ -189,7 +194,7 @@ def dicom_scale(path: str | Path) -> tuple[float, float] | None:
 
 def file_scale(record) -> Scale | None:
     """The scale an ImageRecord's file states (header or BreakHis-style name), for the pixels as loaded."""
-    factor = max(1, int(getattr(record, "downsample", 1) or 1))
+    factor = _downsample(record)
     spacing = getattr(record, "pixel_spacing_mm", None)
     if spacing and _plausible(spacing[0] * 1000.0, spacing[1] * 1000.0):
         return Scale(spacing[0] * 1000.0, spacing[1] * 1000.0, "dicom", factor)  # the loader scaled it already
@@ -201,12 +206,17 @@ def file_scale(record) -> Scale | None:
         found = dicom_scale(path), "dicom"
     if found and found[0]:
         (um_y, um_x), source = found
-        return Scale(um_y * factor, um_x * factor, source, factor)
+        return Scale.of_file(um_y, um_x, source, factor)
     magnification = magnification_from_name(path)
     if magnification:
-        um = um_at_magnification(magnification) * factor
-        return Scale(um, um, "file name", factor)
+        um = um_at_magnification(magnification)
+        return Scale.of_file(um, um, "file name", factor)
     return None
+
+
+def _downsample(record) -> int:
+    """How many times smaller than its file the record's picture was loaded (1 for anything else)."""
+    return max(1, int(getattr(record, "downsample", 1) or 1))
 
 
 def resolve_scale(record, assumed_um: float, user_um: float | None = None) -> Scale:
@@ -217,11 +227,11 @@ def resolve_scale(record, assumed_um: float, user_um: float | None = None) -> Sc
     scale, of whole pictures): each is multiplied by ``record.downsample`` where the picture was loaded smaller, so
     the same fact tiles the same whoever states it (an assumed scale on a picture read at 1/2 had tiled it at twice
     the magnification: a malignant core called benign)."""
-    factor = max(1, int(getattr(record, "downsample", 1) or 1))
+    factor = _downsample(record)
     if user_um is not None:
-        um = check_user_um(user_um) * factor
-        return Scale(um, um, "user", factor)
-    return file_scale(record) or Scale(float(assumed_um) * factor, float(assumed_um) * factor, "assumed", factor)
+        um = check_user_um(user_um)
+        return Scale.of_file(um, um, "user", factor)
+    return file_scale(record) or Scale.of_file(float(assumed_um), float(assumed_um), "assumed", factor)
 
 
 def assumed_warning(scale: Scale) -> str:
