@@ -48,7 +48,6 @@ class ProbabilityPanel(QWidget):
         self._layout.addWidget(self.placeholder)
         self.bars: dict[tuple[str, str], QProgressBar] = {}
         self.choosers: dict[str, QComboBox] = {}  # "Grad-CAM for", by model id
-        self._pixel_scale = 1
         self._boxes: list[QWidget] = []
 
     def clear(self, text: str = "No analysis yet. Analysis ▸ Analyse image (Ctrl+R).") -> None:
@@ -63,7 +62,6 @@ class ProbabilityPanel(QWidget):
         """``scales``: by model id, the image scale a bundle that tiles at a physical scale used, and whence;
         ``pixel_scale``: the file's pixels per pixel analysed (sizes and positions are said in the file's, as the
         JSON and the report say them)."""
-        self._pixel_scale = pixel_scale
         self.clear()
         self.placeholder.hide()
         for result in analysis.results:
@@ -85,7 +83,7 @@ class ProbabilityPanel(QWidget):
                 scale.setWordWrap(True)
                 form.addWidget(scale)
             if result.findings is not None:
-                self._findings(result, form)
+                self._findings(result, form, pixel_scale)
             footer = QLabel(f"{result.model_id} v{result.version} · {result.device} · {result.seconds:.2f} s")
             footer.setStyleSheet("color: gray; font-size: 10px")
             form.addWidget(footer)
@@ -128,13 +126,13 @@ class ProbabilityPanel(QWidget):
             chooser.setCurrentText(class_name)
             chooser.blockSignals(False)
 
-    def _findings(self, result: ModelResult, form: QVBoxLayout) -> None:
+    def _findings(self, result: ModelResult, form: QVBoxLayout, pixel_scale: int) -> None:
         """One line per finding, highest score first (as the result keeps them): score, kind, where, how big; its
         number a link that zooms the viewer to it."""
         count = len(result.findings)
         form.addWidget(QLabel(f"{count} finding{'' if count == 1 else 's'} marked" if count else "No findings marked"))
         for i, finding in enumerate(result.findings, 1):
-            line = QLabel(f'<a href="#{i}">#{i}</a>: {in_file_pixels(finding, self._pixel_scale).line()}')
+            line = QLabel(f'<a href="#{i}">#{i}</a>: {in_file_pixels(finding, pixel_scale).line()}')
             line.setWordWrap(True)
             line.setToolTip("Zoom to this finding")
             line.linkActivated.connect(lambda _, f=finding: self.findingChosen.emit(f.x, f.y, f.r))
@@ -302,11 +300,14 @@ class OverlayPanel(QWidget):
         self.tile_cam.setVisible(heat is not None and heat.tile_gradcam is not None)
         # what the colours mean: a tile map is each tile's probability (0-1 as it is); a Grad-CAM map is scaled to
         # its own peak, so a class the model gives 1 % can look as hot as the one it decided
-        self.scale_note.setText("" if heat is None else
-                                f"Blue 0 to red 1: each tile's P({heat.heatmap_class or heat.label})" if heat.tiles and
-                                not (layers.heatmap.tile and heat.tile_gradcam is not None) else
-                                "Blue to red: where the evidence lies, relative to this map's own peak (not a "
-                                "probability)")
+        tile_map = heat is not None and heat.tiles and not (layers.heatmap.tile and heat.tile_gradcam is not None)
+        if heat is None:
+            self.scale_note.setText("")
+        elif tile_map:
+            self.scale_note.setText(f"Blue 0 to red 1: each tile's P({heat.heatmap_class or heat.label})")
+        else:
+            self.scale_note.setText("Blue to red: where the evidence lies, relative to this map's own peak (not a "
+                                    "probability)")
         several = self.state.analysis is not None and sum(r.heatmap is not None for r in self.state.analysis.results) > 1
         # whose heatmap is drawn, where more than one model made one (choosing a class in a model's "Grad-CAM for"
         # draws that model's)
