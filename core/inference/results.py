@@ -48,20 +48,21 @@ class Lesion:
 
     def to_dict(self, scale: int = 1) -> dict:
         """``scale``: pixels of the file per pixel analysed (a file read smaller to fit in memory), so that pixel
-        quantities are the file's; millimetres are the same either way."""
+        quantities are the file's (``in_file_pixels``); millimetres are the same either way."""
         ratio = self.depth_to_width
+        shown = in_file_pixels(self, scale)
         return {
-            "area_px": self.area_px * scale * scale,
+            "area_px": shown.area_px,
             "area_mm2": self.area_mm2,
-            "bbox": [v * scale for v in self.bbox],
-            "max_diameter_px": round(self.max_diameter_px * scale, 2),
+            "bbox": list(shown.bbox),
+            "max_diameter_px": round(shown.max_diameter_px, 2),
             "max_diameter_mm": None if self.max_diameter_mm is None else round(self.max_diameter_mm, 2),
             "diameter_ends": None if self.diameter_ends is None else [[round(v * scale, 1) for v in p]
                                                                       for p in self.diameter_ends],
             "width_mm": None if self.width_mm is None else round(self.width_mm, 2),
             "depth_mm": None if self.depth_mm is None else round(self.depth_mm, 2),
             "depth_to_width": None if ratio is None else round(ratio, 3),
-            "text": in_file_pixels(self, scale).size_text(),
+            "text": shown.size_text(),
         }
 
     def size_text(self) -> str:
@@ -121,7 +122,8 @@ class Finding:
     def to_dict(self, scale: int = 1) -> dict:
         """Image pixels to a tenth (marks are no finer), the score to four places; ``scale``: the file's pixels
         per pixel analysed (a film read smaller to fit in memory), so the marks land on the file's own grid."""
-        return {"x": round(self.x * scale, 1), "y": round(self.y * scale, 1), "r": round(self.r * scale, 1),
+        shown = in_file_pixels(self, scale)
+        return {"x": round(shown.x, 1), "y": round(shown.y, 1), "r": round(shown.r, 1),
                 "score": round(self.score, 4), "kind": self.kind}
 
     @property
