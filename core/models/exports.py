@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.app_paths import onnx_cache
+from core.models.storage import SHA256, sha256_file
 
 EXPORT_FORMAT = 3  # 2: each file's size in the index; stem keys name every file of the network; 3: and sha256
 STEMS_FOLDER = "stems"  # beside the bundles' export folders: the stems bundles share (no bundle id may be this)
@@ -131,8 +132,6 @@ def intact(export: Export) -> bool:
     """Every file of ``export`` has the sha256 its index gives: one changed since at its own size is no export
     (``models export`` then writes it again, and an export in the user's cache is found past a changed one beside
     the models). ONNX Runtime's sessions check again the bytes they are handed (core.inference.onnx_network)."""
-    from core.models.storage import sha256_file
-
     try:
         for file, sha256 in export.hashes.items():
             stat = file.stat()
@@ -149,7 +148,7 @@ def intact(export: Export) -> bool:
 def _sha256(entry: dict) -> str:
     """An index entry's sha256: 64 lower-case hex digits (anything else makes the index unreadable: no export)."""
     value = entry["sha256"]
-    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+    if not (isinstance(value, str) and SHA256.fullmatch(value)):
         raise ValueError(f"{entry.get('file')}: sha256 {value!r} is not 64 lower-case hex digits")
     return value
 

@@ -23,6 +23,7 @@ from core.imaging.record import Modality
 from core.models.exports import STEMS_FOLDER
 from core.models.mammography import FilmScoring
 from core.models.preprocessing import PreprocessSpec
+from core.models.storage import SHA256
 from core.models.tiling import TilingSpec
 
 TASKS = ("classification", "segmentation")
@@ -33,7 +34,6 @@ PREPROCESS_CHOICES = {"color": ("grey3", "rgb"), "crop": ("none", "foreground", 
 TILING_CHOICES = {"tissue": ("stained", "radiograph"), "aggregate": ("mean", "max")}
 # A segmenter's mask threshold where its manifest's ``decision_threshold`` is null (or absent).
 MASK_THRESHOLD = 0.5
-SHA256 = re.compile(r"[0-9a-f]{64}")
 # A bundle id names the bundle's folder in the ONNX cache (core.models.exports) and its Keras model: a plain name,
 # never '.', '..', a path or the cache's stems folder.
 BUNDLE_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import tempfile
 import zipfile
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+SHA256 = re.compile(r"[0-9a-f]{64}")  # a file's sha256 as manifests and export indexes write it
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
