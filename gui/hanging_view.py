@@ -85,6 +85,7 @@ class FilmPlace(QLabel):
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt API
         if event.button() in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
             self._drag = (event.button(), event.position())
+        self.exam_view.setFocus()  # the keys then zoom and pan (they may have been with the buttons)
         event.accept()
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -222,11 +223,16 @@ class ExamView(QWidget):
         self.compare.setStyleSheet(button_style)
         self.compare.activated.connect(self._compare_chosen)
         self.view_label = QLabel()
+        self.view_label.setWordWrap(True)  # its key list never widens the window
+        self.view_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
         for widget in (self.analyse_button, self.reset_button, QLabel("Compare with:"), self.compare):
             top.addWidget(widget)
         top.addWidget(self.view_label, 1)
         outer.addLayout(top)
+        for widget in (self.analyse_button, self.reset_button, self.compare):  # a click leaves the keys to the views
+            widget.setFocusPolicy(Qt.FocusPolicy.TabFocus)  # (arrows on the chooser would hang another prior)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.analysing: list[Exam] = []  # exams whose views are being analysed (MainWindow.analyse_exam)
         self.results: dict[str, Analysis] = {}
         self.viewport = ExamViewport()
@@ -361,13 +367,35 @@ class ExamView(QWidget):
         self.viewport.reset()
         self._draw_all()
 
+    # the keys, as the main viewer's: + and - zoom about the views' middle, the arrows move the views over the films
+    # (the left breast's as the mirror of the right's), F fits them, R gives each film its own window again
+    PAN_STEP = 0.1  # of a view's width or height per arrow press
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt API
+        key, step = event.key(), self.PAN_STEP
+        pans = {Qt.Key.Key_Left: (step, 0.0), Qt.Key.Key_Right: (-step, 0.0),
+                Qt.Key.Key_Up: (0.0, step), Qt.Key.Key_Down: (0.0, -step)}
+        if key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal, Qt.Key.Key_Minus):
+            self.viewport.zoom_at(1.25 if key != Qt.Key.Key_Minus else 1 / 1.25, (0.5, 0.5))
+        elif key in pans:
+            self.viewport.pan(*pans[key])
+        elif key == Qt.Key.Key_F:
+            self.viewport.fit()
+        elif key == Qt.Key.Key_R:
+            self.viewport.own_window()
+        else:
+            super().keyPressEvent(event)
+            return
+        self._draw_all()
+
     def _say_view(self) -> None:
         """What the views show: zoom, and the window where it was moved from each film's own."""
         v = self.viewport
         text = f"Zoom {v.zoom:.1f}×" if v.moved else "Fitted"
         if v.windowed:
             text += (f" · window moved on every film: centre {v.centre_shift:+.0%} of its width, width ×{1 / v.contrast:.2f}")
-        self.view_label.setText(text + "   (wheel: zoom · drag: pan · right-drag: window · double-click: reset)")
+        self.view_label.setText(text + "   (wheel or +/-: zoom · drag or arrows: pan · right-drag: window · F: fit · "
+                                       "R: own windows · double-click: both)")
 
     def redraw_soon(self) -> None:
         self._redraw.start(0)

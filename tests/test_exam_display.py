@@ -395,3 +395,47 @@ def test_a_closed_exam_window_lets_its_films_go(qtbot, tmp_path):
     assert not view.films and not view.prior.films and view.prior.exam is None
     assert window.show_exam() is view
     qtbot.waitUntil(view.loaded, timeout=20000)  # hung again: read again
+
+
+def test_the_exam_window_keys_zoom_pan_fit_and_window_every_view(qtbot, tmp_path):
+    """The exam window had no keys: + and - zoom, the arrows pan (the left breast as the mirror), F fits keeping the
+    window, R gives each film its own window keeping the zoom; a click on the prior chooser leaves the keys to it."""
+    study = generate_uid()
+    for view in HANGING_ORDER:
+        path = write_mammo(tmp_path / f"{view}.dcm", breast("left", 600, 400), study_uid=study, laterality=view[0],
+                           view=view[1:], patient_id="KY")
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing, ds.WindowCenter, ds.WindowWidth = [0.1, 0.1], 2000, 4000
+        ds.save_as(path)
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    view = window.exam_view
+    view.resize(1000, 600)
+    qtbot.wait(50)
+    fitted = dict(view.rects)
+    assert view.compare.focusPolicy() == Qt.FocusPolicy.TabFocus  # clicks do not take the keys to the chooser
+    _drag(view.pictures["RCC"], Qt.MouseButton.RightButton, QPointF(50, 50), QPointF(50, 10))  # and focuses the view
+    assert view.viewport.windowed and view.hasFocus()
+    windowed = view.pictures["RCC"].pixmap().toImage()
+    qtbot.keyClick(view, Qt.Key.Key_Plus)
+    qtbot.keyClick(view, Qt.Key.Key_Plus)
+    assert view.viewport.zoom == pytest.approx(1.25 ** 2)
+    assert view.rects["RCC"].height == pytest.approx(fitted["RCC"].height * 1.25 ** 2)
+    qtbot.keyClick(view, Qt.Key.Key_Minus)
+    assert view.viewport.zoom == pytest.approx(1.25)
+    r0, l0 = view.rects["RCC"].x, view.rects["LCC"].x
+    width = view.pictures["RCC"].width()
+    qtbot.keyClick(view, Qt.Key.Key_Right)  # the views move right over the films: the right breast's film goes left
+    assert view.rects["RCC"].x == pytest.approx(r0 - 0.1 * width)
+    assert view.rects["LCC"].x == pytest.approx(l0 + 0.1 * view.pictures["LCC"].width())  # the mirror
+    y0 = view.rects["RCC"].y
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    assert view.rects["RCC"].y == pytest.approx(y0 - 0.1 * view.pictures["RCC"].height())
+    qtbot.keyClick(view, Qt.Key.Key_F)  # fitted again, the window kept
+    assert view.rects == fitted and view.viewport.windowed
+    assert view.pictures["RCC"].pixmap().toImage() == windowed
+    qtbot.keyClick(view, Qt.Key.Key_Plus)
+    qtbot.keyClick(view, Qt.Key.Key_R)  # each film's own window, the zoom kept
+    assert not view.viewport.windowed and view.viewport.zoom == pytest.approx(1.25)
+    assert view.view_label.text().startswith("Zoom 1.2×") and "window moved" not in view.view_label.text()

@@ -113,7 +113,16 @@ class ExamViewport:
     contrast: float = 1.0
 
     def reset(self) -> None:
-        self.zoom, self.shift, self.centre_shift, self.contrast = 1.0, (0.0, 0.0), 0.0, 1.0
+        self.fit()
+        self.own_window()
+
+    def fit(self) -> None:
+        """Every film fitted in its view again; the window as it is."""
+        self.zoom, self.shift = 1.0, (0.0, 0.0)
+
+    def own_window(self) -> None:
+        """Every film in its own window again; zoom and pan as they are."""
+        self.centre_shift, self.contrast = 0.0, 1.0
 
     @property
     def moved(self) -> bool:
