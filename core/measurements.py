@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_LENGTH_PX = 2.0  # a click without a drag is not a measurement
+RULER_RGB = (255, 220, 90)  # rulers and regions, in the viewer and the mammography exam window alike
 
 
 def _digits(value: float, below_10: int) -> str:

@@ -19,7 +19,9 @@ from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from core.inference.results import Analysis
-from core.series.exam_display import (ExamViewport, HungFilm, Rect, draw_marks, fitted_rect, marks_on_view, render)
+from core.measurements import Ruler, ruler_within
+from core.series.exam_display import (ExamViewport, HungFilm, Rect, draw_marks, draw_rulers, film_point,
+                                      fitted_rect, marks_on_view, render, ruler_text, view_point)
 from core.series.hanging import HANGING_ORDER, Exam, exam_to_hang
 from gui.qimage import to_pixmap
 
@@ -66,11 +68,12 @@ def same_exam(a: Exam | None, b: Exam | None) -> bool:
 
 
 class FilmPlace(QLabel):
-    """One view's place: wheel, drags and double-click go to the exam window, which moves every view."""
+    """One view's place: wheel, drags and double-click go to the exam window, which moves every view; in measure
+    mode a left drag draws a ruler on this view's film."""
 
-    def __init__(self, name: str, exam_view: "ExamView") -> None:
+    def __init__(self, name: str, row: "ExamRow") -> None:
         super().__init__()
-        self.name, self.exam_view = name, exam_view
+        self.name, self.row, self.exam_view = name, row, row.exam_view
         self._drag: tuple[Qt.MouseButton, QPointF] | None = None
 
     def _fraction(self, point: QPointF) -> tuple[float, float]:
@@ -83,6 +86,9 @@ class FilmPlace(QLabel):
         event.accept()
 
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt API
+        measuring = event.button() == Qt.MouseButton.LeftButton and self.exam_view.measuring
+        if measuring:
+            self.exam_view.start_ruler(self.row, self.name, event.position())
         if event.button() in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
             self._drag = (event.button(), event.position())
         self.exam_view.setFocus()  # the keys then zoom and pan (they may have been with the buttons)
@@ -94,12 +100,16 @@ class FilmPlace(QLabel):
         button, start = self._drag
         dx, dy = self._fraction(event.position() - start)
         self._drag = (button, event.position())
-        if button == Qt.MouseButton.LeftButton:
+        if button == Qt.MouseButton.LeftButton and self.exam_view.ruler_started:
+            self.exam_view.drag_ruler(event.position())
+        elif button == Qt.MouseButton.LeftButton:
             self.exam_view.pan(self.name, dx, dy)
         else:
             self.exam_view.window_by(dx, dy)
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if self._drag is not None and self._drag[0] == Qt.MouseButton.LeftButton and self.exam_view.ruler_started:
+            self.exam_view.end_ruler(event.position())
         self._drag = None
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -129,6 +139,7 @@ class ExamRow:
         self.pictures: dict[str, FilmPlace] = {}
         self.films: dict[str, HungFilm] = {}
         self.rects: dict[str, Rect] = {}  # where each film is drawn on its view, in the view's pixels
+        self.rulers: dict[str, list[Ruler]] = {}  # the reader's rulers on each view's hung film, in its pixels
         for k, name in enumerate(HANGING_ORDER):
             column = QVBoxLayout()
             title = QLabel(caption(name))
@@ -137,7 +148,7 @@ class ExamRow:
             # misaligning the rows, shrinking every film (one scale) and pushing the window past the screen
             title.setWordWrap(True)
             title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-            picture = FilmPlace(name, exam_view)
+            picture = FilmPlace(name, self)
             picture.setMinimumSize(80, 120)
             picture.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
             column.addWidget(title)
@@ -150,7 +161,7 @@ class ExamRow:
     def hang(self, exam: Exam | None) -> None:
         """Its places emptied for ``exam``'s films (None: none), each captioned, the missing views said."""
         self.exam = exam
-        for table in (self.films, self.rects):
+        for table in (self.films, self.rects, self.rulers):
             table.clear()
         for name in HANGING_ORDER:
             self.pictures[name].clear()
@@ -222,15 +233,21 @@ class ExamView(QWidget):
         self.compare.setToolTip("Another exam of hers hung under this one, at the same scale, moved with it")
         self.compare.setStyleSheet(button_style)
         self.compare.activated.connect(self._compare_chosen)
+        self.measure_button = QPushButton("Measure (D)")
+        self.measure_button.setToolTip("A left drag on a view draws a ruler on its film, in mm where the film states its "
+                                       "pixel spacing (Shift+D clears them)")
+        self.measure_button.setStyleSheet(f"QPushButton {{{button_style}}} QPushButton:checked {{background: #7a6420}}")
+        self.measure_button.setCheckable(True)
         self.view_label = QLabel()
         self.view_label.setWordWrap(True)  # its key list never widens the window
         self.view_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
-        for widget in (self.analyse_button, self.reset_button, QLabel("Compare with:"), self.compare):
+        for widget in (self.analyse_button, self.reset_button, self.measure_button, QLabel("Compare with:"),
+                       self.compare):
             top.addWidget(widget)
         top.addWidget(self.view_label, 1)
         outer.addLayout(top)
-        for widget in (self.analyse_button, self.reset_button, self.compare):  # a click leaves the keys to the views
+        for widget in (self.analyse_button, self.reset_button, self.measure_button, self.compare):  # keys: the views
             widget.setFocusPolicy(Qt.FocusPolicy.TabFocus)  # (arrows on the chooser would hang another prior)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.analysing: list[Exam] = []  # exams whose views are being analysed (MainWindow.analyse_exam)
@@ -242,6 +259,9 @@ class ExamView(QWidget):
         outer.addWidget(self.prior.widget, 1)
         self.prior.widget.hide()
         self._others: list[Exam] = []  # her other exams, as listed in ``compare`` after "No prior"
+        # the ruler being drawn (its row, view, start on the film, the ruler so far) and the last one drawn
+        self._ruler: tuple[ExamRow, str, tuple[float, float], Ruler | None] | None = None
+        self._last_ruler: tuple[ExamRow, str, Ruler] | None = None
         self._redraw = QTimer(self)  # places resized together (a window resize) are drawn once, after the layout
         self._redraw.setSingleShot(True)
         self._redraw.timeout.connect(self._draw_all)
@@ -270,6 +290,7 @@ class ExamView(QWidget):
             self.results = {}
         # Analyse is offered for an exam not being analysed (another exam's analyses may still be running)
         self.analyse_button.setEnabled(not any(same_exam(exam, running) for running in self.analysing))
+        self._ruler = None
         self.current.hang(exam)
         self._hang_prior(None)
         self._others = [e for e in exams if not same_exam(e, exam)]
@@ -298,6 +319,7 @@ class ExamView(QWidget):
             self.compare.setCurrentIndex(0)
         for pair in PAIRS:  # the current films' common scale includes the prior's
             self.redraw_pair(pair[0])
+        self._say_view()  # a ruler on the prior went with it
 
     def set_film(self, name: str, film: HungFilm, prior: bool = False) -> None:
         """A view's hung film (core.series.exam_display.hung_film: mirrored as said, turned upright where its
@@ -379,6 +401,10 @@ class ExamView(QWidget):
             self.viewport.zoom_at(1.25 if key != Qt.Key.Key_Minus else 1 / 1.25, (0.5, 0.5))
         elif key in pans:
             self.viewport.pan(*pans[key])
+        elif key == Qt.Key.Key_D and event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.clear_rulers()
+        elif key == Qt.Key.Key_D:
+            self.measure_button.toggle()
         elif key == Qt.Key.Key_F:
             self.viewport.fit()
         elif key == Qt.Key.Key_R:
@@ -388,14 +414,77 @@ class ExamView(QWidget):
             return
         self._draw_all()
 
+    # ----- rulers, each on one view's film (moved with it), as the main viewer's Measure distance
+    @property
+    def measuring(self) -> bool:
+        return self.measure_button.isChecked()
+
+    def rulers_of(self, name: str) -> list[Ruler]:
+        """The rulers on the hung exam's view ``name``, on its film."""
+        return self.current.rulers.get(name, [])
+
+    @property
+    def ruler_started(self) -> bool:
+        return self._ruler is not None
+
+    def start_ruler(self, row: ExamRow, name: str, point: QPointF) -> None:
+        """A ruler begun at ``point`` of ``row``'s view ``name`` (nothing where no film is drawn there yet)."""
+        film, rect = row.films.get(name), row.rects.get(name)
+        if film is not None and rect is not None:
+            self._ruler = (row, name, film_point(rect, film, point.x(), point.y()), None)
+
+    def drag_ruler(self, point: QPointF) -> None:
+        """The ruler being drawn, to ``point`` (within the film: a drag past its edge stops there)."""
+        row, name, start, _ = self._ruler
+        film, rect = row.films.get(name), row.rects.get(name)
+        if film is None or rect is None:  # the exam was hung again under the drag
+            self._ruler = None
+            return
+        end = film_point(rect, film, point.x(), point.y())
+        rows, columns = film.values.shape[:2]
+        self._ruler = (row, name, start, ruler_within(*start, *end, columns, rows))
+        self._draw(row, name)
+
+    def end_ruler(self, point: QPointF) -> None:
+        """The ruler kept (a click without a drag keeps none) and its length said."""
+        self.drag_ruler(point)
+        if self._ruler is None:
+            return
+        row, name, _, ruler = self._ruler
+        self._ruler = None
+        if ruler is not None:
+            row.rulers.setdefault(name, []).append(ruler)
+            self._last_ruler = (row, name, ruler)
+            self._say_view()
+        self._draw(row, name)
+
+    def clear_rulers(self) -> None:
+        for row in self.rows:
+            row.rulers.clear()
+        self._draw_all()
+
+    @property
+    def distance(self) -> str:
+        """The last ruler's length and view ('Distance on R CC: 18.0 mm'), while it is drawn (a film hung again,
+        or Shift+D, clears it)."""
+        if self._last_ruler is None:
+            return ""
+        row, name, ruler = self._last_ruler
+        if ruler not in row.rulers.get(name, []) or name not in row.films:
+            return ""
+        where = f"the prior's {caption(name)}" if row.prior else caption(name)
+        return f"Distance on {where}: {ruler_text(ruler, row.films[name], row.extent(name))}"
+
     def _say_view(self) -> None:
         """What the views show: zoom, and the window where it was moved from each film's own."""
         v = self.viewport
         text = f"Zoom {v.zoom:.1f}×" if v.moved else "Fitted"
         if v.windowed:
             text += (f" · window moved on every film: centre {v.centre_shift:+.0%} of its width, width ×{1 / v.contrast:.2f}")
+        if self.distance:
+            text += f" · {self.distance}"
         self.view_label.setText(text + "   (wheel or +/-: zoom · drag or arrows: pan · right-drag: window · F: fit · "
-                                       "R: own windows · double-click: both)")
+                                       "R: own windows · double-click: both · D: measure)")
 
     def redraw_soon(self) -> None:
         self._redraw.start(0)
@@ -452,6 +541,14 @@ class ExamView(QWidget):
         result = self._finding_result(name) if row is self.current else None
         if result is not None and result.findings:
             canvas = draw_marks(canvas, marks_on_view(result.findings, film, pixels))
+        rulers = list(row.rulers.get(name, []))
+        if self._ruler is not None and self._ruler[:2] == (row, name) and self._ruler[3] is not None:
+            rulers.append(self._ruler[3])
+        on_view = []
+        for ruler in rulers:
+            ends = view_point(pixels, film, ruler.x0, ruler.y0) + view_point(pixels, film, ruler.x1, ruler.y1)
+            on_view.append((Ruler(*ends), ruler_text(ruler, film, row.extent(name))))
+        canvas = draw_rulers(canvas, on_view, ratio)
         pixmap = to_pixmap(canvas)
         pixmap.setDevicePixelRatio(ratio)
         label.setPixmap(pixmap)

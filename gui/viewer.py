@@ -31,12 +31,11 @@ from PySide6.QtWidgets import (
 
 from core.inference.overlays import heatmap_rgba, mask_rgba
 from core.inference.results import FINDING_RGB, Finding, in_file_pixels
-from core.measurements import ruler_within
+from core.measurements import RULER_RGB, ruler_within
 from core.viewer_state import ViewerState
 from gui.qimage import to_pixmap
 
 MASK_COLOR = (0, 220, 120)
-RULER_COLOR = (255, 220, 90)
 REFERENCE_COLOR = (90, 200, 255)
 # Scale bar lengths in micrometres: from 1 um (slide microscopy at a fraction of a micrometre per pixel, where even
 # 1 mm is thousands of screen pixels) to 500 mm (a whole chest film).
@@ -270,7 +269,7 @@ class ImageViewer(QGraphicsView):
             self._ruler_items(r.x0, r.y0, r.x1, r.y1, r.text(spacing)) for r in self.state.rulers])
 
     def _ruler_items(self, x0: float, y0: float, x1: float, y1: float, text: str) -> list:
-        color = QColor(*RULER_COLOR)
+        color = QColor(*RULER_RGB)
         line = QGraphicsLineItem(x0, y0, x1, y1)
         pen = QPen(color, 2)
         pen.setCosmetic(True)
@@ -288,7 +287,7 @@ class ImageViewer(QGraphicsView):
             self._region_items(r.x0, r.y0, r.x1, r.y1, r.text(spacing)) for r in self.state.regions])
 
     def _region_items(self, x0: float, y0: float, x1: float, y1: float, text: str) -> list:
-        color = QColor(*RULER_COLOR)
+        color = QColor(*RULER_RGB)
         ellipse = QGraphicsEllipseItem(QRectF(QPointF(x0, y0), QPointF(x1, y1)).normalized())
         pen = QPen(color, 2)
         pen.setCosmetic(True)

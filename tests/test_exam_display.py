@@ -439,3 +439,47 @@ def test_the_exam_window_keys_zoom_pan_fit_and_window_every_view(qtbot, tmp_path
     qtbot.keyClick(view, Qt.Key.Key_R)  # each film's own window, the zoom kept
     assert not view.viewport.windowed and view.viewport.zoom == pytest.approx(1.25)
     assert view.view_label.text().startswith("Zoom 1.2×") and "window moved" not in view.view_label.text()
+
+
+def test_a_ruler_on_an_exam_view_measures_the_film_in_mm_and_follows_it(qtbot, tmp_path):
+    """The exam window had no ruler: a mass seen on the hung views could not be measured there. In measure mode (D) a
+    left drag draws one on the view's film: its length from the file's pixel spacing, the same on a film held smaller
+    than the file and on a mirrored one; it moves with the film, and Shift+D clears it."""
+    study = generate_uid()
+    for view in HANGING_ORDER:  # 5,000 rows: held at 4,096; 0.05 mm pixels
+        path = write_mammo(tmp_path / f"{view}.dcm", breast("left", 5000, 2000), study_uid=study, laterality=view[0],
+                           view=view[1:], patient_id="RU")
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing, ds.WindowCenter, ds.WindowWidth = [0.05, 0.05], 2000, 4000
+        ds.save_as(path)
+    window = _window(qtbot, tmp_path)
+    window.open_folder(tmp_path)
+    _hung(qtbot, window)
+    view = window.exam_view
+    view.resize(1000, 600)
+    qtbot.wait(50)
+    assert view.films["LCC"].values.shape[0] == 4096 and view.mirrored["LCC"] != view.mirrored["RCC"]
+    qtbot.keyClick(view, Qt.Key.Key_D)
+    assert view.measuring
+    fitted = dict(view.rects)
+    for name in ("RCC", "LCC"):
+        place, rect = view.pictures[name], view.rects[name]
+        top = QPointF(rect.x + rect.width / 2, rect.y + rect.height * 0.25)
+        bottom = QPointF(rect.x + rect.width / 2, rect.y + rect.height * 0.75)  # half the film's 250 mm
+        _drag(place, Qt.MouseButton.LeftButton, top, bottom)
+        assert len(view.rulers_of(name)) == 1
+        assert view.distance.startswith(f"Distance on {name[0]} CC") and view.distance.endswith("125.0 mm")
+    assert view.rects == fitted  # the drags measured: nothing panned
+    before = view.pictures["RCC"].pixmap().toImage()
+    qtbot.keyClick(view, Qt.Key.Key_Plus)
+    ruler = view.rulers_of("RCC")[0]
+    assert ruler.length_px == pytest.approx(4096 / 2, abs=2)  # kept on the film, in its pixels
+    qtbot.keyClick(view, Qt.Key.Key_Minus)
+    assert view.pictures["RCC"].pixmap().toImage() == before  # drawn where it was on the fitted film
+    qtbot.keyClick(view, Qt.Key.Key_D, Qt.KeyboardModifier.ShiftModifier)
+    assert not view.rulers_of("RCC") and not view.rulers_of("LCC") and view.distance == ""
+    qtbot.keyClick(view, Qt.Key.Key_D)  # measure mode off: a left drag pans again
+    qtbot.keyClick(view, Qt.Key.Key_Plus)
+    x0 = view.rects["RCC"].x
+    _drag(view.pictures["RCC"], Qt.MouseButton.LeftButton, QPointF(100, 100), QPointF(130, 100))
+    assert view.rects["RCC"].x == pytest.approx(x0 + 30) and not view.rulers_of("RCC")

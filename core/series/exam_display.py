@@ -19,6 +19,7 @@ from core.export.report import draw_findings
 from core.imaging.record import VOI_LUT
 from core.imaging.windowing import WindowPreset, apply_window, drawable_window
 from core.inference.results import Finding
+from core.measurements import RULER_RGB, Ruler
 from core.series.hanging import MammoView, chest_wall_side, hung_findings, needs_flip, needs_mirror
 
 MAX_FILM_ROWS = 4096  # a film is held at most this tall (4,096 x 3,328 float32: 54 MB; a 4,688-row film is 0.87 of it)
@@ -242,6 +243,54 @@ def marks_on_view(findings: list[Finding], film: HungFilm, rect: Rect) -> list[F
     sx, sy = rect.width / columns, rect.height / rows
     return [replace(f, x=rect.x + (f.x + 0.5) * sx - 0.5, y=rect.y + (f.y + 0.5) * sy - 0.5, r=f.r * (sx + sy) / 2)
             for f in on_film]
+
+
+def film_point(rect: Rect, film: HungFilm, x: float, y: float) -> tuple[float, float]:
+    """The hung film's point (its pixel (i, j) covers [i, i + 1) x [j, j + 1)) under view point (x, y)."""
+    rows, columns = film.values.shape[:2]
+    return (x - rect.x) * columns / rect.width, (y - rect.y) * rows / rect.height
+
+
+def view_point(rect: Rect, film: HungFilm, x: float, y: float) -> tuple[float, float]:
+    """Where the hung film's point (x, y) lies on the view (``film_point``'s inverse)."""
+    rows, columns = film.values.shape[:2]
+    return rect.x + x * rect.width / columns, rect.y + y * rect.height / rows
+
+
+def ruler_text(ruler: Ruler, film: HungFilm, extent: tuple[float, float, bool] | None) -> str:
+    """A ruler on the hung film (its pixels: a film over MAX_FILM_ROWS is held smaller than the file) as long as it is
+    on the breast: '18.0 mm' where ``extent`` (the file's height and width, in mm where True, else in the file's
+    pixels) is in mm, else in the file's pixels; in the film's pixels where the file's size is not known. Mirroring
+    and turning the film upright change no length."""
+    if extent is None:
+        return ruler.text(None)
+    rows, columns = film.values.shape[:2]
+    per_row, per_column = extent[0] / rows, extent[1] / columns
+    if extent[2]:
+        return ruler.text((per_row, per_column))
+    return Ruler(ruler.x0 * per_column, ruler.y0 * per_row, ruler.x1 * per_column, ruler.y1 * per_row).text(None)
+
+
+def draw_rulers(canvas: np.ndarray, rulers: list[tuple[Ruler, str]], scale: float = 1.0) -> np.ndarray:
+    """``canvas`` in RGB with each ruler (in the canvas's pixels) drawn as a line and its ``text`` on a dark box beside
+    its end, as the main viewer draws them; ``scale``: canvas pixels per screen pixel (HiDPI), so the text reads alike."""
+    if not rulers:
+        return canvas
+    rgb = np.ascontiguousarray(canvas if canvas.ndim == 3 else np.repeat(canvas[..., None], 3, axis=2))
+    height, width = rgb.shape[:2]
+    thickness, size = max(1, round(1.5 * scale)), 0.45 * scale
+    pad = round(3 * scale)
+    for ruler, text in rulers:
+        ends = [(round(ruler.x0), round(ruler.y0)), (round(ruler.x1), round(ruler.y1))]
+        cv2.line(rgb, *ends, RULER_RGB, thickness, cv2.LINE_AA)
+        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, thickness)
+        box_w, box_h = text_w + 2 * pad, text_h + baseline + 2 * pad
+        left = min(max(ends[1][0] + round(8 * scale), 0), max(0, width - box_w - 1))  # kept inside: a cut length misreads
+        top = min(max(ends[1][1] + round(4 * scale), 0), max(0, height - box_h - 1))
+        cv2.rectangle(rgb, (left, top), (left + box_w, top + box_h), (0, 0, 0), -1)
+        cv2.putText(rgb, text, (left + pad, top + pad + text_h), cv2.FONT_HERSHEY_SIMPLEX, size, RULER_RGB, thickness,
+                    cv2.LINE_AA)
+    return rgb
 
 
 def draw_marks(canvas: np.ndarray, marks: list[Finding]) -> np.ndarray:
