@@ -483,3 +483,16 @@ def test_a_ruler_on_an_exam_view_measures_the_film_in_mm_and_follows_it(qtbot, t
     x0 = view.rects["RCC"].x
     _drag(view.pictures["RCC"], Qt.MouseButton.LeftButton, QPointF(100, 100), QPointF(130, 100))
     assert view.rects["RCC"].x == pytest.approx(x0 + 30) and not view.rulers_of("RCC")
+
+
+def test_a_ruler_on_a_film_without_pixel_spacing_is_in_the_file_s_pixels():
+    """A film held smaller than its file and stating no spacing: the ruler's length in the file's pixels, as the
+    main viewer gives it, not the held film's; in mm where the file states its spacing."""
+    from core.measurements import Ruler
+    from core.series.exam_display import ruler_text
+
+    film = _film(np.zeros((4096, 1600)))  # a 5,000 x 1,953 file held at 4,096 rows
+    ruler = Ruler(100, 0, 100, 4096)
+    assert ruler_text(ruler, film, (5000.0, 1953.0, False)) == "5000 px"
+    assert ruler_text(ruler, film, (250.0, 97.65, True)) == "250.0 mm"
+    assert ruler_text(ruler, film, None) == "4096 px"
