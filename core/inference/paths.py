@@ -496,7 +496,11 @@ class FilmPath(ClassifierPath):
         source = "file" if spacing else "assumed"
         mm = spacing or (ASSUMED_FILM_MM / display.shape[0],) * 2
         grey = as_grey(display)
-        key = hashlib.blake2b(np.ascontiguousarray(grey).tobytes() + repr(mm).encode(), digest_size=16).digest()
+        view = _view(record)
+        # what the reading depends on beyond the pixels: its scale, whether that scale was the file's (the film's
+        # warning), and the view (its search region): a PNG of a DICOM film read after it had taken the DICOM's reading
+        key = hashlib.blake2b(np.ascontiguousarray(grey).tobytes() + repr((mm, source, view)).encode(),
+                              digest_size=16).digest()
         if file_id is not None:
             self._files[file_id] = key
             self._files.move_to_end(file_id)
@@ -510,7 +514,7 @@ class FilmPath(ClassifierPath):
             raise ModelError(f"'{self.info.id}': at {mm[0]:.3g} x {mm[1]:.3g} mm per pixel this picture would be a "
                              f"{height:.0f} x {width:.0f} mm film; mammograms are at most 300 mm: not read")
         film = film_at_scale(grey, mm, self.scoring)
-        search = search_region(film, _view(record))
+        search = search_region(film, view)
         corners = search_tiles(film, self.scoring, search=search)
         logits = [self.network.forward(self._tile_inputs(film, corners[i:i + TILE_BATCH]))
                   for i in range(0, len(corners), TILE_BATCH)]

@@ -53,7 +53,7 @@ class Lesion:
         shown = in_file_pixels(self, scale)
         return {
             "area_px": shown.area_px,
-            "area_mm2": self.area_mm2,
+            "area_mm2": None if self.area_mm2 is None else round(self.area_mm2, 3),  # as lesion_area_mm2
             "bbox": list(shown.bbox),
             "max_diameter_px": round(shown.max_diameter_px, 2),
             "max_diameter_mm": None if self.max_diameter_mm is None else round(self.max_diameter_mm, 2),
