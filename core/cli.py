@@ -322,8 +322,7 @@ def _analysis_output(analysis, record, args: argparse.Namespace, numbered_frames
     model's), and its reason appended to ``failures``. The results and the other outputs stand."""
     from core.export.files import os_reason, write_heatmap_png, write_mask_png
 
-    out = analysis.to_dict(getattr(record, "downsample", 1))  # positions in the file's own pixels
-    out["warnings"] = list(getattr(record, "warnings", [])) + list(out.get("warnings", []))  # e.g. loaded downsampled
+    out = analysis.file_dict()  # positions in the file's own pixels, its reading's warnings (loaded downsampled) first
     display = record.display(analysis.frame)
     summaries = {id(result): summary for result, summary in zip(analysis.results, out["results"])}
     for flag, result, target in _output_files(analysis, args, numbered_frames):

@@ -70,7 +70,7 @@ class HistoryEntry:
     frame: int | None  # None for a series entry
     modality: str
     models: dict[str, str]  # model id -> version
-    results: dict  # Analysis.to_dict(), or for a series entry see History.add_series
+    results: dict  # Analysis.file_dict(), or for a series entry see History.add_series
     kind: str = "image"  # "image" or "series"
     series_uid: str | None = None
     slices: int | None = None  # series entries: slices in the series
@@ -157,7 +157,7 @@ class History:
             cursor = con.execute(
                 "INSERT INTO analyses (file_sha256, path, analysed_at, frame, modality, models, results) VALUES (?,?,?,?,?,?,?)",
                 (sha, os.fsencode(os.path.abspath(analysis.path)).decode("utf-8", "backslashreplace"), dt.datetime.now().isoformat(timespec="seconds"), analysis.frame, analysis.modality,
-                 json.dumps(models), json.dumps(analysis.to_dict())),
+                 json.dumps(models), json.dumps(analysis.file_dict())),
             )
             return int(cursor.lastrowid)
 

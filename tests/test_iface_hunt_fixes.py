@@ -84,3 +84,24 @@ def test_each_lesion_s_area_in_mm2_is_rounded_as_the_summary_s():
     lesion = Lesion(label=1, area_px=311, area_mm2=27.990000000000006, bbox=(0, 0, 20, 20), max_diameter_px=20.0,
                     max_diameter_mm=6.0, contour=np.zeros((0, 2)), spacing_mm=(0.3, 0.3))
     assert lesion.to_dict()["area_mm2"] == 27.99
+
+
+def test_the_history_keeps_a_picture_read_smaller_in_the_file_s_pixels_with_its_warning(models, tmp_path, monkeypatch):
+    """A film read at 1/3 to fit in memory: the history had kept its marks in the reduced picture's pixels (a third
+    of analyze --json's at 1/3) and without the 'read smaller' warning; it keeps what analyze prints."""
+    from core.history import History
+
+    path = _save(tmp_path, "big.png", _film(scale=2))
+    monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "6")  # read at 1/3
+    record = load_image(path, modality="MG")
+    assert record.downsample >= 2 and record.warnings
+    analysis = Analyzer(Registry([models]), runtime="tensorflow").analyze(record, gradcam=False)
+    assert analysis.results[0].findings
+    history = History(tmp_path / "history.sqlite")
+    history.add(analysis)
+    kept = history.for_file(path)[0].results
+    printed = analysis.file_dict()
+    assert kept["results"][0]["findings"] == printed["results"][0]["findings"]
+    x_file = printed["results"][0]["findings"][0]["x"]
+    assert x_file == pytest.approx(analysis.results[0].findings[0].x * record.downsample, abs=0.1)
+    assert kept["warnings"][:len(record.warnings)] == record.warnings

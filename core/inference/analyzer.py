@@ -135,7 +135,8 @@ class Analyzer:
         ModelError is raised where none ran."""
         bundles = self.bundles_for(record, model_ids)
         analysis = Analysis(str(record.path), record.modality.value, record.modality_source, frame,
-                            modality_confidence=record.modality_confidence if record.modality_source == "guess" else None)
+                            modality_confidence=record.modality_confidence if record.modality_source == "guess" else None,
+                            downsample=record.downsample, file_warnings=list(record.warnings))
         if not bundles:
             analysis.warnings.append(
                 f"No model is installed for {record.modality.label} images; choose the modality or a model explicitly."

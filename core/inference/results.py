@@ -293,6 +293,9 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
     failures: list[ModelFailure] = field(default_factory=list)
     modality_confidence: float | None = None  # the guesser's, where the modality was guessed
+    # the file's own: its pixels per pixel analysed (ImageRecord.downsample) and what reading it said (read smaller)
+    downsample: int = 1
+    file_warnings: list[str] = field(default_factory=list)
 
     def heatmap_result(self, model_id: str | None = None) -> "ModelResult | None":
         """The result whose heatmap is drawn: ``model_id``'s where it has one (the model whose Grad-CAM the reader
@@ -313,4 +316,11 @@ class Analysis:
         }
         if self.failures:
             out["failures"] = [f.to_dict() for f in self.failures]
+        return out
+
+    def file_dict(self) -> dict:
+        """As ``to_dict``, in the file's own pixels and with what reading the file said first: what analyze --json
+        prints and the history keeps (the history had kept a film read at 1/3 in its reduced pixels)."""
+        out = self.to_dict(self.downsample)
+        out["warnings"] = list(self.file_warnings) + list(out["warnings"])
         return out
