@@ -105,3 +105,20 @@ def test_the_history_keeps_a_picture_read_smaller_in_the_file_s_pixels_with_its_
     x_file = printed["results"][0]["findings"][0]["x"]
     assert x_file == pytest.approx(analysis.results[0].findings[0].x * record.downsample, abs=0.1)
     assert kept["warnings"][:len(record.warnings)] == record.warnings
+
+
+def test_a_series_verdict_names_the_images_by_instance_number_where_they_differ_from_the_slices():
+    """Slices are counted in position order; a series whose files are numbered the other way (InstanceNumber 42 at
+    the feet) had said 'slices 5-10' only, which a reader looks up in a PACS as images 5-10."""
+    from core.series.analysis import SliceOutcome, verdict, verdict_text
+    from core.series.index import Series, SliceRef
+
+    probs = [0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1]
+    outcomes = [SliceOutcome("yes" if p > 0.5 else "no", {"no": 1 - p, "yes": p}) for p in probs]
+    reversed_numbers = Series("k", "1.2.3", "dicom", slices=[SliceRef(f"s{i}.dcm", instance=10 - i) for i in range(10)])
+    v = verdict("m", "1", "classification", ["no", "yes"], outcomes, reversed_numbers)
+    assert (v.first_slice, v.last_slice) == (5, 7)
+    assert (v.instance(v.first_slice), v.instance(v.last_slice)) == (6, 4)
+    assert "slices 5-7 of 10 (images 4-6 by instance number)" in verdict_text(v)
+    same = Series("k", "1.2.3", "dicom", slices=[SliceRef(f"s{i}.dcm", instance=i + 1) for i in range(10)])
+    assert "by instance number" not in verdict_text(verdict("m", "1", "classification", ["no", "yes"], outcomes, same))

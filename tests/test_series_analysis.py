@@ -247,6 +247,7 @@ def test_batch_writes_series_csv_beside_results_csv(planted_series, mr_models, t
     assert [(r["patient"], r["study"], r["model"], r["label"], r["first_slice"], r["last_slice"], r["slices"])
             for r in rows] == [("P001", "P001-S1", MODELS[0], "yes", "4", "7", "10"),
                                ("P001", "P001-S1", MODELS[1], "lesion", "4", "7", "10")]
+    assert [(r["first_instance"], r["last_instance"]) for r in rows] == [("4", "7")] * 2  # numbered in position order
     assert float(rows[1]["lesion_volume_ml"]) == pytest.approx(
         len(LESION_SLICES) * _disc_area_mm2() * SPACING / 1000, rel=0.1)
     assert "LGG-1" not in (tmp_path / "out" / "series.csv").read_text()  # no patient ID written

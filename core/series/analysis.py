@@ -85,6 +85,21 @@ class SeriesVerdict:
     slices: list[SliceOutcome | None]
     warnings: list[str] = field(default_factory=list)
     runs: list[tuple[int, int]] = field(default_factory=list)  # every qualifying run, 1-based (first, last)
+    instances: list[int | None] = field(default_factory=list)  # each slice's InstanceNumber, in slice order
+
+    def instance(self, slice_number: int | None) -> int | None:
+        """The InstanceNumber of 1-based slice ``slice_number`` (a PACS numbers images by it), None where unknown."""
+        if slice_number is None or not 0 < slice_number <= len(self.instances):
+            return None
+        return self.instances[slice_number - 1]
+
+    def instances_text(self) -> str:
+        """' (images 9-14 by instance number)' where the verdict's slices (position order) are numbered otherwise
+        in the files: a reader going to 'slices 5-10' in a PACS would look at other images."""
+        first, last = self.instance(self.first_slice), self.instance(self.last_slice)
+        if first is None or last is None or (first, last) == (self.first_slice, self.last_slice):
+            return ""
+        return f" (images {min(first, last)}-{max(first, last)} by instance number)"
 
 
 @dataclass
@@ -152,6 +167,7 @@ class SeriesAnalysis:
                 "model": v.model, "version": v.version, "task": v.task, "label": v.label,
                 "probability": None if v.probability is None else round(v.probability, 6),
                 "first_slice": v.first_slice, "last_slice": v.last_slice, "runs": [list(r) for r in v.runs],
+                "first_instance": v.instance(v.first_slice), "last_instance": v.instance(v.last_slice),
                 "lesion_volume_ml": None if v.lesion_volume_ml is None else round(v.lesion_volume_ml, 4),
                 "warnings": v.warnings, "slices_detail": details})
         return out
@@ -351,6 +367,14 @@ def _gap_warnings(series: Series, members: list[int], lesion: set[int] | None) -
 
 def verdict(model: str, version: str, task: str, classes: list[str], outcomes: list[SliceOutcome | None],
             series: Series) -> SeriesVerdict:
+    """The series' call for one model by VERDICT_RULE (one rule for series.csv, analyze --series and the window)."""
+    called = _verdict(model, version, task, classes, outcomes, series)
+    called.instances = [ref.instance for ref in series.slices]
+    return called
+
+
+def _verdict(model: str, version: str, task: str, classes: list[str], outcomes: list[SliceOutcome | None],
+             series: Series) -> SeriesVerdict:
     warnings = _failed_warnings(outcomes)
     untested = [w for o in outcomes if o is not None for w in o.warnings if w.startswith(UNTESTED_SEQUENCE)]
     if untested:  # the series' sequence, said once for the verdict
@@ -619,13 +643,14 @@ def verdict_text(v: SeriesVerdict) -> str:
     if v.task == "classification":
         text = f"{v.model}: {v.label}" + ("" if v.probability is None else f" ({v.probability:.0%})")
         if v.first_slice is not None:
-            text += f", slices {v.first_slice}-{v.last_slice} of {n}{_runs_text(v)}"
+            text += f", slices {v.first_slice}-{v.last_slice} of {n}{v.instances_text()}{_runs_text(v)}"
         elif normal_class([v.label]) is not None:
             text += f", no {MIN_RUN} adjacent abnormal slices of {n}" if n > 1 else ""
         return text
     if v.label == "lesion":
         volume = "volume unknown" if v.lesion_volume_ml is None else f"volume {v.lesion_volume_ml:.2f} ml"
-        return f"{v.model}: lesion on slices {v.first_slice}-{v.last_slice} of {n}{_runs_text(v)}, {volume}"
+        return f"{v.model}: lesion on slices {v.first_slice}-{v.last_slice} of {n}{v.instances_text()}{_runs_text(v)}, " \
+            f"{volume}"
     return f"{v.model}: no lesion" + (f" on {MIN_RUN} adjacent slices of {n}" if n > 1 else "")
 
 

@@ -15,7 +15,8 @@ from core.series.analysis import SeriesAnalysis, SliceOutcome, analyse_series, s
 from core.series.index import Series, StudyIndex, index_path
 
 SERIES_COLUMNS = ["patient", "study", "series_uid", "description", "modality", "plane", "slices", "model", "label",
-                  "probability", "first_slice", "last_slice", "lesion_volume_ml", "warnings"]
+                  "probability", "first_slice", "last_slice", "lesion_volume_ml", "warnings", "first_instance",
+                  "last_instance"]  # slices in position order; instances as the files number them (a PACS's)
 
 
 def cmd_analyze_series(args, record: Callable[[list[SeriesAnalysis]], None] | None = None) -> int:
@@ -136,7 +137,7 @@ def series_text(a: SeriesAnalysis) -> str:
     if a.error:
         lines.append(f"  error: {a.error}")
     for v in a.results:
-        where = f" slices {v.first_slice}-{v.last_slice}" if v.first_slice is not None else ""
+        where = f" slices {v.first_slice}-{v.last_slice}{v.instances_text()}" if v.first_slice is not None else ""
         if len(v.runs) > 1:
             where += " (runs " + ", ".join(f"{a}-{b}" for a, b in v.runs) + ")"
         p = f" ({v.probability:.3f})" if v.probability is not None else ""
@@ -175,6 +176,11 @@ def series_rows(index: StudyIndex, results: list[dict]) -> list[dict]:
                     continue
                 out.extend(_rows_of_series(series, root, by_slice, f"P{p:03d}", f"P{p:03d}-S{t}"))
     return out
+
+
+def _blank(value) -> object:
+    """A CSV cell: '' for None (0 stays 0)."""
+    return "" if value is None else value
 
 
 def _file_key(path: Path, root: Path) -> str:
@@ -217,6 +223,7 @@ def _rows_of_series(series: Series, root: Path, by_slice: dict, patient: str, st
         out.append(dict(base, model=v.model, label=v.label or "",
                         probability="" if v.probability is None else f"{v.probability:.6f}",
                         first_slice=v.first_slice or "", last_slice=v.last_slice or "",
+                        first_instance=_blank(v.instance(v.first_slice)), last_instance=_blank(v.instance(v.last_slice)),
                         lesion_volume_ml="" if v.lesion_volume_ml is None else f"{v.lesion_volume_ml:.4f}",
                         warnings=join_warnings(warnings)))
     return out
