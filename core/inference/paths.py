@@ -32,7 +32,7 @@ from core.models.mammography import (OtherBreast, blob_response, cad_marks, film
 from core.models.manifest import BundleManifest
 from core.models.preprocessing import ModelInputs, as_grey, preprocess
 from core.models.registry import Bundle
-from core.models.scale import assumed_warning, resolve_scale
+from core.models.scale import Scale, assumed_warning, resolve_scale
 from core.models.exports import Export
 from core.models.stages import Stages, cam_site
 from core.models.tile_stream import TilePlan
@@ -464,13 +464,11 @@ class FilmPath(ClassifierPath):
         blobs = blob_response(own.film, own.search, self.scoring)
         result.findings = [Finding(x / own.zoom[1], y / own.zoom[0], radius, s, None, spacing)
                            for x, y, s in cad_marks(own.corners, own.probs, self.scoring, blobs)]
-        factor = record.downsample if record is not None else 1  # the file's pixels, as histology's scale says
-        file_mm = (own.mm[0] / factor, own.mm[1] / factor)
-        read = f"; the picture was read at 1/{factor}" if factor > 1 else ""
-        result.scale = {"um_y": round(file_mm[0] * 1000, 3), "um_x": round(file_mm[1] * 1000, 3),
-                        "source": own.scale_source,
-                        "text": f"{file_mm[1]:.3g} mm per pixel ({own.scale_source}{read}), read at "
-                                f"{self.scoring.mm_per_pixel:g}"} | ({"read_at": f"1/{factor}"} if factor > 1 else {})
+        # the file's pixels, as histology's scale says
+        scale = Scale(own.mm[0] * 1000, own.mm[1] * 1000, own.scale_source, record.downsample if record else 1)
+        file_mm = tuple(um / 1000 for um in scale.file_um)
+        result.scale = scale.to_dict("mm")
+        result.scale["text"] += f", read at {self.scoring.mm_per_pixel:g}"
         if own.scale_source == "assumed":
             warnings.append(f"Film scale not in the file: the picture was taken as a {ASSUMED_FILM_MM:g}-mm tall "
                             f"film ({file_mm[0]:.3g} mm per pixel, as mini-MIAS films); at another scale masses "

@@ -64,17 +64,19 @@ class Scale:
         """(y, x) micrometres per pixel of the file (the loaded picture's are ``downsample`` times larger)."""
         return self.um_y / self.downsample, self.um_x / self.downsample
 
-    def describe(self) -> str:
-        um_y, um_x = self.file_um
-        value = f"{um_x:.3g}" if abs(um_x - um_y) < 1e-6 else f"{um_y:.3g} x {um_x:.3g}"
+    def describe(self, unit: str = "um") -> str:
+        """'0.49 um per pixel (tiff)', the file's pixel; ``unit`` "mm" for a film ('0.2 mm per pixel (file)')."""
+        y, x = (v / (1000.0 if unit == "mm" else 1.0) for v in self.file_um)
+        value = f"{x:.3g}" if abs(x - y) < 1e-6 * max(abs(x), 1e-9) else f"{y:.3g} x {x:.3g}"
         read = f"; the picture was read at 1/{self.downsample}" if self.downsample > 1 else ""
-        return f"{value} um per pixel ({self.source}{read})"
+        return f"{value} {unit} per pixel ({self.source}{read})"
 
-    def to_dict(self) -> dict:
-        """What a result records: the file's scale, as the reader states it and the text says."""
+    def to_dict(self, unit: str = "um") -> dict:
+        """What a result records: the file's scale (in um, whatever ``unit`` the text uses), as the reader states it
+        and the text says."""
         um_y, um_x = self.file_um
-        return {"um_y": round(um_y, 5), "um_x": round(um_x, 5), "source": self.source, "text": self.describe()} | (
-            {"read_at": f"1/{self.downsample}"} if self.downsample > 1 else {})
+        return {"um_y": round(um_y, 5), "um_x": round(um_x, 5), "source": self.source,
+                "text": self.describe(unit)} | ({"read_at": f"1/{self.downsample}"} if self.downsample > 1 else {})
 
 
 def magnification_from_name(name: str | Path) -> int | None:
