@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 
@@ -142,3 +144,48 @@ def test_source_metrics_count_tumour_free_calls():
     m = source_metrics(probs, np.array([0, 1, 1, 0]), classes)
     assert m["correct"] == 2 and m["none_images"] == 2 and m["none_called_none"] == 0.5
     assert m["finding_called_finding"] == 0.5 and m["finding_vs_none_roc_auc"] == 0.75
+
+
+def test_the_head_crop_is_the_same_whatever_the_window_matrix_or_background_noise():
+    """A hunt wrote 46 validation slices as DICOMs the way other scanners and PACS do: 'foreground' (grey level 12 on
+    the display, a margin of 3 % of the matrix) cropped the whole image where noise rose over 12 and a 4.6 % larger
+    box in a 384 matrix. 'head' (Otsu's object, a margin of its own size) finds the same head in every version."""
+    rng = np.random.default_rng(3)
+    head = _head((200, 200))
+    inside = head > 40
+    noisy = head.astype(float)
+    noisy[~inside] = np.hypot(rng.normal(0, 11, (~inside).sum()), rng.normal(0, 11, (~inside).sum()))  # mean ~14
+    padded = np.zeros((300, 300), np.uint8)
+    padded[50:250, 50:250] = head
+    versions = {  # each picture, and how its pixels map to the original's: (scale, offset)
+        "as is": (head, 1.0, 0), "wide window": ((head * 0.5).astype(np.uint8), 1.0, 0),
+        "noisy background": (noisy.clip(0, 255).astype(np.uint8), 1.0, 0), "384 matrix": (padded, 1.0, 50),
+        "512 matrix": (cv2.resize(head, (400, 400), interpolation=cv2.INTER_CUBIC), 0.5, 0)}
+
+    def boxes(spec):
+        out = {}
+        for name, (picture, scale, offset) in versions.items():
+            y0, y1, x0, x1 = crop_box(picture, spec)
+            out[name] = np.array([(y0 - offset) * scale, (y1 - offset) * scale, (x0 - offset) * scale,
+                                  (x1 - offset) * scale])
+        return out
+
+    def moved(found):  # the largest edge move from the original's box, as a share of its side
+        return {name: float(np.abs(b - found["as is"]).max() / (found["as is"][1] - found["as is"][0]))
+                for name, b in found.items()}
+
+    head_moves = moved(boxes(dataclasses.replace(MRI, crop="head")))
+    assert max(head_moves.values()) < 0.02, head_moves
+    foreground_moves = moved(boxes(dataclasses.replace(MRI, crop="foreground")))
+    assert foreground_moves["noisy background"] > 0.05 and foreground_moves["384 matrix"] > 0.015, foreground_moves
+
+
+def test_magnitude_noise_lifts_the_black_background_as_a_scanner_s_noise_does():
+    from core.training.augment import build_augmentation
+
+    img = np.zeros((128, 128, 3), np.uint8)
+    img[32:96, 32:96] = 120
+    noisy = [build_augmentation("filter+geometric+mrnoise", seed)(image=img)["image"] for seed in range(40)]
+    background = [n[:16, :16, 0].mean() for n in noisy]
+    assert max(background) > 3  # Rayleigh noise over black, as the written DICOMs' backgrounds have
+    assert all((n[..., 0] == n[..., 1]).all() for n in noisy)  # still grey

@@ -29,7 +29,7 @@ from core.models.tiling import TilingSpec
 TASKS = ("classification", "segmentation")
 MODALITIES = tuple(m.value for m in Modality)
 # The values the preprocessing and tiling code implements, per text field of PreprocessSpec / TilingSpec.
-PREPROCESS_CHOICES = {"color": ("grey3", "rgb"), "crop": ("none", "foreground", "scan"), "scale": ("xception", "unit"),
+PREPROCESS_CHOICES = {"color": ("grey3", "rgb"), "crop": ("none", "foreground", "head", "scan"), "scale": ("xception", "unit"),
                       "stain": ("none", "macenko"), "aspect": ("pad", "stretch"), "intensity": ("tissue", "display")}
 TILING_CHOICES = {"tissue": ("stained", "radiograph"), "aggregate": ("mean", "max")}
 # A segmenter's mask threshold where its manifest's ``decision_threshold`` is null (or absent).
