@@ -129,10 +129,11 @@ class Ruler:
                 "y1": round(self.y1 * scale, 2), "length_px": round(self.length_px * scale, 2),
                 "length_mm": export_mm(mm)}
 
-    def text(self, spacing_mm: tuple[float, float] | None) -> str:
-        """'18.0 mm' ('30.0 µm' under a millimetre), or '50 px' where the pixel spacing is unknown."""
+    def text(self, spacing_mm: tuple[float, float] | None, scale: int = 1) -> str:
+        """'18.0 mm' ('30.0 µm' under a millimetre), or '50 px' where the pixel spacing is unknown: the file's pixels
+        (``scale``: file pixels per pixel of the picture measured on), as a lesion's diameter beside it says them."""
         mm = self.length_mm(spacing_mm)
-        return length_text(mm) if mm is not None else f"{self.length_px:.0f} px"
+        return length_text(mm) if mm is not None else f"{self.length_px * scale:.0f} px"
 
 
 def ruler_within(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> Ruler | None:
@@ -207,13 +208,13 @@ class Region:
         the pixel spacing is unknown. On a picture read smaller it says its values are averages: their mean is the
         file's, their minimum, maximum and SD are not."""
         mm2 = self.area_mm2(spacing_mm)
-        area = area_text(mm2) if mm2 is not None else f"{self.area_px:.0f} px²"
+        n = self.averaged  # the file's pixels, as the lesions' areas are said
+        area = area_text(mm2) if mm2 is not None else f"{self.area_px * n * n:.0f} px²"
         if self.stats is None:
             return area
         unit = f" {self.unit}" if self.unit else ""
         s = self.stats
         text = f"{area} · mean {s.mean:.4g} ± {s.sd:.3g}{unit} (min {s.minimum:.4g}, max {s.maximum:.4g})"
-        n = self.averaged
         return text if n == 1 else f"{text} (of pixels averaged {n} x {n}: the picture was read at 1/{n})"
 
 

@@ -337,6 +337,11 @@ class ViewerState:
     def record(self) -> ImageRecord | None:
         return self._record
 
+    @property
+    def downsample(self) -> int:
+        """The file's pixels per pixel of the picture shown (a file read smaller to fit in memory), 1 without one."""
+        return self._record.downsample if self._record is not None else 1
+
     def open(self, record: ImageRecord | None) -> None:
         """Show another image from its first slice, in its own window, with no analysis yet."""
         had_analysis, had_series = self._analysis is not None, self._series is not None
@@ -910,7 +915,9 @@ class ViewerState:
                                        warnings=list(o.warnings)))
         if not results:
             return None
-        return Analysis(str(ref.path), self._series.modality, "series", ref.frame, results)
+        shown = self._record  # the slice's own file as read (a file read smaller says so)
+        return Analysis(str(ref.path), self._series.modality, "series", ref.frame, results, downsample=self.downsample,
+                        file_warnings=list(shown.warnings) if shown is not None else [])
 
     def clear_analysis(self) -> None:
         self.set_analysis(None)

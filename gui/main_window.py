@@ -54,6 +54,7 @@ from core.imaging import ImageRecord, Modality, WindowPreset, load_image
 from core.history import History
 from core.inference.analyzer import Analyzer, Engine
 from core.inference.results import Analysis
+from core.measurements import Ruler
 from core.models.registry import Registry
 from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, magnification_at, um_at_magnification
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
@@ -964,13 +965,12 @@ class MainWindow(QMainWindow):
             self.model_info.show_models([])
             return
         titles = {b.id: b.info.title or b.id for b in self.registry.bundles.values()}
-        self.probabilities.show_analysis(analysis, titles, self._scales(analysis),
-                                         self.state.record.downsample if self.state.record is not None else 1)
+        self.probabilities.show_analysis(analysis, titles, self._scales(analysis), analysis.downsample)
         if not analysis.results:
             self.probabilities.clear(" ".join(analysis.warnings))
         # Scrolling an analysed series shows each slice's results: the warnings and the models that ran are mostly
         # the same from one slice to the next, and are drawn again only where they differ.
-        warnings = (analysis.warnings + [f.message for f in analysis.failures]
+        warnings = (analysis.file_warnings + analysis.warnings + [f.message for f in analysis.failures]
                     + [w for r in analysis.results for w in r.warnings])
         if warnings != self._warnings_shown:
             self._warnings_shown = warnings
@@ -1266,7 +1266,9 @@ class MainWindow(QMainWindow):
             spacing = self.state.pixel_spacing_mm
             implausible = self.state.spacing_warning
             note = "" if spacing else f" ({implausible})" if implausible else " (pixel spacing unknown)"
-            self.statusBar().showMessage(f"{kind}: {drawn[-1].text(spacing)}{note}", 10000)
+            last = drawn[-1]
+            text = last.text(spacing, self.state.downsample) if isinstance(last, Ruler) else last.text(spacing)
+            self.statusBar().showMessage(f"{kind}: {text}{note}", 10000)
 
     def _measure(self, mode: str, on: bool) -> None:
         """One measure mode at a time: turning on the ruler turns off the region, and the other way round."""
@@ -1369,9 +1371,7 @@ class MainWindow(QMainWindow):
         warnings with its own (as the command line's JSON), the measurements, how the picture was rendered; the
         file named only in identified exports."""
         state, record = self.state, self.state.record
-        found = state.analysis.to_dict(record.downsample) if state.analysis is not None else {}
-        if found:
-            found["warnings"] = list(record.warnings) + found["warnings"]
+        found = state.analysis.file_dict() if state.analysis is not None else {}
         if state.rulers or state.regions:  # which picture they were measured on, analysed or not
             found.setdefault("path", str(record.path))
             found.setdefault("frame", state.frame)

@@ -204,7 +204,7 @@ class ImageViewer(QGraphicsView):
             outline.setPen(pen)
             outline.setZValue(5)
             x, y, w, h = lesion.bbox
-            scale = self.state.record.downsample if self.state is not None and self.state.record is not None else 1
+            scale = self.state.downsample if self.state is not None else 1
             label = label_box(in_file_pixels(lesion, scale).overlay_text(), color, x, y + h + 2, offset=(3, 1),
                               bold=False)
             label.setZValue(6)
@@ -266,7 +266,7 @@ class ImageViewer(QGraphicsView):
     def draw_rulers(self) -> None:
         """The rulers of the slice shown: each a line with its length on a dark box at its end."""
         self.ruler_items = self._redrawn(self.ruler_items, lambda spacing: [
-            self._ruler_items(r.x0, r.y0, r.x1, r.y1, r.text(spacing)) for r in self.state.rulers])
+            self._ruler_items(r.x0, r.y0, r.x1, r.y1, r.text(spacing, self.state.downsample)) for r in self.state.rulers])
 
     def _ruler_items(self, x0: float, y0: float, x1: float, y1: float, text: str) -> list:
         color = QColor(*RULER_RGB)
@@ -471,7 +471,7 @@ class ImageViewer(QGraphicsView):
             return
         ruler = ruler_within(start.x(), start.y(), point.x(), point.y(), int(rect.width()), int(rect.height()))
         self._ruler_preview = [] if ruler is None else self._ruler_items(
-            ruler.x0, ruler.y0, ruler.x1, ruler.y1, ruler.text(self.pixel_spacing_mm))
+            ruler.x0, ruler.y0, ruler.x1, ruler.y1, ruler.text(self.pixel_spacing_mm, self.state.downsample))
 
     def contextMenuEvent(self, event) -> None:  # noqa: N802 - right button is window/level
         event.accept()

@@ -147,5 +147,6 @@ def open_segmentation(path: str | Path) -> tuple[ImageRecord, Analysis]:
     maker = " ".join(str(seg.get(k, "") or "") for k in ("Manufacturer", "ManufacturerModelName")).strip()
     said = (f"Outlines read from {path.name} (a DICOM SEG{' by ' + maker if maker else ''}, "
             f"{seg.get('ContentDate', '') or 'undated'}), not computed here: Analyse runs this program's models.")
-    return record, Analysis(str(record.path), record.modality.value, record.modality_source, frame, results, [said])
+    return record, Analysis(str(record.path), record.modality.value, record.modality_source, frame, results, [said],
+                            downsample=record.downsample, file_warnings=list(record.warnings))
 
