@@ -30,6 +30,7 @@ class CompareView(QWidget):
         self.title = QLabel("")
         self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # a long name never widens
+        self.title.setWordWrap(True)  # the link's note ('not linked: another frame of reference') is read whole
         close = QToolButton()
         close.setText("×")
         close.setToolTip("Close the comparison")
@@ -60,7 +61,9 @@ class CompareView(QWidget):
             self.title.setText("")
             return
         name = series.description or "series"
-        self.title.setText(f"Compare: {name} · {self.state.slice_text()}" + (f" · {self.note}" if self.note else ""))
+        text = f"Compare: {name} · {self.state.slice_text()}" + (f" · {self.note}" if self.note else "")
+        self.title.setText(text)
+        self.title.setToolTip(text)
 
 
 class SeriesLink:

@@ -38,3 +38,17 @@ def test_a_picture_read_smaller_says_so_and_measures_in_the_files_pixels(qtbot, 
     assert "Distance: 60 px" in window.statusBar().currentMessage()
     label = next(item for item in window.viewer.ruler_items if hasattr(item, "childItems") and item.childItems())
     assert label.childItems()[0].text() == "60 px"
+
+
+def test_the_comparison_title_wraps_so_the_link_note_is_read_whole(qtbot, tiny_models, tmp_path):
+    """At 1,280 px the title had been cut ('... · not lin'): how the two views are linked was unreadable."""
+    from tests.test_gui_compare import _open, _study
+
+    win = open_window(qtbot, tiny_models, tmp_path)
+    series = _open(qtbot, win, _study(tmp_path, other_frame=True), "AX FLAIR")
+    win.compare_series(series["SAG T2"])
+    qtbot.waitUntil(lambda: win.compare.state.series is series["SAG T2"] and not win.is_busy, timeout=20000)
+    title = win.compare.title
+    assert "not linked" in title.text() and title.toolTip() == title.text()
+    line = title.fontMetrics().height()
+    assert title.heightForWidth(200) > 2 * line  # the note runs on in lines of its column, not off its edge
