@@ -216,7 +216,8 @@ class ExamView(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent, Qt.WindowType.Window)
         self.setStyleSheet("background: black; color: #f0e6a0")
-        self.resize(1400, 820)
+        screen = self.screen().availableGeometry()  # 1,400 x 820 had run off a 1,280 x 800 screen (and at 2x)
+        self.resize(min(1400, int(screen.width() * 0.95)), min(820, int(screen.height() * 0.9)))
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
         button_style = "background: #303030; color: #f0e6a0; padding: 3px 12px"
@@ -539,8 +540,8 @@ class ExamView(QWidget):
         pixels = Rect(rect.x * ratio, rect.y * ratio, rect.width * ratio, rect.height * ratio)
         canvas = render(film, pixels, (round(size[0] * ratio), round(size[1] * ratio)), self.viewport.window(film))
         result = self._finding_result(name) if row is self.current else None
-        if result is not None and result.findings:
-            canvas = draw_marks(canvas, marks_on_view(result.findings, film, pixels))
+        if result is not None and result.findings:  # at one size on the screen, as the rulers
+            canvas = draw_marks(canvas, marks_on_view(result.findings, film, pixels), ratio)
         rulers = list(row.rulers.get(name, []))
         if self._ruler is not None and self._ruler[:2] == (row, name) and self._ruler[3] is not None:
             rulers.append(self._ruler[3])

@@ -496,3 +496,16 @@ def test_a_ruler_on_a_film_without_pixel_spacing_is_in_the_file_s_pixels():
     assert ruler_text(ruler, film, (5000.0, 1953.0, False)) == "5000 px"
     assert ruler_text(ruler, film, (250.0, 97.65, True)) == "250.0 mm"
     assert ruler_text(ruler, film, None) == "4096 px"
+
+
+def test_a_mark_off_the_view_is_not_drawn_and_scores_read_alike_on_any_view():
+    """Zoomed in, a mark whose circle lay off the view had its score pushed inside over other tissue; and the score's
+    text had been scaled to the view's height (7 px tall on a small view)."""
+    from core.series.exam_display import draw_marks
+
+    small, tall = np.full((200, 150), 128, np.uint8), np.full((2000, 1500), 128, np.uint8)
+    off = Finding(-60.0, 50.0, 20.0, 0.61)
+    assert (draw_marks(small, [off]) == 128).all()
+    on = Finding(60.0, 100.0, 20.0, 0.61)
+    boxes = [(draw_marks(canvas, [on]) == 0).all(axis=2).sum() for canvas in (small, tall)]
+    assert boxes[0] > 0 and boxes[0] == boxes[1]  # the label's dark box: one size on the screen

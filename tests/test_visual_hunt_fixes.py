@@ -52,3 +52,12 @@ def test_the_comparison_title_wraps_so_the_link_note_is_read_whole(qtbot, tiny_m
     assert "not linked" in title.text() and title.toolTip() == title.text()
     line = title.fontMetrics().height()
     assert title.heightForWidth(200) > 2 * line  # the note runs on in lines of its column, not off its edge
+
+
+def test_the_exam_window_fits_the_screen(qtbot):
+    from gui.hanging_view import ExamView
+
+    view = ExamView()
+    qtbot.addWidget(view)
+    screen = view.screen().availableGeometry()
+    assert view.width() <= screen.width() and view.height() <= screen.height()

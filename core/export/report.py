@@ -55,14 +55,15 @@ def overlay_picture(record: ImageRecord, analysis: Analysis, heatmap_model: str 
     return picture
 
 
-def draw_findings(picture: np.ndarray, findings: list[Finding]) -> np.ndarray:
+def draw_findings(picture: np.ndarray, findings: list[Finding], stroke: tuple[int, float] | None = None) -> np.ndarray:
     """A copy of ``picture`` with each finding's circle and its label on a dark box beside the circle's upper
     right (as the viewer draws them), strokes and text scaled to the picture so they read alike on a small
-    scan and a full mammogram (the report's picture, the exam window's hung views). A label that would leave the
+    scan and a full mammogram (the report's picture); ``stroke``: (line thickness, text scale) instead, for a screen
+    (the exam window's views, where a small view had drawn its scores 7 px tall). A label that would leave the
     picture goes to the circle's left, and is kept inside at the top and bottom: a cut label misreads."""
     picture = np.ascontiguousarray(picture).copy()  # the display of a colour image is the record's own array
     height, width = picture.shape[:2]
-    thickness, scale = max(1, height // 250), max(0.35, height / 900)
+    thickness, scale = stroke or (max(1, height // 250), max(0.35, height / 900))
     pad = 2 * thickness
     for finding in findings:
         cv2.circle(picture, (round(finding.x), round(finding.y)), max(1, round(finding.r)), FINDING_RGB, thickness,

@@ -293,7 +293,11 @@ def draw_rulers(canvas: np.ndarray, rulers: list[tuple[Ruler, str]], scale: floa
     return rgb
 
 
-def draw_marks(canvas: np.ndarray, marks: list[Finding]) -> np.ndarray:
-    """``canvas`` in RGB with the marks drawn as the report and the main viewer draw them."""
+def draw_marks(canvas: np.ndarray, marks: list[Finding], scale: float = 1.0) -> np.ndarray:
+    """``canvas`` in RGB with the marks whose circle reaches into it drawn as the report and the main viewer draw
+    them (a mark zoomed or panned off the view is not drawn: its score had stayed, pushed inside, over other tissue),
+    at one size on the screen (``scale``: canvas pixels per screen pixel), as the rulers."""
     rgb = canvas if canvas.ndim == 3 else np.repeat(canvas[..., None], 3, axis=2)
-    return draw_findings(rgb, marks) if marks else rgb
+    height, width = rgb.shape[:2]
+    shown = [m for m in marks if m.x + m.r >= 0 and m.x - m.r < width and m.y + m.r >= 0 and m.y - m.r < height]
+    return draw_findings(rgb, shown, (max(1, round(1.5 * scale)), 0.45 * scale)) if shown else rgb
