@@ -52,7 +52,9 @@ def picture(tmp_path):
 
 
 def _analysis(record, results=(), **fields) -> Analysis:
-    return Analysis(str(record.path), "MR", "user", 0, list(results), **fields)
+    """As the Analyzer makes one: of the file as read (its downsample and warnings)."""
+    return Analysis(str(record.path), "MR", "user", 0, list(results), downsample=record.downsample,
+                    file_warnings=list(record.warnings), **fields)
 
 
 # ----- 3, 4: every result, warning and failure printed, on as many pages as it takes
