@@ -203,12 +203,17 @@ class MainWindow(QMainWindow):
         findings.setFrameShape(QScrollArea.Shape.NoFrame)
         findings.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         findings.setWidget(findings_body)
+        overlays = QScrollArea()  # its controls scroll on a small screen rather than squeezing the findings above
+        overlays.setWidgetResizable(True)
+        overlays.setFrameShape(QScrollArea.Shape.NoFrame)
+        overlays.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        overlays.setWidget(self.overlays)
         self.history_panel = HistoryPanel()
         self.docks = {}
         for title, widget, area in (
             ("Findings", findings, Qt.DockWidgetArea.RightDockWidgetArea),
             ("Warnings", self.warnings, Qt.DockWidgetArea.RightDockWidgetArea),
-            ("Overlays", self.overlays, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("Overlays", overlays, Qt.DockWidgetArea.RightDockWidgetArea),
             ("Models", self.model_info, Qt.DockWidgetArea.RightDockWidgetArea),
             ("DICOM tags", self.metadata, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("Studies", self.studies, Qt.DockWidgetArea.LeftDockWidgetArea),
@@ -231,9 +236,6 @@ class MainWindow(QMainWindow):
         # side docks run the full height; the series strip sits under the image only
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        right = [self.docks[name] for name in ("Findings", "Warnings", "Overlays")]
-        self.resizeDocks(right, [560, 110, 330], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Findings"]], [380], Qt.Orientation.Horizontal)
         self.history_panel.openRequested.connect(self.open_from_history)
         self.history_panel.exportRequested.connect(self.export_history)
 
@@ -283,7 +285,12 @@ class MainWindow(QMainWindow):
         geometry = self.settings.value("geometry")
         # a hand-edited or damaged settings file holds text here: the default size, not a failed start
         if not isinstance(geometry, (QByteArray, bytes)) or not self.restoreGeometry(geometry):
-            self.resize(1400, 900)
+            screen = self.screen().availableGeometry()  # 1,400 x 900, or the screen less a margin
+            self.resize(min(1400, int(screen.width() * 0.95)), min(900, int(screen.height() * 0.9)))
+        # the right column shared in proportion to the window: fixed heights had left the findings 200 px of 800
+        right = [self.docks[name] for name in ("Findings", "Warnings", "Overlays")]
+        self.resizeDocks(right, [round(self.height() * share) for share in (0.56, 0.11, 0.33)], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Findings"]], [380], Qt.Orientation.Horizontal)
         self.model_info.show_models([])
         self.warnings.show_warnings([])
 

@@ -61,3 +61,14 @@ def test_the_exam_window_fits_the_screen(qtbot):
     qtbot.addWidget(view)
     screen = view.screen().availableGeometry()
     assert view.width() <= screen.width() and view.height() <= screen.height()
+
+
+def test_at_1280_x_800_the_findings_keep_the_larger_share_of_the_right_column(qtbot, tiny_models, tmp_path):
+    """The Findings panel had been left about 200 px while the Overlays controls took 400: the second model and the
+    lesion sizes were scrolled out of sight."""
+    window = open_window(qtbot, tiny_models, tmp_path)
+    window.resize(1280, 800)
+    window.show()
+    qtbot.wait(50)
+    heights = {name: window.docks[name].height() for name in ("Findings", "Warnings", "Overlays")}
+    assert heights["Findings"] > 0.5 * sum(heights.values()), heights
