@@ -40,6 +40,8 @@ class StripPlot(QWidget):
 
     def _follow_analysis(self, analysis) -> None:
         self.curves = strip_curves(analysis, self.classes) if analysis is not None else []
+        self.setToolTip("\n".join(["Each model's value per slice (click to go to a slice)"]
+                                  + [f"{k + 1}. {c.model}: {c.title}" for k, c in enumerate(self.curves)]))
         self.count = self.state.slice_count if self.state is not None else 0
         self.current = self.state.slice_index if self.state is not None else 0
         self._drawn = None
@@ -73,6 +75,15 @@ class StripPlot(QWidget):
             self.state.set_slice(self.slice_at(event.position().x()))
 
     # ----- drawing
+    def legend(self, metrics, room: float) -> list[str]:
+        """Each curve's label, 'model: what it plots'; where they do not fit side by side, the model ids alone, each
+        elided in its middle (the end tells 'brain-mri-tumor-4class' from '-yesno'): the third had read 'brain'."""
+        labels = [f"{c.model}: {c.title}" for c in self.curves]
+        if sum(metrics.horizontalAdvance(label) + 16 for label in labels) <= room:
+            return labels
+        each = max(20, int(room / max(1, len(labels))) - 16)
+        return [metrics.elidedText(c.model, Qt.TextElideMode.ElideMiddle, each) for c in self.curves]
+
     def paintEvent(self, _event) -> None:  # noqa: N802
         ratio = self.devicePixelRatioF()  # drawn at the screen's own resolution, as the widget would be
         if self._drawn is None or self._drawn.deviceIndependentSize().toSize() != self.size():
@@ -129,9 +140,8 @@ class StripPlot(QWidget):
             painter.setPen(QPen(color, 1.6))
             painter.drawPath(path)
         x_text = rect.left()
-        for k, curve in enumerate(self.curves):
+        for k, label in enumerate(self.legend(painter.fontMetrics(), rect.width())):
             painter.setPen(COLORS[k % len(COLORS)])
-            label = f"{curve.model}: {curve.title}"
             painter.drawText(QPointF(x_text, self.height() - 4), label)
             x_text += painter.fontMetrics().horizontalAdvance(label) + 16
         painter.end()

@@ -72,3 +72,22 @@ def test_at_1280_x_800_the_findings_keep_the_larger_share_of_the_right_column(qt
     qtbot.wait(50)
     heights = {name: window.docks[name].height() for name in ("Findings", "Warnings", "Overlays")}
     assert heights["Findings"] > 0.5 * sum(heights.values()), heights
+
+
+def test_the_strip_legend_names_every_model_in_a_narrow_strip(qtbot):
+    """At 1,280 px the third model's legend had read 'brain': its curve could not be told from the others."""
+    from PySide6.QtGui import QFontMetrics, QFont
+
+    from core.series.analysis import StripCurve
+    from gui.strip_plot import StripPlot
+
+    plot = StripPlot()
+    qtbot.addWidget(plot)
+    ids = ["brain-mri-tumor-4class", "brain-mri-tumor-yesno", "brain-mri-tumor-seg"]
+    plot.curves = [StripCurve(m, "P(not notumor)", [0.1, 0.9], 0.5, []) for m in ids]
+    metrics = QFontMetrics(QFont())
+    wide = plot.legend(metrics, 2000)
+    assert wide == [f"{m}: P(not notumor)" for m in ids]
+    narrow = plot.legend(metrics, 420)
+    assert sum(metrics.horizontalAdvance(label) + 16 for label in narrow) <= 420
+    assert all(label.endswith(m[-3:]) for label, m in zip(narrow, ids))  # the ends that tell them apart
