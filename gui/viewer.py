@@ -492,6 +492,10 @@ class ImageViewer(QGraphicsView):
         painter.save()
         painter.resetTransform()
         x0, y0 = 16, self.viewport().height() - 20
+        # on a dark box, as the labels of the layers: white alone was lost on bright tissue
+        text = painter.fontMetrics().boundingRect(label).translated(int(x0), int(y0 - 6))
+        painter.fillRect(QRectF(text).united(QRectF(x0, y0 - 3, length_px, 6)).adjusted(-4, -2, 4, 2),
+                         QColor(0, 0, 0, 160))
         pen = QPen(QColor(240, 240, 240), 3)
         painter.setPen(pen)
         painter.drawLine(QPointF(x0, y0), QPointF(x0 + length_px, y0))

@@ -91,3 +91,23 @@ def test_the_strip_legend_names_every_model_in_a_narrow_strip(qtbot):
     narrow = plot.legend(metrics, 420)
     assert sum(metrics.horizontalAdvance(label) + 16 for label in narrow) <= 420
     assert all(label.endswith(m[-3:]) for label, m in zip(narrow, ids))  # the ends that tell them apart
+
+
+def test_the_scale_bar_label_stands_on_a_dark_box(qtbot, tiny_models, tmp_path):
+    """White text alone had been lost on bright tissue."""
+    from tests.series_data import write_series
+
+    (path,) = write_series(tmp_path / "bright", [np.full((64, 64), 255, np.uint8)])
+    window = open_window(qtbot, tiny_models, tmp_path)
+    window.resize(900, 700)
+    window.show()
+    window.open_path(path)
+    qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
+    window.viewer.show_region(32, 32, 4)  # the white picture fills the view
+    qtbot.wait(50)
+    viewport = window.viewer.viewport()
+    assert viewport.grab().toImage().pixelColor(5, viewport.height() - 5).value() > 240
+    picture = viewport.grab().toImage()
+    h = viewport.height()
+    below_label = [picture.pixelColor(x, y).value() for x in range(16, 60) for y in range(h - 36, h - 27)]
+    assert min(below_label) < 120  # the dark box under the label, on a white picture
