@@ -75,7 +75,8 @@ class ProbabilityPanel(QWidget):
                     f"{sum(in_file_pixels(l, pixel_scale).area_px for l in result.lesions)} px"
                 form.addWidget(QLabel(f"{len(result.lesions)} lesion(s), total {unit}"))
                 for i, lesion in enumerate(result.lesions[:3], 1):  # largest first: the calipers a sonographer reads
-                    line = QLabel(f"#{i}: {in_file_pixels(lesion, pixel_scale).size_text().replace('mm2', 'mm²')}")
+                    text = in_file_pixels(lesion, pixel_scale).size_text().replace("mm2", "mm²")
+                    line = QLabel(f"#{i}: " + text.replace("D/W", "D/\u2060W"))  # a joiner: wrapped, it read 'D/ W'
                     line.setWordWrap(True)
                     form.addWidget(line)
             if result.model_id in scales:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QMenu, QTreeWidget, QTreeWidgetItem
+from PySide6.QtWidgets import QHeaderView, QMenu, QTreeWidget, QTreeWidgetItem
 
 from core.series.index import Series, StudyIndex
 from core.viewer_state import ViewerState
@@ -46,6 +46,11 @@ class StudyBrowser(QTreeWidget):
         super().__init__(parent)
         self.setColumnCount(3)
         self.setHeaderLabels(["Series", "Modality", "Slices"])
+        header = self.header()  # the short columns as wide as their words ('Modality' had been clipped)
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.setIconSize(QSize(THUMB_PX, THUMB_PX))
         self.setUniformRowHeights(False)
         self.setMinimumWidth(280)

@@ -111,3 +111,16 @@ def test_the_scale_bar_label_stands_on_a_dark_box(qtbot, tiny_models, tmp_path):
     h = viewport.height()
     below_label = [picture.pixelColor(x, y).value() for x in range(16, 60) for y in range(h - 36, h - 27)]
     assert min(below_label) < 120  # the dark box under the label, on a white picture
+
+
+def test_the_studies_columns_fit_their_headings(qtbot):
+    from gui.study_browser import StudyBrowser
+
+    browser = StudyBrowser()
+    qtbot.addWidget(browser)
+    browser.resize(300, 400)
+    browser.show()
+    qtbot.wait(20)
+    header = browser.header()
+    words = header.fontMetrics()
+    assert header.sectionSize(1) >= words.horizontalAdvance("Modality")  # it had been clipped
