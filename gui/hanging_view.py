@@ -196,14 +196,10 @@ class ExamRow:
                 + (f"  · {others + 1} films: {hung.ref.path.name} hung" if hung is not None else ""))
 
     def extent(self, name: str) -> tuple[float, float, bool] | None:
-        """(height, width) of a view's film: in mm (True) where it states its pixel spacing, else in its pixels
-        (False); None where its size is not known."""
-        view = self.exam.views.get(name) if self.exam is not None else None
-        if view is None or not view.ref.rows or not view.ref.columns:
-            return None
-        spacing = view.ref.pixel_spacing_mm
-        row_mm, column_mm = spacing if spacing else (1.0, 1.0)
-        return view.ref.rows * row_mm, view.ref.columns * column_mm, bool(spacing)
+        """(height, width) of a view's hung film (``HungFilm.extent``: in mm where its spacing is known, as the main
+        viewer measures, ImagerPixelSpacing included); None before it is read."""
+        film = self.films.get(name)
+        return film.extent if film is not None else None
 
     def loaded(self) -> bool:
         return self.exam is not None and set(self.films) == set(self.exam.views)
@@ -394,8 +390,15 @@ class ExamView(QWidget):
     # (the left breast's as the mirror of the right's), F fits them, R gives each film its own window again
     PAN_STEP = 0.1  # of a view's width or height per arrow press
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        self.setFocus()  # the keys to the views from the start (the Analyse button had taken them: Space analysed)
+
     def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt API
         key, step = event.key(), self.PAN_STEP
+        if event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier):
+            super().keyPressEvent(event)  # Ctrl+F, Alt+R ... are not these keys
+            return
         pans = {Qt.Key.Key_Left: (step, 0.0), Qt.Key.Key_Right: (-step, 0.0),
                 Qt.Key.Key_Up: (0.0, step), Qt.Key.Key_Down: (0.0, -step)}
         if key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal, Qt.Key.Key_Minus):
@@ -474,7 +477,7 @@ class ExamView(QWidget):
         if ruler not in row.rulers.get(name, []) or name not in row.films:
             return ""
         where = f"the prior's {caption(name)}" if row.prior else caption(name)
-        return f"Distance on {where}: {ruler_text(ruler, row.films[name], row.extent(name))}"
+        return f"Distance on {where}: {ruler_text(ruler, row.films[name])}"
 
     def _say_view(self) -> None:
         """What the views show: zoom, and the window where it was moved from each film's own."""
@@ -548,7 +551,7 @@ class ExamView(QWidget):
         on_view = []
         for ruler in rulers:
             ends = view_point(pixels, film, ruler.x0, ruler.y0) + view_point(pixels, film, ruler.x1, ruler.y1)
-            on_view.append((Ruler(*ends), ruler_text(ruler, film, row.extent(name))))
+            on_view.append((Ruler(*ends), ruler_text(ruler, film)))
         canvas = draw_rulers(canvas, on_view, ratio)
         pixmap = to_pixmap(canvas)
         pixmap.setDevicePixelRatio(ratio)

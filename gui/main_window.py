@@ -1171,7 +1171,8 @@ class MainWindow(QMainWindow):
         same_models = chosen is None or chosen == self.state.chosen_models  # not one of models chosen out since
         if analysis.series is shown:
             done = f"{analysis.slices_analysed} slice(s) analysed in {analysis.seconds:.1f} s"
-            if analysis.slices_analysed == 0 and analysis.results and not analysis.cancelled:
+            every = [o for v in analysis.results for o in v.slices]
+            if analysis.slices_analysed == 0 and every and all(o is not None and not o.error for o in every):
                 done = "every slice's result kept from the earlier analysis (nothing to run again)"  # not '0 analysed'
             # Not one made at a scale, for a modality or with models the user has changed since.
             current = (um == self.state.microns_per_pixel and record is not None and record.modality == modality

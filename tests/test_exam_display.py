@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 from core.imaging.windowing import WindowPreset
 from core.inference.results import Finding
-from core.series.exam_display import (ExamViewport, HungFilm, Rect, fitted_rect, marks_on_view, render)
+from core.series.exam_display import (ExamViewport, HungFilm, Rect, fitted_rect, hung_film, marks_on_view, render)
 from core.series.hanging import HANGING_ORDER
 from tests.series_data import breast, write_mammo
 from tests.test_exam_patient_fixes import _hung, _window
@@ -414,9 +414,17 @@ def test_the_exam_window_keys_zoom_pan_fit_and_window_every_view(qtbot, tmp_path
     view.resize(1000, 600)
     qtbot.wait(50)
     fitted = dict(view.rects)
+    view.hide()
+    view.show()  # opened: the keys go to the views, not to the first button (Space had analysed, arrows hung a prior)
+    view.activateWindow()
+    qtbot.waitUntil(lambda: view.focusWidget() is not None, timeout=2000)
+    assert view.focusWidget() is view
+    qtbot.keyClick(view.focusWidget(), Qt.Key.Key_Plus)
+    assert view.viewport.zoom == pytest.approx(1.25)
+    qtbot.keyClick(view.focusWidget(), Qt.Key.Key_F)
     assert view.compare.focusPolicy() == Qt.FocusPolicy.TabFocus  # clicks do not take the keys to the chooser
     _drag(view.pictures["RCC"], Qt.MouseButton.RightButton, QPointF(50, 50), QPointF(50, 10))  # and focuses the view
-    assert view.viewport.windowed and view.hasFocus()
+    assert view.viewport.windowed and view.focusWidget() is view
     windowed = view.pictures["RCC"].pixmap().toImage()
     qtbot.keyClick(view, Qt.Key.Key_Plus)
     qtbot.keyClick(view, Qt.Key.Key_Plus)
@@ -491,11 +499,14 @@ def test_a_ruler_on_a_film_without_pixel_spacing_is_in_the_file_s_pixels():
     from core.measurements import Ruler
     from core.series.exam_display import ruler_text
 
-    film = _film(np.zeros((4096, 1600)))  # a 5,000 x 1,953 file held at 4,096 rows
+    held = np.zeros((4096, 1600))  # a 5,000 x 1,953 file held at 4,096 rows
     ruler = Ruler(100, 0, 100, 4096)
-    assert ruler_text(ruler, film, (5000.0, 1953.0, False)) == "5000 px"
-    assert ruler_text(ruler, film, (250.0, 97.65, True)) == "250.0 mm"
-    assert ruler_text(ruler, film, None) == "4096 px"
+    unknown = HungFilm(held, None, False, False, False, (5000, 1953))
+    assert ruler_text(ruler, unknown) == "5000 px"
+    stated = HungFilm(held, None, False, False, False, (5000, 1953), (0.05, 0.05))
+    assert ruler_text(ruler, stated) == "250.0 mm"
+    read_smaller = HungFilm(held, None, False, False, False, (2500, 977), None, 2)  # the file read at 1/2
+    assert ruler_text(ruler, read_smaller) == "5000 px"
 
 
 def test_a_mark_off_the_view_is_not_drawn_and_scores_read_alike_on_any_view():
@@ -509,3 +520,36 @@ def test_a_mark_off_the_view_is_not_drawn_and_scores_read_alike_on_any_view():
     on = Finding(60.0, 100.0, 20.0, 0.61)
     boxes = [(draw_marks(canvas, [on]) == 0).all(axis=2).sum() for canvas in (small, tall)]
     assert boxes[0] > 0 and boxes[0] == boxes[1]  # the label's dark box: one size on the screen
+
+
+def test_a_film_with_only_imager_pixel_spacing_is_measured_in_mm_as_in_the_main_viewer(tmp_path):
+    """The exam window had taken its spacing from PixelSpacing alone (the study index's): a digital mammogram stating
+    only ImagerPixelSpacing measured '300 px' there and '30.0 mm' in the main viewer."""
+    from core.imaging import load_image
+    from core.measurements import Ruler
+    from core.series.exam_display import ruler_text
+    from core.series.hanging import screening_exams
+    from core.series.index import index_folder
+
+    study = generate_uid()
+    for view in ("RCC", "LCC"):
+        path = write_mammo(tmp_path / f"{view}.dcm", breast("left", 600, 400), study_uid=study, laterality=view[0],
+                           view=view[1:], patient_id="IPS")
+        ds = pydicom.dcmread(path)
+        del ds.PixelSpacing
+        ds.ImagerPixelSpacing = [0.1, 0.1]
+        ds.save_as(path)
+    exam = screening_exams(index_folder(tmp_path))[0]
+    film = hung_film(exam.views["RCC"])
+    record = load_image(exam.views["RCC"].ref.path)
+    assert film.picture_mm == pytest.approx(record.pixel_spacing_mm) and film.extent[2]
+    assert ruler_text(Ruler(0, 0, 0, 300), film) == Ruler(0, 0, 0, 300).text(record.pixel_spacing_mm) == "30.0 mm"
+
+
+def test_a_ruler_panned_off_the_view_leaves_no_length_behind():
+    from core.measurements import Ruler
+    from core.series.exam_display import draw_rulers
+
+    canvas = np.full((200, 150), 128, np.uint8)
+    assert (draw_rulers(canvas, [(Ruler(-80, 10, -20, 60), "18.0 mm")]) == 128).all()
+    assert not (draw_rulers(canvas, [(Ruler(20, 10, 80, 60), "18.0 mm")]) == 128).all()

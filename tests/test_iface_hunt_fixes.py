@@ -120,5 +120,9 @@ def test_a_series_verdict_names_the_images_by_instance_number_where_they_differ_
     assert (v.first_slice, v.last_slice) == (5, 7)
     assert (v.instance(v.first_slice), v.instance(v.last_slice)) == (6, 4)
     assert "slices 5-7 of 10 (images 4-6 by instance number)" in verdict_text(v)
+    interleaved = Series("k", "1.2.3", "dicom",  # acquired odd then even: 1, 6, 2, 7, 3, 8, ...
+                         slices=[SliceRef(f"s{i}.dcm", instance=i // 2 + 1 + 5 * (i % 2)) for i in range(10)])
+    assert "(images 3, 8, 4 by instance number)" in verdict_text(
+        verdict("m", "1", "classification", ["no", "yes"], outcomes, interleaved))
     same = Series("k", "1.2.3", "dicom", slices=[SliceRef(f"s{i}.dcm", instance=i + 1) for i in range(10)])
     assert "by instance number" not in verdict_text(verdict("m", "1", "classification", ["no", "yes"], outcomes, same))

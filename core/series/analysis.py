@@ -86,6 +86,7 @@ class SeriesVerdict:
     warnings: list[str] = field(default_factory=list)
     runs: list[tuple[int, int]] = field(default_factory=list)  # every qualifying run, 1-based (first, last)
     instances: list[int | None] = field(default_factory=list)  # each slice's InstanceNumber, in slice order
+    frames: bool = False  # the slices are frames of one file: their 'instances' are frame numbers (1-based)
 
     def instance(self, slice_number: int | None) -> int | None:
         """The InstanceNumber of 1-based slice ``slice_number`` (a PACS numbers images by it), None where unknown."""
@@ -95,11 +96,19 @@ class SeriesVerdict:
 
     def instances_text(self) -> str:
         """' (images 9-14 by instance number)' where the verdict's slices (position order) are numbered otherwise
-        in the files: a reader going to 'slices 5-10' in a PACS would look at other images."""
-        first, last = self.instance(self.first_slice), self.instance(self.last_slice)
-        if first is None or last is None or (first, last) == (self.first_slice, self.last_slice):
+        in the files: a reader going to 'slices 5-10' in a PACS would look at other images. Numbers out of order
+        are listed ('images 3, 9, 4, 10'); a multi-frame file's are its frames ('frames 9-14')."""
+        if self.first_slice is None or self.last_slice is None:
             return ""
-        return f" (images {min(first, last)}-{max(first, last)} by instance number)"
+        numbers = self.instances[self.first_slice - 1:self.last_slice]
+        if not numbers or None in numbers or numbers == list(range(self.first_slice, self.last_slice + 1)):
+            return ""
+        step = 1 if numbers[-1] >= numbers[0] else -1
+        if numbers == list(range(numbers[0], numbers[-1] + step, step)):
+            named = f"{min(numbers)}-{max(numbers)}"
+        else:
+            named = ", ".join(map(str, numbers[:8])) + (", ..." if len(numbers) > 8 else "")
+        return f" (frames {named})" if self.frames else f" (images {named} by instance number)"
 
 
 @dataclass
@@ -369,7 +378,7 @@ def verdict(model: str, version: str, task: str, classes: list[str], outcomes: l
             series: Series) -> SeriesVerdict:
     """The series' call for one model by VERDICT_RULE (one rule for series.csv, analyze --series and the window)."""
     called = _verdict(model, version, task, classes, outcomes, series)
-    called.instances = [ref.instance for ref in series.slices]
+    called.instances, called.frames = [ref.instance for ref in series.slices], series.kind == "multiframe"
     return called
 
 

@@ -19,7 +19,7 @@ from core.export.report import draw_findings
 from core.imaging.record import VOI_LUT
 from core.imaging.windowing import WindowPreset, apply_window, drawable_window
 from core.inference.results import Finding
-from core.measurements import RULER_RGB, Ruler
+from core.measurements import RULER_RGB, Ruler, ruler_within
 from core.series.hanging import MammoView, chest_wall_side, hung_findings, needs_flip, needs_mirror
 
 MAX_FILM_ROWS = 4096  # a film is held at most this tall (4,096 x 3,328 float32: 54 MB; a 4,688-row film is 0.87 of it)
@@ -40,7 +40,20 @@ class HungFilm:
     mirrored: bool
     flipped: bool
     source_shape: tuple[int, int]
+    # mm per pixel of that picture (rows, columns) as the main viewer measures with it (ImagerPixelSpacing, the
+    # magnification and plausibility taken into account: core.imaging), None where unknown; ``downsample``: the
+    # file's pixels per pixel of that picture
+    picture_mm: tuple[float, float] | None = None
+    downsample: int = 1
     levels: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def extent(self) -> tuple[float, float, bool]:
+        """(height, width) of the film: in mm (True) where its spacing is known, else in the file's pixels (False)."""
+        rows, columns = self.source_shape
+        if self.picture_mm:
+            return rows * self.picture_mm[0], columns * self.picture_mm[1], True
+        return rows * self.downsample, columns * self.downsample, False
 
     def level(self, shrink: float) -> np.ndarray:
         """The film at the coarsest halving that still has a pixel for each view pixel where it is drawn ``shrink``
@@ -86,7 +99,9 @@ def hung_film(view: MammoView, max_rows: int = MAX_FILM_ROWS) -> HungFilm:
     flip = needs_flip(view.laterality, view.view, view.ref.patient_orientation)
     if mirror or flip:
         values = values[::-1 if flip else 1, ::-1 if mirror else 1]
-    return HungFilm(np.ascontiguousarray(values), window, inverted, mirror, flip, display.shape[:2])
+    spacing, _ = record.measuring_spacing()
+    return HungFilm(np.ascontiguousarray(values), window, inverted, mirror, flip, display.shape[:2],
+                    tuple(spacing) if spacing else None, record.downsample)
 
 
 @dataclass(frozen=True)
@@ -257,13 +272,11 @@ def view_point(rect: Rect, film: HungFilm, x: float, y: float) -> tuple[float, f
     return rect.x + x * rect.width / columns, rect.y + y * rect.height / rows
 
 
-def ruler_text(ruler: Ruler, film: HungFilm, extent: tuple[float, float, bool] | None) -> str:
+def ruler_text(ruler: Ruler, film: HungFilm) -> str:
     """A ruler on the hung film (its pixels: a film over MAX_FILM_ROWS is held smaller than the file) as long as it is
-    on the breast: '18.0 mm' where ``extent`` (the file's height and width, in mm where True, else in the file's
-    pixels) is in mm, else in the file's pixels; in the film's pixels where the file's size is not known. Mirroring
-    and turning the film upright change no length."""
-    if extent is None:
-        return ruler.text(None)
+    on the breast: '18.0 mm' where the film's spacing is known (``HungFilm.extent``), else in the file's pixels.
+    Mirroring and turning the film upright change no length."""
+    extent = film.extent
     rows, columns = film.values.shape[:2]
     per_row, per_column = extent[0] / rows, extent[1] / columns
     if extent[2]:
@@ -281,7 +294,10 @@ def draw_rulers(canvas: np.ndarray, rulers: list[tuple[Ruler, str]], scale: floa
     thickness, size = max(1, round(1.5 * scale)), 0.45 * scale
     pad = round(3 * scale)
     for ruler, text in rulers:
-        ends = [(round(ruler.x0), round(ruler.y0)), (round(ruler.x1), round(ruler.y1))]
+        if ruler_within(ruler.x0, ruler.y0, ruler.x1, ruler.y1, width, height) is None:
+            continue  # panned off the view: its length is not left over other tissue
+        # pixel k covers [k, k + 1): a point's pixel is its floor, as the marks are placed
+        ends = [(round(ruler.x0 - 0.5), round(ruler.y0 - 0.5)), (round(ruler.x1 - 0.5), round(ruler.y1 - 0.5))]
         cv2.line(rgb, *ends, RULER_RGB, thickness, cv2.LINE_AA)
         (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, thickness)
         box_w, box_h = text_w + 2 * pad, text_h + baseline + 2 * pad
