@@ -176,11 +176,7 @@ class History:
         series = analysis.series
         files = [os.path.abspath(p.parent) for p in series.files]  # a path that names the folder from anywhere
         folder = os.path.commonpath(files) if files else ""
-        verdicts = [{"model": v.model, "version": v.version, "task": v.task, "label": v.label,
-                     "probability": None if v.probability is None else round(v.probability, 6),
-                     "first_slice": v.first_slice, "last_slice": v.last_slice, "runs": [list(r) for r in v.runs],
-                     "lesion_volume_ml": None if v.lesion_volume_ml is None else round(v.lesion_volume_ml, 4),
-                     "text": verdict_text(v), "warnings": list(v.warnings)} for v in analysis.results]
+        verdicts = [v.to_dict() | {"text": verdict_text(v)} for v in analysis.results]
         record = {"kind": "series", "series_uid": series.uid or None, "part": series.part or None,
                   "description": series.description,
                   "folder": _text(folder), "series_kind": series.kind, "modality": series.modality,

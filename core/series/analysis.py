@@ -88,6 +88,15 @@ class SeriesVerdict:
     instances: list[int | None] = field(default_factory=list)  # each slice's InstanceNumber, in slice order
     frames: bool = False  # the slices are frames of one file: their 'instances' are frame numbers (1-based)
 
+    def to_dict(self) -> dict:
+        """The verdict as analyze --series --json and the history record it (each adds its own details)."""
+        return {"model": self.model, "version": self.version, "task": self.task, "label": self.label,
+                "probability": None if self.probability is None else round(self.probability, 6),
+                "first_slice": self.first_slice, "last_slice": self.last_slice, "runs": [list(r) for r in self.runs],
+                "first_instance": self.instance(self.first_slice), "last_instance": self.instance(self.last_slice),
+                "lesion_volume_ml": None if self.lesion_volume_ml is None else round(self.lesion_volume_ml, 4),
+                "warnings": self.warnings}
+
     def instance(self, slice_number: int | None) -> int | None:
         """The InstanceNumber of 1-based slice ``slice_number`` (a PACS numbers images by it), None where unknown."""
         if slice_number is None or not 0 < slice_number <= len(self.instances):
@@ -172,13 +181,7 @@ class SeriesAnalysis:
                 if outcome is not None and outcome.error:
                     entry["error"] = outcome.error
                 details.append(entry)
-            out["results"].append({
-                "model": v.model, "version": v.version, "task": v.task, "label": v.label,
-                "probability": None if v.probability is None else round(v.probability, 6),
-                "first_slice": v.first_slice, "last_slice": v.last_slice, "runs": [list(r) for r in v.runs],
-                "first_instance": v.instance(v.first_slice), "last_instance": v.instance(v.last_slice),
-                "lesion_volume_ml": None if v.lesion_volume_ml is None else round(v.lesion_volume_ml, 4),
-                "warnings": v.warnings, "slices_detail": details})
+            out["results"].append(v.to_dict() | {"slices_detail": details})
         return out
 
 
