@@ -270,7 +270,9 @@ class BatchDialog(QDialog):
         self.table.setRowCount(start + len(rows))
         for i, row in enumerate(rows, start):
             for j, column in enumerate(TABLE_COLUMNS):
-                self.table.setItem(i, j, QTableWidgetItem(str(row.get(column, ""))))
+                item = QTableWidgetItem(str(row.get(column, "")))
+                item.setToolTip(item.text())  # a file name or an error elided in its column is read whole here
+                self.table.setItem(i, j, item)
         if self.rows_received > self.table.rowCount():
             out = self.output_folder
             where = out / "results.csv" if out is not None else "results.csv"

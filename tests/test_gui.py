@@ -338,6 +338,8 @@ def test_batch_dialog_progress_cancel_and_table(qtbot, window, tmp_path):
     assert dialog.table.rowCount() == 31  # the files of the run resumed are listed too, not only the new ones
     listed = sorted(dialog.table.item(r, 0).text() for r in range(dialog.table.rowCount()))
     assert listed == sorted([f"c{i:02d}.png" for i in range(30)] + ["broken.png"])
+    assert all(dialog.table.item(r, 0).toolTip() == dialog.table.item(r, 0).text()  # elided in a narrow column
+               for r in range(dialog.table.rowCount()))
     qtbot.waitUntil(lambda: window.history_panel.table.rowCount() == 30, timeout=10000)  # all but the broken file
     opened = []
     dialog.openRequested.connect(lambda path, frame: opened.append((path, frame)))
