@@ -135,21 +135,9 @@ def _drag(widget, button, start: QPointF, end: QPointF) -> None:
 
 
 def test_the_exam_window_zooms_pans_and_windows_every_view_together(qtbot, tmp_path):
-    study = generate_uid()
-    for view in HANGING_ORDER:
-        pixels = breast("left", 1800, 1200)
-        pixels[900, 100] = 4095  # a one-pixel speck near each chest wall
-        path = write_mammo(tmp_path / f"{view}.dcm", pixels, study_uid=study, laterality=view[0], view=view[1:],
-                           patient_id="WZ")
-        ds = pydicom.dcmread(path)
-        ds.PixelSpacing, ds.WindowCenter, ds.WindowWidth = [0.1, 0.1], 2000, 4000
-        ds.save_as(path)
-    window = _window(qtbot, tmp_path)
-    window.open_folder(tmp_path)
-    _hung(qtbot, window)
-    view = window.exam_view
-    view.resize(1200, 700)
-    qtbot.wait(50)
+    pixels = breast("left", 1800, 1200)
+    pixels[900, 100] = 4095  # a one-pixel speck near each chest wall
+    view = _exam_window(qtbot, tmp_path, pixels, 0.1, (1200, 700))
     assert all(view.films[n].values.shape == (1800, 1200) for n in HANGING_ORDER)  # not cut to 1,200 rows
     fitted = dict(view.rects)
     before = {n: view.pictures[n].pixmap().toImage() for n in HANGING_ORDER}
@@ -397,22 +385,29 @@ def test_a_closed_exam_window_lets_its_films_go(qtbot, tmp_path):
     qtbot.waitUntil(view.loaded, timeout=20000)  # hung again: read again
 
 
+def _exam_window(qtbot, folder, pixels: np.ndarray, mm: float, size: tuple[int, int] = (1000, 600)):
+    """An exam of four films of ``pixels`` at ``mm`` per pixel (window 2,000 / 4,000), hung in the exam window of
+    ``size``."""
+    study = generate_uid()
+    for view in HANGING_ORDER:
+        path = write_mammo(folder / f"{view}.dcm", pixels, study_uid=study, laterality=view[0], view=view[1:],
+                           patient_id="EW")
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing, ds.WindowCenter, ds.WindowWidth = [mm, mm], 2000, 4000
+        ds.save_as(path)
+    window = _window(qtbot, folder)
+    window.open_folder(folder)
+    _hung(qtbot, window)
+    view = window.exam_view
+    view.resize(*size)
+    qtbot.wait(50)
+    return view
+
+
 def test_the_exam_window_keys_zoom_pan_fit_and_window_every_view(qtbot, tmp_path):
     """The exam window had no keys: + and - zoom, the arrows pan (the left breast as the mirror), F fits keeping the
     window, R gives each film its own window keeping the zoom; a click on the prior chooser leaves the keys to it."""
-    study = generate_uid()
-    for view in HANGING_ORDER:
-        path = write_mammo(tmp_path / f"{view}.dcm", breast("left", 600, 400), study_uid=study, laterality=view[0],
-                           view=view[1:], patient_id="KY")
-        ds = pydicom.dcmread(path)
-        ds.PixelSpacing, ds.WindowCenter, ds.WindowWidth = [0.1, 0.1], 2000, 4000
-        ds.save_as(path)
-    window = _window(qtbot, tmp_path)
-    window.open_folder(tmp_path)
-    _hung(qtbot, window)
-    view = window.exam_view
-    view.resize(1000, 600)
-    qtbot.wait(50)
+    view = _exam_window(qtbot, tmp_path, breast("left", 600, 400), 0.1)
     fitted = dict(view.rects)
     view.hide()
     view.show()  # opened: the keys go to the views, not to the first button (Space had analysed, arrows hung a prior)
@@ -453,19 +448,7 @@ def test_a_ruler_on_an_exam_view_measures_the_film_in_mm_and_follows_it(qtbot, t
     """The exam window had no ruler: a mass seen on the hung views could not be measured there. In measure mode (D) a
     left drag draws one on the view's film: its length from the file's pixel spacing, the same on a film held smaller
     than the file and on a mirrored one; it moves with the film, and Shift+D clears it."""
-    study = generate_uid()
-    for view in HANGING_ORDER:  # 5,000 rows: held at 4,096; 0.05 mm pixels
-        path = write_mammo(tmp_path / f"{view}.dcm", breast("left", 5000, 2000), study_uid=study, laterality=view[0],
-                           view=view[1:], patient_id="RU")
-        ds = pydicom.dcmread(path)
-        ds.PixelSpacing, ds.WindowCenter, ds.WindowWidth = [0.05, 0.05], 2000, 4000
-        ds.save_as(path)
-    window = _window(qtbot, tmp_path)
-    window.open_folder(tmp_path)
-    _hung(qtbot, window)
-    view = window.exam_view
-    view.resize(1000, 600)
-    qtbot.wait(50)
+    view = _exam_window(qtbot, tmp_path, breast("left", 5000, 2000), 0.05)  # 5,000 rows: held at 4,096
     assert view.films["LCC"].values.shape[0] == 4096 and view.mirrored["LCC"] != view.mirrored["RCC"]
     qtbot.keyClick(view, Qt.Key.Key_D)
     assert view.measuring

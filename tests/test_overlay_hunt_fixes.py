@@ -106,10 +106,9 @@ def test_lesion_sizes_are_the_files_pixels_in_the_panel_the_label_and_the_json_a
     assert (mark.x, mark.y, mark.r) == (30.0, 60.0, 15.0)
 
 
-def test_the_findings_panel_gives_the_files_pixels_of_a_picture_read_smaller(qtbot, tiny_models, tmp_path,
-                                                                             monkeypatch):
+def us_read_at_half(qtbot, tiny_models, tmp_path, monkeypatch):
+    """The window on an ultrasound picture read at 1/2 (as one too large for memory is), analysed."""
     from PIL import Image
-    from PySide6.QtWidgets import QLabel
 
     monkeypatch.setattr("core.imaging.raster.downsample_factor", lambda rows, columns: 2)
     picture = np.full((128, 128), 40, np.uint8)
@@ -122,6 +121,14 @@ def test_the_findings_panel_gives_the_files_pixels_of_a_picture_read_smaller(qtb
     window._modality_chosen()
     window.analyse()
     qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    return window
+
+
+def test_the_findings_panel_gives_the_files_pixels_of_a_picture_read_smaller(qtbot, tiny_models, tmp_path,
+                                                                             monkeypatch):
+    from PySide6.QtWidgets import QLabel
+
+    window = us_read_at_half(qtbot, tiny_models, tmp_path, monkeypatch)
     lesions = window.state.segmentation_result.lesions
     assert window.state.record.downsample == 2 and lesions
     texts = [label.text().replace("\u2060", "") for label in window.probabilities.findChildren(QLabel)

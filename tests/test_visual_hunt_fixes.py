@@ -13,20 +13,11 @@ pytestmark = pytest.mark.slow
 def test_a_picture_read_smaller_says_so_and_measures_in_the_files_pixels(qtbot, tiny_models, tmp_path, monkeypatch):
     """A picture read at 1/2: a ruler along a lesion's diameter had read half the lesion label's pixels, the lesions'
     total had been smaller than its only lesion, and the Warnings panel had not said the picture was read smaller."""
-    from PIL import Image
     from PySide6.QtWidgets import QLabel
 
-    monkeypatch.setattr("core.imaging.raster.downsample_factor", lambda rows, columns: 2)
-    picture = np.full((128, 128), 40, np.uint8)
-    picture[20:60, 40:80] = 250
-    Image.fromarray(picture).save(tmp_path / "us.png")
-    window = open_window(qtbot, tiny_models, tmp_path)
-    window.open_path(tmp_path / "us.png")
-    qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
-    window.modality_box.setCurrentIndex(3)  # ultrasound
-    window._modality_chosen()
-    window.analyse()
-    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
+    from tests.test_overlay_hunt_fixes import us_read_at_half
+
+    window = us_read_at_half(qtbot, tiny_models, tmp_path, monkeypatch)
     record, lesions = window.state.record, window.state.segmentation_result.lesions
     assert record.downsample == 2 and lesions and record.warnings
     shown = [window.warnings.item(i).text() for i in range(window.warnings.count())]
