@@ -104,10 +104,15 @@ def export_mm(value: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Ruler:
+    """A line measured on a picture, its ends in the picture's pixels; ``scale``: the file's pixels per pixel of that
+    picture (``ImageRecord.downsample``: a file read smaller to fit in memory), so lengths and ends are said in the
+    file's pixels, as the analyses' lesions and marks are (as a Region carries ``averaged``)."""
+
     x0: float
     y0: float
     x1: float
     y1: float
+    scale: int = 1
 
     @property
     def length_px(self) -> float:
@@ -120,23 +125,23 @@ class Ruler:
         row, column = spacing_mm
         return math.hypot((self.x1 - self.x0) * column, (self.y1 - self.y0) * row)
 
-    def to_dict(self, spacing_mm: tuple[float, float] | None, scale: int = 1) -> dict:
-        """The ruler as exported: its ends in the file's pixels (``scale``: file pixels per pixel of the picture
-        measured on, ``ImageRecord.downsample``, as the analyses' positions are given) and its length (mm: None
-        where the spacing is unknown)."""
-        mm = self.length_mm(spacing_mm)
+    def to_dict(self, spacing_mm: tuple[float, float] | None) -> dict:
+        """The ruler as exported: its ends and length in the file's pixels, as the analyses' positions are given, and
+        its length in mm (None where the spacing is unknown)."""
+        mm, scale = self.length_mm(spacing_mm), self.scale
         return {"x0": round(self.x0 * scale, 2), "y0": round(self.y0 * scale, 2), "x1": round(self.x1 * scale, 2),
                 "y1": round(self.y1 * scale, 2), "length_px": round(self.length_px * scale, 2),
                 "length_mm": export_mm(mm)}
 
-    def text(self, spacing_mm: tuple[float, float] | None, scale: int = 1) -> str:
-        """'18.0 mm' ('30.0 µm' under a millimetre), or '50 px' where the pixel spacing is unknown: the file's pixels
-        (``scale``: file pixels per pixel of the picture measured on), as a lesion's diameter beside it says them."""
+    def text(self, spacing_mm: tuple[float, float] | None) -> str:
+        """'18.0 mm' ('30.0 µm' under a millimetre), or '50 px' where the pixel spacing is unknown: the file's pixels,
+        as a lesion's diameter beside it says them (a ruler along a 90-px diameter read at 1/2 had said '45 px')."""
         mm = self.length_mm(spacing_mm)
-        return length_text(mm) if mm is not None else f"{self.length_px * scale:.0f} px"
+        return length_text(mm) if mm is not None else f"{self.length_px * self.scale:.0f} px"
 
 
-def ruler_within(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> Ruler | None:
+def ruler_within(x0: float, y0: float, x1: float, y1: float, width: int, height: int, scale: int = 1
+                 ) -> Ruler | None:
     """The part of the line from (x0, y0) to (x1, y1) inside a ``width`` x ``height`` picture, in the line's own
     direction (Liang-Barsky clipping: a drag past the edge stops there, it does not turn along it); None where no
     part lies inside or the part is under ``MIN_LENGTH_PX`` (a click)."""
@@ -152,7 +157,7 @@ def ruler_within(x0: float, y0: float, x1: float, y1: float, width: int, height:
             end = min(end, q / p)
     if start > end:
         return None
-    ruler = Ruler(x0 + start * dx, y0 + start * dy, x0 + end * dx, y0 + end * dy)
+    ruler = Ruler(x0 + start * dx, y0 + start * dy, x0 + end * dx, y0 + end * dy, scale)
     return ruler if ruler.length_px >= MIN_LENGTH_PX else None
 
 
@@ -187,11 +192,11 @@ class Region:
     def area_mm2(self, spacing_mm: tuple[float, float] | None) -> float | None:
         return self.area_px * spacing_mm[0] * spacing_mm[1] if spacing_mm else None
 
-    def to_dict(self, spacing_mm: tuple[float, float] | None, scale: int = 1) -> dict:
-        """The region as exported: its box in the file's pixels (``scale``: as ``Ruler.to_dict``), its area (mm²:
-        None where the spacing is unknown) and its values' statistics (with ``pixels_averaged``: n where each value
-        is the mean of n x n file pixels)."""
-        mm2 = self.area_mm2(spacing_mm)
+    def to_dict(self, spacing_mm: tuple[float, float] | None) -> dict:
+        """The region as exported: its box in the file's pixels (``averaged``: the file's pixels per pixel measured
+        on), its area (mm²: None where the spacing is unknown) and its values' statistics (with ``pixels_averaged``:
+        n where each value is the mean of n x n file pixels)."""
+        mm2, scale = self.area_mm2(spacing_mm), self.averaged
         out = {"shape": "ellipse", "x0": round(self.x0 * scale, 2), "y0": round(self.y0 * scale, 2),
                "x1": round(self.x1 * scale, 2), "y1": round(self.y1 * scale, 2),
                "area_px": round(self.area_px * scale * scale, 1),

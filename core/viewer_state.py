@@ -616,7 +616,7 @@ class ViewerState:
         if self._record is None:
             return None
         rows, columns = self._picture_shape()
-        ruler = ruler_within(x0, y0, x1, y1, columns, rows)
+        ruler = ruler_within(x0, y0, x1, y1, columns, rows, self.downsample)
         if ruler is not None:
             self._rulers.setdefault(self._ruler_key(), []).append(ruler)
             self.events.rulers.emit(self.rulers)

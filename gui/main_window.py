@@ -54,7 +54,6 @@ from core.imaging import ImageRecord, Modality, WindowPreset, load_image
 from core.history import History
 from core.inference.analyzer import Analyzer, Engine
 from core.inference.results import Analysis
-from core.measurements import Ruler
 from core.models.registry import Registry
 from core.models.scale import MAGNIFICATIONS, PLAUSIBLE_UM, magnification_at, um_at_magnification
 from core.series.analysis import VERDICT_RULE, SeriesAnalysis, submit_series, verdict_text
@@ -1276,9 +1275,7 @@ class MainWindow(QMainWindow):
             spacing = self.state.pixel_spacing_mm
             implausible = self.state.spacing_warning
             note = "" if spacing else f" ({implausible})" if implausible else " (pixel spacing unknown)"
-            last = drawn[-1]
-            text = last.text(spacing, self.state.downsample) if isinstance(last, Ruler) else last.text(spacing)
-            self.statusBar().showMessage(f"{kind}: {text}{note}", 10000)
+            self.statusBar().showMessage(f"{kind}: {drawn[-1].text(spacing)}{note}", 10000)
 
     def _measure(self, mode: str, on: bool) -> None:
         """One measure mode at a time: turning on the ruler turns off the region, and the other way round."""
@@ -1388,9 +1385,9 @@ class MainWindow(QMainWindow):
         if self.anonymise_exports:
             found.pop("path", None)
         if state.rulers:
-            found["measurements"] = [r.to_dict(state.pixel_spacing_mm, record.downsample) for r in state.rulers]
+            found["measurements"] = [r.to_dict(state.pixel_spacing_mm) for r in state.rulers]
         if state.regions:
-            found["regions"] = [r.to_dict(state.pixel_spacing_mm, record.downsample) for r in state.regions]
+            found["regions"] = [r.to_dict(state.pixel_spacing_mm) for r in state.regions]
         if found or state.window is not None or state.inverted:  # the picture is not the file's own
             found["view"] = self._view_rendering()
         return found

@@ -266,7 +266,7 @@ class ImageViewer(QGraphicsView):
     def draw_rulers(self) -> None:
         """The rulers of the slice shown: each a line with its length on a dark box at its end."""
         self.ruler_items = self._redrawn(self.ruler_items, lambda spacing: [
-            self._ruler_items(r.x0, r.y0, r.x1, r.y1, r.text(spacing, self.state.downsample)) for r in self.state.rulers])
+            self._ruler_items(r.x0, r.y0, r.x1, r.y1, r.text(spacing)) for r in self.state.rulers])
 
     def _ruler_items(self, x0: float, y0: float, x1: float, y1: float, text: str) -> list:
         color = QColor(*RULER_RGB)
@@ -469,9 +469,10 @@ class ImageViewer(QGraphicsView):
             self._ruler_preview = [] if region is None else self._region_items(
                 region.x0, region.y0, region.x1, region.y1, region.text(self.pixel_spacing_mm))
             return
-        ruler = ruler_within(start.x(), start.y(), point.x(), point.y(), int(rect.width()), int(rect.height()))
+        ruler = ruler_within(start.x(), start.y(), point.x(), point.y(), int(rect.width()), int(rect.height()),
+                             self.state.downsample)
         self._ruler_preview = [] if ruler is None else self._ruler_items(
-            ruler.x0, ruler.y0, ruler.x1, ruler.y1, ruler.text(self.pixel_spacing_mm, self.state.downsample))
+            ruler.x0, ruler.y0, ruler.x1, ruler.y1, ruler.text(self.pixel_spacing_mm))
 
     def contextMenuEvent(self, event) -> None:  # noqa: N802 - right button is window/level
         event.accept()

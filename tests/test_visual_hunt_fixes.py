@@ -25,7 +25,7 @@ def test_a_picture_read_smaller_says_so_and_measures_in_the_files_pixels(qtbot, 
     total = next(label.text() for label in window.probabilities.findChildren(QLabel) if "total" in label.text())
     assert total.endswith(f"total {sum(lesion.area_px for lesion in lesions) * 4} px")
     ruler = window.state.add_ruler(10, 10, 40, 10)  # 30 pixels of the picture: 60 of the file
-    assert ruler.text(window.state.pixel_spacing_mm, window.state.downsample) == "60 px"
+    assert ruler.text(window.state.pixel_spacing_mm) == "60 px"
     assert "Distance: 60 px" in window.statusBar().currentMessage()
     label = next(item for item in window.viewer.ruler_items if hasattr(item, "childItems") and item.childItems())
     assert label.childItems()[0].text() == "60 px"
