@@ -28,11 +28,12 @@ def two_classifiers(tiny_models, tmp_path_factory):
     return root
 
 
-def _analysed(qtbot, models, tmp_path, png):
+def _analysed(qtbot, models, tmp_path, png, modality_index: int = 1):
+    """The window on ``png``, read as the Modality box's entry ``modality_index`` (1: MR, 3: ultrasound), analysed."""
     window = open_window(qtbot, models, tmp_path)
     window.open_path(png)
     qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
-    window.modality_box.setCurrentIndex(1)  # MR
+    window.modality_box.setCurrentIndex(modality_index)
     window._modality_chosen()
     window.analyse()
     qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
@@ -114,14 +115,7 @@ def us_read_at_half(qtbot, tiny_models, tmp_path, monkeypatch):
     picture = np.full((128, 128), 40, np.uint8)
     picture[20:60, 40:80] = 250
     Image.fromarray(picture).save(tmp_path / "us.png")
-    window = open_window(qtbot, tiny_models, tmp_path)
-    window.open_path(tmp_path / "us.png")
-    qtbot.waitUntil(lambda: window.state.record is not None and not window.is_busy, timeout=20000)
-    window.modality_box.setCurrentIndex(3)  # ultrasound
-    window._modality_chosen()
-    window.analyse()
-    qtbot.waitUntil(lambda: window.state.analysis is not None and not window.is_busy, timeout=60000)
-    return window
+    return _analysed(qtbot, tiny_models, tmp_path, tmp_path / "us.png", modality_index=3)  # ultrasound
 
 
 def test_the_findings_panel_gives_the_files_pixels_of_a_picture_read_smaller(qtbot, tiny_models, tmp_path,
