@@ -72,7 +72,7 @@ class ProbabilityPanel(QWidget):
             else:
                 area = sum(l.area_mm2 or 0 for l in result.lesions)
                 unit = f"{area:.1f} mm²" if result.lesions and result.lesions[0].area_mm2 is not None else \
-                    f"{sum(in_file_pixels(l, pixel_scale).area_px for l in result.lesions)} px"
+                    f"{result.lesion_area_px(pixel_scale)} px"
                 form.addWidget(QLabel(f"{len(result.lesions)} lesion(s), total {unit}"))
                 for i, lesion in enumerate(result.lesions[:3], 1):  # largest first: the calipers a sonographer reads
                     text = in_file_pixels(lesion, pixel_scale).size_text().replace("mm2", "mm²")

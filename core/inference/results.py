@@ -179,6 +179,11 @@ class ModelResult:
             return None
         return float(sum(l.area_mm2 for l in self.lesions))
 
+    def lesion_area_px(self, scale: int = 1) -> int:
+        """The lesions' total area in the file's pixels (``scale``: the file's pixels per pixel analysed), as the JSON
+        and the Findings panel give it."""
+        return int(sum(l.area_px for l in self.lesions)) * scale * scale
+
     def __post_init__(self) -> None:
         if self.findings is not None:
             self.findings = sorted(self.findings, key=lambda f: -f.score)
@@ -211,7 +216,7 @@ class ModelResult:
         else:
             area = self.lesion_area_mm2
             out.update(lesions=len(self.lesions),
-                       lesion_area_px=int(sum(l.area_px for l in self.lesions)) * scale * scale,
+                       lesion_area_px=self.lesion_area_px(scale),
                        lesion_area_mm2=None if area is None else round(area, 3),
                        lesion_details=[l.to_dict(scale) for l in self.lesions])
         if self.findings is not None:
