@@ -301,7 +301,9 @@ def test_analyse_exam_marks_each_hung_view_and_scores_it_against_the_other_side(
     view.close()
     assert window.show_exam() is view  # hung again: its analysis is still there, marks and captions
     qtbot.waitUntil(view.loaded, timeout=20000)
-    assert {n: view.captions[n].text() for n in texts} == texts and view.pictures["LCC"].pixmap().toImage() == marked
+    place = view.pictures["LCC"]  # drawn again once the captions' analysis text has settled the layout (a race)
+    qtbot.waitUntil(lambda: place.pixmap().size() == place.size(), timeout=5000)
+    assert {n: view.captions[n].text() for n in texts} == texts and place.pixmap().toImage() == marked
 
 
 def test_a_digital_mammogram_is_read_at_its_imager_pixel_spacing(analyzer, tmp_path):
