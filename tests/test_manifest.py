@@ -19,6 +19,7 @@ from core.models.manifest import (MODALITIES, PREPROCESS_CHOICES, TASKS, TILING_
 from core.models.preprocessing import PreprocessSpec
 from core.models.registry import BUILTIN_MODELS, Bundle, Registry
 from core.models.mammography import FilmScoring
+from core.models.novelty import NoveltySpec
 from core.models.tiling import TilingSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,6 +215,11 @@ def test_schema_and_dataclass_agree():
             if f.name in choices:
                 assert node["properties"][f.name]["enum"] == list(choices[f.name]), (key, f.name)
                 assert f.default in choices[f.name]
+    novelty = _schema_at("novelty")
+    assert set(novelty["properties"]) == {f.name for f in dataclasses.fields(NoveltySpec)}
+    assert novelty["required"] == [f.name for f in dataclasses.fields(NoveltySpec) if f.default is dataclasses.MISSING]
+    assert novelty["properties"]["flag_above"]["default"] == NoveltySpec("f", SHA).flag_above
+    assert BundleManifest.from_dict(_minimal(novelty={"file": "n.npz", "sha256": SHA})).novelty == NoveltySpec("n.npz", SHA)
     assert _schema_errors(_minimal()) == []
 
 
@@ -252,6 +258,10 @@ BAD = [
     ("film_scoring", {"top": 0}, "film_scoring.top"),
     ("film_scoring", {"mark_threshold": 1.5}, "film_scoring.mark_threshold"),
     ("film_scoring", {"colour": "red"}, "film_scoring.colour"),
+    ("novelty", {"file": "novelty.npz"}, "novelty.sha256"),
+    ("novelty", {"file": "novelty.npz", "sha256": SHA, "flag_above": 1.5}, "novelty.flag_above"),
+    ("novelty", {"file": "novelty.npz", "sha256": SHA, "colour": "red"}, "novelty.colour"),
+    ("novelty", {"file": "", "sha256": SHA}, "novelty.file"),
     ("architecture", [], "architecture"),
     ("architecture", {"trunk_file": "trunk.keras"}, "architecture.trunk_sha256"),
     ("architecture", {"feature_bundle": "parent", "feature_bundle_sha256": SHA}, "architecture.feature_layer"),

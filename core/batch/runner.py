@@ -51,7 +51,7 @@ from core.result_cells import CSV_LINE_END, file_key, file_relative, join_warnin
 from core.series.contralateral import other_breast
 
 BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_version", "task", "device", "label",
-                "probability", "scale"]
+                "probability", "scale", "novelty"]
 TAIL_COLUMNS = ["lesions", "lesion_area_px", "lesion_area_mm2", "lesion_max_diameter_mm", "lesion_width_mm", "lesion_depth_mm",
                 "lesion_depth_to_width", "findings", "mask_file", "heatmap_file", "warnings", "error"]
 
@@ -511,7 +511,8 @@ class BatchRun:
                             warnings=join_warnings(record.warnings + analysis.warnings + result.warnings), **base)
             if result.task == "classification":
                 row.update(label=result.label, probability=f"{result.confidence:.6f}",
-                           scale="" if result.scale is None else result.scale["text"])
+                           scale="" if result.scale is None else result.scale["text"],
+                           novelty="" if result.novelty is None else f"{result.novelty:.4f}")
                 row.update({f"p_{c}": f"{p:.6f}" for c, p in result.probabilities.items()})
                 if result.heatmap is not None and self.heatmaps:  # a tiled model's tile map too: --no-heatmaps
                     row["heatmap_file"] = self._write(row, "heatmaps", stem, write_heatmap_png, display, result.heatmap)

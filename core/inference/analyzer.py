@@ -104,7 +104,7 @@ class Analyzer:
         path = self._paths.get(key)
         if path is None or path.info is not info:
             network = path.network if path is not None else load_network(bundle, self.stem_rows, self.export(bundle))
-            path = self._paths[key] = build_path(info, network)
+            path = self._paths[key] = build_path(info, network, bundle.novelty_reference())
         return path
 
     def export(self, bundle: Bundle) -> Export | None:

@@ -30,6 +30,7 @@ from core.inference.results import Finding, ModelResult
 from core.models.mammography import (OtherBreast, blob_response, cad_marks, film_at_scale, film_score, search_region,
                                      search_tiles)
 from core.models.manifest import BundleManifest
+from core.models.novelty import NoveltyReference, novelty_warning, pooled
 from core.models.preprocessing import ModelInputs, as_grey, preprocess
 from core.models.registry import Bundle
 from core.models.scale import Scale, assumed_warning, resolve_scale
@@ -252,10 +253,19 @@ class ClassifierPath(AnalysisPath):
     """A whole-image classifier: logits (averaged with the mirror's where validation chose it), calibrated
     probabilities, Grad-CAM or Grad-CAM++ at the layer each explains, test-time augmentation."""
 
-    def __init__(self, info: BundleManifest, network: Network) -> None:
+    def __init__(self, info: BundleManifest, network: Network, novelty: NoveltyReference | None = None) -> None:
         super().__init__(info, network)
         self.classes = list(info.classes)
         self.temperature = info.temperature
+        # An export's stem key adds '#' and the outputs it hands out (core.inference.onnx_export); the network and
+        # the cut are the part before it.
+        if novelty is not None and (network.stages.stem is None
+                                    or novelty.stem != (network.stages.key or "").partition("#")[0]):
+            # Distances in another network's feature space would mean nothing: refused, as a damaged file is.
+            raise ModelError(f"model '{info.id}': its novelty reference was fitted on another network's features "
+                             f"({novelty.stem}, this network's stem is {network.stages.key or 'none'}); fit it again "
+                             "(python -m core.training.novelty)")
+        self.novelty = novelty
         # The layer each method explains, None where that is the activation the shared stem hands the rest
         # (gradients through the rest alone); a bundle explained elsewhere takes them through its whole network.
         self.cam_layers: dict[bool, str | None] = {}
@@ -268,6 +278,12 @@ class ClassifierPath(AnalysisPath):
     def gradcam(self, x: np.ndarray, target: int | None, plus: bool):
         """(logits, heatmaps, class index used) for the batch ``x``, at the method's layer."""
         return self.network.gradcam(self.cam_layers[plus], x, target, plus)
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """(N, D) features of the image batch ``x`` that the novelty reference reads: the activation the stem hands
+        the rest, averaged over the picture (the stem's outputs are cached by row, so after the forward pass this
+        costs no second pass)."""
+        return pooled(self.network.inputs(x)[0])
 
     def _target(self, target_class: str | None) -> int | None:
         if target_class is None:
@@ -306,6 +322,10 @@ class ClassifierPath(AnalysisPath):
         result.heatmap = heatmap
         result.heatmap_class = self.classes[int(chosen[0])] if heatmap is not None else None
         _flag_low_confidence(result)
+        if self.novelty is not None:
+            result.novelty = float(self.novelty.share_closer(self.novelty.distances(self.features(x)))[0])
+            if result.novelty > self.info.novelty.flag_above:
+                result.warnings.append(novelty_warning(self.info.id, result.novelty))
         if request.tta:
             views = np.concatenate([x, x[:, :, ::-1], np.clip(x * 1.1, -1, 1), np.clip(x * 0.9, -1, 1)])
             tta_probs = _softmax(self.network.forward(views) / self.temperature)
@@ -600,9 +620,10 @@ def _view(record: ImageRecord | None) -> str:
     return side_and_view(texts)[1] or "MLO"
 
 
-def build_path(info: BundleManifest, network: Network) -> AnalysisPath:
-    """The path of the bundle described by ``info`` on its loaded ``network``, refused (ModelError) where the
-    manifest's classes do not match the network's outputs: the probabilities would be named wrongly."""
+def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference | None = None) -> AnalysisPath:
+    """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: its reference, for a
+    whole-image classifier), refused (ModelError) where the manifest's classes do not match the network's outputs:
+    the probabilities would be named wrongly."""
     _check_outputs(info, network.channels)
     if info.task != "classification":
         return SegmenterPath(info, network)
@@ -610,7 +631,7 @@ def build_path(info: BundleManifest, network: Network) -> AnalysisPath:
         return FilmPath(info, network)
     if info.tiling is not None:
         return TiledClassifierPath(info, network)
-    return ClassifierPath(info, network)
+    return ClassifierPath(info, network, novelty)
 
 
 def _check_outputs(info: BundleManifest, channels: int | None) -> None:

@@ -171,6 +171,9 @@ class ModelResult:
     findings: list[Finding] | None = None
     # Segmenters: whether the picture's pixel spacing was known, so that "no lesion" reads 0 mm², not unknown.
     spacing_known: bool = False
+    # Classifiers with a novelty reference (core.models.novelty): the share of the model's validation images that lie
+    # closer to its training images than this picture (near 1: unlike what the model was fitted on).
+    novelty: float | None = None
 
     @property
     def lesion_area_mm2(self) -> float | None:
@@ -213,6 +216,8 @@ class ModelResult:
                 out["scale"] = self.scale
             if self.tta_agreement is not None:
                 out["tta_agreement"] = round(self.tta_agreement, 4)
+            if self.novelty is not None:
+                out["novelty"] = round(self.novelty, 4)
         else:
             area = self.lesion_area_mm2
             out.update(lesions=len(self.lesions),

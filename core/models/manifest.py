@@ -22,6 +22,7 @@ from core.imaging.mr_sequence import SEQUENCES
 from core.imaging.record import Modality
 from core.models.exports import STEMS_FOLDER
 from core.models.mammography import FilmScoring
+from core.models.novelty import NoveltySpec
 from core.models.preprocessing import PreprocessSpec
 from core.models.storage import SHA256
 from core.models.tiling import TilingSpec
@@ -92,6 +93,9 @@ class BundleManifest:
     # MR bundles: the sequences it was fitted on (core.imaging.mr_sequence.SEQUENCES); a slice whose header names
     # another gets a warning. Empty: not stated, no warning.
     mr_sequences: tuple[str, ...] = ()
+    # Classifiers: the reference of their training images' features that says how unusual a picture is
+    # (core.models.novelty); None: no such check.
+    novelty: NoveltySpec | None = None
     extra: dict = field(default_factory=dict, compare=False, repr=False, metadata={"extra": True})
 
     # ----- reading
@@ -193,6 +197,8 @@ class BundleManifest:
             unknown = [name for name in values["mr_sequences"] if name not in SEQUENCES]
             if unknown:
                 check.fail("mr_sequences", f"names among {', '.join(SEQUENCES)}", unknown)
+        if data.get("novelty") is not None:
+            values["novelty"] = check.novelty(data, "novelty")
         values["extra"] = {k: v for k, v in data.items() if k not in cls.top_level_keys()}
         return cls(**values)
 
@@ -327,6 +333,18 @@ class _Check:
             else:
                 self.text(value, name, path=path)
         return dict(value)
+
+    def novelty(self, data: dict, key: str) -> NoveltySpec:
+        """The reference file (in the bundle, with its sha256) and the share above which a picture is flagged."""
+        value = self.kind(data, key, dict, "an object")
+        known = {f.name for f in fields(NoveltySpec)}
+        for name in value:
+            if name not in known:
+                self.fail(f"{key}.{name}", "absent (not a field of " + key + ": " + ", ".join(sorted(known)) + ")",
+                          value[name])
+        flag = self.number(value, "flag_above", 0.0, 1.0, path=f"{key}.flag_above") if "flag_above" in value else None
+        spec = NoveltySpec(self.relative(value.get("file"), f"{key}.file"), self.sha256(value, "sha256", f"{key}.sha256"))
+        return spec if flag is None else NoveltySpec(spec.file, spec.sha256, flag)
 
     def film_scoring(self, data: dict, key: str) -> FilmScoring:
         """Known keys only: whole numbers of at least 1, shares from 0 to 1, a positive scale, any other

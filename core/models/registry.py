@@ -18,6 +18,7 @@ from core.errors import ModelError
 from core.imaging.record import Modality
 from core.models.intervals import accuracy_interval, interval_text
 from core.models.manifest import BundleManifest, read_keys
+from core.models.novelty import NoveltyReference
 from core.models.preprocessing import PreprocessSpec
 from core.models.storage import sha256_file
 from core.models.tiling import TilingSpec
@@ -170,6 +171,14 @@ class Bundle:
                 except (OSError, ValueError, ModelError):  # not there: the export was made without it (fingerprint)
                     continue
                 parent.verify_present_files()
+
+    def novelty_reference(self) -> NoveltyReference | None:
+        """The bundle's novelty reference (core.models.novelty), its file checked against the manifest; None where it
+        has none (the analysis path refuses one fitted on another stem's features)."""
+        spec = self.info.novelty
+        if spec is None:
+            return None
+        return NoveltyReference.from_file(self._verified(spec.file, spec.sha256))
 
     def load(self):
         """The ready Keras model: image (N, H, W, 3) scaled per the manifest -> logits or mask."""

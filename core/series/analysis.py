@@ -19,6 +19,7 @@ import numpy as np
 from core.errors import DiagnosticError, ModelError, described
 from core.imaging.body_part import UNTESTED_BODY_PART
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE
+from core.models.novelty import UNUSUAL
 from core.series.contralateral import other_breast
 from core.series.index import DUPLICATE_MM, GAP_FACTOR, MISSING_SLICE_FACTOR, Series, SliceRef, gap_text
 from core.series.stack import SeriesStack
@@ -594,12 +595,12 @@ def series_disagreements(results: list[SeriesVerdict]) -> None:
 
 
 def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
-    """Per-slice warnings about the image (modality) or its reading (a film scored alone), grouped by kind: 'Unsure
-    modality on 3 of 24 slices (...)'."""
+    """Per-slice warnings about the image (modality, a picture unlike the model's training images) or its reading (a
+    film scored alone), grouped by kind: 'Unsure modality on 3 of 24 slices (...)'."""
     kinds: dict[str, list[tuple[int, str]]] = {}
     for i, o in enumerate(outcomes):
         for w in o.warnings if o is not None else []:
-            if "modality" in w.lower() or w.startswith(UNTESTED_BODY_PART) or "scored alone" in w:
+            if "modality" in w.lower() or w.startswith((UNTESTED_BODY_PART, UNUSUAL)) or "scored alone" in w:
                 kind, _, rest = w.partition(":")
                 kinds.setdefault(kind, []).append((i, rest.strip()))
     return [f"{kind} on {len(hits)} of {len(outcomes)} slices (slice {hits[0][0] + 1}: {hits[0][1]})"

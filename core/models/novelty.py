@@ -1,0 +1,108 @@
+"""How unlike a classifier's training images a picture is: a check on the input, beside the model's answer.
+
+A classifier answers every picture with probabilities that sum to one, however far the picture lies from what it
+was fitted on (another scanner, sequence, plane or body part), and it can be sure and wrong there. So a bundle may
+carry a reference of its own features: the activation its shared stem hands the rest (the layer Grad-CAM
+explains), averaged over the image, for every training image. A picture's distance is the Mahalanobis distance of
+its features to the nearest class mean (one covariance shared by the classes, shrunk: Lee et al., NeurIPS 2018),
+and it is said as the share of the bundle's validation images (patients the model never saw, of its own sources)
+that lie closer. Above the manifest's ``flag_above`` the result warns that the picture is unlike the model's
+training images. It does not change the model's answer, and a picture that passes is not thereby one the model
+reads well: it is a guard against the far-off input, not a measure of correctness.
+
+The reference is fitted by core.training.novelty; this module only reads and applies it (NumPy, no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ModelError
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class NoveltySpec:
+    """The manifest's ``novelty`` entry: the reference file, its sha256, and the share of validation images closer
+    than a picture above which the picture is flagged."""
+
+    file: str
+    sha256: str
+    flag_above: float = 0.99
+
+
+@dataclass(frozen=True)
+class NoveltyReference:
+    """``means``: (classes, D) feature means; ``whiten``: (D, K), so that a distance is ||(f - mean) @ whiten||^2;
+    ``reference``: the validation images' distances, sorted; ``layer``: the activation the features pool; ``stem``:
+    the key of the stem that hands it out (core.models.stages.Stages.key: it names the network's files and the cut),
+    so bundles on one stem (the brain pair) can carry the same reference and a retrained network cannot use it."""
+
+    means: np.ndarray
+    whiten: np.ndarray
+    reference: np.ndarray
+    layer: str
+    stem: str
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.means.shape[1])
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """(N,) squared Mahalanobis distance of each row of ``features`` (N, D) to its nearest class mean."""
+        features = np.asarray(features, np.float64)
+        if features.ndim != 2 or features.shape[1] != self.dimensions:
+            raise ModelError(f"novelty reference of {self.dimensions} features cannot read features of shape "
+                             f"{features.shape}")
+        whitened = (features[:, None, :] - self.means[None].astype(np.float64)) @ self.whiten.astype(np.float64)
+        return (whitened ** 2).sum(axis=-1).min(axis=1)
+
+    def share_closer(self, distances: np.ndarray) -> np.ndarray:
+        """For each distance, the share of validation images that lie at least as close (0..1)."""
+        return np.searchsorted(self.reference, np.asarray(distances, np.float64), side="right") / len(self.reference)
+
+    def to_bytes(self) -> bytes:
+        out = io.BytesIO()
+        np.savez_compressed(out, format=np.array(FORMAT), means=self.means.astype(np.float32),
+                            whiten=self.whiten.astype(np.float32), reference=self.reference.astype(np.float64),
+                            layer=np.array(self.layer), stem=np.array(self.stem))
+        return out.getvalue()
+
+    @classmethod
+    def from_file(cls, path: Path) -> "NoveltyReference":
+        """The reference written by ``to_bytes``; ModelError where the file is not one."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["format"]) != FORMAT:
+                    raise ModelError(f"{path.name}: novelty reference format {int(data['format'])}, this program "
+                                     f"reads {FORMAT}")
+                means, whiten, reference = data["means"], data["whiten"], np.sort(data["reference"])
+                layer, stem = str(data["layer"]), str(data["stem"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ModelError(f"{path.name} is not a novelty reference ({exc})") from exc
+        if (means.ndim != 2 or whiten.ndim != 2 or whiten.shape[0] != means.shape[1] or reference.ndim != 1
+                or not len(reference) or not all(np.isfinite(a).all() for a in (means, whiten, reference))):
+            raise ModelError(f"{path.name} is not a novelty reference (shapes {means.shape}, {whiten.shape}, "
+                             f"{reference.shape})")
+        return cls(means, whiten, reference, layer, stem)
+
+
+def pooled(activation: np.ndarray) -> np.ndarray:
+    """(N, C) features of an (N, H, W, C) activation: its average over the picture."""
+    return np.asarray(activation, np.float64).mean(axis=(1, 2))
+
+
+UNUSUAL = "Unusual picture"  # how a novelty warning begins (series verdicts count the slices that have one)
+
+
+def novelty_warning(model_id: str, share: float) -> str:
+    """The warning for a picture farther from the model's training images than ``share`` of its validation images."""
+    than = "any" if share >= 1.0 else f"{min(share, 0.999):.1%}"
+    return (f"{UNUSUAL} for {model_id}: farther from its training images than {than} of its validation images (another "
+            "scanner, sequence, plane, body part, or a damaged picture?); its answer is less reliable here.")

@@ -1,0 +1,133 @@
+"""Fit a classifier bundle's novelty reference (core.models.novelty) and measure what it flags.
+
+The features are the product's own: each image of the bundle's split read by the loader, cut and normalised by the
+bundle's preprocessing and passed through its stem by its analysis path (``ClassifierPath.features``), on the
+runtime the product would use. Class means and one shrunk covariance (Ledoit-Wolf) come from the training images;
+the validation images (patients the model never saw) give the reference distances a picture is ranked among.
+Pictures from elsewhere (``--check NAME=FOLDER``: another modality, a tumour-free template, other scanners) are
+ranked too, and the share flagged is written to the manifest's ``novelty_checks``.
+
+``python -m core.training.novelty models/<id> [--flag-above 0.99] [--check NAME=FOLDER ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from core.errors import DiagnosticError
+from core.imaging.loader import load_image
+from core.inference.analyzer import Analyzer
+from core.models.novelty import NoveltyReference
+from core.models.preprocessing import ModelInputs
+from core.models.registry import Registry
+from core.models.storage import sha256_file
+from core.training.configs import DATA_ROOT
+from core.training.sources import subsets
+
+FILE = "novelty.npz"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ""}
+
+
+def image_features(path, files: list[Path], desc: str) -> tuple[np.ndarray, list[int]]:
+    """(features, indices of ``files`` read) through the analysis ``path``: every frame 0 as the Analyzer reads it;
+    a file that cannot be read is left out (its index missing)."""
+    rows, kept = [], []
+    for i, file in enumerate(tqdm(files, desc=desc, unit="img", mininterval=30)):
+        try:
+            record = load_image(file)
+            x, _, _ = ModelInputs(record.display(0), record.row_to_column()).made(path.spec)
+        except (DiagnosticError, OSError, ValueError):
+            continue
+        rows.append(path.features(x[None])[0])
+        kept.append(i)
+    return np.array(rows), kept
+
+
+def fit(train: np.ndarray, labels: np.ndarray, validation: np.ndarray, layer: str, stem: str) -> NoveltyReference:
+    """Class means of ``train`` (by ``labels``), the within-class covariance shrunk by Ledoit-Wolf, whitened by its
+    eigen-decomposition; the validation features' distances as the reference."""
+    from sklearn.covariance import LedoitWolf
+
+    classes = np.unique(labels)
+    means = np.stack([train[labels == c].mean(axis=0) for c in classes])
+    centred = train - means[np.searchsorted(classes, labels)]
+    covariance = LedoitWolf(assume_centered=True).fit(centred).covariance_
+    values, vectors = np.linalg.eigh(covariance)
+    whiten = vectors / np.sqrt(np.maximum(values, values.max() * 1e-9))
+    partial = NoveltyReference(means, whiten, np.zeros(1), layer, stem)
+    return NoveltyReference(means, whiten, np.sort(partial.distances(validation)), layer, stem)
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (masks, by their name, left out)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and "mask" not in p.name.lower() and not p.name.startswith("."))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.training.novelty", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle", type=Path, help="the bundle's folder (its split.json names the images)")
+    parser.add_argument("--flag-above", type=float, default=0.99, help="share of validation images closer above "
+                        "which a picture is flagged (default 0.99)")
+    parser.add_argument("--check", action="append", default=[], metavar="NAME=FOLDER",
+                        help="images from elsewhere to rank (recorded in the manifest)")
+    parser.add_argument("--check-sample", type=int, default=200, help="at most this many images of each --check "
+                        "folder, drawn at random with a fixed seed (default 200)")
+    parser.add_argument("--images-of", type=Path, help="the bundle folder whose split.json and classes to fit on "
+                        "(default: the bundle's own), for a bundle whose features are another bundle's network's (the "
+                        "yes/no model on the 4-class one)")
+    args = parser.parse_args(argv)
+    folder = args.bundle.resolve()
+    registry = Registry([folder.parent])
+    bundle = registry.get(folder.name)
+    path = Analyzer(registry).path(bundle)
+    stages = path.network.stages
+    if bundle.task != "classification" or bundle.info.tiling or bundle.info.film_scoring or stages.stem is None:
+        parser.error(f"{bundle.id}: a novelty reference is for a whole-image classifier with a stem")
+    source = (args.images_of or folder).resolve()
+    split = json.loads((source / "split.json").read_text())
+    classes = json.loads((source / "manifest.json").read_text())["classes"]
+    features, labels, entries = {}, {}, {}
+    for part in ("train", "val"):
+        features[part], kept = image_features(path, [DATA_ROOT / p for p, _, _ in split[part]], f"{bundle.id} {part}")
+        entries[part] = [split[part][i] for i in kept]
+        labels[part] = np.array([classes.index(label) for _, label, _ in entries[part]])
+    reference = fit(features["train"], labels["train"], features["val"], stages.cam, stages.key)
+    (folder / FILE).write_bytes(reference.to_bytes())
+
+    def flagged(found: np.ndarray) -> dict:
+        share = reference.share_closer(reference.distances(found)) if len(found) else np.zeros(0)
+        return {"images": len(share), "flagged": float((share > args.flag_above).mean()) if len(share) else None,
+                "median_share_closer": float(np.median(share)) if len(share) else None}
+
+    checks = {"fitted on": f"{source.name}/split.json", "training": flagged(features["train"]),
+              "validation": flagged(features["val"])}
+    checks.update({f"validation {name}": flagged(features["val"][idx])
+                   for name, idx in subsets(entries["val"]).items()})
+    for item in args.check:
+        name, _, where = item.partition("=")
+        files = folder_files(Path(where))
+        random.Random(0).shuffle(files)
+        found, _ = image_features(path, sorted(files[:args.check_sample]), name)
+        checks[name] = flagged(found)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["novelty"] = {"file": FILE, "sha256": sha256_file(folder / FILE), "flag_above": args.flag_above}
+    manifest["novelty_checks"] = checks
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    print(f"{bundle.id}: novelty reference on {len(labels['train'])} training and {len(labels['val'])} validation "
+          f"images ({reference.dimensions} features of {reference.layer})")
+    for name, numbers in checks.items():
+        if isinstance(numbers, dict):
+            print(f"{name}: {numbers['images']} images, flagged {numbers['flagged']}, median share closer "
+                  f"{numbers['median_share_closer']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""A classifier's check of how unlike its training images a picture is (core.models.novelty): fitted by the training
+tool on the product's own features, applied by the analysis path on either runtime, said in the result, the JSON,
+results.csv and a series verdict, and refused where its file is damaged or was fitted on another network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import ModelError
+from core.imaging.loader import load_image
+from core.inference.analyzer import Analyzer
+from core.models.novelty import UNUSUAL, NoveltyReference, novelty_warning
+from core.models.registry import Registry
+from core.training.novelty import fit
+from core.training.novelty import main as fit_main
+from tests.test_bundle_runs import _new_trunk, _stem_bundle
+
+BUNDLE = "tiny-stem"
+
+
+def _gaussian_reference(rng) -> tuple[NoveltyReference, np.ndarray]:
+    scales = np.linspace(0.2, 3.0, 6)  # unequal variances: a Euclidean distance would rank them wrongly
+    centres = np.array([[0, 0, 0, 0, 0, 0], [3, 0, 0, 0, 0, 0]], float)
+
+    def draw(n):
+        labels = rng.integers(0, 2, n)
+        return centres[labels] + rng.normal(size=(n, 6)) * scales, labels
+
+    train, labels = draw(3000)
+    validation, _ = draw(2000)
+    return fit(train, labels, validation, "layer", "ab" * 32), scales
+
+
+def test_distances_rank_pictures_among_the_validation_images_and_flag_the_far_ones():
+    rng = np.random.default_rng(0)
+    reference, scales = _gaussian_reference(rng)
+    typical = np.array([[3, 0, 0, 0, 0, 0]]) + rng.normal(size=(4000, 6)) * scales
+    share = reference.share_closer(reference.distances(typical))
+    assert 0.005 < (share > 0.99).mean() < 0.02  # about the 1 % the threshold promises on pictures like validation's
+    assert 0.45 < np.median(share) < 0.55
+    # Two steps along the smallest spread are far off; two steps along the largest are not.
+    off = reference.share_closer(reference.distances(np.array([[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 6.0],
+                                                               [0.2 * 8, 0, 0, 0, 0, 0]])))
+    assert off[0] < 0.9 and off[1] < 0.99 and off[2] == 1.0
+
+
+def test_a_reference_round_trips_and_a_damaged_file_is_refused(tmp_path):
+    reference, _ = _gaussian_reference(np.random.default_rng(1))
+    path = tmp_path / "novelty.npz"
+    path.write_bytes(reference.to_bytes())
+    again = NoveltyReference.from_file(path)
+    probe = np.random.default_rng(2).normal(size=(5, 6))
+    np.testing.assert_allclose(again.distances(probe), reference.distances(probe), rtol=1e-4)
+    assert again.layer == "layer" and again.stem == "ab" * 32
+    path.write_bytes(reference.to_bytes()[:100])
+    with pytest.raises(ModelError, match="is not a novelty reference"):
+        NoveltyReference.from_file(path)
+    with pytest.raises(ModelError, match="cannot read features of shape"):
+        reference.distances(np.zeros((1, 4)))
+
+
+def test_the_warning_says_how_far_and_never_rounds_up_to_every_image():
+    assert novelty_warning("m", 1.0).startswith(f"{UNUSUAL} for m: farther from its training images than any of its "
+                                                "validation images")
+    assert "than 99.9% of its validation images" in novelty_warning("m", 0.9996)
+
+
+def _noise(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(70, 12, (64, 64)).clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """The tiny stem bundle with a reference fitted by the tool on noise pictures, and a folder of stripes to check."""
+    root = tmp_path_factory.mktemp("novelty")
+    folder = _stem_bundle(root / "models")
+    pictures = root / "pictures"
+    pictures.mkdir()
+    entries = {"train": [], "val": []}
+    for i in range(80):
+        path = pictures / f"noise{i}.png"
+        Image.fromarray(_noise(i)).save(path)
+        entries["train" if i < 50 else "val"].append([str(path), ["clear", "lesion"][i % 2], f"g{i}"])
+    (folder / "split.json").write_text(json.dumps(entries))
+    odd = root / "odd"
+    odd.mkdir()
+    stripes = np.zeros((64, 64), np.uint8)
+    stripes[:, ::4] = 255
+    Image.fromarray(stripes).save(odd / "stripes.png")
+    assert fit_main([str(folder), "--check", f"stripes={odd}"]) == 0
+    return root, folder, odd / "stripes.png"
+
+
+@pytest.mark.parametrize("runtime", ["tensorflow", "onnx"])
+def test_the_analysis_ranks_a_picture_and_warns_on_one_unlike_the_training_images(fitted, tmp_path, runtime,
+                                                                                    monkeypatch):
+    root, folder, stripes = fitted
+    if runtime == "onnx":
+        from core.inference.onnx_export import export_bundle
+
+        monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
+        from core.app_paths import onnx_cache
+
+        export_bundle(Registry([root / "models"]).get(BUNDLE), onnx_cache())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["novelty"]["flag_above"] == 0.99 and manifest["novelty_checks"]["stripes"]["flagged"] == 1.0 and manifest["novelty_checks"]["validation"]["images"] == 30
+    analyzer = Analyzer(Registry([root / "models"]), runtime=runtime)
+    path = tmp_path / "typical.png"
+    Image.fromarray(_noise(500)).save(path)
+    typical = analyzer.analyze(load_image(path), model_ids=[BUNDLE]).results[0]
+    assert typical.novelty is not None and typical.novelty < 0.99
+    assert ("ONNX" in typical.device) == (runtime == "onnx")
+    assert not any(w.startswith(UNUSUAL) for w in typical.warnings)
+    odd = analyzer.analyze(load_image(stripes), model_ids=[BUNDLE]).results[0]
+    assert odd.novelty == 1.0 and odd.to_dict()["novelty"] == 1.0
+    assert any(w.startswith(f"{UNUSUAL} for {BUNDLE}: farther from its training images than any") for w in odd.warnings)
+    assert odd.label in ("clear", "lesion")  # the answer is still given, and said to be less reliable
+
+
+def test_batch_writes_the_novelty_column(fitted, tmp_path):
+    from core.batch.runner import BatchRun
+
+    root, _, stripes = fitted
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(_noise(501)).save(inputs / "typical.png")
+    (inputs / "stripes.png").write_bytes(stripes.read_bytes())
+    out = tmp_path / "out"
+    BatchRun(inputs, out, analyzer=Analyzer(Registry([root / "models"])), model_ids=[BUNDLE], heatmaps=False).run()
+    import csv
+
+    rows = {r["file"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert float(rows["stripes.png"]["novelty"]) == 1.0 and UNUSUAL in rows["stripes.png"]["warnings"]
+    assert float(rows["typical.png"]["novelty"]) < 0.99 and UNUSUAL not in rows["typical.png"]["warnings"]
+
+
+def test_a_reference_of_another_network_or_a_damaged_one_is_refused(fitted, tmp_path):
+    import shutil
+
+    root, folder, stripes = fitted
+    models = tmp_path / "models"
+    shutil.copytree(folder, models / BUNDLE)
+    record = load_image(stripes)
+    _new_trunk(models / BUNDLE, seed=1)  # the trunk replaced: the features are another network's
+    with pytest.raises(ModelError, match="novelty reference was fitted on another network's features"):
+        Analyzer(Registry([models]), runtime="tensorflow").analyze(record, model_ids=[BUNDLE])
+    shutil.rmtree(models / BUNDLE)
+    shutil.copytree(folder, models / BUNDLE)
+    data = (models / BUNDLE / "novelty.npz").read_bytes()
+    (models / BUNDLE / "novelty.npz").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(ModelError, match="novelty.npz does not match its manifest"):
+        Analyzer(Registry([models]), runtime="tensorflow").analyze(record, model_ids=[BUNDLE])
+
+
+def test_a_series_verdict_counts_the_unusual_slices():
+    from core.series.analysis import SliceOutcome, _slice_warnings
+
+    warning = novelty_warning("m", 1.0)
+    outcomes = [SliceOutcome("no", {"no": 0.9, "yes": 0.1}, warnings=[warning] if i in (2, 4) else [])
+                for i in range(6)]
+    (said,) = _slice_warnings(outcomes)
+    assert said.startswith(f"{UNUSUAL} for m on 2 of 6 slices (slice 3: farther from its training images")
