@@ -79,20 +79,22 @@ def fitted(tmp_path_factory):
     """The tiny stem bundle with a reference fitted by the tool on noise pictures, and a folder of stripes to check."""
     root = tmp_path_factory.mktemp("novelty")
     folder = _stem_bundle(root / "models")
-    pictures = root / "pictures"
-    pictures.mkdir()
     entries = {"train": [], "val": []}
-    for i in range(80):
-        path = pictures / f"noise{i}.png"
-        Image.fromarray(_noise(i)).save(path)
-        entries["train" if i < 50 else "val"].append([str(path), ["clear", "lesion"][i % 2], f"g{i}"])
+    for i in range(120):  # two sources (data folders): noise, and half as bright noise
+        source = "dim" if i % 3 == 0 else "noise"
+        (root / source).mkdir(exist_ok=True)
+        Image.fromarray(_noise(i) // (2 if source == "dim" else 1)).save(root / source / f"{i}.png")
+        entries["train" if i < 75 else "val"].append([f"{source}/{i}.png", ["clear", "lesion"][i % 2], f"g{i}"])
     (folder / "split.json").write_text(json.dumps(entries))
     odd = root / "odd"
     odd.mkdir()
     stripes = np.zeros((64, 64), np.uint8)
     stripes[:, ::4] = 255
     Image.fromarray(stripes).save(odd / "stripes.png")
-    assert fit_main([str(folder), "--check", f"stripes={odd}"]) == 0
+    with pytest.MonkeyPatch.context() as patch:  # the split's paths are relative to the data folder
+        patch.setattr("core.training.novelty.DATA_ROOT", root)
+        patch.setattr("core.training.sources.DATA_ROOT", root)
+        assert fit_main([str(folder), "--check", f"stripes={odd}", "--leave-out", "dim"]) == 0
     return root, folder, odd / "stripes.png"
 
 
@@ -108,7 +110,11 @@ def test_the_analysis_ranks_a_picture_and_warns_on_one_unlike_the_training_image
 
         export_bundle(Registry([root / "models"]).get(BUNDLE), onnx_cache())
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["novelty"]["flag_above"] == 0.99 and manifest["novelty_checks"]["stripes"]["flagged"] == 1.0 and manifest["novelty_checks"]["validation"]["images"] == 30
+    checks = manifest["novelty_checks"]
+    assert manifest["novelty"]["flag_above"] == 0.99 and checks["stripes"]["flagged"] == 1.0
+    assert checks["validation"]["images"] == 45 and checks["validation dim"]["images"] == 15
+    # A source the reference never saw: the dim pictures, ranked against a reference fitted on the bright ones alone.
+    assert checks["validation dim, fitted without dim"]["flagged"] > checks["validation dim"]["flagged"]
     analyzer = Analyzer(Registry([root / "models"]), runtime=runtime)
     path = tmp_path / "typical.png"
     Image.fromarray(_noise(500)).save(path)
@@ -165,3 +171,17 @@ def test_a_series_verdict_counts_the_unusual_slices():
                 for i in range(6)]
     (said,) = _slice_warnings(outcomes)
     assert said.startswith(f"{UNUSUAL} for m on 2 of 6 slices (slice 3: farther from its training images")
+
+
+def test_the_card_gets_one_input_check_section_before_its_limits(fitted):
+    from core.training.cards import NOVELTY_TITLE, novelty_section, with_novelty_section
+
+    _, folder, _ = fitted
+    manifest = json.loads((folder / "manifest.json").read_text())
+    section = novelty_section(manifest)
+    assert "| stripes | 1 | 1.000 | 1.000 |" in section and "| validation dim, fitted without dim | 15 |" in section
+    card = "# card\n\n## Validation\ntext\n\n## Limits\nfew images\n"
+    once = with_novelty_section(card, manifest)
+    assert with_novelty_section(once, manifest) == once and once.count(NOVELTY_TITLE) == 1
+    assert once.index("## Validation") < once.index(NOVELTY_TITLE) < once.index("## Limits")
+    assert novelty_section({k: v for k, v in manifest.items() if k != "novelty_checks"}) == ""

@@ -127,11 +127,56 @@ fitted on this same validation split, so ECE is optimistic).
 Confusion matrix (rows true, columns predicted): `{m['confusion_matrix']}`
 
 ![validation](validation.png)
-{source_table(manifest.get("validation_by_source"))}{_cross_validation_section(manifest.get("cross_validation"))}{_transfer_section(manifest)}{_cam_section(manifest)}
+{source_table(manifest.get("validation_by_source"))}{_cross_validation_section(manifest.get("cross_validation"))}{_transfer_section(manifest)}{_cam_section(manifest)}{novelty_section(manifest)}
 ## Limits
 Validation images come from the same public collection as the training images; hashing keeps near-duplicates on
 one side but cannot recognise every same-patient pair. Expect lower accuracy on other scanners and protocols.
 {manifest.get("notes", "")}{series_section(manifest)}"""
+
+
+NOVELTY_TITLE = "## Input check: unusual pictures"
+
+
+def novelty_section(manifest: dict) -> str:
+    """The card's account of the novelty reference (core.models.novelty) and what it flagged; empty without one."""
+    spec, checks = manifest.get("novelty"), manifest.get("novelty_checks")
+    if not spec or not checks:
+        return ""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = "\n".join(f"| {name} | {m['images']} | {number(m['flagged'])} | {number(m['median_share_closer'])} |"
+                     for name, m in checks.items() if isinstance(m, dict))
+    return f"""
+{NOVELTY_TITLE}
+Each picture's features (the activation at `{checks['layer']}` averaged over the picture, {checks['features']}
+numbers) are compared with those of the training images of `{checks['fitted on']}`: the Mahalanobis distance to the
+nearest class mean (one covariance for all classes, Ledoit-Wolf shrinkage), ranked among the validation images'
+distances. A picture farther than {spec.get('flag_above', 0.99):.0%} of them is flagged: the result warns that it is
+unusual for this model and that the answer is less reliable there (the answer is not changed). Fitted and measured by
+`python -m core.training.novelty`.
+
+| pictures | n | flagged | median share of validation images closer |
+|---|---|---|---|
+{rows}
+
+It flags pictures far from the training images (another modality, a synthetic or skull-stripped brain); pictures
+from a new scanner of the same modality pass more often than they are flagged, so a picture that passes is not
+thereby one the model reads well.
+"""
+
+
+def with_novelty_section(card: str, manifest: dict) -> str:
+    """``card`` with its input-check section replaced by the manifest's (placed before Limits where it had none), for
+    cards that other steps added sections to and ``model_card`` alone would not give back."""
+    start = card.find("\n" + NOVELTY_TITLE)
+    if start >= 0:
+        end = card.find("\n## ", start + 1)
+        card = card[:start] + (card[end:] if end >= 0 else "\n")
+    at = card.find("\n## Limits")
+    at = len(card) if at < 0 else at
+    return card[:at] + novelty_section(manifest) + card[at:]
 
 
 SOURCE_NAMES = {"lgg": "LGG (TCGA) FLAIR, every axial slice", "figshare": "figshare (Cheng) contrast T1",

@@ -27,6 +27,7 @@ from core.models.novelty import NoveltyReference
 from core.models.preprocessing import ModelInputs
 from core.models.registry import Registry
 from core.models.storage import sha256_file
+from core.training.cards import with_novelty_section
 from core.training.configs import DATA_ROOT
 from core.training.sources import subsets
 
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="images from elsewhere to rank (recorded in the manifest)")
     parser.add_argument("--check-sample", type=int, default=200, help="at most this many images of each --check "
                         "folder, drawn at random with a fixed seed (default 200)")
+    parser.add_argument("--leave-out", action="append", default=[], metavar="SOURCE",
+                        help="also fit without this source's images (core.training.sources: lgg, busbra, ...) and "
+                        "rank its validation images: how often a source the reference never saw is flagged")
     parser.add_argument("--images-of", type=Path, help="the bundle folder whose split.json and classes to fit on "
                         "(default: the bundle's own), for a bundle whose features are another bundle's network's (the "
                         "yes/no model on the 4-class one)")
@@ -106,10 +110,21 @@ def main(argv: list[str] | None = None) -> int:
         return {"images": len(share), "flagged": float((share > args.flag_above).mean()) if len(share) else None,
                 "median_share_closer": float(np.median(share)) if len(share) else None}
 
-    checks = {"fitted on": f"{source.name}/split.json", "training": flagged(features["train"]),
-              "validation": flagged(features["val"])}
-    checks.update({f"validation {name}": flagged(features["val"][idx])
-                   for name, idx in subsets(entries["val"]).items()})
+    checks = {"fitted on": f"{source.name}/split.json", "layer": reference.layer, "features": reference.dimensions,
+              "training": flagged(features["train"]), "validation": flagged(features["val"])}
+    by_source = {part: subsets(entries[part]) for part in ("train", "val")}
+    checks.update({f"validation {name}": flagged(features["val"][idx]) for name, idx in by_source["val"].items()})
+    for name in args.leave_out:
+        if name not in by_source["val"]:
+            parser.error(f"--leave-out {name}: no validation image of that source ({', '.join(by_source['val'])})")
+        kept = {part: np.setdiff1d(np.arange(len(entries[part])), by_source[part].get(name, [])) for part in features}
+        without = fit(features["train"][kept["train"]], labels["train"][kept["train"]], features["val"][kept["val"]],
+                      stages.cam, stages.key)
+        left = features["val"][by_source["val"][name]]
+        share = without.share_closer(without.distances(left))
+        checks[f"validation {name}, fitted without {name}"] = {
+            "images": len(share), "flagged": float((share > args.flag_above).mean()),
+            "median_share_closer": float(np.median(share))}
     for item in args.check:
         name, _, where = item.partition("=")
         files = folder_files(Path(where))
@@ -120,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest["novelty"] = {"file": FILE, "sha256": sha256_file(folder / FILE), "flag_above": args.flag_above}
     manifest["novelty_checks"] = checks
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    card = folder / "model_card.md"
+    if card.exists():
+        card.write_text(with_novelty_section(card.read_text(), manifest))
     print(f"{bundle.id}: novelty reference on {len(labels['train'])} training and {len(labels['val'])} validation "
           f"images ({reference.dimensions} features of {reference.layer})")
     for name, numbers in checks.items():
