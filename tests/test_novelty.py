@@ -163,6 +163,26 @@ def test_a_reference_of_another_network_or_a_damaged_one_is_refused(fitted, tmp_
         Analyzer(Registry([models]), runtime="tensorflow").analyze(record, model_ids=[BUNDLE])
 
 
+def test_a_bundle_on_the_same_stem_takes_the_reference_and_another_network_cannot(fitted, tmp_path):
+    import shutil
+
+    root, folder, stripes = fitted
+    models = tmp_path / "models"
+    shutil.copytree(folder, models / BUNDLE)
+    manifest = json.loads((models / BUNDLE / "manifest.json").read_text())
+    del manifest["novelty"], manifest["novelty_checks"]
+    (models / BUNDLE / "manifest.json").write_text(json.dumps(manifest))
+    (models / BUNDLE / "novelty.npz").unlink()
+    assert fit_main([str(models / BUNDLE), "--same-as", str(folder)]) == 0
+    copied = json.loads((models / BUNDLE / "manifest.json").read_text())
+    assert copied["novelty_checks"] == json.loads((folder / "manifest.json").read_text())["novelty_checks"]
+    result = Analyzer(Registry([models]), runtime="tensorflow").analyze(load_image(stripes), model_ids=[BUNDLE])
+    assert result.results[0].novelty == 1.0
+    _new_trunk(models / BUNDLE, seed=1)
+    with pytest.raises(SystemExit):
+        fit_main([str(models / BUNDLE), "--same-as", str(folder)])
+
+
 def test_a_series_verdict_counts_the_unusual_slices():
     from core.series.analysis import SliceOutcome, _slice_warnings
 

@@ -7,7 +7,8 @@ the validation images (patients the model never saw) give the reference distance
 Pictures from elsewhere (``--check NAME=FOLDER``: another modality, a tumour-free template, other scanners) are
 ranked too, and the share flagged is written to the manifest's ``novelty_checks``.
 
-``python -m core.training.novelty models/<id> [--flag-above 0.99] [--check NAME=FOLDER ...]``
+``python -m core.training.novelty models/<id> [--flag-above 0.99] [--leave-out SOURCE ...] [--check NAME=FOLDER ...]``
+``python -m core.training.novelty models/<id> --same-as models/<other>`` (a bundle on ``other``'s stem)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from core.errors import DiagnosticError
 from core.imaging.loader import load_image
-from core.inference.analyzer import Analyzer
+from core.inference.paths import StemRows, build_path, load_network
 from core.models.novelty import NoveltyReference
 from core.models.preprocessing import ModelInputs
 from core.models.registry import Registry
@@ -65,6 +66,17 @@ def fit(train: np.ndarray, labels: np.ndarray, validation: np.ndarray, layer: st
     return NoveltyReference(means, whiten, np.sort(partial.distances(validation)), layer, stem)
 
 
+def _record(folder: Path, flag_above: float, checks: dict) -> None:
+    """The reference file's entry and its measurements in the bundle's manifest, and its card's section."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["novelty"] = {"file": FILE, "sha256": sha256_file(folder / FILE), "flag_above": flag_above}
+    manifest["novelty_checks"] = checks
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    card = folder / "model_card.md"
+    if card.exists():
+        card.write_text(with_novelty_section(card.read_text(), manifest))
+
+
 def folder_files(folder: Path) -> list[Path]:
     """The image files under ``folder`` (masks, by their name, left out)."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
@@ -83,25 +95,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--leave-out", action="append", default=[], metavar="SOURCE",
                         help="also fit without this source's images (core.training.sources: lgg, busbra, ...) and "
                         "rank its validation images: how often a source the reference never saw is flagged")
-    parser.add_argument("--images-of", type=Path, help="the bundle folder whose split.json and classes to fit on "
-                        "(default: the bundle's own), for a bundle whose features are another bundle's network's (the "
-                        "yes/no model on the 4-class one)")
+    parser.add_argument("--same-as", type=Path, metavar="FOLDER", help="take the reference and its measurements "
+                        "from this bundle, whose network's stem this bundle runs on (the yes/no model on the 4-class "
+                        "one): the same features, so the same reference")
     args = parser.parse_args(argv)
     folder = args.bundle.resolve()
     registry = Registry([folder.parent])
     bundle = registry.get(folder.name)
-    path = Analyzer(registry).path(bundle)
+    # On TensorFlow, as training runs (the stem key is then the network's and its cut; an export's adds its outputs),
+    # and without the bundle's present reference, which a retrained network refuses.
+    path = build_path(bundle.info, load_network(bundle, StemRows(), None))
     stages = path.network.stages
     if bundle.task != "classification" or bundle.info.tiling or bundle.info.film_scoring or stages.stem is None:
         parser.error(f"{bundle.id}: a novelty reference is for a whole-image classifier with a stem")
-    source = (args.images_of or folder).resolve()
-    split = json.loads((source / "split.json").read_text())
-    classes = json.loads((source / "manifest.json").read_text())["classes"]
+    if args.same_as:
+        other = json.loads((args.same_as / "manifest.json").read_text())
+        reference = NoveltyReference.from_file(args.same_as / other["novelty"]["file"])
+        if reference.stem != stages.key:
+            parser.error(f"{args.same_as.name}'s reference is of the stem {reference.stem}, {bundle.id} runs on "
+                         f"{stages.key}")
+        (folder / FILE).write_bytes((args.same_as / other["novelty"]["file"]).read_bytes())
+        _record(folder, other["novelty"]["flag_above"], other["novelty_checks"])
+        print(f"{bundle.id}: the novelty reference of {args.same_as.name} (same stem: {stages.key})")
+        return 0
+    split = json.loads((folder / "split.json").read_text())
     features, labels, entries = {}, {}, {}
     for part in ("train", "val"):
         features[part], kept = image_features(path, [DATA_ROOT / p for p, _, _ in split[part]], f"{bundle.id} {part}")
         entries[part] = [split[part][i] for i in kept]
-        labels[part] = np.array([classes.index(label) for _, label, _ in entries[part]])
+        labels[part] = np.array([bundle.classes.index(label) for _, label, _ in entries[part]])
     reference = fit(features["train"], labels["train"], features["val"], stages.cam, stages.key)
     (folder / FILE).write_bytes(reference.to_bytes())
 
@@ -110,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"images": len(share), "flagged": float((share > args.flag_above).mean()) if len(share) else None,
                 "median_share_closer": float(np.median(share)) if len(share) else None}
 
-    checks = {"fitted on": f"{source.name}/split.json", "layer": reference.layer, "features": reference.dimensions,
+    checks = {"fitted on": f"{folder.name}/split.json", "layer": reference.layer, "features": reference.dimensions,
               "training": flagged(features["train"]), "validation": flagged(features["val"])}
     by_source = {part: subsets(entries[part]) for part in ("train", "val")}
     checks.update({f"validation {name}": flagged(features["val"][idx]) for name, idx in by_source["val"].items()})
@@ -131,13 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         random.Random(0).shuffle(files)
         found, _ = image_features(path, sorted(files[:args.check_sample]), name)
         checks[name] = flagged(found)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["novelty"] = {"file": FILE, "sha256": sha256_file(folder / FILE), "flag_above": args.flag_above}
-    manifest["novelty_checks"] = checks
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    card = folder / "model_card.md"
-    if card.exists():
-        card.write_text(with_novelty_section(card.read_text(), manifest))
+    _record(folder, args.flag_above, checks)
     print(f"{bundle.id}: novelty reference on {len(labels['train'])} training and {len(labels['val'])} validation "
           f"images ({reference.dimensions} features of {reference.layer})")
     for name, numbers in checks.items():
