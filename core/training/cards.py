@@ -148,6 +148,9 @@ def novelty_section(manifest: dict) -> str:
 
     rows = "\n".join(f"| {name} | {m['images']} | {number(m['flagged'])} | {number(m['median_share_closer'])} |"
                      for name, m in checks.items() if isinstance(m, dict))
+    left_out = ("Rows 'fitted without': the reference fitted without that source's training images, its validation images\n"
+                "then ranked as a new source's would be (the network itself was trained on that source too).\n\n"
+                if any(", fitted without " in name for name in checks) else "")
     return f"""
 {NOVELTY_TITLE}
 Each picture's features (the activation at `{checks['layer']}` averaged over the picture, {checks['features']}
@@ -161,7 +164,7 @@ unusual for this model and that the answer is less reliable there (the answer is
 |---|---|---|---|
 {rows}
 
-It flags pictures far from the training images (another modality, a synthetic or skull-stripped brain); pictures
+{left_out}It flags pictures far from the training images (another modality, a synthetic or skull-stripped brain); pictures
 from a new scanner of the same modality pass more often than they are flagged, so a picture that passes is not
 thereby one the model reads well.
 """
