@@ -31,6 +31,8 @@ from core.models.registry import metrics_text
 from core.viewer_state import COLORMAPS, ViewerState
 from gui.qimage import to_pixmap
 
+WARNING_COLOUR = QColor(200, 120, 0)  # the Warnings list's text, and a warning shown beside a model's answer
+
 
 class ProbabilityPanel(QWidget):
     """Class probabilities as bars, the label with its calibrated confidence, Grad-CAM class choice; lesion
@@ -94,6 +96,11 @@ class ProbabilityPanel(QWidget):
     def _classification(self, result: ModelResult, form: QVBoxLayout) -> None:
         headline = QLabel(f"<b>{result.label}</b> — {result.confidence:.1%} (calibrated)")
         form.addWidget(headline)
+        if result.unusual:  # beside the answer it qualifies, not only in the Warnings list
+            caution = QLabel("⚠ Unusual picture for this model: its answer is less reliable here (Warnings).")
+            caution.setWordWrap(True)
+            caution.setStyleSheet(f"color: {WARNING_COLOUR.name()}")
+            form.addWidget(caution)
         for name, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1]):
             row = QHBoxLayout()
             label = QLabel(name)
@@ -148,7 +155,7 @@ class WarningsPanel(QListWidget):
         self.clear()
         for message in dict.fromkeys(messages):
             item = QListWidgetItem(f"⚠ {message}")
-            item.setForeground(QColor(200, 120, 0))
+            item.setForeground(WARNING_COLOUR)
             self.addItem(item)
         if not messages:
             self.addItem(QListWidgetItem("No warnings."))

@@ -171,6 +171,25 @@ def test_viewer_and_panels_draw_the_state_analysis(qtbot, window, planted_png):
     assert window.probabilities.placeholder.isVisibleTo(window.probabilities)
 
 
+def test_an_unusual_picture_is_said_beside_the_models_answer(qtbot, window, planted_png):
+    from core.inference.results import Analysis, ModelResult
+    from core.models.novelty import novelty_warning
+
+    _open(qtbot, window, planted_png[0])
+
+    def result(model: str, warnings: list[str]) -> ModelResult:
+        return ModelResult(model, "1.0", "classification", "cpu", ["no", "yes"], {"no": 0.2, "yes": 0.8}, "yes",
+                           warnings=warnings, novelty=0.5)
+
+    flagged = result("far", [novelty_warning("far", 1.0)])
+    window.state.set_analysis(Analysis(str(planted_png[0]), window.state.record.modality.value, "user", 0,
+                                       [result("near", []), flagged]))
+    cautions = [t for t in _texts(window.probabilities) if "Unusual picture for this model" in t]
+    assert len(cautions) == 1 and flagged.unusual and not result("near", []).unusual
+    assert any(item.startswith("⚠ Unusual picture for far") for item in
+               (window.warnings.item(i).text() for i in range(window.warnings.count())))
+
+
 def test_modality_box_sets_the_state_and_the_note_follows(qtbot, window, planted_png):
     from core.imaging import Modality
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from core.models.novelty import UNUSUAL
+
 
 @dataclass
 class Lesion:
@@ -190,6 +192,11 @@ class ModelResult:
     def __post_init__(self) -> None:
         if self.findings is not None:
             self.findings = sorted(self.findings, key=lambda f: -f.score)
+
+    @property
+    def unusual(self) -> bool:
+        """Whether its input check flagged the picture as unlike the model's training images (core.models.novelty)."""
+        return any(w.startswith(UNUSUAL) for w in self.warnings)
 
     @property
     def confidence(self) -> float | None:
