@@ -294,14 +294,18 @@ def test_analyse_exam_marks_each_hung_view_and_scores_it_against_the_other_side(
     lcc = float(texts["LCC"].split("abnormal ")[1].split("%")[0])
     assert lcc > max(float(texts[n].split("abnormal ")[1].split("%")[0]) for n in ("RCC", "RMLO", "LMLO"))
     assert "other breast's film (paired by DICOM exam)" in view.pictures["LCC"].toolTip()
-    marked = view.pictures["LCC"].pixmap().toImage()
+    place = view.pictures["LCC"]  # drawn again once the captions' analysis text has settled the layout (a race)
+    qtbot.wait(200)  # the layout request the captions posted is handled first
+    qtbot.waitUntil(lambda: place.pixmap().size() == place.size(), timeout=5000)
+    marked = place.pixmap().toImage()
     assert marked != plain  # the marks are drawn on the hung view
     qtbot.waitUntil(lambda: len(window.history.all()) == 4, timeout=10000)  # each view recorded, as any analysis
     assert {Path(e.path).name for e in window.history.all()} == {"RCC.dcm", "LCC.dcm", "RMLO.dcm", "LMLO.dcm"}
     view.close()
     assert window.show_exam() is view  # hung again: its analysis is still there, marks and captions
     qtbot.waitUntil(view.loaded, timeout=20000)
-    place = view.pictures["LCC"]  # drawn again once the captions' analysis text has settled the layout (a race)
+    place = view.pictures["LCC"]
+    qtbot.wait(200)
     qtbot.waitUntil(lambda: place.pixmap().size() == place.size(), timeout=5000)
     assert {n: view.captions[n].text() for n in texts} == texts and place.pixmap().toImage() == marked
 
