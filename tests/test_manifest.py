@@ -271,6 +271,13 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("changes", [{"task": "segmentation"}, {"tiling": {}}, {"film_scoring": {}}])
+def test_an_input_check_is_a_whole_image_classifiers(changes):
+    manifest = _minimal(novelty={"file": "novelty.npz", "sha256": SHA}, **changes)
+    with pytest.raises(ModelError, match=r"^brain-x/manifest.json: 'novelty' must be null on a segmenter, tiled "):
+        BundleManifest.from_dict(manifest, Path("/models/brain-x"))
+
+
 @pytest.mark.parametrize("key,value,named", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
 def test_a_wrong_value_is_named(key, value, named):
     manifest = _minimal(**{key: value})

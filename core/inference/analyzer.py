@@ -30,6 +30,7 @@ from core.inference.results import Analysis, ModelFailure, ModelResult, disagree
 from core.models.exports import Export, export_roots, find_export
 from core.models.mammography import OtherBreast
 from core.models.manifest import BundleManifest
+from core.models.novelty import NoveltyReference
 from core.models.preprocessing import ModelInputs
 from core.models.registry import Bundle, Registry
 
@@ -103,8 +104,12 @@ class Analyzer:
         key = (info.id, info.weights.sha256)
         path = self._paths.get(key)
         if path is None or path.info is not info:
+            try:  # an input check that cannot be used leaves the model answering, each result saying so
+                novelty: NoveltyReference | ModelError | None = bundle.novelty_reference()
+            except ModelError as exc:
+                novelty = exc
             network = path.network if path is not None else load_network(bundle, self.stem_rows, self.export(bundle))
-            path = self._paths[key] = build_path(info, network, bundle.novelty_reference())
+            path = self._paths[key] = build_path(info, network, novelty)
         return path
 
     def export(self, bundle: Bundle) -> Export | None:

@@ -141,18 +141,21 @@ class Network:
         """The inputs of the rest for the image batch ``x``."""
         return self.stem_rows.inputs(self.stages, x)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """The bundle's output for the image batch ``x``."""
-        return self._rest(self.inputs(x))[0]
+    def forward(self, x: np.ndarray, rest_inputs: list[np.ndarray] | None = None) -> np.ndarray:
+        """The bundle's output for the image batch ``x`` (``rest_inputs``: its stem outputs where already at hand)."""
+        return self._rest(self.inputs(x) if rest_inputs is None else rest_inputs)[0]
 
-    def gradcam(self, layer: str | None, x: np.ndarray, target: int | None, plus: bool):
+    def gradcam(self, layer: str | None, x: np.ndarray, target: int | None, plus: bool,
+                rest_inputs: list[np.ndarray] | None = None):
         """(logits, heatmaps, class index used) for the batch ``x`` at ``layer``; None: the activation the stem
         hands the rest. A layer inside the rest takes its gradients through the rest alone too; any other,
-        through the whole network from the image."""
+        through the whole network from the image. ``rest_inputs``: as for ``forward``."""
         if layer not in self.gradcams:
             self.gradcams[layer] = self._gradcam(layer)
         cam, on_rest = self.gradcams[layer]
-        return cam(self.inputs(x) if on_rest else [x], target, plus)
+        if not on_rest:
+            return cam([x], target, plus)
+        return cam(self.inputs(x) if rest_inputs is None else rest_inputs, target, plus)
 
     @property
     def channels(self) -> int | None:
@@ -253,19 +256,24 @@ class ClassifierPath(AnalysisPath):
     """A whole-image classifier: logits (averaged with the mirror's where validation chose it), calibrated
     probabilities, Grad-CAM or Grad-CAM++ at the layer each explains, test-time augmentation."""
 
-    def __init__(self, info: BundleManifest, network: Network, novelty: NoveltyReference | None = None) -> None:
+    def __init__(self, info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
+                 ) -> None:
+        """``novelty``: the bundle's input-check reference, or why it could not be read (the model still answers,
+        each result saying that its input was not checked)."""
         super().__init__(info, network)
         self.classes = list(info.classes)
         self.temperature = info.temperature
         # An export's stem key adds '#' and the outputs it hands out (core.inference.onnx_export); the network and
         # the cut are the part before it.
-        if novelty is not None and (network.stages.stem is None
-                                    or novelty.stem != (network.stages.key or "").partition("#")[0]):
-            # Distances in another network's feature space would mean nothing: refused, as a damaged file is.
-            raise ModelError(f"model '{info.id}': its novelty reference was fitted on another network's features "
-                             f"({novelty.stem}, this network's stem is {network.stages.key or 'none'}); fit it again "
-                             "(python -m core.training.novelty)")
-        self.novelty = novelty
+        if isinstance(novelty, NoveltyReference) and (network.stages.stem is None
+                                                      or novelty.stem != (network.stages.key or "").partition("#")[0]):
+            # Distances in another network's feature space would mean nothing.
+            novelty = ModelError(f"its novelty reference was fitted on another network's features ({novelty.stem}; "
+                                 f"this network's stem is {network.stages.key or 'none'}): fit it again "
+                                 "(python -m core.training.novelty)")
+        self.novelty = novelty if isinstance(novelty, NoveltyReference) else None
+        self.unchecked = None if novelty is None or self.novelty is not None else \
+            f"Input not checked: {info.id}'s input check could not be used ({str(novelty).removeprefix(f'model {info.id!r}: ')})."
         # The layer each method explains, None where that is the activation the shared stem hands the rest
         # (gradients through the rest alone); a bundle explained elsewhere takes them through its whole network.
         self.cam_layers: dict[bool, str | None] = {}
@@ -275,15 +283,15 @@ class ClassifierPath(AnalysisPath):
                 on_input = cam_site(network.stages, layer, info.gradcam_layer) == "input"
                 self.cam_layers[plus] = None if on_input else layer
 
-    def gradcam(self, x: np.ndarray, target: int | None, plus: bool):
-        """(logits, heatmaps, class index used) for the batch ``x``, at the method's layer."""
-        return self.network.gradcam(self.cam_layers[plus], x, target, plus)
+    def gradcam(self, x: np.ndarray, target: int | None, plus: bool, rest_inputs: list[np.ndarray] | None = None):
+        """(logits, heatmaps, class index used) for the batch ``x``, at the method's layer (``rest_inputs``: its stem
+        outputs where already at hand)."""
+        return self.network.gradcam(self.cam_layers[plus], x, target, plus, rest_inputs)
 
-    def features(self, x: np.ndarray) -> np.ndarray:
+    def features(self, x: np.ndarray, rest_inputs: list[np.ndarray] | None = None) -> np.ndarray:
         """(N, D) features of the image batch ``x`` that the novelty reference reads: the activation the stem hands
-        the rest, averaged over the picture (the stem's outputs are cached by row, so after the forward pass this
-        costs no second pass)."""
-        return pooled(self.network.inputs(x)[0])
+        the rest, averaged over the picture. ``rest_inputs``: the stem's outputs for ``x`` where already at hand."""
+        return pooled((self.network.inputs(x) if rest_inputs is None else rest_inputs)[0])
 
     def _target(self, target_class: str | None) -> int | None:
         if target_class is None:
@@ -305,11 +313,13 @@ class ClassifierPath(AnalysisPath):
         # With flip averaging the image and its mirror go through in one batch and their logits are averaged;
         # the heatmap explains the unmirrored image for the decided class.
         inputs = np.concatenate([x, x[:, :, ::-1]]) if self.flip_average else x
+        # The stem's outputs taken once where the input check reads them too (its features: the unmirrored row).
+        rest_inputs = self.network.inputs(inputs) if self.novelty is not None else None
         cams = None
         if request.gradcam and self.cam_layers:
-            input_logits, cams, own = self.gradcam(inputs, target, request.plus)
+            input_logits, cams, own = self.gradcam(inputs, target, request.plus, rest_inputs)
         else:
-            input_logits = self.network.forward(inputs)
+            input_logits = self.network.forward(inputs, rest_inputs)
         logits = input_logits.mean(axis=0, keepdims=True)
         chosen = np.argmax(logits, axis=1) if target is None else np.array([target])
         heatmap = None
@@ -323,9 +333,12 @@ class ClassifierPath(AnalysisPath):
         result.heatmap_class = self.classes[int(chosen[0])] if heatmap is not None else None
         _flag_low_confidence(result)
         if self.novelty is not None:
-            result.novelty = float(self.novelty.share_closer(self.novelty.distances(self.features(x)))[0])
+            features = self.features(x, [rows[:1] for rows in rest_inputs])
+            result.novelty = float(self.novelty.share_closer(self.novelty.distances(features))[0])
             if result.novelty > self.info.novelty.flag_above:
                 result.warnings.append(novelty_warning(self.info.id, result.novelty))
+        elif self.unchecked:
+            result.warnings.append(self.unchecked)
         if request.tta:
             views = np.concatenate([x, x[:, :, ::-1], np.clip(x * 1.1, -1, 1), np.clip(x * 0.9, -1, 1)])
             tta_probs = _softmax(self.network.forward(views) / self.temperature)
@@ -620,10 +633,11 @@ def _view(record: ImageRecord | None) -> str:
     return side_and_view(texts)[1] or "MLO"
 
 
-def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference | None = None) -> AnalysisPath:
-    """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: its reference, for a
-    whole-image classifier), refused (ModelError) where the manifest's classes do not match the network's outputs:
-    the probabilities would be named wrongly."""
+def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
+               ) -> AnalysisPath:
+    """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: a whole-image
+    classifier's input-check reference, or why it could not be read), refused (ModelError) where the manifest's
+    classes do not match the network's outputs: the probabilities would be named wrongly."""
     _check_outputs(info, network.channels)
     if info.task != "classification":
         return SegmenterPath(info, network)

@@ -16,6 +16,7 @@ The reference is fitted by core.training.novelty; this module only reads and app
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ class NoveltyReference:
         if features.ndim != 2 or features.shape[1] != self.dimensions:
             raise ModelError(f"novelty reference of {self.dimensions} features cannot read features of shape "
                              f"{features.shape}")
-        whitened = (features[:, None, :] - self.means[None].astype(np.float64)) @ self.whiten.astype(np.float64)
+        whitened = (features[:, None, :] - self.means[None]) @ self.whiten
         return (whitened ** 2).sum(axis=-1).min(axis=1)
 
     def share_closer(self, distances: np.ndarray) -> np.ndarray:
@@ -82,7 +83,9 @@ class NoveltyReference:
                 if int(data["format"]) != FORMAT:
                     raise ModelError(f"{path.name}: novelty reference format {int(data['format'])}, this program "
                                      f"reads {FORMAT}")
-                means, whiten, reference = data["means"], data["whiten"], np.sort(data["reference"])
+                # float64 once here, not per picture (the whitening matrix is 2-4 MB in float32)
+                means, whiten = data["means"].astype(np.float64), data["whiten"].astype(np.float64)
+                reference = np.sort(data["reference"])
                 layer, stem = str(data["layer"]), str(data["stem"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ModelError(f"{path.name} is not a novelty reference ({exc})") from exc
@@ -101,8 +104,17 @@ def pooled(activation: np.ndarray) -> np.ndarray:
 UNUSUAL = "Unusual picture"  # how a novelty warning begins (series verdicts count the slices that have one)
 
 
+def beyond_chance(flagged: int, pictures: int, rate: float = 1 - NoveltySpec.flag_above, level: float = 0.01) -> bool:
+    """Whether ``flagged`` of ``pictures`` is more than pictures like the validation images would give (each flagged
+    at ``rate``, the default threshold's): a binomial tail below ``level``. A series of 24 ordinary slices has one
+    flagged one time in five; said for every such series, the warning would mean nothing."""
+    tail = sum(math.comb(pictures, k) * rate ** k * (1 - rate) ** (pictures - k) for k in range(flagged, pictures + 1))
+    return flagged > 0 and tail < level
+
+
 def novelty_warning(model_id: str, share: float) -> str:
     """The warning for a picture farther from the model's training images than ``share`` of its validation images."""
     than = "any" if share >= 1.0 else f"{min(share, 0.999):.1%}"
-    return (f"{UNUSUAL} for {model_id}: farther from its training images than {than} of its validation images (another "
-            "scanner, sequence, plane, body part, or a damaged picture?); its answer is less reliable here.")
+    return (f"{UNUSUAL} for {model_id}: farther from the images its network learnt from than {than} of the held-out "
+            "validation images it is ranked among (another scanner, sequence, plane, body part, or a damaged "
+            "picture?); its answer is less reliable here.")

@@ -19,7 +19,7 @@ import numpy as np
 from core.errors import DiagnosticError, ModelError, described
 from core.imaging.body_part import UNTESTED_BODY_PART
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE
-from core.models.novelty import UNUSUAL
+from core.models.novelty import UNUSUAL, beyond_chance
 from core.series.contralateral import other_breast
 from core.series.index import DUPLICATE_MM, GAP_FACTOR, MISSING_SLICE_FACTOR, Series, SliceRef, gap_text
 from core.series.stack import SeriesStack
@@ -396,6 +396,8 @@ def _verdict(model: str, version: str, task: str, classes: list[str], outcomes: 
     if task == "classification":
         positions = position_numbers(series)
         label, probability, first, last = classifier_verdict(classes, outcomes, series.breaks, positions)
+        if first is not None:
+            warnings += _unusual_call(model, label, outcomes, first, last)
         if label is not None and first is None and _unanalysed(outcomes, series):  # normal, or a mean over slices
             return SeriesVerdict(model, version, task, None, None, None, None, None, outcomes,
                                  warnings + [_no_whole_verdict(outcomes, series, label)], [])
@@ -604,7 +606,19 @@ def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
                 kind, _, rest = w.partition(":")
                 kinds.setdefault(kind, []).append((i, rest.strip()))
     return [f"{kind} on {len(hits)} of {len(outcomes)} slices (slice {hits[0][0] + 1}: {hits[0][1]})"
-            for kind, hits in kinds.items()]
+            for kind, hits in kinds.items()
+            if not kind.startswith(UNUSUAL) or beyond_chance(len(hits), len(outcomes))]
+
+
+def _unusual_call(model: str, label: str | None, outcomes: list[SliceOutcome | None], first: int, last: int) -> list[str]:
+    """A warning where at least half the slices a classifier's call rests on (``first``-``last``, 1-based) were unlike
+    the images its network learnt from (core.models.novelty): the call may be the far-off pictures', not the patient's."""
+    unusual = sum(1 for o in outcomes[first - 1:last] if o is not None and any(w.startswith(UNUSUAL) for w in o.warnings))
+    count = last - first + 1
+    if unusual * 2 < count:
+        return []
+    return [f"{UNUSUAL}s under the call: {unusual} of the {count} slices {first}-{last} on which {model} calls "
+            f"'{label}' are unlike the images its network learnt from; read those slices yourself."]
 
 
 # ----------------------------------------------------------------------------------------------- for the window

@@ -164,9 +164,9 @@ unusual for this model and that the answer is less reliable there (the answer is
 |---|---|---|---|
 {rows}
 
-{left_out}It flags pictures far from the training images (another modality, a synthetic or skull-stripped brain); pictures
-from a new scanner of the same modality pass more often than they are flagged, so a picture that passes is not
-thereby one the model reads well.
+{left_out}It flags pictures far from the training images (the other modalities and pictures in the table); pictures from a
+new source of the same modality pass more often than they are flagged (the rows 'fitted without'), so a picture
+that passes is not thereby one the model reads well.
 """
 
 

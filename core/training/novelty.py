@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = fit(features["train"], labels["train"], features["val"], stages.cam, stages.key)
     (folder / FILE).write_bytes(reference.to_bytes())
 
-    def flagged(found: np.ndarray) -> dict:
-        share = reference.share_closer(reference.distances(found)) if len(found) else np.zeros(0)
+    def flagged(found: np.ndarray, against: NoveltyReference = reference) -> dict:
+        share = against.share_closer(against.distances(found)) if len(found) else np.zeros(0)
         return {"images": len(share), "flagged": float((share > args.flag_above).mean()) if len(share) else None,
                 "median_share_closer": float(np.median(share)) if len(share) else None}
 
@@ -142,11 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = {part: np.setdiff1d(np.arange(len(entries[part])), by_source[part].get(name, [])) for part in features}
         without = fit(features["train"][kept["train"]], labels["train"][kept["train"]], features["val"][kept["val"]],
                       stages.cam, stages.key)
-        left = features["val"][by_source["val"][name]]
-        share = without.share_closer(without.distances(left))
-        checks[f"validation {name}, fitted without {name}"] = {
-            "images": len(share), "flagged": float((share > args.flag_above).mean()),
-            "median_share_closer": float(np.median(share))}
+        checks[f"validation {name}, fitted without {name}"] = flagged(features["val"][by_source["val"][name]], without)
     for item in args.check:
         name, _, where = item.partition("=")
         files = folder_files(Path(where))
