@@ -15,6 +15,7 @@ from core.series.analysis import StripCurve, strip_curves
 from core.viewer_state import ViewerState
 
 COLORS = [QColor(255, 170, 40), QColor(80, 190, 255), QColor(120, 230, 120), QColor(240, 110, 200)]
+UNUSUAL_RING = QColor(255, 60, 60)  # around a slice the model's input check flagged, whatever the model's colour
 MARGIN = 6
 
 
@@ -30,7 +31,8 @@ class StripPlot(QWidget):
         self.setMinimumHeight(70)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setMouseTracking(False)
-        self.setToolTip("Each model's value per slice (click to go to a slice)")
+        self.setToolTip("Each model's value per slice; a red ring: a slice unusual for that model, whose answer is "
+                        "less reliable (click to go to a slice)")
 
     def bind(self, state: ViewerState, classes: dict[str, list[str]] | None = None) -> None:
         self.state, self.classes = state, dict(classes or {})
@@ -136,6 +138,10 @@ class StripPlot(QWidget):
                 painter.setPen(Qt.PenStyle.NoPen)
                 painter.setBrush(color)
                 painter.drawEllipse(point, 2.0, 2.0)
+                if i < len(curve.unusual) and curve.unusual[i]:
+                    painter.setBrush(Qt.BrushStyle.NoBrush)
+                    painter.setPen(QPen(UNUSUAL_RING, 1.5))
+                    painter.drawEllipse(point, 4.5, 4.5)
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.setPen(QPen(color, 1.6))
             painter.drawPath(path)

@@ -3,6 +3,8 @@ series analysis with progress and cancel, the strip plot and overlays that follo
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -408,6 +410,31 @@ def test_the_strip_plot_draws_its_curves_once_not_at_every_slice_step(qtbot, mon
     plot.resize(700, 100)
     plot.grab()
     assert len(drawn) == 2  # a new size is drawn again
+
+
+def test_the_strip_plot_rings_the_slices_a_models_input_check_flagged(qtbot):
+    from core.models.novelty import novelty_warning
+    from core.series.analysis import SeriesAnalysis, SeriesVerdict, SliceOutcome, strip_curves
+    from core.series.index import Series
+    from gui.strip_plot import UNUSUAL_RING, StripPlot
+
+    slices = [SliceOutcome("no", {"no": 0.9, "yes": 0.1}, warnings=[novelty_warning("m", 1.0)] if i == 2 else [])
+              for i in range(5)]
+    verdict = SeriesVerdict("m", "1", "classification", "no", 0.9, None, None, None, slices)
+    (curve,) = strip_curves(SeriesAnalysis(Series("k", "1.2", "dicom"), [verdict], [], False, 0.0, 5))
+    assert curve.unusual == [False, False, True, False, False]
+    plot = StripPlot()
+    qtbot.addWidget(plot)
+    plot.resize(400, 100)
+
+    def ring_pixels(unusual: list[bool]) -> int:
+        plot.curves, plot.count, plot._drawn = [dataclasses.replace(curve, unusual=unusual)], 5, None
+        image = plot.grab().toImage()
+        return sum(1 for x in range(image.width()) for y in range(image.height())
+                   if image.pixelColor(x, y).red() > 200 and image.pixelColor(x, y).green() < 110
+                   and image.pixelColor(x, y).blue() < 110)
+
+    assert ring_pixels(curve.unusual) > 10 and ring_pixels([False] * 5) == 0 and UNUSUAL_RING.red() == 255
 
 
 def test_the_series_verdict_panel_keeps_the_series_own_warnings(qtbot, window, tmp_path):

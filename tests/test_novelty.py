@@ -170,7 +170,8 @@ def test_batch_writes_the_novelty_column(fitted, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(_noise(501)).save(inputs / "typical.png")
-    (inputs / "stripes.png").write_bytes(stripes.read_bytes())
+    for name in ("stripes.png", "stripes2.png", "stripes3.png"):
+        (inputs / name).write_bytes(stripes.read_bytes())
     out = tmp_path / "out"
     BatchRun(inputs, out, analyzer=Analyzer(Registry([root / "models"])), model_ids=[BUNDLE], heatmaps=False).run()
     import csv
@@ -178,6 +179,10 @@ def test_batch_writes_the_novelty_column(fitted, tmp_path):
     rows = {r["file"]: r for r in csv.DictReader((out / "results.csv").open())}
     assert float(rows["stripes.png"]["novelty"]) == 1.0 and UNUSUAL in rows["stripes.png"]["warnings"]
     assert float(rows["typical.png"]["novelty"]) < 0.99 and UNUSUAL not in rows["typical.png"]["warnings"]
+    # Three of four flagged is far more than chance: the run says the model is out of its depth on this folder.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unusual_by_model"] == {BUNDLE: 3}
+    assert any(w.startswith(f"3 of 4 pictures flagged unusual by {BUNDLE}'s input check") for w in summary["run_warnings"])
 
 
 def test_an_input_check_that_cannot_be_used_leaves_the_model_answering_and_says_so(fitted, tmp_path):

@@ -46,6 +46,7 @@ from core.errors import DiagnosticError, described
 from core.export.files import WriteError, os_reason, write_heatmap_png, write_mask_png
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled, FrameUnreadable, analyse_frames
+from core.models.novelty import beyond_chance, flagged_in
 from core.models.storage import sha256_file
 from core.result_cells import CSV_LINE_END, file_key, file_relative, join_warnings, split_warnings
 from core.series.contralateral import other_breast
@@ -590,15 +591,22 @@ class BatchRun:
         with (self.out / "results.json").open("w", encoding="utf-8") as fh:  # written as encoded: no copy in memory
             json.dump({"columns": self.columns, "rows": rows}, fh, indent=1)
         per_model: dict[str, dict[str, int]] = {}
+        checked: dict[str, list[bool]] = {}  # by model: whether its input check flagged each picture it checked
         for row in rows:
             if row["label"]:  # a model's answer (a model that could not run has none)
                 counts = per_model.setdefault(row["model"], {})
                 counts[row["label"]] = counts.get(row["label"], 0) + 1
+            if row.get("novelty"):
+                checked.setdefault(row["model"], []).append(flagged_in(split_warnings(row["warnings"])))
+        unusual = {model: sum(flags) for model, flags in checked.items()}
         with_rows = {r["file"] for r in rows}
         files_done = sum(1 for name in set(found) if name in with_rows)
         missing = sorted(with_rows - set(found))
         run_warnings = [f"{len(missing)} file(s) with results in results.csv are no longer in the input folder "
                         f"(first: {_readable_line(missing[0])}): their rows are kept"] if missing else []
+        run_warnings += [f"{unusual[m]} of {len(flags)} pictures flagged unusual by {m}'s input check, more than chance "
+                         "gives: its answers on this folder are less reliable (another scanner, sequence or modality?)"
+                         for m, flags in checked.items() if beyond_chance(unusual[m], len(flags))]
         if self.history_error:
             run_warnings.append(f"{self.history_error}; the later analyses of this run were not recorded either")
         summary = {
@@ -609,6 +617,7 @@ class BatchRun:
             "errors": sum(1 for r in rows if r["error"]),
             "warnings": sum(1 for r in rows if r["warnings"]),
             "labels_by_model": per_model,
+            "unusual_by_model": unusual,
             "seconds_this_run": round(seconds, 2),
             "cancelled": cancelled,
             "complete": files_done == total and not cancelled,

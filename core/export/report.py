@@ -292,8 +292,11 @@ def write_batch_report(batch_dir: Path, out: Path | None = None, rows_per_page: 
                 *([f"Files analysed earlier and no longer in the folder: {summary['files_missing']} (rows kept)"]
                   if summary.get("files_missing") else []),
                 "Paths only: no patient identifiers are printed in batch reports.", ""]
+        unusual = summary.get("unusual_by_model", {})
         for model, counts in summary["labels_by_model"].items():
-            text.append(f"{model}: " + ", ".join(f"{k or '-'} {v}" for k, v in sorted(counts.items())))
+            text.append(f"{model}: " + ", ".join(f"{k or '-'} {v}" for k, v in sorted(counts.items()))
+                        + (f"; unusual pictures {unusual[model]}" if unusual.get(model) else ""))
+        text += [""] + [textwrap.fill(f"Warning: {w}", 100) for w in summary.get("run_warnings", [])]
         fig.text(0.06, 0.9, "\n".join(text), fontsize=9, va="top", family="monospace")
         _footer(fig)
         pdf.savefig(fig)

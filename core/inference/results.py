@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from core.models.novelty import UNUSUAL
+from core.models.novelty import flagged_in
 
 
 @dataclass
@@ -196,7 +196,7 @@ class ModelResult:
     @property
     def unusual(self) -> bool:
         """Whether its input check flagged the picture as unlike the model's training images (core.models.novelty)."""
-        return any(w.startswith(UNUSUAL) for w in self.warnings)
+        return flagged_in(self.warnings)
 
     @property
     def confidence(self) -> float | None:

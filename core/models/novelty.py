@@ -104,6 +104,11 @@ def pooled(activation: np.ndarray) -> np.ndarray:
 UNUSUAL = "Unusual picture"  # how a novelty warning begins (series verdicts count the slices that have one)
 
 
+def flagged_in(warnings: list[str]) -> bool:
+    """Whether a result's ``warnings`` hold the input check's flag (a model result, a series slice's outcome)."""
+    return any(w.startswith(UNUSUAL) for w in warnings)
+
+
 def beyond_chance(flagged: int, pictures: int, rate: float = 1 - NoveltySpec.flag_above, level: float = 0.01) -> bool:
     """Whether ``flagged`` of ``pictures`` is more than pictures like the validation images would give (each flagged
     at ``rate``, the default threshold's): a binomial tail below ``level``. A series of 24 ordinary slices has one

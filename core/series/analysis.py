@@ -19,7 +19,7 @@ import numpy as np
 from core.errors import DiagnosticError, ModelError, described
 from core.imaging.body_part import UNTESTED_BODY_PART
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE
-from core.models.novelty import UNUSUAL, beyond_chance
+from core.models.novelty import UNUSUAL, beyond_chance, flagged_in
 from core.series.contralateral import other_breast
 from core.series.index import DUPLICATE_MM, GAP_FACTOR, MISSING_SLICE_FACTOR, Series, SliceRef, gap_text
 from core.series.stack import SeriesStack
@@ -67,6 +67,11 @@ class SliceOutcome:
     outlines: list = field(default_factory=list, repr=False)  # segmenters: the Lesion outlines, for the viewer
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+
+    @property
+    def unusual(self) -> bool:
+        """Whether the model's input check flagged this slice (core.models.novelty)."""
+        return flagged_in(self.warnings)
 
     @property
     def probability(self) -> float | None:
@@ -613,7 +618,7 @@ def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
 def _unusual_call(model: str, label: str | None, outcomes: list[SliceOutcome | None], first: int, last: int) -> list[str]:
     """A warning where at least half the slices a classifier's call rests on (``first``-``last``, 1-based) were unlike
     the images its network learnt from (core.models.novelty): the call may be the far-off pictures', not the patient's."""
-    unusual = sum(1 for o in outcomes[first - 1:last] if o is not None and any(w.startswith(UNUSUAL) for w in o.warnings))
+    unusual = sum(1 for o in outcomes[first - 1:last] if o is not None and o.unusual)
     count = last - first + 1
     if unusual * 2 < count:
         return []
@@ -631,6 +636,7 @@ class StripCurve:
     values: list[float | None]
     threshold: float | None  # the verdict's line (classifiers with a normal class)
     runs: list[tuple[int, int]]  # the verdict's qualifying runs, 1-based (first, last)
+    unusual: list[bool] = field(default_factory=list)  # per slice: flagged by the model's input check
 
 
 def strip_curves(analysis: SeriesAnalysis, classes: dict[str, list[str]] | None = None) -> list[StripCurve]:
@@ -640,15 +646,16 @@ def strip_curves(analysis: SeriesAnalysis, classes: dict[str, list[str]] | None 
     curves = []
     for v in analysis.results:
         usable = [o if o is not None and not o.error else None for o in v.slices]
+        unusual = [o is not None and o.unusual for o in usable]
         if v.task == "classification":
             names = (classes or {}).get(v.model) or next((list(o.probabilities) for o in usable if o), [])
             normal = normal_class(names)
             if normal is not None:
                 values = [None if o is None else 1.0 - o.probabilities.get(normal, 0.0) for o in usable]
-                curves.append(StripCurve(v.model, f"P(not {normal})", values, ABNORMAL_THRESHOLD, list(v.runs)))
+                curves.append(StripCurve(v.model, f"P(not {normal})", values, ABNORMAL_THRESHOLD, list(v.runs), unusual))
             else:
                 values = [None if o is None else o.probabilities.get(v.label, 0.0) for o in usable]
-                curves.append(StripCurve(v.model, f"P({v.label})", values, None, []))
+                curves.append(StripCurve(v.model, f"P({v.label})", values, None, [], unusual))
             continue
         known = all(o is None or o.lesion_area_mm2 is not None for o in usable)
         raw = [None if o is None else float(o.lesion_area_mm2 if known else o.lesions or 0) for o in usable]
