@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -280,3 +281,19 @@ def test_the_shipped_references_are_of_the_shipped_networks():
         assert path.novelty is not None and path.unchecked is None, bundle.id
         side = bundle.info.preprocessing.size
         assert path.novelty.dimensions == path.features(np.zeros((1, side, side, 3), np.float32)).shape[1]
+
+
+def test_an_analyzer_keeps_numpys_blas_to_one_thread():
+    """OpenBLAS threads spinning after the input check's product took the cores from the next network call (+33 % per
+    slice on 2 cores: docs/bench/blas_threads.md)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy\nfrom threadpoolctl import threadpool_info\n"
+            "from core.inference.analyzer import Analyzer\nfrom core.models.registry import Registry\n"
+            "blas = lambda: [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
+            "print(blas())\nAnalyzer(Registry([]))\nprint(blas())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OPENBLAS_NUM_THREADS": "2"})
+    before, after = (json.loads(line) for line in out.stdout.split("\n")[:2])
+    assert before and max(before) == 2 and after == [1] * len(after)

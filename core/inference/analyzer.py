@@ -23,7 +23,7 @@ from core.imaging.modality_guess import guess_modality
 from core.imaging.mr_sequence import UNTESTED_SEQUENCE, MrSequence, mr_sequence
 from core.imaging.record import ImageRecord, Modality
 from core.imaging.windowing import is_blank, is_sliver
-from core.inference.device import nvidia_gpu
+from core.inference.device import nvidia_gpu, single_thread_blas
 from core.inference.onnx_network import available as onnx_runtime_available
 from core.inference.paths import AnalysisPath, Request, StemRows, build_path, load_network
 from core.inference.results import Analysis, ModelFailure, ModelResult, disagreements
@@ -81,6 +81,7 @@ class Analyzer:
     def __init__(self, registry: Registry | None = None, runtime: str | None = None) -> None:
         """``runtime``: "onnx" (a bundle's ONNX export where it has one), "tensorflow", or "auto" (the default, or
         ``MIDA_RUNTIME``): the export, except where an NVIDIA GPU is there for TensorFlow."""
+        single_thread_blas()
         self.registry = registry or Registry()
         self.runtime = runtime or os.environ.get("MIDA_RUNTIME", "auto")
         if self.runtime not in RUNTIMES:

@@ -19,6 +19,7 @@ import io
 import math
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,11 @@ class NoveltyReference:
     layer: str
     stem: str
 
+    @cached_property
+    def whitened_means(self) -> np.ndarray:
+        """(classes, K): the class means whitened once, as (f - m) W = f W - m W (one product per picture)."""
+        return self.means @ self.whiten
+
     @property
     def dimensions(self) -> int:
         return int(self.means.shape[1])
@@ -61,7 +67,7 @@ class NoveltyReference:
         if features.ndim != 2 or features.shape[1] != self.dimensions:
             raise ModelError(f"novelty reference of {self.dimensions} features cannot read features of shape "
                              f"{features.shape}")
-        whitened = (features[:, None, :] - self.means[None]) @ self.whiten
+        whitened = (features @ self.whiten)[:, None, :] - self.whitened_means[None]
         return (whitened ** 2).sum(axis=-1).min(axis=1)
 
     def share_closer(self, distances: np.ndarray) -> np.ndarray:
