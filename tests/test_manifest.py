@@ -271,10 +271,10 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("changes", [{"task": "segmentation"}, {"tiling": {}}, {"film_scoring": {}}])
-def test_an_input_check_is_a_whole_image_classifiers(changes):
+@pytest.mark.parametrize("changes", [{"tiling": {}}, {"film_scoring": {}}])
+def test_an_input_check_reads_a_whole_picture(changes):
     manifest = _minimal(novelty={"file": "novelty.npz", "sha256": SHA}, **changes)
-    with pytest.raises(ModelError, match=r"^brain-x/manifest.json: 'novelty' must be null on a segmenter, tiled "):
+    with pytest.raises(ModelError, match=r"^brain-x/manifest.json: 'novelty' must be null on a tiled classifier "):
         BundleManifest.from_dict(manifest, Path("/models/brain-x"))
 
 

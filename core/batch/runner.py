@@ -508,12 +508,11 @@ class BatchRun:
             summary = result.to_dict(record.downsample)  # positions in the file's own pixels
             stem = file_stem + (f"__f{analysis.frame}" if record.frames > 1 else "") + f"__{result.model_id}"
             row = self._row(relative, model=result.model_id, model_version=result.version, task=result.task,
-                            device=result.device,
+                            device=result.device, novelty="" if result.novelty is None else f"{result.novelty:.4f}",
                             warnings=join_warnings(record.warnings + analysis.warnings + result.warnings), **base)
             if result.task == "classification":
                 row.update(label=result.label, probability=f"{result.confidence:.6f}",
-                           scale="" if result.scale is None else result.scale["text"],
-                           novelty="" if result.novelty is None else f"{result.novelty:.4f}")
+                           scale="" if result.scale is None else result.scale["text"])
                 row.update({f"p_{c}": f"{p:.6f}" for c, p in result.probabilities.items()})
                 if result.heatmap is not None and self.heatmaps:  # a tiled model's tile map too: --no-heatmaps
                     row["heatmap_file"] = self._write(row, "heatmaps", stem, write_heatmap_png, display, result.heatmap)

@@ -238,10 +238,43 @@ def load_network(bundle: Bundle, stem_rows: StemRows, export: Export | None) -> 
 class AnalysisPath:
     """preprocess -> network -> post-processing for one bundle, from its typed manifest ``info``."""
 
-    def __init__(self, info: BundleManifest, network: Network) -> None:
+    def __init__(self, info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
+                 ) -> None:
+        """``novelty``: the bundle's input-check reference (core.models.novelty), or why it could not be read (the
+        model still answers, each result saying that its input was not checked)."""
         self.info, self.network, self.device = info, network, network.device
         self.spec = info.preprocessing
         self.flip_average = info.flip_average
+        # An export's stem key adds '#' and the outputs it hands out (core.inference.onnx_export); the network and
+        # the cut are the part before it.
+        if isinstance(novelty, NoveltyReference) and (network.stages.stem is None
+                                                      or novelty.stem != (network.stages.key or "").partition("#")[0]):
+            # Distances in another network's feature space would mean nothing.
+            novelty = ModelError(f"its novelty reference was fitted on another network's features ({novelty.stem}; "
+                                 f"this network's stem is {network.stages.key or 'none'}): fit it again "
+                                 "(python -m core.training.novelty)")
+        self.novelty = novelty if isinstance(novelty, NoveltyReference) else None
+        self.unchecked = None if novelty is None or self.novelty is not None else \
+            f"Input not checked: {info.id}'s input check could not be used ({str(novelty).removeprefix(f'model {info.id!r}: ')})."
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """(N, D) features of the image batch ``x`` that the novelty reference reads (``stem_features``)."""
+        return stem_features(self.network.inputs(x))
+
+    def rest_inputs(self, batch: np.ndarray) -> list[np.ndarray] | None:
+        """The stem's outputs for ``batch``, taken once where the input check reads them too; None without a check."""
+        return self.network.inputs(batch) if self.novelty is not None else None
+
+    def check_input(self, result: ModelResult, rest_inputs: list[np.ndarray] | None) -> None:
+        """The input check's share and warning on ``result``, from the stem outputs of a batch whose first row is
+        the picture (its mirror may follow); or the warning that the check could not be used."""
+        if self.novelty is not None:
+            features = stem_features([rows[:1] for rows in rest_inputs])
+            result.novelty = float(self.novelty.share_closer(self.novelty.distances(features))[0])
+            if result.novelty > self.info.novelty.flag_above:
+                result.warnings.append(novelty_warning(self.info.id, result.novelty))
+        elif self.unchecked:
+            result.warnings.append(self.unchecked)
 
     def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
         """The bundle's result for the display picture (or its ModelInputs, which bundles analysing the same
@@ -258,22 +291,9 @@ class ClassifierPath(AnalysisPath):
 
     def __init__(self, info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
                  ) -> None:
-        """``novelty``: the bundle's input-check reference, or why it could not be read (the model still answers,
-        each result saying that its input was not checked)."""
-        super().__init__(info, network)
+        super().__init__(info, network, novelty)
         self.classes = list(info.classes)
         self.temperature = info.temperature
-        # An export's stem key adds '#' and the outputs it hands out (core.inference.onnx_export); the network and
-        # the cut are the part before it.
-        if isinstance(novelty, NoveltyReference) and (network.stages.stem is None
-                                                      or novelty.stem != (network.stages.key or "").partition("#")[0]):
-            # Distances in another network's feature space would mean nothing.
-            novelty = ModelError(f"its novelty reference was fitted on another network's features ({novelty.stem}; "
-                                 f"this network's stem is {network.stages.key or 'none'}): fit it again "
-                                 "(python -m core.training.novelty)")
-        self.novelty = novelty if isinstance(novelty, NoveltyReference) else None
-        self.unchecked = None if novelty is None or self.novelty is not None else \
-            f"Input not checked: {info.id}'s input check could not be used ({str(novelty).removeprefix(f'model {info.id!r}: ')})."
         # The layer each method explains, None where that is the activation the shared stem hands the rest
         # (gradients through the rest alone); a bundle explained elsewhere takes them through its whole network.
         self.cam_layers: dict[bool, str | None] = {}
@@ -287,11 +307,6 @@ class ClassifierPath(AnalysisPath):
         """(logits, heatmaps, class index used) for the batch ``x``, at the method's layer (``rest_inputs``: its stem
         outputs where already at hand)."""
         return self.network.gradcam(self.cam_layers[plus], x, target, plus, rest_inputs)
-
-    def features(self, x: np.ndarray, rest_inputs: list[np.ndarray] | None = None) -> np.ndarray:
-        """(N, D) features of the image batch ``x`` that the novelty reference reads: the activation the stem hands
-        the rest, averaged over the picture. ``rest_inputs``: the stem's outputs for ``x`` where already at hand."""
-        return pooled((self.network.inputs(x) if rest_inputs is None else rest_inputs)[0])
 
     def _target(self, target_class: str | None) -> int | None:
         if target_class is None:
@@ -313,8 +328,7 @@ class ClassifierPath(AnalysisPath):
         # With flip averaging the image and its mirror go through in one batch and their logits are averaged;
         # the heatmap explains the unmirrored image for the decided class.
         inputs = np.concatenate([x, x[:, :, ::-1]]) if self.flip_average else x
-        # The stem's outputs taken once where the input check reads them too (its features: the unmirrored row).
-        rest_inputs = self.network.inputs(inputs) if self.novelty is not None else None
+        rest_inputs = self.rest_inputs(inputs)
         cams = None
         if request.gradcam and self.cam_layers:
             input_logits, cams, own = self.gradcam(inputs, target, request.plus, rest_inputs)
@@ -332,13 +346,7 @@ class ClassifierPath(AnalysisPath):
         result.heatmap = heatmap
         result.heatmap_class = self.classes[int(chosen[0])] if heatmap is not None else None
         _flag_low_confidence(result)
-        if self.novelty is not None:
-            features = self.features(x, [rows[:1] for rows in rest_inputs])
-            result.novelty = float(self.novelty.share_closer(self.novelty.distances(features))[0])
-            if result.novelty > self.info.novelty.flag_above:
-                result.warnings.append(novelty_warning(self.info.id, result.novelty))
-        elif self.unchecked:
-            result.warnings.append(self.unchecked)
+        self.check_input(result, rest_inputs)
         if request.tta:
             views = np.concatenate([x, x[:, :, ::-1], np.clip(x * 1.1, -1, 1), np.clip(x * 0.9, -1, 1)])
             tta_probs = _softmax(self.network.forward(views) / self.temperature)
@@ -398,8 +406,9 @@ class SegmenterPath(AnalysisPath):
     """A lesion segmenter: probability map (averaged with the mirror's where validation chose it), mask at
     the bundle's threshold, unsure components gated, lesions measured."""
 
-    def __init__(self, info: BundleManifest, network: Network) -> None:
-        super().__init__(info, network)
+    def __init__(self, info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
+                 ) -> None:
+        super().__init__(info, network, novelty)
         self.threshold = info.mask_threshold
         self.min_peak = info.min_lesion_peak
         self.min_area_px = info.min_lesion_px
@@ -409,15 +418,15 @@ class SegmenterPath(AnalysisPath):
         spacing, implausible = record.measuring_spacing(self.info.modality) if record is not None else (None, None)
         x, box, display = ModelInputs.of(picture).made(self.spec)
         x = x[None]
-        if self.flip_average:
-            pair = self.network.forward(np.concatenate([x, x[:, :, ::-1]]))[..., 0]
-            prob = (pair[0] + pair[1, :, ::-1]) / 2
-        else:
-            prob = self.network.forward(x)[0, ..., 0]
+        batch = np.concatenate([x, x[:, :, ::-1]]) if self.flip_average else x
+        rest_inputs = self.rest_inputs(batch)
+        out = self.network.forward(batch, rest_inputs)[..., 0]
+        prob = (out[0] + out[1, :, ::-1]) / 2 if self.flip_average else out[0]
         prob_full = _to_image_grid(prob, box, display.shape[:2])
         mask = drop_unsure_components((prob_full >= self.threshold).astype(np.uint8), prob_full, self.min_peak)
         mask = drop_small_components(mask, self.min_area_px)
         result = self._result()
+        self.check_input(result, rest_inputs)
         result.probability_map, result.mask = prob_full, mask
         aspect = record.row_to_column() if record is not None and spacing is None else 1.0
         result.lesions = find_lesions(mask, spacing, min_area_px=self.min_area_px, calipers=self.calipers,
@@ -633,6 +642,12 @@ def _view(record: ImageRecord | None) -> str:
     return side_and_view(texts)[1] or "MLO"
 
 
+def stem_features(rest_inputs: list[np.ndarray]) -> np.ndarray:
+    """(N, D): the activation the stem hands the rest (its first input), averaged over the picture: what the input
+    check (core.models.novelty) reads, fitting and analysing alike."""
+    return pooled(rest_inputs[0])
+
+
 def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
                ) -> AnalysisPath:
     """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: a whole-image
@@ -640,7 +655,7 @@ def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference
     classes do not match the network's outputs: the probabilities would be named wrongly."""
     _check_outputs(info, network.channels)
     if info.task != "classification":
-        return SegmenterPath(info, network)
+        return SegmenterPath(info, network, novelty)
     if info.film_scoring is not None:
         return FilmPath(info, network)
     if info.tiling is not None:

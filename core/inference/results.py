@@ -173,8 +173,8 @@ class ModelResult:
     findings: list[Finding] | None = None
     # Segmenters: whether the picture's pixel spacing was known, so that "no lesion" reads 0 mm², not unknown.
     spacing_known: bool = False
-    # Classifiers with a novelty reference (core.models.novelty): the share of the model's validation images that lie
-    # closer to its training images than this picture (near 1: unlike what the model was fitted on).
+    # Bundles with a novelty reference (core.models.novelty): the share of held-out validation images that lie closer
+    # to the images the model's network learnt from than this picture (near 1: unlike what it was fitted on).
     novelty: float | None = None
 
     @property
@@ -223,8 +223,6 @@ class ModelResult:
                 out["scale"] = self.scale
             if self.tta_agreement is not None:
                 out["tta_agreement"] = round(self.tta_agreement, 4)
-            if self.novelty is not None:
-                out["novelty"] = round(self.novelty, 4)
         else:
             area = self.lesion_area_mm2
             out.update(lesions=len(self.lesions),
@@ -233,6 +231,8 @@ class ModelResult:
                        lesion_details=[l.to_dict(scale) for l in self.lesions])
         if self.findings is not None:
             out["findings"] = [f.to_dict(scale) for f in self.findings]
+        if self.novelty is not None:
+            out["novelty"] = round(self.novelty, 4)
         return out
 
 

@@ -198,9 +198,9 @@ class BundleManifest:
             if unknown:
                 check.fail("mr_sequences", f"names among {', '.join(SEQUENCES)}", unknown)
         if data.get("novelty") is not None:
-            if values["task"] != "classification" or "tiling" in values or "film_scoring" in values:
-                check.fail("novelty", "null on a segmenter, tiled classifier or film detector (the input check is "
-                           "a whole-image classifier's)", data["novelty"])
+            if "tiling" in values or "film_scoring" in values:
+                check.fail("novelty", "null on a tiled classifier or film detector (the input check reads a whole "
+                           "picture's features)", data["novelty"])
             values["novelty"] = check.novelty(data, "novelty")
         values["extra"] = {k: v for k, v in data.items() if k not in cls.top_level_keys()}
         return cls(**values)

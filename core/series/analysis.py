@@ -610,9 +610,14 @@ def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
             if "modality" in w.lower() or w.startswith((UNTESTED_BODY_PART, UNUSUAL)) or "scored alone" in w:
                 kind, _, rest = w.partition(":")
                 kinds.setdefault(kind, []).append((i, rest.strip()))
-    return [f"{kind} on {len(hits)} of {len(outcomes)} slices (slice {hits[0][0] + 1}: {hits[0][1]})"
-            for kind, hits in kinds.items()
-            if not kind.startswith(UNUSUAL) or beyond_chance(len(hits), len(outcomes))]
+    out = []
+    for kind, hits in kinds.items():
+        if not kind.startswith(UNUSUAL):
+            out.append(f"{kind} on {len(hits)} of {len(outcomes)} slices (slice {hits[0][0] + 1}: {hits[0][1]})")
+        elif beyond_chance(len(hits), len(outcomes)):  # each slice's own warning says how far; here, how many
+            out.append(f"{kind} on {len(hits)} of {len(outcomes)} slices, more than chance gives: unlike the images "
+                       "its network learnt from, its answers there are less reliable.")
+    return out
 
 
 def _unusual_call(model: str, label: str | None, outcomes: list[SliceOutcome | None], first: int, last: int) -> list[str]:

@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fit without this source's images (core.training.sources: lgg, busbra, ...) and "
                         "rank its validation images: how often a source the reference never saw is flagged")
     parser.add_argument("--same-as", type=Path, metavar="FOLDER", help="take the reference and its measurements "
-                        "from this bundle, whose network's stem this bundle runs on (the yes/no model on the 4-class "
-                        "one): the same features, so the same reference")
+                        "from this bundle, whose network's stem this bundle runs on (the yes/no model and the brain "
+                        "segmenter on the 4-class network, the ultrasound classifier on the ultrasound segmenter's "
+                        "encoder): the same features, so the same reference")
     args = parser.parse_args(argv)
     folder = args.bundle.resolve()
     registry = Registry([folder.parent])
@@ -106,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     # and without the bundle's present reference, which a retrained network refuses.
     path = build_path(bundle.info, load_network(bundle, StemRows(), None))
     stages = path.network.stages
-    if bundle.task != "classification" or bundle.info.tiling or bundle.info.film_scoring or stages.stem is None:
-        parser.error(f"{bundle.id}: a novelty reference is for a whole-image classifier with a stem")
+    if bundle.info.tiling or bundle.info.film_scoring or stages.stem is None:
+        parser.error(f"{bundle.id}: a novelty reference reads a whole picture's features from a network's stem")
+    if bundle.task != "classification" and not args.same_as:
+        parser.error(f"{bundle.id}: a segmenter takes the reference of the classifier it shares a stem with (--same-as)")
     if args.same_as:
         other = json.loads((args.same_as / "manifest.json").read_text())
         reference = NoveltyReference.from_file(args.same_as / other["novelty"]["file"])
