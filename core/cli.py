@@ -61,8 +61,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         metrics = metrics_text(row)
+        check = "" if row["input_check"] is None else f"; input check beyond {row['input_check']:.0%}"
         print(f"{row['id']:<28} v{row['version']:<6} {row['modality']:<3} {row['task']:<15} {row['architecture']:<10} "
-              f"[{', '.join(row['classes'])}] {metrics}")
+              f"[{', '.join(row['classes'])}] {metrics}{check}")
     for problem in registry.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     return 0

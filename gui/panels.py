@@ -208,7 +208,11 @@ class ModelInfoPanel(QTextBrowser):
             metrics = metrics_text(s)
             parts.append(f"<h4>{s['id']} v{s['version']}</h4><p>{s['title']}<br>{s['modality']} · {s['task']} · "
                          f"{s['architecture']}<br>Classes: {', '.join(s['classes']) or '-'}<br>"
-                         f"Validation: {metrics} (n={s['metrics'].get('n', '?')})<br>Training data: {s.get('training', '')}</p>")
+                         f"Validation: {metrics} (n={s['metrics'].get('n', '?')})<br>Training data: {s.get('training', '')}"
+                         + ("" if s.get("input_check") is None else
+                            f"<br>Input check: a picture farther from its training images than {s['input_check']:.0%} "
+                            "of held-out ones is called unusual")
+                         + "</p>")
         skipped = "".join(f"<li>{html.escape(p)}</li>" for p in self.problems)
         self.setHtml(("".join(parts) or "<p>No model has run on this image.</p>"
                       "<p><i>Decision support only — not a medical device.</i></p>")

@@ -309,3 +309,15 @@ def test_an_analyzer_keeps_numpys_blas_to_one_thread():
                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OPENBLAS_NUM_THREADS": "2"})
     before, after = (json.loads(line) for line in out.stdout.split("\n")[:2])
     assert before and max(before) == 2 and after == [1] * len(after)
+
+
+def test_the_model_listings_say_which_models_check_their_input(qtbot):
+    from gui.panels import ModelInfoPanel
+
+    summaries = {b.id: b.summary() for b in Registry().bundles.values()}
+    assert summaries["brain-mri-tumor-4class"]["input_check"] == 0.99
+    assert summaries["breast-histology-2class"]["input_check"] is None  # tiles: no check
+    panel = ModelInfoPanel()
+    qtbot.addWidget(panel)
+    panel.show_models([summaries["brain-mri-tumor-4class"], summaries["breast-histology-2class"]])
+    assert panel.toPlainText().count("Input check: a picture farther from its training images than 99%") == 1

@@ -138,6 +138,9 @@ class Bundle:
             "interval": _headline_interval(metrics),
             "folder": str(self.folder),
             "changelog": str(changelog) if changelog else None,
+            # the input check's threshold (core.models.novelty): pictures farther than this share of held-out
+            # validation images are called unusual; None: no check
+            "input_check": info.novelty.flag_above if info.novelty else None,
         }
 
     def _verified(self, relative: str, expected: str) -> Path:
