@@ -321,3 +321,19 @@ def test_the_model_listings_say_which_models_check_their_input(qtbot):
     qtbot.addWidget(panel)
     panel.show_models([summaries["brain-mri-tumor-4class"], summaries["breast-histology-2class"]])
     assert panel.toPlainText().count("Input check: a picture farther from its training images than 99%") == 1
+
+
+def test_a_segmenters_lesion_on_unusual_slices_is_said_in_its_series_verdict():
+    from core.series.analysis import SliceOutcome, verdict
+    from core.series.index import Series, SliceRef
+
+    series = Series("k", "1.2.3", "dicom", slices=[SliceRef(f"s{i}.dcm", position_mm=4.0 * i) for i in range(8)],
+                    spacing_mm=4.0, spacing_source="positions")
+    outcomes = [SliceOutcome("lesion" if 2 <= i <= 5 else "no lesion", lesions=int(2 <= i <= 5),
+                             lesion_area_mm2=50.0 if 2 <= i <= 5 else 0.0,
+                             warnings=[novelty_warning("seg", 1.0)] if i in (2, 3, 4) else [])
+              for i in range(8)]
+    called = verdict("seg", "1", "segmentation", ["lesion"], outcomes, series)
+    assert called.label == "lesion" and (called.first_slice, called.last_slice) == (3, 6)
+    assert any(w.startswith(f"{UNUSUAL}s under the call: 3 of the 4 slices 3-6 on which seg calls 'lesion'")
+               for w in called.warnings)

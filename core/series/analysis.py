@@ -409,6 +409,8 @@ def _verdict(model: str, version: str, task: str, classes: list[str], outcomes: 
         return SeriesVerdict(model, version, task, label, probability, first, last, None, outcomes, warnings,
                              classifier_runs(classes, outcomes, series.breaks, positions) if first is not None else [])
     label, first, last, volume, more = segmenter_verdict(outcomes, series)
+    if label == "lesion" and first is not None:
+        warnings += _unusual_call(model, label, outcomes, first, last)
     runs = [(a + 1, b + 1) for a, b in segmenter_runs(outcomes, series)]
     if label == "no lesion" and _unanalysed(outcomes, series):
         return SeriesVerdict(model, version, task, None, None, None, None, None, outcomes,
@@ -621,8 +623,9 @@ def _slice_warnings(outcomes: list[SliceOutcome | None]) -> list[str]:
 
 
 def _unusual_call(model: str, label: str | None, outcomes: list[SliceOutcome | None], first: int, last: int) -> list[str]:
-    """A warning where at least half the slices a classifier's call rests on (``first``-``last``, 1-based) were unlike
-    the images its network learnt from (core.models.novelty): the call may be the far-off pictures', not the patient's."""
+    """A warning where at least half the slices a call rests on (a classifier's finding, a segmenter's lesion;
+    ``first``-``last``, 1-based) were unlike the images the model's network learnt from (core.models.novelty): the call
+    may be the far-off pictures', not the patient's."""
     unusual = sum(1 for o in outcomes[first - 1:last] if o is not None and o.unusual)
     count = last - first + 1
     if unusual * 2 < count:
