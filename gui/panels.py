@@ -71,6 +71,7 @@ class ProbabilityPanel(QWidget):
             form = QVBoxLayout(box)
             if result.task == "classification":
                 self._classification(result, form)
+                self._caution(result, form, 1)
             else:
                 area = sum(l.area_mm2 or 0 for l in result.lesions)
                 unit = f"{area:.1f} mm²" if result.lesions and result.lesions[0].area_mm2 is not None else \
@@ -81,6 +82,7 @@ class ProbabilityPanel(QWidget):
                     line = QLabel(f"#{i}: " + text.replace("D/W", "D/\u2060W"))  # a joiner: wrapped, it read 'D/ W'
                     line.setWordWrap(True)
                     form.addWidget(line)
+                self._caution(result, form, 1)
             if result.model_id in scales:
                 scale = QLabel(f"Scale: {scales[result.model_id]}")
                 scale.setWordWrap(True)
@@ -93,14 +95,18 @@ class ProbabilityPanel(QWidget):
             self._layout.addWidget(box)
             self._boxes.append(box)
 
-    def _classification(self, result: ModelResult, form: QVBoxLayout) -> None:
-        headline = QLabel(f"<b>{result.label}</b> — {result.confidence:.1%} (calibrated)")
-        form.addWidget(headline)
-        if result.unusual:  # beside the answer it qualifies, not only in the Warnings list
+    @staticmethod
+    def _caution(result: ModelResult, form: QVBoxLayout, at: int) -> None:
+        """The input check's flag beside the answer it qualifies (``at``: its place in the box), not only in Warnings."""
+        if result.unusual:
             caution = QLabel("⚠ Unusual picture for this model: its answer is less reliable here (Warnings).")
             caution.setWordWrap(True)
             caution.setStyleSheet(f"color: {WARNING_COLOUR.name()}")
-            form.addWidget(caution)
+            form.insertWidget(at, caution)
+
+    def _classification(self, result: ModelResult, form: QVBoxLayout) -> None:
+        headline = QLabel(f"<b>{result.label}</b> — {result.confidence:.1%} (calibrated)")
+        form.addWidget(headline)
         for name, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1]):
             row = QHBoxLayout()
             label = QLabel(name)

@@ -188,6 +188,10 @@ def test_an_unusual_picture_is_said_beside_the_models_answer(qtbot, window, plan
     assert len(cautions) == 1 and flagged.unusual and not result("near", []).unusual
     assert any(item.startswith("⚠ Unusual picture for far") for item in
                (window.warnings.item(i).text() for i in range(window.warnings.count())))
+    outline = ModelResult("seg", "1.0", "segmentation", "cpu", warnings=[novelty_warning("seg", 1.0)], novelty=1.0)
+    window.state.set_analysis(Analysis(str(planted_png[0]), window.state.record.modality.value, "user", 0, [outline]))
+    qtbot.waitUntil(lambda: [t for t in _texts(window.probabilities) if "Unusual picture for this model" in t]
+                    == cautions)  # the segmenter's box says it too (the earlier boxes deleted)
 
 
 def test_modality_box_sets_the_state_and_the_note_follows(qtbot, window, planted_png):

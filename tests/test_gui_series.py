@@ -421,8 +421,10 @@ def test_the_strip_plot_rings_the_slices_a_models_input_check_flagged(qtbot):
     slices = [SliceOutcome("no", {"no": 0.9, "yes": 0.1}, warnings=[novelty_warning("m", 1.0)] if i == 2 else [])
               for i in range(5)]
     verdict = SeriesVerdict("m", "1", "classification", "no", 0.9, None, None, None, slices)
-    (curve,) = strip_curves(SeriesAnalysis(Series("k", "1.2", "dicom"), [verdict], [], False, 0.0, 5))
-    assert curve.unusual == [False, False, True, False, False]
+    segmented = [SliceOutcome("lesion", lesions=1, lesion_area_mm2=10.0, warnings=o.warnings) for o in slices]
+    outline = SeriesVerdict("s", "1", "segmentation", "lesion", None, 1, 5, None, segmented)
+    curve, lesion_curve = strip_curves(SeriesAnalysis(Series("k", "1.2", "dicom"), [verdict, outline], [], False, 0.0, 5))
+    assert curve.unusual == lesion_curve.unusual == [False, False, True, False, False]
     plot = StripPlot()
     qtbot.addWidget(plot)
     plot.resize(400, 100)

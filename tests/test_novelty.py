@@ -16,7 +16,7 @@ from PIL import Image
 from core.errors import ModelError
 from core.imaging.loader import load_image
 from core.inference.analyzer import Analyzer
-from core.models.novelty import UNUSUAL, NoveltyReference, novelty_warning
+from core.models.novelty import UNUSUAL, NoveltyReference, beyond_chance, novelty_warning
 from core.models.registry import Registry
 from core.training.novelty import fit
 from core.training.novelty import main as fit_main
@@ -250,6 +250,9 @@ def test_a_series_verdict_counts_the_unusual_slices_beyond_chance_and_under_its_
                     "from, its answers there are less reliable.")
     # One slice in 24 is what ordinary slices give one series in five (1 % each): not said for the series.
     assert _slice_warnings(outcomes(24, {5})) == [] and len(_slice_warnings(outcomes(24, {5, 9, 13}))) == 1
+    # A folder or cine of thousands: the binomial terms in logarithms (C(n, k) as a float overflowed from ~1,030).
+    assert not beyond_chance(0, 5000) and not beyond_chance(40, 5000) and beyond_chance(80, 5000)
+    assert len(_slice_warnings(outcomes(1100, set(range(0, 1100, 40))))) == 1  # 28 of 1,100: more than 11 expected
     # A call on slices 3-6 of which 2 are unusual rests on them; one of 4 does not.
     (call,) = _unusual_call("m", "yes", outcomes(10, {3, 4}), 3, 6)
     assert call.startswith(f"{UNUSUAL}s under the call: 2 of the 4 slices 3-6 on which m calls 'yes'")

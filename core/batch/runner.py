@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Callable
 
 from core.batch.discover import discover_images
-from core.errors import DiagnosticError, described
+from core.errors import DiagnosticError, ModelError, described
 from core.export.files import WriteError, os_reason, write_heatmap_png, write_mask_png
 from core.imaging import load_image
 from core.inference.analyzer import Analyzer, Cancelled, FrameUnreadable, analyse_frames
-from core.models.novelty import beyond_chance, flagged_in
+from core.models.novelty import NoveltySpec, beyond_chance, flagged_in
 from core.models.storage import sha256_file
 from core.result_cells import CSV_LINE_END, file_key, file_relative, join_warnings, split_warnings
 from core.series.contralateral import other_breast
@@ -492,6 +492,15 @@ class BatchRun:
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
             return [self._row(relative, error=f"unexpected failure: {type(exc).__name__}: {exc}")]
 
+    def _flag_rate(self, model_id: str) -> float:
+        """The share of ordinary pictures a model's input check flags: 1 - its flag_above (the default's where the
+        model is no longer installed, as on a resume after it was removed)."""
+        try:
+            spec = self.analyzer.registry.get(model_id).info.novelty
+        except ModelError:
+            spec = None
+        return 1 - (spec or NoveltySpec("", "")).flag_above
+
     def _row(self, relative: str, **values) -> dict:
         row = {c: "" for c in self.columns}
         row["file"] = relative
@@ -605,7 +614,7 @@ class BatchRun:
                         f"(first: {_readable_line(missing[0])}): their rows are kept"] if missing else []
         run_warnings += [f"{unusual[m]} of {len(flags)} pictures flagged unusual by {m}'s input check, more than chance "
                          "gives: its answers on this folder are less reliable (another scanner, sequence or modality?)"
-                         for m, flags in checked.items() if beyond_chance(unusual[m], len(flags))]
+                         for m, flags in checked.items() if beyond_chance(unusual[m], len(flags), self._flag_rate(m))]
         if self.history_error:
             run_warnings.append(f"{self.history_error}; the later analyses of this run were not recorded either")
         summary = {

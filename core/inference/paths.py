@@ -650,9 +650,9 @@ def stem_features(rest_inputs: list[np.ndarray]) -> np.ndarray:
 
 def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
                ) -> AnalysisPath:
-    """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: a whole-image
-    classifier's input-check reference, or why it could not be read), refused (ModelError) where the manifest's
-    classes do not match the network's outputs: the probabilities would be named wrongly."""
+    """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: its input-check
+    reference, or why it could not be read; whole-image classifiers and segmenters), refused (ModelError) where the
+    manifest's classes do not match the network's outputs: the probabilities would be named wrongly."""
     _check_outputs(info, network.channels)
     if info.task != "classification":
         return SegmenterPath(info, network, novelty)

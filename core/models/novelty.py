@@ -1,9 +1,9 @@
-"""How unlike a classifier's training images a picture is: a check on the input, beside the model's answer.
+"""How unlike a model's training images a picture is: a check on the input, beside the model's answer.
 
-A classifier answers every picture with probabilities that sum to one, however far the picture lies from what it
-was fitted on (another scanner, sequence, plane or body part), and it can be sure and wrong there. So a bundle may
-carry a reference of its own features: the activation its shared stem hands the rest (the layer Grad-CAM
-explains), averaged over the image, for every training image. A picture's distance is the Mahalanobis distance of
+A model answers every picture (a classifier with probabilities that sum to one), however far the picture lies from
+what it was fitted on (another scanner, sequence, plane or body part), and it can be sure and wrong there. So a
+bundle may carry a reference of its network's features: the activation its stem hands the rest, averaged over the
+image, for every training image (bundles on one stem, a classifier and the segmenter on its network, share it). A picture's distance is the Mahalanobis distance of
 its features to the nearest class mean (one covariance shared by the classes, shrunk: Lee et al., NeurIPS 2018),
 and it is said as the share of the bundle's validation images (patients the model never saw, of its own sources)
 that lie closer. Above the manifest's ``flag_above`` the result warns that the picture is unlike the model's
@@ -117,10 +117,15 @@ def flagged_in(warnings: list[str]) -> bool:
 
 def beyond_chance(flagged: int, pictures: int, rate: float = 1 - NoveltySpec.flag_above, level: float = 0.01) -> bool:
     """Whether ``flagged`` of ``pictures`` is more than pictures like the validation images would give (each flagged
-    at ``rate``, the default threshold's): a binomial tail below ``level``. A series of 24 ordinary slices has one
-    flagged one time in five; said for every such series, the warning would mean nothing."""
-    tail = sum(math.comb(pictures, k) * rate ** k * (1 - rate) ** (pictures - k) for k in range(flagged, pictures + 1))
-    return flagged > 0 and tail < level
+    at ``rate``: by default the default threshold's): a binomial tail below ``level``. A series of 24 ordinary slices
+    has one flagged one time in five; said for every such series, the warning would mean nothing. The terms are taken
+    in logarithms: C(n, k) as a float overflows from about a thousand pictures."""
+    if flagged <= 0:
+        return False
+    log_rate, log_rest = math.log(rate), math.log1p(-rate)
+    below = sum(math.exp(math.lgamma(pictures + 1) - math.lgamma(k + 1) - math.lgamma(pictures - k + 1)
+                         + k * log_rate + (pictures - k) * log_rest) for k in range(min(flagged, pictures + 1)))
+    return 1.0 - below < level
 
 
 def novelty_warning(model_id: str, share: float) -> str:

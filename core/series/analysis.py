@@ -670,7 +670,7 @@ def strip_curves(analysis: SeriesAnalysis, classes: dict[str, list[str]] | None 
         top = max((r for r in raw if r is not None), default=0.0)
         values = [None if r is None else (r / top if top > 0 else 0.0) for r in raw]
         title = f"lesion area (1 = {top:.0f} mm²)" if known else "lesions (relative)"
-        curves.append(StripCurve(v.model, title, values, None, list(v.runs)))
+        curves.append(StripCurve(v.model, title, values, None, list(v.runs), unusual))
     return curves
 
 
