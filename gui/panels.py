@@ -71,7 +71,7 @@ class ProbabilityPanel(QWidget):
             form = QVBoxLayout(box)
             if result.task == "classification":
                 self._classification(result, form)
-                self._caution(result, form, 1)
+                self._caution(result, form)
             else:
                 area = sum(l.area_mm2 or 0 for l in result.lesions)
                 unit = f"{area:.1f} mm²" if result.lesions and result.lesions[0].area_mm2 is not None else \
@@ -82,7 +82,7 @@ class ProbabilityPanel(QWidget):
                     line = QLabel(f"#{i}: " + text.replace("D/W", "D/\u2060W"))  # a joiner: wrapped, it read 'D/ W'
                     line.setWordWrap(True)
                     form.addWidget(line)
-                self._caution(result, form, 1)
+                self._caution(result, form)
             if result.model_id in scales:
                 scale = QLabel(f"Scale: {scales[result.model_id]}")
                 scale.setWordWrap(True)
@@ -96,13 +96,13 @@ class ProbabilityPanel(QWidget):
             self._boxes.append(box)
 
     @staticmethod
-    def _caution(result: ModelResult, form: QVBoxLayout, at: int) -> None:
-        """The input check's flag beside the answer it qualifies (``at``: its place in the box), not only in Warnings."""
+    def _caution(result: ModelResult, form: QVBoxLayout) -> None:
+        """The input check's flag under the answer's first line (the label, the lesion count), not only in Warnings."""
         if result.unusual:
             caution = QLabel("⚠ Unusual picture for this model: its answer is less reliable here (Warnings).")
             caution.setWordWrap(True)
             caution.setStyleSheet(f"color: {WARNING_COLOUR.name()}")
-            form.insertWidget(at, caution)
+            form.insertWidget(1, caution)
 
     def _classification(self, result: ModelResult, form: QVBoxLayout) -> None:
         headline = QLabel(f"<b>{result.label}</b> — {result.confidence:.1%} (calibrated)")

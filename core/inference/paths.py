@@ -254,8 +254,9 @@ class AnalysisPath:
                                  f"this network's stem is {network.stages.key or 'none'}): fit it again "
                                  "(python -m core.training.novelty)")
         self.novelty = novelty if isinstance(novelty, NoveltyReference) else None
+        why = str(novelty).removeprefix(f"model {info.id!r}: ")
         self.unchecked = None if novelty is None or self.novelty is not None else \
-            f"Input not checked: {info.id}'s input check could not be used ({str(novelty).removeprefix(f'model {info.id!r}: ')})."
+            f"Input not checked: {info.id}'s input check could not be used ({why})."
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """(N, D) features of the image batch ``x`` that the novelty reference reads (``stem_features``)."""

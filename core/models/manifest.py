@@ -93,8 +93,8 @@ class BundleManifest:
     # MR bundles: the sequences it was fitted on (core.imaging.mr_sequence.SEQUENCES); a slice whose header names
     # another gets a warning. Empty: not stated, no warning.
     mr_sequences: tuple[str, ...] = ()
-    # Classifiers: the reference of their training images' features that says how unusual a picture is
-    # (core.models.novelty); None: no such check.
+    # Whole-picture classifiers and segmenters: the reference of their training images' features that says how
+    # unusual a picture is (core.models.novelty); None: no such check.
     novelty: NoveltySpec | None = None
     extra: dict = field(default_factory=dict, compare=False, repr=False, metadata={"extra": True})
 
@@ -345,9 +345,10 @@ class _Check:
             if name not in known:
                 self.fail(f"{key}.{name}", "absent (not a field of " + key + ": " + ", ".join(sorted(known)) + ")",
                           value[name])
-        flag = self.number(value, "flag_above", 0.0, 1.0, path=f"{key}.flag_above") if "flag_above" in value else None
-        spec = NoveltySpec(self.relative(value.get("file"), f"{key}.file"), self.sha256(value, "sha256", f"{key}.sha256"))
-        return spec if flag is None else NoveltySpec(spec.file, spec.sha256, flag)
+        flag = {"flag_above": self.number(value, "flag_above", 0.0, 1.0, path=f"{key}.flag_above")} \
+            if "flag_above" in value else {}
+        return NoveltySpec(self.relative(value.get("file"), f"{key}.file"),
+                           self.sha256(value, "sha256", f"{key}.sha256"), **flag)
 
     def film_scoring(self, data: dict, key: str) -> FilmScoring:
         """Known keys only: whole numbers of at least 1, shares from 0 to 1, a positive scale, any other

@@ -3,9 +3,9 @@
 A model answers every picture (a classifier with probabilities that sum to one), however far the picture lies from
 what it was fitted on (another scanner, sequence, plane or body part), and it can be sure and wrong there. So a
 bundle may carry a reference of its network's features: the activation its stem hands the rest, averaged over the
-image, for every training image (bundles on one stem, a classifier and the segmenter on its network, share it). A picture's distance is the Mahalanobis distance of
-its features to the nearest class mean (one covariance shared by the classes, shrunk: Lee et al., NeurIPS 2018),
-and it is said as the share of the bundle's validation images (patients the model never saw, of its own sources)
+image, for every training image (bundles on one stem, a classifier and the segmenter on its network, share it). A
+picture's distance is the Mahalanobis distance of its features to the nearest class mean (one covariance shared by
+the classes, shrunk: Lee et al., NeurIPS 2018), and it is said as the share of the bundle's validation images (patients the model never saw, of its own sources)
 that lie closer. Above the manifest's ``flag_above`` the result warns that the picture is unlike the model's
 training images. It does not change the model's answer, and a picture that passes is not thereby one the model
 reads well: it is a guard against the far-off input, not a measure of correctness.

@@ -1,8 +1,8 @@
 """Fit a classifier bundle's novelty reference (core.models.novelty) and measure what it flags.
 
 The features are the product's own: each image of the bundle's split read by the loader, cut and normalised by the
-bundle's preprocessing and passed through its stem by its analysis path (``ClassifierPath.features``), on the
-runtime the product would use. Class means and one shrunk covariance (Ledoit-Wolf) come from the training images;
+bundle's preprocessing and passed through its stem by its analysis path (``AnalysisPath.features``), on TensorFlow
+(ONNX Runtime gives the same shares within 0.006). Class means and one shrunk covariance (Ledoit-Wolf) come from the training images;
 the validation images (patients the model never saw) give the reference distances a picture is ranked among.
 Pictures from elsewhere (``--check NAME=FOLDER``: another modality, a tumour-free template, other scanners) are
 ranked too, and the share flagged is written to the manifest's ``novelty_checks``.
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from core.batch.discover import discover_images
 from core.errors import DiagnosticError
 from core.imaging.loader import load_image
 from core.inference.paths import StemRows, build_path, load_network
@@ -33,7 +34,6 @@ from core.training.configs import DATA_ROOT
 from core.training.sources import subsets
 
 FILE = "novelty.npz"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ""}
 
 
 def image_features(path, files: list[Path], desc: str) -> tuple[np.ndarray, list[int]]:
@@ -78,9 +78,8 @@ def _record(folder: Path, flag_above: float, checks: dict) -> None:
 
 
 def folder_files(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (masks, by their name, left out)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and "mask" not in p.name.lower() and not p.name.startswith("."))
+    """The image files under ``folder`` as a batch finds them, masks (by their name) left out."""
+    return [p for p in discover_images(folder) if "mask" not in p.name.lower()]
 
 
 def main(argv: list[str] | None = None) -> int:
