@@ -125,6 +125,47 @@ def test_a_resume_with_another_model_version_is_refused_and_old_records_are_acce
     assert BatchRun(folder, out, analyzer, model_ids=MODELS, resume=True).run()["complete"]
 
 
+def _rewrite_header(path: Path, columns: list[str]) -> None:
+    """results.csv as an earlier version wrote it: only ``columns``, in their order."""
+    rows = _rows(path)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, columns, extrasaction="ignore", lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_results_csv_of_an_earlier_version_resumes_with_the_added_columns_empty(tmp_path, analyzer):
+    folder = _folder(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    out = tmp_path / "out"
+    _interrupted(folder, out, analyzer, after=1)
+    earlier = [c for c in _rows(out / "results.csv")[0] if c not in ("novelty", "scale", "findings")]
+    _rewrite_header(out / "results.csv", earlier)
+    summary = BatchRun(folder, out, analyzer, model_ids=MODELS, resume=True).run()
+    assert summary["complete"] and summary["files_done"] == 3
+    rows = _rows(out / "results.csv")
+    assert list(rows[0]) == BatchRun(folder, out, analyzer, model_ids=MODELS).columns
+    assert [r["file"] for r in rows] == ["a.png"] * 2 + ["b.png"] * 2 + ["c.png"] * 2
+    assert [r["novelty"] for r in rows[:2]] == ["", ""]  # the earlier rows: not analysed for it
+    assert all(r["label"] for r in rows)
+
+
+@pytest.mark.parametrize("alter", ["unknown", "reordered", "dropped"])
+def test_a_results_csv_with_other_columns_is_still_refused(tmp_path, analyzer, alter):
+    folder = _folder(tmp_path / "in", ["a.png", "b.png"])
+    out = tmp_path / "out"
+    _interrupted(folder, out, analyzer, after=1)
+    columns = list(_rows(out / "results.csv")[0])
+    if alter == "unknown":
+        columns.insert(3, "p_other")
+    elif alter == "reordered":
+        columns[1], columns[2] = columns[2], columns[1]
+    else:  # a column no version lacked
+        columns.remove("lesions")
+    _rewrite_header(out / "results.csv", columns)
+    with pytest.raises(DiagnosticError, match="other models/columns"):
+        BatchRun(folder, out, analyzer, model_ids=MODELS, resume=True).run()
+
+
 # ----------------------------------------------------------------------------------------------- 4: a file removed
 def test_a_resume_after_an_input_file_was_removed_completes(tmp_path, analyzer):
     folder = _folder(tmp_path / "in", ["a.png", "b.png", "c.png"])

@@ -55,6 +55,10 @@ BASE_COLUMNS = ["file", "frame", "modality", "modality_source", "model", "model_
                 "probability", "scale", "novelty"]
 TAIL_COLUMNS = ["lesions", "lesion_area_px", "lesion_area_mm2", "lesion_max_diameter_mm", "lesion_width_mm", "lesion_depth_mm",
                 "lesion_depth_to_width", "findings", "mask_file", "heatmap_file", "warnings", "error"]
+# Columns later versions added: a results.csv written before one of them was added is resumed with the column
+# empty in its earlier rows (what those rows were not analysed for), every other column as it was.
+ADDED_COLUMNS = frozenset({"scale", "novelty", "lesion_max_diameter_mm", "lesion_width_mm", "lesion_depth_mm",
+                           "lesion_depth_to_width", "findings"})
 
 
 class OutputLocked(DiagnosticError):
@@ -342,9 +346,13 @@ class BatchRun:
         with path.open(newline="", encoding="utf-8") as fh:  # as written: a \r inside a quoted cell stays one
             text = fh.read()
         if csv_mode:
-            rows = list(csv.DictReader(io.StringIO(text)))
-            if rows and list(rows[0].keys()) != self.columns:
+            reader = csv.DictReader(io.StringIO(text))
+            rows = list(reader)
+            if rows and not self._resumable_header(list(reader.fieldnames or [])):
                 raise DiagnosticError(f"{path} was written with other models/columns; use a new output folder")
+            for row in rows:  # columns added since (ADDED_COLUMNS): empty in rows written before them
+                for column in self.columns:
+                    row.setdefault(column, "")
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, self.columns, lineterminator=CSV_LINE_END)
             writer.writeheader()
@@ -363,6 +371,11 @@ class BatchRun:
                     kept.append(line)
             _write_atomically(path, "".join(f"{line}\n" for line in kept))
             return []
+
+    def _resumable_header(self, header: list[str]) -> bool:
+        """Whether an earlier results.csv's ``header`` is this run's columns, less some that later versions added."""
+        missing = set(self.columns) - set(header)
+        return missing <= ADDED_COLUMNS and header == [c for c in self.columns if c not in missing]
 
     # ----- run
     def run(self) -> dict:
