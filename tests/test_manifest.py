@@ -271,11 +271,13 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("changes", [{"tiling": {}}, {"film_scoring": {}}])
-def test_an_input_check_reads_a_whole_picture(changes):
-    manifest = _minimal(novelty={"file": "novelty.npz", "sha256": SHA}, **changes)
+def test_an_input_check_reads_a_whole_picture_or_film():
+    manifest = _minimal(novelty={"file": "novelty.npz", "sha256": SHA}, tiling={})
     with pytest.raises(ModelError, match=r"^brain-x/manifest.json: 'novelty' must be null on a tiled classifier "):
         BundleManifest.from_dict(manifest, Path("/models/brain-x"))
+    film = BundleManifest.from_dict(_minimal(novelty={"file": "novelty.npz", "sha256": SHA}, film_scoring={}),
+                                    Path("/models/brain-x"))
+    assert film.novelty.file == "novelty.npz"
 
 
 @pytest.mark.parametrize("key,value,named", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])

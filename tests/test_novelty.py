@@ -66,10 +66,53 @@ def test_a_reference_round_trips_and_a_damaged_file_is_refused(tmp_path):
         reference.distances(np.zeros((1, 4)))
 
 
+def test_with_fewer_pictures_than_features_the_reference_keeps_their_directions_and_the_same_distances(tmp_path):
+    """A film reference (4,096 features of 258 films) kept as leading directions plus one variance for the rest: with
+    every direction the pictures span, the distances of the full shrunk covariance, from a file a fraction of the
+    size."""
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(3)
+    scales = rng.uniform(0.2, 3.0, 300)
+    train, labels = rng.normal(size=(60, 300)) * scales, np.arange(60) % 2
+    train[labels == 1, 0] += 4
+    validation = rng.normal(size=(50, 300)) * scales
+    assert fit(train, labels, validation, "layer", "ab").whiten.shape == (300, 32)  # the leading directions
+    reference = fit(train, labels, validation, "layer", "ab" * 32, directions=60)  # every one the pictures span
+    assert reference.whiten.shape == (300, 60) and reference.residual > 0
+    means = np.stack([train[labels == c].mean(axis=0) for c in (0, 1)])
+    inverse = np.linalg.inv(LedoitWolf(assume_centered=True).fit(train - means[labels]).covariance_)
+    probe = rng.normal(size=(6, 300)) * scales * 1.5
+    full = np.min([np.einsum("nd,de,ne->n", probe - m, inverse, probe - m) for m in means], axis=0)
+    np.testing.assert_allclose(reference.distances(probe), full, rtol=1e-8)
+    path = tmp_path / "novelty.npz"
+    path.write_bytes(reference.to_bytes())
+    np.testing.assert_allclose(NoveltyReference.from_file(path).distances(probe), full, rtol=1e-4)
+    assert path.stat().st_size < 300 * 300 * 4 / 2
+
+
+def test_out_of_fold_distances_keep_a_groups_pictures_together():
+    """A film reference ranks each film by a reference fitted without its woman's films: her other film, a near twin
+    here, would otherwise make her look typical."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from core.training.novelty import fit_out_of_fold
+
+    rng = np.random.default_rng(4)
+    women = rng.normal(size=(40, 60)) * np.linspace(0.5, 2, 60)
+    features = np.repeat(women, 2, axis=0) + rng.normal(scale=0.01, size=(80, 60))
+    labels, groups = np.arange(80) // 2 % 2, [f"w{i // 2}" for i in range(80)]
+    grouped = fit_out_of_fold(features, labels, groups, "layer", "ab" * 32).reference
+    apart = np.empty(80)  # the same folds by picture: twins split between fit and measure
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(features, labels):
+        apart[test] = fit(features[train], labels[train], features[test], "layer", "ab").distances(features[test])
+    assert np.median(grouped) > 1.5 * np.median(apart)  # about 2x: each film measured as new, not by its twin
+
+
 def test_the_warning_says_how_far_and_never_rounds_up_to_every_image():
     assert novelty_warning("m", 1.0).startswith(f"{UNUSUAL} for m: farther from the images its network learnt from "
-                                                "than any of the held-out validation images")
-    assert "than 99.9% of the held-out validation images" in novelty_warning("m", 0.9996)
+                                                "than any of the held-out pictures of its own sources")
+    assert "than 99.9% of the held-out pictures of its own sources" in novelty_warning("m", 0.9996)
 
 
 def _noise(seed: int) -> np.ndarray:
@@ -279,7 +322,7 @@ def test_the_shipped_references_are_of_the_shipped_networks(tmp_path):
     registry = Registry()
     checked = [b for b in registry.bundles.values() if b.info.novelty is not None]
     assert {b.id for b in checked} >= {"brain-mri-tumor-4class", "brain-mri-tumor-yesno", "brain-mri-tumor-seg",
-                                       "breast-us-3class", "breast-us-lesion-seg"}
+                                       "breast-us-3class", "breast-us-lesion-seg", "breast-mg-abnormal"}
     analyzer = Analyzer(registry, runtime="tensorflow")
     for bundle in checked:
         path = analyzer.path(bundle)

@@ -91,10 +91,12 @@ def _write_bundle(folder: Path, model, spec, modality: str, task: str, **fields)
     return folder
 
 
-def make_film_bundle(root: Path, bundle_id: str = "tiny-mg-detector", mark_threshold: float = 0.5) -> Path:
+def make_film_bundle(root: Path, bundle_id: str = "tiny-mg-detector", mark_threshold: float = 0.5,
+                     members: bool = False) -> Path:
     """A fixed mammography 'detector' whose tile probability rises with the share of very bright pixels in the
     tile (real Keras layers, no training): p = sigmoid(80 * mean(relu(local mean)) - 3) on xception-scaled input,
-    so breast tissue at grey 120 scores 0.05 and a tile holding a white blob scores high."""
+    so breast tissue at grey 120 scores 0.05 and a tile holding a white blob scores high. ``members``: its
+    architecture names joined detectors, as the shipped one's does, so it is cut at its Grad-CAM layer (a stem)."""
     import keras
 
     from core.models.mammography import FilmScoring
@@ -109,7 +111,12 @@ def make_film_bundle(root: Path, bundle_id: str = "tiny-mg-detector", mark_thres
     dense.set_weights([np.array([[0.0, 40.0], [0.0, 40.0]], np.float32), np.array([0.0, -3.0], np.float32)])
     scoring = FilmScoring(single_slope=4.0, single_intercept=-2.0, paired_slope=6.0, paired_intercept=-1.0,
                           mark_threshold=mark_threshold)
-    return _write_bundle(root / bundle_id, model, spec, "MG", "classification", title="Tiny film detector",
+    folder = _write_bundle(root / bundle_id, model, spec, "MG", "classification", title="Tiny film detector",
                          classes=["normal", "abnormal"], calibration={"temperature": 1.0},
                          gradcam_layer="last_conv", film_scoring=scoring.to_dict(),
                          validation_metrics={"roc_auc": 1.0, "n": 0})
+    if members:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["architecture"]["members"] = ["tiny"]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder

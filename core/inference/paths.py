@@ -269,8 +269,14 @@ class AnalysisPath:
     def check_input(self, result: ModelResult, rest_inputs: list[np.ndarray] | None) -> None:
         """The input check's share and warning on ``result``, from the stem outputs of a batch whose first row is
         the picture (its mirror may follow); or the warning that the check could not be used."""
+        self.check_features(result, stem_features([rows[:1] for rows in rest_inputs]) if self.novelty else None)
+
+    def check_features(self, result: ModelResult, features: np.ndarray | None) -> None:
+        """``check_input`` from the picture's (1, D) features (a film's: its tiles' mean; None: nothing to check,
+        a film without breast tiles)."""
         if self.novelty is not None:
-            features = stem_features([rows[:1] for rows in rest_inputs])
+            if features is None:
+                return
             result.novelty = float(self.novelty.share_closer(self.novelty.distances(features))[0])
             if result.novelty > self.info.novelty.flag_above:
                 result.warnings.append(novelty_warning(self.info.id, result.novelty))
@@ -458,6 +464,8 @@ class FilmRead:
     scale_source: str
     film: np.ndarray  # the grey film at the detector's scale (tiles, Grad-CAM and mark placement read it)
     search: np.ndarray  # the breast search region on that film
+    # (1, D): its tiles' features (``stem_features``) averaged, what the input check reads; None without tiles or stem
+    features: np.ndarray | None = None
 
     def box(self, i: int, tile: int) -> tuple[int, int, int, int]:
         """Tile ``i`` as a (y0, y1, x0, x1) box in display pixels."""
@@ -470,10 +478,11 @@ class FilmPath(ClassifierPath):
     """A mammography detector (core.models.mammography): the film at the detector's scale, its breast search
     region tiled, each tile's probability; the film's score against the other breast's film where the caller
     found one, calibrated; CAD marks where tiles pass the marking threshold; the tile map as heatmap and the
-    Grad-CAM of the top tile."""
+    Grad-CAM of the top tile; the input check on the film's tiles' features averaged."""
 
-    def __init__(self, info: BundleManifest, network: Network) -> None:
-        super().__init__(info, network)
+    def __init__(self, info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
+                 ) -> None:
+        super().__init__(info, network, novelty)
         self.scoring = info.film_scoring
         self.positive = len(self.classes) - 1  # binary, the finding class last
         self._films: OrderedDict[bytes, FilmRead] = OrderedDict()
@@ -493,6 +502,7 @@ class FilmPath(ClassifierPath):
         probs = np.zeros(len(self.classes))
         probs[self.positive], probs[0] = p, 1.0 - p
         result = self._classified(probs, tiles=len(own.corners))
+        self.check_features(result, own.features)
         shown = self.positive if target is None else target
         tile_probs = own.probs if shown == self.positive else 1.0 - own.probs
         boxes = [own.box(i, self.scoring.tile) for i in range(len(own.corners))]
@@ -557,11 +567,16 @@ class FilmPath(ClassifierPath):
         film = film_at_scale(grey, mm, self.scoring)
         search = search_region(film, view)
         corners = search_tiles(film, self.scoring, search=search)
-        logits = [self.network.forward(self._tile_inputs(film, corners[i:i + TILE_BATCH]))
-                  for i in range(0, len(corners), TILE_BATCH)]
+        logits, features = [], []
+        for i in range(0, len(corners), TILE_BATCH):
+            batch = self._tile_inputs(film, corners[i:i + TILE_BATCH])
+            rest_inputs = self.network.inputs(batch) if self.network.stages.stem is not None else None
+            logits.append(self.network.forward(batch, rest_inputs))
+            if rest_inputs is not None:
+                features.append(stem_features(rest_inputs))
         probs = _softmax(np.concatenate(logits))[:, self.positive] if logits else np.zeros(0)
         read = FilmRead(corners, probs, (film.shape[0] / grey.shape[0], film.shape[1] / grey.shape[1]), mm, source,
-                        film, search)
+                        film, search, np.concatenate(features).mean(axis=0, keepdims=True) if features else None)
         self._films[key] = read
         while len(self._films) > FILMS_KEPT:
             self._films.popitem(last=False)
@@ -652,13 +667,13 @@ def stem_features(rest_inputs: list[np.ndarray]) -> np.ndarray:
 def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
                ) -> AnalysisPath:
     """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: its input-check
-    reference, or why it could not be read; whole-image classifiers and segmenters), refused (ModelError) where the
+    reference, or why it could not be read; whole-image classifiers, film detectors and segmenters), refused (ModelError) where the
     manifest's classes do not match the network's outputs: the probabilities would be named wrongly."""
     _check_outputs(info, network.channels)
     if info.task != "classification":
         return SegmenterPath(info, network, novelty)
     if info.film_scoring is not None:
-        return FilmPath(info, network)
+        return FilmPath(info, network, novelty)
     if info.tiling is not None:
         return TiledClassifierPath(info, network)
     return ClassifierPath(info, network, novelty)

@@ -173,7 +173,8 @@ class ModelResult:
     findings: list[Finding] | None = None
     # Segmenters: whether the picture's pixel spacing was known, so that "no lesion" reads 0 mm², not unknown.
     spacing_known: bool = False
-    # Bundles with a novelty reference (core.models.novelty): the share of held-out validation images that lie closer
+    # Bundles with a novelty reference (core.models.novelty): the share of held-out pictures (validation images; a film
+    # detector's films, each measured out of fold) that lie closer
     # to the images the model's network learnt from than this picture (near 1: unlike what it was fitted on).
     novelty: float | None = None
 

@@ -23,7 +23,9 @@ from pathlib import Path
 from core.app_paths import onnx_cache
 from core.models.storage import SHA256, sha256_file
 
-EXPORT_FORMAT = 3  # 2: each file's size in the index; stem keys name every file of the network; 3: and sha256
+# 2: each file's size in the index; stem keys name every file of the network; 3: and sha256; 4: film detectors cut
+# at their Grad-CAM layer (a stem and a rest, where 3 exported them whole)
+EXPORT_FORMAT = 4
 STEMS_FOLDER = "stems"  # beside the bundles' export folders: the stems bundles share (no bundle id may be this)
 # A Grad-CAM graph's extra input and outputs (core.models.onnx_grad appends them): the class each row's heatmap
 # explains (N,) int64, -1 for its highest logit; d logit[class] / d activation; the class explained (N,) int64.

@@ -93,8 +93,8 @@ class BundleManifest:
     # MR bundles: the sequences it was fitted on (core.imaging.mr_sequence.SEQUENCES); a slice whose header names
     # another gets a warning. Empty: not stated, no warning.
     mr_sequences: tuple[str, ...] = ()
-    # Whole-picture classifiers and segmenters: the reference of their training images' features that says how
-    # unusual a picture is (core.models.novelty); None: no such check.
+    # Whole-picture classifiers, film detectors and segmenters: the reference of their training images' features that
+    # says how unusual a picture is (core.models.novelty); None: no such check.
     novelty: NoveltySpec | None = None
     extra: dict = field(default_factory=dict, compare=False, repr=False, metadata={"extra": True})
 
@@ -198,9 +198,9 @@ class BundleManifest:
             if unknown:
                 check.fail("mr_sequences", f"names among {', '.join(SEQUENCES)}", unknown)
         if data.get("novelty") is not None:
-            if "tiling" in values or "film_scoring" in values:
-                check.fail("novelty", "null on a tiled classifier or film detector (the input check reads a whole "
-                           "picture's features)", data["novelty"])
+            if "tiling" in values:
+                check.fail("novelty", "null on a tiled classifier (the input check reads a whole picture's or a "
+                           "film's features)", data["novelty"])
             values["novelty"] = check.novelty(data, "novelty")
         values["extra"] = {k: v for k, v in data.items() if k not in cls.top_level_keys()}
         return cls(**values)

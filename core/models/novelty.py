@@ -26,7 +26,8 @@ import numpy as np
 
 from core.errors import ModelError
 
-FORMAT = 1
+FORMAT = 2  # 2: a reference may keep only its leading directions and one variance for the rest (``residual``)
+FORMATS = (1, 2)  # formats read
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,21 @@ class NoveltyReference:
     """``means``: (classes, D) feature means; ``whiten``: (D, K), so that a distance is ||(f - mean) @ whiten||^2;
     ``reference``: the validation images' distances, sorted; ``layer``: the activation the features pool; ``stem``:
     the key of the stem that hands it out (core.models.stages.Stages.key: it names the network's files and the cut),
-    so bundles on one stem (the brain pair) can carry the same reference and a retrained network cannot use it."""
+    so bundles on one stem (the brain pair) can carry the same reference and a retrained network cannot use it.
+
+    ``residual``: where ``whiten`` keeps only the K < D leading directions of the covariance (its columns the
+    eigenvectors divided by the roots of their ``variances``), the one variance of every other direction; the part
+    of f - mean outside the K directions then adds its squared length over ``residual``. Exact where the other
+    eigenvalues are equal, as Ledoit-Wolf makes them when there are fewer pictures than features (a film reference:
+    4,096 features of 258 films); a (D, D) matrix of 4,096 features would be 64 MB."""
 
     means: np.ndarray
     whiten: np.ndarray
     reference: np.ndarray
     layer: str
     stem: str
+    variances: np.ndarray | None = None
+    residual: float | None = None
 
     @cached_property
     def whitened_means(self) -> np.ndarray:
@@ -68,7 +77,13 @@ class NoveltyReference:
             raise ModelError(f"novelty reference of {self.dimensions} features cannot read features of shape "
                              f"{features.shape}")
         whitened = (features @ self.whiten)[:, None, :] - self.whitened_means[None]
-        return (whitened ** 2).sum(axis=-1).min(axis=1)
+        inside = (whitened ** 2).sum(axis=-1)
+        if self.residual is not None:  # ||f - m||^2 less its length within the K directions, over their one variance
+            length = ((features ** 2).sum(axis=1)[:, None] - 2 * features @ self.means.T
+                      + (self.means ** 2).sum(axis=1)[None])
+            within = (whitened ** 2 * self.variances).sum(axis=-1)
+            inside = inside + np.maximum(length - within, 0.0) / self.residual
+        return inside.min(axis=1)
 
     def share_closer(self, distances: np.ndarray) -> np.ndarray:
         """For each distance, the share of validation images that lie at least as close (0..1)."""
@@ -76,9 +91,12 @@ class NoveltyReference:
 
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
-        np.savez_compressed(out, format=np.array(FORMAT), means=self.means.astype(np.float32),
+        low_rank = {} if self.residual is None else {"variances": self.variances.astype(np.float64),
+                                                      "residual": np.array(self.residual, np.float64)}
+        # a full reference as format 1, which versions before the low-rank form read too
+        np.savez_compressed(out, format=np.array(FORMAT if low_rank else 1), means=self.means.astype(np.float32),
                             whiten=self.whiten.astype(np.float32), reference=self.reference.astype(np.float64),
-                            layer=np.array(self.layer), stem=np.array(self.stem))
+                            layer=np.array(self.layer), stem=np.array(self.stem), **low_rank)
         return out.getvalue()
 
     @classmethod
@@ -86,20 +104,24 @@ class NoveltyReference:
         """The reference written by ``to_bytes``; ModelError where the file is not one."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                if int(data["format"]) != FORMAT:
+                if int(data["format"]) not in FORMATS:
                     raise ModelError(f"{path.name}: novelty reference format {int(data['format'])}, this program "
-                                     f"reads {FORMAT}")
+                                     f"reads {' and '.join(map(str, FORMATS))}")
                 # float64 once here, not per picture (the whitening matrix is 2-4 MB in float32)
                 means, whiten = data["means"].astype(np.float64), data["whiten"].astype(np.float64)
                 reference = np.sort(data["reference"])
                 layer, stem = str(data["layer"]), str(data["stem"])
+                variances = data["variances"].astype(np.float64) if "residual" in data else None
+                residual = float(data["residual"]) if "residual" in data else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ModelError(f"{path.name} is not a novelty reference ({exc})") from exc
         if (means.ndim != 2 or whiten.ndim != 2 or whiten.shape[0] != means.shape[1] or reference.ndim != 1
-                or not len(reference) or not all(np.isfinite(a).all() for a in (means, whiten, reference))):
+                or not len(reference) or not all(np.isfinite(a).all() for a in (means, whiten, reference))
+                or (residual is not None and (variances.shape != whiten.shape[1:] or not (np.isfinite(variances) & (variances > 0)).all()
+                                              or not (np.isfinite(residual) and residual > 0)))):
             raise ModelError(f"{path.name} is not a novelty reference (shapes {means.shape}, {whiten.shape}, "
                              f"{reference.shape})")
-        return cls(means, whiten, reference, layer, stem)
+        return cls(means, whiten, reference, layer, stem, variances, residual)
 
 
 def pooled(activation: np.ndarray) -> np.ndarray:
@@ -132,5 +154,5 @@ def novelty_warning(model_id: str, share: float) -> str:
     """The warning for a picture farther from the model's training images than ``share`` of its validation images."""
     than = "any" if share >= 1.0 else f"{min(share, 0.999):.1%}"
     return (f"{UNUSUAL} for {model_id}: farther from the images its network learnt from than {than} of the held-out "
-            "validation images it is ranked among (another scanner, sequence, plane, body part, or a damaged "
-            "picture?); its answer is less reliable here.")
+            "pictures of its own sources it is ranked among (another scanner, sequence, plane, body part, or a "
+            "damaged picture?); its answer is less reliable here.")

@@ -139,7 +139,7 @@ class Bundle:
             "folder": str(self.folder),
             "changelog": str(changelog) if changelog else None,
             # the input check's threshold (core.models.novelty): pictures farther than this share of held-out
-            # validation images are called unusual; None: no check
+            # pictures (validation images, a film detector's films out of fold) are called unusual; None: no check
             "input_check": info.novelty.flag_above if info.novelty else None,
         }
 

@@ -82,7 +82,8 @@ def split_stages(bundle_id: str, sha256: str, task: str, arch: dict, cam_layer: 
                           parent.cam, parent.picks)
         if task == "segmentation":
             return _segmenter_stages(bundle_id, sha256, model) or whole
-        if (arch.get("backbone_file") or arch.get("trunk_file")) and cam_layer:
+        # a frozen trunk below the Grad-CAM layer: a backbone file, a trunk file, or a film detector's joined members
+        if (arch.get("backbone_file") or arch.get("trunk_file") or arch.get("members")) and cam_layer:
             return _classifier_stages(bundle_id, sha256, cam_layer, model, taps) or whole
     except ValueError:  # a network of another shape than the ones training writes
         return whole

@@ -146,27 +146,44 @@ def novelty_section(manifest: dict) -> str:
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    rows = "\n".join(f"| {name} | {m['images']} | {number(m['flagged'])} | {number(m['median_share_closer'])} |"
+    def count(m: dict) -> str:  # pictures the bundle could not read (a film without breast tiles) are not ranked
+        return f"{m['images']} ({m['not read']} not read)" if m.get("not read") else str(m["images"])
+
+    rows = "\n".join(f"| {name} | {count(m)} | {number(m['flagged'])} | {number(m['median_share_closer'])} |"
                      for name, m in checks.items() if isinstance(m, dict))
+    film = checks["fitted on"].endswith("(out of fold)")  # a film detector: no validation split (core.training.novelty)
+    closing = ("""It flags pictures far from the training films (the other modalities and pictures in the table). The detector's
+network was trained on every one of these films, so a new film of the same source may lie farther from them than
+their out-of-fold distances say; and a film that passes is not thereby one the detector reads well.""" if film else
+               """It flags pictures far from the training images (the other modalities and pictures in the table); pictures from a
+new source of the same modality pass more often than they are flagged (the rows 'fitted without'), so a picture
+that passes is not thereby one the model reads well.""")
     left_out = ("Rows 'fitted without': the reference fitted without that source's training images, its validation images\n"
                 "then ranked as a new source's would be (the network itself was trained on that source too).\n\n"
                 if any(", fitted without " in name for name in checks) else "")
-    return f"""
-{NOVELTY_TITLE}
-Each picture's features (the activation at `{checks['layer']}` averaged over the picture, {checks['features']}
+    if film:
+        how = f"""Each film's features (the activation at `{checks['layer']}` averaged over each breast tile the detector reads,
+then over the film's tiles, {checks['features']} numbers) are compared with those of {checks['fitted on'].removesuffix(' (out of fold)')}:
+the Mahalanobis distance to the nearest class mean (normal or abnormal films; one covariance, Ledoit-Wolf shrinkage),
+ranked among the training films' own distances, each measured out of fold (against a reference fitted on the other
+four folds' women, the detector's folds), as the detector has no validation films. A film farther than
+{spec.get('flag_above', 0.99):.0%} of them is flagged: the result warns that it is"""
+    else:
+        how = f"""Each picture's features (the activation at `{checks['layer']}` averaged over the picture, {checks['features']}
 numbers) are compared with those of the training images of `{checks['fitted on']}`: the Mahalanobis distance to the
 nearest class mean (one covariance for all classes, Ledoit-Wolf shrinkage), ranked among the validation images'
-distances. A picture farther than {spec.get('flag_above', 0.99):.0%} of them is flagged: the result warns that it is
+distances. A picture farther than {spec.get('flag_above', 0.99):.0%} of them is flagged: the result warns that it is"""
+    return f"""
+{NOVELTY_TITLE}
+{how}
 unusual for this model and that the answer is less reliable there (the answer is not changed). Fitted and measured by
 `python -m core.training.novelty`.
 
-| pictures | n | flagged | median share of validation images closer |
+| pictures | n | flagged | median share of {"films (out of fold)" if film else "validation images"} closer |
 |---|---|---|---|
 {rows}
 
-{left_out}It flags pictures far from the training images (the other modalities and pictures in the table); pictures from a
-new source of the same modality pass more often than they are flagged (the rows 'fitted without'), so a picture
-that passes is not thereby one the model reads well.
+{left_out}{closing}
 """
 
 
