@@ -120,6 +120,19 @@ def test_the_manifest_records_the_reference_and_what_it_flagged(fitted):
     assert Registry([fitted / "models"]).get(BUNDLE).novelty_reference().stem.endswith(":last_conv")
 
 
+def test_a_damaged_feature_cache_is_started_afresh(fitted, monkeypatch):
+    """A cache file cut short (a run killed while it saved, before saves were atomic) or of another layout: the tool
+    reads the pictures again rather than failing on every later run."""
+    monkeypatch.setattr("core.training.novelty.DATA_ROOT", fitted)
+    monkeypatch.setenv("MIDA_NOVELTY_CACHE", str(fitted / "cache"))
+    (cached,) = (fitted / "cache").glob("*.npz")
+    for damage in (cached.read_bytes()[:200], b"not a numpy file"):
+        cached.write_bytes(damage)
+        # the fixture's command again: the bundle's reference and checks stay as the other tests read them
+        assert fit_main([str(fitted / "models" / BUNDLE), "--check", f"bright={fitted / 'bright'}"]) == 0
+        assert len(np.load(cached)["keys"]) == 43  # read again and saved whole
+
+
 def test_a_film_detector_refuses_leave_out_before_reading_or_writing(fitted, capsys):
     before = (fitted / "models" / BUNDLE / FILE).read_bytes()
     with pytest.raises(SystemExit):

@@ -5,8 +5,9 @@ what it was fitted on (another scanner, sequence, plane or body part), and it ca
 bundle may carry a reference of its network's features: the activation its stem hands the rest, averaged over the
 image, for every training image (bundles on one stem, a classifier and the segmenter on its network, share it). A
 picture's distance is the Mahalanobis distance of its features to the nearest class mean (one covariance shared by
-the classes, shrunk: Lee et al., NeurIPS 2018), and it is said as the share of the bundle's validation images (patients the model never saw, of its own sources)
-that lie closer. Above the manifest's ``flag_above`` the result warns that the picture is unlike the model's
+the classes, shrunk: Lee et al., NeurIPS 2018), and it is said as the share of the bundle's held-out pictures of its own sources that lie
+closer: its validation images (patients the model never saw), or, for a film detector trained on every film it had,
+its films each measured against a reference fitted without their woman's fold. Above the manifest's ``flag_above`` the result warns that the picture is unlike the model's
 training images. It does not change the model's answer, and a picture that passes is not thereby one the model
 reads well: it is a guard against the far-off input, not a measure of correctness.
 
@@ -32,7 +33,7 @@ FORMATS = (1, 2)  # formats read
 
 @dataclass(frozen=True)
 class NoveltySpec:
-    """The manifest's ``novelty`` entry: the reference file, its sha256, and the share of validation images closer
+    """The manifest's ``novelty`` entry: the reference file, its sha256, and the share of held-out pictures closer
     than a picture above which the picture is flagged."""
 
     file: str
@@ -43,7 +44,7 @@ class NoveltySpec:
 @dataclass(frozen=True)
 class NoveltyReference:
     """``means``: (classes, D) feature means; ``whiten``: (D, K), so that a distance is ||(f - mean) @ whiten||^2;
-    ``reference``: the validation images' distances, sorted; ``layer``: the activation the features pool; ``stem``:
+    ``reference``: the held-out pictures' distances (validation images, or films out of fold), sorted; ``layer``: the activation the features pool; ``stem``:
     the key of the stem that hands it out (core.models.stages.Stages.key: it names the network's files and the cut),
     so bundles on one stem (the brain pair) can carry the same reference and a retrained network cannot use it.
 
@@ -86,7 +87,7 @@ class NoveltyReference:
         return inside.min(axis=1)
 
     def share_closer(self, distances: np.ndarray) -> np.ndarray:
-        """For each distance, the share of validation images that lie at least as close (0..1)."""
+        """For each distance, the share of held-out pictures that lie at least as close (0..1)."""
         return np.searchsorted(self.reference, np.asarray(distances, np.float64), side="right") / len(self.reference)
 
     def to_bytes(self) -> bytes:
@@ -138,7 +139,7 @@ def flagged_in(warnings: list[str]) -> bool:
 
 
 def beyond_chance(flagged: int, pictures: int, rate: float = 1 - NoveltySpec.flag_above, level: float = 0.01) -> bool:
-    """Whether ``flagged`` of ``pictures`` is more than pictures like the validation images would give (each flagged
+    """Whether ``flagged`` of ``pictures`` is more than pictures like the held-out ones would give (each flagged
     at ``rate``: by default the default threshold's): a binomial tail below ``level``. A series of 24 ordinary slices
     has one flagged one time in five; said for every such series, the warning would mean nothing. The terms are taken
     in logarithms: C(n, k) as a float overflows from about a thousand pictures."""
@@ -151,7 +152,7 @@ def beyond_chance(flagged: int, pictures: int, rate: float = 1 - NoveltySpec.fla
 
 
 def novelty_warning(model_id: str, share: float) -> str:
-    """The warning for a picture farther from the model's training images than ``share`` of its validation images."""
+    """The warning for a picture farther from the model's training images than ``share`` of its held-out pictures."""
     than = "any" if share >= 1.0 else f"{min(share, 0.999):.1%}"
     return (f"{UNUSUAL} for {model_id}: farther from the images its network learnt from than {than} of the held-out "
             "pictures of its own sources it is ranked among (another scanner, sequence, plane, body part, or a "

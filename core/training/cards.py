@@ -166,7 +166,8 @@ that passes is not thereby one the model reads well.""")
 then over the film's tiles, {checks['features']} numbers) are compared with those of {checks['fitted on'].removesuffix(' (out of fold)')}:
 the Mahalanobis distance to the nearest class mean (normal or abnormal films; one covariance, Ledoit-Wolf shrinkage),
 ranked among the training films' own distances, each measured out of fold (against a reference fitted on the other
-four folds' women, the detector's folds), as the detector has no validation films. A film farther than
+four folds' women, the detector's folds), as the detector has no validation films (so the row 'validation (out of
+fold)' is about 1 % flagged by construction; the nested check in CHANGELOG.md measures it). A film farther than
 {spec.get('flag_above', 0.99):.0%} of them is flagged: the result warns that it is"""
     else:
         how = f"""Each picture's features (the activation at `{checks['layer']}` averaged over the picture, {checks['features']}

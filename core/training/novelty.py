@@ -6,7 +6,7 @@ bundle's preprocessing and passed through its stem by its analysis path (``Analy
 the validation images (patients the model never saw) give the reference distances a picture is ranked among.
 A film detector (trained on every mini-MIAS film, no validation split) reads a film as its breast tiles' features
 averaged (``FilmRead.features``); its reference distances are out of fold: each film measured against a reference fitted
-on the other folds' women (the detector's own 5 folds, StratifiedGroupKFold by woman, seed 0), the means and
+on the other folds' women (the detector's own 5 folds, StratifiedGroupKFold by woman, seed 0, while every film is read: all 258 were), the means and
 covariance shipped from every film.
 Pictures from elsewhere (``--check NAME=FOLDER``: another modality, a tumour-free template, other scanners) are
 ranked too, and the share flagged is written to the manifest's ``novelty_checks``.
@@ -22,6 +22,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
+import zipfile
 import random
 from pathlib import Path
 
@@ -41,6 +43,8 @@ from core.training.configs import DATA_ROOT
 from core.training.sources import subsets
 
 FILE = "novelty.npz"
+CACHE_FORMAT = 1  # raise when how a picture's features are read changes: cached features are then read again
+SAVE_EVERY_S = 60.0  # a long read saves what it has read this often (a run killed part-way keeps it)
 FILMS_FITTED = "every mini-MIAS film"  # a film detector's reference: its training films, ranked out of fold
 
 
@@ -48,16 +52,26 @@ class FeatureCache:
     """Features already read, by file (path, modification time, size), for one bundle's stem and reading: a film
     detector reads a film in seconds, and a refit or another check should not read them all again. Kept in
     ``MIDA_NOVELTY_CACHE`` (default ~/.cache/mida/novelty); a file read and found without features (a film with no
-    breast tile, a file that cannot be read) is remembered as such."""
+    breast tile, a file that cannot be read) is remembered as such. Keyed by the stem (the network's files and cut),
+    the bundle, its preprocessing and film reading, and ``CACHE_FORMAT``; a cache file that cannot be read is
+    started afresh."""
 
     def __init__(self, path, bundle) -> None:
         root = Path(os.environ.get("MIDA_NOVELTY_CACHE", Path.home() / ".cache" / "mida" / "novelty"))
-        key = json.dumps([path.network.stages.key, bundle.id, bundle.version, bundle.info.preprocessing.to_dict()])
+        scoring = bundle.info.film_scoring
+        key = json.dumps([CACHE_FORMAT, path.network.stages.key, bundle.id, bundle.version,
+                          bundle.info.preprocessing.to_dict(), scoring.to_dict() if scoring else None])
         self.file = root / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
         self.rows: dict[str, np.ndarray | None] = {}
-        if self.file.exists():
+        self.saved = time.monotonic()
+        try:
             with np.load(self.file) as data:
-                self.rows = {k: (None if np.isnan(row).all() else row) for k, row in zip(data["keys"], data["rows"])}
+                self.rows = {str(k): (None if np.isnan(row).all() else row)
+                             for k, row in zip(data["keys"], data["rows"])}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # cut short, or another layout
+            self.rows = {}
 
     @staticmethod
     def key(file: Path) -> str:
@@ -70,7 +84,10 @@ class FeatureCache:
         width = next((len(r) for r in self.rows.values() if r is not None), 1)
         rows = np.stack([np.full(width, np.nan) if r is None else r for r in self.rows.values()])
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(self.file, keys=np.array(list(self.rows)), rows=rows)
+        part = self.file.with_suffix(".part.npz")  # replaced whole: a run killed while saving leaves the last save
+        np.savez(part, keys=np.array(list(self.rows)), rows=rows)
+        os.replace(part, self.file)
+        self.saved = time.monotonic()
 
 
 def image_features(path, files: list[Path], desc: str, cache: FeatureCache | None = None
@@ -93,7 +110,7 @@ def image_features(path, files: list[Path], desc: str, cache: FeatureCache | Non
         if found is not None:
             rows.append(found)
             kept.append(i)
-        if cache is not None and i % 25 == 24:  # a long read killed part-way keeps what it read
+        if cache is not None and time.monotonic() - cache.saved > SAVE_EVERY_S:
             cache.save()
     if cache is not None:
         cache.save()
@@ -191,9 +208,11 @@ def folder_files(folder: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.training.novelty", description=__doc__.split("\n\n")[0])
-    parser.add_argument("bundle", type=Path, help="the bundle's folder (its split.json names the images)")
-    parser.add_argument("--flag-above", type=float, default=0.99, help="share of validation images closer above "
-                        "which a picture is flagged (default 0.99)")
+    parser.add_argument("bundle", type=Path, help="the bundle's folder (its split.json names the images; a film "
+                        "detector reads every mini-MIAS film)")
+    parser.add_argument("--flag-above", type=float, default=0.99, help="share of held-out pictures (validation "
+                        "images; a film detector's films, out of fold) closer above which a picture is flagged "
+                        "(default 0.99)")
     parser.add_argument("--check", action="append", default=[], metavar="NAME=FOLDER",
                         help="images from elsewhere to rank (recorded in the manifest)")
     parser.add_argument("--check-sample", type=int, default=200, help="at most this many images of each --check "
@@ -237,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         reference, checks = None, {}
     split = {} if reference is not None else json.loads((folder / "split.json").read_text())
     features, labels, entries = {}, {}, {}
-    for part in split and ("train", "val"):
+    for part in ("train", "val") if split else ():
         features[part], kept = image_features(path, [DATA_ROOT / p for p, _, _ in split[part]], f"{bundle.id} {part}",
                                               cache)
         entries[part] = [split[part][i] for i in kept]
@@ -251,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if split:
         checks = {"fitted on": f"{folder.name}/split.json", "layer": reference.layer, "features": reference.dimensions,
                   "training": flagged(features["train"]), "validation": flagged(features["val"])}
-    by_source = {part: subsets(entries[part]) for part in split and ("train", "val")}
+    by_source = {part: subsets(entries[part]) for part in (("train", "val") if split else ())}
     checks.update({f"validation {name}": flagged(features["val"][idx]) for name, idx in by_source.get("val", {}).items()})
     for name in args.leave_out:
         if name not in by_source["val"]:
