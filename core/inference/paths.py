@@ -570,9 +570,9 @@ class FilmPath(ClassifierPath):
         logits, features = [], []
         for i in range(0, len(corners), TILE_BATCH):
             batch = self._tile_inputs(film, corners[i:i + TILE_BATCH])
-            rest_inputs = self.network.inputs(batch) if self.network.stages.stem is not None else None
+            rest_inputs = self.network.inputs(batch)  # the batch itself where the network has no stem
             logits.append(self.network.forward(batch, rest_inputs))
-            if rest_inputs is not None:
+            if self.network.stages.stem is not None:
                 features.append(stem_features(rest_inputs))
         probs = _softmax(np.concatenate(logits))[:, self.positive] if logits else np.zeros(0)
         read = FilmRead(corners, probs, (film.shape[0] / grey.shape[0], film.shape[1] / grey.shape[1]), mm, source,
@@ -667,8 +667,9 @@ def stem_features(rest_inputs: list[np.ndarray]) -> np.ndarray:
 def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
                ) -> AnalysisPath:
     """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: its input-check
-    reference, or why it could not be read; whole-image classifiers, film detectors and segmenters), refused (ModelError) where the
-    manifest's classes do not match the network's outputs: the probabilities would be named wrongly."""
+    reference, or why it could not be read; whole-image classifiers, film detectors and segmenters), refused
+    (ModelError) where the manifest's classes do not match the network's outputs: the probabilities would be named
+    wrongly."""
     _check_outputs(info, network.channels)
     if info.task != "classification":
         return SegmenterPath(info, network, novelty)

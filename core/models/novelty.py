@@ -5,10 +5,10 @@ what it was fitted on (another scanner, sequence, plane or body part), and it ca
 bundle may carry a reference of its network's features: the activation its stem hands the rest, averaged over the
 image, for every training image (bundles on one stem, a classifier and the segmenter on its network, share it). A
 picture's distance is the Mahalanobis distance of its features to the nearest class mean (one covariance shared by
-the classes, shrunk: Lee et al., NeurIPS 2018), and it is said as the share of the bundle's held-out pictures of its own sources that lie
-closer: its validation images (patients the model never saw), or, for a film detector trained on every film it had,
-its films each measured against a reference fitted without their woman's fold. Above the manifest's ``flag_above`` the result warns that the picture is unlike the model's
-training images. It does not change the model's answer, and a picture that passes is not thereby one the model
+the classes, shrunk: Lee et al., NeurIPS 2018), and it is said as the share of the bundle's held-out pictures of its
+own sources that lie closer: its validation images (patients the model never saw), or, for a film detector trained
+on every film it had, its films each measured against a reference fitted without their woman's fold. Above the
+manifest's ``flag_above`` the result warns that the picture is unlike the model's training images. It does not change the model's answer, and a picture that passes is not thereby one the model
 reads well: it is a guard against the far-off input, not a measure of correctness.
 
 The reference is fitted by core.training.novelty; this module only reads and applies it (NumPy, no TensorFlow).
@@ -44,15 +44,16 @@ class NoveltySpec:
 @dataclass(frozen=True)
 class NoveltyReference:
     """``means``: (classes, D) feature means; ``whiten``: (D, K), so that a distance is ||(f - mean) @ whiten||^2;
-    ``reference``: the held-out pictures' distances (validation images, or films out of fold), sorted; ``layer``: the activation the features pool; ``stem``:
-    the key of the stem that hands it out (core.models.stages.Stages.key: it names the network's files and the cut),
+    ``reference``: the held-out pictures' distances (validation images, or films out of fold), sorted; ``layer``: the
+    activation the features pool; ``stem``: the key of the stem that hands it out (core.models.stages.Stages.key: it names the network's files and the cut),
     so bundles on one stem (the brain pair) can carry the same reference and a retrained network cannot use it.
 
     ``residual``: where ``whiten`` keeps only the K < D leading directions of the covariance (its columns the
     eigenvectors divided by the roots of their ``variances``), the one variance of every other direction; the part
-    of f - mean outside the K directions then adds its squared length over ``residual``. Exact where the other
-    eigenvalues are equal, as Ledoit-Wolf makes them when there are fewer pictures than features (a film reference:
-    4,096 features of 258 films); a (D, D) matrix of 4,096 features would be 64 MB."""
+    of f - mean outside the K directions then adds its squared length over ``residual``: the covariance with every
+    other eigenvalue replaced by their mean (exact where they are equal, as Ledoit-Wolf makes those beyond the
+    pictures' own directions when there are fewer pictures than features). For a film reference (4,096 features of
+    258 films: a (D, D) matrix would be 64 MB)."""
 
     means: np.ndarray
     whiten: np.ndarray
@@ -118,7 +119,8 @@ class NoveltyReference:
             raise ModelError(f"{path.name} is not a novelty reference ({exc})") from exc
         if (means.ndim != 2 or whiten.ndim != 2 or whiten.shape[0] != means.shape[1] or reference.ndim != 1
                 or not len(reference) or not all(np.isfinite(a).all() for a in (means, whiten, reference))
-                or (residual is not None and (variances.shape != whiten.shape[1:] or not (np.isfinite(variances) & (variances > 0)).all()
+                or (residual is not None and (variances.shape != whiten.shape[1:]
+                                              or not (np.isfinite(variances) & (variances > 0)).all()
                                               or not (np.isfinite(residual) and residual > 0)))):
             raise ModelError(f"{path.name} is not a novelty reference (shapes {means.shape}, {whiten.shape}, "
                              f"{reference.shape})")

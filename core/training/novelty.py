@@ -2,12 +2,12 @@
 
 The features are the product's own: each image of the bundle's split read by the loader, cut and normalised by the
 bundle's preprocessing and passed through its stem by its analysis path (``AnalysisPath.features``), on TensorFlow
-(ONNX Runtime gives the same shares within 0.006). Class means and one shrunk covariance (Ledoit-Wolf) come from the training images;
-the validation images (patients the model never saw) give the reference distances a picture is ranked among.
-A film detector (trained on every mini-MIAS film, no validation split) reads a film as its breast tiles' features
-averaged (``FilmRead.features``); its reference distances are out of fold: each film measured against a reference fitted
-on the other folds' women (the detector's own 5 folds, StratifiedGroupKFold by woman, seed 0, while every film is read: all 258 were), the means and
-covariance shipped from every film.
+(ONNX Runtime gives the same shares within 0.006). Class means and one shrunk covariance (Ledoit-Wolf) come from the
+training images; the validation images (patients the model never saw) give the reference distances a picture is
+ranked among. A film detector (trained on every mini-MIAS film, no validation split) reads a film as its breast
+tiles' features averaged (``FilmRead.features``); its reference distances are out of fold: each film measured
+against a reference fitted on the other folds' women (the detector's own 5 folds, StratifiedGroupKFold by woman,
+seed 0, while every film is read: all 258 were), the means and covariance shipped from every film.
 Pictures from elsewhere (``--check NAME=FOLDER``: another modality, a tumour-free template, other scanners) are
 ranked too, and the share flagged is written to the manifest's ``novelty_checks``.
 
@@ -190,6 +190,11 @@ def summary(share: np.ndarray, flag_above: float) -> dict:
             "median_share_closer": float(np.median(share)) if len(share) else None}
 
 
+def ranked(found: np.ndarray, reference: NoveltyReference, flag_above: float) -> dict:
+    """``summary`` of the pictures ``found`` (N, D) ranked by ``reference``."""
+    return summary(reference.share_closer(reference.distances(found)) if len(found) else np.zeros(0), flag_above)
+
+
 def _record(folder: Path, flag_above: float, checks: dict) -> None:
     """The reference file's entry and its measurements in the bundle's manifest, and its card's section."""
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -250,42 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.leave_out and bundle.info.film_scoring is not None:  # refused before anything is read or written
         parser.error("--leave-out: a film detector's reference has one source")
     cache = FeatureCache(path, bundle)
-    if bundle.info.film_scoring is not None:
-        reference, checks = _film_reference(path, bundle, args.flag_above, cache)
-    else:
-        reference, checks = None, {}
-    split = {} if reference is not None else json.loads((folder / "split.json").read_text())
-    features, labels, entries = {}, {}, {}
-    for part in ("train", "val") if split else ():
-        features[part], kept = image_features(path, [DATA_ROOT / p for p, _, _ in split[part]], f"{bundle.id} {part}",
-                                              cache)
-        entries[part] = [split[part][i] for i in kept]
-        labels[part] = np.array([bundle.classes.index(label) for _, label, _ in entries[part]])
-    if reference is None:
-        reference = fit(features["train"], labels["train"], features["val"], stages.cam, stages.key)
-
-    def flagged(found: np.ndarray, against: NoveltyReference = reference) -> dict:
-        return summary(against.share_closer(against.distances(found)) if len(found) else np.zeros(0), args.flag_above)
-
-    if split:
-        checks = {"fitted on": f"{folder.name}/split.json", "layer": reference.layer, "features": reference.dimensions,
-                  "training": flagged(features["train"]), "validation": flagged(features["val"])}
-    by_source = {part: subsets(entries[part]) for part in (("train", "val") if split else ())}
-    checks.update({f"validation {name}": flagged(features["val"][idx]) for name, idx in by_source.get("val", {}).items()})
-    for name in args.leave_out:
-        if name not in by_source["val"]:
-            parser.error(f"--leave-out {name}: no validation image of that source ({', '.join(by_source['val'])})")
-        kept = {part: np.setdiff1d(np.arange(len(entries[part])), by_source[part].get(name, [])) for part in features}
-        without = fit(features["train"][kept["train"]], labels["train"][kept["train"]], features["val"][kept["val"]],
-                      stages.cam, stages.key)
-        checks[f"validation {name}, fitted without {name}"] = flagged(features["val"][by_source["val"][name]], without)
+    reference, checks = (_film_reference(path, bundle, args.flag_above, cache) if bundle.info.film_scoring is not None
+                         else _split_reference(path, bundle, folder, args, cache, parser))
     for item in args.check:
         name, _, where = item.partition("=")
         files = folder_files(Path(where))
         random.Random(0).shuffle(files)
         sample = sorted(files[:args.check_sample])
         found, _ = image_features(path, sample, name, cache)
-        checks[name] = {**flagged(found), **({"not read": len(sample) - len(found)} if len(found) < len(sample) else {})}
+        checks[name] = {**ranked(found, reference, args.flag_above),
+                        **({"not read": len(sample) - len(found)} if len(found) < len(sample) else {})}
     (folder / FILE).write_bytes(reference.to_bytes())  # once every measurement is made: a refusal writes nothing
     _record(folder, args.flag_above, checks)
     print(f"{bundle.id}: novelty reference ({reference.dimensions} features of {reference.layer})")
@@ -294,6 +273,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {numbers['images']} images, flagged {numbers['flagged']}, median share closer "
                   f"{numbers['median_share_closer']}")
     return 0
+
+
+def _split_reference(path, bundle, folder: Path, args: argparse.Namespace, cache: FeatureCache,
+                     parser: argparse.ArgumentParser) -> tuple[NoveltyReference, dict]:
+    """A bundle's reference fitted on its split.json's training images, ranked among its validation images, with
+    the validation images per source and each ``--leave-out`` source ranked against a reference fitted without it."""
+    stages = path.network.stages
+    split = json.loads((folder / "split.json").read_text())
+    features, labels, entries = {}, {}, {}
+    for part in ("train", "val"):
+        features[part], kept = image_features(path, [DATA_ROOT / p for p, _, _ in split[part]], f"{bundle.id} {part}",
+                                              cache)
+        entries[part] = [split[part][i] for i in kept]
+        labels[part] = np.array([bundle.classes.index(label) for _, label, _ in entries[part]])
+    reference = fit(features["train"], labels["train"], features["val"], stages.cam, stages.key)
+    checks = {"fitted on": f"{folder.name}/split.json", "layer": reference.layer, "features": reference.dimensions,
+              "training": ranked(features["train"], reference, args.flag_above),
+              "validation": ranked(features["val"], reference, args.flag_above)}
+    by_source = {part: subsets(entries[part]) for part in ("train", "val")}
+    checks.update({f"validation {name}": ranked(features["val"][idx], reference, args.flag_above)
+                   for name, idx in by_source["val"].items()})
+    for name in args.leave_out:
+        if name not in by_source["val"]:
+            parser.error(f"--leave-out {name}: no validation image of that source ({', '.join(by_source['val'])})")
+        kept = {part: np.setdiff1d(np.arange(len(entries[part])), by_source[part].get(name, [])) for part in features}
+        without = fit(features["train"][kept["train"]], labels["train"][kept["train"]], features["val"][kept["val"]],
+                      stages.cam, stages.key)
+        checks[f"validation {name}, fitted without {name}"] = ranked(features["val"][by_source["val"][name]], without,
+                                                                     args.flag_above)
+    return reference, checks
 
 
 def _film_reference(path: FilmPath, bundle, flag_above: float, cache: FeatureCache) -> tuple[NoveltyReference, dict]:
@@ -309,7 +318,7 @@ def _film_reference(path: FilmPath, bundle, flag_above: float, cache: FeatureCac
 
     return reference, {
         "fitted on": f"{FILMS_FITTED} (out of fold)", "layer": reference.layer, "features": reference.dimensions,
-        "training": summary(reference.share_closer(reference.distances(features)), flag_above),
+        "training": ranked(features, reference, flag_above),
         "validation (out of fold)": summary(reference.share_closer(reference.reference), flag_above)}
 
 
