@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["MIDA_HOME"] = tempfile.mkdtemp(prefix="mida-home-")
 # No ONNX export of the user's cache runs in tests: a bundle runs on TensorFlow unless a test exports it.
 os.environ["MIDA_ONNX_CACHE"] = tempfile.mkdtemp(prefix="mida-onnx-")
+# The input-check tool's feature cache of tiny test bundles stays out of the developer's ~/.cache/mida/novelty.
+os.environ["MIDA_NOVELTY_CACHE"] = tempfile.mkdtemp(prefix="mida-novelty-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MIDA_DATA", REPO.parent / "shared" / "data"))

@@ -271,13 +271,11 @@ BAD = [
 ]
 
 
-def test_an_input_check_reads_a_whole_picture_or_film():
-    manifest = _minimal(novelty={"file": "novelty.npz", "sha256": SHA}, tiling={})
-    with pytest.raises(ModelError, match=r"^brain-x/manifest.json: 'novelty' must be null on a tiled classifier "):
-        BundleManifest.from_dict(manifest, Path("/models/brain-x"))
-    film = BundleManifest.from_dict(_minimal(novelty={"file": "novelty.npz", "sha256": SHA}, film_scoring={}),
+@pytest.mark.parametrize("kind", [{}, {"film_scoring": {}}, {"tiling": {}}], ids=["picture", "film", "tiles"])
+def test_an_input_check_reads_a_picture_a_film_or_tiles(kind):
+    info = BundleManifest.from_dict(_minimal(novelty={"file": "novelty.npz", "sha256": SHA}, **kind),
                                     Path("/models/brain-x"))
-    assert film.novelty.file == "novelty.npz"
+    assert info.novelty.file == "novelty.npz"
 
 
 @pytest.mark.parametrize("key,value,named", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])

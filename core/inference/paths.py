@@ -363,35 +363,45 @@ class ClassifierPath(AnalysisPath):
         return result
 
 
+@dataclass(frozen=True)
+class TileRead:
+    """A picture's tissue tiles at the bundle's scale (``plan``), their calibrated class probabilities, the scale
+    they were cut at (None: the bundle has no physical scale), and (1, D) the tiles' stem features averaged, what the
+    input check reads (None where the network has no stem)."""
+
+    plan: TilePlan
+    probs: np.ndarray
+    scale: Scale | None
+    features: np.ndarray | None = None
+
+
 class TiledClassifierPath(ClassifierPath):
     """Large images: tissue tiles (at the bundle's physical scale where it has one, stain-normalised and
-    streamed in batches), their probabilities aggregated and mapped, Grad-CAM of the top tile. The result warns
-    where the call rests on little: no tile with enough tissue, a picture smaller than a tile, a grey picture
-    for an H&E bundle; and that test-time augmentation, if asked, was not done."""
+    streamed in batches), their probabilities aggregated and mapped, Grad-CAM of the top tile, the input check on
+    the tiles' features averaged. The result warns where the call rests on little: no tile with enough tissue, a
+    picture smaller than a tile, a grey picture for an H&E bundle; and that test-time augmentation, if asked, was
+    not done."""
 
-    def __init__(self, info: BundleManifest, network: Network) -> None:
-        super().__init__(info, network)
+    def __init__(self, info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
+                 ) -> None:
+        super().__init__(info, network, novelty)
         self.tiling = info.tiling
         self.assumed_um = self.tiling.assumed_microns_per_pixel or self.tiling.microns_per_pixel
 
     def run(self, picture: np.ndarray | ModelInputs, request: Request, record: ImageRecord | None = None) -> ModelResult:
         target = self._target(request.target_class)
         display = ModelInputs.of(picture).display
-        scale = None
-        if self.tiling.microns_per_pixel and (record is not None or request.microns_per_pixel is not None):
-            scale = resolve_scale(record, self.assumed_um, request.microns_per_pixel)
-        plan = TilePlan(display, self.tiling, self.spec, (scale.um_y, scale.um_x) if scale else None)
-        boxes = plan.boxes
-        tile_probs = _softmax(np.concatenate([self.network.forward(x) for x in plan.batches(TILE_BATCH)])
-                              / self.temperature)
+        read = self.read(display, record, request.microns_per_pixel)
+        boxes, tile_probs, scale = read.plan.boxes, read.probs, read.scale
         probs = aggregate(tile_probs, self.tiling)
         result = self._classified(probs, tiles=len(boxes))
+        self.check_features(result, read.features)
         shown = int(np.argmax(probs)) if target is None else target
         result.heatmap_class = self.classes[shown]
         result.heatmap = tile_map(display.shape[:2], boxes, tile_probs[:, shown])
         if request.gradcam and self.cam_layers:
             top = int(np.argmax(tile_probs[:, shown]))
-            _, cams, _ = self.gradcam(plan.tile_input(top)[None], shown, request.plus)
+            _, cams, _ = self.gradcam(read.plan.tile_input(top)[None], shown, request.plus)
             result.tile_gradcam = _to_image_grid(cams[0], boxes[top], display.shape[:2])
         if scale is not None:
             result.scale = scale.to_dict()
@@ -407,6 +417,22 @@ class TiledClassifierPath(ClassifierPath):
         if not any(w.startswith("Low confidence") for w in result.warnings):
             _flag_low_confidence(result)
         return result
+
+    def read(self, display: np.ndarray, record: ImageRecord | None, user_um: float | None = None) -> TileRead:
+        """The picture's tiles (at the user's scale ``user_um``, else the file's, else the one assumed), their
+        probabilities and features: the stem's outputs of each batch serve both."""
+        scale = None
+        if self.tiling.microns_per_pixel and (record is not None or user_um is not None):
+            scale = resolve_scale(record, self.assumed_um, user_um)
+        plan = TilePlan(display, self.tiling, self.spec, (scale.um_y, scale.um_x) if scale else None)
+        logits, features = [], []
+        for batch in plan.batches(TILE_BATCH):
+            rest_inputs = self.network.inputs(batch)  # the batch itself where the network has no stem
+            logits.append(self.network.forward(batch, rest_inputs))
+            if self.network.stages.stem is not None:
+                features.append(stem_features(rest_inputs))
+        return TileRead(plan, _softmax(np.concatenate(logits) / self.temperature), scale,
+                        np.concatenate(features).mean(axis=0, keepdims=True) if features else None)
 
 
 class SegmenterPath(AnalysisPath):
@@ -667,7 +693,7 @@ def stem_features(rest_inputs: list[np.ndarray]) -> np.ndarray:
 def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
                ) -> AnalysisPath:
     """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: its input-check
-    reference, or why it could not be read; whole-image classifiers, film detectors and segmenters), refused
+    reference, or why it could not be read), refused
     (ModelError) where the manifest's classes do not match the network's outputs: the probabilities would be named
     wrongly."""
     _check_outputs(info, network.channels)
@@ -676,7 +702,7 @@ def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference
     if info.film_scoring is not None:
         return FilmPath(info, network, novelty)
     if info.tiling is not None:
-        return TiledClassifierPath(info, network)
+        return TiledClassifierPath(info, network, novelty)
     return ClassifierPath(info, network, novelty)
 
 

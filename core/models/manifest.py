@@ -198,9 +198,6 @@ class BundleManifest:
             if unknown:
                 check.fail("mr_sequences", f"names among {', '.join(SEQUENCES)}", unknown)
         if data.get("novelty") is not None:
-            if "tiling" in values:
-                check.fail("novelty", "null on a tiled classifier (the input check reads a whole picture's or a "
-                           "film's features)", data["novelty"])
             values["novelty"] = check.novelty(data, "novelty")
         values["extra"] = {k: v for k, v in data.items() if k not in cls.top_level_keys()}
         return cls(**values)

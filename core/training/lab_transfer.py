@@ -380,6 +380,7 @@ def breakhis_style_fields(folder: Path, entries: list[dict], val_images: set[str
         images = {p: images[p] for paths in kept.values() for p in paths}
     work.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, list[int]]] = {}
+    flagged: dict[str, dict[str, int]] = {}  # pictures the input check calls unusual (core.models.novelty)
     calls = []  # per picture, for paired comparisons between bundles
     for n, (path, d) in enumerate(sorted(images.items())):
         display = load_image(Path(path)).display(0)
@@ -397,11 +398,15 @@ def breakhis_style_fields(folder: Path, entries: list[dict], val_images: set[str
             cell = rows.setdefault(d["lab"], {}).setdefault(str(magnification), [0, 0])
             cell[0] += int(result.label == d["image_label"])
             cell[1] += 1
+            if result.novelty is not None:
+                counts = flagged.setdefault(d["lab"], {})
+                counts[str(magnification)] = counts.get(str(magnification), 0) + int(result.unusual)
             calls.append({"image": path, "group": d["group"], "magnification": magnification, "label": d["image_label"],
-                          "called": result.label, "probabilities": result.probabilities})
+                          "called": result.label, "probabilities": result.probabilities, "novelty": result.novelty})
             name.unlink()
         print(f"{n + 1}/{len(images)} images cut to BreakHis pictures", flush=True)
-    return {"field_px": list(FIELD_PX), "correct_of_n": rows, "images_per_lab": per_lab, "calls": calls}
+    return {"field_px": list(FIELD_PX), "correct_of_n": rows, "images_per_lab": per_lab, "calls": calls,
+            **({"flagged_unusual": flagged} if flagged else {})}
 
 
 def record_fields(folder: Path, config: BundleConfig, per_lab: int | None = None) -> dict:
@@ -489,8 +494,14 @@ def card_section(manifest: dict) -> str:
                   "(`...-200-001.png`), then analysed as a user's file is (the scale read from the name). At 40x and "
                   "100x the whole source image is smaller than a BreakHis picture and is kept whole.", "",
                   "| lab | " + " | ".join(f"{m}x right" for m in mags) + " |", "|---|" + "---|" * len(mags)]
+        flagged = check.get("flagged_unusual", {})
         for lab, cells in check["correct_of_n"].items():
-            lines.append(f"| {lab.upper()} | " + " | ".join(f"{cells[m][0]} of {cells[m][1]}" for m in mags) + " |")
+            lines.append(f"| {lab.upper()} | " + " | ".join(
+                f"{cells[m][0]} of {cells[m][1]}" + (f" ({flagged[lab][m]} unusual)" if m in flagged.get(lab, {}) else "")
+                for m in mags) + " |")
+        if flagged:
+            lines += ["", "(n unusual): pictures the input check flags (farther from the training pictures than 99 % of "
+                      "the validation images); the right answers include them."]
     chosen, best = manifest["lab_transfer"]["chosen"], choose(manifest["lab_transfer"]["rows"])
     why = ("best mean ROC AUC over both directions" if chosen == best else f"the table favours {best}; {chosen} was given "
            "to `train --stain` by hand, or was the best when the bundle was trained: the CHANGELOG says why")

@@ -27,6 +27,8 @@ def source_of(path: str, group: str) -> str:
         return "lgg"
     if group.startswith("figshare-"):
         return "figshare"
+    if group.startswith("bach-"):  # kept outside the shared data folder: its path names no source
+        return "bach"
     if "brain_mri_4class" in Path(path).parts:
         return "kaggle-other"
     return Path(path).parts[0] if Path(path).parts else "other"

@@ -1,0 +1,129 @@
+"""A tiled classifier's input check: a picture read as its tissue tiles' features averaged, each training picture once
+however many tiles its split names and at its data set's scale (core.training.novelty), applied by the tiled path on
+either runtime beside the same probabilities as before."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.imaging import load_image
+from core.inference.analyzer import Analyzer
+from core.models.novelty import UNUSUAL
+from core.models.registry import Registry
+from core.training.novelty import main as fit_main
+from tests.test_bundle_runs import _stem_bundle
+from tests.test_histology import fake_he
+
+pytestmark = pytest.mark.slow
+BUNDLE = "tiny-stem"
+TILING = {"tile": 64, "stride": 64, "min_tissue": 0.4, "tissue": "stained", "microns_per_pixel": 0.5}
+
+
+def _stripes() -> np.ndarray:
+    stripes = np.zeros((128, 192), np.uint8)
+    stripes[:, ::4] = 255
+    return stripes
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """The tiny stem bundle made a tiled colour classifier, with a reference fitted by the tool on H&E-like pictures
+    of two labs whose split names each picture once per tile (three times), and a folder of stripes checked."""
+    root = tmp_path_factory.mktemp("tiled-novelty")
+    folder = _stem_bundle(root / "models")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(modality="SM", tiling=TILING, preprocessing={**manifest["preprocessing"], "color": "rgb"})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    entries = {"train": [], "val": []}
+    for i in range(48):
+        lab = "lab_b" if i % 3 == 0 else "lab_a"
+        (root / lab).mkdir(exist_ok=True)
+        Image.fromarray(fake_he(i, bool(i % 2), size=(160, 224))).save(root / lab / f"{i}.png")
+        entries["train" if i < 30 else "val"] += [[f"{lab}/{i}.png", ["clear", "lesion"][i % 2], f"g{i}"]] * 3
+    (folder / "split.json").write_text(json.dumps(entries))
+    (root / "stripes").mkdir()
+    Image.fromarray(_stripes()).save(root / "stripes" / "stripes.png")
+    with pytest.MonkeyPatch.context() as patch:  # the split's paths are relative to the data folder
+        patch.setattr("core.training.novelty.DATA_ROOT", root)
+        patch.setattr("core.training.sources.DATA_ROOT", root)
+        patch.setenv("MIDA_NOVELTY_CACHE", str(root / "cache"))
+        assert fit_main([str(folder), "--check", f"stripes={root / 'stripes'}", "--leave-out", "lab_b"]) == 0
+    return root
+
+
+def test_each_picture_is_counted_once_and_ranked_per_lab(fitted):
+    checks = json.loads((fitted / "models" / BUNDLE / "manifest.json").read_text())["novelty_checks"]
+    assert checks["training"]["images"] == 30 and checks["validation"]["images"] == 18
+    assert checks["validation lab_a"]["images"] == 12 and checks["validation lab_b, fitted without lab_b"]["images"] == 6
+    assert checks["stripes"] == {"images": 1, "flagged": 1.0, "median_share_closer": 1.0}
+
+
+@pytest.mark.parametrize("runtime", ["tensorflow", "onnx"])
+def test_a_picture_unlike_the_training_pictures_is_flagged_and_still_read(fitted, tmp_path, runtime, monkeypatch):
+    if runtime == "onnx":
+        from core.app_paths import onnx_cache
+        from core.inference.onnx_export import export_bundle
+
+        monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
+        export_bundle(Registry([fitted / "models"]).get(BUNDLE), onnx_cache())
+    analyzer = Analyzer(Registry([fitted / "models"]), runtime=runtime)
+    Image.fromarray(fake_he(100, True, size=(160, 224))).save(tmp_path / "he.png")
+    Image.fromarray(_stripes()).save(tmp_path / "stripes.png")
+    typical = analyzer.analyze(load_image(tmp_path / "he.png", modality="SM")).results[0]
+    assert ("ONNX" in typical.device) == (runtime == "onnx")
+    assert typical.tiles > 1 and typical.novelty is not None and typical.novelty < 0.99
+    assert not any(w.startswith(UNUSUAL) for w in typical.warnings)
+    odd = analyzer.analyze(load_image(tmp_path / "stripes.png", modality="SM")).results[0]
+    assert odd.novelty == 1.0 and odd.label in ("clear", "lesion")  # the answer is still given
+    assert any(w.startswith(f"{UNUSUAL} for {BUNDLE}: farther from the images its network learnt from than any")
+               for w in odd.warnings)
+
+
+def test_the_tiles_probabilities_are_the_whole_networks(fitted, tmp_path):
+    """The tiles run through the stem once, its outputs serving the rest and the check: the probability is still the
+    mean of the whole network's over the tiles."""
+    bundle = Registry([fitted / "models"]).get(BUNDLE)
+    Image.fromarray(fake_he(101, False, size=(160, 224))).save(tmp_path / "he.png")
+    record = load_image(tmp_path / "he.png", modality="SM")
+    analyzer = Analyzer(Registry([fitted / "models"]), runtime="tensorflow")
+    result = analyzer.analyze(record).results[0]
+    read = analyzer.path(bundle).read(record.display(0), record)
+    x = np.stack([read.plan.tile_input(i) for i in range(len(read.plan))])
+    logits = bundle.load().predict(x, verbose=0)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert result.tiles == len(read.plan) > 1
+    assert result.probabilities["lesion"] == pytest.approx(float(probs[:, 1].mean()), abs=1e-5)
+    assert result.novelty is not None
+
+
+def test_a_training_picture_is_read_at_its_data_sets_scale(fitted):
+    """The reference reads a picture as training did (a data set's stated micrometres per pixel, which its files do
+    not carry), not at the scale the analysis would assume."""
+    from core.training.novelty import _read_features
+
+    path = Analyzer(Registry([fitted / "models"]), runtime="tensorflow").path(Registry([fitted / "models"]).get(BUNDLE))
+    file = Path(fitted / "lab_a" / "1.png")
+    record = load_image(file)
+    assumed, coarse = _read_features(path, file), _read_features(path, file, (1.0, 1.0))
+    np.testing.assert_allclose(coarse, path.read(record.display(0), record, user_um=1.0).features[0], rtol=1e-6)
+    np.testing.assert_allclose(assumed, path.read(record.display(0), record).features[0], rtol=1e-6)
+    assert np.abs(coarse - assumed).max() > 1e-3
+
+
+def test_the_cards_breakhis_table_says_how_many_pictures_the_check_flagged():
+    from core.training.lab_transfer import card_section
+
+    manifest = json.loads(Path("models/breast-histology-2class/manifest.json").read_text())
+    manifest["breakhis_style_check"] = {"field_px": [460, 700], "images_per_lab": None,
+                                        "correct_of_n": {"bach": {"40": [80, 100], "400": [90, 100]}},
+                                        "flagged_unusual": {"bach": {"40": 7, "400": 1}}}
+    section = card_section(manifest)
+    assert "| BACH | 80 of 100 (7 unusual) | 90 of 100 (1 unusual) |" in section
+    assert "(n unusual): pictures the input check flags" in section
+    del manifest["breakhis_style_check"]["flagged_unusual"]
+    assert "| BACH | 80 of 100 | 90 of 100 |" in card_section(manifest) and "unusual" not in card_section(manifest)
