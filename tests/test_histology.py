@@ -14,7 +14,7 @@ from core.imaging import load_image
 from core.imaging.stain import macenko_normalise
 from core.inference.analyzer import Analyzer
 from core.models.registry import Registry
-from tests.conftest import link_shared_backbone
+from tests.conftest import REPO, link_shared_backbone
 from core.models.tiling import TilingSpec, tile_boxes, tile_map
 from core.training.datasets import breakhis, idc_patches
 from core.training.splits import split
@@ -170,3 +170,17 @@ def test_max_and_mean_aggregation():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.95, 0.05]])
     np.testing.assert_allclose(aggregate(probs, TilingSpec(aggregate="max")), [0.2, 0.8])
     np.testing.assert_allclose(aggregate(probs, TilingSpec(aggregate="mean")), probs.mean(0))
+
+
+def test_the_cards_breakhis_table_says_how_many_pictures_the_check_flagged():
+    from core.training.lab_transfer import card_section
+
+    manifest = json.loads((REPO / "models" / "breast-histology-2class" / "manifest.json").read_text())
+    manifest["breakhis_style_check"] = {"field_px": [460, 700], "images_per_lab": None,
+                                        "correct_of_n": {"bach": {"40": [80, 100], "400": [90, 100]}},
+                                        "flagged_unusual": {"bach": {"40": 7, "400": 1}}}
+    section = card_section(manifest)
+    assert "| BACH | 80 of 100 (7 unusual) | 90 of 100 (1 unusual) |" in section
+    assert "(n unusual): pictures the input check flags" in section
+    del manifest["breakhis_style_check"]["flagged_unusual"]
+    assert "| BACH | 80 of 100 | 90 of 100 |" in card_section(manifest) and "unusual" not in card_section(manifest)

@@ -78,7 +78,7 @@ def test_with_fewer_pictures_than_features_the_reference_keeps_their_directions_
     train[labels == 1, 0] += 4
     validation = rng.normal(size=(50, 300)) * scales
     assert fit(train, labels, validation, "layer", "ab").whiten.shape == (300, 32)  # the leading directions
-    reference = fit(train, labels, validation, "layer", "ab" * 32, directions=60)  # every one the pictures span
+    reference = fit(train, labels, validation, "layer", "ab" * 32, directions=None)  # every one the pictures span
     assert reference.whiten.shape == (300, 60) and reference.residual > 0
     means = np.stack([train[labels == c].mean(axis=0) for c in (0, 1)])
     inverse = np.linalg.inv(LedoitWolf(assume_centered=True).fit(train - means[labels]).covariance_)
@@ -322,7 +322,8 @@ def test_the_shipped_references_are_of_the_shipped_networks(tmp_path):
     registry = Registry()
     checked = [b for b in registry.bundles.values() if b.info.novelty is not None]
     assert {b.id for b in checked} >= {"brain-mri-tumor-4class", "brain-mri-tumor-yesno", "brain-mri-tumor-seg",
-                                       "breast-us-3class", "breast-us-lesion-seg", "breast-mg-abnormal"}
+                                       "breast-us-3class", "breast-us-lesion-seg", "breast-mg-abnormal",
+                                       "breast-histology-2class"}
     analyzer = Analyzer(registry, runtime="tensorflow")
     for bundle in checked:
         path = analyzer.path(bundle)
@@ -333,7 +334,7 @@ def test_the_shipped_references_are_of_the_shipped_networks(tmp_path):
     stripes = np.zeros((256, 256), np.uint8)
     stripes[:, ::4] = 255
     for modality, ids in (("MR", ["brain-mri-tumor-4class", "brain-mri-tumor-seg"]),
-                          ("US", ["breast-us-3class", "breast-us-lesion-seg"])):
+                          ("US", ["breast-us-3class", "breast-us-lesion-seg"]), ("SM", ["breast-histology-2class"])):
         Image.fromarray(stripes).save(tmp_path / f"stripes-{modality}.png")
         record = load_image(tmp_path / f"stripes-{modality}.png")
         results = analyzer.analyze(record, model_ids=ids, gradcam=False).results
@@ -362,10 +363,11 @@ def test_the_model_listings_say_which_models_check_their_input(qtbot):
 
     summaries = {b.id: b.summary() for b in Registry().bundles.values()}
     assert summaries["brain-mri-tumor-4class"]["input_check"] == 0.99
-    assert summaries["breast-histology-2class"]["input_check"] is None  # tiles: no check
+    assert summaries["breast-histology-2class"]["input_check"] == 0.99  # tiles: their features averaged
+    unchecked = {**summaries["breast-histology-2class"], "input_check": None}
     panel = ModelInfoPanel()
     qtbot.addWidget(panel)
-    panel.show_models([summaries["brain-mri-tumor-4class"], summaries["breast-histology-2class"]])
+    panel.show_models([summaries["brain-mri-tumor-4class"], unchecked])
     assert panel.toPlainText().count("Input check: a picture farther from its training images than 99%") == 1
 
 

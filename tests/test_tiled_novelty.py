@@ -101,29 +101,36 @@ def test_the_tiles_probabilities_are_the_whole_networks(fitted, tmp_path):
     assert result.novelty is not None
 
 
-def test_a_training_picture_is_read_at_its_data_sets_scale(fitted):
-    """The reference reads a picture as training did (a data set's stated micrometres per pixel, which its files do
-    not carry), not at the scale the analysis would assume."""
-    from core.training.novelty import _read_features
+def test_a_training_picture_is_read_at_its_data_sets_scale_of_its_files_pixels(fitted, tmp_path, monkeypatch):
+    """The reference reads a picture as training did (its data set's micrometres per pixel, which its files do not
+    carry), not at the scale the analysis would assume; the scale is of the file's pixels, as a user's is, where the
+    picture is loaded smaller; and pictures the data set gives no scale are counted."""
+    from types import SimpleNamespace
 
-    path = Analyzer(Registry([fitted / "models"]), runtime="tensorflow").path(Registry([fitted / "models"]).get(BUNDLE))
-    file = Path(fitted / "lab_a" / "1.png")
-    record = load_image(file)
-    assumed, coarse = _read_features(path, file), _read_features(path, file, (1.0, 1.0))
-    np.testing.assert_allclose(coarse, path.read(record.display(0), record, user_um=1.0).features[0], rtol=1e-6)
-    np.testing.assert_allclose(assumed, path.read(record.display(0), record).features[0], rtol=1e-6)
-    assert np.abs(coarse - assumed).max() > 1e-3
+    from core.training import novelty
+    from core.training.datasets import READERS, Sample
 
-
-def test_the_cards_breakhis_table_says_how_many_pictures_the_check_flagged():
-    from core.training.lab_transfer import card_section
-
-    manifest = json.loads(Path("models/breast-histology-2class/manifest.json").read_text())
-    manifest["breakhis_style_check"] = {"field_px": [460, 700], "images_per_lab": None,
-                                        "correct_of_n": {"bach": {"40": [80, 100], "400": [90, 100]}},
-                                        "flagged_unusual": {"bach": {"40": 7, "400": 1}}}
-    section = card_section(manifest)
-    assert "| BACH | 80 of 100 (7 unusual) | 90 of 100 (1 unusual) |" in section
-    assert "(n unusual): pictures the input check flags" in section
-    del manifest["breakhis_style_check"]["flagged_unusual"]
-    assert "| BACH | 80 of 100 | 90 of 100 |" in card_section(manifest) and "unusual" not in card_section(manifest)
+    files = [fitted / "lab_a" / "1.png", fitted / "lab_a" / "2.png"]
+    monkeypatch.setitem(novelty.CONFIGS, BUNDLE, SimpleNamespace(reader="tiny", data_path=fitted))
+    monkeypatch.setitem(READERS, "tiny", lambda root: [Sample(files[0], "lesion", "g1", extra={"um": [1.0, 1.0]}),
+                                                       Sample(files[1], "clear", "g2")])
+    scales = novelty._scales(BUNDLE)
+    assert scales == {str(files[0]): (1.0, 1.0)}
+    bundle = Registry([fitted / "models"]).get(BUNDLE)
+    path = Analyzer(Registry([fitted / "models"]), runtime="tensorflow").path(bundle)
+    found, kept = novelty.image_features(path, files, "scales", None, scales)
+    records = [load_image(file) for file in files]
+    assert kept == [0, 1]
+    np.testing.assert_allclose(found[0], path.read(records[0].display(0), records[0], user_um=1.0).features[0],
+                               rtol=1e-6)
+    np.testing.assert_allclose(found[1], path.read(records[1].display(0), records[1]).features[0], rtol=1e-6)
+    assert np.abs(found[0] - path.read(records[0].display(0), records[0]).features[0]).max() > 1e-3
+    monkeypatch.setattr("core.training.novelty.DATA_ROOT", fitted)
+    split = {"train": [["lab_a/1.png", "lesion", "g1"]] * 2, "val": [["lab_a/2.png", "clear", "g2"]]}
+    assert novelty._unscaled(bundle, split, scales) == 1
+    Image.fromarray(fake_he(0, True, size=(2000, 2000))).save(tmp_path / "big.png")
+    monkeypatch.setenv("MIDA_MEMORY_BUDGET_MB", "40")
+    record = load_image(tmp_path / "big.png")
+    assert record.downsample == 2
+    np.testing.assert_allclose(novelty._read_features(path, tmp_path / "big.png", (0.1, 0.1)),
+                               path.read(record.display(0), record, user_um=0.1).features[0], rtol=1e-6)

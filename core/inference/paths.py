@@ -14,6 +14,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -315,6 +316,20 @@ class ClassifierPath(AnalysisPath):
         outputs where already at hand)."""
         return self.network.gradcam(self.cam_layers[plus], x, target, plus, rest_inputs)
 
+    def _tiles(self, batches: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, (1, D) stem features averaged) of the tiles in ``batches``: the stem's outputs of each batch serve
+        the rest and the input check; the features are summed as they come (a large picture at a coarse scale can
+        have 10^5 tiles), None where the network has no stem."""
+        logits, total, count = [], None, 0
+        for batch in batches:
+            rest_inputs = self.network.inputs(batch)  # the batch itself where the network has no stem
+            logits.append(self.network.forward(batch, rest_inputs))
+            if self.network.stages.stem is not None:
+                found = stem_features(rest_inputs).sum(axis=0, keepdims=True)
+                total, count = (found if total is None else total + found), count + len(batch)
+        return (np.concatenate(logits) if logits else np.zeros((0, len(self.classes))),
+                None if total is None else total / count)
+
     def _target(self, target_class: str | None) -> int | None:
         if target_class is None:
             return None
@@ -372,7 +387,7 @@ class TileRead:
     plan: TilePlan
     probs: np.ndarray
     scale: Scale | None
-    features: np.ndarray | None = None
+    features: np.ndarray | None
 
 
 class TiledClassifierPath(ClassifierPath):
@@ -420,19 +435,13 @@ class TiledClassifierPath(ClassifierPath):
 
     def read(self, display: np.ndarray, record: ImageRecord | None, user_um: float | None = None) -> TileRead:
         """The picture's tiles (at the user's scale ``user_um``, else the file's, else the one assumed), their
-        probabilities and features: the stem's outputs of each batch serve both."""
+        probabilities and features."""
         scale = None
         if self.tiling.microns_per_pixel and (record is not None or user_um is not None):
             scale = resolve_scale(record, self.assumed_um, user_um)
         plan = TilePlan(display, self.tiling, self.spec, (scale.um_y, scale.um_x) if scale else None)
-        logits, features = [], []
-        for batch in plan.batches(TILE_BATCH):
-            rest_inputs = self.network.inputs(batch)  # the batch itself where the network has no stem
-            logits.append(self.network.forward(batch, rest_inputs))
-            if self.network.stages.stem is not None:
-                features.append(stem_features(rest_inputs))
-        return TileRead(plan, _softmax(np.concatenate(logits) / self.temperature), scale,
-                        np.concatenate(features).mean(axis=0, keepdims=True) if features else None)
+        logits, features = self._tiles(plan.batches(TILE_BATCH))
+        return TileRead(plan, _softmax(logits / self.temperature), scale, features)
 
 
 class SegmenterPath(AnalysisPath):
@@ -593,16 +602,11 @@ class FilmPath(ClassifierPath):
         film = film_at_scale(grey, mm, self.scoring)
         search = search_region(film, view)
         corners = search_tiles(film, self.scoring, search=search)
-        logits, features = [], []
-        for i in range(0, len(corners), TILE_BATCH):
-            batch = self._tile_inputs(film, corners[i:i + TILE_BATCH])
-            rest_inputs = self.network.inputs(batch)  # the batch itself where the network has no stem
-            logits.append(self.network.forward(batch, rest_inputs))
-            if self.network.stages.stem is not None:
-                features.append(stem_features(rest_inputs))
-        probs = _softmax(np.concatenate(logits))[:, self.positive] if logits else np.zeros(0)
+        logits, features = self._tiles(self._tile_inputs(film, corners[i:i + TILE_BATCH])
+                                       for i in range(0, len(corners), TILE_BATCH))
+        probs = _softmax(logits)[:, self.positive] if len(logits) else np.zeros(0)
         read = FilmRead(corners, probs, (film.shape[0] / grey.shape[0], film.shape[1] / grey.shape[1]), mm, source,
-                        film, search, np.concatenate(features).mean(axis=0, keepdims=True) if features else None)
+                        film, search, features)
         self._films[key] = read
         while len(self._films) > FILMS_KEPT:
             self._films.popitem(last=False)
@@ -693,9 +697,8 @@ def stem_features(rest_inputs: list[np.ndarray]) -> np.ndarray:
 def build_path(info: BundleManifest, network: Network, novelty: NoveltyReference | ModelError | None = None
                ) -> AnalysisPath:
     """The path of the bundle described by ``info`` on its loaded ``network`` (``novelty``: its input-check
-    reference, or why it could not be read), refused
-    (ModelError) where the manifest's classes do not match the network's outputs: the probabilities would be named
-    wrongly."""
+    reference, or why it could not be read), refused (ModelError) where the manifest's classes do not match the
+    network's outputs: the probabilities would be named wrongly."""
     _check_outputs(info, network.channels)
     if info.task != "classification":
         return SegmenterPath(info, network, novelty)

@@ -170,8 +170,8 @@ four folds' women, the detector's folds), as the detector has no validation film
 fold)' is about 1 % flagged by construction; the nested check in CHANGELOG.md measures it). A film farther than
 {spec.get('flag_above', 0.99):.0%} of them is flagged: the result warns that it is"""
     else:
-        over = ("each tissue tile the model reads,\nthen over the picture's tiles; each training and validation picture read at "
-                "its data set's scale" if manifest.get("tiling") else "the picture")
+        over = ("each tissue tile the model reads,\nthen over the picture's tiles; each training and validation picture "
+                "read at its data set's scale" if manifest.get("tiling") else "the picture")
         how = f"""Each picture's features (the activation at `{checks['layer']}` averaged over {over}, {checks['features']}
 numbers) are compared with those of the training images of `{checks['fitted on']}`: the Mahalanobis distance to the
 nearest class mean (one covariance for all classes, Ledoit-Wolf shrinkage), ranked among the validation images'

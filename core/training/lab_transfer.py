@@ -497,11 +497,12 @@ def card_section(manifest: dict) -> str:
         flagged = check.get("flagged_unusual", {})
         for lab, cells in check["correct_of_n"].items():
             lines.append(f"| {lab.upper()} | " + " | ".join(
-                f"{cells[m][0]} of {cells[m][1]}" + (f" ({flagged[lab][m]} unusual)" if m in flagged.get(lab, {}) else "")
-                for m in mags) + " |")
+                f"{cells[m][0]} of {cells[m][1]}"
+                + (f" ({flagged[lab][m]} unusual)" if m in flagged.get(lab, {}) else "") for m in mags) + " |")
         if flagged:
-            lines += ["", "(n unusual): pictures the input check flags (farther from the training pictures than 99 % of "
-                      "the validation images); the right answers include them."]
+            above = (manifest.get("novelty") or {}).get("flag_above", 0.99)
+            lines += ["", f"(n unusual): pictures the input check flags (farther from the training pictures than "
+                      f"{above:.0%} of the validation images); the right answers include them."]
     chosen, best = manifest["lab_transfer"]["chosen"], choose(manifest["lab_transfer"]["rows"])
     why = ("best mean ROC AUC over both directions" if chosen == best else f"the table favours {best}; {chosen} was given "
            "to `train --stain` by hand, or was the best when the bundle was trained: the CHANGELOG says why")

@@ -7,9 +7,10 @@ training images; the validation images (patients the model never saw) give the r
 ranked among. A tiled classifier reads a picture as its tissue tiles' features averaged (``TileRead.features``),
 each training picture at the scale it was trained at (its data set's, ``Sample.extra["um"]``) and counted once
 however many of its tiles the split names. A film detector (trained on every mini-MIAS film, no validation split)
-reads a film as its breast tiles' features averaged (``FilmRead.features``); its reference distances are out of fold: each film measured
-against a reference fitted on the other folds' women (the detector's own 5 folds, StratifiedGroupKFold by woman,
-seed 0, while every film is read: all 258 were), the means and covariance shipped from every film.
+reads a film as its breast tiles' features averaged (``FilmRead.features``); its reference distances are out of
+fold: each film measured against a reference fitted on the other folds' women (the detector's own 5 folds,
+StratifiedGroupKFold by woman, seed 0, while every film is read: all 258 were), the means and covariance shipped
+from every film.
 Pictures from elsewhere (``--check NAME=FOLDER``: another modality, a tumour-free template, other scanners) are
 ranked too, and the share flagged is written to the manifest's ``novelty_checks``.
 
@@ -145,7 +146,8 @@ def _read_features(path, file: Path, um: tuple[float, float] | None = None) -> n
 # 0.8-1.6 %, 0.48-0.49; all 256 the films span 1.9 %, 0.57, their in-sample distances being the smallest). A reference
 # ranked among a validation split that the fit never saw has no such bias and keeps every direction its pictures span
 # (``directions=None``): the histology classifier's (334 pictures, 2,048 features) flags mini-MIAS films 100 % with
-# them, 46 % with 32, its validation and leave-one-lab-out rows unchanged.
+# them, 46 % with 32, its validation and leave-one-lab-out rows unchanged. (The ultrasound reference fitted without
+# BUS-BRA, 492 pictures of 1,024 features, had kept 32: its 'fitted without' row changes when it is fitted again.)
 FEW_PICTURES_DIRECTIONS = 32
 
 
@@ -294,6 +296,11 @@ def _split_reference(path, bundle, folder: Path, args: argparse.Namespace, cache
     stages = path.network.stages
     split = json.loads((folder / "split.json").read_text())
     scales = _scales(bundle.id) if bundle.info.tiling else {}
+    unscaled = _unscaled(bundle, split, scales)
+    if unscaled:
+        print(f"{bundle.id}: {unscaled} pictures of the split have no scale in their data set: read at the "
+              f"{bundle.info.tiling.assumed_microns_per_pixel or bundle.info.tiling.microns_per_pixel} um per pixel "
+              "the analysis assumes")
     features, labels, entries = {}, {}, {}
     for part in ("train", "val"):
         rows = list({p: [p, label, group] for p, label, group in split[part]}.values())  # a tiled split names tiles
@@ -329,6 +336,15 @@ def _scales(bundle_id: str) -> dict[str, tuple[float, float]]:
     if config is None:
         return {}
     return {str(s.path): tuple(s.extra["um"]) for s in READERS[config.reader](config.data_path) if "um" in s.extra}
+
+
+def _unscaled(bundle, split: dict, scales: dict[str, tuple[float, float]]) -> int:
+    """How many of the split's pictures a tiled bundle with a physical scale would read at the scale it assumes, as
+    their data set states none (or its files now lie elsewhere than the split says): said, since the reference then
+    describes pictures at another scale than training saw."""
+    if not (bundle.info.tiling and bundle.info.tiling.microns_per_pixel):
+        return 0
+    return len({p for rows in split.values() for p, _, _ in rows if str(DATA_ROOT / p) not in scales})
 
 
 def _film_reference(path: FilmPath, bundle, flag_above: float, cache: FeatureCache) -> tuple[NoveltyReference, dict]:
