@@ -113,6 +113,8 @@ def test_the_warning_says_how_far_and_never_rounds_up_to_every_image():
     assert novelty_warning("m", 1.0).startswith(f"{UNUSUAL} for m: farther from the images its network learnt from "
                                                 "than any of the held-out pictures of its own sources")
     assert "than 99.9% of the held-out pictures of its own sources" in novelty_warning("m", 0.9996)
+    assert "(another scanner, sequence, plane" in novelty_warning("m", 1.0, "MR")
+    assert "(another lab, stain or magnification" in novelty_warning("m", 1.0, "SM")  # no MR words on a slide
 
 
 def _noise(seed: int) -> np.ndarray:

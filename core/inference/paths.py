@@ -280,7 +280,7 @@ class AnalysisPath:
                 return
             result.novelty = float(self.novelty.share_closer(self.novelty.distances(features))[0])
             if result.novelty > self.info.novelty.flag_above:
-                result.warnings.append(novelty_warning(self.info.id, result.novelty))
+                result.warnings.append(novelty_warning(self.info.id, result.novelty, self.info.modality.value))
         elif self.unchecked:
             result.warnings.append(self.unchecked)
 
