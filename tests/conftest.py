@@ -100,6 +100,21 @@ def planted_series(tmp_path_factory):
     return write_planted_series(tmp_path_factory.mktemp("planted"))
 
 
+def analyzer_on(models: Path, bundle_id: str, runtime: str, home: Path, monkeypatch):
+    """An Analyzer of the bundles in ``models`` on ``runtime``; for "onnx", ``bundle_id`` is exported first into the
+    ONNX cache of the test's own ``home``."""
+    from core.inference.analyzer import Analyzer
+    from core.models.registry import Registry
+
+    if runtime == "onnx":
+        from core.app_paths import onnx_cache
+        from core.inference.onnx_export import export_bundle
+
+        monkeypatch.setenv("MIDA_HOME", str(home))
+        export_bundle(Registry([models]).get(bundle_id), onnx_cache())
+    return Analyzer(Registry([models]), runtime=runtime)
+
+
 def link_shared_backbone(models: Path) -> Path:
     """The shipped ImageNet backbone in ``models/backbones/`` of a test's models folder: a hard link (a
     symbolic one leads outside the folder, which the registry refuses), a copy across file systems."""

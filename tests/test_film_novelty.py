@@ -18,6 +18,7 @@ from core.models.novelty import UNUSUAL
 from core.models.registry import Registry
 from core.training.novelty import FILE
 from core.training.novelty import main as fit_main
+from tests.conftest import analyzer_on
 
 pytestmark = pytest.mark.slow
 BUNDLE = "tiny-mg-detector"
@@ -68,13 +69,7 @@ def fitted(tmp_path_factory):
 
 @pytest.mark.parametrize("runtime", ["tensorflow", "onnx"])
 def test_a_film_unlike_the_training_films_is_flagged_and_still_read(fitted, tmp_path, runtime, monkeypatch):
-    if runtime == "onnx":
-        from core.app_paths import onnx_cache
-        from core.inference.onnx_export import export_bundle
-
-        monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
-        export_bundle(Registry([fitted / "models"]).get(BUNDLE), onnx_cache())
-    analyzer = Analyzer(Registry([fitted / "models"]), runtime=runtime)
+    analyzer = analyzer_on(fitted / "models", BUNDLE, runtime, tmp_path / "home", monkeypatch)
     typical = analyzer.analyze(load_image(_save(tmp_path, "typical.png", _film(130, True)), modality="MG")).results[0]
     assert ("ONNX" in typical.device) == (runtime == "onnx")
     assert typical.novelty is not None and typical.novelty < 0.99

@@ -20,6 +20,7 @@ from core.models.novelty import UNUSUAL, NoveltyReference, beyond_chance, novelt
 from core.models.registry import Registry
 from core.training.novelty import fit
 from core.training.novelty import main as fit_main
+from tests.conftest import analyzer_on
 from tests.test_bundle_runs import _new_trunk, _stem_bundle
 
 BUNDLE = "tiny-stem"
@@ -149,20 +150,13 @@ def fitted(tmp_path_factory):
 def test_the_analysis_ranks_a_picture_and_warns_on_one_unlike_the_training_images(fitted, tmp_path, runtime,
                                                                                     monkeypatch):
     root, folder, stripes = fitted
-    if runtime == "onnx":
-        from core.inference.onnx_export import export_bundle
-
-        monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
-        from core.app_paths import onnx_cache
-
-        export_bundle(Registry([root / "models"]).get(BUNDLE), onnx_cache())
+    analyzer = analyzer_on(root / "models", BUNDLE, runtime, tmp_path / "home", monkeypatch)
     manifest = json.loads((folder / "manifest.json").read_text())
     checks = manifest["novelty_checks"]
     assert manifest["novelty"]["flag_above"] == 0.99 and checks["stripes"]["flagged"] == 1.0
     assert checks["validation"]["images"] == 45 and checks["validation dim"]["images"] == 15
     # A source the reference never saw: the dim pictures, ranked against a reference fitted on the bright ones alone.
     assert checks["validation dim, fitted without dim"]["flagged"] > checks["validation dim"]["flagged"]
-    analyzer = Analyzer(Registry([root / "models"]), runtime=runtime)
     path = tmp_path / "typical.png"
     Image.fromarray(_noise(500)).save(path)
     typical = analyzer.analyze(load_image(path), model_ids=[BUNDLE]).results[0]

@@ -16,6 +16,7 @@ from core.inference.analyzer import Analyzer
 from core.models.novelty import UNUSUAL
 from core.models.registry import Registry
 from core.training.novelty import main as fit_main
+from tests.conftest import analyzer_on
 from tests.test_bundle_runs import _stem_bundle
 from tests.test_histology import fake_he
 
@@ -65,13 +66,7 @@ def test_each_picture_is_counted_once_and_ranked_per_lab(fitted):
 
 @pytest.mark.parametrize("runtime", ["tensorflow", "onnx"])
 def test_a_picture_unlike_the_training_pictures_is_flagged_and_still_read(fitted, tmp_path, runtime, monkeypatch):
-    if runtime == "onnx":
-        from core.app_paths import onnx_cache
-        from core.inference.onnx_export import export_bundle
-
-        monkeypatch.setenv("MIDA_HOME", str(tmp_path / "home"))
-        export_bundle(Registry([fitted / "models"]).get(BUNDLE), onnx_cache())
-    analyzer = Analyzer(Registry([fitted / "models"]), runtime=runtime)
+    analyzer = analyzer_on(fitted / "models", BUNDLE, runtime, tmp_path / "home", monkeypatch)
     Image.fromarray(fake_he(100, True, size=(160, 224))).save(tmp_path / "he.png")
     Image.fromarray(_stripes()).save(tmp_path / "stripes.png")
     typical = analyzer.analyze(load_image(tmp_path / "he.png", modality="SM")).results[0]
