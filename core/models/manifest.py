@@ -308,14 +308,21 @@ class _Check:
         return WeightsFile(self.relative(value.get("file"), f"{path}.file"),
                            self.sha256(value, "sha256", f"{path}.sha256"), storage)
 
-    def spec(self, data: dict, key: str, spec: type, choices: dict) -> dict:
-        """A PreprocessSpec / TilingSpec entry: known keys only, each of its default's type (or allowed value)."""
+    def fields_of(self, data: dict, key: str, spec: type) -> tuple[dict, dict]:
+        """The object at ``key`` and its dataclass ``spec``'s field defaults, refused where it names another key (a
+        misspelt one would silently keep its default)."""
         value = self.kind(data, key, dict, "an object")
         known = {f.name: f.default for f in fields(spec)}
         for name, item in value.items():
-            path = f"{key}.{name}"
             if name not in known:
-                self.fail(path, "absent (not a field of " + key + ": " + ", ".join(known) + ")", item)
+                self.fail(f"{key}.{name}", "absent (not a field of " + key + ": " + ", ".join(known) + ")", item)
+        return value, known
+
+    def spec(self, data: dict, key: str, spec: type, choices: dict) -> dict:
+        """A PreprocessSpec / TilingSpec entry: known keys only, each of its default's type (or allowed value)."""
+        value, known = self.fields_of(data, key, spec)
+        for name, item in value.items():
+            path = f"{key}.{name}"
             default = known[name]
             if name in choices:
                 self.choice(value, name, choices[name], path)
@@ -336,12 +343,7 @@ class _Check:
 
     def novelty(self, data: dict, key: str) -> NoveltySpec:
         """The reference file (in the bundle, with its sha256) and the share above which a picture is flagged."""
-        value = self.kind(data, key, dict, "an object")
-        known = {f.name for f in fields(NoveltySpec)}
-        for name in value:
-            if name not in known:
-                self.fail(f"{key}.{name}", "absent (not a field of " + key + ": " + ", ".join(sorted(known)) + ")",
-                          value[name])
+        value, _ = self.fields_of(data, key, NoveltySpec)
         flag = {"flag_above": self.number(value, "flag_above", 0.0, 1.0, path=f"{key}.flag_above")} \
             if "flag_above" in value else {}
         return NoveltySpec(self.relative(value.get("file"), f"{key}.file"),
@@ -350,12 +352,9 @@ class _Check:
     def film_scoring(self, data: dict, key: str) -> FilmScoring:
         """Known keys only: whole numbers of at least 1, shares from 0 to 1, a positive scale, any other
         finite number (calibration slopes and intercepts)."""
-        value = self.kind(data, key, dict, "an object")
-        known = {f.name: f.default for f in fields(FilmScoring)}
+        value, known = self.fields_of(data, key, FilmScoring)
         for name in value:
             path = f"{key}.{name}"
-            if name not in known:
-                self.fail(path, "absent (not a field of " + key + ": " + ", ".join(known) + ")", value[name])
             if isinstance(known[name], int):
                 self.integer(value, name, 1, path, high=MAX_PIXELS)
             elif name in ("min_breast", "mark_threshold"):
