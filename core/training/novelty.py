@@ -146,8 +146,9 @@ def _read_features(path, file: Path, um: tuple[float, float] | None = None) -> n
 # 0.8-1.6 %, 0.48-0.49; all 256 the films span 1.9 %, 0.57, their in-sample distances being the smallest). A reference
 # ranked among a validation split that the fit never saw has no such bias and keeps every direction its pictures span
 # (``directions=None``): the histology classifier's (334 pictures, 2,048 features) flags mini-MIAS films 100 % with
-# them, 46 % with 32, its validation and leave-one-lab-out rows unchanged. (The ultrasound reference fitted without
-# BUS-BRA, 492 pictures of 1,024 features, had kept 32: its 'fitted without' row changes when it is fitted again.)
+# them, 46 % with 32, its validation and leave-one-lab-out rows unchanged. (Every spanned direction is the full shrunk
+# covariance, exactly: the ultrasound reference fitted without BUS-BRA, 492 pictures of 1,024 features, fitted again
+# gives the row it shipped with before the low-rank form existed, to the last digit; with 32 it would have changed.)
 FEW_PICTURES_DIRECTIONS = 32
 
 
