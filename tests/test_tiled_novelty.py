@@ -5,7 +5,6 @@ either runtime beside the same probabilities as before."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

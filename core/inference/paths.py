@@ -273,8 +273,8 @@ class AnalysisPath:
         self.check_features(result, stem_features([rows[:1] for rows in rest_inputs]) if self.novelty else None)
 
     def check_features(self, result: ModelResult, features: np.ndarray | None) -> None:
-        """``check_input`` from the picture's (1, D) features (a film's: its tiles' mean; None: nothing to check,
-        a film without breast tiles)."""
+        """``check_input`` from the picture's (1, D) features (a film's or a tiled picture's: its tiles' mean; None:
+        nothing to check, a film without breast tiles)."""
         if self.novelty is not None:
             if features is None:
                 return

@@ -153,18 +153,19 @@ def beyond_chance(flagged: int, pictures: int, rate: float = 1 - NoveltySpec.fla
     return 1.0 - below < level
 
 
-# What may make a picture unusual for a model of each modality (DICOM's codes), said in the warning; others: the first.
+# What may make a picture unusual for a model of each modality (DICOM's codes), said in the warning.
 CAUSES = {"MR": "another scanner, sequence, plane, body part, or a damaged picture?",
           "US": "another scanner or preset, another body part, or a damaged picture?",
           "MG": "another film digitiser or detector, a view it was not trained on, or a damaged picture?",
           "SM": "another lab, stain or magnification, a picture of something other than H&E tissue, or a damaged "
                 "picture?"}
+OTHER_CAUSES = "another scanner or source, another body part, or a damaged picture?"  # a user bundle of another modality
 
 
-def novelty_warning(model_id: str, share: float, modality: str = "MR") -> str:
+def novelty_warning(model_id: str, share: float, modality: str | None = None) -> str:
     """The warning for a picture farther from the model's training images than ``share`` of its held-out pictures,
     with what may cause it for a model of ``modality``."""
     than = "any" if share >= 1.0 else f"{min(share, 0.999):.1%}"
     return (f"{UNUSUAL} for {model_id}: farther from the images its network learnt from than {than} of the held-out "
-            f"pictures of its own sources it is ranked among ({CAUSES.get(modality, CAUSES['MR'])}); its answer is "
+            f"pictures of its own sources it is ranked among ({CAUSES.get(modality, OTHER_CAUSES)}); its answer is "
             "less reliable here.")
