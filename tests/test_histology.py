@@ -184,3 +184,20 @@ def test_the_cards_breakhis_table_says_how_many_pictures_the_check_flagged():
     assert "(n unusual): pictures the input check flags" in section
     del manifest["breakhis_style_check"]["flagged_unusual"]
     assert "| BACH | 80 of 100 | 90 of 100 |" in card_section(manifest) and "unusual" not in card_section(manifest)
+
+
+def test_the_fields_check_replaces_only_its_own_section_of_the_card():
+    """Measuring the BreakHis-style pictures again rewrites their table, not the card: a card made again from the
+    manifest had dropped paragraphs written after training."""
+    from core.training.lab_transfer import CHOSEN, FIELDS_TITLE, with_fields_section
+
+    folder = REPO / "models" / "breast-histology-2class"
+    card, manifest = (folder / "model_card.md").read_text(), json.loads((folder / "manifest.json").read_text())
+    manifest["breakhis_style_check"]["correct_of_n"]["bach"]["40"][0] = 1
+    again = with_fields_section(card, manifest)
+    assert "| BACH | 1 of 100" in again and "How an image's call was made here" in again
+    assert again.replace("| BACH | 1 of 100", "| BACH | 79 of 100") == card
+    start = card.index(FIELDS_TITLE)
+    without = card[:start] + card[card.index(CHOSEN, start):]
+    added = with_fields_section(without, manifest)
+    assert added.index(FIELDS_TITLE) < added.index(CHOSEN) and "| BACH | 1 of 100" in added

@@ -420,8 +420,27 @@ def record_fields(folder: Path, config: BundleConfig, per_lab: int | None = None
     (work_dir(config) / f"fields-{manifest['version']}.json").write_text(json.dumps(calls))
     manifest["breakhis_style_check"] = result
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    (folder / "model_card.md").write_text(model_card(manifest) + "\n" + card_section(manifest))
+    card = folder / "model_card.md"
+    card.write_text(with_fields_section(card.read_text(), manifest) if card.exists()
+                    else model_card(manifest) + "\n" + card_section(manifest))
     return result
+
+
+FIELDS_TITLE = "## Validation images as BreakHis pictures"
+CHOSEN = "\nChosen: "  # the card section's last line, the stain choice
+
+
+def with_fields_section(card: str, manifest: dict) -> str:
+    """``card`` with its BreakHis-style section replaced by the manifest's (added before the stain choice where it had
+    none): the rest of a card may hold paragraphs written after training, which a card made again from the manifest
+    would drop."""
+    new = card_section(manifest)
+    section = new[new.index(FIELDS_TITLE):new.index(CHOSEN)]
+    if FIELDS_TITLE in card:
+        start = card.index(FIELDS_TITLE)
+        return card[:start] + section + card[card.index(CHOSEN, start):]
+    at = card.find(CHOSEN)
+    return card + "\n" + section if at < 0 else card[:at] + "\n" + section + card[at:]
 
 
 def compare_fields(config: BundleConfig, old: str, new: str, rounds: int = 2000) -> dict[str, dict]:
@@ -486,7 +505,7 @@ def card_section(manifest: dict) -> str:
     check = manifest.get("breakhis_style_check")
     if check:
         mags = sorted({m for lab in check["correct_of_n"].values() for m in lab}, key=int)
-        lines += ["", "## Validation images as BreakHis pictures",
+        lines += ["", FIELDS_TITLE,
                   ("Each validation image" if not check.get("images_per_lab") else
                    f"The first {check['images_per_lab']} validation images of each lab (by path), each")
                   + " resampled to a BreakHis camera's scale at each magnification, its central "
@@ -508,7 +527,7 @@ def card_section(manifest: dict) -> str:
            "to `train --stain` by hand, or was the best when the bundle was trained: the CHANGELOG says why")
     measured = {r["option"] for r in manifest["lab_transfer"]["rows"]}
     missing = [o for o in OPTIONS if o not in measured]
-    lines.append(f"\nChosen: **{chosen}** ({why})." + (f" Not measured: {', '.join(missing)}." if missing else "") + "\n")
+    lines.append(f"{CHOSEN}**{chosen}** ({why})." + (f" Not measured: {', '.join(missing)}." if missing else "") + "\n")
     return "\n".join(lines)
 
 
