@@ -604,7 +604,7 @@ class FilmPath(ClassifierPath):
         corners = search_tiles(film, self.scoring, search=search)
         logits, features = self._tiles(self._tile_inputs(film, corners[i:i + TILE_BATCH])
                                        for i in range(0, len(corners), TILE_BATCH))
-        probs = _softmax(logits)[:, self.positive] if len(logits) else np.zeros(0)
+        probs = _softmax(logits)[:, self.positive]  # (0,) for a film without tiles: _tiles gives (0, classes)
         read = FilmRead(corners, probs, (film.shape[0] / grey.shape[0], film.shape[1] / grey.shape[1]), mm, source,
                         film, search, features)
         self._films[key] = read

@@ -8,8 +8,9 @@ picture's distance is the Mahalanobis distance of its features to the nearest cl
 the classes, shrunk: Lee et al., NeurIPS 2018), and it is said as the share of the bundle's held-out pictures of its
 own sources that lie closer: its validation images (patients the model never saw), or, for a film detector trained
 on every film it had, its films each measured against a reference fitted without their woman's fold. Above the
-manifest's ``flag_above`` the result warns that the picture is unlike the model's training images. It does not change the model's answer, and a picture that passes is not thereby one the model
-reads well: it is a guard against the far-off input, not a measure of correctness.
+manifest's ``flag_above`` the result warns that the picture is unlike the model's training images. It does not
+change the model's answer, and a picture that passes is not thereby one the model reads well: it is a guard against
+the far-off input, not a measure of correctness.
 
 The reference is fitted by core.training.novelty; this module only reads and applies it (NumPy, no TensorFlow).
 """
@@ -45,8 +46,9 @@ class NoveltySpec:
 class NoveltyReference:
     """``means``: (classes, D) feature means; ``whiten``: (D, K), so that a distance is ||(f - mean) @ whiten||^2;
     ``reference``: the held-out pictures' distances (validation images, or films out of fold), sorted; ``layer``: the
-    activation the features pool; ``stem``: the key of the stem that hands it out (core.models.stages.Stages.key: it names the network's files and the cut),
-    so bundles on one stem (the brain pair) can carry the same reference and a retrained network cannot use it.
+    activation the features pool; ``stem``: the key of the stem that hands it out (core.models.stages.Stages.key: it
+    names the network's files and the cut), so bundles on one stem (the brain pair) can carry the same reference and
+    a retrained network cannot use it.
 
     ``residual``: where ``whiten`` keeps only the K < D leading directions of the covariance (its columns the
     eigenvectors divided by the roots of their ``variances``), the one variance of every other direction; the part
@@ -159,7 +161,7 @@ CAUSES = {"MR": "another scanner, sequence, plane, body part, or a damaged pictu
           "MG": "another film digitiser or detector, a view it was not trained on, or a damaged picture?",
           "SM": "another lab, stain or magnification, a picture of something other than H&E tissue, or a damaged "
                 "picture?"}
-OTHER_CAUSES = "another scanner or source, another body part, or a damaged picture?"  # a user bundle of another modality
+OTHER_CAUSES = "another scanner or source, another body part, or a damaged picture?"  # a bundle of another modality
 
 
 def novelty_warning(model_id: str, share: float, modality: str | None = None) -> str:
