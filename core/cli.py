@@ -403,7 +403,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         run = BatchRun(args.folder, args.out, analyzer=engine.analyzer, model_ids=args.model, resume=args.resume,
                        all_frames=args.all_frames, heatmaps=not args.no_heatmaps, cancel=cancel, on_progress=progress,
                        history=history, overwrite=args.overwrite, microns_per_pixel=args.microns_per_pixel,
-                       dicom_sr=args.dicom_sr)
+                       dicom_sr=args.dicom_sr, exclude=args.exclude)
         future = engine.call(run.run)
         while True:
             try:
@@ -419,6 +419,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         engine.shutdown()
+    if run.exclude:  # said once, beside the bar: a pattern that left out nothing (or too much) shows here
+        print(f"excluded: {summary['excluded']} file(s) matching --exclude "
+              f"{' '.join(repr(glob) for glob in run.exclude)}: not analysed", file=sys.stderr)
     print_json(summary)
     return 0 if summary["complete"] else 3
 
@@ -592,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--no-history", action="store_true", help="do not record the analyses in the history")
     batch.add_argument("--dicom-sr", action="store_true",
                        help="also write each analysis as a de-identified DICOM Structured Report in OUTDIR/sr/")
+    batch.add_argument("--exclude", action="append", metavar="GLOB",
+                       help="leave out files whose name or path within FOLDER matches GLOB (repeatable, case ignored; "
+                            "e.g. '*_mask.*' for lesion masks beside the images); a resume keeps the run's own")
     _add_scale_options(batch)
     batch.set_defaults(func=cmd_batch)
 

@@ -122,8 +122,9 @@ def test_a_film_is_scored_against_the_other_breast_found_by_its_name(analyzer, m
     left = _save(folder, "case7_L_MLO.png", _film())
     _save(folder, "case7_R_MLO.png", _film(blob=False))
     result = _result(analyzer, _mg(left))
-    assert any("Read against the other breast's film (paired by file name)" in w
-               for w in result.warnings)
+    # the score compares both films; the marks are this film's own (cad_marks reads it alone)
+    assert any("Scored against the other breast's film (paired by file name): the film's score compares both "
+               "breasts; its marks are this film's own findings." in w for w in result.warnings)
     scoring = Registry([models]).get("tiny-mg-detector").info.film_scoring
     path = analyzer.path(Registry([models]).get("tiny-mg-detector"))
     own = film_score(path.read(_film(), None).probs, scoring.top)

@@ -153,7 +153,7 @@ def test_batch_writes_findings_to_jsonl_and_their_count_to_csv(tmp_path, png):
     marked = {(r["file"], r["model"]): r["findings"] for r in lines}
     assert marked["a.png", "mammo-cad"] == [{"x": 120.0, "y": 80.0, "r": 20.0, "score": 0.8321, "kind": "mass"},
                                             {"x": 40.0, "y": 50.0, "r": 12.0, "score": 0.4123, "kind": None}]
-    assert marked["b.png", "mammo-cad"] == [] and marked["a.png", "mammo-plain"] == ""
+    assert marked["b.png", "mammo-cad"] == [] and marked["a.png", "mammo-plain"] is None
     assert (tmp_path / "out" / "report.pdf").stat().st_size > 0
 
 

@@ -47,7 +47,7 @@ def test_a_mammogram_analysed_as_a_series_is_scored_against_the_other_breast(mod
     _dicom_film(tmp_path / "R_MLO.dcm", _film(blob=False)[:, ::-1], "R", study)
     analyzer = Analyzer(Registry([models]), runtime="tensorflow")
     single = analyzer.analyze(load_image(left), find_other_breast=other_breast, gradcam=False).results[0]
-    assert any("Read against the other breast's film" in w for w in single.warnings)
+    assert any("Scored against the other breast's film" in w for w in single.warnings)
     series = next(s for s in index_folder(tmp_path).series if any(r.path == left for r in s.slices))
     result = analyse_series(series, analyzer)
     outcome = result.results[0].slices[0]

@@ -56,6 +56,27 @@ def test_the_sequence_is_read_from_markers_names_then_timing(tags, expected):
     assert mr_sequence(_rows(**tags)).name == expected
 
 
+@pytest.mark.parametrize("description, expected", [
+    # contrast-enhanced T1 as scanners and data sets spell it, with no ContrastBolusAgent: read as plain T1 (a false
+    # "Untested sequence" warning) or as nothing
+    ("T1C", "T1 post-contrast"), ("T1CE", "T1 post-contrast"), ("T1+C", "T1 post-contrast"),
+    ("T1 C+", "T1 post-contrast"), ("T1c+", "T1 post-contrast"), ("T1Gd", "T1 post-contrast"),
+    ("T1 GD", "T1 post-contrast"), ("T1_POST", "T1 post-contrast"), ("AX T1 POST GAD", "T1 post-contrast"),
+    ("T1 FS POST", "T1 post-contrast"), ("MPRAGE POST", "T1 post-contrast"), ("BraTS_t1ce", "T1 post-contrast"),
+    ("T1CE FS", "T1 post-contrast"),
+    # without contrast words as before: a 'C' alone may be a coronal T1, 'precontrast' is before it
+    ("T1", "T1"), ("COR T1 C", "T1"), ("T1 precontrast", "T1"), ("AX T1 PRE GAD", "T1"),
+    ("T2", "T2"), ("T2 CE", "T2"), ("FLAIR", "FLAIR"), ("FLAIR post", "FLAIR"), ("DWI", "DWI"),
+])
+def test_contrast_enhanced_t1_spellings_are_read_as_post_contrast(description, expected):
+    assert mr_sequence(_rows(SeriesDescription=description)).name == expected
+
+
+def test_a_run_on_contrast_word_is_quoted_apart():
+    said = str(mr_sequence(_rows(SeriesDescription="T1CE")))
+    assert said == "T1 post-contrast (from SeriesDescription words 't1', 'ce')"
+
+
 def test_no_sequence_is_claimed_where_the_header_says_nothing_usable():
     assert mr_sequence([]) is None
     assert mr_sequence(_rows(SeriesDescription="Series 3", RepetitionTime="1500", EchoTime="40")) is None

@@ -245,7 +245,7 @@ def test_the_other_breasts_film_is_not_named_in_the_warnings(tmp_path):
         said += analysis.results[0].warnings
         text = _text(write_image_report(tmp_path / f"{name}.pdf", record, analysis))
         assert "SMITH" not in text and "DOE" not in text
-    assert any("Read against the other breast's film (paired by file name)" in w for w in said), said
+    assert any("Scored against the other breast's film (paired by file name)" in w for w in said), said
     assert any(w.startswith("The other breast's film could not be read (") for w in said), said
     assert not any("SMITH" in w or "DOE" in w for w in said), said
 

@@ -2,14 +2,18 @@
 
 Nothing is skipped silently: entries that cannot be images but are not plainly something else
 (FIFOs, devices, sockets, dangling or looping links, links to folders, unreadable folders) are
-returned too, with the reason in ``problems``, so a batch lists them as error rows.
+returned too, with the reason in ``problems``, so a batch lists them as error rows. Files the user
+excludes (``--exclude GLOB``: data sets keep lesion masks beside their images) are left out and
+listed in ``excluded``, so a run can count them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Sequence
 
 from core.imaging.loader import sniff_format
 
@@ -39,6 +43,22 @@ def is_candidate(path: Path) -> bool:
     return sniff_format(head) is not None or path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_excluded(relative: str, patterns: Sequence[str]) -> bool:
+    """Whether a file's name or its path relative to the folder matches one of ``patterns`` (fnmatch-style, case
+    ignored: '*_mask.*' is meant for 'Case1_MASK.PNG' too, whatever the file system)."""
+    texts = (PurePath(relative).name.lower(), relative.lower())
+    return any(fnmatch.fnmatchcase(text, pattern.lower()) for pattern in patterns for text in texts)
+
+
+def mask_glob(name: str) -> str | None:
+    """The ``--exclude`` pattern that leaves out a file named as data sets name lesion masks ('case1_mask.png':
+    '*_mask.*', BUS-BRA's 'mask_0001.png': 'mask_*'), else None. A hint only: an image may have 'mask' in its name."""
+    name = name.lower()
+    if PurePath(name).stem.endswith("_mask"):
+        return "*_mask.*"
+    return "mask_*" if name.startswith("mask_") else None
+
+
 def _problem(path: Path) -> str | None:
     """Why a non-hidden entry cannot be analysed, or None for a regular file."""
     try:
@@ -62,11 +82,13 @@ def _problem(path: Path) -> str | None:
     return "a special file (socket), not a regular file: refused"
 
 
-def discover_images(root: Path, problems: dict[Path, str] | None = None) -> list[Path]:
+def discover_images(root: Path, problems: dict[Path, str] | None = None, exclude: Sequence[str] = (),
+                    excluded: list[Path] | None = None) -> list[Path]:
     """All image files below ``root`` in a stable order (sorted relative paths), hidden folders skipped.
 
     With ``problems``, entries that cannot be analysed are included as well and their reason stored
-    there: non-regular files, links to folders and folders that cannot be listed.
+    there: non-regular files, links to folders and folders that cannot be listed. Entries matching
+    ``exclude`` (``is_excluded``) are left out, and those that would have been found go to ``excluded``.
     """
     found = []
     unreadable: dict[str, str] = {}
@@ -85,11 +107,15 @@ def discover_images(root: Path, problems: dict[Path, str] | None = None) -> list
             reason = _problem(path) if problems is not None else (None if path.is_file() else "skip")
             if reason == "skip":
                 continue
+            if reason is None and not is_candidate(path):
+                continue
+            if exclude and is_excluded(path.relative_to(root).as_posix(), exclude):
+                if excluded is not None:
+                    excluded.append(path)
+                continue
             if reason is not None:
                 problems[path] = reason
-                found.append(path)
-            elif is_candidate(path):
-                found.append(path)
+            found.append(path)
     if problems is not None:
         for name, reason in unreadable.items():
             path = Path(name)

@@ -20,7 +20,9 @@ A detector's findings (CAD marks) go to ``results.jsonl`` as a list of circles, 
 included: its lesion pixel counts and marks are given on the file's grid, its mask and heatmap PNGs at the size
 analysed, said in the row's warnings); ``results.csv`` holds their count (empty for bundles that mark none). A
 segmenter's row in ``results.jsonl`` also lists every lesion (``lesion_details``: area, box, longest diameter, width,
-depth, their ratio and a reader's line), where ``results.csv`` gives the largest one's sizes.
+depth, their ratio and a reader's line), where ``results.csv`` gives the largest one's sizes. ``results.jsonl`` types
+its cells: numbers (probabilities, ``p_*``, novelty, sizes) are JSON numbers at the digits ``results.csv`` gives, counts
+and frames integers, an empty cell null.
 
 Heatmap and mask names are an ASCII rendering of the file's path plus a hash of its exact bytes,
 so no two files share an output and any name can be written; the row keeps the original name.
@@ -41,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core.batch.discover import discover_images
+from core.batch.discover import discover_images, mask_glob
 from core.errors import DiagnosticError, ModelError, described
 from core.export.files import WriteError, os_reason, write_heatmap_png, write_mask_png
 from core.imaging import load_image
@@ -59,6 +61,10 @@ TAIL_COLUMNS = ["lesions", "lesion_area_px", "lesion_area_mm2", "lesion_max_diam
 # empty in its earlier rows (what those rows were not analysed for), every other column as it was.
 ADDED_COLUMNS = frozenset({"scale", "novelty", "lesion_max_diameter_mm", "lesion_width_mm", "lesion_depth_mm",
                            "lesion_depth_to_width", "findings"})
+# Numeric cells, typed in results.jsonl (results.csv holds them as text); the p_<class> columns are numbers too.
+INTEGER_COLUMNS = frozenset({"frame", "lesions", "lesion_area_px"})
+NUMBER_COLUMNS = frozenset({"probability", "novelty", "lesion_area_mm2", "lesion_max_diameter_mm", "lesion_width_mm",
+                            "lesion_depth_mm", "lesion_depth_to_width"})
 
 
 class OutputLocked(DiagnosticError):
@@ -170,6 +176,44 @@ def _csv_row(row: dict) -> dict:
     return {**row, "findings": len(row["findings"])} if isinstance(row["findings"], list) else row
 
 
+def _json_cell(column: str, value):
+    """A cell as results.jsonl holds it: a number as a JSON number (at the digits results.csv gives, so the two
+    files agree), an empty cell as null, the rest as it is."""
+    if value == "":
+        return None
+    if column in INTEGER_COLUMNS:
+        return int(value)
+    if column in NUMBER_COLUMNS or column.startswith("p_"):
+        return float(value)
+    return value
+
+
+def _json_row(row: dict) -> dict:
+    """A row as results.jsonl holds it: typed cells (``_json_cell``), where results.csv has text."""
+    return {column: _json_cell(column, value) for column, value in row.items()}
+
+
+def _mask_hint(found: list[str]) -> list[str]:
+    """A run warning where files (``file`` keys) are named as data sets name lesion masks: analysed as images, they
+    skew the run's counts. ``--exclude`` leaves them out; never done unasked (an image may have 'mask' in its name)."""
+    globs = {key: mask_glob(file_relative(key).rsplit("/", 1)[-1]) for key in found}
+    masks = [key for key, glob in globs.items() if glob]
+    if not masks:
+        return []
+    suggested = " and ".join(f"--exclude '{glob}'" for glob in dict.fromkeys(filter(None, globs.values())))
+    return [f"{len(masks)} file(s) are named like lesion masks (first: {_readable_line(masks[0])}) and were analysed "
+            f"as images: if they are masks, leave them out with {suggested}"]
+
+
+def _patterns(value) -> list[str]:
+    """The ``--exclude`` patterns input.json recorded (none where it holds something else)."""
+    return [p for p in value if isinstance(p, str)] if isinstance(value, list) else []
+
+
+def _excluding(patterns: list[str]) -> str:
+    return "--exclude " + " ".join(f"'{p}'" for p in patterns) if patterns else "no --exclude"
+
+
 def _readable_line(name: str) -> str:
     return name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
@@ -179,8 +223,8 @@ OUTPUT_FILES = (("heatmaps", "*.png"), ("masks", "*.png"), ("sr", "*.dcm"))  # (
 
 def run_settings(out: Path) -> dict:
     """What the run whose results ``out`` holds was started with (``input.json``: its folder, ``all_frames``,
-    ``dicom_sr``, ``heatmaps``, ``microns_per_pixel``, ``models`` (id: version) and ``model_ids`` (the models asked
-    for; null: each file's modality's); runs before these were recorded:
+    ``dicom_sr``, ``heatmaps``, ``microns_per_pixel``, ``models`` (id: version), ``model_ids`` (the models asked
+    for; null: each file's modality's) and ``exclude`` (the patterns left out); runs before these were recorded:
     the keys they recorded, ``dicom_sr`` from results.csv's columns)."""
     try:
         settings = json.loads((Path(out) / "input.json").read_text(encoding="utf-8"))
@@ -209,8 +253,12 @@ class BatchRun:
                  cancel: threading.Event | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
                  on_rows: Callable[[list[dict]], None] | None = None, history=None, overwrite: bool = False,
-                 microns_per_pixel: float | None = None, dicom_sr: bool = False) -> None:
+                 microns_per_pixel: float | None = None, dicom_sr: bool = False,
+                 exclude: list[str] | None = None) -> None:
         self.root, self.out = Path(root), Path(out)
+        # file name / relative path patterns left out (discover_images); None: a resumed run's own, else none
+        self.exclude, self._exclude_given = list(exclude or []), exclude is not None
+        self._excluded: list[Path] = []
         self.microns_per_pixel = microns_per_pixel  # the user's scale of every image (microscopy), else the file's
         self.analyzer = analyzer or Analyzer()
         self.model_ids = model_ids or None
@@ -276,6 +324,8 @@ class BatchRun:
                 raise DiagnosticError(
                     f"{os.fsdecode(self.out)} holds the results of a run over {file_key(earlier)}, not "
                     f"{file_key(here)}: resume it over that folder, or choose another output folder")
+            if not self._exclude_given:  # resumed without --exclude (or from the dialog): the run's own exclusions
+                self.exclude = _patterns(settings.get("exclude"))
             differences = self._other_options(settings)
             if differences:
                 raise DiagnosticError(f"{os.fsdecode(self.out)} was {'; and '.join(differences)}: "
@@ -283,12 +333,13 @@ class BatchRun:
         else:
             record.write_text(json.dumps({"folder": here, "all_frames": self.all_frames, "dicom_sr": self.dicom_sr,
                                           "heatmaps": self.heatmaps, "microns_per_pixel": self.microns_per_pixel,
-                                          "models": self.models, "model_ids": self.model_ids}), encoding="utf-8")
+                                          "models": self.models, "model_ids": self.model_ids,
+                                          "exclude": self.exclude}), encoding="utf-8")
 
     def _other_options(self, settings: dict) -> list[str]:
         """How the run recorded in ``settings`` (input.json) was started otherwise than this one: one results.csv
-        holds one run's rows, frames, reports, heatmaps, scale and models as that run made them. A key missing
-        (input.json of an earlier version) is not compared."""
+        holds one run's rows, frames, reports, heatmaps, scale, models and exclusions as that run made them. A key
+        missing (input.json of an earlier version) is not compared."""
         differences = []
         for key, option, now in (("all_frames", "--all-frames", self.all_frames),
                                  ("dicom_sr", "--dicom-sr (the dialog's DICOM SR tick)", self.dicom_sr),
@@ -305,6 +356,10 @@ class BatchRun:
                     return f"{scale} {um:g} um per pixel" if um is not None else f"no {scale} (each file's own scale)"
 
                 differences.append(f"started with {said(earlier)}, not {said(now)}")
+        if "exclude" in settings:
+            earlier_globs = _patterns(settings["exclude"])
+            if {p.lower() for p in earlier_globs} != {p.lower() for p in self.exclude}:  # matched ignoring case
+                differences.append(f"started with {_excluding(earlier_globs)}, not {_excluding(self.exclude)}")
         earlier_models = settings.get("models")
         if isinstance(earlier_models, dict) and earlier_models != self.models:
             def listed(models: dict) -> str:
@@ -391,7 +446,8 @@ class BatchRun:
             if kept and self.on_rows:  # a resumed run's earlier results, listed before the new ones
                 self.on_rows(kept)
             problems: dict[Path, str] = {}
-            files = discover_images(self.root, problems)
+            self._excluded = []
+            files = discover_images(self.root, problems, self.exclude, self._excluded)
             self._files = [p for p in files if p not in problems]
             if self.root in problems or Path(self.root) in problems:
                 raise DiagnosticError(f"the folder {file_key(str(self.root))} cannot be read: "
@@ -594,7 +650,7 @@ class BatchRun:
             os.fsync(fh.fileno())
         with (self.out / "results.jsonl").open("a", encoding="utf-8") as fh:
             for row in rows:
-                fh.write(json.dumps(row) + "\n")
+                fh.write(json.dumps(_json_row(row)) + "\n")
         with (self.out / "done.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(relative) + "\n")
             fh.flush()
@@ -630,9 +686,12 @@ class BatchRun:
                          for m, flags in checked.items() if beyond_chance(unusual[m], len(flags), self._flag_rate(m))]
         if self.history_error:
             run_warnings.append(f"{self.history_error}; the later analyses of this run were not recorded either")
+        if not self.exclude:
+            run_warnings += _mask_hint(found)
         summary = {
             "folder": file_key(str(self.root)),
             "files": total,
+            "excluded": len(self._excluded),
             "files_done": files_done,
             "files_missing": len(missing),
             "errors": sum(1 for r in rows if r["error"]),

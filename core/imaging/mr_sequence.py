@@ -7,10 +7,11 @@ T1, T2 and FLAIR the models saw; a bundle that states its sequences (manifest ``
 nothing: derived-map and diffusion markers (ImageType, DiffusionBValue), the words of SeriesDescription,
 ProtocolName and SequenceName (scanner names such as ``ep2d_diff``, ``mprage``, ``tse``, ``flair``; the evidence
 quotes the matched words only, as a description may hold a name), then the
-timing (InversionTime, RepetitionTime, EchoTime in ms). A contrast agent (ContrastBolusAgent, or '+C', 'post',
-'gad' in the names) makes a T1 'T1 post-contrast'; a short inversion makes a named T2 or PD a STIR, and a dual
-echo's EchoTime says whether the slice is its PD or its T2 echo. None where the header says nothing usable (a PNG,
-an anonymised export without these tags): no warning is then given, and none is claimed.
+timing (InversionTime, RepetitionTime, EchoTime in ms). A contrast agent (ContrastBolusAgent, or '+C', 'C+',
+'post', 'gad', 'Gd', 'CE' in the names, run on as in 'T1CE' or 'T1Gd' too) makes a T1 'T1 post-contrast'; a
+short inversion makes a named T2 or PD a STIR, and a dual echo's EchoTime says whether the slice is its PD or its
+T2 echo. None where the header says nothing usable (a PNG, an anonymised export without these tags): no warning
+is then given, and none is claimed.
 """
 
 from __future__ import annotations
@@ -39,14 +40,15 @@ _NAMED = (
     ("STIR", r"\bstir\b"),
     ("PD / T2", r"\bpdw? ?[/+&]? ?t2w?\b|\bt2w? ?[/+&]? ?pdw?\b"),  # one series, two echoes
     ("PD", r"\bs?pdw?(?:fs)?\b|proton ?dens"),
-    ("T1", r"\bt1\b|\bs?t1w|mprage|spgr|bravo|\btfl\b|\bvibe\b|3d ?tfe"),
+    ("T1", r"\bt1(?=(?:ce?|gd)?\b)|\bs?t1w|mprage|spgr|bravo|\btfl\b|\bvibe\b|3d ?tfe"),  # 'T1', 'T1CE', 'T1Gd'
     ("SSFP", r"\bciss\b|fiesta|\bb ?ffe\b|balanced|true ?fisp|\bssfp\b"),
     ("gradient echo", r"\b[fm]?gre\b|\bmpgr\b|\bgrass\b|\bflash\b|\bm?ffe\b|\bmedic\b|\bmerge\b"
                       r"|gradient ?(?:recalled )?echo"),
     ("T2", r"\bt2\b|\bs?t2w"),
 )
-_CONTRAST = r"\+ ?c\b|\bc\+|\bpost\b|\bgad|\bgd\b|contrast|\bce\b|\bkm\b"
-_BEFORE_CONTRAST = r"\bpre\b|\bnon ?contrast|without|\bw/?o\b|\bnativ|\bplain\b"
+# contrast words, 'T1C' / 'T1CE' / 'T1Gd' written as one word included ('T1 C' alone may be a coronal T1: not one)
+_CONTRAST = r"\+ ?c\b|\bc\+|\bpost\b|\bgad|\bgd\b|contrast|\bce\b|\bkm\b|(?<=\bt1)(?:ce?|gd)\b"
+_BEFORE_CONTRAST = r"\bpre(?: ?contrast)?\b|\bnon ?contrast|without|\bw/?o\b|\bnativ|\bplain\b"
 SHORT_TI_MS = 300  # an inversion this short nulls fat (STIR); T1-weighted inversions are longer, FLAIR's over 1500
 
 

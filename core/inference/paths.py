@@ -638,8 +638,8 @@ class FilmPath(ClassifierPath):
                 (exc.strerror or type(exc).__name__) if isinstance(exc, OSError) else exc
             warnings.append(f"The other breast's film could not be read ({reason}): {alone}.")
             return None
-        warnings.append(f"Read against the other breast's film (paired by {other.how}): a finding is what this "
-                        "breast shows and that one does not.")
+        warnings.append(f"Scored against the other breast's film (paired by {other.how}): the film's score compares "
+                        "both breasts; its marks are this film's own findings.")
         return read
 
     def _known(self, file_id: tuple | None) -> FilmRead | None:
