@@ -108,7 +108,7 @@ Decision support only, not a medical device. Modality {manifest['modality']}; cl
 
 ## Model
 {manifest['architecture']['backbone']} backbone ({manifest['architecture']['weights_origin']}); {manifest['architecture']['head']}.
-{_trunk_sentence(manifest)} Input {manifest['input_size'][0]} px, preprocessing
+{_trunk_sentence(manifest)}{_refit_sentence(manifest)} Input {manifest['input_size'][0]} px, preprocessing
 `{json.dumps(manifest['preprocessing'])}`. Probabilities are temperature-scaled (T = {manifest['calibration']['temperature']:.3f}).{_mirror_sentence(manifest)}
 
 ## Data and split
@@ -203,6 +203,7 @@ def with_novelty_section(card: str, manifest: dict) -> str:
 
 
 SOURCE_NAMES = {"lgg": "LGG (TCGA) FLAIR, every axial slice", "figshare": "figshare (Cheng) contrast T1",
+                "figshare-mirrored": "figshare slices, tumour-free half mirrored (stand-ins; tumour half mirrored)",
                 "kaggle-other": "Kaggle brain set, non-figshare part (SARTAJ, Br35H)",
                 "busi": "BUSI (Cairo, one scanner)", "busbra": "BUS-BRA (Rio de Janeiro, 4 scanners)"}
 
@@ -282,6 +283,19 @@ def _trunk_sentence(manifest: dict) -> str:
         return f"The whole network is one file (`{manifest['weights']['file']}`)."
     return (f"The frozen trunk is the shared file `{arch['backbone_file']}`; this bundle stores only the\n"
             "fine-tuned layers and head (`head.keras`, float16 on disk).")
+
+
+def _refit_sentence(manifest: dict) -> str:
+    """Where only the last layer was refitted (core.training.refit_dense): from which version, and on what."""
+    refit = manifest.get("training", {}).get("refit_dense")
+    if not refit:
+        return ""
+    start, stand_ins = refit["started_from"], refit.get("stand_ins") or {}
+    extra = (f" plus {stand_ins['train']} training stand-ins of `{stand_ins['made_by']}` (weight {stand_ins['weight']:g})"
+             if stand_ins else "")
+    return (f"\nThen only its last Dense layer was refitted from {version_name(start)} (weights sha256 "
+            f"{start['weights_sha256'][:12]}…), {refit['what']}, on its split{extra}; every other weight is that "
+            "version's.")
 
 
 def _encoder_sentence(manifest: dict) -> str:

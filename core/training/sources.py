@@ -25,6 +25,8 @@ def source_of(path: str, group: str) -> str:
     """The source of a split entry: LGG and figshare by their patient groups, else the data folder."""
     if group.startswith("lgg-") or "brain_mri_lgg" in Path(path).parts:
         return "lgg"
+    if "mirrored-halves" in Path(path).parts:  # made from figshare slices (core.training.mirrored_halves), cached
+        return "figshare-mirrored"
     if group.startswith("figshare-"):
         return "figshare"
     if group.startswith("bach-"):  # kept outside the shared data folder: its path names no source

@@ -1,0 +1,201 @@
+"""Refit a written brain classifier's last layer (the Dense over its pooled top block) on its split plus the
+tumour-free contrast-T1 stand-ins of ``core.training.mirrored_halves``; every other weight is kept.
+
+Why: the 4-class network calls 33 of 34 tumour-free stand-ins (a figshare slice's tumour-free hemisphere mirrored
+onto the tumour's) a tumour: it reads figshare's contrast-T1 look as 'tumour', as its only contrast-T1 slices all
+show one. A linear probe on its pooled features separated them (28 of 34) when trained with stand-ins of training
+patients. Keeping every layer below the Dense keeps the stem that the segmenter and the input check read, so
+neither changes; the segmenter's manifest is pointed at the new version once its encoder is checked to be the same.
+
+Stand-ins: each healthy half 'notumor', each tumour half mirrored its own class (so that left-right symmetry alone
+does not say 'notumor'), on the side of the split of the slice it was made from, in its patient's group.
+
+    python -m core.training.refit_dense --version 3.1.0 [--out OUT] [--stand-in-weight 4] [--c 0.1]
+
+then retrain the yes/no bundle on it (``python -m core.training train brain-mri-tumor-yesno``) and compare
+(``python -m core.training.compare models/brain-mri-tumor-4class OUT/brain-mri-tumor-4class``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from core.training.configs import CACHE_ROOT, CONFIGS, DATA_ROOT, REPO
+
+BUNDLE = "brain-mri-tumor-4class"
+SEGMENTER = "brain-mri-tumor-seg"
+STAND_INS = CACHE_ROOT / "data" / "mirrored-halves"  # derived from the shared data; never in the repository
+
+
+def stand_in_entries(written: dict, folder: Path = STAND_INS) -> dict[str, list[list]]:
+    """Split entries ([absolute path, label, group]) of the stand-ins of every figshare slice in ``written``
+    (a split.json), each on its source slice's side."""
+    from core.training.mirrored_halves import write_stand_ins
+
+    sides = {Path(path).name: part for part in ("train", "val") for path, _, _ in written[part]}
+    out: dict[str, list[list]] = {"train": [], "val": []}
+    for row in write_stand_ins(folder, "all"):
+        if not row["used"]:
+            continue
+        stem = Path(row["file"]).stem
+        part = sides[row["file"]]
+        out[part].append([str(folder / "healthy" / f"{stem}.png"), "notumor", row["group"]])
+        out[part].append([str(folder / "tumour" / f"{stem}.png"), row["label"], row["group"]])
+    return out
+
+
+def pooled_features(folder: Path, entries: list[list], cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(features of each image, of its mirror image): the bundle's pooled top-block output, as the product
+    preprocesses each image; cached in ``cache`` (named by the bundle's weights)."""
+    if cache.exists():
+        held = np.load(cache)
+        return held["plain"], held["mirrored"]
+    from core.models.registry import Bundle
+    from core.training.mirror import predict_with_mirror
+    from core.training.transfer import _parent_features
+
+    plain, mirrored = predict_with_mirror(_parent_features(folder), [DATA_ROOT / p for p, _, _ in entries],
+                                          Bundle.from_folder(folder).spec, desc=f"features {cache.stem}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, plain=plain.astype(np.float32), mirrored=mirrored.astype(np.float32))
+    return plain, mirrored
+
+
+def fit_dense(x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel (features, classes), bias) of a multinomial logistic regression: the Dense layer's weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=5000).fit(x, y, sample_weight=weights)
+    coef, intercept = model.coef_, model.intercept_
+    if coef.shape[0] == 1:  # two classes: one logit difference, split evenly so that softmax gives the same
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    return coef.T.astype(np.float32), intercept.astype(np.float32)
+
+
+def write_refit(old: Path, new: Path, version: str, kernel: np.ndarray, bias: np.ndarray, split: dict,
+                about: dict) -> str:
+    """``new``: a copy of the bundle ``old`` with its Dense replaced, ``split`` as its split and ``version``;
+    returns the new head's sha256. Validation numbers are measured afterwards (``remeasure``)."""
+    import keras
+
+    from core.models.storage import save_keras_fp16
+
+    if new.resolve() != old.resolve():
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.copytree(old, new)
+    manifest = json.loads((old / "manifest.json").read_text())
+    head = keras.saving.load_model(old / manifest["weights"]["file"], compile=False, safe_mode=True)
+    dense = head.get_layer("logits")
+    if dense.kernel.shape != kernel.shape:
+        raise ValueError(f"the Dense layer holds {dense.kernel.shape}, the fit gives {kernel.shape}")
+    dense.set_weights([kernel, bias])
+    sha = save_keras_fp16(head, new / manifest["weights"]["file"])
+    started = {"version": manifest["version"], "weights_sha256": manifest["weights"]["sha256"]}
+    manifest["version"] = version
+    manifest["weights"]["sha256"] = sha
+    training = manifest.setdefault("training", {})
+    training["refit_dense"] = {**about, "started_from": started}
+    training["counts"] = {part: {c: sum(label == c for _, label, _ in split[part])
+                                 for c in sorted({label for _, label, _ in split[part]})} for part in split}
+    training["command"] = "python -m core.training.refit_dense --version " + version
+    training["date"] = date.today().isoformat()
+    (new / "split.json").write_text(json.dumps(split))
+    (new / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return sha
+
+
+def same_encoder(old: Path, new: Path) -> bool:
+    """Whether every layer but the Dense holds the same weights in both bundles' heads (and their trunks are one)."""
+    import keras
+
+    files = [json.loads((f / "manifest.json").read_text())["weights"]["file"] for f in (old, new)]
+    heads = [keras.saving.load_model(f / name, compile=False, safe_mode=True) for f, name in zip((old, new), files)]
+    for a, b in zip(heads[0].layers, heads[1].layers):
+        if a.name != "logits" and any(not np.array_equal(np.asarray(u), np.asarray(v))
+                                      for u, v in zip(a.get_weights(), b.get_weights())):
+            return False
+    trunks = [(f / "trunk.keras").read_bytes() if (f / "trunk.keras").exists() else b"" for f in (old, new)]
+    return trunks[0] == trunks[1]
+
+
+def point_segmenter(models: Path, old_sha: str, new_sha: str, version: str) -> None:
+    """The segmenter on the old version's encoder named the new version, whose encoder is the same."""
+    path = models / SEGMENTER / "manifest.json"
+    manifest = json.loads(path.read_text())
+    arch = manifest["architecture"]
+    if arch.get("encoder_bundle_sha256") != old_sha:
+        return
+    arch["encoder_bundle_sha256"] = new_sha
+    arch["weights_origin"] += (f"; {BUNDLE} {version} refitted only its last layer, so its network through block 14 "
+                               "is this encoder still")
+    path.write_text(json.dumps(manifest, indent=2))
+
+
+def remeasure(folder: Path, notes: str) -> None:
+    """Temperature, mirror choice, validation metrics and per-source rows of the written bundle, through the
+    product's loading and preprocessing."""
+    from core.training.by_source import record_by_source
+    from core.training.mirror import choose_mirror_average
+
+    choose_mirror_average(folder, notes)
+    record_by_source(folder)
+
+
+def extend_cached_plan(extra: dict[str, list[list]]) -> None:
+    """The bundle's cached split (``core.training.plan.stored_plan``, which bundles trained on it check against its
+    written split.json) extended by the same stand-in entries, so that the yes/no bundle retrains on the new split."""
+    path = CONFIGS[BUNDLE].cache_dir / "split.json"
+    plan = json.loads(path.read_text())
+    for part in ("train", "val"):
+        plan[part] += [{"path": p, "label": label, "group": group, "mask": None, "circles": []}
+                       for p, label, group in extra[part]]
+    path.write_text(json.dumps(plan, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--version", required=True, help="the new version, e.g. 3.1.0")
+    parser.add_argument("--out", type=Path, default=REPO / "models", help="models folder to write (default: the repo's)")
+    parser.add_argument("--stand-in-weight", type=float, default=4.0,
+                        help="weight of each stand-in view in the fit (default 4: about 15 %% of the total weight)")
+    parser.add_argument("--c", type=float, default=0.1, help="inverse L2 strength of the fit (default 0.1)")
+    args = parser.parse_args()
+    old = Path(tempfile.mkdtemp(prefix="refit-")) / BUNDLE  # the version started from, kept while the new one is written
+    shutil.copytree(REPO / "models" / BUNDLE, old)
+    written = json.loads((old / "split.json").read_text())
+    extra = stand_in_entries(written)
+    split = {part: written[part] + extra[part] for part in ("train", "val")}
+    classes = CONFIGS[BUNDLE].classes
+    sha = json.loads((old / "manifest.json").read_text())["weights"]["sha256"][:12]
+    cache = CACHE_ROOT / BUNDLE / f"refit_{sha}"
+    plain, mirrored = pooled_features(old, split["train"], cache / "train.npz")
+    x = np.concatenate([plain, mirrored])
+    y = np.tile([classes.index(label) for _, label, _ in split["train"]], 2)
+    is_stand_in = np.tile([not Path(p).is_relative_to(DATA_ROOT) for p, _, _ in split["train"]], 2)
+    weights = np.where(is_stand_in, args.stand_in_weight, 1.0)
+    kernel, bias = fit_dense(x, y, weights, args.c)
+    about = {"what": f"a multinomial logistic regression (L2, C = {args.c}) on the pooled block-14 features of each "
+                     "training image and its mirror image",
+             "stand_ins": {"made_by": "core.training.mirrored_halves",
+                                                 "train": len(extra["train"]), "val": len(extra["val"]),
+                                                 "weight": args.stand_in_weight}}
+    new_sha = write_refit(old, args.out / BUNDLE, args.version, kernel, bias, split, about)
+    if not same_encoder(old, args.out / BUNDLE):
+        raise RuntimeError("layers other than the Dense changed: the segmenter and the input check would not fit")
+    remeasure(args.out / BUNDLE, CONFIGS[BUNDLE].notes)
+    full_sha = json.loads((old / "manifest.json").read_text())["weights"]["sha256"]
+    extend_cached_plan(extra)
+    if (args.out / SEGMENTER).exists():
+        point_segmenter(args.out, full_sha, new_sha, args.version)
+    print(f"{args.out / BUNDLE}: version {args.version}, {len(extra['train'])} + {len(extra['val'])} stand-in entries")
+
+
+if __name__ == "__main__":
+    main()
