@@ -291,8 +291,9 @@ def _refit_sentence(manifest: dict) -> str:
     if not refit:
         return ""
     start, stand_ins = refit["started_from"], refit.get("stand_ins") or {}
-    extra = (f" plus {stand_ins['train']} training stand-ins of `{stand_ins['made_by']}` (weight {stand_ins['weight']:g})"
-             if stand_ins else "")
+    weight = f", weight {stand_ins['weight']:g}" if stand_ins and stand_ins["weight"] != 1 else ""
+    extra = (f" plus {stand_ins['train'] // 2} tumour-free stand-ins of `{stand_ins['made_by']}` and their tumour twins"
+             f"{weight}" if stand_ins else "")
     return (f"\nThen only its last Dense layer was refitted from {version_name(start)} (weights sha256 "
             f"{start['weights_sha256'][:12]}…), {refit['what']}, on its split{extra}; every other weight is that "
             "version's.")

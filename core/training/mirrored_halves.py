@@ -120,7 +120,8 @@ def _figshare_slices(part: str) -> list[tuple[Path, Path, str, str]]:
     entries = [e for p in (("train", "val") if part == "all" else (part,)) for e in split[p]]
     out = []
     for rel, label, group in entries:
-        if label not in TUMOUR_CLASSES or not group.startswith("figshare-"):
+        # a refit's split also names its stand-ins (absolute paths, made outside the shared data): never their source
+        if label not in TUMOUR_CLASSES or not group.startswith("figshare-") or Path(rel).is_absolute():
             continue
         image = DATA_ROOT / rel
         mask = DATA_ROOT / "brain_mri_4class" / "masks" / label / f"{image.stem}_mask.png"

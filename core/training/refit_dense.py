@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from core.training.configs import CACHE_ROOT, CONFIGS, DATA_ROOT, REPO
+from core.training.sources import source_of
 
 BUNDLE = "brain-mri-tumor-4class"
 SEGMENTER = "brain-mri-tumor-seg"
@@ -80,7 +81,7 @@ def fit_dense(x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float) -> tu
 
 
 def write_refit(old: Path, new: Path, version: str, kernel: np.ndarray, bias: np.ndarray, split: dict,
-                about: dict) -> str:
+                about: dict, command: str = "python -m core.training.refit_dense") -> str:
     """``new``: a copy of the bundle ``old`` with its Dense replaced, ``split`` as its split and ``version``;
     returns the new head's sha256. Validation numbers are measured afterwards (``remeasure``)."""
     import keras
@@ -104,7 +105,7 @@ def write_refit(old: Path, new: Path, version: str, kernel: np.ndarray, bias: np
     training["refit_dense"] = {**about, "started_from": started}
     training["counts"] = {part: {c: sum(label == c for _, label, _ in split[part])
                                  for c in sorted({label for _, label, _ in split[part]})} for part in split}
-    training["command"] = "python -m core.training.refit_dense --version " + version
+    training["command"] = command
     training["date"] = date.today().isoformat()
     (new / "split.json").write_text(json.dumps(split))
     (new / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -170,6 +171,8 @@ def main() -> None:
     old = Path(tempfile.mkdtemp(prefix="refit-")) / BUNDLE  # the version started from, kept while the new one is written
     shutil.copytree(REPO / "models" / BUNDLE, old)
     written = json.loads((old / "split.json").read_text())
+    written = {part: [e for e in written[part] if source_of(e[0], e[2]) != "figshare-mirrored"]  # an earlier refit's
+               for part in ("train", "val")}
     extra = stand_in_entries(written)
     split = {part: written[part] + extra[part] for part in ("train", "val")}
     classes = CONFIGS[BUNDLE].classes
@@ -178,15 +181,17 @@ def main() -> None:
     plain, mirrored = pooled_features(old, split["train"], cache / "train.npz")
     x = np.concatenate([plain, mirrored])
     y = np.tile([classes.index(label) for _, label, _ in split["train"]], 2)
-    is_stand_in = np.tile([not Path(p).is_relative_to(DATA_ROOT) for p, _, _ in split["train"]], 2)
+    is_stand_in = np.tile([False] * len(written["train"]) + [True] * len(extra["train"]), 2)
     weights = np.where(is_stand_in, args.stand_in_weight, 1.0)
     kernel, bias = fit_dense(x, y, weights, args.c)
-    about = {"what": f"a multinomial logistic regression (L2, C = {args.c}) on the pooled block-14 features of each "
+    about = {"what": f"a multinomial logistic regression (L2, C = {args.c:g}) on the pooled block-14 features of each "
                      "training image and its mirror image",
              "stand_ins": {"made_by": "core.training.mirrored_halves",
                                                  "train": len(extra["train"]), "val": len(extra["val"]),
                                                  "weight": args.stand_in_weight}}
-    new_sha = write_refit(old, args.out / BUNDLE, args.version, kernel, bias, split, about)
+    command = (f"python -m core.training.refit_dense --version {args.version} --stand-in-weight "
+               f"{args.stand_in_weight:g} --c {args.c:g}")
+    new_sha = write_refit(old, args.out / BUNDLE, args.version, kernel, bias, split, about, command)
     if not same_encoder(old, args.out / BUNDLE):
         raise RuntimeError("layers other than the Dense changed: the segmenter and the input check would not fit")
     remeasure(args.out / BUNDLE, CONFIGS[BUNDLE].notes)
