@@ -69,6 +69,13 @@ def test_excluded_files_are_counted_and_no_hint_is_given(tmp_path, analyzer):
     assert json.loads((tmp_path / "out" / "input.json").read_text())["exclude"] == ["*_mask.*", "mask_*"]
 
 
+def test_masks_another_exclude_missed_still_get_the_hint(tmp_path, analyzer):
+    folder = _folder(tmp_path / "in", ["case1.png", "notes.png", *MASKS])
+    summary = BatchRun(folder, tmp_path / "out", analyzer, model_ids=MODELS, heatmaps=False, exclude=["notes.*"]).run()
+    hints = [w for w in summary["run_warnings"] if "named like lesion masks" in w]
+    assert summary["excluded"] == 1 and len(hints) == 1 and hints[0].startswith("2 file(s)")
+
+
 def test_a_resume_keeps_the_runs_exclusions_and_refuses_others(tmp_path, analyzer):
     folder = _folder(tmp_path / "in", ["a.png", "b.png", "a_mask.png", "b_mask.png"])
     out = tmp_path / "out"

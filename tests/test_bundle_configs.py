@@ -35,3 +35,26 @@ def test_unknown_fields_and_missing_ones_are_refused(tmp_path):
     data["zoom_out"] = [1, 3]
     bad.write_text(json.dumps(data))
     assert load_config(bad).zoom_out == (1, 3)
+
+
+def test_a_refitted_classifier_lends_the_backbone_file_of_the_network_it_kept(tmp_path, tiny_models, monkeypatch):
+    """After a last-layer refit the network below the Dense is its starting version's: a bundle built on it gets
+    that version's backbone file (shipped in models/backbones), not a second copy under the new version's name."""
+    import dataclasses
+    import shutil
+
+    from core.training import configs
+
+    folder = tmp_path / "models" / "tiny-mr-classifier"
+    shutil.copytree(tiny_models / "tiny-mr-classifier", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    origin = {"version": "0.0.1", "weights_sha256": "ab12cd34" + "0" * 56}
+    manifest.update(version="0.0.2", training={"refit_dense": {"network_of": origin}})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    shipped = tmp_path / "models" / "backbones" / "xception-tiny-mr-classifier-0.0.1-ab12cd34.keras"
+    shipped.parent.mkdir()
+    shipped.write_bytes(b"the shipped backbone")
+    monkeypatch.setattr(configs, "REPO", tmp_path)
+    config = dataclasses.replace(configs.CONFIGS["brain-mri-tumor-seg"], weights="bundle:tiny-mr-classifier")
+    assert configs.network_origin(folder) == ("0.0.1", origin["weights_sha256"])
+    assert config.backbone_path == shipped

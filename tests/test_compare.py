@@ -50,3 +50,57 @@ def test_the_same_model_differs_by_nothing_and_small_changes_stay_inside():
     low, high = small["accuracy"]["interval"]
     assert small["accuracy"]["diff"] == pytest.approx(0.01)
     assert low <= 0 < high  # two images out of 200 are not an improvement one can claim
+
+
+def _segmenter_pair(tmp_path, tiny_models, monkeypatch):
+    """The tiny segmenter twice: 'old' at a threshold that also marks mid-grey patches (false lesions), 'new' as
+    written; validated on 3 slices with a bright outlined square and 3 lesion-free slices with a grey patch."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from core.training import configs, plan as plan_module
+    from core.training.plan import split_entries
+
+    entries = []
+    for i in range(6):
+        picture, mask = np.zeros((48, 48), np.uint8), np.zeros((48, 48), np.uint8)
+        lesion = i < 3
+        picture[10 + i:26 + i, 12:28] = 255 if lesion else 90
+        mask[10 + i:26 + i, 12:28] = 255 if lesion else 0
+        Image.fromarray(picture).save(tmp_path / f"s{i}.png")
+        Image.fromarray(mask).save(tmp_path / f"s{i}_mask.png")
+        entries.append({"path": str(tmp_path / f"s{i}.png"), "label": "lesion" if lesion else "clear",
+                        "group": f"p{i}", "mask": str(tmp_path / f"s{i}_mask.png"), "circles": []})
+    plan = {"train": [], "val": entries}
+    folders = {}
+    for name in ("old", "new"):
+        folders[name] = tmp_path / name / "tiny-mr-segmenter"
+        shutil.copytree(tiny_models / "tiny-us-segmenter", folders[name])
+        manifest = json.loads((folders[name] / "manifest.json").read_text())
+        manifest.update(id="tiny-mr-segmenter", decision_threshold=0.001 if name == "old" else 0.5)
+        (folders[name] / "manifest.json").write_text(json.dumps(manifest))
+    (folders["new"] / "split.json").write_text(json.dumps(split_entries(plan)))
+    (folders["old"] / "split.json").write_text(json.dumps({"train": [["elsewhere.png", "clear", "q"]], "val": []}))
+    monkeypatch.setitem(configs.CONFIGS, "tiny-mr-segmenter", None)
+    monkeypatch.setattr(plan_module, "stored_plan", lambda config: plan)
+    return folders
+
+
+def test_segmenters_are_compared_on_dice_and_false_lesions(tmp_path, tiny_models, monkeypatch):
+    import json
+
+    from core.training.compare import compare_segmenters
+
+    folders = _segmenter_pair(tmp_path, tiny_models, monkeypatch)
+    out = compare_segmenters(folders["old"], folders["new"], rounds=100)["all"]
+    assert out["false_lesion_rate"]["old"] == 1.0 and out["false_lesion_rate"]["new"] == 0.0
+    assert out["false_lesion_rate"]["interval"] == [-1.0, -1.0]
+    assert out["dice_lesion"]["new"] > 0.9 and out["dice_lesion"]["old"] > 0.9
+
+    split = json.loads((folders["old"] / "split.json").read_text())
+    split["train"].append([str(tmp_path / "s4.png"), "clear", "p4"])  # the old one trained on a validation image
+    (folders["old"] / "split.json").write_text(json.dumps(split))
+    with pytest.raises(ValueError, match="1 of the new validation images trained the old bundle"):
+        compare_segmenters(folders["old"], folders["new"], rounds=10)

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from core.training import mirrored_halves
 from core.training.mirrored_halves import MIN_SYMMETRY, midline, mirrored_half, tumour_side
 
 
@@ -53,6 +54,36 @@ def test_stand_in_keeps_the_tumour_free_half_and_drops_the_tumour():
     untouched = np.zeros_like(mask)
     untouched[:, :100] = 1  # well inside the kept half: as it was
     assert np.abs(healthy.astype(int) - grey)[untouched > 0].max() <= 2
+
+
+def test_the_mirror_image_lands_across_the_tilted_midline():
+    """The tumour twin's second tumour (and its mask) sits where the first one's mirror image about the tilted
+    midline is: the reflection is turn, flip, turn back (another order would put it elsewhere on a tilted head)."""
+    angle, shift = 8.0, 6
+    grey, mask = _head(angle=angle, shift=shift)
+    line = midline(grey, mask)
+    twin_mask = (mirrored_half(mask, line, "right") > 127).astype(np.uint8)
+    count, _, _, centres = cv2.connectedComponentsWithStats(twin_mask)
+    assert count == 3  # background and two tumours
+    turn = cv2.getRotationMatrix2D((128, 128), angle, 1.0)  # how _head tilted its picture
+    expected = [turn @ np.array([x, 120.0, 1.0]) for x in (160 + shift, 2 * (128 + shift) - 160 - shift)]
+    for point in expected:
+        assert min(np.hypot(*(c - point)) for c in centres[1:]) < 3
+
+
+def test_stand_ins_written_with_the_twins_mask(tmp_path, monkeypatch):
+    grey, mask = _head(angle=4.5, shift=5)
+    cv2.imwrite(str(tmp_path / "Tr-gl_0001.jpg"), grey)
+    cv2.imwrite(str(tmp_path / "Tr-gl_0001_mask.png"), mask)
+    monkeypatch.setattr(mirrored_halves, "_figshare_slices", lambda part: [
+        (tmp_path / "Tr-gl_0001.jpg", tmp_path / "Tr-gl_0001_mask.png", "glioma", "figshare-P1")])
+    rows = mirrored_halves.write_stand_ins(tmp_path / "out", "all")
+    assert rows[0]["used"] == 1 and rows[0]["tumour_side"] == "right"
+    twin = cv2.imread(str(tmp_path / "out" / "tumour" / "Tr-gl_0001_mask.png"), cv2.IMREAD_GRAYSCALE)
+    assert set(np.unique(twin)) == {0, 255}
+    assert (twin > 0).sum() == pytest.approx(2 * (mask > 0).sum(), rel=0.1)  # the tumour and its mirror image
+    assert (twin[mask > 0] > 0).mean() > 0.95
+    assert not (tmp_path / "out" / "healthy" / "Tr-gl_0001_mask.png").exists()  # nothing to outline there
 
 
 def test_a_tumour_on_or_near_the_midline_has_no_side():

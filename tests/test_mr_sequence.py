@@ -67,6 +67,9 @@ def test_the_sequence_is_read_from_markers_names_then_timing(tags, expected):
     # without contrast words as before: a 'C' alone may be a coronal T1, 'precontrast' is before it
     ("T1", "T1"), ("COR T1 C", "T1"), ("T1 precontrast", "T1"), ("AX T1 PRE GAD", "T1"),
     ("T2", "T2"), ("T2 CE", "T2"), ("FLAIR", "FLAIR"), ("FLAIR post", "FLAIR"), ("DWI", "DWI"),
+    # the operation's time is not the contrast's
+    ("post-op T1", "T1"), ("POST OP AX T1", "T1"), ("pre-op T1 C+", "T1 post-contrast"),
+    ("PRE OP T1 POST GAD", "T1 post-contrast"), ("post-op T1 post", "T1 post-contrast"),
 ])
 def test_contrast_enhanced_t1_spellings_are_read_as_post_contrast(description, expected):
     assert mr_sequence(_rows(SeriesDescription=description)).name == expected

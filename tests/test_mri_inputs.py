@@ -6,13 +6,14 @@ import dataclasses
 
 import cv2
 import numpy as np
+import pytest
 
 from core.inference.paths import _to_image_grid
 from core.models.preprocessing import (PreprocessSpec, _cropped, crop_box, tissue_normalised, to_model_mask,
                                         to_model_pixels)
 from core.training.by_source import source_metrics
 from core.training.sources import source_of
-from core.training.datasets import Sample, brain_mri_all
+from core.training.datasets import Sample, brain_mri_all, brain_mri_outlined
 from core.training.splits import split_following
 
 MRI = PreprocessSpec(size=64, color="grey3", crop="foreground", aspect="pad", intensity="tissue")
@@ -125,6 +126,35 @@ def test_brain_reader_joins_every_source_with_patient_groups(tmp_path):
     assert [s.label for s in lgg] == ["notumor", "glioma", "notumor"]
     assert {s.group for s in lgg} == {"lgg-TCGA_CS_0001"}
     assert {source_of(str(s.path), s.group) for s in samples} == {"figshare", "kaggle-other", "lgg"}
+
+
+def test_the_outlined_reader_adds_tumour_free_slices_and_the_stand_ins(tmp_path, monkeypatch):
+    """The segmenter's data: masked slices, Kaggle tumour-free slices (empty masks) and each stand-in pair (the healthy
+    half without a mask, its tumour twin with the twin's); a Kaggle tumour slice without an outline stays out."""
+    from core.training import mirrored_halves
+
+    head, lesion = _head(), (_head() > 170).astype(np.uint8) * 255
+    _write(tmp_path / "brain_mri_4class/train/meningioma/Tr-me_0001.jpg", head)
+    _write(tmp_path / "brain_mri_4class/masks/meningioma/Tr-me_0001_mask.png", lesion)
+    _write(tmp_path / "brain_mri_4class/train/glioma/Tr-gl_0009.jpg", head)  # no mask, not in figshare's list
+    _write(tmp_path / "brain_mri_4class/train/notumor/Tr-no_0001.jpg", head)
+    (tmp_path / "brain_mri_4class/figshare_patients.csv").write_text(
+        "file,figshare_id,patient\nmeningioma/Tr-me_0001.jpg,12,MR999\n")
+    stand_ins = tmp_path / "mirrored-halves"
+    monkeypatch.setattr(mirrored_halves, "STAND_INS", stand_ins)
+    assert {s.path.name for s in brain_mri_outlined(tmp_path)} == {"Tr-me_0001.jpg", "Tr-no_0001.jpg"}  # none made
+    stand_ins.mkdir()
+    (stand_ins / "slices.csv").write_text("file,label,group,used\nTr-me_0001.jpg,meningioma,figshare-MR999,1\n"
+                                          "Tr-me_0002.jpg,meningioma,figshare-MR999,0\n")
+    with pytest.raises(FileNotFoundError, match="make them again"):
+        brain_mri_outlined(tmp_path)
+    _write(stand_ins / "tumour" / "Tr-me_0001_mask.png", lesion)
+    got = {(str(s.path.relative_to(tmp_path)), s.label, s.group, s.mask_path is not None)
+           for s in brain_mri_outlined(tmp_path)}
+    assert got == {("brain_mri_4class/train/meningioma/Tr-me_0001.jpg", "meningioma", "figshare-MR999", True),
+                   ("brain_mri_4class/train/notumor/Tr-no_0001.jpg", "notumor", "", False),
+                   ("mirrored-halves/healthy/Tr-me_0001.png", "notumor", "figshare-MR999", False),
+                   ("mirrored-halves/tumour/Tr-me_0001.png", "meningioma", "figshare-MR999", True)}
 
 
 def test_split_following_keeps_known_sides_and_groups_the_rest():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from core.training import refit_dense
+from core.training.configs import network_origin
 from core.training.refit_dense import fit_dense, point_segmenter, same_encoder, stand_in_entries, write_refit
 
 
@@ -55,10 +56,30 @@ def test_refit_changes_only_the_dense(tmp_path, tiny_models):
     np.testing.assert_allclose(stored_bias, bias, atol=1e-3)
     assert json.loads((old / "manifest.json").read_text())["version"] == "0.0.1"  # the old bundle untouched
     assert same_encoder(old, new)
+    assert manifest["training"]["refit_dense"]["network_of"] == {
+        "version": "0.0.1", "weights_sha256": json.loads((old / "manifest.json").read_text())["weights"]["sha256"]}
+    again = tmp_path / "again" / "tiny-mr-classifier"  # a refit of the refit: its network is still 0.0.1's
+    write_refit(new, again, "0.0.3", kernel, bias, split, {"what": "test"})
+    assert network_origin(again) == network_origin(new) == ("0.0.1", manifest["training"]["refit_dense"]["network_of"]
+                                                            ["weights_sha256"])
+    assert network_origin(old) == ("0.0.1", json.loads((old / "manifest.json").read_text())["weights"]["sha256"])
 
     conv = model.get_layer("tiny_backbone").get_layer("last_conv")
     conv.set_weights([w + 1 for w in conv.get_weights()])
     model.save(new / "model.keras")
+    assert not same_encoder(old, new)
+
+
+def test_a_head_with_fewer_layers_is_not_the_same_encoder(tmp_path, tiny_models):
+    """Layers are compared in order and in number: a head cut short is not the same network."""
+    import keras
+
+    old = tiny_models / "tiny-mr-classifier"
+    new = tmp_path / "tiny-mr-classifier"
+    write_refit(old, new, "0.0.2", np.zeros((16, 2), np.float32), np.zeros(2, np.float32), {"train": [], "val": []},
+                {})
+    short = keras.Sequential([keras.Input((16,)), keras.layers.Dense(2, name="logits")])
+    short.save(new / "model.keras")
     assert not same_encoder(old, new)
 
 
@@ -84,7 +105,7 @@ def test_stand_ins_take_their_slices_side_label_and_group(tmp_path, monkeypatch)
     rows = [{"file": "Tr-gl_0001.jpg", "label": "glioma", "group": "figshare-P1", "used": 1},
             {"file": "Tr-me_0002.jpg", "label": "meningioma", "group": "figshare-P2", "used": 1},
             {"file": "Tr-me_0003.jpg", "label": "meningioma", "group": "figshare-P2", "used": 0}]
-    monkeypatch.setattr("core.training.mirrored_halves.write_stand_ins", lambda folder, part: rows)
+    monkeypatch.setattr("core.training.refit_dense.write_stand_ins", lambda folder, part: rows)
     written = {"train": [["brain_mri_4class/train/glioma/Tr-gl_0001.jpg", "glioma", "figshare-P1"]],
                "val": [["brain_mri_4class/train/meningioma/Tr-me_0002.jpg", "meningioma", "figshare-P2"],
                        ["brain_mri_4class/train/meningioma/Tr-me_0003.jpg", "meningioma", "figshare-P2"]]}

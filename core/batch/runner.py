@@ -686,8 +686,7 @@ class BatchRun:
                          for m, flags in checked.items() if beyond_chance(unusual[m], len(flags), self._flag_rate(m))]
         if self.history_error:
             run_warnings.append(f"{self.history_error}; the later analyses of this run were not recorded either")
-        if not self.exclude:
-            run_warnings += _mask_hint(found)
+        run_warnings += _mask_hint(found)  # what --exclude left out is not in ``found``: only masks it missed
         summary = {
             "folder": file_key(str(self.root)),
             "files": total,

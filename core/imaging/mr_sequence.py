@@ -46,9 +46,10 @@ _NAMED = (
                       r"|gradient ?(?:recalled )?echo"),
     ("T2", r"\bt2\b|\bs?t2w"),
 )
-# contrast words, 'T1C' / 'T1CE' / 'T1Gd' written as one word included ('T1 C' alone may be a coronal T1: not one)
-_CONTRAST = r"\+ ?c\b|\bc\+|\bpost\b|\bgad|\bgd\b|contrast|\bce\b|\bkm\b|(?<=\bt1)(?:ce?|gd)\b"
-_BEFORE_CONTRAST = r"\bpre(?: ?contrast)?\b|\bnon ?contrast|without|\bw/?o\b|\bnativ|\bplain\b"
+# contrast words, 'T1C' / 'T1CE' / 'T1Gd' written as one word included ('T1 C' alone may be a coronal T1: not one); 'post-op' /
+# 'pre-op' are the operation's time, not the contrast's
+_CONTRAST = r"\+ ?c\b|\bc\+|\bpost\b(?![ -]?op\b)|\bgad|\bgd\b|contrast|\bce\b|\bkm\b|(?<=\bt1)(?:ce?|gd)\b"
+_BEFORE_CONTRAST = r"\bpre(?: ?contrast)?\b(?![ -]?op\b)|\bnon ?contrast|without|\bw/?o\b|\bnativ|\bplain\b"
 SHORT_TI_MS = 300  # an inversion this short nulls fat (STIR); T1-weighted inversions are longer, FLAIR's over 1500
 
 

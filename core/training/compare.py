@@ -1,4 +1,4 @@
-"""Is a retrained classifier better than the one shipped? Both on the same validation images, paired.
+"""Is a retrained classifier (or segmenter) better than the one shipped? Both on the same validation images, paired.
 
 An unpaired comparison of two accuracies with their own intervals wastes the pairing: both models judge the
 same images. Here both written bundles run as the product runs them (``by_source.bundle_probabilities``) on the
@@ -82,6 +82,38 @@ def compare(old_folder: Path, new_folder: Path, rounds: int = 2000) -> dict[str,
             for name, r in rows.items()}
 
 
+SEGMENTER_METRICS: dict[str, Metric] = {  # over image records: column 0 Dice, column 1 a false lesion drawn
+    "dice_lesion": lambda r, lesion: float(r[lesion, 0].mean()) if lesion.any() else None,
+    "false_lesion_rate": lambda r, lesion: float(r[~lesion, 1].mean()) if (~lesion).any() else None,
+}
+
+
+def compare_segmenters(old_folder: Path, new_folder: Path, rounds: int = 2000) -> dict[str, dict]:
+    """Paired differences of two written segmenters on the new one's validation images (its config's cached
+    plan, which holds the masks), per source: Dice on the images with a lesion, the share of lesion-free images
+    given a lesion. The new split may add images, so long as the old bundle never trained on any of them."""
+    from core.training.configs import CONFIGS
+    from core.training.plan import same_split, stored_plan
+    from core.training.seg_eval import image_records
+
+    manifest = json.loads((new_folder / "manifest.json").read_text())
+    plan = stored_plan(CONFIGS[manifest["id"]])
+    if not same_split(new_folder, plan):
+        raise ValueError(f"{new_folder} was not written from {manifest['id']}'s cached split: its masks are not known")
+    old_train = {path for path, _, _ in json.loads((old_folder / "split.json").read_text())["train"]}
+    entries = [[path, label, group] for path, label, group in json.loads((new_folder / "split.json").read_text())["val"]]
+    seen = [path for path, _, _ in entries if path in old_train]
+    if seen:
+        raise ValueError(f"{len(seen)} of the new validation images trained the old bundle (first: {seen[0]})")
+    records = {name: image_records(folder, plan["val"]) for name, folder in (("new", new_folder), ("old", old_folder))}
+    new, old = (np.array([[r["dice"], r["false_lesion"]] for r in records[k]], float) for k in ("new", "old"))
+    lesion = np.array([r["lesion"] for r in records["new"]])
+    groups = [group for _, _, group in entries]
+    rows = {"all": np.arange(len(entries)), **subsets(entries)}
+    return {name: paired_differences(new[r], old[r], lesion[r], [groups[i] for i in r], SEGMENTER_METRICS, rounds)
+            for name, r in rows.items()}
+
+
 def difference_lines(results: dict[str, dict]) -> list[str]:
     """One line per subset and number: new, old and the difference with its interval."""
     return [f"{subset:40s} {name:24s} new {m['new']:.4f} old {m['old']:.4f} "
@@ -90,12 +122,14 @@ def difference_lines(results: dict[str, dict]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Paired comparison of two written classifiers on one validation split.")
+    parser = argparse.ArgumentParser(description="Paired comparison of two written bundles on one validation split.")
     parser.add_argument("old", type=Path, help="the bundle folder shipped now")
-    parser.add_argument("new", type=Path, help="the retrained bundle folder (same split)")
+    parser.add_argument("new", type=Path, help="the retrained bundle folder (a classifier: the same split)")
     parser.add_argument("--rounds", type=int, default=2000, help="bootstrap resamplings of patients")
     args = parser.parse_args()
-    print("\n".join(difference_lines(compare(args.old, args.new, args.rounds))))
+    segmenter = json.loads((args.new / "manifest.json").read_text())["task"] == "segmentation"
+    run = compare_segmenters if segmenter else compare
+    print("\n".join(difference_lines(run(args.old, args.new, args.rounds))))
 
 
 if __name__ == "__main__":

@@ -138,16 +138,30 @@ class BundleConfig:
         return path
 
     def _bundle_backbone(self, bundle_id: str) -> Path:
-        """The shipped classifier ``bundle_id`` as one frozen backbone file, named by its version and weights,
-        so a retrained classifier never passes for the one a bundle was trained on."""
+        """The shipped classifier ``bundle_id`` as one frozen backbone file, named by the version and weights its
+        network comes from (``network_origin``), so a retrained classifier never passes for the one a bundle was
+        trained on; the models folder's copy where one ships, else made once in the cache."""
         bundle = Bundle.from_folder(REPO / "models" / bundle_id)
-        info = bundle.info
-        path = CACHE_ROOT / "backbones" / f"{self.arch}-{bundle_id}-{info.version}-{info.weights.sha256[:8]}.keras"
+        version, sha = network_origin(bundle.folder)
+        name = f"{self.arch}-{bundle_id}-{version}-{sha[:8]}.keras"
+        if (REPO / "models" / "backbones" / name).exists():
+            return REPO / "models" / "backbones" / name
+        path = CACHE_ROOT / "backbones" / name
         if not path.exists():
             backbone = assemble_backbone(self.arch, bundle.trunk_and_head())
             backbone.trainable = False
             save_keras_fp16(backbone, path)
         return path
+
+
+def network_origin(folder: Path) -> tuple[str, str]:
+    """(version, head weights sha256) of the bundle whose network below the last Dense the bundle in ``folder``
+    holds: its own, or, after a last-layer refit (core.training.refit_dense), the one it was refitted from."""
+    manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    origin = manifest.get("training", {}).get("refit_dense", {}).get("network_of")
+    if origin:
+        return origin["version"], origin["weights_sha256"]
+    return manifest["version"], manifest["weights"]["sha256"]
 
 
 CONFIG_DIR = Path(__file__).with_name("bundle_configs")

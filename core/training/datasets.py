@@ -240,6 +240,40 @@ def brain_mri_masked(root: Path) -> list[Sample]:
     return [s for s in brain_mri_all(root) if s.mask_path is not None]
 
 
+def brain_mri_outlined(root: Path) -> list[Sample]:
+    """Every brain slice whose outline is known: the masked ones (``brain_mri_masked``), the Kaggle set's other
+    'notumor' slices (nothing to outline: an empty mask) and the tumour-free contrast-T1 stand-ins with their tumour
+    twins where they have been made (``brain_stand_ins``). Why: a decoder fitted only on tumour patients' scans
+    outlined 'lesions' on a quarter of the Kaggle tumour-free slices and on 10 of 34 stand-ins."""
+    masked_or_free = [s for s in brain_mri_all(root) if s.mask_path is not None or s.label == "notumor"]
+    return masked_or_free + brain_stand_ins()
+
+
+def brain_stand_ins() -> list[Sample]:
+    """The stand-ins listed in ``core.training.mirrored_halves.STAND_INS``/slices.csv: each healthy half 'notumor'
+    (empty mask), each tumour twin its class with the twin's mask; none where they have not been made."""
+    from core.training.mirrored_halves import STAND_INS, TWIN_MASK_SUFFIX
+
+    listing = STAND_INS / "slices.csv"
+    if not listing.exists():
+        return []
+    samples = []
+    with open(listing, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["used"] != "1":
+                continue
+            stem = Path(row["file"]).stem
+            mask = STAND_INS / "tumour" / f"{stem}{TWIN_MASK_SUFFIX}"
+            if not mask.exists():
+                raise FileNotFoundError(f"{mask} is missing: the stand-ins were made before their twins' masks; "
+                                        f"make them again (python -m core.training.mirrored_halves {STAND_INS} "
+                                        "--part all)")
+            extra = {"source": "figshare-mirrored"}
+            samples.append(Sample(STAND_INS / "healthy" / f"{stem}.png", "notumor", row["group"], extra=dict(extra)))
+            samples.append(Sample(STAND_INS / "tumour" / f"{stem}.png", row["label"], row["group"], mask, extra=extra))
+    return samples
+
+
 # Micrometres per pixel (y, x) of the histology sets as stored. BACH (ICIAR 2018): 2048 x 1536 px at 0.42 um,
 # stored 1536 x 1536 in the copy used here (its width squeezed by 3/4: the autocorrelation of its pixels is 0.73
 # times as wide along x as along y, the UCSB cores' 0.94). UCSB: not stated by the source; estimated from nuclear
@@ -280,6 +314,7 @@ def bach_root() -> Path:
 READERS = {
     "brain_mri_all": brain_mri_all,
     "brain_mri_masked": brain_mri_masked,
+    "brain_mri_outlined": brain_mri_outlined,
     "breast_ultrasound": breast_ultrasound,
     "busbra": busbra,
     "class_folders": class_folders,

@@ -12,8 +12,10 @@ slices, whose calls should not move.
 
     python -m core.training.mirrored_halves OUT [--part val|train|all] [--control]
 
-then ``python main.py batch OUT/healthy --out ...`` (and ``OUT/tumour``, ``OUT/original``); ``OUT/slices.csv`` lists
-each slice with its midline, symmetry score and tumour side. The data stay outside the repository.
+then ``python main.py batch OUT/healthy --out ...`` (and ``OUT/tumour --exclude '*_mask.*'``, ``OUT/original``);
+``OUT/slices.csv`` lists each slice with its midline, symmetry score and tumour side. Each tumour twin's outline (for
+the segmenter's training, ``core.training.datasets.brain_mri_outlined``) is ``OUT/tumour/<stem>_mask.png``. The data
+stay outside the repository.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ import cv2
 import numpy as np
 
 from core.models.preprocessing import object_mask
-from core.training.configs import DATA_ROOT, REPO
+from core.training.configs import CACHE_ROOT, DATA_ROOT, REPO
 
 MIN_SYMMETRY = 0.4  # below it the slice is not left-right symmetric enough (sagittal slices scored 0.32-0.43)
 MIDLINE_MARGIN = 0.03  # of the image width: a tumour must keep this far from the midline
 ANGLES = np.arange(-12.0, 12.1, 1.5)  # degrees searched for the midline's tilt
 SHIFT = 0.06  # of the image width searched either side of the head's centre for the midline
 TUMOUR_CLASSES = ("glioma", "meningioma")  # pituitary tumours sit on the midline
+STAND_INS = CACHE_ROOT / "data" / "mirrored-halves"  # derived from the shared data; never in the repository
+TWIN_MASK_SUFFIX = "_mask.png"  # beside a tumour twin: its outline (core.training.datasets reads it)
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ def _figshare_slices(part: str) -> list[tuple[Path, Path, str, str]]:
 def write_stand_ins(out: Path, part: str) -> list[dict]:
     """Per figshare tumour slice of ``part``: its midline and tumour side; where one side is tumour-free and the slice
     symmetric enough, OUT/healthy/<stem>.png (that side mirrored), OUT/tumour/<stem>.png (the other side mirrored)
-    and OUT/original/<name> (a copy). Rows also go to OUT/slices.csv."""
+    with its mask OUT/tumour/<stem>_mask.png, and OUT/original/<name> (a copy). Rows also go to OUT/slices.csv."""
     rows = []
     for image_path, mask_path, label, group in _figshare_slices(part):
         grey = cv2.imread(str(image_path), cv2.IMREAD_GRAYSCALE)
@@ -152,6 +156,9 @@ def write_stand_ins(out: Path, part: str) -> list[dict]:
             for kind, keep in (("healthy", healthy), ("tumour", side)):
                 (out / kind).mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(out / kind / f"{image_path.stem}.png"), mirrored_half(grey, line, keep))
+            # the twin's outline: its tumour and that tumour's mirror image (the healthy stand-in has none)
+            twin_mask = (mirrored_half(mask, line, side) > 127).astype(np.uint8) * 255
+            cv2.imwrite(str(out / "tumour" / f"{image_path.stem}{TWIN_MASK_SUFFIX}"), twin_mask)
             (out / "original").mkdir(parents=True, exist_ok=True)
             shutil.copy(image_path, out / "original" / image_path.name)
     _write_rows(out / "slices.csv", rows)

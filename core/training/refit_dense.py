@@ -19,6 +19,7 @@ then retrain the yes/no bundle on it (``python -m core.training train brain-mri-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import tempfile
@@ -27,19 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.configs import CACHE_ROOT, CONFIGS, DATA_ROOT, REPO
+from core.training.configs import CACHE_ROOT, CONFIGS, DATA_ROOT, REPO, network_origin
+from core.training.mirrored_halves import STAND_INS, write_stand_ins
 from core.training.sources import source_of
 
 BUNDLE = "brain-mri-tumor-4class"
 SEGMENTER = "brain-mri-tumor-seg"
-STAND_INS = CACHE_ROOT / "data" / "mirrored-halves"  # derived from the shared data; never in the repository
 
 
 def stand_in_entries(written: dict, folder: Path = STAND_INS) -> dict[str, list[list]]:
     """Split entries ([absolute path, label, group]) of the stand-ins of every figshare slice in ``written``
     (a split.json), each on its source slice's side."""
-    from core.training.mirrored_halves import write_stand_ins
-
     sides = {Path(path).name: part for part in ("train", "val") for path, _, _ in written[part]}
     out: dict[str, list[list]] = {"train": [], "val": []}
     for row in write_stand_ins(folder, "all"):
@@ -54,7 +53,7 @@ def stand_in_entries(written: dict, folder: Path = STAND_INS) -> dict[str, list[
 
 def pooled_features(folder: Path, entries: list[list], cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """(features of each image, of its mirror image): the bundle's pooled top-block output, as the product
-    preprocesses each image; cached in ``cache`` (named by the bundle's weights)."""
+    preprocesses each image; cached in ``cache`` (named by the bundle's weights and the entries)."""
     if cache.exists():
         held = np.load(cache)
         return held["plain"], held["mirrored"]
@@ -99,10 +98,12 @@ def write_refit(old: Path, new: Path, version: str, kernel: np.ndarray, bias: np
     dense.set_weights([kernel, bias])
     sha = save_keras_fp16(head, new / manifest["weights"]["file"])
     started = {"version": manifest["version"], "weights_sha256": manifest["weights"]["sha256"]}
+    version_of_network, sha_of_network = network_origin(old)  # below the Dense: unchanged, so its backbone file too
     manifest["version"] = version
     manifest["weights"]["sha256"] = sha
     training = manifest.setdefault("training", {})
-    training["refit_dense"] = {**about, "started_from": started}
+    training["refit_dense"] = {**about, "started_from": started,
+                               "network_of": {"version": version_of_network, "weights_sha256": sha_of_network}}
     training["counts"] = {part: {c: sum(label == c for _, label, _ in split[part])
                                  for c in sorted({label for _, label, _ in split[part]})} for part in split}
     training["command"] = command
@@ -118,9 +119,12 @@ def same_encoder(old: Path, new: Path) -> bool:
 
     files = [json.loads((f / "manifest.json").read_text())["weights"]["file"] for f in (old, new)]
     heads = [keras.saving.load_model(f / name, compile=False, safe_mode=True) for f, name in zip((old, new), files)]
+    if [layer.name for layer in heads[0].layers] != [layer.name for layer in heads[1].layers]:
+        return False
     for a, b in zip(heads[0].layers, heads[1].layers):
-        if a.name != "logits" and any(not np.array_equal(np.asarray(u), np.asarray(v))
-                                      for u, v in zip(a.get_weights(), b.get_weights())):
+        u, v = a.get_weights(), b.get_weights()
+        if a.name != "logits" and (len(u) != len(v) or any(not np.array_equal(np.asarray(x), np.asarray(y))
+                                                           for x, y in zip(u, v))):
             return False
     trunks = [(f / "trunk.keras").read_bytes() if (f / "trunk.keras").exists() else b"" for f in (old, new)]
     return trunks[0] == trunks[1]
@@ -178,7 +182,8 @@ def main() -> None:
     classes = CONFIGS[BUNDLE].classes
     sha = json.loads((old / "manifest.json").read_text())["weights"]["sha256"][:12]
     cache = CACHE_ROOT / BUNDLE / f"refit_{sha}"
-    plain, mirrored = pooled_features(old, split["train"], cache / "train.npz")
+    entries = hashlib.sha256(json.dumps(split["train"]).encode()).hexdigest()[:12]  # new stand-ins: new features
+    plain, mirrored = pooled_features(old, split["train"], cache / f"train_{entries}.npz")
     x = np.concatenate([plain, mirrored])
     y = np.tile([classes.index(label) for _, label, _ in split["train"]], 2)
     is_stand_in = np.tile([False] * len(written["train"]) + [True] * len(extra["train"]), 2)
@@ -191,10 +196,13 @@ def main() -> None:
                                                  "weight": args.stand_in_weight}}
     command = (f"python -m core.training.refit_dense --version {args.version} --stand-in-weight "
                f"{args.stand_in_weight:g} --c {args.c:g}")
-    new_sha = write_refit(old, args.out / BUNDLE, args.version, kernel, bias, split, about, command)
-    if not same_encoder(old, args.out / BUNDLE):
+    staging = args.out / f".{BUNDLE}-refit"  # written and measured beside it, then swapped in: a crash keeps the old
+    new_sha = write_refit(old, staging, args.version, kernel, bias, split, about, command)
+    if not same_encoder(old, staging):
         raise RuntimeError("layers other than the Dense changed: the segmenter and the input check would not fit")
-    remeasure(args.out / BUNDLE, CONFIGS[BUNDLE].notes)
+    remeasure(staging, CONFIGS[BUNDLE].notes)
+    shutil.rmtree(args.out / BUNDLE, ignore_errors=True)
+    staging.rename(args.out / BUNDLE)
     full_sha = json.loads((old / "manifest.json").read_text())["weights"]["sha256"]
     extend_cached_plan(extra)
     if (args.out / SEGMENTER).exists():
