@@ -36,6 +36,16 @@ def test_a_clearly_better_model_has_an_interval_above_zero():
     assert out["log_loss"]["interval"][1] < 0  # fewer confident mistakes: lower log-loss
 
 
+def test_images_without_a_group_are_resampled_one_by_one():
+    """Ungrouped images (the Kaggle set's non-figshare slices) are not one patient: their interval has a width."""
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 200)
+    old, new = _calls(y, rng.random(200) < 0.7), _calls(y, rng.random(200) < 0.9)
+    out = paired_differences(new, old, y, [""] * 200, metrics_for(CLASSES), rounds=300)
+    low, high = out["accuracy"]["interval"]
+    assert low < out["accuracy"]["diff"] < high and high - low > 0.05
+
+
 def test_the_same_model_differs_by_nothing_and_small_changes_stay_inside():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 200)

@@ -43,7 +43,7 @@ def test_refit_changes_only_the_dense(tmp_path, tiny_models):
     kernel = np.arange(32, dtype=np.float32).reshape(16, 2) / 32
     bias = np.array([0.25, -0.25], np.float32)
     split = {"train": [["a.png", "clear", "g1"]], "val": [["b.png", "lesion", "g2"]]}
-    sha = write_refit(old, new, "0.0.2", kernel, bias, split, {"what": "test"})
+    sha = write_refit(old, new, "0.0.2", {"logits": [kernel, bias]}, split, {"what": "test"})
     manifest = json.loads((new / "manifest.json").read_text())
     assert manifest["version"] == "0.0.2" and manifest["training"]["refit_dense"]["what"] == "test"
     assert manifest["training"]["refit_dense"]["started_from"]["version"] == "0.0.1"
@@ -59,7 +59,7 @@ def test_refit_changes_only_the_dense(tmp_path, tiny_models):
     assert manifest["training"]["refit_dense"]["network_of"] == {
         "version": "0.0.1", "weights_sha256": json.loads((old / "manifest.json").read_text())["weights"]["sha256"]}
     again = tmp_path / "again" / "tiny-mr-classifier"  # a refit of the refit: its network is still 0.0.1's
-    write_refit(new, again, "0.0.3", kernel, bias, split, {"what": "test"})
+    write_refit(new, again, "0.0.3", {"logits": [kernel, bias]}, split, {"what": "test"})
     assert network_origin(again) == network_origin(new) == ("0.0.1", manifest["training"]["refit_dense"]["network_of"]
                                                             ["weights_sha256"])
     assert network_origin(old) == ("0.0.1", json.loads((old / "manifest.json").read_text())["weights"]["sha256"])
@@ -76,17 +76,17 @@ def test_a_head_with_fewer_layers_is_not_the_same_encoder(tmp_path, tiny_models)
 
     old = tiny_models / "tiny-mr-classifier"
     new = tmp_path / "tiny-mr-classifier"
-    write_refit(old, new, "0.0.2", np.zeros((16, 2), np.float32), np.zeros(2, np.float32), {"train": [], "val": []},
-                {})
+    write_refit(old, new, "0.0.2", {"logits": [np.zeros((16, 2), np.float32), np.zeros(2, np.float32)]},
+                {"train": [], "val": []}, {})
     short = keras.Sequential([keras.Input((16,)), keras.layers.Dense(2, name="logits")])
     short.save(new / "model.keras")
     assert not same_encoder(old, new)
 
 
 def test_refit_refuses_a_kernel_of_another_shape(tmp_path, tiny_models):
-    with pytest.raises(ValueError, match="Dense layer holds"):
-        write_refit(tiny_models / "tiny-mr-classifier", tmp_path / "x", "0.0.2", np.zeros((5, 2), np.float32),
-                    np.zeros(2, np.float32), {"train": [], "val": []}, {})
+    with pytest.raises(ValueError, match="layer logits holds"):
+        write_refit(tiny_models / "tiny-mr-classifier", tmp_path / "x", "0.0.2",
+                    {"logits": [np.zeros((5, 2), np.float32), np.zeros(2, np.float32)]}, {"train": [], "val": []}, {})
 
 
 def test_segmenter_pointed_at_the_new_version_only_from_the_old(tmp_path):

@@ -43,7 +43,9 @@ def metrics_for(classes: list[str]) -> dict[str, Metric]:
 
 def paired_differences(new: np.ndarray, old: np.ndarray, y: np.ndarray, groups: list[str], metrics: dict[str, Metric],
                        rounds: int = 2000, seed: int = 0) -> dict[str, dict]:
-    """Per metric: new, old, new - old and its 95 % interval over ``rounds`` resamplings of whole groups."""
+    """Per metric: new, old, new - old and its 95 % interval over ``rounds`` resamplings of whole groups (an image
+    without a group, as the Kaggle set's non-figshare slices are, is a group of its own)."""
+    groups = [group or f"\0image-{i}" for i, group in enumerate(groups)]
     names = sorted(set(groups))
     labels = np.array(groups)
     members = {g: np.flatnonzero(labels == g) for g in names}

@@ -1,8 +1,9 @@
-"""Segmentation losses from the published comparison: BCE, Dice, Tversky (and BCE + Dice)."""
+"""Segmentation losses from the published comparison: BCE, Dice, Tversky (and BCE + Dice, with Dice over all images
+or over the images with a lesion only)."""
 
 from __future__ import annotations
 
-LOSS_NAMES = ("bce", "dice", "tversky", "bce+dice")
+LOSS_NAMES = ("bce", "dice", "tversky", "bce+dice", "bce+lesion_dice")
 
 
 def segmentation_loss(name: str, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0):
@@ -34,7 +35,13 @@ def segmentation_loss(name: str, alpha: float = 0.3, beta: float = 0.7, smooth: 
     def bce_dice(y_true, y_pred):
         return bce_loss(y_true, y_pred) + ops.mean(dice(y_true, y_pred))
 
-    losses = dict(zip(LOSS_NAMES, (bce_loss, dice, tversky, bce_dice)))
+    def bce_lesion_dice(y_true, y_pred):
+        """BCE + Dice averaged over the images that have a lesion: on an empty mask Dice is 1 for any drawn pixel, so
+        with many lesion-free images it teaches the decoder to draw less on every image; BCE still teaches those."""
+        lesion = ops.cast(ops.sum(ops.cast(y_true, "float32"), axis=(1, 2, 3)) > 0, "float32")
+        return bce_loss(y_true, y_pred) + ops.sum(dice(y_true, y_pred) * lesion) / ops.maximum(ops.sum(lesion), 1.0)
+
+    losses = dict(zip(LOSS_NAMES, (bce_loss, dice, tversky, bce_dice, bce_lesion_dice)))
     if name not in losses:
         raise ValueError(f"unknown loss '{name}' (choose from {', '.join(LOSS_NAMES)})")
     return losses[name]

@@ -79,10 +79,11 @@ def fit_dense(x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float) -> tu
     return coef.T.astype(np.float32), intercept.astype(np.float32)
 
 
-def write_refit(old: Path, new: Path, version: str, kernel: np.ndarray, bias: np.ndarray, split: dict,
-                about: dict, command: str = "python -m core.training.refit_dense") -> str:
-    """``new``: a copy of the bundle ``old`` with its Dense replaced, ``split`` as its split and ``version``;
-    returns the new head's sha256. Validation numbers are measured afterwards (``remeasure``)."""
+def write_refit(old: Path, new: Path, version: str, weights: dict[str, list[np.ndarray]], split: dict, about: dict,
+                command: str = "python -m core.training.refit_dense", record: str = "refit_dense") -> str:
+    """``new``: a copy of the bundle ``old`` whose head layers named in ``weights`` (at any depth) hold those weights,
+    with ``split`` as its split and ``version``; ``about`` goes to the manifest's ``training.<record>``. Returns the
+    new head's sha256. Validation numbers are measured afterwards (``remeasure``)."""
     import keras
 
     from core.models.storage import save_keras_fp16
@@ -92,18 +93,23 @@ def write_refit(old: Path, new: Path, version: str, kernel: np.ndarray, bias: np
         shutil.copytree(old, new)
     manifest = json.loads((old / "manifest.json").read_text())
     head = keras.saving.load_model(old / manifest["weights"]["file"], compile=False, safe_mode=True)
-    dense = head.get_layer("logits")
-    if dense.kernel.shape != kernel.shape:
-        raise ValueError(f"the Dense layer holds {dense.kernel.shape}, the fit gives {kernel.shape}")
-    dense.set_weights([kernel, bias])
+    layers = {layer.name: layer for layer in leaf_layers(head)}
+    for name, values in weights.items():
+        held = [tuple(w.shape) for w in layers[name].get_weights()]
+        if held != [tuple(np.shape(v)) for v in values]:
+            raise ValueError(f"layer {name} holds {held}, the fit gives {[tuple(np.shape(v)) for v in values]}")
+        layers[name].set_weights(values)
     sha = save_keras_fp16(head, new / manifest["weights"]["file"])
     started = {"version": manifest["version"], "weights_sha256": manifest["weights"]["sha256"]}
-    version_of_network, sha_of_network = network_origin(old)  # below the Dense: unchanged, so its backbone file too
+    origin = {}
+    if set(weights) == {"logits"}:  # below the Dense: unchanged, so its backbone file too
+        version_of_network, sha_of_network = network_origin(old)
+        origin = {"network_of": {"version": version_of_network, "weights_sha256": sha_of_network}}
     manifest["version"] = version
     manifest["weights"]["sha256"] = sha
     training = manifest.setdefault("training", {})
-    training["refit_dense"] = {**about, "started_from": started,
-                               "network_of": {"version": version_of_network, "weights_sha256": sha_of_network}}
+    training.pop("refit_dense", None)  # a record of how the version started from was made: that version's CHANGELOG
+    training[record] = {**about, "started_from": started, **origin}
     training["counts"] = {part: {c: sum(label == c for _, label, _ in split[part])
                                  for c in sorted({label for _, label, _ in split[part]})} for part in split}
     training["command"] = command
@@ -113,33 +119,49 @@ def write_refit(old: Path, new: Path, version: str, kernel: np.ndarray, bias: np
     return sha
 
 
-def same_encoder(old: Path, new: Path) -> bool:
-    """Whether every layer but the Dense holds the same weights in both bundles' heads (and their trunks are one)."""
+def leaf_layers(model) -> list:
+    """The model's layers in order, a nested model's (Xception's top block) replaced by its own."""
+    return [leaf for layer in model.layers for leaf in (leaf_layers(layer) if hasattr(layer, "layers") else [layer])]
+
+
+def changed_layers(old: Path, new: Path) -> list[str] | None:
+    """Names of the head layers whose weights differ between the two bundles, or None where the heads are not the
+    same network (other layers, other weight shapes) or their trunks differ."""
     import keras
 
     files = [json.loads((f / "manifest.json").read_text())["weights"]["file"] for f in (old, new)]
-    heads = [keras.saving.load_model(f / name, compile=False, safe_mode=True) for f, name in zip((old, new), files)]
-    if [layer.name for layer in heads[0].layers] != [layer.name for layer in heads[1].layers]:
-        return False
-    for a, b in zip(heads[0].layers, heads[1].layers):
-        u, v = a.get_weights(), b.get_weights()
-        if a.name != "logits" and (len(u) != len(v) or any(not np.array_equal(np.asarray(x), np.asarray(y))
-                                                           for x, y in zip(u, v))):
-            return False
+    heads = [leaf_layers(keras.saving.load_model(f / name, compile=False, safe_mode=True))
+             for f, name in zip((old, new), files)]
+    if [layer.name for layer in heads[0]] != [layer.name for layer in heads[1]]:
+        return None
     trunks = [(f / "trunk.keras").read_bytes() if (f / "trunk.keras").exists() else b"" for f in (old, new)]
-    return trunks[0] == trunks[1]
+    if trunks[0] != trunks[1]:
+        return None
+    changed = []
+    for a, b in zip(*heads):
+        u, v = [np.asarray(w) for w in a.get_weights()], [np.asarray(w) for w in b.get_weights()]
+        if [w.shape for w in u] != [w.shape for w in v]:
+            return None
+        if any(not np.array_equal(x, y) for x, y in zip(u, v)):
+            changed.append(a.name)
+    return changed
 
 
-def point_segmenter(models: Path, old_sha: str, new_sha: str, version: str) -> None:
-    """The segmenter on the old version's encoder named the new version, whose encoder is the same."""
+def same_encoder(old: Path, new: Path) -> bool:
+    """Whether every layer but the Dense holds the same weights in both bundles (heads and trunks)."""
+    return changed_layers(old, new) in ([], ["logits"])
+
+
+def point_segmenter(models: Path, old_sha: str, new_sha: str, version: str,
+                    how: str = "refitted only its last layer, so its network through block 14") -> None:
+    """The segmenter on the old version's encoder named the new version, whose encoder is the same (``how``)."""
     path = models / SEGMENTER / "manifest.json"
     manifest = json.loads(path.read_text())
     arch = manifest["architecture"]
     if arch.get("encoder_bundle_sha256") != old_sha:
         return
     arch["encoder_bundle_sha256"] = new_sha
-    arch["weights_origin"] += (f"; {BUNDLE} {version} refitted only its last layer, so its network through block 14 "
-                               "is this encoder still")
+    arch["weights_origin"] += f"; {BUNDLE} {version} {how} is this encoder still"
     path.write_text(json.dumps(manifest, indent=2))
 
 
@@ -197,7 +219,7 @@ def main() -> None:
     command = (f"python -m core.training.refit_dense --version {args.version} --stand-in-weight "
                f"{args.stand_in_weight:g} --c {args.c:g}")
     staging = args.out / f".{BUNDLE}-refit"  # written and measured beside it, then swapped in: a crash keeps the old
-    new_sha = write_refit(old, staging, args.version, kernel, bias, split, about, command)
+    new_sha = write_refit(old, staging, args.version, {"logits": [kernel, bias]}, split, about, command)
     if not same_encoder(old, staging):
         raise RuntimeError("layers other than the Dense changed: the segmenter and the input check would not fit")
     remeasure(staging, CONFIGS[BUNDLE].notes)
