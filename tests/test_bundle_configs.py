@@ -49,7 +49,7 @@ def test_a_refitted_classifier_lends_the_backbone_file_of_the_network_it_kept(tm
     shutil.copytree(tiny_models / "tiny-mr-classifier", folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     origin = {"version": "0.0.1", "weights_sha256": "ab12cd34" + "0" * 56}
-    manifest.update(version="0.0.2", training={"refit_dense": {"network_of": origin}})
+    manifest.update(version="0.0.2", training={"refit_dense": {"what": "a refit"}, "network_of": origin})
     (folder / "manifest.json").write_text(json.dumps(manifest))
     shipped = tmp_path / "models" / "backbones" / "xception-tiny-mr-classifier-0.0.1-ab12cd34.keras"
     shipped.parent.mkdir()

@@ -65,12 +65,13 @@ def test_the_same_model_differs_by_nothing_and_small_changes_stay_inside():
 def _segmenter_pair(tmp_path, tiny_models, monkeypatch):
     """The tiny segmenter twice: 'old' at a threshold that also marks mid-grey patches (false lesions), 'new' as
     written; validated on 3 slices with a bright outlined square and 3 lesion-free slices with a grey patch."""
+    import dataclasses
     import json
     import shutil
 
     from PIL import Image
 
-    from core.training import configs, plan as plan_module
+    from core.training import configs
     from core.training.plan import split_entries
 
     entries = []
@@ -93,8 +94,11 @@ def _segmenter_pair(tmp_path, tiny_models, monkeypatch):
         (folders[name] / "manifest.json").write_text(json.dumps(manifest))
     (folders["new"] / "split.json").write_text(json.dumps(split_entries(plan)))
     (folders["old"] / "split.json").write_text(json.dumps({"train": [["elsewhere.png", "clear", "q"]], "val": []}))
-    monkeypatch.setitem(configs.CONFIGS, "tiny-mr-segmenter", None)
-    monkeypatch.setattr(plan_module, "stored_plan", lambda config: plan)
+    monkeypatch.setattr(configs, "CACHE_ROOT", tmp_path / "cache")
+    config = dataclasses.replace(configs.CONFIGS["brain-mri-tumor-seg"], id="tiny-mr-segmenter")
+    monkeypatch.setitem(configs.CONFIGS, "tiny-mr-segmenter", config)
+    config.cache_dir.mkdir(parents=True)
+    (config.cache_dir / "split.json").write_text(json.dumps(plan))  # the plan as training cached it, masks and all
     return folders
 
 
@@ -114,3 +118,7 @@ def test_segmenters_are_compared_on_dice_and_false_lesions(tmp_path, tiny_models
     (folders["old"] / "split.json").write_text(json.dumps(split))
     with pytest.raises(ValueError, match="1 of the new validation images trained the old bundle"):
         compare_segmenters(folders["old"], folders["new"], rounds=10)
+    (tmp_path / "cache" / "tiny-mr-segmenter" / "split.json").unlink()
+    with pytest.raises(ValueError, match="its masks are not known"):
+        compare_segmenters(folders["old"], folders["new"], rounds=10)
+    assert not (tmp_path / "cache" / "tiny-mr-segmenter" / "split.json").exists()  # never split afresh here

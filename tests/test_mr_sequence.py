@@ -70,6 +70,7 @@ def test_the_sequence_is_read_from_markers_names_then_timing(tags, expected):
     # the operation's time is not the contrast's
     ("post-op T1", "T1"), ("POST OP AX T1", "T1"), ("pre-op T1 C+", "T1 post-contrast"),
     ("PRE OP T1 POST GAD", "T1 post-contrast"), ("post-op T1 post", "T1 post-contrast"),
+    ("post-operative T1", "T1"), ("pre-operative T1 C+", "T1 post-contrast"), ("T1 postoperatively", "T1"),
 ])
 def test_contrast_enhanced_t1_spellings_are_read_as_post_contrast(description, expected):
     assert mr_sequence(_rows(SeriesDescription=description)).name == expected

@@ -8,7 +8,8 @@ import pytest
 
 from core.training import refit_dense
 from core.training.configs import network_origin
-from core.training.refit_dense import fit_dense, point_segmenter, same_encoder, stand_in_entries, write_refit
+from core.training.refit_dense import (changed_layers, fit_dense, point_segmenter, stand_in_entries, swap_in,
+                                       write_refit)
 
 
 def test_fit_dense_gives_the_dense_layers_weights():
@@ -55,19 +56,24 @@ def test_refit_changes_only_the_dense(tmp_path, tiny_models):
     np.testing.assert_allclose(stored_kernel, kernel, atol=1e-3)  # stored as float16
     np.testing.assert_allclose(stored_bias, bias, atol=1e-3)
     assert json.loads((old / "manifest.json").read_text())["version"] == "0.0.1"  # the old bundle untouched
-    assert same_encoder(old, new)
-    assert manifest["training"]["refit_dense"]["network_of"] == {
+    assert changed_layers(old, new) == ["logits"]
+    assert manifest["training"]["network_of"] == {
         "version": "0.0.1", "weights_sha256": json.loads((old / "manifest.json").read_text())["weights"]["sha256"]}
     again = tmp_path / "again" / "tiny-mr-classifier"  # a refit of the refit: its network is still 0.0.1's
     write_refit(new, again, "0.0.3", {"logits": [kernel, bias]}, split, {"what": "test"})
-    assert network_origin(again) == network_origin(new) == ("0.0.1", manifest["training"]["refit_dense"]["network_of"]
-                                                            ["weights_sha256"])
+    assert network_origin(again) == network_origin(new) == ("0.0.1", manifest["training"]["network_of"]["weights_sha256"])
+    tuned = tmp_path / "tuned" / "tiny-mr-classifier"  # a version whose network changed: its own again
+    conv_weights = [w + 1 for w in model.get_layer("tiny_backbone").get_layer("last_conv").get_weights()]
+    write_refit(new, tuned, "0.0.4", {"last_conv": conv_weights}, split, {"what": "test"}, record="tune_block14")
+    tuned_training = json.loads((tuned / "manifest.json").read_text())["training"]
+    assert "refit_dense" not in tuned_training and tuned_training["tune_block14"]["started_from"]["version"] == "0.0.2"
+    assert network_origin(tuned) == ("0.0.4", json.loads((tuned / "manifest.json").read_text())["weights"]["sha256"])
     assert network_origin(old) == ("0.0.1", json.loads((old / "manifest.json").read_text())["weights"]["sha256"])
 
     conv = model.get_layer("tiny_backbone").get_layer("last_conv")
     conv.set_weights([w + 1 for w in conv.get_weights()])
     model.save(new / "model.keras")
-    assert not same_encoder(old, new)
+    assert changed_layers(old, new) == ["last_conv", "logits"]
 
 
 def test_a_head_with_fewer_layers_is_not_the_same_encoder(tmp_path, tiny_models):
@@ -80,7 +86,20 @@ def test_a_head_with_fewer_layers_is_not_the_same_encoder(tmp_path, tiny_models)
                 {"train": [], "val": []}, {})
     short = keras.Sequential([keras.Input((16,)), keras.layers.Dense(2, name="logits")])
     short.save(new / "model.keras")
-    assert not same_encoder(old, new)
+    assert changed_layers(old, new) is None
+
+
+def test_swap_in_replaces_the_folder_and_leaves_nothing_beside(tmp_path):
+    final, staging = tmp_path / "models" / "b", tmp_path / ".b-refit"
+    final.mkdir(parents=True)
+    (final / "old.txt").write_text("old")
+    staging.mkdir()
+    (staging / "new.txt").write_text("new")
+    swap_in(staging, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+    staging.mkdir()
+    swap_in(staging, tmp_path / "models" / "c")  # nothing there yet
+    assert (tmp_path / "models" / "c").is_dir()
 
 
 def test_refit_refuses_a_kernel_of_another_shape(tmp_path, tiny_models):

@@ -48,8 +48,8 @@ _NAMED = (
 )
 # contrast words, 'T1C' / 'T1CE' / 'T1Gd' written as one word included ('T1 C' alone may be a coronal T1: not one); 'post-op' /
 # 'pre-op' are the operation's time, not the contrast's
-_CONTRAST = r"\+ ?c\b|\bc\+|\bpost\b(?![ -]?op\b)|\bgad|\bgd\b|contrast|\bce\b|\bkm\b|(?<=\bt1)(?:ce?|gd)\b"
-_BEFORE_CONTRAST = r"\bpre(?: ?contrast)?\b(?![ -]?op\b)|\bnon ?contrast|without|\bw/?o\b|\bnativ|\bplain\b"
+_CONTRAST = r"\+ ?c\b|\bc\+|\bpost\b(?! ?op(?:erative(?:ly)?)?\b)|\bgad|\bgd\b|contrast|\bce\b|\bkm\b|(?<=\bt1)(?:ce?|gd)\b"
+_BEFORE_CONTRAST = r"\bpre(?: ?contrast)?\b(?! ?op(?:erative(?:ly)?)?\b)|\bnon ?contrast|without|\bw/?o\b|\bnativ|\bplain\b"
 SHORT_TI_MS = 300  # an inversion this short nulls fat (STIR); T1-weighted inversions are longer, FLAIR's over 1500
 
 

@@ -55,17 +55,20 @@ def build_backbone(arch: str, weights: str | Path | None):
     return factory(include_top=False, weights=None if weights is None else str(weights), input_shape=(None, None, 3))
 
 
+def leaf_layers(model) -> list:
+    """The model's layers in order, each nested model's (Xception's top block in a head) replaced by its own."""
+    import keras
+
+    return [leaf for layer in model.layers
+            for leaf in (leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])]
+
+
 def assemble_backbone(arch: str, parts) -> object:
     """A headless ``arch`` backbone whose every weighted layer takes the weights of its counterpart in ``parts``
     (Keras models in network order, nested ones searched too): a fine-tuned classifier's trunk and head made one
     backbone again, e.g. the encoder a segmenter of the same images starts from. Named layers match by name;
     Keras' auto-named ones (Xception's residual ``conv2d_N``, whose N depends on what the process built before)
     by their order within their kind. Refused when a layer has no counterpart."""
-    import keras
-
-    def leaves(model):
-        for layer in model.layers:
-            yield from leaves(layer) if isinstance(layer, keras.Model) else (layer,)
 
     def keyed(layers) -> dict:
         seen: dict[str, int] = {}
@@ -81,7 +84,7 @@ def assemble_backbone(arch: str, parts) -> object:
                 out[layer.name] = layer
         return out
 
-    source = keyed(layer for part in parts for layer in leaves(part))
+    source = keyed(layer for part in parts for layer in leaf_layers(part))
     backbone = build_backbone(arch, None)
     target = keyed(backbone.layers)
     missing = [key for key in target if key not in source]

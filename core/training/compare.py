@@ -1,11 +1,13 @@
 """Is a retrained classifier (or segmenter) better than the one shipped? Both on the same validation images, paired.
 
 An unpaired comparison of two accuracies with their own intervals wastes the pairing: both models judge the
-same images. Here both written bundles run as the product runs them (``by_source.bundle_probabilities``) on the
-first bundle's validation split, and each number's difference (new - old) gets a 95 % interval by resampling
-patients (the split's groups), per source and over all: accuracy, log-loss, finding-vs-none ROC AUC and
-malignant-vs-benign ROC AUC where the classes have them. A change is kept where an interval excludes zero in
-its favour on the number that matters for it (the bundle's CHANGELOG says which).
+same images. Here both written bundles run as the product runs them (``by_source.bundle_probabilities``; a
+segmenter's ``seg_eval.image_records``) on the new bundle's validation split, and each number's difference (new -
+old) gets a 95 % interval by resampling patients (the split's groups; an ungrouped image alone), per source and over
+all: for classifiers accuracy, log-loss, finding-vs-none ROC AUC and malignant-vs-benign ROC AUC where the classes
+have them; for segmenters Dice on the images with a lesion and the share of lesion-free images given one. A change
+is kept where an interval excludes zero in its favour on the number that matters for it (the bundle's CHANGELOG
+says which).
 
 ``python -m core.training.compare models/<id> /path/to/retrained/<id>``
 """
@@ -13,6 +15,7 @@ its favour on the number that matters for it (the bundle's CHANGELOG says which)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -58,9 +61,11 @@ def paired_differences(new: np.ndarray, old: np.ndarray, y: np.ndarray, groups: 
         if a is None or b is None:
             continue
         diffs = [d for d in ((metric(new[i], y[i]), metric(old[i], y[i])) for i in draws)
-                 if d[0] is not None and d[1] is not None]
+                 if d[0] is not None and d[1] is not None]  # a draw without the images a metric needs is not counted
+        if len(diffs) < rounds // 2:
+            continue
         delta = np.array([x - z for x, z in diffs])
-        out[name] = {"new": a, "old": b, "diff": a - b,
+        out[name] = {"new": a, "old": b, "diff": a - b, "draws": len(diffs),
                      "interval": [float(np.percentile(delta, 2.5)), float(np.percentile(delta, 97.5))]}
     return out
 
@@ -95,13 +100,17 @@ def compare_segmenters(old_folder: Path, new_folder: Path, rounds: int = 2000) -
     plan, which holds the masks), per source: Dice on the images with a lesion, the share of lesion-free images
     given a lesion. The new split may add images, so long as the old bundle never trained on any of them."""
     from core.training.configs import CONFIGS
-    from core.training.plan import same_split, stored_plan
+    from core.training.plan import same_split
     from core.training.seg_eval import image_records
 
     manifest = json.loads((new_folder / "manifest.json").read_text())
-    plan = stored_plan(CONFIGS[manifest["id"]])
-    if not same_split(new_folder, plan):
-        raise ValueError(f"{new_folder} was not written from {manifest['id']}'s cached split: its masks are not known")
+    training = manifest.get("training", {})
+    config = dataclasses.replace(CONFIGS[manifest["id"]], **{key: training[name] for key, name in
+                                                             (("reader", "reader"), ("root", "data")) if name in training})
+    cached = config.cache_dir / "split.json"  # the plan it was trained on (with the masks), as its reader cached it
+    plan = json.loads(cached.read_text()) if cached.exists() else None
+    if plan is None or not same_split(new_folder, plan):
+        raise ValueError(f"{new_folder} was not written from the split cached in {cached}: its masks are not known")
     old_train = {path for path, _, _ in json.loads((old_folder / "split.json").read_text())["train"]}
     entries = [[path, label, group] for path, label, group in json.loads((new_folder / "split.json").read_text())["val"]]
     seen = [path for path, _, _ in entries if path in old_train]
@@ -127,7 +136,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Paired comparison of two written bundles on one validation split.")
     parser.add_argument("old", type=Path, help="the bundle folder shipped now")
     parser.add_argument("new", type=Path, help="the retrained bundle folder (a classifier: the same split)")
-    parser.add_argument("--rounds", type=int, default=2000, help="bootstrap resamplings of patients")
+    parser.add_argument("--rounds", type=int, default=2000,
+                        help="bootstrap resamplings of patients (ungrouped images one by one)")
     args = parser.parse_args()
     segmenter = json.loads((args.new / "manifest.json").read_text())["task"] == "segmentation"
     run = compare_segmenters if segmenter else compare

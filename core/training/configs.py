@@ -68,7 +68,7 @@ class BundleConfig:
     snapshot_ensemble: bool = False
     batch_size: int = 32
     mix: str | None = None  # "mixup" or "cutmix" on cached features of the top block input
-    loss: str = "bce+dice"  # segmentation: "bce", "dice", "tversky" or "bce+dice"
+    loss: str = "bce+dice"  # segmentation: one of core.training.losses.LOSS_NAMES
     tiling: TilingSpec | None = None  # classify tiles of large images (histology)
     zoom_out: tuple[float, float] = (1.0, 1.0)  # augmented tiles cover 1x..Nx the tile area (lower magnification)
     # A trained bundle whose frozen network this one builds on. A classifier: its fine-tuned top block's
@@ -158,7 +158,7 @@ def network_origin(folder: Path) -> tuple[str, str]:
     """(version, head weights sha256) of the bundle whose network below the last Dense the bundle in ``folder``
     holds: its own, or, after a last-layer refit (core.training.refit_dense), the one it was refitted from."""
     manifest = json.loads((Path(folder) / "manifest.json").read_text())
-    origin = manifest.get("training", {}).get("refit_dense", {}).get("network_of")
+    origin = manifest.get("training", {}).get("network_of")
     if origin:
         return origin["version"], origin["weights_sha256"]
     return manifest["version"], manifest["weights"]["sha256"]

@@ -23,6 +23,8 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from core.training.sources import source_of
 
 BUNDLE = "brain-mri-tumor-4class"
 SEGMENTER = "brain-mri-tumor-seg"
+RECORDS = ("refit_dense", "tune_block14")  # manifest ``training`` keys of a version made from the one before
 
 
 def stand_in_entries(written: dict, folder: Path = STAND_INS) -> dict[str, list[list]]:
@@ -86,6 +89,7 @@ def write_refit(old: Path, new: Path, version: str, weights: dict[str, list[np.n
     new head's sha256. Validation numbers are measured afterwards (``remeasure``)."""
     import keras
 
+    from core.models.backbones import leaf_layers
     from core.models.storage import save_keras_fp16
 
     if new.resolve() != old.resolve():
@@ -101,15 +105,15 @@ def write_refit(old: Path, new: Path, version: str, weights: dict[str, list[np.n
         layers[name].set_weights(values)
     sha = save_keras_fp16(head, new / manifest["weights"]["file"])
     started = {"version": manifest["version"], "weights_sha256": manifest["weights"]["sha256"]}
-    origin = {}
-    if set(weights) == {"logits"}:  # below the Dense: unchanged, so its backbone file too
-        version_of_network, sha_of_network = network_origin(old)
-        origin = {"network_of": {"version": version_of_network, "weights_sha256": sha_of_network}}
+    version_of_network, sha_of_network = network_origin(old)
     manifest["version"] = version
     manifest["weights"]["sha256"] = sha
     training = manifest.setdefault("training", {})
-    training.pop("refit_dense", None)  # a record of how the version started from was made: that version's CHANGELOG
-    training[record] = {**about, "started_from": started, **origin}
+    for earlier in (*RECORDS, "network_of"):  # how the version started from was made: that version's CHANGELOG
+        training.pop(earlier, None)
+    training[record] = {**about, "started_from": started}
+    if set(weights) == {"logits"}:  # below the Dense: unchanged, so its backbone file too
+        training["network_of"] = {"version": version_of_network, "weights_sha256": sha_of_network}
     training["counts"] = {part: {c: sum(label == c for _, label, _ in split[part])
                                  for c in sorted({label for _, label, _ in split[part]})} for part in split}
     training["command"] = command
@@ -119,15 +123,12 @@ def write_refit(old: Path, new: Path, version: str, weights: dict[str, list[np.n
     return sha
 
 
-def leaf_layers(model) -> list:
-    """The model's layers in order, a nested model's (Xception's top block) replaced by its own."""
-    return [leaf for layer in model.layers for leaf in (leaf_layers(layer) if hasattr(layer, "layers") else [layer])]
-
-
 def changed_layers(old: Path, new: Path) -> list[str] | None:
     """Names of the head layers whose weights differ between the two bundles, or None where the heads are not the
     same network (other layers, other weight shapes) or their trunks differ."""
     import keras
+
+    from core.models.backbones import leaf_layers
 
     files = [json.loads((f / "manifest.json").read_text())["weights"]["file"] for f in (old, new)]
     heads = [leaf_layers(keras.saving.load_model(f / name, compile=False, safe_mode=True))
@@ -145,11 +146,6 @@ def changed_layers(old: Path, new: Path) -> list[str] | None:
         if any(not np.array_equal(x, y) for x, y in zip(u, v)):
             changed.append(a.name)
     return changed
-
-
-def same_encoder(old: Path, new: Path) -> bool:
-    """Whether every layer but the Dense holds the same weights in both bundles (heads and trunks)."""
-    return changed_layers(old, new) in ([], ["logits"])
 
 
 def point_segmenter(models: Path, old_sha: str, new_sha: str, version: str,
@@ -186,6 +182,46 @@ def extend_cached_plan(extra: dict[str, list[list]]) -> None:
     path.write_text(json.dumps(plan, indent=1))
 
 
+@contextmanager
+def shipped_copy(models: Path = REPO / "models") -> Iterator[Path]:
+    """A copy of the shipped bundle, the version a refit starts from, kept while the new one is written."""
+    with tempfile.TemporaryDirectory(prefix="refit-") as folder:
+        shutil.copytree(models / BUNDLE, Path(folder) / BUNDLE)
+        yield Path(folder) / BUNDLE
+
+
+def entries_key(entries: list[list]) -> str:
+    """A short name for a list of split entries: cached features of other entries (new stand-ins) are not reused."""
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:12]
+
+
+def write_checked(old: Path, out: Path, version: str, weights: dict[str, list[np.ndarray]], split: dict, about: dict,
+                  command: str, record: str, allowed: tuple[str, ...]) -> tuple[str, list[str]]:
+    """(new head sha256, layers changed): the new version written and measured beside the models folder ``out`` (never
+    in it, where the registry would load it), refused unless only ``allowed`` layers changed, then swapped in."""
+    staging = out.parent / f".{BUNDLE}-{record}"
+    new_sha = write_refit(old, staging, version, weights, split, about, command, record)
+    changed = changed_layers(old, staging)
+    if changed is None or not set(changed) <= set(allowed):
+        shutil.rmtree(staging)
+        raise RuntimeError(f"layers other than {', '.join(allowed)} changed ({changed}): the segmenter and the input "
+                           "check would not fit")
+    remeasure(staging, CONFIGS[BUNDLE].notes)
+    swap_in(staging, out / BUNDLE)
+    return new_sha, changed
+
+
+def swap_in(staging: Path, final: Path) -> None:
+    """``staging`` renamed to ``final``, the folder there first set aside beside ``staging`` and removed last, so
+    that a failure leaves one of the two whole."""
+    aside = staging.with_name(f"{staging.name}-replaced")
+    shutil.rmtree(aside, ignore_errors=True)
+    if final.exists():
+        final.rename(aside)
+    staging.rename(final)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", required=True, help="the new version, e.g. 3.1.0")
@@ -194,41 +230,31 @@ def main() -> None:
                         help="weight of each stand-in view in the fit (default 4: about 15 %% of the total weight)")
     parser.add_argument("--c", type=float, default=0.1, help="inverse L2 strength of the fit (default 0.1)")
     args = parser.parse_args()
-    old = Path(tempfile.mkdtemp(prefix="refit-")) / BUNDLE  # the version started from, kept while the new one is written
-    shutil.copytree(REPO / "models" / BUNDLE, old)
-    written = json.loads((old / "split.json").read_text())
-    written = {part: [e for e in written[part] if source_of(e[0], e[2]) != "figshare-mirrored"]  # an earlier refit's
-               for part in ("train", "val")}
-    extra = stand_in_entries(written)
-    split = {part: written[part] + extra[part] for part in ("train", "val")}
-    classes = CONFIGS[BUNDLE].classes
-    sha = json.loads((old / "manifest.json").read_text())["weights"]["sha256"][:12]
-    cache = CACHE_ROOT / BUNDLE / f"refit_{sha}"
-    entries = hashlib.sha256(json.dumps(split["train"]).encode()).hexdigest()[:12]  # new stand-ins: new features
-    plain, mirrored = pooled_features(old, split["train"], cache / f"train_{entries}.npz")
-    x = np.concatenate([plain, mirrored])
-    y = np.tile([classes.index(label) for _, label, _ in split["train"]], 2)
-    is_stand_in = np.tile([False] * len(written["train"]) + [True] * len(extra["train"]), 2)
-    weights = np.where(is_stand_in, args.stand_in_weight, 1.0)
-    kernel, bias = fit_dense(x, y, weights, args.c)
-    about = {"what": f"a multinomial logistic regression (L2, C = {args.c:g}) on the pooled block-14 features of each "
-                     "training image and its mirror image",
-             "stand_ins": {"made_by": "core.training.mirrored_halves",
-                                                 "train": len(extra["train"]), "val": len(extra["val"]),
-                                                 "weight": args.stand_in_weight}}
-    command = (f"python -m core.training.refit_dense --version {args.version} --stand-in-weight "
-               f"{args.stand_in_weight:g} --c {args.c:g}")
-    staging = args.out / f".{BUNDLE}-refit"  # written and measured beside it, then swapped in: a crash keeps the old
-    new_sha = write_refit(old, staging, args.version, {"logits": [kernel, bias]}, split, about, command)
-    if not same_encoder(old, staging):
-        raise RuntimeError("layers other than the Dense changed: the segmenter and the input check would not fit")
-    remeasure(staging, CONFIGS[BUNDLE].notes)
-    shutil.rmtree(args.out / BUNDLE, ignore_errors=True)
-    staging.rename(args.out / BUNDLE)
-    full_sha = json.loads((old / "manifest.json").read_text())["weights"]["sha256"]
+    with shipped_copy() as old:
+        written = json.loads((old / "split.json").read_text())
+        written = {part: [e for e in written[part] if source_of(e[0], e[2]) != "figshare-mirrored"]  # an earlier refit's
+                   for part in ("train", "val")}
+        extra = stand_in_entries(written)
+        split = {part: written[part] + extra[part] for part in ("train", "val")}
+        classes = CONFIGS[BUNDLE].classes
+        old_sha = json.loads((old / "manifest.json").read_text())["weights"]["sha256"]
+        cache = CACHE_ROOT / BUNDLE / f"refit_{old_sha[:12]}" / f"train_{entries_key(split['train'])}.npz"
+        plain, mirrored = pooled_features(old, split["train"], cache)
+        x = np.concatenate([plain, mirrored])
+        y = np.tile([classes.index(label) for _, label, _ in split["train"]], 2)
+        is_stand_in = np.tile([False] * len(written["train"]) + [True] * len(extra["train"]), 2)
+        kernel, bias = fit_dense(x, y, np.where(is_stand_in, args.stand_in_weight, 1.0), args.c)
+        about = {"what": f"a multinomial logistic regression (L2, C = {args.c:g}) on the pooled block-14 features of "
+                         "each training image and its mirror image",
+                 "stand_ins": {"made_by": "core.training.mirrored_halves", "train": len(extra["train"]),
+                               "val": len(extra["val"]), "weight": args.stand_in_weight}}
+        command = (f"python -m core.training.refit_dense --version {args.version} --stand-in-weight "
+                   f"{args.stand_in_weight:g} --c {args.c:g}")
+        new_sha, _ = write_checked(old, args.out, args.version, {"logits": [kernel, bias]}, split, about, command,
+                                   "refit_dense", ("logits",))
     extend_cached_plan(extra)
     if (args.out / SEGMENTER).exists():
-        point_segmenter(args.out, full_sha, new_sha, args.version)
+        point_segmenter(args.out, old_sha, new_sha, args.version)
     print(f"{args.out / BUNDLE}: version {args.version}, {len(extra['train'])} + {len(extra['val'])} stand-in entries")
 
 

@@ -5,7 +5,7 @@ part runs once per image and view (cached); the expanding path (decoder) is trai
 With ``top_from`` set, the encoder's deeper blocks from that layer up to the deepest skip train
 too: first the decoder alone (lr_head), then decoder and those blocks together (lr_finetune), as
 in the classifier recipe. Phase 3 (``epochs_whole``, core.training.whole_network) then unfreezes the
-whole encoder on freshly augmented images. Loss is BCE, Dice, Tversky or BCE + Dice (config). Dice and IoU are
+whole encoder on freshly augmented images. Loss is one of core.training.losses (config). Dice and IoU are
 measured at each validation image's original resolution, through the Analyzer the product runs.
 """
 

@@ -17,16 +17,13 @@ then retrain the yes/no bundle on it, refit the input check, and compare
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from core.training.configs import CACHE_ROOT, CONFIGS, DATA_ROOT, REPO
-from core.training.refit_dense import BUNDLE, changed_layers, point_segmenter, remeasure, write_refit
+from core.training.configs import CACHE_ROOT, DATA_ROOT, REPO
+from core.training.refit_dense import BUNDLE, SEGMENTER, entries_key, point_segmenter, shipped_copy, write_checked
 
 BLOCK14 = ("block14_sepconv1", "block14_sepconv1_bn", "block14_sepconv1_act",
            "block14_sepconv2", "block14_sepconv2_bn", "block14_sepconv2_act")
@@ -52,9 +49,9 @@ def split_head(head) -> tuple:
 def block14_inputs(folder: Path, entries: list[list], cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """(block 14's input for each image, for its mirror image), float16, as the product preprocesses each image;
     cached in ``cache`` (named by the bundle's weights and the entries)."""
-    plain_file, mirrored_file = cache.with_name(f"{cache.name}_plain.npy"), cache.with_name(f"{cache.name}_mirrored.npy")
-    if plain_file.exists() and mirrored_file.exists():
-        return np.load(plain_file), np.load(mirrored_file)
+    files = [cache.with_name(f"{cache.name}_{view}.npy") for view in ("plain", "mirrored")]
+    if all(f.exists() for f in files):
+        return np.load(files[0]), np.load(files[1])
     import keras
 
     from core.models.registry import Bundle
@@ -68,9 +65,11 @@ def block14_inputs(folder: Path, entries: list[list], cache: Path) -> tuple[np.n
     plain, mirrored = predict_with_mirror(features, [DATA_ROOT / p for p, _, _ in entries], bundle.spec,
                                           desc=f"block-14 inputs {cache.name}")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(plain_file, plain.astype(np.float16))
-    np.save(mirrored_file, mirrored.astype(np.float16))
-    return np.load(plain_file), np.load(mirrored_file)
+    for file, values in zip(files, (plain, mirrored)):  # whole files only: an interrupted save leaves none
+        partial = file.with_name(f"{file.stem}.partial.npy")
+        np.save(partial, values.astype(np.float16))
+        partial.rename(file)
+    return np.load(files[0]), np.load(files[1])
 
 
 def tune(head, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, batch_size: int = 32, seed: int = 0) -> dict:
@@ -102,32 +101,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="passes over the training slices and their mirrors")
     parser.add_argument("--lr", type=float, default=2e-5, help="Adam learning rate (default 2e-5)")
     args = parser.parse_args()
-    old = Path(tempfile.mkdtemp(prefix="tune-")) / BUNDLE  # the version started from, kept while the new one is written
-    shutil.copytree(REPO / "models" / BUNDLE, old)
-    split = json.loads((old / "split.json").read_text())
-    manifest = json.loads((old / "manifest.json").read_text())
-    classes = manifest["classes"]
-    entries = hashlib.sha256(json.dumps(split["train"]).encode()).hexdigest()[:12]
-    cache = CACHE_ROOT / BUNDLE / f"block14_{manifest['weights']['sha256'][:12]}_{entries}"
-    plain, mirrored = block14_inputs(old, split["train"], cache)
-    x = np.concatenate([plain, mirrored])
-    y = np.tile([classes.index(label) for _, label, _ in split["train"]], 2)
-    head = keras.saving.load_model(old / manifest["weights"]["file"], compile=False, safe_mode=True)
-    weights = tune(head, x, y, args.epochs, args.lr)
-    about = {"what": f"block 14's separable convolutions and the Dense trained {args.epochs} epochs (Adam, lr "
-                     f"{args.lr:g}, batch 32, cross-entropy) on cached block-14 inputs of each training image and its "
-                     "mirror image; block 14's batch norms and every layer below kept"}
-    command = f"python -m core.training.tune_block14 --version {args.version} --epochs {args.epochs} --lr {args.lr:g}"
-    staging = args.out / f".{BUNDLE}-tune"  # written and measured beside it, then swapped in: a crash keeps the old
-    new_sha = write_refit(old, staging, args.version, weights, split, about, command, record="tune_block14")
-    changed = changed_layers(old, staging)
-    if changed is None or not set(changed) <= set(TUNED):
-        raise RuntimeError(f"layers other than block 14 and the Dense changed ({changed}): the segmenter and the "
-                           "input check would not fit")
-    remeasure(staging, CONFIGS[BUNDLE].notes)
-    shutil.rmtree(args.out / BUNDLE, ignore_errors=True)
-    staging.rename(args.out / BUNDLE)
-    if (args.out / "brain-mri-tumor-seg").exists():
+    with shipped_copy() as old:
+        split = json.loads((old / "split.json").read_text())
+        manifest = json.loads((old / "manifest.json").read_text())
+        classes = manifest["classes"]
+        cache = CACHE_ROOT / BUNDLE / f"block14_{manifest['weights']['sha256'][:12]}_{entries_key(split['train'])}"
+        plain, mirrored = block14_inputs(old, split["train"], cache)
+        x = np.concatenate([plain, mirrored])
+        y = np.tile([classes.index(label) for _, label, _ in split["train"]], 2)
+        head = keras.saving.load_model(old / manifest["weights"]["file"], compile=False, safe_mode=True)
+        weights = tune(head, x, y, args.epochs, args.lr)
+        about = {"what": f"block 14's separable convolutions and the Dense trained {args.epochs} epochs (Adam, lr "
+                         f"{args.lr:g}, batch 32, cross-entropy) on cached block-14 inputs of each training image and "
+                         "its mirror image; block 14's batch norms and every layer below kept"}
+        command = (f"python -m core.training.tune_block14 --version {args.version} --epochs {args.epochs} "
+                   f"--lr {args.lr:g}")
+        new_sha, changed = write_checked(old, args.out, args.version, weights, split, about, command, "tune_block14",
+                                         TUNED)
+    if (args.out / SEGMENTER).exists():
         point_segmenter(args.out, manifest["weights"]["sha256"], new_sha, args.version,
                         how="fine-tuned only block 14 and its last layer, so its network through block 13")
     print(f"{args.out / BUNDLE}: version {args.version}, layers changed: {', '.join(changed)}")
