@@ -142,3 +142,30 @@ def test_stand_ins_are_a_source_of_their_own():
     stand_in = refit_dense.STAND_INS / "healthy" / "Tr-gl_0001.png"
     assert source_of(str(stand_in), "figshare-P1") == "figshare-mirrored"
     assert source_of("brain_mri_4class/train/glioma/Tr-gl_0001.jpg", "figshare-P1") == "figshare"
+
+
+def test_mirror_features_are_computed_once_then_read_from_the_cache(tmp_path, tiny_models):
+    import keras
+    from PIL import Image
+
+    from core.training.refit_dense import mirror_features
+
+    paths = []
+    for i in range(3):
+        picture = np.zeros((40, 40), np.uint8)
+        picture[5:20, 5 + 5 * i:20 + 5 * i] = 255  # off-centre: the mirror image differs
+        Image.fromarray(picture).save(tmp_path / f"{i}.png")
+        paths.append([str(tmp_path / f"{i}.png"), "clear", f"g{i}"])
+    image = keras.Input((None, None, 3))
+    model = keras.Model(image, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3, name="c")(image)))
+    cache = tmp_path / "cache" / "train_x"
+    plain, mirrored = mirror_features(lambda: model, tiny_models / "tiny-mr-classifier", paths, cache, np.float16)
+    assert plain.shape == mirrored.shape == (3, 2) and plain.dtype == np.float16
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["train_x_mirrored.npy", "train_x_plain.npy"]
+
+    def never():
+        raise AssertionError("cached: no model needed")
+
+    again = mirror_features(never, tiny_models / "tiny-mr-classifier", paths, cache)
+    np.testing.assert_array_equal(again[0], plain)
+    np.testing.assert_array_equal(again[1], mirrored)

@@ -100,7 +100,7 @@ def compare_segmenters(old_folder: Path, new_folder: Path, rounds: int = 2000) -
     plan, which holds the masks), per source: Dice on the images with a lesion, the share of lesion-free images
     given a lesion. The new split may add images, so long as the old bundle never trained on any of them."""
     from core.training.configs import CONFIGS
-    from core.training.plan import same_split
+    from core.training.plan import same_split, split_entries
     from core.training.seg_eval import image_records
 
     manifest = json.loads((new_folder / "manifest.json").read_text())
@@ -112,7 +112,7 @@ def compare_segmenters(old_folder: Path, new_folder: Path, rounds: int = 2000) -
     if plan is None or not same_split(new_folder, plan):
         raise ValueError(f"{new_folder} was not written from the split cached in {cached}: its masks are not known")
     old_train = {path for path, _, _ in json.loads((old_folder / "split.json").read_text())["train"]}
-    entries = [[path, label, group] for path, label, group in json.loads((new_folder / "split.json").read_text())["val"]]
+    entries = split_entries(plan)["val"]  # what the new bundle's split.json holds (same_split)
     seen = [path for path, _, _ in entries if path in old_train]
     if seen:
         raise ValueError(f"{len(seen)} of the new validation images trained the old bundle (first: {seen[0]})")

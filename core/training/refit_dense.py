@@ -23,7 +23,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -33,6 +33,7 @@ import numpy as np
 from core.training.configs import CACHE_ROOT, CONFIGS, DATA_ROOT, REPO, network_origin
 from core.training.mirrored_halves import STAND_INS, write_stand_ins
 from core.training.sources import source_of
+from core.training.transfer import _parent_features
 
 BUNDLE = "brain-mri-tumor-4class"
 SEGMENTER = "brain-mri-tumor-seg"
@@ -54,21 +55,24 @@ def stand_in_entries(written: dict, folder: Path = STAND_INS) -> dict[str, list[
     return out
 
 
-def pooled_features(folder: Path, entries: list[list], cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(features of each image, of its mirror image): the bundle's pooled top-block output, as the product
-    preprocesses each image; cached in ``cache`` (named by the bundle's weights and the entries)."""
-    if cache.exists():
-        held = np.load(cache)
-        return held["plain"], held["mirrored"]
-    from core.models.registry import Bundle
-    from core.training.mirror import predict_with_mirror
-    from core.training.transfer import _parent_features
+def mirror_features(build: Callable[[], object], folder: Path, entries: list[list], cache: Path,
+                    dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """(the model ``build()`` makes on each image of ``entries``, on its mirror image), images preprocessed as the
+    product does for the bundle in ``folder``; cached as ``<cache>_plain.npy`` and ``<cache>_mirrored.npy`` (named by
+    the bundle's weights and the entries), each saved whole or not at all. The model is built only when not cached."""
+    files = [cache.with_name(f"{cache.name}_{view}.npy") for view in ("plain", "mirrored")]
+    if not all(f.exists() for f in files):
+        from core.models.registry import Bundle
+        from core.training.mirror import predict_with_mirror
 
-    plain, mirrored = predict_with_mirror(_parent_features(folder), [DATA_ROOT / p for p, _, _ in entries],
-                                          Bundle.from_folder(folder).spec, desc=f"features {cache.stem}")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, plain=plain.astype(np.float32), mirrored=mirrored.astype(np.float32))
-    return plain, mirrored
+        views = predict_with_mirror(build(), [DATA_ROOT / p for p, _, _ in entries], Bundle.from_folder(folder).spec,
+                                    desc=f"features {cache.name}")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        for file, values in zip(files, views):
+            partial = file.with_name(f"{file.stem}.partial.npy")
+            np.save(partial, values.astype(dtype))
+            partial.rename(file)
+    return np.load(files[0]), np.load(files[1])
 
 
 def fit_dense(x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
@@ -238,8 +242,8 @@ def main() -> None:
         split = {part: written[part] + extra[part] for part in ("train", "val")}
         classes = CONFIGS[BUNDLE].classes
         old_sha = json.loads((old / "manifest.json").read_text())["weights"]["sha256"]
-        cache = CACHE_ROOT / BUNDLE / f"refit_{old_sha[:12]}" / f"train_{entries_key(split['train'])}.npz"
-        plain, mirrored = pooled_features(old, split["train"], cache)
+        cache = CACHE_ROOT / BUNDLE / f"refit_{old_sha[:12]}" / f"train_{entries_key(split['train'])}"
+        plain, mirrored = mirror_features(lambda: _parent_features(old), old, split["train"], cache)
         x = np.concatenate([plain, mirrored])
         y = np.tile([classes.index(label) for _, label, _ in split["train"]], 2)
         is_stand_in = np.tile([False] * len(written["train"]) + [True] * len(extra["train"]), 2)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.training.configs import CACHE_ROOT, DATA_ROOT, REPO
-from core.training.refit_dense import BUNDLE, SEGMENTER, entries_key, point_segmenter, shipped_copy, write_checked
+from core.training.configs import CACHE_ROOT, REPO
+from core.training.refit_dense import (BUNDLE, SEGMENTER, entries_key, mirror_features, point_segmenter, shipped_copy,
+                                       write_checked)
 
 BLOCK14 = ("block14_sepconv1", "block14_sepconv1_bn", "block14_sepconv1_act",
            "block14_sepconv2", "block14_sepconv2_bn", "block14_sepconv2_act")
@@ -46,30 +47,16 @@ def split_head(head) -> tuple:
     return below, keras.Model(inputs, x, name="from_block14")
 
 
-def block14_inputs(folder: Path, entries: list[list], cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(block 14's input for each image, for its mirror image), float16, as the product preprocesses each image;
-    cached in ``cache`` (named by the bundle's weights and the entries)."""
-    files = [cache.with_name(f"{cache.name}_{view}.npy") for view in ("plain", "mirrored")]
-    if all(f.exists() for f in files):
-        return np.load(files[0]), np.load(files[1])
+def block14_model(folder: Path):
+    """Image -> block 14's input, through the whole network of the bundle in ``folder``."""
     import keras
 
     from core.models.registry import Bundle
-    from core.training.mirror import predict_with_mirror
 
-    bundle = Bundle.from_folder(folder)
-    trunk, head = bundle.trunk_and_head()
+    trunk, head = Bundle.from_folder(folder).trunk_and_head()
     below, _ = split_head(head)
     image = keras.Input(shape=(None, None, 3), name="image")
-    features = keras.Model(image, below(trunk(image)))
-    plain, mirrored = predict_with_mirror(features, [DATA_ROOT / p for p, _, _ in entries], bundle.spec,
-                                          desc=f"block-14 inputs {cache.name}")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    for file, values in zip(files, (plain, mirrored)):  # whole files only: an interrupted save leaves none
-        partial = file.with_name(f"{file.stem}.partial.npy")
-        np.save(partial, values.astype(np.float16))
-        partial.rename(file)
-    return np.load(files[0]), np.load(files[1])
+    return keras.Model(image, below(trunk(image)))
 
 
 def tune(head, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, batch_size: int = 32, seed: int = 0) -> dict:
@@ -106,7 +93,7 @@ def main() -> None:
         manifest = json.loads((old / "manifest.json").read_text())
         classes = manifest["classes"]
         cache = CACHE_ROOT / BUNDLE / f"block14_{manifest['weights']['sha256'][:12]}_{entries_key(split['train'])}"
-        plain, mirrored = block14_inputs(old, split["train"], cache)
+        plain, mirrored = mirror_features(lambda: block14_model(old), old, split["train"], cache, np.float16)
         x = np.concatenate([plain, mirrored])
         y = np.tile([classes.index(label) for _, label, _ in split["train"]], 2)
         head = keras.saving.load_model(old / manifest["weights"]["file"], compile=False, safe_mode=True)
